@@ -1,0 +1,12 @@
+import type Database from 'better-sqlite3';
+import type { Clock } from '../clock.js';
+import type { SydentConfig } from '../config/types.js';
+import type { Logger } from '../log.js';
+
+/** What the root actor hands to its supervisors: each takes the part it owns. */
+export interface SystemDeps {
+  config: SydentConfig;
+  db: Database.Database;
+  clock: Clock;
+  log: Logger;
+}

@@ -1,0 +1,115 @@
+import PQueue from 'p-queue';
+import { fromCallback, type ActorSystem } from 'xstate';
+import type { AskableEvent } from './ask.js';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyActorSystem = ActorSystem<any>;
+
+/** What the debug endpoint shows of a supervisor. */
+export interface SupervisorStats {
+  /** requests waiting for their turn */
+  queued: number;
+  /** requests being worked on */
+  running: number;
+  handled: number;
+  failed: number;
+  draining: boolean;
+}
+
+export class SupervisorClosedError extends Error {
+  constructor(id: string) {
+    super(`${id} is shutting down`);
+    this.name = 'SupervisorClosedError';
+  }
+}
+
+export class UnknownRequestError extends Error {
+  constructor(id: string, type: string) {
+    super(`${id} does not handle ${type}`);
+    this.name = 'UnknownRequestError';
+  }
+}
+
+export type Handler<TResource> = (
+  event: AskableEvent & Record<string, unknown>,
+  resource: TResource,
+  system: AnyActorSystem,
+) => unknown;
+
+export interface SupervisorSpec<TInput, TResource> {
+  /** how many requests run at once; 1 serialises them (the store's writes) */
+  concurrency: number;
+  /** acquires the resource this supervisor alone owns */
+  open(input: TInput, system: AnyActorSystem): TResource;
+  /** releases it, after the queue has drained */
+  close?(resource: TResource): void | Promise<void>;
+  handlers: Record<string, Handler<TResource>>;
+}
+
+/**
+ * A supervisor is an actor that owns one resource and serves requests against it through a queue.
+ * Built-in requests: STATS (answered at once) and DRAIN (stop taking work, finish the queue, close the resource),
+ * which is how shutdown stops supervisors in order.
+ */
+export function supervisor<TInput, TResource>(id: string, spec: SupervisorSpec<TInput, TResource>) {
+  return fromCallback<AskableEvent & Record<string, unknown>, TInput>(({ input, receive, system }) => {
+    const resource = spec.open(input, system);
+    const queue = new PQueue({ concurrency: spec.concurrency });
+    let handled = 0;
+    let failed = 0;
+    let draining: Promise<void> | null = null;
+
+    const stats = (): SupervisorStats => ({
+      queued: queue.size,
+      running: queue.pending,
+      handled,
+      failed,
+      draining: draining !== null,
+    });
+
+    const drain = async (): Promise<void> => {
+      await queue.onIdle();
+      await spec.close?.(resource);
+    };
+
+    receive((event) => {
+      const reply = event.replyTo;
+      if (event.type === 'STATS') {
+        reply?.resolve(stats());
+        return;
+      }
+      if (event.type === 'DRAIN') {
+        draining ??= drain();
+        draining.then(
+          () => reply?.resolve(undefined),
+          (error: unknown) => reply?.reject(error),
+        );
+        return;
+      }
+      if (draining) {
+        reply?.reject(new SupervisorClosedError(id));
+        return;
+      }
+      const handler = spec.handlers[event.type];
+      if (!handler) {
+        reply?.reject(new UnknownRequestError(id, event.type));
+        return;
+      }
+      void queue.add(async () => {
+        try {
+          const result = await handler(event, resource, system);
+          handled++;
+          reply?.resolve(result);
+        } catch (error) {
+          failed++;
+          reply?.reject(error);
+        }
+      });
+    });
+
+    return () => {
+      // Stopped without a DRAIN (a crash path): release the resource all the same.
+      if (!draining) void spec.close?.(resource);
+    };
+  });
+}

@@ -1,0 +1,118 @@
+/**
+ * Sydent's CONFIG_DEFAULTS (sydent/config/__init__.py and the section readers), with sydent-ts's deviations.
+ * Keys are stored lower-cased, as ConfigParser writes them back.
+ */
+
+export type Env = Record<string, string | undefined>;
+
+export type ConfigDefaults = Record<string, Record<string, string>>;
+
+/** used when `ip.blacklist` is empty (Sydent's DEFAULT_IP_RANGE_BLACKLIST) */
+export const DEFAULT_IP_RANGE_BLACKLIST: readonly string[] = [
+  '127.0.0.0/8',
+  '10.0.0.0/8',
+  '172.16.0.0/12',
+  '192.168.0.0/16',
+  '100.64.0.0/10',
+  '192.0.0.0/24',
+  '169.254.0.0/16',
+  '192.88.99.0/24',
+  '198.18.0.0/15',
+  '192.0.2.0/24',
+  '198.51.100.0/24',
+  '203.0.113.0/24',
+  '224.0.0.0/4',
+  '::1/128',
+  'fe80::/10',
+  'fc00::/7',
+  '2001:db8::/32',
+  'ff00::/8',
+  'fec0::/10',
+];
+
+/**
+ * Environment variables are defaults, not overrides: they end up in a freshly generated file and otherwise only
+ * apply where the file does not set the key (as in Sydent).
+ */
+export function configDefaults(env: Env): ConfigDefaults {
+  return {
+    general: {
+      'server.name': env.SYDENT_SERVER_NAME ?? '',
+      'log.path': '',
+      'log.level': 'INFO',
+      'pidfile.path': env.SYDENT_PID_FILE ?? 'sydent.pid',
+      'terms.path': '',
+      address_lookup_limit: '10000',
+      // Sydent: `res` relative to the CWD; empty here means the templates shipped with the package
+      'templates.path': '',
+      'brand.default': 'matrix-org',
+      enable_v1_associations: 'true',
+      delete_tokens_on_bind: 'true',
+      'ip.blacklist': '',
+      'ip.whitelist': '',
+      homeserver_allow_list: '',
+      enable_v1_access: 'true',
+    },
+    db: {
+      'db.file': env.SYDENT_DB_PATH ?? 'sydent.db',
+    },
+    http: {
+      // Sydent: `::` and `::1`; IPv4 wildcards work on hosts with IPv6 disabled
+      'clientapi.http.bind_address': '0.0.0.0',
+      'clientapi.http.port': '8090',
+      'internalapi.http.bind_address': '127.0.0.1',
+      'internalapi.http.port': '',
+      'internalapi.admin_token': '',
+      'replication.https.certfile': '',
+      'replication.https.cacert': '',
+      'replication.https.bind_address': '::',
+      'replication.https.port': '4434',
+      obey_x_forwarded_for: 'False',
+      trusted_proxies: '',
+      'federation.verifycerts': 'True',
+      client_http_base: '',
+    },
+    email: {
+      // empty: `Sydent Validation <noreply@<server.name>>` (Sydent sent a literal `{hostname}`)
+      'email.from': '',
+      'email.subject': 'Your Validation Token',
+      'email.invite.subject': '%(sender_display_name)s has invited you to chat',
+      'email.invite.subject_space': '%(sender_display_name)s has invited you to a space',
+      'email.smtphost': 'localhost',
+      'email.smtpport': '25',
+      'email.smtpusername': '',
+      'email.smtppassword': '',
+      'email.hostname': '',
+      'email.tlsmode': '0',
+      'email.default_web_client_location': 'https://app.element.io',
+      'email.third_party_invite_username_obfuscate_characters': '3',
+      'email.third_party_invite_domain_obfuscate_characters': '3',
+      'email.third_party_invite_homeserver_blocklist': '',
+      'email.third_party_invite_room_blocklist': '',
+      'email.third_party_invite_keyword_blocklist': '',
+      'email.ratelimit_sender.burst': '5',
+      'email.ratelimit_sender.rate_hz': String(1 / (5 * 60)),
+    },
+    sms: {
+      bodytemplate: 'Your code is {token}',
+      username: '',
+      password: '',
+      'msisdn.ratelimit.burst': '5',
+      'msisdn.ratelimit.rate_hz': String(1 / 3600),
+      'country.ratelimit.burst': '50',
+      'country.ratelimit.rate_hz': String(1 / 60),
+    },
+    crypto: {
+      'ed25519.signingkey': '',
+    },
+  };
+}
+
+/** All defaults in one map, which is how Sydent's DEFAULT section exposes them to every section. */
+export function flattenDefaults(defaults: ConfigDefaults): Map<string, string> {
+  const flat = new Map<string, string>();
+  for (const options of Object.values(defaults)) {
+    for (const [key, value] of Object.entries(options)) flat.set(key, value);
+  }
+  return flat;
+}

@@ -1,0 +1,174 @@
+/**
+ * Reads `sydent.conf` once at start-up into a typed SydentConfig, writing a complete file on first run and a
+ * signing key when the file has none, as Sydent did.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { configDefaults, flattenDefaults, type ConfigDefaults, type Env } from './defaults.js';
+import { ConfigError } from './errors.js';
+import { setOptionInText } from './ini-edit.js';
+import { formatIni, IniReader, IniSyntaxError, parseIni, type IniDocument } from './ini.js';
+import { unknownKeyWarnings } from './known-keys.js';
+import type { BuildContext } from './sections/context.js';
+import { readEmail } from './sections/email.js';
+import { readGeneral } from './sections/general.js';
+import { readHttp } from './sections/http.js';
+import { readPeers } from './sections/peers.js';
+import { readSms } from './sections/sms.js';
+import { formatSigningKey, generateSigningKey, parseSigningKey } from './signing-key.js';
+import type { SigningKey, SydentConfig } from './types.js';
+import { SectionValues } from './values.js';
+
+export interface LoadConfigOptions {
+  /** wins over SYDENT_CONF */
+  configPath?: string;
+  /** SYDENT_CONF, SYDENT_SERVER_NAME, SYDENT_PID_FILE and SYDENT_DB_PATH are read from here */
+  env: Env;
+  /** relative paths, in the options and inside the file, resolve against this */
+  cwd: string;
+  /** receives warnings and notes about files written */
+  log?: (line: string) => void;
+}
+
+export interface LoadedConfig {
+  config: SydentConfig;
+  /** absolute path of the file read (and perhaps written) */
+  path: string;
+  /** true when the file did not exist and was written with every default */
+  generated: boolean;
+  warnings: string[];
+}
+
+const SIGNING_KEY_SECTION = 'crypto';
+const SIGNING_KEY_OPTION = 'ed25519.signingkey';
+
+const GENERATED_HEADER = [
+  'sydent-ts configuration, written on first start with every default.',
+  'config/sydent.conf.sample in the sydent-ts package explains each key.',
+  'Empty templates.path: the templates shipped with sydent-ts.',
+  'Empty email.from: "Sydent Validation <noreply@<server.name>>".',
+];
+
+export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
+  const cwd = resolve(opts.cwd);
+  const path = resolve(cwd, opts.configPath || opts.env.SYDENT_CONF || 'sydent.conf');
+  const log = opts.log ?? ((): void => {});
+  const warnings: string[] = [];
+  const ctx: BuildContext = {
+    cwd,
+    warn(message) {
+      warnings.push(message);
+      log(message);
+    },
+  };
+  const defaults = configDefaults(opts.env);
+
+  let text = readIfExists(path);
+  const generated = text === null;
+  if (text === null) {
+    text = generateFile(path, defaults);
+    log(`config: ${path} did not exist; wrote it with every default and a new signing key`);
+  }
+  const doc = parse(text, path);
+  for (const warning of unknownKeyWarnings(doc)) ctx.warn(warning);
+
+  const ini = new IniReader(doc, flattenDefaults(defaults));
+  const section = (name: string): SectionValues => new SectionValues(ini, name, cwd);
+  const signingKey = readSigningKey(section(SIGNING_KEY_SECTION));
+
+  const general = readGeneral(section('general'), ctx);
+  const config: SydentConfig = {
+    configPath: path,
+    general,
+    db: { dbFile: readDbFile(section('db')) },
+    http: readHttp(section('http'), ctx),
+    email: readEmail(section('email'), general.serverName, general.templatesPath),
+    sms: readSms(section('sms')),
+    crypto: { signingKey: signingKey.key },
+    peers: readPeers(ini, ctx),
+  };
+  // only once everything is valid, so a file with a mistake is left as it was
+  if (signingKey.note) saveSigningKey(path, text, signingKey.key, signingKey.note, log);
+  return { config, path, generated, warnings };
+}
+
+function readIfExists(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new ConfigError(`config error: cannot read ${path}: ${(err as Error).message}`);
+  }
+}
+
+function generateFile(path: string, defaults: ConfigDefaults): string {
+  const crypto = { ...defaults.crypto, [SIGNING_KEY_OPTION]: formatSigningKey(generateSigningKey()) };
+  const text = formatIni({ ...defaults, crypto }, GENERATED_HEADER);
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+    // it holds the private signing key; `wx` so a file created meanwhile is never overwritten
+    writeFileSync(path, text, { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    throw new ConfigError(`config error: cannot write a new config file at ${path}: ${(err as Error).message}`);
+  }
+  return text;
+}
+
+function parse(text: string, path: string): IniDocument {
+  try {
+    return parseIni(text);
+  } catch (err) {
+    if (err instanceof IniSyntaxError) throw new ConfigError(`config error: ${path} ${err.message}`);
+    throw err;
+  }
+}
+
+interface SigningKeyRead {
+  key: SigningKey;
+  /** set when the key must be written to the file, saying why */
+  note?: string;
+}
+
+/** A missing key is generated and a legacy hex one converted; either must then be saved. */
+function readSigningKey(v: SectionValues): SigningKeyRead {
+  const value = v.str(SIGNING_KEY_OPTION).trim();
+  if (value === '') {
+    return {
+      key: generateSigningKey(),
+      note: 'this server did not yet have an ed25519 signing key; created one and saved it in',
+    };
+  }
+  let parsed;
+  try {
+    parsed = parseSigningKey(value);
+  } catch (err) {
+    // the value is secret, so it is not echoed
+    throw ConfigError.forValue(SIGNING_KEY_SECTION, SIGNING_KEY_OPTION, '<hidden>', (err as Error).message);
+  }
+  if (!parsed.legacy) return { key: parsed.key };
+  return {
+    key: parsed.key,
+    note: 'converted the legacy hex signing key to the "ed25519 0 <base64>" format and saved it in',
+  };
+}
+
+/** Edits only the key's line (or adds it), unlike Sydent which rewrote the whole file without its comments. */
+function saveSigningKey(path: string, text: string, key: SigningKey, note: string, log: (line: string) => void): void {
+  const updated = setOptionInText(text, SIGNING_KEY_SECTION, SIGNING_KEY_OPTION, formatSigningKey(key));
+  try {
+    writeFileSync(path, updated);
+  } catch (err) {
+    throw new ConfigError(
+      `config error: [${SIGNING_KEY_SECTION}] ${SIGNING_KEY_OPTION}: cannot save the signing key to ${path}: ${(err as Error).message}`,
+      SIGNING_KEY_SECTION,
+      SIGNING_KEY_OPTION,
+    );
+  }
+  log(`config: ${note} ${path}`);
+}
+
+function readDbFile(v: SectionValues): string {
+  const file = v.str('db.file');
+  if (file === '') v.fail('db.file', 'must name the SQLite database file');
+  return file === ':memory:' ? file : v.path('db.file');
+}

@@ -1,0 +1,100 @@
+import { hostname } from 'node:os';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_IP_RANGE_BLACKLIST } from '../defaults.js';
+import { SHIPPED_TEMPLATES_PATH } from '../paths.js';
+import type { GeneralConfig } from '../types.js';
+import type { SectionValues } from '../values.js';
+import type { BuildContext } from './context.js';
+
+/** Python logging's level names; WARN and FATAL are its aliases */
+const LOG_LEVELS = new Map<string, string>([
+  ['CRITICAL', 'CRITICAL'],
+  ['FATAL', 'CRITICAL'],
+  ['ERROR', 'ERROR'],
+  ['WARNING', 'WARNING'],
+  ['WARN', 'WARNING'],
+  ['INFO', 'INFO'],
+  ['DEBUG', 'DEBUG'],
+  ['NOTSET', 'NOTSET'],
+]);
+
+export function readGeneral(v: SectionValues, ctx: BuildContext): GeneralConfig {
+  let serverName = v.str('server.name');
+  if (serverName === '') {
+    serverName = hostname();
+    ctx.warn(
+      `config: [general] server.name is not set; using the host name "${serverName}" (it is our name in every signature, so set it)`,
+    );
+  }
+
+  const logLevel =
+    LOG_LEVELS.get(v.str('log.level').toUpperCase()) ??
+    v.fail('log.level', 'not a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)');
+
+  const enableV1Access = v.bool('enable_v1_access');
+  const homeserverAllowList = v.list('homeserver_allow_list');
+  // v1 endpoints have no authentication, so an allow list there would be a false sense of security
+  if (homeserverAllowList.length > 0 && enableV1Access) {
+    v.fail('homeserver_allow_list', 'cannot be used while [general] enable_v1_access is true; set enable_v1_access = false');
+  }
+
+  const templatesPath = readTemplatesPath(v);
+  const validBrands = subdirectories(templatesPath);
+  const brandDefault = v.str('brand.default');
+  if (!validBrands.includes(brandDefault)) {
+    ctx.warn(`config: [general] brand.default "${brandDefault}" is not a directory in ${templatesPath}`);
+  }
+
+  const enableV1Associations = v.bool('enable_v1_associations');
+  const ipBlacklist = v.cidrs('ip.blacklist');
+  const sentryDsn = v.str('sentry_dsn');
+  return {
+    serverName,
+    logPath: v.path('log.path'),
+    logLevel,
+    pidfilePath: v.path('pidfile.path'),
+    termsPath: v.path('terms.path'),
+    addressLookupLimit: v.int('address_lookup_limit', 1),
+    templatesPath,
+    validBrands,
+    brandDefault,
+    prometheusPort: v.optionalPort('prometheus_port'),
+    prometheusAddr: v.optional('prometheus_addr') ?? null,
+    sentryDsn: sentryDsn === '' ? null : sentryDsn,
+    // v1 bind lives under the v1 tree, which is absent without v1 access
+    enableV1Associations: enableV1Access && enableV1Associations,
+    deleteTokensOnBind: v.bool('delete_tokens_on_bind'),
+    ipBlacklist: ipBlacklist.length > 0 ? ipBlacklist : [...DEFAULT_IP_RANGE_BLACKLIST],
+    ipWhitelist: v.cidrs('ip.whitelist'),
+    homeserverAllowList,
+    enableV1Access,
+  };
+}
+
+/** Sydent only warned about a missing folder and then failed on the first mail; we refuse to start. */
+function readTemplatesPath(v: SectionValues): string {
+  const explicit = v.path('templates.path');
+  const path = explicit === '' ? SHIPPED_TEMPLATES_PATH : explicit;
+  const hint = explicit === '' ? 'the templates shipped with sydent-ts are missing' : 'unset it to use the templates shipped with sydent-ts';
+  let isDirectory: boolean;
+  try {
+    isDirectory = statSync(path).isDirectory();
+  } catch {
+    v.fail('templates.path', `${path} does not exist (${hint})`);
+  }
+  if (!isDirectory) v.fail('templates.path', `${path} is not a directory (${hint})`);
+  return path;
+}
+
+function subdirectories(path: string): string[] {
+  return readdirSync(path)
+    .filter((name) => {
+      try {
+        return statSync(join(path, name)).isDirectory();
+      } catch {
+        return false; // a dangling symlink is no brand
+      }
+    })
+    .sort();
+}

@@ -1,0 +1,62 @@
+import { isIP } from 'node:net';
+import type { HttpConfig, ListenerAddress } from '../types.js';
+import type { SectionValues } from '../values.js';
+import type { BuildContext } from './context.js';
+
+const WILDCARD_ADDRESSES = new Set(['', '0.0.0.0', '::']);
+
+export function readHttp(v: SectionValues, ctx: BuildContext): HttpConfig {
+  const clientApi: ListenerAddress = {
+    bindAddress: v.str('clientapi.http.bind_address'),
+    port: v.port('clientapi.http.port'),
+  };
+  const internalPort = v.optionalPort('internalapi.http.port');
+  const internalApi =
+    internalPort === null ? null : { bindAddress: v.str('internalapi.http.bind_address'), port: internalPort };
+
+  let clientHttpBase = v.str('client_http_base').replace(/\/+$/, '');
+  const clientHttpBaseDerived = clientHttpBase === '';
+  if (clientHttpBaseDerived) {
+    clientHttpBase = baseFromListener(clientApi);
+    ctx.warn(
+      `config: [http] client_http_base is not set; links in emails and key_validity_url will use ${clientHttpBase}, set it to the public URL`,
+    );
+  } else if (!isHttpUrl(clientHttpBase)) {
+    v.fail('client_http_base', 'not an absolute http:// or https:// URL');
+  }
+
+  const verifyResponseTemplate = v.path('verify_response_template');
+  return {
+    clientApi,
+    internalApi,
+    internalAdminToken: v.str('internalapi.admin_token'),
+    replication: {
+      certfile: v.path('replication.https.certfile'),
+      cacert: v.path('replication.https.cacert'),
+      bindAddress: v.str('replication.https.bind_address'),
+      port: v.port('replication.https.port'),
+    },
+    obeyXForwardedFor: v.bool('obey_x_forwarded_for'),
+    trustedProxies: v.cidrs('trusted_proxies'),
+    federationVerifyCerts: v.bool('federation.verifycerts'),
+    clientHttpBase,
+    clientHttpBaseDerived,
+    verifyResponseTemplate: verifyResponseTemplate === '' ? null : verifyResponseTemplate,
+  };
+}
+
+/** Mail links must be absolute (Sydent's were relative when the base was unset), so guess one. */
+function baseFromListener({ bindAddress, port }: ListenerAddress): string {
+  let host = WILDCARD_ADDRESSES.has(bindAddress) ? 'localhost' : bindAddress;
+  if (isIP(host) === 6) host = `[${host}]`;
+  return `http://${host}:${port}`;
+}
+
+export function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.host !== '';
+  } catch {
+    return false;
+  }
+}

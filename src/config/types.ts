@@ -1,0 +1,136 @@
+/**
+ * The typed configuration: `sydent.conf` parsed once at start-up. Every Sydent section and key is here
+ * (names in camelCase); later code never reads the INI text again.
+ */
+
+export interface RateLimit {
+  burst: number;
+  rateHz: number;
+}
+
+export type OriginatorType = 'long' | 'short' | 'alpha';
+export interface Originator {
+  type: OriginatorType;
+  text: string;
+}
+
+export interface SigningKey {
+  alg: 'ed25519';
+  /** the key version: signatures use the key id `ed25519:<version>` */
+  version: string;
+  /** the 32-byte ed25519 seed */
+  seed: Uint8Array;
+}
+
+export interface GeneralConfig {
+  /** `server.name`: our name in signatures; the host name when unset */
+  serverName: string;
+  /** absolute; "" = stderr */
+  logPath: string;
+  /** CRITICAL, ERROR, WARNING, INFO, DEBUG or NOTSET */
+  logLevel: string;
+  /** absolute; "" disables the pid file */
+  pidfilePath: string;
+  /** absolute; "" means no terms */
+  termsPath: string;
+  addressLookupLimit: number;
+  /** absolute; the templates shipped in <package>/config/templates unless configured */
+  templatesPath: string;
+  /** sub-directories of `templatesPath` found at start-up */
+  validBrands: string[];
+  brandDefault: string;
+  prometheusPort: number | null;
+  prometheusAddr: string | null;
+  sentryDsn: string | null;
+  enableV1Associations: boolean;
+  deleteTokensOnBind: boolean;
+  /** `addr/prefix` ranges refused for outbound requests (Sydent's default list when unset) */
+  ipBlacklist: string[];
+  ipWhitelist: string[];
+  homeserverAllowList: string[];
+  enableV1Access: boolean;
+}
+
+export interface ListenerAddress {
+  bindAddress: string;
+  port: number;
+}
+
+export interface HttpConfig {
+  clientApi: ListenerAddress;
+  /** null: the internal listener is off */
+  internalApi: ListenerAddress | null;
+  /** bearer token required on the internal listener's debug endpoints; "" = none */
+  internalAdminToken: string;
+  replication: {
+    certfile: string;
+    cacert: string;
+    bindAddress: string;
+    port: number;
+  };
+  obeyXForwardedFor: boolean;
+  /** addresses of reverse proxies whose X-Forwarded-For is believed */
+  trustedProxies: string[];
+  federationVerifyCerts: boolean;
+  /** absolute public base URL (no trailing slash) */
+  clientHttpBase: string;
+  /** true when client_http_base was not configured and was derived from the listener */
+  clientHttpBaseDerived: boolean;
+  verifyResponseTemplate: string | null;
+}
+
+export type SmtpTlsMode = 'plain' | 'ssl' | 'starttls';
+
+export interface EmailConfig {
+  /** deprecated explicit templates, absolute: a `.j2` name was relative to templatesPath, others to the CWD */
+  template: string | null;
+  inviteTemplate: string | null;
+  from: string;
+  subject: string;
+  inviteSubject: string;
+  inviteSubjectSpace: string;
+  smtpHost: string;
+  smtpPort: number;
+  smtpUsername: string;
+  smtpPassword: string;
+  /** HELO name and Message-ID domain */
+  hostname: string;
+  tlsMode: SmtpTlsMode;
+  defaultWebClientLocation: string;
+  usernameObfuscateCharacters: number;
+  domainObfuscateCharacters: number;
+  homeserverBlocklist: string[];
+  roomBlocklist: string[];
+  /** casefolded keywords */
+  keywordBlocklist: string[];
+  ratelimitSender: RateLimit;
+}
+
+export interface SmsConfig {
+  bodyTemplate: string;
+  username: string;
+  password: string;
+  /** keyed by numeric country code or "default" */
+  originators: Record<string, Originator[]>;
+  /** keyed by numeric country code */
+  rules: Record<string, 'allow' | 'reject'>;
+  msisdnRatelimit: RateLimit;
+  countryRatelimit: RateLimit;
+}
+
+export interface PeerConfig {
+  baseReplicationUrl: string;
+}
+
+export interface SydentConfig {
+  /** absolute path of the file this was read from */
+  configPath: string;
+  general: GeneralConfig;
+  db: { dbFile: string };
+  http: HttpConfig;
+  email: EmailConfig;
+  sms: SmsConfig;
+  crypto: { signingKey: SigningKey };
+  /** `[peer.NAME]` sections */
+  peers: Record<string, PeerConfig>;
+}

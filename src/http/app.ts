@@ -1,0 +1,176 @@
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
+import FindMyWay from 'find-my-way';
+import { redactUrl, type Logger } from '../log.js';
+import { errors, MatrixError } from './errors.js';
+
+/** Sydent's MAX_REQUEST_SIZE. */
+export const BODY_LIMIT = 512 * 1024;
+
+const CORS_HEADERS = {
+  'access-control-allow-origin': '*',
+  'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
+  'access-control-allow-headers': 'Origin, X-Requested-With, Content-Type, Accept, Authorization',
+};
+
+const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD'] as const;
+
+export interface AppOptions {
+  log: Logger;
+  /** addresses or CIDRs whose X-Forwarded-For is believed; false trusts nobody */
+  trustProxy?: string[] | false;
+  bodyLimit?: number;
+}
+
+/**
+ * A fastify app with the rules every listener shares: CORS on every response, OPTIONS answered on every
+ * route, JSON errors with errcode and error (404/405 M_UNRECOGNIZED included), bodies parsed as JSON whatever
+ * their content type says, and request logs with secrets redacted.
+ */
+export function createApp(opts: AppOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: opts.log as FastifyBaseLogger,
+    logController: new RedactingLogController(),
+    bodyLimit: opts.bodyLimit ?? BODY_LIMIT,
+    trustProxy: opts.trustProxy && opts.trustProxy.length > 0 ? opts.trustProxy : false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+
+  // The routes that exist, whatever their method: tells a wrong method (405) from an unknown path (404).
+  const known = FindMyWay({ ignoreTrailingSlash: false });
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    for (const method of methods) {
+      if (method === 'OPTIONS' || !METHODS.includes(method as (typeof METHODS)[number])) continue;
+      try {
+        known.on(method as (typeof METHODS)[number], route.url, () => undefined);
+      } catch {
+        // the same path registered twice for a method (GET's implicit HEAD): already known
+      }
+    }
+  });
+
+  app.addHook('onRequest', async (_req, reply) => {
+    reply.headers(CORS_HEADERS);
+  });
+
+  installBodyParsers(app);
+
+  app.setNotFoundHandler(async (req, reply) => {
+    const path = req.url.split('?', 1)[0] ?? '/';
+    const allowed = METHODS.filter((m) => known.find(m, path) !== null);
+    if (allowed.length === 0) throw errors.unrecognized();
+    if (req.method === 'OPTIONS') return reply.code(200).send({});
+    reply.header('allow', [...allowed, 'OPTIONS'].join(', '));
+    throw errors.methodNotAllowed(req.method);
+  });
+
+  app.setErrorHandler(async (error: FastifyError | MatrixError, req, reply) => {
+    const matrix = toMatrixError(error);
+    if (matrix.status >= 500) req.log.error({ err: error, url: redactUrl(req.url) }, 'request failed');
+    return sendError(reply, matrix);
+  });
+
+  return app;
+}
+
+/**
+ * One log line per request, with tokens, secrets and addresses taken out of the URL; fastify's own lines would
+ * log the raw URL.
+ */
+class RedactingLogController extends LogController {
+  override incomingRequest(): void {}
+  override routeNotFound(): void {}
+
+  override requestCompleted(error: Error | null | undefined, req: FastifyRequest, reply: FastifyReply): void {
+    const line = {
+      method: req.method,
+      url: redactUrl(req.url),
+      status: reply.statusCode,
+      ms: Math.round(reply.elapsedTime),
+      ip: req.ip,
+    };
+    if (error) req.log.error({ ...line, err: error }, 'request');
+    else req.log.info(line, 'request');
+  }
+}
+
+export function sendError(reply: FastifyReply, error: MatrixError): FastifyReply {
+  return reply.code(error.status).headers(error.headers).type('application/json').send(error.toJSON());
+}
+
+/** Maps fastify's own failures (schemas, body parsing, limits) to the Matrix error a client understands. */
+export function toMatrixError(error: unknown): MatrixError {
+  if (error instanceof MatrixError) return error;
+  const err = error as FastifyError & { validation?: ValidationIssue[]; validationContext?: string };
+  if (err.validation) return fromValidation(err.validation, err.validationContext ?? 'body');
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return errors.tooLarge(`Request body is larger than ${BODY_LIMIT} bytes`);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return errors.notJson('Request body is not valid JSON');
+    default:
+      break;
+  }
+  if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+    return new MatrixError(err.statusCode, 'M_UNKNOWN', err.message);
+  }
+  return errors.unknown();
+}
+
+interface ValidationIssue {
+  keyword: string;
+  instancePath: string;
+  params: Record<string, unknown>;
+  message?: string;
+}
+
+function fromValidation(issues: ValidationIssue[], context: string): MatrixError {
+  const missing = issues
+    .filter((i) => i.keyword === 'required' && i.instancePath === '')
+    .map((i) => String(i.params['missingProperty']));
+  if (missing.length > 0) return errors.missingParams(missing);
+  const first = issues[0];
+  if (!first) return errors.invalidParam('Invalid request');
+  if (first.instancePath === '' && first.keyword === 'type' && context === 'body') {
+    return errors.notJson('Request body must be a JSON object');
+  }
+  const name = first.instancePath.replace(/^\//, '').replaceAll('/', '.') || context;
+  return errors.invalidParam(`${name} ${first.message ?? 'is invalid'}`);
+}
+
+function installBodyParsers(app: FastifyInstance): void {
+  app.removeAllContentTypeParsers();
+  const parseJson = (_req: FastifyRequest, body: string, done: (err: Error | null, value?: unknown) => void) => {
+    if (body.length === 0) return done(null, undefined);
+    try {
+      done(null, JSON.parse(body));
+    } catch {
+      done(errors.notJson('Request body is not valid JSON'));
+    }
+  };
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJson);
+  // Legacy clients post form bodies to the session endpoints; a key given twice is dropped, as Sydent does.
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    const params = new URLSearchParams(body as string);
+    const out: Record<string, string> = {};
+    const seen = new Set<string>();
+    for (const [key, value] of params) {
+      if (seen.has(key)) delete out[key];
+      else out[key] = value;
+      seen.add(key);
+    }
+    done(null, out);
+  });
+  // The spec lets clients leave out Content-Type: whatever they send is read as JSON.
+  app.addContentTypeParser('*', { parseAs: 'string' }, parseJson);
+}

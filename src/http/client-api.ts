@@ -1,0 +1,19 @@
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from '../log.js';
+import { createApp } from './app.js';
+import { V1_PREFIX, V2_PREFIX, type AppContext } from './context.js';
+import { pubkeyRoutes } from './routes/pubkey.js';
+import { statusRoutes } from './routes/status.js';
+
+/** The client API listener: v2 always, v1 when `enable_v1_access`. */
+export async function createClientApi(ctx: AppContext, log: Logger): Promise<FastifyInstance> {
+  const { http, general } = ctx.config;
+  const trustProxy = http.obeyXForwardedFor ? (http.trustedProxies.length ? http.trustedProxies : ['loopback']) : false;
+  const app = createApp({ log, trustProxy });
+  await app.register(statusRoutes, { ctx });
+  await app.register(pubkeyRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
+  if (general.enableV1Access) {
+    await app.register(pubkeyRoutes, { ctx, api: 'v1', prefix: V1_PREFIX });
+  }
+  return app;
+}

@@ -1,0 +1,38 @@
+import type { FastifyInstance } from 'fastify';
+import { Base64Error, decodeBase64 } from '../../crypto/index.js';
+import { errors } from '../errors.js';
+import type { RouteOptions } from '../context.js';
+
+const isValidQuery = {
+  type: 'object',
+  required: ['public_key'],
+  properties: { public_key: { type: 'string' } },
+} as const;
+
+/** The long-term public key and its validity check (unauthenticated: homeservers call these). */
+export async function pubkeyRoutes(app: FastifyInstance, opts: RouteOptions): Promise<void> {
+  const { identity } = opts.ctx;
+  // Sydent serves `ed25519:0` whatever version its key has; the real key id answers too.
+  const keyIds = new Set(['ed25519:0', identity.keyId]);
+
+  app.get<{ Params: { keyId: string } }>('/pubkey/:keyId', async (req) => {
+    if (!keyIds.has(req.params.keyId)) throw errors.notFound('The public key was not found');
+    return { public_key: identity.publicKeyBase64 };
+  });
+
+  app.get<{ Querystring: { public_key: string } }>(
+    '/pubkey/isvalid',
+    { schema: { querystring: isValidQuery } },
+    async (req) => ({ valid: sameKey(req.query.public_key, identity.publicKey) }),
+  );
+}
+
+/** Compares decoded bytes, so the standard and URL-safe spellings of our key are both valid. */
+function sameKey(encoded: string, key: Uint8Array): boolean {
+  try {
+    return Buffer.from(decodeBase64(encoded)).equals(Buffer.from(key));
+  } catch (e) {
+    if (e instanceof Base64Error) return false;
+    throw e;
+  }
+}

@@ -1,0 +1,77 @@
+import { ConfigError, loadConfig } from './config/index.js';
+import { createLogger } from './log.js';
+import { startServer } from './server.js';
+
+interface CommandLine {
+  configPath?: string;
+}
+
+function parseArgs(argv: string[]): CommandLine {
+  const out: CommandLine = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--config' || arg === '-c') {
+      const value = argv[++i];
+      if (!value) usage(`${arg} needs a path`);
+      out.configPath = value;
+    } else if (arg.startsWith('--config=')) {
+      out.configPath = arg.slice('--config='.length);
+    } else if (arg === '--help' || arg === '-h') {
+      usage();
+    } else {
+      usage(`unknown argument: ${arg}`);
+    }
+  }
+  return out;
+}
+
+function usage(problem?: string): never {
+  if (problem) process.stderr.write(`sydent-ts: ${problem}\n`);
+  process.stderr.write('usage: sydent-ts [--config PATH]\n');
+  process.exit(problem ? 2 : 0);
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  let loaded;
+  try {
+    loaded = loadConfig({ configPath: args.configPath, env: process.env, cwd: process.cwd() });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+  const { config } = loaded;
+  const log = createLogger({ level: config.general.logLevel, path: config.general.logPath });
+  for (const warning of loaded.warnings) log.warn(warning);
+  if (loaded.generated) log.info({ path: loaded.path }, 'wrote a new configuration with a fresh signing key');
+
+  const server = await startServer({ config, log, pidFile: true });
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    server.close().then(
+      () => {
+        log.flush();
+        process.exit(0);
+      },
+      (error: unknown) => {
+        log.error({ err: error }, 'shutdown failed');
+        log.flush();
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`sydent-ts: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

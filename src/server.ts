@@ -1,0 +1,87 @@
+import type { FastifyInstance } from 'fastify';
+import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { ActorSystem } from './actors/system.js';
+import { systemClock, type Clock } from './clock.js';
+import type { SydentConfig } from './config/types.js';
+import { encodeBase64, lookupHash, publicKeyFromSeed } from './crypto/index.js';
+import { createClientApi } from './http/client-api.js';
+import type { AppContext, ServerIdentity } from './http/context.js';
+import { createInternalApi } from './http/internal-api.js';
+import type { Logger } from './log.js';
+import { openDatabase } from './store/database.js';
+import { ensurePepper } from './store/hashing.js';
+
+export interface StartOptions {
+  config: SydentConfig;
+  log: Logger;
+  clock?: Clock;
+  /** write and later remove `general.pidfile.path` (the command line does; in-process tests don't) */
+  pidFile?: boolean;
+}
+
+export interface RunningServer {
+  ctx: AppContext;
+  clientUrl: string;
+  internalUrl: string | null;
+  /** stop accepting, drain the actors, close the database, remove the pid file; safe to call twice */
+  close(): Promise<void>;
+}
+
+export function identityFromConfig(config: SydentConfig): ServerIdentity {
+  const key = config.crypto.signingKey;
+  const publicKey = publicKeyFromSeed(key.seed);
+  return {
+    serverName: config.general.serverName,
+    key,
+    keyId: `ed25519:${key.version}`,
+    publicKey,
+    publicKeyBase64: encodeBase64(publicKey),
+  };
+}
+
+/** Opens the store, starts the actors, then the listeners: a running sydent-ts. */
+export async function startServer(opts: StartOptions): Promise<RunningServer> {
+  const { config, log } = opts;
+  const clock = opts.clock ?? systemClock;
+  const db = openDatabase(config.db.dbFile);
+  ensurePepper(db, lookupHash);
+  const system = ActorSystem.start({ config, db, clock, log });
+  const ctx: AppContext = { config, system, clock, identity: identityFromConfig(config) };
+
+  const apps: FastifyInstance[] = [];
+  let closing: Promise<void> | null = null;
+  const close = () => (closing ??= shutdown());
+  async function shutdown(): Promise<void> {
+    await Promise.allSettled(apps.map((app) => app.close()));
+    await system.stop();
+    if (opts.pidFile && config.general.pidfilePath) fs.rmSync(config.general.pidfilePath, { force: true });
+  }
+
+  try {
+    const client = await createClientApi(ctx, log);
+    apps.push(client);
+    const clientUrl = await listen(client, config.http.clientApi.bindAddress, config.http.clientApi.port);
+    let internalUrl: string | null = null;
+    if (config.http.internalApi) {
+      const internal = await createInternalApi(ctx, log);
+      apps.push(internal);
+      internalUrl = await listen(internal, config.http.internalApi.bindAddress, config.http.internalApi.port);
+    }
+    if (opts.pidFile && config.general.pidfilePath) {
+      fs.writeFileSync(config.general.pidfilePath, `${process.pid}\n`);
+    }
+    log.info({ clientUrl, internalUrl, serverName: config.general.serverName }, 'sydent-ts started');
+    return { ctx, clientUrl, internalUrl, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+async function listen(app: FastifyInstance, host: string, port: number): Promise<string> {
+  await app.listen({ host, port });
+  const address = app.server.address() as AddressInfo;
+  const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `http://${shown}:${address.port}`;
+}

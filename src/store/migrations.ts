@@ -1,0 +1,240 @@
+/**
+ * Schema versioning, shared with Sydent through `PRAGMA user_version`.
+ *
+ * Versions 1..5 are Sydent's and are reproduced step for step, so an old `sydent.db` ends up exactly
+ * where Sydent would have taken it. Versions 6 and up are ours. Sydent only ever acts on versions
+ * below 5 and ignores tables it does not know, so a database we have migrated still opens in Sydent:
+ * going back to Sydent stays possible. Our migrations must therefore never change Sydent's tables in a
+ * way Sydent cannot read (add tables, or nullable/defaulted columns; never drop or rename).
+ */
+import type Database from 'better-sqlite3';
+
+import { SYDENT_SCHEMA, SYDENT_SCHEMA_VERSION, SYDENT_V0_SCHEMA, SYDENT_V0_TABLES } from './schema.js';
+
+export interface Migration {
+  version: number;
+  name: string;
+  up: (db: Database.Database) => void;
+}
+
+/** Our own migrations, above Sydent's last version. Append only; never edit one that has shipped. */
+export const OUR_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 6,
+    name: 'sydent_ts_meta',
+    up: (db) => {
+      db.exec('CREATE TABLE sydent_ts_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)');
+    },
+  },
+];
+
+/** Thrown when the database cannot be brought to a version we understand; start-up must stop. */
+export class SchemaVersionError extends Error {
+  override readonly name = 'SchemaVersionError';
+}
+
+export interface MigrationResult {
+  /** user_version found on opening (0 for a database with no Sydent tables). */
+  fromVersion: number;
+  /** user_version after migrating. */
+  toVersion: number;
+  /** true when the database had no Sydent tables and the final schema was created directly. */
+  created: boolean;
+  /** `version name` of every step applied, Sydent's and ours, in order. */
+  applied: string[];
+}
+
+/**
+ * Sydent's upgrade steps (sydent/db/sqlitedb.py `_upgradeSchema`), each from `version - 1`. Sydent
+ * runs every step above the version it read at start, whatever is in the database, so we do too.
+ */
+export const SYDENT_UPGRADES: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'autoincrement_association_ids',
+    up: (db) => {
+      // Sydent replays its v0 files whenever user_version is 0; on a partial v0 database this creates
+      // whatever tables are missing, and on a complete one it does nothing.
+      for (const sql of SYDENT_V0_SCHEMA) db.exec(sql);
+
+      // Local associations: ids must never be reused (they are the replication cursor), and unbinds
+      // became tombstone rows, so mxid and the times turn nullable. Copying without the id renumbers
+      // rows, exactly as Sydent did.
+      db.exec('DROP INDEX IF EXISTS medium_address');
+      db.exec('DROP INDEX IF EXISTS local_threepid_medium_address');
+      db.exec('ALTER TABLE local_threepid_associations RENAME TO old_local_threepid_associations');
+      db.exec(
+        'CREATE TABLE local_threepid_associations (id integer primary key autoincrement, medium varchar(16) not null, address varchar(256) not null, mxid varchar(256), ts integer, notBefore bigint, notAfter bigint)',
+      );
+      db.exec(
+        'INSERT INTO local_threepid_associations (medium, address, mxid, ts, notBefore, notAfter) SELECT medium, address, mxid, ts, notBefore, notAfter FROM old_local_threepid_associations',
+      );
+      db.exec('CREATE UNIQUE INDEX local_threepid_medium_address on local_threepid_associations(medium, address)');
+      db.exec('DROP TABLE old_local_threepid_associations');
+
+      // Global associations: same autoincrement, but deletions remove rows, so the columns stay NOT NULL.
+      // The index names dropped here cover every name any earlier Sydent used.
+      db.exec('DROP INDEX IF EXISTS global_threepid_medium_address');
+      db.exec('DROP INDEX IF EXISTS global_threepid_medium_lower_address');
+      db.exec('DROP INDEX IF EXISTS global_threepid_originServer_originId');
+      db.exec('DROP INDEX IF EXISTS medium_lower_address');
+      db.exec('DROP INDEX IF EXISTS threepid_originServer_originId');
+      db.exec('ALTER TABLE global_threepid_associations RENAME TO old_global_threepid_associations');
+      db.exec(
+        'CREATE TABLE global_threepid_associations (id integer primary key autoincrement, medium varchar(16) not null, address varchar(256) not null, mxid varchar(256) not null, ts integer not null, notBefore bigint not null, notAfter integer not null, originServer varchar(255) not null, originId integer not null, sgAssoc text not null)',
+      );
+      db.exec(
+        'INSERT INTO global_threepid_associations (medium, address, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc) SELECT medium, address, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc FROM old_global_threepid_associations',
+      );
+      db.exec('CREATE INDEX global_threepid_medium_address on global_threepid_associations (medium, address)');
+      db.exec(
+        'CREATE INDEX global_threepid_medium_lower_address on global_threepid_associations (medium, lower(address))',
+      );
+      db.exec(
+        'CREATE UNIQUE INDEX global_threepid_originServer_originId on global_threepid_associations (originServer, originId)',
+      );
+      // Dropping the renamed table also drops the v0 indexes (medium_address, originServer_originId)
+      // that followed it through the rename.
+      db.exec('DROP TABLE old_global_threepid_associations');
+    },
+  },
+  {
+    version: 2,
+    name: 'session_mtime_index',
+    up: (db) => {
+      db.exec('CREATE INDEX threepid_validation_sessions_mtime ON threepid_validation_sessions(mtime)');
+    },
+  },
+  {
+    version: 3,
+    name: 'lookup_hash',
+    up: (db) => {
+      db.exec('ALTER TABLE local_threepid_associations ADD COLUMN lookup_hash VARCHAR(256)');
+      db.exec('ALTER TABLE global_threepid_associations ADD COLUMN lookup_hash VARCHAR(256)');
+      db.exec('CREATE INDEX IF NOT EXISTS lookup_hash_medium on global_threepid_associations (lookup_hash, medium)');
+      db.exec('CREATE TABLE IF NOT EXISTS hashing_metadata (id integer primary key, lookup_pepper varchar(256))');
+    },
+  },
+  {
+    version: 4,
+    name: 'accounts_and_terms',
+    up: (db) => {
+      db.exec(
+        'CREATE TABLE accounts(user_id TEXT NOT NULL PRIMARY KEY, created_ts BIGINT NOT NULL, consent_version TEXT)',
+      );
+      db.exec('CREATE TABLE tokens(token TEXT NOT NULL PRIMARY KEY, user_id TEXT NOT NULL)');
+      db.exec('CREATE TABLE accepted_terms_urls(user_id TEXT NOT NULL, url TEXT NOT NULL)');
+      db.exec('CREATE UNIQUE INDEX accepted_terms_urls_idx ON accepted_terms_urls (user_id, url)');
+    },
+  },
+  {
+    version: 5,
+    name: 'lookup_hash_index',
+    up: (db) => {
+      // Lookups select on lookup_hash alone, so the (lookup_hash, medium) index was replaced.
+      db.exec('DROP INDEX IF EXISTS lookup_hash_medium');
+      db.exec('CREATE INDEX global_threepid_lookup_hash ON global_threepid_associations(lookup_hash)');
+    },
+  },
+];
+
+export function getUserVersion(db: Database.Database): number {
+  const v = db.pragma('user_version', { simple: true });
+  if (typeof v !== 'number') throw new Error(`PRAGMA user_version returned ${String(v)}`);
+  return v;
+}
+
+function setUserVersion(db: Database.Database, version: number): void {
+  // PRAGMA takes no bound parameters; the integer check is what keeps this safe.
+  if (!Number.isSafeInteger(version) || version < 0) throw new Error(`bad schema version ${version}`);
+  db.pragma(`user_version = ${version}`);
+}
+
+function hasSydentTables(db: Database.Database): boolean {
+  const placeholders = SYDENT_V0_TABLES.map(() => '?').join(', ');
+  const row = db
+    .prepare(`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name IN (${placeholders})`)
+    .get(...SYDENT_V0_TABLES) as { n: number };
+  return row.n > 0;
+}
+
+function checkMigrationList(migrations: readonly Migration[]): void {
+  migrations.forEach((m, i) => {
+    const expected = SYDENT_SCHEMA_VERSION + 1 + i;
+    if (m.version !== expected) {
+      throw new Error(
+        `migration list is broken: "${m.name}" has version ${m.version}, expected ${expected} ` +
+          `(versions must run consecutively from ${SYDENT_SCHEMA_VERSION + 1})`,
+      );
+    }
+  });
+}
+
+/**
+ * Brings the database to the latest schema version we know.
+ *
+ * Every step runs in its own transaction together with the user_version it sets (SQLite's DDL and
+ * user_version are both transactional), so a crash or a failing step leaves the database at the last
+ * completed version, never in between. Refuses, with SchemaVersionError, a database newer than this
+ * code: running old code against a newer schema could silently lose data written by the newer one.
+ */
+export function migrate(db: Database.Database, migrations: readonly Migration[] = OUR_MIGRATIONS): MigrationResult {
+  checkMigrationList(migrations);
+  const latest = SYDENT_SCHEMA_VERSION + migrations.length;
+
+  // Savepoints nested in a caller's transaction would make "each step commits on its own" untrue.
+  if (db.inTransaction) throw new Error('migrate() must not be called inside a transaction');
+
+  const fromVersion = getUserVersion(db);
+  if (fromVersion < 0) {
+    throw new SchemaVersionError(`database user_version is ${fromVersion}; this is not a Sydent database`);
+  }
+  if (fromVersion > latest) {
+    throw new SchemaVersionError(
+      `database schema version ${fromVersion} is newer than this sydent-ts understands (at most ${latest}); ` +
+        'refusing to start. Run a newer sydent-ts, or restore a backup made for this version.',
+    );
+  }
+
+  const applied: string[] = [];
+  let version = fromVersion;
+  let created = false;
+
+  const runStep = (step: Migration): void => {
+    // IMMEDIATE takes the write lock before the version is re-read, so two processes starting at once
+    // serialise here: the second one finds the step done and moves on.
+    const ran = db.transaction(() => {
+      const now = getUserVersion(db);
+      if (now >= step.version) return false;
+      if (now !== step.version - 1) {
+        throw new SchemaVersionError(`cannot apply schema step ${step.version} to a database at version ${now}`);
+      }
+      step.up(db);
+      setUserVersion(db, step.version);
+      return true;
+    }).immediate();
+    version = step.version;
+    if (ran) applied.push(`${step.version} ${step.name}`);
+  };
+
+  if (version === 0 && !hasSydentTables(db)) {
+    // A new database: create the final schema in one go rather than replaying history; the result has
+    // the same shape and the same sqlite_master text as a Sydent-made one.
+    created = db.transaction(() => {
+      if (getUserVersion(db) !== 0 || hasSydentTables(db)) return false;
+      for (const sql of SYDENT_SCHEMA) db.exec(sql);
+      setUserVersion(db, SYDENT_SCHEMA_VERSION);
+      return true;
+    }).immediate();
+    if (created) {
+      version = SYDENT_SCHEMA_VERSION;
+      applied.push(`${SYDENT_SCHEMA_VERSION} sydent_schema`);
+    }
+  }
+
+  for (const step of [...SYDENT_UPGRADES, ...migrations]) {
+    if (step.version > version) runStep(step);
+  }
+
+  return { fromVersion, toVersion: version, created, applied };
+}

@@ -1,0 +1,128 @@
+import { describe, expect, it } from 'vitest';
+import { createActor, fromCallback, setup } from 'xstate';
+import { ActorStoppedError, ask, AskTimeoutError } from '../src/actors/ask.js';
+import { supervisor, SupervisorClosedError, UnknownRequestError, type SupervisorStats } from '../src/actors/supervisor.js';
+import { startTestServer } from './helpers/server.js';
+
+function startSupervisor(log: string[], handlers: Parameters<typeof supervisor<void, { name: string }>>[1]['handlers']) {
+  const logic = supervisor('test', {
+    concurrency: 1,
+    open: () => ({ name: 'resource' }),
+    close: () => {
+      log.push('closed');
+    },
+    handlers,
+  });
+  const actor = createActor(logic, { input: undefined });
+  actor.start();
+  return actor;
+}
+
+describe('ask', () => {
+  it('resolves with the handler result and rejects with its error', async () => {
+    const actor = startSupervisor([], {
+      ADD: (e) => (e['a'] as number) + (e['b'] as number),
+      FAIL: () => {
+        throw new Error('boom');
+      },
+    });
+    await expect(ask(actor, { type: 'ADD', a: 2, b: 3 })).resolves.toBe(5);
+    await expect(ask(actor, { type: 'FAIL' })).rejects.toThrow('boom');
+    await expect(ask(actor, { type: 'NOPE' })).rejects.toBeInstanceOf(UnknownRequestError);
+  });
+
+  it('times out when nobody answers', async () => {
+    const silent = createActor(fromCallback(() => undefined));
+    silent.start();
+    const err = await ask(silent, { type: 'HELLO' }, 50).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AskTimeoutError);
+    expect((err as Error).message).toContain('HELLO');
+  });
+
+  it('rejects at once when the actor is stopped', async () => {
+    const actor = startSupervisor([], {});
+    actor.stop();
+    await expect(ask(actor, { type: 'STATS' })).rejects.toBeInstanceOf(ActorStoppedError);
+  });
+});
+
+describe('supervisor', () => {
+  it('serialises requests with concurrency 1 and reports its queue', async () => {
+    const order: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const actor = startSupervisor(order, {
+      SLOW: async () => {
+        order.push('slow-start');
+        await gate;
+        order.push('slow-end');
+      },
+      FAST: () => {
+        order.push('fast');
+      },
+    });
+    const slow = ask(actor, { type: 'SLOW' });
+    const fast = ask(actor, { type: 'FAST' });
+    const stats = await ask<SupervisorStats>(actor, { type: 'STATS' });
+    expect(stats).toMatchObject({ queued: 1, running: 1 });
+    release();
+    await Promise.all([slow, fast]);
+    expect(order).toEqual(['slow-start', 'slow-end', 'fast']);
+  });
+
+  it('DRAIN finishes queued work, closes the resource, then refuses new work', async () => {
+    const log: string[] = [];
+    const actor = startSupervisor(log, {
+      WORK: async (e) => {
+        await new Promise((r) => setTimeout(r, 20));
+        log.push(`work ${String(e['n'])}`);
+      },
+    });
+    const work = [ask(actor, { type: 'WORK', n: 1 }), ask(actor, { type: 'WORK', n: 2 })];
+    await ask(actor, { type: 'DRAIN' });
+    await Promise.all(work);
+    expect(log).toEqual(['work 1', 'work 2', 'closed']);
+    await expect(ask(actor, { type: 'WORK', n: 3 })).rejects.toBeInstanceOf(SupervisorClosedError);
+  });
+
+  it('is reachable by systemId from anywhere in the system', async () => {
+    const machine = setup({ actors: { child: supervisor('child', { concurrency: 1, open: () => 7, handlers: { GET: (_e, r) => r } }) } }).createMachine({
+      invoke: { src: 'child', systemId: 'child' },
+    });
+    const root = createActor(machine);
+    root.start();
+    await expect(ask(root.system.get('child'), { type: 'GET' })).resolves.toBe(7);
+  });
+});
+
+describe('the actor system of a running server', () => {
+  it('lists the supervisors with their status and queue length on the debug endpoint', async () => {
+    const t = await startTestServer();
+    try {
+      const res = await fetch(t.internalUrl('/_sydent/debug/actors'));
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { actors: { systemId: string; status: string; queueLength: number }[] };
+      expect(body.actors.map((a) => a.systemId)).toEqual(['root', 'store', 'mailer', 'sms', 'notifier', 'replication', 'sessions']);
+      for (const a of body.actors) {
+        expect(a.status).toBe('active');
+        expect(a.queueLength).toBe(0);
+      }
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('stops every supervisor on shutdown and leaves a database that reopens cleanly', async () => {
+    const t = await startTestServer();
+    const system = t.server.ctx.system;
+    const refs = (['store', 'mailer', 'sms', 'notifier', 'replication', 'sessions'] as const).map((id) => system.get(id));
+    await t.server.close();
+    for (const ref of refs) expect(ref.getSnapshot().status).toBe('stopped');
+    expect(system.root.getSnapshot().status).toBe('stopped');
+    const { default: Database } = await import('better-sqlite3');
+    const again = new Database(t.config.db.dbFile);
+    expect(again.pragma('user_version', { simple: true })).toBeGreaterThanOrEqual(5);
+    again.close();
+    await t.close();
+  });
+});

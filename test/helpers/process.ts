@@ -1,0 +1,60 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const MAIN = path.join(ROOT, 'src/main.ts');
+// By absolute URL: the server runs in a temp directory where `tsx` would not resolve.
+const TSX = pathToFileURL(path.join(ROOT, 'node_modules/tsx/dist/loader.mjs')).href;
+
+export interface ServerProcess {
+  child: ChildProcess;
+  stderr(): string;
+  /** resolves with the exit code (or signal name) */
+  exited: Promise<number | string>;
+}
+
+/** Starts `sydent-ts` as its own process, the way an operator runs it, from TypeScript sources via tsx. */
+export function spawnServer(opts: { cwd: string; env?: Record<string, string>; args?: string[] }): ServerProcess {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('SYDENT_')) env[k] = v;
+  const child = spawn(process.execPath, ['--import', TSX, MAIN, ...(opts.args ?? [])], {
+    cwd: opts.cwd,
+    env: { ...env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  child.stdout!.resume();
+  const exited = new Promise<number | string>((resolve) =>
+    child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+  );
+  return { child, stderr: () => err, exited };
+}
+
+/** Waits until the process logs that it is listening; fails if it exits first. */
+export async function waitForStart(p: ServerProcess, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let exitedWith: number | string | undefined;
+  void p.exited.then((c) => (exitedWith = c));
+  while (Date.now() < deadline) {
+    if (p.stderr().includes('sydent-ts started')) return;
+    if (exitedWith !== undefined) throw new Error(`server exited (${exitedWith}) before starting:\n${p.stderr()}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  p.child.kill('SIGKILL');
+  throw new Error(`server did not start in ${timeoutMs} ms:\n${p.stderr()}`);
+}
+
+/** A port the kernel says is free right now. */
+export async function freePort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as import('node:net').AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
