@@ -515,9 +515,9 @@ describe('invalid values', () => {
   });
 
   it.each([
-    ['ed25519 0 notakey', /the seed is not base64 of 32 bytes/],
-    [`curve25519 0 ${SEED_B64}`, /unsupported key algorithm/],
-    [`ed25519 ${SEED_B64}`, /expected "ed25519 <version> <base64 seed>"/],
+    ['ed25519 0 notakey', /seed must be 32 bytes/],
+    [`curve25519 0 ${SEED_B64}`, /unknown signing key algorithm/],
+    [`ed25519 ${SEED_B64}`, /expected 3: "ed25519 <version> <base64 seed>"/],
     ['abcdef', /legacy 64-character hex seed/],
     [`ed25519 0:1 ${SEED_B64}`, /version/],
   ])('rejects the signing key %j without echoing it', (value, problem) => {

@@ -38,6 +38,10 @@ export function parseSigningKey(value: string): ParsedSigningKey {
   }
   const [alg, version, seedText] = parts as [string, string, string];
   if (alg !== 'ed25519') throw new KeyFormatError(`unknown signing key algorithm "${alg}", expected ed25519`);
+  // The version becomes part of the key id `ed25519:<version>`, so it may not hold separators.
+  if (!/^[A-Za-z0-9_]+$/.test(version)) {
+    throw new KeyFormatError('signing key version may only hold letters, digits and _');
+  }
 
   let seed: Uint8Array;
   try {
