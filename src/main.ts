@@ -1,6 +1,7 @@
 import { ConfigError, loadConfig } from './config/index.js';
 import { createLogger } from './log.js';
 import { startServer } from './server.js';
+import { TermsError } from './terms/terms.js';
 
 interface CommandLine {
   configPath?: string;
@@ -48,7 +49,17 @@ async function main(): Promise<void> {
   for (const warning of loaded.warnings) log.warn(warning);
   if (loaded.generated) log.info({ path: loaded.path }, 'wrote a new configuration with a fresh signing key');
 
-  const server = await startServer({ config, log, pidFile: true });
+  let server;
+  try {
+    server = await startServer({ config, log, pidFile: true });
+  } catch (error) {
+    // Problems an operator fixes (terms file, a port in use) get one line, not a stack trace.
+    if (error instanceof TermsError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      process.stderr.write(`sydent-ts: ${(error as Error).message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
 
   let stopping = false;
   const stop = (signal: string) => {

@@ -11,6 +11,8 @@ import { createInternalApi } from './http/internal-api.js';
 import type { Logger } from './log.js';
 import { openDatabase } from './store/database.js';
 import { ensurePepper } from './store/hashing.js';
+import { createReads } from './store/index.js';
+import { TermsSource } from './terms/terms.js';
 
 export interface StartOptions {
   config: SydentConfig;
@@ -44,10 +46,18 @@ export function identityFromConfig(config: SydentConfig): ServerIdentity {
 export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const { config, log } = opts;
   const clock = opts.clock ?? systemClock;
+  const terms = new TermsSource(config.general.termsPath, (err) => log.error({ err }, 'terms file is invalid; keeping the last good terms'));
   const db = openDatabase(config.db.dbFile);
   ensurePepper(db, lookupHash);
   const system = ActorSystem.start({ config, db, clock, log });
-  const ctx: AppContext = { config, system, clock, identity: identityFromConfig(config) };
+  const ctx: AppContext = {
+    config,
+    system,
+    clock,
+    identity: identityFromConfig(config),
+    reads: createReads(db),
+    terms,
+  };
 
   const apps: FastifyInstance[] = [];
   let closing: Promise<void> | null = null;

@@ -1,10 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, fromCallback, setup } from 'xstate';
 import { ActorStoppedError, ask, AskTimeoutError } from '../src/actors/ask.js';
-import { supervisor, SupervisorClosedError, UnknownRequestError, type SupervisorStats } from '../src/actors/supervisor.js';
+import {
+  supervisor,
+  SupervisorClosedError,
+  UnknownRequestError,
+  type Handlers,
+  type SupervisorStats,
+} from '../src/actors/supervisor.js';
 import { startTestServer } from './helpers/server.js';
 
-function startSupervisor(log: string[], handlers: Parameters<typeof supervisor<void, { name: string }>>[1]['handlers']) {
+type Payload = Record<string, unknown>;
+
+function startSupervisor(log: string[], handlers: Handlers<{ name: string }>) {
   const logic = supervisor('test', {
     concurrency: 1,
     open: () => ({ name: 'resource' }),
@@ -21,7 +29,7 @@ function startSupervisor(log: string[], handlers: Parameters<typeof supervisor<v
 describe('ask', () => {
   it('resolves with the handler result and rejects with its error', async () => {
     const actor = startSupervisor([], {
-      ADD: (e) => (e['a'] as number) + (e['b'] as number),
+      ADD: (e: Payload) => (e['a'] as number) + (e['b'] as number),
       FAIL: () => {
         throw new Error('boom');
       },
@@ -73,7 +81,7 @@ describe('supervisor', () => {
   it('DRAIN finishes queued work, closes the resource, then refuses new work', async () => {
     const log: string[] = [];
     const actor = startSupervisor(log, {
-      WORK: async (e) => {
+      WORK: async (e: Payload) => {
         await new Promise((r) => setTimeout(r, 20));
         log.push(`work ${String(e['n'])}`);
       },

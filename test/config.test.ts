@@ -107,6 +107,8 @@ describe('first run', () => {
       obeyXForwardedFor: false,
       trustedProxies: [],
       federationVerifyCerts: true,
+      federationDnsServers: [],
+      federationCaCert: '',
       clientHttpBase: 'http://localhost:8090',
       clientHttpBaseDerived: true,
       verifyResponseTemplate: null,
@@ -361,6 +363,22 @@ describe('values', () => {
     expect(load('[http]\nclientapi.http.bind_address = ::\n').config.http.clientHttpBase).toBe('http://localhost:8090');
   });
 
+  it('reads federation.dns_servers and federation.cacert (sydent-ts keys)', () => {
+    const { dir } = withConf(
+      [
+        '[general]',
+        'server.name = is.example.test',
+        '[http]',
+        'federation.dns_servers = 127.0.0.1, 127.0.0.1:5353 , [::1]:53, ::1,',
+        'federation.cacert = ca.pem',
+      ].join('\n'),
+    );
+    fs.writeFileSync(path.join(dir, 'ca.pem'), '');
+    const { config } = loadConfig({ env: {}, cwd: dir });
+    expect(config.http.federationDnsServers).toEqual(['127.0.0.1', '127.0.0.1:5353', '[::1]:53', '::1']);
+    expect(config.http.federationCaCert).toBe(path.join(dir, 'ca.pem'));
+  });
+
   it.each([
     ['0', 'plain'],
     ['', 'plain'],
@@ -485,6 +503,11 @@ describe('invalid values', () => {
     ['ip.whitelist = 2001:db8::/129', '[general] ip.whitelist'],
     ['ip.whitelist = 300.1.1.1', '[general] ip.whitelist'],
     ['[http]\ntrusted_proxies = proxy.local', '[http] trusted_proxies'],
+    ['[http]\nfederation.dns_servers = dns.example', '[http] federation.dns_servers = "dns.example": "dns.example" is not an IP address'],
+    ['[http]\nfederation.dns_servers = 127.0.0.1:0', '[http] federation.dns_servers'],
+    ['[http]\nfederation.dns_servers = 192.0.2.1:65536', '[http] federation.dns_servers'],
+    ['[http]\nfederation.dns_servers = [127.0.0.1]:53', '[http] federation.dns_servers'],
+    ['[http]\nfederation.cacert = no-such-ca.pem', '[http] federation.cacert = "no-such-ca.pem": '],
     [
       '[sms]\noriginators.44 = long:1:2',
       '[sms] originators.44 = "long:1:2": Originators must be in form: long:<number>, short:<number> or alpha:<text>, separated by commas',

@@ -17,6 +17,7 @@ const FIXTURE = fs.readFileSync(
   'utf8',
 );
 const LATEST = OUR_MIGRATIONS[OUR_MIGRATIONS.length - 1]?.version ?? 5;
+const OUR_TABLES = ['sydent_ts_meta', 'session_machines'];
 
 /** What src/crypto/hash.ts lookupHash computes, written out independently. */
 const sha256Hash: LookupHashFn = (address, medium, pepper) =>
@@ -330,14 +331,14 @@ describe('fresh database', () => {
     try {
       expect(fs.existsSync(file)).toBe(true);
       expect(userVersion(db)).toBe(LATEST);
-      expect(LATEST).toBe(6);
+      expect(LATEST).toBe(7);
 
       expectFinalSydentSchema(db);
 
       // Same shape and even the same stored CREATE text as a database Sydent made.
       const reference = fixtureDb();
-      expect(shape(db, ['sydent_ts_meta'])).toEqual(shape(reference));
-      expect(masterSql(db, ['sydent_ts_meta'])).toEqual(masterSql(reference));
+      expect(shape(db, OUR_TABLES)).toEqual(shape(reference));
+      expect(masterSql(db, OUR_TABLES)).toEqual(masterSql(reference));
       reference.close();
 
       const meta = db.pragma('table_info(sydent_ts_meta)') as { name: string; type: string; notnull: number; pk: number }[];
@@ -377,8 +378,13 @@ describe('fresh database', () => {
 
   it('migrate reports what it did', () => {
     const db = rawOpen(path.join(dir, 'sydent.db'));
-    expect(migrate(db)).toEqual({ fromVersion: 0, toVersion: 6, created: true, applied: ['5 sydent_schema', '6 sydent_ts_meta'] });
-    expect(migrate(db)).toEqual({ fromVersion: 6, toVersion: 6, created: false, applied: [] });
+    expect(migrate(db)).toEqual({
+      fromVersion: 0,
+      toVersion: LATEST,
+      created: true,
+      applied: ['5 sydent_schema', '6 sydent_ts_meta', '7 session_machines'],
+    });
+    expect(migrate(db)).toEqual({ fromVersion: LATEST, toVersion: LATEST, created: false, applied: [] });
     db.close();
   });
 });
@@ -398,13 +404,15 @@ describe('existing Sydent database (user_version 5)', () => {
 
     const db = openDatabase(file);
     try {
-      expect(userVersion(db)).toBe(6);
+      expect(userVersion(db)).toBe(LATEST);
       expect(dumpRows(db)).toEqual(rowsBefore);
-      expect(masterSql(db, ['sydent_ts_meta'])).toEqual(schemaBefore);
-      expect(shape(db, ['sydent_ts_meta'])).toEqual(shapeBefore);
-      // Only our table (and the automatic index of its TEXT primary key) is new.
+      expect(masterSql(db, OUR_TABLES)).toEqual(schemaBefore);
+      expect(shape(db, OUR_TABLES)).toEqual(shapeBefore);
+      // Only our tables (and their indexes) are new.
       expect(Object.keys(masterSql(db)).filter((k) => !(k in schemaBefore)).sort()).toEqual([
+        'index session_machines_state on session_machines',
         'index sqlite_autoindex_sydent_ts_meta_1 on sydent_ts_meta',
+        'table session_machines on session_machines',
         'table sydent_ts_meta on sydent_ts_meta',
       ]);
       expectFinalSydentSchema(db);
@@ -420,7 +428,7 @@ describe('existing Sydent database (user_version 5)', () => {
 
     // What Sydent itself reads at start-up: version 6 is above every step it knows, so it leaves it be.
     const after = rawOpen(file);
-    expect(userVersion(after)).toBe(6);
+    expect(userVersion(after)).toBe(LATEST);
     expect(dumpRows(after)).toEqual(rowsBefore);
     after.close();
   });
@@ -449,11 +457,11 @@ describe('older Sydent databases', () => {
 
     const db = openDatabase(file);
     try {
-      expect(userVersion(db)).toBe(6);
+      expect(userVersion(db)).toBe(LATEST);
       expectFinalSydentSchema(db);
       const reference = fixtureDb();
-      expect(shape(db, ['sydent_ts_meta'])).toEqual(shape(reference));
-      expect(masterSql(db, ['sydent_ts_meta'])).toEqual(masterSql(reference));
+      expect(shape(db, OUR_TABLES)).toEqual(shape(reference));
+      expect(masterSql(db, OUR_TABLES)).toEqual(masterSql(reference));
       reference.close();
       expect(db.prepare('SELECT * FROM local_threepid_associations ORDER BY id').all()).toEqual(assocBefore);
       expect(db.prepare('SELECT * FROM global_threepid_associations ORDER BY id').all()).toEqual(globalBefore);
@@ -482,11 +490,11 @@ describe('older Sydent databases', () => {
 
     const db = openDatabase(file);
     try {
-      expect(userVersion(db)).toBe(6);
+      expect(userVersion(db)).toBe(LATEST);
       expectFinalSydentSchema(db);
       const reference = fixtureDb();
-      expect(shape(db, ['sydent_ts_meta'])).toEqual(shape(reference));
-      expect(masterSql(db, ['sydent_ts_meta'])).toEqual(masterSql(reference));
+      expect(shape(db, OUR_TABLES)).toEqual(shape(reference));
+      expect(masterSql(db, OUR_TABLES)).toEqual(masterSql(reference));
       reference.close();
 
       expect(
@@ -518,7 +526,9 @@ describe('versions we do not know', () => {
     raw.close();
 
     expect(() => openDatabase(file)).toThrow(SchemaVersionError);
-    expect(() => openDatabase(file)).toThrow(/schema version 999 is newer than this sydent-ts understands \(at most 6\); refusing to start/);
+    expect(() => openDatabase(file)).toThrow(
+      new RegExp(`schema version 999 is newer than this sydent-ts understands \\(at most ${LATEST}\\); refusing to start`),
+    );
 
     const after = rawOpen(file);
     expect(userVersion(after)).toBe(999);
@@ -657,7 +667,7 @@ describe('atomic migrations', () => {
       },
     };
     expect(() => migrate(db, [...OUR_MIGRATIONS, boom])).toThrow('boom');
-    expect(userVersion(db)).toBe(6);
+    expect(userVersion(db)).toBe(LATEST);
     expect(masterSql(db)).toEqual(schemaBefore);
     expect(db.prepare('SELECT count(*) AS n FROM sydent_ts_meta').get()).toEqual({ n: 0 });
     expect(db.inTransaction).toBe(false);
@@ -690,7 +700,7 @@ describe('atomic migrations', () => {
 
     // And the next start carries on from there.
     const reopened = openDatabase(file);
-    expect(userVersion(reopened)).toBe(6);
+    expect(userVersion(reopened)).toBe(LATEST);
     closeDatabase(reopened);
   });
 });

@@ -1,9 +1,10 @@
 import PQueue from 'p-queue';
 import { fromCallback, type ActorSystem } from 'xstate';
-import type { AskableEvent } from './ask.js';
+import type { AnyActorRef } from 'xstate';
+import { ask, type AskableEvent } from './ask.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-type AnyActorSystem = ActorSystem<any>;
+export type AnyActorSystem = ActorSystem<any>;
 
 /** What the debug endpoint shows of a supervisor. */
 export interface SupervisorStats {
@@ -30,20 +31,22 @@ export class UnknownRequestError extends Error {
   }
 }
 
-export type Handler<TResource> = (
-  event: AskableEvent & Record<string, unknown>,
-  resource: TResource,
-  system: AnyActorSystem,
-) => unknown;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Handler<TResource> = (event: any, resource: TResource, system: AnyActorSystem) => unknown;
 
-export interface SupervisorSpec<TInput, TResource> {
+export type Handlers<TResource> = Record<string, Handler<TResource>>;
+
+export interface SupervisorSpec<TInput, TResource, THandlers extends Handlers<TResource> = Handlers<TResource>> {
   /** how many requests run at once; 1 serialises them (the store's writes) */
   concurrency: number;
   /** acquires the resource this supervisor alone owns */
   open(input: TInput, system: AnyActorSystem): TResource;
   /** releases it, after the queue has drained */
   close?(resource: TResource): void | Promise<void>;
-  handlers: Record<string, Handler<TResource>>;
+  /** each request type and its handler; the handler's first parameter types the request's payload */
+  handlers: THandlers;
+  /** request types answered at once, outside the queue (cheap in-memory checks that must not wait behind I/O) */
+  immediate?: readonly (keyof THandlers & string)[];
 }
 
 /**
@@ -51,7 +54,10 @@ export interface SupervisorSpec<TInput, TResource> {
  * Built-in requests: STATS (answered at once) and DRAIN (stop taking work, finish the queue, close the resource),
  * which is how shutdown stops supervisors in order.
  */
-export function supervisor<TInput, TResource>(id: string, spec: SupervisorSpec<TInput, TResource>) {
+export function supervisor<TInput, TResource, THandlers extends Handlers<TResource>>(
+  id: string,
+  spec: SupervisorSpec<TInput, TResource, THandlers>,
+) {
   return fromCallback<AskableEvent & Record<string, unknown>, TInput>(({ input, receive, system }) => {
     const resource = spec.open(input, system);
     const queue = new PQueue({ concurrency: spec.concurrency });
@@ -90,9 +96,19 @@ export function supervisor<TInput, TResource>(id: string, spec: SupervisorSpec<T
         reply?.reject(new SupervisorClosedError(id));
         return;
       }
-      const handler = spec.handlers[event.type];
+      const handler = spec.handlers[event.type] as Handler<TResource> | undefined;
       if (!handler) {
         reply?.reject(new UnknownRequestError(id, event.type));
+        return;
+      }
+      if (spec.immediate?.includes(event.type)) {
+        try {
+          reply?.resolve(handler(event, resource, system));
+          handled++;
+        } catch (error) {
+          failed++;
+          reply?.reject(error);
+        }
         return;
       }
       void queue.add(async () => {
@@ -112,4 +128,17 @@ export function supervisor<TInput, TResource>(id: string, spec: SupervisorSpec<T
       if (!draining) void spec.close?.(resource);
     };
   });
+}
+
+/**
+ * A typed ask: `call<typeof storeHandlers>()(ref, 'ACCOUNT_REGISTER', {...})` checks the payload against the
+ * handler's parameter and types the answer from its return value.
+ */
+export function call<THandlers extends Handlers<never>>() {
+  return <K extends keyof THandlers & string>(
+    ref: AnyActorRef | undefined,
+    type: K,
+    payload: Parameters<THandlers[K]>[0],
+    timeoutMs?: number,
+  ): Promise<Awaited<ReturnType<THandlers[K]>>> => ask(ref, { ...(payload as object), type }, timeoutMs);
 }

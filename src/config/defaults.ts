@@ -70,6 +70,9 @@ export function configDefaults(env: Env): ConfigDefaults {
       obey_x_forwarded_for: 'False',
       trusted_proxies: '',
       'federation.verifycerts': 'True',
+      // sydent-ts: DNS servers for federation lookups (empty: the system resolver) and extra trusted CAs
+      'federation.dns_servers': '',
+      'federation.cacert': '',
       client_http_base: '',
     },
     email: {

@@ -72,6 +72,10 @@ export interface HttpConfig {
   /** addresses of reverse proxies whose X-Forwarded-For is believed */
   trustedProxies: string[];
   federationVerifyCerts: boolean;
+  /** `federation.dns_servers`: `ip`, `ip:port` or `[ipv6]:port` for federation lookups; empty = the system resolver */
+  federationDnsServers: string[];
+  /** `federation.cacert`: absolute path of a PEM file of extra CAs trusted for homeservers; "" = none */
+  federationCaCert: string;
   /** absolute public base URL (no trailing slash) */
   clientHttpBase: string;
   /** true when client_http_base was not configured and was derived from the listener */

@@ -1,6 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../log.js';
 import { createApp } from './app.js';
+import { installAuth } from './auth.js';
+import { accountRoutes } from './routes/account.js';
+import { termsRoutes } from './routes/terms.js';
 import { V1_PREFIX, V2_PREFIX, type AppContext } from './context.js';
 import { pubkeyRoutes } from './routes/pubkey.js';
 import { statusRoutes } from './routes/status.js';
@@ -10,8 +13,11 @@ export async function createClientApi(ctx: AppContext, log: Logger): Promise<Fas
   const { http, general } = ctx.config;
   const trustProxy = http.obeyXForwardedFor ? (http.trustedProxies.length ? http.trustedProxies : ['loopback']) : false;
   const app = createApp({ log, trustProxy });
+  installAuth(app, ctx);
   await app.register(statusRoutes, { ctx });
   await app.register(pubkeyRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
+  await app.register(accountRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
+  await app.register(termsRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
   if (general.enableV1Access) {
     await app.register(pubkeyRoutes, { ctx, api: 'v1', prefix: V1_PREFIX });
   }

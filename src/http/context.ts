@@ -1,6 +1,8 @@
 import type { ActorSystem } from '../actors/system.js';
 import type { Clock } from '../clock.js';
 import type { SigningKey, SydentConfig } from '../config/types.js';
+import type { StoreReads } from '../store/index.js';
+import type { TermsSource } from '../terms/terms.js';
 
 /** The long-term signing identity of this server. */
 export interface ServerIdentity {
@@ -19,6 +21,9 @@ export interface AppContext {
   system: ActorSystem;
   clock: Clock;
   identity: ServerIdentity;
+  /** prepared-statement reads; writes go through the store actor */
+  reads: StoreReads;
+  terms: TermsSource;
 }
 
 /** The API prefixes an endpoint group can be mounted under. */

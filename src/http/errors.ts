@@ -32,6 +32,9 @@ export const errors = {
     new MatrixError(400, 'M_MISSING_PARAMS', `Missing parameters: ${names.join(',')}`),
   invalidParam: (message: string) => new MatrixError(400, 'M_INVALID_PARAM', message),
   unauthorized: (message = 'Unauthorized') => new MatrixError(401, 'M_UNAUTHORIZED', message),
+  /** Sydent answers some refusals as M_UNAUTHORIZED with 403 */
+  unauthorizedStatus: (status: number, message: string) => new MatrixError(status, 'M_UNAUTHORIZED', message),
+  unknownToken: (message: string) => new MatrixError(401, 'M_UNKNOWN_TOKEN', message),
   forbidden: (message: string) => new MatrixError(403, 'M_FORBIDDEN', message),
   termsNotSigned: () => new MatrixError(403, 'M_TERMS_NOT_SIGNED', 'Terms not signed'),
   limitExceeded: (message: string, retryAfterMs: number) =>

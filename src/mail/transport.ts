@@ -1,20 +1,38 @@
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { EmailConfig } from '../config/types.js';
 
+export interface SmtpTransportOptions {
+  /**
+   * Extra CA certificates (PEM) to trust for the SMTP server. Only the tests use this, to trust the CA they
+   * make for their loopback server: operators' SMTP servers have publicly trusted certificates (Sydent used
+   * `ssl.create_default_context()`, the system's CAs), so there is no config key for it.
+   */
+  ca?: string;
+}
+
 /**
- * The pooled SMTP transport for Sydent's `[email]` settings. Certificates are always verified (Sydent ≥ 2.5.6);
- * `plain` never upgrades, as Sydent's plaintext mode never issues STARTTLS.
+ * The pooled SMTP transport for Sydent's `[email]` settings:
+ * - `plain`: never STARTTLS, even when the server offers it (Sydent's plaintext `SMTP()` never upgraded);
+ * - `starttls`: STARTTLS is required, a server that does not offer it fails the send;
+ * - `ssl` (Sydent's `SSL`/`TLS`): implicit TLS from the first byte (`SMTP_SSL`).
+ * Certificates are always verified, host name included (Sydent ≥ 2.5.6). Login only when a user name is set.
  */
-export function createSmtpTransport(email: EmailConfig): Transporter {
+export function createSmtpTransport(email: EmailConfig, opts: SmtpTransportOptions = {}): Transporter {
+  const tlsMode = email.tlsMode;
   return nodemailer.createTransport({
     pool: true,
     maxConnections: 4,
     host: email.smtpHost,
     port: email.smtpPort,
     name: email.hostname,
-    secure: email.tlsMode === 'ssl',
-    requireTLS: email.tlsMode === 'starttls',
-    ignoreTLS: email.tlsMode === 'plain',
+    secure: tlsMode === 'ssl',
+    requireTLS: tlsMode === 'starttls',
+    ignoreTLS: tlsMode === 'plain',
+    tls: {
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+      ...(opts.ca ? { ca: opts.ca } : {}),
+    },
     auth: email.smtpUsername ? { user: email.smtpUsername, pass: email.smtpPassword } : undefined,
     connectionTimeout: 15_000,
     greetingTimeout: 15_000,

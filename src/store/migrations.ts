@@ -26,6 +26,24 @@ export const OUR_MIGRATIONS: readonly Migration[] = [
       db.exec('CREATE TABLE sydent_ts_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)');
     },
   },
+  {
+    // One row per validation session actor: its state and context, beside Sydent's session row (same id).
+    // row_version guards every write, so two nodes never overwrite each other's transition.
+    version: 7,
+    name: 'session_machines',
+    up: (db) => {
+      db.exec(`CREATE TABLE session_machines (
+        sid INTEGER PRIMARY KEY,
+        state TEXT NOT NULL,
+        context TEXT NOT NULL,
+        machine_version INTEGER NOT NULL,
+        row_version INTEGER NOT NULL,
+        history TEXT NOT NULL DEFAULT '[]',
+        updated_ts BIGINT NOT NULL
+      )`);
+      db.exec('CREATE INDEX session_machines_state ON session_machines(state)');
+    },
+  },
 ];
 
 /** Thrown when the database cannot be brought to a version we understand; start-up must stop. */

@@ -1,11 +1,61 @@
-import { createSmtpTransport } from '../../mail/transport.js';
+import type { Transporter } from 'nodemailer';
+import { sendRawMail, type SendMailRequest, type SendMailResult, type SendOptions } from '../../mail/sender.js';
+import { createSmtpTransport, type SmtpTransportOptions } from '../../mail/transport.js';
+import { RateLimiter, type Admission } from '../../util/rate-limiter.js';
 import type { SystemDeps } from '../deps.js';
-import { supervisor } from '../supervisor.js';
+import { call, supervisor } from '../supervisor.js';
 
-/** Owns the SMTP transport: nothing else talks to the mail server. */
-export const mailerSupervisor = supervisor('mailer', {
-  concurrency: 8,
-  open: (deps: SystemDeps) => ({ transport: createSmtpTransport(deps.config.email), deps }),
-  close: ({ transport }) => transport.close(),
-  handlers: {},
-});
+interface MailerResource {
+  transport: Transporter;
+  /** email.from: its addr-spec is the envelope sender */
+  from: string;
+  send: SendOptions;
+  /** `email.ratelimit_sender`: one bucket per sender (mxid on v2, IP on v1), shared by requestToken and store-invite */
+  limiter: RateLimiter;
+}
+
+/**
+ * `SEND_MAIL { to, raw }` → `{ messageId, accepted }` once the SMTP server accepted the message, or a
+ * MailSendError (`permanent` says whether a retry could help). The logic lives in src/mail/sender.ts.
+ * `ADMIT { key }` → takes one token of the email sender rate limit for `key` (Admission).
+ */
+export const mailerHandlers = {
+  SEND_MAIL: (e: SendMailRequest, r: MailerResource): Promise<SendMailResult> =>
+    sendRawMail(r.transport, r.from, { to: e.to, raw: e.raw }, r.send),
+  ADMIT: (e: { key: string }, r: MailerResource): Admission => r.limiter.take(e.key),
+};
+
+export const askMailer = call<typeof mailerHandlers>();
+
+export interface MailerOptions {
+  /** retry settings for sendRawMail (tests shorten the backoff) */
+  send?: Omit<SendOptions, 'onRetry'>;
+  /** transport extras (tests trust their own CA) */
+  transport?: SmtpTransportOptions;
+}
+
+/** Owns the pooled SMTP transport (nothing else talks to the mail server) and the email sender rate limit. */
+export function createMailerSupervisor(options: MailerOptions = {}) {
+  return supervisor('mailer', {
+    concurrency: 8,
+    open: (deps: SystemDeps): MailerResource => ({
+      transport: createSmtpTransport(deps.config.email, options.transport),
+      from: deps.config.email.from,
+      limiter: new RateLimiter(
+        deps.config.email.ratelimitSender.burst,
+        deps.config.email.ratelimitSender.rateHz,
+        deps.clock,
+      ),
+      send: {
+        ...options.send,
+        onRetry: (error, attempt, delayMs) =>
+          deps.log.warn({ err: error.message, code: error.code, attempt, delayMs }, 'mail: temporary failure, retrying'),
+      },
+    }),
+    close: ({ transport }) => transport.close(),
+    handlers: mailerHandlers,
+    immediate: ['ADMIT'],
+  });
+}
+
+export const mailerSupervisor = createMailerSupervisor();

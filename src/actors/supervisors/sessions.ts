@@ -1,9 +1,66 @@
+import type { AnyActorRef } from 'xstate';
+import { ALPHANUMERIC, DIGITS, randomString } from '../../crypto/index.js';
+import type { SessionEvent } from '../../machines/validation-session.js';
+import { createEmailTokenSender } from '../../sessions/email-token.js';
+import { SessionHost, type RequestTokenArgs } from '../../sessions/host.js';
+import { createReads } from '../../store/index.js';
 import type { SystemDeps } from '../deps.js';
-import { supervisor } from '../supervisor.js';
+import { call, supervisor, type AnyActorSystem } from '../supervisor.js';
+import { askMailer } from './mailer.js';
+import { askStore } from './store.js';
+
+/** Sydent purges sessions five lifetimes after their last change, every 10 minutes. */
+const SWEEP_EVERY_MS = 10 * 60_000;
+const PURGE_AFTER_MS = 5 * 24 * 60 * 60 * 1000;
+
+interface SessionsResource {
+  host: SessionHost;
+  timer: NodeJS.Timeout;
+}
+
+export const sessionsHandlers = {
+  REQUEST_TOKEN: (e: RequestTokenArgs, r: SessionsResource) => r.host.requestToken(e),
+  /** an event for an existing session; answers undefined for an unknown sid */
+  SESSION_EVENT: (e: { sid: number; event: SessionEvent }, r: SessionsResource) => r.host.send(e.sid, e.event),
+  INSPECT: (e: { sid: number }, r: SessionsResource) => r.host.inspect(e.sid),
+};
+
+export const askSessions = call<typeof sessionsHandlers>();
 
 /** Owns the live 3PID validation session actors, restoring them from the store by sid. */
 export const sessionsSupervisor = supervisor('sessions', {
-  concurrency: 16,
-  open: (deps: SystemDeps) => ({ deps }),
-  handlers: {},
+  concurrency: 64,
+  open: (deps: SystemDeps, system: AnyActorSystem): SessionsResource => {
+    const store = (): AnyActorRef => system.get('store') as AnyActorRef;
+    const host = new SessionHost({
+      now: () => deps.clock.now(),
+      reads: createReads(deps.db).sessions,
+      store: {
+        newSid: () => askStore(store(), 'SESSION_NEW_SID', {}),
+        create: (medium, clientSecret, write) => askStore(store(), 'SESSION_CREATE', { medium, clientSecret, write }),
+        save: (write, expectedVersion) => askStore(store(), 'SESSION_SAVE', { write, expectedVersion }),
+      },
+      senders: { email: createEmailTokenSender(deps, system) },
+      admit: (medium, key) =>
+        medium === 'email'
+          ? askMailer(system.get('mailer') as AnyActorRef, 'ADMIT', { key })
+          : Promise.resolve({ ok: true as const }),
+      newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),
+    });
+    const sweep = () => {
+      host.evictIdle();
+      askStore(store(), 'SESSIONS_DELETE_OLD', { cutoffMs: deps.clock.now() - PURGE_AFTER_MS }).catch((err: unknown) =>
+        deps.log.warn({ err }, 'could not purge old sessions'),
+      );
+    };
+    const timer = setInterval(sweep, SWEEP_EVERY_MS);
+    timer.unref();
+    setImmediate(sweep);
+    return { host, timer };
+  },
+  close: ({ host, timer }) => {
+    clearInterval(timer);
+    host.stopAll();
+  },
+  handlers: sessionsHandlers,
 });

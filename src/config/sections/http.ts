@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { HttpConfig, ListenerAddress } from '../types.js';
 import type { SectionValues } from '../values.js';
@@ -39,6 +40,8 @@ export function readHttp(v: SectionValues, ctx: BuildContext): HttpConfig {
     obeyXForwardedFor: v.bool('obey_x_forwarded_for'),
     trustedProxies: v.cidrs('trusted_proxies'),
     federationVerifyCerts: v.bool('federation.verifycerts'),
+    federationDnsServers: readDnsServers(v),
+    federationCaCert: readExistingFile(v, 'federation.cacert'),
     clientHttpBase,
     clientHttpBaseDerived,
     verifyResponseTemplate: verifyResponseTemplate === '' ? null : verifyResponseTemplate,
@@ -59,4 +62,35 @@ export function isHttpUrl(text: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** `ip`, `ip:port` or `[ipv6]:port`, the forms dns.Resolver#setServers accepts */
+function readDnsServers(v: SectionValues): string[] {
+  const key = 'federation.dns_servers';
+  return v.list(key).map((item) => {
+    const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(item);
+    const v4WithPort = /^([^:]+):(\d+)$/.exec(item);
+    const address = bracketed?.[1] ?? v4WithPort?.[1] ?? item;
+    const port = bracketed?.[2] ?? v4WithPort?.[2];
+    const family = isIP(address);
+    const ok =
+      (bracketed ? family === 6 : v4WithPort ? family === 4 : family !== 0) &&
+      (port === undefined || (/^[1-9]\d{0,4}$/.test(port) && Number(port) <= 65535));
+    if (!ok) v.fail(key, `"${item}" is not an IP address, ip:port or [ipv6]:port`);
+    return item;
+  });
+}
+
+/** absolute path of a file that must exist when set, or "" */
+function readExistingFile(v: SectionValues, key: string): string {
+  const path = v.path(key);
+  if (path === '') return '';
+  let isFile: boolean;
+  try {
+    isFile = statSync(path).isFile();
+  } catch {
+    v.fail(key, `${path} does not exist`);
+  }
+  if (!isFile) v.fail(key, `${path} is not a file`);
+  return path;
 }

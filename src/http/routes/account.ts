@@ -1,0 +1,68 @@
+import type { FastifyInstance } from 'fastify';
+import { askNotifier } from '../../actors/supervisors/notifier.js';
+import { askStore } from '../../actors/supervisors/store.js';
+import { ALPHANUMERIC, randomString } from '../../crypto/index.js';
+import { FederationError, isValidServerName, OpenIdError } from '../../federation/index.js';
+import { accountOf } from '../auth.js';
+import type { RouteOptions } from '../context.js';
+import { errors } from '../errors.js';
+
+const registerBody = {
+  type: 'object',
+  required: ['access_token', 'matrix_server_name'],
+  properties: {
+    access_token: { type: 'string', minLength: 1 },
+    matrix_server_name: { type: 'string', minLength: 1 },
+    token_type: { type: 'string' },
+    expires_in: { type: 'number' },
+  },
+} as const;
+
+interface RegisterBody {
+  access_token: string;
+  matrix_server_name: string;
+}
+
+/** v2 accounts: made from an OpenID token the user's homeserver vouches for; read and logged out by token. */
+export async function accountRoutes(app: FastifyInstance, opts: RouteOptions): Promise<void> {
+  const { ctx } = opts;
+
+  app.post<{ Body: RegisterBody }>('/account/register', { schema: { body: registerBody } }, async (req) => {
+    const serverName = req.body.matrix_server_name.toLowerCase();
+    const allow = ctx.config.general.homeserverAllowList;
+    if (allow.length > 0 && !allow.includes(serverName)) {
+      throw errors.unauthorizedStatus(403, 'This homeserver is not authorized to access this server.');
+    }
+    if (!isValidServerName(serverName)) {
+      throw errors.invalidParam('matrix_server_name must be a valid Matrix server name (IP address or hostname)');
+    }
+    const system = ctx.system;
+    const userId = await askNotifier(system.get('notifier'), 'OPENID_USERINFO', {
+      serverName,
+      accessToken: req.body.access_token,
+    }).catch((error: unknown) => {
+      throw openIdFailure(error);
+    });
+    const token = randomString(64, ALPHANUMERIC);
+    await askStore(system.get('store'), 'ACCOUNT_REGISTER', { userId, token, now: ctx.clock.now() });
+    // `token` is the spec's name; Sydent released with `access_token` and clients still read it.
+    return { token, access_token: token };
+  });
+
+  app.get('/account', { config: { auth: 'terms' } }, async (req) => ({ user_id: accountOf(req).userId }));
+
+  app.post('/account/logout', { config: { auth: 'token' } }, async (req) => {
+    const removed = await askStore(ctx.system.get('store'), 'ACCOUNT_LOGOUT', { token: req.accessToken ?? '' });
+    if (!removed) throw errors.unauthorized();
+    return {};
+  });
+}
+
+/** What the user is told when their homeserver could not vouch for the OpenID token. */
+function openIdFailure(error: unknown): Error {
+  if (error instanceof OpenIdError) {
+    return error.kind === 'rejected' ? errors.unknownToken(error.message) : errors.unknown(error.message);
+  }
+  if (error instanceof FederationError) return errors.unknown(error.message);
+  return error instanceof Error ? error : new Error(String(error));
+}

@@ -1,0 +1,158 @@
+import type { Transporter } from 'nodemailer';
+
+/**
+ * Sending one raw message over the (pooled) SMTP transport, with retries on temporary failures.
+ *
+ * Temporary (retried, with exponential backoff): the connection could not be made, was reset or timed out,
+ * DNS failed, or the server answered 4xx (or 503, a bad command sequence that a new connection can fix).
+ * Permanent (failed at once): a 5xx answer (recipient or message refused, authentication refused), a TLS
+ * failure (a certificate that does not verify is a configuration problem) and anything else unexpected.
+ */
+
+export class MailSendError extends Error {
+  constructor(
+    message: string,
+    /** true: retrying the same message will not help */
+    readonly permanent: boolean,
+    /** nodemailer's error code (ECONNECTION, ETIMEDOUT, EENVELOPE, …) */
+    readonly code?: string,
+    /** the SMTP reply code, when the server answered */
+    readonly responseCode?: number,
+    /** how many attempts were made */
+    readonly attempts: number = 1,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'MailSendError';
+  }
+}
+
+export interface SendMailRequest {
+  /** the envelope recipient (RCPT TO), as given */
+  to: string;
+  /** the whole RFC 5322 message, CRLF line endings */
+  raw: string;
+}
+
+export interface SendMailResult {
+  /** the Message-ID header of `raw` (nodemailer's id when it has none) */
+  messageId: string;
+  /** the recipients the server accepted */
+  accepted: string[];
+}
+
+export interface SendOptions {
+  /** attempts in all, the first included; default 3 */
+  attempts?: number;
+  /** delay before the 2nd attempt, doubled for each further one; default 1000 ms */
+  baseDelayMs?: number;
+  /** how to wait; tests may pass a fake */
+  sleep?: (ms: number) => Promise<void>;
+  /** called before each retry */
+  onRetry?: (error: MailSendError, attempt: number, delayMs: number) => void;
+}
+
+/** Counters for the metrics endpoint: messages accepted by the server, messages given up on, retries made. */
+export const mailCounters = { sent: 0, failed: 0, retries: 0 };
+
+const TEMPORARY_CODES = new Set(['ECONNECTION', 'ESOCKET', 'ETIMEDOUT', 'EDNS']);
+const TEMPORARY_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+/** Node's certificate-verification and TLS protocol error codes, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+ * CERT_HAS_EXPIRED, ERR_TLS_CERT_ALTNAME_INVALID, ERR_SSL_WRONG_VERSION_NUMBER */
+const TLS_SETUP_FAILURE = /CERT|SIGNATURE|ALTNAME|HOSTNAME|INVALID_CA|^ERR_SSL_|^ERR_TLS_/;
+
+interface SmtpErrorLike {
+  message?: string;
+  code?: string;
+  responseCode?: number;
+  originalCode?: string;
+}
+
+/** Whether a nodemailer error is worth retrying. */
+export function isTemporaryFailure(error: unknown): boolean {
+  const e = (error ?? {}) as SmtpErrorLike;
+  if (typeof e.responseCode === 'number' && e.responseCode >= 400) {
+    return e.responseCode < 500 || e.responseCode === 503;
+  }
+  // a certificate that does not verify, or TLS spoken to a server that does not (configuration, not luck)
+  if ((e.originalCode && TLS_SETUP_FAILURE.test(e.originalCode)) || e.code === 'ETLS') return false;
+  if (e.code && TEMPORARY_CODES.has(e.code)) return true;
+  return Boolean(e.code && TEMPORARY_ERRNOS.has(e.code)) || Boolean(e.originalCode && TEMPORARY_ERRNOS.has(e.originalCode));
+}
+
+export function toMailSendError(error: unknown, attempts: number): MailSendError {
+  if (error instanceof MailSendError) return error;
+  const e = (error ?? {}) as SmtpErrorLike;
+  const message = typeof e.message === 'string' ? e.message : String(error);
+  return new MailSendError(message, !isTemporaryFailure(error), e.code, e.responseCode, attempts, { cause: error });
+}
+
+/**
+ * The addr-spec of a From value, for the envelope sender (what Python's smtplib did with Sydent's
+ * `email.from`): `Matrix <noreply@example.org>` → `noreply@example.org`; a bare address is kept.
+ */
+export function envelopeAddress(from: string): string {
+  const angle = /<([^<>]*)>\s*$/.exec(from);
+  return (angle?.[1] ?? from).trim();
+}
+
+const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Sends `raw` to `to` with envelope sender `from` (reduced to its addr-spec). Resolves once the server accepted
+ * it; rejects with MailSendError after a permanent failure or after the last attempt of temporary ones.
+ */
+export async function sendRawMail(
+  transport: Pick<Transporter, 'sendMail'>,
+  from: string,
+  request: SendMailRequest,
+  opts: SendOptions = {},
+): Promise<SendMailResult> {
+  const attempts = Math.max(1, opts.attempts ?? 3);
+  const baseDelayMs = opts.baseDelayMs ?? 1000;
+  const sleep = opts.sleep ?? defaultSleep;
+  const envelope = { from: envelopeAddress(from), to: [request.to] };
+
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const info = (await transport.sendMail({ envelope, raw: request.raw })) as {
+        messageId?: string;
+        accepted?: unknown[];
+        rejected?: unknown[];
+      };
+      const accepted = (info.accepted ?? []).map(String);
+      if (accepted.length === 0) {
+        // nodemailer rejects when every recipient is refused; this is only a safety net
+        throw Object.assign(new Error('the server accepted no recipient'), { code: 'EENVELOPE' });
+      }
+      mailCounters.sent++;
+      return { messageId: headerMessageId(request.raw) ?? info.messageId ?? '', accepted };
+    } catch (error) {
+      const failure = toMailSendError(error, attempt);
+      if (failure.permanent || attempt >= attempts) {
+        mailCounters.failed++;
+        throw new MailSendError(
+          failure.message,
+          failure.permanent,
+          failure.code,
+          failure.responseCode,
+          attempt,
+          { cause: error },
+        );
+      }
+      const delay = baseDelayMs * 2 ** (attempt - 1);
+      mailCounters.retries++;
+      opts.onRetry?.(failure, attempt, delay);
+      await sleep(delay);
+    }
+  }
+}
+
+/** The Message-ID header of a raw message (first header block only, unfolded). */
+export function headerMessageId(raw: string): string | null {
+  const end = raw.search(/\r?\n\r?\n/);
+  const head = (end === -1 ? raw : raw.slice(0, end)).replace(/\r?\n[ \t]+/g, ' ');
+  const m = /^message-id:[ \t]*(.*?)[ \t]*$/im.exec(head);
+  return m?.[1] || null;
+}

@@ -1,0 +1,44 @@
+/**
+ * Sends the validation token of an email session: renders the brand's verification template with Sydent's
+ * variables and hands the message to the mailer, resolving once the SMTP server accepted it.
+ */
+import type { AnyActorRef } from 'xstate';
+import type { SydentConfig } from '../config/types.js';
+import type { SendTokenInput } from '../machines/validation-session.js';
+import { composeMail } from '../mail/message.js';
+import { pyQuote } from '../mail/quote.js';
+import { resolveTemplate } from '../mail/templates.js';
+import { askMailer } from '../actors/supervisors/mailer.js';
+import type { SystemDeps } from '../actors/deps.js';
+import type { AnyActorSystem } from '../actors/supervisor.js';
+import type { TokenSender } from './host.js';
+
+/** Mail delivery with retries can take a while; the request waits for the SMTP server's answer. */
+const SEND_TIMEOUT_MS = 90_000;
+
+/**
+ * The link in the mail: the v2 GET submitToken, which needs no access token (the sid, secret and token are
+ * the credential). The session's next_link is applied by the server after validation, not carried in the URL.
+ */
+export function submitTokenLink(config: SydentConfig, medium: 'email' | 'msisdn', input: SendTokenInput): string {
+  const q = `token=${pyQuote(input.token)}&client_secret=${pyQuote(input.clientSecret)}&sid=${pyQuote(input.sid)}`;
+  return `${config.http.clientHttpBase}/_matrix/identity/v2/validate/${medium}/submitToken?${q}`;
+}
+
+export function createEmailTokenSender(deps: SystemDeps, system: AnyActorSystem): TokenSender {
+  return async (input) => {
+    const { config } = deps;
+    const template = resolveTemplate(config, input.brand, 'verification_template.eml');
+    const mail = composeMail(
+      template,
+      input.sendTo,
+      {
+        link: submitTokenLink(config, 'email', input),
+        token: input.token,
+        ipaddress: input.ipAddress ?? 'an unknown location',
+      },
+      { email: config.email, now: deps.clock.now() },
+    );
+    await askMailer(system.get('mailer') as AnyActorRef, 'SEND_MAIL', { to: mail.to, raw: mail.raw }, SEND_TIMEOUT_MS);
+  };
+}

@@ -1,0 +1,327 @@
+/**
+ * Hosts the live validation-session actors for the sessions supervisor: restores a session from its rows when
+ * it is touched, feeds it one event at a time, persists every transition before answering, and evicts idle
+ * actors. The persisted row is the source of truth; an actor in memory is only a cache of it.
+ */
+import { createActor, fromPromise, transition, waitFor, type Actor } from 'xstate';
+import type { Admission } from '../util/rate-limiter.js';
+import {
+  SESSION_MACHINE_VERSION,
+  validationSessionMachine,
+  type Medium,
+  type Rejection,
+  type SendTokenInput,
+  type SessionContext,
+  type SessionEvent,
+} from '../machines/validation-session.js';
+import type { SessionReads, SessionWrite, StoredSession, Transition } from '../store/sessions.js';
+import { SessionConflictError } from '../store/sessions.js';
+
+export type TokenSender = (input: SendTokenInput) => Promise<void>;
+
+/** The store writes the host needs, answered by the store actor. */
+export interface SessionStorePort {
+  newSid(): Promise<number>;
+  create(medium: Medium, clientSecret: string, write: SessionWrite): Promise<number>;
+  save(write: SessionWrite, expectedVersion: number | null): Promise<number>;
+}
+
+export interface SessionHostDeps {
+  now: () => number;
+  reads: SessionReads;
+  store: SessionStorePort;
+  senders: Partial<Record<Medium, TokenSender>>;
+  /** rate limit for the sender of a token, consulted only when a token will really be sent */
+  admit: (medium: Medium, key: string) => Promise<Admission>;
+  newToken: (medium: Medium) => string;
+  /** how long a send may take before the request gives up waiting (the send goes on) */
+  sendTimeoutMs?: number;
+  idleMs?: number;
+}
+
+/** What a request learns about its session after the event. */
+export interface SessionOutcome {
+  sid: string;
+  state: string;
+  rejection: Rejection | null;
+  lastError: string | null;
+  medium: Medium;
+  address: string;
+  validatedAt: number | null;
+  mtime: number;
+  nextLink: string | null;
+  brand: string | null;
+  mxid: string | null;
+}
+
+export type RequestTokenResult = ({ limited: false } & SessionOutcome) | { limited: true; retryAfterMs: number };
+
+export interface RequestTokenArgs {
+  medium: Medium;
+  address: string;
+  sendTo: string;
+  clientSecret: string;
+  sendAttempt: number;
+  nextLink: string | null;
+  brand: string | null;
+  /** who is asking, for the rate limit: the v2 user, or the client IP on v1 */
+  requester: string;
+  ipAddress: string | null;
+}
+
+type SessionActor = Actor<typeof validationSessionMachine>;
+
+interface Live {
+  actor: SessionActor;
+  version: number | null;
+  history: Transition[];
+  lastUsed: number;
+}
+
+const stateOf = (actor: SessionActor): string => String(actor.getSnapshot().value);
+
+export class SessionHost {
+  private readonly live = new Map<number, Live>();
+  /** per-session queues: one event at a time per sid, any number of sids at once */
+  private readonly locks = new Map<number | string, Promise<unknown>>();
+  private readonly machine;
+
+  constructor(private readonly deps: SessionHostDeps) {
+    this.machine = validationSessionMachine.provide({
+      actors: {
+        sendToken: fromPromise<void, SendTokenInput>(async ({ input }) => {
+          const send = deps.senders[input.medium];
+          if (!send) throw new Error(`no sender for ${input.medium}`);
+          await send(input);
+        }),
+      },
+    });
+  }
+
+  /** One requestToken per (medium, address, client_secret) at a time, so two racing requests share a session. */
+  async requestToken(args: RequestTokenArgs): Promise<RequestTokenResult> {
+    return this.locked(`${args.medium}\0${args.address}\0${args.clientSecret}`, () => this.requestTokenLocked(args));
+  }
+
+  private async requestTokenLocked(args: RequestTokenArgs): Promise<RequestTokenResult> {
+    const event = (freshToken: string): SessionEvent => ({
+      type: 'REQUEST_TOKEN',
+      sendAttempt: args.sendAttempt,
+      nextLink: args.nextLink,
+      brand: args.brand,
+      sendTo: args.sendTo,
+      ipAddress: args.ipAddress,
+      freshToken,
+      now: this.deps.now(),
+    });
+    const existing = this.deps.reads.findSid(args.medium, args.address, args.clientSecret);
+    if (existing !== undefined) {
+      return this.withSession(existing, async (live) => {
+        const ev = event(this.deps.newToken(args.medium));
+        const [next] = transition(this.machine, live.actor.getSnapshot(), ev);
+        if (next.matches('sendingToken')) {
+          const admission = await this.deps.admit(args.medium, args.requester);
+          if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
+        }
+        return { limited: false, ...(await this.process(existing, live, ev)) };
+      });
+    }
+
+    const admission = await this.deps.admit(args.medium, args.requester);
+    if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
+    const sid = await this.deps.store.newSid();
+    return this.locked(sid, async () => {
+      const token = this.deps.newToken(args.medium);
+      const actor = createActor(this.machine, {
+        input: {
+          sid: String(sid),
+          medium: args.medium,
+          address: args.address,
+          sendTo: args.sendTo,
+          clientSecret: args.clientSecret,
+          token,
+          sendAttempt: -1,
+          mtime: this.deps.now(),
+          nextLink: args.nextLink,
+          brand: args.brand,
+          ipAddress: args.ipAddress,
+        },
+      });
+      actor.start();
+      const live: Live = { actor, version: null, history: [], lastUsed: this.deps.now() };
+      this.live.set(sid, live);
+      return { limited: false, ...(await this.process(sid, live, event(token), args.clientSecret)) };
+    });
+  }
+
+  /** `undefined` when there is no such session. */
+  async send(sid: number, event: SessionEvent): Promise<SessionOutcome | undefined> {
+    if (!this.deps.reads.load(sid) && !this.live.has(sid)) return undefined;
+    return this.withSession(sid, (live) => this.process(sid, live, event));
+  }
+
+  /** For the debug endpoint: the session's state, context and history, or undefined. */
+  async inspect(sid: number): Promise<{ state: string; context: SessionContext; history: Transition[] } | undefined> {
+    if (!this.deps.reads.load(sid) && !this.live.has(sid)) return undefined;
+    return this.withSession(sid, async (live) => ({
+      state: stateOf(live.actor),
+      context: live.actor.getSnapshot().context,
+      history: live.history,
+    }));
+  }
+
+  liveCount(): number {
+    return this.live.size;
+  }
+
+  /** Drops actors idle for longer than `idleMs`; their rows are already saved. */
+  evictIdle(): void {
+    const cutoff = this.deps.now() - (this.deps.idleMs ?? 5 * 60_000);
+    for (const [sid, live] of this.live) {
+      if (live.lastUsed < cutoff && !this.locks.has(sid)) {
+        live.actor.stop();
+        this.live.delete(sid);
+      }
+    }
+  }
+
+  stopAll(): void {
+    for (const live of this.live.values()) live.actor.stop();
+    this.live.clear();
+  }
+
+  private async withSession<T>(sid: number, fn: (live: Live) => Promise<T>): Promise<T> {
+    return this.locked(sid, async () => {
+      let live = this.live.get(sid);
+      if (!live) {
+        const stored = this.deps.reads.load(sid);
+        if (!stored) throw new Error(`session ${sid} disappeared`);
+        live = this.restore(stored);
+        this.live.set(sid, live);
+      }
+      live.lastUsed = this.deps.now();
+      try {
+        return await fn(live);
+      } catch (error) {
+        // Someone else moved the session on: forget our copy so the next event starts from the row.
+        if (error instanceof SessionConflictError) {
+          live.actor.stop();
+          this.live.delete(sid);
+        }
+        throw error;
+      }
+    });
+  }
+
+  private async locked<T>(sid: number | string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(sid) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.locks.set(sid, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.locks.get(sid) === tail) this.locks.delete(sid);
+    }
+  }
+
+  private restore(stored: StoredSession): Live {
+    const { sydent, machine } = stored;
+    let state: string;
+    let context: SessionContext;
+    if (machine) {
+      state = machine.state;
+      context = JSON.parse(machine.context) as SessionContext;
+      // A send in flight when the process stopped was never acknowledged: the client sees a failed send and
+      // retries with a higher send_attempt.
+      if (state === 'sendingToken') {
+        state = 'sendFailed';
+        context = { ...context, lastError: 'interrupted by a restart' };
+      }
+    } else {
+      // A session Sydent created: its rows are all there is.
+      state = sydent.validated ? 'validated' : 'tokenSent';
+      context = {
+        sid: String(sydent.id),
+        medium: sydent.medium as Medium,
+        address: sydent.address,
+        sendTo: sydent.address,
+        clientSecret: sydent.clientSecret,
+        token: sydent.token ?? '',
+        sendAttempt: sydent.sendAttemptNumber ?? -1,
+        mtime: sydent.mtime,
+        everSent: true,
+        validatedAt: sydent.validated ? sydent.mtime : null,
+        nextLink: null,
+        brand: null,
+        ipAddress: null,
+        mxid: null,
+        rejection: null,
+        lastError: null,
+      };
+    }
+    const snapshot = this.machine.resolveState({ value: state, context });
+    // input is required by the types but unused: the snapshot already holds the context
+    const actor = createActor(this.machine, { snapshot, input: context });
+    actor.start();
+    return {
+      actor,
+      version: machine?.row_version ?? null,
+      history: machine ? (JSON.parse(machine.history) as Transition[]) : [],
+      lastUsed: this.deps.now(),
+    };
+  }
+
+  private async process(sid: number, live: Live, event: SessionEvent, newSecret?: string): Promise<SessionOutcome> {
+    const from = live.version === null && newSecret ? 'new' : stateOf(live.actor);
+    live.actor.send(event);
+    if (live.actor.getSnapshot().matches('sendingToken')) {
+      // Recorded before the send, so a crash mid-send is seen as a failed send after restart.
+      await this.persist(sid, live, from, event.type, newSecret);
+      await waitFor(live.actor, (s) => !s.matches('sendingToken'), { timeout: this.deps.sendTimeoutMs ?? 120_000 });
+      await this.persist(sid, live, 'sendingToken', 'SENT', undefined);
+    } else {
+      await this.persist(sid, live, from, event.type, newSecret);
+    }
+    return outcomeOf(live.actor.getSnapshot().context, stateOf(live.actor));
+  }
+
+  private async persist(sid: number, live: Live, from: string, eventType: string, newSecret: string | undefined) {
+    const context = live.actor.getSnapshot().context;
+    const state = stateOf(live.actor);
+    if (from !== state) live.history = [...live.history, { at: this.deps.now(), event: eventType, from, to: state }].slice(-20);
+    const write: SessionWrite = {
+      sid,
+      state,
+      context: JSON.stringify(context),
+      machineVersion: SESSION_MACHINE_VERSION,
+      address: context.address,
+      validated: context.validatedAt !== null,
+      mtime: context.mtime,
+      token: context.token,
+      sendAttempt: context.sendAttempt,
+      history: live.history,
+      now: this.deps.now(),
+    };
+    live.version =
+      newSecret !== undefined && live.version === null
+        ? await this.deps.store.create(context.medium, newSecret, write)
+        : await this.deps.store.save(write, live.version);
+  }
+}
+
+function outcomeOf(context: SessionContext, state: string): SessionOutcome {
+  return {
+    sid: context.sid,
+    state,
+    rejection: context.rejection,
+    lastError: context.lastError,
+    medium: context.medium,
+    address: context.address,
+    validatedAt: context.validatedAt,
+    mtime: context.mtime,
+    nextLink: context.nextLink,
+    brand: context.brand,
+    mxid: context.mxid,
+  };
+}

@@ -1,0 +1,219 @@
+/**
+ * Validation sessions: Sydent's `threepid_validation_sessions` and `threepid_token_auths` rows, kept in step
+ * with our `session_machines` row (the machine's state and context) in one transaction per change. Sydent can
+ * still read every session we write, and sessions Sydent wrote restore into machines.
+ */
+import { randomInt } from 'node:crypto';
+import type Database from 'better-sqlite3';
+
+export interface SydentSessionRow {
+  id: number;
+  medium: string;
+  address: string;
+  clientSecret: string;
+  validated: number;
+  mtime: number;
+  token: string | null;
+  sendAttemptNumber: number | null;
+}
+
+export interface MachineRow {
+  state: string;
+  context: string;
+  machine_version: number;
+  row_version: number;
+  history: string;
+}
+
+export interface StoredSession {
+  sydent: SydentSessionRow;
+  machine: MachineRow | null;
+}
+
+export interface Transition {
+  at: number;
+  event: string;
+  from: string;
+  to: string;
+}
+
+/** What every write persists of a session machine. */
+export interface SessionWrite {
+  sid: number;
+  state: string;
+  /** JSON of the machine context */
+  context: string;
+  machineVersion: number;
+  /** Sydent's columns, derived from the context */
+  address: string;
+  validated: boolean;
+  mtime: number;
+  token: string;
+  sendAttempt: number;
+  history: Transition[];
+  now: number;
+}
+
+export class SessionConflictError extends Error {
+  constructor(sid: number) {
+    super(`session ${sid} was changed by someone else`);
+    this.name = 'SessionConflictError';
+  }
+}
+
+/** Sydent's sids are random in [0, 2^31]; ours too, minus 0, so both kinds look alike. */
+const MAX_SID = 2 ** 31;
+const HISTORY_LIMIT = 20;
+
+export class SessionReads {
+  private readonly byKey: Database.Statement<[string, string, string], { id: number }>;
+  private readonly byId: Database.Statement<[number], SydentSessionRow>;
+  private readonly machineById: Database.Statement<[number], MachineRow>;
+  private readonly counts: Database.Statement<[], { state: string; n: number }>;
+  private readonly legacyCount: Database.Statement<[], { validated: number; n: number }>;
+
+  constructor(db: Database.Database) {
+    this.byKey = db.prepare(
+      'SELECT id FROM threepid_validation_sessions WHERE medium = ? AND address = ? AND clientSecret = ? ORDER BY mtime DESC LIMIT 1',
+    );
+    this.byId = db.prepare(
+      `SELECT s.id, s.medium, s.address, s.clientSecret, s.validated, s.mtime, t.token, t.sendAttemptNumber
+       FROM threepid_validation_sessions s
+       LEFT JOIN threepid_token_auths t ON t.validationSession = s.id
+       WHERE s.id = ? ORDER BY t.id DESC LIMIT 1`,
+    );
+    this.machineById = db.prepare(
+      'SELECT state, context, machine_version, row_version, history FROM session_machines WHERE sid = ?',
+    );
+    this.counts = db.prepare('SELECT state, count(*) AS n FROM session_machines GROUP BY state');
+    this.legacyCount = db.prepare(
+      `SELECT s.validated, count(*) AS n FROM threepid_validation_sessions s
+       WHERE NOT EXISTS (SELECT 1 FROM session_machines m WHERE m.sid = s.id) GROUP BY s.validated`,
+    );
+  }
+
+  findSid(medium: string, address: string, clientSecret: string): number | undefined {
+    return this.byKey.get(medium, address, clientSecret)?.id;
+  }
+
+  load(sid: number): StoredSession | undefined {
+    const sydent = this.byId.get(sid);
+    if (!sydent) return undefined;
+    return { sydent, machine: this.machineById.get(sid) ?? null };
+  }
+
+  /** Sessions by machine state; Sydent's own sessions (no machine row yet) count as validated or tokenSent. */
+  countByState(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const { state, n } of this.counts.all()) out[state] = n;
+    for (const { validated, n } of this.legacyCount.all()) {
+      const state = validated ? 'validated' : 'tokenSent';
+      out[state] = (out[state] ?? 0) + n;
+    }
+    return out;
+  }
+}
+
+export class SessionWrites {
+  private readonly insertSession: Database.Statement<[number, string, string, string, number]>;
+  private readonly insertToken: Database.Statement<[number, string, number]>;
+  private readonly updateSession: Database.Statement<[string, number, number, number]>;
+  private readonly updateToken: Database.Statement<[string, number, number]>;
+  private readonly insertMachine: Database.Statement<[number, string, string, number, string, number]>;
+  private readonly updateMachine: Database.Statement<[string, string, number, string, number, number, number]>;
+  private readonly versionOf: Database.Statement<[number], { row_version: number }>;
+  private readonly sidExists: Database.Statement<[number], { id: number }>;
+  private readonly deleteOld: Database.Statement<[number]>;
+  private readonly deleteOrphanTokens: Database.Statement<[]>;
+  private readonly deleteOrphanMachines: Database.Statement<[]>;
+
+  constructor(private readonly db: Database.Database) {
+    this.insertSession = db.prepare(
+      'INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES (?, ?, ?, ?, 0, ?)',
+    );
+    this.insertToken = db.prepare(
+      'INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES (?, ?, ?)',
+    );
+    this.updateSession = db.prepare(
+      'UPDATE threepid_validation_sessions SET address = ?, validated = ?, mtime = ? WHERE id = ?',
+    );
+    this.updateToken = db.prepare(
+      'UPDATE threepid_token_auths SET token = ?, sendAttemptNumber = ? WHERE validationSession = ?',
+    );
+    this.insertMachine = db.prepare(
+      'INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES (?, ?, ?, ?, 1, ?, ?)',
+    );
+    this.updateMachine = db.prepare(
+      `UPDATE session_machines SET state = ?, context = ?, machine_version = ?, history = ?, row_version = row_version + 1, updated_ts = ?
+       WHERE sid = ? AND row_version = ?`,
+    );
+    this.versionOf = db.prepare('SELECT row_version FROM session_machines WHERE sid = ?');
+    this.sidExists = db.prepare('SELECT id FROM threepid_validation_sessions WHERE id = ?');
+    this.deleteOld = db.prepare('DELETE FROM threepid_validation_sessions WHERE mtime < ?');
+    this.deleteOrphanTokens = db.prepare(
+      'DELETE FROM threepid_token_auths WHERE validationSession NOT IN (SELECT id FROM threepid_validation_sessions)',
+    );
+    this.deleteOrphanMachines = db.prepare(
+      'DELETE FROM session_machines WHERE sid NOT IN (SELECT id FROM threepid_validation_sessions)',
+    );
+  }
+
+  /** A fresh sid no session uses (Sydent's or ours). */
+  newSid(): number {
+    for (;;) {
+      const sid = randomInt(1, MAX_SID);
+      if (!this.sidExists.get(sid)) return sid;
+    }
+  }
+
+  /** Creates Sydent's rows and the machine row together; returns the row version (1). */
+  create(medium: string, clientSecret: string, write: SessionWrite): number {
+    this.db.transaction(() => {
+      this.insertSession.run(write.sid, medium, write.address, clientSecret, write.mtime);
+      this.insertToken.run(write.sid, write.token, write.sendAttempt);
+      this.insertMachine.run(write.sid, write.state, write.context, write.machineVersion, historyJson(write.history), write.now);
+    })();
+    return 1;
+  }
+
+  /**
+   * Saves a transition if nobody else saved one since `expectedVersion` (null: the session has no machine row
+   * yet, as for sessions Sydent created). Returns the new row version.
+   */
+  save(write: SessionWrite, expectedVersion: number | null): number {
+    return this.db.transaction(() => {
+      if (expectedVersion === null) {
+        if (this.versionOf.get(write.sid)) throw new SessionConflictError(write.sid);
+        this.insertMachine.run(write.sid, write.state, write.context, write.machineVersion, historyJson(write.history), write.now);
+      } else {
+        const res = this.updateMachine.run(
+          write.state,
+          write.context,
+          write.machineVersion,
+          historyJson(write.history),
+          write.now,
+          write.sid,
+          expectedVersion,
+        );
+        if (res.changes !== 1) throw new SessionConflictError(write.sid);
+      }
+      this.updateSession.run(write.address, write.validated ? 1 : 0, write.mtime, write.sid);
+      this.updateToken.run(write.token, write.sendAttempt, write.sid);
+      return (expectedVersion ?? 0) + 1;
+    })();
+  }
+
+  /** Sydent's clean-up: sessions untouched for `olderThanMs`, with their tokens and machine rows. */
+  deleteOlderThan(cutoffMs: number): number {
+    return this.db.transaction(() => {
+      const n = this.deleteOld.run(cutoffMs).changes;
+      this.deleteOrphanTokens.run();
+      this.deleteOrphanMachines.run();
+      return n;
+    })();
+  }
+}
+
+function historyJson(history: Transition[]): string {
+  return JSON.stringify(history.slice(-HISTORY_LIMIT));
+}

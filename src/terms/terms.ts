@@ -1,0 +1,106 @@
+/**
+ * Sydent's terms of service file (`general.terms.path`, YAML): the documents users must accept before using
+ * the v2 API. Consent means every document is accepted in at least one of its languages.
+ */
+import fs from 'node:fs';
+import { parse } from 'yaml';
+
+export interface TermsLanguage {
+  name: string;
+  url: string;
+}
+
+export interface TermsDocument {
+  version: string;
+  langs: Record<string, TermsLanguage>;
+}
+
+export interface Terms {
+  masterVersion: string;
+  docs: Record<string, TermsDocument>;
+}
+
+export class TermsError extends Error {
+  override name = 'TermsError';
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Validates the parsed YAML with Sydent's messages. */
+export function parseTerms(text: string): Terms {
+  const raw: unknown = parse(text);
+  if (!isObject(raw)) throw new TermsError('No master version');
+  const master = raw['master_version'];
+  if (master === undefined || master === null) throw new TermsError('No master version');
+  if (typeof master !== 'string' && typeof master !== 'number') throw new TermsError('master_version must be a string');
+  const docsRaw = raw['docs'];
+  if (!isObject(docsRaw)) throw new TermsError("No 'docs' key in terms");
+  const docs: Record<string, TermsDocument> = {};
+  for (const [id, doc] of Object.entries(docsRaw)) {
+    if (!isObject(doc) || doc['version'] === undefined) throw new TermsError(`'${id}' has no version`);
+    if (!isObject(doc['langs'])) throw new TermsError(`'${id}' has no langs`);
+    const langs: Record<string, TermsLanguage> = {};
+    for (const [lang, entry] of Object.entries(doc['langs'])) {
+      if (!isObject(entry) || typeof entry['name'] !== 'string') throw new TermsError(`lang '${lang}' of doc ${id} has no name`);
+      if (typeof entry['url'] !== 'string') throw new TermsError(`lang '${lang}' of doc ${id} has no url`);
+      langs[lang] = { name: entry['name'], url: entry['url'] };
+    }
+    docs[id] = { version: String(doc['version']), langs };
+  }
+  return { masterVersion: String(master), docs };
+}
+
+/** The `GET /terms` body. */
+export function policiesOf(terms: Terms | null): Record<string, Record<string, unknown>> {
+  const policies: Record<string, Record<string, unknown>> = {};
+  for (const [id, doc] of Object.entries(terms?.docs ?? {})) policies[id] = { version: doc.version, ...doc.langs };
+  return policies;
+}
+
+export function allUrls(terms: Terms | null): Set<string> {
+  const urls = new Set<string>();
+  for (const doc of Object.values(terms?.docs ?? {})) for (const l of Object.values(doc.langs)) urls.add(l.url);
+  return urls;
+}
+
+/** Every document accepted in at least one language (acceptance of one language counts for all). */
+export function consentComplete(terms: Terms | null, accepted: Iterable<string>): boolean {
+  const set = new Set(accepted);
+  return Object.values(terms?.docs ?? {}).every((doc) => Object.values(doc.langs).some((l) => set.has(l.url)));
+}
+
+/**
+ * The terms file, read at start-up and again whenever it changes on disk, so operators can publish new terms
+ * without a restart (Sydent re-reads it on every request). A broken edit keeps the last good terms.
+ */
+export class TermsSource {
+  private terms: Terms | null = null;
+  private mtimeMs = -1;
+
+  /** Throws TermsError when the file at start-up is missing or invalid: better than failing every request. */
+  constructor(
+    private readonly path: string,
+    private readonly onReloadError: (error: Error) => void = () => undefined,
+  ) {
+    if (path) this.load(true);
+  }
+
+  current(): Terms | null {
+    if (this.path) this.load(false);
+    return this.terms;
+  }
+
+  private load(strict: boolean): void {
+    try {
+      const { mtimeMs } = fs.statSync(this.path);
+      if (mtimeMs === this.mtimeMs) return;
+      // Remembered before parsing, so a broken file is reported once, not on every request.
+      this.mtimeMs = mtimeMs;
+      this.terms = parseTerms(fs.readFileSync(this.path, 'utf8'));
+    } catch (error) {
+      const err = error instanceof Error ? error : new Error(String(error));
+      if (strict) throw new TermsError(`terms file ${this.path}: ${err.message}`);
+      this.onReloadError(err);
+    }
+  }
+}

@@ -1,0 +1,163 @@
+import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from 'smtp-server';
+import { makeCa, makeCert } from './certs.js';
+
+/** A message the loopback server accepted. */
+export interface ReceivedMail {
+  /** MAIL FROM */
+  from: string;
+  /** RCPT TO, in order */
+  to: string[];
+  /** the message as received (after SMTP dot-unstuffing) */
+  raw: string;
+  /** whether the session was encrypted (implicit TLS or after STARTTLS) */
+  secure: boolean;
+  /** the user name it authenticated as, if it did */
+  user: string | undefined;
+}
+
+export interface SmtpServerOptions {
+  /** `none`: no TLS at all (STARTTLS not offered); `starttls`: STARTTLS offered; `ssl`: implicit TLS */
+  tls?: 'none' | 'starttls' | 'ssl';
+  /** PEM key and certificate; by default a leaf for localhost/127.0.0.1 signed by the test CA */
+  key?: string;
+  cert?: string;
+  /** answer 451 to the DATA of the first N messages */
+  failFirst?: number;
+  /** answer 550 to every recipient */
+  rejectAll?: boolean;
+  /** require AUTH with these credentials (allowed without TLS too) */
+  auth?: { user: string; pass: string };
+}
+
+export interface SmtpTestServer {
+  host: '127.0.0.1';
+  port: number;
+  /** the CA to trust for this server's certificate (undefined when a key/cert was given) */
+  ca: string | undefined;
+  messages: ReceivedMail[];
+  /** messages whose DATA was refused (failFirst) */
+  refused: number;
+  waitForMessage(predicate?: (m: ReceivedMail) => boolean, timeoutMs?: number): Promise<ReceivedMail>;
+  close(): Promise<void>;
+}
+
+export interface TestCertificates {
+  /** PEM of the CA that signed `cert` */
+  ca: string;
+  key: string;
+  /** leaf for DNS localhost, IP 127.0.0.1 and ::1 */
+  cert: string;
+}
+
+let certificates: Promise<TestCertificates> | null = null;
+
+/** A CA and a leaf it signs for localhost/127.0.0.1/::1 (test/helpers/certs.ts), made once per test process. */
+export function testCertificates(): Promise<TestCertificates> {
+  certificates ??= (async () => {
+    const ca = await makeCa('sydent-ts test SMTP CA');
+    const leaf = await makeCert(ca, { hostnames: ['localhost'], ips: ['127.0.0.1', '::1'] });
+    return { ca: ca.cert, key: leaf.key, cert: leaf.cert };
+  })();
+  return certificates;
+}
+
+const address = (a: SMTPServerAddress | false): string => (a ? a.address : '');
+
+/** An SMTP server on 127.0.0.1 (a free port) that keeps what it receives. */
+export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<SmtpTestServer> {
+  const mode = opts.tls ?? 'none';
+  const own = mode !== 'none' && !(opts.key && opts.cert) ? await testCertificates() : null;
+  const key = opts.key ?? own?.key;
+  const cert = opts.cert ?? own?.cert;
+
+  const messages: ReceivedMail[] = [];
+  const waiters: { predicate: (m: ReceivedMail) => boolean; resolve: (m: ReceivedMail) => void }[] = [];
+  let dataCount = 0;
+  let refused = 0;
+
+  const server = new SMTPServer({
+    secure: mode === 'ssl',
+    ...(mode === 'none' ? { hideSTARTTLS: true } : { key, cert }),
+    authOptional: !opts.auth,
+    allowInsecureAuth: true,
+    disabledCommands: opts.auth ? [] : ['AUTH'],
+    logger: false,
+    onAuth(auth, _session, callback) {
+      if (opts.auth && auth.username === opts.auth.user && auth.password === opts.auth.pass) {
+        callback(null, { user: auth.username });
+      } else {
+        callback(Object.assign(new Error('535 5.7.8 authentication failed'), { responseCode: 535 }));
+      }
+    },
+    onRcptTo(_address, _session, callback) {
+      if (opts.rejectAll) {
+        callback(Object.assign(new Error('5.1.1 mailbox unavailable'), { responseCode: 550 }));
+      } else {
+        callback();
+      }
+    },
+    onData(stream, session: SMTPServerSession, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        dataCount++;
+        if (opts.failFirst && dataCount <= opts.failFirst) {
+          refused++;
+          callback(Object.assign(new Error('4.3.0 try again later'), { responseCode: 451 }));
+          return;
+        }
+        const mail: ReceivedMail = {
+          from: address(session.envelope.mailFrom),
+          to: session.envelope.rcptTo.map((r) => r.address),
+          raw: Buffer.concat(chunks).toString('utf8'),
+          secure: session.secure,
+          user: typeof session.user === 'string' ? session.user : undefined,
+        };
+        messages.push(mail);
+        for (const w of [...waiters]) {
+          if (w.predicate(mail)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve(mail);
+          }
+        }
+        callback(null);
+      });
+    },
+  });
+  server.on('error', () => undefined); // a client hanging up mid-session is not a test failure
+
+  await new Promise<void>((resolve, reject) => {
+    server.server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const port = (server.server.address() as { port: number }).port;
+
+  return {
+    host: '127.0.0.1',
+    port,
+    ca: own?.ca,
+    messages,
+    get refused() {
+      return refused;
+    },
+    waitForMessage(predicate = () => true, timeoutMs = 5000) {
+      const found = messages.find(predicate);
+      if (found) return Promise.resolve(found);
+      return new Promise<ReceivedMail>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          reject(new Error(`no matching message within ${timeoutMs} ms (${messages.length} received)`));
+        }, timeoutMs);
+        const waiter = {
+          predicate,
+          resolve: (m: ReceivedMail) => {
+            clearTimeout(timer);
+            resolve(m);
+          },
+        };
+        waiters.push(waiter);
+      });
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

@@ -1,0 +1,251 @@
+import path from 'node:path';
+import type { Transporter } from 'nodemailer';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createActor } from 'xstate';
+import { ask } from '../src/actors/ask.js';
+import { ManualClock } from '../src/clock.js';
+import type { SystemDeps } from '../src/actors/deps.js';
+import { askMailer, createMailerSupervisor } from '../src/actors/supervisors/mailer.js';
+import type { EmailConfig, SmtpTlsMode, SydentConfig } from '../src/config/types.js';
+import { composeMail } from '../src/mail/message.js';
+import { envelopeAddress, isTemporaryFailure, mailCounters, MailSendError, sendRawMail } from '../src/mail/sender.js';
+import { resolveTemplate } from '../src/mail/templates.js';
+import { createSmtpTransport } from '../src/mail/transport.js';
+import { startSmtpServer, testCertificates, type SmtpTestServer } from './helpers/smtp.js';
+
+const FROM = 'Sydent Validation <noreply@is.example.test>';
+const AUTH = { user: 'sydent', pass: 'correct horse' };
+
+const shipped = {
+  general: { templatesPath: path.resolve('config/templates'), validBrands: ['matrix-org'], brandDefault: 'matrix-org' },
+  email: { template: null, inviteTemplate: null },
+  http: { verifyResponseTemplate: null },
+} as unknown as SydentConfig;
+
+function emailConfig(port: number, tlsMode: SmtpTlsMode, auth?: { user: string; pass: string }): EmailConfig {
+  return {
+    from: FROM,
+    hostname: 'is.example.test',
+    smtpHost: '127.0.0.1',
+    smtpPort: port,
+    smtpUsername: auth?.user ?? '',
+    smtpPassword: auth?.pass ?? '',
+    tlsMode,
+    ratelimitSender: { burst: 2, rateHz: 1 / 300 },
+  } as EmailConfig;
+}
+
+function verificationMail(to = 'alice@example.org') {
+  const t = resolveTemplate(shipped, null, 'verification_template.eml');
+  return composeMail(t, to, { link: 'https://is.example.test/submit?token=a&sid=1', token: 'abc' }, {
+    email: { from: FROM, hostname: 'is.example.test' },
+  });
+}
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function server(opts: Parameters<typeof startSmtpServer>[0]): Promise<SmtpTestServer> {
+  const s = await startSmtpServer(opts);
+  cleanups.push(() => s.close());
+  return s;
+}
+
+async function transport(email: EmailConfig, trustTestCa = true): Promise<Transporter> {
+  const t = createSmtpTransport(email, trustTestCa ? { ca: (await testCertificates()).ca } : {});
+  cleanups.push(() => t.close());
+  return t;
+}
+
+/** a port where nothing listens */
+async function deadPort(): Promise<number> {
+  const s = await startSmtpServer();
+  await s.close();
+  return s.port;
+}
+
+const fast = { baseDelayMs: 1 };
+
+describe('sending end to end', () => {
+  it.each([
+    // plain mode against a server that offers STARTTLS: it must not upgrade
+    { mode: 'plain' as const, serverTls: 'starttls' as const, secure: false },
+    { mode: 'starttls' as const, serverTls: 'starttls' as const, secure: true },
+    { mode: 'ssl' as const, serverTls: 'ssl' as const, secure: true },
+  ])('$mode mode with AUTH: delivered byte-exact, envelope from = addr-spec', async ({ mode, serverTls, secure }) => {
+    const smtp = await server({ tls: serverTls, auth: AUTH });
+    const t = await transport(emailConfig(smtp.port, mode, AUTH));
+    const mail = verificationMail();
+    const result = await sendRawMail(t, FROM, { to: mail.to, raw: mail.raw }, fast);
+    expect(result).toEqual({ messageId: mail.messageId, accepted: ['alice@example.org'] });
+    const got = await smtp.waitForMessage();
+    expect(got.from).toBe('noreply@is.example.test');
+    expect(got.to).toEqual(['alice@example.org']);
+    expect(got.secure).toBe(secure);
+    expect(got.user).toBe('sydent');
+    expect(got.raw).toBe(mail.raw);
+  });
+
+  it('delivers UTF-8 content and a UTF-8 address unchanged', async () => {
+    const smtp = await server({});
+    const t = await transport(emailConfig(smtp.port, 'plain'));
+    const raw = 'Subject: =?utf8?q?hi?=\r\nTo: straße@example.org\r\n\r\nStrauß 日本 🙂\r\n.leading dot\r\n';
+    await sendRawMail(t, 'noreply@is.example.test', { to: 'straße@example.org', raw }, fast);
+    const got = await smtp.waitForMessage();
+    expect(got.to).toEqual(['straße@example.org']);
+    expect(got.raw).toBe(raw);
+  });
+
+  it('retries 451 twice, then delivers once', async () => {
+    const smtp = await server({ failFirst: 2 });
+    const t = await transport(emailConfig(smtp.port, 'plain'));
+    const mail = verificationMail();
+    const retries: number[] = [];
+    const before = { ...mailCounters };
+    const result = await sendRawMail(t, FROM, mail, { ...fast, onRetry: (_e, _n, delay) => void retries.push(delay) });
+    expect(result.messageId).toBe(mail.messageId);
+    expect(smtp.refused).toBe(2);
+    expect(smtp.messages).toHaveLength(1);
+    expect(retries).toEqual([1, 2]);
+    expect(mailCounters.sent - before.sent).toBe(1);
+    expect(mailCounters.retries - before.retries).toBe(2);
+    expect(mailCounters.failed - before.failed).toBe(0);
+  });
+
+  it('fails at once on 550, without retrying', async () => {
+    const smtp = await server({ rejectAll: true });
+    const t = await transport(emailConfig(smtp.port, 'plain'));
+    let retried = 0;
+    const before = mailCounters.failed;
+    const err = await sendRawMail(t, FROM, verificationMail(), { ...fast, onRetry: () => retried++ }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MailSendError);
+    expect(err).toMatchObject({ permanent: true, responseCode: 550, attempts: 1 });
+    expect(retried).toBe(0);
+    expect(smtp.messages).toHaveLength(0);
+    expect(mailCounters.failed - before).toBe(1);
+  });
+
+  it('fails as temporary after 3 attempts when the server is down', async () => {
+    const t = await transport(emailConfig(await deadPort(), 'plain'));
+    const delays: number[] = [];
+    const err = await sendRawMail(t, FROM, verificationMail(), { ...fast, onRetry: (_e, _n, d) => delays.push(d) }).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(MailSendError);
+    expect(err).toMatchObject({ permanent: false, attempts: 3 });
+    expect(delays).toEqual([1, 2]);
+  });
+
+  it('refuses a certificate it cannot verify (permanent)', async () => {
+    const smtp = await server({ tls: 'ssl' });
+    const t = await transport(emailConfig(smtp.port, 'ssl'), false);
+    let retried = 0;
+    const err = await sendRawMail(t, FROM, verificationMail(), { ...fast, onRetry: () => retried++ }).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ permanent: true, attempts: 1 });
+    expect((err as Error).message).toMatch(/certificate/);
+    expect(retried).toBe(0);
+    expect(smtp.messages).toHaveLength(0);
+  });
+
+  it('checks the certificate in starttls mode too', async () => {
+    const smtp = await server({ tls: 'starttls' });
+    const t = await transport(emailConfig(smtp.port, 'starttls'), false);
+    await expect(sendRawMail(t, FROM, verificationMail(), fast)).rejects.toMatchObject({ permanent: true });
+  });
+
+  it('starttls mode fails when the server does not offer STARTTLS', async () => {
+    const smtp = await server({ tls: 'none' });
+    const t = await transport(emailConfig(smtp.port, 'starttls'));
+    const err = await sendRawMail(t, FROM, verificationMail(), fast).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MailSendError);
+    expect(err).toMatchObject({ permanent: true, attempts: 1 });
+    expect(smtp.messages).toHaveLength(0);
+  });
+
+  it('ssl mode against a server without TLS is a permanent failure', async () => {
+    const smtp = await server({ tls: 'none' });
+    const t = await transport(emailConfig(smtp.port, 'ssl'));
+    await expect(sendRawMail(t, FROM, verificationMail(), fast)).rejects.toMatchObject({ permanent: true, attempts: 1 });
+  });
+
+  it('a wrong password is a permanent failure', async () => {
+    const smtp = await server({ tls: 'starttls', auth: AUTH });
+    const t = await transport(emailConfig(smtp.port, 'starttls', { user: 'sydent', pass: 'wrong' }));
+    const err = await sendRawMail(t, FROM, verificationMail(), fast).catch((e: unknown) => e);
+    expect(err).toMatchObject({ permanent: true, responseCode: 535, attempts: 1 });
+  });
+});
+
+describe('sender helpers', () => {
+  it('takes the addr-spec of email.from for the envelope', () => {
+    expect(envelopeAddress('Sydent Validation <noreply@example.org>')).toBe('noreply@example.org');
+    expect(envelopeAddress('"Matrix, Inc." <a@b.c>')).toBe('a@b.c');
+    expect(envelopeAddress('noreply@example.org')).toBe('noreply@example.org');
+  });
+
+  it('classifies failures', () => {
+    expect(isTemporaryFailure({ code: 'ECONNECTION' })).toBe(true);
+    expect(isTemporaryFailure({ code: 'ETIMEDOUT' })).toBe(true);
+    expect(isTemporaryFailure({ code: 'ESOCKET', originalCode: 'ECONNREFUSED' })).toBe(true);
+    expect(isTemporaryFailure({ code: 'EENVELOPE', responseCode: 452 })).toBe(true);
+    expect(isTemporaryFailure({ code: 'EMESSAGE', responseCode: 503 })).toBe(true);
+    expect(isTemporaryFailure({ code: 'EENVELOPE', responseCode: 550 })).toBe(false);
+    expect(isTemporaryFailure({ code: 'EAUTH', responseCode: 535 })).toBe(false);
+    expect(isTemporaryFailure({ code: 'ETLS' })).toBe(false);
+    expect(isTemporaryFailure({ code: 'ESOCKET', originalCode: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' })).toBe(false);
+    expect(isTemporaryFailure({ code: 'ESOCKET', originalCode: 'ERR_TLS_CERT_ALTNAME_INVALID' })).toBe(false);
+    expect(isTemporaryFailure({ code: 'ESOCKET', originalCode: 'ECONNRESET' })).toBe(true);
+    expect(isTemporaryFailure(new Error('what'))).toBe(false);
+  });
+});
+
+describe('the mailer supervisor', () => {
+  function startMailer(email: EmailConfig, ca: string) {
+    const deps = {
+      config: { email } as SydentConfig,
+      log: pino({ level: 'silent' }),
+      clock: new ManualClock(1_000_000),
+    } as unknown as SystemDeps;
+    const actor = createActor(createMailerSupervisor({ transport: { ca }, send: fast }), { input: deps });
+    actor.start();
+    cleanups.push(() => actor.stop());
+    return actor;
+  }
+
+  it('SEND_MAIL delivers through the pooled transport and answers { messageId, accepted }', async () => {
+    const smtp = await server({ tls: 'starttls', auth: AUTH, failFirst: 1 });
+    const mailer = startMailer(emailConfig(smtp.port, 'starttls', AUTH), (await testCertificates()).ca);
+    const mails = [verificationMail('a@example.org'), verificationMail('b@example.org')];
+    const results = await Promise.all(mails.map((m) => askMailer(mailer, 'SEND_MAIL', { to: m.to, raw: m.raw })));
+    expect(results).toEqual([
+      { messageId: mails[0]?.messageId, accepted: ['a@example.org'] },
+      { messageId: mails[1]?.messageId, accepted: ['b@example.org'] },
+    ]);
+    expect(smtp.messages.map((m) => m.to[0]).sort()).toEqual(['a@example.org', 'b@example.org']);
+    await ask(mailer, { type: 'DRAIN' });
+  });
+
+  it('SEND_MAIL rejects with MailSendError', async () => {
+    const smtp = await server({ rejectAll: true });
+    const mailer = startMailer(emailConfig(smtp.port, 'plain'), (await testCertificates()).ca);
+    const mail = verificationMail();
+    await expect(askMailer(mailer, 'SEND_MAIL', { to: mail.to, raw: mail.raw })).rejects.toMatchObject({
+      name: 'MailSendError',
+      permanent: true,
+    });
+  });
+
+  it('ADMIT takes tokens of the email sender rate limit per key', async () => {
+    const mailer = startMailer(emailConfig(await deadPort(), 'plain'), (await testCertificates()).ca);
+    const admit = (key: string) => askMailer(mailer, 'ADMIT', { key });
+    expect(await admit('@a:hs')).toEqual({ ok: true });
+    expect(await admit('@a:hs')).toEqual({ ok: true });
+    expect(await admit('@a:hs')).toEqual({ ok: false, retryAfterMs: 300_000 });
+    expect(await admit('@b:hs')).toEqual({ ok: true });
+  });
+});
