@@ -3,6 +3,8 @@ import type { Logger } from '../log.js';
 import { createApp } from './app.js';
 import { installAuth } from './auth.js';
 import { accountRoutes } from './routes/account.js';
+import { emailRoutes } from './routes/email.js';
+import { threepidRoutes } from './routes/threepid.js';
 import { termsRoutes } from './routes/terms.js';
 import { V1_PREFIX, V2_PREFIX, type AppContext } from './context.js';
 import { pubkeyRoutes } from './routes/pubkey.js';
@@ -18,8 +20,12 @@ export async function createClientApi(ctx: AppContext, log: Logger): Promise<Fas
   await app.register(pubkeyRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
   await app.register(accountRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
   await app.register(termsRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
-  if (general.enableV1Access) {
-    await app.register(pubkeyRoutes, { ctx, api: 'v1', prefix: V1_PREFIX });
+  // The session endpoints exist under both APIs: v2 with token and terms, v1 without.
+  for (const api of general.enableV1Access ? (['v2', 'v1'] as const) : (['v2'] as const)) {
+    const prefix = api === 'v2' ? V2_PREFIX : V1_PREFIX;
+    if (api === 'v1') await app.register(pubkeyRoutes, { ctx, api, prefix });
+    await app.register(emailRoutes, { ctx, api, prefix });
+    await app.register(threepidRoutes, { ctx, api, prefix });
   }
   return app;
 }

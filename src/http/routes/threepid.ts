@@ -1,0 +1,35 @@
+import type { FastifyInstance } from 'fastify';
+import { askSessions } from '../../actors/supervisors/sessions.js';
+import type { RouteOptions } from '../context.js';
+import { clientSecret, sidNumber } from '../validate.js';
+import { validatedSessionReply } from './validation-replies.js';
+
+const validatedQuery = {
+  type: 'object',
+  required: ['sid', 'client_secret'],
+  properties: { sid: { type: 'string' }, client_secret: { type: 'string' } },
+} as const;
+
+/** What a validated session proves, for homeservers that validated through us. */
+export async function threepidRoutes(app: FastifyInstance, opts: RouteOptions): Promise<void> {
+  const { ctx, api } = opts;
+  const auth = api === 'v2' ? ('terms' as const) : undefined;
+
+  app.get<{ Querystring: { sid: string; client_secret: string } }>(
+    '/3pid/getValidated3pid',
+    { config: { auth }, schema: { querystring: validatedQuery } },
+    async (req) => {
+      const secret = clientSecret(req.query.client_secret);
+      const sid = sidNumber(req.query.sid);
+      const outcome =
+        sid === null
+          ? undefined
+          : await askSessions(ctx.system.get('sessions'), 'SESSION_EVENT', {
+              sid,
+              event: { type: 'CHECK_VALIDATED', clientSecret: secret, now: ctx.clock.now() },
+            });
+      const session = validatedSessionReply(outcome);
+      return { medium: session.medium, address: session.address, validated_at: session.validatedAt };
+    },
+  );
+}

@@ -1,0 +1,39 @@
+/**
+ * Session outcomes as HTTP answers, shared by the email and msisdn endpoints and getValidated3pid: the
+ * machine says what happened, this says how the spec wants a client to hear it.
+ */
+import type { SessionOutcome } from '../../sessions/host.js';
+import { MatrixError } from '../errors.js';
+
+const noSession = () =>
+  new MatrixError(404, 'M_NO_VALID_SESSION', 'No valid session was found matching that sid and client secret');
+const expired = (extra: Record<string, unknown> = {}) =>
+  new MatrixError(400, 'M_SESSION_EXPIRED', 'This validation session has expired: call requestToken again', extra);
+
+/** POST submitToken: `{success: true}` or a v1.18 error that still carries `success: false` for old clients. */
+export function submitTokenReply(outcome: SessionOutcome | undefined): { success: true } {
+  const failed = { success: false };
+  if (!outcome) throw new MatrixError(400, 'M_INVALID_PARAM', 'No session was found with that sid', failed);
+  switch (outcome.rejection) {
+    case null:
+      if (outcome.state === 'validated' || outcome.state === 'bound') return { success: true };
+      break;
+    case 'secretMismatch':
+      throw new MatrixError(400, 'M_INVALID_PARAM', 'Client secret does not match the one given when requesting the token', failed);
+    case 'expired':
+      throw expired(failed);
+    default:
+      break;
+  }
+  throw new MatrixError(400, 'M_TOKEN_INCORRECT', 'The token is incorrect', failed);
+}
+
+/** getValidated3pid and bind: a wrong secret looks like no session at all, so sessions do not leak. */
+export function validatedSessionReply(outcome: SessionOutcome | undefined): SessionOutcome {
+  if (!outcome || outcome.rejection === 'secretMismatch') throw noSession();
+  if (outcome.rejection === 'expired') throw expired();
+  if (outcome.rejection !== null || (outcome.state !== 'validated' && outcome.state !== 'bound')) {
+    throw new MatrixError(400, 'M_SESSION_NOT_VALIDATED', 'This validation session has not yet been completed');
+  }
+  return outcome;
+}
