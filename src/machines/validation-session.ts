@@ -108,6 +108,8 @@ export const validationSessionMachine = setup({
     /** a token went out at least once (sendAttempt counts sends that were attempted; lastError null means it arrived) */
     wasSentBefore: ({ context }) => context.everSent,
     tokenMatches: ({ context, event }) => event.type === 'SUBMIT_TOKEN' && sameSecret(event.token, context.token),
+    secretMismatch: not('secretMatches'),
+    sentTokenMatches: and(['tokenMatches', 'wasSentBefore']),
   },
   actions: {
     accept: assign({ rejection: null }),
@@ -161,17 +163,17 @@ export const validationSessionMachine = setup({
   // Checks in Sydent's order: the client secret, then expiry, then the state's own rule.
   on: {
     SUBMIT_TOKEN: [
-      { guard: not('secretMatches'), actions: 'rejectSecret' },
+      { guard: 'secretMismatch', actions: 'rejectSecret' },
       { guard: 'isExpired', target: '.expired', actions: 'rejectExpired' },
       { actions: 'rejectNotValidated' },
     ],
     CHECK_VALIDATED: [
-      { guard: not('secretMatches'), actions: 'rejectSecret' },
+      { guard: 'secretMismatch', actions: 'rejectSecret' },
       { guard: 'isExpired', target: '.expired', actions: 'rejectExpired' },
       { actions: 'rejectNotValidated' },
     ],
     BIND: [
-      { guard: not('secretMatches'), actions: 'rejectSecret' },
+      { guard: 'secretMismatch', actions: 'rejectSecret' },
       { guard: 'isExpired', target: '.expired', actions: 'rejectExpired' },
       { actions: 'rejectNotValidated' },
     ],
@@ -209,7 +211,7 @@ export const validationSessionMachine = setup({
           { actions: ['accept', 'touch'] },
         ],
         SUBMIT_TOKEN: [
-          { guard: not('secretMatches'), actions: 'rejectSecret' },
+          { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
           { guard: 'tokenMatches', target: 'validated', actions: ['accept', 'markValidated'] },
           { actions: 'rejectToken' },
@@ -225,9 +227,9 @@ export const validationSessionMachine = setup({
         ],
         // A token sent by an earlier, successful attempt is still good.
         SUBMIT_TOKEN: [
-          { guard: not('secretMatches'), actions: 'rejectSecret' },
+          { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-          { guard: and(['tokenMatches', 'wasSentBefore']), target: 'validated', actions: ['accept', 'markValidated'] },
+          { guard: 'sentTokenMatches', target: 'validated', actions: ['accept', 'markValidated'] },
           { actions: 'rejectToken' },
         ],
       },
@@ -240,18 +242,18 @@ export const validationSessionMachine = setup({
         ],
         // Submitting the right token again is harmless and answers success, as in Sydent.
         SUBMIT_TOKEN: [
-          { guard: not('secretMatches'), actions: 'rejectSecret' },
+          { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
           { guard: 'tokenMatches', actions: 'accept' },
           { actions: 'rejectToken' },
         ],
         CHECK_VALIDATED: [
-          { guard: not('secretMatches'), actions: 'rejectSecret' },
+          { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
           { actions: 'accept' },
         ],
         BIND: [
-          { guard: not('secretMatches'), actions: 'rejectSecret' },
+          { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
           { target: 'bound', actions: ['accept', 'recordBinding'] },
         ],
@@ -264,19 +266,19 @@ export const validationSessionMachine = setup({
           { actions: 'accept' },
         ],
         SUBMIT_TOKEN: [
-          { guard: not('secretMatches'), actions: 'rejectSecret' },
+          { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
           { guard: 'tokenMatches', actions: 'accept' },
           { actions: 'rejectToken' },
         ],
         CHECK_VALIDATED: [
-          { guard: not('secretMatches'), actions: 'rejectSecret' },
+          { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
           { actions: 'accept' },
         ],
         // Binding again (to the same or another user) is allowed while the session lives: the newest binding wins.
         BIND: [
-          { guard: not('secretMatches'), actions: 'rejectSecret' },
+          { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
           { target: 'bound', reenter: true, actions: ['accept', 'recordBinding'] },
         ],
@@ -286,9 +288,9 @@ export const validationSessionMachine = setup({
       on: {
         // The same (address, client_secret) asking again revives the session with a fresh token.
         REQUEST_TOKEN: { target: 'sendingToken', actions: ['accept', 'restart', 'touch', 'rememberRequest', 'recordSendAttempt'] },
-        SUBMIT_TOKEN: [{ guard: not('secretMatches'), actions: 'rejectSecret' }, { actions: 'rejectExpired' }],
-        CHECK_VALIDATED: [{ guard: not('secretMatches'), actions: 'rejectSecret' }, { actions: 'rejectExpired' }],
-        BIND: [{ guard: not('secretMatches'), actions: 'rejectSecret' }, { actions: 'rejectExpired' }],
+        SUBMIT_TOKEN: [{ guard: 'secretMismatch', actions: 'rejectSecret' }, { actions: 'rejectExpired' }],
+        CHECK_VALIDATED: [{ guard: 'secretMismatch', actions: 'rejectSecret' }, { actions: 'rejectExpired' }],
+        BIND: [{ guard: 'secretMismatch', actions: 'rejectSecret' }, { actions: 'rejectExpired' }],
       },
     },
   },

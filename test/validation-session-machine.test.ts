@@ -1,0 +1,211 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createActor, fromPromise, transition } from 'xstate';
+import { getShortestPaths, getSimplePaths } from 'xstate/graph';
+import {
+  SESSION_LIFETIME_MS,
+  SESSION_STATES,
+  validationSessionMachine,
+  type SendTokenInput,
+  type SessionEvent,
+} from '../src/machines/validation-session.js';
+import { machineFiles } from '../scripts/machines.js';
+import { ROOT } from './helpers/process.js';
+
+const T0 = 1_000_000;
+const LATE = T0 + SESSION_LIFETIME_MS + 1;
+const DONE = 'xstate.done.actor.0.validationSession.sendingToken';
+const ERROR = 'xstate.error.actor.0.validationSession.sendingToken';
+
+// The send never settles by itself: tests deliver its done/error events, as the invoked actor would.
+const machine = validationSessionMachine.provide({
+  actors: { sendToken: fromPromise<void, SendTokenInput>(() => new Promise<void>(() => undefined)) },
+});
+
+const input = {
+  sid: '42',
+  medium: 'email' as const,
+  address: 'alice@example.com',
+  sendTo: 'Alice@example.com',
+  clientSecret: 'secret',
+  token: 'tok1',
+  sendAttempt: -1,
+  mtime: T0,
+  nextLink: null,
+  brand: null,
+  ipAddress: null,
+};
+
+const request = (sendAttempt: number, now = T0): SessionEvent => ({
+  type: 'REQUEST_TOKEN',
+  sendAttempt,
+  nextLink: null,
+  brand: null,
+  sendTo: 'Alice@example.com',
+  ipAddress: '127.0.0.1',
+  freshToken: 'tok2',
+  now,
+});
+const submit = (token: string, clientSecret = 'secret', now = T0): SessionEvent => ({ type: 'SUBMIT_TOKEN', token, clientSecret, now });
+const check = (clientSecret = 'secret', now = T0): SessionEvent => ({ type: 'CHECK_VALIDATED', clientSecret, now });
+const bind = (mxid = '@alice:hs', clientSecret = 'secret', now = T0): SessionEvent => ({ type: 'BIND', mxid, clientSecret, now });
+
+type AnyEvent = SessionEvent | { type: string; error?: unknown };
+const EVENTS: AnyEvent[] = [
+  request(1),
+  request(2),
+  request(1, LATE),
+  { type: DONE },
+  { type: ERROR, error: new Error('smtp down') },
+  submit('tok1'),
+  submit('wrong'),
+  submit('tok1', 'other'),
+  submit('tok1', 'secret', LATE),
+  check(),
+  check('other'),
+  bind(),
+  bind('@bob:hs'),
+  bind('@alice:hs', 'secret', LATE),
+];
+
+function replay(events: AnyEvent[]) {
+  const actor = createActor(machine, { input });
+  actor.start();
+  for (const e of events) actor.send(e as SessionEvent);
+  return actor.getSnapshot();
+}
+
+describe('validation session machine: every state by its shortest path', () => {
+  const paths = getShortestPaths(machine, {
+    input,
+    events: EVENTS as SessionEvent[],
+    serializeState: (s) => String(s.value),
+  });
+
+  it('reaches every state', () => {
+    expect(new Set(paths.map((p) => String(p.state.value)))).toEqual(new Set(SESSION_STATES));
+  });
+
+  for (const p of paths) {
+    const events = p.steps.map((s) => s.event);
+    it(`${String(p.state.value)} via ${events.map((e) => e.type).join(' → ') || '(start)'}`, () => {
+      const snap = replay(events);
+      expect(snap.value).toEqual(p.state.value);
+      const c = snap.context;
+      switch (snap.value) {
+        case 'validated':
+          expect(c.validatedAt).not.toBeNull();
+          expect(c.rejection).toBeNull();
+          break;
+        case 'bound':
+          expect(c.mxid).not.toBeNull();
+          expect(c.validatedAt).not.toBeNull();
+          break;
+        case 'sendFailed':
+          expect(c.lastError).toContain('smtp down');
+          break;
+        case 'expired':
+          expect(c.rejection).toBe('expired');
+          break;
+        default:
+          break;
+      }
+    });
+  }
+});
+
+describe('validation session machine: no path validates without the token', () => {
+  it('every simple path into validated submits the right token with the right secret, in time', () => {
+    const paths = getSimplePaths(machine, {
+      input,
+      events: EVENTS as SessionEvent[],
+      serializeState: (s) => String(s.value),
+      toState: (s) => s.matches('validated'),
+    });
+    expect(paths.length).toBeGreaterThan(0);
+    for (const p of paths) {
+      const last = p.steps.at(-1)!.event as SessionEvent;
+      expect(last).toEqual(submit('tok1'));
+    }
+  });
+});
+
+describe('validation session machine: rules', () => {
+  it('a repeated send_attempt sends nothing; a greater one sends again', () => {
+    let s = replay([request(1), { type: DONE }]);
+    expect(s.value).toBe('tokenSent');
+    const [same] = transition(machine, s, request(1));
+    expect(same.value).toBe('tokenSent');
+    const [older] = transition(machine, s, request(0));
+    expect(older.value).toBe('tokenSent');
+    const [newer] = transition(machine, s, request(2));
+    expect(newer.value).toBe('sendingToken');
+    s = replay([request(3), { type: DONE }]);
+    expect(s.context.sendAttempt).toBe(3);
+  });
+
+  it('refuses a wrong token or secret and says which', () => {
+    const sent = replay([request(1), { type: DONE }]);
+    const [wrongToken] = transition(machine, sent, submit('nope'));
+    expect(wrongToken.value).toBe('tokenSent');
+    expect(wrongToken.context.rejection).toBe('tokenIncorrect');
+    const [wrongSecret] = transition(machine, sent, submit('tok1', 'other'));
+    expect(wrongSecret.context.rejection).toBe('secretMismatch');
+    const [notYet] = transition(machine, sent, check());
+    expect(notYet.context.rejection).toBe('notValidated');
+  });
+
+  it('expires 24 h after the last change, and a new request revives it with a fresh token', () => {
+    const sent = replay([request(1), { type: DONE }]);
+    const [justInTime] = transition(machine, sent, submit('tok1', 'secret', T0 + SESSION_LIFETIME_MS));
+    expect(justInTime.value).toBe('validated');
+    const [late] = transition(machine, sent, submit('tok1', 'secret', LATE));
+    expect(late.value).toBe('expired');
+    const [revived] = transition(machine, late, request(1, LATE));
+    expect(revived.value).toBe('sendingToken');
+    expect(revived.context.token).toBe('tok2');
+    expect(revived.context.validatedAt).toBeNull();
+  });
+
+  it('validation moves the expiry on, and binding works only while the session lives', () => {
+    const validated = replay([request(1), { type: DONE }, submit('tok1', 'secret', T0 + 1000)]);
+    expect(validated.context.mtime).toBe(T0 + 1000);
+    const [bound] = transition(machine, validated, bind('@alice:hs', 'secret', T0 + SESSION_LIFETIME_MS));
+    expect(bound.value).toBe('bound');
+    const [late] = transition(machine, validated, bind('@alice:hs', 'secret', T0 + 1000 + SESSION_LIFETIME_MS + 1));
+    expect(late.value).toBe('expired');
+  });
+
+  it('a failed send keeps the token of an earlier successful one valid', () => {
+    const failedAfterSent = replay([request(1), { type: DONE }, request(2), { type: ERROR, error: new Error('x') }]);
+    expect(failedAfterSent.value).toBe('sendFailed');
+    const [ok] = transition(machine, failedAfterSent, submit('tok1'));
+    expect(ok.value).toBe('validated');
+    const neverSent = replay([request(1), { type: ERROR, error: new Error('x') }]);
+    const [refused] = transition(machine, neverSent, submit('tok1'));
+    expect(refused.value).toBe('sendFailed');
+    expect(refused.context.rejection).toBe('tokenIncorrect');
+  });
+});
+
+describe('docs/machines', () => {
+  it('is up to date (run `npm run machines` after changing a machine)', () => {
+    for (const [file, text] of Object.entries(machineFiles())) {
+      const onDisk = fs.readFileSync(path.join(ROOT, 'docs/machines', file), 'utf8');
+      expect(onDisk, `docs/machines/${file} is stale`).toBe(text);
+    }
+  });
+
+  it('the Stately file is a machine with the same states and transitions', async () => {
+    const mod = (await import('../docs/machines/validation-session.stately.ts')) as {
+      validationSessionMachine: typeof validationSessionMachine;
+    };
+    const imported = mod.validationSessionMachine;
+    expect(Object.keys(imported.states).sort()).toEqual(Object.keys(validationSessionMachine.states).sort());
+    for (const [name, node] of Object.entries(validationSessionMachine.states)) {
+      const events = (n: typeof node) => [...n.ownEvents].filter((e) => !e.startsWith('xstate.')).sort();
+      expect(events(imported.states[name]!), name).toEqual(events(node));
+    }
+  });
+});
