@@ -17,7 +17,7 @@ const FIXTURE = fs.readFileSync(
   'utf8',
 );
 const LATEST = OUR_MIGRATIONS[OUR_MIGRATIONS.length - 1]?.version ?? 5;
-const OUR_TABLES = ['sydent_ts_meta', 'session_machines'];
+const OUR_TABLES = ['sydent_ts_meta', 'session_machines', 'callback_outbox'];
 
 /** What src/crypto/hash.ts lookupHash computes, written out independently. */
 const sha256Hash: LookupHashFn = (address, medium, pepper) =>
@@ -331,7 +331,7 @@ describe('fresh database', () => {
     try {
       expect(fs.existsSync(file)).toBe(true);
       expect(userVersion(db)).toBe(LATEST);
-      expect(LATEST).toBe(7);
+      expect(LATEST).toBe(8);
 
       expectFinalSydentSchema(db);
 
@@ -382,7 +382,7 @@ describe('fresh database', () => {
       fromVersion: 0,
       toVersion: LATEST,
       created: true,
-      applied: ['5 sydent_schema', '6 sydent_ts_meta', '7 session_machines'],
+      applied: ['5 sydent_schema', '6 sydent_ts_meta', '7 session_machines', '8 callback_outbox'],
     });
     expect(migrate(db)).toEqual({ fromVersion: LATEST, toVersion: LATEST, created: false, applied: [] });
     db.close();
@@ -410,8 +410,10 @@ describe('existing Sydent database (user_version 5)', () => {
       expect(shape(db, OUR_TABLES)).toEqual(shapeBefore);
       // Only our tables (and their indexes) are new.
       expect(Object.keys(masterSql(db)).filter((k) => !(k in schemaBefore)).sort()).toEqual([
+        'index callback_outbox_due on callback_outbox',
         'index session_machines_state on session_machines',
         'index sqlite_autoindex_sydent_ts_meta_1 on sydent_ts_meta',
+        'table callback_outbox on callback_outbox',
         'table session_machines on session_machines',
         'table sydent_ts_meta on sydent_ts_meta',
       ]);

@@ -198,7 +198,7 @@ describe('docs/machines', () => {
   });
 
   it('the Stately file is a machine with the same states and transitions', async () => {
-    const mod = (await import('../docs/machines/validation-session.stately.ts')) as {
+    const mod = (await import('../docs/machines/validation-session.stately.js')) as unknown as {
       validationSessionMachine: typeof validationSessionMachine;
     };
     const imported = mod.validationSessionMachine;

@@ -44,6 +44,30 @@ export const OUR_MIGRATIONS: readonly Migration[] = [
       db.exec('CREATE INDEX session_machines_state ON session_machines(state)');
     },
   },
+  {
+    // Homeserver callbacks (onbind), recorded in the bind's own transaction before any attempt, so a crash or
+    // kill -9 never loses one. A worker claims a row (claimed_until) before delivering it.
+    version: 8,
+    name: 'callback_outbox',
+    up: (db) => {
+      db.exec(`CREATE TABLE callback_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        destination TEXT NOT NULL,
+        path TEXT NOT NULL,
+        body TEXT NOT NULL,
+        medium TEXT NOT NULL,
+        address TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ts BIGINT NOT NULL,
+        claimed_until BIGINT,
+        last_error TEXT,
+        created_ts BIGINT NOT NULL,
+        delivered_ts BIGINT
+      )`);
+      db.exec('CREATE INDEX callback_outbox_due ON callback_outbox(state, next_attempt_ts)');
+    },
+  },
 ];
 
 /** Thrown when the database cannot be brought to a version we understand; start-up must stop. */
