@@ -4,9 +4,10 @@ import type { AddressInfo } from 'node:net';
 import { ActorSystem } from './actors/system.js';
 import { systemClock, type Clock } from './clock.js';
 import type { SydentConfig } from './config/types.js';
-import { encodeBase64, lookupHash, publicKeyFromSeed } from './crypto/index.js';
+import { lookupHash } from './crypto/index.js';
+import { identityFromConfig } from './identity.js';
 import { createClientApi } from './http/client-api.js';
-import type { AppContext, ServerIdentity } from './http/context.js';
+import type { AppContext } from './http/context.js';
 import { createInternalApi } from './http/internal-api.js';
 import type { Logger } from './log.js';
 import { openDatabase } from './store/database.js';
@@ -30,18 +31,6 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export function identityFromConfig(config: SydentConfig): ServerIdentity {
-  const key = config.crypto.signingKey;
-  const publicKey = publicKeyFromSeed(key.seed);
-  return {
-    serverName: config.general.serverName,
-    key,
-    keyId: `ed25519:${key.version}`,
-    publicKey,
-    publicKeyBase64: encodeBase64(publicKey),
-  };
-}
-
 /** Opens the store, starts the actors, then the listeners: a running sydent-ts. */
 export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const { config, log } = opts;
@@ -49,14 +38,16 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const terms = new TermsSource(config.general.termsPath, (err) => log.error({ err }, 'terms file is invalid; keeping the last good terms'));
   const db = openDatabase(config.db.dbFile);
   ensurePepper(db, lookupHash);
-  const system = ActorSystem.start({ config, db, clock, log });
+  const identity = identityFromConfig(config);
+  const system = ActorSystem.start({ config, db, clock, log, identity });
   const ctx: AppContext = {
     config,
     system,
     clock,
-    identity: identityFromConfig(config),
+    identity,
     reads: createReads(db),
     terms,
+    log,
   };
 
   const apps: FastifyInstance[] = [];

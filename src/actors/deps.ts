@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { Clock } from '../clock.js';
 import type { SydentConfig } from '../config/types.js';
+import type { ServerIdentity } from '../identity.js';
 import type { Logger } from '../log.js';
 
 /** What the root actor hands to its supervisors: each takes the part it owns. */
@@ -9,4 +10,5 @@ export interface SystemDeps {
   db: Database.Database;
   clock: Clock;
   log: Logger;
+  identity: ServerIdentity;
 }

@@ -32,6 +32,31 @@ export { fetchOpenIdUserId, OpenIdError, USERINFO_MAX_BYTES, type OpenIdErrorKin
 export { DnsResolver, type DnsResolverOptions, type FederationResolver, type SrvRecord } from './resolver.js';
 export { parseServerName, isValidServerName, serverNameOfUserId, hostForUrl, type ParsedServerName } from './server-name.js';
 export { Transport, type ResolvedServer, type RawRequest, type RawResponse, type TransportOptions } from './transport.js';
+export {
+  parseXMatrixHeader,
+  verifyHomeserverRequest,
+  signedRequestObject,
+  RequestAuthError,
+  MISSING_AUTHORIZATION,
+  MISSING_X_MATRIX,
+  MALFORMED_AUTHORIZATION,
+  INVALID_ORIGIN,
+  NO_MATCHING_SIGNATURE,
+  type RequestAuthErrorKind,
+  type XMatrixAuth,
+  type ServerKeySource,
+  type HomeserverRequest,
+} from './request-auth.js';
+export {
+  ServerKeyCache,
+  parseKeyResponse,
+  SERVER_KEYS_PATH,
+  SERVER_KEYS_MAX_BYTES,
+  SERVER_KEYS_MAX_CACHE_MS,
+  SERVER_KEYS_MIN_REFETCH_MS,
+  SERVER_KEYS_MAX_SERVERS,
+  type FetchJson,
+} from './server-keys.js';
 
 /**
  * The client the server uses: `[general] ip.blacklist/ip.whitelist`, `[http] federation.verifycerts`,

@@ -41,8 +41,8 @@ export function createApp(opts: AppOptions): FastifyInstance {
     trustProxy: opts.trustProxy && opts.trustProxy.length > 0 ? opts.trustProxy : false,
     return503OnClosing: true,
     // No type coercion: a string is not an array of one string, and `true` is not "true". Fields that Sydent
-    // accepted in several types (send_attempt) are parsed by their handlers.
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+    // accepted in several types (send_attempt) are parsed by their handlers. allErrors lists every missing field.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
     forceCloseConnections: 'idle',
   });
 

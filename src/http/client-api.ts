@@ -3,7 +3,9 @@ import type { Logger } from '../log.js';
 import { createApp } from './app.js';
 import { installAuth } from './auth.js';
 import { accountRoutes } from './routes/account.js';
+import { bindRoutes } from './routes/bind.js';
 import { emailRoutes } from './routes/email.js';
+import { lookupRoutes } from './routes/lookup.js';
 import { threepidRoutes } from './routes/threepid.js';
 import { termsRoutes } from './routes/terms.js';
 import { V1_PREFIX, V2_PREFIX, type AppContext } from './context.js';
@@ -26,6 +28,8 @@ export async function createClientApi(ctx: AppContext, log: Logger): Promise<Fas
     if (api === 'v1') await app.register(pubkeyRoutes, { ctx, api, prefix });
     await app.register(emailRoutes, { ctx, api, prefix });
     await app.register(threepidRoutes, { ctx, api, prefix });
+    await app.register(lookupRoutes, { ctx, api, prefix });
+    if (api === 'v2' || general.enableV1Associations) await app.register(bindRoutes, { ctx, api, prefix });
   }
   return app;
 }

@@ -1,19 +1,12 @@
 import type { ActorSystem } from '../actors/system.js';
 import type { Clock } from '../clock.js';
-import type { SigningKey, SydentConfig } from '../config/types.js';
+import type { SydentConfig } from '../config/types.js';
+import type { ServerIdentity } from '../identity.js';
+import type { Logger } from '../log.js';
 import type { StoreReads } from '../store/index.js';
 import type { TermsSource } from '../terms/terms.js';
 
-/** The long-term signing identity of this server. */
-export interface ServerIdentity {
-  serverName: string;
-  key: SigningKey;
-  /** `ed25519:<version>` */
-  keyId: string;
-  publicKey: Uint8Array;
-  /** standard unpadded base64, as Sydent publishes it */
-  publicKeyBase64: string;
-}
+export type { ServerIdentity };
 
 /** What route plugins need: handed to each as plugin options. */
 export interface AppContext {
@@ -24,6 +17,7 @@ export interface AppContext {
   /** prepared-statement reads; writes go through the store actor */
   reads: StoreReads;
   terms: TermsSource;
+  log: Logger;
 }
 
 /** The API prefixes an endpoint group can be mounted under. */

@@ -4,6 +4,7 @@
  * actors. The persisted row is the source of truth; an actor in memory is only a cache of it.
  */
 import { createActor, fromPromise, transition, waitFor, type Actor } from 'xstate';
+import { casefold } from '../util/casefold.js';
 import type { Admission } from '../util/rate-limiter.js';
 import {
   SESSION_MACHINE_VERSION,
@@ -244,7 +245,8 @@ export class SessionHost {
       context = {
         sid: String(sydent.id),
         medium: sydent.medium as Medium,
-        address: sydent.address,
+        // Sydent kept the address as typed; ours are canonical (casefolded), as lookups and bindings need.
+        address: sydent.medium === 'email' ? casefold(sydent.address) : sydent.address,
         sendTo: sydent.address,
         clientSecret: sydent.clientSecret,
         token: sydent.token ?? '',

@@ -1,23 +1,40 @@
 import type Database from 'better-sqlite3';
 import { AccountReads, AccountWrites } from './accounts.js';
+import { AssociationReads, AssociationWrites } from './associations.js';
+import { CallbackReads, CallbackWrites } from './callbacks.js';
 import { SessionReads, SessionWrites } from './sessions.js';
 
 /** The read side of the store: prepared statements used directly where a hop through an actor costs too much. */
 export interface StoreReads {
   accounts: AccountReads;
   sessions: SessionReads;
+  associations: AssociationReads;
+  callbacks: CallbackReads;
 }
 
 /** The write side: only the store actor holds it. */
 export interface StoreWrites {
   accounts: AccountWrites;
   sessions: SessionWrites;
+  callbacks: CallbackWrites;
+  associations: AssociationWrites;
 }
 
 export function createReads(db: Database.Database): StoreReads {
-  return { accounts: new AccountReads(db), sessions: new SessionReads(db) };
+  return {
+    accounts: new AccountReads(db),
+    sessions: new SessionReads(db),
+    associations: new AssociationReads(db),
+    callbacks: new CallbackReads(db),
+  };
 }
 
 export function createWrites(db: Database.Database): StoreWrites {
-  return { accounts: new AccountWrites(db), sessions: new SessionWrites(db) };
+  const callbacks = new CallbackWrites(db);
+  return {
+    accounts: new AccountWrites(db),
+    sessions: new SessionWrites(db),
+    callbacks,
+    associations: new AssociationWrites(db, callbacks),
+  };
 }

@@ -121,6 +121,18 @@ export function emailConf(smtpPort: number, extra: Record<string, string> = {}):
   };
 }
 
+/**
+ * Whether an envelope recipient is `typed`: the local part exactly as typed, the domain in any case
+ * (nodemailer lower-cases the domain of envelope addresses; domains are case-insensitive, RFC 5321 §2.4).
+ */
+export function sameMailbox(recipient: string, typed: string): boolean {
+  const at = (s: string) => s.lastIndexOf('@');
+  const [a, b] = [at(recipient), at(typed)];
+  return (
+    recipient.slice(0, a) === typed.slice(0, b) && recipient.slice(a + 1).toLowerCase() === typed.slice(b + 1).toLowerCase()
+  );
+}
+
 /** Every line of a raw message ends with CRLF: no bare LF, no bare CR. */
 export function hasOnlyCrlf(raw: string): boolean {
   return !/[^\r]\n|\r[^\n]|^\n/.test(raw) && raw.endsWith('\r\n');

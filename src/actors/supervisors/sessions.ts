@@ -1,6 +1,7 @@
 import type { AnyActorRef } from 'xstate';
 import { ALPHANUMERIC, DIGITS, randomString } from '../../crypto/index.js';
 import type { SessionEvent } from '../../machines/validation-session.js';
+import { bindThreepid, type BinderDeps } from '../../bindings/binder.js';
 import { createEmailTokenSender } from '../../sessions/email-token.js';
 import { SessionHost, type RequestTokenArgs } from '../../sessions/host.js';
 import { createReads } from '../../store/index.js';
@@ -15,6 +16,7 @@ const PURGE_AFTER_MS = 5 * 24 * 60 * 60 * 1000;
 
 interface SessionsResource {
   host: SessionHost;
+  binder: BinderDeps;
   timer: NodeJS.Timeout;
 }
 
@@ -23,6 +25,13 @@ export const sessionsHandlers = {
   /** an event for an existing session; answers undefined for an unknown sid */
   SESSION_EVENT: (e: { sid: number; event: SessionEvent }, r: SessionsResource) => r.host.send(e.sid, e.event),
   INSPECT: (e: { sid: number }, r: SessionsResource) => r.host.inspect(e.sid),
+  /** binds a validated session's 3PID to `mxid`: the session moves to bound, then the binding is published */
+  BIND_SESSION: async (e: { sid: number; clientSecret: string; mxid: string }, r: SessionsResource) => {
+    const outcome = await r.host.send(e.sid, { type: 'BIND', mxid: e.mxid, clientSecret: e.clientSecret, now: r.binder.clock.now() });
+    if (!outcome || outcome.rejection !== null || outcome.state !== 'bound') return { outcome, association: null };
+    const association = await bindThreepid(r.binder, { medium: outcome.medium, address: outcome.address }, e.mxid);
+    return { outcome, association };
+  },
 };
 
 export const askSessions = call<typeof sessionsHandlers>();
@@ -56,7 +65,7 @@ export const sessionsSupervisor = supervisor('sessions', {
     const timer = setInterval(sweep, SWEEP_EVERY_MS);
     timer.unref();
     setImmediate(sweep);
-    return { host, timer };
+    return { host, timer, binder: { system, identity: deps.identity, clock: deps.clock, log: deps.log } };
   },
   close: ({ host, timer }) => {
     clearInterval(timer);

@@ -1,6 +1,8 @@
 import type Database from 'better-sqlite3';
 import { closeDatabase } from '../../store/database.js';
 import { createWrites, type StoreWrites } from '../../store/index.js';
+import type { BindRequest } from '../../store/associations.js';
+import type { CallbackEnqueue, ClaimRequest } from '../../store/callbacks.js';
 import type { SessionWrite } from '../../store/sessions.js';
 import type { SystemDeps } from '../deps.js';
 import { call, supervisor } from '../supervisor.js';
@@ -25,6 +27,23 @@ export const storeHandlers = {
   SESSION_SAVE: (e: { write: SessionWrite; expectedVersion: number | null }, r: StoreResource) =>
     r.writes.sessions.save(e.write, e.expectedVersion),
   SESSIONS_DELETE_OLD: (e: { cutoffMs: number }, r: StoreResource) => r.writes.sessions.deleteOlderThan(e.cutoffMs),
+  ASSOCIATION_BIND: (e: BindRequest, r: StoreResource) => r.writes.associations.bind(e),
+  ASSOCIATION_UNBIND: (e: { medium: string; address: string; mxid: string; now: number }, r: StoreResource) =>
+    r.writes.associations.unbind(e.medium, e.address, e.mxid, e.now),
+  // Homeserver callbacks (the notifier's outbox). CALLBACK_ENQUEUE records one in its own transaction (a bind
+  // records it inside the bind's transaction instead); the others are the notifier worker's.
+  CALLBACK_ENQUEUE: (e: CallbackEnqueue, r: StoreResource) =>
+    r.db.transaction(() => r.writes.callbacks.enqueue(e))(),
+  CALLBACKS_CLAIM: (e: ClaimRequest, r: StoreResource) => r.writes.callbacks.claim(e),
+  CALLBACK_DELIVERED: (e: { id: number; now: number; deleteInviteTokens: boolean }, r: StoreResource) =>
+    r.writes.callbacks.delivered(e.id, e.now, e.deleteInviteTokens),
+  CALLBACK_RETRY: (e: { id: number; claimedUntil: number; nextAttemptTs: number; lastError: string }, r: StoreResource) =>
+    r.writes.callbacks.retry(e.id, e.claimedUntil, e.nextAttemptTs, e.lastError),
+  CALLBACK_ABANDON: (e: { id: number; claimedUntil: number; lastError: string }, r: StoreResource) =>
+    r.writes.callbacks.abandon(e.id, e.claimedUntil, e.lastError),
+  CALLBACK_RELEASE: (e: { id: number; claimedUntil: number }, r: StoreResource) =>
+    r.writes.callbacks.release(e.id, e.claimedUntil),
+  CALLBACKS_PURGE: (e: { now: number }, r: StoreResource) => r.writes.callbacks.purge(e.now),
 };
 
 export const askStore = call<typeof storeHandlers>();

@@ -1,0 +1,124 @@
+import { startBareFastify, type BareFastify } from './baseline-server.js';
+import { runCannon, type CannonOptions, type CannonSummary } from './cannon.js';
+import { ROOT } from './child.js';
+import { startSmtpSink, type SmtpSink } from './smtp-sink.js';
+import { startSydent, type StartSydentOptions, type SydentProcess } from './sydent.js';
+
+/** A figure of a scenario's own, shown under its name in RESULTS.md (e.g. sessions/s). */
+export interface Extra {
+  label: string;
+  value: string;
+}
+
+export interface ScenarioResult {
+  /** the measured run (warm-up excluded) */
+  summary: CannonSummary;
+  extras?: Extra[];
+  /** anything odd, shown in RESULTS.md and on stdout */
+  notes?: string[];
+}
+
+export interface Scenario {
+  /** what `--only` selects; unique */
+  name: string;
+  /** one line for RESULTS.md */
+  description: string;
+  run(ctx: ScenarioContext): Promise<ScenarioResult>;
+}
+
+export interface MeasureHooks {
+  /** after the warm-up run, before the measured one (e.g. reset a counter) */
+  afterWarmup?: () => void | Promise<void>;
+}
+
+/** What a scenario gets: servers to start (stopped for it when it ends), and autocannon with the run's timing. */
+export interface ScenarioContext {
+  root: string;
+  /** seconds measured per scenario (`--duration`) */
+  durationS: number;
+  /** seconds of warm-up before it, not counted */
+  warmupS: number;
+  /** autocannon connections unless a scenario says otherwise */
+  connections: number;
+  /** sydent-ts in its own process; stopped when the scenario ends */
+  startServer(opts?: StartSydentOptions): Promise<SydentProcess>;
+  /** the bare fastify baseline in its own process; stopped when the scenario ends */
+  startBareFastify(): Promise<BareFastify>;
+  /** a loopback SMTP sink; closed when the scenario ends */
+  startSmtpSink(): Promise<SmtpSink>;
+  /** warm-up (`warmupS`) then the measured run (`durationS`); returns the measured run's summary */
+  measure(opts: CannonOptions, hooks?: MeasureHooks): Promise<CannonSummary>;
+  /** one autocannon run exactly as given (give `duration` or `amount`) */
+  cannon(opts: CannonOptions): Promise<CannonSummary>;
+  /** run `fn` when the scenario ends (last registered, first run) */
+  defer(fn: () => unknown): void;
+  /** a progress line on stderr */
+  log(message: string): void;
+}
+
+export interface ContextOptions {
+  durationS: number;
+  warmupS: number;
+  connections: number;
+  name: string;
+}
+
+/** A context and the function that releases everything the scenario started. */
+export function createContext(opts: ContextOptions): {
+  ctx: ScenarioContext;
+  /** what the processes the scenario started wrote to stderr so far, by process */
+  stderr(): Array<{ what: string; text: string }>;
+  dispose(): Promise<void>;
+} {
+  const cleanups: Array<() => unknown> = [];
+  const processes: Array<{ what: string; stderr(): string }> = [];
+  const log = (message: string) => process.stderr.write(`  [${opts.name}] ${message}\n`);
+  const ctx: ScenarioContext = {
+    root: ROOT,
+    durationS: opts.durationS,
+    warmupS: opts.warmupS,
+    connections: opts.connections,
+    async startServer(serverOpts) {
+      const server = await startSydent(serverOpts);
+      cleanups.push(() => server.stop());
+      processes.push({ what: `sydent-ts (port ${server.port})`, stderr: server.process.stderr });
+      return server;
+    },
+    async startBareFastify() {
+      const server = await startBareFastify();
+      cleanups.push(() => server.stop());
+      processes.push({ what: 'bare fastify', stderr: server.process.stderr });
+      return server;
+    },
+    async startSmtpSink() {
+      const sink = await startSmtpSink();
+      cleanups.push(() => sink.close());
+      return sink;
+    },
+    async measure(cannonOpts, hooks) {
+      // the run's timing wins over any duration or amount the scenario gave
+      const { amount: _amount, duration: _duration, ...rest } = cannonOpts;
+      const base = { connections: opts.connections, ...rest };
+      if (opts.warmupS > 0) await runCannon({ ...base, duration: opts.warmupS });
+      await hooks?.afterWarmup?.();
+      return runCannon({ ...base, duration: opts.durationS });
+    },
+    cannon: (cannonOpts) => runCannon({ connections: opts.connections, ...cannonOpts }),
+    defer: (fn) => cleanups.push(fn),
+    log,
+  };
+  return {
+    ctx,
+    stderr: () => processes.map((p) => ({ what: p.what, text: p.stderr() })),
+    async dispose() {
+      for (const fn of cleanups.reverse()) {
+        try {
+          await fn();
+        } catch (error) {
+          log(`cleanup failed: ${error instanceof Error ? error.message : String(error)}`);
+        }
+      }
+      cleanups.length = 0;
+    },
+  };
+}

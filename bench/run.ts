@@ -1,0 +1,280 @@
+/**
+ * The benchmark runner: `npm run bench [-- --only <name>[,<name>…]] [--duration <s>] [--warmup <s>]
+ * [--connections <n>] [--out <file>]`.
+ *
+ * Runs the baseline (bare fastify) first, then every other scenario of bench/scenarios/*.ts in name order, each
+ * server in its own process and autocannon in this one, and writes bench/RESULTS.md (or --out) and a table on
+ * stdout. Speed is recorded here, never asserted in tests.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createContext, type Scenario, type ScenarioResult } from './lib/scenario.js';
+
+const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+const SCENARIO_DIR = path.join(BENCH_DIR, 'scenarios');
+const BASELINE = 'baseline';
+/** a scenario's run beyond warm-up + duration: servers starting, databases prepared, mails settling */
+const SCENARIO_SLACK_S = 120;
+
+interface Options {
+  only: string[] | null;
+  durationS: number;
+  warmupS: number;
+  connections: number;
+  out: string;
+}
+
+function usage(problem?: string): never {
+  if (problem) process.stderr.write(`bench: ${problem}\n`);
+  process.stderr.write(
+    'usage: npm run bench -- [--only <name>[,<name>…]] [--duration <s>] [--warmup <s>] [--connections <n>] [--out <file>]\n',
+  );
+  process.exit(problem ? 2 : 0);
+}
+
+function parseArgs(argv: string[]): Options {
+  const opts: Options = { only: null, durationS: 10, warmupS: 2, connections: 10, out: path.join(BENCH_DIR, 'RESULTS.md') };
+  const number = (flag: string, value: string | undefined, min: number): number => {
+    const n = Number(value);
+    if (value === undefined || !Number.isFinite(n) || n < min) usage(`${flag} needs a number ≥ ${min}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const value = () => inline ?? argv[++i];
+    switch (flag) {
+      case '--only': {
+        const v = value();
+        if (!v) usage('--only needs a scenario name');
+        opts.only = [...(opts.only ?? []), ...v.split(',').map((s) => s.trim()).filter(Boolean)];
+        break;
+      }
+      case '--duration':
+        opts.durationS = number(flag, value(), 1);
+        break;
+      case '--warmup':
+        opts.warmupS = number(flag, value(), 0);
+        break;
+      case '--connections':
+        opts.connections = Math.floor(number(flag, value(), 1));
+        break;
+      case '--out': {
+        const v = value();
+        if (!v) usage('--out needs a file');
+        opts.out = path.resolve(v);
+        break;
+      }
+      case '--help':
+      case '-h':
+        usage();
+        break;
+      default:
+        usage(`unknown argument: ${arg}`);
+    }
+  }
+  return opts;
+}
+
+function isScenario(x: unknown): x is Scenario {
+  const s = x as Partial<Scenario> | null;
+  return !!s && typeof s.name === 'string' && typeof s.description === 'string' && typeof s.run === 'function';
+}
+
+/** Every scenario file, the baseline first, then by file name (without `.ts`, so `a` comes before `a-b`). */
+async function loadScenarios(): Promise<Scenario[]> {
+  const files = fs
+    .readdirSync(SCENARIO_DIR)
+    .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
+    .map((f) => f.slice(0, -3))
+    .sort();
+  const scenarios: Scenario[] = [];
+  for (const base of files) {
+    const mod = (await import(pathToFileURL(path.join(SCENARIO_DIR, `${base}.ts`)).href)) as Record<string, unknown>;
+    const scenario = mod.default ?? mod.scenario;
+    if (!isScenario(scenario)) throw new Error(`bench/scenarios/${base}.ts exports no { name, description, run } (default export)`);
+    if (scenarios.some((s) => s.name === scenario.name)) throw new Error(`two scenarios are named ${scenario.name}`);
+    scenarios.push(scenario);
+  }
+  const baseline = scenarios.find((s) => s.name === BASELINE);
+  if (!baseline) throw new Error(`bench/scenarios has no '${BASELINE}' scenario`);
+  return [baseline, ...scenarios.filter((s) => s !== baseline)];
+}
+
+interface Outcome {
+  scenario: Scenario;
+  result?: ScenarioResult;
+  error?: string;
+  wallS: number;
+}
+
+async function runOne(scenario: Scenario, opts: Options): Promise<Outcome> {
+  const started = Date.now();
+  const { ctx, stderr, dispose } = createContext({
+    name: scenario.name,
+    durationS: opts.durationS,
+    warmupS: opts.warmupS,
+    connections: opts.connections,
+  });
+  const limitS = opts.warmupS + opts.durationS + SCENARIO_SLACK_S;
+  let timer: NodeJS.Timeout | undefined;
+  const overrun = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`did not finish in ${limitS} s`)), limitS * 1000);
+  });
+  try {
+    const result = await Promise.race([scenario.run(ctx), overrun]);
+    // sydent-ts runs at log.level WARNING: anything it wrote is worth a look
+    const notes = [...(result.notes ?? [])];
+    for (const { what, text } of stderr()) {
+      const lines = text
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !/started/.test(l));
+      if (lines.length) notes.push(`${what} wrote ${lines.length} line(s) to stderr, the first: ${lines[0]!.slice(0, 300)}`);
+    }
+    result.notes = notes;
+    return { scenario, result, wallS: (Date.now() - started) / 1000 };
+  } catch (error) {
+    return { scenario, error: error instanceof Error ? error.message : String(error), wallS: (Date.now() - started) / 1000 };
+  } finally {
+    clearTimeout(timer);
+    await dispose();
+  }
+}
+
+// ---- formatting ----
+
+const COLUMNS = ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', '2xx', 'non-2xx', 'errors', 'vs baseline'] as const;
+
+/** autocannon's latency histogram counts whole milliseconds: 0 means under 1 ms */
+const ms = (v: number): string => (v === 0 ? '<1' : String(v));
+
+function row(o: Outcome, baselineRps: number | null): string[] {
+  if (!o.result) return [o.scenario.name, 'failed', '', '', '', '', '', '', ''];
+  const s = o.result.summary;
+  const ratio = baselineRps ? (s.rps / baselineRps).toFixed(3) : 'n/a';
+  return [
+    o.scenario.name,
+    s.rps.toFixed(1),
+    ms(s.p50),
+    ms(s.p90),
+    ms(s.p99),
+    String(s.ok2xx),
+    String(s.non2xx),
+    s.timeouts ? `${s.errors} (${s.timeouts} timeouts)` : String(s.errors),
+    ratio,
+  ];
+}
+
+function textTable(rows: string[][]): string {
+  const all = [[...COLUMNS], ...rows];
+  const widths = COLUMNS.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(all[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function markdownTable(rows: string[][]): string {
+  const esc = (c: string) => c.replace(/\|/g, '\\|');
+  return [
+    `| ${COLUMNS.join(' | ')} |`,
+    `|${COLUMNS.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`,
+    ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`),
+  ].join('\n');
+}
+
+function machine(): { cpu: string; cores: number; node: string; os: string } {
+  return {
+    cpu: os.cpus()[0]?.model ?? 'unknown CPU',
+    cores: os.cpus().length,
+    node: process.version,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+  };
+}
+
+function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedAt: Date): string {
+  const m = machine();
+  const out: string[] = [
+    '# Benchmark results',
+    '',
+    'Written by `npm run bench` (bench/run.ts); see the README section "Benchmarks". Figures from one run on one',
+    'machine: compare ratios to the baseline rather than absolute numbers across machines.',
+    '',
+    `- Date: ${startedAt.toISOString()}`,
+    `- Machine: ${m.cpu}, ${m.cores} cores, ${m.os}`,
+    `- Node: ${m.node}`,
+    `- Run: ${opts.durationS} s measured per scenario after ${opts.warmupS} s of warm-up (not counted), ${opts.connections} connections, pipelining 1` +
+      (opts.only ? `; only ${opts.only.join(', ')} (and the baseline)` : ''),
+    '- Servers under test in their own process; autocannon in the bench process; loopback only.',
+    '',
+    markdownTable(rows),
+    '',
+    'req/s: mean of autocannon\'s per-second samples (all answers). Latency percentiles in ms (autocannon\'s',
+    'histogram has 1 ms resolution). errors: socket errors and timeouts. vs baseline: req/s over the bare-fastify',
+    'baseline\'s req/s in the same run.',
+    '',
+  ];
+  for (const o of outcomes) {
+    out.push(`## ${o.scenario.name}`, '', o.scenario.description, '');
+    if (o.error) {
+      out.push(`**Failed**: ${o.error}`, '');
+      continue;
+    }
+    const r = o.result!;
+    const s = r.summary;
+    out.push(
+      `- measured: ${s.durationS} s, ${s.total} answers (${s.sent} requests sent), status codes: ${
+        Object.entries(s.statusCodes)
+          .map(([code, n]) => `${code} × ${n}`)
+          .join(', ') || 'none'
+      }`,
+    );
+    for (const e of r.extras ?? []) out.push(`- ${e.label}: ${e.value}`);
+    for (const n of r.notes ?? []) out.push(`- note: ${n}`);
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  const startedAt = new Date();
+  const all = await loadScenarios();
+  if (opts.only) {
+    const unknown = opts.only.filter((n) => !all.some((s) => s.name === n));
+    if (unknown.length) usage(`unknown scenario ${unknown.join(', ')}; there are: ${all.map((s) => s.name).join(', ')}`);
+  }
+  const selected = all.filter((s) => s.name === BASELINE || !opts.only || opts.only.includes(s.name));
+  const m = machine();
+  process.stderr.write(
+    `bench: ${selected.length} scenarios, ${opts.warmupS} s warm-up + ${opts.durationS} s each; ${m.cpu}, ${m.cores} cores, Node ${m.node}\n`,
+  );
+
+  const outcomes: Outcome[] = [];
+  for (const scenario of selected) {
+    process.stderr.write(`bench: ${scenario.name}…\n`);
+    const o = await runOne(scenario, opts);
+    outcomes.push(o);
+    if (o.error) process.stderr.write(`bench: ${scenario.name} failed: ${o.error}\n`);
+    else process.stderr.write(`bench: ${scenario.name} done in ${o.wallS.toFixed(1)} s (${o.result!.summary.rps.toFixed(1)} req/s)\n`);
+  }
+
+  const base = outcomes.find((o) => o.scenario.name === BASELINE)?.result?.summary.rps ?? null;
+  const rows = outcomes.map((o) => row(o, base));
+  fs.writeFileSync(opts.out, markdown(outcomes, rows, opts, startedAt));
+
+  process.stdout.write(`\n${textTable(rows)}\n`);
+  for (const o of outcomes) {
+    for (const e of o.result?.extras ?? []) process.stdout.write(`${o.scenario.name}: ${e.label}: ${e.value}\n`);
+    for (const n of o.result?.notes ?? []) process.stdout.write(`${o.scenario.name}: note: ${n}\n`);
+    if (o.error) process.stdout.write(`${o.scenario.name}: FAILED: ${o.error}\n`);
+  }
+  process.stdout.write(`\nwritten: ${path.relative(process.cwd(), opts.out) || opts.out}\n`);
+  process.exitCode = outcomes.some((o) => o.error) ? 1 : 0;
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,118 @@
+import type { FastifyInstance } from 'fastify';
+import { casefold } from '../../util/casefold.js';
+import type { RouteOptions } from '../context.js';
+import { MatrixError, errors } from '../errors.js';
+
+const v2LookupBody = {
+  type: 'object',
+  required: ['addresses', 'algorithm', 'pepper'],
+  properties: {
+    addresses: {},
+    algorithm: {},
+    pepper: {},
+  },
+} as const;
+
+const bulkBody = {
+  type: 'object',
+  required: ['threepids'],
+  properties: { threepids: {} },
+} as const;
+
+const v1LookupQuery = {
+  type: 'object',
+  required: ['medium', 'address'],
+  properties: { medium: { type: 'string' }, address: { type: 'string' } },
+} as const;
+
+export const ALGORITHMS = ['none', 'sha256'];
+
+/** Addresses are compared in their canonical form: emails casefolded (msisdns are digits already). */
+export function normalise(medium: string, address: string): string {
+  return medium === 'email' ? casefold(address) : address;
+}
+
+/**
+ * Lookups: the hot path. They read the store's prepared statements directly, without an actor hop; the
+ * answer maps 3PIDs to Matrix IDs, never the other way.
+ */
+export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Promise<void> {
+  const { ctx, api } = opts;
+  const associations = ctx.reads.associations;
+
+  if (api === 'v1') {
+    app.get<{ Querystring: { medium: string; address: string } }>(
+      '/lookup',
+      { schema: { querystring: v1LookupQuery } },
+      async (req) => {
+        const { medium, address } = req.query;
+        const row = associations.lookup(medium, normalise(medium, address), ctx.clock.now());
+        if (!row) return {};
+        const signed = JSON.parse(row.sgAssoc) as { signatures?: Record<string, unknown> };
+        // Replicated associations carry their origin's signature; the answer also carries ours.
+        return signed.signatures?.[ctx.identity.serverName] ? signed : ctx.identity.sign(signed);
+      },
+    );
+
+    app.post<{ Body: { threepids: unknown } }>('/bulk_lookup', { schema: { body: bulkBody } }, async (req) => {
+      const { threepids } = req.body;
+      if (!Array.isArray(threepids)) throw errors.invalidParam('threepids must be a list');
+      const now = ctx.clock.now();
+      const out: [string, string, string][] = [];
+      for (const item of threepids) {
+        if (!Array.isArray(item) || item.length !== 2 || typeof item[0] !== 'string' || typeof item[1] !== 'string') {
+          throw errors.invalidParam('threepids must be a list of [medium, address] pairs');
+        }
+        const [medium, address] = item as [string, string];
+        const row = associations.lookup(medium, normalise(medium, address), now);
+        if (row) out.push([medium, address, row.mxid]);
+      }
+      return { threepids: out };
+    });
+    return;
+  }
+
+  app.get('/hash_details', { config: { auth: 'terms' } }, async () => ({
+    algorithms: ALGORITHMS,
+    lookup_pepper: associations.pepper(),
+  }));
+
+  app.post<{ Body: { addresses: unknown; algorithm: unknown; pepper: unknown } }>(
+    '/lookup',
+    { config: { auth: 'terms' }, schema: { body: v2LookupBody } },
+    async (req) => {
+      const { addresses, algorithm, pepper } = req.body;
+      if (!Array.isArray(addresses) || !addresses.every((a) => typeof a === 'string')) {
+        throw errors.invalidParam('addresses must be a list of strings');
+      }
+      if (typeof algorithm !== 'string' || !ALGORITHMS.includes(algorithm)) {
+        throw errors.invalidParam('algorithm is not supported');
+      }
+      if (addresses.length > ctx.config.general.addressLookupLimit) {
+        throw new MatrixError(400, 'M_TOO_LARGE', 'More than the maximum amount of addresses provided');
+      }
+      const current = associations.pepper();
+      if (pepper !== current) {
+        throw new MatrixError(400, 'M_INVALID_PEPPER', "pepper does not match the server's", {
+          algorithm,
+          lookup_pepper: current,
+        });
+      }
+      const now = ctx.clock.now();
+      const mappings: Record<string, string> = {};
+      if (algorithm === 'sha256') {
+        for (const [hash, mxid] of associations.lookupHashes(addresses as string[], now)) mappings[hash] = mxid;
+        return { mappings };
+      }
+      for (const entry of addresses as string[]) {
+        const parts = entry.split(/\s+/).filter(Boolean);
+        if (parts.length !== 2) throw errors.invalidParam(`Invalid "address medium" pair: "${entry}"`);
+        const [address, medium] = parts as [string, string];
+        const row = associations.lookup(medium, normalise(medium, address), now);
+        // Keyed by the string the client sent, so it can match its own request.
+        if (row) mappings[entry] = row.mxid;
+      }
+      return { mappings };
+    },
+  );
+}

@@ -1,0 +1,193 @@
+/**
+ * 3PID associations, in Sydent's two tables: `local_threepid_associations` (what this server bound, with
+ * tombstones for unbinds: the replication log) and `global_threepid_associations` (what lookups read: ours and
+ * those replicated from peers). The newest binding (largest `ts`) of a 3PID wins in every lookup.
+ */
+import type Database from 'better-sqlite3';
+import type { CallbackWrites } from './callbacks.js';
+
+/** Sydent's THREEPID_ASSOCIATION_LIFETIME_MS: associations are valid for about 100 years. */
+export const ASSOCIATION_LIFETIME_MS = 100 * 365 * 24 * 60 * 60 * 1000;
+
+export interface Association {
+  medium: string;
+  address: string;
+  mxid: string;
+  ts: number;
+  not_before: number;
+  not_after: number;
+}
+
+export interface PendingInvite {
+  medium: string;
+  address: string;
+  room_id: string;
+  sender: string;
+  token: string;
+}
+
+export type Signed<T> = T & { signatures: Record<string, Record<string, string>> };
+
+export interface BindRequest {
+  medium: string;
+  address: string;
+  mxid: string;
+  now: number;
+  /** `lookup_hash` of this 3PID under the current pepper */
+  hash: (address: string, medium: string, pepper: string) => string;
+  serverName: string;
+  /** signs with the long-term key (the store only persists what it is given to sign) */
+  sign: <T extends object>(obj: T) => Signed<T>;
+  /** where the homeserver is told (the mxid's server name), or null when it has no valid one */
+  callbackDestination: string | null;
+}
+
+interface GlobalRow {
+  mxid: string;
+  sgAssoc: string;
+  ts: number;
+}
+
+export class AssociationReads {
+  private readonly newest: Database.Statement<[string, string, number, number], GlobalRow>;
+  private readonly byHashes: Database.Statement<[string, number, number], { lookup_hash: string; mxid: string; ts: number }>;
+  private readonly pepperStmt: Database.Statement<[], { lookup_pepper: string }>;
+
+  constructor(db: Database.Database) {
+    this.newest = db.prepare(
+      `SELECT mxid, sgAssoc, ts FROM global_threepid_associations
+       WHERE medium = ? AND address = ? AND notBefore <= ? AND notAfter > ? ORDER BY ts DESC, id DESC LIMIT 1`,
+    );
+    // One query for any number of hashes: json_each feeds the indexed lookup_hash column.
+    this.byHashes = db.prepare(
+      `SELECT lookup_hash, mxid, ts FROM global_threepid_associations
+       WHERE lookup_hash IN (SELECT value FROM json_each(?)) AND notBefore <= ? AND notAfter > ?`,
+    );
+    this.pepperStmt = db.prepare('SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1');
+  }
+
+  pepper(): string {
+    const row = this.pepperStmt.get();
+    if (!row) throw new Error('no lookup pepper in the database');
+    return row.lookup_pepper;
+  }
+
+  /** The current binding of a 3PID (normalised address), with its signed JSON. */
+  lookup(medium: string, address: string, now: number): GlobalRow | undefined {
+    return this.newest.get(medium, address, now, now);
+  }
+
+  /** hash → mxid of the newest binding, for the hashes that have one. */
+  lookupHashes(hashes: readonly string[], now: number): Map<string, string> {
+    const found = new Map<string, { mxid: string; ts: number }>();
+    if (hashes.length === 0) return new Map();
+    for (const row of this.byHashes.iterate(JSON.stringify(hashes), now, now)) {
+      const seen = found.get(row.lookup_hash);
+      if (!seen || row.ts > seen.ts) found.set(row.lookup_hash, { mxid: row.mxid, ts: row.ts });
+    }
+    return new Map([...found].map(([h, v]) => [h, v.mxid]));
+  }
+}
+
+export class AssociationWrites {
+  private readonly insertLocal: Database.Statement<[string, string, string | null, string | null, number, number | null, number | null]>;
+  private readonly insertGlobal: Database.Statement<[string, string, string, string, number, number, number, string, number, string]>;
+  private readonly localBinding: Database.Statement<[string, string, string], { id: number }>;
+  private readonly deleteGlobal: Database.Statement<[string, string]>;
+  private readonly pending: Database.Statement<[string, string], PendingInvite>;
+  private readonly markSent: Database.Statement<[number, string, string]>;
+  private readonly reads: AssociationReads;
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly callbacks: CallbackWrites,
+  ) {
+    this.insertLocal = db.prepare(
+      `INSERT OR REPLACE INTO local_threepid_associations (medium, address, lookup_hash, mxid, ts, notBefore, notAfter)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.insertGlobal = db.prepare(
+      `INSERT OR IGNORE INTO global_threepid_associations
+       (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.localBinding = db.prepare(
+      'SELECT id FROM local_threepid_associations WHERE medium = ? AND address = ? AND mxid = ?',
+    );
+    this.deleteGlobal = db.prepare('DELETE FROM global_threepid_associations WHERE medium = ? AND address = ?');
+    this.pending = db.prepare(
+      'SELECT medium, address, room_id, sender, token FROM invite_tokens WHERE medium = ? AND address = ? AND sent_ts IS NULL',
+    );
+    this.markSent = db.prepare('UPDATE invite_tokens SET sent_ts = ? WHERE medium = ? AND address = ? AND sent_ts IS NULL');
+    this.reads = new AssociationReads(db);
+  }
+
+  /**
+   * Publishes a binding: the local row (the replication log), our global row (what lookups read), the pending
+   * invites of this 3PID (signed, marked sent), and the homeserver callback, in one transaction. Returns the
+   * signed association, as the homeserver will receive it.
+   */
+  bind(req: BindRequest): Signed<Association & { invites?: unknown[] }> {
+    return this.db.transaction(() => {
+      const pepper = this.reads.pepper();
+      const lookupHash = req.hash(req.address, req.medium, pepper);
+      const notAfter = req.now + ASSOCIATION_LIFETIME_MS;
+      const invites = this.pending.all(req.medium, req.address).map((invite) => ({
+        ...invite,
+        mxid: req.mxid,
+        signed: req.sign({ mxid: req.mxid, token: invite.token }),
+      }));
+      const assoc: Association & { invites?: unknown[] } = {
+        medium: req.medium,
+        address: req.address,
+        mxid: req.mxid,
+        ts: req.now,
+        not_before: req.now,
+        not_after: notAfter,
+        ...(invites.length ? { invites } : {}),
+      };
+      const signed = req.sign(assoc);
+      const localId = Number(
+        this.insertLocal.run(req.medium, req.address, lookupHash, req.mxid, req.now, req.now, notAfter).lastInsertRowid,
+      );
+      this.insertGlobal.run(
+        req.medium,
+        req.address,
+        lookupHash,
+        req.mxid,
+        req.now,
+        req.now,
+        notAfter,
+        req.serverName,
+        localId,
+        JSON.stringify(signed),
+      );
+      // invite_tokens keeps Sydent's seconds.
+      if (invites.length) this.markSent.run(Math.floor(req.now / 1000), req.medium, req.address);
+      if (req.callbackDestination) {
+        this.callbacks.enqueue({
+          destination: req.callbackDestination,
+          path: '/_matrix/federation/v1/3pid/onbind',
+          body: signed,
+          medium: req.medium,
+          address: req.address,
+          now: req.now,
+        });
+      }
+      return signed;
+    })();
+  }
+
+  /**
+   * Removes a binding this server made: a tombstone in the local log (replicated to peers) and the 3PID gone from
+   * lookups. `false` when (medium, address, mxid) is not bound here (idempotent, as Sydent).
+   */
+  unbind(medium: string, address: string, mxid: string, now: number): boolean {
+    return this.db.transaction(() => {
+      if (!this.localBinding.get(medium, address, mxid)) return false;
+      this.insertLocal.run(medium, address, null, null, now, null, null);
+      this.deleteGlobal.run(medium, address);
+      return true;
+    })();
+  }
+}
