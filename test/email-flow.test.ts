@@ -170,6 +170,19 @@ describe('send_attempt', () => {
     expect(ok.json).toEqual({ success: true });
   });
 
+  it('identical requests racing each other share one session and send one mail', async () => {
+    const email = 'racing@example.org';
+    const replies = await Promise.all(
+      Array.from({ length: 6 }, () => requestToken({ client_secret: 'racesecret', email, send_attempt: 1 })),
+    );
+    for (const r of replies) expect(r.status, r.text).toBe(200);
+    const sids = new Set(replies.map((r) => r.json['sid']));
+    expect(sids.size).toBe(1);
+    expect(mailsTo(email)).toHaveLength(1);
+    const sid = [...sids][0] as string;
+    expect(sessionOf(t.config.db.dbFile, sid).tokens).toHaveLength(1);
+  });
+
   it('a validated session asked again answers the same sid without a mail', async () => {
     const email = 'validated.again@example.org';
     const s = await startSession(email, 'vsecret');

@@ -55,7 +55,7 @@ export async function unbindThreepid(deps: BinderDeps, threepid: Threepid, mxid:
 
 function wakeNotifier(deps: BinderDeps): void {
   // The callback is already stored: a lost wake-up only delays it until the notifier's next look.
-  askNotifier(deps.system.get('notifier') as AnyActorRef, 'WAKE' as never, {} as never).catch((err: unknown) =>
+  askNotifier(deps.system.get('notifier') as AnyActorRef, 'WAKE', {}).catch((err: unknown) =>
     deps.log.warn({ err }, 'could not wake the notifier'),
   );
 }

@@ -5,7 +5,9 @@ import { installAuth } from './auth.js';
 import { accountRoutes } from './routes/account.js';
 import { bindRoutes } from './routes/bind.js';
 import { emailRoutes } from './routes/email.js';
+import { inviteRoutes } from './routes/invites.js';
 import { lookupRoutes } from './routes/lookup.js';
+import { unbindRoutes } from './routes/unbind.js';
 import { threepidRoutes } from './routes/threepid.js';
 import { termsRoutes } from './routes/terms.js';
 import { V1_PREFIX, V2_PREFIX, type AppContext } from './context.js';
@@ -30,6 +32,8 @@ export async function createClientApi(ctx: AppContext, log: Logger): Promise<Fas
     await app.register(threepidRoutes, { ctx, api, prefix });
     await app.register(lookupRoutes, { ctx, api, prefix });
     if (api === 'v2' || general.enableV1Associations) await app.register(bindRoutes, { ctx, api, prefix });
+    await app.register(unbindRoutes, { ctx, api, prefix });
+    await app.register(inviteRoutes, { ctx, api, prefix });
   }
   return app;
 }

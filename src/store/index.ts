@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import { AccountReads, AccountWrites } from './accounts.js';
 import { AssociationReads, AssociationWrites } from './associations.js';
 import { CallbackReads, CallbackWrites } from './callbacks.js';
+import { InviteReads, InviteWrites } from './invites.js';
 import { SessionReads, SessionWrites } from './sessions.js';
 
 /** The read side of the store: prepared statements used directly where a hop through an actor costs too much. */
@@ -10,6 +11,7 @@ export interface StoreReads {
   sessions: SessionReads;
   associations: AssociationReads;
   callbacks: CallbackReads;
+  invites: InviteReads;
 }
 
 /** The write side: only the store actor holds it. */
@@ -18,6 +20,7 @@ export interface StoreWrites {
   sessions: SessionWrites;
   callbacks: CallbackWrites;
   associations: AssociationWrites;
+  invites: InviteWrites;
 }
 
 export function createReads(db: Database.Database): StoreReads {
@@ -26,6 +29,7 @@ export function createReads(db: Database.Database): StoreReads {
     sessions: new SessionReads(db),
     associations: new AssociationReads(db),
     callbacks: new CallbackReads(db),
+    invites: new InviteReads(db),
   };
 }
 
@@ -36,5 +40,6 @@ export function createWrites(db: Database.Database): StoreWrites {
     sessions: new SessionWrites(db),
     callbacks,
     associations: new AssociationWrites(db, callbacks),
+    invites: new InviteWrites(db),
   };
 }

@@ -23,7 +23,7 @@ export interface CallOptions {
   /** Authorization: Bearer <token> */
   token?: string;
   /** `fetch`'s redirect mode; 'manual' to see a 302 */
-  redirect?: RequestRedirect;
+  redirect?: 'manual' | 'follow' | 'error';
 }
 
 export async function call(url: string, opts: CallOptions = {}): Promise<Reply> {

@@ -41,6 +41,9 @@ function serverKeysOf(r: NotifierResource): ServerKeyCache {
   return r.serverKeys;
 }
 
+/** How long shutdown waits for the federation client's open requests. */
+const FEDERATION_CLOSE_WAIT_MS = 1_000;
+
 /**
  * Owns the federation client: homeserver callbacks (onbind, with their outbox and retries), OpenID checks and
  * key fetches all leave through it, so the outbound IP guard cannot be bypassed.
@@ -57,7 +60,15 @@ export const notifierSupervisor = supervisor('notifier', {
   close: async ({ federation, callbacks }) => {
     // running deliveries finish or are released while the store is still up (it stops last)
     await callbacks.drain();
-    await federation.close();
+    // A released delivery may still be waiting for its answer; the client's own timeout ends it, shutdown does not wait.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      federation.close(),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, FEDERATION_CLOSE_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
   },
   handlers: notifierHandlers,
   immediate: ['WAKE', 'OUTBOX'],

@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import { closeDatabase } from '../../store/database.js';
 import { createWrites, type StoreWrites } from '../../store/index.js';
 import type { BindRequest } from '../../store/associations.js';
+import type { NewInvite } from '../../store/invites.js';
 import type { CallbackEnqueue, ClaimRequest } from '../../store/callbacks.js';
 import type { SessionWrite } from '../../store/sessions.js';
 import type { SystemDeps } from '../deps.js';
@@ -28,6 +29,10 @@ export const storeHandlers = {
     r.writes.sessions.save(e.write, e.expectedVersion),
   SESSIONS_DELETE_OLD: (e: { cutoffMs: number }, r: StoreResource) => r.writes.sessions.deleteOlderThan(e.cutoffMs),
   ASSOCIATION_BIND: (e: BindRequest, r: StoreResource) => r.writes.associations.bind(e),
+  INVITE_STORE: (e: NewInvite, r: StoreResource) => r.writes.invites.store(e),
+  INVITE_DISCARD: (e: { token: string; ephemeralPublicKey: string }, r: StoreResource) =>
+    r.writes.invites.discard(e.token, e.ephemeralPublicKey),
+  EPHEMERAL_KEY_CHECK: (e: { publicKey: string }, r: StoreResource) => r.writes.invites.checkEphemeralKey(e.publicKey),
   ASSOCIATION_UNBIND: (e: { medium: string; address: string; mxid: string; now: number }, r: StoreResource) =>
     r.writes.associations.unbind(e.medium, e.address, e.mxid, e.now),
   // Homeserver callbacks (the notifier's outbox). CALLBACK_ENQUEUE records one in its own transaction (a bind

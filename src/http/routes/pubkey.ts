@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { Base64Error, decodeBase64 } from '../../crypto/index.js';
+import { askStore } from '../../actors/supervisors/store.js';
+import { Base64Error, decodeBase64, encodeBase64Url } from '../../crypto/index.js';
 import { errors } from '../errors.js';
 import type { RouteOptions } from '../context.js';
 
@@ -19,6 +20,22 @@ export async function pubkeyRoutes(app: FastifyInstance, opts: RouteOptions): Pr
     if (!keyIds.has(req.params.keyId)) throw errors.notFound('The public key was not found');
     return { public_key: identity.publicKeyBase64 };
   });
+
+  // Ephemeral invite keys, in either base64 alphabet: stored URL-safe, as Sydent stores them.
+  app.get<{ Querystring: { public_key: string } }>(
+    '/pubkey/ephemeral/isvalid',
+    { schema: { querystring: isValidQuery } },
+    async (req) => {
+      let canonical: string;
+      try {
+        canonical = encodeBase64Url(decodeBase64(req.query.public_key));
+      } catch (e) {
+        if (e instanceof Base64Error) return { valid: false };
+        throw e;
+      }
+      return { valid: await askStore(opts.ctx.system.get('store'), 'EPHEMERAL_KEY_CHECK', { publicKey: canonical }) };
+    },
+  );
 
   app.get<{ Querystring: { public_key: string } }>(
     '/pubkey/isvalid',

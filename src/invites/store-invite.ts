@@ -1,0 +1,150 @@
+/**
+ * Third-party invites (store-invite): a homeserver invites an email address that is not on Matrix yet. Every
+ * check comes first; then the invite and a fresh ephemeral key pair are stored and the invitation is mailed.
+ * The token and the key's private half travel only in that mail.
+ */
+import type { AnyActorRef } from 'xstate';
+import { askMailer } from '../actors/supervisors/mailer.js';
+import { askStore } from '../actors/supervisors/store.js';
+import type { AnyActorSystem } from '../actors/supervisor.js';
+import type { Clock } from '../clock.js';
+import type { SydentConfig } from '../config/types.js';
+import { encodeBase64Url, generateSeed, LETTERS, publicKeyFromSeed, randomString } from '../crypto/index.js';
+import type { ServerIdentity } from '../identity.js';
+import { composeMail, encodeHeaderValue } from '../mail/message.js';
+import { pyPercentFormat, resolveTemplate } from '../mail/templates.js';
+
+export interface InviteDeps {
+  config: SydentConfig;
+  system: AnyActorSystem;
+  identity: ServerIdentity;
+  clock: Clock;
+}
+
+export interface InviteRequest {
+  /** every field the homeserver sent (Synapse adds its own, e.g. org.matrix.web_client_location) */
+  args: Record<string, unknown>;
+  /** casefolded email */
+  address: string;
+  /** the address as the homeserver sent it, where the mail goes */
+  sendTo: string;
+  roomId: string;
+  sender: string;
+  /** true when the sender was authenticated (v2): the mail names the verified sender */
+  verifiedSender: boolean;
+}
+
+export interface StoredInvite {
+  token: string;
+  public_key: string;
+  public_keys: { public_key: string; key_validity_url: string }[];
+  display_name: string;
+}
+
+/** Sydent's invite tokens: 128 random letters (the spec allows [0-9a-zA-Z.=_-], 1-255). */
+const TOKEN_LENGTH = 128;
+const MAIL_TIMEOUT_MS = 90_000;
+
+export class InviteMailError extends Error {
+  override name = 'InviteMailError';
+}
+
+export async function storeInvite(deps: InviteDeps, req: InviteRequest): Promise<StoredInvite> {
+  const { config, identity } = deps;
+  const token = randomString(TOKEN_LENGTH, LETTERS);
+  const seed = generateSeed();
+  const ephemeralPublicKey = encodeBase64Url(publicKeyFromSeed(seed));
+  const store = deps.system.get('store') as AnyActorRef;
+  const now = deps.clock.now();
+
+  const mail = composeMail(
+    resolveTemplate(config, typeof req.args['brand'] === 'string' ? req.args['brand'] : null, 'invite_template.eml'),
+    req.sendTo,
+    inviteSubstitutions(config, req, token, encodeBase64Url(seed)),
+    { email: config.email, now },
+  );
+
+  await askStore(store, 'INVITE_STORE', {
+    medium: 'email',
+    address: req.address,
+    roomId: req.roomId,
+    sender: req.sender,
+    token,
+    ephemeralPublicKey,
+    now,
+  });
+  try {
+    await askMailer(deps.system.get('mailer') as AnyActorRef, 'SEND_MAIL', { to: mail.to, raw: mail.raw }, MAIL_TIMEOUT_MS);
+  } catch (error) {
+    // Nobody will ever hold this token: take the invite back rather than leave a dead row.
+    await askStore(store, 'INVITE_DISCARD', { token, ephemeralPublicKey });
+    throw new InviteMailError(error instanceof Error ? error.message : String(error));
+  }
+
+  const base = `${config.http.clientHttpBase}/_matrix/identity/v2`;
+  return {
+    token,
+    // Older homeservers read the long-term key from here; newer ones use public_keys.
+    public_key: identity.publicKeyBase64,
+    public_keys: [
+      { public_key: identity.publicKeyBase64, key_validity_url: `${base}/pubkey/isvalid` },
+      { public_key: ephemeralPublicKey, key_validity_url: `${base}/pubkey/ephemeral/isvalid` },
+    ],
+    display_name: redactEmail(req.sendTo, config.email.usernameObfuscateCharacters, config.email.domainObfuscateCharacters),
+  };
+}
+
+/** The variables of Sydent's invite template (sydent-behaviour §8.4). */
+export function inviteSubstitutions(
+  config: SydentConfig,
+  req: InviteRequest,
+  token: string,
+  ephemeralPrivateKey: string,
+): Record<string, string> {
+  const subs: Record<string, string> = {
+    sender_display_name: '',
+    room_name: '',
+    bracketed_room_name: '',
+    room_avatar_url: '',
+    sender_avatar_url: '',
+    guest_user_id: '',
+    guest_access_token: '',
+    room_type: '',
+  };
+  for (const [key, value] of Object.entries(req.args)) if (typeof value === 'string') subs[key] = value;
+  subs['token'] = token;
+  subs['ephemeral_private_key'] = ephemeralPrivateKey;
+  subs['bracketed_verified_sender'] = req.verifiedSender ? `(${req.sender}) ` : '';
+  const displayName = subs['sender_display_name'] ?? '';
+  if ([...displayName].length > 20) subs['sender_display_name'] = `${[...displayName].slice(0, 19).join('')}…`;
+  const roomName = subs['room_name'] ?? '';
+  if ([...roomName].length > 30) subs['room_name'] = `${[...roomName].slice(0, 25).join('')}…`;
+  if (subs['room_name']) subs['bracketed_room_name'] = `(${subs['room_name']}) `;
+  const location = req.args['org.matrix.web_client_location'];
+  subs['web_client_location'] = typeof location === 'string' ? location : config.email.defaultWebClientLocation;
+  // The link in the mail lets a web client sign the invite with its ephemeral key: v1 needs no access token.
+  subs['sign_url'] = config.general.enableV1Access
+    ? `${config.http.clientHttpBase}/_matrix/identity/api/v1/sign-ed25519`
+    : `${config.http.clientHttpBase}/_matrix/identity/v2/sign-ed25519`;
+  const subject = subs['room_type'] === 'm.space' ? config.email.inviteSubjectSpace : config.email.inviteSubject;
+  subs['subject_header_value'] = encodeHeaderValue(pyPercentFormat(subject, subs, 'email.invite.subject'));
+  return subs;
+}
+
+/** Sydent's redaction of the invited address: `Invitee@Example.com` → `Inv...@Exa...`. */
+export function redactEmail(address: string, userChars: number, domainChars: number): string {
+  const at = address.indexOf('@');
+  const user = at === -1 ? address : address.slice(0, at);
+  const domain = at === -1 ? '' : address.slice(at + 1);
+  return `${redactPart(user, userChars)}@${redactPart(domain, domainChars)}`;
+}
+
+function redactPart(s: string, n: number): string {
+  const chars = [...s];
+  if (chars.length <= n) {
+    if (chars.length > 5) return `${chars.slice(0, 3).join('')}...`;
+    if (chars.length > 1) return `${chars[0]}...`;
+    return '...';
+  }
+  return `${chars.slice(0, n).join('')}...`;
+}

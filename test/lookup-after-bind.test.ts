@@ -1,0 +1,249 @@
+/**
+ * What lookups answer once a 3PID is bound: v1 `lookup` (the signed association), v1 `bulk_lookup`, v2
+ * `hash_details` and v2 `lookup` with `none` and `sha256` (hashes computed here from the pepper). Addresses match
+ * in any case (Unicode case folding), results echo what the client sent, and after a re-bind every lookup
+ * answers the newest binding (Sydent's stale-hash defect, §12 item 9, must not exist).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ManualClock } from '../src/clock.js';
+import { call, emailConf, type Reply } from './helpers/email.js';
+import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
+import {
+  V1,
+  V2,
+  bulkLookup,
+  lookupPepper,
+  lookupV1,
+  lookupV2,
+  registerAccount,
+  serverPublicKey,
+  sha256Of,
+  userIdOf,
+  validateEmail,
+  verifyOurs,
+} from './helpers/flows.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
+
+let env: FederationEnv;
+let smtp: SmtpTestServer;
+let t: TestServer;
+let publicKey: Uint8Array;
+let token: string;
+let pepper: string;
+/** the answer of binding Zed.Lookup@Example.COM over v1 */
+let zed: Record<string, unknown>;
+
+beforeAll(async () => {
+  env = await startFederationEnv({});
+  smtp = await startSmtpServer();
+  t = await startTestServer({ conf: mergeConf(env.conf, { email: emailConf(smtp.port) }) });
+  publicKey = await serverPublicKey(t);
+  token = await registerAccount(t, env, 'looker');
+  pepper = await lookupPepper(t, token);
+
+  const sid = await validateEmail(t, smtp, { email: 'Zed.Lookup@Example.COM', clientSecret: 'lookup-zed', api: 'v1' });
+  const res = await bindV1(sid, 'lookup-zed', '@zed:hs.example');
+  zed = res.json;
+});
+afterAll(async () => {
+  await t?.close();
+  await smtp?.close();
+  await env?.close();
+});
+
+async function bindV1(sid: string, clientSecret: string, mxid: string): Promise<Reply> {
+  const res = await call(t.url(`${V1}/3pid/bind`), { body: { sid, client_secret: clientSecret, mxid } });
+  expect(res.status, res.text).toBe(200);
+  return res;
+}
+
+async function mappings(algorithm: 'none' | 'sha256', addresses: string[]): Promise<Record<string, string>> {
+  const res = await lookupV2(t, token, { addresses, algorithm, pepper });
+  expect(res.status, res.text).toBe(200);
+  expect(Object.keys(res.json)).toEqual(['mappings']);
+  return res.json['mappings'] as Record<string, string>;
+}
+
+describe('GET /api/v1/lookup', () => {
+  it('answers the signed association, whatever the case of the address', async () => {
+    for (const address of ['Zed.Lookup@Example.COM', 'zed.lookup@example.com', 'ZED.LOOKUP@EXAMPLE.COM']) {
+      const res = await lookupV1(t, 'email', address);
+      expect(res.status, res.text).toBe(200);
+      expect(res.json).toEqual(zed);
+      verifyOurs(res.json, publicKey);
+    }
+  });
+
+  it('answers {} for a 3PID nobody bound, or another medium', async () => {
+    expect((await lookupV1(t, 'email', 'nobody@example.com')).json).toEqual({});
+    const msisdn = await lookupV1(t, 'msisdn', 'zed.lookup@example.com');
+    expect(msisdn.status).toBe(200);
+    expect(msisdn.json).toEqual({});
+  });
+
+  it('needs medium and address: 400 M_MISSING_PARAMS', async () => {
+    for (const query of ['?medium=email', '?address=zed.lookup@example.com', '']) {
+      const res = await call(t.url(`${V1}/lookup${query}`));
+      expect(res.status, res.text).toBe(400);
+      expect(res.json['errcode']).toBe('M_MISSING_PARAMS');
+    }
+  });
+});
+
+describe('POST /api/v1/bulk_lookup', () => {
+  it('answers [medium, address as sent, mxid] for the hits only', async () => {
+    const res = await bulkLookup(t, [
+      ['email', 'ZED.Lookup@example.com'],
+      ['email', 'nobody@example.com'],
+      ['msisdn', '15555550100'],
+      ['email', 'zed.lookup@example.com'],
+    ]);
+    expect(res.status, res.text).toBe(200);
+    expect(res.json).toEqual({
+      threepids: [
+        ['email', 'ZED.Lookup@example.com', '@zed:hs.example'],
+        ['email', 'zed.lookup@example.com', '@zed:hs.example'],
+      ],
+    });
+  });
+
+  it('an empty list answers an empty list', async () => {
+    expect((await bulkLookup(t, [])).json).toEqual({ threepids: [] });
+  });
+
+  it('refuses threepids that are not a list of pairs (400 M_INVALID_PARAM), or no threepids (M_MISSING_PARAMS)', async () => {
+    for (const threepids of ['email zed', { email: 'zed' }, [['email']], [['email', 'a', 'b']], [[1, 2]], ['email']]) {
+      const res = await bulkLookup(t, threepids);
+      expect(res.status, `${JSON.stringify(threepids)}: ${res.text}`).toBe(400);
+      expect(res.json['errcode']).toBe('M_INVALID_PARAM');
+    }
+    const missing = await call(t.url(`${V1}/bulk_lookup`), { body: {} });
+    expect(missing.status).toBe(400);
+    expect(missing.json['errcode']).toBe('M_MISSING_PARAMS');
+  });
+});
+
+describe('GET /v2/hash_details', () => {
+  it('answers the algorithms and the pepper, with the token in the header or the query', async () => {
+    const res = await call(t.url(`${V2}/hash_details`), { token });
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual({ algorithms: ['none', 'sha256'], lookup_pepper: pepper });
+    const query = await call(t.url(`${V2}/hash_details?access_token=${token}`));
+    expect(query.json).toEqual(res.json);
+  });
+
+  it('needs a token: 401 M_UNAUTHORIZED', async () => {
+    for (const tok of [undefined, 'not-a-token']) {
+      const res = await call(t.url(`${V2}/hash_details`), { token: tok });
+      expect(res.status).toBe(401);
+      expect(res.json['errcode']).toBe('M_UNAUTHORIZED');
+    }
+  });
+});
+
+describe('POST /v2/lookup', () => {
+  it('none: keys are the strings as sent, matched in any case; misses are left out', async () => {
+    expect(
+      await mappings('none', [
+        'Zed.Lookup@Example.COM email',
+        'zed.lookup@example.com email',
+        'nobody@example.com email',
+        'zed.lookup@example.com msisdn',
+      ]),
+    ).toEqual({
+      'Zed.Lookup@Example.COM email': '@zed:hs.example',
+      'zed.lookup@example.com email': '@zed:hs.example',
+    });
+  });
+
+  it('sha256: the hash of the normalised address hits; other hashes are misses, not errors', async () => {
+    const hit = sha256Of('zed.lookup@example.com', 'email', pepper);
+    const unnormalised = sha256Of('Zed.Lookup@Example.COM', 'email', pepper);
+    const otherPepper = sha256Of('zed.lookup@example.com', 'email', `${pepper}x`);
+    expect(await mappings('sha256', [hit, unnormalised, otherPepper, 'not a hash at all', ''])).toEqual({
+      [hit]: '@zed:hs.example',
+    });
+  });
+
+  it('the hash helper agrees with the spec test vectors', () => {
+    expect(sha256Of('alice@example.com', 'email', 'matrixrocks')).toBe('4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc');
+    expect(sha256Of('bob@example.com', 'email', 'matrixrocks')).toBe('LJwSazmv46n0hlMlsb_iYxI0_HXEqy_yj6Jm636cdT8');
+    expect(sha256Of('18005552067', 'msisdn', 'matrixrocks')).toBe('nlo35_T5fzSGZzJApqu8lgIudJvmOQtDaHtr-I4rU7I');
+  });
+
+  it('an empty list answers no mappings', async () => {
+    expect(await mappings('none', [])).toEqual({});
+    expect(await mappings('sha256', [])).toEqual({});
+  });
+});
+
+describe('Unicode case folding (not just lower-casing)', () => {
+  it('Strauß@Example.com is bound as strauss@example.com and found by every spelling', async () => {
+    const sid = await validateEmail(t, smtp, { email: 'Strauß@Example.com', clientSecret: 'lookup-strauss', api: 'v1' });
+    const bound = await bindV1(sid, 'lookup-strauss', '@strauss:hs.example');
+    expect(bound.json['address']).toBe('strauss@example.com');
+
+    for (const address of ['STRAUSS@example.com', 'strauß@example.com', 'Strauss@EXAMPLE.com']) {
+      expect((await lookupV1(t, 'email', address)).json['mxid']).toBe('@strauss:hs.example');
+    }
+    expect((await bulkLookup(t, [['email', 'STRAUß@example.com']])).json).toEqual({
+      threepids: [['email', 'STRAUß@example.com', '@strauss:hs.example']],
+    });
+    expect(await mappings('none', ['STRAUSS@example.com email', 'strauß@Example.com email'])).toEqual({
+      'STRAUSS@example.com email': '@strauss:hs.example',
+      'strauß@Example.com email': '@strauss:hs.example',
+    });
+    const hash = sha256Of('strauss@example.com', 'email', pepper);
+    expect(await mappings('sha256', [hash, sha256Of('strauß@example.com', 'email', pepper)])).toEqual({
+      [hash]: '@strauss:hs.example',
+    });
+  });
+});
+
+describe('re-binding a 3PID to another user: every lookup answers the newest binding', () => {
+  /** all four lookups of one address: the mxid each answers */
+  async function everyLookup(address: string, sentAs = address): Promise<Record<string, string | undefined>> {
+    const hash = sha256Of(address, 'email', pepper);
+    const bulk = (await bulkLookup(t, [['email', sentAs]])).json['threepids'] as string[][];
+    return {
+      v1: (await lookupV1(t, 'email', sentAs)).json['mxid'] as string | undefined,
+      bulk: bulk[0]?.[2],
+      none: (await mappings('none', [`${sentAs} email`]))[`${sentAs} email`],
+      sha256: (await mappings('sha256', [hash]))[hash],
+    };
+  }
+  const all = (mxid: string) => ({ v1: mxid, bulk: mxid, none: mxid, sha256: mxid });
+
+  it('v2 binds, a new session each time, the clock moving between them', async () => {
+    const zoe = await registerAccount(t, env, 'zoe');
+    const adam = await registerAccount(t, env, 'adam');
+    // the newer binding's mxid sorts first: a lookup that picked the greatest mxid (Sydent) would answer @zoe
+    const sid1 = await validateEmail(t, smtp, { email: 'Moving@Example.com', clientSecret: 'rebind-1', api: 'v2', token: zoe });
+    const b1 = await call(t.url(`${V2}/3pid/bind`), { body: { sid: sid1, client_secret: 'rebind-1', mxid: userIdOf(env, 'zoe') }, token: zoe });
+    expect(b1.status, b1.text).toBe(200);
+    expect(await everyLookup('moving@example.com', 'Moving@Example.com')).toEqual(all(userIdOf(env, 'zoe')));
+
+    (t.clock as ManualClock).advance(60_000);
+    const sid2 = await validateEmail(t, smtp, { email: 'moving@example.com', clientSecret: 'rebind-2', api: 'v2', token: adam });
+    const b2 = await call(t.url(`${V2}/3pid/bind`), { body: { sid: sid2, client_secret: 'rebind-2', mxid: userIdOf(env, 'adam') }, token: adam });
+    expect(b2.status, b2.text).toBe(200);
+    expect(await everyLookup('moving@example.com', 'Moving@Example.com')).toEqual(all(userIdOf(env, 'adam')));
+    expect((await lookupV1(t, 'email', 'moving@example.com')).json).toEqual(b2.json);
+
+    // and back again
+    (t.clock as ManualClock).advance(60_000);
+    const sid3 = await validateEmail(t, smtp, { email: 'moving@example.com', clientSecret: 'rebind-3', api: 'v2', token: zoe });
+    const b3 = await call(t.url(`${V2}/3pid/bind`), { body: { sid: sid3, client_secret: 'rebind-3', mxid: userIdOf(env, 'zoe') }, token: zoe });
+    expect(b3.status, b3.text).toBe(200);
+    expect(await everyLookup('moving@example.com')).toEqual(all(userIdOf(env, 'zoe')));
+  });
+
+  it('v1 binds within the same millisecond (equal ts): sha256 too must answer the newest, ties broken by row id like the other lookups', async () => {
+    const sid1 = await validateEmail(t, smtp, { email: 'samems@example.com', clientSecret: 'rebind-ms-1', api: 'v1' });
+    await bindV1(sid1, 'rebind-ms-1', '@zz-first:hs.example');
+    const sid2 = await validateEmail(t, smtp, { email: 'samems@example.com', clientSecret: 'rebind-ms-2', api: 'v1' });
+    await bindV1(sid2, 'rebind-ms-2', '@aa-second:hs.example');
+    expect(await everyLookup('samems@example.com')).toEqual(all('@aa-second:hs.example'));
+  });
+});

@@ -1,0 +1,127 @@
+/**
+ * `POST /v2/lookup` refusals: the pepper (required even for `none`, M_INVALID_PEPPER with the current one in the
+ * body), the algorithm, `address_lookup_limit` (set to 5 here), the shape of `addresses`, missing fields,
+ * malformed `none` entries, and authentication.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call } from './helpers/email.js';
+import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
+import { V2, internal, lookupPepper, lookupV2, registerAccount, sha256Of } from './helpers/flows.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+
+let env: FederationEnv;
+let t: TestServer;
+let token: string;
+let pepper: string;
+let hit: string;
+
+beforeAll(async () => {
+  env = await startFederationEnv({});
+  t = await startTestServer({ conf: mergeConf(env.conf, { general: { address_lookup_limit: '5' } }) });
+  token = await registerAccount(t, env, 'asker');
+  pepper = await lookupPepper(t, token);
+  const bound = await internal(t, 'bind', { medium: 'email', address: 'known@example.com', mxid: '@known:hs.example' });
+  expect(bound.status, bound.text).toBe(200);
+  hit = sha256Of('known@example.com', 'email', pepper);
+});
+afterAll(async () => {
+  await t?.close();
+  await env?.close();
+});
+
+async function expectError(body: Record<string, unknown>, status: number, errcode: string, tok: string | null = token) {
+  // null: no Authorization header at all
+  const res = await lookupV2(t, tok ?? undefined, body);
+  expect(res.status, `${JSON.stringify(body).slice(0, 200)}: ${res.text}`).toBe(status);
+  expect(res.json['errcode']).toBe(errcode);
+  expect(typeof res.json['error']).toBe('string');
+  return res;
+}
+
+describe('the pepper', () => {
+  it('a wrong pepper: 400 M_INVALID_PEPPER carrying the current lookup_pepper, for sha256 and for none', async () => {
+    for (const [algorithm, addresses] of [
+      ['sha256', [hit]],
+      ['none', ['known@example.com email']],
+    ] as const) {
+      for (const wrong of [`${pepper}x`, '', pepper.toUpperCase() === pepper ? pepper.toLowerCase() : pepper.toUpperCase(), 12345, null]) {
+        if (wrong === pepper) continue;
+        const res = await expectError({ addresses, algorithm, pepper: wrong }, 400, 'M_INVALID_PEPPER');
+        expect(res.json['lookup_pepper']).toBe(pepper);
+      }
+    }
+  });
+
+  it('is required even for none: 400 M_MISSING_PARAMS', async () => {
+    await expectError({ addresses: ['known@example.com email'], algorithm: 'none' }, 400, 'M_MISSING_PARAMS');
+    await expectError({ addresses: [hit], algorithm: 'sha256' }, 400, 'M_MISSING_PARAMS');
+  });
+
+  it('the right pepper answers (control)', async () => {
+    const res = await lookupV2(t, token, { addresses: [hit], algorithm: 'sha256', pepper });
+    expect(res.status, res.text).toBe(200);
+    expect(res.json).toEqual({ mappings: { [hit]: '@known:hs.example' } });
+  });
+});
+
+describe('algorithm, size and shape', () => {
+  it('an unknown algorithm: 400 M_INVALID_PARAM', async () => {
+    for (const algorithm of ['md5', 'SHA256', 'sha-256', '', 256, ['sha256'], null]) {
+      await expectError({ addresses: [hit], algorithm, pepper }, 400, 'M_INVALID_PARAM');
+    }
+  });
+
+  it(`more than address_lookup_limit (5) addresses: 400 M_TOO_LARGE; exactly 5 answer`, async () => {
+    const six = [hit, 'a', 'b', 'c', 'd', 'e'];
+    await expectError({ addresses: six, algorithm: 'sha256', pepper }, 400, 'M_TOO_LARGE');
+    await expectError({ addresses: six.map((a) => `${a}@x.example email`), algorithm: 'none', pepper }, 400, 'M_TOO_LARGE');
+    const five = await lookupV2(t, token, { addresses: six.slice(0, 5), algorithm: 'sha256', pepper });
+    expect(five.status, five.text).toBe(200);
+    expect(five.json).toEqual({ mappings: { [hit]: '@known:hs.example' } });
+  });
+
+  it('addresses that are not a list of strings: 400 M_INVALID_PARAM', async () => {
+    for (const addresses of [hit, { [hit]: 1 }, 5, null, [1], [hit, null], [[hit]], [{ address: 'known@example.com' }]]) {
+      await expectError({ addresses, algorithm: 'sha256', pepper }, 400, 'M_INVALID_PARAM');
+    }
+  });
+
+  it('missing fields: 400 M_MISSING_PARAMS', async () => {
+    const full = { addresses: [hit], algorithm: 'sha256', pepper };
+    await expectError({}, 400, 'M_MISSING_PARAMS');
+    for (const key of Object.keys(full)) {
+      const body: Record<string, unknown> = { ...full };
+      delete body[key];
+      const res = await expectError(body, 400, 'M_MISSING_PARAMS');
+      expect(res.json['error']).toContain(key);
+    }
+  });
+
+  it('a none entry that is not "<address> <medium>": 400 M_INVALID_PARAM', async () => {
+    for (const entry of ['known@example.com', 'known@example.com email extra', '', '   ', 'email']) {
+      await expectError({ addresses: ['known@example.com email', entry], algorithm: 'none', pepper }, 400, 'M_INVALID_PARAM');
+    }
+  });
+
+  it('a body that is not JSON: 400, not 500', async () => {
+    const res = await call(t.url(`${V2}/lookup`), { body: '{"addresses": [', token });
+    expect(res.status, res.text).toBe(400);
+    expect(String(res.json['errcode'])).toMatch(/^M_/);
+  });
+});
+
+describe('authentication', () => {
+  it('no token or an unknown one: 401 M_UNAUTHORIZED, whatever the body', async () => {
+    await expectError({ addresses: [hit], algorithm: 'sha256', pepper }, 401, 'M_UNAUTHORIZED', null);
+    await expectError({ addresses: [hit], algorithm: 'sha256', pepper }, 401, 'M_UNAUTHORIZED', 'not-a-token');
+    await expectError({}, 401, 'M_UNAUTHORIZED', null);
+    await expectError({ addresses: 'x', algorithm: 'md5' }, 401, 'M_UNAUTHORIZED', null);
+  });
+
+  it('a token after logout no longer works', async () => {
+    const gone = await registerAccount(t, env, 'leaver');
+    const logout = await call(t.url(`${V2}/account/logout`), { method: 'POST', token: gone });
+    expect(logout.status, logout.text).toBe(200);
+    await expectError({ addresses: [hit], algorithm: 'sha256', pepper }, 401, 'M_UNAUTHORIZED', gone);
+  });
+});
