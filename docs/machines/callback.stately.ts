@@ -98,9 +98,11 @@ export const callbackMachine = createMachine({
       }
     },
     "delivered": {
+      "type": "final",
       "description": "the homeserver answered 200"
     },
     "abandoned": {
+      "type": "final",
       "description": "can never be delivered (no valid server name)"
     }
   }

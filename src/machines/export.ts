@@ -71,6 +71,7 @@ export function toMermaid(machine: AnyStateMachine): string {
   if (initial) lines.push(`  [*] --> ${mermaidId(pathOf(initial, id))}`);
   const seen = new Set<string>();
   for (const { path, node } of atomicStates(root)) {
+    if (node.type === 'final') lines.push(`  ${mermaidId(path)} --> [*]`);
     const own = node.on;
     const inherited = Object.fromEntries(Object.entries(root.on).filter(([event]) => !(event in own)));
     for (const [event, transitions] of Object.entries({ ...inherited, ...own })) {
@@ -103,6 +104,7 @@ function transitionConfig(t: JsonTransition, rootId: string): Record<string, unk
 
 function stateConfig(state: JsonState, rootId: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
+  if (state.type === 'final') out['type'] = 'final';
   if (state.description) out['description'] = state.description;
   const initial = state.initial?.target[0];
   if (initial && Object.keys(state.states).length) out['initial'] = initial.split('.').pop();

@@ -21,7 +21,10 @@ export function createSmtpTransport(email: EmailConfig, opts: SmtpTransportOptio
   const tlsMode = email.tlsMode;
   return nodemailer.createTransport({
     pool: true,
-    maxConnections: 4,
+    // Each message costs several round trips to the SMTP server; enough connections keep requestToken from
+    // queueing behind them, and connections are reused for as long as the server allows.
+    maxConnections: 16,
+    maxMessages: Infinity,
     host: email.smtpHost,
     port: email.smtpPort,
     name: email.hostname,

@@ -1,0 +1,208 @@
+/**
+ * The internal API (`POST <internal listener>/_matrix/identity/internal/bind` and `/unbind`, no auth): a bind
+ * answers and stores exactly what a validated bind does; an unbind takes the 3PID out of every lookup and leaves a
+ * tombstone in the local log; an unbind of something not bound is `{}` and changes nothing. None of it is on the
+ * client listener.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ManualClock } from '../src/clock.js';
+import { call } from './helpers/email.js';
+import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
+import {
+  HUNDRED_YEARS_MS,
+  INTERNAL,
+  SERVER_NAME,
+  associationCounts,
+  associationRows,
+  bulkLookup,
+  internal,
+  lookupPepper,
+  lookupV1,
+  lookupV2,
+  registerAccount,
+  serverPublicKey,
+  sha256Of,
+  verifyOurs,
+} from './helpers/flows.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+
+let env: FederationEnv;
+let t: TestServer;
+let token: string;
+let pepper: string;
+let publicKey: Uint8Array;
+
+beforeAll(async () => {
+  env = await startFederationEnv({});
+  t = await startTestServer({ conf: mergeConf(env.conf) });
+  token = await registerAccount(t, env, 'internal');
+  pepper = await lookupPepper(t, token);
+  publicKey = await serverPublicKey(t);
+});
+afterAll(async () => {
+  await t?.close();
+  await env?.close();
+});
+
+const clock = () => t.clock as ManualClock;
+
+/** What each lookup answers for one 3PID (normalised `address`; `sentAs` is what the client types). */
+async function everyLookup(medium: string, address: string, sentAs = address) {
+  const hash = sha256Of(address, medium, pepper);
+  const none = await lookupV2(t, token, { addresses: [`${sentAs} ${medium}`], algorithm: 'none', pepper });
+  const sha = await lookupV2(t, token, { addresses: [hash], algorithm: 'sha256', pepper });
+  const bulk = (await bulkLookup(t, [[medium, sentAs]])).json['threepids'] as string[][];
+  return {
+    v1: (await lookupV1(t, medium, sentAs)).json['mxid'],
+    bulk: bulk[0]?.[2],
+    none: (none.json['mappings'] as Record<string, string>)[`${sentAs} ${medium}`],
+    sha256: (sha.json['mappings'] as Record<string, string>)[hash],
+  };
+}
+const all = (mxid: string | undefined) => ({ v1: mxid, bulk: mxid, none: mxid, sha256: mxid });
+
+describe('internal bind', () => {
+  it('answers the signed association and stores it like a validated bind', async () => {
+    clock().advance(1000);
+    const now = t.clock.now();
+    const res = await internal(t, 'bind', { medium: 'email', address: 'Ivy.Internal@Example.COM', mxid: '@ivy:hs.example' });
+    expect(res.status, res.text).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(Object.keys(res.json).sort()).toEqual(['address', 'medium', 'mxid', 'not_after', 'not_before', 'signatures', 'ts']);
+    expect(res.json).toMatchObject({
+      medium: 'email',
+      address: 'ivy.internal@example.com',
+      mxid: '@ivy:hs.example',
+      ts: now,
+      not_before: now,
+      not_after: now + HUNDRED_YEARS_MS,
+    });
+    verifyOurs(res.json, publicKey);
+
+    const { local, global } = associationRows(t, 'email', 'ivy.internal@example.com');
+    const hash = sha256Of('ivy.internal@example.com', 'email', pepper);
+    expect(local).toEqual([expect.objectContaining({ mxid: '@ivy:hs.example', ts: now, lookup_hash: hash })]);
+    expect(global).toEqual([
+      expect.objectContaining({
+        mxid: '@ivy:hs.example',
+        ts: now,
+        notBefore: now,
+        notAfter: now + HUNDRED_YEARS_MS,
+        originServer: SERVER_NAME,
+        originId: local[0]!['id'],
+        lookup_hash: hash,
+      }),
+    ]);
+    expect(JSON.parse(global[0]!['sgAssoc'] as string)).toEqual(res.json);
+    expect(await everyLookup('email', 'ivy.internal@example.com', 'IVY.internal@example.com')).toEqual(all('@ivy:hs.example'));
+    expect((await lookupV1(t, 'email', 'ivy.internal@example.com')).json).toEqual(res.json);
+  });
+
+  it('binds an msisdn, found by every lookup', async () => {
+    const res = await internal(t, 'bind', { medium: 'msisdn', address: '15555550123', mxid: '@phone:hs.example' });
+    expect(res.status, res.text).toBe(200);
+    expect(res.json).toMatchObject({ medium: 'msisdn', address: '15555550123', mxid: '@phone:hs.example' });
+    expect(await everyLookup('msisdn', '15555550123')).toEqual(all('@phone:hs.example'));
+  });
+
+  it('missing fields: 400 M_MISSING_PARAMS, nothing stored', async () => {
+    const full = { medium: 'email', address: 'partial@example.com', mxid: '@partial:hs.example' };
+    const before = associationCounts(t);
+    for (const what of ['bind', 'unbind'] as const) {
+      for (const key of [...Object.keys(full), 'all']) {
+        const body: Record<string, unknown> = key === 'all' ? {} : { ...full };
+        delete body[key];
+        const res = await internal(t, what, body);
+        expect(res.status, `${what} without ${key}: ${res.text}`).toBe(400);
+        expect(res.json['errcode']).toBe('M_MISSING_PARAMS');
+      }
+    }
+    expect(associationCounts(t)).toEqual(before);
+  });
+});
+
+describe('internal unbind', () => {
+  it('takes the 3PID out of every lookup and writes a tombstone (mxid NULL) in the local log', async () => {
+    const bound = await internal(t, 'bind', { medium: 'email', address: 'gone@example.com', mxid: '@gone:hs.example' });
+    expect(bound.status).toBe(200);
+    expect(await everyLookup('email', 'gone@example.com')).toEqual(all('@gone:hs.example'));
+    const boundId = associationRows(t, 'email', 'gone@example.com').local[0]!['id'] as number;
+
+    clock().advance(5000);
+    const now = t.clock.now();
+    // the address in another case is the same 3PID
+    const res = await internal(t, 'unbind', { medium: 'email', address: 'Gone@Example.com', mxid: '@gone:hs.example' });
+    expect(res.status, res.text).toBe(200);
+    expect(res.json).toEqual({});
+
+    expect(await everyLookup('email', 'gone@example.com')).toEqual(all(undefined));
+    expect((await lookupV1(t, 'email', 'gone@example.com')).json).toEqual({});
+    expect((await bulkLookup(t, [['email', 'gone@example.com']])).json).toEqual({ threepids: [] });
+    const { local, global } = associationRows(t, 'email', 'gone@example.com');
+    expect(global).toEqual([]);
+    expect(local).toHaveLength(1);
+    expect(local[0]).toMatchObject({ medium: 'email', address: 'gone@example.com', mxid: null, ts: now });
+    // a new row: the replication log moves forward
+    expect(local[0]!['id'] as number).toBeGreaterThan(boundId);
+  });
+
+  it('of something not bound: {} and nothing changes', async () => {
+    const before = associationCounts(t);
+    const res = await internal(t, 'unbind', { medium: 'email', address: 'never@example.com', mxid: '@never:hs.example' });
+    expect(res.status, res.text).toBe(200);
+    expect(res.json).toEqual({});
+    expect(associationCounts(t)).toEqual(before);
+    expect(associationRows(t, 'email', 'never@example.com')).toEqual({ local: [], global: [] });
+  });
+
+  it('with an mxid that is not the bound one: {} and the binding stays', async () => {
+    await internal(t, 'bind', { medium: 'email', address: 'kept@example.com', mxid: '@keeper:hs.example' });
+    const before = associationRows(t, 'email', 'kept@example.com');
+    const res = await internal(t, 'unbind', { medium: 'email', address: 'kept@example.com', mxid: '@someone:hs.example' });
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual({});
+    expect(associationRows(t, 'email', 'kept@example.com')).toEqual(before);
+    expect(await everyLookup('email', 'kept@example.com')).toEqual(all('@keeper:hs.example'));
+  });
+
+  it('after a re-bind to another user, unbinding the former user leaves the new binding', async () => {
+    await internal(t, 'bind', { medium: 'email', address: 'moved@example.com', mxid: '@old:hs.example' });
+    clock().advance(1000);
+    await internal(t, 'bind', { medium: 'email', address: 'moved@example.com', mxid: '@new:hs.example' });
+    expect(await everyLookup('email', 'moved@example.com')).toEqual(all('@new:hs.example'));
+    const res = await internal(t, 'unbind', { medium: 'email', address: 'moved@example.com', mxid: '@old:hs.example' });
+    expect(res.json).toEqual({});
+    expect(await everyLookup('email', 'moved@example.com')).toEqual(all('@new:hs.example'));
+    // and the current one goes
+    await internal(t, 'unbind', { medium: 'email', address: 'moved@example.com', mxid: '@new:hs.example' });
+    expect(await everyLookup('email', 'moved@example.com')).toEqual(all(undefined));
+  });
+
+  it('a second unbind of the same binding answers {} and writes nothing more', async () => {
+    await internal(t, 'bind', { medium: 'email', address: 'twice@example.com', mxid: '@twice:hs.example' });
+    await internal(t, 'unbind', { medium: 'email', address: 'twice@example.com', mxid: '@twice:hs.example' });
+    const after = associationRows(t, 'email', 'twice@example.com');
+    clock().advance(1000);
+    const res = await internal(t, 'unbind', { medium: 'email', address: 'twice@example.com', mxid: '@twice:hs.example' });
+    expect(res.json).toEqual({});
+    expect(associationRows(t, 'email', 'twice@example.com')).toEqual(after);
+  });
+});
+
+describe('the client listener', () => {
+  it('has no internal endpoints: 404 M_UNRECOGNIZED, nothing stored', async () => {
+    const before = associationCounts(t);
+    for (const what of ['bind', 'unbind']) {
+      const res = await call(t.url(`${INTERNAL}/${what}`), {
+        body: { medium: 'email', address: 'outside@example.com', mxid: '@outside:hs.example' },
+      });
+      expect(res.status, res.text).toBe(404);
+      expect(res.json['errcode']).toBe('M_UNRECOGNIZED');
+    }
+    expect(associationCounts(t)).toEqual(before);
+  });
+
+  it('the internal listener is a different port', () => {
+    expect(new URL(t.internalUrl('/')).port).not.toBe(new URL(t.url('/')).port);
+  });
+});

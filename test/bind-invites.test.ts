@@ -1,0 +1,165 @@
+/**
+ * Pending third-party invites at bind time: the association carries the invites of that 3PID only, each with a
+ * `signed {mxid, token}` block under our long-term key; their rows are marked sent; later binds (of another
+ * address, or the same one again) carry none. Sydent's shared `extra_fields` dict leaked one bind's invites into
+ * every later association (sydent-behaviour §1.C, §12 item 1): it must not happen here.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ManualClock } from '../src/clock.js';
+import { call, emailConf, type Reply } from './helpers/email.js';
+import {
+  V1,
+  insertInvite,
+  internal,
+  lookupV1,
+  rows,
+  serverPublicKey,
+  validateEmail,
+  verifyOurs,
+  write,
+} from './helpers/flows.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
+
+let smtp: SmtpTestServer;
+let t: TestServer;
+let publicKey: Uint8Array;
+
+beforeAll(async () => {
+  smtp = await startSmtpServer();
+  t = await startTestServer({ conf: { email: emailConf(smtp.port) } });
+  publicKey = await serverPublicKey(t);
+});
+afterAll(async () => {
+  await t?.close();
+  await smtp?.close();
+});
+
+interface InviteTokenRow {
+  id: number;
+  medium: string;
+  address: string;
+  room_id: string;
+  sender: string;
+  token: string;
+  received_ts: number | null;
+  sent_ts: number | null;
+}
+const inviteRows = (address: string) =>
+  rows<InviteTokenRow>(t, 'SELECT * FROM invite_tokens WHERE address = ? ORDER BY id', address);
+
+async function validateAndBind(email: string, clientSecret: string, mxid: string): Promise<Reply> {
+  const sid = await validateEmail(t, smtp, { email, clientSecret, api: 'v1' });
+  const res = await call(t.url(`${V1}/3pid/bind`), { body: { sid, client_secret: clientSecret, mxid } });
+  expect(res.status, res.text).toBe(200);
+  return res;
+}
+
+interface InviteInAnswer {
+  medium: string;
+  address: string;
+  mxid: string;
+  room_id: string;
+  sender: string;
+  token: string;
+  signed: { mxid: string; token: string; signatures: Record<string, Record<string, string>> };
+}
+
+describe('a bind with pending invites', () => {
+  const received = Math.floor(Date.now() / 1000) - 3600;
+
+  it('carries exactly that 3PID\'s pending invites, signed, and marks them sent', async () => {
+    insertInvite(t, { address: 'invitee@example.com', room_id: '!room1:hs.example', sender: '@inviter:hs.example', token: 'tokOne', received_ts: received });
+    insertInvite(t, { address: 'invitee@example.com', room_id: '!room2:hs.example', sender: '@other:hs.example', token: 'tokTwo', received_ts: received });
+    // an invite already delivered, and one for somebody else: neither belongs in the answer
+    insertInvite(t, { address: 'invitee@example.com', room_id: '!old:hs.example', sender: '@inviter:hs.example', token: 'tokOld', received_ts: received });
+    const oldSent = received + 60;
+    write(t, 'UPDATE invite_tokens SET sent_ts = ? WHERE token = ?', oldSent, 'tokOld');
+    insertInvite(t, { address: 'bystander@example.com', room_id: '!room3:hs.example', sender: '@inviter:hs.example', token: 'tokBystander', received_ts: received });
+
+    (t.clock as ManualClock).advance(1000);
+    const now = t.clock.now();
+    const res = await validateAndBind('Invitee@Example.COM', 'invites-1', '@invitee:hs.example');
+
+    // the association, invites included, is signed by us
+    verifyOurs(res.json, publicKey);
+    expect(res.json).toMatchObject({ medium: 'email', address: 'invitee@example.com', mxid: '@invitee:hs.example' });
+    const invites = res.json['invites'] as InviteInAnswer[];
+    expect(Array.isArray(invites)).toBe(true);
+    expect([...invites].sort((a, b) => a.token.localeCompare(b.token))).toEqual([
+      {
+        medium: 'email',
+        address: 'invitee@example.com',
+        mxid: '@invitee:hs.example',
+        room_id: '!room1:hs.example',
+        sender: '@inviter:hs.example',
+        token: 'tokOne',
+        signed: { mxid: '@invitee:hs.example', token: 'tokOne', signatures: expect.any(Object) },
+      },
+      {
+        medium: 'email',
+        address: 'invitee@example.com',
+        mxid: '@invitee:hs.example',
+        room_id: '!room2:hs.example',
+        sender: '@other:hs.example',
+        token: 'tokTwo',
+        signed: { mxid: '@invitee:hs.example', token: 'tokTwo', signatures: expect.any(Object) },
+      },
+    ]);
+    for (const invite of invites) {
+      expect(Object.keys(invite.signed.signatures)).toEqual(['is.example.test']);
+      expect(Object.keys(invite.signed.signatures['is.example.test']!)).toEqual(['ed25519:0']);
+      verifyOurs(invite.signed, publicKey);
+      expect(() => verifyOurs({ ...invite.signed, mxid: '@mallory:hs.example' }, publicKey)).toThrow();
+    }
+
+    // rows: the two pending ones sent now (seconds), the old one untouched, the bystander's still pending
+    const sent = Math.floor(now / 1000);
+    expect(inviteRows('invitee@example.com').map((r) => [r.token, r.sent_ts])).toEqual([
+      ['tokOne', sent],
+      ['tokTwo', sent],
+      ['tokOld', oldSent],
+    ]);
+    expect(inviteRows('bystander@example.com').map((r) => [r.token, r.sent_ts])).toEqual([['tokBystander', null]]);
+  });
+
+  it('a bind of another address afterwards carries no invites (no shared state between binds)', async () => {
+    const res = await validateAndBind('unrelated@example.com', 'invites-2', '@unrelated:hs.example');
+    expect(res.json).not.toHaveProperty('invites');
+    expect(Object.keys(res.json).sort()).toEqual(['address', 'medium', 'mxid', 'not_after', 'not_before', 'signatures', 'ts']);
+    verifyOurs(res.json, publicKey);
+    expect((await lookupV1(t, 'email', 'unrelated@example.com')).json).not.toHaveProperty('invites');
+
+    const viaInternal = await internal(t, 'bind', { medium: 'email', address: 'unrelated2@example.com', mxid: '@u2:hs.example' });
+    expect(viaInternal.status).toBe(200);
+    expect(viaInternal.json).not.toHaveProperty('invites');
+    const stored = rows<{ sgAssoc: string }>(t, "SELECT sgAssoc FROM global_threepid_associations WHERE address LIKE 'unrelated%'");
+    expect(stored).toHaveLength(2);
+    for (const row of stored) expect(JSON.parse(row.sgAssoc)).not.toHaveProperty('invites');
+    // the bystander's invite is still waiting for its own bind
+    expect(inviteRows('bystander@example.com')[0]!.sent_ts).toBeNull();
+  });
+
+  it('binding the invited address again carries no invites: they were sent', async () => {
+    const res = await validateAndBind('invitee@example.com', 'invites-3', '@invitee:hs.example');
+    expect(res.json).not.toHaveProperty('invites');
+  });
+
+  it('the invite of a casefolded address is found by a bind typed in another case (Unicode folding)', async () => {
+    insertInvite(t, { address: 'strasse@example.com', room_id: '!room4:hs.example', sender: '@inviter:hs.example', token: 'tokStrasse' });
+    const res = await validateAndBind('Straße@Example.com', 'invites-4', '@strasse:hs.example');
+    const invites = res.json['invites'] as InviteInAnswer[];
+    expect(invites.map((i) => [i.token, i.address, i.mxid])).toEqual([['tokStrasse', 'strasse@example.com', '@strasse:hs.example']]);
+    verifyOurs(invites[0]!.signed, publicKey);
+    expect(inviteRows('strasse@example.com')[0]!.sent_ts).not.toBeNull();
+  });
+
+  it('the bystander gets its own invite when it binds, through the internal API too', async () => {
+    const res = await internal(t, 'bind', { medium: 'email', address: 'Bystander@example.com', mxid: '@bystander:hs.example' });
+    expect(res.status, res.text).toBe(200);
+    const invites = res.json['invites'] as InviteInAnswer[];
+    expect(invites.map((i) => [i.token, i.room_id, i.mxid])).toEqual([['tokBystander', '!room3:hs.example', '@bystander:hs.example']]);
+    verifyOurs(invites[0]!.signed, publicKey);
+    expect(inviteRows('bystander@example.com')[0]!.sent_ts).not.toBeNull();
+  });
+});
