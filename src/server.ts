@@ -10,6 +10,8 @@ import { createClientApi } from './http/client-api.js';
 import type { AppContext } from './http/context.js';
 import { createInternalApi } from './http/internal-api.js';
 import type { Logger } from './log.js';
+import { createMetricsApi } from './http/metrics-api.js';
+import { Metrics } from './metrics/metrics.js';
 import { openDatabase } from './store/database.js';
 import { ensurePepper } from './store/hashing.js';
 import { createReads } from './store/index.js';
@@ -27,6 +29,7 @@ export interface RunningServer {
   ctx: AppContext;
   clientUrl: string;
   internalUrl: string | null;
+  metricsUrl: string | null;
   /** stop accepting, drain the actors, close the database, remove the pid file; safe to call twice */
   close(): Promise<void>;
 }
@@ -39,16 +42,10 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const db = openDatabase(config.db.dbFile);
   ensurePepper(db, lookupHash);
   const identity = identityFromConfig(config);
-  const system = ActorSystem.start({ config, db, clock, log, identity });
-  const ctx: AppContext = {
-    config,
-    system,
-    clock,
-    identity,
-    reads: createReads(db),
-    terms,
-    log,
-  };
+  const reads = createReads(db);
+  const metrics = new Metrics(reads);
+  const system = ActorSystem.start({ config, db, clock, log, identity, metrics });
+  const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics };
 
   const apps: FastifyInstance[] = [];
   let closing: Promise<void> | null = null;
@@ -72,8 +69,16 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     if (opts.pidFile && config.general.pidfilePath) {
       fs.writeFileSync(config.general.pidfilePath, `${process.pid}\n`);
     }
-    log.info({ clientUrl, internalUrl, serverName: config.general.serverName }, 'sydent-ts started');
-    return { ctx, clientUrl, internalUrl, close };
+    let metricsUrl: string | null = null;
+    const { prometheusPort, prometheusAddr } = config.general;
+    // As Sydent: metrics only when both the port and the address are set ("" binds every address).
+    if (prometheusPort !== null && prometheusAddr !== null) {
+      const app = createMetricsApi(metrics, log);
+      apps.push(app);
+      metricsUrl = await listen(app, prometheusAddr || '0.0.0.0', prometheusPort);
+    }
+    log.info({ clientUrl, internalUrl, metricsUrl, serverName: config.general.serverName }, 'sydent-ts started');
+    return { ctx, clientUrl, internalUrl, metricsUrl, close };
   } catch (error) {
     await close();
     throw error;

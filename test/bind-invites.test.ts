@@ -123,6 +123,20 @@ describe('a bind with pending invites', () => {
     expect(inviteRows('bystander@example.com').map((r) => [r.token, r.sent_ts])).toEqual([['tokBystander', null]]);
   });
 
+  it('the invites stay out of what lookups read: the stored sgAssoc and the unauthenticated v1 lookup of the invitee carry no invites', async () => {
+    // Sydent's local push re-signs the association from the local row, so its sgAssoc has no invites; only its
+    // shared-dict bug put them there (sydent-behaviour §1.C). Room IDs, inviters and invite tokens are not for anyone
+    // who looks the address up.
+    const stored = rows<{ sgAssoc: string }>(t, "SELECT sgAssoc FROM global_threepid_associations WHERE address = 'invitee@example.com'");
+    expect(stored).toHaveLength(1);
+    const sgAssoc = JSON.parse(stored[0]!.sgAssoc) as Record<string, unknown>;
+    expect(sgAssoc).not.toHaveProperty('invites');
+    verifyOurs(sgAssoc, publicKey);
+    const lookup = await lookupV1(t, 'email', 'invitee@example.com');
+    expect(lookup.json['mxid']).toBe('@invitee:hs.example');
+    expect(lookup.json).not.toHaveProperty('invites');
+  });
+
   it('a bind of another address afterwards carries no invites (no shared state between binds)', async () => {
     const res = await validateAndBind('unrelated@example.com', 'invites-2', '@unrelated:hs.example');
     expect(res.json).not.toHaveProperty('invites');

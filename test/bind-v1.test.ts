@@ -111,6 +111,17 @@ describe('a validated session is bound', () => {
     expect(JSON.parse(global[0]!['sgAssoc'] as string)).toEqual(res.json);
   });
 
+  it('accepts a form-urlencoded body (v1 backwards compatibility)', async () => {
+    const sid = await v1Validate('form.bind@example.com', 'bind-v1-form');
+    const res = await call(t.url(`${V1}/3pid/bind`), {
+      body: { sid, client_secret: 'bind-v1-form', mxid: '@form:hs.example' },
+      form: true,
+    });
+    expect(res.status, res.text).toBe(200);
+    expect(res.json).toMatchObject({ address: 'form.bind@example.com', mxid: '@form:hs.example' });
+    verifyOurs(res.json, publicKey);
+  });
+
   it('accepts the sid as a number and binding the same session again (the newest binding wins)', async () => {
     const sid = await v1Validate('dave.again@example.com', 'bind-v1-dave');
     const first = await bind({ sid: Number(sid), client_secret: 'bind-v1-dave', mxid: '@dave:hs.example' });
@@ -169,11 +180,16 @@ describe('refusals store nothing', () => {
 });
 
 describe('sessions expire', () => {
-  it('24 h and 1 ms after validation: 400 M_SESSION_EXPIRED (own server: the clock moves)', async () => {
+  it('24 h after validation it binds; 24 h and 1 ms after: 400 M_SESSION_EXPIRED (own server: the clock moves)', async () => {
     const own = await startTestServer({ conf: { email: emailConf(smtp.port) } });
     try {
+      const onTime = await v1Validate('ontime@example.com', 'bind-v1-ontime', own);
       const sid = await v1Validate('late@example.com', 'bind-v1-late', own);
-      (own.clock as ManualClock).advance(DAY_MS + 1);
+      // exactly 24 h later a session still binds; one millisecond more and it has expired
+      (own.clock as ManualClock).advance(DAY_MS);
+      const ok = await bind({ sid: onTime, client_secret: 'bind-v1-ontime', mxid: '@ontime:hs.example' }, own);
+      expect(ok.status, ok.text).toBe(200);
+      (own.clock as ManualClock).advance(1);
       await expectRefused({ sid, client_secret: 'bind-v1-late', mxid: '@late:hs.example' }, 400, 'M_SESSION_EXPIRED', own);
       expect(associationRows(own, 'email', 'late@example.com')).toEqual({ local: [], global: [] });
     } finally {

@@ -3,6 +3,8 @@
  * `mxid` equal to the token's user. The answer is the association signed with our long-term key; the rows carry
  * the lookup hash under the pepper `hash_details` gives.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
 import { call, emailConf, type Reply } from './helpers/email.js';
@@ -15,6 +17,7 @@ import {
   associationCounts,
   associationRows,
   lookupPepper,
+  lookupV2,
   registerAccount,
   requestEmailToken,
   serverPublicKey,
@@ -163,6 +166,45 @@ describe('refusals store nothing', () => {
       expect(res.status, res.text).toBe(400);
       expect(res.json['errcode']).toBe('M_SESSION_EXPIRED');
       expect(associationCounts(own)).toEqual({ local: 0, global: 0 });
+    } finally {
+      await own.close();
+    }
+  });
+});
+
+describe('with terms configured', () => {
+  it('bind, hash_details and lookup answer 403 M_TERMS_NOT_SIGNED until the terms are accepted', async () => {
+    const termsFile = path.join(t.dir, 'bind-terms.yaml');
+    fs.writeFileSync(
+      termsFile,
+      'master_version: "bind_1"\ndocs:\n  tos:\n    version: "1.0"\n    langs:\n      en: {name: "Terms", url: "https://example.org/bind-tos-1.0-en.html"}\n',
+    );
+    const own = await startTestServer({ conf: mergeConf(env.conf, { general: { 'terms.path': termsFile }, email: emailConf(smtp.port) }) });
+    try {
+      const token = await registerAccount(own, env, 'carol');
+      const carolId = userIdOf(env, 'carol');
+      // v1 validation needs no terms; the v2 bind does
+      const sid = await validateEmail(own, smtp, { email: 'terms.bind@example.com', clientSecret: 'bind-v2-terms', api: 'v1' });
+      const body = { sid, client_secret: 'bind-v2-terms', mxid: carolId };
+      const refused = await call(own.url(`${V2}/3pid/bind`), { body, token });
+      expect(refused.status, refused.text).toBe(403);
+      expect(refused.json['errcode']).toBe('M_TERMS_NOT_SIGNED');
+      expect(associationCounts(own)).toEqual({ local: 0, global: 0 });
+      const details = await call(own.url(`${V2}/hash_details`), { token });
+      expect(details.status).toBe(403);
+      expect(details.json['errcode']).toBe('M_TERMS_NOT_SIGNED');
+      const lookup = await lookupV2(own, token, { addresses: [], algorithm: 'sha256', pepper: 'x' });
+      expect(lookup.status).toBe(403);
+      expect(lookup.json['errcode']).toBe('M_TERMS_NOT_SIGNED');
+
+      const accept = await call(own.url(`${V2}/terms`), { body: { user_accepts: ['https://example.org/bind-tos-1.0-en.html'] }, token });
+      expect(accept.status, accept.text).toBe(200);
+      const bound = await call(own.url(`${V2}/3pid/bind`), { body, token });
+      expect(bound.status, bound.text).toBe(200);
+      const pepper = await lookupPepper(own, token);
+      const hash = sha256Of('terms.bind@example.com', 'email', pepper);
+      const found = await lookupV2(own, token, { addresses: [hash], algorithm: 'sha256', pepper });
+      expect(found.json).toEqual({ mappings: { [hash]: carolId } });
     } finally {
       await own.close();
     }

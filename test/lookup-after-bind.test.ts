@@ -6,9 +6,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
+import { generateSeed, publicKeyFromSeed, signJson, verifySignedJson } from '../src/crypto/index.js';
 import { call, emailConf, type Reply } from './helpers/email.js';
 import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import {
+  HUNDRED_YEARS_MS,
   V1,
   V2,
   bulkLookup,
@@ -21,6 +23,7 @@ import {
   userIdOf,
   validateEmail,
   verifyOurs,
+  write,
 } from './helpers/flows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
@@ -157,6 +160,13 @@ describe('POST /v2/lookup', () => {
     });
   });
 
+  it('none: any whitespace between address and medium; the key is still the string as sent', async () => {
+    expect(await mappings('none', ['zed.lookup@example.com  email', 'zed.lookup@example.com\temail'])).toEqual({
+      'zed.lookup@example.com  email': '@zed:hs.example',
+      'zed.lookup@example.com\temail': '@zed:hs.example',
+    });
+  });
+
   it('sha256: the hash of the normalised address hits; other hashes are misses, not errors', async () => {
     const hit = sha256Of('zed.lookup@example.com', 'email', pepper);
     const unnormalised = sha256Of('Zed.Lookup@Example.COM', 'email', pepper);
@@ -175,6 +185,40 @@ describe('POST /v2/lookup', () => {
   it('an empty list answers no mappings', async () => {
     expect(await mappings('none', [])).toEqual({});
     expect(await mappings('sha256', [])).toEqual({});
+  });
+});
+
+describe('an association replicated from a peer', () => {
+  it('is found by every lookup; v1 answers it with the peer\'s signature and ours', async () => {
+    const seed = generateSeed();
+    const now = t.clock.now();
+    const assoc = signJson(
+      { medium: 'email', address: 'remote@example.com', mxid: '@remote:peer.example', ts: now, not_before: now, not_after: now + HUNDRED_YEARS_MS },
+      'peer.example',
+      { seed, version: '0' },
+    );
+    write(
+      t,
+      `INSERT INTO global_threepid_associations
+       (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
+       VALUES ('email', 'remote@example.com', ?, '@remote:peer.example', ?, ?, ?, 'peer.example', 1, ?)`,
+      sha256Of('remote@example.com', 'email', pepper),
+      now,
+      now,
+      now + HUNDRED_YEARS_MS,
+      JSON.stringify(assoc),
+    );
+    const res = await lookupV1(t, 'email', 'Remote@example.com');
+    expect(res.status, res.text).toBe(200);
+    expect(Object.keys(res.json['signatures'] as object).sort()).toEqual(['is.example.test', 'peer.example']);
+    verifySignedJson(res.json, 'peer.example', 'ed25519:0', publicKeyFromSeed(seed));
+    verifyOurs(res.json, publicKey);
+    expect((await bulkLookup(t, [['email', 'remote@example.com']])).json).toEqual({
+      threepids: [['email', 'remote@example.com', '@remote:peer.example']],
+    });
+    const hash = sha256Of('remote@example.com', 'email', pepper);
+    expect(await mappings('sha256', [hash])).toEqual({ [hash]: '@remote:peer.example' });
+    expect(await mappings('none', ['REMOTE@example.com email'])).toEqual({ 'REMOTE@example.com email': '@remote:peer.example' });
   });
 });
 

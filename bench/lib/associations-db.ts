@@ -16,10 +16,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
+import type { AutocannonRequest } from 'autocannon';
+
 import { lookupHash } from '../../src/crypto/hash.js';
+import { ASSOCIATION_LIFETIME_MS } from '../../src/store/associations.js';
 import { closeDatabase, openDatabase, type SqliteDatabase } from '../../src/store/database.js';
 import { ensurePepper } from '../../src/store/hashing.js';
-import { SERVER_NAME } from './sydent.js';
+import type { CannonSummary } from './cannon.js';
+import type { Extra, ScenarioContext, ScenarioResult } from './scenario.js';
+import { SERVER_NAME, type ConfSections, type SydentProcess } from './sydent.js';
 
 export interface AssociationsDbOptions {
   /** associations to insert; default 1,000,000 */
@@ -85,36 +90,42 @@ function tableIndexes(db: SqliteDatabase, table: string): Array<{ name: string; 
 }
 
 function build(file: string, count: number, serverName: string): Built['info'] {
-  const db = openDatabase(file); // schema + migrations, WAL
+  const db = openDatabase(file); // schema and migrations, as the server would create it
   try {
     const pepper = ensurePepper(db, lookupHash);
-    // Bulk-load settings for this throwaway build only; journal back to WAL at the end, as the server expects.
+    // Bulk-load settings for this throwaway build only; the journal goes back to WAL at the end, as openDatabase
+    // leaves it (the other pragmas are per connection).
     db.pragma('journal_mode = DELETE');
     db.pragma('synchronous = OFF');
     db.pragma('cache_size = -262144');
     const tables = ['global_threepid_associations', 'local_threepid_associations'];
+    // Sorting once per index after the load is much faster than keeping four random-order indexes up to date
+    // row by row; they are recreated from their own SQL, so the schema ends up exactly as the migrations made it.
     const indexes = tables.flatMap((t) => tableIndexes(db, t));
 
     const now = Date.now();
     const ts = now - 1000;
-    const notAfter = now + 100 * 365 * 24 * 60 * 60 * 1000;
-    const rowSql = (n: number, cols: number) => Array.from({ length: n }, () => `(${'?,'.repeat(cols - 1)}?)`).join(',');
+    const notAfter = now + ASSOCIATION_LIFETIME_MS;
+    const values = (n: number, cols: number) => Array.from({ length: n }, () => `(${'?,'.repeat(cols - 1)}?)`).join(',');
     const localSql = (n: number) =>
-      `INSERT INTO local_threepid_associations (id, medium, address, lookup_hash, mxid, ts, notBefore, notAfter) VALUES ${rowSql(n, 8)}`;
+      `INSERT INTO local_threepid_associations (id, medium, address, lookup_hash, mxid, ts, notBefore, notAfter) VALUES ${values(n, 8)}`;
     const globalSql = (n: number) =>
-      `INSERT INTO global_threepid_associations (id, medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc) VALUES ${rowSql(n, 11)}`;
+      `INSERT INTO global_threepid_associations (id, medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc) VALUES ${values(n, 11)}`;
     const localBatch = db.prepare(localSql(BATCH));
     const globalBatch = db.prepare(globalSql(BATCH));
 
     const sampleEvery = Math.max(1, Math.floor(count / SAMPLE_HITS));
     const sampleHits: string[] = [];
     const sampleHitMxids: string[] = [];
+    const accessToken = randomBytes(24).toString('hex');
+    const userId = `@bench:${serverName}`;
 
     db.transaction(() => {
       for (const { name } of indexes) db.exec(`DROP INDEX "${name.replace(/"/g, '""')}"`);
       const local: unknown[] = [];
       const global: unknown[] = [];
-      const flush = (n: number) => {
+      const flush = () => {
+        const n = local.length / 8;
         if (n === BATCH) {
           localBatch.run(local);
           globalBatch.run(global);
@@ -125,7 +136,6 @@ function build(file: string, count: number, serverName: string): Built['info'] {
         local.length = 0;
         global.length = 0;
       };
-      let pending = 0;
       for (let i = 1; i <= count; i++) {
         const address = addressOf(i);
         const mxid = mxidOf(i, serverName);
@@ -134,44 +144,244 @@ function build(file: string, count: number, serverName: string): Built['info'] {
           sampleHits.push(hash);
           sampleHitMxids.push(mxid);
         }
+        // ids 1…count in both tables, originId = the local id: what binds by this server leave behind (and the
+        // AUTOINCREMENT counters follow explicit ids, so later binds get count + 1…)
         local.push(i, 'email', address, hash, mxid, ts, ts, notAfter);
         global.push(i, 'email', address, hash, mxid, ts, ts, notAfter, serverName, i, '{}');
-        if (++pending === BATCH) {
-          flush(pending);
-          pending = 0;
-        }
+        if (local.length === BATCH * 8) flush();
       }
-      flush(pending);
+      flush();
       for (const { sql } of indexes) db.exec(sql);
-      // keep the autoincrement counters where inserts without ids would have left them
-      db.prepare(`UPDATE sqlite_sequence SET seq = ? WHERE name IN (${tables.map(() => '?').join(',')})`).run(count, ...tables);
-      db.prepare(
-        `INSERT INTO sqlite_sequence (name, seq) SELECT t.name, ? FROM (${tables.map(() => 'SELECT ? AS name').join(' UNION ALL ')}) t
-         WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence s WHERE s.name = t.name)`,
-      ).run(count, ...tables);
-
-      const accessToken = randomBytes(24).toString('hex');
-      const userId = `@bench:${serverName}`;
       db.prepare('INSERT INTO accounts (user_id, created_ts, consent_version) VALUES (?, ?, NULL)').run(userId, now);
       db.prepare('INSERT INTO tokens (token, user_id) VALUES (?, ?)').run(accessToken, userId);
-      built = { accessToken, userId };
     })();
-    let built: { accessToken: string; userId: string } | undefined;
-    // re-run to pick the values out of the transaction closure (assigned above)
-    void built;
     db.pragma('journal_mode = WAL');
-    db.exec('ANALYZE sqlite_master'); // no-op guard: keeps the file as openDatabase leaves it (see below)
-    return { count, serverName, pepper, accessToken: '', userId: '', sampleHits, sampleHitMxids, sampleMisses: [] };
+
+    // Misses: the hashes of addresses that are not in the table, so they look like any client's.
+    const sampleMisses: string[] = [];
+    for (let i = 0; i < SAMPLE_MISSES; i++) sampleMisses.push(lookupHash(`nobody${i}@bench.test`, 'email', pepper));
+    return { count, serverName, pepper, accessToken, userId, sampleHits, sampleHitMxids, sampleMisses };
   } finally {
     closeDatabase(db);
   }
 }
 
+function buildCached(count: number, serverName: string): Promise<Built> {
+  const key = `${count}@${serverName}`;
+  let built = cache.get(key);
+  if (!built) {
+    built = (async () => {
+      const file = path.join(ensureCacheDir(), `associations-${count}-${serverName}.db`);
+      const started = performance.now();
+      const info = build(file, count, serverName);
+      return { file, info, buildS: (performance.now() - started) / 1000 };
+    })();
+    // a failed build is not cached: the next scenario tries again (and reports its own failure)
+    built.catch(() => cache.delete(key));
+    cache.set(key, built);
+  }
+  return built;
+}
+
+/**
+ * Puts a database of `count` associations at `dbPath` (which must not exist yet): built on the first call of the
+ * bench process, copied on later ones. Use as (or in) a scenario's `prepareDb`.
+ */
 export async function prepareAssociationsDb(dbPath: string, opts: AssociationsDbOptions = {}): Promise<AssociationsDb> {
-  void dbPath;
-  void opts;
-  void build;
-  void ensureCacheDir;
-  void cache;
-  throw new Error('unfinished');
+  const count = opts.count ?? 1_000_000;
+  const serverName = opts.serverName ?? SERVER_NAME;
+  const fresh = !cache.has(`${count}@${serverName}`);
+  const { file, info, buildS } = await buildCached(count, serverName);
+  const started = performance.now();
+  fs.mkdirSync(path.dirname(dbPath), { recursive: true });
+  // a copy-on-write clone where the file system has them, a plain copy elsewhere
+  fs.copyFileSync(file, dbPath, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+  const copyS = (performance.now() - started) / 1000;
+  return { ...info, buildS: fresh ? buildS : 0, copyS, bytes: fs.statSync(dbPath).size };
+}
+
+// ---- for the scenarios that use such a database ----
+
+/**
+ * `BENCH_CPU_PROF=<dir>`: the sydent-ts processes these scenarios start run with `--cpu-prof --cpu-prof-dir <dir>`
+ * (a .cpuprofile each, written when the server exits; open in Chrome DevTools or read with any cpuprofile tool).
+ * For finding where the time goes; the figures of a profiled run are lower than usual.
+ */
+export const CPU_PROF_ENV = 'BENCH_CPU_PROF';
+
+export interface AssociationsServer {
+  server: SydentProcess;
+  db: AssociationsDb;
+  /** `Authorization: Bearer …` and a JSON content type */
+  authHeaders: Record<string, string>;
+}
+
+/** sydent-ts on a database of `count` associations (1,000,000 by default), built or copied before it starts. */
+export async function startAssociationsServer(
+  ctx: ScenarioContext,
+  opts: AssociationsDbOptions & { conf?: ConfSections } = {},
+): Promise<AssociationsServer> {
+  let db: AssociationsDb | undefined;
+  const profDir = process.env[CPU_PROF_ENV];
+  const savedNodeOptions = process.env.NODE_OPTIONS;
+  if (profDir) {
+    // spawnTs passes the bench's environment on: the flag reaches the server process only
+    fs.mkdirSync(profDir, { recursive: true });
+    process.env.NODE_OPTIONS = `${savedNodeOptions ?? ''} --cpu-prof --cpu-prof-dir=${path.resolve(profDir)}`.trim();
+  }
+  let server: SydentProcess;
+  try {
+    server = await ctx.startServer({
+      conf: opts.conf,
+      prepareDb: async (dbPath) => {
+        db = await prepareAssociationsDb(dbPath, opts);
+        ctx.log(
+          (db.buildS ? `built ${db.count} associations in ${db.buildS.toFixed(1)} s; ` : '') +
+            `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
+        );
+      },
+      startTimeoutMs: 60_000,
+    });
+  } finally {
+    if (profDir) {
+      if (savedNodeOptions === undefined) delete process.env.NODE_OPTIONS;
+      else process.env.NODE_OPTIONS = savedNodeOptions;
+    }
+  }
+  if (!db) throw new Error('the associations database was not prepared');
+  return {
+    server,
+    db,
+    authHeaders: { authorization: `Bearer ${db.accessToken}`, 'content-type': 'application/json' },
+  };
+}
+
+export const V2_LOOKUP_PATH = '/_matrix/identity/v2/lookup';
+
+/** One static v2 lookup request (built once by autocannon, sent as is). */
+export function lookupRequest(s: AssociationsServer, hashes: string[]): AutocannonRequest {
+  return {
+    method: 'POST',
+    path: V2_LOOKUP_PATH,
+    headers: s.authHeaders,
+    body: JSON.stringify({ algorithm: 'sha256', pepper: s.db.pepper, addresses: hashes }),
+  };
+}
+
+/** `hits` hashes that exist and `misses` that do not, interleaved (hit, miss, hit, …), from sample offsets. */
+export function mixedHashes(db: AssociationsDb, hits: number, misses: number, offset = 0): { hashes: string[]; expected: Map<string, string> } {
+  if (offset + hits > db.sampleHits.length || offset + misses > db.sampleMisses.length) {
+    throw new Error(`not enough sample hashes for ${hits} hits + ${misses} misses at ${offset}`);
+  }
+  const hashes: string[] = [];
+  const expected = new Map<string, string>();
+  for (let i = 0; i < Math.max(hits, misses); i++) {
+    if (i < hits) {
+      hashes.push(db.sampleHits[offset + i]!);
+      expected.set(db.sampleHits[offset + i]!, db.sampleHitMxids[offset + i]!);
+    }
+    if (i < misses) hashes.push(db.sampleMisses[offset + i]!);
+  }
+  return { hashes, expected };
+}
+
+/** One request outside the measurement: status and parsed JSON body. */
+export async function requestJson(
+  url: string,
+  init: { method?: string; headers?: Record<string, string>; body?: unknown } = {},
+): Promise<{ status: number; body: unknown; ms: number }> {
+  const started = performance.now();
+  const res = await fetch(url, {
+    method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
+    headers: init.headers,
+    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+  });
+  const text = await res.text();
+  const ms = performance.now() - started;
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: kept as text for the error message
+  }
+  return { status: res.status, body, ms };
+}
+
+/**
+ * Checks a v2 lookup answer before measuring: exactly the expected hash → mxid mappings (misses absent). Throws
+ * with what differs. Returns the time the request took, ms.
+ */
+export async function verifyLookup(s: AssociationsServer, hashes: string[], expected: Map<string, string>): Promise<number> {
+  const { status, body, ms } = await requestJson(`${s.server.baseUrl}${V2_LOOKUP_PATH}`, {
+    headers: s.authHeaders,
+    body: { algorithm: 'sha256', pepper: s.db.pepper, addresses: hashes },
+  });
+  const brief = (v: unknown) => JSON.stringify(v).slice(0, 300);
+  if (status !== 200) throw new Error(`lookup check: status ${status}: ${brief(body)}`);
+  const mappings = (body as { mappings?: Record<string, unknown> }).mappings;
+  if (!mappings || typeof mappings !== 'object') throw new Error(`lookup check: no mappings in ${brief(body)}`);
+  const got = Object.entries(mappings);
+  if (got.length !== expected.size) throw new Error(`lookup check: ${got.length} mappings, expected ${expected.size}`);
+  for (const [hash, mxid] of expected) {
+    if (mappings[hash] !== mxid) throw new Error(`lookup check: ${hash} → ${String(mappings[hash])}, expected ${mxid}`);
+  }
+  return ms;
+}
+
+/** Notes for anything but clean 2xx answers. */
+export function statusNotes(summary: CannonSummary): string[] {
+  const notes: string[] = [];
+  if (summary.non2xx > 0) {
+    const codes = Object.entries(summary.statusCodes)
+      .filter(([code]) => !code.startsWith('2'))
+      .map(([code, n]) => `${code} × ${n}`)
+      .join(', ');
+    notes.push(`${summary.non2xx} non-2xx answers (${codes})`);
+  }
+  if (summary.errors > 0) notes.push(`${summary.errors} socket errors (${summary.timeouts} timeouts)`);
+  return notes;
+}
+
+export interface BulkLookupOptions {
+  /** hashes per request, half hits, half misses */
+  hashes: number;
+  /** distinct request bodies (different hashes each), cycled per connection */
+  bodies: number;
+  /** autocannon connections; default the run's */
+  connections?: number;
+  /** a median goal to report against, ms */
+  goalP50Ms?: number;
+}
+
+/** A v2 lookup of many hashes per request against 1,000,000 associations, checked before it is measured. */
+export async function measureBulkLookup(ctx: ScenarioContext, opts: BulkLookupOptions): Promise<ScenarioResult> {
+  const s = await startAssociationsServer(ctx);
+  const hits = opts.hashes / 2;
+  const misses = opts.hashes - hits;
+  const bodies = Array.from({ length: opts.bodies }, (_, b) => mixedHashes(s.db, hits, misses, b * Math.max(hits, misses)));
+  const checkMs: number[] = [];
+  for (const { hashes, expected } of bodies) checkMs.push(await verifyLookup(s, hashes, expected));
+  const requests = bodies.map(({ hashes }) => lookupRequest(s, hashes));
+  const connections = opts.connections ?? ctx.connections;
+  const summary = await ctx.measure({ url: s.server.baseUrl, requests, connections });
+  const extras: Extra[] = [];
+  if (opts.goalP50Ms !== undefined) {
+    extras.push({
+      label: `**median latency (p50), ${connections} connection${connections === 1 ? '' : 's'}**`,
+      value: `**${summary.p50} ms** (goal: under ${opts.goalP50Ms} ms: ${summary.p50 < opts.goalP50Ms ? 'met' : 'NOT met'}); ` +
+        `mean ${summary.raw.latency.mean.toFixed(1)} ms, p90 ${summary.p90} ms, p99 ${summary.p99} ms`,
+    });
+  }
+  extras.push(
+    { label: 'hashes per request', value: `${opts.hashes.toLocaleString('en')} (${hits} hits, ${misses} misses)` },
+    { label: 'hashes looked up per second', value: Math.round(summary.rps * opts.hashes).toLocaleString('en') },
+    { label: 'connections', value: String(connections) },
+    { label: 'request body', value: `${(Buffer.byteLength(requests[0]!.body as string) / 1024).toFixed(0)} KiB` },
+    {
+      label: 'checks before measuring (cold, one request each)',
+      value: checkMs.map((ms) => `${ms.toFixed(0)} ms`).join(', ') + `: exactly the ${hits} expected mappings each`,
+    },
+    { label: 'associations in the database', value: s.db.count.toLocaleString('en') },
+  );
+  return { summary, extras, notes: statusNotes(summary) };
 }

@@ -3,6 +3,7 @@ import type { Clock } from '../clock.js';
 import type { SydentConfig } from '../config/types.js';
 import type { ServerIdentity } from '../identity.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/metrics.js';
 
 /** What the root actor hands to its supervisors: each takes the part it owns. */
 export interface SystemDeps {
@@ -11,4 +12,5 @@ export interface SystemDeps {
   clock: Clock;
   log: Logger;
   identity: ServerIdentity;
+  metrics?: Metrics;
 }

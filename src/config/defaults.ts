@@ -104,6 +104,11 @@ export function configDefaults(env: Env): ConfigDefaults {
       'msisdn.ratelimit.rate_hz': String(1 / 3600),
       'country.ratelimit.burst': '50',
       'country.ratelimit.rate_hz': String(1 / 60),
+      provider: 'openmarket',
+      'openmarket.url': 'https://smsc.openmarket.com/sms/v4/mt',
+      'twilio.account_sid': '',
+      'twilio.auth_token': '',
+      'twilio.url': 'https://api.twilio.com',
     },
     crypto: {
       'ed25519.signingkey': '',

@@ -120,6 +120,21 @@ export interface SmsConfig {
   rules: Record<string, 'allow' | 'reject'>;
   msisdnRatelimit: RateLimit;
   countryRatelimit: RateLimit;
+  /** sydent-ts: `provider`, the SMS gateway that sends the codes (Sydent only knew OpenMarket) */
+  provider: SmsProviderName;
+  /** sydent-ts: `openmarket.url`, OpenMarket's MT endpoint (overridable for tests and regional endpoints) */
+  openmarketUrl: string;
+  /** sydent-ts: `twilio.*`, used when `provider = twilio` */
+  twilio: TwilioConfig;
+}
+
+export type SmsProviderName = 'openmarket' | 'twilio';
+
+export interface TwilioConfig {
+  accountSid: string;
+  authToken: string;
+  /** the API base, without the `/2010-04-01/...` path */
+  url: string;
 }
 
 export interface PeerConfig {

@@ -8,6 +8,7 @@ import Fastify, {
 } from 'fastify';
 import FindMyWay from 'find-my-way';
 import { redactUrl, type Logger } from '../log.js';
+import type { Metrics } from '../metrics/metrics.js';
 import { errors, MatrixError } from './errors.js';
 
 /** Sydent's MAX_REQUEST_SIZE. */
@@ -23,6 +24,8 @@ const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD'] as const;
 
 export interface AppOptions {
   log: Logger;
+  /** counts and times every request by route */
+  metrics?: Metrics;
   /** addresses or CIDRs whose X-Forwarded-For is believed; false trusts nobody */
   trustProxy?: string[] | false;
   bodyLimit?: number;
@@ -63,6 +66,16 @@ export function createApp(opts: AppOptions): FastifyInstance {
   app.addHook('onRequest', async (_req, reply) => {
     reply.headers(CORS_HEADERS);
   });
+
+  const metrics = opts.metrics;
+  if (metrics) {
+    app.addHook('onResponse', async (req, reply) => {
+      // The route pattern, never the URL: URLs carry sids and tokens, and would explode the label set.
+      const route = req.routeOptions.url ?? 'unmatched';
+      metrics.httpRequests.inc({ route, method: req.method, status: String(reply.statusCode) });
+      metrics.httpDuration.observe({ route, method: req.method }, reply.elapsedTime / 1000);
+    });
+  }
 
   installBodyParsers(app);
 

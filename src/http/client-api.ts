@@ -18,7 +18,7 @@ import { statusRoutes } from './routes/status.js';
 export async function createClientApi(ctx: AppContext, log: Logger): Promise<FastifyInstance> {
   const { http, general } = ctx.config;
   const trustProxy = http.obeyXForwardedFor ? (http.trustedProxies.length ? http.trustedProxies : ['loopback']) : false;
-  const app = createApp({ log, trustProxy });
+  const app = createApp({ log, trustProxy, metrics: ctx.metrics });
   installAuth(app, ctx);
   await app.register(statusRoutes, { ctx });
   await app.register(pubkeyRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });

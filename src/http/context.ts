@@ -3,6 +3,7 @@ import type { Clock } from '../clock.js';
 import type { SydentConfig } from '../config/types.js';
 import type { ServerIdentity } from '../identity.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { StoreReads } from '../store/index.js';
 import type { TermsSource } from '../terms/terms.js';
 
@@ -18,6 +19,7 @@ export interface AppContext {
   reads: StoreReads;
   terms: TermsSource;
   log: Logger;
+  metrics: Metrics;
 }
 
 /** The API prefixes an endpoint group can be mounted under. */

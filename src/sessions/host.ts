@@ -38,6 +38,8 @@ export interface SessionHostDeps {
   /** how long a send may take before the request gives up waiting (the send goes on) */
   sendTimeoutMs?: number;
   idleMs?: number;
+  /** told of every state change (metrics) */
+  onTransition?: (from: string, to: string) => void;
 }
 
 /** What a request learns about its session after the event. */
@@ -291,7 +293,10 @@ export class SessionHost {
   private async persist(sid: number, live: Live, from: string, eventType: string, newSecret: string | undefined) {
     const context = live.actor.getSnapshot().context;
     const state = stateOf(live.actor);
-    if (from !== state) live.history = [...live.history, { at: this.deps.now(), event: eventType, from, to: state }].slice(-20);
+    if (from !== state) {
+      live.history = [...live.history, { at: this.deps.now(), event: eventType, from, to: state }].slice(-20);
+      this.deps.onTransition?.(from, state);
+    }
     const write: SessionWrite = {
       sid,
       state,

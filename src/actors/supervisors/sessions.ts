@@ -54,6 +54,7 @@ export const sessionsSupervisor = supervisor('sessions', {
         medium === 'email'
           ? askMailer(system.get('mailer') as AnyActorRef, 'ADMIT', { key })
           : Promise.resolve({ ok: true as const }),
+      onTransition: (from, to) => deps.metrics?.transitions.inc({ machine: 'validationSession', from, to }),
       newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),
     });
     const sweep = () => {

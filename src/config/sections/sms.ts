@@ -1,8 +1,9 @@
-import type { Originator, OriginatorType, SmsConfig } from '../types.js';
+import type { Originator, OriginatorType, SmsConfig, SmsProviderName } from '../types.js';
 import type { SectionValues } from '../values.js';
 import { readRateLimit } from './email.js';
 
 const ORIGINATOR_TYPES: readonly string[] = ['long', 'short', 'alpha'] satisfies OriginatorType[];
+const PROVIDERS: readonly string[] = ['openmarket', 'twilio'] satisfies SmsProviderName[];
 
 export function readSms(v: SectionValues): SmsConfig {
   const originators: Record<string, Originator[]> = {};
@@ -27,7 +28,36 @@ export function readSms(v: SectionValues): SmsConfig {
     rules,
     msisdnRatelimit: readRateLimit(v, 'msisdn.ratelimit'),
     countryRatelimit: readRateLimit(v, 'country.ratelimit'),
+    ...readProvider(v),
   };
+}
+
+/** sydent-ts keys: which gateway sends the SMS, and where it is. */
+function readProvider(v: SectionValues): Pick<SmsConfig, 'provider' | 'openmarketUrl' | 'twilio'> {
+  const provider = v.str('provider').toLowerCase();
+  if (!PROVIDERS.includes(provider)) v.fail('provider', 'not an SMS provider: use openmarket or twilio');
+  const twilio = {
+    accountSid: v.str('twilio.account_sid'),
+    authToken: v.str('twilio.auth_token'),
+    url: httpUrl(v, 'twilio.url').replace(/\/+$/, ''),
+  };
+  if (provider === 'twilio') {
+    if (twilio.accountSid === '') v.fail('twilio.account_sid', 'required when provider = twilio');
+    if (twilio.authToken === '') v.fail('twilio.auth_token', 'required when provider = twilio');
+  }
+  return { provider: provider as SmsProviderName, openmarketUrl: httpUrl(v, 'openmarket.url'), twilio };
+}
+
+function httpUrl(v: SectionValues, key: string): string {
+  const value = v.str(key);
+  let url: URL | null = null;
+  try {
+    url = new URL(value);
+  } catch {
+    // reported below
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) v.fail(key, 'not an http or https URL');
+  return value;
 }
 
 /** Sydent accepted any suffix, but one that is not a calling code can never match a number. */

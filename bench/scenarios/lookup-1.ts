@@ -1,0 +1,42 @@
+import {
+  V2_LOOKUP_PATH,
+  lookupRequest,
+  mixedHashes,
+  startAssociationsServer,
+  statusNotes,
+  verifyLookup,
+} from '../lib/associations-db.js';
+import type { Scenario } from '../lib/scenario.js';
+
+/** distinct request bodies, cycled by every connection: hit, miss, hit, miss, … */
+const BODIES = 16;
+
+const lookup1: Scenario = {
+  name: 'lookup-1',
+  description:
+    '`POST /_matrix/identity/v2/lookup` (sha256) of 1 hash, with 1,000,000 associations in the database: ' +
+    `${BODIES} request bodies cycled per connection, alternating a hash that exists and one that does not`,
+  async run(ctx) {
+    const s = await startAssociationsServer(ctx);
+    const { hashes, expected } = mixedHashes(s.db, BODIES / 2, BODIES / 2);
+    // every body on its own before measuring: hits answer their mxid, misses nothing
+    for (const hash of hashes) {
+      const mxid = expected.get(hash);
+      await verifyLookup(s, [hash], mxid ? new Map([[hash, mxid]]) : new Map());
+    }
+    const summary = await ctx.measure({
+      url: s.server.baseUrl,
+      requests: hashes.map((hash) => lookupRequest(s, [hash])),
+    });
+    return {
+      summary,
+      extras: [
+        { label: 'associations in the database', value: s.db.count.toLocaleString('en') },
+        { label: 'request', value: `${V2_LOOKUP_PATH}, 1 hash, half the requests a hit, Authorization: Bearer` },
+      ],
+      notes: statusNotes(summary),
+    };
+  },
+};
+
+export default lookup1;
