@@ -1,5 +1,6 @@
 import { ConfigError, loadConfig } from './config/index.js';
 import { createLogger } from './log.js';
+import { isPeersCommand, peersMain } from './replication/cli.js';
 import { startServer } from './server.js';
 import { TermsError } from './terms/terms.js';
 
@@ -28,11 +29,21 @@ function parseArgs(argv: string[]): CommandLine {
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`sydent-ts: ${problem}\n`);
-  process.stderr.write('usage: sydent-ts [--config PATH]\n');
+  process.stderr.write('usage: sydent-ts [--config PATH]\n       sydent-ts [--config PATH] peers add|list|remove … (sydent-ts peers --help)\n');
   process.exit(problem ? 2 : 0);
 }
 
 async function main(): Promise<void> {
+  // `sydent-ts [--config PATH] peers add|list|remove …`: replication peers, then exit
+  if (isPeersCommand(process.argv.slice(2))) {
+    process.exitCode = peersMain(process.argv.slice(2), {
+      stdout: (text) => process.stdout.write(text),
+      stderr: (text) => process.stderr.write(text),
+      env: process.env,
+      cwd: process.cwd(),
+    });
+    return;
+  }
   const args = parseArgs(process.argv.slice(2));
   let loaded;
   try {

@@ -9,6 +9,8 @@ import { identityFromConfig } from './identity.js';
 import { createClientApi } from './http/client-api.js';
 import type { AppContext } from './http/context.js';
 import { createInternalApi } from './http/internal-api.js';
+import { startReplicationListener } from './http/replication-api.js';
+import { loadReplicationTls } from './replication/tls.js';
 import type { Logger } from './log.js';
 import { createMetricsApi } from './http/metrics-api.js';
 import { Metrics } from './metrics/metrics.js';
@@ -30,6 +32,8 @@ export interface RunningServer {
   clientUrl: string;
   internalUrl: string | null;
   metricsUrl: string | null;
+  /** the replication listener (mutual TLS), when `replication.https.certfile` is set and readable */
+  replicationUrl: string | null;
   /** stop accepting, drain the actors, close the database, remove the pid file; safe to call twice */
   close(): Promise<void>;
 }
@@ -48,10 +52,12 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics };
 
   const apps: FastifyInstance[] = [];
+  /** listeners that are not a plain fastify app (the replication listener) */
+  const listeners: Array<{ close(): Promise<void> }> = [];
   let closing: Promise<void> | null = null;
   const close = () => (closing ??= shutdown());
   async function shutdown(): Promise<void> {
-    await Promise.allSettled(apps.map((app) => app.close()));
+    await Promise.allSettled([...apps.map((app) => app.close()), ...listeners.map((l) => l.close())]);
     await system.stop();
     if (opts.pidFile && config.general.pidfilePath) fs.rmSync(config.general.pidfilePath, { force: true });
   }
@@ -66,6 +72,16 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       apps.push(internal);
       internalUrl = await listen(internal, config.http.internalApi.bindAddress, config.http.internalApi.port);
     }
+    let replicationUrl: string | null = null;
+    // As Sydent: no certificate (unset or unreadable), no replication listener; the replication supervisor says so.
+    const replicationTls = loadReplicationTls(config);
+    if (replicationTls.ok) {
+      const listener = await startReplicationListener(ctx, log, replicationTls.tls, config.http.replication);
+      listeners.push(listener);
+      replicationUrl = listener.url;
+    } else if (config.http.replication.certfile !== '') {
+      log.warn({ reason: replicationTls.reason }, 'no replication listener');
+    }
     if (opts.pidFile && config.general.pidfilePath) {
       fs.writeFileSync(config.general.pidfilePath, `${process.pid}\n`);
     }
@@ -77,8 +93,8 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       apps.push(app);
       metricsUrl = await listen(app, prometheusAddr || '0.0.0.0', prometheusPort);
     }
-    log.info({ clientUrl, internalUrl, metricsUrl, serverName: config.general.serverName }, 'sydent-ts started');
-    return { ctx, clientUrl, internalUrl, metricsUrl, close };
+    log.info({ clientUrl, internalUrl, metricsUrl, replicationUrl, serverName: config.general.serverName }, 'sydent-ts started');
+    return { ctx, clientUrl, internalUrl, metricsUrl, replicationUrl, close };
   } catch (error) {
     await close();
     throw error;

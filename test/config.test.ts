@@ -142,6 +142,9 @@ describe('first run', () => {
       rules: {},
       msisdnRatelimit: { burst: 5, rateHz: 1 / 3600 },
       countryRatelimit: { burst: 50, rateHz: 1 / 60 },
+      provider: 'openmarket',
+      openmarketUrl: 'https://smsc.openmarket.com/sms/v4/mt',
+      twilio: { accountSid: '', authToken: '', url: 'https://api.twilio.com' },
     });
     expect(config.peers).toEqual({});
   });
@@ -418,6 +421,23 @@ describe('values', () => {
     expect(config.sms.countryRatelimit).toEqual({ burst: 7, rateHz: 1 / 60 });
   });
 
+  it('reads the SMS provider keys (openmarket.url, provider = twilio and its account)', () => {
+    const om = load('[sms]\nopenmarket.url = http://127.0.0.1:9000/sms/v4/mt\n').config.sms;
+    expect(om.provider).toBe('openmarket');
+    expect(om.openmarketUrl).toBe('http://127.0.0.1:9000/sms/v4/mt');
+    const tw = load(
+      [
+        '[sms]',
+        'provider = Twilio',
+        'twilio.account_sid = AC123',
+        'twilio.auth_token = secret',
+        'twilio.url = http://127.0.0.1:9001/',
+      ].join('\n'),
+    ).config.sms;
+    expect(tw.provider).toBe('twilio');
+    expect(tw.twilio).toEqual({ accountSid: 'AC123', authToken: 'secret', url: 'http://127.0.0.1:9001' });
+  });
+
   it('reads [peer.NAME] sections', () => {
     const { config, warnings } = load(
       [
@@ -517,6 +537,11 @@ describe('invalid values', () => {
     ['[sms]\noriginators.uk = long:1', '[sms] originators.uk'],
     ['[sms]\nsmsrule.44 = deny', `[sms] smsrule.44 = "deny": Invalid SMS rule action: deny, expecting 'allow' or 'reject'`],
     ['[sms]\nsmsrule.default = reject', '[sms] smsrule.default'],
+    ['[sms]\nprovider = nexmo', '[sms] provider = "nexmo": not an SMS provider: use openmarket or twilio'],
+    ['[sms]\nprovider = twilio\ntwilio.auth_token = t', '[sms] twilio.account_sid = "": required when provider = twilio'],
+    ['[sms]\nprovider = twilio\ntwilio.account_sid = AC1', '[sms] twilio.auth_token = "": required when provider = twilio'],
+    ['[sms]\nopenmarket.url = smsc.openmarket.com', '[sms] openmarket.url = "smsc.openmarket.com": not an http or https URL'],
+    ['[sms]\ntwilio.url = ftp://api.twilio.com', '[sms] twilio.url = "ftp://api.twilio.com": not an http or https URL'],
     ['templates.path = no/such/dir', '[general] templates.path = "no/such/dir":'],
     ['homeserver_allow_list = hs.example', '[general] homeserver_allow_list = "hs.example": cannot be used while [general] enable_v1_access is true'],
     ['log.level = chatty', '[general] log.level'],

@@ -166,6 +166,16 @@ describe('v1 store-invite (no authentication)', () => {
     expect(invite.params.get('guest_user_id')).toBe('@g:hs.test');
   });
 
+  it('the row keeps the address Unicode-casefolded (ß → ss), the mail goes to the address as sent', async () => {
+    const address = 'Strauß.Invite@Example.COM';
+    const res = await storeInvite(t, 'v1', inviteBody({ address }));
+    expect(res.status, res.text).toBe(200);
+    expect(inviteTokenRows(t).filter((r) => r.token === res.json['token'])).toMatchObject([{ address: 'strauss.invite@example.com' }]);
+    expect(res.json['display_name']).toBe('Str...@Exa...');
+    const invite = readInviteMail(await theMailTo(address));
+    expect(invite.token).toBe(res.json['token']);
+  });
+
   it('one row per invite: two invites to the same address have two tokens and two keys', async () => {
     const address = 'twice@example.com';
     const a = await storeInvite(t, 'v1', inviteBody({ address, room_id: '!one:hs.test' }));

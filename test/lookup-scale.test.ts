@@ -23,10 +23,10 @@ beforeAll(async () => {
   t = await startTestServer({ conf: env.conf });
   token = await registerAccount(t, env, 'scaler');
   pepper = await lookupPepper(t, token);
-  // 500 bindings, 25 requests at a time
-  for (let start = 0; start < BOUND; start += 25) {
+  // 500 bindings, 50 requests at a time
+  for (let start = 0; start < BOUND; start += 50) {
     const replies = await Promise.all(
-      Array.from({ length: 25 }, (_, k) =>
+      Array.from({ length: 50 }, (_, k) =>
         internal(t, 'bind', { medium: 'email', address: address(start + k), mxid: mxidOf(start + k) }),
       ),
     );

@@ -61,6 +61,7 @@ const bind: Scenario = {
       },
     };
     const summary = await ctx.measure({ url: internalUrl, requests: [request] });
+    const retries = s.server.process.stderr().split('\n').filter((l) => l.includes('homeserver callback failed')).length;
     return {
       summary,
       extras: [
@@ -69,6 +70,10 @@ const bind: Scenario = {
         {
           label: 'homeserver callbacks',
           value: `one per bind, to ${HOMESERVER}: refused at once by the outbound IP guard (loopback), retried later`,
+        },
+        {
+          label: 'failed callback attempts logged (WARNING "homeserver callback failed; will retry", expected here)',
+          value: String(retries),
         },
       ],
       notes: statusNotes(summary),

@@ -5,6 +5,7 @@
  */
 import type { AnyActorRef } from 'xstate';
 import { askNotifier } from '../actors/supervisors/notifier.js';
+import { askReplication } from '../actors/supervisors/replication.js';
 import { askStore } from '../actors/supervisors/store.js';
 import type { AnyActorSystem } from '../actors/supervisor.js';
 import type { Clock } from '../clock.js';
@@ -40,22 +41,33 @@ export async function bindThreepid(deps: BinderDeps, threepid: Threepid, mxid: s
     callbackDestination: destination,
   });
   if (destination) wakeNotifier(deps);
+  wakeReplication(deps);
   return signed;
 }
 
 /** `false` when that binding did not exist here (the answer is the same: it is gone). */
 export async function unbindThreepid(deps: BinderDeps, threepid: Threepid, mxid: string): Promise<boolean> {
-  return askStore(deps.system.get('store') as AnyActorRef, 'ASSOCIATION_UNBIND', {
+  const removed = await askStore(deps.system.get('store') as AnyActorRef, 'ASSOCIATION_UNBIND', {
     medium: threepid.medium,
     address: threepid.address,
     mxid,
     now: deps.clock.now(),
   });
+  // the tombstone is in the replication log
+  if (removed) wakeReplication(deps);
+  return removed;
 }
 
 function wakeNotifier(deps: BinderDeps): void {
   // The callback is already stored: a lost wake-up only delays it until the notifier's next look.
   askNotifier(deps.system.get('notifier') as AnyActorRef, 'WAKE', {}).catch((err: unknown) =>
     deps.log.warn({ err }, 'could not wake the notifier'),
+  );
+}
+
+function wakeReplication(deps: BinderDeps): void {
+  // The log row is committed: a lost wake-up only delays the push until the replication tick (10 s).
+  askReplication(deps.system.get('replication') as AnyActorRef, 'WAKE', {}).catch((err: unknown) =>
+    deps.log.warn({ err }, 'could not wake replication'),
   );
 }

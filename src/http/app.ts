@@ -45,7 +45,7 @@ export function createApp(opts: AppOptions): FastifyInstance {
     return503OnClosing: true,
     // No type coercion: a string is not an array of one string, and `true` is not "true". Fields that Sydent
     // accepted in several types (send_attempt) are parsed by their handlers. allErrors lists every missing field.
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
     forceCloseConnections: 'idle',
   });
 

@@ -7,6 +7,7 @@ import { bindRoutes } from './routes/bind.js';
 import { emailRoutes } from './routes/email.js';
 import { inviteRoutes } from './routes/invites.js';
 import { lookupRoutes } from './routes/lookup.js';
+import { msisdnRoutes } from './routes/msisdn.js';
 import { unbindRoutes } from './routes/unbind.js';
 import { threepidRoutes } from './routes/threepid.js';
 import { termsRoutes } from './routes/terms.js';
@@ -29,6 +30,7 @@ export async function createClientApi(ctx: AppContext, log: Logger): Promise<Fas
     const prefix = api === 'v2' ? V2_PREFIX : V1_PREFIX;
     if (api === 'v1') await app.register(pubkeyRoutes, { ctx, api, prefix });
     await app.register(emailRoutes, { ctx, api, prefix });
+    await app.register(msisdnRoutes, { ctx, api, prefix });
     await app.register(threepidRoutes, { ctx, api, prefix });
     await app.register(lookupRoutes, { ctx, api, prefix });
     if (api === 'v2' || general.enableV1Associations) await app.register(bindRoutes, { ctx, api, prefix });

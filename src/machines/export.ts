@@ -69,7 +69,8 @@ export function toMermaid(machine: AnyStateMachine): string {
   const lines = ['stateDiagram-v2'];
   const initial = root.initial?.target[0];
   if (initial) lines.push(`  [*] --> ${mermaidId(pathOf(initial, id))}`);
-  const seen = new Set<string>();
+  // One arrow per (from, to, guard), listing its events: the diagram stays readable.
+  const edges = new Map<string, { from: string; to: string; guard: string | undefined; events: string[] }>();
   for (const { path, node } of atomicStates(root)) {
     if (node.type === 'final') lines.push(`  ${mermaidId(path)} --> [*]`);
     const own = node.on;
@@ -80,12 +81,16 @@ export function toMermaid(machine: AnyStateMachine): string {
         if (!target) continue;
         const to = pathOf(target, id);
         const guard = nameOf(t.guard);
-        const label = `${eventLabel(event, node.invoke)}${guard ? ` [${guard}]` : ''}`;
-        const line = `  ${mermaidId(path)} --> ${mermaidId(to)} : ${label}`;
-        if (!seen.has(line)) lines.push(line);
-        seen.add(line);
+        const key = `${path}|${to}|${guard ?? ''}`;
+        const edge = edges.get(key) ?? { from: path, to, guard, events: [] };
+        const label = eventLabel(event, node.invoke);
+        if (!edge.events.includes(label)) edge.events.push(label);
+        edges.set(key, edge);
       }
     }
+  }
+  for (const e of edges.values()) {
+    lines.push(`  ${mermaidId(e.from)} --> ${mermaidId(e.to)} : ${e.events.join(', ')}${e.guard ? ` [${e.guard}]` : ''}`);
   }
   return `${lines.join('\n')}\n`;
 }

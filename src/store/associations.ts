@@ -50,7 +50,7 @@ interface GlobalRow {
 
 export class AssociationReads {
   private readonly newest: Database.Statement<[string, string, number, number], GlobalRow>;
-  private readonly byHashes: Database.Statement<[string, number, number], { lookup_hash: string; mxid: string; ts: number }>;
+  private readonly byHashes: Database.Statement<[string, number, number], { lookup_hash: string; mxid: string }>;
   private readonly pepperStmt: Database.Statement<[], { lookup_pepper: string }>;
 
   constructor(db: Database.Database) {
@@ -60,8 +60,9 @@ export class AssociationReads {
     );
     // One query for any number of hashes: json_each feeds the indexed lookup_hash column.
     this.byHashes = db.prepare(
-      `SELECT lookup_hash, mxid, ts FROM global_threepid_associations
-       WHERE lookup_hash IN (SELECT value FROM json_each(?)) AND notBefore <= ? AND notAfter > ?`,
+      `SELECT lookup_hash, mxid FROM global_threepid_associations
+       WHERE lookup_hash IN (SELECT value FROM json_each(?)) AND notBefore <= ? AND notAfter > ?
+       ORDER BY ts, id`,
     );
     this.pepperStmt = db.prepare('SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1');
   }
@@ -79,13 +80,11 @@ export class AssociationReads {
 
   /** hash → mxid of the newest binding, for the hashes that have one. */
   lookupHashes(hashes: readonly string[], now: number): Map<string, string> {
-    const found = new Map<string, { mxid: string; ts: number }>();
-    if (hashes.length === 0) return new Map();
-    for (const row of this.byHashes.iterate(JSON.stringify(hashes), now, now)) {
-      const seen = found.get(row.lookup_hash);
-      if (!seen || row.ts > seen.ts) found.set(row.lookup_hash, { mxid: row.mxid, ts: row.ts });
-    }
-    return new Map([...found].map(([h, v]) => [h, v.mxid]));
+    const found = new Map<string, string>();
+    if (hashes.length === 0) return found;
+    // Rows come oldest first (ties by id): the last one seen for a hash is its newest binding.
+    for (const row of this.byHashes.iterate(JSON.stringify(hashes), now, now)) found.set(row.lookup_hash, row.mxid);
+    return found;
   }
 }
 
@@ -137,16 +136,18 @@ export class AssociationWrites {
         mxid: req.mxid,
         signed: req.sign({ mxid: req.mxid, token: invite.token }),
       }));
-      const assoc: Association & { invites?: unknown[] } = {
+      const assoc: Association = {
         medium: req.medium,
         address: req.address,
         mxid: req.mxid,
         ts: req.now,
         not_before: req.now,
         not_after: notAfter,
-        ...(invites.length ? { invites } : {}),
       };
-      const signed = req.sign(assoc);
+      // What lookups and peers see carries no invites (room ids, senders, tokens are the homeserver's business);
+      // the answer and the callback carry this 3PID's invites, signed in.
+      const published = req.sign(assoc);
+      const signed = invites.length ? req.sign({ ...assoc, invites }) : published;
       const localId = Number(
         this.insertLocal.run(req.medium, req.address, lookupHash, req.mxid, req.now, req.now, notAfter).lastInsertRowid,
       );
@@ -160,7 +161,7 @@ export class AssociationWrites {
         notAfter,
         req.serverName,
         localId,
-        JSON.stringify(signed),
+        JSON.stringify(published),
       );
       // invite_tokens keeps Sydent's seconds.
       if (invites.length) this.markSent.run(Math.floor(req.now / 1000), req.medium, req.address);

@@ -3,6 +3,7 @@ import { AccountReads, AccountWrites } from './accounts.js';
 import { AssociationReads, AssociationWrites } from './associations.js';
 import { CallbackReads, CallbackWrites } from './callbacks.js';
 import { InviteReads, InviteWrites } from './invites.js';
+import { PeerReads, PeerWrites } from './peers.js';
 import { SessionReads, SessionWrites } from './sessions.js';
 
 /** The read side of the store: prepared statements used directly where a hop through an actor costs too much. */
@@ -12,6 +13,8 @@ export interface StoreReads {
   associations: AssociationReads;
   callbacks: CallbackReads;
   invites: InviteReads;
+  /** replication peers and the replication log */
+  peers: PeerReads;
 }
 
 /** The write side: only the store actor holds it. */
@@ -21,6 +24,8 @@ export interface StoreWrites {
   callbacks: CallbackWrites;
   associations: AssociationWrites;
   invites: InviteWrites;
+  /** replication: peers, cursors, inbound batches */
+  peers: PeerWrites;
 }
 
 export function createReads(db: Database.Database): StoreReads {
@@ -30,6 +35,7 @@ export function createReads(db: Database.Database): StoreReads {
     associations: new AssociationReads(db),
     callbacks: new CallbackReads(db),
     invites: new InviteReads(db),
+    peers: new PeerReads(db),
   };
 }
 
@@ -41,5 +47,6 @@ export function createWrites(db: Database.Database): StoreWrites {
     callbacks,
     associations: new AssociationWrites(db, callbacks),
     invites: new InviteWrites(db),
+    peers: new PeerWrites(db),
   };
 }

@@ -3,11 +3,13 @@ import { ALPHANUMERIC, DIGITS, randomString } from '../../crypto/index.js';
 import type { SessionEvent } from '../../machines/validation-session.js';
 import { bindThreepid, type BinderDeps } from '../../bindings/binder.js';
 import { createEmailTokenSender } from '../../sessions/email-token.js';
+import { createSmsTokenSender } from '../../sessions/sms-token.js';
 import { SessionHost, type RequestTokenArgs } from '../../sessions/host.js';
 import { createReads } from '../../store/index.js';
 import type { SystemDeps } from '../deps.js';
 import { call, supervisor, type AnyActorSystem } from '../supervisor.js';
 import { askMailer } from './mailer.js';
+import { askSms } from './sms.js';
 import { askStore } from './store.js';
 
 /** Sydent purges sessions five lifetimes after their last change, every 10 minutes. */
@@ -49,11 +51,12 @@ export const sessionsSupervisor = supervisor('sessions', {
         create: (medium, clientSecret, write) => askStore(store(), 'SESSION_CREATE', { medium, clientSecret, write }),
         save: (write, expectedVersion) => askStore(store(), 'SESSION_SAVE', { write, expectedVersion }),
       },
-      senders: { email: createEmailTokenSender(deps, system) },
+      senders: { email: createEmailTokenSender(deps, system), msisdn: createSmsTokenSender(deps, system) },
+      // msisdn: the requester is the number itself (per-number, then per-country limits, sms supervisor)
       admit: (medium, key) =>
         medium === 'email'
           ? askMailer(system.get('mailer') as AnyActorRef, 'ADMIT', { key })
-          : Promise.resolve({ ok: true as const }),
+          : askSms(system.get('sms') as AnyActorRef, 'ADMIT', { msisdn: key }),
       onTransition: (from, to) => deps.metrics?.transitions.inc({ machine: 'validationSession', from, to }),
       newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),
     });

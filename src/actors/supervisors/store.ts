@@ -3,6 +3,7 @@ import { closeDatabase } from '../../store/database.js';
 import { createWrites, type StoreWrites } from '../../store/index.js';
 import type { BindRequest } from '../../store/associations.js';
 import type { NewInvite } from '../../store/invites.js';
+import type { ApplyPushRequest } from '../../store/peers.js';
 import type { CallbackEnqueue, ClaimRequest } from '../../store/callbacks.js';
 import type { SessionWrite } from '../../store/sessions.js';
 import type { SystemDeps } from '../deps.js';
@@ -35,6 +36,11 @@ export const storeHandlers = {
   EPHEMERAL_KEY_CHECK: (e: { publicKey: string }, r: StoreResource) => r.writes.invites.checkEphemeralKey(e.publicKey),
   ASSOCIATION_UNBIND: (e: { medium: string; address: string; mxid: string; now: number }, r: StoreResource) =>
     r.writes.associations.unbind(e.medium, e.address, e.mxid, e.now),
+  // Replication: a peer acknowledged our log up to lastId (its cursor moves); a verified inbound batch, stored
+  // whole in one transaction.
+  PEER_SENT: (e: { name: string; lastId: number; now: number }, r: StoreResource) =>
+    r.writes.peers.markSent(e.name, e.lastId, e.now),
+  REPLICATION_APPLY: (e: ApplyPushRequest, r: StoreResource) => r.writes.peers.applyPush(e),
   // Homeserver callbacks (the notifier's outbox). CALLBACK_ENQUEUE records one in its own transaction (a bind
   // records it inside the bind's transaction instead); the others are the notifier worker's.
   CALLBACK_ENQUEUE: (e: CallbackEnqueue, r: StoreResource) =>

@@ -1,3 +1,4 @@
+import { casefold } from '../../util/casefold.js';
 import { hostname } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import type { EmailConfig, RateLimit, SmtpTlsMode } from '../types.js';
@@ -38,7 +39,7 @@ export function readEmail(v: SectionValues, serverName: string, templatesPath: s
     domainObfuscateCharacters: v.int('email.third_party_invite_domain_obfuscate_characters', 0),
     homeserverBlocklist: v.lines('email.third_party_invite_homeserver_blocklist'),
     roomBlocklist: v.lines('email.third_party_invite_room_blocklist'),
-    keywordBlocklist: v.lines('email.third_party_invite_keyword_blocklist').map((k) => k.toLowerCase()),
+    keywordBlocklist: v.lines('email.third_party_invite_keyword_blocklist').map((k) => casefold(k)),
     ratelimitSender: readRateLimit(v, 'email.ratelimit_sender'),
   };
 }

@@ -1,12 +1,61 @@
 import type { FastifyInstance } from 'fastify';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import { askNotifier } from '../../actors/supervisors/notifier.js';
+import { askReplication } from '../../actors/supervisors/replication.js';
 import { askSessions } from '../../actors/supervisors/sessions.js';
+import { sameSecret } from '../../machines/validation-session.js';
+import { toMermaid } from '../../machines/export.js';
+import { MACHINES } from '../../machines/index.js';
 import { redactSessionContext } from '../../sessions/redact.js';
+import { tokenFromRequest } from '../auth.js';
 import type { AppContext } from '../context.js';
 import { errors } from '../errors.js';
+import { DEBUG_PAGE } from '../debug/page.js';
 
-/** Live state for operators, on the internal listener only. Never secrets. */
-export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext }): Promise<void> {
+const require = createRequire(import.meta.url);
+
+/** Live counts per machine state, for the page's diagrams. */
+export type MachineCounts = Record<string, () => Record<string, number>>;
+
+/**
+ * Live state for operators, on the internal listener only, optionally behind `internalapi.admin_token`.
+ * Never secrets: no tokens, client secrets, keys or 3PID addresses.
+ */
+export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext; counts?: MachineCounts }): Promise<void> {
   const { ctx } = opts;
+  const adminToken = ctx.config.http.internalAdminToken;
+  if (adminToken) {
+    app.addHook('onRequest', async (req) => {
+      // The page itself and the renderer hold no data; everything they show is fetched with the token.
+      const path = req.url.split('?', 1)[0] ?? '';
+      if (!path.startsWith('/_sydent/debug') || path === '/_sydent/debug/' || path.startsWith('/_sydent/debug/assets/')) return;
+      const given = tokenFromRequest(req);
+      if (!given || !sameSecret(given, adminToken)) throw errors.unauthorized();
+    });
+  }
+
+  const counts: MachineCounts = {
+    'validation-session': () => ctx.reads.sessions.countByState(),
+    callback: () => ({ ...ctx.reads.callbacks.counts() }),
+    ...opts.counts,
+  };
+  const diagrams = Object.entries(MACHINES).map(([name, { machine }]) => ({
+    name,
+    mermaid: toMermaid(machine),
+    states: Object.keys(machine.states),
+  }));
+  let mermaidJs: Buffer | undefined;
+
+  app.get('/_sydent/debug/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(DEBUG_PAGE));
+  app.get('/_sydent/debug/assets/mermaid.min.js', async (_req, reply) => {
+    mermaidJs ??= fs.readFileSync(require.resolve('mermaid/dist/mermaid.min.js'));
+    return reply.type('text/javascript; charset=utf-8').header('cache-control', 'max-age=3600').send(mermaidJs);
+  });
+
+  app.get('/_sydent/debug/machines', async () => ({
+    machines: diagrams.map((d) => ({ ...d, counts: counts[d.name]?.() ?? {} })),
+  }));
 
   app.get('/_sydent/debug/actors', async () => ({ actors: await ctx.system.describe() }));
 
@@ -18,4 +67,16 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext 
     if (!found) throw errors.notFound('No such session');
     return { sid: String(sid), state: found.state, context: redactSessionContext(found.context), transitions: found.history };
   });
+
+  app.get<{ Querystring: { limit?: string } }>('/_sydent/debug/callbacks', async (req) => {
+    const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100));
+    return askNotifier(ctx.system.get('notifier'), 'OUTBOX', { limit });
+  });
+
+  // Replication: every peer with its state (idle, pushing, backingOff; inactive, noKey, disabled), cursor,
+  // backlog, last error and next retry. POST …/retry ends the backoff of every peer (or of `?peer=NAME`).
+  app.get('/_sydent/debug/replication', async () => askReplication(ctx.system.get('replication'), 'VIEW', {}));
+  app.post<{ Querystring: { peer?: string } }>('/_sydent/debug/replication/retry', async (req) => ({
+    retried: await askReplication(ctx.system.get('replication'), 'RETRY', req.query.peer ? { name: req.query.peer } : {}),
+  }));
 }

@@ -1,0 +1,150 @@
+/**
+ * Outbound pushes: a batch of the replication log signed as Sydent signs it, and the mutual-TLS HTTP client
+ * that POSTs it to one peer.
+ *
+ * Body: `{"sgAssocs": {"<local id>": <signed association>, …}}`. Each row is freshly signed with our long-term
+ * key: `{medium, address, mxid, ts, not_before, not_after}` for a binding, and for a tombstone (an unbind)
+ * `{medium, address, mxid: null, ts: <unbind time>, not_before: null, not_after: null}`, exactly as Sydent sends
+ * them (sydent-behaviour §4.2).
+ */
+import { Agent, request } from 'undici';
+
+import type { SigningKeyLike } from '../crypto/index.js';
+import type { LocalAssociationRow } from '../store/peers.js';
+import { signFresh, type Signed } from './ed25519.js';
+import type { ReplicationTls } from './tls.js';
+
+export interface WireAssociation {
+  medium: string;
+  address: string;
+  mxid: string | null;
+  ts: number | null;
+  not_before: number | null;
+  not_after: number | null;
+}
+
+export interface PushBody {
+  sgAssocs: Record<string, Signed<WireAssociation>>;
+}
+
+export interface OutboundBatch {
+  body: PushBody;
+  /** the largest log id in the batch: the cursor once the peer acknowledges it */
+  lastId: number;
+  count: number;
+}
+
+/** The wire form of one log row, before signing. */
+export function wireAssociation(row: LocalAssociationRow): WireAssociation {
+  if (row.mxid === null) {
+    return { medium: row.medium, address: row.address, mxid: null, ts: row.ts, not_before: null, not_after: null };
+  }
+  return {
+    medium: row.medium,
+    address: row.address,
+    mxid: row.mxid,
+    ts: row.ts,
+    not_before: row.notBefore,
+    not_after: row.notAfter,
+  };
+}
+
+/** Signs each row as `serverName` and keys them by their log id (a JSON string key, as Sydent). */
+export function buildBatch(rows: readonly LocalAssociationRow[], serverName: string, key: SigningKeyLike): OutboundBatch {
+  const sgAssocs: Record<string, Signed<WireAssociation>> = {};
+  let lastId = 0;
+  for (const row of rows) {
+    sgAssocs[String(row.id)] = signFresh(wireAssociation(row), serverName, key);
+    lastId = Math.max(lastId, row.id);
+  }
+  return { body: { sgAssocs }, lastId, count: rows.length };
+}
+
+export interface PushAnswer {
+  status: number;
+  /** the answer's body, at most `MAX_ANSWER_BYTES`, as text */
+  body: string;
+}
+
+/** Only the start of an answer is kept: enough for an error message. */
+export const MAX_ANSWER_BYTES = 64 * 1024;
+
+export interface ReplicationClientOptions {
+  /** bound on DNS + TCP + TLS */
+  connectTimeoutMs?: number;
+  /** bound on the whole exchange */
+  timeoutMs?: number;
+  userAgent?: string;
+}
+
+/**
+ * The HTTPS client of one peer: its own undici Agent presenting our certificate as the client certificate and
+ * trusting `replication.https.cacert` (or Node's roots), with the peer's host name checked against its
+ * certificate, and timeouts (Sydent had none).
+ */
+export class ReplicationClient {
+  private readonly agent: Agent;
+  private readonly timeoutMs: number;
+  private readonly userAgent: string;
+
+  constructor(tls: ReplicationTls, opts: ReplicationClientOptions = {}) {
+    const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
+    this.timeoutMs = opts.timeoutMs ?? 60_000;
+    this.userAgent = opts.userAgent ?? 'sydent-ts';
+    this.agent = new Agent({
+      connect: {
+        key: tls.key,
+        cert: tls.cert,
+        ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+        rejectUnauthorized: true,
+        timeout: connectTimeoutMs,
+      },
+      connections: 2,
+      keepAliveTimeout: 30_000,
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
+    });
+  }
+
+  /** POSTs the body; resolves with any answer, throws when none came (connection, TLS, timeout). */
+  async post(url: string, body: PushBody): Promise<PushAnswer> {
+    const res = await request(url, {
+      method: 'POST',
+      dispatcher: this.agent,
+      headers: { 'content-type': 'application/json', 'user-agent': this.userAgent },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(this.timeoutMs),
+    });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body) {
+      const buf = chunk as Buffer;
+      if (size < MAX_ANSWER_BYTES) chunks.push(buf.subarray(0, MAX_ANSWER_BYTES - size));
+      size += buf.length;
+    }
+    return { status: res.statusCode, body: Buffer.concat(chunks).toString('utf8') };
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close().catch(() => this.agent.destroy());
+  }
+
+  /** Drops open connections at once (shutdown after the grace period). */
+  async destroy(): Promise<void> {
+    await this.agent.destroy().catch(() => undefined);
+  }
+}
+
+/** A one-line description of a non-2xx answer: status and the peer's errcode / error when it sent JSON. */
+export function describeRefusal(answer: PushAnswer): string {
+  try {
+    const json = JSON.parse(answer.body) as { errcode?: unknown; error?: unknown; failed_ids?: unknown };
+    const parts = [typeof json.errcode === 'string' ? json.errcode : null, typeof json.error === 'string' ? json.error : null];
+    if (Array.isArray(json.failed_ids)) parts.push(`failed_ids: ${json.failed_ids.slice(0, 10).join(', ')}`);
+    const text = parts.filter(Boolean).join(': ');
+    if (text) return `HTTP ${answer.status}: ${text}`;
+  } catch {
+    // not JSON
+  }
+  return `HTTP ${answer.status}`;
+}

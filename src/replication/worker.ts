@@ -1,0 +1,364 @@
+/**
+ * The replication worker: one peer machine per active peer, for the replication supervisor.
+ *
+ * - The peers are the active `peers` rows with an ed25519 key, read again on every wake-up and tick, so peers
+ *   added or removed with `sydent-ts peers` (or by SQL, as with Sydent) are picked up while running.
+ * - Each peer has its own actor, its own TLS agent, its own cursor and its own backoff timer: a dead or slow
+ *   peer holds nothing the others need. Pushes to different peers run at the same time.
+ * - WAKE (after every local bind and unbind) and a tick every 10 s (Sydent's pusher interval) wake the actors;
+ *   an idle one looks at the log after its cursor and pushes what is there.
+ * - Shutdown (drain) stops the timers, lets running pushes finish for a moment and stops the actors; a push cut
+ *   off is simply pushed again after the restart (the cursor had not moved).
+ */
+import { createActor, fromPromise, type Actor } from 'xstate';
+
+import type { SigningKeyLike } from '../crypto/index.js';
+import type { Logger } from '../log.js';
+import { PUSH_BATCH_SIZE, peerMachine, type PeerContext, type PushInput, type PushResult } from '../machines/peer.js';
+import type { ActivePeer, LocalAssociationRow, PeerRow } from '../store/peers.js';
+import { buildBatch, describeRefusal, ReplicationClient, type PushAnswer, type PushBody } from './outbound.js';
+import { pushUrl, type PeerUrls } from './peer-config.js';
+import type { ReplicationTls } from './tls.js';
+
+/** The store writes the worker needs, answered by the store actor. */
+export interface ReplicationStorePort {
+  /** the peer acknowledged everything up to `lastId` */
+  markSent(name: string, lastId: number, now: number): Promise<boolean>;
+}
+
+/** The reads the worker needs, straight from prepared statements. */
+export interface ReplicationReadPort {
+  active(): ActivePeer[];
+  all(): PeerRow[];
+  localAfter(afterId: number, limit: number): LocalAssociationRow[];
+  backlog(afterId: number): number;
+}
+
+/** Sends one batch to a URL; the default is a ReplicationClient per peer. */
+export interface PushTransport {
+  post(url: string, body: PushBody): Promise<PushAnswer>;
+  close(): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+export interface ReplicationWorkerOptions {
+  reads: ReplicationReadPort;
+  store: ReplicationStorePort;
+  serverName: string;
+  signingKey: SigningKeyLike;
+  /** null: replication is off (no certificate); `disabledReason` says why */
+  tls: ReplicationTls | null;
+  disabledReason?: string;
+  urls: Pick<PeerUrls, 'get' | 'refresh'>;
+  now: () => number;
+  /** the jitter of the backoff: a number in [0, 1) */
+  random?: () => number;
+  log: Logger;
+  /** associations per push (default Sydent's 100) */
+  batchSize?: number;
+  /** the periodic look (default Sydent's 10 s) */
+  tickMs?: number;
+  /** how long shutdown waits for running pushes (default 2 s) */
+  drainGraceMs?: number;
+  /** makes the transport of a peer (tests); default a ReplicationClient on `tls` */
+  transport?: (peer: ActivePeer) => PushTransport;
+}
+
+/** What the debug endpoint shows of a peer. */
+export interface PeerView {
+  name: string;
+  /** idle, pushing, backingOff; `inactive` (peers.active = 0), `noKey` (no ed25519 key), or `disabled` */
+  state: string;
+  url: string;
+  /** the last local association id the peer acknowledged */
+  cursor: number;
+  /** log rows after the cursor: what the peer has yet to receive */
+  backlog: number;
+  failures: number;
+  lastError: string | null;
+  lastErrorAt: number | null;
+  lastSuccessAt: number | null;
+  /** while backing off: when the next attempt is due (ms) */
+  nextRetryAt: number | null;
+  /** associations acknowledged since start */
+  pushed: number;
+}
+
+export interface ReplicationView {
+  enabled: boolean;
+  /** why not, when not */
+  reason: string | null;
+  serverName: string;
+  peers: PeerView[];
+}
+
+/** The rejection of the `push` actor: the machine's PushFailure. */
+export class PushError extends Error {
+  constructor(
+    message: string,
+    readonly at: number,
+    readonly status: number | null,
+    readonly jitter: number,
+  ) {
+    super(message);
+    this.name = 'PushError';
+  }
+}
+
+interface Slot {
+  peer: ActivePeer;
+  actor: Actor<typeof peerMachine>;
+  transport: PushTransport;
+  timer: NodeJS.Timeout | null;
+  /** the failure count the timer was set for, so one backoff sets one timer */
+  timerFor: number | null;
+  /** the push under way, so shutdown can wait for it */
+  running: Promise<unknown> | null;
+}
+
+const DEFAULTS = { batchSize: PUSH_BATCH_SIZE, tickMs: 10_000, drainGraceMs: 2_000 };
+
+export class ReplicationWorker {
+  private readonly opts: ReplicationWorkerOptions & typeof DEFAULTS & { random: () => number };
+  private readonly slots = new Map<string, Slot>();
+  private tick: NodeJS.Timeout | null = null;
+  private started = false;
+  private draining = false;
+
+  constructor(opts: ReplicationWorkerOptions) {
+    this.opts = { ...DEFAULTS, random: Math.random, ...opts };
+  }
+
+  get enabled(): boolean {
+    return this.opts.tls !== null || this.opts.transport !== undefined;
+  }
+
+  /** The peers from the database, a first look at each, and the periodic tick. */
+  start(): void {
+    if (this.started || this.draining) return;
+    this.started = true;
+    if (!this.enabled) {
+      // Sydent warns on every start; a server without peers has nothing to miss, so that only says so
+      let peers = 0;
+      try {
+        peers = this.opts.reads.active().length;
+      } catch {
+        // the warning below is enough
+      }
+      const line = { reason: this.opts.disabledReason, peers };
+      if (peers > 0) this.opts.log.warn(line, 'replication is off: no pushes to the configured peers');
+      else this.opts.log.info(line, 'replication is off');
+      return;
+    }
+    this.wake();
+    this.tick = setInterval(() => {
+      this.opts.urls.refresh();
+      this.wake();
+    }, this.opts.tickMs);
+    this.tick.unref();
+  }
+
+  /** There may be new log rows: every idle peer looks. */
+  wake(): void {
+    if (!this.started || this.draining || !this.enabled) return;
+    this.reload();
+    for (const slot of this.slots.values()) slot.actor.send({ type: 'WAKE' });
+  }
+
+  /** Ends the backoff of one peer (or of all): they push now. */
+  retry(name?: string): string[] {
+    if (!this.started || this.draining) return [];
+    this.reload();
+    const retried: string[] = [];
+    for (const [peerName, slot] of this.slots) {
+      if (name !== undefined && peerName !== name) continue;
+      if (!slot.actor.getSnapshot().matches('backingOff')) continue;
+      this.clearTimer(slot);
+      slot.actor.send({ type: 'RETRY' });
+      retried.push(peerName);
+    }
+    return retried;
+  }
+
+  view(): ReplicationView {
+    const peers: PeerView[] = [];
+    for (const row of this.opts.reads.all()) {
+      const slot = this.slots.get(row.name);
+      const c: PeerContext | undefined = slot?.actor.getSnapshot().context;
+      const cursor = c?.cursor ?? row.lastSentVersion ?? 0;
+      const state = slot
+        ? String(slot.actor.getSnapshot().value)
+        : !this.enabled
+          ? 'disabled'
+          : !row.active
+            ? 'inactive'
+            : row.keys['ed25519'] === undefined
+              ? 'noKey'
+              : 'idle';
+      peers.push({
+        name: row.name,
+        state,
+        url: pushUrl(row.name, row.port, this.opts.urls.get(row.name)),
+        cursor,
+        backlog: this.opts.reads.backlog(cursor),
+        failures: c?.failures ?? 0,
+        lastError: c?.lastError ?? null,
+        lastErrorAt: c?.lastErrorAt ?? null,
+        lastSuccessAt: c?.lastSuccessAt ?? row.lastPokeSucceededAt,
+        nextRetryAt: c?.nextRetryAt ?? null,
+        pushed: c?.pushed ?? 0,
+      });
+    }
+    return {
+      enabled: this.enabled,
+      reason: this.enabled ? null : (this.opts.disabledReason ?? 'replication is off'),
+      serverName: this.opts.serverName,
+      peers,
+    };
+  }
+
+  /** Shutdown: no new pushes; running ones get `drainGraceMs`; then the actors stop and the agents close. */
+  async drain(): Promise<void> {
+    this.draining = true;
+    if (this.tick) clearInterval(this.tick);
+    this.tick = null;
+    const slots = [...this.slots.values()];
+    for (const slot of slots) this.clearTimer(slot);
+    const running = slots.map((s) => s.running).filter((p): p is Promise<unknown> => p !== null);
+    if (running.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled(running),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, this.opts.drainGraceMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    for (const slot of slots) this.removeSlot(slot, true);
+  }
+
+  /** Brings the actors in line with the active peers in the database. */
+  private reload(): void {
+    let peers: ActivePeer[];
+    try {
+      peers = this.opts.reads.active();
+    } catch (err) {
+      this.opts.log.error({ err }, 'replication: could not read the peers');
+      return;
+    }
+    const seen = new Set<string>();
+    for (const peer of peers) {
+      seen.add(peer.name);
+      const slot = this.slots.get(peer.name);
+      if (slot) slot.peer = peer; // port or key changed: used from the next push
+      else this.addSlot(peer);
+    }
+    for (const [name, slot] of this.slots) {
+      if (!seen.has(name)) {
+        this.opts.log.info({ peer: name }, 'replication: peer removed');
+        this.removeSlot(slot, false);
+      }
+    }
+  }
+
+  private addSlot(peer: ActivePeer): void {
+    const transport = this.opts.transport ? this.opts.transport(peer) : new ReplicationClient(this.opts.tls!);
+    const slot = { peer, transport, timer: null, timerFor: null, running: null } as unknown as Slot;
+    const machine = peerMachine.provide({
+      actors: { push: fromPromise<PushResult, PushInput>(({ input }) => this.trackPush(slot, input)) },
+    });
+    slot.actor = createActor(machine, {
+      input: { name: peer.name, cursor: peer.lastSentVersion ?? 0, lastSuccessAt: peer.lastPokeSucceededAt },
+    });
+    slot.actor.subscribe({
+      next: (snapshot) => {
+        if (snapshot.matches('backingOff')) this.scheduleRetry(slot, snapshot.context);
+      },
+      error: (err: unknown) => this.opts.log.error({ err, peer: peer.name }, 'replication: peer machine failed'),
+    });
+    this.slots.set(peer.name, slot);
+    slot.actor.start();
+    this.opts.log.info({ peer: peer.name, cursor: peer.lastSentVersion ?? 0 }, 'replication: peer added');
+  }
+
+  private removeSlot(slot: Slot, shutdown: boolean): void {
+    this.clearTimer(slot);
+    slot.actor.stop();
+    this.slots.delete(slot.peer.name);
+    void (shutdown ? slot.transport.destroy() : slot.transport.close());
+  }
+
+  private clearTimer(slot: Slot): void {
+    if (slot.timer) clearTimeout(slot.timer);
+    slot.timer = null;
+    slot.timerFor = null;
+  }
+
+  private scheduleRetry(slot: Slot, c: PeerContext): void {
+    if (this.draining || c.retryDelayMs === null || slot.timerFor === c.failures) return;
+    this.clearTimer(slot);
+    slot.timerFor = c.failures;
+    slot.timer = setTimeout(() => {
+      slot.timer = null;
+      slot.timerFor = null;
+      if (!this.draining && slot.actor.getSnapshot().matches('backingOff')) slot.actor.send({ type: 'RETRY' });
+    }, c.retryDelayMs);
+    slot.timer.unref();
+  }
+
+  private trackPush(slot: Slot, input: PushInput): Promise<PushResult> {
+    const p = this.push(slot, input);
+    slot.running = p;
+    void p.finally(() => {
+      if (slot.running === p) slot.running = null;
+    }).catch(() => undefined);
+    return p;
+  }
+
+  /** The `push` actor: one batch after the cursor, then the cursor stored after the peer's 2xx. */
+  private async push(slot: Slot, input: PushInput): Promise<PushResult> {
+    const { now, log, batchSize } = this.opts;
+    const fail = (message: string, status: number | null = null) => new PushError(message, now(), status, this.opts.random());
+    let answer: PushAnswer;
+    let lastId: number;
+    let count: number;
+    const peer = slot.peer;
+    const url = pushUrl(peer.name, peer.port, this.opts.urls.get(peer.name));
+    try {
+      const rows = this.opts.reads.localAfter(input.cursor, batchSize);
+      if (rows.length === 0) return { sent: 0, lastId: input.cursor, full: false, at: now() };
+      const batch = buildBatch(rows, this.opts.serverName, this.opts.signingKey);
+      lastId = batch.lastId;
+      count = batch.count;
+      answer = await slot.transport.post(url, batch.body);
+    } catch (err) {
+      const message = err instanceof Error ? describeError(err) : String(err);
+      log.warn({ peer: peer.name, url, err: message }, 'replication: push failed; backing off');
+      throw fail(message);
+    }
+    if (answer.status < 200 || answer.status >= 300) {
+      const message = describeRefusal(answer);
+      log.warn({ peer: peer.name, url, status: answer.status, error: message }, 'replication: peer refused a push; backing off');
+      throw fail(message, answer.status);
+    }
+    try {
+      await this.opts.store.markSent(peer.name, lastId, now());
+    } catch (err) {
+      // The peer has the batch; it gets it again after the backoff and ignores what it already has.
+      throw fail(`could not store the cursor: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    log.debug({ peer: peer.name, count, lastId }, 'replication: batch acknowledged');
+    return { sent: count, lastId, full: count >= batchSize, at: now() };
+  }
+}
+
+/** undici's errors hide the socket's reason in `cause`. */
+function describeError(err: Error): string {
+  const cause = (err as { cause?: unknown }).cause;
+  const code = (err as { code?: unknown }).code;
+  const parts = [err.message];
+  if (cause instanceof Error && cause.message && cause.message !== err.message) parts.push(cause.message);
+  else if (typeof code === 'string' && !err.message.includes(code)) parts.push(code);
+  return parts.join(': ');
+}

@@ -1,0 +1,36 @@
+/**
+ * SMS: phone number parsing, the text and sender of a validation SMS, and the providers that deliver it.
+ */
+import type { SydentConfig } from '../config/types.js';
+import { IpGuard } from '../federation/ip-guard.js';
+import { ProviderHttp, PROVIDER_TIMEOUT_MS } from './http.js';
+import { OpenMarketProvider } from './openmarket.js';
+import type { SmsProvider } from './provider.js';
+import { TwilioProvider } from './twilio.js';
+
+export { chooseOriginator, DEFAULT_ORIGINATOR, renderSmsBody, TON } from './originator.js';
+export { countryCodeOf, isCountryField, MAX_PHONE_NUMBER_LENGTH, parsePhone, type ParsedPhone } from './phone.js';
+export { SmsSendError, type SmsMessage, type SmsProvider, type SmsReceipt } from './provider.js';
+export { OpenMarketProvider } from './openmarket.js';
+export { TwilioProvider } from './twilio.js';
+
+export interface SmsProviderOptions {
+  /** bound on connecting, on the answer's headers and on the whole exchange (default 15 s, Sydent's) */
+  timeoutMs?: number;
+}
+
+/** The configured provider, its requests confined by `[general] ip.blacklist` / `ip.whitelist`. */
+export function createSmsProvider(config: SydentConfig, options: SmsProviderOptions = {}): SmsProvider {
+  const http = new ProviderHttp(
+    new IpGuard({ blacklist: config.general.ipBlacklist, whitelist: config.general.ipWhitelist }),
+    options.timeoutMs ?? PROVIDER_TIMEOUT_MS,
+  );
+  const { sms } = config;
+  switch (sms.provider) {
+    case 'twilio':
+      return new TwilioProvider(http, sms.twilio);
+    case 'openmarket':
+      return new OpenMarketProvider(http, { url: sms.openmarketUrl, username: sms.username, password: sms.password });
+  }
+}
+
