@@ -6,7 +6,11 @@ import { TermsError } from './terms/terms.js';
 
 interface CommandLine {
   configPath?: string;
+  /** `--inspect[=PORT]`: Stately inspector relay on loopback (default port 4780) */
+  inspectPort?: number;
 }
+
+const DEFAULT_INSPECT_PORT = 4780;
 
 function parseArgs(argv: string[]): CommandLine {
   const out: CommandLine = {};
@@ -18,6 +22,10 @@ function parseArgs(argv: string[]): CommandLine {
       out.configPath = value;
     } else if (arg.startsWith('--config=')) {
       out.configPath = arg.slice('--config='.length);
+    } else if (arg === '--inspect' || arg.startsWith('--inspect=')) {
+      const value = arg.includes('=') ? Number(arg.slice('--inspect='.length)) : DEFAULT_INSPECT_PORT;
+      if (!Number.isInteger(value) || value < 0 || value > 65535) usage(`${arg}: not a port number`);
+      out.inspectPort = value;
     } else if (arg === '--help' || arg === '-h') {
       usage();
     } else {
@@ -29,7 +37,7 @@ function parseArgs(argv: string[]): CommandLine {
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`sydent-ts: ${problem}\n`);
-  process.stderr.write('usage: sydent-ts [--config PATH]\n       sydent-ts [--config PATH] peers add|list|remove … (sydent-ts peers --help)\n');
+  process.stderr.write('usage: sydent-ts [--config PATH] [--inspect[=PORT]]\n       sydent-ts [--config PATH] peers add|list|remove … (sydent-ts peers --help)\n');
   process.exit(problem ? 2 : 0);
 }
 
@@ -62,7 +70,7 @@ async function main(): Promise<void> {
 
   let server;
   try {
-    server = await startServer({ config, log, pidFile: true });
+    server = await startServer({ config, log, pidFile: true, inspectPort: args.inspectPort });
   } catch (error) {
     // Problems an operator fixes (terms file, a port in use) get one line, not a stack trace.
     if (error instanceof TermsError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {

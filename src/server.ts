@@ -14,6 +14,7 @@ import { loadReplicationTls } from './replication/tls.js';
 import type { Logger } from './log.js';
 import { createMetricsApi } from './http/metrics-api.js';
 import { Metrics } from './metrics/metrics.js';
+import { startInspection } from './inspect/inspector.js';
 import { openDatabase } from './store/database.js';
 import { ensurePepper } from './store/hashing.js';
 import { createReads } from './store/index.js';
@@ -25,6 +26,8 @@ export interface StartOptions {
   clock?: Clock;
   /** write and later remove `general.pidfile.path` (the command line does; in-process tests don't) */
   pidFile?: boolean;
+  /** `--inspect[=PORT]`: the loopback WebSocket port for Stately's inspector (0 picks a free one) */
+  inspectPort?: number;
 }
 
 export interface RunningServer {
@@ -34,6 +37,8 @@ export interface RunningServer {
   metricsUrl: string | null;
   /** the replication listener (mutual TLS), when `replication.https.certfile` is set and readable */
   replicationUrl: string | null;
+  /** the inspector relay (`ws://127.0.0.1:PORT`) when started with inspectPort */
+  inspectUrl: string | null;
   /** stop accepting, drain the actors, close the database, remove the pid file; safe to call twice */
   close(): Promise<void>;
 }
@@ -48,7 +53,9 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const identity = identityFromConfig(config);
   const reads = createReads(db);
   const metrics = new Metrics(reads);
-  const system = ActorSystem.start({ config, db, clock, log, identity, metrics });
+  const inspection = opts.inspectPort === undefined ? null : await startInspection(opts.inspectPort);
+  if (inspection) log.info({ url: inspection.url }, 'inspector relay listening (loopback only)');
+  const system = ActorSystem.start({ config, db, clock, log, identity, metrics, inspect: inspection?.inspect });
   const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics };
 
   const apps: FastifyInstance[] = [];
@@ -59,6 +66,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   async function shutdown(): Promise<void> {
     await Promise.allSettled([...apps.map((app) => app.close()), ...listeners.map((l) => l.close())]);
     await system.stop();
+    await inspection?.stop();
     if (opts.pidFile && config.general.pidfilePath) fs.rmSync(config.general.pidfilePath, { force: true });
   }
 
@@ -82,9 +90,6 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     } else if (config.http.replication.certfile !== '') {
       log.warn({ reason: replicationTls.reason }, 'no replication listener');
     }
-    if (opts.pidFile && config.general.pidfilePath) {
-      fs.writeFileSync(config.general.pidfilePath, `${process.pid}\n`);
-    }
     let metricsUrl: string | null = null;
     const { prometheusPort, prometheusAddr } = config.general;
     // As Sydent: metrics only when both the port and the address are set ("" binds every address).
@@ -94,7 +99,10 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       metricsUrl = await listen(app, prometheusAddr || '0.0.0.0', prometheusPort);
     }
     log.info({ clientUrl, internalUrl, metricsUrl, replicationUrl, serverName: config.general.serverName }, 'sydent-ts started');
-    return { ctx, clientUrl, internalUrl, metricsUrl, replicationUrl, close };
+    if (opts.pidFile && config.general.pidfilePath) {
+      fs.writeFileSync(config.general.pidfilePath, `${process.pid}\n`);
+    }
+    return { ctx, clientUrl, internalUrl, metricsUrl, replicationUrl, inspectUrl: inspection?.url ?? null, close };
   } catch (error) {
     await close();
     throw error;

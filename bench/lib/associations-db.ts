@@ -79,7 +79,15 @@ function ensureCacheDir(): string {
   if (cacheDir) return cacheDir;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sydent-bench-assoc-'));
   cacheDir = dir;
-  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  const remove = () => fs.rmSync(dir, { recursive: true, force: true });
+  process.once('exit', remove);
+  // an interrupted run leaves no half-gigabyte file behind: remove, then die of the signal as before
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      remove();
+      process.kill(process.pid, signal);
+    });
+  }
   return dir;
 }
 
@@ -174,6 +182,7 @@ function buildCached(count: number, serverName: string): Promise<Built> {
     built = (async () => {
       const file = path.join(ensureCacheDir(), `associations-${count}-${serverName}.db`);
       const started = performance.now();
+      fs.rmSync(file, { force: true }); // what a failed attempt left
       const info = build(file, count, serverName);
       return { file, info, buildS: (performance.now() - started) / 1000 };
     })();

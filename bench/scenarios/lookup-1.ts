@@ -33,6 +33,7 @@ const lookup1: Scenario = {
       extras: [
         { label: 'associations in the database', value: s.db.count.toLocaleString('en') },
         { label: 'request', value: `${V2_LOOKUP_PATH}, 1 hash, half the requests a hit, Authorization: Bearer` },
+        { label: 'goal', value: 'at least 0.700 of the baseline\'s req/s (column "vs baseline")' },
       ],
       notes: statusNotes(summary),
     };

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import type { InspectionEvent, Observer } from 'xstate';
 import type { Clock } from '../clock.js';
 import type { SydentConfig } from '../config/types.js';
 import type { ServerIdentity } from '../identity.js';
@@ -13,4 +14,8 @@ export interface SystemDeps {
   log: Logger;
   identity: ServerIdentity;
   metrics?: Metrics;
+  /** `--inspect`: every actor's events go here (redacted by the inspector) */
+  inspect?: ActorInspect;
 }
+
+export type ActorInspect = Observer<InspectionEvent> | ((event: InspectionEvent) => void);

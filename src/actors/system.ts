@@ -65,7 +65,7 @@ export class ActorSystem {
         sessions: sessionsSupervisor,
       },
     });
-    const root = createActor(machine, { input: deps, systemId: 'root' });
+    const root = createActor(machine, { input: deps, systemId: 'root', ...(deps.inspect ? { inspect: deps.inspect } : {}) });
     root.start();
     return new ActorSystem(root);
   }

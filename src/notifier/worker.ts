@@ -14,6 +14,7 @@
  */
 import { createActor, fromPromise, type Actor } from 'xstate';
 import type { Logger } from '../log.js';
+import type { ActorInspect } from '../actors/deps.js';
 import {
   callbackMachine,
   type CallbackContext,
@@ -63,6 +64,8 @@ export interface CallbackWorkerOptions {
   maxSleepMs?: number;
   /** how often old rows are purged (default 1 h) */
   purgeEveryMs?: number;
+  /** `--inspect` */
+  inspect?: ActorInspect;
 }
 
 /** The rejection of the `deliver` actor: when it failed and why, for the machine's backoff. */
@@ -104,7 +107,7 @@ const DEFAULTS = {
 const MIN_SLEEP_MS = 100;
 
 export class CallbackWorker {
-  private readonly opts: Required<Omit<CallbackWorkerOptions, 'random'>> & { random: () => number };
+  private readonly opts: Required<Omit<CallbackWorkerOptions, 'random' | 'inspect'>> & { random: () => number; inspect?: ActorInspect };
   private readonly inFlight = new Map<number, InFlight>();
   private pumping = false;
   private again = false;
@@ -268,7 +271,11 @@ export class CallbackWorker {
     // A row that failed before resumes in `retrying`; a claimed row whose lease ran out (its worker died) resumes
     // where it was before that claim.
     const value = row.attempts === 0 ? 'pending' : 'retrying';
-    const actor = createActor(machine, { snapshot: machine.resolveState({ value, context }), input: context });
+    const actor = createActor(machine, {
+      snapshot: machine.resolveState({ value, context }),
+      input: context,
+      ...(this.opts.inspect ? { inspect: this.opts.inspect } : {}),
+    });
 
     let settle!: () => void;
     const done = new Promise<void>((resolve) => {

@@ -33,8 +33,8 @@ export function peersFromText(text: string, cwd: string, warn: (message: string)
 
 /**
  * `[peer.NAME] base_replication_url` of the running server: the parsed config's at start, then the file's
- * whenever it changes (checked at most on each `refresh()`). A file that no longer parses keeps the last good
- * URLs.
+ * whenever it changes (the replication worker calls `refresh()` on each wake-up and tick: one stat). A file that
+ * no longer parses keeps the last good URLs.
  */
 export class PeerUrls {
   private urls: Record<string, PeerConfig>;

@@ -151,10 +151,7 @@ export class ReplicationWorker {
       return;
     }
     this.wake();
-    this.tick = setInterval(() => {
-      this.opts.urls.refresh();
-      this.wake();
-    }, this.opts.tickMs);
+    this.tick = setInterval(() => this.wake(), this.opts.tickMs);
     this.tick.unref();
   }
 
@@ -240,6 +237,7 @@ export class ReplicationWorker {
 
   /** Brings the actors in line with the active peers in the database. */
   private reload(): void {
+    this.opts.urls.refresh();
     let peers: ActivePeer[];
     try {
       peers = this.opts.reads.active();

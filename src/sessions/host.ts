@@ -6,6 +6,7 @@
 import { createActor, fromPromise, transition, waitFor, type Actor } from 'xstate';
 import { casefold } from '../util/casefold.js';
 import type { Admission } from '../util/rate-limiter.js';
+import type { ActorInspect } from '../actors/deps.js';
 import {
   SESSION_MACHINE_VERSION,
   validationSessionMachine,
@@ -40,6 +41,8 @@ export interface SessionHostDeps {
   idleMs?: number;
   /** told of every state change (metrics) */
   onTransition?: (from: string, to: string) => void;
+  /** `--inspect` */
+  inspect?: ActorInspect;
 }
 
 /** What a request learns about its session after the event. */
@@ -136,6 +139,7 @@ export class SessionHost {
     return this.locked(sid, async () => {
       const token = this.deps.newToken(args.medium);
       const actor = createActor(this.machine, {
+        ...this.inspectOption(),
         input: {
           sid: String(sid),
           medium: args.medium,
@@ -171,6 +175,10 @@ export class SessionHost {
       context: live.actor.getSnapshot().context,
       history: live.history,
     }));
+  }
+
+  private inspectOption(): { inspect?: ActorInspect } {
+    return this.deps.inspect ? { inspect: this.deps.inspect } : {};
   }
 
   liveCount(): number {
@@ -266,7 +274,7 @@ export class SessionHost {
     }
     const snapshot = this.machine.resolveState({ value: state, context });
     // input is required by the types but unused: the snapshot already holds the context
-    const actor = createActor(this.machine, { snapshot, input: context });
+    const actor = createActor(this.machine, { snapshot, input: context, ...this.inspectOption() });
     actor.start();
     return {
       actor,

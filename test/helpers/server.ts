@@ -28,6 +28,8 @@ export interface TestServerOptions {
   /** change the parsed config before start */
   adjust?: (config: SydentConfig) => void;
   internal?: boolean;
+  /** start the Stately inspector relay on a free loopback port */
+  inspect?: boolean;
 }
 
 /**
@@ -64,7 +66,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   if (config.http.internalApi) config.http.internalApi.port = 0;
   opts.adjust?.(config);
   const clock = opts.clock ?? new ManualClock(Date.now());
-  const server = await startServer({ config, log: pino({ level: 'silent' }), clock });
+  const server = await startServer({ config, log: pino({ level: 'silent' }), clock, ...(opts.inspect ? { inspectPort: 0 } : {}) });
   return {
     server,
     config,

@@ -92,5 +92,6 @@ function createCallbackWorker(deps: SystemDeps, system: AnyActorSystem, federati
     now: () => deps.clock.now(),
     log: deps.log,
     deleteInviteTokens: deps.config.general.deleteTokensOnBind,
+    inspect: deps.inspect,
   });
 }

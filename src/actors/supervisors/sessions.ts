@@ -57,6 +57,7 @@ export const sessionsSupervisor = supervisor('sessions', {
         medium === 'email'
           ? askMailer(system.get('mailer') as AnyActorRef, 'ADMIT', { key })
           : askSms(system.get('sms') as AnyActorRef, 'ADMIT', { msisdn: key }),
+      inspect: deps.inspect,
       onTransition: (from, to) => deps.metrics?.transitions.inc({ machine: 'validationSession', from, to }),
       newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),
     });

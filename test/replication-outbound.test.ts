@@ -1,0 +1,133 @@
+/**
+ * What sydent-ts pushes, seen by a peer played by a small HTTPS server on loopback that requires a client
+ * certificate: the request matches a Sydent push byte for byte in its content (the same six fields, the same
+ * signature, tombstones with nulls), and a refusing peer is backed off from and retried.
+ */
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateSeed, publicKeyFromSeed, encodeBase64, signJson, verifySignedJson } from '../src/crypto/index.js';
+import { makeCa, type Pem } from './helpers/certs.js';
+import { addPeer, bind, makePeerCert, replicationView, startMesh, unbind, waitFor, type Mesh, type Replica } from './helpers/replication.js';
+
+interface Received {
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  clientCn: string | undefined;
+  body: { sgAssocs: Record<string, Record<string, unknown>> };
+}
+
+let ca: Pem;
+let mesh: Mesh;
+let a: Replica;
+let peer: https.Server;
+let peerPort: number;
+const received: Received[] = [];
+let answer: { status: number; body: unknown } = { status: 200, body: { success: true } };
+
+beforeAll(async () => {
+  ca = await makeCa();
+  const cert = await makePeerCert(ca, 'fake.test');
+  peer = https.createServer({ key: cert.key, cert: cert.cert, ca: ca.cert, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+    let text = '';
+    req.setEncoding('utf8').on('data', (d: string) => (text += d));
+    req.on('end', () => {
+      const socket = req.socket as TLSSocket;
+      received.push({
+        path: req.url ?? '',
+        headers: req.headers,
+        clientCn: socket.getPeerCertificate().subject?.CN as string | undefined,
+        body: JSON.parse(text) as Received['body'],
+      });
+      res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body));
+    });
+  });
+  await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
+  peerPort = (peer.address() as AddressInfo).port;
+  mesh = await startMesh(ca, ['a.test'], { connect: false });
+  a = mesh.replicas[0]!;
+}, 30_000);
+
+afterAll(async () => {
+  await mesh?.close();
+  peer?.closeAllConnections();
+  await new Promise((resolve) => peer?.close(resolve));
+});
+
+/** Every association the peer received, by id (the latest copy). */
+function allReceived(): Map<string, Record<string, unknown>> {
+  const out = new Map<string, Record<string, unknown>>();
+  for (const r of received) for (const [id, assoc] of Object.entries(r.body.sgAssocs)) out.set(id, assoc);
+  return out;
+}
+
+describe('our push, as a peer receives it', () => {
+  it('is a Sydent push: same path, headers, fields and signatures; tombstones with nulls', async () => {
+    const seed = generateSeed();
+    // the peer is added while A runs, its URL written into sydent.conf by the command
+    addPeer(a, 'fake.test', encodeBase64(publicKeyFromSeed(seed)), ['--url', `https://127.0.0.1:${peerPort}`]);
+    await bind(a.server, 'Alice@Example.org', '@alice:hs.test');
+    await waitFor(() => allReceived().has('1'), Boolean);
+    await bind(a.server, 'bob@example.org', '@bob:hs.test');
+    await unbind(a.server, 'alice@example.org', '@alice:hs.test');
+    await waitFor(() => allReceived().size, (n) => n === 3);
+
+    for (const r of received) {
+      expect(r.path).toBe('/_matrix/identity/replicate/v1/push');
+      expect(r.headers['content-type']).toBe('application/json');
+      expect(r.clientCn).toBe('a.test');
+    }
+    const got = allReceived();
+    const identity = a.server.server.ctx.identity;
+    const alice = got.get('1')!;
+    const bob = got.get('2')!;
+    const tomb = got.get('3')!;
+    // Sydent's Signer.signedThreePidAssociation, done by hand with the same key: identical (ed25519 is deterministic)
+    const sydentShaped = (fields: Record<string, unknown>) => signJson(fields, 'a.test', identity.key);
+    expect(alice).toEqual(
+      sydentShaped({
+        medium: 'email',
+        address: 'alice@example.org',
+        mxid: '@alice:hs.test',
+        ts: alice['ts'],
+        not_before: alice['ts'],
+        not_after: alice['not_after'],
+      }),
+    );
+    expect(Object.keys(bob).sort()).toEqual(['address', 'medium', 'mxid', 'not_after', 'not_before', 'signatures', 'ts']);
+    expect(bob['signatures']).toEqual({ 'a.test': { 'ed25519:0': expect.any(String) } });
+    expect(() => verifySignedJson(bob, 'a.test', 'ed25519:0', identity.publicKey)).not.toThrow();
+    // §4.2: {"medium","address","mxid": null,"ts": <unbind ms>,"not_before": null,"not_after": null,"signatures"}
+    expect(tomb).toEqual(
+      sydentShaped({ medium: 'email', address: 'alice@example.org', mxid: null, ts: tomb['ts'], not_before: null, not_after: null }),
+    );
+    expect(typeof tomb['ts']).toBe('number');
+
+    const view = await waitFor(() => replicationView(a.server), (v) => v.peers[0]?.state === 'idle' && v.peers[0].backlog === 0);
+    expect(view.peers[0]).toMatchObject({ name: 'fake.test', cursor: 3, backlog: 0, lastError: null });
+  }, 20_000);
+
+  it('a refusing peer is backed off from, then retried; the cursor moves only after a 2xx', async () => {
+    answer = { status: 500, body: { errcode: 'M_UNKNOWN', error: 'disk full' } };
+    const before = received.length;
+    await bind(a.server, 'carol@example.org', '@carol:hs.test');
+    const failing = await waitFor(() => replicationView(a.server), (v) => v.peers[0]?.state === 'backingOff');
+    expect(failing.peers[0]).toMatchObject({ cursor: 3, backlog: 1, lastError: 'HTTP 500: M_UNKNOWN: disk full' });
+    expect(failing.peers[0]!.nextRetryAt).toEqual(expect.any(Number));
+    expect(received.length).toBeGreaterThan(before);
+
+    // binds while backing off do not hammer the peer
+    const attempts = received.length;
+    await bind(a.server, 'dave@example.org', '@dave:hs.test');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(received.length).toBe(attempts);
+
+    answer = { status: 200, body: { success: true } };
+    const retry = await fetch(a.server.internalUrl('/_sydent/debug/replication/retry'), { method: 'POST' });
+    expect(await retry.json()).toEqual({ retried: ['fake.test'] });
+    const done = await waitFor(() => replicationView(a.server), (v) => v.peers[0]?.state === 'idle' && v.peers[0].backlog === 0);
+    expect(done.peers[0]).toMatchObject({ cursor: 5, nextRetryAt: null });
+    expect([...allReceived().keys()]).toEqual(['1', '2', '3', '4', '5']);
+  }, 20_000);
+});
