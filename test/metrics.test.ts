@@ -64,6 +64,8 @@ describe('Prometheus metrics', () => {
     expect(value(text, 'sydent_emails_sent')).toBeGreaterThanOrEqual(1);
     expect(value(text, 'sydent_callbacks_pending')).toBe(0);
     expect(text).toMatch(/^sydent_nodejs_eventloop_lag_seconds \d/m);
+    expect(text).toContain('# TYPE sydent_sms_sent_total counter');
+    expect(text).toContain('# TYPE sydent_sms_failed_total counter');
     // Never an address or a secret in a label.
     expect(text).not.toContain('metrics@example.org');
   });

@@ -12,6 +12,8 @@ export class Metrics {
   readonly httpRequests: Counter<'route' | 'method' | 'status'>;
   readonly httpDuration: Histogram<'route' | 'method'>;
   readonly transitions: Counter<'machine' | 'from' | 'to'>;
+  readonly smsSent: Counter<'provider'>;
+  readonly smsFailed: Counter<'provider'>;
 
   constructor(reads: StoreReads) {
     collectDefaultMetrics({ register: this.registry, prefix: 'sydent_' });
@@ -32,6 +34,18 @@ export class Metrics {
       name: 'sydent_machine_transitions_total',
       help: 'State machine transitions, by machine and states',
       labelNames: ['machine', 'from', 'to'],
+      registers: [this.registry],
+    });
+    this.smsSent = new Counter({
+      name: 'sydent_sms_sent_total',
+      help: 'SMS the provider accepted',
+      labelNames: ['provider'],
+      registers: [this.registry],
+    });
+    this.smsFailed = new Counter({
+      name: 'sydent_sms_failed_total',
+      help: 'SMS the provider did not accept',
+      labelNames: ['provider'],
       registers: [this.registry],
     });
     new Gauge({

@@ -2,6 +2,7 @@ import { redactAddress } from '../../sessions/redact.js';
 import { countryCodeOf, createSmsProvider, type SmsMessage, type SmsProvider, type SmsProviderOptions, type SmsReceipt } from '../../sms/index.js';
 import { RateLimiter, type Admission } from '../../util/rate-limiter.js';
 import type { Logger } from '../../log.js';
+import type { Metrics } from '../../metrics/metrics.js';
 import type { SystemDeps } from '../deps.js';
 import { call, supervisor } from '../supervisor.js';
 
@@ -12,6 +13,7 @@ interface SmsResource {
   /** `country.ratelimit`: one bucket per country calling code */
   perCountry: RateLimiter;
   log: Logger;
+  metrics: Metrics | undefined;
 }
 
 /**
@@ -25,9 +27,11 @@ export const smsHandlers = {
     try {
       const receipt = await r.provider.send({ to: e.to, body: e.body, originator: e.originator });
       r.log.info({ to, provider: receipt.provider, id: receipt.id, requestId: receipt.requestId }, 'sms: sent');
+      r.metrics?.smsSent.inc({ provider: r.provider.name });
       return receipt;
     } catch (err) {
       r.log.warn({ to, provider: r.provider.name, err: err instanceof Error ? err.message : String(err) }, 'sms: not sent');
+      r.metrics?.smsFailed.inc({ provider: r.provider.name });
       throw err;
     }
   },
@@ -55,6 +59,7 @@ export function createSmsSupervisor(options: SmsOptions = {}) {
         perNumber: new RateLimiter(sms.msisdnRatelimit.burst, sms.msisdnRatelimit.rateHz, deps.clock),
         perCountry: new RateLimiter(sms.countryRatelimit.burst, sms.countryRatelimit.rateHz, deps.clock),
         log: deps.log,
+        metrics: deps.metrics,
       };
     },
     close: ({ provider }) => provider.close(),
