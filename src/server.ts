@@ -14,7 +14,6 @@ import { loadReplicationTls } from './replication/tls.js';
 import type { Logger } from './log.js';
 import { createMetricsApi } from './http/metrics-api.js';
 import { Metrics } from './metrics/metrics.js';
-import { startInspection } from './inspect/inspector.js';
 import { openDatabase } from './store/database.js';
 import { ensurePepper } from './store/hashing.js';
 import { createReads } from './store/index.js';
@@ -53,7 +52,9 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const identity = identityFromConfig(config);
   const reads = createReads(db);
   const metrics = new Metrics(reads);
-  const inspection = opts.inspectPort === undefined ? null : await startInspection(opts.inspectPort);
+  // Loaded only when asked for: the inspector's WebSocket stack is not start-up cost for everyone else.
+  const inspection =
+    opts.inspectPort === undefined ? null : await (await import('./inspect/inspector.js')).startInspection(opts.inspectPort);
   if (inspection) log.info({ url: inspection.url }, 'inspector relay listening (loopback only)');
   const system = ActorSystem.start({ config, db, clock, log, identity, metrics, inspect: inspection?.inspect });
   const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics };

@@ -3,7 +3,11 @@
  * the v2 API. Consent means every document is accepted in at least one of its languages.
  */
 import fs from 'node:fs';
-import { parse } from 'yaml';
+import { createRequire } from 'node:module';
+
+// The YAML parser is loaded when a terms file is configured, not at every start-up.
+const require = createRequire(import.meta.url);
+const parse = (text: string): unknown => (require('yaml') as typeof import('yaml')).parse(text);
 
 export interface TermsLanguage {
   name: string;
