@@ -1,5 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import nacl from 'tweetnacl';
+import { createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import { Base64Error, decodeBase64, encodeBase64 } from './base64.js';
 import { canonicalJsonBytes } from './canonical-json.js';
 
@@ -16,22 +15,43 @@ export class SignatureError extends Error {
 
 const SEED_BYTES = 32;
 
-// Deriving the keypair does a scalar multiplication; doing that on every
-// signature would dominate signing cost. Keyed weakly so dropped keys go away.
-// Seeds are assumed not to be mutated after first use.
-const keyPairs = new WeakMap<Uint8Array, nacl.SignKeyPair>();
+const PUBLIC_KEY_BYTES = 32;
+const SIGNATURE_BYTES = 64;
+// DER prefixes of a PKCS#8 ed25519 private key and an SPKI public key (RFC 8410), before the 32 key bytes.
+const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
-function keyPairFor(seed: Uint8Array): nacl.SignKeyPair {
+// Ed25519 through Node's OpenSSL: about 60 times faster than tweetnacl's pure JavaScript, which matters where
+// every bind signs and a replicating peer verifies hundreds of thousands of signatures. Key objects are cached
+// per seed (weakly, so dropped keys go away); seeds are assumed not to change after first use.
+const keyPairs = new WeakMap<Uint8Array, { privateKey: KeyObject; publicKey: Uint8Array }>();
+
+function keyPairFor(seed: Uint8Array): { privateKey: KeyObject; publicKey: Uint8Array } {
   let kp = keyPairs.get(seed);
   if (!kp) {
     if (seed.length !== SEED_BYTES) {
       throw new RangeError(`ed25519 seed must be ${SEED_BYTES} bytes, got ${seed.length}`);
     }
-    // tweetnacl's instanceof check fails for arrays from another realm (vm contexts); a copy is cheap.
-    kp = nacl.sign.keyPair.fromSeed(new Uint8Array(seed));
+    const privateKey = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+    const spki = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
+    kp = { privateKey, publicKey: new Uint8Array(spki.subarray(SPKI_PREFIX.length)) };
     keyPairs.set(seed, kp);
   }
   return kp;
+}
+
+/** Verify keys by their bytes, so a peer's or homeserver's key is parsed once. */
+const publicKeyObjects = new Map<string, KeyObject>();
+
+function publicKeyObject(publicKey: Uint8Array): KeyObject {
+  const id = Buffer.from(publicKey).toString('base64');
+  let key = publicKeyObjects.get(id);
+  if (!key) {
+    key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' });
+    if (publicKeyObjects.size > 10_000) publicKeyObjects.clear();
+    publicKeyObjects.set(id, key);
+  }
+  return key;
 }
 
 export function publicKeyFromSeed(seed: Uint8Array): Uint8Array {
@@ -73,7 +93,7 @@ export function signJson<T extends object>(
     }
   }
 
-  const sig = nacl.sign.detached(canonicalJsonBytes(rest), keyPairFor(key.seed).secretKey);
+  const sig = sign(null, canonicalJsonBytes(rest), keyPairFor(key.seed).privateKey);
   const mine = Object.hasOwn(signatures, signerName) ? signatures[signerName]! : {};
   mine[`ed25519:${key.version}`] = encodeBase64(sig);
   // defineProperty, not assignment, so a signer called "__proto__" stays an own key.
@@ -120,8 +140,8 @@ export function verifySignedJson(
   if (typeof encoded !== 'string') {
     throw new SignatureError(`no signature with key ${keyId} from ${signerName}`);
   }
-  if (publicKey.length !== nacl.sign.publicKeyLength) {
-    throw new SignatureError(`verification key for ${keyId} is not ${nacl.sign.publicKeyLength} bytes`);
+  if (publicKey.length !== PUBLIC_KEY_BYTES) {
+    throw new SignatureError(`verification key for ${keyId} is not ${PUBLIC_KEY_BYTES} bytes`);
   }
   let sig: Uint8Array;
   try {
@@ -130,10 +150,7 @@ export function verifySignedJson(
     if (e instanceof Base64Error) throw new SignatureError(`bad base64 in signature (${keyId} from ${signerName})`);
     throw e;
   }
-  if (
-    sig.length !== nacl.sign.signatureLength ||
-    !nacl.sign.detached.verify(signedBytes(obj), sig, new Uint8Array(publicKey))
-  ) {
+  if (sig.length !== SIGNATURE_BYTES || !verify(null, signedBytes(obj), publicKeyObject(publicKey), sig)) {
     throw new SignatureError(`signature does not verify (${keyId} from ${signerName})`);
   }
 }
