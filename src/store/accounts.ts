@@ -22,12 +22,29 @@ const toAccount = (row: AccountRow): Account => ({
   consentVersion: row.consent_version,
 });
 
+/**
+ * Every authenticated request checks its token: known tokens are remembered for a moment, per database.
+ * Logout and terms acceptance through this process forget them at once; a change made by another process
+ * (another node) is seen within TOKEN_CACHE_MS. Unknown tokens are never cached, so junk cannot fill it.
+ */
+const TOKEN_CACHE_MS = 2000;
+const TOKEN_CACHE_MAX = 10_000;
+const tokenCaches = new WeakMap<Database.Database, Map<string, { account: Account; at: number }>>();
+
+function tokenCache(db: Database.Database): Map<string, { account: Account; at: number }> {
+  let cache = tokenCaches.get(db);
+  if (!cache) tokenCaches.set(db, (cache = new Map()));
+  return cache;
+}
+
 /** Reads, used directly on the request path (token checks happen on every authenticated request). */
 export class AccountReads {
   private readonly byToken: Database.Statement<[string], AccountRow>;
   private readonly urls: Database.Statement<[string], { url: string }>;
+  private readonly cache: Map<string, { account: Account; at: number }>;
 
   constructor(db: Database.Database) {
+    this.cache = tokenCache(db);
     this.byToken = db.prepare(
       'SELECT a.user_id, a.created_ts, a.consent_version FROM tokens t JOIN accounts a ON a.user_id = t.user_id WHERE t.token = ?',
     );
@@ -35,8 +52,18 @@ export class AccountReads {
   }
 
   accountByToken(token: string): Account | undefined {
+    const now = Date.now();
+    const hit = this.cache.get(token);
+    if (hit && now - hit.at < TOKEN_CACHE_MS) return hit.account;
     const row = this.byToken.get(token);
-    return row && toAccount(row);
+    if (!row) {
+      this.cache.delete(token);
+      return undefined;
+    }
+    const account = toAccount(row);
+    if (this.cache.size >= TOKEN_CACHE_MAX) this.cache.clear();
+    this.cache.set(token, { account, at: now });
+    return account;
   }
 
   acceptedUrls(userId: string): string[] {
@@ -74,6 +101,7 @@ export class AccountWrites {
 
   /** true when the token existed */
   logout(token: string): boolean {
+    tokenCache(this.db).delete(token);
     return this.deleteToken.run(token).changes > 0;
   }
 
@@ -90,7 +118,11 @@ export class AccountWrites {
     return this.db.transaction(() => {
       for (const url of urls) this.insertUrl.run(userId, url);
       const consented = isComplete(this.reads.acceptedUrls(userId));
-      if (consented) this.setConsent.run(masterVersion, userId);
+      if (consented) {
+        this.setConsent.run(masterVersion, userId);
+        // The cached accounts still carry the old consent.
+        tokenCache(this.db).clear();
+      }
       return { consented };
     })();
   }

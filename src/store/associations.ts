@@ -51,7 +51,10 @@ interface GlobalRow {
 export class AssociationReads {
   private readonly newest: Database.Statement<[string, string, number, number], GlobalRow>;
   private readonly byHashes: Database.Statement<[string, number, number], { lookup_hash: string; mxid: string }>;
+  private readonly byHash: Database.Statement<[string, number, number], { mxid: string }>;
   private readonly pepperStmt: Database.Statement<[], { lookup_pepper: string }>;
+  /** the pepper changes only on rotation: read at most once a second, not on every lookup */
+  private pepperCache: { value: string; readAt: number } | null = null;
 
   constructor(db: Database.Database) {
     this.newest = db.prepare(
@@ -64,12 +67,26 @@ export class AssociationReads {
        WHERE lookup_hash IN (SELECT value FROM json_each(?)) AND notBefore <= ? AND notAfter > ?
        ORDER BY ts, id`,
     );
+    this.byHash = db.prepare(
+      `SELECT mxid FROM global_threepid_associations
+       WHERE lookup_hash = ? AND notBefore <= ? AND notAfter > ? ORDER BY ts DESC, id DESC LIMIT 1`,
+    );
     this.pepperStmt = db.prepare('SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1');
   }
 
-  pepper(): string {
+  /** The pepper as stored right now (writes hash with this, inside their transaction). */
+  storedPepper(): string {
     const row = this.pepperStmt.get();
     if (!row) throw new Error('no lookup pepper in the database');
+    return row.lookup_pepper;
+  }
+
+  pepper(): string {
+    const now = Date.now();
+    if (this.pepperCache && now - this.pepperCache.readAt < 1000) return this.pepperCache.value;
+    const row = this.pepperStmt.get();
+    if (!row) throw new Error('no lookup pepper in the database');
+    this.pepperCache = { value: row.lookup_pepper, readAt: now };
     return row.lookup_pepper;
   }
 
@@ -82,6 +99,14 @@ export class AssociationReads {
   lookupHashes(hashes: readonly string[], now: number): Map<string, string> {
     const found = new Map<string, string>();
     if (hashes.length === 0) return found;
+    // A few hashes: one indexed probe each beats building a json_each table.
+    if (hashes.length <= 8) {
+      for (const hash of hashes) {
+        const row = this.byHash.get(hash, now, now);
+        if (row) found.set(hash, row.mxid);
+      }
+      return found;
+    }
     // Rows come oldest first (ties by id): the last one seen for a hash is its newest binding.
     for (const row of this.byHashes.iterate(JSON.stringify(hashes), now, now)) found.set(row.lookup_hash, row.mxid);
     return found;
@@ -128,7 +153,7 @@ export class AssociationWrites {
    */
   bind(req: BindRequest): Signed<Association & { invites?: unknown[] }> {
     return this.db.transaction(() => {
-      const pepper = this.reads.pepper();
+      const pepper = this.reads.storedPepper();
       const lookupHash = req.hash(req.address, req.medium, pepper);
       const notAfter = req.now + ASSOCIATION_LIFETIME_MS;
       const invites = this.pending.all(req.medium, req.address).map((invite) => ({
