@@ -1,11 +1,10 @@
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { askSessions } from '../../actors/supervisors/sessions.js';
-import { renderResponsePage } from '../../mail/templates.js';
 import { isCountryField, MAX_PHONE_NUMBER_LENGTH, parsePhone } from '../../sms/index.js';
 import type { RouteOptions } from '../context.js';
 import { errors, MatrixError } from '../errors.js';
-import { clientSecret, nextLink, sendAttempt, sidNumber } from '../validate.js';
-import { submitTokenReply } from './validation-replies.js';
+import { clientSecret, nextLink, sendAttempt } from '../validate.js';
+import { submitTokenRoutes } from './submit-token.js';
 
 const requestTokenBody = {
   type: 'object',
@@ -19,16 +18,6 @@ const requestTokenBody = {
   },
 } as const;
 
-const submitTokenBody = {
-  type: 'object',
-  required: ['sid', 'client_secret', 'token'],
-  properties: {
-    sid: { anyOf: [{ type: 'string' }, { type: 'integer' }] },
-    client_secret: { type: 'string' },
-    token: { type: 'string' },
-  },
-} as const;
-
 interface RequestTokenBody {
   client_secret: string;
   country: string;
@@ -37,13 +26,6 @@ interface RequestTokenBody {
   next_link?: unknown;
 }
 
-interface SubmitTokenBody {
-  sid: string | number;
-  client_secret: string;
-  token: string;
-}
-
-const SUCCESS_PAGE = 'Verification successful! Please return to your Matrix client to continue.';
 const FAILURE_PAGE = 'Verification failed: you may need to request another verification text';
 
 /** Phone number validation sessions: a code sent by SMS, submitted by POST or by GET (a page or a redirect). */
@@ -87,50 +69,5 @@ export async function msisdnRoutes(app: FastifyInstance, opts: RouteOptions): Pr
     },
   );
 
-  app.post<{ Body: SubmitTokenBody }>(
-    '/validate/msisdn/submitToken',
-    { config: { auth }, schema: { body: submitTokenBody } },
-    async (req) => {
-      const secret = clientSecret(req.body.client_secret);
-      const sid = sidNumber(req.body.sid);
-      const outcome =
-        sid === null
-          ? undefined
-          : await askSessions(sessions(), 'SESSION_EVENT', {
-              sid,
-              event: { type: 'SUBMIT_TOKEN', token: req.body.token, clientSecret: secret, now: ctx.clock.now() },
-            });
-      return submitTokenReply(outcome);
-    },
-  );
-
-  // Opened in a browser (Sydent's was broken: always a 500); no access token, the sid, secret and token are the proof.
-  app.get<{ Querystring: Record<string, string | undefined> }>('/validate/msisdn/submitToken', async (req, reply) => {
-    const { sid, client_secret: secret, token, brand } = req.query;
-    const page = (status: number, message: string, location?: string): FastifyReply => {
-      if (location) reply.header('location', location);
-      return reply
-        .code(status)
-        .type('text/html; charset=utf-8')
-        .send(renderResponsePage(ctx.config, brand ?? null, message));
-    };
-    try {
-      if (!sid || !secret || !token) return page(400, FAILURE_PAGE);
-      const n = sidNumber(sid);
-      const outcome =
-        n === null
-          ? undefined
-          : await askSessions(sessions(), 'SESSION_EVENT', {
-              sid: n,
-              event: { type: 'SUBMIT_TOKEN', token, clientSecret: clientSecret(secret), now: ctx.clock.now() },
-            });
-      submitTokenReply(outcome);
-      // Only the next_link given at requestToken (checked to be http or https then), never one from this URL.
-      const next = outcome?.nextLink ?? undefined;
-      return page(next ? 302 : 200, SUCCESS_PAGE, next);
-    } catch (error) {
-      if (error instanceof MatrixError && error.status < 500) return page(400, FAILURE_PAGE);
-      throw error;
-    }
-  });
+  submitTokenRoutes(app, opts, 'msisdn', FAILURE_PAGE);
 }

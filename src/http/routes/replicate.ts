@@ -1,11 +1,9 @@
-import type { KeyObject } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 
 import { askStore } from '../../actors/supervisors/store.js';
 import { lookupHash } from '../../crypto/index.js';
-import { publicKeyObject } from '../../replication/ed25519.js';
 import { decodePeerKey } from '../../replication/keys.js';
 import { checkPush } from '../../replication/receive.js';
 import type { AppContext } from '../context.js';
@@ -52,11 +50,11 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppContext }): Promise<void> {
   const { ctx } = opts;
   // verify keys by their stored text: decoded once, not per push
-  const keys = new Map<string, KeyObject>();
-  const keyOf = (text: string): KeyObject => {
+  const keys = new Map<string, Uint8Array>();
+  const keyOf = (text: string): Uint8Array => {
     let key = keys.get(text);
     if (!key) {
-      key = publicKeyObject(decodePeerKey(text).bytes);
+      key = decodePeerKey(text).bytes;
       if (keys.size > 1000) keys.clear();
       keys.set(text, key);
     }
@@ -74,7 +72,7 @@ export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppCont
       req.log.warn({ commonName: name }, 'replication: push from an unknown peer refused');
       throw replicationErrors.unknownPeer();
     }
-    let key: KeyObject;
+    let key: Uint8Array;
     try {
       key = keyOf(peer.key);
     } catch (err) {

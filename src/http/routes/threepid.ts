@@ -1,8 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import { askSessions } from '../../actors/supervisors/sessions.js';
 import type { RouteOptions } from '../context.js';
-import { clientSecret, sidNumber } from '../validate.js';
-import { validatedSessionReply } from './validation-replies.js';
+import { clientSecret } from '../validate.js';
+import { sessionEvent, validatedSessionReply } from './validation-replies.js';
 
 const validatedQuery = {
   type: 'object',
@@ -20,14 +19,7 @@ export async function threepidRoutes(app: FastifyInstance, opts: RouteOptions): 
     { config: { auth }, schema: { querystring: validatedQuery } },
     async (req) => {
       const secret = clientSecret(req.query.client_secret);
-      const sid = sidNumber(req.query.sid);
-      const outcome =
-        sid === null
-          ? undefined
-          : await askSessions(ctx.system.get('sessions'), 'SESSION_EVENT', {
-              sid,
-              event: { type: 'CHECK_VALIDATED', clientSecret: secret, now: ctx.clock.now() },
-            });
+      const outcome = await sessionEvent(ctx, req.query.sid, { type: 'CHECK_VALIDATED', clientSecret: secret, now: ctx.clock.now() });
       const session = validatedSessionReply(outcome);
       return { medium: session.medium, address: session.address, validated_at: session.validatedAt };
     },

@@ -1,13 +1,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { askNotifier } from '../../actors/supervisors/notifier.js';
-import { askSessions } from '../../actors/supervisors/sessions.js';
 import { unbindThreepid } from '../../bindings/binder.js';
 import { FederationError, RequestAuthError } from '../../federation/index.js';
 import type { AppContext, RouteOptions } from '../context.js';
 import { errors, MatrixError } from '../errors.js';
-import { clientSecret, sidNumber } from '../validate.js';
+import { clientSecret } from '../validate.js';
 import { normalise } from './lookup.js';
-import { validatedSessionReply } from './validation-replies.js';
+import { sessionEvent, validatedSessionReply } from './validation-replies.js';
 
 const unbindBody = {
   type: 'object',
@@ -59,14 +58,7 @@ async function proveBySession(
   secret: string,
   target: { medium: string; address: string },
 ): Promise<void> {
-  const sid = sidNumber(rawSid);
-  const outcome =
-    sid === null
-      ? undefined
-      : await askSessions(ctx.system.get('sessions'), 'SESSION_EVENT', {
-          sid,
-          event: { type: 'CHECK_VALIDATED', clientSecret: secret, now: ctx.clock.now() },
-        });
+  const outcome = await sessionEvent(ctx, rawSid, { type: 'CHECK_VALIDATED', clientSecret: secret, now: ctx.clock.now() });
   const session = validatedSessionReply(outcome);
   if (session.medium !== target.medium || session.address !== target.address) {
     throw errors.forbidden('Provided session information does not match medium/address combo');

@@ -2,8 +2,12 @@
  * Session outcomes as HTTP answers, shared by the email and msisdn endpoints and getValidated3pid: the
  * machine says what happened, this says how the spec wants a client to hear it.
  */
+import { askSessions } from '../../actors/supervisors/sessions.js';
+import type { SessionEvent } from '../../machines/validation-session.js';
 import type { SessionOutcome } from '../../sessions/host.js';
+import type { AppContext } from '../context.js';
 import { MatrixError } from '../errors.js';
+import { sidNumber } from '../validate.js';
 
 const noSession = () =>
   new MatrixError(404, 'M_NO_VALID_SESSION', 'No valid session was found matching that sid and client secret');
@@ -36,4 +40,14 @@ export function validatedSessionReply(outcome: SessionOutcome | undefined): Sess
     throw new MatrixError(400, 'M_SESSION_NOT_VALIDATED', 'This validation session has not yet been completed');
   }
   return outcome;
+}
+
+/** An event for the session a request names; `undefined` when the sid cannot name one. */
+export async function sessionEvent(
+  ctx: AppContext,
+  rawSid: string | number,
+  event: SessionEvent,
+): Promise<SessionOutcome | undefined> {
+  const sid = sidNumber(rawSid);
+  return sid === null ? undefined : askSessions(ctx.system.get('sessions'), 'SESSION_EVENT', { sid, event });
 }

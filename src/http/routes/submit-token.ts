@@ -1,0 +1,68 @@
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { renderResponsePage } from '../../mail/templates.js';
+import type { RouteOptions } from '../context.js';
+import { MatrixError } from '../errors.js';
+import { clientSecret } from '../validate.js';
+import { sessionEvent, submitTokenReply } from './validation-replies.js';
+
+const submitTokenBody = {
+  type: 'object',
+  required: ['sid', 'client_secret', 'token'],
+  properties: {
+    sid: { type: ['string', 'integer'] },
+    client_secret: { type: 'string' },
+    token: { type: 'string' },
+  },
+} as const;
+
+interface SubmitTokenBody {
+  sid: string | number;
+  client_secret: string;
+  token: string;
+}
+
+const SUCCESS_PAGE = 'Verification successful! Please return to your Matrix client to continue.';
+
+/**
+ * submitToken for one medium, by POST (v2: token and terms) and by GET (the link in the mail or SMS, opened in a
+ * browser: no access token, the sid, secret and token are the proof).
+ */
+export function submitTokenRoutes(
+  app: FastifyInstance,
+  opts: RouteOptions,
+  medium: 'email' | 'msisdn',
+  failurePage: string,
+): void {
+  const { ctx, api } = opts;
+  const path = `/validate/${medium}/submitToken`;
+  const submit = (sid: string | number, secret: string, token: string) =>
+    sessionEvent(ctx, sid, { type: 'SUBMIT_TOKEN', token, clientSecret: clientSecret(secret), now: ctx.clock.now() });
+
+  app.post<{ Body: SubmitTokenBody }>(
+    path,
+    { config: { auth: api === 'v2' ? 'terms' : undefined }, schema: { body: submitTokenBody } },
+    async (req) => {
+      const secret = clientSecret(req.body.client_secret);
+      return submitTokenReply(await submit(req.body.sid, secret, req.body.token));
+    },
+  );
+
+  app.get<{ Querystring: Record<string, string | undefined> }>(path, async (req, reply) => {
+    const { sid, client_secret: secret, token, brand } = req.query;
+    const page = (status: number, message: string, location?: string): FastifyReply => {
+      if (location) reply.header('location', location);
+      return reply.code(status).type('text/html; charset=utf-8').send(renderResponsePage(ctx.config, brand ?? null, message));
+    };
+    try {
+      if (!sid || !secret || !token) return page(400, failurePage);
+      const outcome = await submit(sid, secret, token);
+      submitTokenReply(outcome);
+      // Only the next_link given at requestToken (checked to be http or https then), never one from this URL.
+      const next = outcome?.nextLink ?? undefined;
+      return page(next ? 302 : 200, SUCCESS_PAGE, next);
+    } catch (error) {
+      if (error instanceof MatrixError && error.status < 500) return page(400, failurePage);
+      throw error;
+    }
+  });
+}
