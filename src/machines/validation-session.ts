@@ -89,7 +89,7 @@ export function sameSecret(a: string, b: string): boolean {
 
 const expiredAt = (context: SessionContext, now: number) => now > context.mtime + SESSION_LIFETIME_MS;
 
-export const validationSessionMachine = setup({
+const sessionSetup = setup({
   types: {
     context: {} as SessionContext,
     events: {} as SessionEvent,
@@ -149,7 +149,32 @@ export const validationSessionMachine = setup({
     rejectExpired: assign({ rejection: 'expired' as const }),
     rejectNotValidated: assign({ rejection: 'notValidated' as const }),
   },
-}).createMachine({
+});
+
+// Transitions several states share, written once.
+const reviveExpired = {
+  guard: 'isExpired',
+  target: 'sendingToken',
+  actions: ['accept', 'restart', 'touch', 'rememberRequest', 'recordSendAttempt'],
+} as const;
+const resendOnNewerAttempt = {
+  guard: 'isNewerSendAttempt',
+  target: 'sendingToken',
+  actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'],
+} as const;
+const resubmit = [
+  { guard: 'secretMismatch', actions: 'rejectSecret' },
+  { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
+  { guard: 'tokenMatches', actions: 'accept' },
+  { actions: 'rejectToken' },
+] as const;
+const confirmValidated = [
+  { guard: 'secretMismatch', actions: 'rejectSecret' },
+  { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
+  { actions: 'accept' },
+] as const;
+
+export const validationSessionMachine = sessionSetup.createMachine({
   id: 'validationSession',
   context: ({ input }) => ({
     ...input,
@@ -205,8 +230,8 @@ export const validationSessionMachine = setup({
     tokenSent: {
       on: {
         REQUEST_TOKEN: [
-          { guard: 'isExpired', target: 'sendingToken', actions: ['accept', 'restart', 'touch', 'rememberRequest', 'recordSendAttempt'] },
-          { guard: 'isNewerSendAttempt', target: 'sendingToken', actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'] },
+          reviveExpired,
+          resendOnNewerAttempt,
           // The same send_attempt again: success, same sid, nothing sent.
           { actions: ['accept', 'touch'] },
         ],
@@ -221,8 +246,8 @@ export const validationSessionMachine = setup({
     sendFailed: {
       on: {
         REQUEST_TOKEN: [
-          { guard: 'isExpired', target: 'sendingToken', actions: ['accept', 'restart', 'touch', 'rememberRequest', 'recordSendAttempt'] },
-          { guard: 'isNewerSendAttempt', target: 'sendingToken', actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'] },
+          reviveExpired,
+          resendOnNewerAttempt,
           { actions: ['touch', 'rejectSendFailed'] },
         ],
         // A token sent by an earlier, successful attempt is still good.
@@ -237,21 +262,12 @@ export const validationSessionMachine = setup({
     validated: {
       on: {
         REQUEST_TOKEN: [
-          { guard: 'isExpired', target: 'sendingToken', actions: ['accept', 'restart', 'touch', 'rememberRequest', 'recordSendAttempt'] },
+          reviveExpired,
           { actions: 'accept' },
         ],
         // Submitting the right token again is harmless and answers success, as in Sydent.
-        SUBMIT_TOKEN: [
-          { guard: 'secretMismatch', actions: 'rejectSecret' },
-          { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-          { guard: 'tokenMatches', actions: 'accept' },
-          { actions: 'rejectToken' },
-        ],
-        CHECK_VALIDATED: [
-          { guard: 'secretMismatch', actions: 'rejectSecret' },
-          { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-          { actions: 'accept' },
-        ],
+        SUBMIT_TOKEN: resubmit,
+        CHECK_VALIDATED: confirmValidated,
         BIND: [
           { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
@@ -262,20 +278,11 @@ export const validationSessionMachine = setup({
     bound: {
       on: {
         REQUEST_TOKEN: [
-          { guard: 'isExpired', target: 'sendingToken', actions: ['accept', 'restart', 'touch', 'rememberRequest', 'recordSendAttempt'] },
+          reviveExpired,
           { actions: 'accept' },
         ],
-        SUBMIT_TOKEN: [
-          { guard: 'secretMismatch', actions: 'rejectSecret' },
-          { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-          { guard: 'tokenMatches', actions: 'accept' },
-          { actions: 'rejectToken' },
-        ],
-        CHECK_VALIDATED: [
-          { guard: 'secretMismatch', actions: 'rejectSecret' },
-          { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-          { actions: 'accept' },
-        ],
+        SUBMIT_TOKEN: resubmit,
+        CHECK_VALIDATED: confirmValidated,
         // Binding again (to the same or another user) is allowed while the session lives: the newest binding wins.
         BIND: [
           { guard: 'secretMismatch', actions: 'rejectSecret' },
