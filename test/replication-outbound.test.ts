@@ -106,6 +106,11 @@ describe('our push, as a peer receives it', () => {
 
     const view = await waitFor(() => replicationView(a.server), (v) => v.peers[0]?.state === 'idle' && v.peers[0].backlog === 0);
     expect(view.peers[0]).toMatchObject({ name: 'fake.test', cursor: 3, backlog: 0, lastError: null });
+    const metrics = a.server.server.ctx.metrics.registry;
+    expect(await metrics.getSingleMetricAsString('sydent_replication_backlog')).toContain('sydent_replication_backlog{peer="fake.test"} 0');
+    expect(await metrics.getSingleMetricAsString('sydent_machine_transitions_total')).toContain(
+      'sydent_machine_transitions_total{machine="peer",from="idle",to="pushing"}',
+    );
   }, 20_000);
 
   it('a refusing peer is backed off from, then retried; the cursor moves only after a 2xx', async () => {
@@ -114,7 +119,7 @@ describe('our push, as a peer receives it', () => {
     await bind(a.server, 'carol@example.org', '@carol:hs.test');
     const failing = await waitFor(() => replicationView(a.server), (v) => v.peers[0]?.state === 'backingOff');
     expect(failing.peers[0]).toMatchObject({ cursor: 3, backlog: 1, lastError: 'HTTP 500: M_UNKNOWN: disk full' });
-    expect(failing.peers[0]!.nextRetryAt).toEqual(expect.any(Number));
+    expect(failing.peers[0]!.nextRetryTs).toEqual(expect.any(Number));
     expect(received.length).toBeGreaterThan(before);
 
     // binds while backing off do not hammer the peer
@@ -127,7 +132,7 @@ describe('our push, as a peer receives it', () => {
     const retry = await fetch(a.server.internalUrl('/_sydent/debug/replication/retry'), { method: 'POST' });
     expect(await retry.json()).toEqual({ retried: ['fake.test'] });
     const done = await waitFor(() => replicationView(a.server), (v) => v.peers[0]?.state === 'idle' && v.peers[0].backlog === 0);
-    expect(done.peers[0]).toMatchObject({ cursor: 5, nextRetryAt: null });
+    expect(done.peers[0]).toMatchObject({ cursor: 5, nextRetryTs: null });
     expect([...allReceived().keys()]).toEqual(['1', '2', '3', '4', '5']);
   }, 20_000);
 });

@@ -102,6 +102,6 @@ describe('replication between three sydent-ts instances', () => {
       () => replicationView(a.server),
       (v) => v.peers.every((p) => p.state === 'idle' && p.backlog === 0),
     );
-    expect(view.peers.find((p) => p.name === 'b.test')!.nextRetryAt).toBeNull();
+    expect(view.peers.find((p) => p.name === 'b.test')!.nextRetryTs).toBeNull();
   }, 60_000);
 });

@@ -10,7 +10,7 @@
  * the peer's 2xx, stores the new cursor. An empty log after the cursor resolves at once with nothing sent.
  *
  * The machine is pure: no timers, no I/O, no randomness. Time and the jitter's random number come with the
- * `push` actor's result or failure; the backoff is a delay in the context (`retryDelayMs`, and `nextRetryAt` for
+ * `push` actor's result or failure; the backoff is a delay in the context (`retryDelayMs`, and `nextRetryTs` for
  * people to read) that the supervisor waits before it sends RETRY. The backoff lives in memory only: the cursor
  * (`peers.lastSentVersion`) is the durable part, and after a restart everything after it is pushed again, which
  * the receiver ignores for rows it already has.
@@ -62,7 +62,7 @@ export interface PeerContext {
   /** while backing off: how long the supervisor waits before RETRY */
   retryDelayMs: number | null;
   /** while backing off: when the next attempt is due (for people; the supervisor's timer is what counts) */
-  nextRetryAt: number | null;
+  nextRetryTs: number | null;
   /** associations the peer acknowledged since this actor started */
   pushed: number;
   /** batches the peer acknowledged since this actor started */
@@ -154,7 +154,7 @@ export const peerMachine = setup({
         lastStatus: sent > 0 ? 200 : context.lastStatus,
         failures: 0,
         retryDelayMs: null,
-        nextRetryAt: null,
+        nextRetryTs: null,
       };
     }),
     /** the push failed: count it and wait `peerBackoffMs` before the next one */
@@ -168,7 +168,7 @@ export const peerMachine = setup({
         lastErrorAt: at,
         lastStatus: f.status,
         retryDelayMs: delay,
-        nextRetryAt: at + delay,
+        nextRetryTs: at + delay,
       };
     }),
   },
@@ -181,7 +181,7 @@ export const peerMachine = setup({
     lastErrorAt: null,
     lastStatus: null,
     retryDelayMs: null,
-    nextRetryAt: null,
+    nextRetryTs: null,
     pushed: 0,
     batches: 0,
     dirty: false,

@@ -68,6 +68,7 @@ export function isPeersCommand(argv: string[]): boolean {
 
 interface AddOptions {
   name: string;
+  /** standard unpadded base64, whatever form it was given in (as Sydent documents it) */
   pubkey: string;
   url: string | undefined;
   port: number | null;
@@ -110,7 +111,14 @@ function parseAdd(words: string[]): AddOptions {
   if (pubkey === undefined) throw new UsageError('peers add needs --pubkey KEY');
   checkName(name);
   if (url !== undefined && !isHttpUrl(url)) throw new UsageError(`--url: not an absolute http:// or https:// URL: ${url}`);
-  return { name, pubkey, url, port };
+  let key: string;
+  try {
+    key = encodeBase64(decodePeerKey(pubkey).bytes);
+  } catch (err) {
+    if (err instanceof PeerKeyError) throw new UsageError(`--pubkey: not an ed25519 public key: ${err.message}`);
+    throw err;
+  }
+  return { name, pubkey: key, url, port };
 }
 
 /** The name is the peer's server name and its certificate's common name. */
@@ -190,16 +198,7 @@ function parseList(words: string[]): boolean {
 type Db = ReturnType<typeof openDatabase>;
 
 function add(opts: AddOptions, configPath: string, db: Db, io: CliIo): void {
-  let key: string;
-  try {
-    const decoded = decodePeerKey(opts.pubkey);
-    // stored as Sydent documents it: standard unpadded base64, whatever form it was given in
-    key = encodeBase64(decoded.bytes);
-  } catch (err) {
-    if (err instanceof PeerKeyError) throw new UsageError(`--pubkey: not an ed25519 public key: ${err.message}`);
-    throw err;
-  }
-  const added = new PeerWrites(db).upsert({ name: opts.name, key, port: opts.port });
+  const added = new PeerWrites(db).upsert({ name: opts.name, key: opts.pubkey, port: opts.port });
   if (opts.url !== undefined) setPeerUrlInFile(configPath, opts.name, opts.url);
   const url = pushUrl(opts.name, opts.port, opts.url ?? urlsOf(configPath)[opts.name]);
   io.stdout(`${added ? 'added' : 'updated'} peer ${opts.name}: pushes go to ${url}\n`);

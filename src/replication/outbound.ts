@@ -9,9 +9,8 @@
  */
 import { Agent, request } from 'undici';
 
-import type { SigningKeyLike } from '../crypto/index.js';
+import { signJson, type SigningKeyLike, type Signatures } from '../crypto/index.js';
 import type { LocalAssociationRow } from '../store/peers.js';
-import { signFresh, type Signed } from './ed25519.js';
 import type { ReplicationTls } from './tls.js';
 
 export interface WireAssociation {
@@ -22,6 +21,8 @@ export interface WireAssociation {
   not_before: number | null;
   not_after: number | null;
 }
+
+export type Signed<T> = T & { signatures: Signatures };
 
 export interface PushBody {
   sgAssocs: Record<string, Signed<WireAssociation>>;
@@ -54,7 +55,7 @@ export function buildBatch(rows: readonly LocalAssociationRow[], serverName: str
   const sgAssocs: Record<string, Signed<WireAssociation>> = {};
   let lastId = 0;
   for (const row of rows) {
-    sgAssocs[String(row.id)] = signFresh(wireAssociation(row), serverName, key);
+    sgAssocs[String(row.id)] = signJson(wireAssociation(row), serverName, key);
     lastId = Math.max(lastId, row.id);
   }
   return { body: { sgAssocs }, lastId, count: rows.length };

@@ -4,11 +4,9 @@
  * `ed25519:0` under the key we hold for it, and carry Sydent's six fields. One failure refuses the whole batch,
  * and every failing id is reported (Sydent's `failed_ids`).
  */
-import type { KeyObject } from 'node:crypto';
-
+import { SignatureError, verifySignedJson } from '../crypto/index.js';
 import type { ReceivedAssociation } from '../store/peers.js';
 import { casefold } from '../util/casefold.js';
-import { SignatureCheckError, verifySigned } from './ed25519.js';
 
 /** Sydent loads every peer key as version 0. */
 export const PEER_KEY_ID = 'ed25519:0';
@@ -50,18 +48,18 @@ function readAssociation(originId: number, value: Record<string, unknown>): Omit
  * Checks a whole batch against the peer's key. `sgAssocs` is the request's `sgAssocs` value (an object, checked
  * by the caller).
  */
-export function checkPush(sgAssocs: Record<string, unknown>, peerName: string, key: KeyObject): CheckedPush {
+export function checkPush(sgAssocs: Record<string, unknown>, peerName: string, publicKey: Uint8Array): CheckedPush {
   const associations: ReceivedAssociation[] = [];
   const reasons: Record<string, string> = {};
   for (const [id, value] of Object.entries(sgAssocs)) {
     try {
       if (!ORIGIN_ID.test(id)) throw new InvalidAssociation('the id is not a non-negative integer');
       if (!isRecord(value)) throw new InvalidAssociation('not an object');
-      verifySigned(value, peerName, PEER_KEY_ID, key);
+      verifySignedJson(value, peerName, PEER_KEY_ID, publicKey);
       const assoc = readAssociation(Number(id), value);
       associations.push({ ...assoc, sgAssoc: JSON.stringify(value) });
     } catch (e) {
-      if (!(e instanceof InvalidAssociation || e instanceof SignatureCheckError)) throw e;
+      if (!(e instanceof InvalidAssociation || e instanceof SignatureError)) throw e;
       reasons[id] = e.message;
     }
   }

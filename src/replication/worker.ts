@@ -16,7 +16,7 @@ import type { SigningKeyLike } from '../crypto/index.js';
 import type { Logger } from '../log.js';
 import { PUSH_BATCH_SIZE, peerMachine, type PeerContext, type PushInput, type PushResult } from '../machines/peer.js';
 import type { ActivePeer, LocalAssociationRow, PeerRow } from '../store/peers.js';
-import { buildBatch, describeRefusal, ReplicationClient, type PushAnswer, type PushBody } from './outbound.js';
+import { buildBatch, describeRefusal, ReplicationClient, type OutboundBatch, type PushAnswer, type PushBody } from './outbound.js';
 import { pushUrl, type PeerUrls } from './peer-config.js';
 import type { ReplicationTls } from './tls.js';
 
@@ -60,6 +60,8 @@ export interface ReplicationWorkerOptions {
   tickMs?: number;
   /** how long shutdown waits for running pushes (default 2 s) */
   drainGraceMs?: number;
+  /** told of every change of a peer machine's state (metrics) */
+  onTransition?: (from: string, to: string) => void;
   /** makes the transport of a peer (tests); default a ReplicationClient on `tls` */
   transport?: (peer: ActivePeer) => PushTransport;
 }
@@ -67,7 +69,10 @@ export interface ReplicationWorkerOptions {
 /** What the debug endpoint shows of a peer. */
 export interface PeerView {
   name: string;
-  /** idle, pushing, backingOff; `inactive` (peers.active = 0), `noKey` (no ed25519 key), or `disabled` */
+  /**
+   * idle, pushing, backingOff (its actor's state); `inactive` (peers.active = 0), `noKey` (no ed25519 key),
+   * `notStarted` (added since the last wake-up), or `disabled` (no certificate)
+   */
   state: string;
   url: string;
   /** the last local association id the peer acknowledged */
@@ -79,7 +84,7 @@ export interface PeerView {
   lastErrorAt: number | null;
   lastSuccessAt: number | null;
   /** while backing off: when the next attempt is due (ms) */
-  nextRetryAt: number | null;
+  nextRetryTs: number | null;
   /** associations acknowledged since start */
   pushed: number;
 }
@@ -114,6 +119,11 @@ interface Slot {
   timerFor: number | null;
   /** the push under way, so shutdown can wait for it */
   running: Promise<unknown> | null;
+  /**
+   * The batch after a full one, signed while the peer works on that one (the two sides overlap instead of taking
+   * turns). Used only by a push from exactly `afterId`; dropped otherwise.
+   */
+  prefetched: { afterId: number; batch: OutboundBatch } | null;
 }
 
 const DEFAULTS = { batchSize: PUSH_BATCH_SIZE, tickMs: 10_000, drainGraceMs: 2_000 };
@@ -191,7 +201,7 @@ export class ReplicationWorker {
             ? 'inactive'
             : row.keys['ed25519'] === undefined
               ? 'noKey'
-              : 'idle';
+              : 'notStarted';
       peers.push({
         name: row.name,
         state,
@@ -202,7 +212,7 @@ export class ReplicationWorker {
         lastError: c?.lastError ?? null,
         lastErrorAt: c?.lastErrorAt ?? null,
         lastSuccessAt: c?.lastSuccessAt ?? row.lastPokeSucceededAt,
-        nextRetryAt: c?.nextRetryAt ?? null,
+        nextRetryTs: c?.nextRetryTs ?? null,
         pushed: c?.pushed ?? 0,
       });
     }
@@ -262,15 +272,19 @@ export class ReplicationWorker {
 
   private addSlot(peer: ActivePeer): void {
     const transport = this.opts.transport ? this.opts.transport(peer) : new ReplicationClient(this.opts.tls!);
-    const slot = { peer, transport, timer: null, timerFor: null, running: null } as unknown as Slot;
+    const slot = { peer, transport, timer: null, timerFor: null, running: null, prefetched: null } as unknown as Slot;
     const machine = peerMachine.provide({
       actors: { push: fromPromise<PushResult, PushInput>(({ input }) => this.trackPush(slot, input)) },
     });
     slot.actor = createActor(machine, {
       input: { name: peer.name, cursor: peer.lastSentVersion ?? 0, lastSuccessAt: peer.lastPokeSucceededAt },
     });
+    let state = 'idle';
     slot.actor.subscribe({
       next: (snapshot) => {
+        const to = String(snapshot.value);
+        if (to !== state) this.opts.onTransition?.(state, to);
+        state = to;
         if (snapshot.matches('backingOff')) this.scheduleRetry(slot, snapshot.context);
       },
       error: (err: unknown) => this.opts.log.error({ err, peer: peer.name }, 'replication: peer machine failed'),
@@ -314,6 +328,20 @@ export class ReplicationWorker {
     return p;
   }
 
+  /** The batch after `cursor`: the prefetched one when it starts there, else read and signed now; null when empty. */
+  private takeBatch(slot: Slot, cursor: number): OutboundBatch | null {
+    const prefetched = slot.prefetched;
+    slot.prefetched = null;
+    if (prefetched && prefetched.afterId === cursor) return prefetched.batch;
+    const rows = this.opts.reads.localAfter(cursor, this.opts.batchSize);
+    return rows.length === 0 ? null : buildBatch(rows, this.opts.serverName, this.opts.signingKey);
+  }
+
+  private prefetch(afterId: number): { afterId: number; batch: OutboundBatch } | null {
+    const rows = this.opts.reads.localAfter(afterId, this.opts.batchSize);
+    return rows.length === 0 ? null : { afterId, batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey) };
+  }
+
   /** The `push` actor: one batch after the cursor, then the cursor stored after the peer's 2xx. */
   private async push(slot: Slot, input: PushInput): Promise<PushResult> {
     const { now, log, batchSize } = this.opts;
@@ -324,12 +352,15 @@ export class ReplicationWorker {
     const peer = slot.peer;
     const url = pushUrl(peer.name, peer.port, this.opts.urls.get(peer.name));
     try {
-      const rows = this.opts.reads.localAfter(input.cursor, batchSize);
-      if (rows.length === 0) return { sent: 0, lastId: input.cursor, full: false, at: now() };
-      const batch = buildBatch(rows, this.opts.serverName, this.opts.signingKey);
+      const batch = this.takeBatch(slot, input.cursor);
+      if (!batch) return { sent: 0, lastId: input.cursor, full: false, at: now() };
       lastId = batch.lastId;
       count = batch.count;
-      answer = await slot.transport.post(url, batch.body);
+      const answered = slot.transport.post(url, batch.body);
+      // A full batch is likely followed by another: sign it while this one is on its way. Rows replaced in the
+      // meantime (a rebind or an unbind gives the 3PID a new id) are harmless: their newer row follows.
+      if (count >= batchSize) slot.prefetched = this.prefetch(lastId);
+      answer = await answered;
     } catch (err) {
       const message = err instanceof Error ? describeError(err) : String(err);
       log.warn({ peer: peer.name, url, err: message }, 'replication: push failed; backing off');

@@ -202,7 +202,7 @@ export async function waitFor<T>(probe: () => Promise<T> | T, done: (v: T) => bo
 /** The debug view of a replica's peers. */
 export async function replicationView(s: TestServer): Promise<{
   enabled: boolean;
-  peers: Array<{ name: string; state: string; cursor: number; backlog: number; lastError: string | null; nextRetryAt: number | null }>;
+  peers: Array<{ name: string; state: string; cursor: number; backlog: number; lastError: string | null; nextRetryTs: number | null }>;
 }> {
   const res = await fetch(s.internalUrl('/_sydent/debug/replication'));
   if (res.status !== 200) throw new Error(`debug/replication: ${res.status} ${await res.text()}`);

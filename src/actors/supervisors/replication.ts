@@ -45,7 +45,14 @@ export const replicationSupervisor = supervisor('replication', {
       urls: new PeerUrls(deps.config, (message) => deps.log.warn(message)),
       now: () => deps.clock.now(),
       log: deps.log,
+      onTransition: (from, to) => deps.metrics?.transitions.inc({ machine: 'peer', from, to }),
     });
+    deps.metrics?.gauge(
+      'sydent_replication_backlog',
+      'Associations of our replication log a peer has not acknowledged yet, by peer',
+      ['peer'],
+      () => Object.fromEntries(worker.view().peers.map((p) => [p.name, p.backlog])),
+    );
     // after the other supervisors have started: a push asks the store
     setImmediate(() => worker.start());
     return { worker };

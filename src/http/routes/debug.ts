@@ -73,8 +73,8 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
     return askNotifier(ctx.system.get('notifier'), 'OUTBOX', { limit });
   });
 
-  // Replication: every peer with its state (idle, pushing, backingOff; inactive, noKey, disabled), cursor,
-  // backlog, last error and next retry. POST …/retry ends the backoff of every peer (or of `?peer=NAME`).
+  // Replication: every peer with its state (idle, pushing, backingOff; inactive, noKey, notStarted, disabled),
+  // cursor, backlog, last error and next retry. POST …/retry ends the backoff of every peer (or of `?peer=NAME`).
   app.get('/_sydent/debug/replication', async () => askReplication(ctx.system.get('replication'), 'VIEW', {}));
   app.post<{ Querystring: { peer?: string } }>('/_sydent/debug/replication/retry', async (req) => ({
     retried: await askReplication(ctx.system.get('replication'), 'RETRY', req.query.peer ? { name: req.query.peer } : {}),

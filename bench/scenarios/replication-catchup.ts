@@ -1,0 +1,180 @@
+/**
+ * Replication catch-up: how long a peer takes to receive 100,000 associations it has never seen.
+ *
+ * Two sydent-ts processes on loopback, each with a replication listener and a certificate made here (one CA,
+ * mutual TLS as in production). A's database is prepared with 100,000 local associations (the replication log)
+ * and B as a peer with an empty cursor; B knows A. B starts first, then A, whose first push goes out at start-up.
+ * The figure is the time from A's spawn (and from A ready) until B's global table holds all 100,000 rows of
+ * A, checked to be exactly once each. The measured autocannon run is then v1 lookups on B of a replicated
+ * address: what B answers with the data it received.
+ */
+import Database from 'better-sqlite3';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { generate } from 'selfsigned';
+
+import { encodeBase64, generateSeed, publicKeyFromSeed } from '../../src/crypto/index.js';
+import { closeDatabase, openDatabase } from '../../src/store/database.js';
+import { PeerWrites } from '../../src/store/peers.js';
+import { addressOf, mxidOf, prepareAssociationsDb } from '../lib/associations-db.js';
+import { freePort } from '../lib/ports.js';
+import type { Extra, Scenario } from '../lib/scenario.js';
+import type { ConfSections } from '../lib/sydent.js';
+
+const COUNT = 100_000;
+const A = 'a.bench.test';
+const B = 'b.bench.test';
+const CATCH_UP_LIMIT_MS = 100_000;
+
+interface Pem {
+  key: string;
+  cert: string;
+}
+
+function validity() {
+  const now = Date.now();
+  return { notBeforeDate: new Date(now - 3600_000), notAfterDate: new Date(now + 7 * 24 * 3600_000) };
+}
+
+async function makeCa(): Promise<Pem> {
+  const pems = await generate([{ name: 'commonName', value: 'bench CA' }], {
+    keyType: 'ec',
+    algorithm: 'sha256',
+    ...validity(),
+    extensions: [
+      { name: 'basicConstraints', cA: true, critical: true },
+      { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    ],
+  });
+  return { key: pems.private, cert: pems.cert };
+}
+
+/** a server + client certificate, CN = the server name (how peers know each other), valid for 127.0.0.1 */
+async function makePeerCert(ca: Pem, name: string): Promise<Pem> {
+  const pems = await generate([{ name: 'commonName', value: name }], {
+    keyType: 'ec',
+    algorithm: 'sha256',
+    ...validity(),
+    extensions: [
+      { name: 'basicConstraints', cA: false },
+      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
+      { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+      { name: 'subjectAltName', altNames: [{ type: 2 as const, value: name }, { type: 7 as const, ip: '127.0.0.1' }] },
+    ],
+    ca: { key: ca.key, cert: ca.cert },
+  });
+  return { key: pems.private, cert: pems.cert };
+}
+
+const scenario: Scenario = {
+  name: 'replication-catchup',
+  description: `replication: a peer catching up on ${COUNT.toLocaleString('en')} associations (two processes, mutual TLS); then \`GET …/v1/lookup\` on the peer for a replicated address`,
+  async run(ctx) {
+    const certDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sydent-bench-repl-'));
+    ctx.defer(() => fs.rmSync(certDir, { recursive: true, force: true }));
+    const ca = await makeCa();
+    const caFile = path.join(certDir, 'ca.pem');
+    fs.writeFileSync(caFile, ca.cert);
+    const nodes = await Promise.all(
+      [A, B].map(async (name) => {
+        const cert = await makePeerCert(ca, name);
+        const certfile = path.join(certDir, `${name}.pem`);
+        fs.writeFileSync(certfile, `${cert.key.trim()}\n${cert.cert.trim()}\n`);
+        const seed = generateSeed();
+        return { name, certfile, seed, pubkey: encodeBase64(publicKeyFromSeed(seed)), port: await freePort() };
+      }),
+    );
+    const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
+    const conf = (self: typeof a, other: typeof a): ConfSections => ({
+      general: { 'server.name': self.name },
+      http: {
+        'replication.https.certfile': self.certfile,
+        'replication.https.cacert': caFile,
+        'replication.https.bind_address': '127.0.0.1',
+        'replication.https.port': String(self.port),
+      },
+      crypto: { 'ed25519.signingkey': `ed25519 0 ${encodeBase64(self.seed)}` },
+      [`peer.${other.name}`]: { base_replication_url: `https://127.0.0.1:${other.port}` },
+    });
+    const addPeer = (dbPath: string, peer: typeof a) => {
+      const db = openDatabase(dbPath);
+      try {
+        new PeerWrites(db).upsert({ name: peer.name, key: peer.pubkey, port: null });
+      } finally {
+        closeDatabase(db);
+      }
+    };
+
+    const serverB = await ctx.startServer({ conf: conf(b, a), prepareDb: (dbPath) => addPeer(dbPath, a) });
+    let buildS = 0;
+    const spawnedAt = performance.now();
+    let readyAt = 0;
+    const watch = new Database(serverB.dbPath, { readonly: true, fileMustExist: true });
+    ctx.defer(() => watch.close());
+    // A pushes in id order (1…COUNT): polling the largest originId is one index probe, so watching costs B
+    // nothing; the rows are counted once at the end.
+    const newest = watch.prepare('SELECT max(originId) AS n FROM global_threepid_associations WHERE originServer = ?');
+    const count = watch.prepare(
+      'SELECT count(*) AS n, count(DISTINCT originId) AS ids FROM global_threepid_associations WHERE originServer = ?',
+    );
+    let prepareMs = 0;
+    const serverA = await ctx.startServer({
+      conf: conf(a, b),
+      prepareDb: async (dbPath) => {
+        const started = performance.now();
+        const info = await prepareAssociationsDb(dbPath, { count: COUNT, serverName: A });
+        buildS = info.buildS;
+        addPeer(dbPath, b);
+        prepareMs = performance.now() - started;
+      },
+      startTimeoutMs: 60_000,
+    });
+    readyAt = performance.now();
+    ctx.log(`A ready (database prepared in ${(prepareMs / 1000).toFixed(1)} s); waiting for B to catch up`);
+
+    // from the spawn, not counting the database preparation (done before the spawn)
+    const origin = spawnedAt + prepareMs;
+    let got = { n: 0 };
+    const samples: string[] = [];
+    let nextSample = 10_000;
+    for (;;) {
+      got = { n: (newest.get(A) as { n: number | null }).n ?? 0 };
+      if (got.n >= nextSample && nextSample <= COUNT) {
+        samples.push(`${nextSample.toLocaleString('en')} at ${((performance.now() - origin) / 1000).toFixed(1)} s`);
+        nextSample += 30_000;
+      }
+      if (got.n >= COUNT) break;
+      if (performance.now() - origin > CATCH_UP_LIMIT_MS) throw new Error(`B has ${got.n} of ${COUNT} after ${CATCH_UP_LIMIT_MS / 1000} s`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const doneAt = performance.now();
+    const { n, ids } = count.get(A) as { n: number; ids: number };
+    if (n !== COUNT || ids !== COUNT) throw new Error(`B holds ${n} rows with ${ids} distinct ids, expected ${COUNT} once each`);
+
+    // lookups on B of what it received
+    const probe = Math.floor(COUNT / 2);
+    const q = new URLSearchParams({ medium: 'email', address: addressOf(probe) });
+    const lookupPath = `/_matrix/identity/api/v1/lookup?${q}`;
+    const check = (await (await fetch(`${serverB.baseUrl}${lookupPath}`)).json()) as { mxid?: string };
+    if (check.mxid !== mxidOf(probe, A)) throw new Error(`lookup on B: ${JSON.stringify(check)}`);
+    const summary = await ctx.measure({ url: `${serverB.baseUrl}${lookupPath}` });
+
+    const totalS = (doneAt - origin) / 1000;
+    const fromReadyS = (doneAt - readyAt) / 1000;
+    const extras: Extra[] = [
+      {
+        label: `**catch-up of ${COUNT.toLocaleString('en')} associations**`,
+        value: `**${totalS.toFixed(1)} s** from A's spawn (${Math.round(COUNT / totalS).toLocaleString('en')} associations/s), ${fromReadyS.toFixed(1)} s from A ready`,
+      },
+      { label: 'progress on B', value: samples.join(', ') },
+      { label: 'check', value: `B holds exactly ${COUNT.toLocaleString('en')} rows of ${A}, one per originId; a v1 lookup on B finds a replicated address` },
+      { label: 'batches', value: `${COUNT / 100} pushes of 100 (Sydent's batch size), each signed by A and every signature checked by B` },
+    ];
+    if (buildS) extras.push({ label: "A's database built in", value: `${buildS.toFixed(1)} s (not counted)` });
+    void serverA;
+    return { summary, extras };
+  },
+};
+
+export default scenario;
