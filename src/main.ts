@@ -2,6 +2,7 @@ import { ConfigError, loadConfig } from './config/index.js';
 import { createLogger } from './log.js';
 import { isPeersCommand, peersMain } from './replication/cli.js';
 import { startServer } from './server.js';
+import { isRotatePepperCommand, rotatePepperMain } from './store/rotate-pepper.js';
 import { TermsError } from './terms/terms.js';
 
 interface CommandLine {
@@ -37,7 +38,7 @@ function parseArgs(argv: string[]): CommandLine {
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`sydent-ts: ${problem}\n`);
-  process.stderr.write('usage: sydent-ts [--config PATH] [--inspect[=PORT]]\n       sydent-ts [--config PATH] peers add|list|remove … (sydent-ts peers --help)\n');
+  process.stderr.write('usage: sydent-ts [--config PATH] [--inspect[=PORT]]\n       sydent-ts [--config PATH] peers add|list|remove … (sydent-ts peers --help)\n       sydent-ts [--config PATH] rotate-pepper\n');
   process.exit(problem ? 2 : 0);
 }
 
@@ -45,6 +46,15 @@ async function main(): Promise<void> {
   // `sydent-ts [--config PATH] peers add|list|remove …`: replication peers, then exit
   if (isPeersCommand(process.argv.slice(2))) {
     process.exitCode = peersMain(process.argv.slice(2), {
+      stdout: (text) => process.stdout.write(text),
+      stderr: (text) => process.stderr.write(text),
+      env: process.env,
+      cwd: process.cwd(),
+    });
+    return;
+  }
+  if (isRotatePepperCommand(process.argv.slice(2))) {
+    process.exitCode = rotatePepperMain(process.argv.slice(2), {
       stdout: (text) => process.stdout.write(text),
       stderr: (text) => process.stderr.write(text),
       env: process.env,

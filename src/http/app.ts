@@ -5,20 +5,22 @@ import Fastify, {
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
+  type onResponseHookHandler,
 } from 'fastify';
 import FindMyWay from 'find-my-way';
 import { redactUrl, type Logger } from '../log.js';
-import type { Metrics } from '../metrics/metrics.js';
+import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
 import { errors, MatrixError } from './errors.js';
 
 /** Sydent's MAX_REQUEST_SIZE. */
 export const BODY_LIMIT = 512 * 1024;
 
-const CORS_HEADERS = {
-  'access-control-allow-origin': '*',
-  'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
-  'access-control-allow-headers': 'Origin, X-Requested-With, Content-Type, Accept, Authorization',
-};
+const CORS_ORIGIN = ['access-control-allow-origin', '*'] as const;
+const CORS_METHODS = ['access-control-allow-methods', 'GET, POST, PUT, DELETE, OPTIONS'] as const;
+const CORS_ALLOW_HEADERS = [
+  'access-control-allow-headers',
+  'Origin, X-Requested-With, Content-Type, Accept, Authorization',
+] as const;
 
 const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD'] as const;
 
@@ -63,19 +65,16 @@ export function createApp(opts: AppOptions): FastifyInstance {
     }
   });
 
-  app.addHook('onRequest', async (_req, reply) => {
-    reply.headers(CORS_HEADERS);
+  // CORS on every answer, errors included. A callback hook, not an async one: no promise per request.
+  app.addHook('onRequest', (_req, reply, done) => {
+    reply.header(CORS_ORIGIN[0], CORS_ORIGIN[1]);
+    reply.header(CORS_METHODS[0], CORS_METHODS[1]);
+    reply.header(CORS_ALLOW_HEADERS[0], CORS_ALLOW_HEADERS[1]);
+    done();
   });
 
   const metrics = opts.metrics;
-  if (metrics) {
-    app.addHook('onResponse', async (req, reply) => {
-      // The route pattern, never the URL: URLs carry sids and tokens, and would explode the label set.
-      const route = req.routeOptions.url ?? 'unmatched';
-      metrics.httpRequests.inc({ route, method: req.method, status: String(reply.statusCode) });
-      metrics.httpDuration.observe({ route, method: req.method }, reply.elapsedTime / 1000);
-    });
-  }
+  if (metrics) installRequestMetrics(app, metrics);
 
   installBodyParsers(app);
 
@@ -98,6 +97,40 @@ export function createApp(opts: AppOptions): FastifyInstance {
 }
 
 /**
+ * Counts and times every answer by route pattern (never the URL: URLs carry sids and tokens, and would explode the
+ * label set) and method. Each route gets its own onResponse hook holding its counters, so nothing is looked up per
+ * request; answers of no route (404, or a request refused before routing) count as `unmatched`.
+ */
+function installRequestMetrics(app: FastifyInstance, metrics: Metrics): void {
+  app.addHook('onRoute', (route) => {
+    // By method as received: a route may answer several (and GET's implicit HEAD route is registered on its own).
+    const byMethod: Record<string, HttpRouteMetrics> = Object.create(null);
+    const url = route.url;
+    const hook: onResponseHookHandler = (req, reply, done) => {
+      const method = req.method;
+      (byMethod[method] ??= metrics.httpRoute(url, method)).record(reply.statusCode, reply.elapsedTime / 1000);
+      done();
+    };
+    // A new array, never a push: fastify copies a GET route's options for its HEAD route, which gets its own hook.
+    route.onResponse = [...hookList(route.onResponse), hook];
+  });
+  const unmatched: Record<string, HttpRouteMetrics> = Object.create(null);
+  app.addHook('onResponse', (req, reply, done) => {
+    if (req.is404) {
+      const method = req.method;
+      (unmatched[method] ??= metrics.httpRoute('unmatched', method)).record(reply.statusCode, reply.elapsedTime / 1000);
+    }
+    done();
+  });
+}
+
+/** A route option's hooks (one function, a list, or none) as a list. */
+export function hookList<T>(hooks: T | T[] | undefined): T[] {
+  if (hooks === undefined) return [];
+  return Array.isArray(hooks) ? hooks : [hooks];
+}
+
+/**
  * One log line per request, with tokens, secrets and addresses taken out of the URL; fastify's own lines would
  * log the raw URL.
  */
@@ -106,6 +139,8 @@ class RedactingLogController extends LogController {
   override routeNotFound(): void {}
 
   override requestCompleted(error: Error | null | undefined, req: FastifyRequest, reply: FastifyReply): void {
+    // Below the configured level (sydent's default is WARNING) there is nothing to build.
+    if (!error && !infoEnabled(req.log)) return;
     const line = {
       method: req.method,
       url: redactUrl(req.url),
@@ -116,6 +151,11 @@ class RedactingLogController extends LogController {
     if (error) req.log.error({ ...line, err: error }, 'request');
     else req.log.info(line, 'request');
   }
+}
+
+function infoEnabled(log: FastifyBaseLogger): boolean {
+  const isLevelEnabled = (log as Partial<Logger>).isLevelEnabled;
+  return typeof isLevelEnabled === 'function' ? isLevelEnabled.call(log, 'info') : true;
 }
 
 export function sendError(reply: FastifyReply, error: MatrixError): FastifyReply {

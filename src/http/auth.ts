@@ -3,7 +3,8 @@
  * `config: { auth: 'terms' }` also needs the current terms accepted. Checked before the body is read, so an
  * unauthenticated request gets 401 whatever it sent.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
+import { hookList } from './app.js';
 import type { Account } from '../store/accounts.js';
 import type { AppContext } from './context.js';
 import { errors } from './errors.js';
@@ -46,12 +47,23 @@ export function authenticate(ctx: AppContext, req: FastifyRequest, requirement: 
   return account;
 }
 
+/**
+ * Gives every route that declares `auth` its own onRequest hook, first among its route-level hooks (after the
+ * app-wide ones, CORS), so routes without it pay nothing and no route reads its config per request. A callback
+ * hook: what `authenticate` throws is the request's error, as an async hook's rejection would be.
+ */
 export function installAuth(app: FastifyInstance, ctx: AppContext): void {
   app.decorateRequest('account', undefined);
   app.decorateRequest('accessToken', undefined);
-  app.addHook('onRequest', async (req) => {
-    const requirement = req.routeOptions.config.auth;
-    if (requirement) authenticate(ctx, req, requirement);
+  app.addHook('onRoute', (route) => {
+    const requirement = route.config?.auth;
+    if (!requirement) return;
+    const hook: onRequestHookHandler = (req, _reply, done) => {
+      authenticate(ctx, req, requirement);
+      done();
+    };
+    // A new array, never a push: fastify copies a GET route's options for its HEAD route, which gets its own hook.
+    route.onRequest = [hook, ...hookList(route.onRequest)];
   });
 }
 

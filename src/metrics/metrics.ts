@@ -3,33 +3,133 @@
  * Gauges that mirror stored state (sessions by state, pending callbacks) are read from the store when scraped,
  * so they cost nothing on the request path.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { mailCounters } from '../mail/sender.js';
 import type { StoreReads } from '../store/index.js';
+
+/** sydent_http_request_duration_seconds's buckets */
+export const HTTP_DURATION_BUCKETS: readonly number[] = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+
+/**
+ * The requests of one route and method, counted in plain numbers on the request path: a prom-client `inc` or
+ * `observe` builds and hashes a label string and validates the labels on every call, which a route answering
+ * thousands of requests a second should not pay. prom-client reads these when it is scraped.
+ */
+export class HttpRouteMetrics {
+  /** answers by status code since the last scrape (handed to the counter then) */
+  readonly pendingByStatus = new Map<number, number>();
+  /** observations per bucket (not cumulative; the last slot is above the largest bound) */
+  readonly buckets: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(
+    readonly route: string,
+    readonly method: string,
+    private readonly bounds: readonly number[] = HTTP_DURATION_BUCKETS,
+  ) {
+    this.buckets = new Float64Array(bounds.length + 1);
+  }
+
+  /** One answered request: its status code and how long it took, in seconds. */
+  record(status: number, seconds: number): void {
+    this.pendingByStatus.set(status, (this.pendingByStatus.get(status) ?? 0) + 1);
+    this.sum += seconds;
+    this.count++;
+    const bounds = this.bounds;
+    let i = 0;
+    while (i < bounds.length && seconds > bounds[i]!) i++;
+    this.buckets[i]!++;
+  }
+
+  reset(): void {
+    this.pendingByStatus.clear();
+    this.buckets.fill(0);
+    this.sum = 0;
+    this.count = 0;
+  }
+}
+
+/**
+ * sydent_http_request_duration_seconds, exported from the routes' HttpRouteMetrics exactly as a prom-client
+ * Histogram with labels (route, method) and these buckets would export it: one series per label set observed.
+ */
+class HttpDurationHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly routes: Map<string, HttpRouteMetrics>,
+    private readonly bounds: readonly number[] = HTTP_DURATION_BUCKETS,
+  ) {}
+
+  async get(): Promise<{
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: Array<{ value: number; labels: Record<string, string | number>; metricName: string }>;
+  }> {
+    const values: Array<{ value: number; labels: Record<string, string | number>; metricName: string }> = [];
+    for (const m of this.routes.values()) {
+      if (m.count === 0) continue;
+      let acc = 0;
+      this.bounds.forEach((le, i) => {
+        acc += m.buckets[i]!;
+        values.push({ metricName: `${this.name}_bucket`, labels: { le, route: m.route, method: m.method }, value: acc });
+      });
+      values.push(
+        { metricName: `${this.name}_bucket`, labels: { le: '+Inf', route: m.route, method: m.method }, value: m.count },
+        { metricName: `${this.name}_sum`, labels: { route: m.route, method: m.method }, value: m.sum },
+        { metricName: `${this.name}_count`, labels: { route: m.route, method: m.method }, value: m.count },
+      );
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void {
+    for (const m of this.routes.values()) m.reset();
+  }
+}
 
 export class Metrics {
   readonly registry = new Registry();
   readonly httpRequests: Counter<'route' | 'method' | 'status'>;
-  readonly httpDuration: Histogram<'route' | 'method'>;
+  readonly httpDuration: HttpDurationHistogram;
+  /** by `${method} ${route}` */
+  private readonly httpRoutes = new Map<string, HttpRouteMetrics>();
   readonly transitions: Counter<'machine' | 'from' | 'to'>;
   readonly smsSent: Counter<'provider'>;
   readonly smsFailed: Counter<'provider'>;
 
   constructor(reads: StoreReads) {
     collectDefaultMetrics({ register: this.registry, prefix: 'sydent_' });
+    const httpRoutes = this.httpRoutes;
     this.httpRequests = new Counter({
       name: 'sydent_http_requests_total',
       help: 'HTTP requests answered, by route, method and status',
       labelNames: ['route', 'method', 'status'],
       registers: [this.registry],
+      // the answers counted since the last scrape, one inc per label set
+      collect() {
+        for (const m of httpRoutes.values()) {
+          for (const [status, n] of m.pendingByStatus) {
+            this.inc({ route: m.route, method: m.method, status: String(status) }, n);
+          }
+          m.pendingByStatus.clear();
+        }
+      },
     });
-    this.httpDuration = new Histogram({
-      name: 'sydent_http_request_duration_seconds',
-      help: 'Time to answer an HTTP request, by route and method',
-      labelNames: ['route', 'method'],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers: [this.registry],
-    });
+    this.httpDuration = new HttpDurationHistogram(
+      'sydent_http_request_duration_seconds',
+      'Time to answer an HTTP request, by route and method',
+      httpRoutes,
+    );
+    this.registry.registerMetric(this.httpDuration as unknown as Metric);
     this.transitions = new Counter({
       name: 'sydent_machine_transitions_total',
       help: 'State machine transitions, by machine and states',
@@ -82,6 +182,17 @@ export class Metrics {
         this.set(mailCounters.failed);
       },
     });
+  }
+
+  /**
+   * Where the requests of a route (its pattern, never the URL) and method are counted: the same object for the
+   * same pair, so callers may keep it.
+   */
+  httpRoute(route: string, method: string): HttpRouteMetrics {
+    const key = `${method} ${route}`;
+    let m = this.httpRoutes.get(key);
+    if (!m) this.httpRoutes.set(key, (m = new HttpRouteMetrics(route, method)));
+    return m;
   }
 
   /** Adds a gauge computed at scrape time (SMS counts, replication backlog per peer...). */

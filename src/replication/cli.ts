@@ -39,7 +39,7 @@ class UsageError extends Error {}
 class CommandError extends Error {}
 
 /** The command line's words without `--config PATH` (wherever it is), and that path. */
-function splitConfig(argv: string[]): { configPath: string | undefined; rest: string[] } {
+export function splitConfig(argv: string[]): { configPath: string | undefined; rest: string[] } {
   let configPath: string | undefined;
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {

@@ -51,7 +51,7 @@ interface GlobalRow {
 export class AssociationReads {
   private readonly newest: Database.Statement<[string, string, number, number], GlobalRow>;
   private readonly byHashes: Database.Statement<[string, number, number], { lookup_hash: string; mxid: string }>;
-  private readonly byHash: Database.Statement<[string, number, number], { mxid: string }>;
+  private readonly byHash: Database.Statement<[string, number, number], { mxid: string; ts: number; id: number }>;
   private readonly pepperStmt: Database.Statement<[], { lookup_pepper: string }>;
   /** the pepper changes only on rotation: read at most once a second, not on every lookup */
   private pepperCache: { value: string; readAt: number } | null = null;
@@ -67,9 +67,11 @@ export class AssociationReads {
        WHERE lookup_hash IN (SELECT value FROM json_each(?)) AND notBefore <= ? AND notAfter > ?
        ORDER BY ts, id`,
     );
+    // Every valid row of the hash (almost always one), the newest picked in JS: an ORDER BY … LIMIT 1 here sorts
+    // in a temporary b-tree that SQLite builds and tears down on every call, a third of the query's time.
     this.byHash = db.prepare(
-      `SELECT mxid FROM global_threepid_associations
-       WHERE lookup_hash = ? AND notBefore <= ? AND notAfter > ? ORDER BY ts DESC, id DESC LIMIT 1`,
+      `SELECT mxid, ts, id FROM global_threepid_associations
+       WHERE lookup_hash = ? AND notBefore <= ? AND notAfter > ?`,
     );
     this.pepperStmt = db.prepare('SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1');
   }
@@ -95,6 +97,17 @@ export class AssociationReads {
     return this.newest.get(medium, address, now, now);
   }
 
+  /** The mxid of a hash's newest valid binding (largest ts, then largest id), if it has one. */
+  private newestByHash(hash: string, now: number): string | undefined {
+    const rows = this.byHash.all(hash, now, now);
+    let best = rows[0];
+    for (let i = 1; i < rows.length; i++) {
+      const row = rows[i]!;
+      if (row.ts > best!.ts || (row.ts === best!.ts && row.id > best!.id)) best = row;
+    }
+    return best?.mxid;
+  }
+
   /** hash → mxid of the newest binding, for the hashes that have one. */
   lookupHashes(hashes: readonly string[], now: number): Map<string, string> {
     const found = new Map<string, string>();
@@ -102,8 +115,8 @@ export class AssociationReads {
     // A few hashes: one indexed probe each beats building a json_each table.
     if (hashes.length <= 8) {
       for (const hash of hashes) {
-        const row = this.byHash.get(hash, now, now);
-        if (row) found.set(hash, row.mxid);
+        const mxid = this.newestByHash(hash, now);
+        if (mxid !== undefined) found.set(hash, mxid);
       }
       return found;
     }
