@@ -37,6 +37,14 @@ describe('session debug endpoints (internal listener)', () => {
     const text = JSON.stringify(body);
     for (const secret of [token, 'client-SECRET-value', 'carol.secret', 'example.org', 'leak']) expect(text).not.toContain(secret);
 
+    const tree = (await (await fetch(t.internalUrl('/_sydent/debug/actors'))).json()) as {
+      actors: { systemId: string; children: { id: string; state: string }[] }[];
+    };
+    expect(tree.actors.find((a) => a.systemId === 'sessions')?.children).toContainEqual({ id: `session:${sid}`, state: 'tokenSent' });
+    expect(tree.actors.find((a) => a.systemId === 'root')?.children.map((c) => c.id)).toEqual([
+      'store', 'mailer', 'sms', 'notifier', 'replication', 'sessions',
+    ]);
+
     const counts = (await (await fetch(t.internalUrl('/_sydent/debug/sessions'))).json()) as { byState: Record<string, number> };
     expect(counts.byState['tokenSent']).toBeGreaterThanOrEqual(1);
   });

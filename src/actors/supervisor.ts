@@ -15,6 +15,13 @@ export interface SupervisorStats {
   handled: number;
   failed: number;
   draining: boolean;
+  /** the actors this supervisor runs (session, callback, peer actors), for the actor tree */
+  children: ChildActor[];
+}
+
+export interface ChildActor {
+  id: string;
+  state: string;
 }
 
 export class SupervisorClosedError extends Error {
@@ -45,6 +52,8 @@ export interface SupervisorSpec<TInput, TResource, THandlers extends Handlers<TR
   close?(resource: TResource): void | Promise<void>;
   /** each request type and its handler; the handler's first parameter types the request's payload */
   handlers: THandlers;
+  /** the live child actors, for the debug endpoint's actor tree */
+  children?(resource: TResource): ChildActor[];
   /** request types answered at once, outside the queue (cheap in-memory checks that must not wait behind I/O) */
   immediate?: readonly (keyof THandlers & string)[];
 }
@@ -71,6 +80,7 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
       handled,
       failed,
       draining: draining !== null,
+      children: spec.children?.(resource) ?? [],
     });
 
     const drain = async (): Promise<void> => {

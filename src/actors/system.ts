@@ -1,7 +1,7 @@
 import { createActor, fromCallback, setup, type Actor, type AnyActorRef } from 'xstate';
 import { ask } from './ask.js';
 import type { SystemDeps } from './deps.js';
-import type { SupervisorStats } from './supervisor.js';
+import type { ChildActor, SupervisorStats } from './supervisor.js';
 import { mailerSupervisor } from './supervisors/mailer.js';
 import { notifierSupervisor } from './supervisors/notifier.js';
 import { replicationSupervisor } from './supervisors/replication.js';
@@ -49,6 +49,8 @@ export interface ActorInfo {
   running: number;
   handled: number;
   failed: number;
+  /** the actors a supervisor runs below it: the tree's leaves */
+  children: ChildActor[];
 }
 
 export class ActorSystem {
@@ -79,7 +81,15 @@ export class ActorSystem {
   /** The live actors, for the debug endpoint. */
   async describe(): Promise<ActorInfo[]> {
     const out: ActorInfo[] = [
-      { systemId: 'root', status: this.root.getSnapshot().status, queueLength: 0, running: 0, handled: 0, failed: 0 },
+      {
+        systemId: 'root',
+        status: this.root.getSnapshot().status,
+        queueLength: 0,
+        running: 0,
+        handled: 0,
+        failed: 0,
+        children: SUPERVISORS.map((id) => ({ id, state: this.root.system.get(id)?.getSnapshot().status ?? 'stopped' })),
+      },
     ];
     for (const id of SUPERVISORS) {
       const ref = this.root.system.get(id) as AnyActorRef | undefined;
@@ -93,6 +103,7 @@ export class ActorSystem {
         running: stats?.running ?? 0,
         handled: stats?.handled ?? 0,
         failed: stats?.failed ?? 0,
+        children: stats?.children ?? [],
       });
     }
     return out;

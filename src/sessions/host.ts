@@ -185,6 +185,11 @@ export class SessionHost {
     return this.live.size;
   }
 
+  /** The session actors in memory and their states (no secrets: a sid and a state name). */
+  liveStates(): { id: string; state: string }[] {
+    return [...this.live].map(([sid, live]) => ({ id: `session:${sid}`, state: stateOf(live.actor) }));
+  }
+
   /** Drops actors idle for longer than `idleMs`; their rows are already saved. */
   evictIdle(): void {
     const cutoff = this.deps.now() - (this.deps.idleMs ?? 5 * 60_000);

@@ -70,6 +70,7 @@ export const notifierSupervisor = supervisor('notifier', {
     ]);
     clearTimeout(timer);
   },
+  children: ({ callbacks }) => callbacks.view(0).inFlight.map((id) => ({ id: `callback:${id}`, state: 'delivering' })),
   handlers: notifierHandlers,
   immediate: ['WAKE', 'OUTBOX'],
 });

@@ -58,6 +58,7 @@ export const replicationSupervisor = supervisor('replication', {
     return { worker };
   },
   close: ({ worker }) => worker.drain(),
+  children: ({ worker }) => worker.view().peers.map((p) => ({ id: `peer:${p.name}`, state: p.state })),
   handlers: replicationHandlers,
   immediate: ['WAKE', 'RETRY', 'VIEW'],
 });

@@ -77,4 +77,5 @@ export const sessionsSupervisor = supervisor('sessions', {
     host.stopAll();
   },
   handlers: sessionsHandlers,
+  children: ({ host }) => host.liveStates(),
 });

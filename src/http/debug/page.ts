@@ -29,7 +29,7 @@ export const DEBUG_PAGE = `<!DOCTYPE html>
 <h2>Machines</h2>
 <section class="machines" id="machines"></section>
 <h2>Actors</h2>
-<table id="actors"><thead><tr><th>actor</th><th>status</th><th>queue</th><th>running</th><th>handled</th><th>failed</th></tr></thead><tbody></tbody></table>
+<table id="actors"><thead><tr><th>actor</th><th>status</th><th>queue</th><th>running</th><th>handled</th><th>failed</th><th>actors below</th></tr></thead><tbody></tbody></table>
 <h2>Sessions by state</h2>
 <table id="sessions"><thead><tr><th>state</th><th>sessions</th></tr></thead><tbody></tbody></table>
 <h2>Homeserver callbacks</h2>
@@ -79,7 +79,12 @@ export const DEBUG_PAGE = `<!DOCTYPE html>
   async function refresh() {
     try {
       const [actors, sessions, callbacks] = await Promise.all([get('actors'), get('sessions'), get('callbacks')]);
-      fill('actors', actors.actors.map((a) => [a.systemId, a.status, a.queueLength, a.running, a.handled, a.failed]));
+      const below = (children) => {
+        const byState = {};
+        for (const c of children) byState[c.state] = (byState[c.state] || 0) + 1;
+        return Object.entries(byState).map(([s, n]) => n + ' ' + s).join(', ');
+      };
+      fill('actors', actors.actors.map((a) => [a.systemId, a.status, a.queueLength, a.running, a.handled, a.failed, below(a.children)]));
       fill('sessions', Object.entries(sessions.byState));
       fill('callbacks', callbacks.rows.map((c) => [c.id, c.destination, c.state, c.attempts, when(c.nextAttemptTs), c.lastError]));
       const peers = await get('replication').catch(() => ({ peers: [] }));
