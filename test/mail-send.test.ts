@@ -9,7 +9,15 @@ import type { SystemDeps } from '../src/actors/deps.js';
 import { askMailer, createMailerSupervisor } from '../src/actors/supervisors/mailer.js';
 import type { EmailConfig, SmtpTlsMode, SydentConfig } from '../src/config/types.js';
 import { composeMail } from '../src/mail/message.js';
-import { envelopeAddress, isTemporaryFailure, mailCounters, MailSendError, sendRawMail } from '../src/mail/sender.js';
+import {
+  envelopeAddress,
+  isTemporaryFailure,
+  mailCounters,
+  MailSendError,
+  sendRawMail,
+  toMailSendError,
+  withoutAddresses,
+} from '../src/mail/sender.js';
 import { resolveTemplate } from '../src/mail/templates.js';
 import { createSmtpTransport } from '../src/mail/transport.js';
 import { startSmtpServer, testCertificates, type SmtpTestServer } from './helpers/smtp.js';
@@ -247,5 +255,20 @@ describe('the mailer supervisor', () => {
     expect(await admit('@a:hs')).toEqual({ ok: true });
     expect(await admit('@a:hs')).toEqual({ ok: false, retryAfterMs: 300_000 });
     expect(await admit('@b:hs')).toEqual({ ok: true });
+  });
+});
+
+describe('mail errors never carry addresses', () => {
+  it('takes addresses out of SMTP refusals before they reach logs or the debug endpoint', () => {
+    expect(withoutAddresses('550 5.1.1 <alice.smith@example.org>: Recipient address rejected')).toBe(
+      '550 5.1.1 <[address]>: Recipient address rejected',
+    );
+    expect(withoutAddresses('Can\'t send mail - all recipients were rejected: 550 bob@example.org unknown')).toBe(
+      "Can't send mail - all recipients were rejected: 550 [address] unknown",
+    );
+    const err = Object.assign(new Error('Recipient command failed: 550 <carol@example.net> no mailbox'), { responseCode: 550 });
+    const mailError = toMailSendError(err, 1);
+    expect(mailError.message).not.toContain('carol@example.net');
+    expect(mailError.permanent).toBe(true);
   });
 });

@@ -81,10 +81,18 @@ export function isTemporaryFailure(error: unknown): boolean {
   return Boolean(e.code && TEMPORARY_ERRNOS.has(e.code)) || Boolean(e.originalCode && TEMPORARY_ERRNOS.has(e.originalCode));
 }
 
+/**
+ * SMTP servers echo the recipient in their refusals ("550 <alice@example.org>: no such user"); the message
+ * reaches logs and the session's lastError on the debug endpoint, so addresses are taken out.
+ */
+export function withoutAddresses(text: string): string {
+  return text.replace(/[^\s<>"'(),;:]+@[^\s<>"'(),;]+/g, '[address]');
+}
+
 export function toMailSendError(error: unknown, attempts: number): MailSendError {
   if (error instanceof MailSendError) return error;
   const e = (error ?? {}) as SmtpErrorLike;
-  const message = typeof e.message === 'string' ? e.message : String(error);
+  const message = withoutAddresses(typeof e.message === 'string' ? e.message : String(error));
   return new MailSendError(message, !isTemporaryFailure(error), e.code, e.responseCode, attempts, { cause: error });
 }
 
