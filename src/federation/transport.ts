@@ -6,7 +6,8 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import { Agent, type Dispatcher, type buildConnector } from 'undici';
+import type { Agent, Dispatcher, buildConnector } from 'undici';
+import { lazy, undici } from '../util/undici.js';
 import { FederationError } from './errors.js';
 import type { IpGuard } from './ip-guard.js';
 import type { FederationResolver } from './resolver.js';
@@ -50,18 +51,18 @@ export interface TransportOptions {
 }
 
 export class Transport {
-  private readonly agent: Agent;
+  private readonly agent: ReturnType<typeof lazy<Agent>>;
   private readonly ca: string[] | undefined;
 
   constructor(private readonly opts: TransportOptions) {
     this.ca = opts.caCert ? [...tls.rootCertificates, opts.caCert] : undefined;
-    this.agent = new Agent({
+    this.agent = lazy(() => new (undici().Agent)({
       connect: (options, callback) => this.connect(options, callback),
       // Sydent's pool: 5 connections per host, idle ones kept for up to 2 minutes
       connections: 5,
       keepAliveTimeout: 60_000,
       keepAliveMaxTimeout: 120_000,
-    });
+    }));
   }
 
   get scheme(): 'https' | 'http' {
@@ -90,7 +91,7 @@ export class Transport {
         // undici supports this option but does not declare it; an IP needs none (undici then sends no SNI)
         ...(net.isIP(target.tlsServerName) ? {} : { servername: target.tlsServerName }),
       } as Dispatcher.RequestOptions;
-      const res = await this.agent.request(options);
+      const res = await this.agent.get().request(options);
       const body = await readCapped(res, req.maxBodyBytes);
       return { status: res.statusCode, headers: res.headers, body };
     } catch (err) {
@@ -101,7 +102,7 @@ export class Transport {
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    await this.agent.ifMade()?.close();
   }
 
   private connect(options: buildConnector.Options, callback: buildConnector.Callback): void {

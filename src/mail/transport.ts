@@ -1,4 +1,8 @@
-import nodemailer, { type Transporter } from 'nodemailer';
+import { createRequire } from 'node:module';
+import type { Transporter } from 'nodemailer';
+
+// nodemailer loads with the first mail, not at every start-up.
+const require = createRequire(import.meta.url);
 import type { EmailConfig } from '../config/types.js';
 
 export interface SmtpTransportOptions {
@@ -19,6 +23,7 @@ export interface SmtpTransportOptions {
  */
 export function createSmtpTransport(email: EmailConfig, opts: SmtpTransportOptions = {}): Transporter {
   const tlsMode = email.tlsMode;
+  const nodemailer = require('nodemailer') as typeof import('nodemailer');
   return nodemailer.createTransport({
     pool: true,
     // Each message costs several round trips to the SMTP server; enough connections keep requestToken from

@@ -7,7 +7,8 @@
  * `{medium, address, mxid: null, ts: <unbind time>, not_before: null, not_after: null}`, exactly as Sydent sends
  * them (sydent-behaviour §4.2).
  */
-import { Agent, request } from 'undici';
+import type { Agent } from 'undici';
+import { lazy, undici } from '../util/undici.js';
 
 import { signJson, type SigningKeyLike, type Signatures } from '../crypto/index.js';
 import type { LocalAssociationRow } from '../store/peers.js';
@@ -84,7 +85,7 @@ export interface ReplicationClientOptions {
  * certificate, and timeouts (Sydent had none).
  */
 export class ReplicationClient {
-  private readonly agent: Agent;
+  private readonly agent: ReturnType<typeof lazy<Agent>>;
   private readonly timeoutMs: number;
   private readonly userAgent: string;
 
@@ -92,7 +93,7 @@ export class ReplicationClient {
     const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.userAgent = opts.userAgent ?? 'sydent-ts';
-    this.agent = new Agent({
+    this.agent = lazy(() => new (undici().Agent)({
       connect: {
         key: tls.key,
         cert: tls.cert,
@@ -104,14 +105,14 @@ export class ReplicationClient {
       keepAliveTimeout: 30_000,
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs,
-    });
+    }));
   }
 
   /** POSTs the body; resolves with any answer, throws when none came (connection, TLS, timeout). */
   async post(url: string, body: PushBody): Promise<PushAnswer> {
-    const res = await request(url, {
+    const res = await undici().request(url, {
       method: 'POST',
-      dispatcher: this.agent,
+      dispatcher: this.agent.get(),
       headers: { 'content-type': 'application/json', 'user-agent': this.userAgent },
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(this.timeoutMs),
@@ -127,12 +128,13 @@ export class ReplicationClient {
   }
 
   async close(): Promise<void> {
-    await this.agent.close().catch(() => this.agent.destroy());
+    const agent = this.agent.ifMade();
+    await agent?.close().catch(() => agent.destroy());
   }
 
   /** Drops open connections at once (shutdown after the grace period). */
   async destroy(): Promise<void> {
-    await this.agent.destroy().catch(() => undefined);
+    await this.agent.ifMade()?.destroy().catch(() => undefined);
   }
 }
 

@@ -5,7 +5,8 @@
  */
 import dns from 'node:dns';
 import net from 'node:net';
-import { Agent, request } from 'undici';
+import type { Agent } from 'undici';
+import { lazy, undici } from '../util/undici.js';
 import type { IpGuard } from '../federation/ip-guard.js';
 
 export const PROVIDER_TIMEOUT_MS = 15_000;
@@ -30,19 +31,19 @@ export class ProviderUnreachableError extends Error {
 }
 
 export class ProviderHttp {
-  private readonly agent: Agent;
+  private readonly agent: ReturnType<typeof lazy<Agent>>;
 
   constructor(
     private readonly guard: IpGuard,
     readonly timeoutMs: number = PROVIDER_TIMEOUT_MS,
   ) {
-    this.agent = new Agent({
+    this.agent = lazy(() => new (undici().Agent)({
       connect: { timeout: timeoutMs, lookup: guardedLookup(guard) },
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
       connections: 8,
       keepAliveTimeout: 30_000,
-    });
+    }));
   }
 
   async post(url: string, headers: Record<string, string>, body: string): Promise<ProviderAnswer> {
@@ -54,7 +55,7 @@ export class ProviderHttp {
     }
     const signal = AbortSignal.timeout(this.timeoutMs);
     try {
-      const res = await request(target, { method: 'POST', headers, body, dispatcher: this.agent, signal });
+      const res = await undici().request(target, { method: 'POST', headers, body, dispatcher: this.agent.get(), signal });
       const text = await readCapped(res.body);
       let json: unknown;
       try {
@@ -70,7 +71,7 @@ export class ProviderHttp {
   }
 
   close(): Promise<void> {
-    return this.agent.close();
+    return this.agent.ifMade()?.close() ?? Promise.resolve();
   }
 }
 

@@ -3,13 +3,13 @@
  * number is read as if dialled from `country`, a leading `+` (or international prefix) overriding it, and kept
  * as its E.164 digits without the `+`, the MSISDN form the spec asks for (appendix "3PID Types").
  */
-import {
-  isSupportedCountry,
-  Metadata,
-  parsePhoneNumberWithError,
-  type CountryCode,
-  type PhoneNumber,
-} from 'libphonenumber-js';
+import { createRequire } from 'node:module';
+import type { CountryCode, PhoneNumber } from 'libphonenumber-js';
+
+// The numbering-plan metadata is large: loaded with the first phone number, not at every start-up.
+const require = createRequire(import.meta.url);
+let lib: typeof import('libphonenumber-js') | undefined;
+const phoneLib = (): typeof import('libphonenumber-js') => (lib ??= require('libphonenumber-js') as typeof import('libphonenumber-js'));
 
 /** Longer than any number with formatting; refused before parsing. */
 export const MAX_PHONE_NUMBER_LENGTH = 50;
@@ -38,8 +38,8 @@ export function parsePhone(phoneNumber: string, country: string): ParsedPhone | 
   const region = country.toUpperCase();
   let phone: PhoneNumber;
   try {
-    phone = parsePhoneNumberWithError(phoneNumber, {
-      defaultCountry: isSupportedCountry(region) ? (region as CountryCode) : undefined,
+    phone = phoneLib().parsePhoneNumberWithError(phoneNumber, {
+      defaultCountry: phoneLib().isSupportedCountry(region) ? (region as CountryCode) : undefined,
       // the whole field must be the number, not a number found inside some text
       extract: false,
     });
@@ -55,7 +55,7 @@ export function parsePhone(phoneNumber: string, country: string): ParsedPhone | 
 /** The calling code of an MSISDN we produced (digits without `+`), or null. */
 export function countryCodeOf(msisdn: string): string | null {
   try {
-    return parsePhoneNumberWithError(`+${msisdn}`, { extract: false }).countryCallingCode || null;
+    return phoneLib().parsePhoneNumberWithError(`+${msisdn}`, { extract: false }).countryCallingCode || null;
   } catch {
     return null;
   }
@@ -82,7 +82,7 @@ function internationalFormat(phone: PhoneNumber): string {
   const fallback = phone.formatInternational();
   if (phone.ext) return fallback;
   try {
-    const metadata = new Metadata() as unknown as MetadataWithFormats;
+    const metadata = new (phoneLib().Metadata)() as unknown as MetadataWithFormats;
     metadata.selectNumberingPlan(phone.countryCallingCode);
     const national = phone.nationalNumber;
     const rule = metadata.numberingPlan?.formats().find((f) => {

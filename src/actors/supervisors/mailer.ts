@@ -6,7 +6,10 @@ import type { SystemDeps } from '../deps.js';
 import { call, supervisor } from '../supervisor.js';
 
 interface MailerResource {
-  transport: Transporter;
+  /** the pooled transport, made on first use */
+  transport: () => Transporter;
+  /** the transport if it was made */
+  opened: () => Transporter | undefined;
   /** email.from: its addr-spec is the envelope sender */
   from: string;
   send: SendOptions;
@@ -21,7 +24,7 @@ interface MailerResource {
  */
 export const mailerHandlers = {
   SEND_MAIL: (e: SendMailRequest, r: MailerResource): Promise<SendMailResult> =>
-    sendRawMail(r.transport, r.from, { to: e.to, raw: e.raw }, r.send),
+    sendRawMail(r.transport(), r.from, { to: e.to, raw: e.raw }, r.send),
   ADMIT: (e: { key: string }, r: MailerResource): Admission => r.limiter.take(e.key),
 };
 
@@ -38,21 +41,22 @@ export interface MailerOptions {
 export function createMailerSupervisor(options: MailerOptions = {}) {
   return supervisor('mailer', {
     concurrency: 8,
-    open: (deps: SystemDeps): MailerResource => ({
-      transport: createSmtpTransport(deps.config.email, options.transport),
-      from: deps.config.email.from,
-      limiter: new RateLimiter(
-        deps.config.email.ratelimitSender.burst,
-        deps.config.email.ratelimitSender.rateHz,
-        deps.clock,
-      ),
-      send: {
-        ...options.send,
-        onRetry: (error, attempt, delayMs) =>
-          deps.log.warn({ err: error.message, code: error.code, attempt, delayMs }, 'mail: temporary failure, retrying'),
-      },
-    }),
-    close: ({ transport }) => transport.close(),
+    open: (deps: SystemDeps): MailerResource => {
+      // Made with the first mail: a server that never sends one never loads nodemailer.
+      let transport: Transporter | undefined;
+      return {
+        transport: () => (transport ??= createSmtpTransport(deps.config.email, options.transport)),
+        opened: () => transport,
+        from: deps.config.email.from,
+        limiter: new RateLimiter(deps.config.email.ratelimitSender.burst, deps.config.email.ratelimitSender.rateHz, deps.clock),
+        send: {
+          ...options.send,
+          onRetry: (error, attempt, delayMs) =>
+            deps.log.warn({ err: error.message, code: error.code, attempt, delayMs }, 'mail: temporary failure, retrying'),
+        },
+      };
+    },
+    close: ({ opened }) => opened()?.close(),
     handlers: mailerHandlers,
     immediate: ['ADMIT'],
   });

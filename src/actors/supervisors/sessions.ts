@@ -20,6 +20,7 @@ interface SessionsResource {
   host: SessionHost;
   binder: BinderDeps;
   timer: NodeJS.Timeout;
+  first: NodeJS.Immediate;
 }
 
 export const sessionsHandlers = {
@@ -69,10 +70,11 @@ export const sessionsSupervisor = supervisor('sessions', {
     };
     const timer = setInterval(sweep, SWEEP_EVERY_MS);
     timer.unref();
-    setImmediate(sweep);
-    return { host, timer, binder: { system, identity: deps.identity, clock: deps.clock, log: deps.log } };
+    const first = setImmediate(sweep);
+    return { host, timer, first, binder: { system, identity: deps.identity, clock: deps.clock, log: deps.log } };
   },
-  close: ({ host, timer }) => {
+  close: ({ host, timer, first }) => {
+    clearImmediate(first);
     clearInterval(timer);
     host.stopAll();
   },
