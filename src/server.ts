@@ -13,7 +13,7 @@ import { startReplicationListener } from './http/replication-api.js';
 import { loadReplicationTls } from './replication/tls.js';
 import type { Logger } from './log.js';
 import { createMetricsApi } from './http/metrics-api.js';
-import { Metrics } from './metrics/metrics.js';
+import type { Metrics } from './metrics/metrics.js';
 import { openDatabase } from './store/database.js';
 import { ensurePepper } from './store/hashing.js';
 import { createReads } from './store/index.js';
@@ -51,7 +51,11 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   ensurePepper(db, lookupHash);
   const identity = identityFromConfig(config);
   const reads = createReads(db);
-  const metrics = new Metrics(reads);
+  const { prometheusPort, prometheusAddr } = config.general;
+  // As Sydent: metrics only when both the port and the address are set ("" binds every address). Without them
+  // prom-client is never loaded and no request pays for counting.
+  const metricsWanted = prometheusPort !== null && prometheusAddr !== null;
+  const metrics: Metrics | undefined = metricsWanted ? new (await import('./metrics/metrics.js')).Metrics(reads) : undefined;
   // Loaded only when asked for: the inspector's WebSocket stack is not start-up cost for everyone else.
   const inspection =
     opts.inspectPort === undefined ? null : await (await import('./inspect/inspector.js')).startInspection(opts.inspectPort);
@@ -92,9 +96,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       log.warn({ reason: replicationTls.reason }, 'no replication listener');
     }
     let metricsUrl: string | null = null;
-    const { prometheusPort, prometheusAddr } = config.general;
-    // As Sydent: metrics only when both the port and the address are set ("" binds every address).
-    if (prometheusPort !== null && prometheusAddr !== null) {
+    if (metrics && prometheusPort !== null) {
       const app = createMetricsApi(metrics, log);
       apps.push(app);
       metricsUrl = await listen(app, prometheusAddr || '0.0.0.0', prometheusPort);

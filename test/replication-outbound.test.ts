@@ -106,7 +106,7 @@ describe('our push, as a peer receives it', () => {
 
     const view = await waitFor(() => replicationView(a.server), (v) => v.peers[0]?.state === 'idle' && v.peers[0].backlog === 0);
     expect(view.peers[0]).toMatchObject({ name: 'fake.test', cursor: 3, backlog: 0, lastError: null });
-    const metrics = a.server.server.ctx.metrics.registry;
+    const metrics = a.server.server.ctx.metrics!.registry;
     expect(await metrics.getSingleMetricAsString('sydent_replication_backlog')).toContain('sydent_replication_backlog{peer="fake.test"} 0');
     expect(await metrics.getSingleMetricAsString('sydent_machine_transitions_total')).toContain(
       'sydent_machine_transitions_total{machine="peer",from="idle",to="pushing"}',

@@ -19,7 +19,8 @@ export interface AppContext {
   reads: StoreReads;
   terms: TermsSource;
   log: Logger;
-  metrics: Metrics;
+  /** present only when the Prometheus listener is configured */
+  metrics?: Metrics;
 }
 
 /** The API prefixes an endpoint group can be mounted under. */

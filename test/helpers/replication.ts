@@ -11,6 +11,7 @@
  * one CA that every instance trusts (`replication.https.cacert`). Peers are added with the `peers` command's
  * function, as an operator would.
  */
+import type { SydentConfig } from '../../src/config/types.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { generate } from 'selfsigned';
@@ -80,6 +81,12 @@ export interface Mesh {
  * `[peer.X] base_replication_url` for every other one. With `connect` (default), every instance is then made a
  * peer of every other with `sydent-ts peers add`.
  */
+/** Replicas expose their metrics (on a free loopback port), so tests can read the replication gauges. */
+function withMetrics(config: SydentConfig): void {
+  config.general.prometheusPort = 0;
+  config.general.prometheusAddr = '127.0.0.1';
+}
+
 export async function startMesh(ca: Pem, names: string[], opts: { connect?: boolean; clock?: Clock } = {}): Promise<Mesh> {
   // One time for all: a binding is valid from its `not_before`, so servers whose clocks disagree (separate
   // ManualClocks) would not see each other's newest bindings.
@@ -106,7 +113,7 @@ export async function startMesh(ca: Pem, names: string[], opts: { connect?: bool
     for (const other of names) {
       if (other !== name) conf[`peer.${other}`] = { base_replication_url: `https://127.0.0.1:${ports.get(other)}` };
     }
-    const server = await startTestServer({ conf, dir: tmp.dir, clock });
+    const server = await startTestServer({ conf, dir: tmp.dir, clock, adjust: withMetrics });
     const replica: Replica = {
       name,
       port,
@@ -115,7 +122,7 @@ export async function startMesh(ca: Pem, names: string[], opts: { connect?: bool
       server,
       stop: () => replica.server.close(),
       restart: async () => {
-        replica.server = await startTestServer({ dir: tmp.dir, clock });
+        replica.server = await startTestServer({ dir: tmp.dir, clock, adjust: withMetrics });
       },
     };
     replicas.push(replica);
