@@ -217,6 +217,10 @@ export async function prepareAssociationsDb(dbPath: string, opts: AssociationsDb
  * `<dir>`, written when the server exits (open in Chrome DevTools, or sum self times per function). Node 20 refuses
  * `--cpu-prof` in NODE_OPTIONS, so the server gets `--import` of a small module that runs the inspector's profiler
  * (sampling every 250 µs) from its start to its exit, with frames mapped back to the TypeScript source. For finding where the time goes: profiled figures are lower.
+ * The bare fastify baseline (baseline, baseline-post) is profiled too, as `bare-fastify-<pid>-….cpuprofile`.
+ * `node --import tsx bench/cpuprofile-top.ts <file>` sums self time by function over the loaded stretch; read its
+ * notes on what a wall-clock sampler shows on a shared machine (a `writev` share is mostly time spent waiting for
+ * a CPU after the write woke the load generator, not work in the syscall).
  */
 export const CPU_PROF_ENV = 'BENCH_CPU_PROF';
 
@@ -247,13 +251,17 @@ process.on('exit', () => {
       }
     }
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, \`sydent-\${process.pid}-\${Date.now()}.cpuprofile\`), JSON.stringify(res.profile));
+    const name = process.env.BENCH_CPU_PROF_NAME || 'sydent';
+    fs.writeFileSync(path.join(dir, \`\${name}-\${process.pid}-\${Date.now()}.cpuprofile\`), JSON.stringify(res.profile));
   });
 });
 `;
 
-/** The environment a profiled server starts with (NODE_OPTIONS and BENCH_CPU_PROF_DIR), or null when not profiling. */
-function profilerEnv(): Record<string, string> | null {
+/**
+ * The environment a profiled server starts with (NODE_OPTIONS, BENCH_CPU_PROF_DIR, and the profile's file name
+ * prefix), or null when not profiling. Also used for the bare fastify baseline, so profiles can be compared.
+ */
+export function profilerEnv(name = 'sydent'): Record<string, string> | null {
   const dir = process.env[CPU_PROF_ENV];
   if (!dir) return null;
   const file = path.join(ensureCacheDir(), 'cpu-prof.mjs');
@@ -261,6 +269,7 @@ function profilerEnv(): Record<string, string> | null {
   return {
     NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${pathToFileURL(file).href}`.trim(),
     BENCH_CPU_PROF_DIR: path.resolve(dir),
+    BENCH_CPU_PROF_NAME: name,
   };
 }
 

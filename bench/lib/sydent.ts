@@ -17,6 +17,13 @@ export interface StartSydentOptions {
   prepareDb?: (dbPath: string) => void | Promise<void>;
   /** how long to wait for the server to listen; default 20 s (a large prepared database may need more) */
   startTimeoutMs?: number;
+  /**
+   * the checkout whose src/main.ts to run (default: this one): another copy of the project, e.g. the code before a
+   * change, for bench/interleaved.ts's before/after comparisons
+   */
+  root?: string;
+  /** extra environment for the server process */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface SydentProcess {
@@ -71,7 +78,7 @@ export async function startSydent(opts: StartSydentOptions = {}): Promise<Sydent
     cleanup();
     throw error;
   }
-  const proc = spawnTs(path.join(ROOT, 'src/main.ts'), ['--config', confPath], { cwd: dir });
+  const proc = spawnTs(path.join(opts.root ?? ROOT, 'src/main.ts'), ['--config', confPath], { cwd: dir, env: opts.env });
   try {
     await waitReady(proc, {
       marker: 'sydent-ts started',

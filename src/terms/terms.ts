@@ -80,6 +80,8 @@ export function consentComplete(terms: Terms | null, accepted: Iterable<string>)
 export class TermsSource {
   private terms: Terms | null = null;
   private mtimeMs = -1;
+  /** the file is looked at no more than once a second: every authenticated request asks for the terms */
+  private checkedAt = 0;
 
   /** Throws TermsError when the file at start-up is missing or invalid: better than failing every request. */
   constructor(
@@ -90,7 +92,11 @@ export class TermsSource {
   }
 
   current(): Terms | null {
-    if (this.path) this.load(false);
+    const now = Date.now();
+    if (this.path && now - this.checkedAt >= 1000) {
+      this.checkedAt = now;
+      this.load(false);
+    }
     return this.terms;
   }
 

@@ -1,0 +1,165 @@
+/**
+ * Interleaved measurement of the hot paths against the bare fastify baseline, for a machine whose load changes
+ * from one minute to the next (a shared one): every case runs for `--seconds` in each of `--rounds` rounds, in a
+ * new random order each round, so all of them see the same conditions, and each case's server CPU time per request
+ * is read from /proc (Linux), a figure that depends far less on the machine's load than requests/s.
+ *
+ *   node --import tsx bench/interleaved.ts [--rounds <n>] [--seconds <s>] [--only <case>,…] [--before <checkout>]
+ *
+ * Cases: `baseline` (bare fastify `GET /`), `baseline-post` (bare fastify `POST /` with lookup-1's headers and body
+ * shape: the ceiling of a JSON POST), `hash-details` and `lookup-1` (sydent-ts, 1,000,000 associations, as the
+ * scenarios of the same names). `--before <dir>`: also runs hash-details and lookup-1 on the sydent-ts of another
+ * checkout (its src/main.ts, same database), e.g. a copy of the code before a change, labelled "(before)".
+ *
+ * Not part of `npm run bench`; its figures are not written to RESULTS.md.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { AutocannonOptions } from 'autocannon';
+import { lookupRequest, mixedHashes, prepareAssociationsDb, type AssociationsDb } from './lib/associations-db.js';
+import { runCannon } from './lib/cannon.js';
+import { createContext } from './lib/scenario.js';
+
+const CASES = ['baseline', 'baseline-post', 'hash-details', 'lookup-1'] as const;
+
+function usage(problem?: string): never {
+  if (problem) process.stderr.write(`interleaved: ${problem}\n`);
+  process.stderr.write(
+    'usage: node --import tsx bench/interleaved.ts [--rounds <n>] [--seconds <s>] [--only <case>,…] [--before <checkout>]\n',
+  );
+  process.exit(2);
+}
+
+const opts = { rounds: 10, seconds: 1, only: [...CASES] as string[], before: null as string | null, connections: 10 };
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i++) {
+  const arg = argv[i]!;
+  const value = () => argv[++i] ?? usage(`${arg} needs a value`);
+  const num = () => {
+    const n = Number(value());
+    if (!Number.isInteger(n) || n < 1) usage(`${arg} needs a whole number ≥ 1`);
+    return n;
+  };
+  if (arg === '--rounds') opts.rounds = num();
+  else if (arg === '--seconds') opts.seconds = num();
+  else if (arg === '--connections') opts.connections = num();
+  else if (arg === '--only') opts.only = value().split(',').map((s) => s.trim()).filter(Boolean);
+  else if (arg === '--before') opts.before = path.resolve(value());
+  else usage(`unknown argument ${arg}`);
+}
+const unknown = opts.only.filter((c) => !(CASES as readonly string[]).includes(c));
+if (unknown.length) usage(`unknown case ${unknown.join(', ')}; there are: ${CASES.join(', ')}`);
+if (!opts.only.includes('baseline')) opts.only.unshift('baseline');
+if (opts.before && !fs.existsSync(path.join(opts.before, 'src/main.ts'))) usage(`${opts.before} has no src/main.ts`);
+
+/** user + system CPU seconds of a process so far, or null where /proc is not there */
+function cpuSeconds(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ
+  } catch {
+    return null;
+  }
+}
+
+interface Case {
+  pid: number;
+  cannon: AutocannonOptions;
+  rps: number[];
+  answers: number;
+  cpuS: number;
+  cpuKnown: boolean;
+  bad: number;
+}
+
+const { ctx, dispose } = createContext({ name: 'interleaved', durationS: opts.seconds, warmupS: 2, connections: opts.connections });
+try {
+  const cases = new Map<string, Case>();
+  const add = (name: string, pid: number, cannon: AutocannonOptions) =>
+    cases.set(name, { pid, cannon, rps: [], answers: 0, cpuS: 0, cpuKnown: true, bad: 0 });
+
+  if (opts.only.some((c) => c.startsWith('baseline'))) {
+    const bare = await ctx.startBareFastify();
+    const pid = bare.process.child.pid!;
+    if (opts.only.includes('baseline')) add('baseline', pid, { url: `${bare.baseUrl}/` });
+    if (opts.only.includes('baseline-post')) {
+      const headers = { authorization: `Bearer ${randomBytes(24).toString('hex')}`, 'content-type': 'application/json' };
+      const pepper = randomBytes(4).toString('base64url').slice(0, 5);
+      const requests = Array.from({ length: 16 }, () => ({
+        method: 'POST' as const,
+        path: '/',
+        headers,
+        body: JSON.stringify({ algorithm: 'sha256', pepper, addresses: [randomBytes(32).toString('base64url')] }),
+      }));
+      add('baseline-post', pid, { url: bare.baseUrl, requests });
+    }
+  }
+
+  const sydents: Array<[string, string | undefined]> = [['', undefined]];
+  if (opts.before) sydents.push([' (before)', opts.before]);
+  if (opts.only.includes('hash-details') || opts.only.includes('lookup-1')) {
+    for (const [label, root] of sydents) {
+      let db: AssociationsDb | undefined;
+      const server = await ctx.startServer({
+        root,
+        prepareDb: async (dbPath) => {
+          db = await prepareAssociationsDb(dbPath);
+        },
+        startTimeoutMs: 60_000,
+      });
+      const s = { server, db: db!, authHeaders: { authorization: `Bearer ${db!.accessToken}`, 'content-type': 'application/json' } };
+      const pid = server.process.child.pid!;
+      if (opts.only.includes('hash-details')) {
+        add(`hash-details${label}`, pid, {
+          url: `${server.baseUrl}/_matrix/identity/v2/hash_details`,
+          headers: { authorization: s.authHeaders.authorization },
+        });
+      }
+      if (opts.only.includes('lookup-1')) {
+        const { hashes } = mixedHashes(s.db, 8, 8);
+        add(`lookup-1${label}`, pid, { url: server.baseUrl, requests: hashes.map((h) => lookupRequest(s, [h])) });
+      }
+    }
+  }
+
+  ctx.log(`warming up ${cases.size} cases`);
+  for (const c of cases.values()) await runCannon({ connections: opts.connections, ...c.cannon, duration: 2 });
+  for (let round = 1; round <= opts.rounds; round++) {
+    ctx.log(`round ${round} of ${opts.rounds}`);
+    const order = [...cases.values()].sort(() => Math.random() - 0.5);
+    for (const c of order) {
+      const before = cpuSeconds(c.pid);
+      const res = await runCannon({ connections: opts.connections, ...c.cannon, duration: opts.seconds });
+      const after = cpuSeconds(c.pid);
+      if (before === null || after === null) c.cpuKnown = false;
+      else c.cpuS += after - before;
+      c.rps.push(res.rps);
+      c.answers += res.total;
+      c.bad += res.non2xx + res.errors;
+    }
+  }
+
+  const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+  const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+  const base = cases.get('baseline')!;
+  process.stdout.write(
+    `\n${opts.rounds} rounds of ${opts.seconds} s per case, ${opts.connections} connections, order shuffled each round\n\n` +
+      `${'case'.padEnd(22)} ${'req/s'.padStart(7)}  ${'vs baseline'.padStart(11)}  ${'(median)'.padStart(8)}  server CPU µs/req\n`,
+  );
+  for (const [name, c] of cases) {
+    const ratios = c.rps.map((v, i) => v / base.rps[i]!);
+    const cpu = c.cpuKnown && c.answers ? ((c.cpuS * 1e6) / c.answers).toFixed(1) : 'n/a';
+    process.stdout.write(
+      `${name.padEnd(22)} ${mean(c.rps).toFixed(0).padStart(7)}  ${(mean(c.rps) / mean(base.rps)).toFixed(3).padStart(11)}  ` +
+        `${median(ratios).toFixed(3).padStart(8)}  ${cpu.padStart(17)}${c.bad ? `  (${c.bad} non-2xx or errors)` : ''}\n`,
+    );
+  }
+  process.stdout.write(
+    '\nvs baseline: mean req/s over the baseline\'s; (median): the median of the per-round ratios. The two baseline\n' +
+      'cases share one bare fastify process, as do the sydent-ts cases of one checkout (each case runs alone).\n',
+  );
+} finally {
+  await dispose();
+}
