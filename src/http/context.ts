@@ -1,6 +1,7 @@
 import type { ActorSystem } from '../actors/system.js';
 import type { Clock } from '../clock.js';
 import type { SydentConfig } from '../config/types.js';
+import type { BinderDeps } from '../bindings/binder.js';
 import type { ServerIdentity } from '../identity.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -31,4 +32,9 @@ export interface RouteOptions {
   ctx: AppContext;
   /** which API the routes are mounted for */
   api: 'v1' | 'v2';
+}
+
+/** What the binding functions (src/bindings) need from a request's context: the actors, our key, time, the log. */
+export function binderDeps(ctx: AppContext): BinderDeps {
+  return { system: ctx.system.root.system, identity: ctx.identity, clock: ctx.clock, log: ctx.log };
 }

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { bindThreepid, unbindThreepid } from '../../bindings/binder.js';
-import type { AppContext } from '../context.js';
+import { binderDeps, type AppContext } from '../context.js';
 import { normalise } from './lookup.js';
 
 const body = {
@@ -21,16 +21,15 @@ interface InternalBody {
  */
 export async function internalRoutes(app: FastifyInstance, opts: { ctx: AppContext }): Promise<void> {
   const { ctx } = opts;
-  const deps = () => ({ system: ctx.system.root.system, identity: ctx.identity, clock: ctx.clock, log: ctx.log });
 
   app.post<{ Body: InternalBody }>('/_matrix/identity/internal/bind', { schema: { body } }, async (req) => {
     const { medium, address, mxid } = req.body;
-    return bindThreepid(deps(), { medium, address: normalise(medium, address) }, mxid);
+    return bindThreepid(binderDeps(ctx), { medium, address: normalise(medium, address) }, mxid);
   });
 
   app.post<{ Body: InternalBody }>('/_matrix/identity/internal/unbind', { schema: { body } }, async (req) => {
     const { medium, address, mxid } = req.body;
-    await unbindThreepid(deps(), { medium, address: normalise(medium, address) }, mxid);
+    await unbindThreepid(binderDeps(ctx), { medium, address: normalise(medium, address) }, mxid);
     return {};
   });
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { askNotifier } from '../../actors/supervisors/notifier.js';
 import { unbindThreepid } from '../../bindings/binder.js';
 import { FederationError, RequestAuthError } from '../../federation/index.js';
-import type { AppContext, RouteOptions } from '../context.js';
+import { binderDeps, type AppContext, type RouteOptions } from '../context.js';
 import { errors, MatrixError } from '../errors.js';
 import { clientSecret } from '../validate.js';
 import { normalise } from './lookup.js';
@@ -47,7 +47,7 @@ export async function unbindRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       if (!mxid.endsWith(`:${origin}`)) throw errors.forbidden('Origin server name does not match mxid');
     }
 
-    await unbindThreepid({ system: ctx.system.root.system, identity: ctx.identity, clock: ctx.clock, log: ctx.log }, target, mxid);
+    await unbindThreepid(binderDeps(ctx), target, mxid);
     return {};
   });
 }
