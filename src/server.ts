@@ -14,9 +14,10 @@ import { loadReplicationTls } from './replication/tls.js';
 import type { Logger } from './log.js';
 import { createMetricsApi } from './http/metrics-api.js';
 import type { Metrics } from './metrics/metrics.js';
-import { openDatabase } from './store/database.js';
+import { closeDatabase, openDatabase } from './store/database.js';
 import { ensurePepper } from './store/hashing.js';
 import { createReads } from './store/index.js';
+import { openLookupConnection, ReadSnapshot } from './store/lookup-connection.js';
 import { TermsSource } from './terms/terms.js';
 
 export interface StartOptions {
@@ -50,7 +51,10 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const db = openDatabase(config.db.dbFile);
   ensurePepper(db, lookupHash);
   const identity = identityFromConfig(config);
-  const reads = createReads(db);
+  // Lookups read on a connection of their own, sharing short read snapshots (store/lookup-connection.ts).
+  const lookupDb = openLookupConnection(config.db.dbFile);
+  const lookups = lookupDb ? { db: lookupDb, snapshot: new ReadSnapshot(lookupDb) } : undefined;
+  const reads = createReads(db, lookups);
   const { prometheusPort, prometheusAddr } = config.general;
   // As Sydent: metrics only when both the port and the address are set ("" binds every address). Without them
   // prom-client is never loaded and no request pays for counting.
@@ -60,7 +64,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const inspection =
     opts.inspectPort === undefined ? null : await (await import('./inspect/inspector.js')).startInspection(opts.inspectPort);
   if (inspection) log.info({ url: inspection.url }, 'inspector relay listening (loopback only)');
-  const system = ActorSystem.start({ config, db, clock, log, identity, metrics, inspect: inspection?.inspect });
+  const system = ActorSystem.start({ config, db, clock, log, identity, lookupSnapshot: lookups?.snapshot, metrics, inspect: inspection?.inspect });
   const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics };
 
   const apps: FastifyInstance[] = [];
@@ -71,6 +75,8 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   async function shutdown(): Promise<void> {
     await Promise.allSettled([...apps.map((app) => app.close()), ...listeners.map((l) => l.close())]);
     await system.stop();
+    // After the listeners (no more lookups) and the store (no more writes to end its snapshot).
+    if (lookupDb) closeDatabase(lookupDb);
     await inspection?.stop();
     if (opts.pidFile && config.general.pidfilePath) fs.rmSync(config.general.pidfilePath, { force: true });
   }

@@ -74,7 +74,7 @@ describe('a bind with pending invites', () => {
     // an invite already delivered, and one for somebody else: neither belongs in the answer
     insertInvite(t, { address: 'invitee@example.com', room_id: '!old:hs.example', sender: '@inviter:hs.example', token: 'tokOld', received_ts: received });
     const oldSent = received + 60;
-    write(t, 'UPDATE invite_tokens SET sent_ts = ? WHERE token = ?', oldSent, 'tokOld');
+    await write(t, 'UPDATE invite_tokens SET sent_ts = ? WHERE token = ?', oldSent, 'tokOld');
     insertInvite(t, { address: 'bystander@example.com', room_id: '!room3:hs.example', sender: '@inviter:hs.example', token: 'tokBystander', received_ts: received });
 
     (t.clock as ManualClock).advance(1000);

@@ -197,7 +197,7 @@ describe('an association replicated from a peer', () => {
       'peer.example',
       { seed, version: '0' },
     );
-    write(
+    await write(
       t,
       `INSERT INTO global_threepid_associations
        (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)

@@ -5,12 +5,15 @@ import Fastify, {
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
+  type FastifyServerFactory,
   type onResponseHookHandler,
 } from 'fastify';
 import FindMyWay from 'find-my-way';
+import http from 'node:http';
 import { redactUrl, type Logger } from '../log.js';
 import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
 import { errors, MatrixError } from './errors.js';
+import type { RequestLane } from './lookup-lane.js';
 
 /** Sydent's MAX_REQUEST_SIZE. */
 export const BODY_LIMIT = 512 * 1024;
@@ -21,6 +24,8 @@ const CORS_ALLOW_HEADERS = [
   'access-control-allow-headers',
   'Origin, X-Requested-With, Content-Type, Accept, Authorization',
 ] as const;
+/** The CORS headers of every answer, as a flat name, value, name, value… list (for a fast lane's writeHead). */
+export const CORS_HEADERS: readonly string[] = [...CORS_ORIGIN, ...CORS_METHODS, ...CORS_ALLOW_HEADERS];
 
 const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD'] as const;
 
@@ -31,6 +36,11 @@ export interface AppOptions {
   /** addresses or CIDRs whose X-Forwarded-For is believed; false trusts nobody */
   trustProxy?: string[] | false;
   bodyLimit?: number;
+  /**
+   * Requests it takes are answered before fastify sees them (http/lookup-lane.ts); the rest, and every request once
+   * the app is closing, go to fastify.
+   */
+  lane?: RequestLane;
 }
 
 /**
@@ -49,7 +59,15 @@ export function createApp(opts: AppOptions): FastifyInstance {
     // accepted in several types (send_attempt) are parsed by their handlers. allErrors lists every missing field.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
     forceCloseConnections: 'idle',
+    ...(opts.lane ? { serverFactory: laneServerFactory(opts.lane, () => closing) } : {}),
   });
+  let closing = false;
+  if (opts.lane) {
+    app.addHook('preClose', (done) => {
+      closing = true;
+      done();
+    });
+  }
 
   // The routes that exist, whatever their method: tells a wrong method (405) from an unknown path (404).
   const known = FindMyWay({ ignoreTrailingSlash: false });
@@ -124,6 +142,23 @@ function installRequestMetrics(app: FastifyInstance, metrics: Metrics): void {
   });
 }
 
+/**
+ * The HTTP server of an app with a lane: the lane sees each request first. Set up as fastify sets up its own
+ * server (keep-alive and request timeouts), since fastify leaves a factory's server as it is given.
+ */
+function laneServerFactory(lane: RequestLane, closing: () => boolean): FastifyServerFactory {
+  return (handler, fastifyOptions) => {
+    const options = fastifyOptions as { keepAliveTimeout?: number; requestTimeout?: number; connectionTimeout?: number };
+    const server = http.createServer((req, res) => {
+      if (closing() || !lane(req, res)) handler(req, res);
+    });
+    if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout;
+    if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout;
+    server.setTimeout(options.connectionTimeout ?? 0);
+    return server;
+  };
+}
+
 /** A route option's hooks (one function, a list, or none) as a list. */
 export function hookList<T>(hooks: T | T[] | undefined): T[] {
   if (hooks === undefined) return [];
@@ -141,19 +176,33 @@ class RedactingLogController extends LogController {
   override requestCompleted(error: Error | null | undefined, req: FastifyRequest, reply: FastifyReply): void {
     // Below the configured level (sydent's default is WARNING) there is nothing to build.
     if (!error && !infoEnabled(req.log)) return;
-    const line = {
+    const line: RequestLine = {
       method: req.method,
       url: redactUrl(req.url),
       status: reply.statusCode,
       ms: Math.round(reply.elapsedTime),
       ip: req.ip,
     };
-    if (error) req.log.error({ ...line, err: error }, 'request');
-    else req.log.info(line, 'request');
+    logCompleted(req.log, line, error);
   }
 }
 
-function infoEnabled(log: FastifyBaseLogger): boolean {
+/** What the log says of each answered request (the URL already redacted). */
+export interface RequestLine {
+  method: string;
+  url: string;
+  status: number;
+  ms: number;
+  ip: string | undefined;
+}
+
+/** The request log line: at info, or at error when the response itself failed. */
+export function logCompleted(log: FastifyBaseLogger | Logger, line: RequestLine, error?: Error | null): void {
+  if (error) log.error({ ...line, err: error }, 'request');
+  else if (infoEnabled(log)) log.info(line, 'request');
+}
+
+function infoEnabled(log: FastifyBaseLogger | Logger): boolean {
   const isLevelEnabled = (log as Partial<Logger>).isLevelEnabled;
   return typeof isLevelEnabled === 'function' ? isLevelEnabled.call(log, 'info') : true;
 }

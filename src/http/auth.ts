@@ -26,15 +26,14 @@ declare module 'fastify' {
 /** The token from `Authorization: Bearer` on any method, else `?access_token=` (spec v1.19 MUST; Synapse sends it). */
 export function tokenFromRequest(req: FastifyRequest): string | undefined {
   const header = req.headers.authorization;
-  if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim() || undefined;
+  if (header?.startsWith('Bearer ')) return bearerToken(header);
   const query = req.query as Record<string, unknown> | undefined;
   const fromQuery = query?.['access_token'];
   return typeof fromQuery === 'string' && fromQuery !== '' ? fromQuery : undefined;
 }
 
-/** The account behind a request's token, and whether it accepted the current terms. */
-export function authenticate(ctx: AppContext, req: FastifyRequest, requirement: AuthRequirement): Account {
-  const token = tokenFromRequest(req);
+/** The account behind an access token, if it meets `requirement`; the Matrix error to answer if not. */
+export function accountForToken(ctx: AppContext, token: string | undefined, requirement: AuthRequirement): Account {
   if (!token) throw errors.unauthorized();
   const account = ctx.reads.accounts.accountByToken(token);
   if (!account) throw errors.unauthorized();
@@ -42,6 +41,19 @@ export function authenticate(ctx: AppContext, req: FastifyRequest, requirement: 
     const terms = ctx.terms.current();
     if (terms && account.consentVersion !== terms.masterVersion) throw errors.termsNotSigned();
   }
+  return account;
+}
+
+/** The token from an `Authorization` header value, if it is a Bearer one. */
+export function bearerToken(header: string | undefined): string | undefined {
+  if (!header?.startsWith('Bearer ')) return undefined;
+  return header.slice('Bearer '.length).trim() || undefined;
+}
+
+/** The account behind a request's token, and whether it accepted the current terms. */
+export function authenticate(ctx: AppContext, req: FastifyRequest, requirement: AuthRequirement): Account {
+  const token = tokenFromRequest(req);
+  const account = accountForToken(ctx, token, requirement);
   req.account = account;
   req.accessToken = token;
   return account;

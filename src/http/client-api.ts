@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../log.js';
-import { createApp } from './app.js';
+import { BODY_LIMIT, createApp } from './app.js';
+import { lookupLane } from './lookup-lane.js';
 import { installAuth } from './auth.js';
 import { accountRoutes } from './routes/account.js';
 import { bindRoutes } from './routes/bind.js';
@@ -19,7 +20,8 @@ import { statusRoutes } from './routes/status.js';
 export async function createClientApi(ctx: AppContext, log: Logger): Promise<FastifyInstance> {
   const { http, general } = ctx.config;
   const trustProxy = http.obeyXForwardedFor ? (http.trustedProxies.length ? http.trustedProxies : ['loopback']) : false;
-  const app = createApp({ log, trustProxy, metrics: ctx.metrics });
+  const lane = lookupLane({ ctx, bodyLimit: BODY_LIMIT, trustProxy, metrics: ctx.metrics });
+  const app = createApp({ log, trustProxy, metrics: ctx.metrics, bodyLimit: BODY_LIMIT, lane });
   installAuth(app, ctx);
   await app.register(statusRoutes, { ctx });
   await app.register(pubkeyRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });

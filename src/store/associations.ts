@@ -5,6 +5,7 @@
  */
 import type Database from 'better-sqlite3';
 import type { CallbackWrites } from './callbacks.js';
+import type { ReadSnapshot } from './lookup-connection.js';
 
 /** Sydent's THREEPID_ASSOCIATION_LIFETIME_MS: associations are valid for about 100 years. */
 export const ASSOCIATION_LIFETIME_MS = 100 * 365 * 24 * 60 * 60 * 1000;
@@ -66,7 +67,14 @@ export class AssociationReads {
   /** the pepper changes only on rotation: read at most once a second, not on every lookup */
   private pepperCache: { value: string; readAt: number } | null = null;
 
-  constructor(db: Database.Database) {
+  /**
+   * `snapshot`: the lookups' read-only connection shares one read transaction for a few milliseconds (see lookup-connection.ts);
+   * without one (the store's own reads, an in-memory database) each statement reads on its own.
+   */
+  constructor(
+    db: Database.Database,
+    private readonly snapshot?: ReadSnapshot,
+  ) {
     // The newest row is picked in JS (see newestOf): no temporary b-tree per call for an ORDER BY … LIMIT 1.
     this.newest = db.prepare(
       `SELECT mxid, sgAssoc, ts, id FROM global_threepid_associations
@@ -97,6 +105,7 @@ export class AssociationReads {
   pepper(): string {
     const now = Date.now();
     if (this.pepperCache && now - this.pepperCache.readAt < 1000) return this.pepperCache.value;
+    this.snapshot?.enter();
     const row = this.pepperStmt.get();
     if (!row) throw new Error('no lookup pepper in the database');
     this.pepperCache = { value: row.lookup_pepper, readAt: now };
@@ -105,6 +114,7 @@ export class AssociationReads {
 
   /** The current binding of a 3PID (normalised address), with its signed JSON. */
   lookup(medium: string, address: string, now: number): GlobalRow | undefined {
+    this.snapshot?.enter();
     const row = newestOf(this.newest.all(medium, address, now, now));
     return row && { mxid: row.mxid, sgAssoc: row.sgAssoc, ts: row.ts };
   }
@@ -118,6 +128,7 @@ export class AssociationReads {
   lookupHashes(hashes: readonly string[], now: number): Map<string, string> {
     const found = new Map<string, string>();
     if (hashes.length === 0) return found;
+    this.snapshot?.enter();
     // A few hashes: one indexed probe each beats building a json_each table.
     if (hashes.length <= 8) {
       for (const hash of hashes) {

@@ -15,7 +15,7 @@ export interface OpenDatabaseOptions {
   migrations?: readonly Migration[];
 }
 
-function isMemoryPath(path: string): boolean {
+export function isMemoryPath(path: string): boolean {
   return path === '' || path === ':memory:';
 }
 

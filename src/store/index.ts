@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import { AccountReads, AccountWrites } from './accounts.js';
 import { AssociationReads, AssociationWrites } from './associations.js';
 import { CallbackReads, CallbackWrites } from './callbacks.js';
+import type { ReadSnapshot } from './lookup-connection.js';
 import { InviteReads, InviteWrites } from './invites.js';
 import { PeerReads, PeerWrites } from './peers.js';
 import { SessionReads, SessionWrites } from './sessions.js';
@@ -28,11 +29,15 @@ export interface StoreWrites {
   peers: PeerWrites;
 }
 
-export function createReads(db: Database.Database): StoreReads {
+/**
+ * `lookups`: the read-only connection and its read snapshot that association reads (the lookup endpoints) use
+ * instead of `db` (see lookup-connection.ts).
+ */
+export function createReads(db: Database.Database, lookups?: { db: Database.Database; snapshot: ReadSnapshot }): StoreReads {
   return {
     accounts: new AccountReads(db),
     sessions: new SessionReads(db),
-    associations: new AssociationReads(db),
+    associations: lookups ? new AssociationReads(lookups.db, lookups.snapshot) : new AssociationReads(db),
     callbacks: new CallbackReads(db),
     invites: new InviteReads(db),
     peers: new PeerReads(db),

@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
 import { expect } from 'vitest';
 import { decodeBase64, verifySignedJson } from '../../src/crypto/index.js';
+import { SNAPSHOT_MS } from '../../src/store/lookup-connection.js';
 import { call, mailLink, type Reply } from './email.js';
 import type { FederationEnv } from './federation-env.js';
 import type { RouteHandler } from './homeserver.js';
@@ -172,8 +173,12 @@ export function rows<T = Record<string, unknown>>(t: TestServer, sql: string, ..
   }
 }
 
-/** Writes into the server's SQLite file (WAL, so alongside the running server). */
-export function write(t: TestServer, sql: string, ...params: unknown[]): void {
+/**
+ * Writes into the server's SQLite file from a connection of its own, as another process would (WAL, so alongside
+ * the running server). Resolves once the server's lookups see the write: their read snapshot lasts SNAPSHOT_MS, and
+ * a timer set later fires after the snapshot's own.
+ */
+export async function write(t: TestServer, sql: string, ...params: unknown[]): Promise<void> {
   const db = new Database(t.config.db.dbFile, { fileMustExist: true });
   try {
     db.pragma('busy_timeout = 5000');
@@ -181,6 +186,7 @@ export function write(t: TestServer, sql: string, ...params: unknown[]): void {
   } finally {
     db.close();
   }
+  await new Promise((resolve) => setTimeout(resolve, SNAPSHOT_MS + 1));
 }
 
 export interface AssociationRows {

@@ -6,12 +6,15 @@ import type { NewInvite } from '../../store/invites.js';
 import type { ApplyPushRequest } from '../../store/peers.js';
 import type { CallbackEnqueue, ClaimRequest } from '../../store/callbacks.js';
 import type { SessionWrite } from '../../store/sessions.js';
+import type { ReadSnapshot } from '../../store/lookup-connection.js';
 import type { SystemDeps } from '../deps.js';
-import { call, supervisor } from '../supervisor.js';
+import { call, supervisor, type Handlers } from '../supervisor.js';
 
 interface StoreResource {
   db: Database.Database;
   writes: StoreWrites;
+  /** the lookups' read snapshot, ended after every write so that no later read misses it */
+  lookupSnapshot?: ReadSnapshot;
 }
 
 /** Every write the store performs, by request type. Handlers are thin: the SQL lives in the table modules. */
@@ -59,13 +62,36 @@ export const storeHandlers = {
 
 export const askStore = call<typeof storeHandlers>();
 
+
+/**
+ * Every handler, then the end of the lookups' snapshot (see store/lookup-connection.ts): the handlers are
+ * synchronous, so by then their transaction has committed, and the next lookup reads from a new snapshot.
+ */
+function endingLookupSnapshot(handlers: Handlers<StoreResource>): Handlers<StoreResource> {
+  const wrapped: Handlers<StoreResource> = {};
+  for (const [type, handler] of Object.entries(handlers)) {
+    wrapped[type] = (e, r, system) => {
+      try {
+        return handler(e, r, system);
+      } finally {
+        r.lookupSnapshot?.end();
+      }
+    };
+  }
+  return wrapped;
+}
+
 /**
  * The only writer of SQLite. Requests run one at a time, so a write transaction never interleaves with another;
- * reads on hot paths use prepared statements on the same connection directly. Closing it closes the database.
+ * reads on hot paths use prepared statements directly (lookups on their own read-only connection). Closing it closes the database.
  */
 export const storeSupervisor = supervisor('store', {
   concurrency: 1,
-  open: (deps: SystemDeps): StoreResource => ({ db: deps.db, writes: createWrites(deps.db) }),
+  open: (deps: SystemDeps): StoreResource => ({
+    db: deps.db,
+    writes: createWrites(deps.db),
+    lookupSnapshot: deps.lookupSnapshot,
+  }),
   close: ({ db }) => closeDatabase(db),
-  handlers: storeHandlers,
+  handlers: endingLookupSnapshot(storeHandlers),
 });

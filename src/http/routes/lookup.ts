@@ -1,17 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { casefold } from '../../util/casefold.js';
-import type { RouteOptions } from '../context.js';
+import type { AppContext, RouteOptions } from '../context.js';
 import { MatrixError, errors } from '../errors.js';
-
-const v2LookupBody = {
-  type: 'object',
-  required: ['addresses', 'algorithm', 'pepper'],
-  properties: {
-    addresses: {},
-    algorithm: {},
-    pepper: {},
-  },
-} as const;
 
 const bulkBody = {
   type: 'object',
@@ -91,42 +81,56 @@ export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Pr
     lookup_pepper: associations.pepper(),
   }));
 
-  app.post<{ Body: { addresses: unknown; algorithm: unknown; pepper: unknown } }>(
-    '/lookup',
-    { config: { auth: 'terms' }, schema: { body: v2LookupBody } },
-    (req) => {
-      const { addresses, algorithm, pepper } = req.body;
-      if (!Array.isArray(addresses) || !addresses.every((a) => typeof a === 'string')) {
-        throw errors.invalidParam('addresses must be a list of strings');
-      }
-      if (typeof algorithm !== 'string' || !ALGORITHMS.includes(algorithm)) {
-        throw errors.invalidParam('algorithm is not supported');
-      }
-      if (addresses.length > ctx.config.general.addressLookupLimit) {
-        throw new MatrixError(400, 'M_TOO_LARGE', 'More than the maximum amount of addresses provided');
-      }
-      const current = associations.pepper();
-      if (pepper !== current) {
-        throw new MatrixError(400, 'M_INVALID_PEPPER', "pepper does not match the server's", {
-          algorithm,
-          lookup_pepper: current,
-        });
-      }
-      const now = ctx.clock.now();
-      const mappings: Record<string, string> = {};
-      if (algorithm === 'sha256') {
-        for (const [hash, mxid] of associations.lookupHashes(addresses as string[], now)) mappings[hash] = mxid;
-        return { mappings };
-      }
-      for (const entry of addresses as string[]) {
-        const parts = entry.split(/\s+/).filter(Boolean);
-        if (parts.length !== 2) throw errors.invalidParam(`Invalid "address medium" pair: "${entry}"`);
-        const [address, medium] = parts as [string, string];
-        const row = associations.lookup(medium, normalise(medium, address), now);
-        // Keyed by the string the client sent, so it can match its own request.
-        if (row) mappings[entry] = row.mxid;
-      }
-      return { mappings };
-    },
-  );
+  // No body schema: v2Lookup checks the body itself, as the fast lane (http/lookup-lane.ts) that answers most of
+  // these requests does; this route answers the rest (a token in the query string, a form body, a chunked one).
+  app.post('/lookup', { config: { auth: 'terms' } }, (req) => v2Lookup(ctx, req.body));
+}
+
+/** The fields of a v2 lookup body, in the order a missing one is reported. */
+const V2_LOOKUP_FIELDS = ['addresses', 'algorithm', 'pepper'] as const;
+
+/**
+ * `POST /v2/lookup` once authenticated: the body checked (the errors a schema gave before, in the same order),
+ * then the mappings. Shared by the route above and the fast lane, so both answer every body alike.
+ */
+export function v2Lookup(ctx: AppContext, body: unknown): { mappings: Record<string, string> } {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw errors.notJson('Request body must be a JSON object');
+  }
+  const fields = body as Record<string, unknown>;
+  const missing = V2_LOOKUP_FIELDS.filter((name) => !Object.hasOwn(fields, name));
+  if (missing.length > 0) throw errors.missingParams(missing);
+  const { addresses, algorithm, pepper } = fields;
+  if (!Array.isArray(addresses) || !addresses.every((a) => typeof a === 'string')) {
+    throw errors.invalidParam('addresses must be a list of strings');
+  }
+  if (typeof algorithm !== 'string' || !ALGORITHMS.includes(algorithm)) {
+    throw errors.invalidParam('algorithm is not supported');
+  }
+  if (addresses.length > ctx.config.general.addressLookupLimit) {
+    throw new MatrixError(400, 'M_TOO_LARGE', 'More than the maximum amount of addresses provided');
+  }
+  const associations = ctx.reads.associations;
+  const current = associations.pepper();
+  if (pepper !== current) {
+    throw new MatrixError(400, 'M_INVALID_PEPPER', "pepper does not match the server's", {
+      algorithm,
+      lookup_pepper: current,
+    });
+  }
+  const now = ctx.clock.now();
+  const mappings: Record<string, string> = {};
+  if (algorithm === 'sha256') {
+    for (const [hash, mxid] of associations.lookupHashes(addresses as string[], now)) mappings[hash] = mxid;
+    return { mappings };
+  }
+  for (const entry of addresses as string[]) {
+    const parts = entry.split(/\s+/).filter(Boolean);
+    if (parts.length !== 2) throw errors.invalidParam(`Invalid "address medium" pair: "${entry}"`);
+    const [address, medium] = parts as [string, string];
+    const row = associations.lookup(medium, normalise(medium, address), now);
+    // Keyed by the string the client sent, so it can match its own request.
+    if (row) mappings[entry] = row.mxid;
+  }
+  return { mappings };
 }

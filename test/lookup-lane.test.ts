@@ -1,0 +1,232 @@
+/**
+ * The v2 lookup's fast lane (src/http/lookup-lane.ts): which requests it takes and which it leaves to fastify, that
+ * both answer every body alike (status, errcode, body, content type, CORS), and that its answers are logged and
+ * counted as fastify's are.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BODY_LIMIT } from '../src/http/app.js';
+import type { AppContext } from '../src/http/context.js';
+import { V2_LOOKUP_PATH, lookupLane, type LookupLaneOptions } from '../src/http/lookup-lane.js';
+import { Metrics } from '../src/metrics/metrics.js';
+import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
+import { internal, lookupPepper, registerAccount, sha256Of } from './helpers/flows.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+
+let env: FederationEnv;
+let t: TestServer;
+let token: string;
+let pepper: string;
+let hit: string;
+
+beforeAll(async () => {
+  env = await startFederationEnv({});
+  t = await startTestServer({ conf: mergeConf(env.conf, { general: { address_lookup_limit: '3' } }) });
+  token = await registerAccount(t, env, 'laner');
+  pepper = await lookupPepper(t, token);
+  const bound = await internal(t, 'bind', { medium: 'email', address: 'lane@example.com', mxid: '@lane:hs.example' });
+  expect(bound.status, bound.text).toBe(200);
+  hit = sha256Of('lane@example.com', 'email', pepper);
+});
+afterAll(async () => {
+  await t?.close();
+  await env?.close();
+});
+
+interface RawReply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+}
+
+/** One request with exactly these headers (fetch would add or change some). */
+function send(base: string, opts: { method?: string; path?: string; headers?: Record<string, string>; body?: string; chunked?: boolean }): Promise<RawReply> {
+  const url = new URL(opts.path ?? V2_LOOKUP_PATH, base);
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.body !== undefined && !opts.chunked) headers['content-length'] = String(Buffer.byteLength(opts.body));
+    const req = http.request(url, { method: opts.method ?? 'POST', headers, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
+    });
+    req.on('error', reject);
+    if (opts.body !== undefined) {
+      if (opts.chunked) {
+        // Two writes before end: Node sends them as chunks (transfer-encoding: chunked).
+        const half = Math.floor(opts.body.length / 2);
+        req.write(opts.body.slice(0, half));
+        req.write(opts.body.slice(half));
+      } else {
+        req.write(opts.body);
+      }
+    }
+    req.end();
+  });
+}
+
+const FELL_THROUGH = 599;
+
+/** The lane alone on a loopback server: what it does not take is answered 599 here. */
+async function laneOnly(overrides: Partial<LookupLaneOptions> = {}): Promise<{ base: string; close(): Promise<void> }> {
+  const lane = lookupLane({ ctx: t.server.ctx, bodyLimit: BODY_LIMIT, trustProxy: false, ...overrides });
+  const server = http.createServer((req, res) => {
+    if (lane(req, res)) return;
+    req.resume();
+    res.writeHead(FELL_THROUGH, { 'content-type': 'text/plain' });
+    res.end('left to fastify');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+const lookupBody = (addresses: string[] = [hit]) => JSON.stringify({ addresses, algorithm: 'sha256', pepper });
+
+describe('what the lane takes', () => {
+  it('a JSON POST with a Bearer token, with or without a content type, and answers it', async () => {
+    const lane = await laneOnly();
+    try {
+      for (const headers of <Record<string, string>[]>[
+        { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        { authorization: `Bearer ${token}`, 'content-type': 'application/json; charset=utf-8' },
+        { authorization: `Bearer ${token}` },
+      ]) {
+        const res = await send(lane.base, { headers, body: lookupBody() });
+        expect(res.status, res.text).toBe(200);
+        expect(JSON.parse(res.text)).toEqual({ mappings: { [hit]: '@lane:hs.example' } });
+      }
+      // No token or a bad one: refused by the lane itself, before the body.
+      const anonymous = await send(lane.base, { headers: { 'content-type': 'application/json' }, body: lookupBody() });
+      expect(anonymous.status).toBe(401);
+      expect(JSON.parse(anonymous.text)).toMatchObject({ errcode: 'M_UNAUTHORIZED' });
+    } finally {
+      await lane.close();
+    }
+  });
+
+  it('leaves everything else to fastify, unread', async () => {
+    const lane = await laneOnly();
+    const auth = { authorization: `Bearer ${token}` };
+    try {
+      const cases: Array<[string, Parameters<typeof send>[1]]> = [
+        ['a token in the query string', { path: `${V2_LOOKUP_PATH}?access_token=${token}`, headers: { 'content-type': 'application/json' }, body: lookupBody() }],
+        ['a trailing slash', { path: `${V2_LOOKUP_PATH}/`, headers: auth, body: lookupBody() }],
+        ['another path', { path: '/_matrix/identity/v2/hash_details', method: 'GET', headers: auth }],
+        ['GET', { method: 'GET', headers: auth }],
+        ['OPTIONS', { method: 'OPTIONS', headers: auth }],
+        ['a form body', { headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' }, body: 'addresses=x' }],
+        ['a chunked body', { headers: { ...auth, 'content-type': 'application/json' }, body: lookupBody(), chunked: true }],
+        ['a body over the limit', { headers: { ...auth, 'content-type': 'application/json' }, body: 'x'.repeat(BODY_LIMIT + 1) }],
+      ];
+      for (const [what, opts] of cases) {
+        const res = await send(lane.base, opts);
+        expect(res.status, what).toBe(FELL_THROUGH);
+      }
+    } finally {
+      await lane.close();
+    }
+  });
+});
+
+describe('the lane and the fastify route answer alike', () => {
+  const bodies: Array<[string, string]> = [
+    ['a hit', '{}'],
+    ['a miss', '{}'],
+    ['a wrong pepper', '{}'],
+    ['missing fields', JSON.stringify({ algorithm: 'sha256' })],
+    ['an unknown algorithm', JSON.stringify({ addresses: ['x'], algorithm: 'md5', pepper: 'x' })],
+    ['too many addresses', JSON.stringify({ addresses: ['a', 'b', 'c', 'd'], algorithm: 'sha256', pepper: 'x' })],
+    ['addresses not a list', JSON.stringify({ addresses: 'x', algorithm: 'sha256', pepper: 'x' })],
+    ['a bad none entry', JSON.stringify({ addresses: ['justone'], algorithm: 'none', pepper: 'x' })],
+    ['not JSON', '{"addresses": ['],
+    ['an empty body', ''],
+    ['a list', '[]'],
+    ['null', 'null'],
+    ['a string', '"x"'],
+  ];
+
+  it('every body: same status, errcode, body, content type and CORS headers', async () => {
+    for (const [what, template] of bodies) {
+      const body =
+        what === 'a hit'
+          ? lookupBody()
+          : what === 'a miss'
+            ? lookupBody([sha256Of('nobody@example.com', 'email', pepper)])
+            : what === 'a wrong pepper'
+              ? JSON.stringify({ addresses: [hit], algorithm: 'sha256', pepper: `${pepper}x` })
+              : template.replaceAll('"pepper":"x"', `"pepper":${JSON.stringify(pepper)}`);
+      // Bearer: the lane; the same token in the query string: fastify's route.
+      const lane = await send(t.server.clientUrl, { headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body });
+      const route = await send(t.server.clientUrl, {
+        path: `${V2_LOOKUP_PATH}?access_token=${token}`,
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
+      expect(lane.status, `${what}: ${lane.text}`).toBe(route.status);
+      expect(JSON.parse(lane.text), what).toEqual(JSON.parse(route.text));
+      for (const name of ['content-type', 'access-control-allow-origin', 'access-control-allow-methods', 'access-control-allow-headers']) {
+        expect(lane.headers[name], `${what}: ${name}`).toBe(route.headers[name]);
+      }
+      expect(Number(lane.headers['content-length']), what).toBe(Buffer.byteLength(lane.text));
+      if (what !== 'a hit' && what !== 'a miss') expect(lane.status, what).toBeGreaterThanOrEqual(400);
+    }
+  });
+
+  it('a form body and a chunked body still get their answers (from fastify)', async () => {
+    const chunked = await send(t.server.clientUrl, {
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: lookupBody(),
+      chunked: true,
+    });
+    expect(chunked.status, chunked.text).toBe(200);
+    expect(JSON.parse(chunked.text)).toEqual({ mappings: { [hit]: '@lane:hs.example' } });
+    const form = await send(t.server.clientUrl, {
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'algorithm=sha256',
+    });
+    expect(form.status, form.text).toBe(400);
+    expect(JSON.parse(form.text)).toMatchObject({ errcode: 'M_MISSING_PARAMS' });
+  });
+});
+
+describe('what the app adds to every answer', () => {
+  it('one request log line per answer, without the token', async () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+    const ctx: AppContext = { ...t.server.ctx, log };
+    const lane = await laneOnly({ ctx });
+    try {
+      await send(lane.base, { headers: { authorization: `Bearer ${token}` }, body: lookupBody() });
+      await send(lane.base, { headers: { authorization: 'Bearer not-a-token' }, body: lookupBody() });
+    } finally {
+      await lane.close();
+    }
+    const requests = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'request');
+    expect(requests.map((l) => [l['method'], l['url'], l['status'], l['ip']])).toEqual([
+      ['POST', V2_LOOKUP_PATH, 200, '127.0.0.1'],
+      ['POST', V2_LOOKUP_PATH, 401, '127.0.0.1'],
+    ]);
+    for (const l of requests) expect(typeof l['ms']).toBe('number');
+    expect(lines.join('')).not.toContain(token);
+  });
+
+  it('counted under the route, by status', async () => {
+    const metrics = new Metrics(t.server.ctx.reads);
+    const lane = await laneOnly({ metrics });
+    try {
+      await send(lane.base, { headers: { authorization: `Bearer ${token}` }, body: lookupBody() });
+      await send(lane.base, { headers: { authorization: `Bearer ${token}` }, body: 'nope' });
+    } finally {
+      await lane.close();
+    }
+    const route = metrics.httpRoute(V2_LOOKUP_PATH, 'POST');
+    expect(route.count).toBe(2);
+    expect(Object.fromEntries(route.pendingByStatus)).toEqual({ 200: 1, 400: 1 });
+  });
+});
