@@ -4,7 +4,7 @@
  * counted as fastify's are.
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BODY_LIMIT } from '../src/http/app.js';
@@ -130,6 +130,48 @@ describe('what the lane takes', () => {
       }
     } finally {
       await lane.close();
+    }
+  });
+});
+
+describe('a client that goes away', () => {
+  it('in the middle of its body: nothing breaks, the next lookup is answered', async () => {
+    const url = new URL(t.server.clientUrl);
+    await new Promise<void>((resolve, reject) => {
+      const socket = net.connect(Number(url.port), url.hostname, () => {
+        socket.write(
+          `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
+            'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"addresses": [',
+        );
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 20);
+      });
+      socket.on('error', reject);
+    });
+    const res = await send(t.server.clientUrl, { headers: { authorization: `Bearer ${token}` }, body: lookupBody() });
+    expect(res.status, res.text).toBe(200);
+    expect(JSON.parse(res.text)).toEqual({ mappings: { [hit]: '@lane:hs.example' } });
+  });
+
+  it('a large body in many chunks is read whole (10,000-address limit, ~450 KB)', async () => {
+    const big = await startTestServer({ conf: mergeConf(env.conf, {}) });
+    try {
+      const bigToken = await registerAccount(big, env, 'bigger');
+      const bigPepper = await lookupPepper(big, bigToken);
+      const bound = await internal(big, 'bind', { medium: 'email', address: 'lane@example.com', mxid: '@lane:hs.example' });
+      expect(bound.status, bound.text).toBe(200);
+      const known = sha256Of('lane@example.com', 'email', bigPepper);
+      const addresses = Array.from({ length: 9_999 }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', bigPepper));
+      addresses.push(known);
+      const body = JSON.stringify({ addresses, algorithm: 'sha256', pepper: bigPepper });
+      expect(body.length).toBeGreaterThan(400_000);
+      const res = await send(big.server.clientUrl, { headers: { authorization: `Bearer ${bigToken}` }, body });
+      expect(res.status, res.text.slice(0, 200)).toBe(200);
+      expect(JSON.parse(res.text)).toEqual({ mappings: { [known]: '@lane:hs.example' } });
+    } finally {
+      await big.close();
     }
   });
 });

@@ -49,6 +49,8 @@ export interface AppOptions {
  * their content type says, and request logs with secrets redacted.
  */
 export function createApp(opts: AppOptions): FastifyInstance {
+  // Set by preClose: from then on the lane leaves every request to fastify, which answers 503 while it closes.
+  let closing = false;
   const app = Fastify({
     loggerInstance: opts.log as FastifyBaseLogger,
     logController: new RedactingLogController(),
@@ -61,7 +63,6 @@ export function createApp(opts: AppOptions): FastifyInstance {
     forceCloseConnections: 'idle',
     ...(opts.lane ? { serverFactory: laneServerFactory(opts.lane, () => closing) } : {}),
   });
-  let closing = false;
   if (opts.lane) {
     app.addHook('preClose', (done) => {
       closing = true;

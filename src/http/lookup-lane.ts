@@ -93,13 +93,12 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
       sendError(req, res, started, error);
       return true;
     }
-    let body: Buffer | null = null;
-    req.on('data', (chunk: Buffer) => {
-      body = body === null ? chunk : Buffer.concat([body, chunk]);
-    });
+    // A small body comes in one chunk; a large one (10,000 hashes) in several, joined once at the end.
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       try {
-        const text = body === null ? '' : (body as Buffer).toString('utf8');
+        const text = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8');
         let parsed: unknown;
         if (text.length > 0) {
           try {
