@@ -68,8 +68,8 @@ export class AssociationReads {
   private pepperCache: { value: string; readAt: number } | null = null;
 
   /**
-   * `snapshot`: the lookups' read-only connection shares one read transaction for a few milliseconds (see lookup-connection.ts);
-   * without one (the store's own reads, an in-memory database) each statement reads on its own.
+   * `snapshot`: on the lookups' read-only connection, reads share one read transaction for a few milliseconds (see
+   * lookup-connection.ts); without one (the store's own reads, an in-memory database) each statement reads alone.
    */
   constructor(
     db: Database.Database,

@@ -62,7 +62,6 @@ export const storeHandlers = {
 
 export const askStore = call<typeof storeHandlers>();
 
-
 /**
  * Every handler, then the end of the lookups' snapshot (see store/lookup-connection.ts): the handlers are
  * synchronous, so by then their transaction has committed, and the next lookup reads from a new snapshot.
@@ -83,7 +82,8 @@ function endingLookupSnapshot(handlers: Handlers<StoreResource>): Handlers<Store
 
 /**
  * The only writer of SQLite. Requests run one at a time, so a write transaction never interleaves with another;
- * reads on hot paths use prepared statements directly (lookups on their own read-only connection). Closing it closes the database.
+ * reads on hot paths use prepared statements directly (lookups on their own read-only connection). Closing it
+ * closes the database.
  */
 export const storeSupervisor = supervisor('store', {
   concurrency: 1,
