@@ -59,10 +59,18 @@ function newestOf<R extends { ts: number; id: number }>(rows: R[]): R | undefine
   return best;
 }
 
+/**
+ * The mxid of a hash's newest valid binding, read in the order of its index (sydent_ts_global_lookup_hash_newest:
+ * lookup_hash, ts, id, then the validity columns and mxid): no sort, no table row, and SQLite stops at that row.
+ */
+export const NEWEST_BY_HASH_SQL = `SELECT mxid FROM global_threepid_associations
+  WHERE lookup_hash = ? AND notBefore <= ? AND notAfter > ?
+  ORDER BY ts DESC, id DESC LIMIT 1`;
+
 export class AssociationReads {
   private readonly newest: Database.Statement<[string, string, number, number], GlobalRow & { id: number }>;
   private readonly byHashes: Database.Statement<[string, number, number], { lookup_hash: string; mxid: string }>;
-  private readonly byHash: Database.Statement<[string, number, number], { mxid: string; ts: number; id: number }>;
+  private readonly byHash: Database.Statement<[string, number, number], string>;
   private readonly pepperStmt: Database.Statement<[], { lookup_pepper: string }>;
   /** the pepper changes only on rotation: read at most once a second, not on every lookup */
   private pepperCache: { value: string; readAt: number } | null = null;
@@ -86,12 +94,7 @@ export class AssociationReads {
        WHERE lookup_hash IN (SELECT value FROM json_each(?)) AND notBefore <= ? AND notAfter > ?
        ORDER BY ts, id`,
     );
-    // Every valid row of the hash (almost always one), the newest picked in JS (see newestOf): an ORDER BY … LIMIT 1
-    // here sorts in a temporary b-tree that SQLite builds and tears down on every call (a fifth of the query's time).
-    this.byHash = db.prepare(
-      `SELECT mxid, ts, id FROM global_threepid_associations
-       WHERE lookup_hash = ? AND notBefore <= ? AND notAfter > ?`,
-    );
+    this.byHash = db.prepare<[string, number, number], string>(NEWEST_BY_HASH_SQL).pluck();
     this.pepperStmt = db.prepare('SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1');
   }
 
@@ -119,10 +122,6 @@ export class AssociationReads {
     return row && { mxid: row.mxid, sgAssoc: row.sgAssoc, ts: row.ts };
   }
 
-  /** The mxid of a hash's newest valid binding, if it has one. */
-  private newestByHash(hash: string, now: number): string | undefined {
-    return newestOf(this.byHash.all(hash, now, now))?.mxid;
-  }
 
   /** hash → mxid of the newest binding, for the hashes that have one. */
   lookupHashes(hashes: readonly string[], now: number): Map<string, string> {
@@ -132,7 +131,7 @@ export class AssociationReads {
     // A few hashes: one indexed probe each beats building a json_each table.
     if (hashes.length <= 8) {
       for (const hash of hashes) {
-        const mxid = this.newestByHash(hash, now);
+        const mxid = this.byHash.get(hash, now, now);
         if (mxid !== undefined) found.set(hash, mxid);
       }
       return found;

@@ -1,0 +1,105 @@
+/**
+ * Which binding a hashed lookup answers when a hash has several rows (re-binds, replicated copies), on a real SQLite
+ * file: the newest valid one (by ts, ties by row id), the same whether the hash is looked up alone (one probe of the
+ * index, newest first) or among many (one json_each query), and the one-hash probe reads the index without sorting.
+ */
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { lookupHash } from '../src/crypto/hash.js';
+import { AssociationReads, NEWEST_BY_HASH_SQL } from '../src/store/associations.js';
+import { closeDatabase, openDatabase, type SqliteDatabase } from '../src/store/database.js';
+import { ensurePepper } from '../src/store/hashing.js';
+import { tempDir } from './helpers/tmp.js';
+
+let tmp: ReturnType<typeof tempDir>;
+let db: SqliteDatabase;
+let reads: AssociationReads;
+let pepper: string;
+let originId = 0;
+
+beforeEach(() => {
+  tmp = tempDir();
+  db = openDatabase(path.join(tmp.dir, 'sydent.db'));
+  pepper = ensurePepper(db, lookupHash);
+  reads = new AssociationReads(db);
+});
+afterEach(() => {
+  closeDatabase(db);
+  tmp.cleanup();
+});
+
+const NOW = 1_800_000_000_000;
+const DAY = 86_400_000;
+
+interface Row {
+  mxid: string;
+  ts: number;
+  notBefore?: number;
+  notAfter?: number;
+}
+
+/** Inserts the rows of one address in the order given (row ids ascending), returns its hash. */
+function bindings(address: string, rows: Row[]): string {
+  const hash = lookupHash(address, 'email', pepper);
+  const insert = db.prepare(
+    `INSERT INTO global_threepid_associations
+     (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
+     VALUES ('email', ?, ?, ?, ?, ?, ?, 'peer.example', ?, '{}')`,
+  );
+  for (const r of rows) insert.run(address, hash, r.mxid, r.ts, r.notBefore ?? r.ts, r.notAfter ?? r.ts + 100 * DAY, ++originId);
+  return hash;
+}
+
+/** The answer for each hash looked up alone, and within a lookup of more than eight hashes (the other query). */
+function bothWays(hashes: string[]): { alone: Record<string, string | undefined>; many: Record<string, string | undefined> } {
+  const alone: Record<string, string | undefined> = {};
+  for (const h of hashes) alone[h] = reads.lookupHashes([h], NOW).get(h);
+  const padding = Array.from({ length: 9 }, (_, i) => lookupHash(`nobody${i}@example.com`, 'email', pepper));
+  const found = reads.lookupHashes([...hashes, ...padding], NOW);
+  const many: Record<string, string | undefined> = {};
+  for (const h of hashes) many[h] = found.get(h);
+  return { alone, many };
+}
+
+describe('the binding a hash lookup answers', () => {
+  it('is the newest valid row, by ts then row id, alone or among many hashes', () => {
+    const cases: Array<[string, Row[], string | undefined]> = [
+      // a newer row inserted first: the ts decides, not the insertion order
+      ['newer-first@example.com', [{ mxid: '@new:hs', ts: NOW - DAY }, { mxid: '@old:hs', ts: NOW - 2 * DAY }], '@new:hs'],
+      // equal ts: the later row id wins, whatever the mxids sort as
+      ['same-ts@example.com', [{ mxid: '@zz-first:hs', ts: NOW - DAY }, { mxid: '@aa-second:hs', ts: NOW - DAY }], '@aa-second:hs'],
+      // the newest has expired: the newest of the rest that is still valid
+      ['expired@example.com', [
+        { mxid: '@valid:hs', ts: NOW - 3 * DAY },
+        { mxid: '@expired:hs', ts: NOW - DAY, notAfter: NOW - 1 },
+      ], '@valid:hs'],
+      // the newest is not valid yet
+      ['not-yet@example.com', [
+        { mxid: '@valid:hs', ts: NOW - 3 * DAY },
+        { mxid: '@future:hs', ts: NOW - DAY, notBefore: NOW + 1 },
+      ], '@valid:hs'],
+      // validity bounds are inclusive at notBefore and exclusive at notAfter
+      ['bounds@example.com', [
+        { mxid: '@starts-now:hs', ts: NOW - 3 * DAY, notBefore: NOW },
+        { mxid: '@ends-now:hs', ts: NOW - DAY, notBefore: NOW - DAY, notAfter: NOW },
+      ], '@starts-now:hs'],
+      ['none-valid@example.com', [{ mxid: '@gone:hs', ts: NOW - DAY, notAfter: NOW - 1 }], undefined],
+    ];
+    const expected: Record<string, string | undefined> = {};
+    const hashes = cases.map(([address, rows, mxid]) => {
+      const hash = bindings(address, rows);
+      expected[hash] = mxid;
+      return hash;
+    });
+    const { alone, many } = bothWays(hashes);
+    expect(alone).toEqual(expected);
+    expect(many).toEqual(expected);
+  });
+
+  it('a one-hash lookup reads the newest row straight from the covering index: no table rows, no sort', () => {
+    const plan = db.prepare(`EXPLAIN QUERY PLAN ${NEWEST_BY_HASH_SQL}`).all('x', NOW, NOW) as Array<{ detail: string }>;
+    expect(plan.map((p) => p.detail)).toEqual([
+      'SEARCH global_threepid_associations USING COVERING INDEX sydent_ts_global_lookup_hash_newest (lookup_hash=?)',
+    ]);
+  });
+});
