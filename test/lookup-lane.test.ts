@@ -134,6 +134,74 @@ describe('what the lane takes', () => {
   });
 });
 
+/** Reads `count` HTTP/1.1 answers (with content-length) from a socket: status and body of each, in order. */
+function readAnswers(socket: net.Socket, count: number): Promise<Array<{ status: number; body: string }>> {
+  return new Promise((resolve, reject) => {
+    let buffer = '';
+    const answers: Array<{ status: number; body: string }> = [];
+    socket.setEncoding('utf8');
+    socket.on('error', reject);
+    socket.on('close', () => reject(new Error(`connection closed after ${answers.length} answers`)));
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      for (;;) {
+        const end = buffer.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buffer.slice(0, end);
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1]);
+        if (buffer.length < end + 4 + length) return;
+        answers.push({ status: Number(head.split(' ')[1]), body: buffer.slice(end + 4, end + 4 + length) });
+        buffer = buffer.slice(end + 4 + length);
+        if (answers.length === count) {
+          socket.removeAllListeners('close');
+          resolve(answers);
+          return;
+        }
+      }
+    });
+  });
+}
+
+describe('answers written together at the end of the turn', () => {
+  it('pipelined requests on one connection are answered in order, each its own', async () => {
+    const url = new URL(t.server.clientUrl);
+    const miss = sha256Of('nobody@example.com', 'email', pepper);
+    const request = (body: string) =>
+      `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const socket = net.connect(Number(url.port), url.hostname);
+    try {
+      const answers = readAnswers(socket, 4);
+      // One write: the server reads all four in one turn of its loop.
+      socket.write(
+        request(lookupBody([hit])) +
+          request(lookupBody([miss])) +
+          request(JSON.stringify({ addresses: [hit], algorithm: 'sha256', pepper: 'wrong' })) +
+          request(lookupBody([miss, hit])),
+      );
+      expect(await answers).toEqual([
+        { status: 200, body: JSON.stringify({ mappings: { [hit]: '@lane:hs.example' } }) },
+        { status: 200, body: JSON.stringify({ mappings: {} }) },
+        { status: 400, body: expect.stringContaining('"errcode":"M_INVALID_PEPPER"') },
+        { status: 200, body: JSON.stringify({ mappings: { [hit]: '@lane:hs.example' } }) },
+      ]);
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  it('requests of many connections at once each get their own answer', async () => {
+    const misses = Array.from({ length: 12 }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', pepper));
+    const answers = await Promise.all(
+      misses.map((miss, i) => send(t.server.clientUrl, { headers: { authorization: `Bearer ${token}` }, body: lookupBody(i % 2 ? [miss, hit] : [miss]) })),
+    );
+    answers.forEach((res, i) => {
+      expect(res.status, res.text).toBe(200);
+      expect(JSON.parse(res.text)).toEqual({ mappings: i % 2 ? { [hit]: '@lane:hs.example' } : {} });
+    });
+  });
+});
+
 describe('a client that goes away', () => {
   it('in the middle of its body: nothing breaks, the next lookup is answered', async () => {
     const url = new URL(t.server.clientUrl);

@@ -11,12 +11,14 @@
  * length within the body limit, while the app is not closing. Everything else (a token in the query string, a form
  * or chunked body, OPTIONS, a too large body) goes to fastify untouched, whose route for the same path answers it.
  * Both run the same functions, `accountForToken` and `v2Lookup`, so a request gets the same answer either way, and
- * this lane adds what the app adds to every answer: CORS headers, the request log line, the route's metrics.
+ * this lane adds what the app adds to every answer: CORS headers, the request log line, the route's metrics. Its
+ * answers are written together at the end of the event loop's turn (answer-batch.ts says why).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import proxyAddr from '@fastify/proxy-addr';
 
 import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
+import { AnswerBatch } from './answer-batch.js';
 import { CORS_HEADERS, logCompleted, toMatrixError, type RequestLine } from './app.js';
 import { accountForToken, bearerToken } from './auth.js';
 import { V2_PREFIX, type AppContext } from './context.js';
@@ -51,13 +53,19 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
   // The level is set once, from the config, at start-up.
   const timed = routeMetrics !== undefined || log.isLevelEnabled('info');
 
-  /** One answer: status, JSON body, then the log line and metrics the app gives every request. */
+  const batch = new AnswerBatch();
+
+  /** One answer: status and JSON body, written with the others of this turn (answer-batch.ts), then logged. */
   function send(req: IncomingMessage, res: ServerResponse, started: number, status: number, body: string, extra?: Record<string, string>): void {
     const headers = ANSWER_HEADERS.slice();
     headers[headers.length - 1] = String(Buffer.byteLength(body));
     if (extra) for (const [name, value] of Object.entries(extra)) headers.push(name, value);
-    res.writeHead(status, headers);
-    res.end(body);
+    batch.add(res, status, headers, body, (error) => written(req, started, status, error));
+  }
+
+  /** The log line and metrics the app gives every request, once its answer is written. */
+  function written(req: IncomingMessage, started: number, status: number, error: unknown): void {
+    if (error !== undefined) log.error({ err: error, url: V2_LOOKUP_PATH }, 'answer not written');
     if (started < 0) return;
     const ms = performance.now() - started;
     routeMetrics?.record(status, ms / 1000);
