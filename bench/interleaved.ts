@@ -4,12 +4,14 @@
  * new random order each round, so all of them see the same conditions, and each case's server CPU time per request
  * is read from /proc (Linux), a figure that depends far less on the machine's load than requests/s.
  *
- *   node --import tsx bench/interleaved.ts [--rounds <n>] [--seconds <s>] [--only <case>,…] [--before <checkout>]
+ *   node --import tsx bench/interleaved.ts [--rounds <n>] [--seconds <s>] [--only <case>,…] [--before <checkout>]…
+ *        [--rounds-detail]
  *
  * Cases: `baseline` (bare fastify `GET /`), `baseline-post` (bare fastify `POST /` with lookup-1's headers and body
  * shape: the ceiling of a JSON POST), `hash-details` and `lookup-1` (sydent-ts, 1,000,000 associations, as the
  * scenarios of the same names). `--before <dir>`: also runs hash-details and lookup-1 on the sydent-ts of another
- * checkout (its src/main.ts, same database), e.g. a copy of the code before a change, labelled "(before)".
+ * checkout (its src/main.ts, same database), e.g. a copy of the code before a change, labelled "(before)"; given
+ * more than once, each is labelled with its directory's name. `--rounds-detail`: also prints every round's req/s.
  *
  * Not part of `npm run bench`; its figures are not written to RESULTS.md.
  */
@@ -18,7 +20,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AutocannonOptions } from 'autocannon';
 import { lookupRequest, mixedHashes, prepareAssociationsDb, type AssociationsDb } from './lib/associations-db.js';
-import { runCannon } from './lib/cannon.js';
+import { alternate, mean, median } from './lib/alternate.js';
 import { createContext } from './lib/scenario.js';
 
 const CASES = ['baseline', 'baseline-post', 'hash-details', 'lookup-1'] as const;
@@ -26,12 +28,12 @@ const CASES = ['baseline', 'baseline-post', 'hash-details', 'lookup-1'] as const
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`interleaved: ${problem}\n`);
   process.stderr.write(
-    'usage: node --import tsx bench/interleaved.ts [--rounds <n>] [--seconds <s>] [--only <case>,…] [--before <checkout>]\n',
+    'usage: node --import tsx bench/interleaved.ts [--rounds <n>] [--seconds <s>] [--only <case>,…] [--before <checkout>]… [--rounds-detail]\n',
   );
   process.exit(2);
 }
 
-const opts = { rounds: 10, seconds: 1, only: [...CASES] as string[], before: null as string | null, connections: 10 };
+const opts = { rounds: 10, seconds: 1, only: [...CASES] as string[], before: [] as string[], connections: 10, detail: false };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const arg = argv[i]!;
@@ -45,13 +47,14 @@ for (let i = 0; i < argv.length; i++) {
   else if (arg === '--seconds') opts.seconds = num();
   else if (arg === '--connections') opts.connections = num();
   else if (arg === '--only') opts.only = value().split(',').map((s) => s.trim()).filter(Boolean);
-  else if (arg === '--before') opts.before = path.resolve(value());
+  else if (arg === '--before') opts.before.push(path.resolve(value()));
+  else if (arg === '--rounds-detail') opts.detail = true;
   else usage(`unknown argument ${arg}`);
 }
 const unknown = opts.only.filter((c) => !(CASES as readonly string[]).includes(c));
 if (unknown.length) usage(`unknown case ${unknown.join(', ')}; there are: ${CASES.join(', ')}`);
 if (!opts.only.includes('baseline')) opts.only.unshift('baseline');
-if (opts.before && !fs.existsSync(path.join(opts.before, 'src/main.ts'))) usage(`${opts.before} has no src/main.ts`);
+for (const dir of opts.before) if (!fs.existsSync(path.join(dir, 'src/main.ts'))) usage(`${dir} has no src/main.ts`);
 
 /** user + system CPU seconds of a process so far, or null where /proc is not there */
 function cpuSeconds(pid: number): number | null {
@@ -98,7 +101,7 @@ try {
   }
 
   const sydents: Array<[string, string | undefined]> = [['', undefined]];
-  if (opts.before) sydents.push([' (before)', opts.before]);
+  for (const dir of opts.before) sydents.push([opts.before.length === 1 ? ' (before)' : ` (${path.basename(dir)})`, dir]);
   if (opts.only.includes('hash-details') || opts.only.includes('lookup-1')) {
     for (const [label, root] of sydents) {
       let db: AssociationsDb | undefined;
@@ -124,25 +127,27 @@ try {
     }
   }
 
-  ctx.log(`warming up ${cases.size} cases`);
-  for (const c of cases.values()) await runCannon({ connections: opts.connections, ...c.cannon, duration: 2 });
-  for (let round = 1; round <= opts.rounds; round++) {
-    ctx.log(`round ${round} of ${opts.rounds}`);
-    const order = [...cases.values()].sort(() => Math.random() - 0.5);
-    for (const c of order) {
-      const before = cpuSeconds(c.pid);
-      const res = await runCannon({ connections: opts.connections, ...c.cannon, duration: opts.seconds });
+  ctx.log(`${cases.size} cases, ${opts.rounds} rounds`);
+  const cpuBefore = new Map<string, number | null>();
+  await alternate(new Map([...cases].map(([name, c]) => [name, c.cannon])), {
+    rounds: opts.rounds,
+    sliceS: opts.seconds,
+    connections: opts.connections,
+    warmupS: 2,
+    order: 'shuffle',
+    beforeSlice: (name) => cpuBefore.set(name, cpuSeconds(cases.get(name)!.pid)),
+    afterSlice: (name, res) => {
+      const c = cases.get(name)!;
+      const before = cpuBefore.get(name) ?? null;
       const after = cpuSeconds(c.pid);
       if (before === null || after === null) c.cpuKnown = false;
       else c.cpuS += after - before;
       c.rps.push(res.rps);
       c.answers += res.total;
       c.bad += res.non2xx + res.errors;
-    }
-  }
+    },
+  });
 
-  const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
-  const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
   const base = cases.get('baseline')!;
   process.stdout.write(
     `\n${opts.rounds} rounds of ${opts.seconds} s per case, ${opts.connections} connections, order shuffled each round\n\n` +
@@ -155,6 +160,10 @@ try {
       `${name.padEnd(22)} ${mean(c.rps).toFixed(0).padStart(7)}  ${(mean(c.rps) / mean(base.rps)).toFixed(3).padStart(11)}  ` +
         `${median(ratios).toFixed(3).padStart(8)}  ${cpu.padStart(17)}${c.bad ? `  (${c.bad} non-2xx or errors)` : ''}\n`,
     );
+  }
+  if (opts.detail) {
+    process.stdout.write('\nreq/s per round (in round order):\n');
+    for (const [name, c] of cases) process.stdout.write(`${name.padEnd(22)} ${c.rps.map((v) => v.toFixed(0).padStart(6)).join(' ')}\n`);
   }
   process.stdout.write(
     '\nvs baseline: mean req/s over the baseline\'s; (median): the median of the per-round ratios. The two baseline\n' +

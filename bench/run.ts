@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createContext, type Scenario, type ScenarioResult } from './lib/scenario.js';
+import { createContext, PAIRED_ROUNDS, PAIRED_SLICE_S, type Scenario, type ScenarioResult } from './lib/scenario.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const SCENARIO_DIR = path.join(BENCH_DIR, 'scenarios');
@@ -146,13 +146,13 @@ async function runOne(scenario: Scenario, opts: Options): Promise<Outcome> {
 
 // ---- formatting ----
 
-const COLUMNS = ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', '2xx', 'non-2xx', 'errors', 'vs baseline'] as const;
+const COLUMNS = ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', '2xx', 'non-2xx', 'errors', 'vs baseline', 'paired'] as const;
 
 /** autocannon's latency histogram counts whole milliseconds: 0 means under 1 ms */
 const ms = (v: number): string => (v === 0 ? '<1' : String(v));
 
 function row(o: Outcome, baselineRps: number | null): string[] {
-  if (!o.result) return [o.scenario.name, 'failed', '', '', '', '', '', '', ''];
+  if (!o.result) return [o.scenario.name, 'failed', '', '', '', '', '', '', '', ''];
   const s = o.result.summary;
   const ratio = baselineRps ? (s.rps / baselineRps).toFixed(3) : 'n/a';
   return [
@@ -165,6 +165,7 @@ function row(o: Outcome, baselineRps: number | null): string[] {
     String(s.non2xx),
     s.timeouts ? `${s.errors} (${s.timeouts} timeouts)` : String(s.errors),
     ratio,
+    o.result.paired ? o.result.paired.ratio.toFixed(3) : '',
   ];
 }
 
@@ -212,7 +213,10 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     '',
     'req/s: mean of autocannon\'s per-second samples (all answers). Latency percentiles in ms (autocannon\'s',
     'histogram has 1 ms resolution). errors: socket errors and timeouts. vs baseline: req/s over the bare-fastify',
-    'baseline\'s req/s in the same run.',
+    'baseline\'s req/s in the same run. paired: for the scenarios with a goal against the baseline, the same load',
+    `again in ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s, each round one slice of it and one of a bare fastify \`GET /\`, in turns;`,
+    'mean req/s over the baseline\'s mean (this machine drifts by up to ±20 % between minutes, so the figure measured',
+    'in the same minutes is the one to compare; its rounds are listed under the scenario).',
     '',
   ];
   for (const o of outcomes) {
@@ -230,6 +234,14 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
           .join(', ') || 'none'
       }`,
     );
+    if (r.paired) {
+      const p = r.paired;
+      const perRound = p.scenarioRps.map((v, i) => `${v.toFixed(0)}/${p.baselineRps[i]!.toFixed(0)}`).join(', ');
+      out.push(
+        `- paired with the baseline: ${p.ratio.toFixed(3)} (median of the rounds ${p.medianRatio.toFixed(3)}); req/s per ` +
+          `round, this scenario/baseline: ${perRound}`,
+      );
+    }
     for (const e of r.extras ?? []) out.push(`- ${e.label}: ${e.value}`);
     for (const n of r.notes ?? []) out.push(`- note: ${n}`);
     out.push('');
@@ -257,7 +269,10 @@ async function main(): Promise<void> {
     const o = await runOne(scenario, opts);
     outcomes.push(o);
     if (o.error) process.stderr.write(`bench: ${scenario.name} failed: ${o.error}\n`);
-    else process.stderr.write(`bench: ${scenario.name} done in ${o.wallS.toFixed(1)} s (${o.result!.summary.rps.toFixed(1)} req/s)\n`);
+    else {
+      const paired = o.result!.paired ? `, paired with the baseline ${o.result!.paired.ratio.toFixed(3)}` : '';
+      process.stderr.write(`bench: ${scenario.name} done in ${o.wallS.toFixed(1)} s (${o.result!.summary.rps.toFixed(1)} req/s${paired})\n`);
+    }
   }
 
   const base = outcomes.find((o) => o.scenario.name === BASELINE)?.result?.summary.rps ?? null;

@@ -1,3 +1,4 @@
+import { alternate, mean, median } from './alternate.js';
 import { startBareFastify, type BareFastify } from './baseline-server.js';
 import { runCannon, type CannonOptions, type CannonSummary } from './cannon.js';
 import { ROOT } from './child.js';
@@ -10,9 +11,32 @@ export interface Extra {
   value: string;
 }
 
+/**
+ * A scenario's req/s against the baseline's (bare fastify `GET /`) measured in alternating slices in the same
+ * minutes (see alternate.ts): the comparison the goals ask for, free of the machine's drift between the baseline's
+ * run at the start and the scenario's.
+ */
+export interface PairedFigure {
+  rounds: number;
+  sliceS: number;
+  /** req/s per round, in round order */
+  baselineRps: number[];
+  scenarioRps: number[];
+  /** mean of the scenario's slices over mean of the baseline's */
+  ratio: number;
+  /** median of the per-round ratios */
+  medianRatio: number;
+}
+
+/** Rounds of a paired measurement, each one slice of the baseline and one of the scenario. */
+export const PAIRED_ROUNDS = 6;
+export const PAIRED_SLICE_S = 2;
+
 export interface ScenarioResult {
   /** the measured run (warm-up excluded) */
   summary: CannonSummary;
+  /** the same load paired with the baseline (`ctx.pairedWithBaseline`), for the scenarios that have a goal against it */
+  paired?: PairedFigure;
   extras?: Extra[];
   /** anything odd, shown in RESULTS.md and on stdout */
   notes?: string[];
@@ -48,6 +72,11 @@ export interface ScenarioContext {
   startSmtpSink(): Promise<SmtpSink>;
   /** warm-up (`warmupS`) then the measured run (`durationS`); returns the measured run's summary */
   measure(opts: CannonOptions, hooks?: MeasureHooks): Promise<CannonSummary>;
+  /**
+   * The same load (after `measure`) in PAIRED_ROUNDS rounds of one PAIRED_SLICE_S slice of it and one of a bare
+   * fastify `GET /` started for the purpose, their order swapped every round.
+   */
+  pairedWithBaseline(opts: CannonOptions): Promise<PairedFigure>;
   /** one autocannon run exactly as given (give `duration` or `amount`) */
   cannon(opts: CannonOptions): Promise<CannonSummary>;
   /** run `fn` when the scenario ends (last registered, first run) */
@@ -102,6 +131,30 @@ export function createContext(opts: ContextOptions): {
       if (opts.warmupS > 0) await runCannon({ ...base, duration: opts.warmupS });
       await hooks?.afterWarmup?.();
       return runCannon({ ...base, duration: opts.durationS });
+    },
+    async pairedWithBaseline(cannonOpts) {
+      const bare = await ctx.startBareFastify();
+      const { amount: _amount, duration: _duration, ...scenario } = cannonOpts;
+      log(`paired with the baseline: ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s each`);
+      const runs = await alternate(
+        new Map([
+          ['baseline', { url: `${bare.baseUrl}/` }],
+          ['scenario', scenario],
+        ]),
+        { rounds: PAIRED_ROUNDS, sliceS: PAIRED_SLICE_S, connections: opts.connections, warmupS: 1 },
+      );
+      const baselineRps = runs.get('baseline')!.map((r) => r.rps);
+      const scenarioRps = runs.get('scenario')!.map((r) => r.rps);
+      const bad = runs.get('scenario')!.reduce((n, r) => n + r.non2xx + r.errors, 0);
+      if (bad > 0) throw new Error(`paired measurement: ${bad} non-2xx answers or errors`);
+      return {
+        rounds: PAIRED_ROUNDS,
+        sliceS: PAIRED_SLICE_S,
+        baselineRps,
+        scenarioRps,
+        ratio: mean(scenarioRps) / mean(baselineRps),
+        medianRatio: median(scenarioRps.map((v, i) => v / baselineRps[i]!)),
+      };
     },
     cannon: (cannonOpts) => runCannon({ connections: opts.connections, ...cannonOpts }),
     defer: (fn) => cleanups.push(fn),

@@ -26,7 +26,8 @@ const baselinePost: Scenario = {
       body: JSON.stringify({ algorithm: 'sha256', pepper, addresses: [b64url(32)] }),
     }));
     const summary = await ctx.measure({ url: server.baseUrl, requests });
-    return { summary };
+    const paired = await ctx.pairedWithBaseline({ url: server.baseUrl, requests });
+    return { summary, paired };
   },
 };
 

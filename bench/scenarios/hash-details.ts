@@ -19,8 +19,10 @@ const hashDetails: Scenario = {
     ) {
       throw new Error(`hash_details check: status ${check.status}, ${JSON.stringify(check.body).slice(0, 300)}`);
     }
-    const summary = await ctx.measure({ url: `${s.server.baseUrl}${HASH_DETAILS_PATH}`, headers });
-    return { summary, notes: statusNotes(summary) };
+    const load = { url: `${s.server.baseUrl}${HASH_DETAILS_PATH}`, headers };
+    const summary = await ctx.measure(load);
+    const paired = await ctx.pairedWithBaseline(load);
+    return { summary, paired, notes: statusNotes(summary) };
   },
 };
 
