@@ -45,7 +45,8 @@ export class AnswerBatch {
         answer.res.writeHead(answer.status, answer.headers);
         answer.res.end(answer.body);
       } catch (error) {
-        // Not one of ours (the headers are constants and numbers); the connection is dropped rather than the batch.
+        // Only a header Node refuses gets here (the lane's are constants and numbers): that connection is dropped,
+        // the rest of the batch is still written.
         answer.res.destroy();
         answer.after(error);
         continue;
