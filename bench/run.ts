@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createContext, PAIRED_ROUNDS, PAIRED_SLICE_S, type Scenario, type ScenarioResult } from './lib/scenario.js';
+import { createContext, PAIRED_BASELINES, PAIRED_ROUNDS, PAIRED_SLICE_S, type Scenario, type ScenarioResult } from './lib/scenario.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const SCENARIO_DIR = path.join(BENCH_DIR, 'scenarios');
@@ -214,9 +214,11 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     'req/s: mean of autocannon\'s per-second samples (all answers). Latency percentiles in ms (autocannon\'s',
     'histogram has 1 ms resolution). errors: socket errors and timeouts. vs baseline: req/s over the bare-fastify',
     'baseline\'s req/s in the same run. paired: for the scenarios with a goal against the baseline, the same load',
-    `again in ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s, each round one slice of it and one of a bare fastify \`GET /\`, in turns;`,
-    'mean req/s over the baseline\'s mean (this machine drifts by up to ±20 % between minutes, so the figure measured',
-    'in the same minutes is the one to compare; its rounds are listed under the scenario).',
+    `again in ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s, each round one slice of it and one of each of ${PAIRED_BASELINES} bare fastify processes`,
+    '(`GET /`), in a new order every round; mean req/s over the baseline\'s mean. This machine drifts by up to ±20 %',
+    'between minutes, and identical processes differ by up to 40 % depending on where it placed them, so the figure',
+    'measured in the same minutes against several baseline processes is the one to compare; its rounds are listed',
+    'under the scenario.',
     '',
   ];
   for (const o of outcomes) {
@@ -239,7 +241,12 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
       const perRound = p.scenarioRps.map((v, i) => `${v.toFixed(0)}/${p.baselineRps[i]!.toFixed(0)}`).join(', ');
       out.push(
         `- paired with the baseline: ${p.ratio.toFixed(3)} (median of the rounds ${p.medianRatio.toFixed(3)}); req/s per ` +
-          `round, this scenario/baseline: ${perRound}`,
+          `round, this scenario/baseline (mean of ${p.baselineProcesses} bare fastify processes): ${perRound}; each bare ` +
+          `fastify process's mean: ${p.baselineRpsByProcess.map((v) => v.toFixed(0)).join(', ')}` +
+          (p.scenarioProcesses > 1
+            ? `; the scenario on ${p.scenarioProcesses} sydent-ts processes (per round their mean), each one's mean: ` +
+              p.scenarioRpsByProcess.map((v) => v.toFixed(0)).join(', ')
+            : ''),
       );
     }
     for (const e of r.extras ?? []) out.push(`- ${e.label}: ${e.value}`);

@@ -19,7 +19,14 @@ export interface Extra {
 export interface PairedFigure {
   rounds: number;
   sliceS: number;
-  /** req/s per round, in round order */
+  /** bare fastify processes the scenario was paired with (each round measures every one of them) */
+  baselineProcesses: number;
+  /** each bare fastify process's mean req/s: how far identical processes differ on this machine */
+  baselineRpsByProcess: number[];
+  /** the scenario's server processes measured (one unless the scenario started several), and each one's mean req/s */
+  scenarioProcesses: number;
+  scenarioRpsByProcess: number[];
+  /** req/s per round, in round order; each the mean of its processes in that round */
   baselineRps: number[];
   scenarioRps: number[];
   /** mean of the scenario's slices over mean of the baseline's */
@@ -28,9 +35,15 @@ export interface PairedFigure {
   medianRatio: number;
 }
 
-/** Rounds of a paired measurement, each one slice of the baseline and one of the scenario. */
-export const PAIRED_ROUNDS = 6;
+/**
+ * Rounds of a paired measurement, each one slice of the scenario and one of each of PAIRED_BASELINES bare fastify
+ * processes. Several baseline processes because identical processes differ here by up to 40 % in req/s, depending
+ * on where the machine placed them (measured: bench/interleaved.ts --processes), which one baseline process would
+ * pass on to the ratio whole.
+ */
+export const PAIRED_ROUNDS = 4;
 export const PAIRED_SLICE_S = 2;
+export const PAIRED_BASELINES = 3;
 
 export interface ScenarioResult {
   /** the measured run (warm-up excluded) */
@@ -73,10 +86,12 @@ export interface ScenarioContext {
   /** warm-up (`warmupS`) then the measured run (`durationS`); returns the measured run's summary */
   measure(opts: CannonOptions, hooks?: MeasureHooks): Promise<CannonSummary>;
   /**
-   * The same load (after `measure`) in PAIRED_ROUNDS rounds of one PAIRED_SLICE_S slice of it and one of a bare
-   * fastify `GET /` started for the purpose, their order swapped every round.
+   * The same load (after `measure`) in PAIRED_ROUNDS rounds of one PAIRED_SLICE_S slice of it and one of each of
+   * PAIRED_BASELINES bare fastify processes (`GET /`) started for the purpose, in a new order every round. Given
+   * several loads (the same requests to several processes of the scenario's server), each round measures every one
+   * and the scenario's figure of the round is their mean: the scenario's processes differ as the baseline's do.
    */
-  pairedWithBaseline(opts: CannonOptions): Promise<PairedFigure>;
+  pairedWithBaseline(opts: CannonOptions | CannonOptions[]): Promise<PairedFigure>;
   /** one autocannon run exactly as given (give `duration` or `amount`) */
   cannon(opts: CannonOptions): Promise<CannonSummary>;
   /** run `fn` when the scenario ends (last registered, first run) */
@@ -133,23 +148,39 @@ export function createContext(opts: ContextOptions): {
       return runCannon({ ...base, duration: opts.durationS });
     },
     async pairedWithBaseline(cannonOpts) {
-      const bare = await ctx.startBareFastify();
-      const { amount: _amount, duration: _duration, ...scenario } = cannonOpts;
-      log(`paired with the baseline: ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s each`);
-      const runs = await alternate(
-        new Map([
-          ['baseline', { url: `${bare.baseUrl}/` }],
-          ['scenario', scenario],
-        ]),
-        { rounds: PAIRED_ROUNDS, sliceS: PAIRED_SLICE_S, connections: opts.connections, warmupS: 1 },
+      const bares: BareFastify[] = [];
+      for (let i = 0; i < PAIRED_BASELINES; i++) bares.push(await ctx.startBareFastify());
+      const loads = (Array.isArray(cannonOpts) ? cannonOpts : [cannonOpts]).map(({ amount: _a, duration: _d, ...load }) => load);
+      log(
+        `paired with the baseline: ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s slices, ${loads.length} scenario and ` +
+          `${PAIRED_BASELINES} bare fastify processes`,
       );
-      const baselineRps = runs.get('baseline')!.map((r) => r.rps);
-      const scenarioRps = runs.get('scenario')!.map((r) => r.rps);
-      const bad = runs.get('scenario')!.reduce((n, r) => n + r.non2xx + r.errors, 0);
+      const scenarioNames = loads.map((_, i) => `scenario ${i + 1}`);
+      const baselineNames = bares.map((_, i) => `baseline ${i + 1}`);
+      const runs = await alternate(
+        new Map<string, CannonOptions>([
+          ...loads.map((load, i): [string, CannonOptions] => [scenarioNames[i]!, load]),
+          ...bares.map((bare, i): [string, CannonOptions] => [baselineNames[i]!, { url: `${bare.baseUrl}/` }]),
+        ]),
+        { rounds: PAIRED_ROUNDS, sliceS: PAIRED_SLICE_S, connections: opts.connections, warmupS: 1, order: 'shuffle' },
+      );
+      const perRound = (names: string[]) => {
+        const byProcess = names.map((name) => runs.get(name)!.map((r) => r.rps));
+        return { byProcess, rounds: Array.from({ length: PAIRED_ROUNDS }, (_, round) => mean(byProcess.map((rps) => rps[round]!))) };
+      };
+      const base = perRound(baselineNames);
+      const scen = perRound(scenarioNames);
+      const baselineRps = base.rounds;
+      const scenarioRps = scen.rounds;
+      const bad = scenarioNames.reduce((n, name) => n + runs.get(name)!.reduce((m, r) => m + r.non2xx + r.errors, 0), 0);
       if (bad > 0) throw new Error(`paired measurement: ${bad} non-2xx answers or errors`);
       return {
         rounds: PAIRED_ROUNDS,
         sliceS: PAIRED_SLICE_S,
+        baselineProcesses: PAIRED_BASELINES,
+        baselineRpsByProcess: base.byProcess.map(mean),
+        scenarioProcesses: loads.length,
+        scenarioRpsByProcess: scen.byProcess.map(mean),
         baselineRps,
         scenarioRps,
         ratio: mean(scenarioRps) / mean(baselineRps),
