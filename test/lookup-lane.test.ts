@@ -11,8 +11,9 @@ import { BODY_LIMIT } from '../src/http/app.js';
 import type { AppContext } from '../src/http/context.js';
 import { V2_LOOKUP_PATH, lookupLane, type LookupLaneOptions } from '../src/http/lookup-lane.js';
 import { Metrics } from '../src/metrics/metrics.js';
-import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
+import { mergeConf, type FederationEnv } from './helpers/federation-env.js';
 import { internal, lookupPepper, registerAccount, sha256Of } from './helpers/flows.js';
+import { startLookupFixture } from './helpers/lookup-fixture.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 let env: FederationEnv;
@@ -22,13 +23,7 @@ let pepper: string;
 let hit: string;
 
 beforeAll(async () => {
-  env = await startFederationEnv({});
-  t = await startTestServer({ conf: mergeConf(env.conf, { general: { address_lookup_limit: '3' } }) });
-  token = await registerAccount(t, env, 'laner');
-  pepper = await lookupPepper(t, token);
-  const bound = await internal(t, 'bind', { medium: 'email', address: 'lane@example.com', mxid: '@lane:hs.example' });
-  expect(bound.status, bound.text).toBe(200);
-  hit = sha256Of('lane@example.com', 'email', pepper);
+  ({ env, t, token, pepper, hit } = await startLookupFixture({ addressLookupLimit: 3, localpart: 'laner', address: 'lane@example.com', mxid: '@lane:hs.example' }));
 });
 afterAll(async () => {
   await t?.close();

@@ -5,9 +5,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call } from './helpers/email.js';
-import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
-import { V2, internal, lookupPepper, lookupV2, registerAccount, sha256Of } from './helpers/flows.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import type { FederationEnv } from './helpers/federation-env.js';
+import { V2, lookupV2, registerAccount } from './helpers/flows.js';
+import { startLookupFixture } from './helpers/lookup-fixture.js';
+import type { TestServer } from './helpers/server.js';
 
 let env: FederationEnv;
 let t: TestServer;
@@ -16,13 +17,7 @@ let pepper: string;
 let hit: string;
 
 beforeAll(async () => {
-  env = await startFederationEnv({});
-  t = await startTestServer({ conf: mergeConf(env.conf, { general: { address_lookup_limit: '5' } }) });
-  token = await registerAccount(t, env, 'asker');
-  pepper = await lookupPepper(t, token);
-  const bound = await internal(t, 'bind', { medium: 'email', address: 'known@example.com', mxid: '@known:hs.example' });
-  expect(bound.status, bound.text).toBe(200);
-  hit = sha256Of('known@example.com', 'email', pepper);
+  ({ env, t, token, pepper, hit } = await startLookupFixture({ addressLookupLimit: 5, localpart: 'asker', address: 'known@example.com', mxid: '@known:hs.example' }));
 });
 afterAll(async () => {
   await t?.close();

@@ -170,8 +170,6 @@ export function createContext(opts: ContextOptions): {
       };
       const base = perRound(baselineNames);
       const scen = perRound(scenarioNames);
-      const baselineRps = base.rounds;
-      const scenarioRps = scen.rounds;
       const bad = scenarioNames.reduce((n, name) => n + runs.get(name)!.reduce((m, r) => m + r.non2xx + r.errors, 0), 0);
       if (bad > 0) throw new Error(`paired measurement: ${bad} non-2xx answers or errors`);
       return {
@@ -181,10 +179,10 @@ export function createContext(opts: ContextOptions): {
         baselineRpsByProcess: base.byProcess.map(mean),
         scenarioProcesses: loads.length,
         scenarioRpsByProcess: scen.byProcess.map(mean),
-        baselineRps,
-        scenarioRps,
-        ratio: mean(scenarioRps) / mean(baselineRps),
-        medianRatio: median(scenarioRps.map((v, i) => v / baselineRps[i]!)),
+        baselineRps: base.rounds,
+        scenarioRps: scen.rounds,
+        ratio: mean(scen.rounds) / mean(base.rounds),
+        medianRatio: median(scen.rounds.map((v, i) => v / base.rounds[i]!)),
       };
     },
     cannon: (cannonOpts) => runCannon({ connections: opts.connections, ...cannonOpts }),
