@@ -87,17 +87,26 @@ export interface ScenarioContext {
   measure(opts: CannonOptions, hooks?: MeasureHooks): Promise<CannonSummary>;
   /**
    * The same load (after `measure`) in PAIRED_ROUNDS rounds of one PAIRED_SLICE_S slice of it and one of each of
-   * PAIRED_BASELINES bare fastify processes (`GET /`) started for the purpose, in a new order every round. Given
-   * several loads (the same requests to several processes of the scenario's server), each round measures every one
-   * and the scenario's figure of the round is their mean: the scenario's processes differ as the baseline's do.
+   * PAIRED_BASELINES bare fastify processes (`GET /`) started for the purpose, in a new order every round. With
+   * `more`, the scenario runs on more processes of its server, which `more.start` starts (returning the same load
+   * aimed at the new one): each round measures every one and the scenario's figure of the round is their mean,
+   * since the scenario's processes differ as the baseline's do.
    */
-  pairedWithBaseline(opts: CannonOptions | CannonOptions[]): Promise<PairedFigure>;
+  pairedWithBaseline(load: CannonOptions, more?: MoreProcesses): Promise<PairedFigure>;
   /** one autocannon run exactly as given (give `duration` or `amount`) */
   cannon(opts: CannonOptions): Promise<CannonSummary>;
   /** run `fn` when the scenario ends (last registered, first run) */
   defer(fn: () => unknown): void;
   /** a progress line on stderr */
   log(message: string): void;
+}
+
+/** More processes of a scenario's server for `pairedWithBaseline`. */
+export interface MoreProcesses {
+  /** how many more (besides the one the load was measured on) */
+  count: number;
+  /** starts one more and returns the load aimed at it */
+  start(): Promise<CannonOptions>;
 }
 
 export interface ContextOptions {
@@ -147,10 +156,19 @@ export function createContext(opts: ContextOptions): {
       await hooks?.afterWarmup?.();
       return runCannon({ ...base, duration: opts.durationS });
     },
-    async pairedWithBaseline(cannonOpts) {
+    async pairedWithBaseline(load, more) {
+      // The bare processes and the scenario's further ones are started in turns: here a process started later can run
+      // faster than one started earlier (where the machine placed it), so neither side gets all the late starts.
+      const { amount: _a, duration: _d, ...first } = load;
+      const loads: CannonOptions[] = [first];
       const bares: BareFastify[] = [];
-      for (let i = 0; i < PAIRED_BASELINES; i++) bares.push(await ctx.startBareFastify());
-      const loads = (Array.isArray(cannonOpts) ? cannonOpts : [cannonOpts]).map(({ amount: _a, duration: _d, ...load }) => load);
+      for (let i = 0; i < Math.max(PAIRED_BASELINES, (more?.count ?? 0) + 1); i++) {
+        if (i < PAIRED_BASELINES) bares.push(await ctx.startBareFastify());
+        if (more && i < more.count) {
+          const { amount: _ma, duration: _md, ...next } = await more.start();
+          loads.push(next);
+        }
+      }
       log(
         `paired with the baseline: ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s slices, ${loads.length} scenario and ` +
           `${PAIRED_BASELINES} bare fastify processes`,

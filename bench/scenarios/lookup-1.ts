@@ -28,16 +28,17 @@ const lookup1: Scenario = {
     }
     const load = { url: s.server.baseUrl, requests: hashes.map((hash) => lookupRequest(s, [hash])) };
     const summary = await ctx.measure(load);
-    // Paired with two more sydent-ts processes besides this one (own copies of the same database), because identical
+    // Paired on two more sydent-ts processes besides this one (own copies of the same database), because identical
     // processes differ here by up to 40 % (bench/lib/scenario.ts, PAIRED_BASELINES).
-    const loads = [load];
-    for (let i = 0; i < PAIRED_SERVERS - 1; i++) {
-      const other = await startAssociationsServer(ctx);
-      const hit = hashes.find((hash) => expected.has(hash))!;
-      await verifyLookup(other, [hit], new Map([[hit, expected.get(hit)!]]));
-      loads.push({ ...load, url: other.server.baseUrl });
-    }
-    const paired = await ctx.pairedWithBaseline(loads);
+    const hit = hashes.find((hash) => expected.has(hash))!;
+    const paired = await ctx.pairedWithBaseline(load, {
+      count: PAIRED_SERVERS - 1,
+      start: async () => {
+        const other = await startAssociationsServer(ctx);
+        await verifyLookup(other, [hit], new Map([[hit, expected.get(hit)!]]));
+        return { ...load, url: other.server.baseUrl };
+      },
+    });
     return {
       summary,
       paired,

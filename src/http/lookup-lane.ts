@@ -115,7 +115,7 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
             throw errors.notJson('Request body is not valid JSON');
           }
         }
-        send(req, res, started, 200, JSON.stringify(v2Lookup(ctx, parsed)));
+        send(req, res, started, 200, v2Lookup(ctx, parsed));
       } catch (error) {
         sendError(req, res, started, error);
       }
