@@ -101,6 +101,11 @@ export interface ScenarioContext {
   log(message: string): void;
 }
 
+/** A load without the duration or amount a scenario gave: the run's timing wins. */
+function untimed({ amount: _amount, duration: _duration, ...load }: CannonOptions): CannonOptions {
+  return load;
+}
+
 /** More processes of a scenario's server for `pairedWithBaseline`. */
 export interface MoreProcesses {
   /** how many more (besides the one the load was measured on) */
@@ -149,9 +154,7 @@ export function createContext(opts: ContextOptions): {
       return sink;
     },
     async measure(cannonOpts, hooks) {
-      // the run's timing wins over any duration or amount the scenario gave
-      const { amount: _amount, duration: _duration, ...rest } = cannonOpts;
-      const base = { connections: opts.connections, ...rest };
+      const base = { connections: opts.connections, ...untimed(cannonOpts) };
       if (opts.warmupS > 0) await runCannon({ ...base, duration: opts.warmupS });
       await hooks?.afterWarmup?.();
       return runCannon({ ...base, duration: opts.durationS });
@@ -159,15 +162,11 @@ export function createContext(opts: ContextOptions): {
     async pairedWithBaseline(load, more) {
       // The bare processes and the scenario's further ones are started in turns: here a process started later can run
       // faster than one started earlier (where the machine placed it), so neither side gets all the late starts.
-      const { amount: _a, duration: _d, ...first } = load;
-      const loads: CannonOptions[] = [first];
+      const loads: CannonOptions[] = [untimed(load)];
       const bares: BareFastify[] = [];
       for (let i = 0; i < Math.max(PAIRED_BASELINES, (more?.count ?? 0) + 1); i++) {
         if (i < PAIRED_BASELINES) bares.push(await ctx.startBareFastify());
-        if (more && i < more.count) {
-          const { amount: _ma, duration: _md, ...next } = await more.start();
-          loads.push(next);
-        }
+        if (more && i < more.count) loads.push(untimed(await more.start()));
       }
       log(
         `paired with the baseline: ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s slices, ${loads.length} scenario and ` +
