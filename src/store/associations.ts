@@ -122,7 +122,6 @@ export class AssociationReads {
     return row && { mxid: row.mxid, sgAssoc: row.sgAssoc, ts: row.ts };
   }
 
-
   /** hash → mxid of the newest binding, for the hashes that have one. */
   lookupHashes(hashes: readonly string[], now: number): Map<string, string> {
     const found = new Map<string, string>();

@@ -115,7 +115,9 @@ export function v2Lookup(ctx: AppContext, body: unknown): string {
   for (let i = 0; i < addresses.length; i++) {
     if (typeof addresses[i] !== 'string') throw errors.invalidParam('addresses must be a list of strings');
   }
-  if (algorithm !== 'sha256' && algorithm !== 'none') throw errors.invalidParam('algorithm is not supported');
+  if (typeof algorithm !== 'string' || !ALGORITHMS.includes(algorithm)) {
+    throw errors.invalidParam('algorithm is not supported');
+  }
   if (addresses.length > ctx.config.general.addressLookupLimit) {
     throw new MatrixError(400, 'M_TOO_LARGE', 'More than the maximum amount of addresses provided');
   }
