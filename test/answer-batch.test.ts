@@ -64,6 +64,24 @@ describe('AnswerBatch', () => {
     expect([...queued].sort()).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it('work put off with beforeWrite runs after the turn, before its writes; what it adds is written with them', async () => {
+    const batch = new AnswerBatch();
+    const seen: Array<{ turnOver: boolean; firstWritten: boolean }> = [];
+    const base = await holdingServer(2, (held) => {
+      const [first, second] = held as [(typeof held)[0], (typeof held)[0]];
+      let turnOver = false;
+      batch.add(first.res, 200, ['content-length', '5'], 'first', () => {});
+      batch.beforeWrite(() => {
+        seen.push({ turnOver, firstWritten: first.res.headersSent });
+        batch.add(second.res, 200, ['content-length', '6'], 'second', () => {});
+      });
+      turnOver = true;
+    });
+    const answers = await Promise.all([1, 2].map((id) => get(base, id)));
+    expect(answers.map((a) => ('body' in a ? a.body : a.error)).sort()).toEqual(['first', 'second']);
+    expect(seen).toEqual([{ turnOver: true, firstWritten: false }]);
+  });
+
   it('an answer that cannot be written drops its own connection; the rest of the batch is written', async () => {
     const batch = new AnswerBatch();
     const errors: unknown[] = [];

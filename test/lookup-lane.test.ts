@@ -218,6 +218,27 @@ describe('a client that goes away', () => {
     expect(JSON.parse(res.text)).toEqual({ mappings: { [hit]: '@lane:hs.example' } });
   });
 
+  it('a body that arrives after its headers, in two parts, is waited for and answered', async () => {
+    const url = new URL(t.server.clientUrl);
+    const body = lookupBody();
+    const answer = await new Promise<string>((resolve, reject) => {
+      let received = '';
+      const socket = net.connect(Number(url.port), url.hostname, () => {
+        socket.write(
+          `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n` +
+            `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 10)}`,
+        );
+        setTimeout(() => socket.end(body.slice(10)), 50);
+      });
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => (received += chunk));
+      socket.on('end', () => resolve(received));
+      socket.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({ mappings: { [hit]: '@lane:hs.example' } });
+  });
+
   it('a large body in many chunks is read whole (10,000-address limit, ~450 KB)', async () => {
     const big = await startTestServer({ conf: mergeConf(env.conf, {}) });
     try {

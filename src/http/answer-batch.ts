@@ -8,6 +8,9 @@
  * answers after the first find the client awake and cost no further wake-up. When a turn reads a single request
  * nothing waits: its answer is written right after the turn's reads (`setImmediate` runs after the poll phase).
  * Answers of one connection keep their order (pipelined requests): the queue is first in, first out.
+ *
+ * Work can also be put off to the same moment (`beforeWrite`): a request read in this turn can be answered then,
+ * when its body has arrived, and its answer is written with the others.
  */
 import type { ServerResponse } from 'node:http';
 
@@ -24,12 +27,26 @@ interface Pending {
 
 export class AnswerBatch {
   private queue: Pending[] = [];
+  private work: Array<() => void> = [];
   private scheduled = false;
   private readonly flush = (): void => this.writeAll();
 
   /** Queues an answer: `headers` flat (name, value, …) as `writeHead` takes them; `after` runs once it is written. */
   add(res: ServerResponse, status: number, headers: string[], body: string, after: AfterWrite): void {
     this.queue.push({ res, status, headers, body, after });
+    this.schedule();
+  }
+
+  /**
+   * Runs `fn` at the end of this turn, before this turn's answers are written; answers it adds are written with
+   * them. It must not throw (it answers its own errors).
+   */
+  beforeWrite(fn: () => void): void {
+    this.work.push(fn);
+    this.schedule();
+  }
+
+  private schedule(): void {
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.flush);
@@ -37,6 +54,9 @@ export class AnswerBatch {
   }
 
   private writeAll(): void {
+    const work = this.work;
+    this.work = [];
+    for (const fn of work) fn();
     const queue = this.queue;
     this.queue = [];
     this.scheduled = false;
