@@ -101,6 +101,7 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
     }
   }
 
+  /** The answer to a whole body (`null` or empty: none sent). */
   function reply(req: IncomingMessage, res: ServerResponse, started: number, body: Buffer | null): void {
     try {
       let parsed: unknown;
