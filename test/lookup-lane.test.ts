@@ -228,7 +228,8 @@ describe('a client that goes away', () => {
           `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n` +
             `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 10)}`,
         );
-        setTimeout(() => socket.end(body.slice(10)), 50);
+        // The client does not end its side: the server closes after the answer (Connection: close).
+        setTimeout(() => socket.write(body.slice(10)), 50);
       });
       socket.setEncoding('utf8');
       socket.on('data', (chunk: string) => (received += chunk));
