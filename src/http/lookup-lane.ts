@@ -23,7 +23,7 @@ import { CORS_HEADERS, logCompleted, toMatrixError, type RequestLine } from './a
 import { accountForToken, bearerToken } from './auth.js';
 import { V2_PREFIX, type AppContext } from './context.js';
 import { errors, type MatrixError } from './errors.js';
-import { v2Lookup } from './routes/lookup.js';
+import { JSON_TYPE, v2Lookup } from './routes/lookup.js';
 
 export const V2_LOOKUP_PATH = `${V2_PREFIX}/lookup`;
 
@@ -31,7 +31,7 @@ export const V2_LOOKUP_PATH = `${V2_PREFIX}/lookup`;
  * The headers of every answer, as fastify's carry them, flat (name, value, …: Node stores them without building an
  * object); the last value is the answer's content-length.
  */
-const ANSWER_HEADERS: readonly string[] = ['content-type', 'application/json; charset=utf-8', ...CORS_HEADERS, 'content-length', ''];
+const ANSWER_HEADERS: readonly string[] = ['content-type', JSON_TYPE, ...CORS_HEADERS, 'content-length', ''];
 
 export interface LookupLaneOptions {
   ctx: AppContext;

@@ -30,7 +30,7 @@ const hashDetailsReply = {
 export const ALGORITHMS = ['none', 'sha256'];
 
 /** fastify sends a string of this type as it is, the content type its JSON answers carry */
-const JSON_TYPE = 'application/json; charset=utf-8';
+export const JSON_TYPE = 'application/json; charset=utf-8';
 
 /** Addresses are compared in their canonical form: emails casefolded (msisdns are digits already). */
 export function normalise(medium: string, address: string): string {
