@@ -24,6 +24,7 @@ import path from 'node:path';
 import type { AutocannonOptions } from 'autocannon';
 import { lookupRequest, mixedHashes, prepareAssociationsDb, type AssociationsDb } from './lib/associations-db.js';
 import { alternate, mean, median } from './lib/alternate.js';
+import { cpuSeconds } from './lib/proc-cpu.js';
 import { createContext } from './lib/scenario.js';
 
 const CASES = ['baseline', 'baseline-post', 'hash-details', 'lookup-1'] as const;
@@ -59,17 +60,6 @@ const unknown = opts.only.filter((c) => !(CASES as readonly string[]).includes(c
 if (unknown.length) usage(`unknown case ${unknown.join(', ')}; there are: ${CASES.join(', ')}`);
 if (!opts.only.includes('baseline')) opts.only.unshift('baseline');
 for (const dir of opts.before) if (!fs.existsSync(path.join(dir, 'src/main.ts'))) usage(`${dir} has no src/main.ts`);
-
-/** user + system CPU seconds of a process so far, or null where /proc is not there */
-function cpuSeconds(pid: number): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ
-  } catch {
-    return null;
-  }
-}
 
 interface Case {
   pid: number;

@@ -218,7 +218,8 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     '(`GET /`), in a new order every round; mean req/s over the baseline\'s mean. This machine drifts by up to ±20 %',
     'between minutes, and identical processes differ by up to 40 % depending on where it placed them, so the figure',
     'measured in the same minutes against several baseline processes is the one to compare; its rounds are listed',
-    'under the scenario.',
+    'under the scenario, with each side\'s server CPU time per answer in those slices (from /proc): under this load',
+    'the servers are CPU-bound, so the req/s ratio follows the CPU ratio, and the CPU figures vary less between minutes.',
     '',
   ];
   for (const o of outcomes) {
@@ -246,6 +247,14 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
           (p.scenarioProcesses > 1
             ? `; the scenario on ${p.scenarioProcesses} sydent-ts processes (per round their mean), each one's mean: ` +
               p.scenarioRpsByProcess.map((v) => v.toFixed(0)).join(', ')
+            : '') +
+          (p.cpuPerAnswerUs
+            ? `; server CPU per answer (user + system, all slices): this scenario ${p.cpuPerAnswerUs.scenario.toFixed(1)} µs, ` +
+              `bare fastify ${p.cpuPerAnswerUs.baseline.toFixed(1)} µs, their ratio (bare/scenario) ` +
+              (p.cpuPerAnswerUs.baseline / p.cpuPerAnswerUs.scenario).toFixed(3)
+            : '') +
+          (p.cpuBusy
+            ? `; share of a core they used: this scenario ${p.cpuBusy.scenario.toFixed(2)}, bare fastify ${p.cpuBusy.baseline.toFixed(2)}`
             : ''),
       );
     }

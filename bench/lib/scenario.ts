@@ -2,6 +2,7 @@ import { alternate, mean, median } from './alternate.js';
 import { startBareFastify, type BareFastify } from './baseline-server.js';
 import { runCannon, type CannonOptions, type CannonSummary } from './cannon.js';
 import { ROOT } from './child.js';
+import { cpuSeconds } from './proc-cpu.js';
 import { startSmtpSink, type SmtpSink } from './smtp-sink.js';
 import { startSydent, type StartSydentOptions, type SydentProcess } from './sydent.js';
 
@@ -33,6 +34,14 @@ export interface PairedFigure {
   ratio: number;
   /** median of the per-round ratios */
   medianRatio: number;
+  /**
+   * Server CPU time (user + system, from /proc) per answer over all slices, of the scenario's processes and of the
+   * bare fastify ones; null where it could not be read. The servers are CPU-bound under this load (they almost never
+   * sleep), so req/s follows it: a figure that shows where a ratio comes from, and varies less between minutes.
+   */
+  cpuPerAnswerUs: { scenario: number; baseline: number } | null;
+  /** the same CPU time over the slices' length: how much of one core the servers used (1: never waiting) */
+  cpuBusy: { scenario: number; baseline: number } | null;
 }
 
 /**
@@ -129,6 +138,8 @@ export function createContext(opts: ContextOptions): {
   dispose(): Promise<void>;
 } {
   const cleanups: Array<() => unknown> = [];
+  /** the process behind each loopback port this context started a server on: whose CPU a load's slices use */
+  const pidByPort = new Map<number, number>();
   const processes: Array<{ what: string; stderr(): string }> = [];
   const log = (message: string) => process.stderr.write(`  [${opts.name}] ${message}\n`);
   const ctx: ScenarioContext = {
@@ -139,12 +150,14 @@ export function createContext(opts: ContextOptions): {
     async startServer(serverOpts) {
       const server = await startSydent(serverOpts);
       cleanups.push(() => server.stop());
+      if (server.process.child.pid !== undefined) pidByPort.set(server.port, server.process.child.pid);
       processes.push({ what: `sydent-ts (port ${server.port})`, stderr: server.process.stderr });
       return server;
     },
     async startBareFastify() {
       const server = await startBareFastify();
       cleanups.push(() => server.stop());
+      if (server.process.child.pid !== undefined) pidByPort.set(Number(new URL(server.baseUrl).port), server.process.child.pid);
       processes.push({ what: 'bare fastify', stderr: server.process.stderr });
       return server;
     },
@@ -174,13 +187,49 @@ export function createContext(opts: ContextOptions): {
       );
       const scenarioNames = loads.map((_, i) => `scenario ${i + 1}`);
       const baselineNames = bares.map((_, i) => `baseline ${i + 1}`);
+      const pids = new Map<string, number | undefined>([
+        ...loads.map((load, i): [string, number | undefined] => [scenarioNames[i]!, pidByPort.get(Number(new URL(load.url).port))]),
+        ...bares.map((bare, i): [string, number | undefined] => [baselineNames[i]!, bare.process.child.pid]),
+      ]);
+      const cpu = { before: null as number | null, byName: new Map<string, { s: number; answers: number; wallS: number } | null>() };
       const runs = await alternate(
         new Map<string, CannonOptions>([
           ...loads.map((load, i): [string, CannonOptions] => [scenarioNames[i]!, load]),
           ...bares.map((bare, i): [string, CannonOptions] => [baselineNames[i]!, { url: `${bare.baseUrl}/` }]),
         ]),
-        { rounds: PAIRED_ROUNDS, sliceS: PAIRED_SLICE_S, connections: opts.connections, warmupS: 1, order: 'shuffle' },
+        {
+          rounds: PAIRED_ROUNDS,
+          sliceS: PAIRED_SLICE_S,
+          connections: opts.connections,
+          warmupS: 1,
+          order: 'shuffle',
+          beforeSlice: (name) => {
+            const pid = pids.get(name);
+            cpu.before = pid === undefined ? null : cpuSeconds(pid);
+          },
+          afterSlice: (name, summary) => {
+            const pid = pids.get(name);
+            const after = pid === undefined ? null : cpuSeconds(pid);
+            const sofar = cpu.byName.has(name) ? cpu.byName.get(name)! : { s: 0, answers: 0, wallS: 0 };
+            cpu.byName.set(
+              name,
+              sofar && cpu.before !== null && after !== null
+                ? { s: sofar.s + after - cpu.before, answers: sofar.answers + summary.total, wallS: sofar.wallS + summary.durationS }
+                : null,
+            );
+          },
+        },
       );
+      const cpuOf = (names: string[]): { perAnswerUs: number; busy: number } | null => {
+        const all = names.map((name) => cpu.byName.get(name) ?? null);
+        if (all.some((c) => c === null)) return null;
+        const sum = (f: (c: { s: number; answers: number; wallS: number }) => number) => all.reduce((n, c) => n + f(c!), 0);
+        const answers = sum((c) => c.answers);
+        return answers ? { perAnswerUs: (sum((c) => c.s) * 1e6) / answers, busy: sum((c) => c.s) / sum((c) => c.wallS) } : null;
+      };
+      const scenarioCpu = cpuOf(scenarioNames);
+      const baselineCpu = cpuOf(baselineNames);
+      const both = scenarioCpu !== null && baselineCpu !== null;
       const perRound = (names: string[]) => {
         const byProcess = names.map((name) => runs.get(name)!.map((r) => r.rps));
         return { byProcess, rounds: Array.from({ length: PAIRED_ROUNDS }, (_, round) => mean(byProcess.map((rps) => rps[round]!))) };
@@ -200,6 +249,8 @@ export function createContext(opts: ContextOptions): {
         scenarioRps: scen.rounds,
         ratio: mean(scen.rounds) / mean(base.rounds),
         medianRatio: median(scen.rounds.map((v, i) => v / base.rounds[i]!)),
+        cpuPerAnswerUs: both ? { scenario: scenarioCpu.perAnswerUs, baseline: baselineCpu.perAnswerUs } : null,
+        cpuBusy: both ? { scenario: scenarioCpu.busy, baseline: baselineCpu.busy } : null,
       };
     },
     cannon: (cannonOpts) => runCannon({ connections: opts.connections, ...cannonOpts }),
