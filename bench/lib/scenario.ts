@@ -191,7 +191,9 @@ export function createContext(opts: ContextOptions): {
         ...loads.map((load, i): [string, number | undefined] => [scenarioNames[i]!, pidByPort.get(Number(new URL(load.url).port))]),
         ...bares.map((bare, i): [string, number | undefined] => [baselineNames[i]!, bare.process.child.pid]),
       ]);
-      const cpu = { before: null as number | null, byName: new Map<string, { s: number; answers: number; wallS: number } | null>() };
+      // CPU seconds, answers and seconds of load over a process's slices; `known` false once /proc could not be read
+      const cpu = new Map([...pids.keys()].map((name) => [name, { s: 0, answers: 0, wallS: 0, known: pids.get(name) !== undefined }]));
+      let cpuBefore: number | null = null;
       const runs = await alternate(
         new Map<string, CannonOptions>([
           ...loads.map((load, i): [string, CannonOptions] => [scenarioNames[i]!, load]),
@@ -205,27 +207,25 @@ export function createContext(opts: ContextOptions): {
           order: 'shuffle',
           beforeSlice: (name) => {
             const pid = pids.get(name);
-            cpu.before = pid === undefined ? null : cpuSeconds(pid);
+            cpuBefore = pid === undefined ? null : cpuSeconds(pid);
           },
           afterSlice: (name, summary) => {
             const pid = pids.get(name);
             const after = pid === undefined ? null : cpuSeconds(pid);
-            const sofar = cpu.byName.has(name) ? cpu.byName.get(name)! : { s: 0, answers: 0, wallS: 0 };
-            cpu.byName.set(
-              name,
-              sofar && cpu.before !== null && after !== null
-                ? { s: sofar.s + after - cpu.before, answers: sofar.answers + summary.total, wallS: sofar.wallS + summary.durationS }
-                : null,
-            );
+            const c = cpu.get(name)!;
+            if (cpuBefore === null || after === null) c.known = false;
+            c.s += (after ?? 0) - (cpuBefore ?? 0);
+            c.answers += summary.total;
+            c.wallS += summary.durationS;
           },
         },
       );
       const cpuOf = (names: string[]): { perAnswerUs: number; busy: number } | null => {
-        const all = names.map((name) => cpu.byName.get(name) ?? null);
-        if (all.some((c) => c === null)) return null;
-        const sum = (f: (c: { s: number; answers: number; wallS: number }) => number) => all.reduce((n, c) => n + f(c!), 0);
-        const answers = sum((c) => c.answers);
-        return answers ? { perAnswerUs: (sum((c) => c.s) * 1e6) / answers, busy: sum((c) => c.s) / sum((c) => c.wallS) } : null;
+        const all = names.map((name) => cpu.get(name)!);
+        if (!all.every((c) => c.known)) return null;
+        const sum = (of: (c: (typeof all)[number]) => number) => all.reduce((n, c) => n + of(c), 0);
+        const [s, answers] = [sum((c) => c.s), sum((c) => c.answers)];
+        return answers ? { perAnswerUs: (s * 1e6) / answers, busy: s / sum((c) => c.wallS) } : null;
       };
       const scenarioCpu = cpuOf(scenarioNames);
       const baselineCpu = cpuOf(baselineNames);
