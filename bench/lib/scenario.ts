@@ -187,39 +187,38 @@ export function createContext(opts: ContextOptions): {
       );
       const scenarioNames = loads.map((_, i) => `scenario ${i + 1}`);
       const baselineNames = bares.map((_, i) => `baseline ${i + 1}`);
-      const pids = new Map<string, number | undefined>([
-        ...loads.map((load, i): [string, number | undefined] => [scenarioNames[i]!, pidByPort.get(Number(new URL(load.url).port))]),
-        ...bares.map((bare, i): [string, number | undefined] => [baselineNames[i]!, bare.process.child.pid]),
+      const cases = new Map<string, CannonOptions>([
+        ...loads.map((load, i): [string, CannonOptions] => [scenarioNames[i]!, load]),
+        ...bares.map((bare, i): [string, CannonOptions] => [baselineNames[i]!, { url: `${bare.baseUrl}/` }]),
       ]);
-      // CPU seconds, answers and seconds of load over a process's slices; `known` false once /proc could not be read
-      const cpu = new Map([...pids.keys()].map((name) => [name, { s: 0, answers: 0, wallS: 0, known: pids.get(name) !== undefined }]));
-      let cpuBefore: number | null = null;
-      const runs = await alternate(
-        new Map<string, CannonOptions>([
-          ...loads.map((load, i): [string, CannonOptions] => [scenarioNames[i]!, load]),
-          ...bares.map((bare, i): [string, CannonOptions] => [baselineNames[i]!, { url: `${bare.baseUrl}/` }]),
-        ]),
-        {
-          rounds: PAIRED_ROUNDS,
-          sliceS: PAIRED_SLICE_S,
-          connections: opts.connections,
-          warmupS: 1,
-          order: 'shuffle',
-          beforeSlice: (name) => {
-            const pid = pids.get(name);
-            cpuBefore = pid === undefined ? null : cpuSeconds(pid);
-          },
-          afterSlice: (name, summary) => {
-            const pid = pids.get(name);
-            const after = pid === undefined ? null : cpuSeconds(pid);
-            const c = cpu.get(name)!;
-            if (cpuBefore === null || after === null) c.known = false;
-            c.s += (after ?? 0) - (cpuBefore ?? 0);
-            c.answers += summary.total;
-            c.wallS += summary.durationS;
-          },
-        },
+      // Per case: its server's process, and the CPU seconds, answers and seconds of load over its slices (`known`
+      // false once /proc could not be read).
+      const cpu = new Map(
+        [...cases].map(([name, load]) => {
+          const pid = pidByPort.get(Number(new URL(load.url).port));
+          return [name, { pid, s: 0, answers: 0, wallS: 0, known: pid !== undefined }];
+        }),
       );
+      let cpuBefore: number | null = null;
+      const runs = await alternate(cases, {
+        rounds: PAIRED_ROUNDS,
+        sliceS: PAIRED_SLICE_S,
+        connections: opts.connections,
+        warmupS: 1,
+        order: 'shuffle',
+        beforeSlice: (name) => {
+          const { pid } = cpu.get(name)!;
+          cpuBefore = pid === undefined ? null : cpuSeconds(pid);
+        },
+        afterSlice: (name, summary) => {
+          const c = cpu.get(name)!;
+          const after = c.pid === undefined ? null : cpuSeconds(c.pid);
+          if (cpuBefore === null || after === null) c.known = false;
+          c.s += (after ?? 0) - (cpuBefore ?? 0);
+          c.answers += summary.total;
+          c.wallS += summary.durationS;
+        },
+      });
       const cpuOf = (names: string[]): { perAnswerUs: number; busy: number } | null => {
         const all = names.map((name) => cpu.get(name)!);
         if (!all.every((c) => c.known)) return null;
