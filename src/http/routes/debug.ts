@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, onRequestHookHandler } from 'fastify';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { askNotifier } from '../../actors/supervisors/notifier.js';
@@ -8,12 +8,20 @@ import { sameSecret } from '../../machines/validation-session.js';
 import { toMermaid } from '../../machines/export.js';
 import { MACHINES } from '../../machines/index.js';
 import { redactSessionContext } from '../../sessions/redact.js';
+import { hookList } from '../app.js';
 import { tokenFromRequest } from '../auth.js';
 import type { AppContext } from '../context.js';
 import { errors } from '../errors.js';
 import { DEBUG_PAGE } from '../debug/page.js';
 
 const require = createRequire(import.meta.url);
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** a debug route that holds no data (the page, its renderer): served without `internalapi.admin_token` */
+    withoutAdminToken?: boolean;
+  }
+}
 
 /** Live counts per machine state, for the page's diagrams. */
 export type MachineCounts = Record<string, () => Record<string, number>>;
@@ -24,16 +32,7 @@ export type MachineCounts = Record<string, () => Record<string, number>>;
  */
 export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext; counts?: MachineCounts }): Promise<void> {
   const { ctx } = opts;
-  const adminToken = ctx.config.http.internalAdminToken;
-  if (adminToken) {
-    app.addHook('onRequest', async (req) => {
-      // The page itself and the renderer hold no data; everything they show is fetched with the token.
-      const path = req.url.split('?', 1)[0] ?? '';
-      if (!path.startsWith('/_sydent/debug') || path === '/_sydent/debug/' || path.startsWith('/_sydent/debug/assets/')) return;
-      const given = tokenFromRequest(req);
-      if (!given || !sameSecret(given, adminToken)) throw errors.unauthorized();
-    });
-  }
+  requireAdminToken(app, ctx.config.http.internalAdminToken);
 
   const counts: MachineCounts = {
     'validation-session': () => ctx.reads.sessions.countByState(),
@@ -47,8 +46,10 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
   }));
   let mermaidJs: Buffer | undefined;
 
-  app.get('/_sydent/debug/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(DEBUG_PAGE));
-  app.get('/_sydent/debug/assets/mermaid.min.js', async (_req, reply) => {
+  // The page itself and the renderer hold no data; everything they show is fetched with the token.
+  const open = { config: { withoutAdminToken: true } };
+  app.get('/_sydent/debug/', open, async (_req, reply) => reply.type('text/html; charset=utf-8').send(DEBUG_PAGE));
+  app.get('/_sydent/debug/assets/mermaid.min.js', open, async (_req, reply) => {
     mermaidJs ??= fs.readFileSync(require.resolve('mermaid/dist/mermaid.min.js'));
     return reply.type('text/javascript; charset=utf-8').header('cache-control', 'max-age=3600').send(mermaidJs);
   });
@@ -79,4 +80,23 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
   app.post<{ Querystring: { peer?: string } }>('/_sydent/debug/replication/retry', async (req) => ({
     retried: await askReplication(ctx.system.get('replication'), 'RETRY', req.query.peer ? { name: req.query.peer } : {}),
   }));
+}
+
+/**
+ * With `internalapi.admin_token` set, every route of this plugin but the open ones wants the token. The check
+ * is attached to each route as it is registered, so it follows the route the router matched: the raw URL
+ * (percent-encoded, or in absolute form) never decides whether it runs.
+ */
+function requireAdminToken(app: FastifyInstance, adminToken: string): void {
+  if (!adminToken) return;
+  app.addHook('onRoute', (route) => {
+    if (route.config?.withoutAdminToken) return;
+    const hook: onRequestHookHandler = (req, _reply, done) => {
+      const given = tokenFromRequest(req);
+      if (!given || !sameSecret(given, adminToken)) throw errors.unauthorized();
+      done();
+    };
+    // A new array, never a push: fastify copies a GET route's options for its HEAD route, which gets its own hook.
+    route.onRequest = [hook, ...hookList(route.onRequest)];
+  });
 }
