@@ -103,6 +103,7 @@ describe('first run', () => {
       clientApi: { bindAddress: '0.0.0.0', port: 8090 },
       internalApi: null,
       internalAdminToken: '',
+      internalAllowedHosts: [],
       replication: { certfile: '', cacert: '', bindAddress: '::', port: 4434 },
       obeyXForwardedFor: false,
       trustedProxies: [],
@@ -334,6 +335,7 @@ describe('values', () => {
         '[http]',
         'internalapi.http.port = 8091',
         'internalapi.admin_token = s3cret',
+        'internalapi.http.allowed_hosts = Debug.Example.org., 192.0.2.7, [0:0::1]',
         'obey_x_forwarded_for = yes',
         'trusted_proxies = 127.0.0.1, ::1',
         'federation.verifycerts = off',
@@ -351,6 +353,7 @@ describe('values', () => {
     expect(config.general.logLevel).toBe('DEBUG');
     expect(config.http.internalApi).toEqual({ bindAddress: '127.0.0.1', port: 8091 });
     expect(config.http.internalAdminToken).toBe('s3cret');
+    expect(config.http.internalAllowedHosts).toEqual(['debug.example.org', '192.0.2.7', '::1']);
     expect(config.http.obeyXForwardedFor).toBe(true);
     expect(config.http.trustedProxies).toEqual(['127.0.0.1/32', '::1/128']);
     expect(config.http.federationVerifyCerts).toBe(false);
@@ -527,6 +530,8 @@ describe('invalid values', () => {
     ['[http]\nfederation.dns_servers = 127.0.0.1:0', '[http] federation.dns_servers'],
     ['[http]\nfederation.dns_servers = 192.0.2.1:65536', '[http] federation.dns_servers'],
     ['[http]\nfederation.dns_servers = [127.0.0.1]:53', '[http] federation.dns_servers'],
+    ['[http]\ninternalapi.http.allowed_hosts = debug.example.org:8091', '[http] internalapi.http.allowed_hosts = "debug.example.org:8091"'],
+    ['[http]\ninternalapi.http.allowed_hosts = http://debug.example.org', '[http] internalapi.http.allowed_hosts'],
     ['[http]\nfederation.cacert = no-such-ca.pem', '[http] federation.cacert = "no-such-ca.pem": '],
     [
       '[sms]\noriginators.44 = long:1:2',

@@ -15,7 +15,7 @@ describe('sydent-ts rotate-pepper', () => {
       const post = async (url: string, body: unknown, token?: string) => {
         const res = await fetch(url, {
           method: 'POST',
-          headers: token ? { authorization: `Bearer ${token}` } : {},
+          headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
           body: JSON.stringify(body),
         });
         return { status: res.status, json: (await res.json()) as Record<string, any> };

@@ -63,6 +63,7 @@ export function configDefaults(env: Env): ConfigDefaults {
       'internalapi.http.bind_address': '127.0.0.1',
       'internalapi.http.port': '',
       'internalapi.admin_token': '',
+      'internalapi.http.allowed_hosts': '',
       'replication.https.certfile': '',
       'replication.https.cacert': '',
       'replication.https.bind_address': '::',

@@ -62,6 +62,8 @@ export interface HttpConfig {
   internalApi: ListenerAddress | null;
   /** bearer token required on the internal listener's debug endpoints; "" = none */
   internalAdminToken: string;
+  /** `internalapi.http.allowed_hosts`: host names (lower case) the internal listener answers to besides its address */
+  internalAllowedHosts: string[];
   replication: {
     certfile: string;
     cacert: string;

@@ -41,10 +41,12 @@ export interface AppOptions {
    * the app is closing, go to fastify.
    */
   lane?: RequestLane;
+  /** CORS headers on every answer (default); false for a listener no web page may use (the internal one) */
+  cors?: boolean;
 }
 
 /**
- * A fastify app with the rules every listener shares: CORS on every response, OPTIONS answered on every
+ * A fastify app with the rules every listener shares: CORS on every response (unless `cors: false`), OPTIONS answered on every
  * route, JSON errors with errcode and error (404/405 M_UNRECOGNIZED included), bodies parsed as JSON whatever
  * their content type says, and request logs with secrets redacted.
  */
@@ -85,12 +87,14 @@ export function createApp(opts: AppOptions): FastifyInstance {
   });
 
   // CORS on every answer, errors included. A callback hook, not an async one: no promise per request.
-  app.addHook('onRequest', (_req, reply, done) => {
-    reply.header(CORS_ORIGIN[0], CORS_ORIGIN[1]);
-    reply.header(CORS_METHODS[0], CORS_METHODS[1]);
-    reply.header(CORS_ALLOW_HEADERS[0], CORS_ALLOW_HEADERS[1]);
-    done();
-  });
+  if (opts.cors !== false) {
+    app.addHook('onRequest', (_req, reply, done) => {
+      reply.header(CORS_ORIGIN[0], CORS_ORIGIN[1]);
+      reply.header(CORS_METHODS[0], CORS_METHODS[1]);
+      reply.header(CORS_ALLOW_HEADERS[0], CORS_ALLOW_HEADERS[1]);
+      done();
+    });
+  }
 
   const metrics = opts.metrics;
   if (metrics) installRequestMetrics(app, metrics);

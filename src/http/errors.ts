@@ -28,6 +28,10 @@ export const errors = {
   notFound: (message: string) => new MatrixError(404, 'M_NOT_FOUND', message),
   notJson: (message = 'Content not JSON') => new MatrixError(400, 'M_NOT_JSON', message),
   tooLarge: (message: string) => new MatrixError(413, 'M_TOO_LARGE', message),
+  /** a body not declared as JSON where only JSON is taken (the internal listener) */
+  unsupportedMediaType: (message: string) => new MatrixError(415, 'M_NOT_JSON', message),
+  /** a Host this listener does not answer for (DNS rebinding) */
+  misdirected: (message: string) => new MatrixError(421, 'M_FORBIDDEN', message),
   missingParams: (names: string[]) =>
     new MatrixError(400, 'M_MISSING_PARAMS', `Missing parameters: ${names.join(',')}`),
   invalidParam: (message: string) => new MatrixError(400, 'M_INVALID_PARAM', message),

@@ -31,6 +31,7 @@ export function readHttp(v: SectionValues, ctx: BuildContext): HttpConfig {
     clientApi,
     internalApi,
     internalAdminToken: v.str('internalapi.admin_token'),
+    internalAllowedHosts: readHostNames(v, 'internalapi.http.allowed_hosts'),
     replication: {
       certfile: v.path('replication.https.certfile'),
       cacert: v.path('replication.https.cacert'),
@@ -62,6 +63,17 @@ export function isHttpUrl(text: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Host names or IP addresses, without scheme or port: what a Host header names. */
+function readHostNames(v: SectionValues, key: string): string[] {
+  return v.list(key).map((item) => {
+    const host = item.replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '').toLowerCase();
+    if (isIP(host) === 0 && !/^[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(host)) {
+      v.fail(key, `"${item}" is not a host name or IP address (no scheme, no port)`);
+    }
+    return isIP(host) === 6 ? new URL(`http://[${host}]`).hostname.slice(1, -1) : host;
+  });
 }
 
 /** `ip`, `ip:port` or `[ipv6]:port`, the forms dns.Resolver#setServers accepts */
