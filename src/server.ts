@@ -14,7 +14,8 @@ import { loadReplicationTls } from './replication/tls.js';
 import type { Logger } from './log.js';
 import { createMetricsApi } from './http/metrics-api.js';
 import type { Metrics } from './metrics/metrics.js';
-import { closeDatabase, openDatabase } from './store/database.js';
+import { closeDatabase, isMemoryPath, openDatabase } from './store/database.js';
+import { readableByOthersWarning } from './util/private-file.js';
 import { ensurePepper } from './store/hashing.js';
 import { createReads } from './store/index.js';
 import { openLookupConnection, ReadSnapshot } from './store/lookup-connection.js';
@@ -49,6 +50,10 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const clock = opts.clock ?? systemClock;
   const terms = new TermsSource(config.general.termsPath, (err) => log.error({ err }, 'terms file is invalid; keeping the last good terms'));
   const db = openDatabase(config.db.dbFile);
+  if (!isMemoryPath(config.db.dbFile)) {
+    const warning = readableByOthersWarning(config.db.dbFile, 'the lookup pepper, access tokens and 3PID addresses');
+    if (warning) log.warn(`database: ${warning}`);
+  }
   ensurePepper(db, lookupHash);
   const identity = identityFromConfig(config);
   // Lookups read on a connection of their own, sharing short read snapshots (store/lookup-connection.ts).

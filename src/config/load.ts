@@ -18,6 +18,7 @@ import { readSms } from './sections/sms.js';
 import { formatSigningKey, generateSigningKey, parseSigningKey } from './signing-key.js';
 import type { SigningKey, SydentConfig } from './types.js';
 import { SectionValues } from './values.js';
+import { readableByOthersWarning } from '../util/private-file.js';
 
 export interface LoadConfigOptions {
   /** wins over SYDENT_CONF */
@@ -89,6 +90,9 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   };
   // only once everything is valid, so a file with a mistake is left as it was
   if (signingKey.note) saveSigningKey(path, text, signingKey.key, signingKey.note, log);
+  // The file keeps the mode its owner gave it; a key everyone can read is worth a warning at every start.
+  const exposed = readableByOthersWarning(path, 'the ed25519 signing key ([crypto] ed25519.signingkey)');
+  if (exposed) ctx.warn(`config: ${exposed}`);
   return { config, path, generated, warnings };
 }
 

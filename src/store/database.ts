@@ -6,6 +6,7 @@ import { dirname } from 'node:path';
 
 import Database from 'better-sqlite3';
 
+import { createPrivateFile } from '../util/private-file.js';
 import { migrate, OUR_MIGRATIONS, type Migration } from './migrations.js';
 
 export type SqliteDatabase = Database.Database;
@@ -26,7 +27,12 @@ export function isMemoryPath(path: string): boolean {
 export function openDatabase(path: string, options: OpenDatabaseOptions = {}): SqliteDatabase {
   // Sydent's default db path is relative (sydent.db) but operators point it into data directories
   // that may not exist yet on first start.
-  if (!isMemoryPath(path)) mkdirSync(dirname(path), { recursive: true });
+  if (!isMemoryPath(path)) {
+    mkdirSync(dirname(path), { recursive: true });
+    // It holds the pepper, account tokens and 3PID addresses: a new file is the owner's alone (SQLite would make
+    // it 0644). SQLite gives its -wal and -shm files the database file's mode, so they follow.
+    createPrivateFile(path);
+  }
 
   const db = new Database(path);
   try {
