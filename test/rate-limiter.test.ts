@@ -14,6 +14,23 @@ describe('RateLimiter', () => {
     expect(limiter.take('a')).toEqual({ ok: true });
   });
 
+  it('a refund gives one token back, never more than the burst', () => {
+    const clock = new ManualClock(0);
+    const limiter = new RateLimiter(2, 1 / 60, clock);
+    expect(limiter.take('a').ok).toBe(true);
+    expect(limiter.take('a').ok).toBe(true);
+    expect(limiter.take('a').ok).toBe(false);
+    limiter.refund('a');
+    expect(limiter.take('a').ok).toBe(true);
+    expect(limiter.take('a').ok).toBe(false);
+    limiter.refund('a');
+    limiter.refund('a');
+    limiter.refund('a');
+    expect(limiter.take('a').ok).toBe(true);
+    expect(limiter.take('a').ok).toBe(true);
+    expect(limiter.take('a').ok).toBe(false);
+  });
+
   it('keeps keys apart and forgets full buckets', () => {
     const clock = new ManualClock(0);
     const limiter = new RateLimiter(1, 1, clock);

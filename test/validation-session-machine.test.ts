@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise, transition } from 'xstate';
 import { getShortestPaths, getSimplePaths } from 'xstate/graph';
 import {
+  MAX_WRONG_TOKENS,
   SESSION_LIFETIME_MS,
   SESSION_STATES,
   validationSessionMachine,
@@ -77,10 +78,11 @@ function replay(events: AnyEvent[]) {
 }
 
 describe('validation session machine: every state by its shortest path', () => {
+  // The wrong-token count is part of a state here: `locked` is only reached by counting up to the cap.
   const paths = getShortestPaths(machine, {
     input,
     events: EVENTS as SessionEvent[],
-    serializeState: (s) => String(s.value),
+    serializeState: (s) => `${String(s.value)}:${s.context.wrongTokens}`,
   });
 
   it('reaches every state', () => {
@@ -107,6 +109,10 @@ describe('validation session machine: every state by its shortest path', () => {
           break;
         case 'expired':
           expect(c.rejection).toBe('expired');
+          break;
+        case 'locked':
+          expect(c.wrongTokens).toBe(MAX_WRONG_TOKENS);
+          expect(c.validatedAt).toBeNull();
           break;
         default:
           break;
@@ -175,6 +181,68 @@ describe('validation session machine: rules', () => {
     expect(bound.value).toBe('bound');
     const [late] = transition(machine, validated, bind('@alice:hs', 'secret', T0 + 1000 + SESSION_LIFETIME_MS + 1));
     expect(late.value).toBe('expired');
+  });
+
+  it(`${MAX_WRONG_TOKENS} wrong tokens lock the session: even the right one is refused until a higher send_attempt sends a new token`, () => {
+    let s = replay([request(1), { type: DONE }]);
+    for (let i = 1; i < MAX_WRONG_TOKENS; i++) {
+      [s] = transition(machine, s, submit(`wrong${i}`));
+      expect(s.value).toBe('tokenSent');
+      expect(s.context).toMatchObject({ wrongTokens: i, rejection: 'tokenIncorrect' });
+    }
+    [s] = transition(machine, s, submit('wrong-last'));
+    expect(s.value).toBe('locked');
+    expect(s.context).toMatchObject({ wrongTokens: MAX_WRONG_TOKENS, rejection: 'tokenIncorrect' });
+    const [right] = transition(machine, s, submit('tok1'));
+    expect(right.value).toBe('locked');
+    expect(right.context).toMatchObject({ rejection: 'tokenLocked', validatedAt: null });
+    const [otherSecret] = transition(machine, s, submit('tok1', 'other'));
+    expect(otherSecret.context.rejection).toBe('secretMismatch');
+    const [notYet] = transition(machine, s, check());
+    expect(notYet.context.rejection).toBe('notValidated');
+    // The same send_attempt again sends nothing, so the token stays void.
+    const [same] = transition(machine, s, request(1));
+    expect(same.value).toBe('locked');
+    const [renewed] = transition(machine, s, request(2));
+    expect(renewed.value).toBe('sendingToken');
+    expect(renewed.context).toMatchObject({ token: 'tok2', wrongTokens: 0, rejection: null });
+    const [sent] = transition(machine, renewed, { type: DONE } as unknown as SessionEvent);
+    const [old] = transition(machine, sent, submit('tok1'));
+    expect(old.value).toBe('tokenSent');
+    expect(old.context).toMatchObject({ rejection: 'tokenIncorrect', wrongTokens: 1 });
+    const [ok] = transition(machine, old, submit('tok2'));
+    expect(ok.value).toBe('validated');
+  });
+
+  it('a resend of the same token keeps its count; a failed renewal does not make the new token valid', () => {
+    const s = replay([request(1), { type: DONE }, ...Array.from({ length: MAX_WRONG_TOKENS - 1 }, () => submit('nope')), request(2), { type: DONE }]);
+    expect(s.value).toBe('tokenSent');
+    expect(s.context).toMatchObject({ token: 'tok1', wrongTokens: MAX_WRONG_TOKENS - 1 });
+    const [locked] = transition(machine, s, submit('nope'));
+    expect(locked.value).toBe('locked');
+
+    const failed = replay([
+      request(1),
+      { type: DONE },
+      ...Array.from({ length: MAX_WRONG_TOKENS }, () => submit('nope')),
+      request(2),
+      { type: ERROR, error: new Error('smtp down') },
+    ]);
+    expect(failed.value).toBe('sendFailed');
+    for (const token of ['tok1', 'tok2']) {
+      const [refused] = transition(machine, failed, submit(token));
+      expect(refused.value, token).toBe('sendFailed');
+      expect(refused.context.rejection).toBe('tokenIncorrect');
+    }
+  });
+
+  it('wrong tokens count after a failed send too, and a revived session starts from none', () => {
+    let s = replay([request(1), { type: DONE }, request(2), { type: ERROR, error: new Error('x') }]);
+    for (let i = 0; i < MAX_WRONG_TOKENS; i++) [s] = transition(machine, s, submit('nope'));
+    expect(s.value).toBe('locked');
+    const [revived] = transition(machine, s, request(1, LATE));
+    expect(revived.value).toBe('sendingToken');
+    expect(revived.context).toMatchObject({ token: 'tok2', wrongTokens: 0 });
   });
 
   it('a failed send keeps the token of an earlier successful one valid', () => {

@@ -160,7 +160,16 @@ export const validationSessionMachine = createMachine({
             ]
           },
           {
+            "target": "#validationSession.locked",
+            "guard": "reachesWrongTokenCap",
             "actions": [
+              "countWrongToken",
+              "rejectToken"
+            ]
+          },
+          {
+            "actions": [
+              "countWrongToken",
               "rejectToken"
             ]
           }
@@ -221,8 +230,71 @@ export const validationSessionMachine = createMachine({
             ]
           },
           {
+            "target": "#validationSession.locked",
+            "guard": "reachesWrongTokenCap",
             "actions": [
+              "countWrongToken",
               "rejectToken"
+            ]
+          },
+          {
+            "actions": [
+              "countWrongToken",
+              "rejectToken"
+            ]
+          }
+        ]
+      }
+    },
+    "locked": {
+      "on": {
+        "REQUEST_TOKEN": [
+          {
+            "target": "#validationSession.sendingToken",
+            "guard": "isExpired",
+            "actions": [
+              "accept",
+              "restart",
+              "touch",
+              "rememberRequest",
+              "recordSendAttempt"
+            ]
+          },
+          {
+            "target": "#validationSession.sendingToken",
+            "guard": "isNewerSendAttempt",
+            "actions": [
+              "accept",
+              "touch",
+              "rememberRequest",
+              "recordSendAttempt",
+              "renewToken"
+            ]
+          },
+          {
+            "actions": [
+              "accept",
+              "touch"
+            ]
+          }
+        ],
+        "SUBMIT_TOKEN": [
+          {
+            "guard": "secretMismatch",
+            "actions": [
+              "rejectSecret"
+            ]
+          },
+          {
+            "target": "#validationSession.expired",
+            "guard": "isExpired",
+            "actions": [
+              "rejectExpired"
+            ]
+          },
+          {
+            "actions": [
+              "rejectLocked"
             ]
           }
         ]

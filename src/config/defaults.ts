@@ -70,6 +70,9 @@ export function configDefaults(env: Env): ConfigDefaults {
       'replication.https.port': '4434',
       obey_x_forwarded_for: 'False',
       trusted_proxies: '',
+      // sydent-ts: wrong submitTokens per client address, 10 at once, then one a minute
+      'submit_token.ratelimit.burst': '10',
+      'submit_token.ratelimit.rate_hz': String(1 / 60),
       'federation.verifycerts': 'True',
       // sydent-ts: DNS servers for federation lookups (empty: the system resolver) and extra trusted CAs
       'federation.dns_servers': '',

@@ -64,6 +64,8 @@ export interface HttpConfig {
   internalAdminToken: string;
   /** `internalapi.http.allowed_hosts`: host names (lower case) the internal listener answers to besides its address */
   internalAllowedHosts: string[];
+  /** `submit_token.ratelimit.*`: wrong submitTokens per client address (a right one costs nothing) */
+  submitTokenRatelimit: RateLimit;
   replication: {
     certfile: string;
     cacert: string;

@@ -23,6 +23,8 @@ const SECRET_KEYS = new Set([
   'phone_number',
   'msisdn',
   'ipaddress',
+  // who asked (a client address or user ID), the key of a rate limit
+  'requester',
   'nextlink',
   'next_link',
   'raw',

@@ -8,16 +8,22 @@
  */
 import { and, assign, fromPromise, not, setup } from 'xstate';
 
-/** Bumped when the persisted context's shape changes, so old rows can be migrated on restore. */
-export const SESSION_MACHINE_VERSION = 1;
+/** Bumped when the persisted context's shape changes, so old rows can be migrated on restore (2: `wrongTokens`). */
+export const SESSION_MACHINE_VERSION = 2;
 
 /** A session can be used for 24 h after its last modification (spec; Sydent's THREEPID_SESSION_*_MS). */
 export const SESSION_LIFETIME_MS = 24 * 60 * 60 * 1000;
 
+/**
+ * Wrong tokens a session takes against one token; the one that reaches it voids the token (state `locked`) until
+ * a requestToken with a higher send_attempt sends a new one. An SMS code has 10^6 values: 5 guesses per code sent.
+ */
+export const MAX_WRONG_TOKENS = 5;
+
 export type Medium = 'email' | 'msisdn';
 
 /** Why the last event was refused: the supervisor turns it into the Matrix error. */
-export type Rejection = 'secretMismatch' | 'tokenIncorrect' | 'expired' | 'notValidated' | 'sendFailed';
+export type Rejection = 'secretMismatch' | 'tokenIncorrect' | 'tokenLocked' | 'expired' | 'notValidated' | 'sendFailed';
 
 export interface SessionContext {
   sid: string;
@@ -28,6 +34,8 @@ export interface SessionContext {
   sendTo: string;
   clientSecret: string;
   token: string;
+  /** wrong tokens submitted against `token`; at MAX_WRONG_TOKENS the token is void (state `locked`) */
+  wrongTokens: number;
   /** the highest send_attempt that led to a send; -1 before the first */
   sendAttempt: number;
   /** last modification (ms): creation, every requestToken, validation */
@@ -46,7 +54,7 @@ export interface SessionContext {
   lastError: string | null;
 }
 
-export type SessionInput = Omit<SessionContext, 'validatedAt' | 'mxid' | 'rejection' | 'lastError' | 'everSent'>;
+export type SessionInput = Omit<SessionContext, 'validatedAt' | 'mxid' | 'rejection' | 'lastError' | 'everSent' | 'wrongTokens'>;
 
 export type SessionEvent =
   | {
@@ -108,6 +116,8 @@ const sessionSetup = setup({
     /** a token went out at least once (sendAttempt counts sends that were attempted; lastError null means it arrived) */
     wasSentBefore: ({ context }) => context.everSent,
     tokenMatches: ({ context, event }) => event.type === 'SUBMIT_TOKEN' && sameSecret(event.token, context.token),
+    /** this wrong token is the last one the current token takes */
+    reachesWrongTokenCap: ({ context }) => context.wrongTokens + 1 >= MAX_WRONG_TOKENS,
     secretMismatch: not('secretMatches'),
     sentTokenMatches: and(['tokenMatches', 'wasSentBefore']),
   },
@@ -137,7 +147,15 @@ const sessionSetup = setup({
       mxid: null,
       sendAttempt: -1,
       token: ({ context, event }) => (event.type === 'REQUEST_TOKEN' ? event.freshToken : context.token),
+      wrongTokens: 0,
     }),
+    /** a locked session gets a new token, never sent yet, that nobody has guessed at */
+    renewToken: assign({
+      token: ({ context, event }) => (event.type === 'REQUEST_TOKEN' ? event.freshToken : context.token),
+      wrongTokens: 0,
+      everSent: false,
+    }),
+    countWrongToken: assign({ wrongTokens: ({ context }) => context.wrongTokens + 1 }),
     rejectSendFailed: assign({ rejection: 'sendFailed' as const }),
     markValidated: assign({
       validatedAt: ({ context, event }) => context.validatedAt ?? event.now,
@@ -146,6 +164,7 @@ const sessionSetup = setup({
     recordBinding: assign({ mxid: ({ event }) => (event.type === 'BIND' ? event.mxid : null) }),
     rejectSecret: assign({ rejection: 'secretMismatch' as const }),
     rejectToken: assign({ rejection: 'tokenIncorrect' as const }),
+    rejectLocked: assign({ rejection: 'tokenLocked' as const }),
     rejectExpired: assign({ rejection: 'expired' as const }),
     rejectNotValidated: assign({ rejection: 'notValidated' as const }),
   },
@@ -162,6 +181,11 @@ const resendOnNewerAttempt = {
   target: 'sendingToken',
   actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'],
 } as const;
+/** A wrong token in a state that still awaits the right one: counted, and the last one allowed locks. */
+const wrongToken = [
+  { guard: 'reachesWrongTokenCap', target: 'locked', actions: ['countWrongToken', 'rejectToken'] },
+  { actions: ['countWrongToken', 'rejectToken'] },
+] as const;
 const resubmit = [
   { guard: 'secretMismatch', actions: 'rejectSecret' },
   { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
@@ -178,6 +202,7 @@ export const validationSessionMachine = sessionSetup.createMachine({
   id: 'validationSession',
   context: ({ input }) => ({
     ...input,
+    wrongTokens: 0,
     everSent: false,
     validatedAt: null,
     mxid: null,
@@ -239,7 +264,7 @@ export const validationSessionMachine = sessionSetup.createMachine({
           { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
           { guard: 'tokenMatches', target: 'validated', actions: ['accept', 'markValidated'] },
-          { actions: 'rejectToken' },
+          ...wrongToken,
         ],
       },
     },
@@ -255,7 +280,27 @@ export const validationSessionMachine = sessionSetup.createMachine({
           { guard: 'secretMismatch', actions: 'rejectSecret' },
           { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
           { guard: 'sentTokenMatches', target: 'validated', actions: ['accept', 'markValidated'] },
-          { actions: 'rejectToken' },
+          ...wrongToken,
+        ],
+      },
+    },
+    // Too many wrong tokens: this token no longer validates anything, not even when right. Only a new token,
+    // sent by a requestToken with a higher send_attempt, opens the session again.
+    locked: {
+      on: {
+        REQUEST_TOKEN: [
+          reviveExpired,
+          {
+            guard: 'isNewerSendAttempt',
+            target: 'sendingToken',
+            actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt', 'renewToken'],
+          },
+          { actions: ['accept', 'touch'] },
+        ],
+        SUBMIT_TOKEN: [
+          { guard: 'secretMismatch', actions: 'rejectSecret' },
+          { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
+          { actions: 'rejectLocked' },
         ],
       },
     },
@@ -305,5 +350,5 @@ export const validationSessionMachine = sessionSetup.createMachine({
 
 export type ValidationSessionMachine = typeof validationSessionMachine;
 
-export const SESSION_STATES = ['requested', 'sendingToken', 'tokenSent', 'sendFailed', 'validated', 'bound', 'expired'] as const;
+export const SESSION_STATES = ['requested', 'sendingToken', 'tokenSent', 'sendFailed', 'locked', 'validated', 'bound', 'expired'] as const;
 export type SessionState = (typeof SESSION_STATES)[number];

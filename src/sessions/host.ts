@@ -247,7 +247,7 @@ export class SessionHost {
     let context: SessionContext;
     if (machine) {
       state = machine.state;
-      context = JSON.parse(machine.context) as SessionContext;
+      context = upgradeContext(machine.machine_version, JSON.parse(machine.context) as SessionContext);
       // A send in flight when the process stopped was never acknowledged: the client sees a failed send and
       // retries with a higher send_attempt.
       if (state === 'sendingToken') {
@@ -265,6 +265,7 @@ export class SessionHost {
         sendTo: sydent.address,
         clientSecret: sydent.clientSecret,
         token: sydent.token ?? '',
+        wrongTokens: 0,
         sendAttempt: sydent.sendAttemptNumber ?? -1,
         mtime: sydent.mtime,
         everSent: true,
@@ -328,6 +329,13 @@ export class SessionHost {
         ? await this.deps.store.create(context.medium, newSecret, write)
         : await this.deps.store.save(write, live.version);
   }
+}
+
+/** A context persisted by an older machine version, in the current shape. */
+function upgradeContext(version: number, context: SessionContext): SessionContext {
+  // Version 1 did not count wrong tokens: its sessions start from none.
+  if (version < 2) return { ...context, wrongTokens: 0 };
+  return context;
 }
 
 function outcomeOf(context: SessionContext, state: string): SessionOutcome {

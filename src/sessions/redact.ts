@@ -17,6 +17,7 @@ export function redactSessionContext(c: SessionContext): Record<string, unknown>
     medium: c.medium,
     address: redactAddress(c.address),
     sendAttempt: c.sendAttempt,
+    wrongTokens: c.wrongTokens,
     mtime: c.mtime,
     everSent: c.everSent,
     validatedAt: c.validatedAt,

@@ -33,6 +33,12 @@ export class RateLimiter {
     return { ok: false, retryAfterMs: Math.ceil(((1 - bucket.tokens) / this.rateHz) * 1000) };
   }
 
+  /** Gives back a token taken for `key`: the request it admitted turned out not to count (a right submitToken). */
+  refund(key: string): void {
+    const bucket = this.buckets.get(key);
+    if (bucket) bucket.tokens = Math.min(this.burst, bucket.tokens + 1);
+  }
+
   private refill(key: string, now: number): Bucket {
     const bucket = this.buckets.get(key) ?? { tokens: this.burst, at: now };
     bucket.tokens = Math.min(this.burst, bucket.tokens + (Math.max(0, now - bucket.at) / 1000) * this.rateHz);

@@ -4,7 +4,8 @@ import type { SessionEvent } from '../../machines/validation-session.js';
 import { bindThreepid, type BinderDeps } from '../../bindings/binder.js';
 import { createEmailTokenSender } from '../../sessions/email-token.js';
 import { createSmsTokenSender } from '../../sessions/sms-token.js';
-import { SessionHost, type RequestTokenArgs } from '../../sessions/host.js';
+import { SessionHost, type RequestTokenArgs, type SessionOutcome } from '../../sessions/host.js';
+import { RateLimiter } from '../../util/rate-limiter.js';
 import { createReads } from '../../store/index.js';
 import type { SystemDeps } from '../deps.js';
 import { call, supervisor, type AnyActorSystem } from '../supervisor.js';
@@ -18,6 +19,8 @@ const PURGE_AFTER_MS = 5 * 24 * 60 * 60 * 1000;
 
 interface SessionsResource {
   host: SessionHost;
+  /** `submit_token.ratelimit`: wrong submitTokens per client address */
+  submitLimiter: RateLimiter;
   binder: BinderDeps;
   timer: NodeJS.Timeout;
   first: NodeJS.Immediate;
@@ -27,6 +30,17 @@ export const sessionsHandlers = {
   REQUEST_TOKEN: (e: RequestTokenArgs, r: SessionsResource) => r.host.requestToken(e),
   /** an event for an existing session; answers undefined for an unknown sid */
   SESSION_EVENT: (e: { sid: number; event: SessionEvent }, r: SessionsResource) => r.host.send(e.sid, e.event),
+  /**
+   * submitToken: each one takes a token of the client address's bucket, and a right one gives it back, so only
+   * wrong tokens (and unknown sids, wrong secrets) count against the address.
+   */
+  SUBMIT_TOKEN: async (e: { sid: number; event: SessionEvent; requester: string }, r: SessionsResource): Promise<SubmitResult> => {
+    const admission = r.submitLimiter.take(e.requester);
+    if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
+    const outcome = await r.host.send(e.sid, e.event);
+    if (outcome?.rejection === null) r.submitLimiter.refund(e.requester);
+    return { limited: false, outcome };
+  },
   INSPECT: (e: { sid: number }, r: SessionsResource) => r.host.inspect(e.sid),
   /** binds a validated session's 3PID to `mxid`: the session moves to bound, then the binding is published */
   BIND_SESSION: async (e: { sid: number; clientSecret: string; mxid: string }, r: SessionsResource) => {
@@ -38,6 +52,8 @@ export const sessionsHandlers = {
 };
 
 export const askSessions = call<typeof sessionsHandlers>();
+
+export type SubmitResult = { limited: true; retryAfterMs: number } | { limited: false; outcome: SessionOutcome | undefined };
 
 /** Owns the live 3PID validation session actors, restoring them from the store by sid. */
 export const sessionsSupervisor = supervisor('sessions', {
@@ -71,7 +87,14 @@ export const sessionsSupervisor = supervisor('sessions', {
     const timer = setInterval(sweep, SWEEP_EVERY_MS);
     timer.unref();
     const first = setImmediate(sweep);
-    return { host, timer, first, binder: { system, identity: deps.identity, clock: deps.clock, log: deps.log } };
+    const { burst, rateHz } = deps.config.http.submitTokenRatelimit;
+    return {
+      host,
+      submitLimiter: new RateLimiter(burst, rateHz, deps.clock),
+      timer,
+      first,
+      binder: { system, identity: deps.identity, clock: deps.clock, log: deps.log },
+    };
   },
   close: ({ host, timer, first }) => {
     clearImmediate(first);

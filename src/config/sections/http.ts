@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import type { HttpConfig, ListenerAddress } from '../types.js';
 import type { SectionValues } from '../values.js';
 import type { BuildContext } from './context.js';
+import { readRateLimit } from './email.js';
 
 const WILDCARD_ADDRESSES = new Set(['', '0.0.0.0', '::']);
 
@@ -40,6 +41,7 @@ export function readHttp(v: SectionValues, ctx: BuildContext): HttpConfig {
     },
     obeyXForwardedFor: v.bool('obey_x_forwarded_for'),
     trustedProxies: v.cidrs('trusted_proxies'),
+    submitTokenRatelimit: readRateLimit(v, 'submit_token.ratelimit'),
     federationVerifyCerts: v.bool('federation.verifycerts'),
     federationDnsServers: readDnsServers(v),
     federationCaCert: readExistingFile(v, 'federation.cacert'),

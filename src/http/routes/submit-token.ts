@@ -1,9 +1,9 @@
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { renderResponsePage } from '../../mail/templates.js';
 import type { RouteOptions } from '../context.js';
 import { MatrixError } from '../errors.js';
 import { clientSecret } from '../validate.js';
-import { sessionEvent, submitTokenReply } from './validation-replies.js';
+import { submitTokenEvent, submitTokenReply } from './validation-replies.js';
 
 const submitTokenBody = {
   type: 'object',
@@ -35,15 +35,16 @@ export function submitTokenRoutes(
 ): void {
   const { ctx, api } = opts;
   const path = `/validate/${medium}/submitToken`;
-  const submit = (sid: string | number, secret: string, token: string) =>
-    sessionEvent(ctx, sid, { type: 'SUBMIT_TOKEN', token, clientSecret: clientSecret(secret), now: ctx.clock.now() });
+  // The client's address as trusted_proxies / X-Forwarded-For make it: the key of the wrong-token limit.
+  const submit = (req: FastifyRequest, sid: string | number, secret: string, token: string) =>
+    submitTokenEvent(ctx, sid, req.ip, { type: 'SUBMIT_TOKEN', token, clientSecret: clientSecret(secret), now: ctx.clock.now() });
 
   app.post<{ Body: SubmitTokenBody }>(
     path,
     { config: { auth: api === 'v2' ? 'terms' : undefined }, schema: { body: submitTokenBody } },
     async (req) => {
       const secret = clientSecret(req.body.client_secret);
-      return submitTokenReply(await submit(req.body.sid, secret, req.body.token));
+      return submitTokenReply(await submit(req, req.body.sid, secret, req.body.token));
     },
   );
 
@@ -55,12 +56,16 @@ export function submitTokenRoutes(
     };
     try {
       if (!sid || !secret || !token) return page(400, failurePage);
-      const outcome = await submit(sid, secret, token);
+      const outcome = await submit(req, sid, secret, token);
       submitTokenReply(outcome);
       // Only the next_link given at requestToken (checked to be http or https then), never one from this URL.
       const next = outcome?.nextLink ?? undefined;
       return page(next ? 302 : 200, SUCCESS_PAGE, next);
     } catch (error) {
+      if (error instanceof MatrixError && error.status === 429) {
+        reply.headers(error.headers);
+        return page(429, failurePage);
+      }
       if (error instanceof MatrixError && error.status < 500) return page(400, failurePage);
       throw error;
     }

@@ -6,7 +6,7 @@ import { askSessions } from '../../actors/supervisors/sessions.js';
 import type { SessionEvent } from '../../machines/validation-session.js';
 import type { SessionOutcome } from '../../sessions/host.js';
 import type { AppContext } from '../context.js';
-import { MatrixError } from '../errors.js';
+import { errors, MatrixError } from '../errors.js';
 import { sidNumber } from '../validate.js';
 
 const noSession = () =>
@@ -26,6 +26,14 @@ export function submitTokenReply(outcome: SessionOutcome | undefined): { success
       throw new MatrixError(400, 'M_INVALID_PARAM', 'Client secret does not match the one given when requesting the token', failed);
     case 'expired':
       throw expired(failed);
+    case 'tokenLocked':
+      // The spec's answer for a token that does not validate; waiting would not help, so not 429.
+      throw new MatrixError(
+        400,
+        'M_TOKEN_INCORRECT',
+        'Too many incorrect tokens: this token no longer works, request a new one (with a higher send_attempt)',
+        failed,
+      );
     default:
       break;
   }
@@ -40,6 +48,23 @@ export function validatedSessionReply(outcome: SessionOutcome | undefined): Sess
     throw new MatrixError(400, 'M_SESSION_NOT_VALIDATED', 'This validation session has not yet been completed');
   }
   return outcome;
+}
+
+/**
+ * A submitToken for the session a request names, counted against the client's address (`requester`); throws 429
+ * M_LIMIT_EXCEEDED when that address has submitted too many wrong tokens. `undefined` when the sid names none.
+ */
+export async function submitTokenEvent(
+  ctx: AppContext,
+  rawSid: string | number,
+  requester: string,
+  event: SessionEvent,
+): Promise<SessionOutcome | undefined> {
+  const sid = sidNumber(rawSid);
+  if (sid === null) return undefined;
+  const result = await askSessions(ctx.system.get('sessions'), 'SUBMIT_TOKEN', { sid, event, requester });
+  if (result.limited) throw errors.limitExceeded('Too many incorrect tokens from this address', result.retryAfterMs);
+  return result.outcome;
 }
 
 /** An event for the session a request names; `undefined` when the sid cannot name one. */
