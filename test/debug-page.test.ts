@@ -1,17 +1,14 @@
 /// <reference lib="dom" />
 /// <reference lib="dom.iterable" />
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium } from './helpers/chromium.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
-// Debian's Chromium, installed by .ci/run; the flags keep it off every network but loopback.
-const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
 let smtp: SmtpTestServer;
 let t: TestServer;
-let browser: Browser;
+let browser: Browser | undefined;
 
 beforeAll(async () => {
   smtp = await startSmtpServer();
@@ -21,7 +18,6 @@ beforeAll(async () => {
       http: { 'internalapi.admin_token': 'letmein' },
     },
   });
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
 }, 60_000);
 
 afterAll(async () => {
@@ -32,6 +28,7 @@ afterAll(async () => {
 
 describe('debug page', () => {
   it('draws each machine, fills the tables, and a count changes after a requestToken', { timeout: 60_000 }, async () => {
+    browser = await launchChromium();
     const page = await browser.newPage();
     const requested: string[] = [];
     page.on('request', (r) => requested.push(r.url()));

@@ -10,26 +10,32 @@ const TSX = pathToFileURL(path.join(ROOT, 'node_modules/tsx/dist/loader.mjs')).h
 export interface ServerProcess {
   child: ChildProcess;
   stderr(): string;
+  stdout(): string;
   /** resolves with the exit code (or signal name) */
   exited: Promise<number | string>;
 }
 
-/** Starts `sydent-ts` as its own process, the way an operator runs it, from TypeScript sources via tsx. */
-export function spawnServer(opts: { cwd: string; env?: Record<string, string>; args?: string[] }): ServerProcess {
+/**
+ * Starts `sydent-ts` as its own process, the way an operator runs it: from TypeScript sources via tsx, or, with
+ * `bin`, an installed package's command.
+ */
+export function spawnServer(opts: { cwd: string; env?: Record<string, string>; args?: string[]; bin?: string }): ServerProcess {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('SYDENT_')) env[k] = v;
-  const child = spawn(process.execPath, ['--import', TSX, MAIN, ...(opts.args ?? [])], {
+  const program = opts.bin ? [opts.bin] : ['--import', TSX, MAIN];
+  const child = spawn(process.execPath, [...program, ...(opts.args ?? [])], {
     cwd: opts.cwd,
     env: { ...env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
+  let out = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  child.stdout!.resume();
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   const exited = new Promise<number | string>((resolve) =>
-    child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+    child.on('close', (code, signal) => resolve(code ?? signal ?? 'unknown')),
   );
-  return { child, stderr: () => err, exited };
+  return { child, stderr: () => err, stdout: () => out, exited };
 }
 
 /** Waits until the process logs that it is listening; fails if it exits first. */
