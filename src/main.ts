@@ -1,17 +1,45 @@
-import { ConfigError, loadConfig } from './config/index.js';
+import { ConfigError, generateConfig, loadConfig } from './config/index.js';
 import { createLogger } from './log.js';
 import { isPeersCommand, peersMain } from './replication/cli.js';
 import { startServer } from './server.js';
+import { StartupError } from './startup-error.js';
 import { isRotatePepperCommand, rotatePepperMain } from './store/rotate-pepper.js';
 import { TermsError } from './terms/terms.js';
+import { VERSION } from './version.js';
 
 interface CommandLine {
   configPath?: string;
+  /** `--generate-config`: write a new config file at the config path and exit */
+  generateConfig?: boolean;
   /** `--inspect[=PORT]`: Stately inspector relay on loopback (default port 4780) */
   inspectPort?: number;
 }
 
 const DEFAULT_INSPECT_PORT = 4780;
+
+/** `--help`: every command, option and environment variable, one line each. */
+const HELP = `usage: sydent-ts [OPTIONS] [COMMAND]
+Runs the identity server in the current directory unless a command is given.
+
+Commands:
+  peers add NAME --pubkey KEY [--url URL] [--port N]   add or update a replication peer (sydent-ts peers --help)
+  peers list [--json]                                  list the replication peers
+  peers remove NAME                                    remove a replication peer
+  rotate-pepper                                        a new lookup pepper; every association re-hashed
+
+Options:
+  -c, --config PATH    the configuration file; it must exist (default: $SYDENT_CONF, else ./sydent.conf, written on first start)
+  --generate-config    write a new configuration at the config path (every default, a fresh signing key) and exit
+  --inspect[=PORT]     relay every actor's events to Stately's inspector on 127.0.0.1:PORT (default ${DEFAULT_INSPECT_PORT})
+  -V, --version        print the version and exit
+  -h, --help           print this help and exit
+
+Environment:
+  SYDENT_CONF          the configuration file when --config is not given
+  SYDENT_DB_PATH       the database file where the configuration does not set [db] db.file
+  SYDENT_PID_FILE      the pid file where the configuration does not set [general] pidfile.path
+  SYDENT_SERVER_NAME   the server name where the configuration does not set [general] server.name
+`;
 
 function parseArgs(argv: string[]): CommandLine {
   const out: CommandLine = {};
@@ -23,12 +51,19 @@ function parseArgs(argv: string[]): CommandLine {
       out.configPath = value;
     } else if (arg.startsWith('--config=')) {
       out.configPath = arg.slice('--config='.length);
+      if (!out.configPath) usage('--config needs a path');
+    } else if (arg === '--generate-config') {
+      out.generateConfig = true;
     } else if (arg === '--inspect' || arg.startsWith('--inspect=')) {
       const value = arg.includes('=') ? Number(arg.slice('--inspect='.length)) : DEFAULT_INSPECT_PORT;
       if (!Number.isInteger(value) || value < 0 || value > 65535) usage(`${arg}: not a port number`);
       out.inspectPort = value;
+    } else if (arg === '--version' || arg === '-V') {
+      process.stdout.write(`sydent-ts ${VERSION}\n`);
+      process.exit(0);
     } else if (arg === '--help' || arg === '-h') {
-      usage();
+      process.stdout.write(HELP);
+      process.exit(0);
     } else {
       usage(`unknown argument: ${arg}`);
     }
@@ -36,10 +71,15 @@ function parseArgs(argv: string[]): CommandLine {
   return out;
 }
 
-function usage(problem?: string): never {
-  if (problem) process.stderr.write(`sydent-ts: ${problem}\n`);
-  process.stderr.write('usage: sydent-ts [--config PATH] [--inspect[=PORT]]\n       sydent-ts [--config PATH] peers add|list|remove … (sydent-ts peers --help)\n       sydent-ts [--config PATH] rotate-pepper\n');
-  process.exit(problem ? 2 : 0);
+function usage(problem: string): never {
+  process.stderr.write(`sydent-ts: ${problem} (sydent-ts --help lists what it takes)\n`);
+  process.exit(2);
+}
+
+/** One line on stderr and exit 1: for problems an operator fixes, where a stack trace only hides the line. */
+function fail(message: string): never {
+  process.stderr.write(`${message}\n`);
+  process.exit(1);
 }
 
 async function main(): Promise<void> {
@@ -63,14 +103,17 @@ async function main(): Promise<void> {
     return;
   }
   const args = parseArgs(process.argv.slice(2));
+  const where = { configPath: args.configPath, env: process.env, cwd: process.cwd() };
   let loaded;
   try {
-    loaded = loadConfig({ configPath: args.configPath, env: process.env, cwd: process.cwd() });
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      process.exit(1);
+    if (args.generateConfig) {
+      process.stdout.write(`sydent-ts: wrote ${generateConfig(where)} with every default and a fresh signing key\n`);
+      return;
     }
+    // A path given on the command line that is not there is a typo: starting would write a new signing key.
+    loaded = loadConfig({ ...where, ifMissing: args.configPath ? 'error' : 'generate' });
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message);
     throw error;
   }
   const { config } = loaded;
@@ -82,11 +125,8 @@ async function main(): Promise<void> {
   try {
     server = await startServer({ config, log, pidFile: true, inspectPort: args.inspectPort });
   } catch (error) {
-    // Problems an operator fixes (terms file, a port in use) get one line, not a stack trace.
-    if (error instanceof TermsError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      process.stderr.write(`sydent-ts: ${(error as Error).message}\n`);
-      process.exit(1);
-    }
+    // Problems an operator fixes (terms file, a port in use, another instance) get one line, not a stack trace.
+    if (error instanceof TermsError || error instanceof StartupError) fail(`sydent-ts: ${error.message}`);
     throw error;
   }
 

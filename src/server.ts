@@ -10,11 +10,15 @@ import { createClientApi } from './http/client-api.js';
 import type { AppContext } from './http/context.js';
 import { createInternalApi } from './http/internal-api.js';
 import { startReplicationListener } from './http/replication-api.js';
+import type { Inspection } from './inspect/inspector.js';
 import { loadReplicationTls } from './replication/tls.js';
 import type { Logger } from './log.js';
 import { createMetricsApi } from './http/metrics-api.js';
 import type { Metrics } from './metrics/metrics.js';
-import { closeDatabase, isMemoryPath, openDatabase } from './store/database.js';
+import { closeDatabase, isMemoryPath, openDatabase, type SqliteDatabase } from './store/database.js';
+import { acquireInstanceLock } from './store/instance-lock.js';
+import { StartupError } from './startup-error.js';
+import { VERSION } from './version.js';
 import { readableByOthersWarning } from './util/private-file.js';
 import { ensurePepper } from './store/hashing.js';
 import { createReads } from './store/index.js';
@@ -44,63 +48,86 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Opens the store, starts the actors, then the listeners: a running sydent-ts. */
+/** Takes the instance lock, opens the store, starts the actors, then the listeners: a running sydent-ts. */
 export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const { config, log } = opts;
   const clock = opts.clock ?? systemClock;
-  const terms = new TermsSource(config.general.termsPath, (err) => log.error({ err }, 'terms file is invalid; keeping the last good terms'));
-  const db = openDatabase(config.db.dbFile);
+  const pidfilePath = opts.pidFile && config.general.pidfilePath ? config.general.pidfilePath : null;
+  // Before anything touches the database or the pid file: a second instance stops here.
+  const lock = isMemoryPath(config.db.dbFile) ? null : acquireInstanceLock(config.db.dbFile, config.general.pidfilePath || undefined);
+  let db: SqliteDatabase;
+  try {
+    db = openDatabase(config.db.dbFile);
+  } catch (error) {
+    lock?.release();
+    throw error;
+  }
   if (!isMemoryPath(config.db.dbFile)) {
     const warning = readableByOthersWarning(config.db.dbFile, 'the lookup pepper, access tokens and 3PID addresses');
     if (warning) log.warn(`database: ${warning}`);
   }
-  ensurePepper(db, lookupHash);
-  const identity = identityFromConfig(config);
-  // Lookups read on a connection of their own, sharing short read snapshots (store/lookup-connection.ts).
-  const lookupDb = openLookupConnection(config.db.dbFile);
-  const lookups = lookupDb ? { db: lookupDb, snapshot: new ReadSnapshot(lookupDb) } : undefined;
-  const reads = createReads(db, lookups);
-  const { prometheusPort, prometheusAddr } = config.general;
-  // As Sydent: metrics only when both the port and the address are set ("" binds every address). Without them
-  // prom-client is never loaded and no request pays for counting.
-  const metricsWanted = prometheusPort !== null && prometheusAddr !== null;
-  const metrics: Metrics | undefined = metricsWanted ? new (await import('./metrics/metrics.js')).Metrics(reads) : undefined;
-  // Loaded only when asked for: the inspector's WebSocket stack is not start-up cost for everyone else.
-  const inspection =
-    opts.inspectPort === undefined ? null : await (await import('./inspect/inspector.js')).startInspection(opts.inspectPort);
-  if (inspection) log.info({ url: inspection.url }, 'inspector relay listening (loopback only)');
-  const system = ActorSystem.start({ config, db, clock, log, identity, lookupSnapshot: lookups?.snapshot, metrics, inspect: inspection?.inspect });
-  const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics };
 
   const apps: FastifyInstance[] = [];
   /** listeners that are not a plain fastify app (the replication listener) */
   const listeners: Array<{ close(): Promise<void> }> = [];
+  let lookupDb: SqliteDatabase | null = null;
+  let inspection: Inspection | null = null;
+  let system: ActorSystem | null = null;
+  let pidWritten = false;
   let closing: Promise<void> | null = null;
   const close = () => (closing ??= shutdown());
   async function shutdown(): Promise<void> {
     await Promise.allSettled([...apps.map((app) => app.close()), ...listeners.map((l) => l.close())]);
-    await system.stop();
+    // The store supervisor closes the database; without a system it was never handed over.
+    if (system) await system.stop();
+    else closeDatabase(db);
     // After the listeners (no more lookups) and the store (no more writes to end its snapshot).
     if (lookupDb) closeDatabase(lookupDb);
     await inspection?.stop();
-    if (opts.pidFile && config.general.pidfilePath) fs.rmSync(config.general.pidfilePath, { force: true });
+    if (pidWritten && pidfilePath) removeOwnPidFile(pidfilePath);
+    lock?.release();
   }
 
   try {
+    const terms = new TermsSource(config.general.termsPath, (err) => log.error({ err }, 'terms file is invalid; keeping the last good terms'));
+    ensurePepper(db, lookupHash);
+    const identity = identityFromConfig(config);
+    // Lookups read on a connection of their own, sharing short read snapshots (store/lookup-connection.ts).
+    lookupDb = openLookupConnection(config.db.dbFile);
+    const lookups = lookupDb ? { db: lookupDb, snapshot: new ReadSnapshot(lookupDb) } : undefined;
+    const reads = createReads(db, lookups);
+    const { prometheusPort, prometheusAddr } = config.general;
+    // As Sydent: metrics only when both the port and the address are set ("" binds every address). Without them
+    // prom-client is never loaded and no request pays for counting.
+    const metricsWanted = prometheusPort !== null && prometheusAddr !== null;
+    const metrics: Metrics | undefined = metricsWanted ? new (await import('./metrics/metrics.js')).Metrics(reads) : undefined;
+    // Loaded only when asked for: the inspector's WebSocket stack is not start-up cost for everyone else.
+    if (opts.inspectPort !== undefined) {
+      const { startInspection } = await import('./inspect/inspector.js');
+      const port = opts.inspectPort;
+      inspection = await listening(INSPECTOR, '127.0.0.1', port, () => startInspection(port));
+      log.info({ url: inspection.url }, 'inspector relay listening (loopback only)');
+    }
+    system = ActorSystem.start({ config, db, clock, log, identity, lookupSnapshot: lookups?.snapshot, metrics, inspect: inspection?.inspect });
+    const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics };
+
     const client = await createClientApi(ctx, log);
     apps.push(client);
-    const clientUrl = await listen(client, config.http.clientApi.bindAddress, config.http.clientApi.port);
+    const clientUrl = await listen(client, CLIENT, config.http.clientApi.bindAddress, config.http.clientApi.port);
     let internalUrl: string | null = null;
     if (config.http.internalApi) {
       const internal = await createInternalApi(ctx, log);
       apps.push(internal);
-      internalUrl = await listen(internal, config.http.internalApi.bindAddress, config.http.internalApi.port);
+      internalUrl = await listen(internal, INTERNAL, config.http.internalApi.bindAddress, config.http.internalApi.port);
     }
     let replicationUrl: string | null = null;
     // As Sydent: no certificate (unset or unreadable), no replication listener; the replication supervisor says so.
     const replicationTls = loadReplicationTls(config);
     if (replicationTls.ok) {
-      const listener = await startReplicationListener(ctx, log, replicationTls.tls, config.http.replication);
+      const { bindAddress, port } = config.http.replication;
+      const listener = await listening(REPLICATION, bindAddress, port, () =>
+        startReplicationListener(ctx, log, replicationTls.tls, config.http.replication),
+      );
       listeners.push(listener);
       replicationUrl = listener.url;
     } else if (config.http.replication.certfile !== '') {
@@ -110,11 +137,26 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     if (metrics && prometheusPort !== null) {
       const app = createMetricsApi(metrics, log);
       apps.push(app);
-      metricsUrl = await listen(app, prometheusAddr || '0.0.0.0', prometheusPort);
+      metricsUrl = await listen(app, METRICS, prometheusAddr || '0.0.0.0', prometheusPort);
     }
-    log.info({ clientUrl, internalUrl, metricsUrl, replicationUrl, serverName: config.general.serverName }, 'sydent-ts started');
-    if (opts.pidFile && config.general.pidfilePath) {
-      fs.writeFileSync(config.general.pidfilePath, `${process.pid}\n`);
+    log.info(
+      {
+        version: VERSION,
+        config: config.configPath,
+        db: config.db.dbFile,
+        clientUrl,
+        internalUrl,
+        metricsUrl,
+        replicationUrl,
+        inspectUrl: inspection?.url ?? null,
+        serverName: config.general.serverName,
+      },
+      'sydent-ts started',
+    );
+    if (pidfilePath) {
+      // With the lock held, a pid file already there is a crashed instance's: ours replaces it.
+      fs.writeFileSync(pidfilePath, `${process.pid}\n`);
+      pidWritten = true;
     }
     return { ctx, clientUrl, internalUrl, metricsUrl, replicationUrl, inspectUrl: inspection?.url ?? null, close };
   } catch (error) {
@@ -123,8 +165,47 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   }
 }
 
-async function listen(app: FastifyInstance, host: string, port: number): Promise<string> {
-  await app.listen({ host, port });
+/** Removes the pid file only while it still names this process: never another instance's. */
+function removeOwnPidFile(path: string): void {
+  try {
+    if (fs.readFileSync(path, 'utf8').trim() === String(process.pid)) fs.rmSync(path, { force: true });
+  } catch {
+    // already gone
+  }
+}
+
+/** A listener as the operator knows it: its name and the settings that place it. */
+interface ListenerName {
+  what: string;
+  keys: string;
+}
+
+const CLIENT: ListenerName = { what: 'client listener', keys: '[http] clientapi.http.bind_address, clientapi.http.port' };
+const INTERNAL: ListenerName = { what: 'internal listener', keys: '[http] internalapi.http.bind_address, internalapi.http.port' };
+const REPLICATION: ListenerName = { what: 'replication listener', keys: '[http] replication.https.bind_address, replication.https.port' };
+const METRICS: ListenerName = { what: 'metrics listener', keys: '[general] prometheus_addr, prometheus_port' };
+const INSPECTOR: ListenerName = { what: 'inspector relay', keys: '--inspect=PORT' };
+
+const LISTEN_PROBLEMS: Record<string, string> = {
+  EADDRINUSE: 'the address is already in use (another process listens there)',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+  EADDRNOTAVAIL: 'no such address on this machine',
+};
+
+/** Runs `start`, turning the kernel's refusal to listen into one line that names the listener and its settings. */
+async function listening<T>(name: ListenerName, host: string, port: number, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (error) {
+    const problem = LISTEN_PROBLEMS[(error as NodeJS.ErrnoException).code ?? ''];
+    if (!problem) throw error;
+    const shown = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    throw new StartupError(`the ${name.what} cannot listen on ${shown}: ${problem}; see ${name.keys}`);
+  }
+}
+
+async function listen(app: FastifyInstance, name: ListenerName, host: string, port: number): Promise<string> {
+  await listening(name, host, port, () => app.listen({ host, port }));
   const address = app.server.address() as AddressInfo;
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return `http://${shown}:${address.port}`;

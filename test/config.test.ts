@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_IP_RANGE_BLACKLIST, loadConfig } from '../src/config/index.js';
+import { ConfigError, DEFAULT_IP_RANGE_BLACKLIST, generateConfig, loadConfig } from '../src/config/index.js';
 import { setOptionInText } from '../src/config/ini-edit.js';
 import { formatIni, interpolate, IniReader, IniSyntaxError, parseIni } from '../src/config/ini.js';
 import { PACKAGE_ROOT, SHIPPED_TEMPLATES_PATH } from '../src/config/paths.js';
@@ -460,24 +460,26 @@ describe('values', () => {
 });
 
 describe('unknown keys', () => {
-  it('are reported, but inherited and pattern keys are not', () => {
+  it('far from any known key are reported; inherited, pattern and Sydent-only keys are not', () => {
     const { dir } = withConf(
       [
         '[DEFAULT]',
         'server.name = s',
         'no.such.default = 1',
         '[general]',
-        'sever.name = typo',
+        'sentry_dsn = https://k@sentry.example/1',
+        'db.file = misplaced.db',
         '[http]',
-        'clientapi.http.prot = 1',
+        'verify_response_template = res/x.html',
+        'color = blue',
+        '[email]',
+        'email.template = res/x.eml',
         '[sms]',
         'originators.44 = alpha:X',
         'smsrule.33 = reject',
         '[peer.x.example]',
         'base_replication_url = https://x.example',
         'port = 1',
-        '[mystery]',
-        'a = b',
       ].join('\n'),
     );
     const lines: string[] = [];
@@ -485,12 +487,53 @@ describe('unknown keys', () => {
     const unknown = warnings.filter((w) => w.includes('unknown'));
     expect(unknown).toEqual([
       'config: unknown key [DEFAULT] no.such.default',
-      'config: unknown key [general] sever.name',
-      'config: unknown key [http] clientapi.http.prot',
+      'config: unknown key [general] db.file (it belongs in [db])',
+      'config: unknown key [http] color',
       'config: unknown key [peer.x.example] port',
-      'config: unknown section [mystery]',
     ]);
     for (const w of unknown) expect(lines).toContain(w);
+  });
+
+  it.each([
+    ['sever.name = typo', '[general] sever.name: unknown key, did you mean server.name?'],
+    ['[http]\nclientapi.http.prot = 1', '[http] clientapi.http.prot: unknown key, did you mean clientapi.http.port?'],
+    ['[email]\nemail.smtp_port = 25', '[email] email.smtp_port: unknown key, did you mean email.smtpport?'],
+    ['[DEFAULT]\ninternalapi.http.prot = 1', '[DEFAULT] internalapi.http.prot: unknown key, did you mean internalapi.http.port?'],
+    ['[peer.x.example]\nbase_replication_uri = https://x', '[peer.x.example] base_replication_uri: unknown key, did you mean base_replication_url?'],
+  ])('one or two letters off a known key stop start-up with a suggestion: %j', (text, message) => {
+    const err = loadError(text);
+    expect(err.message).toBe(`config error: ${message}`);
+  });
+
+  it('an unknown section stops start-up, with a suggestion when one is close', () => {
+    const close = withConf('[htpp]\nclientapi.http.port = 1');
+    expect(() => loadConfig({ env: {}, cwd: close.dir })).toThrow(`config error: ${close.file}: unknown section [htpp]: did you mean [http]?`);
+    const far = withConf('[mystery]\na = b');
+    expect(() => loadConfig({ env: {}, cwd: far.dir })).toThrow(
+      `config error: ${far.file}: unknown section [mystery]: the sections are [general], [db], [http], [email], [sms], [crypto] and [peer.NAME]`,
+    );
+  });
+});
+
+describe('a config path that does not exist', () => {
+  it('is an error when the command line names it, and nothing is written', () => {
+    const dir = tmp();
+    expect(() => loadConfig({ configPath: 'typo.conf', env: {}, cwd: dir, ifMissing: 'error' })).toThrow(
+      `config error: ${path.join(dir, 'typo.conf')} does not exist (sydent-ts --config ${path.join(dir, 'typo.conf')} --generate-config writes a new one)`,
+    );
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('--generate-config writes it with a new key, and never over an existing file', () => {
+    const dir = tmp();
+    const written = generateConfig({ configPath: 'new.conf', env: {}, cwd: dir });
+    expect(written).toBe(path.join(dir, 'new.conf'));
+    const text = fs.readFileSync(written, 'utf8');
+    expect(text).toMatch(KEY_LINE);
+    expect(fs.statSync(written).mode & 0o777).toBe(0o600);
+    expect(() => generateConfig({ configPath: 'new.conf', env: {}, cwd: dir })).toThrow(`config error: ${written} already exists; not writing over it`);
+    expect(fs.readFileSync(written, 'utf8')).toBe(text);
+    expect(loadConfig({ configPath: 'new.conf', env: {}, cwd: dir, ifMissing: 'error' }).generated).toBe(false);
   });
 });
 

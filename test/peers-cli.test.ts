@@ -37,6 +37,7 @@ beforeEach(() => {
   ({ dir, cleanup } = tempDir('sydent-ts-peers-'));
   confPath = path.join(dir, 'sydent.conf');
   dbPath = path.join(dir, 'data', 'sydent.db');
+  fs.mkdirSync(path.dirname(dbPath));
   const seed = encodeBase64(generateSeed());
   CONF = (db) => confText(db, seed);
   fs.writeFileSync(confPath, CONF(dbPath));

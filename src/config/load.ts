@@ -8,7 +8,7 @@ import { configDefaults, flattenDefaults, type ConfigDefaults, type Env } from '
 import { ConfigError } from './errors.js';
 import { setOptionInText } from './ini-edit.js';
 import { formatIni, IniReader, IniSyntaxError, parseIni, type IniDocument } from './ini.js';
-import { unknownKeyWarnings } from './known-keys.js';
+import { checkKnownKeys } from './known-keys.js';
 import type { BuildContext } from './sections/context.js';
 import { readEmail } from './sections/email.js';
 import { readGeneral } from './sections/general.js';
@@ -29,6 +29,11 @@ export interface LoadConfigOptions {
   cwd: string;
   /** receives warnings and notes about files written */
   log?: (line: string) => void;
+  /**
+   * What a missing file means: Sydent's first run writes it with every default and a new signing key (the
+   * default), but a path given on the command line that is not there is a typo, and an error.
+   */
+  ifMissing?: 'generate' | 'error';
 }
 
 export interface LoadedConfig {
@@ -50,9 +55,22 @@ const GENERATED_HEADER = [
   'Empty email.from: "Sydent Validation <noreply@<server.name>>".',
 ];
 
+/** Where the config is: `--config`, else SYDENT_CONF, else sydent.conf in the working directory. */
+export function configFilePath(opts: Pick<LoadConfigOptions, 'configPath' | 'env' | 'cwd'>): string {
+  return resolve(opts.cwd, opts.configPath || opts.env.SYDENT_CONF || 'sydent.conf');
+}
+
+/** `--generate-config`: writes a new file with every default and a fresh signing key; never over an existing one. */
+export function generateConfig(opts: Pick<LoadConfigOptions, 'configPath' | 'env' | 'cwd'>): string {
+  const path = configFilePath(opts);
+  if (readIfExists(path) !== null) throw new ConfigError(`config error: ${path} already exists; not writing over it`);
+  generateFile(path, configDefaults(opts.env));
+  return path;
+}
+
 export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   const cwd = resolve(opts.cwd);
-  const path = resolve(cwd, opts.configPath || opts.env.SYDENT_CONF || 'sydent.conf');
+  const path = configFilePath({ ...opts, cwd });
   const log = opts.log ?? ((): void => {});
   const warnings: string[] = [];
   const ctx: BuildContext = {
@@ -66,12 +84,15 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
 
   let text = readIfExists(path);
   const generated = text === null;
+  if (text === null && opts.ifMissing === 'error') {
+    throw new ConfigError(`config error: ${path} does not exist (sydent-ts --config ${path} --generate-config writes a new one)`);
+  }
   if (text === null) {
     text = generateFile(path, defaults);
     log(`config: ${path} did not exist; wrote it with every default and a new signing key`);
   }
   const doc = parse(text, path);
-  for (const warning of unknownKeyWarnings(doc)) ctx.warn(warning);
+  for (const warning of checkKnownKeys(doc, path)) ctx.warn(warning);
 
   const ini = new IniReader(doc, flattenDefaults(defaults));
   const section = (name: string): SectionValues => new SectionValues(ini, name, cwd);

@@ -1,9 +1,6 @@
 /**
  * Opening and closing the SQLite database (Sydent's `sydent.db`, used as is).
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-
 import Database from 'better-sqlite3';
 
 import { createPrivateFile } from '../util/private-file.js';
@@ -21,14 +18,12 @@ export function isMemoryPath(path: string): boolean {
 }
 
 /**
- * Opens (creating if needed) and migrates the database. Throws, with the handle closed, when the file
- * cannot be opened or its schema cannot be brought up to date (e.g. it is newer than this code).
+ * Opens (creating the file if needed, never its directory: a missing one is a mistyped path) and migrates the
+ * database. Throws, with the handle closed, when the file cannot be opened or its schema cannot be brought up to
+ * date (e.g. it is newer than this code).
  */
 export function openDatabase(path: string, options: OpenDatabaseOptions = {}): SqliteDatabase {
-  // Sydent's default db path is relative (sydent.db) but operators point it into data directories
-  // that may not exist yet on first start.
   if (!isMemoryPath(path)) {
-    mkdirSync(dirname(path), { recursive: true });
     // It holds the pepper, account tokens and 3PID addresses: a new file is the owner's alone (SQLite would make
     // it 0644). SQLite gives its -wal and -shm files the database file's mode, so they follow.
     createPrivateFile(path);

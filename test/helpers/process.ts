@@ -39,7 +39,7 @@ export function spawnServer(opts: { cwd: string; env?: Record<string, string>; a
 }
 
 /** Waits until the process logs that it is listening; fails if it exits first. */
-export async function waitForStart(p: ServerProcess, timeoutMs = 15_000): Promise<void> {
+export async function waitForStart(p: ServerProcess, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let exitedWith: number | string | undefined;
   void p.exited.then((c) => (exitedWith = c));
