@@ -508,6 +508,8 @@ describe('unknown keys', () => {
   it('an unknown section stops start-up, with a suggestion when one is close', () => {
     const close = withConf('[htpp]\nclientapi.http.port = 1');
     expect(() => loadConfig({ env: {}, cwd: close.dir })).toThrow(`config error: ${close.file}: unknown section [htpp]: did you mean [http]?`);
+    const upper = withConf('[HTTP]\nclientapi.http.port = 1');
+    expect(() => loadConfig({ env: {}, cwd: upper.dir })).toThrow(`config error: ${upper.file}: unknown section [HTTP]: did you mean [http]?`);
     const far = withConf('[mystery]\na = b');
     expect(() => loadConfig({ env: {}, cwd: far.dir })).toThrow(
       `config error: ${far.file}: unknown section [mystery]: the sections are [general], [db], [http], [email], [sms], [crypto] and [peer.NAME]`,

@@ -50,12 +50,15 @@ function namedKeys(section: string): string[] {
   return [...Object.keys(DEFAULTS[section] ?? {}), ...(OPTIONAL_KEYS[section] ?? [])];
 }
 
-/** The known name a typo most likely meant: one or two letters off (one for names under five letters). */
+/**
+ * The known name a typo most likely meant: one or two letters off (one for names under five letters), case aside
+ * (section names are case-sensitive, and `[HTTP]` is not `[http]`).
+ */
 export function closestName(typed: string, known: readonly string[]): string | undefined {
   const allowed = typed.length < 5 ? 1 : 2;
   let best: { name: string; d: number } | undefined;
   for (const name of known) {
-    const d = distance(typed, name);
+    const d = distance(typed.toLowerCase(), name);
     if (d <= allowed && (!best || d < best.d)) best = { name, d };
   }
   return best?.name;
