@@ -335,8 +335,13 @@ function expectFinalSydentSchema(db: Db): void {
 // ---------------------------------------------------------------------------------------------------
 
 describe('fresh database', () => {
+  it('is made in an existing directory only: a directory that is not there is a mistyped path', () => {
+    expect(() => openDatabase(path.join(dir, 'not', 'there', 'sydent.db'))).toThrow();
+    expect(fs.existsSync(path.join(dir, 'not'))).toBe(false);
+  });
+
   it('gets the final Sydent schema, our migrations, WAL and the connection pragmas', () => {
-    const file = path.join(dir, 'not', 'yet', 'there', 'sydent.db');
+    const file = path.join(dir, 'sydent.db');
     const db = openDatabase(file);
     try {
       expect(fs.existsSync(file)).toBe(true);
