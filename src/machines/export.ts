@@ -1,7 +1,8 @@
 /**
- * Turns a machine into the three files developers look at: its JSON (`machine.toJSON()`), a Mermaid
- * `stateDiagram-v2`, and a `createMachine({...})` source Stately Studio imports. Generated from the machine
- * itself, so a test can tell when the committed files are stale.
+ * Turns a machine into the three files developers look at: its JSON (`machine.toJSON()`), a Mermaid diagram
+ * (also what the debug page draws, with live counts), and a `createMachine({...})` source Stately Studio imports.
+ * Generated from the machine itself, so a test can tell when the committed files are stale and a changed machine
+ * is drawn as it is.
  */
 import type { AnyStateMachine } from 'xstate';
 
@@ -51,46 +52,279 @@ function eventLabel(event: string, invokes: JsonInvoke[]): string {
   return `${m[1] === 'done' ? 'done' : 'error'}: ${src}`;
 }
 
-function atomicStates(state: JsonState, prefix = ''): { path: string; node: JsonState }[] {
+function atomicStates(state: JsonState, prefix = '', chain: JsonState[] = []): { path: string; node: JsonState; chain: JsonState[] }[] {
   const kids = Object.values(state.states);
-  if (kids.length === 0) return [{ path: prefix, node: state }];
-  return kids.flatMap((k) => atomicStates(k, prefix ? `${prefix}.${k.key}` : k.key));
+  // chain: the node and its ancestors, nearest first, as XState looks for a transition
+  const here = [state, ...chain];
+  if (kids.length === 0) return [{ path: prefix, node: state, chain: here }];
+  return kids.flatMap((k) => atomicStates(k, prefix ? `${prefix}.${k.key}` : k.key, here));
 }
 
-/**
- * The diagram shows transitions that change state; transitions that stay put (rejections, bookkeeping) are in
- * the JSON and the Stately file. Transitions declared on the machine itself apply to every state that does not
- * handle the event, and are drawn from each of them.
- */
-export function toMermaid(machine: AnyStateMachine): string {
+/** A state-changing transition as a diagram draws it. */
+interface Arrow {
+  from: string;
+  to: string;
+  guard: string | undefined;
+  events: string[];
+}
+
+/** A box around states that share transitions: drawn once, from the box, instead of once from each state. */
+export interface DiagramGroup {
+  id: string;
+  /** what every state inside does, e.g. `SUBMIT_TOKEN, BIND [isExpired]` → `expired` */
+  rules: { label: string; to: string }[];
+  /** the states directly inside (not inside a nested group) */
+  states: string[];
+  groups: DiagramGroup[];
+}
+
+export interface DiagramEdge {
+  /** a state, or a group's id when `fromGroup` */
+  from: string;
+  fromGroup: boolean;
+  to: string;
+  labels: string[];
+}
+
+/** A machine laid out for drawing, in the machine's own names (state paths, event names as the debug endpoints give them). */
+export interface Diagram {
+  initial: string | undefined;
+  /** atomic states, in definition order: `a.b` for `b` inside `a` */
+  states: string[];
+  finals: string[];
+  /** every event name that moves the machine, in the order the machine declares them */
+  events: string[];
+  /** transitions from a state back to itself, listed inside its box */
+  selfLoops: Record<string, string[]>;
+  groups: DiagramGroup[];
+  /** the remaining arrows (parallel ones merged, a line per label), and one from each group to each rule's target */
+  edges: DiagramEdge[];
+}
+
+/** A rule shared by at least this many states is drawn once, from a box around them. */
+const MIN_GROUP = 3;
+
+interface Arrows {
+  atoms: ReturnType<typeof atomicStates>;
+  /** the atomic state the machine starts in */
+  initial: string | undefined;
+  arrows: Arrow[];
+  events: string[];
+}
+
+/** Machines do not change once made; the session host asks on every send. */
+const arrowCache = new WeakMap<AnyStateMachine, Arrows>();
+
+function allArrows(machine: AnyStateMachine): Arrows {
+  const cached = arrowCache.get(machine);
+  if (cached) return cached;
   const root = plain(machine);
   const id = root.id;
-  const mermaidId = (p: string) => p.replaceAll('.', '_');
-  const lines = ['stateDiagram-v2'];
-  const initial = root.initial?.target[0];
-  if (initial) lines.push(`  [*] --> ${mermaidId(pathOf(initial, id))}`);
-  // One arrow per (from, to, guard), listing its events: the diagram stays readable.
-  const edges = new Map<string, { from: string; to: string; guard: string | undefined; events: string[] }>();
-  for (const { path, node } of atomicStates(root)) {
-    if (node.type === 'final') lines.push(`  ${mermaidId(path)} --> [*]`);
-    const own = node.on;
-    const inherited = Object.fromEntries(Object.entries(root.on).filter(([event]) => !(event in own)));
-    for (const [event, transitions] of Object.entries({ ...inherited, ...own })) {
-      for (const t of transitions) {
-        const target = t.target?.[0];
-        if (!target) continue;
-        const to = pathOf(target, id);
-        const guard = nameOf(t.guard);
-        const key = `${path}|${to}|${guard ?? ''}`;
-        const edge = edges.get(key) ?? { from: path, to, guard, events: [] };
+  const atoms = atomicStates(root);
+  const byPath = new Map<string, JsonState>();
+  const index = (node: JsonState, prefix: string) => {
+    byPath.set(prefix, node);
+    for (const k of Object.values(node.states)) index(k, prefix ? `${prefix}.${k.key}` : k.key);
+  };
+  index(root, '');
+  /** a compound target is entered at its initial state */
+  const atomic = (p: string): string => {
+    const node = byPath.get(p);
+    const first = node?.initial?.target[0];
+    if (!node || Object.keys(node.states).length === 0 || !first) return p;
+    return atomic(pathOf(first, id));
+  };
+  // Event names in the order the machine declares them: the machine's own first, then each state's, in order.
+  const events: string[] = [];
+  const declare = (node: JsonState) => {
+    for (const [event, transitions] of Object.entries(node.on)) {
+      const label = eventLabel(event, node.invoke);
+      if (transitions.some((t) => t.target?.[0]) && !events.includes(label)) events.push(label);
+    }
+    Object.values(node.states).forEach(declare);
+  };
+  declare(root);
+  const arrows = new Map<string, Arrow>();
+  for (const { path, node: atom, chain } of atoms) {
+    // A final state of the machine itself ends it: nothing moves it any more.
+    if (atom.type === 'final' && chain.length === 2) continue;
+    // XState asks the state, then its ancestors; an unguarded transition ends the search for that event.
+    const settled = new Set<string>();
+    for (const node of chain) {
+      for (const [event, transitions] of Object.entries(node.on)) {
+        if (settled.has(event)) continue;
+        if (transitions.some((t) => !t.guard)) settled.add(event);
         const label = eventLabel(event, node.invoke);
-        if (!edge.events.includes(label)) edge.events.push(label);
-        edges.set(key, edge);
+        for (const t of transitions) {
+          const target = t.target?.[0];
+          if (!target) continue;
+          const to = atomic(pathOf(target, id));
+          const guard = nameOf(t.guard);
+          const key = `${path}|${to}|${guard ?? ''}`;
+          const arrow = arrows.get(key) ?? { from: path, to, guard, events: [] };
+          if (!arrow.events.includes(label)) arrow.events.push(label);
+          arrows.set(key, arrow);
+        }
       }
     }
   }
-  for (const e of edges.values()) {
-    lines.push(`  ${mermaidId(e.from)} --> ${mermaidId(e.to)} : ${e.events.join(', ')}${e.guard ? ` [${e.guard}]` : ''}`);
+  const order = (e: string) => events.indexOf(e);
+  for (const a of arrows.values()) a.events.sort((x, y) => order(x) - order(y));
+  const first = root.initial?.target[0];
+  const out = { atoms, initial: first ? atomic(pathOf(first, id)) : undefined, arrows: [...arrows.values()], events };
+  arrowCache.set(machine, out);
+  return out;
+}
+
+const arrowLabel = (a: Arrow) => `${a.events.join(', ')}${a.guard ? ` [${a.guard}]` : ''}`;
+
+/**
+ * The machine as a diagram reads best: a rule that several states share (the same events and guard to the same
+ * target) is drawn once from a box around them; parallel arrows are merged; self-transitions are listed in the
+ * state's box. Everything comes from the machine definition, so a restructured machine is drawn as it is.
+ */
+export function diagramOf(machine: AnyStateMachine): Diagram {
+  const { atoms, initial, arrows, events } = allArrows(machine);
+  const states = atoms.map((a) => a.path);
+  const finals = atoms.filter((a) => a.node.type === 'final').map((a) => a.path);
+
+  const selfLoops: Record<string, string[]> = {};
+  const moving = arrows.filter((a) => {
+    if (a.from !== a.to) return true;
+    (selfLoops[a.from] ??= []).push(arrowLabel(a));
+    return false;
+  });
+
+  // Shared rules: (target, label) → the states it leaves from.
+  const rules = new Map<string, { to: string; label: string; sources: Set<string> }>();
+  for (const a of moving) {
+    const label = arrowLabel(a);
+    const key = `${a.to}\0${label}`;
+    const rule = rules.get(key) ?? { to: a.to, label, sources: new Set<string>() };
+    rule.sources.add(a.from);
+    rules.set(key, rule);
+  }
+  const subset = (a: Set<string>, b: Set<string>) => [...a].every((x) => b.has(x));
+  const disjoint = (a: Set<string>, b: Set<string>) => [...a].every((x) => !b.has(x));
+  const accepted: { members: Set<string>; rules: { label: string; to: string }[] }[] = [];
+  const candidates = [...rules.values()]
+    .filter((r) => r.sources.size >= MIN_GROUP)
+    .sort((x, y) => y.sources.size - x.sources.size);
+  for (const c of candidates) {
+    const same = accepted.find((g) => g.members.size === c.sources.size && subset(c.sources, g.members));
+    if (same) {
+      same.rules.push({ label: c.label, to: c.to });
+      continue;
+    }
+    // Boxes nest or stay apart; one that would cut across another is left as separate arrows.
+    if (accepted.every((g) => subset(c.sources, g.members) || subset(g.members, c.sources) || disjoint(c.sources, g.members))) {
+      accepted.push({ members: c.sources, rules: [{ label: c.label, to: c.to }] });
+    }
+  }
+  const grouped = new Set(accepted.flatMap((g) => g.rules.flatMap((r) => [...g.members].map((m) => `${m}\0${r.to}\0${r.label}`))));
+
+  // The tree of boxes: each box inside the smallest box that holds it (accepted is ordered largest first).
+  const nodes = accepted.map((g, i): DiagramGroup & { members: Set<string> } => ({
+    id: `group_${i + 1}`,
+    rules: g.rules,
+    states: [],
+    groups: [],
+    members: g.members,
+  }));
+  const top: DiagramGroup[] = [];
+  for (const [i, g] of nodes.entries()) {
+    const parent = nodes.slice(0, i).reverse().find((p) => subset(g.members, p.members));
+    (parent ? parent.groups : top).push(g);
+  }
+  const innermost = (s: string) => nodes.slice().reverse().find((g) => g.members.has(s));
+  for (const s of states) innermost(s)?.states.push(s);
+  const strip = (g: DiagramGroup & { members?: Set<string> }): DiagramGroup => ({
+    id: g.id,
+    rules: g.rules,
+    states: g.states,
+    groups: g.groups.map(strip),
+  });
+
+  const edges = new Map<string, DiagramEdge>();
+  for (const a of moving) {
+    if (grouped.has(`${a.from}\0${a.to}\0${arrowLabel(a)}`)) continue;
+    const key = `${a.from}\0${a.to}`;
+    const edge = edges.get(key) ?? { from: a.from, fromGroup: false, to: a.to, labels: [] };
+    edge.labels.push(arrowLabel(a));
+    edges.set(key, edge);
+  }
+  for (const g of nodes) {
+    for (const to of new Set(g.rules.map((r) => r.to))) edges.set(`${g.id}\0${to}`, { from: g.id, fromGroup: true, to, labels: [] });
+  }
+  return { initial, states, finals, events, selfLoops, groups: top.map(strip), edges: [...edges.values()] };
+}
+
+/** The state and event names of a machine, as its diagram and the debug endpoints give them. */
+export function machineNames(machine: AnyStateMachine): { states: string[]; events: string[] } {
+  const { states, events } = diagramOf(machine);
+  return { states, events };
+}
+
+/** The events (as the diagram names them) that take the machine from one state to another. */
+export function eventsBetween(machine: AnyStateMachine, from: string, to: string): string[] {
+  return allArrows(machine).arrows.filter((a) => a.from === from && a.to === to).flatMap((a) => a.events);
+}
+
+/** Live counts per state: each state's label shows its count, and states holding any are marked `live`. */
+export type StateCounts = Record<string, number>;
+
+/** Mermaid node ids: prefixed, so a state called `end` or `subgraph` cannot clash with the syntax. */
+const nodeId = (p: string) => `s_${p.replaceAll('.', '_')}`;
+const quoted = (text: string) => `"${text.replaceAll('"', '#quot;')}"`;
+
+/**
+ * A Mermaid flowchart of the machine (see `diagramOf`), drawn as a statechart: rounded states, a dot where it
+ * starts, a ringed dot where it ends, a box for each shared rule. A flowchart rather than a `stateDiagram`
+ * because Mermaid lays out arrows from boxes and labels of parallel arrows better in it. With `counts`, every
+ * state is labelled with its count and the states that hold any get the `live` class.
+ */
+export function toMermaid(machine: AnyStateMachine, counts?: StateCounts): string {
+  const d = diagramOf(machine);
+  const lines = ['flowchart TB'];
+  const declare = (s: string, indent: string) => {
+    const loops = (d.selfLoops[s] ?? []).map((l) => `<br>↻ ${l}`).join('');
+    lines.push(`${indent}${nodeId(s)}(${quoted(`${counts ? `${s} (${counts[s] ?? 0})` : s}${loops}`)})`);
+  };
+  const box = (g: DiagramGroup, indent: string) => {
+    const title = `from every state here: ${g.rules.map((r) => `${r.label} → ${r.to}`).join('; ')}`;
+    lines.push(`${indent}subgraph ${g.id} [${quoted(title)}]`);
+    for (const s of g.states) declare(s, `${indent}  `);
+    for (const inner of g.groups) box(inner, `${indent}  `);
+    lines.push(`${indent}end`);
+  };
+  const inGroups = new Set<string>();
+  const collect = (g: DiagramGroup) => {
+    for (const s of g.states) inGroups.add(s);
+    g.groups.forEach(collect);
+  };
+  d.groups.forEach(collect);
+  for (const s of d.states) if (!inGroups.has(s)) declare(s, '  ');
+  for (const g of d.groups) box(g, '  ');
+  const marks: string[] = [];
+  if (d.initial) {
+    lines.push(`  start__(( )) --> ${nodeId(d.initial)}`);
+    marks.push('start__');
+  }
+  if (d.finals.length) {
+    lines.push('  final__((( )))');
+    for (const f of d.finals) lines.push(`  ${nodeId(f)} --> final__`);
+    marks.push('final__');
+  }
+  for (const e of d.edges) {
+    const label = e.labels.length ? `|${quoted(e.labels.join('<br>'))}|` : '';
+    lines.push(`  ${e.fromGroup ? e.from : nodeId(e.from)} -->${label} ${nodeId(e.to)}`);
+  }
+  lines.push('  classDef mark fill:#333,stroke:#333');
+  if (marks.length) lines.push(`  class ${marks.join(',')} mark`);
+  if (counts) {
+    const live = d.states.filter((s) => (counts[s] ?? 0) > 0);
+    lines.push('  classDef live fill:#ffe9a8,stroke:#b7791f,stroke-width:2px');
+    if (live.length) lines.push(`  class ${live.map(nodeId).join(',')} live`);
   }
   return `${lines.join('\n')}\n`;
 }
