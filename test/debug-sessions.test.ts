@@ -1,12 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
+import { SESSION_STATES } from '../src/machines/validation-session.js';
+import { query } from './helpers/email.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { tempDir } from './helpers/tmp.js';
 
 let smtp: SmtpTestServer;
 let t: TestServer;
 beforeAll(async () => {
   smtp = await startSmtpServer();
-  t = await startTestServer({ conf: { email: { 'email.smtphost': '127.0.0.1', 'email.smtpport': String(smtp.port) } } });
+  t = await startTestServer({
+    conf: { email: { 'email.smtphost': '127.0.0.1', 'email.smtpport': String(smtp.port), 'email.ratelimit_sender.burst': '50' } },
+  });
 });
 afterAll(async () => {
   await t?.close();
@@ -33,20 +39,95 @@ describe('session debug endpoints (internal listener)', () => {
     const body = (await res.json()) as Record<string, any>;
     expect(body['state']).toBe('tokenSent');
     expect(body['context']).toMatchObject({ sid, medium: 'email', address: 'c…@e…', sendAttempt: 1, nextLink: 'https://app.example' });
-    expect(body['transitions'].map((x: any) => `${x.from}>${x.to}`)).toEqual(['new>sendingToken', 'sendingToken>tokenSent']);
+    expect(body['transitions'].map((x: any) => `${x.from} -${x.event}-> ${x.to}`)).toEqual([
+      'requested -REQUEST_TOKEN-> sendingToken',
+      'sendingToken -done: sendToken-> tokenSent',
+    ]);
     const text = JSON.stringify(body);
     for (const secret of [token, 'client-SECRET-value', 'carol.secret', 'example.org', 'leak']) expect(text).not.toContain(secret);
 
-    const tree = (await (await fetch(t.internalUrl('/_sydent/debug/actors'))).json()) as {
-      actors: { systemId: string; children: { id: string; state: string }[] }[];
+    const counts = (await (await fetch(t.internalUrl('/_sydent/debug/sessions'))).json()) as { byState: Record<string, number> };
+    expect(counts.byState['tokenSent']).toBeGreaterThanOrEqual(1);
+  });
+
+  it("names states and events as the machine's diagram does", async () => {
+    const sid = await requestToken('erin@example.org', 'names1');
+    const session = (await (await fetch(t.internalUrl(`/_sydent/debug/sessions/${sid}`))).json()) as {
+      machine: string;
+      state: string;
+      transitions: { from: string; event: string; to: string }[];
     };
-    expect(tree.actors.find((a) => a.systemId === 'sessions')?.children).toContainEqual({ id: `session:${sid}`, state: 'tokenSent' });
-    expect(tree.actors.find((a) => a.systemId === 'root')?.children.map((c) => c.id)).toEqual([
+    const { machines } = (await (await fetch(t.internalUrl('/_sydent/debug/machines'))).json()) as {
+      machines: { name: string; states: string[]; events: string[]; mermaid: string; counts: Record<string, number> }[];
+    };
+    const machine = machines.find((m) => m.name === session.machine)!;
+    expect([...machine.states].sort()).toEqual([...SESSION_STATES].sort());
+    expect(machine.states).toContain(session.state);
+    expect(session.transitions.length).toBeGreaterThan(0);
+    for (const step of session.transitions) {
+      expect(machine.states).toContain(step.from);
+      expect(machine.states).toContain(step.to);
+      expect(machine.events).toContain(step.event);
+      expect(machine.mermaid).toContain(step.event);
+    }
+    // The diagram carries the live counts and marks the states holding sessions.
+    expect(machine.mermaid).toContain(`"tokenSent (${machine.counts['tokenSent']})"`);
+    expect(machine.mermaid).toMatch(/class [\w,]*s_tokenSent[\w,]* live/);
+    expect(machine.mermaid).not.toMatch(/class [\w,]*s_expired[\w,]* live/);
+  });
+
+  it('the actor list is bounded: counts per state, and the actors below one a page at a time', async () => {
+    for (let i = 0; i < 3; i++) await requestToken(`page${i}@example.org`, `paged${i}`);
+    const tree = (await (await fetch(t.internalUrl('/_sydent/debug/actors'))).json()) as {
+      actors: { systemId: string; children: { total: number; byState: Record<string, number> } }[];
+    };
+    const sessions = tree.actors.find((a) => a.systemId === 'sessions')!;
+    expect(sessions.children.total).toBeGreaterThanOrEqual(3);
+    expect(sessions.children.byState['tokenSent']).toBeGreaterThanOrEqual(3);
+    expect(Object.keys(sessions.children)).toEqual(['total', 'byState']);
+    expect(tree.actors.find((a) => a.systemId === 'root')!.children).toEqual({ total: 6, byState: { active: 6 } });
+
+    const page = async (q: string) => fetch(t.internalUrl(`/_sydent/debug/actors/${q}`));
+    const first = (await (await page('sessions?limit=2')).json()) as { total: number; offset: number; limit: number; children: { id: string; state: string }[] };
+    expect(first).toMatchObject({ systemId: 'sessions', offset: 0, limit: 2, total: sessions.children.total });
+    expect(first.children).toHaveLength(2);
+    const rest = (await (await page(`sessions?offset=2&limit=1000`)).json()) as typeof first;
+    const ids = [...first.children, ...rest.children].map((c) => c.id);
+    expect(ids).toHaveLength(sessions.children.total);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const id of ids) expect(id).toMatch(/^session:\d+$/);
+    expect(((await (await page('root')).json()) as typeof first).children.map((c) => c.id)).toEqual([
       'store', 'mailer', 'sms', 'notifier', 'replication', 'sessions',
     ]);
 
-    const counts = (await (await fetch(t.internalUrl('/_sydent/debug/sessions'))).json()) as { byState: Record<string, number> };
-    expect(counts.byState['tokenSent']).toBeGreaterThanOrEqual(1);
+    for (const bad of ['sessions?limit=0', 'sessions?limit=1001', 'sessions?limit=abc', 'sessions?offset=-1']) {
+      const res = await page(bad);
+      expect(res.status, bad).toBe(400);
+      expect(await res.json()).toMatchObject({ errcode: 'M_INVALID_PARAM' });
+    }
+    const unknown = await page('nobody');
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ errcode: 'M_NOT_FOUND' });
+  });
+
+  it('the summary says who this is and the numbers, and nothing secret', async () => {
+    const before = (await (await fetch(t.internalUrl('/_sydent/debug/summary'))).json()) as Record<string, any>;
+    await requestToken('frank.summary@example.org', 'summary-secret');
+    const after = (await (await fetch(t.internalUrl('/_sydent/debug/summary'))).json()) as Record<string, any>;
+    expect(after['server']).toMatchObject({
+      name: 'is.example.test',
+      version: expect.stringMatching(/^\d+\.\d+\.\d+/),
+      node: { pid: process.pid, nodeVersion: process.version },
+      uptimeSeconds: expect.any(Number),
+    });
+    expect(after['sessions'].total).toBe(before['sessions'].total + 1);
+    expect(after['sessions'].byState['tokenSent']).toBe(before['sessions'].byState['tokenSent'] + 1);
+    const mailer = (s: Record<string, any>) => s['actors'].find((a: { systemId: string }) => a.systemId === 'mailer');
+    expect(mailer(after).handled).toBeGreaterThan(mailer(before).handled);
+    expect(after['callbacks']).toEqual({ pending: 0, counts: { pending: 0, delivering: 0, retrying: 0, delivered: 0, abandoned: 0 } });
+    expect(after['replication']).toEqual({ enabled: false, reason: 'replication.https.certfile is not set', peers: [] });
+    const text = JSON.stringify(after);
+    for (const secret of ['frank', 'example.org', 'summary-secret']) expect(text).not.toContain(secret);
   });
 
   it('counts move when a session is validated', async () => {
@@ -66,5 +147,64 @@ describe('session debug endpoints (internal listener)', () => {
     expect((await fetch(t.internalUrl('/_sydent/debug/sessions/12345'))).status).toBe(404);
     expect((await fetch(t.internalUrl('/_sydent/debug/sessions/abc'))).status).toBe(404);
     expect((await fetch(t.url('/_sydent/debug/sessions'))).status).toBe(404);
+  });
+});
+
+describe('what the session endpoint shows of a failure and of older rows', () => {
+  it("a refused send: the event named as the machine names it, the refusal shown without the address it quoted", async () => {
+    const rejecting = await startSmtpServer({ rejectAll: true });
+    const r = await startTestServer({ conf: { email: { 'email.smtphost': '127.0.0.1', 'email.smtpport': String(rejecting.port) } } });
+    try {
+      const res = await fetch(r.url('/_matrix/identity/api/v1/validate/email/requestToken'), {
+        method: 'POST',
+        body: JSON.stringify({ client_secret: 'refused1', email: 'Grace.Hidden@Example.org', send_attempt: 1 }),
+      });
+      expect(res.status).toBe(500);
+      const sid = query<{ id: number }>(r.config.db.dbFile, 'SELECT id FROM threepid_validation_sessions')[0]!.id;
+      const body = (await (await fetch(r.internalUrl(`/_sydent/debug/sessions/${sid}`))).json()) as Record<string, any>;
+      expect(body['state']).toBe('sendFailed');
+      expect(body['context'].lastError).toMatch(/Recipient address rejected/);
+      expect(JSON.stringify(body).toLowerCase()).not.toContain('grace.hidden');
+      expect(JSON.stringify(body).toLowerCase()).not.toContain('example.org');
+      expect(body['transitions'].at(-1)).toMatchObject({ from: 'sendingToken', event: 'error: sendToken', to: 'sendFailed' });
+    } finally {
+      await r.close();
+      await rejecting.close();
+    }
+  });
+
+  it("a history written with the old names (new, SENT) is shown in the machine's names", async () => {
+    const tmp = tempDir();
+    const conf = { email: { 'email.smtphost': '127.0.0.1', 'email.smtpport': String(smtp.port) } };
+    try {
+      const first = await startTestServer({ dir: tmp.dir, conf });
+      const res = await fetch(first.url('/_matrix/identity/api/v1/validate/email/requestToken'), {
+        method: 'POST',
+        body: JSON.stringify({ client_secret: 'old-names', email: 'olga@example.org', send_attempt: 1 }),
+      });
+      const { sid } = (await res.json()) as { sid: string };
+      const dbFile = first.config.db.dbFile;
+      await first.close();
+      const db = new Database(dbFile);
+      const old = [
+        { at: 1, event: 'REQUEST_TOKEN', from: 'new', to: 'sendingToken' },
+        { at: 2, event: 'SENT', from: 'sendingToken', to: 'tokenSent' },
+      ];
+      db.prepare('UPDATE session_machines SET history = ? WHERE sid = ?').run(JSON.stringify(old), Number(sid));
+      db.close();
+
+      const again = await startTestServer({ dir: tmp.dir, conf });
+      try {
+        const body = (await (await fetch(again.internalUrl(`/_sydent/debug/sessions/${sid}`))).json()) as Record<string, any>;
+        expect(body['transitions']).toEqual([
+          { at: 1, event: 'REQUEST_TOKEN', from: 'requested', to: 'sendingToken' },
+          { at: 2, event: 'done: sendToken', from: 'sendingToken', to: 'tokenSent' },
+        ]);
+      } finally {
+        await again.close();
+      }
+    } finally {
+      tmp.cleanup();
+    }
   });
 });

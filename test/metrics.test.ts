@@ -59,7 +59,7 @@ describe('Prometheus metrics', () => {
     expect(text).not.toContain('nothing-here');
     expect(value(text, `sydent_http_request_duration_seconds_count{route="${route}",method="POST"}`)).toBe(1);
     expect(value(text, 'sydent_sessions{state="tokenSent"}')).toBe(1);
-    expect(value(text, 'sydent_machine_transitions_total{machine="validationSession",from="new",to="sendingToken"}')).toBe(1);
+    expect(value(text, 'sydent_machine_transitions_total{machine="validationSession",from="requested",to="sendingToken"}')).toBe(1);
     expect(value(text, 'sydent_machine_transitions_total{machine="validationSession",from="sendingToken",to="tokenSent"}')).toBe(1);
     expect(value(text, 'sydent_emails_sent')).toBeGreaterThanOrEqual(1);
     expect(value(text, 'sydent_callbacks_pending')).toBe(0);

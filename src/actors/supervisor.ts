@@ -15,7 +15,18 @@ export interface SupervisorStats {
   handled: number;
   failed: number;
   draining: boolean;
-  /** the actors this supervisor runs (session, callback, peer actors), for the actor tree */
+  /** the actors this supervisor runs (session, callback, peer actors), counted per state: one entry per state, not per actor */
+  children: ChildSummary;
+}
+
+export interface ChildSummary {
+  total: number;
+  byState: Record<string, number>;
+}
+
+/** One page of a supervisor's child actors (the CHILDREN request). */
+export interface ChildPage {
+  total: number;
   children: ChildActor[];
 }
 
@@ -52,16 +63,16 @@ export interface SupervisorSpec<TInput, TResource, THandlers extends Handlers<TR
   close?(resource: TResource): void | Promise<void>;
   /** each request type and its handler; the handler's first parameter types the request's payload */
   handlers: THandlers;
-  /** the live child actors, for the debug endpoint's actor tree */
-  children?(resource: TResource): ChildActor[];
+  /** the live child actors, for the debug endpoint's actor tree (walked, never copied whole) */
+  children?(resource: TResource): Iterable<ChildActor>;
   /** request types answered at once, outside the queue (cheap in-memory checks that must not wait behind I/O) */
   immediate?: readonly (keyof THandlers & string)[];
 }
 
 /**
  * A supervisor is an actor that owns one resource and serves requests against it through a queue.
- * Built-in requests: STATS (answered at once) and DRAIN (stop taking work, finish the queue, close the resource),
- * which is how shutdown stops supervisors in order.
+ * Built-in requests: STATS and CHILDREN (`{ offset, limit }`: a page of the child actors), answered at once, and
+ * DRAIN (stop taking work, finish the queue, close the resource), which is how shutdown stops supervisors in order.
  */
 export function supervisor<TInput, TResource, THandlers extends Handlers<TResource>>(
   id: string,
@@ -80,7 +91,7 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
       handled,
       failed,
       draining: draining !== null,
-      children: spec.children?.(resource) ?? [],
+      children: summarise(spec.children?.(resource) ?? []),
     });
 
     const drain = async (): Promise<void> => {
@@ -92,6 +103,10 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
       const reply = event.replyTo;
       if (event.type === 'STATS') {
         reply?.resolve(stats());
+        return;
+      }
+      if (event.type === 'CHILDREN') {
+        reply?.resolve(page(spec.children?.(resource) ?? [], Number(event['offset'] ?? 0), Number(event['limit'] ?? 100)));
         return;
       }
       if (event.type === 'DRAIN') {
@@ -138,6 +153,26 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
       if (!draining) void spec.close?.(resource);
     };
   });
+}
+
+function summarise(children: Iterable<ChildActor>): ChildSummary {
+  const byState: Record<string, number> = {};
+  let total = 0;
+  for (const c of children) {
+    byState[c.state] = (byState[c.state] ?? 0) + 1;
+    total++;
+  }
+  return { total, byState };
+}
+
+function page(children: Iterable<ChildActor>, offset: number, limit: number): ChildPage {
+  const out: ChildActor[] = [];
+  let total = 0;
+  for (const c of children) {
+    if (total >= offset && out.length < limit) out.push(c);
+    total++;
+  }
+  return { total, children: out };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { createActor, fromCallback, setup, type Actor, type AnyActorRef } from 'xstate';
 import { ask } from './ask.js';
 import type { SystemDeps } from './deps.js';
-import type { ChildActor, SupervisorStats } from './supervisor.js';
+import type { ChildPage, ChildSummary, SupervisorStats } from './supervisor.js';
 import { mailerSupervisor } from './supervisors/mailer.js';
 import { notifierSupervisor } from './supervisors/notifier.js';
 import { replicationSupervisor } from './supervisors/replication.js';
@@ -49,8 +49,8 @@ export interface ActorInfo {
   running: number;
   handled: number;
   failed: number;
-  /** the actors a supervisor runs below it: the tree's leaves */
-  children: ChildActor[];
+  /** the actors it runs below it, counted per state (a page of them: `children()`) */
+  children: ChildSummary;
 }
 
 export class ActorSystem {
@@ -78,8 +78,11 @@ export class ActorSystem {
     return ref;
   }
 
-  /** The live actors, for the debug endpoint. */
+  /** The live actors, for the debug endpoint: one entry per supervisor, their children only counted. */
   async describe(): Promise<ActorInfo[]> {
+    const supervisors = this.supervisorStates();
+    const byState: Record<string, number> = {};
+    for (const s of supervisors) byState[s.state] = (byState[s.state] ?? 0) + 1;
     const out: ActorInfo[] = [
       {
         systemId: 'root',
@@ -88,7 +91,7 @@ export class ActorSystem {
         running: 0,
         handled: 0,
         failed: 0,
-        children: SUPERVISORS.map((id) => ({ id, state: this.root.system.get(id)?.getSnapshot().status ?? 'stopped' })),
+        children: { total: supervisors.length, byState },
       },
     ];
     for (const id of SUPERVISORS) {
@@ -103,10 +106,26 @@ export class ActorSystem {
         running: stats?.running ?? 0,
         handled: stats?.handled ?? 0,
         failed: stats?.failed ?? 0,
-        children: stats?.children ?? [],
+        children: stats?.children ?? { total: 0, byState: {} },
       });
     }
     return out;
+  }
+
+  /** A page of the actors below `id` (`root` or a supervisor); undefined when there is no such actor. */
+  async children(id: string, offset: number, limit: number): Promise<ChildPage | undefined> {
+    if (id === 'root') {
+      const all = this.supervisorStates();
+      return { total: all.length, children: all.slice(offset, offset + limit) };
+    }
+    if (!(SUPERVISORS as readonly string[]).includes(id)) return undefined;
+    const ref = this.root.system.get(id) as AnyActorRef | undefined;
+    if (ref?.getSnapshot().status !== 'active') return { total: 0, children: [] };
+    return ask<ChildPage>(ref, { type: 'CHILDREN', offset, limit }, 1000);
+  }
+
+  private supervisorStates(): { id: string; state: string }[] {
+    return SUPERVISORS.map((id) => ({ id, state: this.root.system.get(id)?.getSnapshot().status ?? 'stopped' }));
   }
 
   /** Ordered shutdown: each supervisor finishes its queue and releases its resource, the store last. */

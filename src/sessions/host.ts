@@ -7,6 +7,7 @@ import { createActor, fromPromise, transition, waitFor, type Actor } from 'xstat
 import { casefold } from '../util/casefold.js';
 import type { Admission } from '../util/rate-limiter.js';
 import type { ActorInspect } from '../actors/deps.js';
+import { eventsBetween } from '../machines/export.js';
 import {
   SESSION_MACHINE_VERSION,
   validationSessionMachine,
@@ -185,9 +186,9 @@ export class SessionHost {
     return this.live.size;
   }
 
-  /** The session actors in memory and their states (no secrets: a sid and a state name). */
-  liveStates(): { id: string; state: string }[] {
-    return [...this.live].map(([sid, live]) => ({ id: `session:${sid}`, state: stateOf(live.actor) }));
+  /** The session actors in memory and their states (no secrets: a sid and a state name), one at a time. */
+  *liveStates(): Generator<{ id: string; state: string }> {
+    for (const [sid, live] of this.live) yield { id: `session:${sid}`, state: stateOf(live.actor) };
   }
 
   /** Drops actors idle for longer than `idleMs`; their rows are already saved. */
@@ -285,19 +286,19 @@ export class SessionHost {
     return {
       actor,
       version: machine?.row_version ?? null,
-      history: machine ? (JSON.parse(machine.history) as Transition[]) : [],
+      history: machine ? (JSON.parse(machine.history) as Transition[]).map(inMachineNames) : [],
       lastUsed: this.deps.now(),
     };
   }
 
   private async process(sid: number, live: Live, event: SessionEvent, newSecret?: string): Promise<SessionOutcome> {
-    const from = live.version === null && newSecret ? 'new' : stateOf(live.actor);
+    const from = stateOf(live.actor);
     live.actor.send(event);
     if (live.actor.getSnapshot().matches('sendingToken')) {
       // Recorded before the send, so a crash mid-send is seen as a failed send after restart.
       await this.persist(sid, live, from, event.type, newSecret);
       await waitFor(live.actor, (s) => !s.matches('sendingToken'), { timeout: this.deps.sendTimeoutMs ?? 120_000 });
-      await this.persist(sid, live, 'sendingToken', 'SENT', undefined);
+      await this.persist(sid, live, 'sendingToken', settledEvent(stateOf(live.actor)), undefined);
     } else {
       await this.persist(sid, live, from, event.type, newSecret);
     }
@@ -336,6 +337,18 @@ function upgradeContext(version: number, context: SessionContext): SessionContex
   // Version 1 did not count wrong tokens: its sessions start from none.
   if (version < 2) return { ...context, wrongTokens: 0 };
   return context;
+}
+
+/** How the send ended, named as the machine (and its diagram) names the event: `done: sendToken` or `error: sendToken`. */
+function settledEvent(to: string): string {
+  return eventsBetween(validationSessionMachine, 'sendingToken', to)[0] ?? `sendingToken → ${to}`;
+}
+
+/** Rows written before the history used the machine's names said `new` for the initial state and `SENT` for a send's end. */
+function inMachineNames(t: Transition): Transition {
+  const from = t.from === 'new' ? String(validationSessionMachine.config.initial) : t.from;
+  const event = t.event === 'SENT' && from === 'sendingToken' ? settledEvent(t.to) : t.event;
+  return { ...t, from, event };
 }
 
 function outcomeOf(context: SessionContext, state: string): SessionOutcome {

@@ -23,7 +23,7 @@ export interface SmtpServerOptions {
   cert?: string;
   /** answer 451 to the DATA of the first N messages */
   failFirst?: number;
-  /** answer 550 to every recipient */
+  /** answer 550 to every recipient, quoting the address as real servers do */
   rejectAll?: boolean;
   /** require AUTH with these credentials (allowed without TLS too) */
   auth?: { user: string; pass: string };
@@ -89,9 +89,10 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
         callback(Object.assign(new Error('535 5.7.8 authentication failed'), { responseCode: 535 }));
       }
     },
-    onRcptTo(_address, _session, callback) {
+    onRcptTo(address, _session, callback) {
       if (opts.rejectAll) {
-        callback(Object.assign(new Error('5.1.1 mailbox unavailable'), { responseCode: 550 }));
+        // Worded as Postfix words it: the refusal quotes the recipient.
+        callback(Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: mailbox unavailable`), { responseCode: 550 }));
       } else {
         callback();
       }

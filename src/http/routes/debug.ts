@@ -1,11 +1,13 @@
 import type { FastifyInstance, onRequestHookHandler } from 'fastify';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { askNotifier } from '../../actors/supervisors/notifier.js';
 import { askReplication } from '../../actors/supervisors/replication.js';
 import { askSessions } from '../../actors/supervisors/sessions.js';
 import { sameSecret } from '../../machines/validation-session.js';
-import { toMermaid } from '../../machines/export.js';
+import { machineNames, toMermaid } from '../../machines/export.js';
 import { MACHINES } from '../../machines/index.js';
 import { redactSessionContext } from '../../sessions/redact.js';
 import { hookList } from '../app.js';
@@ -13,6 +15,7 @@ import { tokenFromRequest } from '../auth.js';
 import type { AppContext } from '../context.js';
 import { errors } from '../errors.js';
 import { DEBUG_PAGE } from '../debug/page.js';
+import { VERSION } from '../../version.js';
 
 const require = createRequire(import.meta.url);
 
@@ -24,7 +27,7 @@ declare module 'fastify' {
 }
 
 /** Live counts per machine state, for the page's diagrams. */
-export type MachineCounts = Record<string, () => Record<string, number>>;
+export type MachineCounts = Record<string, () => Record<string, number> | Promise<Record<string, number>>>;
 
 /**
  * Live state for operators, on the internal listener only, optionally behind `internalapi.admin_token`.
@@ -34,16 +37,20 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
   const { ctx } = opts;
   requireAdminToken(app, ctx.config.http.internalAdminToken);
 
+  // Uptime of this server, on the monotonic clock (the injected clock is for the protocol's time, which tests move).
+  const startedMs = performance.now();
+  const peerCounts = async () => {
+    const byState: Record<string, number> = {};
+    for (const p of (await askReplication(ctx.system.get('replication'), 'VIEW', {})).peers) byState[p.state] = (byState[p.state] ?? 0) + 1;
+    return byState;
+  };
   const counts: MachineCounts = {
     'validation-session': () => ctx.reads.sessions.countByState(),
     callback: () => ({ ...ctx.reads.callbacks.counts() }),
+    peer: peerCounts,
     ...opts.counts,
   };
-  const diagrams = Object.entries(MACHINES).map(([name, { machine }]) => ({
-    name,
-    mermaid: toMermaid(machine),
-    states: Object.keys(machine.states),
-  }));
+  const names = Object.fromEntries(Object.entries(MACHINES).map(([name, { machine }]) => [name, machineNames(machine)]));
   let mermaidJs: Buffer | undefined;
 
   // The page itself and the renderer hold no data; everything they show is fetched with the token.
@@ -54,11 +61,64 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
     return reply.type('text/javascript; charset=utf-8').header('cache-control', 'max-age=3600').send(mermaidJs);
   });
 
+  // Each machine as a diagram with its live counts, in the machine's own state and event names.
   app.get('/_sydent/debug/machines', async () => ({
-    machines: diagrams.map((d) => ({ ...d, counts: counts[d.name]?.() ?? {} })),
+    machines: await Promise.all(
+      Object.entries(MACHINES).map(async ([name, { machine }]) => {
+        const live = (await counts[name]?.()) ?? {};
+        return { name, ...names[name]!, counts: live, mermaid: toMermaid(machine, live) };
+      }),
+    ),
   }));
 
+  // What the page shows first: who this is, and the numbers an operator looks for. Bounded: counts, not lists.
+  app.get('/_sydent/debug/summary', async () => {
+    const [actors, outbox, replication] = await Promise.all([
+      ctx.system.describe(),
+      askNotifier(ctx.system.get('notifier'), 'OUTBOX', { limit: 0 }),
+      askReplication(ctx.system.get('replication'), 'VIEW', {}),
+    ]);
+    const byState = ctx.reads.sessions.countByState();
+    const uptimeSeconds = Math.floor((performance.now() - startedMs) / 1000);
+    return {
+      server: {
+        name: ctx.config.general.serverName,
+        version: VERSION,
+        node: { hostname: os.hostname(), pid: process.pid, nodeVersion: process.version },
+        startedAt: new Date(Date.now() - uptimeSeconds * 1000).toISOString(),
+        uptimeSeconds,
+      },
+      sessions: { total: Object.values(byState).reduce((a, b) => a + b, 0), byState },
+      actors,
+      callbacks: { pending: outbox.pending, counts: outbox.counts },
+      replication: {
+        enabled: replication.enabled,
+        reason: replication.reason,
+        peers: replication.peers.map((p) => ({
+          name: p.name,
+          state: p.state,
+          backlog: p.backlog,
+          failures: p.failures,
+          nextRetryTs: p.nextRetryTs,
+        })),
+      },
+    };
+  });
+
   app.get('/_sydent/debug/actors', async () => ({ actors: await ctx.system.describe() }));
+
+  // The actors below one actor, a page at a time: there is one per live session.
+  app.get<{ Params: { systemId: string }; Querystring: { offset?: string; limit?: string } }>(
+    '/_sydent/debug/actors/:systemId',
+    async (req) => {
+      const offset = whole(req.query.offset, 0, 'offset');
+      const limit = whole(req.query.limit, 100, 'limit');
+      if (limit < 1 || limit > 1000) throw errors.invalidParam('limit must be between 1 and 1000');
+      const page = await ctx.system.children(req.params.systemId, offset, limit);
+      if (!page) throw errors.notFound('No such actor');
+      return { systemId: req.params.systemId, offset, limit, ...page };
+    },
+  );
 
   app.get('/_sydent/debug/sessions', async () => ({ byState: ctx.reads.sessions.countByState() }));
 
@@ -66,7 +126,14 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
     const sid = /^\d{1,10}$/.test(req.params.sid) ? Number(req.params.sid) : null;
     const found = sid === null ? undefined : await askSessions(ctx.system.get('sessions'), 'INSPECT', { sid });
     if (!found) throw errors.notFound('No such session');
-    return { sid: String(sid), state: found.state, context: redactSessionContext(found.context), transitions: found.history };
+    // States and events as the machine, and so the page's diagram, names them.
+    return {
+      sid: String(sid),
+      machine: 'validation-session',
+      state: found.state,
+      context: redactSessionContext(found.context),
+      transitions: found.history,
+    };
   });
 
   app.get<{ Querystring: { limit?: string } }>('/_sydent/debug/callbacks', async (req) => {
@@ -99,4 +166,11 @@ function requireAdminToken(app: FastifyInstance, adminToken: string): void {
     // A new array, never a push: fastify copies a GET route's options for its HEAD route, which gets its own hook.
     route.onRequest = [hook, ...hookList(route.onRequest)];
   });
+}
+
+/** A non-negative whole number from the query string, or the default when absent. */
+function whole(value: string | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!/^\d{1,9}$/.test(value)) throw errors.invalidParam(`${name} must be a whole number`);
+  return Number(value);
 }
