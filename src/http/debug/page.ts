@@ -171,6 +171,26 @@ export const DEBUG_PAGE = `<!DOCTYPE html>
     // SVG text, measured as drawn, and every diagram at its natural size.
     htmlLabels: false, flowchart: { htmlLabels: false, useMaxWidth: false },
   });
+  const overlap = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 0.5 && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 0.5;
+  // Mermaid puts the label of an arrow that crosses a box's edge at the arrow's middle, where another label may
+  // already be: such labels are moved up or down, a little at a time, until no label covers another or a state.
+  function separateLabels(svg) {
+    const fixed = [...svg.querySelectorAll('g.node, g.cluster-label')];
+    const labels = [...svg.querySelectorAll('g.edgeLabel')].filter((e) => e.textContent.trim());
+    for (let round = 0; round < 50; round++) {
+      let moved = false;
+      for (const [i, label] of labels.entries()) {
+        const box = label.getBoundingClientRect();
+        const other = [...fixed, ...labels.slice(0, i)].map((e) => e.getBoundingClientRect()).find((b) => overlap(box, b));
+        if (!other) continue;
+        const down = box.top + box.bottom >= other.top + other.bottom;
+        const dy = down ? other.bottom - box.top + 3 : other.top - box.bottom - 3;
+        label.setAttribute('transform', (label.getAttribute('transform') || '') + ' translate(0, ' + dy + ')');
+        moved = true;
+      }
+      if (!moved) return;
+    }
+  }
   const drawn = {};
   let renders = 0;
   async function drawMachines(machines) {
@@ -185,6 +205,7 @@ export const DEBUG_PAGE = `<!DOCTYPE html>
       if (drawn[m.name] === m.mermaid) continue;
       const { svg } = await mermaid.render('svg-' + m.name + '-' + ++renders, m.mermaid);
       fig.querySelector('.diagram').innerHTML = svg;
+      separateLabels(fig.querySelector('svg'));
       drawn[m.name] = m.mermaid;
       fig.dataset.drawn = JSON.stringify(m.counts);
     }
