@@ -175,10 +175,14 @@ describe('request bodies (the shared app every listener is built on)', () => {
     }
   });
 
-  it('parses form bodies, dropping keys given twice', async () => {
-    const res = await post('/echo', 'a=b&c=1&c=2', 'application/x-www-form-urlencoded');
+  it('parses form bodies; a key given twice is 400 M_INVALID_PARAM', async () => {
+    const res = await post('/echo', 'a=b&c=1&d=%20x+y%C3%A9', 'application/x-www-form-urlencoded');
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ a: 'b' });
+    expect(await res.json()).toEqual({ a: 'b', c: '1', d: ' x yé' });
+    const twice = await post('/echo', 'a=b&c=1&c=2', 'application/x-www-form-urlencoded');
+    expect(twice.status).toBe(400);
+    expectCors(twice);
+    expect(await json(twice)).toEqual({ errcode: 'M_INVALID_PARAM', error: 'Parameter "c" is given more than once' });
   });
 
   it('an unparsable body is 400 M_NOT_JSON with CORS', async () => {
@@ -259,6 +263,27 @@ describe('request logs', () => {
       expect(all).toContain('brand=vector-im');
       expect(all).toMatch(/"status":500/);
       expect(all).not.toMatch(/SECRET\d/);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('a header the route cannot write (a stored link with a line break): a Matrix 500 with CORS, no secret in any line', async () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+    const app = createApp({ log });
+    app.get('/redirect', async (_req, reply) => reply.code(302).header('location', 'https://x.example/\r\nSet-Cookie: a=b').send(''));
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+      const res = await fetch(`${base}/redirect?sid=1&client_secret=csSECRET1&token=tSECRET2&access_token=atSECRET3`, { redirect: 'manual' });
+      expect(res.status).toBe(500);
+      expectCors(res);
+      expect(res.headers.get('location')).toBeNull();
+      expect(await json(res)).toEqual({ errcode: 'M_UNKNOWN', error: 'Internal Server Error' });
+      await new Promise((r) => setTimeout(r, 50));
+      expect(lines.some((l) => l.includes('ERR_INVALID_CHAR'))).toBe(true);
+      expect(lines.join('')).not.toMatch(/SECRET\d/);
     } finally {
       await app.close();
     }

@@ -37,7 +37,7 @@ interface RawReply {
 }
 
 /** One request with exactly these headers (fetch would add or change some). */
-function send(base: string, opts: { method?: string; path?: string; headers?: Record<string, string>; body?: string; chunked?: boolean }): Promise<RawReply> {
+function send(base: string, opts: { method?: string; path?: string; headers?: Record<string, string>; body?: string | Buffer; chunked?: boolean }): Promise<RawReply> {
   const url = new URL(opts.path ?? V2_LOOKUP_PATH, base);
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...opts.headers };
@@ -262,7 +262,7 @@ describe('a client that goes away', () => {
 });
 
 describe('the lane and the fastify route answer alike', () => {
-  const bodies: Array<[string, string]> = [
+  const bodies: Array<[string, string | Buffer]> = [
     ['a hit', '{}'],
     ['a miss', '{}'],
     ['a wrong pepper', '{}'],
@@ -276,6 +276,10 @@ describe('the lane and the fastify route answer alike', () => {
     ['a list', '[]'],
     ['null', 'null'],
     ['a string', '"x"'],
+    ['bytes that are not UTF-8', Buffer.from('{"addresses":["\xff"],"algorithm":"sha256","pepper":"x"}', 'latin1')],
+    ['a NUL in an address', JSON.stringify({ addresses: ['a\u0000b'], algorithm: 'sha256', pepper: 'x' })],
+    ['a lone surrogate in an address', '{"addresses":["\\ud800"],"algorithm":"sha256","pepper":"x"}'],
+    ['nested too deep', `{"addresses":["a"],"algorithm":"sha256","pepper":"x","x":${'['.repeat(1000)}${']'.repeat(1000)}}`],
   ];
 
   it('every body: same status, errcode, body, content type and CORS headers', async () => {
@@ -287,7 +291,9 @@ describe('the lane and the fastify route answer alike', () => {
             ? lookupBody([sha256Of('nobody@example.com', 'email', pepper)])
             : what === 'a wrong pepper'
               ? JSON.stringify({ addresses: [hit], algorithm: 'sha256', pepper: `${pepper}x` })
-              : template.replaceAll('"pepper":"x"', `"pepper":${JSON.stringify(pepper)}`);
+              : typeof template === 'string'
+                ? template.replaceAll('"pepper":"x"', `"pepper":${JSON.stringify(pepper)}`)
+                : template;
       // Bearer: the lane; the same token in the query string: fastify's route.
       const lane = await send(t.server.clientUrl, { headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body });
       const route = await send(t.server.clientUrl, {

@@ -5,6 +5,7 @@
  */
 import Database from 'better-sqlite3';
 import path from 'node:path';
+import tls from 'node:tls';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBase64, generateSeed, lookupHash, publicKeyFromSeed, signJson } from '../src/crypto/index.js';
@@ -286,6 +287,51 @@ describe('refused pushes store nothing', () => {
     });
     await expectRefused(res, 400, 'M_VERIFICATION_FAILED');
     expect(res.json['failed_ids']).toEqual(['abc', '109', '110', '111']);
+  });
+
+  it('hostile bytes from a known peer: 4xx Matrix errors with CORS, nothing stored', async () => {
+    before = globalRows().length;
+    const signed = JSON.stringify({ sgAssocs: { '113': good('refused@example.org') } });
+    const open = signed.slice(0, -1);
+    const cases: Array<[what: string, query: string, body: string | Buffer, status: number, errcode: string]> = [
+      ['a body that is not UTF-8', '', Buffer.concat([Buffer.from(open), Buffer.from(',"x":"\xff"}', 'latin1')]), 400, 'M_BAD_JSON'],
+      ['a NUL in a key', '', `${open},"a\\u0000":1}`, 400, 'M_BAD_JSON'],
+      ['a lone surrogate', '', `${open},"x":"\\udc00"}`, 400, 'M_BAD_JSON'],
+      ['nested 100,000 deep', '', `${open},"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}`, 400, 'M_BAD_JSON'],
+      ['a parameter given twice', 'x=1&x=2', signed, 400, 'M_INVALID_PARAM'],
+      ['invalid percent-encoding', 'x=%ZZ', signed, 400, 'M_INVALID_PARAM'],
+      ['a body over the limit', '', `${open},"x":"${'x'.repeat(600_000)}"}`, 413, 'M_TOO_LARGE'],
+    ];
+    for (const [what, query, body, status, errcode] of cases) {
+      const res = await request(`https://127.0.0.1:${b.port}${PUSH}${query ? `?${query}` : ''}`, {
+        method: 'POST',
+        dispatcher: peerA.agent,
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
+      expect(res.headers['content-type'], what).toMatch(/^application\/json/);
+      expect(res.headers['access-control-allow-origin'], what).toBe('*');
+      expect([res.statusCode, await res.body.json()], what).toEqual([status, { errcode, error: expect.any(String) }]);
+    }
+    expect(globalRows()).toHaveLength(before);
+    expect(await lookup(b.server, 'refused@example.org')).toBeNull();
+  });
+
+  it('a request Node cannot parse as HTTP, over the peer\'s TLS: a JSON 400 with CORS, then the connection closes', async () => {
+    const cert = await makePeerCert(ca, 'a.test');
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: b.port, key: cert.key, cert: cert.cert, ca: ca.cert, servername: 'b.test' }, () =>
+        socket.write('NOT HTTP AT ALL\r\n\r\n'),
+      );
+      let text = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => (text += chunk));
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer.toLowerCase()).toContain('\r\naccess-control-allow-origin: *\r\n');
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({ errcode: 'M_UNRECOGNIZED', error: expect.any(String) });
   });
 
   it('without a client certificate, or with one from another CA: no TLS session at all', async () => {

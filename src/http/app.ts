@@ -12,8 +12,11 @@ import FindMyWay from 'find-my-way';
 import http from 'node:http';
 import { redactUrl, type Logger } from '../log.js';
 import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
+import { clientErrorAnswer } from './client-errors.js';
 import { errors, MatrixError } from './errors.js';
+import { parseJsonBody } from './json-body.js';
 import type { RequestLane } from './lookup-lane.js';
+import { parseParams } from './params.js';
 
 /** Sydent's MAX_REQUEST_SIZE. */
 export const BODY_LIMIT = 512 * 1024;
@@ -24,6 +27,7 @@ const CORS_ALLOW_HEADERS = [
   'access-control-allow-headers',
   'Origin, X-Requested-With, Content-Type, Accept, Authorization',
 ] as const;
+const CORS_NAMES: ReadonlySet<string> = new Set([CORS_ORIGIN[0], CORS_METHODS[0], CORS_ALLOW_HEADERS[0]]);
 /** The CORS headers of every answer, as a flat name, value, name, value… list (for a fast lane's writeHead). */
 export const CORS_HEADERS: readonly string[] = [...CORS_ORIGIN, ...CORS_METHODS, ...CORS_ALLOW_HEADERS];
 
@@ -53,9 +57,17 @@ export interface AppOptions {
 export function createApp(opts: AppOptions): FastifyInstance {
   // Set by preClose: from then on the lane leaves every request to fastify, which answers 503 while it closes.
   let closing = false;
+  const cors = opts.cors !== false;
   const app = Fastify({
-    loggerInstance: opts.log as FastifyBaseLogger,
+    loggerInstance: withRedactedRequests(opts.log) as FastifyBaseLogger,
     logController: new RedactingLogController(),
+    clientErrorHandler: clientErrorAnswer({ cors }),
+    // Errors of the router itself (a path that is not valid percent-encoding), answered before any hook has run.
+    frameworkErrors: (error, _req, reply) => {
+      if (cors) for (let i = 0; i < CORS_HEADERS.length; i += 2) reply.header(CORS_HEADERS[i]!, CORS_HEADERS[i + 1]);
+      sendError(reply, toMatrixError(error));
+    },
+    routerOptions: { querystringParser: parseQuery },
     bodyLimit: opts.bodyLimit ?? BODY_LIMIT,
     trustProxy: opts.trustProxy && opts.trustProxy.length > 0 ? opts.trustProxy : false,
     return503OnClosing: true,
@@ -86,15 +98,19 @@ export function createApp(opts: AppOptions): FastifyInstance {
     }
   });
 
-  // CORS on every answer, errors included. A callback hook, not an async one: no promise per request.
-  if (opts.cors !== false) {
-    app.addHook('onRequest', (_req, reply, done) => {
+  // CORS on every answer, errors included (unless `cors: false`). A callback hook, not an async one: no promise per
+  // request. Then a query string that parseQuery refused is answered, before any route hook (auth) reads it;
+  // unknown paths stay 404.
+  app.addHook('onRequest', (req, reply, done) => {
+    if (cors) {
       reply.header(CORS_ORIGIN[0], CORS_ORIGIN[1]);
       reply.header(CORS_METHODS[0], CORS_METHODS[1]);
       reply.header(CORS_ALLOW_HEADERS[0], CORS_ALLOW_HEADERS[1]);
-      done();
-    });
-  }
+    }
+    const refused = (req.query as RefusedQuery | undefined)?.[QUERY_REFUSED];
+    if (refused && !req.is404) return done(refused);
+    done();
+  });
 
   const metrics = opts.metrics;
   if (metrics) installRequestMetrics(app, metrics);
@@ -113,10 +129,37 @@ export function createApp(opts: AppOptions): FastifyInstance {
   app.setErrorHandler(async (error: FastifyError | MatrixError, req, reply) => {
     const matrix = toMatrixError(error);
     if (matrix.status >= 500) req.log.error({ err: error, url: redactUrl(req.url) }, 'request failed');
+    // A header the route set could not be written (a stored link with a line break): the error goes out without it.
+    if (HEADER_ERRORS.has((error as FastifyError).code)) {
+      for (const name of Object.keys(reply.getHeaders())) if (!CORS_NAMES.has(name)) reply.removeHeader(name);
+    }
     return sendError(reply, matrix);
   });
 
   return app;
+}
+
+/** Node's refusals of a header name or value. */
+const HEADER_ERRORS = new Set(['ERR_INVALID_CHAR', 'ERR_HTTP_INVALID_HEADER_VALUE', 'ERR_INVALID_HTTP_TOKEN']);
+
+const QUERY_REFUSED = Symbol('query refused');
+type RefusedQuery = { [QUERY_REFUSED]?: MatrixError };
+
+/**
+ * The router's query string parser (params.ts). It runs inside the router, where a throw would escape fastify, so a
+ * refusal is left on the query object for the onRequest hook to answer.
+ */
+function parseQuery(text: string): Record<string, string> | RefusedQuery {
+  const parsed = parseParams(text);
+  return parsed.ok ? parsed.params : { [QUERY_REFUSED]: parsed.error };
+}
+
+/**
+ * The app's logger, whose `req` serializer (used by fastify's own error lines) shows the URL with its secrets
+ * redacted, as our request line does; fastify's would log it raw.
+ */
+function withRedactedRequests(log: Logger): Logger {
+  return log.child({}, { serializers: { req: (req: FastifyRequest) => ({ method: req.method, url: redactUrl(req.url), remoteAddress: req.ip }) } });
 }
 
 /**
@@ -224,6 +267,10 @@ export function toMatrixError(error: unknown): MatrixError {
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return errors.tooLarge(`Request body is larger than ${BODY_LIMIT} bytes`);
+    case 'FST_ERR_BAD_URL':
+      return errors.invalidParam('The request path is not valid percent-encoded UTF-8');
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new MatrixError(414, 'M_TOO_LARGE', 'A part of the request path is too long');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
@@ -258,29 +305,25 @@ function fromValidation(issues: ValidationIssue[], context: string): MatrixError
   return errors.invalidParam(`${name} ${first.message ?? 'is invalid'}`);
 }
 
+/** Bodies are taken as bytes and decoded strictly (json-body.ts, params.ts): never a U+FFFD for a bad byte. */
 function installBodyParsers(app: FastifyInstance): void {
   app.removeAllContentTypeParsers();
-  const parseJson = (_req: FastifyRequest, body: string, done: (err: Error | null, value?: unknown) => void) => {
-    if (body.length === 0) return done(null, undefined);
+  const parseJson = (_req: FastifyRequest, body: Buffer, done: (err: Error | null, value?: unknown) => void) => {
+    let value: unknown;
     try {
-      done(null, JSON.parse(body));
-    } catch {
-      done(errors.notJson('Request body is not valid JSON'));
+      value = parseJsonBody(body);
+    } catch (error) {
+      return done(error as Error);
     }
+    done(null, value);
   };
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJson);
-  // Legacy clients post form bodies to the session endpoints; a key given twice is dropped, as Sydent does.
-  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
-    const params = new URLSearchParams(body as string);
-    const out: Record<string, string> = {};
-    const seen = new Set<string>();
-    for (const [key, value] of params) {
-      if (seen.has(key)) delete out[key];
-      else out[key] = value;
-      seen.add(key);
-    }
-    done(null, out);
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJson);
+  // Legacy clients post form bodies to the session endpoints: read by the query string's rules.
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'buffer' }, (_req, body, done) => {
+    const parsed = parseParams((body as Buffer).toString('latin1'));
+    if (parsed.ok) done(null, parsed.params);
+    else done(parsed.error);
   });
   // The spec lets clients leave out Content-Type: whatever they send is read as JSON.
-  app.addContentTypeParser('*', { parseAs: 'string' }, parseJson);
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, parseJson);
 }

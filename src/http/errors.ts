@@ -27,6 +27,7 @@ export const errors = {
     new MatrixError(405, 'M_UNRECOGNIZED', `Method ${method} is not allowed on this endpoint`),
   notFound: (message: string) => new MatrixError(404, 'M_NOT_FOUND', message),
   notJson: (message = 'Content not JSON') => new MatrixError(400, 'M_NOT_JSON', message),
+  badJson: (message = 'Malformed JSON') => new MatrixError(400, 'M_BAD_JSON', message),
   tooLarge: (message: string) => new MatrixError(413, 'M_TOO_LARGE', message),
   /** a body not declared as JSON where only JSON is taken (the internal listener) */
   unsupportedMediaType: (message: string) => new MatrixError(415, 'M_NOT_JSON', message),

@@ -22,7 +22,8 @@ import { AnswerBatch } from './answer-batch.js';
 import { CORS_HEADERS, logCompleted, toMatrixError, type RequestLine } from './app.js';
 import { accountForToken, bearerToken } from './auth.js';
 import { V2_PREFIX, type AppContext } from './context.js';
-import { errors, type MatrixError } from './errors.js';
+import type { MatrixError } from './errors.js';
+import { parseJsonBody } from './json-body.js';
 import { JSON_TYPE, v2Lookup } from './routes/lookup.js';
 
 export const V2_LOOKUP_PATH = `${V2_PREFIX}/lookup`;
@@ -104,14 +105,7 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
   /** The answer to a whole body (`null` or empty: none sent). */
   function reply(req: IncomingMessage, res: ServerResponse, started: number, body: Buffer | null): void {
     try {
-      let parsed: unknown;
-      if (body !== null && body.length > 0) {
-        try {
-          parsed = JSON.parse(body.toString('utf8'));
-        } catch {
-          throw errors.notJson('Request body is not valid JSON');
-        }
-      }
+      const parsed = body === null ? undefined : parseJsonBody(body);
       send(req, res, started, 200, v2Lookup(ctx, parsed));
     } catch (error) {
       sendError(req, res, started, error);

@@ -12,6 +12,7 @@ import type { ListenerAddress } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { ReplicationTls } from '../replication/tls.js';
 import { createApp } from './app.js';
+import { clientErrorAnswer } from './client-errors.js';
 import type { AppContext } from './context.js';
 import { replicateRoutes } from './routes/replicate.js';
 
@@ -56,6 +57,8 @@ export async function startReplicationListener(
     (req, res) => app.routing(req, res),
   );
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'replication: TLS handshake refused'));
+  // the app's own server is not this one: requests Node's parser refuses are answered as the other listeners do
+  server.on('clientError', clientErrorAnswer({ cors: true }));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host: address.bindAddress, port: address.port }, () => {

@@ -1,6 +1,8 @@
 /**
  * HTTP/1.1 written by hand on a socket, for requests `fetch` would normalise away: percent-encoded paths kept as
- * typed, absolute-form request targets, any Host header or none, any Content-Type or none.
+ * typed, absolute-form request targets, any Host header or none, any Content-Type or none (`rawHttp`); or any bytes
+ * at all, a request line that is not HTTP or a 100 kB URL, with whether the server closed the connection after its
+ * answer (`rawExchange`).
  */
 import net from 'node:net';
 
@@ -79,4 +81,42 @@ function unchunk(bytes: Buffer): Buffer {
     parts.push(rest.subarray(eol + 2, eol + 2 + size));
     rest = rest.subarray(eol + 2 + size + 2);
   }
+}
+
+export interface RawExchange extends RawReply {
+  /** whether the server closed the connection after its answer (within the wait) */
+  closed: boolean;
+}
+
+/**
+ * Sends `request` as it is on a new connection to the listener at `baseUrl`, reads the first answer (its body by
+ * content-length), then waits up to `closeWaitMs` for the server to close the connection.
+ */
+export function rawExchange(baseUrl: string, request: string | Buffer, closeWaitMs = 1_000): Promise<RawExchange> {
+  const url = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(url.port), url.hostname.replace(/^\[|\]$/g, ''), () => socket.write(request));
+    let received = Buffer.alloc(0);
+    let answer: RawReply | null = null;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (closed: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (answer) resolve({ ...answer, closed });
+      else reject(new Error(`no complete answer (${closed ? 'closed' : 'still open'}): ${JSON.stringify(received.toString('latin1'))}`));
+    };
+    socket.on('data', (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      if (answer) return;
+      const end = received.indexOf('\r\n\r\n');
+      const length = end < 0 ? NaN : Number(/\r\ncontent-length: *(\d+)/i.exec(received.subarray(0, end).toString('latin1'))?.[1] ?? 0);
+      if (end < 0 || received.length < end + 4 + length) return;
+      answer = parseReply(received.subarray(0, end + 4 + length));
+      timer = setTimeout(() => finish(false), closeWaitMs);
+    });
+    socket.on('end', () => finish(true));
+    socket.on('close', () => finish(true));
+    // a reset after the answer is a close; before it, the answer is missing
+    socket.on('error', () => finish(true));
+  });
 }

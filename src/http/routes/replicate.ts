@@ -8,6 +8,7 @@ import { decodePeerKey } from '../../replication/keys.js';
 import { checkPush } from '../../replication/receive.js';
 import type { AppContext } from '../context.js';
 import { MatrixError, errors } from '../errors.js';
+import { parseJsonBody } from '../json-body.js';
 
 export const PUSH_ROUTE = '/_matrix/identity/replicate/v1/push';
 
@@ -61,9 +62,9 @@ export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppCont
     return key;
   };
 
-  // The body is taken as text whatever its type, and judged by the handler, after the peer check.
+  // The body is taken as bytes whatever its type, and judged by the handler, after the peer check.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
   app.post(PUSH_ROUTE, async (req, reply) => {
     const name = peerCommonName(req);
@@ -81,12 +82,14 @@ export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppCont
     }
 
     if (!isJsonContentType(req.headers['content-type'])) throw replicationErrors.notJson();
+    // Strictly, as every body: not UTF-8, a NUL or a lone surrogate is malformed too.
     let json: unknown;
     try {
-      json = JSON.parse(typeof req.body === 'string' ? req.body : '');
+      json = parseJsonBody(Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0));
     } catch {
-      throw replicationErrors.badJson();
+      json = undefined;
     }
+    if (json === undefined) throw replicationErrors.badJson();
     if (!isRecord(json) || !Object.hasOwn(json, 'sgAssocs')) throw replicationErrors.badJson('No "sgAssocs" key in JSON');
     const sgAssocs = json['sgAssocs'];
     if (!isRecord(sgAssocs)) throw replicationErrors.badJson('"sgAssocs" must be an object');
