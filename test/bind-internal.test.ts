@@ -15,6 +15,7 @@ import {
   associationCounts,
   associationRows,
   bulkLookup,
+  databaseSnapshot,
   internal,
   lookupPepper,
   lookupV1,
@@ -22,6 +23,7 @@ import {
   registerAccount,
   serverPublicKey,
   sha256Of,
+  userIdOf,
   verifyOurs,
 } from './helpers/flows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
@@ -118,6 +120,53 @@ describe('internal bind', () => {
       }
     }
     expect(associationCounts(t)).toEqual(before);
+  });
+});
+
+describe('what the internal API refuses (as the client API would): 400 M_INVALID_PARAM, nothing stored, no callback', () => {
+  const mxid = () => userIdOf(env, 'refused');
+  const cases = (): Array<[string, Record<string, unknown>]> => [
+    ['a medium with a header injection', { medium: 'x\r\nX-Injected: yes', address: 'crlf@example.com', mxid: mxid() }],
+    ['a medium with a NUL', { medium: 'x\u0000y', address: 'nul@example.com', mxid: mxid() }],
+    ['a medium with a right-to-left override', { medium: '\u202eliame', address: 'rtl@example.com', mxid: mxid() }],
+    ['an unknown medium', { medium: 'phone', address: '15555550199', mxid: mxid() }],
+    ['a medium in capitals', { medium: 'EMAIL', address: 'caps@example.com', mxid: mxid() }],
+    ['an email address with a display name', { medium: 'email', address: 'Eve <eve@example.com>', mxid: mxid() }],
+    ['an email address with a line break', { medium: 'email', address: 'eve@example.com\r\nBcc: x@example.com', mxid: mxid() }],
+    ['an email address that is not one', { medium: 'email', address: 'not an address', mxid: mxid() }],
+    ['an msisdn of letters', { medium: 'msisdn', address: 'call me', mxid: mxid() }],
+    ['an msisdn too short to be a number', { medium: 'msisdn', address: '12', mxid: mxid() }],
+    ['an mxid without @', { medium: 'email', address: 'mxid1@example.com', mxid: `refused:${env.serverName}` }],
+    ['an mxid without a server', { medium: 'email', address: 'mxid2@example.com', mxid: '@refused' }],
+    ['an mxid with an empty localpart', { medium: 'email', address: 'mxid3@example.com', mxid: `@:${env.serverName}` }],
+    ['an mxid with a space', { medium: 'email', address: 'mxid4@example.com', mxid: `@re fused:${env.serverName}` }],
+    ['an mxid with a line break', { medium: 'email', address: 'mxid5@example.com', mxid: `@refused\r\n:${env.serverName}` }],
+    ['an mxid with a bad server name', { medium: 'email', address: 'mxid6@example.com', mxid: '@refused:bad_server!' }],
+    ['an mxid over 255 characters', { medium: 'email', address: 'mxid7@example.com', mxid: `@${'r'.repeat(250)}:${env.serverName}` }],
+  ];
+
+  it('bind and unbind', async () => {
+    const before = { db: databaseSnapshot(t), homeserver: env.hs.requests.length };
+    for (const what of ['bind', 'unbind'] as const) {
+      for (const [name, body] of cases()) {
+        const res = await internal(t, what, body);
+        expect(res.status, `${what}, ${name}: ${res.text}`).toBe(400);
+        expect(res.json, `${what}, ${name}`).toEqual({ errcode: 'M_INVALID_PARAM', error: expect.any(String) });
+      }
+    }
+    // a callback would be delivered at once: a moment for one that should not exist
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect({ db: databaseSnapshot(t), homeserver: env.hs.requests.length }).toEqual(before);
+  });
+
+  it('what it accepts is stored in the canonical form: a formatted msisdn as its E.164 digits', async () => {
+    const res = await internal(t, 'bind', { medium: 'msisdn', address: '+1 (555) 555-0124', mxid: '@formatted:hs.example' });
+    expect(res.status, res.text).toBe(200);
+    expect(res.json).toMatchObject({ medium: 'msisdn', address: '15555550124' });
+    expect(await everyLookup('msisdn', '15555550124')).toEqual(all('@formatted:hs.example'));
+    const gone = await internal(t, 'unbind', { medium: 'msisdn', address: '+15555550124', mxid: '@formatted:hs.example' });
+    expect(gone.status, gone.text).toBe(200);
+    expect(await everyLookup('msisdn', '15555550124')).toEqual(all(undefined));
   });
 });
 

@@ -30,7 +30,7 @@ export { FederationError, type FederationErrorKind } from './errors.js';
 export { IpGuard, DEFAULT_IP_RANGE_BLACKLIST, type IpGuardOptions } from './ip-guard.js';
 export { fetchOpenIdUserId, OpenIdError, USERINFO_MAX_BYTES, type OpenIdErrorKind } from './openid.js';
 export { DnsResolver, type DnsResolverOptions, type FederationResolver, type SrvRecord } from './resolver.js';
-export { parseServerName, isValidServerName, serverNameOfUserId, hostForUrl, type ParsedServerName } from './server-name.js';
+export { parseServerName, isValidServerName, isValidUserId, serverNameOfUserId, hostForUrl, type ParsedServerName } from './server-name.js';
 export { Transport, type ResolvedServer, type RawRequest, type RawResponse, type TransportOptions } from './transport.js';
 export {
   parseXMatrixHeader,

@@ -75,6 +75,18 @@ export function serverNameOfUserId(mxid: string): string | null {
   return isValidServerName(server) ? server : null;
 }
 
+/** The spec's longest user ID (the grammar's limit, in bytes, sigil and server name included). */
+export const MAX_USER_ID_LENGTH = 255;
+/** A localpart's characters in the spec's historical grammar (printable ASCII but `:`), which every user ID fits. */
+const LOCALPART = /^[\x21-\x39\x3b-\x7e]+$/;
+
+/** Whether `mxid` is a user ID by the spec's grammar: `@localpart:server_name`, at most 255 bytes. */
+export function isValidUserId(mxid: string): boolean {
+  if (typeof mxid !== 'string' || mxid.length > MAX_USER_ID_LENGTH || !mxid.startsWith('@')) return false;
+  const colon = mxid.indexOf(':');
+  return colon > 1 && LOCALPART.test(mxid.slice(1, colon)) && isValidServerName(mxid.slice(colon + 1));
+}
+
 /** `host` as it must appear in a URL or Host header: IPv6 addresses bracketed */
 export function hostForUrl(host: string): string {
   return isIPv6(host) ? `[${host}]` : host;

@@ -232,3 +232,17 @@ export function insertInvite(t: TestServer, invite: InviteRow): void {
     invite.received_ts ?? Math.floor(Date.now() / 1000),
   );
 }
+
+/**
+ * Every row of every table of the server's database, as text per table: equal before and after a refused request
+ * shows that it changed nothing (no session, association, invite, account or callback row written or touched).
+ */
+export function databaseSnapshot(t: TestServer): Record<string, string> {
+  const db = new Database(t.config.db.dbFile, { readonly: true, fileMustExist: true });
+  try {
+    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[];
+    return Object.fromEntries(tables.map(({ name }) => [name, JSON.stringify(db.prepare(`SELECT * FROM "${name}"`).raw().all())]));
+  } finally {
+    db.close();
+  }
+}

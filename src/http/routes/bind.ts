@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { askSessions } from '../../actors/supervisors/sessions.js';
-import { serverNameOfUserId } from '../../federation/index.js';
+import { isValidUserId } from '../../federation/index.js';
 import type { RouteOptions } from '../context.js';
 import { errors } from '../errors.js';
 import { clientSecret, sidNumber } from '../validate.js';
@@ -29,7 +29,7 @@ export async function bindRoutes(app: FastifyInstance, opts: RouteOptions): Prom
       if (api === 'v2' && req.account?.userId !== mxid) {
         throw errors.unauthorizedStatus(403, 'This user is prohibited from binding to the mxid');
       }
-      if (!serverNameOfUserId(mxid)) throw errors.invalidParam('mxid must be a Matrix user ID (@user:server)');
+      if (!isValidUserId(mxid)) throw errors.invalidParam('mxid must be a Matrix user ID (@localpart:server.name)');
       const sid = sidNumber(req.body.sid);
       const result =
         sid === null

@@ -1,7 +1,11 @@
 import type { FastifyInstance } from 'fastify';
-import { bindThreepid, unbindThreepid } from '../../bindings/binder.js';
+import { bindThreepid, unbindThreepid, type Threepid } from '../../bindings/binder.js';
+import { isValidUserId } from '../../federation/index.js';
+import { parsePhone } from '../../sms/index.js';
+import { casefold } from '../../util/casefold.js';
 import { binderDeps, type AppContext } from '../context.js';
-import { normalise } from './lookup.js';
+import { errors, MatrixError } from '../errors.js';
+import { emailAddress } from '../validate.js';
 
 const body = {
   type: 'object',
@@ -23,13 +27,42 @@ export async function internalRoutes(app: FastifyInstance, opts: { ctx: AppConte
   const { ctx } = opts;
 
   app.post<{ Body: InternalBody }>('/_matrix/identity/internal/bind', { schema: { body } }, async (req) => {
-    const { medium, address, mxid } = req.body;
-    return bindThreepid(binderDeps(ctx), { medium, address: normalise(medium, address) }, mxid);
+    const { threepid, mxid } = checked(req.body);
+    return bindThreepid(binderDeps(ctx), threepid, mxid);
   });
 
   app.post<{ Body: InternalBody }>('/_matrix/identity/internal/unbind', { schema: { body } }, async (req) => {
-    const { medium, address, mxid } = req.body;
-    await unbindThreepid(binderDeps(ctx), { medium, address: normalise(medium, address) }, mxid);
+    const { threepid, mxid } = checked(req.body);
+    await unbindThreepid(binderDeps(ctx), threepid, mxid);
     return {};
   });
+}
+
+/**
+ * The caller is trusted but not infallible: what it asks to bind is held to the client API's rules (a known medium,
+ * an address valid for it, in its canonical form, a user ID by the spec's grammar) before anything is stored,
+ * signed or sent to a homeserver. Every refusal is 400 M_INVALID_PARAM.
+ */
+function checked({ medium, address, mxid }: InternalBody): { threepid: Threepid; mxid: string } {
+  if (!isValidUserId(mxid)) throw errors.invalidParam('mxid must be a Matrix user ID (@localpart:server.name)');
+  return { threepid: { medium, address: canonicalAddress(medium, address) }, mxid };
+}
+
+function canonicalAddress(medium: string, address: string): string {
+  switch (medium) {
+    case 'email':
+      try {
+        return casefold(emailAddress(address));
+      } catch (error) {
+        throw error instanceof MatrixError ? errors.invalidParam(error.message) : error;
+      }
+    case 'msisdn': {
+      // the MSISDN form: E.164 digits, `+` optional; formatting is read as requestToken reads a phone_number
+      const phone = parsePhone(address.startsWith('+') ? address : `+${address}`, '');
+      if (!phone) throw errors.invalidParam('address must be a phone number in international form (E.164 digits)');
+      return phone.msisdn;
+    }
+    default:
+      throw errors.invalidParam('medium must be "email" or "msisdn"');
+  }
 }

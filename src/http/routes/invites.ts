@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { askMailer } from '../../actors/supervisors/mailer.js';
 import { Base64Error, decodeBase64, signJson } from '../../crypto/index.js';
-import { serverNameOfUserId } from '../../federation/index.js';
+import { isValidUserId, serverNameOfUserId } from '../../federation/index.js';
 import { InviteMailError, storeInvite } from '../../invites/store-invite.js';
 import { casefold } from '../../util/casefold.js';
 import type { AppContext, RouteOptions } from '../context.js';
@@ -76,6 +76,7 @@ export async function inviteRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       const missing = (['mxid', 'token', 'private_key'] as const).filter((n) => field(n) === undefined);
       if (missing.length) throw errors.missingParams([...missing]);
       const [mxid, token, privateKey] = [field('mxid')!, field('token')!, field('private_key')!];
+      if (!isValidUserId(mxid)) throw errors.invalidParam('mxid must be a Matrix user ID (@localpart:server.name)');
       const sender = ctx.reads.invites.senderOfToken(token);
       if (!sender) throw new MatrixError(404, 'M_UNRECOGNIZED', "Didn't recognize token");
       let seed: Uint8Array;

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { askNotifier } from '../../actors/supervisors/notifier.js';
 import { unbindThreepid } from '../../bindings/binder.js';
-import { FederationError, RequestAuthError } from '../../federation/index.js';
+import { FederationError, isValidUserId, RequestAuthError } from '../../federation/index.js';
 import { binderDeps, type AppContext, type RouteOptions } from '../context.js';
 import { errors, MatrixError } from '../errors.js';
 import { clientSecret } from '../validate.js';
@@ -38,6 +38,7 @@ export async function unbindRoutes(app: FastifyInstance, opts: RouteOptions): Pr
     if (typeof threepid.medium !== 'string' || typeof threepid.address !== 'string') {
       throw new MatrixError(400, 'M_MISSING_PARAMS', 'Threepid lacks medium / address');
     }
+    if (!isValidUserId(mxid)) throw errors.invalidParam('mxid must be a Matrix user ID (@localpart:server.name)');
     const target = { medium: threepid.medium, address: normalise(threepid.medium, threepid.address) };
 
     if (req.body.sid !== undefined && req.body.client_secret !== undefined) {
