@@ -151,6 +151,38 @@ describe('v1 store-invite (no authentication)', () => {
     expect(invite.token).toBe(res.json['token']);
   });
 
+  it('a web client location that is not an http(s) URL never reaches the mail: the configured default instead', async () => {
+    const cases = [
+      'javascript:alert(1)',
+      'JavaScript:alert(document.cookie)//',
+      ' javascript:alert(1)',
+      'java\nscript:alert(1)',
+      'data:text/html,<script>alert(1)</script>',
+      'vbscript:msgbox(1)',
+      '//evil.example',
+      'https://evil.example" onclick="alert(1)',
+      'not a url',
+    ];
+    for (const [i, location] of cases.entries()) {
+      const address = `web.client.${i}@example.com`;
+      const res = await storeInvite(t, 'v1', inviteBody({ address, 'org.matrix.web_client_location': location }));
+      expect(res.status, `${location}: ${res.text}`).toBe(200);
+      const invite = readInviteMail(await theMailTo(address));
+      expect(invite.webClientLocation, location).toBe('https://app.element.io');
+      expect(invite.html, location).toContain('href="https://app.element.io/#/room/');
+      expect(invite.html.toLowerCase(), location).not.toMatch(/script:|onclick|evil\.example/);
+    }
+  });
+
+  it('an http(s) web client location reaches the mail as the URL parser writes it (no line break, quote or space)', async () => {
+    const address = 'web.client.parsed@example.com';
+    const res = await storeInvite(t, 'v1', inviteBody({ address, 'org.matrix.web_client_location': 'HTTPS://Chat.Example.org/app\r\n"x y' }));
+    expect(res.status, res.text).toBe(200);
+    const invite = readInviteMail(await theMailTo(address));
+    expect(invite.webClientLocation).toBe('https://chat.example.org/app%22x%20y');
+    expect(invite.html).toContain('href="https://chat.example.org/app%22x%20y/#/room/');
+  });
+
   it('extra keys are accepted; long names are shortened in the mail only', async () => {
     const address = 'extra.keys@example.com';
     const longName = 'The Very Long Room Name Of The Tea Party';

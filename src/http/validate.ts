@@ -25,14 +25,30 @@ export function sidNumber(value: string | number): number | null {
   return n <= 2 ** 31 ? n : null;
 }
 
-/** Sydent accepted `3` and `"3"`; so do we, but nothing that is not a whole number. */
+/**
+ * The range of `send_attempt`: a signed 32-bit integer. The spec sets no bound, but a client that sent 2^53-1 could
+ * never send a greater one, so its session could never mail again; clients count from 1.
+ */
+export const SEND_ATTEMPT_MIN = -(2 ** 31);
+export const SEND_ATTEMPT_MAX = 2 ** 31 - 1;
+
+/** Sydent accepted `3` and `"3"`; so do we, but nothing that is not a whole number in range. */
 export function sendAttempt(value: unknown): number {
-  if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
-  if (typeof value === 'string' && /^-?\d{1,15}$/.test(value)) return Number(value);
-  throw errors.invalidParam(`send_attempt should be an integer (got ${JSON.stringify(value)})`);
+  const n = typeof value === 'number' ? value : typeof value === 'string' && /^-?\d{1,15}$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n)) {
+    throw errors.invalidParam(`send_attempt should be an integer (got ${JSON.stringify(value)?.slice(0, 40)})`);
+  }
+  if (n < SEND_ATTEMPT_MIN || n > SEND_ATTEMPT_MAX) {
+    throw errors.invalidParam(`send_attempt must be between ${SEND_ATTEMPT_MIN} and ${SEND_ATTEMPT_MAX}`);
+  }
+  return n;
 }
 
-/** Only http(s) links: anything else would make the GET submitToken redirect an open door. */
+/**
+ * Only http(s) links: anything else would make the GET submitToken redirect an open door. Kept as the URL parser
+ * writes it (`href`): a line break or NUL typed into the link is dropped or percent-encoded there, so the stored
+ * link is always a valid Location header.
+ */
 export function nextLink(value: unknown): string | null {
   if (value === undefined || value === null || value === '') return null;
   if (typeof value !== 'string') throw errors.invalidParam('next_link must be a string');
@@ -45,7 +61,19 @@ export function nextLink(value: unknown): string | null {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw errors.invalidParam('next_link must be an absolute http or https URL');
   }
-  return value;
+  return url.href;
+}
+
+/**
+ * A session's stored next_link as a redirect target: read again by the rule above, so a link stored before that rule
+ * (with a line break that no Location header can carry) is normalised, and one that no longer qualifies is dropped.
+ */
+export function storedNextLink(value: string | null | undefined): string | null {
+  try {
+    return nextLink(value);
+  } catch {
+    return null;
+  }
 }
 
 export function emailAddress(value: string): string {

@@ -120,8 +120,7 @@ export function inviteSubstitutions(
   const roomName = subs['room_name'] ?? '';
   if ([...roomName].length > 30) subs['room_name'] = `${[...roomName].slice(0, 25).join('')}…`;
   if (subs['room_name']) subs['bracketed_room_name'] = `(${subs['room_name']}) `;
-  const location = req.args['org.matrix.web_client_location'];
-  subs['web_client_location'] = typeof location === 'string' ? location : config.email.defaultWebClientLocation;
+  subs['web_client_location'] = webClientLocation(req.args['org.matrix.web_client_location']) ?? config.email.defaultWebClientLocation;
   // The link in the mail lets a web client sign the invite with its ephemeral key: v1 needs no access token.
   subs['sign_url'] = config.general.enableV1Access
     ? `${config.http.clientHttpBase}/_matrix/identity/api/v1/sign-ed25519`
@@ -129,6 +128,23 @@ export function inviteSubstitutions(
   const subject = subs['room_type'] === 'm.space' ? config.email.inviteSubjectSpace : config.email.inviteSubject;
   subs['subject_header_value'] = encodeHeaderValue(pyPercentFormat(subject, subs, 'email.invite.subject'));
   return subs;
+}
+
+/**
+ * The homeserver's web client address, which becomes the mail's button link: only an http(s) URL, as the URL parser
+ * writes it (no line break, quote or space survives), without the `/` it adds to a bare origin, since the templates
+ * append `/#/room/…` themselves. Anything else (`javascript:…`, not a URL) is null: the configured default is used.
+ */
+export function webClientLocation(value: unknown): string | null {
+  if (typeof value !== 'string') return null;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return null;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return null;
+  return url.href.endsWith('/') && !value.endsWith('/') ? url.href.slice(0, -1) : url.href;
 }
 
 /** Sydent's redaction of the invited address: `Invitee@Example.com` → `Inv...@Exa...`. */

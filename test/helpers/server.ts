@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { ManualClock, type Clock } from '../../src/clock.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { SydentConfig } from '../../src/config/types.js';
@@ -30,6 +30,8 @@ export interface TestServerOptions {
   internal?: boolean;
   /** start the Stately inspector relay on a free loopback port */
   inspect?: boolean;
+  /** the server's logger (default: silent) */
+  log?: Logger;
 }
 
 /**
@@ -66,7 +68,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   if (config.http.internalApi) config.http.internalApi.port = 0;
   opts.adjust?.(config);
   const clock = opts.clock ?? new ManualClock(Date.now());
-  const server = await startServer({ config, log: pino({ level: 'silent' }), clock, ...(opts.inspect ? { inspectPort: 0 } : {}) });
+  const server = await startServer({ config, log: opts.log ?? pino({ level: 'silent' }), clock, ...(opts.inspect ? { inspectPort: 0 } : {}) });
   return {
     server,
     config,

@@ -18,6 +18,12 @@ const registerBody = {
   },
 } as const;
 
+/**
+ * Longer than any OpenID token a homeserver issues (Synapse's are 24 characters): refused without asking, as the
+ * homeserver would refuse a URL that long, and its refusal would read as its failure (5xx) instead of the client's.
+ */
+export const MAX_OPENID_TOKEN_LENGTH = 4096;
+
 interface RegisterBody {
   access_token: string;
   matrix_server_name: string;
@@ -36,6 +42,7 @@ export async function accountRoutes(app: FastifyInstance, opts: RouteOptions): P
     if (!isValidServerName(serverName)) {
       throw errors.invalidParam('matrix_server_name must be a valid Matrix server name (IP address or hostname)');
     }
+    if (req.body.access_token.length > MAX_OPENID_TOKEN_LENGTH) throw errors.unknownToken('The OpenID token is too long');
     const system = ctx.system;
     const userId = await askNotifier(system.get('notifier'), 'OPENID_USERINFO', {
       serverName,

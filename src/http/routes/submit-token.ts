@@ -2,8 +2,11 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { renderResponsePage } from '../../mail/templates.js';
 import type { RouteOptions } from '../context.js';
 import { MatrixError } from '../errors.js';
-import { clientSecret } from '../validate.js';
-import { submitTokenEvent, submitTokenReply } from './validation-replies.js';
+import { clientSecret, storedNextLink } from '../validate.js';
+import { submitTokenEvent, submitTokenReply, tokenIncorrect } from './validation-replies.js';
+
+/** The spec's bound on a validation token, in code points. */
+const MAX_TOKEN_LENGTH = 255;
 
 const submitTokenBody = {
   type: 'object',
@@ -36,8 +39,11 @@ export function submitTokenRoutes(
   const { ctx, api } = opts;
   const path = `/validate/${medium}/submitToken`;
   // The client's address as trusted_proxies / X-Forwarded-For make it: the key of the wrong-token limit.
-  const submit = (req: FastifyRequest, sid: string | number, secret: string, token: string) =>
-    submitTokenEvent(ctx, sid, req.ip, { type: 'SUBMIT_TOKEN', token, clientSecret: clientSecret(secret), now: ctx.clock.now() });
+  const submit = (req: FastifyRequest, sid: string | number, secret: string, token: string) => {
+    // No token of ours is empty or longer than the spec's 255 code points: such a one is wrong without asking.
+    if (token.length === 0 || (token.length > MAX_TOKEN_LENGTH && [...token].length > MAX_TOKEN_LENGTH)) throw tokenIncorrect();
+    return submitTokenEvent(ctx, sid, req.ip, { type: 'SUBMIT_TOKEN', token, clientSecret: clientSecret(secret), now: ctx.clock.now() });
+  };
 
   app.post<{ Body: SubmitTokenBody }>(
     path,
@@ -59,7 +65,7 @@ export function submitTokenRoutes(
       const outcome = await submit(req, sid, secret, token);
       submitTokenReply(outcome);
       // Only the next_link given at requestToken (checked to be http or https then), never one from this URL.
-      const next = outcome?.nextLink ?? undefined;
+      const next = storedNextLink(outcome?.nextLink) ?? undefined;
       return page(next ? 302 : 200, SUCCESS_PAGE, next);
     } catch (error) {
       if (error instanceof MatrixError && error.status === 429) {

@@ -11,6 +11,8 @@ import { sidNumber } from '../validate.js';
 
 const noSession = () =>
   new MatrixError(404, 'M_NO_VALID_SESSION', 'No valid session was found matching that sid and client secret');
+/** A token that is not the session's; the body keeps `success: false` for clients older than v1.18. */
+export const tokenIncorrect = () => new MatrixError(400, 'M_TOKEN_INCORRECT', 'The token is incorrect', { success: false });
 const expired = (extra: Record<string, unknown> = {}) =>
   new MatrixError(400, 'M_SESSION_EXPIRED', 'This validation session has expired: call requestToken again', extra);
 
@@ -37,7 +39,7 @@ export function submitTokenReply(outcome: SessionOutcome | undefined): { success
     default:
       break;
   }
-  throw new MatrixError(400, 'M_TOKEN_INCORRECT', 'The token is incorrect', failed);
+  throw tokenIncorrect();
 }
 
 /** getValidated3pid and bind: a wrong secret looks like no session at all, so sessions do not leak. */
