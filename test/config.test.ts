@@ -82,6 +82,8 @@ describe('first run', () => {
       serverName: 'id.example.org',
       logPath: '',
       logLevel: 'INFO',
+      logBackupCount: 365,
+      logGroup: '',
       pidfilePath: path.join(dir, 'sydent.pid'),
       termsPath: '',
       addressLookupLimit: 10000,
@@ -108,6 +110,7 @@ describe('first run', () => {
       obeyXForwardedFor: false,
       trustedProxies: [],
       submitTokenRatelimit: { burst: 10, rateHz: 1 / 60 },
+      drainSeconds: 0,
       federationVerifyCerts: true,
       federationDnsServers: [],
       federationCaCert: '',
@@ -333,12 +336,15 @@ describe('values', () => {
         'homeserver_allow_list = a.example, b.example,',
         'enable_v1_access = false',
         'log.level = debug',
+        'log.backup_count = 7',
+        'log.group = adm',
         '[http]',
         'internalapi.http.port = 8091',
         'internalapi.admin_token = s3cret',
         'internalapi.http.allowed_hosts = Debug.Example.org., 192.0.2.7, [0:0::1]',
         'obey_x_forwarded_for = yes',
         'trusted_proxies = 127.0.0.1, ::1',
+        'drain_seconds = 15',
         'federation.verifycerts = off',
         'client_http_base = https://id.example.org/',
       ].join('\n'),
@@ -352,6 +358,9 @@ describe('values', () => {
     expect(config.general.enableV1Access).toBe(false);
     expect(config.general.enableV1Associations).toBe(false);
     expect(config.general.logLevel).toBe('DEBUG');
+    expect(config.general.logBackupCount).toBe(7);
+    expect(config.general.logGroup).toBe('adm');
+    expect(config.http.drainSeconds).toBe(15);
     expect(config.http.internalApi).toEqual({ bindAddress: '127.0.0.1', port: 8091 });
     expect(config.http.internalAdminToken).toBe('s3cret');
     expect(config.http.internalAllowedHosts).toEqual(['debug.example.org', '192.0.2.7', '::1']);
@@ -598,6 +607,12 @@ describe('invalid values', () => {
     ['templates.path = no/such/dir', '[general] templates.path = "no/such/dir":'],
     ['homeserver_allow_list = hs.example', '[general] homeserver_allow_list = "hs.example": cannot be used while [general] enable_v1_access is true'],
     ['log.level = chatty', '[general] log.level'],
+    ['log.backup_count = -1', '[general] log.backup_count = "-1": not an integer >= 0'],
+    ['log.backup_count = many', '[general] log.backup_count'],
+    ['sentry_dsn = sentry.example.com/1', '[general] sentry_dsn = "sentry.example.com/1": not a Sentry DSN'],
+    ['sentry_dsn = https://sentry.example.com/1', '[general] sentry_dsn = "https://sentry.example.com/1": not a Sentry DSN'],
+    ['sentry_dsn = https://key@sentry.example.com/', '[general] sentry_dsn'],
+    ['[http]\ndrain_seconds = 2.5', '[http] drain_seconds = "2.5": not an integer >= 0'],
     ['[http]\nclient_http_base = id.example.org', '[http] client_http_base'],
     ['[email]\nemail.from = Sydent <noreply>', '[email] email.from'],
     ['[email]\nemail.smtphost = 100% sure', '[email] email.smtphost = "100% sure": \'%\' must be followed by'],

@@ -40,6 +40,9 @@ export function configDefaults(env: Env): ConfigDefaults {
       'server.name': env.SYDENT_SERVER_NAME ?? '',
       'log.path': '',
       'log.level': 'INFO',
+      // sydent-ts: Sydent kept 365 files of its midnight rotation, always; a group that may read the log (0640)
+      'log.backup_count': '365',
+      'log.group': '',
       'pidfile.path': env.SYDENT_PID_FILE ?? 'sydent.pid',
       'terms.path': '',
       address_lookup_limit: '10000',
@@ -73,6 +76,8 @@ export function configDefaults(env: Env): ConfigDefaults {
       // sydent-ts: wrong submitTokens per client address, 10 at once, then one a minute
       'submit_token.ratelimit.burst': '10',
       'submit_token.ratelimit.rate_hz': String(1 / 60),
+      // sydent-ts: seconds between SIGTERM (when /ready starts answering 503) and closing the listeners
+      drain_seconds: '0',
       'federation.verifycerts': 'True',
       // sydent-ts: DNS servers for federation lookups (empty: the system resolver) and extra trusted CAs
       'federation.dns_servers': '',

@@ -29,6 +29,10 @@ export interface GeneralConfig {
   logPath: string;
   /** CRITICAL, ERROR, WARNING, INFO, DEBUG or NOTSET */
   logLevel: string;
+  /** rotated log files kept (the log rotates at midnight, as Sydent's); 0 keeps them all */
+  logBackupCount: number;
+  /** the group (name or id) that may read the log file: the file is then 0640 and of that group; "" = 0600 */
+  logGroup: string;
   /** absolute; "" disables the pid file */
   pidfilePath: string;
   /** absolute; "" means no terms */
@@ -75,6 +79,8 @@ export interface HttpConfig {
   obeyXForwardedFor: boolean;
   /** addresses of reverse proxies whose X-Forwarded-For is believed */
   trustedProxies: string[];
+  /** after SIGTERM, how long /ready answers 503 while the listeners still serve, before they close */
+  drainSeconds: number;
   federationVerifyCerts: boolean;
   /** `federation.dns_servers`: `ip`, `ip:port` or `[ipv6]:port` for federation lookups; empty = the system resolver */
   federationDnsServers: string[];

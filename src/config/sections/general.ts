@@ -49,10 +49,13 @@ export function readGeneral(v: SectionValues, ctx: BuildContext): GeneralConfig 
   const enableV1Associations = v.bool('enable_v1_associations');
   const ipBlacklist = v.cidrs('ip.blacklist');
   const sentryDsn = v.str('sentry_dsn');
+  if (sentryDsn !== '' && !isSentryDsn(sentryDsn)) v.fail('sentry_dsn', 'not a Sentry DSN (https://<key>@<host>/<project>)');
   return {
     serverName,
     logPath: v.path('log.path'),
     logLevel,
+    logBackupCount: v.int('log.backup_count', 0),
+    logGroup: v.str('log.group'),
     pidfilePath: v.path('pidfile.path'),
     termsPath: v.path('terms.path'),
     addressLookupLimit: v.int('address_lookup_limit', 1),
@@ -70,6 +73,16 @@ export function readGeneral(v: SectionValues, ctx: BuildContext): GeneralConfig 
     homeserverAllowList,
     enableV1Access,
   };
+}
+
+/** Sentry's DSN form: http(s), a public key as the user, a project id as the last path segment. */
+function isSentryDsn(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === 'https:' || url.protocol === 'http:') && url.username !== '' && /\/\w+$/.test(url.pathname);
+  } catch {
+    return false;
+  }
 }
 
 /** Sydent only warned about a missing folder and then failed on the first mail; we refuse to start. */

@@ -42,6 +42,7 @@ export function readHttp(v: SectionValues, ctx: BuildContext): HttpConfig {
     obeyXForwardedFor: v.bool('obey_x_forwarded_for'),
     trustedProxies: v.cidrs('trusted_proxies'),
     submitTokenRatelimit: readRateLimit(v, 'submit_token.ratelimit'),
+    drainSeconds: v.int('drain_seconds', 0),
     federationVerifyCerts: v.bool('federation.verifycerts'),
     federationDnsServers: readDnsServers(v),
     federationCaCert: readExistingFile(v, 'federation.cacert'),
