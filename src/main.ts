@@ -1,5 +1,6 @@
 import { ConfigError, generateConfig, loadConfig } from './config/index.js';
-import { createLogger } from './log.js';
+import { LogFileError } from './log-file.js';
+import { openConfiguredLog } from './log.js';
 import { isPeersCommand, peersMain } from './replication/cli.js';
 import { startServer } from './server.js';
 import { StartupError } from './startup-error.js';
@@ -117,7 +118,19 @@ async function main(): Promise<void> {
     throw error;
   }
   const { config } = loaded;
-  const log = createLogger({ level: config.general.logLevel, path: config.general.logPath });
+  let logging;
+  try {
+    logging = await openConfiguredLog(config.general);
+  } catch (error) {
+    if (error instanceof LogFileError) fail(`sydent-ts: ${error.message}`);
+    throw error;
+  }
+  const { log } = logging;
+  // logrotate moved the file: write to a new one under the configured name.
+  process.on('SIGHUP', () => {
+    logging.reopen();
+    log.info('log file reopened (SIGHUP)');
+  });
   for (const warning of loaded.warnings) log.warn(warning);
   if (loaded.generated) log.info({ path: loaded.path }, 'wrote a new configuration with a fresh signing key');
 
@@ -135,15 +148,12 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
-    server.close().then(
-      () => {
-        log.flush();
-        process.exit(0);
-      },
+    // SIGTERM (a service manager, a deploy) drains for `drain_seconds`; Ctrl-C stops at once.
+    server.close({ drain: signal === 'SIGTERM' }).then(
+      () => logging.close().finally(() => process.exit(0)),
       (error: unknown) => {
         log.error({ err: error }, 'shutdown failed');
-        log.flush();
-        process.exit(1);
+        void logging.close().finally(() => process.exit(1));
       },
     );
   };

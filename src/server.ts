@@ -5,6 +5,7 @@ import { ActorSystem } from './actors/system.js';
 import { systemClock, type Clock } from './clock.js';
 import type { SydentConfig } from './config/types.js';
 import { lookupHash } from './crypto/index.js';
+import { Readiness } from './health.js';
 import { identityFromConfig } from './identity.js';
 import { createClientApi } from './http/client-api.js';
 import type { AppContext } from './http/context.js';
@@ -44,8 +45,12 @@ export interface RunningServer {
   replicationUrl: string | null;
   /** the inspector relay (`ws://127.0.0.1:PORT`) when started with inspectPort */
   inspectUrl: string | null;
-  /** stop accepting, drain the actors, close the database, remove the pid file; safe to call twice */
-  close(): Promise<void>;
+  /**
+   * Stop: `/ready` answers 503 from now on; with `drain` (SIGTERM) the listeners keep serving for
+   * `[http] drain_seconds` so load balancers notice; then stop accepting, drain the actors, close the database,
+   * remove the pid file. Safe to call twice (the first call's options hold).
+   */
+  close(opts?: { drain?: boolean }): Promise<void>;
 }
 
 /** Takes the instance lock, opens the store, starts the actors, then the listeners: a running sydent-ts. */
@@ -73,10 +78,17 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   let lookupDb: SqliteDatabase | null = null;
   let inspection: Inspection | null = null;
   let system: ActorSystem | null = null;
+  let readiness: Readiness | null = null;
   let pidWritten = false;
   let closing: Promise<void> | null = null;
-  const close = () => (closing ??= shutdown());
-  async function shutdown(): Promise<void> {
+  const close = (closeOpts: { drain?: boolean } = {}) => (closing ??= shutdown(closeOpts.drain === true));
+  async function shutdown(drain: boolean): Promise<void> {
+    readiness?.drain();
+    const drainMs = drain ? config.http.drainSeconds * 1000 : 0;
+    if (drainMs > 0) {
+      log.info({ seconds: config.http.drainSeconds }, 'draining: /ready answers 503 until the listeners close');
+      await new Promise((resolve) => setTimeout(resolve, drainMs));
+    }
     await Promise.allSettled([...apps.map((app) => app.close()), ...listeners.map((l) => l.close())]);
     // The store supervisor closes the database; without a system it was never handed over.
     if (system) await system.stop();
@@ -109,7 +121,8 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       log.info({ url: inspection.url }, 'inspector relay listening (loopback only)');
     }
     system = ActorSystem.start({ config, db, clock, log, identity, lookupSnapshot: lookups?.snapshot, metrics, inspect: inspection?.inspect });
-    const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics };
+    readiness = new Readiness(db, config.db.dbFile, system);
+    const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics, readiness };
 
     const client = await createClientApi(ctx, log);
     apps.push(client);

@@ -12,7 +12,6 @@ import { composeMail } from '../src/mail/message.js';
 import {
   envelopeAddress,
   isTemporaryFailure,
-  mailCounters,
   MailSendError,
   sendRawMail,
   toMailSendError,
@@ -112,28 +111,22 @@ describe('sending end to end', () => {
     const t = await transport(emailConfig(smtp.port, 'plain'));
     const mail = verificationMail();
     const retries: number[] = [];
-    const before = { ...mailCounters };
     const result = await sendRawMail(t, FROM, mail, { ...fast, onRetry: (_e, _n, delay) => void retries.push(delay) });
     expect(result.messageId).toBe(mail.messageId);
     expect(smtp.refused).toBe(2);
     expect(smtp.messages).toHaveLength(1);
     expect(retries).toEqual([1, 2]);
-    expect(mailCounters.sent - before.sent).toBe(1);
-    expect(mailCounters.retries - before.retries).toBe(2);
-    expect(mailCounters.failed - before.failed).toBe(0);
   });
 
   it('fails at once on 550, without retrying', async () => {
     const smtp = await server({ rejectAll: true });
     const t = await transport(emailConfig(smtp.port, 'plain'));
     let retried = 0;
-    const before = mailCounters.failed;
     const err = await sendRawMail(t, FROM, verificationMail(), { ...fast, onRetry: () => retried++ }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(MailSendError);
     expect(err).toMatchObject({ permanent: true, responseCode: 550, attempts: 1 });
     expect(retried).toBe(0);
     expect(smtp.messages).toHaveLength(0);
-    expect(mailCounters.failed - before).toBe(1);
   });
 
   it('fails as temporary after 3 attempts when the server is down', async () => {

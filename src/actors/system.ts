@@ -78,6 +78,11 @@ export class ActorSystem {
     return ref;
   }
 
+  /** Each supervisor's actor status (`active` while it runs), for readiness. */
+  supervisorStatuses(): Record<string, string> {
+    return Object.fromEntries(this.supervisorStates().map((s) => [s.id, s.state]));
+  }
+
   /** The live actors, for the debug endpoint: one entry per supervisor, their children only counted. */
   async describe(): Promise<ActorInfo[]> {
     const supervisors = this.supervisorStates();

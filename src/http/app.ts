@@ -10,7 +10,7 @@ import Fastify, {
 } from 'fastify';
 import FindMyWay from 'find-my-way';
 import http from 'node:http';
-import { redactUrl, type Logger } from '../log.js';
+import { nextRequestId, redactUrl, type Logger } from '../log.js';
 import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
 import { clientErrorAnswer } from './client-errors.js';
 import { errors, MatrixError } from './errors.js';
@@ -32,6 +32,13 @@ const CORS_NAMES: ReadonlySet<string> = new Set([CORS_ORIGIN[0], CORS_METHODS[0]
 export const CORS_HEADERS: readonly string[] = [...CORS_ORIGIN, ...CORS_METHODS, ...CORS_ALLOW_HEADERS];
 
 const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD'] as const;
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** the level of the route's request lines: `debug` for what is polled (health, metrics scrapes); default info */
+    requestLog?: 'debug';
+  }
+}
 
 export interface AppOptions {
   log: Logger;
@@ -68,6 +75,8 @@ export function createApp(opts: AppOptions): FastifyInstance {
       sendError(reply, toMatrixError(error));
     },
     routerOptions: { querystringParser: parseQuery },
+    // One counter for every listener: ids are unique in the process's log, whichever listener answered.
+    genReqId: nextRequestId,
     bodyLimit: opts.bodyLimit ?? BODY_LIMIT,
     trustProxy: opts.trustProxy && opts.trustProxy.length > 0 ? opts.trustProxy : false,
     return503OnClosing: true,
@@ -91,7 +100,7 @@ export function createApp(opts: AppOptions): FastifyInstance {
     for (const method of methods) {
       if (method === 'OPTIONS' || !METHODS.includes(method as (typeof METHODS)[number])) continue;
       try {
-        known.on(method as (typeof METHODS)[number], route.url, () => undefined);
+        known.on(method as (typeof METHODS)[number], route.url, () => undefined, { url: route.url });
       } catch {
         // the same path registered twice for a method (GET's implicit HEAD): already known
       }
@@ -113,7 +122,7 @@ export function createApp(opts: AppOptions): FastifyInstance {
   });
 
   const metrics = opts.metrics;
-  if (metrics) installRequestMetrics(app, metrics);
+  if (metrics) installRequestMetrics(app, metrics, (path) => routeOf(known, path));
 
   installBodyParsers(app);
 
@@ -128,7 +137,7 @@ export function createApp(opts: AppOptions): FastifyInstance {
 
   app.setErrorHandler(async (error: FastifyError | MatrixError, req, reply) => {
     const matrix = toMatrixError(error);
-    if (matrix.status >= 500) req.log.error({ err: error, url: redactUrl(req.url) }, 'request failed');
+    if (matrix.status >= 500) logFailure(req.log, error, matrix, redactUrl(req.url));
     // A header the route set could not be written (a stored link with a line break): the error goes out without it.
     if (HEADER_ERRORS.has((error as FastifyError).code)) {
       for (const name of Object.keys(reply.getHeaders())) if (!CORS_NAMES.has(name)) reply.removeHeader(name);
@@ -163,11 +172,30 @@ function withRedactedRequests(log: Logger): Logger {
 }
 
 /**
+ * The log line of a 5xx answer. An error we answer on purpose (a MatrixError: the mail server refused, a peer is
+ * down) is a warning without a stack trace; anything else is a bug, logged at error with its stack.
+ */
+export function logFailure(log: FastifyBaseLogger | Logger, error: unknown, matrix: MatrixError, url: string): void {
+  if (error instanceof MatrixError) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
+  else log.error({ err: error, url }, 'request failed');
+}
+
+/** The route pattern a path belongs to, whatever the method (for OPTIONS, which no route declares). */
+function routeOf(known: ReturnType<typeof FindMyWay>, path: string): string | null {
+  for (const method of METHODS) {
+    const found = known.find(method, path);
+    if (found) return (found.store as { url: string }).url;
+  }
+  return null;
+}
+
+/**
  * Counts and times every answer by route pattern (never the URL: URLs carry sids and tokens, and would explode the
  * label set) and method. Each route gets its own onResponse hook holding its counters, so nothing is looked up per
- * request; answers of no route (404, or a request refused before routing) count as `unmatched`.
+ * request; answers of no route (404, or a request refused before routing) count as `unmatched`, except a CORS
+ * preflight (OPTIONS), which counts under the route of its path.
  */
-function installRequestMetrics(app: FastifyInstance, metrics: Metrics): void {
+function installRequestMetrics(app: FastifyInstance, metrics: Metrics, routeOfPath: (path: string) => string | null): void {
   app.addHook('onRoute', (route) => {
     // By method as received: a route may answer several (and GET's implicit HEAD route is registered on its own).
     const byMethod: Record<string, HttpRouteMetrics> = Object.create(null);
@@ -184,7 +212,9 @@ function installRequestMetrics(app: FastifyInstance, metrics: Metrics): void {
   app.addHook('onResponse', (req, reply, done) => {
     if (req.is404) {
       const method = req.method;
-      (unmatched[method] ??= metrics.httpRoute('unmatched', method)).record(reply.statusCode, reply.elapsedTime / 1000);
+      const route = method === 'OPTIONS' ? routeOfPath(req.url.split('?', 1)[0] ?? '/') : null;
+      const target = route === null ? (unmatched[method] ??= metrics.httpRoute('unmatched', method)) : metrics.httpRoute(route, method);
+      target.record(reply.statusCode, reply.elapsedTime / 1000);
     }
     done();
   });
@@ -222,8 +252,9 @@ class RedactingLogController extends LogController {
   override routeNotFound(): void {}
 
   override requestCompleted(error: Error | null | undefined, req: FastifyRequest, reply: FastifyReply): void {
+    const level = req.routeOptions.config?.requestLog ?? 'info';
     // Below the configured level (sydent's default is WARNING) there is nothing to build.
-    if (!error && !infoEnabled(req.log)) return;
+    if (!error && !levelEnabled(req.log, level)) return;
     const line: RequestLine = {
       method: req.method,
       url: redactUrl(req.url),
@@ -231,7 +262,7 @@ class RedactingLogController extends LogController {
       ms: Math.round(reply.elapsedTime),
       ip: req.ip,
     };
-    logCompleted(req.log, line, error);
+    logCompleted(req.log, line, error, level);
   }
 }
 
@@ -244,15 +275,20 @@ export interface RequestLine {
   ip: string | undefined;
 }
 
-/** The request log line: at info, or at error when the response itself failed. */
-export function logCompleted(log: FastifyBaseLogger | Logger, line: RequestLine, error?: Error | null): void {
+/** The request log line: at info (or the route's `requestLog` level), or at error when the response itself failed. */
+export function logCompleted(
+  log: FastifyBaseLogger | Logger,
+  line: RequestLine,
+  error?: Error | null,
+  level: 'info' | 'debug' = 'info',
+): void {
   if (error) log.error({ ...line, err: error }, 'request');
-  else if (infoEnabled(log)) log.info(line, 'request');
+  else if (levelEnabled(log, level)) log[level](line, 'request');
 }
 
-function infoEnabled(log: FastifyBaseLogger | Logger): boolean {
+function levelEnabled(log: FastifyBaseLogger | Logger, level: 'info' | 'debug'): boolean {
   const isLevelEnabled = (log as Partial<Logger>).isLevelEnabled;
-  return typeof isLevelEnabled === 'function' ? isLevelEnabled.call(log, 'info') : true;
+  return typeof isLevelEnabled === 'function' ? isLevelEnabled.call(log, level) : true;
 }
 
 export function sendError(reply: FastifyReply, error: MatrixError): FastifyReply {

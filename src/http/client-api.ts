@@ -15,15 +15,18 @@ import { termsRoutes } from './routes/terms.js';
 import { V1_PREFIX, V2_PREFIX, type AppContext } from './context.js';
 import { pubkeyRoutes } from './routes/pubkey.js';
 import { statusRoutes } from './routes/status.js';
+import { healthRoutes } from './routes/health.js';
 
 /** The client API listener: v2 always, v1 when `enable_v1_access`. */
-export async function createClientApi(ctx: AppContext, log: Logger): Promise<FastifyInstance> {
+export async function createClientApi(ctx: AppContext, parentLog: Logger): Promise<FastifyInstance> {
   const { http, general } = ctx.config;
+  const log = parentLog.child({ listener: 'client' });
   const trustProxy = http.obeyXForwardedFor ? (http.trustedProxies.length ? http.trustedProxies : ['loopback']) : false;
-  const lane = lookupLane({ ctx, bodyLimit: BODY_LIMIT, trustProxy, metrics: ctx.metrics });
+  const lane = lookupLane({ ctx, log, bodyLimit: BODY_LIMIT, trustProxy, metrics: ctx.metrics });
   const app = createApp({ log, trustProxy, metrics: ctx.metrics, bodyLimit: BODY_LIMIT, lane });
   installAuth(app, ctx);
   await app.register(statusRoutes, { ctx });
+  await app.register(healthRoutes, { ctx });
   await app.register(pubkeyRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
   await app.register(accountRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
   await app.register(termsRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });

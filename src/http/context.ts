@@ -2,6 +2,7 @@ import type { ActorSystem } from '../actors/system.js';
 import type { Clock } from '../clock.js';
 import type { SydentConfig } from '../config/types.js';
 import type { BinderDeps } from '../bindings/binder.js';
+import type { Readiness } from '../health.js';
 import type { ServerIdentity } from '../identity.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -22,6 +23,8 @@ export interface AppContext {
   log: Logger;
   /** present only when the Prometheus listener is configured */
   metrics?: Metrics;
+  /** what `GET /ready` reports */
+  readiness: Readiness;
 }
 
 /** The API prefixes an endpoint group can be mounted under. */

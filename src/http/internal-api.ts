@@ -11,7 +11,7 @@ import { internalRoutes } from './routes/internal.js';
  * pages (no CORS, JSON bodies only, its own Host only; http/internal-guard.ts).
  */
 export async function createInternalApi(ctx: AppContext, log: Logger): Promise<FastifyInstance> {
-  const app = createApp({ log, cors: false });
+  const app = createApp({ log: log.child({ listener: 'internal' }), metrics: ctx.metrics, cors: false });
   installInternalGuard(app, { allowedHosts: ctx.config.http.internalAllowedHosts });
   await app.register(debugRoutes, { ctx });
   await app.register(internalRoutes, { ctx });

@@ -19,7 +19,8 @@ import proxyAddr from '@fastify/proxy-addr';
 
 import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
 import { AnswerBatch } from './answer-batch.js';
-import { CORS_HEADERS, logCompleted, toMatrixError, type RequestLine } from './app.js';
+import { nextRequestId, type Logger } from '../log.js';
+import { CORS_HEADERS, logFailure, toMatrixError, type RequestLine } from './app.js';
 import { accountForToken, bearerToken } from './auth.js';
 import { V2_PREFIX, type AppContext } from './context.js';
 import type { MatrixError } from './errors.js';
@@ -36,6 +37,8 @@ const ANSWER_HEADERS: readonly string[] = ['content-type', JSON_TYPE, ...CORS_HE
 
 export interface LookupLaneOptions {
   ctx: AppContext;
+  /** the listener's logger; default the server's */
+  log?: Logger;
   /** the app's body limit: larger bodies are fastify's to refuse */
   bodyLimit: number;
   /** whose X-Forwarded-For is believed (the app's setting), for the logged address */
@@ -48,11 +51,12 @@ export type RequestLane = (req: IncomingMessage, res: ServerResponse) => boolean
 
 export function lookupLane(opts: LookupLaneOptions): RequestLane {
   const { ctx, bodyLimit } = opts;
-  const log = ctx.log;
+  const log = opts.log ?? ctx.log;
   const trust = opts.trustProxy ? proxyAddr.compile(opts.trustProxy) : null;
   const routeMetrics: HttpRouteMetrics | undefined = opts.metrics?.httpRoute(V2_LOOKUP_PATH, 'POST');
   // The level is set once, from the config, at start-up.
-  const timed = routeMetrics !== undefined || log.isLevelEnabled('info');
+  const infoLogged = log.isLevelEnabled('info');
+  const timed = routeMetrics !== undefined || infoLogged;
 
   const batch = new AnswerBatch();
 
@@ -70,13 +74,15 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
     if (started < 0) return;
     const ms = performance.now() - started;
     routeMetrics?.record(status, ms / 1000);
+    if (!infoLogged) return;
     const line: RequestLine = { method: 'POST', url: V2_LOOKUP_PATH, status, ms: Math.round(ms), ip: clientIp(req) };
-    logCompleted(log, line);
+    // The id fastify gives the requests it answers, from the same counter.
+    log.info({ reqId: nextRequestId(), ...line }, 'request');
   }
 
   function sendError(req: IncomingMessage, res: ServerResponse, started: number, error: unknown): void {
     const matrix: MatrixError = toMatrixError(error);
-    if (matrix.status >= 500) log.error({ err: error, url: V2_LOOKUP_PATH }, 'request failed');
+    if (matrix.status >= 500) logFailure(log, error, matrix, V2_LOOKUP_PATH);
     send(req, res, started, matrix.status, JSON.stringify(matrix.toJSON()), matrix.headers);
   }
 

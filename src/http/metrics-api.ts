@@ -5,10 +5,11 @@ import { createApp } from './app.js';
 
 /** The Prometheus listener (`prometheus_port` / `prometheus_addr`): the text format on `/metrics` and `/`. */
 export function createMetricsApi(metrics: Metrics, log: Logger): FastifyInstance {
-  const app = createApp({ log });
+  const app = createApp({ log: log.child({ listener: 'metrics' }) });
   const scrape = async (_req: unknown, reply: import('fastify').FastifyReply) =>
     reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
-  app.get('/metrics', scrape);
-  app.get('/', scrape);
+  // Scraped every few seconds: debug lines, not info.
+  app.get('/metrics', { config: { requestLog: 'debug' } }, scrape);
+  app.get('/', { config: { requestLog: 'debug' } }, scrape);
   return app;
 }

@@ -25,7 +25,7 @@ export interface ReplicationListener {
 }
 
 export async function createReplicationApi(ctx: AppContext, log: Logger): Promise<FastifyInstance> {
-  const app = createApp({ log });
+  const app = createApp({ log: log.child({ listener: 'replication' }), metrics: ctx.metrics });
   await app.register(replicateRoutes, { ctx });
   return app;
 }

@@ -52,9 +52,6 @@ export interface SendOptions {
   onRetry?: (error: MailSendError, attempt: number, delayMs: number) => void;
 }
 
-/** Counters for the metrics endpoint: messages accepted by the server, messages given up on, retries made. */
-export const mailCounters = { sent: 0, failed: 0, retries: 0 };
-
 const TEMPORARY_CODES = new Set(['ECONNECTION', 'ESOCKET', 'ETIMEDOUT', 'EDNS']);
 const TEMPORARY_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
@@ -134,12 +131,10 @@ export async function sendRawMail(
         // nodemailer rejects when every recipient is refused; this is only a safety net
         throw Object.assign(new Error('the server accepted no recipient'), { code: 'EENVELOPE' });
       }
-      mailCounters.sent++;
       return { messageId: headerMessageId(request.raw) ?? info.messageId ?? '', accepted };
     } catch (error) {
       const failure = toMailSendError(error, attempt);
       if (failure.permanent || attempt >= attempts) {
-        mailCounters.failed++;
         throw new MailSendError(
           failure.message,
           failure.permanent,
@@ -150,7 +145,6 @@ export async function sendRawMail(
         );
       }
       const delay = baseDelayMs * 2 ** (attempt - 1);
-      mailCounters.retries++;
       opts.onRetry?.(failure, attempt, delay);
       await sleep(delay);
     }

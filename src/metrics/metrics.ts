@@ -4,8 +4,9 @@
  * so they cost nothing on the request path.
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
-import { mailCounters } from '../mail/sender.js';
 import type { StoreReads } from '../store/index.js';
+import { VERSION } from '../version.js';
+import { sydentMethod, sydentServlet } from './sydent-servlets.js';
 
 /** sydent_http_request_duration_seconds's buckets */
 export const HTTP_DURATION_BUCKETS: readonly number[] = [
@@ -24,6 +25,8 @@ export class HttpRouteMetrics {
   readonly buckets: Float64Array;
   sum = 0;
   count = 0;
+  /** Sydent's servlet class for this route (null: a route Sydent does not have) */
+  readonly servlet: string | null;
 
   constructor(
     readonly route: string,
@@ -31,6 +34,7 @@ export class HttpRouteMetrics {
     private readonly bounds: readonly number[] = HTTP_DURATION_BUCKETS,
   ) {
     this.buckets = new Float64Array(bounds.length + 1);
+    this.servlet = sydentServlet(route);
   }
 
   /** One answered request: its status code and how long it took, in seconds. */
@@ -96,6 +100,35 @@ class HttpDurationHistogram {
   }
 }
 
+type MetricValue = { value: number; labels: Record<string, string | number>; metricName?: string };
+
+/**
+ * Sydent's `sydent_http_received_requests_total{servlet, method}`, read from the routes' HttpRouteMetrics (their
+ * answered requests, which Sydent counted as they arrived) with Sydent's label values (sydent-servlets.ts).
+ */
+class SydentReceivedRequests {
+  readonly type = 'counter';
+  readonly aggregator = 'sum';
+  readonly name = 'sydent_http_received_requests_total';
+  readonly help = 'Received requests (Sydent\'s counter: servlet class and method as Sydent labelled them)';
+
+  constructor(private readonly routes: Map<string, HttpRouteMetrics>) {}
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: MetricValue[] }> {
+    const counts = new Map<string, MetricValue>();
+    for (const m of this.routes.values()) {
+      if (m.servlet === null || m.count === 0) continue;
+      const key = `${m.servlet} ${m.method}`;
+      const entry = counts.get(key);
+      if (entry) entry.value += m.count;
+      else counts.set(key, { labels: { servlet: m.servlet, method: sydentMethod(m.method) }, value: m.count });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: [...counts.values()] };
+  }
+
+  reset(): void {}
+}
+
 export class Metrics {
   readonly registry = new Registry();
   readonly httpRequests: Counter<'route' | 'method' | 'status'>;
@@ -105,9 +138,19 @@ export class Metrics {
   readonly transitions: Counter<'machine' | 'from' | 'to'>;
   readonly smsSent: Counter<'provider'>;
   readonly smsFailed: Counter<'provider'>;
+  /** the name Sydent counted its mails under (it counted attempts; we count mails the SMTP server accepted) */
+  readonly emailsSent: Counter;
+  readonly emailsFailed: Counter;
 
   constructor(reads: StoreReads) {
-    collectDefaultMetrics({ register: this.registry, prefix: 'sydent_' });
+    // Unprefixed, as Sydent's prometheus_client exported them: process_cpu_seconds_total, process_resident_memory_bytes…
+    collectDefaultMetrics({ register: this.registry });
+    new Gauge({
+      name: 'sydent_build_info',
+      help: 'Always 1; the running version as a label',
+      labelNames: ['version'],
+      registers: [this.registry],
+    }).set({ version: VERSION }, 1);
     const httpRoutes = this.httpRoutes;
     this.httpRequests = new Counter({
       name: 'sydent_http_requests_total',
@@ -130,6 +173,7 @@ export class Metrics {
       httpRoutes,
     );
     this.registry.registerMetric(this.httpDuration as unknown as Metric);
+    this.registry.registerMetric(new SydentReceivedRequests(httpRoutes) as unknown as Metric);
     this.transitions = new Counter({
       name: 'sydent_machine_transitions_total',
       help: 'State machine transitions, by machine and states',
@@ -148,6 +192,16 @@ export class Metrics {
       labelNames: ['provider'],
       registers: [this.registry],
     });
+    this.emailsSent = new Counter({
+      name: 'sydent_emails_sent_total',
+      help: 'Emails the SMTP server accepted',
+      registers: [this.registry],
+    });
+    this.emailsFailed = new Counter({
+      name: 'sydent_emails_failed_total',
+      help: 'Emails given up on (refused, or still failing after the retries)',
+      registers: [this.registry],
+    });
     new Gauge({
       name: 'sydent_sessions',
       help: 'Validation sessions in the database, by state',
@@ -164,22 +218,6 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.set(reads.callbacks.pendingCount());
-      },
-    });
-    new Gauge({
-      name: 'sydent_emails_sent',
-      help: 'Emails the SMTP server accepted (since start)',
-      registers: [this.registry],
-      collect() {
-        this.set(mailCounters.sent);
-      },
-    });
-    new Gauge({
-      name: 'sydent_emails_failed',
-      help: 'Emails that could not be delivered to the SMTP server (since start)',
-      registers: [this.registry],
-      collect() {
-        this.set(mailCounters.failed);
       },
     });
   }

@@ -1,5 +1,7 @@
 import type { Transporter } from 'nodemailer';
-import { sendRawMail, type SendMailRequest, type SendMailResult, type SendOptions } from '../../mail/sender.js';
+import type { Logger } from '../../log.js';
+import { MailSendError, sendRawMail, type SendMailRequest, type SendMailResult, type SendOptions } from '../../mail/sender.js';
+import type { Metrics } from '../../metrics/metrics.js';
 import { createSmtpTransport, type SmtpTransportOptions } from '../../mail/transport.js';
 import { RateLimiter, type Admission } from '../../util/rate-limiter.js';
 import type { SystemDeps } from '../deps.js';
@@ -15,6 +17,8 @@ interface MailerResource {
   send: SendOptions;
   /** `email.ratelimit_sender`: one bucket per sender (mxid on v2, IP on v1), shared by requestToken and store-invite */
   limiter: RateLimiter;
+  log: Logger;
+  metrics: Metrics | undefined;
 }
 
 /**
@@ -23,8 +27,22 @@ interface MailerResource {
  * `ADMIT { key }` → takes one token of the email sender rate limit for `key` (Admission).
  */
 export const mailerHandlers = {
-  SEND_MAIL: (e: SendMailRequest, r: MailerResource): Promise<SendMailResult> =>
-    sendRawMail(r.transport(), r.from, { to: e.to, raw: e.raw }, r.send),
+  SEND_MAIL: async (e: SendMailRequest, r: MailerResource): Promise<SendMailResult> => {
+    try {
+      const result = await sendRawMail(r.transport(), r.from, { to: e.to, raw: e.raw }, r.send);
+      r.metrics?.emailsSent.inc();
+      return result;
+    } catch (err) {
+      // Expected (a refusing or unreachable mail server): one warning line, no stack; the message has no address.
+      const failure = err instanceof MailSendError ? err : null;
+      r.log.warn(
+        { err: failure?.message ?? String(err), code: failure?.code, responseCode: failure?.responseCode, attempts: failure?.attempts },
+        'mail: not sent',
+      );
+      r.metrics?.emailsFailed.inc();
+      throw err;
+    }
+  },
   ADMIT: (e: { key: string }, r: MailerResource): Admission => r.limiter.take(e.key),
 };
 
@@ -49,6 +67,8 @@ export function createMailerSupervisor(options: MailerOptions = {}) {
         opened: () => transport,
         from: deps.config.email.from,
         limiter: new RateLimiter(deps.config.email.ratelimitSender.burst, deps.config.email.ratelimitSender.rateHz, deps.clock),
+        log: deps.log,
+        metrics: deps.metrics,
         send: {
           ...options.send,
           onRetry: (error, attempt, delayMs) =>

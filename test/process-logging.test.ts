@@ -1,0 +1,80 @@
+/**
+ * The log file and the signals as an operator meets them, with sydent-ts running as its own process: SIGHUP reopens
+ * the file after logrotate moved it, SIGTERM drains behind /ready before the listeners close.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { freePort, spawnServer, type ServerProcess } from './helpers/process.js';
+import { tempDir } from './helpers/tmp.js';
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function messages(file: string): string[] {
+  if (!fs.existsSync(file)) return [];
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => String((JSON.parse(l) as { msg: unknown }).msg));
+}
+
+async function serve(conf: { general?: string; http?: string }): Promise<{ p: ServerProcess; dir: string; base: string }> {
+  const t = tempDir();
+  cleanups.push(t.cleanup);
+  const port = await freePort();
+  fs.writeFileSync(
+    path.join(t.dir, 'sydent.conf'),
+    `[general]\nserver.name = is.example.test\n${conf.general ?? ''}\n` +
+      `[http]\nclientapi.http.bind_address = 127.0.0.1\nclientapi.http.port = ${port}\n${conf.http ?? ''}\n`,
+  );
+  const p = spawnServer({ cwd: t.dir });
+  cleanups.push(() => p.child.kill('SIGKILL'));
+  return { p, dir: t.dir, base: `http://127.0.0.1:${port}` };
+}
+
+describe('sydent-ts as a process: the log and the signals', () => {
+  it('logs to log.path (0600), and on SIGHUP writes a new file under that name after logrotate moved the old one', async () => {
+    const { p, dir, base } = await serve({ general: 'log.path = sydent.log\nlog.level = INFO' });
+    const file = path.join(dir, 'sydent.log');
+    await until(() => messages(file).includes('sydent-ts started'), 'the start line in the file');
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(p.stderr()).toBe('');
+
+    fs.renameSync(file, `${file}.1`);
+    p.child.kill('SIGHUP');
+    await until(() => messages(file).includes('log file reopened (SIGHUP)'), 'the reopened file');
+    expect((await fetch(`${base}/_matrix/identity/versions`)).status).toBe(200);
+    p.child.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+
+    expect(messages(`${file}.1`)).toContain('sydent-ts started');
+    expect(messages(`${file}.1`)).not.toContain('request');
+    // written and flushed before the process exited
+    expect(messages(file)).toEqual(expect.arrayContaining(['log file reopened (SIGHUP)', 'request', 'shutting down']));
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+  });
+
+  it('on SIGTERM answers /ready with 503 for drain_seconds while still serving, then exits 0', async () => {
+    const { p, base } = await serve({ http: 'drain_seconds = 2' });
+    await until(async () => (await fetch(`${base}/ready`).catch(() => null))?.status === 200, 'ready');
+    p.child.kill('SIGTERM');
+    await until(async () => (await fetch(`${base}/ready`)).status === 503, '/ready to answer 503');
+    const ready = (await (await fetch(`${base}/ready`)).json()) as Record<string, unknown>;
+    expect(ready).toMatchObject({ ready: false, status: 'draining' });
+    expect((await fetch(`${base}/_matrix/identity/versions`)).status).toBe(200);
+    expect(await p.exited).toBe(0);
+    await expect(fetch(`${base}/health`)).rejects.toThrow();
+  });
+});
