@@ -199,7 +199,7 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
   const out: string[] = [
     '# Benchmark results',
     '',
-    'Written by `npm run bench` (bench/run.ts); see the README section "Benchmarks". Figures from one run on one',
+    'Written by `npm run bench` (bench/run.ts); see bench/README.md. Figures from one run on one',
     'machine: compare ratios to the baseline rather than absolute numbers across machines.',
     '',
     `- Date: ${startedAt.toISOString()}`,
