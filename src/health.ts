@@ -36,10 +36,6 @@ export class Readiness {
     this.draining = true;
   }
 
-  get isDraining(): boolean {
-    return this.draining;
-  }
-
   report(): ReadinessReport {
     const database = this.databaseState();
     const supervisors = this.system.supervisorStatuses();

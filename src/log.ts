@@ -78,8 +78,8 @@ export interface ErrorReporter {
 /** The logger and the file behind it. */
 export interface Logging {
   log: Logger;
-  /** SIGHUP: close the log file and open `log.path` again (after logrotate moved it); nothing for stderr */
-  reopen(): void;
+  /** SIGHUP: close the log file and open `log.path` again (after logrotate moved it); false when logging to stderr */
+  reopen(): boolean;
   /** writes what is buffered, closes the file and the reporter */
   close(): Promise<void>;
 }
@@ -114,7 +114,10 @@ export function openLog(opts: LogOptions): Logging {
   if (file) for (const warning of file.warnings) log.warn(warning);
   return {
     log,
-    reopen: () => file?.reopen(),
+    reopen: () => {
+      file?.reopen();
+      return file !== null;
+    },
     close: async () => {
       await new Promise<void>((resolve) => log.flush(() => resolve()));
       await Promise.all([file?.close(), reporter?.close()]);

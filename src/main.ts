@@ -126,10 +126,10 @@ async function main(): Promise<void> {
     throw error;
   }
   const { log } = logging;
-  // logrotate moved the file: write to a new one under the configured name.
+  // logrotate moved the file: write to a new one under the configured name. Handled even without a file, so that
+  // `systemctl reload` never stops the server.
   process.on('SIGHUP', () => {
-    logging.reopen();
-    log.info('log file reopened (SIGHUP)');
+    log.info(logging.reopen() ? 'log file reopened (SIGHUP)' : 'SIGHUP: logging to stderr, no file to reopen');
   });
   for (const warning of loaded.warnings) log.warn(warning);
   if (loaded.generated) log.info({ path: loaded.path }, 'wrote a new configuration with a fresh signing key');

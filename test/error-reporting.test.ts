@@ -53,7 +53,7 @@ describe('errors to Sentry', () => {
     expect(sent).not.toContain('only a warning');
   });
 
-  it('is set up by sentry_dsn when sydent-ts runs as a process', async () => {
+  it('is set up by sentry_dsn when sydent-ts runs as a process', { timeout: 60_000 }, async () => {
     const s = await sentry();
     const t = tempDir();
     cleanups.push(t.cleanup);

@@ -44,7 +44,8 @@ async function serve(conf: { general?: string; http?: string }): Promise<{ p: Se
   return { p, dir: t.dir, base: `http://127.0.0.1:${port}` };
 }
 
-describe('sydent-ts as a process: the log and the signals', () => {
+// A process start takes seconds on a loaded machine.
+describe('sydent-ts as a process: the log and the signals', { timeout: 60_000 }, () => {
   it('logs to log.path (0600), and on SIGHUP writes a new file under that name after logrotate moved the old one', async () => {
     const { p, dir, base } = await serve({ general: 'log.path = sydent.log\nlog.level = INFO' });
     const file = path.join(dir, 'sydent.log');
@@ -66,9 +67,12 @@ describe('sydent-ts as a process: the log and the signals', () => {
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
   });
 
-  it('on SIGTERM answers /ready with 503 for drain_seconds while still serving, then exits 0', async () => {
+  it('survives SIGHUP without a log file (systemctl reload); on SIGTERM answers /ready with 503 for drain_seconds while still serving, then exits 0', async () => {
     const { p, base } = await serve({ http: 'drain_seconds = 2' });
     await until(async () => (await fetch(`${base}/ready`).catch(() => null))?.status === 200, 'ready');
+    p.child.kill('SIGHUP');
+    await until(() => p.stderr().includes('SIGHUP: logging to stderr, no file to reopen'), 'the SIGHUP line');
+    expect((await fetch(`${base}/ready`)).status).toBe(200);
     p.child.kill('SIGTERM');
     await until(async () => (await fetch(`${base}/ready`)).status === 503, '/ready to answer 503');
     const ready = (await (await fetch(`${base}/ready`)).json()) as Record<string, unknown>;
