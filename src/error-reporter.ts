@@ -3,12 +3,13 @@
  * as Sydent tags it, with our version as the release. Only the error (type, message, stack) or the message is
  * sent: no request, no log fields, no breadcrumbs.
  *
- * Built on @sentry/core (the SDK's runtime-neutral client) with a transport on Node's fetch: @sentry/node would
+ * Built on @sentry/core (the SDK's runtime-neutral client) with a transport on undici: @sentry/node would
  * also bring OpenTelemetry, instrumentation of every loaded module and about 90 MB of packages (a native parser, the
  * sentry CLI), for events we send by hand. Loaded only when `sentry_dsn` is set.
  */
 import { createStackParser, createTransport, Scope, type BaseTransportOptions, type Transport } from '@sentry/core';
 import { nodeStackLineParser, ServerRuntimeClient } from '@sentry/core/server';
+import { request } from 'undici';
 import type { ErrorReporter } from './log.js';
 
 export interface ErrorReporterOptions {
@@ -30,7 +31,7 @@ export function startErrorReporter(opts: ErrorReporterOptions): ErrorReporter {
     integrations: [],
     sendDefaultPii: false,
     stackParser: createStackParser(nodeStackLineParser()),
-    transport: fetchTransport,
+    transport: undiciTransport,
   });
   client.init();
   const scope = new Scope();
@@ -47,13 +48,15 @@ export function startErrorReporter(opts: ErrorReporterOptions): ErrorReporter {
   };
 }
 
-function fetchTransport(options: BaseTransportOptions): Transport {
-  return createTransport(options, async (request) => {
-    const res = await fetch(options.url, { method: 'POST', body: request.body as BodyInit, headers: options.headers ?? {} });
+function undiciTransport(options: BaseTransportOptions): Transport {
+  return createTransport(options, async (envelope) => {
+    const res = await request(options.url, { method: 'POST', body: envelope.body, headers: options.headers ?? {} });
+    await res.body.dump();
     // Sentry's rate limits come back in these headers; the core transport honours them.
-    return {
-      statusCode: res.status,
-      headers: { 'x-sentry-rate-limits': res.headers.get('x-sentry-rate-limits'), 'retry-after': res.headers.get('retry-after') },
+    const header = (name: string) => {
+      const value = res.headers[name];
+      return Array.isArray(value) ? (value[0] ?? null) : (value ?? null);
     };
+    return { statusCode: res.statusCode, headers: { 'x-sentry-rate-limits': header('x-sentry-rate-limits'), 'retry-after': header('retry-after') } };
   });
 }

@@ -98,7 +98,11 @@ describe('Prometheus metrics', () => {
     // A browser's CORS preflight reaches the servlet in Sydent.
     const preflight = await fetch(t.url('/_matrix/identity/v2/lookup'), { method: 'OPTIONS' });
     expect(preflight.status).toBe(200);
-    const internal = await fetch(t.internalUrl('/_matrix/identity/internal/bind'), { method: 'POST', body: '{}' });
+    const internal = await fetch(t.internalUrl('/_matrix/identity/internal/bind'), {
+      method: 'POST',
+      body: '{}',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(internal.status).toBe(400);
     expect((await fetch(t.url('/health'))).status).toBe(200);
 
