@@ -58,7 +58,17 @@ describe('the packed package', () => {
     expect(tarball).toMatch(/^sydent-ts-.*\.tgz$/);
     const { stdout: listing } = await run('tar', ['tzf', path.join(packs, tarball!)]);
     const files = listing.split('\n').filter(Boolean).map((f) => f.replace(/^package\//, ''));
-    for (const f of ['dist/main.js', 'dist/server.js', 'bin/sydent-ts.js', 'LICENSE', 'README.md', 'config/sydent.conf.sample']) {
+    for (const f of [
+      'dist/main.js',
+      'dist/server.js',
+      'bin/sydent-ts.js',
+      'LICENSE',
+      'README.md',
+      'CHANGELOG.md',
+      'docs/OPERATING.md',
+      'config/sydent.conf.sample',
+      'config/sydent-ts.service',
+    ]) {
       expect(files).toContain(f);
     }
     expect(files.some((f) => f.startsWith('config/templates/matrix-org/'))).toBe(true);
