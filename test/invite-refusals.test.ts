@@ -74,8 +74,8 @@ describe('bad requests', () => {
     }
   });
 
-  it('a room_id that is not a room ID: 400 M_INVALID_PARAM', async () => {
-    for (const room_id of ['#alias:hs.test', 'room:hs.test', '', `!${'r'.repeat(300)}:hs.test`]) {
+  it('an empty room_id, one over 255 characters or with a control character: 400 M_INVALID_PARAM', async () => {
+    for (const room_id of ['', `!${'r'.repeat(300)}:hs.test`, '!room\u0000:hs.test']) {
       await expectRefused(inviteBody({ room_id }), 400, 'M_INVALID_PARAM');
     }
   });
@@ -199,7 +199,7 @@ describe('rate limit per sender', () => {
     try {
       const sender = '@busy:hs.test';
       // refused invites do not use the sender's allowance
-      await expectRefused(inviteBody({ sender, room_id: 'not-a-room' }), 400, 'M_INVALID_PARAM', tr);
+      await expectRefused(inviteBody({ sender, room_id: '' }), 400, 'M_INVALID_PARAM', tr);
       await expectRefused(inviteBody({ sender, address: 'a@b@c' }), 400, ['M_INVALID_EMAIL', 'M_INVALID_PARAM'], tr);
       await expectAccepted(inviteBody({ sender, address: 'limit1@example.com' }), tr);
       await expectAccepted(inviteBody({ sender, address: 'limit2@example.com' }), tr);

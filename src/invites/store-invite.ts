@@ -32,6 +32,8 @@ export interface InviteRequest {
   sender: string;
   /** true when the sender was authenticated (v2): the mail names the verified sender */
   verifiedSender: boolean;
+  /** `?brand=`: the template folder to use (brand.default when null or unknown) */
+  brand: string | null;
 }
 
 export interface StoredInvite {
@@ -58,7 +60,7 @@ export async function storeInvite(deps: InviteDeps, req: InviteRequest): Promise
   const now = deps.clock.now();
 
   const mail = composeMail(
-    resolveTemplate(config, typeof req.args['brand'] === 'string' ? req.args['brand'] : null, 'invite_template.eml'),
+    resolveTemplate(config, req.brand, 'invite_template.eml'),
     req.sendTo,
     inviteSubstitutions(config, req, token, encodeBase64Url(seed)),
     { email: config.email, now },

@@ -27,6 +27,8 @@ const signBody = {
 /** Longest accepted value of any invite field: room names and avatars are display data, not documents. */
 const MAX_FIELD_LENGTH = 2048;
 const MAX_ID_LENGTH = 255;
+/** C0, DEL and C1: nothing a room ID may hold, and nothing a mail header or link should carry. */
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
 
 const forbidden = () => errors.unauthorizedStatus(403, 'Invite not allowed');
 
@@ -35,7 +37,10 @@ export async function inviteRoutes(app: FastifyInstance, opts: RouteOptions): Pr
   const { ctx, api } = opts;
   const auth = api === 'v2' ? ('terms' as const) : undefined;
 
-  app.post<{ Body: Record<string, unknown> & { medium: string; address: string; room_id: string; sender: string } }>(
+  app.post<{
+    Body: Record<string, unknown> & { medium: string; address: string; room_id: string; sender: string };
+    Querystring: { brand?: unknown };
+  }>(
     '/store-invite',
     { config: { auth }, schema: { body: storeInviteBody } },
     async (req) => {
@@ -44,7 +49,10 @@ export async function inviteRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       if (medium !== 'email') throw new MatrixError(400, 'M_UNRECOGNIZED', `Didn't understand medium '${medium}'`);
       emailAddress(address);
       checkFields(req.body);
-      if (!roomId.startsWith('!') || roomId.length > MAX_ID_LENGTH) throw errors.invalidParam('room_id must be a Matrix room ID');
+      // Any room ID a homeserver sends, as Sydent took it: newer room versions have no `:server` part.
+      if (roomId === '' || roomId.length > MAX_ID_LENGTH || CONTROL_CHARACTERS.test(roomId)) {
+        throw errors.invalidParam(`room_id must be 1 to ${MAX_ID_LENGTH} characters without control characters`);
+      }
       const senderServer = serverNameOfUserId(sender);
       if (!senderServer || sender.length > MAX_ID_LENGTH) throw errors.invalidParam('sender must be a Matrix user ID');
       checkBlocklists(ctx, req.body, roomId, senderServer);
@@ -58,7 +66,16 @@ export async function inviteRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       try {
         return await storeInvite(
           { config: ctx.config, system: ctx.system.root.system, identity: ctx.identity, clock: ctx.clock },
-          { args: req.body, address: normalised, sendTo: address, roomId, sender, verifiedSender: api === 'v2' },
+          {
+            args: req.body,
+            address: normalised,
+            sendTo: address,
+            roomId,
+            sender,
+            verifiedSender: api === 'v2',
+            // as on every endpoint, the brand is the query's `?brand=`, never a field of the invite
+            brand: typeof req.query.brand === 'string' ? req.query.brand : null,
+          },
         );
       } catch (error) {
         if (error instanceof InviteMailError) throw new MatrixError(500, 'M_EMAIL_SEND_ERROR', 'Failed to send the invite email');
