@@ -67,7 +67,7 @@ describe('first run', () => {
     // only the guesses are warned about, never the generated keys themselves
     expect(first.warnings).toHaveLength(2);
     expect(first.warnings[0]).toMatch(/server\.name is not set; using the host name/);
-    expect(first.warnings[1]).toMatch(/client_http_base is not set; .* http:\/\/localhost:8090/);
+    expect(first.warnings[1]).toContain(`client_http_base is not set; links in emails and key_validity_url will use https://${os.hostname()},`);
 
     const second = loadConfig({ env: {}, cwd: dir });
     expect(second.generated).toBe(false);
@@ -114,7 +114,7 @@ describe('first run', () => {
       federationVerifyCerts: true,
       federationDnsServers: [],
       federationCaCert: '',
-      clientHttpBase: 'http://localhost:8090',
+      clientHttpBase: 'https://id.example.org',
       clientHttpBaseDerived: true,
       verifyResponseTemplate: null,
     });
@@ -371,12 +371,16 @@ describe('values', () => {
     expect(config.http.clientHttpBaseDerived).toBe(false);
   });
 
-  it('derives client_http_base from a specific bind address', () => {
+  it('derives client_http_base from server.name, never from the listener address', () => {
     const v4 = load('[http]\nclientapi.http.bind_address = 192.0.2.5\nclientapi.http.port = 8100\n');
-    expect(v4.config.http.clientHttpBase).toBe('http://192.0.2.5:8100');
-    expect(v4.warnings.some((w) => w.includes('http://192.0.2.5:8100'))).toBe(true);
-    expect(load('[http]\nclientapi.http.bind_address = ::1\n').config.http.clientHttpBase).toBe('http://[::1]:8090');
-    expect(load('[http]\nclientapi.http.bind_address = ::\n').config.http.clientHttpBase).toBe('http://localhost:8090');
+    expect(v4.config.http.clientHttpBase).toBe('https://is.example.test');
+    expect(v4.config.http.clientHttpBaseDerived).toBe(true);
+    expect(v4.warnings).toContain(
+      'config: [http] client_http_base is not set; links in emails and key_validity_url will use https://is.example.test, set it to the public URL',
+    );
+    expect(load('[http]\nclientapi.http.bind_address = ::1\n').config.http.clientHttpBase).toBe('https://is.example.test');
+    const { dir } = withConf('[general]\nserver.name = not a host name\n');
+    expect(() => loadConfig({ env: {}, cwd: dir })).toThrow(/\[http\] client_http_base = "": is not set, and https:\/\/<server\.name>/);
   });
 
   it('reads federation.dns_servers and federation.cacert (sydent-ts keys)', () => {
@@ -604,7 +608,6 @@ describe('invalid values', () => {
     ['[sms]\nprovider = twilio\ntwilio.account_sid = AC1', '[sms] twilio.auth_token = "": required when provider = twilio'],
     ['[sms]\nopenmarket.url = smsc.openmarket.com', '[sms] openmarket.url = "smsc.openmarket.com": not an http or https URL'],
     ['[sms]\ntwilio.url = ftp://api.twilio.com', '[sms] twilio.url = "ftp://api.twilio.com": not an http or https URL'],
-    ['templates.path = no/such/dir', '[general] templates.path = "no/such/dir":'],
     ['homeserver_allow_list = hs.example', '[general] homeserver_allow_list = "hs.example": cannot be used while [general] enable_v1_access is true'],
     ['log.level = chatty', '[general] log.level'],
     ['log.backup_count = -1', '[general] log.backup_count = "-1": not an integer >= 0'],
@@ -625,9 +628,16 @@ describe('invalid values', () => {
     expect(err.message).not.toContain('\n');
   });
 
-  it('rejects a templates.path that is a file', () => {
-    const { dir } = withConf('[general]\nserver.name = s\ntemplates.path = sydent.conf\n');
-    expect(() => loadConfig({ env: {}, cwd: dir })).toThrow(/\[general\] templates\.path = "sydent\.conf": .* is not a directory/);
+  it('a templates.path that is missing or not a folder: a warning naming it, and the shipped templates', () => {
+    for (const value of ['res', 'sydent.conf']) {
+      const { dir } = withConf(`[general]\nserver.name = s\ntemplates.path = ${value}\n`);
+      const { config, warnings } = loadConfig({ env: {}, cwd: dir });
+      expect(config.general.templatesPath).toBe(SHIPPED_TEMPLATES_PATH);
+      expect(config.general.validBrands).toContain('matrix-org');
+      expect(warnings).toContain(
+        `config: [general] templates.path ${path.join(dir, value)} is not a folder; using the templates shipped with sydent-ts (${SHIPPED_TEMPLATES_PATH})`,
+      );
+    }
   });
 
   it.each([

@@ -103,7 +103,7 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
     configPath: path,
     general,
     db: { dbFile: readDbFile(section('db')) },
-    http: readHttp(section('http'), ctx),
+    http: readHttp(section('http'), ctx, general.serverName),
     email: readEmail(section('email'), general.serverName, general.templatesPath),
     sms: readSms(section('sms')),
     crypto: { signingKey: signingKey.key },

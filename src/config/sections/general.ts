@@ -39,7 +39,7 @@ export function readGeneral(v: SectionValues, ctx: BuildContext): GeneralConfig 
     v.fail('homeserver_allow_list', 'cannot be used while [general] enable_v1_access is true; set enable_v1_access = false');
   }
 
-  const templatesPath = readTemplatesPath(v);
+  const templatesPath = readTemplatesPath(v, ctx);
   const validBrands = subdirectories(templatesPath);
   const brandDefault = v.str('brand.default');
   if (!validBrands.includes(brandDefault)) {
@@ -85,19 +85,30 @@ function isSentryDsn(text: string): boolean {
   }
 }
 
-/** Sydent only warned about a missing folder and then failed on the first mail; we refuse to start. */
-function readTemplatesPath(v: SectionValues): string {
+/**
+ * Sydent's configs say `templates.path = res`, relative to the working directory, so a folder that is not there
+ * is expected after a move: warn, as Sydent did, and use the shipped templates rather than fail on the first mail.
+ */
+function readTemplatesPath(v: SectionValues, ctx: BuildContext): string {
   const explicit = v.path('templates.path');
-  const path = explicit === '' ? SHIPPED_TEMPLATES_PATH : explicit;
-  const hint = explicit === '' ? 'the templates shipped with sydent-ts are missing' : 'unset it to use the templates shipped with sydent-ts';
-  let isDirectory: boolean;
-  try {
-    isDirectory = statSync(path).isDirectory();
-  } catch {
-    v.fail('templates.path', `${path} does not exist (${hint})`);
+  if (explicit !== '') {
+    if (isDirectory(explicit)) return explicit;
+    ctx.warn(
+      `config: [general] templates.path ${explicit} is not a folder; using the templates shipped with sydent-ts (${SHIPPED_TEMPLATES_PATH})`,
+    );
   }
-  if (!isDirectory) v.fail('templates.path', `${path} is not a directory (${hint})`);
-  return path;
+  if (!isDirectory(SHIPPED_TEMPLATES_PATH)) {
+    v.fail('templates.path', `${SHIPPED_TEMPLATES_PATH} does not exist (the templates shipped with sydent-ts are missing)`);
+  }
+  return SHIPPED_TEMPLATES_PATH;
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function subdirectories(path: string): string[] {

@@ -5,9 +5,7 @@ import type { SectionValues } from '../values.js';
 import type { BuildContext } from './context.js';
 import { readRateLimit } from './email.js';
 
-const WILDCARD_ADDRESSES = new Set(['', '0.0.0.0', '::']);
-
-export function readHttp(v: SectionValues, ctx: BuildContext): HttpConfig {
+export function readHttp(v: SectionValues, ctx: BuildContext, serverName: string): HttpConfig {
   const clientApi: ListenerAddress = {
     bindAddress: v.str('clientapi.http.bind_address'),
     port: v.port('clientapi.http.port'),
@@ -19,7 +17,11 @@ export function readHttp(v: SectionValues, ctx: BuildContext): HttpConfig {
   let clientHttpBase = v.str('client_http_base').replace(/\/+$/, '');
   const clientHttpBaseDerived = clientHttpBase === '';
   if (clientHttpBaseDerived) {
-    clientHttpBase = baseFromListener(clientApi);
+    // The public name, never the listener's address: these links end up in mailboxes and in room state.
+    clientHttpBase = `https://${serverName}`;
+    if (!isHttpUrl(clientHttpBase)) {
+      v.fail('client_http_base', `is not set, and https://<server.name> (${clientHttpBase}) is not a URL: set it to the public URL`);
+    }
     ctx.warn(
       `config: [http] client_http_base is not set; links in emails and key_validity_url will use ${clientHttpBase}, set it to the public URL`,
     );
@@ -50,13 +52,6 @@ export function readHttp(v: SectionValues, ctx: BuildContext): HttpConfig {
     clientHttpBaseDerived,
     verifyResponseTemplate: verifyResponseTemplate === '' ? null : verifyResponseTemplate,
   };
-}
-
-/** Mail links must be absolute (Sydent's were relative when the base was unset), so guess one. */
-function baseFromListener({ bindAddress, port }: ListenerAddress): string {
-  let host = WILDCARD_ADDRESSES.has(bindAddress) ? 'localhost' : bindAddress;
-  if (isIP(host) === 6) host = `[${host}]`;
-  return `http://${host}:${port}`;
 }
 
 export function isHttpUrl(text: string): boolean {
