@@ -339,12 +339,12 @@ describe('GET submitToken (the link in the mail)', () => {
     expect((await getValidated(s.sid, 'linksecret')).status).toBe(200);
   });
 
-  it('redirects (302) to the next_link given at requestToken after a success', async () => {
+  it('redirects (302) to the next_link given at requestToken, with the sid appended as Sydent did, after a success', async () => {
     const next = 'https://client.example.org/after/validation?x=1&y=%20z';
     const s = await startSession('link.next@example.org', 'nextsecret', 1, { next_link: next });
     const res = await openLink(`sid=${s.sid}&client_secret=nextsecret&token=${s.token}`);
     expect(res.status).toBe(302);
-    expect(res.headers.get('location')).toBe(next);
+    expect(res.headers.get('location')).toBe(`${next}&sid=${s.sid}`);
     expect(sessionOf(t.config.db.dbFile, s.sid).session?.validated).toBe(1);
 
     // POST ignores next_link

@@ -158,7 +158,7 @@ describe('submitToken', () => {
     expect((await submitToken({ sid: Number(sid), client_secret: 'postsecret', token: code })).json).toEqual({ success: true });
   });
 
-  it('GET with the code answers the page; with a next_link given at requestToken, a 302 to it', async () => {
+  it('GET with the code answers the page; with a next_link given at requestToken, a 302 to it with the sid', async () => {
     const a = await session('07700 900761', 'getsecret');
     const bad = await call(v1(`/validate/msisdn/submitToken?sid=${a.sid}&client_secret=getsecret&token=999999x`));
     expect(bad.status).toBe(400);
@@ -178,7 +178,7 @@ describe('submitToken', () => {
       t.url(`/_matrix/identity/v2/validate/msisdn/submitToken?sid=${b.sid}&client_secret=getsecret2&token=${b.code}&next_link=https://evil.example`),
     );
     expect(redirect.status).toBe(302);
-    expect(redirect.headers.get('location')).toBe(next);
+    expect(redirect.headers.get('location')).toBe(`${next}&sid=${b.sid}`);
     expect((await getValidated(b.sid, 'getsecret2')).json).toMatchObject({ medium: 'msisdn', address: '447700900762' });
 
     const missing = await call(v1(`/validate/msisdn/submitToken?sid=${b.sid}`));

@@ -49,12 +49,17 @@ export interface SessionContext {
   everSent: boolean;
   /** the Matrix user the 3PID was last bound to */
   mxid: string | null;
+  /** Sydent created the session before the switch (its mails carry their own nextLink) */
+  createdBySydent: boolean;
   /** why the last event was refused; null when it was accepted */
   rejection: Rejection | null;
   lastError: string | null;
 }
 
-export type SessionInput = Omit<SessionContext, 'validatedAt' | 'mxid' | 'rejection' | 'lastError' | 'everSent' | 'wrongTokens'>;
+export type SessionInput = Omit<
+  SessionContext,
+  'validatedAt' | 'mxid' | 'rejection' | 'lastError' | 'everSent' | 'wrongTokens' | 'createdBySydent'
+>;
 
 export type SessionEvent =
   | {
@@ -206,6 +211,7 @@ export const validationSessionMachine = sessionSetup.createMachine({
     everSent: false,
     validatedAt: null,
     mxid: null,
+    createdBySydent: false,
     rejection: null,
     lastError: null,
   }),

@@ -12,16 +12,19 @@ import { askMailer } from '../actors/supervisors/mailer.js';
 import type { SystemDeps } from '../actors/deps.js';
 import type { AnyActorSystem } from '../actors/supervisor.js';
 import type { TokenSender } from './host.js';
+import { nextLinkWithSid } from './next-link.js';
 
 /** Mail delivery with retries can take a while; the request waits for the SMTP server's answer. */
 const SEND_TIMEOUT_MS = 90_000;
 
 /**
  * The link in the mail: the v2 GET submitToken, which needs no access token (the sid, secret and token are
- * the credential). The session's next_link is applied by the server after validation, not carried in the URL.
+ * the credential), with Sydent's `nextLink` when the client gave a next_link. The server redirects to the
+ * session's own next_link, not to this parameter; it is there because clients and tools read it from the mail.
  */
 export function submitTokenLink(config: SydentConfig, medium: 'email' | 'msisdn', input: SendTokenInput): string {
-  const q = `token=${pyQuote(input.token)}&client_secret=${pyQuote(input.clientSecret)}&sid=${pyQuote(input.sid)}`;
+  let q = `token=${pyQuote(input.token)}&client_secret=${pyQuote(input.clientSecret)}&sid=${pyQuote(input.sid)}`;
+  if (input.nextLink) q += `&nextLink=${pyQuote(nextLinkWithSid(input.nextLink, input.sid))}`;
   return `${config.http.clientHttpBase}/_matrix/identity/v2/validate/${medium}/submitToken?${q}`;
 }
 

@@ -59,6 +59,7 @@ export interface SessionOutcome {
   nextLink: string | null;
   brand: string | null;
   mxid: string | null;
+  createdBySydent: boolean;
 }
 
 export type RequestTokenResult = ({ limited: false } & SessionOutcome) | { limited: true; retryAfterMs: number };
@@ -275,6 +276,7 @@ export class SessionHost {
         brand: null,
         ipAddress: null,
         mxid: null,
+        createdBySydent: true,
         rejection: null,
         lastError: null,
       };
@@ -364,5 +366,7 @@ function outcomeOf(context: SessionContext, state: string): SessionOutcome {
     nextLink: context.nextLink,
     brand: context.brand,
     mxid: context.mxid,
+    // rows written before the flag existed lack it: those sessions were ours
+    createdBySydent: context.createdBySydent ?? false,
   };
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { renderResponsePage } from '../../mail/templates.js';
+import { redirectAfterValidation } from '../../sessions/next-link.js';
 import type { RouteOptions } from '../context.js';
 import { MatrixError } from '../errors.js';
 import { clientSecret, storedNextLink } from '../validate.js';
@@ -64,9 +65,15 @@ export function submitTokenRoutes(
       if (!sid || !secret || !token) return page(400, failurePage);
       const outcome = await submit(req, sid, secret, token);
       submitTokenReply(outcome);
-      // Only the next_link given at requestToken (checked to be http or https then), never one from this URL.
-      const next = storedNextLink(outcome?.nextLink) ?? undefined;
-      return page(next ? 302 : 200, SUCCESS_PAGE, next);
+      // Links are read by next_link's rule again: one stored before it is normalised, one that fails it is dropped.
+      const clicked = req.query['nextLink'];
+      const next = outcome
+        ? redirectAfterValidation(
+            { ...outcome, nextLink: storedNextLink(outcome.nextLink) },
+            storedNextLink(typeof clicked === 'string' ? clicked : null),
+          )
+        : null;
+      return page(next ? 302 : 200, SUCCESS_PAGE, next ?? undefined);
     } catch (error) {
       if (error instanceof MatrixError && error.status === 429) {
         reply.headers(error.headers);
