@@ -2,8 +2,10 @@
  * What goes over SMTP for an email validation, and what the client hears when it does not go: the envelope,
  * the raw message and its link; an SMTP server that is down, refuses, or fails once; the sender rate limit.
  */
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
+import { REQUEST_TOKEN_TIME_LIMIT_MS } from '../src/sessions/host.js';
 import {
   call,
   emailConf,
@@ -105,7 +107,7 @@ describe('the mail', () => {
 });
 
 describe('SMTP failures', () => {
-  it('SMTP down: 500 M_EMAIL_SEND_ERROR; once it is up, a higher send_attempt on the same session sends the mail', async () => {
+  it('SMTP down: 500 M_EMAIL_SEND_ERROR; once it is up, the same send_attempt sends (a failed send is not a send), a higher one too', async () => {
     const smtp = await smtpServer();
     const port = await freePort();
     const relay = await portForwarder(port, () => smtp.port);
@@ -121,23 +123,60 @@ describe('SMTP failures', () => {
     const rows = sessionRows(t.config.db.dbFile);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ address: email, validated: 0 });
+    const sid = String(rows[0]!.id);
+
+    // still down: the same send_attempt tries again (and fails again), rather than answering the old failure
+    const stillDown = await requestToken(t, { client_secret: 'downsecret', email, send_attempt: 1 });
+    expect(stillDown.status, stillDown.text).toBe(500);
+    expect(stillDown.json['errcode']).toBe('M_EMAIL_SEND_ERROR');
 
     await relay.up();
-    // the same send_attempt again sends nothing
-    await requestToken(t, { client_secret: 'downsecret', email, send_attempt: 1 });
-    expect(smtp.messages).toHaveLength(0);
-
-    const retried = await requestToken(t, { client_secret: 'downsecret', email, send_attempt: 2 });
-    expect(retried.status, retried.text).toBe(200);
-    expect(retried.json).toEqual({ sid: String(rows[0]!.id) });
+    const same = await requestToken(t, { client_secret: 'downsecret', email, send_attempt: 1 });
+    expect(same.status, same.text).toBe(200);
+    expect(same.json).toEqual({ sid });
     expect(smtp.messages).toHaveLength(1);
+    expect(tokenRows(t.config.db.dbFile).map((r) => r.sendAttemptNumber)).toEqual([1]);
+    const token = mailToken(smtp.messages[0]!);
+    // now it was sent: the same send_attempt again sends nothing
+    expect((await requestToken(t, { client_secret: 'downsecret', email, send_attempt: 1 })).json).toEqual({ sid });
+    expect(smtp.messages).toHaveLength(1);
+
+    const next = await requestToken(t, { client_secret: 'downsecret', email, send_attempt: 2 });
+    expect(next.status, next.text).toBe(200);
+    expect(next.json).toEqual({ sid });
+    expect(smtp.messages).toHaveLength(2);
     expect(sessionRows(t.config.db.dbFile)).toHaveLength(1);
     expect(tokenRows(t.config.db.dbFile).map((r) => r.sendAttemptNumber)).toEqual([2]);
-
-    const token = mailToken(smtp.messages[0]!);
-    expect((await submitToken(t, { sid: retried.json['sid'], client_secret: 'downsecret', token })).json).toEqual({ success: true });
+    expect(mailToken(smtp.messages[1]!)).toBe(token);
+    expect((await submitToken(t, { sid, client_secret: 'downsecret', token })).json).toEqual({ success: true });
   });
 
+  it('an SMTP server that accepts connections and never answers: 500 M_EMAIL_SEND_ERROR within the time limit; once it works, the same send_attempt sends', async () => {
+    const silent = net.createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', () => resolve()));
+    started.push({ close: () => new Promise<void>((resolve) => silent.close(() => resolve())) });
+    const smtp = await smtpServer();
+    let target = (silent.address() as net.AddressInfo).port;
+    const relay = await portForwarder(await freePort(), () => target);
+    started.push({ close: () => relay.down() });
+    await relay.up();
+    const t = await server(relay.port);
+    const email = 'silent@example.org';
+
+    const began = Date.now();
+    const failed = await requestToken(t, { client_secret: 'silentsecret', email, send_attempt: 1 });
+    expect(failed.status, failed.text).toBe(500);
+    expect(failed.json).toEqual({ errcode: 'M_EMAIL_SEND_ERROR', error: 'Failed to send email' });
+    expect(Date.now() - began).toBeLessThan(REQUEST_TOKEN_TIME_LIMIT_MS + 3000);
+    const sid = String(sessionRows(t.config.db.dbFile)[0]!.id);
+
+    target = smtp.port;
+    const same = await requestToken(t, { client_secret: 'silentsecret', email, send_attempt: 1 });
+    expect(same.status, same.text).toBe(200);
+    expect(same.json).toEqual({ sid });
+    const mail = await smtp.waitForMessage((m) => m.to.includes(email));
+    expect((await submitToken(t, { sid, client_secret: 'silentsecret', token: mailToken(mail) })).json).toEqual({ success: true });
+  }, 60_000);
   it('a server that refuses the recipient (550): 500 M_EMAIL_SEND_ERROR', async () => {
     const smtp = await smtpServer({ rejectAll: true });
     const t = await server(smtp.port);

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import path from 'node:path';
 import type { Transporter } from 'nodemailer';
 import { pino } from 'pino';
@@ -138,6 +139,32 @@ describe('sending end to end', () => {
     expect(err).toBeInstanceOf(MailSendError);
     expect(err).toMatchObject({ permanent: false, attempts: 3 });
     expect(delays).toEqual([1, 2]);
+  });
+
+  it('a deadline: a server that never answers fails by then (temporary, ETIMEDOUT), with no attempt after it', async () => {
+    const connections: net.Socket[] = [];
+    const silent = net.createServer((socket) => connections.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', () => resolve()));
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const c of connections) c.destroy();
+          silent.close(() => resolve());
+        }),
+    );
+    const t = await transport(emailConfig((silent.address() as net.AddressInfo).port, 'plain'));
+    const began = Date.now();
+    const err = await sendRawMail(t, FROM, verificationMail(), { ...fast, deadline: began + 600 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MailSendError);
+    expect(err).toMatchObject({ permanent: false, code: 'ETIMEDOUT', attempts: 1 });
+    expect(Date.now() - began).toBeLessThan(3000);
+    expect(connections).toHaveLength(1);
+
+    // a deadline already passed (the message waited too long in the queue): nothing is attempted
+    const late = await sendRawMail(t, FROM, verificationMail(), { ...fast, deadline: Date.now() - 1 }).catch((e: unknown) => e);
+    expect(late).toMatchObject({ permanent: false, code: 'ETIMEDOUT' });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(connections).toHaveLength(1);
   });
 
   it('refuses a certificate it cannot verify (permanent)', async () => {

@@ -50,7 +50,7 @@ const smsTo = (msisdn: string) => om.messages.filter((m) => m.to === msisdn);
 const debugSession = async (sid: unknown) => (await call(t.internalUrl(`/_sydent/debug/sessions/${String(sid)}`))).json;
 
 describe('provider failures', () => {
-  it('500 from the provider: 500 M_SEND_ERROR, session sendFailed; a higher send_attempt with the provider back sends on the same sid', async () => {
+  it('500 from the provider: 500 M_SEND_ERROR, session sendFailed; the same send_attempt tries again, and with the provider back a higher one sends on the same sid', async () => {
     const body = { client_secret: 'failing', country: 'DE', phone_number: '030 123456', send_attempt: 1 };
     om.failWith = { status: 500, json: { error: 'Service temporarily unavailable' } };
     let failed: Reply;
@@ -74,15 +74,22 @@ describe('provider failures', () => {
         /^OpenMarket API responded with status 500 \(request ID: none\): Service temporarily unavailable$/,
       );
 
-      // the same send_attempt: still the failure, and the provider is not asked again
+      // the same send_attempt: a failed send is not a send, so the provider is asked again (and fails again)
       again = await requestToken(body);
       expect(again.status).toBe(500);
       expect(again.json['errcode']).toBe('M_SEND_ERROR');
-      expect(om.requests.length).toBe(requestsBefore + 1);
+      expect(om.requests.length).toBe(requestsBefore + 2);
+      // an older one is refused with the failure, without asking the provider
+      const older = await requestToken({ ...body, send_attempt: 0 });
+      expect(older.status).toBe(500);
+      expect(older.json['errcode']).toBe('M_SEND_ERROR');
+      expect(om.requests.length).toBe(requestsBefore + 2);
     } finally {
       om.failWith = null;
     }
 
+    // each try was a send for the per-number limit (burst 2 here): an hour later there is room again
+    clock.advance(HOUR);
     const retried = await requestToken({ ...body, send_attempt: 2 });
     expect(retried.status, retried.text).toBe(200);
     expect(retried.json).toMatchObject({ success: true, msisdn: '4930123456', intl_fmt: '+49 30 123456' });
@@ -106,6 +113,28 @@ describe('provider failures', () => {
     expect(res.json['errcode']).toBe('M_SEND_ERROR');
     expect(smsTo('447700900799')).toHaveLength(0);
   });
+
+  it('a provider that never answers: 500 M_SEND_ERROR (the spec\'s code), and once it answers the same send_attempt sends', async () => {
+    // a country of its own, so the limits the other tests count are not touched
+    const body = { client_secret: 'hanging', country: 'NL', phone_number: '020 123 4567', send_attempt: 1 };
+    om.hang = true;
+    let failed: Reply;
+    try {
+      failed = await requestToken(body);
+    } finally {
+      om.hang = false;
+    }
+    expect(failed.status, failed.text).toBe(500);
+    expect(failed.json).toEqual({ errcode: 'M_SEND_ERROR', error: 'Failed to send SMS' });
+    expect(smsTo('31201234567')).toHaveLength(0);
+
+    const same = await requestToken(body);
+    expect(same.status, same.text).toBe(200);
+    const sms = smsTo('31201234567');
+    expect(sms).toHaveLength(1);
+    const ok = await call(v1('/validate/msisdn/submitToken'), { body: { sid: same.json['sid'], client_secret: 'hanging', token: smsCode(sms[0]!) } });
+    expect(ok.json).toEqual({ success: true });
+  }, 60_000);
 
   it('ip.blacklist: a provider on a blacklisted address is never contacted', async () => {
     const fenced = await startTestServer({ conf: { sms: openMarketConf(om) } });

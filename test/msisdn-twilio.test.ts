@@ -65,7 +65,7 @@ describe('Twilio', () => {
     expect(sms[0]).toMatchObject({ from: '+447700900001' });
     const page = await call(v1(`/validate/msisdn/submitToken?sid=${String(res.json['sid'])}&client_secret=twget&token=${smsCode(sms[0]!)}`));
     expect(page.status).toBe(302);
-    expect(page.headers.get('location')).toBe('https://client.example.org/after');
+    expect(page.headers.get('location')).toBe(`https://client.example.org/after?sid=${String(res.json['sid'])}`);
     expect(page.text).toContain('Verification successful');
   });
 

@@ -245,6 +245,21 @@ describe('validation session machine: rules', () => {
     expect(revived.context).toMatchObject({ token: 'tok2', wrongTokens: 0 });
   });
 
+  it('after a failed send, the same send_attempt (or a greater one) sends again; an older one answers the failure', () => {
+    const failed = replay([request(2), { type: ERROR, error: new Error('smtp down') }]);
+    expect(failed.value).toBe('sendFailed');
+    const [same] = transition(machine, failed, request(2));
+    expect(same.value).toBe('sendingToken');
+    expect(same.context.rejection).toBeNull();
+    const [newer] = transition(machine, failed, request(3));
+    expect(newer.value).toBe('sendingToken');
+    expect(newer.context.sendAttempt).toBe(3);
+    const [older] = transition(machine, failed, request(1));
+    expect(older.value).toBe('sendFailed');
+    expect(older.context.rejection).toBe('sendFailed');
+    expect(older.context.sendAttempt).toBe(2);
+  });
+
   it('a failed send keeps the token of an earlier successful one valid', () => {
     const failedAfterSent = replay([request(1), { type: DONE }, request(2), { type: ERROR, error: new Error('x') }]);
     expect(failedAfterSent.value).toBe('sendFailed');

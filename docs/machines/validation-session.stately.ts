@@ -192,7 +192,7 @@ export const validationSessionMachine = createMachine({
           },
           {
             "target": "#validationSession.sendingToken",
-            "guard": "isNewerSendAttempt",
+            "guard": "isSameOrNewerSendAttempt",
             "actions": [
               "accept",
               "touch",

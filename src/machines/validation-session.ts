@@ -117,6 +117,8 @@ const sessionSetup = setup({
   guards: {
     isExpired: ({ context, event }) => 'now' in event && expiredAt(context, event.now),
     isNewerSendAttempt: ({ context, event }) => event.type === 'REQUEST_TOKEN' && event.sendAttempt > context.sendAttempt,
+    /** after a failed send, the same send_attempt again is a retry of a send that did not happen */
+    isSameOrNewerSendAttempt: ({ context, event }) => event.type === 'REQUEST_TOKEN' && event.sendAttempt >= context.sendAttempt,
     secretMatches: ({ context, event }) => 'clientSecret' in event && sameSecret(event.clientSecret, context.clientSecret),
     /** a token went out at least once (sendAttempt counts sends that were attempted; lastError null means it arrived) */
     wasSentBefore: ({ context }) => context.everSent,
@@ -183,6 +185,11 @@ const reviveExpired = {
 } as const;
 const resendOnNewerAttempt = {
   guard: 'isNewerSendAttempt',
+  target: 'sendingToken',
+  actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'],
+} as const;
+const retryFailedSend = {
+  guard: 'isSameOrNewerSendAttempt',
   target: 'sendingToken',
   actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'],
 } as const;
@@ -276,9 +283,10 @@ export const validationSessionMachine = sessionSetup.createMachine({
     },
     sendFailed: {
       on: {
+        // A send that failed is not a send: the same send_attempt tries again. Only an older one is refused.
         REQUEST_TOKEN: [
           reviveExpired,
-          resendOnNewerAttempt,
+          retryFailedSend,
           { actions: ['touch', 'rejectSendFailed'] },
         ],
         // A token sent by an earlier, successful attempt is still good.

@@ -50,6 +50,11 @@ export interface SendOptions {
   sleep?: (ms: number) => Promise<void>;
   /** called before each retry */
   onRetry?: (error: MailSendError, attempt: number, delayMs: number) => void;
+  /**
+   * Wall-clock time (Date.now()) by which the caller needs an answer: no attempt starts after it, and one still
+   * running then counts as failed (nodemailer cannot abort it, so a slow server may yet deliver it).
+   */
+  deadline?: number;
 }
 
 const TEMPORARY_CODES = new Set(['ECONNECTION', 'ESOCKET', 'ETIMEDOUT', 'EDNS']);
@@ -121,7 +126,11 @@ export async function sendRawMail(
 
   for (let attempt = 1; ; attempt++) {
     try {
-      const info = (await transport.sendMail({ envelope, raw: request.raw })) as {
+      // a message that waited in the queue past its caller's deadline is not sent at all
+      if (opts.deadline !== undefined && Date.now() >= opts.deadline) {
+        throw new MailSendError('no time was left to send the message', false, 'ETIMEDOUT');
+      }
+      const info = (await beforeDeadline(transport.sendMail({ envelope, raw: request.raw }), opts.deadline)) as {
         messageId?: string;
         accepted?: unknown[];
         rejected?: unknown[];
@@ -134,7 +143,9 @@ export async function sendRawMail(
       return { messageId: headerMessageId(request.raw) ?? info.messageId ?? '', accepted };
     } catch (error) {
       const failure = toMailSendError(error, attempt);
-      if (failure.permanent || attempt >= attempts) {
+      const delay = baseDelayMs * 2 ** (attempt - 1);
+      const noTimeLeft = opts.deadline !== undefined && Date.now() + delay >= opts.deadline;
+      if (failure.permanent || attempt >= attempts || noTimeLeft) {
         throw new MailSendError(
           failure.message,
           failure.permanent,
@@ -144,11 +155,33 @@ export async function sendRawMail(
           { cause: error },
         );
       }
-      const delay = baseDelayMs * 2 ** (attempt - 1);
       opts.onRetry?.(failure, attempt, delay);
       await sleep(delay);
     }
   }
+}
+
+/** `work`, or a temporary MailSendError once `deadline` (Date.now() time) has passed without its answer. */
+function beforeDeadline<T>(work: Promise<T>, deadline: number | undefined): Promise<T> {
+  if (deadline === undefined) return work;
+  // the attempt goes on after we stop waiting for it; its late outcome is nobody's answer
+  work.catch(() => undefined);
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new MailSendError('the mail server did not answer in time', false, 'ETIMEDOUT')),
+      Math.max(0, deadline - Date.now()),
+    );
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
 }
 
 /** The Message-ID header of a raw message (first header block only, unfolded). */

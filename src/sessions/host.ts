@@ -20,7 +20,21 @@ import {
 import type { SessionReads, SessionWrite, StoredSession, Transition } from '../store/sessions.js';
 import { SessionConflictError } from '../store/sessions.js';
 
-export type TokenSender = (input: SendTokenInput) => Promise<void>;
+/**
+ * Sends a session's token by mail or SMS, resolving once the server or provider accepted it. `deadline`
+ * (Date.now() time, not the session clock) is when the request that asked for it must be answered: the sender
+ * gives up by then, and the session records a failed send.
+ */
+export type TokenSender = (input: SendTokenInput, deadline: number) => Promise<void>;
+
+/** The longest a requestToken takes: the send it starts gets what is left of it, mail retries included. */
+export const REQUEST_TOKEN_TIME_LIMIT_MS = 20_000;
+/** How long a caller waits for requestToken's answer: the limit, plus the session's writes after the send. */
+export const REQUEST_TOKEN_ANSWER_MS = REQUEST_TOKEN_TIME_LIMIT_MS + 5_000;
+/** Below this, a send is not started: it could not finish in time, and a message for a failed request is worse. */
+const MIN_SEND_TIME_MS = 1_000;
+/** How much longer than the send's deadline the host waits for the machine to leave sendingToken. */
+const SEND_SETTLE_MS = 2_000;
 
 /** The store writes the host needs, answered by the store actor. */
 export interface SessionStorePort {
@@ -37,8 +51,6 @@ export interface SessionHostDeps {
   /** rate limit for the sender of a token, consulted only when a token will really be sent */
   admit: (medium: Medium, key: string) => Promise<Admission>;
   newToken: (medium: Medium) => string;
-  /** how long a send may take before the request gives up waiting (the send goes on) */
-  sendTimeoutMs?: number;
   idleMs?: number;
   /** told of every state change (metrics) */
   onTransition?: (from: string, to: string) => void;
@@ -75,6 +87,8 @@ export interface RequestTokenArgs {
   /** who is asking, for the rate limit: the v2 user, or the client IP on v1 */
   requester: string;
   ipAddress: string | null;
+  /** Date.now() time by which the request must be answered: a token send must end by then */
+  deadline: number;
 }
 
 type SessionActor = Actor<typeof validationSessionMachine>;
@@ -92,6 +106,8 @@ export class SessionHost {
   private readonly live = new Map<number, Live>();
   /** per-session queues: one event at a time per sid, any number of sids at once */
   private readonly locks = new Map<number | string, Promise<unknown>>();
+  /** the deadline of the request whose event is being processed, by sid: what the invoked send must keep to */
+  private readonly sendDeadlines = new Map<string, number>();
   private readonly machine;
 
   constructor(private readonly deps: SessionHostDeps) {
@@ -100,7 +116,9 @@ export class SessionHost {
         sendToken: fromPromise<void, SendTokenInput>(async ({ input }) => {
           const send = deps.senders[input.medium];
           if (!send) throw new Error(`no sender for ${input.medium}`);
-          await send(input);
+          const deadline = this.sendDeadlines.get(input.sid) ?? Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS;
+          if (deadline - Date.now() < MIN_SEND_TIME_MS) throw new Error('no time was left to send the token');
+          await send(input, deadline);
         }),
       },
     });
@@ -131,7 +149,7 @@ export class SessionHost {
           const admission = await this.deps.admit(args.medium, args.requester);
           if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
         }
-        return { limited: false, ...(await this.process(existing, live, ev)) };
+        return { limited: false, ...(await this.process(existing, live, ev, undefined, args.deadline)) };
       });
     }
 
@@ -159,7 +177,7 @@ export class SessionHost {
       actor.start();
       const live: Live = { actor, version: null, history: [], lastUsed: this.deps.now() };
       this.live.set(sid, live);
-      return { limited: false, ...(await this.process(sid, live, event(token), args.clientSecret)) };
+      return { limited: false, ...(await this.process(sid, live, event(token), args.clientSecret, args.deadline)) };
     });
   }
 
@@ -293,16 +311,30 @@ export class SessionHost {
     };
   }
 
-  private async process(sid: number, live: Live, event: SessionEvent, newSecret?: string): Promise<SessionOutcome> {
+  private async process(
+    sid: number,
+    live: Live,
+    event: SessionEvent,
+    newSecret?: string,
+    deadline: number = Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS,
+  ): Promise<SessionOutcome> {
     const from = stateOf(live.actor);
-    live.actor.send(event);
-    if (live.actor.getSnapshot().matches('sendingToken')) {
-      // Recorded before the send, so a crash mid-send is seen as a failed send after restart.
-      await this.persist(sid, live, from, event.type, newSecret);
-      await waitFor(live.actor, (s) => !s.matches('sendingToken'), { timeout: this.deps.sendTimeoutMs ?? 120_000 });
-      await this.persist(sid, live, 'sendingToken', settledEvent(stateOf(live.actor)), undefined);
-    } else {
-      await this.persist(sid, live, from, event.type, newSecret);
+    const key = String(sid);
+    this.sendDeadlines.set(key, deadline);
+    try {
+      live.actor.send(event);
+      if (live.actor.getSnapshot().matches('sendingToken')) {
+        // Recorded before the send, so a crash mid-send is seen as a failed send after restart.
+        await this.persist(sid, live, from, event.type, newSecret);
+        // The sender gives up at the deadline, so the machine has left sendingToken by then.
+        const timeout = Math.max(0, deadline - Date.now()) + SEND_SETTLE_MS;
+        await waitFor(live.actor, (s) => !s.matches('sendingToken'), { timeout });
+        await this.persist(sid, live, 'sendingToken', settledEvent(stateOf(live.actor)), undefined);
+      } else {
+        await this.persist(sid, live, from, event.type, newSecret);
+      }
+    } finally {
+      this.sendDeadlines.delete(key);
     }
     return outcomeOf(live.actor.getSnapshot().context, stateOf(live.actor));
   }

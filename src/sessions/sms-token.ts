@@ -9,19 +9,22 @@ import type { AnyActorSystem } from '../actors/supervisor.js';
 import { chooseOriginator, countryCodeOf, renderSmsBody } from '../sms/index.js';
 import type { TokenSender } from './host.js';
 
-/** The provider call is bounded at 15 s; this leaves room for the queue in front of it. */
-const SEND_TIMEOUT_MS = 60_000;
-
 export function createSmsTokenSender(deps: SystemDeps, system: AnyActorSystem): TokenSender {
-  return async (input) => {
+  return async (input, deadline) => {
     const { sms } = deps.config;
     // the session's address is the canonical MSISDN (E.164 digits), for Sydent's sessions too
     const to = input.address;
     await askSms(
       system.get('sms') as AnyActorRef,
       'SEND_SMS',
-      { to, body: renderSmsBody(sms.bodyTemplate, input.token), originator: chooseOriginator(sms.originators, countryCodeOf(to), to) },
-      SEND_TIMEOUT_MS,
+      {
+        to,
+        body: renderSmsBody(sms.bodyTemplate, input.token),
+        originator: chooseOriginator(sms.originators, countryCodeOf(to), to),
+        deadline,
+      },
+      // the provider call is bounded too (15 s); whichever ends first ends the wait
+      Math.max(0, deadline - Date.now()),
     );
   };
 }

@@ -22,14 +22,16 @@ interface MailerResource {
 }
 
 /**
- * `SEND_MAIL { to, raw }` → `{ messageId, accepted }` once the SMTP server accepted the message, or a
- * MailSendError (`permanent` says whether a retry could help). The logic lives in src/mail/sender.ts.
+ * `SEND_MAIL { to, raw, deadline? }` → `{ messageId, accepted }` once the SMTP server accepted the message, or a
+ * MailSendError (`permanent` says whether a retry could help), at the latest at `deadline` (Date.now() time).
+ * The logic lives in src/mail/sender.ts.
  * `ADMIT { key }` → takes one token of the email sender rate limit for `key` (Admission).
  */
 export const mailerHandlers = {
-  SEND_MAIL: async (e: SendMailRequest, r: MailerResource): Promise<SendMailResult> => {
+  SEND_MAIL: async (e: SendMailRequest & { deadline?: number }, r: MailerResource): Promise<SendMailResult> => {
     try {
-      const result = await sendRawMail(r.transport(), r.from, { to: e.to, raw: e.raw }, r.send);
+      const send = e.deadline === undefined ? r.send : { ...r.send, deadline: e.deadline };
+      const result = await sendRawMail(r.transport(), r.from, { to: e.to, raw: e.raw }, send);
       r.metrics?.emailsSent.inc();
       return result;
     } catch (err) {

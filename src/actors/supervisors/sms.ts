@@ -17,13 +17,16 @@ interface SmsResource {
 }
 
 /**
- * `SEND_SMS { to, body, originator }` → the provider's receipt once it accepted the message, or an SmsSendError.
+ * `SEND_SMS { to, body, originator, deadline? }` → the provider's receipt once it accepted the message, or an
+ * SmsSendError; nothing is sent once `deadline` (Date.now() time) has passed.
  * `ADMIT { msisdn }` → takes one token of the per-number limit, then one of the per-country limit (Sydent's
  * order: a number refused by its country has used up its own token too). One pair of limiters serves v1 and v2.
  */
 export const smsHandlers = {
-  SEND_SMS: async (e: SmsMessage, r: SmsResource): Promise<SmsReceipt> => {
+  SEND_SMS: async (e: SmsMessage & { deadline?: number }, r: SmsResource): Promise<SmsReceipt> => {
     const to = redactAddress(e.to);
+    // one that waited in the queue past its caller's deadline is not sent at all
+    if (e.deadline !== undefined && Date.now() >= e.deadline) throw new Error('no time was left to send the SMS');
     try {
       const receipt = await r.provider.send({ to: e.to, body: e.body, originator: e.originator });
       r.log.info({ to, provider: receipt.provider, id: receipt.id, requestId: receipt.requestId }, 'sms: sent');

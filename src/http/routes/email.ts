@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { askSessions } from '../../actors/supervisors/sessions.js';
+import { REQUEST_TOKEN_ANSWER_MS, REQUEST_TOKEN_TIME_LIMIT_MS } from '../../sessions/host.js';
 import { casefold } from '../../util/casefold.js';
 import type { RouteOptions } from '../context.js';
 import { errors, MatrixError } from '../errors.js';
@@ -40,17 +41,23 @@ export async function emailRoutes(app: FastifyInstance, opts: RouteOptions): Pro
       const attempt = sendAttempt(req.body.send_attempt);
       const email = emailAddress(req.body.email);
       const link = nextLink(req.body.next_link);
-      const result = await askSessions(sessions(), 'REQUEST_TOKEN', {
-        medium: 'email',
-        address: casefold(email),
-        sendTo: email,
-        clientSecret: secret,
-        sendAttempt: attempt,
-        nextLink: link,
-        brand: typeof req.query.brand === 'string' ? req.query.brand : null,
-        requester: req.account?.userId ?? req.ip,
-        ipAddress: req.ip,
-      });
+      const result = await askSessions(
+        sessions(),
+        'REQUEST_TOKEN',
+        {
+          medium: 'email',
+          address: casefold(email),
+          sendTo: email,
+          clientSecret: secret,
+          sendAttempt: attempt,
+          nextLink: link,
+          brand: typeof req.query.brand === 'string' ? req.query.brand : null,
+          requester: req.account?.userId ?? req.ip,
+          ipAddress: req.ip,
+          deadline: Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS,
+        },
+        REQUEST_TOKEN_ANSWER_MS,
+      );
       if (result.limited) throw errors.limitExceeded('Too many requests', result.retryAfterMs);
       if (result.state === 'sendFailed') throw new MatrixError(500, 'M_EMAIL_SEND_ERROR', 'Failed to send email');
       return { sid: result.sid };

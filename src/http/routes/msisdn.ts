@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { askSessions } from '../../actors/supervisors/sessions.js';
+import { REQUEST_TOKEN_ANSWER_MS, REQUEST_TOKEN_TIME_LIMIT_MS } from '../../sessions/host.js';
 import { isCountryField, MAX_PHONE_NUMBER_LENGTH, parsePhone } from '../../sms/index.js';
 import type { RouteOptions } from '../context.js';
 import { errors, MatrixError } from '../errors.js';
@@ -51,18 +52,24 @@ export async function msisdnRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       if (ctx.config.sms.rules[phone.countryCode] === 'reject') {
         throw new MatrixError(400, 'M_DESTINATION_REJECTED', 'Phone numbers in this country are not currently supported');
       }
-      const result = await askSessions(sessions(), 'REQUEST_TOKEN', {
-        medium: 'msisdn',
-        address: phone.msisdn,
-        sendTo: phone.msisdn,
-        clientSecret: secret,
-        sendAttempt: attempt,
-        nextLink: link,
-        brand: typeof req.query.brand === 'string' ? req.query.brand : null,
-        // the SMS limits are per number (and per country, derived from it), whoever asks
-        requester: phone.msisdn,
-        ipAddress: req.ip,
-      });
+      const result = await askSessions(
+        sessions(),
+        'REQUEST_TOKEN',
+        {
+          medium: 'msisdn',
+          address: phone.msisdn,
+          sendTo: phone.msisdn,
+          clientSecret: secret,
+          sendAttempt: attempt,
+          nextLink: link,
+          brand: typeof req.query.brand === 'string' ? req.query.brand : null,
+          // the SMS limits are per number (and per country, derived from it), whoever asks
+          requester: phone.msisdn,
+          ipAddress: req.ip,
+          deadline: Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS,
+        },
+        REQUEST_TOKEN_ANSWER_MS,
+      );
       if (result.limited) throw errors.limitExceeded('Too many requests for this number or country', result.retryAfterMs);
       if (result.state === 'sendFailed') throw new MatrixError(500, 'M_SEND_ERROR', 'Failed to send SMS');
       return { success: true, sid: result.sid, msisdn: phone.msisdn, intl_fmt: phone.intlFmt };
