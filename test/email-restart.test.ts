@@ -11,6 +11,7 @@ import { call, emailConf, mailToken, sameMailbox, sessionOf, type Reply } from '
 import { freePort, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
+import { sydentDb } from './helpers/sydent-rows.js';
 import { tempDir } from './helpers/tmp.js';
 
 let smtp: SmtpTestServer;
@@ -167,25 +168,31 @@ describe('sessions Sydent created in an existing database', () => {
     expect((await getValidated(base, '777', 'wrongsecret')).status).toBe(404);
   });
 
-  it('getValidated3pid answers the casefolded address of a session Sydent stored as the client typed it', async () => {
+  it('getValidated3pid answers the address of a session Sydent stored as the client typed it, and never rewrites it', async () => {
     const { first, again } = await inProcess();
     const db = first.config.db.dbFile;
     await first.server.close();
-    const writer = new Database(db);
-    writer.pragma('foreign_keys = OFF');
+    const sydent = sydentDb(db);
     // Sydent keys and stores a session by the address exactly as the client sent it (sydent-behaviour §6.4)
-    writer
-      .prepare('INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(4242, 'email', 'Legacy.Mixed@Example.ORG', 'mixedsecret', 1, Date.now());
-    writer
-      .prepare('INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES (?, ?, ?)')
-      .run(4242, 'MixedSydentToken0123456789abcdef', 1);
-    writer.close();
+    sydent.createSession({
+      sid: 4242,
+      address: 'Legacy.Mixed@Example.ORG',
+      clientSecret: 'mixedsecret',
+      token: 'MixedSydentToken0123456789abcdef',
+      validated: true,
+      sendAttemptNumber: 1,
+    });
+    sydent.close();
 
     const t = await again();
     const v = await getValidated(baseOf(t), '4242', 'mixedsecret');
     expect(v.status, v.text).toBe(200);
-    expect(v.json).toMatchObject({ medium: 'email', address: 'legacy.mixed@example.org' });
+    expect(v.json).toMatchObject({ medium: 'email', address: 'Legacy.Mixed@Example.ORG' });
+    // submitting its token again saves the session: Sydent's row keeps the address it had
+    const ok = await submitToken(baseOf(t), { sid: '4242', client_secret: 'mixedsecret', token: 'MixedSydentToken0123456789abcdef' });
+    expect(ok.json).toEqual({ success: true });
+    expect(sessionOf(db, 4242).session).toMatchObject({ address: 'Legacy.Mixed@Example.ORG', validated: 1 });
+    expect((await getValidated(baseOf(t), '4242', 'mixedsecret')).json['address']).toBe('Legacy.Mixed@Example.ORG');
   });
 });
 

@@ -4,7 +4,6 @@
  * actors. The persisted row is the source of truth; an actor in memory is only a cache of it.
  */
 import { createActor, fromPromise, transition, waitFor, type Actor } from 'xstate';
-import { casefold } from '../util/casefold.js';
 import type { Admission } from '../util/rate-limiter.js';
 import type { ActorInspect } from '../actors/deps.js';
 import { eventsBetween } from '../machines/export.js';
@@ -17,8 +16,9 @@ import {
   type SessionContext,
   type SessionEvent,
 } from '../machines/validation-session.js';
-import type { SessionReads, SessionWrite, StoredSession, Transition } from '../store/sessions.js';
-import { SessionConflictError } from '../store/sessions.js';
+import type { SessionReads, SessionWrite, StoredSession, SydentColumns, Transition } from '../store/sessions.js';
+import { sameSydentColumns, SessionConflictError } from '../store/sessions.js';
+import { reconcileWithSydent, sessionFromSydentRow, type LoadedSession } from './sydent-rows.js';
 
 /**
  * Sends a session's token by mail or SMS, resolving once the server or provider accepted it. `deadline`
@@ -65,7 +65,10 @@ export interface SessionOutcome {
   rejection: Rejection | null;
   lastError: string | null;
   medium: Medium;
+  /** canonical: casefolded email, or E.164 digits */
   address: string;
+  /** the address as the session's row holds it: as the client typed it for a session Sydent created */
+  storedAddress: string;
   validatedAt: number | null;
   mtime: number;
   nextLink: string | null;
@@ -98,6 +101,9 @@ interface Live {
   version: number | null;
   history: Transition[];
   lastUsed: number;
+  /** Sydent's columns as last read or written: a row that no longer says this was changed by someone else */
+  sydentSeen: SydentColumns | null;
+  storedAddress: string;
 }
 
 const stateOf = (actor: SessionActor): string => String(actor.getSnapshot().value);
@@ -175,7 +181,7 @@ export class SessionHost {
         },
       });
       actor.start();
-      const live: Live = { actor, version: null, history: [], lastUsed: this.deps.now() };
+      const live: Live = { actor, version: null, history: [], lastUsed: this.deps.now(), sydentSeen: null, storedAddress: args.address };
       this.live.set(sid, live);
       return { limited: false, ...(await this.process(sid, live, event(token), args.clientSecret, args.deadline)) };
     });
@@ -228,9 +234,16 @@ export class SessionHost {
 
   private async withSession<T>(sid: number, fn: (live: Live) => Promise<T>): Promise<T> {
     return this.locked(sid, async () => {
+      const stored = this.deps.reads.load(sid);
       let live = this.live.get(sid);
+      // A copy in memory is good only while the rows still say what it last saw: another node may have saved a
+      // transition, or Sydent written its columns.
+      if (live && stored && !this.isCurrent(live, stored)) {
+        live.actor.stop();
+        this.live.delete(sid);
+        live = undefined;
+      }
       if (!live) {
-        const stored = this.deps.reads.load(sid);
         if (!stored) throw new Error(`session ${sid} disappeared`);
         live = this.restore(stored);
         this.live.set(sid, live);
@@ -261,44 +274,29 @@ export class SessionHost {
     }
   }
 
+  private isCurrent(live: Live, stored: StoredSession): boolean {
+    const version = stored.machine?.row_version ?? null;
+    return version === live.version && (live.sydentSeen === null || sameSydentColumns(live.sydentSeen, stored.sydent));
+  }
+
   private restore(stored: StoredSession): Live {
     const { sydent, machine } = stored;
-    let state: string;
-    let context: SessionContext;
+    let loaded: LoadedSession;
     if (machine) {
-      state = machine.state;
-      context = upgradeContext(machine.machine_version, JSON.parse(machine.context) as SessionContext);
+      loaded = {
+        state: machine.state,
+        context: upgradeContext(machine.machine_version, JSON.parse(machine.context) as SessionContext),
+      };
       // A send in flight when the process stopped was never acknowledged: the client sees a failed send and
       // retries with a higher send_attempt.
-      if (state === 'sendingToken') {
-        state = 'sendFailed';
-        context = { ...context, lastError: 'interrupted by a restart' };
+      if (loaded.state === 'sendingToken') {
+        loaded = { state: 'sendFailed', context: { ...loaded.context, lastError: 'interrupted by a restart' } };
       }
+      loaded = reconcileWithSydent(loaded, sydent);
     } else {
-      // A session Sydent created: its rows are all there is.
-      state = sydent.validated ? 'validated' : 'tokenSent';
-      context = {
-        sid: String(sydent.id),
-        medium: sydent.medium as Medium,
-        // Sydent kept the address as typed; ours are canonical (casefolded), as lookups and bindings need.
-        address: sydent.medium === 'email' ? casefold(sydent.address) : sydent.address,
-        sendTo: sydent.address,
-        clientSecret: sydent.clientSecret,
-        token: sydent.token ?? '',
-        wrongTokens: 0,
-        sendAttempt: sydent.sendAttemptNumber ?? -1,
-        mtime: sydent.mtime,
-        everSent: true,
-        validatedAt: sydent.validated ? sydent.mtime : null,
-        nextLink: null,
-        brand: null,
-        ipAddress: null,
-        mxid: null,
-        createdBySydent: true,
-        rejection: null,
-        lastError: null,
-      };
+      loaded = sessionFromSydentRow(sydent);
     }
+    const { state, context } = loaded;
     const snapshot = this.machine.resolveState({ value: state, context });
     // input is required by the types but unused: the snapshot already holds the context
     const actor = createActor(this.machine, { snapshot, input: context, ...this.inspectOption() });
@@ -308,6 +306,8 @@ export class SessionHost {
       version: machine?.row_version ?? null,
       history: machine ? (JSON.parse(machine.history) as Transition[]).map(inMachineNames) : [],
       lastUsed: this.deps.now(),
+      sydentSeen: { validated: sydent.validated, mtime: sydent.mtime, token: sydent.token, sendAttemptNumber: sydent.sendAttemptNumber },
+      storedAddress: sydent.address,
     };
   }
 
@@ -336,7 +336,7 @@ export class SessionHost {
     } finally {
       this.sendDeadlines.delete(key);
     }
-    return outcomeOf(live.actor.getSnapshot().context, stateOf(live.actor));
+    return outcomeOf(live.actor.getSnapshot().context, stateOf(live.actor), live.storedAddress);
   }
 
   private async persist(sid: number, live: Live, from: string, eventType: string, newSecret: string | undefined) {
@@ -358,11 +358,18 @@ export class SessionHost {
       sendAttempt: context.sendAttempt,
       history: live.history,
       now: this.deps.now(),
+      expectedSydent: live.sydentSeen,
     };
     live.version =
       newSecret !== undefined && live.version === null
         ? await this.deps.store.create(context.medium, newSecret, write)
         : await this.deps.store.save(write, live.version);
+    live.sydentSeen = {
+      validated: write.validated ? 1 : 0,
+      mtime: write.mtime,
+      token: write.token,
+      sendAttemptNumber: write.sendAttempt,
+    };
   }
 }
 
@@ -385,7 +392,7 @@ function inMachineNames(t: Transition): Transition {
   return { ...t, from, event };
 }
 
-function outcomeOf(context: SessionContext, state: string): SessionOutcome {
+function outcomeOf(context: SessionContext, state: string, storedAddress: string): SessionOutcome {
   return {
     sid: context.sid,
     state,
@@ -393,6 +400,7 @@ function outcomeOf(context: SessionContext, state: string): SessionOutcome {
     lastError: context.lastError,
     medium: context.medium,
     address: context.address,
+    storedAddress,
     validatedAt: context.validatedAt,
     mtime: context.mtime,
     nextLink: context.nextLink,

@@ -6,15 +6,23 @@
 import { randomInt } from 'node:crypto';
 import type Database from 'better-sqlite3';
 
-export interface SydentSessionRow {
-  id: number;
-  medium: string;
-  address: string;
-  clientSecret: string;
+/** The columns of Sydent's rows that change during a session's life: what Sydent may have moved on. */
+export interface SydentColumns {
   validated: number;
   mtime: number;
   token: string | null;
   sendAttemptNumber: number | null;
+}
+
+export interface SydentSessionRow extends SydentColumns {
+  id: number;
+  medium: string;
+  address: string;
+  clientSecret: string;
+}
+
+export function sameSydentColumns(a: SydentColumns, b: SydentColumns): boolean {
+  return a.validated === b.validated && a.mtime === b.mtime && a.token === b.token && a.sendAttemptNumber === b.sendAttemptNumber;
 }
 
 export interface MachineRow {
@@ -44,7 +52,7 @@ export interface SessionWrite {
   /** JSON of the machine context */
   context: string;
   machineVersion: number;
-  /** Sydent's columns, derived from the context */
+  /** Sydent's columns, derived from the context; the address is written only when the session is created */
   address: string;
   validated: boolean;
   mtime: number;
@@ -52,6 +60,11 @@ export interface SessionWrite {
   sendAttempt: number;
   history: Transition[];
   now: number;
+  /**
+   * Sydent's columns as this write's author last saw them (null on creation). Anything else there now was
+   * written by someone else (Sydent, after a switch back) and must not be overwritten with older knowledge.
+   */
+  expectedSydent: SydentColumns | null;
 }
 
 export class SessionConflictError extends Error {
@@ -117,7 +130,8 @@ export class SessionReads {
 export class SessionWrites {
   private readonly insertSession: Database.Statement<[number, string, string, string, number]>;
   private readonly insertToken: Database.Statement<[number, string, number]>;
-  private readonly updateSession: Database.Statement<[string, number, number, number]>;
+  private readonly updateSession: Database.Statement<[number, number, number]>;
+  private readonly sydentColumns: Database.Statement<[number], SydentColumns>;
   private readonly updateToken: Database.Statement<[string, number, number]>;
   private readonly insertMachine: Database.Statement<[number, string, string, number, string, number]>;
   private readonly updateMachine: Database.Statement<[string, string, number, string, number, number, number]>;
@@ -134,8 +148,13 @@ export class SessionWrites {
     this.insertToken = db.prepare(
       'INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES (?, ?, ?)',
     );
-    this.updateSession = db.prepare(
-      'UPDATE threepid_validation_sessions SET address = ?, validated = ?, mtime = ? WHERE id = ?',
+    // Never the address: the row keeps the address it was created with (Sydent's as typed, ours canonical).
+    this.updateSession = db.prepare('UPDATE threepid_validation_sessions SET validated = ?, mtime = ? WHERE id = ?');
+    this.sydentColumns = db.prepare(
+      `SELECT s.validated, s.mtime, t.token, t.sendAttemptNumber
+       FROM threepid_validation_sessions s
+       LEFT JOIN threepid_token_auths t ON t.validationSession = s.id
+       WHERE s.id = ? ORDER BY t.id DESC LIMIT 1`,
     );
     this.updateToken = db.prepare(
       'UPDATE threepid_token_auths SET token = ?, sendAttemptNumber = ? WHERE validationSession = ?',
@@ -178,10 +197,15 @@ export class SessionWrites {
 
   /**
    * Saves a transition if nobody else saved one since `expectedVersion` (null: the session has no machine row
-   * yet, as for sessions Sydent created). Returns the new row version.
+   * yet, as for sessions Sydent created) and Sydent's columns are still as `write.expectedSydent` says. Returns
+   * the new row version.
    */
   save(write: SessionWrite, expectedVersion: number | null): number {
     return this.db.transaction(() => {
+      const current = this.sydentColumns.get(write.sid);
+      if (current && write.expectedSydent && !sameSydentColumns(current, write.expectedSydent)) {
+        throw new SessionConflictError(write.sid);
+      }
       if (expectedVersion === null) {
         if (this.versionOf.get(write.sid)) throw new SessionConflictError(write.sid);
         this.insertMachine.run(write.sid, write.state, write.context, write.machineVersion, historyJson(write.history), write.now);
@@ -197,7 +221,7 @@ export class SessionWrites {
         );
         if (res.changes !== 1) throw new SessionConflictError(write.sid);
       }
-      this.updateSession.run(write.address, write.validated ? 1 : 0, write.mtime, write.sid);
+      this.updateSession.run(write.validated ? 1 : 0, write.mtime, write.sid);
       this.updateToken.run(write.token, write.sendAttempt, write.sid);
       return (expectedVersion ?? 0) + 1;
     })();

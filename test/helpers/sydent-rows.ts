@@ -25,6 +25,22 @@ export interface SydentSession {
   sendAttemptNumber?: number;
 }
 
+/** An association as Sydent's addBinding stores it: locally, then pushed into its global table. */
+export interface SydentBinding {
+  medium: string;
+  /** casefolded for email, as Sydent stores it */
+  address: string;
+  mxid: string;
+  ts: number;
+  notAfter: number;
+  /** sha256 of "<address> <medium> <pepper>" */
+  lookupHash: string;
+  /** our server.name: Sydent signs with the same key and name */
+  originServer: string;
+  /** the association signed as Sydent signs it, minus the local id it gets here */
+  sgAssoc: object;
+}
+
 export interface SydentDb {
   /** getOrCreateTokenSession for a new session: the session row and its token row */
   createSession(s: SydentSession): void;
@@ -36,6 +52,8 @@ export interface SydentDb {
   setToken(sid: number, token: string): void;
   /** a send attempt recorded on the token row */
   setSendAttempt(sid: number, n: number): void;
+  /** 3pid/bind: INSERT OR REPLACE of the local row (a new id), and the global row the local push makes of it */
+  bind(b: SydentBinding): void;
   close(): void;
 }
 
@@ -65,6 +83,18 @@ export function sydentDb(dbFile: string): SydentDb {
     },
     setSendAttempt(sid, n) {
       db.prepare('UPDATE threepid_token_auths SET sendAttemptNumber = ? WHERE validationSession = ?').run(n, sid);
+    },
+    bind(b) {
+      const id = db
+        .prepare(
+          'INSERT OR REPLACE INTO local_threepid_associations (medium, address, lookup_hash, mxid, ts, notBefore, notAfter) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        )
+        .run(b.medium, b.address, b.lookupHash, b.mxid, b.ts, b.ts, b.notAfter).lastInsertRowid;
+      db.prepare(
+        `INSERT INTO global_threepid_associations
+         (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(b.medium, b.address, b.lookupHash, b.mxid, b.ts, b.ts, b.notAfter, b.originServer, id, JSON.stringify(b.sgAssoc));
     },
     close() {
       db.close();

@@ -21,7 +21,8 @@ export async function threepidRoutes(app: FastifyInstance, opts: RouteOptions): 
       const secret = clientSecret(req.query.client_secret);
       const outcome = await sessionEvent(ctx, req.query.sid, { type: 'CHECK_VALIDATED', clientSecret: secret, now: ctx.clock.now() });
       const session = validatedSessionReply(outcome);
-      return { medium: session.medium, address: session.address, validated_at: session.validatedAt };
+      // as Sydent: the address as the session holds it (as typed, for sessions Sydent created)
+      return { medium: session.medium, address: session.storedAddress, validated_at: session.validatedAt };
     },
   );
 }
