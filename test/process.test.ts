@@ -111,7 +111,7 @@ describe('sydent-ts as a process', () => {
       ['[http]\nclientapi.http.port = 80x\n', /\[http\] clientapi\.http\.port/],
       ['[email]\nemail.tlsmode = SOMETIMES\n', /\[email\] email\.tlsmode/],
       ['[crypto]\ned25519.signingkey = ed25519 0 notakey\n', /\[crypto\] ed25519\.signingkey/],
-      ['[general]\ntemplates.path = /does/not/exist\n', /\[general\] templates\.path/],
+      ['[general]\naddress_lookup_limit = 0\n', /\[general\] address_lookup_limit/],
       ['[general]\nip.blacklist = 10.0.0.0/33\n', /\[general\] ip\.blacklist/],
     ];
     // side by side: one process each
