@@ -90,40 +90,46 @@ describe('the mailed link', () => {
 describe('a session Sydent created before the switch', () => {
   const sydentToken = 'SydentNextLinkToken0123456789abc';
 
-  function sydentSession(sid: number, secret: string): void {
-    const sydent = sydentDb(t.config.db.dbFile);
-    sydent.createSession({ sid, address: `sydent.${sid}@example.org`, clientSecret: secret, token: sydentToken, mtime: t.clock.now() });
+  function sydentSession(server: TestServer, sid: number, secret: string): void {
+    const sydent = sydentDb(server.config.db.dbFile);
+    sydent.createSession({ sid, address: `sydent.${sid}@example.org`, clientSecret: secret, token: sydentToken, mtime: server.clock.now() });
     sydent.close();
   }
 
-  /** The link Sydent mailed: v1 path, its nextLink already holding the sid. */
+  /** The path and query of the link Sydent mailed: v1 path, its nextLink already holding the sid. */
   const sydentLink = (sid: number, secret: string, nextLink: string) =>
-    v1(`/validate/email/submitToken?token=${sydentToken}&client_secret=${secret}&sid=${sid}&nextLink=${encodeURIComponent(nextLink)}`);
+    `/_matrix/identity/api/v1/validate/email/submitToken?token=${sydentToken}&client_secret=${secret}&sid=${sid}&nextLink=${encodeURIComponent(nextLink)}`;
 
   it('follows the http(s) nextLink of the link Sydent mailed, also after a restart', async () => {
-    sydentSession(31337, 'sydentnext');
-    const next = 'https://client.example.org/sydent?sid=31337';
-    const res = await call(sydentLink(31337, 'sydentnext', next));
-    expect(res.status, res.text).toBe(302);
-    expect(res.headers.get('location')).toBe(next);
-    expect(sessionOf(t.config.db.dbFile, 31337).session?.validated).toBe(1);
-
-    // the session now has a row of ours; it is still known to be Sydent's
-    const again = await startTestServer({ dir: t.dir, clock: t.clock });
+    // a server of its own, to restart on its files (one server per database at a time)
+    const first = await startTestServer({ conf: { email: emailConf(smtp.port) } });
     try {
-      const url = new URL(sydentLink(31337, 'sydentnext', next));
-      const after = await call(again.url(url.pathname + url.search));
-      expect(after.status, after.text).toBe(302);
-      expect(after.headers.get('location')).toBe(next);
+      sydentSession(first, 31337, 'sydentnext');
+      const next = 'https://client.example.org/sydent?sid=31337';
+      const res = await call(first.url(sydentLink(31337, 'sydentnext', next)));
+      expect(res.status, res.text).toBe(302);
+      expect(res.headers.get('location')).toBe(next);
+      expect(sessionOf(first.config.db.dbFile, 31337).session?.validated).toBe(1);
+      await first.server.close();
+
+      // the session now has a row of ours; it is still known to be Sydent's
+      const again = await startTestServer({ dir: first.dir, clock: first.clock });
+      try {
+        const after = await call(again.url(sydentLink(31337, 'sydentnext', next)));
+        expect(after.status, after.text).toBe(302);
+        expect(after.headers.get('location')).toBe(next);
+      } finally {
+        await again.server.close();
+      }
     } finally {
-      await again.server.close();
+      await first.close();
     }
   });
 
   it('but never a nextLink that is not http(s)', async () => {
-    sydentSession(31338, 'sydentbad');
+    sydentSession(t, 31338, 'sydentbad');
     for (const next of ['javascript:alert(1)', 'file:///etc/passwd', '//evil.example/', 'not a url']) {
-      const res = await call(sydentLink(31338, 'sydentbad', next));
+      const res = await call(t.url(sydentLink(31338, 'sydentbad', next)));
       expect(res.status, `${next}: ${res.text}`).toBe(200);
       expect(res.headers.get('location'), next).toBeNull();
       expect(res.text).toContain('Verification successful!');
