@@ -287,8 +287,8 @@ export class SessionHost {
         state: machine.state,
         context: upgradeContext(machine.machine_version, JSON.parse(machine.context) as SessionContext),
       };
-      // A send in flight when the process stopped was never acknowledged: the client sees a failed send and
-      // retries with a higher send_attempt.
+      // A send in flight when the process stopped was never acknowledged: the client sees a failed send, and the
+      // same send_attempt tries again.
       if (loaded.state === 'sendingToken') {
         loaded = { state: 'sendFailed', context: { ...loaded.context, lastError: 'interrupted by a restart' } };
       }
