@@ -1,0 +1,385 @@
+/**
+ * The one way a supervisor runs machines whose row is the truth (validation sessions, homeserver callbacks,
+ * replication peers).
+ *
+ * For each event, under a per-key queue (one event at a time per machine, any number of machines at once):
+ *  1. restore the machine from its row: the stored value (JSON for a nested state, a plain name otherwise),
+ *     migrated by `machine_version` through the host's table of migrations, then the owner's `restore` rule;
+ *  2. compute the next snapshot with XState's pure `transition()`, and record it (a save that expects the row
+ *     version it loaded: someone else's save in between is a conflict, not an overwrite);
+ *  3. only then let a live actor take the event: what the event starts (an invoked send, a POST) starts after its
+ *     row is committed. A failed save leaves nothing behind: no actor, nothing started, the save's error;
+ *  4. record every later change the actor makes (an invoked actor's done or error) in order, until no invoked
+ *     actor runs; then stop the actor and forget it. Nothing stays in memory between events.
+ *
+ * The host knows nothing of the store: its rows go through a `MachineStorePort` that a supervisor wires.
+ * Names people read (metrics, histories, the debug endpoints) are the diagram's (see machines/state-value.ts).
+ */
+import {
+  createActor,
+  initialTransition,
+  transition,
+  type Actor,
+  type AnyMachineSnapshot,
+  type AnyStateMachine,
+  type ContextFrom,
+  type EventFromLogic,
+  type InputFrom,
+  type InspectionEvent,
+  type SnapshotFrom,
+  type StateValue,
+} from 'xstate';
+import {
+  decodeStateValue,
+  encodeStateValue,
+  stateNames,
+  type MachineState,
+  type Migration,
+  type StateNames,
+} from '../machines/state-value.js';
+
+export type { MachineState, Migration };
+import type { ActorInspect } from './deps.js';
+import { KeyedQueue } from './keyed-queue.js';
+
+/** One change of state, as a machine's history keeps it. */
+export interface Transition {
+  at: number;
+  event: string;
+  from: string;
+  to: string;
+}
+
+/** A machine as its row holds it. */
+export interface StoredMachine<TSeen = unknown> {
+  /** the state column: JSON of a nested value or a plain state name, or the value itself */
+  state: string | StateValue;
+  /** the context, parsed, in the shape `machineVersion` wrote */
+  context: unknown;
+  machineVersion: number;
+  /** the row's version, which the next save expects; null when the machine has no row of its own yet */
+  rowVersion: number | null;
+  /** the last transitions, oldest first */
+  history?: Transition[];
+  /** what else the save must still find (opaque to the host: the store port compares it) */
+  seen?: TSeen;
+}
+
+/** What a save writes. */
+export interface MachineWrite<TContext> {
+  value: StateValue;
+  /** the state column's text */
+  state: string;
+  /** the state as people read it */
+  stateName: string;
+  context: TContext;
+  machineVersion: number;
+  history: Transition[];
+  /** the first save of a machine made by `create` */
+  created: boolean;
+}
+
+/** What a save expects the row to be, and, after it, what the next save expects. */
+export interface RowExpectation<TSeen> {
+  rowVersion: number | null;
+  seen: TSeen | undefined;
+}
+
+/** The host's store access, wired by the supervisor that owns the machines. */
+export interface MachineStorePort<TKey, TContext, TSeen = unknown> {
+  load(key: TKey): Promise<StoredMachine<TSeen> | undefined>;
+  /** Saves when the row is still as `expected` says, else rejects (a conflict); resolves with the next expectation. */
+  save(key: TKey, write: MachineWrite<TContext>, expected: RowExpectation<TSeen>): Promise<RowExpectation<TSeen>>;
+}
+
+export class MachineVersionError extends Error {
+  constructor(machine: string, stored: number, current: number) {
+    super(`${machine}: a row of machine version ${stored} cannot be read by version ${current}`);
+    this.name = 'MachineVersionError';
+  }
+}
+
+/** The actors an event started were still running when its time was up: they were stopped. */
+export class SettleTimeoutError extends Error {
+  constructor(machine: string, ms: number) {
+    super(`${machine}: what the event started did not end within ${ms} ms`);
+    this.name = 'SettleTimeoutError';
+  }
+}
+
+export interface MachineHostOptions<TMachine extends AnyStateMachine, TKey, TSeen> {
+  /** the machine's name in metrics and errors */
+  name: string;
+  /** the machine, with its actors provided */
+  machine: TMachine;
+  /** the version this machine writes (its `machine_version`) */
+  version: number;
+  /** `migrations[n]` turns a version-n row into a version-(n + 1) one; applied in turn on restore */
+  migrations?: Record<number, Migration>;
+  store: MachineStorePort<TKey, ContextFrom<TMachine>, TSeen>;
+  /** the owner's rule for a restored machine (after migration), e.g. for a send a restart cut short */
+  restore?: (state: MachineState<ContextFrom<TMachine>>, stored: StoredMachine<TSeen>) => MachineState<ContextFrom<TMachine>>;
+  /** the queue key of a machine key (default `String`) */
+  keyOf?: (key: TKey) => string;
+  now: () => number;
+  /** transitions kept in a row's history (default 20) */
+  historyLimit?: number;
+  /** how long what an event starts may run before it is stopped (default 30 s) */
+  settleTimeoutMs?: number;
+  /** told of every change of state, in the names people read (metrics) */
+  onTransition?: (from: string, to: string, event: string) => void;
+  /** `--inspect` */
+  inspect?: ActorInspect;
+}
+
+export interface SendOptions<TMachine extends AnyStateMachine> {
+  /**
+   * Looked at before anything is recorded, with the snapshot the event leads to: false leaves the machine as it
+   * is (nothing recorded, nothing started). How the sessions supervisor asks the rate limiter only for a send.
+   */
+  admit?: (next: SnapshotFrom<TMachine> & AnyMachineSnapshot, current: SnapshotFrom<TMachine> & AnyMachineSnapshot) => boolean | Promise<boolean>;
+  /** overrides `settleTimeoutMs` for this event */
+  settleTimeoutMs?: number;
+}
+
+export interface Outcome<TMachine extends AnyStateMachine> {
+  snapshot: SnapshotFrom<TMachine> & AnyMachineSnapshot;
+  /** the state as people read it */
+  state: string;
+  history: Transition[];
+  /** `admit` said no: nothing was recorded */
+  refused: boolean;
+}
+
+/** An outcome with what the store port last said of the row (its `seen`). */
+export type HostOutcome<TMachine extends AnyStateMachine, TSeen> = Outcome<TMachine> & { seen: TSeen | undefined };
+
+/** Inside the host a snapshot is any machine's; callers get their machine's type. */
+type Snapshot<_TMachine extends AnyStateMachine> = AnyMachineSnapshot;
+
+const DEFAULT_HISTORY = 20;
+const DEFAULT_SETTLE_MS = 30_000;
+
+/** `xstate.done.actor.sendToken` → `done: sendToken`, as the diagrams name an invoked actor's end. */
+export function eventName(type: string): string {
+  const m = /^xstate\.(done|error)\.actor\.(.+)$/.exec(type);
+  return m ? `${m[1]}: ${m[2]}` : type;
+}
+
+export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen = unknown> {
+  readonly names: StateNames;
+  private readonly queue = new KeyedQueue<string>();
+  /** the actors of events in flight, by queue key: nothing else is kept */
+  private readonly live = new Map<string, Actor<AnyStateMachine>>();
+  private readonly keyOf: (key: TKey) => string;
+  private stopped = false;
+
+  constructor(private readonly opts: MachineHostOptions<TMachine, TKey, TSeen>) {
+    this.names = stateNames(opts.machine);
+    this.keyOf = opts.keyOf ?? String;
+  }
+
+  /** Runs `fn` in the queue of `key`, so nothing else happens to that machine meanwhile. */
+  exclusive<T>(key: TKey, fn: () => Promise<T>): Promise<T> {
+    return this.queue.run(this.keyOf(key), fn);
+  }
+
+  /**
+   * A new machine under `key` (no row exists) from `input`, taking `event` as its first: recorded as it is after
+   * the event, then started. `key` must not be in use.
+   */
+  create(key: TKey, input: InputFrom<TMachine>, event: EventFromLogic<TMachine>, options: SendOptions<TMachine> = {}): Promise<HostOutcome<TMachine, TSeen>> {
+    return this.exclusive(key, async () => {
+      const [initial] = initialTransition(this.opts.machine, ...([input] as [InputFrom<TMachine>]));
+      return this.process(key, { snapshot: initial, history: [], expected: { rowVersion: null, seen: undefined }, input }, event, options);
+    });
+  }
+
+  /** `event` for the machine of `key`; undefined when it has no row. */
+  send(key: TKey, event: EventFromLogic<TMachine>, options: SendOptions<TMachine> = {}): Promise<HostOutcome<TMachine, TSeen> | undefined> {
+    return this.exclusive(key, () => this.sendNow(key, event, options));
+  }
+
+  /** `send` for a caller that already holds the key's queue (inside `exclusive`). */
+  async sendNow(key: TKey, event: EventFromLogic<TMachine>, options: SendOptions<TMachine> = {}): Promise<HostOutcome<TMachine, TSeen> | undefined> {
+    const restored = await this.restore(key);
+    if (!restored) return undefined;
+    return this.process(key, restored, event, options);
+  }
+
+  /** The machine of `key` as its row says, without an event (the debug endpoint); undefined when it has none. */
+  peek(key: TKey): Promise<{ snapshot: SnapshotFrom<TMachine> & AnyMachineSnapshot; state: string; history: Transition[] } | undefined> {
+    return this.exclusive(key, async () => {
+      const restored = await this.restore(key);
+      return restored && { snapshot: restored.snapshot as SnapshotFrom<TMachine> & AnyMachineSnapshot, state: this.names.nameOf(restored.snapshot.value), history: restored.history };
+    });
+  }
+
+  /** The machines with an event in flight and their states: all that is in memory. */
+  *inFlight(): Generator<{ key: string; state: string }> {
+    for (const [key, actor] of this.live) yield { key, state: this.names.nameOf(actor.getSnapshot().value) };
+  }
+
+  /** Machines with an event running or waiting. */
+  get busy(): number {
+    return this.queue.size;
+  }
+
+  /** Waits for the events in flight; new ones are refused from now on. */
+  async drain(): Promise<void> {
+    this.stopped = true;
+    await this.queue.idle();
+  }
+
+  /** Stops every actor at once (what they started is aborted); their rows say where they were. */
+  stopAll(): void {
+    this.stopped = true;
+    for (const actor of this.live.values()) actor.stop();
+    this.live.clear();
+  }
+
+  private async restore(
+    key: TKey,
+  ): Promise<{ snapshot: Snapshot<TMachine>; history: Transition[]; expected: RowExpectation<TSeen> } | undefined> {
+    const stored = await this.opts.store.load(key);
+    if (!stored) return undefined;
+    const { machine, version, migrations = {}, name } = this.opts;
+    if (stored.machineVersion > version) throw new MachineVersionError(name, stored.machineVersion, version);
+    let state: MachineState<Record<string, unknown>> = {
+      value: typeof stored.state === 'string' ? decodeStateValue(stored.state) : stored.state,
+      context: stored.context as Record<string, unknown>,
+    };
+    for (let v = stored.machineVersion; v < version; v++) {
+      const migrate = migrations[v];
+      if (!migrate) throw new MachineVersionError(name, stored.machineVersion, version);
+      state = migrate(state);
+    }
+    let current = state as unknown as MachineState<ContextFrom<TMachine>>;
+    if (this.opts.restore) current = this.opts.restore(current, stored);
+    const snapshot = machine.resolveState({ value: current.value, context: current.context }) as Snapshot<TMachine>;
+    return {
+      snapshot,
+      history: stored.history ?? [],
+      expected: { rowVersion: stored.rowVersion, seen: stored.seen },
+    };
+  }
+
+  private async process(
+    key: TKey,
+    from: {
+      snapshot: Snapshot<TMachine>;
+      history: Transition[];
+      expected: RowExpectation<TSeen>;
+      /** a machine without a row: started from its input */
+      input?: InputFrom<TMachine>;
+    },
+    event: EventFromLogic<TMachine>,
+    options: SendOptions<TMachine>,
+  ): Promise<HostOutcome<TMachine, TSeen>> {
+    if (this.stopped) throw new Error(`${this.opts.name}: the host is stopping`);
+    const { machine, store, now, onTransition } = this.opts;
+    const current = from.snapshot;
+    const [next] = transition(machine as AnyStateMachine, current, event) as [Snapshot<TMachine>, unknown];
+    if (options.admit && !(await options.admit(next as SnapshotFrom<TMachine> & AnyMachineSnapshot, current as SnapshotFrom<TMachine> & AnyMachineSnapshot))) {
+      return {
+        snapshot: current as SnapshotFrom<TMachine> & AnyMachineSnapshot,
+        state: this.names.nameOf(current.value),
+        history: from.history,
+        refused: true,
+        seen: from.expected.seen,
+      };
+    }
+
+    // A new machine has no row: its first save happens whatever the event did, and its history starts at the
+    // initial state.
+    let created = from.input !== undefined;
+    let expected = from.expected;
+    let history = from.history;
+    let recorded = { value: current.value, text: encodeStateValue(current.value), context: JSON.stringify(current.context) };
+    const record = async (snapshot: Snapshot<TMachine>, eventType: string) => {
+      const text = encodeStateValue(snapshot.value);
+      const context = JSON.stringify(snapshot.context);
+      if (!created && recorded.text === text && recorded.context === context) return;
+      const fromName = this.names.nameOf(recorded.value);
+      const toName = this.names.nameOf(snapshot.value);
+      const moved = fromName !== toName;
+      const label = eventName(eventType);
+      const nextHistory = moved ? [...history, { at: now(), event: label, from: fromName, to: toName }].slice(-(this.opts.historyLimit ?? DEFAULT_HISTORY)) : history;
+      expected = await store.save(
+        key,
+        {
+          value: snapshot.value,
+          state: text,
+          stateName: toName,
+          context: snapshot.context as ContextFrom<TMachine>,
+          machineVersion: this.opts.version,
+          history: nextHistory,
+          created,
+        },
+        expected,
+      );
+      created = false;
+      history = nextHistory;
+      recorded = { value: snapshot.value, text, context };
+      if (moved) onTransition?.(fromName, toName, label);
+    };
+
+    // Record, then act: a failed save throws here, before any actor exists.
+    await record(next, event.type);
+
+    const k = this.keyOf(key);
+    let taken = false;
+    let saving: Promise<void> = Promise.resolve();
+    let saveError: unknown = null;
+    let settled: (() => void) | null = null;
+    const idle = (s: Snapshot<TMachine>) => s.status !== 'active' || Object.keys(s.children as object).length === 0;
+    const outer = this.opts.inspect;
+    const inspect = (ev: InspectionEvent) => {
+      if (outer) (typeof outer === 'function' ? outer(ev) : outer.next?.(ev));
+      if (!taken || ev.type !== '@xstate.snapshot' || ev.actorRef !== actor) return;
+      const snapshot = ev.snapshot as Snapshot<TMachine>;
+      // Every change after the event is recorded in order; the first failure is the event's.
+      saving = saving.then(() => record(snapshot, ev.event.type)).catch((err: unknown) => {
+        saveError ??= err;
+      });
+      if (idle(snapshot)) settled?.();
+    };
+    const actor = createActor(machine as AnyStateMachine, from.input !== undefined ? { input: from.input, inspect } : { snapshot: current, inspect });
+    this.live.set(k, actor);
+    const timeoutMs = options.settleTimeoutMs ?? this.opts.settleTimeoutMs ?? DEFAULT_SETTLE_MS;
+    let timer: NodeJS.Timeout | undefined;
+    // An actor that fails is answered below, not reported as unhandled.
+    actor.subscribe({ error: () => undefined });
+    try {
+      actor.start();
+      taken = true;
+      actor.send(event);
+      if (!idle(actor.getSnapshot())) {
+        const done = new Promise<void>((resolve) => {
+          settled = resolve;
+        });
+        const timedOut = new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), timeoutMs);
+        });
+        if ((await Promise.race([done, timedOut])) === 'timeout') throw new SettleTimeoutError(this.opts.name, timeoutMs);
+      }
+      await saving;
+      if (saveError) throw saveError;
+      const snapshot = actor.getSnapshot() as Snapshot<TMachine>;
+      if (snapshot.status === 'error') throw snapshot.error;
+      return {
+        snapshot: snapshot as SnapshotFrom<TMachine> & AnyMachineSnapshot,
+        state: this.names.nameOf(snapshot.value),
+        history,
+        refused: false,
+        seen: expected.seen,
+      };
+    } finally {
+      clearTimeout(timer);
+      taken = false;
+      actor.stop();
+      this.live.delete(k);
+      await saving;
+    }
+  }
+}
