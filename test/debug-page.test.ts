@@ -112,6 +112,12 @@ describe('debug page', () => {
     const drawn = await labelOverlaps(page);
     expect(drawn.labels).toBeGreaterThan(30);
     expect(drawn.overlaps).toEqual([]);
+    // Each diagram is read whole, without scrolling sideways; the session machine as a statechart, its live states
+    // in one box (and the two that await a token in a box inside it).
+    const fits = await page.evaluate(() => [...document.querySelectorAll('#machines figure')].map((f) => f.scrollWidth <= f.clientWidth));
+    expect(fits).toEqual([true, true, true]);
+    const boxes = await page.locator('#machine-validation-session g.cluster-label').allTextContents();
+    expect(boxes.sort()).toEqual(['awaitingToken', 'live']);
 
     // Everything the page loaded came from the internal listener.
     const origin = new URL(t.internalUrl('/')).origin;

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import Database from 'better-sqlite3';
 import { SESSION_STATES } from '../src/machines/validation-session.js';
 import { query } from './helpers/email.js';
@@ -76,38 +76,62 @@ describe('session debug endpoints (internal listener)', () => {
     expect(machine.mermaid).not.toMatch(/class [\w,]*s_expired[\w,]* live/);
   });
 
-  it('the actor list is bounded: counts per state, and the actors below one a page at a time', async () => {
-    for (let i = 0; i < 3; i++) await requestToken(`page${i}@example.org`, `paged${i}`);
-    const tree = (await (await fetch(t.internalUrl('/_sydent/debug/actors'))).json()) as {
-      actors: { systemId: string; children: { total: number; byState: Record<string, number> } }[];
-    };
-    const sessions = tree.actors.find((a) => a.systemId === 'sessions')!;
-    expect(sessions.children.total).toBeGreaterThanOrEqual(3);
-    expect(sessions.children.byState['tokenSent']).toBeGreaterThanOrEqual(3);
-    expect(Object.keys(sessions.children)).toEqual(['total', 'byState']);
-    expect(tree.actors.find((a) => a.systemId === 'root')!.children).toEqual({ total: 6, byState: { active: 6 } });
+  it('the actor list is bounded: counts per state, and the actors below one a page at a time; idle sessions leave memory', async () => {
+    // Session actors live only while an event is in flight: sends held at the SMTP server keep three of them.
+    let release!: () => void;
+    const held = await startSmtpServer({ holdData: new Promise<void>((resolve) => (release = resolve)) });
+    const r = await startTestServer({
+      conf: { email: { 'email.smtphost': '127.0.0.1', 'email.smtpport': String(held.port), 'email.ratelimit_sender.burst': '50' } },
+    });
+    try {
+      const answers = [0, 1, 2].map((i) =>
+        fetch(r.url('/_matrix/identity/api/v1/validate/email/requestToken'), {
+          method: 'POST',
+          body: JSON.stringify({ client_secret: `paged${i}`, email: `page${i}@example.org`, send_attempt: 1 }),
+        }),
+      );
+      type Tree = { actors: { systemId: string; children: { total: number; byState: Record<string, number> } }[] };
+      const sessionsOf = async () =>
+        ((await (await fetch(r.internalUrl('/_sydent/debug/actors'))).json()) as Tree).actors.find((a) => a.systemId === 'sessions')!;
+      await vi.waitFor(async () => expect((await sessionsOf()).children.byState['sendingToken']).toBe(3), { timeout: 5_000 });
+      const tree = (await (await fetch(r.internalUrl('/_sydent/debug/actors'))).json()) as Tree;
+      const sessions = tree.actors.find((a) => a.systemId === 'sessions')!;
+      expect(sessions.children).toEqual({ total: 3, byState: { sendingToken: 3 } });
+      expect(tree.actors.find((a) => a.systemId === 'root')!.children).toEqual({ total: 6, byState: { active: 6 } });
 
-    const page = async (q: string) => fetch(t.internalUrl(`/_sydent/debug/actors/${q}`));
-    const first = (await (await page('sessions?limit=2')).json()) as { total: number; offset: number; limit: number; children: { id: string; state: string }[] };
-    expect(first).toMatchObject({ systemId: 'sessions', offset: 0, limit: 2, total: sessions.children.total });
-    expect(first.children).toHaveLength(2);
-    const rest = (await (await page(`sessions?offset=2&limit=1000`)).json()) as typeof first;
-    const ids = [...first.children, ...rest.children].map((c) => c.id);
-    expect(ids).toHaveLength(sessions.children.total);
-    expect(new Set(ids).size).toBe(ids.length);
-    for (const id of ids) expect(id).toMatch(/^session:\d+$/);
-    expect(((await (await page('root')).json()) as typeof first).children.map((c) => c.id)).toEqual([
-      'store', 'mailer', 'sms', 'notifier', 'replication', 'sessions',
-    ]);
+      const page = async (q: string) => fetch(r.internalUrl(`/_sydent/debug/actors/${q}`));
+      const first = (await (await page('sessions?limit=2')).json()) as { total: number; offset: number; limit: number; children: { id: string; state: string }[] };
+      expect(first).toMatchObject({ systemId: 'sessions', offset: 0, limit: 2, total: 3 });
+      expect(first.children).toHaveLength(2);
+      const rest = (await (await page(`sessions?offset=2&limit=1000`)).json()) as typeof first;
+      const ids = [...first.children, ...rest.children].map((c) => c.id);
+      expect(ids).toHaveLength(3);
+      expect(new Set(ids).size).toBe(ids.length);
+      for (const id of ids) expect(id).toMatch(/^session:\d+$/);
+      expect(((await (await page('root')).json()) as typeof first).children.map((c) => c.id)).toEqual([
+        'store', 'mailer', 'sms', 'notifier', 'replication', 'sessions',
+      ]);
 
-    for (const bad of ['sessions?limit=0', 'sessions?limit=1001', 'sessions?limit=abc', 'sessions?offset=-1']) {
-      const res = await page(bad);
-      expect(res.status, bad).toBe(400);
-      expect(await res.json()).toMatchObject({ errcode: 'M_INVALID_PARAM' });
+      for (const bad of ['sessions?limit=0', 'sessions?limit=1001', 'sessions?limit=abc', 'sessions?offset=-1']) {
+        const res = await page(bad);
+        expect(res.status, bad).toBe(400);
+        expect(await res.json()).toMatchObject({ errcode: 'M_INVALID_PARAM' });
+      }
+      const unknown = await page('nobody');
+      expect(unknown.status).toBe(404);
+      expect(await unknown.json()).toMatchObject({ errcode: 'M_NOT_FOUND' });
+
+      // Answered: the sessions are in the database, and no actor of theirs is left in memory.
+      release();
+      for (const res of await Promise.all(answers)) expect(res.status).toBe(200);
+      expect((await sessionsOf()).children).toEqual({ total: 0, byState: {} });
+      const counts = (await (await fetch(r.internalUrl('/_sydent/debug/sessions'))).json()) as { byState: Record<string, number> };
+      expect(counts.byState).toEqual({ tokenSent: 3 });
+    } finally {
+      release();
+      await r.close();
+      await held.close();
     }
-    const unknown = await page('nobody');
-    expect(unknown.status).toBe(404);
-    expect(await unknown.json()).toMatchObject({ errcode: 'M_NOT_FOUND' });
   });
 
   it('the summary says who this is and the numbers, and nothing secret', async () => {

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
-import { call, emailConf, mailToken, sameMailbox, sessionOf, type Reply } from './helpers/email.js';
+import { call, emailConf, mailToken, query, sameMailbox, sessionOf, type Reply } from './helpers/email.js';
 import { freePort, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
@@ -251,5 +251,79 @@ describe('a real process killed with SIGKILL', () => {
     expect(v.status, v.text).toBe(200);
     expect(v.json).toMatchObject({ medium: 'email', address });
     expect(mailsTo(address)).toHaveLength(1);
+  });
+
+  it('kill -9 while the mail is on its way: after the restart its token validates, and the same send_attempt sends again', async () => {
+    // The SMTP server takes the messages but answers only when told: the server dies before it knows they arrived.
+    let release!: () => void;
+    const held = await startSmtpServer({ holdData: new Promise<void>((resolve) => (release = resolve)) });
+    cleanups.push(async () => {
+      release();
+      await held.close();
+    });
+    const tmp = tempDir('sydent-ts-kill-');
+    cleanups.push(() => tmp.cleanup());
+    const port = await freePort();
+    const confPath = path.join(tmp.dir, 'sydent.conf');
+    const dbFile = path.join(tmp.dir, 'sydent.db');
+    fs.writeFileSync(
+      confPath,
+      [
+        '[general]',
+        'server.name = is.example.test',
+        `pidfile.path = ${path.join(tmp.dir, 'sydent.pid')}`,
+        '[db]',
+        `db.file = ${dbFile}`,
+        '[http]',
+        'clientapi.http.bind_address = 127.0.0.1',
+        `clientapi.http.port = ${port}`,
+        'client_http_base = https://is.example.test',
+        '[email]',
+        ...Object.entries(emailConf(held.port)).map(([k, v]) => `${k} = ${v}`),
+        '',
+      ].join('\n'),
+    );
+    const start = async (): Promise<ServerProcess> => {
+      const p = spawnServer({ cwd: tmp.dir, args: ['--config', confPath] });
+      cleanups.push(() => {
+        p.child.kill('SIGKILL');
+      });
+      await waitForStart(p);
+      return p;
+    };
+    const base = `http://127.0.0.1:${port}`;
+    const heldTo = (address: string) => held.messages.filter((m) => m.to.some((r) => sameMailbox(r, address)));
+
+    const first = await start();
+    const cut = ['cut.a@example.org', 'cut.b@example.org'].map((email) =>
+      requestToken(base, { client_secret: 'cutsecret', email, send_attempt: 1 }).catch((err: unknown) => err),
+    );
+    const mails = await Promise.all(['cut.a@example.org', 'cut.b@example.org'].map((a) => held.waitForMessage((m) => m.to.includes(a))));
+    // The sessions were stored before their mails left: both rows say the send is under way.
+    const rows = query<{ state: string }>(dbFile, 'SELECT state FROM session_machines ORDER BY sid');
+    expect(rows.map((r) => JSON.parse(r.state))).toEqual([{ live: 'sendingToken' }, { live: 'sendingToken' }]);
+    first.child.kill('SIGKILL');
+    expect(await first.exited).toBe('SIGKILL');
+    for (const answer of await Promise.all(cut)) expect(answer).toBeInstanceOf(Error);
+    release();
+
+    await start();
+    const sidOf = (address: string) =>
+      String(query<{ id: number }>(dbFile, 'SELECT id FROM threepid_validation_sessions WHERE address = ?', address)[0]!.id);
+    // The user who got the mail: the token in it validates.
+    const ok = await submitToken(base, { sid: sidOf('cut.a@example.org'), client_secret: 'cutsecret', token: mailToken(mails[0]!) });
+    expect(ok.status, ok.text).toBe(200);
+    expect(ok.json).toEqual({ success: true });
+    // The client that retries the cut request: the same sid, and a new mail, whose token validates too.
+    const retry = await requestToken(base, { client_secret: 'cutsecret', email: 'cut.b@example.org', send_attempt: 1 });
+    expect(retry.status, retry.text).toBe(200);
+    expect(retry.json['sid']).toBe(sidOf('cut.b@example.org'));
+    expect(heldTo('cut.b@example.org')).toHaveLength(2);
+    const again = await submitToken(base, {
+      sid: sidOf('cut.b@example.org'),
+      client_secret: 'cutsecret',
+      token: mailToken(heldTo('cut.b@example.org')[1]!),
+    });
+    expect(again.status, again.text).toBe(200);
   });
 });

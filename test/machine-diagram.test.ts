@@ -56,40 +56,64 @@ describe('machine diagrams', () => {
     expect(toMermaid(flat)).not.toContain('live');
   });
 
-  it('follows a compound state: children inherit its transitions, a compound target is its initial state', () => {
+  it('draws a compound state as a box: what it does for every state inside is one arrow from the box; states by their names', () => {
     const d = diagramOf(nested);
-    expect(d.states).toEqual(['p.q', 'p.r', 'z']);
-    expect(d.initial).toBe('p.q');
-    expect(d.groups).toEqual([]);
+    // q, r and z are unique, so they are named without their parent (a dotted path only where a name repeats).
+    expect(d.states).toEqual(['q', 'r', 'z']);
+    expect(d.initial).toBe('q');
+    expect(d.groups).toEqual([{ id: 'c_p', state: 'p', rules: [], states: ['q', 'r'], groups: [] }]);
     expect(d.edges).toEqual([
-      { from: 'p.q', fromGroup: false, to: 'p.r', labels: ['OUT [late]'] },
-      { from: 'p.q', fromGroup: false, to: 'z', labels: ['OUT'] },
-      { from: 'p.r', fromGroup: false, to: 'z', labels: ['OUT'] },
-      { from: 'z', fromGroup: false, to: 'p.q', labels: ['IN'] },
+      { from: 'q', fromGroup: false, to: 'r', labels: ['OUT [late]'] },
+      { from: 'z', fromGroup: false, to: 'q', labels: ['IN'] },
+      { from: 'c_p', fromGroup: true, to: 'z', labels: ['OUT'] },
     ]);
-    expect(toMermaid(nested)).toContain('s_p_q -->|"OUT"| s_z');
+    const text = toMermaid(nested);
+    expect(text).toContain('subgraph c_p ["p"]');
+    expect(text).toContain('c_p -->|"OUT"| s_z');
+    expect(text).toContain('s_q -->|"OUT [late]"| s_r');
   });
 
-  it("draws the session machine's repeated rules as nested boxes, and names a send's end as the machine does", () => {
+  it('a name that would repeat keeps its path; a transition some states of a box override stays on the others', () => {
+    const twice = setup({ guards }).createMachine({
+      id: 'twice',
+      initial: 'a',
+      states: {
+        a: { initial: 'x', on: { OUT: 'b' }, states: { x: { on: { OUT: 'y' } }, y: {} } },
+        b: { initial: 'x', states: { x: { on: { BACK: '#twice.a' } } } },
+      },
+    });
+    const d = diagramOf(twice);
+    expect(d.states).toEqual(['a.x', 'y', 'b.x']);
+    expect(d.edges).toEqual([
+      { from: 'a.x', fromGroup: false, to: 'y', labels: ['OUT'] },
+      { from: 'y', fromGroup: false, to: 'b.x', labels: ['OUT'] },
+      { from: 'b.x', fromGroup: false, to: 'a.x', labels: ['BACK'] },
+    ]);
+    expect(toMermaid(twice)).toContain('s_a_x -->|"OUT"| s_y');
+  });
+
+  it('draws the session machine as a statechart: the live states in one box, one guarded arrow to expired, shared rules once', () => {
     const d = diagramOf(validationSessionMachine);
     expect(d.groups).toEqual([
       {
-        id: 'group_1',
-        rules: [{ label: 'SUBMIT_TOKEN, CHECK_VALIDATED, BIND [isExpired]', to: 'expired' }],
-        states: ['requested', 'sendingToken'],
-        groups: [
-          {
-            id: 'group_2',
-            rules: [{ label: 'REQUEST_TOKEN [isExpired]', to: 'sendingToken' }],
-            // sendFailed sends again on the same send_attempt too (isSameOrNewerSendAttempt), so the newer-attempt
-            // rule is shared by two states only: drawn on each, not as a box
-            states: ['tokenSent', 'sendFailed', 'locked', 'validated', 'bound'],
-            groups: [],
-          },
-        ],
+        id: 'c_live',
+        state: 'live',
+        rules: [],
+        states: ['requested', 'sendingToken', 'locked', 'validated', 'bound'],
+        groups: [{ id: 'c_live_awaitingToken', state: 'awaitingToken', rules: [], states: ['tokenSent', 'sendFailed'], groups: [] }],
       },
     ]);
-    expect(d.edges.filter((e) => e.to === 'expired').map((e) => e.from)).toEqual(['group_1']);
+    // What both states awaiting a token do with one is drawn once, from their box.
+    expect(d.edges.filter((e) => e.from === 'c_live_awaitingToken')).toEqual([
+      { from: 'c_live_awaitingToken', fromGroup: true, to: 'validated', labels: ['SUBMIT_TOKEN.ok [sentTokenMatches]'] },
+      { from: 'c_live_awaitingToken', fromGroup: true, to: 'locked', labels: ['SUBMIT_TOKEN.ok [reachesWrongTokenCap]'] },
+    ]);
+    // Expiry is one arrow, from the box, whatever the event; nothing else leads to expired.
+    expect(d.edges.filter((e) => e.to === 'expired')).toEqual([
+      { from: 'c_live', fromGroup: true, to: 'expired', labels: ['REQUEST_TOKEN, SUBMIT_TOKEN, CHECK_VALIDATED, BIND [isExpired]'] },
+    ]);
+    expect(d.edges.flatMap((e) => e.labels).filter((l) => l.includes('isExpired'))).toHaveLength(1);
+    expect(d.edges.find((e) => e.from === 'expired')).toEqual({ from: 'expired', fromGroup: false, to: 'sendingToken', labels: ['REQUEST_TOKEN'] });
     expect(eventsBetween(validationSessionMachine, 'sendingToken', 'tokenSent')).toEqual(['done: sendToken']);
     expect(eventsBetween(validationSessionMachine, 'sendingToken', 'sendFailed')).toEqual(['error: sendToken']);
   });

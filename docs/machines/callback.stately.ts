@@ -30,6 +30,7 @@ export const callbackMachine = createMachine({
       "description": "claimed by a notifier, the POST is under way",
       "invoke": [
         {
+          "id": "deliver",
           "src": "deliver",
           "onDone": [
             {

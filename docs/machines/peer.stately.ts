@@ -20,6 +20,7 @@ export const peerMachine = createMachine({
       "description": "a batch after the cursor is on its way to the peer",
       "invoke": [
         {
+          "id": "push",
           "src": "push",
           "onDone": [
             {

@@ -4,491 +4,354 @@ import { createMachine } from 'xstate';
 
 export const validationSessionMachine = createMachine({
   "id": "validationSession",
-  "initial": "requested",
-  "on": {
-    "SUBMIT_TOKEN": [
-      {
-        "guard": "secretMismatch",
-        "actions": [
-          "rejectSecret"
-        ]
-      },
-      {
-        "target": "#validationSession.expired",
-        "guard": "isExpired",
-        "actions": [
-          "rejectExpired"
-        ]
-      },
-      {
-        "actions": [
-          "rejectNotValidated"
-        ]
-      }
-    ],
-    "CHECK_VALIDATED": [
-      {
-        "guard": "secretMismatch",
-        "actions": [
-          "rejectSecret"
-        ]
-      },
-      {
-        "target": "#validationSession.expired",
-        "guard": "isExpired",
-        "actions": [
-          "rejectExpired"
-        ]
-      },
-      {
-        "actions": [
-          "rejectNotValidated"
-        ]
-      }
-    ],
-    "BIND": [
-      {
-        "guard": "secretMismatch",
-        "actions": [
-          "rejectSecret"
-        ]
-      },
-      {
-        "target": "#validationSession.expired",
-        "guard": "isExpired",
-        "actions": [
-          "rejectExpired"
-        ]
-      },
-      {
-        "actions": [
-          "rejectNotValidated"
-        ]
-      }
-    ]
-  },
+  "initial": "live",
   "states": {
-    "requested": {
+    "live": {
+      "initial": "requested",
       "on": {
         "REQUEST_TOKEN": [
           {
-            "target": "#validationSession.sendingToken",
+            "guard": "secretMismatch",
             "actions": [
-              "accept",
-              "touch",
-              "rememberRequest",
-              "recordSendAttempt"
+              "rejectSecret"
+            ]
+          },
+          {
+            "target": "#validationSession.expired",
+            "guard": "isExpired",
+            "actions": [
+              "forward"
+            ]
+          },
+          {
+            "actions": [
+              "passChecked"
+            ]
+          }
+        ],
+        "SUBMIT_TOKEN": [
+          {
+            "guard": "secretMismatch",
+            "actions": [
+              "rejectSecret"
+            ]
+          },
+          {
+            "target": "#validationSession.expired",
+            "guard": "isExpired",
+            "actions": [
+              "forward"
+            ]
+          },
+          {
+            "actions": [
+              "passChecked"
+            ]
+          }
+        ],
+        "CHECK_VALIDATED": [
+          {
+            "guard": "secretMismatch",
+            "actions": [
+              "rejectSecret"
+            ]
+          },
+          {
+            "target": "#validationSession.expired",
+            "guard": "isExpired",
+            "actions": [
+              "forward"
+            ]
+          },
+          {
+            "actions": [
+              "passChecked"
+            ]
+          }
+        ],
+        "BIND": [
+          {
+            "guard": "secretMismatch",
+            "actions": [
+              "rejectSecret"
+            ]
+          },
+          {
+            "target": "#validationSession.expired",
+            "guard": "isExpired",
+            "actions": [
+              "forward"
+            ]
+          },
+          {
+            "actions": [
+              "passChecked"
+            ]
+          }
+        ],
+        "SUBMIT_TOKEN.ok": [
+          {
+            "actions": [
+              "rejectNotValidated"
+            ]
+          }
+        ],
+        "CHECK_VALIDATED.ok": [
+          {
+            "actions": [
+              "rejectNotValidated"
+            ]
+          }
+        ],
+        "BIND.ok": [
+          {
+            "actions": [
+              "rejectNotValidated"
             ]
           }
         ]
-      }
-    },
-    "sendingToken": {
-      "invoke": [
-        {
-          "src": "sendToken",
-          "onDone": [
+      },
+      "states": {
+        "requested": {
+          "on": {
+            "REQUEST_TOKEN.ok": [
+              {
+                "target": "#validationSession.live.sendingToken",
+                "actions": [
+                  "accept",
+                  "touch",
+                  "rememberRequest",
+                  "recordSendAttempt"
+                ]
+              }
+            ]
+          }
+        },
+        "sendingToken": {
+          "invoke": [
             {
-              "target": "#validationSession.tokenSent",
-              "actions": [
-                "recordSent"
-              ]
-            }
-          ],
-          "onError": [
-            {
-              "target": "#validationSession.sendFailed",
-              "actions": [
-                "recordSendFailure"
+              "id": "sendToken",
+              "src": "sendToken",
+              "onDone": [
+                {
+                  "target": "#validationSession.live.awaitingToken.tokenSent",
+                  "actions": [
+                    "recordSent"
+                  ]
+                }
+              ],
+              "onError": [
+                {
+                  "target": "#validationSession.live.awaitingToken.sendFailed",
+                  "actions": [
+                    "recordSendFailure"
+                  ]
+                }
               ]
             }
           ]
-        }
-      ]
-    },
-    "tokenSent": {
-      "on": {
-        "REQUEST_TOKEN": [
-          {
-            "target": "#validationSession.sendingToken",
-            "guard": "isExpired",
-            "actions": [
-              "accept",
-              "restart",
-              "touch",
-              "rememberRequest",
-              "recordSendAttempt"
+        },
+        "awaitingToken": {
+          "initial": "tokenSent",
+          "on": {
+            "SUBMIT_TOKEN.ok": [
+              {
+                "target": "#validationSession.live.validated",
+                "guard": "sentTokenMatches",
+                "actions": [
+                  "accept",
+                  "markValidated"
+                ]
+              },
+              {
+                "target": "#validationSession.live.locked",
+                "guard": "reachesWrongTokenCap",
+                "actions": [
+                  "countWrongToken",
+                  "rejectToken"
+                ]
+              },
+              {
+                "actions": [
+                  "countWrongToken",
+                  "rejectToken"
+                ]
+              }
             ]
           },
-          {
-            "target": "#validationSession.sendingToken",
-            "guard": "isNewerSendAttempt",
-            "actions": [
-              "accept",
-              "touch",
-              "rememberRequest",
-              "recordSendAttempt"
-            ]
-          },
-          {
-            "actions": [
-              "accept",
-              "touch"
-            ]
+          "states": {
+            "tokenSent": {
+              "on": {
+                "REQUEST_TOKEN.ok": [
+                  {
+                    "target": "#validationSession.live.sendingToken",
+                    "guard": "isNewerSendAttempt",
+                    "actions": [
+                      "accept",
+                      "touch",
+                      "rememberRequest",
+                      "recordSendAttempt"
+                    ]
+                  },
+                  {
+                    "actions": [
+                      "accept",
+                      "touch"
+                    ]
+                  }
+                ]
+              }
+            },
+            "sendFailed": {
+              "on": {
+                "REQUEST_TOKEN.ok": [
+                  {
+                    "target": "#validationSession.live.sendingToken",
+                    "guard": "isNotOlderAttempt",
+                    "actions": [
+                      "accept",
+                      "touch",
+                      "rememberRequest",
+                      "recordSendAttempt"
+                    ]
+                  },
+                  {
+                    "actions": [
+                      "touch",
+                      "rejectSendFailed"
+                    ]
+                  }
+                ]
+              }
+            }
           }
-        ],
-        "SUBMIT_TOKEN": [
-          {
-            "guard": "secretMismatch",
-            "actions": [
-              "rejectSecret"
-            ]
-          },
-          {
-            "target": "#validationSession.expired",
-            "guard": "isExpired",
-            "actions": [
-              "rejectExpired"
-            ]
-          },
-          {
-            "target": "#validationSession.validated",
-            "guard": "tokenMatches",
-            "actions": [
-              "accept",
-              "markValidated"
-            ]
-          },
-          {
-            "target": "#validationSession.locked",
-            "guard": "reachesWrongTokenCap",
-            "actions": [
-              "countWrongToken",
-              "rejectToken"
-            ]
-          },
-          {
-            "actions": [
-              "countWrongToken",
-              "rejectToken"
-            ]
-          }
-        ]
-      }
-    },
-    "sendFailed": {
-      "on": {
-        "REQUEST_TOKEN": [
-          {
-            "target": "#validationSession.sendingToken",
-            "guard": "isExpired",
-            "actions": [
-              "accept",
-              "restart",
-              "touch",
-              "rememberRequest",
-              "recordSendAttempt"
-            ]
-          },
-          {
-            "target": "#validationSession.sendingToken",
-            "guard": "isSameOrNewerSendAttempt",
-            "actions": [
-              "accept",
-              "touch",
-              "rememberRequest",
-              "recordSendAttempt"
-            ]
-          },
-          {
-            "actions": [
-              "touch",
-              "rejectSendFailed"
-            ]
-          }
-        ],
-        "SUBMIT_TOKEN": [
-          {
-            "guard": "secretMismatch",
-            "actions": [
-              "rejectSecret"
-            ]
-          },
-          {
-            "target": "#validationSession.expired",
-            "guard": "isExpired",
-            "actions": [
-              "rejectExpired"
-            ]
-          },
-          {
-            "target": "#validationSession.validated",
-            "guard": "sentTokenMatches",
-            "actions": [
-              "accept",
-              "markValidated"
-            ]
-          },
-          {
-            "target": "#validationSession.locked",
-            "guard": "reachesWrongTokenCap",
-            "actions": [
-              "countWrongToken",
-              "rejectToken"
-            ]
-          },
-          {
-            "actions": [
-              "countWrongToken",
-              "rejectToken"
-            ]
-          }
-        ]
-      }
-    },
-    "locked": {
-      "on": {
-        "REQUEST_TOKEN": [
-          {
-            "target": "#validationSession.sendingToken",
-            "guard": "isExpired",
-            "actions": [
-              "accept",
-              "restart",
-              "touch",
-              "rememberRequest",
-              "recordSendAttempt"
-            ]
-          },
-          {
-            "target": "#validationSession.sendingToken",
-            "guard": "isNewerSendAttempt",
-            "actions": [
-              "accept",
-              "touch",
-              "rememberRequest",
-              "recordSendAttempt",
-              "renewToken"
-            ]
-          },
-          {
-            "actions": [
-              "accept",
-              "touch"
-            ]
-          }
-        ],
-        "SUBMIT_TOKEN": [
-          {
-            "guard": "secretMismatch",
-            "actions": [
-              "rejectSecret"
-            ]
-          },
-          {
-            "target": "#validationSession.expired",
-            "guard": "isExpired",
-            "actions": [
-              "rejectExpired"
-            ]
-          },
-          {
-            "actions": [
-              "rejectLocked"
-            ]
-          }
-        ]
-      }
-    },
-    "validated": {
-      "on": {
-        "REQUEST_TOKEN": [
-          {
-            "target": "#validationSession.sendingToken",
-            "guard": "isExpired",
-            "actions": [
-              "accept",
-              "restart",
-              "touch",
-              "rememberRequest",
-              "recordSendAttempt"
-            ]
-          },
-          {
-            "actions": [
-              "accept"
-            ]
-          }
-        ],
-        "SUBMIT_TOKEN": [
-          {
-            "guard": "secretMismatch",
-            "actions": [
-              "rejectSecret"
-            ]
-          },
-          {
-            "target": "#validationSession.expired",
-            "guard": "isExpired",
-            "actions": [
-              "rejectExpired"
-            ]
-          },
-          {
-            "guard": "tokenMatches",
-            "actions": [
-              "accept"
-            ]
-          },
-          {
-            "actions": [
-              "rejectToken"
-            ]
-          }
-        ],
-        "CHECK_VALIDATED": [
-          {
-            "guard": "secretMismatch",
-            "actions": [
-              "rejectSecret"
-            ]
-          },
-          {
-            "target": "#validationSession.expired",
-            "guard": "isExpired",
-            "actions": [
-              "rejectExpired"
-            ]
-          },
-          {
-            "actions": [
-              "accept"
-            ]
-          }
-        ],
-        "BIND": [
-          {
-            "guard": "secretMismatch",
-            "actions": [
-              "rejectSecret"
-            ]
-          },
-          {
-            "target": "#validationSession.expired",
-            "guard": "isExpired",
-            "actions": [
-              "rejectExpired"
-            ]
-          },
-          {
-            "target": "#validationSession.bound",
-            "actions": [
-              "accept",
-              "recordBinding"
-            ]
-          }
-        ]
-      }
-    },
-    "bound": {
-      "on": {
-        "REQUEST_TOKEN": [
-          {
-            "target": "#validationSession.sendingToken",
-            "guard": "isExpired",
-            "actions": [
-              "accept",
-              "restart",
-              "touch",
-              "rememberRequest",
-              "recordSendAttempt"
-            ]
-          },
-          {
-            "actions": [
-              "accept"
-            ]
-          }
-        ],
-        "SUBMIT_TOKEN": [
-          {
-            "guard": "secretMismatch",
-            "actions": [
-              "rejectSecret"
-            ]
-          },
-          {
-            "target": "#validationSession.expired",
-            "guard": "isExpired",
-            "actions": [
-              "rejectExpired"
-            ]
-          },
-          {
-            "guard": "tokenMatches",
-            "actions": [
-              "accept"
-            ]
-          },
-          {
-            "actions": [
-              "rejectToken"
-            ]
-          }
-        ],
-        "CHECK_VALIDATED": [
-          {
-            "guard": "secretMismatch",
-            "actions": [
-              "rejectSecret"
-            ]
-          },
-          {
-            "target": "#validationSession.expired",
-            "guard": "isExpired",
-            "actions": [
-              "rejectExpired"
-            ]
-          },
-          {
-            "actions": [
-              "accept"
-            ]
-          }
-        ],
-        "BIND": [
-          {
-            "guard": "secretMismatch",
-            "actions": [
-              "rejectSecret"
-            ]
-          },
-          {
-            "target": "#validationSession.expired",
-            "guard": "isExpired",
-            "actions": [
-              "rejectExpired"
-            ]
-          },
-          {
-            "target": "#validationSession.bound",
-            "actions": [
-              "accept",
-              "recordBinding"
+        },
+        "locked": {
+          "on": {
+            "REQUEST_TOKEN.ok": [
+              {
+                "target": "#validationSession.live.sendingToken",
+                "guard": "isNewerSendAttempt",
+                "actions": [
+                  "accept",
+                  "touch",
+                  "rememberRequest",
+                  "recordSendAttempt",
+                  "renewToken"
+                ]
+              },
+              {
+                "actions": [
+                  "accept",
+                  "touch"
+                ]
+              }
             ],
-            "reenter": true
+            "SUBMIT_TOKEN.ok": [
+              {
+                "actions": [
+                  "rejectLocked"
+                ]
+              }
+            ]
           }
-        ]
+        },
+        "validated": {
+          "on": {
+            "REQUEST_TOKEN.ok": [
+              {
+                "actions": [
+                  "accept"
+                ]
+              }
+            ],
+            "SUBMIT_TOKEN.ok": [
+              {
+                "guard": "tokenMatches",
+                "actions": [
+                  "accept"
+                ]
+              },
+              {
+                "actions": [
+                  "rejectToken"
+                ]
+              }
+            ],
+            "CHECK_VALIDATED.ok": [
+              {
+                "actions": [
+                  "accept"
+                ]
+              }
+            ],
+            "BIND.ok": [
+              {
+                "target": "#validationSession.live.bound",
+                "actions": [
+                  "accept",
+                  "recordBinding"
+                ]
+              }
+            ]
+          }
+        },
+        "bound": {
+          "on": {
+            "REQUEST_TOKEN.ok": [
+              {
+                "actions": [
+                  "accept"
+                ]
+              }
+            ],
+            "SUBMIT_TOKEN.ok": [
+              {
+                "guard": "tokenMatches",
+                "actions": [
+                  "accept"
+                ]
+              },
+              {
+                "actions": [
+                  "rejectToken"
+                ]
+              }
+            ],
+            "CHECK_VALIDATED.ok": [
+              {
+                "actions": [
+                  "accept"
+                ]
+              }
+            ],
+            "BIND.ok": [
+              {
+                "target": "#validationSession.live.bound",
+                "actions": [
+                  "accept",
+                  "recordBinding"
+                ]
+              }
+            ]
+          }
+        }
       }
     },
     "expired": {
       "on": {
         "REQUEST_TOKEN": [
           {
-            "target": "#validationSession.sendingToken",
+            "guard": "secretMismatch",
             "actions": [
-              "accept",
+              "rejectSecret"
+            ]
+          },
+          {
+            "target": "#validationSession.live.sendingToken",
+            "actions": [
               "restart",
+              "accept",
               "touch",
               "rememberRequest",
               "recordSendAttempt"

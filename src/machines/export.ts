@@ -5,6 +5,7 @@
  * is drawn as it is.
  */
 import type { AnyStateMachine } from 'xstate';
+import { stateNames } from './state-value.js';
 
 interface JsonTransition {
   target?: string[];
@@ -60,36 +61,53 @@ function atomicStates(state: JsonState, prefix = '', chain: JsonState[] = []): {
   return kids.flatMap((k) => atomicStates(k, prefix ? `${prefix}.${k.key}` : k.key, here));
 }
 
-/** A state-changing transition as a diagram draws it. */
+/** The compound states below the root, parents before their children: `path` and the atomic paths inside. */
+function compoundStates(state: JsonState, prefix = ''): { path: string; node: JsonState; atoms: string[] }[] {
+  return Object.values(state.states).flatMap((k) => {
+    const path = prefix ? `${prefix}.${k.key}` : k.key;
+    if (Object.keys(k.states).length === 0) return [];
+    return [{ path, node: k, atoms: atomicStates(k, path).map((a) => a.path) }, ...compoundStates(k, path)];
+  });
+}
+
+/** A state-changing transition as a diagram draws it (atomic state paths). */
 interface Arrow {
   from: string;
   to: string;
   guard: string | undefined;
   events: string[];
+  /** the path of the state that declares each event's transition ('' for the machine itself) */
+  declaredAt: Record<string, string>;
 }
 
-/** A box around states that share transitions: drawn once, from the box, instead of once from each state. */
+/**
+ * A box around states. Either one of the machine's compound states (`state` is its name): the transitions it
+ * declares for all its states are arrows from the box. Or a box the diagram adds around states that share a
+ * rule (the same events and guard to the same target), drawn once from the box instead of from each state: then
+ * `rules` say what every state inside does, e.g. `SUBMIT_TOKEN, BIND [isExpired]` → `expired`.
+ */
 export interface DiagramGroup {
   id: string;
-  /** what every state inside does, e.g. `SUBMIT_TOKEN, BIND [isExpired]` → `expired` */
+  /** the compound state this box is, by name; absent for a box of shared rules */
+  state?: string;
   rules: { label: string; to: string }[];
-  /** the states directly inside (not inside a nested group) */
+  /** the states directly inside (not inside a nested box) */
   states: string[];
   groups: DiagramGroup[];
 }
 
 export interface DiagramEdge {
-  /** a state, or a group's id when `fromGroup` */
+  /** a state, or a box's id when `fromGroup` */
   from: string;
   fromGroup: boolean;
   to: string;
   labels: string[];
 }
 
-/** A machine laid out for drawing, in the machine's own names (state paths, event names as the debug endpoints give them). */
+/** A machine laid out for drawing, in the machine's own names (state names and event names as the debug endpoints give them). */
 export interface Diagram {
   initial: string | undefined;
-  /** atomic states, in definition order: `a.b` for `b` inside `a` */
+  /** atomic states by name (see state-value.ts), in definition order */
   states: string[];
   finals: string[];
   /** every event name that moves the machine, in the order the machine declares them */
@@ -97,7 +115,7 @@ export interface Diagram {
   /** transitions from a state back to itself, listed inside its box */
   selfLoops: Record<string, string[]>;
   groups: DiagramGroup[];
-  /** the remaining arrows (parallel ones merged, a line per label), and one from each group to each rule's target */
+  /** the remaining arrows (parallel ones merged, a line per label), and one from each box to each of its targets */
   edges: DiagramEdge[];
 }
 
@@ -106,13 +124,14 @@ const MIN_GROUP = 3;
 
 interface Arrows {
   atoms: ReturnType<typeof atomicStates>;
+  compounds: ReturnType<typeof compoundStates>;
   /** the atomic state the machine starts in */
   initial: string | undefined;
   arrows: Arrow[];
   events: string[];
 }
 
-/** Machines do not change once made; the session host asks on every send. */
+/** Machines do not change once made; the hosts ask on every transition. */
 const arrowCache = new WeakMap<AnyStateMachine, Arrows>();
 
 function allArrows(machine: AnyStateMachine): Arrows {
@@ -150,7 +169,8 @@ function allArrows(machine: AnyStateMachine): Arrows {
     if (atom.type === 'final' && chain.length === 2) continue;
     // XState asks the state, then its ancestors; an unguarded transition ends the search for that event.
     const settled = new Set<string>();
-    for (const node of chain) {
+    const ancestors = chain.map((_, i) => path.split('.').slice(0, path.split('.').length - i).join('.'));
+    for (const [depth, node] of chain.entries()) {
       for (const [event, transitions] of Object.entries(node.on)) {
         if (settled.has(event)) continue;
         if (transitions.some((t) => !t.guard)) settled.add(event);
@@ -161,8 +181,9 @@ function allArrows(machine: AnyStateMachine): Arrows {
           const to = atomic(pathOf(target, id));
           const guard = nameOf(t.guard);
           const key = `${path}|${to}|${guard ?? ''}`;
-          const arrow = arrows.get(key) ?? { from: path, to, guard, events: [] };
+          const arrow = arrows.get(key) ?? { from: path, to, guard, events: [], declaredAt: {} };
           if (!arrow.events.includes(label)) arrow.events.push(label);
+          arrow.declaredAt[label] ??= ancestors[depth]!;
           arrows.set(key, arrow);
         }
       }
@@ -171,75 +192,122 @@ function allArrows(machine: AnyStateMachine): Arrows {
   const order = (e: string) => events.indexOf(e);
   for (const a of arrows.values()) a.events.sort((x, y) => order(x) - order(y));
   const first = root.initial?.target[0];
-  const out = { atoms, initial: first ? atomic(pathOf(first, id)) : undefined, arrows: [...arrows.values()], events };
+  const out = {
+    atoms,
+    compounds: compoundStates(root),
+    initial: first ? atomic(pathOf(first, id)) : undefined,
+    arrows: [...arrows.values()],
+    events,
+  };
   arrowCache.set(machine, out);
   return out;
 }
 
-const arrowLabel = (a: Arrow) => `${a.events.join(', ')}${a.guard ? ` [${a.guard}]` : ''}`;
+const arrowLabel = (a: { events: string[]; guard: string | undefined }) => `${a.events.join(', ')}${a.guard ? ` [${a.guard}]` : ''}`;
 
 /**
- * The machine as a diagram reads best: a rule that several states share (the same events and guard to the same
- * target) is drawn once from a box around them; parallel arrows are merged; self-transitions are listed in the
- * state's box. Everything comes from the machine definition, so a restructured machine is drawn as it is.
+ * The machine as a diagram reads best: each compound state is a box, and what it does for every state inside is
+ * one arrow from the box; a rule that several other states share (the same events and guard to the same target)
+ * is drawn once from a box the diagram adds around them; parallel arrows are merged; self-transitions are listed
+ * in the state's box. Everything comes from the machine definition, so a restructured machine is drawn as it is.
  */
 export function diagramOf(machine: AnyStateMachine): Diagram {
-  const { atoms, initial, arrows, events } = allArrows(machine);
-  const states = atoms.map((a) => a.path);
-  const finals = atoms.filter((a) => a.node.type === 'final').map((a) => a.path);
+  const { atoms, compounds, initial, arrows, events } = allArrows(machine);
+  const { nameOfPath } = stateNames(machine);
+  const states = atoms.map((a) => nameOfPath(a.path));
+  const finals = atoms.filter((a) => a.node.type === 'final').map((a) => nameOfPath(a.path));
+
+  // One event of one arrow: what a box may take over from the states inside it.
+  const single = arrows.flatMap((a) =>
+    a.events.map((event) => ({ from: a.from, to: a.to, guard: a.guard, event, declaredAt: a.declaredAt[event] })),
+  );
+  const key = (to: string, guard: string | undefined, event: string) => `${to}\0${guard ?? ''}\0${event}`;
+  const lifted = new Set<string>();
+  const boxEdges: { box: string; to: string; guard: string | undefined; events: string[] }[] = [];
+  for (const c of compounds) {
+    const byRule = new Map<string, { to: string; guard: string | undefined; event: string; from: Set<string> }>();
+    for (const s of single) {
+      // Only what the compound state itself declares: a state's own transition stays on the state.
+      if (s.declaredAt !== c.path || !c.atoms.includes(s.from)) continue;
+      const k = key(s.to, s.guard, s.event);
+      const rule = byRule.get(k) ?? { to: s.to, guard: s.guard, event: s.event, from: new Set<string>() };
+      rule.from.add(s.from);
+      byRule.set(k, rule);
+    }
+    for (const rule of byRule.values()) {
+      // Inherited by some states only (others handle the event themselves): drawn from those states.
+      if (rule.from.size !== c.atoms.length) continue;
+      for (const from of rule.from) lifted.add(`${from}\0${key(rule.to, rule.guard, rule.event)}`);
+      const edge = boxEdges.find((e) => e.box === c.path && e.to === rule.to && e.guard === rule.guard);
+      if (edge) edge.events.push(rule.event);
+      else boxEdges.push({ box: c.path, to: rule.to, guard: rule.guard, events: [rule.event] });
+    }
+  }
+  const remaining = arrows
+    .map((a) => ({ ...a, events: a.events.filter((e) => !lifted.has(`${a.from}\0${key(a.to, a.guard, e)}`)) }))
+    .filter((a) => a.events.length > 0);
 
   const selfLoops: Record<string, string[]> = {};
-  const moving = arrows.filter((a) => {
+  const moving = remaining.filter((a) => {
     if (a.from !== a.to) return true;
-    (selfLoops[a.from] ??= []).push(arrowLabel(a));
+    (selfLoops[nameOfPath(a.from)] ??= []).push(arrowLabel(a));
     return false;
   });
+
+  // The parent of each atomic state: a box of shared rules stays inside one compound state.
+  const parentOf = (path: string) => (path.includes('.') ? path.slice(0, path.lastIndexOf('.')) : '');
 
   // Shared rules: (target, label) → the states it leaves from.
   const rules = new Map<string, { to: string; label: string; sources: Set<string> }>();
   for (const a of moving) {
     const label = arrowLabel(a);
-    const key = `${a.to}\0${label}`;
-    const rule = rules.get(key) ?? { to: a.to, label, sources: new Set<string>() };
+    const k = `${a.to}\0${label}`;
+    const rule = rules.get(k) ?? { to: a.to, label, sources: new Set<string>() };
     rule.sources.add(a.from);
-    rules.set(key, rule);
+    rules.set(k, rule);
   }
   const subset = (a: Set<string>, b: Set<string>) => [...a].every((x) => b.has(x));
   const disjoint = (a: Set<string>, b: Set<string>) => [...a].every((x) => !b.has(x));
   const accepted: { members: Set<string>; rules: { label: string; to: string }[] }[] = [];
   const candidates = [...rules.values()]
-    .filter((r) => r.sources.size >= MIN_GROUP)
+    .filter((r) => r.sources.size >= MIN_GROUP && new Set([...r.sources].map(parentOf)).size === 1)
     .sort((x, y) => y.sources.size - x.sources.size);
   for (const c of candidates) {
     const same = accepted.find((g) => g.members.size === c.sources.size && subset(c.sources, g.members));
     if (same) {
-      same.rules.push({ label: c.label, to: c.to });
+      same.rules.push({ label: c.label, to: nameOfPath(c.to) });
       continue;
     }
     // Boxes nest or stay apart; one that would cut across another is left as separate arrows.
     if (accepted.every((g) => subset(c.sources, g.members) || subset(g.members, c.sources) || disjoint(c.sources, g.members))) {
-      accepted.push({ members: c.sources, rules: [{ label: c.label, to: c.to }] });
+      accepted.push({ members: c.sources, rules: [{ label: c.label, to: nameOfPath(c.to) }] });
     }
   }
-  const grouped = new Set(accepted.flatMap((g) => g.rules.flatMap((r) => [...g.members].map((m) => `${m}\0${r.to}\0${r.label}`))));
+  const grouped = new Set(
+    accepted.flatMap((g) => g.rules.flatMap((r) => [...g.members].map((m) => `${m}\0${r.to}\0${r.label}`))),
+  );
 
-  // The tree of boxes: each box inside the smallest box that holds it (accepted is ordered largest first).
-  const nodes = accepted.map((g, i): DiagramGroup & { members: Set<string> } => ({
-    id: `group_${i + 1}`,
-    rules: g.rules,
-    states: [],
-    groups: [],
-    members: g.members,
-  }));
+  // The tree of boxes: compound states as the machine nests them; each box of shared rules inside the smallest
+  // box that holds it (accepted is ordered largest first).
+  type Node = DiagramGroup & { members: Set<string> };
+  const compoundNodes = compounds.map(
+    (c): Node => ({ id: compoundId(c.path), state: nameOfCompound(c.path), rules: [], states: [], groups: [], members: new Set(c.atoms) }),
+  );
+  const ruleNodes = accepted.map((g, i): Node => ({ id: `group_${i + 1}`, rules: g.rules, states: [], groups: [], members: g.members }));
+  const nodes = [...compoundNodes, ...ruleNodes];
   const top: DiagramGroup[] = [];
   for (const [i, g] of nodes.entries()) {
-    const parent = nodes.slice(0, i).reverse().find((p) => subset(g.members, p.members));
+    const parent = nodes
+      .slice(0, i)
+      .reverse()
+      .find((p) => subset(g.members, p.members));
     (parent ? parent.groups : top).push(g);
   }
   const innermost = (s: string) => nodes.slice().reverse().find((g) => g.members.has(s));
-  for (const s of states) innermost(s)?.states.push(s);
-  const strip = (g: DiagramGroup & { members?: Set<string> }): DiagramGroup => ({
+  for (const a of atoms) innermost(a.path)?.states.push(nameOfPath(a.path));
+  const strip = (g: Node | DiagramGroup): DiagramGroup => ({
     id: g.id,
+    ...(g.state !== undefined ? { state: g.state } : {}),
     rules: g.rules,
     states: g.states,
     groups: g.groups.map(strip),
@@ -247,17 +315,31 @@ export function diagramOf(machine: AnyStateMachine): Diagram {
 
   const edges = new Map<string, DiagramEdge>();
   for (const a of moving) {
-    if (grouped.has(`${a.from}\0${a.to}\0${arrowLabel(a)}`)) continue;
-    const key = `${a.from}\0${a.to}`;
-    const edge = edges.get(key) ?? { from: a.from, fromGroup: false, to: a.to, labels: [] };
+    if (grouped.has(`${a.from}\0${nameOfPath(a.to)}\0${arrowLabel(a)}`)) continue;
+    const from = nameOfPath(a.from);
+    const to = nameOfPath(a.to);
+    const k = `${from}\0${to}`;
+    const edge = edges.get(k) ?? { from, fromGroup: false, to, labels: [] };
     edge.labels.push(arrowLabel(a));
-    edges.set(key, edge);
+    edges.set(k, edge);
   }
-  for (const g of nodes) {
+  for (const e of boxEdges) {
+    const order = (x: string) => events.indexOf(x);
+    const from = compoundId(e.box);
+    const to = nameOfPath(e.to);
+    const edge = edges.get(`${from}\0${to}`) ?? { from, fromGroup: true, to, labels: [] };
+    edge.labels.push(arrowLabel({ events: e.events.sort((x, y) => order(x) - order(y)), guard: e.guard }));
+    edges.set(`${from}\0${to}`, edge);
+  }
+  for (const g of ruleNodes) {
     for (const to of new Set(g.rules.map((r) => r.to))) edges.set(`${g.id}\0${to}`, { from: g.id, fromGroup: true, to, labels: [] });
   }
-  return { initial, states, finals, events, selfLoops, groups: top.map(strip), edges: [...edges.values()] };
+  return { initial: initial === undefined ? undefined : nameOfPath(initial), states, finals, events, selfLoops, groups: top.map(strip), edges: [...edges.values()] };
 }
+
+/** A compound state's box is titled by its own key: it is drawn inside its parent's box. */
+const nameOfCompound = (path: string) => path.slice(path.lastIndexOf('.') + 1);
+const compoundId = (path: string) => `c_${path.replaceAll('.', '_')}`;
 
 /** The state and event names of a machine, as its diagram and the debug endpoints give them. */
 export function machineNames(machine: AnyStateMachine): { states: string[]; events: string[] } {
@@ -265,9 +347,13 @@ export function machineNames(machine: AnyStateMachine): { states: string[]; even
   return { states, events };
 }
 
-/** The events (as the diagram names them) that take the machine from one state to another. */
+/** The events (as the diagram names them) that take the machine from one state to another (by name). */
 export function eventsBetween(machine: AnyStateMachine, from: string, to: string): string[] {
-  return allArrows(machine).arrows.filter((a) => a.from === from && a.to === to).flatMap((a) => a.events);
+  const { pathOfName } = stateNames(machine);
+  const [fromPath, toPath] = [pathOfName(from) ?? from, pathOfName(to) ?? to];
+  return allArrows(machine)
+    .arrows.filter((a) => a.from === fromPath && a.to === toPath)
+    .flatMap((a) => a.events);
 }
 
 /** Live counts per state: each state's label shows its count, and states holding any are marked `live`. */
@@ -279,7 +365,7 @@ const quoted = (text: string) => `"${text.replaceAll('"', '#quot;')}"`;
 
 /**
  * A Mermaid flowchart of the machine (see `diagramOf`), drawn as a statechart: rounded states, a dot where it
- * starts, a ringed dot where it ends, a box for each shared rule. A flowchart rather than a `stateDiagram`
+ * starts, a ringed dot where it ends, a box for each compound state and for each shared rule. A flowchart rather than a `stateDiagram`
  * because Mermaid lays out arrows from boxes and labels of parallel arrows better in it. With `counts`, every
  * state is labelled with its count and the states that hold any get the `live` class.
  */
@@ -291,7 +377,8 @@ export function toMermaid(machine: AnyStateMachine, counts?: StateCounts): strin
     lines.push(`${indent}${nodeId(s)}(${quoted(`${counts ? `${s} (${counts[s] ?? 0})` : s}${loops}`)})`);
   };
   const box = (g: DiagramGroup, indent: string) => {
-    const title = `from every state here: ${g.rules.map((r) => `${r.label} → ${r.to}`).join('; ')}`;
+    const title =
+      g.state !== undefined ? g.state : `from every state here: ${g.rules.map((r) => `${r.label} → ${r.to}`).join('; ')}`;
     lines.push(`${indent}subgraph ${g.id} [${quoted(title)}]`);
     for (const s of g.states) declare(s, `${indent}  `);
     for (const inner of g.groups) box(inner, `${indent}  `);
@@ -352,6 +439,7 @@ function stateConfig(state: JsonState, rootId: string): Record<string, unknown> 
       const done = state.on[`xstate.done.actor.${inv.id}`] ?? [];
       const error = state.on[`xstate.error.actor.${inv.id}`] ?? [];
       return {
+        id: inv.id,
         src: inv.src,
         ...(done.length ? { onDone: done.map((t) => transitionConfig(t, rootId)) } : {}),
         ...(error.length ? { onError: error.map((t) => transitionConfig(t, rootId)) } : {}),

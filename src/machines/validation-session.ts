@@ -2,14 +2,30 @@
  * One 3PID validation session: the user asks for a token, receives it by mail or SMS, submits it, and a
  * homeserver binds the validated 3PID to a Matrix user.
  *
+ *   live: requested ──▶ sendingToken ──done──▶ awaitingToken.tokenSent ──right token──▶ validated ──BIND──▶ bound
+ *                          │  ▲       └─error─▶ awaitingToken.sendFailed    └─5th wrong token─▶ locked
+ *                          │  └── requestToken with a newer send_attempt (a failed send: the same one too)
+ *   live ──any event [isExpired]──▶ expired ──REQUEST_TOKEN──▶ sendingToken (a fresh token)
+ *
+ * What every event goes through is written once, on `live`, in Sydent's order: the client secret, then expiry,
+ * then the state's own rule. `live` raises the event again as `<TYPE>.ok` once both checks passed, and its states
+ * take only those, so none of them repeats the checks. An expired session leaves `live` by the one guarded
+ * transition to `expired`, which answers the event itself. The two states that await a token share what a
+ * submitted token does in `awaitingToken`.
+ *
  * The machine is pure. Time arrives inside events (`now`), sending the token is the `sendToken` actor that the
  * sessions supervisor provides, and expiry is a guard over the stored `mtime`, never a timer: a restored session
- * expires exactly as one that stayed in memory.
+ * expires exactly as one that stayed in memory. States are named by their own keys (`tokenSent`), as the
+ * diagrams, metrics and debug endpoints give them (machines/state-value.ts).
  */
-import { and, assign, fromPromise, not, setup } from 'xstate';
+import { and, assign, fromPromise, not, raise, setup } from 'xstate';
+import { decodeStateValue, stateNames, type MachineState, type Migration } from './state-value.js';
 
-/** Bumped when the persisted context's shape changes, so old rows can be migrated on restore (2: `wrongTokens`). */
-export const SESSION_MACHINE_VERSION = 2;
+/**
+ * Bumped when what is persisted changes shape, so old rows are migrated on restore (see `sessionMigrations`):
+ * 2 counts wrong tokens (`wrongTokens`); 3 nests the states under `live` (and `live.awaitingToken`).
+ */
+export const SESSION_MACHINE_VERSION = 3;
 
 /** A session can be used for 24 h after its last modification (spec; Sydent's THREEPID_SESSION_*_MS). */
 export const SESSION_LIFETIME_MS = 24 * 60 * 60 * 1000;
@@ -45,7 +61,7 @@ export interface SessionContext {
   brand: string | null;
   /** who asked for the last token (the `ipaddress` mail variable) */
   ipAddress: string | null;
-  /** a token has reached the SMTP server or SMS provider at least once */
+  /** a token has (or, after a send cut short by a restart, may have) reached the SMTP server or SMS provider */
   everSent: boolean;
   /** the Matrix user the 3PID was last bound to */
   mxid: string | null;
@@ -61,22 +77,33 @@ export type SessionInput = Omit<
   'validatedAt' | 'mxid' | 'rejection' | 'lastError' | 'everSent' | 'wrongTokens' | 'createdBySydent'
 >;
 
+/** The events a session takes from outside. Each names the session's client secret, which is checked first. */
 export type SessionEvent =
   | {
       type: 'REQUEST_TOKEN';
+      clientSecret: string;
       sendAttempt: number;
       nextLink: string | null;
       brand: string | null;
       sendTo: string;
       /** the requester's IP, for the `ipaddress` template variable */
       ipAddress: string | null;
-      /** the token a revived (expired) session starts over with; randomness stays outside the machine */
+      /** the token a revived (expired) or renewed (locked) session goes on with; randomness stays outside the machine */
       freshToken: string;
       now: number;
     }
   | { type: 'SUBMIT_TOKEN'; token: string; clientSecret: string; now: number }
   | { type: 'CHECK_VALIDATED'; clientSecret: string; now: number }
   | { type: 'BIND'; mxid: string; clientSecret: string; now: number };
+
+/** An event that passed the secret and expiry checks, as the live states receive it. */
+export type CheckedEvent = SessionEvent extends infer E
+  ? E extends { type: infer T extends string }
+    ? Omit<E, 'type'> & { type: `${T}.ok` }
+    : never
+  : never;
+
+type MachineEvent = SessionEvent | CheckedEvent;
 
 export interface SendTokenInput {
   ipAddress: string | null;
@@ -102,10 +129,12 @@ export function sameSecret(a: string, b: string): boolean {
 
 const expiredAt = (context: SessionContext, now: number) => now > context.mtime + SESSION_LIFETIME_MS;
 
+const isRequest = (event: MachineEvent): event is Extract<MachineEvent, { sendAttempt: number }> => 'sendAttempt' in event;
+
 const sessionSetup = setup({
   types: {
     context: {} as SessionContext,
-    events: {} as SessionEvent,
+    events: {} as MachineEvent,
     input: {} as SessionInput,
   },
   actors: {
@@ -116,28 +145,30 @@ const sessionSetup = setup({
   },
   guards: {
     isExpired: ({ context, event }) => 'now' in event && expiredAt(context, event.now),
-    isNewerSendAttempt: ({ context, event }) => event.type === 'REQUEST_TOKEN' && event.sendAttempt > context.sendAttempt,
+    isNewerSendAttempt: ({ context, event }) => isRequest(event) && event.sendAttempt > context.sendAttempt,
     /** after a failed send, the same send_attempt again is a retry of a send that did not happen */
-    isSameOrNewerSendAttempt: ({ context, event }) => event.type === 'REQUEST_TOKEN' && event.sendAttempt >= context.sendAttempt,
+    isNotOlderAttempt: ({ context, event }) => isRequest(event) && event.sendAttempt >= context.sendAttempt,
     secretMatches: ({ context, event }) => 'clientSecret' in event && sameSecret(event.clientSecret, context.clientSecret),
-    /** a token went out at least once (sendAttempt counts sends that were attempted; lastError null means it arrived) */
+    /** a token went out at least once (a failed send keeps the token of an earlier one that arrived) */
     wasSentBefore: ({ context }) => context.everSent,
-    tokenMatches: ({ context, event }) => event.type === 'SUBMIT_TOKEN' && sameSecret(event.token, context.token),
+    tokenMatches: ({ context, event }) => 'token' in event && sameSecret(event.token, context.token),
     /** this wrong token is the last one the current token takes */
     reachesWrongTokenCap: ({ context }) => context.wrongTokens + 1 >= MAX_WRONG_TOKENS,
     secretMismatch: not('secretMatches'),
     sentTokenMatches: and(['tokenMatches', 'wasSentBefore']),
   },
   actions: {
+    /** the event passed the secret and expiry checks: the state's own rule takes it as `<TYPE>.ok` */
+    passChecked: raise(({ event }) => ({ ...event, type: `${event.type}.ok` }) as CheckedEvent),
+    /** the same event again, for the state just entered to answer (an expired session answers for itself) */
+    forward: raise(({ event }) => event),
     accept: assign({ rejection: null }),
-    touch: assign({ mtime: ({ event }) => event.now }),
+    touch: assign({ mtime: ({ context, event }) => ('now' in event ? event.now : context.mtime) }),
     rememberRequest: assign(({ event }) =>
-      event.type === 'REQUEST_TOKEN'
-        ? { nextLink: event.nextLink, brand: event.brand, sendTo: event.sendTo, ipAddress: event.ipAddress }
-        : {},
+      isRequest(event) ? { nextLink: event.nextLink, brand: event.brand, sendTo: event.sendTo, ipAddress: event.ipAddress } : {},
     ),
     recordSendAttempt: assign({
-      sendAttempt: ({ context, event }) => (event.type === 'REQUEST_TOKEN' ? event.sendAttempt : context.sendAttempt),
+      sendAttempt: ({ context, event }) => (isRequest(event) ? event.sendAttempt : context.sendAttempt),
     }),
     recordSent: assign({ lastError: null, everSent: true }),
     recordSendFailure: assign({
@@ -153,22 +184,22 @@ const sessionSetup = setup({
       validatedAt: null,
       mxid: null,
       sendAttempt: -1,
-      token: ({ context, event }) => (event.type === 'REQUEST_TOKEN' ? event.freshToken : context.token),
+      token: ({ context, event }) => (isRequest(event) ? event.freshToken : context.token),
       wrongTokens: 0,
     }),
     /** a locked session gets a new token, never sent yet, that nobody has guessed at */
     renewToken: assign({
-      token: ({ context, event }) => (event.type === 'REQUEST_TOKEN' ? event.freshToken : context.token),
+      token: ({ context, event }) => (isRequest(event) ? event.freshToken : context.token),
       wrongTokens: 0,
       everSent: false,
     }),
     countWrongToken: assign({ wrongTokens: ({ context }) => context.wrongTokens + 1 }),
     rejectSendFailed: assign({ rejection: 'sendFailed' as const }),
     markValidated: assign({
-      validatedAt: ({ context, event }) => context.validatedAt ?? event.now,
-      mtime: ({ event }) => event.now,
+      validatedAt: ({ context, event }) => context.validatedAt ?? ('now' in event ? event.now : null),
+      mtime: ({ context, event }) => ('now' in event ? event.now : context.mtime),
     }),
-    recordBinding: assign({ mxid: ({ event }) => (event.type === 'BIND' ? event.mxid : null) }),
+    recordBinding: assign({ mxid: ({ event }) => ('mxid' in event ? event.mxid : null) }),
     rejectSecret: assign({ rejection: 'secretMismatch' as const }),
     rejectToken: assign({ rejection: 'tokenIncorrect' as const }),
     rejectLocked: assign({ rejection: 'tokenLocked' as const }),
@@ -177,38 +208,30 @@ const sessionSetup = setup({
   },
 });
 
-// Transitions several states share, written once.
-const reviveExpired = {
-  guard: 'isExpired',
-  target: 'sendingToken',
-  actions: ['accept', 'restart', 'touch', 'rememberRequest', 'recordSendAttempt'],
-} as const;
-const resendOnNewerAttempt = {
-  guard: 'isNewerSendAttempt',
-  target: 'sendingToken',
-  actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'],
-} as const;
-const retryFailedSend = {
-  guard: 'isSameOrNewerSendAttempt',
-  target: 'sendingToken',
-  actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'],
-} as const;
-/** A wrong token in a state that still awaits the right one: counted, and the last one allowed locks. */
-const wrongToken = [
-  { guard: 'reachesWrongTokenCap', target: 'locked', actions: ['countWrongToken', 'rejectToken'] },
+// Rules several states share, each written once.
+
+/** Every event names the session's client secret; a wrong one is refused before anything else is looked at. */
+const wrongSecret = { guard: 'secretMismatch', actions: 'rejectSecret' } as const;
+/** The gate of the live states: the secret, then expiry (the one guarded way out to `expired`), then the state. */
+const gate = [wrongSecret, { guard: 'isExpired', target: 'expired', actions: 'forward' }, { actions: 'passChecked' }] as const;
+/** A requestToken that leads to a send. */
+const send = ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'] as const;
+/** A requestToken that sends nothing: the same send_attempt again answers success with the same sid. */
+const nothingToSend = { actions: ['accept', 'touch'] } as const;
+/** A submitToken while a token is awaited: a token that went out validates; a wrong one counts, the last one locks. */
+const awaitToken = [
+  { guard: 'sentTokenMatches', target: '#validationSession.live.validated', actions: ['accept', 'markValidated'] },
+  { guard: 'reachesWrongTokenCap', target: '#validationSession.live.locked', actions: ['countWrongToken', 'rejectToken'] },
   { actions: ['countWrongToken', 'rejectToken'] },
 ] as const;
-const resubmit = [
-  { guard: 'secretMismatch', actions: 'rejectSecret' },
-  { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-  { guard: 'tokenMatches', actions: 'accept' },
-  { actions: 'rejectToken' },
-] as const;
-const confirmValidated = [
-  { guard: 'secretMismatch', actions: 'rejectSecret' },
-  { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-  { actions: 'accept' },
-] as const;
+/** Once validated (bound or not): asking again is harmless, the right token again answers success (as in Sydent). */
+const afterValidation = {
+  'REQUEST_TOKEN.ok': { actions: 'accept' },
+  'SUBMIT_TOKEN.ok': [{ guard: 'tokenMatches', actions: 'accept' }, { actions: 'rejectToken' }],
+  'CHECK_VALIDATED.ok': { actions: 'accept' },
+  // Binding again (to the same or another user) is allowed while the session lives: the newest binding wins.
+  'BIND.ok': { target: 'bound', actions: ['accept', 'recordBinding'] },
+} as const;
 
 export const validationSessionMachine = sessionSetup.createMachine({
   id: 'validationSession',
@@ -222,141 +245,90 @@ export const validationSessionMachine = sessionSetup.createMachine({
     rejection: null,
     lastError: null,
   }),
-  initial: 'requested',
-  // Checks in Sydent's order: the client secret, then expiry, then the state's own rule.
-  on: {
-    SUBMIT_TOKEN: [
-      { guard: 'secretMismatch', actions: 'rejectSecret' },
-      { guard: 'isExpired', target: '.expired', actions: 'rejectExpired' },
-      { actions: 'rejectNotValidated' },
-    ],
-    CHECK_VALIDATED: [
-      { guard: 'secretMismatch', actions: 'rejectSecret' },
-      { guard: 'isExpired', target: '.expired', actions: 'rejectExpired' },
-      { actions: 'rejectNotValidated' },
-    ],
-    BIND: [
-      { guard: 'secretMismatch', actions: 'rejectSecret' },
-      { guard: 'isExpired', target: '.expired', actions: 'rejectExpired' },
-      { actions: 'rejectNotValidated' },
-    ],
-  },
+  initial: 'live',
   states: {
-    requested: {
+    live: {
+      initial: 'requested',
       on: {
-        REQUEST_TOKEN: { target: 'sendingToken', actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'] },
+        REQUEST_TOKEN: gate,
+        SUBMIT_TOKEN: gate,
+        CHECK_VALIDATED: gate,
+        BIND: gate,
+        // What a state that has no rule of its own for a checked event answers.
+        'SUBMIT_TOKEN.ok': { actions: 'rejectNotValidated' },
+        'CHECK_VALIDATED.ok': { actions: 'rejectNotValidated' },
+        'BIND.ok': { actions: 'rejectNotValidated' },
       },
-    },
-    sendingToken: {
-      invoke: {
-        src: 'sendToken',
-        input: ({ context }) => ({
-          sid: context.sid,
-          medium: context.medium,
-          address: context.address,
-          sendTo: context.sendTo,
-          clientSecret: context.clientSecret,
-          token: context.token,
-          nextLink: context.nextLink,
-          brand: context.brand,
-          ipAddress: context.ipAddress,
-        }),
-        onDone: { target: 'tokenSent', actions: 'recordSent' },
-        onError: { target: 'sendFailed', actions: 'recordSendFailure' },
-      },
-    },
-    tokenSent: {
-      on: {
-        REQUEST_TOKEN: [
-          reviveExpired,
-          resendOnNewerAttempt,
-          // The same send_attempt again: success, same sid, nothing sent.
-          { actions: ['accept', 'touch'] },
-        ],
-        SUBMIT_TOKEN: [
-          { guard: 'secretMismatch', actions: 'rejectSecret' },
-          { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-          { guard: 'tokenMatches', target: 'validated', actions: ['accept', 'markValidated'] },
-          ...wrongToken,
-        ],
-      },
-    },
-    sendFailed: {
-      on: {
-        // A send that failed is not a send: the same send_attempt tries again. Only an older one is refused.
-        REQUEST_TOKEN: [
-          reviveExpired,
-          retryFailedSend,
-          { actions: ['touch', 'rejectSendFailed'] },
-        ],
-        // A token sent by an earlier, successful attempt is still good.
-        SUBMIT_TOKEN: [
-          { guard: 'secretMismatch', actions: 'rejectSecret' },
-          { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-          { guard: 'sentTokenMatches', target: 'validated', actions: ['accept', 'markValidated'] },
-          ...wrongToken,
-        ],
-      },
-    },
-    // Too many wrong tokens: this token no longer validates anything, not even when right. Only a new token,
-    // sent by a requestToken with a higher send_attempt, opens the session again.
-    locked: {
-      on: {
-        REQUEST_TOKEN: [
-          reviveExpired,
-          {
-            guard: 'isNewerSendAttempt',
-            target: 'sendingToken',
-            actions: ['accept', 'touch', 'rememberRequest', 'recordSendAttempt', 'renewToken'],
+      states: {
+        requested: {
+          on: { 'REQUEST_TOKEN.ok': { target: 'sendingToken', actions: send } },
+        },
+        sendingToken: {
+          invoke: {
+            id: 'sendToken',
+            src: 'sendToken',
+            input: ({ context }) => ({
+              sid: context.sid,
+              medium: context.medium,
+              address: context.address,
+              sendTo: context.sendTo,
+              clientSecret: context.clientSecret,
+              token: context.token,
+              nextLink: context.nextLink,
+              brand: context.brand,
+              ipAddress: context.ipAddress,
+            }),
+            onDone: { target: 'awaitingToken.tokenSent', actions: 'recordSent' },
+            onError: { target: 'awaitingToken.sendFailed', actions: 'recordSendFailure' },
           },
-          { actions: ['accept', 'touch'] },
-        ],
-        SUBMIT_TOKEN: [
-          { guard: 'secretMismatch', actions: 'rejectSecret' },
-          { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-          { actions: 'rejectLocked' },
-        ],
-      },
-    },
-    validated: {
-      on: {
-        REQUEST_TOKEN: [
-          reviveExpired,
-          { actions: 'accept' },
-        ],
-        // Submitting the right token again is harmless and answers success, as in Sydent.
-        SUBMIT_TOKEN: resubmit,
-        CHECK_VALIDATED: confirmValidated,
-        BIND: [
-          { guard: 'secretMismatch', actions: 'rejectSecret' },
-          { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-          { target: 'bound', actions: ['accept', 'recordBinding'] },
-        ],
-      },
-    },
-    bound: {
-      on: {
-        REQUEST_TOKEN: [
-          reviveExpired,
-          { actions: 'accept' },
-        ],
-        SUBMIT_TOKEN: resubmit,
-        CHECK_VALIDATED: confirmValidated,
-        // Binding again (to the same or another user) is allowed while the session lives: the newest binding wins.
-        BIND: [
-          { guard: 'secretMismatch', actions: 'rejectSecret' },
-          { guard: 'isExpired', target: 'expired', actions: 'rejectExpired' },
-          { target: 'bound', reenter: true, actions: ['accept', 'recordBinding'] },
-        ],
+        },
+        // A token is (or may be) out there: the right one validates, wrong ones count and the last one locks.
+        awaitingToken: {
+          initial: 'tokenSent',
+          on: { 'SUBMIT_TOKEN.ok': awaitToken },
+          states: {
+            tokenSent: {
+              on: {
+                'REQUEST_TOKEN.ok': [
+                  { guard: 'isNewerSendAttempt', target: '#validationSession.live.sendingToken', actions: send },
+                  nothingToSend,
+                ],
+              },
+            },
+            // The last send failed; a token sent by an earlier, successful attempt is still good.
+            sendFailed: {
+              on: {
+                // A send that failed is not a send: the same send_attempt tries again. Only an older one is refused.
+                'REQUEST_TOKEN.ok': [
+                  { guard: 'isNotOlderAttempt', target: '#validationSession.live.sendingToken', actions: send },
+                  { actions: ['touch', 'rejectSendFailed'] },
+                ],
+              },
+            },
+          },
+        },
+        // Too many wrong tokens: this token no longer validates anything, not even when right. Only a new token,
+        // sent by a requestToken with a higher send_attempt, opens the session again.
+        locked: {
+          on: {
+            'REQUEST_TOKEN.ok': [
+              { guard: 'isNewerSendAttempt', target: 'sendingToken', actions: [...send, 'renewToken'] },
+              nothingToSend,
+            ],
+            'SUBMIT_TOKEN.ok': { actions: 'rejectLocked' },
+          },
+        },
+        validated: { on: afterValidation },
+        bound: { on: afterValidation },
       },
     },
     expired: {
       on: {
         // The same (address, client_secret) asking again revives the session with a fresh token.
-        REQUEST_TOKEN: { target: 'sendingToken', actions: ['accept', 'restart', 'touch', 'rememberRequest', 'recordSendAttempt'] },
-        SUBMIT_TOKEN: [{ guard: 'secretMismatch', actions: 'rejectSecret' }, { actions: 'rejectExpired' }],
-        CHECK_VALIDATED: [{ guard: 'secretMismatch', actions: 'rejectSecret' }, { actions: 'rejectExpired' }],
-        BIND: [{ guard: 'secretMismatch', actions: 'rejectSecret' }, { actions: 'rejectExpired' }],
+        REQUEST_TOKEN: [wrongSecret, { target: '#validationSession.live.sendingToken', actions: ['restart', ...send] }],
+        SUBMIT_TOKEN: [wrongSecret, { actions: 'rejectExpired' }],
+        CHECK_VALIDATED: [wrongSecret, { actions: 'rejectExpired' }],
+        BIND: [wrongSecret, { actions: 'rejectExpired' }],
       },
     },
   },
@@ -364,5 +336,37 @@ export const validationSessionMachine = sessionSetup.createMachine({
 
 export type ValidationSessionMachine = typeof validationSessionMachine;
 
+/** A session's state by name: the live states are named without their parent, as the diagram draws them. */
 export const SESSION_STATES = ['requested', 'sendingToken', 'tokenSent', 'sendFailed', 'locked', 'validated', 'bound', 'expired'] as const;
 export type SessionState = (typeof SESSION_STATES)[number];
+
+/**
+ * What older machine versions stored, in the shape the next one stores (`migrations[n]`: version n → n + 1),
+ * applied in turn when a session is restored. Rows are never rewritten in bulk: a row changes shape when its
+ * session next changes.
+ */
+export const sessionMigrations: Record<number, Migration> = {
+  // Version 1 did not count wrong tokens: its sessions start from none.
+  1: ({ value, context }) => ({ value, context: { ...context, wrongTokens: 0 } }),
+  // Version 2 had no parent states (`live`, `awaitingToken`): its states were top-level names. Rows written before `createdBySydent`
+  // existed were sessions of ours.
+  2: ({ value, context }) => ({
+    value:
+      value === 'tokenSent' || value === 'sendFailed'
+        ? { live: { awaitingToken: value } }
+        : typeof value === 'string' && value !== 'expired'
+          ? { live: value }
+          : value,
+    context: { createdBySydent: false, ...context },
+  }),
+};
+
+/**
+ * The name of the state a `session_machines.state` column holds (`tokenSent` for `{"live":"tokenSent"}`, and for
+ * the plain `tokenSent` an older machine version wrote): how counts by state read the column.
+ */
+export function sessionStateName(column: string, machineVersion: number): string {
+  let state: MachineState<Record<string, unknown>> = { value: decodeStateValue(column), context: {} };
+  for (let v = machineVersion; v < SESSION_MACHINE_VERSION; v++) state = sessionMigrations[v]?.(state) ?? state;
+  return stateNames(validationSessionMachine).nameOf(state.value);
+}

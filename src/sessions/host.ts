@@ -1,14 +1,28 @@
 /**
- * Hosts the live validation-session actors for the sessions supervisor: restores a session from its rows when
- * it is touched, feeds it one event at a time, persists every transition before answering, and evicts idle
- * actors. The persisted row is the source of truth; an actor in memory is only a cache of it.
+ * The validation sessions of the sessions supervisor, as a user of the machine host (actors/machine-host.ts):
+ * each event restores its session from the rows, records the next state, and only then runs what the event
+ * starts (the token's mail or SMS); nothing stays in memory once the event is answered. What is particular to
+ * sessions lives here: Sydent's rows beside ours (read, reconciled, and never overwritten with older knowledge),
+ * a send cut short by a restart, the request's deadline for the send, and the rate limit asked only for a send.
  */
-import { createActor, fromPromise, transition, waitFor, type Actor } from 'xstate';
+import { fromPromise, type StateValue } from 'xstate';
 import type { Admission } from '../util/rate-limiter.js';
 import type { ActorInspect } from '../actors/deps.js';
+import { KeyedQueue } from '../actors/keyed-queue.js';
+import {
+  MachineHost,
+  type HostOutcome,
+  type MachineState,
+  type MachineWrite,
+  type RowExpectation,
+  type StoredMachine,
+  type Transition,
+} from '../actors/machine-host.js';
 import { eventsBetween } from '../machines/export.js';
+import { stateNames, valueOfPath } from '../machines/state-value.js';
 import {
   SESSION_MACHINE_VERSION,
+  sessionMigrations,
   validationSessionMachine,
   type Medium,
   type Rejection,
@@ -16,8 +30,7 @@ import {
   type SessionContext,
   type SessionEvent,
 } from '../machines/validation-session.js';
-import type { SessionReads, SessionWrite, StoredSession, SydentColumns, Transition } from '../store/sessions.js';
-import { sameSydentColumns, SessionConflictError } from '../store/sessions.js';
+import type { SessionReads, SessionWrite, SydentColumns, SydentSessionRow } from '../store/sessions.js';
 import { reconcileWithSydent, sessionFromSydentRow, type LoadedSession } from './sydent-rows.js';
 
 /**
@@ -51,8 +64,7 @@ export interface SessionHostDeps {
   /** rate limit for the sender of a token, consulted only when a token will really be sent */
   admit: (medium: Medium, key: string) => Promise<Admission>;
   newToken: (medium: Medium) => string;
-  idleMs?: number;
-  /** told of every state change (metrics) */
+  /** told of every state change, in the diagram's names (metrics) */
   onTransition?: (from: string, to: string) => void;
   /** `--inspect` */
   inspect?: ActorInspect;
@@ -94,30 +106,30 @@ export interface RequestTokenArgs {
   deadline: number;
 }
 
-type SessionActor = Actor<typeof validationSessionMachine>;
-
-interface Live {
-  actor: SessionActor;
-  version: number | null;
-  history: Transition[];
-  lastUsed: number;
+/** What the store port's save must still find of a session's rows, and what its outcome needs of them. */
+interface SessionSeen {
   /** Sydent's columns as last read or written: a row that no longer says this was changed by someone else */
-  sydentSeen: SydentColumns | null;
+  sydent: SydentColumns | null;
+  /** Sydent's row as loaded, to reconcile our machine row with what Sydent did since */
+  row: SydentSessionRow | null;
+  /** the address as the session's row holds it */
   storedAddress: string;
 }
 
-const stateOf = (actor: SessionActor): string => String(actor.getSnapshot().value);
+type SessionMachine = typeof validationSessionMachine;
+
+const names = stateNames(validationSessionMachine);
+const valueOf = (state: string): StateValue => valueOfPath(names.pathOfName(state) ?? state);
 
 export class SessionHost {
-  private readonly live = new Map<number, Live>();
-  /** per-session queues: one event at a time per sid, any number of sids at once */
-  private readonly locks = new Map<number | string, Promise<unknown>>();
+  private readonly machines: MachineHost<SessionMachine, number, SessionSeen>;
+  /** one requestToken per (medium, address, client_secret) at a time */
+  private readonly requests = new KeyedQueue<string>();
   /** the deadline of the request whose event is being processed, by sid: what the invoked send must keep to */
   private readonly sendDeadlines = new Map<string, number>();
-  private readonly machine;
 
   constructor(private readonly deps: SessionHostDeps) {
-    this.machine = validationSessionMachine.provide({
+    const machine = validationSessionMachine.provide({
       actors: {
         sendToken: fromPromise<void, SendTokenInput>(async ({ input }) => {
           const send = deps.senders[input.medium];
@@ -128,16 +140,28 @@ export class SessionHost {
         }),
       },
     });
+    this.machines = new MachineHost<SessionMachine, number, SessionSeen>({
+      name: 'validationSession',
+      machine,
+      version: SESSION_MACHINE_VERSION,
+      migrations: sessionMigrations,
+      store: { load: async (sid) => this.load(sid), save: (sid, write, expected) => this.save(sid, write, expected) },
+      restore: restoreSession,
+      now: deps.now,
+      onTransition: deps.onTransition,
+      inspect: deps.inspect,
+    });
   }
 
   /** One requestToken per (medium, address, client_secret) at a time, so two racing requests share a session. */
   async requestToken(args: RequestTokenArgs): Promise<RequestTokenResult> {
-    return this.locked(`${args.medium}\0${args.address}\0${args.clientSecret}`, () => this.requestTokenLocked(args));
+    return this.requests.run(`${args.medium}\0${args.address}\0${args.clientSecret}`, () => this.requestTokenQueued(args));
   }
 
-  private async requestTokenLocked(args: RequestTokenArgs): Promise<RequestTokenResult> {
+  private async requestTokenQueued(args: RequestTokenArgs): Promise<RequestTokenResult> {
     const event = (freshToken: string): SessionEvent => ({
       type: 'REQUEST_TOKEN',
+      clientSecret: args.clientSecret,
       sendAttempt: args.sendAttempt,
       nextLink: args.nextLink,
       brand: args.brand,
@@ -148,236 +172,150 @@ export class SessionHost {
     });
     const existing = this.deps.reads.findSid(args.medium, args.address, args.clientSecret);
     if (existing !== undefined) {
-      return this.withSession(existing, async (live) => {
-        const ev = event(this.deps.newToken(args.medium));
-        const [next] = transition(this.machine, live.actor.getSnapshot(), ev);
-        if (next.matches('sendingToken')) {
-          const admission = await this.deps.admit(args.medium, args.requester);
-          if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
-        }
-        return { limited: false, ...(await this.process(existing, live, ev, undefined, args.deadline)) };
-      });
+      let retryAfterMs: number | null = null;
+      const outcome = await this.withDeadline(existing, args.deadline, (settleTimeoutMs) =>
+        this.machines.send(existing, event(this.deps.newToken(args.medium)), {
+          settleTimeoutMs,
+          // The rate limit counts sends: a requestToken that sends nothing is never limited.
+          admit: async (next) => {
+            if (!next.matches({ live: 'sendingToken' })) return true;
+            const admission = await this.deps.admit(args.medium, args.requester);
+            if (!admission.ok) retryAfterMs = admission.retryAfterMs;
+            return admission.ok;
+          },
+        }),
+      );
+      if (retryAfterMs !== null) return { limited: true, retryAfterMs };
+      // Undefined: purged between the look-up and the load, so a new session, as if there had never been one.
+      if (outcome) return { limited: false, ...outcomeOf(outcome) };
     }
 
     const admission = await this.deps.admit(args.medium, args.requester);
     if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
     const sid = await this.deps.store.newSid();
-    return this.locked(sid, async () => {
-      const token = this.deps.newToken(args.medium);
-      const actor = createActor(this.machine, {
-        ...this.inspectOption(),
-        input: {
-          sid: String(sid),
-          medium: args.medium,
-          address: args.address,
-          sendTo: args.sendTo,
-          clientSecret: args.clientSecret,
-          token,
-          sendAttempt: -1,
-          mtime: this.deps.now(),
-          nextLink: args.nextLink,
-          brand: args.brand,
-          ipAddress: args.ipAddress,
-        },
-      });
-      actor.start();
-      const live: Live = { actor, version: null, history: [], lastUsed: this.deps.now(), sydentSeen: null, storedAddress: args.address };
-      this.live.set(sid, live);
-      return { limited: false, ...(await this.process(sid, live, event(token), args.clientSecret, args.deadline)) };
-    });
+    const token = this.deps.newToken(args.medium);
+    const input = {
+      sid: String(sid),
+      medium: args.medium,
+      address: args.address,
+      sendTo: args.sendTo,
+      clientSecret: args.clientSecret,
+      token,
+      sendAttempt: -1,
+      mtime: this.deps.now(),
+      nextLink: args.nextLink,
+      brand: args.brand,
+      ipAddress: args.ipAddress,
+    };
+    const outcome = await this.withDeadline(sid, args.deadline, (settleTimeoutMs) =>
+      this.machines.create(sid, input, event(token), { settleTimeoutMs }),
+    );
+    return { limited: false, ...outcomeOf(outcome) };
   }
 
   /** `undefined` when there is no such session. */
   async send(sid: number, event: SessionEvent): Promise<SessionOutcome | undefined> {
-    if (!this.deps.reads.load(sid) && !this.live.has(sid)) return undefined;
-    return this.withSession(sid, (live) => this.process(sid, live, event));
+    const outcome = await this.machines.send(sid, event);
+    return outcome && outcomeOf(outcome);
   }
 
   /** For the debug endpoint: the session's state, context and history, or undefined. */
   async inspect(sid: number): Promise<{ state: string; context: SessionContext; history: Transition[] } | undefined> {
-    if (!this.deps.reads.load(sid) && !this.live.has(sid)) return undefined;
-    return this.withSession(sid, async (live) => ({
-      state: stateOf(live.actor),
-      context: live.actor.getSnapshot().context,
-      history: live.history,
-    }));
+    const found = await this.machines.peek(sid);
+    return found && { state: found.state, context: found.snapshot.context, history: found.history };
   }
 
-  private inspectOption(): { inspect?: ActorInspect } {
-    return this.deps.inspect ? { inspect: this.deps.inspect } : {};
-  }
-
-  liveCount(): number {
-    return this.live.size;
-  }
-
-  /** The session actors in memory and their states (no secrets: a sid and a state name), one at a time. */
+  /** The session actors in memory (those with an event in flight) and their states: a sid and a state name. */
   *liveStates(): Generator<{ id: string; state: string }> {
-    for (const [sid, live] of this.live) yield { id: `session:${sid}`, state: stateOf(live.actor) };
-  }
-
-  /** Drops actors idle for longer than `idleMs`; their rows are already saved. */
-  evictIdle(): void {
-    const cutoff = this.deps.now() - (this.deps.idleMs ?? 5 * 60_000);
-    for (const [sid, live] of this.live) {
-      if (live.lastUsed < cutoff && !this.locks.has(sid)) {
-        live.actor.stop();
-        this.live.delete(sid);
-      }
-    }
+    for (const { key, state } of this.machines.inFlight()) yield { id: `session:${key}`, state };
   }
 
   stopAll(): void {
-    for (const live of this.live.values()) live.actor.stop();
-    this.live.clear();
+    this.machines.stopAll();
   }
 
-  private async withSession<T>(sid: number, fn: (live: Live) => Promise<T>): Promise<T> {
-    return this.locked(sid, async () => {
-      const stored = this.deps.reads.load(sid);
-      let live = this.live.get(sid);
-      // A copy in memory is good only while the rows still say what it last saw: another node may have saved a
-      // transition, or Sydent written its columns.
-      if (live && stored && !this.isCurrent(live, stored)) {
-        live.actor.stop();
-        this.live.delete(sid);
-        live = undefined;
-      }
-      if (!live) {
-        if (!stored) throw new Error(`session ${sid} disappeared`);
-        live = this.restore(stored);
-        this.live.set(sid, live);
-      }
-      live.lastUsed = this.deps.now();
-      try {
-        return await fn(live);
-      } catch (error) {
-        // Someone else moved the session on: forget our copy so the next event starts from the row.
-        if (error instanceof SessionConflictError) {
-          live.actor.stop();
-          this.live.delete(sid);
-        }
-        throw error;
-      }
-    });
-  }
-
-  private async locked<T>(sid: number | string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(sid) ?? Promise.resolve();
-    const run = previous.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.locks.set(sid, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.locks.get(sid) === tail) this.locks.delete(sid);
-    }
-  }
-
-  private isCurrent(live: Live, stored: StoredSession): boolean {
-    const version = stored.machine?.row_version ?? null;
-    return version === live.version && (live.sydentSeen === null || sameSydentColumns(live.sydentSeen, stored.sydent));
-  }
-
-  private restore(stored: StoredSession): Live {
-    const { sydent, machine } = stored;
-    let loaded: LoadedSession;
-    if (machine) {
-      loaded = {
-        state: machine.state,
-        context: upgradeContext(machine.machine_version, JSON.parse(machine.context) as SessionContext),
-      };
-      // A send in flight when the process stopped was never acknowledged: the client sees a failed send, and the
-      // same send_attempt tries again.
-      if (loaded.state === 'sendingToken') {
-        loaded = { state: 'sendFailed', context: { ...loaded.context, lastError: 'interrupted by a restart' } };
-      }
-      loaded = reconcileWithSydent(loaded, sydent);
-    } else {
-      loaded = sessionFromSydentRow(sydent);
-    }
-    const { state, context } = loaded;
-    const snapshot = this.machine.resolveState({ value: state, context });
-    // input is required by the types but unused: the snapshot already holds the context
-    const actor = createActor(this.machine, { snapshot, input: context, ...this.inspectOption() });
-    actor.start();
-    return {
-      actor,
-      version: machine?.row_version ?? null,
-      history: machine ? (JSON.parse(machine.history) as Transition[]).map(inMachineNames) : [],
-      lastUsed: this.deps.now(),
-      sydentSeen: { validated: sydent.validated, mtime: sydent.mtime, token: sydent.token, sendAttemptNumber: sydent.sendAttemptNumber },
-      storedAddress: sydent.address,
-    };
-  }
-
-  private async process(
-    sid: number,
-    live: Live,
-    event: SessionEvent,
-    newSecret?: string,
-    deadline: number = Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS,
-  ): Promise<SessionOutcome> {
-    const from = stateOf(live.actor);
+  /** Runs `fn` with the request's deadline known to the send it may start, and the time it may wait for it. */
+  private async withDeadline<T>(sid: number, deadline: number, fn: (settleTimeoutMs: number) => Promise<T>): Promise<T> {
     const key = String(sid);
     this.sendDeadlines.set(key, deadline);
     try {
-      live.actor.send(event);
-      if (live.actor.getSnapshot().matches('sendingToken')) {
-        // Recorded before the send, so a crash mid-send is seen as a failed send after restart.
-        await this.persist(sid, live, from, event.type, newSecret);
-        // The sender gives up at the deadline, so the machine has left sendingToken by then.
-        const timeout = Math.max(0, deadline - Date.now()) + SEND_SETTLE_MS;
-        await waitFor(live.actor, (s) => !s.matches('sendingToken'), { timeout });
-        await this.persist(sid, live, 'sendingToken', settledEvent(stateOf(live.actor)), undefined);
-      } else {
-        await this.persist(sid, live, from, event.type, newSecret);
-      }
+      // The sender gives up at the deadline, so the machine has left sendingToken by then.
+      return await fn(Math.max(0, deadline - Date.now()) + SEND_SETTLE_MS);
     } finally {
       this.sendDeadlines.delete(key);
     }
-    return outcomeOf(live.actor.getSnapshot().context, stateOf(live.actor), live.storedAddress);
   }
 
-  private async persist(sid: number, live: Live, from: string, eventType: string, newSecret: string | undefined) {
-    const context = live.actor.getSnapshot().context;
-    const state = stateOf(live.actor);
-    if (from !== state) {
-      live.history = [...live.history, { at: this.deps.now(), event: eventType, from, to: state }].slice(-20);
-      this.deps.onTransition?.(from, state);
+  private load(sid: number): StoredMachine<SessionSeen> | undefined {
+    const stored = this.deps.reads.load(sid);
+    if (!stored) return undefined;
+    const { sydent, machine } = stored;
+    const seen: SessionSeen = {
+      sydent: { validated: sydent.validated, mtime: sydent.mtime, token: sydent.token, sendAttemptNumber: sydent.sendAttemptNumber },
+      row: sydent,
+      storedAddress: sydent.address,
+    };
+    if (machine) {
+      return {
+        state: machine.state,
+        context: JSON.parse(machine.context) as unknown,
+        machineVersion: machine.machine_version,
+        rowVersion: machine.row_version,
+        history: (JSON.parse(machine.history) as Transition[]).map(inMachineNames),
+        seen,
+      };
     }
-    const write: SessionWrite = {
+    // A session only Sydent knows: its rows are all there is, read in today's shape.
+    const { state, context } = sessionFromSydentRow(sydent);
+    return { state: valueOf(state), context, machineVersion: SESSION_MACHINE_VERSION, rowVersion: null, history: [], seen };
+  }
+
+  private async save(
+    sid: number,
+    write: MachineWrite<SessionContext>,
+    expected: RowExpectation<SessionSeen>,
+  ): Promise<RowExpectation<SessionSeen>> {
+    const context = write.context;
+    const row: SessionWrite = {
       sid,
-      state,
+      state: write.state,
       context: JSON.stringify(context),
-      machineVersion: SESSION_MACHINE_VERSION,
+      machineVersion: write.machineVersion,
       address: context.address,
       validated: context.validatedAt !== null,
       mtime: context.mtime,
       token: context.token,
       sendAttempt: context.sendAttempt,
-      history: live.history,
+      history: write.history,
       now: this.deps.now(),
-      expectedSydent: live.sydentSeen,
+      expectedSydent: expected.seen?.sydent ?? null,
     };
-    live.version =
-      newSecret !== undefined && live.version === null
-        ? await this.deps.store.create(context.medium, newSecret, write)
-        : await this.deps.store.save(write, live.version);
-    live.sydentSeen = {
-      validated: write.validated ? 1 : 0,
-      mtime: write.mtime,
-      token: write.token,
-      sendAttemptNumber: write.sendAttempt,
+    const rowVersion = write.created
+      ? await this.deps.store.create(context.medium, context.clientSecret, row)
+      : await this.deps.store.save(row, expected.rowVersion);
+    return {
+      rowVersion,
+      seen: {
+        sydent: { validated: row.validated ? 1 : 0, mtime: row.mtime, token: row.token, sendAttemptNumber: row.sendAttempt },
+        row: expected.seen?.row ?? null,
+        storedAddress: expected.seen?.storedAddress ?? context.address,
+      },
     };
   }
 }
 
-/** A context persisted by an older machine version, in the current shape. */
-function upgradeContext(version: number, context: SessionContext): SessionContext {
-  // Version 1 did not count wrong tokens: its sessions start from none.
-  if (version < 2) return { ...context, wrongTokens: 0 };
-  return context;
+/**
+ * A session as it goes on after a restore. A send in flight when the process stopped may or may not have reached
+ * the user: the token it carried is accepted, and the same send_attempt sends again (an interrupted send is not
+ * a send). Then whatever Sydent did to the rows since our last save.
+ */
+function restoreSession(state: MachineState<SessionContext>, stored: StoredMachine<SessionSeen>): MachineState<SessionContext> {
+  let loaded: LoadedSession = { state: names.nameOf(state.value), context: state.context };
+  if (loaded.state === 'sendingToken') {
+    loaded = { state: 'sendFailed', context: { ...loaded.context, everSent: true, lastError: 'interrupted by a restart' } };
+  }
+  if (stored.rowVersion !== null && stored.seen?.row) loaded = reconcileWithSydent(loaded, stored.seen.row);
+  return { value: valueOf(loaded.state), context: loaded.context };
 }
 
 /** How the send ended, named as the machine (and its diagram) names the event: `done: sendToken` or `error: sendToken`. */
@@ -387,26 +325,26 @@ function settledEvent(to: string): string {
 
 /** Rows written before the history used the machine's names said `new` for the initial state and `SENT` for a send's end. */
 function inMachineNames(t: Transition): Transition {
-  const from = t.from === 'new' ? String(validationSessionMachine.config.initial) : t.from;
+  const from = t.from === 'new' ? 'requested' : t.from;
   const event = t.event === 'SENT' && from === 'sendingToken' ? settledEvent(t.to) : t.event;
   return { ...t, from, event };
 }
 
-function outcomeOf(context: SessionContext, state: string, storedAddress: string): SessionOutcome {
+function outcomeOf(outcome: HostOutcome<SessionMachine, SessionSeen>): SessionOutcome {
+  const context = outcome.snapshot.context;
   return {
     sid: context.sid,
-    state,
+    state: outcome.state,
     rejection: context.rejection,
     lastError: context.lastError,
     medium: context.medium,
     address: context.address,
-    storedAddress,
+    storedAddress: outcome.seen?.storedAddress ?? context.address,
     validatedAt: context.validatedAt,
     mtime: context.mtime,
     nextLink: context.nextLink,
     brand: context.brand,
     mxid: context.mxid,
-    // rows written before the flag existed lack it: those sessions were ours
-    createdBySydent: context.createdBySydent ?? false,
+    createdBySydent: context.createdBySydent,
   };
 }

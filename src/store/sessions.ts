@@ -5,6 +5,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type Database from 'better-sqlite3';
+import { sessionStateName } from '../machines/validation-session.js';
 
 /** The columns of Sydent's rows that change during a session's life: what Sydent may have moved on. */
 export interface SydentColumns {
@@ -82,7 +83,7 @@ export class SessionReads {
   private readonly byKey: Database.Statement<[string, string, string], { id: number }>;
   private readonly byId: Database.Statement<[number], SydentSessionRow>;
   private readonly machineById: Database.Statement<[number], MachineRow>;
-  private readonly counts: Database.Statement<[], { state: string; n: number }>;
+  private readonly counts: Database.Statement<[], { state: string; machine_version: number; n: number }>;
   private readonly legacyCount: Database.Statement<[], { validated: number; n: number }>;
 
   constructor(db: Database.Database) {
@@ -98,7 +99,7 @@ export class SessionReads {
     this.machineById = db.prepare(
       'SELECT state, context, machine_version, row_version, history FROM session_machines WHERE sid = ?',
     );
-    this.counts = db.prepare('SELECT state, count(*) AS n FROM session_machines GROUP BY state');
+    this.counts = db.prepare('SELECT state, machine_version, count(*) AS n FROM session_machines GROUP BY state, machine_version');
     this.legacyCount = db.prepare(
       `SELECT s.validated, count(*) AS n FROM threepid_validation_sessions s
        WHERE NOT EXISTS (SELECT 1 FROM session_machines m WHERE m.sid = s.id) GROUP BY s.validated`,
@@ -118,7 +119,11 @@ export class SessionReads {
   /** Sessions by machine state; Sydent's own sessions (no machine row yet) count as validated or tokenSent. */
   countByState(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const { state, n } of this.counts.all()) out[state] = n;
+    // The column holds the machine's value (JSON for a nested state); counts are by the state's name.
+    for (const { state, machine_version, n } of this.counts.all()) {
+      const name = sessionStateName(state, machine_version);
+      out[name] = (out[name] ?? 0) + n;
+    }
     for (const { validated, n } of this.legacyCount.all()) {
       const state = validated ? 'validated' : 'tokenSent';
       out[state] = (out[state] ?? 0) + n;

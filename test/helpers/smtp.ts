@@ -27,6 +27,11 @@ export interface SmtpServerOptions {
   rejectAll?: boolean;
   /** require AUTH with these credentials (allowed without TLS too) */
   auth?: { user: string; pass: string };
+  /**
+   * Keep each message (it has arrived) but answer its DATA only once this settles: the sender does not know yet,
+   * so its send stays in flight until the test lets it through.
+   */
+  holdData?: Promise<unknown>;
 }
 
 export interface SmtpTestServer {
@@ -100,7 +105,7 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
     onData(stream, session: SMTPServerSession, callback) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
+      stream.on('end', async () => {
         dataCount++;
         if (opts.failFirst && dataCount <= opts.failFirst) {
           refused++;
@@ -121,6 +126,7 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
             w.resolve(mail);
           }
         }
+        await opts.holdData?.catch(() => undefined);
         callback(null);
       });
     },

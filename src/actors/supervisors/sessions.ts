@@ -79,7 +79,6 @@ export const sessionsSupervisor = supervisor('sessions', {
       newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),
     });
     const sweep = () => {
-      host.evictIdle();
       askStore(store(), 'SESSIONS_DELETE_OLD', { cutoffMs: deps.clock.now() - PURGE_AFTER_MS }).catch((err: unknown) =>
         deps.log.warn({ err }, 'could not purge old sessions'),
       );
