@@ -99,6 +99,14 @@ export class MachineVersionError extends Error {
   }
 }
 
+/** The machine was stopped (shutdown, or its owner removed it) while an event of its was in flight. */
+export class MachineStoppedError extends Error {
+  constructor(machine: string) {
+    super(`${machine}: stopped while an event was in flight`);
+    this.name = 'MachineStoppedError';
+  }
+}
+
 /** The actors an event started were still running when its time was up: they were stopped. */
 export class SettleTimeoutError extends Error {
   constructor(machine: string, ms: number) {
@@ -124,7 +132,7 @@ export interface MachineHostOptions<TMachine extends AnyStateMachine, TKey, TSee
   now: () => number;
   /** transitions kept in a row's history (default 20) */
   historyLimit?: number;
-  /** how long what an event starts may run before it is stopped (default 30 s) */
+  /** how long what an event starts may run before it is stopped (default 30 s; Infinity: as long as it runs) */
   settleTimeoutMs?: number;
   /** told of every change of state, in the names people read (metrics) */
   onTransition?: (from: string, to: string, event: string) => void;
@@ -158,6 +166,12 @@ export type HostOutcome<TMachine extends AnyStateMachine, TSeen> = Outcome<TMach
 type Snapshot<_TMachine extends AnyStateMachine> = AnyMachineSnapshot;
 
 const DEFAULT_HISTORY = 20;
+
+interface InFlight {
+  actor: Actor<AnyStateMachine>;
+  /** stops the actor's event: what it started is aborted */
+  stop: () => void;
+}
 const DEFAULT_SETTLE_MS = 30_000;
 
 /** `xstate.done.actor.sendToken` → `done: sendToken`, as the diagrams name an invoked actor's end. */
@@ -170,7 +184,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
   readonly names: StateNames;
   private readonly queue = new KeyedQueue<string>();
   /** the actors of events in flight, by queue key: nothing else is kept */
-  private readonly live = new Map<string, Actor<AnyStateMachine>>();
+  private readonly live = new Map<string, InFlight>();
   private readonly keyOf: (key: TKey) => string;
   private stopped = false;
 
@@ -215,9 +229,29 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     });
   }
 
+  /**
+   * Hands `event` at once to the machine of `key` while an event of its is in flight (what that event started is
+   * still running), instead of queueing it behind: how shutdown cuts a delivery short. What the event changes is
+   * recorded like any other change. False when nothing of that machine is in flight.
+   */
+  interrupt(key: TKey, event: EventFromLogic<TMachine>): boolean {
+    const inFlight = this.live.get(this.keyOf(key));
+    if (!inFlight) return false;
+    inFlight.actor.send(event);
+    return true;
+  }
+
+  /**
+   * Stops the machine of `key` if an event of its is in flight: what that event started is aborted, the event
+   * answers `MachineStoppedError`, and the row says where the machine was.
+   */
+  stop(key: TKey): void {
+    this.live.get(this.keyOf(key))?.stop();
+  }
+
   /** The machines with an event in flight and their states: all that is in memory. */
   *inFlight(): Generator<{ key: string; state: string }> {
-    for (const [key, actor] of this.live) yield { key, state: this.names.nameOf(actor.getSnapshot().value) };
+    for (const [key, { actor }] of this.live) yield { key, state: this.names.nameOf(actor.getSnapshot().value) };
   }
 
   /** Machines with an event running or waiting. */
@@ -234,8 +268,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
   /** Stops every actor at once (what they started is aborted); their rows say where they were. */
   stopAll(): void {
     this.stopped = true;
-    for (const actor of this.live.values()) actor.stop();
-    this.live.clear();
+    for (const inFlight of [...this.live.values()]) inFlight.stop();
   }
 
   private async restore(
@@ -331,7 +364,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     let taken = false;
     let saving: Promise<void> = Promise.resolve();
     let saveError: unknown = null;
-    let settled: (() => void) | null = null;
+    let end: ((how: 'settled' | 'stopped') => void) | null = null;
     const idle = (s: Snapshot<TMachine>) => s.status !== 'active' || Object.keys(s.children as object).length === 0;
     const outer = this.opts.inspect;
     const inspect = (ev: InspectionEvent) => {
@@ -342,10 +375,17 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       saving = saving.then(() => record(snapshot, ev.event.type)).catch((err: unknown) => {
         saveError ??= err;
       });
-      if (idle(snapshot)) settled?.();
+      if (idle(snapshot)) end?.('settled');
     };
     const actor = createActor(machine as AnyStateMachine, from.input !== undefined ? { input: from.input, inspect } : { snapshot: current, inspect });
-    this.live.set(k, actor);
+    let stopped = false;
+    this.live.set(k, {
+      actor,
+      stop: () => {
+        stopped = true;
+        end?.('stopped');
+      },
+    });
     const timeoutMs = options.settleTimeoutMs ?? this.opts.settleTimeoutMs ?? DEFAULT_SETTLE_MS;
     let timer: NodeJS.Timeout | undefined;
     // An actor that fails is answered below, not reported as unhandled.
@@ -354,15 +394,14 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       actor.start();
       taken = true;
       actor.send(event);
-      if (!idle(actor.getSnapshot())) {
-        const done = new Promise<void>((resolve) => {
-          settled = resolve;
+      if (!idle(actor.getSnapshot()) && !stopped) {
+        const how = await new Promise<'settled' | 'stopped' | 'timeout'>((resolve) => {
+          end = resolve;
+          if (Number.isFinite(timeoutMs)) timer = setTimeout(() => resolve('timeout'), timeoutMs);
         });
-        const timedOut = new Promise<'timeout'>((resolve) => {
-          timer = setTimeout(() => resolve('timeout'), timeoutMs);
-        });
-        if ((await Promise.race([done, timedOut])) === 'timeout') throw new SettleTimeoutError(this.opts.name, timeoutMs);
+        if (how === 'timeout') throw new SettleTimeoutError(this.opts.name, timeoutMs);
       }
+      if (stopped) throw new MachineStoppedError(this.opts.name);
       await saving;
       if (saveError) throw saveError;
       const snapshot = actor.getSnapshot() as Snapshot<TMachine>;

@@ -2,8 +2,9 @@
  * The callback worker: works off the `callback_outbox` for the notifier supervisor.
  *
  * It wakes up when told (a bind recorded a callback: WAKE), at start-up, and on a timer for the earliest due row.
- * Each round claims due rows through the store actor (atomically, with a lease), then runs one callback machine
- * per claimed row, whose `deliver` actor POSTs the body, and records the outcome through the store actor.
+ * Each round claims due rows through the store actor (atomically, with a lease: the record that the row is being
+ * delivered), then runs one callback machine per claimed row on the machine host (actors/machine-host.ts), whose
+ * `deliver` actor POSTs the body; the host records the outcome through the store actor.
  *
  * - Bounded concurrency, and at most one delivery per destination at a time: a dead homeserver holds one slot
  *   for as long as its request takes, and never delays callbacks to other homeservers.
@@ -12,13 +13,14 @@
  * - Shutdown (drain) lets running deliveries finish for a moment, then gives the rest back (released untried),
  *   so nothing is lost and nothing waits for a lease to run out.
  */
-import { createActor, fromPromise, type Actor } from 'xstate';
+import { fromPromise } from 'xstate';
 import type { Logger } from '../log.js';
 import type { ActorInspect } from '../actors/deps.js';
+import { MachineHost, type MachineWrite, type RowExpectation, type StoredMachine } from '../actors/machine-host.js';
 import {
+  CALLBACK_MACHINE_VERSION,
   callbackMachine,
   type CallbackContext,
-  type CallbackEvent,
   type DeliverInput,
   type DeliveryResult,
 } from '../machines/callback.js';
@@ -81,7 +83,6 @@ export class DeliveryError extends Error {
 
 interface InFlight {
   row: ClaimedCallback;
-  actor: Actor<typeof callbackMachine>;
   /** settles once the outcome is recorded (or recording failed) */
   done: Promise<void>;
 }
@@ -109,6 +110,7 @@ const MIN_SLEEP_MS = 100;
 export class CallbackWorker {
   private readonly opts: Required<Omit<CallbackWorkerOptions, 'random' | 'inspect'>> & { random: () => number; inspect?: ActorInspect };
   private readonly inFlight = new Map<number, InFlight>();
+  private readonly machines: MachineHost<typeof callbackMachine, number>;
   private pumping = false;
   private again = false;
   private draining = false;
@@ -120,6 +122,29 @@ export class CallbackWorker {
 
   constructor(opts: CallbackWorkerOptions) {
     this.opts = { ...DEFAULTS, random: Math.random, ...opts };
+    const { now, deliver } = this.opts;
+    const machine = callbackMachine.provide({
+      actors: {
+        deliver: fromPromise<DeliveryResult, DeliverInput>(async ({ input }) => {
+          try {
+            const status = await deliver(this.inFlight.get(input.id)!.row);
+            return { status, at: now() };
+          } catch (err) {
+            throw new DeliveryError(err instanceof Error ? err.message : String(err), now());
+          }
+        }),
+      },
+    });
+    this.machines = new MachineHost<typeof callbackMachine, number>({
+      name: 'callback',
+      machine,
+      version: CALLBACK_MACHINE_VERSION,
+      store: { load: async (id) => this.load(id), save: (id, write, expected) => this.record(id, write, expected) },
+      now,
+      // A delivery never outlives its claim.
+      settleTimeoutMs: this.opts.claimTtlMs,
+      ...(this.opts.inspect ? { inspect: this.opts.inspect } : {}),
+    });
   }
 
   /** First round (whatever is due since before a restart) and the purge timer. */
@@ -154,11 +179,6 @@ export class CallbackWorker {
       });
   }
 
-  /** Waits for the current round of claims (not for the deliveries it started). */
-  async idle(): Promise<void> {
-    await this.round;
-  }
-
   view(limit = 100): OutboxView {
     const counts = this.opts.reads.counts();
     return {
@@ -191,7 +211,7 @@ export class CallbackWorker {
       clearTimeout(graceTimer);
     }
     const left = running();
-    for (const f of left) f.actor.send({ type: 'RELEASE' });
+    for (const f of left) this.machines.interrupt(f.row.id, { type: 'RELEASE' });
     await Promise.allSettled(left.map((f) => f.done));
   }
 
@@ -243,19 +263,30 @@ export class CallbackWorker {
   }
 
   private run(row: ClaimedCallback): void {
-    const { now, deliver } = this.opts;
-    const machine = callbackMachine.provide({
-      actors: {
-        deliver: fromPromise<DeliveryResult, DeliverInput>(async () => {
-          try {
-            const status = await deliver(row);
-            return { status, at: now() };
-          } catch (err) {
-            throw new DeliveryError(err instanceof Error ? err.message : String(err), now());
-          }
-        }),
-      },
-    });
+    const { now, log, store } = this.opts;
+    const entry: InFlight = { row, done: Promise.resolve() };
+    this.inFlight.set(row.id, entry);
+    entry.done = this.machines
+      .send(row.id, { type: 'DELIVER', now: now(), jitter: this.opts.random() })
+      .then(async (out) => {
+        // Refused (not due after all): give the row back untouched.
+        if (out && out.snapshot.context.outcome === null) await store.release(row.id, row.claimedUntil);
+      })
+      .catch(async (err: unknown) => {
+        // The claim runs out and the row is tried again: delivery is at least once.
+        log.error({ err, callback: row.id }, 'callback worker: could not record a callback outcome');
+        await store.release(row.id, row.claimedUntil).catch(() => undefined);
+      })
+      .finally(() => {
+        this.inFlight.delete(row.id);
+        this.wake();
+      });
+  }
+
+  /** A claimed row as its machine: a row that failed before resumes in `retrying`, one never tried in `pending`. */
+  private load(id: number): StoredMachine | undefined {
+    const row = this.inFlight.get(id)?.row;
+    if (!row) return undefined;
     const context: CallbackContext = {
       id: row.id,
       destination: row.destination,
@@ -268,63 +299,23 @@ export class CallbackWorker {
       deliveredAt: null,
       outcome: null,
     };
-    // A row that failed before resumes in `retrying`; a claimed row whose lease ran out (its worker died) resumes
-    // where it was before that claim.
-    const value = row.attempts === 0 ? 'pending' : 'retrying';
-    const actor = createActor(machine, {
-      snapshot: machine.resolveState({ value, context }),
-      input: context,
-      ...(this.opts.inspect ? { inspect: this.opts.inspect } : {}),
-    });
-
-    let settle!: () => void;
-    const done = new Promise<void>((resolve) => {
-      settle = resolve;
-    });
-    const entry: InFlight = { row, actor, done };
-    this.inFlight.set(row.id, entry);
-
-    let recorded = false;
-    const finish = (c: CallbackContext) => {
-      if (recorded) return;
-      recorded = true;
-      void this.record(row, c)
-        .catch((err: unknown) => {
-          // The claim runs out and the row is tried again: delivery is at least once.
-          this.opts.log.error({ err, callback: row.id }, 'callback worker: could not record a callback outcome');
-        })
-        .finally(() => {
-          actor.stop();
-          this.inFlight.delete(row.id);
-          settle();
-          this.wake();
-        });
-    };
-    actor.subscribe({
-      next: (snapshot) => {
-        if (snapshot.context.outcome !== null) finish(snapshot.context);
-      },
-      error: (err: unknown) => {
-        this.opts.log.error({ err, callback: row.id }, 'callback machine failed');
-        finish({ ...context, outcome: 'released' });
-      },
-    });
-    actor.start();
-    const event: CallbackEvent = { type: 'DELIVER', now: now(), jitter: this.opts.random() };
-    actor.send(event);
-    const after = actor.getSnapshot();
-    // Refused (not due after all): give the row back untouched.
-    if (after.context.outcome === null && !after.matches('delivering')) finish({ ...after.context, outcome: 'released' });
+    // The claim's lease is what a later write of this attempt must still find.
+    return { state: row.attempts === 0 ? 'pending' : 'retrying', context, machineVersion: CALLBACK_MACHINE_VERSION, rowVersion: row.claimedUntil };
   }
 
-  private async record(row: ClaimedCallback, c: CallbackContext): Promise<void> {
+  /** Records how an attempt ended; the attempt's start was recorded by the claim. */
+  private async record(id: number, write: MachineWrite<CallbackContext>, expected: RowExpectation<unknown>): Promise<RowExpectation<unknown>> {
     const { store, log } = this.opts;
+    const row = this.inFlight.get(id)!.row;
+    const c = write.context;
     const where = { callback: row.id, destination: row.destination };
     switch (c.outcome) {
+      case null:
+        break;
       case 'delivered': {
         const { tokensDeleted } = await store.delivered(row.id, c.deliveredAt ?? this.opts.now(), this.opts.deleteInviteTokens);
-        log.info({ ...where, attempts: c.attempts + 1, tokensDeleted }, 'homeserver callback delivered');
-        return;
+        log.info({ ...where, attempts: row.attempts + 1, tokensDeleted }, 'homeserver callback delivered');
+        break;
       }
       case 'failed': {
         const ok = await store.retry(row.id, row.claimedUntil, c.nextAttemptTs, c.lastError ?? 'failed');
@@ -332,18 +323,17 @@ export class CallbackWorker {
           { ...where, attempts: c.attempts, nextAttemptTs: c.nextAttemptTs, error: c.lastError, claimLost: !ok },
           'homeserver callback failed; will retry',
         );
-        return;
+        break;
       }
-      case 'abandoned': {
+      case 'abandoned':
         await store.abandon(row.id, row.claimedUntil, c.lastError ?? 'abandoned');
         log.error({ ...where, error: c.lastError }, 'homeserver callback can never be delivered; giving up');
-        return;
-      }
+        break;
       case 'released':
-      case null:
         await store.release(row.id, row.claimedUntil);
-        return;
+        break;
     }
+    return expected;
   }
 
   private purge(): void {

@@ -9,12 +9,24 @@
  *   an idle one looks at the log after its cursor and pushes what is there.
  * - Shutdown (drain) stops the timers, lets running pushes finish for a moment and stops the actors; a push cut
  *   off is simply pushed again after the restart (the cursor had not moved).
+ * - The machines run on the machine host (actors/machine-host.ts). A peer's durable record is its cursor, which
+ *   the push stores after the peer's 2xx; the rest (the backoff) lives in memory, in the peer's slot, by design
+ *   (see machines/peer.ts), and that is where the host restores the machine from and records it to.
  */
-import { createActor, fromPromise, type Actor } from 'xstate';
+import { fromPromise, initialTransition } from 'xstate';
+import { MachineHost, MachineStoppedError, type MachineState } from '../actors/machine-host.js';
 
 import type { SigningKeyLike } from '../crypto/index.js';
 import type { Logger } from '../log.js';
-import { PUSH_BATCH_SIZE, peerMachine, type PeerContext, type PushInput, type PushResult } from '../machines/peer.js';
+import {
+  PEER_MACHINE_VERSION,
+  PUSH_BATCH_SIZE,
+  peerMachine,
+  type PeerContext,
+  type PeerEvent,
+  type PushInput,
+  type PushResult,
+} from '../machines/peer.js';
 import type { ActivePeer, LocalAssociationRow, PeerRow } from '../store/peers.js';
 import { buildBatch, describeRefusal, ReplicationClient, type OutboundBatch, type PushAnswer, type PushBody } from './outbound.js';
 import { pushUrl, type PeerUrls } from './peer-config.js';
@@ -112,7 +124,10 @@ export class PushError extends Error {
 
 interface Slot {
   peer: ActivePeer;
-  actor: Actor<typeof peerMachine>;
+  /** the peer's machine as last recorded */
+  machine: MachineState<PeerContext>;
+  /** a WAKE waits for its turn: another one adds nothing */
+  wakeQueued: boolean;
   transport: PushTransport;
   timer: NodeJS.Timeout | null;
   /** the failure count the timer was set for, so one backoff sets one timer */
@@ -131,12 +146,39 @@ const DEFAULTS = { batchSize: PUSH_BATCH_SIZE, tickMs: 10_000, drainGraceMs: 2_0
 export class ReplicationWorker {
   private readonly opts: ReplicationWorkerOptions & typeof DEFAULTS & { random: () => number };
   private readonly slots = new Map<string, Slot>();
+  private readonly machines: MachineHost<typeof peerMachine, string>;
   private tick: NodeJS.Timeout | null = null;
   private started = false;
   private draining = false;
 
   constructor(opts: ReplicationWorkerOptions) {
     this.opts = { ...DEFAULTS, random: Math.random, ...opts };
+    const machine = peerMachine.provide({
+      actors: { push: fromPromise<PushResult, PushInput>(({ input }) => this.trackPush(this.slots.get(input.name)!, input)) },
+    });
+    this.machines = new MachineHost<typeof peerMachine, string>({
+      name: 'peer',
+      machine,
+      version: PEER_MACHINE_VERSION,
+      store: {
+        load: async (name) => {
+          const slot = this.slots.get(name);
+          return slot && { state: slot.machine.value, context: slot.machine.context, machineVersion: PEER_MACHINE_VERSION, rowVersion: null };
+        },
+        save: async (name, write, expected) => {
+          const slot = this.slots.get(name);
+          if (slot) {
+            slot.machine = { value: write.value, context: write.context };
+            if (write.stateName === 'backingOff') this.scheduleRetry(slot, write.context);
+          }
+          return expected;
+        },
+      },
+      now: this.opts.now,
+      // A catch-up pushes batch after batch for as long as there are any; each push has its own time limits.
+      settleTimeoutMs: Infinity,
+      onTransition: (from, to) => this.opts.onTransition?.(from, to),
+    });
   }
 
   get enabled(): boolean {
@@ -169,7 +211,29 @@ export class ReplicationWorker {
   wake(): void {
     if (!this.started || this.draining || !this.enabled) return;
     this.reload();
-    for (const slot of this.slots.values()) slot.actor.send({ type: 'WAKE' });
+    for (const slot of this.slots.values()) this.wakePeer(slot);
+  }
+
+  /**
+   * A push under way takes the WAKE at once (it looks again when it ends); otherwise the WAKE waits for its turn,
+   * and one waiting is enough.
+   */
+  private wakePeer(slot: Slot): void {
+    const name = slot.peer.name;
+    if (this.machines.interrupt(name, { type: 'WAKE' }) || slot.wakeQueued) return;
+    slot.wakeQueued = true;
+    this.sendTo(name, { type: 'WAKE' }, () => {
+      slot.wakeQueued = false;
+    });
+  }
+
+  private sendTo(name: string, event: PeerEvent, then?: () => void): void {
+    this.machines
+      .send(name, event)
+      .catch((err: unknown) => {
+        if (!(err instanceof MachineStoppedError)) this.opts.log.error({ err, peer: name }, 'replication: peer machine failed');
+      })
+      .finally(() => then?.());
   }
 
   /** Ends the backoff of one peer (or of all): they push now. */
@@ -179,9 +243,9 @@ export class ReplicationWorker {
     const retried: string[] = [];
     for (const [peerName, slot] of this.slots) {
       if (name !== undefined && peerName !== name) continue;
-      if (!slot.actor.getSnapshot().matches('backingOff')) continue;
+      if (slot.machine.value !== 'backingOff') continue;
       this.clearTimer(slot);
-      slot.actor.send({ type: 'RETRY' });
+      this.sendTo(peerName, { type: 'RETRY' });
       retried.push(peerName);
     }
     return retried;
@@ -191,10 +255,10 @@ export class ReplicationWorker {
     const peers: PeerView[] = [];
     for (const row of this.opts.reads.all()) {
       const slot = this.slots.get(row.name);
-      const c: PeerContext | undefined = slot?.actor.getSnapshot().context;
+      const c: PeerContext | undefined = slot?.machine.context;
       const cursor = c?.cursor ?? row.lastSentVersion ?? 0;
       const state = slot
-        ? String(slot.actor.getSnapshot().value)
+        ? this.machines.names.nameOf(slot.machine.value)
         : !this.enabled
           ? 'disabled'
           : !row.active
@@ -272,31 +336,28 @@ export class ReplicationWorker {
 
   private addSlot(peer: ActivePeer): void {
     const transport = this.opts.transport ? this.opts.transport(peer) : new ReplicationClient(this.opts.tls!);
-    const slot = { peer, transport, timer: null, timerFor: null, running: null, prefetched: null } as unknown as Slot;
-    const machine = peerMachine.provide({
-      actors: { push: fromPromise<PushResult, PushInput>(({ input }) => this.trackPush(slot, input)) },
+    const [initial] = initialTransition(peerMachine, {
+      name: peer.name,
+      cursor: peer.lastSentVersion ?? 0,
+      lastSuccessAt: peer.lastPokeSucceededAt,
     });
-    slot.actor = createActor(machine, {
-      input: { name: peer.name, cursor: peer.lastSentVersion ?? 0, lastSuccessAt: peer.lastPokeSucceededAt },
-    });
-    let state = 'idle';
-    slot.actor.subscribe({
-      next: (snapshot) => {
-        const to = String(snapshot.value);
-        if (to !== state) this.opts.onTransition?.(state, to);
-        state = to;
-        if (snapshot.matches('backingOff')) this.scheduleRetry(slot, snapshot.context);
-      },
-      error: (err: unknown) => this.opts.log.error({ err, peer: peer.name }, 'replication: peer machine failed'),
-    });
+    const slot: Slot = {
+      peer,
+      machine: { value: initial.value, context: initial.context },
+      wakeQueued: false,
+      transport,
+      timer: null,
+      timerFor: null,
+      running: null,
+      prefetched: null,
+    };
     this.slots.set(peer.name, slot);
-    slot.actor.start();
     this.opts.log.info({ peer: peer.name, cursor: peer.lastSentVersion ?? 0 }, 'replication: peer added');
   }
 
   private removeSlot(slot: Slot, shutdown: boolean): void {
     this.clearTimer(slot);
-    slot.actor.stop();
+    this.machines.stop(slot.peer.name);
     this.slots.delete(slot.peer.name);
     void (shutdown ? slot.transport.destroy() : slot.transport.close());
   }
@@ -314,7 +375,7 @@ export class ReplicationWorker {
     slot.timer = setTimeout(() => {
       slot.timer = null;
       slot.timerFor = null;
-      if (!this.draining && slot.actor.getSnapshot().matches('backingOff')) slot.actor.send({ type: 'RETRY' });
+      if (!this.draining && slot.machine.value === 'backingOff') this.sendTo(slot.peer.name, { type: 'RETRY' });
     }, c.retryDelayMs);
     slot.timer.unref();
   }
