@@ -32,6 +32,8 @@ export interface SmtpServerOptions {
    * so its send stays in flight until the test lets it through.
    */
   holdData?: Promise<unknown>;
+  /** likewise, answer each DATA this long after the message arrived (a slow server) */
+  answerDelayMs?: number;
 }
 
 export interface SmtpTestServer {
@@ -127,6 +129,7 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
           }
         }
         await opts.holdData?.catch(() => undefined);
+        if (opts.answerDelayMs) await new Promise((r) => setTimeout(r, opts.answerDelayMs));
         callback(null);
       });
     },
