@@ -3,6 +3,12 @@ import fs from 'node:fs';
 export interface Memory {
   /** resident set size now, bytes */
   rss: number;
+  /**
+   * its anonymous part (the JS heap, SQLite's page cache, buffers) and its file-backed part (mapped files: code,
+   * and the database pages SQLite reads through mmap, which the kernel can drop at will)
+   */
+  rssAnon: number;
+  rssFile: number;
   /** the largest resident set size so far (VmHWM), bytes */
   peakRss: number;
 }
@@ -12,8 +18,8 @@ export function memoryOf(pid: number): Memory | null {
   try {
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
-    const m = { rss: kib('VmRSS'), peakRss: kib('VmHWM') };
-    return Number.isFinite(m.rss) && Number.isFinite(m.peakRss) ? m : null;
+    const m = { rss: kib('VmRSS'), rssAnon: kib('RssAnon'), rssFile: kib('RssFile'), peakRss: kib('VmHWM') };
+    return Object.values(m).every(Number.isFinite) ? m : null;
   } catch {
     return null;
   }

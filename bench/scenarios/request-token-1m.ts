@@ -14,7 +14,7 @@ const requestToken1m: Scenario = {
     '`POST …/v1/validate/email/requestToken`, a new client_secret and address per request (new session + one mail), with ' +
     `${SESSIONS.toLocaleString('en')} sessions already in the tables (distinct addresses and secrets, mtimes over the last 24 h)`,
   // the build (about a minute on a quiet machine), two copies, and requests that may take seconds each
-  timeLimitS: ({ warmupS, durationS }) => warmupS + durationS + 420,
+  timeLimitS: ({ warmupS, durationS }) => warmupS + durationS + 600,
   async run(ctx) {
     const result = await measureRequestToken(ctx, {
       prepareDb: async (dbPath) => {

@@ -49,7 +49,12 @@ async function timeStart(ctx: ScenarioContext, builtMain: string, dbFile: string
     conf: { db: { 'db.file': dbFile }, general: { 'log.level': 'INFO' } },
     startTimeoutMs: 120_000,
   });
-  const seen = server.process.seenAt('sydent-ts started');
+  // the client listener can answer the readiness probe a moment before the line is written
+  let seen = server.process.seenAt('sydent-ts started');
+  for (let waited = 0; seen === null && waited < 5000; waited += 10) {
+    await new Promise((r) => setTimeout(r, 10));
+    seen = server.process.seenAt('sydent-ts started');
+  }
   if (seen === null) throw new Error('no "sydent-ts started" line at log.level INFO');
   const listeningMs = seen - server.process.spawnedAt;
   let worstProbeMs = 0;
