@@ -226,6 +226,8 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     'machine: compare ratios to the baseline rather than absolute numbers across machines.',
     '',
     `- Date: ${startedAt.toISOString()}`,
+    `- Load average (1 min, on ${os.cpus().length} cores) at the start ${loadAtStart.toFixed(2)}, at the end ${os.loadavg()[0]!.toFixed(2)}` +
+      (Math.max(loadAtStart, os.loadavg()[0]!) > 1.5 ? ': other work shared the machine, figures are lower than on a quiet one' : ''),
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.os}`,
     `- Node: ${m.node}`,
     `- Run: ${opts.durationS} s measured per scenario after ${opts.warmupS} s of warm-up (not counted), ${opts.connections} connections, pipelining 1` +
@@ -321,6 +323,9 @@ function goalTable(outcomes: Outcome[]): string[] {
     '',
   ];
 }
+
+/** the machine's load when the run started: on a shared machine, other work lowers every figure */
+const loadAtStart = os.loadavg()[0]!;
 
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
