@@ -49,7 +49,7 @@ export interface PairedFigure {
 
 /**
  * A write scenario against its bare twin (twin-server.ts: the same essential work on a bare fastify route, a copy of
- * the same database, the same SMTP sink), in alternating slices of the same minutes. Figures are 2xx answers per
+ * the same database, an SMTP sink alike), in alternating slices of the same minutes. Figures are 2xx answers per
  * second: a write that failed did no work.
  */
 export interface TwinFigure {
@@ -160,7 +160,7 @@ export interface ScenarioContext {
   pairedWithTwin(
     scenario: CannonOptions,
     twin: CannonOptions,
-    hooks?: { afterSlice?(side: 'scenario' | 'twin', summary: CannonSummary): Promise<void> | void },
+    hooks?: { afterSlice?(side: TwinSide, summary: CannonSummary): Promise<void> | void },
   ): Promise<TwinFigure>;
   /** one autocannon run exactly as given (give `duration` or `amount`; `stopAfterS` ends an `amount` run early) */
   cannon(opts: CannonOptions, limits?: { stopAfterS?: number }): Promise<CannonSummary>;
@@ -173,6 +173,21 @@ export interface ScenarioContext {
 /** A load without the duration or amount a scenario gave: the run's timing wins. */
 function untimed({ amount: _amount, duration: _duration, ...load }: CannonOptions): CannonOptions {
   return load;
+}
+
+type TwinSide = 'scenario' | 'twin';
+
+/** One side of `pairedWithTwin` over its slices: its server's CPU (`known` false once /proc could not be read) and answers. */
+interface TwinTally {
+  pid: number | undefined;
+  known: boolean;
+  cpuS: number;
+  /** 2xx/s per slice */
+  rps: number[];
+  ok: number;
+  s: number;
+  failures: number;
+  p50: number[];
 }
 
 /** What the bare processes of `pairedWithBaseline` are sent instead of `GET /` (e.g. a POST like the scenario's). */
@@ -220,7 +235,13 @@ export function createContext(opts: ContextOptions): {
     async startServer(serverOpts) {
       const server = await startSydent(serverOpts);
       cleanups.push(() => server.stop());
-      if (server.process.child.pid !== undefined) pidByPort.set(server.port, server.process.child.pid);
+      const pid = server.process.child.pid;
+      if (pid !== undefined) {
+        pidByPort.set(server.port, pid);
+        // the internal listener's load (bind) is the same process's
+        const internal = Number(serverOpts?.conf?.http?.['internalapi.http.port']);
+        if (internal > 0) pidByPort.set(internal, pid);
+      }
       processes.push({ what: `sydent-ts (port ${server.port})`, stderr: server.process.stderr });
       return server;
     },
@@ -335,16 +356,14 @@ export function createContext(opts: ContextOptions): {
     },
     async pairedWithTwin(scenarioLoad, twinLoad, hooks) {
       const sides = { scenario: untimed(scenarioLoad), twin: untimed(twinLoad) } as const;
-      const pidOf = (load: CannonOptions) => pidByPort.get(Number(new URL(load.url).port));
-      const tally = Object.fromEntries(
-        (['scenario', 'twin'] as const).map((side) => [
-          side,
-          { pid: pidOf(sides[side]), cpuS: 0, known: pidOf(sides[side]) !== undefined, rps: [] as number[], ok: 0, s: 0, failures: 0, p50: [] as number[] },
-        ]),
-      ) as Record<'scenario' | 'twin', { pid: number | undefined; cpuS: number; known: boolean; rps: number[]; ok: number; s: number; failures: number; p50: number[] }>;
+      const tally = (load: CannonOptions): TwinTally => {
+        const pid = pidByPort.get(Number(new URL(load.url).port));
+        return { pid, known: pid !== undefined, cpuS: 0, rps: [], ok: 0, s: 0, failures: 0, p50: [] };
+      };
+      const tallies: Record<TwinSide, TwinTally> = { scenario: tally(sides.scenario), twin: tally(sides.twin) };
       log(`paired with its bare twin: ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s slices`);
-      const slice = async (side: 'scenario' | 'twin', durationS: number, counted: boolean) => {
-        const t = tally[side];
+      const slice = async (side: TwinSide, durationS: number, counted: boolean) => {
+        const t = tallies[side];
         const before = t.pid === undefined ? null : cpuSeconds(t.pid);
         const summary = await runCannon({ connections: opts.connections, ...sides[side], duration: durationS });
         const after = t.pid === undefined ? null : cpuSeconds(t.pid);
@@ -363,7 +382,7 @@ export function createContext(opts: ContextOptions): {
         const order = round % 2 ? (['twin', 'scenario'] as const) : (['scenario', 'twin'] as const);
         for (const side of order) await slice(side, PAIRED_SLICE_S, true);
       }
-      const { scenario, twin } = tally;
+      const { scenario, twin } = tallies;
       if (twin.failures > 0) throw new Error(`the bare twin answered ${twin.failures} requests with a failure`);
       const cpuKnown = scenario.known && twin.known && scenario.ok > 0 && twin.ok > 0;
       return {

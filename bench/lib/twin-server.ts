@@ -9,7 +9,7 @@
  * - `request-token` (`POST /requestToken`, `{ client_secret, email, send_attempt }`): a fresh sid (checked unused),
  *   a 32-character token, then in one transaction Sydent's session and token rows and a machine row of the same
  *   shape as sydent-ts's; then one mail, the verification template (read and split at its placeholders once)
- *   filled in, through a nodemailer pool with sydent-ts's settings to the given SMTP server. Answers `{ sid }`
+ *   filled in, through a nodemailer pool with sydent-ts's settings to the given SMTP server (the bench's sink). Answers `{ sid }`
  *   once the server accepted the mail.
  * - `bind` (`POST /bind`, `{ medium, address, mxid }`): the lookup hash under the stored pepper, the association
  *   signed (canonical JSON, ed25519), then in one transaction the pending invites read, the local and the global
