@@ -106,6 +106,7 @@ export function insertSessions(db: SqliteDatabase, count: number, now = Date.now
         sendTo: address,
         clientSecret,
         token,
+        wrongTokens: 0,
         sendAttempt: 1,
         mtime,
         nextLink: null,
@@ -114,14 +115,15 @@ export function insertSessions(db: SqliteDatabase, count: number, now = Date.now
         everSent: true,
         validatedAt: validated ? mtime : null,
         mxid: null,
+        createdBySydent: false,
         rejection: null,
         lastError: null,
       };
       // a validated session's mtime is its validation, a minute after the mail
       const requested = validated ? mtime - 60_000 : mtime;
       const history = [
-        { at: requested, event: 'REQUEST_TOKEN', from: 'new', to: 'sendingToken' },
-        { at: requested + 200, event: 'SENT', from: 'sendingToken', to: 'tokenSent' },
+        { at: requested, event: 'REQUEST_TOKEN', from: 'requested', to: 'sendingToken' },
+        { at: requested + 200, event: 'done: sendToken', from: 'sendingToken', to: 'tokenSent' },
         ...(validated ? [{ at: mtime, event: 'SUBMIT_TOKEN', from: 'tokenSent', to: 'validated' }] : []),
       ];
       rows.sessions.push(sid, 'email', address, clientSecret, validated ? 1 : 0, mtime);
