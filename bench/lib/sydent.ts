@@ -72,7 +72,8 @@ export async function startSydent(opts: StartSydentOptions = {}): Promise<Sydent
     },
   };
   for (const [section, values] of Object.entries(opts.conf ?? {})) sections[section] = { ...sections[section], ...values };
-  fs.writeFileSync(confPath, formatConf(sections));
+  // it holds the signing key: readable by its owner only, as the server asks (and warns otherwise)
+  fs.writeFileSync(confPath, formatConf(sections), { mode: 0o600 });
 
   const cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
   try {

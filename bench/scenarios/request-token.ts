@@ -134,7 +134,9 @@ export async function measureRequestToken(ctx: ScenarioContext, opts: RequestTok
   // Every 2xx means its mail was accepted by the sink (the answer waits for the send). Requests in flight when
   // autocannon stopped (at most one per connection) are finished by the server, mail included, but their answers
   // are not counted: so 2xx ≤ mails ≤ requests sent is expected, anything else is odd.
-  if (measuredMails < summary.ok2xx || measuredMails > summary.sent) {
+  // (On a large table requests outlive the run and the warm-up's land in it: there only the lower bound holds, and
+  // the reconciliation at the end checks the rest.)
+  if (measuredMails < summary.ok2xx || (!opts.prepareDb && measuredMails > summary.sent)) {
     notes.push(`SMTP mismatch: ${measuredMails} messages for ${summary.ok2xx} 2xx answers and ${summary.sent} requests sent`);
   }
 
