@@ -91,28 +91,34 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
   }
 
   /**
-   * Reads the body and answers, at the end of the turn that read the request (see the handler below). A body still
-   * arriving (a large one comes in several reads) is collected as it comes, then answered.
+   * Once the token is checked (`refused`: the error to answer, or null), reads the body and answers, at the end of
+   * the turn that read the request (see the handler below). A body still arriving (a large one comes in several
+   * reads) is collected as it comes, then answered.
    */
-  function answer(req: IncomingMessage, res: ServerResponse, started: number): void {
+  async function answer(req: IncomingMessage, res: ServerResponse, started: number, refused: Promise<unknown>): Promise<void> {
+    const error = await refused;
+    if (error !== null) {
+      sendError(req, res, started, error);
+      return;
+    }
     try {
       if (req.complete) {
-        reply(req, res, started, req.read() as Buffer | null);
+        await reply(req, res, started, req.read() as Buffer | null);
         return;
       }
       const chunks: Buffer[] = [];
       req.on('data', (chunk: Buffer) => chunks.push(chunk));
-      req.on('end', () => reply(req, res, started, Buffer.concat(chunks)));
+      req.on('end', () => void reply(req, res, started, Buffer.concat(chunks)));
     } catch (error) {
       sendError(req, res, started, error);
     }
   }
 
   /** The answer to a whole body (`null` or empty: none sent). */
-  function reply(req: IncomingMessage, res: ServerResponse, started: number, body: Buffer | null): void {
+  async function reply(req: IncomingMessage, res: ServerResponse, started: number, body: Buffer | null): Promise<void> {
     try {
       const parsed = body === null ? undefined : parseJsonBody(body);
-      send(req, res, started, 200, v2Lookup(ctx, parsed));
+      send(req, res, started, 200, await v2Lookup(ctx, parsed));
     } catch (error) {
       sendError(req, res, started, error);
     }
@@ -130,15 +136,13 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
     // Timing is only read when someone looks at it (the info log or the metrics).
     const started = timed ? performance.now() : -1;
     // The token first, as fastify's auth hook does: an unauthenticated request is refused whatever its body.
-    try {
-      accountForToken(ctx, bearerToken(headers.authorization), 'terms');
-    } catch (error) {
-      sendError(req, res, started, error);
-      return true;
-    }
+    const refused = accountForToken(ctx, bearerToken(headers.authorization), 'terms').then(
+      () => null,
+      (error: unknown) => error,
+    );
     // Not read now: by the end of this turn a small body has arrived whole and is taken from the request's buffer in
     // one read, without switching the stream to flowing mode (two listeners, a resume, and two ticks per request).
-    batch.beforeWrite(() => answer(req, res, started));
+    batch.beforeWrite(() => answer(req, res, started, refused));
     return true;
   };
 }
