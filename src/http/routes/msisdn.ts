@@ -55,17 +55,17 @@ export async function msisdnRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       const result = await ctx.facades.sessions
         .requestToken(
           {
-          medium: 'msisdn',
-          address: phone.msisdn,
-          sendTo: phone.msisdn,
-          clientSecret: secret,
-          sendAttempt: attempt,
-          nextLink: link,
-          brand: typeof req.query.brand === 'string' ? req.query.brand : null,
-          // the SMS limits are per number (and per country, derived from it), whoever asks
-          requester: phone.msisdn,
-          ipAddress: req.ip,
-          deadline: deadline.deadline,
+            medium: 'msisdn',
+            address: phone.msisdn,
+            sendTo: phone.msisdn,
+            clientSecret: secret,
+            sendAttempt: attempt,
+            nextLink: link,
+            brand: typeof req.query.brand === 'string' ? req.query.brand : null,
+            // the SMS limits are per number (and per country, derived from it), whoever asks
+            requester: phone.msisdn,
+            ipAddress: req.ip,
+            deadline: deadline.deadline,
           },
           deadline,
         )
