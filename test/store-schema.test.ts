@@ -430,6 +430,7 @@ describe('existing Sydent database (user_version 5)', () => {
         'index sqlite_autoindex_sydent_ts_meta_1 on sydent_ts_meta',
         'index sydent_ts_global_lookup_hash_newest on global_threepid_associations',
         'index sydent_ts_sessions_lookup on threepid_validation_sessions',
+        'index sydent_ts_token_auths_session on threepid_token_auths',
         'table callback_outbox on callback_outbox',
         'table session_machines on session_machines',
         'table sydent_ts_meta on sydent_ts_meta',
