@@ -81,6 +81,15 @@ export class ReplyRegistry {
     entry?.reject(error);
   }
 
+  /** Ends every request still awaited with `error`, aborting the work each started (shutdown: nothing is left running). */
+  abortAll(error: Error): void {
+    for (const [id, entry] of [...this.pending]) {
+      this.settle(id);
+      entry.controller.abort(error);
+      entry.reject(error);
+    }
+  }
+
   /** Requests awaiting an answer (bounded by their deadlines). */
   get size(): number {
     return this.pending.size;

@@ -3,7 +3,8 @@ import type { StoreReads } from '../store/reads.js';
 import { ask, DeadlineExceededError, type AskEvent } from './ask.js';
 import type { SystemDeps } from './deps.js';
 import { facade, provideEnvironment, type Facades } from './facade.js';
-import { CONTROL, type ChildPage, type ChildSummary, type SupervisorStats } from './supervisor.js';
+import { repliesOf } from './replies.js';
+import { CONTROL, SupervisorClosedError, type ChildPage, type ChildSummary, type SupervisorStats } from './supervisor.js';
 import { mailerHandlers, mailerSupervisor } from './supervisors/mailer.js';
 import { notifierHandlers, notifierSupervisor } from './supervisors/notifier.js';
 import { replicationHandlers, replicationSupervisor } from './supervisors/replication.js';
@@ -193,7 +194,9 @@ export class ActorSystem {
         }
       }
     } finally {
-      // Every supervisor not yet closed (one that did not drain in time) releases its resource now.
+      // What is still under way is aborted (a mail still being sent is cut off, not delivered late), and every
+      // supervisor not yet closed (one that did not drain in time) releases its resource now: the database included.
+      repliesOf(this.root.system).abortAll(new SupervisorClosedError('the server'));
       this.root.stop();
     }
   }
