@@ -35,7 +35,6 @@ export class AnswerBatch {
   private work: Array<() => void | Promise<void>> = [];
   private scheduled = false;
   private readonly flush = (): void => this.runWork();
-  private readonly written = (): void => this.writeAll();
 
   /** Queues an answer: `headers` flat (name, value, …) as `writeHead` takes them; `after` runs once it is written. */
   add(res: ServerResponse, status: number, headers: string[], body: string, after: AfterWrite): void {
@@ -62,13 +61,19 @@ export class AnswerBatch {
   private runWork(): void {
     const work = this.work;
     this.work = [];
-    let pending: Promise<void>[] | null = null;
+    // The work still running (a promise that has not settled): the answers are written when the last one settles.
+    let running = 1;
+    const settled = (): void => {
+      if (--running === 0) this.writeAll();
+    };
     for (const fn of work) {
       const result = fn();
-      if (result) (pending ??= []).push(result);
+      if (result) {
+        running++;
+        result.then(settled, settled);
+      }
     }
-    if (pending) void Promise.allSettled(pending).then(this.written);
-    else this.writeAll();
+    settled();
   }
 
   private writeAll(): void {

@@ -68,11 +68,30 @@ export interface SqliteReadParts {
   file: DatabaseFile;
 }
 
+/** A value read synchronously, as a settled promise; a failure the database explains as StoreUnavailableError. */
+function settled<T>(read: () => T): Promise<T> {
+  try {
+    return Promise.resolve(read());
+  } catch (error) {
+    return Promise.reject(asUnavailable(error));
+  }
+}
+
 export function sqliteReads(parts: SqliteReadParts): StoreReads {
+  const { accounts, associations } = parts;
   return {
-    accounts: asyncMethods(parts.accounts, ['accountByToken', 'acceptedUrls']),
+    // The reads of every lookup request, written out: no argument array per call.
+    accounts: {
+      accountByToken: (token) => settled(() => accounts.accountByToken(token)),
+      acceptedUrls: (userId) => settled(() => accounts.acceptedUrls(userId)),
+    },
     sessions: asyncMethods(parts.sessions, ['findSid', 'load', 'countByState']),
-    associations: asyncMethods(parts.associations, ['pepper', 'storedPepper', 'lookup', 'lookupHashes']),
+    associations: {
+      pepper: () => settled(() => associations.pepper()),
+      storedPepper: () => settled(() => associations.storedPepper()),
+      lookup: (medium, address, now) => settled(() => associations.lookup(medium, address, now)),
+      lookupHashes: (hashes, now) => settled(() => associations.lookupHashes(hashes, now)),
+    },
     callbacks: asyncMethods(parts.callbacks, ['counts', 'pendingCount', 'list', 'byId', 'nextDue']),
     invites: asyncMethods(parts.invites, ['senderOfToken', 'pending']),
     peers: asyncMethods(parts.peers, ['all', 'active', 'activeByName', 'localAfter', 'backlog', 'lastLocalId']),
