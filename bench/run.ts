@@ -1,6 +1,6 @@
 /**
  * The benchmark runner: `npm run bench [-- --only <name>[,<name>…]] [--duration <s>] [--warmup <s>]
- * [--connections <n>] [--out <file>]`.
+ * [--connections <n>] [--sessions <n>] [--out <file>]`.
  *
  * Runs the baseline (bare fastify) first, then every other scenario of bench/scenarios/*.ts in name order, each
  * server in its own process and autocannon in this one, and writes bench/RESULTS.md (or --out) and a table on
@@ -23,19 +23,21 @@ interface Options {
   durationS: number;
   warmupS: number;
   connections: number;
+  /** requestTokens of the memory scenario; null: its default */
+  sessions: number | null;
   out: string;
 }
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`bench: ${problem}\n`);
   process.stderr.write(
-    'usage: npm run bench -- [--only <name>[,<name>…]] [--duration <s>] [--warmup <s>] [--connections <n>] [--out <file>]\n',
+    'usage: npm run bench -- [--only <name>[,<name>…]] [--duration <s>] [--warmup <s>] [--connections <n>] [--sessions <n>] [--out <file>]\n',
   );
   process.exit(problem ? 2 : 0);
 }
 
 function parseArgs(argv: string[]): Options {
-  const opts: Options = { only: null, durationS: 10, warmupS: 2, connections: 10, out: path.join(BENCH_DIR, 'RESULTS.md') };
+  const opts: Options = { only: null, durationS: 10, warmupS: 2, connections: 10, sessions: null, out: path.join(BENCH_DIR, 'RESULTS.md') };
   const number = (flag: string, value: string | undefined, min: number): number => {
     const n = Number(value);
     if (value === undefined || !Number.isFinite(n) || n < min) usage(`${flag} needs a number ≥ ${min}`);
@@ -60,6 +62,9 @@ function parseArgs(argv: string[]): Options {
         break;
       case '--connections':
         opts.connections = Math.floor(number(flag, value(), 1));
+        break;
+      case '--sessions':
+        opts.sessions = Math.floor(number(flag, value(), 1));
         break;
       case '--out': {
         const v = value();
@@ -117,21 +122,25 @@ async function runOne(scenario: Scenario, opts: Options): Promise<Outcome> {
     durationS: opts.durationS,
     warmupS: opts.warmupS,
     connections: opts.connections,
+    sessions: opts.sessions,
   });
-  const limitS = opts.warmupS + opts.durationS + SCENARIO_SLACK_S;
+  const limitS =
+    scenario.timeLimitS?.({ warmupS: opts.warmupS, durationS: opts.durationS, sessions: opts.sessions }) ??
+    opts.warmupS + opts.durationS + SCENARIO_SLACK_S;
   let timer: NodeJS.Timeout | undefined;
   const overrun = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`did not finish in ${limitS} s`)), limitS * 1000);
   });
   try {
     const result = await Promise.race([scenario.run(ctx), overrun]);
-    // sydent-ts runs at log.level WARNING: anything it wrote is worth a look
+    // sydent-ts runs at log.level WARNING: anything it wrote is worth a look (below WARNING only where a scenario
+    // asked for it, e.g. start-up's INFO line)
     const notes = [...(result.notes ?? [])];
     for (const { what, text } of stderr()) {
       const lines = text
         .split('\n')
         .map((l) => l.trim())
-        .filter((l) => l && !/started/.test(l));
+        .filter((l) => l && !/started/.test(l) && !belowWarning(l));
       if (lines.length) notes.push(`${what} wrote ${lines.length} line(s) to stderr, the first: ${lines[0]!.slice(0, 300)}`);
     }
     result.notes = notes;
@@ -144,16 +153,29 @@ async function runOne(scenario: Scenario, opts: Options): Promise<Outcome> {
   }
 }
 
+/** A pino line (JSON) below WARNING (level 40). */
+function belowWarning(line: string): boolean {
+  if (!line.startsWith('{')) return false;
+  try {
+    const level = (JSON.parse(line) as { level?: unknown }).level;
+    return typeof level === 'number' && level < 40;
+  } catch {
+    return false;
+  }
+}
+
 // ---- formatting ----
 
-const COLUMNS = ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', '2xx', 'non-2xx', 'errors', 'vs baseline', 'paired'] as const;
+const COLUMNS = ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', '2xx', 'non-2xx', 'errors', 'vs baseline', 'paired', 'vs twin'] as const;
 
 /** autocannon's latency histogram counts whole milliseconds: 0 means under 1 ms */
 const ms = (v: number): string => (v === 0 ? '<1' : String(v));
 
 function row(o: Outcome, baselineRps: number | null): string[] {
-  if (!o.result) return [o.scenario.name, 'failed', '', '', '', '', '', '', '', ''];
+  if (!o.result) return [o.scenario.name, 'failed', '', '', '', '', '', '', '', '', ''];
+  const twin = o.result.twin ? o.result.twin.ratio.toFixed(3) : '';
   const s = o.result.summary;
+  if (!s) return [o.scenario.name, '', '', '', '', '', '', '', '', o.result.paired ? o.result.paired.ratio.toFixed(3) : '', twin];
   const ratio = baselineRps ? (s.rps / baselineRps).toFixed(3) : 'n/a';
   return [
     o.scenario.name,
@@ -166,6 +188,7 @@ function row(o: Outcome, baselineRps: number | null): string[] {
     s.timeouts ? `${s.errors} (${s.timeouts} timeouts)` : String(s.errors),
     ratio,
     o.result.paired ? o.result.paired.ratio.toFixed(3) : '',
+    twin,
   ];
 }
 
@@ -203,6 +226,8 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     'machine: compare ratios to the baseline rather than absolute numbers across machines.',
     '',
     `- Date: ${startedAt.toISOString()}`,
+    `- Load average (1 min, on ${os.cpus().length} cores) at the start ${loadAtStart.toFixed(2)}, at the end ${os.loadavg()[0]!.toFixed(2)}` +
+      (Math.max(loadAtStart, os.loadavg()[0]!) > 1.5 ? ': other work shared the machine, figures are lower than on a quiet one' : ''),
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.os}`,
     `- Node: ${m.node}`,
     `- Run: ${opts.durationS} s measured per scenario after ${opts.warmupS} s of warm-up (not counted), ${opts.connections} connections, pipelining 1` +
@@ -220,7 +245,11 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     'measured in the same minutes against several baseline processes is the one to compare; its rounds are listed',
     'under the scenario, with each side\'s server CPU time per answer in those slices (from /proc): under this load',
     'the servers are CPU-bound, so the req/s ratio follows the CPU ratio, and the CPU figures vary less between minutes.',
+    'vs twin: for the write scenarios, 2xx/s over the 2xx/s of its bare twin (bench/lib/twin-server.ts: a bare fastify',
+    'route doing the same essential work on a copy of the same database), measured in alternating slices in the same',
+    'minutes (listed under the scenario).',
     '',
+    ...goalTable(outcomes),
   ];
   for (const o of outcomes) {
     out.push(`## ${o.scenario.name}`, '', o.scenario.description, '');
@@ -230,18 +259,20 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     }
     const r = o.result!;
     const s = r.summary;
-    out.push(
-      `- measured: ${s.durationS} s, ${s.total} answers (${s.sent} requests sent), status codes: ${
-        Object.entries(s.statusCodes)
-          .map(([code, n]) => `${code} × ${n}`)
-          .join(', ') || 'none'
-      }`,
-    );
+    if (s) {
+      out.push(
+        `- measured: ${s.durationS} s, ${s.total} answers (${s.sent} requests sent), status codes: ${
+          Object.entries(s.statusCodes)
+            .map(([code, n]) => `${code} × ${n}`)
+            .join(', ') || 'none'
+        }`,
+      );
+    }
     if (r.paired) {
       const p = r.paired;
       const perRound = p.scenarioRps.map((v, i) => `${v.toFixed(0)}/${p.baselineRps[i]!.toFixed(0)}`).join(', ');
       out.push(
-        `- paired with the baseline: ${p.ratio.toFixed(3)} (median of the rounds ${p.medianRatio.toFixed(3)}); req/s per ` +
+        `- paired with the baseline (bare fastify answering ${p.baselineLabel}): ${p.ratio.toFixed(3)} (median of the rounds ${p.medianRatio.toFixed(3)}); req/s per ` +
           `round, this scenario/baseline (mean of ${p.baselineProcesses} bare fastify processes): ${perRound}; each bare ` +
           `fastify process's mean: ${p.baselineRpsByProcess.map((v) => v.toFixed(0)).join(', ')}` +
           (p.scenarioProcesses > 1
@@ -258,12 +289,43 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
             : ''),
       );
     }
+    if (r.twin) {
+      const t = r.twin;
+      const perRound = t.scenarioRps.map((v, i) => `${v.toFixed(0)}/${t.twinRps[i]!.toFixed(0)}`).join(', ');
+      out.push(
+        `- paired with its bare twin: **${t.ratio.toFixed(3)}** (median of the rounds ${t.medianRatio.toFixed(3)}); 2xx/s per ` +
+          `round, this scenario/twin: ${perRound}; p50 ${t.scenarioP50} ms / ${t.twinP50} ms` +
+          (t.cpuPerAnswerUs
+            ? `; server CPU per 2xx answer (user + system, all slices): this scenario ${t.cpuPerAnswerUs.scenario.toFixed(0)} µs, ` +
+              `twin ${t.cpuPerAnswerUs.twin.toFixed(0)} µs`
+            : '') +
+          (t.scenarioFailures ? `; ${t.scenarioFailures} failed answers or errors of this scenario in the slices` : ''),
+      );
+    }
     for (const e of r.extras ?? []) out.push(`- ${e.label}: ${e.value}`);
     for (const n of r.notes ?? []) out.push(`- note: ${n}`);
     out.push('');
   }
   return out.join('\n');
 }
+
+/** The goals the scenarios report (issue 22's table), in scenario order. */
+function goalTable(outcomes: Outcome[]): string[] {
+  const goals = outcomes.flatMap((o) => (o.result?.goals ?? []).map((g) => ({ scenario: o.scenario.name, ...g })));
+  if (!goals.length) return [];
+  const esc = (c: string) => c.replace(/\|/g, '\\|');
+  return [
+    '### Goals (issue 22)',
+    '',
+    '| goal | scenario | now | goal | met |',
+    '| --- | --- | --- | --- | --- |',
+    ...goals.map((g) => `| ${esc(g.what)} | ${g.scenario} | ${esc(g.figure)} | ${esc(g.goal)} | ${g.met === null ? 'n/a' : g.met ? 'yes' : '**no**'} |`),
+    '',
+  ];
+}
+
+/** the machine's load when the run started: on a shared machine, other work lowers every figure */
+const loadAtStart = os.loadavg()[0]!;
 
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
@@ -286,12 +348,17 @@ async function main(): Promise<void> {
     outcomes.push(o);
     if (o.error) process.stderr.write(`bench: ${scenario.name} failed: ${o.error}\n`);
     else {
-      const paired = o.result!.paired ? `, paired with the baseline ${o.result!.paired.ratio.toFixed(3)}` : '';
-      process.stderr.write(`bench: ${scenario.name} done in ${o.wallS.toFixed(1)} s (${o.result!.summary.rps.toFixed(1)} req/s${paired})\n`);
+      const r = o.result!;
+      const figures = [
+        r.summary ? `${r.summary.rps.toFixed(1)} req/s` : '',
+        r.paired ? `paired with the baseline ${r.paired.ratio.toFixed(3)}` : '',
+        r.twin ? `vs twin ${r.twin.ratio.toFixed(3)}` : '',
+      ].filter(Boolean);
+      process.stderr.write(`bench: ${scenario.name} done in ${o.wallS.toFixed(1)} s${figures.length ? ` (${figures.join(', ')})` : ''}\n`);
     }
   }
 
-  const base = outcomes.find((o) => o.scenario.name === BASELINE)?.result?.summary.rps ?? null;
+  const base = outcomes.find((o) => o.scenario.name === BASELINE)?.result?.summary?.rps ?? null;
   const rows = outcomes.map((o) => row(o, base));
   fs.writeFileSync(opts.out, markdown(outcomes, rows, opts, startedAt));
 

@@ -111,6 +111,8 @@ describe('first run', () => {
       trustedProxies: [],
       submitTokenRatelimit: { burst: 10, rateHz: 1 / 60 },
       drainSeconds: 0,
+      requestDeadlineMs: 10000,
+      sendDeadlineMs: 20000,
       federationVerifyCerts: true,
       federationDnsServers: [],
       federationCaCert: '',

@@ -12,19 +12,16 @@
  * no terms, so nothing is gated).
  */
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 
 import type { AutocannonRequest } from 'autocannon';
 
 import { lookupHash } from '../../src/crypto/hash.js';
 import { ASSOCIATION_LIFETIME_MS } from '../../src/store/associations.js';
-import { closeDatabase, openDatabase, type SqliteDatabase } from '../../src/store/database.js';
+import { closeDatabase, openDatabase } from '../../src/store/database.js';
 import { ensurePepper } from '../../src/store/hashing.js';
 import type { CannonSummary } from './cannon.js';
-import type { Extra, ScenarioContext, ScenarioResult } from './scenario.js';
+import { buildOnce, copyCached, isBuilt, tableIndexes, valuesSql, type Built } from './db-cache.js';
+import type { Extra, Goal, ScenarioContext, ScenarioResult } from './scenario.js';
 import { SERVER_NAME, type ConfSections, type SydentProcess } from './sydent.js';
 
 export interface AssociationsDbOptions {
@@ -66,39 +63,9 @@ export const mxidOf = (i: number, serverName: string): string => `@user${i}:${se
 
 const BATCH = 500;
 
-interface Built {
-  file: string;
-  info: Omit<AssociationsDb, 'buildS' | 'copyS' | 'bytes'>;
-  buildS: number;
-}
+type Info = Omit<AssociationsDb, 'buildS' | 'copyS' | 'bytes'>;
 
-const cache = new Map<string, Promise<Built>>();
-let cacheDir: string | null = null;
-
-function ensureCacheDir(): string {
-  if (cacheDir) return cacheDir;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sydent-bench-assoc-'));
-  cacheDir = dir;
-  const remove = () => fs.rmSync(dir, { recursive: true, force: true });
-  process.once('exit', remove);
-  // an interrupted run leaves no half-gigabyte file behind: remove, then die of the signal as before
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      remove();
-      process.kill(process.pid, signal);
-    });
-  }
-  return dir;
-}
-
-/** Indexes of a table as created by the migrations (name, SQL), to drop before the bulk insert and recreate after. */
-function tableIndexes(db: SqliteDatabase, table: string): Array<{ name: string; sql: string }> {
-  return db
-    .prepare(`SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL`)
-    .all(table) as Array<{ name: string; sql: string }>;
-}
-
-function build(file: string, count: number, serverName: string): Built['info'] {
+function build(file: string, count: number, serverName: string): Info {
   const db = openDatabase(file); // schema and migrations, as the server would create it
   try {
     const pepper = ensurePepper(db, lookupHash);
@@ -115,11 +82,10 @@ function build(file: string, count: number, serverName: string): Built['info'] {
     const now = Date.now();
     const ts = now - 1000;
     const notAfter = now + ASSOCIATION_LIFETIME_MS;
-    const values = (n: number, cols: number) => Array.from({ length: n }, () => `(${'?,'.repeat(cols - 1)}?)`).join(',');
     const localSql = (n: number) =>
-      `INSERT INTO local_threepid_associations (id, medium, address, lookup_hash, mxid, ts, notBefore, notAfter) VALUES ${values(n, 8)}`;
+      `INSERT INTO local_threepid_associations (id, medium, address, lookup_hash, mxid, ts, notBefore, notAfter) VALUES ${valuesSql(n, 8)}`;
     const globalSql = (n: number) =>
-      `INSERT INTO global_threepid_associations (id, medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc) VALUES ${values(n, 11)}`;
+      `INSERT INTO global_threepid_associations (id, medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc) VALUES ${valuesSql(n, 11)}`;
     const localBatch = db.prepare(localSql(BATCH));
     const globalBatch = db.prepare(globalSql(BATCH));
 
@@ -175,38 +141,14 @@ function build(file: string, count: number, serverName: string): Built['info'] {
   }
 }
 
-/**
- * Writes a file's dirty pages out now. Left to the kernel, half a gigabyte of a fresh copy is written back about 30 s
- * later (vm.dirty_expire_centisecs), in the middle of whatever is measured then: lookup-1's paired rounds start a few
- * seconds after two more servers' copies. Written here it costs the setup 0.4–2 s per copy (measured), outside
- * every measurement.
- */
-function flushToDisk(file: string): void {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
+/** The cache key of a database of `count` associations of `serverName`. */
+const keyOf = (count: number, serverName: string) => `associations-${count}-${serverName}`;
 
-function buildCached(count: number, serverName: string): Promise<Built> {
-  const key = `${count}@${serverName}`;
-  let built = cache.get(key);
-  if (!built) {
-    built = (async () => {
-      const file = path.join(ensureCacheDir(), `associations-${count}-${serverName}.db`);
-      const started = performance.now();
-      fs.rmSync(file, { force: true }); // what a failed attempt left
-      const info = build(file, count, serverName);
-      flushToDisk(file);
-      return { file, info, buildS: (performance.now() - started) / 1000 };
-    })();
-    // a failed build is not cached: the next scenario tries again (and reports its own failure)
-    built.catch(() => cache.delete(key));
-    cache.set(key, built);
-  }
-  return built;
+/** The cached file of `count` associations (built on the first call of the bench process) and its facts. */
+export function associationsFile(opts: AssociationsDbOptions = {}): Promise<Built<Info>> {
+  const count = opts.count ?? 1_000_000;
+  const serverName = opts.serverName ?? SERVER_NAME;
+  return buildOnce(keyOf(count, serverName), (file) => build(file, count, serverName));
 }
 
 /**
@@ -216,79 +158,13 @@ function buildCached(count: number, serverName: string): Promise<Built> {
 export async function prepareAssociationsDb(dbPath: string, opts: AssociationsDbOptions = {}): Promise<AssociationsDb> {
   const count = opts.count ?? 1_000_000;
   const serverName = opts.serverName ?? SERVER_NAME;
-  const fresh = !cache.has(`${count}@${serverName}`);
-  const { file, info, buildS } = await buildCached(count, serverName);
-  const started = performance.now();
-  fs.mkdirSync(path.dirname(dbPath), { recursive: true });
-  // a copy-on-write clone where the file system has them, a plain copy elsewhere
-  fs.copyFileSync(file, dbPath, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
-  flushToDisk(dbPath);
-  const copyS = (performance.now() - started) / 1000;
-  return { ...info, buildS: fresh ? buildS : 0, copyS, bytes: fs.statSync(dbPath).size };
+  const fresh = !isBuilt(keyOf(count, serverName));
+  const { file, info, buildS } = await associationsFile({ count, serverName });
+  const { copyS, bytes } = copyCached(file, dbPath);
+  return { ...info, buildS: fresh ? buildS : 0, copyS, bytes };
 }
 
 // ---- for the scenarios that use such a database ----
-
-/**
- * `BENCH_CPU_PROF=<dir>`: the sydent-ts processes these scenarios start are CPU-profiled, a `.cpuprofile` each in
- * `<dir>`, written when the server exits (open in Chrome DevTools, or sum self times per function). Node 20 refuses
- * `--cpu-prof` in NODE_OPTIONS, so the server gets `--import` of a small module that runs the inspector's profiler
- * (sampling every 250 µs) from its start to its exit, with frames mapped back to the TypeScript source. For finding where the time goes: profiled figures are lower.
- * The bare fastify baseline (baseline, baseline-post) is profiled too, as `bare-fastify-<pid>-….cpuprofile`.
- * `node --import tsx bench/cpuprofile-top.ts <file>` sums self time by function over the loaded stretch; read its
- * notes on what a wall-clock sampler shows on a shared machine (a `writev` share is mostly time spent waiting for
- * a CPU after the write woke the load generator, not work in the syscall).
- */
-export const CPU_PROF_ENV = 'BENCH_CPU_PROF';
-
-const PROFILER_MODULE = `
-import { Session } from 'node:inspector';
-import fs from 'node:fs';
-import { findSourceMap } from 'node:module';
-import path from 'node:path';
-const dir = process.env.BENCH_CPU_PROF_DIR;
-const session = new Session();
-session.connect();
-session.post('Profiler.enable');
-session.post('Profiler.setSamplingInterval', { interval: 250 });
-session.post('Profiler.start');
-process.on('exit', () => {
-  // an in-process session answers synchronously, so this works in an exit handler
-  session.post('Profiler.stop', (err, res) => {
-    if (err) return;
-    // tsx's output is not line for line: point the frames at the TypeScript source (0-based, as CDP's)
-    for (const node of res.profile.nodes) {
-      const f = node.callFrame;
-      if (!f.url.startsWith('file:') || f.url.includes('/node_modules/')) continue;
-      const entry = findSourceMap(f.url)?.findEntry(f.lineNumber, f.columnNumber);
-      if (entry && entry.originalLine !== undefined) {
-        f.lineNumber = entry.originalLine;
-        f.columnNumber = entry.originalColumn;
-        node.positionTicks = undefined;
-      }
-    }
-    fs.mkdirSync(dir, { recursive: true });
-    const name = process.env.BENCH_CPU_PROF_NAME || 'sydent';
-    fs.writeFileSync(path.join(dir, \`\${name}-\${process.pid}-\${Date.now()}.cpuprofile\`), JSON.stringify(res.profile));
-  });
-});
-`;
-
-/**
- * The environment a profiled server starts with (NODE_OPTIONS, BENCH_CPU_PROF_DIR, and the profile's file name
- * prefix), or null when not profiling. Also used for the bare fastify baseline, so profiles can be compared.
- */
-export function profilerEnv(name = 'sydent'): Record<string, string> | null {
-  const dir = process.env[CPU_PROF_ENV];
-  if (!dir) return null;
-  const file = path.join(ensureCacheDir(), 'cpu-prof.mjs');
-  if (!fs.existsSync(file)) fs.writeFileSync(file, PROFILER_MODULE);
-  return {
-    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${pathToFileURL(file).href}`.trim(),
-    BENCH_CPU_PROF_DIR: path.resolve(dir),
-    BENCH_CPU_PROF_NAME: name,
-  };
-}
 
 export interface AssociationsServer {
   server: SydentProcess;
@@ -303,29 +179,17 @@ export async function startAssociationsServer(
   opts: AssociationsDbOptions & { conf?: ConfSections } = {},
 ): Promise<AssociationsServer> {
   let db: AssociationsDb | undefined;
-  // spawnTs passes the bench's environment on when it starts the server: set for that moment only
-  const profEnv = profilerEnv();
-  const saved = Object.fromEntries(Object.keys(profEnv ?? {}).map((k) => [k, process.env[k]]));
-  if (profEnv) Object.assign(process.env, profEnv);
-  let server: SydentProcess;
-  try {
-    server = await ctx.startServer({
-      conf: opts.conf,
-      prepareDb: async (dbPath) => {
-        db = await prepareAssociationsDb(dbPath, opts);
-        ctx.log(
-          (db.buildS ? `built ${db.count} associations in ${db.buildS.toFixed(1)} s; ` : '') +
-            `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
-        );
-      },
-      startTimeoutMs: 60_000,
-    });
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
+  const server = await ctx.startServer({
+    conf: opts.conf,
+    prepareDb: async (dbPath) => {
+      db = await prepareAssociationsDb(dbPath, opts);
+      ctx.log(
+        (db.buildS ? `built ${db.count} associations in ${db.buildS.toFixed(1)} s; ` : '') +
+          `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
+      );
+    },
+    startTimeoutMs: 60_000,
+  });
   if (!db) throw new Error('the associations database was not prepared');
   return {
     server,
@@ -461,5 +325,16 @@ export async function measureBulkLookup(ctx: ScenarioContext, opts: BulkLookupOp
     },
     { label: 'associations in the database', value: s.db.count.toLocaleString('en') },
   );
-  return { summary, extras, notes: statusNotes(summary) };
+  const goals: Goal[] =
+    opts.goalP50Ms === undefined
+      ? []
+      : [
+          {
+            what: `${opts.hashes.toLocaleString('en')}-hash lookup p50, 1M associations`,
+            figure: `${summary.p50} ms`,
+            goal: `< ${opts.goalP50Ms} ms`,
+            met: summary.p50 < opts.goalP50Ms,
+          },
+        ];
+  return { summary, extras, notes: statusNotes(summary), goals };
 }

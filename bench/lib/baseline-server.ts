@@ -1,6 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
-import { profilerEnv } from './associations-db.js';
+import { profilerEnv } from './profiler.js';
 import { ROOT, spawnTs, waitReady, type TsProcess } from './child.js';
 import { freePort } from './ports.js';
 

@@ -30,11 +30,15 @@ export interface CannonSummary {
 /** A hard ceiling for one run, whatever its duration says: autocannon is stopped after duration + 30 s. */
 const OVERRUN_MS = 30_000;
 
-/** Runs autocannon in this process and returns its summary. `duration` is in seconds. */
-export async function runCannon(opts: CannonOptions): Promise<CannonSummary> {
+/**
+ * Runs autocannon in this process and returns its summary. `duration` is in seconds. `stopAfterS`: a run of an
+ * `amount` of requests is stopped after that many seconds if not done (autocannon ignores `duration` then).
+ */
+export async function runCannon(opts: CannonOptions, limits: { stopAfterS?: number } = {}): Promise<CannonSummary> {
   if (!opts.duration && !opts.amount) throw new Error('runCannon: give a duration or an amount');
   const instance = autocannon({ connections: 10, pipelining: 1, timeout: 10, ...opts });
-  const guard = setTimeout(() => instance.stop(), (opts.duration ?? 60) * 1000 + OVERRUN_MS);
+  const stopAfterMs = limits.stopAfterS !== undefined ? limits.stopAfterS * 1000 : (opts.duration ?? 60) * 1000 + OVERRUN_MS;
+  const guard = setTimeout(() => instance.stop(), stopAfterMs);
   let raw: AutocannonResult;
   try {
     raw = await instance;

@@ -14,24 +14,40 @@ export interface TsProcess {
   child: ChildProcess;
   /** what the process wrote to stderr (the last 64 KiB) */
   stderr(): string;
+  /** `performance.now()` when the process was spawned */
+  spawnedAt: number;
+  /**
+   * `performance.now()` when the stderr chunk holding the first occurrence of `text` arrived (within the first
+   * 64 KiB the process wrote), or null: when a start-up line was logged, to within the pipe's delay.
+   */
+  seenAt(text: string): number | null;
   /** resolves with the exit code, or the signal name */
   exited: Promise<number | string>;
   /** SIGTERM, then wait for the exit; SIGKILL after `graceMs`. Safe to call twice. */
   stop(graceMs?: number): Promise<number | string>;
 }
 
-/** Runs a TypeScript file in its own Node process through tsx. */
-export function spawnTs(script: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): TsProcess {
+/** Runs a TypeScript file in its own Node process through tsx (or, with `tsx: false`, a JavaScript file as is). */
+export function spawnTs(script: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; tsx?: boolean }): TsProcess {
   const env: NodeJS.ProcessEnv = {};
   // SYDENT_* variables are config defaults: keep the bench independent of the caller's environment.
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('SYDENT_')) env[k] = v;
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, script, ...args], {
+  const loader = opts.tsx === false ? [] : ['--import', TSX_LOADER];
+  const child = spawn(process.execPath, [...loader, script, ...args], {
     cwd: opts.cwd,
     env: { ...env, ...opts.env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+  const spawnedAt = performance.now();
   let err = '';
+  // the first 64 KiB again, with each chunk's arrival time and where it ends
+  let early = '';
+  const arrivals: Array<{ at: number; end: number }> = [];
   child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    if (early.length < MAX_KEPT_STDERR) {
+      early += d;
+      arrivals.push({ at: performance.now(), end: early.length });
+    }
     err += d;
     if (err.length > MAX_KEPT_STDERR) err = err.slice(-MAX_KEPT_STDERR);
   });
@@ -55,7 +71,12 @@ export function spawnTs(script: string, args: string[], opts: { cwd: string; env
       child.kill('SIGKILL');
       return exited;
     })());
-  return { child, stderr: () => err, exited, stop };
+  const seenAt = (text: string): number | null => {
+    const i = early.indexOf(text);
+    if (i === -1) return null;
+    return arrivals.find((a) => a.end >= i + text.length)?.at ?? null;
+  };
+  return { child, stderr: () => err, spawnedAt, seenAt, exited, stop };
 }
 
 /** One GET on loopback: the status code, or null when nothing answered (yet). */

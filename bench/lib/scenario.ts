@@ -5,6 +5,7 @@ import { ROOT } from './child.js';
 import { cpuSeconds } from './proc-cpu.js';
 import { startSmtpSink, type SmtpSink } from './smtp-sink.js';
 import { startSydent, type StartSydentOptions, type SydentProcess } from './sydent.js';
+import { startTwin, type Twin, type TwinSpec } from './twin.js';
 
 /** A figure of a scenario's own, shown under its name in RESULTS.md (e.g. sessions/s). */
 export interface Extra {
@@ -42,6 +43,42 @@ export interface PairedFigure {
   cpuPerAnswerUs: { scenario: number; baseline: number } | null;
   /** the same CPU time over the slices' length: how much of one core the servers used (1: never waiting) */
   cpuBusy: { scenario: number; baseline: number } | null;
+  /** what the baseline processes answered: `GET /` unless the scenario gave a load of its own */
+  baselineLabel: string;
+}
+
+/**
+ * A write scenario against its bare twin (twin-server.ts: the same essential work on a bare fastify route, a copy of
+ * the same database, an SMTP sink alike), in alternating slices of the same minutes. Figures are 2xx answers per
+ * second: a write that failed did no work.
+ */
+export interface TwinFigure {
+  rounds: number;
+  sliceS: number;
+  /** 2xx/s per round, in round order */
+  scenarioRps: number[];
+  twinRps: number[];
+  /** the scenario's 2xx over all its slices' seconds, over the twin's */
+  ratio: number;
+  medianRatio: number;
+  /** median latency over the slices, ms */
+  scenarioP50: number;
+  twinP50: number;
+  /** server CPU (user + system, /proc) per 2xx answer over all slices, µs; null where it could not be read */
+  cpuPerAnswerUs: { scenario: number; twin: number } | null;
+  /** answers other than 2xx, and socket errors, on each side */
+  scenarioFailures: number;
+  twinFailures: number;
+}
+
+/** One line of RESULTS.md's goal table (issue 22's table): the figure, its goal, and whether it is met. */
+export interface Goal {
+  /** what is measured, as the issue's table names it */
+  what: string;
+  figure: string;
+  goal: string;
+  /** null: not decided in this run (it needs another scenario's figure that was not measured) */
+  met: boolean | null;
 }
 
 /**
@@ -55,10 +92,14 @@ export const PAIRED_SLICE_S = 2;
 export const PAIRED_BASELINES = 3;
 
 export interface ScenarioResult {
-  /** the measured run (warm-up excluded) */
-  summary: CannonSummary;
+  /** the measured run (warm-up excluded); none for a scenario that measures no load (start-up) */
+  summary?: CannonSummary;
   /** the same load paired with the baseline (`ctx.pairedWithBaseline`), for the scenarios that have a goal against it */
   paired?: PairedFigure;
+  /** the same load paired with the scenario's bare twin (`ctx.pairedWithTwin`), for the write scenarios */
+  twin?: TwinFigure;
+  /** the issue's goals this scenario measures */
+  goals?: Goal[];
   extras?: Extra[];
   /** anything odd, shown in RESULTS.md and on stdout */
   notes?: string[];
@@ -70,6 +111,11 @@ export interface Scenario {
   /** one line for RESULTS.md */
   description: string;
   run(ctx: ScenarioContext): Promise<ScenarioResult>;
+  /**
+   * How long the scenario may take, seconds (default: warm-up + duration + 120): for scenarios whose length is not
+   * the run's duration (a database build, a long load, an idle wait).
+   */
+  timeLimitS?(run: { warmupS: number; durationS: number; sessions: number | null }): number;
 }
 
 export interface MeasureHooks {
@@ -86,10 +132,14 @@ export interface ScenarioContext {
   warmupS: number;
   /** autocannon connections unless a scenario says otherwise */
   connections: number;
+  /** `--sessions <n>`: the number of requestTokens of the memory scenario (null: its default) */
+  sessions: number | null;
   /** sydent-ts in its own process; stopped when the scenario ends */
   startServer(opts?: StartSydentOptions): Promise<SydentProcess>;
   /** the bare fastify baseline in its own process; stopped when the scenario ends */
   startBareFastify(): Promise<BareFastify>;
+  /** a bare twin (twin-server.ts) in its own process; stopped when the scenario ends */
+  startTwin(spec: TwinSpec): Promise<Twin>;
   /** a loopback SMTP sink; closed when the scenario ends */
   startSmtpSink(): Promise<SmtpSink>;
   /** warm-up (`warmupS`) then the measured run (`durationS`); returns the measured run's summary */
@@ -101,9 +151,19 @@ export interface ScenarioContext {
    * aimed at the new one): each round measures every one and the scenario's figure of the round is their mean,
    * since the scenario's processes differ as the baseline's do.
    */
-  pairedWithBaseline(load: CannonOptions, more?: MoreProcesses): Promise<PairedFigure>;
-  /** one autocannon run exactly as given (give `duration` or `amount`) */
-  cannon(opts: CannonOptions): Promise<CannonSummary>;
+  pairedWithBaseline(load: CannonOptions, more?: MoreProcesses, baseline?: BaselineLoad): Promise<PairedFigure>;
+  /**
+   * A write scenario's load and its twin's, in PAIRED_ROUNDS rounds of one PAIRED_SLICE_S slice each (the order
+   * reversed every other round), after a warm-up of the twin. `afterSlice` runs after every slice, e.g. to let the
+   * mails of requests still in flight land (so the next slice starts on an idle machine) and count them.
+   */
+  pairedWithTwin(
+    scenario: CannonOptions,
+    twin: CannonOptions,
+    hooks?: { afterSlice?(side: TwinSide, summary: CannonSummary): Promise<void> | void },
+  ): Promise<TwinFigure>;
+  /** one autocannon run exactly as given (give `duration` or `amount`; `stopAfterS` ends an `amount` run early) */
+  cannon(opts: CannonOptions, limits?: { stopAfterS?: number }): Promise<CannonSummary>;
   /** run `fn` when the scenario ends (last registered, first run) */
   defer(fn: () => unknown): void;
   /** a progress line on stderr */
@@ -113,6 +173,29 @@ export interface ScenarioContext {
 /** A load without the duration or amount a scenario gave: the run's timing wins. */
 function untimed({ amount: _amount, duration: _duration, ...load }: CannonOptions): CannonOptions {
   return load;
+}
+
+type TwinSide = 'scenario' | 'twin';
+
+/** One side of `pairedWithTwin` over its slices: its server's CPU (`known` false once /proc could not be read) and answers. */
+interface TwinTally {
+  pid: number | undefined;
+  known: boolean;
+  cpuS: number;
+  /** 2xx/s per slice */
+  rps: number[];
+  ok: number;
+  s: number;
+  failures: number;
+  p50: number[];
+}
+
+/** What the bare processes of `pairedWithBaseline` are sent instead of `GET /` (e.g. a POST like the scenario's). */
+export interface BaselineLoad {
+  /** the load for a bare fastify process at `baseUrl` */
+  load(baseUrl: string): CannonOptions;
+  /** for RESULTS.md, e.g. "`POST /` with the same body" */
+  label: string;
 }
 
 /** More processes of a scenario's server for `pairedWithBaseline`. */
@@ -128,6 +211,7 @@ export interface ContextOptions {
   warmupS: number;
   connections: number;
   name: string;
+  sessions?: number | null;
 }
 
 /** A context and the function that releases everything the scenario started. */
@@ -147,10 +231,17 @@ export function createContext(opts: ContextOptions): {
     durationS: opts.durationS,
     warmupS: opts.warmupS,
     connections: opts.connections,
+    sessions: opts.sessions ?? null,
     async startServer(serverOpts) {
       const server = await startSydent(serverOpts);
       cleanups.push(() => server.stop());
-      if (server.process.child.pid !== undefined) pidByPort.set(server.port, server.process.child.pid);
+      const pid = server.process.child.pid;
+      if (pid !== undefined) {
+        pidByPort.set(server.port, pid);
+        // the internal listener's load (bind) is the same process's
+        const internal = Number(serverOpts?.conf?.http?.['internalapi.http.port']);
+        if (internal > 0) pidByPort.set(internal, pid);
+      }
       processes.push({ what: `sydent-ts (port ${server.port})`, stderr: server.process.stderr });
       return server;
     },
@@ -160,6 +251,13 @@ export function createContext(opts: ContextOptions): {
       if (server.process.child.pid !== undefined) pidByPort.set(Number(new URL(server.baseUrl).port), server.process.child.pid);
       processes.push({ what: 'bare fastify', stderr: server.process.stderr });
       return server;
+    },
+    async startTwin(spec) {
+      const twin = await startTwin(spec);
+      cleanups.push(() => twin.stop());
+      if (twin.process.child.pid !== undefined) pidByPort.set(twin.port, twin.process.child.pid);
+      processes.push({ what: `bare twin (${spec.kind})`, stderr: twin.process.stderr });
+      return twin;
     },
     async startSmtpSink() {
       const sink = await startSmtpSink();
@@ -172,7 +270,7 @@ export function createContext(opts: ContextOptions): {
       await hooks?.afterWarmup?.();
       return runCannon({ ...base, duration: opts.durationS });
     },
-    async pairedWithBaseline(load, more) {
+    async pairedWithBaseline(load, more, baseline) {
       // The bare processes and the scenario's further ones are started in turns: here a process started later can run
       // faster than one started earlier (where the machine placed it), so neither side gets all the late starts.
       const loads: CannonOptions[] = [untimed(load)];
@@ -189,7 +287,10 @@ export function createContext(opts: ContextOptions): {
       const baselineNames = bares.map((_, i) => `baseline ${i + 1}`);
       const cases = new Map<string, CannonOptions>([
         ...loads.map((load, i): [string, CannonOptions] => [scenarioNames[i]!, load]),
-        ...bares.map((bare, i): [string, CannonOptions] => [baselineNames[i]!, { url: `${bare.baseUrl}/` }]),
+        ...bares.map((bare, i): [string, CannonOptions] => [
+          baselineNames[i]!,
+          baseline ? untimed(baseline.load(bare.baseUrl)) : { url: `${bare.baseUrl}/` },
+        ]),
       ]);
       // Per case: its server's process, and the CPU seconds, answers and seconds of load over its slices (`known`
       // false once /proc could not be read).
@@ -250,9 +351,55 @@ export function createContext(opts: ContextOptions): {
         medianRatio: median(scen.rounds.map((v, i) => v / base.rounds[i]!)),
         cpuPerAnswerUs: both ? { scenario: scenarioCpu.perAnswerUs, baseline: baselineCpu.perAnswerUs } : null,
         cpuBusy: both ? { scenario: scenarioCpu.busy, baseline: baselineCpu.busy } : null,
+        baselineLabel: baseline?.label ?? '`GET /`',
       };
     },
-    cannon: (cannonOpts) => runCannon({ connections: opts.connections, ...cannonOpts }),
+    async pairedWithTwin(scenarioLoad, twinLoad, hooks) {
+      const sides = { scenario: untimed(scenarioLoad), twin: untimed(twinLoad) } as const;
+      const tally = (load: CannonOptions): TwinTally => {
+        const pid = pidByPort.get(Number(new URL(load.url).port));
+        return { pid, known: pid !== undefined, cpuS: 0, rps: [], ok: 0, s: 0, failures: 0, p50: [] };
+      };
+      const tallies: Record<TwinSide, TwinTally> = { scenario: tally(sides.scenario), twin: tally(sides.twin) };
+      log(`paired with its bare twin: ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s slices`);
+      const slice = async (side: TwinSide, durationS: number, counted: boolean) => {
+        const t = tallies[side];
+        const before = t.pid === undefined ? null : cpuSeconds(t.pid);
+        const summary = await runCannon({ connections: opts.connections, ...sides[side], duration: durationS });
+        const after = t.pid === undefined ? null : cpuSeconds(t.pid);
+        await hooks?.afterSlice?.(side, summary);
+        if (!counted) return;
+        if (before === null || after === null) t.known = false;
+        t.cpuS += (after ?? 0) - (before ?? 0);
+        t.rps.push(summary.ok2xx / summary.durationS);
+        t.ok += summary.ok2xx;
+        t.s += summary.durationS;
+        t.failures += summary.non2xx + summary.errors;
+        t.p50.push(summary.p50);
+      };
+      await slice('twin', 1, false);
+      for (let round = 0; round < PAIRED_ROUNDS; round++) {
+        const order = round % 2 ? (['twin', 'scenario'] as const) : (['scenario', 'twin'] as const);
+        for (const side of order) await slice(side, PAIRED_SLICE_S, true);
+      }
+      const { scenario, twin } = tallies;
+      if (twin.failures > 0) throw new Error(`the bare twin answered ${twin.failures} requests with a failure`);
+      const cpuKnown = scenario.known && twin.known && scenario.ok > 0 && twin.ok > 0;
+      return {
+        rounds: PAIRED_ROUNDS,
+        sliceS: PAIRED_SLICE_S,
+        scenarioRps: scenario.rps,
+        twinRps: twin.rps,
+        ratio: scenario.ok / scenario.s / (twin.ok / twin.s),
+        medianRatio: median(scenario.rps.map((v, i) => v / twin.rps[i]!)),
+        scenarioP50: median(scenario.p50),
+        twinP50: median(twin.p50),
+        cpuPerAnswerUs: cpuKnown ? { scenario: (scenario.cpuS * 1e6) / scenario.ok, twin: (twin.cpuS * 1e6) / twin.ok } : null,
+        scenarioFailures: scenario.failures,
+        twinFailures: twin.failures,
+      };
+    },
+    cannon: (cannonOpts, limits) => runCannon({ connections: opts.connections, ...cannonOpts }, limits),
     defer: (fn) => cleanups.push(fn),
     log,
   };

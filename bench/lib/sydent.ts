@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ROOT, spawnTs, waitReady, type TsProcess } from './child.js';
 import { freePort } from './ports.js';
+import { profilerEnv } from './profiler.js';
 
 /** sydent.conf values by section: `{ email: { 'email.smtpport': '2525' } }`. */
 export type ConfSections = Record<string, Record<string, string>>;
@@ -24,6 +25,8 @@ export interface StartSydentOptions {
   root?: string;
   /** extra environment for the server process */
   env?: NodeJS.ProcessEnv;
+  /** a built server (`…/main.js`, see build.ts) run by plain `node` instead of src/main.ts through tsx */
+  builtMain?: string;
 }
 
 export interface SydentProcess {
@@ -69,7 +72,8 @@ export async function startSydent(opts: StartSydentOptions = {}): Promise<Sydent
     },
   };
   for (const [section, values] of Object.entries(opts.conf ?? {})) sections[section] = { ...sections[section], ...values };
-  fs.writeFileSync(confPath, formatConf(sections));
+  // it holds the signing key: readable by its owner only, as the server asks (and warns otherwise)
+  fs.writeFileSync(confPath, formatConf(sections), { mode: 0o600 });
 
   const cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
   try {
@@ -78,7 +82,11 @@ export async function startSydent(opts: StartSydentOptions = {}): Promise<Sydent
     cleanup();
     throw error;
   }
-  const proc = spawnTs(path.join(opts.root ?? ROOT, 'src/main.ts'), ['--config', confPath], { cwd: dir, env: opts.env });
+  // BENCH_CPU_PROF: every server is profiled (see profiler.ts)
+  const env = { ...profilerEnv(), ...opts.env };
+  const proc = opts.builtMain
+    ? spawnTs(opts.builtMain, ['--config', confPath], { cwd: dir, env, tsx: false })
+    : spawnTs(path.join(opts.root ?? ROOT, 'src/main.ts'), ['--config', confPath], { cwd: dir, env });
   try {
     await waitReady(proc, {
       marker: 'sydent-ts started',

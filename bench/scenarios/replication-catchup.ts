@@ -25,7 +25,8 @@ import type { ConfSections } from '../lib/sydent.js';
 const COUNT = 100_000;
 const A = 'a.bench.test';
 const B = 'b.bench.test';
-const CATCH_UP_LIMIT_MS = 100_000;
+/** given up after this long: the goal is 10 s, the issue measured 33 s, and a loaded machine takes twice that */
+const CATCH_UP_LIMIT_MS = 180_000;
 
 interface Pem {
   key: string;
@@ -70,6 +71,7 @@ async function makePeerCert(ca: Pem, name: string): Promise<Pem> {
 const scenario: Scenario = {
   name: 'replication-catchup',
   description: `replication: a peer catching up on ${COUNT.toLocaleString('en')} associations (two processes, mutual TLS); then \`GET …/v1/lookup\` on the peer for a replicated address`,
+  timeLimitS: ({ warmupS, durationS }) => warmupS + durationS + CATCH_UP_LIMIT_MS / 1000 + 60,
   async run(ctx) {
     const certDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sydent-bench-repl-'));
     ctx.defer(() => fs.rmSync(certDir, { recursive: true, force: true }));
@@ -173,7 +175,11 @@ const scenario: Scenario = {
     ];
     if (buildS) extras.push({ label: "A's database built in", value: `${buildS.toFixed(1)} s (not counted)` });
     void serverA;
-    return { summary, extras };
+    return {
+      summary,
+      extras,
+      goals: [{ what: `replication catch-up of ${COUNT.toLocaleString('en')} associations`, figure: `${totalS.toFixed(1)} s`, goal: '< 10 s', met: totalS < 10 }],
+    };
   },
 };
 

@@ -1,19 +1,22 @@
-import { createActor, fromCallback, setup, type Actor, type AnyActorRef } from 'xstate';
-import { ask } from './ask.js';
+import { createActor, fromCallback, setup, type Actor } from 'xstate';
+import type { StoreReads } from '../store/reads.js';
+import { ask, DeadlineExceededError, type AskEvent } from './ask.js';
 import type { SystemDeps } from './deps.js';
-import type { ChildPage, ChildSummary, SupervisorStats } from './supervisor.js';
-import { mailerSupervisor } from './supervisors/mailer.js';
-import { notifierSupervisor } from './supervisors/notifier.js';
-import { replicationSupervisor } from './supervisors/replication.js';
-import { sessionsSupervisor } from './supervisors/sessions.js';
-import { smsSupervisor } from './supervisors/sms.js';
-import { storeSupervisor } from './supervisors/store.js';
+import { facade, provideEnvironment, type Facades } from './facade.js';
+import { repliesOf } from './replies.js';
+import { CONTROL, SupervisorClosedError, type ChildPage, type ChildSummary, type SupervisorStats } from './supervisor.js';
+import { mailerHandlers, mailerSupervisor } from './supervisors/mailer.js';
+import { notifierHandlers, notifierSupervisor } from './supervisors/notifier.js';
+import { replicationHandlers, replicationSupervisor } from './supervisors/replication.js';
+import { sessionsHandlers, sessionsSupervisor } from './supervisors/sessions.js';
+import { smsHandlers, smsSupervisor } from './supervisors/sms.js';
+import { storeHandlers, storeSupervisor } from './supervisors/store.js';
 
 /** Start order. Shutdown walks it backwards, so the store, which everything else writes through, stops last. */
 export const SUPERVISORS = ['store', 'mailer', 'sms', 'notifier', 'replication', 'sessions'] as const;
 export type SupervisorId = (typeof SUPERVISORS)[number];
 
-const placeholder = fromCallback<{ type: string }, SystemDeps>(() => undefined);
+const placeholder = fromCallback<AskEvent, SystemDeps>(() => undefined);
 
 /**
  * The root actor: it invokes every supervisor under its systemId. Supervisors' logic is provided by
@@ -53,9 +56,24 @@ export interface ActorInfo {
   children: ChildSummary;
 }
 
-export class ActorSystem {
-  private constructor(readonly root: Actor<typeof rootMachine>) {}
+/** How long shutdown gives each supervisor to drain by default. */
+const DRAIN_MS = 10_000;
 
+/**
+ * The actor system of a running server: the root actor, its supervisors, and their facades (the only way to them).
+ */
+export class ActorSystem {
+  private constructor(
+    private readonly root: Actor<typeof rootMachine>,
+    /** every supervisor's typed facade, and the store's read facade */
+    readonly facades: Facades,
+    private readonly deps: SystemDeps,
+  ) {}
+
+  /**
+   * Starts the supervisors in order, the store first (it opens and migrates the database). A supervisor that cannot
+   * open its resource fails the start with its error, after the others were closed again.
+   */
   static start(deps: SystemDeps): ActorSystem {
     const machine = rootMachine.provide({
       actors: {
@@ -68,19 +86,42 @@ export class ActorSystem {
       },
     });
     const root = createActor(machine, { input: deps, systemId: 'root', ...(deps.inspect ? { inspect: deps.inspect } : {}) });
+    let reads: StoreReads | null = null;
+    const system = root.system;
+    const facades: Facades = {
+      stores: facade(system, 'store', storeHandlers),
+      mailer: facade(system, 'mailer', mailerHandlers),
+      sms: facade(system, 'sms', smsHandlers),
+      notifier: facade(system, 'notifier', notifierHandlers),
+      replication: facade(system, 'replication', replicationHandlers),
+      sessions: facade(system, 'sessions', sessionsHandlers),
+      get reads(): StoreReads {
+        if (!reads) throw new Error('the store has not opened the database');
+        return reads;
+      },
+    };
+    provideEnvironment(system, {
+      facades,
+      provideReads: (r) => {
+        reads = r;
+      },
+    });
+    // A supervisor that failed is reported through the snapshot below, not as an unhandled error.
+    root.subscribe({ error: () => undefined });
     root.start();
-    return new ActorSystem(root);
-  }
-
-  get(id: SupervisorId): AnyActorRef {
-    const ref = this.root.system.get(id) as AnyActorRef | undefined;
-    if (!ref) throw new Error(`no supervisor ${id}`);
-    return ref;
+    const snapshot = root.getSnapshot();
+    if (snapshot.status === 'error') throw snapshot.error;
+    return new ActorSystem(root, facades, deps);
   }
 
   /** Each supervisor's actor status (`active` while it runs), for readiness. */
   supervisorStatuses(): Record<string, string> {
     return Object.fromEntries(this.supervisorStates().map((s) => [s.id, s.state]));
+  }
+
+  /** The root actor's status (`active` until the system stopped). */
+  get status(): string {
+    return this.root.getSnapshot().status;
   }
 
   /** The live actors, for the debug endpoint: one entry per supervisor, their children only counted. */
@@ -100,10 +141,10 @@ export class ActorSystem {
       },
     ];
     for (const id of SUPERVISORS) {
-      const ref = this.root.system.get(id) as AnyActorRef | undefined;
-      const status = ref?.getSnapshot().status ?? 'stopped';
+      const ref = this.root.system.get(id);
+      const status: string = ref?.getSnapshot().status ?? 'stopped';
       const stats =
-        status === 'active' ? await ask<SupervisorStats>(ref, { type: 'STATS' }, 1000).catch(() => null) : null;
+        status === 'active' ? await ask<SupervisorStats>(ref, CONTROL.stats, {}, { timeoutMs: 1000 }).catch(() => null) : null;
       out.push({
         systemId: id,
         status,
@@ -124,21 +165,39 @@ export class ActorSystem {
       return { total: all.length, children: all.slice(offset, offset + limit) };
     }
     if (!(SUPERVISORS as readonly string[]).includes(id)) return undefined;
-    const ref = this.root.system.get(id) as AnyActorRef | undefined;
+    const ref = this.root.system.get(id);
     if (ref?.getSnapshot().status !== 'active') return { total: 0, children: [] };
-    return ask<ChildPage>(ref, { type: 'CHILDREN', offset, limit }, 1000);
+    return ask<ChildPage>(ref, CONTROL.children, { offset, limit }, { timeoutMs: 1000 });
   }
 
   private supervisorStates(): { id: string; state: string }[] {
-    return SUPERVISORS.map((id) => ({ id, state: this.root.system.get(id)?.getSnapshot().status ?? 'stopped' }));
+    return SUPERVISORS.map((id) => ({ id, state: String(this.root.system.get(id)?.getSnapshot().status ?? 'stopped') }));
   }
 
-  /** Ordered shutdown: each supervisor finishes its queue and releases its resource, the store last. */
-  async stop(timeoutMs = 10_000): Promise<void> {
-    for (const id of [...SUPERVISORS].reverse()) {
-      const ref = this.root.system.get(id) as AnyActorRef | undefined;
-      if (ref?.getSnapshot().status === 'active') await ask(ref, { type: 'DRAIN' }, timeoutMs);
+  /**
+   * Ordered shutdown: each supervisor finishes its queue and releases its resource, the store last. One that does not
+   * drain within `timeoutMs` is stopped all the same (its resource released), so the database is always closed.
+   */
+  async stop(timeoutMs = DRAIN_MS): Promise<void> {
+    try {
+      for (const id of [...SUPERVISORS].reverse()) {
+        const ref = this.root.system.get(id);
+        if (ref?.getSnapshot().status !== 'active') continue;
+        try {
+          await ask(ref, CONTROL.drain, {}, { timeoutMs });
+        } catch (error) {
+          if (error instanceof DeadlineExceededError) {
+            this.deps.log.warn({ supervisor: id, ms: timeoutMs }, 'shutdown: a supervisor did not drain in time; its work is cut off');
+          } else {
+            this.deps.log.error({ supervisor: id, err: error }, 'shutdown: a supervisor failed to drain');
+          }
+        }
+      }
+    } finally {
+      // What is still under way is aborted (a mail still being sent is cut off, not delivered late), and every
+      // supervisor not yet closed (one that did not drain in time) releases its resource now: the database included.
+      repliesOf(this.root.system).abortAll(new SupervisorClosedError('the server'));
+      this.root.stop();
     }
-    this.root.stop();
   }
 }

@@ -78,6 +78,10 @@ export function configDefaults(env: Env): ConfigDefaults {
       'submit_token.ratelimit.rate_hz': String(1 / 60),
       // sydent-ts: seconds between SIGTERM (when /ready starts answering 503) and closing the listeners
       drain_seconds: '0',
+      // sydent-ts: the time a request has before the work it started is aborted (503), and a request that sends a
+      // mail or SMS (its send aborted, 500 M_EMAIL_SEND_ERROR / M_SEND_ERROR)
+      request_deadline_seconds: '10',
+      send_deadline_seconds: '20',
       'federation.verifycerts': 'True',
       // sydent-ts: DNS servers for federation lookups (empty: the system resolver) and extra trusted CAs
       'federation.dns_servers': '',

@@ -81,6 +81,10 @@ export interface HttpConfig {
   trustedProxies: string[];
   /** after SIGTERM, how long /ready answers 503 while the listeners still serve, before they close */
   drainSeconds: number;
+  /** `request_deadline_seconds`: the time a request has, from the moment it is read, before the work it started is aborted */
+  requestDeadlineMs: number;
+  /** `send_deadline_seconds`: the same for a request that sends a mail or an SMS (requestToken, store-invite) */
+  sendDeadlineMs: number;
   federationVerifyCerts: boolean;
   /** `federation.dns_servers`: `ip`, `ip:port` or `[ipv6]:port` for federation lookups; empty = the system resolver */
   federationDnsServers: string[];

@@ -10,7 +10,9 @@ import Fastify, {
 } from 'fastify';
 import FindMyWay from 'find-my-way';
 import http from 'node:http';
+import { DeadlineExceededError } from '../actors/ask.js';
 import { nextRequestId, redactUrl, type Logger } from '../log.js';
+import { StoreUnavailableError } from '../store/unavailable.js';
 import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
 import { clientErrorAnswer } from './client-errors.js';
 import { errors, MatrixError } from './errors.js';
@@ -176,7 +178,9 @@ function withRedactedRequests(log: Logger): Logger {
  * down) is a warning without a stack trace; anything else is a bug, logged at error with its stack.
  */
 export function logFailure(log: FastifyBaseLogger | Logger, error: unknown, matrix: MatrixError, url: string): void {
-  if (error instanceof MatrixError) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
+  // The store logs its cause once, when it starts (src/store/health.ts): not once per request it refuses.
+  if (error instanceof StoreUnavailableError) log.debug({ status: matrix.status, cause: error.reason, url }, 'request failed');
+  else if (error instanceof MatrixError) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
   else log.error({ err: error, url }, 'request failed');
 }
 
@@ -298,6 +302,8 @@ export function sendError(reply: FastifyReply, error: MatrixError): FastifyReply
 /** Maps fastify's own failures (schemas, body parsing, limits) to the Matrix error a client understands. */
 export function toMatrixError(error: unknown): MatrixError {
   if (error instanceof MatrixError) return error;
+  if (error instanceof StoreUnavailableError) return errors.unavailableFor(error.message, error.retryAfterSeconds);
+  if (error instanceof DeadlineExceededError) return errors.unavailableFor('The server could not answer in time', 1);
   const err = error as FastifyError & { validation?: ValidationIssue[]; validationContext?: string };
   if (err.validation) return fromValidation(err.validation, err.validationContext ?? 'body');
   switch (err.code) {

@@ -30,26 +30,32 @@ import {
   type SessionContext,
   type SessionEvent,
 } from '../machines/validation-session.js';
-import type { SessionReads, SessionWrite, SydentColumns, SydentSessionRow } from '../store/sessions.js';
+import type { SessionWrite, StoredSession, SydentColumns, SydentSessionRow } from '../store/sessions.js';
 import { reconcileWithSydent, sessionFromSydentRow, type LoadedSession } from './sydent-rows.js';
 
 /**
- * Sends a session's token by mail or SMS, resolving once the server or provider accepted it. `deadline`
- * (Date.now() time, not the session clock) is when the request that asked for it must be answered: the sender
- * gives up by then, and the session records a failed send.
+ * Sends a session's token by mail or SMS, resolving once the server or provider accepted it. By `deadline`
+ * (Date.now() time, not the session clock), or when `signal` aborts, the send is aborted (no message arrives
+ * later) and the session records a failed send.
  */
-export type TokenSender = (input: SendTokenInput, deadline: number) => Promise<void>;
+export type TokenSender = (input: SendTokenInput, request: { deadline: number; signal?: AbortSignal }) => Promise<void>;
 
-/** The longest a requestToken takes: the send it starts gets what is left of it, mail retries included. */
+/** The default time limit of a requestToken (`[http] send_deadline_seconds`): the send gets what is left of it. */
 export const REQUEST_TOKEN_TIME_LIMIT_MS = 20_000;
-/** How long a caller waits for requestToken's answer: the limit, plus the session's writes after the send. */
-export const REQUEST_TOKEN_ANSWER_MS = REQUEST_TOKEN_TIME_LIMIT_MS + 5_000;
 /** Below this, a send is not started: it could not finish in time, and a message for a failed request is worse. */
 const MIN_SEND_TIME_MS = 1_000;
+/** Of a request's time, what is kept after the send for the session to record its outcome and answer. */
+const RECORD_MARGIN_MS = 1_000;
 /** How much longer than the send's deadline the host waits for the machine to leave sendingToken. */
 const SEND_SETTLE_MS = 2_000;
 
-/** The store writes the host needs, answered by the store actor. */
+/** The reads the host needs, from the store's read facade. */
+export interface SessionReadPort {
+  findSid(medium: string, address: string, clientSecret: string): Promise<number | undefined>;
+  load(sid: number): Promise<StoredSession | undefined>;
+}
+
+/** The store writes the host needs, answered by the store supervisor. */
 export interface SessionStorePort {
   newSid(): Promise<number>;
   create(medium: Medium, clientSecret: string, write: SessionWrite): Promise<number>;
@@ -58,7 +64,7 @@ export interface SessionStorePort {
 
 export interface SessionHostDeps {
   now: () => number;
-  reads: SessionReads;
+  reads: SessionReadPort;
   store: SessionStorePort;
   senders: Partial<Record<Medium, TokenSender>>;
   /** rate limit for the sender of a token, consulted only when a token will really be sent */
@@ -102,7 +108,7 @@ export interface RequestTokenArgs {
   /** who is asking, for the rate limit: the v2 user, or the client IP on v1 */
   requester: string;
   ipAddress: string | null;
-  /** Date.now() time by which the request must be answered: a token send must end by then */
+  /** Date.now() time by which the request must be answered: a token send ends before, so its outcome is recorded */
   deadline: number;
 }
 
@@ -116,6 +122,13 @@ interface SessionSeen {
   storedAddress: string;
 }
 
+/** What the invoked send of a session must keep to, while one of its events is processed. */
+interface SendRequest {
+  /** Date.now() time by which the send must have ended */
+  sendBy: number;
+  signal: AbortSignal | undefined;
+}
+
 type SessionMachine = typeof validationSessionMachine;
 
 const names = stateNames(validationSessionMachine);
@@ -125,8 +138,8 @@ export class SessionHost {
   private readonly machines: MachineHost<SessionMachine, number, SessionSeen>;
   /** one requestToken per (medium, address, client_secret) at a time */
   private readonly requests = new KeyedQueue<string>();
-  /** the deadline of the request whose event is being processed, by sid: what the invoked send must keep to */
-  private readonly sendDeadlines = new Map<string, number>();
+  /** the request whose event is being processed, by sid: the time the invoked send must keep to, its cancellation */
+  private readonly sendRequests = new Map<string, SendRequest>();
 
   constructor(private readonly deps: SessionHostDeps) {
     const machine = validationSessionMachine.provide({
@@ -134,9 +147,11 @@ export class SessionHost {
         sendToken: fromPromise<void, SendTokenInput>(async ({ input }) => {
           const send = deps.senders[input.medium];
           if (!send) throw new Error(`no sender for ${input.medium}`);
-          const deadline = this.sendDeadlines.get(input.sid) ?? Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS;
+          // The machine host starts this only once the session's row says it is sending (record, then act).
+          const request = this.sendRequests.get(input.sid);
+          const deadline = request?.sendBy ?? Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS;
           if (deadline - Date.now() < MIN_SEND_TIME_MS) throw new Error('no time was left to send the token');
-          await send(input, deadline);
+          await send(input, { deadline, ...(request?.signal ? { signal: request.signal } : {}) });
         }),
       },
     });
@@ -145,7 +160,7 @@ export class SessionHost {
       machine,
       version: SESSION_MACHINE_VERSION,
       migrations: sessionMigrations,
-      store: { load: async (sid) => this.load(sid), save: (sid, write, expected) => this.save(sid, write, expected) },
+      store: { load: (sid) => this.load(sid), save: (sid, write, expected) => this.save(sid, write, expected) },
       restore: restoreSession,
       now: deps.now,
       onTransition: deps.onTransition,
@@ -154,11 +169,11 @@ export class SessionHost {
   }
 
   /** One requestToken per (medium, address, client_secret) at a time, so two racing requests share a session. */
-  async requestToken(args: RequestTokenArgs): Promise<RequestTokenResult> {
-    return this.requests.run(`${args.medium}\0${args.address}\0${args.clientSecret}`, () => this.requestTokenQueued(args));
+  async requestToken(args: RequestTokenArgs, signal?: AbortSignal): Promise<RequestTokenResult> {
+    return this.requests.run(`${args.medium}\0${args.address}\0${args.clientSecret}`, () => this.requestTokenQueued(args, signal));
   }
 
-  private async requestTokenQueued(args: RequestTokenArgs): Promise<RequestTokenResult> {
+  private async requestTokenQueued(args: RequestTokenArgs, signal: AbortSignal | undefined): Promise<RequestTokenResult> {
     const event = (freshToken: string): SessionEvent => ({
       type: 'REQUEST_TOKEN',
       clientSecret: args.clientSecret,
@@ -170,10 +185,10 @@ export class SessionHost {
       freshToken,
       now: this.deps.now(),
     });
-    const existing = this.deps.reads.findSid(args.medium, args.address, args.clientSecret);
+    const existing = await this.deps.reads.findSid(args.medium, args.address, args.clientSecret);
     if (existing !== undefined) {
       let retryAfterMs: number | null = null;
-      const outcome = await this.withDeadline(existing, args.deadline, (settleTimeoutMs) =>
+      const outcome = await this.withDeadline(existing, { deadline: args.deadline, signal }, (settleTimeoutMs) =>
         this.machines.send(existing, event(this.deps.newToken(args.medium)), {
           settleTimeoutMs,
           // The rate limit counts sends: a requestToken that sends nothing is never limited.
@@ -207,7 +222,7 @@ export class SessionHost {
       brand: args.brand,
       ipAddress: args.ipAddress,
     };
-    const outcome = await this.withDeadline(sid, args.deadline, (settleTimeoutMs) =>
+    const outcome = await this.withDeadline(sid, { deadline: args.deadline, signal }, (settleTimeoutMs) =>
       this.machines.create(sid, input, event(token), { settleTimeoutMs }),
     );
     return { limited: false, ...outcomeOf(outcome) };
@@ -234,20 +249,25 @@ export class SessionHost {
     this.machines.stopAll();
   }
 
-  /** Runs `fn` with the request's deadline known to the send it may start, and the time it may wait for it. */
-  private async withDeadline<T>(sid: number, deadline: number, fn: (settleTimeoutMs: number) => Promise<T>): Promise<T> {
+  /** Runs `fn` with the request's deadline and signal known to the send it may start, and the time it may wait for it. */
+  private async withDeadline<T>(
+    sid: number,
+    request: { deadline: number; signal: AbortSignal | undefined },
+    fn: (settleTimeoutMs: number) => Promise<T>,
+  ): Promise<T> {
     const key = String(sid);
-    this.sendDeadlines.set(key, deadline);
+    const sendBy = request.deadline - RECORD_MARGIN_MS;
+    this.sendRequests.set(key, { sendBy, signal: request.signal });
     try {
-      // The sender gives up at the deadline, so the machine has left sendingToken by then.
-      return await fn(Math.max(0, deadline - Date.now()) + SEND_SETTLE_MS);
+      // The sender gives up at its deadline, so the machine has left sendingToken by then.
+      return await fn(Math.max(0, sendBy - Date.now()) + SEND_SETTLE_MS);
     } finally {
-      this.sendDeadlines.delete(key);
+      this.sendRequests.delete(key);
     }
   }
 
-  private load(sid: number): StoredMachine<SessionSeen> | undefined {
-    const stored = this.deps.reads.load(sid);
+  private async load(sid: number): Promise<StoredMachine<SessionSeen> | undefined> {
+    const stored = await this.deps.reads.load(sid);
     if (!stored) return undefined;
     const { sydent, machine } = stored;
     const seen: SessionSeen = {
@@ -328,6 +348,11 @@ function inMachineNames(t: Transition): Transition {
   const from = t.from === 'new' ? 'requested' : t.from;
   const event = t.event === 'SENT' && from === 'sendingToken' ? settledEvent(t.to) : t.event;
   return { ...t, from, event };
+}
+
+/** Whether a session proves its 3PID: validated (or bound since), and the event was not refused. */
+export function isValidated(outcome: SessionOutcome): boolean {
+  return outcome.rejection === null && (outcome.state === 'validated' || outcome.state === 'bound');
 }
 
 function outcomeOf(outcome: HostOutcome<SessionMachine, SessionSeen>): SessionOutcome {

@@ -45,6 +45,8 @@ export function readHttp(v: SectionValues, ctx: BuildContext, serverName: string
     trustedProxies: v.cidrs('trusted_proxies'),
     submitTokenRatelimit: readRateLimit(v, 'submit_token.ratelimit'),
     drainSeconds: v.int('drain_seconds', 0),
+    requestDeadlineMs: Math.round(v.positiveNumber('request_deadline_seconds') * 1000),
+    sendDeadlineMs: Math.round(v.positiveNumber('send_deadline_seconds') * 1000),
     federationVerifyCerts: v.bool('federation.verifycerts'),
     federationDnsServers: readDnsServers(v),
     federationCaCert: readExistingFile(v, 'federation.cacert'),
