@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { assign, fromPromise, setup, type InspectionEvent } from 'xstate';
 import {
   MachineHost,
@@ -277,6 +277,48 @@ describe('machine host', () => {
     expect(row('h')).toMatchObject({ state: '{"open":"done"}', row_version: 2 });
     expect(await h.send('h', { type: 'GO' })).toMatchObject({ state: 'done' });
     expect(row('h')).toMatchObject({ row_version: 2 });
+  });
+
+  it('an event handed to a machine while its work runs is taken and recorded; once the work has ended it waits for its turn', async () => {
+    const h = host();
+    await h.create('j', { id: 'j' }, { type: 'BUMP' });
+    let fail!: (error: Error) => void;
+    work = ({ id }) => {
+      seenByWork.push(row(id)?.state);
+      return new Promise<string>((_resolve, reject) => (fail = reject));
+    };
+    // The save of the work's end waits until the test lets it go.
+    const port = sqlitePort(db);
+    let saving!: () => void;
+    const savingFailed = new Promise<void>((resolve) => (saving = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const slowSave = host({
+      store: {
+        load: port.load,
+        save: async (id, write, expected) => {
+          if (write.stateName === 'failed') {
+            saving();
+            await released;
+          }
+          return port.save(id, write, expected);
+        },
+      },
+    });
+    const going = slowSave.send('j', { type: 'GO' });
+    await vi.waitFor(() => expect(seenByWork).toHaveLength(1));
+    // While `work` runs, the machine takes the event at once.
+    expect(slowSave.interrupt('j', { type: 'BUMP' })).toBe(true);
+    fail(new Error('no luck'));
+    await savingFailed;
+    // `work` has ended, its end is being recorded: an event now would start `work` again only for it to be stopped
+    // with the actor, so the caller is told to queue it.
+    expect(slowSave.interrupt('j', { type: 'GO' })).toBe(false);
+    release();
+    expect(await going).toMatchObject({ state: 'failed', snapshot: { context: { bumps: 2 } } });
+    expect(seenByWork).toHaveLength(1);
+    expect(row('j')).toMatchObject({ state: '{"open":"failed"}' });
+    expect(JSON.parse(row('j')!.context)).toMatchObject({ bumps: 2 });
   });
 
   it('what an event starts and does not end in time is stopped: the row keeps the state it was recorded in', async () => {

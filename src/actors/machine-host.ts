@@ -174,6 +174,11 @@ interface InFlight {
 }
 const DEFAULT_SETTLE_MS = 30_000;
 
+/** Nothing the machine started runs any more: the event it took is over. */
+function settled(s: AnyMachineSnapshot): boolean {
+  return s.status !== 'active' || Object.keys(s.children as object).length === 0;
+}
+
 /** `xstate.done.actor.sendToken` → `done: sendToken`, as the diagrams name an invoked actor's end. */
 export function eventName(type: string): string {
   const m = /^xstate\.(done|error)\.actor\.(.+)$/.exec(type);
@@ -236,7 +241,9 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
    */
   interrupt(key: TKey, event: EventFromLogic<TMachine>): boolean {
     const inFlight = this.live.get(this.keyOf(key));
-    if (!inFlight) return false;
+    // An actor whose invoked actors have ended is only being recorded and stopped: it would take the event and
+    // start what it leads to, only to be stopped with it. The event waits for its turn instead.
+    if (!inFlight || settled(inFlight.actor.getSnapshot())) return false;
     inFlight.actor.send(event);
     return true;
   }
@@ -365,7 +372,6 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     let saving: Promise<void> = Promise.resolve();
     let saveError: unknown = null;
     let end: ((how: 'settled' | 'stopped') => void) | null = null;
-    const idle = (s: Snapshot<TMachine>) => s.status !== 'active' || Object.keys(s.children as object).length === 0;
     const outer = this.opts.inspect;
     const inspect = (ev: InspectionEvent) => {
       if (outer) (typeof outer === 'function' ? outer(ev) : outer.next?.(ev));
@@ -375,7 +381,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       saving = saving.then(() => record(snapshot, ev.event.type)).catch((err: unknown) => {
         saveError ??= err;
       });
-      if (idle(snapshot)) end?.('settled');
+      if (settled(snapshot)) end?.('settled');
     };
     const actor = createActor(machine as AnyStateMachine, from.input !== undefined ? { input: from.input, inspect } : { snapshot: current, inspect });
     let stopped = false;
@@ -394,7 +400,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       actor.start();
       taken = true;
       actor.send(event);
-      if (!idle(actor.getSnapshot()) && !stopped) {
+      if (!settled(actor.getSnapshot()) && !stopped) {
         const how = await new Promise<'settled' | 'stopped' | 'timeout'>((resolve) => {
           end = resolve;
           if (Number.isFinite(timeoutMs)) timer = setTimeout(() => resolve('timeout'), timeoutMs);
