@@ -2,9 +2,9 @@
  * Publishing and withdrawing 3PID bindings: the flow the sessions supervisor runs for 3pid/bind, the internal API
  * and unbind. The flow owns the work around the record: it hashes the 3PID with the pepper it read, signs the
  * association and the pending invites with our long-term key, builds the homeserver callback; then the store
- * records it as data (binding, invites marked sent, callback outbox row, one transaction), refusing it when the
- * pepper or the pending invites changed meanwhile, in which case the flow makes it again. Once committed, the
- * notifier and replication are woken.
+ * records it as data (binding, invites marked sent, callback outbox row, and for 3pid/bind the session's move to
+ * bound: one transaction), refusing it when the pepper or the pending invites changed meanwhile, in which case the
+ * flow makes it again. Once committed, the notifier and replication are woken.
  */
 import type { CallOptions } from '../actors/ask.js';
 import type { Facades } from '../actors/facade.js';
@@ -44,10 +44,20 @@ const BIND_ATTEMPTS = 3;
 
 const ONBIND_PATH = '/_matrix/federation/v1/3pid/onbind';
 
-export async function bindThreepid(deps: BinderDeps, threepid: Threepid, mxid: string, request: CallOptions): Promise<SignedAssociation> {
+/**
+ * Binds `threepid` to `mxid`. `record` stores the binding; by default alone, while 3pid/bind stores it in one write
+ * with its session's move to bound (the sessions supervisor). A BindConflictError from it makes the binding again.
+ */
+export async function bindThreepid(
+  deps: BinderDeps,
+  threepid: Threepid,
+  mxid: string,
+  request: CallOptions,
+  record: (binding: BindRecord) => Promise<unknown> = (binding) => deps.facades.stores.bind(binding, request),
+): Promise<SignedAssociation> {
   const destination = serverNameOfUserId(mxid);
   if (!destination) deps.log.warn('binding to a user ID without a valid server name: no homeserver will be told');
-  const { reads, stores } = deps.facades;
+  const { reads } = deps.facades;
   for (let attempt = 1; ; attempt++) {
     const [pepper, invites] = await Promise.all([
       reads.associations.storedPepper(),
@@ -55,7 +65,7 @@ export async function bindThreepid(deps: BinderDeps, threepid: Threepid, mxid: s
     ]);
     const made = makeBinding(deps.identity, threepid, mxid, deps.clock.now(), pepper, invites, destination);
     try {
-      await stores.bind(made.record, request);
+      await record(made.record);
     } catch (error) {
       if (error instanceof BindConflictError && attempt < BIND_ATTEMPTS) continue;
       throw error;

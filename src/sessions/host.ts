@@ -30,7 +30,7 @@ import {
   type SessionContext,
   type SessionEvent,
 } from '../machines/validation-session.js';
-import type { SessionWrite, StoredSession, SydentColumns, SydentSessionRow } from '../store/sessions.js';
+import type { SessionSave, SessionWrite, StoredSession, SydentColumns, SydentSessionRow } from '../store/sessions.js';
 import { reconcileWithSydent, sessionFromSydentRow, type LoadedSession } from './sydent-rows.js';
 
 /**
@@ -95,6 +95,13 @@ export interface SessionOutcome {
   createdBySydent: boolean;
 }
 
+/**
+ * Stores the binding of a session's 3PID. With `session` (the session's row as its move to bound writes it), in the
+ * same write as the binding, answering the row's new version; with null (bound again to the same user: the row has
+ * nothing new), the binding alone, answering null.
+ */
+export type PublishBinding = (threepid: { medium: Medium; address: string }, session: SessionSave | null) => Promise<number | null>;
+
 export type RequestTokenResult = ({ limited: false } & SessionOutcome) | { limited: true; retryAfterMs: number };
 
 export interface RequestTokenArgs {
@@ -138,6 +145,8 @@ export class SessionHost {
   private readonly machines: MachineHost<SessionMachine, number, SessionSeen>;
   /** one requestToken per (medium, address, client_secret) at a time */
   private readonly requests = new KeyedQueue<string>();
+  /** the bind whose BIND is being processed, by sid: how its move to bound is stored */
+  private readonly binds = new Map<string, { publish: PublishBinding; published: boolean }>();
   /** the request whose event is being processed, by sid: the time the invoked send must keep to, its cancellation */
   private readonly sendRequests = new Map<string, SendRequest>();
 
@@ -234,6 +243,30 @@ export class SessionHost {
     return outcome && outcomeOf(outcome);
   }
 
+  /**
+   * BIND for a session. A move to bound is stored by `publish`, with the binding, in one write: a binding that
+   * cannot be stored leaves the session as it was (validated), and the error is the answer. `undefined` when there
+   * is no such session; a refused BIND (wrong secret, not validated, expired) publishes nothing.
+   */
+  async bind(sid: number, event: Extract<SessionEvent, { type: 'BIND' }>, publish: PublishBinding): Promise<SessionOutcome | undefined> {
+    return this.machines.exclusive(sid, async () => {
+      const key = String(sid);
+      const bind = { publish, published: false };
+      this.binds.set(key, bind);
+      let outcome: HostOutcome<SessionMachine, SessionSeen> | undefined;
+      try {
+        outcome = await this.machines.sendNow(sid, event);
+      } finally {
+        this.binds.delete(key);
+      }
+      if (!outcome) return undefined;
+      const result = outcomeOf(outcome);
+      // Bound again to the same user: nothing of the session changed, and the binding is made again (the newest wins).
+      if (!bind.published && isBound(result)) await publish({ medium: result.medium, address: result.address }, null);
+      return result;
+    });
+  }
+
   /** For the debug endpoint: the session's state, context and history, or undefined. */
   async inspect(sid: number): Promise<{ state: string; context: SessionContext; history: Transition[] } | undefined> {
     const found = await this.machines.peek(sid);
@@ -312,7 +345,7 @@ export class SessionHost {
     };
     const rowVersion = write.created
       ? await this.deps.store.create(context.medium, context.clientSecret, row)
-      : await this.deps.store.save(row, expected.rowVersion);
+      : await this.saveRow(sid, write.stateName, context, row, expected.rowVersion);
     return {
       rowVersion,
       seen: {
@@ -321,6 +354,16 @@ export class SessionHost {
         storedAddress: expected.seen?.storedAddress ?? context.address,
       },
     };
+  }
+
+  /** A session's row saved; its move to bound, by the bind that asked for it, in one write with the binding. */
+  private async saveRow(sid: number, stateName: string, context: SessionContext, row: SessionWrite, expectedVersion: number | null): Promise<number> {
+    const bind = this.binds.get(String(sid));
+    if (!bind || bind.published || stateName !== 'bound') return this.deps.store.save(row, expectedVersion);
+    bind.published = true;
+    const rowVersion = await bind.publish({ medium: context.medium, address: context.address }, { write: row, expectedVersion });
+    if (rowVersion === null) throw new Error(`session ${sid}: its binding was stored without the session`);
+    return rowVersion;
   }
 }
 
@@ -348,6 +391,11 @@ function inMachineNames(t: Transition): Transition {
   const from = t.from === 'new' ? 'requested' : t.from;
   const event = t.event === 'SENT' && from === 'sendingToken' ? settledEvent(t.to) : t.event;
   return { ...t, from, event };
+}
+
+/** Whether a session is bound now by the event it took. */
+function isBound(outcome: SessionOutcome): boolean {
+  return outcome.rejection === null && outcome.state === 'bound';
 }
 
 /** Whether a session proves its 3PID: validated (or bound since), and the event was not refused. */

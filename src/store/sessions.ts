@@ -68,6 +68,13 @@ export interface SessionWrite {
   expectedSydent: SydentColumns | null;
 }
 
+/** A session's write as a larger write carries it (a bind): the row and the row version it must still find. */
+export interface SessionSave {
+  write: SessionWrite;
+  /** null: the session has no machine row yet (Sydent made it) */
+  expectedVersion: number | null;
+}
+
 export class SessionConflictError extends Error {
   constructor(sid: number) {
     super(`session ${sid} was changed by someone else`);

@@ -63,11 +63,35 @@ export const sessionsHandlers = {
     return { limited: false, outcome };
   },
   inspect: (e: { sid: number }, r: SessionsResource) => r.host.inspect(e.sid),
-  /** 3pid/bind: a validated session's 3PID bound to `mxid`: the session moves to bound, then the binding is published */
-  bindSession: async (e: { sid: number; clientSecret: string; mxid: string }, r: SessionsResource, q: RequestContext) => {
-    const outcome = await r.host.send(e.sid, { type: 'BIND', mxid: e.mxid, clientSecret: e.clientSecret, now: r.binder.clock.now() });
-    if (!outcome || outcome.rejection !== null || outcome.state !== 'bound') return { outcome, association: null };
-    const association = await bindThreepid(r.binder, { medium: outcome.medium, address: outcome.address }, e.mxid, q);
+  /**
+   * 3pid/bind: a validated session's 3PID bound to `mxid`. The session's move to bound and the binding are one
+   * write: a binding that cannot be stored leaves the session validated.
+   */
+  bindSession: async (
+    e: { sid: number; clientSecret: string; mxid: string },
+    r: SessionsResource,
+    q: RequestContext,
+  ): Promise<{ outcome: SessionOutcome | undefined; association: SignedAssociation | null }> => {
+    let association = null as SignedAssociation | null;
+    const outcome = await r.host.bind(
+      e.sid,
+      { type: 'BIND', mxid: e.mxid, clientSecret: e.clientSecret, now: r.binder.clock.now() },
+      async (threepid, session) => {
+        let rowVersion: number | null = null;
+        association = await bindThreepid(
+          r.binder,
+          threepid,
+          e.mxid,
+          q,
+          session
+            ? async (bind) => {
+                rowVersion = await r.binder.facades.stores.bindSession({ session, bind }, q);
+              }
+            : undefined,
+        );
+        return rowVersion;
+      },
+    );
     return { outcome, association };
   },
   /** the internal API's bind: no session, the caller vouches for the 3PID */

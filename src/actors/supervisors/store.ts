@@ -4,7 +4,7 @@ import type { WriteRequest } from '../../store/group-commit.js';
 import type { StoreWrites } from '../../store/index.js';
 import type { NewInvite } from '../../store/invites.js';
 import type { ApplyPushRequest } from '../../store/peers.js';
-import type { SessionWrite } from '../../store/sessions.js';
+import type { SessionSave, SessionWrite } from '../../store/sessions.js';
 import { SqliteStore } from '../../store/sqlite-store.js';
 import type { SystemDeps } from '../deps.js';
 import type { SupervisorEnv } from '../facade.js';
@@ -46,6 +46,17 @@ export const storeHandlers = {
   deleteOldSessions: (e: { cutoffMs: number }, r: StoreResource, q: RequestContext) =>
     write(r, q, (w) => w.sessions.deleteOlderThan(e.cutoffMs)),
   bind: (e: BindRecord, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.associations.bind(e)),
+  /**
+   * 3pid/bind: the session's move to bound and the binding (its invites marked sent, its callback queued) in one
+   * write: either both are stored or neither (a session never says bound without its binding). Answers the session
+   * row's new version.
+   */
+  bindSession: (e: { session: SessionSave; bind: BindRecord }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => {
+      const rowVersion = w.sessions.save(e.session.write, e.session.expectedVersion);
+      w.associations.bind(e.bind);
+      return rowVersion;
+    }),
   unbind: (e: { medium: string; address: string; mxid: string; now: number }, r: StoreResource, q: RequestContext) =>
     write(r, q, (w) => w.associations.unbind(e.medium, e.address, e.mxid, e.now)),
   storeInvite: (e: NewInvite, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.invites.store(e)),
