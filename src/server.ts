@@ -9,7 +9,9 @@ import { Readiness } from './health.js';
 import { identityFromConfig } from './identity.js';
 import { createClientApi } from './http/client-api.js';
 import type { AppContext } from './http/context.js';
+import type { HttpListener } from './http/http-listener.js';
 import { createInternalApi } from './http/internal-api.js';
+import { createListeners } from './http/listeners.js';
 import { startReplicationListener } from './http/replication-api.js';
 import type { Inspection } from './inspect/inspector.js';
 import { loadReplicationTls } from './replication/tls.js';
@@ -25,6 +27,7 @@ import { ensurePepper } from './store/hashing.js';
 import { createReads } from './store/index.js';
 import { openLookupConnection, ReadSnapshot } from './store/lookup-connection.js';
 import { TermsSource } from './terms/terms.js';
+import { settlesBy } from './util/settles-by.js';
 
 export interface StartOptions {
   config: SydentConfig;
@@ -47,11 +50,19 @@ export interface RunningServer {
   inspectUrl: string | null;
   /**
    * Stop: `/ready` answers 503 from now on; with `drain` (SIGTERM) the listeners keep serving for
-   * `[http] drain_seconds` so load balancers notice; then stop accepting, drain the actors, close the database,
-   * remove the pid file. Safe to call twice (the first call's options hold).
+   * `[http] drain_seconds` so load balancers notice; then stop accepting; requests under way get until
+   * `[http] shutdown_timeout_seconds` from then, and are answered 503 if still running; the actors drain until that
+   * same deadline and abandon what is left; the database is closed whatever happened, and the pid file removed.
+   * Ends within a second of the deadline. Safe to call twice (the first call's options hold).
    */
   close(opts?: { drain?: boolean }): Promise<void>;
 }
+
+/**
+ * How long past the shutdown deadline the listeners may take to close (the answers written at the deadline leave,
+ * then the connections are cut): the actors' stop follows, so that the whole stop ends within a second of it.
+ */
+const LISTENERS_GRACE_MS = 400;
 
 /** Takes the instance lock, opens the store, starts the actors, then the listeners: a running sydent-ts. */
 export async function startServer(opts: StartOptions): Promise<RunningServer> {
@@ -73,8 +84,10 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   }
 
   const apps: FastifyInstance[] = [];
+  /** the listeners' servers, stopped first (http/http-listener.ts) */
+  const httpListeners: HttpListener[] = [];
   /** listeners that are not a plain fastify app (the replication listener) */
-  const listeners: Array<{ close(): Promise<void> }> = [];
+  const listeners: Array<{ close(until?: number): Promise<void> }> = [];
   let lookupDb: SqliteDatabase | null = null;
   let inspection: Inspection | null = null;
   let system: ActorSystem | null = null;
@@ -89,15 +102,27 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       log.info({ seconds: config.http.drainSeconds }, 'draining: /ready answers 503 until the listeners close');
       await new Promise((resolve) => setTimeout(resolve, drainMs));
     }
-    await Promise.allSettled([...apps.map((app) => app.close()), ...listeners.map((l) => l.close())]);
-    // The store supervisor closes the database; without a system it was never handed over.
-    if (system) await system.stop();
-    else closeDatabase(db);
-    // After the listeners (no more lookups) and the store (no more writes to end its snapshot).
-    if (lookupDb) closeDatabase(lookupDb);
-    await inspection?.stop();
-    if (pidWritten && pidfilePath) removeOwnPidFile(pidfilePath);
-    lock?.release();
+    // One deadline for the rest: requests under way may finish until then, the actors drain until then, and what is
+    // left at that moment is answered 503 or abandoned. Each step is cut short at it, so the stop ends soon after.
+    const until = Date.now() + config.http.shutdownTimeoutMs;
+    if (httpListeners.length > 0) log.info({ seconds: config.http.shutdownTimeoutMs / 1000 }, 'stopping: no new connections; requests under way get until the deadline');
+    try {
+      const stopped = Promise.allSettled([...httpListeners.map((l) => l.stop(until)), ...listeners.map((l) => l.close(until))]);
+      await settlesBy(stopped.then(() => Promise.allSettled(apps.map((app) => app.close()))), until + LISTENERS_GRACE_MS);
+      // The store supervisor closes the database; without a system it was never handed over.
+      const left = system ? await system.stop({ until }) : [];
+      for (const { id, abandoned, closed, closeError } of left) {
+        log.warn({ supervisor: id, abandoned, closed, err: closeError }, 'stopping: the deadline passed; work still under way was abandoned');
+      }
+    } finally {
+      // Whatever happened above: the database is closed (a no-op when the store already did).
+      closeDatabase(db);
+      // After the listeners (no more lookups) and the store (no more writes to end its snapshot).
+      if (lookupDb) closeDatabase(lookupDb);
+      await inspection?.stop();
+      if (pidWritten && pidfilePath) removeOwnPidFile(pidfilePath);
+      lock?.release();
+    }
   }
 
   try {
@@ -124,22 +149,30 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     readiness = new Readiness(db, config.db.dbFile, system);
     const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics, readiness };
 
-    const client = await createClientApi(ctx, log);
+    // As Sydent: no certificate (unset or unreadable), no replication listener; the replication supervisor says so.
+    const replicationTls = loadReplicationTls(config);
+    const servers = createListeners(config.http, log, {
+      internal: config.http.internalApi !== null,
+      replication: replicationTls.ok,
+      metrics: metrics !== undefined && prometheusPort !== null,
+    });
+    httpListeners.push(...[servers.client, servers.internal, servers.metrics].filter((l) => l !== null));
+
+    const client = await createClientApi(ctx, log, servers.client);
     apps.push(client);
     const clientUrl = await listen(client, CLIENT, config.http.clientApi.bindAddress, config.http.clientApi.port);
     let internalUrl: string | null = null;
-    if (config.http.internalApi) {
-      const internal = await createInternalApi(ctx, log);
+    if (config.http.internalApi && servers.internal) {
+      const internal = await createInternalApi(ctx, log, servers.internal);
       apps.push(internal);
       internalUrl = await listen(internal, INTERNAL, config.http.internalApi.bindAddress, config.http.internalApi.port);
     }
     let replicationUrl: string | null = null;
-    // As Sydent: no certificate (unset or unreadable), no replication listener; the replication supervisor says so.
-    const replicationTls = loadReplicationTls(config);
     if (replicationTls.ok) {
       const { bindAddress, port } = config.http.replication;
+      const replicationListener = servers.replication!;
       const listener = await listening(REPLICATION, bindAddress, port, () =>
-        startReplicationListener(ctx, log, replicationTls.tls, config.http.replication),
+        startReplicationListener(ctx, log, replicationTls.tls, config.http.replication, replicationListener),
       );
       listeners.push(listener);
       replicationUrl = listener.url;
@@ -147,8 +180,8 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       log.warn({ reason: replicationTls.reason }, 'no replication listener');
     }
     let metricsUrl: string | null = null;
-    if (metrics && prometheusPort !== null) {
-      const app = createMetricsApi(metrics, log);
+    if (metrics && prometheusPort !== null && servers.metrics) {
+      const app = createMetricsApi(metrics, log, servers.metrics);
       apps.push(app);
       metricsUrl = await listen(app, METRICS, prometheusAddr || '0.0.0.0', prometheusPort);
     }

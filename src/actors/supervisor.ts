@@ -1,7 +1,8 @@
 import PQueue from 'p-queue';
 import { fromCallback, type ActorSystem } from 'xstate';
 import type { AnyActorRef } from 'xstate';
-import { ask, type AskableEvent } from './ask.js';
+import { settlesBy } from '../util/settles-by.js';
+import { ask, type AskableEvent, type Reply } from './ask.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyActorSystem = ActorSystem<any>;
@@ -34,6 +35,19 @@ export interface ChildActor {
   id: string;
   state: string;
 }
+
+/** What a DRAIN answers. */
+export interface DrainReport {
+  /** requests still queued or running at the deadline, whose askers were answered SupervisorClosedError */
+  abandoned: number;
+  /** false: the resource was still closing at the deadline (left to finish on its own) */
+  closed: boolean;
+  /** what closing the resource threw (with a deadline; without one, DRAIN is rejected with it) */
+  closeError?: unknown;
+}
+
+/** How long past a drain's deadline closing the resource may take (the store's closes the database). */
+export const CLOSE_GRACE_MS = 300;
 
 export class SupervisorClosedError extends Error {
   constructor(id: string) {
@@ -72,7 +86,8 @@ export interface SupervisorSpec<TInput, TResource, THandlers extends Handlers<TR
 /**
  * A supervisor is an actor that owns one resource and serves requests against it through a queue.
  * Built-in requests: STATS and CHILDREN (`{ offset, limit }`: a page of the child actors), answered at once, and
- * DRAIN (stop taking work, finish the queue, close the resource), which is how shutdown stops supervisors in order.
+ * DRAIN (stop taking work, finish the queue, close the resource; with `until`, epoch ms, what is left then is
+ * abandoned), which is how shutdown stops supervisors in order.
  */
 export function supervisor<TInput, TResource, THandlers extends Handlers<TResource>>(
   id: string,
@@ -83,7 +98,7 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
     const queue = new PQueue({ concurrency: spec.concurrency });
     let handled = 0;
     let failed = 0;
-    let draining: Promise<void> | null = null;
+    let draining: Promise<DrainReport> | null = null;
 
     const stats = (): SupervisorStats => ({
       queued: queue.size,
@@ -94,9 +109,33 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
       children: summarise(spec.children?.(resource) ?? []),
     });
 
-    const drain = async (): Promise<void> => {
-      await queue.onIdle();
-      await spec.close?.(resource);
+    /** the replies of the requests queued or running, rejected when a drain gives up on them */
+    const pending = new Set<Reply>();
+
+    /**
+     * Finishes the queue, until `until` (epoch ms) when given: what is still queued or running then is abandoned (its
+     * asker is answered SupervisorClosedError; a running handler is left to end on its own), and the resource is
+     * closed all the same, waiting for that until CLOSE_GRACE_MS past `until` at most (the same moment for every
+     * supervisor of a shutdown, so that together they end by then).
+     */
+    const drain = async (until: number | undefined): Promise<DrainReport> => {
+      const finished = until === undefined ? await queue.onIdle().then(() => true) : await settlesBy(queue.onIdle(), until);
+      const abandoned = finished ? 0 : pending.size;
+      if (!finished) {
+        queue.clear();
+        for (const reply of pending) reply.reject(new SupervisorClosedError(id));
+        pending.clear();
+      }
+      if (until === undefined) {
+        await spec.close?.(resource);
+        return { abandoned, closed: true };
+      }
+      let closeError: unknown;
+      const closing = (async () => spec.close?.(resource))().catch((error: unknown) => {
+        closeError = error;
+      });
+      const closed = await settlesBy(closing, until + CLOSE_GRACE_MS);
+      return { abandoned, closed, ...(closeError !== undefined ? { closeError } : {}) };
     };
 
     receive((event) => {
@@ -110,9 +149,9 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
         return;
       }
       if (event.type === 'DRAIN') {
-        draining ??= drain();
+        draining ??= drain(typeof event['until'] === 'number' ? event['until'] : undefined);
         draining.then(
-          () => reply?.resolve(undefined),
+          (report) => reply?.resolve(report),
           (error: unknown) => reply?.reject(error),
         );
         return;
@@ -136,6 +175,7 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
         }
         return;
       }
+      if (reply) pending.add(reply);
       void queue.add(async () => {
         try {
           const result = await handler(event, resource, system);
@@ -144,6 +184,8 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
         } catch (error) {
           failed++;
           reply?.reject(error);
+        } finally {
+          if (reply) pending.delete(reply);
         }
       });
     });

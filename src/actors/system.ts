@@ -1,7 +1,7 @@
 import { createActor, fromCallback, setup, type Actor, type AnyActorRef } from 'xstate';
 import { ask } from './ask.js';
 import type { SystemDeps } from './deps.js';
-import type { ChildPage, ChildSummary, SupervisorStats } from './supervisor.js';
+import { CLOSE_GRACE_MS, type ChildPage, type ChildSummary, type DrainReport, type SupervisorStats } from './supervisor.js';
 import { mailerSupervisor } from './supervisors/mailer.js';
 import { notifierSupervisor } from './supervisors/notifier.js';
 import { replicationSupervisor } from './supervisors/replication.js';
@@ -41,6 +41,11 @@ export const rootMachine = setup({
     { src: 'sessions', id: 'sessions', systemId: 'sessions', input: ({ context }) => context.deps },
   ],
 });
+
+/** A supervisor that did not stop cleanly, and how. */
+export interface StopReport extends DrainReport {
+  id: SupervisorId;
+}
 
 export interface ActorInfo {
   systemId: string;
@@ -133,12 +138,27 @@ export class ActorSystem {
     return SUPERVISORS.map((id) => ({ id, state: this.root.system.get(id)?.getSnapshot().status ?? 'stopped' }));
   }
 
-  /** Ordered shutdown: each supervisor finishes its queue and releases its resource, the store last. */
-  async stop(timeoutMs = 10_000): Promise<void> {
+  /**
+   * Ordered shutdown: each supervisor finishes its queue and releases its resource, the store last, until `until`
+   * (epoch ms; default in 10 s). What a supervisor still holds then is abandoned and its resource closed all the
+   * same, so the stop ends shortly after `until` whatever hangs (a mail server that never answers). Resolves with
+   * what each supervisor left undone; never rejects.
+   */
+  async stop(opts: { until?: number } = {}): Promise<StopReport[]> {
+    const until = opts.until ?? Date.now() + 10_000;
+    const reports: StopReport[] = [];
     for (const id of [...SUPERVISORS].reverse()) {
       const ref = this.root.system.get(id) as AnyActorRef | undefined;
-      if (ref?.getSnapshot().status === 'active') await ask(ref, { type: 'DRAIN' }, timeoutMs);
+      if (ref?.getSnapshot().status !== 'active') continue;
+      // The supervisor answers by `until` plus the close grace; the ask's own limit only guards against one that does
+      // not answer at all.
+      const limit = Math.max(0, until + CLOSE_GRACE_MS - Date.now()) + 50;
+      const report = await ask<DrainReport>(ref, { type: 'DRAIN', until }, limit).catch(
+        (error: unknown): DrainReport => ({ abandoned: 0, closed: false, closeError: error }),
+      );
+      if (report.abandoned > 0 || !report.closed || report.closeError !== undefined) reports.push({ id, ...report });
     }
     this.root.stop();
+    return reports;
   }
 }
