@@ -106,12 +106,12 @@ export class ConnectionGate {
 }
 
 /**
- * One line when a cap is first reached, then at most one every LOG_EVERY_MS saying how many more were refused, for
- * as long as refusals go on: an attack is visible in the log without flooding it.
+ * For each cap, one line when it is first reached, then at most one every LOG_EVERY_MS saying how many more were
+ * refused, for as long as refusals go on: an attack is visible in the log without flooding it.
  */
 class RefusalLog {
-  private timer: NodeJS.Timeout | null = null;
-  private readonly since = new Map<Refusal, { count: number; address: string }>();
+  /** the caps reached within their last LOG_EVERY_MS: refusals since their last line, and the first one's address */
+  private readonly open = new Map<Refusal, { count: number; address: string }>();
 
   constructor(
     private readonly limits: ConnectionLimits,
@@ -119,26 +119,27 @@ class RefusalLog {
   ) {}
 
   refused(refusal: Refusal, address: string): void {
-    if (this.timer === null) {
-      this.line(refusal, address, 1);
-      this.timer = setTimeout(() => this.flush(), LOG_EVERY_MS);
-      this.timer.unref();
+    const since = this.open.get(refusal);
+    if (since) {
+      if (since.count++ === 0) since.address = address;
       return;
     }
-    const seen = this.since.get(refusal);
-    if (seen) seen.count++;
-    else this.since.set(refusal, { count: 1, address });
+    this.line(refusal, address, 1);
+    this.open.set(refusal, { count: 0, address });
+    this.later(refusal);
   }
 
-  private flush(): void {
-    if (this.since.size === 0) {
-      this.timer = null;
-      return;
-    }
-    for (const [refusal, { count, address }] of this.since) this.line(refusal, address, count);
-    this.since.clear();
-    this.timer = setTimeout(() => this.flush(), LOG_EVERY_MS);
-    this.timer.unref();
+  private later(refusal: Refusal): void {
+    setTimeout(() => {
+      const since = this.open.get(refusal);
+      if (!since || since.count === 0) {
+        this.open.delete(refusal);
+        return;
+      }
+      this.line(refusal, since.address, since.count);
+      since.count = 0;
+      this.later(refusal);
+    }, LOG_EVERY_MS).unref();
   }
 
   private line(refusal: Refusal, address: string, refused: number): void {
