@@ -62,7 +62,9 @@ export interface RunningServer {
  * How long past the shutdown deadline the listeners may take to close (the answers written at the deadline leave,
  * then the connections are cut): the actors' stop follows, so that the whole stop ends within a second of it.
  */
-const LISTENERS_GRACE_MS = 400;
+const LISTENERS_GRACE_MS = 500;
+/** How long requests given up by the actors at the deadline get to send their 503 through their route. */
+const ABANDONED_ANSWER_MS = 100;
 
 /** Takes the instance lock, opens the store, starts the actors, then the listeners: a running sydent-ts. */
 export async function startServer(opts: StartOptions): Promise<RunningServer> {
@@ -95,6 +97,23 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   let pidWritten = false;
   let closing: Promise<void> | null = null;
   const close = (closeOpts: { drain?: boolean } = {}) => (closing ??= shutdown(closeOpts.drain === true));
+  /**
+   * No new connections; requests under way get until `until`. Those still running then are given up by the actors
+   * they wait on, which answers them 503 through their route (logged and counted as any answer); what still has no
+   * answer a moment later is answered 503 by its listener. Then every connection is closed.
+   */
+  async function stopListeners(until: number): Promise<void> {
+    for (const l of httpListeners) l.stopAccepting();
+    await Promise.all(httpListeners.map((l) => l.settled(until)));
+    if (httpListeners.some((l) => l.pending > 0)) {
+      system?.abandon();
+      const flushed = Date.now() + ABANDONED_ANSWER_MS;
+      await Promise.all(httpListeners.map((l) => l.settled(flushed)));
+    }
+    await Promise.all(httpListeners.map((l) => l.close()));
+    await Promise.allSettled([...listeners.map((l) => l.close(until)), ...apps.map((app) => app.close())]);
+  }
+
   async function shutdown(drain: boolean): Promise<void> {
     readiness?.drain();
     const drainMs = drain ? config.http.drainSeconds * 1000 : 0;
@@ -107,8 +126,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     const until = Date.now() + config.http.shutdownTimeoutMs;
     if (httpListeners.length > 0) log.info({ seconds: config.http.shutdownTimeoutMs / 1000 }, 'stopping: no new connections; requests under way get until the deadline');
     try {
-      const stopped = Promise.allSettled([...httpListeners.map((l) => l.stop(until)), ...listeners.map((l) => l.close(until))]);
-      await settlesBy(stopped.then(() => Promise.allSettled(apps.map((app) => app.close()))), until + LISTENERS_GRACE_MS);
+      await settlesBy(stopListeners(until), until + LISTENERS_GRACE_MS);
       // The store supervisor closes the database; without a system it was never handed over.
       const left = system ? await system.stop({ until }) : [];
       for (const { id, abandoned, closed, closeError } of left) {
@@ -156,7 +174,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       replication: replicationTls.ok,
       metrics: metrics !== undefined && prometheusPort !== null,
     });
-    httpListeners.push(...[servers.client, servers.internal, servers.metrics].filter((l) => l !== null));
+    httpListeners.push(...[servers.client, servers.internal, servers.replication, servers.metrics].filter((l) => l !== null));
 
     const client = await createClientApi(ctx, log, servers.client);
     apps.push(client);

@@ -38,7 +38,7 @@ export interface ChildActor {
 
 /** What a DRAIN answers. */
 export interface DrainReport {
-  /** requests still queued or running at the deadline, whose askers were answered SupervisorClosedError */
+  /** requests given up on (ABANDON, or still queued or running at the deadline), answered SupervisorClosedError */
   abandoned: number;
   /** false: the resource was still closing at the deadline (left to finish on its own) */
   closed: boolean;
@@ -87,7 +87,8 @@ export interface SupervisorSpec<TInput, TResource, THandlers extends Handlers<TR
  * A supervisor is an actor that owns one resource and serves requests against it through a queue.
  * Built-in requests: STATS and CHILDREN (`{ offset, limit }`: a page of the child actors), answered at once, and
  * DRAIN (stop taking work, finish the queue, close the resource; with `until`, epoch ms, what is left then is
- * abandoned), which is how shutdown stops supervisors in order.
+ * abandoned), which is how shutdown stops supervisors in order, and ABANDON (stop taking work, give up on what is
+ * queued or running: a shutdown's deadline has passed).
  */
 export function supervisor<TInput, TResource, THandlers extends Handlers<TResource>>(
   id: string,
@@ -105,27 +106,35 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
       running: queue.pending,
       handled,
       failed,
-      draining: draining !== null,
+      draining: draining !== null || refusing,
       children: summarise(spec.children?.(resource) ?? []),
     });
 
-    /** the replies of the requests queued or running, rejected when a drain gives up on them */
+    /** the replies of the requests queued or running, rejected when they are abandoned */
     const pending = new Set<Reply>();
+    /** set by ABANDON: new requests are refused, as while draining */
+    let refusing = false;
+    let abandoned = 0;
 
     /**
-     * Finishes the queue, until `until` (epoch ms) when given: what is still queued or running then is abandoned (its
-     * asker is answered SupervisorClosedError; a running handler is left to end on its own), and the resource is
-     * closed all the same, waiting for that until CLOSE_GRACE_MS past `until` at most (the same moment for every
-     * supervisor of a shutdown, so that together they end by then).
+     * Gives up on every request queued or running: its asker is answered SupervisorClosedError (an HTTP request
+     * waiting for it is answered 503), a running handler is left to end on its own.
+     */
+    const abandon = (): void => {
+      abandoned += pending.size;
+      queue.clear();
+      for (const reply of pending) reply.reject(new SupervisorClosedError(id));
+      pending.clear();
+    };
+
+    /**
+     * Finishes the queue, until `until` (epoch ms) when given: what is still queued or running then is abandoned, and
+     * the resource is closed all the same, waiting for that until CLOSE_GRACE_MS past `until` at most (the same
+     * moment for every supervisor of a shutdown, so that together they end by then).
      */
     const drain = async (until: number | undefined): Promise<DrainReport> => {
       const finished = until === undefined ? await queue.onIdle().then(() => true) : await settlesBy(queue.onIdle(), until);
-      const abandoned = finished ? 0 : pending.size;
-      if (!finished) {
-        queue.clear();
-        for (const reply of pending) reply.reject(new SupervisorClosedError(id));
-        pending.clear();
-      }
+      if (!finished) abandon();
       if (until === undefined) {
         await spec.close?.(resource);
         return { abandoned, closed: true };
@@ -148,6 +157,12 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
         reply?.resolve(page(spec.children?.(resource) ?? [], Number(event['offset'] ?? 0), Number(event['limit'] ?? 100)));
         return;
       }
+      if (event.type === 'ABANDON') {
+        refusing = true;
+        abandon();
+        reply?.resolve(undefined);
+        return;
+      }
       if (event.type === 'DRAIN') {
         draining ??= drain(typeof event['until'] === 'number' ? event['until'] : undefined);
         draining.then(
@@ -156,7 +171,7 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
         );
         return;
       }
-      if (draining) {
+      if (draining || refusing) {
         reply?.reject(new SupervisorClosedError(id));
         return;
       }

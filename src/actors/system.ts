@@ -139,6 +139,17 @@ export class ActorSystem {
   }
 
   /**
+   * Every supervisor gives up on what it has queued or running, and takes no more: for a shutdown whose deadline has
+   * passed, so that requests waiting on them are answered (503) before the listeners close.
+   */
+  abandon(): void {
+    for (const id of SUPERVISORS) {
+      const ref = this.root.system.get(id) as AnyActorRef | undefined;
+      if (ref?.getSnapshot().status === 'active') ref.send({ type: 'ABANDON' });
+    }
+  }
+
+  /**
    * Ordered shutdown: each supervisor finishes its queue and releases its resource, the store last, until `until`
    * (epoch ms; default in 10 s). What a supervisor still holds then is abandoned and its resource closed all the
    * same, so the stop ends shortly after `until` whatever hangs (a mail server that never answers). Resolves with

@@ -8,6 +8,8 @@ import Fastify, {
   type onResponseHookHandler,
 } from 'fastify';
 import FindMyWay from 'find-my-way';
+import { ActorStoppedError } from '../actors/ask.js';
+import { SupervisorClosedError } from '../actors/supervisor.js';
 import { nextRequestId, redactUrl, type Logger } from '../log.js';
 import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
 import { DISCARD_LIMIT } from './discard-body.js';
@@ -188,7 +190,7 @@ function withRedactedRequests(log: Logger): Logger {
  * down) is a warning without a stack trace; anything else is a bug, logged at error with its stack.
  */
 export function logFailure(log: FastifyBaseLogger | Logger, error: unknown, matrix: MatrixError, url: string): void {
-  if (error instanceof MatrixError) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
+  if (error instanceof MatrixError || isShutdownError(error)) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
   else log.error({ err: error, url }, 'request failed');
 }
 
@@ -290,9 +292,15 @@ export function sendError(reply: FastifyReply, error: MatrixError): FastifyReply
   return reply.code(error.status).headers(error.headers).type('application/json').send(error.toJSON());
 }
 
+/** The actors gave up on the request, or had stopped: the server is shutting down (see ActorSystem.abandon). */
+function isShutdownError(error: unknown): boolean {
+  return error instanceof SupervisorClosedError || error instanceof ActorStoppedError;
+}
+
 /** Maps fastify's own failures (schemas, body parsing, limits) to the Matrix error a client understands. */
 export function toMatrixError(error: unknown): MatrixError {
   if (error instanceof MatrixError) return error;
+  if (isShutdownError(error)) return errors.shuttingDown();
   const err = error as FastifyError & { validation?: ValidationIssue[]; validationContext?: string };
   if (err.validation) return fromValidation(err.validation, err.validationContext ?? 'body');
   switch (err.code) {

@@ -51,7 +51,9 @@ export class HttpListener {
   private readonly servers: http.Server[] = [];
   /** answers not yet written: the requests a stop waits for */
   private readonly inFlight = new Set<ServerResponse>();
-  private whenIdle: (() => void) | null = null;
+  /** called when the last pending answer is written */
+  private readonly idleWaiters = new Set<() => void>();
+  private accepting = true;
   private stopping: Promise<void> | null = null;
 
   constructor(opts: HttpListenerOptions) {
@@ -62,9 +64,9 @@ export class HttpListener {
     this.gate = opts.limits ? new ConnectionGate({ listener: opts.name, ...opts.limits }, opts.log) : null;
   }
 
-  /** Whether the listener is stopping: requests go no further than the 503 answer. */
+  /** Whether the listener has stopped accepting: requests go no further than the 503 answer. */
   get closing(): boolean {
-    return this.stopping !== null;
+    return !this.accepting;
   }
 
   /** connections held now (by the capped listeners) */
@@ -105,7 +107,7 @@ export class HttpListener {
 
   private handler(next: Handler): Handler {
     return (req, res) => {
-      if (this.stopping) {
+      if (!this.accepting) {
         this.unavailable(res);
         return;
       }
@@ -116,7 +118,7 @@ export class HttpListener {
       });
       res.once('close', () => {
         this.inFlight.delete(res);
-        if (this.inFlight.size === 0) this.whenIdle?.();
+        if (this.inFlight.size === 0) for (const done of [...this.idleWaiters]) done();
       });
       next(req, res);
     };
@@ -139,23 +141,46 @@ export class HttpListener {
     res.end(body);
   }
 
+  /** answers not yet written */
+  get pending(): number {
+    return this.inFlight.size;
+  }
+
   /**
-   * Stops the listener: no new connections; idle ones are closed; requests under way may finish until `until`
-   * (epoch ms), each closing its connection after its answer; those still running then are answered 503. Resolves
-   * once every connection is closed, shortly after `until` at the latest.
+   * Stops the listener: `stopAccepting`, requests under way may finish until `until` (epoch ms), then `close`.
+   * Resolves once every connection is closed, shortly after `until` at the latest.
    */
   stop(until: number): Promise<void> {
-    this.stopping ??= this.stopAt(until);
+    this.stopping ??= (async () => {
+      this.stopAccepting();
+      await this.settled(until);
+      await this.close();
+    })();
     return this.stopping;
   }
 
-  private async stopAt(until: number): Promise<void> {
+  /**
+   * No new connections; idle ones are closed; each request under way closes its connection after its answer, and
+   * a request that still arrives on an open connection is answered 503.
+   */
+  stopAccepting(): void {
+    if (this.accepting === false) return;
+    this.accepting = false;
     for (const server of this.servers) {
       server.close();
       server.closeIdleConnections();
     }
     for (const res of this.inFlight) if (!res.headersSent) res.setHeader('connection', 'close');
-    await this.idleOrAt(until);
+  }
+
+  /** Resolves when no answer is pending, or at `at` (epoch ms). */
+  settled(at: number): Promise<void> {
+    return this.idleOrAt(at);
+  }
+
+  /** Answers 503 what is still under way, gives those answers a moment to leave, then cuts every connection. */
+  async close(): Promise<void> {
+    this.stopAccepting();
     const left = [...this.inFlight];
     if (left.length > 0) {
       this.log.warn({ listener: this.name, requests: left.length }, 'stopping: requests still under way at the deadline are answered 503');
@@ -169,14 +194,13 @@ export class HttpListener {
   private idleOrAt(at: number): Promise<void> {
     if (this.inFlight.size === 0) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(done, Math.max(0, at - Date.now()));
-      const self = this;
-      function done(): void {
+      const done = (): void => {
         clearTimeout(timer);
-        self.whenIdle = null;
+        this.idleWaiters.delete(done);
         resolve();
-      }
-      this.whenIdle = done;
+      };
+      const timer = setTimeout(done, Math.max(0, at - Date.now()));
+      this.idleWaiters.add(done);
     });
   }
 }

@@ -27,6 +27,8 @@ export interface SmtpServerOptions {
   rejectAll?: boolean;
   /** require AUTH with these credentials (allowed without TLS too) */
   auth?: { user: string; pass: string };
+  /** wait this long before answering a message's DATA (a slow mail server) */
+  answerAfterMs?: number;
 }
 
 export interface SmtpTestServer {
@@ -114,14 +116,18 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
           secure: session.secure,
           user: typeof session.user === 'string' ? session.user : undefined,
         };
-        messages.push(mail);
-        for (const w of [...waiters]) {
-          if (w.predicate(mail)) {
-            waiters.splice(waiters.indexOf(w), 1);
-            w.resolve(mail);
+        const accept = () => {
+          messages.push(mail);
+          for (const w of [...waiters]) {
+            if (w.predicate(mail)) {
+              waiters.splice(waiters.indexOf(w), 1);
+              w.resolve(mail);
+            }
           }
-        }
-        callback(null);
+          callback(null);
+        };
+        if (opts.answerAfterMs) setTimeout(accept, opts.answerAfterMs);
+        else accept();
       });
     },
   });
