@@ -112,11 +112,9 @@ export class HttpListener {
         return;
       }
       this.inFlight.add(res);
-      res.once('finish', () => {
-        // Answered before the body arrived whole: the rest is read and dropped, so the client reads this answer.
-        if (!req.complete) discardRest(req);
-      });
       res.once('close', () => {
+        // Answered before the body arrived whole: the rest is read and dropped, so the client reads this answer.
+        if (res.writableFinished && !req.complete) discardRest(req);
         this.inFlight.delete(res);
         if (this.inFlight.size === 0) for (const done of [...this.idleWaiters]) done();
       });
