@@ -93,6 +93,34 @@ describe('supervisor', () => {
     await expect(ask(actor, { type: 'WORK', n: 3 })).rejects.toBeInstanceOf(SupervisorClosedError);
   });
 
+  it('DRAIN with a deadline gives up on what still runs then: its askers get SupervisorClosedError, the resource is closed all the same', async () => {
+    const log: string[] = [];
+    const actor = startSupervisor(log, {
+      HANG: () => new Promise(() => undefined),
+      WORK: () => log.push('work'),
+    });
+    const hanging = ask(actor, { type: 'HANG' }, 5_000);
+    const queued = ask(actor, { type: 'WORK' }, 5_000);
+    const began = Date.now();
+    const report = await ask(actor, { type: 'DRAIN', until: began + 100 });
+    expect(Date.now() - began).toBeLessThan(1000);
+    expect(report).toEqual({ abandoned: 2, closed: true });
+    await expect(hanging).rejects.toBeInstanceOf(SupervisorClosedError);
+    await expect(queued).rejects.toBeInstanceOf(SupervisorClosedError);
+    expect(log).toEqual(['closed']);
+  });
+
+  it('ABANDON gives up on what is queued or running and refuses new work; a later DRAIN closes the resource', async () => {
+    const log: string[] = [];
+    const actor = startSupervisor(log, { HANG: () => new Promise(() => undefined), WORK: () => log.push('work') });
+    const hanging = ask(actor, { type: 'HANG' }, 5_000);
+    actor.send({ type: 'ABANDON' });
+    await expect(hanging).rejects.toBeInstanceOf(SupervisorClosedError);
+    await expect(ask(actor, { type: 'WORK' })).rejects.toBeInstanceOf(SupervisorClosedError);
+    expect(await ask(actor, { type: 'DRAIN', until: Date.now() + 1000 })).toEqual({ abandoned: 1, closed: true });
+    expect(log).toEqual(['closed']);
+  });
+
   it('is reachable by systemId from anywhere in the system', async () => {
     const machine = setup({ actors: { child: supervisor('child', { concurrency: 1, open: () => 7, handlers: { GET: (_e, r) => r } }) } }).createMachine({
       invoke: { src: 'child', systemId: 'child' },

@@ -189,11 +189,25 @@ describe('requests that trickle', { timeout: 60_000 }, () => {
   });
 });
 
-describe('bodies far over the limit', { timeout: 60_000 }, () => {
+describe('bodies far over the limit, idle connections', { timeout: 60_000 }, () => {
   let s: Served;
   beforeAll(async () => {
-    s = await serve({}, { shared: true });
+    s = await serve({ keepalive_timeout_seconds: '1' }, { shared: true });
     addToken(s.dir);
+  });
+
+  it('an idle keep-alive connection is closed after keepalive_timeout_seconds', async () => {
+    const socket = net.connect(s.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let answered = 0;
+    socket.once('data', () => (answered = Date.now()));
+    const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now())));
+    socket.write(`GET ${VERSIONS} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const idle = (await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(Infinity), 5000))])) - answered;
+    expect(answered).toBeGreaterThan(0);
+    expect(idle).toBeGreaterThanOrEqual(900);
+    expect(idle, 'still open 5 s later').toBeLessThan(4000);
+    socket.destroy();
   });
 
   /**
