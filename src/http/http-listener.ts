@@ -54,6 +54,8 @@ export class HttpListener {
   /** called when the last pending answer is written */
   private readonly idleWaiters = new Set<() => void>();
   private accepting = true;
+  private acceptFailures = 0;
+  private acceptLoggedAt = -Infinity;
   private stopping: Promise<void> | null = null;
 
   constructor(opts: HttpListenerOptions) {
@@ -101,8 +103,21 @@ export class HttpListener {
   private setUp<T extends http.Server>(server: T): T {
     this.gate?.attach(server);
     server.on('clientError', clientErrorAnswer({ cors: this.cors }));
+    // Once listening, an error of the server is one of accept (out of descriptors after all): logged, not a crash
+    // (unhandled, Node would throw it). Before, it is listen's own to report (a port in use).
+    server.once('listening', () => server.on('error', (err) => this.acceptFailed(err)));
     this.servers.push(server);
     return server;
+  }
+
+  /** The first failure to accept, then at most one line a minute. */
+  private acceptFailed(err: Error): void {
+    const now = Date.now();
+    this.acceptFailures++;
+    if (now < this.acceptLoggedAt + 60_000) return;
+    this.log.error({ err, listener: this.name, failures: this.acceptFailures }, 'the listener could not accept connections');
+    this.acceptLoggedAt = now;
+    this.acceptFailures = 0;
   }
 
   private handler(next: Handler): Handler {
