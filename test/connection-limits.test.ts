@@ -1,13 +1,15 @@
 /**
  * What the per-address connection cap counts by (http/connection-limits.ts), and how the caps are fitted to the
- * file-descriptor limit (http/descriptor-budget.ts). The caps at work against a real process are in
- * slow-clients.test.ts.
+ * file-descriptor limit (http/descriptor-budget.ts), and who the per-address cap spares. The caps at work against a
+ * real process under a file limit are in slow-clients.test.ts.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { addressKey } from '../src/http/connection-limits.js';
 import { fitCaps, openFileLimit } from '../src/http/descriptor-budget.js';
+import { startTestServer } from './helpers/server.js';
 import { tempDir } from './helpers/tmp.js';
 
 describe('the address a connection counts against', () => {
@@ -45,5 +47,35 @@ describe('the caps under the file-descriptor limit', () => {
     expect(openFileLimit(file)).toBeNull();
     expect(openFileLimit(path.join(t.dir, 'none'))).toBeNull();
     t.cleanup();
+  });
+});
+
+describe('the per-address cap', () => {
+  it('spares the trusted reverse proxies, which carry every client', async () => {
+    const t = await startTestServer({
+      conf: { http: { obey_x_forwarded_for: 'true', trusted_proxies: '127.0.0.2', 'clientapi.http.max_connections_per_address': '5' } },
+    });
+    const port = Number(new URL(t.server.clientUrl).port);
+    const sockets: net.Socket[] = [];
+    const open = (localAddress: string, n: number) =>
+      Promise.all(
+        Array.from({ length: n }, () => {
+          const socket = net.connect({ port, host: '127.0.0.1', localAddress });
+          socket.on('error', () => undefined);
+          sockets.push(socket);
+          return new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+        }),
+      );
+    try {
+      await open('127.0.0.2', 12);
+      await open('127.0.0.3', 12);
+      await new Promise((r) => setTimeout(r, 200));
+      const held = (address: string) => sockets.filter((s) => s.localAddress === address && !s.destroyed).length;
+      expect(held('127.0.0.2')).toBe(12);
+      expect(held('127.0.0.3')).toBe(5);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await t.close();
+    }
   });
 });
