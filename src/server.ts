@@ -4,7 +4,6 @@ import type { AddressInfo } from 'node:net';
 import { ActorSystem } from './actors/system.js';
 import { systemClock, type Clock } from './clock.js';
 import type { SydentConfig } from './config/types.js';
-import { lookupHash } from './crypto/index.js';
 import { Readiness } from './health.js';
 import { identityFromConfig } from './identity.js';
 import { createClientApi } from './http/client-api.js';
@@ -18,14 +17,10 @@ import { loadReplicationTls } from './replication/tls.js';
 import type { Logger } from './log.js';
 import { createMetricsApi } from './http/metrics-api.js';
 import type { Metrics } from './metrics/metrics.js';
-import { closeDatabase, isMemoryPath, openDatabase, type SqliteDatabase } from './store/database.js';
+import { isMemoryPath } from './store/database.js';
 import { acquireInstanceLock } from './store/instance-lock.js';
 import { StartupError } from './startup-error.js';
 import { VERSION } from './version.js';
-import { readableByOthersWarning } from './util/private-file.js';
-import { ensurePepper } from './store/hashing.js';
-import { createReads } from './store/index.js';
-import { openLookupConnection, ReadSnapshot } from './store/lookup-connection.js';
 import { TermsSource } from './terms/terms.js';
 import { settlesBy } from './util/settles-by.js';
 
@@ -52,8 +47,8 @@ export interface RunningServer {
    * Stop: `/ready` answers 503 from now on; with `drain` (SIGTERM) the listeners keep serving for
    * `[http] drain_seconds` so load balancers notice; then stop accepting; requests under way get until
    * `[http] shutdown_timeout_seconds` from then, and are answered 503 if still running; the actors drain until that
-   * same deadline and abandon what is left; the database is closed whatever happened, and the pid file removed.
-   * Ends within a second of the deadline. Safe to call twice (the first call's options hold).
+   * same deadline and abandon what is left; the store closes the database last, whatever happened; the pid file is
+   * removed. Ends within a second of the deadline. Safe to call twice (the first call's options hold).
    */
   close(opts?: { drain?: boolean }): Promise<void>;
 }
@@ -66,31 +61,22 @@ const LISTENERS_GRACE_MS = 500;
 /** How long requests given up by the actors at the deadline get to send their 503 through their route. */
 const ABANDONED_ANSWER_MS = 100;
 
-/** Takes the instance lock, opens the store, starts the actors, then the listeners: a running sydent-ts. */
+/**
+ * Takes the instance lock, starts the actors (the store supervisor opens and migrates the database), then the
+ * listeners: a running sydent-ts.
+ */
 export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const { config, log } = opts;
   const clock = opts.clock ?? systemClock;
   const pidfilePath = opts.pidFile && config.general.pidfilePath ? config.general.pidfilePath : null;
   // Before anything touches the database or the pid file: a second instance stops here.
   const lock = isMemoryPath(config.db.dbFile) ? null : acquireInstanceLock(config.db.dbFile, config.general.pidfilePath || undefined);
-  let db: SqliteDatabase;
-  try {
-    db = openDatabase(config.db.dbFile);
-  } catch (error) {
-    lock?.release();
-    throw error;
-  }
-  if (!isMemoryPath(config.db.dbFile)) {
-    const warning = readableByOthersWarning(config.db.dbFile, 'the lookup pepper, access tokens and 3PID addresses');
-    if (warning) log.warn(`database: ${warning}`);
-  }
 
   const apps: FastifyInstance[] = [];
   /** the listeners' servers, stopped first (http/http-listener.ts) */
   const httpListeners: HttpListener[] = [];
   /** listeners that are not a plain fastify app (the replication listener) */
   const listeners: Array<{ close(until?: number): Promise<void> }> = [];
-  let lookupDb: SqliteDatabase | null = null;
   let inspection: Inspection | null = null;
   let system: ActorSystem | null = null;
   let readiness: Readiness | null = null;
@@ -127,16 +113,9 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     if (httpListeners.length > 0) log.info({ seconds: config.http.shutdownTimeoutMs / 1000 }, 'stopping: no new connections; requests under way get until the deadline');
     try {
       await settlesBy(stopListeners(until), until + LISTENERS_GRACE_MS);
-      // The store supervisor closes the database; without a system it was never handed over.
-      const left = system ? await system.stop({ until }) : [];
-      for (const { id, abandoned, closed, closeError } of left) {
-        log.warn({ supervisor: id, abandoned, closed, err: closeError }, 'stopping: the deadline passed; work still under way was abandoned');
-      }
+      // The store supervisor closes the database, last, whatever the others still do (ActorSystem.stop never rejects).
+      if (system) await system.stop({ until });
     } finally {
-      // Whatever happened above: the database is closed (a no-op when the store already did).
-      closeDatabase(db);
-      // After the listeners (no more lookups) and the store (no more writes to end its snapshot).
-      if (lookupDb) closeDatabase(lookupDb);
       await inspection?.stop();
       if (pidWritten && pidfilePath) removeOwnPidFile(pidfilePath);
       lock?.release();
@@ -145,17 +124,12 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
 
   try {
     const terms = new TermsSource(config.general.termsPath, (err) => log.error({ err }, 'terms file is invalid; keeping the last good terms'));
-    ensurePepper(db, lookupHash);
     const identity = identityFromConfig(config);
-    // Lookups read on a connection of their own, sharing short read snapshots (store/lookup-connection.ts).
-    lookupDb = openLookupConnection(config.db.dbFile);
-    const lookups = lookupDb ? { db: lookupDb, snapshot: new ReadSnapshot(lookupDb) } : undefined;
-    const reads = createReads(db, lookups);
     const { prometheusPort, prometheusAddr } = config.general;
     // As Sydent: metrics only when both the port and the address are set ("" binds every address). Without them
     // prom-client is never loaded and no request pays for counting.
     const metricsWanted = prometheusPort !== null && prometheusAddr !== null;
-    const metrics: Metrics | undefined = metricsWanted ? new (await import('./metrics/metrics.js')).Metrics(reads) : undefined;
+    const metrics: Metrics | undefined = metricsWanted ? new (await import('./metrics/metrics.js')).Metrics() : undefined;
     // Loaded only when asked for: the inspector's WebSocket stack is not start-up cost for everyone else.
     if (opts.inspectPort !== undefined) {
       const { startInspection } = await import('./inspect/inspector.js');
@@ -163,9 +137,12 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       inspection = await listening(INSPECTOR, '127.0.0.1', port, () => startInspection(port));
       log.info({ url: inspection.url }, 'inspector relay listening (loopback only)');
     }
-    system = ActorSystem.start({ config, db, clock, log, identity, lookupSnapshot: lookups?.snapshot, metrics, inspect: inspection?.inspect });
-    readiness = new Readiness(db, config.db.dbFile, system);
-    const ctx: AppContext = { config, system, clock, identity, reads, terms, log, metrics, readiness };
+    system = ActorSystem.start({ config, clock, log, identity, metrics, inspect: inspection?.inspect });
+    const { facades } = system;
+    const reads = facades.reads;
+    metrics?.watchStore(reads);
+    readiness = new Readiness(reads, system);
+    const ctx: AppContext = { config, system, facades, clock, identity, reads, terms, log, metrics, readiness };
 
     // As Sydent: no certificate (unset or unreadable), no replication listener; the replication supervisor says so.
     const replicationTls = loadReplicationTls(config);

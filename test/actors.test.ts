@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, fromCallback, setup } from 'xstate';
 import { ActorStoppedError, ask, AskTimeoutError } from '../src/actors/ask.js';
+import { repliesOf } from '../src/actors/replies.js';
 import {
   supervisor,
   SupervisorClosedError,
@@ -34,15 +35,15 @@ describe('ask', () => {
         throw new Error('boom');
       },
     });
-    await expect(ask(actor, { type: 'ADD', a: 2, b: 3 })).resolves.toBe(5);
-    await expect(ask(actor, { type: 'FAIL' })).rejects.toThrow('boom');
-    await expect(ask(actor, { type: 'NOPE' })).rejects.toBeInstanceOf(UnknownRequestError);
+    await expect(ask(actor, 'ADD', { a: 2, b: 3 })).resolves.toBe(5);
+    await expect(ask(actor, 'FAIL', {})).rejects.toThrow('boom');
+    await expect(ask(actor, 'NOPE', {})).rejects.toBeInstanceOf(UnknownRequestError);
   });
 
   it('times out when nobody answers', async () => {
     const silent = createActor(fromCallback(() => undefined));
     silent.start();
-    const err = await ask(silent, { type: 'HELLO' }, 50).catch((e: unknown) => e);
+    const err = await ask(silent, 'HELLO', {}, { timeoutMs: 50 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AskTimeoutError);
     expect((err as Error).message).toContain('HELLO');
   });
@@ -50,7 +51,7 @@ describe('ask', () => {
   it('rejects at once when the actor is stopped', async () => {
     const actor = startSupervisor([], {});
     actor.stop();
-    await expect(ask(actor, { type: 'STATS' })).rejects.toBeInstanceOf(ActorStoppedError);
+    await expect(ask(actor, 'STATS', {})).rejects.toBeInstanceOf(ActorStoppedError);
   });
 });
 
@@ -69,9 +70,9 @@ describe('supervisor', () => {
         order.push('fast');
       },
     });
-    const slow = ask(actor, { type: 'SLOW' });
-    const fast = ask(actor, { type: 'FAST' });
-    const stats = await ask<SupervisorStats>(actor, { type: 'STATS' });
+    const slow = ask(actor, 'SLOW', {});
+    const fast = ask(actor, 'FAST', {});
+    const stats = await ask<SupervisorStats>(actor, 'STATS', {});
     expect(stats).toMatchObject({ queued: 1, running: 1 });
     release();
     await Promise.all([slow, fast]);
@@ -86,39 +87,33 @@ describe('supervisor', () => {
         log.push(`work ${String(e['n'])}`);
       },
     });
-    const work = [ask(actor, { type: 'WORK', n: 1 }), ask(actor, { type: 'WORK', n: 2 })];
-    await ask(actor, { type: 'DRAIN' });
+    const work = [ask(actor, 'WORK', { n: 1 }), ask(actor, 'WORK', { n: 2 })];
+    await ask(actor, 'DRAIN', {});
     await Promise.all(work);
     expect(log).toEqual(['work 1', 'work 2', 'closed']);
-    await expect(ask(actor, { type: 'WORK', n: 3 })).rejects.toBeInstanceOf(SupervisorClosedError);
+    await expect(ask(actor, 'WORK', { n: 3 })).rejects.toBeInstanceOf(SupervisorClosedError);
   });
 
-  it('DRAIN with a deadline gives up on what still runs then: its askers get SupervisorClosedError, the resource is closed all the same', async () => {
+  it('work given up at a shutdown\'s deadline (every reply aborted): its askers get SupervisorClosedError, a running handler sees its signal aborted, a queued one never runs, DRAIN still closes', async () => {
     const log: string[] = [];
     const actor = startSupervisor(log, {
-      HANG: () => new Promise(() => undefined),
+      // Holds the queue until its signal is aborted, as a mail send does.
+      HANG: (_p: Payload, _r, { signal }) =>
+        new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => {
+            log.push('hang aborted');
+            resolve();
+          }),
+        ),
       WORK: () => log.push('work'),
     });
-    const hanging = ask(actor, { type: 'HANG' }, 5_000);
-    const queued = ask(actor, { type: 'WORK' }, 5_000);
-    const began = Date.now();
-    const report = await ask(actor, { type: 'DRAIN', until: began + 100 });
-    expect(Date.now() - began).toBeLessThan(1000);
-    expect(report).toEqual({ abandoned: 2, closed: true });
+    const hanging = ask(actor, 'HANG', {}, { timeoutMs: 5_000 });
+    const queued = ask(actor, 'WORK', {}, { timeoutMs: 5_000 });
+    repliesOf(actor.system).abortAll(new SupervisorClosedError('the server'));
     await expect(hanging).rejects.toBeInstanceOf(SupervisorClosedError);
     await expect(queued).rejects.toBeInstanceOf(SupervisorClosedError);
-    expect(log).toEqual(['closed']);
-  });
-
-  it('ABANDON gives up on what is queued or running and refuses new work; a later DRAIN closes the resource', async () => {
-    const log: string[] = [];
-    const actor = startSupervisor(log, { HANG: () => new Promise(() => undefined), WORK: () => log.push('work') });
-    const hanging = ask(actor, { type: 'HANG' }, 5_000);
-    actor.send({ type: 'ABANDON' });
-    await expect(hanging).rejects.toBeInstanceOf(SupervisorClosedError);
-    await expect(ask(actor, { type: 'WORK' })).rejects.toBeInstanceOf(SupervisorClosedError);
-    expect(await ask(actor, { type: 'DRAIN', until: Date.now() + 1000 })).toEqual({ abandoned: 1, closed: true });
-    expect(log).toEqual(['closed']);
+    await ask(actor, 'DRAIN', {}, { timeoutMs: 1_000 });
+    expect(log).toEqual(['hang aborted', 'closed']);
   });
 
   it('is reachable by systemId from anywhere in the system', async () => {
@@ -127,7 +122,7 @@ describe('supervisor', () => {
     });
     const root = createActor(machine);
     root.start();
-    await expect(ask(root.system.get('child'), { type: 'GET' })).resolves.toBe(7);
+    await expect(ask(root.system.get('child'), 'GET', {})).resolves.toBe(7);
   });
 });
 
@@ -151,10 +146,10 @@ describe('the actor system of a running server', () => {
   it('stops every supervisor on shutdown and leaves a database that reopens cleanly', async () => {
     const t = await startTestServer();
     const system = t.server.ctx.system;
-    const refs = (['store', 'mailer', 'sms', 'notifier', 'replication', 'sessions'] as const).map((id) => system.get(id));
     await t.server.close();
-    for (const ref of refs) expect(ref.getSnapshot().status).toBe('stopped');
-    expect(system.root.getSnapshot().status).toBe('stopped');
+    expect(Object.keys(system.supervisorStatuses())).toEqual(['store', 'mailer', 'sms', 'notifier', 'replication', 'sessions']);
+    for (const status of Object.values(system.supervisorStatuses())) expect(status).toBe('stopped');
+    expect(system.status).toBe('stopped');
     const { default: Database } = await import('better-sqlite3');
     const again = new Database(t.config.db.dbFile);
     expect(again.pragma('user_version', { simple: true })).toBeGreaterThanOrEqual(5);

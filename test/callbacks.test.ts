@@ -7,10 +7,8 @@ import Database from 'better-sqlite3';
 import http from 'node:http';
 import https from 'node:https';
 import { afterEach, describe, expect, it } from 'vitest';
-import { askNotifier } from '../src/actors/supervisors/notifier.js';
-import { askStore } from '../src/actors/supervisors/store.js';
 import type { ManualClock } from '../src/clock.js';
-import type { CallbackDebugRow } from '../src/store/callbacks.js';
+import { CallbackReads, type CallbackDebugRow } from '../src/store/callbacks.js';
 import { makeCert } from './helpers/certs.js';
 import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import { startHomeserver, type Homeserver, type RecordedRequest, type RouteHandler } from './helpers/homeserver.js';
@@ -67,10 +65,10 @@ function association(mxid: string, address = 'alice@example.com') {
   };
 }
 
-/** Records a callback through the store actor, as a bind does in its transaction, and wakes the notifier. */
+/** Records a callback through the store supervisor, as a bind does in its transaction, and wakes the notifier. */
 async function enqueue(t: TestServer, destination: string, body: unknown, address = 'alice@example.com'): Promise<number> {
-  const system = t.server.ctx.system;
-  const id = await askStore(system.get('store'), 'CALLBACK_ENQUEUE', {
+  const { facades } = t.server.ctx;
+  const id = await facades.stores.enqueueCallback({
     destination,
     path: ONBIND,
     body,
@@ -78,12 +76,25 @@ async function enqueue(t: TestServer, destination: string, body: unknown, addres
     address,
     now: t.clock.now(),
   });
-  await askNotifier(system.get('notifier'), 'WAKE', {});
+  await facades.notifier.wake({});
   return id;
 }
 
-const wake = (t: TestServer) => askNotifier(t.server.ctx.system.get('notifier'), 'WAKE', {});
-const row = (t: TestServer, id: number) => t.server.ctx.reads.callbacks.byId(id);
+const wake = (t: TestServer) => t.server.ctx.facades.notifier.wake({});
+/** A callback row as the database holds it now, read on a connection of the test's own. */
+const readers = new Map<string, CallbackReads>();
+const row = (t: TestServer, id: number) => {
+  let reads = readers.get(t.config.db.dbFile);
+  if (!reads) {
+    const db = new Database(t.config.db.dbFile, { readonly: true });
+    cleanups.unshift(() => {
+      readers.delete(t.config.db.dbFile);
+      db.close();
+    });
+    readers.set(t.config.db.dbFile, (reads = new CallbackReads(db)));
+  }
+  return reads.byId(id);
+};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until<T>(what: string, f: () => T | undefined | null | false, timeoutMs = 8000): Promise<T> {
@@ -169,7 +180,7 @@ describe('onbind delivery', () => {
     expect(onbinds(e.hs)).toHaveLength(1);
 
     // the debug view: counts and rows, never the body nor the 3PID
-    const outbox = await askNotifier(t.server.ctx.system.get('notifier'), 'OUTBOX', {});
+    const outbox = await t.server.ctx.facades.notifier.outbox({});
     expect(outbox.counts.delivered).toBe(1);
     expect(outbox.pending).toBe(0);
     expect(outbox.inFlight).toEqual([]);
@@ -343,7 +354,7 @@ describe('onbind: one dead homeserver does not hold up the others', () => {
     expect(onbinds(e.hs)).toHaveLength(2);
     // one request at a time to the dead homeserver, the others wait their turn
     expect(dead.requests).toHaveLength(1);
-    const outbox = await askNotifier(t.server.ctx.system.get('notifier'), 'OUTBOX', {});
+    const outbox = await t.server.ctx.facades.notifier.outbox({});
     expect(outbox.inFlight).toHaveLength(1);
     expect(outbox.counts.pending).toBe(11);
 

@@ -114,6 +114,8 @@ describe('first run', () => {
       shutdownTimeoutMs: 10_000,
       requestTimeouts: { headersMs: 10_000, requestMs: 30_000, keepAliveMs: 65_000 },
       connectionCaps: { client: 1000, clientPerAddress: 100, internal: 100 },
+      requestDeadlineMs: 10000,
+      sendDeadlineMs: 20000,
       federationVerifyCerts: true,
       federationDnsServers: [],
       federationCaCert: '',

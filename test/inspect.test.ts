@@ -66,4 +66,18 @@ describe('--inspect', () => {
       fn: undefined,
     });
   });
+
+  it('redacts what the supervisors\' messages carry: an OpenID token, a binding as stored, a rate limit key', () => {
+    const ask = {
+      type: 'bind',
+      replyTo: '7',
+      deadline: 1,
+      payload: { openIdToken: 'o', sgAssoc: '{"address":"a@b.c"}', lookupHash: 'h', key: '@bob:hs', mxid: '@bob:hs', inviteIds: [1] },
+    };
+    expect(redactForInspection(ask)).toEqual({
+      type: 'bind',
+      deadline: 1,
+      payload: { openIdToken: '[redacted]', sgAssoc: '[redacted]', lookupHash: '[redacted]', key: '[redacted]', mxid: '@bob:hs', inviteIds: [1] },
+    });
+  });
 });

@@ -88,15 +88,15 @@ describe('in the server', () => {
     const t = await startTestServer();
     try {
       const associations = t.server.ctx.reads.associations;
-      const serverPepper = associations.pepper();
+      const serverPepper = await associations.pepper();
       const hashes = ['c1', 'c2', 'c3'].map((l) => lookupHash(`${l}@example.com`, 'email', serverPepper));
       for (const [i, hash] of hashes.entries()) {
         // A lookup first: it opens a snapshot that a write must not leave stale.
-        expect(associations.lookupHashes([hash], t.clock.now()).size).toBe(0);
+        expect((await associations.lookupHashes([hash], t.clock.now())).size).toBe(0);
         const bound = await internal(t, 'bind', { medium: 'email', address: `c${i + 1}@example.com`, mxid: `@c${i + 1}:hs.example` });
         expect(bound.status, bound.text).toBe(200);
         // No wait: the store actor ended the snapshot when the bind committed.
-        expect(associations.lookupHashes([hash], t.clock.now()).get(hash)).toBe(`@c${i + 1}:hs.example`);
+        expect((await associations.lookupHashes([hash], t.clock.now())).get(hash)).toBe(`@c${i + 1}:hs.example`);
       }
     } finally {
       await t.close();

@@ -7,7 +7,7 @@ import { createActor } from 'xstate';
 import { ask } from '../src/actors/ask.js';
 import { ManualClock } from '../src/clock.js';
 import type { SystemDeps } from '../src/actors/deps.js';
-import { askMailer, createMailerSupervisor } from '../src/actors/supervisors/mailer.js';
+import { createMailerSupervisor } from '../src/actors/supervisors/mailer.js';
 import type { EmailConfig, SmtpTlsMode, SydentConfig } from '../src/config/types.js';
 import { composeMail } from '../src/mail/message.js';
 import {
@@ -245,32 +245,32 @@ describe('the mailer supervisor', () => {
     return actor;
   }
 
-  it('SEND_MAIL delivers through the pooled transport and answers { messageId, accepted }', async () => {
+  it('send delivers through the pooled transport and answers { messageId, accepted }', async () => {
     const smtp = await server({ tls: 'starttls', auth: AUTH, failFirst: 1 });
     const mailer = startMailer(emailConfig(smtp.port, 'starttls', AUTH), (await testCertificates()).ca);
     const mails = [verificationMail('a@example.org'), verificationMail('b@example.org')];
-    const results = await Promise.all(mails.map((m) => askMailer(mailer, 'SEND_MAIL', { to: m.to, raw: m.raw })));
+    const results = await Promise.all(mails.map((m) => ask(mailer, 'send', { to: m.to, raw: m.raw })));
     expect(results).toEqual([
       { messageId: mails[0]?.messageId, accepted: ['a@example.org'] },
       { messageId: mails[1]?.messageId, accepted: ['b@example.org'] },
     ]);
     expect(smtp.messages.map((m) => m.to[0]).sort()).toEqual(['a@example.org', 'b@example.org']);
-    await ask(mailer, { type: 'DRAIN' });
+    await ask(mailer, 'DRAIN', {});
   });
 
-  it('SEND_MAIL rejects with MailSendError', async () => {
+  it('send rejects with MailSendError', async () => {
     const smtp = await server({ rejectAll: true });
     const mailer = startMailer(emailConfig(smtp.port, 'plain'), (await testCertificates()).ca);
     const mail = verificationMail();
-    await expect(askMailer(mailer, 'SEND_MAIL', { to: mail.to, raw: mail.raw })).rejects.toMatchObject({
+    await expect(ask(mailer, 'send', { to: mail.to, raw: mail.raw })).rejects.toMatchObject({
       name: 'MailSendError',
       permanent: true,
     });
   });
 
-  it('ADMIT takes tokens of the email sender rate limit per key', async () => {
+  it('admit takes tokens of the email sender rate limit per key', async () => {
     const mailer = startMailer(emailConfig(await deadPort(), 'plain'), (await testCertificates()).ca);
-    const admit = (key: string) => askMailer(mailer, 'ADMIT', { key });
+    const admit = (key: string) => ask(mailer, 'admit', { key });
     expect(await admit('@a:hs')).toEqual({ ok: true });
     expect(await admit('@a:hs')).toEqual({ ok: true });
     expect(await admit('@a:hs')).toEqual({ ok: false, retryAfterMs: 300_000 });

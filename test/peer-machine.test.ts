@@ -225,9 +225,9 @@ describe('replication worker: one actor per peer', () => {
       },
     });
     worker.start();
-    const byName = () => Object.fromEntries(worker.view().peers.map((p) => [p.name, p]));
-    for (let i = 0; i < 100 && byName()['ok.test']?.backlog !== 0; i++) await new Promise((r) => setTimeout(r, 10));
-    const peers = byName();
+    const byName = async () => Object.fromEntries((await worker.view()).peers.map((p) => [p.name, p]));
+    for (let i = 0; i < 100 && (await byName())['ok.test']?.backlog !== 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const peers = await byName();
     expect(peers['ok.test']).toMatchObject({ state: 'idle', cursor: 250, backlog: 0, pushed: 250 });
     expect(seen).toHaveLength(250);
     expect(new Set(seen).size).toBe(250);
@@ -264,17 +264,17 @@ describe('replication worker: one actor per peer', () => {
       },
     });
     worker.start();
-    for (let i = 0; i < 100 && worker.view().peers[0]?.backlog !== 0; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 100 && (await worker.view()).peers[0]?.backlog !== 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(batches.map((b) => b.length)).toEqual([100, 100, 51]);
     // the second batch was signed before the unbind: it still holds row 150; the tombstone (251) follows
     expect(batches[1]).toContain('150');
     expect(batches[2]!.slice(-1)).toEqual(['251']);
-    expect(worker.view().peers[0]).toMatchObject({ cursor: 251, backlog: 0 });
+    expect((await worker.view()).peers[0]).toMatchObject({ cursor: 251, backlog: 0 });
     await worker.drain();
     db.close();
   });
 
-  it('the view lists inactive peers and peers without a key, and a disabled worker says why', () => {
+  it('the view lists inactive peers and peers without a key, and a disabled worker says why', async () => {
     const db = openDatabase(':memory:');
     db.prepare("INSERT INTO peers (name, active) VALUES ('off.test', 0), ('nokey.test', 1)").run();
     const worker = new ReplicationWorker({
@@ -289,7 +289,7 @@ describe('replication worker: one actor per peer', () => {
       log: pino({ level: 'silent' }),
     });
     worker.start();
-    const view = worker.view();
+    const view = await worker.view();
     expect(view).toMatchObject({ enabled: false, reason: 'replication.https.certfile is not set' });
     expect(view.peers.map((p) => [p.name, p.state, p.url])).toEqual([
       ['nokey.test', 'disabled', 'https://nokey.test:1001/_matrix/identity/replicate/v1/push'],

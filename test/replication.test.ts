@@ -5,7 +5,6 @@
 import Database from 'better-sqlite3';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { askReplication } from '../src/actors/supervisors/replication.js';
 import { makeCa } from './helpers/certs.js';
 import { bind, lookup, replicationView, startMesh, unbind, waitFor, type Mesh } from './helpers/replication.js';
 
@@ -90,7 +89,7 @@ describe('replication between three sydent-ts instances', () => {
 
     await b.restart();
     // end A's backoff now rather than wait for it (up to minutes after many failures)
-    await askReplication(a.server.server.ctx.system.get('replication'), 'RETRY', { name: 'b.test' });
+    await a.server.server.ctx.facades.replication.retry({ name: 'b.test' });
     await waitFor(() => globalRows(b.dir, 'a.test').length, (n) => n >= N, 30_000);
 
     const rows = globalRows(b.dir, 'a.test');

@@ -329,15 +329,15 @@ describe('verifyHomeserverRequest over loopback TLS', () => {
     expect(err.message).toMatch(/^Invalid key response from hs\.test:\d+: bad self-signature/);
   });
 
-  it('is what the notifier answers to VERIFY_REQUEST', async () => {
+  it('is what the notifier answers to verifyRequest', async () => {
     const clock = new ManualClock(Date.now());
-    const resource = { federation: client, deps: { clock } as unknown as SystemDeps };
+    const resource = { federation: client, deps: { clock } as unknown as SystemDeps } as unknown as Parameters<typeof notifierHandlers.verifyRequest>[1];
     const auth = hsKeys.authorization(signing());
-    expect(await notifierHandlers.VERIFY_REQUEST(request([auth]), resource)).toEqual({ origin: env.serverName });
+    expect(await notifierHandlers.verifyRequest(request([auth]), resource)).toEqual({ origin: env.serverName });
     // the cache lives in the resource: the second check makes no key request
-    expect(await notifierHandlers.VERIFY_REQUEST(request([auth]), resource)).toEqual({ origin: env.serverName });
+    expect(await notifierHandlers.verifyRequest(request([auth]), resource)).toEqual({ origin: env.serverName });
     expect(hsKeys.keyRequests(env.hs)).toBe(1);
-    const err = await rejection(notifierHandlers.VERIFY_REQUEST(request(['Bearer x']), resource));
+    const err = await rejection(notifierHandlers.verifyRequest(request(['Bearer x']), resource));
     expect(err).toBeInstanceOf(RequestAuthError);
   });
 });

@@ -346,7 +346,7 @@ describe('fresh database', () => {
     try {
       expect(fs.existsSync(file)).toBe(true);
       expect(userVersion(db)).toBe(LATEST);
-      expect(LATEST).toBe(10);
+      expect(LATEST).toBe(11);
 
       expectFinalSydentSchema(db);
 
@@ -397,7 +397,7 @@ describe('fresh database', () => {
       fromVersion: 0,
       toVersion: LATEST,
       created: true,
-      applied: ['5 sydent_schema', '6 sydent_ts_meta', '7 session_machines', '8 callback_outbox', '9 global_lookup_hash_covering_index', '10 global_lookup_hash_newest_index'],
+      applied: ['5 sydent_schema', '6 sydent_ts_meta', '7 session_machines', '8 callback_outbox', '9 global_lookup_hash_covering_index', '10 global_lookup_hash_newest_index', '11 session_lookup_index'],
     });
     expect(migrate(db)).toEqual({ fromVersion: LATEST, toVersion: LATEST, created: false, applied: [] });
     db.close();
@@ -429,6 +429,8 @@ describe('existing Sydent database (user_version 5)', () => {
         'index session_machines_state on session_machines',
         'index sqlite_autoindex_sydent_ts_meta_1 on sydent_ts_meta',
         'index sydent_ts_global_lookup_hash_newest on global_threepid_associations',
+        'index sydent_ts_sessions_lookup on threepid_validation_sessions',
+        'index sydent_ts_token_auths_session on threepid_token_auths',
         'table callback_outbox on callback_outbox',
         'table session_machines on session_machines',
         'table sydent_ts_meta on sydent_ts_meta',

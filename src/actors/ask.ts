@@ -1,17 +1,31 @@
 import type { AnyActorRef } from 'xstate';
+import { DeadlineExceededError, repliesOf } from './replies.js';
 
-/** The reply channel an `ask` puts into its event; the receiving actor settles it exactly once. */
-export interface Reply<T = unknown> {
-  resolve(value: T): void;
-  reject(error: unknown): void;
-}
+export { DeadlineExceededError } from './replies.js';
 
-export interface AskableEvent {
+/**
+ * An ask as it travels: plain data. `replyTo` names the caller's entry in the system's reply registry
+ * (src/actors/replies.ts); `deadline` (Date.now() time) is when the caller stops waiting.
+ */
+export interface AskEvent<TPayload = unknown> {
   type: string;
-  replyTo?: Reply;
+  payload: TPayload;
+  replyTo: string;
+  deadline: number;
 }
 
-export class AskTimeoutError extends Error {
+/** How long a caller waits, and what else may make it stop: carried by every ask and every facade call. */
+export interface CallOptions {
+  /** the caller's own cancellation (a request's deadline from the HTTP edge, or the ask that started this one) */
+  signal?: AbortSignal;
+  /** Date.now() time by which an answer is needed */
+  deadline?: number;
+  /** or at most this long from now (the earlier of the two wins); default DEFAULT_ASK_TIMEOUT_MS without a deadline */
+  timeoutMs?: number;
+}
+
+/** No answer by the ask's deadline: the work it started has been aborted. */
+export class AskTimeoutError extends DeadlineExceededError {
   constructor(
     readonly target: string,
     readonly eventType: string,
@@ -31,38 +45,28 @@ export class ActorStoppedError extends Error {
 
 export const DEFAULT_ASK_TIMEOUT_MS = 10_000;
 
+/** The Date.now() time an ask with these options gives up. */
+export function deadlineOf(opts: CallOptions = {}): number {
+  const byTimeout = opts.timeoutMs !== undefined || opts.deadline === undefined ? Date.now() + (opts.timeoutMs ?? DEFAULT_ASK_TIMEOUT_MS) : Infinity;
+  return Math.min(opts.deadline ?? Infinity, byTimeout);
+}
+
 /**
- * Sends `event` to `ref` with a reply channel and waits for the answer: how handlers talk to supervisors.
- * Rejects with AskTimeoutError when no answer comes in time, and at once when the actor is not running.
+ * Sends `type` with `payload` to `ref` and waits for the answer. Rejects at once when the actor is not running,
+ * and with AskTimeoutError at the deadline (or with the reason of the caller's signal); either way the request's
+ * signal is aborted, so the work it started stops. Callers use the typed facades (src/actors/facade.ts).
  */
-export function ask<T>(
-  ref: AnyActorRef | undefined,
-  event: { type: string } & Record<string, unknown>,
-  timeoutMs: number = DEFAULT_ASK_TIMEOUT_MS,
-): Promise<T> {
+export function ask<T>(ref: AnyActorRef | undefined, type: string, payload: unknown, opts: CallOptions = {}): Promise<T> {
   const target = ref?.id ?? 'actor';
   if (!ref || ref.getSnapshot().status !== 'active') return Promise.reject(new ActorStoppedError(target));
-  return new Promise<T>((resolve, reject) => {
-    let settled = false;
-    const timer = setTimeout(() => {
-      if (settled) return;
-      settled = true;
-      reject(new AskTimeoutError(target, event.type, timeoutMs));
-    }, timeoutMs);
-    const replyTo: Reply<T> = {
-      resolve(value) {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        resolve(value);
-      },
-      reject(error) {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        reject(error);
-      },
-    };
-    ref.send({ ...event, replyTo });
-  });
+  const started = Date.now();
+  const deadline = deadlineOf(opts);
+  const { id, promise } = repliesOf(ref.system).open<T>(
+    deadline,
+    () => new AskTimeoutError(target, type, Math.max(0, Math.round(deadline - started))),
+    opts.signal,
+  );
+  const event: AskEvent = { type, payload, replyTo: id, deadline };
+  ref.send(event);
+  return promise;
 }

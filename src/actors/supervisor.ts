@@ -1,11 +1,8 @@
 import PQueue from 'p-queue';
-import { fromCallback, type ActorSystem } from 'xstate';
-import type { AnyActorRef } from 'xstate';
-import { settlesBy } from '../util/settles-by.js';
-import { ask, type AskableEvent, type Reply } from './ask.js';
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type AnyActorSystem = ActorSystem<any>;
+import { fromCallback } from 'xstate';
+import type { AskEvent } from './ask.js';
+import { environmentOf, type SupervisorEnv } from './facade.js';
+import { DeadlineExceededError, repliesOf } from './replies.js';
 
 /** What the debug endpoint shows of a supervisor. */
 export interface SupervisorStats {
@@ -36,19 +33,6 @@ export interface ChildActor {
   state: string;
 }
 
-/** What a DRAIN answers. */
-export interface DrainReport {
-  /** requests given up on (ABANDON, or still queued or running at the deadline), answered SupervisorClosedError */
-  abandoned: number;
-  /** false: the resource was still closing at the deadline (left to finish on its own) */
-  closed: boolean;
-  /** what closing the resource threw (with a deadline; without one, DRAIN is rejected with it) */
-  closeError?: unknown;
-}
-
-/** How long past a drain's deadline closing the resource may take (the store's closes the database). */
-export const CLOSE_GRACE_MS = 300;
-
 export class SupervisorClosedError extends Error {
   constructor(id: string) {
     super(`${id} is shutting down`);
@@ -63,151 +47,155 @@ export class UnknownRequestError extends Error {
   }
 }
 
+/** What a handler gets with each request besides its payload: when to stop. */
+export interface RequestContext {
+  /** aborted when the caller stops waiting (its deadline, or its own cancellation): pass it on to every I/O */
+  signal: AbortSignal;
+  /** Date.now() time by which the caller needs the answer */
+  deadline: number;
+}
+
+// The payload type is each handler's own first parameter; `any` here only lets the table hold them all.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Handler<TResource> = (event: any, resource: TResource, system: AnyActorSystem) => unknown;
+export type Handler<TResource> = (payload: any, resource: TResource, request: RequestContext) => unknown;
 
 export type Handlers<TResource> = Record<string, Handler<TResource>>;
 
 export interface SupervisorSpec<TInput, TResource, THandlers extends Handlers<TResource> = Handlers<TResource>> {
-  /** how many requests run at once; 1 serialises them (the store's writes) */
+  /** how many requests run at once */
   concurrency: number;
-  /** acquires the resource this supervisor alone owns */
-  open(input: TInput, system: AnyActorSystem): TResource;
+  /** acquires the resource this supervisor alone owns; `env` reaches the other supervisors through their facades */
+  open(input: TInput, env: SupervisorEnv): TResource;
   /** releases it, after the queue has drained */
   close?(resource: TResource): void | Promise<void>;
-  /** each request type and its handler; the handler's first parameter types the request's payload */
+  /** each request type (a facade's method name) and its handler; the handler's first parameter types the payload */
   handlers: THandlers;
   /** the live child actors, for the debug endpoint's actor tree (walked, never copied whole) */
-  children?(resource: TResource): Iterable<ChildActor>;
+  children?(resource: TResource): Iterable<ChildActor> | Promise<Iterable<ChildActor>>;
   /** request types answered at once, outside the queue (cheap in-memory checks that must not wait behind I/O) */
   immediate?: readonly (keyof THandlers & string)[];
 }
 
+/** The built-in requests every supervisor answers: STATS, CHILDREN (`{ offset, limit }`) and DRAIN. */
+export const CONTROL = { stats: 'STATS', children: 'CHILDREN', drain: 'DRAIN' } as const;
+
 /**
  * A supervisor is an actor that owns one resource and serves requests against it through a queue.
- * Built-in requests: STATS and CHILDREN (`{ offset, limit }`: a page of the child actors), answered at once, and
- * DRAIN (stop taking work, finish the queue, close the resource; with `until`, epoch ms, what is left then is
- * abandoned), which is how shutdown stops supervisors in order, and ABANDON (stop taking work, give up on what is
- * queued or running: a shutdown's deadline has passed).
+ * Built-in requests: STATS and CHILDREN (a page of the child actors), answered at once, and DRAIN (stop taking
+ * work, finish the queue, close the resource), which is how shutdown stops supervisors in order. A request whose
+ * caller stopped waiting while it was queued is not run.
  */
 export function supervisor<TInput, TResource, THandlers extends Handlers<TResource>>(
   id: string,
   spec: SupervisorSpec<TInput, TResource, THandlers>,
 ) {
-  return fromCallback<AskableEvent & Record<string, unknown>, TInput>(({ input, receive, system }) => {
-    const resource = spec.open(input, system);
+  return fromCallback<AskEvent, TInput>(({ input, receive, system }) => {
+    // A throw here fails the system's start (ActorSystem.start reports it), the others already open are closed.
+    const resource = spec.open(input, environmentOf(system));
+    const replies = repliesOf(system);
     const queue = new PQueue({ concurrency: spec.concurrency });
     let handled = 0;
     let failed = 0;
-    let draining: Promise<DrainReport> | null = null;
+    let draining: Promise<void> | null = null;
+    let closing: Promise<void> | null = null;
+    const closeOnce = (): Promise<void> => (closing ??= Promise.resolve().then(() => spec.close?.(resource)));
 
-    const stats = (): SupervisorStats => ({
+    const stats = async (): Promise<SupervisorStats> => ({
       queued: queue.size,
       running: queue.pending,
       handled,
       failed,
-      draining: draining !== null || refusing,
-      children: summarise(spec.children?.(resource) ?? []),
+      draining: draining !== null,
+      children: summarise((await spec.children?.(resource)) ?? []),
     });
 
-    /** the replies of the requests queued or running, rejected when they are abandoned */
-    const pending = new Set<Reply>();
-    /** set by ABANDON: new requests are refused, as while draining */
-    let refusing = false;
-    let abandoned = 0;
-
-    /**
-     * Gives up on every request queued or running: its asker is answered SupervisorClosedError (an HTTP request
-     * waiting for it is answered 503), a running handler is left to end on its own.
-     */
-    const abandon = (): void => {
-      abandoned += pending.size;
-      queue.clear();
-      for (const reply of pending) reply.reject(new SupervisorClosedError(id));
-      pending.clear();
+    const drain = async (): Promise<void> => {
+      await queue.onIdle();
+      await closeOnce();
     };
 
-    /**
-     * Finishes the queue, until `until` (epoch ms) when given: what is still queued or running then is abandoned, and
-     * the resource is closed all the same, waiting for that until CLOSE_GRACE_MS past `until` at most (the same
-     * moment for every supervisor of a shutdown, so that together they end by then).
-     */
-    const drain = async (until: number | undefined): Promise<DrainReport> => {
-      const finished = until === undefined ? await queue.onIdle().then(() => true) : await settlesBy(queue.onIdle(), until);
-      if (!finished) abandon();
-      if (until === undefined) {
-        await spec.close?.(resource);
-        return { abandoned, closed: true };
+    const answer = (replyTo: string, work: () => unknown): void => {
+      let result: unknown;
+      try {
+        result = work();
+      } catch (error) {
+        failed++;
+        replies.reject(replyTo, error);
+        return;
       }
-      let closeError: unknown;
-      const closing = (async () => spec.close?.(resource))().catch((error: unknown) => {
-        closeError = error;
-      });
-      const closed = await settlesBy(closing, until + CLOSE_GRACE_MS);
-      return { abandoned, closed, ...(closeError !== undefined ? { closeError } : {}) };
+      Promise.resolve(result).then(
+        (value) => {
+          handled++;
+          replies.resolve(replyTo, value);
+        },
+        (error: unknown) => {
+          failed++;
+          replies.reject(replyTo, error);
+        },
+      );
     };
 
     receive((event) => {
-      const reply = event.replyTo;
-      if (event.type === 'STATS') {
-        reply?.resolve(stats());
+      const { replyTo } = event;
+      const signal = replies.signal(replyTo);
+      // Its caller has stopped waiting: nobody needs the answer.
+      if (!signal) return;
+      const payload = (event.payload ?? {}) as Record<string, unknown>;
+      if (event.type === CONTROL.stats) {
+        stats().then((s) => replies.resolve(replyTo, s), (error: unknown) => replies.reject(replyTo, error));
         return;
       }
-      if (event.type === 'CHILDREN') {
-        reply?.resolve(page(spec.children?.(resource) ?? [], Number(event['offset'] ?? 0), Number(event['limit'] ?? 100)));
-        return;
-      }
-      if (event.type === 'ABANDON') {
-        refusing = true;
-        abandon();
-        reply?.resolve(undefined);
-        return;
-      }
-      if (event.type === 'DRAIN') {
-        draining ??= drain(typeof event['until'] === 'number' ? event['until'] : undefined);
-        draining.then(
-          (report) => reply?.resolve(report),
-          (error: unknown) => reply?.reject(error),
+      if (event.type === CONTROL.children) {
+        Promise.resolve(spec.children?.(resource) ?? []).then(
+          (all) => replies.resolve(replyTo, page(all, Number(payload['offset'] ?? 0), Number(payload['limit'] ?? 100))),
+          (error: unknown) => replies.reject(replyTo, error),
         );
         return;
       }
-      if (draining || refusing) {
-        reply?.reject(new SupervisorClosedError(id));
+      if (event.type === CONTROL.drain) {
+        draining ??= drain();
+        draining.then(
+          () => replies.resolve(replyTo, undefined),
+          (error: unknown) => replies.reject(replyTo, error),
+        );
         return;
       }
-      const handler = spec.handlers[event.type] as Handler<TResource> | undefined;
+      if (draining) {
+        replies.reject(replyTo, new SupervisorClosedError(id));
+        return;
+      }
+      const handler = Object.hasOwn(spec.handlers, event.type) ? (spec.handlers[event.type] as Handler<TResource>) : undefined;
       if (!handler) {
-        reply?.reject(new UnknownRequestError(id, event.type));
+        replies.reject(replyTo, new UnknownRequestError(id, event.type));
         return;
       }
+      const request: RequestContext = { signal, deadline: event.deadline };
       if (spec.immediate?.includes(event.type)) {
-        try {
-          reply?.resolve(handler(event, resource, system));
-          handled++;
-        } catch (error) {
-          failed++;
-          reply?.reject(error);
-        }
+        answer(replyTo, () => handler(payload, resource, request));
         return;
       }
-      if (reply) pending.add(reply);
       void queue.add(async () => {
+        if (signal.aborted || Date.now() >= event.deadline) {
+          // Its time ran out in the queue: not started at all.
+          failed++;
+          replies.reject(replyTo, new DeadlineExceededError(`${id}: ${event.type} waited past its deadline`));
+          return;
+        }
         try {
-          const result = await handler(event, resource, system);
+          const value = await handler(payload, resource, request);
           handled++;
-          reply?.resolve(result);
+          replies.resolve(replyTo, value);
         } catch (error) {
           failed++;
-          reply?.reject(error);
-        } finally {
-          if (reply) pending.delete(reply);
+          replies.reject(replyTo, error);
         }
       });
     });
 
     return () => {
-      // Stopped without a DRAIN (a crash path): release the resource all the same.
-      if (!draining) void spec.close?.(resource);
+      // Stopped without a finished DRAIN (a crash path, a drain that ran out of time, or another supervisor that failed
+      // to open): the resource is released all the same.
+      closeOnce().catch(() => undefined);
     };
   });
 }
@@ -230,17 +218,4 @@ function page(children: Iterable<ChildActor>, offset: number, limit: number): Ch
     total++;
   }
   return { total, children: out };
-}
-
-/**
- * A typed ask: `call<typeof storeHandlers>()(ref, 'ACCOUNT_REGISTER', {...})` checks the payload against the
- * handler's parameter and types the answer from its return value.
- */
-export function call<THandlers extends Handlers<never>>() {
-  return <K extends keyof THandlers & string>(
-    ref: AnyActorRef | undefined,
-    type: K,
-    payload: Parameters<THandlers[K]>[0],
-    timeoutMs?: number,
-  ): Promise<Awaited<ReturnType<THandlers[K]>>> => ask(ref, { ...(payload as object), type }, timeoutMs);
 }

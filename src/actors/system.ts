@@ -1,19 +1,22 @@
-import { createActor, fromCallback, setup, type Actor, type AnyActorRef } from 'xstate';
-import { ask } from './ask.js';
+import { createActor, fromCallback, setup, type Actor } from 'xstate';
+import type { StoreReads } from '../store/reads.js';
+import { ask, DeadlineExceededError, type AskEvent } from './ask.js';
 import type { SystemDeps } from './deps.js';
-import { CLOSE_GRACE_MS, type ChildPage, type ChildSummary, type DrainReport, type SupervisorStats } from './supervisor.js';
-import { mailerSupervisor } from './supervisors/mailer.js';
-import { notifierSupervisor } from './supervisors/notifier.js';
-import { replicationSupervisor } from './supervisors/replication.js';
-import { sessionsSupervisor } from './supervisors/sessions.js';
-import { smsSupervisor } from './supervisors/sms.js';
-import { storeSupervisor } from './supervisors/store.js';
+import { facade, provideEnvironment, type Facades } from './facade.js';
+import { repliesOf } from './replies.js';
+import { CONTROL, SupervisorClosedError, type ChildPage, type ChildSummary, type SupervisorStats } from './supervisor.js';
+import { mailerHandlers, mailerSupervisor } from './supervisors/mailer.js';
+import { notifierHandlers, notifierSupervisor } from './supervisors/notifier.js';
+import { replicationHandlers, replicationSupervisor } from './supervisors/replication.js';
+import { sessionsHandlers, sessionsSupervisor } from './supervisors/sessions.js';
+import { smsHandlers, smsSupervisor } from './supervisors/sms.js';
+import { storeHandlers, storeSupervisor } from './supervisors/store.js';
 
 /** Start order. Shutdown walks it backwards, so the store, which everything else writes through, stops last. */
 export const SUPERVISORS = ['store', 'mailer', 'sms', 'notifier', 'replication', 'sessions'] as const;
 export type SupervisorId = (typeof SUPERVISORS)[number];
 
-const placeholder = fromCallback<{ type: string }, SystemDeps>(() => undefined);
+const placeholder = fromCallback<AskEvent, SystemDeps>(() => undefined);
 
 /**
  * The root actor: it invokes every supervisor under its systemId. Supervisors' logic is provided by
@@ -42,11 +45,6 @@ export const rootMachine = setup({
   ],
 });
 
-/** A supervisor that did not stop cleanly, and how. */
-export interface StopReport extends DrainReport {
-  id: SupervisorId;
-}
-
 export interface ActorInfo {
   systemId: string;
   status: string;
@@ -58,9 +56,26 @@ export interface ActorInfo {
   children: ChildSummary;
 }
 
-export class ActorSystem {
-  private constructor(readonly root: Actor<typeof rootMachine>) {}
+/** How long shutdown gives the supervisors to drain by default. */
+const DRAIN_MS = 10_000;
+/** Past the stop's deadline, how long the supervisors not yet drained have, together, to release their resources. */
+export const CLOSE_GRACE_MS = 300;
 
+/**
+ * The actor system of a running server: the root actor, its supervisors, and their facades (the only way to them).
+ */
+export class ActorSystem {
+  private constructor(
+    private readonly root: Actor<typeof rootMachine>,
+    /** every supervisor's typed facade, and the store's read facade */
+    readonly facades: Facades,
+    private readonly deps: SystemDeps,
+  ) {}
+
+  /**
+   * Starts the supervisors in order, the store first (it opens and migrates the database). A supervisor that cannot
+   * open its resource fails the start with its error, after the others were closed again.
+   */
   static start(deps: SystemDeps): ActorSystem {
     const machine = rootMachine.provide({
       actors: {
@@ -73,19 +88,42 @@ export class ActorSystem {
       },
     });
     const root = createActor(machine, { input: deps, systemId: 'root', ...(deps.inspect ? { inspect: deps.inspect } : {}) });
+    let reads: StoreReads | null = null;
+    const system = root.system;
+    const facades: Facades = {
+      stores: facade(system, 'store', storeHandlers),
+      mailer: facade(system, 'mailer', mailerHandlers),
+      sms: facade(system, 'sms', smsHandlers),
+      notifier: facade(system, 'notifier', notifierHandlers),
+      replication: facade(system, 'replication', replicationHandlers),
+      sessions: facade(system, 'sessions', sessionsHandlers),
+      get reads(): StoreReads {
+        if (!reads) throw new Error('the store has not opened the database');
+        return reads;
+      },
+    };
+    provideEnvironment(system, {
+      facades,
+      provideReads: (r) => {
+        reads = r;
+      },
+    });
+    // A supervisor that failed is reported through the snapshot below, not as an unhandled error.
+    root.subscribe({ error: () => undefined });
     root.start();
-    return new ActorSystem(root);
-  }
-
-  get(id: SupervisorId): AnyActorRef {
-    const ref = this.root.system.get(id) as AnyActorRef | undefined;
-    if (!ref) throw new Error(`no supervisor ${id}`);
-    return ref;
+    const snapshot = root.getSnapshot();
+    if (snapshot.status === 'error') throw snapshot.error;
+    return new ActorSystem(root, facades, deps);
   }
 
   /** Each supervisor's actor status (`active` while it runs), for readiness. */
   supervisorStatuses(): Record<string, string> {
     return Object.fromEntries(this.supervisorStates().map((s) => [s.id, s.state]));
+  }
+
+  /** The root actor's status (`active` until the system stopped). */
+  get status(): string {
+    return this.root.getSnapshot().status;
   }
 
   /** The live actors, for the debug endpoint: one entry per supervisor, their children only counted. */
@@ -105,10 +143,10 @@ export class ActorSystem {
       },
     ];
     for (const id of SUPERVISORS) {
-      const ref = this.root.system.get(id) as AnyActorRef | undefined;
-      const status = ref?.getSnapshot().status ?? 'stopped';
+      const ref = this.root.system.get(id);
+      const status: string = ref?.getSnapshot().status ?? 'stopped';
       const stats =
-        status === 'active' ? await ask<SupervisorStats>(ref, { type: 'STATS' }, 1000).catch(() => null) : null;
+        status === 'active' ? await ask<SupervisorStats>(ref, CONTROL.stats, {}, { timeoutMs: 1000 }).catch(() => null) : null;
       out.push({
         systemId: id,
         status,
@@ -129,47 +167,55 @@ export class ActorSystem {
       return { total: all.length, children: all.slice(offset, offset + limit) };
     }
     if (!(SUPERVISORS as readonly string[]).includes(id)) return undefined;
-    const ref = this.root.system.get(id) as AnyActorRef | undefined;
+    const ref = this.root.system.get(id);
     if (ref?.getSnapshot().status !== 'active') return { total: 0, children: [] };
-    return ask<ChildPage>(ref, { type: 'CHILDREN', offset, limit }, 1000);
+    return ask<ChildPage>(ref, CONTROL.children, { offset, limit }, { timeoutMs: 1000 });
   }
 
   private supervisorStates(): { id: string; state: string }[] {
-    return SUPERVISORS.map((id) => ({ id, state: this.root.system.get(id)?.getSnapshot().status ?? 'stopped' }));
+    return SUPERVISORS.map((id) => ({ id, state: String(this.root.system.get(id)?.getSnapshot().status ?? 'stopped') }));
   }
 
   /**
-   * Every supervisor gives up on what it has queued or running, and takes no more: for a shutdown whose deadline has
-   * passed, so that requests waiting on them are answered (503) before the listeners close.
+   * Gives up on every request still awaited by its caller (a shutdown's deadline has passed): each caller is answered
+   * SupervisorClosedError (an HTTP request waiting on one is answered 503 by its route), and the work each started is
+   * aborted (a mail being sent is cut off, not delivered late).
    */
   abandon(): void {
-    for (const id of SUPERVISORS) {
-      const ref = this.root.system.get(id) as AnyActorRef | undefined;
-      if (ref?.getSnapshot().status === 'active') ref.send({ type: 'ABANDON' });
-    }
+    const replies = repliesOf(this.root.system);
+    if (replies.size > 0) this.deps.log.warn({ requests: replies.size }, 'stopping: the deadline passed; work still under way was abandoned');
+    replies.abortAll(new SupervisorClosedError('the server'));
   }
 
   /**
    * Ordered shutdown: each supervisor finishes its queue and releases its resource, the store last, until `until`
-   * (epoch ms; default in 10 s). What a supervisor still holds then is abandoned and its resource closed all the
-   * same, so the stop ends shortly after `until` whatever hangs (a mail server that never answers). Resolves with
-   * what each supervisor left undone; never rejects.
+   * (Date.now() time; default in 10 s), one deadline for them all. At the deadline what is still under way is
+   * abandoned; the supervisors not yet drained get CLOSE_GRACE_MS more, together, to release their resources, and are
+   * then stopped all the same (their resources released): the database is always closed. Never rejects.
    */
-  async stop(opts: { until?: number } = {}): Promise<StopReport[]> {
-    const until = opts.until ?? Date.now() + 10_000;
-    const reports: StopReport[] = [];
-    for (const id of [...SUPERVISORS].reverse()) {
-      const ref = this.root.system.get(id) as AnyActorRef | undefined;
-      if (ref?.getSnapshot().status !== 'active') continue;
-      // The supervisor answers by `until` plus the close grace; the ask's own limit only guards against one that does
-      // not answer at all.
-      const limit = Math.max(0, until + CLOSE_GRACE_MS - Date.now()) + 50;
-      const report = await ask<DrainReport>(ref, { type: 'DRAIN', until }, limit).catch(
-        (error: unknown): DrainReport => ({ abandoned: 0, closed: false, closeError: error }),
-      );
-      if (report.abandoned > 0 || !report.closed || report.closeError !== undefined) reports.push({ id, ...report });
+  async stop(opts: { until?: number } = {}): Promise<void> {
+    const until = opts.until ?? Date.now() + DRAIN_MS;
+    try {
+      for (const id of [...SUPERVISORS].reverse()) {
+        const ref = this.root.system.get(id);
+        if (ref?.getSnapshot().status !== 'active') continue;
+        try {
+          await ask(ref, CONTROL.drain, {}, { deadline: Date.now() < until ? until : until + CLOSE_GRACE_MS });
+        } catch (error) {
+          if (error instanceof DeadlineExceededError) {
+            this.deps.log.warn({ supervisor: id, until: new Date(until).toISOString() }, 'shutdown: a supervisor did not drain in time; its work is cut off');
+            // What is left would hold up the supervisors after this one, which it may be waiting on: cut off now.
+            this.abandon();
+          } else {
+            this.deps.log.error({ supervisor: id, err: error }, 'shutdown: a supervisor failed to drain');
+          }
+        }
+      }
+    } finally {
+      // What is still under way is aborted, and every supervisor not yet closed (one that did not drain in time)
+      // releases its resource now: the database included.
+      this.abandon();
+      this.root.stop();
     }
-    this.root.stop();
-    return reports;
   }
 }

@@ -1,21 +1,30 @@
 /**
- * Publishing and withdrawing 3PID bindings: the store records the binding, its pending invites and the homeserver
- * callback in one transaction; then the notifier is woken to deliver the callback. Used by 3pid/bind (through the
- * sessions supervisor), the internal API, and unbind.
+ * Publishing and withdrawing 3PID bindings: the flow the sessions supervisor runs for 3pid/bind, the internal API
+ * and unbind. The flow owns the work around the record: it hashes the 3PID with the pepper it read, signs the
+ * association and the pending invites with our long-term key, builds the homeserver callback; then the store
+ * records it as data (binding, invites marked sent, callback outbox row, one transaction), refusing it when the
+ * pepper or the pending invites changed meanwhile, in which case the flow makes it again. Once committed, the
+ * notifier and replication are woken.
  */
-import type { AnyActorRef } from 'xstate';
-import { askNotifier } from '../actors/supervisors/notifier.js';
-import { askReplication } from '../actors/supervisors/replication.js';
-import { askStore } from '../actors/supervisors/store.js';
-import type { AnyActorSystem } from '../actors/supervisor.js';
+import type { CallOptions } from '../actors/ask.js';
+import type { Facades } from '../actors/facade.js';
 import type { Clock } from '../clock.js';
 import { lookupHash } from '../crypto/index.js';
 import { serverNameOfUserId } from '../federation/index.js';
 import type { ServerIdentity } from '../identity.js';
 import type { Logger } from '../log.js';
+import {
+  ASSOCIATION_LIFETIME_MS,
+  BindConflictError,
+  type Association,
+  type BindRecord,
+  type PendingInvite,
+  type Signed,
+} from '../store/associations.js';
 
 export interface BinderDeps {
-  system: AnyActorSystem;
+  facades: Pick<Facades, 'stores' | 'notifier' | 'replication' | 'reads'>;
+  /** our signing key: a resource of the supervisor that runs the flow */
   identity: ServerIdentity;
   clock: Clock;
   log: Logger;
@@ -27,32 +36,89 @@ export interface Threepid {
   address: string;
 }
 
-export async function bindThreepid(deps: BinderDeps, threepid: Threepid, mxid: string) {
+/** The association as the homeserver receives it: signed, with this 3PID's pending invites signed in. */
+export type SignedAssociation = Signed<Association & { invites?: unknown[] }>;
+
+/** How often a bind is made again when the pepper or the invites changed under it (a rotation is rare). */
+const BIND_ATTEMPTS = 3;
+
+const ONBIND_PATH = '/_matrix/federation/v1/3pid/onbind';
+
+export async function bindThreepid(deps: BinderDeps, threepid: Threepid, mxid: string, request: CallOptions): Promise<SignedAssociation> {
   const destination = serverNameOfUserId(mxid);
   if (!destination) deps.log.warn('binding to a user ID without a valid server name: no homeserver will be told');
-  const signed = await askStore(deps.system.get('store') as AnyActorRef, 'ASSOCIATION_BIND', {
+  const { reads, stores } = deps.facades;
+  for (let attempt = 1; ; attempt++) {
+    const [pepper, invites] = await Promise.all([
+      reads.associations.storedPepper(),
+      reads.invites.pending(threepid.medium, threepid.address),
+    ]);
+    const made = makeBinding(deps.identity, threepid, mxid, deps.clock.now(), pepper, invites, destination);
+    try {
+      await stores.bind(made.record, request);
+    } catch (error) {
+      if (error instanceof BindConflictError && attempt < BIND_ATTEMPTS) continue;
+      throw error;
+    }
+    if (destination) wakeNotifier(deps);
+    wakeReplication(deps);
+    return made.signed;
+  }
+}
+
+/**
+ * The binding of `threepid` to `mxid` at `now`, as stored and as sent: hashed with `pepper`, signed, with the
+ * `invites` signed into the homeserver's copy. What lookups and peers see carries no invites (room ids, senders,
+ * tokens are the homeserver's business).
+ */
+export function makeBinding(
+  identity: ServerIdentity,
+  threepid: Threepid,
+  mxid: string,
+  now: number,
+  pepper: string,
+  invites: PendingInvite[],
+  destination: string | null,
+): { record: BindRecord; signed: SignedAssociation } {
+  const assoc: Association = {
     medium: threepid.medium,
     address: threepid.address,
     mxid,
-    now: deps.clock.now(),
-    hash: lookupHash,
-    serverName: deps.identity.serverName,
-    sign: deps.identity.sign,
-    callbackDestination: destination,
-  });
-  if (destination) wakeNotifier(deps);
-  wakeReplication(deps);
-  return signed;
+    ts: now,
+    not_before: now,
+    not_after: now + ASSOCIATION_LIFETIME_MS,
+  };
+  const published = identity.sign(assoc);
+  const signedInvites = invites.map(({ id: _id, ...invite }) => ({
+    ...invite,
+    mxid,
+    signed: identity.sign({ mxid, token: invite.token }),
+  }));
+  const signed: SignedAssociation = signedInvites.length ? identity.sign({ ...assoc, invites: signedInvites }) : published;
+  return {
+    signed,
+    record: {
+      medium: threepid.medium,
+      address: threepid.address,
+      mxid,
+      ts: now,
+      notAfter: assoc.not_after,
+      lookupHash: lookupHash(threepid.address, threepid.medium, pepper),
+      pepperSeen: pepper,
+      originServer: identity.serverName,
+      sgAssoc: JSON.stringify(published),
+      inviteIds: invites.map((i) => i.id),
+      callback: destination ? { destination, path: ONBIND_PATH, body: signed } : null,
+    },
+  };
 }
 
 /** `false` when that binding did not exist here (the answer is the same: it is gone). */
-export async function unbindThreepid(deps: BinderDeps, threepid: Threepid, mxid: string): Promise<boolean> {
-  const removed = await askStore(deps.system.get('store') as AnyActorRef, 'ASSOCIATION_UNBIND', {
-    medium: threepid.medium,
-    address: threepid.address,
-    mxid,
-    now: deps.clock.now(),
-  });
+export async function unbindThreepid(deps: BinderDeps, threepid: Threepid, mxid: string, request: CallOptions): Promise<boolean> {
+  const removed = await deps.facades.stores.unbind(
+    { medium: threepid.medium, address: threepid.address, mxid, now: deps.clock.now() },
+    request,
+  );
   // the tombstone is in the replication log
   if (removed) wakeReplication(deps);
   return removed;
@@ -60,14 +126,10 @@ export async function unbindThreepid(deps: BinderDeps, threepid: Threepid, mxid:
 
 function wakeNotifier(deps: BinderDeps): void {
   // The callback is already stored: a lost wake-up only delays it until the notifier's next look.
-  askNotifier(deps.system.get('notifier') as AnyActorRef, 'WAKE', {}).catch((err: unknown) =>
-    deps.log.warn({ err }, 'could not wake the notifier'),
-  );
+  deps.facades.notifier.wake({}).catch((err: unknown) => deps.log.warn({ err }, 'could not wake the notifier'));
 }
 
 function wakeReplication(deps: BinderDeps): void {
   // The log row is committed: a lost wake-up only delays the push until the replication tick (10 s).
-  askReplication(deps.system.get('replication') as AnyActorRef, 'WAKE', {}).catch((err: unknown) =>
-    deps.log.warn({ err }, 'could not wake replication'),
-  );
+  deps.facades.replication.wake({}).catch((err: unknown) => deps.log.warn({ err }, 'could not wake replication'));
 }

@@ -90,6 +90,10 @@ export function configDefaults(env: Env): ConfigDefaults {
       'clientapi.http.max_connections': '1000',
       'clientapi.http.max_connections_per_address': '100',
       'internalapi.http.max_connections': '100',
+      // sydent-ts: the time a request has before the work it started is aborted (503), and a request that sends a
+      // mail or SMS (its send aborted, 500 M_EMAIL_SEND_ERROR / M_SEND_ERROR)
+      request_deadline_seconds: '10',
+      send_deadline_seconds: '20',
       'federation.verifycerts': 'True',
       // sydent-ts: DNS servers for federation lookups (empty: the system resolver) and extra trusted CAs
       'federation.dns_servers': '',

@@ -105,6 +105,10 @@ export interface HttpConfig {
   requestTimeouts: RequestTimeouts;
   /** how many connections the listeners hold at once */
   connectionCaps: ConnectionCaps;
+  /** `request_deadline_seconds`: the time a request has, from the moment it is read, before the work it started is aborted */
+  requestDeadlineMs: number;
+  /** `send_deadline_seconds`: the same for a request that sends a mail or an SMS (requestToken, store-invite) */
+  sendDeadlineMs: number;
   federationVerifyCerts: boolean;
   /** `federation.dns_servers`: `ip`, `ip:port` or `[ipv6]:port` for federation lookups; empty = the system resolver */
   federationDnsServers: string[];

@@ -41,6 +41,8 @@ export interface FederationRequest {
   headers?: Record<string, string>;
   /** the response body is abandoned (and the request fails with 'too_large') past this size */
   maxBodyBytes: number;
+  /** the caller's cancellation (its deadline passed): the exchange is aborted */
+  signal?: AbortSignal;
 }
 
 export interface FederationResponse {
@@ -98,6 +100,7 @@ export class FederationClient {
         headers,
         ...(body !== undefined ? { body } : {}),
         maxBodyBytes: req.maxBodyBytes,
+        ...(req.signal ? { signal: req.signal } : {}),
       });
       const text = res.body.toString('utf8');
       return { status: res.status, headers: res.headers, json: parseJson(text), text };

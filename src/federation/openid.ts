@@ -32,11 +32,16 @@ const REJECTING_STATUSES = new Set([401, 403, 404]);
  * The user id (`sub`) the homeserver vouches for. Throws FederationError when it cannot be reached (the
  * message names the server and the cause) and OpenIdError when its answer is not acceptable.
  */
-export async function fetchOpenIdUserId(client: FederationClient, serverName: string, accessToken: string): Promise<string> {
+export async function fetchOpenIdUserId(
+  client: FederationClient,
+  serverName: string,
+  accessToken: string,
+  signal?: AbortSignal,
+): Promise<string> {
   // Sydent lower-cases the name before using it; doing it here too keeps the request and the check consistent
   const server = serverName.toLowerCase();
   const path = `/_matrix/federation/v1/openid/userinfo?access_token=${encodeURIComponent(accessToken)}`;
-  const res = await client.request(server, { method: 'GET', path, maxBodyBytes: USERINFO_MAX_BYTES });
+  const res = await client.request(server, { method: 'GET', path, maxBodyBytes: USERINFO_MAX_BYTES, ...(signal ? { signal } : {}) });
   const errcode = errcodeOf(res.json);
   if (REJECTING_STATUSES.has(res.status) && errcode !== undefined) {
     throw new OpenIdError('rejected', 'The Matrix homeserver rejected the OpenID token', res.status, errcode);

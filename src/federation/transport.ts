@@ -30,6 +30,8 @@ export interface RawRequest {
   headers?: Record<string, string>;
   body?: string | Buffer;
   maxBodyBytes: number;
+  /** the caller's cancellation: ends the exchange as the time limit does */
+  signal?: AbortSignal;
 }
 
 export interface RawResponse {
@@ -77,6 +79,10 @@ export class Transport {
       () => controller.abort(new FederationError('timeout', `no complete response within ${seconds(timeoutMs)}`)),
       timeoutMs,
     );
+    const cancel = req.signal;
+    const onCancel = () => controller.abort(new FederationError('timeout', 'the request that needed the answer gave up'));
+    if (cancel?.aborted) onCancel();
+    else cancel?.addEventListener('abort', onCancel, { once: true });
     try {
       const options = {
         // connections are pooled per TCP target; the connector learns the TLS name from `servername`
@@ -98,6 +104,7 @@ export class Transport {
       throw classify(err, controller.signal, timeoutMs);
     } finally {
       clearTimeout(timer);
+      cancel?.removeEventListener('abort', onCancel);
     }
   }
 

@@ -13,7 +13,9 @@
  * Answers of one connection keep their order (pipelined requests): the queue is first in, first out.
  *
  * Work can also be put off to the same moment (`beforeWrite`): a request read in this turn can be answered then,
- * when its body has arrived, and its answer is written with the others.
+ * when its body has arrived, and its answer is written with the others. Work that answers a promise (a read through
+ * the store's asynchronous read facade) is waited for: the SQLite engine's are settled before the event loop moves
+ * on, so the answers still leave together in this turn.
  */
 import type { ServerResponse } from 'node:http';
 
@@ -30,9 +32,9 @@ interface Pending {
 
 export class AnswerBatch {
   private queue: Pending[] = [];
-  private work: Array<() => void> = [];
+  private work: Array<() => void | Promise<void>> = [];
   private scheduled = false;
-  private readonly flush = (): void => this.writeAll();
+  private readonly flush = (): void => this.runWork();
 
   /** Queues an answer: `headers` flat (name, value, …) as `writeHead` takes them; `after` runs once it is written. */
   add(res: ServerResponse, status: number, headers: string[], body: string, after: AfterWrite): void {
@@ -41,10 +43,10 @@ export class AnswerBatch {
   }
 
   /**
-   * Runs `fn` at the end of this turn, before this turn's answers are written; answers it adds are written with
-   * them. It must not throw (it answers its own errors).
+   * Runs `fn` at the end of this turn, before this turn's answers are written; answers it adds (once its promise
+   * settles, if it returns one) are written with them. It must not throw or reject (it answers its own errors).
    */
-  beforeWrite(fn: () => void): void {
+  beforeWrite(fn: () => void | Promise<void>): void {
     this.work.push(fn);
     this.schedule();
   }
@@ -56,10 +58,25 @@ export class AnswerBatch {
     }
   }
 
-  private writeAll(): void {
+  private runWork(): void {
     const work = this.work;
     this.work = [];
-    for (const fn of work) fn();
+    // The work still running (a promise that has not settled): the answers are written when the last one settles.
+    let running = 1;
+    const settled = (): void => {
+      if (--running === 0) this.writeAll();
+    };
+    for (const fn of work) {
+      const result = fn();
+      if (result) {
+        running++;
+        result.then(settled, settled);
+      }
+    }
+    settled();
+  }
+
+  private writeAll(): void {
     const queue = this.queue;
     this.queue = [];
     this.scheduled = false;
@@ -76,5 +93,7 @@ export class AnswerBatch {
       }
       answer.after();
     }
+    // Work put off while this batch's work was awaited: the next turn's.
+    if (this.work.length > 0) this.schedule();
   }
 }

@@ -8,9 +8,10 @@ import Fastify, {
   type onResponseHookHandler,
 } from 'fastify';
 import FindMyWay from 'find-my-way';
-import { ActorStoppedError } from '../actors/ask.js';
+import { ActorStoppedError, DeadlineExceededError } from '../actors/ask.js';
 import { SupervisorClosedError } from '../actors/supervisor.js';
 import { nextRequestId, redactUrl, type Logger } from '../log.js';
+import { StoreUnavailableError } from '../store/unavailable.js';
 import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
 import { DISCARD_LIMIT } from './discard-body.js';
 import { errors, MatrixError } from './errors.js';
@@ -190,7 +191,9 @@ function withRedactedRequests(log: Logger): Logger {
  * down) is a warning without a stack trace; anything else is a bug, logged at error with its stack.
  */
 export function logFailure(log: FastifyBaseLogger | Logger, error: unknown, matrix: MatrixError, url: string): void {
-  if (error instanceof MatrixError || isShutdownError(error)) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
+  // The store logs its cause once, when it starts (src/store/health.ts): not once per request it refuses.
+  if (error instanceof StoreUnavailableError) log.debug({ status: matrix.status, cause: error.reason, url }, 'request failed');
+  else if (error instanceof MatrixError || isShutdownError(error)) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
   else log.error({ err: error, url }, 'request failed');
 }
 
@@ -301,6 +304,8 @@ function isShutdownError(error: unknown): boolean {
 export function toMatrixError(error: unknown): MatrixError {
   if (error instanceof MatrixError) return error;
   if (isShutdownError(error)) return errors.shuttingDown();
+  if (error instanceof StoreUnavailableError) return errors.unavailableFor(error.message, error.retryAfterSeconds);
+  if (error instanceof DeadlineExceededError) return errors.unavailableFor('The server could not answer in time', 1);
   const err = error as FastifyError & { validation?: ValidationIssue[]; validationContext?: string };
   if (err.validation) return fromValidation(err.validation, err.validationContext ?? 'body');
   switch (err.code) {

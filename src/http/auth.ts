@@ -3,7 +3,7 @@
  * `config: { auth: 'terms' }` also needs the current terms accepted. Checked before the body is read, so an
  * unauthenticated request gets 401 whatever it sent.
  */
-import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
 import { hookList } from './app.js';
 import type { Account } from '../store/accounts.js';
 import type { AppContext } from './context.js';
@@ -32,10 +32,10 @@ export function tokenFromRequest(req: FastifyRequest): string | undefined {
   return typeof fromQuery === 'string' && fromQuery !== '' ? fromQuery : undefined;
 }
 
-/** The account behind an access token, if it meets `requirement`; the Matrix error to answer if not. */
-export function accountForToken(ctx: AppContext, token: string | undefined, requirement: AuthRequirement): Account {
+/** The account behind an access token, if it meets `requirement`; rejects with the Matrix error to answer if not. */
+export async function accountForToken(ctx: AppContext, token: string | undefined, requirement: AuthRequirement): Promise<Account> {
   if (!token) throw errors.unauthorized();
-  const account = ctx.reads.accounts.accountByToken(token);
+  const account = await ctx.reads.accounts.accountByToken(token);
   if (!account) throw errors.unauthorized();
   if (requirement === 'terms') {
     const terms = ctx.terms.current();
@@ -51,9 +51,9 @@ export function bearerToken(header: string | undefined): string | undefined {
 }
 
 /** The account behind a request's token, and whether it accepted the current terms. */
-export function authenticate(ctx: AppContext, req: FastifyRequest, requirement: AuthRequirement): Account {
+export async function authenticate(ctx: AppContext, req: FastifyRequest, requirement: AuthRequirement): Promise<Account> {
   const token = tokenFromRequest(req);
-  const account = accountForToken(ctx, token, requirement);
+  const account = await accountForToken(ctx, token, requirement);
   req.account = account;
   req.accessToken = token;
   return account;
@@ -61,8 +61,8 @@ export function authenticate(ctx: AppContext, req: FastifyRequest, requirement: 
 
 /**
  * Gives every route that declares `auth` its own onRequest hook, first among its route-level hooks (after the
- * app-wide ones, CORS), so routes without it pay nothing and no route reads its config per request. A callback
- * hook: what `authenticate` throws is the request's error, as an async hook's rejection would be.
+ * app-wide ones, CORS), so routes without it pay nothing and no route reads its config per request. What
+ * `authenticate` rejects with is the request's error.
  */
 export function installAuth(app: FastifyInstance, ctx: AppContext): void {
   app.decorateRequest('account', undefined);
@@ -71,8 +71,10 @@ export function installAuth(app: FastifyInstance, ctx: AppContext): void {
     const requirement = route.config?.auth;
     if (!requirement) return;
     const hook: onRequestHookHandler = (req, _reply, done) => {
-      authenticate(ctx, req, requirement);
-      done();
+      authenticate(ctx, req, requirement).then(
+        () => done(),
+        (error: unknown) => done(error as FastifyError),
+      );
     };
     // A new array, never a push: fastify copies a GET route's options for its HEAD route, which gets its own hook.
     route.onRequest = [hook, ...hookList(route.onRequest)];

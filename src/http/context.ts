@@ -1,7 +1,7 @@
+import type { Facades } from '../actors/facade.js';
 import type { ActorSystem } from '../actors/system.js';
 import type { Clock } from '../clock.js';
 import type { SydentConfig } from '../config/types.js';
-import type { BinderDeps } from '../bindings/binder.js';
 import type { Readiness } from '../health.js';
 import type { ServerIdentity } from '../identity.js';
 import type { Logger } from '../log.js';
@@ -14,10 +14,13 @@ export type { ServerIdentity };
 /** What route plugins need: handed to each as plugin options. */
 export interface AppContext {
   config: SydentConfig;
+  /** the actors, for the debug endpoints (their list and pages); everything else goes through `facades` */
   system: ActorSystem;
+  /** every supervisor's typed facade: how a route asks for work */
+  facades: Facades;
   clock: Clock;
   identity: ServerIdentity;
-  /** prepared-statement reads; writes go through the store actor */
+  /** the store's read facade (handed out by the store supervisor); writes go through `facades.stores` */
   reads: StoreReads;
   terms: TermsSource;
   log: Logger;
@@ -35,9 +38,4 @@ export interface RouteOptions {
   ctx: AppContext;
   /** which API the routes are mounted for */
   api: 'v1' | 'v2';
-}
-
-/** What the binding functions (src/bindings) need from a request's context: the actors, our key, time, the log. */
-export function binderDeps(ctx: AppContext): BinderDeps {
-  return { system: ctx.system.root.system, identity: ctx.identity, clock: ctx.clock, log: ctx.log };
 }

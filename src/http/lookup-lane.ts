@@ -91,28 +91,30 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
   }
 
   /**
-   * Reads the body and answers, at the end of the turn that read the request (see the handler below). A body still
+   * Answers at the end of the turn that read the request (see the handler below): the token first, as fastify's auth
+   * hook does (an unauthenticated request is refused whatever its body), then the body and the lookup. A body still
    * arriving (a large one comes in several reads) is collected as it comes, then answered.
    */
-  function answer(req: IncomingMessage, res: ServerResponse, started: number): void {
+  async function answer(req: IncomingMessage, res: ServerResponse, started: number, token: string | undefined): Promise<void> {
     try {
+      await accountForToken(ctx, token, 'terms');
       if (req.complete) {
-        reply(req, res, started, req.read() as Buffer | null);
+        const body = req.read() as Buffer | null;
+        send(req, res, started, 200, await v2Lookup(ctx, body === null ? undefined : parseJsonBody(body)));
         return;
       }
       const chunks: Buffer[] = [];
       req.on('data', (chunk: Buffer) => chunks.push(chunk));
-      req.on('end', () => reply(req, res, started, Buffer.concat(chunks)));
+      req.on('end', () => void reply(req, res, started, Buffer.concat(chunks)));
     } catch (error) {
       sendError(req, res, started, error);
     }
   }
 
-  /** The answer to a whole body (`null` or empty: none sent). */
-  function reply(req: IncomingMessage, res: ServerResponse, started: number, body: Buffer | null): void {
+  /** The answer to a whole body that arrived in several reads. */
+  async function reply(req: IncomingMessage, res: ServerResponse, started: number, body: Buffer): Promise<void> {
     try {
-      const parsed = body === null ? undefined : parseJsonBody(body);
-      send(req, res, started, 200, v2Lookup(ctx, parsed));
+      send(req, res, started, 200, await v2Lookup(ctx, parseJsonBody(body)));
     } catch (error) {
       sendError(req, res, started, error);
     }
@@ -129,16 +131,10 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
 
     // Timing is only read when someone looks at it (the info log or the metrics).
     const started = timed ? performance.now() : -1;
-    // The token first, as fastify's auth hook does: an unauthenticated request is refused whatever its body.
-    try {
-      accountForToken(ctx, bearerToken(headers.authorization), 'terms');
-    } catch (error) {
-      sendError(req, res, started, error);
-      return true;
-    }
+    const token = bearerToken(headers.authorization);
     // Not read now: by the end of this turn a small body has arrived whole and is taken from the request's buffer in
     // one read, without switching the stream to flowing mode (two listeners, a resume, and two ticks per request).
-    batch.beforeWrite(() => answer(req, res, started));
+    batch.beforeWrite(() => answer(req, res, started, token));
     return true;
   };
 }

@@ -9,6 +9,7 @@ const SECRET_KEYS = new Set([
   'client_secret',
   'access_token',
   'accesstoken',
+  'openidtoken',
   'private_key',
   'privatekey',
   'seed',
@@ -25,6 +26,7 @@ const SECRET_KEYS = new Set([
   'ipaddress',
   // who asked (a client address or user ID), the key of a rate limit
   'requester',
+  'key',
   'nextlink',
   'next_link',
   'raw',
@@ -34,6 +36,10 @@ const SECRET_KEYS = new Set([
   // a session write carries a JSON copy of the whole session context
   'write',
   'signatures',
+  // a binding as stored: the signed association (its address inside) and the address's lookup hash
+  'sgassoc',
+  'sgassocs',
+  'lookuphash',
   'sig',
   'authorization',
 ]);

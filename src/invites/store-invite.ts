@@ -1,12 +1,11 @@
 /**
- * Third-party invites (store-invite): a homeserver invites an email address that is not on Matrix yet. Every
- * check comes first; then the invite and a fresh ephemeral key pair are stored and the invitation is mailed.
- * The token and the key's private half travel only in that mail.
+ * Third-party invites (store-invite): a homeserver invites an email address that is not on Matrix yet. The flow,
+ * run by the sessions supervisor once the route has checked the request: the sender's rate limit, the address not
+ * bound already, then the invite and a fresh ephemeral key pair are stored and the invitation is mailed (taken back
+ * when the mail cannot be sent). The token and the key's private half travel only in that mail.
  */
-import type { AnyActorRef } from 'xstate';
-import { askMailer } from '../actors/supervisors/mailer.js';
-import { askStore } from '../actors/supervisors/store.js';
-import type { AnyActorSystem } from '../actors/supervisor.js';
+import type { CallOptions } from '../actors/ask.js';
+import type { Facades } from '../actors/facade.js';
 import type { Clock } from '../clock.js';
 import type { SydentConfig } from '../config/types.js';
 import { encodeBase64Url, generateSeed, LETTERS, publicKeyFromSeed, randomString } from '../crypto/index.js';
@@ -16,7 +15,7 @@ import { pyPercentFormat, resolveTemplate } from '../mail/templates.js';
 
 export interface InviteDeps {
   config: SydentConfig;
-  system: AnyActorSystem;
+  facades: Pick<Facades, 'stores' | 'mailer' | 'reads'>;
   identity: ServerIdentity;
   clock: Clock;
 }
@@ -43,20 +42,34 @@ export interface StoredInvite {
   display_name: string;
 }
 
+/** What came of a store-invite: the invite, or why none was stored. */
+export type InviteOutcome =
+  | { ok: true; invite: StoredInvite }
+  /** the sender's mail rate limit */
+  | { ok: false; retryAfterMs: number }
+  /** the address is bound already: the homeserver should invite that user */
+  | { ok: false; boundTo: string };
+
 /** Sydent's invite tokens: 128 random letters (the spec allows [0-9a-zA-Z.=_-], 1-255). */
 const TOKEN_LENGTH = 128;
-const MAIL_TIMEOUT_MS = 90_000;
+
+/** How long taking back an invite whose mail failed may take, whatever time its request had left. */
+const DISCARD_TIMEOUT_MS = 5_000;
 
 export class InviteMailError extends Error {
   override name = 'InviteMailError';
 }
 
-export async function storeInvite(deps: InviteDeps, req: InviteRequest): Promise<StoredInvite> {
-  const { config, identity } = deps;
+export async function storeInvite(deps: InviteDeps, req: InviteRequest, request: CallOptions): Promise<InviteOutcome> {
+  const { config, identity, facades } = deps;
+  const admission = await facades.mailer.admit({ key: req.sender }, request);
+  if (!admission.ok) return { ok: false, retryAfterMs: admission.retryAfterMs };
+  const bound = await facades.reads.associations.lookup('email', req.address, deps.clock.now());
+  if (bound) return { ok: false, boundTo: bound.mxid };
+
   const token = randomString(TOKEN_LENGTH, LETTERS);
   const seed = generateSeed();
   const ephemeralPublicKey = encodeBase64Url(publicKeyFromSeed(seed));
-  const store = deps.system.get('store') as AnyActorRef;
   const now = deps.clock.now();
 
   const mail = composeMail(
@@ -66,25 +79,22 @@ export async function storeInvite(deps: InviteDeps, req: InviteRequest): Promise
     { email: config.email, now },
   );
 
-  await askStore(store, 'INVITE_STORE', {
-    medium: 'email',
-    address: req.address,
-    roomId: req.roomId,
-    sender: req.sender,
-    token,
-    ephemeralPublicKey,
-    now,
-  });
+  // Record, then act: the mail goes out only once the invite is stored.
+  await facades.stores.storeInvite(
+    { medium: 'email', address: req.address, roomId: req.roomId, sender: req.sender, token, ephemeralPublicKey, now },
+    request,
+  );
   try {
-    await askMailer(deps.system.get('mailer') as AnyActorRef, 'SEND_MAIL', { to: mail.to, raw: mail.raw }, MAIL_TIMEOUT_MS);
+    await facades.mailer.send({ to: mail.to, raw: mail.raw }, request);
   } catch (error) {
-    // Nobody will ever hold this token: take the invite back rather than leave a dead row.
-    await askStore(store, 'INVITE_DISCARD', { token, ephemeralPublicKey });
+    // Nobody will ever hold this token: take the invite back rather than leave a dead row. The request's time may be
+    // up (that is often why the mail failed), so this write gets a little of its own.
+    await facades.stores.discardInvite({ token, ephemeralPublicKey }, { timeoutMs: DISCARD_TIMEOUT_MS });
     throw new InviteMailError(error instanceof Error ? error.message : String(error));
   }
 
   const base = `${config.http.clientHttpBase}/_matrix/identity/v2`;
-  return {
+  const invite: StoredInvite = {
     token,
     // Older homeservers read the long-term key from here; newer ones use public_keys.
     public_key: identity.publicKeyBase64,
@@ -94,6 +104,7 @@ export async function storeInvite(deps: InviteDeps, req: InviteRequest): Promise
     ],
     display_name: redactEmail(req.sendTo, config.email.usernameObfuscateCharacters, config.email.domainObfuscateCharacters),
   };
+  return { ok: true, invite };
 }
 
 /** The variables of Sydent's invite template (sydent-behaviour §8.4). */

@@ -52,9 +52,11 @@ export interface SendOptions {
   onRetry?: (error: MailSendError, attempt: number, delayMs: number) => void;
   /**
    * Wall-clock time (Date.now()) by which the caller needs an answer: no attempt starts after it, and one still
-   * running then counts as failed (nodemailer cannot abort it, so a slow server may yet deliver it).
+   * running then is aborted (its connection closed, so a message whose final dot was not sent is never delivered).
    */
   deadline?: number;
+  /** the caller's cancellation: aborts the attempt under way as the deadline does */
+  signal?: AbortSignal;
 }
 
 const TEMPORARY_CODES = new Set(['ECONNECTION', 'ESOCKET', 'ETIMEDOUT', 'EDNS']);
@@ -124,13 +126,15 @@ export async function sendRawMail(
   const sleep = opts.sleep ?? defaultSleep;
   const envelope = { from: envelopeAddress(from), to: [request.to] };
 
+  const signals = [opts.signal, opts.deadline === undefined ? undefined : AbortSignal.timeout(Math.max(0, opts.deadline - Date.now()))];
+  const present = signals.filter((s): s is AbortSignal => s !== undefined);
+  const signal = present.length === 0 ? undefined : present.length === 1 ? present[0] : AbortSignal.any(present);
+
   for (let attempt = 1; ; attempt++) {
     try {
       // a message that waited in the queue past its caller's deadline is not sent at all
-      if (opts.deadline !== undefined && Date.now() >= opts.deadline) {
-        throw new MailSendError('no time was left to send the message', false, 'ETIMEDOUT');
-      }
-      const info = (await beforeDeadline(transport.sendMail({ envelope, raw: request.raw }), opts.deadline)) as {
+      if (signal?.aborted) throw outOfTime(attempt);
+      const info = (await transport.sendMail({ envelope, raw: request.raw, ...(signal ? { signal } : {}) })) as {
         messageId?: string;
         accepted?: unknown[];
         rejected?: unknown[];
@@ -142,9 +146,10 @@ export async function sendRawMail(
       }
       return { messageId: headerMessageId(request.raw) ?? info.messageId ?? '', accepted };
     } catch (error) {
-      const failure = toMailSendError(error, attempt);
+      // Aborted (the deadline, or the caller gave up): the connection was closed under the exchange.
+      const failure = signal?.aborted ? outOfTime(attempt, error) : toMailSendError(error, attempt);
       const delay = baseDelayMs * 2 ** (attempt - 1);
-      const noTimeLeft = opts.deadline !== undefined && Date.now() + delay >= opts.deadline;
+      const noTimeLeft = signal?.aborted === true || (opts.deadline !== undefined && Date.now() + delay >= opts.deadline);
       if (failure.permanent || attempt >= attempts || noTimeLeft) {
         throw new MailSendError(
           failure.message,
@@ -161,27 +166,9 @@ export async function sendRawMail(
   }
 }
 
-/** `work`, or a temporary MailSendError once `deadline` (Date.now() time) has passed without its answer. */
-function beforeDeadline<T>(work: Promise<T>, deadline: number | undefined): Promise<T> {
-  if (deadline === undefined) return work;
-  // the attempt goes on after we stop waiting for it; its late outcome is nobody's answer
-  work.catch(() => undefined);
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new MailSendError('the mail server did not answer in time', false, 'ETIMEDOUT')),
-      Math.max(0, deadline - Date.now()),
-    );
-    work.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
+/** A temporary failure: the time was up before the mail server accepted the message. */
+function outOfTime(attempts: number, cause?: unknown): MailSendError {
+  return new MailSendError('the mail server did not answer in time', false, 'ETIMEDOUT', undefined, attempts, { cause });
 }
 
 /** The Message-ID header of a raw message (first header block only, unfolded). */

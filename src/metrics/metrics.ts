@@ -142,7 +142,8 @@ export class Metrics {
   readonly emailsSent: Counter;
   readonly emailsFailed: Counter;
 
-  constructor(reads: StoreReads) {
+  /** `reads`: the store's read facade, for the gauges of what the database holds (or later, `watchStore`). */
+  constructor(reads?: StoreReads) {
     // Unprefixed, as Sydent's prometheus_client exported them: process_cpu_seconds_total, process_resident_memory_bytes…
     collectDefaultMetrics({ register: this.registry });
     new Gauge({
@@ -202,22 +203,28 @@ export class Metrics {
       help: 'Emails given up on (refused, or still failing after the retries)',
       registers: [this.registry],
     });
+    if (reads) this.watchStore(reads);
+  }
+
+  /** The gauges read from the database at scrape time (the store is opened after the metrics are made). */
+  watchStore(reads: StoreReads): void {
     new Gauge({
       name: 'sydent_sessions',
       help: 'Validation sessions in the database, by state',
       labelNames: ['state'],
       registers: [this.registry],
-      collect() {
+      async collect() {
+        const byState = await reads.sessions.countByState();
         this.reset();
-        for (const [state, n] of Object.entries(reads.sessions.countByState())) this.set({ state }, n);
+        for (const [state, n] of Object.entries(byState)) this.set({ state }, n);
       },
     });
     new Gauge({
       name: 'sydent_callbacks_pending',
       help: 'Homeserver callbacks not yet delivered',
       registers: [this.registry],
-      collect() {
-        this.set(reads.callbacks.pendingCount());
+      async collect() {
+        this.set(await reads.callbacks.pendingCount());
       },
     });
   }
@@ -234,14 +241,14 @@ export class Metrics {
   }
 
   /** Adds a gauge computed at scrape time (SMS counts, replication backlog per peer...). */
-  gauge(name: string, help: string, labelNames: string[], read: () => Record<string, number> | number): void {
+  gauge(name: string, help: string, labelNames: string[], read: () => Record<string, number> | number | Promise<Record<string, number> | number>): void {
     new Gauge({
       name,
       help,
       labelNames,
       registers: [this.registry],
-      collect() {
-        const value = read();
+      async collect() {
+        const value = await read();
         this.reset();
         if (typeof value === 'number') this.set(value);
         else for (const [label, n] of Object.entries(value)) this.set({ [labelNames[0] ?? 'label']: label }, n);

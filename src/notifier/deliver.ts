@@ -8,13 +8,14 @@ import type { ClaimedCallback } from '../store/callbacks.js';
 /** The homeserver's answer is read (and ignored) up to this size; a larger one fails the attempt. */
 export const CALLBACK_MAX_BODY_BYTES = 64 * 1024;
 
-/** Resolves with the status of any answer; throws FederationError when no answer came. */
-export async function deliverCallback(federation: FederationClient, row: ClaimedCallback): Promise<number> {
+/** Resolves with the status of any answer; throws FederationError when no answer came (or `signal` aborted it). */
+export async function deliverCallback(federation: FederationClient, row: ClaimedCallback, signal?: AbortSignal): Promise<number> {
   const res = await federation.request(row.destination, {
     method: 'POST',
     path: row.path,
     body: JSON.parse(row.body) as unknown,
     maxBodyBytes: CALLBACK_MAX_BODY_BYTES,
+    ...(signal ? { signal } : {}),
   });
   return res.status;
 }

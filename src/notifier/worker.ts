@@ -34,15 +34,15 @@ export interface CallbackStorePort {
   purge(now: number): Promise<number>;
 }
 
-/** The reads the worker needs, straight from prepared statements. */
+/** The reads the worker needs, from the store's read facade. */
 export interface CallbackReadPort {
-  nextDue(excludeDestinations: readonly string[]): number | null;
-  counts(): CallbackCounts;
-  list(limit?: number): CallbackDebugRow[];
+  nextDue(excludeDestinations: readonly string[]): Promise<number | null> | number | null;
+  counts(): Promise<CallbackCounts> | CallbackCounts;
+  list(limit?: number): Promise<CallbackDebugRow[]> | CallbackDebugRow[];
 }
 
-/** Sends one callback; resolves with the HTTP status of any answer, throws when no answer came. */
-export type DeliverFn = (row: ClaimedCallback) => Promise<number>;
+/** Sends one callback; resolves with the HTTP status of any answer, throws when no answer came (or `signal` aborted). */
+export type DeliverFn = (row: ClaimedCallback, signal: AbortSignal) => Promise<number>;
 
 export interface CallbackWorkerOptions {
   store: CallbackStorePort;
@@ -117,6 +117,8 @@ export class CallbackWorker {
   private purgeTimer: NodeJS.Timeout | null = null;
   /** the latest round, so tests and shutdown can wait for it */
   private round: Promise<void> = Promise.resolve();
+  /** aborted at shutdown, after the grace period: the deliveries still running are cut off */
+  private readonly cutOff = new AbortController();
 
   constructor(opts: CallbackWorkerOptions) {
     this.opts = { ...DEFAULTS, random: Math.random, ...opts };
@@ -154,18 +156,18 @@ export class CallbackWorker {
       });
   }
 
-  /** Waits for the current round of claims (not for the deliveries it started). */
-  async idle(): Promise<void> {
-    await this.round;
+  /** The ids of the callbacks being delivered by this process now. */
+  inFlightIds(): number[] {
+    return [...this.inFlight.keys()];
   }
 
-  view(limit = 100): OutboxView {
-    const counts = this.opts.reads.counts();
+  async view(limit = 100): Promise<OutboxView> {
+    const [counts, rows] = await Promise.all([this.opts.reads.counts(), this.opts.reads.list(limit)]);
     return {
       counts,
       pending: counts.pending + counts.delivering + counts.retrying,
-      inFlight: [...this.inFlight.keys()],
-      rows: this.opts.reads.list(limit),
+      inFlight: this.inFlightIds(),
+      rows,
     };
   }
 
@@ -191,6 +193,8 @@ export class CallbackWorker {
       clearTimeout(graceTimer);
     }
     const left = running();
+    // What still runs is cut off (its request aborted), and given back untried.
+    this.cutOff.abort();
     for (const f of left) f.actor.send({ type: 'RELEASE' });
     await Promise.allSettled(left.map((f) => f.done));
   }
@@ -212,7 +216,7 @@ export class CallbackWorker {
       for (const row of rows) this.run(row);
       if (rows.length < free) break;
     }
-    this.scheduleNext();
+    await this.scheduleNext();
   }
 
   private busyDestinations(): string[] {
@@ -220,9 +224,10 @@ export class CallbackWorker {
   }
 
   /** Sets the timer for the earliest row that is not for a destination being delivered to right now. */
-  private scheduleNext(): void {
+  private async scheduleNext(): Promise<void> {
     if (this.draining) return;
-    const due = this.opts.reads.nextDue(this.busyDestinations());
+    const due = await this.opts.reads.nextDue(this.busyDestinations());
+    if (this.draining) return;
     if (due === null) {
       if (this.timer) clearTimeout(this.timer);
       this.timer = null;
@@ -248,7 +253,7 @@ export class CallbackWorker {
       actors: {
         deliver: fromPromise<DeliveryResult, DeliverInput>(async () => {
           try {
-            const status = await deliver(row);
+            const status = await deliver(row, this.cutOff.signal);
             return { status, at: now() };
           } catch (err) {
             throw new DeliveryError(err instanceof Error ? err.message : String(err), now());

@@ -26,12 +26,14 @@ export interface ReplicationStorePort {
   markSent(name: string, lastId: number, now: number): Promise<boolean>;
 }
 
-/** The reads the worker needs, straight from prepared statements. */
+type Awaitable<T> = T | Promise<T>;
+
+/** The reads the worker needs, from the store's read facade. */
 export interface ReplicationReadPort {
-  active(): ActivePeer[];
-  all(): PeerRow[];
-  localAfter(afterId: number, limit: number): LocalAssociationRow[];
-  backlog(afterId: number): number;
+  active(): Awaitable<ActivePeer[]>;
+  all(): Awaitable<PeerRow[]>;
+  localAfter(afterId: number, limit: number): Awaitable<LocalAssociationRow[]>;
+  backlog(afterId: number): Awaitable<number>;
 }
 
 /** Sends one batch to a URL; the default is a ReplicationClient per peer. */
@@ -149,15 +151,17 @@ export class ReplicationWorker {
     this.started = true;
     if (!this.enabled) {
       // Sydent warns on every start; a server without peers has nothing to miss, so that only says so
-      let peers = 0;
-      try {
-        peers = this.opts.reads.active().length;
-      } catch {
-        // the warning below is enough
-      }
-      const line = { reason: this.opts.disabledReason, peers };
-      if (peers > 0) this.opts.log.warn(line, 'replication is off: no pushes to the configured peers');
-      else this.opts.log.info(line, 'replication is off');
+      void Promise.resolve()
+        .then(() => this.opts.reads.active())
+        .then(
+          (active) => active.length,
+          () => 0, // the warning below is enough
+        )
+        .then((peers) => {
+          const line = { reason: this.opts.disabledReason, peers };
+          if (peers > 0) this.opts.log.warn(line, 'replication is off: no pushes to the configured peers');
+          else this.opts.log.info(line, 'replication is off');
+        });
       return;
     }
     this.wake();
@@ -168,14 +172,17 @@ export class ReplicationWorker {
   /** There may be new log rows: every idle peer looks. */
   wake(): void {
     if (!this.started || this.draining || !this.enabled) return;
-    this.reload();
-    for (const slot of this.slots.values()) slot.actor.send({ type: 'WAKE' });
+    void this.reload().then(() => {
+      if (this.draining) return;
+      for (const slot of this.slots.values()) slot.actor.send({ type: 'WAKE' });
+    });
   }
 
   /** Ends the backoff of one peer (or of all): they push now. */
-  retry(name?: string): string[] {
+  async retry(name?: string): Promise<string[]> {
     if (!this.started || this.draining) return [];
-    this.reload();
+    await this.reload();
+    if (this.draining) return [];
     const retried: string[] = [];
     for (const [peerName, slot] of this.slots) {
       if (name !== undefined && peerName !== name) continue;
@@ -187,9 +194,9 @@ export class ReplicationWorker {
     return retried;
   }
 
-  view(): ReplicationView {
+  async view(): Promise<ReplicationView> {
     const peers: PeerView[] = [];
-    for (const row of this.opts.reads.all()) {
+    for (const row of await this.opts.reads.all()) {
       const slot = this.slots.get(row.name);
       const c: PeerContext | undefined = slot?.actor.getSnapshot().context;
       const cursor = c?.cursor ?? row.lastSentVersion ?? 0;
@@ -207,7 +214,7 @@ export class ReplicationWorker {
         state,
         url: pushUrl(row.name, row.port, this.opts.urls.get(row.name)),
         cursor,
-        backlog: this.opts.reads.backlog(cursor),
+        backlog: await this.opts.reads.backlog(cursor),
         failures: c?.failures ?? 0,
         lastError: c?.lastError ?? null,
         lastErrorAt: c?.lastErrorAt ?? null,
@@ -246,15 +253,16 @@ export class ReplicationWorker {
   }
 
   /** Brings the actors in line with the active peers in the database. */
-  private reload(): void {
+  private async reload(): Promise<void> {
     this.opts.urls.refresh();
     let peers: ActivePeer[];
     try {
-      peers = this.opts.reads.active();
+      peers = await this.opts.reads.active();
     } catch (err) {
       this.opts.log.error({ err }, 'replication: could not read the peers');
       return;
     }
+    if (this.draining) return;
     const seen = new Set<string>();
     for (const peer of peers) {
       seen.add(peer.name);
@@ -329,17 +337,17 @@ export class ReplicationWorker {
   }
 
   /** The batch after `cursor`: the prefetched one when it starts there, else read and signed now; null when empty. */
-  private takeBatch(slot: Slot, cursor: number): OutboundBatch | null {
+  private async takeBatch(slot: Slot, cursor: number): Promise<OutboundBatch | null> {
     const prefetched = slot.prefetched;
     slot.prefetched = null;
     if (prefetched && prefetched.afterId === cursor) return prefetched.batch;
-    const rows = this.opts.reads.localAfter(cursor, this.opts.batchSize);
+    const rows = await this.opts.reads.localAfter(cursor, this.opts.batchSize);
     return rows.length === 0 ? null : buildBatch(rows, this.opts.serverName, this.opts.signingKey);
   }
 
-  private prefetch(afterId: number): { afterId: number; batch: OutboundBatch } | null {
-    const rows = this.opts.reads.localAfter(afterId, this.opts.batchSize);
-    return rows.length === 0 ? null : { afterId, batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey) };
+  private async prefetch(slot: Slot, afterId: number): Promise<void> {
+    const rows = await this.opts.reads.localAfter(afterId, this.opts.batchSize);
+    slot.prefetched = rows.length === 0 ? null : { afterId, batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey) };
   }
 
   /** The `push` actor: one batch after the cursor, then the cursor stored after the peer's 2xx. */
@@ -352,15 +360,16 @@ export class ReplicationWorker {
     const peer = slot.peer;
     const url = pushUrl(peer.name, peer.port, this.opts.urls.get(peer.name));
     try {
-      const batch = this.takeBatch(slot, input.cursor);
+      const batch = await this.takeBatch(slot, input.cursor);
       if (!batch) return { sent: 0, lastId: input.cursor, full: false, at: now() };
       lastId = batch.lastId;
       count = batch.count;
       const answered = slot.transport.post(url, batch.body);
       // A full batch is likely followed by another: sign it while this one is on its way. Rows replaced in the
       // meantime (a rebind or an unbind gives the 3PID a new id) are harmless: their newer row follows.
-      if (count >= batchSize) slot.prefetched = this.prefetch(lastId);
+      const prefetching = count >= batchSize ? this.prefetch(slot, lastId).catch(() => undefined) : undefined;
       answer = await answered;
+      await prefetching;
     } catch (err) {
       const message = err instanceof Error ? describeError(err) : String(err);
       log.warn({ peer: peer.name, url, err: message }, 'replication: push failed; backing off');

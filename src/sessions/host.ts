@@ -16,25 +16,31 @@ import {
   type SessionContext,
   type SessionEvent,
 } from '../machines/validation-session.js';
-import type { SessionReads, SessionWrite, StoredSession, SydentColumns, Transition } from '../store/sessions.js';
+import type { SessionWrite, StoredSession, SydentColumns, Transition } from '../store/sessions.js';
 import { sameSydentColumns, SessionConflictError } from '../store/sessions.js';
 import { reconcileWithSydent, sessionFromSydentRow, type LoadedSession } from './sydent-rows.js';
 
 /**
- * Sends a session's token by mail or SMS, resolving once the server or provider accepted it. `deadline`
- * (Date.now() time, not the session clock) is when the request that asked for it must be answered: the sender
- * gives up by then, and the session records a failed send.
+ * Sends a session's token by mail or SMS, resolving once the server or provider accepted it. By `deadline`
+ * (Date.now() time, not the session clock), or when `signal` aborts, the send is aborted (no message arrives
+ * later) and the session records a failed send.
  */
-export type TokenSender = (input: SendTokenInput, deadline: number) => Promise<void>;
+export type TokenSender = (input: SendTokenInput, request: { deadline: number; signal?: AbortSignal }) => Promise<void>;
 
-/** The longest a requestToken takes: the send it starts gets what is left of it, mail retries included. */
+/** The default time limit of a requestToken (`[http] send_deadline_seconds`): the send gets what is left of it. */
 export const REQUEST_TOKEN_TIME_LIMIT_MS = 20_000;
-/** How long a caller waits for requestToken's answer: the limit, plus the session's writes after the send. */
-export const REQUEST_TOKEN_ANSWER_MS = REQUEST_TOKEN_TIME_LIMIT_MS + 5_000;
 /** Below this, a send is not started: it could not finish in time, and a message for a failed request is worse. */
 const MIN_SEND_TIME_MS = 1_000;
+/** Of a request's time, what is kept after the send for the session to record its outcome and answer. */
+const RECORD_MARGIN_MS = 1_000;
 /** How much longer than the send's deadline the host waits for the machine to leave sendingToken. */
 const SEND_SETTLE_MS = 2_000;
+
+/** The reads the host needs, from the store's read facade. */
+export interface SessionReadPort {
+  findSid(medium: string, address: string, clientSecret: string): Promise<number | undefined>;
+  load(sid: number): Promise<StoredSession | undefined>;
+}
 
 /** The store writes the host needs, answered by the store actor. */
 export interface SessionStorePort {
@@ -45,7 +51,7 @@ export interface SessionStorePort {
 
 export interface SessionHostDeps {
   now: () => number;
-  reads: SessionReads;
+  reads: SessionReadPort;
   store: SessionStorePort;
   senders: Partial<Record<Medium, TokenSender>>;
   /** rate limit for the sender of a token, consulted only when a token will really be sent */
@@ -90,11 +96,20 @@ export interface RequestTokenArgs {
   /** who is asking, for the rate limit: the v2 user, or the client IP on v1 */
   requester: string;
   ipAddress: string | null;
-  /** Date.now() time by which the request must be answered: a token send must end by then */
+  /** Date.now() time by which the request must be answered: a token send ends before, so its outcome is recorded */
   deadline: number;
 }
 
 type SessionActor = Actor<typeof validationSessionMachine>;
+
+/** What the invoked send of a session must keep to, while one of its events is processed. */
+interface SendRequest {
+  /** Date.now() time by which the send must have ended */
+  sendBy: number;
+  signal: AbortSignal | undefined;
+  /** settles once the session's row says it is sending (rejects when that write failed) */
+  recorded: Promise<void>;
+}
 
 interface Live {
   actor: SessionActor;
@@ -112,8 +127,8 @@ export class SessionHost {
   private readonly live = new Map<number, Live>();
   /** per-session queues: one event at a time per sid, any number of sids at once */
   private readonly locks = new Map<number | string, Promise<unknown>>();
-  /** the deadline of the request whose event is being processed, by sid: what the invoked send must keep to */
-  private readonly sendDeadlines = new Map<string, number>();
+  /** the request whose event is being processed, by sid: the time the invoked send must keep to, its cancellation */
+  private readonly sendRequests = new Map<string, SendRequest>();
   private readonly machine;
 
   constructor(private readonly deps: SessionHostDeps) {
@@ -122,20 +137,23 @@ export class SessionHost {
         sendToken: fromPromise<void, SendTokenInput>(async ({ input }) => {
           const send = deps.senders[input.medium];
           if (!send) throw new Error(`no sender for ${input.medium}`);
-          const deadline = this.sendDeadlines.get(input.sid) ?? Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS;
+          const request = this.sendRequests.get(input.sid);
+          // Record, then act: nothing is sent before the session's row says it is being sent.
+          if (request) await request.recorded;
+          const deadline = request?.sendBy ?? Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS;
           if (deadline - Date.now() < MIN_SEND_TIME_MS) throw new Error('no time was left to send the token');
-          await send(input, deadline);
+          await send(input, { deadline, ...(request?.signal ? { signal: request.signal } : {}) });
         }),
       },
     });
   }
 
   /** One requestToken per (medium, address, client_secret) at a time, so two racing requests share a session. */
-  async requestToken(args: RequestTokenArgs): Promise<RequestTokenResult> {
-    return this.locked(`${args.medium}\0${args.address}\0${args.clientSecret}`, () => this.requestTokenLocked(args));
+  async requestToken(args: RequestTokenArgs, signal?: AbortSignal): Promise<RequestTokenResult> {
+    return this.locked(`${args.medium}\0${args.address}\0${args.clientSecret}`, () => this.requestTokenLocked(args, signal));
   }
 
-  private async requestTokenLocked(args: RequestTokenArgs): Promise<RequestTokenResult> {
+  private async requestTokenLocked(args: RequestTokenArgs, signal: AbortSignal | undefined): Promise<RequestTokenResult> {
     const event = (freshToken: string): SessionEvent => ({
       type: 'REQUEST_TOKEN',
       sendAttempt: args.sendAttempt,
@@ -146,7 +164,7 @@ export class SessionHost {
       freshToken,
       now: this.deps.now(),
     });
-    const existing = this.deps.reads.findSid(args.medium, args.address, args.clientSecret);
+    const existing = await this.deps.reads.findSid(args.medium, args.address, args.clientSecret);
     if (existing !== undefined) {
       return this.withSession(existing, async (live) => {
         const ev = event(this.deps.newToken(args.medium));
@@ -155,7 +173,7 @@ export class SessionHost {
           const admission = await this.deps.admit(args.medium, args.requester);
           if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
         }
-        return { limited: false, ...(await this.process(existing, live, ev, undefined, args.deadline)) };
+        return { limited: false, ...(await this.process(existing, live, ev, undefined, { deadline: args.deadline, signal })) };
       });
     }
 
@@ -183,19 +201,25 @@ export class SessionHost {
       actor.start();
       const live: Live = { actor, version: null, history: [], lastUsed: this.deps.now(), sydentSeen: null, storedAddress: args.address };
       this.live.set(sid, live);
-      return { limited: false, ...(await this.process(sid, live, event(token), args.clientSecret, args.deadline)) };
+      try {
+        return { limited: false, ...(await this.process(sid, live, event(token), args.clientSecret, { deadline: args.deadline, signal })) };
+      } catch (error) {
+        // A session exists only once its row does, and only as its row says: a failed write leaves no actor behind.
+        this.forget(sid, live);
+        throw error;
+      }
     });
   }
 
   /** `undefined` when there is no such session. */
   async send(sid: number, event: SessionEvent): Promise<SessionOutcome | undefined> {
-    if (!this.deps.reads.load(sid) && !this.live.has(sid)) return undefined;
+    if (!(await this.deps.reads.load(sid)) && !this.live.has(sid)) return undefined;
     return this.withSession(sid, (live) => this.process(sid, live, event));
   }
 
   /** For the debug endpoint: the session's state, context and history, or undefined. */
   async inspect(sid: number): Promise<{ state: string; context: SessionContext; history: Transition[] } | undefined> {
-    if (!this.deps.reads.load(sid) && !this.live.has(sid)) return undefined;
+    if (!(await this.deps.reads.load(sid)) && !this.live.has(sid)) return undefined;
     return this.withSession(sid, async (live) => ({
       state: stateOf(live.actor),
       context: live.actor.getSnapshot().context,
@@ -234,7 +258,7 @@ export class SessionHost {
 
   private async withSession<T>(sid: number, fn: (live: Live) => Promise<T>): Promise<T> {
     return this.locked(sid, async () => {
-      const stored = this.deps.reads.load(sid);
+      const stored = await this.deps.reads.load(sid);
       let live = this.live.get(sid);
       // A copy in memory is good only while the rows still say what it last saw: another node may have saved a
       // transition, or Sydent written its columns.
@@ -252,14 +276,16 @@ export class SessionHost {
       try {
         return await fn(live);
       } catch (error) {
-        // Someone else moved the session on: forget our copy so the next event starts from the row.
-        if (error instanceof SessionConflictError) {
-          live.actor.stop();
-          this.live.delete(sid);
-        }
+        // Someone else moved the session on, or our save failed: forget our copy, the next event starts from the row.
+        this.forget(sid, live);
         throw error;
       }
     });
+  }
+
+  private forget(sid: number, live: Live): void {
+    live.actor.stop();
+    if (this.live.get(sid) === live) this.live.delete(sid);
   }
 
   private async locked<T>(sid: number | string, fn: () => Promise<T>): Promise<T> {
@@ -316,25 +342,42 @@ export class SessionHost {
     live: Live,
     event: SessionEvent,
     newSecret?: string,
-    deadline: number = Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS,
+    request: { deadline: number; signal?: AbortSignal | undefined } = { deadline: Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS },
   ): Promise<SessionOutcome> {
     const from = stateOf(live.actor);
     const key = String(sid);
-    this.sendDeadlines.set(key, deadline);
+    const sendBy = request.deadline - RECORD_MARGIN_MS;
+    let recordedOk!: () => void;
+    let recordFailed!: (error: unknown) => void;
+    const recorded = new Promise<void>((resolve, reject) => {
+      recordedOk = resolve;
+      recordFailed = reject;
+    });
+    // A send that never starts (its row could not be written) must not leave an unhandled rejection behind.
+    recorded.catch(() => undefined);
+    this.sendRequests.set(key, { sendBy, signal: request.signal, recorded });
     try {
       live.actor.send(event);
       if (live.actor.getSnapshot().matches('sendingToken')) {
-        // Recorded before the send, so a crash mid-send is seen as a failed send after restart.
-        await this.persist(sid, live, from, event.type, newSecret);
-        // The sender gives up at the deadline, so the machine has left sendingToken by then.
-        const timeout = Math.max(0, deadline - Date.now()) + SEND_SETTLE_MS;
+        // Recorded before the send (the sender waits for it), so a crash mid-send is seen after restart, and a
+        // failed write sends nothing.
+        try {
+          await this.persist(sid, live, from, event.type, newSecret);
+        } catch (error) {
+          recordFailed(error);
+          throw error;
+        }
+        recordedOk();
+        // The sender gives up at its deadline, so the machine has left sendingToken by then.
+        const timeout = Math.max(0, sendBy - Date.now()) + SEND_SETTLE_MS;
         await waitFor(live.actor, (s) => !s.matches('sendingToken'), { timeout });
         await this.persist(sid, live, 'sendingToken', settledEvent(stateOf(live.actor)), undefined);
       } else {
+        recordedOk();
         await this.persist(sid, live, from, event.type, newSecret);
       }
     } finally {
-      this.sendDeadlines.delete(key);
+      this.sendRequests.delete(key);
     }
     return outcomeOf(live.actor.getSnapshot().context, stateOf(live.actor), live.storedAddress);
   }
@@ -390,6 +433,11 @@ function inMachineNames(t: Transition): Transition {
   const from = t.from === 'new' ? String(validationSessionMachine.config.initial) : t.from;
   const event = t.event === 'SENT' && from === 'sendingToken' ? settledEvent(t.to) : t.event;
   return { ...t, from, event };
+}
+
+/** Whether a session proves its 3PID: validated (or bound since), and the event was not refused. */
+export function isValidated(outcome: SessionOutcome): boolean {
+  return outcome.rejection === null && (outcome.state === 'validated' || outcome.state === 'bound');
 }
 
 function outcomeOf(context: SessionContext, state: string, storedAddress: string): SessionOutcome {

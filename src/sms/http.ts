@@ -46,14 +46,16 @@ export class ProviderHttp {
     }));
   }
 
-  async post(url: string, headers: Record<string, string>, body: string): Promise<ProviderAnswer> {
+  /** `signal`: the caller's cancellation, which ends the exchange as the time limit does. */
+  async post(url: string, headers: Record<string, string>, body: string, cancel?: AbortSignal): Promise<ProviderAnswer> {
     const target = new URL(url);
     // An address literal is connected to without a lookup, so it is checked here.
     const literal = target.hostname.replace(/^\[(.*)\]$/, '$1');
     if (net.isIP(literal) !== 0 && !this.guard.isAllowed(literal)) {
       throw new ProviderUnreachableError(`${literal} is refused by ip.blacklist`);
     }
-    const signal = AbortSignal.timeout(this.timeoutMs);
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const signal = cancel ? AbortSignal.any([timeout, cancel]) : timeout;
     try {
       const res = await undici().request(target, { method: 'POST', headers, body, dispatcher: this.agent.get(), signal });
       const text = await readCapped(res.body);
@@ -65,7 +67,8 @@ export class ProviderHttp {
       }
       return { status: res.statusCode, headers: res.headers, text, json };
     } catch (error) {
-      if (signal.aborted) throw new ProviderUnreachableError(`no answer within ${this.timeoutMs / 1000} s`);
+      if (cancel?.aborted) throw new ProviderUnreachableError('no answer in the time the request had');
+      if (timeout.aborted) throw new ProviderUnreachableError(`no answer within ${this.timeoutMs / 1000} s`);
       throw new ProviderUnreachableError(describe(error));
     }
   }

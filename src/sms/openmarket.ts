@@ -22,7 +22,7 @@ export class OpenMarketProvider implements SmsProvider {
     private readonly opts: OpenMarketOptions,
   ) {}
 
-  async send(message: SmsMessage): Promise<SmsReceipt> {
+  async send(message: SmsMessage, signal?: AbortSignal): Promise<SmsReceipt> {
     const body = {
       mobileTerminate: {
         message: { content: message.body, type: 'text' },
@@ -36,6 +36,7 @@ export class OpenMarketProvider implements SmsProvider {
         this.opts.url,
         { authorization: basicAuth(this.opts.username, this.opts.password), 'content-type': 'application/json' },
         JSON.stringify(body),
+        signal,
       );
     } catch (error) {
       if (error instanceof ProviderUnreachableError) throw new SmsSendError(`OpenMarket API unreachable: ${error.message}`);

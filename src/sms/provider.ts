@@ -22,7 +22,8 @@ export interface SmsReceipt {
 
 export interface SmsProvider {
   readonly name: SmsProviderName;
-  send(message: SmsMessage): Promise<SmsReceipt>;
+  /** `signal` aborts the exchange (the request that asked for it gave up): its connection is closed */
+  send(message: SmsMessage, signal?: AbortSignal): Promise<SmsReceipt>;
   /** releases the connection pool */
   close(): Promise<void>;
 }

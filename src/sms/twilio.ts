@@ -15,7 +15,7 @@ export class TwilioProvider implements SmsProvider {
     private readonly opts: TwilioConfig,
   ) {}
 
-  async send(message: SmsMessage): Promise<SmsReceipt> {
+  async send(message: SmsMessage, signal?: AbortSignal): Promise<SmsReceipt> {
     const url = `${this.opts.url}/2010-04-01/Accounts/${encodeURIComponent(this.opts.accountSid)}/Messages.json`;
     const form = new URLSearchParams({ To: `+${message.to}`, From: twilioFrom(message.originator), Body: message.body });
     let answer;
@@ -28,6 +28,7 @@ export class TwilioProvider implements SmsProvider {
           accept: 'application/json',
         },
         form.toString(),
+        signal,
       );
     } catch (error) {
       if (error instanceof ProviderUnreachableError) throw new SmsSendError(`Twilio API unreachable: ${error.message}`);

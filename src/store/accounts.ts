@@ -23,28 +23,45 @@ const toAccount = (row: AccountRow): Account => ({
 });
 
 /**
- * Every authenticated request checks its token: known tokens are remembered for a moment, per database.
- * Logout and terms acceptance through this process forget them at once; a change made by another process
- * (another node) is seen within TOKEN_CACHE_MS. Unknown tokens are never cached, so junk cannot fill it.
+ * Every authenticated request checks its token: known tokens are remembered for a moment. Logout and terms
+ * acceptance through this process forget them at once; a change made by another process (another node) is seen
+ * within TOKEN_CACHE_MS. Unknown tokens are never cached, so junk cannot fill it. One cache serves the reads (on the
+ * read connection) and the writes (on the write connection) of a store.
  */
 const TOKEN_CACHE_MS = 2000;
 const TOKEN_CACHE_MAX = 10_000;
-const tokenCaches = new WeakMap<Database.Database, Map<string, { account: Account; at: number }>>();
 
-function tokenCache(db: Database.Database): Map<string, { account: Account; at: number }> {
-  let cache = tokenCaches.get(db);
-  if (!cache) tokenCaches.set(db, (cache = new Map()));
-  return cache;
+export class TokenCache {
+  private readonly entries = new Map<string, { account: Account; at: number }>();
+
+  get(token: string, now: number): Account | undefined {
+    const hit = this.entries.get(token);
+    return hit && now - hit.at < TOKEN_CACHE_MS ? hit.account : undefined;
+  }
+
+  set(token: string, account: Account, now: number): void {
+    if (this.entries.size >= TOKEN_CACHE_MAX) this.entries.clear();
+    this.entries.set(token, { account, at: now });
+  }
+
+  forget(token: string): void {
+    this.entries.delete(token);
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
 }
 
-/** Reads, used directly on the request path (token checks happen on every authenticated request). */
+/** Reads, on the request path (token checks happen on every authenticated request). */
 export class AccountReads {
   private readonly byToken: Database.Statement<[string], AccountRow>;
   private readonly urls: Database.Statement<[string], { url: string }>;
-  private readonly cache: Map<string, { account: Account; at: number }>;
 
-  constructor(db: Database.Database) {
-    this.cache = tokenCache(db);
+  constructor(
+    db: Database.Database,
+    private readonly cache: TokenCache = new TokenCache(),
+  ) {
     this.byToken = db.prepare(
       'SELECT a.user_id, a.created_ts, a.consent_version FROM tokens t JOIN accounts a ON a.user_id = t.user_id WHERE t.token = ?',
     );
@@ -53,16 +70,15 @@ export class AccountReads {
 
   accountByToken(token: string): Account | undefined {
     const now = Date.now();
-    const hit = this.cache.get(token);
-    if (hit && now - hit.at < TOKEN_CACHE_MS) return hit.account;
+    const hit = this.cache.get(token, now);
+    if (hit) return hit;
     const row = this.byToken.get(token);
     if (!row) {
-      this.cache.delete(token);
+      this.cache.forget(token);
       return undefined;
     }
     const account = toAccount(row);
-    if (this.cache.size >= TOKEN_CACHE_MAX) this.cache.clear();
-    this.cache.set(token, { account, at: now });
+    this.cache.set(token, account, now);
     return account;
   }
 
@@ -80,7 +96,10 @@ export class AccountWrites {
   private readonly setConsent: Database.Statement<[string | null, string]>;
   private readonly reads: AccountReads;
 
-  constructor(private readonly db: Database.Database) {
+  constructor(
+    private readonly db: Database.Database,
+    private readonly cache: TokenCache = new TokenCache(),
+  ) {
     this.insertAccount = db.prepare(
       'INSERT OR IGNORE INTO accounts (user_id, created_ts, consent_version) VALUES (?, ?, NULL)',
     );
@@ -88,7 +107,7 @@ export class AccountWrites {
     this.deleteToken = db.prepare('DELETE FROM tokens WHERE token = ?');
     this.insertUrl = db.prepare('INSERT OR IGNORE INTO accepted_terms_urls (user_id, url) VALUES (?, ?)');
     this.setConsent = db.prepare('UPDATE accounts SET consent_version = ? WHERE user_id = ?');
-    this.reads = new AccountReads(db);
+    this.reads = new AccountReads(db, cache);
   }
 
   /** Creates the account if it is new, and a new token for it (Sydent issues one per registration). */
@@ -101,27 +120,24 @@ export class AccountWrites {
 
   /** true when the token existed */
   logout(token: string): boolean {
-    tokenCache(this.db).delete(token);
+    this.cache.forget(token);
     return this.deleteToken.run(token).changes > 0;
   }
 
   /**
-   * Adds to what the user accepted before (never replaces), then records consent to `masterVersion` when
-   * `isComplete` says the accumulated URLs cover every document.
+   * Adds to what the user accepted before (never replaces), then records consent to `masterVersion` when the
+   * accumulated URLs cover every document: `documents` lists each document's URLs (one per language), any one of
+   * which accepts it.
    */
-  acceptTerms(
-    userId: string,
-    urls: string[],
-    masterVersion: string | null,
-    isComplete: (accepted: string[]) => boolean,
-  ): { consented: boolean } {
+  acceptTerms(userId: string, urls: string[], masterVersion: string | null, documents: string[][]): { consented: boolean } {
     return this.db.transaction(() => {
       for (const url of urls) this.insertUrl.run(userId, url);
-      const consented = isComplete(this.reads.acceptedUrls(userId));
+      const accepted = new Set(this.reads.acceptedUrls(userId));
+      const consented = documents.every((languages) => languages.some((url) => accepted.has(url)));
       if (consented) {
         this.setConsent.run(masterVersion, userId);
         // The cached accounts still carry the old consent.
-        tokenCache(this.db).clear();
+        this.cache.clear();
       }
       return { consented };
     })();

@@ -19,7 +19,9 @@ export interface Association {
   not_after: number;
 }
 
+/** An invite stored for a 3PID and not yet delivered to the homeserver that binds it (`invite_tokens`). */
 export interface PendingInvite {
+  id: number;
   medium: string;
   address: string;
   room_id: string;
@@ -29,18 +31,38 @@ export interface PendingInvite {
 
 export type Signed<T> = T & { signatures: Record<string, Record<string, string>> };
 
-export interface BindRequest {
+/**
+ * A binding as the bind flow (src/bindings/) made it: hashed with the pepper it read, signed with our key, its
+ * callback body built. The store only records it, after checking that what the flow saw still holds.
+ */
+export interface BindRecord {
   medium: string;
+  /** normalised: casefolded email, or E.164 digits */
   address: string;
   mxid: string;
-  now: number;
-  /** `lookup_hash` of this 3PID under the current pepper */
-  hash: (address: string, medium: string, pepper: string) => string;
-  serverName: string;
-  /** signs with the long-term key (the store only persists what it is given to sign) */
-  sign: <T extends object>(obj: T) => Signed<T>;
-  /** where the homeserver is told (the mxid's server name), or null when it has no valid one */
-  callbackDestination: string | null;
+  /** `ts` and `not_before` of the signed association */
+  ts: number;
+  notAfter: number;
+  /** `lookup_hash` of this 3PID under `pepperSeen` */
+  lookupHash: string;
+  /** the pepper the hash was made with: the bind is refused (BindConflictError) if it is not the stored one */
+  pepperSeen: string;
+  /** our server name (originServer of our global row) */
+  originServer: string;
+  /** the signed association as lookups and peers see it (JSON text) */
+  sgAssoc: string;
+  /** the pending invites of this 3PID the flow signed into the callback: exactly these must still be pending */
+  inviteIds: number[];
+  /** the homeserver callback (onbind), or null when the mxid names no homeserver */
+  callback: { destination: string; path: string; body: unknown } | null;
+}
+
+/** What a bind flow saw changed before the store recorded it (a pepper rotation, a new invite): it must start over. */
+export class BindConflictError extends Error {
+  constructor(what: string) {
+    super(`the binding was made with stale data (${what}); make it again`);
+    this.name = 'BindConflictError';
+  }
 }
 
 interface GlobalRow {
@@ -76,7 +98,7 @@ export class AssociationReads {
   private pepperCache: { value: string; readAt: number } | null = null;
 
   /**
-   * `snapshot`: on the lookups' read-only connection, reads share one read transaction for a few milliseconds (see
+   * `snapshot`: on the store's read-only connection, reads share one read transaction for a few milliseconds (see
    * lookup-connection.ts); without one (the store's own reads, an in-memory database) each statement reads alone.
    */
   constructor(
@@ -146,7 +168,7 @@ export class AssociationWrites {
   private readonly insertGlobal: Database.Statement<[string, string, string, string, number, number, number, string, number, string]>;
   private readonly localBinding: Database.Statement<[string, string, string], { id: number }>;
   private readonly deleteGlobal: Database.Statement<[string, string]>;
-  private readonly pending: Database.Statement<[string, string], PendingInvite>;
+  private readonly pendingIds: Database.Statement<[string, string], number>;
   private readonly markSent: Database.Statement<[number, string, string]>;
   private readonly reads: AssociationReads;
 
@@ -167,68 +189,43 @@ export class AssociationWrites {
       'SELECT id FROM local_threepid_associations WHERE medium = ? AND address = ? AND mxid = ?',
     );
     this.deleteGlobal = db.prepare('DELETE FROM global_threepid_associations WHERE medium = ? AND address = ?');
-    this.pending = db.prepare(
-      'SELECT medium, address, room_id, sender, token FROM invite_tokens WHERE medium = ? AND address = ? AND sent_ts IS NULL',
-    );
+    this.pendingIds = db
+      .prepare<[string, string], number>('SELECT id FROM invite_tokens WHERE medium = ? AND address = ? AND sent_ts IS NULL')
+      .pluck();
     this.markSent = db.prepare('UPDATE invite_tokens SET sent_ts = ? WHERE medium = ? AND address = ? AND sent_ts IS NULL');
     this.reads = new AssociationReads(db);
   }
 
   /**
-   * Publishes a binding: the local row (the replication log), our global row (what lookups read), the pending
-   * invites of this 3PID (signed, marked sent), and the homeserver callback, in one transaction. Returns the
-   * signed association, as the homeserver will receive it.
+   * Records a binding: the local row (the replication log), our global row (what lookups read), the pending invites
+   * of this 3PID marked sent, and the homeserver callback, in one transaction; refused with BindConflictError when
+   * the pepper or the pending invites are no longer those the flow saw.
    */
-  bind(req: BindRequest): Signed<Association & { invites?: unknown[] }> {
-    return this.db.transaction(() => {
-      const pepper = this.reads.storedPepper();
-      const lookupHash = req.hash(req.address, req.medium, pepper);
-      const notAfter = req.now + ASSOCIATION_LIFETIME_MS;
-      const invites = this.pending.all(req.medium, req.address).map((invite) => ({
-        ...invite,
-        mxid: req.mxid,
-        signed: req.sign({ mxid: req.mxid, token: invite.token }),
-      }));
-      const assoc: Association = {
-        medium: req.medium,
-        address: req.address,
-        mxid: req.mxid,
-        ts: req.now,
-        not_before: req.now,
-        not_after: notAfter,
-      };
-      // What lookups and peers see carries no invites (room ids, senders, tokens are the homeserver's business);
-      // the answer and the callback carry this 3PID's invites, signed in.
-      const published = req.sign(assoc);
-      const signed = invites.length ? req.sign({ ...assoc, invites }) : published;
+  bind(req: BindRecord): void {
+    this.db.transaction(() => {
+      if (this.reads.storedPepper() !== req.pepperSeen) throw new BindConflictError('the lookup pepper changed');
+      const pending = this.pendingIds.all(req.medium, req.address);
+      if (!sameIds(pending, req.inviteIds)) throw new BindConflictError('the pending invites changed');
       const localId = Number(
-        this.insertLocal.run(req.medium, req.address, lookupHash, req.mxid, req.now, req.now, notAfter).lastInsertRowid,
+        this.insertLocal.run(req.medium, req.address, req.lookupHash, req.mxid, req.ts, req.ts, req.notAfter).lastInsertRowid,
       );
       this.insertGlobal.run(
         req.medium,
         req.address,
-        lookupHash,
+        req.lookupHash,
         req.mxid,
-        req.now,
-        req.now,
-        notAfter,
-        req.serverName,
+        req.ts,
+        req.ts,
+        req.notAfter,
+        req.originServer,
         localId,
-        JSON.stringify(published),
+        req.sgAssoc,
       );
       // invite_tokens keeps Sydent's seconds.
-      if (invites.length) this.markSent.run(Math.floor(req.now / 1000), req.medium, req.address);
-      if (req.callbackDestination) {
-        this.callbacks.enqueue({
-          destination: req.callbackDestination,
-          path: '/_matrix/federation/v1/3pid/onbind',
-          body: signed,
-          medium: req.medium,
-          address: req.address,
-          now: req.now,
-        });
+      if (pending.length) this.markSent.run(Math.floor(req.ts / 1000), req.medium, req.address);
+      if (req.callback) {
+        this.callbacks.enqueue({ ...req.callback, medium: req.medium, address: req.address, now: req.ts });
       }
-      return signed;
     })();
   }
 
@@ -244,4 +241,10 @@ export class AssociationWrites {
       return true;
     })();
   }
+}
+
+function sameIds(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  const set = new Set(a);
+  return b.every((id) => set.has(id));
 }

@@ -103,18 +103,22 @@ const CLAIMABLE = `((state IN ('pending', 'retrying') AND next_attempt_ts <= @no
 
 export class CallbackReads {
   private readonly countStmt: Database.Statement<[], { state: CallbackRowState; n: number }>;
-  private readonly listStmt: Database.Statement<[number], DebugRow>;
+  private readonly openStmt: Database.Statement<[number], DebugRow>;
+  private readonly finishedStmt: Database.Statement<[number], DebugRow>;
   private readonly nextDueStmt: Database.Statement<[string], { due: number | null }>;
   private readonly byIdStmt: Database.Statement<[number], DebugRow>;
 
   constructor(db: Database.Database) {
     this.countStmt = db.prepare('SELECT state, count(*) AS n FROM callback_outbox GROUP BY state');
-    // Undelivered first (what an operator looks for), oldest first; then the latest delivered ones.
-    this.listStmt = db.prepare(
+    // Undelivered first (what an operator looks for), oldest first; then the latest delivered ones. Each found
+    // through the state index, so the page costs what it shows, not the size of the outbox.
+    this.openStmt = db.prepare(
       `SELECT id, destination, state, attempts, next_attempt_ts, claimed_until, last_error, created_ts, delivered_ts
-       FROM callback_outbox
-       ORDER BY CASE WHEN state IN ('delivered', 'abandoned') THEN 1 ELSE 0 END, CASE WHEN state IN ('delivered', 'abandoned') THEN -id ELSE id END
-       LIMIT ?`,
+       FROM callback_outbox WHERE state IN ('pending', 'delivering', 'retrying') ORDER BY id LIMIT ?`,
+    );
+    this.finishedStmt = db.prepare(
+      `SELECT id, destination, state, attempts, next_attempt_ts, claimed_until, last_error, created_ts, delivered_ts
+       FROM callback_outbox WHERE state IN ('delivered', 'abandoned') ORDER BY id DESC LIMIT ?`,
     );
     // When the next row becomes claimable: its due time, or the end of a stale claim on it.
     this.nextDueStmt = db.prepare(
@@ -144,7 +148,9 @@ export class CallbackReads {
 
   /** The outbox for the debug endpoint: state, attempts, next attempt, last error and destination; no bodies. */
   list(limit = 100): CallbackDebugRow[] {
-    return this.listStmt.all(limit).map(toDebugRow);
+    const open = this.openStmt.all(limit);
+    const finished = open.length < limit ? this.finishedStmt.all(limit - open.length) : [];
+    return [...open, ...finished].map(toDebugRow);
   }
 
   byId(id: number): CallbackDebugRow | undefined {

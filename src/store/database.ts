@@ -38,8 +38,9 @@ export function openDatabase(path: string, options: OpenDatabaseOptions = {}): S
     // this process loses nothing (the WAL is in the OS cache), and only a power loss or kernel crash
     // can roll back the last few commits, never corrupt the file. Worth it for commit latency.
     db.pragma('synchronous = NORMAL');
-    // A second process (a Sydent CLI, sqlite3 shell, another node) holding the write lock should make
-    // us wait, not fail the request.
+    // While migrating at start-up, a second process (a Sydent CLI, the sqlite3 shell) holding the write lock is
+    // waited for. The store lowers this to zero once open: a running server waits off the event loop
+    // (group-commit.ts).
     db.pragma('busy_timeout = 5000');
     // Sydent declares threepid_token_auths.validationSession as referencing threepid_validations, a
     // table that has never existed; enforcing foreign keys would reject every token insert.

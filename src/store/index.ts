@@ -1,24 +1,14 @@
 import type Database from 'better-sqlite3';
-import { AccountReads, AccountWrites } from './accounts.js';
-import { AssociationReads, AssociationWrites } from './associations.js';
-import { CallbackReads, CallbackWrites } from './callbacks.js';
-import type { ReadSnapshot } from './lookup-connection.js';
-import { InviteReads, InviteWrites } from './invites.js';
-import { PeerReads, PeerWrites } from './peers.js';
-import { SessionReads, SessionWrites } from './sessions.js';
+import { AccountWrites, TokenCache } from './accounts.js';
+import { AssociationWrites } from './associations.js';
+import { CallbackWrites } from './callbacks.js';
+import { InviteWrites } from './invites.js';
+import { PeerWrites } from './peers.js';
+import { SessionWrites } from './sessions.js';
 
-/** The read side of the store: prepared statements used directly where a hop through an actor costs too much. */
-export interface StoreReads {
-  accounts: AccountReads;
-  sessions: SessionReads;
-  associations: AssociationReads;
-  callbacks: CallbackReads;
-  invites: InviteReads;
-  /** replication peers and the replication log */
-  peers: PeerReads;
-}
+export type { StoreReads } from './reads.js';
 
-/** The write side: only the store actor holds it. */
+/** The write side of the SQLite engine: only the store supervisor holds it, and runs it inside its group commits. */
 export interface StoreWrites {
   accounts: AccountWrites;
   sessions: SessionWrites;
@@ -29,25 +19,11 @@ export interface StoreWrites {
   peers: PeerWrites;
 }
 
-/**
- * `lookups`: the read-only connection and its read snapshot that association reads (the lookup endpoints) use
- * instead of `db` (see lookup-connection.ts).
- */
-export function createReads(db: Database.Database, lookups?: { db: Database.Database; snapshot: ReadSnapshot }): StoreReads {
-  return {
-    accounts: new AccountReads(db),
-    sessions: new SessionReads(db),
-    associations: lookups ? new AssociationReads(lookups.db, lookups.snapshot) : new AssociationReads(db),
-    callbacks: new CallbackReads(db),
-    invites: new InviteReads(db),
-    peers: new PeerReads(db),
-  };
-}
-
-export function createWrites(db: Database.Database): StoreWrites {
+/** `tokens`: the access-token cache the reads share, so a logout or consent here is seen by the next read at once. */
+export function createWrites(db: Database.Database, tokens: TokenCache = new TokenCache()): StoreWrites {
   const callbacks = new CallbackWrites(db);
   return {
-    accounts: new AccountWrites(db),
+    accounts: new AccountWrites(db, tokens),
     sessions: new SessionWrites(db),
     callbacks,
     associations: new AssociationWrites(db, callbacks),

@@ -3,6 +3,7 @@
  * `ephemeral_public_keys` (the per-invite key pair's public half). Sydent's seconds in the timestamp columns.
  */
 import type Database from 'better-sqlite3';
+import type { PendingInvite } from './associations.js';
 
 export interface NewInvite {
   medium: string;
@@ -18,9 +19,18 @@ export interface NewInvite {
 
 export class InviteReads {
   private readonly senderOf: Database.Statement<[string], { sender: string }>;
+  private readonly pendingStmt: Database.Statement<[string, string], PendingInvite>;
 
   constructor(db: Database.Database) {
     this.senderOf = db.prepare('SELECT sender FROM invite_tokens WHERE token = ? ORDER BY id LIMIT 1');
+    this.pendingStmt = db.prepare(
+      'SELECT id, medium, address, room_id, sender, token FROM invite_tokens WHERE medium = ? AND address = ? AND sent_ts IS NULL ORDER BY id',
+    );
+  }
+
+  /** The invites of a 3PID not yet handed to a homeserver: a bind signs them into its callback. */
+  pending(medium: string, address: string): PendingInvite[] {
+    return this.pendingStmt.all(medium, address);
   }
 
   senderOfToken(token: string): string | undefined {

@@ -1,5 +1,6 @@
 /**
- * The lookups' own read-only connection, and the read snapshot its reads share.
+ * The store's read-only connection (every read of the read facade, src/store/reads.ts), and the read snapshot its
+ * reads share.
  *
  * On a WAL database every statement outside a transaction opens and closes a read transaction of its own, and each
  * of those takes and drops a lock on the `-shm` file (two `fcntl` calls) and stats the database file: for a
@@ -9,8 +10,8 @@
  * the WAL from being restarted by a checkpoint).
  *
  * A snapshot must never hide a committed write of this process from a later read. Those writes all go through the
- * store actor, which ends the snapshot after each of them (`ReadSnapshot.end`), so a read that follows a write, even
- * in the same turn of the event loop, starts a new snapshot. A write from another process (a CLI, another node) is
+ * store supervisor, which ends the snapshot after each commit (`ReadSnapshot.end`), before any writer is answered,
+ * so a read that follows a write, even in the same turn of the event loop, starts a new snapshot. A write from another process (a CLI, another node) is
  * seen within SNAPSHOT_MS, as by a read that began that long before the write committed.
  *
  * A separate connection, because a transaction on the writer's connection would swallow the store's own
@@ -20,6 +21,9 @@ import Database from 'better-sqlite3';
 
 import { isMemoryPath, type SqliteDatabase } from './database.js';
 
+/** The longest a read may wait for a lock (milliseconds). */
+export const READ_BUSY_TIMEOUT_MS = 10;
+
 /**
  * Opens a second connection to an already opened (and migrated) database file for reads only. `null` for an
  * in-memory database, which a second connection would not see: its reads stay on the writer's connection.
@@ -28,9 +32,11 @@ export function openLookupConnection(path: string): SqliteDatabase | null {
   if (isMemoryPath(path)) return null;
   const db = new Database(path, { fileMustExist: true });
   try {
-    // Reads only: a bug that wrote here would bypass the store actor's one-writer rule.
+    // Reads only: a bug that wrote here would bypass the store supervisor's one-writer rule.
     db.pragma('query_only = ON');
-    db.pragma('busy_timeout = 5000');
+    // In WAL mode a read waits for no writer; only a checkpoint or recovery by another process can hold it up, and
+    // then briefly: the event loop must never wait longer than this on a lock.
+    db.pragma(`busy_timeout = ${READ_BUSY_TIMEOUT_MS}`);
     // As the writer's connection (see openDatabase): the index pages of a large lookup stay in memory.
     db.pragma('cache_size = -65536');
     db.pragma('mmap_size = 1073741824');

@@ -92,6 +92,21 @@ export const OUR_MIGRATIONS: readonly Migration[] = [
       );
     },
   },
+  {
+    // requestToken finds a session by (medium, address, client_secret), the newest first. Sydent's only index on
+    // the table is mtime's, so the lookup scanned every session (or walked the whole mtime index for the ORDER BY):
+    // its time grew with the table. The first index answers it in one probe, newest first, at any size. The second
+    // serves every load and save of a session, which join or update its token row by session id (Sydent has no
+    // index there either). Extra indexes on Sydent's tables are invisible to Sydent.
+    version: 11,
+    name: 'session_lookup_index',
+    up: (db) => {
+      db.exec(
+        'CREATE INDEX sydent_ts_sessions_lookup ON threepid_validation_sessions (medium, address, clientSecret, mtime)',
+      );
+      db.exec('CREATE INDEX sydent_ts_token_auths_session ON threepid_token_auths (validationSession)');
+    },
+  },
 ];
 
 /** Thrown when the database cannot be brought to a version we understand; start-up must stop. */

@@ -10,7 +10,7 @@
  */
 import type Database from 'better-sqlite3';
 
-import { ASSOCIATION_LIFETIME_MS } from './associations.js';
+import { ASSOCIATION_LIFETIME_MS, BindConflictError } from './associations.js';
 
 /** The algorithm of the peer keys we use (the only one Sydent knows). */
 export const PEER_KEY_ALG = 'ed25519';
@@ -67,9 +67,10 @@ export interface ReceivedAssociation {
 export interface ApplyPushRequest {
   /** the peer's name (its certificate's common name), stored as originServer */
   originServer: string;
-  /** in any order: applied by increasing originId */
-  associations: ReceivedAssociation[];
-  hash: (address: string, medium: string, pepper: string) => string;
+  /** in any order: applied by increasing originId; each binding with its `lookup_hash` under `pepperSeen` */
+  associations: (ReceivedAssociation & { lookupHash: string })[];
+  /** the pepper the hashes were made with: the batch is refused (BindConflictError) if it is not the stored one */
+  pepperSeen: string;
 }
 
 export interface ApplyPushResult {
@@ -247,8 +248,7 @@ export class PeerWrites {
    */
   applyPush(req: ApplyPushRequest): ApplyPushResult {
     return this.db.transaction(() => {
-      const pepper = this.pepperStmt.get()?.lookup_pepper;
-      if (!pepper) throw new Error('no lookup pepper in the database');
+      if (this.pepperStmt.get()?.lookup_pepper !== req.pepperSeen) throw new BindConflictError('the lookup pepper changed');
       const result: ApplyPushResult = { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 };
       const ordered = [...req.associations].sort((a, b) => a.originId - b.originId);
       for (const a of ordered) {
@@ -260,7 +260,7 @@ export class PeerWrites {
         const changes = this.insertGlobal.run(
           a.medium,
           a.address,
-          req.hash(a.address, a.medium, pepper),
+          a.lookupHash,
           a.mxid,
           a.ts,
           a.notBefore ?? a.ts,

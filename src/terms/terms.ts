@@ -67,10 +67,9 @@ export function allUrls(terms: Terms | null): Set<string> {
   return urls;
 }
 
-/** Every document accepted in at least one language (acceptance of one language counts for all). */
-export function consentComplete(terms: Terms | null, accepted: Iterable<string>): boolean {
-  const set = new Set(accepted);
-  return Object.values(terms?.docs ?? {}).every((doc) => Object.values(doc.langs).some((l) => set.has(l.url)));
+/** Each document's URLs, one per language: accepting any one of them accepts the document. */
+export function documentUrls(terms: Terms | null): string[][] {
+  return Object.values(terms?.docs ?? {}).map((doc) => Object.values(doc.langs).map((l) => l.url));
 }
 
 /**

@@ -7,6 +7,7 @@
  *   ... om.messages[0].to / .from / .ton / .body / .auth
  *   om.failWith = { status: 500, json: { error: 'down' } };   // every request fails until reset to null
  *   om.hang = true;                                           // requests are never answered
+ *   om.answerAfterMs = 12_000;                                // answered (and the SMS accepted) that much later
  *
  * `requests` holds every request received (accepted or not), `messages` the SMS the gateway accepted.
  * Wrong credentials are refused as the real services refuse them (401).
@@ -50,6 +51,11 @@ export interface FakeSmsGateway {
   failWith: FailureReply | null;
   /** never answer (for timeouts) */
   hang: boolean;
+  /**
+   * answer only after this long (ms), as a gateway that is slow to accept does: a message whose client has gone by
+   * then is not accepted (not in `messages`)
+   */
+  answerAfterMs: number;
   close(): Promise<void>;
 }
 
@@ -79,6 +85,7 @@ async function startGateway(handler: Handler): Promise<FakeSmsGateway> {
     messages: [],
     failWith: null,
     hang: false,
+    answerAfterMs: 0,
     close: async () => undefined,
   };
   const server = http.createServer((req, res) => {
@@ -93,19 +100,29 @@ async function startGateway(handler: Handler): Promise<FakeSmsGateway> {
       };
       gateway.requests.push(recorded);
       if (gateway.hang) return;
-      const reply: GatewayReply = gateway.failWith ?? handler(recorded, gateway);
-      const headers: Record<string, string> = { ...reply.headers };
-      let body = '';
-      if (reply.json !== undefined) {
-        headers['content-type'] = 'application/json';
-        body = JSON.stringify(reply.json);
-      } else if (reply.text !== undefined) {
-        headers['content-type'] = 'text/plain';
-        body = reply.text;
+      if (gateway.answerAfterMs > 0) {
+        const timer = setTimeout(() => {
+          if (!req.socket.destroyed) answer(recorded, res);
+        }, gateway.answerAfterMs);
+        timer.unref();
+        return;
       }
-      res.writeHead(reply.status, headers).end(body);
+      answer(recorded, res);
     });
   });
+  function answer(recorded: RecordedRequest, res: http.ServerResponse): void {
+    const reply: GatewayReply = gateway.failWith ?? handler(recorded, gateway);
+    const headers: Record<string, string> = { ...reply.headers };
+    let body = '';
+    if (reply.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(reply.json);
+    } else if (reply.text !== undefined) {
+      headers['content-type'] = 'text/plain';
+      body = reply.text;
+    }
+    res.writeHead(reply.status, headers).end(body);
+  }
   server.on('connection', (s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));

@@ -168,3 +168,72 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
+
+export interface SlowSmtpServer {
+  port: number;
+  /** DATA commands received (each answered only after the delay) */
+  dataCommands: number;
+  /** messages whose final dot arrived: a message is delivered once the server has all of it */
+  messages: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * An SMTP server (plain, no extensions) that answers DATA only after `dataDelayMs`, as an overloaded or throttling
+ * relay does, then takes the message. A client that gives up before the 354 and closes has sent no message.
+ */
+export async function startSlowSmtpServer(opts: { dataDelayMs: number }): Promise<SlowSmtpServer> {
+  const sockets = new Set<import('node:net').Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+  const state: SlowSmtpServer = { port: 0, dataCommands: 0, messages: [], close: async () => undefined };
+  const { createServer } = await import('node:net');
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    socket.write('220 slow.test ESMTP\r\n');
+    let buffer = '';
+    let inData = false;
+    socket.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString('latin1');
+      for (;;) {
+        if (inData) {
+          const end = buffer.indexOf('\r\n.\r\n');
+          if (end === -1) return;
+          state.messages.push(buffer.slice(0, end));
+          buffer = buffer.slice(end + 5);
+          inData = false;
+          socket.write('250 2.0.0 queued\r\n');
+          continue;
+        }
+        const eol = buffer.indexOf('\r\n');
+        if (eol === -1) return;
+        const line = buffer.slice(0, eol);
+        buffer = buffer.slice(eol + 2);
+        const verb = line.slice(0, 4).toUpperCase();
+        if (verb === 'EHLO' || verb === 'HELO') socket.write('250 slow.test\r\n');
+        else if (verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET' || verb === 'NOOP') socket.write('250 2.0.0 ok\r\n');
+        else if (verb === 'QUIT') socket.end('221 2.0.0 bye\r\n');
+        else if (verb === 'DATA') {
+          state.dataCommands++;
+          const timer = setTimeout(() => {
+            timers.delete(timer);
+            if (socket.destroyed || !socket.writable) return;
+            inData = true;
+            socket.write('354 go ahead\r\n');
+          }, opts.dataDelayMs);
+          timers.add(timer);
+        } else socket.write('502 5.5.2 not implemented\r\n');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  state.port = (server.address() as { port: number }).port;
+  state.close = () =>
+    new Promise<void>((resolve) => {
+      for (const t of timers) clearTimeout(t);
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    });
+  return state;
+}

@@ -5,7 +5,7 @@ import type { Metrics } from '../../metrics/metrics.js';
 import { createSmtpTransport, type SmtpTransportOptions } from '../../mail/transport.js';
 import { RateLimiter, type Admission } from '../../util/rate-limiter.js';
 import type { SystemDeps } from '../deps.js';
-import { call, supervisor } from '../supervisor.js';
+import { supervisor, type RequestContext } from '../supervisor.js';
 
 interface MailerResource {
   /** the pooled transport, made on first use */
@@ -22,16 +22,19 @@ interface MailerResource {
 }
 
 /**
- * `SEND_MAIL { to, raw, deadline? }` → `{ messageId, accepted }` once the SMTP server accepted the message, or a
- * MailSendError (`permanent` says whether a retry could help), at the latest at `deadline` (Date.now() time).
- * The logic lives in src/mail/sender.ts.
- * `ADMIT { key }` → takes one token of the email sender rate limit for `key` (Admission).
+ * `send({ to, raw })` → `{ messageId, accepted }` once the SMTP server accepted the message, or a MailSendError
+ * (`permanent` says whether a retry could help). At the request's deadline (or when its caller gives up) the exchange
+ * is aborted: no mail arrives later for a request answered as failed. The logic lives in src/mail/sender.ts.
+ * `admit({ key })` → takes one token of the email sender rate limit for `key` (Admission).
  */
 export const mailerHandlers = {
-  SEND_MAIL: async (e: SendMailRequest & { deadline?: number }, r: MailerResource): Promise<SendMailResult> => {
+  send: async (e: SendMailRequest, r: MailerResource, request: RequestContext): Promise<SendMailResult> => {
     try {
-      const send = e.deadline === undefined ? r.send : { ...r.send, deadline: e.deadline };
-      const result = await sendRawMail(r.transport(), r.from, { to: e.to, raw: e.raw }, send);
+      const result = await sendRawMail(r.transport(), r.from, { to: e.to, raw: e.raw }, {
+        ...r.send,
+        deadline: request.deadline,
+        signal: request.signal,
+      });
       r.metrics?.emailsSent.inc();
       return result;
     } catch (err) {
@@ -45,10 +48,8 @@ export const mailerHandlers = {
       throw err;
     }
   },
-  ADMIT: (e: { key: string }, r: MailerResource): Admission => r.limiter.take(e.key),
+  admit: (e: { key: string }, r: MailerResource): Admission => r.limiter.take(e.key),
 };
-
-export const askMailer = call<typeof mailerHandlers>();
 
 export interface MailerOptions {
   /** retry settings for sendRawMail (tests shorten the backoff) */
@@ -80,7 +81,7 @@ export function createMailerSupervisor(options: MailerOptions = {}) {
     },
     close: ({ opened }) => opened()?.close(),
     handlers: mailerHandlers,
-    immediate: ['ADMIT'],
+    immediate: ['admit'],
   });
 }
 

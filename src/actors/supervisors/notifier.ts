@@ -1,41 +1,44 @@
-import type { AnyActorRef } from 'xstate';
+import { ALPHANUMERIC, randomString } from '../../crypto/index.js';
 import { createFederationClient, fetchOpenIdUserId, type FederationClient } from '../../federation/index.js';
 import { ServerKeyCache, verifyHomeserverRequest, type HomeserverRequest } from '../../federation/index.js';
 import { CallbackWorker, deliverCallback } from '../../notifier/index.js';
-import { CallbackReads } from '../../store/callbacks.js';
 import type { SystemDeps } from '../deps.js';
-import { call, supervisor, type AnyActorSystem } from '../supervisor.js';
-import { askStore } from './store.js';
+import type { Facades, SupervisorEnv } from '../facade.js';
+import { supervisor, type RequestContext } from '../supervisor.js';
 
 interface NotifierResource {
   federation: FederationClient;
-  /** homeserver verify keys for VERIFY_REQUEST, made on first use (see serverKeysOf) */
+  /** homeserver verify keys for verifyRequest, made on first use (see serverKeysOf) */
   serverKeys?: ServerKeyCache;
   deps: SystemDeps;
-}
-
-/** The running supervisor's resource: also the homeserver callback (onbind) outbox worker. */
-interface NotifierWithCallbacks extends NotifierResource {
+  stores: Facades['stores'];
+  /** the homeserver callback (onbind) outbox worker */
   callbacks: CallbackWorker;
 }
 
 /** Requests that reach out to homeservers: everything goes through the one guarded federation client. */
 export const notifierHandlers = {
-  OPENID_USERINFO: (e: { serverName: string; accessToken: string }, r: NotifierResource) =>
-    fetchOpenIdUserId(r.federation, e.serverName, e.accessToken),
+  /**
+   * account/register: the OpenID token checked with the user's homeserver, then an account and a new access token
+   * for the user it vouches for. Answers the token; OpenIdError or FederationError when the homeserver did not vouch.
+   */
+  registerAccount: async (e: { serverName: string; openIdToken: string }, r: NotifierResource, q: RequestContext) => {
+    const userId = await fetchOpenIdUserId(r.federation, e.serverName, e.openIdToken, q.signal);
+    const token = randomString(64, ALPHANUMERIC);
+    await r.stores.registerAccount({ userId, token, now: r.deps.clock.now() }, q);
+    return token;
+  },
   /** a homeserver-signed request (3pid/unbind): `{ origin }`, or RequestAuthError / FederationError */
-  VERIFY_REQUEST: (e: HomeserverRequest, r: NotifierResource) => verifyHomeserverRequest(e, serverKeysOf(r)),
+  verifyRequest: (e: HomeserverRequest, r: NotifierResource) => verifyHomeserverRequest(e, serverKeysOf(r)),
   /** a callback was recorded (after the bind's commit): deliver what is due now. Answers at once. */
-  WAKE: (_e: Record<string, never>, r: NotifierWithCallbacks) => {
+  wake: (_e: Record<string, never>, r: NotifierResource) => {
     r.callbacks.wake();
   },
-  /** the callback outbox for the debug endpoint: counts by state, in-flight ids, rows (never bodies). Answers at once. */
-  OUTBOX: (e: { limit?: number }, r: NotifierWithCallbacks) => r.callbacks.view(e.limit ?? 100),
+  /** the callback outbox for the debug endpoint: counts by state, in-flight ids, rows (never bodies). */
+  outbox: (e: { limit?: number }, r: NotifierResource) => r.callbacks.view(e.limit ?? 100),
 };
 
-export const askNotifier = call<typeof notifierHandlers>();
-
-/** the key cache of VERIFY_REQUEST: fetches go through this supervisor's federation client, time is the system clock */
+/** the key cache of verifyRequest: fetches go through this supervisor's federation client, time is the system clock */
 function serverKeysOf(r: NotifierResource): ServerKeyCache {
   r.serverKeys ??= new ServerKeyCache((server, path, maxBytes) => r.federation.getJson(server, path, maxBytes), () => r.deps.clock.now());
   return r.serverKeys;
@@ -50,17 +53,17 @@ const FEDERATION_CLOSE_WAIT_MS = 1_000;
  */
 export const notifierSupervisor = supervisor('notifier', {
   concurrency: 16,
-  open: (deps: SystemDeps, system: AnyActorSystem): NotifierWithCallbacks => {
+  open: (deps: SystemDeps, env: SupervisorEnv): NotifierResource => {
+    const { facades } = env;
     const federation = createFederationClient(deps.config);
-    const callbacks = createCallbackWorker(deps, system, federation);
+    const callbacks = createCallbackWorker(deps, facades, federation);
     // after the other supervisors have started: the first round asks the store
     setImmediate(() => callbacks.start());
-    return { federation, deps, callbacks };
+    return { federation, deps, stores: facades.stores, callbacks };
   },
   close: async ({ federation, callbacks }) => {
-    // running deliveries finish or are released while the store is still up (it stops last)
+    // running deliveries finish or are cut off and released while the store is still up (it stops last)
     await callbacks.drain();
-    // A released delivery may still be waiting for its answer; the client's own timeout ends it, shutdown does not wait.
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       federation.close(),
@@ -70,26 +73,25 @@ export const notifierSupervisor = supervisor('notifier', {
     ]);
     clearTimeout(timer);
   },
-  children: ({ callbacks }) => callbacks.view(0).inFlight.map((id) => ({ id: `callback:${id}`, state: 'delivering' })),
+  children: ({ callbacks }) => callbacks.inFlightIds().map((id) => ({ id: `callback:${id}`, state: 'delivering' })),
   handlers: notifierHandlers,
-  immediate: ['WAKE', 'OUTBOX'],
+  immediate: ['wake', 'outbox'],
 });
 
-/** The outbox worker: claims and records through the store actor, delivers through this supervisor's federation client. */
-function createCallbackWorker(deps: SystemDeps, system: AnyActorSystem, federation: FederationClient): CallbackWorker {
-  const store = () => system.get('store') as AnyActorRef;
+/** The outbox worker: claims and records through the store's facade, delivers through this supervisor's federation client. */
+function createCallbackWorker(deps: SystemDeps, facades: Facades, federation: FederationClient): CallbackWorker {
+  const { stores } = facades;
   return new CallbackWorker({
     store: {
-      claim: (req) => askStore(store(), 'CALLBACKS_CLAIM', req),
-      delivered: (id, now, deleteInviteTokens) => askStore(store(), 'CALLBACK_DELIVERED', { id, now, deleteInviteTokens }),
-      retry: (id, claimedUntil, nextAttemptTs, lastError) =>
-        askStore(store(), 'CALLBACK_RETRY', { id, claimedUntil, nextAttemptTs, lastError }),
-      abandon: (id, claimedUntil, lastError) => askStore(store(), 'CALLBACK_ABANDON', { id, claimedUntil, lastError }),
-      release: (id, claimedUntil) => askStore(store(), 'CALLBACK_RELEASE', { id, claimedUntil }),
-      purge: (now) => askStore(store(), 'CALLBACKS_PURGE', { now }),
+      claim: (req) => stores.claimCallbacks(req),
+      delivered: (id, now, deleteInviteTokens) => stores.callbackDelivered({ id, now, deleteInviteTokens }),
+      retry: (id, claimedUntil, nextAttemptTs, lastError) => stores.retryCallback({ id, claimedUntil, nextAttemptTs, lastError }),
+      abandon: (id, claimedUntil, lastError) => stores.abandonCallback({ id, claimedUntil, lastError }),
+      release: (id, claimedUntil) => stores.releaseCallback({ id, claimedUntil }),
+      purge: (now) => stores.purgeCallbacks({ now }),
     },
-    reads: new CallbackReads(deps.db),
-    deliver: (row) => deliverCallback(federation, row),
+    reads: facades.reads.callbacks,
+    deliver: (row, signal) => deliverCallback(federation, row, signal),
     now: () => deps.clock.now(),
     log: deps.log,
     deleteInviteTokens: deps.config.general.deleteTokensOnBind,

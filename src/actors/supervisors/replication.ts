@@ -1,43 +1,43 @@
-import type { AnyActorRef } from 'xstate';
-
+import { InboundPushes, type InboundPush } from '../../replication/inbound.js';
 import { PeerUrls } from '../../replication/peer-config.js';
 import { loadReplicationTls } from '../../replication/tls.js';
 import { ReplicationWorker } from '../../replication/worker.js';
-import { PeerReads } from '../../store/peers.js';
 import type { SystemDeps } from '../deps.js';
-import { call, supervisor, type AnyActorSystem } from '../supervisor.js';
-import { askStore } from './store.js';
+import type { SupervisorEnv } from '../facade.js';
+import { supervisor, type RequestContext } from '../supervisor.js';
 
 interface ReplicationResource {
   worker: ReplicationWorker;
+  inbound: InboundPushes;
 }
 
-/** Requests to the replication supervisor; all answered at once (they only poke the peer actors). */
+/** Requests to the replication supervisor. */
 export const replicationHandlers = {
-  /** a local bind or unbind was committed: every idle peer pushes what is new */
-  WAKE: (_e: Record<string, never>, r: ReplicationResource) => {
+  /** a local bind or unbind was committed: every idle peer pushes what is new. Answers at once. */
+  wake: (_e: Record<string, never>, r: ReplicationResource) => {
     r.worker.wake();
   },
   /** end the backoff of one peer (or all): they push now. Answers the names retried. */
-  RETRY: (e: { name?: string }, r: ReplicationResource) => r.worker.retry(e.name),
+  retry: (e: { name?: string }, r: ReplicationResource) => r.worker.retry(e.name),
   /** every peer: state, cursor, backlog, last error, next retry (the debug endpoint) */
-  VIEW: (_e: Record<string, never>, r: ReplicationResource) => r.worker.view(),
+  view: (_e: Record<string, never>, r: ReplicationResource) => r.worker.view(),
+  /** a peer's push (replication listener): verified, then stored whole or refused whole */
+  receivePush: (e: InboundPush, r: ReplicationResource, q: RequestContext) => r.inbound.apply(e, q),
 };
 
-export const askReplication = call<typeof replicationHandlers>();
-
 /**
- * Owns replication: one actor per peer (the peer machine), each with its TLS agent and cursor. Off, with a
- * warning, when `replication.https.certfile` is unset or unreadable (as Sydent).
+ * Owns replication: one actor per peer (the peer machine), each with its TLS agent and cursor, and the inbound
+ * pushes. Outgoing pushes are off, with a warning, when `replication.https.certfile` is unset or unreadable (as
+ * Sydent).
  */
 export const replicationSupervisor = supervisor('replication', {
-  concurrency: 1,
-  open: (deps: SystemDeps, system: AnyActorSystem): ReplicationResource => {
+  concurrency: 4,
+  open: (deps: SystemDeps, env: SupervisorEnv): ReplicationResource => {
+    const { facades } = env;
     const loaded = loadReplicationTls(deps.config);
-    const store = () => system.get('store') as AnyActorRef;
     const worker = new ReplicationWorker({
-      reads: new PeerReads(deps.db),
-      store: { markSent: (name, lastId, now) => askStore(store(), 'PEER_SENT', { name, lastId, now }) },
+      reads: facades.reads.peers,
+      store: { markSent: (name, lastId, now) => facades.stores.markPeerSent({ name, lastId, now }) },
       serverName: deps.identity.serverName,
       signingKey: deps.identity.key,
       tls: loaded.ok ? loaded.tls : null,
@@ -51,14 +51,14 @@ export const replicationSupervisor = supervisor('replication', {
       'sydent_replication_backlog',
       'Associations of our replication log a peer has not acknowledged yet, by peer',
       ['peer'],
-      () => Object.fromEntries(worker.view().peers.map((p) => [p.name, p.backlog])),
+      async () => Object.fromEntries((await worker.view()).peers.map((p) => [p.name, p.backlog])),
     );
     // after the other supervisors have started: a push asks the store
     setImmediate(() => worker.start());
-    return { worker };
+    return { worker, inbound: new InboundPushes(facades) };
   },
   close: ({ worker }) => worker.drain(),
-  children: ({ worker }) => worker.view().peers.map((p) => ({ id: `peer:${p.name}`, state: p.state })),
+  children: async ({ worker }) => (await worker.view()).peers.map((p) => ({ id: `peer:${p.name}`, state: p.state })),
   handlers: replicationHandlers,
-  immediate: ['WAKE', 'RETRY', 'VIEW'],
+  immediate: ['wake', 'retry', 'view'],
 });

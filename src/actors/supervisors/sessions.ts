@@ -1,17 +1,15 @@
-import type { AnyActorRef } from 'xstate';
 import { ALPHANUMERIC, DIGITS, randomString } from '../../crypto/index.js';
+import type { HomeserverRequest } from '../../federation/index.js';
 import type { SessionEvent } from '../../machines/validation-session.js';
-import { bindThreepid, type BinderDeps } from '../../bindings/binder.js';
+import { bindThreepid, unbindThreepid, type BinderDeps, type SignedAssociation, type Threepid } from '../../bindings/binder.js';
+import { storeInvite, type InviteDeps, type InviteOutcome, type InviteRequest } from '../../invites/store-invite.js';
 import { createEmailTokenSender } from '../../sessions/email-token.js';
 import { createSmsTokenSender } from '../../sessions/sms-token.js';
-import { SessionHost, type RequestTokenArgs, type SessionOutcome } from '../../sessions/host.js';
+import { isValidated, SessionHost, type RequestTokenArgs, type SessionOutcome } from '../../sessions/host.js';
 import { RateLimiter } from '../../util/rate-limiter.js';
-import { createReads } from '../../store/index.js';
 import type { SystemDeps } from '../deps.js';
-import { call, supervisor, type AnyActorSystem } from '../supervisor.js';
-import { askMailer } from './mailer.js';
-import { askSms } from './sms.js';
-import { askStore } from './store.js';
+import type { SupervisorEnv } from '../facade.js';
+import { supervisor, type RequestContext } from '../supervisor.js';
 
 /** Sydent purges sessions five lifetimes after their last change, every 10 minutes. */
 const SWEEP_EVERY_MS = 10 * 60_000;
@@ -21,68 +19,104 @@ interface SessionsResource {
   host: SessionHost;
   /** `submit_token.ratelimit`: wrong submitTokens per client address */
   submitLimiter: RateLimiter;
+  /** the bind flow's parts: our signing key is this supervisor's */
   binder: BinderDeps;
+  invites: InviteDeps;
   timer: NodeJS.Timeout;
   first: NodeJS.Immediate;
 }
 
+/** The proof an unbind comes with (the spec's two). */
+export type UnbindProof =
+  | { kind: 'session'; sid: number; clientSecret: string }
+  /** a request the homeserver of the mxid signed (X-Matrix) */
+  | { kind: 'homeserver'; request: HomeserverRequest };
+
+export type UnbindOutcome =
+  | { ok: true }
+  /** the session does not prove anything (unknown, wrong secret, not validated, expired) */
+  | { ok: false; session: SessionOutcome | undefined }
+  /** a validated session, but for another 3PID */
+  | { ok: false; mismatch: true }
+  /** a signed request, but from another homeserver than the mxid's */
+  | { ok: false; wrongOrigin: true };
+
+export type SubmitResult = { limited: true; retryAfterMs: number } | { limited: false; outcome: SessionOutcome | undefined };
+
+/**
+ * The 3PID flows, by facade method (`facades.sessions.requestToken(...)`): validation sessions (one machine each),
+ * and what a validated 3PID leads to: binding and unbinding it, and the invites waiting for it.
+ */
 export const sessionsHandlers = {
-  REQUEST_TOKEN: (e: RequestTokenArgs, r: SessionsResource) => r.host.requestToken(e),
+  requestToken: (e: RequestTokenArgs, r: SessionsResource, q: RequestContext) => r.host.requestToken(e, q.signal),
   /** an event for an existing session; answers undefined for an unknown sid */
-  SESSION_EVENT: (e: { sid: number; event: SessionEvent }, r: SessionsResource) => r.host.send(e.sid, e.event),
+  event: (e: { sid: number; event: SessionEvent }, r: SessionsResource) => r.host.send(e.sid, e.event),
   /**
    * submitToken: each one takes a token of the client address's bucket, and a right one gives it back, so only
    * wrong tokens (and unknown sids, wrong secrets) count against the address.
    */
-  SUBMIT_TOKEN: async (e: { sid: number; event: SessionEvent; requester: string }, r: SessionsResource): Promise<SubmitResult> => {
+  submitToken: async (e: { sid: number; event: SessionEvent; requester: string }, r: SessionsResource): Promise<SubmitResult> => {
     const admission = r.submitLimiter.take(e.requester);
     if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
     const outcome = await r.host.send(e.sid, e.event);
     if (outcome?.rejection === null) r.submitLimiter.refund(e.requester);
     return { limited: false, outcome };
   },
-  INSPECT: (e: { sid: number }, r: SessionsResource) => r.host.inspect(e.sid),
-  /** binds a validated session's 3PID to `mxid`: the session moves to bound, then the binding is published */
-  BIND_SESSION: async (e: { sid: number; clientSecret: string; mxid: string }, r: SessionsResource) => {
+  inspect: (e: { sid: number }, r: SessionsResource) => r.host.inspect(e.sid),
+  /** 3pid/bind: a validated session's 3PID bound to `mxid`: the session moves to bound, then the binding is published */
+  bindSession: async (e: { sid: number; clientSecret: string; mxid: string }, r: SessionsResource, q: RequestContext) => {
     const outcome = await r.host.send(e.sid, { type: 'BIND', mxid: e.mxid, clientSecret: e.clientSecret, now: r.binder.clock.now() });
     if (!outcome || outcome.rejection !== null || outcome.state !== 'bound') return { outcome, association: null };
-    const association = await bindThreepid(r.binder, { medium: outcome.medium, address: outcome.address }, e.mxid);
+    const association = await bindThreepid(r.binder, { medium: outcome.medium, address: outcome.address }, e.mxid, q);
     return { outcome, association };
   },
+  /** the internal API's bind: no session, the caller vouches for the 3PID */
+  bind: (e: { threepid: Threepid; mxid: string }, r: SessionsResource, q: RequestContext): Promise<SignedAssociation> =>
+    bindThreepid(r.binder, e.threepid, e.mxid, q),
+  /** the internal API's unbind; `false` when it was not bound here */
+  unbind: (e: { threepid: Threepid; mxid: string }, r: SessionsResource, q: RequestContext) => unbindThreepid(r.binder, e.threepid, e.mxid, q),
+  /** 3pid/unbind: the proof checked, then the binding withdrawn */
+  unbindWithProof: async (e: { threepid: Threepid; mxid: string; proof: UnbindProof }, r: SessionsResource, q: RequestContext): Promise<UnbindOutcome> => {
+    if (e.proof.kind === 'session') {
+      const session = await r.host.send(e.proof.sid, { type: 'CHECK_VALIDATED', clientSecret: e.proof.clientSecret, now: r.binder.clock.now() });
+      if (!session || !isValidated(session)) return { ok: false, session };
+      if (session.medium !== e.threepid.medium || session.address !== e.threepid.address) return { ok: false, mismatch: true };
+    } else {
+      const { origin } = await r.binder.facades.notifier.verifyRequest(e.proof.request, q);
+      if (!e.mxid.endsWith(`:${origin}`)) return { ok: false, wrongOrigin: true };
+    }
+    await unbindThreepid(r.binder, e.threepid, e.mxid, q);
+    return { ok: true };
+  },
+  /** store-invite, once the request is checked: rate limit, not bound yet, stored, mailed */
+  storeInvite: (e: InviteRequest, r: SessionsResource, q: RequestContext): Promise<InviteOutcome> => storeInvite(r.invites, e, q),
 };
 
-export const askSessions = call<typeof sessionsHandlers>();
-
-export type SubmitResult = { limited: true; retryAfterMs: number } | { limited: false; outcome: SessionOutcome | undefined };
-
-/** Owns the live 3PID validation session actors, restoring them from the store by sid. */
+/** Owns the live 3PID validation session actors (restored from the store by sid) and the flows that follow them. */
 export const sessionsSupervisor = supervisor('sessions', {
   concurrency: 64,
-  open: (deps: SystemDeps, system: AnyActorSystem): SessionsResource => {
-    const store = (): AnyActorRef => system.get('store') as AnyActorRef;
+  open: (deps: SystemDeps, env: SupervisorEnv): SessionsResource => {
+    const { facades } = env;
     const host = new SessionHost({
       now: () => deps.clock.now(),
-      reads: createReads(deps.db).sessions,
+      reads: facades.reads.sessions,
       store: {
-        newSid: () => askStore(store(), 'SESSION_NEW_SID', {}),
-        create: (medium, clientSecret, write) => askStore(store(), 'SESSION_CREATE', { medium, clientSecret, write }),
-        save: (write, expectedVersion) => askStore(store(), 'SESSION_SAVE', { write, expectedVersion }),
+        newSid: () => facades.stores.newSid({}),
+        create: (medium, clientSecret, write) => facades.stores.createSession({ medium, clientSecret, write }),
+        save: (write, expectedVersion) => facades.stores.saveSession({ write, expectedVersion }),
       },
-      senders: { email: createEmailTokenSender(deps, system), msisdn: createSmsTokenSender(deps, system) },
+      senders: { email: createEmailTokenSender(deps, facades.mailer), msisdn: createSmsTokenSender(deps, facades.sms) },
       // msisdn: the requester is the number itself (per-number, then per-country limits, sms supervisor)
-      admit: (medium, key) =>
-        medium === 'email'
-          ? askMailer(system.get('mailer') as AnyActorRef, 'ADMIT', { key })
-          : askSms(system.get('sms') as AnyActorRef, 'ADMIT', { msisdn: key }),
+      admit: (medium, key) => (medium === 'email' ? facades.mailer.admit({ key }) : facades.sms.admit({ msisdn: key })),
       inspect: deps.inspect,
       onTransition: (from, to) => deps.metrics?.transitions.inc({ machine: 'validationSession', from, to }),
       newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),
     });
     const sweep = () => {
       host.evictIdle();
-      askStore(store(), 'SESSIONS_DELETE_OLD', { cutoffMs: deps.clock.now() - PURGE_AFTER_MS }).catch((err: unknown) =>
-        deps.log.warn({ err }, 'could not purge old sessions'),
-      );
+      facades.stores
+        .deleteOldSessions({ cutoffMs: deps.clock.now() - PURGE_AFTER_MS })
+        .catch((err: unknown) => deps.log.warn({ err }, 'could not purge old sessions'));
     };
     const timer = setInterval(sweep, SWEEP_EVERY_MS);
     timer.unref();
@@ -93,7 +127,8 @@ export const sessionsSupervisor = supervisor('sessions', {
       submitLimiter: new RateLimiter(burst, rateHz, deps.clock),
       timer,
       first,
-      binder: { system, identity: deps.identity, clock: deps.clock, log: deps.log },
+      binder: { facades, identity: deps.identity, clock: deps.clock, log: deps.log },
+      invites: { config: deps.config, facades, identity: deps.identity, clock: deps.clock },
     };
   },
   close: ({ host, timer, first }) => {

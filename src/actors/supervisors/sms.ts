@@ -4,7 +4,7 @@ import { RateLimiter, type Admission } from '../../util/rate-limiter.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics/metrics.js';
 import type { SystemDeps } from '../deps.js';
-import { call, supervisor } from '../supervisor.js';
+import { supervisor, type RequestContext } from '../supervisor.js';
 
 interface SmsResource {
   provider: SmsProvider;
@@ -17,18 +17,16 @@ interface SmsResource {
 }
 
 /**
- * `SEND_SMS { to, body, originator, deadline? }` → the provider's receipt once it accepted the message, or an
- * SmsSendError; nothing is sent once `deadline` (Date.now() time) has passed.
- * `ADMIT { msisdn }` → takes one token of the per-number limit, then one of the per-country limit (Sydent's
+ * `send({ to, body, originator })` → the provider's receipt once it accepted the message, or an SmsSendError. At the
+ * request's deadline (or when its caller gives up) the exchange with the provider is aborted.
+ * `admit({ msisdn })` → takes one token of the per-number limit, then one of the per-country limit (Sydent's
  * order: a number refused by its country has used up its own token too). One pair of limiters serves v1 and v2.
  */
 export const smsHandlers = {
-  SEND_SMS: async (e: SmsMessage & { deadline?: number }, r: SmsResource): Promise<SmsReceipt> => {
+  send: async (e: SmsMessage, r: SmsResource, request: RequestContext): Promise<SmsReceipt> => {
     const to = redactAddress(e.to);
-    // one that waited in the queue past its caller's deadline is not sent at all
-    if (e.deadline !== undefined && Date.now() >= e.deadline) throw new Error('no time was left to send the SMS');
     try {
-      const receipt = await r.provider.send({ to: e.to, body: e.body, originator: e.originator });
+      const receipt = await r.provider.send({ to: e.to, body: e.body, originator: e.originator }, request.signal);
       r.log.info({ to, provider: receipt.provider, id: receipt.id, requestId: receipt.requestId }, 'sms: sent');
       r.metrics?.smsSent.inc({ provider: r.provider.name });
       return receipt;
@@ -38,14 +36,12 @@ export const smsHandlers = {
       throw err;
     }
   },
-  ADMIT: (e: { msisdn: string }, r: SmsResource): Admission => {
+  admit: (e: { msisdn: string }, r: SmsResource): Admission => {
     const number = r.perNumber.take(e.msisdn);
     if (!number.ok) return number;
     return r.perCountry.take(countryCodeOf(e.msisdn) ?? 'unknown');
   },
 };
-
-export const askSms = call<typeof smsHandlers>();
 
 export interface SmsOptions {
   provider?: SmsProviderOptions;
@@ -67,7 +63,7 @@ export function createSmsSupervisor(options: SmsOptions = {}) {
     },
     close: ({ provider }) => provider.close(),
     handlers: smsHandlers,
-    immediate: ['ADMIT'],
+    immediate: ['admit'],
   });
 }
 

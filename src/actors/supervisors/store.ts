@@ -1,97 +1,93 @@
-import type Database from 'better-sqlite3';
-import { closeDatabase } from '../../store/database.js';
-import { createWrites, type StoreWrites } from '../../store/index.js';
-import type { BindRequest } from '../../store/associations.js';
+import type { BindRecord } from '../../store/associations.js';
+import type { CallbackEnqueue, ClaimRequest } from '../../store/callbacks.js';
+import type { WriteRequest } from '../../store/group-commit.js';
+import type { StoreWrites } from '../../store/index.js';
 import type { NewInvite } from '../../store/invites.js';
 import type { ApplyPushRequest } from '../../store/peers.js';
-import type { CallbackEnqueue, ClaimRequest } from '../../store/callbacks.js';
 import type { SessionWrite } from '../../store/sessions.js';
-import type { ReadSnapshot } from '../../store/lookup-connection.js';
+import { SqliteStore } from '../../store/sqlite-store.js';
 import type { SystemDeps } from '../deps.js';
-import { call, supervisor, type Handlers } from '../supervisor.js';
+import type { SupervisorEnv } from '../facade.js';
+import { supervisor, type RequestContext } from '../supervisor.js';
 
 interface StoreResource {
-  db: Database.Database;
-  writes: StoreWrites;
-  /** the lookups' read snapshot, ended after every write so that no later read misses it */
-  lookupSnapshot?: ReadSnapshot;
+  store: SqliteStore;
 }
 
-/** Every write the store performs, by request type. Handlers are thin: the SQL lives in the table modules. */
+/** Runs one write in the next group commit, within the request's deadline. */
+function write<T>(r: StoreResource, request: RequestContext, work: (w: StoreWrites) => T): Promise<T> {
+  const req: WriteRequest = { deadline: request.deadline, signal: request.signal };
+  return r.store.write(work, req);
+}
+
+type Empty = Record<string, never>;
+
+/**
+ * Every write, by facade method (`facades.stores.bind(...)`). Payloads are plain data; the handlers only record
+ * them (the SQL lives in the table modules), checking what the caller saw where it matters (a bind's pepper and
+ * invites, a session's row version).
+ */
 export const storeHandlers = {
-  ACCOUNT_REGISTER: (e: { userId: string; token: string; now: number }, r: StoreResource) =>
-    r.writes.accounts.register(e.userId, e.token, e.now),
-  ACCOUNT_LOGOUT: (e: { token: string }, r: StoreResource) => r.writes.accounts.logout(e.token),
-  TERMS_ACCEPT: (
-    e: { userId: string; urls: string[]; masterVersion: string | null; isComplete: (accepted: string[]) => boolean },
+  registerAccount: (e: { userId: string; token: string; now: number }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.accounts.register(e.userId, e.token, e.now)),
+  /** true when the token existed */
+  logout: (e: { token: string }, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.accounts.logout(e.token)),
+  /** `documents`: each terms document's URLs (one per language); consent is recorded once every one has one accepted */
+  acceptTerms: (
+    e: { userId: string; urls: string[]; masterVersion: string | null; documents: string[][] },
     r: StoreResource,
-  ) => r.writes.accounts.acceptTerms(e.userId, e.urls, e.masterVersion, e.isComplete),
-  SESSION_NEW_SID: (_e: Record<string, never>, r: StoreResource) => r.writes.sessions.newSid(),
-  SESSION_CREATE: (e: { medium: string; clientSecret: string; write: SessionWrite }, r: StoreResource) =>
-    r.writes.sessions.create(e.medium, e.clientSecret, e.write),
-  SESSION_SAVE: (e: { write: SessionWrite; expectedVersion: number | null }, r: StoreResource) =>
-    r.writes.sessions.save(e.write, e.expectedVersion),
-  SESSIONS_DELETE_OLD: (e: { cutoffMs: number }, r: StoreResource) => r.writes.sessions.deleteOlderThan(e.cutoffMs),
-  ASSOCIATION_BIND: (e: BindRequest, r: StoreResource) => r.writes.associations.bind(e),
-  INVITE_STORE: (e: NewInvite, r: StoreResource) => r.writes.invites.store(e),
-  INVITE_DISCARD: (e: { token: string; ephemeralPublicKey: string }, r: StoreResource) =>
-    r.writes.invites.discard(e.token, e.ephemeralPublicKey),
-  EPHEMERAL_KEY_CHECK: (e: { publicKey: string }, r: StoreResource) => r.writes.invites.checkEphemeralKey(e.publicKey),
-  ASSOCIATION_UNBIND: (e: { medium: string; address: string; mxid: string; now: number }, r: StoreResource) =>
-    r.writes.associations.unbind(e.medium, e.address, e.mxid, e.now),
-  // Replication: a peer acknowledged our log up to lastId (its cursor moves); a verified inbound batch, stored
-  // whole in one transaction.
-  PEER_SENT: (e: { name: string; lastId: number; now: number }, r: StoreResource) =>
-    r.writes.peers.markSent(e.name, e.lastId, e.now),
-  REPLICATION_APPLY: (e: ApplyPushRequest, r: StoreResource) => r.writes.peers.applyPush(e),
-  // Homeserver callbacks (the notifier's outbox). CALLBACK_ENQUEUE records one in its own transaction (a bind
-  // records it inside the bind's transaction instead); the others are the notifier worker's.
-  CALLBACK_ENQUEUE: (e: CallbackEnqueue, r: StoreResource) =>
-    r.db.transaction(() => r.writes.callbacks.enqueue(e))(),
-  CALLBACKS_CLAIM: (e: ClaimRequest, r: StoreResource) => r.writes.callbacks.claim(e),
-  CALLBACK_DELIVERED: (e: { id: number; now: number; deleteInviteTokens: boolean }, r: StoreResource) =>
-    r.writes.callbacks.delivered(e.id, e.now, e.deleteInviteTokens),
-  CALLBACK_RETRY: (e: { id: number; claimedUntil: number; nextAttemptTs: number; lastError: string }, r: StoreResource) =>
-    r.writes.callbacks.retry(e.id, e.claimedUntil, e.nextAttemptTs, e.lastError),
-  CALLBACK_ABANDON: (e: { id: number; claimedUntil: number; lastError: string }, r: StoreResource) =>
-    r.writes.callbacks.abandon(e.id, e.claimedUntil, e.lastError),
-  CALLBACK_RELEASE: (e: { id: number; claimedUntil: number }, r: StoreResource) =>
-    r.writes.callbacks.release(e.id, e.claimedUntil),
-  CALLBACKS_PURGE: (e: { now: number }, r: StoreResource) => r.writes.callbacks.purge(e.now),
+    q: RequestContext,
+  ) => write(r, q, (w) => w.accounts.acceptTerms(e.userId, e.urls, e.masterVersion, e.documents)),
+  newSid: (_e: Empty, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.sessions.newSid()),
+  createSession: (e: { medium: string; clientSecret: string; write: SessionWrite }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.sessions.create(e.medium, e.clientSecret, e.write)),
+  saveSession: (e: { write: SessionWrite; expectedVersion: number | null }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.sessions.save(e.write, e.expectedVersion)),
+  deleteOldSessions: (e: { cutoffMs: number }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.sessions.deleteOlderThan(e.cutoffMs)),
+  bind: (e: BindRecord, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.associations.bind(e)),
+  unbind: (e: { medium: string; address: string; mxid: string; now: number }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.associations.unbind(e.medium, e.address, e.mxid, e.now)),
+  storeInvite: (e: NewInvite, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.invites.store(e)),
+  discardInvite: (e: { token: string; ephemeralPublicKey: string }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.invites.discard(e.token, e.ephemeralPublicKey)),
+  /** whether the key is one of ours (each check is counted, as Sydent does) */
+  checkEphemeralKey: (e: { publicKey: string }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.invites.checkEphemeralKey(e.publicKey)),
+  // Replication: a peer acknowledged our log up to lastId (its cursor moves); a verified inbound batch, stored whole.
+  markPeerSent: (e: { name: string; lastId: number; now: number }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.peers.markSent(e.name, e.lastId, e.now)),
+  applyPush: (e: ApplyPushRequest, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.peers.applyPush(e)),
+  // Homeserver callbacks (the notifier's outbox). A bind records its callback inside its own write; these are the
+  // notifier worker's.
+  enqueueCallback: (e: CallbackEnqueue, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.callbacks.enqueue(e)),
+  claimCallbacks: (e: ClaimRequest, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.callbacks.claim(e)),
+  callbackDelivered: (e: { id: number; now: number; deleteInviteTokens: boolean }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.callbacks.delivered(e.id, e.now, e.deleteInviteTokens)),
+  retryCallback: (
+    e: { id: number; claimedUntil: number; nextAttemptTs: number; lastError: string },
+    r: StoreResource,
+    q: RequestContext,
+  ) => write(r, q, (w) => w.callbacks.retry(e.id, e.claimedUntil, e.nextAttemptTs, e.lastError)),
+  abandonCallback: (e: { id: number; claimedUntil: number; lastError: string }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.callbacks.abandon(e.id, e.claimedUntil, e.lastError)),
+  releaseCallback: (e: { id: number; claimedUntil: number }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.callbacks.release(e.id, e.claimedUntil)),
+  purgeCallbacks: (e: { now: number }, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.callbacks.purge(e.now)),
 };
 
-export const askStore = call<typeof storeHandlers>();
-
 /**
- * Every handler, then the end of the lookups' snapshot (see store/lookup-connection.ts): the handlers are
- * synchronous, so by then their transaction has committed, and the next lookup reads from a new snapshot.
- */
-function endingLookupSnapshot(handlers: Handlers<StoreResource>): Handlers<StoreResource> {
-  const wrapped: Handlers<StoreResource> = {};
-  for (const [type, handler] of Object.entries(handlers)) {
-    wrapped[type] = (e, r, system) => {
-      try {
-        return handler(e, r, system);
-      } finally {
-        r.lookupSnapshot?.end();
-      }
-    };
-  }
-  return wrapped;
-}
-
-/**
- * The only writer of SQLite. Requests run one at a time, so a write transaction never interleaves with another;
- * reads on hot paths use prepared statements directly (lookups on their own read-only connection). Closing it
- * closes the database.
+ * Owns the database: opens the write and read connections of `[db] db.file`, migrates, makes sure there is a lookup
+ * pepper, and hands out the read facade; closes them last at shutdown. Its handlers are the only writers. Requests
+ * are not queued here: each goes straight into the next group commit, which serialises the writes.
  */
 export const storeSupervisor = supervisor('store', {
-  concurrency: 1,
-  open: (deps: SystemDeps): StoreResource => ({
-    db: deps.db,
-    writes: createWrites(deps.db),
-    lookupSnapshot: deps.lookupSnapshot,
-  }),
-  close: ({ db }) => closeDatabase(db),
-  handlers: endingLookupSnapshot(storeHandlers),
+  concurrency: Number.POSITIVE_INFINITY,
+  open: (deps: SystemDeps, env: SupervisorEnv): StoreResource => {
+    const store = SqliteStore.open(deps.config.db.dbFile, { log: deps.log });
+    env.provideReads(store.reads);
+    return { store };
+  },
+  close: ({ store }) => store.close(),
+  handlers: storeHandlers,
 });

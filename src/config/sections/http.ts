@@ -52,6 +52,8 @@ export function readHttp(v: SectionValues, ctx: BuildContext, serverName: string
       clientPerAddress: v.int('clientapi.http.max_connections_per_address', 0),
       internal: v.int('internalapi.http.max_connections', 1),
     },
+    requestDeadlineMs: Math.round(v.positiveNumber('request_deadline_seconds') * 1000),
+    sendDeadlineMs: Math.round(v.positiveNumber('send_deadline_seconds') * 1000),
     federationVerifyCerts: v.bool('federation.verifycerts'),
     federationDnsServers: readDnsServers(v),
     federationCaCert: readExistingFile(v, 'federation.cacert'),

@@ -1,10 +1,8 @@
 import type { FastifyInstance } from 'fastify';
-import { askNotifier } from '../../actors/supervisors/notifier.js';
-import { askStore } from '../../actors/supervisors/store.js';
-import { ALPHANUMERIC, randomString } from '../../crypto/index.js';
 import { FederationError, isValidServerName, OpenIdError } from '../../federation/index.js';
 import { accountOf } from '../auth.js';
 import type { RouteOptions } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { errors } from '../errors.js';
 
 const registerBody = {
@@ -43,15 +41,11 @@ export async function accountRoutes(app: FastifyInstance, opts: RouteOptions): P
       throw errors.invalidParam('matrix_server_name must be a valid Matrix server name (IP address or hostname)');
     }
     if (req.body.access_token.length > MAX_OPENID_TOKEN_LENGTH) throw errors.unknownToken('The OpenID token is too long');
-    const system = ctx.system;
-    const userId = await askNotifier(system.get('notifier'), 'OPENID_USERINFO', {
-      serverName,
-      accessToken: req.body.access_token,
-    }).catch((error: unknown) => {
-      throw openIdFailure(error);
-    });
-    const token = randomString(64, ALPHANUMERIC);
-    await askStore(system.get('store'), 'ACCOUNT_REGISTER', { userId, token, now: ctx.clock.now() });
+    const token = await ctx.facades.notifier
+      .registerAccount({ serverName, openIdToken: req.body.access_token }, requestDeadline(req, ctx.config))
+      .catch((error: unknown) => {
+        throw openIdFailure(error);
+      });
     // `token` is the spec's name; Sydent released with `access_token` and clients still read it.
     return { token, access_token: token };
   });
@@ -59,7 +53,7 @@ export async function accountRoutes(app: FastifyInstance, opts: RouteOptions): P
   app.get('/account', { config: { auth: 'terms' } }, async (req) => ({ user_id: accountOf(req).userId }));
 
   app.post('/account/logout', { config: { auth: 'token' } }, async (req) => {
-    const removed = await askStore(ctx.system.get('store'), 'ACCOUNT_LOGOUT', { token: req.accessToken ?? '' });
+    const removed = await ctx.facades.stores.logout({ token: req.accessToken ?? '' }, requestDeadline(req, ctx.config));
     if (!removed) throw errors.unauthorized();
     return {};
   });

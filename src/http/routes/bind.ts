@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import { askSessions } from '../../actors/supervisors/sessions.js';
 import { isValidUserId } from '../../federation/index.js';
 import type { RouteOptions } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { errors } from '../errors.js';
 import { clientSecret, sidNumber } from '../validate.js';
 import { validatedSessionReply } from './validation-replies.js';
@@ -34,7 +34,7 @@ export async function bindRoutes(app: FastifyInstance, opts: RouteOptions): Prom
       const result =
         sid === null
           ? { outcome: undefined, association: null }
-          : await askSessions(ctx.system.get('sessions'), 'BIND_SESSION', { sid, clientSecret: secret, mxid });
+          : await ctx.facades.sessions.bindSession({ sid, clientSecret: secret, mxid }, requestDeadline(req, ctx.config));
       validatedSessionReply(result.outcome);
       return result.association;
     },

@@ -3,9 +3,6 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { askNotifier } from '../../actors/supervisors/notifier.js';
-import { askReplication } from '../../actors/supervisors/replication.js';
-import { askSessions } from '../../actors/supervisors/sessions.js';
 import { sameSecret } from '../../machines/validation-session.js';
 import { machineNames, toMermaid } from '../../machines/export.js';
 import { MACHINES } from '../../machines/index.js';
@@ -35,18 +32,19 @@ export type MachineCounts = Record<string, () => Record<string, number> | Promis
  */
 export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext; counts?: MachineCounts }): Promise<void> {
   const { ctx } = opts;
+  const { facades } = ctx;
   requireAdminToken(app, ctx.config.http.internalAdminToken);
 
   // Uptime of this server, on the monotonic clock (the injected clock is for the protocol's time, which tests move).
   const startedMs = performance.now();
   const peerCounts = async () => {
     const byState: Record<string, number> = {};
-    for (const p of (await askReplication(ctx.system.get('replication'), 'VIEW', {})).peers) byState[p.state] = (byState[p.state] ?? 0) + 1;
+    for (const p of (await facades.replication.view({})).peers) byState[p.state] = (byState[p.state] ?? 0) + 1;
     return byState;
   };
   const counts: MachineCounts = {
     'validation-session': () => ctx.reads.sessions.countByState(),
-    callback: () => ({ ...ctx.reads.callbacks.counts() }),
+    callback: async () => ({ ...(await ctx.reads.callbacks.counts()) }),
     peer: peerCounts,
     ...opts.counts,
   };
@@ -75,10 +73,10 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
   app.get('/_sydent/debug/summary', async () => {
     const [actors, outbox, replication] = await Promise.all([
       ctx.system.describe(),
-      askNotifier(ctx.system.get('notifier'), 'OUTBOX', { limit: 0 }),
-      askReplication(ctx.system.get('replication'), 'VIEW', {}),
+      facades.notifier.outbox({ limit: 0 }),
+      facades.replication.view({}),
     ]);
-    const byState = ctx.reads.sessions.countByState();
+    const byState = await ctx.reads.sessions.countByState();
     const uptimeSeconds = Math.floor((performance.now() - startedMs) / 1000);
     return {
       server: {
@@ -120,11 +118,11 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
     },
   );
 
-  app.get('/_sydent/debug/sessions', async () => ({ byState: ctx.reads.sessions.countByState() }));
+  app.get('/_sydent/debug/sessions', async () => ({ byState: await ctx.reads.sessions.countByState() }));
 
   app.get<{ Params: { sid: string } }>('/_sydent/debug/sessions/:sid', async (req) => {
     const sid = /^\d{1,10}$/.test(req.params.sid) ? Number(req.params.sid) : null;
-    const found = sid === null ? undefined : await askSessions(ctx.system.get('sessions'), 'INSPECT', { sid });
+    const found = sid === null ? undefined : await facades.sessions.inspect({ sid });
     if (!found) throw errors.notFound('No such session');
     // States and events as the machine, and so the page's diagram, names them.
     return {
@@ -138,14 +136,14 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
 
   app.get<{ Querystring: { limit?: string } }>('/_sydent/debug/callbacks', async (req) => {
     const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100));
-    return askNotifier(ctx.system.get('notifier'), 'OUTBOX', { limit });
+    return facades.notifier.outbox({ limit });
   });
 
   // Replication: every peer with its state (idle, pushing, backingOff; inactive, noKey, notStarted, disabled),
   // cursor, backlog, last error and next retry. POST …/retry ends the backoff of every peer (or of `?peer=NAME`).
-  app.get('/_sydent/debug/replication', async () => askReplication(ctx.system.get('replication'), 'VIEW', {}));
+  app.get('/_sydent/debug/replication', async () => facades.replication.view({}));
   app.post<{ Querystring: { peer?: string } }>('/_sydent/debug/replication/retry', async (req) => ({
-    retried: await askReplication(ctx.system.get('replication'), 'RETRY', req.query.peer ? { name: req.query.peer } : {}),
+    retried: await facades.replication.retry(req.query.peer ? { name: req.query.peer } : {}),
   }));
 }
 

@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import { askSessions } from '../../actors/supervisors/sessions.js';
-import { REQUEST_TOKEN_ANSWER_MS, REQUEST_TOKEN_TIME_LIMIT_MS } from '../../sessions/host.js';
+import { DeadlineExceededError } from '../../actors/ask.js';
 import { casefold } from '../../util/casefold.js';
 import type { RouteOptions } from '../context.js';
-import { errors, MatrixError } from '../errors.js';
+import { requestDeadline } from '../deadline.js';
+import { errors } from '../errors.js';
 import { clientSecret, emailAddress, nextLink, sendAttempt } from '../validate.js';
 import { submitTokenRoutes } from './submit-token.js';
 
@@ -31,7 +31,6 @@ const FAILURE_PAGE = 'Verification failed: you may need to request another verif
 export async function emailRoutes(app: FastifyInstance, opts: RouteOptions): Promise<void> {
   const { ctx, api } = opts;
   const auth = api === 'v2' ? ('terms' as const) : undefined;
-  const sessions = () => ctx.system.get('sessions');
 
   app.post<{ Body: RequestTokenBody; Querystring: { brand?: string } }>(
     '/validate/email/requestToken',
@@ -41,25 +40,29 @@ export async function emailRoutes(app: FastifyInstance, opts: RouteOptions): Pro
       const attempt = sendAttempt(req.body.send_attempt);
       const email = emailAddress(req.body.email);
       const link = nextLink(req.body.next_link);
-      const result = await askSessions(
-        sessions(),
-        'REQUEST_TOKEN',
-        {
-          medium: 'email',
-          address: casefold(email),
-          sendTo: email,
-          clientSecret: secret,
-          sendAttempt: attempt,
-          nextLink: link,
-          brand: typeof req.query.brand === 'string' ? req.query.brand : null,
-          requester: req.account?.userId ?? req.ip,
-          ipAddress: req.ip,
-          deadline: Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS,
-        },
-        REQUEST_TOKEN_ANSWER_MS,
-      );
+      const deadline = requestDeadline(req, ctx.config, 'send');
+      const result = await ctx.facades.sessions
+        .requestToken(
+          {
+            medium: 'email',
+            address: casefold(email),
+            sendTo: email,
+            clientSecret: secret,
+            sendAttempt: attempt,
+            nextLink: link,
+            brand: typeof req.query.brand === 'string' ? req.query.brand : null,
+            requester: req.account?.userId ?? req.ip,
+            ipAddress: req.ip,
+            deadline: deadline.deadline,
+          },
+          deadline,
+        )
+        .catch((error: unknown) => {
+          // Out of time: the send was aborted (no mail arrives later), whether or not the session said so yet.
+          throw error instanceof DeadlineExceededError ? errors.emailSendError() : error;
+        });
       if (result.limited) throw errors.limitExceeded('Too many requests', result.retryAfterMs);
-      if (result.state === 'sendFailed') throw new MatrixError(500, 'M_EMAIL_SEND_ERROR', 'Failed to send email');
+      if (result.state === 'sendFailed') throw errors.emailSendError();
       return { sid: result.sid };
     },
   );

@@ -12,7 +12,7 @@ export async function healthRoutes(app: FastifyInstance, opts: { ctx: AppContext
   const { readiness } = opts.ctx;
   app.get('/health', { config: QUIET_ROUTE }, async () => ({ status: 'alive' }));
   app.get('/ready', { config: QUIET_ROUTE }, async (_req, reply) => {
-    const report = readiness.report();
+    const report = await readiness.report();
     return reply.code(report.ready ? 200 : 503).send(report);
   });
 }

@@ -1,9 +1,10 @@
 import type { FastifyInstance } from 'fastify';
-import { bindThreepid, unbindThreepid, type Threepid } from '../../bindings/binder.js';
+import type { Threepid } from '../../bindings/binder.js';
 import { isValidUserId } from '../../federation/index.js';
 import { parsePhone } from '../../sms/index.js';
 import { casefold } from '../../util/casefold.js';
-import { binderDeps, type AppContext } from '../context.js';
+import type { AppContext } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { errors, MatrixError } from '../errors.js';
 import { emailAddress } from '../validate.js';
 
@@ -28,12 +29,12 @@ export async function internalRoutes(app: FastifyInstance, opts: { ctx: AppConte
 
   app.post<{ Body: InternalBody }>('/_matrix/identity/internal/bind', { schema: { body } }, async (req) => {
     const { threepid, mxid } = checked(req.body);
-    return bindThreepid(binderDeps(ctx), threepid, mxid);
+    return ctx.facades.sessions.bind({ threepid, mxid }, requestDeadline(req, ctx.config));
   });
 
   app.post<{ Body: InternalBody }>('/_matrix/identity/internal/unbind', { schema: { body } }, async (req) => {
     const { threepid, mxid } = checked(req.body);
-    await unbindThreepid(binderDeps(ctx), threepid, mxid);
+    await ctx.facades.sessions.unbind({ threepid, mxid }, requestDeadline(req, ctx.config));
     return {};
   });
 }

@@ -1,10 +1,10 @@
 import type { FastifyInstance } from 'fastify';
-import { askMailer } from '../../actors/supervisors/mailer.js';
 import { Base64Error, decodeBase64, signJson } from '../../crypto/index.js';
 import { isValidUserId, serverNameOfUserId } from '../../federation/index.js';
-import { InviteMailError, storeInvite } from '../../invites/store-invite.js';
+import { InviteMailError } from '../../invites/store-invite.js';
 import { casefold } from '../../util/casefold.js';
 import type { AppContext, RouteOptions } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { errors, MatrixError } from '../errors.js';
 import { emailAddress } from '../validate.js';
 
@@ -57,18 +57,12 @@ export async function inviteRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       if (!senderServer || sender.length > MAX_ID_LENGTH) throw errors.invalidParam('sender must be a Matrix user ID');
       checkBlocklists(ctx, req.body, roomId, senderServer);
 
-      const admission = await askMailer(ctx.system.get('mailer'), 'ADMIT', { key: sender });
-      if (!admission.ok) throw errors.limitExceeded('Limit exceeded for this sender', admission.retryAfterMs);
-      const normalised = casefold(address);
-      const bound = ctx.reads.associations.lookup('email', normalised, ctx.clock.now());
-      if (bound) throw new MatrixError(400, 'M_THREEPID_IN_USE', 'Binding already known', { mxid: bound.mxid });
-
+      let outcome;
       try {
-        return await storeInvite(
-          { config: ctx.config, system: ctx.system.root.system, identity: ctx.identity, clock: ctx.clock },
+        outcome = await ctx.facades.sessions.storeInvite(
           {
             args: req.body,
-            address: normalised,
+            address: casefold(address),
             sendTo: address,
             roomId,
             sender,
@@ -76,11 +70,15 @@ export async function inviteRoutes(app: FastifyInstance, opts: RouteOptions): Pr
             // as on every endpoint, the brand is the query's `?brand=`, never a field of the invite
             brand: typeof req.query.brand === 'string' ? req.query.brand : null,
           },
+          requestDeadline(req, ctx.config, 'send'),
         );
       } catch (error) {
-        if (error instanceof InviteMailError) throw new MatrixError(500, 'M_EMAIL_SEND_ERROR', 'Failed to send the invite email');
+        if (error instanceof InviteMailError) throw errors.emailSendError('Failed to send the invite email');
         throw error;
       }
+      if (outcome.ok) return outcome.invite;
+      if ('boundTo' in outcome) throw new MatrixError(400, 'M_THREEPID_IN_USE', 'Binding already known', { mxid: outcome.boundTo });
+      throw errors.limitExceeded('Limit exceeded for this sender', outcome.retryAfterMs);
     },
   );
 
@@ -94,7 +92,7 @@ export async function inviteRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       if (missing.length) throw errors.missingParams([...missing]);
       const [mxid, token, privateKey] = [field('mxid')!, field('token')!, field('private_key')!];
       if (!isValidUserId(mxid)) throw errors.invalidParam('mxid must be a Matrix user ID (@localpart:server.name)');
-      const sender = ctx.reads.invites.senderOfToken(token);
+      const sender = await ctx.reads.invites.senderOfToken(token);
       if (!sender) throw new MatrixError(404, 'M_UNRECOGNIZED', "Didn't recognize token");
       let seed: Uint8Array;
       try {

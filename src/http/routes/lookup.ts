@@ -38,8 +38,8 @@ export function normalise(medium: string, address: string): string {
 }
 
 /**
- * Lookups: the hot path. They read the store's prepared statements directly, without an actor hop; the
- * answer maps 3PIDs to Matrix IDs, never the other way.
+ * Lookups: the hot path. They read through the store's read facade, without an actor hop; the answer maps 3PIDs
+ * to Matrix IDs, never the other way.
  */
 export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Promise<void> {
   const { ctx, api } = opts;
@@ -51,7 +51,7 @@ export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       { schema: { querystring: v1LookupQuery } },
       async (req) => {
         const { medium, address } = req.query;
-        const row = associations.lookup(medium, normalise(medium, address), ctx.clock.now());
+        const row = await associations.lookup(medium, normalise(medium, address), ctx.clock.now());
         if (!row) return {};
         const signed = JSON.parse(row.sgAssoc) as { signatures?: Record<string, unknown> };
         // Replicated associations carry their origin's signature; the answer also carries ours.
@@ -69,7 +69,7 @@ export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Pr
           throw errors.invalidParam('threepids must be a list of [medium, address] pairs');
         }
         const [medium, address] = item as [string, string];
-        const row = associations.lookup(medium, normalise(medium, address), now);
+        const row = await associations.lookup(medium, normalise(medium, address), now);
         if (row) out.push([medium, address, row.mxid]);
       }
       return { threepids: out };
@@ -77,18 +77,14 @@ export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Pr
     return;
   }
 
-  // The v2 handlers are synchronous (fastify sends what they return, or the error they throw, at once): an async
-  // handler costs a promise and a microtask per request on the hot path.
-  app.get('/hash_details', { config: { auth: 'terms' }, schema: { response: hashDetailsReply } }, () => ({
+  app.get('/hash_details', { config: { auth: 'terms' }, schema: { response: hashDetailsReply } }, async () => ({
     algorithms: ALGORITHMS,
-    lookup_pepper: associations.pepper(),
+    lookup_pepper: await associations.pepper(),
   }));
 
   // No body schema: v2Lookup checks the body itself, as the fast lane (http/lookup-lane.ts) that answers most of
   // these requests does; this route answers the rest (a token in the query string, a form body, a chunked one).
-  app.post('/lookup', { config: { auth: 'terms' } }, (req, reply) => {
-    reply.type(JSON_TYPE).send(v2Lookup(ctx, req.body));
-  });
+  app.post('/lookup', { config: { auth: 'terms' } }, async (req, reply) => reply.type(JSON_TYPE).send(await v2Lookup(ctx, req.body)));
 }
 
 /** The fields of a v2 lookup body, in the order a missing one is reported. */
@@ -102,7 +98,7 @@ const V2_LOOKUP_FIELDS = ['addresses', 'algorithm', 'pepper'] as const;
  * hashes costs a property store and a string-table entry per hash before JSON.stringify walks it again. The text
  * is what `JSON.stringify({ mappings })` gives for the same pairs, in the same order.
  */
-export function v2Lookup(ctx: AppContext, body: unknown): string {
+export async function v2Lookup(ctx: AppContext, body: unknown): Promise<string> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw errors.notJson('Request body must be a JSON object');
   }
@@ -123,20 +119,20 @@ export function v2Lookup(ctx: AppContext, body: unknown): string {
   }
   const associations = ctx.reads.associations;
   const now = ctx.clock.now();
-  const current = associations.pepper();
+  const current = await associations.pepper();
   if (pepper !== current) {
     throw new MatrixError(400, 'M_INVALID_PEPPER', "pepper does not match the server's", {
       algorithm,
       lookup_pepper: current,
     });
   }
-  if (algorithm === 'sha256') return mappingsJson(associations.lookupHashes(addresses as string[], now));
+  if (algorithm === 'sha256') return mappingsJson(await associations.lookupHashes(addresses as string[], now));
   const found = new Map<string, string>();
   for (const entry of addresses as string[]) {
     const parts = entry.split(/\s+/).filter(Boolean);
     if (parts.length !== 2) throw errors.invalidParam(`Invalid "address medium" pair: "${entry}"`);
     const [address, medium] = parts as [string, string];
-    const row = associations.lookup(medium, normalise(medium, address), now);
+    const row = await associations.lookup(medium, normalise(medium, address), now);
     // Keyed by the string the client sent, so it can match its own request.
     if (row) found.set(entry, row.mxid);
   }

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify';
-import { askSessions } from '../../actors/supervisors/sessions.js';
-import { REQUEST_TOKEN_ANSWER_MS, REQUEST_TOKEN_TIME_LIMIT_MS } from '../../sessions/host.js';
+import { DeadlineExceededError } from '../../actors/ask.js';
 import { isCountryField, MAX_PHONE_NUMBER_LENGTH, parsePhone } from '../../sms/index.js';
 import type { RouteOptions } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { errors, MatrixError } from '../errors.js';
 import { clientSecret, nextLink, sendAttempt } from '../validate.js';
 import { submitTokenRoutes } from './submit-token.js';
@@ -33,7 +33,6 @@ const FAILURE_PAGE = 'Verification failed: you may need to request another verif
 export async function msisdnRoutes(app: FastifyInstance, opts: RouteOptions): Promise<void> {
   const { ctx, api } = opts;
   const auth = api === 'v2' ? ('terms' as const) : undefined;
-  const sessions = () => ctx.system.get('sessions');
 
   app.post<{ Body: RequestTokenBody; Querystring: { brand?: string } }>(
     '/validate/msisdn/requestToken',
@@ -52,26 +51,30 @@ export async function msisdnRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       if (ctx.config.sms.rules[phone.countryCode] === 'reject') {
         throw new MatrixError(400, 'M_DESTINATION_REJECTED', 'Phone numbers in this country are not currently supported');
       }
-      const result = await askSessions(
-        sessions(),
-        'REQUEST_TOKEN',
-        {
-          medium: 'msisdn',
-          address: phone.msisdn,
-          sendTo: phone.msisdn,
-          clientSecret: secret,
-          sendAttempt: attempt,
-          nextLink: link,
-          brand: typeof req.query.brand === 'string' ? req.query.brand : null,
-          // the SMS limits are per number (and per country, derived from it), whoever asks
-          requester: phone.msisdn,
-          ipAddress: req.ip,
-          deadline: Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS,
-        },
-        REQUEST_TOKEN_ANSWER_MS,
-      );
+      const deadline = requestDeadline(req, ctx.config, 'send');
+      const result = await ctx.facades.sessions
+        .requestToken(
+          {
+            medium: 'msisdn',
+            address: phone.msisdn,
+            sendTo: phone.msisdn,
+            clientSecret: secret,
+            sendAttempt: attempt,
+            nextLink: link,
+            brand: typeof req.query.brand === 'string' ? req.query.brand : null,
+            // the SMS limits are per number (and per country, derived from it), whoever asks
+            requester: phone.msisdn,
+            ipAddress: req.ip,
+            deadline: deadline.deadline,
+          },
+          deadline,
+        )
+        .catch((error: unknown) => {
+          // Out of time: the send was aborted (no SMS goes out later), whether or not the session said so yet.
+          throw error instanceof DeadlineExceededError ? errors.smsSendError() : error;
+        });
       if (result.limited) throw errors.limitExceeded('Too many requests for this number or country', result.retryAfterMs);
-      if (result.state === 'sendFailed') throw new MatrixError(500, 'M_SEND_ERROR', 'Failed to send SMS');
+      if (result.state === 'sendFailed') throw errors.smsSendError();
       return { success: true, sid: result.sid, msisdn: phone.msisdn, intl_fmt: phone.intlFmt };
     },
   );

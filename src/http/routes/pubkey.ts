@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify';
-import { askStore } from '../../actors/supervisors/store.js';
 import { Base64Error, decodeBase64, encodeBase64Url } from '../../crypto/index.js';
 import { errors } from '../errors.js';
 import type { RouteOptions } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 
 const isValidQuery = {
   type: 'object',
@@ -33,7 +33,8 @@ export async function pubkeyRoutes(app: FastifyInstance, opts: RouteOptions): Pr
         if (e instanceof Base64Error) return { valid: false };
         throw e;
       }
-      return { valid: await askStore(opts.ctx.system.get('store'), 'EPHEMERAL_KEY_CHECK', { publicKey: canonical }) };
+      const { ctx } = opts;
+      return { valid: await ctx.facades.stores.checkEphemeralKey({ publicKey: canonical }, requestDeadline(req, ctx.config)) };
     },
   );
 

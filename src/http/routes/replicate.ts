@@ -2,11 +2,9 @@ import type { TLSSocket } from 'node:tls';
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 
-import { askStore } from '../../actors/supervisors/store.js';
-import { lookupHash } from '../../crypto/index.js';
 import { decodePeerKey } from '../../replication/keys.js';
-import { checkPush } from '../../replication/receive.js';
 import type { AppContext } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { MatrixError, errors } from '../errors.js';
 import { parseJsonBody } from '../json-body.js';
 
@@ -50,17 +48,8 @@ function isRecord(value: unknown): value is Record<string, unknown> {
  */
 export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppContext }): Promise<void> {
   const { ctx } = opts;
-  // verify keys by their stored text: decoded once, not per push
-  const keys = new Map<string, Uint8Array>();
-  const keyOf = (text: string): Uint8Array => {
-    let key = keys.get(text);
-    if (!key) {
-      key = decodePeerKey(text).bytes;
-      if (keys.size > 1000) keys.clear();
-      keys.set(text, key);
-    }
-    return key;
-  };
+  // stored keys known to decode: checked once, not per push
+  const usable = new Set<string>();
 
   // The body is taken as bytes whatever its type, and judged by the handler, after the peer check.
   app.removeAllContentTypeParsers();
@@ -68,17 +57,20 @@ export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppCont
 
   app.post(PUSH_ROUTE, async (req, reply) => {
     const name = peerCommonName(req);
-    const peer = name === null ? undefined : ctx.reads.peers.activeByName(name);
+    const peer = name === null ? undefined : await ctx.reads.peers.activeByName(name);
     if (!peer || name === null) {
       req.log.warn({ commonName: name }, 'replication: push from an unknown peer refused');
       throw replicationErrors.unknownPeer();
     }
-    let key: Uint8Array;
-    try {
-      key = keyOf(peer.key);
-    } catch (err) {
-      req.log.error({ peer: name, err }, 'replication: the stored public key of this peer is unusable');
-      throw errors.unknown('The public key of this peer is unusable');
+    if (!usable.has(peer.key)) {
+      try {
+        decodePeerKey(peer.key);
+      } catch (err) {
+        req.log.error({ peer: name, err }, 'replication: the stored public key of this peer is unusable');
+        throw errors.unknown('The public key of this peer is unusable');
+      }
+      if (usable.size > 1000) usable.clear();
+      usable.add(peer.key);
     }
 
     if (!isJsonContentType(req.headers['content-type'])) throw replicationErrors.notJson();
@@ -94,22 +86,19 @@ export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppCont
     const sgAssocs = json['sgAssocs'];
     if (!isRecord(sgAssocs)) throw replicationErrors.badJson('"sgAssocs" must be an object');
 
-    const checked = checkPush(sgAssocs, name, key);
-    if (!checked.ok) {
+    const outcome = await ctx.facades.replication.receivePush(
+      { origin: name, peerKey: peer.key, sgAssocs },
+      requestDeadline(req, ctx.config),
+    );
+    if (!outcome.ok) {
       req.log.warn(
-        { peer: name, failed: checked.failedIds.length, reasons: Object.entries(checked.reasons).slice(0, 5) },
+        { peer: name, failed: outcome.failedIds.length, reasons: Object.entries(outcome.reasons).slice(0, 5) },
         'replication: push refused, nothing of it stored',
       );
-      throw replicationErrors.verificationFailed(checked.failedIds);
+      throw replicationErrors.verificationFailed(outcome.failedIds);
     }
-    if (checked.associations.length > 0) {
-      const result = await askStore(ctx.system.get('store'), 'REPLICATION_APPLY', {
-        originServer: name,
-        associations: checked.associations,
-        hash: lookupHash,
-      });
-      req.log.info({ peer: name, ...result }, 'replication: push stored');
-    }
+    const { result } = outcome;
+    if (result.inserted + result.duplicates + result.tombstones > 0) req.log.info({ peer: name, ...result }, 'replication: push stored');
     return reply.code(200).send({ success: true });
   });
 }

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify';
-import { askStore } from '../../actors/supervisors/store.js';
-import { allUrls, consentComplete, policiesOf } from '../../terms/terms.js';
+import { allUrls, documentUrls, policiesOf } from '../../terms/terms.js';
 import { accountOf } from '../auth.js';
 import type { RouteOptions } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { errors } from '../errors.js';
 
 const acceptBody = {
@@ -25,12 +25,15 @@ export async function termsRoutes(app: FastifyInstance, opts: RouteOptions): Pro
       const known = allUrls(terms);
       const unknown = [...new Set(req.body.user_accepts)].filter((url) => !known.has(url));
       if (unknown.length > 0) throw errors.invalidParam(`Unrecognised URLs: ${unknown.join(', ')}`);
-      await askStore(ctx.system.get('store'), 'TERMS_ACCEPT', {
-        userId: accountOf(req).userId,
-        urls: req.body.user_accepts,
-        masterVersion: terms?.masterVersion ?? null,
-        isComplete: (accepted) => consentComplete(terms, accepted),
-      });
+      await ctx.facades.stores.acceptTerms(
+        {
+          userId: accountOf(req).userId,
+          urls: req.body.user_accepts,
+          masterVersion: terms?.masterVersion ?? null,
+          documents: documentUrls(terms),
+        },
+        requestDeadline(req, ctx.config),
+      );
       return {};
     },
   );

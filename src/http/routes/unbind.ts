@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { askNotifier } from '../../actors/supervisors/notifier.js';
-import { unbindThreepid } from '../../bindings/binder.js';
+import type { UnbindProof } from '../../actors/supervisors/sessions.js';
 import { FederationError, isValidUserId, RequestAuthError } from '../../federation/index.js';
-import { binderDeps, type AppContext, type RouteOptions } from '../context.js';
+import type { AppContext, RouteOptions } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { errors, MatrixError } from '../errors.js';
-import { clientSecret } from '../validate.js';
+import { clientSecret, sidNumber } from '../validate.js';
 import { normalise } from './lookup.js';
-import { sessionEvent, validatedSessionReply } from './validation-replies.js';
+import { validatedSessionReply } from './validation-replies.js';
 
 const unbindBody = {
   type: 'object',
@@ -40,44 +40,45 @@ export async function unbindRoutes(app: FastifyInstance, opts: RouteOptions): Pr
     }
     if (!isValidUserId(mxid)) throw errors.invalidParam('mxid must be a Matrix user ID (@localpart:server.name)');
     const target = { medium: threepid.medium, address: normalise(threepid.medium, threepid.address) };
-
-    if (req.body.sid !== undefined && req.body.client_secret !== undefined) {
-      await proveBySession(ctx, req.body.sid, clientSecret(req.body.client_secret), target);
-    } else {
-      const origin = await proveByHomeserver(ctx, req);
-      if (!mxid.endsWith(`:${origin}`)) throw errors.forbidden('Origin server name does not match mxid');
-    }
-
-    await unbindThreepid(binderDeps(ctx), target, mxid);
-    return {};
+    const outcome = await unbindWithProof(ctx, req, { threepid: target, mxid, proof: proofOf(ctx, req) });
+    if (outcome.ok) return {};
+    if ('session' in outcome) validatedSessionReply(outcome.session);
+    if ('mismatch' in outcome) throw errors.forbidden('Provided session information does not match medium/address combo');
+    throw errors.forbidden('Origin server name does not match mxid');
   });
 }
 
-async function proveBySession(
-  ctx: AppContext,
-  rawSid: string | number,
-  secret: string,
-  target: { medium: string; address: string },
-): Promise<void> {
-  const outcome = await sessionEvent(ctx, rawSid, { type: 'CHECK_VALIDATED', clientSecret: secret, now: ctx.clock.now() });
-  const session = validatedSessionReply(outcome);
-  if (session.medium !== target.medium || session.address !== target.address) {
-    throw errors.forbidden('Provided session information does not match medium/address combo');
+/** A session (sid and client secret) when the body names one, else the homeserver's signature on this request. */
+function proofOf(ctx: AppContext, req: FastifyRequest<{ Body: UnbindBody }>): UnbindProof | null {
+  const { sid, client_secret: secret } = req.body;
+  if (sid !== undefined && secret !== undefined) {
+    const checkedSecret = clientSecret(secret);
+    const number = sidNumber(sid);
+    return number === null ? null : { kind: 'session', sid: number, clientSecret: checkedSecret };
   }
-}
-
-/** The X-Matrix signature of the homeserver, checked against its published keys: answers its server name. */
-async function proveByHomeserver(ctx: AppContext, req: FastifyRequest<{ Body: UnbindBody }>): Promise<string> {
-  try {
-    const { origin } = await askNotifier(ctx.system.get('notifier'), 'VERIFY_REQUEST', {
+  return {
+    kind: 'homeserver',
+    request: {
       method: req.method,
       uri: req.url,
       destinationIs: ctx.identity.serverName,
       content: req.body,
       // Every Authorization header: Node joins repeated ones otherwise.
       authorization: req.raw.headersDistinct['authorization'] ?? [],
-    });
-    return origin;
+    },
+  };
+}
+
+/** The unbind flow (sessions supervisor); a homeserver that cannot be asked, or refuses the signature, as Matrix errors. */
+async function unbindWithProof(
+  ctx: AppContext,
+  req: FastifyRequest,
+  args: { threepid: { medium: string; address: string }; mxid: string; proof: UnbindProof | null },
+) {
+  // A sid that cannot name a session proves nothing.
+  if (args.proof === null) return { ok: false as const, session: undefined };
+  try {
+    return await ctx.facades.sessions.unbindWithProof({ ...args, proof: args.proof }, requestDeadline(req, ctx.config));
   } catch (error) {
     if (error instanceof RequestAuthError) {
       if (error.kind === 'invalid_origin') throw errors.invalidParam(error.message);

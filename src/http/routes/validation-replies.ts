@@ -2,7 +2,6 @@
  * Session outcomes as HTTP answers, shared by the email and msisdn endpoints and getValidated3pid: the
  * machine says what happened, this says how the spec wants a client to hear it.
  */
-import { askSessions } from '../../actors/supervisors/sessions.js';
 import type { SessionEvent } from '../../machines/validation-session.js';
 import type { SessionOutcome } from '../../sessions/host.js';
 import type { AppContext } from '../context.js';
@@ -64,7 +63,7 @@ export async function submitTokenEvent(
 ): Promise<SessionOutcome | undefined> {
   const sid = sidNumber(rawSid);
   if (sid === null) return undefined;
-  const result = await askSessions(ctx.system.get('sessions'), 'SUBMIT_TOKEN', { sid, event, requester });
+  const result = await ctx.facades.sessions.submitToken({ sid, event, requester });
   if (result.limited) throw errors.limitExceeded('Too many incorrect tokens from this address', result.retryAfterMs);
   return result.outcome;
 }
@@ -76,5 +75,5 @@ export async function sessionEvent(
   event: SessionEvent,
 ): Promise<SessionOutcome | undefined> {
   const sid = sidNumber(rawSid);
-  return sid === null ? undefined : askSessions(ctx.system.get('sessions'), 'SESSION_EVENT', { sid, event });
+  return sid === null ? undefined : ctx.facades.sessions.event({ sid, event });
 }

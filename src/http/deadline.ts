@@ -1,0 +1,33 @@
+/**
+ * A request's deadline, made once at the HTTP edge and passed down with every facade call it leads to: when it
+ * passes, the work the request started is aborted (a database write waiting for a lock, a mail, an SMS, a call to a
+ * homeserver), not left running after the client was answered.
+ */
+import type { FastifyRequest } from 'fastify';
+import type { CallOptions } from '../actors/ask.js';
+import type { SydentConfig } from '../config/types.js';
+
+/** What every facade call of a request carries: when it must be answered, and the signal that aborts its work. */
+export interface RequestDeadline extends CallOptions {
+  deadline: number;
+  signal: AbortSignal;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** made on first use (requests that only read never need one) */
+    sydentDeadline?: RequestDeadline;
+  }
+}
+
+/**
+ * The request's deadline: `[http] request_deadline_seconds` from now, or `send_deadline_seconds` for `kind: 'send'`
+ * (a request that sends a mail or an SMS). The same object for every call of the request.
+ */
+export function requestDeadline(req: FastifyRequest, config: SydentConfig, kind: 'request' | 'send' = 'request'): RequestDeadline {
+  if (req.sydentDeadline) return req.sydentDeadline;
+  const ms = kind === 'send' ? config.http.sendDeadlineMs : config.http.requestDeadlineMs;
+  const deadline: RequestDeadline = { deadline: Date.now() + ms, signal: AbortSignal.timeout(ms) };
+  req.sydentDeadline = deadline;
+  return deadline;
+}

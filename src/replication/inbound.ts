@@ -1,0 +1,63 @@
+/**
+ * An inbound push, once the route has found the peer and read the body: every association checked against the peer's
+ * key (receive.ts), then hashed with the pepper read now and stored whole through the store, which refuses the batch
+ * if the pepper changed meanwhile; then it is hashed again with the new one.
+ */
+import type { CallOptions } from '../actors/ask.js';
+import type { Facades } from '../actors/facade.js';
+import { lookupHash } from '../crypto/index.js';
+import { BindConflictError } from '../store/associations.js';
+import type { ApplyPushResult } from '../store/peers.js';
+import { decodePeerKey } from './keys.js';
+import { checkPush } from './receive.js';
+
+export type PushOutcome =
+  | { ok: true; result: ApplyPushResult }
+  /** the batch is refused whole: these ids failed verification */
+  | { ok: false; failedIds: string[]; reasons: Record<string, string> };
+
+export interface InboundPush {
+  /** the peer's name (its certificate's common name) */
+  origin: string;
+  /** the peer's public key as stored */
+  peerKey: string;
+  /** `sgAssocs` of the body: originId → signed association */
+  sgAssocs: Record<string, unknown>;
+}
+
+/** How often a batch is hashed again when the pepper changed under it. */
+const ATTEMPTS = 3;
+
+export class InboundPushes {
+  /** verify keys by their stored text: decoded once, not per push */
+  private readonly keys = new Map<string, Uint8Array>();
+
+  constructor(private readonly facades: Pick<Facades, 'stores' | 'reads'>) {}
+
+  async apply(push: InboundPush, request: CallOptions): Promise<PushOutcome> {
+    const checked = checkPush(push.sgAssocs, push.origin, this.keyOf(push.peerKey));
+    if (!checked.ok) return checked;
+    if (checked.associations.length === 0) return { ok: true, result: { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 } };
+    for (let attempt = 1; ; attempt++) {
+      const pepper = await this.facades.reads.associations.storedPepper();
+      const associations = checked.associations.map((a) => ({ ...a, lookupHash: lookupHash(a.address, a.medium, pepper) }));
+      try {
+        const result = await this.facades.stores.applyPush({ originServer: push.origin, associations, pepperSeen: pepper }, request);
+        return { ok: true, result };
+      } catch (error) {
+        if (error instanceof BindConflictError && attempt < ATTEMPTS) continue;
+        throw error;
+      }
+    }
+  }
+
+  private keyOf(text: string): Uint8Array {
+    let key = this.keys.get(text);
+    if (!key) {
+      key = decodePeerKey(text).bytes;
+      if (this.keys.size > 1000) this.keys.clear();
+      this.keys.set(text, key);
+    }
+    return key;
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * The store's read facade: every read anyone outside the store makes, typed and asynchronous, so that another
+ * engine (PostgreSQL, issue 23) can answer them without a change to handlers or machines. The store supervisor
+ * makes it when it opens the database and hands it out; nothing else holds a connection.
+ *
+ * The SQLite engine answers from prepared statements on the read connection (src/store/lookup-connection.ts), so a
+ * read costs no hop through an actor: the promise is already settled when it is returned.
+ */
+import type { Account, AccountReads } from './accounts.js';
+import type { AssociationReads, PendingInvite } from './associations.js';
+import type { CallbackReads } from './callbacks.js';
+import type { DatabaseFile } from './health.js';
+import type { InviteReads } from './invites.js';
+import type { PeerReads } from './peers.js';
+import type { SessionReads } from './sessions.js';
+import { asUnavailable } from './unavailable.js';
+
+/** The methods `K` of `T`, each answering a promise of what it answered. */
+export type Async<T, K extends keyof T> = {
+  readonly [P in K]: T[P] extends (...args: infer A) => infer R ? (...args: A) => Promise<R> : never;
+};
+
+/** What /ready says of the database. */
+export type DatabaseState = 'ok' | 'unreachable' | 'file missing' | 'file replaced';
+
+export interface StoreReads {
+  accounts: Async<AccountReads, 'accountByToken' | 'acceptedUrls'>;
+  sessions: Async<SessionReads, 'findSid' | 'load' | 'countByState'>;
+  associations: Async<AssociationReads, 'pepper' | 'storedPepper' | 'lookup' | 'lookupHashes'>;
+  callbacks: Async<CallbackReads, 'counts' | 'pendingCount' | 'list' | 'byId' | 'nextDue'>;
+  invites: Async<InviteReads, 'senderOfToken' | 'pending'>;
+  /** replication peers and the replication log */
+  peers: Async<PeerReads, 'all' | 'active' | 'activeByName' | 'localAfter' | 'backlog' | 'lastLocalId'>;
+  /** whether the database answers and is still the file it was opened from (GET /ready) */
+  state(): Promise<DatabaseState>;
+}
+
+export type { Account, PendingInvite };
+
+/**
+ * `names` of `target` as promise-answering functions. A failure the database explains (locked, closed, gone) becomes
+ * StoreUnavailableError, which HTTP answers 503.
+ */
+export function asyncMethods<T extends object, K extends keyof T & string>(target: T, names: readonly K[]): Async<T, K> {
+  const out: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
+  for (const name of names) {
+    const method = target[name] as unknown as (...args: unknown[]) => unknown;
+    out[name] = (...args) => {
+      try {
+        return Promise.resolve(method.apply(target, args));
+      } catch (error) {
+        return Promise.reject(asUnavailable(error));
+      }
+    };
+  }
+  return out as Async<T, K>;
+}
+
+export interface SqliteReadParts {
+  accounts: AccountReads;
+  sessions: SessionReads;
+  associations: AssociationReads;
+  callbacks: CallbackReads;
+  invites: InviteReads;
+  peers: PeerReads;
+  /** a cheap statement that reads the database file (the schema page) */
+  probe: () => unknown;
+  file: DatabaseFile;
+}
+
+/** A value read synchronously, as a settled promise; a failure the database explains as StoreUnavailableError. */
+function settled<T>(read: () => T): Promise<T> {
+  try {
+    return Promise.resolve(read());
+  } catch (error) {
+    return Promise.reject(asUnavailable(error));
+  }
+}
+
+export function sqliteReads(parts: SqliteReadParts): StoreReads {
+  const { accounts, associations } = parts;
+  return {
+    // The reads of every lookup request, written out: no argument array per call.
+    accounts: {
+      accountByToken: (token) => settled(() => accounts.accountByToken(token)),
+      acceptedUrls: (userId) => settled(() => accounts.acceptedUrls(userId)),
+    },
+    sessions: asyncMethods(parts.sessions, ['findSid', 'load', 'countByState']),
+    associations: {
+      pepper: () => settled(() => associations.pepper()),
+      storedPepper: () => settled(() => associations.storedPepper()),
+      lookup: (medium, address, now) => settled(() => associations.lookup(medium, address, now)),
+      lookupHashes: (hashes, now) => settled(() => associations.lookupHashes(hashes, now)),
+    },
+    callbacks: asyncMethods(parts.callbacks, ['counts', 'pendingCount', 'list', 'byId', 'nextDue']),
+    invites: asyncMethods(parts.invites, ['senderOfToken', 'pending']),
+    peers: asyncMethods(parts.peers, ['all', 'active', 'activeByName', 'localAfter', 'backlog', 'lastLocalId']),
+    state: () => {
+      try {
+        parts.probe();
+      } catch {
+        return Promise.resolve('unreachable');
+      }
+      // A file replaced or removed under a running server (a restore copied over it, a volume gone) would take
+      // writes nobody reads again.
+      const problem = parts.file.problem();
+      return Promise.resolve(problem === 'missing' ? 'file missing' : problem === 'replaced' ? 'file replaced' : 'ok');
+    },
+  };
+}
