@@ -148,8 +148,16 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
-    // SIGTERM (a service manager, a deploy) drains for `drain_seconds`; Ctrl-C stops at once.
-    server.close({ drain: signal === 'SIGTERM' }).then(
+    // SIGTERM (a service manager, a deploy) drains for `drain_seconds`; Ctrl-C stops without that window. Either way
+    // requests under way get `shutdown_timeout_seconds`, and the stop ends within a second of that deadline.
+    const drain = signal === 'SIGTERM';
+    const deadlineMs = (drain ? config.http.drainSeconds * 1000 : 0) + config.http.shutdownTimeoutMs;
+    // Only a bug gets here: every step of the stop is cut short at the deadline.
+    setTimeout(() => {
+      log.error({ seconds: deadlineMs / 1000 }, 'shutdown did not end within a second of its deadline; exiting');
+      void logging.close().finally(() => process.exit(1));
+    }, deadlineMs + 1_000).unref();
+    server.close({ drain }).then(
       () => logging.close().finally(() => process.exit(0)),
       (error: unknown) => {
         log.error({ err: error }, 'shutdown failed');

@@ -8,7 +8,9 @@ import { Readiness } from './health.js';
 import { identityFromConfig } from './identity.js';
 import { createClientApi } from './http/client-api.js';
 import type { AppContext } from './http/context.js';
+import type { HttpListener } from './http/http-listener.js';
 import { createInternalApi } from './http/internal-api.js';
+import { createListeners } from './http/listeners.js';
 import { startReplicationListener } from './http/replication-api.js';
 import type { Inspection } from './inspect/inspector.js';
 import { loadReplicationTls } from './replication/tls.js';
@@ -20,6 +22,7 @@ import { acquireInstanceLock } from './store/instance-lock.js';
 import { StartupError } from './startup-error.js';
 import { VERSION } from './version.js';
 import { TermsSource } from './terms/terms.js';
+import { settlesBy } from './util/settles-by.js';
 
 export interface StartOptions {
   config: SydentConfig;
@@ -42,11 +45,21 @@ export interface RunningServer {
   inspectUrl: string | null;
   /**
    * Stop: `/ready` answers 503 from now on; with `drain` (SIGTERM) the listeners keep serving for
-   * `[http] drain_seconds` so load balancers notice; then stop accepting, drain the actors (the store closes the
-   * database last), remove the pid file. Safe to call twice (the first call's options hold).
+   * `[http] drain_seconds` so load balancers notice; then stop accepting; requests under way get until
+   * `[http] shutdown_timeout_seconds` from then, and are answered 503 if still running; the actors drain until that
+   * same deadline and abandon what is left; the store closes the database last, whatever happened; the pid file is
+   * removed. Ends within a second of the deadline. Safe to call twice (the first call's options hold).
    */
   close(opts?: { drain?: boolean }): Promise<void>;
 }
+
+/**
+ * How long past the shutdown deadline the listeners may take to close (the answers written at the deadline leave,
+ * then the connections are cut): the actors' stop follows, so that the whole stop ends within a second of it.
+ */
+const LISTENERS_GRACE_MS = 500;
+/** How long requests given up by the actors at the deadline get to send their 503 through their route. */
+const ABANDONED_ANSWER_MS = 100;
 
 /**
  * Takes the instance lock, starts the actors (the store supervisor opens and migrates the database), then the
@@ -60,14 +73,33 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const lock = isMemoryPath(config.db.dbFile) ? null : acquireInstanceLock(config.db.dbFile, config.general.pidfilePath || undefined);
 
   const apps: FastifyInstance[] = [];
+  /** the listeners' servers, stopped first (http/http-listener.ts) */
+  const httpListeners: HttpListener[] = [];
   /** listeners that are not a plain fastify app (the replication listener) */
-  const listeners: Array<{ close(): Promise<void> }> = [];
+  const listeners: Array<{ close(until?: number): Promise<void> }> = [];
   let inspection: Inspection | null = null;
   let system: ActorSystem | null = null;
   let readiness: Readiness | null = null;
   let pidWritten = false;
   let closing: Promise<void> | null = null;
   const close = (closeOpts: { drain?: boolean } = {}) => (closing ??= shutdown(closeOpts.drain === true));
+  /**
+   * No new connections; requests under way get until `until`. Those still running then are given up by the actors
+   * they wait on, which answers them 503 through their route (logged and counted as any answer); what still has no
+   * answer a moment later is answered 503 by its listener. Then every connection is closed.
+   */
+  async function stopListeners(until: number): Promise<void> {
+    for (const l of httpListeners) l.stopAccepting();
+    await Promise.all(httpListeners.map((l) => l.settled(until)));
+    if (httpListeners.some((l) => l.pending > 0)) {
+      system?.abandon();
+      const flushed = Date.now() + ABANDONED_ANSWER_MS;
+      await Promise.all(httpListeners.map((l) => l.settled(flushed)));
+    }
+    await Promise.all(httpListeners.map((l) => l.close()));
+    await Promise.allSettled([...listeners.map((l) => l.close(until)), ...apps.map((app) => app.close())]);
+  }
+
   async function shutdown(drain: boolean): Promise<void> {
     readiness?.drain();
     const drainMs = drain ? config.http.drainSeconds * 1000 : 0;
@@ -75,12 +107,19 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       log.info({ seconds: config.http.drainSeconds }, 'draining: /ready answers 503 until the listeners close');
       await new Promise((resolve) => setTimeout(resolve, drainMs));
     }
-    await Promise.allSettled([...apps.map((app) => app.close()), ...listeners.map((l) => l.close())]);
-    // The store supervisor closes the database, last.
-    if (system) await system.stop();
-    await inspection?.stop();
-    if (pidWritten && pidfilePath) removeOwnPidFile(pidfilePath);
-    lock?.release();
+    // One deadline for the rest: requests under way may finish until then, the actors drain until then, and what is
+    // left at that moment is answered 503 or abandoned. Each step is cut short at it, so the stop ends soon after.
+    const until = Date.now() + config.http.shutdownTimeoutMs;
+    if (httpListeners.length > 0) log.info({ seconds: config.http.shutdownTimeoutMs / 1000 }, 'stopping: no new connections; requests under way get until the deadline');
+    try {
+      await settlesBy(stopListeners(until), until + LISTENERS_GRACE_MS);
+      // The store supervisor closes the database, last, whatever the others still do (ActorSystem.stop never rejects).
+      if (system) await system.stop({ until });
+    } finally {
+      await inspection?.stop();
+      if (pidWritten && pidfilePath) removeOwnPidFile(pidfilePath);
+      lock?.release();
+    }
   }
 
   try {
@@ -105,22 +144,30 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     readiness = new Readiness(reads, system);
     const ctx: AppContext = { config, system, facades, clock, identity, reads, terms, log, metrics, readiness };
 
-    const client = await createClientApi(ctx, log);
+    // As Sydent: no certificate (unset or unreadable), no replication listener; the replication supervisor says so.
+    const replicationTls = loadReplicationTls(config);
+    const servers = createListeners(config.http, log, {
+      internal: config.http.internalApi !== null,
+      replication: replicationTls.ok,
+      metrics: metrics !== undefined && prometheusPort !== null,
+    });
+    httpListeners.push(...[servers.client, servers.internal, servers.replication, servers.metrics].filter((l) => l !== null));
+
+    const client = await createClientApi(ctx, log, servers.client);
     apps.push(client);
     const clientUrl = await listen(client, CLIENT, config.http.clientApi.bindAddress, config.http.clientApi.port);
     let internalUrl: string | null = null;
-    if (config.http.internalApi) {
-      const internal = await createInternalApi(ctx, log);
+    if (config.http.internalApi && servers.internal) {
+      const internal = await createInternalApi(ctx, log, servers.internal);
       apps.push(internal);
       internalUrl = await listen(internal, INTERNAL, config.http.internalApi.bindAddress, config.http.internalApi.port);
     }
     let replicationUrl: string | null = null;
-    // As Sydent: no certificate (unset or unreadable), no replication listener; the replication supervisor says so.
-    const replicationTls = loadReplicationTls(config);
     if (replicationTls.ok) {
       const { bindAddress, port } = config.http.replication;
+      const replicationListener = servers.replication!;
       const listener = await listening(REPLICATION, bindAddress, port, () =>
-        startReplicationListener(ctx, log, replicationTls.tls, config.http.replication),
+        startReplicationListener(ctx, log, replicationTls.tls, config.http.replication, replicationListener),
       );
       listeners.push(listener);
       replicationUrl = listener.url;
@@ -128,8 +175,8 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       log.warn({ reason: replicationTls.reason }, 'no replication listener');
     }
     let metricsUrl: string | null = null;
-    if (metrics && prometheusPort !== null) {
-      const app = createMetricsApi(metrics, log);
+    if (metrics && prometheusPort !== null && servers.metrics) {
+      const app = createMetricsApi(metrics, log, servers.metrics);
       apps.push(app);
       metricsUrl = await listen(app, METRICS, prometheusAddr || '0.0.0.0', prometheusPort);
     }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, fromCallback, setup } from 'xstate';
 import { ActorStoppedError, ask, AskTimeoutError } from '../src/actors/ask.js';
+import { repliesOf } from '../src/actors/replies.js';
 import {
   supervisor,
   SupervisorClosedError,
@@ -91,6 +92,28 @@ describe('supervisor', () => {
     await Promise.all(work);
     expect(log).toEqual(['work 1', 'work 2', 'closed']);
     await expect(ask(actor, 'WORK', { n: 3 })).rejects.toBeInstanceOf(SupervisorClosedError);
+  });
+
+  it('work given up at a shutdown\'s deadline (every reply aborted): its askers get SupervisorClosedError, a running handler sees its signal aborted, a queued one never runs, DRAIN still closes', async () => {
+    const log: string[] = [];
+    const actor = startSupervisor(log, {
+      // Holds the queue until its signal is aborted, as a mail send does.
+      HANG: (_p: Payload, _r, { signal }) =>
+        new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => {
+            log.push('hang aborted');
+            resolve();
+          }),
+        ),
+      WORK: () => log.push('work'),
+    });
+    const hanging = ask(actor, 'HANG', {}, { timeoutMs: 5_000 });
+    const queued = ask(actor, 'WORK', {}, { timeoutMs: 5_000 });
+    repliesOf(actor.system).abortAll(new SupervisorClosedError('the server'));
+    await expect(hanging).rejects.toBeInstanceOf(SupervisorClosedError);
+    await expect(queued).rejects.toBeInstanceOf(SupervisorClosedError);
+    await ask(actor, 'DRAIN', {}, { timeoutMs: 1_000 });
+    expect(log).toEqual(['hang aborted', 'closed']);
   });
 
   it('is reachable by systemId from anywhere in the system', async () => {

@@ -56,8 +56,10 @@ export interface ActorInfo {
   children: ChildSummary;
 }
 
-/** How long shutdown gives each supervisor to drain by default. */
+/** How long shutdown gives the supervisors to drain by default. */
 const DRAIN_MS = 10_000;
+/** Past the stop's deadline, how long the supervisors not yet drained have, together, to release their resources. */
+export const CLOSE_GRACE_MS = 300;
 
 /**
  * The actor system of a running server: the root actor, its supervisors, and their facades (the only way to them).
@@ -175,28 +177,44 @@ export class ActorSystem {
   }
 
   /**
-   * Ordered shutdown: each supervisor finishes its queue and releases its resource, the store last. One that does not
-   * drain within `timeoutMs` is stopped all the same (its resource released), so the database is always closed.
+   * Gives up on every request still awaited by its caller (a shutdown's deadline has passed): each caller is answered
+   * SupervisorClosedError (an HTTP request waiting on one is answered 503 by its route), and the work each started is
+   * aborted (a mail being sent is cut off, not delivered late).
    */
-  async stop(timeoutMs = DRAIN_MS): Promise<void> {
+  abandon(): void {
+    const replies = repliesOf(this.root.system);
+    if (replies.size > 0) this.deps.log.warn({ requests: replies.size }, 'stopping: the deadline passed; work still under way was abandoned');
+    replies.abortAll(new SupervisorClosedError('the server'));
+  }
+
+  /**
+   * Ordered shutdown: each supervisor finishes its queue and releases its resource, the store last, until `until`
+   * (Date.now() time; default in 10 s), one deadline for them all. At the deadline what is still under way is
+   * abandoned; the supervisors not yet drained get CLOSE_GRACE_MS more, together, to release their resources, and are
+   * then stopped all the same (their resources released): the database is always closed. Never rejects.
+   */
+  async stop(opts: { until?: number } = {}): Promise<void> {
+    const until = opts.until ?? Date.now() + DRAIN_MS;
     try {
       for (const id of [...SUPERVISORS].reverse()) {
         const ref = this.root.system.get(id);
         if (ref?.getSnapshot().status !== 'active') continue;
         try {
-          await ask(ref, CONTROL.drain, {}, { timeoutMs });
+          await ask(ref, CONTROL.drain, {}, { deadline: Date.now() < until ? until : until + CLOSE_GRACE_MS });
         } catch (error) {
           if (error instanceof DeadlineExceededError) {
-            this.deps.log.warn({ supervisor: id, ms: timeoutMs }, 'shutdown: a supervisor did not drain in time; its work is cut off');
+            this.deps.log.warn({ supervisor: id, until: new Date(until).toISOString() }, 'shutdown: a supervisor did not drain in time; its work is cut off');
+            // What is left would hold up the supervisors after this one, which it may be waiting on: cut off now.
+            this.abandon();
           } else {
             this.deps.log.error({ supervisor: id, err: error }, 'shutdown: a supervisor failed to drain');
           }
         }
       }
     } finally {
-      // What is still under way is aborted (a mail still being sent is cut off, not delivered late), and every
-      // supervisor not yet closed (one that did not drain in time) releases its resource now: the database included.
-      repliesOf(this.root.system).abortAll(new SupervisorClosedError('the server'));
+      // What is still under way is aborted, and every supervisor not yet closed (one that did not drain in time)
+      // releases its resource now: the database included.
+      this.abandon();
       this.root.stop();
     }
   }

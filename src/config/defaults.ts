@@ -78,6 +78,18 @@ export function configDefaults(env: Env): ConfigDefaults {
       'submit_token.ratelimit.rate_hz': String(1 / 60),
       // sydent-ts: seconds between SIGTERM (when /ready starts answering 503) and closing the listeners
       drain_seconds: '0',
+      // sydent-ts: then how long requests under way may take before they are answered 503 and the actors stop
+      shutdown_timeout_seconds: '10',
+      // sydent-ts: every request's headers within 10 s, the whole request within 30 s; idle keep-alive connections
+      // are closed after 65 s (longer than the 60 s reverse proxies keep theirs, so that the proxy closes first)
+      headers_timeout_seconds: '10',
+      request_timeout_seconds: '30',
+      keepalive_timeout_seconds: '65',
+      // sydent-ts: connections the client listener holds at once, in total and per client address (0: no
+      // per-address cap), and the internal listener's own budget
+      'clientapi.http.max_connections': '1000',
+      'clientapi.http.max_connections_per_address': '100',
+      'internalapi.http.max_connections': '100',
       // sydent-ts: the time a request has before the work it started is aborted (503), and a request that sends a
       // mail or SMS (its send aborted, 500 M_EMAIL_SEND_ERROR / M_SEND_ERROR)
       request_deadline_seconds: '10',

@@ -60,6 +60,24 @@ export interface ListenerAddress {
   port: number;
 }
 
+export interface RequestTimeouts {
+  /** `headers_timeout_seconds`: the request line and headers, from the request's first byte */
+  headersMs: number;
+  /** `request_timeout_seconds`: the whole request, body included */
+  requestMs: number;
+  /** `keepalive_timeout_seconds`: how long an idle keep-alive connection is kept */
+  keepAliveMs: number;
+}
+
+export interface ConnectionCaps {
+  /** `clientapi.http.max_connections` */
+  client: number;
+  /** `clientapi.http.max_connections_per_address`; 0: none */
+  clientPerAddress: number;
+  /** `internalapi.http.max_connections` */
+  internal: number;
+}
+
 export interface HttpConfig {
   clientApi: ListenerAddress;
   /** null: the internal listener is off */
@@ -81,6 +99,12 @@ export interface HttpConfig {
   trustedProxies: string[];
   /** after SIGTERM, how long /ready answers 503 while the listeners still serve, before they close */
   drainSeconds: number;
+  /** `shutdown_timeout_seconds`: once the listeners close, how long requests under way may take before they are answered 503 and the actors are stopped */
+  shutdownTimeoutMs: number;
+  /** how long a request may take to arrive, on every listener */
+  requestTimeouts: RequestTimeouts;
+  /** how many connections the listeners hold at once */
+  connectionCaps: ConnectionCaps;
   /** `request_deadline_seconds`: the time a request has, from the moment it is read, before the work it started is aborted */
   requestDeadlineMs: number;
   /** `send_deadline_seconds`: the same for a request that sends a mail or an SMS (requestToken, store-invite) */

@@ -5,17 +5,17 @@ import Fastify, {
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
-  type FastifyServerFactory,
   type onResponseHookHandler,
 } from 'fastify';
 import FindMyWay from 'find-my-way';
-import http from 'node:http';
-import { DeadlineExceededError } from '../actors/ask.js';
+import { ActorStoppedError, DeadlineExceededError } from '../actors/ask.js';
+import { SupervisorClosedError } from '../actors/supervisor.js';
 import { nextRequestId, redactUrl, type Logger } from '../log.js';
 import { StoreUnavailableError } from '../store/unavailable.js';
 import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
-import { clientErrorAnswer } from './client-errors.js';
+import { DISCARD_LIMIT } from './discard-body.js';
 import { errors, MatrixError } from './errors.js';
+import { HttpListener } from './http-listener.js';
 import { parseJsonBody } from './json-body.js';
 import type { RequestLane } from './lookup-lane.js';
 import { parseParams } from './params.js';
@@ -56,6 +56,11 @@ export interface AppOptions {
   lane?: RequestLane;
   /** CORS headers on every answer (default); false for a listener no web page may use (the internal one) */
   cors?: boolean;
+  /**
+   * The listener's servers: deadlines, connection caps, the orderly stop (http/http-listener.ts); by default one with
+   * the default deadlines and no caps.
+   */
+  listener?: HttpListener;
 }
 
 /**
@@ -67,10 +72,13 @@ export function createApp(opts: AppOptions): FastifyInstance {
   // Set by preClose: from then on the lane leaves every request to fastify, which answers 503 while it closes.
   let closing = false;
   const cors = opts.cors !== false;
+  const listener = opts.listener ?? new HttpListener({ name: 'http', log: opts.log, cors });
+  const lane = opts.lane;
   const app = Fastify({
     loggerInstance: withRedactedRequests(opts.log) as FastifyBaseLogger,
     logController: new RedactingLogController(),
-    clientErrorHandler: clientErrorAnswer({ cors }),
+    // The listener answers parser errors on each of its servers (fastify's handler would be on its first one only).
+    clientErrorHandler: () => undefined,
     // Errors of the router itself (a path that is not valid percent-encoding), answered before any hook has run.
     frameworkErrors: (error, _req, reply) => {
       if (cors) for (let i = 0; i < CORS_HEADERS.length; i += 2) reply.header(CORS_HEADERS[i]!, CORS_HEADERS[i + 1]);
@@ -86,9 +94,9 @@ export function createApp(opts: AppOptions): FastifyInstance {
     // accepted in several types (send_attempt) are parsed by their handlers. allErrors lists every missing field.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
     forceCloseConnections: 'idle',
-    ...(opts.lane ? { serverFactory: laneServerFactory(opts.lane, () => closing) } : {}),
+    serverFactory: listener.serverFactory(lane ? (req, res) => !closing && lane(req, res) : undefined),
   });
-  if (opts.lane) {
+  if (lane) {
     app.addHook('preClose', (done) => {
       closing = true;
       done();
@@ -139,6 +147,11 @@ export function createApp(opts: AppOptions): FastifyInstance {
 
   app.setErrorHandler(async (error: FastifyError | MatrixError, req, reply) => {
     const matrix = toMatrixError(error);
+    // fastify closes the connection after a body too large, which resets it under a client still writing the body:
+    // the listener reads and drops the rest instead (http/discard-body.ts), up to a bound past which it does close.
+    if ((error as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE' && !(Number(req.headers['content-length']) > DISCARD_LIMIT)) {
+      reply.removeHeader('connection');
+    }
     if (matrix.status >= 500) logFailure(req.log, error, matrix, redactUrl(req.url));
     // A header the route set could not be written (a stored link with a line break): the error goes out without it.
     if (HEADER_ERRORS.has((error as FastifyError).code)) {
@@ -180,7 +193,7 @@ function withRedactedRequests(log: Logger): Logger {
 export function logFailure(log: FastifyBaseLogger | Logger, error: unknown, matrix: MatrixError, url: string): void {
   // The store logs its cause once, when it starts (src/store/health.ts): not once per request it refuses.
   if (error instanceof StoreUnavailableError) log.debug({ status: matrix.status, cause: error.reason, url }, 'request failed');
-  else if (error instanceof MatrixError) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
+  else if (error instanceof MatrixError || isShutdownError(error)) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
   else log.error({ err: error, url }, 'request failed');
 }
 
@@ -222,23 +235,6 @@ function installRequestMetrics(app: FastifyInstance, metrics: Metrics, routeOfPa
     }
     done();
   });
-}
-
-/**
- * The HTTP server of an app with a lane: the lane sees each request first. Set up as fastify sets up its own
- * server (keep-alive and request timeouts), since fastify leaves a factory's server as it is given.
- */
-function laneServerFactory(lane: RequestLane, closing: () => boolean): FastifyServerFactory {
-  return (handler, fastifyOptions) => {
-    const options = fastifyOptions as { keepAliveTimeout?: number; requestTimeout?: number; connectionTimeout?: number };
-    const server = http.createServer((req, res) => {
-      if (closing() || !lane(req, res)) handler(req, res);
-    });
-    if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout;
-    if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout;
-    server.setTimeout(options.connectionTimeout ?? 0);
-    return server;
-  };
 }
 
 /** A route option's hooks (one function, a list, or none) as a list. */
@@ -299,9 +295,15 @@ export function sendError(reply: FastifyReply, error: MatrixError): FastifyReply
   return reply.code(error.status).headers(error.headers).type('application/json').send(error.toJSON());
 }
 
+/** The actors gave up on the request, or had stopped: the server is shutting down (see ActorSystem.abandon). */
+function isShutdownError(error: unknown): boolean {
+  return error instanceof SupervisorClosedError || error instanceof ActorStoppedError;
+}
+
 /** Maps fastify's own failures (schemas, body parsing, limits) to the Matrix error a client understands. */
 export function toMatrixError(error: unknown): MatrixError {
   if (error instanceof MatrixError) return error;
+  if (isShutdownError(error)) return errors.shuttingDown();
   if (error instanceof StoreUnavailableError) return errors.unavailableFor(error.message, error.retryAfterSeconds);
   if (error instanceof DeadlineExceededError) return errors.unavailableFor('The server could not answer in time', 1);
   const err = error as FastifyError & { validation?: ValidationIssue[]; validationContext?: string };

@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../log.js';
 import { BODY_LIMIT, createApp } from './app.js';
+import type { HttpListener } from './http-listener.js';
+import { clientTrustProxy } from './listeners.js';
 import { lookupLane } from './lookup-lane.js';
 import { installAuth } from './auth.js';
 import { accountRoutes } from './routes/account.js';
@@ -18,12 +20,12 @@ import { statusRoutes } from './routes/status.js';
 import { healthRoutes } from './routes/health.js';
 
 /** The client API listener: v2 always, v1 when `enable_v1_access`. */
-export async function createClientApi(ctx: AppContext, parentLog: Logger): Promise<FastifyInstance> {
+export async function createClientApi(ctx: AppContext, parentLog: Logger, listener?: HttpListener): Promise<FastifyInstance> {
   const { http, general } = ctx.config;
   const log = parentLog.child({ listener: 'client' });
-  const trustProxy = http.obeyXForwardedFor ? (http.trustedProxies.length ? http.trustedProxies : ['loopback']) : false;
+  const trustProxy = clientTrustProxy(http);
   const lane = lookupLane({ ctx, log, bodyLimit: BODY_LIMIT, trustProxy, metrics: ctx.metrics });
-  const app = createApp({ log, trustProxy, metrics: ctx.metrics, bodyLimit: BODY_LIMIT, lane });
+  const app = createApp({ log, trustProxy, metrics: ctx.metrics, bodyLimit: BODY_LIMIT, lane, ...(listener ? { listener } : {}) });
   installAuth(app, ctx);
   await app.register(statusRoutes, { ctx });
   await app.register(healthRoutes, { ctx });

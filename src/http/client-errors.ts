@@ -8,6 +8,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { CORS_HEADERS } from './app.js';
+import { answeredBeforeItsBody } from './discard-body.js';
 
 interface ParserRefusal {
   status: number;
@@ -44,6 +45,11 @@ export function clientErrorAnswer(opts: { cors: boolean }): (err: Error & { code
   if (opts.cors) for (let i = 0; i < CORS_HEADERS.length; i += 2) cors += `${CORS_HEADERS[i]}: ${CORS_HEADERS[i + 1]}\r\n`;
   return (err, socket) => {
     if (err.code === 'ECONNRESET' || socket.destroyed || answered.has(socket)) return;
+    // Its request was answered already, its body was being dropped (http/discard-body.ts): no second answer.
+    if (answeredBeforeItsBody(socket)) {
+      socket.destroy();
+      return;
+    }
     answered.add(socket);
     // As Node itself: never write into an answer that has already begun on this connection.
     const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;

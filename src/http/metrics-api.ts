@@ -2,10 +2,11 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { createApp } from './app.js';
+import type { HttpListener } from './http-listener.js';
 
 /** The Prometheus listener (`prometheus_port` / `prometheus_addr`): the text format on `/metrics` and `/`. */
-export function createMetricsApi(metrics: Metrics, log: Logger): FastifyInstance {
-  const app = createApp({ log: log.child({ listener: 'metrics' }) });
+export function createMetricsApi(metrics: Metrics, log: Logger, listener?: HttpListener): FastifyInstance {
+  const app = createApp({ log: log.child({ listener: 'metrics' }), ...(listener ? { listener } : {}) });
   const scrape = async (_req: unknown, reply: import('fastify').FastifyReply) =>
     reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   // Scraped every few seconds: debug lines, not info.

@@ -3,7 +3,6 @@
  * required from every peer (trusted by `replication.https.cacert`, or Node's roots). Only the push endpoint; the
  * shared app gives JSON errors, 404 and 405.
  */
-import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 import type { FastifyInstance } from 'fastify';
@@ -12,8 +11,8 @@ import type { ListenerAddress } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { ReplicationTls } from '../replication/tls.js';
 import { createApp } from './app.js';
-import { clientErrorAnswer } from './client-errors.js';
 import type { AppContext } from './context.js';
+import type { HttpListener } from './http-listener.js';
 import { replicateRoutes } from './routes/replicate.js';
 
 export interface ReplicationListener {
@@ -21,44 +20,43 @@ export interface ReplicationListener {
   /** `https://<address>:<port>` */
   url: string;
   port: number;
-  close(): Promise<void>;
+  /** stops it: pushes under way may finish until `until` (epoch ms; default in a second) */
+  close(until?: number): Promise<void>;
 }
 
-export async function createReplicationApi(ctx: AppContext, log: Logger): Promise<FastifyInstance> {
-  const app = createApp({ log: log.child({ listener: 'replication' }), metrics: ctx.metrics });
+const PUSH_GRACE_MS = 1_000;
+
+export async function createReplicationApi(ctx: AppContext, log: Logger, listener?: HttpListener): Promise<FastifyInstance> {
+  const app = createApp({ log: log.child({ listener: 'replication' }), metrics: ctx.metrics, ...(listener ? { listener } : {}) });
   await app.register(replicateRoutes, { ctx });
   return app;
 }
 
 /**
  * Starts the listener. The fastify app routes the requests of a Node HTTPS server of our own, which holds the
- * TLS settings (client certificates required).
+ * TLS settings (client certificates required); `listener` gives it the deadlines, caps and orderly stop of every
+ * listener.
  */
 export async function startReplicationListener(
   ctx: AppContext,
   log: Logger,
   tls: ReplicationTls,
   address: ListenerAddress,
+  listener: HttpListener,
 ): Promise<ReplicationListener> {
-  const app = await createReplicationApi(ctx, log);
+  const app = await createReplicationApi(ctx, log, listener);
   await app.ready();
-  const server = https.createServer(
+  const server = listener.httpsServer(
     {
       key: tls.key,
       cert: tls.cert,
       ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
       requestCert: true,
       rejectUnauthorized: true,
-      // a peer that connects and sends nothing does not hold a socket for long
-      requestTimeout: 120_000,
-      headersTimeout: 30_000,
-      keepAliveTimeout: 30_000,
     },
     (req, res) => app.routing(req, res),
   );
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'replication: TLS handshake refused'));
-  // the app's own server is not this one: requests Node's parser refuses are answered as the other listeners do
-  server.on('clientError', clientErrorAnswer({ cors: true }));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host: address.bindAddress, port: address.port }, () => {
@@ -73,14 +71,10 @@ export async function startReplicationListener(
     app,
     url: `https://${shown}:${bound.port}`,
     port: bound.port,
-    close: () =>
+    close: (until = Date.now() + PUSH_GRACE_MS) =>
       (closing ??= (async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeIdleConnections();
-        // a push under way gets a moment; the peer resends it anyway
-        const timer = setTimeout(() => server.closeAllConnections(), 1_000);
-        await closed;
-        clearTimeout(timer);
+        // a push under way gets until then; one cut off is sent again by the peer
+        await listener.stop(until);
         await app.close();
       })()),
   };

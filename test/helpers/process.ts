@@ -19,11 +19,22 @@ export interface ServerProcess {
  * Starts `sydent-ts` as its own process, the way an operator runs it: from TypeScript sources via tsx, or, with
  * `bin`, an installed package's command.
  */
-export function spawnServer(opts: { cwd: string; env?: Record<string, string>; args?: string[]; bin?: string }): ServerProcess {
+export function spawnServer(opts: {
+  cwd: string;
+  env?: Record<string, string>;
+  args?: string[];
+  bin?: string;
+  /** the process's open-file limit, soft and hard (`ulimit -n`), as a service manager or container may set it */
+  fileLimit?: number;
+}): ServerProcess {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('SYDENT_')) env[k] = v;
   const program = opts.bin ? [opts.bin] : ['--import', TSX, MAIN];
-  const child = spawn(process.execPath, [...program, ...(opts.args ?? [])], {
+  const command = [process.execPath, ...program, ...(opts.args ?? [])];
+  // The shell sets the limit, then becomes the server (exec): the child's pid is the server's.
+  const [file, args] =
+    opts.fileLimit === undefined ? [command[0]!, command.slice(1)] : ['/bin/sh', ['-c', 'ulimit -n "$0" && exec "$@"', String(opts.fileLimit), ...command]];
+  const child = spawn(file, args, {
     cwd: opts.cwd,
     env: { ...env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -32,8 +32,10 @@ export interface SmtpServerOptions {
    * so its send stays in flight until the test lets it through.
    */
   holdData?: Promise<unknown>;
-  /** likewise, answer each DATA this long after the message arrived (a slow server) */
+  /** likewise, answer each DATA this long after the message arrived (a slow server that did take the message) */
   answerDelayMs?: number;
+  /** wait this long before taking a message and answering its DATA (a slow mail server: none arrives before) */
+  answerAfterMs?: number;
 }
 
 export interface SmtpTestServer {
@@ -107,7 +109,7 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
     onData(stream, session: SMTPServerSession, callback) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', async () => {
+      stream.on('end', () => {
         dataCount++;
         if (opts.failFirst && dataCount <= opts.failFirst) {
           refused++;
@@ -121,16 +123,23 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
           secure: session.secure,
           user: typeof session.user === 'string' ? session.user : undefined,
         };
-        messages.push(mail);
-        for (const w of [...waiters]) {
-          if (w.predicate(mail)) {
-            waiters.splice(waiters.indexOf(w), 1);
-            w.resolve(mail);
+        const accept = () => {
+          messages.push(mail);
+          for (const w of [...waiters]) {
+            if (w.predicate(mail)) {
+              waiters.splice(waiters.indexOf(w), 1);
+              w.resolve(mail);
+            }
           }
-        }
-        await opts.holdData?.catch(() => undefined);
-        if (opts.answerDelayMs) await new Promise((r) => setTimeout(r, opts.answerDelayMs));
-        callback(null);
+          void answer();
+        };
+        const answer = async () => {
+          await opts.holdData?.catch(() => undefined);
+          if (opts.answerDelayMs) await new Promise((r) => setTimeout(r, opts.answerDelayMs));
+          callback(null);
+        };
+        if (opts.answerAfterMs) setTimeout(accept, opts.answerAfterMs);
+        else accept();
       });
     },
   });

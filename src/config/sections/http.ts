@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
-import type { HttpConfig, ListenerAddress } from '../types.js';
+import type { HttpConfig, ListenerAddress, RequestTimeouts } from '../types.js';
 import type { SectionValues } from '../values.js';
 import type { BuildContext } from './context.js';
 import { readRateLimit } from './email.js';
@@ -45,6 +45,13 @@ export function readHttp(v: SectionValues, ctx: BuildContext, serverName: string
     trustedProxies: v.cidrs('trusted_proxies'),
     submitTokenRatelimit: readRateLimit(v, 'submit_token.ratelimit'),
     drainSeconds: v.int('drain_seconds', 0),
+    shutdownTimeoutMs: seconds(v, 'shutdown_timeout_seconds'),
+    requestTimeouts: readRequestTimeouts(v),
+    connectionCaps: {
+      client: v.int('clientapi.http.max_connections', 1),
+      clientPerAddress: v.int('clientapi.http.max_connections_per_address', 0),
+      internal: v.int('internalapi.http.max_connections', 1),
+    },
     requestDeadlineMs: Math.round(v.positiveNumber('request_deadline_seconds') * 1000),
     sendDeadlineMs: Math.round(v.positiveNumber('send_deadline_seconds') * 1000),
     federationVerifyCerts: v.bool('federation.verifycerts'),
@@ -54,6 +61,19 @@ export function readHttp(v: SectionValues, ctx: BuildContext, serverName: string
     clientHttpBaseDerived,
     verifyResponseTemplate: verifyResponseTemplate === '' ? null : verifyResponseTemplate,
   };
+}
+
+function readRequestTimeouts(v: SectionValues): RequestTimeouts {
+  const headersMs = seconds(v, 'headers_timeout_seconds');
+  const requestMs = seconds(v, 'request_timeout_seconds');
+  // Node measures both from the request's first byte: a request deadline shorter than the headers' would win.
+  if (requestMs < headersMs) v.fail('request_timeout_seconds', 'must not be shorter than headers_timeout_seconds');
+  return { headersMs, requestMs, keepAliveMs: seconds(v, 'keepalive_timeout_seconds') };
+}
+
+/** A positive number of seconds, in milliseconds. */
+function seconds(v: SectionValues, key: string): number {
+  return Math.round(v.positiveNumber(key) * 1000);
 }
 
 export function isHttpUrl(text: string): boolean {
