@@ -5,7 +5,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import { sessionStateName } from '../machines/validation-session.js';
+import { SESSION_MACHINE_VERSION, sessionStateName } from '../machines/validation-session.js';
 
 /** The columns of Sydent's rows that change during a session's life: what Sydent may have moved on. */
 export interface SydentColumns {
@@ -90,7 +90,7 @@ export class SessionReads {
   private readonly byKey: Database.Statement<[string, string, string], { id: number }>;
   private readonly byId: Database.Statement<[number], SydentSessionRow>;
   private readonly machineById: Database.Statement<[number], MachineRow>;
-  private readonly counts: Database.Statement<[], { state: string; machine_version: number; n: number }>;
+  private readonly counts: Database.Statement<[], { state: string; n: number }>;
   private readonly legacyCount: Database.Statement<[], { validated: number; n: number }>;
 
   constructor(db: Database.Database) {
@@ -106,7 +106,8 @@ export class SessionReads {
     this.machineById = db.prepare(
       'SELECT state, context, machine_version, row_version, history FROM session_machines WHERE sid = ?',
     );
-    this.counts = db.prepare('SELECT state, machine_version, count(*) AS n FROM session_machines GROUP BY state, machine_version');
+    // By the state column alone: an index-only count (session_machines_state), not a walk of the table.
+    this.counts = db.prepare('SELECT state, count(*) AS n FROM session_machines GROUP BY state');
     this.legacyCount = db.prepare(
       `SELECT s.validated, count(*) AS n FROM threepid_validation_sessions s
        WHERE NOT EXISTS (SELECT 1 FROM session_machines m WHERE m.sid = s.id) GROUP BY s.validated`,
@@ -126,9 +127,10 @@ export class SessionReads {
   /** Sessions by machine state; Sydent's own sessions (no machine row yet) count as validated or tokenSent. */
   countByState(): Record<string, number> {
     const out: Record<string, number> = {};
-    // The column holds the machine's value (JSON for a nested state); counts are by the state's name.
-    for (const { state, machine_version, n } of this.counts.all()) {
-      const name = sessionStateName(state, machine_version);
+    // The column holds the machine's value, and its shape says which version wrote it: JSON is the nested states of
+    // today's machine, a plain name an older version's (or `expired`, a top-level state in every version).
+    for (const { state, n } of this.counts.all()) {
+      const name = sessionStateName(state, state.startsWith('{') ? SESSION_MACHINE_VERSION : 1);
       out[name] = (out[name] ?? 0) + n;
     }
     for (const { validated, n } of this.legacyCount.all()) {
