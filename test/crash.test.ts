@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SESSION_STATES, sessionStateName } from '../src/machines/validation-session.js';
 import { call, emailConf, mailLink, query, type Reply } from './helpers/email.js';
 import { freePort, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
@@ -230,7 +230,11 @@ describe('kill -9 under load', () => {
         }
 
         const stop = { killed: false };
+        const boundBefore = bound.size;
         const clients = Array.from({ length: CLIENTS }, () => client(stop));
+        // The load is real on a slow or busy machine too: a round's flows get as far as a bind per client before
+        // the kill is due, at a moment the seed picks.
+        await vi.waitFor(() => expect(bound.size - boundBefore).toBeGreaterThanOrEqual(CLIENTS), { timeout: 30_000, interval: 20 });
         await new Promise((r) => setTimeout(r, 400 + random() * 1600));
         server!.child.kill('SIGKILL');
         await server!.exited;
@@ -243,9 +247,9 @@ describe('kill -9 under load', () => {
 
       // The load was real: sessions, binds, and requests cut off by every kill.
       expect(requested.size).toBeGreaterThan(ROUNDS * CLIENTS);
-      expect(bound.size).toBeGreaterThan(ROUNDS * CLIENTS);
+      expect(bound.size).toBeGreaterThanOrEqual(ROUNDS * CLIENTS);
       expect(cutTotal).toBeGreaterThanOrEqual(ROUNDS * CLIENTS);
     },
-    90_000,
+    180_000,
   );
 });
