@@ -133,6 +133,9 @@ export class GroupCommitter {
     const batch: Entry[] = [];
     for (const e of this.queue) {
       if (e.signal?.aborted) {
+        // Its caller gave up at its deadline while the database was locked (the caller's timer fired before ours):
+        // the lock is why, and the operator hears of it.
+        if (this.retryMs > 0 && now >= e.deadline) this.opts.health.failed('busy');
         e.reject(e.signal.reason);
       } else if (this.retryMs > 0 && now >= e.deadline) {
         this.opts.health.failed('busy');
