@@ -1,11 +1,10 @@
 /**
  * The fast lane of `POST /_matrix/identity/v2/lookup`: answered on Node's request event, before fastify.
  *
- * Why: a one-hash lookup is the request an identity server answers most, and its work (a token check, one indexed
- * read, a small JSON answer) is a few microseconds; fastify's request pipeline around it (request and reply objects,
- * a child logger, hook runners, the content-type parser's stream handling) costs more than that, and on a busy
- * machine every microsecond spent per request also makes the wake-ups of the other side dearer. bench/RESULTS.md
- * has the figures.
+ * Why: a one-hash lookup is the request an identity server answers most, and its own work (a token check, one
+ * indexed read, a small JSON answer) is smaller than fastify's request pipeline around it (bench/README.md, "Code
+ * shaped by measurements", has the figures). It is a performance module: its contract is to answer exactly as the
+ * fastify route does (test/lookup-lane-contract.test.ts), app-wide hooks included.
  *
  * What it takes: only that method on exactly that path (no query string), with a JSON body (or none) of a declared
  * length within the body limit, while the app is not closing. Everything else (a token in the query string, a form
