@@ -29,6 +29,24 @@ import { JSON_TYPE, v2Lookup } from './routes/lookup.js';
 export const V2_LOOKUP_PATH = `${V2_PREFIX}/lookup`;
 
 /**
+ * The hooks fastify runs for `POST /_matrix/identity/v2/lookup` on the client app (the app-wide ones and the route's
+ * own), by stage, and what the lane does in their place. test/lookup-lane-contract.test.ts holds this list against
+ * the route's hooks: a hook added later to the app or to this route fails it until the lane does that hook's work
+ * too and it is listed here. The request log line is fastify's log controller, not a hook; the same test compares
+ * the lines.
+ */
+export const LANE_DOES_THE_WORK_OF: Readonly<Record<string, readonly string[]>> = {
+  onRequest: [
+    "CORS headers and a refused query string (app.ts): the lane writes CORS_HEADERS and takes no query string",
+    "the route's auth (auth.ts): the lane calls accountForToken with the route's requirement, 'terms'",
+  ],
+  onResponse: [
+    'counting answers no route matched (app.ts): every answer of the lane matched its route',
+    "the route's metrics (app.ts): the lane records its answers under the same route and method",
+  ],
+};
+
+/**
  * The headers of every answer, as fastify's carry them, flat (name, value, …: Node stores them without building an
  * object); the last value is the answer's content-length.
  */
