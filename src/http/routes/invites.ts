@@ -106,7 +106,6 @@ export async function inviteRoutes(app: FastifyInstance, opts: RouteOptions): Pr
 /** Every field a template may show: strings of a sane length. */
 function checkFields(body: Record<string, unknown>): void {
   for (const [key, value] of Object.entries(body)) {
-    if (value === null || typeof value === 'boolean' || typeof value === 'number') continue;
     if (typeof value !== 'string') continue;
     if (value.length > MAX_FIELD_LENGTH) throw errors.invalidParam(`${key} is too long`);
   }
