@@ -12,12 +12,12 @@ import {
   insertInvite,
   internal,
   lookupV1,
-  rows,
   serverPublicKey,
   validateEmail,
   verifyOurs,
   write,
 } from './helpers/flows.js';
+import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 
