@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate src/util/casefold-table.ts: Python's str.casefold() for every code point it changes.
+"""Generate src/matrix/casefold-table.ts: Python's str.casefold() for every code point it changes.
 
 Run from the project root:  python3 scripts/gen-casefold.py
 The table is committed; regenerate it only to move to a newer Unicode version.
@@ -8,7 +8,7 @@ import os
 import sys
 import unicodedata
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "util", "casefold-table.ts")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "matrix", "casefold-table.ts")
 
 
 def main() -> None:

@@ -137,15 +137,15 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       inspection = await listening(INSPECTOR, '127.0.0.1', port, () => startInspection(port));
       log.info({ url: inspection.url }, 'inspector relay listening (loopback only)');
     }
-    system = ActorSystem.start({ config, clock, log, identity, metrics, inspect: inspection?.inspect });
+    // As Sydent: no certificate (unset or unreadable), no replication listener; the replication supervisor says so.
+    const replicationTls = loadReplicationTls(config);
+    system = ActorSystem.start({ config, clock, log, identity, metrics, replicationTls, inspect: inspection?.inspect });
     const { facades } = system;
     const reads = facades.reads;
     metrics?.watchStore(reads);
     readiness = new Readiness(reads, system);
     const ctx: AppContext = { config, system, facades, clock, identity, reads, terms, log, metrics, readiness };
 
-    // As Sydent: no certificate (unset or unreadable), no replication listener; the replication supervisor says so.
-    const replicationTls = loadReplicationTls(config);
     const servers = createListeners(config.http, log, {
       internal: config.http.internalApi !== null,
       replication: replicationTls.ok,

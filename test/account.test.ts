@@ -1,9 +1,9 @@
-import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFederationEnv, mergeConf, type FederationEnv } from './helpers/federation-env.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { rows } from './helpers/rows.js';
 
 const TERMS = `
 master_version: "master_1_1"
@@ -67,13 +67,9 @@ async function get(url: string, token?: string): Promise<{ status: number; json:
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }
 
-function rows(table: string, server = t): Record<string, unknown>[] {
-  const db = new Database(server.config.db.dbFile, { readonly: true });
-  try {
-    return db.prepare(`SELECT * FROM ${table}`).all() as Record<string, unknown>[];
-  } finally {
-    db.close();
-  }
+/** Every row of `table`. */
+function tableRows(table: string, server = t): Record<string, unknown>[] {
+  return rows(server, `SELECT * FROM ${table}`);
 }
 
 async function register(openIdToken: string, serverName = env.serverName, server = t) {
@@ -95,8 +91,8 @@ describe('POST /account/register', () => {
     expect(request?.method).toBe('GET');
     expect(request?.url).toBe('/_matrix/federation/v1/openid/userinfo?access_token=alice-openid');
     expect(request?.headers.host).toBe(env.serverName);
-    expect(rows('accounts').map((r) => r['user_id'])).toContain(`@alice:${env.serverName}`);
-    expect(rows('tokens')).toContainEqual({ token: res.json['token'], user_id: `@alice:${env.serverName}` });
+    expect(tableRows('accounts').map((r) => r['user_id'])).toContain(`@alice:${env.serverName}`);
+    expect(tableRows('tokens')).toContainEqual({ token: res.json['token'], user_id: `@alice:${env.serverName}` });
     const me = await get(v2('/account'), res.json['token'] as string);
     expect(me.status).toBe(403);
     expect(me.json['errcode']).toBe('M_TERMS_NOT_SIGNED');
@@ -108,27 +104,27 @@ describe('POST /account/register', () => {
     expect(a.status).toBe(200);
     expect(b.status).toBe(200);
     expect(a.json['token']).not.toBe(b.json['token']);
-    expect(rows('accounts').filter((r) => r['user_id'] === `@bob:${env.serverName}`)).toHaveLength(1);
+    expect(tableRows('accounts').filter((r) => r['user_id'] === `@bob:${env.serverName}`)).toHaveLength(1);
   });
 
   it('refuses a user ID that belongs to another server, storing nothing', async () => {
-    const before = rows('tokens').length;
+    const before = tableRows('tokens').length;
     const res = await register('liar-openid');
     expect(res.status).toBe(500);
     expect(res.json).toEqual({
       errcode: 'M_UNKNOWN',
       error: 'The Matrix homeserver returned a MXID belonging to another homeserver',
     });
-    expect(rows('tokens')).toHaveLength(before);
-    expect(rows('accounts').map((r) => r['user_id'])).not.toContain('@mallory:evil.example');
+    expect(tableRows('tokens')).toHaveLength(before);
+    expect(tableRows('accounts').map((r) => r['user_id'])).not.toContain('@mallory:evil.example');
   });
 
   it('refuses an OpenID token the homeserver does not know', async () => {
-    const before = rows('tokens').length;
+    const before = tableRows('tokens').length;
     const res = await register('forged');
     expect(res.status).toBe(401);
     expect(res.json['errcode']).toBe('M_UNKNOWN_TOKEN');
-    expect(rows('tokens')).toHaveLength(before);
+    expect(tableRows('tokens')).toHaveLength(before);
   });
 
   it('says what failed when the answer has no sub', async () => {
@@ -178,7 +174,7 @@ describe('POST /account/register', () => {
       expect(res.status).toBe(500);
       expect(res.json['errcode']).toBe('M_UNKNOWN');
       expect(env.hs.connections).toBe(before);
-      expect(rows('tokens', guarded)).toHaveLength(0);
+      expect(tableRows('tokens', guarded)).toHaveLength(0);
     } finally {
       await guarded.close();
     }
@@ -194,7 +190,7 @@ describe('POST /account/register', () => {
         status: 403,
         json: { errcode: 'M_UNAUTHORIZED', error: 'This homeserver is not authorized to access this server.' },
       });
-      expect(rows('accounts', allowed)).toHaveLength(0);
+      expect(tableRows('accounts', allowed)).toHaveLength(0);
     } finally {
       await allowed.close();
     }
@@ -249,12 +245,12 @@ describe('terms', () => {
     const userId = `@dave:${env.serverName}`;
     expect(await post(v2('/terms'), { user_accepts: ['https://example.org/tos-2.0-fr.html'] }, token)).toEqual({ status: 200, json: {} });
     expect((await get(v2('/account'), token)).json['errcode']).toBe('M_TERMS_NOT_SIGNED');
-    expect(rows('accounts').find((r) => r['user_id'] === userId)?.['consent_version']).toBeNull();
+    expect(tableRows('accounts').find((r) => r['user_id'] === userId)?.['consent_version']).toBeNull();
     // The client need not send what it accepted before: acceptance accumulates.
     expect((await post(v2('/terms'), { user_accepts: ['https://example.org/pp-1.2-en.html'] }, token)).status).toBe(200);
     expect(await get(v2('/account'), token)).toEqual({ status: 200, json: { user_id: userId } });
-    expect(rows('accounts').find((r) => r['user_id'] === userId)?.['consent_version']).toBe('master_1_1');
-    expect(rows('accepted_terms_urls').filter((r) => r['user_id'] === userId).map((r) => r['url']).sort()).toEqual([
+    expect(tableRows('accounts').find((r) => r['user_id'] === userId)?.['consent_version']).toBe('master_1_1');
+    expect(tableRows('accepted_terms_urls').filter((r) => r['user_id'] === userId).map((r) => r['url']).sort()).toEqual([
       'https://example.org/pp-1.2-en.html',
       'https://example.org/tos-2.0-fr.html',
     ]);
@@ -262,11 +258,11 @@ describe('terms', () => {
 
   it('refuses URLs it does not offer, storing nothing', async () => {
     const token = (await register('alice-openid')).json['token'] as string;
-    const before = rows('accepted_terms_urls').length;
+    const before = tableRows('accepted_terms_urls').length;
     const res = await post(v2('/terms'), { user_accepts: ['https://example.org/tos-2.0-en.html', 'https://evil.example/x'] }, token);
     expect(res.status).toBe(400);
     expect(res.json).toEqual({ errcode: 'M_INVALID_PARAM', error: 'Unrecognised URLs: https://evil.example/x' });
-    expect(rows('accepted_terms_urls')).toHaveLength(before);
+    expect(tableRows('accepted_terms_urls')).toHaveLength(before);
   });
 
   it('refuses a malformed acceptance', async () => {
@@ -301,7 +297,7 @@ describe('POST /account/logout', () => {
     const res = await fetch(v2('/account/logout'), { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({});
-    expect(rows('tokens').map((r) => r['token'])).not.toContain(token);
+    expect(tableRows('tokens').map((r) => r['token'])).not.toContain(token);
     expect((await get(v2('/account'), token)).status).toBe(401);
     expect((await post(v2('/account/logout'), undefined, token)).status).toBe(401);
   });

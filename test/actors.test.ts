@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, fromCallback, setup } from 'xstate';
 import { ActorStoppedError, ask, AskTimeoutError } from '../src/actors/ask.js';
-import { DeadlineExceededError, repliesOf } from '../src/actors/replies.js';
-import { toMatrixError } from '../src/http/app.js';
+import { repliesOf } from '../src/actors/replies.js';
 import {
   supervisor,
   SupervisorClosedError,
@@ -47,14 +46,6 @@ describe('ask', () => {
     const err = await ask(silent, 'HELLO', {}, { timeoutMs: 50 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AskTimeoutError);
     expect((err as Error).message).toContain('HELLO');
-  });
-
-  it("a request's deadline (an AbortSignal.timeout) that passes first is a deadline too: HTTP answers it 503, not 500", async () => {
-    const silent = createActor(fromCallback(() => undefined));
-    silent.start();
-    const err = await ask(silent, 'HELLO', {}, { signal: AbortSignal.timeout(20), timeoutMs: 5_000 }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(DeadlineExceededError);
-    expect(toMatrixError(err)).toMatchObject({ status: 503, errcode: 'M_UNKNOWN' });
   });
 
   it('rejects at once when the actor is stopped', async () => {

@@ -17,6 +17,7 @@ import { lookupHash } from '../src/crypto/index.js';
 import { identityFromConfig } from '../src/identity.js';
 import { setPepper } from '../src/store/hashing.js';
 import { tempDir } from './helpers/tmp.js';
+import { rows } from './helpers/rows.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -52,15 +53,6 @@ function startSystem(meddle: (other: Database.Database) => void): { system: Acto
 }
 
 const threepid = { medium: 'email', address: 'flow@example.org' };
-
-function rows<T>(dbFile: string, sql: string): T[] {
-  const db = new Database(dbFile, { readonly: true });
-  try {
-    return db.prepare(sql).all() as T[];
-  } finally {
-    db.close();
-  }
-}
 
 describe('the bind flow', () => {
   it('a pepper rotated between its read and the store: made again with the new pepper', async () => {

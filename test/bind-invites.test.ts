@@ -12,12 +12,13 @@ import {
   insertInvite,
   internal,
   lookupV1,
-  rows,
   serverPublicKey,
   validateEmail,
   verifyOurs,
   write,
 } from './helpers/flows.js';
+import type { InviteTokenRow } from './helpers/invites.js';
+import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 
@@ -35,16 +36,6 @@ afterAll(async () => {
   await smtp?.close();
 });
 
-interface InviteTokenRow {
-  id: number;
-  medium: string;
-  address: string;
-  room_id: string;
-  sender: string;
-  token: string;
-  received_ts: number | null;
-  sent_ts: number | null;
-}
 const inviteRows = (address: string) =>
   rows<InviteTokenRow>(t, 'SELECT * FROM invite_tokens WHERE address = ? ORDER BY id', address);
 

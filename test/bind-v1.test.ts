@@ -15,12 +15,12 @@ import {
   associationRows,
   lookupV1,
   requestEmailToken,
-  rows,
   serverPublicKey,
   sha256Of,
   validateEmail,
   verifyOurs,
 } from './helpers/flows.js';
+import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 

@@ -6,13 +6,14 @@
 import Database from 'better-sqlite3';
 import http from 'node:http';
 import https from 'node:https';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
 import { CallbackReads, type CallbackDebugRow } from '../src/store/callbacks.js';
 import { makeCert } from './helpers/certs.js';
 import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import { startHomeserver, type Homeserver, type RecordedRequest, type RouteHandler } from './helpers/homeserver.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { rows, row as firstRow } from './helpers/rows.js';
 
 const ONBIND = '/_matrix/federation/v1/3pid/onbind';
 const ROUTE = `POST ${ONBIND}`;
@@ -97,21 +98,18 @@ const row = (t: TestServer, id: number) => {
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(what: string, f: () => T | undefined | null | false, timeoutMs = 8000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(15);
-  }
-}
+/** Callbacks are delivered by the notifier on its own time: what a test waits for is polled. */
+const WAIT = { timeout: 8000, interval: 15 };
 
-const inState = (t: TestServer, id: number, state: CallbackDebugRow['state']) =>
-  until(`callback ${id} to be ${state}`, () => {
+/** The row of callback `id` once `ready` holds for it. */
+const rowWhen = (t: TestServer, id: number, what: string, ready: (r: CallbackDebugRow) => boolean) =>
+  vi.waitFor(() => {
     const r = row(t, id);
-    return r?.state === state ? r : undefined;
-  });
+    expect(r !== undefined && ready(r), what).toBe(true);
+    return r!;
+  }, WAIT);
+const inState = (t: TestServer, id: number, state: CallbackDebugRow['state']) =>
+  rowWhen(t, id, `callback ${id} to be ${state}`, (r) => r.state === state);
 
 const onbinds = (hs: Homeserver) => hs.requests.filter((r) => r.method === 'POST' && r.url === ONBIND);
 
@@ -209,7 +207,7 @@ describe('onbind delivery', () => {
     expect(onbinds(e.hs)).toHaveLength(1);
 
     await advancePastRetry(t, id);
-    const second = await until('the second failure', () => (row(t, id)?.attempts === 2 ? row(t, id) : undefined));
+    const second = await rowWhen(t, id, 'the second failure', (r) => r.attempts === 2);
     expect(second.state).toBe('retrying');
     // the delay grew: 2 s nominal, less at most 25 % jitter
     const t2 = t.clock.now();
@@ -236,7 +234,7 @@ describe('onbind delivery', () => {
     const id = await enqueue(t, e.serverName, association(`@alice:${e.serverName}`));
     const errors: string[] = [];
     for (let attempt = 1; attempt <= 3; attempt++) {
-      const r = await until(`failure ${attempt}`, () => (row(t, id)?.attempts === attempt ? row(t, id) : undefined));
+      const r = await rowWhen(t, id, `failure ${attempt}`, (r) => r.attempts === attempt);
       expect(r.state).toBe('retrying');
       errors.push(r.lastError!);
       await advancePastRetry(t, id);
@@ -297,14 +295,7 @@ describe('onbind and invite tokens', () => {
       db.close();
     }
   };
-  const tokens = (t: TestServer) => {
-    const db = new Database(t.config.db.dbFile, { readonly: true });
-    try {
-      return (db.prepare('SELECT token FROM invite_tokens ORDER BY token').all() as { token: string }[]).map((r) => r.token);
-    } finally {
-      db.close();
-    }
-  };
+  const tokens = (t: TestServer) => rows<{ token: string }>(t, 'SELECT token FROM invite_tokens ORDER BY token').map((r) => r.token);
 
   it('delete_tokens_on_bind = true deletes that 3PID’s invite tokens after the 200, and only then', async () => {
     let ok = false;
@@ -345,7 +336,7 @@ describe('onbind: one dead homeserver does not hold up the others', () => {
     // more callbacks to the dead homeserver than the worker has slots
     const deadIds: number[] = [];
     for (let i = 0; i < 12; i++) deadIds.push(await enqueue(t, deadName, association(`@u${i}:${deadName}`, `u${i}@example.com`)));
-    await until('the dead homeserver to be asked', () => dead.requests.length >= 1);
+    await vi.waitFor(() => expect(dead.requests.length >= 1, 'the dead homeserver to be asked').toBe(true), WAIT);
     const liveIds = [
       await enqueue(t, e.serverName, association(`@alice:${e.serverName}`)),
       await enqueue(t, e.serverName, association(`@bob:${e.serverName}`, 'bob@example.com')),
@@ -360,7 +351,7 @@ describe('onbind: one dead homeserver does not hold up the others', () => {
 
     // the dead homeserver's connection drops: that attempt fails and is retried later
     await dead.close();
-    await until('the dead attempt to fail', () => deadIds.some((id) => row(t, id)?.state === 'retrying'));
+    await vi.waitFor(() => expect(deadIds.some((id) => row(t, id)?.state === 'retrying'), 'the dead attempt to fail').toBe(true), WAIT);
   });
 });
 
@@ -392,14 +383,12 @@ describe('onbind across restarts', () => {
     const t = await server(e);
     const clock = t.clock as ManualClock;
     const id = await enqueue(t, e.serverName, association(`@alice:${e.serverName}`));
-    await until('the request to arrive', () => onbinds(e.hs).length === 1);
+    await vi.waitFor(() => expect(onbinds(e.hs).length === 1, 'the request to arrive').toBe(true), WAIT);
     expect(row(t, id)?.state).toBe('delivering');
     const dir = t.dir;
     await t.server.close();
 
-    const db = new Database(`${dir}/sydent.db`, { readonly: true });
-    const released = db.prepare('SELECT state, attempts, claimed_until FROM callback_outbox WHERE id = ?').get(id);
-    db.close();
+    const released = firstRow(`${dir}/sydent.db`, 'SELECT state, attempts, claimed_until FROM callback_outbox WHERE id = ?', id);
     expect(released).toEqual({ state: 'pending', attempts: 0, claimed_until: null });
 
     hang = false;

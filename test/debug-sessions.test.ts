@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import Database from 'better-sqlite3';
 import { SESSION_STATES } from '../src/machines/validation-session.js';
-import { query } from './helpers/email.js';
+import { rows } from './helpers/rows.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { tempDir } from './helpers/tmp.js';
@@ -184,7 +184,7 @@ describe('what the session endpoint shows of a failure and of older rows', () =>
         body: JSON.stringify({ client_secret: 'refused1', email: 'Grace.Hidden@Example.org', send_attempt: 1 }),
       });
       expect(res.status).toBe(500);
-      const sid = query<{ id: number }>(r.config.db.dbFile, 'SELECT id FROM threepid_validation_sessions')[0]!.id;
+      const sid = rows<{ id: number }>(r.config.db.dbFile, 'SELECT id FROM threepid_validation_sessions')[0]!.id;
       const body = (await (await fetch(r.internalUrl(`/_sydent/debug/sessions/${sid}`))).json()) as Record<string, any>;
       expect(body['state']).toBe('sendFailed');
       expect(body['context'].lastError).toMatch(/Recipient address rejected/);

@@ -3,7 +3,8 @@
  * and leaves no trace: no session row, no token row, no change to an existing session, no mail.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, emailConf, mailToken, query, type Reply } from './helpers/email.js';
+import { call, emailConf, mailToken, type Reply } from './helpers/email.js';
+import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 
@@ -28,8 +29,8 @@ const getValidated = (q: string) => call(v1(`/3pid/getValidated3pid${q}`));
 function state() {
   const db = t.config.db.dbFile;
   return {
-    sessions: query(db, 'SELECT * FROM threepid_validation_sessions ORDER BY id'),
-    tokens: query(db, 'SELECT * FROM threepid_token_auths ORDER BY id'),
+    sessions: rows(db, 'SELECT * FROM threepid_validation_sessions ORDER BY id'),
+    tokens: rows(db, 'SELECT * FROM threepid_token_auths ORDER BY id'),
     mails: smtp.messages.length,
   };
 }

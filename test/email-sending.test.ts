@@ -13,13 +13,13 @@ import {
   mailLink,
   mailToken,
   portForwarder,
-  query,
   sameMailbox,
   sessionOf,
   sessionRows,
   tokenRows,
   type Reply,
 } from './helpers/email.js';
+import { rows } from './helpers/rows.js';
 import { freePort } from './helpers/process.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
@@ -241,7 +241,7 @@ describe('sender rate limit (email.ratelimit_sender)', () => {
     expect(a2.status).toBe(429);
     expect(a2.json['errcode']).toBe('M_LIMIT_EXCEEDED');
     expect({ sessions: sessionRows(db), tokens: tokenRows(db) }).toEqual(before);
-    expect(query(db, "SELECT * FROM threepid_validation_sessions WHERE address = 'c@example.org'")).toHaveLength(0);
+    expect(rows(db, "SELECT * FROM threepid_validation_sessions WHERE address = 'c@example.org'")).toHaveLength(0);
     expect(smtp.messages).toHaveLength(2);
 
     // a repeat still answers while limited

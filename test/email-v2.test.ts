@@ -6,7 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, emailConf, mailLink, mailToken, query, sameMailbox, sessionOf, type Reply } from './helpers/email.js';
+import { call, emailConf, mailLink, mailToken, sameMailbox, sessionOf, type Reply } from './helpers/email.js';
+import { rows } from './helpers/rows.js';
 import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
@@ -79,8 +80,8 @@ function getValidated(sid: string, secret: string, token?: string): Promise<Repl
 function state() {
   const db = t.config.db.dbFile;
   return {
-    sessions: query(db, 'SELECT * FROM threepid_validation_sessions ORDER BY id'),
-    tokens: query(db, 'SELECT * FROM threepid_token_auths ORDER BY id'),
+    sessions: rows(db, 'SELECT * FROM threepid_validation_sessions ORDER BY id'),
+    tokens: rows(db, 'SELECT * FROM threepid_token_auths ORDER BY id'),
     mails: smtp.messages.length,
   };
 }

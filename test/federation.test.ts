@@ -6,10 +6,7 @@ import {
   FederationClient,
   FederationError,
   IpGuard,
-  isValidServerName,
-  parseServerName,
   pickSrvRecord,
-  serverNameOfUserId,
   WellKnownCache,
   type FederationClientOptions,
 } from '../src/federation/index.js';
@@ -77,70 +74,6 @@ async function deadPort(): Promise<number> {
   await hs.close();
   return port;
 }
-
-describe('server names', () => {
-  it.each([
-    ['matrix.org', { host: 'matrix.org', port: null, ipLiteral: false }],
-    ['matrix.org:8888', { host: 'matrix.org', port: 8888, ipLiteral: false }],
-    ['1.2.3.4', { host: '1.2.3.4', port: null, ipLiteral: true }],
-    ['1.2.3.4:1234', { host: '1.2.3.4', port: 1234, ipLiteral: true }],
-    ['[1234:5678::abcd]', { host: '1234:5678::abcd', port: null, ipLiteral: true }],
-    ['[1234:5678::abcd]:5678', { host: '1234:5678::abcd', port: 5678, ipLiteral: true }],
-    ['[::ffff:1.2.3.4]:1', { host: '::ffff:1.2.3.4', port: 1, ipLiteral: true }],
-    ['localhost:65535', { host: 'localhost', port: 65535, ipLiteral: false }],
-    ['a', { host: 'a', port: null, ipLiteral: false }],
-    ['Example-1.COM.', { host: 'Example-1.COM.', port: null, ipLiteral: false }],
-    ['a'.repeat(255), { host: 'a'.repeat(255), port: null, ipLiteral: false }],
-  ])('%s is valid', (name, parsed) => {
-    expect(parseServerName(name)).toEqual(parsed);
-    expect(isValidServerName(name)).toBe(true);
-  });
-
-  it.each([
-    [''],
-    [':8448'],
-    ['example.com:'],
-    ['example.com:0'],
-    ['example.com:65536'],
-    ['example.com:08448'],
-    ['example.com:123456'],
-    ['example.com:-1'],
-    ['example.com:+80'],
-    ['example.com:80:80'],
-    ['exa mple.com'],
-    ['example_com'],
-    ['example.com/path'],
-    ['user@example.com'],
-    ['ex\u00e4mple.com'],
-    ['example.com\n'],
-    ['a'.repeat(256)],
-    ['1234:5678::abcd'],
-    ['::1'],
-    ['[::1'],
-    ['[]'],
-    ['[::1]x'],
-    ['[::1]:'],
-    ['[not:an:ip]'],
-    ['[fe80::1%eth0]'],
-    ['[1.2.3.4]'],
-    ['256.1.1.1'],
-    ['1.2.3.999:80'],
-    ['01.2.3.4'],
-  ])('%j is invalid', (name) => {
-    expect(parseServerName(name)).toBeNull();
-    expect(isValidServerName(name)).toBe(false);
-  });
-
-  it('takes the server part of a user id', () => {
-    expect(serverNameOfUserId('@alice:example.com')).toBe('example.com');
-    expect(serverNameOfUserId('@alice:example.com:8448')).toBe('example.com:8448');
-    expect(serverNameOfUserId('@a:[::1]:8448')).toBe('[::1]:8448');
-    expect(serverNameOfUserId('@alice')).toBeNull();
-    expect(serverNameOfUserId('alice:example.com')).toBeNull();
-    expect(serverNameOfUserId('@alice:')).toBeNull();
-    expect(serverNameOfUserId('@alice:exa mple.com')).toBeNull();
-  });
-});
 
 describe('IpGuard', () => {
   const guard = new IpGuard({ blacklist: DEFAULT_IP_RANGE_BLACKLIST });

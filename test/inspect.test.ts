@@ -1,5 +1,5 @@
 import { WebSocket } from 'ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { redactForInspection } from '../src/inspect/redact.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
@@ -43,8 +43,7 @@ describe('--inspect', () => {
     const mail = await smtp.waitForMessage();
     const token = /token=([0-9A-Za-z]{32})/.exec(mail.raw)![1]!;
 
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline && !received.some((m) => m.includes('tokenSent'))) await new Promise((r) => setTimeout(r, 50));
+    await vi.waitFor(() => expect(received.some((m) => m.includes('tokenSent'))).toBe(true), { timeout: 5000 });
     ws.close();
     const all = received.join('\n');
     expect(all).toContain('validationSession');

@@ -5,7 +5,7 @@
  * that 3PID's invites only → the invite tokens are deleted (`delete_tokens_on_bind`, default) or kept with
  * sent_ts set (`delete_tokens_on_bind = false`).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { decodeBase64, verifySignedJson } from '../src/crypto/index.js';
 import { call, emailConf, sameMailbox, type Reply } from './helpers/email.js';
 import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
@@ -14,14 +14,14 @@ import {
   V1,
   V2,
   registerAccount,
-  rows,
   serverPublicKey,
   userIdOf,
   validateEmail,
   verifyOurs,
 } from './helpers/flows.js';
+import { rows } from './helpers/rows.js';
 import type { RecordedRequest } from './helpers/homeserver.js';
-import { eventually, inviteBody, inviteTokenRows, readInviteMail, storeInvite, type InviteMail } from './helpers/invites.js';
+import { inviteBody, inviteTokenRows, readInviteMail, storeInvite, type InviteMail } from './helpers/invites.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 
@@ -73,7 +73,11 @@ const onbinds = (mxid: string): RecordedRequest[] =>
 
 /** The onbind the homeserver received for `mxid` (polled: delivery is asynchronous). */
 async function waitForOnbind(mxid: string): Promise<Record<string, unknown>> {
-  const req = await eventually(() => onbinds(mxid)[0], 8000, `POST ${ONBIND} for ${mxid}`);
+  const req = await vi.waitFor(() => {
+    const first = onbinds(mxid)[0];
+    expect(first, `POST ${ONBIND} for ${mxid}`).toBeDefined();
+    return first!;
+  }, { timeout: 8000, interval: 25 });
   expect(req.headers['content-type']).toMatch(/^application\/json/);
   return JSON.parse(req.body) as Record<string, unknown>;
 }
@@ -155,7 +159,7 @@ describe('delete_tokens_on_bind (default true), v1 bind', () => {
     expect(JSON.stringify(body)).not.toContain(other.token);
 
     // after a 200 from the homeserver the tokens of that 3PID are deleted; other invites stay
-    await eventually(() => (inviteTokenRows(t).some((r) => r.address === address) ? undefined : true), 5000, 'tokens deleted');
+    await vi.waitFor(() => expect(inviteTokenRows(t).some((r) => r.address === address), 'tokens deleted').toBe(false), { timeout: 5000, interval: 25 });
     expect(inviteTokenRows(t).filter((r) => r.token === other.token)).toMatchObject([{ address: 'someone.else@example.com', sent_ts: null }]);
     // the ephemeral key stays valid (Sydent never expires them)
     expect(await keyIsValid(t, first.publicKeys[1]!)).toBe(true);
@@ -200,10 +204,9 @@ describe('delete_tokens_on_bind = false, v2 bind with an account', () => {
     expectInvites(body['invites'], dave, address, [{ token: inv.token, room_id: '!room4:hs.test' }], publicKey);
 
     // once the notifier recorded the delivery, the row is still there, marked sent
-    await eventually(
-      () => (rows(t, "SELECT 1 FROM callback_outbox WHERE address = ? AND state = 'delivered'", address).length ? true : undefined),
-      5000,
-      'the delivery recorded',
+    await vi.waitFor(
+      () => expect(rows(t, "SELECT 1 FROM callback_outbox WHERE address = ? AND state = 'delivered'", address), 'the delivery recorded').not.toHaveLength(0),
+      { timeout: 5000, interval: 25 },
     );
     const left = inviteTokenRows(t).filter((r) => r.token === inv.token);
     expect(left).toHaveLength(1);

@@ -41,14 +41,6 @@ function sink(tty: boolean): { stream: PassThrough & { isTTY?: boolean }; text: 
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
-async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 function entries(text: string): Array<Record<string, unknown>> {
   return text
     .split('\n')
@@ -68,7 +60,7 @@ describe('log lines', () => {
     }
     // and one through the v2 lookup's lane, answered ahead of fastify
     await fetch(t.url('/_matrix/identity/v2/lookup'), { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
-    await until(() => entries(out.text()).filter((e) => e['msg'] === 'request').length === 7, 'seven request lines');
+    await vi.waitFor(() => expect(entries(out.text()).filter((e) => e['msg'] === 'request').length === 7, 'seven request lines').toBe(true), { timeout: 5000 });
 
     const all = entries(out.text());
     for (const e of all) expect(e['time']).toMatch(ISO);
@@ -86,7 +78,7 @@ describe('log lines', () => {
     const out = sink(true);
     const { log } = open({ level: 'INFO', path: '', stream: out.stream });
     log.info({ listener: 'client', status: 200 }, 'request');
-    await until(() => out.text().includes('\n'), 'a line');
+    await vi.waitFor(() => expect(out.text().includes('\n'), 'a line').toBe(true), { timeout: 5000 });
     const line = out.text().split('\n')[0]!;
     expect(() => JSON.parse(line) as unknown).toThrow();
     expect(line).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] .*INFO.*: .*request.* .*"listener":"client"/);
@@ -143,7 +135,7 @@ describe('the log file', () => {
     const logging = open({ level: 'INFO', path: file });
     logging.log.info('before midnight');
     const rotated = path.join(d, rotatedName('sydent.log', beforeMidnight));
-    await until(() => fs.existsSync(rotated), `the rotated ${rotated}`);
+    await vi.waitFor(() => expect(fs.existsSync(rotated), `the rotated ${rotated}`).toBe(true), { timeout: 5000 });
     logging.log.info('after midnight');
     await logging.close();
     expect(path.basename(rotated)).toBe(`sydent.log.${beforeMidnight.getFullYear()}-${String(beforeMidnight.getMonth() + 1).padStart(2, '0')}-${String(beforeMidnight.getDate()).padStart(2, '0')}`);
@@ -169,7 +161,7 @@ describe('the log file', () => {
     const last = open({ level: 'INFO', path: file, backupCount: 2 });
     last.log.info('today');
     await last.close();
-    await until(() => !fs.existsSync(path.join(d, names[0]!)), 'the oldest rotated file removed');
+    await vi.waitFor(() => expect(!fs.existsSync(path.join(d, names[0]!)), 'the oldest rotated file removed').toBe(true), { timeout: 5000 });
     const rotatedFiles = fs.readdirSync(d).filter((f) => /^sydent\.log\.\d{4}-/.test(f));
     expect(rotatedFiles.sort()).toEqual([names[1], names[2]].sort());
     expect(entries(fs.readFileSync(path.join(d, names[2]!), 'utf8')).map((e) => e['daysAgo'])).toEqual([1]);
@@ -181,7 +173,7 @@ describe('the log file', () => {
     const file = path.join(d, 'sydent.log');
     const logging = open({ level: 'INFO', path: file });
     logging.log.info('one');
-    await until(() => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('one'), 'the first line');
+    await vi.waitFor(() => expect(fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('one'), 'the first line').toBe(true), { timeout: 5000 });
     fs.renameSync(file, `${file}.1`);
     logging.reopen();
     logging.log.info('two');

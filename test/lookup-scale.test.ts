@@ -4,8 +4,9 @@
  * `none`; 10,001 addresses are refused.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
-import { internal, lookupPepper, lookupV2, registerAccount, rows, sha256Of } from './helpers/flows.js';
+import { startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
+import { internal, lookupPepper, lookupV2, registerAccount, sha256Of } from './helpers/flows.js';
+import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const BOUND = 500;

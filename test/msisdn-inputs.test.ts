@@ -3,7 +3,8 @@
  * (no session row, no token row, no SMS). Rejected countries (smsrule) likewise, and v2 needs a token.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, query, type Reply } from './helpers/email.js';
+import { call, type Reply } from './helpers/email.js';
+import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { loopbackAllowed, OM_CREDS, openMarketConf, smsCode, startOpenMarket, type FakeSmsGateway } from './helpers/sms-providers.js';
 
@@ -29,8 +30,8 @@ const submitToken = (body: unknown) => call(v1('/validate/msisdn/submitToken'), 
 function state() {
   const db = t.config.db.dbFile;
   return {
-    sessions: query(db, 'SELECT * FROM threepid_validation_sessions ORDER BY id'),
-    tokens: query(db, 'SELECT * FROM threepid_token_auths ORDER BY id'),
+    sessions: rows(db, 'SELECT * FROM threepid_validation_sessions ORDER BY id'),
+    tokens: rows(db, 'SELECT * FROM threepid_token_auths ORDER BY id'),
     requests: om.requests.length,
   };
 }

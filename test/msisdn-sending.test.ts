@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
-import { call, query, sessionOf, sessionRows, tokenRows, type Reply } from './helpers/email.js';
+import { call, sessionOf, sessionRows, tokenRows, type Reply } from './helpers/email.js';
+import { rows } from './helpers/rows.js';
 import { startFederationEnv, mergeConf, type FederationEnv } from './helpers/federation-env.js';
 import { registerAccount } from './helpers/flows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
@@ -62,12 +63,12 @@ describe('provider failures', () => {
       expect(failed.json).toEqual({ errcode: 'M_SEND_ERROR', error: 'Failed to send SMS' });
       expect(om.requests.length).toBe(requestsBefore + 1);
 
-      const rows = query<{ id: number; address: string; validated: number }>(
+      const found = rows<{ id: number; address: string; validated: number }>(
         t.config.db.dbFile,
         "SELECT * FROM threepid_validation_sessions WHERE address = '4930123456'",
       );
-      expect(rows).toHaveLength(1);
-      const sid = rows[0]!.id;
+      expect(found).toHaveLength(1);
+      const sid = found[0]!.id;
       const debug = await debugSession(sid);
       expect(debug).toMatchObject({ state: 'sendFailed', context: { rejection: 'sendFailed' } });
       expect(String((debug['context'] as Record<string, unknown>)['lastError'])).toMatch(

@@ -11,6 +11,7 @@ import { peersMain } from '../src/replication/cli.js';
 import { removePeerSectionFromText } from '../src/replication/peer-config.js';
 import { spawnServer } from './helpers/process.js';
 import { tempDir } from './helpers/tmp.js';
+import { rows } from './helpers/rows.js';
 
 let dir: string;
 let cleanup: () => void;
@@ -63,16 +64,11 @@ function call(words: string[], cwd = dir, env: Record<string, string> = {}) {
   return { code, stdout, stderr };
 }
 
-function rows() {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return {
-      peers: db.prepare('SELECT name, port, lastSentVersion, lastPokeSucceededAt, active FROM peers ORDER BY name').all(),
-      keys: db.prepare('SELECT peername, alg, key FROM peer_pubkeys ORDER BY peername').all(),
-    };
-  } finally {
-    db.close();
-  }
+function peerRows() {
+  return {
+    peers: rows(dbPath, 'SELECT name, port, lastSentVersion, lastPokeSucceededAt, active FROM peers ORDER BY name'),
+    keys: rows(dbPath, 'SELECT peername, alg, key FROM peer_pubkeys ORDER BY peername'),
+  };
 }
 
 describe('sydent-ts peers (the command)', () => {
@@ -82,7 +78,7 @@ describe('sydent-ts peers (the command)', () => {
     expect(added.stderr).toBe('');
     expect(added.code).toBe(0);
     expect(added.stdout).toBe('added peer b.test: pushes go to https://b-internal.test:4434/_matrix/identity/replicate/v1/push\n');
-    expect(rows()).toEqual({
+    expect(peerRows()).toEqual({
       peers: [{ name: 'b.test', port: 4434, lastSentVersion: null, lastPokeSucceededAt: null, active: 1 }],
       keys: [{ peername: 'b.test', alg: 'ed25519', key: pubkey }],
     });
@@ -107,7 +103,7 @@ describe('sydent-ts peers (the command)', () => {
     const removed = await run(['--config', confPath, 'peers', 'remove', 'b.test'], {}, path.dirname(dir));
     expect(removed.code).toBe(0);
     expect(removed.stdout).toBe('removed peer b.test and its [peer.b.test] section\n');
-    expect(rows()).toEqual({ peers: [], keys: [] });
+    expect(peerRows()).toEqual({ peers: [], keys: [] });
     expect(fs.readFileSync(confPath, 'utf8')).toBe(`${CONF(dbPath)}\n`);
   }, 30_000);
 
@@ -130,7 +126,7 @@ describe('sydent-ts peers (the function)', () => {
     const hex = Buffer.from(publicKeyFromSeed(seed)).toString('hex');
     const res = call(['peers', 'add', 'b.test', '--pubkey', hex, '--port=9000']);
     expect(res).toMatchObject({ code: 0, stdout: 'updated peer b.test: pushes go to https://b.test:9000/_matrix/identity/replicate/v1/push\n' });
-    expect(rows()).toEqual({
+    expect(peerRows()).toEqual({
       peers: [{ name: 'b.test', port: 9000, lastSentVersion: 7, lastPokeSucceededAt: null, active: 1 }],
       // hex (Sydent's legacy form) is stored as base64
       keys: [{ peername: 'b.test', alg: 'ed25519', key: encodeBase64(publicKeyFromSeed(seed)) }],

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBase64, generateSeed, lookupHash, publicKeyFromSeed, signJson } from '../src/crypto/index.js';
 import { makeCa, makeCert, type Pem } from './helpers/certs.js';
 import { addPeer, bind, lookup, makePeerCert, runPeers, startMesh, type Mesh, type Replica } from './helpers/replication.js';
+import { row, rows } from './helpers/rows.js';
 
 const PUSH = '/_matrix/identity/replicate/v1/push';
 const DAY = 24 * 3600_000;
@@ -73,22 +74,12 @@ async function push(
 }
 
 function globalRows(origin?: string): Array<Record<string, unknown>> {
-  const db = new Database(path.join(b.dir, 'sydent.db'), { readonly: true, fileMustExist: true });
-  try {
-    const sql = 'SELECT * FROM global_threepid_associations' + (origin ? ' WHERE originServer = ?' : '') + ' ORDER BY id';
-    return (origin ? db.prepare(sql).all(origin) : db.prepare(sql).all()) as Array<Record<string, unknown>>;
-  } finally {
-    db.close();
-  }
+  const sql = 'SELECT * FROM global_threepid_associations' + (origin ? ' WHERE originServer = ?' : '') + ' ORDER BY id';
+  return origin ? rows(path.join(b.dir, 'sydent.db'), sql, origin) : rows(path.join(b.dir, 'sydent.db'), sql);
 }
 
 function pepper(): string {
-  const db = new Database(path.join(b.dir, 'sydent.db'), { readonly: true, fileMustExist: true });
-  try {
-    return (db.prepare('SELECT lookup_pepper FROM hashing_metadata').get() as { lookup_pepper: string }).lookup_pepper;
-  } finally {
-    db.close();
-  }
+  return row<{ lookup_pepper: string }>(path.join(b.dir, 'sydent.db'), 'SELECT lookup_pepper FROM hashing_metadata')!.lookup_pepper;
 }
 
 beforeAll(async () => {

@@ -2,11 +2,11 @@
  * Replication between three sydent-ts instances on loopback, over real mutual TLS with certificates made here:
  * binds and unbinds travel from A to B and C; a peer that was down catches up with everything, once.
  */
-import Database from 'better-sqlite3';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCa } from './helpers/certs.js';
 import { bind, lookup, replicationView, startMesh, unbind, waitFor, type Mesh } from './helpers/replication.js';
+import { rows } from './helpers/rows.js';
 
 let mesh: Mesh;
 
@@ -21,14 +21,7 @@ afterAll(async () => {
 
 /** A read-only look at a replica's database, beside the running server (WAL lets both read). */
 function globalRows(dir: string, origin: string): Array<{ originId: number; address: string; mxid: string }> {
-  const db = new Database(path.join(dir, 'sydent.db'), { readonly: true, fileMustExist: true });
-  try {
-    return db
-      .prepare('SELECT originId, address, mxid FROM global_threepid_associations WHERE originServer = ? ORDER BY originId')
-      .all(origin) as Array<{ originId: number; address: string; mxid: string }>;
-  } finally {
-    db.close();
-  }
+  return rows(path.join(dir, 'sydent.db'), 'SELECT originId, address, mxid FROM global_threepid_associations WHERE originServer = ? ORDER BY originId', origin);
 }
 
 describe('replication between three sydent-ts instances', () => {

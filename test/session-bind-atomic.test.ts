@@ -7,7 +7,8 @@
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, emailConf } from './helpers/email.js';
-import { V1, associationCounts, associationRows, internal, lookupV1, rows, validateEmail } from './helpers/flows.js';
+import { V1, associationCounts, associationRows, internal, lookupV1, validateEmail } from './helpers/flows.js';
+import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 

@@ -5,7 +5,8 @@
  */
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, emailConf, mailToken, query } from './helpers/email.js';
+import { call, emailConf, mailToken } from './helpers/email.js';
+import { rows as query } from './helpers/rows.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 

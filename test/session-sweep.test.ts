@@ -1,6 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../src/clock.js';
-import { emailConf, query } from './helpers/email.js';
+import { emailConf } from './helpers/email.js';
+import { rows } from './helpers/rows.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { startTestServer } from './helpers/server.js';
 import { tempDir } from './helpers/tmp.js';
@@ -38,15 +39,14 @@ describe('old sessions are swept as Sydent does (five lifetimes after their last
       const second = await startTestServer({ dir, clock: new ManualClock(start + 6 * DAY) });
       try {
         const db = second.config.db.dbFile;
-        const deadline = Date.now() + 5000;
-        while (Date.now() < deadline && query(db, 'SELECT id FROM threepid_validation_sessions WHERE id = ?', Number(old)).length) {
-          await new Promise((r) => setTimeout(r, 25));
-        }
-        expect(query(db, 'SELECT id FROM threepid_validation_sessions WHERE id = ?', Number(old))).toEqual([]);
-        expect(query(db, 'SELECT id FROM threepid_token_auths WHERE validationSession = ?', Number(old))).toEqual([]);
-        expect(query(db, 'SELECT sid FROM session_machines WHERE sid = ?', Number(old))).toEqual([]);
-        expect(query(db, 'SELECT id FROM threepid_validation_sessions WHERE id = ?', Number(recent))).toHaveLength(1);
-        expect(query(db, 'SELECT sid FROM session_machines WHERE sid = ?', Number(recent))).toHaveLength(1);
+        await vi.waitFor(() => expect(rows(db, 'SELECT id FROM threepid_validation_sessions WHERE id = ?', Number(old))).toEqual([]), {
+          timeout: 5000,
+          interval: 25,
+        });
+        expect(rows(db, 'SELECT id FROM threepid_token_auths WHERE validationSession = ?', Number(old))).toEqual([]);
+        expect(rows(db, 'SELECT sid FROM session_machines WHERE sid = ?', Number(old))).toEqual([]);
+        expect(rows(db, 'SELECT id FROM threepid_validation_sessions WHERE id = ?', Number(recent))).toHaveLength(1);
+        expect(rows(db, 'SELECT sid FROM session_machines WHERE sid = ?', Number(recent))).toHaveLength(1);
         const gone = await fetch(second.url(`/_matrix/identity/api/v1/3pid/getValidated3pid?sid=${old}&client_secret=sweep-old`));
         expect(gone.status).toBe(404);
       } finally {

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { call, type Reply } from './helpers/email.js';
 import { freePort, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { startSmtpServer } from './helpers/smtp.js';
@@ -49,14 +49,6 @@ function logLines(p: ServerProcess, msg: string): Array<Record<string, unknown>>
     .filter((l) => l['msg'] === msg);
 }
 
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /** Whether a new connection to the listener is refused (it stopped accepting). */
 async function refused(base: string): Promise<boolean> {
   return fetch(`${base}${VERSIONS}`, { headers: { connection: 'close' } }).then(
@@ -90,7 +82,7 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
         return reply;
       },
     );
-    await until(() => held.length > 0, 'the mail to be under way');
+    await vi.waitFor(() => expect(held.length, 'the mail to be under way').toBeGreaterThan(0), { timeout: 10_000, interval: 20 });
     // And a request whose body is still arriving: no actor holds it, its listener answers it at the deadline.
     const slowBody = new Promise<string>((resolve) => {
       const socket = net.connect(Number(new URL(s.base).port), '127.0.0.1', () =>
@@ -110,9 +102,9 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
       return code;
     });
     // The drain window: still serving (a load balancer stops sending meanwhile), then no new connections.
-    await until(async () => (await fetch(`${s.base}/ready`)).status === 503, '/ready to answer 503');
+    await vi.waitFor(async () => expect((await fetch(`${s.base}/ready`)).status === 503, '/ready to answer 503').toBe(true), { timeout: 10_000, interval: 20 });
     expect((await fetch(`${s.base}${VERSIONS}`)).status).toBe(200);
-    await until(() => refused(s.base), 'the listener to stop accepting', 3000);
+    await vi.waitFor(async () => expect(await refused(s.base), 'the listener to stop accepting').toBe(true), { timeout: 3000, interval: 20 });
     expect(Date.now() - signalled).toBeGreaterThanOrEqual(900);
 
     const reply = await inFlight;
@@ -157,7 +149,7 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
       exitedAt = Date.now();
       return code;
     });
-    await until(() => refused(s.base), 'the listener to stop accepting', 3000);
+    await vi.waitFor(async () => expect(await refused(s.base), 'the listener to stop accepting').toBe(true), { timeout: 3000, interval: 20 });
 
     const reply = await inFlight;
     expect(reply.status, reply.text).toBe(200);

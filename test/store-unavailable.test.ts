@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { call, emailConf, query, type Reply } from './helpers/email.js';
+import { call, emailConf, type Reply } from './helpers/email.js';
+import { rows } from './helpers/rows.js';
 import { inviteBody, storeInvite } from './helpers/invites.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer } from './helpers/smtp.js';
@@ -93,7 +94,7 @@ describe('another process holds the write lock', () => {
     await exited(holder);
     // Nothing of it was written.
     expect(await lookup(t, 'during@example.org')).toMatchObject({ status: 200, json: {} });
-    expect(query(t.config.db.dbFile, "SELECT id FROM local_threepid_associations WHERE address = 'during@example.org'")).toEqual([]);
+    expect(rows(t.config.db.dbFile, "SELECT id FROM local_threepid_associations WHERE address = 'during@example.org'")).toEqual([]);
     expect(count(/locked by another process/)).toBe(1);
 
     // A lock held for less than the write's time: the write waits for it, then succeeds.
@@ -123,7 +124,7 @@ describe('the database file is moved away under the server', () => {
     expect(count(/removed from under the server/)).toBe(1);
     fs.renameSync(`${file}.moved`, file);
     expect((await bind(t, 'back@example.org')).status).toBe(200);
-    expect(query(file, 'SELECT address FROM local_threepid_associations ORDER BY id').map((r) => r['address'])).toEqual(['back@example.org']);
+    expect(rows(file, 'SELECT address FROM local_threepid_associations ORDER BY id').map((r) => r['address'])).toEqual(['back@example.org']);
     expect(count(/writes work again/)).toBe(1);
   });
 });

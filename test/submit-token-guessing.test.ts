@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { MAX_WRONG_TOKENS } from '../src/machines/validation-session.js';
 import { call, emailConf, mailToken, type Reply } from './helpers/email.js';
-import { rows } from './helpers/flows.js';
+import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { loopbackAllowed, OM_CREDS, openMarketConf, smsCode, startOpenMarket, type FakeSmsGateway } from './helpers/sms-providers.js';

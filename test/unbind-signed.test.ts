@@ -6,7 +6,7 @@
  */
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, type Reply } from './helpers/email.js';
+import type { Reply } from './helpers/email.js';
 import { startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import { associationRows, internal, lookupV1, SERVER_NAME, userIdOf, V1 } from './helpers/flows.js';
 import { HomeserverKeys, makeSigningKey, type SignRequestInput } from './helpers/homeserver-keys.js';

@@ -107,9 +107,6 @@ export class ReplyRegistry {
 
 function abortReason(signal: AbortSignal): Error {
   const reason: unknown = signal.reason;
-  // A request's deadline is an AbortSignal.timeout(), whose reason is a DOMException named TimeoutError: the same
-  // as the ask's own deadline (which fires at the same moment, and either may fire first).
-  if (reason instanceof Error && reason.name === 'TimeoutError') return new DeadlineExceededError(`the request's deadline passed`);
   return reason instanceof Error ? reason : new DeadlineExceededError('the request was cancelled');
 }
 

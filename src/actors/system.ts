@@ -14,7 +14,6 @@ import { storeHandlers, storeSupervisor } from './supervisors/store.js';
 
 /** Start order. Shutdown walks it backwards, so the store, which everything else writes through, stops last. */
 export const SUPERVISORS = ['store', 'mailer', 'sms', 'notifier', 'replication', 'sessions'] as const;
-export type SupervisorId = (typeof SUPERVISORS)[number];
 
 const placeholder = fromCallback<AskEvent, SystemDeps>(() => undefined);
 

@@ -10,7 +10,7 @@ import type { CallOptions } from '../actors/ask.js';
 import type { Facades } from '../actors/facade.js';
 import type { Clock } from '../clock.js';
 import { lookupHash } from '../crypto/index.js';
-import { serverNameOfUserId } from '../federation/index.js';
+import { serverNameOfUserId } from '../matrix/index.js';
 import type { ServerIdentity } from '../identity.js';
 import type { Logger } from '../log.js';
 import {

@@ -21,9 +21,9 @@ const SIGNATURE_BYTES = 64;
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
-// Ed25519 through Node's OpenSSL: about 60 times faster than tweetnacl's pure JavaScript, which matters where
-// every bind signs and a replicating peer verifies hundreds of thousands of signatures. Key objects are cached
-// per seed (weakly, so dropped keys go away); seeds are assumed not to change after first use.
+// Ed25519 through Node's OpenSSL rather than a pure JavaScript library (bench/README.md has the comparison): every
+// bind signs and a replicating peer verifies hundreds of thousands of signatures. Key objects are cached per seed
+// (weakly, so dropped keys go away); seeds are assumed not to change after first use.
 const keyPairs = new WeakMap<Uint8Array, { privateKey: KeyObject; publicKey: Uint8Array }>();
 
 function keyPairFor(seed: Uint8Array): { privateKey: KeyObject; publicKey: Uint8Array } {

@@ -5,7 +5,7 @@
  */
 import { FederationError } from './errors.js';
 import type { FederationResolver, SrvRecord } from './resolver.js';
-import { parseServerName, type ParsedServerName } from './server-name.js';
+import { parseServerName, type ParsedServerName } from '../matrix/server-name.js';
 import type { RawRequest, RawResponse, ResolvedServer } from './transport.js';
 
 export type { ResolvedServer } from './transport.js';

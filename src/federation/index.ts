@@ -1,4 +1,4 @@
-/** Talking to homeservers: server names, discovery, the IP guard and the federation client. */
+/** Talking to homeservers: discovery, the IP guard and the federation client. */
 import { readFileSync } from 'node:fs';
 import type { SydentConfig } from '../config/types.js';
 import { FederationClient, type FederationClientOptions } from './client.js';
@@ -30,7 +30,6 @@ export { FederationError, type FederationErrorKind } from './errors.js';
 export { IpGuard, DEFAULT_IP_RANGE_BLACKLIST, type IpGuardOptions } from './ip-guard.js';
 export { fetchOpenIdUserId, OpenIdError, USERINFO_MAX_BYTES, type OpenIdErrorKind } from './openid.js';
 export { DnsResolver, type DnsResolverOptions, type FederationResolver, type SrvRecord } from './resolver.js';
-export { parseServerName, isValidServerName, isValidUserId, serverNameOfUserId, hostForUrl, type ParsedServerName } from './server-name.js';
 export { Transport, type ResolvedServer, type RawRequest, type RawResponse, type TransportOptions } from './transport.js';
 export {
   parseXMatrixHeader,

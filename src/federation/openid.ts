@@ -5,7 +5,7 @@
  */
 import type { FederationClient } from './client.js';
 import { errcodeOf } from './client.js';
-import { serverNameOfUserId } from './server-name.js';
+import { serverNameOfUserId } from '../matrix/user-id.js';
 
 export const USERINFO_MAX_BYTES = 5 * 1024;
 

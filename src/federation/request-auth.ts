@@ -9,7 +9,7 @@
  * ServerKeySource (server-keys.ts); failures to fetch them are FederationErrors and pass through unchanged.
  */
 import { CanonicalJsonError, SignatureError, verifySignedJson } from '../crypto/index.js';
-import { isValidServerName } from './server-name.js';
+import { isValidServerName } from '../matrix/server-name.js';
 
 export type RequestAuthErrorKind =
   /** no Authorization header, or none with the X-Matrix scheme (Sydent: NoAuthenticationError) */

@@ -11,7 +11,7 @@ import { lazy, undici } from '../util/undici.js';
 import { FederationError } from './errors.js';
 import type { IpGuard } from './ip-guard.js';
 import type { FederationResolver } from './resolver.js';
-import { hostForUrl } from './server-name.js';
+import { hostForUrl } from '../matrix/server-name.js';
 
 /** where and how to connect for one server name (the result of discovery) */
 export interface ResolvedServer {

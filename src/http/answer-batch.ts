@@ -3,13 +3,10 @@
  *
  * Why: under load one turn of the loop reads the requests of many connections. A client waiting for several answers
  * sleeps until the first arrives; waking a sleeping process on another CPU is, on a virtual machine, an interrupt
- * across CPUs that costs the writer several microseconds of kernel time, the largest single cost of a one-hash
- * lookup under load (perf: `_raw_spin_unlock_irqrestore` under `sock_def_readable`). Written one after another, the
+ * across CPUs that costs the writer kernel time, the largest single cost of a one-hash lookup under load (perf: `_raw_spin_unlock_irqrestore` under `sock_def_readable`). Written one after another, the
  * answers after the first find the client awake and cost no further wake-up. When a turn reads a single request
  * nothing waits: its answer is written right after the turn's reads (`setImmediate` runs after the poll phase).
- * Measured on the 2-core VM of bench/RESULTS.md (bench/interleaved.ts, 3 processes each, same minutes): one-hash
- * lookups answered as soon as their body was read did 0.56 of a bare fastify GET's req/s, at 50 µs of server CPU per
- * answer; batched, 0.78 at 36 µs, and the client slept about once per turn (0.09 times per answer, 10 connections).
+ * The measurements behind this are in bench/README.md ("Code shaped by measurements").
  * Answers of one connection keep their order (pipelined requests): the queue is first in, first out.
  *
  * Work can also be put off to the same moment (`beforeWrite`): a request read in this turn can be answered then,

@@ -4,7 +4,7 @@
  * homeserver), not left running after the client was answered.
  */
 import type { FastifyRequest } from 'fastify';
-import type { CallOptions } from '../actors/ask.js';
+import { DeadlineExceededError, type CallOptions } from '../actors/ask.js';
 import type { SydentConfig } from '../config/types.js';
 
 /** What every facade call of a request carries: when it must be answered, and the signal that aborts its work. */
@@ -27,7 +27,17 @@ declare module 'fastify' {
 export function requestDeadline(req: FastifyRequest, config: SydentConfig, kind: 'request' | 'send' = 'request'): RequestDeadline {
   if (req.sydentDeadline) return req.sydentDeadline;
   const ms = kind === 'send' ? config.http.sendDeadlineMs : config.http.requestDeadlineMs;
-  const deadline: RequestDeadline = { deadline: Date.now() + ms, signal: AbortSignal.timeout(ms) };
+  const deadline: RequestDeadline = { deadline: Date.now() + ms, signal: timeoutSignal(ms) };
   req.sydentDeadline = deadline;
   return deadline;
+}
+
+/**
+ * Aborts after `ms` with a DeadlineExceededError, so whichever layer sees the abort first (an ask, a write waiting
+ * for the lock, a send) rejects with an error the routes answer as 503, not with AbortSignal.timeout's DOMException.
+ */
+function timeoutSignal(ms: number): AbortSignal {
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(new DeadlineExceededError(`the request's deadline of ${ms} ms passed`)), ms).unref();
+  return controller.signal;
 }

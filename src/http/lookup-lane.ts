@@ -1,11 +1,10 @@
 /**
  * The fast lane of `POST /_matrix/identity/v2/lookup`: answered on Node's request event, before fastify.
  *
- * Why: a one-hash lookup is the request an identity server answers most, and its work (a token check, one indexed
- * read, a small JSON answer) is a few microseconds; fastify's request pipeline around it (request and reply objects,
- * a child logger, hook runners, the content-type parser's stream handling) costs more than that, and on a busy
- * machine every microsecond spent per request also makes the wake-ups of the other side dearer. bench/RESULTS.md
- * has the figures.
+ * Why: a one-hash lookup is the request an identity server answers most, and its own work (a token check, one
+ * indexed read, a small JSON answer) is smaller than fastify's request pipeline around it (bench/README.md, "Code
+ * shaped by measurements", has the figures). It is a performance module: its contract is to answer exactly as the
+ * fastify route does (test/lookup-lane-contract.test.ts), app-wide hooks included.
  *
  * What it takes: only that method on exactly that path (no query string), with a JSON body (or none) of a declared
  * length within the body limit, while the app is not closing. Everything else (a token in the query string, a form
@@ -28,6 +27,24 @@ import { parseJsonBody } from './json-body.js';
 import { JSON_TYPE, v2Lookup } from './routes/lookup.js';
 
 export const V2_LOOKUP_PATH = `${V2_PREFIX}/lookup`;
+
+/**
+ * The hooks fastify runs for `POST /_matrix/identity/v2/lookup` on the client app (the app-wide ones and the route's
+ * own), by stage, and what the lane does in their place. test/lookup-lane-contract.test.ts holds this list against
+ * the route's hooks: a hook added later to the app or to this route fails it until the lane does that hook's work
+ * too and it is listed here. The request log line is fastify's log controller, not a hook; the same test compares
+ * the lines.
+ */
+export const LANE_DOES_THE_WORK_OF: Readonly<Record<string, readonly string[]>> = {
+  onRequest: [
+    "CORS headers and a refused query string (app.ts): the lane writes CORS_HEADERS and takes no query string",
+    "the route's auth (auth.ts): the lane calls accountForToken with the route's requirement, 'terms'",
+  ],
+  onResponse: [
+    'counting answers no route matched (app.ts): every answer of the lane matched its route',
+    "the route's metrics (app.ts): the lane records its answers under the same route and method",
+  ],
+};
 
 /**
  * The headers of every answer, as fastify's carry them, flat (name, value, …: Node stores them without building an

@@ -2,7 +2,7 @@
  * Checks of request fields shared by several endpoints, with the messages clients see. Fastify schemas check
  * presence and JSON types; these check what a schema cannot say clearly.
  */
-import { checkEmailAddress } from '../util/email-address.js';
+import { checkEmailAddress } from '../matrix/index.js';
 import { errors, MatrixError } from './errors.js';
 
 /** `client_secret` and `sid`: [0-9a-zA-Z.=_-], 1 to 255 characters (spec). */

@@ -23,7 +23,7 @@
  *   normally does not record such callbacks at all; the guard catches rows that got in anyway.
  */
 import { assign, fromPromise, setup } from 'xstate';
-import { isValidServerName } from '../federation/server-name.js';
+import { isValidServerName } from '../matrix/server-name.js';
 
 /** Bumped when the context's shape changes. */
 export const CALLBACK_MACHINE_VERSION = 1;

@@ -1,6 +1,6 @@
 import type { EmailConfig } from '../config/types.js';
 import { ALPHANUMERIC, LETTERS, randomString } from '../crypto/random.js';
-import { checkEmailAddress } from '../util/email-address.js';
+import { checkEmailAddress } from '../matrix/index.js';
 import { renderTemplate, templateAt, type ResolvedTemplate } from './templates.js';
 
 /**

@@ -6,7 +6,7 @@
  */
 import { SignatureError, verifySignedJson } from '../crypto/index.js';
 import type { ReceivedAssociation } from '../store/peers.js';
-import { casefold } from '../util/casefold.js';
+import { normaliseAddress } from '../matrix/index.js';
 
 /** Sydent loads every peer key as version 0. */
 export const PEER_KEY_ID = 'ed25519:0';
@@ -35,7 +35,7 @@ function readAssociation(originId: number, value: Record<string, unknown>): Omit
   if (typeof address !== 'string' || address === '') throw new InvalidAssociation('address is not a string');
   if (mxid !== null && (typeof mxid !== 'string' || mxid === '')) throw new InvalidAssociation('mxid is not a string or null');
   if (!isTime(ts)) throw new InvalidAssociation('ts is not an integer');
-  const normalised = medium === 'email' ? casefold(address) : address;
+  const normalised = normaliseAddress(medium, address);
   if (mxid === null) {
     // a tombstone: Sydent sends null times; anything else is ignored
     return { originId, medium, address: normalised, mxid: null, ts, notBefore: null, notAfter: null };

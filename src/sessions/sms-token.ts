@@ -4,7 +4,8 @@
  */
 import type { SystemDeps } from '../actors/deps.js';
 import type { Facades } from '../actors/facade.js';
-import { chooseOriginator, countryCodeOf, renderSmsBody } from '../sms/index.js';
+import { countryCodeOf } from '../matrix/index.js';
+import { chooseOriginator, renderSmsBody } from '../sms/index.js';
 import type { TokenSender } from './host.js';
 
 export function createSmsTokenSender(deps: SystemDeps, sms: Facades['sms']): TokenSender {

@@ -6,7 +6,7 @@
  */
 import type { Medium, SessionContext } from '../machines/validation-session.js';
 import type { SydentSessionRow } from '../store/sessions.js';
-import { casefold } from '../util/casefold.js';
+import { normaliseAddress } from '../matrix/index.js';
 
 export interface LoadedSession {
   state: string;
@@ -21,7 +21,7 @@ export function sessionFromSydentRow(row: SydentSessionRow): LoadedSession {
       sid: String(row.id),
       medium: row.medium as Medium,
       // Sydent kept the address as typed; ours are canonical (casefolded), as lookups and bindings need.
-      address: row.medium === 'email' ? casefold(row.address) : row.address,
+      address: normaliseAddress(row.medium, row.address),
       sendTo: row.address,
       clientSecret: row.clientSecret,
       token: row.token ?? '',

@@ -1,5 +1,5 @@
 /**
- * SMS: phone number parsing, the text and sender of a validation SMS, and the providers that deliver it.
+ * SMS: the text and sender of a validation SMS, and the providers that deliver it.
  */
 import type { SydentConfig } from '../config/types.js';
 import { IpGuard } from '../federation/ip-guard.js';
@@ -9,7 +9,6 @@ import type { SmsProvider } from './provider.js';
 import { TwilioProvider } from './twilio.js';
 
 export { chooseOriginator, DEFAULT_ORIGINATOR, renderSmsBody, TON } from './originator.js';
-export { countryCodeOf, isCountryField, MAX_PHONE_NUMBER_LENGTH, parsePhone, type ParsedPhone } from './phone.js';
 export { SmsSendError, type SmsMessage, type SmsProvider, type SmsReceipt } from './provider.js';
 export { OpenMarketProvider } from './openmarket.js';
 export { TwilioProvider } from './twilio.js';

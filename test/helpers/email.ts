@@ -2,8 +2,8 @@
  * Small helpers for the end-to-end tests of email 3PID validation: HTTP calls that keep status, body and
  * headers; reading what a mail carries (its link and token); reading rows from the server's SQLite file.
  */
-import Database from 'better-sqlite3';
 import net from 'node:net';
+import { rows } from './rows.js';
 import type { ReceivedMail } from './smtp.js';
 
 export interface Reply {
@@ -68,16 +68,6 @@ export function mailToken(mail: ReceivedMail | string): string {
   return token;
 }
 
-/** Rows of a query on the server's SQLite file, opened read-only. */
-export function query<T = Record<string, unknown>>(dbFile: string, sql: string, ...params: unknown[]): T[] {
-  const db = new Database(dbFile, { readonly: true, fileMustExist: true });
-  try {
-    return db.prepare(sql).all(...params) as T[];
-  } finally {
-    db.close();
-  }
-}
-
 export interface SessionRow {
   id: number;
   medium: string;
@@ -95,17 +85,17 @@ export interface TokenRow {
 }
 
 export const sessionRows = (dbFile: string): SessionRow[] =>
-  query<SessionRow>(dbFile, 'SELECT * FROM threepid_validation_sessions ORDER BY id');
+  rows<SessionRow>(dbFile, 'SELECT * FROM threepid_validation_sessions ORDER BY id');
 
 export const tokenRows = (dbFile: string): TokenRow[] =>
-  query<TokenRow>(dbFile, 'SELECT * FROM threepid_token_auths ORDER BY id');
+  rows<TokenRow>(dbFile, 'SELECT * FROM threepid_token_auths ORDER BY id');
 
 /** The session rows Sydent would read, for one sid. */
 export function sessionOf(dbFile: string, sid: string | number): { session?: SessionRow; tokens: TokenRow[] } {
   const id = Number(sid);
   return {
-    session: query<SessionRow>(dbFile, 'SELECT * FROM threepid_validation_sessions WHERE id = ?', id)[0],
-    tokens: query<TokenRow>(dbFile, 'SELECT * FROM threepid_token_auths WHERE validationSession = ?', id),
+    session: rows<SessionRow>(dbFile, 'SELECT * FROM threepid_validation_sessions WHERE id = ?', id)[0],
+    tokens: rows<TokenRow>(dbFile, 'SELECT * FROM threepid_token_auths WHERE validationSession = ?', id),
   };
 }
 

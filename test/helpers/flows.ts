@@ -15,6 +15,7 @@ import { SNAPSHOT_MS } from '../../src/store/lookup-connection.js';
 import { call, mailLink, type Reply } from './email.js';
 import type { FederationEnv } from './federation-env.js';
 import type { RouteHandler } from './homeserver.js';
+import { rows } from './rows.js';
 import type { TestServer } from './server.js';
 import type { ReceivedMail, SmtpTestServer } from './smtp.js';
 
@@ -163,16 +164,6 @@ export function internal(t: TestServer, what: 'bind' | 'unbind', body: unknown):
   return call(t.internalUrl(`${INTERNAL}/${what}`), { body });
 }
 
-/** Rows of a query on the server's SQLite file (read-only). */
-export function rows<T = Record<string, unknown>>(t: TestServer, sql: string, ...params: unknown[]): T[] {
-  const db = new Database(t.config.db.dbFile, { readonly: true, fileMustExist: true });
-  try {
-    return db.prepare(sql).all(...params) as T[];
-  } finally {
-    db.close();
-  }
-}
-
 /**
  * Writes into the server's SQLite file from a connection of its own, as another process would (WAL, so alongside
  * the running server). Resolves once the server's lookups see the write: their read snapshot lasts SNAPSHOT_MS, and
@@ -238,11 +229,6 @@ export function insertInvite(t: TestServer, invite: InviteRow): void {
  * shows that it changed nothing (no session, association, invite, account or callback row written or touched).
  */
 export function databaseSnapshot(t: TestServer): Record<string, string> {
-  const db = new Database(t.config.db.dbFile, { readonly: true, fileMustExist: true });
-  try {
-    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[];
-    return Object.fromEntries(tables.map(({ name }) => [name, JSON.stringify(db.prepare(`SELECT * FROM "${name}"`).raw().all())]));
-  } finally {
-    db.close();
-  }
+  const tables = rows<{ name: string }>(t, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
+  return Object.fromEntries(tables.map(({ name }) => [name, JSON.stringify(rows(t, `SELECT * FROM "${name}"`).map((r) => Object.values(r)))]));
 }

@@ -8,7 +8,8 @@
  *   const invite = readInviteMail(mail);   // subject, text, link, token, privateKey, signUrl
  */
 import { call, type Reply } from './email.js';
-import { rows, type Api } from './flows.js';
+import { type Api } from './flows.js';
+import { rows } from './rows.js';
 import type { TestServer } from './server.js';
 import type { ReceivedMail } from './smtp.js';
 
@@ -155,15 +156,4 @@ export const ephemeralKeyRows = (t: TestServer): EphemeralKeyRow[] =>
 /** Row counts of both invite tables: to show that a refused invite stored nothing. */
 export function inviteCounts(t: TestServer): { tokens: number; keys: number } {
   return { tokens: inviteTokenRows(t).length, keys: ephemeralKeyRows(t).length };
-}
-
-/** Polls `check` until it returns a value (not undefined), or fails after `timeoutMs`. */
-export async function eventually<T>(check: () => T | undefined, timeoutMs = 5000, what = 'condition'): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = check();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }

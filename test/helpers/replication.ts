@@ -15,6 +15,7 @@ import type { SydentConfig } from '../../src/config/types.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { generate } from 'selfsigned';
+import { vi } from 'vitest';
 import { systemClock, type Clock } from '../../src/clock.js';
 import { peersMain } from '../../src/replication/cli.js';
 import type { Pem } from './certs.js';
@@ -194,16 +195,16 @@ export async function lookup(s: TestServer, address: string, medium = 'email'): 
   return body.mxid ?? null;
 }
 
-/** Polls `probe` until `done` holds (every 25 ms, up to `timeoutMs`); returns the last value. */
-export async function waitFor<T>(probe: () => Promise<T> | T, done: (v: T) => boolean, timeoutMs = 5_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = await probe();
-  while (!done(last)) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting; last value: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 25));
-    last = await probe();
-  }
-  return last;
+/** `probe`'s value once `done` holds for it (vi.waitFor: every 25 ms, up to `timeoutMs`). */
+export function waitFor<T>(probe: () => Promise<T> | T, done: (v: T) => boolean, timeoutMs = 5_000): Promise<T> {
+  return vi.waitFor(
+    async () => {
+      const value = await probe();
+      if (!done(value)) throw new Error(`still waiting; last value: ${JSON.stringify(value)}`);
+      return value;
+    },
+    { timeout: timeoutMs, interval: 25 },
+  );
 }
 
 /** The debug view of a replica's peers. */

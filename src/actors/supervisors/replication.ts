@@ -34,7 +34,7 @@ export const replicationSupervisor = supervisor('replication', {
   concurrency: 4,
   open: (deps: SystemDeps, env: SupervisorEnv): ReplicationResource => {
     const { facades } = env;
-    const loaded = loadReplicationTls(deps.config);
+    const loaded = deps.replicationTls ?? loadReplicationTls(deps.config);
     const worker = new ReplicationWorker({
       reads: facades.reads.peers,
       store: { markSent: (name, lastId, now) => facades.stores.markPeerSent({ name, lastId, now }) },

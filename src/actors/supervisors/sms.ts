@@ -1,5 +1,6 @@
 import { redactAddress } from '../../sessions/redact.js';
-import { countryCodeOf, createSmsProvider, type SmsMessage, type SmsProvider, type SmsProviderOptions, type SmsReceipt } from '../../sms/index.js';
+import { countryCodeOf } from '../../matrix/index.js';
+import { createSmsProvider, type SmsMessage, type SmsProvider, type SmsProviderOptions, type SmsReceipt } from '../../sms/index.js';
 import { RateLimiter, type Admission } from '../../util/rate-limiter.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics/metrics.js';

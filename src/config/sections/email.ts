@@ -1,4 +1,4 @@
-import { casefold } from '../../util/casefold.js';
+import { casefold } from '../../matrix/casefold.js';
 import { hostname } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import type { EmailConfig, RateLimit, SmtpTlsMode } from '../types.js';

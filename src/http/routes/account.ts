@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { FederationError, isValidServerName, OpenIdError } from '../../federation/index.js';
+import { FederationError, OpenIdError } from '../../federation/index.js';
+import { isValidServerName } from '../../matrix/index.js';
 import { accountOf } from '../auth.js';
 import type { RouteOptions } from '../context.js';
 import { requestDeadline } from '../deadline.js';

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { isValidUserId } from '../../federation/index.js';
+import { isValidUserId } from '../../matrix/index.js';
 import type { RouteOptions } from '../context.js';
 import { requestDeadline } from '../deadline.js';
 import { errors } from '../errors.js';

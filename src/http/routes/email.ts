@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { DeadlineExceededError } from '../../actors/ask.js';
-import { casefold } from '../../util/casefold.js';
+import { casefold } from '../../matrix/index.js';
 import type { RouteOptions } from '../context.js';
 import { requestDeadline } from '../deadline.js';
 import { errors } from '../errors.js';

@@ -1,8 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Threepid } from '../../bindings/binder.js';
-import { isValidUserId } from '../../federation/index.js';
-import { parsePhone } from '../../sms/index.js';
-import { casefold } from '../../util/casefold.js';
+import { casefold, isValidUserId, parsePhone } from '../../matrix/index.js';
 import type { AppContext } from '../context.js';
 import { requestDeadline } from '../deadline.js';
 import { errors, MatrixError } from '../errors.js';

@@ -1,8 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Base64Error, decodeBase64, signJson } from '../../crypto/index.js';
-import { isValidUserId, serverNameOfUserId } from '../../federation/index.js';
 import { InviteMailError } from '../../invites/store-invite.js';
-import { casefold } from '../../util/casefold.js';
+import { casefold, isAcceptableRoomId, isValidUserId, MAX_ROOM_ID_LENGTH, MAX_USER_ID_LENGTH, serverNameOfUserId } from '../../matrix/index.js';
 import type { AppContext, RouteOptions } from '../context.js';
 import { requestDeadline } from '../deadline.js';
 import { errors, MatrixError } from '../errors.js';
@@ -26,9 +25,6 @@ const signBody = {
 
 /** Longest accepted value of any invite field: room names and avatars are display data, not documents. */
 const MAX_FIELD_LENGTH = 2048;
-const MAX_ID_LENGTH = 255;
-/** C0, DEL and C1: nothing a room ID may hold, and nothing a mail header or link should carry. */
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
 
 const forbidden = () => errors.unauthorizedStatus(403, 'Invite not allowed');
 
@@ -50,11 +46,11 @@ export async function inviteRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       emailAddress(address);
       checkFields(req.body);
       // Any room ID a homeserver sends, as Sydent took it: newer room versions have no `:server` part.
-      if (roomId === '' || roomId.length > MAX_ID_LENGTH || CONTROL_CHARACTERS.test(roomId)) {
-        throw errors.invalidParam(`room_id must be 1 to ${MAX_ID_LENGTH} characters without control characters`);
+      if (!isAcceptableRoomId(roomId)) {
+        throw errors.invalidParam(`room_id must be 1 to ${MAX_ROOM_ID_LENGTH} characters without control characters`);
       }
       const senderServer = serverNameOfUserId(sender);
-      if (!senderServer || sender.length > MAX_ID_LENGTH) throw errors.invalidParam('sender must be a Matrix user ID');
+      if (!senderServer || sender.length > MAX_USER_ID_LENGTH) throw errors.invalidParam('sender must be a Matrix user ID');
       checkBlocklists(ctx, req.body, roomId, senderServer);
 
       let outcome;
@@ -110,7 +106,6 @@ export async function inviteRoutes(app: FastifyInstance, opts: RouteOptions): Pr
 /** Every field a template may show: strings of a sane length. */
 function checkFields(body: Record<string, unknown>): void {
   for (const [key, value] of Object.entries(body)) {
-    if (value === null || typeof value === 'boolean' || typeof value === 'number') continue;
     if (typeof value !== 'string') continue;
     if (value.length > MAX_FIELD_LENGTH) throw errors.invalidParam(`${key} is too long`);
   }

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { casefold } from '../../util/casefold.js';
+import { normaliseAddress } from '../../matrix/index.js';
 import type { AppContext, RouteOptions } from '../context.js';
 import { MatrixError, errors } from '../errors.js';
 
@@ -16,9 +16,8 @@ const v1LookupQuery = {
 } as const;
 
 /**
- * hash_details is serialised by fast-json-stringify from this schema (only what it lists is sent): about a third of
- * JSON.stringify's time for this fixed shape. The lookup answer is not: for its mappings (a map of any size)
- * fast-json-stringify saves ~0.1 µs with one entry but takes ~1.5 times JSON.stringify's time with thousands.
+ * hash_details is serialised by fast-json-stringify from this schema (only what it lists is sent). The lookup answer
+ * is not: its mappings are a map of any size, which JSON.stringify writes faster (bench/README.md has the figures).
  */
 const hashDetailsReply = {
   200: {
@@ -31,11 +30,6 @@ export const ALGORITHMS = ['none', 'sha256'];
 
 /** fastify sends a string of this type as it is, the content type its JSON answers carry */
 export const JSON_TYPE = 'application/json; charset=utf-8';
-
-/** Addresses are compared in their canonical form: emails casefolded (msisdns are digits already). */
-export function normalise(medium: string, address: string): string {
-  return medium === 'email' ? casefold(address) : address;
-}
 
 /**
  * Lookups: the hot path. They read through the store's read facade, without an actor hop; the answer maps 3PIDs
@@ -51,7 +45,7 @@ export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       { schema: { querystring: v1LookupQuery } },
       async (req) => {
         const { medium, address } = req.query;
-        const row = await associations.lookup(medium, normalise(medium, address), ctx.clock.now());
+        const row = await associations.lookup(medium, normaliseAddress(medium, address), ctx.clock.now());
         if (!row) return {};
         const signed = JSON.parse(row.sgAssoc) as { signatures?: Record<string, unknown> };
         // Replicated associations carry their origin's signature; the answer also carries ours.
@@ -69,7 +63,7 @@ export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Pr
           throw errors.invalidParam('threepids must be a list of [medium, address] pairs');
         }
         const [medium, address] = item as [string, string];
-        const row = await associations.lookup(medium, normalise(medium, address), now);
+        const row = await associations.lookup(medium, normaliseAddress(medium, address), now);
         if (row) out.push([medium, address, row.mxid]);
       }
       return { threepids: out };
@@ -132,7 +126,7 @@ export async function v2Lookup(ctx: AppContext, body: unknown): Promise<string> 
     const parts = entry.split(/\s+/).filter(Boolean);
     if (parts.length !== 2) throw errors.invalidParam(`Invalid "address medium" pair: "${entry}"`);
     const [address, medium] = parts as [string, string];
-    const row = await associations.lookup(medium, normalise(medium, address), now);
+    const row = await associations.lookup(medium, normaliseAddress(medium, address), now);
     // Keyed by the string the client sent, so it can match its own request.
     if (row) found.set(entry, row.mxid);
   }

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { DeadlineExceededError } from '../../actors/ask.js';
-import { isCountryField, MAX_PHONE_NUMBER_LENGTH, parsePhone } from '../../sms/index.js';
+import { isCountryField, MAX_PHONE_NUMBER_LENGTH, parsePhone } from '../../matrix/index.js';
 import type { RouteOptions } from '../context.js';
 import { requestDeadline } from '../deadline.js';
 import { errors, MatrixError } from '../errors.js';

@@ -1,11 +1,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { UnbindProof } from '../../actors/supervisors/sessions.js';
-import { FederationError, isValidUserId, RequestAuthError } from '../../federation/index.js';
+import { FederationError, RequestAuthError } from '../../federation/index.js';
+import { isValidUserId } from '../../matrix/index.js';
 import type { AppContext, RouteOptions } from '../context.js';
 import { requestDeadline } from '../deadline.js';
 import { errors, MatrixError } from '../errors.js';
 import { clientSecret, sidNumber } from '../validate.js';
-import { normalise } from './lookup.js';
+import { normaliseAddress } from '../../matrix/index.js';
 import { validatedSessionReply } from './validation-replies.js';
 
 const unbindBody = {
@@ -39,7 +40,7 @@ export async function unbindRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       throw new MatrixError(400, 'M_MISSING_PARAMS', 'Threepid lacks medium / address');
     }
     if (!isValidUserId(mxid)) throw errors.invalidParam('mxid must be a Matrix user ID (@localpart:server.name)');
-    const target = { medium: threepid.medium, address: normalise(threepid.medium, threepid.address) };
+    const target = { medium: threepid.medium, address: normaliseAddress(threepid.medium, threepid.address) };
     const outcome = await unbindWithProof(ctx, req, { threepid: target, mxid, proof: proofOf(ctx, req) });
     if (outcome.ok) return {};
     if ('session' in outcome) validatedSessionReply(outcome.session);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CASEFOLD_TABLE } from '../src/util/casefold-table.js';
-import { casefold } from '../src/util/casefold.js';
+import { CASEFOLD_TABLE } from '../src/matrix/casefold-table.js';
+import { casefold } from '../src/matrix/casefold.js';
 
 /** [input code points, Python 3.11 `chr(...).casefold()` code points], recorded once with python3. */
 const PAIRS: [number[], number[]][] = [

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkEmailAddress } from '../src/util/email-address.js';
+import { checkEmailAddress } from '../src/matrix/email-address.js';
 
 const reason = (s: string): string => {
   const r = checkEmailAddress(s);

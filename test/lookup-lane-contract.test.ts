@@ -1,0 +1,251 @@
+/**
+ * The v2 lookup's fast lane (src/http/lookup-lane.ts) is a performance module: its contract is to answer exactly as
+ * the fastify route does. Two client apps are built alike, each with its own logger and metrics; one is reached
+ * through its own server, where the lane sees requests first, the other through `app.routing` (fastify's request
+ * handler, without the lane). The same requests go to both and must get the same status, body and headers (but
+ * the connection's own: date, connection, keep-alive), the same log lines and the same metrics. The hooks fastify
+ * runs for the route are held against the list of hooks whose work the lane does, so an app-wide hook added later
+ * fails here until the lane applies it too.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createClientApi } from '../src/http/client-api.js';
+import { LANE_DOES_THE_WORK_OF, V2_LOOKUP_PATH } from '../src/http/lookup-lane.js';
+import { Metrics } from '../src/metrics/metrics.js';
+import type { FederationEnv } from './helpers/federation-env.js';
+import { sha256Of } from './helpers/flows.js';
+import { startLookupFixture } from './helpers/lookup-fixture.js';
+import type { TestServer } from './helpers/server.js';
+
+const LOOKUP_LIMIT = 5000;
+
+let env: FederationEnv;
+let t: TestServer;
+let token: string;
+let pepper: string;
+let hit: string;
+
+beforeAll(async () => {
+  ({ env, t, token, pepper, hit } = await startLookupFixture({ addressLookupLimit: LOOKUP_LIMIT, localpart: 'contract', address: 'contract@example.com', mxid: '@contract:hs.example' }));
+});
+afterAll(async () => {
+  await t?.close();
+  await env?.close();
+});
+
+interface Side {
+  app: FastifyInstance;
+  base: string;
+  /** the app's log, one parsed line each */
+  lines: Array<Record<string, unknown>>;
+  metrics: Metrics;
+  close(): Promise<void>;
+}
+
+/** A client app as the server builds it, with its own log and metrics; `lane: false` bypasses the lane. */
+async function clientApp(lane: boolean, prepare?: (app: FastifyInstance) => void): Promise<Side> {
+  const lines: Array<Record<string, unknown>> = [];
+  const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+  const metrics = new Metrics(t.server.ctx.reads);
+  const app = await createClientApi({ ...t.server.ctx, metrics }, log);
+  prepare?.(app);
+  if (lane) {
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    return { app, base: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`, lines, metrics, close: () => app.close() };
+  }
+  await app.ready();
+  const server = http.createServer((req, res) => app.routing(req, res));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    app,
+    base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    lines,
+    metrics,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await app.close();
+    },
+  };
+}
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+}
+
+interface Request {
+  method?: string;
+  path?: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+}
+
+function send(base: string, r: Request): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { ...r.headers };
+    if (r.body !== undefined) headers['content-length'] = String(Buffer.byteLength(r.body));
+    const req = http.request(new URL(r.path ?? V2_LOOKUP_PATH, base), { method: r.method ?? 'POST', headers, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
+    });
+    req.on('error', reject);
+    if (r.body !== undefined) req.write(r.body);
+    req.end();
+  });
+}
+
+/** The connection's own headers, which differ between any two answers. */
+const CONNECTION_HEADERS = new Set(['date', 'connection', 'keep-alive']);
+const answerHeaders = (reply: Reply) => Object.fromEntries(Object.entries(reply.headers).filter(([name]) => !CONNECTION_HEADERS.has(name)));
+
+/** A log line without what differs between any two requests: time, request id, duration. */
+function logLine(line: Record<string, unknown>): Record<string, unknown> {
+  const { time: _time, pid: _pid, hostname: _hostname, reqId, ms: _ms, ...rest } = line;
+  return { ...rest, hasReqId: reqId !== undefined };
+}
+
+/** The app's metrics but the timings (duration buckets and sums), which differ between any two requests. */
+async function countedMetrics(metrics: Metrics): Promise<string[]> {
+  const text = await metrics.registry.metrics();
+  return text.split('\n').filter((l) => l.startsWith('sydent_') && !/_bucket\{|_sum[{ ]/.test(l));
+}
+
+/** One request to one side: the answer, the log lines it caused and the metrics after it. */
+async function exchange(side: Side, r: Request): Promise<{ reply: Reply; log: Array<Record<string, unknown>>; metrics: string[] }> {
+  const before = side.lines.length;
+  const reply = await send(side.base, r);
+  // Both write the request line once the answer is out, which may be after the client has it.
+  await vi.waitFor(() => expect(side.lines.slice(before).some((l) => l['msg'] === 'request')).toBe(true));
+  return { reply, log: side.lines.slice(before).map(logLine), metrics: await countedMetrics(side.metrics) };
+}
+
+/** What the lane leaves to fastify; it answers every other request of the list. */
+const LEFT_TO_FASTIFY = ['a token in the query string', 'a form body', 'GET', 'PUT', 'HEAD', 'a CORS preflight'];
+
+const lookupBody = (addresses: string[], extra: Record<string, unknown> = {}) => JSON.stringify({ addresses, algorithm: 'sha256', pepper, ...extra });
+const misses = (n: number) => Array.from({ length: n }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', pepper));
+
+function requests(): Array<[string, Request]> {
+  const auth = { authorization: `Bearer ${token}` };
+  const json = { ...auth, 'content-type': 'application/json' };
+  return [
+    ['a hit', { headers: json, body: lookupBody([hit]) }],
+    ['a miss', { headers: json, body: lookupBody(misses(1)) }],
+    ['no content type', { headers: auth, body: lookupBody([hit]) }],
+    ['a big batch, at the limit', { headers: json, body: lookupBody([...misses(LOOKUP_LIMIT - 1), hit]) }],
+    ['a batch over the limit', { headers: json, body: lookupBody(misses(LOOKUP_LIMIT + 1)) }],
+    ['invalid JSON', { headers: json, body: '{"addresses": [' }],
+    ['an empty body', { headers: json, body: '' }],
+    ['a list', { headers: json, body: '[]' }],
+    ['bytes that are not UTF-8', { headers: json, body: Buffer.from(`{"addresses":["\xff"],"algorithm":"sha256","pepper":"${pepper}"}`, 'latin1') }],
+    ['null', { headers: json, body: 'null' }],
+    ['a string', { headers: json, body: '"x"' }],
+    ['a NUL in an address', { headers: json, body: lookupBody(['a\u0000b']) }],
+    ['a lone surrogate in an address', { headers: json, body: `{"addresses":["\\ud800"],"algorithm":"sha256","pepper":${JSON.stringify(pepper)}}` }],
+    ['nested too deep', { headers: json, body: `{"addresses":["a"],"algorithm":"sha256","pepper":"x","x":${'['.repeat(1000)}${']'.repeat(1000)}}` }],
+    ['missing fields', { headers: json, body: JSON.stringify({ algorithm: 'sha256' }) }],
+    ['an unknown algorithm', { headers: json, body: lookupBody(['x'], { algorithm: 'md5' }) }],
+    ['a wrong pepper', { headers: json, body: lookupBody([hit], { pepper: `${pepper}x` }) }],
+    ['addresses not a list', { headers: json, body: JSON.stringify({ addresses: 'x', algorithm: 'sha256', pepper }) }],
+    ['a bad none entry', { headers: json, body: JSON.stringify({ addresses: ['justone'], algorithm: 'none', pepper }) }],
+    ['no token', { headers: { 'content-type': 'application/json' }, body: lookupBody([hit]) }],
+    ['an unknown token', { headers: { authorization: 'Bearer not-a-token', 'content-type': 'application/json' }, body: lookupBody([hit]) }],
+    ['a malformed authorization header', { headers: { authorization: 'Basic abc', 'content-type': 'application/json' }, body: lookupBody([hit]) }],
+    ['a token in the query string', { path: `${V2_LOOKUP_PATH}?access_token=${token}`, headers: { 'content-type': 'application/json' }, body: lookupBody([hit]) }],
+    ['a form body', { headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' }, body: 'algorithm=sha256' }],
+    ['GET', { method: 'GET', headers: auth }],
+    ['PUT', { method: 'PUT', headers: json, body: lookupBody([hit]) }],
+    ['HEAD', { method: 'HEAD', headers: auth }],
+    ['a CORS preflight', { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' } }],
+  ];
+}
+
+describe('the lane answers as the fastify route does', () => {
+  it('same status, body, headers, log lines and metrics for every request', async () => {
+    // Which requests reached fastify: on the lane's side, only those the lane left to it.
+    const reached: Record<'lane' | 'route', string[]> = { lane: [], route: [] };
+    let current = '';
+    const watch = (side: 'lane' | 'route') => (app: FastifyInstance) =>
+      app.addHook('onRequest', (_req, _reply, done) => {
+        reached[side].push(current);
+        done();
+      });
+    const lane = await clientApp(true, watch('lane'));
+    const route = await clientApp(false, watch('route'));
+    try {
+      for (const [what, r] of requests()) {
+        current = what;
+        const viaLane = await exchange(lane, r);
+        const viaRoute = await exchange(route, r);
+        expect(viaLane.reply.status, `${what}: ${viaLane.reply.text.slice(0, 200)}`).toBe(viaRoute.reply.status);
+        expect(viaLane.reply.text, what).toBe(viaRoute.reply.text);
+        expect(answerHeaders(viaLane.reply), what).toEqual(answerHeaders(viaRoute.reply));
+        expect(viaLane.log, what).toEqual(viaRoute.log);
+        expect(viaLane.metrics, what).toEqual(viaRoute.metrics);
+      }
+      expect(reached.route).toEqual(requests().map(([what]) => what));
+      expect(reached.lane).toEqual(LEFT_TO_FASTIFY);
+    } finally {
+      await lane.close();
+      await route.close();
+    }
+  });
+
+  it('the comparison sees an app-wide hook the lane does not apply', async () => {
+    // An app-wide onSend hook adding a header: fastify's answers carry it, the lane's would not.
+    const addHeader = (app: FastifyInstance) =>
+      app.addHook('onSend', (_req, reply, payload, done) => {
+        reply.header('x-added-later', 'yes');
+        done(null, payload);
+      });
+    const lane = await clientApp(true, addHeader);
+    const route = await clientApp(false, addHeader);
+    try {
+      const r: Request = { headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: lookupBody([hit]) };
+      const viaLane = await exchange(lane, r);
+      const viaRoute = await exchange(route, r);
+      expect(viaRoute.reply.headers['x-added-later']).toBe('yes');
+      expect(answerHeaders(viaLane.reply)).not.toEqual(answerHeaders(viaRoute.reply));
+      expect(routeHooks(lane.app)).not.toEqual(declaredHooks());
+    } finally {
+      await lane.close();
+      await route.close();
+    }
+  });
+});
+
+/** How many hooks fastify runs for `POST /_matrix/identity/v2/lookup`, by stage (printRoutes' hook listing). */
+function routeHooks(app: FastifyInstance): Record<string, number> {
+  const lines = app.printRoutes({ method: 'POST', includeHooks: true, commonPrefix: false }).split('\n');
+  const start = lines.findIndex((l) => l.endsWith(` ${V2_LOOKUP_PATH} (POST)`));
+  expect(start, 'the lookup route is listed').toBeGreaterThanOrEqual(0);
+  const hooks: Record<string, number> = {};
+  for (const line of lines.slice(start + 1)) {
+    const m = /^[│ ]*• \((\w+)\) (\[.*\])$/.exec(line);
+    if (!m) break;
+    hooks[m[1]!] = (JSON.parse(m[2]!) as string[]).length;
+  }
+  return hooks;
+}
+
+const declaredHooks = () => Object.fromEntries(Object.entries(LANE_DOES_THE_WORK_OF).map(([stage, works]) => [stage, works.length]));
+
+describe('every hook of the route is one whose work the lane does', () => {
+  it('the hooks fastify runs for the lookup route are those LANE_DOES_THE_WORK_OF lists', async () => {
+    const app = await clientApp(true);
+    try {
+      // A failure here: a hook was added to the app or to the lookup route. Make the lane do its work too (and
+      // the contract test above show it), then list it in LANE_DOES_THE_WORK_OF.
+      expect(routeHooks(app.app)).toEqual(declaredHooks());
+    } finally {
+      await app.close();
+    }
+  });
+});
