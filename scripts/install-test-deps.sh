@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # What the test suite needs beyond npm, installed with apt-get when it is missing and we may: Debian's Chromium
-# for the debug page test (or CHROMIUM_PATH naming another). .ci/run calls it, and so does `npm test` (pretest).
+# for the debug page test (or CHROMIUM_PATH naming another), and Debian's PostgreSQL for the tests that run on it
+# (test/helpers/postgres-server.ts starts a throwaway server from /usr/lib/postgresql/*/bin, or PG_BINDIR).
+# .ci/run calls it, and so does `npm test` (pretest).
 # Without root or apt-get it installs nothing and says what is missing; the tests that need it then fail saying so.
 set -euo pipefail
 
 missing=()
 chromium="${CHROMIUM_PATH:-/usr/bin/chromium}"
 [ -x "$chromium" ] || missing+=(chromium)
+if [ -n "${PG_BINDIR:-}" ]; then
+  [ -x "$PG_BINDIR/initdb" ] || { echo "install-test-deps: PG_BINDIR=$PG_BINDIR has no initdb" >&2; }
+else
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
