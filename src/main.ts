@@ -3,6 +3,7 @@ import { LogFileError } from './log-file.js';
 import { openConfiguredLog } from './log.js';
 import { isPeersCommand, peersMain } from './replication/cli.js';
 import { startServer } from './server.js';
+import { isMigrateDbCommand, migrateDbMain } from './store/migrate-db/cli.js';
 import { StartupError } from './startup-error.js';
 import { isRotatePepperCommand, rotatePepperMain } from './store/rotate-pepper.js';
 import { TermsError } from './terms/terms.js';
@@ -27,6 +28,8 @@ Commands:
   peers list [--json]                                  list the replication peers
   peers remove NAME                                    remove a replication peer
   rotate-pepper                                        a new lookup pepper; every association re-hashed
+  migrate-db --to postgresql://… [--from sqlite:PATH]  copy the database into an empty PostgreSQL database
+  migrate-db --to sqlite:PATH [--from postgresql://…]  copy a PostgreSQL database back into a new SQLite file
 
 Options:
   -c, --config PATH    the configuration file; it must exist (default: $SYDENT_CONF, else ./sydent.conf, written on first start)
@@ -38,6 +41,7 @@ Options:
 Environment:
   SYDENT_CONF          the configuration file when --config is not given
   SYDENT_DB_PATH       the database file where the configuration does not set [db] db.file
+  SYDENT_DB_URL        the PostgreSQL database migrate-db --to sqlite:PATH copies when --from is not given
   SYDENT_PID_FILE      the pid file where the configuration does not set [general] pidfile.path
   SYDENT_SERVER_NAME   the server name where the configuration does not set [general] server.name
 `;
@@ -100,6 +104,16 @@ async function main(): Promise<void> {
       stderr: (text) => process.stderr.write(text),
       env: process.env,
       cwd: process.cwd(),
+    });
+    return;
+  }
+  if (isMigrateDbCommand(process.argv.slice(2))) {
+    process.exitCode = await migrateDbMain(process.argv.slice(2), {
+      stdout: (text) => process.stdout.write(text),
+      stderr: (text) => process.stderr.write(text),
+      env: process.env,
+      cwd: process.cwd(),
+      tty: process.stderr.isTTY === true,
     });
     return;
   }

@@ -295,6 +295,8 @@ describe('the command line', () => {
       'peers list',
       'peers remove NAME',
       'rotate-pepper',
+      'migrate-db --to postgresql://…',
+      'migrate-db --to sqlite:PATH',
       '-c, --config PATH',
       '--generate-config',
       '--inspect[=PORT]',
@@ -305,7 +307,7 @@ describe('the command line', () => {
     const sources = fs.readdirSync(path.join(ROOT, 'src'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
     const reads = (f: string) => [...fs.readFileSync(path.join(ROOT, 'src', f), 'utf8').matchAll(/env(?:\.|\[')(SYDENT_[A-Z_]+)/g)].map((m) => m[1]!);
     const variables = new Set(sources.flatMap(reads));
-    expect([...variables].sort()).toEqual(['SYDENT_CONF', 'SYDENT_DB_PATH', 'SYDENT_PID_FILE', 'SYDENT_SERVER_NAME']);
+    expect([...variables].sort()).toEqual(['SYDENT_CONF', 'SYDENT_DB_PATH', 'SYDENT_DB_URL', 'SYDENT_PID_FILE', 'SYDENT_SERVER_NAME']);
     for (const entry of [...entries, ...variables]) {
       expect(lines.filter((l) => l.trimStart().startsWith(`${entry} `) || l.trimStart().startsWith(`${entry}\t`)), entry).toHaveLength(1);
     }
