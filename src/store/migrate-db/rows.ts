@@ -60,14 +60,15 @@ export function copyLine(row: readonly unknown[]): string {
 
 /**
  * One value in the checksum's canonical form. Integers come as BigInt (SQLite with safe integers, or pg told so),
- * as a number (pg's int4) or as pg's decimal string for int8; all become the same decimal digits.
+ * as a number (pg's int4) or as pg's decimal string for int8 (canonical already: no sign but '-', no leading
+ * zeros); all become the same decimal digits.
  */
 function canonical(value: unknown, family: Family): string {
   if (value === null || value === undefined) return 'N';
   if (family === 'integer') {
     if (typeof value === 'bigint') return `I${value}`;
     if (typeof value === 'number' && Number.isSafeInteger(value)) return `I${value}`;
-    if (typeof value === 'string' && /^-?\d+$/.test(value)) return `I${BigInt(value)}`;
+    if (typeof value === 'string' && /^-?\d+$/.test(value)) return `I${value}`;
   } else if (typeof value === 'string') {
     return `T${JSON.stringify(value)}`;
   }

@@ -6,7 +6,8 @@
  * target). Killed at any point, the next run with the same source finds that table and goes on from there; a target
  * with any other table in it is refused. Secondary indexes are dropped for the load and built once at the end
  * (faster than keeping them up to date row by row). Then every table's row count and checksum are compared on both
- * sides; only when all match is the progress table dropped.
+ * sides (the source's taken from the rows as they were copied where that read them in key order, else read again;
+ * the target's read back); only when all match is the progress table dropped.
  *
  * The source is read in one transaction (one snapshot) and never written; a running server on it is refused (its
  * instance lock). Its version must be one this code knows: Sydent's 5 (a Sydent-made file) or one of ours.
@@ -26,8 +27,8 @@ import { AUTOINCREMENT_TABLES } from '../pg/schema.js';
 import { SYDENT_SCHEMA_VERSION } from '../schema.js';
 import { MigrateDbError, type MigrateIo } from './errors.js';
 import { Progress } from './progress.js';
-import { mismatches, pgChecksum, sqliteChecksum, type TableCheck } from './read.js';
-import { checkValue, copyLine } from './rows.js';
+import { mismatches, pgChecksum, sqliteChecksum, type Checksum, type TableCheck } from './read.js';
+import { checkValue, copyLine, TableChecksum } from './rows.js';
 import {
   columnDifferences,
   pgTables,
@@ -54,8 +55,9 @@ const COPY_LOCK = 0x5359_4443; // "SYDC"
 
 interface ProgressRow {
   table_name: string;
-  last_rowid: bigint | null;
-  rows_copied: bigint;
+  /** int8 columns come as decimal strings */
+  last_rowid: string | null;
+  rows_copied: string;
   done: boolean;
 }
 
@@ -72,7 +74,7 @@ export async function sqliteToPostgres(opts: ToPostgresOptions): Promise<void> {
   let client: pg.Client | undefined;
   try {
     src = openSource(opts.sourcePath);
-    client = await connectPg(opts.targetUrl, { bigints: true });
+    client = await connectPg(opts.targetUrl);
     const locked = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [COPY_LOCK]);
     if (!locked.rows[0]!.ok) throw new MigrateDbError(`another migrate-db is copying into ${describePgUrl(opts.targetUrl)}`);
 
@@ -105,15 +107,21 @@ export async function sqliteToPostgres(opts: ToPostgresOptions): Promise<void> {
     const counts = new Map(tables.map((t) => [t.name, countRows(src!, names.get(t.name))]));
     const total = [...counts.values()].reduce((a, b) => a + b, 0);
     const progressRows = await readProgress(client);
-    const already = Number(progressRows.reduce((a, r) => a + r.rows_copied, 0n));
+    const already = progressRows.reduce((a, r) => a + Number(r.rows_copied), 0);
     const progress = new Progress({ write: io.stderr, tty: io.tty, total, already });
     if (already > 0) progress.say(`migrate-db: resuming: ${already.toLocaleString('en')} of ${total.toLocaleString('en')} rows were copied before`);
 
+    // The source's checksums, taken from the rows as they are copied where that reads them in key order.
+    const sourceSums = new Map<string, Checksum>();
     for (const t of tables) {
       const row = progressRows.find((r) => r.table_name === t.name);
       if (row?.done) continue;
       const n = names.get(t.name);
-      if (n) await copyTable(client, src, t, n, row?.last_rowid ?? null, batchRows, progress);
+      if (n) {
+        const from = row?.last_rowid == null ? null : BigInt(row.last_rowid);
+        const sum = await copyTable(client, src, t, n, from, batchRows, progress);
+        if (sum) sourceSums.set(t.name, sum);
+      }
       await client.query(
         `INSERT INTO ${PROGRESS_TABLE} (table_name, done) VALUES ($1, true) ON CONFLICT (table_name) DO UPDATE SET done = true`,
         [t.name],
@@ -122,18 +130,26 @@ export async function sqliteToPostgres(opts: ToPostgresOptions): Promise<void> {
     progress.say(`migrate-db: ${progress.summary()}`);
 
     await setSequences(client, src, tables);
-    await buildIndexes(client, indexes, progress);
-    for (const t of tables) await client.query(`ANALYZE ${quote(t.name)}`);
 
+    // The indexes are built on a second connection while this one reads the target back for its checksums: the
+    // server builds while this process hashes. The primary keys the reads are ordered by are there already.
     progress.say('migrate-db: verifying row counts and checksums');
+    const indexer = await connectPg(opts.targetUrl);
+    const indexing = buildIndexes(indexer, indexes, tables, progress).finally(() => indexer.end().catch(() => undefined));
     const checks: TableCheck[] = [];
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     try {
-      for (const t of tables) {
-        checks.push({ table: t.name, source: sqliteChecksum(src, t, names.get(t.name)), target: await pgChecksum(client, t) });
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      try {
+        for (const t of tables) {
+          const target = await pgChecksum(client, t);
+          checks.push({ table: t.name, source: sourceSums.get(t.name) ?? sqliteChecksum(src, t, names.get(t.name)), target });
+        }
+      } finally {
+        await client.query('COMMIT');
       }
     } finally {
-      await client.query('COMMIT');
+      // Waited for whatever happened above: no build is left running unobserved.
+      await indexing;
     }
     const bad = mismatches(checks);
     if (bad.length) {
@@ -258,15 +274,16 @@ async function dropSecondaryIndexes(client: pg.ClientBase): Promise<StoredIndex[
   }
 }
 
-async function buildIndexes(client: pg.ClientBase, indexes: readonly StoredIndex[], progress: Progress): Promise<void> {
+/** The indexes dropped for the load (those not there yet: a resumed run may have built some), then ANALYZE. */
+async function buildIndexes(client: pg.ClientBase, indexes: readonly StoredIndex[], tables: readonly TableSpec[], progress: Progress): Promise<void> {
   const missing: StoredIndex[] = [];
   for (const idx of indexes) if (!(await tableExists(client, idx.name))) missing.push(idx);
-  if (missing.length === 0) return;
-  progress.say(`migrate-db: building ${missing.length} indexes`);
   const started = performance.now();
   await client.query("SET maintenance_work_mem = '256MB'");
   for (const idx of missing) await client.query(idx.def);
-  progress.say(`migrate-db: indexes built in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  // Statistics for the planner, which would otherwise know nothing of the rows just loaded.
+  for (const t of tables) await client.query(`ANALYZE ${quote(t.name)}`);
+  progress.say(`migrate-db: ${missing.length} indexes built and statistics gathered in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 }
 
 function countRows(src: Database.Database, names: SqliteNames | undefined): number {
@@ -282,8 +299,10 @@ async function copyTable(
   from: bigint | null,
   batchRows: number,
   progress: Progress,
-): Promise<void> {
+): Promise<Checksum | undefined> {
   const { list } = sqliteSelect(table, names);
+  // A table keyed by its rowid, copied from the start, is read in key order: its checksum comes with the copy.
+  const sum = from === null && isRowidKeyed(src, table, names) ? new TableChecksum(table.columns.map((c) => c.family)) : undefined;
   const base = `SELECT rowid, ${list} FROM ${quote(names.table)}`;
   const first = src.prepare(`${base} ORDER BY rowid LIMIT ?`).raw(true).safeIntegers(true);
   const next = src.prepare(`${base} WHERE rowid > ? ORDER BY rowid LIMIT ?`).raw(true).safeIntegers(true);
@@ -301,7 +320,9 @@ async function copyTable(
         for (let i = 0; i < table.columns.length; i++) {
           checkValue(row[i + 1], table.columns[i]!, () => `${names.table} row ${rowid}`);
         }
-        text += copyLine(row.slice(1));
+        const values = row.slice(1);
+        sum?.add(values);
+        text += copyLine(values);
       }
       const firstRowid = rows[0]![0] as bigint;
       last = rows[rows.length - 1]![0] as bigint;
@@ -317,6 +338,15 @@ async function copyTable(
     await pending?.catch(() => undefined);
     throw err;
   }
+  return sum && { rows: sum.rows, sha256: sum.digest() };
+}
+
+/** True when the table's key is its INTEGER PRIMARY KEY, which SQLite makes the rowid itself. */
+function isRowidKeyed(src: Database.Database, table: TableSpec, names: SqliteNames): boolean {
+  if (table.key.length !== 1) return false;
+  const info = src.prepare(`PRAGMA table_info(${quote(names.table)})`).all() as { name: string; type: string; pk: number }[];
+  const pk = info.filter((c) => c.pk > 0);
+  return pk.length === 1 && pk[0]!.type.toUpperCase() === 'INTEGER' && pk[0]!.name.toLowerCase() === table.key[0];
 }
 
 async function writeBatch(
@@ -355,7 +385,8 @@ async function setSequences(client: pg.ClientBase, src: Database.Database, table
   for (const t of tables) {
     if (!t.identity) continue;
     const seq = (await client.query<{ s: string }>('SELECT pg_get_serial_sequence($1, $2) AS s', [quote(t.name), t.identity])).rows[0]!.s;
-    const max = (await client.query<{ m: bigint | null }>(`SELECT max(${quote(t.identity)}) AS m FROM ${quote(t.name)}`)).rows[0]!.m;
+    const m = (await client.query<{ m: string | null }>(`SELECT max(${quote(t.identity)}) AS m FROM ${quote(t.name)}`)).rows[0]!.m;
+    const max = m === null ? null : BigInt(m);
     const sqliteSeq = AUTOINCREMENT_TABLES.includes(t.name) ? ((counter?.get(t.name) as bigint | undefined) ?? null) : null;
     const top = [max, sqliteSeq].filter((v): v is bigint => v !== null).reduce<bigint | null>((a, b) => (a === null || b > a ? b : a), null);
     if (top === null || top < 1n) await client.query('SELECT setval($1, 1, false)', [seq]);

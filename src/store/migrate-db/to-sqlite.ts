@@ -3,9 +3,10 @@
  *
  * The file is made as sydent-ts makes a new database (Sydent's final schema, user_version 5, then our migrations:
  * Sydent ignores the versions above its own and the tables it does not know), filled from one snapshot of the
- * source, checked (row counts and checksums per table, as the forward copy checks), and only then renamed to the
- * name asked for. It is written as `PATH.partial` first: an interrupted run leaves no file that looks finished, and
- * the next run starts that file again (the source is read in one snapshot, so there is nothing to resume).
+ * source, checked (row counts and checksums per table: the source's taken from the rows as they were read, the
+ * file's by reading it back), and only then renamed to the name asked for. It is written as `PATH.partial` first:
+ * an interrupted run leaves no file that looks finished, and the next run starts that file again (the source is
+ * read in one snapshot, so there is nothing to resume).
  */
 import { existsSync, renameSync, rmSync } from 'node:fs';
 
@@ -19,7 +20,8 @@ import { PG_LATEST_VERSION, pgSchemaVersion } from '../pg/migrations.js';
 import { AUTOINCREMENT_TABLES } from '../pg/schema.js';
 import { MigrateDbError, type MigrateIo } from './errors.js';
 import { Progress } from './progress.js';
-import { mismatches, pgBatches, pgChecksum, sqliteChecksum, type TableCheck } from './read.js';
+import { mismatches, pgBatches, sqliteChecksum, type Checksum, type TableCheck } from './read.js';
+import { TableChecksum } from './rows.js';
 import { columnDifferences, pgTables, PROGRESS_TABLE, quote, sqliteNames, type SqliteNames, type TableSpec } from './tables.js';
 
 export interface ToSqliteOptions {
@@ -84,7 +86,9 @@ export async function postgresToSqlite(opts: ToSqliteOptions): Promise<void> {
     const progress = new Progress({ write: io.stderr, tty: io.tty, total, already: 0 });
 
     const indexes = dropSqliteIndexes(db, [...names.values()]);
-    for (const t of tables) await copyTable(client, db, t, names.get(t.name)!, batchRows, progress);
+    // The source's checksums come with the copy, which reads each table in key order.
+    const sourceSums = new Map<string, Checksum>();
+    for (const t of tables) sourceSums.set(t.name, await copyTable(client, db, t, names.get(t.name)!, batchRows, progress));
     progress.say(`migrate-db: ${progress.summary()}`);
     await setSequences(client, db, tables);
     progress.say(`migrate-db: building ${indexes.length} indexes`);
@@ -93,7 +97,7 @@ export async function postgresToSqlite(opts: ToSqliteOptions): Promise<void> {
     progress.say('migrate-db: verifying row counts and checksums');
     const checks: TableCheck[] = [];
     for (const t of tables) {
-      checks.push({ table: t.name, source: await pgChecksum(client, t), target: sqliteChecksum(db, t, names.get(t.name)) });
+      checks.push({ table: t.name, source: sourceSums.get(t.name)!, target: sqliteChecksum(db, t, names.get(t.name)) });
     }
     await client.query('COMMIT');
     const bad = mismatches(checks);
@@ -139,7 +143,8 @@ async function copyTable(
   names: SqliteNames,
   batchRows: number,
   progress: Progress,
-): Promise<void> {
+): Promise<Checksum> {
+  const sum = new TableChecksum(table.columns.map((c) => c.family));
   const cols = table.columns.map((c) => quote(names.columns.get(c.name)!)).join(', ');
   const one = `(${table.columns.map(() => '?').join(', ')})`;
   const insertSql = (n: number) => `INSERT INTO ${quote(names.table)} (${cols}) VALUES ${Array(n).fill(one).join(', ')}`;
@@ -150,9 +155,11 @@ async function copyTable(
     if (i < rows.length) db.prepare(insertSql(rows.length - i)).run(rows.slice(i).flat());
   });
   for await (const rows of pgBatches(client, table, batchRows)) {
+    for (const row of rows) sum.add(row);
     insert(rows);
     progress.add(rows.length, table.name);
   }
+  return { rows: sum.rows, sha256: sum.digest() };
 }
 
 /** sqlite_sequence from the identity sequences of the AUTOINCREMENT tables, so no id is ever given twice. */
