@@ -66,8 +66,8 @@ function sydentFile(where: string, associations = 120): string {
   db.close();
 
   const sydent = sydentDb(file);
-  // Sessions with Sydent's random ids, one validated; text with a tab, a newline, a backslash and a quote
-  sydent.createSession({ sid: 2147483647, address: 'Mixed@Example.org', clientSecret: 'tab\tnew\nline\\"q', token: 'T'.repeat(32), mtime: 1700000000999 });
+  // Sessions with Sydent's random ids, one validated; text with every character COPY escapes, and a quote
+  sydent.createSession({ sid: 2147483647, address: 'Mixed@Example.org', clientSecret: 'tab\tnew\nline\\"q\r\b\f\v\\N', token: 'T'.repeat(32), mtime: 1700000000999 });
   sydent.createSession({ sid: 0, medium: 'msisdn', address: '447700900000', clientSecret: 's2', token: '123456', validated: true });
   const bind = (i: number) =>
     sydent.bind({
@@ -327,6 +327,38 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     const busy = await migrateDb(['--to', other.url, '--from', `sqlite:${source}`], d);
     expect(busy).toMatchObject({ code: 1, stderr: expect.stringContaining(`another sydent-ts is running on ${source}`) });
     expect(await tablesOf(other.url)).toEqual([]);
+  });
+
+  it('a value PostgreSQL cannot hold stops the copy naming its row; once fixed in the source, the copy goes on', { timeout: 60_000 }, async () => {
+    const d = dir();
+    const source = sydentFile(d, 3);
+    const raw = new Database(source);
+    // SQLite keeps a real number in an integer column, and a blob anywhere
+    raw.prepare("UPDATE invite_tokens SET received_ts = 1700000000.5 WHERE token = 'tOkEn2'").run();
+    raw.close();
+    const pg = await database();
+    const failed = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`], d);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr.trim().split('\n').pop()).toBe(
+      'sydent-ts migrate-db: invite_tokens row 2: column received_ts holds the real number 1700000000.5, where PostgreSQL expects an integer',
+    );
+
+    const fix = new Database(source);
+    fix.prepare("UPDATE invite_tokens SET received_ts = 1700000000 WHERE token = 'tOkEn2'").run();
+    fix.prepare("UPDATE peer_pubkeys SET key = x'00ff'").run();
+    fix.close();
+    const blob = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`], d);
+    expect(blob.stderr.trim().split('\n').pop()).toBe(
+      'sydent-ts migrate-db: peer_pubkeys row 1: column key holds a blob of 2 bytes, where PostgreSQL expects text',
+    );
+
+    const fix2 = new Database(source);
+    fix2.prepare("UPDATE peer_pubkeys SET key = 'c29tZWtleQ'").run();
+    fix2.close();
+    const done = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`], d);
+    expect(done.code, done.stderr).toBe(0);
+    const { sqlite_sequence: _s, ...rows } = dumpSqlite(source);
+    expect(await dumpPg(pg.url, Object.keys(rows))).toEqual(lowerKeys(rows));
   });
 
   it('killed (SIGKILL) in the middle of the copy, then run again: goes on where it stopped, and the result is complete and right', { timeout: 120_000 }, async () => {

@@ -30,31 +30,51 @@ function describe(value: unknown): string {
  * Checks one value read from SQLite (integers as BigInt) against its column; throws RowValueError otherwise.
  * SQLite stores whatever it is given where affinity cannot convert it; PostgreSQL does not.
  */
-export function checkValue(value: unknown, column: ColumnSpec, where: () => string): void {
-  if (value === null) return;
-  if (column.family === 'integer' ? typeof value === 'bigint' : typeof value === 'string') {
-    if (typeof value === 'string' && value.includes('\0')) {
-      throw new RowValueError(`${where()}: column ${column.name} holds text with a NUL character, which PostgreSQL cannot store`);
-    }
-    return;
+export function checkValue(value: unknown, column: ColumnSpec, where: string): void {
+  if (isGood(value, column.family)) return;
+  if (typeof value === 'string' && column.family === 'text') {
+    throw new RowValueError(`${where}: column ${column.name} holds text with a NUL character, which PostgreSQL cannot store`);
   }
-  throw new RowValueError(`${where()}: column ${column.name} holds ${describe(value)}, where PostgreSQL expects ${column.family === 'integer' ? 'an integer' : 'text'}`);
+  throw new RowValueError(`${where}: column ${column.name} holds ${describe(value)}, where PostgreSQL expects ${column.family === 'integer' ? 'an integer' : 'text'}`);
 }
 
-const COPY_SPECIAL = /[\\\n\r\t]/;
-const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+function isGood(value: unknown, family: Family): boolean {
+  if (value === null) return true;
+  if (family === 'integer') return typeof value === 'bigint';
+  return typeof value === 'string' && !value.includes('\0');
+}
 
-/** One value in COPY's text format (values checked by checkValue). */
+/** The index of the first of a row's values that checkValue refuses, or -1 (the hot path: no message built). */
+export function firstBadValue(row: readonly unknown[], columns: readonly ColumnSpec[]): number {
+  for (let i = 0; i < columns.length; i++) if (!isGood(row[i], columns[i]!.family)) return i;
+  return -1;
+}
+
+// The characters PostgreSQL's COPY TO escapes in text format (copyto.c), escaped the same way, so that a row's line
+// here is byte for byte the line PostgreSQL writes for the same values (migrate-db's checksums compare the two).
+const COPY_SPECIAL = /[\\\b\f\n\r\t\v]/;
+const COPY_SPECIAL_ALL = /[\\\b\f\n\r\t\v]/g;
+const COPY_ESCAPES: Record<string, string> = {
+  '\\': '\\\\',
+  '\b': '\\b',
+  '\f': '\\f',
+  '\n': '\\n',
+  '\r': '\\r',
+  '\t': '\\t',
+  '\v': '\\v',
+};
+
+/** One value in COPY's text format, as PostgreSQL writes it (values checked by checkValue). */
 export function copyText(value: unknown): string {
   if (value === null) return '\\N';
-  if (typeof value === 'string') return COPY_SPECIAL.test(value) ? value.replace(/[\\\n\r\t]/g, (c) => COPY_ESCAPES[c]!) : value;
+  if (typeof value === 'string') return COPY_SPECIAL.test(value) ? value.replace(COPY_SPECIAL_ALL, (c) => COPY_ESCAPES[c]!) : value;
   return String(value);
 }
 
-/** One row as a line of COPY's text format. */
-export function copyLine(row: readonly unknown[]): string {
-  let line = '';
-  for (let i = 0; i < row.length; i++) line += (i === 0 ? '' : '\t') + copyText(row[i]);
+/** The first `n` values of a row (all by default) as a line of COPY's text format. */
+export function copyLine(row: readonly unknown[], n = row.length): string {
+  let line = copyText(row[0]);
+  for (let i = 1; i < n; i++) line += `\t${copyText(row[i])}`;
   return `${line}\n`;
 }
 
@@ -70,7 +90,8 @@ function canonical(value: unknown, family: Family): string {
     if (typeof value === 'number' && Number.isSafeInteger(value)) return `I${value}`;
     if (typeof value === 'string' && /^-?\d+$/.test(value)) return `I${value}`;
   } else if (typeof value === 'string') {
-    return `T${JSON.stringify(value)}`;
+    // Length-prefixed: no separator inside a value can be mistaken for the end of it.
+    return `T${value.length}:${value}`;
   }
   // Never equal to anything the other engine gives for a well-typed value, so a mismatch shows in the checksum.
   return `?${typeof value}:${Buffer.isBuffer(value) ? value.toString('hex') : String(value)}`;
@@ -87,9 +108,10 @@ export class TableChecksum {
 
   constructor(private readonly families: readonly Family[]) {}
 
+  /** the row's first values, one per family (a row may carry more, e.g. its rowid, which are not part of it) */
   add(row: readonly unknown[]): void {
-    let line = '';
-    for (let i = 0; i < this.families.length; i++) line += (i === 0 ? '' : ',') + canonical(row[i], this.families[i]!);
+    let line = canonical(row[0], this.families[0]!);
+    for (let i = 1; i < this.families.length; i++) line += `,${canonical(row[i], this.families[i]!)}`;
     this.pending += `${line}\n`;
     this.rows++;
     if (this.pending.length > 1 << 16) {

@@ -6,14 +6,16 @@
  * target). Killed at any point, the next run with the same source finds that table and goes on from there; a target
  * with any other table in it is refused. Secondary indexes are dropped for the load and built once at the end
  * (faster than keeping them up to date row by row). Then every table's row count and checksum are compared on both
- * sides (the source's taken from the rows as they were copied where that read them in key order, else read again;
- * the target's read back); only when all match is the progress table dropped.
+ * sides (read.ts: sha256 of the COPY text in key order; the source's is that of the text sent where the copy read it
+ * in key order, else read again; the target's as PostgreSQL writes it back); only when all match is the progress
+ * table dropped.
  *
  * The source is read in one transaction (one snapshot) and never written; a running server on it is refused (its
  * instance lock). Its version must be one this code knows: Sydent's 5 (a Sydent-made file) or one of ours.
  */
-import { realpathSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { realpathSync } from 'node:fs';
 
 import Database from 'better-sqlite3';
 import type pg from 'pg';
@@ -27,8 +29,8 @@ import { AUTOINCREMENT_TABLES } from '../pg/schema.js';
 import { SYDENT_SCHEMA_VERSION } from '../schema.js';
 import { MigrateDbError, type MigrateIo } from './errors.js';
 import { Progress } from './progress.js';
-import { mismatches, pgChecksum, sqliteChecksum, type Checksum, type TableCheck } from './read.js';
-import { checkValue, copyLine, TableChecksum } from './rows.js';
+import { mismatches, pgCopyChecksum, sqliteCopyChecksum, type Checksum, type TableCheck } from './read.js';
+import { checkValue, copyLine, firstBadValue } from './rows.js';
 import {
   columnDifferences,
   pgTables,
@@ -141,8 +143,8 @@ export async function sqliteToPostgres(opts: ToPostgresOptions): Promise<void> {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       try {
         for (const t of tables) {
-          const target = await pgChecksum(client, t);
-          checks.push({ table: t.name, source: sourceSums.get(t.name) ?? sqliteChecksum(src, t, names.get(t.name)), target });
+          const target = await pgCopyChecksum(client, t);
+          checks.push({ table: t.name, source: sourceSums.get(t.name) ?? sqliteCopyChecksum(src, t, names.get(t.name)), target });
         }
       } finally {
         await client.query('COMMIT');
@@ -301,9 +303,12 @@ async function copyTable(
   progress: Progress,
 ): Promise<Checksum | undefined> {
   const { list } = sqliteSelect(table, names);
-  // A table keyed by its rowid, copied from the start, is read in key order: its checksum comes with the copy.
-  const sum = from === null && isRowidKeyed(src, table, names) ? new TableChecksum(table.columns.map((c) => c.family)) : undefined;
-  const base = `SELECT rowid, ${list} FROM ${quote(names.table)}`;
+  // A table keyed by its rowid, copied from the start, is read in key order: its checksum is that of the text sent.
+  const sum = from === null && isRowidKeyed(src, table, names) ? createHash('sha256') : undefined;
+  let copied = 0;
+  // The rowid last, so that a row's first n values are the columns' (no copy of each row to drop it).
+  const base = `SELECT ${list}, rowid FROM ${quote(names.table)}`;
+  const n = table.columns.length;
   const first = src.prepare(`${base} ORDER BY rowid LIMIT ?`).raw(true).safeIntegers(true);
   const next = src.prepare(`${base} WHERE rowid > ? ORDER BY rowid LIMIT ?`).raw(true).safeIntegers(true);
   const copySql = `COPY ${quote(table.name)} (${table.columns.map((c) => quote(c.name)).join(', ')}) FROM STDIN`;
@@ -316,16 +321,14 @@ async function copyTable(
       if (rows.length === 0) break;
       let text = '';
       for (const row of rows) {
-        const rowid = row[0] as bigint;
-        for (let i = 0; i < table.columns.length; i++) {
-          checkValue(row[i + 1], table.columns[i]!, () => `${names.table} row ${rowid}`);
-        }
-        const values = row.slice(1);
-        sum?.add(values);
-        text += copyLine(values);
+        const bad = firstBadValue(row, table.columns);
+        if (bad >= 0) checkValue(row[bad], table.columns[bad]!, `${names.table} row ${String(row[n])}`);
+        text += copyLine(row, n);
       }
-      const firstRowid = rows[0]![0] as bigint;
-      last = rows[rows.length - 1]![0] as bigint;
+      sum?.update(text);
+      copied += rows.length;
+      const firstRowid = rows[0]![n] as bigint;
+      last = rows[rows.length - 1]![n] as bigint;
       // Read and encode the next batch while the server takes this one.
       await pending;
       pending = writeBatch(client, table.name, copySql, text, firstRowid, last, rows.length).then(() =>
@@ -338,7 +341,7 @@ async function copyTable(
     await pending?.catch(() => undefined);
     throw err;
   }
-  return sum && { rows: sum.rows, sha256: sum.digest() };
+  return sum && { rows: copied, sha256: sum.digest('hex') };
 }
 
 /** True when the table's key is its INTEGER PRIMARY KEY, which SQLite makes the rowid itself. */
