@@ -20,6 +20,8 @@ import { tempDir } from './helpers/tmp.js';
 interface Column {
   name: string;
   family: 'integer' | 'text';
+  /** how text compares: SQLite's default BINARY is PostgreSQL's "C" */
+  collation: 'bytewise' | string | null;
   notNull: boolean;
   default: string | null;
   primaryKey: boolean;
@@ -85,6 +87,7 @@ function sqliteCatalog(db: Database.Database): Catalog {
     tables[table.toLowerCase()] = cols.map((c) => ({
       name: c.name.toLowerCase(),
       family: sqliteFamily(c.type),
+      collation: sqliteFamily(c.type) === 'text' ? 'bytewise' : null,
       // An INTEGER PRIMARY KEY is the rowid: never NULL, whatever it declares.
       notNull: c.notnull === 1 || c.pk > 0,
       default: sqliteDefault(c.dflt_value),
@@ -114,9 +117,10 @@ async function pgCatalog(url: string): Promise<Catalog> {
       data_type: string;
       is_nullable: string;
       column_default: string | null;
+      collation_name: string | null;
       pk: boolean;
     }>(
-      `SELECT c.table_name, c.column_name, c.data_type, c.is_nullable, c.column_default,
+      `SELECT c.table_name, c.column_name, c.data_type, c.is_nullable, c.column_default, c.collation_name,
               EXISTS (SELECT 1 FROM information_schema.table_constraints tc
                       JOIN information_schema.key_column_usage k USING (constraint_schema, constraint_name)
                       WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_name = c.table_name
@@ -132,6 +136,7 @@ async function pgCatalog(url: string): Promise<Catalog> {
       (tables[c.table_name] ??= []).push({
         name: c.column_name,
         family,
+        collation: family === 'text' ? (c.collation_name === 'C' ? 'bytewise' : (c.collation_name ?? 'the database default')) : null,
         notNull: c.is_nullable === 'NO',
         // '0', 'pending'::text → 'pending'
         default: c.column_default === null ? null : norm(c.column_default.replace(/::[a-z ]+$/i, '')),
@@ -187,7 +192,7 @@ describe('the PostgreSQL schema', () => {
     expect(PG_MIGRATIONS.slice(1).map((m) => `${m.version} ${m.name}`)).toEqual(OUR_MIGRATIONS.map((m) => `${m.version} ${m.name}`));
   });
 
-  it('has every table, column and index of a sydent.db at the same version, and the same primary keys and defaults', async () => {
+  it('has every table, column and index of a sydent.db at the same version, and the same primary keys, defaults and text comparison', async () => {
     const sqlite = latestSqlite();
     expect(getUserVersion(sqlite)).toBe(PG_LATEST_VERSION);
     const want = sqliteCatalog(sqlite);
