@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { closeDatabase, openDatabase } from '../src/store/database.js';
 import { getUserVersion, OUR_MIGRATIONS } from '../src/store/migrations.js';
 import { migrateDbMain } from '../src/store/migrate-db/cli.js';
+import { Progress } from '../src/store/migrate-db/progress.js';
 import { PG_VERSION_TABLE } from '../src/store/pg/schema.js';
 import { SYDENT_SCHEMA_VERSION, SYDENT_TABLES } from '../src/store/schema.js';
 import { connect, testDatabase, type TestDatabase } from './helpers/postgres.js';
@@ -199,6 +200,29 @@ async function tablesOf(url: string): Promise<string[]> {
   }
 }
 
+describe('migrate-db’s progress line', () => {
+  it('rows copied of the total, rows per second, and the time left once a second of copying has been measured', () => {
+    let t = 0;
+    let out = '';
+    const p = new Progress({ write: (s) => (out += s), tty: false, total: 1_000_000, already: 100_000, now: () => t, everyMs: 2000 });
+    p.add(1, 'accounts');
+    expect(out).toBe('copying accounts: 100,001/1,000,000 rows (10%), 0 rows/s\n');
+    t = 1000;
+    p.add(49_999, 'accounts'); // within 2 s of the last line: none
+    t = 2000;
+    p.add(50_000, 'global_threepid_associations');
+    expect(out.split('\n')[1]).toBe('copying global_threepid_associations: 200,000/1,000,000 rows (20%), 50,000 rows/s, ETA 16 s');
+    p.say('migrate-db: done');
+    expect(p.summary()).toBe('100,000 rows copied in 2.0 s (50,000 rows/s)');
+
+    let tty = '';
+    const q = new Progress({ write: (s) => (tty += s), tty: true, total: 10, already: 0, now: () => t });
+    t += 5000;
+    q.add(5, 'tokens');
+    expect(tty).toBe('\r\x1b[Kcopying tokens: 5/10 rows (50%), 1 rows/s, ETA 5 s');
+  });
+});
+
 describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
   it('Sydent’s own sydent.db → PostgreSQL → a new SQLite file: the same rows everywhere, the file at Sydent’s schema plus ours', { timeout: 90_000 }, async () => {
     const d = dir();
@@ -209,7 +233,7 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     const forward = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`, '--batch-rows', '50'], d);
     expect(forward.stderr).not.toContain(pg.server.password);
     expect(forward.code, forward.stderr).toBe(0);
-    expect(forward.stderr).toMatch(/copying \w+: [\d,]+\/[\d,]+ rows \(\d+%\), [\d,]+ rows\/s, ETA \d+ s/);
+    expect(forward.stderr).toMatch(/copying \w+: [\d,]+\/[\d,]+ rows \(\d+%\), [\d,]+ rows\/s/);
     expect(forward.stderr).toContain('counts and checksums equal');
     expect(forward.stdout).toContain('db.engine = postgresql');
     expect(forward.stdout).toContain(`db.url = postgresql://postgres:PASSWORD@127.0.0.1:${pg.server.port}/${pg.name}`);

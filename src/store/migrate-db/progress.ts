@@ -50,7 +50,8 @@ export class Progress {
     const pct = total > 0 ? Math.floor((this.done / total) * 100) : 100;
     const rate = this.rate();
     const left = total - this.done;
-    const eta = rate > 0 ? `, ETA ${formatSeconds(left / rate)}` : '';
+    // A rate measured over less than a second (a first, tiny table) says nothing of the hours ahead.
+    const eta = rate > 0 && this.now() - this.started >= 1000 ? `, ETA ${formatSeconds(left / rate)}` : '';
     return `copying ${table}: ${fmt(this.done)}/${fmt(total)} rows (${pct}%), ${fmt(Math.round(rate))} rows/s${eta}`;
   }
 
