@@ -36,8 +36,6 @@ const WHOLE_TABLE_BY_DESIGN: Record<string, string> = {
   'SELECT s.validated, count(*) AS n FROM threepid_validation_sessions s WHERE NOT EXISTS':
     "Sydent's sessions without a machine row, counted for the debug page and metrics",
   'SELECT state, count(*) AS n FROM callback_outbox GROUP BY state': 'the outbox by state, for the debug page and metrics (an index-only count)',
-  'DELETE FROM threepid_token_auths WHERE validationSession NOT IN': "the sessions sweep (every 10 minutes, Sydent's clean-up)",
-  'DELETE FROM session_machines WHERE sid NOT IN': 'the sessions sweep (every 10 minutes)',
 };
 
 /** Every statement the store's table modules prepare, as they prepare them. */
@@ -127,6 +125,44 @@ describe('query plans', () => {
       expect(plan(db, sql)).toEqual([
         'SEARCH threepid_validation_sessions USING COVERING INDEX sydent_ts_sessions_lookup (medium=? AND address=? AND clientSecret=?)',
       ]);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('sweeps expired sessions by the mtime index and their token and machine rows by session id, never the whole tables', () => {
+    const db = openDatabase(':memory:');
+    try {
+      const statements = preparedStatements(db).map((sql) => sql.replace(/\s+/g, ' ').trim());
+      const expired = 'SELECT id FROM threepid_validation_sessions WHERE mtime < ? ORDER BY mtime LIMIT ?';
+      const byMtime = 'SEARCH threepid_validation_sessions USING COVERING INDEX threepid_validation_sessions_mtime (mtime<?)';
+      const expected: Record<string, string[]> = {
+        [`DELETE FROM threepid_token_auths WHERE validationSession IN (${expired})`]: [
+          'SEARCH threepid_token_auths USING COVERING INDEX sydent_ts_token_auths_session (validationSession=?)',
+          'LIST SUBQUERY 1',
+          byMtime,
+        ],
+        [`DELETE FROM session_machines WHERE sid IN (${expired})`]: [
+          'SEARCH session_machines USING INTEGER PRIMARY KEY (rowid=?)',
+          'LIST SUBQUERY 1',
+          byMtime,
+        ],
+        [`DELETE FROM threepid_validation_sessions WHERE id IN (${expired})`]: [
+          'SEARCH threepid_validation_sessions USING INTEGER PRIMARY KEY (rowid=?)',
+          'LIST SUBQUERY 1',
+          byMtime,
+        ],
+        'DELETE FROM session_machines WHERE sid > ? AND sid <= ? AND NOT EXISTS (SELECT 1 FROM threepid_validation_sessions s WHERE s.id = session_machines.sid)':
+          ['SEARCH session_machines USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)', 'CORRELATED SCALAR SUBQUERY 1', 'SEARCH s USING INTEGER PRIMARY KEY (rowid=?)'],
+      };
+      for (const [sql, details] of Object.entries(expected)) {
+        expect(statements).toContain(sql);
+        expect(plan(db, sql)).toEqual(details);
+      }
+      // Nothing else the store prepares deletes sessions, tokens or machine rows wholesale.
+      expect(statements.filter((sql) => /^DELETE FROM (threepid_validation_sessions|threepid_token_auths|session_machines)\b/.test(sql)).sort()).toEqual(
+        Object.keys(expected).sort(),
+      );
     } finally {
       db.close();
     }

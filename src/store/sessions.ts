@@ -151,9 +151,11 @@ export class SessionWrites {
   private readonly updateMachine: Database.Statement<[string, string, number, string, number, number, number]>;
   private readonly versionOf: Database.Statement<[number], { row_version: number }>;
   private readonly sidExists: Database.Statement<[number], { id: number }>;
-  private readonly deleteOld: Database.Statement<[number]>;
-  private readonly deleteOrphanTokens: Database.Statement<[]>;
-  private readonly deleteOrphanMachines: Database.Statement<[]>;
+  private readonly expiredTokens: Database.Statement<[number, number]>;
+  private readonly expiredMachines: Database.Statement<[number, number]>;
+  private readonly expiredSessions: Database.Statement<[number, number]>;
+  private readonly machineSliceEnd: Database.Statement<[number, number], { last: number | null }>;
+  private readonly orphanMachines: Database.Statement<[number, number]>;
 
   constructor(private readonly db: Database.Database) {
     this.insertSession = db.prepare(
@@ -182,12 +184,21 @@ export class SessionWrites {
     );
     this.versionOf = db.prepare('SELECT row_version FROM session_machines WHERE sid = ?');
     this.sidExists = db.prepare('SELECT id FROM threepid_validation_sessions WHERE id = ?');
-    this.deleteOld = db.prepare('DELETE FROM threepid_validation_sessions WHERE mtime < ?');
-    this.deleteOrphanTokens = db.prepare(
-      'DELETE FROM threepid_token_auths WHERE validationSession NOT IN (SELECT id FROM threepid_validation_sessions)',
+    // The sweep deletes a slice of expired sessions (the oldest first, through the mtime index) and, before them,
+    // their token and machine rows by session id: its cost is the slice's, whatever the size of the tables. The
+    // three statements select the same sessions, the sessions table being unchanged until the last one.
+    const expired = 'SELECT id FROM threepid_validation_sessions WHERE mtime < ? ORDER BY mtime LIMIT ?';
+    this.expiredTokens = db.prepare(`DELETE FROM threepid_token_auths WHERE validationSession IN (${expired})`);
+    this.expiredMachines = db.prepare(`DELETE FROM session_machines WHERE sid IN (${expired})`);
+    this.expiredSessions = db.prepare(`DELETE FROM threepid_validation_sessions WHERE id IN (${expired})`);
+    // Machine rows whose session someone else deleted (Sydent's sweep, after a switch back to Sydent), found a
+    // slice of sids at a time along the primary key.
+    this.machineSliceEnd = db.prepare(
+      'SELECT max(sid) AS last FROM (SELECT sid FROM session_machines WHERE sid > ? ORDER BY sid LIMIT ?)',
     );
-    this.deleteOrphanMachines = db.prepare(
-      'DELETE FROM session_machines WHERE sid NOT IN (SELECT id FROM threepid_validation_sessions)',
+    this.orphanMachines = db.prepare(
+      `DELETE FROM session_machines WHERE sid > ? AND sid <= ?
+       AND NOT EXISTS (SELECT 1 FROM threepid_validation_sessions s WHERE s.id = session_machines.sid)`,
     );
   }
 
@@ -241,13 +252,27 @@ export class SessionWrites {
     })();
   }
 
-  /** Sydent's clean-up: sessions untouched for `olderThanMs`, with their tokens and machine rows. */
-  deleteOlderThan(cutoffMs: number): number {
+  /**
+   * Sydent's clean-up, a slice at a time: at most `limit` of the sessions untouched since before `cutoffMs`, with
+   * their tokens and machine rows. Returns how many sessions it deleted (fewer than `limit`: none are left).
+   */
+  deleteExpired(cutoffMs: number, limit: number): number {
     return this.db.transaction(() => {
-      const n = this.deleteOld.run(cutoffMs).changes;
-      this.deleteOrphanTokens.run();
-      this.deleteOrphanMachines.run();
-      return n;
+      this.expiredTokens.run(cutoffMs, limit);
+      this.expiredMachines.run(cutoffMs, limit);
+      return this.expiredSessions.run(cutoffMs, limit).changes;
+    })();
+  }
+
+  /**
+   * Deletes the machine rows without a session among the next `limit` sids after `afterSid`. Returns the last sid
+   * looked at (the next call's `afterSid`), or null once past the last machine row.
+   */
+  deleteOrphanMachines(afterSid: number, limit: number): number | null {
+    return this.db.transaction(() => {
+      const last = this.machineSliceEnd.get(afterSid, limit)?.last ?? null;
+      if (last !== null) this.orphanMachines.run(afterSid, last);
+      return last;
     })();
   }
 }

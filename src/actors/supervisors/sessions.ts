@@ -6,6 +6,7 @@ import { storeInvite, type InviteDeps, type InviteOutcome, type InviteRequest } 
 import { createEmailTokenSender } from '../../sessions/email-token.js';
 import { createSmsTokenSender } from '../../sessions/sms-token.js';
 import { isValidated, SessionHost, type RequestTokenArgs, type SessionOutcome } from '../../sessions/host.js';
+import { SessionSweeper } from '../../sessions/sweep.js';
 import { RateLimiter } from '../../util/rate-limiter.js';
 import type { SystemDeps } from '../deps.js';
 import type { SupervisorEnv } from '../facade.js';
@@ -14,6 +15,9 @@ import { supervisor, type RequestContext } from '../supervisor.js';
 /** Sydent purges sessions five lifetimes after their last change, every 10 minutes. */
 const SWEEP_EVERY_MS = 10 * 60_000;
 const PURGE_AFTER_MS = 5 * 24 * 60 * 60 * 1000;
+/** Unlike Sydent's, our first sweep waits for start-up to finish, and goes a slice of rows at a time. */
+const FIRST_SWEEP_AFTER_MS = 2000;
+const SWEEP_SLICE = 500;
 
 interface SessionsResource {
   host: SessionHost;
@@ -22,8 +26,7 @@ interface SessionsResource {
   /** the bind flow's parts: our signing key is this supervisor's */
   binder: BinderDeps;
   invites: InviteDeps;
-  timer: NodeJS.Timeout;
-  first: NodeJS.Immediate;
+  sweeper: SessionSweeper;
 }
 
 /** The proof an unbind comes with (the spec's two). */
@@ -136,27 +139,30 @@ export const sessionsSupervisor = supervisor('sessions', {
       onTransition: (from, to) => deps.metrics?.transitions.inc({ machine: 'validationSession', from, to }),
       newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),
     });
-    const sweep = () => {
-      facades.stores
-        .deleteOldSessions({ cutoffMs: deps.clock.now() - PURGE_AFTER_MS })
-        .catch((err: unknown) => deps.log.warn({ err }, 'could not purge old sessions'));
-    };
-    const timer = setInterval(sweep, SWEEP_EVERY_MS);
-    timer.unref();
-    const first = setImmediate(sweep);
+    const sweeper = new SessionSweeper({
+      store: {
+        deleteExpired: (cutoffMs, limit) => facades.stores.deleteOldSessions({ cutoffMs, limit }),
+        deleteOrphanMachines: (afterSid, limit) => facades.stores.deleteOrphanMachines({ afterSid, limit }),
+      },
+      now: () => deps.clock.now(),
+      purgeAfterMs: PURGE_AFTER_MS,
+      everyMs: SWEEP_EVERY_MS,
+      firstAfterMs: FIRST_SWEEP_AFTER_MS,
+      slice: SWEEP_SLICE,
+      onError: (err) => deps.log.warn({ err }, 'could not purge old sessions'),
+    });
+    sweeper.start();
     const { burst, rateHz } = deps.config.http.submitTokenRatelimit;
     return {
       host,
       submitLimiter: new RateLimiter(burst, rateHz, deps.clock),
-      timer,
-      first,
+      sweeper,
       binder: { facades, identity: deps.identity, clock: deps.clock, log: deps.log },
       invites: { config: deps.config, facades, identity: deps.identity, clock: deps.clock },
     };
   },
-  close: ({ host, timer, first }) => {
-    clearImmediate(first);
-    clearInterval(timer);
+  close: ({ host, sweeper }) => {
+    sweeper.stop();
     host.stopAll();
   },
   handlers: sessionsHandlers,

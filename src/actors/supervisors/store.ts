@@ -43,8 +43,12 @@ export const storeHandlers = {
     write(r, q, (w) => w.sessions.create(e.medium, e.clientSecret, e.write)),
   saveSession: (e: { write: SessionWrite; expectedVersion: number | null }, r: StoreResource, q: RequestContext) =>
     write(r, q, (w) => w.sessions.save(e.write, e.expectedVersion)),
-  deleteOldSessions: (e: { cutoffMs: number }, r: StoreResource, q: RequestContext) =>
-    write(r, q, (w) => w.sessions.deleteOlderThan(e.cutoffMs)),
+  /** a slice of the sessions sweep: how many expired sessions it deleted */
+  deleteOldSessions: (e: { cutoffMs: number; limit: number }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.sessions.deleteExpired(e.cutoffMs, e.limit)),
+  /** a slice of the orphaned machine rows' clean-up: the last sid looked at, null at the end */
+  deleteOrphanMachines: (e: { afterSid: number; limit: number }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.sessions.deleteOrphanMachines(e.afterSid, e.limit)),
   bind: (e: BindRecord, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.associations.bind(e)),
   /**
    * 3pid/bind: the session's move to bound and the binding (its invites marked sent, its callback queued) in one
