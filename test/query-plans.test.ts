@@ -32,10 +32,6 @@ const GROWING = new Set([
 
 /** Statements that go over a whole table on purpose, by the start of their text, and why that is acceptable. */
 const WHOLE_TABLE_BY_DESIGN: Record<string, string> = {
-  'SELECT state, count(*) AS n FROM session_machines GROUP BY state': 'sessions by state, for the debug page and metrics (an index-only count)',
-  'SELECT s.validated, count(*) AS n FROM threepid_validation_sessions s WHERE NOT EXISTS':
-    "Sydent's sessions without a machine row, counted for the debug page and metrics",
-  'SELECT state, count(*) AS n FROM callback_outbox GROUP BY state': 'the outbox by state, for the debug page and metrics (an index-only count)',
 };
 
 /** Every statement the store's table modules prepare, as they prepare them. */

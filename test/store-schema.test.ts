@@ -17,7 +17,7 @@ const FIXTURE = fs.readFileSync(
   'utf8',
 );
 const LATEST = OUR_MIGRATIONS[OUR_MIGRATIONS.length - 1]?.version ?? 5;
-const OUR_TABLES = ['sydent_ts_meta', 'session_machines', 'callback_outbox'];
+const OUR_TABLES = ['sydent_ts_meta', 'session_machines', 'callback_outbox', 'sydent_ts_machine_counts', 'sydent_ts_sydent_session_counts', 'sydent_ts_callback_counts'];
 
 /** What src/crypto/hash.ts lookupHash computes, written out independently. */
 const sha256Hash: LookupHashFn = (address, medium, pepper) =>
@@ -346,7 +346,7 @@ describe('fresh database', () => {
     try {
       expect(fs.existsSync(file)).toBe(true);
       expect(userVersion(db)).toBe(LATEST);
-      expect(LATEST).toBe(11);
+      expect(LATEST).toBe(12);
 
       expectFinalSydentSchema(db);
 
@@ -397,7 +397,7 @@ describe('fresh database', () => {
       fromVersion: 0,
       toVersion: LATEST,
       created: true,
-      applied: ['5 sydent_schema', '6 sydent_ts_meta', '7 session_machines', '8 callback_outbox', '9 global_lookup_hash_covering_index', '10 global_lookup_hash_newest_index', '11 session_lookup_index'],
+      applied: ['5 sydent_schema', '6 sydent_ts_meta', '7 session_machines', '8 callback_outbox', '9 global_lookup_hash_covering_index', '10 global_lookup_hash_newest_index', '11 session_lookup_index', '12 state_counts'],
     });
     expect(migrate(db)).toEqual({ fromVersion: LATEST, toVersion: LATEST, created: false, applied: [] });
     db.close();
@@ -427,13 +427,27 @@ describe('existing Sydent database (user_version 5)', () => {
       expect(Object.keys(masterSql(db)).filter((k) => !(k in schemaBefore)).sort()).toEqual([
         'index callback_outbox_due on callback_outbox',
         'index session_machines_state on session_machines',
+        'index sqlite_autoindex_sydent_ts_callback_counts_1 on sydent_ts_callback_counts',
+        'index sqlite_autoindex_sydent_ts_machine_counts_1 on sydent_ts_machine_counts',
         'index sqlite_autoindex_sydent_ts_meta_1 on sydent_ts_meta',
         'index sydent_ts_global_lookup_hash_newest on global_threepid_associations',
         'index sydent_ts_sessions_lookup on threepid_validation_sessions',
         'index sydent_ts_token_auths_session on threepid_token_auths',
         'table callback_outbox on callback_outbox',
         'table session_machines on session_machines',
+        'table sydent_ts_callback_counts on sydent_ts_callback_counts',
+        'table sydent_ts_machine_counts on sydent_ts_machine_counts',
         'table sydent_ts_meta on sydent_ts_meta',
+        'table sydent_ts_sydent_session_counts on sydent_ts_sydent_session_counts',
+        'trigger sydent_ts_count_callback_delete on callback_outbox',
+        'trigger sydent_ts_count_callback_insert on callback_outbox',
+        'trigger sydent_ts_count_callback_state on callback_outbox',
+        'trigger sydent_ts_count_machine_delete on session_machines',
+        'trigger sydent_ts_count_machine_insert on session_machines',
+        'trigger sydent_ts_count_machine_state on session_machines',
+        'trigger sydent_ts_count_session_delete on threepid_validation_sessions',
+        'trigger sydent_ts_count_session_insert on threepid_validation_sessions',
+        'trigger sydent_ts_count_session_validated on threepid_validation_sessions',
       ]);
       expectFinalSydentSchema(db);
 

@@ -107,6 +107,68 @@ export const OUR_MIGRATIONS: readonly Migration[] = [
       db.exec('CREATE INDEX sydent_ts_token_auths_session ON threepid_token_auths (validationSession)');
     },
   },
+  {
+    // Sessions and homeserver callbacks counted by state for the debug endpoints and the metrics, kept by triggers in
+    // the same transaction as every change (ours, and Sydent's own writes after a switch back), so reading them costs
+    // a few rows at any size where counting the tables walked them all. Machine rows count by their state; Sydent's
+    // sessions without a machine row by `validated`. Seeded here once. Triggers and tables of our own are invisible
+    // to Sydent's reads.
+    version: 12,
+    name: 'state_counts',
+    up: (db) => {
+      db.exec(`CREATE TABLE sydent_ts_machine_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)`);
+      db.exec(`CREATE TABLE sydent_ts_sydent_session_counts (validated INTEGER PRIMARY KEY, n INTEGER NOT NULL)`);
+      db.exec('INSERT INTO sydent_ts_machine_counts (state, n) SELECT state, count(*) FROM session_machines GROUP BY state');
+      db.exec(`INSERT INTO sydent_ts_sydent_session_counts (validated, n) VALUES (0, 0), (1, 0)`);
+      db.exec(`UPDATE sydent_ts_sydent_session_counts SET n = (
+        SELECT count(*) FROM threepid_validation_sessions s
+        WHERE (CASE WHEN s.validated THEN 1 ELSE 0 END) = sydent_ts_sydent_session_counts.validated
+          AND NOT EXISTS (SELECT 1 FROM session_machines m WHERE m.sid = s.id))`);
+      const v = (row: string) => `(CASE WHEN ${row}.validated THEN 1 ELSE 0 END)`;
+      const machineCount = (state: string, delta: string) => `
+        INSERT OR IGNORE INTO sydent_ts_machine_counts (state, n) VALUES (${state}, 0);
+        UPDATE sydent_ts_machine_counts SET n = n ${delta} WHERE state = ${state};`;
+      // A session's "Sydent's only" count moves when its machine row comes or goes.
+      const sessionOf = (sid: string, delta: string) => `
+        UPDATE sydent_ts_sydent_session_counts SET n = n ${delta}
+        WHERE validated = (SELECT ${v('s')} FROM threepid_validation_sessions s WHERE s.id = ${sid});`;
+      const noMachine = (sid: string) => `NOT EXISTS (SELECT 1 FROM session_machines m WHERE m.sid = ${sid})`;
+      db.exec(`CREATE TRIGGER sydent_ts_count_machine_insert AFTER INSERT ON session_machines BEGIN
+        ${machineCount('NEW.state', '+ 1')} ${sessionOf('NEW.sid', '- 1')}
+      END`);
+      db.exec(`CREATE TRIGGER sydent_ts_count_machine_delete AFTER DELETE ON session_machines BEGIN
+        ${machineCount('OLD.state', '- 1')} ${sessionOf('OLD.sid', '+ 1')}
+      END`);
+      db.exec(`CREATE TRIGGER sydent_ts_count_machine_state AFTER UPDATE OF state ON session_machines
+        WHEN OLD.state IS NOT NEW.state BEGIN
+        ${machineCount('OLD.state', '- 1')} ${machineCount('NEW.state', '+ 1')}
+      END`);
+      db.exec(`CREATE TRIGGER sydent_ts_count_session_insert AFTER INSERT ON threepid_validation_sessions
+        WHEN ${noMachine('NEW.id')} BEGIN
+        UPDATE sydent_ts_sydent_session_counts SET n = n + 1 WHERE validated = ${v('NEW')};
+      END`);
+      db.exec(`CREATE TRIGGER sydent_ts_count_session_delete AFTER DELETE ON threepid_validation_sessions
+        WHEN ${noMachine('OLD.id')} BEGIN
+        UPDATE sydent_ts_sydent_session_counts SET n = n - 1 WHERE validated = ${v('OLD')};
+      END`);
+      db.exec(`CREATE TRIGGER sydent_ts_count_session_validated AFTER UPDATE OF validated ON threepid_validation_sessions
+        WHEN ${v('OLD')} <> ${v('NEW')} AND ${noMachine('NEW.id')} BEGIN
+        UPDATE sydent_ts_sydent_session_counts SET n = n - 1 WHERE validated = ${v('OLD')};
+        UPDATE sydent_ts_sydent_session_counts SET n = n + 1 WHERE validated = ${v('NEW')};
+      END`);
+      db.exec(`CREATE TABLE sydent_ts_callback_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)`);
+      db.exec('INSERT INTO sydent_ts_callback_counts (state, n) SELECT state, count(*) FROM callback_outbox GROUP BY state');
+      const callbackCount = (state: string, delta: string) => `
+        INSERT OR IGNORE INTO sydent_ts_callback_counts (state, n) VALUES (${state}, 0);
+        UPDATE sydent_ts_callback_counts SET n = n ${delta} WHERE state = ${state};`;
+      db.exec(`CREATE TRIGGER sydent_ts_count_callback_insert AFTER INSERT ON callback_outbox BEGIN ${callbackCount('NEW.state', '+ 1')} END`);
+      db.exec(`CREATE TRIGGER sydent_ts_count_callback_delete AFTER DELETE ON callback_outbox BEGIN ${callbackCount('OLD.state', '- 1')} END`);
+      db.exec(`CREATE TRIGGER sydent_ts_count_callback_state AFTER UPDATE OF state ON callback_outbox
+        WHEN OLD.state IS NOT NEW.state BEGIN
+        ${callbackCount('OLD.state', '- 1')} ${callbackCount('NEW.state', '+ 1')}
+      END`);
+    },
+  },
 ];
 
 /** Thrown when the database cannot be brought to a version we understand; start-up must stop. */

@@ -106,12 +106,9 @@ export class SessionReads {
     this.machineById = db.prepare(
       'SELECT state, context, machine_version, row_version, history FROM session_machines WHERE sid = ?',
     );
-    // By the state column alone: an index-only count (session_machines_state), not a walk of the table.
-    this.counts = db.prepare('SELECT state, count(*) AS n FROM session_machines GROUP BY state');
-    this.legacyCount = db.prepare(
-      `SELECT s.validated, count(*) AS n FROM threepid_validation_sessions s
-       WHERE NOT EXISTS (SELECT 1 FROM session_machines m WHERE m.sid = s.id) GROUP BY s.validated`,
-    );
+    // Kept by triggers as rows change (migration 12): a few rows to read, whatever the number of sessions.
+    this.counts = db.prepare('SELECT state, n FROM sydent_ts_machine_counts WHERE n <> 0');
+    this.legacyCount = db.prepare('SELECT validated, n FROM sydent_ts_sydent_session_counts WHERE n <> 0');
   }
 
   findSid(medium: string, address: string, clientSecret: string): number | undefined {
