@@ -5,6 +5,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
+import { SMTP_CONNECTIONS } from '../src/mail/transport.js';
 import { REQUEST_TOKEN_TIME_LIMIT_MS } from '../src/sessions/host.js';
 import {
   call,
@@ -195,6 +196,22 @@ describe('SMTP failures', () => {
     expect(smtp.messages).toHaveLength(1);
     const token = mailToken(smtp.messages[0]!);
     expect((await submitToken(t, { sid: res.json['sid'], client_secret: 'flaky', token })).json).toEqual({ success: true });
+  });
+});
+
+describe('SMTP connections', () => {
+  it('as many mails go to the SMTP server at once as the pool keeps connections, none waiting behind a smaller queue', async () => {
+    // The server holds every mail until SMTP_CONNECTIONS are in at once (3 s at most each): fewer sends at once
+    // show as a smaller maxHeld.
+    const smtp = await smtpServer({ hold: { until: SMTP_CONNECTIONS, maxMs: 3000 } });
+    const t = await server(smtp.port, { 'email.ratelimit_sender.burst': '1000' });
+    const n = SMTP_CONNECTIONS + 8;
+    const replies = await Promise.all(
+      Array.from({ length: n }, (_, i) => requestToken(t, { client_secret: `many${i}`, email: `many${i}@example.org`, send_attempt: 1 })),
+    );
+    expect(replies.map((r) => r.status)).toEqual(new Array(n).fill(200));
+    expect(smtp.messages).toHaveLength(n);
+    expect(smtp.maxHeld).toBe(SMTP_CONNECTIONS);
   });
 });
 

@@ -9,6 +9,7 @@ import {
   renderResponsePage,
   renderTemplate,
   resolveTemplate,
+  splitPlainJinja,
   TemplateError,
   templateAt,
 } from '../src/mail/templates.js';
@@ -232,5 +233,60 @@ describe('the submitToken response page', () => {
     const page = renderResponsePage(shipped, 'matrix-org', 'Verification successful! Please return to your Matrix client to continue.');
     expect(page).toContain('<p>Verification successful! Please return to your Matrix client to continue.</p>');
     expect(page).not.toContain('%(');
+  });
+});
+
+describe('templates of text and substitutions only', () => {
+  const values = {
+    from: 'Sydent <noreply@example.org>',
+    to: 'o\'brien+x@example.org',
+    link: 'https://id.example/_matrix/identity/v2/validate/email/submitToken?token=a b&client_secret=<x>&sid="1"',
+    token: "tok'&<>\"\\é",
+    messageid: '<1x@example.org>',
+    date: 'Thu, 26 Nov 2026 19:46:59 -0000',
+    multipart_boundary: 'BOUNDARY',
+    ipaddress: '10.0.0.1',
+  };
+
+  it("are split once and render exactly as nunjucks renders them (the shipped verification mail among them)", () => {
+    const shipped = path.join(import.meta.dirname, '..', 'config', 'templates', 'matrix-org');
+    const sources = [
+      fs.readFileSync(path.join(shipped, 'verification_template.eml.j2'), 'utf8'),
+      SYDENT_STYLE.replace(/^\{% if .*$/m, ''),
+      'a {{token}} b {{ token | safe }} c {{ link|urlencode }} d {{ missing }} e {{ missing|safe }} f {{ missing|urlencode }}\n',
+      '{{ link }}{{ link }}',
+      '',
+    ];
+    sources.forEach((src, i) => {
+      expect(splitPlainJinja(src), `source ${i}`).not.toBeNull();
+      const plain = write(`matrix-org/plain-${i}.j2`, src);
+      // The same text with a comment, which nunjucks renders as nothing: the reference rendering.
+      const reference = write(`matrix-org/reference-${i}.j2`, `{# nunjucks #}${src}`);
+      expect(splitPlainJinja(`{# nunjucks #}${src}`)).toBeNull();
+      expect(renderTemplate(templateAt(plain, root), values), `source ${i}`).toBe(renderTemplate(templateAt(reference, root), values));
+    });
+    // The invite template has tags (room type): nunjucks renders it.
+    expect(splitPlainJinja(fs.readFileSync(path.join(shipped, 'invite_template.eml.j2'), 'utf8'))).toBeNull();
+    const verification = renderTemplate(templateAt(path.join(shipped, 'verification_template.eml.j2'), root), values);
+    expect(verification).toContain('tok&#39;&amp;&lt;&gt;&#34;\\é');
+  });
+
+  it('leave everything else to nunjucks: tags, comments, expressions, whitespace control, its own names', () => {
+    for (const src of ['{% if x %}y{% endif %}', '{# c #}', '{{ x ~ y }}', '{{- x }}', '{{ x|upper }}', '{{ none }}', '{{ x.y }}', '{{ "s" }}']) {
+      expect(splitPlainJinja(src), src).toBeNull();
+    }
+    expect(splitPlainJinja('a {{ x }} b')).toEqual(['a ', { name: 'x', filter: 'escape' }, ' b']);
+  });
+
+  it("a brand's template is looked up once; an edit to the file is still picked up on the next render", () => {
+    const c = config();
+    const file = write('vector-im/verification_template.eml.j2', 'first {{ token }}');
+    const t = resolveTemplate(c, 'vector-im', 'verification_template.eml');
+    expect(renderTemplate(t, { token: '1' })).toBe('first 1');
+    expect(resolveTemplate(c, 'vector-im', 'verification_template.eml')).toBe(t);
+    fs.writeFileSync(file, 'second {{ token }}');
+    const later = new Date(Date.now() + 10_000);
+    fs.utimesSync(file, later, later);
+    expect(renderTemplate(resolveTemplate(c, 'vector-im', 'verification_template.eml'), { token: '2' })).toBe('second 2');
   });
 });

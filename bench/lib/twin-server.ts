@@ -65,7 +65,7 @@ if (kind === 'request-token') {
   const [smtpPort, templatesDir] = rest;
   const transport = nodemailer.createTransport({
     pool: true,
-    maxConnections: 16,
+    maxConnections: 32, // sydent-ts's SMTP_CONNECTIONS (src/mail/transport.ts)
     maxMessages: Infinity,
     host: '127.0.0.1',
     port: Number(smtpPort),

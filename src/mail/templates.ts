@@ -71,11 +71,24 @@ export function resolveTemplate(
 ): ResolvedTemplate {
   const override = OVERRIDES[name]?.(config);
   if (override) return templateAt(override, config.general.templatesPath);
-  const root = config.general.templatesPath;
   const b = effectiveBrand(config.general, brand);
-  const jinja = path.join(root, b, `${name}.j2`);
-  if (fs.existsSync(jinja)) return { path: jinja, format: 'jinja', root, name: `${b}/${name}.j2` };
-  const legacy = path.join(root, b, name);
+  // Which file a brand's template is (its .j2 or its % form) is looked up once per brand and name, not per mail:
+  // the keys are the brands found at start-up and a few names, so the cache stays small. A file edited in place
+  // is still picked up on the next render.
+  let resolved = resolvedByConfig.get(config);
+  if (!resolved) resolvedByConfig.set(config, (resolved = new Map()));
+  const key = `${b}/${name}`;
+  let t = resolved.get(key);
+  if (!t) resolved.set(key, (t = lookUpTemplate(config.general.templatesPath, b, name)));
+  return t;
+}
+
+const resolvedByConfig = new WeakMap<SydentConfig, Map<string, ResolvedTemplate>>();
+
+function lookUpTemplate(root: string, brand: string, name: string): ResolvedTemplate {
+  const jinja = path.join(root, brand, `${name}.j2`);
+  if (fs.existsSync(jinja)) return { path: jinja, format: 'jinja', root, name: `${brand}/${name}.j2` };
+  const legacy = path.join(root, brand, name);
   return { path: legacy, format: 'percent', root: path.dirname(legacy), name: path.basename(legacy) };
 }
 
@@ -255,7 +268,21 @@ class JinjaFileLoader implements nunjucks.ILoader {
   cache: Record<string, unknown> = {};
   private readonly loaded = new Map<string, { file: string; mtimeMs: number }>();
 
+  /** the templates made only of text and plain substitutions, split once (null: nunjucks renders it) */
+  private readonly plainParts = new Map<string, PlainTemplate | null>();
+
   constructor(readonly root: string) {}
+
+  /** `name` split at its substitutions if it has nothing else; null if it has, or is not there. */
+  plain(name: string): PlainTemplate | null {
+    let parts = this.plainParts.get(name);
+    if (parts === undefined) {
+      const source = this.getSource(name);
+      parts = source ? splitPlainJinja(source.src) : null;
+      this.plainParts.set(name, parts);
+    }
+    return parts;
+  }
 
   getSource(name: string): nunjucks.LoaderSource {
     const notFound = null as unknown as nunjucks.LoaderSource; // nunjucks' contract: null means not found
@@ -286,6 +313,7 @@ class JinjaFileLoader implements nunjucks.ILoader {
       if (current !== mtimeMs) {
         this.cache[name] = null;
         this.loaded.delete(name);
+        this.plainParts.delete(name);
       }
     }
   }
@@ -313,11 +341,56 @@ function jinjaEnvironment(root: string): { env: nunjucks.Environment; loader: Ji
 function renderJinja(t: ResolvedTemplate, vars: Readonly<Record<string, string>>): string {
   const { env, loader } = jinjaEnvironment(t.root);
   loader.refresh();
+  const plain = loader.plain(t.name);
+  if (plain) return renderPlain(plain, vars);
   try {
     return env.render(t.name, { ...vars });
   } catch (error) {
     throw new TemplateError(error instanceof Error ? error.message : String(error), t.path);
   }
+}
+
+/**
+ * A Jinja2 template of text and `{{ name }}`, `{{ name|safe }}` or `{{ name|urlencode }}` only (Sydent's own
+ * templates are), as its pieces: every other piece of text is a variable to put there. Rendered by joining them,
+ * escaped as nunjucks (made markupsafe's) would, without going through nunjucks.
+ */
+export type PlainTemplate = readonly (string | { name: string; filter: 'escape' | 'safe' | 'urlencode' })[];
+
+const SUBSTITUTION = /\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\|\s*(safe|urlencode)\s*)?\}\}/g;
+
+/** The pieces of `src`, or null when it has anything Jinja2 would do more with (tags, comments, expressions). */
+export function splitPlainJinja(src: string): PlainTemplate | null {
+  const out: (string | { name: string; filter: 'escape' | 'safe' | 'urlencode' })[] = [];
+  let at = 0;
+  for (const m of src.matchAll(SUBSTITUTION)) {
+    out.push(src.slice(at, m.index));
+    out.push({ name: m[1]!, filter: (m[2] as 'safe' | 'urlencode' | undefined) ?? 'escape' });
+    at = m.index + m[0].length;
+  }
+  out.push(src.slice(at));
+  const text = out.filter((p): p is string => typeof p === 'string');
+  if (text.some((p) => p.includes('{{') || p.includes('{%') || p.includes('{#'))) return null;
+  // Names nunjucks resolves to something else than the variable (its globals) are left to it.
+  if (out.some((p) => typeof p !== 'string' && NUNJUCKS_NAMES.has(p.name))) return null;
+  return out;
+}
+
+const NUNJUCKS_NAMES = new Set(['true', 'false', 'none', 'True', 'False', 'None', 'range', 'cycler', 'joiner', 'loop', 'super', 'caller']);
+
+function renderPlain(parts: PlainTemplate, vars: Readonly<Record<string, string>>): string {
+  let out = '';
+  for (const p of parts) {
+    if (typeof p === 'string') {
+      out += p;
+      continue;
+    }
+    const value = Object.hasOwn(vars, p.name) ? vars[p.name] : undefined;
+    if (p.filter === 'safe') out += value ?? '';
+    else if (p.filter === 'urlencode') out += markupEscape(jinjaUrlencode(value));
+    else out += value === undefined ? '' : markupEscape(value);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,13 @@ import type { Transporter } from 'nodemailer';
 const require = createRequire(import.meta.url);
 import type { EmailConfig } from '../config/types.js';
 
+/**
+ * SMTP connections kept open to the mail server, and so mails sent at once (the mailer runs as many sends as
+ * this). Each mail is several round trips on its connection (nodemailer does not pipeline), so at many concurrent
+ * requestTokens the connections, not the CPU, bound the rate. Sydent opened a connection per mail, without a bound.
+ */
+export const SMTP_CONNECTIONS = 32;
+
 export interface SmtpTransportOptions {
   /**
    * Extra CA certificates (PEM) to trust for the SMTP server. Only the tests use this, to trust the CA they
@@ -26,9 +33,8 @@ export function createSmtpTransport(email: EmailConfig, opts: SmtpTransportOptio
   const nodemailer = require('nodemailer') as typeof import('nodemailer');
   return nodemailer.createTransport({
     pool: true,
-    // Each message costs several round trips to the SMTP server; enough connections keep requestToken from
-    // queueing behind them, and connections are reused for as long as the server allows.
-    maxConnections: 16,
+    // Connections are reused for as long as the server allows.
+    maxConnections: SMTP_CONNECTIONS,
     maxMessages: Infinity,
     host: email.smtpHost,
     port: email.smtpPort,

@@ -36,6 +36,11 @@ export interface SmtpServerOptions {
   answerDelayMs?: number;
   /** wait this long before taking a message and answering its DATA (a slow mail server: none arrives before) */
   answerAfterMs?: number;
+  /**
+   * Holds each message's answer to DATA until `until` messages are held at once, or for `maxMs` at most: how many
+   * mails a client sends at once shows in `maxHeld`.
+   */
+  hold?: { until: number; maxMs: number };
 }
 
 export interface SmtpTestServer {
@@ -46,6 +51,8 @@ export interface SmtpTestServer {
   messages: ReceivedMail[];
   /** messages whose DATA was refused (failFirst) */
   refused: number;
+  /** the most messages held at once (`hold`) */
+  maxHeld: number;
   waitForMessage(predicate?: (m: ReceivedMail) => boolean, timeoutMs?: number): Promise<ReceivedMail>;
   close(): Promise<void>;
 }
@@ -83,6 +90,20 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
   const waiters: { predicate: (m: ReceivedMail) => boolean; resolve: (m: ReceivedMail) => void }[] = [];
   let dataCount = 0;
   let refused = 0;
+  const held = new Set<() => void>();
+  let maxHeld = 0;
+  const hold = (answer: () => void): void => {
+    if (!opts.hold) return answer();
+    const release = (): void => {
+      if (!held.delete(release)) return;
+      clearTimeout(timer);
+      answer();
+    };
+    const timer = setTimeout(release, opts.hold.maxMs);
+    held.add(release);
+    maxHeld = Math.max(maxHeld, held.size);
+    if (held.size >= opts.hold.until) for (const r of [...held]) r();
+  };
 
   const server = new SMTPServer({
     secure: mode === 'ssl',
@@ -138,8 +159,8 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
           if (opts.answerDelayMs) await new Promise((r) => setTimeout(r, opts.answerDelayMs));
           callback(null);
         };
-        if (opts.answerAfterMs) setTimeout(accept, opts.answerAfterMs);
-        else accept();
+        if (opts.answerAfterMs) setTimeout(() => hold(accept), opts.answerAfterMs);
+        else hold(accept);
       });
     },
   });
@@ -158,6 +179,9 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
     messages,
     get refused() {
       return refused;
+    },
+    get maxHeld() {
+      return maxHeld;
     },
     waitForMessage(predicate = () => true, timeoutMs = 5000) {
       const found = messages.find(predicate);

@@ -2,7 +2,7 @@ import type { Transporter } from 'nodemailer';
 import type { Logger } from '../../log.js';
 import { MailSendError, sendRawMail, type SendMailRequest, type SendMailResult, type SendOptions } from '../../mail/sender.js';
 import type { Metrics } from '../../metrics/metrics.js';
-import { createSmtpTransport, type SmtpTransportOptions } from '../../mail/transport.js';
+import { createSmtpTransport, SMTP_CONNECTIONS, type SmtpTransportOptions } from '../../mail/transport.js';
 import { RateLimiter, type Admission } from '../../util/rate-limiter.js';
 import type { SystemDeps } from '../deps.js';
 import { supervisor, type RequestContext } from '../supervisor.js';
@@ -61,7 +61,8 @@ export interface MailerOptions {
 /** Owns the pooled SMTP transport (nothing else talks to the mail server) and the email sender rate limit. */
 export function createMailerSupervisor(options: MailerOptions = {}) {
   return supervisor('mailer', {
-    concurrency: 8,
+    // One send per pooled connection: fewer would leave connections idle while mails wait here.
+    concurrency: SMTP_CONNECTIONS,
     open: (deps: SystemDeps): MailerResource => {
       // Made with the first mail: a server that never sends one never loads nodemailer.
       let transport: Transporter | undefined;
