@@ -9,6 +9,8 @@ import tls from 'node:tls';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBase64, generateSeed, lookupHash, publicKeyFromSeed, signJson } from '../src/crypto/index.js';
+import { BODY_LIMIT } from '../src/http/app.js';
+import { PUSH_BODY_LIMIT } from '../src/http/routes/replicate.js';
 import { makeCa, makeCert, type Pem } from './helpers/certs.js';
 import { addPeer, bind, lookup, makePeerCert, runPeers, startMesh, type Mesh, type Replica } from './helpers/replication.js';
 import { row, rows } from './helpers/rows.js';
@@ -189,6 +191,49 @@ describe('a push shaped exactly as Sydent sends it', () => {
   });
 });
 
+describe('a push much larger than Sydent’s batches of 100', () => {
+  const t0 = Date.now() - 20_000;
+  const N = 3000;
+  const batch = (first: number, tag: string) =>
+    Object.fromEntries(
+      Array.from({ length: N }, (_, i) => [String(first + i), sgAssoc(peerC, { address: `${tag}${i}@large.example.org`, mxid: `@${tag}${i}:hs.test`, ts: t0 + i })]),
+    );
+
+  it('is stored whole, in one piece, when every signature verifies', async () => {
+    const body = { sgAssocs: batch(1, 'big') };
+    // Larger than the other listeners' bodies may be (512 KiB).
+    expect(JSON.stringify(body).length).toBeGreaterThan(BODY_LIMIT);
+    const res = await push(peerC.agent, body);
+    expect(res).toEqual({ status: 200, json: { success: true } });
+    const rows = globalRows('c.test').filter((r) => String(r['address']).endsWith('@large.example.org'));
+    expect(rows).toHaveLength(N);
+    expect(rows.map((r) => r['originId'])).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+    expect(await lookup(b.server, `big${N - 1}@large.example.org`)).toBe(`@big${N - 1}:hs.test`);
+  });
+
+  it('is refused whole, with the failing id and nothing of it stored, for one bad signature in it', async () => {
+    const before = globalRows().length;
+    const sgAssocs = batch(10_001, 'bad');
+    const forged = sgAssocs['12000'] as { signatures: Record<string, Record<string, string>> };
+    forged.signatures['c.test']!['ed25519:0'] = (sgAssocs['10001'] as typeof forged).signatures['c.test']!['ed25519:0']!;
+    const res = await push(peerC.agent, { sgAssocs });
+    expect(res).toEqual({
+      status: 400,
+      json: { errcode: 'M_VERIFICATION_FAILED', error: 'Verification failed for one or more associations', failed_ids: ['12000'] },
+    });
+    expect(globalRows()).toHaveLength(before);
+    expect(await lookup(b.server, 'bad0@large.example.org')).toBeNull();
+  });
+
+  it('past the size limit: 413 M_TOO_LARGE, nothing stored', async () => {
+    const before = globalRows().length;
+    const res = await push(peerC.agent, JSON.stringify({ sgAssocs: { '1': sgAssoc(peerC, { address: 'huge@large.example.org', mxid: '@h:hs.test', ts: t0 }) }, pad: 'x'.repeat(PUSH_BODY_LIMIT) }));
+    expect(res.status).toBe(413);
+    expect(res.json['errcode']).toBe('M_TOO_LARGE');
+    expect(globalRows()).toHaveLength(before);
+  });
+});
+
 describe('refused pushes store nothing', () => {
   const t0 = Date.now() - 30_000;
   let before: number;
@@ -291,7 +336,7 @@ describe('refused pushes store nothing', () => {
       ['nested 100,000 deep', '', `${open},"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}`, 400, 'M_BAD_JSON'],
       ['a parameter given twice', 'x=1&x=2', signed, 400, 'M_INVALID_PARAM'],
       ['invalid percent-encoding', 'x=%ZZ', signed, 400, 'M_INVALID_PARAM'],
-      ['a body over the limit', '', `${open},"x":"${'x'.repeat(600_000)}"}`, 413, 'M_TOO_LARGE'],
+      ['a body over the limit', '', `${open},"x":"${'x'.repeat(PUSH_BODY_LIMIT + 1000)}"}`, 413, 'M_TOO_LARGE'],
     ];
     for (const [what, query, body, status, errcode] of cases) {
       const res = await request(`https://127.0.0.1:${b.port}${PUSH}${query ? `?${query}` : ''}`, {

@@ -9,7 +9,7 @@ import { lookupHash } from '../crypto/index.js';
 import { BindConflictError } from '../store/associations.js';
 import type { ApplyPushResult } from '../store/peers.js';
 import { decodePeerKey } from './keys.js';
-import { checkPush } from './receive.js';
+import { checkPushInSlices } from './receive.js';
 
 export type PushOutcome =
   | { ok: true; result: ApplyPushResult }
@@ -35,7 +35,7 @@ export class InboundPushes {
   constructor(private readonly facades: Pick<Facades, 'stores' | 'reads'>) {}
 
   async apply(push: InboundPush, request: CallOptions): Promise<PushOutcome> {
-    const checked = checkPush(push.sgAssocs, push.origin, this.keyOf(push.peerKey));
+    const checked = await checkPushInSlices(push.sgAssocs, push.origin, this.keyOf(push.peerKey));
     if (!checked.ok) return checked;
     if (checked.associations.length === 0) return { ok: true, result: { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 } };
     for (let attempt = 1; ; attempt++) {

@@ -4,6 +4,7 @@
  * `ed25519:0` under the key we hold for it, and carry Sydent's six fields. One failure refuses the whole batch,
  * and every failing id is reported (Sydent's `failed_ids`).
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { SignatureError, verifySignedJson } from '../crypto/index.js';
 import type { ReceivedAssociation } from '../store/peers.js';
 import { normaliseAddress } from '../matrix/index.js';
@@ -49,26 +50,65 @@ function readAssociation(originId: number, value: Record<string, unknown>): Omit
  * by the caller).
  */
 export function checkPush(sgAssocs: Record<string, unknown>, peerName: string, publicKey: Uint8Array): CheckedPush {
-  const associations: ReceivedAssociation[] = [];
-  const reasons: Record<string, string> = {};
-  for (const [id, value] of Object.entries(sgAssocs)) {
+  const check = new PushCheck(peerName, publicKey);
+  for (const entry of Object.entries(sgAssocs)) check.add(entry);
+  return check.result();
+}
+
+/** Associations verified between two turns of the event loop, in `checkPushInSlices`. */
+export const VERIFY_SLICE = 200;
+
+/**
+ * `checkPush`, giving the event loop a turn after every `slice` signatures: a large batch does not hold up the
+ * requests that arrive while it is verified.
+ */
+export async function checkPushInSlices(
+  sgAssocs: Record<string, unknown>,
+  peerName: string,
+  publicKey: Uint8Array,
+  slice = VERIFY_SLICE,
+): Promise<CheckedPush> {
+  const check = new PushCheck(peerName, publicKey);
+  const entries = Object.entries(sgAssocs);
+  for (let i = 0; i < entries.length; i++) {
+    if (i > 0 && i % slice === 0) await nextTurn();
+    check.add(entries[i]!);
+  }
+  return check.result();
+}
+
+/** One pass over a batch: each association verified and read as it comes; the failures gathered. */
+class PushCheck {
+  private readonly associations: ReceivedAssociation[] = [];
+  private readonly reasons: Record<string, string> = {};
+
+  constructor(
+    private readonly peerName: string,
+    private readonly publicKey: Uint8Array,
+  ) {}
+
+  add([id, value]: [string, unknown]): void {
     try {
       if (!ORIGIN_ID.test(id)) throw new InvalidAssociation('the id is not a non-negative integer');
       if (!isRecord(value)) throw new InvalidAssociation('not an object');
-      verifySignedJson(value, peerName, PEER_KEY_ID, publicKey);
+      verifySignedJson(value, this.peerName, PEER_KEY_ID, this.publicKey);
       const assoc = readAssociation(Number(id), value);
-      associations.push({ ...assoc, sgAssoc: JSON.stringify(value) });
+      this.associations.push({ ...assoc, sgAssoc: JSON.stringify(value) });
     } catch (e) {
       if (!(e instanceof InvalidAssociation || e instanceof SignatureError)) throw e;
-      reasons[id] = e.message;
+      this.reasons[id] = e.message;
     }
   }
-  const failedIds = Object.keys(reasons);
-  if (failedIds.length > 0) {
-    // Sydent reports them in the order it processed them: by numeric id
-    failedIds.sort((a, b) => (Number(a) || 0) - (Number(b) || 0));
-    return { ok: false, failedIds, reasons };
+
+  result(): CheckedPush {
+    const { associations, reasons } = this;
+    const failedIds = Object.keys(reasons);
+    if (failedIds.length > 0) {
+      // Sydent reports them in the order it processed them: by numeric id
+      failedIds.sort((a, b) => (Number(a) || 0) - (Number(b) || 0));
+      return { ok: false, failedIds, reasons };
+    }
+    associations.sort((a, b) => a.originId - b.originId);
+    return { ok: true, associations };
   }
-  associations.sort((a, b) => a.originId - b.originId);
-  return { ok: true, associations };
 }

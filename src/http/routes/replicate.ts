@@ -10,6 +10,12 @@ import { parseJsonBody } from '../json-body.js';
 
 export const PUSH_ROUTE = '/_matrix/identity/replicate/v1/push';
 
+/**
+ * The largest push accepted: about 9,000 signed associations, so a peer may send batches far larger than Sydent's
+ * 100 (Sydent read any size). A larger body is 413 M_TOO_LARGE.
+ */
+export const PUSH_BODY_LIMIT = 4 * 1024 * 1024;
+
 /** The replication API's own errors (Sydent's wording). */
 export const replicationErrors = {
   unknownPeer: () => new MatrixError(403, 'M_UNKNOWN_PEER', 'This peer is not known to this server'),
@@ -53,9 +59,9 @@ export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppCont
 
   // The body is taken as bytes whatever its type, and judged by the handler, after the peer check.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: PUSH_BODY_LIMIT }, (_req, body, done) => done(null, body));
 
-  app.post(PUSH_ROUTE, async (req, reply) => {
+  app.post(PUSH_ROUTE, { bodyLimit: PUSH_BODY_LIMIT }, async (req, reply) => {
     const name = peerCommonName(req);
     const peer = name === null ? undefined : await ctx.reads.peers.activeByName(name);
     if (!peer || name === null) {
