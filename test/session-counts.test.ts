@@ -100,8 +100,9 @@ describe('sessions counted by state', () => {
     db.prepare('DELETE FROM threepid_validation_sessions WHERE id = ?').run(101);
     // Sydent validating one of ours (a machine row exists: the machine's state is what counts).
     db.prepare('UPDATE threepid_validation_sessions SET validated = 1 WHERE id = ?').run(20);
-    // Sydent's sweep deleting one of ours leaves its machine row.
+    // Sydent's sweep deleting one of ours: its machine row goes with it.
     db.prepare('DELETE FROM threepid_validation_sessions WHERE id = ?').run(29);
+    expect(db.prepare('SELECT sid FROM session_machines WHERE sid = 29').all()).toEqual([]);
     check();
 
     // One of Sydent's sessions gets a machine row when we first save it.
@@ -117,21 +118,27 @@ describe('sessions counted by state', () => {
     ).toThrow('rolled back');
     check();
 
-    // The sweep, a slice at a time, and the orphans' clean-up.
+    // The sweep, a slice at a time.
     while (writes.deleteExpired(105, 4) === 4) check();
     check();
-    for (let after: number | null = -1; after !== null; ) after = writes.deleteOrphanMachines(after, 3);
-    check();
+    // No machine row is left without its session.
+    expect(db.prepare('SELECT count(*) AS n FROM session_machines WHERE sid NOT IN (SELECT id FROM threepid_validation_sessions)').get()).toEqual({ n: 0 });
     expect(reads.countByState()).toEqual({ tokenSent: 5 });
   });
 
-  it('are counted once from the rows of a database migrated from before them', () => {
+  it('are counted once from the rows of a database migrated from before them, machine rows left without a session removed', () => {
     const { db, file } = open();
     const writes = new SessionWrites(db);
     for (let sid = 1; sid <= 12; sid++) writes.create('email', 'secret', write(sid));
     writes.save(write(3, { state: 'validated', validated: true, expectedSydent: { validated: 0, mtime: 1_000, token: 'OurToken', sendAttemptNumber: 1 } }), 1);
     for (let sid = 100; sid < 105; sid++) sydentSession(db, sid, 1_000, sid === 100 ? 1 : 0);
+    // Sydent's sweep before version 12 left the machine rows of the sessions it deleted.
+    db.prepare('DROP TRIGGER sydent_ts_session_delete').run();
+    db.prepare('DELETE FROM threepid_validation_sessions WHERE id IN (5, 6)').run();
+    expect(db.prepare('SELECT count(*) AS n FROM session_machines').get()).toEqual({ n: 12 });
+    db.prepare("DELETE FROM session_machines WHERE sid IN (5, 6)").run();
     const expected = counted(db);
+    db.prepare("INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES (5, 'tokenSent', '{}', 1, 1, '[]', 0), (6, 'validated', '{}', 1, 1, '[]', 0)").run();
     // As it was before the counts existed (version 11).
     db.exec(`DROP TABLE sydent_ts_machine_counts; DROP TABLE sydent_ts_sydent_session_counts; DROP TABLE sydent_ts_callback_counts;`);
     for (const { name } of db.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'").all() as { name: string }[]) db.exec(`DROP TRIGGER ${name}`);
@@ -141,7 +148,8 @@ describe('sessions counted by state', () => {
     const { db: again } = open(file);
     expect(again.pragma('user_version', { simple: true })).toBe(12);
     expect(new SessionReads(again).countByState()).toEqual(expected);
-    expect(expected).toEqual({ tokenSent: 15, validated: 2 });
+    expect(expected).toEqual({ tokenSent: 13, validated: 2 });
+    expect(again.prepare('SELECT sid FROM session_machines WHERE sid IN (5, 6)').all()).toEqual([]);
   });
 });
 

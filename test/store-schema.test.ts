@@ -445,9 +445,9 @@ describe('existing Sydent database (user_version 5)', () => {
         'trigger sydent_ts_count_machine_delete on session_machines',
         'trigger sydent_ts_count_machine_insert on session_machines',
         'trigger sydent_ts_count_machine_state on session_machines',
-        'trigger sydent_ts_count_session_delete on threepid_validation_sessions',
         'trigger sydent_ts_count_session_insert on threepid_validation_sessions',
         'trigger sydent_ts_count_session_validated on threepid_validation_sessions',
+        'trigger sydent_ts_session_delete on threepid_validation_sessions',
       ]);
       expectFinalSydentSchema(db);
 

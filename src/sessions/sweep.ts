@@ -1,8 +1,7 @@
 /**
  * Sydent's clean-up of validation sessions (five lifetimes after their last change, every 10 minutes), done a slice
  * at a time: each slice is one short write, and the event loop serves requests between slices, so neither start-up
- * nor a sweep over many expired sessions holds the server up. Once per start it also removes, a slice at a time,
- * the machine rows whose session was deleted by someone else (Sydent, while it ran on this database).
+ * nor a sweep over many expired sessions holds the server up.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
@@ -10,8 +9,6 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 export interface SweepStore {
   /** deletes up to `limit` sessions untouched since before `cutoffMs` and their rows; resolves to how many */
   deleteExpired(cutoffMs: number, limit: number): Promise<number>;
-  /** deletes orphaned machine rows among the `limit` sids after `afterSid`; the last sid looked at, null at the end */
-  deleteOrphanMachines(afterSid: number, limit: number): Promise<number | null>;
 }
 
 export interface SweeperOptions {
@@ -31,7 +28,6 @@ export class SessionSweeper {
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
   private running: Promise<void> | null = null;
-  private orphansDone = false;
 
   constructor(private readonly opts: SweeperOptions) {}
 
@@ -65,12 +61,5 @@ export class SessionSweeper {
     const { store, slice } = this.opts;
     const cutoff = this.opts.now() - this.opts.purgeAfterMs;
     while (!this.stopped && (await store.deleteExpired(cutoff, slice)) === slice) await nextTurn();
-    if (this.orphansDone) return;
-    let after: number | null = -1;
-    while (!this.stopped && after !== null) {
-      after = await store.deleteOrphanMachines(after, slice);
-      await nextTurn();
-    }
-    this.orphansDone = after === null;
   }
 }

@@ -111,11 +111,14 @@ export const OUR_MIGRATIONS: readonly Migration[] = [
     // Sessions and homeserver callbacks counted by state for the debug endpoints and the metrics, kept by triggers in
     // the same transaction as every change (ours, and Sydent's own writes after a switch back), so reading them costs
     // a few rows at any size where counting the tables walked them all. Machine rows count by their state; Sydent's
-    // sessions without a machine row by `validated`. Seeded here once. Triggers and tables of our own are invisible
-    // to Sydent's reads.
+    // sessions without a machine row by `validated`. Seeded here once. A session's machine row goes with the session
+    // whoever deletes it (Sydent's sweep too), so none is ever left without its session and the sweep never looks
+    // for such rows; those left before this version are removed here, once. Triggers and tables of our own are
+    // invisible to Sydent's reads.
     version: 12,
     name: 'state_counts',
     up: (db) => {
+      db.exec('DELETE FROM session_machines WHERE sid NOT IN (SELECT id FROM threepid_validation_sessions)');
       db.exec(`CREATE TABLE sydent_ts_machine_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)`);
       db.exec(`CREATE TABLE sydent_ts_sydent_session_counts (validated INTEGER PRIMARY KEY, n INTEGER NOT NULL)`);
       db.exec('INSERT INTO sydent_ts_machine_counts (state, n) SELECT state, count(*) FROM session_machines GROUP BY state');
@@ -147,9 +150,10 @@ export const OUR_MIGRATIONS: readonly Migration[] = [
         WHEN ${noMachine('NEW.id')} BEGIN
         UPDATE sydent_ts_sydent_session_counts SET n = n + 1 WHERE validated = ${v('NEW')};
       END`);
-      db.exec(`CREATE TRIGGER sydent_ts_count_session_delete AFTER DELETE ON threepid_validation_sessions
-        WHEN ${noMachine('OLD.id')} BEGIN
-        UPDATE sydent_ts_sydent_session_counts SET n = n - 1 WHERE validated = ${v('OLD')};
+      // One trigger, its statements in this order: the count is taken before the machine row goes.
+      db.exec(`CREATE TRIGGER sydent_ts_session_delete AFTER DELETE ON threepid_validation_sessions BEGIN
+        UPDATE sydent_ts_sydent_session_counts SET n = n - 1 WHERE validated = ${v('OLD')} AND ${noMachine('OLD.id')};
+        DELETE FROM session_machines WHERE sid = OLD.id;
       END`);
       db.exec(`CREATE TRIGGER sydent_ts_count_session_validated AFTER UPDATE OF validated ON threepid_validation_sessions
         WHEN ${v('OLD')} <> ${v('NEW')} AND ${noMachine('NEW.id')} BEGIN

@@ -149,10 +149,7 @@ export class SessionWrites {
   private readonly versionOf: Database.Statement<[number], { row_version: number }>;
   private readonly sidExists: Database.Statement<[number], { id: number }>;
   private readonly expiredTokens: Database.Statement<[number, number]>;
-  private readonly expiredMachines: Database.Statement<[number, number]>;
   private readonly expiredSessions: Database.Statement<[number, number]>;
-  private readonly machineSliceEnd: Database.Statement<[number, number], { last: number | null }>;
-  private readonly orphanMachines: Database.Statement<[number, number]>;
 
   constructor(private readonly db: Database.Database) {
     this.insertSession = db.prepare(
@@ -182,21 +179,12 @@ export class SessionWrites {
     this.versionOf = db.prepare('SELECT row_version FROM session_machines WHERE sid = ?');
     this.sidExists = db.prepare('SELECT id FROM threepid_validation_sessions WHERE id = ?');
     // The sweep deletes a slice of expired sessions (the oldest first, through the mtime index) and, before them,
-    // their token and machine rows by session id: its cost is the slice's, whatever the size of the tables. The
-    // three statements select the same sessions, the sessions table being unchanged until the last one.
+    // their token rows by session id: its cost is the slice's, whatever the size of the tables. Both statements
+    // select the same sessions, the sessions table being unchanged until the last one. Machine rows go with their
+    // session (a trigger, migration 12).
     const expired = 'SELECT id FROM threepid_validation_sessions WHERE mtime < ? ORDER BY mtime LIMIT ?';
     this.expiredTokens = db.prepare(`DELETE FROM threepid_token_auths WHERE validationSession IN (${expired})`);
-    this.expiredMachines = db.prepare(`DELETE FROM session_machines WHERE sid IN (${expired})`);
     this.expiredSessions = db.prepare(`DELETE FROM threepid_validation_sessions WHERE id IN (${expired})`);
-    // Machine rows whose session someone else deleted (Sydent's sweep, after a switch back to Sydent), found a
-    // slice of sids at a time along the primary key.
-    this.machineSliceEnd = db.prepare(
-      'SELECT max(sid) AS last FROM (SELECT sid FROM session_machines WHERE sid > ? ORDER BY sid LIMIT ?)',
-    );
-    this.orphanMachines = db.prepare(
-      `DELETE FROM session_machines WHERE sid > ? AND sid <= ?
-       AND NOT EXISTS (SELECT 1 FROM threepid_validation_sessions s WHERE s.id = session_machines.sid)`,
-    );
   }
 
   /** A fresh sid no session uses (Sydent's or ours). */
@@ -256,20 +244,7 @@ export class SessionWrites {
   deleteExpired(cutoffMs: number, limit: number): number {
     return this.db.transaction(() => {
       this.expiredTokens.run(cutoffMs, limit);
-      this.expiredMachines.run(cutoffMs, limit);
       return this.expiredSessions.run(cutoffMs, limit).changes;
-    })();
-  }
-
-  /**
-   * Deletes the machine rows without a session among the next `limit` sids after `afterSid`. Returns the last sid
-   * looked at (the next call's `afterSid`), or null once past the last machine row.
-   */
-  deleteOrphanMachines(afterSid: number, limit: number): number | null {
-    return this.db.transaction(() => {
-      const last = this.machineSliceEnd.get(afterSid, limit)?.last ?? null;
-      if (last !== null) this.orphanMachines.run(afterSid, last);
-      return last;
     })();
   }
 }

@@ -17,7 +17,7 @@ const SWEEP_EVERY_MS = 10 * 60_000;
 const PURGE_AFTER_MS = 5 * 24 * 60 * 60 * 1000;
 /** Unlike Sydent's, our first sweep waits for start-up to finish, and goes a slice of rows at a time. */
 const FIRST_SWEEP_AFTER_MS = 2000;
-const SWEEP_SLICE = 500;
+const SWEEP_SLICE = 100;
 
 interface SessionsResource {
   host: SessionHost;
@@ -142,7 +142,6 @@ export const sessionsSupervisor = supervisor('sessions', {
     const sweeper = new SessionSweeper({
       store: {
         deleteExpired: (cutoffMs, limit) => facades.stores.deleteOldSessions({ cutoffMs, limit }),
-        deleteOrphanMachines: (afterSid, limit) => facades.stores.deleteOrphanMachines({ afterSid, limit }),
       },
       now: () => deps.clock.now(),
       purgeAfterMs: PURGE_AFTER_MS,

@@ -46,9 +46,6 @@ export const storeHandlers = {
   /** a slice of the sessions sweep: how many expired sessions it deleted */
   deleteOldSessions: (e: { cutoffMs: number; limit: number }, r: StoreResource, q: RequestContext) =>
     write(r, q, (w) => w.sessions.deleteExpired(e.cutoffMs, e.limit)),
-  /** a slice of the orphaned machine rows' clean-up: the last sid looked at, null at the end */
-  deleteOrphanMachines: (e: { afterSid: number; limit: number }, r: StoreResource, q: RequestContext) =>
-    write(r, q, (w) => w.sessions.deleteOrphanMachines(e.afterSid, e.limit)),
   bind: (e: BindRecord, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.associations.bind(e)),
   /**
    * 3pid/bind: the session's move to bound and the binding (its invites marked sent, its callback queued) in one
