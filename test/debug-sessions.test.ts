@@ -166,10 +166,10 @@ describe('session debug endpoints (internal listener)', () => {
     const after = ((await (await fetch(t.internalUrl('/_sydent/debug/sessions'))).json()) as { byState: Record<string, number> }).byState;
     expect(after['validated'] ?? 0).toBe((before['validated'] ?? 0) + 1);
     // What the endpoint says is what the rows say.
-    const rows = Object.fromEntries(
-      query<{ state: string; n: number }>(t.config.db.dbFile, 'SELECT state, count(*) AS n FROM session_machines GROUP BY state').map((r) => [r.state, r.n]),
+    const stored = Object.fromEntries(
+      rows<{ state: string; n: number }>(t.config.db.dbFile, 'SELECT state, count(*) AS n FROM session_machines GROUP BY state').map((r) => [r.state, r.n]),
     );
-    expect(after).toEqual(rows);
+    expect(after).toEqual(stored);
   });
 
   it('an unknown sid is 404, and the endpoints are not on the client listener', async () => {
