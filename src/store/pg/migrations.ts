@@ -85,6 +85,17 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       'CREATE INDEX sydent_ts_token_auths_session ON threepid_token_auths (validationSession)',
     ],
   },
+  {
+    // The tables of SQLite's migration 12 (state counts for the debug endpoints), so the schemas match and
+    // migrate-db copies the counts as they are. SQLite keeps them by triggers; the PostgreSQL engine keeps them itself.
+    version: 12,
+    name: 'state_counts',
+    sql: [
+      'CREATE TABLE sydent_ts_machine_counts (state text COLLATE "C" PRIMARY KEY, n bigint NOT NULL)',
+      'CREATE TABLE sydent_ts_sydent_session_counts (validated bigint PRIMARY KEY, n bigint NOT NULL)',
+      'CREATE TABLE sydent_ts_callback_counts (state text COLLATE "C" PRIMARY KEY, n bigint NOT NULL)',
+    ],
+  },
 ];
 
 export const PG_LATEST_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;
