@@ -22,6 +22,8 @@ import { tempDir } from './helpers/tmp.js';
 
 const FIXTURE = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'sydent-v5.sql'), 'utf8');
 const OUR_TABLES = ['sydent_ts_meta', 'session_machines', 'callback_outbox'];
+/** Derived from the rows of the tables above (migration 12): seeded in the target from the rows copied, never copied. */
+const COUNT_TABLES = ['sydent_ts_callback_counts', 'sydent_ts_machine_counts', 'sydent_ts_sydent_session_counts'];
 const LATEST = SYDENT_SCHEMA_VERSION + OUR_MIGRATIONS.length;
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -109,7 +111,7 @@ function sydentFile(where: string, associations = 120): string {
 }
 
 /** Every row of every table the file has (and sqlite_sequence), ordered by all columns, integers exact. */
-function dumpSqlite(file: string, tables: readonly string[] = [...SYDENT_TABLES, ...OUR_TABLES, 'sqlite_sequence']): Record<string, unknown[]> {
+function dumpSqlite(file: string, tables: readonly string[] = [...SYDENT_TABLES, ...OUR_TABLES, ...COUNT_TABLES, 'sqlite_sequence']): Record<string, unknown[]> {
   const db = new Database(file, { readonly: true });
   db.defaultSafeIntegers(true);
   try {
@@ -240,10 +242,20 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     expect(forward.stdout).not.toContain(pg.server.password);
 
     // In PostgreSQL: the schema and every row, nothing of migrate-db's own left behind
-    expect(await tablesOf(pg.url)).toEqual([...SYDENT_TABLES, ...OUR_TABLES, PG_VERSION_TABLE].sort());
+    expect(await tablesOf(pg.url)).toEqual([...SYDENT_TABLES, ...OUR_TABLES, ...COUNT_TABLES, PG_VERSION_TABLE].sort());
     const { sqlite_sequence: sequences, ...sydentRows } = before;
     expect(await dumpPg(pg.url, Object.keys(sydentRows))).toEqual(lowerKeys(sydentRows));
     expect(await dumpPg(pg.url, OUR_TABLES)).toEqual({ sydent_ts_meta: [], session_machines: [], callback_outbox: [] });
+    // Sydent's two sessions (one validated, neither with a machine row), counted from the rows copied
+    const counts = {
+      sydent_ts_callback_counts: [],
+      sydent_ts_machine_counts: [],
+      sydent_ts_sydent_session_counts: [
+        { validated: 0n, n: 1n },
+        { validated: 1n, n: 1n },
+      ],
+    };
+    expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
     expect(before['global_threepid_associations']).toHaveLength(119);
 
     // The file written back
@@ -254,6 +266,7 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     expect(fs.existsSync(`${back}.partial`)).toBe(false);
     expect(dumpSqlite(back, [...SYDENT_TABLES, 'sqlite_sequence'])).toEqual(before);
     expect(dumpSqlite(back, OUR_TABLES)).toEqual({ sydent_ts_meta: [], session_machines: [], callback_outbox: [] });
+    expect(dumpSqlite(back, COUNT_TABLES)).toEqual(counts);
     expect(sequences).toEqual([
       { name: 'global_threepid_associations', seq: 120n },
       { name: 'local_threepid_associations', seq: 121n },
@@ -300,12 +313,86 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     const pg = await database();
     const forward = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`], d);
     expect(forward.code, forward.stderr).toBe(0);
+    expect(forward.stderr).not.toContain('not copied');
+    // The counts the source's triggers kept, seeded in PostgreSQL from the rows copied
+    const counts = {
+      sydent_ts_callback_counts: [
+        { state: 'delivered', n: 1n },
+        { state: 'pending', n: 1n },
+      ],
+      sydent_ts_machine_counts: [{ state: 'awaitingToken', n: 1n }],
+      sydent_ts_sydent_session_counts: [
+        { validated: 0n, n: 0n },
+        { validated: 1n, n: 0n },
+      ],
+    };
+    expect(dumpSqlite(source, COUNT_TABLES)).toEqual(counts);
+    expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
     const back = path.join(d, 'back.db');
     const reverse = await migrateDb(['--to', `sqlite:${back}`], d, { SYDENT_DB_URL: pg.url });
     expect(reverse.code, reverse.stderr).toBe(0);
+    // the counts included, seeded once and not counted again by the triggers as the rows went in
     expect(dumpSqlite(back)).toEqual(before);
+    // and kept by the triggers from then on
+    const file = new Database(back);
+    file.exec("UPDATE callback_outbox SET state = 'delivered' WHERE state = 'pending'; DELETE FROM threepid_validation_sessions WHERE id = 77;");
+    file.close();
+    expect(dumpSqlite(back, COUNT_TABLES)).toEqual({
+      sydent_ts_callback_counts: [
+        { state: 'delivered', n: 2n },
+        { state: 'pending', n: 0n },
+      ],
+      sydent_ts_machine_counts: [{ state: 'awaitingToken', n: 0n }],
+      sydent_ts_sydent_session_counts: counts.sydent_ts_sydent_session_counts,
+    });
     expect(before['callback_outbox']).toHaveLength(2);
     expect(before['sqlite_sequence']).toEqual([{ name: 'callback_outbox', seq: 2n }]);
+  });
+
+  it('a database at version 11 with a machine row whose session is gone: copied and verified, then migration 12 removes the row and seeds the counts; a run stopped after that step finishes when run again', { timeout: 60_000 }, async () => {
+    const d = dir();
+    const source = path.join(d, 'v11.db');
+    const db = openDatabase(source, { migrations: OUR_MIGRATIONS.filter((m) => m.version <= 11) });
+    expect(getUserVersion(db)).toBe(11);
+    db.exec(`
+      INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES (5, 'email', 'a@b.c', 's', 1, 1), (6, 'email', 'e@b.c', 's', 0, 1);
+      INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts)
+        VALUES (5, 'validated', '{}', 3, 1, '[]', 1), (9, 'awaitingToken', '{}', 3, 1, '[]', 1);
+    `);
+    closeDatabase(db);
+    const pg = await database();
+    const args = ['--to', pg.url, '--from', `sqlite:${source}`];
+    const first = await migrateDb(args, d);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toContain('counts and checksums equal');
+    const machines = async () => (await dumpPg(pg.url, ['session_machines']))['session_machines']!.map((r) => (r as { sid: bigint }).sid);
+    expect(await machines()).toEqual([5n]);
+    const counts = {
+      sydent_ts_callback_counts: [],
+      sydent_ts_machine_counts: [{ state: 'validated', n: 1n }],
+      sydent_ts_sydent_session_counts: [
+        { validated: 0n, n: 1n },
+        { validated: 1n, n: 0n },
+      ],
+    };
+    expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
+
+    // The target as a run killed between migration 12 and dropping its bookkeeping leaves it: the data no longer
+    // matches the source (the row migration 12 removed), and it was verified before that step ran.
+    const client = await connect(pg.url);
+    cleanups.push(() => client.end());
+    await client.query('CREATE TABLE sydent_ts_migrate_db_state (key text PRIMARY KEY, value text NOT NULL)');
+    await client.query("INSERT INTO sydent_ts_migrate_db_state (key, value) VALUES ('source', $1), ('indexes', '[]')", [fs.realpathSync(source)]);
+    await client.query(
+      'CREATE TABLE sydent_ts_migrate_db_progress (table_name text PRIMARY KEY, last_rowid bigint, rows_copied bigint NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false)',
+    );
+    await client.query('INSERT INTO sydent_ts_migrate_db_progress (table_name, rows_copied, done) SELECT unnest($1::text[]), 0, true', [[...SYDENT_TABLES, ...OUR_TABLES]]);
+    const again = await migrateDb(args, d);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain('the copy was verified by the run that was stopped');
+    expect(await tablesOf(pg.url)).toEqual([...SYDENT_TABLES, ...OUR_TABLES, ...COUNT_TABLES, PG_VERSION_TABLE].sort());
+    expect(await machines()).toEqual([5n]);
+    expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
   });
 
   it('refuses a target that is not empty, and leaves it as it was; a second copy into a finished target too', async () => {
@@ -327,7 +414,7 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     expect((await migrateDb(['--to', other.url, '--from', `sqlite:${source}`], d)).code).toBe(0);
     const again = await migrateDb(['--to', other.url, '--from', `sqlite:${source}`], d);
     expect(again.code).toBe(1);
-    expect(again.stderr).toMatch(/refusing to copy into .*: it is not empty \(16 tables: accepted_terms_urls, accounts, callback_outbox, ephemeral_public_keys, global_threepid_associations, …\)/);
+    expect(again.stderr).toMatch(/refusing to copy into .*: it is not empty \(19 tables: accepted_terms_urls, accounts, callback_outbox, ephemeral_public_keys, global_threepid_associations, …\)/);
   });
 
   it('refuses to write over an existing SQLite file, and to read a database a running server holds', async () => {

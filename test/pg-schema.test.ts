@@ -10,7 +10,8 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { closeDatabase, openDatabase } from '../src/store/database.js';
-import { getUserVersion, OUR_MIGRATIONS } from '../src/store/migrations.js';
+import { getUserVersion, migrate, OUR_MIGRATIONS } from '../src/store/migrations.js';
+import { DATA_SCHEMA_VERSION, DERIVED_TABLES } from '../src/store/migrate-db/tables.js';
 import { migratePg, PG_LATEST_VERSION, PG_MIGRATIONS, PgSchemaVersionError, pgSchemaVersion } from '../src/store/pg/migrations.js';
 import { PG_VERSION_TABLE } from '../src/store/pg/schema.js';
 import { SYDENT_SCHEMA_VERSION } from '../src/store/schema.js';
@@ -166,6 +167,19 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+/** SQLite's triggers, which PostgreSQL has no twin of in its schema. */
+const SQLITE_ONLY_TRIGGERS = [
+  'sydent_ts_count_callback_delete',
+  'sydent_ts_count_callback_insert',
+  'sydent_ts_count_callback_state',
+  'sydent_ts_count_machine_delete',
+  'sydent_ts_count_machine_insert',
+  'sydent_ts_count_machine_state',
+  'sydent_ts_count_session_insert',
+  'sydent_ts_count_session_validated',
+  'sydent_ts_session_delete',
+];
+
 async function migratedPg(): Promise<string> {
   const db = await testDatabase();
   cleanups.push(db.drop);
@@ -196,7 +210,8 @@ describe('the PostgreSQL schema', () => {
     const sqlite = latestSqlite();
     expect(getUserVersion(sqlite)).toBe(PG_LATEST_VERSION);
     const want = sqliteCatalog(sqlite);
-    const got = await pgCatalog(await migratedPg());
+    const url = await migratedPg();
+    const got = await pgCatalog(url);
 
     const { [PG_VERSION_TABLE]: versionTable, ...gotTables } = got.tables;
     expect(versionTable?.map((c) => c.name)).toEqual(['version', 'name', 'applied_ts']);
@@ -210,6 +225,85 @@ describe('the PostgreSQL schema', () => {
       expect.arrayContaining(['global_threepid_lookup_hash', 'sydent_ts_global_lookup_hash_newest', 'sydent_ts_sessions_lookup']),
     );
     expect(want.indexes.length).toBeGreaterThanOrEqual(16);
+
+    // Triggers are SQLite's alone (the state counts, and a session's machine row going with it): the PostgreSQL
+    // engine keeps the same in its own transactions. A new SQLite trigger is listed here, with its PostgreSQL twin
+    // in the engine.
+    expect(sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name").pluck().all()).toEqual(SQLITE_ONLY_TRIGGERS);
+    const client = await connect(url);
+    try {
+      expect((await client.query('SELECT tgname FROM pg_trigger WHERE NOT tgisinternal')).rows).toEqual([]);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('migration 12 seeds the state counts from the data as SQLite’s does (a machine row whose session is gone removed first)', async () => {
+    const rows = `
+      INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES
+        (1, 'email', 'a@x', 's', 0, 1), (2, 'email', 'b@x', 's', 1, 1), (3, 'email', 'c@x', 's', NULL, 1),
+        (4, 'email', 'd@x', 's', 0, 1), (5, 'msisdn', '4477', 's', 1, 1);
+      INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES
+        (4, 'awaitingToken', '{}', 1, 1, '[]', 1), (5, 'validated', '{}', 1, 1, '[]', 1), (99, 'awaitingToken', '{}', 1, 1, '[]', 1);
+      INSERT INTO callback_outbox (destination, path, body, medium, address, state, next_attempt_ts, created_ts) VALUES
+        ('hs', '/p', '{}', 'email', 'a@x', 'pending', 0, 0), ('hs', '/p', '{}', 'email', 'b@x', 'pending', 0, 0),
+        ('hs', '/p', '{}', 'email', 'c@x', 'delivered', 0, 0), ('hs', '/p', '{}', 'email', 'd@x', 'failed', 0, 0);`;
+    const read = {
+      machines: 'SELECT state, n FROM sydent_ts_machine_counts ORDER BY state',
+      sessions: 'SELECT validated, n FROM sydent_ts_sydent_session_counts ORDER BY validated',
+      callbacks: 'SELECT state, n FROM sydent_ts_callback_counts ORDER BY state',
+    };
+    const want = {
+      machines: [
+        { state: 'awaitingToken', n: 1 },
+        { state: 'validated', n: 1 },
+      ],
+      sessions: [
+        { validated: 0, n: 2 },
+        { validated: 1, n: 1 },
+      ],
+      callbacks: [
+        { state: 'delivered', n: 1 },
+        { state: 'failed', n: 1 },
+        { state: 'pending', n: 2 },
+      ],
+    };
+
+    const { dir, cleanup } = tempDir();
+    cleanups.push(cleanup);
+    const sqlite = openDatabase(path.join(dir, 'v11.db'), { migrations: OUR_MIGRATIONS.filter((m) => m.version <= 11) });
+    cleanups.push(() => closeDatabase(sqlite));
+    sqlite.exec(rows);
+    migrate(sqlite);
+    const fromSqlite = Object.fromEntries(Object.entries(read).map(([k, sql]) => [k, sqlite.prepare(sql).all()]));
+    expect(fromSqlite).toEqual(want);
+
+    const db = await testDatabase();
+    cleanups.push(db.drop);
+    const client = await connect(db.url);
+    cleanups.push(() => client.end());
+    await migratePg(client, PG_MIGRATIONS, 11);
+    await client.query(rows);
+    expect((await migratePg(client)).applied).toEqual(['12 state_counts']);
+    const fromPg: Record<string, unknown[]> = {};
+    for (const [k, sql] of Object.entries(read)) {
+      fromPg[k] = (await client.query<Record<string, string | number>>(sql)).rows.map((r) => Object.fromEntries(Object.entries(r).map(([c, v]) => [c, c === 'state' ? v : Number(v)])));
+    }
+    expect(fromPg).toEqual(want);
+    expect((await client.query('SELECT sid FROM session_machines ORDER BY sid')).rows).toEqual([{ sid: '4' }, { sid: '5' }]);
+  });
+
+  it('the migrations after the version migrate-db copies the data at add only the tables derived from that data', async () => {
+    const db = await testDatabase();
+    cleanups.push(db.drop);
+    const client = await connect(db.url);
+    cleanups.push(() => client.end());
+    const tables = async () =>
+      (await client.query<{ t: string }>('SELECT table_name AS t FROM information_schema.tables WHERE table_schema = current_schema()')).rows.map((r) => r.t);
+    await migratePg(client, PG_MIGRATIONS, DATA_SCHEMA_VERSION);
+    const before = await tables();
+    await migratePg(client);
+    expect((await tables()).filter((t) => !before.includes(t)).sort()).toEqual([...DERIVED_TABLES].sort());
   });
 
   it('records each version in its version table, and a second migrate (another node starting) changes nothing', async () => {
@@ -234,6 +328,7 @@ describe('the PostgreSQL schema', () => {
     expect([...a.applied, ...b.applied].sort()).toEqual([
       '10 global_lookup_hash_newest_index',
       '11 session_lookup_index',
+      '12 state_counts',
       '9 global_lookup_hash_covering_index',
     ]);
     expect(await pgSchemaVersion(first)).toBe(PG_LATEST_VERSION);

@@ -1,13 +1,25 @@
 /**
  * Which tables migrate-db copies and how it reads them in the same order on both engines. The PostgreSQL schema
- * (after its migrations) is the list: every table of ours and Sydent's. A SQLite database may lack some of them (a
- * Sydent-made sydent.db has none of ours): those are empty on the other side too.
+ * (after its migrations) is the list: every table of ours and Sydent's but the derived ones. A SQLite database may
+ * lack some of them (a Sydent-made sydent.db has none of ours): those are empty on the other side too.
  */
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 
+import { OUR_MIGRATIONS } from '../migrations.js';
 import { PG_VERSION_TABLE } from '../pg/schema.js';
 import type { ColumnSpec, Family } from './rows.js';
+
+/**
+ * The counts of migration 12 ('state_counts'): derived from the session and callback rows, not data of their own.
+ * migrate-db builds a target's schema up to DATA_SCHEMA_VERSION, copies the data tables, and only then applies the
+ * migrations after it, which seed the counts from the rows copied (and, in SQLite, create the triggers, which would
+ * otherwise count every copied row on top of the seeded counts). They are never copied; the data they come from is
+ * what is verified. A later migration that adds a data table must move DATA_SCHEMA_VERSION past it
+ * (test/pg-schema.test.ts fails until it does).
+ */
+export const DERIVED_TABLES: readonly string[] = ['sydent_ts_machine_counts', 'sydent_ts_sydent_session_counts', 'sydent_ts_callback_counts'];
+export const DATA_SCHEMA_VERSION = OUR_MIGRATIONS.find((m) => m.name === 'state_counts')!.version - 1;
 
 /** migrate-db's own bookkeeping in a PostgreSQL target, dropped once the copy is verified. */
 export const PROGRESS_TABLE = 'sydent_ts_migrate_db_progress';
@@ -23,14 +35,14 @@ export interface TableSpec {
   identity: string | null;
 }
 
-/** The tables of the PostgreSQL schema (the version table and migrate-db's own left out), by name. */
+/** The tables of the PostgreSQL schema that are copied (the version table, the derived ones and migrate-db's own left out). */
 export async function pgTables(client: pg.ClientBase): Promise<TableSpec[]> {
   const cols = await client.query<{ table_name: string; column_name: string; data_type: string; is_identity: string }>(
     `SELECT table_name, column_name, data_type, is_identity
        FROM information_schema.columns
-      WHERE table_schema = current_schema() AND table_name NOT IN ($1, $2, $3)
+      WHERE table_schema = current_schema() AND table_name::text <> ALL ($1::text[])
       ORDER BY table_name, ordinal_position`,
-    [PG_VERSION_TABLE, PROGRESS_TABLE, STATE_TABLE],
+    [[PG_VERSION_TABLE, PROGRESS_TABLE, STATE_TABLE, ...DERIVED_TABLES]],
   );
   const pks = await client.query<{ table_name: string; column_name: string }>(
     `SELECT tc.table_name, k.column_name
@@ -79,13 +91,13 @@ export function columnDifferences(table: TableSpec, names: SqliteNames): { missi
   };
 }
 
-/** Tables of a SQLite database that the PostgreSQL schema does not have (SQLite's own left out). */
+/** Tables of a SQLite database that the PostgreSQL schema does not have (SQLite's own and the derived ones left out). */
 export function sqliteExtraTables(db: Database.Database, known: readonly TableSpec[]): string[] {
   const names = db
     .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
     .pluck()
     .all() as string[];
-  const have = new Set(known.map((t) => t.name));
+  const have = new Set([...known.map((t) => t.name), ...DERIVED_TABLES]);
   return names.filter((n) => !have.has(n.toLowerCase()));
 }
 

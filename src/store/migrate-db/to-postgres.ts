@@ -1,14 +1,15 @@
 /**
  * sydent.db → an empty PostgreSQL database.
  *
- * The target gets the PostgreSQL schema (src/store/pg/), then every table's rows in rowid order, a batch per
+ * The target gets the PostgreSQL schema (src/store/pg/) up to the version the data is copied at (tables.ts,
+ * DATA_SCHEMA_VERSION), then every data table's rows in rowid order, a batch per
  * transaction through COPY, each batch committed together with the last rowid it copied (a progress table in the
  * target). Killed at any point, the next run with the same source finds that table and goes on from there; a target
  * with any other table in it is refused. Secondary indexes are dropped for the load and built once at the end
  * (faster than keeping them up to date row by row). Then every table's row count and checksum are compared on both
  * sides (read.ts: sha256 of the COPY text in key order; the source's is that of the text sent where the copy read it
- * in key order, else read again; the target's as PostgreSQL writes it back); only when all match is the progress
- * table dropped.
+ * in key order, else read again; the target's as PostgreSQL writes it back); only when all match are the remaining
+ * migrations applied (which derive the state counts from the rows copied) and the progress table dropped.
  *
  * The source is read in one transaction (one snapshot) and never written; a running server on it is refused (its
  * instance lock). Its version must be one this code knows: Sydent's 5 (a Sydent-made file) or one of ours.
@@ -24,7 +25,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { acquireInstanceLock } from '../instance-lock.js';
 import { getUserVersion, OUR_MIGRATIONS } from '../migrations.js';
 import { connectPg, describePgUrl } from '../pg/connect.js';
-import { migratePg } from '../pg/migrations.js';
+import { migratePg, PG_MIGRATIONS, pgSchemaVersion } from '../pg/migrations.js';
 import { AUTOINCREMENT_TABLES } from '../pg/schema.js';
 import { SYDENT_SCHEMA_VERSION } from '../schema.js';
 import { MigrateDbError, type MigrateIo } from './errors.js';
@@ -33,6 +34,7 @@ import { mismatches, pgCopyChecksum, sqliteCopyChecksum, type Checksum, type Tab
 import { checkValue, copyLine, firstBadValue } from './rows.js';
 import {
   columnDifferences,
+  DATA_SCHEMA_VERSION,
   pgTables,
   PROGRESS_TABLE,
   quote,
@@ -82,7 +84,7 @@ export async function sqliteToPostgres(opts: ToPostgresOptions): Promise<void> {
 
     const source = realpathSync(opts.sourcePath);
     await prepareTarget(client, source, opts.targetUrl, io);
-    await migratePg(client);
+    await migratePg(client, PG_MIGRATIONS, DATA_SCHEMA_VERSION);
     const indexes = await dropSecondaryIndexes(client);
 
     const tables = await pgTables(client);
@@ -133,44 +135,70 @@ export async function sqliteToPostgres(opts: ToPostgresOptions): Promise<void> {
 
     await setSequences(client, src, tables);
 
-    // The indexes are built on a second connection while this one reads the target back for its checksums: the
-    // server builds while this process hashes. The primary keys the reads are ordered by are there already.
-    progress.say('migrate-db: verifying row counts and checksums');
-    const indexer = await connectPg(opts.targetUrl);
-    const indexing = buildIndexes(indexer, indexes, tables, progress).finally(() => indexer.end().catch(() => undefined));
-    const checks: TableCheck[] = [];
-    try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      try {
-        for (const t of tables) {
-          const target = await pgCopyChecksum(client, t);
-          checks.push({ table: t.name, source: sourceSums.get(t.name) ?? sqliteCopyChecksum(src, t, names.get(t.name)), target });
-        }
-      } finally {
-        await client.query('COMMIT');
-      }
-    } finally {
-      // Waited for whatever happened above: no build is left running unobserved.
-      await indexing;
-    }
-    const bad = mismatches(checks);
-    if (bad.length) {
-      throw new MigrateDbError(
-        `the copy does not match the source:\n${bad.join('\n')}\n` +
-          'Was the source written to during the copy? Drop the target database, create it again, and run migrate-db with the server stopped.',
-      );
-    }
+    // The migrations after the data's version run only once the copy is verified: a target already past it was
+    // verified by a run stopped before it dropped its bookkeeping, and is not verified again (the step may have
+    // removed rows the source still has: machine rows whose session is gone).
+    const verifiedBefore = (await pgSchemaVersion(client)) > DATA_SCHEMA_VERSION;
+    const checks = verifiedBefore ? undefined : await verify(client, src, opts.targetUrl, tables, names, sourceSums, indexes, progress);
+    if (verifiedBefore) progress.say('migrate-db: the copy was verified by the run that was stopped');
+    // The state counts, seeded from the rows copied.
+    await migratePg(client);
     await client.query('BEGIN');
     await client.query(`DROP TABLE ${PROGRESS_TABLE}, ${STATE_TABLE}`);
     await client.query('COMMIT');
-    const rows = checks.reduce((a, c) => a + c.target.rows, 0);
-    io.stderr(`migrate-db: verified: ${tables.length} tables, ${rows.toLocaleString('en')} rows, counts and checksums equal\n`);
+    if (checks) {
+      const rows = checks.reduce((a, c) => a + c.target.rows, 0);
+      io.stderr(`migrate-db: verified: ${tables.length} tables, ${rows.toLocaleString('en')} rows, counts and checksums equal\n`);
+    }
   } finally {
     if (src?.inTransaction) src.exec('COMMIT');
     src?.close();
     await client?.end().catch(() => undefined);
     lock.release();
   }
+}
+
+/**
+ * Every copied table's row count and checksum on both sides; throws when any differs. The indexes are built on a
+ * second connection meanwhile: the server builds while this process hashes (the primary keys the reads are ordered
+ * by are there already).
+ */
+async function verify(
+  client: pg.Client,
+  src: Database.Database,
+  targetUrl: string,
+  tables: readonly TableSpec[],
+  names: ReadonlyMap<string, SqliteNames | undefined>,
+  sourceSums: ReadonlyMap<string, Checksum>,
+  indexes: readonly StoredIndex[],
+  progress: Progress,
+): Promise<TableCheck[]> {
+  progress.say('migrate-db: verifying row counts and checksums');
+  const indexer = await connectPg(targetUrl);
+  const indexing = buildIndexes(indexer, indexes, tables, progress).finally(() => indexer.end().catch(() => undefined));
+  const checks: TableCheck[] = [];
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    try {
+      for (const t of tables) {
+        const target = await pgCopyChecksum(client, t);
+        checks.push({ table: t.name, source: sourceSums.get(t.name) ?? sqliteCopyChecksum(src, t, names.get(t.name)), target });
+      }
+    } finally {
+      await client.query('COMMIT');
+    }
+  } finally {
+    // Waited for whatever happened above: no build is left running unobserved.
+    await indexing;
+  }
+  const bad = mismatches(checks);
+  if (bad.length) {
+    throw new MigrateDbError(
+      `the copy does not match the source:\n${bad.join('\n')}\n` +
+        'Was the source written to during the copy? Drop the target database, create it again, and run migrate-db with the server stopped.',
+    );
+  }
+  return checks;
 }
 
 function openSource(path: string): Database.Database {

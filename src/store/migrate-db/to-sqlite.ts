@@ -2,9 +2,11 @@
  * PostgreSQL → a new sydent.db, so that an operator can always go back to SQLite, or to Sydent.
  *
  * The file is made as sydent-ts makes a new database (Sydent's final schema, user_version 5, then our migrations:
- * Sydent ignores the versions above its own and the tables it does not know), filled from one snapshot of the
- * source, checked (row counts and checksums per table: the source's taken from the rows as they were read, the
- * file's by reading it back), and only then renamed to the name asked for. It is written as `PATH.partial` first:
+ * Sydent ignores the versions above its own and the tables it does not know) up to the version the data is copied at
+ * (tables.ts, DATA_SCHEMA_VERSION), filled from one snapshot of the source, checked (row counts and checksums per
+ * table: the source's taken from the rows as they were read, the file's by reading it back), brought to the latest
+ * version (the state counts seeded from the rows copied, and their triggers, which must not see the copy), and only
+ * then renamed to the name asked for. It is written as `PATH.partial` first:
  * an interrupted run leaves no file that looks finished, and the next run starts that file again (the source is
  * read in one snapshot, so there is nothing to resume).
  */
@@ -14,7 +16,7 @@ import type Database from 'better-sqlite3';
 import type pg from 'pg';
 
 import { closeDatabase, openDatabase } from '../database.js';
-import { getUserVersion } from '../migrations.js';
+import { getUserVersion, migrate, OUR_MIGRATIONS } from '../migrations.js';
 import { connectPg, describePgUrl } from '../pg/connect.js';
 import { PG_LATEST_VERSION, pgSchemaVersion } from '../pg/migrations.js';
 import { AUTOINCREMENT_TABLES } from '../pg/schema.js';
@@ -22,7 +24,7 @@ import { MigrateDbError, type MigrateIo } from './errors.js';
 import { Progress } from './progress.js';
 import { mismatches, pgBatches, sqliteChecksum, type Checksum, type TableCheck } from './read.js';
 import { TableChecksum } from './rows.js';
-import { columnDifferences, pgTables, PROGRESS_TABLE, quote, sqliteNames, type SqliteNames, type TableSpec } from './tables.js';
+import { columnDifferences, DATA_SCHEMA_VERSION, pgTables, PROGRESS_TABLE, quote, sqliteNames, type SqliteNames, type TableSpec } from './tables.js';
 
 export interface ToSqliteOptions {
   sourceUrl: string;
@@ -61,7 +63,7 @@ export async function postgresToSqlite(opts: ToSqliteOptions): Promise<void> {
     }
 
     try {
-      db = openDatabase(partial);
+      db = openDatabase(partial, { migrations: OUR_MIGRATIONS.filter((m) => m.version <= DATA_SCHEMA_VERSION) });
     } catch (err) {
       throw new MigrateDbError(`cannot create ${partial}: ${(err as Error).message}`);
     }
@@ -102,6 +104,7 @@ export async function postgresToSqlite(opts: ToSqliteOptions): Promise<void> {
     await client.query('COMMIT');
     const bad = mismatches(checks);
     if (bad.length) throw new MigrateDbError(`the copy does not match the source:\n${bad.join('\n')}`);
+    migrate(db);
 
     const schemaVersion = getUserVersion(db);
     closeDatabase(db);

@@ -86,14 +86,28 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
     ],
   },
   {
-    // The tables of SQLite's migration 12 (state counts for the debug endpoints), so the schemas match and
-    // migrate-db copies the counts as they are. SQLite keeps them by triggers; the PostgreSQL engine keeps them itself.
+    // SQLite's migration 12: sessions and homeserver callbacks counted by state, seeded here from the data with the
+    // same definitions (machine rows by state; Sydent's sessions without a machine row by validated, 0 or 1, both rows
+    // always there; callbacks by state), after removing the machine rows whose session is gone, as SQLite's does.
+    // SQLite keeps the counts (and deletes a session's machine row with it) by triggers; here there are none: the
+    // PostgreSQL engine (not built yet) must keep them current itself, in the transaction of every change.
+    // migrate-db applies this step after copying the data (src/store/migrate-db/tables.ts, DERIVED_TABLES).
     version: 12,
     name: 'state_counts',
     sql: [
+      'DELETE FROM session_machines WHERE sid NOT IN (SELECT id FROM threepid_validation_sessions)',
       'CREATE TABLE sydent_ts_machine_counts (state text COLLATE "C" PRIMARY KEY, n bigint NOT NULL)',
       'CREATE TABLE sydent_ts_sydent_session_counts (validated bigint PRIMARY KEY, n bigint NOT NULL)',
       'CREATE TABLE sydent_ts_callback_counts (state text COLLATE "C" PRIMARY KEY, n bigint NOT NULL)',
+      'INSERT INTO sydent_ts_machine_counts (state, n) SELECT state, count(*) FROM session_machines GROUP BY state',
+      `INSERT INTO sydent_ts_sydent_session_counts (validated, n)
+       SELECT v.validated, count(s.id)
+         FROM (VALUES (0), (1)) AS v (validated)
+         LEFT JOIN threepid_validation_sessions s
+           ON (CASE WHEN s.validated <> 0 THEN 1 ELSE 0 END) = v.validated
+          AND NOT EXISTS (SELECT 1 FROM session_machines m WHERE m.sid = s.id)
+        GROUP BY v.validated`,
+      'INSERT INTO sydent_ts_callback_counts (state, n) SELECT state, count(*) FROM callback_outbox GROUP BY state',
     ],
   },
 ];
