@@ -196,7 +196,7 @@ export async function lookup(s: TestServer, address: string, medium = 'email'): 
 }
 
 /** `probe`'s value once `done` holds for it (vi.waitFor: every 25 ms, up to `timeoutMs`). */
-export function waitFor<T>(probe: () => Promise<T> | T, done: (v: T) => boolean, timeoutMs = 5_000): Promise<T> {
+export function waitFor<T>(probe: () => Promise<T> | T, done: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
   return vi.waitFor(
     async () => {
       const value = await probe();
