@@ -12,7 +12,7 @@ import { nodeStackLineParser, ServerRuntimeClient } from '@sentry/core/server';
 import { request } from 'undici';
 import type { ErrorReporter } from './log.js';
 
-export interface ErrorReporterOptions {
+interface ErrorReporterOptions {
   dsn: string;
   serverName: string;
   release: string;

@@ -5,7 +5,7 @@
 import type { ActorSystem } from './actors/system.js';
 import type { StoreReads } from './store/reads.js';
 
-export interface ReadinessReport {
+interface ReadinessReport {
   ready: boolean;
   /** `ready`, `draining` or `not ready` */
   status: string;

@@ -15,7 +15,7 @@ import type { RotatingFileStream } from 'rotating-file-stream';
 // Loaded only when there is a log file: logging to stderr does not pay for it at start-up.
 const requireLazily = createRequire(import.meta.url);
 
-export interface LogFileOptions {
+interface LogFileOptions {
   path: string;
   /** rotated files kept; 0 keeps all (as Python's backupCount=0) */
   backupCount: number;
@@ -23,7 +23,7 @@ export interface LogFileOptions {
   group: string;
 }
 
-export interface LogFile {
+interface LogFile {
   write(line: string): boolean;
   /** what the operator should know about the file (it existed readable by others) */
   readonly warnings: string[];

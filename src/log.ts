@@ -10,7 +10,7 @@ export type { Logger };
  * Query parameters and body keys whose values never reach a log line: credentials, and the 3PID addresses
  * that are personal data.
  */
-export const SECRET_PARAMS = new Set([
+const SECRET_PARAMS = new Set([
   'access_token',
   'client_secret',
   'token',
@@ -55,7 +55,7 @@ const PYTHON_LEVELS: Record<string, string> = {
 /** pino's number for `error`: lines at this level or above go to the error reporter */
 const ERROR_LEVEL = 50;
 
-export interface LogOptions {
+interface LogOptions {
   level: string;
   /** "" logs to `stream` (stderr) */
   path: string;

@@ -24,7 +24,7 @@ import { VERSION } from './version.js';
 import { TermsSource } from './terms/terms.js';
 import { settlesBy } from './util/settles-by.js';
 
-export interface StartOptions {
+interface StartOptions {
   config: SydentConfig;
   log: Logger;
   clock?: Clock;

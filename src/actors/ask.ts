@@ -43,10 +43,10 @@ export class ActorStoppedError extends Error {
   }
 }
 
-export const DEFAULT_ASK_TIMEOUT_MS = 10_000;
+const DEFAULT_ASK_TIMEOUT_MS = 10_000;
 
 /** The Date.now() time an ask with these options gives up. */
-export function deadlineOf(opts: CallOptions = {}): number {
+function deadlineOf(opts: CallOptions = {}): number {
   const byTimeout = opts.timeoutMs !== undefined || opts.deadline === undefined ? Date.now() + (opts.timeoutMs ?? DEFAULT_ASK_TIMEOUT_MS) : Infinity;
   return Math.min(opts.deadline ?? Infinity, byTimeout);
 }

@@ -19,7 +19,7 @@ type PayloadOf<H> = H extends (payload: infer P, ...rest: never[]) => unknown ? 
 type ResultOf<H> = H extends (...args: never[]) => infer R ? Awaited<R> : never;
 
 /** One method per handler of `THandlers`. */
-export type Facade<THandlers extends Handlers<never>> = {
+type Facade<THandlers extends Handlers<never>> = {
   readonly [K in keyof THandlers & string]: (payload: PayloadOf<THandlers[K]>, opts?: CallOptions) => Promise<ResultOf<THandlers[K]>>;
 };
 

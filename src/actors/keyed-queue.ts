@@ -18,18 +18,8 @@ export class KeyedQueue<K = string> {
     }
   }
 
-  /** A task for `key` runs or waits. */
-  busy(key: K): boolean {
-    return this.tails.has(key);
-  }
-
   /** Keys with a task running or waiting. */
   get size(): number {
     return this.tails.size;
-  }
-
-  /** Settles once every task queued so far has. */
-  async idle(): Promise<void> {
-    while (this.tails.size > 0) await Promise.allSettled([...this.tails.values()]);
   }
 }

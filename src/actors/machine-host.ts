@@ -115,7 +115,7 @@ export class SettleTimeoutError extends Error {
   }
 }
 
-export interface MachineHostOptions<TMachine extends AnyStateMachine, TKey, TSeen> {
+interface MachineHostOptions<TMachine extends AnyStateMachine, TKey, TSeen> {
   /** the machine's name in metrics and errors */
   name: string;
   /** the machine, with its actors provided */
@@ -140,7 +140,7 @@ export interface MachineHostOptions<TMachine extends AnyStateMachine, TKey, TSee
   inspect?: ActorInspect;
 }
 
-export interface SendOptions<TMachine extends AnyStateMachine> {
+interface SendOptions<TMachine extends AnyStateMachine> {
   /**
    * Looked at before anything is recorded, with the snapshot the event leads to: false leaves the machine as it
    * is (nothing recorded, nothing started). How the sessions supervisor asks the rate limiter only for a send.
@@ -150,7 +150,7 @@ export interface SendOptions<TMachine extends AnyStateMachine> {
   settleTimeoutMs?: number;
 }
 
-export interface Outcome<TMachine extends AnyStateMachine> {
+interface Outcome<TMachine extends AnyStateMachine> {
   snapshot: SnapshotFrom<TMachine> & AnyMachineSnapshot;
   /** the state as people read it */
   state: string;
@@ -180,7 +180,7 @@ function settled(s: AnyMachineSnapshot): boolean {
 }
 
 /** `xstate.done.actor.sendToken` → `done: sendToken`, as the diagrams name an invoked actor's end. */
-export function eventName(type: string): string {
+function eventName(type: string): string {
   const m = /^xstate\.(done|error)\.actor\.(.+)$/.exec(type);
   return m ? `${m[1]}: ${m[2]}` : type;
 }
@@ -264,12 +264,6 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
   /** Machines with an event running or waiting. */
   get busy(): number {
     return this.queue.size;
-  }
-
-  /** Waits for the events in flight; new ones are refused from now on. */
-  async drain(): Promise<void> {
-    this.stopped = true;
-    await this.queue.idle();
   }
 
   /** Stops every actor at once (what they started is aborted); their rows say where they were. */

@@ -29,12 +29,12 @@ interface Pending {
   detach: (() => void) | null;
 }
 
-export interface OpenReply<T> {
+interface OpenReply<T> {
   id: string;
   promise: Promise<T>;
 }
 
-export class ReplyRegistry {
+class ReplyRegistry {
   private next = 0;
   private readonly pending = new Map<string, Pending>();
 

@@ -28,7 +28,7 @@ export interface ChildPage {
   children: ChildActor[];
 }
 
-export interface ChildActor {
+interface ChildActor {
   id: string;
   state: string;
 }
@@ -55,13 +55,15 @@ export interface RequestContext {
   deadline: number;
 }
 
-// The payload type is each handler's own first parameter; `any` here only lets the table hold them all.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Handler<TResource> = (payload: any, resource: TResource, request: RequestContext) => unknown;
+// The payload type is each handler's own first parameter: `never` here lets the table hold handlers of any payload.
+type Handler<TResource> = (payload: never, resource: TResource, request: RequestContext) => unknown;
+
+/** How the supervisor calls a handler: the facade typed its payload (src/actors/facade.ts), the event carries it as data. */
+type AnyPayloadHandler<TResource> = (payload: unknown, resource: TResource, request: RequestContext) => unknown;
 
 export type Handlers<TResource> = Record<string, Handler<TResource>>;
 
-export interface SupervisorSpec<TInput, TResource, THandlers extends Handlers<TResource> = Handlers<TResource>> {
+interface SupervisorSpec<TInput, TResource, THandlers extends Handlers<TResource> = Handlers<TResource>> {
   /** how many requests run at once */
   concurrency: number;
   /** acquires the resource this supervisor alone owns; `env` reaches the other supervisors through their facades */
@@ -164,7 +166,7 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
         replies.reject(replyTo, new SupervisorClosedError(id));
         return;
       }
-      const handler = Object.hasOwn(spec.handlers, event.type) ? (spec.handlers[event.type] as Handler<TResource>) : undefined;
+      const handler = Object.hasOwn(spec.handlers, event.type) ? (spec.handlers[event.type] as AnyPayloadHandler<TResource>) : undefined;
       if (!handler) {
         replies.reject(replyTo, new UnknownRequestError(id, event.type));
         return;

@@ -21,7 +21,7 @@ const placeholder = fromCallback<AskEvent, SystemDeps>(() => undefined);
  * The root actor: it invokes every supervisor under its systemId. Supervisors' logic is provided by
  * `startSystem`, so the machine itself stays pure and exports cleanly.
  */
-export const rootMachine = setup({
+const rootMachine = setup({
   types: { input: {} as SystemDeps, context: {} as { deps: SystemDeps } },
   actors: {
     store: placeholder,
@@ -44,7 +44,7 @@ export const rootMachine = setup({
   ],
 });
 
-export interface ActorInfo {
+interface ActorInfo {
   systemId: string;
   status: string;
   queueLength: number;

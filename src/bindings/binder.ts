@@ -81,7 +81,7 @@ export async function bindThreepid(
  * `invites` signed into the homeserver's copy. What lookups and peers see carries no invites (room ids, senders,
  * tokens are the homeserver's business).
  */
-export function makeBinding(
+function makeBinding(
   identity: ServerIdentity,
   threepid: Threepid,
   mxid: string,

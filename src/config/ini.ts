@@ -31,7 +31,7 @@ export class InterpolationError extends Error {
   }
 }
 
-export interface IniOption {
+interface IniOption {
   /** lower-cased */
   name: string;
   value: string;
@@ -43,7 +43,7 @@ export interface IniOption {
   indent: string;
 }
 
-export interface IniSection {
+interface IniSection {
   name: string;
   /** 0-based index of the (first) header line */
   line: number;

@@ -34,12 +34,12 @@ function isKnownInSection(section: string, key: string): boolean {
   );
 }
 
-export function isKnownSection(section: string): boolean {
+function isKnownSection(section: string): boolean {
   return section === DEFAULT_SECTION || section.startsWith(PEER_SECTION_PREFIX) || Object.hasOwn(DEFAULTS, section);
 }
 
 /** A key under [DEFAULT] is fine if some section reads it. */
-export function isKnownKey(section: string, key: string): boolean {
+function isKnownKey(section: string, key: string): boolean {
   if (section !== DEFAULT_SECTION) return isKnownInSection(section, key);
   return [...Object.keys(DEFAULTS), PEER_SECTION_PREFIX].some((s) => isKnownInSection(s, key));
 }
@@ -54,7 +54,7 @@ function namedKeys(section: string): string[] {
  * The known name a typo most likely meant: one or two letters off (one for names under five letters), case aside
  * (section names are case-sensitive, and `[HTTP]` is not `[http]`).
  */
-export function closestName(typed: string, known: readonly string[]): string | undefined {
+function closestName(typed: string, known: readonly string[]): string | undefined {
   const allowed = typed.length < 5 ? 1 : 2;
   let best: { name: string; d: number } | undefined;
   for (const name of known) {

@@ -2,7 +2,7 @@
 import { formatSigningKey as format, generateSeed, parseSigningKey as parse } from '../crypto/index.js';
 import type { SigningKey } from './types.js';
 
-export interface ParsedSigningKey {
+interface ParsedSigningKey {
   key: SigningKey;
   /** true when the value was the legacy hex form and should be rewritten in the current one */
   legacy: boolean;

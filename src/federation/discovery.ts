@@ -48,10 +48,6 @@ export class WellKnownCache {
     if (ttlMs <= 0) return;
     this.entries.set(host, { delegated, expiresAt: this.now() + ttlMs });
   }
-
-  clear(): void {
-    this.entries.clear();
-  }
 }
 
 export interface DiscoveryOptions {

@@ -17,7 +17,7 @@
 import type { ServerResponse } from 'node:http';
 
 /** What is done with an answer once it is written (logging, metrics), or why writing it failed. */
-export type AfterWrite = (error?: unknown) => void;
+type AfterWrite = (error?: unknown) => void;
 
 interface Pending {
   res: ServerResponse;

@@ -42,7 +42,7 @@ declare module 'fastify' {
   }
 }
 
-export interface AppOptions {
+interface AppOptions {
   log: Logger;
   /** counts and times every request by route */
   metrics?: Metrics;
@@ -276,7 +276,7 @@ export interface RequestLine {
 }
 
 /** The request log line: at info (or the route's `requestLog` level), or at error when the response itself failed. */
-export function logCompleted(
+function logCompleted(
   log: FastifyBaseLogger | Logger,
   line: RequestLine,
   error?: Error | null,
@@ -291,7 +291,7 @@ function levelEnabled(log: FastifyBaseLogger | Logger, level: 'info' | 'debug'):
   return typeof isLevelEnabled === 'function' ? isLevelEnabled.call(log, level) : true;
 }
 
-export function sendError(reply: FastifyReply, error: MatrixError): FastifyReply {
+function sendError(reply: FastifyReply, error: MatrixError): FastifyReply {
   return reply.code(error.status).headers(error.headers).type('application/json').send(error.toJSON());
 }
 

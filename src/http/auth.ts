@@ -9,7 +9,7 @@ import type { Account } from '../store/accounts.js';
 import type { AppContext } from './context.js';
 import { errors } from './errors.js';
 
-export type AuthRequirement = 'token' | 'terms';
+type AuthRequirement = 'token' | 'terms';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -51,7 +51,7 @@ export function bearerToken(header: string | undefined): string | undefined {
 }
 
 /** The account behind a request's token, and whether it accepted the current terms. */
-export async function authenticate(ctx: AppContext, req: FastifyRequest, requirement: AuthRequirement): Promise<Account> {
+async function authenticate(ctx: AppContext, req: FastifyRequest, requirement: AuthRequirement): Promise<Account> {
   const token = tokenFromRequest(req);
   const account = await accountForToken(ctx, token, requirement);
   req.account = account;

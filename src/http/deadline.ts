@@ -8,7 +8,7 @@ import { DeadlineExceededError, type CallOptions } from '../actors/ask.js';
 import type { SydentConfig } from '../config/types.js';
 
 /** What every facade call of a request carries: when it must be answered, and the signal that aborts its work. */
-export interface RequestDeadline extends CallOptions {
+interface RequestDeadline extends CallOptions {
   deadline: number;
   signal: AbortSignal;
 }

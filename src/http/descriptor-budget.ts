@@ -11,14 +11,14 @@ export const DESCRIPTORS_KEPT = 128;
 /** Below this many client connections the server would not be worth starting: the limit must be raised. */
 export const MIN_CLIENT_CONNECTIONS = 32;
 
-export interface ListenerCaps {
+interface ListenerCaps {
   client: number;
   clientPerAddress: number;
   /** the other listeners' caps, by name (only those that run) */
   others: Record<string, number>;
 }
 
-export interface FittedCaps extends ListenerCaps {
+interface FittedCaps extends ListenerCaps {
   /** set when the client caps were lowered to fit: what they were */
   lowered: { client: number; clientPerAddress: number } | null;
 }

@@ -24,12 +24,12 @@ import { errors } from './errors.js';
 import type { RequestLane } from './lookup-lane.js';
 
 /** The config's defaults, for apps made without a listener of their own (tests). */
-export const DEFAULT_TIMEOUTS: RequestTimeouts = { headersMs: 10_000, requestMs: 30_000, keepAliveMs: 65_000 };
+const DEFAULT_TIMEOUTS: RequestTimeouts = { headersMs: 10_000, requestMs: 30_000, keepAliveMs: 65_000 };
 
 /** After the answers at the deadline are written, how long they may take to leave before the connections are cut. */
 const FLUSH_MS = 250;
 
-export interface HttpListenerOptions {
+interface HttpListenerOptions {
   /** `client`, `internal`, `replication`, `metrics`: in log lines */
   name: string;
   log: Logger;
@@ -64,16 +64,6 @@ export class HttpListener {
     this.timeouts = opts.timeouts ?? DEFAULT_TIMEOUTS;
     this.cors = opts.cors !== false;
     this.gate = opts.limits ? new ConnectionGate({ listener: opts.name, ...opts.limits }, opts.log) : null;
-  }
-
-  /** Whether the listener has stopped accepting: requests go no further than the 503 answer. */
-  get closing(): boolean {
-    return !this.accepting;
-  }
-
-  /** connections held now (by the capped listeners) */
-  get connections(): number {
-    return this.gate?.held ?? 0;
   }
 
   /** fastify's `serverFactory`: each server it asks for (two for `localhost`) is one of this listener's. */

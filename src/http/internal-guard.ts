@@ -15,7 +15,7 @@ import { isIP } from 'node:net';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { errors } from './errors.js';
 
-export interface InternalGuardOptions {
+interface InternalGuardOptions {
   /** `internalapi.http.allowed_hosts`: further host names (lower case, no port) this listener answers to */
   allowedHosts: readonly string[];
 }

@@ -10,7 +10,7 @@ import { isUtf8 } from 'node:buffer';
 import { errors } from './errors.js';
 
 /** The deepest nesting accepted (a replication push, the deepest request, nests 5 levels). */
-export const MAX_JSON_DEPTH = 32;
+const MAX_JSON_DEPTH = 32;
 
 /** Only these escapes can put a NUL or a lone surrogate into a parsed string: raw ones are not valid JSON or UTF-8. */
 const SUSPECT_ESCAPE = /\\u(?:0000|[dD][89a-fA-F])/;

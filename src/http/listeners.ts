@@ -13,11 +13,11 @@ import { DESCRIPTORS_KEPT, fitCaps, MIN_CLIENT_CONNECTIONS, openFileLimit } from
 import { HttpListener } from './http-listener.js';
 
 /** Peers push one batch at a time each. */
-export const REPLICATION_MAX_CONNECTIONS = 64;
+const REPLICATION_MAX_CONNECTIONS = 64;
 /** One Prometheus, or a few, scraping. */
-export const METRICS_MAX_CONNECTIONS = 16;
+const METRICS_MAX_CONNECTIONS = 16;
 
-export interface Listeners {
+interface Listeners {
   client: HttpListener;
   internal: HttpListener | null;
   replication: HttpListener | null;
@@ -25,7 +25,7 @@ export interface Listeners {
 }
 
 /** Which listeners run besides the client one. */
-export interface ListenersWanted {
+interface ListenersWanted {
   internal: boolean;
   replication: boolean;
   metrics: boolean;

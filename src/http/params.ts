@@ -7,7 +7,7 @@
 import { isUtf8 } from 'node:buffer';
 import { errors, type MatrixError } from './errors.js';
 
-export type ParsedParams = { ok: true; params: Record<string, string> } | { ok: false; error: MatrixError };
+type ParsedParams = { ok: true; params: Record<string, string> } | { ok: false; error: MatrixError };
 
 /** Characters a component can hold as they are: no decoding needed. */
 const PLAIN = /^[A-Za-z0-9._~!$'()*,;:@/?=-]*$/;

@@ -15,7 +15,7 @@ import type { AppContext } from './context.js';
 import type { HttpListener } from './http-listener.js';
 import { replicateRoutes } from './routes/replicate.js';
 
-export interface ReplicationListener {
+interface ReplicationListener {
   app: FastifyInstance;
   /** `https://<address>:<port>` */
   url: string;
@@ -26,7 +26,7 @@ export interface ReplicationListener {
 
 const PUSH_GRACE_MS = 1_000;
 
-export async function createReplicationApi(ctx: AppContext, log: Logger, listener?: HttpListener): Promise<FastifyInstance> {
+async function createReplicationApi(ctx: AppContext, log: Logger, listener?: HttpListener): Promise<FastifyInstance> {
   const app = createApp({ log: log.child({ listener: 'replication' }), metrics: ctx.metrics, ...(listener ? { listener } : {}) });
   await app.register(replicateRoutes, { ctx });
   return app;

@@ -9,7 +9,7 @@ import { errors, MatrixError } from './errors.js';
 const OPAQUE_ID = /^[0-9a-zA-Z.=_-]{1,255}$/;
 
 /** Sydent's MAX_EMAIL_ADDRESS_LENGTH */
-export const MAX_EMAIL_LENGTH = 500;
+const MAX_EMAIL_LENGTH = 500;
 
 export function clientSecret(value: string): string {
   if (!OPAQUE_ID.test(value)) throw errors.invalidParam('Invalid client_secret provided');
@@ -29,8 +29,8 @@ export function sidNumber(value: string | number): number | null {
  * The range of `send_attempt`: a signed 32-bit integer. The spec sets no bound, but a client that sent 2^53-1 could
  * never send a greater one, so its session could never mail again; clients count from 1.
  */
-export const SEND_ATTEMPT_MIN = -(2 ** 31);
-export const SEND_ATTEMPT_MAX = 2 ** 31 - 1;
+const SEND_ATTEMPT_MIN = -(2 ** 31);
+const SEND_ATTEMPT_MAX = 2 ** 31 - 1;
 
 /** Sydent accepted `3` and `"3"`; so do we, but nothing that is not a whole number in range. */
 export function sendAttempt(value: unknown): number {

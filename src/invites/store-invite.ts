@@ -35,7 +35,7 @@ export interface InviteRequest {
   brand: string | null;
 }
 
-export interface StoredInvite {
+interface StoredInvite {
   token: string;
   public_key: string;
   public_keys: { public_key: string; key_validity_url: string }[];
@@ -108,7 +108,7 @@ export async function storeInvite(deps: InviteDeps, req: InviteRequest, request:
 }
 
 /** The variables of Sydent's invite template (sydent-behaviour §8.4). */
-export function inviteSubstitutions(
+function inviteSubstitutions(
   config: SydentConfig,
   req: InviteRequest,
   token: string,
@@ -148,7 +148,7 @@ export function inviteSubstitutions(
  * writes it (no line break, quote or space survives), without the `/` it adds to a bare origin, since the templates
  * append `/#/room/…` themselves. Anything else (`javascript:…`, not a URL) is null: the configured default is used.
  */
-export function webClientLocation(value: unknown): string | null {
+function webClientLocation(value: unknown): string | null {
   if (typeof value !== 'string') return null;
   let url: URL;
   try {
@@ -161,7 +161,7 @@ export function webClientLocation(value: unknown): string | null {
 }
 
 /** Sydent's redaction of the invited address: `Invitee@Example.com` → `Inv...@Exa...`. */
-export function redactEmail(address: string, userChars: number, domainChars: number): string {
+function redactEmail(address: string, userChars: number, domainChars: number): string {
   const at = address.indexOf('@');
   const user = at === -1 ? address : address.slice(0, at);
   const domain = at === -1 ? '' : address.slice(at + 1);

@@ -47,7 +47,7 @@ export function backoffMs(attempts: number, jitter: number): number {
 }
 
 /** How the last attempt ended, so the notifier knows what to record; null while an attempt runs or before one. */
-export type CallbackOutcome = 'delivered' | 'failed' | 'released' | 'abandoned';
+type CallbackOutcome = 'delivered' | 'failed' | 'released' | 'abandoned';
 
 export interface CallbackContext {
   /** the outbox row */
@@ -89,7 +89,7 @@ export interface DeliveryResult {
 }
 
 /** What the `deliver` actor rejects with when no answer came (the notifier's DeliveryError has this shape). */
-export interface DeliveryFailure {
+interface DeliveryFailure {
   message: string;
   /** when the attempt failed; the attempt's start when unknown */
   at?: number;
@@ -235,7 +235,4 @@ export const callbackMachine = setup({
   },
 });
 
-export type CallbackMachine = typeof callbackMachine;
-
 export const CALLBACK_STATES = ['pending', 'delivering', 'retrying', 'delivered', 'abandoned'] as const;
-export type CallbackState = (typeof CALLBACK_STATES)[number];

@@ -30,7 +30,7 @@ export const PEER_MACHINE_VERSION = 1;
 /** Sydent's ASSOCIATIONS_PUSH_LIMIT: associations per push. */
 export const PUSH_BATCH_SIZE = 100;
 /** The first retry waits up to 1 s; each further failure doubles it. */
-export const PEER_BACKOFF_BASE_MS = 1000;
+const PEER_BACKOFF_BASE_MS = 1000;
 /** No retry waits longer than 5 minutes. */
 export const PEER_BACKOFF_CAP_MS = 5 * 60 * 1000;
 /** Up to this fraction of the delay is taken off by the jitter. */
@@ -97,7 +97,7 @@ export interface PushResult {
 }
 
 /** What the `push` actor rejects with (the supervisor's PushError has this shape). */
-export interface PushFailure {
+interface PushFailure {
   message: string;
   /** when the push failed */
   at?: number;
@@ -214,7 +214,4 @@ export const peerMachine = setup({
   },
 });
 
-export type PeerMachine = typeof peerMachine;
-
 export const PEER_STATES = ['idle', 'pushing', 'backingOff'] as const;
-export type PeerState = (typeof PEER_STATES)[number];

@@ -43,7 +43,7 @@ function isStateValue(x: unknown): x is StateValue {
 }
 
 /** The atomic states a value is in, as dotted paths below the root: `{ live: 'tokenSent' }` → `['live.tokenSent']`. */
-export function statePaths(value: StateValue): string[] {
+function statePaths(value: StateValue): string[] {
   if (typeof value === 'string') return [value];
   return Object.entries(value).flatMap(([key, inner]) =>
     inner === undefined || (typeof inner === 'object' && Object.keys(inner).length === 0)
@@ -76,7 +76,7 @@ interface StateNodeLike {
 }
 
 /** Atomic (and final) state paths below the root, in definition order. */
-export function atomicPaths(machine: AnyStateMachine): string[] {
+function atomicPaths(machine: AnyStateMachine): string[] {
   const walk = (node: StateNodeLike, prefix: string): string[] => {
     const kids = Object.values(node.states);
     if (kids.length === 0) return [prefix];

@@ -72,7 +72,7 @@ export interface SessionContext {
   lastError: string | null;
 }
 
-export type SessionInput = Omit<
+type SessionInput = Omit<
   SessionContext,
   'validatedAt' | 'mxid' | 'rejection' | 'lastError' | 'everSent' | 'wrongTokens' | 'createdBySydent'
 >;
@@ -97,7 +97,7 @@ export type SessionEvent =
   | { type: 'BIND'; mxid: string; clientSecret: string; now: number };
 
 /** An event that passed the secret and expiry checks, as the live states receive it. */
-export type CheckedEvent = SessionEvent extends infer E
+type CheckedEvent = SessionEvent extends infer E
   ? E extends { type: infer T extends string }
     ? Omit<E, 'type'> & { type: `${T}.ok` }
     : never
@@ -334,11 +334,8 @@ export const validationSessionMachine = sessionSetup.createMachine({
   },
 });
 
-export type ValidationSessionMachine = typeof validationSessionMachine;
-
 /** A session's state by name: the live states are named without their parent, as the diagram draws them. */
 export const SESSION_STATES = ['requested', 'sendingToken', 'tokenSent', 'sendFailed', 'locked', 'validated', 'bound', 'expired'] as const;
-export type SessionState = (typeof SESSION_STATES)[number];
 
 /**
  * What older machine versions stored, in the shape the next one stores (`migrations[n]`: version n → n + 1),

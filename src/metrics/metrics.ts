@@ -9,7 +9,7 @@ import { VERSION } from '../version.js';
 import { sydentMethod, sydentServlet } from './sydent-servlets.js';
 
 /** sydent_http_request_duration_seconds's buckets */
-export const HTTP_DURATION_BUCKETS: readonly number[] = [
+const HTTP_DURATION_BUCKETS: readonly number[] = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ];
 

@@ -29,7 +29,7 @@ export interface CliIo {
   cwd: string;
 }
 
-export const PEERS_USAGE = [
+const PEERS_USAGE = [
   'usage: sydent-ts [--config PATH] peers add NAME --pubkey KEY [--url URL] [--port N]',
   '       sydent-ts [--config PATH] peers list [--json]',
   '       sydent-ts [--config PATH] peers remove NAME',

@@ -8,7 +8,7 @@ export class PeerKeyError extends Error {
   override name = 'PeerKeyError';
 }
 
-export interface DecodedPeerKey {
+interface DecodedPeerKey {
   bytes: Uint8Array;
   /** the key was hex: it works, but base64 is the format to store */
   legacyHex: boolean;

@@ -14,7 +14,7 @@ import { signJson, type SigningKeyLike, type Signatures } from '../crypto/index.
 import type { LocalAssociationRow } from '../store/peers.js';
 import type { ReplicationTls } from './tls.js';
 
-export interface WireAssociation {
+interface WireAssociation {
   medium: string;
   address: string;
   mxid: string | null;
@@ -23,7 +23,7 @@ export interface WireAssociation {
   not_after: number | null;
 }
 
-export type Signed<T> = T & { signatures: Signatures };
+type Signed<T> = T & { signatures: Signatures };
 
 export interface PushBody {
   sgAssocs: Record<string, Signed<WireAssociation>>;
@@ -37,7 +37,7 @@ export interface OutboundBatch {
 }
 
 /** The wire form of one log row, before signing. */
-export function wireAssociation(row: LocalAssociationRow): WireAssociation {
+function wireAssociation(row: LocalAssociationRow): WireAssociation {
   if (row.mxid === null) {
     return { medium: row.medium, address: row.address, mxid: null, ts: row.ts, not_before: null, not_after: null };
   }
@@ -69,9 +69,9 @@ export interface PushAnswer {
 }
 
 /** Only the start of an answer is kept: enough for an error message. */
-export const MAX_ANSWER_BYTES = 64 * 1024;
+const MAX_ANSWER_BYTES = 64 * 1024;
 
-export interface ReplicationClientOptions {
+interface ReplicationClientOptions {
   /** bound on DNS + TCP + TLS */
   connectTimeoutMs?: number;
   /** bound on the whole exchange */

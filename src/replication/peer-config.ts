@@ -15,9 +15,9 @@ import { PEER_SECTION_PREFIX } from '../config/known-keys.js';
 import { readPeers } from '../config/sections/peers.js';
 import type { PeerConfig, SydentConfig } from '../config/types.js';
 
-export const PUSH_PATH = '_matrix/identity/replicate/v1/push';
+const PUSH_PATH = '_matrix/identity/replicate/v1/push';
 /** Sydent's port when `peers.port` is NULL */
-export const DEFAULT_PEER_PORT = 1001;
+const DEFAULT_PEER_PORT = 1001;
 
 /** The push URL of a peer. */
 export function pushUrl(name: string, port: number | null, baseReplicationUrl: string | undefined): string {

@@ -14,7 +14,7 @@ export const PROVIDER_TIMEOUT_MS = 15_000;
 /** Answers larger than this are cut: a provider's JSON is a few hundred bytes. */
 const MAX_ANSWER_BYTES = 64 * 1024;
 
-export interface ProviderAnswer {
+interface ProviderAnswer {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   text: string;
@@ -101,7 +101,7 @@ function describe(error: unknown): string {
 }
 
 /** `dns.lookup`, keeping only the addresses the guard allows; none left is an error, as a failed lookup is. */
-export function guardedLookup(guard: IpGuard): net.LookupFunction {
+function guardedLookup(guard: IpGuard): net.LookupFunction {
   return (hostname, options, callback) => {
     dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
       if (err) {

@@ -13,16 +13,14 @@ export { SmsSendError, type SmsMessage, type SmsProvider, type SmsReceipt } from
 export { OpenMarketProvider } from './openmarket.js';
 export { TwilioProvider } from './twilio.js';
 
-export interface SmsProviderOptions {
-  /** bound on connecting, on the answer's headers and on the whole exchange (default 15 s, Sydent's) */
-  timeoutMs?: number;
-}
-
-/** The configured provider, its requests confined by `[general] ip.blacklist` / `ip.whitelist`. */
-export function createSmsProvider(config: SydentConfig, options: SmsProviderOptions = {}): SmsProvider {
+/**
+ * The configured provider, its requests confined by `[general] ip.blacklist` / `ip.whitelist` and bounded by
+ * PROVIDER_TIMEOUT_MS (connecting, the answer's headers, the whole exchange).
+ */
+export function createSmsProvider(config: SydentConfig): SmsProvider {
   const http = new ProviderHttp(
     new IpGuard({ blacklist: config.general.ipBlacklist, whitelist: config.general.ipWhitelist }),
-    options.timeoutMs ?? PROVIDER_TIMEOUT_MS,
+    PROVIDER_TIMEOUT_MS,
   );
   const { sms } = config;
   switch (sms.provider) {

@@ -7,7 +7,7 @@ import { TON } from './originator.js';
 import { ProviderUnreachableError, type ProviderHttp } from './http.js';
 import { basicAuth, excerpt, SmsSendError, withoutNumber, type SmsMessage, type SmsProvider, type SmsReceipt } from './provider.js';
 
-export interface OpenMarketOptions {
+interface OpenMarketOptions {
   /** the MT endpoint, `https://smsc.openmarket.com/sms/v4/mt` */
   url: string;
   username: string;

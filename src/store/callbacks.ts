@@ -23,7 +23,7 @@ export interface CallbackEnqueue {
   now: number;
 }
 
-export type CallbackRowState = 'pending' | 'delivering' | 'retrying' | 'delivered' | 'abandoned';
+type CallbackRowState = 'pending' | 'delivering' | 'retrying' | 'delivered' | 'abandoned';
 
 /** A row a worker has claimed: everything needed to deliver it. */
 export interface ClaimedCallback {

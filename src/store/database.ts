@@ -8,7 +8,7 @@ import { migrate, OUR_MIGRATIONS, type Migration } from './migrations.js';
 
 export type SqliteDatabase = Database.Database;
 
-export interface OpenDatabaseOptions {
+interface OpenDatabaseOptions {
   /** Our migrations to apply; tests inject their own. */
   migrations?: readonly Migration[];
 }

@@ -34,7 +34,7 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 const RETRY_FIRST_MS = 5;
 const RETRY_MAX_MS = 100;
 
-export interface GroupCommitOptions {
+interface GroupCommitOptions {
   file: DatabaseFile;
   health: StoreHealth;
   /** after every commit, before any caller hears of it (the read snapshot ends here) */

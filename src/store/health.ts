@@ -15,11 +15,6 @@ export class StoreHealth {
     private readonly file: string,
   ) {}
 
-  /** The cause writes are failing for now, or null. */
-  get current(): UnavailableCause | null {
-    return this.cause;
-  }
-
   failed(cause: UnavailableCause): void {
     if (cause === this.cause || cause === 'closed') return;
     this.cause = cause;
@@ -37,12 +32,12 @@ export class StoreHealth {
   }
 }
 
-export interface FileIdentity {
+interface FileIdentity {
   dev: number;
   ino: number;
 }
 
-export function fileIdentity(path: string): FileIdentity | null {
+function fileIdentity(path: string): FileIdentity | null {
   try {
     const { dev, ino } = fs.statSync(path);
     return { dev, ino };

@@ -12,7 +12,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { StartupError } from '../startup-error.js';
 
-export interface InstanceLock {
+interface InstanceLock {
   readonly path: string;
   release(): void;
 }

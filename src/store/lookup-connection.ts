@@ -22,7 +22,7 @@ import Database from 'better-sqlite3';
 import { isMemoryPath, type SqliteDatabase } from './database.js';
 
 /** The longest a read may wait for a lock (milliseconds). */
-export const READ_BUSY_TIMEOUT_MS = 10;
+const READ_BUSY_TIMEOUT_MS = 10;
 
 /**
  * Opens a second connection to an already opened (and migrated) database file for reads only. `null` for an

@@ -180,7 +180,7 @@ export class SchemaVersionError extends Error {
   override readonly name = 'SchemaVersionError';
 }
 
-export interface MigrationResult {
+interface MigrationResult {
   /** user_version found on opening (0 for a database with no Sydent tables). */
   fromVersion: number;
   /** user_version after migrating. */
@@ -195,7 +195,7 @@ export interface MigrationResult {
  * Sydent's upgrade steps (sydent/db/sqlitedb.py `_upgradeSchema`), each from `version - 1`. Sydent
  * runs every step above the version it read at start, whatever is in the database, so we do too.
  */
-export const SYDENT_UPGRADES: readonly Migration[] = [
+const SYDENT_UPGRADES: readonly Migration[] = [
   {
     version: 1,
     name: 'autoincrement_association_ids',

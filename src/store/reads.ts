@@ -16,12 +16,12 @@ import type { SessionReads } from './sessions.js';
 import { asUnavailable } from './unavailable.js';
 
 /** The methods `K` of `T`, each answering a promise of what it answered. */
-export type Async<T, K extends keyof T> = {
+type Async<T, K extends keyof T> = {
   readonly [P in K]: T[P] extends (...args: infer A) => infer R ? (...args: A) => Promise<R> : never;
 };
 
 /** What /ready says of the database. */
-export type DatabaseState = 'ok' | 'unreachable' | 'file missing' | 'file replaced';
+type DatabaseState = 'ok' | 'unreachable' | 'file missing' | 'file replaced';
 
 export interface StoreReads {
   accounts: Async<AccountReads, 'accountByToken' | 'acceptedUrls'>;
@@ -41,7 +41,7 @@ export type { Account, PendingInvite };
  * `names` of `target` as promise-answering functions. A failure the database explains (locked, closed, gone) becomes
  * StoreUnavailableError, which HTTP answers 503.
  */
-export function asyncMethods<T extends object, K extends keyof T & string>(target: T, names: readonly K[]): Async<T, K> {
+function asyncMethods<T extends object, K extends keyof T & string>(target: T, names: readonly K[]): Async<T, K> {
   const out: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
   for (const name of names) {
     const method = target[name] as unknown as (...args: unknown[]) => unknown;
@@ -56,7 +56,7 @@ export function asyncMethods<T extends object, K extends keyof T & string>(targe
   return out as Async<T, K>;
 }
 
-export interface SqliteReadParts {
+interface SqliteReadParts {
   accounts: AccountReads;
   sessions: SessionReads;
   associations: AssociationReads;

@@ -22,7 +22,7 @@ import { PeerReads } from './peers.js';
 import { sqliteReads, type StoreReads } from './reads.js';
 import { SessionReads } from './sessions.js';
 
-export interface SqliteStoreOptions {
+interface SqliteStoreOptions {
   log: Logger;
   /** our migrations to apply (tests inject their own) */
   migrations?: readonly Migration[];

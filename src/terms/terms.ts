@@ -9,17 +9,17 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const parse = (text: string): unknown => (require('yaml') as typeof import('yaml')).parse(text);
 
-export interface TermsLanguage {
+interface TermsLanguage {
   name: string;
   url: string;
 }
 
-export interface TermsDocument {
+interface TermsDocument {
   version: string;
   langs: Record<string, TermsLanguage>;
 }
 
-export interface Terms {
+interface Terms {
   masterVersion: string;
   docs: Record<string, TermsDocument>;
 }
@@ -31,7 +31,7 @@ export class TermsError extends Error {
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Validates the parsed YAML with Sydent's messages. */
-export function parseTerms(text: string): Terms {
+function parseTerms(text: string): Terms {
   const raw: unknown = parse(text);
   if (!isObject(raw)) throw new TermsError('No master version');
   const master = raw['master_version'];

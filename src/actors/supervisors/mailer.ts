@@ -51,7 +51,7 @@ export const mailerHandlers = {
   admit: (e: { key: string }, r: MailerResource): Admission => r.limiter.take(e.key),
 };
 
-export interface MailerOptions {
+interface MailerOptions {
   /** retry settings for sendRawMail (tests shorten the backoff) */
   send?: Omit<SendOptions, 'onRetry'>;
   /** transport extras (tests trust their own CA) */

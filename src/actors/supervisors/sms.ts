@@ -1,6 +1,6 @@
 import { redactAddress } from '../../sessions/redact.js';
 import { countryCodeOf } from '../../matrix/index.js';
-import { createSmsProvider, type SmsMessage, type SmsProvider, type SmsProviderOptions, type SmsReceipt } from '../../sms/index.js';
+import { createSmsProvider, type SmsMessage, type SmsProvider, type SmsReceipt } from '../../sms/index.js';
 import { RateLimiter, type Admission } from '../../util/rate-limiter.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics/metrics.js';
@@ -44,28 +44,20 @@ export const smsHandlers = {
   },
 };
 
-export interface SmsOptions {
-  provider?: SmsProviderOptions;
-}
-
 /** Owns the SMS provider client (nothing else talks to the gateway) and the per-number and per-country limits. */
-export function createSmsSupervisor(options: SmsOptions = {}) {
-  return supervisor('sms', {
-    concurrency: 8,
-    open: (deps: SystemDeps): SmsResource => {
-      const { sms } = deps.config;
-      return {
-        provider: createSmsProvider(deps.config, options.provider),
-        perNumber: new RateLimiter(sms.msisdnRatelimit.burst, sms.msisdnRatelimit.rateHz, deps.clock),
-        perCountry: new RateLimiter(sms.countryRatelimit.burst, sms.countryRatelimit.rateHz, deps.clock),
-        log: deps.log,
-        metrics: deps.metrics,
-      };
-    },
-    close: ({ provider }) => provider.close(),
-    handlers: smsHandlers,
-    immediate: ['admit'],
-  });
-}
-
-export const smsSupervisor = createSmsSupervisor();
+export const smsSupervisor = supervisor('sms', {
+  concurrency: 8,
+  open: (deps: SystemDeps): SmsResource => {
+    const { sms } = deps.config;
+    return {
+      provider: createSmsProvider(deps.config),
+      perNumber: new RateLimiter(sms.msisdnRatelimit.burst, sms.msisdnRatelimit.rateHz, deps.clock),
+      perCountry: new RateLimiter(sms.countryRatelimit.burst, sms.countryRatelimit.rateHz, deps.clock),
+      log: deps.log,
+      metrics: deps.metrics,
+    };
+  },
+  close: ({ provider }) => provider.close(),
+  handlers: smsHandlers,
+  immediate: ['admit'],
+});

@@ -21,7 +21,7 @@ const registerBody = {
  * Longer than any OpenID token a homeserver issues (Synapse's are 24 characters): refused without asking, as the
  * homeserver would refuse a URL that long, and its refusal would read as its failure (5xx) instead of the client's.
  */
-export const MAX_OPENID_TOKEN_LENGTH = 4096;
+const MAX_OPENID_TOKEN_LENGTH = 4096;
 
 interface RegisterBody {
   access_token: string;

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../context.js';
 
 /** Polled every few seconds by load balancers and monitors: their lines are logged at debug, not info. */
-export const QUIET_ROUTE = { requestLog: 'debug' } as const;
+const QUIET_ROUTE = { requestLog: 'debug' } as const;
 
 /**
  * `GET /health`: the process answers. `GET /ready`: it can serve (database, supervisors, not draining), else 503

@@ -26,7 +26,7 @@ const hashDetailsReply = {
   },
 } as const;
 
-export const ALGORITHMS = ['none', 'sha256'];
+const ALGORITHMS = ['none', 'sha256'];
 
 /** fastify sends a string of this type as it is, the content type its JSON answers carry */
 export const JSON_TYPE = 'application/json; charset=utf-8';

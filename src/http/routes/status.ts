@@ -7,7 +7,7 @@ import { V1_PREFIX, V2_PREFIX } from '../context.js';
  * newest behaviours we follow; query-string tokens are still accepted, so v1.20 (which removes them) is not
  * claimed.
  */
-export const SUPPORTED_VERSIONS = [
+const SUPPORTED_VERSIONS = [
   'r0.1.0',
   'r0.2.0',
   'r0.2.1',
