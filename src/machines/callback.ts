@@ -25,7 +25,10 @@
 import { assign, fromPromise, setup } from 'xstate';
 import { isValidServerName } from '../matrix/server-name.js';
 
-/** Bumped when the context's shape changes. */
+/**
+ * The machine host's version for callback machines. A callback machine is rebuilt from its outbox row (attempts,
+ * next attempt, last error) and never stored as such, so no row carries this version and nothing is migrated by it.
+ */
 export const CALLBACK_MACHINE_VERSION = 1;
 
 /** The first retry waits 1 s; each further one doubles (Sydent's `2 ** attempt` seconds). */

@@ -24,7 +24,10 @@
  */
 import { assign, fromPromise, setup } from 'xstate';
 
-/** Bumped when the context's shape changes. */
+/**
+ * The machine host's version for peer machines. A peer machine is never stored (its cursor is the `peers` row, its
+ * backoff lives in memory), so no row carries this version and nothing is migrated by it.
+ */
 export const PEER_MACHINE_VERSION = 1;
 
 /** Sydent's ASSOCIATIONS_PUSH_LIMIT: associations per push. */
