@@ -41,7 +41,8 @@ Options:
 Environment:
   SYDENT_CONF          the configuration file when --config is not given
   SYDENT_DB_PATH       the database file where the configuration does not set [db] db.file
-  SYDENT_DB_URL        the PostgreSQL database migrate-db --to sqlite:PATH copies when --from is not given
+  SYDENT_DB_URL        the PostgreSQL database where [db] db.url is not set (db.engine = postgresql; also
+                       what migrate-db --to sqlite:PATH copies when --from is not given)
   SYDENT_PID_FILE      the pid file where the configuration does not set [general] pidfile.path
   SYDENT_SERVER_NAME   the server name where the configuration does not set [general] server.name
 `;

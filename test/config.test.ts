@@ -850,3 +850,36 @@ describe('ini', () => {
     expect(setOptionInText('', 'crypto', 'k', 'v')).toBe('[crypto]\nk = v\n');
   });
 });
+
+describe('[db] engine', () => {
+  it('is SQLite unless set, with a pool of 10 and no URL; a generated file names neither', () => {
+    const { config } = load('');
+    expect(config.db).toMatchObject({ engine: 'sqlite', url: null, poolSize: 10 });
+    const dir = tmp();
+    const written = fs.readFileSync(generateConfig({ env: {}, cwd: dir }), 'utf8');
+    expect(written).not.toMatch(/db\.(engine|url|pool_size)/);
+  });
+
+  it('reads postgresql with db.url and db.pool_size; SYDENT_DB_URL where the file sets no URL', () => {
+    const url = 'postgresql://sydent:secret@db.example:5433/sydent';
+    expect(load(`[db]\ndb.engine = postgresql\ndb.url = ${url}\ndb.pool_size = 4\n`).config.db).toMatchObject({
+      engine: 'postgresql',
+      url,
+      poolSize: 4,
+    });
+    expect(load('[db]\ndb.engine = PostgreSQL\n', { SYDENT_DB_URL: url }).config.db).toMatchObject({ engine: 'postgresql', url });
+    const fromFile = 'postgresql://other@h/x';
+    expect(load(`[db]\ndb.engine = postgresql\ndb.url = ${fromFile}\n`, { SYDENT_DB_URL: url }).config.db.url).toBe(fromFile);
+  });
+
+  it('refuses an unknown engine, a missing or bad URL and a bad pool size, naming the key and never the password', () => {
+    expect(loadError('[db]\ndb.engine = mysql\n').message).toMatch(/\[db\] db\.engine = "mysql": must be sqlite or postgresql/);
+    expect(loadError('[db]\ndb.engine = postgresql\n').message).toMatch(/\[db\] db\.url .*must be set for db\.engine = postgresql/);
+    const bad = loadError('[db]\ndb.engine = postgresql\ndb.url = mysql://u:hunter2@h/x\n');
+    expect(bad.message).toMatch(/\[db\] db\.url .*not a PostgreSQL URL/);
+    expect(bad.message).not.toContain('hunter2');
+    expect(loadError('[db]\ndb.engine = postgresql\ndb.url = postgresql://h/x\ndb.pool_size = 0\n').message).toMatch(
+      /\[db\] db\.pool_size = "0": not a positive integer/,
+    );
+  });
+});

@@ -14,6 +14,8 @@ export const PEER_SECTION_PREFIX = 'peer.';
 const OPTIONAL_KEYS: Record<string, readonly string[]> = {
   general: ['prometheus_port', 'prometheus_addr', 'sentry_dsn'],
   http: ['verify_response_template'],
+  // sydent-ts: left out of generated files, which stay SQLite's (and never carry a password)
+  db: ['db.engine', 'db.url', 'db.pool_size'],
   email: ['email.template', 'email.invite_template'],
 };
 

@@ -16,14 +16,15 @@ import { readHttp } from './sections/http.js';
 import { readPeers } from './sections/peers.js';
 import { readSms } from './sections/sms.js';
 import { formatSigningKey, generateSigningKey, parseSigningKey } from './signing-key.js';
-import type { SigningKey, SydentConfig } from './types.js';
+import type { DbConfig, DbEngineName, SigningKey, SydentConfig } from './types.js';
 import { SectionValues } from './values.js';
 import { readableByOthersWarning } from '../util/private-file.js';
+import { checkPgUrl, redactPgUrl } from '../store/pg/connect.js';
 
 export interface LoadConfigOptions {
   /** wins over SYDENT_CONF */
   configPath?: string;
-  /** SYDENT_CONF, SYDENT_SERVER_NAME, SYDENT_PID_FILE and SYDENT_DB_PATH are read from here */
+  /** SYDENT_CONF, SYDENT_SERVER_NAME, SYDENT_PID_FILE, SYDENT_DB_PATH and SYDENT_DB_URL are read from here */
   env: Env;
   /** relative paths, in the options and inside the file, resolve against this */
   cwd: string;
@@ -102,7 +103,7 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   const config: SydentConfig = {
     configPath: path,
     general,
-    db: { dbFile: readDbFile(section('db')) },
+    db: readDb(section('db'), opts.env),
     http: readHttp(section('http'), ctx, general.serverName),
     email: readEmail(section('email'), general.serverName, general.templatesPath),
     sms: readSms(section('sms')),
@@ -190,6 +191,27 @@ function saveSigningKey(path: string, text: string, key: SigningKey, note: strin
     );
   }
   log(`config: ${note} ${path}`);
+}
+
+const DB_ENGINES: readonly DbEngineName[] = ['sqlite', 'postgresql'];
+const DEFAULT_POOL_SIZE = 10;
+
+function readDb(v: SectionValues, env: Env): DbConfig {
+  const engineText = (v.optional('db.engine') ?? 'sqlite').trim().toLowerCase();
+  const engine = DB_ENGINES.find((e) => e === engineText) ?? v.fail('db.engine', 'must be sqlite or postgresql');
+  const poolSize = v.has('db.pool_size') ? v.int('db.pool_size', 1) : DEFAULT_POOL_SIZE;
+  const dbFile = readDbFile(v);
+  if (engine === 'sqlite') return { engine, dbFile, url: null, poolSize };
+  const fromFile = v.optional('db.url')?.trim();
+  const url = fromFile || env.SYDENT_DB_URL?.trim() || '';
+  if (url === '') v.fail('db.url', 'must be set for db.engine = postgresql (postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or SYDENT_DB_URL)');
+  try {
+    checkPgUrl(url);
+  } catch (err) {
+    if (fromFile) v.fail('db.url', (err as Error).message, redactPgUrl(url));
+    throw new ConfigError(`config error: SYDENT_DB_URL: ${(err as Error).message}`, 'db', 'db.url');
+  }
+  return { engine, dbFile, url, poolSize };
 }
 
 function readDbFile(v: SectionValues): string {

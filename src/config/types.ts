@@ -179,11 +179,24 @@ export interface PeerConfig {
   baseReplicationUrl: string;
 }
 
+export type DbEngineName = 'sqlite' | 'postgresql';
+
+/** `[db]`: the engine and where its database is. */
+export interface DbConfig {
+  engine: DbEngineName;
+  /** the SQLite file (`db.file`); also read by the tools that work on a sydent.db */
+  dbFile: string;
+  /** `db.url`, else SYDENT_DB_URL (libpq's PG* variables fill in what it leaves out); null for SQLite */
+  url: string | null;
+  /** `db.pool_size`: PostgreSQL connections per node */
+  poolSize: number;
+}
+
 export interface SydentConfig {
   /** absolute path of the file this was read from */
   configPath: string;
   general: GeneralConfig;
-  db: { dbFile: string };
+  db: DbConfig;
   http: HttpConfig;
   email: EmailConfig;
   sms: SmsConfig;

@@ -14,6 +14,7 @@ import { closeDatabase, isMemoryPath, openDatabase, type SqliteDatabase } from '
 import { GroupCommitter, type WriteRequest } from './group-commit.js';
 import { ensurePepper } from './hashing.js';
 import { DatabaseFile, StoreHealth } from './health.js';
+import type { StoreEngine, StoreWriteOps } from './engine.js';
 import { createWrites, type StoreWrites } from './index.js';
 import { InviteReads } from './invites.js';
 import { openLookupConnection, ReadSnapshot } from './lookup-connection.js';
@@ -28,9 +29,11 @@ interface SqliteStoreOptions {
   migrations?: readonly Migration[];
 }
 
-export class SqliteStore {
+export class SqliteStore implements StoreEngine {
+  readonly engine = 'sqlite';
   readonly reads: StoreReads;
-  private readonly writes: StoreWrites;
+  readonly writes: StoreWriteOps;
+  private readonly tables: StoreWrites;
   private readonly committer: GroupCommitter;
   private closed = false;
 
@@ -42,7 +45,8 @@ export class SqliteStore {
     log: Logger,
   ) {
     const tokens = new TokenCache();
-    this.writes = createWrites(db, tokens);
+    this.tables = createWrites(db, tokens);
+    this.writes = sqliteWriteOps((work, request) => this.write(work, request));
     // Reads go to the read connection (an in-memory database has none: a second connection would not see it).
     const r = readDb ?? db;
     const file = new DatabaseFile(isMemoryPath(path) ? null : path);
@@ -92,11 +96,16 @@ export class SqliteStore {
 
   /** Runs `work` on the write side in the next group commit; resolves with its result once committed. */
   write<T>(work: (writes: StoreWrites) => T, request: WriteRequest): Promise<T> {
-    return this.committer.submit(() => work(this.writes), request);
+    return this.committer.submit(() => work(this.tables), request);
   }
 
   /** Refuses what is still queued, ends the read snapshot, closes both connections. Safe to call twice. */
-  close(): void {
+  close(): Promise<void> {
+    this.closeNow();
+    return Promise.resolve();
+  }
+
+  private closeNow(): void {
     if (this.closed) return;
     this.closed = true;
     this.committer.close();
@@ -104,4 +113,39 @@ export class SqliteStore {
     if (this.readDb) closeDatabase(this.readDb);
     closeDatabase(this.db);
   }
+}
+
+type RunWrite = <T>(work: (w: StoreWrites) => T, request: WriteRequest) => Promise<T>;
+
+/** Each write operation as one piece of work on the table modules, in the next group commit. */
+function sqliteWriteOps(write: RunWrite): StoreWriteOps {
+  return {
+    registerAccount: (e, q) => write((w) => w.accounts.register(e.userId, e.token, e.now), q),
+    logout: (e, q) => write((w) => w.accounts.logout(e.token), q),
+    acceptTerms: (e, q) => write((w) => w.accounts.acceptTerms(e.userId, e.urls, e.masterVersion, e.documents), q),
+    newSid: (_e, q) => write((w) => w.sessions.newSid(), q),
+    createSession: (e, q) => write((w) => w.sessions.create(e.medium, e.clientSecret, e.write), q),
+    saveSession: (e, q) => write((w) => w.sessions.save(e.write, e.expectedVersion), q),
+    deleteOldSessions: (e, q) => write((w) => w.sessions.deleteExpired(e.cutoffMs, e.limit), q),
+    bind: (e, q) => write((w) => w.associations.bind(e), q),
+    bindSession: (e, q) =>
+      write((w) => {
+        const rowVersion = w.sessions.save(e.session.write, e.session.expectedVersion);
+        w.associations.bind(e.bind);
+        return rowVersion;
+      }, q),
+    unbind: (e, q) => write((w) => w.associations.unbind(e.medium, e.address, e.mxid, e.now), q),
+    storeInvite: (e, q) => write((w) => w.invites.store(e), q),
+    discardInvite: (e, q) => write((w) => w.invites.discard(e.token, e.ephemeralPublicKey), q),
+    checkEphemeralKey: (e, q) => write((w) => w.invites.checkEphemeralKey(e.publicKey), q),
+    markPeerSent: (e, q) => write((w) => w.peers.markSent(e.name, e.lastId, e.now), q),
+    applyPush: (e, q) => write((w) => w.peers.applyPush(e), q),
+    enqueueCallback: (e, q) => write((w) => w.callbacks.enqueue(e), q),
+    claimCallbacks: (e, q) => write((w) => w.callbacks.claim(e), q),
+    callbackDelivered: (e, q) => write((w) => w.callbacks.delivered(e.id, e.now, e.deleteInviteTokens), q),
+    retryCallback: (e, q) => write((w) => w.callbacks.retry(e.id, e.claimedUntil, e.nextAttemptTs, e.lastError), q),
+    abandonCallback: (e, q) => write((w) => w.callbacks.abandon(e.id, e.claimedUntil, e.lastError), q),
+    releaseCallback: (e, q) => write((w) => w.callbacks.release(e.id, e.claimedUntil), q),
+    purgeCallbacks: (e, q) => write((w) => w.callbacks.purge(e.now), q),
+  };
 }

@@ -1,0 +1,60 @@
+/**
+ * The store's engine: what the store supervisor holds, whichever database runs (SQLite, src/store/sqlite-store.ts;
+ * PostgreSQL, src/store/pg/store.ts). Reads are the read facade handed out to everyone; writes are these async
+ * operations, one per store facade method, each recorded in a transaction of its own (SQLite groups the writes of
+ * one turn of the event loop into one commit). Handlers and machines see only this: no SQL, no connection.
+ */
+import type { BindRecord } from './associations.js';
+import type { CallbackEnqueue, ClaimedCallback, ClaimRequest } from './callbacks.js';
+import type { WriteRequest } from './group-commit.js';
+import type { NewInvite } from './invites.js';
+import type { ApplyPushRequest, ApplyPushResult } from './peers.js';
+import type { StoreReads } from './reads.js';
+import type { SessionSave, SessionWrite } from './sessions.js';
+
+export type { WriteRequest };
+
+/** Every write the store takes; `req` carries the caller's deadline and cancellation. */
+export interface StoreWriteOps {
+  registerAccount(e: { userId: string; token: string; now: number }, req: WriteRequest): Promise<void>;
+  /** true when the token existed */
+  logout(e: { token: string }, req: WriteRequest): Promise<boolean>;
+  acceptTerms(
+    e: { userId: string; urls: string[]; masterVersion: string | null; documents: string[][] },
+    req: WriteRequest,
+  ): Promise<{ consented: boolean }>;
+  newSid(e: Record<string, never>, req: WriteRequest): Promise<number>;
+  /** the new row's version (1) */
+  createSession(e: { medium: string; clientSecret: string; write: SessionWrite }, req: WriteRequest): Promise<number>;
+  /** the row's new version; SessionConflictError when someone else saved first */
+  saveSession(e: { write: SessionWrite; expectedVersion: number | null }, req: WriteRequest): Promise<number>;
+  /** a slice of the sessions sweep (at most `limit` sessions untouched since `cutoffMs`): how many it deleted */
+  deleteOldSessions(e: { cutoffMs: number; limit: number }, req: WriteRequest): Promise<number>;
+  bind(e: BindRecord, req: WriteRequest): Promise<void>;
+  /** the session's save and the binding in one transaction; answers the session row's new version */
+  bindSession(e: { session: SessionSave; bind: BindRecord }, req: WriteRequest): Promise<number>;
+  unbind(e: { medium: string; address: string; mxid: string; now: number }, req: WriteRequest): Promise<boolean>;
+  storeInvite(e: NewInvite, req: WriteRequest): Promise<void>;
+  discardInvite(e: { token: string; ephemeralPublicKey: string }, req: WriteRequest): Promise<void>;
+  checkEphemeralKey(e: { publicKey: string }, req: WriteRequest): Promise<boolean>;
+  markPeerSent(e: { name: string; lastId: number; now: number }, req: WriteRequest): Promise<boolean>;
+  applyPush(e: ApplyPushRequest, req: WriteRequest): Promise<ApplyPushResult>;
+  enqueueCallback(e: CallbackEnqueue, req: WriteRequest): Promise<number>;
+  claimCallbacks(e: ClaimRequest, req: WriteRequest): Promise<ClaimedCallback[]>;
+  callbackDelivered(
+    e: { id: number; now: number; deleteInviteTokens: boolean },
+    req: WriteRequest,
+  ): Promise<{ updated: boolean; tokensDeleted: number }>;
+  retryCallback(e: { id: number; claimedUntil: number; nextAttemptTs: number; lastError: string }, req: WriteRequest): Promise<boolean>;
+  abandonCallback(e: { id: number; claimedUntil: number; lastError: string }, req: WriteRequest): Promise<boolean>;
+  releaseCallback(e: { id: number; claimedUntil: number }, req: WriteRequest): Promise<boolean>;
+  purgeCallbacks(e: { now: number }, req: WriteRequest): Promise<number>;
+}
+
+export interface StoreEngine {
+  readonly engine: 'sqlite' | 'postgresql';
+  readonly reads: StoreReads;
+  readonly writes: StoreWriteOps;
+  /** Refuses what is still queued and closes the connections. Safe to call twice. */
+  close(): Promise<void>;
+}
