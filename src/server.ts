@@ -19,6 +19,8 @@ import { createMetricsApi } from './http/metrics-api.js';
 import type { Metrics } from './metrics/metrics.js';
 import { isMemoryPath } from './store/database.js';
 import { acquireInstanceLock } from './store/instance-lock.js';
+import { loadPgEngine } from './store/pg/load.js';
+import { describePgUrl, PgConnectError } from './store/pg/url.js';
 import { StartupError } from './startup-error.js';
 import { VERSION } from './version.js';
 import { TermsSource } from './terms/terms.js';
@@ -70,7 +72,11 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   const clock = opts.clock ?? systemClock;
   const pidfilePath = opts.pidFile && config.general.pidfilePath ? config.general.pidfilePath : null;
   // Before anything touches the database or the pid file: a second instance stops here.
-  const lock = isMemoryPath(config.db.dbFile) ? null : acquireInstanceLock(config.db.dbFile, config.general.pidfilePath || undefined);
+  // On PostgreSQL several nodes share the database: no file, no lock.
+  const lock =
+    config.db.engine === 'postgresql' || isMemoryPath(config.db.dbFile)
+      ? null
+      : acquireInstanceLock(config.db.dbFile, config.general.pidfilePath || undefined);
 
   const apps: FastifyInstance[] = [];
   /** the listeners' servers, stopped first (http/http-listener.ts) */
@@ -139,6 +145,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     }
     // As Sydent: no certificate (unset or unreadable), no replication listener; the replication supervisor says so.
     const replicationTls = loadReplicationTls(config);
+    if (config.db.engine === 'postgresql') await preparePostgresql(config.db.url);
     system = ActorSystem.start({ config, clock, log, identity, metrics, replicationTls, inspect: inspection?.inspect });
     const { facades } = system;
     const reads = facades.reads;
@@ -184,7 +191,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       {
         version: VERSION,
         config: config.configPath,
-        db: config.db.dbFile,
+        db: config.db.engine === 'postgresql' ? `postgresql ${describePgUrl(config.db.url ?? '')}` : config.db.dbFile,
         clientUrl,
         internalUrl,
         metricsUrl,
@@ -250,4 +257,19 @@ async function listen(app: FastifyInstance, name: ListenerName, host: string, po
   const address = app.server.address() as AddressInfo;
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return `http://${shown}:${address.port}`;
+}
+
+/**
+ * Before the store supervisor makes its pool: the database answers, takes our login, and is migrated. What stops
+ * start-up is said in one line.
+ */
+async function preparePostgresql(url: string | null): Promise<void> {
+  if (!url) throw new StartupError('[db] db.engine = postgresql needs db.url (or SYDENT_DB_URL)');
+  const engine = await loadPgEngine();
+  try {
+    await engine.preparePgDatabase(url);
+  } catch (err) {
+    if (err instanceof PgConnectError || err instanceof engine.PgSchemaVersionError) throw new StartupError(err.message);
+    throw err;
+  }
 }

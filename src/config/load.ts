@@ -19,7 +19,7 @@ import { formatSigningKey, generateSigningKey, parseSigningKey } from './signing
 import type { DbConfig, DbEngineName, SigningKey, SydentConfig } from './types.js';
 import { SectionValues } from './values.js';
 import { readableByOthersWarning } from '../util/private-file.js';
-import { checkPgUrl, redactPgUrl } from '../store/pg/connect.js';
+import { checkPgUrl, redactPgUrl } from '../store/pg/url.js';
 
 export interface LoadConfigOptions {
   /** wins over SYDENT_CONF */

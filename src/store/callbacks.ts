@@ -85,7 +85,7 @@ interface ClaimedRow {
   claimed_until: number;
 }
 
-interface DebugRow {
+export interface DebugRow {
   id: number;
   destination: string;
   state: CallbackRowState;
@@ -168,7 +168,7 @@ export class CallbackReads {
   }
 }
 
-const toDebugRow = (r: DebugRow): CallbackDebugRow => ({
+export const toDebugRow = (r: DebugRow): CallbackDebugRow => ({
   id: r.id,
   destination: r.destination,
   state: r.state,

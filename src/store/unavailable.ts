@@ -5,7 +5,17 @@
  * cause is gone it works again without a restart.
  */
 
-export type UnavailableCause = 'busy' | 'full' | 'readonly' | 'ioerr' | 'cantopen' | 'corrupt' | 'missing' | 'replaced' | 'closed';
+export type UnavailableCause =
+  | 'busy'
+  | 'full'
+  | 'readonly'
+  | 'ioerr'
+  | 'cantopen'
+  | 'corrupt'
+  | 'missing'
+  | 'replaced'
+  | 'closed'
+  | 'unreachable';
 
 /** What the client is told (no paths: the answer is public); the log line says the same with the file. */
 const DESCRIPTIONS: Record<UnavailableCause, string> = {
@@ -18,6 +28,7 @@ const DESCRIPTIONS: Record<UnavailableCause, string> = {
   missing: 'The database file was removed from under the server',
   replaced: 'The database file was replaced under the server',
   closed: 'The database is closed (the server is stopping)',
+  unreachable: 'The database server cannot be reached',
 };
 
 /** Seconds a client should wait before trying again. */
@@ -31,6 +42,7 @@ const RETRY_AFTER_S: Record<UnavailableCause, number> = {
   missing: 10,
   replaced: 10,
   closed: 5,
+  unreachable: 5,
 };
 
 export class StoreUnavailableError extends Error {

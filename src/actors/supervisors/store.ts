@@ -1,4 +1,5 @@
 import type { StoreEngine, StoreWriteOps } from '../../store/engine.js';
+import { loadedPgEngine } from '../../store/pg/load.js';
 import { SqliteStore } from '../../store/sqlite-store.js';
 import type { SystemDeps } from '../deps.js';
 import type { SupervisorEnv } from '../facade.js';
@@ -52,14 +53,20 @@ export const storeHandlers = {
 };
 
 /**
- * Owns the database: opens the write and read connections of `[db] db.file`, migrates, makes sure there is a lookup
- * pepper, and hands out the read facade; closes them last at shutdown. Its handlers are the only writers. Requests
- * are not queued here: each goes straight into the next group commit, which serialises the writes.
+ * Owns the database: opens its engine (SQLite: the write and read connections of `[db] db.file`, migrated, with a
+ * lookup pepper; PostgreSQL: the pool, the database prepared before by src/server.ts), hands out the read facade;
+ * closes it last at shutdown. Its handlers are the only writers. Requests are not queued here: SQLite puts each in
+ * the next group commit, which serialises the writes; PostgreSQL runs each in its own transaction.
  */
 export const storeSupervisor = supervisor('store', {
   concurrency: Number.POSITIVE_INFINITY,
   open: (deps: SystemDeps, env: SupervisorEnv): StoreResource => {
-    const engine = SqliteStore.open(deps.config.db.dbFile, { log: deps.log });
+    const { db } = deps.config;
+    // The PostgreSQL database was checked and migrated before the actors started (src/server.ts).
+    const engine: StoreEngine =
+      db.engine === 'postgresql' && db.url !== null
+        ? loadedPgEngine().PgStore.open({ url: db.url, poolSize: db.poolSize, log: deps.log })
+        : SqliteStore.open(db.dbFile, { log: deps.log });
     env.provideReads(engine.reads);
     return { engine };
   },

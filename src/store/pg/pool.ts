@@ -1,0 +1,94 @@
+/**
+ * The PostgreSQL engine's connections: one pool per node (`[db] db.pool_size`), 64-bit integers read as numbers
+ * (ids and ms timestamps stay below 2^53, as in SQLite), and a transaction per write. A failure that says the
+ * server is gone, full or refusing becomes StoreUnavailableError (503); the pool drops broken connections and opens
+ * new ones with the next request, so the store works again by itself once the server is back.
+ */
+import pg from 'pg';
+
+import { StoreUnavailableError, type UnavailableCause } from '../unavailable.js';
+import { pgClientConfig } from './connect.js';
+
+/** How long a request waits for a free connection (or for a new one to open) before it is answered 503. */
+const CONNECT_TIMEOUT_MS = 5000;
+
+const parseInt8 = (v: string): number => Number(v);
+
+export function createPgPool(url: string, size: number): pg.Pool {
+  const pool = new pg.Pool({
+    ...pgClientConfig(url, { timeoutMs: CONNECT_TIMEOUT_MS }),
+    max: size,
+    types: {
+      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+        oid === pg.types.builtins.INT8 ? parseInt8 : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+    },
+  });
+  // An idle connection the server closed emits 'error' on the pool; without a listener that would end the process.
+  pool.on('error', () => undefined);
+  return pool;
+}
+
+/** Connection-level SQLSTATE classes and codes: the server is gone or will not take us now. */
+const UNREACHABLE_CODES = new Set(['57P01', '57P02', '57P03', 'ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH']);
+const UNREACHABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Connection refused/i;
+
+/** The outside cause of a PostgreSQL failure, or null when it is a fault of the query itself. */
+export function pgUnavailableCause(error: unknown): UnavailableCause | null {
+  if (error instanceof StoreUnavailableError) return error.reason;
+  const e = error as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  const message = typeof e?.message === 'string' ? e.message : '';
+  if (/after calling end on the pool/i.test(message)) return 'closed';
+  if (UNREACHABLE_CODES.has(code) || code.startsWith('08') || UNREACHABLE_MESSAGES.test(message)) return 'unreachable';
+  if (code === '53100') return 'full';
+  if (code === '25006') return 'readonly';
+  // too many connections, out of memory, a lock or statement timeout: try again shortly
+  if (code === '53300' || code === '53200' || code === '55P03' || code === '57014') return 'busy';
+  if (code.startsWith('58')) return 'ioerr';
+  if (code === 'XX001' || code === 'XX002') return 'corrupt';
+  return null;
+}
+
+export function asPgUnavailable(error: unknown): unknown {
+  const cause = pgUnavailableCause(error);
+  return cause === null || error instanceof StoreUnavailableError ? error : new StoreUnavailableError(cause, { cause: error });
+}
+
+export type Sql = Pick<pg.PoolClient, 'query'>;
+
+/**
+ * Runs `work` in one transaction on a connection of its own; commits, or rolls back and rethrows. A connection
+ * that failed is dropped from the pool rather than handed to the next request.
+ */
+export async function inTransaction<T>(pool: pg.Pool, work: (sql: Sql) => Promise<T>): Promise<T> {
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (error) {
+    throw asPgUnavailable(error);
+  }
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    if (pgUnavailableCause(error) !== null) broken = error as Error;
+    await client.query('ROLLBACK').catch(() => {
+      broken ??= error as Error;
+    });
+    throw asPgUnavailable(error);
+  } finally {
+    client.release(broken);
+  }
+}
+
+/** One statement outside a transaction (a read, or a write that is one statement). */
+export async function query<R extends pg.QueryResultRow>(pool: pg.Pool, config: pg.QueryConfig): Promise<pg.QueryResult<R>> {
+  try {
+    return await pool.query<R>(config);
+  } catch (error) {
+    throw asPgUnavailable(error);
+  }
+}

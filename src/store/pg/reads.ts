@@ -1,0 +1,249 @@
+/**
+ * The read facade on PostgreSQL: the same answers as the SQLite reads (src/store/reads.ts and the table modules),
+ * each one statement on the pool, prepared by name on each connection. Column names PostgreSQL folds to lower case
+ * are given back their camelCase by alias, so rows have the same shape on both engines.
+ */
+import type pg from 'pg';
+
+import { SESSION_MACHINE_VERSION, sessionStateName } from '../../machines/validation-session.js';
+import { TokenCache, type Account } from '../accounts.js';
+import type { PendingInvite } from '../associations.js';
+import { toDebugRow, type CallbackCounts, type DebugRow } from '../callbacks.js';
+import { PEER_KEY_ALG, type ActivePeer, type LocalAssociationRow, type PeerRow } from '../peers.js';
+import type { StoreReads } from '../reads.js';
+import type { MachineRow, SydentSessionRow } from '../sessions.js';
+import { query } from './pool.js';
+
+/** How long a read pepper is reused: it changes only on rotation. */
+const PEPPER_CACHE_MS = 1000;
+
+const DEBUG_COLUMNS = 'id, destination, state, attempts, next_attempt_ts, claimed_until, last_error, created_ts, delivered_ts';
+const ACTIVE_PEER_COLUMNS = 'p.name, p.port, p.lastSentVersion AS "lastSentVersion", p.lastPokeSucceededAt AS "lastPokeSucceededAt", pk.key';
+
+export const PEPPER_SQL = 'SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1';
+
+export function pgReads(pool: pg.Pool, tokens: TokenCache): StoreReads {
+  const rows = async <R extends pg.QueryResultRow>(name: string, text: string, values: unknown[] = []): Promise<R[]> =>
+    (await query<R>(pool, { name, text, values })).rows;
+  const one = async <R extends pg.QueryResultRow>(name: string, text: string, values: unknown[] = []): Promise<R | undefined> =>
+    (await rows<R>(name, text, values))[0];
+
+  let pepperCache: { value: string; readAt: number } | null = null;
+  const storedPepper = async (): Promise<string> => {
+    const row = await one<{ lookup_pepper: string }>('pepper', PEPPER_SQL);
+    if (!row) throw new Error('no lookup pepper in the database');
+    return row.lookup_pepper;
+  };
+  const countCallbacks = async (): Promise<CallbackCounts> => {
+    const out: CallbackCounts = { pending: 0, delivering: 0, retrying: 0, delivered: 0, abandoned: 0 };
+    for (const r of await rows<{ state: keyof CallbackCounts; n: number }>('callbacks_counts', 'SELECT state, count(*) AS n FROM callback_outbox GROUP BY state')) {
+      out[r.state] = r.n;
+    }
+    return out;
+  };
+
+  return {
+    accounts: {
+      accountByToken: async (token) => {
+        const now = Date.now();
+        const hit = tokens.get(token, now);
+        if (hit) return hit;
+        const row = await one<{ user_id: string; created_ts: number; consent_version: string | null }>(
+          'account_by_token',
+          'SELECT a.user_id, a.created_ts, a.consent_version FROM tokens t JOIN accounts a ON a.user_id = t.user_id WHERE t.token = $1',
+          [token],
+        );
+        if (!row) return undefined;
+        const account: Account = { userId: row.user_id, createdTs: row.created_ts, consentVersion: row.consent_version };
+        tokens.set(token, account, now);
+        return account;
+      },
+      acceptedUrls: async (userId) =>
+        (await rows<{ url: string }>('accepted_urls', 'SELECT url FROM accepted_terms_urls WHERE user_id = $1', [userId])).map((r) => r.url),
+    },
+    sessions: {
+      findSid: async (medium, address, clientSecret) =>
+        (
+          await one<{ id: number }>(
+            'session_find',
+            'SELECT id FROM threepid_validation_sessions WHERE medium = $1 AND address = $2 AND clientSecret = $3 ORDER BY mtime DESC LIMIT 1',
+            [medium, address, clientSecret],
+          )
+        )?.id,
+      load: async (sid) => {
+        const sydent = await one<SydentSessionRow>(
+          'session_load',
+          `SELECT s.id, s.medium, s.address, s.clientSecret AS "clientSecret", s.validated, s.mtime, t.token,
+                  t.sendAttemptNumber AS "sendAttemptNumber"
+           FROM threepid_validation_sessions s
+           LEFT JOIN threepid_token_auths t ON t.validationSession = s.id
+           WHERE s.id = $1 ORDER BY t.id DESC LIMIT 1`,
+          [sid],
+        );
+        if (!sydent) return undefined;
+        const machine = await one<MachineRow>(
+          'session_machine',
+          'SELECT state, context, machine_version, row_version, history FROM session_machines WHERE sid = $1',
+          [sid],
+        );
+        return { sydent, machine: machine ?? null };
+      },
+      countByState: async () => {
+        const out: Record<string, number> = {};
+        for (const { state, n } of await rows<{ state: string; n: number }>('sessions_counts', 'SELECT state, count(*) AS n FROM session_machines GROUP BY state')) {
+          const name = sessionStateName(state, state.startsWith('{') ? SESSION_MACHINE_VERSION : 1);
+          out[name] = (out[name] ?? 0) + n;
+        }
+        const legacy = await rows<{ validated: number; n: number }>(
+          'sessions_legacy_counts',
+          `SELECT s.validated, count(*) AS n FROM threepid_validation_sessions s
+           WHERE NOT EXISTS (SELECT 1 FROM session_machines m WHERE m.sid = s.id) GROUP BY s.validated`,
+        );
+        for (const { validated, n } of legacy) {
+          const state = validated ? 'validated' : 'tokenSent';
+          out[state] = (out[state] ?? 0) + n;
+        }
+        return out;
+      },
+    },
+    associations: {
+      pepper: async () => {
+        const now = Date.now();
+        if (pepperCache && now - pepperCache.readAt < PEPPER_CACHE_MS) return pepperCache.value;
+        const value = await storedPepper();
+        pepperCache = { value, readAt: now };
+        return value;
+      },
+      storedPepper,
+      lookup: async (medium, address, now) =>
+        one<{ mxid: string; sgAssoc: string; ts: number }>(
+          'lookup',
+          `SELECT mxid, sgAssoc AS "sgAssoc", ts FROM global_threepid_associations
+           WHERE medium = $1 AND address = $2 AND notBefore <= $3 AND notAfter > $3
+           ORDER BY ts DESC, id DESC LIMIT 1`,
+          [medium, address, now],
+        ),
+      lookupHashes: async (hashes, now) => {
+        const found = new Map<string, string>();
+        if (hashes.length === 0) return found;
+        // Oldest first (ties by id): the last row seen for a hash is its newest binding.
+        const result = await rows<{ lookup_hash: string; mxid: string }>(
+          'lookup_hashes',
+          `SELECT lookup_hash, mxid FROM global_threepid_associations
+           WHERE lookup_hash = ANY($1::text[]) AND notBefore <= $2 AND notAfter > $2
+           ORDER BY ts, id`,
+          [hashes, now],
+        );
+        for (const r of result) found.set(r.lookup_hash, r.mxid);
+        return found;
+      },
+    },
+    callbacks: {
+      counts: countCallbacks,
+      pendingCount: async () => {
+        const c = await countCallbacks();
+        return c.pending + c.delivering + c.retrying;
+      },
+      list: async (limit = 100) => {
+        const open = await rows<DebugRow>(
+          'callbacks_open',
+          `SELECT ${DEBUG_COLUMNS} FROM callback_outbox WHERE state IN ('pending', 'delivering', 'retrying') ORDER BY id LIMIT $1`,
+          [limit],
+        );
+        const finished =
+          open.length < limit
+            ? await rows<DebugRow>(
+                'callbacks_finished',
+                `SELECT ${DEBUG_COLUMNS} FROM callback_outbox WHERE state IN ('delivered', 'abandoned') ORDER BY id DESC LIMIT $1`,
+                [limit - open.length],
+              )
+            : [];
+        return [...open, ...finished].map(toDebugRow);
+      },
+      byId: async (id) => {
+        const row = await one<DebugRow>('callback_by_id', `SELECT ${DEBUG_COLUMNS} FROM callback_outbox WHERE id = $1`, [id]);
+        return row && toDebugRow(row);
+      },
+      nextDue: async (excludeDestinations = []) =>
+        (
+          await one<{ due: number | null }>(
+            'callbacks_next_due',
+            `SELECT min(CASE WHEN state = 'delivering' THEN claimed_until
+                             ELSE greatest(next_attempt_ts, coalesce(claimed_until, 0)) END) AS due
+             FROM callback_outbox
+             WHERE state IN ('pending', 'retrying', 'delivering') AND NOT (destination = ANY($1::text[]))`,
+            [[...excludeDestinations]],
+          )
+        )?.due ?? null,
+    },
+    invites: {
+      senderOfToken: async (token) =>
+        (await one<{ sender: string }>('invite_sender', 'SELECT sender FROM invite_tokens WHERE token = $1 ORDER BY id LIMIT 1', [token]))?.sender,
+      pending: (medium, address) =>
+        rows<PendingInvite>(
+          'invites_pending',
+          'SELECT id, medium, address, room_id, sender, token FROM invite_tokens WHERE medium = $1 AND address = $2 AND sent_ts IS NULL ORDER BY id',
+          [medium, address],
+        ),
+    },
+    peers: {
+      all: async () => {
+        const peers = new Map<string, PeerRow>();
+        const raw = await rows<{
+          name: string;
+          port: number | null;
+          lastSentVersion: number | null;
+          lastPokeSucceededAt: number | null;
+          active: number;
+          alg: string | null;
+          key: string | null;
+        }>(
+          'peers_all',
+          `SELECT p.name, p.port, p.lastSentVersion AS "lastSentVersion", p.lastPokeSucceededAt AS "lastPokeSucceededAt",
+                  p.active, pk.alg, pk.key
+           FROM peers p LEFT JOIN peer_pubkeys pk ON pk.peername = p.name ORDER BY p.name, pk.alg`,
+        );
+        for (const r of raw) {
+          let peer = peers.get(r.name);
+          if (!peer) {
+            peer = { name: r.name, port: r.port, lastSentVersion: r.lastSentVersion, lastPokeSucceededAt: r.lastPokeSucceededAt, active: r.active === 1, keys: {} };
+            peers.set(r.name, peer);
+          }
+          if (r.alg !== null && r.key !== null) peer.keys[r.alg] = r.key;
+        }
+        return [...peers.values()];
+      },
+      active: () =>
+        rows<ActivePeer>(
+          'peers_active',
+          `SELECT ${ACTIVE_PEER_COLUMNS} FROM peers p JOIN peer_pubkeys pk ON pk.peername = p.name
+           WHERE p.active = 1 AND pk.alg = '${PEER_KEY_ALG}' ORDER BY p.name`,
+        ),
+      activeByName: (name) =>
+        one<ActivePeer>(
+          'peer_by_name',
+          `SELECT ${ACTIVE_PEER_COLUMNS} FROM peers p JOIN peer_pubkeys pk ON pk.peername = p.name
+           WHERE p.name = $1 AND p.active = 1 AND pk.alg = '${PEER_KEY_ALG}'`,
+          [name],
+        ),
+      localAfter: (afterId, limit) =>
+        rows<LocalAssociationRow>(
+          'local_after',
+          `SELECT id, medium, address, mxid, ts, notBefore AS "notBefore", notAfter AS "notAfter"
+           FROM local_threepid_associations WHERE id > $1 ORDER BY id LIMIT $2`,
+          [afterId, limit],
+        ),
+      backlog: async (afterId) =>
+        (await one<{ n: number }>('local_backlog', 'SELECT count(*) AS n FROM local_threepid_associations WHERE id > $1', [afterId]))?.n ?? 0,
+      lastLocalId: async () => (await one<{ id: number | null }>('local_last_id', 'SELECT max(id) AS id FROM local_threepid_associations'))?.id ?? 0,
+    },
+    state: async () => {
+      try {
+        await pool.query('SELECT 1');
+        return 'ok';
+      } catch {
+        return 'unreachable';
+      }
+    },
+  };
+}
