@@ -15,7 +15,7 @@ import { SNAPSHOT_MS } from '../../src/store/lookup-connection.js';
 import { call, mailLink, type Reply } from './email.js';
 import type { FederationEnv } from './federation-env.js';
 import type { RouteHandler } from './homeserver.js';
-import { rows } from './rows.js';
+import { inlineParams, pgUrlOf, psql, rows } from './rows.js';
 import type { TestServer } from './server.js';
 import type { ReceivedMail, SmtpTestServer } from './smtp.js';
 
@@ -170,6 +170,11 @@ export function internal(t: TestServer, what: 'bind' | 'unbind', body: unknown):
  * a timer set later fires after the snapshot's own.
  */
 export async function write(t: TestServer, sql: string, ...params: unknown[]): Promise<void> {
+  const url = pgUrlOf(t);
+  if (url) {
+    psql(url, inlineParams(sql, params));
+    return;
+  }
   const db = new Database(t.config.db.dbFile, { fileMustExist: true });
   try {
     db.pragma('busy_timeout = 5000');

@@ -5,7 +5,16 @@ import { ManualClock, type Clock } from '../../src/clock.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { SydentConfig } from '../../src/config/types.js';
 import { startServer, type RunningServer } from '../../src/server.js';
+import { testDatabase } from './postgres.js';
+import { registerPgDatabase } from './rows.js';
 import { tempDir } from './tmp.js';
+
+/** The engine test servers run on unless a test names one: SQLite, or $SYDENT_TEST_DB_ENGINE. */
+export function testEngine(): 'sqlite' | 'postgresql' {
+  const engine = process.env['SYDENT_TEST_DB_ENGINE'] ?? 'sqlite';
+  if (engine !== 'sqlite' && engine !== 'postgresql') throw new Error(`SYDENT_TEST_DB_ENGINE must be sqlite or postgresql, not ${engine}`);
+  return engine;
+}
 
 export interface TestServer {
   server: RunningServer;
@@ -32,6 +41,11 @@ export interface TestServerOptions {
   inspect?: boolean;
   /** the server's logger (default: silent) */
   log?: Logger;
+  /**
+   * the database engine (default: $SYDENT_TEST_DB_ENGINE, else sqlite); postgresql gives the server a database of
+   * its own on the test run's PostgreSQL, dropped at close
+   */
+  engine?: 'sqlite' | 'postgresql';
 }
 
 /**
@@ -41,10 +55,14 @@ export interface TestServerOptions {
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const tmp = opts.dir ? { dir: opts.dir, cleanup: () => undefined } : tempDir();
   const confPath = path.join(tmp.dir, 'sydent.conf');
+  let dropDatabase = async (): Promise<void> => undefined;
   if (!fs.existsSync(confPath)) {
+    const engine = opts.engine ?? testEngine();
+    const pgDb = engine === 'postgresql' ? await testDatabase() : null;
+    if (pgDb) dropDatabase = pgDb.drop;
     const sections: Record<string, Record<string, string>> = {
       general: { 'server.name': 'is.example.test' },
-      db: { 'db.file': path.join(tmp.dir, 'sydent.db') },
+      db: { 'db.file': path.join(tmp.dir, 'sydent.db'), ...(pgDb ? { 'db.engine': 'postgresql', 'db.url': pgDb.url } : {}) },
       http: {
         'clientapi.http.bind_address': '127.0.0.1',
         'clientapi.http.port': '8090',
@@ -67,8 +85,15 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   config.http.clientApi.port = 0;
   if (config.http.internalApi) config.http.internalApi.port = 0;
   opts.adjust?.(config);
+  if (config.db.engine === 'postgresql' && config.db.url) registerPgDatabase(config.db.dbFile, config.db.url);
   const clock = opts.clock ?? new ManualClock(Date.now());
-  const server = await startServer({ config, log: opts.log ?? pino({ level: 'silent' }), clock, ...(opts.inspect ? { inspectPort: 0 } : {}) });
+  let server: RunningServer;
+  try {
+    server = await startServer({ config, log: opts.log ?? pino({ level: 'silent' }), clock, ...(opts.inspect ? { inspectPort: 0 } : {}) });
+  } catch (err) {
+    await dropDatabase();
+    throw err;
+  }
   return {
     server,
     config,
@@ -81,7 +106,10 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     },
     close: async () => {
       await server.close();
-      if (!opts.dir) tmp.cleanup();
+      if (!opts.dir) {
+        tmp.cleanup();
+        await dropDatabase();
+      }
     },
   };
 }
