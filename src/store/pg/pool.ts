@@ -25,6 +25,7 @@ export function createPgPool(url: string, size: number): pg.Pool {
   });
   // An idle connection the server closed emits 'error' on the pool; without a listener that would end the process.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 

@@ -1,0 +1,191 @@
+/**
+ * What only the PostgreSQL engine has to show: start-up refused in one line when the database cannot be reached or
+ * logged into; a database lost while running answers 503 M_UNKNOWN JSON and the server recovers by itself when it is
+ * back; and two stores (two nodes) on one database: a session saved from one row version by both is saved once,
+ * and a callback row is claimed by one of them only.
+ */
+import net from 'node:net';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+
+import type { StoreEngine, WriteRequest } from '../src/store/engine.js';
+import { loadPgEngine } from '../src/store/pg/load.js';
+import { SessionConflictError, type SessionWrite } from '../src/store/sessions.js';
+import { StartupError } from '../src/startup-error.js';
+import { StoreUnavailableError } from '../src/store/unavailable.js';
+import { call, emailConf, portForwarder } from './helpers/email.js';
+import { V1 } from './helpers/flows.js';
+import { testDatabase } from './helpers/postgres.js';
+import { startTestServer } from './helpers/server.js';
+import { startSmtpServer } from './helpers/smtp.js';
+
+const log = pino({ level: 'silent' });
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const req = (): WriteRequest => ({ deadline: Date.now() + 10_000 });
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise((resolve) => s.close(resolve));
+  return port;
+}
+
+const withPort = (url: string, port: number, password?: string): string => {
+  const u = new URL(url);
+  u.port = String(port);
+  if (password !== undefined) u.password = password;
+  return u.href;
+};
+
+describe('start-up on PostgreSQL', () => {
+  it('a wrong password, or no server on the port, stops start-up with one line that names neither the password', async () => {
+    const db = await testDatabase();
+    cleanups.push(db.drop);
+    const port = Number(new URL(db.url).port);
+    const attempt = (url: string) => startTestServer({ engine: 'postgresql', adjust: (c) => void (c.db.url = url) }).then((t) => t.close());
+
+    const wrong = await attempt(withPort(db.url, port, 'not-the-password')).catch((e: unknown) => e);
+    expect(wrong).toBeInstanceOf(StartupError);
+    expect((wrong as Error).message).toBe(`PostgreSQL at 127.0.0.1:${port}/${db.name} refused the password of user "postgres"`);
+
+    const closed = await freePort();
+    const refused = await attempt(withPort(db.url, closed)).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(StartupError);
+    expect((refused as Error).message).toBe(`cannot connect to PostgreSQL at 127.0.0.1:${closed}/${db.name}: connection refused (is it running, on that port?)`);
+    expect((refused as Error).message).not.toContain(new URL(db.url).password);
+  });
+});
+
+describe('the database lost while running', () => {
+  it('reads and writes answer 503 M_UNKNOWN with Retry-After, /ready says not ready; all works again once it is back', async () => {
+    const db = await testDatabase();
+    cleanups.push(db.drop);
+    const smtp = await startSmtpServer();
+    cleanups.push(() => smtp.close());
+    const dbPort = Number(new URL(db.url).port);
+    const proxy = await portForwarder(await freePort(), () => dbPort);
+    await proxy.up();
+    cleanups.push(() => proxy.down());
+    const t = await startTestServer({
+      engine: 'postgresql',
+      conf: { email: emailConf(smtp.port) },
+      adjust: (c) => void (c.db.url = withPort(db.url, proxy.port)),
+    });
+    cleanups.push(() => t.close());
+    const lookup = () => call(t.url(`${V1}/lookup?medium=email&address=lost%40example.org`));
+    const requestToken = (attempt: number) =>
+      call(t.url(`${V1}/validate/email/requestToken`), { body: { email: 'lost@example.org', client_secret: 'lost-secret', send_attempt: attempt } });
+    expect((await lookup()).status).toBe(200);
+
+    await proxy.down();
+    const read = await lookup();
+    expect([read.status, read.json]).toEqual([503, { errcode: 'M_UNKNOWN', error: 'The database server cannot be reached' }]);
+    expect(read.headers.get('retry-after')).toBe('5');
+    const write = await requestToken(1);
+    expect([write.status, write.json['errcode']]).toEqual([503, 'M_UNKNOWN']);
+    const ready = await call(t.url('/ready'));
+    expect(ready.status).toBe(503);
+    expect(smtp.messages).toHaveLength(0);
+
+    await proxy.up();
+    expect((await lookup()).status).toBe(200);
+    const again = await requestToken(1);
+    expect(again.status, again.text).toBe(200);
+    await smtp.waitForMessage();
+    expect((await call(t.url('/ready'))).status).toBe(200);
+  });
+});
+
+describe('a connection cut under a transaction', () => {
+  it('fails that write with StoreUnavailableError (unreachable), nothing else: the process goes on, the next write works', async () => {
+    const db = await testDatabase();
+    cleanups.push(db.drop);
+    const dbPort = Number(new URL(db.url).port);
+    const proxy = await portForwarder(await freePort(), () => dbPort);
+    await proxy.up();
+    cleanups.push(() => proxy.down());
+    const { createPgPool, inTransaction } = await import('../src/store/pg/pool.js');
+    const pool = createPgPool(withPort(db.url, proxy.port), 2);
+    cleanups.push(() => pool.end());
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown) => uncaught.push(e);
+    process.on('uncaughtException', onUncaught);
+    cleanups.push(() => process.off('uncaughtException', onUncaught));
+
+    const cut = inTransaction(pool, async (sql) => {
+      await sql.query('SELECT 1');
+      await proxy.down();
+      // The server's side is gone while this connection is checked out and idle between two statements.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sql.query('SELECT 1');
+    });
+    const error = await cut.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StoreUnavailableError);
+    expect((error as StoreUnavailableError).reason).toBe('unreachable');
+    expect(uncaught).toEqual([]);
+    await proxy.up();
+    expect(await inTransaction(pool, async (sql) => (await sql.query<{ n: number }>('SELECT 2 AS n')).rows[0]!.n)).toBe(2);
+  });
+});
+
+describe('two stores (two nodes) on one database', () => {
+  async function twoStores(): Promise<[StoreEngine, StoreEngine]> {
+    const db = await testDatabase();
+    cleanups.push(db.drop);
+    const { preparePgDatabase, PgStore } = await loadPgEngine();
+    await preparePgDatabase(db.url);
+    const a = PgStore.open({ url: db.url, poolSize: 4, log });
+    const b = PgStore.open({ url: db.url, poolSize: 4, log });
+    cleanups.push(() => a.close(), () => b.close());
+    return [a, b];
+  }
+
+  const session = (over: Partial<SessionWrite>): SessionWrite => ({
+    sid: 9,
+    state: 'tokenSent',
+    context: '{}',
+    machineVersion: 1,
+    address: 'x@example.org',
+    validated: false,
+    mtime: 1_000,
+    token: 'T',
+    sendAttempt: 1,
+    history: [],
+    now: 1_000,
+    expectedSydent: null,
+    ...over,
+  });
+
+  it('saves of one session from the same row version, on both at once: one wins, the other hears of the conflict', async () => {
+    const [a, b] = await twoStores();
+    await a.writes.createSession({ medium: 'email', clientSecret: 'cs', write: session({}) }, req());
+    for (let round = 1; round <= 10; round++) {
+      const results = await Promise.allSettled([
+        a.writes.saveSession({ write: session({ mtime: 1_000 + round, context: '{"by":"a"}' }), expectedVersion: round }, req()),
+        b.writes.saveSession({ write: session({ mtime: 1_000 + round, context: '{"by":"b"}' }), expectedVersion: round }, req()),
+      ]);
+      expect(results.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<number>).value)).toEqual([round + 1]);
+      const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      expect(lost.reason).toBeInstanceOf(SessionConflictError);
+    }
+    expect((await b.reads.sessions.load(9))?.machine?.row_version).toBe(11);
+  });
+
+  it('claims from both at once take each callback row once', async () => {
+    const [a, b] = await twoStores();
+    for (let i = 0; i < 40; i++) {
+      await a.writes.enqueueCallback({ destination: `hs${i}.example`, path: '/p', body: {}, medium: 'email', address: `${i}@x`, now: 1_000 }, req());
+    }
+    const claims = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => (i % 2 ? a : b).writes.claimCallbacks({ now: 2_000, claimedUntil: 60_000, limit: 10, excludeDestinations: [] }, req())),
+    );
+    const ids = claims.flat().map((c) => c.id);
+    expect(ids).toHaveLength(40);
+    expect(new Set(ids).size).toBe(40);
+  });
+});
