@@ -189,3 +189,27 @@ describe('two stores (two nodes) on one database', () => {
     expect(new Set(ids).size).toBe(40);
   });
 });
+
+describe('the command-line tools that write the SQLite file', () => {
+  it('peers and rotate-pepper refuse a PostgreSQL configuration, and make no sydent.db', async () => {
+    const { tempDir } = await import('./helpers/tmp.js');
+    const { peersMain } = await import('../src/replication/cli.js');
+    const { rotatePepperMain } = await import('../src/store/rotate-pepper.js');
+    const fs = await import('node:fs');
+    const tmp = tempDir('sydent-ts-pg-cli-');
+    cleanups.push(tmp.cleanup);
+    fs.writeFileSync(
+      `${tmp.dir}/sydent.conf`,
+      '[general]\nserver.name = is.example\n[db]\ndb.engine = postgresql\ndb.url = postgresql://u:p@127.0.0.1:1/x\n',
+    );
+    let stderr = '';
+    const io = { stdout: () => undefined, stderr: (t: string) => void (stderr += t), env: {}, cwd: tmp.dir };
+    expect(peersMain(['peers', 'list'], io)).toBe(1);
+    expect(rotatePepperMain(['rotate-pepper'], io)).toBe(1);
+    expect(stderr).toBe(
+      'sydent-ts: peers works on SQLite only for now ([db] db.engine = postgresql); nothing was changed\n' +
+        'sydent-ts: rotate-pepper works on SQLite only for now ([db] db.engine = postgresql); nothing was changed\n',
+    );
+    expect(fs.existsSync(`${tmp.dir}/sydent.db`)).toBe(false);
+  });
+});

@@ -158,6 +158,10 @@ export function peersMain(argv: string[], io: CliIo): number {
     const path = resolve(io.cwd, configPath || io.env['SYDENT_CONF'] || 'sydent.conf');
     if (!existsSync(path)) throw new CommandError(`no config file at ${path} (give --config PATH or set SYDENT_CONF)`);
     const { config } = loadConfig({ configPath: path, env: io.env, cwd: io.cwd });
+    // Not the SQLite file named by db.file: on PostgreSQL that would make a new, unused sydent.db.
+    if (config.db.engine === 'postgresql') {
+      throw new CommandError('peers works on SQLite only for now ([db] db.engine = postgresql); nothing was changed');
+    }
     const db = openDatabase(config.db.dbFile);
     try {
       switch (action.kind) {
