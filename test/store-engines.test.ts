@@ -158,7 +158,7 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
     await expect(store.writes.saveSession({ write: { ...next, mtime: 3_000 }, expectedVersion: 1 }, req())).rejects.toBeInstanceOf(SessionConflictError);
     expect((await store.reads.sessions.load(sid))?.sydent).toMatchObject({ validated: 1, mtime: 2_000 });
     expect(await store.reads.sessions.countByState()).toEqual({ validated: 1 });
-    expect(await store.writes.deleteOldSessions({ cutoffMs: 2_001 }, req())).toBe(1);
+    expect(await store.writes.deleteOldSessions({ cutoffMs: 2_001, limit: 100 }, req())).toBe(1);
     expect(await store.reads.sessions.load(sid)).toBeUndefined();
     expect(await store.reads.sessions.countByState()).toEqual({});
   });

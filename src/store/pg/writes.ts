@@ -218,12 +218,21 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
         return 1;
       }),
     saveSession: (e, q) => tx(q, (sql) => saveSession(sql, e.write, e.expectedVersion)),
+    // A slice of the sweep, oldest first through the mtime index; rows another node is sweeping are left to it.
     deleteOldSessions: (e, q) =>
       tx(q, async (sql) => {
-        const n = (await sql.query('DELETE FROM threepid_validation_sessions WHERE mtime < $1', [e.cutoffMs])).rowCount ?? 0;
-        await sql.query('DELETE FROM threepid_token_auths t WHERE NOT EXISTS (SELECT 1 FROM threepid_validation_sessions s WHERE s.id = t.validationSession)');
-        await sql.query('DELETE FROM session_machines m WHERE NOT EXISTS (SELECT 1 FROM threepid_validation_sessions s WHERE s.id = m.sid)');
-        return n;
+        const res = await sql.query(
+          `WITH expired AS (
+             SELECT id FROM threepid_validation_sessions WHERE mtime < $1 ORDER BY mtime LIMIT $2 FOR UPDATE SKIP LOCKED
+           ), tokens AS (
+             DELETE FROM threepid_token_auths WHERE validationSession IN (SELECT id FROM expired)
+           ), machines AS (
+             DELETE FROM session_machines WHERE sid IN (SELECT id FROM expired)
+           )
+           DELETE FROM threepid_validation_sessions WHERE id IN (SELECT id FROM expired)`,
+          [e.cutoffMs, e.limit],
+        );
+        return res.rowCount ?? 0;
       }),
     bind: (e, q) => tx(q, (sql) => bind(sql, e)),
     bindSession: (e, q) =>
