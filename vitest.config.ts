@@ -1,12 +1,29 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * The main end-to-end flows, run a second time with their test servers on PostgreSQL (test/helpers/server.ts reads
+ * SYDENT_TEST_DB_ENGINE): handlers and machines must not know which engine runs.
+ */
+const FLOWS_ON_POSTGRESQL = [
+  'test/email-flow.test.ts',
+  'test/msisdn-flow.test.ts',
+  'test/bind-v1.test.ts',
+  'test/bind-v2.test.ts',
+  'test/lookup-after-bind.test.ts',
+  'test/invite-onbind.test.ts',
+  'test/unbind-signed.test.ts',
+];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     pool: 'forks',
     testTimeout: 20_000,
     hookTimeout: 20_000,
     // Stops the PostgreSQL server that the first test needing one starts (test/helpers/postgres.ts).
     globalSetup: ['test/helpers/postgres-setup.ts'],
+    projects: [
+      { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'] } },
+      { extends: true, test: { name: 'postgresql', include: FLOWS_ON_POSTGRESQL, env: { SYDENT_TEST_DB_ENGINE: 'postgresql' } } },
+    ],
   },
 });
