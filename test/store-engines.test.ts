@@ -60,7 +60,7 @@ async function openPg(url?: string): Promise<Opened & { url: string }> {
   }
   const { preparePgDatabase, PgStore } = await loadPgEngine();
   await preparePgDatabase(dbUrl);
-  const store = PgStore.open({ url: dbUrl, poolSize: 4, log });
+  const store = PgStore.open({ url: dbUrl, poolSize: 4, log, nodeName: 'contract' });
   cleanups.push(() => store.close());
   const target = dbUrl;
   return {
@@ -280,6 +280,28 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
     expect(await store.writes.applyPush({ ...push, associations: [assoc(3, null, 1_500)] }, req())).toEqual({ inserted: 0, duplicates: 0, tombstones: 1, deleted: 1 });
     expect((await store.reads.associations.lookup('email', 'bob@example.org', 3_000))?.mxid).toBe('@bob:hs');
     await expect(store.writes.applyPush({ ...push, pepperSeen: 'stale' }, req())).rejects.toBeInstanceOf(BindConflictError);
+  });
+
+  it('rate buckets: a burst, then refusals saying how long to wait; refills with time; a refund gives one back; keys and limits apart', async () => {
+    const { store } = await open();
+    const take = (key: string, now: number, bucket = 'email.sender') => store.writes.takeRateToken({ bucket, key, burst: 2, rateHz: 1 / 10, now }, req());
+    expect(await take('a', 1_000)).toEqual({ ok: true });
+    expect(await take('a', 1_000)).toEqual({ ok: true });
+    expect(await take('a', 1_000)).toEqual({ ok: false, retryAfterMs: 10_000 });
+    expect(await take('a', 5_000)).toEqual({ ok: false, retryAfterMs: 6_000 });
+    expect(await take('b', 5_000)).toEqual({ ok: true });
+    expect(await take('a', 5_000, 'sms.msisdn')).toEqual({ ok: true });
+    expect(await take('a', 11_000)).toEqual({ ok: true });
+    expect(await take('a', 11_000)).toEqual({ ok: false, retryAfterMs: 10_000 });
+    await store.writes.refundRateToken({ bucket: 'email.sender', key: 'a', burst: 2 }, req());
+    expect(await take('a', 11_000)).toEqual({ ok: true });
+  });
+
+  it('one node holds the push to every peer it asks for', async () => {
+    const { store } = await open();
+    const first = await store.writes.peerLease({ name: 'peer.example' }, req());
+    expect(['held', 'acquired']).toContain(first);
+    expect(await store.writes.peerLease({ name: 'peer.example' }, req())).toBe('held');
   });
 
   it('says the database is ok', async () => {

@@ -8,7 +8,10 @@ import net from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 
+import pg from 'pg';
+
 import type { StoreEngine, WriteRequest } from '../src/store/engine.js';
+import type { PgStore as PgStoreT } from '../src/store/pg/store.js';
 import { loadPgEngine } from '../src/store/pg/load.js';
 import { SessionConflictError, type SessionWrite } from '../src/store/sessions.js';
 import { StartupError } from '../src/startup-error.js';
@@ -26,6 +29,12 @@ afterEach(async () => {
 });
 
 const req = (): WriteRequest => ({ deadline: Date.now() + 10_000 });
+
+async function connect(url: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  return client;
+}
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
@@ -139,8 +148,8 @@ describe('two stores (two nodes) on one database', () => {
     cleanups.push(db.drop);
     const { preparePgDatabase, PgStore } = await loadPgEngine();
     await preparePgDatabase(db.url);
-    const a = PgStore.open({ url: db.url, poolSize: 4, log });
-    const b = PgStore.open({ url: db.url, poolSize: 4, log });
+    const a = PgStore.open({ url: db.url, poolSize: 4, log, nodeName: 'a' });
+    const b = PgStore.open({ url: db.url, poolSize: 4, log, nodeName: 'b' });
     cleanups.push(() => a.close(), () => b.close());
     return [a, b];
   }
@@ -187,6 +196,139 @@ describe('two stores (two nodes) on one database', () => {
     const ids = claims.flat().map((c) => c.id);
     expect(ids).toHaveLength(40);
     expect(new Set(ids).size).toBe(40);
+  });
+});
+
+describe('several nodes on one database: shared limits, claims that expire, leases, signals', () => {
+  async function nodes(): Promise<{ url: string; a: PgStoreT; b: PgStoreT }> {
+    const db = await testDatabase();
+    cleanups.push(db.drop);
+    const { preparePgDatabase, PgStore } = await loadPgEngine();
+    await preparePgDatabase(db.url);
+    const a = PgStore.open({ url: db.url, poolSize: 4, log, nodeName: 'node-a' });
+    const b = PgStore.open({ url: db.url, poolSize: 4, log, nodeName: 'node-b' });
+    cleanups.push(() => a.close(), () => b.close());
+    return { url: db.url, a, b };
+  }
+
+  const until = async <T>(probe: () => Promise<T>, done: (v: T) => boolean, ms = 5_000): Promise<T> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const v = await probe();
+      if (done(v) || Date.now() > deadline) return v;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  it('a rate limit holds across both: 40 takes at once, spread over the two, admit exactly the burst; a refund on one is seen by the other', async () => {
+    const { url, a, b } = await nodes();
+    const take = (s: PgStoreT) => s.writes.takeRateToken({ bucket: 'email.sender', key: '@alice:hs.example', burst: 5, rateHz: 1 / 3600, now: 1_000 }, req());
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => take(i % 2 ? a : b)));
+    expect(answers.filter((x) => x.ok)).toHaveLength(5);
+    expect(answers.filter((x) => !x.ok).every((x) => !x.ok && x.retryAfterMs > 3_000_000)).toBe(true);
+    await a.writes.refundRateToken({ bucket: 'email.sender', key: '@alice:hs.example', burst: 5 }, req());
+    expect(await take(b)).toEqual({ ok: true });
+    expect((await take(a)).ok).toBe(false);
+    // The key is stored hashed: the table never holds the address.
+    const client = await connect(url);
+    try {
+      const keys = (await client.query<{ key: string }>('SELECT key FROM sydent_ts_rate_buckets')).rows.map((r) => r.key);
+      expect(keys).toHaveLength(1);
+      expect(keys[0]).not.toContain('alice');
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('a callback claimed by a node that never finishes is taken by the other once the claim has expired, and the first can no longer record it', async () => {
+    const { a, b } = await nodes();
+    const id = await a.writes.enqueueCallback({ destination: 'hs.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 }, req());
+    const byA = await a.writes.claimCallbacks({ now: 2_000, claimedUntil: 12_000, limit: 10, excludeDestinations: [] }, req());
+    expect(byA.map((c) => c.id)).toEqual([id]);
+    // A is gone (killed): until its claim ends nobody else delivers the row.
+    expect(await b.writes.claimCallbacks({ now: 11_999, claimedUntil: 71_999, limit: 10, excludeDestinations: [] }, req())).toEqual([]);
+    const byB = await b.writes.claimCallbacks({ now: 12_001, claimedUntil: 72_001, limit: 10, excludeDestinations: [] }, req());
+    expect(byB.map((c) => [c.id, c.claimedUntil])).toEqual([[id, 72_001]]);
+    expect(await a.writes.retryCallback({ id, claimedUntil: 12_000, nextAttemptTs: 20_000, lastError: 'late' }, req())).toBe(false);
+    expect(await a.writes.releaseCallback({ id, claimedUntil: 12_000 }, req())).toBe(false);
+    expect(await b.writes.callbackDelivered({ id, now: 13_000, deleteInviteTokens: false }, req())).toEqual({ updated: true, tokensDeleted: 0 });
+    expect(await b.writes.callbackDelivered({ id, now: 13_001, deleteInviteTokens: false }, req())).toEqual({ updated: false, tokensDeleted: 0 });
+  });
+
+  it('one node at a time holds a peer: the other takes it when the holder closes, or when the holder loses its connection', async () => {
+    const { url, a, b } = await nodes();
+    const lease = (s: PgStoreT, name: string) => s.writes.peerLease({ name }, req());
+    expect(await lease(a, 'p1.example')).toBe('acquired');
+    expect(await lease(a, 'p1.example')).toBe('held');
+    expect(await lease(b, 'p1.example')).toBe('elsewhere');
+    expect(await lease(b, 'p2.example')).toBe('acquired');
+    expect(await lease(a, 'p2.example')).toBe('elsewhere');
+    expect(a.leases()).toEqual(['p1.example']);
+    // B's line to the database is cut (as a network failure would): its leases are gone, and A can take them.
+    const client = await connect(url);
+    try {
+      await client.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sydent-ts node-b'`);
+    } finally {
+      await client.end();
+    }
+    expect(await until(() => lease(a, 'p2.example'), (v) => v === 'acquired')).toBe('acquired');
+    expect(await lease(b, 'p2.example')).toBe('elsewhere');
+    expect(b.leases()).toEqual([]);
+    // A closes (a node stopped or killed): B takes its peers.
+    await a.close();
+    expect(await until(() => lease(b, 'p1.example'), (v) => v === 'acquired')).toBe('acquired');
+  });
+
+  it('what one node commits, the other hears: the log grew, a callback was queued; a logout and a new consent drop its cached accounts', async () => {
+    const { url, a, b } = await nodes();
+    const heard: string[] = [];
+    b.onSignal((s) => heard.push(s));
+    // B listens once its own line is up (it hears every signal then, as after a reconnection).
+    await until(async () => heard.length, (n) => n >= 2);
+    heard.length = 0;
+    await a.writes.enqueueCallback({ destination: 'hs.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 }, req());
+    const pepper = await a.reads.associations.storedPepper();
+    await a.writes.bind(
+      {
+        medium: 'email',
+        address: 'x@y',
+        mxid: '@x:hs.example',
+        ts: 5_000,
+        notAfter: 10 ** 13,
+        lookupHash: 'h',
+        pepperSeen: pepper,
+        originServer: 'is.example',
+        sgAssoc: '{}',
+        inviteIds: [],
+        callback: null,
+      },
+      req(),
+    );
+    expect(await until(async () => [...heard].sort(), (h) => h.includes('log') && h.includes('callbacks'))).toEqual(['callbacks', 'log']);
+
+    await a.writes.registerAccount({ userId: '@u:hs.example', token: 'tok', now: 1_000 }, req());
+    expect(await b.reads.accounts.accountByToken('tok')).toMatchObject({ userId: '@u:hs.example', consentVersion: null });
+    // B caches the account for 2 s; the logout on A is seen at once.
+    await a.writes.logout({ token: 'tok' }, req());
+    expect(await until(() => b.reads.accounts.accountByToken('tok'), (v) => v === undefined, 1_000)).toBeUndefined();
+
+    await a.writes.registerAccount({ userId: '@u:hs.example', token: 'tok2', now: 1_000 }, req());
+    expect(await b.reads.accounts.accountByToken('tok2')).toMatchObject({ consentVersion: null });
+    await a.writes.acceptTerms({ userId: '@u:hs.example', urls: ['https://t/1'], masterVersion: 'v2', documents: [['https://t/1']] }, req());
+    expect(await until(() => b.reads.accounts.accountByToken('tok2'), (v) => v?.consentVersion === 'v2', 1_000)).toMatchObject({ consentVersion: 'v2' });
+
+    // B's line is cut: it reconnects by itself and hears again.
+    const admin = await connect(url);
+    try {
+      await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sydent-ts node-b'`);
+    } finally {
+      await admin.end();
+    }
+    heard.length = 0;
+    await until(async () => heard.length, (n) => n >= 2);
+    heard.length = 0;
+    await a.writes.enqueueCallback({ destination: 'hs2.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 }, req());
+    expect(await until(async () => heard, (h) => h.includes('callbacks'))).toContain('callbacks');
   });
 });
 

@@ -12,7 +12,7 @@ export const PEER_SECTION_PREFIX = 'peer.';
 
 /** keys Sydent reads only when present, so they have no default */
 const OPTIONAL_KEYS: Record<string, readonly string[]> = {
-  general: ['prometheus_port', 'prometheus_addr', 'sentry_dsn'],
+  general: ['prometheus_port', 'prometheus_addr', 'sentry_dsn', 'node_name', 'callback_claim_seconds'],
   http: ['verify_response_template'],
   // sydent-ts: left out of generated files, which stay SQLite's (and never carry a password)
   db: ['db.engine', 'db.url', 'db.pool_size'],

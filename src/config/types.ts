@@ -53,6 +53,10 @@ export interface GeneralConfig {
   ipWhitelist: string[];
   homeserverAllowList: string[];
   enableV1Access: boolean;
+  /** `node_name`: this process among the nodes sharing one database (debug endpoints, /ready); `host:pid` when unset */
+  nodeName: string;
+  /** `callback_claim_seconds`: how long a node's claim on a homeserver callback lasts before another may take it */
+  callbackClaimMs: number;
 }
 
 export interface ListenerAddress {

@@ -11,6 +11,7 @@ import type { NewInvite } from './invites.js';
 import type { ApplyPushRequest, ApplyPushResult } from './peers.js';
 import type { StoreReads } from './reads.js';
 import type { SessionSave, SessionWrite } from './sessions.js';
+import type { Admission } from '../util/rate-limiter.js';
 
 export type { WriteRequest };
 
@@ -49,12 +50,32 @@ export interface StoreWriteOps {
   abandonCallback(e: { id: number; claimedUntil: number; lastError: string }, req: WriteRequest): Promise<boolean>;
   releaseCallback(e: { id: number; claimedUntil: number }, req: WriteRequest): Promise<boolean>;
   purgeCallbacks(e: { now: number }, req: WriteRequest): Promise<number>;
+  /** one token of `key`'s bucket in the rate limit `bucket`, if there is one (the buckets every node shares) */
+  takeRateToken(e: { bucket: string; key: string; burst: number; rateHz: number; now: number }, req: WriteRequest): Promise<Admission>;
+  /** gives back a token taken for `key` (never more than `burst`) */
+  refundRateToken(e: { bucket: string; key: string; burst: number }, req: WriteRequest): Promise<void>;
+  /**
+   * Whether this node is the one pushing to the peer `name`: `held` (it was already), `acquired` (it is from now on:
+   * the cursor in the database is the one to push from) or `elsewhere` (another node is).
+   */
+  peerLease(e: { name: string }, req: WriteRequest): Promise<PeerLease>;
 }
+
+export type PeerLease = 'held' | 'acquired' | 'elsewhere';
+
+/**
+ * What the nodes on one database tell each other once committed: `log` (the replication log grew: pushers look),
+ * `callbacks` (a homeserver callback was recorded: outbox workers look). A single-node engine has nobody to hear from
+ * and reports its own commits through the callers instead (they wake the workers themselves).
+ */
+export type StoreSignal = 'log' | 'callbacks';
 
 export interface StoreEngine {
   readonly engine: 'sqlite' | 'postgresql';
   readonly reads: StoreReads;
   readonly writes: StoreWriteOps;
+  /** Tells `listener` of what other nodes committed (see StoreSignal). */
+  onSignal(listener: (signal: StoreSignal) => void): void;
   /** Refuses what is still queued and closes the connections. Safe to call twice. */
   close(): Promise<void>;
 }

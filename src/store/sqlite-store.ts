@@ -22,6 +22,8 @@ import type { Migration } from './migrations.js';
 import { PeerReads } from './peers.js';
 import { sqliteReads, type StoreReads } from './reads.js';
 import { SessionReads } from './sessions.js';
+import { RateLimiter } from '../util/rate-limiter.js';
+import { systemClock } from '../clock.js';
 
 interface SqliteStoreOptions {
   log: Logger;
@@ -99,6 +101,9 @@ export class SqliteStore implements StoreEngine {
     return this.committer.submit(() => work(this.tables), request);
   }
 
+  /** One node per sydent.db (the instance lock): no other node to hear from. */
+  onSignal(): void {}
+
   /** Refuses what is still queued, ends the read snapshot, closes both connections. Safe to call twice. */
   close(): Promise<void> {
     this.closeNow();
@@ -119,6 +124,14 @@ type RunWrite = <T>(work: (w: StoreWrites) => T, request: WriteRequest) => Promi
 
 /** Each write operation as one piece of work on the table modules, in the next group commit. */
 function sqliteWriteOps(write: RunWrite): StoreWriteOps {
+  // One node: the buckets are this process's (the supervisors keep their own in memory; these serve the same
+  // operation for callers that go through the store).
+  const buckets = new Map<string, RateLimiter>();
+  const bucketOf = (name: string, burst: number, rateHz: number): RateLimiter => {
+    let limiter = buckets.get(name);
+    if (!limiter) buckets.set(name, (limiter = new RateLimiter(burst, rateHz, systemClock)));
+    return limiter;
+  };
   return {
     registerAccount: (e, q) => write((w) => w.accounts.register(e.userId, e.token, e.now), q),
     logout: (e, q) => write((w) => w.accounts.logout(e.token), q),
@@ -147,5 +160,9 @@ function sqliteWriteOps(write: RunWrite): StoreWriteOps {
     abandonCallback: (e, q) => write((w) => w.callbacks.abandon(e.id, e.claimedUntil, e.lastError), q),
     releaseCallback: (e, q) => write((w) => w.callbacks.release(e.id, e.claimedUntil), q),
     purgeCallbacks: (e, q) => write((w) => w.callbacks.purge(e.now), q),
+    takeRateToken: async (e) => bucketOf(e.bucket, e.burst, e.rateHz).take(e.key, e.now),
+    refundRateToken: async (e) => buckets.get(e.bucket)?.refund(e.key),
+    // The instance lock makes this process the only one on the file: it always pushes.
+    peerLease: async () => 'held',
   };
 }

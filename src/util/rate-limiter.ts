@@ -6,12 +6,24 @@ import type { Clock } from '../clock.js';
 
 export type Admission = { ok: true } | { ok: false; retryAfterMs: number };
 
+/** A rate limit as its users see it: kept in memory (one node) or in the database the nodes share (src/util/shared-rate-limiter.ts). */
+export interface Limiter {
+  take(key: string): Admission | Promise<Admission>;
+  refund(key: string): void | Promise<void>;
+}
+
+/** One bucket's limits: `burst` at once, refilled at `rateHz` per second. */
+export interface BucketLimits {
+  burst: number;
+  rateHz: number;
+}
+
 interface Bucket {
   tokens: number;
   at: number;
 }
 
-export class RateLimiter {
+export class RateLimiter implements Limiter {
   private readonly buckets = new Map<string, Bucket>();
   private lastPrune = 0;
 
@@ -21,9 +33,8 @@ export class RateLimiter {
     private readonly clock: Clock,
   ) {}
 
-  /** Takes one token for `key` if there is one. */
-  take(key: string): Admission {
-    const now = this.clock.now();
+  /** Takes one token for `key` if there is one (`now` from this limiter's clock unless given). */
+  take(key: string, now: number = this.clock.now()): Admission {
     this.prune(now);
     const bucket = this.refill(key, now);
     if (bucket.tokens >= 1) {

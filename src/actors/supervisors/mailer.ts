@@ -3,8 +3,10 @@ import type { Logger } from '../../log.js';
 import { MailSendError, sendRawMail, type SendMailRequest, type SendMailResult, type SendOptions } from '../../mail/sender.js';
 import type { Metrics } from '../../metrics/metrics.js';
 import { createSmtpTransport, SMTP_CONNECTIONS, type SmtpTransportOptions } from '../../mail/transport.js';
-import { RateLimiter, type Admission } from '../../util/rate-limiter.js';
+import type { Admission, Limiter } from '../../util/rate-limiter.js';
+import { rateLimiter } from '../../util/shared-rate-limiter.js';
 import type { SystemDeps } from '../deps.js';
+import type { SupervisorEnv } from '../facade.js';
 import { supervisor, type RequestContext } from '../supervisor.js';
 
 interface MailerResource {
@@ -16,7 +18,7 @@ interface MailerResource {
   from: string;
   send: SendOptions;
   /** `email.ratelimit_sender`: one bucket per sender (mxid on v2, IP on v1), shared by requestToken and store-invite */
-  limiter: RateLimiter;
+  limiter: Limiter;
   log: Logger;
   metrics: Metrics | undefined;
 }
@@ -48,7 +50,7 @@ export const mailerHandlers = {
       throw err;
     }
   },
-  admit: (e: { key: string }, r: MailerResource): Admission => r.limiter.take(e.key),
+  admit: (e: { key: string }, r: MailerResource): Admission | Promise<Admission> => r.limiter.take(e.key),
 };
 
 interface MailerOptions {
@@ -63,14 +65,14 @@ export function createMailerSupervisor(options: MailerOptions = {}) {
   return supervisor('mailer', {
     // One send per pooled connection: fewer would leave connections idle while mails wait here.
     concurrency: SMTP_CONNECTIONS,
-    open: (deps: SystemDeps): MailerResource => {
+    open: (deps: SystemDeps, env: SupervisorEnv): MailerResource => {
       // Made with the first mail: a server that never sends one never loads nodemailer.
       let transport: Transporter | undefined;
       return {
         transport: () => (transport ??= createSmtpTransport(deps.config.email, options.transport)),
         opened: () => transport,
         from: deps.config.email.from,
-        limiter: new RateLimiter(deps.config.email.ratelimitSender.burst, deps.config.email.ratelimitSender.rateHz, deps.clock),
+        limiter: rateLimiter(deps.config.db.engine, 'email.sender', deps.config.email.ratelimitSender, deps.clock, () => env.facades.stores),
         log: deps.log,
         metrics: deps.metrics,
         send: {

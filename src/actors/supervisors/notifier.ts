@@ -95,6 +95,7 @@ function createCallbackWorker(deps: SystemDeps, facades: Facades, federation: Fe
     now: () => deps.clock.now(),
     log: deps.log,
     deleteInviteTokens: deps.config.general.deleteTokensOnBind,
+    claimTtlMs: deps.config.general.callbackClaimMs,
     inspect: deps.inspect,
   });
 }

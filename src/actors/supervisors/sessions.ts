@@ -7,7 +7,8 @@ import { createEmailTokenSender } from '../../sessions/email-token.js';
 import { createSmsTokenSender } from '../../sessions/sms-token.js';
 import { isValidated, SessionHost, type RequestTokenArgs, type SessionOutcome } from '../../sessions/host.js';
 import { SessionSweeper } from '../../sessions/sweep.js';
-import { RateLimiter } from '../../util/rate-limiter.js';
+import type { Limiter } from '../../util/rate-limiter.js';
+import { rateLimiter } from '../../util/shared-rate-limiter.js';
 import type { SystemDeps } from '../deps.js';
 import type { SupervisorEnv } from '../facade.js';
 import { supervisor, type RequestContext } from '../supervisor.js';
@@ -22,7 +23,8 @@ const SWEEP_SLICE = 100;
 interface SessionsResource {
   host: SessionHost;
   /** `submit_token.ratelimit`: wrong submitTokens per client address */
-  submitLimiter: RateLimiter;
+  submitLimiter: Limiter;
+  log: SystemDeps['log'];
   /** the bind flow's parts: our signing key is this supervisor's */
   binder: BinderDeps;
   invites: InviteDeps;
@@ -59,10 +61,13 @@ export const sessionsHandlers = {
    * wrong tokens (and unknown sids, wrong secrets) count against the address.
    */
   submitToken: async (e: { sid: number; event: SessionEvent; requester: string }, r: SessionsResource): Promise<SubmitResult> => {
-    const admission = r.submitLimiter.take(e.requester);
+    const admission = await r.submitLimiter.take(e.requester);
     if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
     const outcome = await r.host.send(e.sid, e.event);
-    if (outcome?.rejection === null) r.submitLimiter.refund(e.requester);
+    if (outcome?.rejection === null) {
+      // The session is validated either way: a refund that cannot be recorded only costs the address a token.
+      await Promise.resolve(r.submitLimiter.refund(e.requester)).catch((err: unknown) => r.log.warn({ err }, 'could not refund a submitToken rate token'));
+    }
     return { limited: false, outcome };
   },
   inspect: (e: { sid: number }, r: SessionsResource) => r.host.inspect(e.sid),
@@ -151,10 +156,10 @@ export const sessionsSupervisor = supervisor('sessions', {
       onError: (err) => deps.log.warn({ err }, 'could not purge old sessions'),
     });
     sweeper.start();
-    const { burst, rateHz } = deps.config.http.submitTokenRatelimit;
     return {
       host,
-      submitLimiter: new RateLimiter(burst, rateHz, deps.clock),
+      submitLimiter: rateLimiter(deps.config.db.engine, 'http.submit_token', deps.config.http.submitTokenRatelimit, deps.clock, () => facades.stores),
+      log: deps.log,
       sweeper,
       binder: { facades, identity: deps.identity, clock: deps.clock, log: deps.log },
       invites: { config: deps.config, facades, identity: deps.identity, clock: deps.clock },

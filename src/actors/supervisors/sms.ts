@@ -1,18 +1,20 @@
 import { redactAddress } from '../../sessions/redact.js';
 import { countryCodeOf } from '../../matrix/index.js';
 import { createSmsProvider, type SmsMessage, type SmsProvider, type SmsReceipt } from '../../sms/index.js';
-import { RateLimiter, type Admission } from '../../util/rate-limiter.js';
+import type { Admission, Limiter } from '../../util/rate-limiter.js';
+import { rateLimiter } from '../../util/shared-rate-limiter.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics/metrics.js';
 import type { SystemDeps } from '../deps.js';
+import type { SupervisorEnv } from '../facade.js';
 import { supervisor, type RequestContext } from '../supervisor.js';
 
 interface SmsResource {
   provider: SmsProvider;
   /** `msisdn.ratelimit`: one bucket per destination number */
-  perNumber: RateLimiter;
+  perNumber: Limiter;
   /** `country.ratelimit`: one bucket per country calling code */
-  perCountry: RateLimiter;
+  perCountry: Limiter;
   log: Logger;
   metrics: Metrics | undefined;
 }
@@ -37,8 +39,8 @@ export const smsHandlers = {
       throw err;
     }
   },
-  admit: (e: { msisdn: string }, r: SmsResource): Admission => {
-    const number = r.perNumber.take(e.msisdn);
+  admit: async (e: { msisdn: string }, r: SmsResource): Promise<Admission> => {
+    const number = await r.perNumber.take(e.msisdn);
     if (!number.ok) return number;
     return r.perCountry.take(countryCodeOf(e.msisdn) ?? 'unknown');
   },
@@ -47,12 +49,13 @@ export const smsHandlers = {
 /** Owns the SMS provider client (nothing else talks to the gateway) and the per-number and per-country limits. */
 export const smsSupervisor = supervisor('sms', {
   concurrency: 8,
-  open: (deps: SystemDeps): SmsResource => {
-    const { sms } = deps.config;
+  open: (deps: SystemDeps, env: SupervisorEnv): SmsResource => {
+    const { sms, db } = deps.config;
+    const stores = () => env.facades.stores;
     return {
       provider: createSmsProvider(deps.config),
-      perNumber: new RateLimiter(sms.msisdnRatelimit.burst, sms.msisdnRatelimit.rateHz, deps.clock),
-      perCountry: new RateLimiter(sms.countryRatelimit.burst, sms.countryRatelimit.rateHz, deps.clock),
+      perNumber: rateLimiter(db.engine, 'sms.msisdn', sms.msisdnRatelimit, deps.clock, stores),
+      perCountry: rateLimiter(db.engine, 'sms.country', sms.countryRatelimit, deps.clock, stores),
       log: deps.log,
       metrics: deps.metrics,
     };

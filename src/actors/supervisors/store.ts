@@ -50,6 +50,10 @@ export const storeHandlers = {
   abandonCallback: op('abandonCallback'),
   releaseCallback: op('releaseCallback'),
   purgeCallbacks: op('purgeCallbacks'),
+  // The limits every node shares (PostgreSQL), and which node pushes to a peer.
+  takeRateToken: op('takeRateToken'),
+  refundRateToken: op('refundRateToken'),
+  peerLease: op('peerLease'),
 };
 
 /**
@@ -65,9 +69,14 @@ export const storeSupervisor = supervisor('store', {
     // The PostgreSQL database was checked and migrated before the actors started (src/server.ts).
     const engine: StoreEngine =
       db.engine === 'postgresql' && db.url !== null
-        ? loadedPgEngine().PgStore.open({ url: db.url, poolSize: db.poolSize, log: deps.log })
+        ? loadedPgEngine().PgStore.open({ url: db.url, poolSize: db.poolSize, log: deps.log, nodeName: deps.config.general.nodeName })
         : SqliteStore.open(db.dbFile, { log: deps.log });
     env.provideReads(engine.reads);
+    // Another node committed something our workers act on (PostgreSQL); a worker that is shutting down ignores it.
+    engine.onSignal((signal) => {
+      const woken = signal === 'log' ? env.facades.replication.wake({}) : env.facades.notifier.wake({});
+      woken.catch(() => undefined);
+    });
     return { engine };
   },
   close: ({ engine }) => engine.close(),

@@ -72,8 +72,13 @@ export function readGeneral(v: SectionValues, ctx: BuildContext): GeneralConfig 
     ipWhitelist: v.cidrs('ip.whitelist'),
     homeserverAllowList,
     enableV1Access,
+    nodeName: v.optional('node_name')?.trim() || `${hostname()}:${process.pid}`,
+    callbackClaimMs: (v.has('callback_claim_seconds') ? v.int('callback_claim_seconds', 1) : DEFAULT_CALLBACK_CLAIM_SECONDS) * 1000,
   };
 }
+
+/** Longer than any delivery can take (the callback's own time limits end it well before). */
+const DEFAULT_CALLBACK_CLAIM_SECONDS = 120;
 
 /** Sentry's DSN form: http(s), a public key as the user, a project id as the last path segment. */
 function isSentryDsn(text: string): boolean {

@@ -6,6 +6,7 @@
 import type pg from 'pg';
 
 import { generatePepper, type LookupHashFn } from '../hashing.js';
+import { notifySql } from './coordinator.js';
 import { PEPPER_SQL } from './reads.js';
 
 /** Any fixed number, the same in every sydent-ts. */
@@ -58,6 +59,8 @@ export async function ensurePgPepper(client: pg.ClientBase, hash: LookupHashFn):
     );
     await rehashTable(client, 'local_threepid_associations', pepper, hash);
     await rehashTable(client, 'global_threepid_associations', pepper, hash);
+    // Nodes already running drop the pepper they read.
+    await client.query(notifySql('pepper'));
     await client.query('COMMIT');
     return pepper;
   } catch (error) {

@@ -22,13 +22,29 @@ const ACTIVE_PEER_COLUMNS = 'p.name, p.port, p.lastSentVersion AS "lastSentVersi
 
 export const PEPPER_SQL = 'SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1';
 
-export function pgReads(pool: pg.Pool, tokens: TokenCache): StoreReads {
+/** The pepper last read, reused for PEPPER_CACHE_MS; dropped when a node says it changed. */
+export class PepperCache {
+  private cached: { value: string; readAt: number } | null = null;
+
+  get(now: number): string | undefined {
+    return this.cached && now - this.cached.readAt < PEPPER_CACHE_MS ? this.cached.value : undefined;
+  }
+
+  set(value: string, now: number): void {
+    this.cached = { value, readAt: now };
+  }
+
+  clear(): void {
+    this.cached = null;
+  }
+}
+
+export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCache = new PepperCache()): StoreReads {
   const rows = async <R extends pg.QueryResultRow>(name: string, text: string, values: unknown[] = []): Promise<R[]> =>
     (await query<R>(pool, { name, text, values })).rows;
   const one = async <R extends pg.QueryResultRow>(name: string, text: string, values: unknown[] = []): Promise<R | undefined> =>
     (await rows<R>(name, text, values))[0];
 
-  let pepperCache: { value: string; readAt: number } | null = null;
   const storedPepper = async (): Promise<string> => {
     const row = await one<{ lookup_pepper: string }>('pepper', PEPPER_SQL);
     if (!row) throw new Error('no lookup pepper in the database');
@@ -109,9 +125,10 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache): StoreReads {
     associations: {
       pepper: async () => {
         const now = Date.now();
-        if (pepperCache && now - pepperCache.readAt < PEPPER_CACHE_MS) return pepperCache.value;
+        const cached = pepperCache.get(now);
+        if (cached !== undefined) return cached;
         const value = await storedPepper();
-        pepperCache = { value, readAt: now };
+        pepperCache.set(value, now);
         return value;
       },
       storedPepper,

@@ -13,15 +13,17 @@ import type pg from 'pg';
 import { lookupHash } from '../../crypto/index.js';
 import type { Logger } from '../../log.js';
 import { TokenCache } from '../accounts.js';
-import type { StoreEngine, StoreWriteOps } from '../engine.js';
+import type { StoreEngine, StoreSignal, StoreWriteOps } from '../engine.js';
 import { StoreHealth } from '../health.js';
 import type { StoreReads } from '../reads.js';
 import { StoreUnavailableError } from '../unavailable.js';
 import { connectPg, describePgUrl } from './connect.js';
+import { PgCoordinator, type PgSignal } from './coordinator.js';
 import { ensurePgPepper } from './hashing.js';
 import { migratePg } from './migrations.js';
 import { createPgPool } from './pool.js';
-import { pgReads } from './reads.js';
+import { PepperCache, pgReads } from './reads.js';
+import { ensureRateBuckets, PgRateBuckets } from './rate-buckets.js';
 import { pgWriteOps } from './writes.js';
 
 /**
@@ -34,6 +36,7 @@ export async function preparePgDatabase(url: string): Promise<void> {
   try {
     await migratePg(client);
     await ensurePgPepper(client, lookupHash);
+    await ensureRateBuckets(client);
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -43,6 +46,8 @@ export interface PgStoreOptions {
   url: string;
   poolSize: number;
   log: Logger;
+  /** this node's name among those on the database (`[general] node_name`) */
+  nodeName: string;
 }
 
 export class PgStore implements StoreEngine {
@@ -50,21 +55,46 @@ export class PgStore implements StoreEngine {
   readonly reads: StoreReads;
   readonly writes: StoreWriteOps;
   private closing: Promise<void> | null = null;
+  private readonly coordinator: PgCoordinator;
+  private readonly listeners: ((signal: StoreSignal) => void)[] = [];
 
-  private constructor(private readonly pool: pg.Pool, log: Logger, url: string) {
+  private constructor(
+    private readonly pool: pg.Pool,
+    opts: PgStoreOptions,
+  ) {
     const tokens = new TokenCache();
-    this.reads = pgReads(pool, tokens);
-    this.writes = withHealth(pgWriteOps(pool, tokens), new StoreHealth(log, describePgUrl(url)));
+    const pepper = new PepperCache();
+    this.reads = pgReads(pool, tokens, pepper);
+    this.coordinator = new PgCoordinator(opts.url, opts.nodeName, opts.log, (signal) => this.heard(signal, tokens, pepper));
+    const writes = pgWriteOps({ pool, tokens, buckets: new PgRateBuckets(pool), coordinator: this.coordinator });
+    this.writes = withHealth(writes, new StoreHealth(opts.log, describePgUrl(opts.url)));
+    this.coordinator.start();
   }
 
-  /** The pool (no connection yet: preparePgDatabase checked the server). */
+  /** The pool (no connection yet: preparePgDatabase checked the server) and the line to the other nodes. */
   static open(opts: PgStoreOptions): PgStore {
-    return new PgStore(createPgPool(opts.url, opts.poolSize), opts.log, opts.url);
+    return new PgStore(createPgPool(opts.url, opts.poolSize), opts);
+  }
+
+  onSignal(listener: (signal: StoreSignal) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** The peers this node pushes to (the debug endpoint). */
+  leases(): string[] {
+    return this.coordinator.leases();
   }
 
   close(): Promise<void> {
-    this.closing ??= this.pool.end().catch(() => undefined);
+    this.closing ??= Promise.all([this.coordinator.close(), this.pool.end().catch(() => undefined)]).then(() => undefined);
     return this.closing;
+  }
+
+  /** Caches are this engine's own business; the workers' signals go to whoever listens. */
+  private heard(signal: PgSignal, tokens: TokenCache, pepper: PepperCache): void {
+    if (signal === 'accounts') tokens.clear();
+    else if (signal === 'pepper') pepper.clear();
+    else for (const listener of this.listeners) listener(signal);
   }
 }
 

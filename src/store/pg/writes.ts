@@ -7,7 +7,8 @@
  *   SessionConflictError (the caller re-reads and re-applies);
  * - the replication log (`local_threepid_associations`) takes its ids in commit order: every append holds a
  *   transaction advisory lock, so a pusher reading `id > cursor` never passes an id that commits later;
- * - callback claims take rows with `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row.
+ * - callback claims take rows with `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row;
+ * - what other nodes must act on is NOTIFYed in the same transaction, so they hear of it at its commit (coordinator.ts).
  */
 import { randomInt } from 'node:crypto';
 import type pg from 'pg';
@@ -18,7 +19,9 @@ import { ABANDONED_RETENTION_MS, DELIVERED_RETENTION_MS, type CallbackEnqueue, t
 import type { StoreWriteOps, WriteRequest } from '../engine.js';
 import type { ApplyPushResult } from '../peers.js';
 import { sameSydentColumns, SessionConflictError, type SessionWrite, type SydentColumns } from '../sessions.js';
+import { notifySql, type PgCoordinator } from './coordinator.js';
 import { inTransaction, type Sql } from './pool.js';
+import type { PgRateBuckets } from './rate-buckets.js';
 import { PEPPER_SQL } from './reads.js';
 
 /** Any fixed number, the same in every sydent-ts: held by each append to the replication log until its commit. */
@@ -80,6 +83,7 @@ async function enqueueCallback(sql: Sql, c: CallbackEnqueue): Promise<number> {
      VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id`,
     [c.destination, c.path, JSON.stringify(c.body), c.medium, c.address, c.now],
   );
+  await sql.query(notifySql('callbacks'));
   return res.rows[0]!.id;
 }
 
@@ -100,7 +104,11 @@ async function appendLocal(
   return res.rows[0]!.id;
 }
 
-const lockLog = (sql: Sql) => sql.query('SELECT pg_advisory_xact_lock($1)', [LOG_APPEND_LOCK]);
+/** Taken by every append to the replication log, which every pusher hears of at its commit. */
+async function lockLog(sql: Sql): Promise<void> {
+  await sql.query('SELECT pg_advisory_xact_lock($1)', [LOG_APPEND_LOCK]);
+  await sql.query(notifySql('log'));
+}
 
 async function bind(sql: Sql, req: BindRecord): Promise<void> {
   await lockLog(sql);
@@ -162,7 +170,14 @@ interface ClaimedRow {
   claimed_until: number;
 }
 
-export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
+export interface PgWriteParts {
+  pool: pg.Pool;
+  tokens: TokenCache;
+  buckets: PgRateBuckets;
+  coordinator: PgCoordinator;
+}
+
+export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts): StoreWriteOps {
   /** One transaction; a caller that gave up before it started is not written for. */
   const tx = <T>(req: WriteRequest, work: (sql: Sql) => Promise<T>): Promise<T> => {
     if (req.signal?.aborted) return Promise.reject(req.signal.reason);
@@ -179,7 +194,12 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
       }),
     logout: (e, q) => {
       tokens.forget(e.token);
-      return tx(q, async (sql) => ((await sql.query('DELETE FROM tokens WHERE token = $1', [e.token])).rowCount ?? 0) > 0);
+      return tx(q, async (sql) => {
+        const deleted = ((await sql.query('DELETE FROM tokens WHERE token = $1', [e.token])).rowCount ?? 0) > 0;
+        // The other nodes' token caches may still hold it.
+        if (deleted) await sql.query(notifySql('accounts'));
+        return deleted;
+      });
     },
     acceptTerms: (e, q) =>
       tx(q, async (sql) => {
@@ -190,8 +210,9 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
         const consented = e.documents.every((languages) => languages.some((url) => accepted.has(url)));
         if (consented) {
           await sql.query('UPDATE accounts SET consent_version = $1 WHERE user_id = $2', [e.masterVersion, e.userId]);
-          // The cached accounts still carry the old consent.
+          // The cached accounts still carry the old consent, here and on the other nodes.
           tokens.clear();
+          await sql.query(notifySql('accounts'));
         }
         return { consented };
       }),
@@ -424,5 +445,8 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
         const abandoned = await sql.query(`DELETE FROM callback_outbox WHERE state = 'abandoned' AND created_ts < $1`, [e.now - ABANDONED_RETENTION_MS]);
         return (delivered.rowCount ?? 0) + (abandoned.rowCount ?? 0);
       }),
+    takeRateToken: (e) => buckets.take(e),
+    refundRateToken: (e) => buckets.refund(e),
+    peerLease: (e) => coordinator.tryLease(e.name),
   };
 }

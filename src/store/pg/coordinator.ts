@@ -1,0 +1,168 @@
+/**
+ * A node's line to the other nodes on one PostgreSQL database: one connection of its own, outside the pool, on which
+ *
+ * - it LISTENs on `sydent_ts`: the writes NOTIFY (at their commit) what other nodes must act on: the replication log
+ *   grew (`log`: the pusher of each peer looks), a homeserver callback was recorded (`callbacks`), an access token
+ *   went or an account's consent changed (`accounts`: token caches are dropped), the lookup pepper changed (`pepper`);
+ * - it holds the session-level advisory locks that say which node pushes to which peer (the replication leases).
+ *
+ * Why a session advisory lock rather than a lease row with an expiry: it needs no clock agreement between nodes nor
+ * renewals, and it is released by PostgreSQL the moment the holder's connection ends, so a killed node (kill -9, a
+ * crash: the kernel closes its socket) hands its peers over at once. A node that vanishes without closing its socket
+ * (power cut, network partition) is found out by TCP keepalives (set below on both sides: about 30 s). When this
+ * connection is lost the node holds no lease any more: it stops pushing, reconnects with backoff, and asks again; a
+ * push already on its way may overlap the new holder's first one, which peers take as a duplicate (they ignore
+ * associations they have).
+ *
+ * On every (re)connection the listeners are told every signal: whatever was notified while away is looked at.
+ */
+import pg from 'pg';
+
+import type { Logger } from '../../log.js';
+import type { PeerLease } from '../engine.js';
+import { pgClientConfig } from './connect.js';
+
+export const CHANNEL = 'sydent_ts';
+
+export type PgSignal = 'log' | 'callbacks' | 'accounts' | 'pepper';
+const SIGNALS: readonly PgSignal[] = ['log', 'callbacks', 'accounts', 'pepper'];
+const isSignal = (s: string | undefined): s is PgSignal => SIGNALS.includes(s as PgSignal);
+
+/** Any fixed number, the same in every sydent-ts: the first key of every replication lease (the second: the peer's name, hashed). */
+const LEASE_CLASS = 0x5359_5250; // "SYRP"
+
+const CONNECT_TIMEOUT_MS = 5000;
+const RECONNECT_MIN_MS = 250;
+const RECONNECT_MAX_MS = 10_000;
+
+/** The statement a write runs to tell the other nodes (delivered at its commit, once per transaction and signal). */
+export const notifySql = (signal: PgSignal): string => `NOTIFY ${CHANNEL}, '${signal}'`;
+
+export class PgCoordinator {
+  private client: pg.Client | null = null;
+  private connecting: Promise<pg.Client | null> | null = null;
+  private readonly held = new Set<string>();
+  private retryMs = RECONNECT_MIN_MS;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private lostLogged = false;
+
+  constructor(
+    private readonly url: string,
+    private readonly nodeName: string,
+    private readonly log: Logger,
+    private readonly onSignal: (signal: PgSignal) => void,
+  ) {}
+
+  /** Connects in the background; reconnects by itself whenever the connection is lost. */
+  start(): void {
+    void this.connection();
+  }
+
+  /** The peers this node pushes to right now. */
+  leases(): string[] {
+    return [...this.held].sort();
+  }
+
+  /** Whether this node pushes to `name`; takes the lease when nobody holds it. */
+  async tryLease(name: string): Promise<PeerLease> {
+    const client = await this.connection();
+    if (!client) return 'elsewhere';
+    try {
+      if (this.held.has(name)) {
+        // The session (and so the lock) is still there: a push never starts on a lease lost a moment ago.
+        await client.query('SELECT 1');
+        return this.held.has(name) ? 'held' : 'elsewhere';
+      }
+      const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [LEASE_CLASS, name]);
+      if (!res.rows[0]?.ok || this.client !== client) return 'elsewhere';
+      this.held.add(name);
+      this.log.info({ peer: name, node: this.nodeName }, 'replication: this node now pushes to the peer');
+      return 'acquired';
+    } catch {
+      // the connection is gone: its leases with it (`lost`); the next push asks again
+      this.lost(client);
+      return 'elsewhere';
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const client = this.client;
+    this.client = null;
+    this.held.clear();
+    await client?.end().catch(() => undefined);
+  }
+
+  private connection(): Promise<pg.Client | null> {
+    if (this.client) return Promise.resolve(this.client);
+    if (this.closed) return Promise.resolve(null);
+    this.connecting ??= this.connect().finally(() => {
+      this.connecting = null;
+    });
+    return this.connecting;
+  }
+
+  private async connect(): Promise<pg.Client | null> {
+    const client = new pg.Client({
+      ...pgClientConfig(this.url, { timeoutMs: CONNECT_TIMEOUT_MS }),
+      application_name: `sydent-ts ${this.nodeName}`.slice(0, 63),
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+    });
+    client.on('error', () => undefined);
+    client.on('end', () => this.lost(client));
+    client.on('notification', (n) => {
+      if (n.channel === CHANNEL && isSignal(n.payload)) this.onSignal(n.payload);
+    });
+    try {
+      await client.connect();
+      // The server's side of the keepalives: the locks of a node that vanished without a word are released.
+      await client.query('SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3');
+      await client.query(`LISTEN ${CHANNEL}`);
+    } catch (err) {
+      await client.end().catch(() => undefined);
+      this.scheduleReconnect(err);
+      return null;
+    }
+    if (this.closed) {
+      await client.end().catch(() => undefined);
+      return null;
+    }
+    this.client = client;
+    this.retryMs = RECONNECT_MIN_MS;
+    if (this.lostLogged) this.log.info({ node: this.nodeName }, 'database: the node listens to the other nodes again');
+    this.lostLogged = false;
+    for (const signal of SIGNALS) this.onSignal(signal);
+    return client;
+  }
+
+  private lost(client: pg.Client): void {
+    if (this.client !== client) return;
+    this.client = null;
+    const leases = this.leases();
+    this.held.clear();
+    if (this.closed) return;
+    this.scheduleReconnect(null, leases);
+  }
+
+  private scheduleReconnect(err: unknown, leases: string[] = []): void {
+    if (this.closed || this.timer) return;
+    if (!this.lostLogged) {
+      this.lostLogged = true;
+      this.log.warn(
+        { node: this.nodeName, leases, err: err instanceof Error ? err.message : undefined },
+        'database: lost the connection that hears the other nodes and holds the replication leases; reconnecting',
+      );
+    }
+    const delay = this.retryMs;
+    this.retryMs = Math.min(this.retryMs * 2, RECONNECT_MAX_MS);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.connection();
+    }, delay);
+    this.timer.unref();
+  }
+}
