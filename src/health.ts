@@ -13,6 +13,8 @@ interface ReadinessReport {
   database: string;
   /** supervisor → actor status */
   supervisors: Record<string, string>;
+  /** which node answers (`[general] node_name`): several may run behind one load balancer */
+  node: string;
 }
 
 export class Readiness {
@@ -21,6 +23,7 @@ export class Readiness {
   constructor(
     private readonly reads: StoreReads,
     private readonly system: ActorSystem,
+    private readonly node: string,
   ) {}
 
   /** From now on the server reports itself not ready: called on SIGTERM, before the listeners close. */
@@ -34,6 +37,6 @@ export class Readiness {
     const running = Object.values(supervisors).every((s) => s === 'active');
     const ready = !this.draining && database === 'ok' && running;
     const status = this.draining ? 'draining' : ready ? 'ready' : 'not ready';
-    return { ready, status, database, supervisors };
+    return { ready, status, database, supervisors, node: this.node };
   }
 }

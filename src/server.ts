@@ -150,7 +150,7 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     const { facades } = system;
     const reads = facades.reads;
     metrics?.watchStore(reads);
-    readiness = new Readiness(reads, system);
+    readiness = new Readiness(reads, system, config.general.nodeName);
     const ctx: AppContext = { config, system, facades, clock, identity, reads, terms, log, metrics, readiness };
 
     const servers = createListeners(config.http, log, {

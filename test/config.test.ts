@@ -851,6 +851,19 @@ describe('ini', () => {
   });
 });
 
+describe('[general] node_name and callback_claim_seconds', () => {
+  it('name this node host:pid and keep a callback claim 2 minutes unless set; a generated file names neither', () => {
+    const { config } = load('');
+    expect(config.general.nodeName).toBe(`${os.hostname()}:${process.pid}`);
+    expect(config.general.callbackClaimMs).toBe(120_000);
+    const set = load('node_name = is-2\ncallback_claim_seconds = 30\n').config.general;
+    expect(set).toMatchObject({ nodeName: 'is-2', callbackClaimMs: 30_000 });
+    const written = fs.readFileSync(generateConfig({ env: {}, cwd: tmp() }), 'utf8');
+    expect(written).not.toMatch(/node_name|callback_claim_seconds/);
+    expect(loadError('callback_claim_seconds = 0\n').message).toMatch(/callback_claim_seconds/);
+  });
+});
+
 describe('[db] engine', () => {
   it('is SQLite unless set, with a pool of 10 and no URL; a generated file names neither', () => {
     const { config } = load('');

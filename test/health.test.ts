@@ -2,6 +2,7 @@
  * GET /health and GET /ready on the client listener: what a load balancer or an orchestrator polls.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -33,7 +34,7 @@ describe('GET /health and GET /ready', () => {
     expect(health.type).toContain('application/json');
     const ready = await get(t.url('/ready'));
     expect(ready.status).toBe(200);
-    expect(ready.body).toEqual({ ready: true, status: 'ready', database: 'ok', supervisors: ALL_ACTIVE });
+    expect(ready.body).toEqual({ ready: true, status: 'ready', database: 'ok', supervisors: ALL_ACTIVE, node: `${os.hostname()}:${process.pid}` });
   });
 
   it('/ready answers 503 when the database file was replaced or removed under the server', async () => {

@@ -150,7 +150,8 @@ export const peerMachine = setup({
       const out = outputOf(event);
       const sent = out?.sent ?? 0;
       return {
-        cursor: sent > 0 && out ? Math.max(context.cursor, out.lastId) : context.cursor,
+        // nothing sent can still move it: another node pushed before this one took over (the shared cursor)
+        cursor: out ? Math.max(context.cursor, out.lastId) : context.cursor,
         lastSuccessAt: sent > 0 ? (out?.at ?? context.lastSuccessAt) : context.lastSuccessAt,
         pushed: context.pushed + sent,
         batches: context.batches + (sent > 0 ? 1 : 0),

@@ -27,6 +27,7 @@ import {
   type PushInput,
   type PushResult,
 } from '../machines/peer.js';
+import type { PeerLease } from '../store/engine.js';
 import type { ActivePeer, LocalAssociationRow, PeerRow } from '../store/peers.js';
 import { buildBatch, describeRefusal, ReplicationClient, type OutboundBatch, type PushAnswer, type PushBody } from './outbound.js';
 import { pushUrl, type PeerUrls } from './peer-config.js';
@@ -36,6 +37,11 @@ import type { ReplicationTls } from './tls.js';
 export interface ReplicationStorePort {
   /** the peer acknowledged everything up to `lastId` */
   markSent(name: string, lastId: number, now: number): Promise<boolean>;
+  /**
+   * Whether this node pushes to the peer (several nodes on one database: one at a time). Absent: always (one node).
+   * `acquired`: it does from now on, from the cursor in the database.
+   */
+  lease?(name: string): Promise<PeerLease>;
 }
 
 type Awaitable<T> = T | Promise<T>;
@@ -101,6 +107,8 @@ export interface PeerView {
   nextRetryTs: number | null;
   /** associations acknowledged since start */
   pushed: number;
+  /** `here`: this node pushes to the peer; `elsewhere`: another node on the database does; null: not asked yet */
+  pusher: 'here' | 'elsewhere' | null;
 }
 
 export interface ReplicationView {
@@ -141,6 +149,8 @@ interface Slot {
    * turns). Used only by a push from exactly `afterId`; dropped otherwise.
    */
   prefetched: { afterId: number; batch: OutboundBatch } | null;
+  /** what the last push heard of the peer's lease */
+  lease: PeerLease | null;
 }
 
 const DEFAULTS = { batchSize: PUSH_BATCH_SIZE, tickMs: 10_000, drainGraceMs: 2_000 };
@@ -263,7 +273,8 @@ export class ReplicationWorker {
     for (const row of await this.opts.reads.all()) {
       const slot = this.slots.get(row.name);
       const c: PeerContext | undefined = slot?.machine.context;
-      const cursor = c?.cursor ?? row.lastSentVersion ?? 0;
+      // the shared cursor may be ahead of ours: another node on the database pushes to this peer
+      const cursor = Math.max(c?.cursor ?? 0, row.lastSentVersion ?? 0);
       const state = slot
         ? this.machines.names.nameOf(slot.machine.value)
         : !this.enabled
@@ -285,6 +296,7 @@ export class ReplicationWorker {
         lastSuccessAt: c?.lastSuccessAt ?? row.lastPokeSucceededAt,
         nextRetryTs: c?.nextRetryTs ?? null,
         pushed: c?.pushed ?? 0,
+        pusher: slot?.lease ? (slot.lease === 'elsewhere' ? 'elsewhere' : 'here') : null,
       });
     }
     return {
@@ -358,6 +370,7 @@ export class ReplicationWorker {
       timerFor: null,
       running: null,
       prefetched: null,
+      lease: null,
     };
     this.slots.set(peer.name, slot);
     this.opts.log.info({ peer: peer.name, cursor: peer.lastSentVersion ?? 0 }, 'replication: peer added');
@@ -397,6 +410,24 @@ export class ReplicationWorker {
     return p;
   }
 
+  /**
+   * The cursor to push from when this node is the peer's pusher, else null. A node that has just taken the peer over
+   * starts from the shared cursor in the database (the previous pusher moved it), not from what it last saw.
+   */
+  private async leasedCursor(slot: Slot, cursor: number): Promise<number | null> {
+    if (!this.opts.store.lease) return cursor;
+    const lease = await this.opts.store.lease(slot.peer.name);
+    slot.lease = lease;
+    if (lease === 'elsewhere') {
+      slot.prefetched = null;
+      return null;
+    }
+    if (lease === 'held') return cursor;
+    slot.prefetched = null;
+    const row = (await this.opts.reads.active()).find((p) => p.name === slot.peer.name);
+    return Math.max(cursor, row?.lastSentVersion ?? 0);
+  }
+
   /** The batch after `cursor`: the prefetched one when it starts there, else read and signed now; null when empty. */
   private async takeBatch(slot: Slot, cursor: number): Promise<OutboundBatch | null> {
     const prefetched = slot.prefetched;
@@ -421,8 +452,11 @@ export class ReplicationWorker {
     const peer = slot.peer;
     const url = pushUrl(peer.name, peer.port, this.opts.urls.get(peer.name));
     try {
-      const batch = await this.takeBatch(slot, input.cursor);
-      if (!batch) return { sent: 0, lastId: input.cursor, full: false, at: now() };
+      const cursor = await this.leasedCursor(slot, input.cursor);
+      // Another node pushes to this peer: nothing to do here until it stops (the tick and every wake-up ask again).
+      if (cursor === null) return { sent: 0, lastId: input.cursor, full: false, at: now() };
+      const batch = await this.takeBatch(slot, cursor);
+      if (!batch) return { sent: 0, lastId: cursor, full: false, at: now() };
       lastId = batch.lastId;
       count = batch.count;
       const answered = slot.transport.post(url, batch.body);

@@ -37,7 +37,11 @@ export const replicationSupervisor = supervisor('replication', {
     const loaded = deps.replicationTls ?? loadReplicationTls(deps.config);
     const worker = new ReplicationWorker({
       reads: facades.reads.peers,
-      store: { markSent: (name, lastId, now) => facades.stores.markPeerSent({ name, lastId, now }) },
+      store: {
+        markSent: (name, lastId, now) => facades.stores.markPeerSent({ name, lastId, now }),
+        // One node on SQLite; on PostgreSQL the node holding the peer's lease pushes (src/store/pg/coordinator.ts).
+        ...(deps.config.db.engine === 'postgresql' ? { lease: (name: string) => facades.stores.peerLease({ name }) } : {}),
+      },
       serverName: deps.identity.serverName,
       signingKey: deps.identity.key,
       tls: loaded.ok ? loaded.tls : null,

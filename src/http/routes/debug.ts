@@ -34,6 +34,11 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
   const { ctx } = opts;
   const { facades } = ctx;
   requireAdminToken(app, ctx.config.http.internalAdminToken);
+  // Behind a load balancer every answer says which node gave it.
+  const node = ctx.config.general.nodeName;
+  app.addHook('onSend', async (_req, reply) => {
+    reply.header('x-sydent-node', node);
+  });
 
   // Uptime of this server, on the monotonic clock (the injected clock is for the protocol's time, which tests move).
   const startedMs = performance.now();
@@ -82,7 +87,7 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
       server: {
         name: ctx.config.general.serverName,
         version: VERSION,
-        node: { hostname: os.hostname(), pid: process.pid, nodeVersion: process.version },
+        node: { name: node, hostname: os.hostname(), pid: process.pid, nodeVersion: process.version },
         startedAt: new Date(Date.now() - uptimeSeconds * 1000).toISOString(),
         uptimeSeconds,
       },
@@ -141,7 +146,7 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
 
   // Replication: every peer with its state (idle, pushing, backingOff; inactive, noKey, notStarted, disabled),
   // cursor, backlog, last error and next retry. POST …/retry ends the backoff of every peer (or of `?peer=NAME`).
-  app.get('/_sydent/debug/replication', async () => facades.replication.view({}));
+  app.get('/_sydent/debug/replication', async () => ({ node, ...(await facades.replication.view({})) }));
   app.post<{ Querystring: { peer?: string } }>('/_sydent/debug/replication/retry', async (req) => ({
     retried: await facades.replication.retry(req.query.peer ? { name: req.query.peer } : {}),
   }));
