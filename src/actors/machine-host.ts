@@ -107,6 +107,23 @@ export class MachineStoppedError extends Error {
   }
 }
 
+/**
+ * The event's first save found the row changed by someone else (another node on the same database): nothing was
+ * recorded and nothing started, so the event can be taken again from the row as it is now.
+ */
+export class RecordConflictError extends Error {
+  constructor(
+    machine: string,
+    readonly conflict: unknown,
+  ) {
+    super(`${machine}: the row changed before the event could be recorded`, { cause: conflict });
+    this.name = 'RecordConflictError';
+  }
+}
+
+/** How often an event is taken again after its first save met a conflict, before the conflict is the answer. */
+const CONFLICT_RETRIES = 8;
+
 /** The actors an event started were still running when its time was up: they were stopped. */
 export class SettleTimeoutError extends Error {
   constructor(machine: string, ms: number) {
@@ -136,6 +153,8 @@ interface MachineHostOptions<TMachine extends AnyStateMachine, TKey, TSeen> {
   settleTimeoutMs?: number;
   /** told of every change of state, in the names people read (metrics) */
   onTransition?: (from: string, to: string, event: string) => void;
+  /** whether a save's error says the row changed under it (several nodes on one database): see RecordConflictError */
+  isConflict?: (error: unknown) => boolean;
   /** `--inspect` */
   inspect?: ActorInspect;
 }
@@ -221,9 +240,18 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
 
   /** `send` for a caller that already holds the key's queue (inside `exclusive`). */
   async sendNow(key: TKey, event: EventFromLogic<TMachine>, options: SendOptions<TMachine> = {}): Promise<HostOutcome<TMachine, TSeen> | undefined> {
-    const restored = await this.restore(key);
-    if (!restored) return undefined;
-    return this.process(key, restored, event, options);
+    for (let attempt = 0; ; attempt++) {
+      const restored = await this.restore(key);
+      if (!restored) return undefined;
+      try {
+        return await this.process(key, restored, event, options);
+      } catch (error) {
+        // Another node saved first: the event is taken again from what it saved, after a pause of random length
+        // (two nodes hammering one row would otherwise keep meeting).
+        if (!(error instanceof RecordConflictError) || attempt >= CONFLICT_RETRIES) throw error;
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * 2 ** attempt));
+      }
+    }
   }
 
   /** The machine of `key` as its row says, without an event (the debug endpoint); undefined when it has none. */
@@ -359,7 +387,11 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     };
 
     // Record, then act: a failed save throws here, before any actor exists.
-    await record(next, event.type);
+    try {
+      await record(next, event.type);
+    } catch (error) {
+      throw this.opts.isConflict?.(error) ? new RecordConflictError(this.opts.name, error) : error;
+    }
 
     const k = this.keyOf(key);
     let taken = false;

@@ -30,7 +30,7 @@ import {
   type SessionContext,
   type SessionEvent,
 } from '../machines/validation-session.js';
-import type { SessionSave, SessionWrite, StoredSession, SydentColumns, SydentSessionRow } from '../store/sessions.js';
+import { SessionConflictError, type SessionSave, type SessionWrite, type StoredSession, type SydentColumns, type SydentSessionRow } from '../store/sessions.js';
 import { reconcileWithSydent, sessionFromSydentRow, type LoadedSession } from './sydent-rows.js';
 
 /**
@@ -74,6 +74,18 @@ export interface SessionHostDeps {
   onTransition?: (from: string, to: string) => void;
   /** `--inspect` */
   inspect?: ActorInspect;
+  /**
+   * Several nodes on one database: requestTokens for one session sent to several nodes take their turns across
+   * them, as they do within one node (absent: one node, whose own queue is enough).
+   */
+  turns?: RequestTurns;
+}
+
+/** A lock per key that one node at a time holds (the store's holdKey and releaseKey). */
+export interface RequestTurns {
+  /** false when the deadline came first */
+  hold(key: string, deadline: number): Promise<boolean>;
+  release(key: string): Promise<void>;
 }
 
 /** What a request learns about its session after the event. */
@@ -173,13 +185,25 @@ export class SessionHost {
       restore: restoreSession,
       now: deps.now,
       onTransition: deps.onTransition,
+      // several nodes on one database: a save another node made first is re-read and the event taken again
+      isConflict: (error) => error instanceof SessionConflictError,
       inspect: deps.inspect,
     });
   }
 
   /** One requestToken per (medium, address, client_secret) at a time, so two racing requests share a session. */
   async requestToken(args: RequestTokenArgs, signal?: AbortSignal): Promise<RequestTokenResult> {
-    return this.requests.run(`${args.medium}\0${args.address}\0${args.clientSecret}`, () => this.requestTokenQueued(args, signal));
+    const key = `${args.medium}\0${args.address}\0${args.clientSecret}`;
+    return this.requests.run(key, async () => {
+      const turns = this.deps.turns;
+      // Not held by the deadline: the row versions still keep the session right, only the mails may be two.
+      const held = turns ? await turns.hold(key, args.deadline) : false;
+      try {
+        return await this.requestTokenQueued(args, signal);
+      } finally {
+        if (held) await turns?.release(key);
+      }
+    });
   }
 
   private async requestTokenQueued(args: RequestTokenArgs, signal: AbortSignal | undefined): Promise<RequestTokenResult> {

@@ -59,6 +59,13 @@ export interface StoreWriteOps {
    * the cursor in the database is the one to push from) or `elsewhere` (another node is).
    */
   peerLease(e: { name: string }, req: WriteRequest): Promise<PeerLease>;
+  /**
+   * Waits (within the request's deadline) until this node holds `key`, which one node at a time may: requests for
+   * one session spread over several nodes take their turns. Answers whether it does (false: the time ran out).
+   */
+  holdKey(e: { key: string }, req: WriteRequest): Promise<boolean>;
+  /** gives `key` back */
+  releaseKey(e: { key: string }, req: WriteRequest): Promise<void>;
 }
 
 export type PeerLease = 'held' | 'acquired' | 'elsewhere';

@@ -164,5 +164,8 @@ function sqliteWriteOps(write: RunWrite): StoreWriteOps {
     refundRateToken: async (e) => buckets.get(e.bucket)?.refund(e.key),
     // The instance lock makes this process the only one on the file: it always pushes.
     peerLease: async () => 'held',
+    // One node: its own queues already take requests for one session in turn.
+    holdKey: async () => true,
+    releaseKey: async () => undefined,
   };
 }

@@ -24,10 +24,12 @@ export interface CallOptions {
   token?: string;
   /** `fetch`'s redirect mode; 'manual' to see a 302 */
   redirect?: 'manual' | 'follow' | 'error';
+  /** more request headers (X-Forwarded-For from a load balancer) */
+  headers?: Record<string, string>;
 }
 
 export async function call(url: string, opts: CallOptions = {}): Promise<Reply> {
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...opts.headers };
   let body: string | undefined;
   if (opts.body !== undefined) {
     if (opts.form) {

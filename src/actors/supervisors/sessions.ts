@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { ALPHANUMERIC, DIGITS, randomString } from '../../crypto/index.js';
 import type { HomeserverRequest } from '../../federation/index.js';
 import type { SessionEvent } from '../../machines/validation-session.js';
@@ -12,6 +13,8 @@ import { rateLimiter } from '../../util/shared-rate-limiter.js';
 import type { SystemDeps } from '../deps.js';
 import type { SupervisorEnv } from '../facade.js';
 import { supervisor, type RequestContext } from '../supervisor.js';
+
+const hashed = (key: string): string => createHash('sha256').update(key).digest('base64url');
 
 /** Sydent purges sessions five lifetimes after their last change, every 10 minutes. */
 const SWEEP_EVERY_MS = 10 * 60_000;
@@ -143,6 +146,15 @@ export const sessionsSupervisor = supervisor('sessions', {
       inspect: deps.inspect,
       onTransition: (from, to) => deps.metrics?.transitions.inc({ machine: 'validationSession', from, to }),
       newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),
+      ...(deps.config.db.engine === 'postgresql'
+        ? {
+            // The key holds a client secret: only its hash leaves this supervisor.
+            turns: {
+              hold: (key: string, deadline: number) => facades.stores.holdKey({ key: hashed(key) }, { deadline }),
+              release: (key: string) => facades.stores.releaseKey({ key: hashed(key) }),
+            },
+          }
+        : {}),
     });
     const sweeper = new SessionSweeper({
       store: {

@@ -54,6 +54,8 @@ export const storeHandlers = {
   takeRateToken: op('takeRateToken'),
   refundRateToken: op('refundRateToken'),
   peerLease: op('peerLease'),
+  holdKey: op('holdKey'),
+  releaseKey: op('releaseKey'),
 };
 
 /**

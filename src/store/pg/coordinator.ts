@@ -16,6 +16,8 @@
  *
  * On every (re)connection the listeners are told every signal: whatever was notified while away is looked at.
  */
+import { createHash } from 'node:crypto';
+
 import pg from 'pg';
 
 import type { Logger } from '../../log.js';
@@ -30,6 +32,10 @@ const isSignal = (s: string | undefined): s is PgSignal => SIGNALS.includes(s as
 
 /** Any fixed number, the same in every sydent-ts: the first key of every replication lease (the second: the peer's name, hashed). */
 const LEASE_CLASS = 0x5359_5250; // "SYRP"
+/** The first key of the locks that serialise one request across the nodes (the second: the request's key, hashed here). */
+const REQUEST_CLASS = 0x5359_5251; // "SYRQ"
+/** How often a node asks again for a request lock another node holds. */
+const REQUEST_LOCK_POLL_MS = 10;
 
 const CONNECT_TIMEOUT_MS = 5000;
 const RECONNECT_MIN_MS = 250;
@@ -42,6 +48,8 @@ export class PgCoordinator {
   private client: pg.Client | null = null;
   private connecting: Promise<pg.Client | null> | null = null;
   private readonly held = new Set<string>();
+  /** the request locks this node holds, and on which connection */
+  private readonly keys = new Map<string, { id: number; client: pg.Client }>();
   private retryMs = RECONNECT_MIN_MS;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -84,6 +92,40 @@ export class PgCoordinator {
       this.lost(client);
       return 'elsewhere';
     }
+  }
+
+  /**
+   * Waits (until `deadline`) for the lock of `key`, which one node at a time holds: requests for one session sent
+   * to several nodes at once take their turns, as they do within one node. Answers whether it was taken; the lock
+   * goes with the connection if this node dies or loses it. `key` is hashed here: it may hold a client secret.
+   */
+  async holdKey(key: string, deadline: number): Promise<boolean> {
+    const id = createHash('sha256').update(key).digest().readInt32BE(0);
+    for (;;) {
+      const client = await this.connection();
+      if (client) {
+        try {
+          const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [REQUEST_CLASS, id]);
+          if (res.rows[0]?.ok) {
+            this.keys.set(key, { id, client });
+            return true;
+          }
+        } catch {
+          this.lost(client);
+        }
+      }
+      if (Date.now() + REQUEST_LOCK_POLL_MS >= deadline || this.closed) return false;
+      await new Promise((resolve) => setTimeout(resolve, REQUEST_LOCK_POLL_MS));
+    }
+  }
+
+  /** Gives back the lock of `key` (a lock lost with its connection is gone already). */
+  async releaseKey(key: string): Promise<void> {
+    const held = this.keys.get(key);
+    if (!held) return;
+    this.keys.delete(key);
+    if (held.client !== this.client) return;
+    await held.client.query('SELECT pg_advisory_unlock($1, $2)', [REQUEST_CLASS, held.id]).catch(() => undefined);
   }
 
   async close(): Promise<void> {

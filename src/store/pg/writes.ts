@@ -448,5 +448,7 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
     takeRateToken: (e) => buckets.take(e),
     refundRateToken: (e) => buckets.refund(e),
     peerLease: (e) => coordinator.tryLease(e.name),
+    holdKey: (e, q) => coordinator.holdKey(e.key, q.deadline),
+    releaseKey: (e) => coordinator.releaseKey(e.key),
   };
 }
