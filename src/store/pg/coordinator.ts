@@ -22,6 +22,7 @@ import pg from 'pg';
 
 import type { Logger } from '../../log.js';
 import type { PeerLease } from '../engine.js';
+import { StoreUnavailableError } from '../unavailable.js';
 import { pgClientConfig } from './connect.js';
 
 export const CHANNEL = 'sydent_ts';
@@ -103,16 +104,16 @@ export class PgCoordinator {
     const id = createHash('sha256').update(key).digest().readInt32BE(0);
     for (;;) {
       const client = await this.connection();
-      if (client) {
-        try {
-          const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [REQUEST_CLASS, id]);
-          if (res.rows[0]?.ok) {
-            this.keys.set(key, { id, client });
-            return true;
-          }
-        } catch {
-          this.lost(client);
+      // The database cannot be reached: the request fails now, as its writes would.
+      if (!client) throw new StoreUnavailableError('unreachable');
+      try {
+        const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [REQUEST_CLASS, id]);
+        if (res.rows[0]?.ok) {
+          this.keys.set(key, { id, client });
+          return true;
         }
+      } catch {
+        this.lost(client);
       }
       if (Date.now() + REQUEST_LOCK_POLL_MS >= deadline || this.closed) return false;
       await new Promise((resolve) => setTimeout(resolve, REQUEST_LOCK_POLL_MS));
