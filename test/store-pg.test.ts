@@ -279,6 +279,27 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     expect(await until(() => lease(b, 'p1.example'), (v) => v === 'acquired')).toBe('acquired');
   });
 
+  it('one push from a peer landing on both at once is stored once: the other finds every association there', async () => {
+    const { a, b } = await nodes();
+    const pepper = await a.reads.associations.storedPepper();
+    const associations = Array.from({ length: 50 }, (_, i) => ({
+      originId: i + 1,
+      medium: 'email',
+      address: `p${i}@example.org`,
+      mxid: `@p${i}:hs.example`,
+      ts: 1_000 + i,
+      notBefore: null,
+      notAfter: null,
+      sgAssoc: '{}',
+      lookupHash: `h${i}`,
+    }));
+    const push = { originServer: 'peer.example', pepperSeen: pepper, associations };
+    const [x, y] = await Promise.all([a.writes.applyPush(push, req()), b.writes.applyPush(push, req())]);
+    expect(x.inserted + y.inserted).toBe(50);
+    expect(x.duplicates + y.duplicates).toBe(50);
+    expect((await b.reads.associations.lookup('email', 'p49@example.org', 5_000))?.mxid).toBe('@p49:hs.example');
+  });
+
   it('what one node commits, the other hears: the log grew, a callback was queued; a logout and a new consent drop its cached accounts', async () => {
     const { url, a, b } = await nodes();
     const heard: string[] = [];
