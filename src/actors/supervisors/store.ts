@@ -38,7 +38,6 @@ export const storeHandlers = {
     r: StoreResource,
     q: RequestContext,
   ) => write(r, q, (w) => w.accounts.acceptTerms(e.userId, e.urls, e.masterVersion, e.documents)),
-  newSid: (_e: Empty, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.sessions.newSid()),
   createSession: (e: { medium: string; clientSecret: string; write: SessionWrite }, r: StoreResource, q: RequestContext) =>
     write(r, q, (w) => w.sessions.create(e.medium, e.clientSecret, e.write)),
   saveSession: (e: { write: SessionWrite; expectedVersion: number | null }, r: StoreResource, q: RequestContext) =>
