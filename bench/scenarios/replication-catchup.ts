@@ -175,7 +175,10 @@ const scenario: Scenario = {
       },
       { label: 'progress on B', value: samples.join(', ') },
       { label: 'check', value: `B holds exactly ${COUNT.toLocaleString('en')} rows of ${A}, one per originId; a v1 lookup on B finds a replicated address` },
-      { label: 'batches', value: `${COUNT / 100} pushes of 100 (Sydent's batch size), each signed by A and every signature checked by B` },
+      {
+        label: 'batches',
+        value: `${COUNT / PUSH_BATCH_TO_SYDENT_TS} pushes of ${PUSH_BATCH_TO_SYDENT_TS} (A's push_batch_size for B), each signed by A and every signature checked by B`,
+      },
     ];
     if (buildS) extras.push({ label: "A's database built in", value: `${buildS.toFixed(1)} s (not counted)` });
     void serverA;
