@@ -5,7 +5,7 @@
 import type { SessionEvent } from '../../machines/validation-session.js';
 import type { SessionOutcome } from '../../sessions/host.js';
 import type { AppContext } from '../context.js';
-import type { RequestDeadline } from '../deadline.js';
+import type { CallOptions } from '../../actors/ask.js';
 import { errors, MatrixError } from '../errors.js';
 import { sidNumber } from '../validate.js';
 
@@ -61,7 +61,7 @@ export async function submitTokenEvent(
   rawSid: string | number,
   requester: string,
   event: SessionEvent,
-  request: RequestDeadline,
+  request: CallOptions,
 ): Promise<SessionOutcome | undefined> {
   const sid = sidNumber(rawSid);
   if (sid === null) return undefined;
@@ -75,7 +75,7 @@ export async function sessionEvent(
   ctx: AppContext,
   rawSid: string | number,
   event: SessionEvent,
-  request: RequestDeadline,
+  request: CallOptions,
 ): Promise<SessionOutcome | undefined> {
   const sid = sidNumber(rawSid);
   return sid === null ? undefined : ctx.facades.sessions.event({ sid, event }, request);
