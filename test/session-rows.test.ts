@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { SessionContext } from '../src/machines/validation-session.js';
 import { reconcileWithSydent, sessionFromSydentRow } from '../src/sessions/sydent-rows.js';
 import { closeDatabase, openDatabase } from '../src/store/database.js';
-import { SessionConflictError, SessionWrites, type SessionWrite, type SydentSessionRow } from '../src/store/sessions.js';
+import { SessionConflictError, SessionWrites, SidTakenError, type SessionWrite, type SydentSessionRow } from '../src/store/sessions.js';
 import { sessionOf, tokenRows } from './helpers/email.js';
 import { sydentDb } from './helpers/sydent-rows.js';
 import { tempDir } from './helpers/tmp.js';
@@ -40,6 +40,19 @@ const write = (over: Partial<SessionWrite> = {}): SessionWrite => ({
   now: 1_000,
   expectedSydent: null,
   ...over,
+});
+
+describe('creating a session', () => {
+  it('under a sid a session of Sydent already has: refused (SidTakenError), nothing written', () => {
+    const { writes, file } = store();
+    const sydent = sydentDb(file);
+    sydent.createSession({ sid: 77, address: 'Alice@Example.ORG', clientSecret: 'theirs', token: 'SydentToken', mtime: 1_000 });
+    sydent.close();
+    expect(() => writes.create('email', 'ours', write({ address: 'bob@example.org' }))).toThrow(SidTakenError);
+    expect(sessionOf(file, 77).session).toMatchObject({ address: 'Alice@Example.ORG', clientSecret: 'theirs' });
+    expect(tokenRows(file)).toEqual([expect.objectContaining({ token: 'SydentToken' })]);
+    expect(writes.create('email', 'ours', write({ sid: 78, address: 'bob@example.org' }))).toBe(1);
+  });
 });
 
 describe('saving a session', () => {

@@ -13,7 +13,7 @@ import { lookupHash } from '../src/crypto/index.js';
 import { BindConflictError, type BindRecord } from '../src/store/associations.js';
 import type { StoreEngine, WriteRequest } from '../src/store/engine.js';
 import { loadPgEngine } from '../src/store/pg/load.js';
-import { SessionConflictError, type SessionWrite } from '../src/store/sessions.js';
+import { randomSid, SessionConflictError, SidTakenError, type SessionWrite } from '../src/store/sessions.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import { StoreUnavailableError } from '../src/store/unavailable.js';
 import { connect, testDatabase } from './helpers/postgres.js';
@@ -135,9 +135,13 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
 
   it('sessions: created, found, saved by row version (a stale version refused, nothing written), counted, swept', async () => {
     const { store } = await open();
-    const sid = await store.writes.newSid({}, req());
-    expect(sid).toBeGreaterThan(0);
+    const sid = randomSid();
     expect(await store.writes.createSession({ medium: 'email', clientSecret: 'cs', write: session({ sid }) }, req())).toBe(1);
+    // A create under a sid in use is refused and writes nothing: the first session stays as it was.
+    await expect(
+      store.writes.createSession({ medium: 'email', clientSecret: 'cs2', write: session({ sid, address: 'bob@example.org' }) }, req()),
+    ).rejects.toBeInstanceOf(SidTakenError);
+    expect(await store.reads.sessions.findSid('email', 'bob@example.org', 'cs2')).toBeUndefined();
     expect(await store.reads.sessions.findSid('email', 'alice@example.org', 'cs')).toBe(sid);
     expect(await store.reads.sessions.findSid('email', 'alice@example.org', 'other')).toBeUndefined();
     const loaded = await store.reads.sessions.load(sid);

@@ -179,6 +179,12 @@ function settled(s: AnyMachineSnapshot): boolean {
   return s.status !== 'active' || Object.keys(s.children as object).length === 0;
 }
 
+/** An action `transition()` has already applied: an immediate raise (taken within the same macrostep). */
+function isInternal(action: { type: string; params?: unknown }): boolean {
+  const delay = (action.params as { delay?: unknown } | undefined)?.delay;
+  return action.type === 'xstate.raise' && delay === undefined;
+}
+
 /** `xstate.done.actor.sendToken` → `done: sendToken`, as the diagrams name an invoked actor's end. */
 function eventName(type: string): string {
   const m = /^xstate\.(done|error)\.actor\.(.+)$/.exec(type);
@@ -313,7 +319,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     if (this.stopped) throw new Error(`${this.opts.name}: the host is stopping`);
     const { machine, store, now, onTransition } = this.opts;
     const current = from.snapshot;
-    const [next] = transition(machine as AnyStateMachine, current, event) as [Snapshot<TMachine>, unknown];
+    const [next, actions] = transition(machine as AnyStateMachine, current, event) as [Snapshot<TMachine>, { type: string; params?: unknown }[]];
     if (options.admit && !(await options.admit(next as SnapshotFrom<TMachine> & AnyMachineSnapshot, current as SnapshotFrom<TMachine> & AnyMachineSnapshot))) {
       return {
         snapshot: current as SnapshotFrom<TMachine> & AnyMachineSnapshot,
@@ -360,6 +366,11 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
 
     // Record, then act: a failed save throws here, before any actor exists.
     await record(next, event.type);
+    // The event starts nothing (no invoked actor, no action with an effect outside the machine): the snapshot just
+    // recorded is where the machine ends, and no actor needs to compute the same transition again.
+    if (settled(next) && actions.every(isInternal)) {
+      return { snapshot: next as SnapshotFrom<TMachine> & AnyMachineSnapshot, state: this.names.nameOf(next.value), history, refused: false, seen: expected.seen };
+    }
 
     const k = this.keyOf(key);
     let taken = false;

@@ -23,7 +23,7 @@ const KEY_PATTERNS: Record<string, readonly RegExp[]> = {
   sms: [/^originators\./, /^smsrule\./],
 };
 
-const PEER_KEYS: readonly string[] = ['base_replication_url'];
+const PEER_KEYS: readonly string[] = ['base_replication_url', 'push_batch_size'];
 
 const DEFAULTS = configDefaults({});
 

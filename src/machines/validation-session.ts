@@ -35,6 +35,12 @@ export const SESSION_LIFETIME_MS = 24 * 60 * 60 * 1000;
  * a requestToken with a higher send_attempt sends a new one. An SMS code has 10^6 values: 5 guesses per code sent.
  */
 export const MAX_WRONG_TOKENS = 5;
+/**
+ * A requestToken that sends nothing moves the session's mtime only once it is this much older: a client repeating
+ * its request (the same send_attempt) reads the session without writing it. Sydent moves mtime on every requestToken;
+ * here the 24 h windows and `validated_at` start at most this long before the latest repeat.
+ */
+export const REPEAT_TOUCH_EVERY_MS = 60_000;
 
 export type Medium = 'email' | 'msisdn';
 
@@ -164,6 +170,10 @@ const sessionSetup = setup({
     forward: raise(({ event }) => event),
     accept: assign({ rejection: null }),
     touch: assign({ mtime: ({ context, event }) => ('now' in event ? event.now : context.mtime) }),
+    /** the same, for a request that changes nothing else: not before REPEAT_TOUCH_EVERY_MS */
+    touchIfStale: assign({
+      mtime: ({ context, event }) => ('now' in event && event.now - context.mtime >= REPEAT_TOUCH_EVERY_MS ? event.now : context.mtime),
+    }),
     rememberRequest: assign(({ event }) =>
       isRequest(event) ? { nextLink: event.nextLink, brand: event.brand, sendTo: event.sendTo, ipAddress: event.ipAddress } : {},
     ),
@@ -217,7 +227,7 @@ const gate = [wrongSecret, { guard: 'isExpired', target: 'expired', actions: 'fo
 /** A requestToken that leads to a send. */
 const send = ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'] as const;
 /** A requestToken that sends nothing: the same send_attempt again answers success with the same sid. */
-const nothingToSend = { actions: ['accept', 'touch'] } as const;
+const nothingToSend = { actions: ['accept', 'touchIfStale'] } as const;
 /** A submitToken while a token is awaited: a token that went out validates; a wrong one counts, the last one locks. */
 const awaitToken = [
   { guard: 'sentTokenMatches', target: '#validationSession.live.validated', actions: ['accept', 'markValidated'] },

@@ -112,6 +112,8 @@ export class CallbackWorker {
   private readonly inFlight = new Map<number, InFlight>();
   private readonly machines: MachineHost<typeof callbackMachine, number>;
   private pumping = false;
+  /** a wake is waiting for the end of the turn */
+  private wakeQueued = false;
   private again = false;
   private draining = false;
   private started = false;
@@ -159,8 +161,20 @@ export class CallbackWorker {
     this.wake();
   }
 
-  /** Something may be due: look now. */
+  /**
+   * Something may be due: look at the end of this turn of the event loop. Every wake of one turn (the binds one group
+   * commit answered, the deliveries that ended together) leads to one claim, which takes all the rows ready.
+   */
   wake(): void {
+    if (this.draining || this.wakeQueued) return;
+    this.wakeQueued = true;
+    setImmediate(() => {
+      this.wakeQueued = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
     if (this.draining) return;
     if (this.pumping) {
       this.again = true;
@@ -176,7 +190,7 @@ export class CallbackWorker {
         this.pumping = false;
         if (this.again) {
           this.again = false;
-          this.wake();
+          this.pump();
         }
       });
   }

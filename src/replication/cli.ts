@@ -215,7 +215,7 @@ function remove(name: string, configPath: string, db: Db, io: CliIo): void {
   io.stdout(`removed peer ${name}${removedSection ? ` and its [peer.${name}] section` : ''}\n`);
 }
 
-function urlsOf(configPath: string): Record<string, string> {
+function urlsOf(configPath: string): Record<string, string | undefined> {
   const peers = peersFromText(readFileSync(configPath, 'utf8'), dirname(configPath));
   return Object.fromEntries(Object.entries(peers).map(([name, p]) => [name, p.baseReplicationUrl]));
 }

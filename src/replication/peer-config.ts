@@ -52,6 +52,11 @@ export class PeerUrls {
     return Object.hasOwn(this.urls, name) ? this.urls[name]?.baseReplicationUrl : undefined;
   }
 
+  /** `[peer.NAME] push_batch_size`, when set. */
+  batchSize(name: string): number | undefined {
+    return Object.hasOwn(this.urls, name) ? this.urls[name]?.pushBatchSize : undefined;
+  }
+
   /** Re-reads the peer sections when sydent.conf changed since the last look. */
   refresh(): void {
     const mtime = this.stat();

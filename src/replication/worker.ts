@@ -63,12 +63,12 @@ export interface ReplicationWorkerOptions {
   /** null: replication is off (no certificate); `disabledReason` says why */
   tls: ReplicationTls | null;
   disabledReason?: string;
-  urls: Pick<PeerUrls, 'get' | 'refresh'>;
+  urls: Pick<PeerUrls, 'get' | 'refresh'> & Partial<Pick<PeerUrls, 'batchSize'>>;
   now: () => number;
   /** the jitter of the backoff: a number in [0, 1) */
   random?: () => number;
   log: Logger;
-  /** associations per push (default Sydent's 100) */
+  /** associations per push to a peer without `[peer.NAME] push_batch_size` (default Sydent's 100) */
   batchSize?: number;
   /** the periodic look (default Sydent's 10 s) */
   tickMs?: number;
@@ -402,18 +402,24 @@ export class ReplicationWorker {
     const prefetched = slot.prefetched;
     slot.prefetched = null;
     if (prefetched && prefetched.afterId === cursor) return prefetched.batch;
-    const rows = await this.opts.reads.localAfter(cursor, this.opts.batchSize);
+    const rows = await this.opts.reads.localAfter(cursor, this.batchSizeOf(slot));
     return rows.length === 0 ? null : buildBatch(rows, this.opts.serverName, this.opts.signingKey);
   }
 
   private async prefetch(slot: Slot, afterId: number): Promise<void> {
-    const rows = await this.opts.reads.localAfter(afterId, this.opts.batchSize);
+    const rows = await this.opts.reads.localAfter(afterId, this.batchSizeOf(slot));
     slot.prefetched = rows.length === 0 ? null : { afterId, batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey) };
+  }
+
+  /** Associations per push to this peer: its `push_batch_size`, or Sydent's. */
+  private batchSizeOf(slot: Slot): number {
+    return this.opts.urls.batchSize?.(slot.peer.name) ?? this.opts.batchSize;
   }
 
   /** The `push` actor: one batch after the cursor, then the cursor stored after the peer's 2xx. */
   private async push(slot: Slot, input: PushInput): Promise<PushResult> {
-    const { now, log, batchSize } = this.opts;
+    const { now, log } = this.opts;
+    const batchSize = this.batchSizeOf(slot);
     const fail = (message: string, status: number | null = null) => new PushError(message, now(), status, this.opts.random());
     let answer: PushAnswer;
     let lastId: number;

@@ -53,15 +53,15 @@ export type SubmitResult = { limited: true; retryAfterMs: number } | { limited: 
 export const sessionsHandlers = {
   requestToken: (e: RequestTokenArgs, r: SessionsResource, q: RequestContext) => r.host.requestToken(e, q.signal),
   /** an event for an existing session; answers undefined for an unknown sid */
-  event: (e: { sid: number; event: SessionEvent }, r: SessionsResource) => r.host.send(e.sid, e.event),
+  event: (e: { sid: number; event: SessionEvent }, r: SessionsResource, q: RequestContext) => r.host.send(e.sid, e.event, q),
   /**
    * submitToken: each one takes a token of the client address's bucket, and a right one gives it back, so only
    * wrong tokens (and unknown sids, wrong secrets) count against the address.
    */
-  submitToken: async (e: { sid: number; event: SessionEvent; requester: string }, r: SessionsResource): Promise<SubmitResult> => {
+  submitToken: async (e: { sid: number; event: SessionEvent; requester: string }, r: SessionsResource, q: RequestContext): Promise<SubmitResult> => {
     const admission = r.submitLimiter.take(e.requester);
     if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
-    const outcome = await r.host.send(e.sid, e.event);
+    const outcome = await r.host.send(e.sid, e.event, q);
     if (outcome?.rejection === null) r.submitLimiter.refund(e.requester);
     return { limited: false, outcome };
   },
@@ -94,6 +94,7 @@ export const sessionsHandlers = {
         );
         return rowVersion;
       },
+      q,
     );
     return { outcome, association };
   },
@@ -105,7 +106,7 @@ export const sessionsHandlers = {
   /** 3pid/unbind: the proof checked, then the binding withdrawn */
   unbindWithProof: async (e: { threepid: Threepid; mxid: string; proof: UnbindProof }, r: SessionsResource, q: RequestContext): Promise<UnbindOutcome> => {
     if (e.proof.kind === 'session') {
-      const session = await r.host.send(e.proof.sid, { type: 'CHECK_VALIDATED', clientSecret: e.proof.clientSecret, now: r.binder.clock.now() });
+      const session = await r.host.send(e.proof.sid, { type: 'CHECK_VALIDATED', clientSecret: e.proof.clientSecret, now: r.binder.clock.now() }, q);
       if (!session || !isValidated(session)) return { ok: false, session };
       if (session.medium !== e.threepid.medium || session.address !== e.threepid.address) return { ok: false, mismatch: true };
     } else {
@@ -128,13 +129,12 @@ export const sessionsSupervisor = supervisor('sessions', {
       now: () => deps.clock.now(),
       reads: facades.reads.sessions,
       store: {
-        newSid: () => facades.stores.newSid({}),
-        create: (medium, clientSecret, write) => facades.stores.createSession({ medium, clientSecret, write }),
-        save: (write, expectedVersion) => facades.stores.saveSession({ write, expectedVersion }),
+        create: (medium, clientSecret, write, request) => facades.stores.createSession({ medium, clientSecret, write }, request),
+        save: (write, expectedVersion, request) => facades.stores.saveSession({ write, expectedVersion }, request),
       },
       senders: { email: createEmailTokenSender(deps, facades.mailer), msisdn: createSmsTokenSender(deps, facades.sms) },
       // msisdn: the requester is the number itself (per-number, then per-country limits, sms supervisor)
-      admit: (medium, key) => (medium === 'email' ? facades.mailer.admit({ key }) : facades.sms.admit({ msisdn: key })),
+      admit: (medium, key, request) => (medium === 'email' ? facades.mailer.admit({ key }, request) : facades.sms.admit({ msisdn: key }, request)),
       inspect: deps.inspect,
       onTransition: (from, to) => deps.metrics?.transitions.inc({ machine: 'validationSession', from, to }),
       newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),

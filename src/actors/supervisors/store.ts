@@ -28,7 +28,6 @@ export const storeHandlers = {
   registerAccount: op('registerAccount'),
   logout: op('logout'),
   acceptTerms: op('acceptTerms'),
-  newSid: op('newSid'),
   createSession: op('createSession'),
   saveSession: op('saveSession'),
   deleteOldSessions: op('deleteOldSessions'),

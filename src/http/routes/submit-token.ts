@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { renderResponsePage } from '../../mail/templates.js';
 import { redirectAfterValidation } from '../../sessions/next-link.js';
 import type { RouteOptions } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { MatrixError } from '../errors.js';
 import { clientSecret, storedNextLink } from '../validate.js';
 import { submitTokenEvent, submitTokenReply, tokenIncorrect } from './validation-replies.js';
@@ -43,7 +44,7 @@ export function submitTokenRoutes(
   const submit = (req: FastifyRequest, sid: string | number, secret: string, token: string) => {
     // No token of ours is empty or longer than the spec's 255 code points: such a one is wrong without asking.
     if (token.length === 0 || (token.length > MAX_TOKEN_LENGTH && [...token].length > MAX_TOKEN_LENGTH)) throw tokenIncorrect();
-    return submitTokenEvent(ctx, sid, req.ip, { type: 'SUBMIT_TOKEN', token, clientSecret: clientSecret(secret), now: ctx.clock.now() });
+    return submitTokenEvent(ctx, sid, req.ip, { type: 'SUBMIT_TOKEN', token, clientSecret: clientSecret(secret), now: ctx.clock.now() }, requestDeadline(req, ctx.config));
   };
 
   app.post<{ Body: SubmitTokenBody }>(

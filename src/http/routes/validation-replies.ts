@@ -5,6 +5,7 @@
 import type { SessionEvent } from '../../machines/validation-session.js';
 import type { SessionOutcome } from '../../sessions/host.js';
 import type { AppContext } from '../context.js';
+import type { CallOptions } from '../../actors/ask.js';
 import { errors, MatrixError } from '../errors.js';
 import { sidNumber } from '../validate.js';
 
@@ -60,10 +61,11 @@ export async function submitTokenEvent(
   rawSid: string | number,
   requester: string,
   event: SessionEvent,
+  request: CallOptions,
 ): Promise<SessionOutcome | undefined> {
   const sid = sidNumber(rawSid);
   if (sid === null) return undefined;
-  const result = await ctx.facades.sessions.submitToken({ sid, event, requester });
+  const result = await ctx.facades.sessions.submitToken({ sid, event, requester }, request);
   if (result.limited) throw errors.limitExceeded('Too many incorrect tokens from this address', result.retryAfterMs);
   return result.outcome;
 }
@@ -73,7 +75,8 @@ export async function sessionEvent(
   ctx: AppContext,
   rawSid: string | number,
   event: SessionEvent,
+  request: CallOptions,
 ): Promise<SessionOutcome | undefined> {
   const sid = sidNumber(rawSid);
-  return sid === null ? undefined : ctx.facades.sessions.event({ sid, event });
+  return sid === null ? undefined : ctx.facades.sessions.event({ sid, event }, request);
 }

@@ -9,7 +9,6 @@
  *   transaction advisory lock, so a pusher reading `id > cursor` never passes an id that commits later;
  * - callback claims take rows with `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row.
  */
-import { randomInt } from 'node:crypto';
 import type pg from 'pg';
 
 import { ASSOCIATION_LIFETIME_MS, BindConflictError, type BindRecord } from '../associations.js';
@@ -17,14 +16,12 @@ import type { TokenCache } from '../accounts.js';
 import { ABANDONED_RETENTION_MS, DELIVERED_RETENTION_MS, type CallbackEnqueue, type ClaimedCallback } from '../callbacks.js';
 import type { StoreWriteOps, WriteRequest } from '../engine.js';
 import type { ApplyPushResult } from '../peers.js';
-import { sameSydentColumns, SessionConflictError, type SessionWrite, type SydentColumns } from '../sessions.js';
+import { sameSydentColumns, SessionConflictError, SidTakenError, type SessionWrite, type SydentColumns } from '../sessions.js';
 import { inTransaction, type Sql } from './pool.js';
 import { PEPPER_SQL } from './reads.js';
 
 /** Any fixed number, the same in every sydent-ts: held by each append to the replication log until its commit. */
 const LOG_APPEND_LOCK = 0x5359_4c47; // "SYLG"
-/** Sydent's sids are random in [0, 2^31]; ours too, minus 0. */
-const MAX_SID = 2 ** 31;
 const HISTORY_LIMIT = 20;
 
 const historyJson = (history: SessionWrite['history']): string => JSON.stringify(history.slice(-HISTORY_LIMIT));
@@ -163,10 +160,16 @@ interface ClaimedRow {
 }
 
 export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
-  /** One transaction; a caller that gave up before it started is not written for. */
+  /**
+   * One transaction; a caller that gave up (its deadline passed) before it started, or while it waited for a
+   * connection, is not written for.
+   */
   const tx = <T>(req: WriteRequest, work: (sql: Sql) => Promise<T>): Promise<T> => {
     if (req.signal?.aborted) return Promise.reject(req.signal.reason);
-    return inTransaction(pool, work);
+    return inTransaction(pool, (sql) => {
+      req.signal?.throwIfAborted();
+      return work(sql);
+    });
   };
   return {
     registerAccount: (e, q) =>
@@ -195,20 +198,17 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
         }
         return { consented };
       }),
-    newSid: (_e, q) =>
-      tx(q, async (sql) => {
-        for (;;) {
-          const sid = randomInt(1, MAX_SID);
-          if (!(await sql.query('SELECT 1 FROM threepid_validation_sessions WHERE id = $1', [sid])).rowCount) return sid;
-        }
-      }),
     createSession: (e, q) =>
       tx(q, async (sql) => {
         const w = e.write;
-        await sql.query(
-          'INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES ($1, $2, $3, $4, 0, $5)',
+        // A sid in use (or being created by another node at this moment: the insert waits for its commit) inserts
+        // nothing and is refused; the caller picks another.
+        const inserted = await sql.query(
+          `INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES ($1, $2, $3, $4, 0, $5)
+           ON CONFLICT (id) DO NOTHING`,
           [w.sid, e.medium, w.address, e.clientSecret, w.mtime],
         );
+        if (inserted.rowCount !== 1) throw new SidTakenError(w.sid);
         await sql.query('INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES ($1, $2, $3)', [
           w.sid,
           w.token,
