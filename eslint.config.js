@@ -34,9 +34,13 @@ export default tseslint.config(
     },
   },
   {
+    // plain JS (bin/, scripts/, this file) is outside tsconfig: linted without type information
     files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
     ...tseslint.configs.disableTypeChecked,
-    languageOptions: { globals: globals.node },
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: globals.node,
+    },
   },
   prettier,
 );

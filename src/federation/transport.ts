@@ -290,7 +290,7 @@ function tlsError(err: Error, tlsName: string): FederationError {
 function classify(err: unknown, signal: AbortSignal, timeoutMs: number): FederationError {
   if (err instanceof FederationError) return err;
   if (signal.aborted && signal.reason instanceof FederationError) return signal.reason;
-  const code = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
+  const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
   const message = err instanceof Error ? err.message : String(err);
   switch (code) {
     case 'UND_ERR_HEADERS_TIMEOUT':
