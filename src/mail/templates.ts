@@ -76,7 +76,7 @@ export function resolveTemplate(
   // the keys are the brands found at start-up and a few names, so the cache stays small. A file edited in place
   // is still picked up on the next render.
   let resolved = resolvedByConfig.get(config);
-  if (!resolved) resolvedByConfig.set(config, (resolved = new Map()));
+  if (!resolved) resolvedByConfig.set(config, (resolved = new Map<string, ResolvedTemplate>()));
   const key = `${b}/${name}`;
   let t = resolved.get(key);
   if (!t) resolved.set(key, (t = lookUpTemplate(config.general.templatesPath, b, name)));
