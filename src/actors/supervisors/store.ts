@@ -20,8 +20,6 @@ function write<T>(r: StoreResource, request: RequestContext, work: (w: StoreWrit
   return r.store.write(work, req);
 }
 
-type Empty = Record<string, never>;
-
 /**
  * Every write, by facade method (`facades.stores.bind(...)`). Payloads are plain data; the handlers only record
  * them (the SQL lives in the table modules), checking what the caller saw where it matters (a bind's pepper and
