@@ -4,6 +4,7 @@ import path from 'node:path';
 import nunjucks from 'nunjucks';
 import type { SydentConfig } from '../config/types.js';
 import { markupEscape, pyHtmlEscape, pyQuote, pyQuoteForQuery } from './quote.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * Sydent's template formats, so an operator's Sydent templates render unchanged:
@@ -356,7 +357,7 @@ function renderJinja(t: ResolvedTemplate, vars: Readonly<Record<string, string>>
   try {
     return env.render(t.name, { ...vars });
   } catch (error) {
-    throw new TemplateError(error instanceof Error ? error.message : String(error), t.path);
+    throw new TemplateError(errorMessage(error), t.path);
   }
 }
 
