@@ -60,13 +60,13 @@ describe('a bind with pending invites', () => {
   const received = Math.floor(Date.now() / 1000) - 3600;
 
   it('carries exactly that 3PID\'s pending invites, signed, and marks them sent', async () => {
-    insertInvite(t, { address: 'invitee@example.com', room_id: '!room1:hs.example', sender: '@inviter:hs.example', token: 'tokOne', received_ts: received });
-    insertInvite(t, { address: 'invitee@example.com', room_id: '!room2:hs.example', sender: '@other:hs.example', token: 'tokTwo', received_ts: received });
+    await insertInvite(t, { address: 'invitee@example.com', room_id: '!room1:hs.example', sender: '@inviter:hs.example', token: 'tokOne', received_ts: received });
+    await insertInvite(t, { address: 'invitee@example.com', room_id: '!room2:hs.example', sender: '@other:hs.example', token: 'tokTwo', received_ts: received });
     // an invite already delivered, and one for somebody else: neither belongs in the answer
-    insertInvite(t, { address: 'invitee@example.com', room_id: '!old:hs.example', sender: '@inviter:hs.example', token: 'tokOld', received_ts: received });
+    await insertInvite(t, { address: 'invitee@example.com', room_id: '!old:hs.example', sender: '@inviter:hs.example', token: 'tokOld', received_ts: received });
     const oldSent = received + 60;
     await write(t, 'UPDATE invite_tokens SET sent_ts = ? WHERE token = ?', oldSent, 'tokOld');
-    insertInvite(t, { address: 'bystander@example.com', room_id: '!room3:hs.example', sender: '@inviter:hs.example', token: 'tokBystander', received_ts: received });
+    await insertInvite(t, { address: 'bystander@example.com', room_id: '!room3:hs.example', sender: '@inviter:hs.example', token: 'tokBystander', received_ts: received });
 
     (t.clock as ManualClock).advance(1000);
     const now = t.clock.now();
@@ -151,7 +151,7 @@ describe('a bind with pending invites', () => {
   });
 
   it('the invite of a casefolded address is found by a bind typed in another case (Unicode folding)', async () => {
-    insertInvite(t, { address: 'strasse@example.com', room_id: '!room4:hs.example', sender: '@inviter:hs.example', token: 'tokStrasse' });
+    await insertInvite(t, { address: 'strasse@example.com', room_id: '!room4:hs.example', sender: '@inviter:hs.example', token: 'tokStrasse' });
     const res = await validateAndBind('Straße@Example.com', 'invites-4', '@strasse:hs.example');
     const invites = res.json['invites'] as InviteInAnswer[];
     expect(invites.map((i) => [i.token, i.address, i.mxid])).toEqual([['tokStrasse', 'strasse@example.com', '@strasse:hs.example']]);

@@ -4,7 +4,7 @@
  * on with the manual clock, restarts on the same database.
  */
 import Database from 'better-sqlite3';
-import http from 'node:http';
+import type http from 'node:http';
 import https from 'node:https';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ManualClock } from '../src/clock.js';

@@ -716,7 +716,7 @@ describe('signing key in an existing file', () => {
   it('fills in an empty key line in place, keeping CRLF and a missing final newline', () => {
     const text = '[crypto]\r\n  ed25519.signingkey =\r\n  extra = 1\r\n[general]\r\nserver.name = s';
     const { after, config } = addKey(text);
-    const m = /  ed25519\.signingkey = (ed25519 0 [A-Za-z0-9+/]{43})\r\n/.exec(after);
+    const m = / {2}ed25519\.signingkey = (ed25519 0 [A-Za-z0-9+/]{43})\r\n/.exec(after);
     expect(m).not.toBeNull();
     expect(after.replace(m?.[1] ?? '', '')).toBe(text.replace('ed25519.signingkey =', 'ed25519.signingkey = '));
     expect(config.crypto.signingKey.version).toBe('0');

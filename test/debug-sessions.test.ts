@@ -6,6 +6,22 @@ import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { tempDir } from './helpers/tmp.js';
 
+/** A session as the debug endpoint answers it. */
+interface SessionView {
+  state: string;
+  context: Record<string, unknown>;
+  transitions: { from: string; event: string; to: string }[];
+}
+
+/** The parts of the debug summary these tests read. */
+interface SummaryView {
+  server: unknown;
+  sessions: { total: number; byState: Record<string, number> };
+  actors: { systemId: string; handled: number }[];
+  callbacks: unknown;
+  replication: unknown;
+}
+
 let smtp: SmtpTestServer;
 let t: TestServer;
 beforeAll(async () => {
@@ -36,10 +52,10 @@ describe('session debug endpoints (internal listener)', () => {
 
     const res = await fetch(t.internalUrl(`/_sydent/debug/sessions/${sid}`));
     expect(res.status).toBe(200);
-    const body = (await res.json()) as Record<string, any>;
-    expect(body['state']).toBe('tokenSent');
-    expect(body['context']).toMatchObject({ sid, medium: 'email', address: 'c…@e…', sendAttempt: 1, nextLink: 'https://app.example' });
-    expect(body['transitions'].map((x: any) => `${x.from} -${x.event}-> ${x.to}`)).toEqual([
+    const body = (await res.json()) as SessionView;
+    expect(body.state).toBe('tokenSent');
+    expect(body.context).toMatchObject({ sid, medium: 'email', address: 'c…@e…', sendAttempt: 1, nextLink: 'https://app.example' });
+    expect(body.transitions.map((x) => `${x.from} -${x.event}-> ${x.to}`)).toEqual([
       'requested -REQUEST_TOKEN-> sendingToken',
       'sendingToken -done: sendToken-> tokenSent',
     ]);
@@ -135,21 +151,21 @@ describe('session debug endpoints (internal listener)', () => {
   });
 
   it('the summary says who this is and the numbers, and nothing secret', async () => {
-    const before = (await (await fetch(t.internalUrl('/_sydent/debug/summary'))).json()) as Record<string, any>;
+    const before = (await (await fetch(t.internalUrl('/_sydent/debug/summary'))).json()) as SummaryView;
     await requestToken('frank.summary@example.org', 'summary-secret');
-    const after = (await (await fetch(t.internalUrl('/_sydent/debug/summary'))).json()) as Record<string, any>;
-    expect(after['server']).toMatchObject({
+    const after = (await (await fetch(t.internalUrl('/_sydent/debug/summary'))).json()) as SummaryView;
+    expect(after.server).toMatchObject({
       name: 'is.example.test',
       version: expect.stringMatching(/^\d+\.\d+\.\d+/),
       node: { pid: process.pid, nodeVersion: process.version },
       uptimeSeconds: expect.any(Number),
     });
-    expect(after['sessions'].total).toBe(before['sessions'].total + 1);
-    expect(after['sessions'].byState['tokenSent']).toBe(before['sessions'].byState['tokenSent'] + 1);
-    const mailer = (s: Record<string, any>) => s['actors'].find((a: { systemId: string }) => a.systemId === 'mailer');
+    expect(after.sessions.total).toBe(before.sessions.total + 1);
+    expect(after.sessions.byState['tokenSent']).toBe(before.sessions.byState['tokenSent']! + 1);
+    const mailer = (s: SummaryView) => s.actors.find((a) => a.systemId === 'mailer')!;
     expect(mailer(after).handled).toBeGreaterThan(mailer(before).handled);
-    expect(after['callbacks']).toEqual({ pending: 0, counts: { pending: 0, delivering: 0, retrying: 0, delivered: 0, abandoned: 0 } });
-    expect(after['replication']).toEqual({ enabled: false, reason: 'replication.https.certfile is not set', peers: [] });
+    expect(after.callbacks).toEqual({ pending: 0, counts: { pending: 0, delivering: 0, retrying: 0, delivered: 0, abandoned: 0 } });
+    expect(after.replication).toEqual({ enabled: false, reason: 'replication.https.certfile is not set', peers: [] });
     const text = JSON.stringify(after);
     for (const secret of ['frank', 'example.org', 'summary-secret']) expect(text).not.toContain(secret);
   });
@@ -193,12 +209,12 @@ describe('what the session endpoint shows of a failure and of older rows', () =>
       });
       expect(res.status).toBe(500);
       const sid = rows<{ id: number }>(r.config.db.dbFile, 'SELECT id FROM threepid_validation_sessions')[0]!.id;
-      const body = (await (await fetch(r.internalUrl(`/_sydent/debug/sessions/${sid}`))).json()) as Record<string, any>;
-      expect(body['state']).toBe('sendFailed');
-      expect(body['context'].lastError).toMatch(/Recipient address rejected/);
+      const body = (await (await fetch(r.internalUrl(`/_sydent/debug/sessions/${sid}`))).json()) as SessionView;
+      expect(body.state).toBe('sendFailed');
+      expect(body.context['lastError']).toMatch(/Recipient address rejected/);
       expect(JSON.stringify(body).toLowerCase()).not.toContain('grace.hidden');
       expect(JSON.stringify(body).toLowerCase()).not.toContain('example.org');
-      expect(body['transitions'].at(-1)).toMatchObject({ from: 'sendingToken', event: 'error: sendToken', to: 'sendFailed' });
+      expect(body.transitions.at(-1)).toMatchObject({ from: 'sendingToken', event: 'error: sendToken', to: 'sendFailed' });
     } finally {
       await r.close();
       await rejecting.close();
@@ -227,8 +243,8 @@ describe('what the session endpoint shows of a failure and of older rows', () =>
 
       const again = await startTestServer({ dir: tmp.dir, conf });
       try {
-        const body = (await (await fetch(again.internalUrl(`/_sydent/debug/sessions/${sid}`))).json()) as Record<string, any>;
-        expect(body['transitions']).toEqual([
+        const body = (await (await fetch(again.internalUrl(`/_sydent/debug/sessions/${sid}`))).json()) as SessionView;
+        expect(body.transitions).toEqual([
           { at: 1, event: 'REQUEST_TOKEN', from: 'requested', to: 'sendingToken' },
           { at: 2, event: 'done: sendToken', from: 'sendingToken', to: 'tokenSent' },
         ]);

@@ -116,7 +116,7 @@ describe('bytes that are not UTF-8', () => {
     const before = world();
     const form = await call(url(), { body: { client_secret: 'utf8secret', send_attempt: '1', email: 'alice\u00ff@example.org' }, form: true });
     expect(form.status).toBe(200); // a real ÿ, sent as UTF-8 (%C3%BF), is an address like any other
-    const sid = form.json['sid'];
+    const sid = form.json['sid'] as string;
     const after = world();
     const bad = await fetch(url(), {
       method: 'POST',

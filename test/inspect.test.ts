@@ -29,7 +29,7 @@ describe('--inspect', () => {
     expect(t.server.inspectUrl).toMatch(/^ws:\/\/127\.0\.0\.1:\d+$/);
     const received: string[] = [];
     const ws = new WebSocket(t.server.inspectUrl!);
-    ws.on('message', (data) => received.push(data.toString()));
+    ws.on('message', (data) => received.push(new TextDecoder().decode(Array.isArray(data) ? Buffer.concat(data) : data)));
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);

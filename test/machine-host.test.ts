@@ -208,7 +208,7 @@ describe('machine host', () => {
           db.prepare('UPDATE jobs SET row_version = row_version + 1 WHERE id = ?').run(id);
           return loaded;
         },
-        save: port.save,
+        save: (id, write, expected) => port.save(id, write, expected),
       },
     });
     await expect(racing.send('d', { type: 'GO' })).rejects.toThrow(ConflictError);
@@ -295,7 +295,7 @@ describe('machine host', () => {
     const released = new Promise<void>((resolve) => (release = resolve));
     const slowSave = host({
       store: {
-        load: port.load,
+        load: (id) => port.load(id),
         save: async (id, write, expected) => {
           if (write.stateName === 'failed') {
             saving();

@@ -118,7 +118,7 @@ function dumpSqlite(file: string, tables: readonly string[] = [...SYDENT_TABLES,
     const out: Record<string, unknown[]> = {};
     for (const t of tables) {
       if (!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t)) continue;
-      const n = (db.prepare(`PRAGMA table_info("${t}")`).all() as unknown[]).length;
+      const n = (db.prepare(`PRAGMA table_info("${t}")`).all()).length;
       const order = Array.from({ length: n }, (_, i) => i + 1).join(', ');
       out[t] = db.prepare(`SELECT * FROM "${t}" ORDER BY ${order}`).all();
     }
@@ -481,15 +481,13 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     const first = migrateDbProcess(args, d);
     const watcher = await connect(pg.url);
     cleanups.push(() => watcher.end());
-    let copied = 0;
     let exited: number | string | undefined;
     void first.exited.then((c) => (exited = c));
     while (exited === undefined) {
       const res = await watcher
         .query<{ n: string | null }>('SELECT sum(rows_copied) AS n FROM sydent_ts_migrate_db_progress')
         .catch(() => ({ rows: [{ n: null }] }));
-      copied = Number(res.rows[0]!.n ?? 0);
-      if (copied >= 2_000) break;
+      if (Number(res.rows[0]!.n ?? 0) >= 2_000) break;
       await new Promise((r) => setTimeout(r, 5));
     }
     first.child.kill('SIGKILL');

@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { closeDatabase, openDatabase } from '../src/store/database.js';
@@ -21,8 +21,8 @@ import { tempDir } from './helpers/tmp.js';
 interface Column {
   name: string;
   family: 'integer' | 'text';
-  /** how text compares: SQLite's default BINARY is PostgreSQL's "C" */
-  collation: 'bytewise' | string | null;
+  /** how text compares: `bytewise` for SQLite's default BINARY and PostgreSQL's "C", else the collation's name */
+  collation: string | null;
   notNull: boolean;
   default: string | null;
   primaryKey: boolean;

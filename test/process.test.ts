@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort, ROOT, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
@@ -182,7 +183,7 @@ describe('start-up that cannot hurt', () => {
     const net = await import('node:net');
     const busy = net.createServer();
     await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
-    const busyPort = (busy.address() as import('node:net').AddressInfo).port;
+    const busyPort = (busy.address() as AddressInfo).port;
     try {
       const client = dir();
       await conf(client);

@@ -42,7 +42,7 @@ function preparedStatements(db: SqliteDatabase): string[] {
   recording.prepare = ((sql: string) => {
     seen.add(sql);
     return prepare(sql);
-  }) as SqliteDatabase['prepare'];
+  });
   new AccountReads(recording);
   new SessionReads(recording);
   new AssociationReads(recording);

@@ -7,13 +7,13 @@ import { ManualClock } from '../src/clock.js';
 import { loadConfig } from '../src/config/index.js';
 import {
   createFederationClient,
-  FederationClient,
   FederationError,
   parseXMatrixHeader,
   RequestAuthError,
   ServerKeyCache,
   signedRequestObject,
   verifyHomeserverRequest,
+  type FederationClient,
   type HomeserverRequest,
   type ServerKeySource,
 } from '../src/federation/index.js';

@@ -18,7 +18,7 @@ describe('sydent-ts rotate-pepper', () => {
           headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
           body: JSON.stringify(body),
         });
-        return { status: res.status, json: (await res.json()) as Record<string, any> };
+        return { status: res.status, json: (await res.json()) as Record<string, unknown> };
       };
       const token = (
         await post(t.url('/_matrix/identity/v2/account/register'), { access_token: 'x', matrix_server_name: env.serverName })

@@ -56,7 +56,7 @@ async function holdWriteLock(dbFile: string, ms: number): Promise<ChildProcess> 
   const child = spawn(process.execPath, ['-e', script, dbFile, String(ms)], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
   cleanups.push(() => child.kill('SIGKILL'));
   await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
+    child.stdout.on('data', (chunk: Buffer) => {
       if (chunk.toString().includes('locked')) resolve();
     });
     child.once('exit', (code) => reject(new Error(`the lock holder exited (${String(code)}) before taking the lock`)));

@@ -218,13 +218,13 @@ export interface ContextOptions {
 export function createContext(opts: ContextOptions): {
   ctx: ScenarioContext;
   /** what the processes the scenario started wrote to stderr so far, by process */
-  stderr(): Array<{ what: string; text: string }>;
-  dispose(): Promise<void>;
+  stderr: () => Array<{ what: string; text: string }>;
+  dispose: () => Promise<void>;
 } {
   const cleanups: Array<() => unknown> = [];
   /** the process behind each loopback port this context started a server on: whose CPU a load's slices use */
   const pidByPort = new Map<number, number>();
-  const processes: Array<{ what: string; stderr(): string }> = [];
+  const processes: Array<{ what: string; stderr: () => string }> = [];
   const log = (message: string) => process.stderr.write(`  [${opts.name}] ${message}\n`);
   const ctx: ScenarioContext = {
     root: ROOT,

@@ -115,7 +115,6 @@ const scenario: Scenario = {
     const serverB = await ctx.startServer({ conf: conf(b, a), prepareDb: (dbPath) => addPeer(dbPath, a) });
     let buildS = 0;
     const spawnedAt = performance.now();
-    let readyAt = 0;
     const watch = new Database(serverB.dbPath, { readonly: true, fileMustExist: true });
     ctx.defer(() => watch.close());
     // A pushes in id order (1…COUNT): polling the largest originId is one index probe, so watching costs B
@@ -136,22 +135,21 @@ const scenario: Scenario = {
       },
       startTimeoutMs: 60_000,
     });
-    readyAt = performance.now();
+    const readyAt = performance.now();
     ctx.log(`A ready (database prepared in ${(prepareMs / 1000).toFixed(1)} s); waiting for B to catch up`);
 
     // from the spawn, not counting the database preparation (done before the spawn)
     const origin = spawnedAt + prepareMs;
-    let got = { n: 0 };
     const samples: string[] = [];
     let nextSample = 10_000;
     for (;;) {
-      got = { n: (newest.get(A) as { n: number | null }).n ?? 0 };
-      if (got.n >= nextSample && nextSample <= COUNT) {
+      const received = (newest.get(A) as { n: number | null }).n ?? 0;
+      if (received >= nextSample && nextSample <= COUNT) {
         samples.push(`${nextSample.toLocaleString('en')} at ${((performance.now() - origin) / 1000).toFixed(1)} s`);
         nextSample += 30_000;
       }
-      if (got.n >= COUNT) break;
-      if (performance.now() - origin > CATCH_UP_LIMIT_MS) throw new Error(`B has ${got.n} of ${COUNT} after ${CATCH_UP_LIMIT_MS / 1000} s`);
+      if (received >= COUNT) break;
+      if (performance.now() - origin > CATCH_UP_LIMIT_MS) throw new Error(`B has ${received} of ${COUNT} after ${CATCH_UP_LIMIT_MS / 1000} s`);
       await new Promise((r) => setTimeout(r, 50));
     }
     const doneAt = performance.now();

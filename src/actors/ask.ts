@@ -1,4 +1,5 @@
 import type { AnyActorRef } from 'xstate';
+import { statusOf } from './actor-ref.js';
 import { DeadlineExceededError, repliesOf } from './replies.js';
 
 export { DeadlineExceededError } from './replies.js';
@@ -58,7 +59,7 @@ function deadlineOf(opts: CallOptions = {}): number {
  */
 export function ask<T>(ref: AnyActorRef | undefined, type: string, payload: unknown, opts: CallOptions = {}): Promise<T> {
   const target = ref?.id ?? 'actor';
-  if (!ref || ref.getSnapshot().status !== 'active') return Promise.reject(new ActorStoppedError(target));
+  if (!ref || statusOf(ref) !== 'active') return Promise.reject(new ActorStoppedError(target));
   const started = Date.now();
   const deadline = deadlineOf(opts);
   const { id, promise } = repliesOf(ref.system).open<T>(

@@ -1,5 +1,6 @@
 import { createActor, fromCallback, setup, type Actor } from 'xstate';
 import type { StoreReads } from '../store/reads.js';
+import { actorOf, statusOf } from './actor-ref.js';
 import { ask, DeadlineExceededError, type AskEvent } from './ask.js';
 import type { SystemDeps } from './deps.js';
 import { facade, provideEnvironment, type Facades } from './facade.js';
@@ -142,8 +143,8 @@ export class ActorSystem {
       },
     ];
     for (const id of SUPERVISORS) {
-      const ref = this.root.system.get(id);
-      const status: string = ref?.getSnapshot().status ?? 'stopped';
+      const ref = actorOf(this.root.system, id);
+      const status: string = statusOf(ref);
       const stats =
         status === 'active' ? await ask<SupervisorStats>(ref, CONTROL.stats, {}, { timeoutMs: 1000 }).catch(() => null) : null;
       out.push({
@@ -166,13 +167,13 @@ export class ActorSystem {
       return { total: all.length, children: all.slice(offset, offset + limit) };
     }
     if (!(SUPERVISORS as readonly string[]).includes(id)) return undefined;
-    const ref = this.root.system.get(id);
-    if (ref?.getSnapshot().status !== 'active') return { total: 0, children: [] };
+    const ref = actorOf(this.root.system, id);
+    if (statusOf(ref) !== 'active') return { total: 0, children: [] };
     return ask<ChildPage>(ref, CONTROL.children, { offset, limit }, { timeoutMs: 1000 });
   }
 
   private supervisorStates(): { id: string; state: string }[] {
-    return SUPERVISORS.map((id) => ({ id, state: String(this.root.system.get(id)?.getSnapshot().status ?? 'stopped') }));
+    return SUPERVISORS.map((id) => ({ id, state: statusOf(actorOf(this.root.system, id)) }));
   }
 
   /**
@@ -196,8 +197,8 @@ export class ActorSystem {
     const until = opts.until ?? Date.now() + DRAIN_MS;
     try {
       for (const id of [...SUPERVISORS].reverse()) {
-        const ref = this.root.system.get(id);
-        if (ref?.getSnapshot().status !== 'active') continue;
+        const ref = actorOf(this.root.system, id);
+        if (statusOf(ref) !== 'active') continue;
         try {
           await ask(ref, CONTROL.drain, {}, { deadline: Date.now() < until ? until : until + CLOSE_GRACE_MS });
         } catch (error) {

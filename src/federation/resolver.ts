@@ -79,7 +79,7 @@ export class DnsResolver implements FederationResolver {
 }
 
 function codeOf(err: unknown): string {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
+  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
 }
 
 function dnsFailure(what: string, err: unknown): FederationError {

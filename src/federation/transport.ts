@@ -12,6 +12,7 @@ import { FederationError } from './errors.js';
 import type { IpGuard } from './ip-guard.js';
 import type { FederationResolver } from './resolver.js';
 import { hostForUrl } from '../matrix/server-name.js';
+import { errorMessage } from '../util/error-message.js';
 
 /** where and how to connect for one server name (the result of discovery) */
 export interface ResolvedServer {
@@ -290,8 +291,8 @@ function tlsError(err: Error, tlsName: string): FederationError {
 function classify(err: unknown, signal: AbortSignal, timeoutMs: number): FederationError {
   if (err instanceof FederationError) return err;
   if (signal.aborted && signal.reason instanceof FederationError) return signal.reason;
-  const code = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
-  const message = err instanceof Error ? err.message : String(err);
+  const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
+  const message = errorMessage(err);
   switch (code) {
     case 'UND_ERR_HEADERS_TIMEOUT':
       return new FederationError('timeout', `no response within ${seconds(timeoutMs)}`, { cause: err });

@@ -75,7 +75,7 @@ export function createApp(opts: AppOptions): FastifyInstance {
   const listener = opts.listener ?? new HttpListener({ name: 'http', log: opts.log, cors });
   const lane = opts.lane;
   const app = Fastify({
-    loggerInstance: withRedactedRequests(opts.log) as FastifyBaseLogger,
+    loggerInstance: withRedactedRequests(opts.log),
     logController: new RedactingLogController(),
     // The listener answers parser errors on each of its servers (fastify's handler would be on its first one only).
     clientErrorHandler: () => undefined,
@@ -182,7 +182,7 @@ function parseQuery(text: string): Record<string, string> | RefusedQuery {
  * The app's logger, whose `req` serializer (used by fastify's own error lines) shows the URL with its secrets
  * redacted, as our request line does; fastify's would log it raw.
  */
-function withRedactedRequests(log: Logger): Logger {
+function withRedactedRequests(log: Logger): FastifyBaseLogger {
   return log.child({}, { serializers: { req: (req: FastifyRequest) => ({ method: req.method, url: redactUrl(req.url), remoteAddress: req.ip }) } });
 }
 
@@ -215,7 +215,7 @@ function routeOf(known: ReturnType<typeof FindMyWay>, path: string): string | nu
 function installRequestMetrics(app: FastifyInstance, metrics: Metrics, routeOfPath: (path: string) => string | null): void {
   app.addHook('onRoute', (route) => {
     // By method as received: a route may answer several (and GET's implicit HEAD route is registered on its own).
-    const byMethod: Record<string, HttpRouteMetrics> = Object.create(null);
+    const byMethod = Object.create(null) as Record<string, HttpRouteMetrics>;
     const url = route.url;
     const hook: onResponseHookHandler = (req, reply, done) => {
       const method = req.method;
@@ -225,7 +225,7 @@ function installRequestMetrics(app: FastifyInstance, metrics: Metrics, routeOfPa
     // A new array, never a push: fastify copies a GET route's options for its HEAD route, which gets its own hook.
     route.onResponse = [...hookList(route.onResponse), hook];
   });
-  const unmatched: Record<string, HttpRouteMetrics> = Object.create(null);
+  const unmatched = Object.create(null) as Record<string, HttpRouteMetrics>;
   app.addHook('onResponse', (req, reply, done) => {
     if (req.is404) {
       const method = req.method;

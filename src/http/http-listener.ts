@@ -69,7 +69,7 @@ export class HttpListener {
   /** fastify's `serverFactory`: each server it asks for (two for `localhost`) is one of this listener's. */
   serverFactory(lane?: RequestLane): FastifyServerFactory {
     return (handler) => {
-      const app: Handler = handler as unknown as Handler;
+      const app: Handler = handler;
       return this.setUp(http.createServer(this.serverOptions(), this.handler(lane ? (req, res) => lane(req, res) || app(req, res) : app)));
     };
   }

@@ -12,6 +12,7 @@ import { encodeBase64Url, generateSeed, LETTERS, publicKeyFromSeed, randomString
 import type { ServerIdentity } from '../identity.js';
 import { composeMail, encodeHeaderValue } from '../mail/message.js';
 import { pyPercentFormat, resolveTemplate } from '../mail/templates.js';
+import { errorMessage } from '../util/error-message.js';
 
 export interface InviteDeps {
   config: SydentConfig;
@@ -90,7 +91,7 @@ export async function storeInvite(deps: InviteDeps, req: InviteRequest, request:
     // Nobody will ever hold this token: take the invite back rather than leave a dead row. The request's time may be
     // up (that is often why the mail failed), so this write gets a little of its own.
     await facades.stores.discardInvite({ token, ephemeralPublicKey }, { timeoutMs: DISCARD_TIMEOUT_MS });
-    throw new InviteMailError(error instanceof Error ? error.message : String(error));
+    throw new InviteMailError(errorMessage(error));
   }
 
   const base = `${config.http.clientHttpBase}/_matrix/identity/v2`;

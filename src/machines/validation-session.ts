@@ -20,6 +20,7 @@
  */
 import { and, assign, fromPromise, not, raise, setup } from 'xstate';
 import { decodeStateValue, stateNames, type MachineState, type Migration } from './state-value.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * Bumped when what is persisted changes shape, so old rows are migrated on restore (see `sessionMigrations`):
@@ -185,7 +186,7 @@ const sessionSetup = setup({
       rejection: 'sendFailed' as const,
       lastError: ({ event }) => {
         const error = (event as { error?: unknown }).error;
-        return error instanceof Error ? error.message : String(error);
+        return errorMessage(error);
       },
     }),
     /** a revived session starts over: the old token and validation no longer count */

@@ -25,6 +25,7 @@ import {
   type DeliveryResult,
 } from '../machines/callback.js';
 import type { CallbackCounts, CallbackDebugRow, ClaimedCallback, ClaimRequest } from '../store/callbacks.js';
+import { errorMessage } from '../util/error-message.js';
 
 /** The store writes the worker needs, answered by the store actor. */
 export interface CallbackStorePort {
@@ -134,7 +135,7 @@ export class CallbackWorker {
             const status = await deliver(this.inFlight.get(input.id)!.row, this.cutOff.signal);
             return { status, at: now() };
           } catch (err) {
-            throw new DeliveryError(err instanceof Error ? err.message : String(err), now());
+            throw new DeliveryError(errorMessage(err), now());
           }
         }),
       },

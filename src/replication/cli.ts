@@ -21,6 +21,7 @@ import { closeDatabase, openDatabase } from '../store/database.js';
 import { PeerReads, PeerWrites, PEER_KEY_ALG } from '../store/peers.js';
 import { decodePeerKey, PeerKeyError } from './keys.js';
 import { peersFromText, pushUrl, removePeerSectionFromFile, setPeerUrlInFile } from './peer-config.js';
+import { errorMessage } from '../util/error-message.js';
 
 export interface CliIo {
   stdout: (text: string) => void;
@@ -188,7 +189,7 @@ export function peersMain(argv: string[], io: CliIo): number {
       io.stderr(`sydent-ts: ${err.message}\n`);
       return 1;
     }
-    io.stderr(`sydent-ts: ${err instanceof Error ? err.message : String(err)}\n`);
+    io.stderr(`sydent-ts: ${errorMessage(err)}\n`);
     return 1;
   }
 }

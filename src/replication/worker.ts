@@ -31,6 +31,7 @@ import type { ActivePeer, LocalAssociationRow, PeerRow } from '../store/peers.js
 import { buildBatch, describeRefusal, ReplicationClient, type OutboundBatch, type PushAnswer, type PushBody } from './outbound.js';
 import { pushUrl, type PeerUrls } from './peer-config.js';
 import type { ReplicationTls } from './tls.js';
+import { errorMessage } from '../util/error-message.js';
 
 /** The store writes the worker needs, answered by the store actor. */
 export interface ReplicationStorePort {
@@ -451,7 +452,7 @@ export class ReplicationWorker {
       await this.opts.store.markSent(peer.name, lastId, now());
     } catch (err) {
       // The peer has the batch; it gets it again after the backoff and ignores what it already has.
-      throw fail(`could not store the cursor: ${err instanceof Error ? err.message : String(err)}`);
+      throw fail(`could not store the cursor: ${errorMessage(err)}`);
     }
     log.debug({ peer: peer.name, count, lastId }, 'replication: batch acknowledged');
     return { sent: count, lastId, full: count >= batchSize, at: now() };

@@ -215,9 +215,9 @@ export interface InviteRow {
   received_ts?: number;
 }
 
-/** A pending invite, as store-invite leaves it (sent_ts NULL). */
-export function insertInvite(t: TestServer, invite: InviteRow): void {
-  write(
+/** A pending invite, as store-invite leaves it (sent_ts NULL); resolves once the server's reads see it. */
+export async function insertInvite(t: TestServer, invite: InviteRow): Promise<void> {
+  await write(
     t,
     'INSERT INTO invite_tokens (medium, address, room_id, sender, token, received_ts, sent_ts) VALUES (?, ?, ?, ?, ?, ?, NULL)',
     invite.medium ?? 'email',

@@ -67,7 +67,7 @@ export interface TestDatabase {
   name: string;
   server: PostgresServerInfo;
   /** drops the database, closing whatever connections are left on it */
-  drop(): Promise<void>;
+  drop: () => Promise<void>;
 }
 
 /** A new, empty database on this run's server, for one test. */

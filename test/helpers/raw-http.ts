@@ -45,7 +45,7 @@ export function rawHttp(baseUrl: string, req: RawRequest): Promise<RawReply> {
       try {
         resolve(parseReply(Buffer.concat(chunks)));
       } catch (error) {
-        reject(error as Error);
+        reject(error instanceof Error ? error : new Error(String(error)));
       }
     });
     socket.write(text);

@@ -13,7 +13,7 @@
  * Wrong credentials are refused as the real services refuse them (401).
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 
 export interface RecordedRequest {
   method: string;
@@ -77,7 +77,7 @@ function basic(header: string | undefined): { user: string; password: string } |
 }
 
 async function startGateway(handler: Handler): Promise<FakeSmsGateway> {
-  const sockets = new Set<import('node:net').Socket>();
+  const sockets = new Set<Socket>();
   const gateway: FakeSmsGateway = {
     port: 0,
     base: '',

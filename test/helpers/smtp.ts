@@ -1,4 +1,5 @@
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from 'smtp-server';
+import type { Socket } from 'node:net';
 import { makeCa, makeCert } from './certs.js';
 
 /** A message the loopback server accepted. */
@@ -219,7 +220,7 @@ export interface SlowSmtpServer {
  * relay does, then takes the message. A client that gives up before the 354 and closes has sent no message.
  */
 export async function startSlowSmtpServer(opts: { dataDelayMs: number }): Promise<SlowSmtpServer> {
-  const sockets = new Set<import('node:net').Socket>();
+  const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   const state: SlowSmtpServer = { port: 0, dataCommands: 0, messages: [], close: async () => undefined };
   const { createServer } = await import('node:net');

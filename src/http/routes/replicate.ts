@@ -38,7 +38,7 @@ function isJsonContentType(header: string | string[] | undefined): boolean {
 export function peerCommonName(req: FastifyRequest): string | null {
   const socket = req.raw.socket as Partial<TLSSocket>;
   if (typeof socket.getPeerCertificate !== 'function' || socket.authorized !== true) return null;
-  const cn = socket.getPeerCertificate().subject?.CN as string | string[] | undefined;
+  const cn = socket.getPeerCertificate().subject?.CN;
   const name = Array.isArray(cn) ? cn[0] : cn;
   return typeof name === 'string' && name !== '' ? name : null;
 }

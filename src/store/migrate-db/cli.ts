@@ -16,6 +16,7 @@ import { isPgUrl, PgConnectError, redactPgUrl } from '../pg/connect.js';
 import { MigrateDbError } from './errors.js';
 import { sqliteToPostgres } from './to-postgres.js';
 import { postgresToSqlite } from './to-sqlite.js';
+import { errorMessage } from '../../util/error-message.js';
 
 export const MIGRATE_DB_USAGE = [
   'usage: sydent-ts [--config PATH] migrate-db --to postgresql://USER:PASSWORD@HOST:PORT/DB [--from sqlite:PATH] [--batch-rows N]',
@@ -142,7 +143,7 @@ export async function migrateDbMain(argv: string[], io: MigrateDbIo): Promise<nu
       io.stderr(`sydent-ts migrate-db: ${err.message}\n`);
       return 1;
     }
-    io.stderr(`sydent-ts migrate-db: ${redactPgUrl(err instanceof Error ? err.message : String(err))}\n`);
+    io.stderr(`sydent-ts migrate-db: ${redactPgUrl(errorMessage(err))}\n`);
     return 1;
   }
 }

@@ -68,7 +68,18 @@ const COPY_ESCAPES: Record<string, string> = {
 export function copyText(value: unknown): string {
   if (value === null) return '\\N';
   if (typeof value === 'string') return COPY_SPECIAL.test(value) ? value.replace(COPY_SPECIAL_ALL, (c) => COPY_ESCAPES[c]!) : value;
-  return String(value);
+  return scalarText(value, 'utf8');
+}
+
+/**
+ * The text of any other value the drivers return (SQLite: an integer, a real or a blob; pg: an int4): the digits,
+ * a blob's bytes in `blobs` encoding.
+ */
+function scalarText(value: unknown, blobs: 'utf8' | 'hex'): string {
+  if (typeof value === 'bigint' || typeof value === 'number') return String(value);
+  if (Buffer.isBuffer(value)) return value.toString(blobs);
+  if (typeof value === 'string') return value;
+  throw new RowValueError(`not a value a database driver returns: ${typeof value}`);
 }
 
 /** The first `n` values of a row (all by default) as a line of COPY's text format. */
@@ -94,7 +105,7 @@ function canonical(value: unknown, family: Family): string {
     return `T${value.length}:${value}`;
   }
   // Never equal to anything the other engine gives for a well-typed value, so a mismatch shows in the checksum.
-  return `?${typeof value}:${Buffer.isBuffer(value) ? value.toString('hex') : String(value)}`;
+  return `?${typeof value}:${scalarText(value, 'hex')}`;
 }
 
 /**

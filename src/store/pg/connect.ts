@@ -14,6 +14,13 @@ export interface PgConnectOptions {
   bigints?: boolean;
 }
 
+type TypeParser = (value: string) => unknown;
+
+/** pg's parsers, but int8 (bigint) as a BigInt instead of a string. */
+function int8AsBigInt(...[oid, format]: Parameters<typeof pg.types.getTypeParser>): TypeParser {
+  return oid === pg.types.builtins.INT8 ? (v: string) => BigInt(v) : (pg.types.getTypeParser(oid, format) as TypeParser);
+}
+
 /** Client options for `url` (libpq's PG* variables fill in what the URL leaves out, as pg does by itself). */
 export function pgClientConfig(url: string, opts: PgConnectOptions = {}): pg.ClientConfig {
   checkPgUrl(url);
@@ -23,8 +30,7 @@ export function pgClientConfig(url: string, opts: PgConnectOptions = {}): pg.Cli
     ...(opts.bigints
       ? {
           types: {
-            getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-              oid === pg.types.builtins.INT8 ? (v: string) => BigInt(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+            getTypeParser: int8AsBigInt,
           },
         }
       : {}),
