@@ -53,7 +53,10 @@ export interface StoreWriteOps {
     e: { id: number; now: number; deleteInviteTokens: boolean },
     req: WriteRequest,
   ): Promise<{ updated: boolean; tokensDeleted: number }>;
-  retryCallback(e: { id: number; claimedUntil: number; nextAttemptTs: number; lastError: string }, req: WriteRequest): Promise<boolean>;
+  retryCallback(
+    e: { id: number; claimedUntil: number; nextAttemptTs: number; lastError: string },
+    req: WriteRequest,
+  ): Promise<boolean>;
   abandonCallback(e: { id: number; claimedUntil: number; lastError: string }, req: WriteRequest): Promise<boolean>;
   releaseCallback(e: { id: number; claimedUntil: number }, req: WriteRequest): Promise<boolean>;
   purgeCallbacks(e: { now: number }, req: WriteRequest): Promise<number>;

@@ -36,7 +36,9 @@ export function rotatePepperMain(argv: string[], io: CliIo): number {
     const { config } = loadConfig({ configPath: path, env: io.env, cwd: io.cwd });
     // Not the SQLite file named by db.file: on PostgreSQL that would make a new, unused sydent.db.
     if (config.db.engine === 'postgresql') {
-      io.stderr('sydent-ts: rotate-pepper works on SQLite only for now ([db] db.engine = postgresql); nothing was changed\n');
+      io.stderr(
+        'sydent-ts: rotate-pepper works on SQLite only for now ([db] db.engine = postgresql); nothing was changed\n',
+      );
       return 1;
     }
     const db = openDatabase(config.db.dbFile);

@@ -29,7 +29,9 @@ export function registerPgDatabase(dbFile: string, url: string): void {
 /** The PostgreSQL URL of a server running on PostgreSQL, else null. */
 export function pgUrlOf(source: RowSource): string | null {
   if (typeof source === 'string') return pgByFile.get(source) ?? null;
-  return source.config.db.engine === 'postgresql' ? (source.config.db.url ?? null) : (pgByFile.get(source.config.db.dbFile) ?? null);
+  return source.config.db.engine === 'postgresql'
+    ? (source.config.db.url ?? null)
+    : (pgByFile.get(source.config.db.dbFile) ?? null);
 }
 
 /** Every row of `sql`. */
@@ -51,9 +53,18 @@ export function row<T = Record<string, unknown>>(source: RowSource, sql: string,
 
 /** SQLite's declared names of the mixed-case columns (Sydent's schema). */
 const MIXED_CASE = new Map(
-  ['clientSecret', 'validationSession', 'sendAttemptNumber', 'notBefore', 'notAfter', 'originServer', 'originId', 'sgAssoc', 'lastSentVersion', 'lastPokeSucceededAt'].map(
-    (name) => [name.toLowerCase(), name],
-  ),
+  [
+    'clientSecret',
+    'validationSession',
+    'sendAttemptNumber',
+    'notBefore',
+    'notAfter',
+    'originServer',
+    'originId',
+    'sgAssoc',
+    'lastSentVersion',
+    'lastPokeSucceededAt',
+  ].map((name) => [name.toLowerCase(), name]),
 );
 
 function literal(value: unknown): string {
@@ -88,7 +99,10 @@ export function inlineParams(sql: string, params: readonly unknown[]): string {
 
 /** Runs `sql` on `url` with psql; answers its output (rows of one text column, one per line). */
 export function psql(url: string, sql: string): string {
-  return execFileSync('psql', [url, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', sql], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync('psql', [url, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', sql], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 function pgRows<T>(url: string, sql: string, params: readonly unknown[]): T[] {

@@ -20,7 +20,9 @@ export function createPgPool(url: string, size: number): pg.Pool {
     max: size,
     types: {
       getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-        oid === pg.types.builtins.INT8 ? parseInt8 : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+        oid === pg.types.builtins.INT8
+          ? parseInt8
+          : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
     },
   });
   // An idle connection the server closed emits 'error' on the pool; without a listener that would end the process.
@@ -30,8 +32,20 @@ export function createPgPool(url: string, size: number): pg.Pool {
 }
 
 /** Connection-level SQLSTATE classes and codes: the server is gone or will not take us now. */
-const UNREACHABLE_CODES = new Set(['57P01', '57P02', '57P03', 'ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH']);
-const UNREACHABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Connection refused/i;
+const UNREACHABLE_CODES = new Set([
+  '57P01',
+  '57P02',
+  '57P03',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+]);
+const UNREACHABLE_MESSAGES =
+  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Connection refused/i;
 
 /** The outside cause of a PostgreSQL failure, or null when it is a fault of the query itself. */
 export function pgUnavailableCause(error: unknown): UnavailableCause | null {
@@ -52,7 +66,9 @@ export function pgUnavailableCause(error: unknown): UnavailableCause | null {
 
 export function asPgUnavailable(error: unknown): unknown {
   const cause = pgUnavailableCause(error);
-  return cause === null || error instanceof StoreUnavailableError ? error : new StoreUnavailableError(cause, { cause: error });
+  return cause === null || error instanceof StoreUnavailableError
+    ? error
+    : new StoreUnavailableError(cause, { cause: error });
 }
 
 export type Sql = Pick<pg.PoolClient, 'query'>;
@@ -86,7 +102,10 @@ export async function inTransaction<T>(pool: pg.Pool, work: (sql: Sql) => Promis
 }
 
 /** One statement outside a transaction (a read, or a write that is one statement). */
-export async function query<R extends pg.QueryResultRow>(pool: pg.Pool, config: pg.QueryConfig): Promise<pg.QueryResult<R>> {
+export async function query<R extends pg.QueryResultRow>(
+  pool: pg.Pool,
+  config: pg.QueryConfig,
+): Promise<pg.QueryResult<R>> {
   try {
     return await pool.query<R>(config);
   } catch (error) {

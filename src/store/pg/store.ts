@@ -51,7 +51,11 @@ export class PgStore implements StoreEngine {
   readonly writes: StoreWriteOps;
   private closing: Promise<void> | null = null;
 
-  private constructor(private readonly pool: pg.Pool, log: Logger, url: string) {
+  private constructor(
+    private readonly pool: pg.Pool,
+    log: Logger,
+    url: string,
+  ) {
     const tokens = new TokenCache();
     this.reads = pgReads(pool, tokens);
     this.writes = withHealth(pgWriteOps(pool, tokens), new StoreHealth(log, describePgUrl(url)));

@@ -13,10 +13,21 @@ import type pg from 'pg';
 
 import { ASSOCIATION_LIFETIME_MS, BindConflictError, type BindRecord } from '../associations.js';
 import type { TokenCache } from '../accounts.js';
-import { ABANDONED_RETENTION_MS, DELIVERED_RETENTION_MS, type CallbackEnqueue, type ClaimedCallback } from '../callbacks.js';
+import {
+  ABANDONED_RETENTION_MS,
+  DELIVERED_RETENTION_MS,
+  type CallbackEnqueue,
+  type ClaimedCallback,
+} from '../callbacks.js';
 import type { StoreWriteOps, WriteRequest } from '../engine.js';
 import type { ApplyPushResult } from '../peers.js';
-import { sameSydentColumns, SessionConflictError, SidTakenError, type SessionWrite, type SydentColumns } from '../sessions.js';
+import {
+  sameSydentColumns,
+  SessionConflictError,
+  SidTakenError,
+  type SessionWrite,
+  type SydentColumns,
+} from '../sessions.js';
 import { inTransaction, type Sql } from './pool.js';
 import { PEPPER_SQL } from './reads.js';
 
@@ -48,7 +59,8 @@ async function saveSession(sql: Sql, w: SessionWrite, expectedVersion: number | 
       [w.sid],
     )
   ).rows[0];
-  if (current && w.expectedSydent && !sameSydentColumns(current, w.expectedSydent)) throw new SessionConflictError(w.sid);
+  if (current && w.expectedSydent && !sameSydentColumns(current, w.expectedSydent))
+    throw new SessionConflictError(w.sid);
   if (expectedVersion === null) {
     const exists = await sql.query('SELECT 1 FROM session_machines WHERE sid = $1', [w.sid]);
     if (exists.rowCount) throw new SessionConflictError(w.sid);
@@ -62,7 +74,11 @@ async function saveSession(sql: Sql, w: SessionWrite, expectedVersion: number | 
     );
     if (res.rowCount !== 1) throw new SessionConflictError(w.sid);
   }
-  await sql.query('UPDATE threepid_validation_sessions SET validated = $1, mtime = $2 WHERE id = $3', [w.validated ? 1 : 0, w.mtime, w.sid]);
+  await sql.query('UPDATE threepid_validation_sessions SET validated = $1, mtime = $2 WHERE id = $3', [
+    w.validated ? 1 : 0,
+    w.mtime,
+    w.sid,
+  ]);
   await sql.query('UPDATE threepid_token_auths SET token = $1, sendAttemptNumber = $2 WHERE validationSession = $3', [
     w.token,
     w.sendAttempt,
@@ -86,7 +102,15 @@ async function enqueueCallback(sql: Sql, c: CallbackEnqueue): Promise<number> {
  */
 async function appendLocal(
   sql: Sql,
-  r: { medium: string; address: string; lookupHash: string | null; mxid: string | null; ts: number; notBefore: number | null; notAfter: number | null },
+  r: {
+    medium: string;
+    address: string;
+    lookupHash: string | null;
+    mxid: string | null;
+    ts: number;
+    notBefore: number | null;
+    notAfter: number | null;
+  },
 ): Promise<number> {
   await sql.query('DELETE FROM local_threepid_associations WHERE medium = $1 AND address = $2', [r.medium, r.address]);
   const res = await sql.query<{ id: number }>(
@@ -103,10 +127,10 @@ async function bind(sql: Sql, req: BindRecord): Promise<void> {
   await lockLog(sql);
   if ((await storedPepper(sql)) !== req.pepperSeen) throw new BindConflictError('the lookup pepper changed');
   const pending = (
-    await sql.query<{ id: number }>('SELECT id FROM invite_tokens WHERE medium = $1 AND address = $2 AND sent_ts IS NULL FOR UPDATE', [
-      req.medium,
-      req.address,
-    ])
+    await sql.query<{ id: number }>(
+      'SELECT id FROM invite_tokens WHERE medium = $1 AND address = $2 AND sent_ts IS NULL FOR UPDATE',
+      [req.medium, req.address],
+    )
   ).rows.map((r) => r.id);
   if (!sameIds(pending, req.inviteIds)) throw new BindConflictError('the pending invites changed');
   const localId = await appendLocal(sql, {
@@ -132,7 +156,8 @@ async function bind(sql: Sql, req: BindRecord): Promise<void> {
       req.address,
     ]);
   }
-  if (req.callback) await enqueueCallback(sql, { ...req.callback, medium: req.medium, address: req.address, now: req.ts });
+  if (req.callback)
+    await enqueueCallback(sql, { ...req.callback, medium: req.medium, address: req.address, now: req.ts });
 }
 
 function sameIds(a: readonly number[], b: readonly number[]): boolean {
@@ -174,22 +199,32 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
   return {
     registerAccount: (e, q) =>
       tx(q, async (sql) => {
-        await sql.query('INSERT INTO accounts (user_id, created_ts, consent_version) VALUES ($1, $2, NULL) ON CONFLICT DO NOTHING', [
-          e.userId,
-          e.now,
-        ]);
+        await sql.query(
+          'INSERT INTO accounts (user_id, created_ts, consent_version) VALUES ($1, $2, NULL) ON CONFLICT DO NOTHING',
+          [e.userId, e.now],
+        );
         await sql.query('INSERT INTO tokens (token, user_id) VALUES ($1, $2)', [e.token, e.userId]);
       }),
     logout: (e, q) => {
       tokens.forget(e.token);
-      return tx(q, async (sql) => ((await sql.query('DELETE FROM tokens WHERE token = $1', [e.token])).rowCount ?? 0) > 0);
+      return tx(
+        q,
+        async (sql) => ((await sql.query('DELETE FROM tokens WHERE token = $1', [e.token])).rowCount ?? 0) > 0,
+      );
     },
     acceptTerms: (e, q) =>
       tx(q, async (sql) => {
         for (const url of e.urls) {
-          await sql.query('INSERT INTO accepted_terms_urls (user_id, url) VALUES ($1, $2) ON CONFLICT DO NOTHING', [e.userId, url]);
+          await sql.query('INSERT INTO accepted_terms_urls (user_id, url) VALUES ($1, $2) ON CONFLICT DO NOTHING', [
+            e.userId,
+            url,
+          ]);
         }
-        const accepted = new Set((await sql.query<{ url: string }>('SELECT url FROM accepted_terms_urls WHERE user_id = $1', [e.userId])).rows.map((r) => r.url));
+        const accepted = new Set(
+          (
+            await sql.query<{ url: string }>('SELECT url FROM accepted_terms_urls WHERE user_id = $1', [e.userId])
+          ).rows.map((r) => r.url),
+        );
         const consented = e.documents.every((languages) => languages.some((url) => accepted.has(url)));
         if (consented) {
           await sql.query('UPDATE accounts SET consent_version = $1 WHERE user_id = $2', [e.masterVersion, e.userId]);
@@ -209,11 +244,10 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
           [w.sid, e.medium, w.address, e.clientSecret, w.mtime],
         );
         if (inserted.rowCount !== 1) throw new SidTakenError(w.sid);
-        await sql.query('INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES ($1, $2, $3)', [
-          w.sid,
-          w.token,
-          w.sendAttempt,
-        ]);
+        await sql.query(
+          'INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES ($1, $2, $3)',
+          [w.sid, w.token, w.sendAttempt],
+        );
         await insertMachine(sql, w);
         return 1;
       }),
@@ -244,28 +278,37 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
     unbind: (e, q) =>
       tx(q, async (sql) => {
         await lockLog(sql);
-        const bound = await sql.query('SELECT 1 FROM local_threepid_associations WHERE medium = $1 AND address = $2 AND mxid = $3', [
+        const bound = await sql.query(
+          'SELECT 1 FROM local_threepid_associations WHERE medium = $1 AND address = $2 AND mxid = $3',
+          [e.medium, e.address, e.mxid],
+        );
+        if (!bound.rowCount) return false;
+        await appendLocal(sql, {
+          medium: e.medium,
+          address: e.address,
+          lookupHash: null,
+          mxid: null,
+          ts: e.now,
+          notBefore: null,
+          notAfter: null,
+        });
+        await sql.query('DELETE FROM global_threepid_associations WHERE medium = $1 AND address = $2', [
           e.medium,
           e.address,
-          e.mxid,
         ]);
-        if (!bound.rowCount) return false;
-        await appendLocal(sql, { medium: e.medium, address: e.address, lookupHash: null, mxid: null, ts: e.now, notBefore: null, notAfter: null });
-        await sql.query('DELETE FROM global_threepid_associations WHERE medium = $1 AND address = $2', [e.medium, e.address]);
         return true;
       }),
     storeInvite: (e, q) =>
       tx(q, async (sql) => {
         const seconds = Math.floor(e.now / 1000);
-        await sql.query('INSERT INTO invite_tokens (medium, address, room_id, sender, token, received_ts) VALUES ($1, $2, $3, $4, $5, $6)', [
-          e.medium,
-          e.address,
-          e.roomId,
-          e.sender,
-          e.token,
+        await sql.query(
+          'INSERT INTO invite_tokens (medium, address, room_id, sender, token, received_ts) VALUES ($1, $2, $3, $4, $5, $6)',
+          [e.medium, e.address, e.roomId, e.sender, e.token, seconds],
+        );
+        await sql.query('INSERT INTO ephemeral_public_keys (public_key, persistence_ts) VALUES ($1, $2)', [
+          e.ephemeralPublicKey,
           seconds,
         ]);
-        await sql.query('INSERT INTO ephemeral_public_keys (public_key, persistence_ts) VALUES ($1, $2)', [e.ephemeralPublicKey, seconds]);
       }),
     discardInvite: (e, q) =>
       tx(q, async (sql) => {
@@ -273,7 +316,15 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
         await sql.query('DELETE FROM ephemeral_public_keys WHERE public_key = $1', [e.ephemeralPublicKey]);
       }),
     checkEphemeralKey: (e, q) =>
-      tx(q, async (sql) => (await sql.query('UPDATE ephemeral_public_keys SET verify_count = verify_count + 1 WHERE public_key = $1', [e.publicKey])).rowCount === 1),
+      tx(
+        q,
+        async (sql) =>
+          (
+            await sql.query('UPDATE ephemeral_public_keys SET verify_count = verify_count + 1 WHERE public_key = $1', [
+              e.publicKey,
+            ])
+          ).rowCount === 1,
+      ),
     // The cursor only moves forward: a late answer to an older push never takes it back.
     markPeerSent: (e, q) =>
       tx(
@@ -297,8 +348,12 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
             result.tombstones++;
             // Bindings of the 3PID not newer than the tombstone, whatever their origin (as Sydent).
             result.deleted +=
-              (await sql.query('DELETE FROM global_threepid_associations WHERE medium = $1 AND address = $2 AND ts <= $3', [a.medium, a.address, a.ts]))
-                .rowCount ?? 0;
+              (
+                await sql.query(
+                  'DELETE FROM global_threepid_associations WHERE medium = $1 AND address = $2 AND ts <= $3',
+                  [a.medium, a.address, a.ts],
+                )
+              ).rowCount ?? 0;
             continue;
           }
           const res = await sql.query(
@@ -347,21 +402,19 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
           [e.now, e.claimedUntil, e.excludeDestinations, e.limit],
         );
         return res.rows
-          .map(
-            (r): ClaimedCallback => ({
-              id: r.id,
-              destination: r.destination,
-              path: r.path,
-              body: r.body,
-              medium: r.medium,
-              address: r.address,
-              attempts: r.attempts,
-              nextAttemptTs: r.next_attempt_ts,
-              lastError: r.last_error,
-              createdTs: r.created_ts,
-              claimedUntil: r.claimed_until,
-            }),
-          )
+          .map((r): ClaimedCallback => ({
+            id: r.id,
+            destination: r.destination,
+            path: r.path,
+            body: r.body,
+            medium: r.medium,
+            address: r.address,
+            attempts: r.attempts,
+            nextAttemptTs: r.next_attempt_ts,
+            lastError: r.last_error,
+            createdTs: r.created_ts,
+            claimedUntil: r.claimed_until,
+          }))
           .sort((a, b) => a.nextAttemptTs - b.nextAttemptTs || a.id - b.id);
       });
     },
@@ -377,7 +430,9 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
         ).rows[0];
         if (!row) return { updated: false, tokensDeleted: 0 };
         const tokensDeleted = e.deleteInviteTokens
-          ? ((await sql.query('DELETE FROM invite_tokens WHERE medium = $1 AND address = $2', [row.medium, row.address])).rowCount ?? 0)
+          ? ((
+              await sql.query('DELETE FROM invite_tokens WHERE medium = $1 AND address = $2', [row.medium, row.address])
+            ).rowCount ?? 0)
           : 0;
         return { updated: true, tokensDeleted };
       }),
@@ -420,8 +475,13 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
       ),
     purgeCallbacks: (e, q) =>
       tx(q, async (sql) => {
-        const delivered = await sql.query(`DELETE FROM callback_outbox WHERE state = 'delivered' AND delivered_ts < $1`, [e.now - DELIVERED_RETENTION_MS]);
-        const abandoned = await sql.query(`DELETE FROM callback_outbox WHERE state = 'abandoned' AND created_ts < $1`, [e.now - ABANDONED_RETENTION_MS]);
+        const delivered = await sql.query(
+          `DELETE FROM callback_outbox WHERE state = 'delivered' AND delivered_ts < $1`,
+          [e.now - DELIVERED_RETENTION_MS],
+        );
+        const abandoned = await sql.query(`DELETE FROM callback_outbox WHERE state = 'abandoned' AND created_ts < $1`, [
+          e.now - ABANDONED_RETENTION_MS,
+        ]);
         return (delivered.rowCount ?? 0) + (abandoned.rowCount ?? 0);
       }),
   };
