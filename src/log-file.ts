@@ -109,7 +109,9 @@ function prepare(file: string, mode: number, gid: number | null): string[] {
   try {
     if (gid !== null) fs.fchownSync(fd, -1, gid);
     const { mode: actual } = fs.fstatSync(fd);
-    return actual & 0o007 ? [`log file ${file} is readable by others (mode ${(actual & 0o777).toString(8)}); chmod ${mode.toString(8)} it`] : [];
+    return actual & 0o007
+      ? [`log file ${file} is readable by others (mode ${(actual & 0o777).toString(8)}); chmod ${mode.toString(8)} it`]
+      : [];
   } catch (error) {
     throw new LogFileError(`log.group: cannot give ${file} to group ${gid}: ${(error as Error).message}`);
   } finally {

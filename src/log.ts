@@ -99,7 +99,9 @@ export function nextRequestId(): string {
 export function openLog(opts: LogOptions): Logging {
   const level = PYTHON_LEVELS[opts.level.toLowerCase()] ?? 'info';
   const reporter = opts.reporter ?? null;
-  const file = opts.path ? openLogFile({ path: opts.path, backupCount: opts.backupCount ?? 365, group: opts.group ?? '' }) : null;
+  const file = opts.path
+    ? openLogFile({ path: opts.path, backupCount: opts.backupCount ?? 365, group: opts.group ?? '' })
+    : null;
   const stream = opts.stream ?? process.stderr;
   const destination: DestinationStream = file ?? (stream.isTTY ? prettyStream(stream) : plainStream(stream));
   const log = pino(
@@ -132,9 +134,19 @@ export function openLog(opts: LogOptions): Logging {
  */
 export async function openConfiguredLog(general: GeneralConfig): Promise<Logging> {
   const reporter = general.sentryDsn
-    ? (await import('./error-reporter.js')).startErrorReporter({ dsn: general.sentryDsn, serverName: general.serverName, release: VERSION })
+    ? (await import('./error-reporter.js')).startErrorReporter({
+        dsn: general.sentryDsn,
+        serverName: general.serverName,
+        release: VERSION,
+      })
     : null;
-  return openLog({ level: general.logLevel, path: general.logPath, backupCount: general.logBackupCount, group: general.logGroup, reporter });
+  return openLog({
+    level: general.logLevel,
+    path: general.logPath,
+    backupCount: general.logBackupCount,
+    group: general.logGroup,
+    reporter,
+  });
 }
 
 /** Hands the Error (or the message) of every line at level error or above to the reporter, then logs it. */

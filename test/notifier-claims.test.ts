@@ -48,12 +48,23 @@ function setup() {
     log: pino({ level: 'silent' }),
     deleteInviteTokens: false,
   });
-  cleanups.push(() => tmp.cleanup(), () => closeDatabase(db), async () => {
-    release();
-    await worker.drain();
-  });
+  cleanups.push(
+    () => tmp.cleanup(),
+    () => closeDatabase(db),
+    async () => {
+      release();
+      await worker.drain();
+    },
+  );
   const enqueue = (destination: string) =>
-    writes.enqueue({ destination, path: '/_matrix/federation/v1/3pid/onbind', body: {}, medium: 'email', address: `${destination}@example.org`, now: Date.now() });
+    writes.enqueue({
+      destination,
+      path: '/_matrix/federation/v1/3pid/onbind',
+      body: {},
+      medium: 'email',
+      address: `${destination}@example.org`,
+      now: Date.now(),
+    });
   return { worker, enqueue, claims, delivering, release: () => release() };
 }
 

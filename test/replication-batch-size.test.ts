@@ -22,14 +22,17 @@ const pushes: number[] = [];
 beforeAll(async () => {
   const ca: Pem = await makeCa();
   const cert = await makePeerCert(ca, 'big.test');
-  peer = https.createServer({ key: cert.key, cert: cert.cert, ca: ca.cert, requestCert: true, rejectUnauthorized: true }, (req, res) => {
-    let text = '';
-    req.setEncoding('utf8').on('data', (d: string) => (text += d));
-    req.on('end', () => {
-      pushes.push(Object.keys((JSON.parse(text) as { sgAssocs: object }).sgAssocs).length);
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"success":true}');
-    });
-  });
+  peer = https.createServer(
+    { key: cert.key, cert: cert.cert, ca: ca.cert, requestCert: true, rejectUnauthorized: true },
+    (req, res) => {
+      let text = '';
+      req.setEncoding('utf8').on('data', (d: string) => (text += d));
+      req.on('end', () => {
+        pushes.push(Object.keys((JSON.parse(text) as { sgAssocs: object }).sgAssocs).length);
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"success":true}');
+      });
+    },
+  );
   await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
   peerPort = (peer.address() as AddressInfo).port;
   mesh = await startMesh(ca, ['a.test'], { connect: false });
@@ -45,17 +48,25 @@ afterAll(async () => {
 describe('push_batch_size', () => {
   it('a peer with push_batch_size = 200 gets 250 associations in two pushes: 200, then 50', async () => {
     for (let i = 0; i < 250; i += 25) {
-      await Promise.all(Array.from({ length: 25 }, (_, j) => bind(a.server, `user${i + j}@example.org`, `@user${i + j}:hs.test`)));
+      await Promise.all(
+        Array.from({ length: 25 }, (_, j) => bind(a.server, `user${i + j}@example.org`, `@user${i + j}:hs.test`)),
+      );
     }
     const conf = path.join(a.dir, 'sydent.conf');
     fs.appendFileSync(conf, '\n[peer.big.test]\npush_batch_size = 200\n');
     addPeer(a, 'big.test', encodeBase64(publicKeyFromSeed(generateSeed())), ['--url', `https://127.0.0.1:${peerPort}`]);
-    await waitFor(() => pushes.reduce((n, p) => n + p, 0), (n) => n >= 250, 15_000);
+    await waitFor(
+      () => pushes.reduce((n, p) => n + p, 0),
+      (n) => n >= 250,
+      15_000,
+    );
     expect(pushes).toEqual([200, 50]);
   }, 40_000);
 
   it('is read per peer, and refused outside 1..5000', () => {
-    expect(peersFromText('[peer.big.test]\npush_batch_size = 2000\n', '/')).toEqual({ 'big.test': { pushBatchSize: 2000 } });
+    expect(peersFromText('[peer.big.test]\npush_batch_size = 2000\n', '/')).toEqual({
+      'big.test': { pushBatchSize: 2000 },
+    });
     expect(() => peersFromText('[peer.big.test]\npush_batch_size = 0\n', '/')).toThrow(/push_batch_size/);
     expect(() => peersFromText('[peer.big.test]\npush_batch_size = 5001\n', '/')).toThrow(/push_batch_size/);
   });

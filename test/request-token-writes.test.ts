@@ -27,7 +27,9 @@ afterAll(async () => {
 const V1 = '/_matrix/identity/api/v1';
 
 async function requestToken(email: string, secret: string, sendAttempt = 1): Promise<string> {
-  const res = await call(t.url(`${V1}/validate/email/requestToken`), { body: { client_secret: secret, email, send_attempt: sendAttempt } });
+  const res = await call(t.url(`${V1}/validate/email/requestToken`), {
+    body: { client_secret: secret, email, send_attempt: sendAttempt },
+  });
   expect(res.status, res.text).toBe(200);
   return String(res.json['sid']);
 }
@@ -37,12 +39,22 @@ async function requestToken(email: string, secret: string, sendAttempt = 1): Pro
  * notifier and replication supervisors, are not among them).
  */
 async function handled(): Promise<Record<string, number>> {
-  const summary = (await (await fetch(t.internalUrl('/_sydent/debug/summary'))).json()) as { actors: { systemId: string; handled: number }[] };
-  return Object.fromEntries(summary.actors.filter((a) => ['sessions', 'mailer', 'store'].includes(a.systemId)).map((a) => [a.systemId, a.handled]));
+  const summary = (await (await fetch(t.internalUrl('/_sydent/debug/summary'))).json()) as {
+    actors: { systemId: string; handled: number }[];
+  };
+  return Object.fromEntries(
+    summary.actors
+      .filter((a) => ['sessions', 'mailer', 'store'].includes(a.systemId))
+      .map((a) => [a.systemId, a.handled]),
+  );
 }
 
 function askedSince(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - (before[k] ?? 0)]).filter(([, n]) => n !== 0));
+  return Object.fromEntries(
+    Object.keys(after)
+      .map((k) => [k, after[k]! - (before[k] ?? 0)])
+      .filter(([, n]) => n !== 0),
+  );
 }
 
 const machineRow = (sid: string) =>
@@ -88,7 +100,9 @@ describe('requestToken and the store', () => {
     try {
       other.exec('BEGIN IMMEDIATE');
       const began = Date.now();
-      const res = await call(t.url(`${V1}/validate/email/submitToken`), { body: { sid, client_secret: 'asks-secret-3', token } });
+      const res = await call(t.url(`${V1}/validate/email/submitToken`), {
+        body: { sid, client_secret: 'asks-secret-3', token },
+      });
       const took = Date.now() - began;
       expect(res.status, res.text).toBe(503);
       // `request_deadline_seconds = 2`: the write gave up then, not at the ask's default of 10 s.
@@ -97,6 +111,8 @@ describe('requestToken and the store', () => {
       other.exec('ROLLBACK');
       other.close();
     }
-    expect(row<{ validated: number }>(t, 'SELECT validated FROM threepid_validation_sessions WHERE id = ?', Number(sid))).toEqual({ validated: 0 });
+    expect(
+      row<{ validated: number }>(t, 'SELECT validated FROM threepid_validation_sessions WHERE id = ?', Number(sid)),
+    ).toEqual({ validated: 0 });
   }, 20_000);
 });

@@ -28,7 +28,11 @@ export interface TsProcess {
 }
 
 /** Runs a TypeScript file in its own Node process through tsx (or, with `tsx: false`, a JavaScript file as is). */
-export function spawnTs(script: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; tsx?: boolean }): TsProcess {
+export function spawnTs(
+  script: string,
+  args: string[],
+  opts: { cwd: string; env?: NodeJS.ProcessEnv; tsx?: boolean },
+): TsProcess {
   const env: NodeJS.ProcessEnv = {};
   // SYDENT_* variables are config defaults: keep the bench independent of the caller's environment.
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('SYDENT_')) env[k] = v;

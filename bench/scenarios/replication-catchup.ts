@@ -64,7 +64,13 @@ async function makePeerCert(ca: Pem, name: string): Promise<Pem> {
       { name: 'basicConstraints', cA: false },
       { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
       { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
-      { name: 'subjectAltName', altNames: [{ type: 2 as const, value: name }, { type: 7 as const, ip: '127.0.0.1' }] },
+      {
+        name: 'subjectAltName',
+        altNames: [
+          { type: 2 as const, value: name },
+          { type: 7 as const, ip: '127.0.0.1' },
+        ],
+      },
     ],
     ca: { key: ca.key, cert: ca.cert },
   });
@@ -101,7 +107,10 @@ const scenario: Scenario = {
       },
       crypto: { 'ed25519.signingkey': `ed25519 0 ${encodeBase64(self.seed)}` },
       // The peer is sydent-ts: batches as large as its 512 KiB body limit takes comfortably (Sydent's 100 otherwise).
-      [`peer.${other.name}`]: { base_replication_url: `https://127.0.0.1:${other.port}`, push_batch_size: String(PUSH_BATCH_TO_SYDENT_TS) },
+      [`peer.${other.name}`]: {
+        base_replication_url: `https://127.0.0.1:${other.port}`,
+        push_batch_size: String(PUSH_BATCH_TO_SYDENT_TS),
+      },
     });
     const addPeer = (dbPath: string, peer: typeof a) => {
       const db = openDatabase(dbPath);
@@ -149,12 +158,14 @@ const scenario: Scenario = {
         nextSample += 30_000;
       }
       if (received >= COUNT) break;
-      if (performance.now() - origin > CATCH_UP_LIMIT_MS) throw new Error(`B has ${received} of ${COUNT} after ${CATCH_UP_LIMIT_MS / 1000} s`);
+      if (performance.now() - origin > CATCH_UP_LIMIT_MS)
+        throw new Error(`B has ${received} of ${COUNT} after ${CATCH_UP_LIMIT_MS / 1000} s`);
       await new Promise((r) => setTimeout(r, 50));
     }
     const doneAt = performance.now();
     const { n, ids } = count.get(A) as { n: number; ids: number };
-    if (n !== COUNT || ids !== COUNT) throw new Error(`B holds ${n} rows with ${ids} distinct ids, expected ${COUNT} once each`);
+    if (n !== COUNT || ids !== COUNT)
+      throw new Error(`B holds ${n} rows with ${ids} distinct ids, expected ${COUNT} once each`);
 
     // lookups on B of what it received
     const probe = Math.floor(COUNT / 2);
@@ -172,7 +183,10 @@ const scenario: Scenario = {
         value: `**${totalS.toFixed(1)} s** from A's spawn (${Math.round(COUNT / totalS).toLocaleString('en')} associations/s), ${fromReadyS.toFixed(1)} s from A ready`,
       },
       { label: 'progress on B', value: samples.join(', ') },
-      { label: 'check', value: `B holds exactly ${COUNT.toLocaleString('en')} rows of ${A}, one per originId; a v1 lookup on B finds a replicated address` },
+      {
+        label: 'check',
+        value: `B holds exactly ${COUNT.toLocaleString('en')} rows of ${A}, one per originId; a v1 lookup on B finds a replicated address`,
+      },
       {
         label: 'batches',
         value: `${COUNT / PUSH_BATCH_TO_SYDENT_TS} pushes of ${PUSH_BATCH_TO_SYDENT_TS} (A's push_batch_size for B), each signed by A and every signature checked by B`,
@@ -183,7 +197,14 @@ const scenario: Scenario = {
     return {
       summary,
       extras,
-      goals: [{ what: `replication catch-up of ${COUNT.toLocaleString('en')} associations`, figure: `${totalS.toFixed(1)} s`, goal: '< 10 s', met: totalS < 10 }],
+      goals: [
+        {
+          what: `replication catch-up of ${COUNT.toLocaleString('en')} associations`,
+          figure: `${totalS.toFixed(1)} s`,
+          goal: '< 10 s',
+          met: totalS < 10,
+        },
+      ],
     };
   },
 };

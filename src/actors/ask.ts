@@ -48,7 +48,10 @@ const DEFAULT_ASK_TIMEOUT_MS = 10_000;
 
 /** The Date.now() time an ask with these options gives up. */
 function deadlineOf(opts: CallOptions = {}): number {
-  const byTimeout = opts.timeoutMs !== undefined || opts.deadline === undefined ? Date.now() + (opts.timeoutMs ?? DEFAULT_ASK_TIMEOUT_MS) : Infinity;
+  const byTimeout =
+    opts.timeoutMs !== undefined || opts.deadline === undefined
+      ? Date.now() + (opts.timeoutMs ?? DEFAULT_ASK_TIMEOUT_MS)
+      : Infinity;
   return Math.min(opts.deadline ?? Infinity, byTimeout);
 }
 
@@ -57,7 +60,12 @@ function deadlineOf(opts: CallOptions = {}): number {
  * and with AskTimeoutError at the deadline (or with the reason of the caller's signal); either way the request's
  * signal is aborted, so the work it started stops. Callers use the typed facades (src/actors/facade.ts).
  */
-export function ask<T>(ref: AnyActorRef | undefined, type: string, payload: unknown, opts: CallOptions = {}): Promise<T> {
+export function ask<T>(
+  ref: AnyActorRef | undefined,
+  type: string,
+  payload: unknown,
+  opts: CallOptions = {},
+): Promise<T> {
   const target = ref?.id ?? 'actor';
   if (!ref || statusOf(ref) !== 'active') return Promise.reject(new ActorStoppedError(target));
   const started = Date.now();

@@ -127,7 +127,10 @@ interface MachineHostOptions<TMachine extends AnyStateMachine, TKey, TSeen> {
   migrations?: Record<number, Migration>;
   store: MachineStorePort<TKey, ContextFrom<TMachine>, TSeen>;
   /** the owner's rule for a restored machine (after migration), e.g. for a send a restart cut short */
-  restore?: (state: MachineState<ContextFrom<TMachine>>, stored: StoredMachine<TSeen>) => MachineState<ContextFrom<TMachine>>;
+  restore?: (
+    state: MachineState<ContextFrom<TMachine>>,
+    stored: StoredMachine<TSeen>,
+  ) => MachineState<ContextFrom<TMachine>>;
   /** the queue key of a machine key (default `String`) */
   keyOf?: (key: TKey) => string;
   now: () => number;
@@ -219,20 +222,38 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
    * A new machine under `key` (no row exists) from `input`, taking `event` as its first: recorded as it is after
    * the event, then started. `key` must not be in use.
    */
-  create(key: TKey, input: InputFrom<TMachine>, event: EventFromLogic<TMachine>, options: SendOptions<TMachine> = {}): Promise<HostOutcome<TMachine, TSeen>> {
+  create(
+    key: TKey,
+    input: InputFrom<TMachine>,
+    event: EventFromLogic<TMachine>,
+    options: SendOptions<TMachine> = {},
+  ): Promise<HostOutcome<TMachine, TSeen>> {
     return this.exclusive(key, async () => {
       const [initial] = initialTransition(this.opts.machine, ...([input] as [InputFrom<TMachine>]));
-      return this.process(key, { snapshot: initial, history: [], expected: { rowVersion: null, seen: undefined }, input }, event, options);
+      return this.process(
+        key,
+        { snapshot: initial, history: [], expected: { rowVersion: null, seen: undefined }, input },
+        event,
+        options,
+      );
     });
   }
 
   /** `event` for the machine of `key`; undefined when it has no row. */
-  send(key: TKey, event: EventFromLogic<TMachine>, options: SendOptions<TMachine> = {}): Promise<HostOutcome<TMachine, TSeen> | undefined> {
+  send(
+    key: TKey,
+    event: EventFromLogic<TMachine>,
+    options: SendOptions<TMachine> = {},
+  ): Promise<HostOutcome<TMachine, TSeen> | undefined> {
     return this.exclusive(key, () => this.sendNow(key, event, options));
   }
 
   /** `send` for a caller that already holds the key's queue (inside `exclusive`). */
-  async sendNow(key: TKey, event: EventFromLogic<TMachine>, options: SendOptions<TMachine> = {}): Promise<HostOutcome<TMachine, TSeen> | undefined> {
+  async sendNow(
+    key: TKey,
+    event: EventFromLogic<TMachine>,
+    options: SendOptions<TMachine> = {},
+  ): Promise<HostOutcome<TMachine, TSeen> | undefined> {
     const restored = await this.restore(key);
     if (!restored) return undefined;
     return this.process(key, restored, event, options);
@@ -242,7 +263,13 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
   peek(key: TKey): Promise<{ snapshot: SnapshotFrom<TMachine>; state: string; history: Transition[] } | undefined> {
     return this.exclusive(key, async () => {
       const restored = await this.restore(key);
-      return restored && { snapshot: restored.snapshot as SnapshotFrom<TMachine>, state: this.names.nameOf(valueOf(restored.snapshot)), history: restored.history };
+      return (
+        restored && {
+          snapshot: restored.snapshot as SnapshotFrom<TMachine>,
+          state: this.names.nameOf(valueOf(restored.snapshot)),
+          history: restored.history,
+        }
+      );
     });
   }
 
@@ -325,7 +352,10 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     if (this.stopped) throw new Error(`${this.opts.name}: the host is stopping`);
     const { machine, store, now, onTransition } = this.opts;
     const current = from.snapshot;
-    const [next, actions] = transition(machine as AnyStateMachine, current, event) as [Snapshot<TMachine>, { type: string; params?: unknown }[]];
+    const [next, actions] = transition(machine as AnyStateMachine, current, event) as [
+      Snapshot<TMachine>,
+      { type: string; params?: unknown }[],
+    ];
     if (options.admit && !(await options.admit(next as SnapshotFrom<TMachine>, current as SnapshotFrom<TMachine>))) {
       return {
         snapshot: current as SnapshotFrom<TMachine>,
@@ -341,7 +371,11 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     let created = from.input !== undefined;
     let expected = from.expected;
     let history = from.history;
-    let recorded = { value: valueOf(current), text: encodeStateValue(valueOf(current)), context: JSON.stringify(current.context) };
+    let recorded = {
+      value: valueOf(current),
+      text: encodeStateValue(valueOf(current)),
+      context: JSON.stringify(current.context),
+    };
     const record = async (snapshot: Snapshot<TMachine>, eventType: string) => {
       const value = valueOf(snapshot);
       const text = encodeStateValue(value);
@@ -351,7 +385,11 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       const toName = this.names.nameOf(value);
       const moved = fromName !== toName;
       const label = eventName(eventType);
-      const nextHistory = moved ? [...history, { at: now(), event: label, from: fromName, to: toName }].slice(-(this.opts.historyLimit ?? DEFAULT_HISTORY)) : history;
+      const nextHistory = moved
+        ? [...history, { at: now(), event: label, from: fromName, to: toName }].slice(
+            -(this.opts.historyLimit ?? DEFAULT_HISTORY),
+          )
+        : history;
       expected = await store.save(
         key,
         {
@@ -376,7 +414,13 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     // The event starts nothing (no invoked actor, no action with an effect outside the machine): the snapshot just
     // recorded is where the machine ends, and no actor needs to compute the same transition again.
     if (settled(next) && actions.every(isInternal)) {
-      return { snapshot: next as SnapshotFrom<TMachine>, state: this.names.nameOf(valueOf(next)), history, refused: false, seen: expected.seen };
+      return {
+        snapshot: next as SnapshotFrom<TMachine>,
+        state: this.names.nameOf(valueOf(next)),
+        history,
+        refused: false,
+        seen: expected.seen,
+      };
     }
 
     const k = this.keyOf(key);
@@ -391,12 +435,17 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       if (!taken || ev.type !== '@xstate.snapshot' || ev.actorRef !== actor) return;
       const snapshot = ev.snapshot as Snapshot<TMachine>;
       // Every change after the event is recorded in order; the first failure is the event's.
-      saving = saving.then(() => record(snapshot, ev.event.type)).catch((err: unknown) => {
-        saveErrors.push(err);
-      });
+      saving = saving
+        .then(() => record(snapshot, ev.event.type))
+        .catch((err: unknown) => {
+          saveErrors.push(err);
+        });
       if (settled(snapshot)) end?.('settled');
     };
-    const actor = createActor(machine as AnyStateMachine, from.input !== undefined ? { input: from.input, inspect } : { snapshot: current, inspect });
+    const actor = createActor(
+      machine as AnyStateMachine,
+      from.input !== undefined ? { input: from.input, inspect } : { snapshot: current, inspect },
+    );
     let stopped = false;
     this.live.set(k, {
       actor,

@@ -5,7 +5,13 @@ import { ask, DeadlineExceededError, type AskEvent } from './ask.js';
 import type { SystemDeps } from './deps.js';
 import { facade, provideEnvironment, type Facades } from './facade.js';
 import { repliesOf } from './replies.js';
-import { CONTROL, SupervisorClosedError, type ChildPage, type ChildSummary, type SupervisorStats } from './supervisor.js';
+import {
+  CONTROL,
+  SupervisorClosedError,
+  type ChildPage,
+  type ChildSummary,
+  type SupervisorStats,
+} from './supervisor.js';
 import { mailerHandlers, mailerSupervisor } from './supervisors/mailer.js';
 import { notifierHandlers, notifierSupervisor } from './supervisors/notifier.js';
 import { replicationHandlers, replicationSupervisor } from './supervisors/replication.js';
@@ -87,7 +93,11 @@ export class ActorSystem {
         sessions: sessionsSupervisor,
       },
     });
-    const root = createActor(machine, { input: deps, systemId: 'root', ...(deps.inspect ? { inspect: deps.inspect } : {}) });
+    const root = createActor(machine, {
+      input: deps,
+      systemId: 'root',
+      ...(deps.inspect ? { inspect: deps.inspect } : {}),
+    });
     let reads: StoreReads | null = null;
     const system = root.system;
     const facades: Facades = {
@@ -146,7 +156,9 @@ export class ActorSystem {
       const ref = actorOf(this.root.system, id);
       const status: string = statusOf(ref);
       const stats =
-        status === 'active' ? await ask<SupervisorStats>(ref, CONTROL.stats, {}, { timeoutMs: 1000 }).catch(() => null) : null;
+        status === 'active'
+          ? await ask<SupervisorStats>(ref, CONTROL.stats, {}, { timeoutMs: 1000 }).catch(() => null)
+          : null;
       out.push({
         systemId: id,
         status,
@@ -183,7 +195,11 @@ export class ActorSystem {
    */
   abandon(): void {
     const replies = repliesOf(this.root.system);
-    if (replies.size > 0) this.deps.log.warn({ requests: replies.size }, 'stopping: the deadline passed; work still under way was abandoned');
+    if (replies.size > 0)
+      this.deps.log.warn(
+        { requests: replies.size },
+        'stopping: the deadline passed; work still under way was abandoned',
+      );
     replies.abortAll(new SupervisorClosedError('the server'));
   }
 
@@ -203,7 +219,10 @@ export class ActorSystem {
           await ask(ref, CONTROL.drain, {}, { deadline: Date.now() < until ? until : until + CLOSE_GRACE_MS });
         } catch (error) {
           if (error instanceof DeadlineExceededError) {
-            this.deps.log.warn({ supervisor: id, until: new Date(until).toISOString() }, 'shutdown: a supervisor did not drain in time; its work is cut off');
+            this.deps.log.warn(
+              { supervisor: id, until: new Date(until).toISOString() },
+              'shutdown: a supervisor did not drain in time; its work is cut off',
+            );
             // What is left would hold up the supervisors after this one, which it may be waiting on: cut off now.
             this.abandon();
           } else {

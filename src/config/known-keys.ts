@@ -64,7 +64,9 @@ function closestName(typed: string, known: readonly string[]): string | undefine
   return best?.name;
 }
 
-const SECTION_LIST = `${Object.keys(DEFAULTS).map((s) => `[${s}]`).join(', ')} and [${PEER_SECTION_PREFIX}NAME]`;
+const SECTION_LIST = `${Object.keys(DEFAULTS)
+  .map((s) => `[${s}]`)
+  .join(', ')} and [${PEER_SECTION_PREFIX}NAME]`;
 
 /**
  * Throws a ConfigError for an unknown section or a key that looks like a typo of a known one; returns warnings
@@ -84,7 +86,8 @@ export function checkKnownKeys(doc: IniDocument, path: string): string[] {
       if (isKnownKey(name, key)) continue;
       const candidates = name === DEFAULT_SECTION ? Object.keys(DEFAULTS).flatMap(namedKeys) : namedKeys(name);
       const meant = closestName(key, candidates);
-      if (meant) throw new ConfigError(`config error: [${name}] ${key}: unknown key, did you mean ${meant}?`, name, key);
+      if (meant)
+        throw new ConfigError(`config error: [${name}] ${key}: unknown key, did you mean ${meant}?`, name, key);
       const home = Object.keys(DEFAULTS).find((s) => s !== name && isKnownInSection(s, key));
       warnings.push(`config: unknown key [${name}] ${key}${home ? ` (it belongs in [${home}])` : ''}`);
     }

@@ -85,7 +85,9 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   let text = readIfExists(path);
   const generated = text === null;
   if (text === null && opts.ifMissing === 'error') {
-    throw new ConfigError(`config error: ${path} does not exist (sydent-ts --config ${path} --generate-config writes a new one)`);
+    throw new ConfigError(
+      `config error: ${path} does not exist (sydent-ts --config ${path} --generate-config writes a new one)`,
+    );
   }
   if (text === null) {
     text = generateFile(path, defaults);

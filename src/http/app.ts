@@ -149,7 +149,10 @@ export function createApp(opts: AppOptions): FastifyInstance {
     const matrix = toMatrixError(error);
     // fastify closes the connection after a body too large, which resets it under a client still writing the body:
     // the listener reads and drops the rest instead (http/discard-body.ts), up to a bound past which it does close.
-    if ((error as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE' && !(Number(req.headers['content-length']) > DISCARD_LIMIT)) {
+    if (
+      (error as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE' &&
+      !(Number(req.headers['content-length']) > DISCARD_LIMIT)
+    ) {
       reply.removeHeader('connection');
     }
     if (matrix.status >= 500) logFailure(req.log, error, matrix, redactUrl(req.url));
@@ -183,7 +186,14 @@ function parseQuery(text: string): Record<string, string> | RefusedQuery {
  * redacted, as our request line does; fastify's would log it raw.
  */
 function withRedactedRequests(log: Logger): FastifyBaseLogger {
-  return log.child({}, { serializers: { req: (req: FastifyRequest) => ({ method: req.method, url: redactUrl(req.url), remoteAddress: req.ip }) } });
+  return log.child(
+    {},
+    {
+      serializers: {
+        req: (req: FastifyRequest) => ({ method: req.method, url: redactUrl(req.url), remoteAddress: req.ip }),
+      },
+    },
+  );
 }
 
 /**
@@ -192,8 +202,10 @@ function withRedactedRequests(log: Logger): FastifyBaseLogger {
  */
 export function logFailure(log: FastifyBaseLogger | Logger, error: unknown, matrix: MatrixError, url: string): void {
   // The store logs its cause once, when it starts (src/store/health.ts): not once per request it refuses.
-  if (error instanceof StoreUnavailableError) log.debug({ status: matrix.status, cause: error.reason, url }, 'request failed');
-  else if (error instanceof MatrixError || isShutdownError(error)) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
+  if (error instanceof StoreUnavailableError)
+    log.debug({ status: matrix.status, cause: error.reason, url }, 'request failed');
+  else if (error instanceof MatrixError || isShutdownError(error))
+    log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
   else log.error({ err: error, url }, 'request failed');
 }
 
@@ -212,7 +224,11 @@ function routeOf(known: ReturnType<typeof FindMyWay>, path: string): string | nu
  * request; answers of no route (404, or a request refused before routing) count as `unmatched`, except a CORS
  * preflight (OPTIONS), which counts under the route of its path.
  */
-function installRequestMetrics(app: FastifyInstance, metrics: Metrics, routeOfPath: (path: string) => string | null): void {
+function installRequestMetrics(
+  app: FastifyInstance,
+  metrics: Metrics,
+  routeOfPath: (path: string) => string | null,
+): void {
   app.addHook('onRoute', (route) => {
     // By method as received: a route may answer several (and GET's implicit HEAD route is registered on its own).
     const byMethod = Object.create(null) as Record<string, HttpRouteMetrics>;
@@ -230,7 +246,10 @@ function installRequestMetrics(app: FastifyInstance, metrics: Metrics, routeOfPa
     if (req.is404) {
       const method = req.method;
       const route = method === 'OPTIONS' ? routeOfPath(req.url.split('?', 1)[0] ?? '/') : null;
-      const target = route === null ? (unmatched[method] ??= metrics.httpRoute('unmatched', method)) : metrics.httpRoute(route, method);
+      const target =
+        route === null
+          ? (unmatched[method] ??= metrics.httpRoute('unmatched', method))
+          : metrics.httpRoute(route, method);
       target.record(reply.statusCode, reply.elapsedTime / 1000);
     }
     done();

@@ -103,7 +103,11 @@ export async function storeInvite(deps: InviteDeps, req: InviteRequest, request:
       { public_key: identity.publicKeyBase64, key_validity_url: `${base}/pubkey/isvalid` },
       { public_key: ephemeralPublicKey, key_validity_url: `${base}/pubkey/ephemeral/isvalid` },
     ],
-    display_name: redactEmail(req.sendTo, config.email.usernameObfuscateCharacters, config.email.domainObfuscateCharacters),
+    display_name: redactEmail(
+      req.sendTo,
+      config.email.usernameObfuscateCharacters,
+      config.email.domainObfuscateCharacters,
+    ),
   };
   return { ok: true, invite };
 }
@@ -134,7 +138,8 @@ function inviteSubstitutions(
   const roomName = subs['room_name'] ?? '';
   if ([...roomName].length > 30) subs['room_name'] = `${[...roomName].slice(0, 25).join('')}…`;
   if (subs['room_name']) subs['bracketed_room_name'] = `(${subs['room_name']}) `;
-  subs['web_client_location'] = webClientLocation(req.args['org.matrix.web_client_location']) ?? config.email.defaultWebClientLocation;
+  subs['web_client_location'] =
+    webClientLocation(req.args['org.matrix.web_client_location']) ?? config.email.defaultWebClientLocation;
   // The link in the mail lets a web client sign the invite with its ephemeral key: v1 needs no access token.
   subs['sign_url'] = config.general.enableV1Access
     ? `${config.http.clientHttpBase}/_matrix/identity/api/v1/sign-ed25519`

@@ -102,7 +102,10 @@ interface DeliveryFailure {
 function failureOf(error: unknown): { message: string; at: number | null } {
   if (typeof error === 'object' && error !== null) {
     const e = error as Partial<DeliveryFailure>;
-    return { message: typeof e.message === 'string' ? e.message : errorMessage(error), at: typeof e.at === 'number' ? e.at : null };
+    return {
+      message: typeof e.message === 'string' ? e.message : errorMessage(error),
+      at: typeof e.at === 'number' ? e.at : null,
+    };
   }
   return { message: String(error), at: null };
 }
@@ -131,9 +134,7 @@ export const callbackMachine = setup({
   },
   actions: {
     startAttempt: assign(({ event }) =>
-      event.type === 'DELIVER'
-        ? { startedAt: event.now, jitter: event.jitter, outcome: null }
-        : { outcome: null },
+      event.type === 'DELIVER' ? { startedAt: event.now, jitter: event.jitter, outcome: null } : { outcome: null },
     ),
     recordDelivered: assign(({ context, event }) => {
       const output = (event as { output?: DeliveryResult }).output;

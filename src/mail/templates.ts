@@ -44,10 +44,7 @@ export interface ResolvedTemplate {
 
 /** The names Sydent asks for, and the deprecated setting that overrides each (bypassing branding). */
 export type TemplateName =
-  | 'verification_template.eml'
-  | 'invite_template.eml'
-  | 'migration_template.eml'
-  | 'verify_response_template.html';
+  'verification_template.eml' | 'invite_template.eml' | 'migration_template.eml' | 'verify_response_template.html';
 
 const OVERRIDES: Partial<Record<string, (config: SydentConfig) => string | null>> = {
   'verification_template.eml': (c) => c.email.template,
@@ -247,7 +244,10 @@ export function jinjaUrlencode(value: unknown): string {
   if (value === undefined || value === null) return '';
   if (typeof value === 'string') return pyQuote(value);
   if (Array.isArray(value)) {
-    return value.map((pair: unknown) => (Array.isArray(pair) ? (pair as unknown[]) : [pair, ''])).map(qsPair).join('&');
+    return value
+      .map((pair: unknown) => (Array.isArray(pair) ? (pair as unknown[]) : [pair, '']))
+      .map(qsPair)
+      .join('&');
   }
   if (typeof value === 'object' && !(value instanceof nunjucks.runtime.SafeString)) {
     return Object.entries(value).map(qsPair).join('&');
@@ -387,7 +387,20 @@ export function splitPlainJinja(src: string): PlainTemplate | null {
   return out;
 }
 
-const NUNJUCKS_NAMES = new Set(['true', 'false', 'none', 'True', 'False', 'None', 'range', 'cycler', 'joiner', 'loop', 'super', 'caller']);
+const NUNJUCKS_NAMES = new Set([
+  'true',
+  'false',
+  'none',
+  'True',
+  'False',
+  'None',
+  'range',
+  'cycler',
+  'joiner',
+  'loop',
+  'super',
+  'caller',
+]);
 
 function renderPlain(parts: PlainTemplate, vars: Readonly<Record<string, string>>): string {
   let out = '';

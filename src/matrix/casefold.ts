@@ -28,10 +28,7 @@ function foldTable(): Map<number, string> {
   for (const entry of CASEFOLD_TABLE.split(';')) {
     const [from, to] = entry.split(':');
     if (from === undefined || to === undefined) throw new Error(`casefold table: bad entry ${entry}`);
-    map.set(
-      parseInt(from, 16),
-      String.fromCodePoint(...to.split(' ').map((h) => parseInt(h, 16))),
-    );
+    map.set(parseInt(from, 16), String.fromCodePoint(...to.split(' ').map((h) => parseInt(h, 16))));
   }
   table = map;
   return map;

@@ -49,7 +49,8 @@ export function checkEmailAddress(s: string): EmailAddressCheck {
   if (CONTROL.test(s)) return fail('the address contains a control character');
   if (LONE_SURROGATE.test(s)) return fail('the address is not valid Unicode');
   if (OTHER_WHITESPACE.test(s)) return fail('the address contains white space');
-  if (s.includes('<') || s.includes('>')) return fail('angle brackets (a display name) are not allowed: give the bare address');
+  if (s.includes('<') || s.includes('>'))
+    return fail('angle brackets (a display name) are not allowed: give the bare address');
   if (s.includes(',')) return fail('the address contains a comma: give one address');
   if (utf8Length(s) > MAX_ADDRESS_OCTETS) return fail(`the address is longer than ${MAX_ADDRESS_OCTETS} octets`);
 

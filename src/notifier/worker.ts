@@ -109,7 +109,10 @@ const DEFAULTS = {
 const MIN_SLEEP_MS = 100;
 
 export class CallbackWorker {
-  private readonly opts: Required<Omit<CallbackWorkerOptions, 'random' | 'inspect'>> & { random: () => number; inspect?: ActorInspect };
+  private readonly opts: Required<Omit<CallbackWorkerOptions, 'random' | 'inspect'>> & {
+    random: () => number;
+    inspect?: ActorInspect;
+  };
   private readonly inFlight = new Map<number, InFlight>();
   private readonly machines: MachineHost<typeof callbackMachine, number>;
   private pumping = false;
@@ -325,11 +328,20 @@ export class CallbackWorker {
       outcome: null,
     };
     // The claim's lease is what a later write of this attempt must still find.
-    return { state: row.attempts === 0 ? 'pending' : 'retrying', context, machineVersion: CALLBACK_MACHINE_VERSION, rowVersion: row.claimedUntil };
+    return {
+      state: row.attempts === 0 ? 'pending' : 'retrying',
+      context,
+      machineVersion: CALLBACK_MACHINE_VERSION,
+      rowVersion: row.claimedUntil,
+    };
   }
 
   /** Records how an attempt ended; the attempt's start was recorded by the claim. */
-  private async record(id: number, write: MachineWrite<CallbackContext>, expected: RowExpectation<unknown>): Promise<RowExpectation<unknown>> {
+  private async record(
+    id: number,
+    write: MachineWrite<CallbackContext>,
+    expected: RowExpectation<unknown>,
+  ): Promise<RowExpectation<unknown>> {
     const { store, log } = this.opts;
     const row = this.inFlight.get(id)!.row;
     const c = write.context;
@@ -338,7 +350,11 @@ export class CallbackWorker {
       case null:
         break;
       case 'delivered': {
-        const { tokensDeleted } = await store.delivered(row.id, c.deliveredAt ?? this.opts.now(), this.opts.deleteInviteTokens);
+        const { tokensDeleted } = await store.delivered(
+          row.id,
+          c.deliveredAt ?? this.opts.now(),
+          this.opts.deleteInviteTokens,
+        );
         log.info({ ...where, attempts: row.attempts + 1, tokensDeleted }, 'homeserver callback delivered');
         break;
       }

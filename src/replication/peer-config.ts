@@ -27,7 +27,11 @@ export function pushUrl(name: string, port: number | null, baseReplicationUrl: s
 }
 
 /** Reads the `[peer.*]` sections of a config file's text. ConfigError on a bad file or value. */
-export function peersFromText(text: string, cwd: string, warn: (message: string) => void = () => undefined): Record<string, PeerConfig> {
+export function peersFromText(
+  text: string,
+  cwd: string,
+  warn: (message: string) => void = () => undefined,
+): Record<string, PeerConfig> {
   return readPeers(new IniReader(parseIni(text)), { cwd, warn });
 }
 

@@ -28,7 +28,14 @@ import {
   type PushResult,
 } from '../machines/peer.js';
 import type { ActivePeer, LocalAssociationRow, PeerRow } from '../store/peers.js';
-import { buildBatch, describeRefusal, ReplicationClient, type OutboundBatch, type PushAnswer, type PushBody } from './outbound.js';
+import {
+  buildBatch,
+  describeRefusal,
+  ReplicationClient,
+  type OutboundBatch,
+  type PushAnswer,
+  type PushBody,
+} from './outbound.js';
 import { pushUrl, type PeerUrls } from './peer-config.js';
 import type { ReplicationTls } from './tls.js';
 import { errorMessage } from '../util/error-message.js';
@@ -157,7 +164,9 @@ export class ReplicationWorker {
   constructor(opts: ReplicationWorkerOptions) {
     this.opts = { ...DEFAULTS, random: Math.random, ...opts };
     const machine = peerMachine.provide({
-      actors: { push: fromPromise<PushResult, PushInput>(({ input }) => this.trackPush(this.slots.get(input.name)!, input)) },
+      actors: {
+        push: fromPromise<PushResult, PushInput>(({ input }) => this.trackPush(this.slots.get(input.name)!, input)),
+      },
     });
     this.machines = new MachineHost<typeof peerMachine, string>({
       name: 'peer',
@@ -166,7 +175,14 @@ export class ReplicationWorker {
       store: {
         load: async (name) => {
           const slot = this.slots.get(name);
-          return slot && { state: slot.machine.value, context: slot.machine.context, machineVersion: PEER_MACHINE_VERSION, rowVersion: null };
+          return (
+            slot && {
+              state: slot.machine.value,
+              context: slot.machine.context,
+              machineVersion: PEER_MACHINE_VERSION,
+              rowVersion: null,
+            }
+          );
         },
         save: async (name, write, expected) => {
           const slot = this.slots.get(name);
@@ -238,7 +254,8 @@ export class ReplicationWorker {
     this.machines
       .send(name, event)
       .catch((err: unknown) => {
-        if (!(err instanceof MachineStoppedError)) this.opts.log.error({ err, peer: name }, 'replication: peer machine failed');
+        if (!(err instanceof MachineStoppedError))
+          this.opts.log.error({ err, peer: name }, 'replication: peer machine failed');
       })
       .finally(() => then?.());
   }
@@ -332,7 +349,8 @@ export class ReplicationWorker {
     for (const peer of peers) {
       seen.add(peer.name);
       const slot = this.slots.get(peer.name);
-      if (slot) slot.peer = peer; // port or key changed: used from the next push
+      if (slot)
+        slot.peer = peer; // port or key changed: used from the next push
       else this.addSlot(peer);
     }
     for (const [name, slot] of this.slots) {
@@ -392,9 +410,11 @@ export class ReplicationWorker {
   private trackPush(slot: Slot, input: PushInput): Promise<PushResult> {
     const p = this.push(slot, input);
     slot.running = p;
-    void p.finally(() => {
-      if (slot.running === p) slot.running = null;
-    }).catch(() => undefined);
+    void p
+      .finally(() => {
+        if (slot.running === p) slot.running = null;
+      })
+      .catch(() => undefined);
     return p;
   }
 
@@ -409,7 +429,8 @@ export class ReplicationWorker {
 
   private async prefetch(slot: Slot, afterId: number): Promise<void> {
     const rows = await this.opts.reads.localAfter(afterId, this.batchSizeOf(slot));
-    slot.prefetched = rows.length === 0 ? null : { afterId, batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey) };
+    slot.prefetched =
+      rows.length === 0 ? null : { afterId, batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey) };
   }
 
   /** Associations per push to this peer: its `push_batch_size`, or Sydent's. */
@@ -421,7 +442,8 @@ export class ReplicationWorker {
   private async push(slot: Slot, input: PushInput): Promise<PushResult> {
     const { now, log } = this.opts;
     const batchSize = this.batchSizeOf(slot);
-    const fail = (message: string, status: number | null = null) => new PushError(message, now(), status, this.opts.random());
+    const fail = (message: string, status: number | null = null) =>
+      new PushError(message, now(), status, this.opts.random());
     let answer: PushAnswer;
     let lastId: number;
     let count: number;
@@ -445,7 +467,10 @@ export class ReplicationWorker {
     }
     if (answer.status < 200 || answer.status >= 300) {
       const message = describeRefusal(answer);
-      log.warn({ peer: peer.name, url, status: answer.status, error: message }, 'replication: peer refused a push; backing off');
+      log.warn(
+        { peer: peer.name, url, status: answer.status, error: message },
+        'replication: peer refused a push; backing off',
+      );
       throw fail(message, answer.status);
     }
     try {

@@ -31,7 +31,15 @@ import {
   type SessionEvent,
 } from '../machines/validation-session.js';
 import type { CallOptions } from '../actors/ask.js';
-import { randomSid, SidTakenError, type SessionSave, type SessionWrite, type StoredSession, type SydentColumns, type SydentSessionRow } from '../store/sessions.js';
+import {
+  randomSid,
+  SidTakenError,
+  type SessionSave,
+  type SessionWrite,
+  type StoredSession,
+  type SydentColumns,
+  type SydentSessionRow,
+} from '../store/sessions.js';
 import { reconcileWithSydent, sessionFromSydentRow, type LoadedSession } from './sydent-rows.js';
 
 /**
@@ -106,7 +114,10 @@ export interface SessionOutcome {
  * same write as the binding, answering the row's new version; with null (bound again to the same user: the row has
  * nothing new), the binding alone, answering null.
  */
-export type PublishBinding = (threepid: { medium: Medium; address: string }, session: SessionSave | null) => Promise<number | null>;
+export type PublishBinding = (
+  threepid: { medium: Medium; address: string },
+  session: SessionSave | null,
+) => Promise<number | null>;
 
 export type RequestTokenResult = ({ limited: false } & SessionOutcome) | { limited: true; retryAfterMs: number };
 
@@ -187,10 +198,15 @@ export class SessionHost {
 
   /** One requestToken per (medium, address, client_secret) at a time, so two racing requests share a session. */
   async requestToken(args: RequestTokenArgs, signal?: AbortSignal): Promise<RequestTokenResult> {
-    return this.requests.run(`${args.medium}\0${args.address}\0${args.clientSecret}`, () => this.requestTokenQueued(args, signal));
+    return this.requests.run(`${args.medium}\0${args.address}\0${args.clientSecret}`, () =>
+      this.requestTokenQueued(args, signal),
+    );
   }
 
-  private async requestTokenQueued(args: RequestTokenArgs, signal: AbortSignal | undefined): Promise<RequestTokenResult> {
+  private async requestTokenQueued(
+    args: RequestTokenArgs,
+    signal: AbortSignal | undefined,
+  ): Promise<RequestTokenResult> {
     const event = (freshToken: string): SessionEvent => ({
       type: 'REQUEST_TOKEN',
       clientSecret: args.clientSecret,
@@ -206,24 +222,34 @@ export class SessionHost {
     if (existing !== undefined) {
       let retryAfterMs: number | null = null;
       // The request is known to the session's writes and send only while it holds the session's queue.
-      const outcome = await this.machines.exclusive(existing, () => this.withRequest(existing, { deadline: args.deadline, signal }, (settleTimeoutMs) =>
-        this.machines.sendNow(existing, event(this.deps.newToken(args.medium)), {
-          settleTimeoutMs,
-          // The rate limit counts sends: a requestToken that sends nothing is never limited.
-          admit: async (next) => {
-            if (!next.matches({ live: 'sendingToken' })) return true;
-            const admission = await this.deps.admit(args.medium, args.requester, callOptions({ deadline: args.deadline, signal }));
-            if (!admission.ok) retryAfterMs = admission.retryAfterMs;
-            return admission.ok;
-          },
-        }),
-      ));
+      const outcome = await this.machines.exclusive(existing, () =>
+        this.withRequest(existing, { deadline: args.deadline, signal }, (settleTimeoutMs) =>
+          this.machines.sendNow(existing, event(this.deps.newToken(args.medium)), {
+            settleTimeoutMs,
+            // The rate limit counts sends: a requestToken that sends nothing is never limited.
+            admit: async (next) => {
+              if (!next.matches({ live: 'sendingToken' })) return true;
+              const admission = await this.deps.admit(
+                args.medium,
+                args.requester,
+                callOptions({ deadline: args.deadline, signal }),
+              );
+              if (!admission.ok) retryAfterMs = admission.retryAfterMs;
+              return admission.ok;
+            },
+          }),
+        ),
+      );
       if (retryAfterMs !== null) return { limited: true, retryAfterMs };
       // Undefined: purged between the look-up and the load, so a new session, as if there had never been one.
       if (outcome) return { limited: false, ...outcomeOf(outcome) };
     }
 
-    const admission = await this.deps.admit(args.medium, args.requester, callOptions({ deadline: args.deadline, signal }));
+    const admission = await this.deps.admit(
+      args.medium,
+      args.requester,
+      callOptions({ deadline: args.deadline, signal }),
+    );
     if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
     const token = this.deps.newToken(args.medium);
     // The sid is picked here and checked by the create itself (no ask for a free one first): a sid in use, rare
@@ -265,9 +291,17 @@ export class SessionHost {
   }
 
   /** `undefined` when there is no such session. `request`: the deadline and signal of the request it answers. */
-  async send(sid: number, event: SessionEvent, request?: { deadline: number; signal?: AbortSignal }): Promise<SessionOutcome | undefined> {
+  async send(
+    sid: number,
+    event: SessionEvent,
+    request?: { deadline: number; signal?: AbortSignal },
+  ): Promise<SessionOutcome | undefined> {
     const outcome = request
-      ? await this.machines.exclusive(sid, () => this.withRequest(sid, { deadline: request.deadline, signal: request.signal }, () => this.machines.sendNow(sid, event)))
+      ? await this.machines.exclusive(sid, () =>
+          this.withRequest(sid, { deadline: request.deadline, signal: request.signal }, () =>
+            this.machines.sendNow(sid, event),
+          ),
+        )
       : await this.machines.send(sid, event);
     return outcome && outcomeOf(outcome);
   }
@@ -290,7 +324,9 @@ export class SessionHost {
       let outcome: HostOutcome<SessionMachine, SessionSeen> | undefined;
       try {
         outcome = request
-          ? await this.withRequest(sid, { deadline: request.deadline, signal: request.signal }, () => this.machines.sendNow(sid, event))
+          ? await this.withRequest(sid, { deadline: request.deadline, signal: request.signal }, () =>
+              this.machines.sendNow(sid, event),
+            )
           : await this.machines.sendNow(sid, event);
       } finally {
         this.binds.delete(key);
@@ -349,7 +385,12 @@ export class SessionHost {
     if (!stored) return undefined;
     const { sydent, machine } = stored;
     const seen: SessionSeen = {
-      sydent: { validated: sydent.validated, mtime: sydent.mtime, token: sydent.token, sendAttemptNumber: sydent.sendAttemptNumber },
+      sydent: {
+        validated: sydent.validated,
+        mtime: sydent.mtime,
+        token: sydent.token,
+        sendAttemptNumber: sydent.sendAttemptNumber,
+      },
       row: sydent,
       storedAddress: sydent.address,
     };
@@ -365,7 +406,14 @@ export class SessionHost {
     }
     // A session only Sydent knows: its rows are all there is, read in today's shape.
     const { state, context } = sessionFromSydentRow(sydent);
-    return { state: valueOf(state), context, machineVersion: SESSION_MACHINE_VERSION, rowVersion: null, history: [], seen };
+    return {
+      state: valueOf(state),
+      context,
+      machineVersion: SESSION_MACHINE_VERSION,
+      rowVersion: null,
+      history: [],
+      seen,
+    };
   }
 
   private async save(
@@ -394,7 +442,12 @@ export class SessionHost {
     return {
       rowVersion,
       seen: {
-        sydent: { validated: row.validated ? 1 : 0, mtime: row.mtime, token: row.token, sendAttemptNumber: row.sendAttempt },
+        sydent: {
+          validated: row.validated ? 1 : 0,
+          mtime: row.mtime,
+          token: row.token,
+          sendAttemptNumber: row.sendAttempt,
+        },
         row: expected.seen?.row ?? null,
         storedAddress: expected.seen?.storedAddress ?? context.address,
       },
@@ -402,11 +455,21 @@ export class SessionHost {
   }
 
   /** A session's row saved; its move to bound, by the bind that asked for it, in one write with the binding. */
-  private async saveRow(sid: number, stateName: string, context: SessionContext, row: SessionWrite, expectedVersion: number | null): Promise<number> {
+  private async saveRow(
+    sid: number,
+    stateName: string,
+    context: SessionContext,
+    row: SessionWrite,
+    expectedVersion: number | null,
+  ): Promise<number> {
     const bind = this.binds.get(String(sid));
-    if (!bind || bind.published || stateName !== 'bound') return this.deps.store.save(row, expectedVersion, this.requestOf(sid));
+    if (!bind || bind.published || stateName !== 'bound')
+      return this.deps.store.save(row, expectedVersion, this.requestOf(sid));
     bind.published = true;
-    const rowVersion = await bind.publish({ medium: context.medium, address: context.address }, { write: row, expectedVersion });
+    const rowVersion = await bind.publish(
+      { medium: context.medium, address: context.address },
+      { write: row, expectedVersion },
+    );
     if (rowVersion === null) throw new Error(`session ${sid}: its binding was stored without the session`);
     return rowVersion;
   }
@@ -417,10 +480,16 @@ export class SessionHost {
  * the user: the token it carried is accepted, and the same send_attempt sends again (an interrupted send is not
  * a send). Then whatever Sydent did to the rows since our last save.
  */
-function restoreSession(state: MachineState<SessionContext>, stored: StoredMachine<SessionSeen>): MachineState<SessionContext> {
+function restoreSession(
+  state: MachineState<SessionContext>,
+  stored: StoredMachine<SessionSeen>,
+): MachineState<SessionContext> {
   let loaded: LoadedSession = { state: names.nameOf(state.value), context: state.context };
   if (loaded.state === 'sendingToken') {
-    loaded = { state: 'sendFailed', context: { ...loaded.context, everSent: true, lastError: 'interrupted by a restart' } };
+    loaded = {
+      state: 'sendFailed',
+      context: { ...loaded.context, everSent: true, lastError: 'interrupted by a restart' },
+    };
   }
   if (stored.rowVersion !== null && stored.seen?.row) loaded = reconcileWithSydent(loaded, stored.seen.row);
   return { value: valueOf(loaded.state), context: loaded.context };

@@ -23,7 +23,12 @@ export interface SydentSessionRow extends SydentColumns {
 }
 
 export function sameSydentColumns(a: SydentColumns, b: SydentColumns): boolean {
-  return a.validated === b.validated && a.mtime === b.mtime && a.token === b.token && a.sendAttemptNumber === b.sendAttemptNumber;
+  return (
+    a.validated === b.validated &&
+    a.mtime === b.mtime &&
+    a.token === b.token &&
+    a.sendAttemptNumber === b.sendAttemptNumber
+  );
 }
 
 export interface MachineRow {
@@ -209,7 +214,14 @@ export class SessionWrites {
       if (this.sidExists.get(write.sid)) throw new SidTakenError(write.sid);
       this.insertSession.run(write.sid, medium, write.address, clientSecret, write.mtime);
       this.insertToken.run(write.sid, write.token, write.sendAttempt);
-      this.insertMachine.run(write.sid, write.state, write.context, write.machineVersion, historyJson(write.history), write.now);
+      this.insertMachine.run(
+        write.sid,
+        write.state,
+        write.context,
+        write.machineVersion,
+        historyJson(write.history),
+        write.now,
+      );
     })();
     return 1;
   }
@@ -227,7 +239,14 @@ export class SessionWrites {
       }
       if (expectedVersion === null) {
         if (this.versionOf.get(write.sid)) throw new SessionConflictError(write.sid);
-        this.insertMachine.run(write.sid, write.state, write.context, write.machineVersion, historyJson(write.history), write.now);
+        this.insertMachine.run(
+          write.sid,
+          write.state,
+          write.context,
+          write.machineVersion,
+          historyJson(write.history),
+          write.now,
+        );
       } else {
         const res = this.updateMachine.run(
           write.state,

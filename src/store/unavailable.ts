@@ -5,7 +5,8 @@
  * cause is gone it works again without a restart.
  */
 
-export type UnavailableCause = 'busy' | 'full' | 'readonly' | 'ioerr' | 'cantopen' | 'corrupt' | 'missing' | 'replaced' | 'closed';
+export type UnavailableCause =
+  'busy' | 'full' | 'readonly' | 'ioerr' | 'cantopen' | 'corrupt' | 'missing' | 'replaced' | 'closed';
 
 /** What the client is told (no paths: the answer is public); the log line says the same with the file. */
 const DESCRIPTIONS: Record<UnavailableCause, string> = {
@@ -68,5 +69,7 @@ export function unavailableCause(error: unknown): UnavailableCause | null {
 /** `error` as a StoreUnavailableError when an outside cause explains it; otherwise unchanged. */
 export function asUnavailable(error: unknown): unknown {
   const cause = unavailableCause(error);
-  return cause === null || error instanceof StoreUnavailableError ? error : new StoreUnavailableError(cause, { cause: error });
+  return cause === null || error instanceof StoreUnavailableError
+    ? error
+    : new StoreUnavailableError(cause, { cause: error });
 }

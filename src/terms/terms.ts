@@ -44,11 +44,13 @@ function parseTerms(text: string): Terms {
   for (const [id, doc] of Object.entries(docsRaw)) {
     if (!isObject(doc) || doc['version'] === undefined) throw new TermsError(`'${id}' has no version`);
     const version = doc['version'];
-    if (typeof version !== 'string' && typeof version !== 'number') throw new TermsError(`the version of '${id}' must be a string`);
+    if (typeof version !== 'string' && typeof version !== 'number')
+      throw new TermsError(`the version of '${id}' must be a string`);
     if (!isObject(doc['langs'])) throw new TermsError(`'${id}' has no langs`);
     const langs: Record<string, TermsLanguage> = {};
     for (const [lang, entry] of Object.entries(doc['langs'])) {
-      if (!isObject(entry) || typeof entry['name'] !== 'string') throw new TermsError(`lang '${lang}' of doc ${id} has no name`);
+      if (!isObject(entry) || typeof entry['name'] !== 'string')
+        throw new TermsError(`lang '${lang}' of doc ${id} has no name`);
       if (typeof entry['url'] !== 'string') throw new TermsError(`lang '${lang}' of doc ${id} has no url`);
       langs[lang] = { name: entry['name'], url: entry['url'] };
     }

@@ -34,7 +34,9 @@ export function spawnServer(opts: {
   const command = [process.execPath, ...program, ...(opts.args ?? [])];
   // The shell sets the limit, then becomes the server (exec): the child's pid is the server's.
   const [file, args] =
-    opts.fileLimit === undefined ? [command[0]!, command.slice(1)] : ['/bin/sh', ['-c', 'ulimit -n "$0" && exec "$@"', String(opts.fileLimit), ...command]];
+    opts.fileLimit === undefined
+      ? [command[0]!, command.slice(1)]
+      : ['/bin/sh', ['-c', 'ulimit -n "$0" && exec "$@"', String(opts.fileLimit), ...command]];
   const child = spawn(file, args, {
     cwd: opts.cwd,
     env: { ...env, ...opts.env },

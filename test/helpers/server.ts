@@ -48,7 +48,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       http: {
         'clientapi.http.bind_address': '127.0.0.1',
         'clientapi.http.port': '8090',
-        'client_http_base': 'https://is.example.test',
+        client_http_base: 'https://is.example.test',
         ...(opts.internal === false
           ? {}
           : { 'internalapi.http.bind_address': '127.0.0.1', 'internalapi.http.port': '8091' }),
@@ -68,7 +68,12 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   if (config.http.internalApi) config.http.internalApi.port = 0;
   opts.adjust?.(config);
   const clock = opts.clock ?? new ManualClock(Date.now());
-  const server = await startServer({ config, log: opts.log ?? pino({ level: 'silent' }), clock, ...(opts.inspect ? { inspectPort: 0 } : {}) });
+  const server = await startServer({
+    config,
+    log: opts.log ?? pino({ level: 'silent' }),
+    clock,
+    ...(opts.inspect ? { inspectPort: 0 } : {}),
+  });
   return {
     server,
     config,

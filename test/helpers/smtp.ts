@@ -123,7 +123,11 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
     onRcptTo(address, _session, callback) {
       if (opts.rejectAll) {
         // Worded as Postfix words it: the refusal quotes the recipient.
-        callback(Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: mailbox unavailable`), { responseCode: 550 }));
+        callback(
+          Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: mailbox unavailable`), {
+            responseCode: 550,
+          }),
+        );
       } else {
         callback();
       }
@@ -249,7 +253,8 @@ export async function startSlowSmtpServer(opts: { dataDelayMs: number }): Promis
         buffer = buffer.slice(eol + 2);
         const verb = line.slice(0, 4).toUpperCase();
         if (verb === 'EHLO' || verb === 'HELO') socket.write('250 slow.test\r\n');
-        else if (verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET' || verb === 'NOOP') socket.write('250 2.0.0 ok\r\n');
+        else if (verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET' || verb === 'NOOP')
+          socket.write('250 2.0.0 ok\r\n');
         else if (verb === 'QUIT') socket.end('221 2.0.0 bye\r\n');
         else if (verb === 'DATA') {
           state.dataCommands++;

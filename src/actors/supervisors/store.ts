@@ -36,8 +36,11 @@ export const storeHandlers = {
     r: StoreResource,
     q: RequestContext,
   ) => write(r, q, (w) => w.accounts.acceptTerms(e.userId, e.urls, e.masterVersion, e.documents)),
-  createSession: (e: { medium: string; clientSecret: string; write: SessionWrite }, r: StoreResource, q: RequestContext) =>
-    write(r, q, (w) => w.sessions.create(e.medium, e.clientSecret, e.write)),
+  createSession: (
+    e: { medium: string; clientSecret: string; write: SessionWrite },
+    r: StoreResource,
+    q: RequestContext,
+  ) => write(r, q, (w) => w.sessions.create(e.medium, e.clientSecret, e.write)),
   saveSession: (e: { write: SessionWrite; expectedVersion: number | null }, r: StoreResource, q: RequestContext) =>
     write(r, q, (w) => w.sessions.save(e.write, e.expectedVersion)),
   /** a slice of the sessions sweep: how many expired sessions it deleted */
@@ -69,10 +72,14 @@ export const storeHandlers = {
   applyPush: (e: ApplyPushRequest, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.peers.applyPush(e)),
   // Homeserver callbacks (the notifier's outbox). A bind records its callback inside its own write; these are the
   // notifier worker's.
-  enqueueCallback: (e: CallbackEnqueue, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.callbacks.enqueue(e)),
+  enqueueCallback: (e: CallbackEnqueue, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.callbacks.enqueue(e)),
   claimCallbacks: (e: ClaimRequest, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.callbacks.claim(e)),
-  callbackDelivered: (e: { id: number; now: number; deleteInviteTokens: boolean }, r: StoreResource, q: RequestContext) =>
-    write(r, q, (w) => w.callbacks.delivered(e.id, e.now, e.deleteInviteTokens)),
+  callbackDelivered: (
+    e: { id: number; now: number; deleteInviteTokens: boolean },
+    r: StoreResource,
+    q: RequestContext,
+  ) => write(r, q, (w) => w.callbacks.delivered(e.id, e.now, e.deleteInviteTokens)),
   retryCallback: (
     e: { id: number; claimedUntil: number; nextAttemptTs: number; lastError: string },
     r: StoreResource,
@@ -82,7 +89,8 @@ export const storeHandlers = {
     write(r, q, (w) => w.callbacks.abandon(e.id, e.claimedUntil, e.lastError)),
   releaseCallback: (e: { id: number; claimedUntil: number }, r: StoreResource, q: RequestContext) =>
     write(r, q, (w) => w.callbacks.release(e.id, e.claimedUntil)),
-  purgeCallbacks: (e: { now: number }, r: StoreResource, q: RequestContext) => write(r, q, (w) => w.callbacks.purge(e.now)),
+  purgeCallbacks: (e: { now: number }, r: StoreResource, q: RequestContext) =>
+    write(r, q, (w) => w.callbacks.purge(e.now)),
 };
 
 /**

@@ -26,7 +26,9 @@ export function readPeers(ini: IniReader, ctx: BuildContext): Record<string, Pee
     const url = v.str('base_replication_url');
     const batch = v.str('push_batch_size');
     if (name === '' || (url === '' && batch === '')) {
-      ctx.warn(`config: [${section}] ignored: it needs a peer name in the header and a base_replication_url or push_batch_size`);
+      ctx.warn(
+        `config: [${section}] ignored: it needs a peer name in the header and a base_replication_url or push_batch_size`,
+      );
       continue;
     }
     if (url !== '' && !isHttpUrl(url)) v.fail('base_replication_url', 'not an absolute http:// or https:// URL');
@@ -34,7 +36,10 @@ export function readPeers(ini: IniReader, ctx: BuildContext): Record<string, Pee
     if (pushBatchSize !== undefined && pushBatchSize > MAX_PUSH_BATCH_SIZE) {
       v.fail('push_batch_size', `more than ${MAX_PUSH_BATCH_SIZE} associations per push`);
     }
-    peers.push([name, { ...(url !== '' ? { baseReplicationUrl: url } : {}), ...(pushBatchSize !== undefined ? { pushBatchSize } : {}) }]);
+    peers.push([
+      name,
+      { ...(url !== '' ? { baseReplicationUrl: url } : {}), ...(pushBatchSize !== undefined ? { pushBatchSize } : {}) },
+    ]);
   }
   return Object.fromEntries(peers);
 }

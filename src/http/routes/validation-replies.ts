@@ -12,7 +12,8 @@ import { sidNumber } from '../validate.js';
 const noSession = () =>
   new MatrixError(404, 'M_NO_VALID_SESSION', 'No valid session was found matching that sid and client secret');
 /** A token that is not the session's; the body keeps `success: false` for clients older than v1.18. */
-export const tokenIncorrect = () => new MatrixError(400, 'M_TOKEN_INCORRECT', 'The token is incorrect', { success: false });
+export const tokenIncorrect = () =>
+  new MatrixError(400, 'M_TOKEN_INCORRECT', 'The token is incorrect', { success: false });
 const expired = (extra: Record<string, unknown> = {}) =>
   new MatrixError(400, 'M_SESSION_EXPIRED', 'This validation session has expired: call requestToken again', extra);
 
@@ -25,7 +26,12 @@ export function submitTokenReply(outcome: SessionOutcome | undefined): { success
       if (outcome.state === 'validated' || outcome.state === 'bound') return { success: true };
       break;
     case 'secretMismatch':
-      throw new MatrixError(400, 'M_INVALID_PARAM', 'Client secret does not match the one given when requesting the token', failed);
+      throw new MatrixError(
+        400,
+        'M_INVALID_PARAM',
+        'Client secret does not match the one given when requesting the token',
+        failed,
+      );
     case 'expired':
       throw expired(failed);
     case 'tokenLocked':

@@ -22,10 +22,14 @@ export function checkPgUrl(url: string): URL {
   try {
     parsed = new URL(url);
   } catch {
-    throw new PgConnectError(`not a PostgreSQL URL: ${redactPgUrl(url)} (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)`);
+    throw new PgConnectError(
+      `not a PostgreSQL URL: ${redactPgUrl(url)} (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)`,
+    );
   }
   if (!PROTOCOLS.has(parsed.protocol.toLowerCase())) {
-    throw new PgConnectError(`not a PostgreSQL URL: ${redactPgUrl(url)} (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)`);
+    throw new PgConnectError(
+      `not a PostgreSQL URL: ${redactPgUrl(url)} (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)`,
+    );
   }
   if (parsed.port && !(Number(parsed.port) > 0 && Number(parsed.port) < 65536)) {
     throw new PgConnectError(`not a PostgreSQL URL: ${redactPgUrl(url)} (port ${parsed.port})`);
@@ -59,7 +63,9 @@ type TypeParser = (value: string) => unknown;
 
 /** pg's parsers, but int8 (bigint) as a BigInt instead of a string. */
 function int8AsBigInt(...[oid, format]: Parameters<typeof pg.types.getTypeParser>): TypeParser {
-  return oid === pg.types.builtins.INT8 ? (v: string) => BigInt(v) : (pg.types.getTypeParser(oid, format) as TypeParser);
+  return oid === pg.types.builtins.INT8
+    ? (v: string) => BigInt(v)
+    : (pg.types.getTypeParser(oid, format) as TypeParser);
 }
 
 /** Client options for `url` (libpq's PG* variables fill in what the URL leaves out, as pg does by itself). */
@@ -111,14 +117,17 @@ export function explainConnectError(err: unknown, url: string): PgConnectError {
     case '3D000':
       return new PgConnectError(`PostgreSQL at ${where}: ${message} (create it first: CREATE DATABASE …)`);
     case 'ECONNREFUSED':
-      return new PgConnectError(`cannot connect to PostgreSQL at ${where}: connection refused (is it running, on that port?)`);
+      return new PgConnectError(
+        `cannot connect to PostgreSQL at ${where}: connection refused (is it running, on that port?)`,
+      );
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return new PgConnectError(`cannot connect to PostgreSQL at ${where}: unknown host`);
     case 'ETIMEDOUT':
       return new PgConnectError(`cannot connect to PostgreSQL at ${where}: no answer (timed out)`);
     default:
-      if (/timeout/i.test(message)) return new PgConnectError(`cannot connect to PostgreSQL at ${where}: no answer (timed out)`);
+      if (/timeout/i.test(message))
+        return new PgConnectError(`cannot connect to PostgreSQL at ${where}: no answer (timed out)`);
       return new PgConnectError(`cannot connect to PostgreSQL at ${where}: ${message}`);
   }
 }
