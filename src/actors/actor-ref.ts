@@ -7,7 +7,12 @@ import type { AnyActorSystem } from './replies.js';
 
 /** The actor registered under `systemId`; undefined when none is (it stopped, or never started). */
 export function actorOf(system: AnyActorSystem, systemId: string): AnyActorRef | undefined {
-  return system.get(systemId) as AnyActorRef | undefined;
+  const ref: unknown = system.get(systemId);
+  return isActorRef(ref) ? ref : undefined;
+}
+
+function isActorRef(value: unknown): value is AnyActorRef {
+  return typeof value === 'object' && value !== null && 'send' in value && 'getSnapshot' in value;
 }
 
 /** An actor's status (`active` until it stops); `stopped` when there is no actor. */
