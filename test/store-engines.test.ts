@@ -4,7 +4,6 @@
  * its own on the test run's server). Handlers and machines see only this interface, so what holds here holds for
  * them on either engine.
  */
-import net from 'node:net';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -15,7 +14,6 @@ import type { StoreEngine, WriteRequest } from '../src/store/engine.js';
 import { loadPgEngine } from '../src/store/pg/load.js';
 import { randomSid, SessionConflictError, SidTakenError, type SessionWrite } from '../src/store/sessions.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
-import { StoreUnavailableError } from '../src/store/unavailable.js';
 import { connect, testDatabase } from './helpers/postgres.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -30,7 +28,7 @@ const req = (): WriteRequest => ({ deadline: Date.now() + 10_000 });
 interface Opened {
   store: StoreEngine;
   /** runs SQL on the database behind the store (as an operator's tool would) */
-  exec(sql: string): Promise<void>;
+  exec: (sql: string) => Promise<void>;
 }
 
 async function openSqlite(): Promise<Opened> {

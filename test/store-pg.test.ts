@@ -190,9 +190,7 @@ describe('two stores (two nodes) on one database', () => {
           req(),
         ),
       ]);
-      expect(
-        results.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<number>).value),
-      ).toEqual([round + 1]);
+      expect(results.filter((r) => r.status === 'fulfilled').map((r) => r.value)).toEqual([round + 1]);
       const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
       expect(lost.reason).toBeInstanceOf(SessionConflictError);
     }

@@ -71,7 +71,9 @@ function literal(value: unknown): string {
   if (value === null || value === undefined) return 'NULL';
   if (typeof value === 'number' || typeof value === 'bigint') return String(value);
   if (typeof value === 'boolean') return value ? '1' : '0';
-  return `'${String(value).replace(/'/g, "''")}'`;
+  if (typeof value === 'string') return `'${value.replace(/'/g, "''")}'`;
+  if (Buffer.isBuffer(value)) return `'\\x${value.toString('hex')}'`;
+  throw new Error(`rows.ts: no SQL literal for a parameter of type ${typeof value}`);
 }
 
 /** `sql` with each `?` outside a quoted string replaced by its parameter as a literal. */

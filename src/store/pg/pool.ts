@@ -12,18 +12,20 @@ import { pgClientConfig } from './connect.js';
 /** How long a request waits for a free connection (or for a new one to open) before it is answered 503. */
 const CONNECT_TIMEOUT_MS = 5000;
 
-const parseInt8 = (v: string): number => Number(v);
+type TypeParser = (value: string) => unknown;
+
+/** pg's parsers, but int8 (bigint) as a number: ids and ms timestamps, below 2^53. */
+function int8AsNumber(...[oid, format]: Parameters<typeof pg.types.getTypeParser>): TypeParser {
+  return oid === pg.types.builtins.INT8
+    ? (v: string) => Number(v)
+    : (pg.types.getTypeParser(oid, format) as TypeParser);
+}
 
 export function createPgPool(url: string, size: number): pg.Pool {
   const pool = new pg.Pool({
     ...pgClientConfig(url, { timeoutMs: CONNECT_TIMEOUT_MS }),
     max: size,
-    types: {
-      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-        oid === pg.types.builtins.INT8
-          ? parseInt8
-          : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
-    },
+    types: { getTypeParser: int8AsNumber },
   });
   // An idle connection the server closed emits 'error' on the pool; without a listener that would end the process.
   pool.on('error', () => undefined);

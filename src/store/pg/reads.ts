@@ -6,7 +6,7 @@
 import type pg from 'pg';
 
 import { SESSION_MACHINE_VERSION, sessionStateName } from '../../machines/validation-session.js';
-import { TokenCache, type Account } from '../accounts.js';
+import type { Account, TokenCache } from '../accounts.js';
 import type { PendingInvite } from '../associations.js';
 import { toDebugRow, type CallbackCounts, type DebugRow } from '../callbacks.js';
 import { PEER_KEY_ALG, type ActivePeer, type LocalAssociationRow, type PeerRow } from '../peers.js';

@@ -189,8 +189,8 @@ export function pgWriteOps(pool: pg.Pool, tokens: TokenCache): StoreWriteOps {
    * One transaction; a caller that gave up (its deadline passed) before it started, or while it waited for a
    * connection, is not written for.
    */
-  const tx = <T>(req: WriteRequest, work: (sql: Sql) => Promise<T>): Promise<T> => {
-    if (req.signal?.aborted) return Promise.reject(req.signal.reason);
+  const tx = async <T>(req: WriteRequest, work: (sql: Sql) => Promise<T>): Promise<T> => {
+    req.signal?.throwIfAborted();
     return inTransaction(pool, (sql) => {
       req.signal?.throwIfAborted();
       return work(sql);
