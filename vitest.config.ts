@@ -23,7 +23,10 @@ export default defineConfig({
     globalSetup: ['test/helpers/postgres-setup.ts'],
     projects: [
       { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'] } },
-      { extends: true, test: { name: 'postgresql', include: FLOWS_ON_POSTGRESQL, env: { SYDENT_TEST_DB_ENGINE: 'postgresql' } } },
+      {
+        extends: true,
+        test: { name: 'postgresql', include: FLOWS_ON_POSTGRESQL, env: { SYDENT_TEST_DB_ENGINE: 'postgresql' } },
+      },
     ],
   },
 });

@@ -110,14 +110,16 @@ for (const [id, us] of selfUs) {
 
 const busy = total - idle;
 const perRequest = (us: number) => (opts.requests ? `  ${(us / opts.requests).toFixed(2).padStart(7)} µs/req` : '');
-const line = (us: number, key: string) =>
-  `${((100 * us) / busy).toFixed(1).padStart(5)}%${perRequest(us)}  ${key}`;
+const line = (us: number, key: string) => `${((100 * us) / busy).toFixed(1).padStart(5)}%${perRequest(us)}  ${key}`;
 
 process.stdout.write(
   `${file}: ${(total / 1e6).toFixed(2)} s sampled, ${(idle / 1e6).toFixed(2)} s idle, ${(busy / 1e6).toFixed(2)} s busy; % of busy\n`,
 );
 process.stdout.write('--- self\n');
-for (const [key, us] of [...self].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, opts.top)) {
+for (const [key, us] of [...self]
+  .filter(([k]) => k !== '(idle)')
+  .sort((a, b) => b[1] - a[1])
+  .slice(0, opts.top)) {
   process.stdout.write(`${line(us, key)}\n`);
 }
 if (opts.inclusive > 0) {

@@ -37,7 +37,15 @@ function usage(problem?: string): never {
   process.exit(2);
 }
 
-const opts = { rounds: 10, seconds: 1, only: [...CASES] as string[], before: [] as string[], connections: 10, detail: false, processes: 1 };
+const opts = {
+  rounds: 10,
+  seconds: 1,
+  only: [...CASES] as string[],
+  before: [] as string[],
+  connections: 10,
+  detail: false,
+  processes: 1,
+};
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const arg = argv[i]!;
@@ -50,7 +58,11 @@ for (let i = 0; i < argv.length; i++) {
   if (arg === '--rounds') opts.rounds = num();
   else if (arg === '--seconds') opts.seconds = num();
   else if (arg === '--connections') opts.connections = num();
-  else if (arg === '--only') opts.only = value().split(',').map((s) => s.trim()).filter(Boolean);
+  else if (arg === '--only')
+    opts.only = value()
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   else if (arg === '--before') opts.before.push(path.resolve(value()));
   else if (arg === '--processes') opts.processes = num();
   else if (arg === '--rounds-detail') opts.detail = true;
@@ -73,14 +85,20 @@ interface Case {
   bad: number;
 }
 
-const { ctx, dispose } = createContext({ name: 'interleaved', durationS: opts.seconds, warmupS: 2, connections: opts.connections });
+const { ctx, dispose } = createContext({
+  name: 'interleaved',
+  durationS: opts.seconds,
+  warmupS: 2,
+  connections: opts.connections,
+});
 try {
   const cases = new Map<string, Case>();
   const add = (name: string, pid: number, cannon: AutocannonOptions) =>
     cases.set(name, { pid, cannon, rps: [], answers: 0, cpuS: 0, cpuKnown: true, clientCpuS: 0, bad: 0 });
 
   const sydents: Array<[string, string | undefined]> = [['', undefined]];
-  for (const dir of opts.before) sydents.push([opts.before.length === 1 ? ' (before)' : ` (${path.basename(dir)})`, dir]);
+  for (const dir of opts.before)
+    sydents.push([opts.before.length === 1 ? ' (before)' : ` (${path.basename(dir)})`, dir]);
   // Several processes of each server, started in turns, when asked: identical processes differ by up to 40 % here
   // (where the machine placed them), so one process of each can show a ratio that is the processes', not the code's.
   for (let n = 1; n <= opts.processes; n++) {
@@ -90,7 +108,10 @@ try {
       const pid = bare.process.child.pid!;
       if (opts.only.includes('baseline')) add(`baseline${nth}`, pid, { url: `${bare.baseUrl}/` });
       if (opts.only.includes('baseline-post')) {
-        const headers = { authorization: `Bearer ${randomBytes(24).toString('hex')}`, 'content-type': 'application/json' };
+        const headers = {
+          authorization: `Bearer ${randomBytes(24).toString('hex')}`,
+          'content-type': 'application/json',
+        };
         const pepper = randomBytes(4).toString('base64url').slice(0, 5);
         const requests = Array.from({ length: 16 }, () => ({
           method: 'POST' as const,
@@ -112,7 +133,11 @@ try {
           },
           startTimeoutMs: 60_000,
         });
-        const s = { server, db: db!, authHeaders: { authorization: `Bearer ${db!.accessToken}`, 'content-type': 'application/json' } };
+        const s = {
+          server,
+          db: db!,
+          authHeaders: { authorization: `Bearer ${db!.accessToken}`, 'content-type': 'application/json' },
+        };
         const pid = server.process.child.pid!;
         if (opts.only.includes('hash-details')) {
           add(`hash-details${label}${nth}`, pid, {
@@ -122,7 +147,10 @@ try {
         }
         if (opts.only.includes('lookup-1')) {
           const { hashes } = mixedHashes(s.db, 8, 8);
-          add(`lookup-1${label}${nth}`, pid, { url: server.baseUrl, requests: hashes.map((h) => lookupRequest(s, [h])) });
+          add(`lookup-1${label}${nth}`, pid, {
+            url: server.baseUrl,
+            requests: hashes.map((h) => lookupRequest(s, [h])),
+          });
         }
       }
     }
@@ -162,7 +190,9 @@ try {
   const baseMean = mean(baseRps);
   const cpuPerReq = (cs: Case[]) => {
     const answers = cs.reduce((n, c) => n + c.answers, 0);
-    return cs.every((c) => c.cpuKnown) && answers ? ((cs.reduce((n, c) => n + c.cpuS, 0) * 1e6) / answers).toFixed(1) : 'n/a';
+    return cs.every((c) => c.cpuKnown) && answers
+      ? ((cs.reduce((n, c) => n + c.cpuS, 0) * 1e6) / answers).toFixed(1)
+      : 'n/a';
   };
   const clientPerReq = (cs: Case[]) => {
     const answers = cs.reduce((n, c) => n + c.answers, 0);
@@ -178,22 +208,27 @@ try {
       `${median(ratios).toFixed(3).padStart(8)}  ${cpuPerReq(cs).padStart(17)}  ${clientPerReq(cs).padStart(6)}${bad ? `  (${bad} non-2xx or errors)` : ''}\n`
     );
   };
-  process.stdout.write(`\n${opts.rounds} rounds of ${opts.seconds} s per case, ${opts.connections} connections, order shuffled each round\n\n${header}`);
+  process.stdout.write(
+    `\n${opts.rounds} rounds of ${opts.seconds} s per case, ${opts.connections} connections, order shuffled each round\n\n${header}`,
+  );
   for (const [name, c] of cases) process.stdout.write(row(name, [c]));
   if (opts.processes > 1) {
-    process.stdout.write(`\nall ${opts.processes} processes of each case together (each round: the mean of its processes)\n\n${header}`);
+    process.stdout.write(
+      `\nall ${opts.processes} processes of each case together (each round: the mean of its processes)\n\n${header}`,
+    );
     const groups = new Map<string, Case[]>();
     for (const [name, c] of cases) groups.set(group(name), [...(groups.get(group(name)) ?? []), c]);
     for (const [name, cs] of groups) process.stdout.write(row(name, cs));
   }
   if (opts.detail) {
     process.stdout.write('\nreq/s per round (in round order):\n');
-    for (const [name, c] of cases) process.stdout.write(`${name.padEnd(22)} ${c.rps.map((v) => v.toFixed(0).padStart(6)).join(' ')}\n`);
+    for (const [name, c] of cases)
+      process.stdout.write(`${name.padEnd(22)} ${c.rps.map((v) => v.toFixed(0).padStart(6)).join(' ')}\n`);
   }
   process.stdout.write(
-    '\nvs baseline: mean req/s over the baseline\'s (with several bare fastify processes, their mean in each round);\n' +
+    "\nvs baseline: mean req/s over the baseline's (with several bare fastify processes, their mean in each round);\n" +
       '(median): the median of the per-round ratios. The two baseline cases share a bare fastify process, as do the\n' +
-      'sydent-ts cases of one checkout (each case runs alone). client: this process\'s CPU (autocannon) per answer.\n',
+      "sydent-ts cases of one checkout (each case runs alone). client: this process's CPU (autocannon) per answer.\n",
   );
 } finally {
   await dispose();

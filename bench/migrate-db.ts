@@ -51,7 +51,9 @@ async function run(args: string[], cwd: string): Promise<{ seconds: number; stde
 async function main(): Promise<void> {
   const count = Number(arg('--count') ?? 1_000_000);
   const built = await associationsFile({ count });
-  process.stderr.write(`bench: ${count.toLocaleString('en')} associations in ${built.file} (${(fs.statSync(built.file).size / 2 ** 20).toFixed(0)} MiB)\n`);
+  process.stderr.write(
+    `bench: ${count.toLocaleString('en')} associations in ${built.file} (${(fs.statSync(built.file).size / 2 ** 20).toFixed(0)} MiB)\n`,
+  );
   const server = await startPostgresServer();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sydent-bench-migrate-'));
   try {

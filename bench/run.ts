@@ -10,7 +10,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createContext, PAIRED_BASELINES, PAIRED_ROUNDS, PAIRED_SLICE_S, type Scenario, type ScenarioResult } from './lib/scenario.js';
+import {
+  createContext,
+  PAIRED_BASELINES,
+  PAIRED_ROUNDS,
+  PAIRED_SLICE_S,
+  type Scenario,
+  type ScenarioResult,
+} from './lib/scenario.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const SCENARIO_DIR = path.join(BENCH_DIR, 'scenarios');
@@ -37,7 +44,14 @@ function usage(problem?: string): never {
 }
 
 function parseArgs(argv: string[]): Options {
-  const opts: Options = { only: null, durationS: 10, warmupS: 2, connections: 10, sessions: null, out: path.join(BENCH_DIR, 'RESULTS.md') };
+  const opts: Options = {
+    only: null,
+    durationS: 10,
+    warmupS: 2,
+    connections: 10,
+    sessions: null,
+    out: path.join(BENCH_DIR, 'RESULTS.md'),
+  };
   const number = (flag: string, value: string | undefined, min: number): number => {
     const n = Number(value);
     if (value === undefined || !Number.isFinite(n) || n < min) usage(`${flag} needs a number ≥ ${min}`);
@@ -45,13 +59,22 @@ function parseArgs(argv: string[]): Options {
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const [flag, inline] =
+      arg.startsWith('--') && arg.includes('=')
+        ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)]
+        : [arg, undefined];
     const value = () => inline ?? argv[++i];
     switch (flag) {
       case '--only': {
         const v = value();
         if (!v) usage('--only needs a scenario name');
-        opts.only = [...(opts.only ?? []), ...v.split(',').map((s) => s.trim()).filter(Boolean)];
+        opts.only = [
+          ...(opts.only ?? []),
+          ...v
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean),
+        ];
         break;
       }
       case '--duration':
@@ -99,7 +122,8 @@ async function loadScenarios(): Promise<Scenario[]> {
   for (const base of files) {
     const mod = (await import(pathToFileURL(path.join(SCENARIO_DIR, `${base}.ts`)).href)) as Record<string, unknown>;
     const scenario = mod.default ?? mod.scenario;
-    if (!isScenario(scenario)) throw new Error(`bench/scenarios/${base}.ts exports no { name, description, run } (default export)`);
+    if (!isScenario(scenario))
+      throw new Error(`bench/scenarios/${base}.ts exports no { name, description, run } (default export)`);
     if (scenarios.some((s) => s.name === scenario.name)) throw new Error(`two scenarios are named ${scenario.name}`);
     scenarios.push(scenario);
   }
@@ -141,12 +165,17 @@ async function runOne(scenario: Scenario, opts: Options): Promise<Outcome> {
         .split('\n')
         .map((l) => l.trim())
         .filter((l) => l && !/started/.test(l) && !belowWarning(l));
-      if (lines.length) notes.push(`${what} wrote ${lines.length} line(s) to stderr, the first: ${lines[0]!.slice(0, 300)}`);
+      if (lines.length)
+        notes.push(`${what} wrote ${lines.length} line(s) to stderr, the first: ${lines[0]!.slice(0, 300)}`);
     }
     result.notes = notes;
     return { scenario, result, wallS: (Date.now() - started) / 1000 };
   } catch (error) {
-    return { scenario, error: error instanceof Error ? error.message : String(error), wallS: (Date.now() - started) / 1000 };
+    return {
+      scenario,
+      error: error instanceof Error ? error.message : String(error),
+      wallS: (Date.now() - started) / 1000,
+    };
   } finally {
     clearTimeout(timer);
     await dispose();
@@ -166,7 +195,19 @@ function belowWarning(line: string): boolean {
 
 // ---- formatting ----
 
-const COLUMNS = ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', '2xx', 'non-2xx', 'errors', 'vs baseline', 'paired', 'vs twin'] as const;
+const COLUMNS = [
+  'scenario',
+  'req/s',
+  'p50 ms',
+  'p90 ms',
+  'p99 ms',
+  '2xx',
+  'non-2xx',
+  'errors',
+  'vs baseline',
+  'paired',
+  'vs twin',
+] as const;
 
 /** autocannon's latency histogram counts whole milliseconds: 0 means under 1 ms */
 const ms = (v: number): string => (v === 0 ? '<1' : String(v));
@@ -175,7 +216,20 @@ function row(o: Outcome, baselineRps: number | null): string[] {
   if (!o.result) return [o.scenario.name, 'failed', '', '', '', '', '', '', '', '', ''];
   const twin = o.result.twin ? o.result.twin.ratio.toFixed(3) : '';
   const s = o.result.summary;
-  if (!s) return [o.scenario.name, '', '', '', '', '', '', '', '', o.result.paired ? o.result.paired.ratio.toFixed(3) : '', twin];
+  if (!s)
+    return [
+      o.scenario.name,
+      '',
+      '',
+      '',
+      '',
+      '',
+      '',
+      '',
+      '',
+      o.result.paired ? o.result.paired.ratio.toFixed(3) : '',
+      twin,
+    ];
   const ratio = baselineRps ? (s.rps / baselineRps).toFixed(3) : 'n/a';
   return [
     o.scenario.name,
@@ -227,7 +281,9 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     '',
     `- Date: ${startedAt.toISOString()}`,
     `- Load average (1 min, on ${os.cpus().length} cores) at the start ${loadAtStart.toFixed(2)}, at the end ${os.loadavg()[0]!.toFixed(2)}` +
-      (Math.max(loadAtStart, os.loadavg()[0]!) > 1.5 ? ': other work shared the machine, figures are lower than on a quiet one' : ''),
+      (Math.max(loadAtStart, os.loadavg()[0]!) > 1.5
+        ? ': other work shared the machine, figures are lower than on a quiet one'
+        : ''),
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.os}`,
     `- Node: ${m.node}`,
     `- Run: ${opts.durationS} s measured per scenario after ${opts.warmupS} s of warm-up (not counted), ${opts.connections} connections, pipelining 1` +
@@ -236,14 +292,14 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     '',
     markdownTable(rows),
     '',
-    'req/s: mean of autocannon\'s per-second samples (all answers). Latency percentiles in ms (autocannon\'s',
+    "req/s: mean of autocannon's per-second samples (all answers). Latency percentiles in ms (autocannon's",
     'histogram has 1 ms resolution). errors: socket errors and timeouts. vs baseline: req/s over the bare-fastify',
-    'baseline\'s req/s in the same run. paired: for the scenarios with a goal against the baseline, the same load',
+    "baseline's req/s in the same run. paired: for the scenarios with a goal against the baseline, the same load",
     `again in ${PAIRED_ROUNDS} rounds of ${PAIRED_SLICE_S} s, each round one slice of it and one of each of ${PAIRED_BASELINES} bare fastify processes`,
-    '(`GET /`), in a new order every round; mean req/s over the baseline\'s mean. This machine drifts by up to ±20 %',
+    "(`GET /`), in a new order every round; mean req/s over the baseline's mean. This machine drifts by up to ±20 %",
     'between minutes, and identical processes differ by up to 40 % depending on where it placed them, so the figure',
     'measured in the same minutes against several baseline processes is the one to compare; its rounds are listed',
-    'under the scenario, with each side\'s server CPU time per answer in those slices (from /proc): under this load',
+    "under the scenario, with each side's server CPU time per answer in those slices (from /proc): under this load",
     'the servers are CPU-bound, so the req/s ratio follows the CPU ratio, and the CPU figures vary less between minutes.',
     'vs twin: for the write scenarios, 2xx/s over the 2xx/s of its bare twin (bench/lib/twin-server.ts: a bare fastify',
     'route doing the same essential work on a copy of the same database), measured in alternating slices in the same',
@@ -319,7 +375,10 @@ function goalTable(outcomes: Outcome[]): string[] {
     '',
     '| goal | scenario | now | goal | met |',
     '| --- | --- | --- | --- | --- |',
-    ...goals.map((g) => `| ${esc(g.what)} | ${g.scenario} | ${esc(g.figure)} | ${esc(g.goal)} | ${g.met === null ? 'n/a' : g.met ? 'yes' : '**no**'} |`),
+    ...goals.map(
+      (g) =>
+        `| ${esc(g.what)} | ${g.scenario} | ${esc(g.figure)} | ${esc(g.goal)} | ${g.met === null ? 'n/a' : g.met ? 'yes' : '**no**'} |`,
+    ),
     '',
   ];
 }
@@ -333,7 +392,8 @@ async function main(): Promise<void> {
   const all = await loadScenarios();
   if (opts.only) {
     const unknown = opts.only.filter((n) => !all.some((s) => s.name === n));
-    if (unknown.length) usage(`unknown scenario ${unknown.join(', ')}; there are: ${all.map((s) => s.name).join(', ')}`);
+    if (unknown.length)
+      usage(`unknown scenario ${unknown.join(', ')}; there are: ${all.map((s) => s.name).join(', ')}`);
   }
   const selected = all.filter((s) => s.name === BASELINE || !opts.only || opts.only.includes(s.name));
   const m = machine();
@@ -354,7 +414,9 @@ async function main(): Promise<void> {
         r.paired ? `paired with the baseline ${r.paired.ratio.toFixed(3)}` : '',
         r.twin ? `vs twin ${r.twin.ratio.toFixed(3)}` : '',
       ].filter(Boolean);
-      process.stderr.write(`bench: ${scenario.name} done in ${o.wallS.toFixed(1)} s${figures.length ? ` (${figures.join(', ')})` : ''}\n`);
+      process.stderr.write(
+        `bench: ${scenario.name} done in ${o.wallS.toFixed(1)} s${figures.length ? ` (${figures.join(', ')})` : ''}\n`,
+      );
     }
   }
 

@@ -5,7 +5,9 @@ import { existsSync } from 'node:fs';
 const main = new URL('../dist/main.js', import.meta.url);
 if (!existsSync(main)) {
   // A clone installed without its dev dependencies has no compiler, so nothing built dist/.
-  process.stderr.write('sydent-ts: dist/ is not built: run `npm run build` (it needs the dev dependencies, `npm ci`)\n');
+  process.stderr.write(
+    'sydent-ts: dist/ is not built: run `npm run build` (it needs the dev dependencies, `npm ci`)\n',
+  );
   process.exit(1);
 }
 await import(main.href);

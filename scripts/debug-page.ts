@@ -14,7 +14,13 @@ const V1 = '/_matrix/identity/api/v1';
 
 const smtp = await startSmtpServer();
 const t = await startTestServer({
-  conf: { email: { 'email.smtphost': '127.0.0.1', 'email.smtpport': String(smtp.port), 'email.ratelimit_sender.burst': '100' } },
+  conf: {
+    email: {
+      'email.smtphost': '127.0.0.1',
+      'email.smtpport': String(smtp.port),
+      'email.ratelimit_sender.burst': '100',
+    },
+  },
 });
 try {
   const post = async (p: string, body: object) => {
@@ -24,7 +30,11 @@ try {
   };
   const validate = async (n: number) => {
     const email = `user${n}@example.org`;
-    const { sid } = (await post('/validate/email/requestToken', { client_secret: `s${n}`, email, send_attempt: 1 })) as { sid: string };
+    const { sid } = (await post('/validate/email/requestToken', {
+      client_secret: `s${n}`,
+      email,
+      send_attempt: 1,
+    })) as { sid: string };
     const mail = await smtp.waitForMessage((m) => m.to.includes(email));
     const token = /token=([0-9A-Za-z]{32})/.exec(mail.raw)?.[1];
     return { sid, token: token ?? '' };

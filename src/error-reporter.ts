@@ -57,6 +57,9 @@ function undiciTransport(options: BaseTransportOptions): Transport {
       const value = res.headers[name];
       return Array.isArray(value) ? (value[0] ?? null) : (value ?? null);
     };
-    return { statusCode: res.statusCode, headers: { 'x-sentry-rate-limits': header('x-sentry-rate-limits'), 'retry-after': header('retry-after') } };
+    return {
+      statusCode: res.statusCode,
+      headers: { 'x-sentry-rate-limits': header('x-sentry-rate-limits'), 'retry-after': header('retry-after') },
+    };
   });
 }

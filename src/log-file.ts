@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import type * as RotatingFileStreamModule from 'rotating-file-stream';
 import type { RotatingFileStream } from 'rotating-file-stream';
 
 // Loaded only when there is a log file: logging to stderr does not pay for it at start-up.
@@ -40,7 +41,7 @@ export function openLogFile(opts: LogFileOptions): LogFile {
   const dir = path.dirname(opts.path) + path.sep;
   const name = path.basename(opts.path);
 
-  const { createStream } = requireLazily('rotating-file-stream') as typeof import('rotating-file-stream');
+  const { createStream } = requireLazily('rotating-file-stream') as typeof RotatingFileStreamModule;
   const open = (): RotatingFileStream => {
     const stream = createStream((time: Date | number | null, index?: number) => rotatedName(name, time, index), {
       path: dir,
@@ -108,7 +109,9 @@ function prepare(file: string, mode: number, gid: number | null): string[] {
   try {
     if (gid !== null) fs.fchownSync(fd, -1, gid);
     const { mode: actual } = fs.fstatSync(fd);
-    return actual & 0o007 ? [`log file ${file} is readable by others (mode ${(actual & 0o777).toString(8)}); chmod ${mode.toString(8)} it`] : [];
+    return actual & 0o007
+      ? [`log file ${file} is readable by others (mode ${(actual & 0o777).toString(8)}); chmod ${mode.toString(8)} it`]
+      : [];
   } catch (error) {
     throw new LogFileError(`log.group: cannot give ${file} to group ${gid}: ${(error as Error).message}`);
   } finally {

@@ -1,5 +1,6 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { createRequire } from 'node:module';
+import type PinoPretty from 'pino-pretty';
 import type { GeneralConfig } from './config/types.js';
 import { openLogFile } from './log-file.js';
 import { VERSION } from './version.js';
@@ -79,9 +80,9 @@ export interface ErrorReporter {
 export interface Logging {
   log: Logger;
   /** SIGHUP: close the log file and open `log.path` again (after logrotate moved it); false when logging to stderr */
-  reopen(): boolean;
+  reopen: () => boolean;
   /** writes what is buffered, closes the file and the reporter */
-  close(): Promise<void>;
+  close: () => Promise<void>;
 }
 
 let requestCount = 0;
@@ -98,7 +99,9 @@ export function nextRequestId(): string {
 export function openLog(opts: LogOptions): Logging {
   const level = PYTHON_LEVELS[opts.level.toLowerCase()] ?? 'info';
   const reporter = opts.reporter ?? null;
-  const file = opts.path ? openLogFile({ path: opts.path, backupCount: opts.backupCount ?? 365, group: opts.group ?? '' }) : null;
+  const file = opts.path
+    ? openLogFile({ path: opts.path, backupCount: opts.backupCount ?? 365, group: opts.group ?? '' })
+    : null;
   const stream = opts.stream ?? process.stderr;
   const destination: DestinationStream = file ?? (stream.isTTY ? prettyStream(stream) : plainStream(stream));
   const log = pino(
@@ -131,9 +134,19 @@ export function openLog(opts: LogOptions): Logging {
  */
 export async function openConfiguredLog(general: GeneralConfig): Promise<Logging> {
   const reporter = general.sentryDsn
-    ? (await import('./error-reporter.js')).startErrorReporter({ dsn: general.sentryDsn, serverName: general.serverName, release: VERSION })
+    ? (await import('./error-reporter.js')).startErrorReporter({
+        dsn: general.sentryDsn,
+        serverName: general.serverName,
+        release: VERSION,
+      })
     : null;
-  return openLog({ level: general.logLevel, path: general.logPath, backupCount: general.logBackupCount, group: general.logGroup, reporter });
+  return openLog({
+    level: general.logLevel,
+    path: general.logPath,
+    backupCount: general.logBackupCount,
+    group: general.logGroup,
+    reporter,
+  });
 }
 
 /** Hands the Error (or the message) of every line at level error or above to the reporter, then logs it. */
@@ -151,7 +164,7 @@ function reportErrors(reporter: ErrorReporter) {
 }
 
 function plainStream(stream: NodeJS.WritableStream): DestinationStream {
-  return stream === process.stderr ? pino.destination({ fd: 2, sync: false }) : (stream as DestinationStream);
+  return stream === process.stderr ? pino.destination({ fd: 2, sync: false }) : stream;
 }
 
 // Loaded only for a terminal: a service's start-up does not pay for the formatter.
@@ -159,7 +172,7 @@ const requireLazily = createRequire(import.meta.url);
 
 /** One line per entry, local time, colours: for a person at a terminal. */
 function prettyStream(stream: NodeJS.WritableStream): DestinationStream {
-  const pinoPretty = requireLazily('pino-pretty') as typeof import('pino-pretty');
+  const pinoPretty = requireLazily('pino-pretty') as typeof PinoPretty;
   return pinoPretty({
     destination: stream === process.stderr ? 2 : stream,
     colorize: true,

@@ -8,6 +8,7 @@ import { StartupError } from './startup-error.js';
 import { isRotatePepperCommand, rotatePepperMain } from './store/rotate-pepper.js';
 import { TermsError } from './terms/terms.js';
 import { VERSION } from './version.js';
+import { errorMessage } from './util/error-message.js';
 
 interface CommandLine {
   configPath?: string;
@@ -185,6 +186,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`sydent-ts: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(`sydent-ts: ${errorMessage(error)}\n`);
   process.exit(1);
 });

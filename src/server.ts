@@ -116,7 +116,11 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     // One deadline for the rest: requests under way may finish until then, the actors drain until then, and what is
     // left at that moment is answered 503 or abandoned. Each step is cut short at it, so the stop ends soon after.
     const until = Date.now() + config.http.shutdownTimeoutMs;
-    if (httpListeners.length > 0) log.info({ seconds: config.http.shutdownTimeoutMs / 1000 }, 'stopping: no new connections; requests under way get until the deadline');
+    if (httpListeners.length > 0)
+      log.info(
+        { seconds: config.http.shutdownTimeoutMs / 1000 },
+        'stopping: no new connections; requests under way get until the deadline',
+      );
     try {
       await settlesBy(stopListeners(until), until + LISTENERS_GRACE_MS);
       // The store supervisor closes the database, last, whatever the others still do (ActorSystem.stop never rejects).
@@ -129,13 +133,17 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   }
 
   try {
-    const terms = new TermsSource(config.general.termsPath, (err) => log.error({ err }, 'terms file is invalid; keeping the last good terms'));
+    const terms = new TermsSource(config.general.termsPath, (err) =>
+      log.error({ err }, 'terms file is invalid; keeping the last good terms'),
+    );
     const identity = identityFromConfig(config);
     const { prometheusPort, prometheusAddr } = config.general;
     // As Sydent: metrics only when both the port and the address are set ("" binds every address). Without them
     // prom-client is never loaded and no request pays for counting.
     const metricsWanted = prometheusPort !== null && prometheusAddr !== null;
-    const metrics: Metrics | undefined = metricsWanted ? new (await import('./metrics/metrics.js')).Metrics() : undefined;
+    const metrics: Metrics | undefined = metricsWanted
+      ? new (await import('./metrics/metrics.js')).Metrics()
+      : undefined;
     // Loaded only when asked for: the inspector's WebSocket stack is not start-up cost for everyone else.
     if (opts.inspectPort !== undefined) {
       const { startInspection } = await import('./inspect/inspector.js');
@@ -158,7 +166,9 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       replication: replicationTls.ok,
       metrics: metrics !== undefined && prometheusPort !== null,
     });
-    httpListeners.push(...[servers.client, servers.internal, servers.replication, servers.metrics].filter((l) => l !== null));
+    httpListeners.push(
+      ...[servers.client, servers.internal, servers.replication, servers.metrics].filter((l) => l !== null),
+    );
 
     const client = await createClientApi(ctx, log, servers.client);
     apps.push(client);
@@ -228,9 +238,18 @@ interface ListenerName {
   keys: string;
 }
 
-const CLIENT: ListenerName = { what: 'client listener', keys: '[http] clientapi.http.bind_address, clientapi.http.port' };
-const INTERNAL: ListenerName = { what: 'internal listener', keys: '[http] internalapi.http.bind_address, internalapi.http.port' };
-const REPLICATION: ListenerName = { what: 'replication listener', keys: '[http] replication.https.bind_address, replication.https.port' };
+const CLIENT: ListenerName = {
+  what: 'client listener',
+  keys: '[http] clientapi.http.bind_address, clientapi.http.port',
+};
+const INTERNAL: ListenerName = {
+  what: 'internal listener',
+  keys: '[http] internalapi.http.bind_address, internalapi.http.port',
+};
+const REPLICATION: ListenerName = {
+  what: 'replication listener',
+  keys: '[http] replication.https.bind_address, replication.https.port',
+};
 const METRICS: ListenerName = { what: 'metrics listener', keys: '[general] prometheus_addr, prometheus_port' };
 const INSPECTOR: ListenerName = { what: 'inspector relay', keys: '--inspect=PORT' };
 
@@ -269,7 +288,8 @@ async function preparePostgresql(url: string | null): Promise<void> {
   try {
     await engine.preparePgDatabase(url);
   } catch (err) {
-    if (err instanceof PgConnectError || err instanceof engine.PgSchemaVersionError) throw new StartupError(err.message);
+    if (err instanceof PgConnectError || err instanceof engine.PgSchemaVersionError)
+      throw new StartupError(err.message);
     throw err;
   }
 }

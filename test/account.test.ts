@@ -31,7 +31,8 @@ beforeAll(async () => {
     'GET /_matrix/federation/v1/openid/userinfo': (req) => {
       const token = new URL(req.url, 'https://x').searchParams.get('access_token') ?? '';
       const sub = openIdTokens.get(token);
-      if (sub === undefined) return { status: 401, json: { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token' } };
+      if (sub === undefined)
+        return { status: 401, json: { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token' } };
       return { json: typeof sub === 'string' ? { sub } : sub };
     },
   });
@@ -53,7 +54,11 @@ afterAll(async () => {
 
 const v2 = (p: string) => t.url(`/_matrix/identity/v2${p}`);
 
-async function post(url: string, body: unknown, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
+async function post(
+  url: string,
+  body: unknown,
+  token?: string,
+): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
@@ -130,7 +135,10 @@ describe('POST /account/register', () => {
   it('says what failed when the answer has no sub', async () => {
     const res = await register('nosub-openid');
     expect(res.status).toBe(500);
-    expect(res.json).toEqual({ errcode: 'M_UNKNOWN', error: "The Matrix homeserver did not include 'sub' in its response" });
+    expect(res.json).toEqual({
+      errcode: 'M_UNKNOWN',
+      error: "The Matrix homeserver did not include 'sub' in its response",
+    });
   });
 
   it('refuses invalid server names without contacting anyone', async () => {
@@ -146,7 +154,10 @@ describe('POST /account/register', () => {
   it('refuses missing and mistyped fields', async () => {
     const url = v2('/account/register');
     const missing = await post(url, { access_token: 'x' });
-    expect(missing).toEqual({ status: 400, json: { errcode: 'M_MISSING_PARAMS', error: 'Missing parameters: matrix_server_name' } });
+    expect(missing).toEqual({
+      status: 400,
+      json: { errcode: 'M_MISSING_PARAMS', error: 'Missing parameters: matrix_server_name' },
+    });
     const none = await post(url, {});
     expect(none.json['errcode']).toBe('M_MISSING_PARAMS');
     const wrongType = await post(url, { access_token: { a: 1 }, matrix_server_name: env.serverName });
@@ -199,7 +210,10 @@ describe('POST /account/register', () => {
 
 describe('authentication', () => {
   it('401 M_UNAUTHORIZED without a token or with an unknown one, on header and query', async () => {
-    expect(await get(v2('/account'))).toEqual({ status: 401, json: { errcode: 'M_UNAUTHORIZED', error: 'Unauthorized' } });
+    expect(await get(v2('/account'))).toEqual({
+      status: 401,
+      json: { errcode: 'M_UNAUTHORIZED', error: 'Unauthorized' },
+    });
     expect((await get(v2('/account'), 'nope')).status).toBe(401);
     expect((await get(v2('/account?access_token=nope'))).status).toBe(401);
     expect((await post(v2('/account/logout'), undefined)).status).toBe(401);
@@ -213,10 +227,15 @@ describe('authentication', () => {
     expect(viaQuery.json['errcode']).toBe('M_TERMS_NOT_SIGNED');
     const accept = await fetch(v2(`/terms?access_token=${token}`), {
       method: 'POST',
-      body: JSON.stringify({ user_accepts: ['https://example.org/tos-2.0-en.html', 'https://example.org/pp-1.2-en.html'] }),
+      body: JSON.stringify({
+        user_accepts: ['https://example.org/tos-2.0-en.html', 'https://example.org/pp-1.2-en.html'],
+      }),
     });
     expect(accept.status).toBe(200);
-    expect(await get(v2(`/account?access_token=${token}`))).toEqual({ status: 200, json: { user_id: `@carol:${env.serverName}` } });
+    expect(await get(v2(`/account?access_token=${token}`))).toEqual({
+      status: 200,
+      json: { user_id: `@carol:${env.serverName}` },
+    });
   });
 });
 
@@ -243,23 +262,34 @@ describe('terms', () => {
   it('consent is reached across calls, in mixed languages; partial acceptance is not enough', async () => {
     const token = (await register('dave-openid')).json['token'] as string;
     const userId = `@dave:${env.serverName}`;
-    expect(await post(v2('/terms'), { user_accepts: ['https://example.org/tos-2.0-fr.html'] }, token)).toEqual({ status: 200, json: {} });
+    expect(await post(v2('/terms'), { user_accepts: ['https://example.org/tos-2.0-fr.html'] }, token)).toEqual({
+      status: 200,
+      json: {},
+    });
     expect((await get(v2('/account'), token)).json['errcode']).toBe('M_TERMS_NOT_SIGNED');
     expect(tableRows('accounts').find((r) => r['user_id'] === userId)?.['consent_version']).toBeNull();
     // The client need not send what it accepted before: acceptance accumulates.
-    expect((await post(v2('/terms'), { user_accepts: ['https://example.org/pp-1.2-en.html'] }, token)).status).toBe(200);
+    expect((await post(v2('/terms'), { user_accepts: ['https://example.org/pp-1.2-en.html'] }, token)).status).toBe(
+      200,
+    );
     expect(await get(v2('/account'), token)).toEqual({ status: 200, json: { user_id: userId } });
     expect(tableRows('accounts').find((r) => r['user_id'] === userId)?.['consent_version']).toBe('master_1_1');
-    expect(tableRows('accepted_terms_urls').filter((r) => r['user_id'] === userId).map((r) => r['url']).sort()).toEqual([
-      'https://example.org/pp-1.2-en.html',
-      'https://example.org/tos-2.0-fr.html',
-    ]);
+    expect(
+      tableRows('accepted_terms_urls')
+        .filter((r) => r['user_id'] === userId)
+        .map((r) => r['url'])
+        .sort(),
+    ).toEqual(['https://example.org/pp-1.2-en.html', 'https://example.org/tos-2.0-fr.html']);
   });
 
   it('refuses URLs it does not offer, storing nothing', async () => {
     const token = (await register('alice-openid')).json['token'] as string;
     const before = tableRows('accepted_terms_urls').length;
-    const res = await post(v2('/terms'), { user_accepts: ['https://example.org/tos-2.0-en.html', 'https://evil.example/x'] }, token);
+    const res = await post(
+      v2('/terms'),
+      { user_accepts: ['https://example.org/tos-2.0-en.html', 'https://evil.example/x'] },
+      token,
+    );
     expect(res.status).toBe(400);
     expect(res.json).toEqual({ errcode: 'M_INVALID_PARAM', error: 'Unrecognised URLs: https://evil.example/x' });
     expect(tableRows('accepted_terms_urls')).toHaveLength(before);
@@ -268,9 +298,9 @@ describe('terms', () => {
   it('refuses a malformed acceptance', async () => {
     const token = (await register('alice-openid')).json['token'] as string;
     expect((await post(v2('/terms'), {}, token)).json['errcode']).toBe('M_MISSING_PARAMS');
-    expect((await post(v2('/terms'), { user_accepts: 'https://example.org/tos-2.0-en.html' }, token)).json['errcode']).toBe(
-      'M_INVALID_PARAM',
-    );
+    expect(
+      (await post(v2('/terms'), { user_accepts: 'https://example.org/tos-2.0-en.html' }, token)).json['errcode'],
+    ).toBe('M_INVALID_PARAM');
     expect((await post(v2('/terms'), { user_accepts: [1, 2] }, token)).json['errcode']).toBe('M_INVALID_PARAM');
   });
 
@@ -283,7 +313,11 @@ describe('terms', () => {
         status: 200,
         json: { user_id: `@alice:${env.serverName}` },
       });
-      const accept = await post(open.url('/_matrix/identity/v2/terms'), { user_accepts: ['https://example.org/x'] }, token);
+      const accept = await post(
+        open.url('/_matrix/identity/v2/terms'),
+        { user_accepts: ['https://example.org/x'] },
+        token,
+      );
       expect(accept.status).toBe(400);
     } finally {
       await open.close();

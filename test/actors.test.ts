@@ -94,7 +94,7 @@ describe('supervisor', () => {
     await expect(ask(actor, 'WORK', { n: 3 })).rejects.toBeInstanceOf(SupervisorClosedError);
   });
 
-  it('work given up at a shutdown\'s deadline (every reply aborted): its askers get SupervisorClosedError, a running handler sees its signal aborted, a queued one never runs, DRAIN still closes', async () => {
+  it("work given up at a shutdown's deadline (every reply aborted): its askers get SupervisorClosedError, a running handler sees its signal aborted, a queued one never runs, DRAIN still closes", async () => {
     const log: string[] = [];
     const actor = startSupervisor(log, {
       // Holds the queue until its signal is aborted, as a mail send does.
@@ -117,7 +117,9 @@ describe('supervisor', () => {
   });
 
   it('is reachable by systemId from anywhere in the system', async () => {
-    const machine = setup({ actors: { child: supervisor('child', { concurrency: 1, open: () => 7, handlers: { GET: (_e, r) => r } }) } }).createMachine({
+    const machine = setup({
+      actors: { child: supervisor('child', { concurrency: 1, open: () => 7, handlers: { GET: (_e, r) => r } }) },
+    }).createMachine({
       invoke: { src: 'child', systemId: 'child' },
     });
     const root = createActor(machine);
@@ -133,7 +135,15 @@ describe('the actor system of a running server', () => {
       const res = await fetch(t.internalUrl('/_sydent/debug/actors'));
       expect(res.status).toBe(200);
       const body = (await res.json()) as { actors: { systemId: string; status: string; queueLength: number }[] };
-      expect(body.actors.map((a) => a.systemId)).toEqual(['root', 'store', 'mailer', 'sms', 'notifier', 'replication', 'sessions']);
+      expect(body.actors.map((a) => a.systemId)).toEqual([
+        'root',
+        'store',
+        'mailer',
+        'sms',
+        'notifier',
+        'replication',
+        'sessions',
+      ]);
       for (const a of body.actors) {
         expect(a.status).toBe('active');
         expect(a.queueLength).toBe(0);
@@ -147,7 +157,14 @@ describe('the actor system of a running server', () => {
     const t = await startTestServer();
     const system = t.server.ctx.system;
     await t.server.close();
-    expect(Object.keys(system.supervisorStatuses())).toEqual(['store', 'mailer', 'sms', 'notifier', 'replication', 'sessions']);
+    expect(Object.keys(system.supervisorStatuses())).toEqual([
+      'store',
+      'mailer',
+      'sms',
+      'notifier',
+      'replication',
+      'sessions',
+    ]);
     for (const status of Object.values(system.supervisorStatuses())) expect(status).toBe('stopped');
     expect(system.status).toBe('stopped');
     const { default: Database } = await import('better-sqlite3');

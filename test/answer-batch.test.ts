@@ -14,7 +14,10 @@ afterEach(async () => {
 });
 
 /** A server that holds requests until `count` have arrived, then answers them all in one turn via `answer`. */
-async function holdingServer(count: number, answer: (held: Array<{ req: http.IncomingMessage; res: http.ServerResponse }>) => void): Promise<string> {
+async function holdingServer(
+  count: number,
+  answer: (held: Array<{ req: http.IncomingMessage; res: http.ServerResponse }>) => void,
+): Promise<string> {
   const held: Array<{ req: http.IncomingMessage; res: http.ServerResponse }> = [];
   server = http.createServer((req, res) => {
     req.resume();
@@ -49,10 +52,16 @@ describe('AnswerBatch', () => {
       for (const { req, res } of held) {
         const body = JSON.stringify({ id: idOf(req) });
         queued.push(idOf(req));
-        batch.add(res, 200, ['content-type', 'application/json', 'content-length', String(body.length)], body, (error) => {
-          expect(error).toBeUndefined();
-          written.push(idOf(req));
-        });
+        batch.add(
+          res,
+          200,
+          ['content-type', 'application/json', 'content-length', String(body.length)],
+          body,
+          (error) => {
+            expect(error).toBeUndefined();
+            written.push(idOf(req));
+          },
+        );
       }
       // Nothing is written while the turn that queued them runs.
       writtenBeforeTurnEnded = held.filter(({ res }) => res.headersSent).length;

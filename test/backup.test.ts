@@ -27,7 +27,11 @@ describe('backup of the live database', () => {
     ['VACUUM INTO', async (db: Database.Database, to: string) => void db.prepare('VACUUM INTO ?').run(to)],
   ])('%s of a running server holds its latest binding, and a server on the copy answers it', async (_name, backup) => {
     const live = await start();
-    const bound = await internal(live, 'bind', { medium: 'email', address: 'backup@example.org', mxid: '@backup:hs.example' });
+    const bound = await internal(live, 'bind', {
+      medium: 'email',
+      address: 'backup@example.org',
+      mxid: '@backup:hs.example',
+    });
     expect(bound.status, bound.text).toBe(200);
     // The bind is committed in the WAL; nothing has checkpointed it into sydent.db.
     const restored = tempDir();
@@ -43,6 +47,8 @@ describe('backup of the live database', () => {
     check.close();
 
     const fromCopy = await start(restored.dir);
-    expect((await lookupV1(fromCopy, 'email', 'backup@example.org')).json).toMatchObject({ mxid: '@backup:hs.example' });
+    expect((await lookupV1(fromCopy, 'email', 'backup@example.org')).json).toMatchObject({
+      mxid: '@backup:hs.example',
+    });
   });
 });

@@ -47,7 +47,13 @@ function startSystem(meddle: (other: Database.Database) => void): { system: Acto
       other.close();
     }
   };
-  const system = ActorSystem.start({ config, clock: new ManualClock(Date.now()), log: pino({ level: 'silent' }), identity: identityFromConfig(config), inspect });
+  const system = ActorSystem.start({
+    config,
+    clock: new ManualClock(Date.now()),
+    log: pino({ level: 'silent' }),
+    identity: identityFromConfig(config),
+    inspect,
+  });
   cleanups.push(() => system.stop());
   return { system, dbFile };
 }
@@ -58,18 +64,26 @@ describe('the bind flow', () => {
   it('a pepper rotated between its read and the store: made again with the new pepper', async () => {
     const { system, dbFile } = startSystem((other) => setPepper(other, 'rotat', lookupHash));
     await system.facades.sessions.bind({ threepid, mxid: '@flow:hs.example' });
-    const [row] = rows<{ lookup_hash: string }>(dbFile, "SELECT lookup_hash FROM global_threepid_associations WHERE address = 'flow@example.org'");
+    const [row] = rows<{ lookup_hash: string }>(
+      dbFile,
+      "SELECT lookup_hash FROM global_threepid_associations WHERE address = 'flow@example.org'",
+    );
     expect(row?.lookup_hash).toBe(lookupHash(threepid.address, threepid.medium, 'rotat'));
     expect(rows(dbFile, 'SELECT id FROM local_threepid_associations')).toHaveLength(1);
     // What lookups see: the hash under the pepper they are given.
-    const found = await system.facades.reads.associations.lookupHashes([lookupHash(threepid.address, threepid.medium, 'rotat')], Date.now());
+    const found = await system.facades.reads.associations.lookupHashes(
+      [lookupHash(threepid.address, threepid.medium, 'rotat')],
+      Date.now(),
+    );
     expect([...found.values()]).toEqual(['@flow:hs.example']);
   });
 
   it('an invite stored between its read and the store: made again, and the callback carries every invite marked sent', async () => {
     const invite = (other: Database.Database, token: string) =>
       other
-        .prepare("INSERT INTO invite_tokens (medium, address, room_id, sender, token, received_ts) VALUES ('email', 'flow@example.org', '!r:hs.example', '@s:hs.example', ?, 1)")
+        .prepare(
+          "INSERT INTO invite_tokens (medium, address, room_id, sender, token, received_ts) VALUES ('email', 'flow@example.org', '!r:hs.example', '@s:hs.example', ?, 1)",
+        )
         .run(token);
     const { system, dbFile } = startSystem((other) => invite(other, 'latecomer'));
     const seeded = new Database(dbFile);
@@ -80,8 +94,16 @@ describe('the bind flow', () => {
     const tokens = (association.invites as { token: string }[] | undefined)?.map((i) => i.token);
     expect(tokens).toEqual(['early', 'latecomer']);
     const [callback] = rows<{ body: string }>(dbFile, 'SELECT body FROM callback_outbox');
-    expect((JSON.parse(callback!.body) as { invites: { token: string }[] }).invites.map((i) => i.token)).toEqual(['early', 'latecomer']);
-    expect(rows<{ token: string; sent: number }>(dbFile, 'SELECT token, sent_ts IS NOT NULL AS sent FROM invite_tokens ORDER BY id')).toEqual([
+    expect((JSON.parse(callback!.body) as { invites: { token: string }[] }).invites.map((i) => i.token)).toEqual([
+      'early',
+      'latecomer',
+    ]);
+    expect(
+      rows<{ token: string; sent: number }>(
+        dbFile,
+        'SELECT token, sent_ts IS NOT NULL AS sent FROM invite_tokens ORDER BY id',
+      ),
+    ).toEqual([
       { token: 'early', sent: 1 },
       { token: 'latecomer', sent: 1 },
     ]);

@@ -67,10 +67,22 @@ describe('internal bind', () => {
   it('answers the signed association and stores it like a validated bind', async () => {
     clock().advance(1000);
     const now = t.clock.now();
-    const res = await internal(t, 'bind', { medium: 'email', address: 'Ivy.Internal@Example.COM', mxid: '@ivy:hs.example' });
+    const res = await internal(t, 'bind', {
+      medium: 'email',
+      address: 'Ivy.Internal@Example.COM',
+      mxid: '@ivy:hs.example',
+    });
     expect(res.status, res.text).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
-    expect(Object.keys(res.json).sort()).toEqual(['address', 'medium', 'mxid', 'not_after', 'not_before', 'signatures', 'ts']);
+    expect(Object.keys(res.json).sort()).toEqual([
+      'address',
+      'medium',
+      'mxid',
+      'not_after',
+      'not_before',
+      'signatures',
+      'ts',
+    ]);
     expect(res.json).toMatchObject({
       medium: 'email',
       address: 'ivy.internal@example.com',
@@ -96,7 +108,9 @@ describe('internal bind', () => {
       }),
     ]);
     expect(JSON.parse(global[0]!['sgAssoc'] as string)).toEqual(res.json);
-    expect(await everyLookup('email', 'ivy.internal@example.com', 'IVY.internal@example.com')).toEqual(all('@ivy:hs.example'));
+    expect(await everyLookup('email', 'ivy.internal@example.com', 'IVY.internal@example.com')).toEqual(
+      all('@ivy:hs.example'),
+    );
     expect((await lookupV1(t, 'email', 'ivy.internal@example.com')).json).toEqual(res.json);
   });
 
@@ -132,7 +146,10 @@ describe('what the internal API refuses (as the client API would): 400 M_INVALID
     ['an unknown medium', { medium: 'phone', address: '15555550199', mxid: mxid() }],
     ['a medium in capitals', { medium: 'EMAIL', address: 'caps@example.com', mxid: mxid() }],
     ['an email address with a display name', { medium: 'email', address: 'Eve <eve@example.com>', mxid: mxid() }],
-    ['an email address with a line break', { medium: 'email', address: 'eve@example.com\r\nBcc: x@example.com', mxid: mxid() }],
+    [
+      'an email address with a line break',
+      { medium: 'email', address: 'eve@example.com\r\nBcc: x@example.com', mxid: mxid() },
+    ],
     ['an email address that is not one', { medium: 'email', address: 'not an address', mxid: mxid() }],
     ['an msisdn of letters', { medium: 'msisdn', address: 'call me', mxid: mxid() }],
     ['an msisdn too short to be a number', { medium: 'msisdn', address: '12', mxid: mxid() }],
@@ -140,9 +157,15 @@ describe('what the internal API refuses (as the client API would): 400 M_INVALID
     ['an mxid without a server', { medium: 'email', address: 'mxid2@example.com', mxid: '@refused' }],
     ['an mxid with an empty localpart', { medium: 'email', address: 'mxid3@example.com', mxid: `@:${env.serverName}` }],
     ['an mxid with a space', { medium: 'email', address: 'mxid4@example.com', mxid: `@re fused:${env.serverName}` }],
-    ['an mxid with a line break', { medium: 'email', address: 'mxid5@example.com', mxid: `@refused\r\n:${env.serverName}` }],
+    [
+      'an mxid with a line break',
+      { medium: 'email', address: 'mxid5@example.com', mxid: `@refused\r\n:${env.serverName}` },
+    ],
     ['an mxid with a bad server name', { medium: 'email', address: 'mxid6@example.com', mxid: '@refused:bad_server!' }],
-    ['an mxid over 255 characters', { medium: 'email', address: 'mxid7@example.com', mxid: `@${'r'.repeat(250)}:${env.serverName}` }],
+    [
+      'an mxid over 255 characters',
+      { medium: 'email', address: 'mxid7@example.com', mxid: `@${'r'.repeat(250)}:${env.serverName}` },
+    ],
   ];
 
   it('bind and unbind', async () => {
@@ -160,11 +183,19 @@ describe('what the internal API refuses (as the client API would): 400 M_INVALID
   });
 
   it('what it accepts is stored in the canonical form: a formatted msisdn as its E.164 digits', async () => {
-    const res = await internal(t, 'bind', { medium: 'msisdn', address: '+1 (555) 555-0124', mxid: '@formatted:hs.example' });
+    const res = await internal(t, 'bind', {
+      medium: 'msisdn',
+      address: '+1 (555) 555-0124',
+      mxid: '@formatted:hs.example',
+    });
     expect(res.status, res.text).toBe(200);
     expect(res.json).toMatchObject({ medium: 'msisdn', address: '15555550124' });
     expect(await everyLookup('msisdn', '15555550124')).toEqual(all('@formatted:hs.example'));
-    const gone = await internal(t, 'unbind', { medium: 'msisdn', address: '+15555550124', mxid: '@formatted:hs.example' });
+    const gone = await internal(t, 'unbind', {
+      medium: 'msisdn',
+      address: '+15555550124',
+      mxid: '@formatted:hs.example',
+    });
     expect(gone.status, gone.text).toBe(200);
     expect(await everyLookup('msisdn', '15555550124')).toEqual(all(undefined));
   });
@@ -197,7 +228,11 @@ describe('internal unbind', () => {
 
   it('of something not bound: {} and nothing changes', async () => {
     const before = associationCounts(t);
-    const res = await internal(t, 'unbind', { medium: 'email', address: 'never@example.com', mxid: '@never:hs.example' });
+    const res = await internal(t, 'unbind', {
+      medium: 'email',
+      address: 'never@example.com',
+      mxid: '@never:hs.example',
+    });
     expect(res.status, res.text).toBe(200);
     expect(res.json).toEqual({});
     expect(associationCounts(t)).toEqual(before);
@@ -207,7 +242,11 @@ describe('internal unbind', () => {
   it('with an mxid that is not the bound one: {} and the binding stays', async () => {
     await internal(t, 'bind', { medium: 'email', address: 'kept@example.com', mxid: '@keeper:hs.example' });
     const before = associationRows(t, 'email', 'kept@example.com');
-    const res = await internal(t, 'unbind', { medium: 'email', address: 'kept@example.com', mxid: '@someone:hs.example' });
+    const res = await internal(t, 'unbind', {
+      medium: 'email',
+      address: 'kept@example.com',
+      mxid: '@someone:hs.example',
+    });
     expect(res.status).toBe(200);
     expect(res.json).toEqual({});
     expect(associationRows(t, 'email', 'kept@example.com')).toEqual(before);
@@ -232,7 +271,11 @@ describe('internal unbind', () => {
     await internal(t, 'unbind', { medium: 'email', address: 'twice@example.com', mxid: '@twice:hs.example' });
     const after = associationRows(t, 'email', 'twice@example.com');
     clock().advance(1000);
-    const res = await internal(t, 'unbind', { medium: 'email', address: 'twice@example.com', mxid: '@twice:hs.example' });
+    const res = await internal(t, 'unbind', {
+      medium: 'email',
+      address: 'twice@example.com',
+      mxid: '@twice:hs.example',
+    });
     expect(res.json).toEqual({});
     expect(associationRows(t, 'email', 'twice@example.com')).toEqual(after);
   });

@@ -59,14 +59,38 @@ interface InviteInAnswer {
 describe('a bind with pending invites', () => {
   const received = Math.floor(Date.now() / 1000) - 3600;
 
-  it('carries exactly that 3PID\'s pending invites, signed, and marks them sent', async () => {
-    insertInvite(t, { address: 'invitee@example.com', room_id: '!room1:hs.example', sender: '@inviter:hs.example', token: 'tokOne', received_ts: received });
-    insertInvite(t, { address: 'invitee@example.com', room_id: '!room2:hs.example', sender: '@other:hs.example', token: 'tokTwo', received_ts: received });
+  it("carries exactly that 3PID's pending invites, signed, and marks them sent", async () => {
+    await insertInvite(t, {
+      address: 'invitee@example.com',
+      room_id: '!room1:hs.example',
+      sender: '@inviter:hs.example',
+      token: 'tokOne',
+      received_ts: received,
+    });
+    await insertInvite(t, {
+      address: 'invitee@example.com',
+      room_id: '!room2:hs.example',
+      sender: '@other:hs.example',
+      token: 'tokTwo',
+      received_ts: received,
+    });
     // an invite already delivered, and one for somebody else: neither belongs in the answer
-    insertInvite(t, { address: 'invitee@example.com', room_id: '!old:hs.example', sender: '@inviter:hs.example', token: 'tokOld', received_ts: received });
+    await insertInvite(t, {
+      address: 'invitee@example.com',
+      room_id: '!old:hs.example',
+      sender: '@inviter:hs.example',
+      token: 'tokOld',
+      received_ts: received,
+    });
     const oldSent = received + 60;
     await write(t, 'UPDATE invite_tokens SET sent_ts = ? WHERE token = ?', oldSent, 'tokOld');
-    insertInvite(t, { address: 'bystander@example.com', room_id: '!room3:hs.example', sender: '@inviter:hs.example', token: 'tokBystander', received_ts: received });
+    await insertInvite(t, {
+      address: 'bystander@example.com',
+      room_id: '!room3:hs.example',
+      sender: '@inviter:hs.example',
+      token: 'tokBystander',
+      received_ts: received,
+    });
 
     (t.clock as ManualClock).advance(1000);
     const now = t.clock.now();
@@ -118,7 +142,10 @@ describe('a bind with pending invites', () => {
     // Sydent's local push re-signs the association from the local row, so its sgAssoc has no invites; only its
     // shared-dict bug put them there (sydent-behaviour §1.C). Room IDs, inviters and invite tokens are not for anyone
     // who looks the address up.
-    const stored = rows<{ sgAssoc: string }>(t, "SELECT sgAssoc FROM global_threepid_associations WHERE address = 'invitee@example.com'");
+    const stored = rows<{ sgAssoc: string }>(
+      t,
+      "SELECT sgAssoc FROM global_threepid_associations WHERE address = 'invitee@example.com'",
+    );
     expect(stored).toHaveLength(1);
     const sgAssoc = JSON.parse(stored[0]!.sgAssoc) as Record<string, unknown>;
     expect(sgAssoc).not.toHaveProperty('invites');
@@ -131,14 +158,29 @@ describe('a bind with pending invites', () => {
   it('a bind of another address afterwards carries no invites (no shared state between binds)', async () => {
     const res = await validateAndBind('unrelated@example.com', 'invites-2', '@unrelated:hs.example');
     expect(res.json).not.toHaveProperty('invites');
-    expect(Object.keys(res.json).sort()).toEqual(['address', 'medium', 'mxid', 'not_after', 'not_before', 'signatures', 'ts']);
+    expect(Object.keys(res.json).sort()).toEqual([
+      'address',
+      'medium',
+      'mxid',
+      'not_after',
+      'not_before',
+      'signatures',
+      'ts',
+    ]);
     verifyOurs(res.json, publicKey);
     expect((await lookupV1(t, 'email', 'unrelated@example.com')).json).not.toHaveProperty('invites');
 
-    const viaInternal = await internal(t, 'bind', { medium: 'email', address: 'unrelated2@example.com', mxid: '@u2:hs.example' });
+    const viaInternal = await internal(t, 'bind', {
+      medium: 'email',
+      address: 'unrelated2@example.com',
+      mxid: '@u2:hs.example',
+    });
     expect(viaInternal.status).toBe(200);
     expect(viaInternal.json).not.toHaveProperty('invites');
-    const stored = rows<{ sgAssoc: string }>(t, "SELECT sgAssoc FROM global_threepid_associations WHERE address LIKE 'unrelated%'");
+    const stored = rows<{ sgAssoc: string }>(
+      t,
+      "SELECT sgAssoc FROM global_threepid_associations WHERE address LIKE 'unrelated%'",
+    );
     expect(stored).toHaveLength(2);
     for (const row of stored) expect(JSON.parse(row.sgAssoc)).not.toHaveProperty('invites');
     // the bystander's invite is still waiting for its own bind
@@ -151,19 +193,32 @@ describe('a bind with pending invites', () => {
   });
 
   it('the invite of a casefolded address is found by a bind typed in another case (Unicode folding)', async () => {
-    insertInvite(t, { address: 'strasse@example.com', room_id: '!room4:hs.example', sender: '@inviter:hs.example', token: 'tokStrasse' });
+    await insertInvite(t, {
+      address: 'strasse@example.com',
+      room_id: '!room4:hs.example',
+      sender: '@inviter:hs.example',
+      token: 'tokStrasse',
+    });
     const res = await validateAndBind('Straße@Example.com', 'invites-4', '@strasse:hs.example');
     const invites = res.json['invites'] as InviteInAnswer[];
-    expect(invites.map((i) => [i.token, i.address, i.mxid])).toEqual([['tokStrasse', 'strasse@example.com', '@strasse:hs.example']]);
+    expect(invites.map((i) => [i.token, i.address, i.mxid])).toEqual([
+      ['tokStrasse', 'strasse@example.com', '@strasse:hs.example'],
+    ]);
     verifyOurs(invites[0]!.signed, publicKey);
     expect(inviteRows('strasse@example.com')[0]!.sent_ts).not.toBeNull();
   });
 
   it('the bystander gets its own invite when it binds, through the internal API too', async () => {
-    const res = await internal(t, 'bind', { medium: 'email', address: 'Bystander@example.com', mxid: '@bystander:hs.example' });
+    const res = await internal(t, 'bind', {
+      medium: 'email',
+      address: 'Bystander@example.com',
+      mxid: '@bystander:hs.example',
+    });
     expect(res.status, res.text).toBe(200);
     const invites = res.json['invites'] as InviteInAnswer[];
-    expect(invites.map((i) => [i.token, i.room_id, i.mxid])).toEqual([['tokBystander', '!room3:hs.example', '@bystander:hs.example']]);
+    expect(invites.map((i) => [i.token, i.room_id, i.mxid])).toEqual([
+      ['tokBystander', '!room3:hs.example', '@bystander:hs.example'],
+    ]);
     verifyOurs(invites[0]!.signed, publicKey);
     expect(inviteRows('bystander@example.com')[0]!.sent_ts).not.toBeNull();
   });

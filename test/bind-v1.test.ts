@@ -60,7 +60,15 @@ describe('a validated session is bound', () => {
     const res = await bind({ sid, client_secret: 'bind-v1-alice', mxid: '@alice:hs.example' });
     expect(res.status, res.text).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
-    expect(Object.keys(res.json).sort()).toEqual(['address', 'medium', 'mxid', 'not_after', 'not_before', 'signatures', 'ts']);
+    expect(Object.keys(res.json).sort()).toEqual([
+      'address',
+      'medium',
+      'mxid',
+      'not_after',
+      'not_before',
+      'signatures',
+      'ts',
+    ]);
     expect(res.json).toMatchObject({
       medium: 'email',
       address: 'alice.bind@example.com', // casefolded
@@ -132,22 +140,40 @@ describe('a validated session is bound', () => {
     expect(second.json['mxid']).toBe('@dave2:hs.example');
     expect((await lookupV1(t, 'email', 'dave.again@example.com')).json['mxid']).toBe('@dave2:hs.example');
     // the local log keeps one row per 3PID, the global table what lookups read
-    expect(associationRows(t, 'email', 'dave.again@example.com').local.map((r) => r['mxid'])).toEqual(['@dave2:hs.example']);
+    expect(associationRows(t, 'email', 'dave.again@example.com').local.map((r) => r['mxid'])).toEqual([
+      '@dave2:hs.example',
+    ]);
   });
 });
 
 describe('refusals store nothing', () => {
   it('a session whose token was not submitted: 400 M_SESSION_NOT_VALIDATED', async () => {
-    const { sid } = await requestEmailToken(t, smtp, { email: 'pending@example.com', clientSecret: 'bind-v1-pending', api: 'v1' });
-    await expectRefused({ sid, client_secret: 'bind-v1-pending', mxid: '@p:hs.example' }, 400, 'M_SESSION_NOT_VALIDATED');
+    const { sid } = await requestEmailToken(t, smtp, {
+      email: 'pending@example.com',
+      clientSecret: 'bind-v1-pending',
+      api: 'v1',
+    });
+    await expectRefused(
+      { sid, client_secret: 'bind-v1-pending', mxid: '@p:hs.example' },
+      400,
+      'M_SESSION_NOT_VALIDATED',
+    );
     expect(associationRows(t, 'email', 'pending@example.com')).toEqual({ local: [], global: [] });
   });
 
   it('an unknown sid, or the wrong client_secret: 404 M_NO_VALID_SESSION', async () => {
     const sid = await v1Validate('secret@example.com', 'bind-v1-right');
     await expectRefused({ sid, client_secret: 'bind-v1-wrong', mxid: '@s:hs.example' }, 404, 'M_NO_VALID_SESSION');
-    await expectRefused({ sid: '987654', client_secret: 'bind-v1-right', mxid: '@s:hs.example' }, 404, 'M_NO_VALID_SESSION');
-    await expectRefused({ sid: 'not-a-number', client_secret: 'bind-v1-right', mxid: '@s:hs.example' }, 404, 'M_NO_VALID_SESSION');
+    await expectRefused(
+      { sid: '987654', client_secret: 'bind-v1-right', mxid: '@s:hs.example' },
+      404,
+      'M_NO_VALID_SESSION',
+    );
+    await expectRefused(
+      { sid: 'not-a-number', client_secret: 'bind-v1-right', mxid: '@s:hs.example' },
+      404,
+      'M_NO_VALID_SESSION',
+    );
     expect(associationRows(t, 'email', 'secret@example.com')).toEqual({ local: [], global: [] });
   });
 
@@ -190,7 +216,12 @@ describe('sessions expire', () => {
       const ok = await bind({ sid: onTime, client_secret: 'bind-v1-ontime', mxid: '@ontime:hs.example' }, own);
       expect(ok.status, ok.text).toBe(200);
       (own.clock as ManualClock).advance(1);
-      await expectRefused({ sid, client_secret: 'bind-v1-late', mxid: '@late:hs.example' }, 400, 'M_SESSION_EXPIRED', own);
+      await expectRefused(
+        { sid, client_secret: 'bind-v1-late', mxid: '@late:hs.example' },
+        400,
+        'M_SESSION_EXPIRED',
+        own,
+      );
       expect(associationRows(own, 'email', 'late@example.com')).toEqual({ local: [], global: [] });
     } finally {
       await own.close();

@@ -58,7 +58,12 @@ const bind = (body: unknown, token?: string): Promise<Reply> => call(t.url(`${V2
 const v2Validate = (email: string, clientSecret: string, token = alice) =>
   validateEmail(t, smtp, { email, clientSecret, api: 'v2', token });
 
-async function expectRefused(body: unknown, token: string | undefined, status: number, errcode: string): Promise<Reply> {
+async function expectRefused(
+  body: unknown,
+  token: string | undefined,
+  status: number,
+  errcode: string,
+): Promise<Reply> {
   const before = associationCounts(t);
   const res = await bind(body, token);
   expect(res.status, res.text).toBe(status);
@@ -68,13 +73,21 @@ async function expectRefused(body: unknown, token: string | undefined, status: n
   return res;
 }
 
-describe('bind with a token, to the token\'s own user', () => {
+describe("bind with a token, to the token's own user", () => {
   it('answers the signed association and stores it, hashed with the pepper of hash_details', async () => {
     const sid = await v2Validate('Alice.V2@Example.COM', 'bind-v2-alice');
     const now = t.clock.now();
     const res = await bind({ sid, client_secret: 'bind-v2-alice', mxid: aliceId }, alice);
     expect(res.status, res.text).toBe(200);
-    expect(Object.keys(res.json).sort()).toEqual(['address', 'medium', 'mxid', 'not_after', 'not_before', 'signatures', 'ts']);
+    expect(Object.keys(res.json).sort()).toEqual([
+      'address',
+      'medium',
+      'mxid',
+      'not_after',
+      'not_before',
+      'signatures',
+      'ts',
+    ]);
     expect(res.json).toMatchObject({
       medium: 'email',
       address: 'alice.v2@example.com',
@@ -90,7 +103,13 @@ describe('bind with a token, to the token\'s own user', () => {
     const hash = sha256Of('alice.v2@example.com', 'email', pepper);
     const { local, global } = associationRows(t, 'email', 'alice.v2@example.com');
     expect(local).toEqual([
-      expect.objectContaining({ mxid: aliceId, ts: now, notBefore: now, notAfter: now + HUNDRED_YEARS_MS, lookup_hash: hash }),
+      expect.objectContaining({
+        mxid: aliceId,
+        ts: now,
+        notBefore: now,
+        notAfter: now + HUNDRED_YEARS_MS,
+        lookup_hash: hash,
+      }),
     ]);
     expect(global).toEqual([
       expect.objectContaining({
@@ -124,12 +143,22 @@ describe('bind with a token, to the token\'s own user', () => {
 });
 
 describe('refusals store nothing', () => {
-  it('an mxid other than the token\'s user: 403 M_UNAUTHORIZED', async () => {
+  it("an mxid other than the token's user: 403 M_UNAUTHORIZED", async () => {
     const sid = await v2Validate('someone.else@example.com', 'bind-v2-else');
     await expectRefused({ sid, client_secret: 'bind-v2-else', mxid: bobId }, alice, 403, 'M_UNAUTHORIZED');
-    await expectRefused({ sid, client_secret: 'bind-v2-else', mxid: '@mallory:evil.example' }, alice, 403, 'M_UNAUTHORIZED');
+    await expectRefused(
+      { sid, client_secret: 'bind-v2-else', mxid: '@mallory:evil.example' },
+      alice,
+      403,
+      'M_UNAUTHORIZED',
+    );
     // the user ID is compared exactly
-    await expectRefused({ sid, client_secret: 'bind-v2-else', mxid: aliceId.toUpperCase() }, alice, 403, 'M_UNAUTHORIZED');
+    await expectRefused(
+      { sid, client_secret: 'bind-v2-else', mxid: aliceId.toUpperCase() },
+      alice,
+      403,
+      'M_UNAUTHORIZED',
+    );
     expect(associationRows(t, 'email', 'someone.else@example.com')).toEqual({ local: [], global: [] });
   });
 
@@ -138,7 +167,12 @@ describe('refusals store nothing', () => {
     await expectRefused({ sid, client_secret: 'bind-v2-nt', mxid: aliceId }, undefined, 401, 'M_UNAUTHORIZED');
     await expectRefused({ sid, client_secret: 'bind-v2-nt', mxid: aliceId }, 'no-such-token', 401, 'M_UNAUTHORIZED');
     // v2 ignores the token in the body (Sydent's quirk is not kept: the body is not a credential)
-    await expectRefused({ sid, client_secret: 'bind-v2-nt', mxid: aliceId, access_token: alice }, undefined, 401, 'M_UNAUTHORIZED');
+    await expectRefused(
+      { sid, client_secret: 'bind-v2-nt', mxid: aliceId, access_token: alice },
+      undefined,
+      401,
+      'M_UNAUTHORIZED',
+    );
   });
 
   it('not validated 400, wrong secret or unknown sid 404, bad secret 400, missing fields 400', async () => {
@@ -148,9 +182,24 @@ describe('refusals store nothing', () => {
       api: 'v2',
       token: alice,
     });
-    await expectRefused({ sid: pending, client_secret: 'bind-v2-pending', mxid: aliceId }, alice, 400, 'M_SESSION_NOT_VALIDATED');
-    await expectRefused({ sid: pending, client_secret: 'bind-v2-other', mxid: aliceId }, alice, 404, 'M_NO_VALID_SESSION');
-    await expectRefused({ sid: '123456', client_secret: 'bind-v2-pending', mxid: aliceId }, alice, 404, 'M_NO_VALID_SESSION');
+    await expectRefused(
+      { sid: pending, client_secret: 'bind-v2-pending', mxid: aliceId },
+      alice,
+      400,
+      'M_SESSION_NOT_VALIDATED',
+    );
+    await expectRefused(
+      { sid: pending, client_secret: 'bind-v2-other', mxid: aliceId },
+      alice,
+      404,
+      'M_NO_VALID_SESSION',
+    );
+    await expectRefused(
+      { sid: '123456', client_secret: 'bind-v2-pending', mxid: aliceId },
+      alice,
+      404,
+      'M_NO_VALID_SESSION',
+    );
     await expectRefused({ sid: pending, client_secret: 'no spaces', mxid: aliceId }, alice, 400, 'M_INVALID_PARAM');
     await expectRefused({ sid: pending, client_secret: 'bind-v2-pending' }, alice, 400, 'M_MISSING_PARAMS');
     await expectRefused({}, alice, 400, 'M_MISSING_PARAMS');
@@ -160,9 +209,17 @@ describe('refusals store nothing', () => {
     const own = await startTestServer({ conf: mergeConf(env.conf, { email: emailConf(smtp.port) }) });
     try {
       const token = await registerAccount(own, env, 'alice');
-      const sid = await validateEmail(own, smtp, { email: 'v2.late@example.com', clientSecret: 'bind-v2-late', api: 'v2', token });
+      const sid = await validateEmail(own, smtp, {
+        email: 'v2.late@example.com',
+        clientSecret: 'bind-v2-late',
+        api: 'v2',
+        token,
+      });
       (own.clock as ManualClock).advance(DAY_MS + 1);
-      const res = await call(own.url(`${V2}/3pid/bind`), { body: { sid, client_secret: 'bind-v2-late', mxid: aliceId }, token });
+      const res = await call(own.url(`${V2}/3pid/bind`), {
+        body: { sid, client_secret: 'bind-v2-late', mxid: aliceId },
+        token,
+      });
       expect(res.status, res.text).toBe(400);
       expect(res.json['errcode']).toBe('M_SESSION_EXPIRED');
       expect(associationCounts(own)).toEqual({ local: 0, global: 0 });
@@ -179,12 +236,18 @@ describe('with terms configured', () => {
       termsFile,
       'master_version: "bind_1"\ndocs:\n  tos:\n    version: "1.0"\n    langs:\n      en: {name: "Terms", url: "https://example.org/bind-tos-1.0-en.html"}\n',
     );
-    const own = await startTestServer({ conf: mergeConf(env.conf, { general: { 'terms.path': termsFile }, email: emailConf(smtp.port) }) });
+    const own = await startTestServer({
+      conf: mergeConf(env.conf, { general: { 'terms.path': termsFile }, email: emailConf(smtp.port) }),
+    });
     try {
       const token = await registerAccount(own, env, 'carol');
       const carolId = userIdOf(env, 'carol');
       // v1 validation needs no terms; the v2 bind does
-      const sid = await validateEmail(own, smtp, { email: 'terms.bind@example.com', clientSecret: 'bind-v2-terms', api: 'v1' });
+      const sid = await validateEmail(own, smtp, {
+        email: 'terms.bind@example.com',
+        clientSecret: 'bind-v2-terms',
+        api: 'v1',
+      });
       const body = { sid, client_secret: 'bind-v2-terms', mxid: carolId };
       const refused = await call(own.url(`${V2}/3pid/bind`), { body, token });
       expect(refused.status, refused.text).toBe(403);
@@ -197,7 +260,10 @@ describe('with terms configured', () => {
       expect(lookup.status).toBe(403);
       expect(lookup.json['errcode']).toBe('M_TERMS_NOT_SIGNED');
 
-      const accept = await call(own.url(`${V2}/terms`), { body: { user_accepts: ['https://example.org/bind-tos-1.0-en.html'] }, token });
+      const accept = await call(own.url(`${V2}/terms`), {
+        body: { user_accepts: ['https://example.org/bind-tos-1.0-en.html'] },
+        token,
+      });
       expect(accept.status, accept.text).toBe(200);
       const bound = await call(own.url(`${V2}/3pid/bind`), { body, token });
       expect(bound.status, bound.text).toBe(200);

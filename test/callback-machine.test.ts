@@ -24,7 +24,13 @@ const machine = callbackMachine.provide({
   actors: { deliver: fromPromise<DeliveryResult, DeliverInput>(() => new Promise<DeliveryResult>(() => undefined)) },
 });
 
-const valid: CallbackInput = { id: 1, destination: 'hs.example.org:8448', attempts: 0, nextAttemptTs: T0, lastError: null };
+const valid: CallbackInput = {
+  id: 1,
+  destination: 'hs.example.org:8448',
+  attempts: 0,
+  nextAttemptTs: T0,
+  lastError: null,
+};
 const invalid: CallbackInput = { ...valid, destination: 'not a server name' };
 
 type AnyEvent = CallbackEvent | { type: string; output?: DeliveryResult; error?: unknown };

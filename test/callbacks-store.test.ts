@@ -75,7 +75,13 @@ describe('callback outbox', () => {
     expect(writes.release(id, mine!.claimedUntil)).toBe(false);
     expect(writes.abandon(id, mine!.claimedUntil, 'x')).toBe(false);
     expect(writes.retry(id, theirs!.claimedUntil, T0 + 5000, 'HTTP 500')).toBe(true);
-    expect(reads.byId(id)).toMatchObject({ state: 'retrying', attempts: 1, nextAttemptTs: T0 + 5000, lastError: 'HTTP 500', claimedUntil: null });
+    expect(reads.byId(id)).toMatchObject({
+      state: 'retrying',
+      attempts: 1,
+      nextAttemptTs: T0 + 5000,
+      lastError: 'HTTP 500',
+      claimedUntil: null,
+    });
   });
 
   it('a retrying row is due at its next attempt; a released one at once and untouched', () => {
@@ -103,7 +109,9 @@ describe('callback outbox', () => {
   });
 
   it('delivered deletes the 3PID’s invite tokens in the same transaction when asked, and wins over any claim', () => {
-    const insert = db.prepare('INSERT INTO invite_tokens (medium, address, room_id, sender, token) VALUES (?, ?, ?, ?, ?)');
+    const insert = db.prepare(
+      'INSERT INTO invite_tokens (medium, address, room_id, sender, token) VALUES (?, ?, ?, ?, ?)',
+    );
     insert.run('email', 'a@example.com', '!r:x', '@s:x', 't1');
     insert.run('email', 'b@example.com', '!r:x', '@s:x', 't2');
     const keep = writes.enqueue(cb('a.test', T0, 'b@example.com'));
@@ -126,7 +134,17 @@ describe('callback outbox', () => {
     const rows = reads.list();
     expect(rows.map((r) => r.id)).toEqual([waiting, done]);
     expect(Object.keys(rows[0]!).sort()).toEqual(
-      ['attempts', 'claimedUntil', 'createdTs', 'deliveredTs', 'destination', 'id', 'lastError', 'nextAttemptTs', 'state'].sort(),
+      [
+        'attempts',
+        'claimedUntil',
+        'createdTs',
+        'deliveredTs',
+        'destination',
+        'id',
+        'lastError',
+        'nextAttemptTs',
+        'state',
+      ].sort(),
     );
     expect(JSON.stringify(rows)).not.toContain('example.com');
   });

@@ -4,7 +4,7 @@
  * on with the manual clock, restarts on the same database.
  */
 import Database from 'better-sqlite3';
-import http from 'node:http';
+import type http from 'node:http';
 import https from 'node:https';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
@@ -31,7 +31,10 @@ async function env(routes: Record<string, RouteHandler>): Promise<FederationEnv>
   return e;
 }
 
-async function server(e: FederationEnv, opts: { conf?: Record<string, Record<string, string>>; dir?: string; clock?: ManualClock } = {}) {
+async function server(
+  e: FederationEnv,
+  opts: { conf?: Record<string, Record<string, string>>; dir?: string; clock?: ManualClock } = {},
+) {
   const t = await startTestServer({
     conf: mergeConf(e.conf, opts.conf ?? {}),
     ...(opts.dir ? { dir: opts.dir } : {}),
@@ -67,7 +70,12 @@ function association(mxid: string, address = 'alice@example.com') {
 }
 
 /** Records a callback through the store supervisor, as a bind does in its transaction, and wakes the notifier. */
-async function enqueue(t: TestServer, destination: string, body: unknown, address = 'alice@example.com'): Promise<number> {
+async function enqueue(
+  t: TestServer,
+  destination: string,
+  body: unknown,
+  address = 'alice@example.com',
+): Promise<number> {
   const { facades } = t.server.ctx;
   const id = await facades.stores.enqueueCallback({
     destination,
@@ -132,7 +140,12 @@ async function homeserverOnPort(
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      requests.push({
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      });
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end('{}');
     });
@@ -189,7 +202,9 @@ describe('onbind delivery', () => {
 
   it('retries a 500 with backoff and delivers exactly once on the 200', async () => {
     let calls = 0;
-    const e = await env({ [ROUTE]: () => (++calls < 3 ? { status: 500, json: { errcode: 'M_UNKNOWN' } } : { json: {} }) });
+    const e = await env({
+      [ROUTE]: () => (++calls < 3 ? { status: 500, json: { errcode: 'M_UNKNOWN' } } : { json: {} }),
+    });
     const t = await server(e);
     const id = await enqueue(t, e.serverName, association(`@alice:${e.serverName}`));
 
@@ -295,7 +310,8 @@ describe('onbind and invite tokens', () => {
       db.close();
     }
   };
-  const tokens = (t: TestServer) => rows<{ token: string }>(t, 'SELECT token FROM invite_tokens ORDER BY token').map((r) => r.token);
+  const tokens = (t: TestServer) =>
+    rows<{ token: string }>(t, 'SELECT token FROM invite_tokens ORDER BY token').map((r) => r.token);
 
   it('delete_tokens_on_bind = true deletes that 3PID’s invite tokens after the 200, and only then', async () => {
     let ok = false;
@@ -335,7 +351,8 @@ describe('onbind: one dead homeserver does not hold up the others', () => {
 
     // more callbacks to the dead homeserver than the worker has slots
     const deadIds: number[] = [];
-    for (let i = 0; i < 12; i++) deadIds.push(await enqueue(t, deadName, association(`@u${i}:${deadName}`, `u${i}@example.com`)));
+    for (let i = 0; i < 12; i++)
+      deadIds.push(await enqueue(t, deadName, association(`@u${i}:${deadName}`, `u${i}@example.com`)));
     await vi.waitFor(() => expect(dead.requests.length >= 1, 'the dead homeserver to be asked').toBe(true), WAIT);
     const liveIds = [
       await enqueue(t, e.serverName, association(`@alice:${e.serverName}`)),
@@ -351,7 +368,14 @@ describe('onbind: one dead homeserver does not hold up the others', () => {
 
     // the dead homeserver's connection drops: that attempt fails and is retried later
     await dead.close();
-    await vi.waitFor(() => expect(deadIds.some((id) => row(t, id)?.state === 'retrying'), 'the dead attempt to fail').toBe(true), WAIT);
+    await vi.waitFor(
+      () =>
+        expect(
+          deadIds.some((id) => row(t, id)?.state === 'retrying'),
+          'the dead attempt to fail',
+        ).toBe(true),
+      WAIT,
+    );
   });
 });
 
@@ -388,7 +412,11 @@ describe('onbind across restarts', () => {
     const dir = t.dir;
     await t.server.close();
 
-    const released = firstRow(`${dir}/sydent.db`, 'SELECT state, attempts, claimed_until FROM callback_outbox WHERE id = ?', id);
+    const released = firstRow(
+      `${dir}/sydent.db`,
+      'SELECT state, attempts, claimed_until FROM callback_outbox WHERE id = ?',
+      id,
+    );
     expect(released).toEqual({ state: 'pending', attempts: 0, claimed_until: null });
 
     hang = false;
@@ -412,8 +440,14 @@ describe('onbind across restarts', () => {
           `INSERT INTO callback_outbox (destination, path, body, medium, address, state, attempts, next_attempt_ts, claimed_until, created_ts)
            VALUES (?, ?, ?, 'email', 'alice@example.com', 'delivering', 0, ?, ?, ?)`,
         )
-        .run(e.serverName, ONBIND, JSON.stringify(association(`@alice:${e.serverName}`)), clock.now(), claimedUntil, clock.now())
-        .lastInsertRowid,
+        .run(
+          e.serverName,
+          ONBIND,
+          JSON.stringify(association(`@alice:${e.serverName}`)),
+          clock.now(),
+          claimedUntil,
+          clock.now(),
+        ).lastInsertRowid,
     );
     db.close();
 

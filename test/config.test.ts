@@ -56,7 +56,8 @@ describe('first run', () => {
     expect(first.path).toBe(file);
     expect(first.config.configPath).toBe(file);
     const text = fs.readFileSync(file, 'utf8');
-    for (const section of ['general', 'db', 'http', 'email', 'sms', 'crypto']) expect(text).toContain(`\n[${section}]\n`);
+    for (const section of ['general', 'db', 'http', 'email', 'sms', 'crypto'])
+      expect(text).toContain(`\n[${section}]\n`);
     expect(text).toContain('\nclientapi.http.port = 8090\n');
     expect(text).toContain('\nbodytemplate = Your code is {token}\n');
     const seed = KEY_LINE.exec(text)?.[1];
@@ -67,7 +68,9 @@ describe('first run', () => {
     // only the guesses are warned about, never the generated keys themselves
     expect(first.warnings).toHaveLength(2);
     expect(first.warnings[0]).toMatch(/server\.name is not set; using the host name/);
-    expect(first.warnings[1]).toContain(`client_http_base is not set; links in emails and key_validity_url will use https://${os.hostname()},`);
+    expect(first.warnings[1]).toContain(
+      `client_http_base is not set; links in emails and key_validity_url will use https://${os.hostname()},`,
+    );
 
     const second = loadConfig({ env: {}, cwd: dir });
     expect(second.generated).toBe(false);
@@ -383,9 +386,13 @@ describe('values', () => {
     expect(v4.warnings).toContain(
       'config: [http] client_http_base is not set; links in emails and key_validity_url will use https://is.example.test, set it to the public URL',
     );
-    expect(load('[http]\nclientapi.http.bind_address = ::1\n').config.http.clientHttpBase).toBe('https://is.example.test');
+    expect(load('[http]\nclientapi.http.bind_address = ::1\n').config.http.clientHttpBase).toBe(
+      'https://is.example.test',
+    );
     const { dir } = withConf('[general]\nserver.name = not a host name\n');
-    expect(() => loadConfig({ env: {}, cwd: dir })).toThrow(/\[http\] client_http_base = "": is not set, and https:\/\/<server\.name>/);
+    expect(() => loadConfig({ env: {}, cwd: dir })).toThrow(
+      /\[http\] client_http_base = "": is not set, and https:\/\/<server\.name>/,
+    );
   });
 
   it('reads federation.dns_servers and federation.cacert (sydent-ts keys)', () => {
@@ -516,8 +523,14 @@ describe('unknown keys', () => {
     ['sever.name = typo', '[general] sever.name: unknown key, did you mean server.name?'],
     ['[http]\nclientapi.http.prot = 1', '[http] clientapi.http.prot: unknown key, did you mean clientapi.http.port?'],
     ['[email]\nemail.smtp_port = 25', '[email] email.smtp_port: unknown key, did you mean email.smtpport?'],
-    ['[DEFAULT]\ninternalapi.http.prot = 1', '[DEFAULT] internalapi.http.prot: unknown key, did you mean internalapi.http.port?'],
-    ['[peer.x.example]\nbase_replication_uri = https://x', '[peer.x.example] base_replication_uri: unknown key, did you mean base_replication_url?'],
+    [
+      '[DEFAULT]\ninternalapi.http.prot = 1',
+      '[DEFAULT] internalapi.http.prot: unknown key, did you mean internalapi.http.port?',
+    ],
+    [
+      '[peer.x.example]\nbase_replication_uri = https://x',
+      '[peer.x.example] base_replication_uri: unknown key, did you mean base_replication_url?',
+    ],
   ])('one or two letters off a known key stop start-up with a suggestion: %j', (text, message) => {
     const err = loadError(text);
     expect(err.message).toBe(`config error: ${message}`);
@@ -525,9 +538,13 @@ describe('unknown keys', () => {
 
   it('an unknown section stops start-up, with a suggestion when one is close', () => {
     const close = withConf('[htpp]\nclientapi.http.port = 1');
-    expect(() => loadConfig({ env: {}, cwd: close.dir })).toThrow(`config error: ${close.file}: unknown section [htpp]: did you mean [http]?`);
+    expect(() => loadConfig({ env: {}, cwd: close.dir })).toThrow(
+      `config error: ${close.file}: unknown section [htpp]: did you mean [http]?`,
+    );
     const upper = withConf('[HTTP]\nclientapi.http.port = 1');
-    expect(() => loadConfig({ env: {}, cwd: upper.dir })).toThrow(`config error: ${upper.file}: unknown section [HTTP]: did you mean [http]?`);
+    expect(() => loadConfig({ env: {}, cwd: upper.dir })).toThrow(
+      `config error: ${upper.file}: unknown section [HTTP]: did you mean [http]?`,
+    );
     const far = withConf('[mystery]\na = b');
     expect(() => loadConfig({ env: {}, cwd: far.dir })).toThrow(
       `config error: ${far.file}: unknown section [mystery]: the sections are [general], [db], [http], [email], [sms], [crypto] and [peer.NAME]`,
@@ -551,7 +568,9 @@ describe('a config path that does not exist', () => {
     const text = fs.readFileSync(written, 'utf8');
     expect(text).toMatch(KEY_LINE);
     expect(fs.statSync(written).mode & 0o777).toBe(0o600);
-    expect(() => generateConfig({ configPath: 'new.conf', env: {}, cwd: dir })).toThrow(`config error: ${written} already exists; not writing over it`);
+    expect(() => generateConfig({ configPath: 'new.conf', env: {}, cwd: dir })).toThrow(
+      `config error: ${written} already exists; not writing over it`,
+    );
     expect(fs.readFileSync(written, 'utf8')).toBe(text);
     expect(loadConfig({ configPath: 'new.conf', env: {}, cwd: dir, ifMissing: 'error' }).generated).toBe(false);
   });
@@ -577,7 +596,10 @@ describe('invalid values', () => {
     ['[email]\nemail.tlsmode = constructor', '[email] email.tlsmode'],
     ['[email]\nemail.tlsmode = SOMETIMES', '[email] email.tlsmode = "SOMETIMES": not a TLS mode'],
     ['[email]\nemail.ratelimit_sender.burst = 0', '[email] email.ratelimit_sender.burst'],
-    ['[email]\nemail.ratelimit_sender.rate_hz = 0', '[email] email.ratelimit_sender.rate_hz = "0": not a positive number'],
+    [
+      '[email]\nemail.ratelimit_sender.rate_hz = 0',
+      '[email] email.ratelimit_sender.rate_hz = "0": not a positive number',
+    ],
     ['[email]\nemail.ratelimit_sender.rate_hz = 1/300', '[email] email.ratelimit_sender.rate_hz'],
     ['[sms]\nmsisdn.ratelimit.burst = 2.5', '[sms] msisdn.ratelimit.burst'],
     ['[sms]\ncountry.ratelimit.rate_hz = nan', '[sms] country.ratelimit.rate_hz'],
@@ -585,18 +607,27 @@ describe('invalid values', () => {
       '[email]\nemail.third_party_invite_username_obfuscate_characters = -1',
       '[email] email.third_party_invite_username_obfuscate_characters = "-1": not an integer >= 0',
     ],
-    ['ip.blacklist = 10.0.0.0/33', '[general] ip.blacklist = "10.0.0.0/33": "10.0.0.0/33" is not an IP address or CIDR range'],
+    [
+      'ip.blacklist = 10.0.0.0/33',
+      '[general] ip.blacklist = "10.0.0.0/33": "10.0.0.0/33" is not an IP address or CIDR range',
+    ],
     ['ip.blacklist = 10.0.0.0/8, example.com', '[general] ip.blacklist'],
     ['ip.whitelist = 2001:db8::/129', '[general] ip.whitelist'],
     ['ip.whitelist = 300.1.1.1', '[general] ip.whitelist'],
     ['[http]\ntrusted_proxies = proxy.local', '[http] trusted_proxies'],
-    ['[http]\nfederation.dns_servers = dns.example', '[http] federation.dns_servers = "dns.example": "dns.example" is not an IP address'],
+    [
+      '[http]\nfederation.dns_servers = dns.example',
+      '[http] federation.dns_servers = "dns.example": "dns.example" is not an IP address',
+    ],
     ['[http]\nfederation.dns_servers = 127.0.0.1:0', '[http] federation.dns_servers'],
     ['[http]\nfederation.dns_servers = 192.0.2.1:65536', '[http] federation.dns_servers'],
     ['[http]\nfederation.dns_servers = [127.0.0.1]:53', '[http] federation.dns_servers'],
     ['[http]\nsubmit_token.ratelimit.burst = 0', '[http] submit_token.ratelimit.burst'],
     ['[http]\nsubmit_token.ratelimit.rate_hz = -1', '[http] submit_token.ratelimit.rate_hz'],
-    ['[http]\ninternalapi.http.allowed_hosts = debug.example.org:8091', '[http] internalapi.http.allowed_hosts = "debug.example.org:8091"'],
+    [
+      '[http]\ninternalapi.http.allowed_hosts = debug.example.org:8091',
+      '[http] internalapi.http.allowed_hosts = "debug.example.org:8091"',
+    ],
     ['[http]\ninternalapi.http.allowed_hosts = http://debug.example.org', '[http] internalapi.http.allowed_hosts'],
     ['[http]\nfederation.cacert = no-such-ca.pem', '[http] federation.cacert = "no-such-ca.pem": '],
     [
@@ -604,34 +635,67 @@ describe('invalid values', () => {
       '[sms] originators.44 = "long:1:2": Originators must be in form: long:<number>, short:<number> or alpha:<text>, separated by commas',
     ],
     ['[sms]\noriginators.44 = 447700900000', '[sms] originators.44 = "447700900000": Originators must be in form'],
-    ['[sms]\noriginators.44 = medium:123', '[sms] originators.44 = "medium:123": Invalid originator type: valid types are long, short and alpha'],
+    [
+      '[sms]\noriginators.44 = medium:123',
+      '[sms] originators.44 = "medium:123": Invalid originator type: valid types are long, short and alpha',
+    ],
     ['[sms]\noriginators.uk = long:1', '[sms] originators.uk'],
-    ['[sms]\nsmsrule.44 = deny', `[sms] smsrule.44 = "deny": Invalid SMS rule action: deny, expecting 'allow' or 'reject'`],
+    [
+      '[sms]\nsmsrule.44 = deny',
+      `[sms] smsrule.44 = "deny": Invalid SMS rule action: deny, expecting 'allow' or 'reject'`,
+    ],
     ['[sms]\nsmsrule.default = reject', '[sms] smsrule.default'],
     ['[sms]\nprovider = nexmo', '[sms] provider = "nexmo": not an SMS provider: use openmarket or twilio'],
-    ['[sms]\nprovider = twilio\ntwilio.auth_token = t', '[sms] twilio.account_sid = "": required when provider = twilio'],
-    ['[sms]\nprovider = twilio\ntwilio.account_sid = AC1', '[sms] twilio.auth_token = "": required when provider = twilio'],
-    ['[sms]\nopenmarket.url = smsc.openmarket.com', '[sms] openmarket.url = "smsc.openmarket.com": not an http or https URL'],
+    [
+      '[sms]\nprovider = twilio\ntwilio.auth_token = t',
+      '[sms] twilio.account_sid = "": required when provider = twilio',
+    ],
+    [
+      '[sms]\nprovider = twilio\ntwilio.account_sid = AC1',
+      '[sms] twilio.auth_token = "": required when provider = twilio',
+    ],
+    [
+      '[sms]\nopenmarket.url = smsc.openmarket.com',
+      '[sms] openmarket.url = "smsc.openmarket.com": not an http or https URL',
+    ],
     ['[sms]\ntwilio.url = ftp://api.twilio.com', '[sms] twilio.url = "ftp://api.twilio.com": not an http or https URL'],
-    ['homeserver_allow_list = hs.example', '[general] homeserver_allow_list = "hs.example": cannot be used while [general] enable_v1_access is true'],
+    [
+      'homeserver_allow_list = hs.example',
+      '[general] homeserver_allow_list = "hs.example": cannot be used while [general] enable_v1_access is true',
+    ],
     ['log.level = chatty', '[general] log.level'],
     ['log.backup_count = -1', '[general] log.backup_count = "-1": not an integer >= 0'],
     ['log.backup_count = many', '[general] log.backup_count'],
     ['sentry_dsn = sentry.example.com/1', '[general] sentry_dsn = "sentry.example.com/1": not a Sentry DSN'],
-    ['sentry_dsn = https://sentry.example.com/1', '[general] sentry_dsn = "https://sentry.example.com/1": not a Sentry DSN'],
+    [
+      'sentry_dsn = https://sentry.example.com/1',
+      '[general] sentry_dsn = "https://sentry.example.com/1": not a Sentry DSN',
+    ],
     ['sentry_dsn = https://key@sentry.example.com/', '[general] sentry_dsn'],
     ['[http]\ndrain_seconds = 2.5', '[http] drain_seconds = "2.5": not an integer >= 0'],
     ['[http]\nshutdown_timeout_seconds = 0', '[http] shutdown_timeout_seconds = "0": not a positive number'],
     ['[http]\nheaders_timeout_seconds = soon', '[http] headers_timeout_seconds = "soon": not a positive number'],
-    ['[http]\nrequest_timeout_seconds = 5', '[http] request_timeout_seconds = "5": must not be shorter than headers_timeout_seconds'],
+    [
+      '[http]\nrequest_timeout_seconds = 5',
+      '[http] request_timeout_seconds = "5": must not be shorter than headers_timeout_seconds',
+    ],
     ['[http]\nkeepalive_timeout_seconds = -1', '[http] keepalive_timeout_seconds'],
-    ['[http]\nclientapi.http.max_connections = 0', '[http] clientapi.http.max_connections = "0": not a positive integer'],
-    ['[http]\nclientapi.http.max_connections_per_address = -1', '[http] clientapi.http.max_connections_per_address = "-1": not an integer >= 0'],
+    [
+      '[http]\nclientapi.http.max_connections = 0',
+      '[http] clientapi.http.max_connections = "0": not a positive integer',
+    ],
+    [
+      '[http]\nclientapi.http.max_connections_per_address = -1',
+      '[http] clientapi.http.max_connections_per_address = "-1": not an integer >= 0',
+    ],
     ['[http]\ninternalapi.http.max_connections = lots', '[http] internalapi.http.max_connections'],
     ['[http]\nclient_http_base = id.example.org', '[http] client_http_base'],
     ['[email]\nemail.from = Sydent <noreply>', '[email] email.from'],
     ['[email]\nemail.smtphost = 100% sure', '[email] email.smtphost = "100% sure": \'%\' must be followed by'],
-    ['[email]\nemail.smtphost = %(nowhere)s', '[email] email.smtphost = "%(nowhere)s": %(nowhere)s refers to a key that is not set'],
+    [
+      '[email]\nemail.smtphost = %(nowhere)s',
+      '[email] email.smtphost = "%(nowhere)s": %(nowhere)s refers to a key that is not set',
+    ],
     ['[db]\ndb.file =', '[db] db.file'],
     ['[peer.x]\nbase_replication_url = x:4434', '[peer.x] base_replication_url'],
   ])('%j', (text, expected) => {
@@ -675,7 +739,9 @@ describe('invalid values', () => {
 
   it('reports syntax errors with the line number', () => {
     const { dir } = withConf('[general]\nserver.name = s\njust some words\n');
-    expect(() => loadConfig({ env: {}, cwd: dir })).toThrow(/^config error: .*sydent\.conf line 3: expected "key = value"/);
+    expect(() => loadConfig({ env: {}, cwd: dir })).toThrow(
+      /^config error: .*sydent\.conf line 3: expected "key = value"/,
+    );
   });
 
   it('leaves the file alone when a value is invalid', () => {
@@ -701,7 +767,9 @@ describe('signing key in an existing file', () => {
     expect(after.startsWith(text)).toBe(true);
     const added = after.slice(text.length);
     expect(added).toMatch(/^\n\[crypto\]\ned25519\.signingkey = ed25519 0 [A-Za-z0-9+/]{43}\n$/);
-    expect(Buffer.from(config.crypto.signingKey.seed).toString('base64').replace(/=+$/, '')).toBe(KEY_LINE.exec(after)?.[1]);
+    expect(Buffer.from(config.crypto.signingKey.seed).toString('base64').replace(/=+$/, '')).toBe(
+      KEY_LINE.exec(after)?.[1],
+    );
     expect(lines.some((l) => l.includes('did not yet have an ed25519 signing key'))).toBe(true);
   });
 
@@ -716,7 +784,7 @@ describe('signing key in an existing file', () => {
   it('fills in an empty key line in place, keeping CRLF and a missing final newline', () => {
     const text = '[crypto]\r\n  ed25519.signingkey =\r\n  extra = 1\r\n[general]\r\nserver.name = s';
     const { after, config } = addKey(text);
-    const m = /  ed25519\.signingkey = (ed25519 0 [A-Za-z0-9+/]{43})\r\n/.exec(after);
+    const m = / {2}ed25519\.signingkey = (ed25519 0 [A-Za-z0-9+/]{43})\r\n/.exec(after);
     expect(m).not.toBeNull();
     expect(after.replace(m?.[1] ?? '', '')).toBe(text.replace('ed25519.signingkey =', 'ed25519.signingkey = '));
     expect(config.crypto.signingKey.version).toBe('0');
@@ -754,7 +822,9 @@ describe('signing key in an existing file', () => {
       expect(after).toBe(text);
       expect(config.crypto.signingKey.seed).toHaveLength(32);
     }
-    expect(addKey(`[crypto]\ned25519.signingkey = ed25519 a_1 ${SEED_B64}\n`).config.crypto.signingKey.version).toBe('a_1');
+    expect(addKey(`[crypto]\ned25519.signingkey = ed25519 a_1 ${SEED_B64}\n`).config.crypto.signingKey.version).toBe(
+      'a_1',
+    );
   });
 });
 
@@ -840,7 +910,9 @@ describe('ini', () => {
   it('writes what it reads back', () => {
     const data = { general: { a: '1', empty: '' }, 'peer.x': { list: 'one\ntwo\n\nthree', starts: '\nfirst' } };
     const text = formatIni(data, ['header']);
-    expect(text).toBe('# header\n\n[general]\na = 1\nempty =\n\n[peer.x]\nlist = one\n    two\n\n    three\nstarts =\n    first\n');
+    expect(text).toBe(
+      '# header\n\n[general]\na = 1\nempty =\n\n[peer.x]\nlist = one\n    two\n\n    three\nstarts =\n    first\n',
+    );
     const doc = parseIni(text);
     expect(doc.sections.get('peer.x')?.options.get('list')?.value).toBe('one\ntwo\n\nthree');
     expect(doc.sections.get('peer.x')?.options.get('starts')?.value).toBe('\nfirst');
@@ -880,14 +952,23 @@ describe('[db] engine', () => {
       url,
       poolSize: 4,
     });
-    expect(load('[db]\ndb.engine = PostgreSQL\n', { SYDENT_DB_URL: url }).config.db).toMatchObject({ engine: 'postgresql', url });
+    expect(load('[db]\ndb.engine = PostgreSQL\n', { SYDENT_DB_URL: url }).config.db).toMatchObject({
+      engine: 'postgresql',
+      url,
+    });
     const fromFile = 'postgresql://other@h/x';
-    expect(load(`[db]\ndb.engine = postgresql\ndb.url = ${fromFile}\n`, { SYDENT_DB_URL: url }).config.db.url).toBe(fromFile);
+    expect(load(`[db]\ndb.engine = postgresql\ndb.url = ${fromFile}\n`, { SYDENT_DB_URL: url }).config.db.url).toBe(
+      fromFile,
+    );
   });
 
   it('refuses an unknown engine, a missing or bad URL and a bad pool size, naming the key and never the password', () => {
-    expect(loadError('[db]\ndb.engine = mysql\n').message).toMatch(/\[db\] db\.engine = "mysql": must be sqlite or postgresql/);
-    expect(loadError('[db]\ndb.engine = postgresql\n').message).toMatch(/\[db\] db\.url .*must be set for db\.engine = postgresql/);
+    expect(loadError('[db]\ndb.engine = mysql\n').message).toMatch(
+      /\[db\] db\.engine = "mysql": must be sqlite or postgresql/,
+    );
+    expect(loadError('[db]\ndb.engine = postgresql\n').message).toMatch(
+      /\[db\] db\.url .*must be set for db\.engine = postgresql/,
+    );
     const bad = loadError('[db]\ndb.engine = postgresql\ndb.url = mysql://u:hunter2@h/x\n');
     expect(bad.message).toMatch(/\[db\] db\.url .*not a PostgreSQL URL/);
     expect(bad.message).not.toContain('hunter2');

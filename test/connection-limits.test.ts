@@ -34,14 +34,22 @@ describe('the caps under the file-descriptor limit', () => {
 
   it("lower the client listener's when they do not, and refuse a limit that leaves it fewer than 32", () => {
     expect(fitCaps(caps, 1024)).toEqual({ ...caps, client: 780, lowered: { client: 1000, clientPerAddress: 100 } });
-    expect(fitCaps(caps, 300)).toEqual({ ...caps, client: 56, clientPerAddress: 56, lowered: { client: 1000, clientPerAddress: 100 } });
+    expect(fitCaps(caps, 300)).toEqual({
+      ...caps,
+      client: 56,
+      clientPerAddress: 56,
+      lowered: { client: 1000, clientPerAddress: 100 },
+    });
     expect(fitCaps(caps, 200)).toBeNull();
   });
 
   it('read the soft limit from /proc/self/limits', () => {
     const t = tempDir();
     const file = path.join(t.dir, 'limits');
-    fs.writeFileSync(file, 'Limit                     Soft Limit           Hard Limit           Units\nMax open files            4096                 524288               files\n');
+    fs.writeFileSync(
+      file,
+      'Limit                     Soft Limit           Hard Limit           Units\nMax open files            4096                 524288               files\n',
+    );
     expect(openFileLimit(file)).toBe(4096);
     fs.writeFileSync(file, 'Max open files            unlimited            unlimited            files\n');
     expect(openFileLimit(file)).toBeNull();
@@ -53,7 +61,13 @@ describe('the caps under the file-descriptor limit', () => {
 describe('the per-address cap', () => {
   it('spares the trusted reverse proxies, which carry every client', async () => {
     const t = await startTestServer({
-      conf: { http: { obey_x_forwarded_for: 'true', trusted_proxies: '127.0.0.2', 'clientapi.http.max_connections_per_address': '5' } },
+      conf: {
+        http: {
+          obey_x_forwarded_for: 'true',
+          trusted_proxies: '127.0.0.2',
+          'clientapi.http.max_connections_per_address': '5',
+        },
+      },
     });
     const port = Number(new URL(t.server.clientUrl).port);
     const sockets: net.Socket[] = [];

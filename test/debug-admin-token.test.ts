@@ -22,7 +22,10 @@ afterAll(async () => {
 
 // `ORIGIN` in a target stands for the listener's origin, known once the server runs.
 const send = (req: RawRequest) => rawHttp(origin, { ...req, target: req.target.replace('ORIGIN', origin) });
-const withToken = (req: RawRequest): RawRequest => ({ ...req, headers: { ...req.headers, Authorization: `Bearer ${ADMIN}` } });
+const withToken = (req: RawRequest): RawRequest => ({
+  ...req,
+  headers: { ...req.headers, Authorization: `Bearer ${ADMIN}` },
+});
 
 /** Every way of naming a data endpoint that the router resolves to it. */
 const guarded = (): Array<[string, RawRequest]> => [

@@ -83,7 +83,11 @@ afterAll(async () => {
 
 const v1 = (p: string) => t.url(`/_matrix/identity/api/v1${p}`);
 
-async function requestWithBrand(email: string, brandQuery: string, form = false): Promise<{ res: Reply; mail: ReceivedMail }> {
+async function requestWithBrand(
+  email: string,
+  brandQuery: string,
+  form = false,
+): Promise<{ res: Reply; mail: ReceivedMail }> {
   const res = await call(v1(`/validate/email/requestToken${brandQuery}`), {
     body: { client_secret: 'brandsecret', email, send_attempt: '1' },
     form,
@@ -160,15 +164,23 @@ describe('the GET submitToken page', () => {
     const { res, mail } = await requestWithBrand('page.b@example.org', '?brand=brand-b');
     const q = `sid=${String(res.json['sid'])}&client_secret=brandsecret&token=${mailToken(mail)}`;
 
-    const failed = await call(v1(`/validate/email/submitToken?sid=${String(res.json['sid'])}&client_secret=brandsecret&token=wrong&brand=brand-c`));
+    const failed = await call(
+      v1(
+        `/validate/email/submitToken?sid=${String(res.json['sid'])}&client_secret=brandsecret&token=wrong&brand=brand-c`,
+      ),
+    );
     expect(failed.status).toBe(400);
     expect(failed.headers.get('content-type')).toMatch(/^text\/html/);
-    expect(failed.text).toBe(PAGE('C').replace('%(message)s', 'Verification failed: you may need to request another verification email'));
+    expect(failed.text).toBe(
+      PAGE('C').replace('%(message)s', 'Verification failed: you may need to request another verification email'),
+    );
 
     const ok = await call(v1(`/validate/email/submitToken?${q}&brand=brand-b`));
     expect(ok.status).toBe(200);
     expect(ok.headers.get('content-type')).toMatch(/^text\/html/);
-    expect(ok.text).toBe(PAGE('B').replace('%(message)s', 'Verification successful! Please return to your Matrix client to continue.'));
+    expect(ok.text).toBe(
+      PAGE('B').replace('%(message)s', 'Verification successful! Please return to your Matrix client to continue.'),
+    );
 
     const plain = await call(v1(`/validate/email/submitToken?${q}`));
     expect(plain.status).toBe(200);

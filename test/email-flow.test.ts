@@ -44,7 +44,12 @@ function openLink(query: string): Promise<Reply> {
 }
 
 /** requestToken that must send a mail: the sid, the mail and its token. */
-async function startSession(email: string, secret: string, attempt: number | string = 1, extra: Record<string, unknown> = {}) {
+async function startSession(
+  email: string,
+  secret: string,
+  attempt: number | string = 1,
+  extra: Record<string, unknown> = {},
+) {
   const before = mailsTo(email).length;
   const res = await requestToken({ client_secret: secret, email, send_attempt: attempt, ...extra });
   expect(res.status, res.text).toBe(200);
@@ -161,7 +166,9 @@ describe('send_attempt', () => {
     expect(sessionOf(t.config.db.dbFile, first.sid).tokens.map((r) => r.sendAttemptNumber)).toEqual([2]);
 
     // 2 again: nothing new
-    expect((await requestToken({ client_secret: 'attemptsecret', email, send_attempt: 2 })).json).toEqual({ sid: first.sid });
+    expect((await requestToken({ client_secret: 'attemptsecret', email, send_attempt: 2 })).json).toEqual({
+      sid: first.sid,
+    });
     expect(mailsTo(email)).toHaveLength(2);
     expect(sessionOf(t.config.db.dbFile, first.sid).tokens).toHaveLength(1);
     expect(sessionOf(t.config.db.dbFile, first.sid).session).toBeDefined();
@@ -186,7 +193,9 @@ describe('send_attempt', () => {
   it('a validated session asked again answers the same sid without a mail', async () => {
     const email = 'validated.again@example.org';
     const s = await startSession(email, 'vsecret');
-    expect((await submitToken({ sid: s.sid, client_secret: 'vsecret', token: s.token })).json).toEqual({ success: true });
+    expect((await submitToken({ sid: s.sid, client_secret: 'vsecret', token: s.token })).json).toEqual({
+      success: true,
+    });
     const again = await requestToken({ client_secret: 'vsecret', email, send_attempt: 1 });
     expect(again.status).toBe(200);
     expect(again.json).toEqual({ sid: s.sid });
@@ -208,7 +217,9 @@ describe('addresses', () => {
     expect(mail.raw).toMatch(/^To: Strauß@Example\.COM\r$/m);
     expect(sessionOf(t.config.db.dbFile, sid).session?.address).toBe('strauss@example.com');
 
-    expect((await submitToken({ sid, client_secret: 'foldsecret', token: mailToken(mail) })).json).toEqual({ success: true });
+    expect((await submitToken({ sid, client_secret: 'foldsecret', token: mailToken(mail) })).json).toEqual({
+      success: true,
+    });
     const v = await getValidated(sid, 'foldsecret');
     expect(v.status).toBe(200);
     expect(v.json['address']).toBe('strauss@example.com');
@@ -302,7 +313,9 @@ describe('session lifetime (24 h after the last change)', () => {
     expect((await requestToken({ client_secret: 'lcsecret', email, send_attempt: 1 })).json).toEqual({ sid: s.sid });
     clock.advance(20 * 60 * 60 * 1000);
     // 40 h after creation, 20 h after the last change
-    expect((await submitToken({ sid: s.sid, client_secret: 'lcsecret', token: s.token })).json).toEqual({ success: true });
+    expect((await submitToken({ sid: s.sid, client_secret: 'lcsecret', token: s.token })).json).toEqual({
+      success: true,
+    });
 
     clock.advance(DAY - 1000);
     expect((await getValidated(s.sid, 'lcsecret')).status).toBe(200);
@@ -316,7 +329,9 @@ describe('session lifetime (24 h after the last change)', () => {
   it('a validated session that expired must be validated again after it is revived', async () => {
     const email = 'revalidate@example.org';
     const s = await startSession(email, 'rvsecret');
-    expect((await submitToken({ sid: s.sid, client_secret: 'rvsecret', token: s.token })).json).toEqual({ success: true });
+    expect((await submitToken({ sid: s.sid, client_secret: 'rvsecret', token: s.token })).json).toEqual({
+      success: true,
+    });
     clock.advance(DAY + 1);
     const revived = await startSession(email, 'rvsecret', 1);
     expect(revived.sid).toBe(s.sid);

@@ -69,18 +69,27 @@ describe('POST requestToken', () => {
         error: `Missing parameters: ${key}`,
       });
     }
-    await refused('empty object', () => requestToken({}), { errcode: 'M_MISSING_PARAMS', error: /^Missing parameters: / });
+    await refused('empty object', () => requestToken({}), {
+      errcode: 'M_MISSING_PARAMS',
+      error: /^Missing parameters: /,
+    });
   });
 
   it('names every missing parameter, comma-separated as Sydent does (Missing parameters: a,b,c)', async () => {
     const res = await refused('empty object', () => requestToken({}), { errcode: 'M_MISSING_PARAMS' });
-    const names = String(res.json['error']).replace(/^Missing parameters: /, '').split(',');
+    const names = String(res.json['error'])
+      .replace(/^Missing parameters: /, '')
+      .split(',');
     expect(names.sort()).toEqual(['client_secret', 'email', 'send_attempt']);
-    const two = await refused('email only', () => requestToken({ email: 'a@example.org' }), { errcode: 'M_MISSING_PARAMS' });
-    expect(String(two.json['error']).replace(/^Missing parameters: /, '').split(',').sort()).toEqual([
-      'client_secret',
-      'send_attempt',
-    ]);
+    const two = await refused('email only', () => requestToken({ email: 'a@example.org' }), {
+      errcode: 'M_MISSING_PARAMS',
+    });
+    expect(
+      String(two.json['error'])
+        .replace(/^Missing parameters: /, '')
+        .split(',')
+        .sort(),
+    ).toEqual(['client_secret', 'send_attempt']);
   });
 
   it('a body that is not a JSON object: 400 M_NOT_JSON', async () => {
@@ -115,10 +124,14 @@ describe('POST requestToken', () => {
 
   it('a client_secret with other characters than [0-9a-zA-Z.=_-] or longer than 255: Invalid client_secret provided', async () => {
     for (const secret of ['has space', 'sëcret', 'a/b', 'semi;colon', 'new\nline', 'plus+sign', '', 'x'.repeat(256)]) {
-      await refused(`client_secret ${JSON.stringify(secret.slice(0, 20))}`, () => requestToken({ ...good, client_secret: secret }), {
-        errcode: 'M_INVALID_PARAM',
-        error: 'Invalid client_secret provided',
-      });
+      await refused(
+        `client_secret ${JSON.stringify(secret.slice(0, 20))}`,
+        () => requestToken({ ...good, client_secret: secret }),
+        {
+          errcode: 'M_INVALID_PARAM',
+          error: 'Invalid client_secret provided',
+        },
+      );
     }
   });
 
@@ -146,10 +159,14 @@ describe('POST requestToken', () => {
       'alice..b@example.org',
       'alice\u00a0x@example.org',
     ]) {
-      await refused(`email ${JSON.stringify(email)}`, () => requestToken({ ...good, email }), { errcode: 'M_INVALID_EMAIL' });
+      await refused(`email ${JSON.stringify(email)}`, () => requestToken({ ...good, email }), {
+        errcode: 'M_INVALID_EMAIL',
+      });
     }
     // a NUL is refused in any field of any body, before the address is looked at
-    await refused('email with a NUL', () => requestToken({ ...good, email: 'alice\u0000@example.org' }), { errcode: 'M_INVALID_PARAM' });
+    await refused('email with a NUL', () => requestToken({ ...good, email: 'alice\u0000@example.org' }), {
+      errcode: 'M_INVALID_PARAM',
+    });
   });
 
   it('an empty address or one longer than 500 characters: 400 M_INVALID_PARAM', async () => {
@@ -176,7 +193,9 @@ describe('POST requestToken', () => {
       '/relative/path',
       '//evil.example/x',
     ]) {
-      await refused(`next_link ${next}`, () => requestToken({ ...good, next_link: next }), { errcode: 'M_INVALID_PARAM' });
+      await refused(`next_link ${next}`, () => requestToken({ ...good, next_link: next }), {
+        errcode: 'M_INVALID_PARAM',
+      });
     }
   });
 
@@ -212,7 +231,10 @@ describe('POST submitToken and GET getValidated3pid', () => {
     for (const key of ['sid', 'client_secret', 'token']) {
       const body: Record<string, unknown> = { sid, client_secret: secret, token };
       delete body[key];
-      await refused(`without ${key}`, () => submitToken(body), { errcode: 'M_MISSING_PARAMS', error: `Missing parameters: ${key}` });
+      await refused(`without ${key}`, () => submitToken(body), {
+        errcode: 'M_MISSING_PARAMS',
+        error: `Missing parameters: ${key}`,
+      });
     }
     await refused('empty', () => submitToken({}), { errcode: 'M_MISSING_PARAMS', error: /^Missing parameters: / });
   });
@@ -237,7 +259,15 @@ describe('POST submitToken and GET getValidated3pid', () => {
   it('submitToken: wrong token, wrong secret, unknown sid change nothing', async () => {
     const cases: [string, Record<string, unknown>, string][] = [
       ['wrong token', { sid, client_secret: secret, token: 'Z'.repeat(32) }, 'M_TOKEN_INCORRECT'],
-      ['token in another case', { sid, client_secret: secret, token: token.toLowerCase() === token ? token.toUpperCase() : token.toLowerCase() }, 'M_TOKEN_INCORRECT'],
+      [
+        'token in another case',
+        {
+          sid,
+          client_secret: secret,
+          token: token.toLowerCase() === token ? token.toUpperCase() : token.toLowerCase(),
+        },
+        'M_TOKEN_INCORRECT',
+      ],
       ['empty token', { sid, client_secret: secret, token: '' }, 'M_TOKEN_INCORRECT'],
       ['wrong secret', { sid, client_secret: 'wrongsecret', token }, 'M_INVALID_PARAM'],
       ['unknown sid', { sid: '1', client_secret: secret, token }, 'M_INVALID_PARAM'],
@@ -270,7 +300,10 @@ describe('POST submitToken and GET getValidated3pid', () => {
       status: 404,
       errcode: 'M_NO_VALID_SESSION',
     });
-    await refused('unknown sid', () => getValidated(`?sid=1&client_secret=${secret}`), { status: 404, errcode: 'M_NO_VALID_SESSION' });
+    await refused('unknown sid', () => getValidated(`?sid=1&client_secret=${secret}`), {
+      status: 404,
+      errcode: 'M_NO_VALID_SESSION',
+    });
     await refused('not validated', () => getValidated(`?sid=${sid}&client_secret=${secret}`), {
       errcode: 'M_SESSION_NOT_VALIDATED',
     });

@@ -23,7 +23,8 @@ afterAll(async () => {
 });
 
 const v1 = (p: string) => t.url(`/_matrix/identity/api/v1${p}`);
-const mailTo = (address: string): Promise<ReceivedMail> => smtp.waitForMessage((m) => m.to.some((r) => sameMailbox(r, address)));
+const mailTo = (address: string): Promise<ReceivedMail> =>
+  smtp.waitForMessage((m) => m.to.some((r) => sameMailbox(r, address)));
 
 async function session(email: string, secret: string, nextLink?: string): Promise<{ sid: string; mail: ReceivedMail }> {
   const res = await call(v1('/validate/email/requestToken'), {
@@ -92,7 +93,13 @@ describe('a session Sydent created before the switch', () => {
 
   function sydentSession(server: TestServer, sid: number, secret: string): void {
     const sydent = sydentDb(server.config.db.dbFile);
-    sydent.createSession({ sid, address: `sydent.${sid}@example.org`, clientSecret: secret, token: sydentToken, mtime: server.clock.now() });
+    sydent.createSession({
+      sid,
+      address: `sydent.${sid}@example.org`,
+      clientSecret: secret,
+      token: sydentToken,
+      mtime: server.clock.now(),
+    });
     sydent.close();
   }
 

@@ -29,8 +29,10 @@ afterAll(async () => {
 });
 
 const api = (base: string, p: string) => `${base}/_matrix/identity/api/v1${p}`;
-const requestToken = (base: string, body: Record<string, unknown>) => call(api(base, '/validate/email/requestToken'), { body });
-const submitToken = (base: string, body: Record<string, unknown>) => call(api(base, '/validate/email/submitToken'), { body });
+const requestToken = (base: string, body: Record<string, unknown>) =>
+  call(api(base, '/validate/email/requestToken'), { body });
+const submitToken = (base: string, body: Record<string, unknown>) =>
+  call(api(base, '/validate/email/submitToken'), { body });
 const getValidated = (base: string, sid: string, secret: string): Promise<Reply> =>
   call(api(base, `/3pid/getValidated3pid?sid=${sid}&client_secret=${secret}`));
 const baseOf = (t: TestServer) => t.url('');
@@ -68,7 +70,9 @@ describe('an in-process server restarted on the same files', () => {
     const validatedAt = (await getValidated(baseOf(second), sid, 'restartsecret')).json['validated_at'];
     expect(typeof validatedAt).toBe('number');
     // the send_attempt was remembered: the same one again sends nothing
-    expect((await requestToken(baseOf(second), { client_secret: 'restartsecret', email, send_attempt: 1 })).json).toEqual({ sid });
+    expect(
+      (await requestToken(baseOf(second), { client_secret: 'restartsecret', email, send_attempt: 1 })).json,
+    ).toEqual({ sid });
     expect(mailsTo(email)).toHaveLength(1);
     await second.server.close();
 
@@ -93,7 +97,9 @@ describe('an in-process server restarted on the same files', () => {
     expect(resend.json).toEqual({ sid });
     expect(mailsTo(email)).toHaveLength(2);
     const token = mailToken(mailsTo(email)[1]!);
-    expect((await submitToken(baseOf(second), { sid, client_secret: 'resendsecret', token })).json).toEqual({ success: true });
+    expect((await submitToken(baseOf(second), { sid, client_secret: 'resendsecret', token })).json).toEqual({
+      success: true,
+    });
   });
 });
 
@@ -141,16 +147,29 @@ describe('sessions Sydent created in an existing database', () => {
     expect(v.json).toMatchObject({ medium: 'email', address: 'legacy@example.org' });
     expect(typeof v.json['validated_at']).toBe('number');
     const validated = sessionOf(db, 123456);
-    expect(validated.session).toMatchObject({ id: 123456, address: 'legacy@example.org', clientSecret: 'legacysecret', validated: 1 });
+    expect(validated.session).toMatchObject({
+      id: 123456,
+      address: 'legacy@example.org',
+      clientSecret: 'legacysecret',
+      validated: 1,
+    });
     expect(validated.tokens).toHaveLength(1);
     expect(validated.tokens[0]).toMatchObject({ token: legacyToken, sendAttemptNumber: 1 });
 
     // the same email and secret find Sydent's session: send_attempt 1 was seen, so no mail
-    const same = await requestToken(base, { client_secret: 'legacysecret', email: 'legacy.resend@example.org', send_attempt: 1 });
+    const same = await requestToken(base, {
+      client_secret: 'legacysecret',
+      email: 'legacy.resend@example.org',
+      send_attempt: 1,
+    });
     expect(same.json).toEqual({ sid: '654321' });
     expect(mailsTo('legacy.resend@example.org')).toHaveLength(0);
     // a higher one sends, and Sydent's sendAttemptNumber follows
-    const resend = await requestToken(base, { client_secret: 'legacysecret', email: 'legacy.resend@example.org', send_attempt: 2 });
+    const resend = await requestToken(base, {
+      client_secret: 'legacysecret',
+      email: 'legacy.resend@example.org',
+      send_attempt: 2,
+    });
     expect(resend.status, resend.text).toBe(200);
     expect(resend.json).toEqual({ sid: '654321' });
     expect(mailsTo('legacy.resend@example.org')).toHaveLength(1);
@@ -158,11 +177,17 @@ describe('sessions Sydent created in an existing database', () => {
     const resent = sessionOf(db, 654321);
     expect(resent.tokens).toHaveLength(1);
     expect(resent.tokens[0]).toMatchObject({ token: mailed, sendAttemptNumber: 2 });
-    expect((await submitToken(base, { sid: '654321', client_secret: 'legacysecret', token: mailed })).json).toEqual({ success: true });
+    expect((await submitToken(base, { sid: '654321', client_secret: 'legacysecret', token: mailed })).json).toEqual({
+      success: true,
+    });
     expect(sessionOf(db, 654321).session?.validated).toBe(1);
 
     // Sydent's 24 h apply to its sessions too
-    const old = await submitToken(base, { sid: '777', client_secret: 'legacysecret', token: 'OldSydentToken0123456789abcdefAB' });
+    const old = await submitToken(base, {
+      sid: '777',
+      client_secret: 'legacysecret',
+      token: 'OldSydentToken0123456789abcdefAB',
+    });
     expect(old.status).toBe(400);
     expect(old.json['errcode']).toBe('M_SESSION_EXPIRED');
     expect((await getValidated(base, '777', 'legacysecret')).json['errcode']).toBe('M_SESSION_EXPIRED');
@@ -190,7 +215,11 @@ describe('sessions Sydent created in an existing database', () => {
     expect(v.status, v.text).toBe(200);
     expect(v.json).toMatchObject({ medium: 'email', address: 'Legacy.Mixed@Example.ORG' });
     // submitting its token again saves the session: Sydent's row keeps the address it had
-    const ok = await submitToken(baseOf(t), { sid: '4242', client_secret: 'mixedsecret', token: 'MixedSydentToken0123456789abcdef' });
+    const ok = await submitToken(baseOf(t), {
+      sid: '4242',
+      client_secret: 'mixedsecret',
+      token: 'MixedSydentToken0123456789abcdef',
+    });
     expect(ok.json).toEqual({ success: true });
     expect(sessionOf(db, 4242).session).toMatchObject({ address: 'Legacy.Mixed@Example.ORG', validated: 1 });
     expect((await getValidated(baseOf(t), '4242', 'mixedsecret')).json['address']).toBe('Legacy.Mixed@Example.ORG');
@@ -299,7 +328,9 @@ describe('a real process killed with SIGKILL', () => {
     const cut = ['cut.a@example.org', 'cut.b@example.org'].map((email) =>
       requestToken(base, { client_secret: 'cutsecret', email, send_attempt: 1 }).catch((err: unknown) => err),
     );
-    const mails = await Promise.all(['cut.a@example.org', 'cut.b@example.org'].map((a) => held.waitForMessage((m) => m.to.includes(a))));
+    const mails = await Promise.all(
+      ['cut.a@example.org', 'cut.b@example.org'].map((a) => held.waitForMessage((m) => m.to.includes(a))),
+    );
     // The sessions were stored before their mails left: both rows say the send is under way.
     const rows = query<{ state: string }>(dbFile, 'SELECT state FROM session_machines ORDER BY sid');
     expect(rows.map((r) => JSON.parse(r.state))).toEqual([{ live: 'sendingToken' }, { live: 'sendingToken' }]);
@@ -310,9 +341,15 @@ describe('a real process killed with SIGKILL', () => {
 
     await start();
     const sidOf = (address: string) =>
-      String(query<{ id: number }>(dbFile, 'SELECT id FROM threepid_validation_sessions WHERE address = ?', address)[0]!.id);
+      String(
+        query<{ id: number }>(dbFile, 'SELECT id FROM threepid_validation_sessions WHERE address = ?', address)[0]!.id,
+      );
     // The user who got the mail: the token in it validates.
-    const ok = await submitToken(base, { sid: sidOf('cut.a@example.org'), client_secret: 'cutsecret', token: mailToken(mails[0]!) });
+    const ok = await submitToken(base, {
+      sid: sidOf('cut.a@example.org'),
+      client_secret: 'cutsecret',
+      token: mailToken(mails[0]!),
+    });
     expect(ok.status, ok.text).toBe(200);
     expect(ok.json).toEqual({ success: true });
     // The client that retries the cut request: the same sid, and a new mail, whose token validates too.

@@ -176,7 +176,9 @@ describe('SMTP failures', () => {
     expect(same.status, same.text).toBe(200);
     expect(same.json).toEqual({ sid });
     const mail = await smtp.waitForMessage((m) => m.to.includes(email));
-    expect((await submitToken(t, { sid, client_secret: 'silentsecret', token: mailToken(mail) })).json).toEqual({ success: true });
+    expect((await submitToken(t, { sid, client_secret: 'silentsecret', token: mailToken(mail) })).json).toEqual({
+      success: true,
+    });
   }, 60_000);
   it('a server that refuses the recipient (550): 500 M_EMAIL_SEND_ERROR', async () => {
     const smtp = await smtpServer({ rejectAll: true });
@@ -195,7 +197,9 @@ describe('SMTP failures', () => {
     expect(smtp.refused).toBe(1);
     expect(smtp.messages).toHaveLength(1);
     const token = mailToken(smtp.messages[0]!);
-    expect((await submitToken(t, { sid: res.json['sid'], client_secret: 'flaky', token })).json).toEqual({ success: true });
+    expect((await submitToken(t, { sid: res.json['sid'], client_secret: 'flaky', token })).json).toEqual({
+      success: true,
+    });
   });
 });
 
@@ -207,7 +211,9 @@ describe('SMTP connections', () => {
     const t = await server(smtp.port, { 'email.ratelimit_sender.burst': '1000' });
     const n = SMTP_CONNECTIONS + 8;
     const replies = await Promise.all(
-      Array.from({ length: n }, (_, i) => requestToken(t, { client_secret: `many${i}`, email: `many${i}@example.org`, send_attempt: 1 })),
+      Array.from({ length: n }, (_, i) =>
+        requestToken(t, { client_secret: `many${i}`, email: `many${i}@example.org`, send_attempt: 1 }),
+      ),
     );
     expect(replies.map((r) => r.status)).toEqual(new Array(n).fill(200));
     expect(smtp.messages).toHaveLength(n);
@@ -219,7 +225,10 @@ describe('sender rate limit (email.ratelimit_sender)', () => {
   it('the request that would send the third mail is 429 M_LIMIT_EXCEEDED; repeats and invalid requests do not count', async () => {
     const smtp = await smtpServer();
     // 2 at once, then one every 1000 s
-    const t = await server(smtp.port, { 'email.ratelimit_sender.burst': '2', 'email.ratelimit_sender.rate_hz': '0.001' });
+    const t = await server(smtp.port, {
+      'email.ratelimit_sender.burst': '2',
+      'email.ratelimit_sender.rate_hz': '0.001',
+    });
     const clock = t.clock as ManualClock;
     const db = t.config.db.dbFile;
 
@@ -227,7 +236,9 @@ describe('sender rate limit (email.ratelimit_sender)', () => {
     expect(a.status, a.text).toBe(200);
     // a repeated send_attempt sends nothing and uses nothing
     for (let i = 0; i < 3; i++) {
-      expect((await requestToken(t, { client_secret: 'rl', email: 'a@example.org', send_attempt: 1 })).json).toEqual(a.json);
+      expect((await requestToken(t, { client_secret: 'rl', email: 'a@example.org', send_attempt: 1 })).json).toEqual(
+        a.json,
+      );
     }
     // invalid requests are refused before the limit is consulted
     for (const bad of [
@@ -262,7 +273,9 @@ describe('sender rate limit (email.ratelimit_sender)', () => {
     expect(smtp.messages).toHaveLength(2);
 
     // a repeat still answers while limited
-    expect((await requestToken(t, { client_secret: 'rl', email: 'b@example.org', send_attempt: 1 })).json).toEqual(b.json);
+    expect((await requestToken(t, { client_secret: 'rl', email: 'b@example.org', send_attempt: 1 })).json).toEqual(
+      b.json,
+    );
 
     clock.advance(retryAfterMs);
     const later = await requestToken(t, { client_secret: 'rl', email: 'c@example.org', send_attempt: 1 });

@@ -55,7 +55,10 @@ beforeAll(async () => {
   };
   alice = await register('alice-openid');
   bob = await register('bob-openid');
-  const accept = await call(v2('/terms'), { body: { user_accepts: ['https://example.org/tos-1.0-en.html'] }, token: alice });
+  const accept = await call(v2('/terms'), {
+    body: { user_accepts: ['https://example.org/tos-1.0-en.html'] },
+    token: alice,
+  });
   expect(accept.status, accept.text).toBe(200);
 });
 afterAll(async () => {
@@ -102,9 +105,15 @@ describe('authentication', () => {
     const attempts: [string, () => Promise<Reply>][] = [
       ['requestToken', () => requestToken({ client_secret: 'noauth', email: 'noauth@example.org', send_attempt: 1 })],
       ['requestToken, bad body', () => requestToken('garbage')],
-      ['requestToken, unknown token', () => requestToken({ client_secret: 'noauth', email: 'noauth@example.org', send_attempt: 1 }, 'nope')],
+      [
+        'requestToken, unknown token',
+        () => requestToken({ client_secret: 'noauth', email: 'noauth@example.org', send_attempt: 1 }, 'nope'),
+      ],
       ['submitToken', () => submitToken({ sid: s.sid, client_secret: 'authsecret', token: s.token })],
-      ['submitToken, unknown token', () => submitToken({ sid: s.sid, client_secret: 'authsecret', token: s.token }, 'nope')],
+      [
+        'submitToken, unknown token',
+        () => submitToken({ sid: s.sid, client_secret: 'authsecret', token: s.token }, 'nope'),
+      ],
       ['getValidated3pid', () => getValidated(s.sid, 'authsecret')],
       ['getValidated3pid, unknown token', () => getValidated(s.sid, 'authsecret', 'nope')],
     ];
@@ -121,7 +130,10 @@ describe('authentication', () => {
     const s = await aliceSession('terms.target@example.org', 'termssecret');
     const before = state();
     const attempts: [string, () => Promise<Reply>][] = [
-      ['requestToken', () => requestToken({ client_secret: 'bobsecret', email: 'bob@example.org', send_attempt: 1 }, bob)],
+      [
+        'requestToken',
+        () => requestToken({ client_secret: 'bobsecret', email: 'bob@example.org', send_attempt: 1 }, bob),
+      ],
       ['submitToken', () => submitToken({ sid: s.sid, client_secret: 'termssecret', token: s.token }, bob)],
       ['getValidated3pid', () => getValidated(s.sid, 'termssecret', bob)],
     ];
@@ -142,7 +154,9 @@ describe('the flow with a token', () => {
     const { sid, mail, token } = await aliceSession(email, 'v2flow');
     expect(mailsTo(email)).toHaveLength(1);
     const link = mailLink(mail);
-    expect(`${link.origin}${link.pathname}`).toBe('https://is.example.test/_matrix/identity/v2/validate/email/submitToken');
+    expect(`${link.origin}${link.pathname}`).toBe(
+      'https://is.example.test/_matrix/identity/v2/validate/email/submitToken',
+    );
     expect(link.searchParams.get('token')).toBe(token);
     expect(link.searchParams.get('sid')).toBe(sid);
 
@@ -173,7 +187,9 @@ describe('the flow with a token', () => {
 
   it('a failed GET link is a 400 page, with or without a token', async () => {
     const { sid } = await aliceSession('v2.badlink@example.org', 'v2badlink');
-    const res = await call(v2(`/validate/email/submitToken?sid=${sid}&client_secret=v2badlink&token=${'X'.repeat(32)}`));
+    const res = await call(
+      v2(`/validate/email/submitToken?sid=${sid}&client_secret=v2badlink&token=${'X'.repeat(32)}`),
+    );
     expect(res.status).toBe(400);
     expect(res.headers.get('content-type')).toMatch(/^text\/html/);
     expect(res.text).toContain('Verification failed');
@@ -224,7 +240,10 @@ describe('the flow with a token', () => {
       [{ client_secret: 'bad secret', email: 'v2.bad@example.org', send_attempt: 1 }, 'M_INVALID_PARAM'],
       [{ client_secret: 'x', email: 'Alice <v2.bad@example.org>', send_attempt: 1 }, 'M_INVALID_EMAIL'],
       [{ client_secret: 'x', email: 'v2.bad@example.org', send_attempt: 1.5 }, 'M_INVALID_PARAM'],
-      [{ client_secret: 'x', email: 'v2.bad@example.org', send_attempt: 1, next_link: 'file:///etc/passwd' }, 'M_INVALID_PARAM'],
+      [
+        { client_secret: 'x', email: 'v2.bad@example.org', send_attempt: 1, next_link: 'file:///etc/passwd' },
+        'M_INVALID_PARAM',
+      ],
     ];
     for (const [body, errcode] of cases) {
       const res = await requestToken(body, alice);

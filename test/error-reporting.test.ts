@@ -28,7 +28,12 @@ describe('errors to Sentry', () => {
     const s = await sentry();
     const reporter = startErrorReporter({ dsn: s.dsn, serverName: 'is.example.test', release: VERSION });
     const sink = { write: () => true };
-    const { log, close } = openLog({ level: 'INFO', path: '', stream: sink as unknown as NodeJS.WritableStream, reporter });
+    const { log, close } = openLog({
+      level: 'INFO',
+      path: '',
+      stream: sink as unknown as NodeJS.WritableStream,
+      reporter,
+    });
     log.warn({ token: 'warn-secret' }, 'only a warning');
     log.error({ err: new TypeError('boom'), client_secret: 'field-secret' }, 'something broke');
     log.child({ listener: 'client' }).error('no error object here');
@@ -45,7 +50,11 @@ describe('errors to Sentry', () => {
       tags: { sydent_server_name: 'is.example.test' },
       exception: { values: [{ type: 'TypeError', value: 'boom', stacktrace: { frames: expect.any(Array) } }] },
     });
-    expect(second!.event).toMatchObject({ level: 'error', message: 'no error object here', tags: { sydent_server_name: 'is.example.test' } });
+    expect(second!.event).toMatchObject({
+      level: 'error',
+      message: 'no error object here',
+      tags: { sydent_server_name: 'is.example.test' },
+    });
     // The log line's other fields, and the warning, never leave.
     const sent = JSON.stringify(s.events);
     expect(sent).not.toContain('field-secret');
@@ -59,7 +68,10 @@ describe('errors to Sentry', () => {
     cleanups.push(t.cleanup);
     const port = await freePort();
     const terms = path.join(t.dir, 'terms.yaml');
-    fs.writeFileSync(terms, 'master_version: "m1"\ndocs:\n  tos:\n    version: "1"\n    langs:\n      en: {name: "Terms", url: "https://example.org/tos"}\n');
+    fs.writeFileSync(
+      terms,
+      'master_version: "m1"\ndocs:\n  tos:\n    version: "1"\n    langs:\n      en: {name: "Terms", url: "https://example.org/tos"}\n',
+    );
     fs.writeFileSync(
       path.join(t.dir, 'sydent.conf'),
       `[general]\nserver.name = sentry.example.test\nsentry_dsn = ${s.dsn}\nterms.path = ${terms}\n[http]\nclientapi.http.bind_address = 127.0.0.1\nclientapi.http.port = ${port}\n`,

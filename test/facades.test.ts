@@ -22,7 +22,10 @@ afterEach(async () => {
 function startSystem(inspect: (event: InspectionEvent) => void): ActorSystem {
   const tmp = tempDir();
   const confPath = path.join(tmp.dir, 'sydent.conf');
-  fs.writeFileSync(confPath, `[general]\nserver.name = is.example.test\n[db]\ndb.file = ${path.join(tmp.dir, 'sydent.db')}\n`);
+  fs.writeFileSync(
+    confPath,
+    `[general]\nserver.name = is.example.test\n[db]\ndb.file = ${path.join(tmp.dir, 'sydent.db')}\n`,
+  );
   const { config } = loadConfig({ configPath: confPath, env: {}, cwd: tmp.dir });
   const system = ActorSystem.start({
     config,
@@ -51,7 +54,14 @@ describe('facades', () => {
     expect(association).toMatchObject({ ...threepid, mxid: '@plain:hs.example' });
     expect(await sessions.unbind({ threepid, mxid: '@plain:hs.example' })).toBe(true);
     await stores.registerAccount({ userId: '@plain:hs.example', token: 'a-token', now: Date.now() });
-    expect(await stores.acceptTerms({ userId: '@plain:hs.example', urls: ['https://terms/1'], masterVersion: '1', documents: [['https://terms/1']] })).toEqual({
+    expect(
+      await stores.acceptTerms({
+        userId: '@plain:hs.example',
+        urls: ['https://terms/1'],
+        masterVersion: '1',
+        documents: [['https://terms/1']],
+      }),
+    ).toEqual({
       consented: true,
     });
     expect(await stores.logout({ token: 'a-token' })).toBe(true);

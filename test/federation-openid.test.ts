@@ -41,8 +41,14 @@ interface Setup {
 }
 
 /** a TLS homeserver `hs.test:<port>` answering userinfo with `reply`, and a client that trusts it */
-async function setup(reply: RouteHandler | HomeserverReply, opts: Partial<FederationClientOptions> = {}): Promise<Setup> {
-  const hs = await startHomeserver({ tls: hsCert, routes: { [USERINFO]: typeof reply === 'function' ? reply : () => reply } });
+async function setup(
+  reply: RouteHandler | HomeserverReply,
+  opts: Partial<FederationClientOptions> = {},
+): Promise<Setup> {
+  const hs = await startHomeserver({
+    tls: hsCert,
+    routes: { [USERINFO]: typeof reply === 'function' ? reply : () => reply },
+  });
   cleanups.push(() => hs.close());
   const dns = await startDnsServer({ A: { 'hs.test': ['127.0.0.1'] } });
   cleanups.push(() => dns.close());
@@ -91,21 +97,56 @@ describe('OpenID userinfo', () => {
   });
 
   it.each<[string, HomeserverReply, OpenIdError['kind'], string]>([
-    ['a sub of another server', { json: { sub: '@alice:matrix.org' } }, 'wrong_server', 'The Matrix homeserver returned a MXID belonging to another homeserver'],
-    ['no sub', { json: { user: '@alice:hs.test' } }, 'no_sub', "The Matrix homeserver did not include 'sub' in its response"],
+    [
+      'a sub of another server',
+      { json: { sub: '@alice:matrix.org' } },
+      'wrong_server',
+      'The Matrix homeserver returned a MXID belonging to another homeserver',
+    ],
+    [
+      'no sub',
+      { json: { user: '@alice:hs.test' } },
+      'no_sub',
+      "The Matrix homeserver did not include 'sub' in its response",
+    ],
     ['invalid JSON', { text: '<html>hello</html>' }, 'bad_json', 'The Matrix homeserver returned invalid JSON'],
     ['an empty body', { text: '' }, 'bad_json', 'The Matrix homeserver returned invalid JSON'],
-    ['a sub that is not a string', { json: { sub: 42 } }, 'malformed', 'The Matrix homeserver returned a malformed reply'],
-    ['JSON that is not an object', { json: ['@alice:hs.test'] }, 'malformed', 'The Matrix homeserver returned a malformed reply'],
-    ['a sub without a server', { json: { sub: '@alice' } }, 'invalid_mxid', 'The Matrix homeserver returned an invalid MXID'],
-    ['a sub with an invalid server', { json: { sub: '@alice:bad host' } }, 'invalid_mxid', 'The Matrix homeserver returned an invalid MXID'],
+    [
+      'a sub that is not a string',
+      { json: { sub: 42 } },
+      'malformed',
+      'The Matrix homeserver returned a malformed reply',
+    ],
+    [
+      'JSON that is not an object',
+      { json: ['@alice:hs.test'] },
+      'malformed',
+      'The Matrix homeserver returned a malformed reply',
+    ],
+    [
+      'a sub without a server',
+      { json: { sub: '@alice' } },
+      'invalid_mxid',
+      'The Matrix homeserver returned an invalid MXID',
+    ],
+    [
+      'a sub with an invalid server',
+      { json: { sub: '@alice:bad host' } },
+      'invalid_mxid',
+      'The Matrix homeserver returned an invalid MXID',
+    ],
     [
       '401 M_UNKNOWN_TOKEN',
       { status: 401, json: { errcode: 'M_UNKNOWN_TOKEN', error: 'Unknown token' } },
       'rejected',
       'The Matrix homeserver rejected the OpenID token',
     ],
-    ['403 M_FORBIDDEN', { status: 403, json: { errcode: 'M_FORBIDDEN', error: 'no' } }, 'rejected', 'The Matrix homeserver rejected the OpenID token'],
+    [
+      '403 M_FORBIDDEN',
+      { status: 403, json: { errcode: 'M_FORBIDDEN', error: 'no' } },
+      'rejected',
+      'The Matrix homeserver rejected the OpenID token',
+    ],
   ])('refuses %s', async (_what, reply, kind, message) => {
     const s = await setup(reply);
     const err = await rejection(fetchOpenIdUserId(s.client, s.name, 'tok'));
@@ -119,7 +160,9 @@ describe('OpenID userinfo', () => {
     const err = await rejection(fetchOpenIdUserId(s.client, s.name, 'tok'));
     expect(err).toBeInstanceOf(FederationError);
     expect(err).toMatchObject({ kind: 'connect' });
-    expect(err.message).toBe(`Unable to contact the Matrix homeserver ${s.name}: connection refused (127.0.0.1:${s.hs.port})`);
+    expect(err.message).toBe(
+      `Unable to contact the Matrix homeserver ${s.name}: connection refused (127.0.0.1:${s.hs.port})`,
+    );
   });
 
   it('times out on a homeserver that never answers', async () => {
@@ -128,7 +171,9 @@ describe('OpenID userinfo', () => {
     const err = await rejection(fetchOpenIdUserId(s.client, s.name, 'tok'));
     expect(err).toBeInstanceOf(FederationError);
     expect(err).toMatchObject({ kind: 'timeout' });
-    expect(err.message).toMatch(new RegExp(`^Unable to contact the Matrix homeserver ${s.name}: no (complete )?response within 0.3 s$`));
+    expect(err.message).toMatch(
+      new RegExp(`^Unable to contact the Matrix homeserver ${s.name}: no (complete )?response within 0.3 s$`),
+    );
     expect(Date.now() - started).toBeLessThan(2000);
   });
 

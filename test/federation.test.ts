@@ -42,7 +42,10 @@ async function homeserver(routes: Record<string, RouteHandler>, tls: Pem | null)
 }
 
 /** a client resolving through `dns`, trusting the test CA, with loopback whitelisted unless told otherwise */
-function client(dns: DnsServer | null, opts: Partial<FederationClientOptions> & { whitelist?: string[] } = {}): FederationClient {
+function client(
+  dns: DnsServer | null,
+  opts: Partial<FederationClientOptions> & { whitelist?: string[] } = {},
+): FederationClient {
   const { whitelist = LOOPBACK, ...rest } = opts;
   const c = new FederationClient({
     ipGuard: new IpGuard({ blacklist: DEFAULT_IP_RANGE_BLACKLIST, whitelist }),
@@ -143,7 +146,9 @@ describe('SRV choice and cache headers', () => {
     expect(cachePeriodMs({ 'cache-control': 'no-store, max-age=600' }, now)).toBe(0);
     expect(cachePeriodMs({ expires: 'Mon, 01 Jan 2024 01:00:00 GMT' }, now)).toBe(HOUR);
     expect(cachePeriodMs({ expires: 'soon' }, now)).toBe(0);
-    expect(cachePeriodMs({ 'cache-control': 'max-age=oops', expires: 'Mon, 01 Jan 2024 00:00:10 GMT' }, now)).toBe(10_000);
+    expect(cachePeriodMs({ 'cache-control': 'max-age=oops', expires: 'Mon, 01 Jan 2024 00:00:10 GMT' }, now)).toBe(
+      10_000,
+    );
     expect(cachePeriodMs({}, now)).toBeNull();
   });
 });
@@ -155,7 +160,10 @@ describe('discovery', () => {
     let hsPort = 0;
     const hs = await homeserver(
       {
-        [WELL_KNOWN]: () => ({ json: { 'm.server': `other.test:${hsPort}` }, headers: { 'cache-control': 'max-age=7200' } }),
+        [WELL_KNOWN]: () => ({
+          json: { 'm.server': `other.test:${hsPort}` },
+          headers: { 'cache-control': 'max-age=7200' },
+        }),
         [KEYS]: () => ({ json: { server_name: 'example.test' } }),
       },
       tls,
@@ -191,7 +199,10 @@ describe('discovery', () => {
     const dns = await dnsServer({ A: { 'a.test': ['127.0.0.1'], 'b.test': ['127.0.0.1'] } });
     const tls = await makeCert(ca, { hostnames: ['a.test', 'b.test'] });
     const hs = await homeserver(
-      { [WELL_KNOWN]: (req) => (req.headers.host === 'a.test' ? { json: { 'm.server': 'hs.a.test:443' } } : { status: 404 }) },
+      {
+        [WELL_KNOWN]: (req) =>
+          req.headers.host === 'a.test' ? { json: { 'm.server': 'hs.a.test:443' } } : { status: 404 },
+      },
       tls,
     );
     let now = 5_000_000;
@@ -200,7 +211,12 @@ describe('discovery', () => {
     const count = (host: string) => hs.requests.filter((r) => r.headers.host === host).length;
 
     expect((await c.resolveServer('a.test')).host).toBe('hs.a.test');
-    expect(await c.resolveServer('b.test')).toEqual({ host: 'b.test', port: 8448, hostHeader: 'b.test', tlsServerName: 'b.test' });
+    expect(await c.resolveServer('b.test')).toEqual({
+      host: 'b.test',
+      port: 8448,
+      hostHeader: 'b.test',
+      tlsServerName: 'b.test',
+    });
     expect([count('a.test'), count('b.test')]).toEqual([1, 1]);
 
     now += HOUR - 1;
@@ -247,7 +263,9 @@ describe('discovery', () => {
   });
 
   it('follows .well-known redirects, but not to plain HTTP', async () => {
-    const dns = await dnsServer({ A: { 'a.test': ['127.0.0.1'], 'b.test': ['127.0.0.1'], 'redirected.test': ['127.0.0.1'] } });
+    const dns = await dnsServer({
+      A: { 'a.test': ['127.0.0.1'], 'b.test': ['127.0.0.1'], 'redirected.test': ['127.0.0.1'] },
+    });
     const tls = await makeCert(ca, { hostnames: ['a.test', 'b.test', 'redirected.test'] });
     let port = 0;
     const hs = await homeserver(
@@ -255,7 +273,10 @@ describe('discovery', () => {
         [WELL_KNOWN]: (req) => ({
           status: 302,
           headers: {
-            location: req.headers.host === 'a.test' ? `https://redirected.test:${port}/moved?x=1` : `http://redirected.test:${port}/moved`,
+            location:
+              req.headers.host === 'a.test'
+                ? `https://redirected.test:${port}/moved?x=1`
+                : `http://redirected.test:${port}/moved`,
           },
         }),
         'GET /moved': () => ({ json: { 'm.server': 'delegated.test:1234' } }),
@@ -280,7 +301,12 @@ describe('discovery', () => {
     const dns = await dnsServer({ A: { 'a.test': ['127.0.0.1'] } });
     const hs = await homeserver({ [WELL_KNOWN]: () => reply }, await makeCert(ca, { hostnames: ['a.test'] }));
     const c = client(dns, { wellKnownPort: hs.port });
-    expect(await c.resolveServer('a.test')).toEqual({ host: 'a.test', port: 8448, hostHeader: 'a.test', tlsServerName: 'a.test' });
+    expect(await c.resolveServer('a.test')).toEqual({
+      host: 'a.test',
+      port: 8448,
+      hostHeader: 'a.test',
+      tlsServerName: 'a.test',
+    });
     expect(hs.requests).toHaveLength(1);
   });
 
@@ -321,7 +347,12 @@ describe('discovery', () => {
       hostHeader: 'legacy.test',
       tlsServerName: 'legacy.test',
     });
-    expect(await c.resolveServer('plain.test')).toEqual({ host: 'plain.test', port: 8448, hostHeader: 'plain.test', tlsServerName: 'plain.test' });
+    expect(await c.resolveServer('plain.test')).toEqual({
+      host: 'plain.test',
+      port: 8448,
+      hostHeader: 'plain.test',
+      tlsServerName: 'plain.test',
+    });
     expect(dns.queries.map((q) => `${q.type} ${q.name}`)).toEqual(
       expect.arrayContaining(['SRV _matrix-fed._tcp.plain.test', 'SRV _matrix._tcp.plain.test']),
     );
@@ -345,7 +376,9 @@ describe('discovery', () => {
     const hs = await homeserver({ [WELL_KNOWN]: () => ({ json: { 'm.server': 'delegated.test' } }) }, tls);
     const dns = await dnsServer({
       A: { 'example.test': ['127.0.0.1'] },
-      SRV: { '_matrix-fed._tcp.delegated.test': [{ priority: 0, weight: 1, port: 7000, target: 'box.delegated.test' }] },
+      SRV: {
+        '_matrix-fed._tcp.delegated.test': [{ priority: 0, weight: 1, port: 7000, target: 'box.delegated.test' }],
+      },
     });
     const c = client(dns, { wellKnownPort: hs.port });
     expect(await c.resolveServer('example.test')).toEqual({
@@ -359,16 +392,39 @@ describe('discovery', () => {
   it('uses IP literals and explicit ports directly, without DNS or .well-known', async () => {
     const dns = await dnsServer({});
     const c = client(dns);
-    expect(await c.resolveServer('127.0.0.1:1234')).toEqual({ host: '127.0.0.1', port: 1234, hostHeader: '127.0.0.1:1234', tlsServerName: '127.0.0.1' });
-    expect(await c.resolveServer('192.0.2.7')).toEqual({ host: '192.0.2.7', port: 8448, hostHeader: '192.0.2.7', tlsServerName: '192.0.2.7' });
-    expect(await c.resolveServer('[2001:db8::1]')).toEqual({ host: '2001:db8::1', port: 8448, hostHeader: '[2001:db8::1]', tlsServerName: '2001:db8::1' });
-    expect(await c.resolveServer('hs.test:99')).toEqual({ host: 'hs.test', port: 99, hostHeader: 'hs.test:99', tlsServerName: 'hs.test' });
+    expect(await c.resolveServer('127.0.0.1:1234')).toEqual({
+      host: '127.0.0.1',
+      port: 1234,
+      hostHeader: '127.0.0.1:1234',
+      tlsServerName: '127.0.0.1',
+    });
+    expect(await c.resolveServer('192.0.2.7')).toEqual({
+      host: '192.0.2.7',
+      port: 8448,
+      hostHeader: '192.0.2.7',
+      tlsServerName: '192.0.2.7',
+    });
+    expect(await c.resolveServer('[2001:db8::1]')).toEqual({
+      host: '2001:db8::1',
+      port: 8448,
+      hostHeader: '[2001:db8::1]',
+      tlsServerName: '2001:db8::1',
+    });
+    expect(await c.resolveServer('hs.test:99')).toEqual({
+      host: 'hs.test',
+      port: 99,
+      hostHeader: 'hs.test:99',
+      tlsServerName: 'hs.test',
+    });
     expect(dns.queries).toEqual([]);
     expect((await failure(c.resolveServer('bad name'))).kind).toBe('dns');
   });
 
   it('talks to an IP literal server over TLS, checking the IP in the certificate', async () => {
-    const hs = await homeserver({ [KEYS]: () => ({ json: { ip: true } }) }, await makeCert(ca, { hostnames: [], ips: ['127.0.0.1'] }));
+    const hs = await homeserver(
+      { [KEYS]: () => ({ json: { ip: true } }) },
+      await makeCert(ca, { hostnames: [], ips: ['127.0.0.1'] }),
+    );
     const c = client(null);
     expect(await c.getJson(`127.0.0.1:${hs.port}`, '/_matrix/key/v2/server', 1024)).toEqual({ ip: true });
     expect(hs.requests[0]?.headers.host).toBe(`127.0.0.1:${hs.port}`);
@@ -398,7 +454,10 @@ describe('the IP guard on connections', () => {
   });
 
   it('blocks the well-known lookup too, so nothing is contacted', async () => {
-    const hs = await homeserver({ [WELL_KNOWN]: () => ({ json: { 'm.server': 'x.test:1' } }) }, await makeCert(ca, { hostnames: ['hs.test'] }));
+    const hs = await homeserver(
+      { [WELL_KNOWN]: () => ({ json: { 'm.server': 'x.test:1' } }) },
+      await makeCert(ca, { hostnames: ['hs.test'] }),
+    );
     const dns = await dnsServer({ A: { 'hs.test': ['127.0.0.1'] } });
     const c = client(dns, { whitelist: [], wellKnownPort: hs.port });
     expect((await failure(c.getJson('hs.test', '/_matrix/key/v2/server', 1024))).kind).toBe('blocked');
@@ -421,13 +480,18 @@ describe('the IP guard on connections', () => {
     const dns = await dnsServer({});
     const err = await failure(client(dns).getJson('nowhere.test:8448', '/x', 10));
     expect(err.kind).toBe('dns');
-    expect(err.message).toBe('Unable to contact the Matrix homeserver nowhere.test:8448: the name nowhere.test does not resolve to any address');
+    expect(err.message).toBe(
+      'Unable to contact the Matrix homeserver nowhere.test:8448: the name nowhere.test does not resolve to any address',
+    );
   });
 });
 
 describe('TLS', () => {
   async function setup(certFor: string) {
-    const hs = await homeserver({ [KEYS]: () => ({ json: { tls: true } }) }, await makeCert(ca, { hostnames: [certFor] }));
+    const hs = await homeserver(
+      { [KEYS]: () => ({ json: { tls: true } }) },
+      await makeCert(ca, { hostnames: [certFor] }),
+    );
     const dns = await dnsServer({ A: { 'hs.test': ['127.0.0.1'] } });
     return { hs, dns, name: `hs.test:${hs.port}` };
   }
@@ -441,12 +505,18 @@ describe('TLS', () => {
     const { dns, name } = await setup('hs.test');
     const err = await failure(client(dns, { caCert: undefined }).getJson(name, '/_matrix/key/v2/server', 1024));
     expect(err.kind).toBe('tls');
-    expect(err.message).toMatch(new RegExp(`^Unable to contact the Matrix homeserver ${name}: TLS error: the certificate is not signed by a trusted authority`));
+    expect(err.message).toMatch(
+      new RegExp(
+        `^Unable to contact the Matrix homeserver ${name}: TLS error: the certificate is not signed by a trusted authority`,
+      ),
+    );
   });
 
   it('accepts anything when verifycerts is off', async () => {
     const { dns, name } = await setup('another.test');
-    expect(await client(dns, { caCert: undefined, verifyCerts: false }).getJson(name, '/_matrix/key/v2/server', 1024)).toEqual({ tls: true });
+    expect(
+      await client(dns, { caCert: undefined, verifyCerts: false }).getJson(name, '/_matrix/key/v2/server', 1024),
+    ).toEqual({ tls: true });
   });
 
   it('refuses a certificate for another host name', async () => {
@@ -481,7 +551,11 @@ describe('requests', () => {
     expect(err).toMatchObject({ kind: 'http', status: 404, errcode: 'M_NOT_FOUND' });
     expect(err.message).toBe(`The Matrix homeserver ${name} answered GET /missing with HTTP 404 (M_NOT_FOUND)`);
 
-    expect(await c.request(name, { method: 'GET', path: '/text', maxBodyBytes: 1024 })).toMatchObject({ status: 200, json: undefined, text: 'hello' });
+    expect(await c.request(name, { method: 'GET', path: '/text', maxBodyBytes: 1024 })).toMatchObject({
+      status: 200,
+      json: undefined,
+      text: 'hello',
+    });
     const bad = await failure(c.getJson(name, '/text', 1024));
     expect(bad.kind).toBe('bad_json');
     expect(bad.message).toBe(`The Matrix homeserver ${name} returned invalid JSON`);

@@ -68,7 +68,10 @@ describe('as a process, the way an operator starts it', () => {
     loadConfig({ env: {}, cwd });
     const conf = path.join(cwd, 'sydent.conf');
     expect(modeOf(conf)).toBe('600');
-    fs.writeFileSync(conf, fs.readFileSync(conf, 'utf8').replace(/^clientapi\.http\.port = 8090$/m, `clientapi.http.port = ${port}`));
+    fs.writeFileSync(
+      conf,
+      fs.readFileSync(conf, 'utf8').replace(/^clientapi\.http\.port = 8090$/m, `clientapi.http.port = ${port}`),
+    );
     expect(modeOf(conf)).toBe('600');
 
     const server = spawnServer({ cwd, env: { SYDENT_SERVER_NAME: 'is.example.test' } });
@@ -88,7 +91,10 @@ describe('as a process, the way an operator starts it', () => {
     new Database(db).close();
     fs.chmodSync(db, 0o644);
     const conf = path.join(cwd, 'sydent.conf');
-    fs.writeFileSync(conf, `[general]\nserver.name = is.example.test\n\n[http]\nclientapi.http.bind_address = 127.0.0.1\nclientapi.http.port = ${port}\n`);
+    fs.writeFileSync(
+      conf,
+      `[general]\nserver.name = is.example.test\n\n[http]\nclientapi.http.bind_address = 127.0.0.1\nclientapi.http.port = ${port}\n`,
+    );
     fs.chmodSync(conf, 0o644);
 
     const server = spawnServer({ cwd });
@@ -100,8 +106,12 @@ describe('as a process, the way an operator starts it', () => {
     expect(modeOf(conf)).toBe('644');
     expect(modeOf(db)).toBe('644');
     const log = server.stderr();
-    expect(log).toContain(`config: ${conf} holds the ed25519 signing key ([crypto] ed25519.signingkey) and every user of this machine can read it (mode 0644): chmod 600 it`);
-    expect(log).toContain(`database: ${db} holds the lookup pepper, access tokens and 3PID addresses and every user of this machine can read it (mode 0644): chmod 600 it`);
+    expect(log).toContain(
+      `config: ${conf} holds the ed25519 signing key ([crypto] ed25519.signingkey) and every user of this machine can read it (mode 0644): chmod 600 it`,
+    );
+    expect(log).toContain(
+      `database: ${db} holds the lookup pepper, access tokens and 3PID addresses and every user of this machine can read it (mode 0644): chmod 600 it`,
+    );
   });
 
   it('says nothing of a config or database readable by its group only', async () => {
@@ -111,7 +121,10 @@ describe('as a process, the way an operator starts it', () => {
     new Database(db).close();
     fs.chmodSync(db, 0o640);
     const conf = path.join(cwd, 'sydent.conf');
-    fs.writeFileSync(conf, `[general]\nserver.name = is.example.test\n\n[http]\nclientapi.http.bind_address = 127.0.0.1\nclientapi.http.port = ${port}\n`);
+    fs.writeFileSync(
+      conf,
+      `[general]\nserver.name = is.example.test\n\n[http]\nclientapi.http.bind_address = 127.0.0.1\nclientapi.http.port = ${port}\n`,
+    );
     fs.chmodSync(conf, 0o640);
     const server = spawnServer({ cwd });
     running.push(server);

@@ -35,7 +35,7 @@ function setup() {
     tmp.cleanup();
   });
   const put = (key: string) => db.prepare('INSERT INTO sydent_ts_meta (key, value) VALUES (?, ?)').run(key, 'v');
-  const keys = () => (db.prepare('SELECT key FROM sydent_ts_meta ORDER BY key').pluck().all() as string[]);
+  const keys = () => db.prepare('SELECT key FROM sydent_ts_meta ORDER BY key').pluck().all() as string[];
   return { db, file, committer, events, put, keys };
 }
 

@@ -21,10 +21,21 @@ async function start(opts: Parameters<typeof startTestServer>[0] = {}): Promise<
 
 async function get(url: string): Promise<{ status: number; body: Record<string, unknown>; type: string | null }> {
   const res = await fetch(url);
-  return { status: res.status, type: res.headers.get('content-type'), body: (await res.json()) as Record<string, unknown> };
+  return {
+    status: res.status,
+    type: res.headers.get('content-type'),
+    body: (await res.json()) as Record<string, unknown>,
+  };
 }
 
-const ALL_ACTIVE = { store: 'active', mailer: 'active', sms: 'active', notifier: 'active', replication: 'active', sessions: 'active' };
+const ALL_ACTIVE = {
+  store: 'active',
+  mailer: 'active',
+  sms: 'active',
+  notifier: 'active',
+  replication: 'active',
+  sessions: 'active',
+};
 
 describe('GET /health and GET /ready', () => {
   it('answer 200 JSON on the client listener while the server runs', async () => {
@@ -43,7 +54,10 @@ describe('GET /health and GET /ready', () => {
     // A restore copied over the live file: the server still holds the old one.
     fs.copyFileSync(db, `${db}.copy`);
     fs.renameSync(`${db}.copy`, db);
-    expect(await get(t.url('/ready'))).toMatchObject({ status: 503, body: { ready: false, status: 'not ready', database: 'file replaced' } });
+    expect(await get(t.url('/ready'))).toMatchObject({
+      status: 503,
+      body: { ready: false, status: 'not ready', database: 'file replaced' },
+    });
     fs.rmSync(db);
     expect(await get(t.url('/ready'))).toMatchObject({ status: 503, body: { ready: false, database: 'file missing' } });
     // Still alive: the process answers.

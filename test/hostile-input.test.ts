@@ -40,12 +40,22 @@ describe('a query parameter given twice', () => {
   it('v1 sign-ed25519 with ?token=a&token=b: 400 M_INVALID_PARAM (was a 500)', async () => {
     const stored = await storeInvite(t, 'v1', inviteBody({ address: 'twice.invitee@example.org' }));
     expect(stored.status, stored.text).toBe(200);
-    const { token, privateKey } = readInviteMail(await smtp.waitForMessage((m) => m.raw.includes(stored.json['token'] as string)));
+    const { token, privateKey } = readInviteMail(
+      await smtp.waitForMessage((m) => m.raw.includes(stored.json['token'] as string)),
+    );
     const query = (tokens: string[]) =>
-      [...tokens.map((x) => `token=${x}`), 'mxid=%40bob%3Ahs.test', `private_key=${encodeURIComponent(privateKey)}`].join('&');
+      [
+        ...tokens.map((x) => `token=${x}`),
+        'mxid=%40bob%3Ahs.test',
+        `private_key=${encodeURIComponent(privateKey)}`,
+      ].join('&');
     const once = await call(t.url(`${V1}/sign-ed25519?${query([token])}`), { method: 'POST' });
     expect(once.status, once.text).toBe(200);
-    for (const tokens of [[token, token], [token, 'other'], ['other', token]]) {
+    for (const tokens of [
+      [token, token],
+      [token, 'other'],
+      ['other', token],
+    ]) {
       const res = await call(t.url(`${V1}/sign-ed25519?${query(tokens)}`), { method: 'POST' });
       expect(res.status, res.text).toBe(400);
       expect(res.json).toEqual({ errcode: 'M_INVALID_PARAM', error: 'Parameter "token" is given more than once' });
@@ -54,7 +64,11 @@ describe('a query parameter given twice', () => {
 
   it('an access token given twice is refused before it is read, on the lookup path as elsewhere', async () => {
     const token = await registerAccount(t, env, 'twice');
-    for (const [path, method] of [[`${V2}/hash_details`, 'GET'], [`${V2}/lookup`, 'POST'], [`${V2}/account`, 'GET']] as const) {
+    for (const [path, method] of [
+      [`${V2}/hash_details`, 'GET'],
+      [`${V2}/lookup`, 'POST'],
+      [`${V2}/account`, 'GET'],
+    ] as const) {
       const ok = await call(t.url(`${path}?access_token=${token}`), { method });
       expect(ok.status, `${path}: ${ok.text}`).not.toBe(401);
       const res = await call(t.url(`${path}?access_token=${token}&access_token=${token}`), { method });
@@ -68,7 +82,12 @@ describe('an oversized credential', () => {
   it('a 100,000-character OpenID token on account/register: 401 M_UNKNOWN_TOKEN, the homeserver not asked (was a 500)', async () => {
     const before = world();
     const res = await call(t.url(`${V2}/account/register`), {
-      body: { access_token: 'x'.repeat(100_000), token_type: 'Bearer', matrix_server_name: env.serverName, expires_in: 3600 },
+      body: {
+        access_token: 'x'.repeat(100_000),
+        token_type: 'Bearer',
+        matrix_server_name: env.serverName,
+        expires_in: 3600,
+      },
     });
     expect(res.status, res.text).toBe(401);
     expect(res.json).toEqual({ errcode: 'M_UNKNOWN_TOKEN', error: expect.any(String) });
@@ -78,7 +97,9 @@ describe('an oversized credential', () => {
 
 describe('send_attempt', () => {
   const requestToken = (email: string, sendAttempt: unknown) =>
-    call(t.url(`${V1}/validate/email/requestToken`), { body: { client_secret: 'attemptsecret', email, send_attempt: sendAttempt } });
+    call(t.url(`${V1}/validate/email/requestToken`), {
+      body: { client_secret: 'attemptsecret', email, send_attempt: sendAttempt },
+    });
 
   it('2^53-1 (or any beyond 2^31-1, or below -2^31): 400 M_INVALID_PARAM, no session, no mail; 2^31-1 is the largest taken', async () => {
     const before = world();
@@ -104,7 +125,11 @@ describe('bytes that are not UTF-8', () => {
       Buffer.from([0xff]),
       Buffer.from('@example.org"}'),
     ]);
-    const res = await fetch(url(), { method: 'POST', headers: { 'content-type': 'application/json' }, body: new Uint8Array(body) });
+    const res = await fetch(url(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: new Uint8Array(body),
+    });
     expect(res.status).toBe(400);
     expect(await res.json()).toEqual({ errcode: 'M_NOT_JSON', error: 'Request body is not valid UTF-8' });
     // a moment for a mail that should not come
@@ -114,9 +139,12 @@ describe('bytes that are not UTF-8', () => {
 
   it('in a form body or the query string (%FF): 400 M_INVALID_PARAM, nothing stored, nothing mailed', async () => {
     const before = world();
-    const form = await call(url(), { body: { client_secret: 'utf8secret', send_attempt: '1', email: 'alice\u00ff@example.org' }, form: true });
+    const form = await call(url(), {
+      body: { client_secret: 'utf8secret', send_attempt: '1', email: 'alice\u00ff@example.org' },
+      form: true,
+    });
     expect(form.status).toBe(200); // a real ÿ, sent as UTF-8 (%C3%BF), is an address like any other
-    const sid = form.json['sid'];
+    const sid = form.json['sid'] as string;
     const after = world();
     const bad = await fetch(url(), {
       method: 'POST',
@@ -160,7 +188,12 @@ describe('a next_link with a line break', () => {
   it('a NUL in it is refused: 400 M_INVALID_PARAM, no session', async () => {
     const before = sessionRows(t.config.db.dbFile).length;
     const res = await call(t.url(`${V1}/validate/email/requestToken`), {
-      body: { client_secret: SECRET, email: 'nul.next@example.org', send_attempt: 1, next_link: 'https://client.example.org/a\u0000b' },
+      body: {
+        client_secret: SECRET,
+        email: 'nul.next@example.org',
+        send_attempt: 1,
+        next_link: 'https://client.example.org/a\u0000b',
+      },
     });
     expect(res.status, res.text).toBe(400);
     expect(res.json['errcode']).toBe('M_INVALID_PARAM');
@@ -171,15 +204,26 @@ describe('a next_link with a line break', () => {
     const dir = tempDir();
     const lines: string[] = [];
     const start = () =>
-      startTestServer({ dir: dir.dir, conf: { email: emailConf(smtp.port) }, log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }) });
+      startTestServer({
+        dir: dir.dir,
+        conf: { email: emailConf(smtp.port) },
+        log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }),
+      });
     try {
       const before = await start();
-      const { sid, mail } = await requestEmailToken(before, smtp, { email: 'legacy.next@example.org', clientSecret: SECRET, api: 'v1' });
+      const { sid, mail } = await requestEmailToken(before, smtp, {
+        email: 'legacy.next@example.org',
+        clientSecret: SECRET,
+        api: 'v1',
+      });
       await before.close();
       // as a version without the rule stored it
       const raw = 'https://client.example.org/legacy\r\nX-Injected: yes';
       const db = new Database(path.join(dir.dir, 'sydent.db'));
-      db.prepare("UPDATE session_machines SET context = json_set(context, '$.nextLink', ?) WHERE sid = ?").run(raw, Number(sid));
+      db.prepare("UPDATE session_machines SET context = json_set(context, '$.nextLink', ?) WHERE sid = ?").run(
+        raw,
+        Number(sid),
+      );
       db.close();
 
       const after = await start();

@@ -24,7 +24,13 @@ import {
 } from './helpers/flows.js';
 import { inviteBody, readInviteMail, storeInvite } from './helpers/invites.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { loopbackAllowed, OM_CREDS, openMarketConf, startOpenMarket, type FakeSmsGateway } from './helpers/sms-providers.js';
+import {
+  loopbackAllowed,
+  OM_CREDS,
+  openMarketConf,
+  startOpenMarket,
+  type FakeSmsGateway,
+} from './helpers/sms-providers.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 
 let smtp: SmtpTestServer;
@@ -51,9 +57,17 @@ beforeAll(async () => {
   token = await registerAccount(t, env, 'sweeper');
   user = userIdOf(env, 'sweeper');
   pepper = await lookupPepper(t, token);
-  const p = await requestEmailToken(t, smtp, { email: 'pending.sweep@example.org', clientSecret: 'pendingsecret', api: 'v2', token });
+  const p = await requestEmailToken(t, smtp, {
+    email: 'pending.sweep@example.org',
+    clientSecret: 'pendingsecret',
+    api: 'v2',
+    token,
+  });
   pending = { sid: p.sid, secret: 'pendingsecret', token: p.mailToken };
-  validated = { sid: await validateEmail(t, smtp, { email: validatedAddress, clientSecret: 'validatedsecret', api: 'v2', token }), secret: 'validatedsecret' };
+  validated = {
+    sid: await validateEmail(t, smtp, { email: validatedAddress, clientSecret: 'validatedsecret', api: 'v2', token }),
+    secret: 'validatedsecret',
+  };
   const stored = await storeInvite(t, 'v1', inviteBody({ address: 'sweep.invitee@example.org' }));
   expect(stored.status, stored.text).toBe(200);
   const mail = readInviteMail(await smtp.waitForMessage((m) => m.raw.includes(stored.json['token'] as string)));
@@ -93,7 +107,14 @@ const LONG_QUERY_VALUE = 'x'.repeat(10_000);
 const BAD_VALUES: Record<Kind, Record<string, unknown>> = {
   string: { number: 12345, true: true, object: {}, list: [], null: null },
   number: { 'not a number': 'x', fraction: 1.5, true: true, object: {}, list: [], null: null },
-  list: { string: 'x', number: 12345, object: {}, null: null, 'list of numbers': [1, 2], 'list with a NUL': ['a\u0000b'] },
+  list: {
+    string: 'x',
+    number: 12345,
+    object: {},
+    null: null,
+    'list of numbers': [1, 2],
+    'list with a NUL': ['a\u0000b'],
+  },
   object: { string: 'x', number: 12345, list: [], null: null, 'object with a NUL': { medium: 'email\u0000' } },
   optional: {},
 };
@@ -108,20 +129,23 @@ const ROUTES: Route[] = [
     const mxid = (): string => (api === 'v2' ? user : '@sweeper:hs.test');
     return [
       { method: 'GET', path: `${prefix}/pubkey/ed25519:0` },
-      ...['/pubkey/isvalid', '/pubkey/ephemeral/isvalid'].map(
-        (p): Route => ({
-          method: 'GET',
-          path: prefix + p,
-          query: () => ({ public_key: 'AAAA' }),
-          fields: { public_key: 'string' },
-          accepts: { 'public_key empty': { valid: false }, 'public_key huge': { valid: false } },
-        }),
-      ),
+      ...['/pubkey/isvalid', '/pubkey/ephemeral/isvalid'].map((p): Route => ({
+        method: 'GET',
+        path: prefix + p,
+        query: () => ({ public_key: 'AAAA' }),
+        fields: { public_key: 'string' },
+        accepts: { 'public_key empty': { valid: false }, 'public_key huge': { valid: false } },
+      })),
       {
         method: 'POST',
         path: `${prefix}/validate/email/requestToken`,
         auth,
-        body: () => ({ client_secret: 'sweepsecret', email: 'new.sweep@example.org', send_attempt: 1, next_link: 'https://client.example.org/' }),
+        body: () => ({
+          client_secret: 'sweepsecret',
+          email: 'new.sweep@example.org',
+          send_attempt: 1,
+          next_link: 'https://client.example.org/',
+        }),
         fields: { client_secret: 'string', email: 'string', send_attempt: 'number', next_link: 'optional' },
         codes: ['M_INVALID_EMAIL'],
       },
@@ -133,16 +157,14 @@ const ROUTES: Route[] = [
         fields: { client_secret: 'string', country: 'string', phone_number: 'string', send_attempt: 'number' },
         codes: ['M_INVALID_ADDRESS'],
       },
-      ...['email', 'msisdn'].map(
-        (medium): Route => ({
-          method: 'POST',
-          path: `${prefix}/validate/${medium}/submitToken`,
-          auth,
-          body: () => ({ sid: pending.sid, client_secret: pending.secret, token: pending.token }),
-          fields: { sid: 'number', client_secret: 'string', token: 'string' },
-          codes: ['M_TOKEN_INCORRECT'],
-        }),
-      ),
+      ...['email', 'msisdn'].map((medium): Route => ({
+        method: 'POST',
+        path: `${prefix}/validate/${medium}/submitToken`,
+        auth,
+        body: () => ({ sid: pending.sid, client_secret: pending.secret, token: pending.token }),
+        fields: { sid: 'number', client_secret: 'string', token: 'string' },
+        codes: ['M_TOKEN_INCORRECT'],
+      })),
       {
         method: 'GET',
         path: `${prefix}/3pid/getValidated3pid`,
@@ -162,7 +184,12 @@ const ROUTES: Route[] = [
       {
         method: 'POST',
         path: `${prefix}/3pid/unbind`,
-        body: () => ({ sid: validated.sid, client_secret: validated.secret, mxid: mxid(), threepid: { medium: 'email', address: validatedAddress } }),
+        body: () => ({
+          sid: validated.sid,
+          client_secret: validated.secret,
+          mxid: mxid(),
+          threepid: { medium: 'email', address: validatedAddress },
+        }),
         fields: { sid: 'number', client_secret: 'string', mxid: 'string', threepid: 'object' },
         codes: ['M_NO_VALID_SESSION', 'M_FORBIDDEN'],
       },
@@ -184,10 +211,27 @@ const ROUTES: Route[] = [
       },
     ];
   }),
-  { method: 'POST', path: `${V2}/account/register`, body: () => ({ access_token: 'flows-openid-newcomer', token_type: 'Bearer', matrix_server_name: env.serverName, expires_in: 3600 }), fields: { access_token: 'string', matrix_server_name: 'string' }, codes: ['M_UNKNOWN_TOKEN'] },
+  {
+    method: 'POST',
+    path: `${V2}/account/register`,
+    body: () => ({
+      access_token: 'flows-openid-newcomer',
+      token_type: 'Bearer',
+      matrix_server_name: env.serverName,
+      expires_in: 3600,
+    }),
+    fields: { access_token: 'string', matrix_server_name: 'string' },
+    codes: ['M_UNKNOWN_TOKEN'],
+  },
   { method: 'GET', path: `${V2}/account`, auth: true },
   { method: 'GET', path: `${V2}/terms` },
-  { method: 'POST', path: `${V2}/terms`, auth: true, body: () => ({ user_accepts: [] }), fields: { user_accepts: 'list' } },
+  {
+    method: 'POST',
+    path: `${V2}/terms`,
+    auth: true,
+    body: () => ({ user_accepts: [] }),
+    fields: { user_accepts: 'list' },
+  },
   { method: 'GET', path: `${V2}/hash_details`, auth: true },
   {
     method: 'POST',
@@ -204,15 +248,18 @@ const ROUTES: Route[] = [
     fields: { medium: 'string', address: 'string' },
     accepts: { 'medium empty': {}, 'medium huge': {}, 'address empty': {}, 'address huge': {} },
   },
-  { method: 'POST', path: `${V1}/bulk_lookup`, body: () => ({ threepids: [['email', 'nobody@example.org']] }), fields: { threepids: 'list' } },
-  ...['bind', 'unbind'].map(
-    (what): Route => ({
-      method: 'POST',
-      path: `internal:${INTERNAL}/${what}`,
-      body: () => ({ medium: 'email', address: 'internal.sweep@example.org', mxid: '@internal:hs.test' }),
-      fields: { medium: 'string', address: 'string', mxid: 'string' },
-    }),
-  ),
+  {
+    method: 'POST',
+    path: `${V1}/bulk_lookup`,
+    body: () => ({ threepids: [['email', 'nobody@example.org']] }),
+    fields: { threepids: 'list' },
+  },
+  ...['bind', 'unbind'].map((what): Route => ({
+    method: 'POST',
+    path: `internal:${INTERNAL}/${what}`,
+    body: () => ({ medium: 'email', address: 'internal.sweep@example.org', mxid: '@internal:hs.test' }),
+    fields: { medium: 'string', address: 'string', mxid: 'string' },
+  })),
   { method: 'GET', path: 'internal:/_sydent/debug/sessions' },
   { method: 'GET', path: 'internal:/_sydent/debug/callbacks', query: () => ({ limit: '10' }) },
   // last: a logout that got through would end the token the routes above use
@@ -239,20 +286,55 @@ function variants(route: Route): Variant[] {
   const join = (...parts: string[]) => parts.filter(Boolean).join('&');
   const out: Variant[] = [
     // the query string, whatever the route reads from it
-    { name: 'a parameter given twice', expect: ['M_INVALID_PARAM'], query: join(query, 'access_token=a&access_token=b'), body: json(body) },
-    { name: 'invalid percent-encoding', expect: ['M_INVALID_PARAM'], query: join(query, 'brand=%ZZ'), body: json(body) },
-    { name: 'a truncated percent-escape', expect: ['M_INVALID_PARAM'], query: join(query, 'brand=%E'), body: json(body) },
-    { name: 'invalid UTF-8 in the query', expect: ['M_INVALID_PARAM'], query: join(query, 'brand=%FF%FE'), body: json(body) },
-    { name: 'a lone surrogate in the query (CESU-8)', expect: ['M_INVALID_PARAM'], query: join(query, 'brand=%ED%A0%80'), body: json(body) },
+    {
+      name: 'a parameter given twice',
+      expect: ['M_INVALID_PARAM'],
+      query: join(query, 'access_token=a&access_token=b'),
+      body: json(body),
+    },
+    {
+      name: 'invalid percent-encoding',
+      expect: ['M_INVALID_PARAM'],
+      query: join(query, 'brand=%ZZ'),
+      body: json(body),
+    },
+    {
+      name: 'a truncated percent-escape',
+      expect: ['M_INVALID_PARAM'],
+      query: join(query, 'brand=%E'),
+      body: json(body),
+    },
+    {
+      name: 'invalid UTF-8 in the query',
+      expect: ['M_INVALID_PARAM'],
+      query: join(query, 'brand=%FF%FE'),
+      body: json(body),
+    },
+    {
+      name: 'a lone surrogate in the query (CESU-8)',
+      expect: ['M_INVALID_PARAM'],
+      query: join(query, 'brand=%ED%A0%80'),
+      body: json(body),
+    },
     { name: 'a NUL in the query', expect: ['M_INVALID_PARAM'], query: join(query, 'brand=a%00b'), body: json(body) },
   ];
   if (route.method === 'POST') {
     const text = json(body ?? { x: 'y' })!;
     out.push(
-      { name: 'a body that is not UTF-8', expect: ['M_NOT_JSON'], query, body: Buffer.concat([Buffer.from(text.slice(0, -1)), Buffer.from(',"x":"\xff\xfe"}', 'latin1')]) },
+      {
+        name: 'a body that is not UTF-8',
+        expect: ['M_NOT_JSON'],
+        query,
+        body: Buffer.concat([Buffer.from(text.slice(0, -1)), Buffer.from(',"x":"\xff\xfe"}', 'latin1')]),
+      },
       { name: 'a body that is not JSON', expect: ['M_NOT_JSON'], query, body: text.slice(0, -1) },
       { name: 'a NUL in a body key', expect: ['M_INVALID_PARAM'], query, body: `${text.slice(0, -1)},"a\\u0000b":1}` },
-      { name: 'a key nested 100,000 deep', expect: ['M_BAD_JSON'], query, body: `${text.slice(0, -1)},"deep":${'['.repeat(100_000)}${']'.repeat(100_000)}}` },
+      {
+        name: 'a key nested 100,000 deep',
+        expect: ['M_BAD_JSON'],
+        query,
+        body: `${text.slice(0, -1)},"deep":${'['.repeat(100_000)}${']'.repeat(100_000)}}`,
+      },
     );
   }
   for (const [field, kind] of Object.entries(route.fields ?? {})) {
@@ -307,7 +389,8 @@ async function send(route: Route, variant: Variant): Promise<Reply> {
   const headers: Record<string, string> = {};
   if (route.auth) headers['authorization'] = `Bearer ${token}`;
   if (variant.body !== undefined) headers['content-type'] = 'application/json';
-  const body = typeof variant.body === 'string' || variant.body === undefined ? variant.body : new Uint8Array(variant.body);
+  const body =
+    typeof variant.body === 'string' || variant.body === undefined ? variant.body : new Uint8Array(variant.body);
   const res = await fetch(url, { method: route.method, headers, body, redirect: 'manual' });
   const text = await res.text();
   let parsed: Record<string, unknown> = {};
@@ -321,7 +404,12 @@ async function send(route: Route, variant: Variant): Promise<Reply> {
 
 /** What the world saw: rows, mails, SMS, homeserver requests. */
 function worldState() {
-  return { db: databaseSnapshot(t), mails: smtp.messages.length, sms: om.messages.length, homeserver: env.hs.requests.length };
+  return {
+    db: databaseSnapshot(t),
+    mails: smtp.messages.length,
+    sms: om.messages.length,
+    homeserver: env.hs.requests.length,
+  };
 }
 
 describe('every route refuses bad input with a Matrix error and changes nothing', () => {
@@ -349,7 +437,9 @@ describe('every route refuses bad input with a Matrix error and changes nothing'
         const after = worldState();
         if (JSON.stringify(after) !== JSON.stringify(before)) {
           const tables = Object.keys(after.db).filter((k) => after.db[k] !== before.db[k]);
-          problems.push(`${variant.name}: changed ${JSON.stringify({ ...after, db: tables })} (was ${JSON.stringify({ ...before, db: undefined })})`);
+          problems.push(
+            `${variant.name}: changed ${JSON.stringify({ ...after, db: tables })} (was ${JSON.stringify({ ...before, db: undefined })})`,
+          );
           Object.assign(before, after);
         }
       }

@@ -82,7 +82,7 @@ describe('public keys', () => {
 
   it('isvalid accepts our key in both base64 alphabets and refuses others', async () => {
     const key = publicKeyFromSeed(t.config.crypto.signingKey.seed);
-    const std = ((await json(await fetch(t.url('/_matrix/identity/v2/pubkey/ed25519:0'))))['public_key']) as string;
+    const std = (await json(await fetch(t.url('/_matrix/identity/v2/pubkey/ed25519:0'))))['public_key'] as string;
     const cases: [string, boolean][] = [
       [std, true],
       [encodeBase64Url(key), true],
@@ -127,8 +127,16 @@ describe('errors everywhere', () => {
   });
 
   it('OPTIONS is answered on every route with CORS, and 404 on unknown paths', async () => {
-    for (const p of ['/_matrix/identity/versions', '/_matrix/identity/v2', '/_matrix/identity/v2/pubkey/ed25519:0', '/_matrix/identity/api/v1/pubkey/isvalid']) {
-      const res = await fetch(t.url(p), { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
+    for (const p of [
+      '/_matrix/identity/versions',
+      '/_matrix/identity/v2',
+      '/_matrix/identity/v2/pubkey/ed25519:0',
+      '/_matrix/identity/api/v1/pubkey/isvalid',
+    ]) {
+      const res = await fetch(t.url(p), {
+        method: 'OPTIONS',
+        headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' },
+      });
       expect(res.status).toBe(200);
       expectCors(res);
     }
@@ -152,7 +160,11 @@ describe('request bodies (the shared app every listener is built on)', () => {
   let base: string;
   beforeAll(async () => {
     app = createApp({ log: pino({ level: 'silent' }) });
-    app.post('/echo', { schema: { body: { type: 'object', required: ['a'], properties: { a: { type: 'string' } } } } }, async (req) => req.body);
+    app.post(
+      '/echo',
+      { schema: { body: { type: 'object', required: ['a'], properties: { a: { type: 'string' } } } } },
+      async (req) => req.body,
+    );
     app.post('/optional', async (req) => ({ body: req.body ?? null }));
     app.get('/boom', async () => {
       throw new Error('secret detail');
@@ -272,11 +284,15 @@ describe('request logs', () => {
     const lines: string[] = [];
     const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
     const app = createApp({ log });
-    app.get('/redirect', async (_req, reply) => reply.code(302).header('location', 'https://x.example/\r\nSet-Cookie: a=b').send(''));
+    app.get('/redirect', async (_req, reply) =>
+      reply.code(302).header('location', 'https://x.example/\r\nSet-Cookie: a=b').send(''),
+    );
     await app.listen({ host: '127.0.0.1', port: 0 });
     try {
       const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
-      const res = await fetch(`${base}/redirect?sid=1&client_secret=csSECRET1&token=tSECRET2&access_token=atSECRET3`, { redirect: 'manual' });
+      const res = await fetch(`${base}/redirect?sid=1&client_secret=csSECRET1&token=tSECRET2&access_token=atSECRET3`, {
+        redirect: 'manual',
+      });
       expect(res.status).toBe(500);
       expectCors(res);
       expect(res.headers.get('location')).toBeNull();

@@ -35,12 +35,27 @@ describe('the HTTP parser refuses, the listener answers a Matrix error and close
   // [what, request, status, errcode]; each on an ordinary path and on the lookup lane's
   const cases = (path: string): Array<[string, string, number, string]> => [
     ['a 100 kB query string', `GET ${path}?${HUGE_QUERY} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'M_TOO_LARGE'],
-    ['100 kB of headers', `POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'t'.repeat(100_000)}\r\n\r\n`, 431, 'M_TOO_LARGE'],
+    [
+      '100 kB of headers',
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'t'.repeat(100_000)}\r\n\r\n`,
+      431,
+      'M_TOO_LARGE',
+    ],
     ['a request line that is not HTTP', `${path}\r\n\r\n`, 400, 'M_UNRECOGNIZED'],
     ['a space in the request target', `POST ${path}?a b HTTP/1.1\r\nHost: x\r\n\r\n`, 400, 'M_UNRECOGNIZED'],
     ['an unknown HTTP version', `POST ${path} HTTP/7.0\r\nHost: x\r\n\r\n`, 400, 'M_UNRECOGNIZED'],
-    ['a content-length that is not a number', `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}`, 400, 'M_UNRECOGNIZED'],
-    ['two content-lengths', `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}`, 400, 'M_UNRECOGNIZED'],
+    [
+      'a content-length that is not a number',
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}`,
+      400,
+      'M_UNRECOGNIZED',
+    ],
+    [
+      'two content-lengths',
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}`,
+      400,
+      'M_UNRECOGNIZED',
+    ],
     // on a route without auth, which reads the body (an authenticated one answers 401 before the body arrives)
     [
       'chunk extensions over 16 KiB',
@@ -65,19 +80,26 @@ describe('the HTTP parser refuses, the listener answers a Matrix error and close
   }
 
   it('on the internal listener too, without CORS headers', async () => {
-    const big = await rawExchange(t.internalUrl('/'), `GET /_sydent/debug/actors?${HUGE_QUERY} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const big = await rawExchange(
+      t.internalUrl('/'),
+      `GET /_sydent/debug/actors?${HUGE_QUERY} HTTP/1.1\r\nHost: x\r\n\r\n`,
+    );
     expectMatrixError(big, 431, 'M_TOO_LARGE', 'a 100 kB query string');
     expect(big.closed).toBe(true);
     const garbage = await rawExchange(t.internalUrl('/'), 'GARBAGE\r\n\r\n');
     expectMatrixError(garbage, 400, 'M_UNRECOGNIZED', 'a request line that is not HTTP');
     expect(garbage.closed).toBe(true);
-    for (const answer of [big, garbage]) expect(Object.keys(answer.headers).filter((h) => h.startsWith('access-control-'))).toEqual([]);
+    for (const answer of [big, garbage])
+      expect(Object.keys(answer.headers).filter((h) => h.startsWith('access-control-'))).toEqual([]);
   });
 });
 
 describe('URLs the router refuses', () => {
   it('a path parameter over its length limit: 414 M_TOO_LARGE with CORS', async () => {
-    const answer = await rawExchange(t.url('/'), `GET /_matrix/identity/v2/pubkey/${'k'.repeat(200)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    const answer = await rawExchange(
+      t.url('/'),
+      `GET /_matrix/identity/v2/pubkey/${'k'.repeat(200)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+    );
     expectMatrixError(answer, 414, 'M_TOO_LARGE', 'a long key id');
     expectCors(answer, 'a long key id');
   });
@@ -88,7 +110,10 @@ describe('URLs the router refuses', () => {
       expectMatrixError(answer, 400, 'M_INVALID_PARAM', path);
       expectCors(answer, path);
     }
-    const internal = await rawExchange(t.internalUrl('/'), `GET /_sydent/debug/sessions/%E0%A4 HTTP/1.1\r\nHost: ${new URL(t.internalUrl('/')).host}\r\nConnection: close\r\n\r\n`);
+    const internal = await rawExchange(
+      t.internalUrl('/'),
+      `GET /_sydent/debug/sessions/%E0%A4 HTTP/1.1\r\nHost: ${new URL(t.internalUrl('/')).host}\r\nConnection: close\r\n\r\n`,
+    );
     expectMatrixError(internal, 400, 'M_INVALID_PARAM', 'an internal path');
     expect(internal.headers['access-control-allow-origin']).toBeUndefined();
   });

@@ -8,7 +8,10 @@ let smtp: SmtpTestServer;
 let t: TestServer;
 beforeAll(async () => {
   smtp = await startSmtpServer();
-  t = await startTestServer({ inspect: true, conf: { email: { 'email.smtphost': '127.0.0.1', 'email.smtpport': String(smtp.port) } } });
+  t = await startTestServer({
+    inspect: true,
+    conf: { email: { 'email.smtphost': '127.0.0.1', 'email.smtpport': String(smtp.port) } },
+  });
 });
 afterAll(async () => {
   await t?.close();
@@ -29,7 +32,9 @@ describe('--inspect', () => {
     expect(t.server.inspectUrl).toMatch(/^ws:\/\/127\.0\.0\.1:\d+$/);
     const received: string[] = [];
     const ws = new WebSocket(t.server.inspectUrl!);
-    ws.on('message', (data) => received.push(data.toString()));
+    ws.on('message', (data) =>
+      received.push(new TextDecoder().decode(Array.isArray(data) ? Buffer.concat(data) : data)),
+    );
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);
@@ -37,7 +42,11 @@ describe('--inspect', () => {
 
     const res = await fetch(t.url('/_matrix/identity/api/v1/validate/email/requestToken'), {
       method: 'POST',
-      body: JSON.stringify({ client_secret: 'inspect-SECRET-1', email: 'inspected.person@example.org', send_attempt: 1 }),
+      body: JSON.stringify({
+        client_secret: 'inspect-SECRET-1',
+        email: 'inspected.person@example.org',
+        send_attempt: 1,
+      }),
     });
     expect(res.status).toBe(200);
     const mail = await smtp.waitForMessage();
@@ -49,7 +58,14 @@ describe('--inspect', () => {
     expect(all).toContain('validationSession');
     expect(all).toContain('tokenSent');
     expect(all).toContain('REQUEST_TOKEN');
-    for (const secret of [token, 'inspect-SECRET-1', 'inspected.person', t.config.crypto.signingKey.seed.length ? Buffer.from(t.config.crypto.signingKey.seed).toString('base64').slice(0, 20) : 'x']) {
+    for (const secret of [
+      token,
+      'inspect-SECRET-1',
+      'inspected.person',
+      t.config.crypto.signingKey.seed.length
+        ? Buffer.from(t.config.crypto.signingKey.seed).toString('base64').slice(0, 20)
+        : 'x',
+    ]) {
       expect(all).not.toContain(secret);
     }
   });
@@ -61,22 +77,42 @@ describe('--inspect', () => {
       fn: () => 1,
     });
     expect(out).toEqual({
-      context: { token: '[redacted]', clientSecret: '[redacted]', address: '[redacted]', sid: '1', nested: [{ sendTo: '[redacted]', ok: 1 }] },
+      context: {
+        token: '[redacted]',
+        clientSecret: '[redacted]',
+        address: '[redacted]',
+        sid: '1',
+        nested: [{ sendTo: '[redacted]', ok: 1 }],
+      },
       fn: undefined,
     });
   });
 
-  it('redacts what the supervisors\' messages carry: an OpenID token, a binding as stored, a rate limit key', () => {
+  it("redacts what the supervisors' messages carry: an OpenID token, a binding as stored, a rate limit key", () => {
     const ask = {
       type: 'bind',
       replyTo: '7',
       deadline: 1,
-      payload: { openIdToken: 'o', sgAssoc: '{"address":"a@b.c"}', lookupHash: 'h', key: '@bob:hs', mxid: '@bob:hs', inviteIds: [1] },
+      payload: {
+        openIdToken: 'o',
+        sgAssoc: '{"address":"a@b.c"}',
+        lookupHash: 'h',
+        key: '@bob:hs',
+        mxid: '@bob:hs',
+        inviteIds: [1],
+      },
     };
     expect(redactForInspection(ask)).toEqual({
       type: 'bind',
       deadline: 1,
-      payload: { openIdToken: '[redacted]', sgAssoc: '[redacted]', lookupHash: '[redacted]', key: '[redacted]', mxid: '@bob:hs', inviteIds: [1] },
+      payload: {
+        openIdToken: '[redacted]',
+        sgAssoc: '[redacted]',
+        lookupHash: '[redacted]',
+        key: '[redacted]',
+        mxid: '@bob:hs',
+        inviteIds: [1],
+      },
     });
   });
 });

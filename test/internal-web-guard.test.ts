@@ -29,7 +29,8 @@ const send = (req: RawRequest): Promise<RawReply> => rawHttp(origin, req);
 const BIND = `${INTERNAL}/bind`;
 let n = 0;
 /** A bind body for a new address each time; the mxid's homeserver is unreachable, so callbacks just wait. */
-const bindBody = () => JSON.stringify({ medium: 'email', address: `guard${++n}@example.org`, mxid: '@guard:localhost:1' });
+const bindBody = () =>
+  JSON.stringify({ medium: 'email', address: `guard${++n}@example.org`, mxid: '@guard:localhost:1' });
 const corsHeaders = (res: RawReply) => Object.keys(res.headers).filter((h) => h.startsWith('access-control-'));
 
 describe('internal listener: no CORS', () => {
@@ -39,7 +40,11 @@ describe('internal listener: no CORS', () => {
       await send({ method: 'POST', target: BIND, headers: { 'Content-Type': 'application/json' }, body: bindBody() }),
       await send({ method: 'POST', target: BIND, headers: { 'Content-Type': 'application/json' }, body: '{}' }),
       await send({ target: '/nowhere' }),
-      await send({ method: 'OPTIONS', target: BIND, headers: { Origin: origin, 'Access-Control-Request-Method': 'POST' } }),
+      await send({
+        method: 'OPTIONS',
+        target: BIND,
+        headers: { Origin: origin, 'Access-Control-Request-Method': 'POST' },
+      }),
     ];
     expect(answers.map((a) => a.status)).toEqual([200, 200, 400, 404, 200]);
     for (const res of answers) expect(corsHeaders(res)).toEqual([]);
@@ -84,7 +89,12 @@ describe('internal listener: JSON bodies only', () => {
   });
 
   it('an empty text/plain POST (a cross-origin form) does not retry anything', async () => {
-    const res = await send({ method: 'POST', target: '/_sydent/debug/replication/retry', headers: { 'Content-Type': 'text/plain' }, body: '' });
+    const res = await send({
+      method: 'POST',
+      target: '/_sydent/debug/replication/retry',
+      headers: { 'Content-Type': 'text/plain' },
+      body: '',
+    });
     expect(res.status).toBe(415);
     expect(res.json).toMatchObject({ errcode: 'M_NOT_JSON' });
   });
@@ -93,12 +103,23 @@ describe('internal listener: JSON bodies only', () => {
 describe('internal listener: its own Host only (DNS rebinding)', () => {
   it('refuses a foreign name, on data and on bind, with nothing stored', async () => {
     const before = associationCounts(t);
-    for (const host of [`evil.example:${port}`, 'evil.example', `127.0.0.1.evil.example:${port}`, `localhost.evil.example:${port}`]) {
+    for (const host of [
+      `evil.example:${port}`,
+      'evil.example',
+      `127.0.0.1.evil.example:${port}`,
+      `localhost.evil.example:${port}`,
+    ]) {
       const read = await send({ target: '/_sydent/debug/actors', host });
       expect(read.status, host).toBe(421);
       expect(read.json).toMatchObject({ errcode: 'M_FORBIDDEN' });
       expect(read.body).not.toContain('systemId');
-      const bind = await send({ method: 'POST', target: BIND, host, headers: { 'Content-Type': 'application/json' }, body: bindBody() });
+      const bind = await send({
+        method: 'POST',
+        target: BIND,
+        host,
+        headers: { 'Content-Type': 'application/json' },
+        body: bindBody(),
+      });
       expect(bind.status, host).toBe(421);
     }
     expect(associationCounts(t)).toEqual(before);
@@ -114,7 +135,13 @@ describe('internal listener: its own Host only (DNS rebinding)', () => {
   });
 
   it('answers for its address and port, localhost on loopback, and a configured name in any case', async () => {
-    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `LocalHost:${port}`, 'debug.example.org', `DEBUG.example.org.:8443`]) {
+    for (const host of [
+      `127.0.0.1:${port}`,
+      `localhost:${port}`,
+      `LocalHost:${port}`,
+      'debug.example.org',
+      `DEBUG.example.org.:8443`,
+    ]) {
       const res = await send({ target: '/_sydent/debug/actors', host });
       expect(res.status, host).toBe(200);
     }
@@ -126,7 +153,11 @@ describe('internal listener: requests of another origin', () => {
   it('a cross-origin POST without body (retry) and a cross-origin bind are refused 403', async () => {
     const before = associationCounts(t);
     for (const from of ['http://evil.example', 'null', `http://localhost:${port + 1}`]) {
-      const retry = await send({ method: 'POST', target: '/_sydent/debug/replication/retry', headers: { Origin: from } });
+      const retry = await send({
+        method: 'POST',
+        target: '/_sydent/debug/replication/retry',
+        headers: { Origin: from },
+      });
       expect(retry.status, from).toBe(403);
       expect(retry.json).toMatchObject({ errcode: 'M_FORBIDDEN' });
       const bind = await send({

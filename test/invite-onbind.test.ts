@@ -69,15 +69,20 @@ async function keyIsValid(t: TestServer, key: { public_key: string; key_validity
 }
 
 const onbinds = (mxid: string): RecordedRequest[] =>
-  env.hs.requests.filter((r) => r.method === 'POST' && r.url === ONBIND && (JSON.parse(r.body) as { mxid?: string }).mxid === mxid);
+  env.hs.requests.filter(
+    (r) => r.method === 'POST' && r.url === ONBIND && (JSON.parse(r.body) as { mxid?: string }).mxid === mxid,
+  );
 
 /** The onbind the homeserver received for `mxid` (polled: delivery is asynchronous). */
 async function waitForOnbind(mxid: string): Promise<Record<string, unknown>> {
-  const req = await vi.waitFor(() => {
-    const first = onbinds(mxid)[0];
-    expect(first, `POST ${ONBIND} for ${mxid}`).toBeDefined();
-    return first!;
-  }, { timeout: 8000, interval: 25 });
+  const req = await vi.waitFor(
+    () => {
+      const first = onbinds(mxid)[0];
+      expect(first, `POST ${ONBIND} for ${mxid}`).toBeDefined();
+      return first!;
+    },
+    { timeout: 8000, interval: 25 },
+  );
   expect(req.headers['content-type']).toMatch(/^application\/json/);
   return JSON.parse(req.body) as Record<string, unknown>;
 }
@@ -92,11 +97,17 @@ interface SignedInvite {
   signed: { mxid: string; token: string; signatures: Record<string, Record<string, string>> };
 }
 
-function expectInvites(invites: unknown, mxid: string, address: string, expected: { token: string; room_id: string }[], publicKey: Uint8Array) {
+function expectInvites(
+  invites: unknown,
+  mxid: string,
+  address: string,
+  expected: { token: string; room_id: string }[],
+  publicKey: Uint8Array,
+) {
   const list = invites as SignedInvite[];
-  expect(list.map((i) => ({ token: i.signed.token, room_id: i.room_id })).sort((a, b) => a.room_id.localeCompare(b.room_id))).toEqual(
-    [...expected].sort((a, b) => a.room_id.localeCompare(b.room_id)),
-  );
+  expect(
+    list.map((i) => ({ token: i.signed.token, room_id: i.room_id })).sort((a, b) => a.room_id.localeCompare(b.room_id)),
+  ).toEqual([...expected].sort((a, b) => a.room_id.localeCompare(b.room_id)));
   for (const inv of list) {
     expect(inv).toMatchObject({ medium: 'email', address, mxid, sender: '@alice:hs.test' });
     expect(Object.keys(inv.signed).sort()).toEqual(['mxid', 'signatures', 'token']);
@@ -159,15 +170,28 @@ describe('delete_tokens_on_bind (default true), v1 bind', () => {
     expect(JSON.stringify(body)).not.toContain(other.token);
 
     // after a 200 from the homeserver the tokens of that 3PID are deleted; other invites stay
-    await vi.waitFor(() => expect(inviteTokenRows(t).some((r) => r.address === address), 'tokens deleted').toBe(false), { timeout: 5000, interval: 25 });
-    expect(inviteTokenRows(t).filter((r) => r.token === other.token)).toMatchObject([{ address: 'someone.else@example.com', sent_ts: null }]);
+    await vi.waitFor(
+      () =>
+        expect(
+          inviteTokenRows(t).some((r) => r.address === address),
+          'tokens deleted',
+        ).toBe(false),
+      { timeout: 5000, interval: 25 },
+    );
+    expect(inviteTokenRows(t).filter((r) => r.token === other.token)).toMatchObject([
+      { address: 'someone.else@example.com', sent_ts: null },
+    ]);
     // the ephemeral key stays valid (Sydent never expires them)
     expect(await keyIsValid(t, first.publicKeys[1]!)).toBe(true);
   });
 
   it('a later bind of another address carries none of those invites (Sydent shared them: defect 1)', async () => {
     const carol = userIdOf(env, 'carol');
-    const sid = await validateEmail(t, smtp, { email: 'carol.later@example.com', clientSecret: 'onbind-carol', api: 'v1' });
+    const sid = await validateEmail(t, smtp, {
+      email: 'carol.later@example.com',
+      clientSecret: 'onbind-carol',
+      api: 'v1',
+    });
     const bind = await call(t.url(`${V1}/3pid/bind`), { body: { sid, client_secret: 'onbind-carol', mxid: carol } });
     expect(bind.status, bind.text).toBe(200);
     expect(bind.json['invites']).toBeUndefined();
@@ -196,7 +220,10 @@ describe('delete_tokens_on_bind = false, v2 bind with an account', () => {
     const token = await registerAccount(t, env, 'dave');
     const sid = await validateEmail(t, smtp, { email: address, clientSecret: 'onbind-dave', api: 'v2', token });
     const before = Math.floor(t.clock.now() / 1000);
-    const bind: Reply = await call(t.url(`${V2}/3pid/bind`), { body: { sid, client_secret: 'onbind-dave', mxid: dave }, token });
+    const bind: Reply = await call(t.url(`${V2}/3pid/bind`), {
+      body: { sid, client_secret: 'onbind-dave', mxid: dave },
+      token,
+    });
     expect(bind.status, bind.text).toBe(200);
     expectInvites(bind.json['invites'], dave, address, [{ token: inv.token, room_id: '!room4:hs.test' }], publicKey);
 
@@ -205,7 +232,11 @@ describe('delete_tokens_on_bind = false, v2 bind with an account', () => {
 
     // once the notifier recorded the delivery, the row is still there, marked sent
     await vi.waitFor(
-      () => expect(rows(t, "SELECT 1 FROM callback_outbox WHERE address = ? AND state = 'delivered'", address), 'the delivery recorded').not.toHaveLength(0),
+      () =>
+        expect(
+          rows(t, "SELECT 1 FROM callback_outbox WHERE address = ? AND state = 'delivered'", address),
+          'the delivery recorded',
+        ).not.toHaveLength(0),
       { timeout: 5000, interval: 25 },
     );
     const left = inviteTokenRows(t).filter((r) => r.token === inv.token);
@@ -214,7 +245,10 @@ describe('delete_tokens_on_bind = false, v2 bind with an account', () => {
     expect(left[0]!.sent_ts).toBeLessThan(1e11); // seconds
 
     // a second bind of the same address sends no invite again (it was sent)
-    const again = await call(t.url(`${V2}/3pid/bind`), { body: { sid, client_secret: 'onbind-dave', mxid: dave }, token });
+    const again = await call(t.url(`${V2}/3pid/bind`), {
+      body: { sid, client_secret: 'onbind-dave', mxid: dave },
+      token,
+    });
     expect(again.status, again.text).toBe(200);
     expect(again.json['invites']).toBeUndefined();
   });

@@ -113,7 +113,11 @@ describe('bad requests', () => {
 
 describe('an address that is already bound', () => {
   it('400 M_THREEPID_IN_USE with the mxid it is bound to (matched casefolded)', async () => {
-    const bound = await internal(t, 'bind', { medium: 'email', address: 'Bound.Invitee@Example.com', mxid: '@bound:hs.test' });
+    const bound = await internal(t, 'bind', {
+      medium: 'email',
+      address: 'Bound.Invitee@Example.com',
+      mxid: '@bound:hs.test',
+    });
     expect(bound.status, bound.text).toBe(200);
     for (const address of ['bound.invitee@example.com', 'BOUND.INVITEE@EXAMPLE.COM']) {
       const json = await expectRefused(inviteBody({ address }), 400, 'M_THREEPID_IN_USE');
@@ -170,7 +174,10 @@ describe('[email] blocklists', () => {
   });
 
   it('org.matrix.web_client_location: its scheme does not match "https", its host matches "evil"', async () => {
-    await expectAccepted(inviteBody({ address: 'web.client@example.com', 'org.matrix.web_client_location': 'https://app.example.org' }), tb);
+    await expectAccepted(
+      inviteBody({ address: 'web.client@example.com', 'org.matrix.web_client_location': 'https://app.example.org' }),
+      tb,
+    );
     await notAllowed(inviteBody({ 'org.matrix.web_client_location': 'https://evil.example' }));
   });
 });
@@ -184,7 +191,12 @@ describe('[email] keyword blocklist folding', () => {
     });
     try {
       for (const room_name of ['Straße', 'STRASSE party']) {
-        const json = await expectRefused(inviteBody({ address: 'fold@example.com', room_name }), 403, 'M_UNAUTHORIZED', tk);
+        const json = await expectRefused(
+          inviteBody({ address: 'fold@example.com', room_name }),
+          403,
+          'M_UNAUTHORIZED',
+          tk,
+        );
         expect(json['error']).toBe('Invite not allowed');
       }
     } finally {
@@ -195,7 +207,9 @@ describe('[email] keyword blocklist folding', () => {
 
 describe('rate limit per sender', () => {
   it('email.ratelimit_sender.burst = 2: the third invite of a sender is 429 M_LIMIT_EXCEEDED with retry_after_ms', async () => {
-    const tr = await startTestServer({ conf: { email: emailConf(smtp.port, { 'email.ratelimit_sender.burst': '2' }) } });
+    const tr = await startTestServer({
+      conf: { email: emailConf(smtp.port, { 'email.ratelimit_sender.burst': '2' }) },
+    });
     try {
       const sender = '@busy:hs.test';
       // refused invites do not use the sender's allowance

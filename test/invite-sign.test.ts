@@ -121,7 +121,14 @@ describe('POST …/sign-ed25519', () => {
     // verifies with the ephemeral public key that store-invite answered (and not with our long-term key)
     verifySignedJson(res.json, SERVER_NAME, 'ed25519:0', decodeBase64(inv.ephemeral));
     expect(() => verifySignedJson(res.json, SERVER_NAME, 'ed25519:0', longTermKey)).toThrow();
-    expect(() => verifySignedJson({ ...res.json, mxid: '@mallory:hs.test' }, SERVER_NAME, 'ed25519:0', decodeBase64(inv.ephemeral))).toThrow();
+    expect(() =>
+      verifySignedJson(
+        { ...res.json, mxid: '@mallory:hs.test' },
+        SERVER_NAME,
+        'ed25519:0',
+        decodeBase64(inv.ephemeral),
+      ),
+    ).toThrow();
   };
 
   it('v1, JSON body with the private key from the mail: the signed {mxid, sender, token}', async () => {
@@ -132,7 +139,11 @@ describe('POST …/sign-ed25519', () => {
   });
 
   it('v1 as Element calls it: the fields in the query string, an empty or null body', async () => {
-    const q = new URLSearchParams({ mxid: '@bob:hs.test', token: invited.mail.token, private_key: invited.mail.privateKey });
+    const q = new URLSearchParams({
+      mxid: '@bob:hs.test',
+      token: invited.mail.token,
+      private_key: invited.mail.privateKey,
+    });
     const url = t.url(`${V1}/sign-ed25519?${q.toString()}`);
     // no body at all
     expectSigned(await call(url, { method: 'POST' }), '@bob:hs.test', invited);
@@ -142,7 +153,11 @@ describe('POST …/sign-ed25519', () => {
     const empty = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '' });
     const text = await empty.text();
     expect(empty.status, text).toBe(200);
-    expectSigned({ status: empty.status, headers: empty.headers, json: JSON.parse(text) as Record<string, unknown>, text }, '@bob:hs.test', invited);
+    expectSigned(
+      { status: empty.status, headers: empty.headers, json: JSON.parse(text) as Record<string, unknown>, text },
+      '@bob:hs.test',
+      invited,
+    );
   });
 
   it('the private key in the standard alphabet signs too; the token can be signed again for another mxid', async () => {
@@ -171,8 +186,15 @@ describe('POST …/sign-ed25519', () => {
   });
 
   it('a private key that is not a base64 ed25519 seed: 400 M_INVALID_PARAM', async () => {
-    for (const private_key of ['not base64 !!', encodeBase64(new Uint8Array(16)), '', encodeBase64(new Uint8Array(64))]) {
-      const res = await call(t.url(`${V1}/sign-ed25519`), { body: { mxid: '@bob:hs.test', token: invited.token, private_key } });
+    for (const private_key of [
+      'not base64 !!',
+      encodeBase64(new Uint8Array(16)),
+      '',
+      encodeBase64(new Uint8Array(64)),
+    ]) {
+      const res = await call(t.url(`${V1}/sign-ed25519`), {
+        body: { mxid: '@bob:hs.test', token: invited.token, private_key },
+      });
       expect(res.status, `${private_key}: ${res.text}`).toBe(400);
       expect(res.json['errcode'], private_key).toBe('M_INVALID_PARAM');
     }

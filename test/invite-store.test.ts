@@ -33,7 +33,9 @@ let longTermKey: string;
 beforeAll(async () => {
   [smtp, env] = await Promise.all([startSmtpServer(), startFederationEnv({})]);
   t = await startTestServer({ conf: mergeConf(env.conf, { email: emailConf(smtp.port) }) });
-  longTermKey = Buffer.from(await serverPublicKey(t)).toString('base64').replace(/=+$/, '');
+  longTermKey = Buffer.from(await serverPublicKey(t))
+    .toString('base64')
+    .replace(/=+$/, '');
 });
 afterAll(async () => {
   await t?.close();
@@ -41,7 +43,8 @@ afterAll(async () => {
   await env?.close();
 });
 
-const mailsTo = (address: string): ReceivedMail[] => smtp.messages.filter((m) => m.to.some((r) => sameMailbox(r, address)));
+const mailsTo = (address: string): ReceivedMail[] =>
+  smtp.messages.filter((m) => m.to.some((r) => sameMailbox(r, address)));
 
 async function theMailTo(address: string): Promise<ReceivedMail> {
   // store-invite answers once the SMTP server took the mail: it is already there
@@ -60,7 +63,10 @@ describe('v1 store-invite (no authentication)', () => {
     expect(token).toMatch(TOKEN_CHARS);
     const keys = res.json['public_keys'] as { public_key: string; key_validity_url: string }[];
     expect(keys).toHaveLength(2);
-    expect(keys[0]).toEqual({ public_key: longTermKey, key_validity_url: `${CLIENT_HTTP_BASE}/_matrix/identity/v2/pubkey/isvalid` });
+    expect(keys[0]).toEqual({
+      public_key: longTermKey,
+      key_validity_url: `${CLIENT_HTTP_BASE}/_matrix/identity/v2/pubkey/isvalid`,
+    });
     expect(keys[1]!.key_validity_url).toBe(`${CLIENT_HTTP_BASE}/_matrix/identity/v2/pubkey/ephemeral/isvalid`);
     expect(keys[1]!.public_key).toMatch(URLSAFE_B64);
     expect(keys[1]!.public_key).not.toBe(longTermKey);
@@ -100,7 +106,9 @@ describe('v1 store-invite (no authentication)', () => {
 
     expect(invite.subject).toBe('Alice Liddell has invited you to chat');
     // v1: the sender is not verified, so it is not named in brackets
-    expect(invite.text).toContain('Alice Liddell has invited you to join a Matrix room\r\n(Tea & Cake) using this email address.');
+    expect(invite.text).toContain(
+      'Alice Liddell has invited you to join a Matrix room\r\n(Tea & Cake) using this email address.',
+    );
     expect(invite.text).not.toContain('(@alice:hs.test)');
     expect(invite.webClientLocation).toBe('https://app.element.io');
     expect(invite.roomId).toBe('!tea:hs.test');
@@ -176,7 +184,11 @@ describe('v1 store-invite (no authentication)', () => {
 
   it('an http(s) web client location reaches the mail as the URL parser writes it (no line break, quote or space)', async () => {
     const address = 'web.client.parsed@example.com';
-    const res = await storeInvite(t, 'v1', inviteBody({ address, 'org.matrix.web_client_location': 'HTTPS://Chat.Example.org/app\r\n"x y' }));
+    const res = await storeInvite(
+      t,
+      'v1',
+      inviteBody({ address, 'org.matrix.web_client_location': 'HTTPS://Chat.Example.org/app\r\n"x y' }),
+    );
     expect(res.status, res.text).toBe(200);
     const invite = readInviteMail(await theMailTo(address));
     expect(invite.webClientLocation).toBe('https://chat.example.org/app%22x%20y');
@@ -189,7 +201,13 @@ describe('v1 store-invite (no authentication)', () => {
     const res = await storeInvite(
       t,
       'v1',
-      inviteBody({ address, room_name: longName, sender_display_name: 'Alice Pleasance Liddell', custom_field: 'x', guest_user_id: '@g:hs.test' }),
+      inviteBody({
+        address,
+        room_name: longName,
+        sender_display_name: 'Alice Pleasance Liddell',
+        custom_field: 'x',
+        guest_user_id: '@g:hs.test',
+      }),
     );
     expect(res.status, res.text).toBe(200);
     const invite = readInviteMail(await theMailTo(address));
@@ -202,7 +220,9 @@ describe('v1 store-invite (no authentication)', () => {
     const address = 'Strauß.Invite@Example.COM';
     const res = await storeInvite(t, 'v1', inviteBody({ address }));
     expect(res.status, res.text).toBe(200);
-    expect(inviteTokenRows(t).filter((r) => r.token === res.json['token'])).toMatchObject([{ address: 'strauss.invite@example.com' }]);
+    expect(inviteTokenRows(t).filter((r) => r.token === res.json['token'])).toMatchObject([
+      { address: 'strauss.invite@example.com' },
+    ]);
     expect(res.json['display_name']).toBe('Str...@Exa...');
     const invite = readInviteMail(await theMailTo(address));
     expect(invite.token).toBe(res.json['token']);
@@ -229,14 +249,19 @@ describe('v2 store-invite (access token of the sender)', () => {
     const res = await storeInvite(t, 'v2', inviteBody({ address, sender, sender_display_name: 'Alice' }), token);
     expect(res.status, res.text).toBe(200);
     const keys = res.json['public_keys'] as { public_key: string; key_validity_url: string }[];
-    expect(keys[0]).toEqual({ public_key: longTermKey, key_validity_url: `${CLIENT_HTTP_BASE}/_matrix/identity/v2/pubkey/isvalid` });
+    expect(keys[0]).toEqual({
+      public_key: longTermKey,
+      key_validity_url: `${CLIENT_HTTP_BASE}/_matrix/identity/v2/pubkey/isvalid`,
+    });
     expect(keys[1]!.key_validity_url).toBe(`${CLIENT_HTTP_BASE}/_matrix/identity/v2/pubkey/ephemeral/isvalid`);
     expect(res.json['display_name']).toBe('v2....@exa...');
 
     const invite = readInviteMail(await theMailTo(address));
     expect(invite.text).toContain(`Alice (${sender}) has invited you to join a Matrix room`);
     expect(invite.token).toBe(res.json['token']);
-    expect(inviteTokenRows(t).filter((r) => r.token === res.json['token'])).toMatchObject([{ sender, address, sent_ts: null }]);
+    expect(inviteTokenRows(t).filter((r) => r.token === res.json['token'])).toMatchObject([
+      { sender, address, sent_ts: null },
+    ]);
   });
 
   it("another user's sender: 403 M_UNAUTHORIZED, nothing stored or mailed", async () => {

@@ -8,7 +8,14 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, emailConf } from './helpers/email.js';
 import { internal } from './helpers/flows.js';
-import { inviteBody, inviteCounts, inviteTokenRows, readInviteMail, storeInvite, storeInviteUrl } from './helpers/invites.js';
+import {
+  inviteBody,
+  inviteCounts,
+  inviteTokenRows,
+  readInviteMail,
+  storeInvite,
+  storeInviteUrl,
+} from './helpers/invites.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { tempDir } from './helpers/tmp.js';
@@ -75,10 +82,18 @@ describe('room_id', () => {
   });
 
   it('a bound address with such a room ID is 400 M_THREEPID_IN_USE, as in Sydent', async () => {
-    const bound = await internal(t, 'bind', { medium: 'email', address: 'bound.dollar@example.com', mxid: '@bound:hs.test' });
+    const bound = await internal(t, 'bind', {
+      medium: 'email',
+      address: 'bound.dollar@example.com',
+      mxid: '@bound:hs.test',
+    });
     expect(bound.status, bound.text).toBe(200);
     const before = { rows: inviteCounts(t), mails: smtp.messages.length };
-    const res = await storeInvite(t, 'v1', inviteBody({ address: 'bound.dollar@example.com', room_id: '$aroom:fake.test' }));
+    const res = await storeInvite(
+      t,
+      'v1',
+      inviteBody({ address: 'bound.dollar@example.com', room_id: '$aroom:fake.test' }),
+    );
     expect(res.status, res.text).toBe(400);
     expect(res.json).toMatchObject({ errcode: 'M_THREEPID_IN_USE', mxid: '@bound:hs.test' });
     expect(inviteCounts(t)).toEqual(before.rows);
@@ -86,7 +101,15 @@ describe('room_id', () => {
   });
 
   it('empty, longer than 255 characters, or with a control character: 400 M_INVALID_PARAM, nothing stored or mailed', async () => {
-    const refused = ['', `!${'r'.repeat(255)}`, '!room\u0000:hs.test', '!room\n:hs.test', '!room\r\nBcc: x@y.z', '!room\u0085:hs.test', '\u007f'];
+    const refused = [
+      '',
+      `!${'r'.repeat(255)}`,
+      '!room\u0000:hs.test',
+      '!room\n:hs.test',
+      '!room\r\nBcc: x@y.z',
+      '!room\u0085:hs.test',
+      '\u007f',
+    ];
     for (const roomId of refused) {
       const before = { rows: inviteCounts(t), mails: smtp.messages.length };
       const res = await storeInvite(t, 'v1', inviteBody({ address: 'refused.room@example.com', room_id: roomId }));
@@ -116,7 +139,9 @@ describe('?brand=', () => {
     expect(readInviteMail(await mailTo('body.brand@example.com')).subject).toBe('Invite from brand brand-a');
 
     // an unknown brand is brand.default, as Sydent does
-    const unknown = await call(`${storeInviteUrl(t, 'v1')}?brand=no-such-brand`, { body: inviteBody({ address: 'unknown.brand@example.com' }) });
+    const unknown = await call(`${storeInviteUrl(t, 'v1')}?brand=no-such-brand`, {
+      body: inviteBody({ address: 'unknown.brand@example.com' }),
+    });
     expect(unknown.status, unknown.text).toBe(200);
     expect(readInviteMail(await mailTo('unknown.brand@example.com')).subject).toBe('Invite from brand brand-a');
   });

@@ -59,8 +59,18 @@ describe('log lines', () => {
       await fetch(t.internalUrl('/_sydent/debug/actors'));
     }
     // and one through the v2 lookup's lane, answered ahead of fastify
-    await fetch(t.url('/_matrix/identity/v2/lookup'), { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
-    await vi.waitFor(() => expect(entries(out.text()).filter((e) => e['msg'] === 'request').length === 7, 'seven request lines').toBe(true), { timeout: 5000 });
+    await fetch(t.url('/_matrix/identity/v2/lookup'), {
+      method: 'POST',
+      body: '{}',
+      headers: { 'content-type': 'application/json' },
+    });
+    await vi.waitFor(
+      () =>
+        expect(entries(out.text()).filter((e) => e['msg'] === 'request').length === 7, 'seven request lines').toBe(
+          true,
+        ),
+      { timeout: 5000 },
+    );
 
     const all = entries(out.text());
     for (const e of all) expect(e['time']).toMatch(ISO);
@@ -71,7 +81,12 @@ describe('log lines', () => {
     expect(ids.every((id) => typeof id === 'string' && id !== '')).toBe(true);
     expect(new Set(ids).size).toBe(ids.length);
     // the start-up lines of the listeners name them too
-    expect(all.filter((e) => String(e['msg']).startsWith('Server listening')).map((e) => e['listener']).sort()).toEqual(['client', 'internal']);
+    expect(
+      all
+        .filter((e) => String(e['msg']).startsWith('Server listening'))
+        .map((e) => e['listener'])
+        .sort(),
+    ).toEqual(['client', 'internal']);
   });
 
   it('are readable single lines, not JSON, when the log goes to a terminal', async () => {
@@ -93,7 +108,9 @@ describe('the log file', () => {
     logging.log.info({ n: 1 }, 'first');
     await logging.close();
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
-    expect(entries(fs.readFileSync(file, 'utf8'))).toEqual([expect.objectContaining({ msg: 'first', n: 1, time: expect.stringMatching(ISO) })]);
+    expect(entries(fs.readFileSync(file, 'utf8'))).toEqual([
+      expect.objectContaining({ msg: 'first', n: 1, time: expect.stringMatching(ISO) }),
+    ]);
 
     const old = path.join(d, 'old.log');
     fs.writeFileSync(old, '', { mode: 0o644 });
@@ -101,7 +118,10 @@ describe('the log file', () => {
     const again = open({ level: 'INFO', path: old });
     await again.close();
     expect(entries(fs.readFileSync(old, 'utf8'))).toEqual([
-      expect.objectContaining({ level: 40, msg: expect.stringContaining(`log file ${old} is readable by others (mode 644)`) }),
+      expect.objectContaining({
+        level: 40,
+        msg: expect.stringContaining(`log file ${old} is readable by others (mode 644)`),
+      }),
     ]);
   });
 
@@ -118,7 +138,9 @@ describe('the log file', () => {
 
   it('refuses a directory that does not exist and a group that does not', () => {
     const d = dir();
-    expect(() => openLog({ level: 'INFO', path: path.join(d, 'no', 'such', 'sydent.log') })).toThrow(/^log\.path .*no\/such\/sydent\.log: ENOENT/);
+    expect(() => openLog({ level: 'INFO', path: path.join(d, 'no', 'such', 'sydent.log') })).toThrow(
+      /^log\.path .*no\/such\/sydent\.log: ENOENT/,
+    );
     expect(fs.existsSync(path.join(d, 'no'))).toBe(false);
     expect(() => openLog({ level: 'INFO', path: path.join(d, 'x.log'), group: 'no-such-group-sydent' })).toThrow(
       'log.group: no group named "no-such-group-sydent"',
@@ -138,7 +160,9 @@ describe('the log file', () => {
     await vi.waitFor(() => expect(fs.existsSync(rotated), `the rotated ${rotated}`).toBe(true), { timeout: 5000 });
     logging.log.info('after midnight');
     await logging.close();
-    expect(path.basename(rotated)).toBe(`sydent.log.${beforeMidnight.getFullYear()}-${String(beforeMidnight.getMonth() + 1).padStart(2, '0')}-${String(beforeMidnight.getDate()).padStart(2, '0')}`);
+    expect(path.basename(rotated)).toBe(
+      `sydent.log.${beforeMidnight.getFullYear()}-${String(beforeMidnight.getMonth() + 1).padStart(2, '0')}-${String(beforeMidnight.getDate()).padStart(2, '0')}`,
+    );
     expect(entries(fs.readFileSync(rotated, 'utf8')).map((e) => e['msg'])).toEqual(['before midnight']);
     expect(entries(fs.readFileSync(file, 'utf8')).map((e) => e['msg'])).toEqual(['after midnight']);
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
@@ -161,7 +185,10 @@ describe('the log file', () => {
     const last = open({ level: 'INFO', path: file, backupCount: 2 });
     last.log.info('today');
     await last.close();
-    await vi.waitFor(() => expect(!fs.existsSync(path.join(d, names[0]!)), 'the oldest rotated file removed').toBe(true), { timeout: 5000 });
+    await vi.waitFor(
+      () => expect(!fs.existsSync(path.join(d, names[0]!)), 'the oldest rotated file removed').toBe(true),
+      { timeout: 5000 },
+    );
     const rotatedFiles = fs.readdirSync(d).filter((f) => /^sydent\.log\.\d{4}-/.test(f));
     expect(rotatedFiles.sort()).toEqual([names[1], names[2]].sort());
     expect(entries(fs.readFileSync(path.join(d, names[2]!), 'utf8')).map((e) => e['daysAgo'])).toEqual([1]);
@@ -173,7 +200,10 @@ describe('the log file', () => {
     const file = path.join(d, 'sydent.log');
     const logging = open({ level: 'INFO', path: file });
     logging.log.info('one');
-    await vi.waitFor(() => expect(fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('one'), 'the first line').toBe(true), { timeout: 5000 });
+    await vi.waitFor(
+      () => expect(fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('one'), 'the first line').toBe(true),
+      { timeout: 5000 },
+    );
     fs.renameSync(file, `${file}.1`);
     logging.reopen();
     logging.log.info('two');

@@ -189,11 +189,18 @@ describe('POST /v2/lookup', () => {
 });
 
 describe('an association replicated from a peer', () => {
-  it('is found by every lookup; v1 answers it with the peer\'s signature and ours', async () => {
+  it("is found by every lookup; v1 answers it with the peer's signature and ours", async () => {
     const seed = generateSeed();
     const now = t.clock.now();
     const assoc = signJson(
-      { medium: 'email', address: 'remote@example.com', mxid: '@remote:peer.example', ts: now, not_before: now, not_after: now + HUNDRED_YEARS_MS },
+      {
+        medium: 'email',
+        address: 'remote@example.com',
+        mxid: '@remote:peer.example',
+        ts: now,
+        not_before: now,
+        not_after: now + HUNDRED_YEARS_MS,
+      },
       'peer.example',
       { seed, version: '0' },
     );
@@ -218,13 +225,19 @@ describe('an association replicated from a peer', () => {
     });
     const hash = sha256Of('remote@example.com', 'email', pepper);
     expect(await mappings('sha256', [hash])).toEqual({ [hash]: '@remote:peer.example' });
-    expect(await mappings('none', ['REMOTE@example.com email'])).toEqual({ 'REMOTE@example.com email': '@remote:peer.example' });
+    expect(await mappings('none', ['REMOTE@example.com email'])).toEqual({
+      'REMOTE@example.com email': '@remote:peer.example',
+    });
   });
 });
 
 describe('Unicode case folding (not just lower-casing)', () => {
   it('Strauß@Example.com is bound as strauss@example.com and found by every spelling', async () => {
-    const sid = await validateEmail(t, smtp, { email: 'Strauß@Example.com', clientSecret: 'lookup-strauss', api: 'v1' });
+    const sid = await validateEmail(t, smtp, {
+      email: 'Strauß@Example.com',
+      clientSecret: 'lookup-strauss',
+      api: 'v1',
+    });
     const bound = await bindV1(sid, 'lookup-strauss', '@strauss:hs.example');
     expect(bound.json['address']).toBe('strauss@example.com');
 
@@ -263,22 +276,46 @@ describe('re-binding a 3PID to another user: every lookup answers the newest bin
     const zoe = await registerAccount(t, env, 'zoe');
     const adam = await registerAccount(t, env, 'adam');
     // the newer binding's mxid sorts first: a lookup that picked the greatest mxid (Sydent) would answer @zoe
-    const sid1 = await validateEmail(t, smtp, { email: 'Moving@Example.com', clientSecret: 'rebind-1', api: 'v2', token: zoe });
-    const b1 = await call(t.url(`${V2}/3pid/bind`), { body: { sid: sid1, client_secret: 'rebind-1', mxid: userIdOf(env, 'zoe') }, token: zoe });
+    const sid1 = await validateEmail(t, smtp, {
+      email: 'Moving@Example.com',
+      clientSecret: 'rebind-1',
+      api: 'v2',
+      token: zoe,
+    });
+    const b1 = await call(t.url(`${V2}/3pid/bind`), {
+      body: { sid: sid1, client_secret: 'rebind-1', mxid: userIdOf(env, 'zoe') },
+      token: zoe,
+    });
     expect(b1.status, b1.text).toBe(200);
     expect(await everyLookup('moving@example.com', 'Moving@Example.com')).toEqual(all(userIdOf(env, 'zoe')));
 
     (t.clock as ManualClock).advance(60_000);
-    const sid2 = await validateEmail(t, smtp, { email: 'moving@example.com', clientSecret: 'rebind-2', api: 'v2', token: adam });
-    const b2 = await call(t.url(`${V2}/3pid/bind`), { body: { sid: sid2, client_secret: 'rebind-2', mxid: userIdOf(env, 'adam') }, token: adam });
+    const sid2 = await validateEmail(t, smtp, {
+      email: 'moving@example.com',
+      clientSecret: 'rebind-2',
+      api: 'v2',
+      token: adam,
+    });
+    const b2 = await call(t.url(`${V2}/3pid/bind`), {
+      body: { sid: sid2, client_secret: 'rebind-2', mxid: userIdOf(env, 'adam') },
+      token: adam,
+    });
     expect(b2.status, b2.text).toBe(200);
     expect(await everyLookup('moving@example.com', 'Moving@Example.com')).toEqual(all(userIdOf(env, 'adam')));
     expect((await lookupV1(t, 'email', 'moving@example.com')).json).toEqual(b2.json);
 
     // and back again
     (t.clock as ManualClock).advance(60_000);
-    const sid3 = await validateEmail(t, smtp, { email: 'moving@example.com', clientSecret: 'rebind-3', api: 'v2', token: zoe });
-    const b3 = await call(t.url(`${V2}/3pid/bind`), { body: { sid: sid3, client_secret: 'rebind-3', mxid: userIdOf(env, 'zoe') }, token: zoe });
+    const sid3 = await validateEmail(t, smtp, {
+      email: 'moving@example.com',
+      clientSecret: 'rebind-3',
+      api: 'v2',
+      token: zoe,
+    });
+    const b3 = await call(t.url(`${V2}/3pid/bind`), {
+      body: { sid: sid3, client_secret: 'rebind-3', mxid: userIdOf(env, 'zoe') },
+      token: zoe,
+    });
     expect(b3.status, b3.text).toBe(200);
     expect(await everyLookup('moving@example.com')).toEqual(all(userIdOf(env, 'zoe')));
   });

@@ -29,7 +29,12 @@ let pepper: string;
 let hit: string;
 
 beforeAll(async () => {
-  ({ env, t, token, pepper, hit } = await startLookupFixture({ addressLookupLimit: LOOKUP_LIMIT, localpart: 'contract', address: 'contract@example.com', mxid: '@contract:hs.example' }));
+  ({ env, t, token, pepper, hit } = await startLookupFixture({
+    addressLookupLimit: LOOKUP_LIMIT,
+    localpart: 'contract',
+    address: 'contract@example.com',
+    mxid: '@contract:hs.example',
+  }));
 });
 afterAll(async () => {
   await t?.close();
@@ -48,13 +53,22 @@ interface Side {
 /** A client app as the server builds it, with its own log and metrics; `lane: false` bypasses the lane. */
 async function clientApp(lane: boolean, prepare?: (app: FastifyInstance) => void): Promise<Side> {
   const lines: Array<Record<string, unknown>> = [];
-  const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+  const log = pino(
+    { level: 'info' },
+    { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) },
+  );
   const metrics = new Metrics(t.server.ctx.reads);
   const app = await createClientApi({ ...t.server.ctx, metrics }, log);
   prepare?.(app);
   if (lane) {
     await app.listen({ port: 0, host: '127.0.0.1' });
-    return { app, base: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`, lines, metrics, close: () => app.close() };
+    return {
+      app,
+      base: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`,
+      lines,
+      metrics,
+      close: () => app.close(),
+    };
   }
   await app.ready();
   const server = http.createServer((req, res) => app.routing(req, res));
@@ -89,12 +103,16 @@ function send(base: string, r: Request): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...r.headers };
     if (r.body !== undefined) headers['content-length'] = String(Buffer.byteLength(r.body));
-    const req = http.request(new URL(r.path ?? V2_LOOKUP_PATH, base), { method: r.method ?? 'POST', headers, agent: false }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
-    });
+    const req = http.request(
+      new URL(r.path ?? V2_LOOKUP_PATH, base),
+      { method: r.method ?? 'POST', headers, agent: false },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
+      },
+    );
     req.on('error', reject);
     if (r.body !== undefined) req.write(r.body);
     req.end();
@@ -103,7 +121,8 @@ function send(base: string, r: Request): Promise<Reply> {
 
 /** The connection's own headers, which differ between any two answers. */
 const CONNECTION_HEADERS = new Set(['date', 'connection', 'keep-alive']);
-const answerHeaders = (reply: Reply) => Object.fromEntries(Object.entries(reply.headers).filter(([name]) => !CONNECTION_HEADERS.has(name)));
+const answerHeaders = (reply: Reply) =>
+  Object.fromEntries(Object.entries(reply.headers).filter(([name]) => !CONNECTION_HEADERS.has(name)));
 
 /** A log line without what differs between any two requests: time, request id, duration. */
 function logLine(line: Record<string, unknown>): Record<string, unknown> {
@@ -118,7 +137,10 @@ async function countedMetrics(metrics: Metrics): Promise<string[]> {
 }
 
 /** One request to one side: the answer, the log lines it caused and the metrics after it. */
-async function exchange(side: Side, r: Request): Promise<{ reply: Reply; log: Array<Record<string, unknown>>; metrics: string[] }> {
+async function exchange(
+  side: Side,
+  r: Request,
+): Promise<{ reply: Reply; log: Array<Record<string, unknown>>; metrics: string[] }> {
   const before = side.lines.length;
   const reply = await send(side.base, r);
   // Both write the request line once the answer is out, which may be after the client has it.
@@ -129,7 +151,8 @@ async function exchange(side: Side, r: Request): Promise<{ reply: Reply; log: Ar
 /** What the lane leaves to fastify; it answers every other request of the list. */
 const LEFT_TO_FASTIFY = ['a token in the query string', 'a form body', 'GET', 'PUT', 'HEAD', 'a CORS preflight'];
 
-const lookupBody = (addresses: string[], extra: Record<string, unknown> = {}) => JSON.stringify({ addresses, algorithm: 'sha256', pepper, ...extra });
+const lookupBody = (addresses: string[], extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ addresses, algorithm: 'sha256', pepper, ...extra });
 const misses = (n: number) => Array.from({ length: n }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', pepper));
 
 function requests(): Array<[string, Request]> {
@@ -144,26 +167,70 @@ function requests(): Array<[string, Request]> {
     ['invalid JSON', { headers: json, body: '{"addresses": [' }],
     ['an empty body', { headers: json, body: '' }],
     ['a list', { headers: json, body: '[]' }],
-    ['bytes that are not UTF-8', { headers: json, body: Buffer.from(`{"addresses":["\xff"],"algorithm":"sha256","pepper":"${pepper}"}`, 'latin1') }],
+    [
+      'bytes that are not UTF-8',
+      {
+        headers: json,
+        body: Buffer.from(`{"addresses":["\xff"],"algorithm":"sha256","pepper":"${pepper}"}`, 'latin1'),
+      },
+    ],
     ['null', { headers: json, body: 'null' }],
     ['a string', { headers: json, body: '"x"' }],
     ['a NUL in an address', { headers: json, body: lookupBody(['a\u0000b']) }],
-    ['a lone surrogate in an address', { headers: json, body: `{"addresses":["\\ud800"],"algorithm":"sha256","pepper":${JSON.stringify(pepper)}}` }],
-    ['nested too deep', { headers: json, body: `{"addresses":["a"],"algorithm":"sha256","pepper":"x","x":${'['.repeat(1000)}${']'.repeat(1000)}}` }],
+    [
+      'a lone surrogate in an address',
+      { headers: json, body: `{"addresses":["\\ud800"],"algorithm":"sha256","pepper":${JSON.stringify(pepper)}}` },
+    ],
+    [
+      'nested too deep',
+      {
+        headers: json,
+        body: `{"addresses":["a"],"algorithm":"sha256","pepper":"x","x":${'['.repeat(1000)}${']'.repeat(1000)}}`,
+      },
+    ],
     ['missing fields', { headers: json, body: JSON.stringify({ algorithm: 'sha256' }) }],
     ['an unknown algorithm', { headers: json, body: lookupBody(['x'], { algorithm: 'md5' }) }],
     ['a wrong pepper', { headers: json, body: lookupBody([hit], { pepper: `${pepper}x` }) }],
     ['addresses not a list', { headers: json, body: JSON.stringify({ addresses: 'x', algorithm: 'sha256', pepper }) }],
-    ['a bad none entry', { headers: json, body: JSON.stringify({ addresses: ['justone'], algorithm: 'none', pepper }) }],
+    [
+      'a bad none entry',
+      { headers: json, body: JSON.stringify({ addresses: ['justone'], algorithm: 'none', pepper }) },
+    ],
     ['no token', { headers: { 'content-type': 'application/json' }, body: lookupBody([hit]) }],
-    ['an unknown token', { headers: { authorization: 'Bearer not-a-token', 'content-type': 'application/json' }, body: lookupBody([hit]) }],
-    ['a malformed authorization header', { headers: { authorization: 'Basic abc', 'content-type': 'application/json' }, body: lookupBody([hit]) }],
-    ['a token in the query string', { path: `${V2_LOOKUP_PATH}?access_token=${token}`, headers: { 'content-type': 'application/json' }, body: lookupBody([hit]) }],
-    ['a form body', { headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' }, body: 'algorithm=sha256' }],
+    [
+      'an unknown token',
+      { headers: { authorization: 'Bearer not-a-token', 'content-type': 'application/json' }, body: lookupBody([hit]) },
+    ],
+    [
+      'a malformed authorization header',
+      { headers: { authorization: 'Basic abc', 'content-type': 'application/json' }, body: lookupBody([hit]) },
+    ],
+    [
+      'a token in the query string',
+      {
+        path: `${V2_LOOKUP_PATH}?access_token=${token}`,
+        headers: { 'content-type': 'application/json' },
+        body: lookupBody([hit]),
+      },
+    ],
+    [
+      'a form body',
+      { headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' }, body: 'algorithm=sha256' },
+    ],
     ['GET', { method: 'GET', headers: auth }],
     ['PUT', { method: 'PUT', headers: json, body: lookupBody([hit]) }],
     ['HEAD', { method: 'HEAD', headers: auth }],
-    ['a CORS preflight', { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' } }],
+    [
+      'a CORS preflight',
+      {
+        method: 'OPTIONS',
+        headers: {
+          origin: 'https://app.example',
+          'access-control-request-method': 'POST',
+          'access-control-request-headers': 'authorization, content-type',
+        },
+      },
+    ],
   ];
 }
 
@@ -208,7 +275,10 @@ describe('the lane answers as the fastify route does', () => {
     const lane = await clientApp(true, addHeader);
     const route = await clientApp(false, addHeader);
     try {
-      const r: Request = { headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: lookupBody([hit]) };
+      const r: Request = {
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: lookupBody([hit]),
+      };
       const viaLane = await exchange(lane, r);
       const viaRoute = await exchange(route, r);
       expect(viaRoute.reply.headers['x-added-later']).toBe('yes');
@@ -235,7 +305,8 @@ function routeHooks(app: FastifyInstance): Record<string, number> {
   return hooks;
 }
 
-const declaredHooks = () => Object.fromEntries(Object.entries(LANE_DOES_THE_WORK_OF).map(([stage, works]) => [stage, works.length]));
+const declaredHooks = () =>
+  Object.fromEntries(Object.entries(LANE_DOES_THE_WORK_OF).map(([stage, works]) => [stage, works.length]));
 
 describe('every hook of the route is one whose work the lane does', () => {
   it('the hooks fastify runs for the lookup route are those LANE_DOES_THE_WORK_OF lists', async () => {

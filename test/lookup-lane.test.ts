@@ -23,7 +23,12 @@ let pepper: string;
 let hit: string;
 
 beforeAll(async () => {
-  ({ env, t, token, pepper, hit } = await startLookupFixture({ addressLookupLimit: 3, localpart: 'laner', address: 'lane@example.com', mxid: '@lane:hs.example' }));
+  ({ env, t, token, pepper, hit } = await startLookupFixture({
+    addressLookupLimit: 3,
+    localpart: 'laner',
+    address: 'lane@example.com',
+    mxid: '@lane:hs.example',
+  }));
 });
 afterAll(async () => {
   await t?.close();
@@ -37,7 +42,10 @@ interface RawReply {
 }
 
 /** One request with exactly these headers (fetch would add or change some). */
-function send(base: string, opts: { method?: string; path?: string; headers?: Record<string, string>; body?: string | Buffer; chunked?: boolean }): Promise<RawReply> {
+function send(
+  base: string,
+  opts: { method?: string; path?: string; headers?: Record<string, string>; body?: string | Buffer; chunked?: boolean },
+): Promise<RawReply> {
   const url = new URL(opts.path ?? V2_LOOKUP_PATH, base);
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...opts.headers };
@@ -110,14 +118,30 @@ describe('what the lane takes', () => {
     const auth = { authorization: `Bearer ${token}` };
     try {
       const cases: Array<[string, Parameters<typeof send>[1]]> = [
-        ['a token in the query string', { path: `${V2_LOOKUP_PATH}?access_token=${token}`, headers: { 'content-type': 'application/json' }, body: lookupBody() }],
+        [
+          'a token in the query string',
+          {
+            path: `${V2_LOOKUP_PATH}?access_token=${token}`,
+            headers: { 'content-type': 'application/json' },
+            body: lookupBody(),
+          },
+        ],
         ['a trailing slash', { path: `${V2_LOOKUP_PATH}/`, headers: auth, body: lookupBody() }],
         ['another path', { path: '/_matrix/identity/v2/hash_details', method: 'GET', headers: auth }],
         ['GET', { method: 'GET', headers: auth }],
         ['OPTIONS', { method: 'OPTIONS', headers: auth }],
-        ['a form body', { headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' }, body: 'addresses=x' }],
-        ['a chunked body', { headers: { ...auth, 'content-type': 'application/json' }, body: lookupBody(), chunked: true }],
-        ['a body over the limit', { headers: { ...auth, 'content-type': 'application/json' }, body: 'x'.repeat(BODY_LIMIT + 1) }],
+        [
+          'a form body',
+          { headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' }, body: 'addresses=x' },
+        ],
+        [
+          'a chunked body',
+          { headers: { ...auth, 'content-type': 'application/json' }, body: lookupBody(), chunked: true },
+        ],
+        [
+          'a body over the limit',
+          { headers: { ...auth, 'content-type': 'application/json' }, body: 'x'.repeat(BODY_LIMIT + 1) },
+        ],
       ];
       for (const [what, opts] of cases) {
         const res = await send(lane.base, opts);
@@ -188,7 +212,12 @@ describe('answers written together at the end of the turn', () => {
   it('requests of many connections at once each get their own answer', async () => {
     const misses = Array.from({ length: 12 }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', pepper));
     const answers = await Promise.all(
-      misses.map((miss, i) => send(t.server.clientUrl, { headers: { authorization: `Bearer ${token}` }, body: lookupBody(i % 2 ? [miss, hit] : [miss]) })),
+      misses.map((miss, i) =>
+        send(t.server.clientUrl, {
+          headers: { authorization: `Bearer ${token}` },
+          body: lookupBody(i % 2 ? [miss, hit] : [miss]),
+        }),
+      ),
     );
     answers.forEach((res, i) => {
       expect(res.status, res.text).toBe(200);
@@ -237,7 +266,9 @@ describe('a client that goes away', () => {
       socket.on('error', reject);
     });
     expect(answer).toMatch(/^HTTP\/1\.1 200 /);
-    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({ mappings: { [hit]: '@lane:hs.example' } });
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({
+      mappings: { [hit]: '@lane:hs.example' },
+    });
   });
 
   it('a large body in many chunks is read whole (10,000-address limit, ~450 KB)', async () => {
@@ -245,7 +276,11 @@ describe('a client that goes away', () => {
     try {
       const bigToken = await registerAccount(big, env, 'bigger');
       const bigPepper = await lookupPepper(big, bigToken);
-      const bound = await internal(big, 'bind', { medium: 'email', address: 'lane@example.com', mxid: '@lane:hs.example' });
+      const bound = await internal(big, 'bind', {
+        medium: 'email',
+        address: 'lane@example.com',
+        mxid: '@lane:hs.example',
+      });
       expect(bound.status, bound.text).toBe(200);
       const known = sha256Of('lane@example.com', 'email', bigPepper);
       const addresses = Array.from({ length: 9_999 }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', bigPepper));

@@ -46,12 +46,16 @@ function bindings(address: string, rows: Row[]): string {
      (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
      VALUES ('email', ?, ?, ?, ?, ?, ?, 'peer.example', ?, '{}')`,
   );
-  for (const r of rows) insert.run(address, hash, r.mxid, r.ts, r.notBefore ?? r.ts, r.notAfter ?? r.ts + 100 * DAY, ++originId);
+  for (const r of rows)
+    insert.run(address, hash, r.mxid, r.ts, r.notBefore ?? r.ts, r.notAfter ?? r.ts + 100 * DAY, ++originId);
   return hash;
 }
 
 /** The answer for each hash looked up alone, and within a lookup of more than eight hashes (the other query). */
-function bothWays(hashes: string[]): { alone: Record<string, string | undefined>; many: Record<string, string | undefined> } {
+function bothWays(hashes: string[]): {
+  alone: Record<string, string | undefined>;
+  many: Record<string, string | undefined>;
+} {
   const alone: Record<string, string | undefined> = {};
   for (const h of hashes) alone[h] = reads.lookupHashes([h], NOW).get(h);
   const padding = Array.from({ length: 9 }, (_, i) => lookupHash(`nobody${i}@example.com`, 'email', pepper));
@@ -65,24 +69,50 @@ describe('the binding a hash lookup answers', () => {
   it('is the newest valid row, by ts then row id, alone or among many hashes', () => {
     const cases: Array<[string, Row[], string | undefined]> = [
       // a newer row inserted first: the ts decides, not the insertion order
-      ['newer-first@example.com', [{ mxid: '@new:hs', ts: NOW - DAY }, { mxid: '@old:hs', ts: NOW - 2 * DAY }], '@new:hs'],
+      [
+        'newer-first@example.com',
+        [
+          { mxid: '@new:hs', ts: NOW - DAY },
+          { mxid: '@old:hs', ts: NOW - 2 * DAY },
+        ],
+        '@new:hs',
+      ],
       // equal ts: the later row id wins, whatever the mxids sort as
-      ['same-ts@example.com', [{ mxid: '@zz-first:hs', ts: NOW - DAY }, { mxid: '@aa-second:hs', ts: NOW - DAY }], '@aa-second:hs'],
+      [
+        'same-ts@example.com',
+        [
+          { mxid: '@zz-first:hs', ts: NOW - DAY },
+          { mxid: '@aa-second:hs', ts: NOW - DAY },
+        ],
+        '@aa-second:hs',
+      ],
       // the newest has expired: the newest of the rest that is still valid
-      ['expired@example.com', [
-        { mxid: '@valid:hs', ts: NOW - 3 * DAY },
-        { mxid: '@expired:hs', ts: NOW - DAY, notAfter: NOW - 1 },
-      ], '@valid:hs'],
+      [
+        'expired@example.com',
+        [
+          { mxid: '@valid:hs', ts: NOW - 3 * DAY },
+          { mxid: '@expired:hs', ts: NOW - DAY, notAfter: NOW - 1 },
+        ],
+        '@valid:hs',
+      ],
       // the newest is not valid yet
-      ['not-yet@example.com', [
-        { mxid: '@valid:hs', ts: NOW - 3 * DAY },
-        { mxid: '@future:hs', ts: NOW - DAY, notBefore: NOW + 1 },
-      ], '@valid:hs'],
+      [
+        'not-yet@example.com',
+        [
+          { mxid: '@valid:hs', ts: NOW - 3 * DAY },
+          { mxid: '@future:hs', ts: NOW - DAY, notBefore: NOW + 1 },
+        ],
+        '@valid:hs',
+      ],
       // validity bounds are inclusive at notBefore and exclusive at notAfter
-      ['bounds@example.com', [
-        { mxid: '@starts-now:hs', ts: NOW - 3 * DAY, notBefore: NOW },
-        { mxid: '@ends-now:hs', ts: NOW - DAY, notBefore: NOW - DAY, notAfter: NOW },
-      ], '@starts-now:hs'],
+      [
+        'bounds@example.com',
+        [
+          { mxid: '@starts-now:hs', ts: NOW - 3 * DAY, notBefore: NOW },
+          { mxid: '@ends-now:hs', ts: NOW - DAY, notBefore: NOW - DAY, notAfter: NOW },
+        ],
+        '@starts-now:hs',
+      ],
       ['none-valid@example.com', [{ mxid: '@gone:hs', ts: NOW - DAY, notAfter: NOW - 1 }], undefined],
     ];
     const expected: Record<string, string | undefined> = {};

@@ -93,7 +93,11 @@ describe('in the server', () => {
       for (const [i, hash] of hashes.entries()) {
         // A lookup first: it opens a snapshot that a write must not leave stale.
         expect((await associations.lookupHashes([hash], t.clock.now())).size).toBe(0);
-        const bound = await internal(t, 'bind', { medium: 'email', address: `c${i + 1}@example.com`, mxid: `@c${i + 1}:hs.example` });
+        const bound = await internal(t, 'bind', {
+          medium: 'email',
+          address: `c${i + 1}@example.com`,
+          mxid: `@c${i + 1}:hs.example`,
+        });
         expect(bound.status, bound.text).toBe(200);
         // No wait: the store actor ended the snapshot when the bind committed.
         expect((await associations.lookupHashes([hash], t.clock.now())).get(hash)).toBe(`@c${i + 1}:hs.example`);

@@ -17,7 +17,12 @@ let pepper: string;
 let hit: string;
 
 beforeAll(async () => {
-  ({ env, t, token, pepper, hit } = await startLookupFixture({ addressLookupLimit: 5, localpart: 'asker', address: 'known@example.com', mxid: '@known:hs.example' }));
+  ({ env, t, token, pepper, hit } = await startLookupFixture({
+    addressLookupLimit: 5,
+    localpart: 'asker',
+    address: 'known@example.com',
+    mxid: '@known:hs.example',
+  }));
 });
 afterAll(async () => {
   await t?.close();
@@ -39,7 +44,13 @@ describe('the pepper', () => {
       ['sha256', [hit]],
       ['none', ['known@example.com email']],
     ] as const) {
-      for (const wrong of [`${pepper}x`, '', pepper.toUpperCase() === pepper ? pepper.toLowerCase() : pepper.toUpperCase(), 12345, null]) {
+      for (const wrong of [
+        `${pepper}x`,
+        '',
+        pepper.toUpperCase() === pepper ? pepper.toLowerCase() : pepper.toUpperCase(),
+        12345,
+        null,
+      ]) {
         if (wrong === pepper) continue;
         const res = await expectError({ addresses, algorithm, pepper: wrong }, 400, 'M_INVALID_PEPPER');
         expect(res.json['lookup_pepper']).toBe(pepper);
@@ -69,14 +80,27 @@ describe('algorithm, size and shape', () => {
   it(`more than address_lookup_limit (5) addresses: 400 M_TOO_LARGE; exactly 5 answer`, async () => {
     const six = [hit, 'a', 'b', 'c', 'd', 'e'];
     await expectError({ addresses: six, algorithm: 'sha256', pepper }, 400, 'M_TOO_LARGE');
-    await expectError({ addresses: six.map((a) => `${a}@x.example email`), algorithm: 'none', pepper }, 400, 'M_TOO_LARGE');
+    await expectError(
+      { addresses: six.map((a) => `${a}@x.example email`), algorithm: 'none', pepper },
+      400,
+      'M_TOO_LARGE',
+    );
     const five = await lookupV2(t, token, { addresses: six.slice(0, 5), algorithm: 'sha256', pepper });
     expect(five.status, five.text).toBe(200);
     expect(five.json).toEqual({ mappings: { [hit]: '@known:hs.example' } });
   });
 
   it('addresses that are not a list of strings: 400 M_INVALID_PARAM', async () => {
-    for (const addresses of [hit, { [hit]: 1 }, 5, null, [1], [hit, null], [[hit]], [{ address: 'known@example.com' }]]) {
+    for (const addresses of [
+      hit,
+      { [hit]: 1 },
+      5,
+      null,
+      [1],
+      [hit, null],
+      [[hit]],
+      [{ address: 'known@example.com' }],
+    ]) {
       await expectError({ addresses, algorithm: 'sha256', pepper }, 400, 'M_INVALID_PARAM');
     }
   });
@@ -94,7 +118,11 @@ describe('algorithm, size and shape', () => {
 
   it('a none entry that is not "<address> <medium>": 400 M_INVALID_PARAM', async () => {
     for (const entry of ['known@example.com', 'known@example.com email extra', '', '   ', 'email']) {
-      await expectError({ addresses: ['known@example.com email', entry], algorithm: 'none', pepper }, 400, 'M_INVALID_PARAM');
+      await expectError(
+        { addresses: ['known@example.com email', entry], algorithm: 'none', pepper },
+        400,
+        'M_INVALID_PARAM',
+      );
     }
   });
 

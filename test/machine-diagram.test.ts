@@ -35,8 +35,15 @@ const nested = setup({ guards }).createMachine({
 describe('machine diagrams', () => {
   it('draws a rule several states share once, from a box around them; merges parallel arrows; lists self-transitions in the state', () => {
     const d = diagramOf(flat);
-    expect(d).toMatchObject({ initial: 'a', states: ['a', 'b', 'c', 'x'], finals: ['x'], events: ['STOP', 'GO', 'PING', 'BACK'] });
-    expect(d.groups).toEqual([{ id: 'group_1', rules: [{ label: 'STOP [late]', to: 'x' }], states: ['a', 'b', 'c'], groups: [] }]);
+    expect(d).toMatchObject({
+      initial: 'a',
+      states: ['a', 'b', 'c', 'x'],
+      finals: ['x'],
+      events: ['STOP', 'GO', 'PING', 'BACK'],
+    });
+    expect(d.groups).toEqual([
+      { id: 'group_1', rules: [{ label: 'STOP [late]', to: 'x' }], states: ['a', 'b', 'c'], groups: [] },
+    ]);
     expect(d.selfLoops).toEqual({ b: ['PING'] });
     expect(d.edges).toEqual([
       { from: 'a', fromGroup: false, to: 'b', labels: ['GO'] },
@@ -100,20 +107,48 @@ describe('machine diagrams', () => {
         state: 'live',
         rules: [],
         states: ['requested', 'sendingToken', 'locked', 'validated', 'bound'],
-        groups: [{ id: 'c_live_awaitingToken', state: 'awaitingToken', rules: [], states: ['tokenSent', 'sendFailed'], groups: [] }],
+        groups: [
+          {
+            id: 'c_live_awaitingToken',
+            state: 'awaitingToken',
+            rules: [],
+            states: ['tokenSent', 'sendFailed'],
+            groups: [],
+          },
+        ],
       },
     ]);
     // What both states awaiting a token do with one is drawn once, from their box.
     expect(d.edges.filter((e) => e.from === 'c_live_awaitingToken')).toEqual([
-      { from: 'c_live_awaitingToken', fromGroup: true, to: 'validated', labels: ['SUBMIT_TOKEN.ok [sentTokenMatches]'] },
-      { from: 'c_live_awaitingToken', fromGroup: true, to: 'locked', labels: ['SUBMIT_TOKEN.ok [reachesWrongTokenCap]'] },
+      {
+        from: 'c_live_awaitingToken',
+        fromGroup: true,
+        to: 'validated',
+        labels: ['SUBMIT_TOKEN.ok [sentTokenMatches]'],
+      },
+      {
+        from: 'c_live_awaitingToken',
+        fromGroup: true,
+        to: 'locked',
+        labels: ['SUBMIT_TOKEN.ok [reachesWrongTokenCap]'],
+      },
     ]);
     // Expiry is one arrow, from the box, whatever the event; nothing else leads to expired.
     expect(d.edges.filter((e) => e.to === 'expired')).toEqual([
-      { from: 'c_live', fromGroup: true, to: 'expired', labels: ['REQUEST_TOKEN, SUBMIT_TOKEN, CHECK_VALIDATED, BIND [isExpired]'] },
+      {
+        from: 'c_live',
+        fromGroup: true,
+        to: 'expired',
+        labels: ['REQUEST_TOKEN, SUBMIT_TOKEN, CHECK_VALIDATED, BIND [isExpired]'],
+      },
     ]);
     expect(d.edges.flatMap((e) => e.labels).filter((l) => l.includes('isExpired'))).toHaveLength(1);
-    expect(d.edges.find((e) => e.from === 'expired')).toEqual({ from: 'expired', fromGroup: false, to: 'sendingToken', labels: ['REQUEST_TOKEN'] });
+    expect(d.edges.find((e) => e.from === 'expired')).toEqual({
+      from: 'expired',
+      fromGroup: false,
+      to: 'sendingToken',
+      labels: ['REQUEST_TOKEN'],
+    });
     expect(eventsBetween(validationSessionMachine, 'sendingToken', 'tokenSent')).toEqual(['done: sendToken']);
     expect(eventsBetween(validationSessionMachine, 'sendingToken', 'sendFailed')).toEqual(['error: sendToken']);
   });

@@ -75,8 +75,12 @@ interface Row {
 
 /** The store port a supervisor would wire, on one SQLite file. */
 function sqlitePort(db: Database.Database): MachineStorePort<string, JobContext> {
-  const select = db.prepare<[string], Row>('SELECT state, context, machine_version, row_version, history FROM jobs WHERE id = ?');
-  const insert = db.prepare('INSERT INTO jobs (id, state, context, machine_version, row_version, history) VALUES (?, ?, ?, ?, 1, ?)');
+  const select = db.prepare<[string], Row>(
+    'SELECT state, context, machine_version, row_version, history FROM jobs WHERE id = ?',
+  );
+  const insert = db.prepare(
+    'INSERT INTO jobs (id, state, context, machine_version, row_version, history) VALUES (?, ?, ?, ?, 1, ?)',
+  );
   const update = db.prepare(
     'UPDATE jobs SET state = ?, context = ?, machine_version = ?, history = ?, row_version = row_version + 1 WHERE id = ? AND row_version = ?',
   );
@@ -92,13 +96,23 @@ function sqlitePort(db: Database.Database): MachineStorePort<string, JobContext>
         history: JSON.parse(row.history) as Transition[],
       };
     },
-    async save(id, write: MachineWrite<JobContext>, expected: RowExpectation<unknown>): Promise<RowExpectation<unknown>> {
-      const args = [write.state, JSON.stringify(write.context), write.machineVersion, JSON.stringify(write.history)] as const;
+    async save(
+      id,
+      write: MachineWrite<JobContext>,
+      expected: RowExpectation<unknown>,
+    ): Promise<RowExpectation<unknown>> {
+      const args = [
+        write.state,
+        JSON.stringify(write.context),
+        write.machineVersion,
+        JSON.stringify(write.history),
+      ] as const;
       if (expected.rowVersion === null) {
         insert.run(id, ...args);
         return { rowVersion: 1, seen: undefined };
       }
-      if (update.run(...args, id, expected.rowVersion).changes !== 1) throw new ConflictError(`job ${id} was saved by someone else`);
+      if (update.run(...args, id, expected.rowVersion).changes !== 1)
+        throw new ConflictError(`job ${id} was saved by someone else`);
       return { rowVersion: expected.rowVersion + 1, seen: undefined };
     },
   };
@@ -208,7 +222,7 @@ describe('machine host', () => {
           db.prepare('UPDATE jobs SET row_version = row_version + 1 WHERE id = ?').run(id);
           return loaded;
         },
-        save: port.save,
+        save: (id, write, expected) => port.save(id, write, expected),
       },
     });
     await expect(racing.send('d', { type: 'GO' })).rejects.toThrow(ConflictError);
@@ -217,13 +231,18 @@ describe('machine host', () => {
   });
 
   it('restores rows of older versions through the migrations, plain state names included; refuses a newer one', async () => {
-    const insert = db.prepare('INSERT INTO jobs (id, state, context, machine_version, row_version, history) VALUES (?, ?, ?, ?, ?, ?)');
+    const insert = db.prepare(
+      'INSERT INTO jobs (id, state, context, machine_version, row_version, history) VALUES (?, ?, ?, ?, ?, ?)',
+    );
     insert.run('v1', 'failed', JSON.stringify({ id: 'v1', count: 4, result: null }), 1, 7, '[]');
     insert.run('v2', '{"open":"idle"}', JSON.stringify({ id: 'v2', count: 2, result: null }), 2, 3, '[]');
     insert.run('v9', '{"open":"idle"}', JSON.stringify({ id: 'v9', bumps: 0, result: null }), 9, 1, '[]');
     const h = host();
 
-    expect(await h.peek('v1')).toMatchObject({ state: 'failed', snapshot: { value: { open: 'failed' }, context: { bumps: 4 } } });
+    expect(await h.peek('v1')).toMatchObject({
+      state: 'failed',
+      snapshot: { value: { open: 'failed' }, context: { bumps: 4 } },
+    });
     const out = await h.send('v1', { type: 'GO' });
     expect(out).toMatchObject({ state: 'done', snapshot: { context: { id: 'v1', bumps: 4, result: 'worked on v1' } } });
     expect(row('v1')).toMatchObject({ state: '{"open":"done"}', machine_version: 3, row_version: 9 });
@@ -295,7 +314,7 @@ describe('machine host', () => {
     const released = new Promise<void>((resolve) => (release = resolve));
     const slowSave = host({
       store: {
-        load: port.load,
+        load: (id) => port.load(id),
         save: async (id, write, expected) => {
           if (write.stateName === 'failed') {
             saving();

@@ -26,7 +26,10 @@ const shipped = {
 function split(raw: string): { headers: Map<string, string>; body: string } {
   const end = raw.indexOf('\r\n\r\n');
   const headers = new Map<string, string>();
-  for (const line of raw.slice(0, end).replace(/\r\n[ \t]+/g, ' ').split('\r\n')) {
+  for (const line of raw
+    .slice(0, end)
+    .replace(/\r\n[ \t]+/g, ' ')
+    .split('\r\n')) {
     const colon = line.indexOf(':');
     headers.set(line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim());
   }
@@ -58,7 +61,7 @@ describe('message pieces', () => {
   });
 
   it.each([
-    'Alice (@alice:example.org) has invited you to Bob\'s room, which has a rather long name',
+    "Alice (@alice:example.org) has invited you to Bob's room, which has a rather long name",
     'Ünïcødé 日本語 invitation from Strauß with a long long subject that must be folded somewhere',
     '🙂'.repeat(40),
     'Hi\r\nBcc: victim@example.org',
@@ -77,11 +80,16 @@ describe('message pieces', () => {
 });
 
 describe('composeMail', () => {
-  it('adds Sydent\'s variables, renders and uses CRLF', () => {
+  it("adds Sydent's variables, renders and uses CRLF", () => {
     const t = resolveTemplate(shipped, 'matrix-org', 'verification_template.eml');
     const link =
       'https://is.example.test/_matrix/identity/api/v1/validate/email/submitToken?token=T0K3N&client_secret=s3cret&sid=7';
-    const mail = composeMail(t, 'alice@example.org', { link, token: 'T0K3N', ipaddress: '203.0.113.9' }, { email, now: NOW });
+    const mail = composeMail(
+      t,
+      'alice@example.org',
+      { link, token: 'T0K3N', ipaddress: '203.0.113.9' },
+      { email, now: NOW },
+    );
     expect(mail.to).toBe('alice@example.org');
     expect(mail.messageId).toMatch(new RegExp(`^<${NOW}[A-Za-z]{16}@is\\.example\\.test>$`));
     expect(mail.raw).not.toMatch(/[^\r]\n/);
@@ -111,7 +119,7 @@ describe('composeMail', () => {
     expect(html).not.toContain('%%');
   });
 
-  it('renders the shipped invite with the link on line 22 and the caller\'s sign URL', () => {
+  it("renders the shipped invite with the link on line 22 and the caller's sign URL", () => {
     const t = resolveTemplate(shipped, null, 'invite_template.eml');
     const subs = {
       subject_header_value: encodeHeaderValue("Bob's Emporium of Messages invited you"),
@@ -157,7 +165,12 @@ describe('composeMail', () => {
 
   it("Sydent's variables override the caller's", () => {
     const t = resolveTemplate(shipped, null, 'verification_template.eml');
-    const mail = composeMail(t, 'a@example.org', { link: 'l', token: 't', to: 'evil@example.org', date: 'x' }, { email, now: NOW });
+    const mail = composeMail(
+      t,
+      'a@example.org',
+      { link: 'l', token: 't', to: 'evil@example.org', date: 'x' },
+      { email, now: NOW },
+    );
     expect(split(mail.raw).headers.get('to')).toBe('a@example.org');
     expect(split(mail.raw).headers.get('date')).toBe('Thu, 26 Nov 2026 19:46:59 -0000');
   });

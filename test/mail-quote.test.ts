@@ -22,7 +22,10 @@ describe("pyQuoteAll (quote, safe='')", () => {
   it.each([
     ['https://example.org/a b?c=d&e=f#g', 'https%3A%2F%2Fexample.org%2Fa%20b%3Fc%3Dd%26e%3Df%23g'],
     ["!\\$&'()*+,;=:@/?#[]", '%21%5C%24%26%27%28%29%2A%2B%2C%3B%3D%3A%40%2F%3F%23%5B%5D'],
-    ['https://matrix.org/_matrix/identity/api/v1/sign-ed25519', 'https%3A%2F%2Fmatrix.org%2F_matrix%2Fidentity%2Fapi%2Fv1%2Fsign-ed25519'],
+    [
+      'https://matrix.org/_matrix/identity/api/v1/sign-ed25519',
+      'https%3A%2F%2Fmatrix.org%2F_matrix%2Fidentity%2Fapi%2Fv1%2Fsign-ed25519',
+    ],
   ])('%j', (input, expected) => {
     expect(pyQuoteAll(input)).toBe(expected);
   });
@@ -40,6 +43,6 @@ describe('HTML escaping', () => {
 
   it("markupsafe's escape uses &#39; and &#34; and leaves the backslash", () => {
     expect(markupEscape('Bob\'s <b>"&amp;\\')).toBe('Bob&#39;s &lt;b&gt;&#34;&amp;amp;\\');
-    expect(markupEscape('Bob\'s Emporium of Messages')).toBe('Bob&#39;s Emporium of Messages');
+    expect(markupEscape("Bob's Emporium of Messages")).toBe('Bob&#39;s Emporium of Messages');
   });
 });

@@ -46,9 +46,14 @@ function emailConfig(port: number, tlsMode: SmtpTlsMode, auth?: { user: string; 
 
 function verificationMail(to = 'alice@example.org') {
   const t = resolveTemplate(shipped, null, 'verification_template.eml');
-  return composeMail(t, to, { link: 'https://is.example.test/submit?token=a&sid=1', token: 'abc' }, {
-    email: { from: FROM, hostname: 'is.example.test' },
-  });
+  return composeMail(
+    t,
+    to,
+    { link: 'https://is.example.test/submit?token=a&sid=1', token: 'abc' },
+    {
+      email: { from: FROM, hostname: 'is.example.test' },
+    },
+  );
 }
 
 const cleanups: (() => unknown)[] = [];
@@ -123,7 +128,9 @@ describe('sending end to end', () => {
     const smtp = await server({ rejectAll: true });
     const t = await transport(emailConfig(smtp.port, 'plain'));
     let retried = 0;
-    const err = await sendRawMail(t, FROM, verificationMail(), { ...fast, onRetry: () => retried++ }).catch((e: unknown) => e);
+    const err = await sendRawMail(t, FROM, verificationMail(), { ...fast, onRetry: () => retried++ }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(MailSendError);
     expect(err).toMatchObject({ permanent: true, responseCode: 550, attempts: 1 });
     expect(retried).toBe(0);
@@ -133,9 +140,10 @@ describe('sending end to end', () => {
   it('fails as temporary after 3 attempts when the server is down', async () => {
     const t = await transport(emailConfig(await deadPort(), 'plain'));
     const delays: number[] = [];
-    const err = await sendRawMail(t, FROM, verificationMail(), { ...fast, onRetry: (_e, _n, d) => delays.push(d) }).catch(
-      (e: unknown) => e,
-    );
+    const err = await sendRawMail(t, FROM, verificationMail(), {
+      ...fast,
+      onRetry: (_e, _n, d) => delays.push(d),
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(MailSendError);
     expect(err).toMatchObject({ permanent: false, attempts: 3 });
     expect(delays).toEqual([1, 2]);
@@ -154,14 +162,18 @@ describe('sending end to end', () => {
     );
     const t = await transport(emailConfig((silent.address() as net.AddressInfo).port, 'plain'));
     const began = Date.now();
-    const err = await sendRawMail(t, FROM, verificationMail(), { ...fast, deadline: began + 600 }).catch((e: unknown) => e);
+    const err = await sendRawMail(t, FROM, verificationMail(), { ...fast, deadline: began + 600 }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(MailSendError);
     expect(err).toMatchObject({ permanent: false, code: 'ETIMEDOUT', attempts: 1 });
     expect(Date.now() - began).toBeLessThan(3000);
     expect(connections).toHaveLength(1);
 
     // a deadline already passed (the message waited too long in the queue): nothing is attempted
-    const late = await sendRawMail(t, FROM, verificationMail(), { ...fast, deadline: Date.now() - 1 }).catch((e: unknown) => e);
+    const late = await sendRawMail(t, FROM, verificationMail(), { ...fast, deadline: Date.now() - 1 }).catch(
+      (e: unknown) => e,
+    );
     expect(late).toMatchObject({ permanent: false, code: 'ETIMEDOUT' });
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(connections).toHaveLength(1);
@@ -198,7 +210,10 @@ describe('sending end to end', () => {
   it('ssl mode against a server without TLS is a permanent failure', async () => {
     const smtp = await server({ tls: 'none' });
     const t = await transport(emailConfig(smtp.port, 'ssl'));
-    await expect(sendRawMail(t, FROM, verificationMail(), fast)).rejects.toMatchObject({ permanent: true, attempts: 1 });
+    await expect(sendRawMail(t, FROM, verificationMail(), fast)).rejects.toMatchObject({
+      permanent: true,
+      attempts: 1,
+    });
   });
 
   it('a wrong password is a permanent failure', async () => {
@@ -283,10 +298,12 @@ describe('mail errors never carry addresses', () => {
     expect(withoutAddresses('550 5.1.1 <alice.smith@example.org>: Recipient address rejected')).toBe(
       '550 5.1.1 <[address]>: Recipient address rejected',
     );
-    expect(withoutAddresses('Can\'t send mail - all recipients were rejected: 550 bob@example.org unknown')).toBe(
+    expect(withoutAddresses("Can't send mail - all recipients were rejected: 550 bob@example.org unknown")).toBe(
       "Can't send mail - all recipients were rejected: 550 [address] unknown",
     );
-    const err = Object.assign(new Error('Recipient command failed: 550 <carol@example.net> no mailbox'), { responseCode: 550 });
+    const err = Object.assign(new Error('Recipient command failed: 550 <carol@example.net> no mailbox'), {
+      responseCode: 550,
+    });
     const mailError = toMailSendError(err, 1);
     expect(mailError.message).not.toContain('carol@example.net');
     expect(mailError.permanent).toBe(true);

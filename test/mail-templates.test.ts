@@ -25,9 +25,15 @@ function write(rel: string, text: string): string {
   return file;
 }
 
-function config(over: { template?: string; inviteTemplate?: string; verifyResponseTemplate?: string } = {}): SydentConfig {
+function config(
+  over: { template?: string; inviteTemplate?: string; verifyResponseTemplate?: string } = {},
+): SydentConfig {
   return {
-    general: { templatesPath: root, validBrands: ['matrix-org', 'vector-im', 'legacy-only'], brandDefault: 'matrix-org' },
+    general: {
+      templatesPath: root,
+      validBrands: ['matrix-org', 'vector-im', 'legacy-only'],
+      brandDefault: 'matrix-org',
+    },
     email: { template: over.template ?? null, inviteTemplate: over.inviteTemplate ?? null },
     http: { verifyResponseTemplate: over.verifyResponseTemplate ?? null },
   } as unknown as SydentConfig;
@@ -138,9 +144,19 @@ describe('Jinja2 (.j2) templates', () => {
 describe('legacy %-format templates', () => {
   it('substitutes %(name)s with _forhtml and _forurl variants, and %% as %', () => {
     const file = write('matrix-org/legacy.eml', '%(x)s|%(x_forhtml)s|%(x_forurl)s|100%%|%(multipart_boundary)s\n');
-    const out = renderTemplate(file, { x: "Bob's <b> a/b", multipart_boundary: 'B0UND' }, { noVariants: ['multipart_boundary'] });
+    const out = renderTemplate(
+      file,
+      { x: "Bob's <b> a/b", multipart_boundary: 'B0UND' },
+      { noVariants: ['multipart_boundary'] },
+    );
     expect(out).toBe("Bob's <b> a/b|Bob&#x27;s &lt;b&gt; a/b|Bob%27s%20%3Cb%3E%20a/b|100%|B0UND\n");
-    expect(() => renderTemplate(write('matrix-org/legacy2.eml', '%(multipart_boundary_forhtml)s'), { multipart_boundary: 'B' }, { noVariants: ['multipart_boundary'] })).toThrow(TemplateError);
+    expect(() =>
+      renderTemplate(
+        write('matrix-org/legacy2.eml', '%(multipart_boundary_forhtml)s'),
+        { multipart_boundary: 'B' },
+        { noVariants: ['multipart_boundary'] },
+      ),
+    ).toThrow(TemplateError);
   });
 
   it('fails on an unknown name, a bare %, or an unsupported conversion', () => {
@@ -179,7 +195,9 @@ describe('template resolution (Sydent get_branded_template)', () => {
   it('falls back to brand.default for an unknown, missing or sneaky brand', () => {
     for (const brand of [undefined, null, '', 'not-a-brand', '../matrix-org', 'MATRIX-ORG']) {
       expect(effectiveBrand(config().general, brand)).toBe('matrix-org');
-      expect(resolveTemplate(config(), brand, 'verification_template.eml').name).toBe('matrix-org/verification_template.eml.j2');
+      expect(resolveTemplate(config(), brand, 'verification_template.eml').name).toBe(
+        'matrix-org/verification_template.eml.j2',
+      );
     }
     expect(effectiveBrand(config().general, 'vector-im')).toBe('vector-im');
   });
@@ -230,7 +248,11 @@ describe('the submitToken response page', () => {
       email: { template: null, inviteTemplate: null },
       http: { verifyResponseTemplate: null },
     } as unknown as SydentConfig;
-    const page = renderResponsePage(shipped, 'matrix-org', 'Verification successful! Please return to your Matrix client to continue.');
+    const page = renderResponsePage(
+      shipped,
+      'matrix-org',
+      'Verification successful! Please return to your Matrix client to continue.',
+    );
     expect(page).toContain('<p>Verification successful! Please return to your Matrix client to continue.</p>');
     expect(page).not.toContain('%(');
   });
@@ -239,16 +261,16 @@ describe('the submitToken response page', () => {
 describe('templates of text and substitutions only', () => {
   const values = {
     from: 'Sydent <noreply@example.org>',
-    to: 'o\'brien+x@example.org',
+    to: "o'brien+x@example.org",
     link: 'https://id.example/_matrix/identity/v2/validate/email/submitToken?token=a b&client_secret=<x>&sid="1"',
-    token: "tok'&<>\"\\é",
+    token: 'tok\'&<>"\\é',
     messageid: '<1x@example.org>',
     date: 'Thu, 26 Nov 2026 19:46:59 -0000',
     multipart_boundary: 'BOUNDARY',
     ipaddress: '10.0.0.1',
   };
 
-  it("are split once and render exactly as nunjucks renders them (the shipped verification mail among them)", () => {
+  it('are split once and render exactly as nunjucks renders them (the shipped verification mail among them)', () => {
     const shipped = path.join(import.meta.dirname, '..', 'config', 'templates', 'matrix-org');
     const sources = [
       fs.readFileSync(path.join(shipped, 'verification_template.eml.j2'), 'utf8'),
@@ -263,7 +285,9 @@ describe('templates of text and substitutions only', () => {
       // The same text with a comment, which nunjucks renders as nothing: the reference rendering.
       const reference = write(`matrix-org/reference-${i}.j2`, `{# nunjucks #}${src}`);
       expect(splitPlainJinja(`{# nunjucks #}${src}`)).toBeNull();
-      expect(renderTemplate(templateAt(plain, root), values), `source ${i}`).toBe(renderTemplate(templateAt(reference, root), values));
+      expect(renderTemplate(templateAt(plain, root), values), `source ${i}`).toBe(
+        renderTemplate(templateAt(reference, root), values),
+      );
     });
     // The invite template has tags (room type): nunjucks renders it.
     expect(splitPlainJinja(fs.readFileSync(path.join(shipped, 'invite_template.eml.j2'), 'utf8'))).toBeNull();
@@ -272,7 +296,16 @@ describe('templates of text and substitutions only', () => {
   });
 
   it('leave everything else to nunjucks: tags, comments, expressions, whitespace control, its own names', () => {
-    for (const src of ['{% if x %}y{% endif %}', '{# c #}', '{{ x ~ y }}', '{{- x }}', '{{ x|upper }}', '{{ none }}', '{{ x.y }}', '{{ "s" }}']) {
+    for (const src of [
+      '{% if x %}y{% endif %}',
+      '{# c #}',
+      '{{ x ~ y }}',
+      '{{- x }}',
+      '{{ x|upper }}',
+      '{{ none }}',
+      '{{ x.y }}',
+      '{{ "s" }}',
+    ]) {
       expect(splitPlainJinja(src), src).toBeNull();
     }
     expect(splitPlainJinja('a {{ x }} b')).toEqual(['a ', { name: 'x', filter: 'escape' }, ' b']);
@@ -287,6 +320,8 @@ describe('templates of text and substitutions only', () => {
     fs.writeFileSync(file, 'second {{ token }}');
     const later = new Date(Date.now() + 10_000);
     fs.utimesSync(file, later, later);
-    expect(renderTemplate(resolveTemplate(c, 'vector-im', 'verification_template.eml'), { token: '2' })).toBe('second 2');
+    expect(renderTemplate(resolveTemplate(c, 'vector-im', 'verification_template.eml'), { token: '2' })).toBe(
+      'second 2',
+    );
   });
 });

@@ -3,7 +3,13 @@
  * of a 3PID address.
  */
 import { describe, expect, it } from 'vitest';
-import { isAcceptableRoomId, isValidServerName, normaliseAddress, parseServerName, serverNameOfUserId } from '../src/matrix/index.js';
+import {
+  isAcceptableRoomId,
+  isValidServerName,
+  normaliseAddress,
+  parseServerName,
+  serverNameOfUserId,
+} from '../src/matrix/index.js';
 
 describe('server names', () => {
   it.each([
@@ -71,8 +77,10 @@ describe('server names', () => {
 
 describe('room IDs', () => {
   it("any room version's, without control characters, at most 255 characters", () => {
-    for (const ok of ['!abc:example.com', '!NoServerPart', '!' + 'a'.repeat(254)]) expect(isAcceptableRoomId(ok), ok).toBe(true);
-    for (const bad of ['', '!a\nb:example.com', '!a\u0085b', '!a\u007fb', '!' + 'a'.repeat(255)]) expect(isAcceptableRoomId(bad), JSON.stringify(bad)).toBe(false);
+    for (const ok of ['!abc:example.com', '!NoServerPart', '!' + 'a'.repeat(254)])
+      expect(isAcceptableRoomId(ok), ok).toBe(true);
+    for (const bad of ['', '!a\nb:example.com', '!a\u0085b', '!a\u007fb', '!' + 'a'.repeat(255)])
+      expect(isAcceptableRoomId(bad), JSON.stringify(bad)).toBe(false);
   });
 });
 

@@ -57,14 +57,20 @@ describe('Prometheus metrics', () => {
     const text = await scrape();
     const route = '/_matrix/identity/api/v1/validate/email/requestToken';
     expect(value(text, `sydent_http_requests_total{route="${route}",method="POST",status="200"}`)).toBe(1);
-    expect(value(text, `sydent_http_requests_total{route="/_matrix/identity/versions",method="GET",status="200"}`)).toBe(1);
+    expect(
+      value(text, `sydent_http_requests_total{route="/_matrix/identity/versions",method="GET",status="200"}`),
+    ).toBe(1);
     // Unknown URLs are one label, not one per URL.
     expect(text).toContain('route="unmatched"');
     expect(text).not.toContain('nothing-here');
     expect(value(text, `sydent_http_request_duration_seconds_count{route="${route}",method="POST"}`)).toBe(1);
     expect(value(text, 'sydent_sessions{state="tokenSent"}')).toBe(1);
-    expect(value(text, 'sydent_machine_transitions_total{machine="validationSession",from="requested",to="sendingToken"}')).toBe(1);
-    expect(value(text, 'sydent_machine_transitions_total{machine="validationSession",from="sendingToken",to="tokenSent"}')).toBe(1);
+    expect(
+      value(text, 'sydent_machine_transitions_total{machine="validationSession",from="requested",to="sendingToken"}'),
+    ).toBe(1);
+    expect(
+      value(text, 'sydent_machine_transitions_total{machine="validationSession",from="sendingToken",to="tokenSent"}'),
+    ).toBe(1);
     expect(value(text, 'sydent_emails_sent_total')).toBe(1);
     expect(value(text, 'sydent_emails_failed_total')).toBe(0);
     expect(value(text, 'sydent_callbacks_pending')).toBe(0);
@@ -93,7 +99,11 @@ describe('Prometheus metrics', () => {
 
     expect((await fetch(t.url('/_matrix/identity/versions'))).status).toBe(200);
     // The v2 lookup is answered ahead of fastify (the lookup lane): counted all the same, 401 included, as Sydent did.
-    const lookup = await fetch(t.url('/_matrix/identity/v2/lookup'), { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
+    const lookup = await fetch(t.url('/_matrix/identity/v2/lookup'), {
+      method: 'POST',
+      body: '{}',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(lookup.status).toBe(401);
     // A browser's CORS preflight reaches the servlet in Sydent.
     const preflight = await fetch(t.url('/_matrix/identity/v2/lookup'), { method: 'OPTIONS' });
@@ -114,7 +124,9 @@ describe('Prometheus metrics', () => {
     expect(now('LookupV2Servlet', 'POST')).toBe(lookupPost + 1);
     expect(now('LookupV2Servlet', 'OPTIONS')).toBe(lookupOptions + 1);
     expect(now('AuthenticatedBindThreePidServlet', 'POST')).toBe(bind + 1);
-    expect(value(text, 'sydent_http_requests_total{route="/_matrix/identity/v2/lookup",method="OPTIONS",status="200"}')).toBe(1);
+    expect(
+      value(text, 'sydent_http_requests_total{route="/_matrix/identity/v2/lookup",method="OPTIONS",status="200"}'),
+    ).toBe(1);
     // Our own endpoints have no servlet in Sydent: not in its counter.
     expect(text).not.toMatch(/servlet="(null)?"/);
     // prometheus_client's process collector names, which Sydent's dashboards read.

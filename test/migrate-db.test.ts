@@ -20,7 +20,10 @@ import { spawnServer } from './helpers/process.js';
 import { sydentDb } from './helpers/sydent-rows.js';
 import { tempDir } from './helpers/tmp.js';
 
-const FIXTURE = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'sydent-v5.sql'), 'utf8');
+const FIXTURE = fs.readFileSync(
+  path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'sydent-v5.sql'),
+  'utf8',
+);
 const OUR_TABLES = ['sydent_ts_meta', 'session_machines', 'callback_outbox'];
 /** Derived from the rows of the tables above (migration 12): seeded in the target from the rows copied, never copied. */
 const COUNT_TABLES = ['sydent_ts_callback_counts', 'sydent_ts_machine_counts', 'sydent_ts_sydent_session_counts'];
@@ -70,8 +73,21 @@ function sydentFile(where: string, associations = 120): string {
 
   const sydent = sydentDb(file);
   // Sessions with Sydent's random ids, one validated; text with every character COPY escapes, and a quote
-  sydent.createSession({ sid: 2147483647, address: 'Mixed@Example.org', clientSecret: 'tab\tnew\nline\\"q\r\b\f\v\\N', token: 'T'.repeat(32), mtime: 1700000000999 });
-  sydent.createSession({ sid: 0, medium: 'msisdn', address: '447700900000', clientSecret: 's2', token: '123456', validated: true });
+  sydent.createSession({
+    sid: 2147483647,
+    address: 'Mixed@Example.org',
+    clientSecret: 'tab\tnew\nline\\"q\r\b\f\v\\N',
+    token: 'T'.repeat(32),
+    mtime: 1700000000999,
+  });
+  sydent.createSession({
+    sid: 0,
+    medium: 'msisdn',
+    address: '447700900000',
+    clientSecret: 's2',
+    token: '123456',
+    validated: true,
+  });
   const bind = (i: number) =>
     sydent.bind({
       medium: 'email',
@@ -97,28 +113,50 @@ function sydentFile(where: string, associations = 120): string {
     for (let i = 6; i <= associations; i++) {
       const [address, mxid, ts] = [`user${i}@example.org`, `@user${i}:hs.test`, 1700000000000 + i];
       const id = local.run('email', address, `hash${i}`, mxid, ts, ts, 4_000_000_000_000).lastInsertRowid;
-      global.run('email', address, `hash${i}`, mxid, ts, ts, 4_000_000_000_000, 'id.example', id, JSON.stringify({ mxid, address }));
+      global.run(
+        'email',
+        address,
+        `hash${i}`,
+        mxid,
+        ts,
+        ts,
+        4_000_000_000_000,
+        'id.example',
+        id,
+        JSON.stringify({ mxid, address }),
+      );
     }
   })();
   // An unbind as Sydent records it: a new local row (a tombstone, mxid NULL), the global one deleted. The
   // AUTOINCREMENT counters are now past max(id) in the global table, and must stay so on every engine.
-  raw.prepare("INSERT OR REPLACE INTO local_threepid_associations (medium, address, mxid, ts, notBefore, notAfter) VALUES ('email', 'user1@example.org', NULL, 1700000009999, NULL, NULL)").run();
-  raw.prepare(`DELETE FROM global_threepid_associations WHERE id = (SELECT max(id) FROM global_threepid_associations)`).run();
+  raw
+    .prepare(
+      "INSERT OR REPLACE INTO local_threepid_associations (medium, address, mxid, ts, notBefore, notAfter) VALUES ('email', 'user1@example.org', NULL, 1700000009999, NULL, NULL)",
+    )
+    .run();
+  raw
+    .prepare(`DELETE FROM global_threepid_associations WHERE id = (SELECT max(id) FROM global_threepid_associations)`)
+    .run();
   // past 2^53: kept exactly on every engine, never through a double
-  raw.prepare('UPDATE threepid_token_auths SET sendAttemptNumber = ? WHERE validationSession = 0').run(9_007_199_254_740_993n);
+  raw
+    .prepare('UPDATE threepid_token_auths SET sendAttemptNumber = ? WHERE validationSession = 0')
+    .run(9_007_199_254_740_993n);
   raw.close();
   return file;
 }
 
 /** Every row of every table the file has (and sqlite_sequence), ordered by all columns, integers exact. */
-function dumpSqlite(file: string, tables: readonly string[] = [...SYDENT_TABLES, ...OUR_TABLES, ...COUNT_TABLES, 'sqlite_sequence']): Record<string, unknown[]> {
+function dumpSqlite(
+  file: string,
+  tables: readonly string[] = [...SYDENT_TABLES, ...OUR_TABLES, ...COUNT_TABLES, 'sqlite_sequence'],
+): Record<string, unknown[]> {
   const db = new Database(file, { readonly: true });
   db.defaultSafeIntegers(true);
   try {
     const out: Record<string, unknown[]> = {};
     for (const t of tables) {
       if (!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t)) continue;
-      const n = (db.prepare(`PRAGMA table_info("${t}")`).all() as unknown[]).length;
+      const n = db.prepare(`PRAGMA table_info("${t}")`).all().length;
       const order = Array.from({ length: n }, (_, i) => i + 1).join(', ');
       out[t] = db.prepare(`SELECT * FROM "${t}" ORDER BY ${order}`).all();
     }
@@ -138,7 +176,9 @@ async function dumpPg(url: string, tables: readonly string[]): Promise<Record<st
         'SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $1 AND table_schema = current_schema() ORDER BY ordinal_position',
         [t],
       );
-      const order = cols.rows.map((c) => `"${c.column_name}"${c.data_type === 'text' ? ' COLLATE "C"' : ''} NULLS FIRST`).join(', ');
+      const order = cols.rows
+        .map((c) => `"${c.column_name}"${c.data_type === 'text' ? ' COLLATE "C"' : ''} NULLS FIRST`)
+        .join(', ');
       const res = await client.query(`SELECT * FROM "${t}" ORDER BY ${order}`);
       out[t] = res.rows.map((r: Record<string, unknown>) =>
         Object.fromEntries(
@@ -160,7 +200,9 @@ function lowerKeys(rows: Record<string, unknown[]>): Record<string, unknown[]> {
   return Object.fromEntries(
     Object.entries(rows).map(([t, list]) => [
       t,
-      list.map((r) => Object.fromEntries(Object.entries(r as Record<string, unknown>).map(([k, v]) => [k.toLowerCase(), v]))),
+      list.map((r) =>
+        Object.fromEntries(Object.entries(r as Record<string, unknown>).map(([k, v]) => [k.toLowerCase(), v])),
+      ),
     ]),
   );
 }
@@ -206,14 +248,23 @@ describe('migrate-db’s progress line', () => {
   it('rows copied of the total, rows per second, and the time left once a second of copying has been measured', () => {
     let t = 0;
     let out = '';
-    const p = new Progress({ write: (s) => (out += s), tty: false, total: 1_000_000, already: 100_000, now: () => t, everyMs: 2000 });
+    const p = new Progress({
+      write: (s) => (out += s),
+      tty: false,
+      total: 1_000_000,
+      already: 100_000,
+      now: () => t,
+      everyMs: 2000,
+    });
     p.add(1, 'accounts');
     expect(out).toBe('copying accounts: 100,001/1,000,000 rows (10%), 0 rows/s\n');
     t = 1000;
     p.add(49_999, 'accounts'); // within 2 s of the last line: none
     t = 2000;
     p.add(50_000, 'global_threepid_associations');
-    expect(out.split('\n')[1]).toBe('copying global_threepid_associations: 200,000/1,000,000 rows (20%), 50,000 rows/s, ETA 16 s');
+    expect(out.split('\n')[1]).toBe(
+      'copying global_threepid_associations: 200,000/1,000,000 rows (20%), 50,000 rows/s, ETA 16 s',
+    );
     p.say('migrate-db: done');
     expect(p.summary()).toBe('100,000 rows copied in 2.0 s (50,000 rows/s)');
 
@@ -226,73 +277,89 @@ describe('migrate-db’s progress line', () => {
 });
 
 describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
-  it('Sydent’s own sydent.db → PostgreSQL → a new SQLite file: the same rows everywhere, the file at Sydent’s schema plus ours', { timeout: 90_000 }, async () => {
-    const d = dir();
-    const source = sydentFile(d);
-    const before = dumpSqlite(source);
-    const pg = await database();
+  it(
+    'Sydent’s own sydent.db → PostgreSQL → a new SQLite file: the same rows everywhere, the file at Sydent’s schema plus ours',
+    { timeout: 90_000 },
+    async () => {
+      const d = dir();
+      const source = sydentFile(d);
+      const before = dumpSqlite(source);
+      const pg = await database();
 
-    const forward = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`, '--batch-rows', '50'], d);
-    expect(forward.stderr).not.toContain(pg.server.password);
-    expect(forward.code, forward.stderr).toBe(0);
-    expect(forward.stderr).toMatch(/copying \w+: [\d,]+\/[\d,]+ rows \(\d+%\), [\d,]+ rows\/s/);
-    expect(forward.stderr).toContain('counts and checksums equal');
-    expect(forward.stdout).toContain('db.engine = postgresql');
-    expect(forward.stdout).toContain(`db.url = postgresql://postgres:PASSWORD@127.0.0.1:${pg.server.port}/${pg.name}`);
-    expect(forward.stdout).not.toContain(pg.server.password);
-
-    // In PostgreSQL: the schema and every row, nothing of migrate-db's own left behind
-    expect(await tablesOf(pg.url)).toEqual([...SYDENT_TABLES, ...OUR_TABLES, ...COUNT_TABLES, PG_VERSION_TABLE].sort());
-    const { sqlite_sequence: sequences, ...sydentRows } = before;
-    expect(await dumpPg(pg.url, Object.keys(sydentRows))).toEqual(lowerKeys(sydentRows));
-    expect(await dumpPg(pg.url, OUR_TABLES)).toEqual({ sydent_ts_meta: [], session_machines: [], callback_outbox: [] });
-    // Sydent's two sessions (one validated, neither with a machine row), counted from the rows copied
-    const counts = {
-      sydent_ts_callback_counts: [],
-      sydent_ts_machine_counts: [],
-      sydent_ts_sydent_session_counts: [
-        { validated: 0n, n: 1n },
-        { validated: 1n, n: 1n },
-      ],
-    };
-    expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
-    expect(before['global_threepid_associations']).toHaveLength(119);
-
-    // The file written back
-    const back = path.join(d, 'back.db');
-    const reverse = await migrateDb(['--to', `sqlite:${back}`, '--from', pg.url, '--batch-rows', '40'], d);
-    expect(reverse.code, reverse.stderr).toBe(0);
-    expect(reverse.stdout).toContain(`db.file = ${back}`);
-    expect(fs.existsSync(`${back}.partial`)).toBe(false);
-    expect(dumpSqlite(back, [...SYDENT_TABLES, 'sqlite_sequence'])).toEqual(before);
-    expect(dumpSqlite(back, OUR_TABLES)).toEqual({ sydent_ts_meta: [], session_machines: [], callback_outbox: [] });
-    expect(dumpSqlite(back, COUNT_TABLES)).toEqual(counts);
-    expect(sequences).toEqual([
-      { name: 'global_threepid_associations', seq: 120n },
-      { name: 'local_threepid_associations', seq: 121n },
-    ]);
-
-    const file = new Database(back, { readonly: true });
-    cleanups.push(() => void file.close());
-    expect(getUserVersion(file)).toBe(LATEST);
-    expect(file.pragma('integrity_check', { simple: true })).toBe('ok');
-    // Sydent's tables and indexes exactly as Sydent's own file has them (what Sydent and sqlite3 .schema see)
-    const schema = (db: Database.Database) =>
-      Object.fromEntries(
-        (db.prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sydent_ts_%'").all() as { name: string; sql: string }[]).map((r) => [r.name, r.sql]),
+      const forward = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`, '--batch-rows', '50'], d);
+      expect(forward.stderr).not.toContain(pg.server.password);
+      expect(forward.code, forward.stderr).toBe(0);
+      expect(forward.stderr).toMatch(/copying \w+: [\d,]+\/[\d,]+ rows \(\d+%\), [\d,]+ rows\/s/);
+      expect(forward.stderr).toContain('counts and checksums equal');
+      expect(forward.stdout).toContain('db.engine = postgresql');
+      expect(forward.stdout).toContain(
+        `db.url = postgresql://postgres:PASSWORD@127.0.0.1:${pg.server.port}/${pg.name}`,
       );
-    const original = new Database(source, { readonly: true });
-    cleanups.push(() => void original.close());
-    expect(schema(file)).toMatchObject(schema(original));
+      expect(forward.stdout).not.toContain(pg.server.password);
 
-    // The identity sequences follow SQLite's counters: the next bind gets a new id, never a deleted one's
-    const client = await connect(pg.url);
-    cleanups.push(() => client.end());
-    const next = await client.query<{ id: string }>(
-      "INSERT INTO global_threepid_associations (medium, address, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc) VALUES ('email', 'n@x', '@n:x', 1, 1, 2, 'x', 1, '{}') RETURNING id",
-    );
-    expect(next.rows[0]!.id).toBe('121');
-  });
+      // In PostgreSQL: the schema and every row, nothing of migrate-db's own left behind
+      expect(await tablesOf(pg.url)).toEqual(
+        [...SYDENT_TABLES, ...OUR_TABLES, ...COUNT_TABLES, PG_VERSION_TABLE].sort(),
+      );
+      const { sqlite_sequence: sequences, ...sydentRows } = before;
+      expect(await dumpPg(pg.url, Object.keys(sydentRows))).toEqual(lowerKeys(sydentRows));
+      expect(await dumpPg(pg.url, OUR_TABLES)).toEqual({
+        sydent_ts_meta: [],
+        session_machines: [],
+        callback_outbox: [],
+      });
+      // Sydent's two sessions (one validated, neither with a machine row), counted from the rows copied
+      const counts = {
+        sydent_ts_callback_counts: [],
+        sydent_ts_machine_counts: [],
+        sydent_ts_sydent_session_counts: [
+          { validated: 0n, n: 1n },
+          { validated: 1n, n: 1n },
+        ],
+      };
+      expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
+      expect(before['global_threepid_associations']).toHaveLength(119);
+
+      // The file written back
+      const back = path.join(d, 'back.db');
+      const reverse = await migrateDb(['--to', `sqlite:${back}`, '--from', pg.url, '--batch-rows', '40'], d);
+      expect(reverse.code, reverse.stderr).toBe(0);
+      expect(reverse.stdout).toContain(`db.file = ${back}`);
+      expect(fs.existsSync(`${back}.partial`)).toBe(false);
+      expect(dumpSqlite(back, [...SYDENT_TABLES, 'sqlite_sequence'])).toEqual(before);
+      expect(dumpSqlite(back, OUR_TABLES)).toEqual({ sydent_ts_meta: [], session_machines: [], callback_outbox: [] });
+      expect(dumpSqlite(back, COUNT_TABLES)).toEqual(counts);
+      expect(sequences).toEqual([
+        { name: 'global_threepid_associations', seq: 120n },
+        { name: 'local_threepid_associations', seq: 121n },
+      ]);
+
+      const file = new Database(back, { readonly: true });
+      cleanups.push(() => void file.close());
+      expect(getUserVersion(file)).toBe(LATEST);
+      expect(file.pragma('integrity_check', { simple: true })).toBe('ok');
+      // Sydent's tables and indexes exactly as Sydent's own file has them (what Sydent and sqlite3 .schema see)
+      const schema = (db: Database.Database) =>
+        Object.fromEntries(
+          (
+            db
+              .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sydent_ts_%'")
+              .all() as { name: string; sql: string }[]
+          ).map((r) => [r.name, r.sql]),
+        );
+      const original = new Database(source, { readonly: true });
+      cleanups.push(() => void original.close());
+      expect(schema(file)).toMatchObject(schema(original));
+
+      // The identity sequences follow SQLite's counters: the next bind gets a new id, never a deleted one's
+      const client = await connect(pg.url);
+      cleanups.push(() => client.end());
+      const next = await client.query<{ id: string }>(
+        "INSERT INTO global_threepid_associations (medium, address, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc) VALUES ('email', 'n@x', '@n:x', 1, 1, 2, 'x', 1, '{}') RETURNING id",
+      );
+      expect(next.rows[0]!.id).toBe('121');
+    },
+  );
 
   it('a sydent-ts database (our tables too) → PostgreSQL → SQLite: the same rows', { timeout: 60_000 }, async () => {
     const d = dir();
@@ -335,7 +402,9 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     expect(dumpSqlite(back)).toEqual(before);
     // and kept by the triggers from then on
     const file = new Database(back);
-    file.exec("UPDATE callback_outbox SET state = 'delivered' WHERE state = 'pending'; DELETE FROM threepid_validation_sessions WHERE id = 77;");
+    file.exec(
+      "UPDATE callback_outbox SET state = 'delivered' WHERE state = 'pending'; DELETE FROM threepid_validation_sessions WHERE id = 77;",
+    );
     file.close();
     expect(dumpSqlite(back, COUNT_TABLES)).toEqual({
       sydent_ts_callback_counts: [
@@ -349,51 +418,64 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     expect(before['sqlite_sequence']).toEqual([{ name: 'callback_outbox', seq: 2n }]);
   });
 
-  it('a database at version 11 with a machine row whose session is gone: copied and verified, then migration 12 removes the row and seeds the counts; a run stopped after that step finishes when run again', { timeout: 60_000 }, async () => {
-    const d = dir();
-    const source = path.join(d, 'v11.db');
-    const db = openDatabase(source, { migrations: OUR_MIGRATIONS.filter((m) => m.version <= 11) });
-    expect(getUserVersion(db)).toBe(11);
-    db.exec(`
+  it(
+    'a database at version 11 with a machine row whose session is gone: copied and verified, then migration 12 removes the row and seeds the counts; a run stopped after that step finishes when run again',
+    { timeout: 60_000 },
+    async () => {
+      const d = dir();
+      const source = path.join(d, 'v11.db');
+      const db = openDatabase(source, { migrations: OUR_MIGRATIONS.filter((m) => m.version <= 11) });
+      expect(getUserVersion(db)).toBe(11);
+      db.exec(`
       INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES (5, 'email', 'a@b.c', 's', 1, 1), (6, 'email', 'e@b.c', 's', 0, 1);
       INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts)
         VALUES (5, 'validated', '{}', 3, 1, '[]', 1), (9, 'awaitingToken', '{}', 3, 1, '[]', 1);
     `);
-    closeDatabase(db);
-    const pg = await database();
-    const args = ['--to', pg.url, '--from', `sqlite:${source}`];
-    const first = await migrateDb(args, d);
-    expect(first.code, first.stderr).toBe(0);
-    expect(first.stderr).toContain('counts and checksums equal');
-    const machines = async () => (await dumpPg(pg.url, ['session_machines']))['session_machines']!.map((r) => (r as { sid: bigint }).sid);
-    expect(await machines()).toEqual([5n]);
-    const counts = {
-      sydent_ts_callback_counts: [],
-      sydent_ts_machine_counts: [{ state: 'validated', n: 1n }],
-      sydent_ts_sydent_session_counts: [
-        { validated: 0n, n: 1n },
-        { validated: 1n, n: 0n },
-      ],
-    };
-    expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
+      closeDatabase(db);
+      const pg = await database();
+      const args = ['--to', pg.url, '--from', `sqlite:${source}`];
+      const first = await migrateDb(args, d);
+      expect(first.code, first.stderr).toBe(0);
+      expect(first.stderr).toContain('counts and checksums equal');
+      const machines = async () =>
+        (await dumpPg(pg.url, ['session_machines']))['session_machines']!.map((r) => (r as { sid: bigint }).sid);
+      expect(await machines()).toEqual([5n]);
+      const counts = {
+        sydent_ts_callback_counts: [],
+        sydent_ts_machine_counts: [{ state: 'validated', n: 1n }],
+        sydent_ts_sydent_session_counts: [
+          { validated: 0n, n: 1n },
+          { validated: 1n, n: 0n },
+        ],
+      };
+      expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
 
-    // The target as a run killed between migration 12 and dropping its bookkeeping leaves it: the data no longer
-    // matches the source (the row migration 12 removed), and it was verified before that step ran.
-    const client = await connect(pg.url);
-    cleanups.push(() => client.end());
-    await client.query('CREATE TABLE sydent_ts_migrate_db_state (key text PRIMARY KEY, value text NOT NULL)');
-    await client.query("INSERT INTO sydent_ts_migrate_db_state (key, value) VALUES ('source', $1), ('indexes', '[]')", [fs.realpathSync(source)]);
-    await client.query(
-      'CREATE TABLE sydent_ts_migrate_db_progress (table_name text PRIMARY KEY, last_rowid bigint, rows_copied bigint NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false)',
-    );
-    await client.query('INSERT INTO sydent_ts_migrate_db_progress (table_name, rows_copied, done) SELECT unnest($1::text[]), 0, true', [[...SYDENT_TABLES, ...OUR_TABLES]]);
-    const again = await migrateDb(args, d);
-    expect(again.code, again.stderr).toBe(0);
-    expect(again.stderr).toContain('the copy was verified by the run that was stopped');
-    expect(await tablesOf(pg.url)).toEqual([...SYDENT_TABLES, ...OUR_TABLES, ...COUNT_TABLES, PG_VERSION_TABLE].sort());
-    expect(await machines()).toEqual([5n]);
-    expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
-  });
+      // The target as a run killed between migration 12 and dropping its bookkeeping leaves it: the data no longer
+      // matches the source (the row migration 12 removed), and it was verified before that step ran.
+      const client = await connect(pg.url);
+      cleanups.push(() => client.end());
+      await client.query('CREATE TABLE sydent_ts_migrate_db_state (key text PRIMARY KEY, value text NOT NULL)');
+      await client.query(
+        "INSERT INTO sydent_ts_migrate_db_state (key, value) VALUES ('source', $1), ('indexes', '[]')",
+        [fs.realpathSync(source)],
+      );
+      await client.query(
+        'CREATE TABLE sydent_ts_migrate_db_progress (table_name text PRIMARY KEY, last_rowid bigint, rows_copied bigint NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false)',
+      );
+      await client.query(
+        'INSERT INTO sydent_ts_migrate_db_progress (table_name, rows_copied, done) SELECT unnest($1::text[]), 0, true',
+        [[...SYDENT_TABLES, ...OUR_TABLES]],
+      );
+      const again = await migrateDb(args, d);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stderr).toContain('the copy was verified by the run that was stopped');
+      expect(await tablesOf(pg.url)).toEqual(
+        [...SYDENT_TABLES, ...OUR_TABLES, ...COUNT_TABLES, PG_VERSION_TABLE].sort(),
+      );
+      expect(await machines()).toEqual([5n]);
+      expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
+    },
+  );
 
   it('refuses a target that is not empty, and leaves it as it was; a second copy into a finished target too', async () => {
     const d = dir();
@@ -414,7 +496,9 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     expect((await migrateDb(['--to', other.url, '--from', `sqlite:${source}`], d)).code).toBe(0);
     const again = await migrateDb(['--to', other.url, '--from', `sqlite:${source}`], d);
     expect(again.code).toBe(1);
-    expect(again.stderr).toMatch(/refusing to copy into .*: it is not empty \(19 tables: accepted_terms_urls, accounts, callback_outbox, ephemeral_public_keys, global_threepid_associations, …\)/);
+    expect(again.stderr).toMatch(
+      /refusing to copy into .*: it is not empty \(19 tables: accepted_terms_urls, accounts, callback_outbox, ephemeral_public_keys, global_threepid_associations, …\)/,
+    );
   });
 
   it('refuses to write over an existing SQLite file, and to read a database a running server holds', async () => {
@@ -426,7 +510,9 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     fs.writeFileSync(existing, 'precious');
     const over = await migrateDb(['--to', `sqlite:${existing}`, '--from', pg.url], d);
     expect(over.code).toBe(1);
-    expect(over.stderr.trim().split('\n').pop()).toBe(`sydent-ts migrate-db: refusing to write ${existing}: it exists; migrate-db writes a new file only`);
+    expect(over.stderr.trim().split('\n').pop()).toBe(
+      `sydent-ts migrate-db: refusing to write ${existing}: it exists; migrate-db writes a new file only`,
+    );
     expect(fs.readFileSync(existing, 'utf8')).toBe('precious');
 
     // The instance lock a running sydent-ts holds on its database
@@ -436,114 +522,135 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     cleanups.push(() => void holder.close());
     const other = await database();
     const busy = await migrateDb(['--to', other.url, '--from', `sqlite:${source}`], d);
-    expect(busy).toMatchObject({ code: 1, stderr: expect.stringContaining(`another sydent-ts is running on ${source}`) });
+    expect(busy).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining(`another sydent-ts is running on ${source}`),
+    });
     expect(await tablesOf(other.url)).toEqual([]);
   });
 
-  it('a value PostgreSQL cannot hold stops the copy naming its row; once fixed in the source, the copy goes on', { timeout: 60_000 }, async () => {
-    const d = dir();
-    const source = sydentFile(d, 3);
-    const raw = new Database(source);
-    // SQLite keeps a real number in an integer column, and a blob anywhere
-    raw.prepare("UPDATE invite_tokens SET received_ts = 1700000000.5 WHERE token = 'tOkEn2'").run();
-    raw.close();
-    const pg = await database();
-    const failed = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`], d);
-    expect(failed.code).toBe(1);
-    expect(failed.stderr.trim().split('\n').pop()).toBe(
-      'sydent-ts migrate-db: invite_tokens row 2: column received_ts holds the real number 1700000000.5, where PostgreSQL expects an integer',
-    );
+  it(
+    'a value PostgreSQL cannot hold stops the copy naming its row; once fixed in the source, the copy goes on',
+    { timeout: 60_000 },
+    async () => {
+      const d = dir();
+      const source = sydentFile(d, 3);
+      const raw = new Database(source);
+      // SQLite keeps a real number in an integer column, and a blob anywhere
+      raw.prepare("UPDATE invite_tokens SET received_ts = 1700000000.5 WHERE token = 'tOkEn2'").run();
+      raw.close();
+      const pg = await database();
+      const failed = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`], d);
+      expect(failed.code).toBe(1);
+      expect(failed.stderr.trim().split('\n').pop()).toBe(
+        'sydent-ts migrate-db: invite_tokens row 2: column received_ts holds the real number 1700000000.5, where PostgreSQL expects an integer',
+      );
 
-    const fix = new Database(source);
-    fix.prepare("UPDATE invite_tokens SET received_ts = 1700000000 WHERE token = 'tOkEn2'").run();
-    fix.prepare("UPDATE peer_pubkeys SET key = x'00ff'").run();
-    fix.close();
-    const blob = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`], d);
-    expect(blob.stderr.trim().split('\n').pop()).toBe(
-      'sydent-ts migrate-db: peer_pubkeys row 1: column key holds a blob of 2 bytes, where PostgreSQL expects text',
-    );
+      const fix = new Database(source);
+      fix.prepare("UPDATE invite_tokens SET received_ts = 1700000000 WHERE token = 'tOkEn2'").run();
+      fix.prepare("UPDATE peer_pubkeys SET key = x'00ff'").run();
+      fix.close();
+      const blob = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`], d);
+      expect(blob.stderr.trim().split('\n').pop()).toBe(
+        'sydent-ts migrate-db: peer_pubkeys row 1: column key holds a blob of 2 bytes, where PostgreSQL expects text',
+      );
 
-    const fix2 = new Database(source);
-    fix2.prepare("UPDATE peer_pubkeys SET key = 'c29tZWtleQ'").run();
-    fix2.close();
-    const done = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`], d);
-    expect(done.code, done.stderr).toBe(0);
-    const { sqlite_sequence: _s, ...rows } = dumpSqlite(source);
-    expect(await dumpPg(pg.url, Object.keys(rows))).toEqual(lowerKeys(rows));
-  });
+      const fix2 = new Database(source);
+      fix2.prepare("UPDATE peer_pubkeys SET key = 'c29tZWtleQ'").run();
+      fix2.close();
+      const done = await migrateDb(['--to', pg.url, '--from', `sqlite:${source}`], d);
+      expect(done.code, done.stderr).toBe(0);
+      const { sqlite_sequence: _s, ...rows } = dumpSqlite(source);
+      expect(await dumpPg(pg.url, Object.keys(rows))).toEqual(lowerKeys(rows));
+    },
+  );
 
-  it('killed (SIGKILL) in the middle of the copy, then run again: goes on where it stopped, and the result is complete and right', { timeout: 120_000 }, async () => {
-    const d = dir();
-    const source = sydentFile(d, 20_000);
-    const pg = await database();
-    const args = ['--to', pg.url, '--from', `sqlite:${source}`, '--batch-rows', '100'];
+  it(
+    'killed (SIGKILL) in the middle of the copy, then run again: goes on where it stopped, and the result is complete and right',
+    { timeout: 120_000 },
+    async () => {
+      const d = dir();
+      const source = sydentFile(d, 20_000);
+      const pg = await database();
+      const args = ['--to', pg.url, '--from', `sqlite:${source}`, '--batch-rows', '100'];
 
-    const first = migrateDbProcess(args, d);
-    const watcher = await connect(pg.url);
-    cleanups.push(() => watcher.end());
-    let copied = 0;
-    let exited: number | string | undefined;
-    void first.exited.then((c) => (exited = c));
-    while (exited === undefined) {
-      const res = await watcher
-        .query<{ n: string | null }>('SELECT sum(rows_copied) AS n FROM sydent_ts_migrate_db_progress')
-        .catch(() => ({ rows: [{ n: null }] }));
-      copied = Number(res.rows[0]!.n ?? 0);
-      if (copied >= 2_000) break;
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    first.child.kill('SIGKILL');
-    expect(await first.exited).toBe('SIGKILL');
-    const after = Number((await watcher.query<{ n: string }>('SELECT sum(rows_copied) AS n FROM sydent_ts_migrate_db_progress')).rows[0]!.n);
-    expect(after).toBeGreaterThanOrEqual(2_000);
-    const total = 20_000 + 19_999 + 19; // local, global and the rows of Sydent's other tables
-    expect(after).toBeLessThan(total);
+      const first = migrateDbProcess(args, d);
+      const watcher = await connect(pg.url);
+      cleanups.push(() => watcher.end());
+      let exited: number | string | undefined;
+      void first.exited.then((c) => (exited = c));
+      while (exited === undefined) {
+        const res = await watcher
+          .query<{ n: string | null }>('SELECT sum(rows_copied) AS n FROM sydent_ts_migrate_db_progress')
+          .catch(() => ({ rows: [{ n: null }] }));
+        if (Number(res.rows[0]!.n ?? 0) >= 2_000) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      first.child.kill('SIGKILL');
+      expect(await first.exited).toBe('SIGKILL');
+      const after = Number(
+        (await watcher.query<{ n: string }>('SELECT sum(rows_copied) AS n FROM sydent_ts_migrate_db_progress')).rows[0]!
+          .n,
+      );
+      expect(after).toBeGreaterThanOrEqual(2_000);
+      const total = 20_000 + 19_999 + 19; // local, global and the rows of Sydent's other tables
+      expect(after).toBeLessThan(total);
 
-    const second = migrateDbProcess(args, d);
-    expect(await second.exited, second.stderr()).toBe(0);
-    expect(second.stderr()).toContain('holds an unfinished copy of');
-    expect(second.stderr()).toMatch(/resuming: [\d,]+ of 40,018 rows were copied before/);
-    expect(second.stderr()).toContain('counts and checksums equal');
-    expect(second.stdout()).toContain('db.engine = postgresql');
+      const second = migrateDbProcess(args, d);
+      expect(await second.exited, second.stderr()).toBe(0);
+      expect(second.stderr()).toContain('holds an unfinished copy of');
+      expect(second.stderr()).toMatch(/resuming: [\d,]+ of 40,018 rows were copied before/);
+      expect(second.stderr()).toContain('counts and checksums equal');
+      expect(second.stdout()).toContain('db.engine = postgresql');
 
-    const { sqlite_sequence: _sequences, ...rows } = dumpSqlite(source);
-    expect(await dumpPg(pg.url, Object.keys(rows))).toEqual(lowerKeys(rows));
-    expect(await tablesOf(pg.url)).not.toContain('sydent_ts_migrate_db_progress');
-  });
+      const { sqlite_sequence: _sequences, ...rows } = dumpSqlite(source);
+      expect(await dumpPg(pg.url, Object.keys(rows))).toEqual(lowerKeys(rows));
+      expect(await tablesOf(pg.url)).not.toContain('sydent_ts_migrate_db_progress');
+    },
+  );
 
-  it('a bad URL, an unreachable server, a wrong password, a missing database: exit 1 with one line that says which, never the password', { timeout: 60_000 }, async () => {
-    const d = dir();
-    const source = sydentFile(d, 2);
-    const pg = await database();
-    const { port, password } = pg.server;
-    const from = ['--from', `sqlite:${source}`];
+  it(
+    'a bad URL, an unreachable server, a wrong password, a missing database: exit 1 with one line that says which, never the password',
+    { timeout: 60_000 },
+    async () => {
+      const d = dir();
+      const source = sydentFile(d, 2);
+      const pg = await database();
+      const { port, password } = pg.server;
+      const from = ['--from', `sqlite:${source}`];
 
-    const wrong = migrateDbProcess(['--to', `postgresql://postgres:not-the-password@127.0.0.1:${port}/${pg.name}`, ...from], d);
-    expect(await wrong.exited).toBe(1);
-    expect(wrong.stdout()).toBe('');
-    expect(wrong.stderr()).toBe(
-      `migrate-db: copying ${source} into postgresql://postgres:***@127.0.0.1:${port}/${pg.name}\n` +
-        `sydent-ts migrate-db: PostgreSQL at 127.0.0.1:${port}/${pg.name} refused the password of user "postgres"\n`,
-    );
+      const wrong = migrateDbProcess(
+        ['--to', `postgresql://postgres:not-the-password@127.0.0.1:${port}/${pg.name}`, ...from],
+        d,
+      );
+      expect(await wrong.exited).toBe(1);
+      expect(wrong.stdout()).toBe('');
+      expect(wrong.stderr()).toBe(
+        `migrate-db: copying ${source} into postgresql://postgres:***@127.0.0.1:${port}/${pg.name}\n` +
+          `sydent-ts migrate-db: PostgreSQL at 127.0.0.1:${port}/${pg.name} refused the password of user "postgres"\n`,
+      );
 
-    const lastLine = async (url: string) => {
-      const r = await migrateDb(['--to', url, ...from], d);
-      expect(r.code).toBe(1);
-      expect(r.stderr).not.toContain('not-the-password');
-      return r.stderr.trim().split('\n').pop();
-    };
-    expect(await lastLine(`postgresql://postgres:not-the-password@127.0.0.1:99999/x`)).toBe(
-      'sydent-ts migrate-db: not a PostgreSQL URL: postgresql://postgres:***@127.0.0.1:99999/x (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)',
-    );
-    expect(await lastLine(`postgresql://postgres:not-the-password@127.0.0.1:1/x`)).toBe(
-      'sydent-ts migrate-db: cannot connect to PostgreSQL at 127.0.0.1:1/x: connection refused (is it running, on that port?)',
-    );
-    expect(await lastLine(`postgresql://postgres:${password}@127.0.0.1:${port}/no_such_db`)).toBe(
-      `sydent-ts migrate-db: PostgreSQL at 127.0.0.1:${port}/no_such_db: database "no_such_db" does not exist (create it first: CREATE DATABASE …)`,
-    );
-    const usage = await migrateDb(['--to', 'mysql://x'], d);
-    expect(usage.code).toBe(2);
-    expect(usage.stderr.split('\n')[0]).toBe('sydent-ts migrate-db: --to mysql://x: expected postgresql://… or sqlite:PATH');
-    expect(await tablesOf(pg.url)).toEqual([]);
-  });
+      const lastLine = async (url: string) => {
+        const r = await migrateDb(['--to', url, ...from], d);
+        expect(r.code).toBe(1);
+        expect(r.stderr).not.toContain('not-the-password');
+        return r.stderr.trim().split('\n').pop();
+      };
+      expect(await lastLine(`postgresql://postgres:not-the-password@127.0.0.1:99999/x`)).toBe(
+        'sydent-ts migrate-db: not a PostgreSQL URL: postgresql://postgres:***@127.0.0.1:99999/x (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)',
+      );
+      expect(await lastLine(`postgresql://postgres:not-the-password@127.0.0.1:1/x`)).toBe(
+        'sydent-ts migrate-db: cannot connect to PostgreSQL at 127.0.0.1:1/x: connection refused (is it running, on that port?)',
+      );
+      expect(await lastLine(`postgresql://postgres:${password}@127.0.0.1:${port}/no_such_db`)).toBe(
+        `sydent-ts migrate-db: PostgreSQL at 127.0.0.1:${port}/no_such_db: database "no_such_db" does not exist (create it first: CREATE DATABASE …)`,
+      );
+      const usage = await migrateDb(['--to', 'mysql://x'], d);
+      expect(usage.code).toBe(2);
+      expect(usage.stderr.split('\n')[0]).toBe(
+        'sydent-ts migrate-db: --to mysql://x: expected postgresql://… or sqlite:PATH',
+      );
+      expect(await tablesOf(pg.url)).toEqual([]);
+    },
+  );
 });

@@ -44,14 +44,20 @@ afterAll(async () => {
 const v1 = (p: string) => t.url(`/_matrix/identity/api/v1${p}`);
 const requestToken = (body: Record<string, unknown>, form = false): Promise<Reply> =>
   call(v1('/validate/msisdn/requestToken'), { body, form });
-const submitToken = (body: Record<string, unknown>): Promise<Reply> => call(v1('/validate/msisdn/submitToken'), { body });
+const submitToken = (body: Record<string, unknown>): Promise<Reply> =>
+  call(v1('/validate/msisdn/submitToken'), { body });
 const getValidated = (sid: string, secret: string): Promise<Reply> =>
   call(v1(`/3pid/getValidated3pid?sid=${encodeURIComponent(sid)}&client_secret=${encodeURIComponent(secret)}`));
 const smsTo = (msisdn: string): ReceivedSms[] => om.messages.filter((m) => m.to === msisdn);
 
 describe('requestToken', () => {
   it('answers {success, sid, msisdn, intl_fmt} and sends one SMS with the code, the originator and the credentials', async () => {
-    const res = await requestToken({ client_secret: 'smsflow1', country: 'GB', phone_number: '07700 900750', send_attempt: 1 });
+    const res = await requestToken({
+      client_secret: 'smsflow1',
+      country: 'GB',
+      phone_number: '07700 900750',
+      send_attempt: 1,
+    });
     expect(res.status, res.text).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
     expect(res.headers.get('access-control-allow-origin')).toBe('*');
@@ -63,13 +69,22 @@ describe('requestToken', () => {
     const sms = smsTo('447700900750');
     expect(sms).toHaveLength(1);
     // digit sum 43, two originators for +44: index 1
-    expect(sms[0]).toMatchObject({ from: 'Matrix', ton: 5, auth: { user: OM_CREDS.username, password: OM_CREDS.password } });
+    expect(sms[0]).toMatchObject({
+      from: 'Matrix',
+      ton: 5,
+      auth: { user: OM_CREDS.username, password: OM_CREDS.password },
+    });
     expect(sms[0]!.body).toMatch(/^Your Example code is \d{6}$/);
     const code = smsCode(sms[0]!);
 
     // Sydent's rows: the MSISDN, not validated, the code sent, the send_attempt that sent it
     const rows = sessionOf(t.config.db.dbFile, sid);
-    expect(rows.session).toMatchObject({ medium: 'msisdn', address: '447700900750', clientSecret: 'smsflow1', validated: 0 });
+    expect(rows.session).toMatchObject({
+      medium: 'msisdn',
+      address: '447700900750',
+      clientSecret: 'smsflow1',
+      validated: 0,
+    });
     expect(rows.tokens).toEqual([expect.objectContaining({ token: code, sendAttemptNumber: 1 })]);
 
     const debug = await call(t.internalUrl(`/_sydent/debug/sessions/${sid}`));
@@ -89,13 +104,21 @@ describe('requestToken', () => {
     // 33612345680: 38 → index 2
     expect(smsTo('33612345680')[0]).toMatchObject({ from: 'ExampleFR', ton: 5 });
     // no originators.1: the default
-    const us = await requestToken({ client_secret: 'orig5', country: 'US', phone_number: '(202) 555-0123', send_attempt: 1 });
+    const us = await requestToken({
+      client_secret: 'orig5',
+      country: 'US',
+      phone_number: '(202) 555-0123',
+      send_attempt: 1,
+    });
     expect(us.json).toMatchObject({ msisdn: '12025550123', intl_fmt: '+1 202-555-0123' });
     expect(smsTo('12025550123')[0]).toMatchObject({ from: 'Example', ton: 5 });
   });
 
   it('takes form bodies on v1 (send_attempt as a string)', async () => {
-    const res = await requestToken({ client_secret: 'formsms', country: 'gb', phone_number: '07700900752', send_attempt: '1' }, true);
+    const res = await requestToken(
+      { client_secret: 'formsms', country: 'gb', phone_number: '07700900752', send_attempt: '1' },
+      true,
+    );
     expect(res.status, res.text).toBe(200);
     expect(res.json['msisdn']).toBe('447700900752');
     expect(smsTo('447700900752')).toHaveLength(1);
@@ -125,7 +148,13 @@ describe('requestToken', () => {
 
 describe('submitToken', () => {
   async function session(phone: string, secret: string, extra: Record<string, unknown> = {}) {
-    const res = await requestToken({ client_secret: secret, country: 'GB', phone_number: phone, send_attempt: 1, ...extra });
+    const res = await requestToken({
+      client_secret: secret,
+      country: 'GB',
+      phone_number: phone,
+      send_attempt: 1,
+      ...extra,
+    });
     expect(res.status, res.text).toBe(200);
     const msisdn = res.json['msisdn'] as string;
     return { sid: res.json['sid'] as string, code: smsCode(smsTo(msisdn).at(-1)!), msisdn };
@@ -137,7 +166,11 @@ describe('submitToken', () => {
     expect(early.status).toBe(400);
     expect(early.json['errcode']).toBe('M_SESSION_NOT_VALIDATED');
 
-    const wrong = await submitToken({ sid, client_secret: 'postsecret', token: code === '000000' ? '000001' : '000000' });
+    const wrong = await submitToken({
+      sid,
+      client_secret: 'postsecret',
+      token: code === '000000' ? '000001' : '000000',
+    });
     expect(wrong.status).toBe(400);
     expect(wrong.json).toMatchObject({ errcode: 'M_TOKEN_INCORRECT', success: false });
     const badSecret = await submitToken({ sid, client_secret: 'othersecret', token: code });
@@ -155,7 +188,9 @@ describe('submitToken', () => {
     expect(validated.status, validated.text).toBe(200);
     expect(validated.json).toEqual({ medium: 'msisdn', address: '447700900760', validated_at: validatedAt });
     // the sid as a JSON number, and again: still success
-    expect((await submitToken({ sid: Number(sid), client_secret: 'postsecret', token: code })).json).toEqual({ success: true });
+    expect((await submitToken({ sid: Number(sid), client_secret: 'postsecret', token: code })).json).toEqual({
+      success: true,
+    });
   });
 
   it('GET with the code answers the page; with a next_link given at requestToken, a 302 to it with the sid', async () => {
@@ -175,7 +210,9 @@ describe('submitToken', () => {
     const b = await session('07700 900762', 'getsecret2', { next_link: next });
     // a next_link in the URL is not used: only the one given at requestToken
     const redirect = await call(
-      t.url(`/_matrix/identity/v2/validate/msisdn/submitToken?sid=${b.sid}&client_secret=getsecret2&token=${b.code}&next_link=https://evil.example`),
+      t.url(
+        `/_matrix/identity/v2/validate/msisdn/submitToken?sid=${b.sid}&client_secret=getsecret2&token=${b.code}&next_link=https://evil.example`,
+      ),
     );
     expect(redirect.status).toBe(302);
     expect(redirect.headers.get('location')).toBe(`${next}&sid=${b.sid}`);
@@ -192,7 +229,12 @@ describe('submitToken', () => {
     const late = await submitToken({ sid, client_secret: 'expiring', token: code });
     expect(late.status).toBe(400);
     expect(late.json['errcode']).toBe('M_SESSION_EXPIRED');
-    const again = await requestToken({ client_secret: 'expiring', country: 'GB', phone_number: '07700900763', send_attempt: 1 });
+    const again = await requestToken({
+      client_secret: 'expiring',
+      country: 'GB',
+      phone_number: '07700900763',
+      send_attempt: 1,
+    });
     expect(again.json['sid']).toBe(sid);
     const fresh = smsCode(smsTo('447700900763').at(-1)!);
     expect(smsTo('447700900763')).toHaveLength(2);

@@ -10,7 +10,14 @@ import { rows } from './helpers/rows.js';
 import { startFederationEnv, mergeConf, type FederationEnv } from './helpers/federation-env.js';
 import { registerAccount } from './helpers/flows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { loopbackAllowed, OM_CREDS, openMarketConf, smsCode, startOpenMarket, type FakeSmsGateway } from './helpers/sms-providers.js';
+import {
+  loopbackAllowed,
+  OM_CREDS,
+  openMarketConf,
+  smsCode,
+  startOpenMarket,
+  type FakeSmsGateway,
+} from './helpers/sms-providers.js';
 
 const HOUR = 3600_000;
 
@@ -100,12 +107,16 @@ describe('provider failures', () => {
     expect(tokenRows(t.config.db.dbFile).find((r) => r.validationSession === Number(sid))?.sendAttemptNumber).toBe(2);
     const sms = smsTo('4930123456');
     expect(sms).toHaveLength(1);
-    const ok = await call(v1('/validate/msisdn/submitToken'), { body: { sid, client_secret: 'failing', token: smsCode(sms[0]!) } });
+    const ok = await call(v1('/validate/msisdn/submitToken'), {
+      body: { sid, client_secret: 'failing', token: smsCode(sms[0]!) },
+    });
     expect(ok.json).toEqual({ success: true });
   });
 
   it('wrong credentials (401 from the provider) are a send error too', async () => {
-    const bad = await startTestServer({ conf: { general: loopbackAllowed, sms: openMarketConf(om, { password: 'wrong' }) } });
+    const bad = await startTestServer({
+      conf: { general: loopbackAllowed, sms: openMarketConf(om, { password: 'wrong' }) },
+    });
     started.push(bad);
     const res = await call(bad.url('/_matrix/identity/api/v1/validate/msisdn/requestToken'), {
       body: { client_secret: 'badcreds', country: 'GB', phone_number: '07700 900799', send_attempt: 1 },
@@ -115,7 +126,7 @@ describe('provider failures', () => {
     expect(smsTo('447700900799')).toHaveLength(0);
   });
 
-  it('a provider that never answers: 500 M_SEND_ERROR (the spec\'s code), and once it answers the same send_attempt sends', async () => {
+  it("a provider that never answers: 500 M_SEND_ERROR (the spec's code), and once it answers the same send_attempt sends", async () => {
     // a country of its own, so the limits the other tests count are not touched
     const body = { client_secret: 'hanging', country: 'NL', phone_number: '020 123 4567', send_attempt: 1 };
     om.hang = true;
@@ -133,7 +144,9 @@ describe('provider failures', () => {
     expect(same.status, same.text).toBe(200);
     const sms = smsTo('31201234567');
     expect(sms).toHaveLength(1);
-    const ok = await call(v1('/validate/msisdn/submitToken'), { body: { sid: same.json['sid'], client_secret: 'hanging', token: smsCode(sms[0]!) } });
+    const ok = await call(v1('/validate/msisdn/submitToken'), {
+      body: { sid: same.json['sid'], client_secret: 'hanging', token: smsCode(sms[0]!) },
+    });
     expect(ok.json).toEqual({ success: true });
   }, 60_000);
 
@@ -195,17 +208,35 @@ describe('rate limits', () => {
       expect(res.status, res.text).toBe(200);
     }
     const before = { sessions: sessionRows(t.config.db.dbFile).length, requests: om.requests.length };
-    const limited = await requestToken({ client_secret: 'fr9', country: 'FR', phone_number: '06 12 34 56 09', send_attempt: 1 });
+    const limited = await requestToken({
+      client_secret: 'fr9',
+      country: 'FR',
+      phone_number: '06 12 34 56 09',
+      send_attempt: 1,
+    });
     expect(limited.status, limited.text).toBe(429);
     expect(limited.json).toMatchObject({ errcode: 'M_LIMIT_EXCEEDED', retry_after_ms: 60_000 });
     // written from another country, the same calling code
-    const viaPlus = await requestToken({ client_secret: 'fr10', country: 'GB', phone_number: '+33 6 12 34 56 10', send_attempt: 1 });
+    const viaPlus = await requestToken({
+      client_secret: 'fr10',
+      country: 'GB',
+      phone_number: '+33 6 12 34 56 10',
+      send_attempt: 1,
+    });
     expect(viaPlus.status).toBe(429);
     expect({ sessions: sessionRows(t.config.db.dbFile).length, requests: om.requests.length }).toEqual(before);
-    const es = await requestToken({ client_secret: 'es1', country: 'ES', phone_number: '612 34 56 78', send_attempt: 1 });
+    const es = await requestToken({
+      client_secret: 'es1',
+      country: 'ES',
+      phone_number: '612 34 56 78',
+      send_attempt: 1,
+    });
     expect(es.status, es.text).toBe(200);
     clock.advance(60_000);
-    expect((await requestToken({ client_secret: 'fr9', country: 'FR', phone_number: '06 12 34 56 09', send_attempt: 1 })).status).toBe(200);
+    expect(
+      (await requestToken({ client_secret: 'fr9', country: 'FR', phone_number: '06 12 34 56 09', send_attempt: 1 }))
+        .status,
+    ).toBe(200);
   });
 
   it('v1 and v2 share one limiter per number', async () => {
@@ -223,7 +254,10 @@ describe('rate limits', () => {
     // the v2 flow: POST submitToken with the token, getValidated3pid with the token
     const sid = first.json['sid'] as string;
     const code = smsCode(smsTo('353851234567')[0]!);
-    const submit = await call(v2('/validate/msisdn/submitToken'), { body: { sid, client_secret: 'shared', token: code }, token });
+    const submit = await call(v2('/validate/msisdn/submitToken'), {
+      body: { sid, client_secret: 'shared', token: code },
+      token,
+    });
     expect(submit.json).toEqual({ success: true });
     const got = await call(v2(`/3pid/getValidated3pid?sid=${sid}&client_secret=shared`), { token });
     expect(got.json).toMatchObject({ medium: 'msisdn', address: '353851234567' });

@@ -45,55 +45,71 @@ async function localSqlitePrebuild(dir: string): Promise<Record<string, string>>
 }
 
 describe('the packed package', () => {
-  it('packs dist/ (no tests), installs with --omit=dev into an empty folder and serves from there', { timeout: 600_000 }, async () => {
-    const checkout = path.join(tmp.dir, 'checkout');
-    const packs = path.join(tmp.dir, 'packs');
-    const prebuilds = path.join(tmp.dir, 'prebuilds');
-    const site = path.join(tmp.dir, 'site');
-    for (const d of [packs, prebuilds, site]) fs.mkdirSync(d);
-    copyCheckout(checkout);
+  it(
+    'packs dist/ (no tests), installs with --omit=dev into an empty folder and serves from there',
+    { timeout: 600_000 },
+    async () => {
+      const checkout = path.join(tmp.dir, 'checkout');
+      const packs = path.join(tmp.dir, 'packs');
+      const prebuilds = path.join(tmp.dir, 'prebuilds');
+      const site = path.join(tmp.dir, 'site');
+      for (const d of [packs, prebuilds, site]) fs.mkdirSync(d);
+      copyCheckout(checkout);
 
-    await npm(['pack', '--pack-destination', packs], checkout);
-    const [tarball] = fs.readdirSync(packs);
-    expect(tarball).toMatch(/^sydent-ts-.*\.tgz$/);
-    const { stdout: listing } = await run('tar', ['tzf', path.join(packs, tarball!)]);
-    const files = listing.split('\n').filter(Boolean).map((f) => f.replace(/^package\//, ''));
-    for (const f of [
-      'dist/main.js',
-      'dist/server.js',
-      'bin/sydent-ts.js',
-      'LICENSE',
-      'README.md',
-      'CHANGELOG.md',
-      'docs/OPERATING.md',
-      'config/sydent.conf.sample',
-      'config/sydent-ts.service',
-    ]) {
-      expect(files).toContain(f);
-    }
-    expect(files.some((f) => f.startsWith('config/templates/matrix-org/'))).toBe(true);
-    expect(files.some((f) => f.startsWith('docs/machines/'))).toBe(true);
-    expect(files.filter((f) => /^(test|bench|src)\//.test(f) || f.endsWith('.map') || f.includes('tsbuildinfo'))).toEqual([]);
+      await npm(['pack', '--pack-destination', packs], checkout);
+      const [tarball] = fs.readdirSync(packs);
+      expect(tarball).toMatch(/^sydent-ts-.*\.tgz$/);
+      const { stdout: listing } = await run('tar', ['tzf', path.join(packs, tarball!)]);
+      const files = listing
+        .split('\n')
+        .filter(Boolean)
+        .map((f) => f.replace(/^package\//, ''));
+      for (const f of [
+        'dist/main.js',
+        'dist/server.js',
+        'bin/sydent-ts.js',
+        'LICENSE',
+        'README.md',
+        'CHANGELOG.md',
+        'docs/OPERATING.md',
+        'config/sydent.conf.sample',
+        'config/sydent-ts.service',
+      ]) {
+        expect(files).toContain(f);
+      }
+      expect(files.some((f) => f.startsWith('config/templates/matrix-org/'))).toBe(true);
+      expect(files.some((f) => f.startsWith('docs/machines/'))).toBe(true);
+      expect(
+        files.filter((f) => /^(test|bench|src)\//.test(f) || f.endsWith('.map') || f.includes('tsbuildinfo')),
+      ).toEqual([]);
 
-    const env = await localSqlitePrebuild(prebuilds);
-    await npm(['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', path.join(packs, tarball!)], site, env);
-    const bin = path.join(site, 'node_modules/sydent-ts/bin/sydent-ts.js');
-    expect(fs.existsSync(path.join(site, 'node_modules/.bin/sydent-ts'))).toBe(true);
-    expect(fs.existsSync(path.join(site, 'node_modules/typescript'))).toBe(false);
+      const env = await localSqlitePrebuild(prebuilds);
+      await npm(
+        ['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', path.join(packs, tarball!)],
+        site,
+        env,
+      );
+      const bin = path.join(site, 'node_modules/sydent-ts/bin/sydent-ts.js');
+      expect(fs.existsSync(path.join(site, 'node_modules/.bin/sydent-ts'))).toBe(true);
+      expect(fs.existsSync(path.join(site, 'node_modules/typescript'))).toBe(false);
 
-    // A throwaway config of one's own, in a folder of its own; the templates are the package's.
-    const work = path.join(tmp.dir, 'work');
-    fs.mkdirSync(work);
-    const port = await freePort();
-    const conf = path.join(work, 'sydent.conf');
-    fs.writeFileSync(conf, `[general]\nserver.name = pack.example.test\n[http]\nclientapi.http.port = ${port}\nclientapi.http.bind_address = 127.0.0.1\n`);
-    server = spawnServer({ cwd: work, bin, args: ['--config', conf] });
-    await waitForStart(server, 30_000);
-    const res = await fetch(`http://127.0.0.1:${port}/_matrix/identity/versions`);
-    expect(res.status).toBe(200);
-    expect(((await res.json()) as { versions: string[] }).versions).toContain('v1.1');
-    expect(fs.existsSync(path.join(work, 'sydent.db'))).toBe(true);
-    server.child.kill('SIGTERM');
-    expect(await server.exited).toBe(0);
-  });
+      // A throwaway config of one's own, in a folder of its own; the templates are the package's.
+      const work = path.join(tmp.dir, 'work');
+      fs.mkdirSync(work);
+      const port = await freePort();
+      const conf = path.join(work, 'sydent.conf');
+      fs.writeFileSync(
+        conf,
+        `[general]\nserver.name = pack.example.test\n[http]\nclientapi.http.port = ${port}\nclientapi.http.bind_address = 127.0.0.1\n`,
+      );
+      server = spawnServer({ cwd: work, bin, args: ['--config', conf] });
+      await waitForStart(server, 30_000);
+      const res = await fetch(`http://127.0.0.1:${port}/_matrix/identity/versions`);
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as { versions: string[] }).versions).toContain('v1.1');
+      expect(fs.existsSync(path.join(work, 'sydent.db'))).toBe(true);
+      server.child.kill('SIGTERM');
+      expect(await server.exited).toBe(0);
+    },
+  );
 });

@@ -226,12 +226,18 @@ describe('replication worker: one actor per peer', () => {
     });
     worker.start();
     const byName = async () => Object.fromEntries((await worker.view()).peers.map((p) => [p.name, p]));
-    for (let i = 0; i < 100 && (await byName())['ok.test']?.backlog !== 0; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 100 && (await byName())['ok.test']?.backlog !== 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
     const peers = await byName();
     expect(peers['ok.test']).toMatchObject({ state: 'idle', cursor: 250, backlog: 0, pushed: 250 });
     expect(seen).toHaveLength(250);
     expect(new Set(seen).size).toBe(250);
-    expect(peers['dead.test']).toMatchObject({ state: 'backingOff', cursor: 0, backlog: 250, lastError: 'connect ECONNREFUSED' });
+    expect(peers['dead.test']).toMatchObject({
+      state: 'backingOff',
+      cursor: 0,
+      backlog: 250,
+      lastError: 'connect ECONNREFUSED',
+    });
     expect(peers['dead.test']!.nextRetryTs).toBe(T0 + 1000);
     expect(peers['slow.test']).toMatchObject({ state: 'pushing', cursor: 0 });
     // durable cursors: only what was acknowledged
@@ -264,7 +270,8 @@ describe('replication worker: one actor per peer', () => {
       },
     });
     worker.start();
-    for (let i = 0; i < 100 && (await worker.view()).peers[0]?.backlog !== 0; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 100 && (await worker.view()).peers[0]?.backlog !== 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
     expect(batches.map((b) => b.length)).toEqual([100, 100, 51]);
     // the second batch was signed before the unbind: it still holds row 150; the tombstone (251) follows
     expect(batches[1]).toContain('150');

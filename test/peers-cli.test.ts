@@ -74,10 +74,22 @@ function peerRows() {
 describe('sydent-ts peers (the command)', () => {
   it('add, list and remove, with the config found in the working directory', async () => {
     const pubkey = key();
-    const added = await run(['peers', 'add', 'b.test', '--pubkey', pubkey, '--url', 'https://b-internal.test:4434', '--port', '4434']);
+    const added = await run([
+      'peers',
+      'add',
+      'b.test',
+      '--pubkey',
+      pubkey,
+      '--url',
+      'https://b-internal.test:4434',
+      '--port',
+      '4434',
+    ]);
     expect(added.stderr).toBe('');
     expect(added.code).toBe(0);
-    expect(added.stdout).toBe('added peer b.test: pushes go to https://b-internal.test:4434/_matrix/identity/replicate/v1/push\n');
+    expect(added.stdout).toBe(
+      'added peer b.test: pushes go to https://b-internal.test:4434/_matrix/identity/replicate/v1/push\n',
+    );
     expect(peerRows()).toEqual({
       peers: [{ name: 'b.test', port: 4434, lastSentVersion: null, lastPokeSucceededAt: null, active: 1 }],
       keys: [{ peername: 'b.test', alg: 'ed25519', key: pubkey }],
@@ -125,7 +137,10 @@ describe('sydent-ts peers (the function)', () => {
     const seed = generateSeed();
     const hex = Buffer.from(publicKeyFromSeed(seed)).toString('hex');
     const res = call(['peers', 'add', 'b.test', '--pubkey', hex, '--port=9000']);
-    expect(res).toMatchObject({ code: 0, stdout: 'updated peer b.test: pushes go to https://b.test:9000/_matrix/identity/replicate/v1/push\n' });
+    expect(res).toMatchObject({
+      code: 0,
+      stdout: 'updated peer b.test: pushes go to https://b.test:9000/_matrix/identity/replicate/v1/push\n',
+    });
     expect(peerRows()).toEqual({
       peers: [{ name: 'b.test', port: 9000, lastSentVersion: 7, lastPokeSucceededAt: null, active: 1 }],
       // hex (Sydent's legacy form) is stored as base64
@@ -138,7 +153,9 @@ describe('sydent-ts peers (the function)', () => {
     call(['peers', 'add', 'b.test', '--pubkey', key()]);
     const out = call(['peers', 'list']).stdout.split('\n');
     expect(out[0]).toMatch(/^NAME\s+ACTIVE\s+CURSOR\s+LAST SUCCESS\s+URL\s+ED25519 KEY$/);
-    expect(out[1]).toMatch(/^b\.test\s+yes\s+0\s+-\s+https:\/\/b\.test:1001\/_matrix\/identity\/replicate\/v1\/push\s+\S{43}$/);
+    expect(out[1]).toMatch(
+      /^b\.test\s+yes\s+0\s+-\s+https:\/\/b\.test:1001\/_matrix\/identity\/replicate\/v1\/push\s+\S{43}$/,
+    );
   });
 
   it('usage errors: missing name, missing key, bad url, bad port, unknown command', () => {
@@ -167,8 +184,11 @@ describe('sydent-ts peers (the function)', () => {
   });
 
   it('removing a section leaves the other sections, comments and continuation lines alone', () => {
-    const text = '[general]\nserver.name = a\n\n# peers\n[peer.b]\nbase_replication_url = https://b\n  continued\n\n[peer.c]\nbase_replication_url = https://c\n';
-    expect(removePeerSectionFromText(text, 'b')).toBe('[general]\nserver.name = a\n\n# peers\n\n[peer.c]\nbase_replication_url = https://c\n');
+    const text =
+      '[general]\nserver.name = a\n\n# peers\n[peer.b]\nbase_replication_url = https://b\n  continued\n\n[peer.c]\nbase_replication_url = https://c\n';
+    expect(removePeerSectionFromText(text, 'b')).toBe(
+      '[general]\nserver.name = a\n\n# peers\n\n[peer.c]\nbase_replication_url = https://c\n',
+    );
     expect(removePeerSectionFromText(text, 'z')).toBe(text);
   });
 });

@@ -6,13 +6,19 @@
  */
 import path from 'node:path';
 
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { closeDatabase, openDatabase } from '../src/store/database.js';
 import { getUserVersion, migrate, OUR_MIGRATIONS } from '../src/store/migrations.js';
 import { DATA_SCHEMA_VERSION, DERIVED_TABLES } from '../src/store/migrate-db/tables.js';
-import { migratePg, PG_LATEST_VERSION, PG_MIGRATIONS, PgSchemaVersionError, pgSchemaVersion } from '../src/store/pg/migrations.js';
+import {
+  migratePg,
+  PG_LATEST_VERSION,
+  PG_MIGRATIONS,
+  PgSchemaVersionError,
+  pgSchemaVersion,
+} from '../src/store/pg/migrations.js';
 import { PG_VERSION_TABLE } from '../src/store/pg/schema.js';
 import { SYDENT_SCHEMA_VERSION } from '../src/store/schema.js';
 import { connect, testDatabase } from './helpers/postgres.js';
@@ -21,8 +27,8 @@ import { tempDir } from './helpers/tmp.js';
 interface Column {
   name: string;
   family: 'integer' | 'text';
-  /** how text compares: SQLite's default BINARY is PostgreSQL's "C" */
-  collation: 'bytewise' | string | null;
+  /** how text compares: `bytewise` for SQLite's default BINARY and PostgreSQL's "C", else the collation's name */
+  collation: string | null;
   notNull: boolean;
   default: string | null;
   primaryKey: boolean;
@@ -132,12 +138,18 @@ async function pgCatalog(url: string): Promise<Catalog> {
     );
     const tables: Catalog['tables'] = {};
     for (const c of cols.rows) {
-      const family = c.data_type === 'bigint' || c.data_type === 'integer' ? 'integer' : c.data_type === 'text' ? 'text' : null;
+      const family =
+        c.data_type === 'bigint' || c.data_type === 'integer' ? 'integer' : c.data_type === 'text' ? 'text' : null;
       if (!family) throw new Error(`unexpected PostgreSQL type ${c.data_type} of ${c.table_name}.${c.column_name}`);
       (tables[c.table_name] ??= []).push({
         name: c.column_name,
         family,
-        collation: family === 'text' ? (c.collation_name === 'C' ? 'bytewise' : (c.collation_name ?? 'the database default')) : null,
+        collation:
+          family === 'text'
+            ? c.collation_name === 'C'
+              ? 'bytewise'
+              : (c.collation_name ?? 'the database default')
+            : null,
         notNull: c.is_nullable === 'NO',
         // '0', 'pending'::text → 'pending'
         default: c.column_default === null ? null : norm(c.column_default.replace(/::[a-z ]+$/i, '')),
@@ -203,7 +215,9 @@ function latestSqlite(): Database.Database {
 describe('the PostgreSQL schema', () => {
   it('has the versions of the SQLite schema: Sydent’s 5, then one step per SQLite migration, same numbers and names', () => {
     expect(PG_MIGRATIONS[0]).toMatchObject({ version: SYDENT_SCHEMA_VERSION, name: 'sydent_schema' });
-    expect(PG_MIGRATIONS.slice(1).map((m) => `${m.version} ${m.name}`)).toEqual(OUR_MIGRATIONS.map((m) => `${m.version} ${m.name}`));
+    expect(PG_MIGRATIONS.slice(1).map((m) => `${m.version} ${m.name}`)).toEqual(
+      OUR_MIGRATIONS.map((m) => `${m.version} ${m.name}`),
+    );
   });
 
   it('has every table, column and index of a sydent.db at the same version, and the same primary keys, defaults and text comparison', async () => {
@@ -222,14 +236,20 @@ describe('the PostgreSQL schema', () => {
     expect(got.indexes).toEqual(want.indexes);
     // The lookup hash index and our newest-first one, named: the catalogs could agree by both missing them.
     expect(got.indexes.map((i) => i.name)).toEqual(
-      expect.arrayContaining(['global_threepid_lookup_hash', 'sydent_ts_global_lookup_hash_newest', 'sydent_ts_sessions_lookup']),
+      expect.arrayContaining([
+        'global_threepid_lookup_hash',
+        'sydent_ts_global_lookup_hash_newest',
+        'sydent_ts_sessions_lookup',
+      ]),
     );
     expect(want.indexes.length).toBeGreaterThanOrEqual(16);
 
     // Triggers are SQLite's alone (the state counts, and a session's machine row going with it): the PostgreSQL
     // engine keeps the same in its own transactions. A new SQLite trigger is listed here, with its PostgreSQL twin
     // in the engine.
-    expect(sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name").pluck().all()).toEqual(SQLITE_ONLY_TRIGGERS);
+    expect(sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name").pluck().all()).toEqual(
+      SQLITE_ONLY_TRIGGERS,
+    );
     const client = await connect(url);
     try {
       expect((await client.query('SELECT tgname FROM pg_trigger WHERE NOT tgisinternal')).rows).toEqual([]);
@@ -271,7 +291,9 @@ describe('the PostgreSQL schema', () => {
 
     const { dir, cleanup } = tempDir();
     cleanups.push(cleanup);
-    const sqlite = openDatabase(path.join(dir, 'v11.db'), { migrations: OUR_MIGRATIONS.filter((m) => m.version <= 11) });
+    const sqlite = openDatabase(path.join(dir, 'v11.db'), {
+      migrations: OUR_MIGRATIONS.filter((m) => m.version <= 11),
+    });
     cleanups.push(() => closeDatabase(sqlite));
     sqlite.exec(rows);
     migrate(sqlite);
@@ -287,10 +309,15 @@ describe('the PostgreSQL schema', () => {
     expect((await migratePg(client)).applied).toEqual(['12 state_counts']);
     const fromPg: Record<string, unknown[]> = {};
     for (const [k, sql] of Object.entries(read)) {
-      fromPg[k] = (await client.query<Record<string, string | number>>(sql)).rows.map((r) => Object.fromEntries(Object.entries(r).map(([c, v]) => [c, c === 'state' ? v : Number(v)])));
+      fromPg[k] = (await client.query<Record<string, string | number>>(sql)).rows.map((r) =>
+        Object.fromEntries(Object.entries(r).map(([c, v]) => [c, c === 'state' ? v : Number(v)])),
+      );
     }
     expect(fromPg).toEqual(want);
-    expect((await client.query('SELECT sid FROM session_machines ORDER BY sid')).rows).toEqual([{ sid: '4' }, { sid: '5' }]);
+    expect((await client.query('SELECT sid FROM session_machines ORDER BY sid')).rows).toEqual([
+      { sid: '4' },
+      { sid: '5' },
+    ]);
   });
 
   it('the migrations after the version migrate-db copies the data at add only the tables derived from that data', async () => {
@@ -299,7 +326,11 @@ describe('the PostgreSQL schema', () => {
     const client = await connect(db.url);
     cleanups.push(() => client.end());
     const tables = async () =>
-      (await client.query<{ t: string }>('SELECT table_name AS t FROM information_schema.tables WHERE table_schema = current_schema()')).rows.map((r) => r.t);
+      (
+        await client.query<{ t: string }>(
+          'SELECT table_name AS t FROM information_schema.tables WHERE table_schema = current_schema()',
+        )
+      ).rows.map((r) => r.t);
     await migratePg(client, PG_MIGRATIONS, DATA_SCHEMA_VERSION);
     const before = await tables();
     await migratePg(client);
@@ -311,7 +342,9 @@ describe('the PostgreSQL schema', () => {
     const client = await connect(url);
     cleanups.push(() => client.end());
     expect(await pgSchemaVersion(client)).toBe(PG_LATEST_VERSION);
-    const rows = await client.query<{ version: number; name: string }>(`SELECT version, name FROM ${PG_VERSION_TABLE} ORDER BY version`);
+    const rows = await client.query<{ version: number; name: string }>(
+      `SELECT version, name FROM ${PG_VERSION_TABLE} ORDER BY version`,
+    );
     expect(rows.rows.map((r) => `${r.version} ${r.name}`)).toEqual(PG_MIGRATIONS.map((m) => `${m.version} ${m.name}`));
     const again = await migratePg(client);
     expect(again).toEqual({ fromVersion: PG_LATEST_VERSION, toVersion: PG_LATEST_VERSION, applied: [] });
@@ -322,8 +355,16 @@ describe('the PostgreSQL schema', () => {
     cleanups.push(db.drop);
     const first = await connect(db.url);
     const second = await connect(db.url);
-    cleanups.push(() => first.end(), () => second.end());
-    expect((await migratePg(first, PG_MIGRATIONS, 8)).applied).toEqual(['5 sydent_schema', '6 sydent_ts_meta', '7 session_machines', '8 callback_outbox']);
+    cleanups.push(
+      () => first.end(),
+      () => second.end(),
+    );
+    expect((await migratePg(first, PG_MIGRATIONS, 8)).applied).toEqual([
+      '5 sydent_schema',
+      '6 sydent_ts_meta',
+      '7 session_machines',
+      '8 callback_outbox',
+    ]);
     const [a, b] = await Promise.all([migratePg(first), migratePg(second)]);
     expect([...a.applied, ...b.applied].sort()).toEqual([
       '10 global_lookup_hash_newest_index',
@@ -338,9 +379,14 @@ describe('the PostgreSQL schema', () => {
     const url = await migratedPg();
     const client = await connect(url);
     cleanups.push(() => client.end());
-    await client.query(`INSERT INTO ${PG_VERSION_TABLE} (version, name, applied_ts) VALUES ($1, 'from_the_future', 0)`, [PG_LATEST_VERSION + 1]);
+    await client.query(
+      `INSERT INTO ${PG_VERSION_TABLE} (version, name, applied_ts) VALUES ($1, 'from_the_future', 0)`,
+      [PG_LATEST_VERSION + 1],
+    );
     await expect(migratePg(client)).rejects.toThrow(PgSchemaVersionError);
-    await expect(migratePg(client)).rejects.toThrow(`database schema version ${PG_LATEST_VERSION + 1} is newer than this sydent-ts understands`);
+    await expect(migratePg(client)).rejects.toThrow(
+      `database schema version ${PG_LATEST_VERSION + 1} is newer than this sydent-ts understands`,
+    );
     expect(await pgSchemaVersion(client)).toBe(PG_LATEST_VERSION + 1);
   });
 });

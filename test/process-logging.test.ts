@@ -22,7 +22,10 @@ function messages(file: string): string[] {
     .map((l) => String((JSON.parse(l) as { msg: unknown }).msg));
 }
 
-async function serve(conf: { general?: string; http?: string }): Promise<{ p: ServerProcess; dir: string; base: string }> {
+async function serve(conf: {
+  general?: string;
+  http?: string;
+}): Promise<{ p: ServerProcess; dir: string; base: string }> {
   const t = tempDir();
   cleanups.push(t.cleanup);
   const port = await freePort();
@@ -41,13 +44,19 @@ describe('sydent-ts as a process: the log and the signals', { timeout: 60_000 },
   it('logs to log.path (0600), and on SIGHUP writes a new file under that name after logrotate moved the old one', async () => {
     const { p, dir, base } = await serve({ general: 'log.path = sydent.log\nlog.level = INFO' });
     const file = path.join(dir, 'sydent.log');
-    await vi.waitFor(() => expect(messages(file).includes('sydent-ts started'), 'the start line in the file').toBe(true), { timeout: 15_000 });
+    await vi.waitFor(
+      () => expect(messages(file).includes('sydent-ts started'), 'the start line in the file').toBe(true),
+      { timeout: 15_000 },
+    );
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
     expect(p.stderr()).toBe('');
 
     fs.renameSync(file, `${file}.1`);
     p.child.kill('SIGHUP');
-    await vi.waitFor(() => expect(messages(file).includes('log file reopened (SIGHUP)'), 'the reopened file').toBe(true), { timeout: 15_000 });
+    await vi.waitFor(
+      () => expect(messages(file).includes('log file reopened (SIGHUP)'), 'the reopened file').toBe(true),
+      { timeout: 15_000 },
+    );
     expect((await fetch(`${base}/_matrix/identity/versions`)).status).toBe(200);
     p.child.kill('SIGTERM');
     expect(await p.exited).toBe(0);
@@ -61,12 +70,21 @@ describe('sydent-ts as a process: the log and the signals', { timeout: 60_000 },
 
   it('survives SIGHUP without a log file (systemctl reload); on SIGTERM answers /ready with 503 for drain_seconds while still serving, then exits 0', async () => {
     const { p, base } = await serve({ http: 'drain_seconds = 2' });
-    await vi.waitFor(async () => expect((await fetch(`${base}/ready`).catch(() => null))?.status === 200, 'ready').toBe(true), { timeout: 15_000 });
+    await vi.waitFor(
+      async () => expect((await fetch(`${base}/ready`).catch(() => null))?.status === 200, 'ready').toBe(true),
+      { timeout: 15_000 },
+    );
     p.child.kill('SIGHUP');
-    await vi.waitFor(() => expect(p.stderr().includes('SIGHUP: logging to stderr, no file to reopen'), 'the SIGHUP line').toBe(true), { timeout: 15_000 });
+    await vi.waitFor(
+      () => expect(p.stderr().includes('SIGHUP: logging to stderr, no file to reopen'), 'the SIGHUP line').toBe(true),
+      { timeout: 15_000 },
+    );
     expect((await fetch(`${base}/ready`)).status).toBe(200);
     p.child.kill('SIGTERM');
-    await vi.waitFor(async () => expect((await fetch(`${base}/ready`)).status === 503, '/ready to answer 503').toBe(true), { timeout: 15_000 });
+    await vi.waitFor(
+      async () => expect((await fetch(`${base}/ready`)).status === 503, '/ready to answer 503').toBe(true),
+      { timeout: 15_000 },
+    );
     const ready = (await (await fetch(`${base}/ready`)).json()) as Record<string, unknown>;
     expect(ready).toMatchObject({ ready: false, status: 'draining' });
     expect((await fetch(`${base}/_matrix/identity/versions`)).status).toBe(200);

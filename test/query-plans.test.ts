@@ -31,18 +31,17 @@ const GROWING = new Set([
 ]);
 
 /** Statements that go over a whole table on purpose, by the start of their text, and why that is acceptable. */
-const WHOLE_TABLE_BY_DESIGN: Record<string, string> = {
-};
+const WHOLE_TABLE_BY_DESIGN: Record<string, string> = {};
 
 /** Every statement the store's table modules prepare, as they prepare them. */
 function preparedStatements(db: SqliteDatabase): string[] {
   const seen = new Set<string>();
   const prepare = db.prepare.bind(db);
   const recording = Object.create(db) as SqliteDatabase;
-  recording.prepare = ((sql: string) => {
+  recording.prepare = (sql: string) => {
     seen.add(sql);
     return prepare(sql);
-  }) as SqliteDatabase['prepare'];
+  };
   new AccountReads(recording);
   new SessionReads(recording);
   new AssociationReads(recording);
@@ -58,7 +57,11 @@ function plan(db: SqliteDatabase, sql: string): string[] {
   const explain = db.prepare(`EXPLAIN QUERY PLAN ${sql}`);
   const named = [...new Set([...sql.matchAll(/@(\w+)/g)].map((m) => m[1]!))];
   const positional = (sql.match(/\?/g) ?? []).length;
-  const rows = (named.length > 0 ? explain.all(Object.fromEntries(named.map((n) => [n, null]))) : explain.all(...new Array(positional).fill(null))) as {
+  const rows = (
+    named.length > 0
+      ? explain.all(Object.fromEntries(named.map((n) => [n, null])))
+      : explain.all(...new Array(positional).fill(null))
+  ) as {
     detail: string;
   }[];
   return rows.map((r) => r.detail);
@@ -116,7 +119,8 @@ describe('query plans', () => {
   it('finds a session for requestToken by its key, newest first, without walking the mtime index', () => {
     const db = openDatabase(':memory:');
     try {
-      const sql = 'SELECT id FROM threepid_validation_sessions WHERE medium = ? AND address = ? AND clientSecret = ? ORDER BY mtime DESC LIMIT 1';
+      const sql =
+        'SELECT id FROM threepid_validation_sessions WHERE medium = ? AND address = ? AND clientSecret = ? ORDER BY mtime DESC LIMIT 1';
       expect(preparedStatements(db)).toContain(sql);
       expect(plan(db, sql)).toEqual([
         'SEARCH threepid_validation_sessions USING COVERING INDEX sydent_ts_sessions_lookup (medium=? AND address=? AND clientSecret=?)',
@@ -131,7 +135,8 @@ describe('query plans', () => {
     try {
       const statements = preparedStatements(db).map((sql) => sql.replace(/\s+/g, ' ').trim());
       const expired = 'SELECT id FROM threepid_validation_sessions WHERE mtime < ? ORDER BY mtime LIMIT ?';
-      const byMtime = 'SEARCH threepid_validation_sessions USING COVERING INDEX threepid_validation_sessions_mtime (mtime<?)';
+      const byMtime =
+        'SEARCH threepid_validation_sessions USING COVERING INDEX threepid_validation_sessions_mtime (mtime<?)';
       const expected: Record<string, string[]> = {
         [`DELETE FROM threepid_token_auths WHERE validationSession IN (${expired})`]: [
           'SEARCH threepid_token_auths USING COVERING INDEX sydent_ts_token_auths_session (validationSession=?)',
@@ -150,9 +155,13 @@ describe('query plans', () => {
       }
       // Nothing else the store prepares deletes sessions, tokens or machine rows wholesale (a session's machine row
       // goes with it: a trigger, checked in session-counts.test.ts).
-      expect(statements.filter((sql) => /^DELETE FROM (threepid_validation_sessions|threepid_token_auths|session_machines)\b/.test(sql)).sort()).toEqual(
-        Object.keys(expected).sort(),
-      );
+      expect(
+        statements
+          .filter((sql) =>
+            /^DELETE FROM (threepid_validation_sessions|threepid_token_auths|session_machines)\b/.test(sql),
+          )
+          .sort(),
+      ).toEqual(Object.keys(expected).sort());
     } finally {
       db.close();
     }
@@ -161,7 +170,10 @@ describe('query plans', () => {
   it("the triggers' statements find their rows by key", () => {
     const db = openDatabase(':memory:');
     try {
-      const triggers = db.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").all() as { name: string; sql: string }[];
+      const triggers = db.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").all() as {
+        name: string;
+        sql: string;
+      }[];
       expect(triggers.length).toBeGreaterThanOrEqual(9);
       const statements = triggers.flatMap(({ sql }) =>
         sql

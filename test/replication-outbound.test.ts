@@ -9,7 +9,17 @@ import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateSeed, publicKeyFromSeed, encodeBase64, signJson, verifySignedJson } from '../src/crypto/index.js';
 import { makeCa, type Pem } from './helpers/certs.js';
-import { addPeer, bind, makePeerCert, replicationView, startMesh, unbind, waitFor, type Mesh, type Replica } from './helpers/replication.js';
+import {
+  addPeer,
+  bind,
+  makePeerCert,
+  replicationView,
+  startMesh,
+  unbind,
+  waitFor,
+  type Mesh,
+  type Replica,
+} from './helpers/replication.js';
 
 interface Received {
   path: string;
@@ -29,20 +39,23 @@ let answer: { status: number; body: unknown } = { status: 200, body: { success: 
 beforeAll(async () => {
   ca = await makeCa();
   const cert = await makePeerCert(ca, 'fake.test');
-  peer = https.createServer({ key: cert.key, cert: cert.cert, ca: ca.cert, requestCert: true, rejectUnauthorized: true }, (req, res) => {
-    let text = '';
-    req.setEncoding('utf8').on('data', (d: string) => (text += d));
-    req.on('end', () => {
-      const socket = req.socket as TLSSocket;
-      received.push({
-        path: req.url ?? '',
-        headers: req.headers,
-        clientCn: socket.getPeerCertificate().subject?.CN as string | undefined,
-        body: JSON.parse(text) as Received['body'],
+  peer = https.createServer(
+    { key: cert.key, cert: cert.cert, ca: ca.cert, requestCert: true, rejectUnauthorized: true },
+    (req, res) => {
+      let text = '';
+      req.setEncoding('utf8').on('data', (d: string) => (text += d));
+      req.on('end', () => {
+        const socket = req.socket as TLSSocket;
+        received.push({
+          path: req.url ?? '',
+          headers: req.headers,
+          clientCn: socket.getPeerCertificate().subject?.CN as string | undefined,
+          body: JSON.parse(text) as Received['body'],
+        });
+        res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body));
       });
-      res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body));
-    });
-  });
+    },
+  );
   await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
   peerPort = (peer.address() as AddressInfo).port;
   mesh = await startMesh(ca, ['a.test'], { connect: false });
@@ -71,7 +84,10 @@ describe('our push, as a peer receives it', () => {
     await waitFor(() => allReceived().has('1'), Boolean);
     await bind(a.server, 'bob@example.org', '@bob:hs.test');
     await unbind(a.server, 'alice@example.org', '@alice:hs.test');
-    await waitFor(() => allReceived().size, (n) => n === 3);
+    await waitFor(
+      () => allReceived().size,
+      (n) => n === 3,
+    );
 
     for (const r of received) {
       expect(r.path).toBe('/_matrix/identity/replicate/v1/push');
@@ -95,19 +111,39 @@ describe('our push, as a peer receives it', () => {
         not_after: alice['not_after'],
       }),
     );
-    expect(Object.keys(bob).sort()).toEqual(['address', 'medium', 'mxid', 'not_after', 'not_before', 'signatures', 'ts']);
+    expect(Object.keys(bob).sort()).toEqual([
+      'address',
+      'medium',
+      'mxid',
+      'not_after',
+      'not_before',
+      'signatures',
+      'ts',
+    ]);
     expect(bob['signatures']).toEqual({ 'a.test': { 'ed25519:0': expect.any(String) } });
     expect(() => verifySignedJson(bob, 'a.test', 'ed25519:0', identity.publicKey)).not.toThrow();
     // §4.2: {"medium","address","mxid": null,"ts": <unbind ms>,"not_before": null,"not_after": null,"signatures"}
     expect(tomb).toEqual(
-      sydentShaped({ medium: 'email', address: 'alice@example.org', mxid: null, ts: tomb['ts'], not_before: null, not_after: null }),
+      sydentShaped({
+        medium: 'email',
+        address: 'alice@example.org',
+        mxid: null,
+        ts: tomb['ts'],
+        not_before: null,
+        not_after: null,
+      }),
     );
     expect(typeof tomb['ts']).toBe('number');
 
-    const view = await waitFor(() => replicationView(a.server), (v) => v.peers[0]?.state === 'idle' && v.peers[0].backlog === 0);
+    const view = await waitFor(
+      () => replicationView(a.server),
+      (v) => v.peers[0]?.state === 'idle' && v.peers[0].backlog === 0,
+    );
     expect(view.peers[0]).toMatchObject({ name: 'fake.test', cursor: 3, backlog: 0, lastError: null });
     const metrics = a.server.server.ctx.metrics!.registry;
-    expect(await metrics.getSingleMetricAsString('sydent_replication_backlog')).toContain('sydent_replication_backlog{peer="fake.test"} 0');
+    expect(await metrics.getSingleMetricAsString('sydent_replication_backlog')).toContain(
+      'sydent_replication_backlog{peer="fake.test"} 0',
+    );
     expect(await metrics.getSingleMetricAsString('sydent_machine_transitions_total')).toContain(
       'sydent_machine_transitions_total{machine="peer",from="idle",to="pushing"}',
     );
@@ -117,7 +153,10 @@ describe('our push, as a peer receives it', () => {
     answer = { status: 500, body: { errcode: 'M_UNKNOWN', error: 'disk full' } };
     const before = received.length;
     await bind(a.server, 'carol@example.org', '@carol:hs.test');
-    const failing = await waitFor(() => replicationView(a.server), (v) => v.peers[0]?.state === 'backingOff');
+    const failing = await waitFor(
+      () => replicationView(a.server),
+      (v) => v.peers[0]?.state === 'backingOff',
+    );
     expect(failing.peers[0]).toMatchObject({ cursor: 3, backlog: 1, lastError: 'HTTP 500: M_UNKNOWN: disk full' });
     expect(failing.peers[0]!.nextRetryTs).toEqual(expect.any(Number));
     expect(received.length).toBeGreaterThan(before);
@@ -131,7 +170,10 @@ describe('our push, as a peer receives it', () => {
     answer = { status: 200, body: { success: true } };
     const retry = await fetch(a.server.internalUrl('/_sydent/debug/replication/retry'), { method: 'POST' });
     expect(await retry.json()).toEqual({ retried: ['fake.test'] });
-    const done = await waitFor(() => replicationView(a.server), (v) => v.peers[0]?.state === 'idle' && v.peers[0].backlog === 0);
+    const done = await waitFor(
+      () => replicationView(a.server),
+      (v) => v.peers[0]?.state === 'idle' && v.peers[0].backlog === 0,
+    );
     expect(done.peers[0]).toMatchObject({ cursor: 5, nextRetryTs: null });
     expect([...allReceived().keys()]).toEqual(['1', '2', '3', '4', '5']);
   }, 20_000);

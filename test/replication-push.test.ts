@@ -12,7 +12,16 @@ import { encodeBase64, generateSeed, lookupHash, publicKeyFromSeed, signJson } f
 import { BODY_LIMIT } from '../src/http/app.js';
 import { PUSH_BODY_LIMIT } from '../src/http/routes/replicate.js';
 import { makeCa, makeCert, type Pem } from './helpers/certs.js';
-import { addPeer, bind, lookup, makePeerCert, runPeers, startMesh, type Mesh, type Replica } from './helpers/replication.js';
+import {
+  addPeer,
+  bind,
+  lookup,
+  makePeerCert,
+  runPeers,
+  startMesh,
+  type Mesh,
+  type Replica,
+} from './helpers/replication.js';
 import { row, rows } from './helpers/rows.js';
 
 const PUSH = '/_matrix/identity/replicate/v1/push';
@@ -44,7 +53,11 @@ async function makePeer(name: string): Promise<TestPeer> {
 }
 
 /** A binding as Sydent's Signer.signedThreePidAssociation makes it, signed as `signer`. */
-function sgAssoc(signer: TestPeer, fields: { address: string; mxid: string | null; ts: number; medium?: string }, signAs = signer.name) {
+function sgAssoc(
+  signer: TestPeer,
+  fields: { address: string; mxid: string | null; ts: number; medium?: string },
+  signAs = signer.name,
+) {
   const tombstone = fields.mxid === null;
   return signJson(
     {
@@ -81,7 +94,8 @@ function globalRows(origin?: string): Array<Record<string, unknown>> {
 }
 
 function pepper(): string {
-  return row<{ lookup_pepper: string }>(path.join(b.dir, 'sydent.db'), 'SELECT lookup_pepper FROM hashing_metadata')!.lookup_pepper;
+  return row<{ lookup_pepper: string }>(path.join(b.dir, 'sydent.db'), 'SELECT lookup_pepper FROM hashing_metadata')!
+    .lookup_pepper;
 }
 
 beforeAll(async () => {
@@ -130,14 +144,26 @@ describe('a push shaped exactly as Sydent sends it', () => {
 
   it('accepts a charset in the content type', async () => {
     const assoc = sgAssoc(peerA, { address: 'erin@example.org', mxid: '@erin:hs.test', ts: t0 });
-    const res = await push(peerA.agent, { sgAssocs: { '2': assoc } }, { 'content-type': 'application/json; charset=utf-8' });
+    const res = await push(
+      peerA.agent,
+      { sgAssocs: { '2': assoc } },
+      { 'content-type': 'application/json; charset=utf-8' },
+    );
     expect(res.status).toBe(200);
     expect(await lookup(b.server, 'erin@example.org')).toBe('@erin:hs.test');
   });
 
   it('applies a tombstone (mxid null, null times) shaped as Sydent sends it', async () => {
     const tomb = sgAssoc(peerA, { address: 'dave@example.org', mxid: null, ts: t0 + 1000 });
-    expect(Object.keys(tomb).sort()).toEqual(['address', 'medium', 'mxid', 'not_after', 'not_before', 'signatures', 'ts']);
+    expect(Object.keys(tomb).sort()).toEqual([
+      'address',
+      'medium',
+      'mxid',
+      'not_after',
+      'not_before',
+      'signatures',
+      'ts',
+    ]);
     const res = await push(peerA.agent, { sgAssocs: { '3': tomb } });
     expect(res.status).toBe(200);
     expect(await lookup(b.server, 'dave@example.org')).toBeNull();
@@ -152,7 +178,11 @@ describe('a push shaped exactly as Sydent sends it', () => {
     };
     expect((await push(peerA.agent, { sgAssocs })).status).toBe(200);
     expect(await lookup(b.server, 'frank@example.org')).toBe('@frank2:hs.test');
-    expect(globalRows('a.test').filter((r) => r['address'] === 'frank@example.org').map((r) => r['originId'])).toEqual([12]);
+    expect(
+      globalRows('a.test')
+        .filter((r) => r['address'] === 'frank@example.org')
+        .map((r) => r['originId']),
+    ).toEqual([12]);
   });
 
   it('an old tombstone does not remove a newer binding (ours or another peer’s)', async () => {
@@ -196,7 +226,10 @@ describe('a push much larger than Sydent’s batches of 100', () => {
   const N = 3000;
   const batch = (first: number, tag: string) =>
     Object.fromEntries(
-      Array.from({ length: N }, (_, i) => [String(first + i), sgAssoc(peerC, { address: `${tag}${i}@large.example.org`, mxid: `@${tag}${i}:hs.test`, ts: t0 + i })]),
+      Array.from({ length: N }, (_, i) => [
+        String(first + i),
+        sgAssoc(peerC, { address: `${tag}${i}@large.example.org`, mxid: `@${tag}${i}:hs.test`, ts: t0 + i }),
+      ]),
     );
 
   it('is stored whole, in one piece, when every signature verifies', async () => {
@@ -215,11 +248,17 @@ describe('a push much larger than Sydent’s batches of 100', () => {
     const before = globalRows().length;
     const sgAssocs = batch(10_001, 'bad');
     const forged = sgAssocs['12000'] as { signatures: Record<string, Record<string, string>> };
-    forged.signatures['c.test']!['ed25519:0'] = (sgAssocs['10001'] as typeof forged).signatures['c.test']!['ed25519:0']!;
+    forged.signatures['c.test']!['ed25519:0'] = (sgAssocs['10001'] as typeof forged).signatures['c.test']![
+      'ed25519:0'
+    ]!;
     const res = await push(peerC.agent, { sgAssocs });
     expect(res).toEqual({
       status: 400,
-      json: { errcode: 'M_VERIFICATION_FAILED', error: 'Verification failed for one or more associations', failed_ids: ['12000'] },
+      json: {
+        errcode: 'M_VERIFICATION_FAILED',
+        error: 'Verification failed for one or more associations',
+        failed_ids: ['12000'],
+      },
     });
     expect(globalRows()).toHaveLength(before);
     expect(await lookup(b.server, 'bad0@large.example.org')).toBeNull();
@@ -227,7 +266,13 @@ describe('a push much larger than Sydent’s batches of 100', () => {
 
   it('past the size limit: 413 M_TOO_LARGE, nothing stored', async () => {
     const before = globalRows().length;
-    const res = await push(peerC.agent, JSON.stringify({ sgAssocs: { '1': sgAssoc(peerC, { address: 'huge@large.example.org', mxid: '@h:hs.test', ts: t0 }) }, pad: 'x'.repeat(PUSH_BODY_LIMIT) }));
+    const res = await push(
+      peerC.agent,
+      JSON.stringify({
+        sgAssocs: { '1': sgAssoc(peerC, { address: 'huge@large.example.org', mxid: '@h:hs.test', ts: t0 }) },
+        pad: 'x'.repeat(PUSH_BODY_LIMIT),
+      }),
+    );
     expect(res.status).toBe(413);
     expect(res.json['errcode']).toBe('M_TOO_LARGE');
     expect(globalRows()).toHaveLength(before);
@@ -239,7 +284,11 @@ describe('refused pushes store nothing', () => {
   let before: number;
   const good = (address: string) => sgAssoc(peerA, { address, mxid: '@ok:hs.test', ts: t0 });
 
-  async function expectRefused(res: { status: number; json: Record<string, unknown> }, status: number, errcode: string) {
+  async function expectRefused(
+    res: { status: number; json: Record<string, unknown> },
+    status: number,
+    errcode: string,
+  ) {
     expect(res.status).toBe(status);
     expect(res.json['errcode']).toBe(errcode);
     expect(globalRows()).toHaveLength(before);
@@ -251,7 +300,9 @@ describe('refused pushes store nothing', () => {
     const forged = good('forged@example.org');
     forged.signatures['a.test']!['ed25519:0'] = good('other@example.org').signatures['a.test']!['ed25519:0']!;
     const wrongKey = sgAssoc(peerC, { address: 'wrongkey@example.org', mxid: '@x:hs.test', ts: t0 }, 'a.test');
-    const res = await push(peerA.agent, { sgAssocs: { '100': good('refused@example.org'), '101': forged, '102': wrongKey } });
+    const res = await push(peerA.agent, {
+      sgAssocs: { '100': good('refused@example.org'), '101': forged, '102': wrongKey },
+    });
     await expectRefused(res, 400, 'M_VERIFICATION_FAILED');
     expect(res.json).toEqual({
       errcode: 'M_VERIFICATION_FAILED',
@@ -308,18 +359,34 @@ describe('refused pushes store nothing', () => {
     expect(noKey.json['error']).toBe('No "sgAssocs" key in JSON');
     await expectRefused(await push(peerA.agent, { sgAssocs: [good('refused@example.org')] }), 400, 'M_BAD_JSON');
     await expectRefused(await push(peerA.agent, [1, 2]), 400, 'M_BAD_JSON');
-    const notJson = await push(peerA.agent, { sgAssocs: { '108': good('refused@example.org') } }, { 'content-type': 'text/plain' });
+    const notJson = await push(
+      peerA.agent,
+      { sgAssocs: { '108': good('refused@example.org') } },
+      { 'content-type': 'text/plain' },
+    );
     await expectRefused(notJson, 400, 'M_NOT_JSON');
     expect(notJson.json['error']).toBe('This endpoint expects JSON');
   });
 
   it('a malformed association: missing fields, wrong types, a non-numeric id', async () => {
     const { ts: _ts, ...noTs } = good('refused@example.org');
-    const noTsSigned = signJson({ ...noTs, signatures: undefined } as never, 'a.test', { version: '0', seed: peerA.seed });
+    const noTsSigned = signJson({ ...noTs, signatures: undefined } as never, 'a.test', {
+      version: '0',
+      seed: peerA.seed,
+    });
     const stringTs = sgAssoc(peerA, { address: 'refused@example.org', mxid: '@x:hs.test', ts: t0 });
-    const badTs = signJson({ ...stringTs, signatures: undefined, ts: String(t0) } as never, 'a.test', { version: '0', seed: peerA.seed });
+    const badTs = signJson({ ...stringTs, signatures: undefined, ts: String(t0) } as never, 'a.test', {
+      version: '0',
+      seed: peerA.seed,
+    });
     const res = await push(peerA.agent, {
-      sgAssocs: { '109': noTsSigned, '110': badTs, abc: good('refused@example.org'), '111': 'nope', '112': good('refused@example.org') },
+      sgAssocs: {
+        '109': noTsSigned,
+        '110': badTs,
+        abc: good('refused@example.org'),
+        '111': 'nope',
+        '112': good('refused@example.org'),
+      },
     });
     await expectRefused(res, 400, 'M_VERIFICATION_FAILED');
     expect(res.json['failed_ids']).toEqual(['abc', '109', '110', '111']);
@@ -330,7 +397,13 @@ describe('refused pushes store nothing', () => {
     const signed = JSON.stringify({ sgAssocs: { '113': good('refused@example.org') } });
     const open = signed.slice(0, -1);
     const cases: Array<[what: string, query: string, body: string | Buffer, status: number, errcode: string]> = [
-      ['a body that is not UTF-8', '', Buffer.concat([Buffer.from(open), Buffer.from(',"x":"\xff"}', 'latin1')]), 400, 'M_BAD_JSON'],
+      [
+        'a body that is not UTF-8',
+        '',
+        Buffer.concat([Buffer.from(open), Buffer.from(',"x":"\xff"}', 'latin1')]),
+        400,
+        'M_BAD_JSON',
+      ],
       ['a NUL in a key', '', `${open},"a\\u0000":1}`, 400, 'M_BAD_JSON'],
       ['a lone surrogate', '', `${open},"x":"\\udc00"}`, 400, 'M_BAD_JSON'],
       ['nested 100,000 deep', '', `${open},"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}`, 400, 'M_BAD_JSON'],
@@ -353,11 +426,12 @@ describe('refused pushes store nothing', () => {
     expect(await lookup(b.server, 'refused@example.org')).toBeNull();
   });
 
-  it('a request Node cannot parse as HTTP, over the peer\'s TLS: a JSON 400 with CORS, then the connection closes', async () => {
+  it("a request Node cannot parse as HTTP, over the peer's TLS: a JSON 400 with CORS, then the connection closes", async () => {
     const cert = await makePeerCert(ca, 'a.test');
     const answer = await new Promise<string>((resolve, reject) => {
-      const socket = tls.connect({ host: '127.0.0.1', port: b.port, key: cert.key, cert: cert.cert, ca: ca.cert, servername: 'b.test' }, () =>
-        socket.write('NOT HTTP AT ALL\r\n\r\n'),
+      const socket = tls.connect(
+        { host: '127.0.0.1', port: b.port, key: cert.key, cert: cert.cert, ca: ca.cert, servername: 'b.test' },
+        () => socket.write('NOT HTTP AT ALL\r\n\r\n'),
       );
       let text = '';
       socket.setEncoding('utf8');
@@ -367,7 +441,10 @@ describe('refused pushes store nothing', () => {
     });
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     expect(answer.toLowerCase()).toContain('\r\naccess-control-allow-origin: *\r\n');
-    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({ errcode: 'M_UNRECOGNIZED', error: expect.any(String) });
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({
+      errcode: 'M_UNRECOGNIZED',
+      error: expect.any(String),
+    });
   });
 
   it('without a client certificate, or with one from another CA: no TLS session at all', async () => {
@@ -383,7 +460,10 @@ describe('refused pushes store nothing', () => {
     const res = await request(`https://127.0.0.1:${b.port}${PUSH}`, { method: 'GET', dispatcher: peerA.agent });
     expect(res.statusCode).toBe(405);
     expect(((await res.body.json()) as { errcode: string }).errcode).toBe('M_UNRECOGNIZED');
-    const other = await request(`https://127.0.0.1:${b.port}/_matrix/identity/v2/lookup`, { method: 'GET', dispatcher: peerA.agent });
+    const other = await request(`https://127.0.0.1:${b.port}/_matrix/identity/v2/lookup`, {
+      method: 'GET',
+      dispatcher: peerA.agent,
+    });
     expect(other.statusCode).toBe(404);
     await other.body.dump();
   });

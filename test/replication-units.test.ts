@@ -28,7 +28,9 @@ describe('checkPush: the signature rules (Sydent verifySignedAssociation)', () =
     const signed = signJson(assoc, 'a.test', key);
     expect(reasonOf({ ...signed, ts: 2 })).toMatch(/does not verify/);
     expect(reasonOf(signed, 'b.test')).toMatch(/no signature from b.test/);
-    expect(reasonOf(signJson(assoc, 'a.test', { version: '1', seed: key.seed }))).toMatch(/no signature with key ed25519:0/);
+    expect(reasonOf(signJson(assoc, 'a.test', { version: '1', seed: key.seed }))).toMatch(
+      /no signature with key ed25519:0/,
+    );
     expect(reasonOf({ ...signed, signatures: { 'a.test': { 'ed25519:0': 'not base64!' } } })).toMatch(/base64/);
     expect(reasonOf(assoc)).toMatch(/no signature/);
   });
@@ -48,7 +50,11 @@ describe('the outbound batch', () => {
     expect(batch.count).toBe(2);
     expect(Object.keys(batch.body.sgAssocs)).toEqual(['7', '9']);
     expect(batch.body.sgAssocs['9']).toEqual(
-      signJson({ medium: 'email', address: 'b@x.test', mxid: null, ts: 6, not_before: null, not_after: null }, 'a.test', key),
+      signJson(
+        { medium: 'email', address: 'b@x.test', mxid: null, ts: 6, not_before: null, not_after: null },
+        'a.test',
+        key,
+      ),
     );
   });
 });
@@ -56,8 +62,16 @@ describe('the outbound batch', () => {
 describe('checkPush', () => {
   const k = pub;
   it('casefolds email addresses, keeps msisdns, sorts by id, and keeps the JSON as received', () => {
-    const email = signJson({ medium: 'email', address: 'Straße@X.test', mxid: '@a:x', ts: 3, not_before: 3, not_after: 4 }, 'a.test', key);
-    const phone = signJson({ medium: 'msisdn', address: '447700900000', mxid: '@b:x', ts: 2, not_before: 2, not_after: 4 }, 'a.test', key);
+    const email = signJson(
+      { medium: 'email', address: 'Straße@X.test', mxid: '@a:x', ts: 3, not_before: 3, not_after: 4 },
+      'a.test',
+      key,
+    );
+    const phone = signJson(
+      { medium: 'msisdn', address: '447700900000', mxid: '@b:x', ts: 2, not_before: 2, not_after: 4 },
+      'a.test',
+      key,
+    );
     const checked = checkPush({ '10': email, '2': phone }, 'a.test', k);
     expect(checked.ok).toBe(true);
     if (!checked.ok) return;
@@ -87,7 +101,9 @@ describe('peer keys', () => {
 describe('push URLs (Sydent RemotePeer)', () => {
   it('base_replication_url with or without a slash, else https://NAME:<port or 1001>', () => {
     expect(pushUrl('b.test', null, 'https://b-int:4434')).toBe('https://b-int:4434/_matrix/identity/replicate/v1/push');
-    expect(pushUrl('b.test', 9, 'https://b-int:4434/sub/')).toBe('https://b-int:4434/sub/_matrix/identity/replicate/v1/push');
+    expect(pushUrl('b.test', 9, 'https://b-int:4434/sub/')).toBe(
+      'https://b-int:4434/sub/_matrix/identity/replicate/v1/push',
+    );
     expect(pushUrl('b.test', null, undefined)).toBe('https://b.test:1001/_matrix/identity/replicate/v1/push');
     expect(pushUrl('b.test', 4434, undefined)).toBe('https://b.test:4434/_matrix/identity/replicate/v1/push');
   });

@@ -21,7 +21,11 @@ afterAll(async () => {
 
 /** A read-only look at a replica's database, beside the running server (WAL lets both read). */
 function globalRows(dir: string, origin: string): Array<{ originId: number; address: string; mxid: string }> {
-  return rows(path.join(dir, 'sydent.db'), 'SELECT originId, address, mxid FROM global_threepid_associations WHERE originServer = ? ORDER BY originId', origin);
+  return rows(
+    path.join(dir, 'sydent.db'),
+    'SELECT originId, address, mxid FROM global_threepid_associations WHERE originServer = ? ORDER BY originId',
+    origin,
+  );
 }
 
 describe('replication between three sydent-ts instances', () => {
@@ -30,7 +34,12 @@ describe('replication between three sydent-ts instances', () => {
     await bind(a!.server, 'Alice@Example.org', '@alice:hs.test');
     expect(await lookup(a!.server, 'alice@example.org')).toBe('@alice:hs.test');
     for (const r of [b!, c!]) {
-      expect(await waitFor(() => lookup(r.server, 'ALICE@example.org'), (m) => m !== null)).toBe('@alice:hs.test');
+      expect(
+        await waitFor(
+          () => lookup(r.server, 'ALICE@example.org'),
+          (m) => m !== null,
+        ),
+      ).toBe('@alice:hs.test');
     }
     // what B stored: A's row, by A's id, with A's signature as received
     const stored = globalRows(b!.dir, 'a.test');
@@ -39,7 +48,12 @@ describe('replication between three sydent-ts instances', () => {
     await unbind(a!.server, 'alice@example.org', '@alice:hs.test');
     expect(await lookup(a!.server, 'alice@example.org')).toBeNull();
     for (const r of [b!, c!]) {
-      expect(await waitFor(() => lookup(r.server, 'alice@example.org'), (m) => m === null)).toBeNull();
+      expect(
+        await waitFor(
+          () => lookup(r.server, 'alice@example.org'),
+          (m) => m === null,
+        ),
+      ).toBeNull();
     }
 
     // the peers are idle again with nothing left to send
@@ -56,9 +70,18 @@ describe('replication between three sydent-ts instances', () => {
     const [a, b, c] = mesh.replicas;
     await bind(b!.server, 'bob@example.org', '@bob:hs.test');
     await bind(c!.server, 'carol@example.org', '@carol:hs.test');
-    await waitFor(() => lookup(a!.server, 'bob@example.org'), (m) => m === '@bob:hs.test');
-    await waitFor(() => lookup(a!.server, 'carol@example.org'), (m) => m === '@carol:hs.test');
-    await waitFor(() => lookup(c!.server, 'bob@example.org'), (m) => m === '@bob:hs.test');
+    await waitFor(
+      () => lookup(a!.server, 'bob@example.org'),
+      (m) => m === '@bob:hs.test',
+    );
+    await waitFor(
+      () => lookup(a!.server, 'carol@example.org'),
+      (m) => m === '@carol:hs.test',
+    );
+    await waitFor(
+      () => lookup(c!.server, 'bob@example.org'),
+      (m) => m === '@bob:hs.test',
+    );
   }, 20_000);
 
   it('B stopped while A binds 1,000 more; B started again catches up: nothing lost, nothing twice', async () => {
@@ -74,7 +97,11 @@ describe('replication between three sydent-ts instances', () => {
       await Promise.all(addresses.slice(i, i + 50).map((addr, j) => bind(a.server, addr, `@user${i + j}:hs.test`)));
     }
     // C keeps up while B is down: one dead peer does not hold the others
-    await waitFor(() => globalRows(c.dir, 'a.test').length, (n) => n === N, 20_000);
+    await waitFor(
+      () => globalRows(c.dir, 'a.test').length,
+      (n) => n === N,
+      20_000,
+    );
     const whileDown = await replicationView(a.server);
     const toB = whileDown.peers.find((p) => p.name === 'b.test')!;
     expect(toB.backlog).toBeGreaterThanOrEqual(N);
@@ -83,7 +110,11 @@ describe('replication between three sydent-ts instances', () => {
     await b.restart();
     // end A's backoff now rather than wait for it (up to minutes after many failures)
     await a.server.server.ctx.facades.replication.retry({ name: 'b.test' });
-    await waitFor(() => globalRows(b.dir, 'a.test').length, (n) => n >= N, 30_000);
+    await waitFor(
+      () => globalRows(b.dir, 'a.test').length,
+      (n) => n >= N,
+      30_000,
+    );
 
     const rows = globalRows(b.dir, 'a.test');
     expect(rows).toHaveLength(N); // the earlier bind of alice was unbound: only the 1,000

@@ -7,13 +7,13 @@ import { ManualClock } from '../src/clock.js';
 import { loadConfig } from '../src/config/index.js';
 import {
   createFederationClient,
-  FederationClient,
   FederationError,
   parseXMatrixHeader,
   RequestAuthError,
   ServerKeyCache,
   signedRequestObject,
   verifyHomeserverRequest,
+  type FederationClient,
   type HomeserverRequest,
   type ServerKeySource,
 } from '../src/federation/index.js';
@@ -61,7 +61,11 @@ describe('parseXMatrixHeader', () => {
   });
 
   it('takes the scheme and parameter names case-insensitively', () => {
-    expect(parseXMatrixHeader('x-matrix ORIGIN="hs.test",Key="ed25519:abc",SIG="s"')).toEqual({ origin: 'hs.test', key: 'ed25519:abc', sig: 's' });
+    expect(parseXMatrixHeader('x-matrix ORIGIN="hs.test",Key="ed25519:abc",SIG="s"')).toEqual({
+      origin: 'hs.test',
+      key: 'ed25519:abc',
+      sig: 's',
+    });
     expect(parseXMatrixHeader('X-MATRIX origin=hs.test,key=k,sig=s').origin).toBe('hs.test');
   });
 
@@ -80,7 +84,11 @@ describe('parseXMatrixHeader', () => {
   });
 
   it('ignores unknown parameters', () => {
-    expect(parseXMatrixHeader('X-Matrix foo=bar,origin=hs.test,key=k,sig=s,x-extra="1, 2"')).toEqual({ origin: 'hs.test', key: 'k', sig: 's' });
+    expect(parseXMatrixHeader('X-Matrix foo=bar,origin=hs.test,key=k,sig=s,x-extra="1, 2"')).toEqual({
+      origin: 'hs.test',
+      key: 'k',
+      sig: 's',
+    });
   });
 
   it.each([
@@ -117,7 +125,9 @@ describe('parseXMatrixHeader', () => {
 
 describe('signedRequestObject', () => {
   it('is what Synapse signs', () => {
-    expect(signedRequestObject({ method: 'POST', uri: '/u?a=1', destinationIs: 'is.test', content: { a: 1 } }, 'hs.test')).toEqual({
+    expect(
+      signedRequestObject({ method: 'POST', uri: '/u?a=1', destinationIs: 'is.test', content: { a: 1 } }, 'hs.test'),
+    ).toEqual({
       method: 'POST',
       uri: '/u?a=1',
       origin: 'hs.test',
@@ -143,7 +153,10 @@ describe('verifyHomeserverRequest over loopback TLS', () => {
     // the client the server builds from sydent.conf, pointed at the test DNS server and CA
     const tmp = tempDir();
     cleanupTmp = tmp.cleanup;
-    const conf = mergeConf({ general: { 'server.name': IS_NAME }, db: { 'db.file': path.join(tmp.dir, 'sydent.db') } }, env.conf);
+    const conf = mergeConf(
+      { general: { 'server.name': IS_NAME }, db: { 'db.file': path.join(tmp.dir, 'sydent.db') } },
+      env.conf,
+    );
     const text = Object.entries(conf)
       .map(([s, v]) => [`[${s}]`, ...Object.entries(v).map(([k, x]) => `${k} = ${x}`)].join('\n'))
       .join('\n\n');
@@ -166,7 +179,10 @@ describe('verifyHomeserverRequest over loopback TLS', () => {
     keys = new ServerKeyCache((s, p, m) => client.getJson(s, p, m), Date.now);
   });
 
-  const body = () => ({ mxid: `@alice:${env.serverName}`, threepid: { medium: 'email', address: 'alice@example.org' } });
+  const body = () => ({
+    mxid: `@alice:${env.serverName}`,
+    threepid: { medium: 'email', address: 'alice@example.org' },
+  });
   const signing = (over: Partial<SignRequestInput> = {}): SignRequestInput => ({
     method: 'POST',
     uri: UNBIND,
@@ -190,20 +206,26 @@ describe('verifyHomeserverRequest over loopback TLS', () => {
 
   it('accepts a request signed as Synapse signs it, fetching the keys once from /_matrix/key/v2/server', async () => {
     const auth = hsKeys.authorization(signing());
-    expect(auth).toMatch(new RegExp(`^X-Matrix origin=${env.serverName.replace('.', '\\.')},key="ed25519:abc",sig="[A-Za-z0-9+/]+"$`));
+    expect(auth).toMatch(
+      new RegExp(`^X-Matrix origin=${env.serverName.replace('.', '\\.')},key="ed25519:abc",sig="[A-Za-z0-9+/]+"$`),
+    );
     expect(await verifyHomeserverRequest(request([auth]), keys)).toEqual({ origin: env.serverName });
     expect(hsKeys.keyRequests(env.hs)).toBe(1);
     expect(env.hs.requests[0]).toMatchObject({ method: 'GET', url: '/_matrix/key/v2/server' });
     expect(env.hs.requests[0]!.headers.host).toBe(env.serverName);
     // cached: a second request makes no key request
-    expect(await verifyHomeserverRequest(request([hsKeys.authorization(signing())]), keys)).toEqual({ origin: env.serverName });
+    expect(await verifyHomeserverRequest(request([hsKeys.authorization(signing())]), keys)).toEqual({
+      origin: env.serverName,
+    });
     expect(hsKeys.keyRequests(env.hs)).toBe(1);
   });
 
   it('accepts the query string, a destination parameter and other Authorization headers next to X-Matrix', async () => {
     const uri = `${UNBIND}?access_token=abc&x=%20`;
     const auth = hsKeys.authorization(signing({ uri, destination: IS_NAME }));
-    expect(await verifyHomeserverRequest(request(['Bearer sometoken', auth], { uri }), keys)).toEqual({ origin: env.serverName });
+    expect(await verifyHomeserverRequest(request(['Bearer sometoken', auth], { uri }), keys)).toEqual({
+      origin: env.serverName,
+    });
   });
 
   it('accepts a quoted, re-cased and spaced header', async () => {
@@ -268,16 +290,20 @@ describe('verifyHomeserverRequest over loopback TLS', () => {
 
   it('refuses a signature over another method or URI', async () => {
     expect((await authError(request([hsKeys.authorization(signing({ method: 'PUT' }))]))).kind).toBe('bad_signature');
-    expect((await authError(request([hsKeys.authorization(signing({ uri: '/_matrix/identity/api/v1/3pid/unbind' }))]))).kind).toBe(
+    expect(
+      (await authError(request([hsKeys.authorization(signing({ uri: '/_matrix/identity/api/v1/3pid/unbind' }))]))).kind,
+    ).toBe('bad_signature');
+    expect((await authError(request([hsKeys.authorization(signing())], { uri: `${UNBIND}?x=1` }))).kind).toBe(
       'bad_signature',
     );
-    expect((await authError(request([hsKeys.authorization(signing())], { uri: `${UNBIND}?x=1` }))).kind).toBe('bad_signature');
   });
 
   it('refuses content that is not canonical JSON (a float) as a bad signature', async () => {
     const content = { ...body(), n: 1.5 };
     const sig = Buffer.alloc(64).toString('base64').replace(/=+$/, '');
-    const err = await authError(request([`X-Matrix origin=${env.serverName},key="ed25519:abc",sig="${sig}"`], { content }));
+    const err = await authError(
+      request([`X-Matrix origin=${env.serverName},key="ed25519:abc",sig="${sig}"`], { content }),
+    );
     expect(err.message).toContain('not an integer');
     expect(err.kind).toBe('bad_signature');
   });
@@ -331,7 +357,9 @@ describe('verifyHomeserverRequest over loopback TLS', () => {
 
   it('is what the notifier answers to verifyRequest', async () => {
     const clock = new ManualClock(Date.now());
-    const resource = { federation: client, deps: { clock } as unknown as SystemDeps } as unknown as Parameters<typeof notifierHandlers.verifyRequest>[1];
+    const resource = { federation: client, deps: { clock } as unknown as SystemDeps } as unknown as Parameters<
+      typeof notifierHandlers.verifyRequest
+    >[1];
     const auth = hsKeys.authorization(signing());
     expect(await notifierHandlers.verifyRequest(request([auth]), resource)).toEqual({ origin: env.serverName });
     // the cache lives in the resource: the second check makes no key request

@@ -18,16 +18,29 @@ describe('sydent-ts rotate-pepper', () => {
           headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
           body: JSON.stringify(body),
         });
-        return { status: res.status, json: (await res.json()) as Record<string, any> };
+        return { status: res.status, json: (await res.json()) as Record<string, unknown> };
       };
       const token = (
-        await post(t.url('/_matrix/identity/v2/account/register'), { access_token: 'x', matrix_server_name: env.serverName })
+        await post(t.url('/_matrix/identity/v2/account/register'), {
+          access_token: 'x',
+          matrix_server_name: env.serverName,
+        })
       ).json['token'] as string;
       for (const address of ['a@example.org', 'b@example.org']) {
-        expect((await post(t.internalUrl('/_matrix/identity/internal/bind'), { medium: 'email', address, mxid: `@${address[0]}:hs` })).status).toBe(200);
+        expect(
+          (
+            await post(t.internalUrl('/_matrix/identity/internal/bind'), {
+              medium: 'email',
+              address,
+              mxid: `@${address[0]}:hs`,
+            })
+          ).status,
+        ).toBe(200);
       }
       const details = async () =>
-        (await (await fetch(t.url('/_matrix/identity/v2/hash_details'), { headers: { authorization: `Bearer ${token}` } })).json()) as {
+        (await (
+          await fetch(t.url('/_matrix/identity/v2/hash_details'), { headers: { authorization: `Bearer ${token}` } })
+        ).json()) as {
           lookup_pepper: string;
         };
       const old = (await details()).lookup_pepper;
@@ -56,7 +69,11 @@ describe('sydent-ts rotate-pepper', () => {
       expect(stale.json).toMatchObject({ errcode: 'M_INVALID_PEPPER', lookup_pepper: fresh });
       const found = await post(
         t.url('/_matrix/identity/v2/lookup'),
-        { algorithm: 'sha256', pepper: fresh, addresses: [lookupHash('a@example.org', 'email', fresh), lookupHash('b@example.org', 'email', fresh)] },
+        {
+          algorithm: 'sha256',
+          pepper: fresh,
+          addresses: [lookupHash('a@example.org', 'email', fresh), lookupHash('b@example.org', 'email', fresh)],
+        },
         token,
       );
       expect(found.json['mappings']).toEqual({

@@ -60,7 +60,10 @@ beforeEach(() => {
   hsKeys = new HomeserverKeys(name);
   hsKeys.publish(env.hs, () => ({ validUntilTs: T0 + HOUR }));
   clock = new ManualClock(T0);
-  cache = new ServerKeyCache((s, p, m) => client.getJson(s, p, m), () => clock.now());
+  cache = new ServerKeyCache(
+    (s, p, m) => client.getJson(s, p, m),
+    () => clock.now(),
+  );
 });
 
 const keyRequests = () => hsKeys.keyRequests(env.hs);
@@ -68,10 +71,13 @@ const keyRequests = () => hsKeys.keyRequests(env.hs);
 describe('ServerKeyCache: fetching and checking', () => {
   it('asks the homeserver itself for /_matrix/key/v2/server with a 50 KiB cap', async () => {
     const calls: unknown[][] = [];
-    const fake = new ServerKeyCache(async (...args) => {
-      calls.push(args);
-      return hsKeys.keyResponse();
-    }, () => Date.now());
+    const fake = new ServerKeyCache(
+      async (...args) => {
+        calls.push(args);
+        return hsKeys.keyResponse();
+      },
+      () => Date.now(),
+    );
     expect(await fake.getKey(name, 'ed25519:abc')).toEqual(hsKeys.key.publicKey);
     expect(calls).toEqual([[name, '/_matrix/key/v2/server', 50 * 1024]]);
     expect(SERVER_KEYS_PATH).toBe('/_matrix/key/v2/server');
@@ -110,14 +116,23 @@ describe('ServerKeyCache: fetching and checking', () => {
     clock.advance(SERVER_KEYS_MIN_REFETCH_MS);
     hsKeys.publish(env.hs, {
       validUntilTs: T0 + HOUR,
-      extra: { verify_keys: { 'ed25519:abc': { key: encodeBase64(hsKeys.key.publicKey) }, 'foo:abc': { key: '!!not base64!!' } } },
+      extra: {
+        verify_keys: {
+          'ed25519:abc': { key: encodeBase64(hsKeys.key.publicKey) },
+          'foo:abc': { key: '!!not base64!!' },
+        },
+      },
     });
     expect(await cache.getKey(name, 'ed25519:abc')).toEqual(hsKeys.key.publicKey);
     expect(await cache.getKey(name, 'foo:abc')).toBeUndefined();
   });
 
   const rejected: [string, KeyResponseOptions | (() => unknown), RegExp][] = [
-    ['signed by a key it does not list', { signedBy: [makeSigningKey('ed25519:other')] }, /not signed by any of its verify_keys/],
+    [
+      'signed by a key it does not list',
+      { signedBy: [makeSigningKey('ed25519:other')] },
+      /not signed by any of its verify_keys/,
+    ],
     ['signed by another key under the listed id', { signedBy: [makeSigningKey('ed25519:abc')] }, /bad self-signature/],
     ['not signed at all', { signedBy: [] }, /not signed by any of its verify_keys/],
     ['signed under another server name', { signAs: 'other.test' }, /not signed by any of its verify_keys/],
@@ -139,16 +154,40 @@ describe('ServerKeyCache: fetching and checking', () => {
       },
       /bad self-signature/,
     ],
-    ['for another server (server_name)', { serverName: 'evil.test' }, /server_name is "evil\.test", not the server asked/],
+    [
+      'for another server (server_name)',
+      { serverName: 'evil.test' },
+      /server_name is "evil\.test", not the server asked/,
+    ],
     ['without server_name', () => ({ verify_keys: {} }), /server_name is missing/],
     ['not an object', () => [1, 2], /not a JSON object/],
     ['without verify_keys', () => ({ server_name: name }), /no verify_keys object/],
     ['with verify_keys a list', () => ({ server_name: name, verify_keys: [] }), /no verify_keys object/],
-    ['without any ed25519 key', () => ({ server_name: name, verify_keys: { 'curve:1': { key: 'AAAA' } } }), /no ed25519 key/],
-    ['with a key that is not a string', () => ({ server_name: name, verify_keys: { 'ed25519:abc': { key: 5 } } }), /is not a string/],
-    ['with a key that is not base64', () => ({ server_name: name, verify_keys: { 'ed25519:abc': { key: 'no!' } } }), /is not base64/],
-    ['with a key of the wrong length', () => ({ server_name: name, verify_keys: { 'ed25519:abc': { key: 'AAAA' } } }), /is not 32 bytes/],
-    ['with a non-integer valid_until_ts', { validUntilTs: null, extra: { valid_until_ts: '99999999999999' } }, /valid_until_ts is not an integer/],
+    [
+      'without any ed25519 key',
+      () => ({ server_name: name, verify_keys: { 'curve:1': { key: 'AAAA' } } }),
+      /no ed25519 key/,
+    ],
+    [
+      'with a key that is not a string',
+      () => ({ server_name: name, verify_keys: { 'ed25519:abc': { key: 5 } } }),
+      /is not a string/,
+    ],
+    [
+      'with a key that is not base64',
+      () => ({ server_name: name, verify_keys: { 'ed25519:abc': { key: 'no!' } } }),
+      /is not base64/,
+    ],
+    [
+      'with a key of the wrong length',
+      () => ({ server_name: name, verify_keys: { 'ed25519:abc': { key: 'AAAA' } } }),
+      /is not 32 bytes/,
+    ],
+    [
+      'with a non-integer valid_until_ts',
+      { validUntilTs: null, extra: { valid_until_ts: '99999999999999' } },
+      /valid_until_ts is not an integer/,
+    ],
   ];
 
   it.each(rejected)('refuses a key response %s, and does not cache the refusal', async (_what, opts, message) => {
@@ -307,7 +346,8 @@ describe('ServerKeyCache with verifyHomeserverRequest', () => {
     content,
     authorization: [authorization],
   });
-  const sign = () => hsKeys.authorization({ method: 'POST', uri: '/_matrix/identity/v2/3pid/unbind', destinationIs: IS, content });
+  const sign = () =>
+    hsKeys.authorization({ method: 'POST', uri: '/_matrix/identity/v2/3pid/unbind', destinationIs: IS, content });
 
   it('verifies from the cache, and fetches again after valid_until_ts', async () => {
     expect(await verifyHomeserverRequest(request(sign()), cache)).toEqual({ origin: name });

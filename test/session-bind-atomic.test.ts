@@ -37,7 +37,9 @@ const getValidated = (server: TestServer, sid: string, clientSecret: string) =>
 function refuseCallbacks(dbFile: string): () => void {
   const db = new Database(dbFile);
   db.pragma('busy_timeout = 5000');
-  db.exec("CREATE TRIGGER refuse_callbacks BEFORE INSERT ON callback_outbox BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END");
+  db.exec(
+    "CREATE TRIGGER refuse_callbacks BEFORE INSERT ON callback_outbox BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+  );
   return () => {
     db.exec('DROP TRIGGER refuse_callbacks');
     db.close();
@@ -45,7 +47,11 @@ function refuseCallbacks(dbFile: string): () => void {
 }
 
 const sessionState = (server: TestServer, sid: string) =>
-  rows<{ state: string; context: string }>(server, 'SELECT state, context FROM session_machines WHERE sid = ?', Number(sid))[0];
+  rows<{ state: string; context: string }>(
+    server,
+    'SELECT state, context FROM session_machines WHERE sid = ?',
+    Number(sid),
+  )[0];
 
 describe('3pid/bind', () => {
   it('a bound session bound again to the same user (its row has nothing new) makes the binding again', async () => {
@@ -109,11 +115,12 @@ describe('3pid/bind', () => {
     expect(sessionState(s, sid)?.state).toBe('{"live":"bound"}');
     expect(JSON.parse(sessionState(s, sid)!.context)).toMatchObject({ mxid: '@atomic:hs.example' });
     expect(associationCounts(s)).toEqual({ local: before.local + 1, global: before.global + 1 });
-    expect(rows(s, 'SELECT destination FROM callback_outbox WHERE address = ?', address)).toEqual([{ destination: 'hs.example' }]);
-    expect(rows<{ sent_ts: number | null }>(s, 'SELECT sent_ts FROM invite_tokens WHERE address = ?', address)[0]!.sent_ts).toEqual(
-      expect.any(Number),
-    );
+    expect(rows(s, 'SELECT destination FROM callback_outbox WHERE address = ?', address)).toEqual([
+      { destination: 'hs.example' },
+    ]);
+    expect(
+      rows<{ sent_ts: number | null }>(s, 'SELECT sent_ts FROM invite_tokens WHERE address = ?', address)[0]!.sent_ts,
+    ).toEqual(expect.any(Number));
     expect((await lookupV1(s, 'email', address)).json).toMatchObject({ mxid: '@atomic:hs.example' });
   });
-
 });

@@ -30,7 +30,10 @@ function open(file?: string): { db: Database.Database; file: string } {
 /** The counts by walking the rows, as the endpoints counted them before. */
 function counted(db: Database.Database): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const { state, n } of db.prepare('SELECT state, count(*) AS n FROM session_machines GROUP BY state').all() as { state: string; n: number }[]) {
+  for (const { state, n } of db.prepare('SELECT state, count(*) AS n FROM session_machines GROUP BY state').all() as {
+    state: string;
+    n: number;
+  }[]) {
     out[state] = n;
   }
   const legacy = db
@@ -64,15 +67,13 @@ const write = (sid: number, over: Partial<SessionWrite> = {}): SessionWrite => (
 
 /** What Sydent writes: its session and token rows, no machine row. */
 function sydentSession(db: Database.Database, sid: number, mtime: number, validated = 0): void {
-  db.prepare('INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES (?, ?, ?, ?, ?, ?)').run(
+  db.prepare(
+    'INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES (?, ?, ?, ?, ?, ?)',
+  ).run(sid, 'email', `s${sid}@example.org`, 'secret', validated, mtime);
+  db.prepare('INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES (?, ?, 1)').run(
     sid,
-    'email',
-    `s${sid}@example.org`,
-    'secret',
-    validated,
-    mtime,
+    'SydentToken',
   );
-  db.prepare('INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES (?, ?, 1)').run(sid, 'SydentToken');
 }
 
 describe('sessions counted by state', () => {
@@ -87,10 +88,29 @@ describe('sessions counted by state', () => {
     check();
     // Transitions: some validated, one bound, one saved again in the same state.
     for (let sid = 1; sid <= 10; sid++) {
-      writes.save(write(sid, { state: 'validated', validated: true, mtime: sid, expectedSydent: { validated: 0, mtime: sid, token: 'OurToken', sendAttemptNumber: 1 } }), 1);
+      writes.save(
+        write(sid, {
+          state: 'validated',
+          validated: true,
+          mtime: sid,
+          expectedSydent: { validated: 0, mtime: sid, token: 'OurToken', sendAttemptNumber: 1 },
+        }),
+        1,
+      );
     }
-    writes.save(write(1, { state: 'bound', validated: true, mtime: 1, expectedSydent: { validated: 1, mtime: 1, token: 'OurToken', sendAttemptNumber: 1 } }), 2);
-    writes.save(write(30, { mtime: 30, expectedSydent: { validated: 0, mtime: 30, token: 'OurToken', sendAttemptNumber: 1 } }), 1);
+    writes.save(
+      write(1, {
+        state: 'bound',
+        validated: true,
+        mtime: 1,
+        expectedSydent: { validated: 1, mtime: 1, token: 'OurToken', sendAttemptNumber: 1 },
+      }),
+      2,
+    );
+    writes.save(
+      write(30, { mtime: 30, expectedSydent: { validated: 0, mtime: 30, token: 'OurToken', sendAttemptNumber: 1 } }),
+      1,
+    );
     check();
     expect(reads.countByState()).toEqual({ tokenSent: 20, validated: 9, bound: 1 });
 
@@ -106,7 +126,15 @@ describe('sessions counted by state', () => {
     check();
 
     // One of Sydent's sessions gets a machine row when we first save it.
-    writes.save(write(102, { state: 'validated', validated: true, mtime: 102, expectedSydent: { validated: 0, mtime: 102, token: 'SydentToken', sendAttemptNumber: 1 } }), null);
+    writes.save(
+      write(102, {
+        state: 'validated',
+        validated: true,
+        mtime: 102,
+        expectedSydent: { validated: 0, mtime: 102, token: 'SydentToken', sendAttemptNumber: 1 },
+      }),
+      null,
+    );
     check();
 
     // A rolled back change leaves the counts as they were.
@@ -122,7 +150,13 @@ describe('sessions counted by state', () => {
     while (writes.deleteExpired(105, 4) === 4) check();
     check();
     // No machine row is left without its session.
-    expect(db.prepare('SELECT count(*) AS n FROM session_machines WHERE sid NOT IN (SELECT id FROM threepid_validation_sessions)').get()).toEqual({ n: 0 });
+    expect(
+      db
+        .prepare(
+          'SELECT count(*) AS n FROM session_machines WHERE sid NOT IN (SELECT id FROM threepid_validation_sessions)',
+        )
+        .get(),
+    ).toEqual({ n: 0 });
     expect(reads.countByState()).toEqual({ tokenSent: 5 });
   });
 
@@ -130,18 +164,32 @@ describe('sessions counted by state', () => {
     const { db, file } = open();
     const writes = new SessionWrites(db);
     for (let sid = 1; sid <= 12; sid++) writes.create('email', 'secret', write(sid));
-    writes.save(write(3, { state: 'validated', validated: true, expectedSydent: { validated: 0, mtime: 1_000, token: 'OurToken', sendAttemptNumber: 1 } }), 1);
+    writes.save(
+      write(3, {
+        state: 'validated',
+        validated: true,
+        expectedSydent: { validated: 0, mtime: 1_000, token: 'OurToken', sendAttemptNumber: 1 },
+      }),
+      1,
+    );
     for (let sid = 100; sid < 105; sid++) sydentSession(db, sid, 1_000, sid === 100 ? 1 : 0);
     // Sydent's sweep before version 12 left the machine rows of the sessions it deleted.
     db.prepare('DROP TRIGGER sydent_ts_session_delete').run();
     db.prepare('DELETE FROM threepid_validation_sessions WHERE id IN (5, 6)').run();
     expect(db.prepare('SELECT count(*) AS n FROM session_machines').get()).toEqual({ n: 12 });
-    db.prepare("DELETE FROM session_machines WHERE sid IN (5, 6)").run();
+    db.prepare('DELETE FROM session_machines WHERE sid IN (5, 6)').run();
     const expected = counted(db);
-    db.prepare("INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES (5, 'tokenSent', '{}', 1, 1, '[]', 0), (6, 'validated', '{}', 1, 1, '[]', 0)").run();
+    db.prepare(
+      "INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES (5, 'tokenSent', '{}', 1, 1, '[]', 0), (6, 'validated', '{}', 1, 1, '[]', 0)",
+    ).run();
     // As it was before the counts existed (version 11).
-    db.exec(`DROP TABLE sydent_ts_machine_counts; DROP TABLE sydent_ts_sydent_session_counts; DROP TABLE sydent_ts_callback_counts;`);
-    for (const { name } of db.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'").all() as { name: string }[]) db.exec(`DROP TRIGGER ${name}`);
+    db.exec(
+      `DROP TABLE sydent_ts_machine_counts; DROP TABLE sydent_ts_sydent_session_counts; DROP TABLE sydent_ts_callback_counts;`,
+    );
+    for (const { name } of db.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'").all() as {
+      name: string;
+    }[])
+      db.exec(`DROP TRIGGER ${name}`);
     db.pragma('user_version = 11');
     closeDatabase(db);
 
@@ -158,7 +206,9 @@ describe('homeserver callbacks counted by state', () => {
     const { db } = open();
     const rows = () => {
       const out: Record<string, number> = { pending: 0, delivering: 0, retrying: 0, delivered: 0, abandoned: 0 };
-      for (const { state, n } of db.prepare('SELECT state, count(*) AS n FROM callback_outbox GROUP BY state').all() as { state: string; n: number }[]) {
+      for (const { state, n } of db
+        .prepare('SELECT state, count(*) AS n FROM callback_outbox GROUP BY state')
+        .all() as { state: string; n: number }[]) {
         out[state] = n;
       }
       return out;

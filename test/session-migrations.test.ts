@@ -53,7 +53,9 @@ describe('session rows of older machine versions', () => {
     // createdBySydent.
     const db = new Database(first.config.db.dbFile);
     const old = (sid: string, version: number, state: string, change: (c: Record<string, unknown>) => void) => {
-      const row = db.prepare<[number], MachineRow>('SELECT state, context, machine_version FROM session_machines WHERE sid = ?').get(Number(sid))!;
+      const row = db
+        .prepare<[number], MachineRow>('SELECT state, context, machine_version FROM session_machines WHERE sid = ?')
+        .get(Number(sid))!;
       const context = JSON.parse(row.context) as Record<string, unknown>;
       delete context['createdBySydent'];
       change(context);
@@ -78,7 +80,9 @@ describe('session rows of older machine versions', () => {
     const t = await startTestServer({ dir: first.dir, clock: new ManualClock(Date.now()) });
     cleanups.push(() => t.server.close());
     // Counted by the states' names before any of them is touched.
-    const counts = (await (await fetch(t.internalUrl('/_sydent/debug/sessions'))).json()) as { byState: Record<string, number> };
+    const counts = (await (await fetch(t.internalUrl('/_sydent/debug/sessions'))).json()) as {
+      byState: Record<string, number>;
+    };
     expect(counts.byState).toEqual({ tokenSent: 2, sendFailed: 1, locked: 1, sendingToken: 1 });
 
     // Version 1 and 2 sessions awaiting their token: the mailed token validates.
@@ -90,7 +94,12 @@ describe('session rows of older machine versions', () => {
     expect((await requestToken(t, 'failed@migrate.example', 'secret-failed')).json).toEqual({ sid: sids['failed'] });
     expect(mailsTo('failed@migrate.example')).toHaveLength(2);
     // Locked stays locked: the right token is refused.
-    const locked = await submitToken(t, sids['locked']!, 'secret-locked', mailToken(mailsTo('locked@migrate.example')[0]!));
+    const locked = await submitToken(
+      t,
+      sids['locked']!,
+      'secret-locked',
+      mailToken(mailsTo('locked@migrate.example')[0]!),
+    );
     expect(locked.json).toMatchObject({ errcode: 'M_TOKEN_INCORRECT' });
     expect(locked.json['error']).toMatch(/^Too many incorrect tokens/);
     // A send a restart cut short: its token is accepted.
@@ -98,18 +107,38 @@ describe('session rows of older machine versions', () => {
     expect(cut.status, cut.text).toBe(200);
 
     // Each was written back as today's machine writes it.
-    const rows = query<MachineRow & { sid: number }>(t.config.db.dbFile, 'SELECT sid, state, context, machine_version FROM session_machines');
+    const rows = query<MachineRow & { sid: number }>(
+      t.config.db.dbFile,
+      'SELECT sid, state, context, machine_version FROM session_machines',
+    );
     const bySid = new Map(rows.map((r) => [String(r.sid), r]));
     const stored = (name: string) => {
       const row = bySid.get(sids[name]!)!;
-      return { version: row.machine_version, value: JSON.parse(row.state) as unknown, context: JSON.parse(row.context) as Record<string, unknown> };
+      return {
+        version: row.machine_version,
+        value: JSON.parse(row.state) as unknown,
+        context: JSON.parse(row.context) as Record<string, unknown>,
+      };
     };
-    expect(stored('one')).toMatchObject({ version: SESSION_MACHINE_VERSION, value: { live: 'validated' }, context: { wrongTokens: 0, createdBySydent: false } });
+    expect(stored('one')).toMatchObject({
+      version: SESSION_MACHINE_VERSION,
+      value: { live: 'validated' },
+      context: { wrongTokens: 0, createdBySydent: false },
+    });
     expect(stored('two')).toMatchObject({ version: SESSION_MACHINE_VERSION, value: { live: 'validated' } });
-    expect(stored('failed')).toMatchObject({ version: SESSION_MACHINE_VERSION, value: { live: { awaitingToken: 'tokenSent' } } });
-    expect(stored('locked')).toMatchObject({ version: SESSION_MACHINE_VERSION, value: { live: 'locked' }, context: { wrongTokens: 5 } });
+    expect(stored('failed')).toMatchObject({
+      version: SESSION_MACHINE_VERSION,
+      value: { live: { awaitingToken: 'tokenSent' } },
+    });
+    expect(stored('locked')).toMatchObject({
+      version: SESSION_MACHINE_VERSION,
+      value: { live: 'locked' },
+      context: { wrongTokens: 5 },
+    });
     expect(stored('cut')).toMatchObject({ version: SESSION_MACHINE_VERSION, value: { live: 'validated' } });
-    const after = (await (await fetch(t.internalUrl('/_sydent/debug/sessions'))).json()) as { byState: Record<string, number> };
+    const after = (await (await fetch(t.internalUrl('/_sydent/debug/sessions'))).json()) as {
+      byState: Record<string, number>;
+    };
     expect(after.byState).toEqual({ validated: 3, tokenSent: 1, locked: 1 });
   });
 });

@@ -24,7 +24,8 @@ afterAll(async () => {
 
 const requestToken = (body: Record<string, unknown>) =>
   call(t.url('/_matrix/identity/api/v1/validate/email/requestToken'), { body });
-const submitToken = (body: Record<string, unknown>) => call(t.url('/_matrix/identity/api/v1/validate/email/submitToken'), { body });
+const submitToken = (body: Record<string, unknown>) =>
+  call(t.url('/_matrix/identity/api/v1/validate/email/submitToken'), { body });
 
 /** Makes every new session's insert fail inside SQLite until the returned function is called. */
 function refuseNewSessions(dbFile: string): () => void {
@@ -44,7 +45,9 @@ describe('a session that cannot be saved sends nothing', () => {
     let restored = false;
     try {
       const answers = await Promise.all(
-        [0, 1, 2, 3, 4].map((i) => requestToken({ client_secret: `full${i}`, email: `full${i}@example.org`, send_attempt: 1 })),
+        [0, 1, 2, 3, 4].map((i) =>
+          requestToken({ client_secret: `full${i}`, email: `full${i}@example.org`, send_attempt: 1 }),
+        ),
       );
       for (const res of answers) {
         expect(res.status, res.text).toBeGreaterThanOrEqual(500);

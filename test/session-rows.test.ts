@@ -8,7 +8,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { SessionContext } from '../src/machines/validation-session.js';
 import { reconcileWithSydent, sessionFromSydentRow } from '../src/sessions/sydent-rows.js';
 import { closeDatabase, openDatabase } from '../src/store/database.js';
-import { SessionConflictError, SessionWrites, type SessionWrite, type SydentSessionRow } from '../src/store/sessions.js';
+import {
+  SessionConflictError,
+  SessionWrites,
+  SidTakenError,
+  type SessionWrite,
+  type SydentSessionRow,
+} from '../src/store/sessions.js';
 import { sessionOf, tokenRows } from './helpers/email.js';
 import { sydentDb } from './helpers/sydent-rows.js';
 import { tempDir } from './helpers/tmp.js';
@@ -42,6 +48,25 @@ const write = (over: Partial<SessionWrite> = {}): SessionWrite => ({
   ...over,
 });
 
+describe('creating a session', () => {
+  it('under a sid a session of Sydent already has: refused (SidTakenError), nothing written', () => {
+    const { writes, file } = store();
+    const sydent = sydentDb(file);
+    sydent.createSession({
+      sid: 77,
+      address: 'Alice@Example.ORG',
+      clientSecret: 'theirs',
+      token: 'SydentToken',
+      mtime: 1_000,
+    });
+    sydent.close();
+    expect(() => writes.create('email', 'ours', write({ address: 'bob@example.org' }))).toThrow(SidTakenError);
+    expect(sessionOf(file, 77).session).toMatchObject({ address: 'Alice@Example.ORG', clientSecret: 'theirs' });
+    expect(tokenRows(file)).toEqual([expect.objectContaining({ token: 'SydentToken' })]);
+    expect(writes.create('email', 'ours', write({ sid: 78, address: 'bob@example.org' }))).toBe(1);
+  });
+});
+
 describe('saving a session', () => {
   it('refuses to overwrite Sydent columns that changed since they were read, and writes nothing', () => {
     const { writes, file } = store();
@@ -55,7 +80,9 @@ describe('saving a session', () => {
     const sydent = sydentDb(file);
     sydent.validate(77);
     sydent.close();
-    expect(() => writes.save(write({ mtime: 3_000, sendAttempt: 2, expectedSydent: now }), 2)).toThrow(SessionConflictError);
+    expect(() => writes.save(write({ mtime: 3_000, sendAttempt: 2, expectedSydent: now }), 2)).toThrow(
+      SessionConflictError,
+    );
     expect(sessionOf(file, 77).session).toMatchObject({ validated: 1, mtime: 2_000 });
     expect(tokenRows(file)).toEqual([expect.objectContaining({ token: 'OurToken', sendAttemptNumber: 1 })]);
 
@@ -67,10 +94,25 @@ describe('saving a session', () => {
   it('never rewrites the address the row was created with', () => {
     const { writes, file } = store();
     const sydent = sydentDb(file);
-    sydent.createSession({ sid: 77, address: 'Alice@Example.ORG', clientSecret: 'secret', token: 'SydentToken', mtime: 1_000 });
+    sydent.createSession({
+      sid: 77,
+      address: 'Alice@Example.ORG',
+      clientSecret: 'secret',
+      token: 'SydentToken',
+      mtime: 1_000,
+    });
     sydent.close();
     const seen = { validated: 0, mtime: 1_000, token: 'SydentToken', sendAttemptNumber: -1 };
-    writes.save(write({ address: 'alice@example.org', token: 'SydentToken', sendAttempt: -1, validated: true, expectedSydent: seen }), null);
+    writes.save(
+      write({
+        address: 'alice@example.org',
+        token: 'SydentToken',
+        sendAttempt: -1,
+        validated: true,
+        expectedSydent: seen,
+      }),
+      null,
+    );
     expect(sessionOf(file, 77).session).toMatchObject({ address: 'Alice@Example.ORG', validated: 1 });
   });
 });
@@ -109,16 +151,23 @@ describe("loading a session: Sydent's columns win where they are newer or say mo
     expect(reconcileWithSydent(locked, row({ mtime: 9_000 })).state).toBe('locked');
   });
 
-  it('what is older in Sydent\'s row changes nothing', () => {
+  it("what is older in Sydent's row changes nothing", () => {
     const newer = ours('bound', { mtime: 5_000, validatedAt: 5_000, sendAttempt: 4, mxid: '@a:hs', everSent: true });
     expect(reconcileWithSydent(newer, row({ mtime: 5_000, validated: 1, sendAttemptNumber: 4 }))).toEqual(newer);
     expect(reconcileWithSydent(newer, row({ mtime: 1_000, validated: 0, sendAttemptNumber: 2 }))).toEqual(newer);
   });
 
-  it('a sid that now names another session (Sydent purged ours, then drew the same sid) is taken as Sydent\'s', () => {
+  it("a sid that now names another session (Sydent purged ours, then drew the same sid) is taken as Sydent's", () => {
     const other = row({ clientSecret: 'another', address: 'Bob@Example.org', validated: 1, token: 'TheirToken' });
     const loaded = reconcileWithSydent(ours('bound', { mxid: '@a:hs', validatedAt: 1_000 }), other);
     expect(loaded.state).toBe('validated');
-    expect(loaded.context).toMatchObject({ clientSecret: 'another', address: 'bob@example.org', sendTo: 'Bob@Example.org', token: 'TheirToken', mxid: null, createdBySydent: true });
+    expect(loaded.context).toMatchObject({
+      clientSecret: 'another',
+      address: 'bob@example.org',
+      sendTo: 'Bob@Example.org',
+      token: 'TheirToken',
+      mxid: null,
+      createdBySydent: true,
+    });
   });
 });

@@ -25,7 +25,11 @@ describe('old sessions are swept as Sydent does (five lifetimes after their last
     const { dir, cleanup } = tempDir();
     try {
       const start = Date.now();
-      const first = await startTestServer({ dir, clock: new ManualClock(start), conf: { email: emailConf(smtp.port) } });
+      const first = await startTestServer({
+        dir,
+        clock: new ManualClock(start),
+        conf: { email: emailConf(smtp.port) },
+      });
       const ask = async (email: string, secret: string) => {
         const res = await fetch(first.url('/_matrix/identity/api/v1/validate/email/requestToken'), {
           method: 'POST',
@@ -43,15 +47,20 @@ describe('old sessions are swept as Sydent does (five lifetimes after their last
       const second = await startTestServer({ dir, clock: new ManualClock(start + 6 * DAY) });
       try {
         const db = second.config.db.dbFile;
-        await vi.waitFor(() => expect(rows(db, 'SELECT id FROM threepid_validation_sessions WHERE id = ?', Number(old))).toEqual([]), {
-          timeout: 5000,
-          interval: 25,
-        });
+        await vi.waitFor(
+          () => expect(rows(db, 'SELECT id FROM threepid_validation_sessions WHERE id = ?', Number(old))).toEqual([]),
+          {
+            timeout: 5000,
+            interval: 25,
+          },
+        );
         expect(rows(db, 'SELECT id FROM threepid_token_auths WHERE validationSession = ?', Number(old))).toEqual([]);
         expect(rows(db, 'SELECT sid FROM session_machines WHERE sid = ?', Number(old))).toEqual([]);
         expect(rows(db, 'SELECT id FROM threepid_validation_sessions WHERE id = ?', Number(recent))).toHaveLength(1);
         expect(rows(db, 'SELECT sid FROM session_machines WHERE sid = ?', Number(recent))).toHaveLength(1);
-        const gone = await fetch(second.url(`/_matrix/identity/api/v1/3pid/getValidated3pid?sid=${old}&client_secret=sweep-old`));
+        const gone = await fetch(
+          second.url(`/_matrix/identity/api/v1/3pid/getValidated3pid?sid=${old}&client_secret=sweep-old`),
+        );
         expect(gone.status).toBe(404);
       } finally {
         await second.server.close();
@@ -68,8 +77,12 @@ describe('the sweep goes a slice at a time', () => {
     const db = openDatabase(path.join(dir, 'sydent.db'));
     try {
       const now = Date.now();
-      const addSession = db.prepare('INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES (?, ?, ?, ?, 0, ?)');
-      const addToken = db.prepare('INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES (?, ?, 1)');
+      const addSession = db.prepare(
+        'INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES (?, ?, ?, ?, 0, ?)',
+      );
+      const addToken = db.prepare(
+        'INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES (?, ?, 1)',
+      );
       const addMachine = db.prepare(
         "INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES (?, 'tokenSent', '{}', 1, 1, '[]', ?)",
       );

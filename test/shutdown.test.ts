@@ -21,10 +21,17 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function serve(smtpPort: number, http: Record<string, string>): Promise<{ p: ServerProcess; dir: string; base: string }> {
+async function serve(
+  smtpPort: number,
+  http: Record<string, string>,
+): Promise<{ p: ServerProcess; dir: string; base: string }> {
   const t = tempDir();
   const port = await freePort();
-  const httpLines = Object.entries({ 'clientapi.http.bind_address': '127.0.0.1', 'clientapi.http.port': String(port), ...http }).map(([k, v]) => `${k} = ${v}`);
+  const httpLines = Object.entries({
+    'clientapi.http.bind_address': '127.0.0.1',
+    'clientapi.http.port': String(port),
+    ...http,
+  }).map(([k, v]) => `${k} = ${v}`);
   fs.writeFileSync(
     path.join(t.dir, 'sydent.conf'),
     `[general]\nserver.name = is.example.test\nlog.level = INFO\n\n[http]\n${httpLines.join('\n')}\n\n` +
@@ -73,20 +80,28 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
       for (const s of held) s.destroy();
       silent.close();
     });
-    const s = await serve((silent.address() as net.AddressInfo).port, { drain_seconds: '1', shutdown_timeout_seconds: '2' });
+    const s = await serve((silent.address() as net.AddressInfo).port, {
+      drain_seconds: '1',
+      shutdown_timeout_seconds: '2',
+    });
 
     let answeredAt = 0;
-    const inFlight = call(`${s.base}${REQUEST_TOKEN}`, { body: { client_secret: 'shutdownsecret', email: 'hang@example.org', send_attempt: 1 } }).then(
-      (reply: Reply) => {
-        answeredAt = Date.now();
-        return reply;
-      },
-    );
-    await vi.waitFor(() => expect(held.length, 'the mail to be under way').toBeGreaterThan(0), { timeout: 10_000, interval: 20 });
+    const inFlight = call(`${s.base}${REQUEST_TOKEN}`, {
+      body: { client_secret: 'shutdownsecret', email: 'hang@example.org', send_attempt: 1 },
+    }).then((reply: Reply) => {
+      answeredAt = Date.now();
+      return reply;
+    });
+    await vi.waitFor(() => expect(held.length, 'the mail to be under way').toBeGreaterThan(0), {
+      timeout: 10_000,
+      interval: 20,
+    });
     // And a request whose body is still arriving: no actor holds it, its listener answers it at the deadline.
     const slowBody = new Promise<string>((resolve) => {
       const socket = net.connect(Number(new URL(s.base).port), '127.0.0.1', () =>
-        socket.write('POST /_matrix/identity/api/v1/bulk_lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{'),
+        socket.write(
+          'POST /_matrix/identity/api/v1/bulk_lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{',
+        ),
       );
       let received = '';
       socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
@@ -102,9 +117,15 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
       return code;
     });
     // The drain window: still serving (a load balancer stops sending meanwhile), then no new connections.
-    await vi.waitFor(async () => expect((await fetch(`${s.base}/ready`)).status === 503, '/ready to answer 503').toBe(true), { timeout: 10_000, interval: 20 });
+    await vi.waitFor(
+      async () => expect((await fetch(`${s.base}/ready`)).status === 503, '/ready to answer 503').toBe(true),
+      { timeout: 10_000, interval: 20 },
+    );
     expect((await fetch(`${s.base}${VERSIONS}`)).status).toBe(200);
-    await vi.waitFor(async () => expect(await refused(s.base), 'the listener to stop accepting').toBe(true), { timeout: 3000, interval: 20 });
+    await vi.waitFor(async () => expect(await refused(s.base), 'the listener to stop accepting').toBe(true), {
+      timeout: 3000,
+      interval: 20,
+    });
     expect(Date.now() - signalled).toBeGreaterThanOrEqual(900);
 
     const reply = await inFlight;
@@ -139,7 +160,9 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
     cleanups.push(() => smtp.close());
     const s = await serve(smtp.port, { shutdown_timeout_seconds: '8' });
 
-    const inFlight = call(`${s.base}${REQUEST_TOKEN}`, { body: { client_secret: 'shutdownsecret', email: 'slow@example.org', send_attempt: 1 } });
+    const inFlight = call(`${s.base}${REQUEST_TOKEN}`, {
+      body: { client_secret: 'shutdownsecret', email: 'slow@example.org', send_attempt: 1 },
+    });
     // the mail is being sent (its answer comes 1.5 s after the message)
     await new Promise((r) => setTimeout(r, 500));
     const signalled = Date.now();
@@ -149,7 +172,10 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
       exitedAt = Date.now();
       return code;
     });
-    await vi.waitFor(async () => expect(await refused(s.base), 'the listener to stop accepting').toBe(true), { timeout: 3000, interval: 20 });
+    await vi.waitFor(async () => expect(await refused(s.base), 'the listener to stop accepting').toBe(true), {
+      timeout: 3000,
+      interval: 20,
+    });
 
     const reply = await inFlight;
     expect(reply.status, reply.text).toBe(200);

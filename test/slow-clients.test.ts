@@ -29,7 +29,10 @@ interface Served {
 const cleanups: Array<() => unknown> = [];
 const shared: Array<() => unknown> = [];
 
-async function serve(http: Record<string, string>, opts: { fileLimit?: number; shared?: boolean } = {}): Promise<Served> {
+async function serve(
+  http: Record<string, string>,
+  opts: { fileLimit?: number; shared?: boolean } = {},
+): Promise<Served> {
   const t = tempDir();
   const [port, internalPort] = [await freePort(), await freePort()];
   const lines = Object.entries({
@@ -38,7 +41,10 @@ async function serve(http: Record<string, string>, opts: { fileLimit?: number; s
     'internalapi.http.port': String(internalPort),
     ...http,
   }).map(([k, v]) => `${k} = ${v}`);
-  fs.writeFileSync(path.join(t.dir, 'sydent.conf'), `[general]\nserver.name = is.example.test\n\n[http]\n${lines.join('\n')}\n`);
+  fs.writeFileSync(
+    path.join(t.dir, 'sydent.conf'),
+    `[general]\nserver.name = is.example.test\n\n[http]\n${lines.join('\n')}\n`,
+  );
   const p = spawnServer({ cwd: t.dir, ...(opts.fileLimit !== undefined ? { fileLimit: opts.fileLimit } : {}) });
   (opts.shared ? shared : cleanups).push(() => {
     p.child.kill('SIGKILL');
@@ -78,7 +84,12 @@ interface Trickle {
  * One connection that sends `head` at once, then `drip` one byte every 100 ms for as long as the connection is
  * open, from `localAddress`; what the server answers and when it closes are recorded.
  */
-function trickle(port: number, localAddress: string, head: string, drip: string): { connected: Promise<void>; done: Promise<Trickle>; record: Trickle } {
+function trickle(
+  port: number,
+  localAddress: string,
+  head: string,
+  drip: string,
+): { connected: Promise<void>; done: Promise<Trickle>; record: Trickle } {
   const socket = net.connect({ port, host: '127.0.0.1', localAddress });
   const connected = new Promise<void>((resolve) => socket.once('connect', () => resolve()));
   const record: Trickle = { answeredAt: null, closedAt: null, status: null, body: '' };
@@ -130,14 +141,24 @@ describe('requests that trickle', { timeout: 60_000 }, () => {
   it('400 connections trickling headers or bodies are answered 408 and closed at their deadline; another client is answered in milliseconds all along', async () => {
     const s = await serve({ headers_timeout_seconds: '1', request_timeout_seconds: '2' });
     addToken(s.dir);
-    const details = await fetch(`http://127.0.0.1:${s.port}/_matrix/identity/v2/hash_details`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const details = await fetch(`http://127.0.0.1:${s.port}/_matrix/identity/v2/hash_details`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
     const { lookup_pepper: pepper } = (await details.json()) as { lookup_pepper: string };
     const lookupBody = JSON.stringify({ addresses: ['nobody@example.org email'], algorithm: 'none', pepper });
-    const lookup = { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: lookupBody };
+    const lookup = {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: lookupBody,
+    };
     const others = [
       { what: 'versions', url: `http://127.0.0.1:${s.port}${VERSIONS}` },
       { what: 'lookup (lane)', url: `http://127.0.0.1:${s.port}${V2_LOOKUP_PATH}`, init: lookup },
-      { what: 'bulk_lookup (fastify)', url: `http://127.0.0.1:${s.port}${V1_BULK_LOOKUP}`, init: { method: 'POST', body: '{"threepids":[["email","nobody@example.org"]]}' } },
+      {
+        what: 'bulk_lookup (fastify)',
+        url: `http://127.0.0.1:${s.port}${V1_BULK_LOOKUP}`,
+        init: { method: 'POST', body: '{"threepids":[["email","nobody@example.org"]]}' },
+      },
     ];
     // once before, so that what is measured below is not the first call of each route
     for (const o of others) expect((await timed(o.url, o.init)).status, o.what).toBe(200);
@@ -148,9 +169,15 @@ describe('requests that trickle', { timeout: 60_000 }, () => {
         deadline: 2000,
       },
       // a fastify route that reads its body
-      { head: `POST ${V1_BULK_LOOKUP} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n`, deadline: 2000 },
+      {
+        head: `POST ${V1_BULK_LOOKUP} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n`,
+        deadline: 2000,
+      },
       // a chunked body
-      { head: `POST ${V1_BULK_LOOKUP} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n`, deadline: 2000 },
+      {
+        head: `POST ${V1_BULK_LOOKUP} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n`,
+        deadline: 2000,
+      },
       // headers that never end
       { head: `GET ${VERSIONS} HTTP/1.1\r\nHost: x\r\n`, drip: 'X-Slow: 1\r\n', deadline: 1000 },
     ];
@@ -184,7 +211,10 @@ describe('requests that trickle', { timeout: 60_000 }, () => {
       expect(record.closedAt!, what).toBeLessThan(kind.deadline + slack);
       expect(record.answeredAt!, what).toBeGreaterThanOrEqual(kind.deadline - 50);
       expect(record.status, what).toBe(408);
-      expect(JSON.parse(record.body), what).toEqual({ errcode: 'M_UNKNOWN', error: 'The request did not arrive in time' });
+      expect(JSON.parse(record.body), what).toEqual({
+        errcode: 'M_UNKNOWN',
+        error: 'The request did not arrive in time',
+      });
     });
   });
 });
@@ -203,7 +233,8 @@ describe('bodies far over the limit, idle connections', { timeout: 60_000 }, () 
     socket.once('data', () => (answered = Date.now()));
     const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now())));
     socket.write(`GET ${VERSIONS} HTTP/1.1\r\nHost: x\r\n\r\n`);
-    const idle = (await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(Infinity), 5000))])) - answered;
+    const idle =
+      (await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(Infinity), 5000))])) - answered;
     expect(answered).toBeGreaterThan(0);
     expect(idle).toBeGreaterThanOrEqual(900);
     expect(idle, 'still open 5 s later').toBeLessThan(4000);
@@ -236,18 +267,30 @@ describe('bodies far over the limit, idle connections', { timeout: 60_000 }, () 
 
   const TEN_MB = Buffer.alloc(10 * 1024 * 1024, 'a');
   const cases: Array<[string, Buffer]> = [
-    ['a declared length, on a fastify route', Buffer.concat([Buffer.from(`POST ${V1_BULK_LOOKUP} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${TEN_MB.length}\r\n\r\n`), TEN_MB])],
+    [
+      'a declared length, on a fastify route',
+      Buffer.concat([
+        Buffer.from(
+          `POST ${V1_BULK_LOOKUP} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${TEN_MB.length}\r\n\r\n`,
+        ),
+        TEN_MB,
+      ]),
+    ],
     [
       'a declared length, on the lookup lane',
       Buffer.concat([
-        Buffer.from(`POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${TEN_MB.length}\r\n\r\n`),
+        Buffer.from(
+          `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${TEN_MB.length}\r\n\r\n`,
+        ),
         TEN_MB,
       ]),
     ],
     [
       'chunked',
       Buffer.concat([
-        Buffer.from(`POST ${V1_BULK_LOOKUP} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${TEN_MB.length.toString(16)}\r\n`),
+        Buffer.from(
+          `POST ${V1_BULK_LOOKUP} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${TEN_MB.length.toString(16)}\r\n`,
+        ),
         TEN_MB,
         Buffer.from('\r\n0\r\n\r\n'),
       ]),
@@ -258,7 +301,10 @@ describe('bodies far over the limit, idle connections', { timeout: 60_000 }, () 
       const { written, answer } = await writeAllThenRead(request);
       expect(written?.message ?? null, 'the write').toBeNull();
       expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 413 Payload Too Large');
-      expect(JSON.parse(answer.split('\r\n\r\n')[1]!)).toEqual({ errcode: 'M_TOO_LARGE', error: 'Request body is larger than 524288 bytes' });
+      expect(JSON.parse(answer.split('\r\n\r\n')[1]!)).toEqual({
+        errcode: 'M_TOO_LARGE',
+        error: 'Request body is larger than 524288 bytes',
+      });
     });
   }
 });
@@ -267,9 +313,12 @@ describe('connection caps', { timeout: 60_000 }, () => {
   it('under a file limit of 1024: 100 connections per address, the total lowered to fit, a reserve for new addresses; /versions and the internal listener answer, one log line per cap', async () => {
     const s = await serve({ headers_timeout_seconds: '30', request_timeout_seconds: '30' }, { fileLimit: 1024 });
     // 1024 descriptors, 128 kept, 100 for the internal listener: 796 for the client listener.
-    expect(logLines(s.p, '[http] clientapi.http.max_connections is lowered to fit the file-descriptor limit; raise the limit (ulimit -n, LimitNOFILE=) to keep it')).toEqual([
-      expect.objectContaining({ fileLimit: 1024, max_connections: { configured: 1000, used: 796 } }),
-    ]);
+    expect(
+      logLines(
+        s.p,
+        '[http] clientapi.http.max_connections is lowered to fit the file-descriptor limit; raise the limit (ulimit -n, LimitNOFILE=) to keep it',
+      ),
+    ).toEqual([expect.objectContaining({ fileLimit: 1024, max_connections: { configured: 1000, used: 796 } })]);
 
     /** Opens `count` connections from `address` that send half a request and wait; resolves once each is open or closed. */
     const open: Array<{ address: string; socket: net.Socket }> = [];
@@ -292,11 +341,12 @@ describe('connection caps', { timeout: 60_000 }, () => {
       // kernel completes the handshake before): the count is read once it has stopped changing.
       await settled();
     }
-    const held = (address?: string) => open.filter((o) => !o.socket.destroyed && (address === undefined || o.address === address)).length;
+    const held = (address?: string) =>
+      open.filter((o) => !o.socket.destroyed && (address === undefined || o.address === address)).length;
     async function settled(): Promise<void> {
       let last = held();
       let since = Date.now();
-      for (const end = Date.now() + 10_000; Date.now() < end; ) {
+      for (const end = Date.now() + 10_000; Date.now() < end;) {
         await new Promise((r) => setTimeout(r, 25));
         const now = held();
         if (now !== last) [last, since] = [now, Date.now()];
@@ -335,9 +385,25 @@ describe('connection caps', { timeout: 60_000 }, () => {
     const perAddress = refused('the client address holds its maximum of connections');
     const reserve = refused('the listener is nearly full, its last connections are kept for other addresses');
     const total = refused('the listener holds its maximum of connections');
-    expect(perAddress[0]).toMatchObject({ listener: 'client', limit: 100, key: '[http] clientapi.http.max_connections_per_address', address: '127.0.0.2', refused: 1 });
-    expect(reserve[0]).toMatchObject({ listener: 'client', limit: 796, key: '[http] clientapi.http.max_connections', refused: 1 });
-    expect(total[0]).toMatchObject({ listener: 'client', limit: 796, key: '[http] clientapi.http.max_connections', refused: 1 });
+    expect(perAddress[0]).toMatchObject({
+      listener: 'client',
+      limit: 100,
+      key: '[http] clientapi.http.max_connections_per_address',
+      address: '127.0.0.2',
+      refused: 1,
+    });
+    expect(reserve[0]).toMatchObject({
+      listener: 'client',
+      limit: 796,
+      key: '[http] clientapi.http.max_connections',
+      refused: 1,
+    });
+    expect(total[0]).toMatchObject({
+      listener: 'client',
+      limit: 796,
+      key: '[http] clientapi.http.max_connections',
+      refused: 1,
+    });
     for (const lines of [perAddress, reserve, total]) expect(lines.length).toBeLessThanOrEqual(2);
 
     // Once the attackers go, the listener serves again.

@@ -45,7 +45,11 @@ function openMarket(opts: { url?: string; password?: string; timeoutMs?: number;
 function twilio(opts: { authToken?: string } = {}) {
   const http = new ProviderHttp(allowLoopback());
   closers.push(() => http.close());
-  return new TwilioProvider(http, { ...TWILIO_CREDS, authToken: opts.authToken ?? TWILIO_CREDS.authToken, url: tw.base });
+  return new TwilioProvider(http, {
+    ...TWILIO_CREDS,
+    authToken: opts.authToken ?? TWILIO_CREDS.authToken,
+    url: tw.base,
+  });
 }
 
 async function sendError(p: Promise<unknown>): Promise<SmsSendError> {
@@ -68,7 +72,9 @@ describe('OpenMarket', () => {
     const req = om.requests.at(-1)!;
     expect(req.method).toBe('POST');
     expect(req.url).toBe('/sms/v4/mt');
-    expect(req.headers['authorization']).toBe(`Basic ${Buffer.from(`${OM_CREDS.username}:${OM_CREDS.password}`).toString('base64')}`);
+    expect(req.headers['authorization']).toBe(
+      `Basic ${Buffer.from(`${OM_CREDS.username}:${OM_CREDS.password}`).toString('base64')}`,
+    );
     expect(req.headers['content-type']).toBe('application/json');
     expect(JSON.parse(req.body)).toEqual({
       mobileTerminate: {
@@ -77,7 +83,12 @@ describe('OpenMarket', () => {
         source: { ton: 3, address: '12345' },
       },
     });
-    expect(om.messages.at(-1)).toMatchObject({ to: '447700900750', from: '12345', ton: 3, body: 'Your code is 123456' });
+    expect(om.messages.at(-1)).toMatchObject({
+      to: '447700900750',
+      from: '12345',
+      ton: 3,
+      body: 'Your code is 123456',
+    });
   });
 
   it('uses TON 1 for long numbers and 5 for alphanumeric senders', async () => {
@@ -89,17 +100,31 @@ describe('OpenMarket', () => {
   });
 
   it('a non-2xx answer is an error with the status, the request id and the error field', async () => {
-    const bad = await sendError(openMarket({ password: 'wrong' }).send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }));
+    const bad = await sendError(
+      openMarket({ password: 'wrong' }).send({
+        to: '447700900750',
+        body: 'x',
+        originator: { type: 'alpha', text: 'M' },
+      }),
+    );
     expect(bad.status).toBe(401);
-    expect(bad.message).toMatch(/^OpenMarket API responded with status 401 \(request ID: req-\d+\): Invalid credentials$/);
+    expect(bad.message).toMatch(
+      /^OpenMarket API responded with status 401 \(request ID: req-\d+\): Invalid credentials$/,
+    );
 
     om.failWith = { status: 500, json: { error: { code: 5000, description: 'Internal error for 447700900750' } } };
     try {
-      const down = await sendError(openMarket().send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }));
+      const down = await sendError(
+        openMarket().send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }),
+      );
       expect(down.status).toBe(500);
-      expect(down.message).toBe('OpenMarket API responded with status 500 (request ID: none): {"code":5000,"description":"Internal error for 44…50"}');
+      expect(down.message).toBe(
+        'OpenMarket API responded with status 500 (request ID: none): {"code":5000,"description":"Internal error for 44…50"}',
+      );
       om.failWith = { status: 503, text: '<html>Service Unavailable</html>' };
-      const html = await sendError(openMarket().send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }));
+      const html = await sendError(
+        openMarket().send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }),
+      );
       expect(html.message).toBe('OpenMarket API responded with status 503 (request ID: none)');
     } finally {
       om.failWith = null;
@@ -110,7 +135,13 @@ describe('OpenMarket', () => {
     om.hang = true;
     try {
       const started = Date.now();
-      const err = await sendError(openMarket({ timeoutMs: 300 }).send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }));
+      const err = await sendError(
+        openMarket({ timeoutMs: 300 }).send({
+          to: '447700900750',
+          body: 'x',
+          originator: { type: 'alpha', text: 'M' },
+        }),
+      );
       expect(err.status).toBeNull();
       expect(err.message).toMatch(/^OpenMarket API unreachable: /);
       expect(Date.now() - started).toBeLessThan(5000);
@@ -120,17 +151,29 @@ describe('OpenMarket', () => {
   });
 
   it('a refused connection is an error', async () => {
-    const err = await sendError(openMarket({ url: 'http://127.0.0.1:1/sms/v4/mt' }).send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }));
+    const err = await sendError(
+      openMarket({ url: 'http://127.0.0.1:1/sms/v4/mt' }).send({
+        to: '447700900750',
+        body: 'x',
+        originator: { type: 'alpha', text: 'M' },
+      }),
+    );
     expect(err.message).toMatch(/^OpenMarket API unreachable: .*ECONNREFUSED/);
   });
 
   it('ip.blacklist keeps it from loopback, by address and by name, without connecting', async () => {
     const guard = new IpGuard({ blacklist: [...DEFAULT_IP_RANGE_BLACKLIST] });
     const before = om.requests.length;
-    const literal = await sendError(openMarket({ guard }).send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }));
+    const literal = await sendError(
+      openMarket({ guard }).send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }),
+    );
     expect(literal.message).toMatch(/127\.0\.0\.1 is refused by ip\.blacklist/);
     const named = await sendError(
-      openMarket({ guard, url: `http://localhost:${om.port}${OPENMARKET_PATH}` }).send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }),
+      openMarket({ guard, url: `http://localhost:${om.port}${OPENMARKET_PATH}` }).send({
+        to: '447700900750',
+        body: 'x',
+        originator: { type: 'alpha', text: 'M' },
+      }),
     );
     expect(named.message).toMatch(/refused by ip\.blacklist/);
     expect(om.requests.length).toBe(before);
@@ -139,7 +182,11 @@ describe('OpenMarket', () => {
 
 describe('Twilio', () => {
   it('POSTs To/From/Body as a form with Basic SID:token; 201 is success with the message SID', async () => {
-    const receipt = await twilio().send({ to: '447700900750', body: 'Your code is 654321', originator: { type: 'long', text: '447700900001' } });
+    const receipt = await twilio().send({
+      to: '447700900750',
+      body: 'Your code is 654321',
+      originator: { type: 'long', text: '447700900001' },
+    });
     expect(receipt.provider).toBe('twilio');
     expect(receipt.id).toMatch(/^SM\d{32}$/);
     const req = tw.requests.at(-1)!;
@@ -159,16 +206,27 @@ describe('Twilio', () => {
   });
 
   it("an error carries Twilio's message and code, without the number", async () => {
-    const auth = await sendError(twilio({ authToken: 'nope' }).send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }));
+    const auth = await sendError(
+      twilio({ authToken: 'nope' }).send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }),
+    );
     expect(auth.status).toBe(401);
     expect(auth.message).toBe('Twilio API responded with status 401: Authenticate (code 20003)');
     const to = await sendError(twilio().send({ to: '44', body: 'x', originator: { type: 'alpha', text: 'M' } }));
     expect(to.status).toBe(400);
-    expect(to.message).toBe("Twilio API responded with status 400: The 'To' number +44 is not a valid phone number. (code 21211)");
-    tw.failWith = { status: 400, json: { code: 21211, message: "The 'To' number +447700900750 is not a valid phone number.", status: 400 } };
+    expect(to.message).toBe(
+      "Twilio API responded with status 400: The 'To' number +44 is not a valid phone number. (code 21211)",
+    );
+    tw.failWith = {
+      status: 400,
+      json: { code: 21211, message: "The 'To' number +447700900750 is not a valid phone number.", status: 400 },
+    };
     try {
-      const redacted = await sendError(twilio().send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }));
-      expect(redacted.message).toBe("Twilio API responded with status 400: The 'To' number 44…50 is not a valid phone number. (code 21211)");
+      const redacted = await sendError(
+        twilio().send({ to: '447700900750', body: 'x', originator: { type: 'alpha', text: 'M' } }),
+      );
+      expect(redacted.message).toBe(
+        "Twilio API responded with status 400: The 'To' number 44…50 is not a valid phone number. (code 21211)",
+      );
     } finally {
       tw.failWith = null;
     }

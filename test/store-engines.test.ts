@@ -4,7 +4,6 @@
  * its own on the test run's server). Handlers and machines see only this interface, so what holds here holds for
  * them on either engine.
  */
-import net from 'node:net';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -13,9 +12,8 @@ import { lookupHash } from '../src/crypto/index.js';
 import { BindConflictError, type BindRecord } from '../src/store/associations.js';
 import type { StoreEngine, WriteRequest } from '../src/store/engine.js';
 import { loadPgEngine } from '../src/store/pg/load.js';
-import { SessionConflictError, type SessionWrite } from '../src/store/sessions.js';
+import { randomSid, SessionConflictError, SidTakenError, type SessionWrite } from '../src/store/sessions.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
-import { StoreUnavailableError } from '../src/store/unavailable.js';
 import { connect, testDatabase } from './helpers/postgres.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -30,7 +28,7 @@ const req = (): WriteRequest => ({ deadline: Date.now() + 10_000 });
 interface Opened {
   store: StoreEngine;
   /** runs SQL on the database behind the store (as an operator's tool would) */
-  exec(sql: string): Promise<void>;
+  exec: (sql: string) => Promise<void>;
 }
 
 async function openSqlite(): Promise<Opened> {
@@ -121,11 +119,25 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
   it('accounts: a registered token finds its account until logout; terms consent once every document has a URL', async () => {
     const { store } = await open();
     await store.writes.registerAccount({ userId: '@u:hs', token: 'tok1', now: 42 }, req());
-    expect(await store.reads.accounts.accountByToken('tok1')).toEqual({ userId: '@u:hs', createdTs: 42, consentVersion: null });
+    expect(await store.reads.accounts.accountByToken('tok1')).toEqual({
+      userId: '@u:hs',
+      createdTs: 42,
+      consentVersion: null,
+    });
     expect(await store.reads.accounts.accountByToken('nope')).toBeUndefined();
     const docs = [['https://t/en', 'https://t/fr'], ['https://p/en']];
-    expect(await store.writes.acceptTerms({ userId: '@u:hs', urls: ['https://t/fr'], masterVersion: 'v1', documents: docs }, req())).toEqual({ consented: false });
-    expect(await store.writes.acceptTerms({ userId: '@u:hs', urls: ['https://p/en'], masterVersion: 'v1', documents: docs }, req())).toEqual({ consented: true });
+    expect(
+      await store.writes.acceptTerms(
+        { userId: '@u:hs', urls: ['https://t/fr'], masterVersion: 'v1', documents: docs },
+        req(),
+      ),
+    ).toEqual({ consented: false });
+    expect(
+      await store.writes.acceptTerms(
+        { userId: '@u:hs', urls: ['https://p/en'], masterVersion: 'v1', documents: docs },
+        req(),
+      ),
+    ).toEqual({ consented: true });
     expect((await store.reads.accounts.acceptedUrls('@u:hs')).sort()).toEqual(['https://p/en', 'https://t/fr']);
     expect((await store.reads.accounts.accountByToken('tok1'))?.consentVersion).toBe('v1');
     expect(await store.writes.logout({ token: 'tok1' }, req())).toBe(true);
@@ -135,9 +147,18 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
 
   it('sessions: created, found, saved by row version (a stale version refused, nothing written), counted, swept', async () => {
     const { store } = await open();
-    const sid = await store.writes.newSid({}, req());
-    expect(sid).toBeGreaterThan(0);
-    expect(await store.writes.createSession({ medium: 'email', clientSecret: 'cs', write: session({ sid }) }, req())).toBe(1);
+    const sid = randomSid();
+    expect(
+      await store.writes.createSession({ medium: 'email', clientSecret: 'cs', write: session({ sid }) }, req()),
+    ).toBe(1);
+    // A create under a sid in use is refused and writes nothing: the first session stays as it was.
+    await expect(
+      store.writes.createSession(
+        { medium: 'email', clientSecret: 'cs2', write: session({ sid, address: 'bob@example.org' }) },
+        req(),
+      ),
+    ).rejects.toBeInstanceOf(SidTakenError);
+    expect(await store.reads.sessions.findSid('email', 'bob@example.org', 'cs2')).toBeUndefined();
     expect(await store.reads.sessions.findSid('email', 'alice@example.org', 'cs')).toBe(sid);
     expect(await store.reads.sessions.findSid('email', 'alice@example.org', 'other')).toBeUndefined();
     const loaded = await store.reads.sessions.load(sid);
@@ -155,7 +176,9 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
     const seen = { validated: 0, mtime: 1_000, token: 'OurToken', sendAttemptNumber: 1 };
     const next = session({ sid, state: 'validated', validated: true, mtime: 2_000, expectedSydent: seen });
     expect(await store.writes.saveSession({ write: next, expectedVersion: 1 }, req())).toBe(2);
-    await expect(store.writes.saveSession({ write: { ...next, mtime: 3_000 }, expectedVersion: 1 }, req())).rejects.toBeInstanceOf(SessionConflictError);
+    await expect(
+      store.writes.saveSession({ write: { ...next, mtime: 3_000 }, expectedVersion: 1 }, req()),
+    ).rejects.toBeInstanceOf(SessionConflictError);
     expect((await store.reads.sessions.load(sid))?.sydent).toMatchObject({ validated: 1, mtime: 2_000 });
     expect(await store.reads.sessions.countByState()).toEqual({ validated: 1 });
     expect(await store.writes.deleteOldSessions({ cutoffMs: 2_001, limit: 100 }, req())).toBe(1);
@@ -167,31 +190,72 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
     const { store } = await open();
     await store.writes.bind(await bindRecord(store), req());
     await store.writes.bind(await bindRecord(store, { mxid: '@newer:hs.example', ts: 6_000 }), req());
-    expect(await store.reads.associations.lookup('email', 'alice@example.org', 7_000)).toMatchObject({ mxid: '@newer:hs.example', ts: 6_000 });
+    expect(await store.reads.associations.lookup('email', 'alice@example.org', 7_000)).toMatchObject({
+      mxid: '@newer:hs.example',
+      ts: 6_000,
+    });
     expect(await store.reads.associations.lookup('email', 'alice@example.org', 4_000)).toBeUndefined();
     const pepper = await store.reads.associations.pepper();
     const hash = lookupHash('alice@example.org', 'email', pepper);
-    expect([...(await store.reads.associations.lookupHashes([hash, 'x'], 7_000))]).toEqual([[hash, '@newer:hs.example']]);
+    expect([...(await store.reads.associations.lookupHashes([hash, 'x'], 7_000))]).toEqual([
+      [hash, '@newer:hs.example'],
+    ]);
     const many = [...Array.from({ length: 20 }, (_, i) => `h${i}`), hash];
     expect([...(await store.reads.associations.lookupHashes(many, 7_000))]).toEqual([[hash, '@newer:hs.example']]);
     // The replication log holds the 3PID once, under a new id each time it changed.
     const log1 = await store.reads.peers.localAfter(0, 10);
     expect(log1).toHaveLength(1);
-    expect(log1[0]).toMatchObject({ medium: 'email', address: 'alice@example.org', mxid: '@newer:hs.example', ts: 6_000, notBefore: 6_000 });
+    expect(log1[0]).toMatchObject({
+      medium: 'email',
+      address: 'alice@example.org',
+      mxid: '@newer:hs.example',
+      ts: 6_000,
+      notBefore: 6_000,
+    });
     expect(await store.reads.peers.lastLocalId()).toBe(log1[0]!.id);
-    expect(await store.writes.unbind({ medium: 'email', address: 'alice@example.org', mxid: '@other:hs', now: 8_000 }, req())).toBe(false);
-    expect(await store.writes.unbind({ medium: 'email', address: 'alice@example.org', mxid: '@newer:hs.example', now: 8_000 }, req())).toBe(true);
+    expect(
+      await store.writes.unbind(
+        { medium: 'email', address: 'alice@example.org', mxid: '@other:hs', now: 8_000 },
+        req(),
+      ),
+    ).toBe(false);
+    expect(
+      await store.writes.unbind(
+        { medium: 'email', address: 'alice@example.org', mxid: '@newer:hs.example', now: 8_000 },
+        req(),
+      ),
+    ).toBe(true);
     expect(await store.reads.associations.lookup('email', 'alice@example.org', 9_000)).toBeUndefined();
     const log2 = await store.reads.peers.localAfter(log1[0]!.id, 10);
-    expect(log2).toEqual([{ id: log2[0]!.id, medium: 'email', address: 'alice@example.org', mxid: null, ts: 8_000, notBefore: null, notAfter: null }]);
+    expect(log2).toEqual([
+      {
+        id: log2[0]!.id,
+        medium: 'email',
+        address: 'alice@example.org',
+        mxid: null,
+        ts: 8_000,
+        notBefore: null,
+        notAfter: null,
+      },
+    ]);
     expect(await store.reads.peers.backlog(0)).toBe(1);
   });
 
   it('a bind made with a stale pepper or stale invites is refused and writes nothing', async () => {
     const { store } = await open();
-    await expect(store.writes.bind(await bindRecord(store, { pepperSeen: 'stale' }), req())).rejects.toBeInstanceOf(BindConflictError);
+    await expect(store.writes.bind(await bindRecord(store, { pepperSeen: 'stale' }), req())).rejects.toBeInstanceOf(
+      BindConflictError,
+    );
     await store.writes.storeInvite(
-      { medium: 'email', address: 'alice@example.org', roomId: '!r:hs', sender: '@s:hs', token: 'itok', ephemeralPublicKey: 'epk', now: 3_000_000 },
+      {
+        medium: 'email',
+        address: 'alice@example.org',
+        roomId: '!r:hs',
+        sender: '@s:hs',
+        token: 'itok',
+        ephemeralPublicKey: 'epk',
+        now: 3_000_000,
+      },
       req(),
     );
     await expect(store.writes.bind(await bindRecord(store), req())).rejects.toBeInstanceOf(BindConflictError);
@@ -201,10 +265,27 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
 
   it('invites: stored with their key, pending until a bind sends them, checked and discarded', async () => {
     const { store } = await open();
-    const invite = { medium: 'email', address: 'alice@example.org', roomId: '!r:hs', sender: '@s:hs', token: 'itok', ephemeralPublicKey: 'epk', now: 3_000_000 };
+    const invite = {
+      medium: 'email',
+      address: 'alice@example.org',
+      roomId: '!r:hs',
+      sender: '@s:hs',
+      token: 'itok',
+      ephemeralPublicKey: 'epk',
+      now: 3_000_000,
+    };
     await store.writes.storeInvite(invite, req());
     const pending = await store.reads.invites.pending('email', 'alice@example.org');
-    expect(pending).toEqual([{ id: pending[0]!.id, medium: 'email', address: 'alice@example.org', room_id: '!r:hs', sender: '@s:hs', token: 'itok' }]);
+    expect(pending).toEqual([
+      {
+        id: pending[0]!.id,
+        medium: 'email',
+        address: 'alice@example.org',
+        room_id: '!r:hs',
+        sender: '@s:hs',
+        token: 'itok',
+      },
+    ]);
     expect(await store.reads.invites.senderOfToken('itok')).toBe('@s:hs');
     expect(await store.writes.checkEphemeralKey({ publicKey: 'epk' }, req())).toBe(true);
     expect(await store.writes.checkEphemeralKey({ publicKey: 'other' }, req())).toBe(false);
@@ -217,32 +298,74 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
 
   it('callbacks: a bind queues one; claims take one row per destination, once; retry, release, delivery, purge', async () => {
     const { store } = await open();
-    const cb = (destination: string) => ({ destination, path: '/_matrix/federation/v1/3pid/onbind', body: { d: destination } });
+    const cb = (destination: string) => ({
+      destination,
+      path: '/_matrix/federation/v1/3pid/onbind',
+      body: { d: destination },
+    });
     await store.writes.bind(await bindRecord(store, { callback: cb('a.example') }), req());
     await store.writes.enqueueCallback({ ...cb('a.example'), medium: 'email', address: 'b@x', now: 5_001 }, req());
     await store.writes.enqueueCallback({ ...cb('b.example'), medium: 'email', address: 'c@x', now: 5_002 }, req());
     expect(await store.reads.callbacks.counts()).toMatchObject({ pending: 3 });
-    const claimed = await store.writes.claimCallbacks({ now: 6_000, claimedUntil: 66_000, limit: 10, excludeDestinations: [] }, req());
+    const claimed = await store.writes.claimCallbacks(
+      { now: 6_000, claimedUntil: 66_000, limit: 10, excludeDestinations: [] },
+      req(),
+    );
     expect(claimed.map((c) => [c.destination, c.nextAttemptTs, c.claimedUntil, JSON.parse(c.body)])).toEqual([
       ['a.example', 5_000, 66_000, { d: 'a.example' }],
       ['b.example', 5_002, 66_000, { d: 'b.example' }],
     ]);
-    expect(await store.writes.claimCallbacks({ now: 6_000, claimedUntil: 66_000, limit: 10, excludeDestinations: ['a.example'] }, req())).toEqual([]);
+    expect(
+      await store.writes.claimCallbacks(
+        { now: 6_000, claimedUntil: 66_000, limit: 10, excludeDestinations: ['a.example'] },
+        req(),
+      ),
+    ).toEqual([]);
     expect(await store.reads.callbacks.nextDue(['a.example'])).toBe(66_000);
     const [a, b] = claimed;
-    expect(await store.writes.retryCallback({ id: a!.id, claimedUntil: 1, nextAttemptTs: 9_000, lastError: 'x' }, req())).toBe(false);
-    expect(await store.writes.retryCallback({ id: a!.id, claimedUntil: 66_000, nextAttemptTs: 9_000, lastError: 'HTTP 500' }, req())).toBe(true);
-    expect(await store.reads.callbacks.byId(a!.id)).toMatchObject({ state: 'retrying', attempts: 1, nextAttemptTs: 9_000, lastError: 'HTTP 500', claimedUntil: null });
+    expect(
+      await store.writes.retryCallback({ id: a!.id, claimedUntil: 1, nextAttemptTs: 9_000, lastError: 'x' }, req()),
+    ).toBe(false);
+    expect(
+      await store.writes.retryCallback(
+        { id: a!.id, claimedUntil: 66_000, nextAttemptTs: 9_000, lastError: 'HTTP 500' },
+        req(),
+      ),
+    ).toBe(true);
+    expect(await store.reads.callbacks.byId(a!.id)).toMatchObject({
+      state: 'retrying',
+      attempts: 1,
+      nextAttemptTs: 9_000,
+      lastError: 'HTTP 500',
+      claimedUntil: null,
+    });
     expect(await store.writes.releaseCallback({ id: b!.id, claimedUntil: 66_000 }, req())).toBe(true);
-    expect(await store.writes.callbackDelivered({ id: b!.id, now: 7_000, deleteInviteTokens: true }, req())).toEqual({ updated: true, tokensDeleted: 0 });
-    expect(await store.writes.callbackDelivered({ id: b!.id, now: 7_000, deleteInviteTokens: true }, req())).toEqual({ updated: false, tokensDeleted: 0 });
-    expect(await store.reads.callbacks.counts()).toEqual({ pending: 1, delivering: 0, retrying: 1, delivered: 1, abandoned: 0 });
+    expect(await store.writes.callbackDelivered({ id: b!.id, now: 7_000, deleteInviteTokens: true }, req())).toEqual({
+      updated: true,
+      tokensDeleted: 0,
+    });
+    expect(await store.writes.callbackDelivered({ id: b!.id, now: 7_000, deleteInviteTokens: true }, req())).toEqual({
+      updated: false,
+      tokensDeleted: 0,
+    });
+    expect(await store.reads.callbacks.counts()).toEqual({
+      pending: 1,
+      delivering: 0,
+      retrying: 1,
+      delivered: 1,
+      abandoned: 0,
+    });
     expect(await store.reads.callbacks.pendingCount()).toBe(2);
     expect((await store.reads.callbacks.list(10)).map((r) => r.state)).toEqual(['retrying', 'pending', 'delivered']);
     // A lease that ran out is claimable again.
-    const again = await store.writes.claimCallbacks({ now: 10_000, claimedUntil: 70_000, limit: 1, excludeDestinations: [] }, req());
+    const again = await store.writes.claimCallbacks(
+      { now: 10_000, claimedUntil: 70_000, limit: 1, excludeDestinations: [] },
+      req(),
+    );
     expect(again.map((c) => c.destination)).toEqual(['a.example']);
-    expect(await store.writes.abandonCallback({ id: again[0]!.id, claimedUntil: 70_000, lastError: 'gone' }, req())).toBe(true);
+    expect(
+      await store.writes.abandonCallback({ id: again[0]!.id, claimedUntil: 70_000, lastError: 'gone' }, req()),
+    ).toBe(true);
     expect(await store.writes.purgeCallbacks({ now: 7_000 + 25 * 3600_000 }, req())).toBe(1);
   });
 
@@ -252,7 +375,9 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
       "INSERT INTO peers (name, port, active) VALUES ('peer.example', 1001, 1), ('off.example', NULL, 0);" +
         "INSERT INTO peer_pubkeys (peername, alg, key) VALUES ('peer.example', 'ed25519', 'KEY'), ('off.example', 'ed25519', 'K2');",
     );
-    expect(await store.reads.peers.active()).toEqual([{ name: 'peer.example', port: 1001, lastSentVersion: null, lastPokeSucceededAt: null, key: 'KEY' }]);
+    expect(await store.reads.peers.active()).toEqual([
+      { name: 'peer.example', port: 1001, lastSentVersion: null, lastPokeSucceededAt: null, key: 'KEY' },
+    ]);
     expect(await store.reads.peers.activeByName('off.example')).toBeUndefined();
     expect((await store.reads.peers.all()).map((p) => [p.name, p.active, p.keys])).toEqual([
       ['off.example', false, { ed25519: 'K2' }],
@@ -260,7 +385,10 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
     ]);
     expect(await store.writes.markPeerSent({ name: 'peer.example', lastId: 5, now: 100 }, req())).toBe(true);
     expect(await store.writes.markPeerSent({ name: 'peer.example', lastId: 3, now: 200 }, req())).toBe(false);
-    expect(await store.reads.peers.activeByName('peer.example')).toMatchObject({ lastSentVersion: 5, lastPokeSucceededAt: 100 });
+    expect(await store.reads.peers.activeByName('peer.example')).toMatchObject({
+      lastSentVersion: 5,
+      lastPokeSucceededAt: 100,
+    });
     const pepper = await store.reads.associations.storedPepper();
     const assoc = (originId: number, mxid: string | null, ts: number) => ({
       originId,
@@ -273,13 +401,34 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
       sgAssoc: '{}',
       lookupHash: lookupHash('bob@example.org', 'email', pepper),
     });
-    const push = { originServer: 'peer.example', pepperSeen: pepper, associations: [assoc(2, '@bob:hs', 2_000), assoc(1, '@old:hs', 1_000)] };
-    expect(await store.writes.applyPush(push, req())).toEqual({ inserted: 2, duplicates: 0, tombstones: 0, deleted: 0 });
-    expect(await store.writes.applyPush(push, req())).toEqual({ inserted: 0, duplicates: 2, tombstones: 0, deleted: 0 });
+    const push = {
+      originServer: 'peer.example',
+      pepperSeen: pepper,
+      associations: [assoc(2, '@bob:hs', 2_000), assoc(1, '@old:hs', 1_000)],
+    };
+    expect(await store.writes.applyPush(push, req())).toEqual({
+      inserted: 2,
+      duplicates: 0,
+      tombstones: 0,
+      deleted: 0,
+    });
+    expect(await store.writes.applyPush(push, req())).toEqual({
+      inserted: 0,
+      duplicates: 2,
+      tombstones: 0,
+      deleted: 0,
+    });
     expect((await store.reads.associations.lookup('email', 'bob@example.org', 3_000))?.mxid).toBe('@bob:hs');
-    expect(await store.writes.applyPush({ ...push, associations: [assoc(3, null, 1_500)] }, req())).toEqual({ inserted: 0, duplicates: 0, tombstones: 1, deleted: 1 });
+    expect(await store.writes.applyPush({ ...push, associations: [assoc(3, null, 1_500)] }, req())).toEqual({
+      inserted: 0,
+      duplicates: 0,
+      tombstones: 1,
+      deleted: 1,
+    });
     expect((await store.reads.associations.lookup('email', 'bob@example.org', 3_000))?.mxid).toBe('@bob:hs');
-    await expect(store.writes.applyPush({ ...push, pepperSeen: 'stale' }, req())).rejects.toBeInstanceOf(BindConflictError);
+    await expect(store.writes.applyPush({ ...push, pepperSeen: 'stale' }, req())).rejects.toBeInstanceOf(
+      BindConflictError,
+    );
   });
 
   it('rate buckets: a burst, then refusals saying how long to wait; refills with time; a refund gives one back; keys and limits apart', async () => {

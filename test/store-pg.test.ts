@@ -56,16 +56,21 @@ describe('start-up on PostgreSQL', () => {
     const db = await testDatabase();
     cleanups.push(db.drop);
     const port = Number(new URL(db.url).port);
-    const attempt = (url: string) => startTestServer({ engine: 'postgresql', adjust: (c) => void (c.db.url = url) }).then((t) => t.close());
+    const attempt = (url: string) =>
+      startTestServer({ engine: 'postgresql', adjust: (c) => void (c.db.url = url) }).then((t) => t.close());
 
     const wrong = await attempt(withPort(db.url, port, 'not-the-password')).catch((e: unknown) => e);
     expect(wrong).toBeInstanceOf(StartupError);
-    expect((wrong as Error).message).toBe(`PostgreSQL at 127.0.0.1:${port}/${db.name} refused the password of user "postgres"`);
+    expect((wrong as Error).message).toBe(
+      `PostgreSQL at 127.0.0.1:${port}/${db.name} refused the password of user "postgres"`,
+    );
 
     const closed = await freePort();
     const refused = await attempt(withPort(db.url, closed)).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(StartupError);
-    expect((refused as Error).message).toBe(`cannot connect to PostgreSQL at 127.0.0.1:${closed}/${db.name}: connection refused (is it running, on that port?)`);
+    expect((refused as Error).message).toBe(
+      `cannot connect to PostgreSQL at 127.0.0.1:${closed}/${db.name}: connection refused (is it running, on that port?)`,
+    );
     expect((refused as Error).message).not.toContain(new URL(db.url).password);
   });
 });
@@ -88,12 +93,17 @@ describe('the database lost while running', () => {
     cleanups.push(() => t.close());
     const lookup = () => call(t.url(`${V1}/lookup?medium=email&address=lost%40example.org`));
     const requestToken = (attempt: number) =>
-      call(t.url(`${V1}/validate/email/requestToken`), { body: { email: 'lost@example.org', client_secret: 'lost-secret', send_attempt: attempt } });
+      call(t.url(`${V1}/validate/email/requestToken`), {
+        body: { email: 'lost@example.org', client_secret: 'lost-secret', send_attempt: attempt },
+      });
     expect((await lookup()).status).toBe(200);
 
     await proxy.down();
     const read = await lookup();
-    expect([read.status, read.json]).toEqual([503, { errcode: 'M_UNKNOWN', error: 'The database server cannot be reached' }]);
+    expect([read.status, read.json]).toEqual([
+      503,
+      { errcode: 'M_UNKNOWN', error: 'The database server cannot be reached' },
+    ]);
     expect(read.headers.get('retry-after')).toBe('5');
     const write = await requestToken(1);
     expect([write.status, write.json['errcode']]).toEqual([503, 'M_UNKNOWN']);
@@ -138,7 +148,9 @@ describe('a connection cut under a transaction', () => {
     expect((error as StoreUnavailableError).reason).toBe('unreachable');
     expect(uncaught).toEqual([]);
     await proxy.up();
-    expect(await inTransaction(pool, async (sql) => (await sql.query<{ n: number }>('SELECT 2 AS n')).rows[0]!.n)).toBe(2);
+    expect(await inTransaction(pool, async (sql) => (await sql.query<{ n: number }>('SELECT 2 AS n')).rows[0]!.n)).toBe(
+      2,
+    );
   });
 });
 
@@ -175,10 +187,16 @@ describe('two stores (two nodes) on one database', () => {
     await a.writes.createSession({ medium: 'email', clientSecret: 'cs', write: session({}) }, req());
     for (let round = 1; round <= 10; round++) {
       const results = await Promise.allSettled([
-        a.writes.saveSession({ write: session({ mtime: 1_000 + round, context: '{"by":"a"}' }), expectedVersion: round }, req()),
-        b.writes.saveSession({ write: session({ mtime: 1_000 + round, context: '{"by":"b"}' }), expectedVersion: round }, req()),
+        a.writes.saveSession(
+          { write: session({ mtime: 1_000 + round, context: '{"by":"a"}' }), expectedVersion: round },
+          req(),
+        ),
+        b.writes.saveSession(
+          { write: session({ mtime: 1_000 + round, context: '{"by":"b"}' }), expectedVersion: round },
+          req(),
+        ),
       ]);
-      expect(results.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<number>).value)).toEqual([round + 1]);
+      expect(results.filter((r) => r.status === 'fulfilled').map((r) => r.value)).toEqual([round + 1]);
       const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
       expect(lost.reason).toBeInstanceOf(SessionConflictError);
     }
@@ -188,10 +206,18 @@ describe('two stores (two nodes) on one database', () => {
   it('claims from both at once take each callback row once', async () => {
     const [a, b] = await twoStores();
     for (let i = 0; i < 40; i++) {
-      await a.writes.enqueueCallback({ destination: `hs${i}.example`, path: '/p', body: {}, medium: 'email', address: `${i}@x`, now: 1_000 }, req());
+      await a.writes.enqueueCallback(
+        { destination: `hs${i}.example`, path: '/p', body: {}, medium: 'email', address: `${i}@x`, now: 1_000 },
+        req(),
+      );
     }
     const claims = await Promise.all(
-      Array.from({ length: 8 }, (_, i) => (i % 2 ? a : b).writes.claimCallbacks({ now: 2_000, claimedUntil: 60_000, limit: 10, excludeDestinations: [] }, req())),
+      Array.from({ length: 8 }, (_, i) =>
+        (i % 2 ? a : b).writes.claimCallbacks(
+          { now: 2_000, claimedUntil: 60_000, limit: 10, excludeDestinations: [] },
+          req(),
+        ),
+      ),
     );
     const ids = claims.flat().map((c) => c.id);
     expect(ids).toHaveLength(40);

@@ -17,7 +17,14 @@ const FIXTURE = fs.readFileSync(
   'utf8',
 );
 const LATEST = OUR_MIGRATIONS[OUR_MIGRATIONS.length - 1]?.version ?? 5;
-const OUR_TABLES = ['sydent_ts_meta', 'session_machines', 'callback_outbox', 'sydent_ts_machine_counts', 'sydent_ts_sydent_session_counts', 'sydent_ts_callback_counts'];
+const OUR_TABLES = [
+  'sydent_ts_meta',
+  'session_machines',
+  'callback_outbox',
+  'sydent_ts_machine_counts',
+  'sydent_ts_sydent_session_counts',
+  'sydent_ts_callback_counts',
+];
 
 /** What src/crypto/hash.ts lookupHash computes, written out independently. */
 const sha256Hash: LookupHashFn = (address, medium, pepper) =>
@@ -51,7 +58,8 @@ function fixtureStatements(): string[] {
 
 /** Statements of Sydent's v3 schema: v5 without the v3→v4 and v4→v5 steps, plus the index v4→v5 drops. */
 function v3Statements(): string[] {
-  const v4v5 = /^CREATE (UNIQUE )?(TABLE|INDEX) (accounts|tokens|accepted_terms_urls|accepted_terms_urls_idx|global_threepid_lookup_hash)\b/;
+  const v4v5 =
+    /^CREATE (UNIQUE )?(TABLE|INDEX) (accounts|tokens|accepted_terms_urls|accepted_terms_urls_idx|global_threepid_lookup_hash)\b/;
   return [
     ...fixtureStatements().filter((s) => !v4v5.test(s)),
     'CREATE INDEX lookup_hash_medium on global_threepid_associations (lookup_hash, medium)',
@@ -72,11 +80,12 @@ function isOurIndex(name: string, exclude: string[]): boolean {
 
 /** sqlite_master as name → sql, leaving out planner statistics (PRAGMA optimize may add them). */
 function masterSql(db: Db, exclude: string[] = []): Record<string, string | null> {
-  const rows = db
-    .prepare(
-      "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name",
-    )
-    .all() as { type: string; name: string; tbl_name: string; sql: string | null }[];
+  const rows = db.prepare('SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name').all() as {
+    type: string;
+    name: string;
+    tbl_name: string;
+    sql: string | null;
+  }[];
   const out: Record<string, string | null> = {};
   for (const r of rows) {
     if (exclude.includes(r.name) || exclude.includes(r.tbl_name) || isOurIndex(r.name, exclude)) continue;
@@ -93,9 +102,9 @@ interface TableShape {
 
 /** Structure as SQLite itself reports it, independent of creation order and of the stored text. */
 function shape(db: Db, exclude: string[] = []): Record<string, TableShape> {
-  const tables = db
-    .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-    .all() as { name: string }[];
+  const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as {
+    name: string;
+  }[];
   const out: Record<string, TableShape> = {};
   for (const { name } of tables) {
     if (exclude.includes(name)) continue;
@@ -356,7 +365,12 @@ describe('fresh database', () => {
       expect(masterSql(db, OUR_TABLES)).toEqual(masterSql(reference));
       reference.close();
 
-      const meta = db.pragma('table_info(sydent_ts_meta)') as { name: string; type: string; notnull: number; pk: number }[];
+      const meta = db.pragma('table_info(sydent_ts_meta)') as {
+        name: string;
+        type: string;
+        notnull: number;
+        pk: number;
+      }[];
       expect(meta.map((c) => [c.name, c.type, c.notnull, c.pk])).toEqual([
         ['key', 'TEXT', 0, 1],
         ['value', 'TEXT', 1, 0],
@@ -397,7 +411,16 @@ describe('fresh database', () => {
       fromVersion: 0,
       toVersion: LATEST,
       created: true,
-      applied: ['5 sydent_schema', '6 sydent_ts_meta', '7 session_machines', '8 callback_outbox', '9 global_lookup_hash_covering_index', '10 global_lookup_hash_newest_index', '11 session_lookup_index', '12 state_counts'],
+      applied: [
+        '5 sydent_schema',
+        '6 sydent_ts_meta',
+        '7 session_machines',
+        '8 callback_outbox',
+        '9 global_lookup_hash_covering_index',
+        '10 global_lookup_hash_newest_index',
+        '11 session_lookup_index',
+        '12 state_counts',
+      ],
     });
     expect(migrate(db)).toEqual({ fromVersion: LATEST, toVersion: LATEST, created: false, applied: [] });
     db.close();
@@ -424,7 +447,11 @@ describe('existing Sydent database (user_version 5)', () => {
       expect(masterSql(db, OUR_TABLES)).toEqual(schemaBefore);
       expect(shape(db, OUR_TABLES)).toEqual(shapeBefore);
       // Only our tables (and their indexes) are new.
-      expect(Object.keys(masterSql(db)).filter((k) => !(k in schemaBefore)).sort()).toEqual([
+      expect(
+        Object.keys(masterSql(db))
+          .filter((k) => !(k in schemaBefore))
+          .sort(),
+      ).toEqual([
         'index callback_outbox_due on callback_outbox',
         'index session_machines_state on session_machines',
         'index sqlite_autoindex_sydent_ts_callback_counts_1 on sydent_ts_callback_counts',
@@ -532,17 +559,43 @@ describe('older Sydent databases', () => {
       reference.close();
 
       expect(
-        db.prepare('SELECT id, medium, address, mxid, ts, notBefore, notAfter, lookup_hash FROM local_threepid_associations ORDER BY id').all(),
+        db
+          .prepare(
+            'SELECT id, medium, address, mxid, ts, notBefore, notAfter, lookup_hash FROM local_threepid_associations ORDER BY id',
+          )
+          .all(),
       ).toEqual([
-        { id: 1, medium: 'email', address: 'a@example.com', mxid: '@a:example.com', ts: 10, notBefore: 11, notAfter: 12, lookup_hash: null },
-        { id: 2, medium: 'msisdn', address: '15551234567', mxid: '@b:example.com', ts: 20, notBefore: 21, notAfter: 22, lookup_hash: null },
+        {
+          id: 1,
+          medium: 'email',
+          address: 'a@example.com',
+          mxid: '@a:example.com',
+          ts: 10,
+          notBefore: 11,
+          notAfter: 12,
+          lookup_hash: null,
+        },
+        {
+          id: 2,
+          medium: 'msisdn',
+          address: '15551234567',
+          mxid: '@b:example.com',
+          ts: 20,
+          notBefore: 21,
+          notAfter: 22,
+          lookup_hash: null,
+        },
       ]);
-      expect(db.prepare('SELECT id, originId FROM global_threepid_associations').all()).toEqual([{ id: 1, originId: 5 }]);
+      expect(db.prepare('SELECT id, originId FROM global_threepid_associations').all()).toEqual([
+        { id: 1, originId: 5 },
+      ]);
       expect(db.prepare('SELECT name, seq FROM sqlite_sequence ORDER BY name').all()).toEqual([
         { name: 'global_threepid_associations', seq: 1 },
         { name: 'local_threepid_associations', seq: 2 },
       ]);
-      expect(db.prepare('SELECT name, lastSentVersion FROM peers').all()).toEqual([{ name: 'peer.example', lastSentVersion: 9 }]);
+      expect(db.prepare('SELECT name, lastSentVersion FROM peers').all()).toEqual([
+        { name: 'peer.example', lastSentVersion: 9 },
+      ]);
     } finally {
       closeDatabase(db);
     }
@@ -561,7 +614,9 @@ describe('versions we do not know', () => {
 
     expect(() => openDatabase(file)).toThrow(SchemaVersionError);
     expect(() => openDatabase(file)).toThrow(
-      new RegExp(`schema version 999 is newer than this sydent-ts understands \\(at most ${LATEST}\\); refusing to start`),
+      new RegExp(
+        `schema version 999 is newer than this sydent-ts understands \\(at most ${LATEST}\\); refusing to start`,
+      ),
     );
 
     const after = rawOpen(file);
@@ -604,7 +659,8 @@ describe('lookup pepper', () => {
         lookup_hash: string | null;
       }[];
       expect(rows.length).toBeGreaterThan(0);
-      for (const r of rows) expect(r.lookup_hash, `${table} ${r.address}`).toBe(sha256Hash(r.address, r.medium, pepper));
+      for (const r of rows)
+        expect(r.lookup_hash, `${table} ${r.address}`).toBe(sha256Hash(r.address, r.medium, pepper));
     }
   }
 
@@ -616,10 +672,14 @@ describe('lookup pepper', () => {
 
     const pepper = ensurePepper(db, sha256Hash);
     expect(pepper).toMatch(/^[0-9a-zA-Z]{5}$/);
-    expect(db.prepare('SELECT id, lookup_pepper FROM hashing_metadata').all()).toEqual([{ id: 0, lookup_pepper: pepper }]);
+    expect(db.prepare('SELECT id, lookup_pepper FROM hashing_metadata').all()).toEqual([
+      { id: 0, lookup_pepper: pepper },
+    ]);
     expectHashedWith(db, pepper);
     // Case is not folded into the hash (Sydent hashes the stored address as is).
-    const bob = db.prepare("SELECT lookup_hash FROM global_threepid_associations WHERE originId = 7").get() as { lookup_hash: string };
+    const bob = db.prepare('SELECT lookup_hash FROM global_threepid_associations WHERE originId = 7').get() as {
+      lookup_hash: string;
+    };
     expect(bob.lookup_hash).toBe(sha256Hash('Bob@Peer.Example', 'email', pepper));
 
     let calls = 0;
@@ -657,7 +717,9 @@ describe('lookup pepper', () => {
     setPepper(db, 'Rot8d', sha256Hash);
     expect(getPepper(db)).toBe('Rot8d');
     expectHashedWith(db, 'Rot8d');
-    expect(db.prepare('SELECT count(*) AS n FROM local_threepid_associations WHERE lookup_hash IS NULL').get()).toEqual({ n: 0 });
+    expect(db.prepare('SELECT count(*) AS n FROM local_threepid_associations WHERE lookup_hash IS NULL').get()).toEqual(
+      { n: 0 },
+    );
     closeDatabase(db);
   });
 

@@ -26,7 +26,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** A log that keeps its lines, for counting how often a cause was logged. */
 function capturingLog() {
   const lines: Record<string, unknown>[] = [];
-  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  const log = pino(
+    { level: 'info' },
+    { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) },
+  );
   return { log, lines, count: (pattern: RegExp) => lines.filter((l) => pattern.test(String(l['msg']))).length };
 }
 
@@ -37,7 +40,9 @@ async function timed(f: () => Promise<Reply>): Promise<{ res: Reply; ms: number 
 }
 
 const bind = (t: TestServer, address: string) =>
-  call(t.internalUrl('/_matrix/identity/internal/bind'), { body: { medium: 'email', address, mxid: `@${address.split('@')[0]}:hs.test` } });
+  call(t.internalUrl('/_matrix/identity/internal/bind'), {
+    body: { medium: 'email', address, mxid: `@${address.split('@')[0]}:hs.test` },
+  });
 const lookup = (t: TestServer, address: string) =>
   call(t.url(`/_matrix/identity/api/v1/lookup?medium=email&address=${encodeURIComponent(address)}`));
 const versions = (t: TestServer) => call(t.url('/_matrix/identity/versions'));
@@ -53,10 +58,13 @@ async function holdWriteLock(dbFile: string, ms: number): Promise<ChildProcess> 
     db.exec('BEGIN IMMEDIATE');
     process.stdout.write('locked\\n');
     setTimeout(() => { db.exec('ROLLBACK'); db.close(); }, Number(process.argv[2]));`;
-  const child = spawn(process.execPath, ['-e', script, dbFile, String(ms)], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['-e', script, dbFile, String(ms)], {
+    cwd: process.cwd(),
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   cleanups.push(() => child.kill('SIGKILL'));
   await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
+    child.stdout.on('data', (chunk: Buffer) => {
       if (chunk.toString().includes('locked')) resolve();
     });
     child.once('exit', (code) => reject(new Error(`the lock holder exited (${String(code)}) before taking the lock`)));
@@ -64,7 +72,8 @@ async function holdWriteLock(dbFile: string, ms: number): Promise<ChildProcess> 
   return child;
 }
 
-const exited = (child: ChildProcess) => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
+const exited = (child: ChildProcess) =>
+  new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
 
 describe('another process holds the write lock', () => {
   it('reads and /versions answer at once; a write answers 503 with Retry-After at its deadline, or waits for the lock within it', async () => {
@@ -94,7 +103,9 @@ describe('another process holds the write lock', () => {
     await exited(holder);
     // Nothing of it was written.
     expect(await lookup(t, 'during@example.org')).toMatchObject({ status: 200, json: {} });
-    expect(rows(t.config.db.dbFile, "SELECT id FROM local_threepid_associations WHERE address = 'during@example.org'")).toEqual([]);
+    expect(
+      rows(t.config.db.dbFile, "SELECT id FROM local_threepid_associations WHERE address = 'during@example.org'"),
+    ).toEqual([]);
     expect(count(/locked by another process/)).toBe(1);
 
     // A lock held for less than the write's time: the write waits for it, then succeeds.
@@ -124,7 +135,9 @@ describe('the database file is moved away under the server', () => {
     expect(count(/removed from under the server/)).toBe(1);
     fs.renameSync(`${file}.moved`, file);
     expect((await bind(t, 'back@example.org')).status).toBe(200);
-    expect(rows(file, 'SELECT address FROM local_threepid_associations ORDER BY id').map((r) => r['address'])).toEqual(['back@example.org']);
+    expect(rows(file, 'SELECT address FROM local_threepid_associations ORDER BY id').map((r) => r['address'])).toEqual([
+      'back@example.org',
+    ]);
     expect(count(/writes work again/)).toBe(1);
   });
 });
@@ -132,7 +145,9 @@ describe('the database file is moved away under the server', () => {
 /** A tmpfs of `size` mounted for this test (the suite runs as root in CI); fails saying why when it cannot. */
 function mountTmpfs(size: string): string {
   const dir = tempDir();
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir.dir], { encoding: 'utf8' });
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir.dir], {
+    encoding: 'utf8',
+  });
   if (mounted.status !== 0) {
     throw new Error(
       `the full-disk test needs a small tmpfs and could not mount one (${(mounted.stderr || mounted.error?.message || '').trim()}); ` +
@@ -152,7 +167,7 @@ function fillDisk(dir: string): string {
   const fd = fs.openSync(filler, 'w');
   const block = Buffer.alloc(64 * 1024, 1);
   try {
-    for (let size = block.length; size >= 1; ) {
+    for (let size = block.length; size >= 1;) {
       try {
         fs.writeSync(fd, block, 0, size);
       } catch (error) {

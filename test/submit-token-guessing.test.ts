@@ -12,7 +12,14 @@ import { call, emailConf, mailToken, type Reply } from './helpers/email.js';
 import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
-import { loopbackAllowed, OM_CREDS, openMarketConf, smsCode, startOpenMarket, type FakeSmsGateway } from './helpers/sms-providers.js';
+import {
+  loopbackAllowed,
+  OM_CREDS,
+  openMarketConf,
+  smsCode,
+  startOpenMarket,
+  type FakeSmsGateway,
+} from './helpers/sms-providers.js';
 
 let om: FakeSmsGateway;
 let smtp: SmtpTestServer;
@@ -68,8 +75,14 @@ describe('wrong tokens per session', () => {
     // The GET link refuses it as well.
     const page = await call(v1(first, `/validate/msisdn/submitToken?sid=${sid}&client_secret=${secret}&token=${code}`));
     expect(page.status).toBe(400);
-    expect(rows(first, 'SELECT validated FROM threepid_validation_sessions WHERE id = ?', Number(sid))).toEqual([{ validated: 0 }]);
-    const stored = rows<{ state: string; context: string }>(first, 'SELECT state, context FROM session_machines WHERE sid = ?', Number(sid))[0]!;
+    expect(rows(first, 'SELECT validated FROM threepid_validation_sessions WHERE id = ?', Number(sid))).toEqual([
+      { validated: 0 },
+    ]);
+    const stored = rows<{ state: string; context: string }>(
+      first,
+      'SELECT state, context FROM session_machines WHERE sid = ?',
+      Number(sid),
+    )[0]!;
     // The machine's value as it gives it: `locked` is one of the live states.
     expect(JSON.parse(stored.state)).toEqual({ live: 'locked' });
     expect(JSON.parse(stored.context)).toMatchObject({ wrongTokens: MAX_WRONG_TOKENS });
@@ -149,9 +162,12 @@ describe('wrong tokens per client address', () => {
   it('counts wrong tokens and unknown sessions across sessions and endpoints, then answers 429 even for the right token', async () => {
     const a = await emailSession('192.0.2.1');
     const b = await emailSession('192.0.2.1');
-    const wrongLink = await fetch(v1(t, `/validate/email/submitToken?sid=${b.sid}&client_secret=${b.secret}&token=wrong`), {
-      headers: { 'x-forwarded-for': '192.0.2.1' },
-    });
+    const wrongLink = await fetch(
+      v1(t, `/validate/email/submitToken?sid=${b.sid}&client_secret=${b.secret}&token=wrong`),
+      {
+        headers: { 'x-forwarded-for': '192.0.2.1' },
+      },
+    );
     const wrongs = [
       (await submit('192.0.2.1', { sid: a.sid, client_secret: a.secret, token: 'wrong' })).status,
       wrongLink.status,
@@ -163,13 +179,18 @@ describe('wrong tokens per client address', () => {
     expect(limited.json).toEqual({ errcode: 'M_LIMIT_EXCEEDED', error: expect.any(String), retry_after_ms: 60_000 });
     expect(limited.headers.get('retry-after')).toBe('60');
     // The link in the mail, from the same address: a page, 429.
-    const page = await fetch(v1(t, `/validate/email/submitToken?sid=${a.sid}&client_secret=${a.secret}&token=${a.token}`), {
-      headers: { 'x-forwarded-for': '192.0.2.1' },
-      redirect: 'manual',
-    });
+    const page = await fetch(
+      v1(t, `/validate/email/submitToken?sid=${a.sid}&client_secret=${a.secret}&token=${a.token}`),
+      {
+        headers: { 'x-forwarded-for': '192.0.2.1' },
+        redirect: 'manual',
+      },
+    );
     expect(page.status).toBe(429);
     expect(page.headers.get('content-type')).toMatch(/^text\/html/);
-    expect(rows(t, 'SELECT validated FROM threepid_validation_sessions WHERE id = ?', Number(a.sid))).toEqual([{ validated: 0 }]);
+    expect(rows(t, 'SELECT validated FROM threepid_validation_sessions WHERE id = ?', Number(a.sid))).toEqual([
+      { validated: 0 },
+    ]);
 
     // Another client (another X-Forwarded-For from the trusted proxy) is not held back.
     const other = await submit('192.0.2.2', { sid: b.sid, client_secret: b.secret, token: b.token });
@@ -191,7 +212,8 @@ describe('wrong tokens per client address', () => {
       expect(res.status, `attempt ${i}`).toBe(200);
     }
     const wrongs: number[] = [];
-    for (let i = 0; i <= BURST; i++) wrongs.push((await submit('192.0.2.3', { sid: s.sid, client_secret: s.secret, token: 'wrong' })).status);
+    for (let i = 0; i <= BURST; i++)
+      wrongs.push((await submit('192.0.2.3', { sid: s.sid, client_secret: s.secret, token: 'wrong' })).status);
     expect(wrongs).toEqual([...Array.from({ length: BURST }, () => 400), 429]);
   });
 });

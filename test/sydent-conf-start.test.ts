@@ -59,8 +59,12 @@ describe("Sydent's sydent.conf from another working directory", () => {
     cleanups.push(() => p.child.kill('SIGKILL'));
     await waitForStart(p);
     const stderr = p.stderr();
-    expect(stderr).toContain(`config: [general] templates.path ${path.join(elsewhere, 'res')} is not a folder; using the templates shipped`);
-    expect(stderr).toContain('config: [http] client_http_base is not set; links in emails and key_validity_url will use https://is.example.test,');
+    expect(stderr).toContain(
+      `config: [general] templates.path ${path.join(elsewhere, 'res')} is not a folder; using the templates shipped`,
+    );
+    expect(stderr).toContain(
+      'config: [http] client_http_base is not set; links in emails and key_validity_url will use https://is.example.test,',
+    );
 
     const base = `http://127.0.0.1:${port}/_matrix/identity/api/v1`;
     const res = await call(`${base}/validate/email/requestToken`, {
@@ -75,7 +79,9 @@ describe("Sydent's sydent.conf from another working directory", () => {
     expect(link.pathname).toBe('/_matrix/identity/v2/validate/email/submitToken');
     expect(link.searchParams.get('sid')).toBe(String(res.json['sid']));
 
-    const invite = await call(`${base}/store-invite`, { body: inviteBody({ address: 'elsewhere.invitee@example.org' }) });
+    const invite = await call(`${base}/store-invite`, {
+      body: inviteBody({ address: 'elsewhere.invitee@example.org' }),
+    });
     expect(invite.status, invite.text).toBe(200);
     expect((invite.json['public_keys'] as { key_validity_url: string }[]).map((k) => k.key_validity_url)).toEqual([
       'https://is.example.test/_matrix/identity/v2/pubkey/isvalid',

@@ -30,7 +30,8 @@ afterAll(async () => {
 });
 
 const v1 = (t: TestServer, p: string) => t.url(`/_matrix/identity/api/v1${p}`);
-const mailsTo = (address: string): ReceivedMail[] => smtp.messages.filter((m) => m.to.some((r) => sameMailbox(r, address)));
+const mailsTo = (address: string): ReceivedMail[] =>
+  smtp.messages.filter((m) => m.to.some((r) => sameMailbox(r, address)));
 
 /** sydent-ts on its own files; `again()` starts it anew on the same files (the switch forward). */
 async function sydentTs(clock: ManualClock): Promise<{ first: TestServer; again: () => Promise<TestServer> }> {
@@ -47,7 +48,9 @@ async function sydentTs(clock: ManualClock): Promise<{ first: TestServer; again:
 }
 
 async function requestToken(t: TestServer, email: string, secret: string, sendAttempt: number): Promise<string> {
-  const res = await call(v1(t, '/validate/email/requestToken'), { body: { client_secret: secret, email, send_attempt: sendAttempt } });
+  const res = await call(v1(t, '/validate/email/requestToken'), {
+    body: { client_secret: secret, email, send_attempt: sendAttempt },
+  });
   expect(res.status, res.text).toBe(200);
   return res.json['sid'] as string;
 }
@@ -67,9 +70,17 @@ describe('a session started on sydent-ts and worked on by Sydent while it was ba
     clock.advance(HOUR);
     const sydent = sydentDb(db);
     sydent.validate(Number(sid));
-    const pepper = rows<{ lookup_pepper: string }>(first, 'SELECT lookup_pepper FROM hashing_metadata')[0]!.lookup_pepper;
+    const pepper = rows<{ lookup_pepper: string }>(first, 'SELECT lookup_pepper FROM hashing_metadata')[0]!
+      .lookup_pepper;
     const ts = clock.now();
-    const assoc = { medium: 'email', address: email, mxid: '@sydent:hs.test', ts, not_before: ts, not_after: ts + HUNDRED_YEARS_MS };
+    const assoc = {
+      medium: 'email',
+      address: email,
+      mxid: '@sydent:hs.test',
+      ts,
+      not_before: ts,
+      not_after: ts + HUNDRED_YEARS_MS,
+    };
     sydent.bind({
       ...assoc,
       notAfter: assoc.not_after,
@@ -90,7 +101,9 @@ describe('a session started on sydent-ts and worked on by Sydent while it was ba
     expect((await lookupV1(t, 'email', email)).json['mxid']).toBe('@sydent:hs.test');
 
     // and the flow finishes here: a bind to another user, which is then the newest
-    const bound = await call(v1(t, '/3pid/bind'), { body: { sid, client_secret: 'roundtrip', mxid: '@alice:hs.test' } });
+    const bound = await call(v1(t, '/3pid/bind'), {
+      body: { sid, client_secret: 'roundtrip', mxid: '@alice:hs.test' },
+    });
     expect(bound.status, bound.text).toBe(200);
     expect(bound.json).toMatchObject({ medium: 'email', address: email, mxid: '@alice:hs.test' });
     verifyOurs(bound.json, await serverPublicKey(t));
@@ -130,14 +143,20 @@ describe('a session started on sydent-ts and worked on by Sydent while it was ba
     ]);
 
     // the token Sydent mailed is the session's token now
-    const old = await call(v1(t, '/validate/email/submitToken'), { body: { sid, client_secret: 'revived', token: ourToken } });
+    const old = await call(v1(t, '/validate/email/submitToken'), {
+      body: { sid, client_secret: 'revived', token: ourToken },
+    });
     expect(old.status, old.text).toBe(400);
     expect(old.json['errcode']).toBe('M_TOKEN_INCORRECT');
-    const ok = await call(v1(t, '/validate/email/submitToken'), { body: { sid, client_secret: 'revived', token: sydentToken } });
+    const ok = await call(v1(t, '/validate/email/submitToken'), {
+      body: { sid, client_secret: 'revived', token: sydentToken },
+    });
     expect(ok.status, ok.text).toBe(200);
     expect(ok.json).toEqual({ success: true });
     expect(sessionOf(db, sid).session).toMatchObject({ validated: 1, mtime: later + 60_000 });
-    const bound = await call(v1(t, '/3pid/bind'), { body: { sid, client_secret: 'revived', mxid: '@revived:hs.test' } });
+    const bound = await call(v1(t, '/3pid/bind'), {
+      body: { sid, client_secret: 'revived', mxid: '@revived:hs.test' },
+    });
     expect(bound.status, bound.text).toBe(200);
     expect((await lookupV1(t, 'email', email)).json['mxid']).toBe('@revived:hs.test');
   });

@@ -28,8 +28,13 @@ describe('stopping the actor system', () => {
     const tmp = tempDir();
     cleanups.push(() => tmp.cleanup());
     const dbFile = path.join(tmp.dir, 'sydent.db');
-    const email = Object.entries(emailConf(slow.port)).map(([k, v]) => `${k} = ${v}`).join('\n');
-    fs.writeFileSync(path.join(tmp.dir, 'sydent.conf'), `[general]\nserver.name = is.example.test\n[db]\ndb.file = ${dbFile}\n[email]\n${email}\n`);
+    const email = Object.entries(emailConf(slow.port))
+      .map(([k, v]) => `${k} = ${v}`)
+      .join('\n');
+    fs.writeFileSync(
+      path.join(tmp.dir, 'sydent.conf'),
+      `[general]\nserver.name = is.example.test\n[db]\ndb.file = ${dbFile}\n[email]\n${email}\n`,
+    );
     const { config } = loadConfig({ configPath: path.join(tmp.dir, 'sydent.conf'), env: {}, cwd: tmp.dir });
     const lines: string[] = [];
     const system = ActorSystem.start({

@@ -80,7 +80,13 @@ async function lookedUp(address: string): Promise<{ v1: unknown; bulk: unknown; 
 const everywhere = (mxid: string | null) => ({ v1: mxid, bulk: mxid, none: mxid, sha256: mxid });
 
 /** Refused with this status and errcode, and the binding of `address` is still `mxid` in every lookup. */
-async function expectRefused(body: unknown, status: number, errcode: string, address: string, mxid: string): Promise<Reply> {
+async function expectRefused(
+  body: unknown,
+  status: number,
+  errcode: string,
+  address: string,
+  mxid: string,
+): Promise<Reply> {
   const res = await unbind(body);
   expect(res.status, res.text).toBe(status);
   expect(res.headers.get('content-type')).toMatch(/^application\/json/);
@@ -96,7 +102,12 @@ describe('unbind with a validated session of the 3PID', () => {
     const sid = await bound('Bob.Unbind@Example.com', 'unbind-bob', mxid);
     expect(await lookedUp('bob.unbind@example.com')).toEqual(everywhere(mxid));
 
-    const res = await unbind({ mxid, threepid: { medium: 'email', address: 'Bob.Unbind@Example.com' }, sid, client_secret: 'unbind-bob' });
+    const res = await unbind({
+      mxid,
+      threepid: { medium: 'email', address: 'Bob.Unbind@Example.com' },
+      sid,
+      client_secret: 'unbind-bob',
+    });
     expect(res.status, res.text).toBe(200);
     expect(res.json).toEqual({});
 
@@ -111,7 +122,12 @@ describe('unbind with a validated session of the 3PID', () => {
     const mxid = userIdOf(env, 'carol');
     const sid = await bound('carol.unbind@example.com', 'unbind-carol', mxid);
     const res = await unbind(
-      { mxid, threepid: { medium: 'email', address: 'CAROL.Unbind@EXAMPLE.com' }, sid: Number(sid), client_secret: 'unbind-carol' },
+      {
+        mxid,
+        threepid: { medium: 'email', address: 'CAROL.Unbind@EXAMPLE.com' },
+        sid: Number(sid),
+        client_secret: 'unbind-carol',
+      },
       'v1',
     );
     expect(res.status, res.text).toBe(200);
@@ -122,12 +138,22 @@ describe('unbind with a validated session of the 3PID', () => {
   it('unbinding again, or an mxid the 3PID is not bound to: 200 {} (idempotent), and another binding stays', async () => {
     const mxid = userIdOf(env, 'dave');
     const sid = await bound('dave.unbind@example.com', 'unbind-dave', mxid);
-    const wrong = await unbind({ mxid: '@notdave:hs.test', threepid: { medium: 'email', address: 'dave.unbind@example.com' }, sid, client_secret: 'unbind-dave' });
+    const wrong = await unbind({
+      mxid: '@notdave:hs.test',
+      threepid: { medium: 'email', address: 'dave.unbind@example.com' },
+      sid,
+      client_secret: 'unbind-dave',
+    });
     expect(wrong.status, wrong.text).toBe(200);
     expect(wrong.json).toEqual({});
     expect(await lookedUp('dave.unbind@example.com')).toEqual(everywhere(mxid));
     for (let i = 0; i < 2; i++) {
-      const res = await unbind({ mxid, threepid: { medium: 'email', address: 'dave.unbind@example.com' }, sid, client_secret: 'unbind-dave' });
+      const res = await unbind({
+        mxid,
+        threepid: { medium: 'email', address: 'dave.unbind@example.com' },
+        sid,
+        client_secret: 'unbind-dave',
+      });
       expect(res.status, res.text).toBe(200);
       expect(res.json).toEqual({});
     }
@@ -146,20 +172,58 @@ describe('refused session proofs keep the binding', () => {
   });
 
   it('a validated session of another 3PID: 403 M_FORBIDDEN', async () => {
-    const otherSid = await validateEmail(t, smtp, { email: 'mallory.unbind@example.com', clientSecret: 'unbind-mallory', api: 'v1' });
-    await expectRefused({ mxid, threepid, sid: otherSid, client_secret: 'unbind-mallory' }, 403, 'M_FORBIDDEN', address, mxid);
+    const otherSid = await validateEmail(t, smtp, {
+      email: 'mallory.unbind@example.com',
+      clientSecret: 'unbind-mallory',
+      api: 'v1',
+    });
+    await expectRefused(
+      { mxid, threepid, sid: otherSid, client_secret: 'unbind-mallory' },
+      403,
+      'M_FORBIDDEN',
+      address,
+      mxid,
+    );
     // the right address with another medium is another 3PID too
-    await expectRefused({ mxid, threepid: { medium: 'msisdn', address }, sid, client_secret: 'unbind-erin' }, 403, 'M_FORBIDDEN', address, mxid);
+    await expectRefused(
+      { mxid, threepid: { medium: 'msisdn', address }, sid, client_secret: 'unbind-erin' },
+      403,
+      'M_FORBIDDEN',
+      address,
+      mxid,
+    );
   });
 
   it('a session whose token was never submitted: 400 M_SESSION_NOT_VALIDATED', async () => {
-    const pending = await requestEmailToken(t, smtp, { email: address, clientSecret: 'unbind-erin-pending', api: 'v1' });
-    await expectRefused({ mxid, threepid, sid: pending.sid, client_secret: 'unbind-erin-pending' }, 400, 'M_SESSION_NOT_VALIDATED', address, mxid);
+    const pending = await requestEmailToken(t, smtp, {
+      email: address,
+      clientSecret: 'unbind-erin-pending',
+      api: 'v1',
+    });
+    await expectRefused(
+      { mxid, threepid, sid: pending.sid, client_secret: 'unbind-erin-pending' },
+      400,
+      'M_SESSION_NOT_VALIDATED',
+      address,
+      mxid,
+    );
   });
 
   it('an unknown sid, or the wrong client_secret: 404 M_NO_VALID_SESSION', async () => {
-    await expectRefused({ mxid, threepid, sid, client_secret: 'unbind-wrong' }, 404, 'M_NO_VALID_SESSION', address, mxid);
-    await expectRefused({ mxid, threepid, sid: '987654', client_secret: 'unbind-erin' }, 404, 'M_NO_VALID_SESSION', address, mxid);
+    await expectRefused(
+      { mxid, threepid, sid, client_secret: 'unbind-wrong' },
+      404,
+      'M_NO_VALID_SESSION',
+      address,
+      mxid,
+    );
+    await expectRefused(
+      { mxid, threepid, sid: '987654', client_secret: 'unbind-erin' },
+      404,
+      'M_NO_VALID_SESSION',
+      address,
+      mxid,
+    );
   });
 
   it('a client_secret outside [0-9a-zA-Z.=_-]{1,255}: 400 M_INVALID_PARAM', async () => {
@@ -214,6 +278,12 @@ describe('an expired session', () => {
     const mxid = userIdOf(env, 'gina');
     const sid = await bound(address, 'unbind-gina', mxid);
     (t.clock as ManualClock).advance(DAY_MS + 60_000);
-    await expectRefused({ mxid, threepid: { medium: 'email', address }, sid, client_secret: 'unbind-gina' }, 400, 'M_SESSION_EXPIRED', address, mxid);
+    await expectRefused(
+      { mxid, threepid: { medium: 'email', address }, sid, client_secret: 'unbind-gina' },
+      400,
+      'M_SESSION_EXPIRED',
+      address,
+      mxid,
+    );
   });
 });

@@ -49,7 +49,9 @@ async function signedUnbind(body: unknown, authorization?: string | string[], pa
   }
   const res = await fetch(t.url(path), { method: 'POST', headers, body: JSON.stringify(body) });
   const text = await res.text();
-  const json = (res.headers.get('content-type') ?? '').includes('application/json') ? (JSON.parse(text) as Record<string, unknown>) : {};
+  const json = (res.headers.get('content-type') ?? '').includes('application/json')
+    ? (JSON.parse(text) as Record<string, unknown>)
+    : {};
   return { status: res.status, headers: res.headers, json, text };
 }
 

@@ -50,9 +50,19 @@ const request = (sendAttempt: number, now = T0): SessionEvent => ({
   freshToken: 'tok2',
   now,
 });
-const submit = (token: string, clientSecret = 'secret', now = T0): SessionEvent => ({ type: 'SUBMIT_TOKEN', token, clientSecret, now });
+const submit = (token: string, clientSecret = 'secret', now = T0): SessionEvent => ({
+  type: 'SUBMIT_TOKEN',
+  token,
+  clientSecret,
+  now,
+});
 const check = (clientSecret = 'secret', now = T0): SessionEvent => ({ type: 'CHECK_VALIDATED', clientSecret, now });
-const bind = (mxid = '@alice:hs', clientSecret = 'secret', now = T0): SessionEvent => ({ type: 'BIND', mxid, clientSecret, now });
+const bind = (mxid = '@alice:hs', clientSecret = 'secret', now = T0): SessionEvent => ({
+  type: 'BIND',
+  mxid,
+  clientSecret,
+  now,
+});
 
 type AnyEvent = SessionEvent | { type: string; error?: unknown };
 const EVENTS: AnyEvent[] = [
@@ -220,7 +230,13 @@ describe('validation session machine: rules', () => {
   });
 
   it('a resend of the same token keeps its count; a failed renewal does not make the new token valid', () => {
-    const s = replay([request(1), { type: DONE }, ...Array.from({ length: MAX_WRONG_TOKENS - 1 }, () => submit('nope')), request(2), { type: DONE }]);
+    const s = replay([
+      request(1),
+      { type: DONE },
+      ...Array.from({ length: MAX_WRONG_TOKENS - 1 }, () => submit('nope')),
+      request(2),
+      { type: DONE },
+    ]);
     expect(name(s)).toBe('tokenSent');
     expect(s.context).toMatchObject({ token: 'tok1', wrongTokens: MAX_WRONG_TOKENS - 1 });
     const [locked] = transition(machine, s, submit('nope'));
@@ -296,6 +312,6 @@ describe('docs/machines', () => {
       expect(events(imported), at).toEqual(events(ours));
       for (const [key, node] of Object.entries(ours.states)) compare(imported.states[key]!, node, `${at}.${key}`);
     };
-    compare(mod.validationSessionMachine.root as unknown as Node, validationSessionMachine.root as unknown as Node, 'validationSession');
+    compare(mod.validationSessionMachine.root, validationSessionMachine.root, 'validationSession');
   });
 });

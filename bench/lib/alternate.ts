@@ -21,13 +21,18 @@ export interface AlternateOptions {
 }
 
 /** Every case's summary per round, in round order. */
-export async function alternate(cases: ReadonlyMap<string, CannonOptions>, opts: AlternateOptions): Promise<Map<string, CannonSummary[]>> {
+export async function alternate(
+  cases: ReadonlyMap<string, CannonOptions>,
+  opts: AlternateOptions,
+): Promise<Map<string, CannonSummary[]>> {
   const results = new Map<string, CannonSummary[]>([...cases.keys()].map((name) => [name, []]));
-  const run = (cannon: CannonOptions, duration: number) => runCannon({ connections: opts.connections, ...cannon, duration });
+  const run = (cannon: CannonOptions, duration: number) =>
+    runCannon({ connections: opts.connections, ...cannon, duration });
   if (opts.warmupS) for (const cannon of cases.values()) await run(cannon, opts.warmupS);
   const names = [...cases.keys()];
   for (let round = 0; round < opts.rounds; round++) {
-    const order = opts.order === 'shuffle' ? [...names].sort(() => Math.random() - 0.5) : round % 2 ? [...names].reverse() : names;
+    const order =
+      opts.order === 'shuffle' ? [...names].sort(() => Math.random() - 0.5) : round % 2 ? [...names].reverse() : names;
     for (const name of order) {
       opts.beforeSlice?.(name);
       const summary = await run(cases.get(name)!, opts.sliceS);

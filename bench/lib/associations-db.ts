@@ -211,7 +211,12 @@ export function lookupRequest(s: AssociationsServer, hashes: string[]): Autocann
 }
 
 /** `hits` hashes that exist and `misses` that do not, interleaved (hit, miss, hit, …), from sample offsets. */
-export function mixedHashes(db: AssociationsDb, hits: number, misses: number, offset = 0): { hashes: string[]; expected: Map<string, string> } {
+export function mixedHashes(
+  db: AssociationsDb,
+  hits: number,
+  misses: number,
+  offset = 0,
+): { hashes: string[]; expected: Map<string, string> } {
   if (offset + hits > db.sampleHits.length || offset + misses > db.sampleMisses.length) {
     throw new Error(`not enough sample hashes for ${hits} hits + ${misses} misses at ${offset}`);
   }
@@ -253,7 +258,11 @@ export async function requestJson(
  * Checks a v2 lookup answer before measuring: exactly the expected hash → mxid mappings (misses absent). Throws
  * with what differs. Returns the time the request took, ms.
  */
-export async function verifyLookup(s: AssociationsServer, hashes: string[], expected: Map<string, string>): Promise<number> {
+export async function verifyLookup(
+  s: AssociationsServer,
+  hashes: string[],
+  expected: Map<string, string>,
+): Promise<number> {
   const { status, body, ms } = await requestJson(`${s.server.baseUrl}${V2_LOOKUP_PATH}`, {
     headers: s.authHeaders,
     body: { algorithm: 'sha256', pepper: s.db.pepper, addresses: hashes },
@@ -300,7 +309,9 @@ export async function measureBulkLookup(ctx: ScenarioContext, opts: BulkLookupOp
   const s = await startAssociationsServer(ctx);
   const hits = opts.hashes / 2;
   const misses = opts.hashes - hits;
-  const bodies = Array.from({ length: opts.bodies }, (_, b) => mixedHashes(s.db, hits, misses, b * Math.max(hits, misses)));
+  const bodies = Array.from({ length: opts.bodies }, (_, b) =>
+    mixedHashes(s.db, hits, misses, b * Math.max(hits, misses)),
+  );
   const checkMs: number[] = [];
   for (const { hashes, expected } of bodies) checkMs.push(await verifyLookup(s, hashes, expected));
   const requests = bodies.map(({ hashes }) => lookupRequest(s, hashes));
@@ -310,7 +321,8 @@ export async function measureBulkLookup(ctx: ScenarioContext, opts: BulkLookupOp
   if (opts.goalP50Ms !== undefined) {
     extras.push({
       label: `**median latency (p50), ${connections} connection${connections === 1 ? '' : 's'}**`,
-      value: `**${summary.p50} ms** (goal: under ${opts.goalP50Ms} ms: ${summary.p50 < opts.goalP50Ms ? 'met' : 'NOT met'}); ` +
+      value:
+        `**${summary.p50} ms** (goal: under ${opts.goalP50Ms} ms: ${summary.p50 < opts.goalP50Ms ? 'met' : 'NOT met'}); ` +
         `mean ${summary.raw.latency.mean.toFixed(1)} ms, p90 ${summary.p90} ms, p99 ${summary.p99} ms`,
     });
   }

@@ -18,12 +18,19 @@ export function builtServer(): string {
   if (built) return built;
   fs.rmSync(OUT, { recursive: true, force: true });
   const src = path.join(ROOT, 'src');
-  const options: ts.CompilerOptions = { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true };
+  const options: ts.CompilerOptions = {
+    module: ts.ModuleKind.ES2022,
+    target: ts.ScriptTarget.ES2022,
+    verbatimModuleSyntax: true,
+  };
   for (const rel of fs.readdirSync(src, { recursive: true, encoding: 'utf8' })) {
     if (!rel.endsWith('.ts') || rel.endsWith('.d.ts')) continue;
     const out = path.join(OUT, 'dist', rel.replace(/\.ts$/, '.js'));
     fs.mkdirSync(path.dirname(out), { recursive: true });
-    const { outputText } = ts.transpileModule(fs.readFileSync(path.join(src, rel), 'utf8'), { compilerOptions: options, fileName: rel });
+    const { outputText } = ts.transpileModule(fs.readFileSync(path.join(src, rel), 'utf8'), {
+      compilerOptions: options,
+      fileName: rel,
+    });
     fs.writeFileSync(out, outputText);
   }
   fs.symlinkSync(path.join(ROOT, 'config'), path.join(OUT, 'config'));

@@ -37,7 +37,8 @@ const OVERRUN_MS = 30_000;
 export async function runCannon(opts: CannonOptions, limits: { stopAfterS?: number } = {}): Promise<CannonSummary> {
   if (!opts.duration && !opts.amount) throw new Error('runCannon: give a duration or an amount');
   const instance = autocannon({ connections: 10, pipelining: 1, timeout: 10, ...opts });
-  const stopAfterMs = limits.stopAfterS !== undefined ? limits.stopAfterS * 1000 : (opts.duration ?? 60) * 1000 + OVERRUN_MS;
+  const stopAfterMs =
+    limits.stopAfterS !== undefined ? limits.stopAfterS * 1000 : (opts.duration ?? 60) * 1000 + OVERRUN_MS;
   const guard = setTimeout(() => instance.stop(), stopAfterMs);
   let raw: AutocannonResult;
   try {

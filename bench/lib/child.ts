@@ -13,7 +13,7 @@ const MAX_KEPT_STDERR = 64 * 1024;
 export interface TsProcess {
   child: ChildProcess;
   /** what the process wrote to stderr (the last 64 KiB) */
-  stderr(): string;
+  stderr: () => string;
   /** `performance.now()` when the process was spawned */
   spawnedAt: number;
   /**
@@ -28,7 +28,11 @@ export interface TsProcess {
 }
 
 /** Runs a TypeScript file in its own Node process through tsx (or, with `tsx: false`, a JavaScript file as is). */
-export function spawnTs(script: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; tsx?: boolean }): TsProcess {
+export function spawnTs(
+  script: string,
+  args: string[],
+  opts: { cwd: string; env?: NodeJS.ProcessEnv; tsx?: boolean },
+): TsProcess {
   const env: NodeJS.ProcessEnv = {};
   // SYDENT_* variables are config defaults: keep the bench independent of the caller's environment.
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('SYDENT_')) env[k] = v;
@@ -43,7 +47,7 @@ export function spawnTs(script: string, args: string[], opts: { cwd: string; env
   // the first 64 KiB again, with each chunk's arrival time and where it ends
   let early = '';
   const arrivals: Array<{ at: number; end: number }> = [];
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
     if (early.length < MAX_KEPT_STDERR) {
       early += d;
       arrivals.push({ at: performance.now(), end: early.length });

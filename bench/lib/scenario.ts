@@ -218,13 +218,13 @@ export interface ContextOptions {
 export function createContext(opts: ContextOptions): {
   ctx: ScenarioContext;
   /** what the processes the scenario started wrote to stderr so far, by process */
-  stderr(): Array<{ what: string; text: string }>;
-  dispose(): Promise<void>;
+  stderr: () => Array<{ what: string; text: string }>;
+  dispose: () => Promise<void>;
 } {
   const cleanups: Array<() => unknown> = [];
   /** the process behind each loopback port this context started a server on: whose CPU a load's slices use */
   const pidByPort = new Map<number, number>();
-  const processes: Array<{ what: string; stderr(): string }> = [];
+  const processes: Array<{ what: string; stderr: () => string }> = [];
   const log = (message: string) => process.stderr.write(`  [${opts.name}] ${message}\n`);
   const ctx: ScenarioContext = {
     root: ROOT,
@@ -248,7 +248,8 @@ export function createContext(opts: ContextOptions): {
     async startBareFastify() {
       const server = await startBareFastify();
       cleanups.push(() => server.stop());
-      if (server.process.child.pid !== undefined) pidByPort.set(Number(new URL(server.baseUrl).port), server.process.child.pid);
+      if (server.process.child.pid !== undefined)
+        pidByPort.set(Number(new URL(server.baseUrl).port), server.process.child.pid);
       processes.push({ what: 'bare fastify', stderr: server.process.stderr });
       return server;
     },
@@ -332,11 +333,17 @@ export function createContext(opts: ContextOptions): {
       const both = scenarioCpu !== null && baselineCpu !== null;
       const perRound = (names: string[]) => {
         const byProcess = names.map((name) => runs.get(name)!.map((r) => r.rps));
-        return { byProcess, rounds: Array.from({ length: PAIRED_ROUNDS }, (_, round) => mean(byProcess.map((rps) => rps[round]!))) };
+        return {
+          byProcess,
+          rounds: Array.from({ length: PAIRED_ROUNDS }, (_, round) => mean(byProcess.map((rps) => rps[round]!))),
+        };
       };
       const base = perRound(baselineNames);
       const scen = perRound(scenarioNames);
-      const bad = scenarioNames.reduce((n, name) => n + runs.get(name)!.reduce((m, r) => m + r.non2xx + r.errors, 0), 0);
+      const bad = scenarioNames.reduce(
+        (n, name) => n + runs.get(name)!.reduce((m, r) => m + r.non2xx + r.errors, 0),
+        0,
+      );
       if (bad > 0) throw new Error(`paired measurement: ${bad} non-2xx answers or errors`);
       return {
         rounds: PAIRED_ROUNDS,
@@ -394,7 +401,9 @@ export function createContext(opts: ContextOptions): {
         medianRatio: median(scenario.rps.map((v, i) => v / twin.rps[i]!)),
         scenarioP50: median(scenario.p50),
         twinP50: median(twin.p50),
-        cpuPerAnswerUs: cpuKnown ? { scenario: (scenario.cpuS * 1e6) / scenario.ok, twin: (twin.cpuS * 1e6) / twin.ok } : null,
+        cpuPerAnswerUs: cpuKnown
+          ? { scenario: (scenario.cpuS * 1e6) / scenario.ok, twin: (twin.cpuS * 1e6) / twin.ok }
+          : null,
         scenarioFailures: scenario.failures,
         twinFailures: twin.failures,
       };

@@ -67,7 +67,10 @@ export function insertSessions(db: SqliteDatabase, count: number, now = Date.now
     tokens: `INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES ${valuesSql(n, cols.tokens)}`,
     machines: `INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES ${valuesSql(n, cols.machines)}`,
   });
-  const full = Object.fromEntries(Object.entries(sql(BATCH)).map(([k, v]) => [k, db.prepare(v)])) as Record<keyof typeof cols, ReturnType<SqliteDatabase['prepare']>>;
+  const full = Object.fromEntries(Object.entries(sql(BATCH)).map(([k, v]) => [k, db.prepare(v)])) as Record<
+    keyof typeof cols,
+    ReturnType<SqliteDatabase['prepare']>
+  >;
 
   // Rows go in in sid order (the rowid of both Sydent tables: random-order inserts into a million-row b-tree take
   // minutes), while each sid gets a random place in time, so the mtime index points all over the table as it does
@@ -81,7 +84,10 @@ export function insertSessions(db: SqliteDatabase, count: number, now = Date.now
   const flush = () => {
     const n = rows.sessions.length / cols.sessions;
     if (n === 0) return;
-    const stmts = n === BATCH ? full : (Object.fromEntries(Object.entries(sql(n)).map(([k, v]) => [k, db.prepare(v)])) as typeof full);
+    const stmts =
+      n === BATCH
+        ? full
+        : (Object.fromEntries(Object.entries(sql(n)).map(([k, v]) => [k, db.prepare(v)])) as typeof full);
     for (const k of Object.keys(cols) as Array<keyof typeof cols>) {
       stmts[k].run(rows[k]);
       rows[k].length = 0;
@@ -137,7 +143,8 @@ export function insertSessions(db: SqliteDatabase, count: number, now = Date.now
         JSON.stringify(history),
         history.at(-1)!.at,
       );
-      if (!validated && i % sampleEvery === 1 && samples.length < SAMPLES) samples.push({ sid, address, clientSecret, sendAttempt: 1 });
+      if (!validated && i % sampleEvery === 1 && samples.length < SAMPLES)
+        samples.push({ sid, address, clientSecret, sendAttempt: 1 });
       if (rows.sessions.length === BATCH * cols.sessions) flush();
     }
     flush();

@@ -71,7 +71,8 @@ export async function startSydent(opts: StartSydentOptions = {}): Promise<Sydent
       client_http_base: baseUrl,
     },
   };
-  for (const [section, values] of Object.entries(opts.conf ?? {})) sections[section] = { ...sections[section], ...values };
+  for (const [section, values] of Object.entries(opts.conf ?? {}))
+    sections[section] = { ...sections[section], ...values };
   // it holds the signing key: readable by its owner only, as the server asks (and warns otherwise)
   fs.writeFileSync(confPath, formatConf(sections), { mode: 0o600 });
 

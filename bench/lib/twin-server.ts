@@ -72,21 +72,36 @@ if (kind === 'request-token') {
     ignoreTLS: true,
     name: 'bench.test',
   });
-  const mail = compileTemplate(fs.readFileSync(path.join(templatesDir!, 'matrix-org', 'verification_template.eml.j2'), 'utf8'));
+  const mail = compileTemplate(
+    fs.readFileSync(path.join(templatesDir!, 'matrix-org', 'verification_template.eml.j2'), 'utf8'),
+  );
 
   const sidUsed = db.prepare<[number], { id: number }>('SELECT id FROM threepid_validation_sessions WHERE id = ?');
   const insertSession = db.prepare(
     'INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES (?, ?, ?, ?, 0, ?)',
   );
-  const insertToken = db.prepare('INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES (?, ?, ?)');
+  const insertToken = db.prepare(
+    'INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES (?, ?, ?)',
+  );
   const insertMachine = db.prepare(
     'INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES (?, ?, ?, 1, 1, ?, ?)',
   );
-  const create = db.transaction((sid: number, address: string, secret: string, token: string, sendAttempt: number, context: string, history: string, now: number) => {
-    insertSession.run(sid, 'email', address, secret, now);
-    insertToken.run(sid, token, sendAttempt);
-    insertMachine.run(sid, 'sendingToken', context, history, now);
-  });
+  const create = db.transaction(
+    (
+      sid: number,
+      address: string,
+      secret: string,
+      token: string,
+      sendAttempt: number,
+      context: string,
+      history: string,
+      now: number,
+    ) => {
+      insertSession.run(sid, 'email', address, secret, now);
+      insertToken.run(sid, token, sendAttempt);
+      insertMachine.run(sid, 'sendingToken', context, history, now);
+    },
+  );
 
   app.post<{ Body: { client_secret: string; email: string; send_attempt: number; next_link?: string } }>(
     '/requestToken',
@@ -150,9 +165,19 @@ if (kind === 'request-token') {
 } else {
   const [serverName] = rest;
   const seed = randomBytes(32);
-  const key = createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]), format: 'der', type: 'pkcs8' });
-  publicKey = createPublicKey(key).export({ format: 'der', type: 'spki' }).subarray(12).toString('base64').replace(/=+$/, '');
-  const pepper = (db.prepare('SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1').get() as { lookup_pepper: string }).lookup_pepper;
+  const key = createPrivateKey({
+    key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]),
+    format: 'der',
+    type: 'pkcs8',
+  });
+  publicKey = createPublicKey(key)
+    .export({ format: 'der', type: 'spki' })
+    .subarray(12)
+    .toString('base64')
+    .replace(/=+$/, '');
+  const pepper = (
+    db.prepare('SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1').get() as { lookup_pepper: string }
+  ).lookup_pepper;
   const LIFETIME_MS = 100 * 365 * 24 * 60 * 60 * 1000;
 
   const pendingInvites = db.prepare(
@@ -170,8 +195,17 @@ if (kind === 'request-token') {
   );
 
   /** The association's keys in sorted order, so JSON.stringify is its canonical JSON (strings and integers only). */
-  const signed = (a: { address: string; medium: string; mxid: string; not_after: number; not_before: number; ts: number }) => {
-    const sig = sign(null, Buffer.from(JSON.stringify(a)), key).toString('base64').replace(/=+$/, '');
+  const signed = (a: {
+    address: string;
+    medium: string;
+    mxid: string;
+    not_after: number;
+    not_before: number;
+    ts: number;
+  }) => {
+    const sig = sign(null, Buffer.from(JSON.stringify(a)), key)
+      .toString('base64')
+      .replace(/=+$/, '');
     return { ...a, signatures: { [serverName!]: { 'ed25519:0': sig } } };
   };
 
@@ -219,7 +253,8 @@ function compileTemplate(src: string): (vars: Record<string, string>) => string 
   const escape = (v: string) => v.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   return (vars) => {
     let out = '';
-    for (const p of parts) out += typeof p === 'string' ? p : p.safe ? (vars[p.name] ?? '') : escape(vars[p.name] ?? '');
+    for (const p of parts)
+      out += typeof p === 'string' ? p : p.safe ? (vars[p.name] ?? '') : escape(vars[p.name] ?? '');
     return out.endsWith('\r\n') ? out : `${out}\r\n`;
   };
 }

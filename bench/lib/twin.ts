@@ -7,8 +7,7 @@ import { SERVER_NAME } from './sydent.js';
 
 /** What a bare twin does (see twin-server.ts), and what it needs. */
 export type TwinSpec =
-  | { kind: 'request-token'; dbPath: string; smtpPort: number }
-  | { kind: 'bind'; dbPath: string; serverName?: string };
+  { kind: 'request-token'; dbPath: string; smtpPort: number } | { kind: 'bind'; dbPath: string; serverName?: string };
 
 export interface Twin {
   baseUrl: string;

@@ -12,7 +12,7 @@ const BODIES = 16;
 const baselinePost: Scenario = {
   name: 'baseline-post',
   description:
-    'NOT sydent-ts: bare fastify 5, `POST /` → `{}` (default JSON parser, no hooks), with lookup-1\'s headers and a ' +
+    "NOT sydent-ts: bare fastify 5, `POST /` → `{}` (default JSON parser, no hooks), with lookup-1's headers and a " +
     'body of the same shape (1 sha256 hash, algorithm, pepper): the ceiling for a JSON POST',
   async run(ctx) {
     const server = await ctx.startBareFastify();

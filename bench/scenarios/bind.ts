@@ -6,7 +6,13 @@ import path from 'node:path';
 
 import { decodeBase64, verifySignedJson } from '../../src/crypto/index.js';
 import { lookupHash } from '../../src/crypto/hash.js';
-import { prepareAssociationsDb, requestJson, startAssociationsServer, statusNotes, verifyLookup } from '../lib/associations-db.js';
+import {
+  prepareAssociationsDb,
+  requestJson,
+  startAssociationsServer,
+  statusNotes,
+  verifyLookup,
+} from '../lib/associations-db.js';
 import { freePort } from '../lib/ports.js';
 import type { Scenario } from '../lib/scenario.js';
 import { SERVER_NAME } from '../lib/sydent.js';
@@ -58,7 +64,8 @@ function checkStoredBinds(dbPath: string, after: number, verifyKey: string): num
     for (const row of rows) {
       if (!row.sgAssoc) throw new Error(`bind ${row.id} has a local row but no global row`);
       const signed = JSON.parse(row.sgAssoc) as { address?: string; mxid?: string };
-      if (signed.address !== row.address || signed.mxid !== row.mxid) throw new Error(`bind ${row.id}: the signed association names another binding`);
+      if (signed.address !== row.address || signed.mxid !== row.mxid)
+        throw new Error(`bind ${row.id}: the signed association names another binding`);
       verifySignedJson(signed, SERVER_NAME, 'ed25519:0', key);
     }
     return rows.length;
@@ -112,9 +119,15 @@ const bind: Scenario = {
     );
     // requests in flight when a slice stopped finish on their own: wait for the writes to land
     await new Promise((r) => setTimeout(r, 500));
-    const stored = { scenario: checkStoredBinds(s.server.dbPath, s.db.count, serverKey), twin: checkStoredBinds(twinDb, s.db.count, twin.verifyKey!) };
+    const stored = {
+      scenario: checkStoredBinds(s.server.dbPath, s.db.count, serverKey),
+      twin: checkStoredBinds(twinDb, s.db.count, twin.verifyKey!),
+    };
 
-    const retries = s.server.process.stderr().split('\n').filter((l) => l.includes('homeserver callback failed')).length;
+    const retries = s.server.process
+      .stderr()
+      .split('\n')
+      .filter((l) => l.includes('homeserver callback failed')).length;
     const rate = summary.ok2xx / summary.durationS;
     return {
       summary,
@@ -139,8 +152,18 @@ const bind: Scenario = {
       ],
       notes: statusNotes(summary),
       goals: [
-        { what: 'bind (internal), 1M associations', figure: `${rate.toFixed(0)}/s`, goal: '≥ 1,000/s', met: rate >= 1000 },
-        { what: 'bind, 1M associations, vs its bare twin', figure: twinFigure.ratio.toFixed(3), goal: '≥ 0.5', met: twinFigure.ratio >= 0.5 },
+        {
+          what: 'bind (internal), 1M associations',
+          figure: `${rate.toFixed(0)}/s`,
+          goal: '≥ 1,000/s',
+          met: rate >= 1000,
+        },
+        {
+          what: 'bind, 1M associations, vs its bare twin',
+          figure: twinFigure.ratio.toFixed(3),
+          goal: '≥ 0.5',
+          met: twinFigure.ratio >= 0.5,
+        },
       ],
     };
   },

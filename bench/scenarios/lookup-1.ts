@@ -45,10 +45,20 @@ const lookup1: Scenario = {
       extras: [
         { label: 'associations in the database', value: s.db.count.toLocaleString('en') },
         { label: 'request', value: `${V2_LOOKUP_PATH}, 1 hash, half the requests a hit, Authorization: Bearer` },
-        { label: 'goal', value: 'at least 0.80 of the baseline\'s req/s, kept (column "paired": measured in the same minutes)' },
+        {
+          label: 'goal',
+          value: 'at least 0.80 of the baseline\'s req/s, kept (column "paired": measured in the same minutes)',
+        },
       ],
       notes: statusNotes(summary),
-      goals: [{ what: '1-address lookup, paired with a bare GET', figure: paired.ratio.toFixed(3), goal: '≥ 0.80, kept', met: paired.ratio >= 0.8 }],
+      goals: [
+        {
+          what: '1-address lookup, paired with a bare GET',
+          figure: paired.ratio.toFixed(3),
+          goal: '≥ 0.80, kept',
+          met: paired.ratio >= 0.8,
+        },
+      ],
     };
   },
 };

@@ -60,7 +60,10 @@ const memory: Scenario = {
     ctx.defer(() => clearInterval(sampler));
     const limitS = loadLimitS(sessions);
     ctx.log(`${sessions} requestTokens on ${CONNECTIONS} connections (stopped after ${limitS} s if not done)`);
-    const summary = await ctx.cannon({ url: server.baseUrl, requests: [uniqueRequest()], amount: sessions, connections: CONNECTIONS }, { stopAfterS: limitS });
+    const summary = await ctx.cannon(
+      { url: server.baseUrl, requests: [uniqueRequest()], amount: sessions, connections: CONNECTIONS },
+      { stopAfterS: limitS },
+    );
     const loadS = (performance.now() - started) / 1000;
     const mails = await sink.settle(3000, 30_000);
     clearInterval(sampler);
@@ -101,7 +104,9 @@ const memory: Scenario = {
     for (let i = tenth; i < series.length; i += tenth) {
       const a = series[i - tenth]!;
       const b = series[i]!;
-      course.push(`${b.mails.toLocaleString('en')} at ${b.s.toFixed(0)} s: ${((b.mails - a.mails) / (b.s - a.s)).toFixed(0)}/s, ${mb(b.rss)}`);
+      course.push(
+        `${b.mails.toLocaleString('en')} at ${b.s.toFixed(0)} s: ${((b.mails - a.mails) / (b.s - a.s)).toFixed(0)}/s, ${mb(b.rss)}`,
+      );
     }
     const worstDebugMs = Math.max(...debug.map((d) => Math.max(...d.ms)));
     const reached = summary.ok2xx >= sessions;
@@ -124,7 +129,10 @@ const memory: Scenario = {
         label: `\`GET ${d.path}\` after the idle time (${DEBUG_TRIES} tries)`,
         value: `${d.ms.map((v) => `${v.toFixed(0)} ms`).join(', ')}; ${(d.bytes / 1024).toFixed(0)} KiB, status ${d.status}`,
       })),
-      { label: 'session actors in memory after the idle time (from /_sydent/debug/actors)', value: String(liveSessions) },
+      {
+        label: 'session actors in memory after the idle time (from /_sydent/debug/actors)',
+        value: String(liveSessions),
+      },
     ];
     return {
       summary,
@@ -139,7 +147,7 @@ const memory: Scenario = {
           met: afterIdle.rss >= 250e6 ? false : reached && sessions >= 1_000_000 ? true : null,
         },
         {
-          what: 'debug endpoints (actors, the session actors\' first page, sessions) after it',
+          what: "debug endpoints (actors, the session actors' first page, sessions) after it",
           figure: `${worstDebugMs.toFixed(0)} ms at worst`,
           goal: '< 50 ms',
           met: worstDebugMs < 50,

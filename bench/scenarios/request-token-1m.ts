@@ -24,8 +24,9 @@ const requestToken1m: Scenario = {
       prepareDb: async (dbPath) => {
         const db = await prepareSessionsDb(dbPath, { count: SESSIONS, associations: ASSOCIATIONS });
         ctx.log(
-          (db.buildS ? `built ${db.count} sessions on ${db.associations} associations in ${db.buildS.toFixed(1)} s; ` : '') +
-            `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
+          (db.buildS
+            ? `built ${db.count} sessions on ${db.associations} associations in ${db.buildS.toFixed(1)} s; `
+            : '') + `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
         );
         return { samples: db.samples, count: db.count };
       },
@@ -40,7 +41,8 @@ const requestToken1m: Scenario = {
       goals: [
         {
           what: `requestToken + mail, ${SESSIONS.toLocaleString('en')} sessions in the table`,
-          figure: `${rate.toFixed(1)}/s` + (share !== null ? ` (${(share * 100).toFixed(1)} % of the empty table's)` : ''),
+          figure:
+            `${rate.toFixed(1)}/s` + (share !== null ? ` (${(share * 100).toFixed(1)} % of the empty table's)` : ''),
           goal: '≥ 90 % of the empty-table figure',
           met: share === null ? null : share >= 0.9,
         },

@@ -14,7 +14,10 @@ const requestTokenRepeat: Scenario = {
     const server = await ctx.startServer({ conf: emailConf(sink.port) });
     const body = JSON.stringify({ client_secret: 'benchrepeatsecret', email: 'repeat@bench.test', send_attempt: 1 });
     const headers = { 'content-type': 'application/json' };
-    const load = { url: server.baseUrl, requests: [{ method: 'POST' as const, path: REQUEST_TOKEN_PATH, headers, body }] };
+    const load = {
+      url: server.baseUrl,
+      requests: [{ method: 'POST' as const, path: REQUEST_TOKEN_PATH, headers, body }],
+    };
     const summary = await ctx.measure(load);
     // against the ceiling of a JSON POST: bare fastify answering `POST /` with `{}`, sent the same request
     const paired = await ctx.pairedWithBaseline(load, undefined, {

@@ -70,7 +70,10 @@ function countSessions(dbPath: string): number {
  * 2xx was mailed, every mail belongs to a session that is stored (rows created = mails, on each side), and on a
  * prepared database, existing sessions are found (the same secret and send_attempt answer their sid, no mail).
  */
-export async function measureRequestToken(ctx: ScenarioContext, opts: RequestTokenOptions = {}): Promise<ScenarioResult> {
+export async function measureRequestToken(
+  ctx: ScenarioContext,
+  opts: RequestTokenOptions = {},
+): Promise<ScenarioResult> {
   const quietMs = opts.settleQuietMs ?? 300;
   // One sink each, alike: a request of one side still running after its slice (past autocannon's timeout, the
   // server goes on) mails into its own count, never the other side's.
@@ -112,7 +115,9 @@ export async function measureRequestToken(ctx: ScenarioContext, opts: RequestTok
       });
       ms.push(res.ms);
       if (res.status !== 200 || (res.body as { sid?: unknown }).sid !== String(sample.sid)) {
-        throw new Error(`existing session check: status ${res.status}, ${JSON.stringify(res.body).slice(0, 200)}, expected sid ${sample.sid}`);
+        throw new Error(
+          `existing session check: status ${res.status}, ${JSON.stringify(res.body).slice(0, 200)}, expected sid ${sample.sid}`,
+        );
       }
     }
     const mailed = await settle();
@@ -137,7 +142,9 @@ export async function measureRequestToken(ctx: ScenarioContext, opts: RequestTok
   // (On a large table requests outlive the run and the warm-up's land in it: there only the lower bound holds, and
   // the reconciliation at the end checks the rest.)
   if (measuredMails < summary.ok2xx || (!opts.prepareDb && measuredMails > summary.sent)) {
-    notes.push(`SMTP mismatch: ${measuredMails} messages for ${summary.ok2xx} 2xx answers and ${summary.sent} requests sent`);
+    notes.push(
+      `SMTP mismatch: ${measuredMails} messages for ${summary.ok2xx} 2xx answers and ${summary.sent} requests sent`,
+    );
   }
 
   const twinFigure = await ctx.pairedWithTwin(
@@ -194,7 +201,8 @@ export async function measureRequestToken(ctx: ScenarioContext, opts: RequestTok
       value: `sydent-ts ${rows.scenario} / ${mails.scenario}, twin ${rows.twin} / ${mails.twin}`,
     },
   );
-  if (prepared.count) extras.push({ label: 'sessions in the database before', value: prepared.count.toLocaleString('en') });
+  if (prepared.count)
+    extras.push({ label: 'sessions in the database before', value: prepared.count.toLocaleString('en') });
   return { summary, twin: twinFigure, extras, notes: [...notes, ...statusNotes(summary)], goals: [] };
 }
 
@@ -206,7 +214,12 @@ const requestToken: Scenario = {
     const result = await measureRequestToken(ctx);
     const rate = result.summary!.ok2xx / result.summary!.durationS;
     const goals: Goal[] = [
-      { what: 'requestToken + mail, empty sessions table', figure: `${rate.toFixed(0)}/s`, goal: '≥ 1,000/s', met: rate >= 1000 },
+      {
+        what: 'requestToken + mail, empty sessions table',
+        figure: `${rate.toFixed(0)}/s`,
+        goal: '≥ 1,000/s',
+        met: rate >= 1000,
+      },
       {
         what: 'requestToken + mail, empty table, vs its bare twin',
         figure: result.twin!.ratio.toFixed(3),

@@ -85,8 +85,9 @@ const startup: Scenario = {
     const empty = path.join(dir, 'empty', 'sydent.db');
     const db = await prepareSessionsDb(full, { count: SESSIONS, associations: ASSOCIATIONS });
     ctx.log(
-      (db.buildS ? `built ${db.count} sessions on ${db.associations} associations in ${db.buildS.toFixed(1)} s; ` : '') +
-        `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
+      (db.buildS
+        ? `built ${db.count} sessions on ${db.associations} associations in ${db.buildS.toFixed(1)} s; `
+        : '') + `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
     );
     fs.mkdirSync(path.dirname(empty), { recursive: true });
     closeDatabase(openDatabase(empty));
@@ -101,16 +102,22 @@ const startup: Scenario = {
     const med = (which: 'full' | 'empty', of: keyof Start) => median(starts[which].map((s) => s[of]));
     const listening = med('full', 'listeningMs');
     const list = (which: 'full' | 'empty') =>
-      starts[which].map((s) => `${s.listeningMs.toFixed(0)} ms (then /versions at worst ${s.worstProbeMs.toFixed(0)} ms)`).join(', ');
+      starts[which]
+        .map((s) => `${s.listeningMs.toFixed(0)} ms (then /versions at worst ${s.worstProbeMs.toFixed(0)} ms)`)
+        .join(', ');
     const extras: Extra[] = [
       {
         label: `**to listening, ${ASSOCIATIONS.toLocaleString('en')} associations + ${SESSIONS.toLocaleString('en')} sessions**`,
         value: `**${listening.toFixed(0)} ms** (median of ${STARTS}): ${list('full')}`,
       },
-      { label: 'to listening, empty database', value: `${med('empty', 'listeningMs').toFixed(0)} ms (median of ${STARTS}): ${list('empty')}` },
+      {
+        label: 'to listening, empty database',
+        value: `${med('empty', 'listeningMs').toFixed(0)} ms (median of ${STARTS}): ${list('empty')}`,
+      },
       {
         label: 'what the data costs (median full − median empty)',
-        value: `${(listening - med('empty', 'listeningMs')).toFixed(0)} ms to listening; the slowest /versions in the first ${WATCH_S} s: ` +
+        value:
+          `${(listening - med('empty', 'listeningMs')).toFixed(0)} ms to listening; the slowest /versions in the first ${WATCH_S} s: ` +
           `${med('full', 'worstProbeMs').toFixed(0)} ms vs ${med('empty', 'worstProbeMs').toFixed(0)} ms (medians)`,
       },
       { label: 'database', value: `${(db.bytes / 2 ** 20).toFixed(0)} MiB` },

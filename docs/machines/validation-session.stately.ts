@@ -196,7 +196,7 @@ export const validationSessionMachine = createMachine({
                   {
                     "actions": [
                       "accept",
-                      "touch"
+                      "touchIfStale"
                     ]
                   }
                 ]
@@ -243,7 +243,7 @@ export const validationSessionMachine = createMachine({
               {
                 "actions": [
                   "accept",
-                  "touch"
+                  "touchIfStale"
                 ]
               }
             ],

@@ -1,4 +1,5 @@
 import type { AnyActorRef } from 'xstate';
+import { statusOf } from './actor-ref.js';
 import { DeadlineExceededError, repliesOf } from './replies.js';
 
 export { DeadlineExceededError } from './replies.js';
@@ -47,7 +48,10 @@ const DEFAULT_ASK_TIMEOUT_MS = 10_000;
 
 /** The Date.now() time an ask with these options gives up. */
 function deadlineOf(opts: CallOptions = {}): number {
-  const byTimeout = opts.timeoutMs !== undefined || opts.deadline === undefined ? Date.now() + (opts.timeoutMs ?? DEFAULT_ASK_TIMEOUT_MS) : Infinity;
+  const byTimeout =
+    opts.timeoutMs !== undefined || opts.deadline === undefined
+      ? Date.now() + (opts.timeoutMs ?? DEFAULT_ASK_TIMEOUT_MS)
+      : Infinity;
   return Math.min(opts.deadline ?? Infinity, byTimeout);
 }
 
@@ -56,9 +60,14 @@ function deadlineOf(opts: CallOptions = {}): number {
  * and with AskTimeoutError at the deadline (or with the reason of the caller's signal); either way the request's
  * signal is aborted, so the work it started stops. Callers use the typed facades (src/actors/facade.ts).
  */
-export function ask<T>(ref: AnyActorRef | undefined, type: string, payload: unknown, opts: CallOptions = {}): Promise<T> {
+export function ask<T>(
+  ref: AnyActorRef | undefined,
+  type: string,
+  payload: unknown,
+  opts: CallOptions = {},
+): Promise<T> {
   const target = ref?.id ?? 'actor';
-  if (!ref || ref.getSnapshot().status !== 'active') return Promise.reject(new ActorStoppedError(target));
+  if (!ref || statusOf(ref) !== 'active') return Promise.reject(new ActorStoppedError(target));
   const started = Date.now();
   const deadline = deadlineOf(opts);
   const { id, promise } = repliesOf(ref.system).open<T>(

@@ -5,6 +5,7 @@
  * compile, and the message that goes out is plain data (src/actors/ask.ts).
  */
 import type { StoreReads } from '../store/reads.js';
+import { actorOf } from './actor-ref.js';
 import { ask, type CallOptions } from './ask.js';
 import type { AnyActorSystem } from './replies.js';
 import type { Handlers } from './supervisor.js';
@@ -20,14 +21,21 @@ type ResultOf<H> = H extends (...args: never[]) => infer R ? Awaited<R> : never;
 
 /** One method per handler of `THandlers`. */
 type Facade<THandlers extends Handlers<never>> = {
-  readonly [K in keyof THandlers & string]: (payload: PayloadOf<THandlers[K]>, opts?: CallOptions) => Promise<ResultOf<THandlers[K]>>;
+  readonly [K in keyof THandlers & string]: (
+    payload: PayloadOf<THandlers[K]>,
+    opts?: CallOptions,
+  ) => Promise<ResultOf<THandlers[K]>>;
 };
 
 /** The facade of the supervisor running under `systemId`, with the methods of `handlers`. */
-export function facade<THandlers extends Handlers<never>>(system: AnyActorSystem, systemId: string, handlers: THandlers): Facade<THandlers> {
+export function facade<THandlers extends Handlers<never>>(
+  system: AnyActorSystem,
+  systemId: string,
+  handlers: THandlers,
+): Facade<THandlers> {
   const methods: Record<string, (payload: unknown, opts?: CallOptions) => Promise<unknown>> = {};
   for (const type of Object.keys(handlers)) {
-    methods[type] = (payload, opts) => ask(system.get(systemId), type, payload, opts);
+    methods[type] = (payload, opts) => ask(actorOf(system, systemId), type, payload, opts);
   }
   return methods as Facade<THandlers>;
 }

@@ -23,6 +23,7 @@ import {
   type AnyMachineSnapshot,
   type AnyStateMachine,
   type ContextFrom,
+  type EventObject,
   type EventFromLogic,
   type InputFrom,
   type InspectionEvent,
@@ -143,7 +144,10 @@ interface MachineHostOptions<TMachine extends AnyStateMachine, TKey, TSeen> {
   migrations?: Record<number, Migration>;
   store: MachineStorePort<TKey, ContextFrom<TMachine>, TSeen>;
   /** the owner's rule for a restored machine (after migration), e.g. for a send a restart cut short */
-  restore?: (state: MachineState<ContextFrom<TMachine>>, stored: StoredMachine<TSeen>) => MachineState<ContextFrom<TMachine>>;
+  restore?: (
+    state: MachineState<ContextFrom<TMachine>>,
+    stored: StoredMachine<TSeen>,
+  ) => MachineState<ContextFrom<TMachine>>;
   /** the queue key of a machine key (default `String`) */
   keyOf?: (key: TKey) => string;
   now: () => number;
@@ -164,13 +168,13 @@ interface SendOptions<TMachine extends AnyStateMachine> {
    * Looked at before anything is recorded, with the snapshot the event leads to: false leaves the machine as it
    * is (nothing recorded, nothing started). How the sessions supervisor asks the rate limiter only for a send.
    */
-  admit?: (next: SnapshotFrom<TMachine> & AnyMachineSnapshot, current: SnapshotFrom<TMachine> & AnyMachineSnapshot) => boolean | Promise<boolean>;
+  admit?: (next: SnapshotFrom<TMachine>, current: SnapshotFrom<TMachine>) => boolean | Promise<boolean>;
   /** overrides `settleTimeoutMs` for this event */
   settleTimeoutMs?: number;
 }
 
 interface Outcome<TMachine extends AnyStateMachine> {
-  snapshot: SnapshotFrom<TMachine> & AnyMachineSnapshot;
+  snapshot: SnapshotFrom<TMachine>;
   /** the state as people read it */
   state: string;
   history: Transition[];
@@ -193,9 +197,20 @@ interface InFlight {
 }
 const DEFAULT_SETTLE_MS = 30_000;
 
+/** A snapshot's value: xstate types any machine's as `any`, every machine's is a StateValue. */
+function valueOf(s: AnyMachineSnapshot): StateValue {
+  return s.value as StateValue;
+}
+
 /** Nothing the machine started runs any more: the event it took is over. */
 function settled(s: AnyMachineSnapshot): boolean {
   return s.status !== 'active' || Object.keys(s.children as object).length === 0;
+}
+
+/** An action `transition()` has already applied: an immediate raise (taken within the same macrostep). */
+function isInternal(action: { type: string; params?: unknown }): boolean {
+  const delay = (action.params as { delay?: unknown } | undefined)?.delay;
+  return action.type === 'xstate.raise' && delay === undefined;
 }
 
 /** `xstate.done.actor.sendToken` → `done: sendToken`, as the diagrams name an invoked actor's end. */
@@ -226,20 +241,38 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
    * A new machine under `key` (no row exists) from `input`, taking `event` as its first: recorded as it is after
    * the event, then started. `key` must not be in use.
    */
-  create(key: TKey, input: InputFrom<TMachine>, event: EventFromLogic<TMachine>, options: SendOptions<TMachine> = {}): Promise<HostOutcome<TMachine, TSeen>> {
+  create(
+    key: TKey,
+    input: InputFrom<TMachine>,
+    event: EventFromLogic<TMachine>,
+    options: SendOptions<TMachine> = {},
+  ): Promise<HostOutcome<TMachine, TSeen>> {
     return this.exclusive(key, async () => {
       const [initial] = initialTransition(this.opts.machine, ...([input] as [InputFrom<TMachine>]));
-      return this.process(key, { snapshot: initial, history: [], expected: { rowVersion: null, seen: undefined }, input }, event, options);
+      return this.process(
+        key,
+        { snapshot: initial, history: [], expected: { rowVersion: null, seen: undefined }, input },
+        event,
+        options,
+      );
     });
   }
 
   /** `event` for the machine of `key`; undefined when it has no row. */
-  send(key: TKey, event: EventFromLogic<TMachine>, options: SendOptions<TMachine> = {}): Promise<HostOutcome<TMachine, TSeen> | undefined> {
+  send(
+    key: TKey,
+    event: EventFromLogic<TMachine>,
+    options: SendOptions<TMachine> = {},
+  ): Promise<HostOutcome<TMachine, TSeen> | undefined> {
     return this.exclusive(key, () => this.sendNow(key, event, options));
   }
 
   /** `send` for a caller that already holds the key's queue (inside `exclusive`). */
-  async sendNow(key: TKey, event: EventFromLogic<TMachine>, options: SendOptions<TMachine> = {}): Promise<HostOutcome<TMachine, TSeen> | undefined> {
+  async sendNow(
+    key: TKey,
+    event: EventFromLogic<TMachine>,
+    options: SendOptions<TMachine> = {},
+  ): Promise<HostOutcome<TMachine, TSeen> | undefined> {
     for (let attempt = 0; ; attempt++) {
       const restored = await this.restore(key);
       if (!restored) return undefined;
@@ -255,10 +288,16 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
   }
 
   /** The machine of `key` as its row says, without an event (the debug endpoint); undefined when it has none. */
-  peek(key: TKey): Promise<{ snapshot: SnapshotFrom<TMachine> & AnyMachineSnapshot; state: string; history: Transition[] } | undefined> {
+  peek(key: TKey): Promise<{ snapshot: SnapshotFrom<TMachine>; state: string; history: Transition[] } | undefined> {
     return this.exclusive(key, async () => {
       const restored = await this.restore(key);
-      return restored && { snapshot: restored.snapshot as SnapshotFrom<TMachine> & AnyMachineSnapshot, state: this.names.nameOf(restored.snapshot.value), history: restored.history };
+      return (
+        restored && {
+          snapshot: restored.snapshot as SnapshotFrom<TMachine>,
+          state: this.names.nameOf(valueOf(restored.snapshot)),
+          history: restored.history,
+        }
+      );
     });
   }
 
@@ -286,7 +325,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
 
   /** The machines with an event in flight and their states: all that is in memory. */
   *inFlight(): Generator<{ key: string; state: string }> {
-    for (const [key, { actor }] of this.live) yield { key, state: this.names.nameOf(actor.getSnapshot().value) };
+    for (const [key, { actor }] of this.live) yield { key, state: this.names.nameOf(valueOf(actor.getSnapshot())) };
   }
 
   /** Machines with an event running or waiting. */
@@ -341,11 +380,14 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     if (this.stopped) throw new Error(`${this.opts.name}: the host is stopping`);
     const { machine, store, now, onTransition } = this.opts;
     const current = from.snapshot;
-    const [next] = transition(machine as AnyStateMachine, current, event) as [Snapshot<TMachine>, unknown];
-    if (options.admit && !(await options.admit(next as SnapshotFrom<TMachine> & AnyMachineSnapshot, current as SnapshotFrom<TMachine> & AnyMachineSnapshot))) {
+    const [next, actions] = transition(machine as AnyStateMachine, current, event) as [
+      Snapshot<TMachine>,
+      { type: string; params?: unknown }[],
+    ];
+    if (options.admit && !(await options.admit(next as SnapshotFrom<TMachine>, current as SnapshotFrom<TMachine>))) {
       return {
-        snapshot: current as SnapshotFrom<TMachine> & AnyMachineSnapshot,
-        state: this.names.nameOf(current.value),
+        snapshot: current as SnapshotFrom<TMachine>,
+        state: this.names.nameOf(valueOf(current)),
         history: from.history,
         refused: true,
         seen: from.expected.seen,
@@ -357,20 +399,29 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     let created = from.input !== undefined;
     let expected = from.expected;
     let history = from.history;
-    let recorded = { value: current.value, text: encodeStateValue(current.value), context: JSON.stringify(current.context) };
+    let recorded = {
+      value: valueOf(current),
+      text: encodeStateValue(valueOf(current)),
+      context: JSON.stringify(current.context),
+    };
     const record = async (snapshot: Snapshot<TMachine>, eventType: string) => {
-      const text = encodeStateValue(snapshot.value);
+      const value = valueOf(snapshot);
+      const text = encodeStateValue(value);
       const context = JSON.stringify(snapshot.context);
       if (!created && recorded.text === text && recorded.context === context) return;
       const fromName = this.names.nameOf(recorded.value);
-      const toName = this.names.nameOf(snapshot.value);
+      const toName = this.names.nameOf(value);
       const moved = fromName !== toName;
       const label = eventName(eventType);
-      const nextHistory = moved ? [...history, { at: now(), event: label, from: fromName, to: toName }].slice(-(this.opts.historyLimit ?? DEFAULT_HISTORY)) : history;
+      const nextHistory = moved
+        ? [...history, { at: now(), event: label, from: fromName, to: toName }].slice(
+            -(this.opts.historyLimit ?? DEFAULT_HISTORY),
+          )
+        : history;
       expected = await store.save(
         key,
         {
-          value: snapshot.value,
+          value,
           state: text,
           stateName: toName,
           context: snapshot.context as ContextFrom<TMachine>,
@@ -382,34 +433,51 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       );
       created = false;
       history = nextHistory;
-      recorded = { value: snapshot.value, text, context };
+      recorded = { value, text, context };
       if (moved) onTransition?.(fromName, toName, label);
     };
 
     // Record, then act: a failed save throws here, before any actor exists.
     try {
-      await record(next, event.type);
+      await record(next, (event as EventObject).type);
     } catch (error) {
       throw this.opts.isConflict?.(error) ? new RecordConflictError(this.opts.name, error) : error;
+    }
+    // The event starts nothing (no invoked actor, no action with an effect outside the machine): the snapshot just
+    // recorded is where the machine ends, and no actor needs to compute the same transition again.
+    if (settled(next) && actions.every(isInternal)) {
+      return {
+        snapshot: next as SnapshotFrom<TMachine>,
+        state: this.names.nameOf(valueOf(next)),
+        history,
+        refused: false,
+        seen: expected.seen,
+      };
     }
 
     const k = this.keyOf(key);
     let taken = false;
     let saving: Promise<void> = Promise.resolve();
-    let saveError: unknown = null;
+    const saveErrors: unknown[] = [];
     let end: ((how: 'settled' | 'stopped') => void) | null = null;
     const outer = this.opts.inspect;
     const inspect = (ev: InspectionEvent) => {
-      if (outer) (typeof outer === 'function' ? outer(ev) : outer.next?.(ev));
+      if (typeof outer === 'function') outer(ev);
+      else outer?.next?.(ev);
       if (!taken || ev.type !== '@xstate.snapshot' || ev.actorRef !== actor) return;
       const snapshot = ev.snapshot as Snapshot<TMachine>;
       // Every change after the event is recorded in order; the first failure is the event's.
-      saving = saving.then(() => record(snapshot, ev.event.type)).catch((err: unknown) => {
-        saveError ??= err;
-      });
+      saving = saving
+        .then(() => record(snapshot, ev.event.type))
+        .catch((err: unknown) => {
+          saveErrors.push(err);
+        });
       if (settled(snapshot)) end?.('settled');
     };
-    const actor = createActor(machine as AnyStateMachine, from.input !== undefined ? { input: from.input, inspect } : { snapshot: current, inspect });
+    const actor = createActor(
+      machine as AnyStateMachine,
+      from.input !== undefined ? { input: from.input, inspect } : { snapshot: current, inspect },
+    );
     let stopped = false;
     this.live.set(k, {
       actor,
@@ -435,12 +503,12 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       }
       if (stopped) throw new MachineStoppedError(this.opts.name);
       await saving;
-      if (saveError) throw saveError;
+      if (saveErrors.length > 0) throw saveErrors[0];
       const snapshot = actor.getSnapshot() as Snapshot<TMachine>;
       if (snapshot.status === 'error') throw snapshot.error;
       return {
-        snapshot: snapshot as SnapshotFrom<TMachine> & AnyMachineSnapshot,
-        state: this.names.nameOf(snapshot.value),
+        snapshot: snapshot as SnapshotFrom<TMachine>,
+        state: this.names.nameOf(valueOf(snapshot)),
         history,
         refused: false,
         seen: expected.seen,

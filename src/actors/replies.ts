@@ -60,7 +60,7 @@ class ReplyRegistry {
         signal.addEventListener('abort', onAbort, { once: true });
         detach = () => signal.removeEventListener('abort', onAbort);
       }
-      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject, controller, timer, detach });
+      this.pending.set(id, { resolve, reject, controller, timer, detach });
       if (signal?.aborted) end(abortReason(signal));
     });
     return { id, promise };

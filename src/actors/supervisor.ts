@@ -144,7 +144,10 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
       if (!signal) return;
       const payload = (event.payload ?? {}) as Record<string, unknown>;
       if (event.type === CONTROL.stats) {
-        stats().then((s) => replies.resolve(replyTo, s), (error: unknown) => replies.reject(replyTo, error));
+        stats().then(
+          (s) => replies.resolve(replyTo, s),
+          (error: unknown) => replies.reject(replyTo, error),
+        );
         return;
       }
       if (event.type === CONTROL.children) {
@@ -166,7 +169,9 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
         replies.reject(replyTo, new SupervisorClosedError(id));
         return;
       }
-      const handler = Object.hasOwn(spec.handlers, event.type) ? (spec.handlers[event.type] as AnyPayloadHandler<TResource>) : undefined;
+      const handler = Object.hasOwn(spec.handlers, event.type)
+        ? (spec.handlers[event.type] as AnyPayloadHandler<TResource>)
+        : undefined;
       if (!handler) {
         replies.reject(replyTo, new UnknownRequestError(id, event.type));
         return;

@@ -1,10 +1,17 @@
 import { createActor, fromCallback, setup, type Actor } from 'xstate';
 import type { StoreReads } from '../store/reads.js';
+import { actorOf, statusOf } from './actor-ref.js';
 import { ask, DeadlineExceededError, type AskEvent } from './ask.js';
 import type { SystemDeps } from './deps.js';
 import { facade, provideEnvironment, type Facades } from './facade.js';
 import { repliesOf } from './replies.js';
-import { CONTROL, SupervisorClosedError, type ChildPage, type ChildSummary, type SupervisorStats } from './supervisor.js';
+import {
+  CONTROL,
+  SupervisorClosedError,
+  type ChildPage,
+  type ChildSummary,
+  type SupervisorStats,
+} from './supervisor.js';
 import { mailerHandlers, mailerSupervisor } from './supervisors/mailer.js';
 import { notifierHandlers, notifierSupervisor } from './supervisors/notifier.js';
 import { replicationHandlers, replicationSupervisor } from './supervisors/replication.js';
@@ -86,7 +93,11 @@ export class ActorSystem {
         sessions: sessionsSupervisor,
       },
     });
-    const root = createActor(machine, { input: deps, systemId: 'root', ...(deps.inspect ? { inspect: deps.inspect } : {}) });
+    const root = createActor(machine, {
+      input: deps,
+      systemId: 'root',
+      ...(deps.inspect ? { inspect: deps.inspect } : {}),
+    });
     let reads: StoreReads | null = null;
     const system = root.system;
     const facades: Facades = {
@@ -142,10 +153,12 @@ export class ActorSystem {
       },
     ];
     for (const id of SUPERVISORS) {
-      const ref = this.root.system.get(id);
-      const status: string = ref?.getSnapshot().status ?? 'stopped';
+      const ref = actorOf(this.root.system, id);
+      const status: string = statusOf(ref);
       const stats =
-        status === 'active' ? await ask<SupervisorStats>(ref, CONTROL.stats, {}, { timeoutMs: 1000 }).catch(() => null) : null;
+        status === 'active'
+          ? await ask<SupervisorStats>(ref, CONTROL.stats, {}, { timeoutMs: 1000 }).catch(() => null)
+          : null;
       out.push({
         systemId: id,
         status,
@@ -166,13 +179,13 @@ export class ActorSystem {
       return { total: all.length, children: all.slice(offset, offset + limit) };
     }
     if (!(SUPERVISORS as readonly string[]).includes(id)) return undefined;
-    const ref = this.root.system.get(id);
-    if (ref?.getSnapshot().status !== 'active') return { total: 0, children: [] };
+    const ref = actorOf(this.root.system, id);
+    if (statusOf(ref) !== 'active') return { total: 0, children: [] };
     return ask<ChildPage>(ref, CONTROL.children, { offset, limit }, { timeoutMs: 1000 });
   }
 
   private supervisorStates(): { id: string; state: string }[] {
-    return SUPERVISORS.map((id) => ({ id, state: String(this.root.system.get(id)?.getSnapshot().status ?? 'stopped') }));
+    return SUPERVISORS.map((id) => ({ id, state: statusOf(actorOf(this.root.system, id)) }));
   }
 
   /**
@@ -182,7 +195,11 @@ export class ActorSystem {
    */
   abandon(): void {
     const replies = repliesOf(this.root.system);
-    if (replies.size > 0) this.deps.log.warn({ requests: replies.size }, 'stopping: the deadline passed; work still under way was abandoned');
+    if (replies.size > 0)
+      this.deps.log.warn(
+        { requests: replies.size },
+        'stopping: the deadline passed; work still under way was abandoned',
+      );
     replies.abortAll(new SupervisorClosedError('the server'));
   }
 
@@ -196,13 +213,16 @@ export class ActorSystem {
     const until = opts.until ?? Date.now() + DRAIN_MS;
     try {
       for (const id of [...SUPERVISORS].reverse()) {
-        const ref = this.root.system.get(id);
-        if (ref?.getSnapshot().status !== 'active') continue;
+        const ref = actorOf(this.root.system, id);
+        if (statusOf(ref) !== 'active') continue;
         try {
           await ask(ref, CONTROL.drain, {}, { deadline: Date.now() < until ? until : until + CLOSE_GRACE_MS });
         } catch (error) {
           if (error instanceof DeadlineExceededError) {
-            this.deps.log.warn({ supervisor: id, until: new Date(until).toISOString() }, 'shutdown: a supervisor did not drain in time; its work is cut off');
+            this.deps.log.warn(
+              { supervisor: id, until: new Date(until).toISOString() },
+              'shutdown: a supervisor did not drain in time; its work is cut off',
+            );
             // What is left would hold up the supervisors after this one, which it may be waiting on: cut off now.
             this.abandon();
           } else {

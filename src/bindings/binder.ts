@@ -104,7 +104,9 @@ function makeBinding(
     mxid,
     signed: identity.sign({ mxid, token: invite.token }),
   }));
-  const signed: SignedAssociation = signedInvites.length ? identity.sign({ ...assoc, invites: signedInvites }) : published;
+  const signed: SignedAssociation = signedInvites.length
+    ? identity.sign({ ...assoc, invites: signedInvites })
+    : published;
   return {
     signed,
     record: {
@@ -124,7 +126,12 @@ function makeBinding(
 }
 
 /** `false` when that binding did not exist here (the answer is the same: it is gone). */
-export async function unbindThreepid(deps: BinderDeps, threepid: Threepid, mxid: string, request: CallOptions): Promise<boolean> {
+export async function unbindThreepid(
+  deps: BinderDeps,
+  threepid: Threepid,
+  mxid: string,
+  request: CallOptions,
+): Promise<boolean> {
   const removed = await deps.facades.stores.unbind(
     { medium: threepid.medium, address: threepid.address, mxid, now: deps.clock.now() },
     request,

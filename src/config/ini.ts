@@ -224,7 +224,10 @@ const CONTINUATION_INDENT = '    ';
 /** The lines of one option; later lines of a multi-line value are indented so they read back as continuations. */
 export function formatOption(key: string, value: string): string[] {
   const [first = '', ...more] = value.split('\n');
-  return [first === '' ? `${key} =` : `${key} = ${first}`, ...more.map((l) => (l === '' ? '' : CONTINUATION_INDENT + l))];
+  return [
+    first === '' ? `${key} =` : `${key} = ${first}`,
+    ...more.map((l) => (l === '' ? '' : CONTINUATION_INDENT + l)),
+  ];
 }
 
 /**

@@ -23,7 +23,7 @@ const KEY_PATTERNS: Record<string, readonly RegExp[]> = {
   sms: [/^originators\./, /^smsrule\./],
 };
 
-const PEER_KEYS: readonly string[] = ['base_replication_url'];
+const PEER_KEYS: readonly string[] = ['base_replication_url', 'push_batch_size'];
 
 const DEFAULTS = configDefaults({});
 
@@ -66,7 +66,9 @@ function closestName(typed: string, known: readonly string[]): string | undefine
   return best?.name;
 }
 
-const SECTION_LIST = `${Object.keys(DEFAULTS).map((s) => `[${s}]`).join(', ')} and [${PEER_SECTION_PREFIX}NAME]`;
+const SECTION_LIST = `${Object.keys(DEFAULTS)
+  .map((s) => `[${s}]`)
+  .join(', ')} and [${PEER_SECTION_PREFIX}NAME]`;
 
 /**
  * Throws a ConfigError for an unknown section or a key that looks like a typo of a known one; returns warnings
@@ -86,7 +88,8 @@ export function checkKnownKeys(doc: IniDocument, path: string): string[] {
       if (isKnownKey(name, key)) continue;
       const candidates = name === DEFAULT_SECTION ? Object.keys(DEFAULTS).flatMap(namedKeys) : namedKeys(name);
       const meant = closestName(key, candidates);
-      if (meant) throw new ConfigError(`config error: [${name}] ${key}: unknown key, did you mean ${meant}?`, name, key);
+      if (meant)
+        throw new ConfigError(`config error: [${name}] ${key}: unknown key, did you mean ${meant}?`, name, key);
       const home = Object.keys(DEFAULTS).find((s) => s !== name && isKnownInSection(s, key));
       warnings.push(`config: unknown key [${name}] ${key}${home ? ` (it belongs in [${home}])` : ''}`);
     }

@@ -86,7 +86,9 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   let text = readIfExists(path);
   const generated = text === null;
   if (text === null && opts.ifMissing === 'error') {
-    throw new ConfigError(`config error: ${path} does not exist (sydent-ts --config ${path} --generate-config writes a new one)`);
+    throw new ConfigError(
+      `config error: ${path} does not exist (sydent-ts --config ${path} --generate-config writes a new one)`,
+    );
   }
   if (text === null) {
     text = generateFile(path, defaults);
@@ -204,7 +206,11 @@ function readDb(v: SectionValues, env: Env): DbConfig {
   if (engine === 'sqlite') return { engine, dbFile, url: null, poolSize };
   const fromFile = v.optional('db.url')?.trim();
   const url = fromFile || env.SYDENT_DB_URL?.trim() || '';
-  if (url === '') v.fail('db.url', 'must be set for db.engine = postgresql (postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or SYDENT_DB_URL)');
+  if (url === '')
+    v.fail(
+      'db.url',
+      'must be set for db.engine = postgresql (postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or SYDENT_DB_URL)',
+    );
   try {
     checkPgUrl(url);
   } catch (err) {

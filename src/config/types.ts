@@ -180,7 +180,10 @@ export interface TwilioConfig {
 }
 
 export interface PeerConfig {
-  baseReplicationUrl: string;
+  /** `base_replication_url`; absent: `https://NAME:<port>` as Sydent */
+  baseReplicationUrl?: string;
+  /** `push_batch_size`: associations per push to this peer (absent: Sydent's 100) */
+  pushBatchSize?: number;
 }
 
 export type DbEngineName = 'sqlite' | 'postgresql';

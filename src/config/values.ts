@@ -110,7 +110,9 @@ export class SectionValues {
 
   /** comma-separated CIDR ranges or bare addresses, returned as `addr/prefix` */
   cidrs(key: string): string[] {
-    return this.list(key).map((item) => parseCidr(item) ?? this.fail(key, `"${item}" is not an IP address or CIDR range`));
+    return this.list(key).map(
+      (item) => parseCidr(item) ?? this.fail(key, `"${item}" is not an IP address or CIDR range`),
+    );
   }
 
   /** absolute path, or "" when unset */

@@ -58,9 +58,7 @@ function encode(value: unknown, path: string, ancestors: Set<object>): string {
     out = `[${parts.join(',')}]`;
   } else if (isPlainObject(value)) {
     const keys = Object.keys(value).sort(compareCodePoints);
-    const parts = keys.map(
-      (k) => `${JSON.stringify(k)}:${encode(value[k], `${path}.${k}`, ancestors)}`,
-    );
+    const parts = keys.map((k) => `${JSON.stringify(k)}:${encode(value[k], `${path}.${k}`, ancestors)}`);
     out = `{${parts.join(',')}}`;
   } else {
     // Dates, Maps, typed arrays etc. have no single obvious JSON form; refuse

@@ -32,9 +32,7 @@ export function parseSigningKey(value: string): ParsedSigningKey {
   }
 
   if (parts.length !== 3) {
-    throw new KeyFormatError(
-      `signing key has ${parts.length} parts, expected 3: "ed25519 <version> <base64 seed>"`,
-    );
+    throw new KeyFormatError(`signing key has ${parts.length} parts, expected 3: "ed25519 <version> <base64 seed>"`);
   }
   const [alg, version, seedText] = parts as [string, string, string];
   if (alg !== 'ed25519') throw new KeyFormatError(`unknown signing key algorithm "${alg}", expected ed25519`);

@@ -125,12 +125,7 @@ export function signatureKeyIds(obj: object, signerName: string): string[] {
  * Follows the spec's "Checking for a Signature"; the caller has already done
  * step 3 (finding the verification key for `keyId`). Throws SignatureError.
  */
-export function verifySignedJson(
-  obj: object,
-  signerName: string,
-  keyId: string,
-  publicKey: Uint8Array,
-): void {
+export function verifySignedJson(obj: object, signerName: string, keyId: string, publicKey: Uint8Array): void {
   const mine = signaturesFrom(obj, signerName);
   if (!mine) throw new SignatureError(`no signature from ${signerName}`);
   if (!keyId.startsWith('ed25519:')) {

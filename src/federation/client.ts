@@ -111,12 +111,22 @@ export class FederationClient {
 
   /** GET returning the JSON body; a non-2xx status is FederationError 'http', a non-JSON body 'bad_json' */
   async getJson(serverName: string, path: string, maxBodyBytes: number): Promise<unknown> {
-    return this.expectJson(serverName, await this.request(serverName, { method: 'GET', path, maxBodyBytes }), 'GET', path);
+    return this.expectJson(
+      serverName,
+      await this.request(serverName, { method: 'GET', path, maxBodyBytes }),
+      'GET',
+      path,
+    );
   }
 
   /** POST of a JSON body, returning the JSON answer; errors as getJson */
   async postJson(serverName: string, path: string, body: unknown, maxBodyBytes: number): Promise<unknown> {
-    return this.expectJson(serverName, await this.request(serverName, { method: 'POST', path, body, maxBodyBytes }), 'POST', path);
+    return this.expectJson(
+      serverName,
+      await this.request(serverName, { method: 'POST', path, body, maxBodyBytes }),
+      'POST',
+      path,
+    );
   }
 
   async close(): Promise<void> {
@@ -134,7 +144,8 @@ export class FederationClient {
         { status: res.status, ...(errcode ? { errcode } : {}) },
       );
     }
-    if (res.json === undefined) throw new FederationError('bad_json', `The Matrix homeserver ${serverName} returned invalid JSON`);
+    if (res.json === undefined)
+      throw new FederationError('bad_json', `The Matrix homeserver ${serverName} returned invalid JSON`);
     return res.json;
   }
 }
@@ -162,9 +173,13 @@ function lowerCaseKeys(headers: Record<string, string>): Record<string, string> 
 function contextualise(err: unknown, serverName: string, maxBodyBytes: number): FederationError {
   if (!(err instanceof FederationError)) return unreachable('connect', serverName, String(err), err);
   if (err.kind === 'too_large') {
-    return new FederationError('too_large', `The Matrix homeserver ${serverName} sent a response larger than ${maxBodyBytes} bytes`, {
-      cause: err,
-    });
+    return new FederationError(
+      'too_large',
+      `The Matrix homeserver ${serverName} sent a response larger than ${maxBodyBytes} bytes`,
+      {
+        cause: err,
+      },
+    );
   }
   return unreachable(err.kind, serverName, err.message, err);
 }

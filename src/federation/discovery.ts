@@ -120,7 +120,11 @@ export class ServerDiscovery {
       return null;
     }
     const period = cachePeriodMs(res?.headers ?? {}, this.cache.now());
-    this.cache.set(host, delegated, period === null ? WELL_KNOWN_DEFAULT_CACHE_MS + this.jitter() : Math.min(period, WELL_KNOWN_MAX_CACHE_MS));
+    this.cache.set(
+      host,
+      delegated,
+      period === null ? WELL_KNOWN_DEFAULT_CACHE_MS + this.jitter() : Math.min(period, WELL_KNOWN_MAX_CACHE_MS),
+    );
     return delegated;
   }
 
@@ -182,9 +186,15 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 /** IP literal → it, on its port or 8448; explicit port → host:port; otherwise null (discovery continues) */
 function directTarget(parsed: ParsedServerName, name: string): ResolvedServer | null {
   if (parsed.ipLiteral) {
-    return { host: parsed.host, port: parsed.port ?? DEFAULT_FEDERATION_PORT, hostHeader: name, tlsServerName: parsed.host };
+    return {
+      host: parsed.host,
+      port: parsed.port ?? DEFAULT_FEDERATION_PORT,
+      hostHeader: name,
+      tlsServerName: parsed.host,
+    };
   }
-  if (parsed.port !== null) return { host: parsed.host, port: parsed.port, hostHeader: name, tlsServerName: parsed.host };
+  if (parsed.port !== null)
+    return { host: parsed.host, port: parsed.port, hostHeader: name, tlsServerName: parsed.host };
   return null;
 }
 

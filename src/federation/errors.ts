@@ -3,15 +3,7 @@
  * fetches) can branch on `kind` and show `message` to a user without knowing about DNS, sockets or undici.
  */
 
-export type FederationErrorKind =
-  | 'dns'
-  | 'blocked'
-  | 'connect'
-  | 'tls'
-  | 'timeout'
-  | 'too_large'
-  | 'bad_json'
-  | 'http';
+export type FederationErrorKind = 'dns' | 'blocked' | 'connect' | 'tls' | 'timeout' | 'too_large' | 'bad_json' | 'http';
 
 export class FederationError extends Error {
   /** the HTTP status, for kind 'http' */
@@ -32,6 +24,11 @@ export class FederationError extends Error {
 }
 
 /** `Unable to contact the Matrix homeserver <name>: <what>` — the wording Sydent used, plus the reason */
-export function unreachable(kind: FederationErrorKind, serverName: string, what: string, cause?: unknown): FederationError {
+export function unreachable(
+  kind: FederationErrorKind,
+  serverName: string,
+  what: string,
+  cause?: unknown,
+): FederationError {
   return new FederationError(kind, `Unable to contact the Matrix homeserver ${serverName}: ${what}`, { cause });
 }

@@ -30,7 +30,13 @@ export { FederationError, type FederationErrorKind } from './errors.js';
 export { IpGuard, DEFAULT_IP_RANGE_BLACKLIST, type IpGuardOptions } from './ip-guard.js';
 export { fetchOpenIdUserId, OpenIdError, USERINFO_MAX_BYTES, type OpenIdErrorKind } from './openid.js';
 export { DnsResolver, type DnsResolverOptions, type FederationResolver, type SrvRecord } from './resolver.js';
-export { Transport, type ResolvedServer, type RawRequest, type RawResponse, type TransportOptions } from './transport.js';
+export {
+  Transport,
+  type ResolvedServer,
+  type RawRequest,
+  type RawResponse,
+  type TransportOptions,
+} from './transport.js';
 export {
   parseXMatrixHeader,
   verifyHomeserverRequest,
@@ -61,7 +67,10 @@ export {
  * The client the server uses: `[general] ip.blacklist/ip.whitelist`, `[http] federation.verifycerts`,
  * `federation.dns_servers` and `federation.cacert`. `overrides` is for tests (timeouts, clocks, ports).
  */
-export function createFederationClient(config: SydentConfig, overrides: Partial<FederationClientOptions> = {}): FederationClient {
+export function createFederationClient(
+  config: SydentConfig,
+  overrides: Partial<FederationClientOptions> = {},
+): FederationClient {
   const caPath = config.http.federationCaCert;
   return new FederationClient({
     ipGuard: new IpGuard({ blacklist: config.general.ipBlacklist, whitelist: config.general.ipWhitelist }),

@@ -41,12 +41,18 @@ export async function fetchOpenIdUserId(
   // Sydent lower-cases the name before using it; doing it here too keeps the request and the check consistent
   const server = serverName.toLowerCase();
   const path = `/_matrix/federation/v1/openid/userinfo?access_token=${encodeURIComponent(accessToken)}`;
-  const res = await client.request(server, { method: 'GET', path, maxBodyBytes: USERINFO_MAX_BYTES, ...(signal ? { signal } : {}) });
+  const res = await client.request(server, {
+    method: 'GET',
+    path,
+    maxBodyBytes: USERINFO_MAX_BYTES,
+    ...(signal ? { signal } : {}),
+  });
   const errcode = errcodeOf(res.json);
   if (REJECTING_STATUSES.has(res.status) && errcode !== undefined) {
     throw new OpenIdError('rejected', 'The Matrix homeserver rejected the OpenID token', res.status, errcode);
   }
-  if (res.json === undefined) throw new OpenIdError('bad_json', 'The Matrix homeserver returned invalid JSON', res.status);
+  if (res.json === undefined)
+    throw new OpenIdError('bad_json', 'The Matrix homeserver returned invalid JSON', res.status);
   if (typeof res.json !== 'object' || res.json === null || Array.isArray(res.json)) {
     // Sydent: an unhandled exception ("Internal Server Error"); the reply is simply malformed
     throw new OpenIdError('malformed', 'The Matrix homeserver returned a malformed reply', res.status);
@@ -56,12 +62,18 @@ export async function fetchOpenIdUserId(
     throw new OpenIdError('no_sub', "The Matrix homeserver did not include 'sub' in its response", res.status);
   }
   const sub = body.sub;
-  if (typeof sub !== 'string') throw new OpenIdError('malformed', 'The Matrix homeserver returned a malformed reply', res.status);
+  if (typeof sub !== 'string')
+    throw new OpenIdError('malformed', 'The Matrix homeserver returned a malformed reply', res.status);
   const subServer = serverNameOfUserId(sub);
-  if (subServer === null) throw new OpenIdError('invalid_mxid', 'The Matrix homeserver returned an invalid MXID', res.status);
+  if (subServer === null)
+    throw new OpenIdError('invalid_mxid', 'The Matrix homeserver returned an invalid MXID', res.status);
   // case-sensitive against the lower-cased name, as Sydent compares (server names are case-sensitive in Matrix)
   if (subServer !== server) {
-    throw new OpenIdError('wrong_server', 'The Matrix homeserver returned a MXID belonging to another homeserver', res.status);
+    throw new OpenIdError(
+      'wrong_server',
+      'The Matrix homeserver returned a MXID belonging to another homeserver',
+      res.status,
+    );
   }
   return sub;
 }

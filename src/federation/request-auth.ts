@@ -212,7 +212,10 @@ export function signedRequestObject(
  * under algorithms other than ed25519, or key ids the origin does not publish, are skipped; the first one with a
  * known key decides. Key-fetch failures are FederationErrors and are not caught here.
  */
-export async function verifyHomeserverRequest(input: HomeserverRequest, keys: ServerKeySource): Promise<{ origin: string }> {
+export async function verifyHomeserverRequest(
+  input: HomeserverRequest,
+  keys: ServerKeySource,
+): Promise<{ origin: string }> {
   const headers = Array.isArray(input.authorization) ? input.authorization : [];
   if (headers.length === 0) throw new RequestAuthError('missing', MISSING_AUTHORIZATION);
   const xMatrix = headers.filter((h) => typeof h === 'string' && authScheme(h) === 'x-matrix');
@@ -235,7 +238,9 @@ export async function verifyHomeserverRequest(input: HomeserverRequest, keys: Se
       verifySignedJson(signed, origin, keyId, publicKey);
     } catch (err) {
       if (err instanceof SignatureError || err instanceof CanonicalJsonError) {
-        throw new RequestAuthError('bad_signature', `Unable to verify signature for ${origin}: ${err.message}`, { cause: err });
+        throw new RequestAuthError('bad_signature', `Unable to verify signature for ${origin}: ${err.message}`, {
+          cause: err,
+        });
       }
       throw err;
     }

@@ -47,7 +47,12 @@ export class DnsResolver implements FederationResolver {
   async resolveSrv(name: string): Promise<SrvRecord[]> {
     try {
       const records = this.resolver ? await this.resolver.resolveSrv(name) : await dns.promises.resolveSrv(name);
-      return records.map((r) => ({ priority: r.priority, weight: r.weight, port: r.port, name: r.name.replace(/\.$/, '') || '.' }));
+      return records.map((r) => ({
+        priority: r.priority,
+        weight: r.weight,
+        port: r.port,
+        name: r.name.replace(/\.$/, '') || '.',
+      }));
     } catch (err) {
       if (NO_ANSWER.has(codeOf(err))) return [];
       throw dnsFailure(`SRV lookup for ${name} failed`, err);
@@ -79,7 +84,7 @@ export class DnsResolver implements FederationResolver {
 }
 
 function codeOf(err: unknown): string {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
+  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
 }
 
 function dnsFailure(what: string, err: unknown): FederationError {

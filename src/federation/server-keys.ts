@@ -86,7 +86,8 @@ export class ServerKeyCache implements ServerKeySource {
     const body = await this.fetchJson(serverName, SERVER_KEYS_PATH, SERVER_KEYS_MAX_BYTES);
     const fetchedAt = this.now();
     const { keys, validUntilTs } = parseKeyResponse(serverName, body);
-    const expiresAt = validUntilTs === undefined ? fetchedAt : Math.min(validUntilTs, fetchedAt + SERVER_KEYS_MAX_CACHE_MS);
+    const expiresAt =
+      validUntilTs === undefined ? fetchedAt : Math.min(validUntilTs, fetchedAt + SERVER_KEYS_MAX_CACHE_MS);
     const entry: Entry = { keys, fetchedAt, expiresAt: Math.max(expiresAt, fetchedAt) };
     this.entries.delete(serverName);
     this.entries.set(serverName, entry);
@@ -104,14 +105,21 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 function badKeys(serverName: string, what: string, cause?: unknown): RequestAuthError {
-  return new RequestAuthError('bad_keys', `Invalid key response from ${serverName}: ${what}`, cause === undefined ? {} : { cause });
+  return new RequestAuthError(
+    'bad_keys',
+    `Invalid key response from ${serverName}: ${what}`,
+    cause === undefined ? {} : { cause },
+  );
 }
 
 /**
  * Checks a `/_matrix/key/v2/server` answer from `serverName` and returns its ed25519 verify keys. Keys of other
  * algorithms are ignored; `old_verify_keys` are not used (they may not authenticate new requests).
  */
-export function parseKeyResponse(serverName: string, body: unknown): { keys: Map<string, Uint8Array>; validUntilTs: number | undefined } {
+export function parseKeyResponse(
+  serverName: string,
+  body: unknown,
+): { keys: Map<string, Uint8Array>; validUntilTs: number | undefined } {
   if (!isRecord(body)) throw badKeys(serverName, 'not a JSON object');
   if (body.server_name !== serverName) {
     const got = typeof body.server_name === 'string' ? JSON.stringify(body.server_name.slice(0, 100)) : 'missing';
@@ -133,7 +141,8 @@ export function parseKeyResponse(serverName: string, body: unknown): { keys: Map
       if (err instanceof Base64Error) throw badKeys(serverName, `verify_keys.${keyId}.key is not base64`, err);
       throw err;
     }
-    if (key.length !== ED25519_KEY_BYTES) throw badKeys(serverName, `verify_keys.${keyId}.key is not ${ED25519_KEY_BYTES} bytes`);
+    if (key.length !== ED25519_KEY_BYTES)
+      throw badKeys(serverName, `verify_keys.${keyId}.key is not ${ED25519_KEY_BYTES} bytes`);
     keys.set(keyId, key);
   }
   if (keys.size === 0) throw badKeys(serverName, 'no ed25519 key in verify_keys');
@@ -147,7 +156,8 @@ export function parseKeyResponse(serverName: string, body: unknown): { keys: Map
   }
 
   // the self-signature: every signature by a listed key must verify, and there must be at least one
-  const sigs = isRecord(body.signatures) && Object.hasOwn(body.signatures, serverName) ? body.signatures[serverName] : undefined;
+  const sigs =
+    isRecord(body.signatures) && Object.hasOwn(body.signatures, serverName) ? body.signatures[serverName] : undefined;
   let verified = false;
   if (isRecord(sigs)) {
     for (const keyId of Object.keys(sigs)) {

@@ -12,6 +12,7 @@ import { FederationError } from './errors.js';
 import type { IpGuard } from './ip-guard.js';
 import type { FederationResolver } from './resolver.js';
 import { hostForUrl } from '../matrix/server-name.js';
+import { errorMessage } from '../util/error-message.js';
 
 /** where and how to connect for one server name (the result of discovery) */
 export interface ResolvedServer {
@@ -58,13 +59,16 @@ export class Transport {
 
   constructor(private readonly opts: TransportOptions) {
     this.ca = opts.caCert ? [...tls.rootCertificates, opts.caCert] : undefined;
-    this.agent = lazy(() => new (undici().Agent)({
-      connect: (options, callback) => this.connect(options, callback),
-      // Sydent's pool: 5 connections per host, idle ones kept for up to 2 minutes
-      connections: 5,
-      keepAliveTimeout: 60_000,
-      keepAliveMaxTimeout: 120_000,
-    }));
+    this.agent = lazy(
+      () =>
+        new (undici().Agent)({
+          connect: (options, callback) => this.connect(options, callback),
+          // Sydent's pool: 5 connections per host, idle ones kept for up to 2 minutes
+          connections: 5,
+          keepAliveTimeout: 60_000,
+          keepAliveMaxTimeout: 120_000,
+        }),
+    );
   }
 
   get scheme(): 'https' | 'http' {
@@ -80,7 +84,8 @@ export class Transport {
       timeoutMs,
     );
     const cancel = req.signal;
-    const onCancel = () => controller.abort(new FederationError('timeout', 'the request that needed the answer gave up'));
+    const onCancel = () =>
+      controller.abort(new FederationError('timeout', 'the request that needed the answer gave up'));
     if (cancel?.aborted) onCancel();
     else cancel?.addEventListener('abort', onCancel, { once: true });
     try {
@@ -136,7 +141,12 @@ export class Transport {
       timer = setTimeout(() => {
         timedOut = true;
         current?.destroy();
-        reject(new FederationError('timeout', `could not connect to ${hostForUrl(host)}:${port} within ${seconds(timeoutMs)}`));
+        reject(
+          new FederationError(
+            'timeout',
+            `could not connect to ${hostForUrl(host)}:${port} within ${seconds(timeoutMs)}`,
+          ),
+        );
       }, timeoutMs);
     });
     const attempt = async (): Promise<net.Socket> => {
@@ -172,14 +182,18 @@ export class Transport {
   private async allowedAddresses(host: string): Promise<string[]> {
     const guard = this.opts.ipGuard;
     if (net.isIP(host)) {
-      if (!guard.isAllowed(host)) throw new FederationError('blocked', `the address ${host} is not allowed for outbound requests`);
+      if (!guard.isAllowed(host))
+        throw new FederationError('blocked', `the address ${host} is not allowed for outbound requests`);
       return [host];
     }
     const all = await this.opts.resolver.resolveAddresses(host);
     if (all.length === 0) throw new FederationError('dns', `the name ${host} does not resolve to any address`);
     const allowed = all.filter((ip) => guard.isAllowed(ip));
     if (allowed.length === 0) {
-      throw new FederationError('blocked', `${host} resolves only to addresses not allowed for outbound requests (${all.join(', ')})`);
+      throw new FederationError(
+        'blocked',
+        `${host} resolves only to addresses not allowed for outbound requests (${all.join(', ')})`,
+      );
     }
     return allowed;
   }
@@ -290,8 +304,8 @@ function tlsError(err: Error, tlsName: string): FederationError {
 function classify(err: unknown, signal: AbortSignal, timeoutMs: number): FederationError {
   if (err instanceof FederationError) return err;
   if (signal.aborted && signal.reason instanceof FederationError) return signal.reason;
-  const code = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
-  const message = err instanceof Error ? err.message : String(err);
+  const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
+  const message = errorMessage(err);
   switch (code) {
     case 'UND_ERR_HEADERS_TIMEOUT':
       return new FederationError('timeout', `no response within ${seconds(timeoutMs)}`, { cause: err });
@@ -300,7 +314,9 @@ function classify(err: unknown, signal: AbortSignal, timeoutMs: number): Federat
     case 'UND_ERR_CONNECT_TIMEOUT':
       return new FederationError('timeout', `could not connect within ${seconds(timeoutMs)}`, { cause: err });
     case 'UND_ERR_SOCKET':
-      return new FederationError('connect', `the connection was closed before a complete response (${message})`, { cause: err });
+      return new FederationError('connect', `the connection was closed before a complete response (${message})`, {
+        cause: err,
+      });
     default:
       if (CONNECT_PROBLEMS[code]) return new FederationError('connect', CONNECT_PROBLEMS[code], { cause: err });
       return new FederationError('connect', `the request failed (${code || message})`, { cause: err });

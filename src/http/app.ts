@@ -75,7 +75,7 @@ export function createApp(opts: AppOptions): FastifyInstance {
   const listener = opts.listener ?? new HttpListener({ name: 'http', log: opts.log, cors });
   const lane = opts.lane;
   const app = Fastify({
-    loggerInstance: withRedactedRequests(opts.log) as FastifyBaseLogger,
+    loggerInstance: withRedactedRequests(opts.log),
     logController: new RedactingLogController(),
     // The listener answers parser errors on each of its servers (fastify's handler would be on its first one only).
     clientErrorHandler: () => undefined,
@@ -149,7 +149,10 @@ export function createApp(opts: AppOptions): FastifyInstance {
     const matrix = toMatrixError(error);
     // fastify closes the connection after a body too large, which resets it under a client still writing the body:
     // the listener reads and drops the rest instead (http/discard-body.ts), up to a bound past which it does close.
-    if ((error as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE' && !(Number(req.headers['content-length']) > DISCARD_LIMIT)) {
+    if (
+      (error as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE' &&
+      !(Number(req.headers['content-length']) > DISCARD_LIMIT)
+    ) {
       reply.removeHeader('connection');
     }
     if (matrix.status >= 500) logFailure(req.log, error, matrix, redactUrl(req.url));
@@ -182,8 +185,15 @@ function parseQuery(text: string): Record<string, string> | RefusedQuery {
  * The app's logger, whose `req` serializer (used by fastify's own error lines) shows the URL with its secrets
  * redacted, as our request line does; fastify's would log it raw.
  */
-function withRedactedRequests(log: Logger): Logger {
-  return log.child({}, { serializers: { req: (req: FastifyRequest) => ({ method: req.method, url: redactUrl(req.url), remoteAddress: req.ip }) } });
+function withRedactedRequests(log: Logger): FastifyBaseLogger {
+  return log.child(
+    {},
+    {
+      serializers: {
+        req: (req: FastifyRequest) => ({ method: req.method, url: redactUrl(req.url), remoteAddress: req.ip }),
+      },
+    },
+  );
 }
 
 /**
@@ -192,8 +202,10 @@ function withRedactedRequests(log: Logger): Logger {
  */
 export function logFailure(log: FastifyBaseLogger | Logger, error: unknown, matrix: MatrixError, url: string): void {
   // The store logs its cause once, when it starts (src/store/health.ts): not once per request it refuses.
-  if (error instanceof StoreUnavailableError) log.debug({ status: matrix.status, cause: error.reason, url }, 'request failed');
-  else if (error instanceof MatrixError || isShutdownError(error)) log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
+  if (error instanceof StoreUnavailableError)
+    log.debug({ status: matrix.status, cause: error.reason, url }, 'request failed');
+  else if (error instanceof MatrixError || isShutdownError(error))
+    log.warn({ status: matrix.status, errcode: matrix.errcode, error: matrix.message, url }, 'request failed');
   else log.error({ err: error, url }, 'request failed');
 }
 
@@ -212,10 +224,14 @@ function routeOf(known: ReturnType<typeof FindMyWay>, path: string): string | nu
  * request; answers of no route (404, or a request refused before routing) count as `unmatched`, except a CORS
  * preflight (OPTIONS), which counts under the route of its path.
  */
-function installRequestMetrics(app: FastifyInstance, metrics: Metrics, routeOfPath: (path: string) => string | null): void {
+function installRequestMetrics(
+  app: FastifyInstance,
+  metrics: Metrics,
+  routeOfPath: (path: string) => string | null,
+): void {
   app.addHook('onRoute', (route) => {
     // By method as received: a route may answer several (and GET's implicit HEAD route is registered on its own).
-    const byMethod: Record<string, HttpRouteMetrics> = Object.create(null);
+    const byMethod = Object.create(null) as Record<string, HttpRouteMetrics>;
     const url = route.url;
     const hook: onResponseHookHandler = (req, reply, done) => {
       const method = req.method;
@@ -225,12 +241,15 @@ function installRequestMetrics(app: FastifyInstance, metrics: Metrics, routeOfPa
     // A new array, never a push: fastify copies a GET route's options for its HEAD route, which gets its own hook.
     route.onResponse = [...hookList(route.onResponse), hook];
   });
-  const unmatched: Record<string, HttpRouteMetrics> = Object.create(null);
+  const unmatched = Object.create(null) as Record<string, HttpRouteMetrics>;
   app.addHook('onResponse', (req, reply, done) => {
     if (req.is404) {
       const method = req.method;
       const route = method === 'OPTIONS' ? routeOfPath(req.url.split('?', 1)[0] ?? '/') : null;
-      const target = route === null ? (unmatched[method] ??= metrics.httpRoute('unmatched', method)) : metrics.httpRoute(route, method);
+      const target =
+        route === null
+          ? (unmatched[method] ??= metrics.httpRoute('unmatched', method))
+          : metrics.httpRoute(route, method);
       target.record(reply.statusCode, reply.elapsedTime / 1000);
     }
     done();

@@ -33,7 +33,11 @@ export function tokenFromRequest(req: FastifyRequest): string | undefined {
 }
 
 /** The account behind an access token, if it meets `requirement`; rejects with the Matrix error to answer if not. */
-export async function accountForToken(ctx: AppContext, token: string | undefined, requirement: AuthRequirement): Promise<Account> {
+export async function accountForToken(
+  ctx: AppContext,
+  token: string | undefined,
+  requirement: AuthRequirement,
+): Promise<Account> {
   if (!token) throw errors.unauthorized();
   const account = await ctx.reads.accounts.accountByToken(token);
   if (!account) throw errors.unauthorized();

@@ -20,12 +20,23 @@ import { statusRoutes } from './routes/status.js';
 import { healthRoutes } from './routes/health.js';
 
 /** The client API listener: v2 always, v1 when `enable_v1_access`. */
-export async function createClientApi(ctx: AppContext, parentLog: Logger, listener?: HttpListener): Promise<FastifyInstance> {
+export async function createClientApi(
+  ctx: AppContext,
+  parentLog: Logger,
+  listener?: HttpListener,
+): Promise<FastifyInstance> {
   const { http, general } = ctx.config;
   const log = parentLog.child({ listener: 'client' });
   const trustProxy = clientTrustProxy(http);
   const lane = lookupLane({ ctx, log, bodyLimit: BODY_LIMIT, trustProxy, metrics: ctx.metrics });
-  const app = createApp({ log, trustProxy, metrics: ctx.metrics, bodyLimit: BODY_LIMIT, lane, ...(listener ? { listener } : {}) });
+  const app = createApp({
+    log,
+    trustProxy,
+    metrics: ctx.metrics,
+    bodyLimit: BODY_LIMIT,
+    lane,
+    ...(listener ? { listener } : {}),
+  });
   installAuth(app, ctx);
   await app.register(statusRoutes, { ctx });
   await app.register(healthRoutes, { ctx });

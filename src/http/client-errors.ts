@@ -42,7 +42,8 @@ const answered = new WeakSet<Duplex>();
  */
 export function clientErrorAnswer(opts: { cors: boolean }): (err: Error & { code?: string }, socket: Duplex) => void {
   let cors = '';
-  if (opts.cors) for (let i = 0; i < CORS_HEADERS.length; i += 2) cors += `${CORS_HEADERS[i]}: ${CORS_HEADERS[i + 1]}\r\n`;
+  if (opts.cors)
+    for (let i = 0; i < CORS_HEADERS.length; i += 2) cors += `${CORS_HEADERS[i]}: ${CORS_HEADERS[i + 1]}\r\n`;
   return (err, socket) => {
     if (err.code === 'ECONNRESET' || socket.destroyed || answered.has(socket)) return;
     // Its request was answered already, its body was being dropped (http/discard-body.ts): no second answer.

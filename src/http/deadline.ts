@@ -24,7 +24,11 @@ declare module 'fastify' {
  * The request's deadline: `[http] request_deadline_seconds` from now, or `send_deadline_seconds` for `kind: 'send'`
  * (a request that sends a mail or an SMS). The same object for every call of the request.
  */
-export function requestDeadline(req: FastifyRequest, config: SydentConfig, kind: 'request' | 'send' = 'request'): RequestDeadline {
+export function requestDeadline(
+  req: FastifyRequest,
+  config: SydentConfig,
+  kind: 'request' | 'send' = 'request',
+): RequestDeadline {
   if (req.sydentDeadline) return req.sydentDeadline;
   const ms = kind === 'send' ? config.http.sendDeadlineMs : config.http.requestDeadlineMs;
   const deadline: RequestDeadline = { deadline: Date.now() + ms, signal: timeoutSignal(ms) };
@@ -38,6 +42,9 @@ export function requestDeadline(req: FastifyRequest, config: SydentConfig, kind:
  */
 function timeoutSignal(ms: number): AbortSignal {
   const controller = new AbortController();
-  setTimeout(() => controller.abort(new DeadlineExceededError(`the request's deadline of ${ms} ms passed`)), ms).unref();
+  setTimeout(
+    () => controller.abort(new DeadlineExceededError(`the request's deadline of ${ms} ms passed`)),
+    ms,
+  ).unref();
   return controller.signal;
 }

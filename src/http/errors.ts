@@ -54,10 +54,17 @@ export const errors = {
   unavailable: (message: string) => new MatrixError(503, 'M_UNKNOWN', message),
   /** a request the server could not finish because it is stopping (a restart, a deploy): another node, or this one
    * once back, answers it */
-  shuttingDown: () => new MatrixError(503, 'M_UNKNOWN', 'The server is shutting down; try again shortly', {}, { 'Retry-After': '5' }),
+  shuttingDown: () =>
+    new MatrixError(503, 'M_UNKNOWN', 'The server is shutting down; try again shortly', {}, { 'Retry-After': '5' }),
   /** the database cannot serve the request now (locked, disk full, read-only, file gone): nothing was written */
   unavailableFor: (message: string, retryAfterSeconds: number) =>
-    new MatrixError(503, 'M_UNKNOWN', message, {}, { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterSeconds))) }),
+    new MatrixError(
+      503,
+      'M_UNKNOWN',
+      message,
+      {},
+      { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterSeconds))) },
+    ),
   /** the email could not be sent (in time) */
   emailSendError: (message = 'Failed to send email') => new MatrixError(500, 'M_EMAIL_SEND_ERROR', message),
   /** the SMS could not be sent (in time): the spec's code */

@@ -69,8 +69,13 @@ export class HttpListener {
   /** fastify's `serverFactory`: each server it asks for (two for `localhost`) is one of this listener's. */
   serverFactory(lane?: RequestLane): FastifyServerFactory {
     return (handler) => {
-      const app: Handler = handler as unknown as Handler;
-      return this.setUp(http.createServer(this.serverOptions(), this.handler(lane ? (req, res) => lane(req, res) || app(req, res) : app)));
+      const app: Handler = handler;
+      return this.setUp(
+        http.createServer(
+          this.serverOptions(),
+          this.handler(lane ? (req, res) => lane(req, res) || app(req, res) : app),
+        ),
+      );
     };
   }
 
@@ -105,7 +110,10 @@ export class HttpListener {
     const now = Date.now();
     this.acceptFailures++;
     if (now < this.acceptLoggedAt + 60_000) return;
-    this.log.error({ err, listener: this.name, failures: this.acceptFailures }, 'the listener could not accept connections');
+    this.log.error(
+      { err, listener: this.name, failures: this.acceptFailures },
+      'the listener could not accept connections',
+    );
     this.acceptLoggedAt = now;
     this.acceptFailures = 0;
   }
@@ -135,7 +143,14 @@ export class HttpListener {
     }
     const error = errors.shuttingDown();
     const body = JSON.stringify(error.toJSON());
-    const headers: string[] = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'connection', 'close'];
+    const headers: string[] = [
+      'content-type',
+      'application/json',
+      'content-length',
+      String(Buffer.byteLength(body)),
+      'connection',
+      'close',
+    ];
     for (const [name, value] of Object.entries(error.headers)) headers.push(name, value);
     if (this.cors) headers.push(...CORS_HEADERS);
     // Headers a handler set already (it may still be running) would mix with these.
@@ -186,7 +201,10 @@ export class HttpListener {
     this.stopAccepting();
     const left = [...this.inFlight];
     if (left.length > 0) {
-      this.log.warn({ listener: this.name, requests: left.length }, 'stopping: requests still under way at the deadline are answered 503');
+      this.log.warn(
+        { listener: this.name, requests: left.length },
+        'stopping: requests still under way at the deadline are answered 503',
+      );
       for (const res of left) this.unavailable(res);
       await this.idleOrAt(Date.now() + FLUSH_MS);
     }

@@ -65,7 +65,10 @@ function isOwnAuthority(req: FastifyRequest, authority: string, allowedHosts: Re
 function splitAuthority(authority: string): { host: string; port: number | null } | null {
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]@\s]+)(?::(\d{1,5}))?$/.exec(authority);
   if (!m) return null;
-  let host = m[1]!.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase();
+  let host = m[1]!
+    .replace(/^\[|\]$/g, '')
+    .replace(/\.$/, '')
+    .toLowerCase();
   // One spelling of an IPv6 address, as the socket reports it (`0:0::1` is `::1`).
   if (isIP(host) === 6) host = new URL(`http://[${host}]`).hostname.slice(1, -1);
   return { host, port: m[2] === undefined ? null : Number(m[2]) };

@@ -51,7 +51,8 @@ function checkNesting(root: object, strings: boolean): void {
     if (Array.isArray(value)) {
       for (let i = 0; i < value.length; i++) {
         const element: unknown = value[i];
-        if (typeof element === 'object' && element !== null) pending.push({ value: element, depth: depth + 1, path: strings ? `${path}[${i}]` : '' });
+        if (typeof element === 'object' && element !== null)
+          pending.push({ value: element, depth: depth + 1, path: strings ? `${path}[${i}]` : '' });
         else if (strings && typeof element === 'string') checkString(element, `${path}[${i}]`);
       }
     } else {
@@ -60,7 +61,8 @@ function checkNesting(root: object, strings: boolean): void {
         const element: unknown = (value as Record<string, unknown>)[key];
         const at = strings ? (path ? `${path}.${key}` : key) : '';
         if (strings) checkString(key, at);
-        if (typeof element === 'object' && element !== null) pending.push({ value: element, depth: depth + 1, path: at });
+        if (typeof element === 'object' && element !== null)
+          pending.push({ value: element, depth: depth + 1, path: at });
         else if (strings && typeof element === 'string') checkString(element, at);
       }
     }

@@ -36,7 +36,12 @@ export function clientTrustProxy(http: HttpConfig): string[] | false {
   return http.obeyXForwardedFor ? (http.trustedProxies.length ? http.trustedProxies : ['loopback']) : false;
 }
 
-export function createListeners(http: HttpConfig, log: Logger, wanted: ListenersWanted, fileLimit = openFileLimit()): Listeners {
+export function createListeners(
+  http: HttpConfig,
+  log: Logger,
+  wanted: ListenersWanted,
+  fileLimit = openFileLimit(),
+): Listeners {
   const caps = http.connectionCaps;
   const others: Record<string, number> = {};
   if (wanted.internal) others['internal'] = caps.internal;
@@ -79,7 +84,9 @@ export function createListeners(http: HttpConfig, log: Logger, wanted: Listeners
     new HttpListener({ name, log, timeouts, cors, limits: { max, ...(maxKey ? { maxKey } : {}) } });
   return {
     client,
-    internal: wanted.internal ? listener('internal', caps.internal, '[http] internalapi.http.max_connections', false) : null,
+    internal: wanted.internal
+      ? listener('internal', caps.internal, '[http] internalapi.http.max_connections', false)
+      : null,
     replication: wanted.replication ? listener('replication', REPLICATION_MAX_CONNECTIONS, undefined, true) : null,
     metrics: wanted.metrics ? listener('metrics', METRICS_MAX_CONNECTIONS, undefined, true) : null,
   };

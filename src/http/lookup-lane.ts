@@ -37,7 +37,7 @@ export const V2_LOOKUP_PATH = `${V2_PREFIX}/lookup`;
  */
 export const LANE_DOES_THE_WORK_OF: Readonly<Record<string, readonly string[]>> = {
   onRequest: [
-    "CORS headers and a refused query string (app.ts): the lane writes CORS_HEADERS and takes no query string",
+    'CORS headers and a refused query string (app.ts): the lane writes CORS_HEADERS and takes no query string',
     "the route's auth (auth.ts): the lane calls accountForToken with the route's requirement, 'terms'",
   ],
   onResponse: [
@@ -78,7 +78,14 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
   const batch = new AnswerBatch();
 
   /** One answer: status and JSON body, written with the others of this turn (answer-batch.ts), then logged. */
-  function send(req: IncomingMessage, res: ServerResponse, started: number, status: number, body: string, extra?: Record<string, string>): void {
+  function send(
+    req: IncomingMessage,
+    res: ServerResponse,
+    started: number,
+    status: number,
+    body: string,
+    extra?: Record<string, string>,
+  ): void {
     const headers = ANSWER_HEADERS.slice();
     headers[headers.length - 1] = String(Buffer.byteLength(body));
     if (extra) for (const [name, value] of Object.entries(extra)) headers.push(name, value);
@@ -112,7 +119,12 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
    * hook does (an unauthenticated request is refused whatever its body), then the body and the lookup. A body still
    * arriving (a large one comes in several reads) is collected as it comes, then answered.
    */
-  async function answer(req: IncomingMessage, res: ServerResponse, started: number, token: string | undefined): Promise<void> {
+  async function answer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    started: number,
+    token: string | undefined,
+  ): Promise<void> {
     try {
       await accountForToken(ctx, token, 'terms');
       if (req.complete) {

@@ -14,7 +14,7 @@ const PLAIN = /^[A-Za-z0-9._~!$'()*,;:@/?=-]*$/;
 
 /** `a=1&b=2` (query string or form body, as the request sent it) as names and values, or the Matrix error to answer. */
 export function parseParams(text: string): ParsedParams {
-  const params: Record<string, string> = Object.create(null);
+  const params = Object.create(null) as Record<string, string>;
   if (text.length === 0) return { ok: true, params };
   for (const pair of text.split('&')) {
     if (pair.length === 0) continue;

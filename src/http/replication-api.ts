@@ -27,7 +27,11 @@ interface ReplicationListener {
 const PUSH_GRACE_MS = 1_000;
 
 async function createReplicationApi(ctx: AppContext, log: Logger, listener?: HttpListener): Promise<FastifyInstance> {
-  const app = createApp({ log: log.child({ listener: 'replication' }), metrics: ctx.metrics, ...(listener ? { listener } : {}) });
+  const app = createApp({
+    log: log.child({ listener: 'replication' }),
+    metrics: ctx.metrics,
+    ...(listener ? { listener } : {}),
+  });
   await app.register(replicateRoutes, { ctx });
   return app;
 }

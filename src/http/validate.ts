@@ -34,7 +34,8 @@ const SEND_ATTEMPT_MAX = 2 ** 31 - 1;
 
 /** Sydent accepted `3` and `"3"`; so do we, but nothing that is not a whole number in range. */
 export function sendAttempt(value: unknown): number {
-  const n = typeof value === 'number' ? value : typeof value === 'string' && /^-?\d{1,15}$/.test(value) ? Number(value) : NaN;
+  const n =
+    typeof value === 'number' ? value : typeof value === 'string' && /^-?\d{1,15}$/.test(value) ? Number(value) : NaN;
   if (!Number.isSafeInteger(n)) {
     throw errors.invalidParam(`send_attempt should be an integer (got ${JSON.stringify(value)?.slice(0, 40)})`);
   }

@@ -4,7 +4,7 @@
  * local tools (the Stately editor extension, a receiver from @statelyai/inspect) connect to it instead.
  */
 import { createWebSocketInspector, type StatelyInspectionEvent } from '@statelyai/inspect';
-import { WebSocketServer, WebSocket } from 'ws';
+import { WebSocketServer, WebSocket, type RawData } from 'ws';
 import type { InspectionEvent, Observer } from 'xstate';
 import { redactForInspection } from './redact.js';
 
@@ -13,6 +13,12 @@ export interface Inspection {
   inspect: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   url: string;
   stop(): Promise<void>;
+}
+
+/** A message's text: one Buffer with ws's default binaryType, fragments or an ArrayBuffer with the others. */
+function textOf(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString();
+  return (Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data)).toString();
 }
 
 /** A relay: whatever one client sends, every other client receives; the last events are replayed to newcomers. */
@@ -26,7 +32,7 @@ async function startRelay(port: number): Promise<{ server: WebSocketServer; port
   server.on('connection', (ws) => {
     for (const msg of replay) ws.send(msg);
     ws.on('message', (data) => {
-      const msg = data.toString();
+      const msg = textOf(data);
       replay.push(msg);
       if (replay.length > 500) replay.shift();
       for (const client of server.clients) if (client !== ws && client.readyState === WebSocket.OPEN) client.send(msg);

@@ -12,6 +12,7 @@ import { encodeBase64Url, generateSeed, LETTERS, publicKeyFromSeed, randomString
 import type { ServerIdentity } from '../identity.js';
 import { composeMail, encodeHeaderValue } from '../mail/message.js';
 import { pyPercentFormat, resolveTemplate } from '../mail/templates.js';
+import { errorMessage } from '../util/error-message.js';
 
 export interface InviteDeps {
   config: SydentConfig;
@@ -90,7 +91,7 @@ export async function storeInvite(deps: InviteDeps, req: InviteRequest, request:
     // Nobody will ever hold this token: take the invite back rather than leave a dead row. The request's time may be
     // up (that is often why the mail failed), so this write gets a little of its own.
     await facades.stores.discardInvite({ token, ephemeralPublicKey }, { timeoutMs: DISCARD_TIMEOUT_MS });
-    throw new InviteMailError(error instanceof Error ? error.message : String(error));
+    throw new InviteMailError(errorMessage(error));
   }
 
   const base = `${config.http.clientHttpBase}/_matrix/identity/v2`;
@@ -102,7 +103,11 @@ export async function storeInvite(deps: InviteDeps, req: InviteRequest, request:
       { public_key: identity.publicKeyBase64, key_validity_url: `${base}/pubkey/isvalid` },
       { public_key: ephemeralPublicKey, key_validity_url: `${base}/pubkey/ephemeral/isvalid` },
     ],
-    display_name: redactEmail(req.sendTo, config.email.usernameObfuscateCharacters, config.email.domainObfuscateCharacters),
+    display_name: redactEmail(
+      req.sendTo,
+      config.email.usernameObfuscateCharacters,
+      config.email.domainObfuscateCharacters,
+    ),
   };
   return { ok: true, invite };
 }
@@ -133,7 +138,8 @@ function inviteSubstitutions(
   const roomName = subs['room_name'] ?? '';
   if ([...roomName].length > 30) subs['room_name'] = `${[...roomName].slice(0, 25).join('')}…`;
   if (subs['room_name']) subs['bracketed_room_name'] = `(${subs['room_name']}) `;
-  subs['web_client_location'] = webClientLocation(req.args['org.matrix.web_client_location']) ?? config.email.defaultWebClientLocation;
+  subs['web_client_location'] =
+    webClientLocation(req.args['org.matrix.web_client_location']) ?? config.email.defaultWebClientLocation;
   // The link in the mail lets a web client sign the invite with its ephemeral key: v1 needs no access token.
   subs['sign_url'] = config.general.enableV1Access
     ? `${config.http.clientHttpBase}/_matrix/identity/api/v1/sign-ed25519`

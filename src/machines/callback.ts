@@ -24,6 +24,7 @@
  */
 import { assign, fromPromise, setup } from 'xstate';
 import { isValidServerName } from '../matrix/server-name.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * The machine host's version for callback machines. A callback machine is rebuilt from its outbox row (attempts,
@@ -101,7 +102,10 @@ interface DeliveryFailure {
 function failureOf(error: unknown): { message: string; at: number | null } {
   if (typeof error === 'object' && error !== null) {
     const e = error as Partial<DeliveryFailure>;
-    return { message: typeof e.message === 'string' ? e.message : String(error), at: typeof e.at === 'number' ? e.at : null };
+    return {
+      message: typeof e.message === 'string' ? e.message : errorMessage(error),
+      at: typeof e.at === 'number' ? e.at : null,
+    };
   }
   return { message: String(error), at: null };
 }
@@ -130,9 +134,7 @@ export const callbackMachine = setup({
   },
   actions: {
     startAttempt: assign(({ event }) =>
-      event.type === 'DELIVER'
-        ? { startedAt: event.now, jitter: event.jitter, outcome: null }
-        : { outcome: null },
+      event.type === 'DELIVER' ? { startedAt: event.now, jitter: event.jitter, outcome: null } : { outcome: null },
     ),
     recordDelivered: assign(({ context, event }) => {
       const output = (event as { output?: DeliveryResult }).output;

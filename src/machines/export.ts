@@ -53,7 +53,11 @@ function eventLabel(event: string, invokes: JsonInvoke[]): string {
   return `${m[1] === 'done' ? 'done' : 'error'}: ${src}`;
 }
 
-function atomicStates(state: JsonState, prefix = '', chain: JsonState[] = []): { path: string; node: JsonState; chain: JsonState[] }[] {
+function atomicStates(
+  state: JsonState,
+  prefix = '',
+  chain: JsonState[] = [],
+): { path: string; node: JsonState; chain: JsonState[] }[] {
   const kids = Object.values(state.states);
   // chain: the node and its ancestors, nearest first, as XState looks for a transition
   const here = [state, ...chain];
@@ -169,7 +173,12 @@ function allArrows(machine: AnyStateMachine): Arrows {
     if (atom.type === 'final' && chain.length === 2) continue;
     // XState asks the state, then its ancestors; an unguarded transition ends the search for that event.
     const settled = new Set<string>();
-    const ancestors = chain.map((_, i) => path.split('.').slice(0, path.split('.').length - i).join('.'));
+    const ancestors = chain.map((_, i) =>
+      path
+        .split('.')
+        .slice(0, path.split('.').length - i)
+        .join('.'),
+    );
     for (const [depth, node] of chain.entries()) {
       for (const [event, transitions] of Object.entries(node.on)) {
         if (settled.has(event)) continue;
@@ -203,7 +212,8 @@ function allArrows(machine: AnyStateMachine): Arrows {
   return out;
 }
 
-const arrowLabel = (a: { events: string[]; guard: string | undefined }) => `${a.events.join(', ')}${a.guard ? ` [${a.guard}]` : ''}`;
+const arrowLabel = (a: { events: string[]; guard: string | undefined }) =>
+  `${a.events.join(', ')}${a.guard ? ` [${a.guard}]` : ''}`;
 
 /**
  * The machine as a diagram reads best: each compound state is a box, and what it does for every state inside is
@@ -279,7 +289,11 @@ export function diagramOf(machine: AnyStateMachine): Diagram {
       continue;
     }
     // Boxes nest or stay apart; one that would cut across another is left as separate arrows.
-    if (accepted.every((g) => subset(c.sources, g.members) || subset(g.members, c.sources) || disjoint(c.sources, g.members))) {
+    if (
+      accepted.every(
+        (g) => subset(c.sources, g.members) || subset(g.members, c.sources) || disjoint(c.sources, g.members),
+      )
+    ) {
       accepted.push({ members: c.sources, rules: [{ label: c.label, to: nameOfPath(c.to) }] });
     }
   }
@@ -290,10 +304,21 @@ export function diagramOf(machine: AnyStateMachine): Diagram {
   // The tree of boxes: compound states as the machine nests them; each box of shared rules inside the smallest
   // box that holds it (accepted is ordered largest first).
   type Node = DiagramGroup & { members: Set<string> };
-  const compoundNodes = compounds.map(
-    (c): Node => ({ id: compoundId(c.path), state: nameOfCompound(c.path), rules: [], states: [], groups: [], members: new Set(c.atoms) }),
-  );
-  const ruleNodes = accepted.map((g, i): Node => ({ id: `group_${i + 1}`, rules: g.rules, states: [], groups: [], members: g.members }));
+  const compoundNodes = compounds.map((c): Node => ({
+    id: compoundId(c.path),
+    state: nameOfCompound(c.path),
+    rules: [],
+    states: [],
+    groups: [],
+    members: new Set(c.atoms),
+  }));
+  const ruleNodes = accepted.map((g, i): Node => ({
+    id: `group_${i + 1}`,
+    rules: g.rules,
+    states: [],
+    groups: [],
+    members: g.members,
+  }));
   const nodes = [...compoundNodes, ...ruleNodes];
   const top: DiagramGroup[] = [];
   for (const [i, g] of nodes.entries()) {
@@ -303,7 +328,11 @@ export function diagramOf(machine: AnyStateMachine): Diagram {
       .find((p) => subset(g.members, p.members));
     (parent ? parent.groups : top).push(g);
   }
-  const innermost = (s: string) => nodes.slice().reverse().find((g) => g.members.has(s));
+  const innermost = (s: string) =>
+    nodes
+      .slice()
+      .reverse()
+      .find((g) => g.members.has(s));
   for (const a of atoms) innermost(a.path)?.states.push(nameOfPath(a.path));
   const strip = (g: Node | DiagramGroup): DiagramGroup => ({
     id: g.id,
@@ -332,9 +361,18 @@ export function diagramOf(machine: AnyStateMachine): Diagram {
     edges.set(`${from}\0${to}`, edge);
   }
   for (const g of ruleNodes) {
-    for (const to of new Set(g.rules.map((r) => r.to))) edges.set(`${g.id}\0${to}`, { from: g.id, fromGroup: true, to, labels: [] });
+    for (const to of new Set(g.rules.map((r) => r.to)))
+      edges.set(`${g.id}\0${to}`, { from: g.id, fromGroup: true, to, labels: [] });
   }
-  return { initial: initial === undefined ? undefined : nameOfPath(initial), states, finals, events, selfLoops, groups: top.map(strip), edges: [...edges.values()] };
+  return {
+    initial: initial === undefined ? undefined : nameOfPath(initial),
+    states,
+    finals,
+    events,
+    selfLoops,
+    groups: top.map(strip),
+    edges: [...edges.values()],
+  };
 }
 
 /** A compound state's box is titled by its own key: it is drawn inside its parent's box. */
@@ -378,7 +416,9 @@ export function toMermaid(machine: AnyStateMachine, counts?: StateCounts): strin
   };
   const box = (g: DiagramGroup, indent: string) => {
     const title =
-      g.state !== undefined ? g.state : `from every state here: ${g.rules.map((r) => `${r.label} → ${r.to}`).join('; ')}`;
+      g.state !== undefined
+        ? g.state
+        : `from every state here: ${g.rules.map((r) => `${r.label} → ${r.to}`).join('; ')}`;
     lines.push(`${indent}subgraph ${g.id} [${quoted(title)}]`);
     for (const s of g.states) declare(s, `${indent}  `);
     for (const inner of g.groups) box(inner, `${indent}  `);

@@ -23,6 +23,7 @@
  *   pushing to one peer that came back) do not retry in step. A success resets it.
  */
 import { assign, fromPromise, setup } from 'xstate';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * The machine host's version for peer machines. A peer machine is never stored (its cursor is the `peers` row, its
@@ -114,7 +115,7 @@ function failureOf(error: unknown): { message: string; at: number | null; status
   if (typeof error === 'object' && error !== null) {
     const e = error as Partial<PushFailure>;
     return {
-      message: typeof e.message === 'string' ? e.message : String(error),
+      message: typeof e.message === 'string' ? e.message : errorMessage(error),
       at: typeof e.at === 'number' ? e.at : null,
       status: typeof e.status === 'number' ? e.status : null,
       jitter: typeof e.jitter === 'number' ? e.jitter : 0,

@@ -62,11 +62,11 @@ export interface StateNames {
   /** every atomic state's name, in definition order */
   names: string[];
   /** the name of an atomic state's path */
-  nameOfPath(path: string): string;
+  nameOfPath: (path: string) => string;
   /** the path of a name (or of a path, which is returned as it is) */
-  pathOfName(name: string): string | undefined;
+  pathOfName: (name: string) => string | undefined;
   /** how people read a value: its atomic states' names, joined by `, ` when it is in several (parallel states) */
-  nameOf(value: StateValue): string;
+  nameOf: (value: StateValue) => string;
 }
 
 interface StateNodeLike {
@@ -82,7 +82,7 @@ function atomicPaths(machine: AnyStateMachine): string[] {
     if (kids.length === 0) return [prefix];
     return kids.flatMap((k) => walk(k, prefix ? `${prefix}.${k.key}` : k.key));
   };
-  return walk(machine.root as unknown as StateNodeLike, '');
+  return walk(machine.root, '');
 }
 
 const namesCache = new WeakMap<AnyStateMachine, StateNames>();

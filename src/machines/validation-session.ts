@@ -20,6 +20,7 @@
  */
 import { and, assign, fromPromise, not, raise, setup } from 'xstate';
 import { decodeStateValue, stateNames, type MachineState, type Migration } from './state-value.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * Bumped when what is persisted changes shape, so old rows are migrated on restore (see `sessionMigrations`):
@@ -35,6 +36,12 @@ export const SESSION_LIFETIME_MS = 24 * 60 * 60 * 1000;
  * a requestToken with a higher send_attempt sends a new one. An SMS code has 10^6 values: 5 guesses per code sent.
  */
 export const MAX_WRONG_TOKENS = 5;
+/**
+ * A requestToken that sends nothing moves the session's mtime only once it is this much older: a client repeating
+ * its request (the same send_attempt) reads the session without writing it. Sydent moves mtime on every requestToken;
+ * here the 24 h windows and `validated_at` start at most this long before the latest repeat.
+ */
+export const REPEAT_TOUCH_EVERY_MS = 60_000;
 
 export type Medium = 'email' | 'msisdn';
 
@@ -129,7 +136,8 @@ export function sameSecret(a: string, b: string): boolean {
 
 const expiredAt = (context: SessionContext, now: number) => now > context.mtime + SESSION_LIFETIME_MS;
 
-const isRequest = (event: MachineEvent): event is Extract<MachineEvent, { sendAttempt: number }> => 'sendAttempt' in event;
+const isRequest = (event: MachineEvent): event is Extract<MachineEvent, { sendAttempt: number }> =>
+  'sendAttempt' in event;
 
 const sessionSetup = setup({
   types: {
@@ -148,7 +156,8 @@ const sessionSetup = setup({
     isNewerSendAttempt: ({ context, event }) => isRequest(event) && event.sendAttempt > context.sendAttempt,
     /** after a failed send, the same send_attempt again is a retry of a send that did not happen */
     isNotOlderAttempt: ({ context, event }) => isRequest(event) && event.sendAttempt >= context.sendAttempt,
-    secretMatches: ({ context, event }) => 'clientSecret' in event && sameSecret(event.clientSecret, context.clientSecret),
+    secretMatches: ({ context, event }) =>
+      'clientSecret' in event && sameSecret(event.clientSecret, context.clientSecret),
     /** a token went out at least once (a failed send keeps the token of an earlier one that arrived) */
     wasSentBefore: ({ context }) => context.everSent,
     tokenMatches: ({ context, event }) => 'token' in event && sameSecret(event.token, context.token),
@@ -164,8 +173,15 @@ const sessionSetup = setup({
     forward: raise(({ event }) => event),
     accept: assign({ rejection: null }),
     touch: assign({ mtime: ({ context, event }) => ('now' in event ? event.now : context.mtime) }),
+    /** the same, for a request that changes nothing else: not before REPEAT_TOUCH_EVERY_MS */
+    touchIfStale: assign({
+      mtime: ({ context, event }) =>
+        'now' in event && event.now - context.mtime >= REPEAT_TOUCH_EVERY_MS ? event.now : context.mtime,
+    }),
     rememberRequest: assign(({ event }) =>
-      isRequest(event) ? { nextLink: event.nextLink, brand: event.brand, sendTo: event.sendTo, ipAddress: event.ipAddress } : {},
+      isRequest(event)
+        ? { nextLink: event.nextLink, brand: event.brand, sendTo: event.sendTo, ipAddress: event.ipAddress }
+        : {},
     ),
     recordSendAttempt: assign({
       sendAttempt: ({ context, event }) => (isRequest(event) ? event.sendAttempt : context.sendAttempt),
@@ -175,7 +191,7 @@ const sessionSetup = setup({
       rejection: 'sendFailed' as const,
       lastError: ({ event }) => {
         const error = (event as { error?: unknown }).error;
-        return error instanceof Error ? error.message : String(error);
+        return errorMessage(error);
       },
     }),
     /** a revived session starts over: the old token and validation no longer count */
@@ -213,15 +229,23 @@ const sessionSetup = setup({
 /** Every event names the session's client secret; a wrong one is refused before anything else is looked at. */
 const wrongSecret = { guard: 'secretMismatch', actions: 'rejectSecret' } as const;
 /** The gate of the live states: the secret, then expiry (the one guarded way out to `expired`), then the state. */
-const gate = [wrongSecret, { guard: 'isExpired', target: 'expired', actions: 'forward' }, { actions: 'passChecked' }] as const;
+const gate = [
+  wrongSecret,
+  { guard: 'isExpired', target: 'expired', actions: 'forward' },
+  { actions: 'passChecked' },
+] as const;
 /** A requestToken that leads to a send. */
 const send = ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'] as const;
 /** A requestToken that sends nothing: the same send_attempt again answers success with the same sid. */
-const nothingToSend = { actions: ['accept', 'touch'] } as const;
+const nothingToSend = { actions: ['accept', 'touchIfStale'] } as const;
 /** A submitToken while a token is awaited: a token that went out validates; a wrong one counts, the last one locks. */
 const awaitToken = [
   { guard: 'sentTokenMatches', target: '#validationSession.live.validated', actions: ['accept', 'markValidated'] },
-  { guard: 'reachesWrongTokenCap', target: '#validationSession.live.locked', actions: ['countWrongToken', 'rejectToken'] },
+  {
+    guard: 'reachesWrongTokenCap',
+    target: '#validationSession.live.locked',
+    actions: ['countWrongToken', 'rejectToken'],
+  },
   { actions: ['countWrongToken', 'rejectToken'] },
 ] as const;
 /** Once validated (bound or not): asking again is harmless, the right token again answers success (as in Sydent). */
@@ -335,7 +359,16 @@ export const validationSessionMachine = sessionSetup.createMachine({
 });
 
 /** A session's state by name: the live states are named without their parent, as the diagram draws them. */
-export const SESSION_STATES = ['requested', 'sendingToken', 'tokenSent', 'sendFailed', 'locked', 'validated', 'bound', 'expired'] as const;
+export const SESSION_STATES = [
+  'requested',
+  'sendingToken',
+  'tokenSent',
+  'sendFailed',
+  'locked',
+  'validated',
+  'bound',
+  'expired',
+] as const;
 
 /**
  * What older machine versions stored, in the shape the next one stores (`migrations[n]`: version n → n + 1),

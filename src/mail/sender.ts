@@ -60,7 +60,15 @@ export interface SendOptions {
 }
 
 const TEMPORARY_CODES = new Set(['ECONNECTION', 'ESOCKET', 'ETIMEDOUT', 'EDNS']);
-const TEMPORARY_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+const TEMPORARY_ERRNOS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+]);
 
 /** Node's certificate-verification and TLS protocol error codes, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE,
  * CERT_HAS_EXPIRED, ERR_TLS_CERT_ALTNAME_INVALID, ERR_SSL_WRONG_VERSION_NUMBER */
@@ -82,7 +90,9 @@ export function isTemporaryFailure(error: unknown): boolean {
   // a certificate that does not verify, or TLS spoken to a server that does not (configuration, not luck)
   if ((e.originalCode && TLS_SETUP_FAILURE.test(e.originalCode)) || e.code === 'ETLS') return false;
   if (e.code && TEMPORARY_CODES.has(e.code)) return true;
-  return Boolean(e.code && TEMPORARY_ERRNOS.has(e.code)) || Boolean(e.originalCode && TEMPORARY_ERRNOS.has(e.originalCode));
+  return (
+    Boolean(e.code && TEMPORARY_ERRNOS.has(e.code)) || Boolean(e.originalCode && TEMPORARY_ERRNOS.has(e.originalCode))
+  );
 }
 
 /**
@@ -126,7 +136,10 @@ export async function sendRawMail(
   const sleep = opts.sleep ?? defaultSleep;
   const envelope = { from: envelopeAddress(from), to: [request.to] };
 
-  const signals = [opts.signal, opts.deadline === undefined ? undefined : AbortSignal.timeout(Math.max(0, opts.deadline - Date.now()))];
+  const signals = [
+    opts.signal,
+    opts.deadline === undefined ? undefined : AbortSignal.timeout(Math.max(0, opts.deadline - Date.now())),
+  ];
   const present = signals.filter((s): s is AbortSignal => s !== undefined);
   const signal = present.length === 0 ? undefined : present.length === 1 ? present[0] : AbortSignal.any(present);
 
@@ -149,16 +162,12 @@ export async function sendRawMail(
       // Aborted (the deadline, or the caller gave up): the connection was closed under the exchange.
       const failure = signal?.aborted ? outOfTime(attempt, error) : toMailSendError(error, attempt);
       const delay = baseDelayMs * 2 ** (attempt - 1);
-      const noTimeLeft = signal?.aborted === true || (opts.deadline !== undefined && Date.now() + delay >= opts.deadline);
+      const noTimeLeft =
+        signal?.aborted === true || (opts.deadline !== undefined && Date.now() + delay >= opts.deadline);
       if (failure.permanent || attempt >= attempts || noTimeLeft) {
-        throw new MailSendError(
-          failure.message,
-          failure.permanent,
-          failure.code,
-          failure.responseCode,
-          attempt,
-          { cause: error },
-        );
+        throw new MailSendError(failure.message, failure.permanent, failure.code, failure.responseCode, attempt, {
+          cause: error,
+        });
       }
       opts.onRetry?.(failure, attempt, delay);
       await sleep(delay);
@@ -168,7 +177,9 @@ export async function sendRawMail(
 
 /** A temporary failure: the time was up before the mail server accepted the message. */
 function outOfTime(attempts: number, cause?: unknown): MailSendError {
-  return new MailSendError('the mail server did not answer in time', false, 'ETIMEDOUT', undefined, attempts, { cause });
+  return new MailSendError('the mail server did not answer in time', false, 'ETIMEDOUT', undefined, attempts, {
+    cause,
+  });
 }
 
 /** The Message-ID header of a raw message (first header block only, unfolded). */

@@ -4,6 +4,7 @@ import path from 'node:path';
 import nunjucks from 'nunjucks';
 import type { SydentConfig } from '../config/types.js';
 import { markupEscape, pyHtmlEscape, pyQuote, pyQuoteForQuery } from './quote.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * Sydent's template formats, so an operator's Sydent templates render unchanged:
@@ -43,10 +44,7 @@ export interface ResolvedTemplate {
 
 /** The names Sydent asks for, and the deprecated setting that overrides each (bypassing branding). */
 export type TemplateName =
-  | 'verification_template.eml'
-  | 'invite_template.eml'
-  | 'migration_template.eml'
-  | 'verify_response_template.html';
+  'verification_template.eml' | 'invite_template.eml' | 'migration_template.eml' | 'verify_response_template.html';
 
 const OVERRIDES: Partial<Record<string, (config: SydentConfig) => string | null>> = {
   'verification_template.eml': (c) => c.email.template,
@@ -76,7 +74,7 @@ export function resolveTemplate(
   // the keys are the brands found at start-up and a few names, so the cache stays small. A file edited in place
   // is still picked up on the next render.
   let resolved = resolvedByConfig.get(config);
-  if (!resolved) resolvedByConfig.set(config, (resolved = new Map()));
+  if (!resolved) resolvedByConfig.set(config, (resolved = new Map<string, ResolvedTemplate>()));
   const key = `${b}/${name}`;
   let t = resolved.get(key);
   if (!t) resolved.set(key, (t = lookUpTemplate(config.general.templatesPath, b, name)));
@@ -246,16 +244,29 @@ export function jinjaUrlencode(value: unknown): string {
   if (value === undefined || value === null) return '';
   if (typeof value === 'string') return pyQuote(value);
   if (Array.isArray(value)) {
-    return value.map((pair) => (Array.isArray(pair) ? pair : [pair, ''])).map(qsPair).join('&');
+    return value
+      .map((pair: unknown) => (Array.isArray(pair) ? (pair as unknown[]) : [pair, '']))
+      .map(qsPair)
+      .join('&');
   }
   if (typeof value === 'object' && !(value instanceof nunjucks.runtime.SafeString)) {
-    return Object.entries(value as Record<string, unknown>).map(qsPair).join('&');
+    return Object.entries(value).map(qsPair).join('&');
   }
-  return pyQuote(String(value));
+  return pyQuote(pyStr(value));
 }
 
 function qsPair([k, v]: unknown[]): string {
-  return `${pyQuoteForQuery(String(k ?? ''))}=${pyQuoteForQuery(String(v ?? ''))}`;
+  return `${pyQuoteForQuery(pyStr(k))}=${pyQuoteForQuery(pyStr(v))}`;
+}
+
+/** `str(v)` as these filters apply it: a SafeString's text, a number's digits; nothing ('') for none. */
+function pyStr(value: unknown): string {
+  if (value === undefined || value === null) return '';
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (value instanceof nunjucks.runtime.SafeString) return value.toString();
+  // A dict or list inside the filter's argument (no template passes one): as JSON, not as "[object Object]".
+  return JSON.stringify(value) ?? '';
 }
 
 /**
@@ -304,7 +315,7 @@ class JinjaFileLoader implements nunjucks.ILoader {
   /** Jinja2's auto_reload: forget every compiled template whose file changed or went since it was read. */
   refresh(): void {
     for (const [name, { file, mtimeMs }] of this.loaded) {
-      let current: number | null = null;
+      let current: number | null;
       try {
         current = fs.statSync(file).mtimeMs;
       } catch {
@@ -346,7 +357,7 @@ function renderJinja(t: ResolvedTemplate, vars: Readonly<Record<string, string>>
   try {
     return env.render(t.name, { ...vars });
   } catch (error) {
-    throw new TemplateError(error instanceof Error ? error.message : String(error), t.path);
+    throw new TemplateError(errorMessage(error), t.path);
   }
 }
 
@@ -376,7 +387,20 @@ export function splitPlainJinja(src: string): PlainTemplate | null {
   return out;
 }
 
-const NUNJUCKS_NAMES = new Set(['true', 'false', 'none', 'True', 'False', 'None', 'range', 'cycler', 'joiner', 'loop', 'super', 'caller']);
+const NUNJUCKS_NAMES = new Set([
+  'true',
+  'false',
+  'none',
+  'True',
+  'False',
+  'None',
+  'range',
+  'cycler',
+  'joiner',
+  'loop',
+  'super',
+  'caller',
+]);
 
 function renderPlain(parts: PlainTemplate, vars: Readonly<Record<string, string>>): string {
   let out = '';

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import type * as Nodemailer from 'nodemailer';
 import type { Transporter } from 'nodemailer';
 
 // nodemailer loads with the first mail, not at every start-up.
@@ -30,7 +31,7 @@ export interface SmtpTransportOptions {
  */
 export function createSmtpTransport(email: EmailConfig, opts: SmtpTransportOptions = {}): Transporter {
   const tlsMode = email.tlsMode;
-  const nodemailer = require('nodemailer') as typeof import('nodemailer');
+  const nodemailer = require('nodemailer') as typeof Nodemailer;
   return nodemailer.createTransport({
     pool: true,
     // Connections are reused for as long as the server allows.

@@ -4,12 +4,13 @@
  * as its E.164 digits without the `+`, the MSISDN form the spec asks for (appendix "3PID Types").
  */
 import { createRequire } from 'node:module';
-import type { CountryCode, PhoneNumber } from 'libphonenumber-js';
+import type * as LibPhoneNumber from 'libphonenumber-js';
+import type { PhoneNumber } from 'libphonenumber-js';
 
 // The numbering-plan metadata is large: loaded with the first phone number, not at every start-up.
 const require = createRequire(import.meta.url);
-let lib: typeof import('libphonenumber-js') | undefined;
-const phoneLib = (): typeof import('libphonenumber-js') => (lib ??= require('libphonenumber-js') as typeof import('libphonenumber-js'));
+let lib: typeof LibPhoneNumber | undefined;
+const phoneLib = (): typeof LibPhoneNumber => (lib ??= require('libphonenumber-js') as typeof LibPhoneNumber);
 
 /** Longer than any number with formatting; refused before parsing. */
 export const MAX_PHONE_NUMBER_LENGTH = 50;
@@ -39,7 +40,7 @@ export function parsePhone(phoneNumber: string, country: string): ParsedPhone | 
   let phone: PhoneNumber;
   try {
     phone = phoneLib().parsePhoneNumberWithError(phoneNumber, {
-      defaultCountry: phoneLib().isSupportedCountry(region) ? (region as CountryCode) : undefined,
+      defaultCountry: phoneLib().isSupportedCountry(region) ? region : undefined,
       // the whole field must be the number, not a number found inside some text
       extract: false,
     });

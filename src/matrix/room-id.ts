@@ -5,6 +5,7 @@
 
 export const MAX_ROOM_ID_LENGTH = 255;
 /** C0, DEL and C1: nothing a room ID may hold, and nothing a mail header or link should carry. */
+// eslint-disable-next-line no-control-regex -- matching control characters is this regex's job
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
 
 /** Whether `roomId` is 1 to 255 characters without control characters. */

@@ -84,7 +84,11 @@ class HttpDurationHistogram {
       let acc = 0;
       this.bounds.forEach((le, i) => {
         acc += m.buckets[i]!;
-        values.push({ metricName: `${this.name}_bucket`, labels: { le, route: m.route, method: m.method }, value: acc });
+        values.push({
+          metricName: `${this.name}_bucket`,
+          labels: { le, route: m.route, method: m.method },
+          value: acc,
+        });
       });
       values.push(
         { metricName: `${this.name}_bucket`, labels: { le: '+Inf', route: m.route, method: m.method }, value: m.count },
@@ -110,7 +114,7 @@ class SydentReceivedRequests {
   readonly type = 'counter';
   readonly aggregator = 'sum';
   readonly name = 'sydent_http_received_requests_total';
-  readonly help = 'Received requests (Sydent\'s counter: servlet class and method as Sydent labelled them)';
+  readonly help = "Received requests (Sydent's counter: servlet class and method as Sydent labelled them)";
 
   constructor(private readonly routes: Map<string, HttpRouteMetrics>) {}
 
@@ -123,7 +127,13 @@ class SydentReceivedRequests {
       if (entry) entry.value += m.count;
       else counts.set(key, { labels: { servlet: m.servlet, method: sydentMethod(m.method) }, value: m.count });
     }
-    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: [...counts.values()] };
+    return {
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      aggregator: this.aggregator,
+      values: [...counts.values()],
+    };
   }
 
   reset(): void {}
@@ -241,7 +251,12 @@ export class Metrics {
   }
 
   /** Adds a gauge computed at scrape time (SMS counts, replication backlog per peer...). */
-  gauge(name: string, help: string, labelNames: string[], read: () => Record<string, number> | number | Promise<Record<string, number> | number>): void {
+  gauge(
+    name: string,
+    help: string,
+    labelNames: string[],
+    read: () => Record<string, number> | number | Promise<Record<string, number> | number>,
+  ): void {
     new Gauge({
       name,
       help,

@@ -9,7 +9,11 @@ import type { ClaimedCallback } from '../store/callbacks.js';
 export const CALLBACK_MAX_BODY_BYTES = 64 * 1024;
 
 /** Resolves with the status of any answer; throws FederationError when no answer came (or `signal` aborted it). */
-export async function deliverCallback(federation: FederationClient, row: ClaimedCallback, signal?: AbortSignal): Promise<number> {
+export async function deliverCallback(
+  federation: FederationClient,
+  row: ClaimedCallback,
+  signal?: AbortSignal,
+): Promise<number> {
   const res = await federation.request(row.destination, {
     method: 'POST',
     path: row.path,

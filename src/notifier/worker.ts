@@ -25,6 +25,7 @@ import {
   type DeliveryResult,
 } from '../machines/callback.js';
 import type { CallbackCounts, CallbackDebugRow, ClaimedCallback, ClaimRequest } from '../store/callbacks.js';
+import { errorMessage } from '../util/error-message.js';
 
 /** The store writes the worker needs, answered by the store actor. */
 export interface CallbackStorePort {
@@ -108,10 +109,15 @@ const DEFAULTS = {
 const MIN_SLEEP_MS = 100;
 
 export class CallbackWorker {
-  private readonly opts: Required<Omit<CallbackWorkerOptions, 'random' | 'inspect'>> & { random: () => number; inspect?: ActorInspect };
+  private readonly opts: Required<Omit<CallbackWorkerOptions, 'random' | 'inspect'>> & {
+    random: () => number;
+    inspect?: ActorInspect;
+  };
   private readonly inFlight = new Map<number, InFlight>();
   private readonly machines: MachineHost<typeof callbackMachine, number>;
   private pumping = false;
+  /** a wake is waiting for the end of the turn */
+  private wakeQueued = false;
   private again = false;
   private draining = false;
   private started = false;
@@ -132,7 +138,7 @@ export class CallbackWorker {
             const status = await deliver(this.inFlight.get(input.id)!.row, this.cutOff.signal);
             return { status, at: now() };
           } catch (err) {
-            throw new DeliveryError(err instanceof Error ? err.message : String(err), now());
+            throw new DeliveryError(errorMessage(err), now());
           }
         }),
       },
@@ -159,8 +165,20 @@ export class CallbackWorker {
     this.wake();
   }
 
-  /** Something may be due: look now. */
+  /**
+   * Something may be due: look at the end of this turn of the event loop. Every wake of one turn (the binds one group
+   * commit answered, the deliveries that ended together) leads to one claim, which takes all the rows ready.
+   */
   wake(): void {
+    if (this.draining || this.wakeQueued) return;
+    this.wakeQueued = true;
+    setImmediate(() => {
+      this.wakeQueued = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
     if (this.draining) return;
     if (this.pumping) {
       this.again = true;
@@ -176,7 +194,7 @@ export class CallbackWorker {
         this.pumping = false;
         if (this.again) {
           this.again = false;
-          this.wake();
+          this.pump();
         }
       });
   }
@@ -310,11 +328,20 @@ export class CallbackWorker {
       outcome: null,
     };
     // The claim's lease is what a later write of this attempt must still find.
-    return { state: row.attempts === 0 ? 'pending' : 'retrying', context, machineVersion: CALLBACK_MACHINE_VERSION, rowVersion: row.claimedUntil };
+    return {
+      state: row.attempts === 0 ? 'pending' : 'retrying',
+      context,
+      machineVersion: CALLBACK_MACHINE_VERSION,
+      rowVersion: row.claimedUntil,
+    };
   }
 
   /** Records how an attempt ended; the attempt's start was recorded by the claim. */
-  private async record(id: number, write: MachineWrite<CallbackContext>, expected: RowExpectation<unknown>): Promise<RowExpectation<unknown>> {
+  private async record(
+    id: number,
+    write: MachineWrite<CallbackContext>,
+    expected: RowExpectation<unknown>,
+  ): Promise<RowExpectation<unknown>> {
     const { store, log } = this.opts;
     const row = this.inFlight.get(id)!.row;
     const c = write.context;
@@ -323,7 +350,11 @@ export class CallbackWorker {
       case null:
         break;
       case 'delivered': {
-        const { tokensDeleted } = await store.delivered(row.id, c.deliveredAt ?? this.opts.now(), this.opts.deleteInviteTokens);
+        const { tokensDeleted } = await store.delivered(
+          row.id,
+          c.deliveredAt ?? this.opts.now(),
+          this.opts.deleteInviteTokens,
+        );
         log.info({ ...where, attempts: row.attempts + 1, tokensDeleted }, 'homeserver callback delivered');
         break;
       }

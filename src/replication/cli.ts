@@ -21,6 +21,7 @@ import { closeDatabase, openDatabase } from '../store/database.js';
 import { PeerReads, PeerWrites, PEER_KEY_ALG } from '../store/peers.js';
 import { decodePeerKey, PeerKeyError } from './keys.js';
 import { peersFromText, pushUrl, removePeerSectionFromFile, setPeerUrlInFile } from './peer-config.js';
+import { errorMessage } from '../util/error-message.js';
 
 export interface CliIo {
   stdout: (text: string) => void;
@@ -97,7 +98,8 @@ function parseAdd(words: string[]): AddOptions {
         break;
       case '--port': {
         const v = value();
-        if (!/^\d{1,5}$/.test(v) || Number(v) < 1 || Number(v) > 65535) throw new UsageError(`--port: not a port number: ${v}`);
+        if (!/^\d{1,5}$/.test(v) || Number(v) < 1 || Number(v) > 65535)
+          throw new UsageError(`--port: not a port number: ${v}`);
         port = Number(v);
         break;
       }
@@ -110,7 +112,8 @@ function parseAdd(words: string[]): AddOptions {
   if (name === undefined) throw new UsageError('peers add needs the peer NAME');
   if (pubkey === undefined) throw new UsageError('peers add needs --pubkey KEY');
   checkName(name);
-  if (url !== undefined && !isHttpUrl(url)) throw new UsageError(`--url: not an absolute http:// or https:// URL: ${url}`);
+  if (url !== undefined && !isHttpUrl(url))
+    throw new UsageError(`--url: not an absolute http:// or https:// URL: ${url}`);
   let key: string;
   try {
     key = encodeBase64(decodePeerKey(pubkey).bytes);
@@ -129,7 +132,8 @@ function checkName(name: string): void {
 }
 
 function oneName(words: string[], command: string): string {
-  if (words.length !== 1 || words[0]!.startsWith('-')) throw new UsageError(`peers ${command} needs exactly one peer NAME`);
+  if (words.length !== 1 || words[0]!.startsWith('-'))
+    throw new UsageError(`peers ${command} needs exactly one peer NAME`);
   checkName(words[0]!);
   return words[0]!;
 }
@@ -188,7 +192,7 @@ export function peersMain(argv: string[], io: CliIo): number {
       io.stderr(`sydent-ts: ${err.message}\n`);
       return 1;
     }
-    io.stderr(`sydent-ts: ${err instanceof Error ? err.message : String(err)}\n`);
+    io.stderr(`sydent-ts: ${errorMessage(err)}\n`);
     return 1;
   }
 }
@@ -215,7 +219,7 @@ function remove(name: string, configPath: string, db: Db, io: CliIo): void {
   io.stdout(`removed peer ${name}${removedSection ? ` and its [peer.${name}] section` : ''}\n`);
 }
 
-function urlsOf(configPath: string): Record<string, string> {
+function urlsOf(configPath: string): Record<string, string | undefined> {
   const peers = peersFromText(readFileSync(configPath, 'utf8'), dirname(configPath));
   return Object.fromEntries(Object.entries(peers).map(([name, p]) => [name, p.baseReplicationUrl]));
 }
@@ -251,5 +255,6 @@ function list(configPath: string, db: Db, io: CliIo, json: boolean): void {
     ]),
   ];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-  for (const row of table) io.stdout(`${row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}\n`);
+  for (const row of table)
+    io.stdout(`${row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}\n`);
 }

@@ -37,12 +37,19 @@ export class InboundPushes {
   async apply(push: InboundPush, request: CallOptions): Promise<PushOutcome> {
     const checked = await checkPushInSlices(push.sgAssocs, push.origin, this.keyOf(push.peerKey));
     if (!checked.ok) return checked;
-    if (checked.associations.length === 0) return { ok: true, result: { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 } };
+    if (checked.associations.length === 0)
+      return { ok: true, result: { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 } };
     for (let attempt = 1; ; attempt++) {
       const pepper = await this.facades.reads.associations.storedPepper();
-      const associations = checked.associations.map((a) => ({ ...a, lookupHash: lookupHash(a.address, a.medium, pepper) }));
+      const associations = checked.associations.map((a) => ({
+        ...a,
+        lookupHash: lookupHash(a.address, a.medium, pepper),
+      }));
       try {
-        const result = await this.facades.stores.applyPush({ originServer: push.origin, associations, pepperSeen: pepper }, request);
+        const result = await this.facades.stores.applyPush(
+          { originServer: push.origin, associations, pepperSeen: pepper },
+          request,
+        );
         return { ok: true, result };
       } catch (error) {
         if (error instanceof BindConflictError && attempt < ATTEMPTS) continue;

@@ -52,7 +52,11 @@ function wireAssociation(row: LocalAssociationRow): WireAssociation {
 }
 
 /** Signs each row as `serverName` and keys them by their log id (a JSON string key, as Sydent). */
-export function buildBatch(rows: readonly LocalAssociationRow[], serverName: string, key: SigningKeyLike): OutboundBatch {
+export function buildBatch(
+  rows: readonly LocalAssociationRow[],
+  serverName: string,
+  key: SigningKeyLike,
+): OutboundBatch {
   const sgAssocs: Record<string, Signed<WireAssociation>> = {};
   let lastId = 0;
   for (const row of rows) {
@@ -93,19 +97,22 @@ export class ReplicationClient {
     const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.userAgent = opts.userAgent ?? 'sydent-ts';
-    this.agent = lazy(() => new (undici().Agent)({
-      connect: {
-        key: tls.key,
-        cert: tls.cert,
-        ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
-        rejectUnauthorized: true,
-        timeout: connectTimeoutMs,
-      },
-      connections: 2,
-      keepAliveTimeout: 30_000,
-      headersTimeout: this.timeoutMs,
-      bodyTimeout: this.timeoutMs,
-    }));
+    this.agent = lazy(
+      () =>
+        new (undici().Agent)({
+          connect: {
+            key: tls.key,
+            cert: tls.cert,
+            ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+            rejectUnauthorized: true,
+            timeout: connectTimeoutMs,
+          },
+          connections: 2,
+          keepAliveTimeout: 30_000,
+          headersTimeout: this.timeoutMs,
+          bodyTimeout: this.timeoutMs,
+        }),
+    );
   }
 
   /** POSTs the body; resolves with any answer, throws when none came (connection, TLS, timeout). */
@@ -134,7 +141,10 @@ export class ReplicationClient {
 
   /** Drops open connections at once (shutdown after the grace period). */
   async destroy(): Promise<void> {
-    await this.agent.ifMade()?.destroy().catch(() => undefined);
+    await this.agent
+      .ifMade()
+      ?.destroy()
+      .catch(() => undefined);
   }
 }
 
@@ -142,7 +152,10 @@ export class ReplicationClient {
 export function describeRefusal(answer: PushAnswer): string {
   try {
     const json = JSON.parse(answer.body) as { errcode?: unknown; error?: unknown; failed_ids?: unknown };
-    const parts = [typeof json.errcode === 'string' ? json.errcode : null, typeof json.error === 'string' ? json.error : null];
+    const parts = [
+      typeof json.errcode === 'string' ? json.errcode : null,
+      typeof json.error === 'string' ? json.error : null,
+    ];
     if (Array.isArray(json.failed_ids)) parts.push(`failed_ids: ${json.failed_ids.slice(0, 10).join(', ')}`);
     const text = parts.filter(Boolean).join(': ');
     if (text) return `HTTP ${answer.status}: ${text}`;

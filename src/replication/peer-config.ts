@@ -27,7 +27,11 @@ export function pushUrl(name: string, port: number | null, baseReplicationUrl: s
 }
 
 /** Reads the `[peer.*]` sections of a config file's text. ConfigError on a bad file or value. */
-export function peersFromText(text: string, cwd: string, warn: (message: string) => void = () => undefined): Record<string, PeerConfig> {
+export function peersFromText(
+  text: string,
+  cwd: string,
+  warn: (message: string) => void = () => undefined,
+): Record<string, PeerConfig> {
   return readPeers(new IniReader(parseIni(text)), { cwd, warn });
 }
 
@@ -50,6 +54,11 @@ export class PeerUrls {
 
   get(name: string): string | undefined {
     return Object.hasOwn(this.urls, name) ? this.urls[name]?.baseReplicationUrl : undefined;
+  }
+
+  /** `[peer.NAME] push_batch_size`, when set. */
+  batchSize(name: string): number | undefined {
+    return Object.hasOwn(this.urls, name) ? this.urls[name]?.pushBatchSize : undefined;
   }
 
   /** Re-reads the peer sections when sydent.conf changed since the last look. */

@@ -34,7 +34,8 @@ function readAssociation(originId: number, value: Record<string, unknown>): Omit
   const { medium, address, mxid, ts, not_before: notBefore, not_after: notAfter } = value;
   if (typeof medium !== 'string' || medium === '') throw new InvalidAssociation('medium is not a string');
   if (typeof address !== 'string' || address === '') throw new InvalidAssociation('address is not a string');
-  if (mxid !== null && (typeof mxid !== 'string' || mxid === '')) throw new InvalidAssociation('mxid is not a string or null');
+  if (mxid !== null && (typeof mxid !== 'string' || mxid === ''))
+    throw new InvalidAssociation('mxid is not a string or null');
   if (!isTime(ts)) throw new InvalidAssociation('ts is not an integer');
   const normalised = normaliseAddress(medium, address);
   if (mxid === null) {

@@ -29,9 +29,17 @@ import {
 } from '../machines/peer.js';
 import type { PeerLease } from '../store/engine.js';
 import type { ActivePeer, LocalAssociationRow, PeerRow } from '../store/peers.js';
-import { buildBatch, describeRefusal, ReplicationClient, type OutboundBatch, type PushAnswer, type PushBody } from './outbound.js';
+import {
+  buildBatch,
+  describeRefusal,
+  ReplicationClient,
+  type OutboundBatch,
+  type PushAnswer,
+  type PushBody,
+} from './outbound.js';
 import { pushUrl, type PeerUrls } from './peer-config.js';
 import type { ReplicationTls } from './tls.js';
+import { errorMessage } from '../util/error-message.js';
 
 /** The store writes the worker needs, answered by the store actor. */
 export interface ReplicationStorePort {
@@ -69,12 +77,12 @@ export interface ReplicationWorkerOptions {
   /** null: replication is off (no certificate); `disabledReason` says why */
   tls: ReplicationTls | null;
   disabledReason?: string;
-  urls: Pick<PeerUrls, 'get' | 'refresh'>;
+  urls: Pick<PeerUrls, 'get' | 'refresh'> & Partial<Pick<PeerUrls, 'batchSize'>>;
   now: () => number;
   /** the jitter of the backoff: a number in [0, 1) */
   random?: () => number;
   log: Logger;
-  /** associations per push (default Sydent's 100) */
+  /** associations per push to a peer without `[peer.NAME] push_batch_size` (default Sydent's 100) */
   batchSize?: number;
   /** the periodic look (default Sydent's 10 s) */
   tickMs?: number;
@@ -166,7 +174,9 @@ export class ReplicationWorker {
   constructor(opts: ReplicationWorkerOptions) {
     this.opts = { ...DEFAULTS, random: Math.random, ...opts };
     const machine = peerMachine.provide({
-      actors: { push: fromPromise<PushResult, PushInput>(({ input }) => this.trackPush(this.slots.get(input.name)!, input)) },
+      actors: {
+        push: fromPromise<PushResult, PushInput>(({ input }) => this.trackPush(this.slots.get(input.name)!, input)),
+      },
     });
     this.machines = new MachineHost<typeof peerMachine, string>({
       name: 'peer',
@@ -175,7 +185,14 @@ export class ReplicationWorker {
       store: {
         load: async (name) => {
           const slot = this.slots.get(name);
-          return slot && { state: slot.machine.value, context: slot.machine.context, machineVersion: PEER_MACHINE_VERSION, rowVersion: null };
+          return (
+            slot && {
+              state: slot.machine.value,
+              context: slot.machine.context,
+              machineVersion: PEER_MACHINE_VERSION,
+              rowVersion: null,
+            }
+          );
         },
         save: async (name, write, expected) => {
           const slot = this.slots.get(name);
@@ -247,7 +264,8 @@ export class ReplicationWorker {
     this.machines
       .send(name, event)
       .catch((err: unknown) => {
-        if (!(err instanceof MachineStoppedError)) this.opts.log.error({ err, peer: name }, 'replication: peer machine failed');
+        if (!(err instanceof MachineStoppedError))
+          this.opts.log.error({ err, peer: name }, 'replication: peer machine failed');
       })
       .finally(() => then?.());
   }
@@ -343,7 +361,8 @@ export class ReplicationWorker {
     for (const peer of peers) {
       seen.add(peer.name);
       const slot = this.slots.get(peer.name);
-      if (slot) slot.peer = peer; // port or key changed: used from the next push
+      if (slot)
+        slot.peer = peer; // port or key changed: used from the next push
       else this.addSlot(peer);
     }
     for (const [name, slot] of this.slots) {
@@ -404,9 +423,11 @@ export class ReplicationWorker {
   private trackPush(slot: Slot, input: PushInput): Promise<PushResult> {
     const p = this.push(slot, input);
     slot.running = p;
-    void p.finally(() => {
-      if (slot.running === p) slot.running = null;
-    }).catch(() => undefined);
+    void p
+      .finally(() => {
+        if (slot.running === p) slot.running = null;
+      })
+      .catch(() => undefined);
     return p;
   }
 
@@ -433,19 +454,27 @@ export class ReplicationWorker {
     const prefetched = slot.prefetched;
     slot.prefetched = null;
     if (prefetched && prefetched.afterId === cursor) return prefetched.batch;
-    const rows = await this.opts.reads.localAfter(cursor, this.opts.batchSize);
+    const rows = await this.opts.reads.localAfter(cursor, this.batchSizeOf(slot));
     return rows.length === 0 ? null : buildBatch(rows, this.opts.serverName, this.opts.signingKey);
   }
 
   private async prefetch(slot: Slot, afterId: number): Promise<void> {
-    const rows = await this.opts.reads.localAfter(afterId, this.opts.batchSize);
-    slot.prefetched = rows.length === 0 ? null : { afterId, batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey) };
+    const rows = await this.opts.reads.localAfter(afterId, this.batchSizeOf(slot));
+    slot.prefetched =
+      rows.length === 0 ? null : { afterId, batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey) };
+  }
+
+  /** Associations per push to this peer: its `push_batch_size`, or Sydent's. */
+  private batchSizeOf(slot: Slot): number {
+    return this.opts.urls.batchSize?.(slot.peer.name) ?? this.opts.batchSize;
   }
 
   /** The `push` actor: one batch after the cursor, then the cursor stored after the peer's 2xx. */
   private async push(slot: Slot, input: PushInput): Promise<PushResult> {
-    const { now, log, batchSize } = this.opts;
-    const fail = (message: string, status: number | null = null) => new PushError(message, now(), status, this.opts.random());
+    const { now, log } = this.opts;
+    const batchSize = this.batchSizeOf(slot);
+    const fail = (message: string, status: number | null = null) =>
+      new PushError(message, now(), status, this.opts.random());
     let answer: PushAnswer;
     let lastId: number;
     let count: number;
@@ -472,14 +501,17 @@ export class ReplicationWorker {
     }
     if (answer.status < 200 || answer.status >= 300) {
       const message = describeRefusal(answer);
-      log.warn({ peer: peer.name, url, status: answer.status, error: message }, 'replication: peer refused a push; backing off');
+      log.warn(
+        { peer: peer.name, url, status: answer.status, error: message },
+        'replication: peer refused a push; backing off',
+      );
       throw fail(message, answer.status);
     }
     try {
       await this.opts.store.markSent(peer.name, lastId, now());
     } catch (err) {
       // The peer has the batch; it gets it again after the backoff and ignores what it already has.
-      throw fail(`could not store the cursor: ${err instanceof Error ? err.message : String(err)}`);
+      throw fail(`could not store the cursor: ${errorMessage(err)}`);
     }
     log.debug({ peer: peer.name, count, lastId }, 'replication: batch acknowledged');
     return { sent: count, lastId, full: count >= batchSize, at: now() };

@@ -30,7 +30,17 @@ import {
   type SessionContext,
   type SessionEvent,
 } from '../machines/validation-session.js';
-import { SessionConflictError, type SessionSave, type SessionWrite, type StoredSession, type SydentColumns, type SydentSessionRow } from '../store/sessions.js';
+import type { CallOptions } from '../actors/ask.js';
+import {
+  randomSid,
+  SessionConflictError,
+  SidTakenError,
+  type SessionSave,
+  type SessionWrite,
+  type StoredSession,
+  type SydentColumns,
+  type SydentSessionRow,
+} from '../store/sessions.js';
 import { reconcileWithSydent, sessionFromSydentRow, type LoadedSession } from './sydent-rows.js';
 
 /**
@@ -55,11 +65,14 @@ export interface SessionReadPort {
   load(sid: number): Promise<StoredSession | undefined>;
 }
 
-/** The store writes the host needs, answered by the store supervisor. */
+/**
+ * The store writes the host needs, answered by the store supervisor; each carries the deadline and signal of the
+ * request whose event it records (none for a write no request waits for).
+ */
 export interface SessionStorePort {
-  newSid(): Promise<number>;
-  create(medium: Medium, clientSecret: string, write: SessionWrite): Promise<number>;
-  save(write: SessionWrite, expectedVersion: number | null): Promise<number>;
+  /** under `write.sid`, picked by the host: a sid in use rejects with SidTakenError */
+  create(medium: Medium, clientSecret: string, write: SessionWrite, request?: CallOptions): Promise<number>;
+  save(write: SessionWrite, expectedVersion: number | null, request?: CallOptions): Promise<number>;
 }
 
 export interface SessionHostDeps {
@@ -68,8 +81,10 @@ export interface SessionHostDeps {
   store: SessionStorePort;
   senders: Partial<Record<Medium, TokenSender>>;
   /** rate limit for the sender of a token, consulted only when a token will really be sent */
-  admit: (medium: Medium, key: string) => Promise<Admission>;
+  admit: (medium: Medium, key: string, request: CallOptions) => Promise<Admission>;
   newToken: (medium: Medium) => string;
+  /** the sid a new session tries first (default randomSid); one in use is refused by the create, and another tried */
+  newSid?: () => number;
   /** told of every state change, in the diagram's names (metrics) */
   onTransition?: (from: string, to: string) => void;
   /** `--inspect` */
@@ -112,7 +127,10 @@ export interface SessionOutcome {
  * same write as the binding, answering the row's new version; with null (bound again to the same user: the row has
  * nothing new), the binding alone, answering null.
  */
-export type PublishBinding = (threepid: { medium: Medium; address: string }, session: SessionSave | null) => Promise<number | null>;
+export type PublishBinding = (
+  threepid: { medium: Medium; address: string },
+  session: SessionSave | null,
+) => Promise<number | null>;
 
 export type RequestTokenResult = ({ limited: false } & SessionOutcome) | { limited: true; retryAfterMs: number };
 
@@ -141,8 +159,10 @@ interface SessionSeen {
   storedAddress: string;
 }
 
-/** What the invoked send of a session must keep to, while one of its events is processed. */
-interface SendRequest {
+/** The request an event of a session is processed for: what its writes and the send it may start must keep to. */
+interface SessionRequest {
+  /** Date.now() time by which the request is answered: every ask it makes carries it */
+  deadline: number;
   /** Date.now() time by which the send must have ended */
   sendBy: number;
   signal: AbortSignal | undefined;
@@ -159,8 +179,8 @@ export class SessionHost {
   private readonly requests = new KeyedQueue<string>();
   /** the bind whose BIND is being processed, by sid: how its move to bound is stored */
   private readonly binds = new Map<string, { publish: PublishBinding; published: boolean }>();
-  /** the request whose event is being processed, by sid: the time the invoked send must keep to, its cancellation */
-  private readonly sendRequests = new Map<string, SendRequest>();
+  /** the request whose event is being processed, by sid: its deadline, the time the invoked send must keep to, its cancellation */
+  private readonly sessionRequests = new Map<string, SessionRequest>();
 
   constructor(private readonly deps: SessionHostDeps) {
     const machine = validationSessionMachine.provide({
@@ -169,7 +189,7 @@ export class SessionHost {
           const send = deps.senders[input.medium];
           if (!send) throw new Error(`no sender for ${input.medium}`);
           // The machine host starts this only once the session's row says it is sending (record, then act).
-          const request = this.sendRequests.get(input.sid);
+          const request = this.sessionRequests.get(input.sid);
           const deadline = request?.sendBy ?? Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS;
           if (deadline - Date.now() < MIN_SEND_TIME_MS) throw new Error('no time was left to send the token');
           await send(input, { deadline, ...(request?.signal ? { signal: request.signal } : {}) });
@@ -206,7 +226,10 @@ export class SessionHost {
     });
   }
 
-  private async requestTokenQueued(args: RequestTokenArgs, signal: AbortSignal | undefined): Promise<RequestTokenResult> {
+  private async requestTokenQueued(
+    args: RequestTokenArgs,
+    signal: AbortSignal | undefined,
+  ): Promise<RequestTokenResult> {
     const event = (freshToken: string): SessionEvent => ({
       type: 'REQUEST_TOKEN',
       clientSecret: args.clientSecret,
@@ -221,27 +244,56 @@ export class SessionHost {
     const existing = await this.deps.reads.findSid(args.medium, args.address, args.clientSecret);
     if (existing !== undefined) {
       let retryAfterMs: number | null = null;
-      const outcome = await this.withDeadline(existing, { deadline: args.deadline, signal }, (settleTimeoutMs) =>
-        this.machines.send(existing, event(this.deps.newToken(args.medium)), {
-          settleTimeoutMs,
-          // The rate limit counts sends: a requestToken that sends nothing is never limited.
-          admit: async (next) => {
-            if (!next.matches({ live: 'sendingToken' })) return true;
-            const admission = await this.deps.admit(args.medium, args.requester);
-            if (!admission.ok) retryAfterMs = admission.retryAfterMs;
-            return admission.ok;
-          },
-        }),
+      // The request is known to the session's writes and send only while it holds the session's queue.
+      const outcome = await this.machines.exclusive(existing, () =>
+        this.withRequest(existing, { deadline: args.deadline, signal }, (settleTimeoutMs) =>
+          this.machines.sendNow(existing, event(this.deps.newToken(args.medium)), {
+            settleTimeoutMs,
+            // The rate limit counts sends: a requestToken that sends nothing is never limited.
+            admit: async (next) => {
+              if (!next.matches({ live: 'sendingToken' })) return true;
+              const admission = await this.deps.admit(
+                args.medium,
+                args.requester,
+                callOptions({ deadline: args.deadline, signal }),
+              );
+              if (!admission.ok) retryAfterMs = admission.retryAfterMs;
+              return admission.ok;
+            },
+          }),
+        ),
       );
       if (retryAfterMs !== null) return { limited: true, retryAfterMs };
       // Undefined: purged between the look-up and the load, so a new session, as if there had never been one.
       if (outcome) return { limited: false, ...outcomeOf(outcome) };
     }
 
-    const admission = await this.deps.admit(args.medium, args.requester);
+    const admission = await this.deps.admit(
+      args.medium,
+      args.requester,
+      callOptions({ deadline: args.deadline, signal }),
+    );
     if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
-    const sid = await this.deps.store.newSid();
     const token = this.deps.newToken(args.medium);
+    // The sid is picked here and checked by the create itself (no ask for a free one first): a sid in use, rare
+    // among 2^31, is refused before anything is written, and another is tried.
+    for (;;) {
+      const sid = this.deps.newSid?.() ?? randomSid();
+      try {
+        return await this.createSession(sid, token, args, event, signal);
+      } catch (error) {
+        if (!(error instanceof SidTakenError)) throw error;
+      }
+    }
+  }
+
+  private async createSession(
+    sid: number,
+    token: string,
+    args: RequestTokenArgs,
+    event: (freshToken: string) => SessionEvent,
+    signal: AbortSignal | undefined,
+  ): Promise<RequestTokenResult> {
     const input = {
       sid: String(sid),
       medium: args.medium,
@@ -255,15 +307,25 @@ export class SessionHost {
       brand: args.brand,
       ipAddress: args.ipAddress,
     };
-    const outcome = await this.withDeadline(sid, { deadline: args.deadline, signal }, (settleTimeoutMs) =>
+    const outcome = await this.withRequest(sid, { deadline: args.deadline, signal }, (settleTimeoutMs) =>
       this.machines.create(sid, input, event(token), { settleTimeoutMs }),
     );
     return { limited: false, ...outcomeOf(outcome) };
   }
 
-  /** `undefined` when there is no such session. */
-  async send(sid: number, event: SessionEvent): Promise<SessionOutcome | undefined> {
-    const outcome = await this.machines.send(sid, event);
+  /** `undefined` when there is no such session. `request`: the deadline and signal of the request it answers. */
+  async send(
+    sid: number,
+    event: SessionEvent,
+    request?: { deadline: number; signal?: AbortSignal },
+  ): Promise<SessionOutcome | undefined> {
+    const outcome = request
+      ? await this.machines.exclusive(sid, () =>
+          this.withRequest(sid, { deadline: request.deadline, signal: request.signal }, () =>
+            this.machines.sendNow(sid, event),
+          ),
+        )
+      : await this.machines.send(sid, event);
     return outcome && outcomeOf(outcome);
   }
 
@@ -272,14 +334,23 @@ export class SessionHost {
    * cannot be stored leaves the session as it was (validated), and the error is the answer. `undefined` when there
    * is no such session; a refused BIND (wrong secret, not validated, expired) publishes nothing.
    */
-  async bind(sid: number, event: Extract<SessionEvent, { type: 'BIND' }>, publish: PublishBinding): Promise<SessionOutcome | undefined> {
+  async bind(
+    sid: number,
+    event: Extract<SessionEvent, { type: 'BIND' }>,
+    publish: PublishBinding,
+    request?: { deadline: number; signal?: AbortSignal },
+  ): Promise<SessionOutcome | undefined> {
     return this.machines.exclusive(sid, async () => {
       const key = String(sid);
       const bind = { publish, published: false };
       this.binds.set(key, bind);
       let outcome: HostOutcome<SessionMachine, SessionSeen> | undefined;
       try {
-        outcome = await this.machines.sendNow(sid, event);
+        outcome = request
+          ? await this.withRequest(sid, { deadline: request.deadline, signal: request.signal }, () =>
+              this.machines.sendNow(sid, event),
+            )
+          : await this.machines.sendNow(sid, event);
       } finally {
         this.binds.delete(key);
       }
@@ -306,21 +377,30 @@ export class SessionHost {
     this.machines.stopAll();
   }
 
-  /** Runs `fn` with the request's deadline and signal known to the send it may start, and the time it may wait for it. */
-  private async withDeadline<T>(
+  /**
+   * Runs `fn` with the request's deadline and signal known to the session's writes and the send it may start, and
+   * the time it may wait for the send.
+   */
+  private async withRequest<T>(
     sid: number,
     request: { deadline: number; signal: AbortSignal | undefined },
     fn: (settleTimeoutMs: number) => Promise<T>,
   ): Promise<T> {
     const key = String(sid);
     const sendBy = request.deadline - RECORD_MARGIN_MS;
-    this.sendRequests.set(key, { sendBy, signal: request.signal });
+    this.sessionRequests.set(key, { deadline: request.deadline, sendBy, signal: request.signal });
     try {
       // The sender gives up at its deadline, so the machine has left sendingToken by then.
       return await fn(Math.max(0, sendBy - Date.now()) + SEND_SETTLE_MS);
     } finally {
-      this.sendRequests.delete(key);
+      this.sessionRequests.delete(key);
     }
+  }
+
+  /** The deadline and signal of the request an event of `sid` is processed for; none outside a request. */
+  private requestOf(sid: number): CallOptions | undefined {
+    const request = this.sessionRequests.get(String(sid));
+    return request && callOptions(request);
   }
 
   private async load(sid: number): Promise<StoredMachine<SessionSeen> | undefined> {
@@ -328,7 +408,12 @@ export class SessionHost {
     if (!stored) return undefined;
     const { sydent, machine } = stored;
     const seen: SessionSeen = {
-      sydent: { validated: sydent.validated, mtime: sydent.mtime, token: sydent.token, sendAttemptNumber: sydent.sendAttemptNumber },
+      sydent: {
+        validated: sydent.validated,
+        mtime: sydent.mtime,
+        token: sydent.token,
+        sendAttemptNumber: sydent.sendAttemptNumber,
+      },
       row: sydent,
       storedAddress: sydent.address,
     };
@@ -344,7 +429,14 @@ export class SessionHost {
     }
     // A session only Sydent knows: its rows are all there is, read in today's shape.
     const { state, context } = sessionFromSydentRow(sydent);
-    return { state: valueOf(state), context, machineVersion: SESSION_MACHINE_VERSION, rowVersion: null, history: [], seen };
+    return {
+      state: valueOf(state),
+      context,
+      machineVersion: SESSION_MACHINE_VERSION,
+      rowVersion: null,
+      history: [],
+      seen,
+    };
   }
 
   private async save(
@@ -368,12 +460,17 @@ export class SessionHost {
       expectedSydent: expected.seen?.sydent ?? null,
     };
     const rowVersion = write.created
-      ? await this.deps.store.create(context.medium, context.clientSecret, row)
+      ? await this.deps.store.create(context.medium, context.clientSecret, row, this.requestOf(sid))
       : await this.saveRow(sid, write.stateName, context, row, expected.rowVersion);
     return {
       rowVersion,
       seen: {
-        sydent: { validated: row.validated ? 1 : 0, mtime: row.mtime, token: row.token, sendAttemptNumber: row.sendAttempt },
+        sydent: {
+          validated: row.validated ? 1 : 0,
+          mtime: row.mtime,
+          token: row.token,
+          sendAttemptNumber: row.sendAttempt,
+        },
         row: expected.seen?.row ?? null,
         storedAddress: expected.seen?.storedAddress ?? context.address,
       },
@@ -381,11 +478,21 @@ export class SessionHost {
   }
 
   /** A session's row saved; its move to bound, by the bind that asked for it, in one write with the binding. */
-  private async saveRow(sid: number, stateName: string, context: SessionContext, row: SessionWrite, expectedVersion: number | null): Promise<number> {
+  private async saveRow(
+    sid: number,
+    stateName: string,
+    context: SessionContext,
+    row: SessionWrite,
+    expectedVersion: number | null,
+  ): Promise<number> {
     const bind = this.binds.get(String(sid));
-    if (!bind || bind.published || stateName !== 'bound') return this.deps.store.save(row, expectedVersion);
+    if (!bind || bind.published || stateName !== 'bound')
+      return this.deps.store.save(row, expectedVersion, this.requestOf(sid));
     bind.published = true;
-    const rowVersion = await bind.publish({ medium: context.medium, address: context.address }, { write: row, expectedVersion });
+    const rowVersion = await bind.publish(
+      { medium: context.medium, address: context.address },
+      { write: row, expectedVersion },
+    );
     if (rowVersion === null) throw new Error(`session ${sid}: its binding was stored without the session`);
     return rowVersion;
   }
@@ -396,13 +503,23 @@ export class SessionHost {
  * the user: the token it carried is accepted, and the same send_attempt sends again (an interrupted send is not
  * a send). Then whatever Sydent did to the rows since our last save.
  */
-function restoreSession(state: MachineState<SessionContext>, stored: StoredMachine<SessionSeen>): MachineState<SessionContext> {
+function restoreSession(
+  state: MachineState<SessionContext>,
+  stored: StoredMachine<SessionSeen>,
+): MachineState<SessionContext> {
   let loaded: LoadedSession = { state: names.nameOf(state.value), context: state.context };
   if (loaded.state === 'sendingToken') {
-    loaded = { state: 'sendFailed', context: { ...loaded.context, everSent: true, lastError: 'interrupted by a restart' } };
+    loaded = {
+      state: 'sendFailed',
+      context: { ...loaded.context, everSent: true, lastError: 'interrupted by a restart' },
+    };
   }
   if (stored.rowVersion !== null && stored.seen?.row) loaded = reconcileWithSydent(loaded, stored.seen.row);
   return { value: valueOf(loaded.state), context: loaded.context };
+}
+
+function callOptions(request: { deadline: number; signal?: AbortSignal | undefined }): CallOptions {
+  return request.signal ? { deadline: request.deadline, signal: request.signal } : { deadline: request.deadline };
 }
 
 /** How the send ended, named as the machine (and its diagram) names the event: `done: sendToken` or `error: sendToken`. */

@@ -60,12 +60,14 @@ export function reconcileWithSydent(ours: LoadedSession, row: SydentSessionRow):
     next.wrongTokens = 0;
     if (state === 'locked') state = 'tokenSent';
   }
-  if (row.sendAttemptNumber !== null && row.sendAttemptNumber > context.sendAttempt) next.sendAttempt = row.sendAttemptNumber;
+  if (row.sendAttemptNumber !== null && row.sendAttemptNumber > context.sendAttempt)
+    next.sendAttempt = row.sendAttemptNumber;
   if (row.mtime > context.mtime) {
     next.mtime = row.mtime;
     next.everSent = true;
     // Sydent revives an expired session as it was, token and validation included.
-    if (state === 'expired') state = next.validatedAt === null ? 'tokenSent' : next.mxid === null ? 'validated' : 'bound';
+    if (state === 'expired')
+      state = next.validatedAt === null ? 'tokenSent' : next.mxid === null ? 'validated' : 'bound';
   }
   if (row.validated && context.validatedAt === null) {
     state = 'validated';

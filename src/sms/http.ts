@@ -37,17 +37,25 @@ export class ProviderHttp {
     private readonly guard: IpGuard,
     readonly timeoutMs: number = PROVIDER_TIMEOUT_MS,
   ) {
-    this.agent = lazy(() => new (undici().Agent)({
-      connect: { timeout: timeoutMs, lookup: guardedLookup(guard) },
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
-      connections: 8,
-      keepAliveTimeout: 30_000,
-    }));
+    this.agent = lazy(
+      () =>
+        new (undici().Agent)({
+          connect: { timeout: timeoutMs, lookup: guardedLookup(guard) },
+          headersTimeout: timeoutMs,
+          bodyTimeout: timeoutMs,
+          connections: 8,
+          keepAliveTimeout: 30_000,
+        }),
+    );
   }
 
   /** `signal`: the caller's cancellation, which ends the exchange as the time limit does. */
-  async post(url: string, headers: Record<string, string>, body: string, cancel?: AbortSignal): Promise<ProviderAnswer> {
+  async post(
+    url: string,
+    headers: Record<string, string>,
+    body: string,
+    cancel?: AbortSignal,
+  ): Promise<ProviderAnswer> {
     const target = new URL(url);
     // An address literal is connected to without a lookup, so it is checked here.
     const literal = target.hostname.replace(/^\[(.*)\]$/, '$1');
@@ -57,7 +65,13 @@ export class ProviderHttp {
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const signal = cancel ? AbortSignal.any([timeout, cancel]) : timeout;
     try {
-      const res = await undici().request(target, { method: 'POST', headers, body, dispatcher: this.agent.get(), signal });
+      const res = await undici().request(target, {
+        method: 'POST',
+        headers,
+        body,
+        dispatcher: this.agent.get(),
+        signal,
+      });
       const text = await readCapped(res.body);
       let json: unknown;
       try {
@@ -111,7 +125,9 @@ function guardedLookup(guard: IpGuard): net.LookupFunction {
       const allowed = addresses.filter((a) => guard.isAllowed(a.address));
       const first = allowed[0];
       if (!first) {
-        const refused: NodeJS.ErrnoException = new Error(`${hostname} resolves only to addresses refused by ip.blacklist`);
+        const refused: NodeJS.ErrnoException = new Error(
+          `${hostname} resolves only to addresses refused by ip.blacklist`,
+        );
         refused.code = 'EADDRNOTAVAIL';
         callback(refused, '', 0);
         return;

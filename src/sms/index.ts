@@ -30,4 +30,3 @@ export function createSmsProvider(config: SydentConfig): SmsProvider {
       return new OpenMarketProvider(http, { url: sms.openmarketUrl, username: sms.username, password: sms.password });
   }
 }
-

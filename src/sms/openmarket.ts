@@ -5,7 +5,15 @@
  */
 import { TON } from './originator.js';
 import { ProviderUnreachableError, type ProviderHttp } from './http.js';
-import { basicAuth, excerpt, SmsSendError, withoutNumber, type SmsMessage, type SmsProvider, type SmsReceipt } from './provider.js';
+import {
+  basicAuth,
+  excerpt,
+  SmsSendError,
+  withoutNumber,
+  type SmsMessage,
+  type SmsProvider,
+  type SmsReceipt,
+} from './provider.js';
 
 interface OpenMarketOptions {
   /** the MT endpoint, `https://smsc.openmarket.com/sms/v4/mt` */
@@ -39,20 +47,28 @@ export class OpenMarketProvider implements SmsProvider {
         signal,
       );
     } catch (error) {
-      if (error instanceof ProviderUnreachableError) throw new SmsSendError(`OpenMarket API unreachable: ${error.message}`);
+      if (error instanceof ProviderUnreachableError)
+        throw new SmsSendError(`OpenMarket API unreachable: ${error.message}`);
       throw error;
     }
     const requestId = header(answer.headers['x-request-id']);
     if (answer.status >= 200 && answer.status < 300) {
       // The ticket id is the last segment of Location, when OpenMarket sends one.
       const location = header(answer.headers['location']);
-      const ticket = location?.split('/').filter((s) => s !== '').at(-1) ?? null;
+      const ticket =
+        location
+          ?.split('/')
+          .filter((s) => s !== '')
+          .at(-1) ?? null;
       return { provider: this.name, id: ticket, requestId };
     }
     const json = answer.json as { error?: unknown } | undefined;
     const detail = json && typeof json === 'object' && json.error !== undefined ? `: ${excerpt(json.error)}` : '';
     throw new SmsSendError(
-      withoutNumber(`OpenMarket API responded with status ${answer.status} (request ID: ${requestId ?? 'none'})${detail}`, message.to),
+      withoutNumber(
+        `OpenMarket API responded with status ${answer.status} (request ID: ${requestId ?? 'none'})${detail}`,
+        message.to,
+      ),
       answer.status,
     );
   }

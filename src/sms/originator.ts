@@ -19,7 +19,11 @@ export function chooseOriginator(
   msisdn: string,
 ): Originator {
   const forCountry = countryCode === null ? undefined : originators[countryCode];
-  const list = forCountry?.length ? forCountry : originators['default']?.length ? originators['default'] : [DEFAULT_ORIGINATOR];
+  const list = forCountry?.length
+    ? forCountry
+    : originators['default']?.length
+      ? originators['default']
+      : [DEFAULT_ORIGINATOR];
   let sum = 0;
   for (const ch of msisdn) if (ch >= '0' && ch <= '9') sum += Number(ch);
   return list[sum % list.length] ?? DEFAULT_ORIGINATOR;

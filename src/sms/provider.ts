@@ -55,7 +55,7 @@ export function withoutNumber(text: string, msisdn: string): string {
 
 /** At most `max` characters of something a provider sent, on one line. */
 export function excerpt(value: unknown, max = 200): string {
-  const text = typeof value === 'string' ? value : JSON.stringify(value) ?? String(value);
+  const text = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value));
   const line = text.replace(/\s+/g, ' ').trim();
   return line.length > max ? `${line.slice(0, max)}…` : line;
 }

@@ -5,7 +5,15 @@
 import type { Originator, TwilioConfig } from '../config/types.js';
 import { ProviderUnreachableError, type ProviderHttp } from './http.js';
 import { header } from './openmarket.js';
-import { basicAuth, excerpt, SmsSendError, withoutNumber, type SmsMessage, type SmsProvider, type SmsReceipt } from './provider.js';
+import {
+  basicAuth,
+  excerpt,
+  SmsSendError,
+  withoutNumber,
+  type SmsMessage,
+  type SmsProvider,
+  type SmsReceipt,
+} from './provider.js';
 
 export class TwilioProvider implements SmsProvider {
   readonly name = 'twilio' as const;
@@ -17,7 +25,11 @@ export class TwilioProvider implements SmsProvider {
 
   async send(message: SmsMessage, signal?: AbortSignal): Promise<SmsReceipt> {
     const url = `${this.opts.url}/2010-04-01/Accounts/${encodeURIComponent(this.opts.accountSid)}/Messages.json`;
-    const form = new URLSearchParams({ To: `+${message.to}`, From: twilioFrom(message.originator), Body: message.body });
+    const form = new URLSearchParams({
+      To: `+${message.to}`,
+      From: twilioFrom(message.originator),
+      Body: message.body,
+    });
     let answer;
     try {
       answer = await this.http.post(
@@ -39,9 +51,13 @@ export class TwilioProvider implements SmsProvider {
     if (answer.status === 200 || answer.status === 201) {
       return { provider: this.name, id: typeof json['sid'] === 'string' ? json['sid'] : null, requestId };
     }
-    const detail = json['message'] !== undefined ? `: ${excerpt(json['message'])}` : answer.text ? `: ${excerpt(answer.text)}` : '';
+    const detail =
+      json['message'] !== undefined ? `: ${excerpt(json['message'])}` : answer.text ? `: ${excerpt(answer.text)}` : '';
     const code = json['code'] !== undefined && json['code'] !== null ? ` (code ${excerpt(json['code'], 20)})` : '';
-    throw new SmsSendError(withoutNumber(`Twilio API responded with status ${answer.status}${detail}${code}`, message.to), answer.status);
+    throw new SmsSendError(
+      withoutNumber(`Twilio API responded with status ${answer.status}${detail}${code}`, message.to),
+      answer.status,
+    );
   }
 
   close(): Promise<void> {

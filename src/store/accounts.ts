@@ -129,7 +129,12 @@ export class AccountWrites {
    * accumulated URLs cover every document: `documents` lists each document's URLs (one per language), any one of
    * which accepts it.
    */
-  acceptTerms(userId: string, urls: string[], masterVersion: string | null, documents: string[][]): { consented: boolean } {
+  acceptTerms(
+    userId: string,
+    urls: string[],
+    masterVersion: string | null,
+    documents: string[][],
+  ): { consented: boolean } {
     return this.db.transaction(() => {
       for (const url of urls) this.insertUrl.run(userId, url);
       const accepted = new Set(this.reads.acceptedUrls(userId));

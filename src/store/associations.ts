@@ -164,8 +164,12 @@ export class AssociationReads {
 }
 
 export class AssociationWrites {
-  private readonly insertLocal: Database.Statement<[string, string, string | null, string | null, number, number | null, number | null]>;
-  private readonly insertGlobal: Database.Statement<[string, string, string, string, number, number, number, string, number, string]>;
+  private readonly insertLocal: Database.Statement<
+    [string, string, string | null, string | null, number, number | null, number | null]
+  >;
+  private readonly insertGlobal: Database.Statement<
+    [string, string, string, string, number, number, number, string, number, string]
+  >;
   private readonly localBinding: Database.Statement<[string, string, string], { id: number }>;
   private readonly deleteGlobal: Database.Statement<[string, string]>;
   private readonly pendingIds: Database.Statement<[string, string], number>;
@@ -190,9 +194,13 @@ export class AssociationWrites {
     );
     this.deleteGlobal = db.prepare('DELETE FROM global_threepid_associations WHERE medium = ? AND address = ?');
     this.pendingIds = db
-      .prepare<[string, string], number>('SELECT id FROM invite_tokens WHERE medium = ? AND address = ? AND sent_ts IS NULL')
+      .prepare<[string, string], number>(
+        'SELECT id FROM invite_tokens WHERE medium = ? AND address = ? AND sent_ts IS NULL',
+      )
       .pluck();
-    this.markSent = db.prepare('UPDATE invite_tokens SET sent_ts = ? WHERE medium = ? AND address = ? AND sent_ts IS NULL');
+    this.markSent = db.prepare(
+      'UPDATE invite_tokens SET sent_ts = ? WHERE medium = ? AND address = ? AND sent_ts IS NULL',
+    );
     this.reads = new AssociationReads(db);
   }
 
@@ -207,7 +215,8 @@ export class AssociationWrites {
       const pending = this.pendingIds.all(req.medium, req.address);
       if (!sameIds(pending, req.inviteIds)) throw new BindConflictError('the pending invites changed');
       const localId = Number(
-        this.insertLocal.run(req.medium, req.address, req.lookupHash, req.mxid, req.ts, req.ts, req.notAfter).lastInsertRowid,
+        this.insertLocal.run(req.medium, req.address, req.lookupHash, req.mxid, req.ts, req.ts, req.notAfter)
+          .lastInsertRowid,
       );
       this.insertGlobal.run(
         req.medium,

@@ -302,7 +302,9 @@ export class CallbackWrites {
   /** Deletes delivered rows after a day and abandoned ones after a week; returns how many went. */
   purge(now: number): number {
     return this.db.transaction(
-      () => this.purgeDelivered.run(now - DELIVERED_RETENTION_MS).changes + this.purgeAbandoned.run(now - ABANDONED_RETENTION_MS).changes,
+      () =>
+        this.purgeDelivered.run(now - DELIVERED_RETENTION_MS).changes +
+        this.purgeAbandoned.run(now - ABANDONED_RETENTION_MS).changes,
     )();
   }
 }

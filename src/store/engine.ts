@@ -20,23 +20,31 @@ export interface StoreWriteOps {
   registerAccount(e: { userId: string; token: string; now: number }, req: WriteRequest): Promise<void>;
   /** true when the token existed */
   logout(e: { token: string }, req: WriteRequest): Promise<boolean>;
+  /** `documents`: each terms document's URLs (one per language); consent is recorded once every one has one accepted */
   acceptTerms(
     e: { userId: string; urls: string[]; masterVersion: string | null; documents: string[][] },
     req: WriteRequest,
   ): Promise<{ consented: boolean }>;
-  newSid(e: Record<string, never>, req: WriteRequest): Promise<number>;
-  /** the new row's version (1) */
+  /**
+   * Sydent's rows and the machine row of a new session, under the sid the caller picked (randomSid): the new row's
+   * version (1). A sid in use is refused with SidTakenError, nothing written.
+   */
   createSession(e: { medium: string; clientSecret: string; write: SessionWrite }, req: WriteRequest): Promise<number>;
   /** the row's new version; SessionConflictError when someone else saved first */
   saveSession(e: { write: SessionWrite; expectedVersion: number | null }, req: WriteRequest): Promise<number>;
   /** a slice of the sessions sweep (at most `limit` sessions untouched since `cutoffMs`): how many it deleted */
   deleteOldSessions(e: { cutoffMs: number; limit: number }, req: WriteRequest): Promise<number>;
   bind(e: BindRecord, req: WriteRequest): Promise<void>;
-  /** the session's save and the binding in one transaction; answers the session row's new version */
+  /**
+   * 3pid/bind: the session's move to bound and the binding (its invites marked sent, its callback queued) in one
+   * write: either both are stored or neither (a session never says bound without its binding). Answers the session
+   * row's new version.
+   */
   bindSession(e: { session: SessionSave; bind: BindRecord }, req: WriteRequest): Promise<number>;
   unbind(e: { medium: string; address: string; mxid: string; now: number }, req: WriteRequest): Promise<boolean>;
   storeInvite(e: NewInvite, req: WriteRequest): Promise<void>;
   discardInvite(e: { token: string; ephemeralPublicKey: string }, req: WriteRequest): Promise<void>;
+  /** whether the key is one of ours (each check is counted, as Sydent does) */
   checkEphemeralKey(e: { publicKey: string }, req: WriteRequest): Promise<boolean>;
   markPeerSent(e: { name: string; lastId: number; now: number }, req: WriteRequest): Promise<boolean>;
   applyPush(e: ApplyPushRequest, req: WriteRequest): Promise<ApplyPushResult>;
@@ -46,7 +54,10 @@ export interface StoreWriteOps {
     e: { id: number; now: number; deleteInviteTokens: boolean },
     req: WriteRequest,
   ): Promise<{ updated: boolean; tokensDeleted: number }>;
-  retryCallback(e: { id: number; claimedUntil: number; nextAttemptTs: number; lastError: string }, req: WriteRequest): Promise<boolean>;
+  retryCallback(
+    e: { id: number; claimedUntil: number; nextAttemptTs: number; lastError: string },
+    req: WriteRequest,
+  ): Promise<boolean>;
   abandonCallback(e: { id: number; claimedUntil: number; lastError: string }, req: WriteRequest): Promise<boolean>;
   releaseCallback(e: { id: number; claimedUntil: number }, req: WriteRequest): Promise<boolean>;
   purgeCallbacks(e: { now: number }, req: WriteRequest): Promise<number>;

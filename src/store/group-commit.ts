@@ -69,7 +69,7 @@ export class GroupCommitter {
   submit<T>(work: () => T, request: WriteRequest): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('closed'));
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ work, resolve: resolve as (value: unknown) => void, reject, deadline: request.deadline, signal: request.signal });
+      this.queue.push({ work, resolve, reject, deadline: request.deadline, signal: request.signal });
       // While the database is locked the retry timer takes the new ones too.
       if (this.immediate === null && this.timer === null) this.immediate = setImmediate(this.flush);
     });

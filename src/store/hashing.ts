@@ -30,8 +30,7 @@ export function generatePepper(): string {
  */
 export function getPepper(db: Database.Database): string | null {
   const row = db.prepare('SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1').get() as
-    | { lookup_pepper: unknown }
-    | undefined;
+    { lookup_pepper: unknown } | undefined;
   const value = row?.lookup_pepper;
   // Sydent decodes a bytes value here, so a BLOB pepper is tolerated the same way.
   const pepper = Buffer.isBuffer(value) ? value.toString('utf8') : value;
@@ -53,7 +52,12 @@ function rehashTable(
     const rows = select.all(after, REHASH_BATCH) as { id: number; medium: unknown; address: unknown }[];
     for (const row of rows) {
       // Sydent skips rows with an empty medium or address (broken entries) and leaves them as they are.
-      if (typeof row.medium === 'string' && row.medium !== '' && typeof row.address === 'string' && row.address !== '') {
+      if (
+        typeof row.medium === 'string' &&
+        row.medium !== '' &&
+        typeof row.address === 'string' &&
+        row.address !== ''
+      ) {
         update.run(hash(row.address, row.medium, pepper), row.id);
       }
     }

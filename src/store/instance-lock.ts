@@ -25,7 +25,10 @@ export function acquireInstanceLock(dbFile: string, pidFile?: string): InstanceL
   // The first thing to touch the database's directory, so the one to say it is not there: a mistyped db.file
   // must not become a new directory holding a new, empty database that the server then runs on.
   const dir = dirname(dbFile);
-  if (!isDirectory(dir)) throw new StartupError(`the directory ${dir} of [db] db.file (${dbFile}) does not exist; sydent-ts does not create it`);
+  if (!isDirectory(dir))
+    throw new StartupError(
+      `the directory ${dir} of [db] db.file (${dbFile}) does not exist; sydent-ts does not create it`,
+    );
   const path = `${dbFile}.lock`;
   const db = new Database(path);
   try {

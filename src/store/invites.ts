@@ -52,7 +52,9 @@ export class InviteWrites {
     this.insertKey = db.prepare('INSERT INTO ephemeral_public_keys (public_key, persistence_ts) VALUES (?, ?)');
     this.deleteToken = db.prepare('DELETE FROM invite_tokens WHERE token = ?');
     this.deleteKey = db.prepare('DELETE FROM ephemeral_public_keys WHERE public_key = ?');
-    this.countVerify = db.prepare('UPDATE ephemeral_public_keys SET verify_count = verify_count + 1 WHERE public_key = ?');
+    this.countVerify = db.prepare(
+      'UPDATE ephemeral_public_keys SET verify_count = verify_count + 1 WHERE public_key = ?',
+    );
   }
 
   /** The invite and its key, together. */

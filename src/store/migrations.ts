@@ -121,7 +121,9 @@ export const OUR_MIGRATIONS: readonly Migration[] = [
       db.exec('DELETE FROM session_machines WHERE sid NOT IN (SELECT id FROM threepid_validation_sessions)');
       db.exec(`CREATE TABLE sydent_ts_machine_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)`);
       db.exec(`CREATE TABLE sydent_ts_sydent_session_counts (validated INTEGER PRIMARY KEY, n INTEGER NOT NULL)`);
-      db.exec('INSERT INTO sydent_ts_machine_counts (state, n) SELECT state, count(*) FROM session_machines GROUP BY state');
+      db.exec(
+        'INSERT INTO sydent_ts_machine_counts (state, n) SELECT state, count(*) FROM session_machines GROUP BY state',
+      );
       db.exec(`INSERT INTO sydent_ts_sydent_session_counts (validated, n) VALUES (0, 0), (1, 0)`);
       db.exec(`UPDATE sydent_ts_sydent_session_counts SET n = (
         SELECT count(*) FROM threepid_validation_sessions s
@@ -161,12 +163,18 @@ export const OUR_MIGRATIONS: readonly Migration[] = [
         UPDATE sydent_ts_sydent_session_counts SET n = n + 1 WHERE validated = ${v('NEW')};
       END`);
       db.exec(`CREATE TABLE sydent_ts_callback_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)`);
-      db.exec('INSERT INTO sydent_ts_callback_counts (state, n) SELECT state, count(*) FROM callback_outbox GROUP BY state');
+      db.exec(
+        'INSERT INTO sydent_ts_callback_counts (state, n) SELECT state, count(*) FROM callback_outbox GROUP BY state',
+      );
       const callbackCount = (state: string, delta: string) => `
         INSERT OR IGNORE INTO sydent_ts_callback_counts (state, n) VALUES (${state}, 0);
         UPDATE sydent_ts_callback_counts SET n = n ${delta} WHERE state = ${state};`;
-      db.exec(`CREATE TRIGGER sydent_ts_count_callback_insert AFTER INSERT ON callback_outbox BEGIN ${callbackCount('NEW.state', '+ 1')} END`);
-      db.exec(`CREATE TRIGGER sydent_ts_count_callback_delete AFTER DELETE ON callback_outbox BEGIN ${callbackCount('OLD.state', '- 1')} END`);
+      db.exec(
+        `CREATE TRIGGER sydent_ts_count_callback_insert AFTER INSERT ON callback_outbox BEGIN ${callbackCount('NEW.state', '+ 1')} END`,
+      );
+      db.exec(
+        `CREATE TRIGGER sydent_ts_count_callback_delete AFTER DELETE ON callback_outbox BEGIN ${callbackCount('OLD.state', '- 1')} END`,
+      );
       db.exec(`CREATE TRIGGER sydent_ts_count_callback_state AFTER UPDATE OF state ON callback_outbox
         WHEN OLD.state IS NOT NEW.state BEGIN
         ${callbackCount('OLD.state', '- 1')} ${callbackCount('NEW.state', '+ 1')}
@@ -350,16 +358,18 @@ export function migrate(db: Database.Database, migrations: readonly Migration[] 
   const runStep = (step: Migration): void => {
     // IMMEDIATE takes the write lock before the version is re-read, so two processes starting at once
     // serialise here: the second one finds the step done and moves on.
-    const ran = db.transaction(() => {
-      const now = getUserVersion(db);
-      if (now >= step.version) return false;
-      if (now !== step.version - 1) {
-        throw new SchemaVersionError(`cannot apply schema step ${step.version} to a database at version ${now}`);
-      }
-      step.up(db);
-      setUserVersion(db, step.version);
-      return true;
-    }).immediate();
+    const ran = db
+      .transaction(() => {
+        const now = getUserVersion(db);
+        if (now >= step.version) return false;
+        if (now !== step.version - 1) {
+          throw new SchemaVersionError(`cannot apply schema step ${step.version} to a database at version ${now}`);
+        }
+        step.up(db);
+        setUserVersion(db, step.version);
+        return true;
+      })
+      .immediate();
     version = step.version;
     if (ran) applied.push(`${step.version} ${step.name}`);
   };
@@ -367,12 +377,14 @@ export function migrate(db: Database.Database, migrations: readonly Migration[] 
   if (version === 0 && !hasSydentTables(db)) {
     // A new database: create the final schema in one go rather than replaying history; the result has
     // the same shape and the same sqlite_master text as a Sydent-made one.
-    created = db.transaction(() => {
-      if (getUserVersion(db) !== 0 || hasSydentTables(db)) return false;
-      for (const sql of SYDENT_SCHEMA) db.exec(sql);
-      setUserVersion(db, SYDENT_SCHEMA_VERSION);
-      return true;
-    }).immediate();
+    created = db
+      .transaction(() => {
+        if (getUserVersion(db) !== 0 || hasSydentTables(db)) return false;
+        for (const sql of SYDENT_SCHEMA) db.exec(sql);
+        setUserVersion(db, SYDENT_SCHEMA_VERSION);
+        return true;
+      })
+      .immediate();
     if (created) {
       version = SYDENT_SCHEMA_VERSION;
       applied.push(`${SYDENT_SCHEMA_VERSION} sydent_schema`);

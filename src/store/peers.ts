@@ -248,7 +248,8 @@ export class PeerWrites {
    */
   applyPush(req: ApplyPushRequest): ApplyPushResult {
     return this.db.transaction(() => {
-      if (this.pepperStmt.get()?.lookup_pepper !== req.pepperSeen) throw new BindConflictError('the lookup pepper changed');
+      if (this.pepperStmt.get()?.lookup_pepper !== req.pepperSeen)
+        throw new BindConflictError('the lookup pepper changed');
       const result: ApplyPushResult = { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 };
       const ordered = [...req.associations].sort((a, b) => a.originId - b.originId);
       for (const a of ordered) {

@@ -45,11 +45,11 @@ function asyncMethods<T extends object, K extends keyof T & string>(target: T, n
   const out: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
   for (const name of names) {
     const method = target[name] as unknown as (...args: unknown[]) => unknown;
-    out[name] = (...args) => {
+    out[name] = async (...args) => {
       try {
-        return Promise.resolve(method.apply(target, args));
+        return method.apply(target, args);
       } catch (error) {
-        return Promise.reject(asUnavailable(error));
+        throw asUnavailable(error);
       }
     };
   }
@@ -69,11 +69,11 @@ interface SqliteReadParts {
 }
 
 /** A value read synchronously, as a settled promise; a failure the database explains as StoreUnavailableError. */
-function settled<T>(read: () => T): Promise<T> {
+async function settled<T>(read: () => T): Promise<T> {
   try {
-    return Promise.resolve(read());
+    return read();
   } catch (error) {
-    return Promise.reject(asUnavailable(error));
+    throw asUnavailable(error);
   }
 }
 

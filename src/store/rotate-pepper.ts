@@ -6,11 +6,12 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ConfigError, loadConfig } from '../config/index.js';
+import { loadConfig } from '../config/index.js';
 import { lookupHash } from '../crypto/index.js';
 import { splitConfig, type CliIo } from '../replication/cli.js';
 import { closeDatabase, openDatabase } from './database.js';
 import { generatePepper, getPepper, setPepper } from './hashing.js';
+import { errorMessage } from '../util/error-message.js';
 
 export function isRotatePepperCommand(argv: string[]): boolean {
   try {
@@ -35,7 +36,9 @@ export function rotatePepperMain(argv: string[], io: CliIo): number {
     const { config } = loadConfig({ configPath: path, env: io.env, cwd: io.cwd });
     // Not the SQLite file named by db.file: on PostgreSQL that would make a new, unused sydent.db.
     if (config.db.engine === 'postgresql') {
-      io.stderr('sydent-ts: rotate-pepper works on SQLite only for now ([db] db.engine = postgresql); nothing was changed\n');
+      io.stderr(
+        'sydent-ts: rotate-pepper works on SQLite only for now ([db] db.engine = postgresql); nothing was changed\n',
+      );
       return 1;
     }
     const db = openDatabase(config.db.dbFile);
@@ -51,7 +54,7 @@ export function rotatePepperMain(argv: string[], io: CliIo): number {
       closeDatabase(db);
     }
   } catch (error) {
-    io.stderr(`sydent-ts: ${error instanceof ConfigError || error instanceof Error ? error.message : String(error)}\n`);
+    io.stderr(`sydent-ts: ${errorMessage(error)}\n`);
     return 1;
   }
 }

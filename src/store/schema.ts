@@ -33,7 +33,6 @@ export const SYDENT_TABLES = [
   'accepted_terms_urls',
 ] as const;
 
-
 /**
  * Tables that exist from v0 onwards. Finding any of them in a database whose `user_version` is 0 means
  * Sydent (or an old Sydent) has been there, so the database must be upgraded, not created.

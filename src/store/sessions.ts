@@ -23,7 +23,12 @@ export interface SydentSessionRow extends SydentColumns {
 }
 
 export function sameSydentColumns(a: SydentColumns, b: SydentColumns): boolean {
-  return a.validated === b.validated && a.mtime === b.mtime && a.token === b.token && a.sendAttemptNumber === b.sendAttemptNumber;
+  return (
+    a.validated === b.validated &&
+    a.mtime === b.mtime &&
+    a.token === b.token &&
+    a.sendAttemptNumber === b.sendAttemptNumber
+  );
 }
 
 export interface MachineRow {
@@ -82,8 +87,21 @@ export class SessionConflictError extends Error {
   }
 }
 
+/** The sid a new session was to have is already a session's (Sydent's or ours): pick another. */
+export class SidTakenError extends Error {
+  constructor(sid: number) {
+    super(`session ${sid} exists already`);
+    this.name = 'SidTakenError';
+  }
+}
+
 /** Sydent's sids are random in [0, 2^31]; ours too, minus 0, so both kinds look alike. */
 const MAX_SID = 2 ** 31;
+
+/** A candidate sid for a new session; the create that uses it refuses one in use (SidTakenError). */
+export function randomSid(): number {
+  return randomInt(1, MAX_SID);
+}
 const HISTORY_LIMIT = 20;
 
 export class SessionReads {
@@ -187,20 +205,23 @@ export class SessionWrites {
     this.expiredSessions = db.prepare(`DELETE FROM threepid_validation_sessions WHERE id IN (${expired})`);
   }
 
-  /** A fresh sid no session uses (Sydent's or ours). */
-  newSid(): number {
-    for (;;) {
-      const sid = randomInt(1, MAX_SID);
-      if (!this.sidExists.get(sid)) return sid;
-    }
-  }
-
-  /** Creates Sydent's rows and the machine row together; returns the row version (1). */
+  /**
+   * Creates Sydent's rows and the machine row together, under the sid the caller picked (randomSid); returns the row
+   * version (1). A sid in use is refused with SidTakenError, nothing written.
+   */
   create(medium: string, clientSecret: string, write: SessionWrite): number {
     this.db.transaction(() => {
+      if (this.sidExists.get(write.sid)) throw new SidTakenError(write.sid);
       this.insertSession.run(write.sid, medium, write.address, clientSecret, write.mtime);
       this.insertToken.run(write.sid, write.token, write.sendAttempt);
-      this.insertMachine.run(write.sid, write.state, write.context, write.machineVersion, historyJson(write.history), write.now);
+      this.insertMachine.run(
+        write.sid,
+        write.state,
+        write.context,
+        write.machineVersion,
+        historyJson(write.history),
+        write.now,
+      );
     })();
     return 1;
   }
@@ -218,7 +239,14 @@ export class SessionWrites {
       }
       if (expectedVersion === null) {
         if (this.versionOf.get(write.sid)) throw new SessionConflictError(write.sid);
-        this.insertMachine.run(write.sid, write.state, write.context, write.machineVersion, historyJson(write.history), write.now);
+        this.insertMachine.run(
+          write.sid,
+          write.state,
+          write.context,
+          write.machineVersion,
+          historyJson(write.history),
+          write.now,
+        );
       } else {
         const res = this.updateMachine.run(
           write.state,

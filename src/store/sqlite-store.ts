@@ -136,7 +136,6 @@ function sqliteWriteOps(write: RunWrite): StoreWriteOps {
     registerAccount: (e, q) => write((w) => w.accounts.register(e.userId, e.token, e.now), q),
     logout: (e, q) => write((w) => w.accounts.logout(e.token), q),
     acceptTerms: (e, q) => write((w) => w.accounts.acceptTerms(e.userId, e.urls, e.masterVersion, e.documents), q),
-    newSid: (_e, q) => write((w) => w.sessions.newSid(), q),
     createSession: (e, q) => write((w) => w.sessions.create(e.medium, e.clientSecret, e.write), q),
     saveSession: (e, q) => write((w) => w.sessions.save(e.write, e.expectedVersion), q),
     deleteOldSessions: (e, q) => write((w) => w.sessions.deleteExpired(e.cutoffMs, e.limit), q),

@@ -6,16 +6,7 @@
  */
 
 export type UnavailableCause =
-  | 'busy'
-  | 'full'
-  | 'readonly'
-  | 'ioerr'
-  | 'cantopen'
-  | 'corrupt'
-  | 'missing'
-  | 'replaced'
-  | 'closed'
-  | 'unreachable';
+  'busy' | 'full' | 'readonly' | 'ioerr' | 'cantopen' | 'corrupt' | 'missing' | 'replaced' | 'closed' | 'unreachable';
 
 /** What the client is told (no paths: the answer is public); the log line says the same with the file. */
 const DESCRIPTIONS: Record<UnavailableCause, string> = {
@@ -80,5 +71,7 @@ export function unavailableCause(error: unknown): UnavailableCause | null {
 /** `error` as a StoreUnavailableError when an outside cause explains it; otherwise unchanged. */
 export function asUnavailable(error: unknown): unknown {
   const cause = unavailableCause(error);
-  return cause === null || error instanceof StoreUnavailableError ? error : new StoreUnavailableError(cause, { cause: error });
+  return cause === null || error instanceof StoreUnavailableError
+    ? error
+    : new StoreUnavailableError(cause, { cause: error });
 }

@@ -4,10 +4,11 @@
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
 
 // The YAML parser is loaded when a terms file is configured, not at every start-up.
 const require = createRequire(import.meta.url);
-const parse = (text: string): unknown => (require('yaml') as typeof import('yaml')).parse(text);
+const parse = (text: string): unknown => (require('yaml') as typeof Yaml).parse(text);
 
 interface TermsLanguage {
   name: string;
@@ -42,14 +43,18 @@ function parseTerms(text: string): Terms {
   const docs: Record<string, TermsDocument> = {};
   for (const [id, doc] of Object.entries(docsRaw)) {
     if (!isObject(doc) || doc['version'] === undefined) throw new TermsError(`'${id}' has no version`);
+    const version = doc['version'];
+    if (typeof version !== 'string' && typeof version !== 'number')
+      throw new TermsError(`the version of '${id}' must be a string`);
     if (!isObject(doc['langs'])) throw new TermsError(`'${id}' has no langs`);
     const langs: Record<string, TermsLanguage> = {};
     for (const [lang, entry] of Object.entries(doc['langs'])) {
-      if (!isObject(entry) || typeof entry['name'] !== 'string') throw new TermsError(`lang '${lang}' of doc ${id} has no name`);
+      if (!isObject(entry) || typeof entry['name'] !== 'string')
+        throw new TermsError(`lang '${lang}' of doc ${id} has no name`);
       if (typeof entry['url'] !== 'string') throw new TermsError(`lang '${lang}' of doc ${id} has no url`);
       langs[lang] = { name: entry['name'], url: entry['url'] };
     }
-    docs[id] = { version: String(doc['version']), langs };
+    docs[id] = { version: String(version), langs };
   }
   return { masterVersion: String(master), docs };
 }

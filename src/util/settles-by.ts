@@ -5,7 +5,13 @@ export async function settlesBy(promise: Promise<unknown>, at: number): Promise<
     timer = setTimeout(() => resolve(false), Math.max(0, at - Date.now()));
   });
   try {
-    return await Promise.race([promise.then(() => true, () => true), late]);
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
   } finally {
     clearTimeout(timer);
   }

@@ -3,12 +3,13 @@
  * start-up: it is over a hundred modules, and many servers make no such request for a long while.
  */
 import { createRequire } from 'node:module';
+import type * as Undici from 'undici';
 
 const require = createRequire(import.meta.url);
-let loaded: typeof import('undici') | undefined;
+let loaded: typeof Undici | undefined;
 
-export function undici(): typeof import('undici') {
-  return (loaded ??= require('undici') as typeof import('undici'));
+export function undici(): typeof Undici {
+  return (loaded ??= require('undici') as typeof Undici);
 }
 
 /** A value made on first use: the agents below are created when the first request needs them. */

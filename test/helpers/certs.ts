@@ -36,22 +36,28 @@ export async function makeCa(commonName = 'sydent-ts test CA'): Promise<Pem> {
 }
 
 /** a TLS server certificate signed by `ca`, with the given DNS names and IP addresses as SANs */
-export async function makeCert(ca: Pem, opts: { hostnames: string[]; ips?: string[]; commonName?: string }): Promise<Pem> {
+export async function makeCert(
+  ca: Pem,
+  opts: { hostnames: string[]; ips?: string[]; commonName?: string },
+): Promise<Pem> {
   const altNames = [
     ...opts.hostnames.map((value) => ({ type: 2 as const, value })),
     ...(opts.ips ?? []).map((ip) => ({ type: 7 as const, ip })),
   ];
-  const pems = await generate([{ name: 'commonName', value: opts.commonName ?? opts.hostnames[0] ?? opts.ips?.[0] ?? 'test' }], {
-    keyType: 'ec',
-    algorithm: 'sha256',
-    ...validity(),
-    extensions: [
-      { name: 'basicConstraints', cA: false },
-      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
-      { name: 'extKeyUsage', serverAuth: true },
-      { name: 'subjectAltName', altNames },
-    ],
-    ca: { key: ca.key, cert: ca.cert },
-  });
+  const pems = await generate(
+    [{ name: 'commonName', value: opts.commonName ?? opts.hostnames[0] ?? opts.ips?.[0] ?? 'test' }],
+    {
+      keyType: 'ec',
+      algorithm: 'sha256',
+      ...validity(),
+      extensions: [
+        { name: 'basicConstraints', cA: false },
+        { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
+        { name: 'extKeyUsage', serverAuth: true },
+        { name: 'subjectAltName', altNames },
+      ],
+      ca: { key: ca.key, cert: ca.cert },
+    },
+  );
   return { key: pems.private, cert: pems.cert };
 }

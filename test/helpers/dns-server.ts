@@ -49,7 +49,9 @@ function lookup<T>(table: Record<string, T[]> | undefined, name: string): T[] | 
 }
 
 function knownName(records: DnsRecords, name: string): boolean {
-  return [records.A, records.AAAA, records.SRV].some((table) => lookup(table as Record<string, unknown[]> | undefined, name));
+  return [records.A, records.AAAA, records.SRV].some((table) =>
+    lookup(table as Record<string, unknown[]> | undefined, name),
+  );
 }
 
 function answersFor(records: DnsRecords, question: dnsPacket.Question): dnsPacket.Answer[] {
@@ -57,7 +59,12 @@ function answersFor(records: DnsRecords, question: dnsPacket.Question): dnsPacke
   switch (question.type) {
     case 'A':
     case 'AAAA':
-      return (lookup(records[question.type], name) ?? []).map((data) => ({ type: question.type as 'A' | 'AAAA', name: question.name, ttl: TTL, data }));
+      return (lookup(records[question.type], name) ?? []).map((data) => ({
+        type: question.type as 'A' | 'AAAA',
+        name: question.name,
+        ttl: TTL,
+        data,
+      }));
     case 'SRV':
       return (lookup(records.SRV, name) ?? []).map((r) => ({
         type: 'SRV' as const,
@@ -98,7 +105,8 @@ export async function startDnsServer(records: DnsRecords): Promise<DnsServer> {
     const response = dnsPacket.encode({
       type: 'response',
       id: query.id ?? 0,
-      flags: dnsPacket.AUTHORITATIVE_ANSWER | ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | (known ? 0 : NXDOMAIN),
+      flags:
+        dnsPacket.AUTHORITATIVE_ANSWER | ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | (known ? 0 : NXDOMAIN),
       questions,
       answers,
     });

@@ -121,7 +121,8 @@ export function sameMailbox(recipient: string, typed: string): boolean {
   const at = (s: string) => s.lastIndexOf('@');
   const [a, b] = [at(recipient), at(typed)];
   return (
-    recipient.slice(0, a) === typed.slice(0, b) && recipient.slice(a + 1).toLowerCase() === typed.slice(b + 1).toLowerCase()
+    recipient.slice(0, a) === typed.slice(0, b) &&
+    recipient.slice(a + 1).toLowerCase() === typed.slice(b + 1).toLowerCase()
   );
 }
 

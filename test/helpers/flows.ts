@@ -106,7 +106,12 @@ export function installUserinfo(env: FederationEnv): void {
 export async function registerAccount(t: TestServer, env: FederationEnv, localpart: string): Promise<string> {
   installUserinfo(env);
   const res = await call(t.url(`${V2}/account/register`), {
-    body: { access_token: `${OPENID_PREFIX}${localpart}`, token_type: 'Bearer', matrix_server_name: env.serverName, expires_in: 3600 },
+    body: {
+      access_token: `${OPENID_PREFIX}${localpart}`,
+      token_type: 'Bearer',
+      matrix_server_name: env.serverName,
+      expires_in: 3600,
+    },
   });
   expect(res.status, `register: ${res.text}`).toBe(200);
   const token = res.json['token'];
@@ -193,8 +198,18 @@ export interface AssociationRows {
 /** Every local and global association row of one 3PID (address as stored), oldest first. */
 export function associationRows(t: TestServer, medium: string, address: string): AssociationRows {
   return {
-    local: rows(t, 'SELECT * FROM local_threepid_associations WHERE medium = ? AND address = ? ORDER BY id', medium, address),
-    global: rows(t, 'SELECT * FROM global_threepid_associations WHERE medium = ? AND address = ? ORDER BY id', medium, address),
+    local: rows(
+      t,
+      'SELECT * FROM local_threepid_associations WHERE medium = ? AND address = ? ORDER BY id',
+      medium,
+      address,
+    ),
+    global: rows(
+      t,
+      'SELECT * FROM global_threepid_associations WHERE medium = ? AND address = ? ORDER BY id',
+      medium,
+      address,
+    ),
   };
 }
 
@@ -215,9 +230,9 @@ export interface InviteRow {
   received_ts?: number;
 }
 
-/** A pending invite, as store-invite leaves it (sent_ts NULL). */
-export function insertInvite(t: TestServer, invite: InviteRow): void {
-  write(
+/** A pending invite, as store-invite leaves it (sent_ts NULL); resolves once the server's reads see it. */
+export async function insertInvite(t: TestServer, invite: InviteRow): Promise<void> {
+  await write(
     t,
     'INSERT INTO invite_tokens (medium, address, room_id, sender, token, received_ts, sent_ts) VALUES (?, ?, ?, ?, ?, ?, NULL)',
     invite.medium ?? 'email',
@@ -235,5 +250,7 @@ export function insertInvite(t: TestServer, invite: InviteRow): void {
  */
 export function databaseSnapshot(t: TestServer): Record<string, string> {
   const tables = rows<{ name: string }>(t, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
-  return Object.fromEntries(tables.map(({ name }) => [name, JSON.stringify(rows(t, `SELECT * FROM "${name}"`).map((r) => Object.values(r)))]));
+  return Object.fromEntries(
+    tables.map(({ name }) => [name, JSON.stringify(rows(t, `SELECT * FROM "${name}"`).map((r) => Object.values(r)))]),
+  );
 }

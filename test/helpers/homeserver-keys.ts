@@ -96,7 +96,11 @@ export class HomeserverKeys {
    * Serves the key response at `GET /_matrix/key/v2/server` of `hs`. `opts` may be a function, evaluated on
    * every request, so a test can rotate keys or change validity while the server runs.
    */
-  publish(hs: Homeserver, opts: KeyResponseOptions | (() => KeyResponseOptions) = {}, reply: Partial<HomeserverReply> = {}): void {
+  publish(
+    hs: Homeserver,
+    opts: KeyResponseOptions | (() => KeyResponseOptions) = {},
+    reply: Partial<HomeserverReply> = {},
+  ): void {
     hs.routes[KEY_ROUTE] = () => ({ ...reply, json: this.keyResponse(typeof opts === 'function' ? opts() : opts) });
   }
 
@@ -108,7 +112,12 @@ export class HomeserverKeys {
   /** the object Synapse signs for an identity-server request, signed: `{method, uri, origin, destination_is, content, signatures}` */
   signedRequest(input: SignRequestInput): Record<string, unknown> {
     const origin = input.origin ?? this.serverName;
-    const request: Record<string, unknown> = { method: input.method, uri: input.uri, origin, destination_is: input.destinationIs };
+    const request: Record<string, unknown> = {
+      method: input.method,
+      uri: input.uri,
+      origin,
+      destination_is: input.destinationIs,
+    };
     if (input.content !== undefined) request.content = input.content;
     return signWith(request, origin, input.key ?? this.key);
   }

@@ -48,7 +48,10 @@ export interface Homeserver {
   close(): Promise<void>;
 }
 
-export async function startHomeserver(opts: { tls?: { key: string; cert: string }; routes: Record<string, RouteHandler> }): Promise<Homeserver> {
+export async function startHomeserver(opts: {
+  tls?: { key: string; cert: string };
+  routes: Record<string, RouteHandler>;
+}): Promise<Homeserver> {
   const requests: RecordedRequest[] = [];
   let connections = 0;
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -69,7 +72,9 @@ export async function startHomeserver(opts: { tls?: { key: string; cert: string 
       );
     });
   };
-  const server = opts.tls ? https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handler) : http.createServer(handler);
+  const server = opts.tls
+    ? https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handler)
+    : http.createServer(handler);
   // count TCP connections, before any TLS handshake
   server.on('connection', () => connections++);
   await new Promise<void>((resolve, reject) => {

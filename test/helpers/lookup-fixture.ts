@@ -16,9 +16,16 @@ export interface LookupFixture {
   hit: string;
 }
 
-export async function startLookupFixture(o: { addressLookupLimit: number; localpart: string; address: string; mxid: string }): Promise<LookupFixture> {
+export async function startLookupFixture(o: {
+  addressLookupLimit: number;
+  localpart: string;
+  address: string;
+  mxid: string;
+}): Promise<LookupFixture> {
   const env = await startFederationEnv({});
-  const t = await startTestServer({ conf: mergeConf(env.conf, { general: { address_lookup_limit: String(o.addressLookupLimit) } }) });
+  const t = await startTestServer({
+    conf: mergeConf(env.conf, { general: { address_lookup_limit: String(o.addressLookupLimit) } }),
+  });
   const token = await registerAccount(t, env, o.localpart);
   const pepper = await lookupPepper(t, token);
   const bound = await internal(t, 'bind', { medium: 'email', address: o.address, mxid: o.mxid });

@@ -41,7 +41,8 @@ export class PostgresUnavailable extends Error {
 export function postgresBinDir(): string {
   const fromEnv = process.env['PG_BINDIR'];
   if (fromEnv) {
-    if (!fs.existsSync(path.join(fromEnv, 'initdb'))) throw new PostgresUnavailable(`PG_BINDIR=${fromEnv} has no initdb`);
+    if (!fs.existsSync(path.join(fromEnv, 'initdb')))
+      throw new PostgresUnavailable(`PG_BINDIR=${fromEnv} has no initdb`);
     return fromEnv;
   }
   const root = '/usr/lib/postgresql';
@@ -79,7 +80,9 @@ function runAs(): RunAs {
   }
   const [, , uid, gid] = line?.split(':') ?? [];
   if (uid === undefined || gid === undefined) {
-    throw new PostgresUnavailable('running as root and there is no `postgres` user to run PostgreSQL as (the postgresql package creates it)');
+    throw new PostgresUnavailable(
+      'running as root and there is no `postgres` user to run PostgreSQL as (the postgresql package creates it)',
+    );
   }
   return { uid: Number(uid), gid: Number(gid) };
 }
@@ -135,7 +138,20 @@ export async function startPostgresServer(): Promise<PostgresServer> {
   try {
     await run(
       path.join(bin, 'initdb'),
-      ['-D', data, '-U', 'postgres', '--pwfile', pwfile, '--auth-host=scram-sha-256', '--auth-local=trust', '-E', 'UTF8', '--locale=C.UTF-8', '--no-sync'],
+      [
+        '-D',
+        data,
+        '-U',
+        'postgres',
+        '--pwfile',
+        pwfile,
+        '--auth-host=scram-sha-256',
+        '--auth-local=trust',
+        '-E',
+        'UTF8',
+        '--locale=C.UTF-8',
+        '--no-sync',
+      ],
       as,
     );
     // A throwaway server: durability is not wanted, speed is. The socket goes in our directory (Debian's default,
@@ -159,7 +175,11 @@ export async function startPostgresServer(): Promise<PostgresServer> {
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = await freeLoopbackPort();
       try {
-        await run(path.join(bin, 'pg_ctl'), ['start', '-w', '-t', '60', '-D', data, '-l', path.join(dir, 'log'), '-o', `-p ${port}`], as);
+        await run(
+          path.join(bin, 'pg_ctl'),
+          ['start', '-w', '-t', '60', '-D', data, '-l', path.join(dir, 'log'), '-o', `-p ${port}`],
+          as,
+        );
       } catch (err) {
         lastError = err;
         const log = fs.existsSync(path.join(dir, 'log')) ? fs.readFileSync(path.join(dir, 'log'), 'utf8') : '';
@@ -194,7 +214,11 @@ export async function startPostgresServer(): Promise<PostgresServer> {
 /** Stops a server started by startPostgresServer (in this process or another) and removes its files. */
 export async function stopPostgresServer(info: PostgresServerInfo): Promise<void> {
   try {
-    await run(path.join(info.binDir, 'pg_ctl'), ['stop', '-w', '-m', 'immediate', '-D', path.join(info.dir, 'data')], info.runAs);
+    await run(
+      path.join(info.binDir, 'pg_ctl'),
+      ['stop', '-w', '-m', 'immediate', '-D', path.join(info.dir, 'data')],
+      info.runAs,
+    );
   } finally {
     fs.rmSync(info.dir, { recursive: true, force: true });
   }

@@ -36,7 +36,10 @@ export function postgresServer(): Promise<PostgresServerInfo> {
 
 async function startOrJoin(): Promise<PostgresServerInfo> {
   const runDir = inject('postgresRunDir');
-  if (!runDir) throw new PostgresUnavailable('no postgresRunDir: vitest.config.ts must list test/helpers/postgres-setup.ts in globalSetup');
+  if (!runDir)
+    throw new PostgresUnavailable(
+      'no postgresRunDir: vitest.config.ts must list test/helpers/postgres-setup.ts in globalSetup',
+    );
   let starter = false;
   try {
     fs.writeFileSync(path.join(runDir, STARTING_FILE), String(process.pid), { flag: 'wx' });
@@ -56,7 +59,8 @@ async function startOrJoin(): Promise<PostgresServerInfo> {
     const state = readServerState(runDir);
     if (state && 'server' in state) return state.server;
     if (state) throw new PostgresUnavailable(`PostgreSQL for the tests could not be started: ${state.error}`);
-    if (Date.now() > deadline) throw new PostgresUnavailable(`PostgreSQL for the tests did not start in ${START_TIMEOUT_MS / 1000} s`);
+    if (Date.now() > deadline)
+      throw new PostgresUnavailable(`PostgreSQL for the tests did not start in ${START_TIMEOUT_MS / 1000} s`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -67,7 +71,7 @@ export interface TestDatabase {
   name: string;
   server: PostgresServerInfo;
   /** drops the database, closing whatever connections are left on it */
-  drop(): Promise<void>;
+  drop: () => Promise<void>;
 }
 
 /** A new, empty database on this run's server, for one test. */

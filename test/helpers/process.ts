@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -33,7 +34,9 @@ export function spawnServer(opts: {
   const command = [process.execPath, ...program, ...(opts.args ?? [])];
   // The shell sets the limit, then becomes the server (exec): the child's pid is the server's.
   const [file, args] =
-    opts.fileLimit === undefined ? [command[0]!, command.slice(1)] : ['/bin/sh', ['-c', 'ulimit -n "$0" && exec "$@"', String(opts.fileLimit), ...command]];
+    opts.fileLimit === undefined
+      ? [command[0]!, command.slice(1)]
+      : ['/bin/sh', ['-c', 'ulimit -n "$0" && exec "$@"', String(opts.fileLimit), ...command]];
   const child = spawn(file, args, {
     cwd: opts.cwd,
     env: { ...env, ...opts.env },
@@ -41,8 +44,8 @@ export function spawnServer(opts: {
   });
   let err = '';
   let out = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   const exited = new Promise<number | string>((resolve) =>
     child.on('close', (code, signal) => resolve(code ?? signal ?? 'unknown')),
   );
@@ -70,7 +73,7 @@ export async function freePort(): Promise<number> {
     const srv = net.createServer();
     srv.once('error', reject);
     srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as import('node:net').AddressInfo).port;
+      const port = (srv.address() as AddressInfo).port;
       srv.close(() => resolve(port));
     });
   });

@@ -45,7 +45,7 @@ export function rawHttp(baseUrl: string, req: RawRequest): Promise<RawReply> {
       try {
         resolve(parseReply(Buffer.concat(chunks)));
       } catch (error) {
-        reject(error as Error);
+        reject(error instanceof Error ? error : new Error(String(error)));
       }
     });
     socket.write(text);
@@ -103,13 +103,21 @@ export function rawExchange(baseUrl: string, request: string | Buffer, closeWait
       clearTimeout(timer);
       socket.destroy();
       if (answer) resolve({ ...answer, closed });
-      else reject(new Error(`no complete answer (${closed ? 'closed' : 'still open'}): ${JSON.stringify(received.toString('latin1'))}`));
+      else
+        reject(
+          new Error(
+            `no complete answer (${closed ? 'closed' : 'still open'}): ${JSON.stringify(received.toString('latin1'))}`,
+          ),
+        );
     };
     socket.on('data', (chunk: Buffer) => {
       received = Buffer.concat([received, chunk]);
       if (answer) return;
       const end = received.indexOf('\r\n\r\n');
-      const length = end < 0 ? NaN : Number(/\r\ncontent-length: *(\d+)/i.exec(received.subarray(0, end).toString('latin1'))?.[1] ?? 0);
+      const length =
+        end < 0
+          ? NaN
+          : Number(/\r\ncontent-length: *(\d+)/i.exec(received.subarray(0, end).toString('latin1'))?.[1] ?? 0);
       if (end < 0 || received.length < end + 4 + length) return;
       answer = parseReply(received.subarray(0, end + 4 + length));
       timer = setTimeout(() => finish(false), closeWaitMs);

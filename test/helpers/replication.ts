@@ -88,7 +88,11 @@ function withMetrics(config: SydentConfig): void {
   config.general.prometheusAddr = '127.0.0.1';
 }
 
-export async function startMesh(ca: Pem, names: string[], opts: { connect?: boolean; clock?: Clock } = {}): Promise<Mesh> {
+export async function startMesh(
+  ca: Pem,
+  names: string[],
+  opts: { connect?: boolean; clock?: Clock } = {},
+): Promise<Mesh> {
   // One time for all: a binding is valid from its `not_before`, so servers whose clocks disagree (separate
   // ManualClocks) would not see each other's newest bindings.
   const clock = opts.clock ?? systemClock;
@@ -210,7 +214,14 @@ export function waitFor<T>(probe: () => Promise<T> | T, done: (v: T) => boolean,
 /** The debug view of a replica's peers. */
 export async function replicationView(s: TestServer): Promise<{
   enabled: boolean;
-  peers: Array<{ name: string; state: string; cursor: number; backlog: number; lastError: string | null; nextRetryTs: number | null }>;
+  peers: Array<{
+    name: string;
+    state: string;
+    cursor: number;
+    backlog: number;
+    lastError: string | null;
+    nextRetryTs: number | null;
+  }>;
 }> {
   const res = await fetch(s.internalUrl('/_sydent/debug/replication'));
   if (res.status !== 200) throw new Error(`debug/replication: ${res.status} ${await res.text()}`);

@@ -29,7 +29,9 @@ export function registerPgDatabase(dbFile: string, url: string): void {
 /** The PostgreSQL URL of a server running on PostgreSQL, else null. */
 export function pgUrlOf(source: RowSource): string | null {
   if (typeof source === 'string') return pgByFile.get(source) ?? null;
-  return source.config.db.engine === 'postgresql' ? (source.config.db.url ?? null) : (pgByFile.get(source.config.db.dbFile) ?? null);
+  return source.config.db.engine === 'postgresql'
+    ? (source.config.db.url ?? null)
+    : (pgByFile.get(source.config.db.dbFile) ?? null);
 }
 
 /** Every row of `sql`. */
@@ -51,16 +53,27 @@ export function row<T = Record<string, unknown>>(source: RowSource, sql: string,
 
 /** SQLite's declared names of the mixed-case columns (Sydent's schema). */
 const MIXED_CASE = new Map(
-  ['clientSecret', 'validationSession', 'sendAttemptNumber', 'notBefore', 'notAfter', 'originServer', 'originId', 'sgAssoc', 'lastSentVersion', 'lastPokeSucceededAt'].map(
-    (name) => [name.toLowerCase(), name],
-  ),
+  [
+    'clientSecret',
+    'validationSession',
+    'sendAttemptNumber',
+    'notBefore',
+    'notAfter',
+    'originServer',
+    'originId',
+    'sgAssoc',
+    'lastSentVersion',
+    'lastPokeSucceededAt',
+  ].map((name) => [name.toLowerCase(), name]),
 );
 
 function literal(value: unknown): string {
   if (value === null || value === undefined) return 'NULL';
   if (typeof value === 'number' || typeof value === 'bigint') return String(value);
   if (typeof value === 'boolean') return value ? '1' : '0';
-  return `'${String(value).replace(/'/g, "''")}'`;
+  if (typeof value === 'string') return `'${value.replace(/'/g, "''")}'`;
+  if (Buffer.isBuffer(value)) return `'\\x${value.toString('hex')}'`;
+  throw new Error(`rows.ts: no SQL literal for a parameter of type ${typeof value}`);
 }
 
 /** `sql` with each `?` outside a quoted string replaced by its parameter as a literal. */
@@ -88,7 +101,10 @@ export function inlineParams(sql: string, params: readonly unknown[]): string {
 
 /** Runs `sql` on `url` with psql; answers its output (rows of one text column, one per line). */
 export function psql(url: string, sql: string): string {
-  return execFileSync('psql', [url, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', sql], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync('psql', [url, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', sql], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 function pgRows<T>(url: string, sql: string, params: readonly unknown[]): T[] {

@@ -30,12 +30,19 @@ export async function startSentryServer(project = '42', key = 'publickey'): Prom
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const url = new URL(req.url ?? '/', 'http://x');
-      const lines = Buffer.concat(chunks).toString('utf8').split('\n').filter((l) => l !== '');
+      const lines = Buffer.concat(chunks)
+        .toString('utf8')
+        .split('\n')
+        .filter((l) => l !== '');
       // lines[0] is the envelope header; then item header, payload
       for (let i = 1; i + 1 < lines.length; i += 2) {
         const header = JSON.parse(lines[i]!) as { type?: string };
         if (header.type === 'event') {
-          events.push({ path: url.pathname, key: url.searchParams.get('sentry_key'), event: JSON.parse(lines[i + 1]!) as Record<string, unknown> });
+          events.push({
+            path: url.pathname,
+            key: url.searchParams.get('sentry_key'),
+            event: JSON.parse(lines[i + 1]!) as Record<string, unknown>,
+          });
         }
       }
       for (const w of waiters.splice(0)) w();

@@ -12,7 +12,8 @@ import { tempDir } from './tmp.js';
 /** The engine test servers run on unless a test names one: SQLite, or $SYDENT_TEST_DB_ENGINE. */
 export function testEngine(): 'sqlite' | 'postgresql' {
   const engine = process.env['SYDENT_TEST_DB_ENGINE'] ?? 'sqlite';
-  if (engine !== 'sqlite' && engine !== 'postgresql') throw new Error(`SYDENT_TEST_DB_ENGINE must be sqlite or postgresql, not ${engine}`);
+  if (engine !== 'sqlite' && engine !== 'postgresql')
+    throw new Error(`SYDENT_TEST_DB_ENGINE must be sqlite or postgresql, not ${engine}`);
   return engine;
 }
 
@@ -62,11 +63,14 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     if (pgDb) dropDatabase = pgDb.drop;
     const sections: Record<string, Record<string, string>> = {
       general: { 'server.name': 'is.example.test' },
-      db: { 'db.file': path.join(tmp.dir, 'sydent.db'), ...(pgDb ? { 'db.engine': 'postgresql', 'db.url': pgDb.url } : {}) },
+      db: {
+        'db.file': path.join(tmp.dir, 'sydent.db'),
+        ...(pgDb ? { 'db.engine': 'postgresql', 'db.url': pgDb.url } : {}),
+      },
       http: {
         'clientapi.http.bind_address': '127.0.0.1',
         'clientapi.http.port': '8090',
-        'client_http_base': 'https://is.example.test',
+        client_http_base: 'https://is.example.test',
         ...(opts.internal === false
           ? {}
           : { 'internalapi.http.bind_address': '127.0.0.1', 'internalapi.http.port': '8091' }),
@@ -89,7 +93,12 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const clock = opts.clock ?? new ManualClock(Date.now());
   let server: RunningServer;
   try {
-    server = await startServer({ config, log: opts.log ?? pino({ level: 'silent' }), clock, ...(opts.inspect ? { inspectPort: 0 } : {}) });
+    server = await startServer({
+      config,
+      log: opts.log ?? pino({ level: 'silent' }),
+      clock,
+      ...(opts.inspect ? { inspectPort: 0 } : {}),
+    });
   } catch (err) {
     await dropDatabase();
     throw err;

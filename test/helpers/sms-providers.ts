@@ -13,7 +13,7 @@
  * Wrong credentials are refused as the real services refuse them (401).
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 
 export interface RecordedRequest {
   method: string;
@@ -77,7 +77,7 @@ function basic(header: string | undefined): { user: string; password: string } |
 }
 
 async function startGateway(handler: Handler): Promise<FakeSmsGateway> {
-  const sockets = new Set<import('node:net').Socket>();
+  const sockets = new Set<Socket>();
   const gateway: FakeSmsGateway = {
     port: 0,
     base: '',
@@ -150,7 +150,8 @@ export function startOpenMarket(creds: { username: string; password: string }): 
     if (!auth || auth.user !== creds.username || auth.password !== creds.password) {
       return { status: 401, json: { error: 'Invalid credentials' }, headers: { 'x-request-id': requestId } };
     }
-    if (!String(req.headers['content-type']).startsWith('application/json')) return { status: 415, json: { error: 'Unsupported content type' } };
+    if (!String(req.headers['content-type']).startsWith('application/json'))
+      return { status: 415, json: { error: 'Unsupported content type' } };
     let mt: {
       mobileTerminate?: {
         message?: { content?: unknown; type?: unknown };
@@ -173,7 +174,14 @@ export function startOpenMarket(creds: { username: string; password: string }): 
     ) {
       return { status: 400, json: { error: 'Invalid mobileTerminate' }, headers: { 'x-request-id': requestId } };
     }
-    gw.messages.push({ to: m.destination.address, from: m.source.address, ton: m.source.ton, body: m.message.content, auth, request: req });
+    gw.messages.push({
+      to: m.destination.address,
+      from: m.source.address,
+      ton: m.source.ton,
+      body: m.message.content,
+      auth,
+      request: req,
+    });
     return {
       status: 202,
       headers: { location: `${gw.base}${OPENMARKET_PATH}/ticket-${n}`, 'x-request-id': requestId },
@@ -188,7 +196,15 @@ export function startTwilio(creds: { accountSid: string; authToken: string }): P
     const path = `/2010-04-01/Accounts/${creds.accountSid}/Messages.json`;
     const auth = basic(req.headers['authorization']);
     if (!auth || auth.user !== creds.accountSid || auth.password !== creds.authToken) {
-      return { status: 401, json: { code: 20003, message: 'Authenticate', more_info: 'https://www.twilio.com/docs/errors/20003', status: 401 } };
+      return {
+        status: 401,
+        json: {
+          code: 20003,
+          message: 'Authenticate',
+          more_info: 'https://www.twilio.com/docs/errors/20003',
+          status: 401,
+        },
+      };
     }
     if (req.method !== 'POST' || req.url !== path) {
       return { status: 404, json: { code: 20404, message: 'The requested resource was not found', status: 404 } };
@@ -201,9 +217,13 @@ export function startTwilio(creds: { accountSid: string; authToken: string }): P
     const from = form.get('From') ?? '';
     const body = form.get('Body') ?? '';
     if (!/^\+\d{6,15}$/.test(to)) {
-      return { status: 400, json: { code: 21211, message: `The 'To' number ${to} is not a valid phone number.`, status: 400 } };
+      return {
+        status: 400,
+        json: { code: 21211, message: `The 'To' number ${to} is not a valid phone number.`, status: 400 },
+      };
     }
-    if (from === '') return { status: 400, json: { code: 21603, message: "A 'From' phone number is required.", status: 400 } };
+    if (from === '')
+      return { status: 400, json: { code: 21603, message: "A 'From' phone number is required.", status: 400 } };
     if (body === '') return { status: 400, json: { code: 21602, message: 'Message body is required.', status: 400 } };
     gw.messages.push({ to, from, body, auth, request: req });
     const sid = `SM${String(++n).padStart(32, '0')}`;

@@ -1,4 +1,5 @@
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from 'smtp-server';
+import type { Socket } from 'node:net';
 import { makeCa, makeCert } from './certs.js';
 
 /** A message the loopback server accepted. */
@@ -122,7 +123,11 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
     onRcptTo(address, _session, callback) {
       if (opts.rejectAll) {
         // Worded as Postfix words it: the refusal quotes the recipient.
-        callback(Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: mailbox unavailable`), { responseCode: 550 }));
+        callback(
+          Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: mailbox unavailable`), {
+            responseCode: 550,
+          }),
+        );
       } else {
         callback();
       }
@@ -219,7 +224,7 @@ export interface SlowSmtpServer {
  * relay does, then takes the message. A client that gives up before the 354 and closes has sent no message.
  */
 export async function startSlowSmtpServer(opts: { dataDelayMs: number }): Promise<SlowSmtpServer> {
-  const sockets = new Set<import('node:net').Socket>();
+  const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   const state: SlowSmtpServer = { port: 0, dataCommands: 0, messages: [], close: async () => undefined };
   const { createServer } = await import('node:net');
@@ -248,7 +253,8 @@ export async function startSlowSmtpServer(opts: { dataDelayMs: number }): Promis
         buffer = buffer.slice(eol + 2);
         const verb = line.slice(0, 4).toUpperCase();
         if (verb === 'EHLO' || verb === 'HELO') socket.write('250 slow.test\r\n');
-        else if (verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET' || verb === 'NOOP') socket.write('250 2.0.0 ok\r\n');
+        else if (verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET' || verb === 'NOOP')
+          socket.write('250 2.0.0 ok\r\n');
         else if (verb === 'QUIT') socket.end('221 2.0.0 bye\r\n');
         else if (verb === 'DATA') {
           state.dataCommands++;

@@ -94,7 +94,18 @@ export function sydentDb(dbFile: string): SydentDb {
         `INSERT INTO global_threepid_associations
          (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(b.medium, b.address, b.lookupHash, b.mxid, b.ts, b.ts, b.notAfter, b.originServer, id, JSON.stringify(b.sgAssoc));
+      ).run(
+        b.medium,
+        b.address,
+        b.lookupHash,
+        b.mxid,
+        b.ts,
+        b.ts,
+        b.notAfter,
+        b.originServer,
+        id,
+        JSON.stringify(b.sgAssoc),
+      );
     },
     close() {
       db.close();

@@ -1,6 +1,12 @@
 import type { Transporter } from 'nodemailer';
 import type { Logger } from '../../log.js';
-import { MailSendError, sendRawMail, type SendMailRequest, type SendMailResult, type SendOptions } from '../../mail/sender.js';
+import {
+  MailSendError,
+  sendRawMail,
+  type SendMailRequest,
+  type SendMailResult,
+  type SendOptions,
+} from '../../mail/sender.js';
 import type { Metrics } from '../../metrics/metrics.js';
 import { createSmtpTransport, SMTP_CONNECTIONS, type SmtpTransportOptions } from '../../mail/transport.js';
 import type { Admission, Limiter } from '../../util/rate-limiter.js';
@@ -32,18 +38,28 @@ interface MailerResource {
 export const mailerHandlers = {
   send: async (e: SendMailRequest, r: MailerResource, request: RequestContext): Promise<SendMailResult> => {
     try {
-      const result = await sendRawMail(r.transport(), r.from, { to: e.to, raw: e.raw }, {
-        ...r.send,
-        deadline: request.deadline,
-        signal: request.signal,
-      });
+      const result = await sendRawMail(
+        r.transport(),
+        r.from,
+        { to: e.to, raw: e.raw },
+        {
+          ...r.send,
+          deadline: request.deadline,
+          signal: request.signal,
+        },
+      );
       r.metrics?.emailsSent.inc();
       return result;
     } catch (err) {
       // Expected (a refusing or unreachable mail server): one warning line, no stack; the message has no address.
       const failure = err instanceof MailSendError ? err : null;
       r.log.warn(
-        { err: failure?.message ?? String(err), code: failure?.code, responseCode: failure?.responseCode, attempts: failure?.attempts },
+        {
+          err: failure?.message ?? String(err),
+          code: failure?.code,
+          responseCode: failure?.responseCode,
+          attempts: failure?.attempts,
+        },
         'mail: not sent',
       );
       r.metrics?.emailsFailed.inc();
@@ -78,7 +94,10 @@ export function createMailerSupervisor(options: MailerOptions = {}) {
         send: {
           ...options.send,
           onRetry: (error, attempt, delayMs) =>
-            deps.log.warn({ err: error.message, code: error.code, attempt, delayMs }, 'mail: temporary failure, retrying'),
+            deps.log.warn(
+              { err: error.message, code: error.code, attempt, delayMs },
+              'mail: temporary failure, retrying',
+            ),
         },
       };
     },

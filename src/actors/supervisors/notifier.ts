@@ -40,7 +40,10 @@ export const notifierHandlers = {
 
 /** the key cache of verifyRequest: fetches go through this supervisor's federation client, time is the system clock */
 function serverKeysOf(r: NotifierResource): ServerKeyCache {
-  r.serverKeys ??= new ServerKeyCache((server, path, maxBytes) => r.federation.getJson(server, path, maxBytes), () => r.deps.clock.now());
+  r.serverKeys ??= new ServerKeyCache(
+    (server, path, maxBytes) => r.federation.getJson(server, path, maxBytes),
+    () => r.deps.clock.now(),
+  );
   return r.serverKeys;
 }
 
@@ -85,7 +88,8 @@ function createCallbackWorker(deps: SystemDeps, facades: Facades, federation: Fe
     store: {
       claim: (req) => stores.claimCallbacks(req),
       delivered: (id, now, deleteInviteTokens) => stores.callbackDelivered({ id, now, deleteInviteTokens }),
-      retry: (id, claimedUntil, nextAttemptTs, lastError) => stores.retryCallback({ id, claimedUntil, nextAttemptTs, lastError }),
+      retry: (id, claimedUntil, nextAttemptTs, lastError) =>
+        stores.retryCallback({ id, claimedUntil, nextAttemptTs, lastError }),
       abandon: (id, claimedUntil, lastError) => stores.abandonCallback({ id, claimedUntil, lastError }),
       release: (id, claimedUntil) => stores.releaseCallback({ id, claimedUntil }),
       purge: (now) => stores.purgeCallbacks({ now }),

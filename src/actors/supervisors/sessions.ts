@@ -2,7 +2,13 @@ import { createHash } from 'node:crypto';
 import { ALPHANUMERIC, DIGITS, randomString } from '../../crypto/index.js';
 import type { HomeserverRequest } from '../../federation/index.js';
 import type { SessionEvent } from '../../machines/validation-session.js';
-import { bindThreepid, unbindThreepid, type BinderDeps, type SignedAssociation, type Threepid } from '../../bindings/binder.js';
+import {
+  bindThreepid,
+  unbindThreepid,
+  type BinderDeps,
+  type SignedAssociation,
+  type Threepid,
+} from '../../bindings/binder.js';
 import { storeInvite, type InviteDeps, type InviteOutcome, type InviteRequest } from '../../invites/store-invite.js';
 import { createEmailTokenSender } from '../../sessions/email-token.js';
 import { createSmsTokenSender } from '../../sessions/sms-token.js';
@@ -49,7 +55,8 @@ export type UnbindOutcome =
   /** a signed request, but from another homeserver than the mxid's */
   | { ok: false; wrongOrigin: true };
 
-export type SubmitResult = { limited: true; retryAfterMs: number } | { limited: false; outcome: SessionOutcome | undefined };
+export type SubmitResult =
+  { limited: true; retryAfterMs: number } | { limited: false; outcome: SessionOutcome | undefined };
 
 /**
  * The 3PID flows, by facade method (`facades.sessions.requestToken(...)`): validation sessions (one machine each),
@@ -58,18 +65,25 @@ export type SubmitResult = { limited: true; retryAfterMs: number } | { limited: 
 export const sessionsHandlers = {
   requestToken: (e: RequestTokenArgs, r: SessionsResource, q: RequestContext) => r.host.requestToken(e, q.signal),
   /** an event for an existing session; answers undefined for an unknown sid */
-  event: (e: { sid: number; event: SessionEvent }, r: SessionsResource) => r.host.send(e.sid, e.event),
+  event: (e: { sid: number; event: SessionEvent }, r: SessionsResource, q: RequestContext) =>
+    r.host.send(e.sid, e.event, q),
   /**
    * submitToken: each one takes a token of the client address's bucket, and a right one gives it back, so only
    * wrong tokens (and unknown sids, wrong secrets) count against the address.
    */
-  submitToken: async (e: { sid: number; event: SessionEvent; requester: string }, r: SessionsResource): Promise<SubmitResult> => {
+  submitToken: async (
+    e: { sid: number; event: SessionEvent; requester: string },
+    r: SessionsResource,
+    q: RequestContext,
+  ): Promise<SubmitResult> => {
     const admission = await r.submitLimiter.take(e.requester);
     if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
-    const outcome = await r.host.send(e.sid, e.event);
+    const outcome = await r.host.send(e.sid, e.event, q);
     if (outcome?.rejection === null) {
       // The session is validated either way: a refund that cannot be recorded only costs the address a token.
-      await Promise.resolve(r.submitLimiter.refund(e.requester)).catch((err: unknown) => r.log.warn({ err }, 'could not refund a submitToken rate token'));
+      await Promise.resolve(r.submitLimiter.refund(e.requester)).catch((err: unknown) =>
+        r.log.warn({ err }, 'could not refund a submitToken rate token'),
+      );
     }
     return { limited: false, outcome };
   },
@@ -102,6 +116,7 @@ export const sessionsHandlers = {
         );
         return rowVersion;
       },
+      q,
     );
     return { outcome, association };
   },
@@ -109,13 +124,23 @@ export const sessionsHandlers = {
   bind: (e: { threepid: Threepid; mxid: string }, r: SessionsResource, q: RequestContext): Promise<SignedAssociation> =>
     bindThreepid(r.binder, e.threepid, e.mxid, q),
   /** the internal API's unbind; `false` when it was not bound here */
-  unbind: (e: { threepid: Threepid; mxid: string }, r: SessionsResource, q: RequestContext) => unbindThreepid(r.binder, e.threepid, e.mxid, q),
+  unbind: (e: { threepid: Threepid; mxid: string }, r: SessionsResource, q: RequestContext) =>
+    unbindThreepid(r.binder, e.threepid, e.mxid, q),
   /** 3pid/unbind: the proof checked, then the binding withdrawn */
-  unbindWithProof: async (e: { threepid: Threepid; mxid: string; proof: UnbindProof }, r: SessionsResource, q: RequestContext): Promise<UnbindOutcome> => {
+  unbindWithProof: async (
+    e: { threepid: Threepid; mxid: string; proof: UnbindProof },
+    r: SessionsResource,
+    q: RequestContext,
+  ): Promise<UnbindOutcome> => {
     if (e.proof.kind === 'session') {
-      const session = await r.host.send(e.proof.sid, { type: 'CHECK_VALIDATED', clientSecret: e.proof.clientSecret, now: r.binder.clock.now() });
+      const session = await r.host.send(
+        e.proof.sid,
+        { type: 'CHECK_VALIDATED', clientSecret: e.proof.clientSecret, now: r.binder.clock.now() },
+        q,
+      );
       if (!session || !isValidated(session)) return { ok: false, session };
-      if (session.medium !== e.threepid.medium || session.address !== e.threepid.address) return { ok: false, mismatch: true };
+      if (session.medium !== e.threepid.medium || session.address !== e.threepid.address)
+        return { ok: false, mismatch: true };
     } else {
       const { origin } = await r.binder.facades.notifier.verifyRequest(e.proof.request, q);
       if (!e.mxid.endsWith(`:${origin}`)) return { ok: false, wrongOrigin: true };
@@ -124,7 +149,8 @@ export const sessionsHandlers = {
     return { ok: true };
   },
   /** store-invite, once the request is checked: rate limit, not bound yet, stored, mailed */
-  storeInvite: (e: InviteRequest, r: SessionsResource, q: RequestContext): Promise<InviteOutcome> => storeInvite(r.invites, e, q),
+  storeInvite: (e: InviteRequest, r: SessionsResource, q: RequestContext): Promise<InviteOutcome> =>
+    storeInvite(r.invites, e, q),
 };
 
 /** Owns the live 3PID validation session actors (restored from the store by sid) and the flows that follow them. */
@@ -136,13 +162,14 @@ export const sessionsSupervisor = supervisor('sessions', {
       now: () => deps.clock.now(),
       reads: facades.reads.sessions,
       store: {
-        newSid: () => facades.stores.newSid({}),
-        create: (medium, clientSecret, write) => facades.stores.createSession({ medium, clientSecret, write }),
-        save: (write, expectedVersion) => facades.stores.saveSession({ write, expectedVersion }),
+        create: (medium, clientSecret, write, request) =>
+          facades.stores.createSession({ medium, clientSecret, write }, request),
+        save: (write, expectedVersion, request) => facades.stores.saveSession({ write, expectedVersion }, request),
       },
       senders: { email: createEmailTokenSender(deps, facades.mailer), msisdn: createSmsTokenSender(deps, facades.sms) },
       // msisdn: the requester is the number itself (per-number, then per-country limits, sms supervisor)
-      admit: (medium, key) => (medium === 'email' ? facades.mailer.admit({ key }) : facades.sms.admit({ msisdn: key })),
+      admit: (medium, key, request) =>
+        medium === 'email' ? facades.mailer.admit({ key }, request) : facades.sms.admit({ msisdn: key }, request),
       inspect: deps.inspect,
       onTransition: (from, to) => deps.metrics?.transitions.inc({ machine: 'validationSession', from, to }),
       newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),

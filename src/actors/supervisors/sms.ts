@@ -8,6 +8,7 @@ import type { Metrics } from '../../metrics/metrics.js';
 import type { SystemDeps } from '../deps.js';
 import type { SupervisorEnv } from '../facade.js';
 import { supervisor, type RequestContext } from '../supervisor.js';
+import { errorMessage } from '../../util/error-message.js';
 
 interface SmsResource {
   provider: SmsProvider;
@@ -34,7 +35,7 @@ export const smsHandlers = {
       r.metrics?.smsSent.inc({ provider: r.provider.name });
       return receipt;
     } catch (err) {
-      r.log.warn({ to, provider: r.provider.name, err: err instanceof Error ? err.message : String(err) }, 'sms: not sent');
+      r.log.warn({ to, provider: r.provider.name, err: errorMessage(err) }, 'sms: not sent');
       r.metrics?.smsFailed.inc({ provider: r.provider.name });
       throw err;
     }

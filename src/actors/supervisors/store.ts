@@ -14,7 +14,10 @@ type Op = keyof StoreWriteOps;
 /** The handler of one write: the engine records it within the request's deadline. */
 function op<K extends Op>(name: K) {
   return (e: Parameters<StoreWriteOps[K]>[0], r: StoreResource, q: RequestContext): ReturnType<StoreWriteOps[K]> => {
-    const run = r.engine.writes[name] as (payload: unknown, req: { deadline: number; signal?: AbortSignal }) => ReturnType<StoreWriteOps[K]>;
+    const run = r.engine.writes[name] as (
+      payload: unknown,
+      req: { deadline: number; signal?: AbortSignal },
+    ) => ReturnType<StoreWriteOps[K]>;
     return run(e, { deadline: q.deadline, signal: q.signal });
   };
 }
@@ -28,7 +31,6 @@ export const storeHandlers = {
   registerAccount: op('registerAccount'),
   logout: op('logout'),
   acceptTerms: op('acceptTerms'),
-  newSid: op('newSid'),
   createSession: op('createSession'),
   saveSession: op('saveSession'),
   deleteOldSessions: op('deleteOldSessions'),

@@ -54,8 +54,10 @@ export function readRateLimit(v: SectionValues, prefix: string): RateLimit {
  */
 function readFrom(v: SectionValues, serverName: string): string {
   const configured = v.str('email.from');
-  const from = configured === '' ? `Sydent Validation <noreply@${serverName}>` : configured.replaceAll('{hostname}', serverName);
-  if (!FROM_ADDRESS.test(from)) v.fail('email.from', 'not an email address (a display name before <address> is allowed)');
+  const from =
+    configured === '' ? `Sydent Validation <noreply@${serverName}>` : configured.replaceAll('{hostname}', serverName);
+  if (!FROM_ADDRESS.test(from))
+    v.fail('email.from', 'not an email address (a display name before <address> is allowed)');
   return from;
 }
 

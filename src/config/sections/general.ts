@@ -36,7 +36,10 @@ export function readGeneral(v: SectionValues, ctx: BuildContext): GeneralConfig 
   const homeserverAllowList = v.list('homeserver_allow_list');
   // v1 endpoints have no authentication, so an allow list there would be a false sense of security
   if (homeserverAllowList.length > 0 && enableV1Access) {
-    v.fail('homeserver_allow_list', 'cannot be used while [general] enable_v1_access is true; set enable_v1_access = false');
+    v.fail(
+      'homeserver_allow_list',
+      'cannot be used while [general] enable_v1_access is true; set enable_v1_access = false',
+    );
   }
 
   const templatesPath = readTemplatesPath(v, ctx);
@@ -49,7 +52,8 @@ export function readGeneral(v: SectionValues, ctx: BuildContext): GeneralConfig 
   const enableV1Associations = v.bool('enable_v1_associations');
   const ipBlacklist = v.cidrs('ip.blacklist');
   const sentryDsn = v.str('sentry_dsn');
-  if (sentryDsn !== '' && !isSentryDsn(sentryDsn)) v.fail('sentry_dsn', 'not a Sentry DSN (https://<key>@<host>/<project>)');
+  if (sentryDsn !== '' && !isSentryDsn(sentryDsn))
+    v.fail('sentry_dsn', 'not a Sentry DSN (https://<key>@<host>/<project>)');
   return {
     serverName,
     logPath: v.path('log.path'),
@@ -84,7 +88,9 @@ const DEFAULT_CALLBACK_CLAIM_SECONDS = 120;
 function isSentryDsn(text: string): boolean {
   try {
     const url = new URL(text);
-    return (url.protocol === 'https:' || url.protocol === 'http:') && url.username !== '' && /\/\w+$/.test(url.pathname);
+    return (
+      (url.protocol === 'https:' || url.protocol === 'http:') && url.username !== '' && /\/\w+$/.test(url.pathname)
+    );
   } catch {
     return false;
   }
@@ -103,7 +109,10 @@ function readTemplatesPath(v: SectionValues, ctx: BuildContext): string {
     );
   }
   if (!isDirectory(SHIPPED_TEMPLATES_PATH)) {
-    v.fail('templates.path', `${SHIPPED_TEMPLATES_PATH} does not exist (the templates shipped with sydent-ts are missing)`);
+    v.fail(
+      'templates.path',
+      `${SHIPPED_TEMPLATES_PATH} does not exist (the templates shipped with sydent-ts are missing)`,
+    );
   }
   return SHIPPED_TEMPLATES_PATH;
 }

@@ -20,7 +20,10 @@ export function readHttp(v: SectionValues, ctx: BuildContext, serverName: string
     // The public name, never the listener's address: these links end up in mailboxes and in room state.
     clientHttpBase = `https://${serverName}`;
     if (!isHttpUrl(clientHttpBase)) {
-      v.fail('client_http_base', `is not set, and https://<server.name> (${clientHttpBase}) is not a URL: set it to the public URL`);
+      v.fail(
+        'client_http_base',
+        `is not set, and https://<server.name> (${clientHttpBase}) is not a URL: set it to the public URL`,
+      );
     }
     ctx.warn(
       `config: [http] client_http_base is not set; links in emails and key_validity_url will use ${clientHttpBase}, set it to the public URL`,
@@ -88,7 +91,10 @@ export function isHttpUrl(text: string): boolean {
 /** Host names or IP addresses, without scheme or port: what a Host header names. */
 function readHostNames(v: SectionValues, key: string): string[] {
   return v.list(key).map((item) => {
-    const host = item.replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '').toLowerCase();
+    const host = item
+      .replace(/^\[(.*)\]$/, '$1')
+      .replace(/\.$/, '')
+      .toLowerCase();
     if (isIP(host) === 0 && !/^[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(host)) {
       v.fail(key, `"${item}" is not a host name or IP address (no scheme, no port)`);
     }

@@ -41,7 +41,8 @@ export async function accountRoutes(app: FastifyInstance, opts: RouteOptions): P
     if (!isValidServerName(serverName)) {
       throw errors.invalidParam('matrix_server_name must be a valid Matrix server name (IP address or hostname)');
     }
-    if (req.body.access_token.length > MAX_OPENID_TOKEN_LENGTH) throw errors.unknownToken('The OpenID token is too long');
+    if (req.body.access_token.length > MAX_OPENID_TOKEN_LENGTH)
+      throw errors.unknownToken('The OpenID token is too long');
     const token = await ctx.facades.notifier
       .registerAccount({ serverName, openIdToken: req.body.access_token }, requestDeadline(req, ctx.config))
       .catch((error: unknown) => {

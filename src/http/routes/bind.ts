@@ -34,7 +34,10 @@ export async function bindRoutes(app: FastifyInstance, opts: RouteOptions): Prom
       const result =
         sid === null
           ? { outcome: undefined, association: null }
-          : await ctx.facades.sessions.bindSession({ sid, clientSecret: secret, mxid }, requestDeadline(req, ctx.config));
+          : await ctx.facades.sessions.bindSession(
+              { sid, clientSecret: secret, mxid },
+              requestDeadline(req, ctx.config),
+            );
       validatedSessionReply(result.outcome);
       return result.association;
     },

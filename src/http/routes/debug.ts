@@ -30,7 +30,10 @@ export type MachineCounts = Record<string, () => Record<string, number> | Promis
  * Live state for operators, on the internal listener only, optionally behind `internalapi.admin_token`.
  * Never secrets: no tokens, client secrets, keys or 3PID addresses.
  */
-export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext; counts?: MachineCounts }): Promise<void> {
+export async function debugRoutes(
+  app: FastifyInstance,
+  opts: { ctx: AppContext; counts?: MachineCounts },
+): Promise<void> {
   const { ctx } = opts;
   const { facades } = ctx;
   requireAdminToken(app, ctx.config.http.internalAdminToken);
@@ -53,7 +56,9 @@ export async function debugRoutes(app: FastifyInstance, opts: { ctx: AppContext;
     peer: peerCounts,
     ...opts.counts,
   };
-  const names = Object.fromEntries(Object.entries(MACHINES).map(([name, { machine }]) => [name, machineNames(machine)]));
+  const names = Object.fromEntries(
+    Object.entries(MACHINES).map(([name, { machine }]) => [name, machineNames(machine)]),
+  );
   let mermaidJs: Buffer | undefined;
 
   // The page itself and the renderer hold no data; everything they show is fetched with the token.

@@ -78,7 +78,9 @@ export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Pr
 
   // No body schema: v2Lookup checks the body itself, as the fast lane (http/lookup-lane.ts) that answers most of
   // these requests does; this route answers the rest (a token in the query string, a form body, a chunked one).
-  app.post('/lookup', { config: { auth: 'terms' } }, async (req, reply) => reply.type(JSON_TYPE).send(await v2Lookup(ctx, req.body)));
+  app.post('/lookup', { config: { auth: 'terms' } }, async (req, reply) =>
+    reply.type(JSON_TYPE).send(await v2Lookup(ctx, req.body)),
+  );
 }
 
 /** The fields of a v2 lookup body, in the order a missing one is reported. */

@@ -43,13 +43,18 @@ export async function msisdnRoutes(app: FastifyInstance, opts: RouteOptions): Pr
       if (!isCountryField(req.body.country)) {
         throw errors.invalidParam('Invalid country provided: expecting an ISO 3166-1 alpha-2 code');
       }
-      if (req.body.phone_number.length > MAX_PHONE_NUMBER_LENGTH) throw errors.invalidParam('Invalid phone_number provided');
+      if (req.body.phone_number.length > MAX_PHONE_NUMBER_LENGTH)
+        throw errors.invalidParam('Invalid phone_number provided');
       const link = nextLink(req.body.next_link);
       const phone = parsePhone(req.body.phone_number, req.body.country);
       if (!phone) throw new MatrixError(400, 'M_INVALID_ADDRESS', 'Invalid phone number');
       // Before any session or rate limit: a refused country costs nothing and leaves nothing behind.
       if (ctx.config.sms.rules[phone.countryCode] === 'reject') {
-        throw new MatrixError(400, 'M_DESTINATION_REJECTED', 'Phone numbers in this country are not currently supported');
+        throw new MatrixError(
+          400,
+          'M_DESTINATION_REJECTED',
+          'Phone numbers in this country are not currently supported',
+        );
       }
       const deadline = requestDeadline(req, ctx.config, 'send');
       const result = await ctx.facades.sessions
@@ -73,7 +78,8 @@ export async function msisdnRoutes(app: FastifyInstance, opts: RouteOptions): Pr
           // Out of time: the send was aborted (no SMS goes out later), whether or not the session said so yet.
           throw error instanceof DeadlineExceededError ? errors.smsSendError() : error;
         });
-      if (result.limited) throw errors.limitExceeded('Too many requests for this number or country', result.retryAfterMs);
+      if (result.limited)
+        throw errors.limitExceeded('Too many requests for this number or country', result.retryAfterMs);
       if (result.state === 'sendFailed') throw errors.smsSendError();
       return { success: true, sid: result.sid, msisdn: phone.msisdn, intl_fmt: phone.intlFmt };
     },

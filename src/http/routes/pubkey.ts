@@ -34,7 +34,9 @@ export async function pubkeyRoutes(app: FastifyInstance, opts: RouteOptions): Pr
         throw e;
       }
       const { ctx } = opts;
-      return { valid: await ctx.facades.stores.checkEphemeralKey({ publicKey: canonical }, requestDeadline(req, ctx.config)) };
+      return {
+        valid: await ctx.facades.stores.checkEphemeralKey({ publicKey: canonical }, requestDeadline(req, ctx.config)),
+      };
     },
   );
 

@@ -38,7 +38,7 @@ function isJsonContentType(header: string | string[] | undefined): boolean {
 export function peerCommonName(req: FastifyRequest): string | null {
   const socket = req.raw.socket as Partial<TLSSocket>;
   if (typeof socket.getPeerCertificate !== 'function' || socket.authorized !== true) return null;
-  const cn = socket.getPeerCertificate().subject?.CN as string | string[] | undefined;
+  const cn = socket.getPeerCertificate().subject?.CN;
   const name = Array.isArray(cn) ? cn[0] : cn;
   return typeof name === 'string' && name !== '' ? name : null;
 }
@@ -59,7 +59,9 @@ export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppCont
 
   // The body is taken as bytes whatever its type, and judged by the handler, after the peer check.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: PUSH_BODY_LIMIT }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: PUSH_BODY_LIMIT }, (_req, body, done) =>
+    done(null, body),
+  );
 
   app.post(PUSH_ROUTE, { bodyLimit: PUSH_BODY_LIMIT }, async (req, reply) => {
     const name = peerCommonName(req);
@@ -88,7 +90,8 @@ export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppCont
       json = undefined;
     }
     if (json === undefined) throw replicationErrors.badJson();
-    if (!isRecord(json) || !Object.hasOwn(json, 'sgAssocs')) throw replicationErrors.badJson('No "sgAssocs" key in JSON');
+    if (!isRecord(json) || !Object.hasOwn(json, 'sgAssocs'))
+      throw replicationErrors.badJson('No "sgAssocs" key in JSON');
     const sgAssocs = json['sgAssocs'];
     if (!isRecord(sgAssocs)) throw replicationErrors.badJson('"sgAssocs" must be an object');
 
@@ -104,7 +107,8 @@ export async function replicateRoutes(app: FastifyInstance, opts: { ctx: AppCont
       throw replicationErrors.verificationFailed(outcome.failedIds);
     }
     const { result } = outcome;
-    if (result.inserted + result.duplicates + result.tombstones > 0) req.log.info({ peer: name, ...result }, 'replication: push stored');
+    if (result.inserted + result.duplicates + result.tombstones > 0)
+      req.log.info({ peer: name, ...result }, 'replication: push stored');
     return reply.code(200).send({ success: true });
   });
 }

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { renderResponsePage } from '../../mail/templates.js';
 import { redirectAfterValidation } from '../../sessions/next-link.js';
 import type { RouteOptions } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { MatrixError } from '../errors.js';
 import { clientSecret, storedNextLink } from '../validate.js';
 import { submitTokenEvent, submitTokenReply, tokenIncorrect } from './validation-replies.js';
@@ -42,8 +43,15 @@ export function submitTokenRoutes(
   // The client's address as trusted_proxies / X-Forwarded-For make it: the key of the wrong-token limit.
   const submit = (req: FastifyRequest, sid: string | number, secret: string, token: string) => {
     // No token of ours is empty or longer than the spec's 255 code points: such a one is wrong without asking.
-    if (token.length === 0 || (token.length > MAX_TOKEN_LENGTH && [...token].length > MAX_TOKEN_LENGTH)) throw tokenIncorrect();
-    return submitTokenEvent(ctx, sid, req.ip, { type: 'SUBMIT_TOKEN', token, clientSecret: clientSecret(secret), now: ctx.clock.now() });
+    if (token.length === 0 || (token.length > MAX_TOKEN_LENGTH && [...token].length > MAX_TOKEN_LENGTH))
+      throw tokenIncorrect();
+    return submitTokenEvent(
+      ctx,
+      sid,
+      req.ip,
+      { type: 'SUBMIT_TOKEN', token, clientSecret: clientSecret(secret), now: ctx.clock.now() },
+      requestDeadline(req, ctx.config),
+    );
   };
 
   app.post<{ Body: SubmitTokenBody }>(
@@ -59,7 +67,10 @@ export function submitTokenRoutes(
     const { sid, client_secret: secret, token, brand } = req.query;
     const page = (status: number, message: string, location?: string): FastifyReply => {
       if (location) reply.header('location', location);
-      return reply.code(status).type('text/html; charset=utf-8').send(renderResponsePage(ctx.config, brand ?? null, message));
+      return reply
+        .code(status)
+        .type('text/html; charset=utf-8')
+        .send(renderResponsePage(ctx.config, brand ?? null, message));
     };
     try {
       if (!sid || !secret || !token) return page(400, failurePage);

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { RouteOptions } from '../context.js';
+import { requestDeadline } from '../deadline.js';
 import { clientSecret } from '../validate.js';
 import { sessionEvent, validatedSessionReply } from './validation-replies.js';
 
@@ -19,7 +20,12 @@ export async function threepidRoutes(app: FastifyInstance, opts: RouteOptions): 
     { config: { auth }, schema: { querystring: validatedQuery } },
     async (req) => {
       const secret = clientSecret(req.query.client_secret);
-      const outcome = await sessionEvent(ctx, req.query.sid, { type: 'CHECK_VALIDATED', clientSecret: secret, now: ctx.clock.now() });
+      const outcome = await sessionEvent(
+        ctx,
+        req.query.sid,
+        { type: 'CHECK_VALIDATED', clientSecret: secret, now: ctx.clock.now() },
+        requestDeadline(req, ctx.config),
+      );
       const session = validatedSessionReply(outcome);
       // as Sydent: the address as the session holds it (as typed, for sessions Sydent created)
       return { medium: session.medium, address: session.storedAddress, validated_at: session.validatedAt };

@@ -44,7 +44,8 @@ export async function unbindRoutes(app: FastifyInstance, opts: RouteOptions): Pr
     const outcome = await unbindWithProof(ctx, req, { threepid: target, mxid, proof: proofOf(ctx, req) });
     if (outcome.ok) return {};
     if ('session' in outcome) validatedSessionReply(outcome.session);
-    if ('mismatch' in outcome) throw errors.forbidden('Provided session information does not match medium/address combo');
+    if ('mismatch' in outcome)
+      throw errors.forbidden('Provided session information does not match medium/address combo');
     throw errors.forbidden('Origin server name does not match mxid');
   });
 }

@@ -5,13 +5,15 @@
 import type { SessionEvent } from '../../machines/validation-session.js';
 import type { SessionOutcome } from '../../sessions/host.js';
 import type { AppContext } from '../context.js';
+import type { CallOptions } from '../../actors/ask.js';
 import { errors, MatrixError } from '../errors.js';
 import { sidNumber } from '../validate.js';
 
 const noSession = () =>
   new MatrixError(404, 'M_NO_VALID_SESSION', 'No valid session was found matching that sid and client secret');
 /** A token that is not the session's; the body keeps `success: false` for clients older than v1.18. */
-export const tokenIncorrect = () => new MatrixError(400, 'M_TOKEN_INCORRECT', 'The token is incorrect', { success: false });
+export const tokenIncorrect = () =>
+  new MatrixError(400, 'M_TOKEN_INCORRECT', 'The token is incorrect', { success: false });
 const expired = (extra: Record<string, unknown> = {}) =>
   new MatrixError(400, 'M_SESSION_EXPIRED', 'This validation session has expired: call requestToken again', extra);
 
@@ -24,7 +26,12 @@ export function submitTokenReply(outcome: SessionOutcome | undefined): { success
       if (outcome.state === 'validated' || outcome.state === 'bound') return { success: true };
       break;
     case 'secretMismatch':
-      throw new MatrixError(400, 'M_INVALID_PARAM', 'Client secret does not match the one given when requesting the token', failed);
+      throw new MatrixError(
+        400,
+        'M_INVALID_PARAM',
+        'Client secret does not match the one given when requesting the token',
+        failed,
+      );
     case 'expired':
       throw expired(failed);
     case 'tokenLocked':
@@ -60,10 +67,11 @@ export async function submitTokenEvent(
   rawSid: string | number,
   requester: string,
   event: SessionEvent,
+  request: CallOptions,
 ): Promise<SessionOutcome | undefined> {
   const sid = sidNumber(rawSid);
   if (sid === null) return undefined;
-  const result = await ctx.facades.sessions.submitToken({ sid, event, requester });
+  const result = await ctx.facades.sessions.submitToken({ sid, event, requester }, request);
   if (result.limited) throw errors.limitExceeded('Too many incorrect tokens from this address', result.retryAfterMs);
   return result.outcome;
 }
@@ -73,7 +81,8 @@ export async function sessionEvent(
   ctx: AppContext,
   rawSid: string | number,
   event: SessionEvent,
+  request: CallOptions,
 ): Promise<SessionOutcome | undefined> {
   const sid = sidNumber(rawSid);
-  return sid === null ? undefined : ctx.facades.sessions.event({ sid, event });
+  return sid === null ? undefined : ctx.facades.sessions.event({ sid, event }, request);
 }

@@ -16,6 +16,7 @@ import { isPgUrl, PgConnectError, redactPgUrl } from '../pg/connect.js';
 import { MigrateDbError } from './errors.js';
 import { sqliteToPostgres } from './to-postgres.js';
 import { postgresToSqlite } from './to-sqlite.js';
+import { errorMessage } from '../../util/error-message.js';
 
 export const MIGRATE_DB_USAGE = [
   'usage: sydent-ts [--config PATH] migrate-db --to postgresql://USER:PASSWORD@HOST:PORT/DB [--from sqlite:PATH] [--batch-rows N]',
@@ -66,7 +67,10 @@ function parseArgs(argv: string[], cwd: string): Args {
   let batchRows: number | undefined;
   for (let i = 1; i < rest.length; i++) {
     const arg = rest[i]!;
-    const [name, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const [name, inline] =
+      arg.startsWith('--') && arg.includes('=')
+        ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)]
+        : [arg, undefined];
     const value = () => {
       const v = inline ?? rest[++i];
       if (!v) throw new UsageError(`${name} needs a value`);
@@ -76,11 +80,13 @@ function parseArgs(argv: string[], cwd: string): Args {
     else if (name === '--from') from = parsePlace(value(), cwd, '--from');
     else if (name === '--batch-rows') {
       batchRows = Number(value());
-      if (!Number.isInteger(batchRows) || batchRows < 1 || batchRows > 1_000_000) throw new UsageError('--batch-rows takes a whole number from 1 to 1000000');
+      if (!Number.isInteger(batchRows) || batchRows < 1 || batchRows > 1_000_000)
+        throw new UsageError('--batch-rows takes a whole number from 1 to 1000000');
     } else throw new UsageError(`unknown argument: ${redactPgUrl(arg)}`);
   }
   if (!to) throw new UsageError('--to is required');
-  if (from && from.kind === to.kind) throw new UsageError(`--from and --to are both ${to.kind}: one of them must be the other engine`);
+  if (from && from.kind === to.kind)
+    throw new UsageError(`--from and --to are both ${to.kind}: one of them must be the other engine`);
   return { configPath, to, from, batchRows };
 }
 
@@ -88,7 +94,9 @@ function parseArgs(argv: string[], cwd: string): Args {
 function configuredDbFile(configPath: string | undefined, io: CliIo): string {
   const path = resolve(io.cwd, configPath || io.env['SYDENT_CONF'] || 'sydent.conf');
   if (!existsSync(path)) {
-    throw new MigrateDbError(`no config file at ${path}: give --from sqlite:PATH, or --config PATH (or set SYDENT_CONF)`);
+    throw new MigrateDbError(
+      `no config file at ${path}: give --from sqlite:PATH, or --config PATH (or set SYDENT_CONF)`,
+    );
   }
   const { config } = loadConfig({ configPath: path, env: io.env, cwd: io.cwd });
   return resolve(io.cwd, config.db.dbFile);
@@ -122,8 +130,10 @@ export async function migrateDbMain(argv: string[], io: MigrateDbIo): Promise<nu
       );
     } else {
       const sourceUrl = args.from?.kind === 'postgresql' ? args.from.url : io.env['SYDENT_DB_URL'];
-      if (!sourceUrl) throw new MigrateDbError('give the PostgreSQL database to copy: --from postgresql://… (or set SYDENT_DB_URL)');
-      if (!isPgUrl(sourceUrl)) throw new MigrateDbError(`SYDENT_DB_URL is not a postgresql:// URL: ${redactPgUrl(sourceUrl)}`);
+      if (!sourceUrl)
+        throw new MigrateDbError('give the PostgreSQL database to copy: --from postgresql://… (or set SYDENT_DB_URL)');
+      if (!isPgUrl(sourceUrl))
+        throw new MigrateDbError(`SYDENT_DB_URL is not a postgresql:// URL: ${redactPgUrl(sourceUrl)}`);
       io.stderr(`migrate-db: copying ${redactPgUrl(sourceUrl)} into ${args.to.path}\n`);
       await postgresToSqlite({ sourceUrl, targetPath: args.to.path, batchRows: args.batchRows, io: migrateIo });
       io.stdout(
@@ -138,11 +148,16 @@ export async function migrateDbMain(argv: string[], io: MigrateDbIo): Promise<nu
     }
     return 0;
   } catch (err) {
-    if (err instanceof MigrateDbError || err instanceof PgConnectError || err instanceof StartupError || err instanceof ConfigError) {
+    if (
+      err instanceof MigrateDbError ||
+      err instanceof PgConnectError ||
+      err instanceof StartupError ||
+      err instanceof ConfigError
+    ) {
       io.stderr(`sydent-ts migrate-db: ${err.message}\n`);
       return 1;
     }
-    io.stderr(`sydent-ts migrate-db: ${redactPgUrl(err instanceof Error ? err.message : String(err))}\n`);
+    io.stderr(`sydent-ts migrate-db: ${redactPgUrl(errorMessage(err))}\n`);
     return 1;
   }
 }

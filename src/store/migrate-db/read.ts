@@ -28,7 +28,10 @@ export function sqliteChecksum(db: Database.Database, table: TableSpec, names: S
   const sum = new TableChecksum(table.columns.map((c) => c.family));
   if (names) {
     const { list, orderBy } = sqliteSelect(table, names);
-    const stmt = db.prepare(`SELECT ${list} FROM ${quote(names.table)} ORDER BY ${orderBy}`).raw(true).safeIntegers(true);
+    const stmt = db
+      .prepare(`SELECT ${list} FROM ${quote(names.table)} ORDER BY ${orderBy}`)
+      .raw(true)
+      .safeIntegers(true);
     for (const row of stmt.iterate() as IterableIterator<unknown[]>) sum.add(row);
   }
   return { rows: sum.rows, sha256: sum.digest() };
@@ -40,7 +43,10 @@ export function sqliteCopyChecksum(db: Database.Database, table: TableSpec, name
   let rows = 0;
   if (names) {
     const { list, orderBy } = sqliteSelect(table, names);
-    const stmt = db.prepare(`SELECT ${list} FROM ${quote(names.table)} ORDER BY ${orderBy}`).raw(true).safeIntegers(true);
+    const stmt = db
+      .prepare(`SELECT ${list} FROM ${quote(names.table)} ORDER BY ${orderBy}`)
+      .raw(true)
+      .safeIntegers(true);
     let chunk = '';
     for (const row of stmt.iterate() as IterableIterator<unknown[]>) {
       chunk += copyLine(row);
@@ -60,7 +66,9 @@ export async function pgCopyChecksum(client: pg.ClientBase, table: TableSpec): P
   const hash = createHash('sha256');
   let rows = 0;
   const list = table.columns.map((c) => quote(c.name)).join(', ');
-  const stream = client.query(copyTo(`COPY (SELECT ${list} FROM ${quote(table.name)} ORDER BY ${pgOrderBy(table)}) TO STDOUT`));
+  const stream = client.query(
+    copyTo(`COPY (SELECT ${list} FROM ${quote(table.name)} ORDER BY ${pgOrderBy(table)}) TO STDOUT`),
+  );
   stream.on('data', (chunk: Buffer) => {
     hash.update(chunk);
     for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) rows++;
@@ -77,7 +85,9 @@ export async function pgCopyChecksum(client: pg.ClientBase, table: TableSpec): P
 export async function* pgBatches(client: pg.ClientBase, table: TableSpec, batch: number): AsyncGenerator<unknown[][]> {
   const cursor = `migrate_db_${table.name}`;
   const list = table.columns.map((c) => quote(c.name)).join(', ');
-  await client.query(`DECLARE ${quote(cursor)} NO SCROLL CURSOR FOR SELECT ${list} FROM ${quote(table.name)} ORDER BY ${pgOrderBy(table)}`);
+  await client.query(
+    `DECLARE ${quote(cursor)} NO SCROLL CURSOR FOR SELECT ${list} FROM ${quote(table.name)} ORDER BY ${pgOrderBy(table)}`,
+  );
   try {
     const fetch = () => client.query<unknown[]>({ text: `FETCH ${batch} FROM ${quote(cursor)}`, rowMode: 'array' });
     let next = fetch();

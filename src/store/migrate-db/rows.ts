@@ -22,7 +22,8 @@ export class RowValueError extends Error {
 function describe(value: unknown): string {
   if (Buffer.isBuffer(value)) return `a blob of ${value.length} bytes`;
   if (typeof value === 'number') return `the real number ${value}`;
-  if (typeof value === 'string') return `the text ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  if (typeof value === 'string')
+    return `the text ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
   return `${typeof value} ${String(value)}`;
 }
 
@@ -33,9 +34,13 @@ function describe(value: unknown): string {
 export function checkValue(value: unknown, column: ColumnSpec, where: string): void {
   if (isGood(value, column.family)) return;
   if (typeof value === 'string' && column.family === 'text') {
-    throw new RowValueError(`${where}: column ${column.name} holds text with a NUL character, which PostgreSQL cannot store`);
+    throw new RowValueError(
+      `${where}: column ${column.name} holds text with a NUL character, which PostgreSQL cannot store`,
+    );
   }
-  throw new RowValueError(`${where}: column ${column.name} holds ${describe(value)}, where PostgreSQL expects ${column.family === 'integer' ? 'an integer' : 'text'}`);
+  throw new RowValueError(
+    `${where}: column ${column.name} holds ${describe(value)}, where PostgreSQL expects ${column.family === 'integer' ? 'an integer' : 'text'}`,
+  );
 }
 
 function isGood(value: unknown, family: Family): boolean {
@@ -67,8 +72,20 @@ const COPY_ESCAPES: Record<string, string> = {
 /** One value in COPY's text format, as PostgreSQL writes it (values checked by checkValue). */
 export function copyText(value: unknown): string {
   if (value === null) return '\\N';
-  if (typeof value === 'string') return COPY_SPECIAL.test(value) ? value.replace(COPY_SPECIAL_ALL, (c) => COPY_ESCAPES[c]!) : value;
-  return String(value);
+  if (typeof value === 'string')
+    return COPY_SPECIAL.test(value) ? value.replace(COPY_SPECIAL_ALL, (c) => COPY_ESCAPES[c]!) : value;
+  return scalarText(value, 'utf8');
+}
+
+/**
+ * The text of any other value the drivers return (SQLite: an integer, a real or a blob; pg: an int4): the digits,
+ * a blob's bytes in `blobs` encoding.
+ */
+function scalarText(value: unknown, blobs: 'utf8' | 'hex'): string {
+  if (typeof value === 'bigint' || typeof value === 'number') return String(value);
+  if (Buffer.isBuffer(value)) return value.toString(blobs);
+  if (typeof value === 'string') return value;
+  throw new RowValueError(`not a value a database driver returns: ${typeof value}`);
 }
 
 /** The first `n` values of a row (all by default) as a line of COPY's text format. */
@@ -94,7 +111,7 @@ function canonical(value: unknown, family: Family): string {
     return `T${value.length}:${value}`;
   }
   // Never equal to anything the other engine gives for a well-typed value, so a mismatch shows in the checksum.
-  return `?${typeof value}:${Buffer.isBuffer(value) ? value.toString('hex') : String(value)}`;
+  return `?${typeof value}:${scalarText(value, 'hex')}`;
 }
 
 /**

@@ -18,7 +18,11 @@ import type { ColumnSpec, Family } from './rows.js';
  * what is verified. A later migration that adds a data table must move DATA_SCHEMA_VERSION past it
  * (test/pg-schema.test.ts fails until it does).
  */
-export const DERIVED_TABLES: readonly string[] = ['sydent_ts_machine_counts', 'sydent_ts_sydent_session_counts', 'sydent_ts_callback_counts'];
+export const DERIVED_TABLES: readonly string[] = [
+  'sydent_ts_machine_counts',
+  'sydent_ts_sydent_session_counts',
+  'sydent_ts_callback_counts',
+];
 export const DATA_SCHEMA_VERSION = OUR_MIGRATIONS.find((m) => m.name === 'state_counts')!.version - 1;
 
 /** migrate-db's own bookkeeping in a PostgreSQL target, dropped once the copy is verified. */
@@ -53,8 +57,12 @@ export async function pgTables(client: pg.ClientBase): Promise<TableSpec[]> {
   );
   const tables = new Map<string, TableSpec>();
   for (const c of cols.rows) {
-    const family: Family | null = c.data_type === 'bigint' || c.data_type === 'integer' ? 'integer' : c.data_type === 'text' ? 'text' : null;
-    if (!family) throw new Error(`column ${c.table_name}.${c.column_name} has type ${c.data_type}, which migrate-db does not copy`);
+    const family: Family | null =
+      c.data_type === 'bigint' || c.data_type === 'integer' ? 'integer' : c.data_type === 'text' ? 'text' : null;
+    if (!family)
+      throw new Error(
+        `column ${c.table_name}.${c.column_name} has type ${c.data_type}, which migrate-db does not copy`,
+      );
     let t = tables.get(c.table_name);
     if (!t) tables.set(c.table_name, (t = { name: c.table_name, columns: [], key: [], identity: null }));
     t.columns.push({ name: c.column_name, family });

@@ -80,7 +80,8 @@ export async function sqliteToPostgres(opts: ToPostgresOptions): Promise<void> {
     src = openSource(opts.sourcePath);
     client = await connectPg(opts.targetUrl);
     const locked = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [COPY_LOCK]);
-    if (!locked.rows[0]!.ok) throw new MigrateDbError(`another migrate-db is copying into ${describePgUrl(opts.targetUrl)}`);
+    if (!locked.rows[0]!.ok)
+      throw new MigrateDbError(`another migrate-db is copying into ${describePgUrl(opts.targetUrl)}`);
 
     const source = realpathSync(opts.sourcePath);
     await prepareTarget(client, source, opts.targetUrl, io);
@@ -113,7 +114,10 @@ export async function sqliteToPostgres(opts: ToPostgresOptions): Promise<void> {
     const progressRows = await readProgress(client);
     const already = progressRows.reduce((a, r) => a + Number(r.rows_copied), 0);
     const progress = new Progress({ write: io.stderr, tty: io.tty, total, already });
-    if (already > 0) progress.say(`migrate-db: resuming: ${already.toLocaleString('en')} of ${total.toLocaleString('en')} rows were copied before`);
+    if (already > 0)
+      progress.say(
+        `migrate-db: resuming: ${already.toLocaleString('en')} of ${total.toLocaleString('en')} rows were copied before`,
+      );
 
     // The source's checksums, taken from the rows as they are copied where that reads them in key order.
     const sourceSums = new Map<string, Checksum>();
@@ -139,7 +143,9 @@ export async function sqliteToPostgres(opts: ToPostgresOptions): Promise<void> {
     // verified by a run stopped before it dropped its bookkeeping, and is not verified again (the step may have
     // removed rows the source still has: machine rows whose session is gone).
     const verifiedBefore = (await pgSchemaVersion(client)) > DATA_SCHEMA_VERSION;
-    const checks = verifiedBefore ? undefined : await verify(client, src, opts.targetUrl, tables, names, sourceSums, indexes, progress);
+    const checks = verifiedBefore
+      ? undefined
+      : await verify(client, src, opts.targetUrl, tables, names, sourceSums, indexes, progress);
     if (verifiedBefore) progress.say('migrate-db: the copy was verified by the run that was stopped');
     // The state counts, seeded from the rows copied.
     await migratePg(client);
@@ -148,7 +154,9 @@ export async function sqliteToPostgres(opts: ToPostgresOptions): Promise<void> {
     await client.query('COMMIT');
     if (checks) {
       const rows = checks.reduce((a, c) => a + c.target.rows, 0);
-      io.stderr(`migrate-db: verified: ${tables.length} tables, ${rows.toLocaleString('en')} rows, counts and checksums equal\n`);
+      io.stderr(
+        `migrate-db: verified: ${tables.length} tables, ${rows.toLocaleString('en')} rows, counts and checksums equal\n`,
+      );
     }
   } finally {
     if (src?.inTransaction) src.exec('COMMIT');
@@ -182,7 +190,11 @@ async function verify(
     try {
       for (const t of tables) {
         const target = await pgCopyChecksum(client, t);
-        checks.push({ table: t.name, source: sourceSums.get(t.name) ?? sqliteCopyChecksum(src, t, names.get(t.name)), target });
+        checks.push({
+          table: t.name,
+          source: sourceSums.get(t.name) ?? sqliteCopyChecksum(src, t, names.get(t.name)),
+          target,
+        });
       }
     } finally {
       await client.query('COMMIT');
@@ -212,7 +224,9 @@ function openSource(path: string): Database.Database {
     const version = getUserVersion(db);
     const latest = SYDENT_SCHEMA_VERSION + OUR_MIGRATIONS.length;
     if (version > latest) {
-      throw new MigrateDbError(`${path} is at schema version ${version}, newer than this sydent-ts knows (${latest}): run a newer sydent-ts`);
+      throw new MigrateDbError(
+        `${path} is at schema version ${version}, newer than this sydent-ts knows (${latest}): run a newer sydent-ts`,
+      );
     }
     if (version < SYDENT_SCHEMA_VERSION) {
       throw new MigrateDbError(
@@ -243,7 +257,9 @@ async function prepareTarget(client: pg.Client, source: string, url: string, io:
           'give that source again to finish it, or drop the target database and create it again',
       );
     }
-    io.stderr(`migrate-db: ${describePgUrl(url)} holds an unfinished copy of ${source}: going on from where it stopped\n`);
+    io.stderr(
+      `migrate-db: ${describePgUrl(url)} holds an unfinished copy of ${source}: going on from where it stopped\n`,
+    );
     return;
   }
   const tables = await client.query<{ table_name: string }>(
@@ -271,7 +287,8 @@ async function prepareTarget(client: pg.Client, source: string, url: string, io:
 }
 
 async function readProgress(client: pg.ClientBase): Promise<ProgressRow[]> {
-  return (await client.query<ProgressRow>(`SELECT table_name, last_rowid, rows_copied, done FROM ${PROGRESS_TABLE}`)).rows;
+  return (await client.query<ProgressRow>(`SELECT table_name, last_rowid, rows_copied, done FROM ${PROGRESS_TABLE}`))
+    .rows;
 }
 
 /**
@@ -305,7 +322,12 @@ async function dropSecondaryIndexes(client: pg.ClientBase): Promise<StoredIndex[
 }
 
 /** The indexes dropped for the load (those not there yet: a resumed run may have built some), then ANALYZE. */
-async function buildIndexes(client: pg.ClientBase, indexes: readonly StoredIndex[], tables: readonly TableSpec[], progress: Progress): Promise<void> {
+async function buildIndexes(
+  client: pg.ClientBase,
+  indexes: readonly StoredIndex[],
+  tables: readonly TableSpec[],
+  progress: Progress,
+): Promise<void> {
   const missing: StoredIndex[] = [];
   for (const idx of indexes) if (!(await tableExists(client, idx.name))) missing.push(idx);
   const started = performance.now();
@@ -313,12 +335,19 @@ async function buildIndexes(client: pg.ClientBase, indexes: readonly StoredIndex
   for (const idx of missing) await client.query(idx.def);
   // Statistics for the planner, which would otherwise know nothing of the rows just loaded.
   for (const t of tables) await client.query(`ANALYZE ${quote(t.name)}`);
-  progress.say(`migrate-db: ${missing.length} indexes built and statistics gathered in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  progress.say(
+    `migrate-db: ${missing.length} indexes built and statistics gathered in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+  );
 }
 
 function countRows(src: Database.Database, names: SqliteNames | undefined): number {
   if (!names) return 0;
-  return Number(src.prepare(`SELECT count(*) FROM ${quote(names.table)}`).pluck().get());
+  return Number(
+    src
+      .prepare(`SELECT count(*) FROM ${quote(names.table)}`)
+      .pluck()
+      .get(),
+  );
 }
 
 async function copyTable(
@@ -375,7 +404,11 @@ async function copyTable(
 /** True when the table's key is its INTEGER PRIMARY KEY, which SQLite makes the rowid itself. */
 function isRowidKeyed(src: Database.Database, table: TableSpec, names: SqliteNames): boolean {
   if (table.key.length !== 1) return false;
-  const info = src.prepare(`PRAGMA table_info(${quote(names.table)})`).all() as { name: string; type: string; pk: number }[];
+  const info = src.prepare(`PRAGMA table_info(${quote(names.table)})`).all() as {
+    name: string;
+    type: string;
+    pk: number;
+  }[];
   const pk = info.filter((c) => c.pk > 0);
   return pk.length === 1 && pk[0]!.type.toUpperCase() === 'INTEGER' && pk[0]!.name.toLowerCase() === table.key[0];
 }
@@ -402,7 +435,9 @@ async function writeBatch(
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
-    throw new MigrateDbError(`PostgreSQL refused rows ${firstRowid}…${lastRowid} of ${table}: ${(err as Error).message}`);
+    throw new MigrateDbError(
+      `PostgreSQL refused rows ${firstRowid}…${lastRowid} of ${table}: ${(err as Error).message}`,
+    );
   }
 }
 
@@ -410,16 +445,30 @@ async function writeBatch(
  * Each identity sequence past the ids copied, so that the next insert without an id gets a new one; for the
  * AUTOINCREMENT tables past SQLite's counter too (ids of deleted rows are never given again).
  */
-async function setSequences(client: pg.ClientBase, src: Database.Database, tables: readonly TableSpec[]): Promise<void> {
-  const hasSequenceTable = src.prepare("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").get() !== undefined;
-  const counter = hasSequenceTable ? src.prepare('SELECT seq FROM sqlite_sequence WHERE lower(name) = ?').pluck().safeIntegers(true) : undefined;
+async function setSequences(
+  client: pg.ClientBase,
+  src: Database.Database,
+  tables: readonly TableSpec[],
+): Promise<void> {
+  const hasSequenceTable =
+    src.prepare("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").get() !== undefined;
+  const counter = hasSequenceTable
+    ? src.prepare('SELECT seq FROM sqlite_sequence WHERE lower(name) = ?').pluck().safeIntegers(true)
+    : undefined;
   for (const t of tables) {
     if (!t.identity) continue;
-    const seq = (await client.query<{ s: string }>('SELECT pg_get_serial_sequence($1, $2) AS s', [quote(t.name), t.identity])).rows[0]!.s;
-    const m = (await client.query<{ m: string | null }>(`SELECT max(${quote(t.identity)}) AS m FROM ${quote(t.name)}`)).rows[0]!.m;
+    const seq = (
+      await client.query<{ s: string }>('SELECT pg_get_serial_sequence($1, $2) AS s', [quote(t.name), t.identity])
+    ).rows[0]!.s;
+    const m = (await client.query<{ m: string | null }>(`SELECT max(${quote(t.identity)}) AS m FROM ${quote(t.name)}`))
+      .rows[0]!.m;
     const max = m === null ? null : BigInt(m);
-    const sqliteSeq = AUTOINCREMENT_TABLES.includes(t.name) ? ((counter?.get(t.name) as bigint | undefined) ?? null) : null;
-    const top = [max, sqliteSeq].filter((v): v is bigint => v !== null).reduce<bigint | null>((a, b) => (a === null || b > a ? b : a), null);
+    const sqliteSeq = AUTOINCREMENT_TABLES.includes(t.name)
+      ? ((counter?.get(t.name) as bigint | undefined) ?? null)
+      : null;
+    const top = [max, sqliteSeq]
+      .filter((v): v is bigint => v !== null)
+      .reduce<bigint | null>((a, b) => (a === null || b > a ? b : a), null);
     if (top === null || top < 1n) await client.query('SELECT setval($1, 1, false)', [seq]);
     else await client.query('SELECT setval($1, $2, true)', [seq, top]);
   }

@@ -24,7 +24,16 @@ import { MigrateDbError, type MigrateIo } from './errors.js';
 import { Progress } from './progress.js';
 import { mismatches, pgBatches, sqliteChecksum, type Checksum, type TableCheck } from './read.js';
 import { TableChecksum } from './rows.js';
-import { columnDifferences, DATA_SCHEMA_VERSION, pgTables, PROGRESS_TABLE, quote, sqliteNames, type SqliteNames, type TableSpec } from './tables.js';
+import {
+  columnDifferences,
+  DATA_SCHEMA_VERSION,
+  pgTables,
+  PROGRESS_TABLE,
+  quote,
+  sqliteNames,
+  type SqliteNames,
+  type TableSpec,
+} from './tables.js';
 
 export interface ToSqliteOptions {
   sourceUrl: string;
@@ -56,9 +65,13 @@ export async function postgresToSqlite(opts: ToSqliteOptions): Promise<void> {
     const version = await pgSchemaVersion(client);
     if (version === 0) throw new MigrateDbError(`${where} has no sydent-ts schema: nothing to copy`);
     if (version > PG_LATEST_VERSION) {
-      throw new MigrateDbError(`${where} is at schema version ${version}, newer than this sydent-ts knows (${PG_LATEST_VERSION}): run a newer sydent-ts`);
+      throw new MigrateDbError(
+        `${where} is at schema version ${version}, newer than this sydent-ts knows (${PG_LATEST_VERSION}): run a newer sydent-ts`,
+      );
     }
-    if ((await client.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [PROGRESS_TABLE])).rows[0]?.t != null) {
+    if (
+      (await client.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [PROGRESS_TABLE])).rows[0]?.t != null
+    ) {
       throw new MigrateDbError(`${where} holds an unfinished migrate-db copy: finish that copy first (run it again)`);
     }
 
@@ -90,7 +103,8 @@ export async function postgresToSqlite(opts: ToSqliteOptions): Promise<void> {
     const indexes = dropSqliteIndexes(db, [...names.values()]);
     // The source's checksums come with the copy, which reads each table in key order.
     const sourceSums = new Map<string, Checksum>();
-    for (const t of tables) sourceSums.set(t.name, await copyTable(client, db, t, names.get(t.name)!, batchRows, progress));
+    for (const t of tables)
+      sourceSums.set(t.name, await copyTable(client, db, t, names.get(t.name)!, batchRows, progress));
     progress.say(`migrate-db: ${progress.summary()}`);
     await setSequences(client, db, tables);
     progress.say(`migrate-db: building ${indexes.length} indexes`);
@@ -126,7 +140,9 @@ export async function postgresToSqlite(opts: ToSqliteOptions): Promise<void> {
 /** Drops the named indexes of the tables for the load; returns their CREATE statements, to run afterwards. */
 function dropSqliteIndexes(db: Database.Database, tables: readonly SqliteNames[]): string[] {
   const out: string[] = [];
-  const list = db.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name = ?");
+  const list = db.prepare(
+    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name = ?",
+  );
   for (const t of tables) {
     for (const { name, sql } of list.all(t.table) as { name: string; sql: string }[]) {
       db.exec(`DROP INDEX ${quote(name)}`);
@@ -150,11 +166,13 @@ async function copyTable(
   const sum = new TableChecksum(table.columns.map((c) => c.family));
   const cols = table.columns.map((c) => quote(names.columns.get(c.name)!)).join(', ');
   const one = `(${table.columns.map(() => '?').join(', ')})`;
-  const insertSql = (n: number) => `INSERT INTO ${quote(names.table)} (${cols}) VALUES ${Array(n).fill(one).join(', ')}`;
+  const insertSql = (n: number) =>
+    `INSERT INTO ${quote(names.table)} (${cols}) VALUES ${Array(n).fill(one).join(', ')}`;
   const full = db.prepare(insertSql(ROWS_PER_INSERT));
   const insert = db.transaction((rows: unknown[][]) => {
     let i = 0;
-    for (; i + ROWS_PER_INSERT <= rows.length; i += ROWS_PER_INSERT) full.run(rows.slice(i, i + ROWS_PER_INSERT).flat());
+    for (; i + ROWS_PER_INSERT <= rows.length; i += ROWS_PER_INSERT)
+      full.run(rows.slice(i, i + ROWS_PER_INSERT).flat());
     if (i < rows.length) db.prepare(insertSql(rows.length - i)).run(rows.slice(i).flat());
   });
   for await (const rows of pgBatches(client, table, batchRows)) {
@@ -171,7 +189,9 @@ async function setSequences(client: pg.ClientBase, db: Database.Database, tables
   const insert = db.prepare('INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)');
   for (const t of tables) {
     if (!t.identity || !AUTOINCREMENT_TABLES.includes(t.name)) continue;
-    const seq = (await client.query<{ s: string }>('SELECT pg_get_serial_sequence($1, $2) AS s', [quote(t.name), t.identity])).rows[0]!.s;
+    const seq = (
+      await client.query<{ s: string }>('SELECT pg_get_serial_sequence($1, $2) AS s', [quote(t.name), t.identity])
+    ).rows[0]!.s;
     const { last_value: last, is_called: called } = (
       await client.query<{ last_value: bigint; is_called: boolean }>(`SELECT last_value, is_called FROM ${seq}`)
     ).rows[0]!;

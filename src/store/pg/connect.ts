@@ -14,6 +14,15 @@ export interface PgConnectOptions {
   bigints?: boolean;
 }
 
+type TypeParser = (value: string) => unknown;
+
+/** pg's parsers, but int8 (bigint) as a BigInt instead of a string. */
+function int8AsBigInt(...[oid, format]: Parameters<typeof pg.types.getTypeParser>): TypeParser {
+  return oid === pg.types.builtins.INT8
+    ? (v: string) => BigInt(v)
+    : (pg.types.getTypeParser(oid, format) as TypeParser);
+}
+
 /** Client options for `url` (libpq's PG* variables fill in what the URL leaves out, as pg does by itself). */
 export function pgClientConfig(url: string, opts: PgConnectOptions = {}): pg.ClientConfig {
   checkPgUrl(url);
@@ -23,8 +32,7 @@ export function pgClientConfig(url: string, opts: PgConnectOptions = {}): pg.Cli
     ...(opts.bigints
       ? {
           types: {
-            getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-              oid === pg.types.builtins.INT8 ? (v: string) => BigInt(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+            getTypeParser: int8AsBigInt,
           },
         }
       : {}),
@@ -64,14 +72,17 @@ export function explainConnectError(err: unknown, url: string): PgConnectError {
     case '3D000':
       return new PgConnectError(`PostgreSQL at ${where}: ${message} (create it first: CREATE DATABASE …)`);
     case 'ECONNREFUSED':
-      return new PgConnectError(`cannot connect to PostgreSQL at ${where}: connection refused (is it running, on that port?)`);
+      return new PgConnectError(
+        `cannot connect to PostgreSQL at ${where}: connection refused (is it running, on that port?)`,
+      );
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return new PgConnectError(`cannot connect to PostgreSQL at ${where}: unknown host`);
     case 'ETIMEDOUT':
       return new PgConnectError(`cannot connect to PostgreSQL at ${where}: no answer (timed out)`);
     default:
-      if (/timeout/i.test(message)) return new PgConnectError(`cannot connect to PostgreSQL at ${where}: no answer (timed out)`);
+      if (/timeout/i.test(message))
+        return new PgConnectError(`cannot connect to PostgreSQL at ${where}: no answer (timed out)`);
       return new PgConnectError(`cannot connect to PostgreSQL at ${where}: ${message}`);
   }
 }

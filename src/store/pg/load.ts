@@ -3,7 +3,9 @@
  * pay. src/server.ts loads it (asynchronously) before the actors start; the store supervisor, which opens
  * synchronously, then takes it from here.
  */
-type PgEngineModule = typeof import('./store.js');
+import type * as PgEngine from './store.js';
+
+type PgEngineModule = typeof PgEngine;
 
 let loaded: PgEngineModule | null = null;
 

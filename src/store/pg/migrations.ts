@@ -137,7 +137,9 @@ function checkMigrationList(migrations: readonly PgMigration[]): void {
   migrations.forEach((m, i) => {
     const expected = SYDENT_SCHEMA_VERSION + i;
     if (m.version !== expected) {
-      throw new Error(`PostgreSQL migration list is broken: "${m.name}" has version ${m.version}, expected ${expected}`);
+      throw new Error(
+        `PostgreSQL migration list is broken: "${m.name}" has version ${m.version}, expected ${expected}`,
+      );
     }
   });
 }

@@ -12,16 +12,20 @@ import { pgClientConfig } from './connect.js';
 /** How long a request waits for a free connection (or for a new one to open) before it is answered 503. */
 const CONNECT_TIMEOUT_MS = 5000;
 
-const parseInt8 = (v: string): number => Number(v);
+type TypeParser = (value: string) => unknown;
+
+/** pg's parsers, but int8 (bigint) as a number: ids and ms timestamps, below 2^53. */
+function int8AsNumber(...[oid, format]: Parameters<typeof pg.types.getTypeParser>): TypeParser {
+  return oid === pg.types.builtins.INT8
+    ? (v: string) => Number(v)
+    : (pg.types.getTypeParser(oid, format) as TypeParser);
+}
 
 export function createPgPool(url: string, size: number): pg.Pool {
   const pool = new pg.Pool({
     ...pgClientConfig(url, { timeoutMs: CONNECT_TIMEOUT_MS }),
     max: size,
-    types: {
-      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-        oid === pg.types.builtins.INT8 ? parseInt8 : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
-    },
+    types: { getTypeParser: int8AsNumber },
   });
   // An idle connection the server closed emits 'error' on the pool; without a listener that would end the process.
   pool.on('error', () => undefined);
@@ -30,8 +34,20 @@ export function createPgPool(url: string, size: number): pg.Pool {
 }
 
 /** Connection-level SQLSTATE classes and codes: the server is gone or will not take us now. */
-const UNREACHABLE_CODES = new Set(['57P01', '57P02', '57P03', 'ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH']);
-const UNREACHABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Connection refused/i;
+const UNREACHABLE_CODES = new Set([
+  '57P01',
+  '57P02',
+  '57P03',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+]);
+const UNREACHABLE_MESSAGES =
+  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable|Connection refused/i;
 
 /** The outside cause of a PostgreSQL failure, or null when it is a fault of the query itself. */
 export function pgUnavailableCause(error: unknown): UnavailableCause | null {
@@ -52,7 +68,9 @@ export function pgUnavailableCause(error: unknown): UnavailableCause | null {
 
 export function asPgUnavailable(error: unknown): unknown {
   const cause = pgUnavailableCause(error);
-  return cause === null || error instanceof StoreUnavailableError ? error : new StoreUnavailableError(cause, { cause: error });
+  return cause === null || error instanceof StoreUnavailableError
+    ? error
+    : new StoreUnavailableError(cause, { cause: error });
 }
 
 export type Sql = Pick<pg.PoolClient, 'query'>;
@@ -86,7 +104,10 @@ export async function inTransaction<T>(pool: pg.Pool, work: (sql: Sql) => Promis
 }
 
 /** One statement outside a transaction (a read, or a write that is one statement). */
-export async function query<R extends pg.QueryResultRow>(pool: pg.Pool, config: pg.QueryConfig): Promise<pg.QueryResult<R>> {
+export async function query<R extends pg.QueryResultRow>(
+  pool: pg.Pool,
+  config: pg.QueryConfig,
+): Promise<pg.QueryResult<R>> {
   try {
     return await pool.query<R>(config);
   } catch (error) {

@@ -6,7 +6,7 @@
 import type pg from 'pg';
 
 import { SESSION_MACHINE_VERSION, sessionStateName } from '../../machines/validation-session.js';
-import { TokenCache, type Account } from '../accounts.js';
+import type { Account, TokenCache } from '../accounts.js';
 import type { PendingInvite } from '../associations.js';
 import { toDebugRow, type CallbackCounts, type DebugRow } from '../callbacks.js';
 import { PEER_KEY_ALG, type ActivePeer, type LocalAssociationRow, type PeerRow } from '../peers.js';
@@ -17,8 +17,10 @@ import { query } from './pool.js';
 /** How long a read pepper is reused: it changes only on rotation. */
 const PEPPER_CACHE_MS = 1000;
 
-const DEBUG_COLUMNS = 'id, destination, state, attempts, next_attempt_ts, claimed_until, last_error, created_ts, delivered_ts';
-const ACTIVE_PEER_COLUMNS = 'p.name, p.port, p.lastSentVersion AS "lastSentVersion", p.lastPokeSucceededAt AS "lastPokeSucceededAt", pk.key';
+const DEBUG_COLUMNS =
+  'id, destination, state, attempts, next_attempt_ts, claimed_until, last_error, created_ts, delivered_ts';
+const ACTIVE_PEER_COLUMNS =
+  'p.name, p.port, p.lastSentVersion AS "lastSentVersion", p.lastPokeSucceededAt AS "lastPokeSucceededAt", pk.key';
 
 export const PEPPER_SQL = 'SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1';
 
@@ -42,8 +44,11 @@ export class PepperCache {
 export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCache = new PepperCache()): StoreReads {
   const rows = async <R extends pg.QueryResultRow>(name: string, text: string, values: unknown[] = []): Promise<R[]> =>
     (await query<R>(pool, { name, text, values })).rows;
-  const one = async <R extends pg.QueryResultRow>(name: string, text: string, values: unknown[] = []): Promise<R | undefined> =>
-    (await rows<R>(name, text, values))[0];
+  const one = async <R extends pg.QueryResultRow>(
+    name: string,
+    text: string,
+    values: unknown[] = [],
+  ): Promise<R | undefined> => (await rows<R>(name, text, values))[0];
 
   const storedPepper = async (): Promise<string> => {
     const row = await one<{ lookup_pepper: string }>('pepper', PEPPER_SQL);
@@ -52,7 +57,10 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
   };
   const countCallbacks = async (): Promise<CallbackCounts> => {
     const out: CallbackCounts = { pending: 0, delivering: 0, retrying: 0, delivered: 0, abandoned: 0 };
-    for (const r of await rows<{ state: keyof CallbackCounts; n: number }>('callbacks_counts', 'SELECT state, count(*) AS n FROM callback_outbox GROUP BY state')) {
+    for (const r of await rows<{ state: keyof CallbackCounts; n: number }>(
+      'callbacks_counts',
+      'SELECT state, count(*) AS n FROM callback_outbox GROUP BY state',
+    )) {
       out[r.state] = r.n;
     }
     return out;
@@ -70,12 +78,20 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
           [token],
         );
         if (!row) return undefined;
-        const account: Account = { userId: row.user_id, createdTs: row.created_ts, consentVersion: row.consent_version };
+        const account: Account = {
+          userId: row.user_id,
+          createdTs: row.created_ts,
+          consentVersion: row.consent_version,
+        };
         tokens.set(token, account, now);
         return account;
       },
       acceptedUrls: async (userId) =>
-        (await rows<{ url: string }>('accepted_urls', 'SELECT url FROM accepted_terms_urls WHERE user_id = $1', [userId])).map((r) => r.url),
+        (
+          await rows<{ url: string }>('accepted_urls', 'SELECT url FROM accepted_terms_urls WHERE user_id = $1', [
+            userId,
+          ])
+        ).map((r) => r.url),
     },
     sessions: {
       findSid: async (medium, address, clientSecret) =>
@@ -106,7 +122,10 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
       },
       countByState: async () => {
         const out: Record<string, number> = {};
-        for (const { state, n } of await rows<{ state: string; n: number }>('sessions_counts', 'SELECT state, count(*) AS n FROM session_machines GROUP BY state')) {
+        for (const { state, n } of await rows<{ state: string; n: number }>(
+          'sessions_counts',
+          'SELECT state, count(*) AS n FROM session_machines GROUP BY state',
+        )) {
           const name = sessionStateName(state, state.startsWith('{') ? SESSION_MACHINE_VERSION : 1);
           out[name] = (out[name] ?? 0) + n;
         }
@@ -178,7 +197,11 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
         return [...open, ...finished].map(toDebugRow);
       },
       byId: async (id) => {
-        const row = await one<DebugRow>('callback_by_id', `SELECT ${DEBUG_COLUMNS} FROM callback_outbox WHERE id = $1`, [id]);
+        const row = await one<DebugRow>(
+          'callback_by_id',
+          `SELECT ${DEBUG_COLUMNS} FROM callback_outbox WHERE id = $1`,
+          [id],
+        );
         return row && toDebugRow(row);
       },
       nextDue: async (excludeDestinations = []) =>
@@ -195,7 +218,13 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
     },
     invites: {
       senderOfToken: async (token) =>
-        (await one<{ sender: string }>('invite_sender', 'SELECT sender FROM invite_tokens WHERE token = $1 ORDER BY id LIMIT 1', [token]))?.sender,
+        (
+          await one<{ sender: string }>(
+            'invite_sender',
+            'SELECT sender FROM invite_tokens WHERE token = $1 ORDER BY id LIMIT 1',
+            [token],
+          )
+        )?.sender,
       pending: (medium, address) =>
         rows<PendingInvite>(
           'invites_pending',
@@ -223,7 +252,14 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
         for (const r of raw) {
           let peer = peers.get(r.name);
           if (!peer) {
-            peer = { name: r.name, port: r.port, lastSentVersion: r.lastSentVersion, lastPokeSucceededAt: r.lastPokeSucceededAt, active: r.active === 1, keys: {} };
+            peer = {
+              name: r.name,
+              port: r.port,
+              lastSentVersion: r.lastSentVersion,
+              lastPokeSucceededAt: r.lastPokeSucceededAt,
+              active: r.active === 1,
+              keys: {},
+            };
             peers.set(r.name, peer);
           }
           if (r.alg !== null && r.key !== null) peer.keys[r.alg] = r.key;
@@ -251,8 +287,16 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
           [afterId, limit],
         ),
       backlog: async (afterId) =>
-        (await one<{ n: number }>('local_backlog', 'SELECT count(*) AS n FROM local_threepid_associations WHERE id > $1', [afterId]))?.n ?? 0,
-      lastLocalId: async () => (await one<{ id: number | null }>('local_last_id', 'SELECT max(id) AS id FROM local_threepid_associations'))?.id ?? 0,
+        (
+          await one<{ n: number }>(
+            'local_backlog',
+            'SELECT count(*) AS n FROM local_threepid_associations WHERE id > $1',
+            [afterId],
+          )
+        )?.n ?? 0,
+      lastLocalId: async () =>
+        (await one<{ id: number | null }>('local_last_id', 'SELECT max(id) AS id FROM local_threepid_associations'))
+          ?.id ?? 0,
     },
     state: async () => {
       try {

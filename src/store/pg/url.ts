@@ -21,10 +21,14 @@ export function checkPgUrl(url: string): URL {
   try {
     parsed = new URL(url);
   } catch {
-    throw new PgConnectError(`not a PostgreSQL URL: ${redactPgUrl(url)} (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)`);
+    throw new PgConnectError(
+      `not a PostgreSQL URL: ${redactPgUrl(url)} (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)`,
+    );
   }
   if (!PROTOCOLS.has(parsed.protocol.toLowerCase())) {
-    throw new PgConnectError(`not a PostgreSQL URL: ${redactPgUrl(url)} (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)`);
+    throw new PgConnectError(
+      `not a PostgreSQL URL: ${redactPgUrl(url)} (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)`,
+    );
   }
   if (parsed.port && !(Number(parsed.port) > 0 && Number(parsed.port) < 65536)) {
     throw new PgConnectError(`not a PostgreSQL URL: ${redactPgUrl(url)} (port ${parsed.port})`);
@@ -46,4 +50,3 @@ export function describePgUrl(url: string): string {
     return redactPgUrl(url);
   }
 }
-

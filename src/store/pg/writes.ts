@@ -10,15 +10,25 @@
  * - callback claims take rows with `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row;
  * - what other nodes must act on is NOTIFYed in the same transaction, so they hear of it at its commit (coordinator.ts).
  */
-import { randomInt } from 'node:crypto';
 import type pg from 'pg';
 
 import { ASSOCIATION_LIFETIME_MS, BindConflictError, type BindRecord } from '../associations.js';
 import type { TokenCache } from '../accounts.js';
-import { ABANDONED_RETENTION_MS, DELIVERED_RETENTION_MS, type CallbackEnqueue, type ClaimedCallback } from '../callbacks.js';
+import {
+  ABANDONED_RETENTION_MS,
+  DELIVERED_RETENTION_MS,
+  type CallbackEnqueue,
+  type ClaimedCallback,
+} from '../callbacks.js';
 import type { StoreWriteOps, WriteRequest } from '../engine.js';
 import type { ApplyPushResult } from '../peers.js';
-import { sameSydentColumns, SessionConflictError, type SessionWrite, type SydentColumns } from '../sessions.js';
+import {
+  sameSydentColumns,
+  SessionConflictError,
+  SidTakenError,
+  type SessionWrite,
+  type SydentColumns,
+} from '../sessions.js';
 import { notifySql, type PgCoordinator } from './coordinator.js';
 import { inTransaction, type Sql } from './pool.js';
 import type { PgRateBuckets } from './rate-buckets.js';
@@ -26,8 +36,6 @@ import { PEPPER_SQL } from './reads.js';
 
 /** Any fixed number, the same in every sydent-ts: held by each append to the replication log until its commit. */
 const LOG_APPEND_LOCK = 0x5359_4c47; // "SYLG"
-/** Sydent's sids are random in [0, 2^31]; ours too, minus 0. */
-const MAX_SID = 2 ** 31;
 const HISTORY_LIMIT = 20;
 
 const historyJson = (history: SessionWrite['history']): string => JSON.stringify(history.slice(-HISTORY_LIMIT));
@@ -54,7 +62,8 @@ async function saveSession(sql: Sql, w: SessionWrite, expectedVersion: number | 
       [w.sid],
     )
   ).rows[0];
-  if (current && w.expectedSydent && !sameSydentColumns(current, w.expectedSydent)) throw new SessionConflictError(w.sid);
+  if (current && w.expectedSydent && !sameSydentColumns(current, w.expectedSydent))
+    throw new SessionConflictError(w.sid);
   if (expectedVersion === null) {
     const exists = await sql.query('SELECT 1 FROM session_machines WHERE sid = $1', [w.sid]);
     if (exists.rowCount) throw new SessionConflictError(w.sid);
@@ -68,7 +77,11 @@ async function saveSession(sql: Sql, w: SessionWrite, expectedVersion: number | 
     );
     if (res.rowCount !== 1) throw new SessionConflictError(w.sid);
   }
-  await sql.query('UPDATE threepid_validation_sessions SET validated = $1, mtime = $2 WHERE id = $3', [w.validated ? 1 : 0, w.mtime, w.sid]);
+  await sql.query('UPDATE threepid_validation_sessions SET validated = $1, mtime = $2 WHERE id = $3', [
+    w.validated ? 1 : 0,
+    w.mtime,
+    w.sid,
+  ]);
   await sql.query('UPDATE threepid_token_auths SET token = $1, sendAttemptNumber = $2 WHERE validationSession = $3', [
     w.token,
     w.sendAttempt,
@@ -93,7 +106,15 @@ async function enqueueCallback(sql: Sql, c: CallbackEnqueue): Promise<number> {
  */
 async function appendLocal(
   sql: Sql,
-  r: { medium: string; address: string; lookupHash: string | null; mxid: string | null; ts: number; notBefore: number | null; notAfter: number | null },
+  r: {
+    medium: string;
+    address: string;
+    lookupHash: string | null;
+    mxid: string | null;
+    ts: number;
+    notBefore: number | null;
+    notAfter: number | null;
+  },
 ): Promise<number> {
   await sql.query('DELETE FROM local_threepid_associations WHERE medium = $1 AND address = $2', [r.medium, r.address]);
   const res = await sql.query<{ id: number }>(
@@ -114,10 +135,10 @@ async function bind(sql: Sql, req: BindRecord): Promise<void> {
   await lockLog(sql);
   if ((await storedPepper(sql)) !== req.pepperSeen) throw new BindConflictError('the lookup pepper changed');
   const pending = (
-    await sql.query<{ id: number }>('SELECT id FROM invite_tokens WHERE medium = $1 AND address = $2 AND sent_ts IS NULL FOR UPDATE', [
-      req.medium,
-      req.address,
-    ])
+    await sql.query<{ id: number }>(
+      'SELECT id FROM invite_tokens WHERE medium = $1 AND address = $2 AND sent_ts IS NULL FOR UPDATE',
+      [req.medium, req.address],
+    )
   ).rows.map((r) => r.id);
   if (!sameIds(pending, req.inviteIds)) throw new BindConflictError('the pending invites changed');
   const localId = await appendLocal(sql, {
@@ -143,7 +164,8 @@ async function bind(sql: Sql, req: BindRecord): Promise<void> {
       req.address,
     ]);
   }
-  if (req.callback) await enqueueCallback(sql, { ...req.callback, medium: req.medium, address: req.address, now: req.ts });
+  if (req.callback)
+    await enqueueCallback(sql, { ...req.callback, medium: req.medium, address: req.address, now: req.ts });
 }
 
 function sameIds(a: readonly number[], b: readonly number[]): boolean {
@@ -178,18 +200,24 @@ export interface PgWriteParts {
 }
 
 export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts): StoreWriteOps {
-  /** One transaction; a caller that gave up before it started is not written for. */
-  const tx = <T>(req: WriteRequest, work: (sql: Sql) => Promise<T>): Promise<T> => {
-    if (req.signal?.aborted) return Promise.reject(req.signal.reason);
-    return inTransaction(pool, work);
+  /**
+   * One transaction; a caller that gave up (its deadline passed) before it started, or while it waited for a
+   * connection, is not written for.
+   */
+  const tx = async <T>(req: WriteRequest, work: (sql: Sql) => Promise<T>): Promise<T> => {
+    req.signal?.throwIfAborted();
+    return inTransaction(pool, (sql) => {
+      req.signal?.throwIfAborted();
+      return work(sql);
+    });
   };
   return {
     registerAccount: (e, q) =>
       tx(q, async (sql) => {
-        await sql.query('INSERT INTO accounts (user_id, created_ts, consent_version) VALUES ($1, $2, NULL) ON CONFLICT DO NOTHING', [
-          e.userId,
-          e.now,
-        ]);
+        await sql.query(
+          'INSERT INTO accounts (user_id, created_ts, consent_version) VALUES ($1, $2, NULL) ON CONFLICT DO NOTHING',
+          [e.userId, e.now],
+        );
         await sql.query('INSERT INTO tokens (token, user_id) VALUES ($1, $2)', [e.token, e.userId]);
       }),
     logout: (e, q) => {
@@ -204,9 +232,16 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
     acceptTerms: (e, q) =>
       tx(q, async (sql) => {
         for (const url of e.urls) {
-          await sql.query('INSERT INTO accepted_terms_urls (user_id, url) VALUES ($1, $2) ON CONFLICT DO NOTHING', [e.userId, url]);
+          await sql.query('INSERT INTO accepted_terms_urls (user_id, url) VALUES ($1, $2) ON CONFLICT DO NOTHING', [
+            e.userId,
+            url,
+          ]);
         }
-        const accepted = new Set((await sql.query<{ url: string }>('SELECT url FROM accepted_terms_urls WHERE user_id = $1', [e.userId])).rows.map((r) => r.url));
+        const accepted = new Set(
+          (
+            await sql.query<{ url: string }>('SELECT url FROM accepted_terms_urls WHERE user_id = $1', [e.userId])
+          ).rows.map((r) => r.url),
+        );
         const consented = e.documents.every((languages) => languages.some((url) => accepted.has(url)));
         if (consented) {
           await sql.query('UPDATE accounts SET consent_version = $1 WHERE user_id = $2', [e.masterVersion, e.userId]);
@@ -216,25 +251,21 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         }
         return { consented };
       }),
-    newSid: (_e, q) =>
-      tx(q, async (sql) => {
-        for (;;) {
-          const sid = randomInt(1, MAX_SID);
-          if (!(await sql.query('SELECT 1 FROM threepid_validation_sessions WHERE id = $1', [sid])).rowCount) return sid;
-        }
-      }),
     createSession: (e, q) =>
       tx(q, async (sql) => {
         const w = e.write;
-        await sql.query(
-          'INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES ($1, $2, $3, $4, 0, $5)',
+        // A sid in use (or being created by another node at this moment: the insert waits for its commit) inserts
+        // nothing and is refused; the caller picks another.
+        const inserted = await sql.query(
+          `INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES ($1, $2, $3, $4, 0, $5)
+           ON CONFLICT (id) DO NOTHING`,
           [w.sid, e.medium, w.address, e.clientSecret, w.mtime],
         );
-        await sql.query('INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES ($1, $2, $3)', [
-          w.sid,
-          w.token,
-          w.sendAttempt,
-        ]);
+        if (inserted.rowCount !== 1) throw new SidTakenError(w.sid);
+        await sql.query(
+          'INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES ($1, $2, $3)',
+          [w.sid, w.token, w.sendAttempt],
+        );
         await insertMachine(sql, w);
         return 1;
       }),
@@ -265,28 +296,37 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
     unbind: (e, q) =>
       tx(q, async (sql) => {
         await lockLog(sql);
-        const bound = await sql.query('SELECT 1 FROM local_threepid_associations WHERE medium = $1 AND address = $2 AND mxid = $3', [
+        const bound = await sql.query(
+          'SELECT 1 FROM local_threepid_associations WHERE medium = $1 AND address = $2 AND mxid = $3',
+          [e.medium, e.address, e.mxid],
+        );
+        if (!bound.rowCount) return false;
+        await appendLocal(sql, {
+          medium: e.medium,
+          address: e.address,
+          lookupHash: null,
+          mxid: null,
+          ts: e.now,
+          notBefore: null,
+          notAfter: null,
+        });
+        await sql.query('DELETE FROM global_threepid_associations WHERE medium = $1 AND address = $2', [
           e.medium,
           e.address,
-          e.mxid,
         ]);
-        if (!bound.rowCount) return false;
-        await appendLocal(sql, { medium: e.medium, address: e.address, lookupHash: null, mxid: null, ts: e.now, notBefore: null, notAfter: null });
-        await sql.query('DELETE FROM global_threepid_associations WHERE medium = $1 AND address = $2', [e.medium, e.address]);
         return true;
       }),
     storeInvite: (e, q) =>
       tx(q, async (sql) => {
         const seconds = Math.floor(e.now / 1000);
-        await sql.query('INSERT INTO invite_tokens (medium, address, room_id, sender, token, received_ts) VALUES ($1, $2, $3, $4, $5, $6)', [
-          e.medium,
-          e.address,
-          e.roomId,
-          e.sender,
-          e.token,
+        await sql.query(
+          'INSERT INTO invite_tokens (medium, address, room_id, sender, token, received_ts) VALUES ($1, $2, $3, $4, $5, $6)',
+          [e.medium, e.address, e.roomId, e.sender, e.token, seconds],
+        );
+        await sql.query('INSERT INTO ephemeral_public_keys (public_key, persistence_ts) VALUES ($1, $2)', [
+          e.ephemeralPublicKey,
           seconds,
         ]);
-        await sql.query('INSERT INTO ephemeral_public_keys (public_key, persistence_ts) VALUES ($1, $2)', [e.ephemeralPublicKey, seconds]);
       }),
     discardInvite: (e, q) =>
       tx(q, async (sql) => {
@@ -294,7 +334,15 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         await sql.query('DELETE FROM ephemeral_public_keys WHERE public_key = $1', [e.ephemeralPublicKey]);
       }),
     checkEphemeralKey: (e, q) =>
-      tx(q, async (sql) => (await sql.query('UPDATE ephemeral_public_keys SET verify_count = verify_count + 1 WHERE public_key = $1', [e.publicKey])).rowCount === 1),
+      tx(
+        q,
+        async (sql) =>
+          (
+            await sql.query('UPDATE ephemeral_public_keys SET verify_count = verify_count + 1 WHERE public_key = $1', [
+              e.publicKey,
+            ])
+          ).rowCount === 1,
+      ),
     // The cursor only moves forward: a late answer to an older push never takes it back.
     markPeerSent: (e, q) =>
       tx(
@@ -318,8 +366,12 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
             result.tombstones++;
             // Bindings of the 3PID not newer than the tombstone, whatever their origin (as Sydent).
             result.deleted +=
-              (await sql.query('DELETE FROM global_threepid_associations WHERE medium = $1 AND address = $2 AND ts <= $3', [a.medium, a.address, a.ts]))
-                .rowCount ?? 0;
+              (
+                await sql.query(
+                  'DELETE FROM global_threepid_associations WHERE medium = $1 AND address = $2 AND ts <= $3',
+                  [a.medium, a.address, a.ts],
+                )
+              ).rowCount ?? 0;
             continue;
           }
           const res = await sql.query(
@@ -368,21 +420,19 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
           [e.now, e.claimedUntil, e.excludeDestinations, e.limit],
         );
         return res.rows
-          .map(
-            (r): ClaimedCallback => ({
-              id: r.id,
-              destination: r.destination,
-              path: r.path,
-              body: r.body,
-              medium: r.medium,
-              address: r.address,
-              attempts: r.attempts,
-              nextAttemptTs: r.next_attempt_ts,
-              lastError: r.last_error,
-              createdTs: r.created_ts,
-              claimedUntil: r.claimed_until,
-            }),
-          )
+          .map((r): ClaimedCallback => ({
+            id: r.id,
+            destination: r.destination,
+            path: r.path,
+            body: r.body,
+            medium: r.medium,
+            address: r.address,
+            attempts: r.attempts,
+            nextAttemptTs: r.next_attempt_ts,
+            lastError: r.last_error,
+            createdTs: r.created_ts,
+            claimedUntil: r.claimed_until,
+          }))
           .sort((a, b) => a.nextAttemptTs - b.nextAttemptTs || a.id - b.id);
       });
     },
@@ -398,7 +448,9 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         ).rows[0];
         if (!row) return { updated: false, tokensDeleted: 0 };
         const tokensDeleted = e.deleteInviteTokens
-          ? ((await sql.query('DELETE FROM invite_tokens WHERE medium = $1 AND address = $2', [row.medium, row.address])).rowCount ?? 0)
+          ? ((
+              await sql.query('DELETE FROM invite_tokens WHERE medium = $1 AND address = $2', [row.medium, row.address])
+            ).rowCount ?? 0)
           : 0;
         return { updated: true, tokensDeleted };
       }),
@@ -441,8 +493,13 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
       ),
     purgeCallbacks: (e, q) =>
       tx(q, async (sql) => {
-        const delivered = await sql.query(`DELETE FROM callback_outbox WHERE state = 'delivered' AND delivered_ts < $1`, [e.now - DELIVERED_RETENTION_MS]);
-        const abandoned = await sql.query(`DELETE FROM callback_outbox WHERE state = 'abandoned' AND created_ts < $1`, [e.now - ABANDONED_RETENTION_MS]);
+        const delivered = await sql.query(
+          `DELETE FROM callback_outbox WHERE state = 'delivered' AND delivered_ts < $1`,
+          [e.now - DELIVERED_RETENTION_MS],
+        );
+        const abandoned = await sql.query(`DELETE FROM callback_outbox WHERE state = 'abandoned' AND created_ts < $1`, [
+          e.now - ABANDONED_RETENTION_MS,
+        ]);
         return (delivered.rowCount ?? 0) + (abandoned.rowCount ?? 0);
       }),
     takeRateToken: (e) => buckets.take(e),
