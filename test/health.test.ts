@@ -45,7 +45,13 @@ describe('GET /health and GET /ready', () => {
     expect(health.type).toContain('application/json');
     const ready = await get(t.url('/ready'));
     expect(ready.status).toBe(200);
-    expect(ready.body).toEqual({ ready: true, status: 'ready', database: 'ok', supervisors: ALL_ACTIVE, node: `${os.hostname()}:${process.pid}` });
+    expect(ready.body).toEqual({
+      ready: true,
+      status: 'ready',
+      database: 'ok',
+      supervisors: ALL_ACTIVE,
+      node: `${os.hostname()}:${process.pid}`,
+    });
   });
 
   it('/ready answers 503 when the database file was replaced or removed under the server', async () => {

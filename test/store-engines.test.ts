@@ -433,7 +433,8 @@ describe.each(ENGINES)('store contract on %s', (_name, open) => {
 
   it('rate buckets: a burst, then refusals saying how long to wait; refills with time; a refund gives one back; keys and limits apart', async () => {
     const { store } = await open();
-    const take = (key: string, now: number, bucket = 'email.sender') => store.writes.takeRateToken({ bucket, key, burst: 2, rateHz: 1 / 10, now }, req());
+    const take = (key: string, now: number, bucket = 'email.sender') =>
+      store.writes.takeRateToken({ bucket, key, burst: 2, rateHz: 1 / 10, now }, req());
     expect(await take('a', 1_000)).toEqual({ ok: true });
     expect(await take('a', 1_000)).toEqual({ ok: true });
     expect(await take('a', 1_000)).toEqual({ ok: false, retryAfterMs: 10_000 });

@@ -162,7 +162,10 @@ describe('two stores (two nodes) on one database', () => {
     await preparePgDatabase(db.url);
     const a = PgStore.open({ url: db.url, poolSize: 4, log, nodeName: 'a' });
     const b = PgStore.open({ url: db.url, poolSize: 4, log, nodeName: 'b' });
-    cleanups.push(() => a.close(), () => b.close());
+    cleanups.push(
+      () => a.close(),
+      () => b.close(),
+    );
     return [a, b];
   }
 
@@ -233,7 +236,10 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     await preparePgDatabase(db.url);
     const a = PgStore.open({ url: db.url, poolSize: 4, log, nodeName: 'node-a' });
     const b = PgStore.open({ url: db.url, poolSize: 4, log, nodeName: 'node-b' });
-    cleanups.push(() => a.close(), () => b.close());
+    cleanups.push(
+      () => a.close(),
+      () => b.close(),
+    );
     return { url: db.url, a, b };
   }
 
@@ -248,7 +254,11 @@ describe('several nodes on one database: shared limits, claims that expire, leas
 
   it('a rate limit holds across both: 40 takes at once, spread over the two, admit exactly the burst; a refund on one is seen by the other', async () => {
     const { url, a, b } = await nodes();
-    const take = (s: PgStoreT) => s.writes.takeRateToken({ bucket: 'email.sender', key: '@alice:hs.example', burst: 5, rateHz: 1 / 3600, now: 1_000 }, req());
+    const take = (s: PgStoreT) =>
+      s.writes.takeRateToken(
+        { bucket: 'email.sender', key: '@alice:hs.example', burst: 5, rateHz: 1 / 3600, now: 1_000 },
+        req(),
+      );
     const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => take(i % 2 ? a : b)));
     expect(answers.filter((x) => x.ok)).toHaveLength(5);
     expect(answers.filter((x) => !x.ok).every((x) => !x.ok && x.retryAfterMs > 3_000_000)).toBe(true);
@@ -258,7 +268,9 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     // The key is stored hashed: the table never holds the address.
     const client = await connect(url);
     try {
-      const keys = (await client.query<{ key: string }>('SELECT key FROM sydent_ts_rate_buckets')).rows.map((r) => r.key);
+      const keys = (await client.query<{ key: string }>('SELECT key FROM sydent_ts_rate_buckets')).rows.map(
+        (r) => r.key,
+      );
       expect(keys).toHaveLength(1);
       expect(keys[0]).not.toContain('alice');
     } finally {
@@ -268,17 +280,36 @@ describe('several nodes on one database: shared limits, claims that expire, leas
 
   it('a callback claimed by a node that never finishes is taken by the other once the claim has expired, and the first can no longer record it', async () => {
     const { a, b } = await nodes();
-    const id = await a.writes.enqueueCallback({ destination: 'hs.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 }, req());
-    const byA = await a.writes.claimCallbacks({ now: 2_000, claimedUntil: 12_000, limit: 10, excludeDestinations: [] }, req());
+    const id = await a.writes.enqueueCallback(
+      { destination: 'hs.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 },
+      req(),
+    );
+    const byA = await a.writes.claimCallbacks(
+      { now: 2_000, claimedUntil: 12_000, limit: 10, excludeDestinations: [] },
+      req(),
+    );
     expect(byA.map((c) => c.id)).toEqual([id]);
     // A is gone (killed): until its claim ends nobody else delivers the row.
-    expect(await b.writes.claimCallbacks({ now: 11_999, claimedUntil: 71_999, limit: 10, excludeDestinations: [] }, req())).toEqual([]);
-    const byB = await b.writes.claimCallbacks({ now: 12_001, claimedUntil: 72_001, limit: 10, excludeDestinations: [] }, req());
+    expect(
+      await b.writes.claimCallbacks({ now: 11_999, claimedUntil: 71_999, limit: 10, excludeDestinations: [] }, req()),
+    ).toEqual([]);
+    const byB = await b.writes.claimCallbacks(
+      { now: 12_001, claimedUntil: 72_001, limit: 10, excludeDestinations: [] },
+      req(),
+    );
     expect(byB.map((c) => [c.id, c.claimedUntil])).toEqual([[id, 72_001]]);
-    expect(await a.writes.retryCallback({ id, claimedUntil: 12_000, nextAttemptTs: 20_000, lastError: 'late' }, req())).toBe(false);
+    expect(
+      await a.writes.retryCallback({ id, claimedUntil: 12_000, nextAttemptTs: 20_000, lastError: 'late' }, req()),
+    ).toBe(false);
     expect(await a.writes.releaseCallback({ id, claimedUntil: 12_000 }, req())).toBe(false);
-    expect(await b.writes.callbackDelivered({ id, now: 13_000, deleteInviteTokens: false }, req())).toEqual({ updated: true, tokensDeleted: 0 });
-    expect(await b.writes.callbackDelivered({ id, now: 13_001, deleteInviteTokens: false }, req())).toEqual({ updated: false, tokensDeleted: 0 });
+    expect(await b.writes.callbackDelivered({ id, now: 13_000, deleteInviteTokens: false }, req())).toEqual({
+      updated: true,
+      tokensDeleted: 0,
+    });
+    expect(await b.writes.callbackDelivered({ id, now: 13_001, deleteInviteTokens: false }, req())).toEqual({
+      updated: false,
+      tokensDeleted: 0,
+    });
   });
 
   it('one node at a time holds a peer: the other takes it when the holder closes, or when the holder loses its connection', async () => {
@@ -293,16 +324,28 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     // B's line to the database is cut (as a network failure would): its leases are gone, and A can take them.
     const client = await connect(url);
     try {
-      await client.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sydent-ts node-b'`);
+      await client.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sydent-ts node-b'`,
+      );
     } finally {
       await client.end();
     }
-    expect(await until(() => lease(a, 'p2.example'), (v) => v === 'acquired')).toBe('acquired');
+    expect(
+      await until(
+        () => lease(a, 'p2.example'),
+        (v) => v === 'acquired',
+      ),
+    ).toBe('acquired');
     expect(await lease(b, 'p2.example')).toBe('elsewhere');
     expect(b.leases()).toEqual([]);
     // A closes (a node stopped or killed): B takes its peers.
     await a.close();
-    expect(await until(() => lease(b, 'p1.example'), (v) => v === 'acquired')).toBe('acquired');
+    expect(
+      await until(
+        () => lease(b, 'p1.example'),
+        (v) => v === 'acquired',
+      ),
+    ).toBe('acquired');
   });
 
   it('one push from a peer landing on both at once is stored once: the other finds every association there', async () => {
@@ -331,9 +374,15 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     const heard: string[] = [];
     b.onSignal((s) => heard.push(s));
     // B listens once its own line is up (it hears every signal then, as after a reconnection).
-    await until(async () => heard.length, (n) => n >= 2);
+    await until(
+      async () => heard.length,
+      (n) => n >= 2,
+    );
     heard.length = 0;
-    await a.writes.enqueueCallback({ destination: 'hs.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 }, req());
+    await a.writes.enqueueCallback(
+      { destination: 'hs.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 },
+      req(),
+    );
     const pepper = await a.reads.associations.storedPepper();
     await a.writes.bind(
       {
@@ -351,31 +400,67 @@ describe('several nodes on one database: shared limits, claims that expire, leas
       },
       req(),
     );
-    expect(await until(async () => [...heard].sort(), (h) => h.includes('log') && h.includes('callbacks'))).toEqual(['callbacks', 'log']);
+    expect(
+      await until(
+        async () => [...heard].sort(),
+        (h) => h.includes('log') && h.includes('callbacks'),
+      ),
+    ).toEqual(['callbacks', 'log']);
 
     await a.writes.registerAccount({ userId: '@u:hs.example', token: 'tok', now: 1_000 }, req());
-    expect(await b.reads.accounts.accountByToken('tok')).toMatchObject({ userId: '@u:hs.example', consentVersion: null });
+    expect(await b.reads.accounts.accountByToken('tok')).toMatchObject({
+      userId: '@u:hs.example',
+      consentVersion: null,
+    });
     // B caches the account for 2 s; the logout on A is seen at once.
     await a.writes.logout({ token: 'tok' }, req());
-    expect(await until(() => b.reads.accounts.accountByToken('tok'), (v) => v === undefined, 1_000)).toBeUndefined();
+    expect(
+      await until(
+        () => b.reads.accounts.accountByToken('tok'),
+        (v) => v === undefined,
+        1_000,
+      ),
+    ).toBeUndefined();
 
     await a.writes.registerAccount({ userId: '@u:hs.example', token: 'tok2', now: 1_000 }, req());
     expect(await b.reads.accounts.accountByToken('tok2')).toMatchObject({ consentVersion: null });
-    await a.writes.acceptTerms({ userId: '@u:hs.example', urls: ['https://t/1'], masterVersion: 'v2', documents: [['https://t/1']] }, req());
-    expect(await until(() => b.reads.accounts.accountByToken('tok2'), (v) => v?.consentVersion === 'v2', 1_000)).toMatchObject({ consentVersion: 'v2' });
+    await a.writes.acceptTerms(
+      { userId: '@u:hs.example', urls: ['https://t/1'], masterVersion: 'v2', documents: [['https://t/1']] },
+      req(),
+    );
+    expect(
+      await until(
+        () => b.reads.accounts.accountByToken('tok2'),
+        (v) => v?.consentVersion === 'v2',
+        1_000,
+      ),
+    ).toMatchObject({ consentVersion: 'v2' });
 
     // B's line is cut: it reconnects by itself and hears again.
     const admin = await connect(url);
     try {
-      await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sydent-ts node-b'`);
+      await admin.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sydent-ts node-b'`,
+      );
     } finally {
       await admin.end();
     }
     heard.length = 0;
-    await until(async () => heard.length, (n) => n >= 2);
+    await until(
+      async () => heard.length,
+      (n) => n >= 2,
+    );
     heard.length = 0;
-    await a.writes.enqueueCallback({ destination: 'hs2.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 }, req());
-    expect(await until(async () => heard, (h) => h.includes('callbacks'))).toContain('callbacks');
+    await a.writes.enqueueCallback(
+      { destination: 'hs2.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 },
+      req(),
+    );
+    expect(
+      await until(
+        async () => heard,
+        (h) => h.includes('callbacks'),
+      ),
+    ).toContain('callbacks');
   });
 });
 

@@ -62,7 +62,10 @@ export interface StoreWriteOps {
   releaseCallback(e: { id: number; claimedUntil: number }, req: WriteRequest): Promise<boolean>;
   purgeCallbacks(e: { now: number }, req: WriteRequest): Promise<number>;
   /** one token of `key`'s bucket in the rate limit `bucket`, if there is one (the buckets every node shares) */
-  takeRateToken(e: { bucket: string; key: string; burst: number; rateHz: number; now: number }, req: WriteRequest): Promise<Admission>;
+  takeRateToken(
+    e: { bucket: string; key: string; burst: number; rateHz: number; now: number },
+    req: WriteRequest,
+  ): Promise<Admission>;
   /** gives back a token taken for `key` (never more than `burst`) */
   refundRateToken(e: { bucket: string; key: string; burst: number }, req: WriteRequest): Promise<void>;
   /**

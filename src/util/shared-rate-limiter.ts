@@ -39,5 +39,7 @@ export function rateLimiter(
   clock: Clock,
   store: () => BucketStore,
 ): Limiter {
-  return engine === 'postgresql' ? new SharedRateLimiter(bucket, limits, clock, store()) : new RateLimiter(limits.burst, limits.rateHz, clock);
+  return engine === 'postgresql'
+    ? new SharedRateLimiter(bucket, limits, clock, store())
+    : new RateLimiter(limits.burst, limits.rateHz, clock);
 }

@@ -88,7 +88,13 @@ export function createMailerSupervisor(options: MailerOptions = {}) {
         transport: () => (transport ??= createSmtpTransport(deps.config.email, options.transport)),
         opened: () => transport,
         from: deps.config.email.from,
-        limiter: rateLimiter(deps.config.db.engine, 'email.sender', deps.config.email.ratelimitSender, deps.clock, () => env.facades.stores),
+        limiter: rateLimiter(
+          deps.config.db.engine,
+          'email.sender',
+          deps.config.email.ratelimitSender,
+          deps.clock,
+          () => env.facades.stores,
+        ),
         log: deps.log,
         metrics: deps.metrics,
         send: {

@@ -40,7 +40,9 @@ export const replicationSupervisor = supervisor('replication', {
       store: {
         markSent: (name, lastId, now) => facades.stores.markPeerSent({ name, lastId, now }),
         // One node on SQLite; on PostgreSQL the node holding the peer's lease pushes (src/store/pg/coordinator.ts).
-        ...(deps.config.db.engine === 'postgresql' ? { lease: (name: string) => facades.stores.peerLease({ name }) } : {}),
+        ...(deps.config.db.engine === 'postgresql'
+          ? { lease: (name: string) => facades.stores.peerLease({ name }) }
+          : {}),
       },
       serverName: deps.identity.serverName,
       signingKey: deps.identity.key,

@@ -197,7 +197,13 @@ export const sessionsSupervisor = supervisor('sessions', {
     sweeper.start();
     return {
       host,
-      submitLimiter: rateLimiter(deps.config.db.engine, 'http.submit_token', deps.config.http.submitTokenRatelimit, deps.clock, () => facades.stores),
+      submitLimiter: rateLimiter(
+        deps.config.db.engine,
+        'http.submit_token',
+        deps.config.http.submitTokenRatelimit,
+        deps.clock,
+        () => facades.stores,
+      ),
       log: deps.log,
       sweeper,
       binder: { facades, identity: deps.identity, clock: deps.clock, log: deps.log },

@@ -73,7 +73,12 @@ export const storeSupervisor = supervisor('store', {
     // The PostgreSQL database was checked and migrated before the actors started (src/server.ts).
     const engine: StoreEngine =
       db.engine === 'postgresql' && db.url !== null
-        ? loadedPgEngine().PgStore.open({ url: db.url, poolSize: db.poolSize, log: deps.log, nodeName: deps.config.general.nodeName })
+        ? loadedPgEngine().PgStore.open({
+            url: db.url,
+            poolSize: db.poolSize,
+            log: deps.log,
+            nodeName: deps.config.general.nodeName,
+          })
         : SqliteStore.open(db.dbFile, { log: deps.log });
     env.provideReads(engine.reads);
     // Another node committed something our workers act on (PostgreSQL); a worker that is shutting down ignores it.

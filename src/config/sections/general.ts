@@ -77,7 +77,8 @@ export function readGeneral(v: SectionValues, ctx: BuildContext): GeneralConfig 
     homeserverAllowList,
     enableV1Access,
     nodeName: v.optional('node_name')?.trim() || `${hostname()}:${process.pid}`,
-    callbackClaimMs: (v.has('callback_claim_seconds') ? v.int('callback_claim_seconds', 1) : DEFAULT_CALLBACK_CLAIM_SECONDS) * 1000,
+    callbackClaimMs:
+      (v.has('callback_claim_seconds') ? v.int('callback_claim_seconds', 1) : DEFAULT_CALLBACK_CLAIM_SECONDS) * 1000,
   };
 }
 

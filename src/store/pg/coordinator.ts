@@ -83,7 +83,10 @@ export class PgCoordinator {
         await client.query('SELECT 1');
         return this.held.has(name) ? 'held' : 'elsewhere';
       }
-      const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [LEASE_CLASS, name]);
+      const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [
+        LEASE_CLASS,
+        name,
+      ]);
       if (!res.rows[0]?.ok || this.client !== client) return 'elsewhere';
       this.held.add(name);
       this.log.info({ peer: name, node: this.nodeName }, 'replication: this node now pushes to the peer');
@@ -107,7 +110,10 @@ export class PgCoordinator {
       // The database cannot be reached: the request fails now, as its writes would.
       if (!client) throw new StoreUnavailableError('unreachable');
       try {
-        const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [REQUEST_CLASS, id]);
+        const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [
+          REQUEST_CLASS,
+          id,
+        ]);
         if (res.rows[0]?.ok) {
           this.keys.set(key, { id, client });
           return true;

@@ -65,7 +65,9 @@ export class PgStore implements StoreEngine {
     const tokens = new TokenCache();
     const pepper = new PepperCache();
     this.reads = pgReads(pool, tokens, pepper);
-    this.coordinator = new PgCoordinator(opts.url, opts.nodeName, opts.log, (signal) => this.heard(signal, tokens, pepper));
+    this.coordinator = new PgCoordinator(opts.url, opts.nodeName, opts.log, (signal) =>
+      this.heard(signal, tokens, pepper),
+    );
     const writes = pgWriteOps({ pool, tokens, buckets: new PgRateBuckets(pool), coordinator: this.coordinator });
     this.writes = withHealth(writes, new StoreHealth(opts.log, describePgUrl(opts.url)));
     this.coordinator.start();
@@ -86,7 +88,9 @@ export class PgStore implements StoreEngine {
   }
 
   close(): Promise<void> {
-    this.closing ??= Promise.all([this.coordinator.close(), this.pool.end().catch(() => undefined)]).then(() => undefined);
+    this.closing ??= Promise.all([this.coordinator.close(), this.pool.end().catch(() => undefined)]).then(
+      () => undefined,
+    );
     return this.closing;
   }
 
