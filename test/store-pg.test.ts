@@ -348,6 +348,31 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     ).toBe('acquired');
   });
 
+  it('a new pepper (NOTIFY pepper, as its writer sends) is seen at once by a node that had the old one cached', async () => {
+    const { url, b } = await nodes();
+    const before = await b.reads.associations.pepper();
+    const cachedAt = Date.now();
+    const client = await connect(url);
+    try {
+      await client.query('BEGIN');
+      await client.query("UPDATE hashing_metadata SET lookup_pepper = 'rotatedpepper'");
+      await client.query(`NOTIFY sydent_ts, 'pepper'`);
+      await client.query('COMMIT');
+    } finally {
+      await client.end();
+    }
+    expect(before).not.toBe('rotatedpepper');
+    // The cache keeps a pepper 1 s: the new one is there well before.
+    expect(
+      await until(
+        () => b.reads.associations.pepper(),
+        (p) => p === 'rotatedpepper',
+        600,
+      ),
+    ).toBe('rotatedpepper');
+    expect(Date.now() - cachedAt).toBeLessThan(1_000);
+  });
+
   it('one push from a peer landing on both at once is stored once: the other finds every association there', async () => {
     const { a, b } = await nodes();
     const pepper = await a.reads.associations.storedPepper();
