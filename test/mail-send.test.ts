@@ -250,7 +250,7 @@ describe('sender helpers', () => {
 describe('the mailer supervisor', () => {
   function startMailer(email: EmailConfig, ca: string) {
     const deps = {
-      config: { email } as SydentConfig,
+      config: { email, db: { engine: 'sqlite' } } as SydentConfig,
       log: pino({ level: 'silent' }),
       clock: new ManualClock(1_000_000),
     } as unknown as SystemDeps;
