@@ -104,6 +104,8 @@ export function psql(url: string, sql: string): string {
   return execFileSync('psql', [url, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', sql], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
+    // a test may read thousands of rows at once
+    maxBuffer: 256 * 1024 * 1024,
   });
 }
 
