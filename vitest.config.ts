@@ -12,6 +12,9 @@ const FLOWS_ON_POSTGRESQL = [
   'test/lookup-after-bind.test.ts',
   'test/invite-onbind.test.ts',
   'test/unbind-signed.test.ts',
+  'test/callbacks.test.ts',
+  'test/replication-push.test.ts',
+  'test/replication-outbound.test.ts',
 ];
 
 export default defineConfig({

@@ -92,7 +92,7 @@ function fail(message: string): never {
 async function main(): Promise<void> {
   // `sydent-ts [--config PATH] peers add|list|remove …`: replication peers, then exit
   if (isPeersCommand(process.argv.slice(2))) {
-    process.exitCode = peersMain(process.argv.slice(2), {
+    process.exitCode = await peersMain(process.argv.slice(2), {
       stdout: (text) => process.stdout.write(text),
       stderr: (text) => process.stderr.write(text),
       env: process.env,

@@ -3,17 +3,17 @@
  * notifier delivering them over real HTTPS to loopback homeservers found through a test DNS server, retries moved
  * on with the manual clock, restarts on the same database.
  */
-import Database from 'better-sqlite3';
 import type http from 'node:http';
 import https from 'node:https';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
-import { CallbackReads, type CallbackDebugRow } from '../src/store/callbacks.js';
+import { toDebugRow, type CallbackDebugRow, type DebugRow } from '../src/store/callbacks.js';
 import { makeCert } from './helpers/certs.js';
 import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import { startHomeserver, type Homeserver, type RecordedRequest, type RouteHandler } from './helpers/homeserver.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { rows, row as firstRow } from './helpers/rows.js';
+import { write } from './helpers/flows.js';
+import { openRowReader, rows, row as firstRow, type RowReader } from './helpers/rows.js';
 
 const ONBIND = '/_matrix/federation/v1/3pid/onbind';
 const ROUTE = `POST ${ONBIND}`;
@@ -90,19 +90,28 @@ async function enqueue(
 }
 
 const wake = (t: TestServer) => t.server.ctx.facades.notifier.wake({});
-/** A callback row as the database holds it now, read on a connection of the test's own. */
-const readers = new Map<string, CallbackReads>();
-const row = (t: TestServer, id: number) => {
-  let reads = readers.get(t.config.db.dbFile);
-  if (!reads) {
-    const db = new Database(t.config.db.dbFile, { readonly: true });
-    cleanups.unshift(() => {
-      readers.delete(t.config.db.dbFile);
-      db.close();
+/** A callback row as the database holds it now, read on a connection of the test's own (either engine). */
+const readers = new Map<string, Promise<RowReader>>();
+const row = async (t: TestServer, id: number): Promise<CallbackDebugRow | undefined> => {
+  const file = t.config.db.dbFile;
+  let reader = readers.get(file);
+  if (!reader) {
+    const opened = openRowReader(t);
+    readers.set(file, (reader = opened));
+    // closed before the server (its database is dropped at close on PostgreSQL)
+    cleanups.push(async () => {
+      readers.delete(file);
+      await (await opened).close();
     });
-    readers.set(t.config.db.dbFile, (reads = new CallbackReads(db)));
   }
-  return reads.byId(id);
+  const [r] = await (
+    await reader
+  ).rows<DebugRow>(
+    `SELECT id, destination, state, attempts, next_attempt_ts, claimed_until, last_error, created_ts, delivered_ts
+     FROM callback_outbox WHERE id = ?`,
+    id,
+  );
+  return r && toDebugRow(r);
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -111,8 +120,8 @@ const WAIT = { timeout: 8000, interval: 15 };
 
 /** The row of callback `id` once `ready` holds for it. */
 const rowWhen = (t: TestServer, id: number, what: string, ready: (r: CallbackDebugRow) => boolean) =>
-  vi.waitFor(() => {
-    const r = row(t, id);
+  vi.waitFor(async () => {
+    const r = await row(t, id);
     expect(r !== undefined && ready(r), what).toBe(true);
     return r!;
   }, WAIT);
@@ -123,7 +132,7 @@ const onbinds = (hs: Homeserver) => hs.requests.filter((r) => r.method === 'POST
 
 /** Moves the clock past the next attempt of `id` and wakes the worker. */
 async function advancePastRetry(t: TestServer, id: number): Promise<void> {
-  const r = row(t, id)!;
+  const r = (await row(t, id))!;
   const clock = t.clock as ManualClock;
   clock.set(Math.max(clock.now(), r.nextAttemptTs));
   await wake(t);
@@ -291,25 +300,20 @@ describe('onbind delivery', () => {
     (t.clock as ManualClock).advance(HOUR);
     await wake(t);
     await sleep(100);
-    expect(row(t, id)?.state).toBe('abandoned');
+    expect((await row(t, id))?.state).toBe('abandoned');
     expect(e.hs.requests).toHaveLength(0);
   });
 });
 
 describe('onbind and invite tokens', () => {
-  const insertInvites = (t: TestServer) => {
-    const db = new Database(t.config.db.dbFile);
-    try {
-      const insert = db.prepare(
-        'INSERT INTO invite_tokens (medium, address, room_id, sender, token, received_ts, sent_ts) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      );
-      insert.run('email', 'alice@example.com', '!a:hs.test', '@bob:hs.test', 'tok-a', 1, 2);
-      insert.run('email', 'alice@example.com', '!b:hs.test', '@bob:hs.test', 'tok-b', 1, 2);
-      insert.run('email', 'carol@example.com', '!a:hs.test', '@bob:hs.test', 'tok-c', 1, null);
-    } finally {
-      db.close();
-    }
-  };
+  const insertInvites = (t: TestServer) =>
+    write(
+      t,
+      `INSERT INTO invite_tokens (medium, address, room_id, sender, token, received_ts, sent_ts) VALUES
+         ('email', 'alice@example.com', '!a:hs.test', '@bob:hs.test', 'tok-a', 1, 2),
+         ('email', 'alice@example.com', '!b:hs.test', '@bob:hs.test', 'tok-b', 1, 2),
+         ('email', 'carol@example.com', '!a:hs.test', '@bob:hs.test', 'tok-c', 1, NULL)`,
+    );
   const tokens = (t: TestServer) =>
     rows<{ token: string }>(t, 'SELECT token FROM invite_tokens ORDER BY token').map((r) => r.token);
 
@@ -317,7 +321,7 @@ describe('onbind and invite tokens', () => {
     let ok = false;
     const e = await env({ [ROUTE]: () => (ok ? { json: {} } : { status: 503, json: {} }) });
     const t = await server(e, { conf: { general: { delete_tokens_on_bind: 'true' } } });
-    insertInvites(t);
+    await insertInvites(t);
     const id = await enqueue(t, e.serverName, association(`@alice:${e.serverName}`));
     await inState(t, id, 'retrying');
     expect(tokens(t)).toEqual(['tok-a', 'tok-b', 'tok-c']);
@@ -330,7 +334,7 @@ describe('onbind and invite tokens', () => {
   it('delete_tokens_on_bind = false keeps them', async () => {
     const e = await env({ [ROUTE]: () => ({ json: {} }) });
     const t = await server(e, { conf: { general: { delete_tokens_on_bind: 'false' } } });
-    insertInvites(t);
+    await insertInvites(t);
     const id = await enqueue(t, e.serverName, association(`@alice:${e.serverName}`));
     await inState(t, id, 'delivered');
     expect(tokens(t)).toEqual(['tok-a', 'tok-b', 'tok-c']);
@@ -369,9 +373,9 @@ describe('onbind: one dead homeserver does not hold up the others', () => {
     // the dead homeserver's connection drops: that attempt fails and is retried later
     await dead.close();
     await vi.waitFor(
-      () =>
+      async () =>
         expect(
-          deadIds.some((id) => row(t, id)?.state === 'retrying'),
+          (await Promise.all(deadIds.map((id) => row(t, id)))).some((r) => r?.state === 'retrying'),
           'the dead attempt to fail',
         ).toBe(true),
       WAIT,
@@ -408,7 +412,7 @@ describe('onbind across restarts', () => {
     const clock = t.clock as ManualClock;
     const id = await enqueue(t, e.serverName, association(`@alice:${e.serverName}`));
     await vi.waitFor(() => expect(onbinds(e.hs).length === 1, 'the request to arrive').toBe(true), WAIT);
-    expect(row(t, id)?.state).toBe('delivering');
+    expect((await row(t, id))?.state).toBe('delivering');
     const dir = t.dir;
     await t.server.close();
 
@@ -432,30 +436,25 @@ describe('onbind across restarts', () => {
     const dir = t.dir;
     // stop the notifier from getting there first: record the row with the server stopped
     await t.server.close();
-    const db = new Database(`${dir}/sydent.db`);
     const claimedUntil = clock.now() + 2 * 60 * SECOND;
-    const id = Number(
-      db
-        .prepare(
-          `INSERT INTO callback_outbox (destination, path, body, medium, address, state, attempts, next_attempt_ts, claimed_until, created_ts)
-           VALUES (?, ?, ?, 'email', 'alice@example.com', 'delivering', 0, ?, ?, ?)`,
-        )
-        .run(
-          e.serverName,
-          ONBIND,
-          JSON.stringify(association(`@alice:${e.serverName}`)),
-          clock.now(),
-          claimedUntil,
-          clock.now(),
-        ).lastInsertRowid,
+    await write(
+      t,
+      `INSERT INTO callback_outbox (destination, path, body, medium, address, state, attempts, next_attempt_ts, claimed_until, created_ts)
+       VALUES (?, ?, ?, 'email', 'alice@example.com', 'delivering', 0, ?, ?, ?)`,
+      e.serverName,
+      ONBIND,
+      JSON.stringify(association(`@alice:${e.serverName}`)),
+      clock.now(),
+      claimedUntil,
+      clock.now(),
     );
-    db.close();
+    const id = firstRow<{ id: number }>(t, 'SELECT max(id) AS id FROM callback_outbox')!.id;
 
     const t2 = await server(e, { dir, clock });
     await wake(t2);
     await sleep(200);
     // someone (the killed process) still holds it
-    expect(row(t2, id)?.state).toBe('delivering');
+    expect((await row(t2, id))?.state).toBe('delivering');
     expect(onbinds(e.hs)).toHaveLength(0);
 
     clock.set(claimedUntil + 1);

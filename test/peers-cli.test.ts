@@ -57,10 +57,10 @@ async function run(args: string[], env: Record<string, string> = {}, cwd = dir) 
   return { code, stdout, stderr: p.stderr() };
 }
 
-function call(words: string[], cwd = dir, env: Record<string, string> = {}) {
+async function call(words: string[], cwd = dir, env: Record<string, string> = {}) {
   let stdout = '';
   let stderr = '';
-  const code = peersMain(words, { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), env, cwd });
+  const code = await peersMain(words, { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), env, cwd });
   return { code, stdout, stderr };
 }
 
@@ -129,14 +129,14 @@ describe('sydent-ts peers (the command)', () => {
 });
 
 describe('sydent-ts peers (the function)', () => {
-  it('add again updates the key and port, keeps the cursor, and makes the peer active', () => {
-    expect(call(['peers', 'add', 'b.test', '--pubkey', key()]).code).toBe(0);
+  it('add again updates the key and port, keeps the cursor, and makes the peer active', async () => {
+    expect((await call(['peers', 'add', 'b.test', '--pubkey', key()])).code).toBe(0);
     const db = new Database(dbPath);
     db.prepare("UPDATE peers SET lastSentVersion = 7, active = 0 WHERE name = 'b.test'").run();
     db.close();
     const seed = generateSeed();
     const hex = Buffer.from(publicKeyFromSeed(seed)).toString('hex');
-    const res = call(['peers', 'add', 'b.test', '--pubkey', hex, '--port=9000']);
+    const res = await call(['peers', 'add', 'b.test', '--pubkey', hex, '--port=9000']);
     expect(res).toMatchObject({
       code: 0,
       stdout: 'updated peer b.test: pushes go to https://b.test:9000/_matrix/identity/replicate/v1/push\n',
@@ -148,17 +148,17 @@ describe('sydent-ts peers (the function)', () => {
     });
   });
 
-  it('list as a table; an empty list says so', () => {
-    expect(call(['peers', 'list'])).toMatchObject({ code: 0, stdout: 'no peers\n' });
-    call(['peers', 'add', 'b.test', '--pubkey', key()]);
-    const out = call(['peers', 'list']).stdout.split('\n');
+  it('list as a table; an empty list says so', async () => {
+    expect(await call(['peers', 'list'])).toMatchObject({ code: 0, stdout: 'no peers\n' });
+    await call(['peers', 'add', 'b.test', '--pubkey', key()]);
+    const out = (await call(['peers', 'list'])).stdout.split('\n');
     expect(out[0]).toMatch(/^NAME\s+ACTIVE\s+CURSOR\s+LAST SUCCESS\s+URL\s+ED25519 KEY$/);
     expect(out[1]).toMatch(
       /^b\.test\s+yes\s+0\s+-\s+https:\/\/b\.test:1001\/_matrix\/identity\/replicate\/v1\/push\s+\S{43}$/,
     );
   });
 
-  it('usage errors: missing name, missing key, bad url, bad port, unknown command', () => {
+  it('usage errors: missing name, missing key, bad url, bad port, unknown command', async () => {
     for (const words of [
       ['peers', 'add', '--pubkey', key()],
       ['peers', 'add', 'b.test'],
@@ -168,19 +168,19 @@ describe('sydent-ts peers (the function)', () => {
       ['peers', 'frobnicate'],
       ['peers', 'remove'],
     ]) {
-      const res = call(words);
+      const res = await call(words);
       expect(res.code, words.join(' ')).toBe(2);
       expect(res.stderr).toContain('usage: sydent-ts');
     }
     expect(fs.existsSync(dbPath)).toBe(false);
   });
 
-  it('a missing config or an unknown peer is an error', () => {
-    const missing = call(['--config', path.join(dir, 'nope.conf'), 'peers', 'list']);
+  it('a missing config or an unknown peer is an error', async () => {
+    const missing = await call(['--config', path.join(dir, 'nope.conf'), 'peers', 'list']);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('no config file at');
     expect(fs.existsSync(path.join(dir, 'nope.conf'))).toBe(false);
-    expect(call(['peers', 'remove', 'x.test'])).toMatchObject({ code: 1, stderr: 'sydent-ts: no peer x.test\n' });
+    expect(await call(['peers', 'remove', 'x.test'])).toMatchObject({ code: 1, stderr: 'sydent-ts: no peer x.test\n' });
   });
 
   it('removing a section leaves the other sections, comments and continuation lines alone', () => {

@@ -54,7 +54,10 @@ describe('push_batch_size', () => {
     }
     const conf = path.join(a.dir, 'sydent.conf');
     fs.appendFileSync(conf, '\n[peer.big.test]\npush_batch_size = 200\n');
-    addPeer(a, 'big.test', encodeBase64(publicKeyFromSeed(generateSeed())), ['--url', `https://127.0.0.1:${peerPort}`]);
+    await addPeer(a, 'big.test', encodeBase64(publicKeyFromSeed(generateSeed())), [
+      '--url',
+      `https://127.0.0.1:${peerPort}`,
+    ]);
     await waitFor(
       () => pushes.reduce((n, p) => n + p, 0),
       (n) => n >= 250,

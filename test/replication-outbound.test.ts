@@ -79,7 +79,7 @@ describe('our push, as a peer receives it', () => {
   it('is a Sydent push: same path, headers, fields and signatures; tombstones with nulls', async () => {
     const seed = generateSeed();
     // the peer is added while A runs, its URL written into sydent.conf by the command
-    addPeer(a, 'fake.test', encodeBase64(publicKeyFromSeed(seed)), ['--url', `https://127.0.0.1:${peerPort}`]);
+    await addPeer(a, 'fake.test', encodeBase64(publicKeyFromSeed(seed)), ['--url', `https://127.0.0.1:${peerPort}`]);
     await bind(a.server, 'Alice@Example.org', '@alice:hs.test');
     await waitFor(() => allReceived().has('1'), Boolean);
     await bind(a.server, 'bob@example.org', '@bob:hs.test');

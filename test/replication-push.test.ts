@@ -3,7 +3,6 @@
  * §4.3): accepted when shaped and signed right; refused whole, with nothing stored, for a bad signature, an
  * unknown peer, a certificate whose common name is not the signer, or a malformed batch.
  */
-import Database from 'better-sqlite3';
 import path from 'node:path';
 import tls from 'node:tls';
 import { Agent, request } from 'undici';
@@ -22,6 +21,7 @@ import {
   type Mesh,
   type Replica,
 } from './helpers/replication.js';
+import { write } from './helpers/flows.js';
 import { row, rows } from './helpers/rows.js';
 
 const PUSH = '/_matrix/identity/replicate/v1/push';
@@ -104,8 +104,8 @@ beforeAll(async () => {
   b = mesh.replicas[0]!;
   peerA = await makePeer('a.test');
   peerC = await makePeer('c.test');
-  addPeer(b, 'a.test', peerA.pubkey);
-  addPeer(b, 'c.test', peerC.pubkey);
+  await addPeer(b, 'a.test', peerA.pubkey);
+  await addPeer(b, 'c.test', peerC.pubkey);
 }, 30_000);
 
 afterAll(async () => {
@@ -211,10 +211,8 @@ describe('a push shaped exactly as Sydent sends it', () => {
       agent: agentFor(await makePeerCert(ca, 'hex.test')),
     };
     // the command stores base64; an old Sydent database may hold hex, as written by hand
-    addPeer(b, 'hex.test', hexPeer.pubkey);
-    const db = new Database(path.join(b.dir, 'sydent.db'));
-    db.prepare("UPDATE peer_pubkeys SET key = ? WHERE peername = 'hex.test'").run(hexPeer.pubkey);
-    db.close();
+    await addPeer(b, 'hex.test', hexPeer.pubkey);
+    await write(b.server, "UPDATE peer_pubkeys SET key = ? WHERE peername = 'hex.test'", hexPeer.pubkey);
     const assoc = sgAssoc(hexPeer, { address: 'ivan@example.org', mxid: '@ivan:hs.test', ts: t0 });
     expect((await push(hexPeer.agent, { sgAssocs: { '1': assoc } })).status).toBe(200);
     expect(await lookup(b.server, 'ivan@example.org')).toBe('@ivan:hs.test');
@@ -334,10 +332,8 @@ describe('refused pushes store nothing', () => {
 
   it('from a peer that is not active', async () => {
     const sleeper = await makePeer('inactive.test');
-    addPeer(b, 'inactive.test', sleeper.pubkey);
-    const db = new Database(path.join(b.dir, 'sydent.db'));
-    db.prepare("UPDATE peers SET active = 0 WHERE name = 'inactive.test'").run();
-    db.close();
+    await addPeer(b, 'inactive.test', sleeper.pubkey);
+    await write(b.server, "UPDATE peers SET active = 0 WHERE name = 'inactive.test'");
     const assoc = sgAssoc(sleeper, { address: 'refused@example.org', mxid: '@x:hs.test', ts: t0 });
     await expectRefused(await push(sleeper.agent, { sgAssocs: { '1': assoc } }), 403, 'M_UNKNOWN_PEER');
   });
@@ -468,8 +464,8 @@ describe('refused pushes store nothing', () => {
     await other.body.dump();
   });
 
-  it('the peers command: list shows the peers B knows', () => {
-    const out = runPeers(b.dir, ['list', '--json']);
+  it('the peers command: list shows the peers B knows', async () => {
+    const out = await runPeers(b.dir, ['list', '--json']);
     expect(out.code).toBe(0);
     const peers = JSON.parse(out.stdout) as Array<{ name: string; active: boolean }>;
     expect(peers.map((p) => p.name)).toEqual(['a.test', 'c.test', 'hex.test', 'inactive.test']);

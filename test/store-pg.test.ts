@@ -2,13 +2,11 @@
  * What only the PostgreSQL engine has to show: start-up refused in one line when the database cannot be reached or
  * logged into; a database lost while running answers 503 M_UNKNOWN JSON and the server recovers by itself when it is
  * back; and two stores (two nodes) on one database: a session saved from one row version by both is saved once,
- * and a callback row is claimed by one of them only.
+ * and a callback row is claimed by one of them only; the `peers` command on the database of db.url.
  */
 import net from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-
-import pg from 'pg';
 
 import type { StoreEngine, WriteRequest } from '../src/store/engine.js';
 import type { PgStore as PgStoreT } from '../src/store/pg/store.js';
@@ -18,7 +16,7 @@ import { StartupError } from '../src/startup-error.js';
 import { StoreUnavailableError } from '../src/store/unavailable.js';
 import { call, emailConf, portForwarder } from './helpers/email.js';
 import { V1 } from './helpers/flows.js';
-import { testDatabase } from './helpers/postgres.js';
+import { connect, testDatabase } from './helpers/postgres.js';
 import { startTestServer } from './helpers/server.js';
 import { startSmtpServer } from './helpers/smtp.js';
 
@@ -29,12 +27,6 @@ afterEach(async () => {
 });
 
 const req = (): WriteRequest => ({ deadline: Date.now() + 10_000 });
-
-async function connect(url: string): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  return client;
-}
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
@@ -489,26 +481,98 @@ describe('several nodes on one database: shared limits, claims that expire, leas
   });
 });
 
-describe('the command-line tools that write the SQLite file', () => {
-  it('peers and rotate-pepper refuse a PostgreSQL configuration, and make no sydent.db', async () => {
+describe('the command-line tools on PostgreSQL', () => {
+  async function cliDir(url: string) {
     const { tempDir } = await import('./helpers/tmp.js');
-    const { peersMain } = await import('../src/replication/cli.js');
-    const { rotatePepperMain } = await import('../src/store/rotate-pepper.js');
     const fs = await import('node:fs');
     const tmp = tempDir('sydent-ts-pg-cli-');
     cleanups.push(tmp.cleanup);
     fs.writeFileSync(
       `${tmp.dir}/sydent.conf`,
-      '[general]\nserver.name = is.example\n[db]\ndb.engine = postgresql\ndb.url = postgresql://u:p@127.0.0.1:1/x\n',
+      `[general]\nserver.name = is.example\n[db]\ndb.engine = postgresql\ndb.url = ${url}\n`,
     );
+    let stdout = '';
     let stderr = '';
-    const io = { stdout: () => undefined, stderr: (t: string) => void (stderr += t), env: {}, cwd: tmp.dir };
-    expect(peersMain(['peers', 'list'], io)).toBe(1);
-    expect(rotatePepperMain(['rotate-pepper'], io)).toBe(1);
-    expect(stderr).toBe(
-      'sydent-ts: peers works on SQLite only for now ([db] db.engine = postgresql); nothing was changed\n' +
-        'sydent-ts: rotate-pepper works on SQLite only for now ([db] db.engine = postgresql); nothing was changed\n',
+    const io = {
+      stdout: (t: string) => void (stdout += t),
+      stderr: (t: string) => void (stderr += t),
+      env: {},
+      cwd: tmp.dir,
+    };
+    const output = () => {
+      const out = { stdout, stderr };
+      stdout = '';
+      stderr = '';
+      return out;
+    };
+    return { dir: tmp.dir, io, output, sqliteFileMade: () => fs.existsSync(`${tmp.dir}/sydent.db`) };
+  }
+
+  it('peers adds, lists and removes a peer in the PostgreSQL database (migrated first), and makes no sydent.db', async () => {
+    const { peersMain } = await import('../src/replication/cli.js');
+    const { encodeBase64, generateSeed, publicKeyFromSeed } = await import('../src/crypto/index.js');
+    const db = await testDatabase();
+    cleanups.push(db.drop);
+    const cli = await cliDir(db.url);
+    const key = encodeBase64(publicKeyFromSeed(generateSeed()));
+
+    expect(await peersMain(['peers', 'add', 'b.test', '--pubkey', key, '--port', '9000'], cli.io)).toBe(0);
+    expect(cli.output()).toEqual({
+      stdout: 'added peer b.test: pushes go to https://b.test:9000/_matrix/identity/replicate/v1/push\n',
+      stderr: '',
+    });
+    const client = await connect(db.url);
+    cleanups.push(() => client.end());
+    const peerRows = async () => ({
+      peers: (await client.query('SELECT name, port::int AS port, active FROM peers ORDER BY name')).rows,
+      keys: (await client.query('SELECT peername, alg, key FROM peer_pubkeys ORDER BY peername')).rows,
+    });
+    expect(await peerRows()).toEqual({
+      peers: [{ name: 'b.test', port: 9000, active: 1 }],
+      keys: [{ peername: 'b.test', alg: 'ed25519', key }],
+    });
+    // again: the port and key updated, the peer made active again, its cursor kept
+    await client.query("UPDATE peers SET active = 0, lastSentVersion = 7 WHERE name = 'b.test'");
+    const key2 = encodeBase64(publicKeyFromSeed(generateSeed()));
+    expect(await peersMain(['peers', 'add', 'b.test', '--pubkey', key2], cli.io)).toBe(0);
+    expect(cli.output().stdout).toBe(
+      'updated peer b.test: pushes go to https://b.test:1001/_matrix/identity/replicate/v1/push\n',
     );
-    expect(fs.existsSync(`${tmp.dir}/sydent.db`)).toBe(false);
+    expect(await peersMain(['peers', 'list', '--json'], cli.io)).toBe(0);
+    expect(JSON.parse(cli.output().stdout)).toEqual([
+      {
+        name: 'b.test',
+        active: true,
+        port: null,
+        url: 'https://b.test:1001/_matrix/identity/replicate/v1/push',
+        pubkey: key2,
+        lastSentVersion: 7,
+        lastPokeSucceededAt: null,
+      },
+    ]);
+
+    expect(await peersMain(['peers', 'remove', 'b.test'], cli.io)).toBe(0);
+    expect(cli.output().stdout).toBe('removed peer b.test\n');
+    expect(await peerRows()).toEqual({ peers: [], keys: [] });
+    expect(await peersMain(['peers', 'remove', 'b.test'], cli.io)).toBe(1);
+    expect(cli.output().stderr).toBe('sydent-ts: no peer b.test\n');
+    expect(cli.sqliteFileMade()).toBe(false);
+  });
+
+  it('peers says in one line that the database cannot be reached; rotate-pepper refuses PostgreSQL; no sydent.db', async () => {
+    const { peersMain } = await import('../src/replication/cli.js');
+    const { rotatePepperMain } = await import('../src/store/rotate-pepper.js');
+    const cli = await cliDir(`postgresql://u:secret-pw@127.0.0.1:${await freePort()}/x`);
+    expect(await peersMain(['peers', 'list'], cli.io)).toBe(1);
+    const { stderr } = cli.output();
+    expect(stderr).toMatch(
+      /^sydent-ts: cannot connect to PostgreSQL at 127\.0\.0\.1:\d+\/x: connection refused[^\n]*\n$/,
+    );
+    expect(stderr).not.toContain('secret-pw');
+    expect(rotatePepperMain(['rotate-pepper'], cli.io)).toBe(1);
+    expect(cli.output().stderr).toBe(
+      'sydent-ts: rotate-pepper works on SQLite only for now ([db] db.engine = postgresql); nothing was changed\n',
+    );
+    expect(cli.sqliteFileMade()).toBe(false);
   });
 });

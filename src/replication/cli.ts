@@ -9,7 +9,8 @@
  * `add` writes Sydent's rows: `peers` (active = 1, the port; the cursor of an existing peer is kept) and
  * `peer_pubkeys` (alg `ed25519`, the key in standard unpadded base64); `--url` goes where Sydent reads it,
  * `[peer.NAME] base_replication_url` in sydent.conf (only that line is written). `remove` deletes both rows and
- * that section. A running server picks the changes up within its 10-second tick.
+ * that section. A running server picks the changes up within its 10-second tick. On PostgreSQL (`[db] db.engine =
+ * postgresql`) the rows are written in the database of db.url, which every node reads.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -17,8 +18,10 @@ import { dirname, resolve } from 'node:path';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { isHttpUrl } from '../config/sections/http.js';
 import { encodeBase64 } from '../crypto/index.js';
+import type { SydentConfig } from '../config/types.js';
 import { closeDatabase, openDatabase } from '../store/database.js';
-import { PeerReads, PeerWrites, PEER_KEY_ALG } from '../store/peers.js';
+import { PeerReads, PeerWrites, PEER_KEY_ALG, type PeerRow, type PeerUpsert } from '../store/peers.js';
+import { PgConnectError } from '../store/pg/url.js';
 import { decodePeerKey, PeerKeyError } from './keys.js';
 import { peersFromText, pushUrl, removePeerSectionFromFile, setPeerUrlInFile } from './peer-config.js';
 import { errorMessage } from '../util/error-message.js';
@@ -138,8 +141,8 @@ function oneName(words: string[], command: string): string {
   return words[0]!;
 }
 
-/** Runs `peers …` (argv: everything after the program name). Returns the exit code. */
-export function peersMain(argv: string[], io: CliIo): number {
+/** Runs `peers …` (argv: everything after the program name). Resolves with the exit code. */
+export async function peersMain(argv: string[], io: CliIo): Promise<number> {
   try {
     const { configPath, rest } = splitConfig(argv);
     if (rest[0] !== 'peers') throw new UsageError('not a peers command');
@@ -162,25 +165,21 @@ export function peersMain(argv: string[], io: CliIo): number {
     const path = resolve(io.cwd, configPath || io.env['SYDENT_CONF'] || 'sydent.conf');
     if (!existsSync(path)) throw new CommandError(`no config file at ${path} (give --config PATH or set SYDENT_CONF)`);
     const { config } = loadConfig({ configPath: path, env: io.env, cwd: io.cwd });
-    // Not the SQLite file named by db.file: on PostgreSQL that would make a new, unused sydent.db.
-    if (config.db.engine === 'postgresql') {
-      throw new CommandError('peers works on SQLite only for now ([db] db.engine = postgresql); nothing was changed');
-    }
-    const db = openDatabase(config.db.dbFile);
+    const peers = await openPeerRows(config);
     try {
       switch (action.kind) {
         case 'add':
-          add(action.add, path, db, io);
+          await add(action.add, path, peers, io);
           break;
         case 'remove':
-          remove(action.name, path, db, io);
+          await remove(action.name, path, peers, io);
           break;
         case 'list':
-          list(path, db, io, action.json);
+          await list(path, peers, io, action.json);
           break;
       }
     } finally {
-      closeDatabase(db);
+      await peers.close();
     }
     return 0;
   } catch (err) {
@@ -188,7 +187,7 @@ export function peersMain(argv: string[], io: CliIo): number {
       io.stderr(`sydent-ts: ${err.message}\n${PEERS_USAGE}\n`);
       return 2;
     }
-    if (err instanceof CommandError || err instanceof ConfigError) {
+    if (err instanceof CommandError || err instanceof ConfigError || err instanceof PgConnectError) {
       io.stderr(`sydent-ts: ${err.message}\n`);
       return 1;
     }
@@ -203,17 +202,43 @@ function parseList(words: string[]): boolean {
   throw new UsageError(`peers list takes only --json, not ${words.join(' ')}`);
 }
 
-type Db = ReturnType<typeof openDatabase>;
+/** The peers' rows in the configured database, whichever its engine. */
+interface PeerRows {
+  upsert(peer: PeerUpsert): Promise<boolean>;
+  remove(name: string): Promise<boolean>;
+  all(): Promise<PeerRow[]>;
+  close(): Promise<void>;
+}
 
-function add(opts: AddOptions, configPath: string, db: Db, io: CliIo): void {
-  const added = new PeerWrites(db).upsert({ name: opts.name, key: opts.pubkey, port: opts.port });
+async function openPeerRows(config: SydentConfig): Promise<PeerRows> {
+  if (config.db.engine === 'postgresql') {
+    // Not the SQLite file named by db.file: on PostgreSQL that would make a new, unused sydent.db.
+    if (!config.db.url) throw new CommandError('[db] db.engine = postgresql needs db.url (or SYDENT_DB_URL)');
+    // The driver is loaded only when configured, as the server does.
+    const { openPgPeerAdmin } = await import('../store/pg/peer-admin.js');
+    return openPgPeerAdmin(config.db.url);
+  }
+  const db = openDatabase(config.db.dbFile);
+  return {
+    upsert: (peer) => Promise.resolve(new PeerWrites(db).upsert(peer)),
+    remove: (name) => Promise.resolve(new PeerWrites(db).remove(name)),
+    all: () => Promise.resolve(new PeerReads(db).all()),
+    close: () => {
+      closeDatabase(db);
+      return Promise.resolve();
+    },
+  };
+}
+
+async function add(opts: AddOptions, configPath: string, peers: PeerRows, io: CliIo): Promise<void> {
+  const added = await peers.upsert({ name: opts.name, key: opts.pubkey, port: opts.port });
   if (opts.url !== undefined) setPeerUrlInFile(configPath, opts.name, opts.url);
   const url = pushUrl(opts.name, opts.port, opts.url ?? urlsOf(configPath)[opts.name]);
   io.stdout(`${added ? 'added' : 'updated'} peer ${opts.name}: pushes go to ${url}\n`);
 }
 
-function remove(name: string, configPath: string, db: Db, io: CliIo): void {
-  const removedRows = new PeerWrites(db).remove(name);
+async function remove(name: string, configPath: string, peers: PeerRows, io: CliIo): Promise<void> {
+  const removedRows = await peers.remove(name);
   const removedSection = removePeerSectionFromFile(configPath, name);
   if (!removedRows && !removedSection) throw new CommandError(`no peer ${name}`);
   io.stdout(`removed peer ${name}${removedSection ? ` and its [peer.${name}] section` : ''}\n`);
@@ -224,9 +249,9 @@ function urlsOf(configPath: string): Record<string, string | undefined> {
   return Object.fromEntries(Object.entries(peers).map(([name, p]) => [name, p.baseReplicationUrl]));
 }
 
-function list(configPath: string, db: Db, io: CliIo, json: boolean): void {
+async function list(configPath: string, peers: PeerRows, io: CliIo, json: boolean): Promise<void> {
   const urls = urlsOf(configPath);
-  const rows = new PeerReads(db).all().map((p) => ({
+  const rows = (await peers.all()).map((p) => ({
     name: p.name,
     active: p.active,
     port: p.port,

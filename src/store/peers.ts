@@ -170,7 +170,7 @@ export class PeerReads {
   }
 }
 
-interface PeerUpsert {
+export interface PeerUpsert {
   name: string;
   /** ed25519 public key, as it will be stored (base64, or legacy hex) */
   key: string;

@@ -135,7 +135,7 @@ export async function startMesh(
   if (opts.connect ?? true) {
     for (const r of replicas) {
       for (const other of replicas) {
-        if (other !== r) addPeer(r, other.name, other.server.server.ctx.identity.publicKeyBase64);
+        if (other !== r) await addPeer(r, other.name, other.server.server.ctx.identity.publicKeyBase64);
       }
     }
   }
@@ -154,15 +154,18 @@ export async function startMesh(
 }
 
 /** `sydent-ts peers add NAME --pubkey KEY` against a replica's config; throws with the output on failure. */
-export function addPeer(r: Replica, name: string, pubkey: string, extra: string[] = []): void {
-  const out = runPeers(r.dir, ['add', name, '--pubkey', pubkey, ...extra]);
+export async function addPeer(r: Replica, name: string, pubkey: string, extra: string[] = []): Promise<void> {
+  const out = await runPeers(r.dir, ['add', name, '--pubkey', pubkey, ...extra]);
   if (out.code !== 0) throw new Error(`peers add failed (${out.code}): ${out.stderr}`);
 }
 
-export function runPeers(dir: string, words: string[]): { code: number; stdout: string; stderr: string } {
+export async function runPeers(
+  dir: string,
+  words: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
-  const code = peersMain(['--config', path.join(dir, 'sydent.conf'), 'peers', ...words], {
+  const code = await peersMain(['--config', path.join(dir, 'sydent.conf'), 'peers', ...words], {
     stdout: (t) => (stdout += t),
     stderr: (t) => (stderr += t),
     env: {},

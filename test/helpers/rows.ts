@@ -104,11 +104,54 @@ export function psql(url: string, sql: string): string {
   return execFileSync('psql', [url, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', sql], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
+    // a test may read thousands of rows at once
+    maxBuffer: 256 * 1024 * 1024,
   });
 }
 
-function pgRows<T>(url: string, sql: string, params: readonly unknown[]): T[] {
-  const text = psql(url, `SELECT coalesce(json_agg(q), '[]') FROM (${inlineParams(sql, params)}) q`);
-  const parsed = JSON.parse(text) as Record<string, unknown>[];
+/** `sql` as one JSON array of its rows: bigints come back as numbers, as better-sqlite3 gives them. */
+const asJsonRows = (sql: string, params: readonly unknown[]): string =>
+  `SELECT coalesce(json_agg(q), '[]') AS rows FROM (${inlineParams(sql, params)}) q`;
+
+function sqliteNames<T>(parsed: Record<string, unknown>[]): T[] {
   return parsed.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [MIXED_CASE.get(k) ?? k, v]))) as T[];
+}
+
+function pgRows<T>(url: string, sql: string, params: readonly unknown[]): T[] {
+  return sqliteNames<T>(JSON.parse(psql(url, asJsonRows(sql, params))) as Record<string, unknown>[]);
+}
+
+/**
+ * A connection of the test's own to a server's database, kept open while a test polls it (vi.waitFor): each read
+ * costs a query, not a new connection (or, on PostgreSQL, a psql process). SQLite: read-only, beside the server.
+ */
+export interface RowReader {
+  rows<T = Record<string, unknown>>(sql: string, ...params: unknown[]): Promise<T[]>;
+  close(): Promise<void>;
+}
+
+export async function openRowReader(source: RowSource): Promise<RowReader> {
+  const url = pgUrlOf(source);
+  if (url) {
+    // pg is loaded only by tests on PostgreSQL.
+    const { connect } = await import('./postgres.js');
+    const client = await connect(url);
+    // The database dropped under it ends the connection: its queries fail, the process does not.
+    client.on('error', () => undefined);
+    return {
+      rows: async <T>(sql: string, ...params: unknown[]) =>
+        sqliteNames<T>(
+          (await client.query<{ rows: Record<string, unknown>[] }>(asJsonRows(sql, params))).rows[0]!.rows,
+        ),
+      close: () => client.end(),
+    };
+  }
+  const db = new Database(fileOf(source), { readonly: true, fileMustExist: true });
+  return {
+    rows: <T>(sql: string, ...params: unknown[]) => Promise.resolve(db.prepare(sql).all(...params) as T[]),
+    close: () => {
+      db.close();
+      return Promise.resolve();
+    },
+  };
 }

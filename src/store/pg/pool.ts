@@ -15,7 +15,7 @@ const CONNECT_TIMEOUT_MS = 5000;
 type TypeParser = (value: string) => unknown;
 
 /** pg's parsers, but int8 (bigint) as a number: ids and ms timestamps, below 2^53. */
-function int8AsNumber(...[oid, format]: Parameters<typeof pg.types.getTypeParser>): TypeParser {
+export function int8AsNumber(...[oid, format]: Parameters<typeof pg.types.getTypeParser>): TypeParser {
   return oid === pg.types.builtins.INT8
     ? (v: string) => Number(v)
     : (pg.types.getTypeParser(oid, format) as TypeParser);

@@ -24,6 +24,42 @@ const ACTIVE_PEER_COLUMNS =
 
 export const PEPPER_SQL = 'SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1';
 
+/** Every peer with each of its keys (one row per key; none for a peer without keys), by name. */
+export const PEERS_ALL_SQL = `SELECT p.name, p.port, p.lastSentVersion AS "lastSentVersion", p.lastPokeSucceededAt AS "lastPokeSucceededAt",
+         p.active, pk.alg, pk.key
+  FROM peers p LEFT JOIN peer_pubkeys pk ON pk.peername = p.name ORDER BY p.name, pk.alg`;
+
+export interface PeerJoinRow {
+  name: string;
+  port: number | null;
+  lastSentVersion: number | null;
+  lastPokeSucceededAt: number | null;
+  active: number;
+  alg: string | null;
+  key: string | null;
+}
+
+/** The rows of PEERS_ALL_SQL as PeerReads.all gives them on SQLite: one per peer, its keys by algorithm. */
+export function peerRowsOf(raw: readonly PeerJoinRow[]): PeerRow[] {
+  const peers = new Map<string, PeerRow>();
+  for (const r of raw) {
+    let peer = peers.get(r.name);
+    if (!peer) {
+      peer = {
+        name: r.name,
+        port: r.port,
+        lastSentVersion: r.lastSentVersion,
+        lastPokeSucceededAt: r.lastPokeSucceededAt,
+        active: r.active === 1,
+        keys: {},
+      };
+      peers.set(r.name, peer);
+    }
+    if (r.alg !== null && r.key !== null) peer.keys[r.alg] = r.key;
+  }
+  return [...peers.values()];
+}
+
 /** The pepper last read, reused for PEPPER_CACHE_MS; dropped when a node says it changed. */
 export class PepperCache {
   private cached: { value: string; readAt: number } | null = null;
@@ -233,39 +269,7 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
         ),
     },
     peers: {
-      all: async () => {
-        const peers = new Map<string, PeerRow>();
-        const raw = await rows<{
-          name: string;
-          port: number | null;
-          lastSentVersion: number | null;
-          lastPokeSucceededAt: number | null;
-          active: number;
-          alg: string | null;
-          key: string | null;
-        }>(
-          'peers_all',
-          `SELECT p.name, p.port, p.lastSentVersion AS "lastSentVersion", p.lastPokeSucceededAt AS "lastPokeSucceededAt",
-                  p.active, pk.alg, pk.key
-           FROM peers p LEFT JOIN peer_pubkeys pk ON pk.peername = p.name ORDER BY p.name, pk.alg`,
-        );
-        for (const r of raw) {
-          let peer = peers.get(r.name);
-          if (!peer) {
-            peer = {
-              name: r.name,
-              port: r.port,
-              lastSentVersion: r.lastSentVersion,
-              lastPokeSucceededAt: r.lastPokeSucceededAt,
-              active: r.active === 1,
-              keys: {},
-            };
-            peers.set(r.name, peer);
-          }
-          if (r.alg !== null && r.key !== null) peer.keys[r.alg] = r.key;
-        }
-        return [...peers.values()];
-      },
+      all: async () => peerRowsOf(await rows<PeerJoinRow>('peers_all', PEERS_ALL_SQL)),
       active: () =>
         rows<ActivePeer>(
           'peers_active',
