@@ -165,7 +165,7 @@ beforeAll(async () => {
   a = await startNode('node-a', conf);
   // Our nodes push to the peer (a row, as an operator adds one); the peer knows us by our key.
   const pubkey = (await call(a.url(`${V1}/pubkey/ed25519:0`))).json['public_key'] as string;
-  addPeer(mesh.byName(PEER), SERVER_NAME, pubkey);
+  await addPeer(mesh.byName(PEER), SERVER_NAME, pubkey);
   const peerKey = mesh.byName(PEER).server.server.ctx.identity.publicKeyBase64;
   sql(`INSERT INTO peers (name, port, lastSentVersion, active) VALUES ('${PEER}', NULL, NULL, 1);
        INSERT INTO peer_pubkeys (peername, alg, key) VALUES ('${PEER}', 'ed25519', '${peerKey}')`);
