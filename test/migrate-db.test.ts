@@ -13,6 +13,7 @@ import { closeDatabase, openDatabase } from '../src/store/database.js';
 import { getUserVersion, OUR_MIGRATIONS } from '../src/store/migrations.js';
 import { migrateDbMain } from '../src/store/migrate-db/cli.js';
 import { Progress } from '../src/store/migrate-db/progress.js';
+import { ensureRateBuckets, RATE_BUCKETS_TABLE } from '../src/store/pg/rate-buckets.js';
 import { PG_VERSION_TABLE } from '../src/store/pg/schema.js';
 import { SYDENT_SCHEMA_VERSION, SYDENT_TABLES } from '../src/store/schema.js';
 import { connect, testDatabase, type TestDatabase } from './helpers/postgres.js';
@@ -395,6 +396,16 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
     };
     expect(dumpSqlite(source, COUNT_TABLES)).toEqual(counts);
     expect(await dumpPg(pg.url, COUNT_TABLES)).toEqual(counts);
+    // A node ran on it: the rate limits' working table (no SQLite twin) holds a bucket, and is not copied back.
+    const node = await connect(pg.url);
+    try {
+      await ensureRateBuckets(node);
+      await node.query(
+        `INSERT INTO ${RATE_BUCKETS_TABLE} (bucket, key, tokens, at, admitted) VALUES ('b', 'k', 1, 1, true)`,
+      );
+    } finally {
+      await node.end();
+    }
     const back = path.join(d, 'back.db');
     const reverse = await migrateDb(['--to', `sqlite:${back}`], d, { SYDENT_DB_URL: pg.url });
     expect(reverse.code, reverse.stderr).toBe(0);

@@ -7,7 +7,7 @@ import type Database from 'better-sqlite3';
 import type pg from 'pg';
 
 import { OUR_MIGRATIONS } from '../migrations.js';
-import { PG_VERSION_TABLE } from '../pg/schema.js';
+import { PG_VERSION_TABLE, RATE_BUCKETS_TABLE } from '../pg/schema.js';
 import type { ColumnSpec, Family } from './rows.js';
 
 /**
@@ -39,14 +39,17 @@ export interface TableSpec {
   identity: string | null;
 }
 
-/** The tables of the PostgreSQL schema that are copied (the version table, the derived ones and migrate-db's own left out). */
+/**
+ * The tables of the PostgreSQL schema that are copied (the version table, the derived ones, migrate-db's own and the
+ * rate limits' working table left out).
+ */
 export async function pgTables(client: pg.ClientBase): Promise<TableSpec[]> {
   const cols = await client.query<{ table_name: string; column_name: string; data_type: string; is_identity: string }>(
     `SELECT table_name, column_name, data_type, is_identity
        FROM information_schema.columns
       WHERE table_schema = current_schema() AND table_name::text <> ALL ($1::text[])
       ORDER BY table_name, ordinal_position`,
-    [[PG_VERSION_TABLE, PROGRESS_TABLE, STATE_TABLE, ...DERIVED_TABLES]],
+    [[PG_VERSION_TABLE, PROGRESS_TABLE, STATE_TABLE, RATE_BUCKETS_TABLE, ...DERIVED_TABLES]],
   );
   const pks = await client.query<{ table_name: string; column_name: string }>(
     `SELECT tc.table_name, k.column_name

@@ -13,8 +13,9 @@ import type pg from 'pg';
 
 import type { Admission } from '../../util/rate-limiter.js';
 import { query } from './pool.js';
+import { RATE_BUCKETS_TABLE } from './schema.js';
 
-export const RATE_BUCKETS_TABLE = 'sydent_ts_rate_buckets';
+export { RATE_BUCKETS_TABLE };
 
 /** Any fixed number, the same in every sydent-ts: nodes starting at once make the table one after the other. */
 const CREATE_LOCK = 0x5359_5242; // "SYRB"

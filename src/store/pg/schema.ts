@@ -23,6 +23,9 @@
 /** The table holding the PostgreSQL schema's version (one row per migration applied); SQLite uses user_version. */
 export const PG_VERSION_TABLE = 'sydent_ts_schema_version';
 
+/** The rate limits' buckets (src/store/pg/rate-buckets.ts): working state, made at start-up, not by a migration. */
+export const RATE_BUCKETS_TABLE = 'sydent_ts_rate_buckets';
+
 /**
  * Sydent's tables as its final schema (user_version 5) has them. Version 5 in the PostgreSQL migrations, so that a
  * PostgreSQL database at version N has the tables of a sydent.db at user_version N.
