@@ -102,7 +102,14 @@ class PoolWorker {
     return new Promise<number[]>((resolve, reject) => {
       this.pending.set(request.id, { resolve, reject });
       this.worker.ref();
-      this.worker.postMessage(request, [request.payloads.buffer, request.ends.buffer, request.signatures.buffer]);
+      try {
+        this.worker.postMessage(request, [request.payloads.buffer, request.ends.buffer, request.signatures.buffer]);
+      } catch (error) {
+        // not sent (a key that cannot be cloned): nothing will answer it
+        this.pending.delete(request.id);
+        if (this.pending.size === 0) this.worker.unref();
+        reject(error instanceof Error ? error : new Error(String(error)));
+      }
     });
   }
 
