@@ -108,7 +108,7 @@ describe('a replica taking large pushes', () => {
     ca = await makeCa();
     mesh = await startMesh(ca, ['b.test'], { connect: false });
     b = mesh.replicas[0]!;
-    addPeer(b, PEER, encodeBase64(publicKeyFromSeed(seed)));
+    await addPeer(b, PEER, encodeBase64(publicKeyFromSeed(seed)));
     const cert = await makePeerCert(ca, PEER);
     agent = new Agent({ connect: { key: cert.key, cert: cert.cert, ca: ca.cert } });
   }, 30_000);
