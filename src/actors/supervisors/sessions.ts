@@ -191,4 +191,5 @@ export const sessionsSupervisor = supervisor('sessions', {
   },
   handlers: sessionsHandlers,
   children: ({ host }) => host.liveStates(),
+  childCounts: ({ host }) => host.liveCounts(),
 });
