@@ -21,6 +21,7 @@ import { closeDatabase, openDatabase } from '../../src/store/database.js';
 import { ensurePepper } from '../../src/store/hashing.js';
 import type { CannonSummary } from './cannon.js';
 import { buildOnce, copyCached, isBuilt, tableIndexes, valuesSql, type Built } from './db-cache.js';
+import { newDatabase, templateDatabase } from './postgres.js';
 import type { Extra, Goal, ScenarioContext, ScenarioResult } from './scenario.js';
 import { SERVER_NAME, type ConfSections, type SydentProcess } from './sydent.js';
 
@@ -173,29 +174,69 @@ export interface AssociationsServer {
   authHeaders: Record<string, string>;
 }
 
-/** sydent-ts on a database of `count` associations (1,000,000 by default), built or copied before it starts. */
+/**
+ * sydent-ts on a database of `count` associations (1,000,000 by default), built or copied before it starts. On
+ * PostgreSQL (`ctx.engine`): a copy of a template database that `migrate-db` loaded once from the cached SQLite
+ * file, or, with `pgUrl`, that database as is (a second process on the same database).
+ */
 export async function startAssociationsServer(
   ctx: ScenarioContext,
-  opts: AssociationsDbOptions & { conf?: ConfSections } = {},
+  opts: AssociationsDbOptions & { conf?: ConfSections; pgUrl?: string } = {},
 ): Promise<AssociationsServer> {
   let db: AssociationsDb | undefined;
-  const server = await ctx.startServer({
-    conf: opts.conf,
-    prepareDb: async (dbPath) => {
-      db = await prepareAssociationsDb(dbPath, opts);
-      ctx.log(
-        (db.buildS ? `built ${db.count} associations in ${db.buildS.toFixed(1)} s; ` : '') +
-          `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
-      );
-    },
-    startTimeoutMs: 60_000,
-  });
+  const server =
+    ctx.engine === 'postgresql'
+      ? await ctx.startServer({
+          conf: opts.conf,
+          pgUrl: opts.pgUrl ?? (await associationsPgDatabase(ctx, opts, (info) => (db = info))),
+          startTimeoutMs: 60_000,
+        })
+      : await ctx.startServer({
+          conf: opts.conf,
+          prepareDb: async (dbPath) => {
+            db = await prepareAssociationsDb(dbPath, opts);
+            ctx.log(
+              (db.buildS ? `built ${db.count} associations in ${db.buildS.toFixed(1)} s; ` : '') +
+                `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
+            );
+          },
+          startTimeoutMs: 60_000,
+        });
+  if (!db && opts.pgUrl) {
+    const { info } = await associationsFile(opts);
+    db = { ...info, buildS: 0, copyS: 0, bytes: 0 };
+  }
   if (!db) throw new Error('the associations database was not prepared');
   return {
     server,
     db,
     authHeaders: { authorization: `Bearer ${db.accessToken}`, 'content-type': 'application/json' },
   };
+}
+
+/** A new PostgreSQL database holding the associations (dropped when the scenario ends); its URL. */
+async function associationsPgDatabase(
+  ctx: ScenarioContext,
+  opts: AssociationsDbOptions,
+  prepared: (db: AssociationsDb) => void,
+): Promise<string> {
+  const count = opts.count ?? 1_000_000;
+  const serverName = opts.serverName ?? SERVER_NAME;
+  const fresh = !isBuilt(keyOf(count, serverName));
+  const { file, info, buildS } = await associationsFile({ count, serverName });
+  const started = performance.now();
+  const template = await templateDatabase(keyOf(count, serverName), file);
+  const copied = performance.now();
+  const pgDb = await newDatabase(template.name);
+  ctx.defer(pgDb.drop);
+  const copyS = (performance.now() - copied) / 1000;
+  ctx.log(
+    (fresh ? `built ${count} associations in ${buildS.toFixed(1)} s; ` : '') +
+      (copied - started > 1000 ? `migrate-db into PostgreSQL in ${template.migrateS.toFixed(1)} s; ` : '') +
+      `database copied from the template in ${copyS.toFixed(1)} s`,
+  );
+  prepared({ ...info, buildS: fresh ? buildS : 0, copyS, bytes: 0 });
+  return pgDb.url;
 }
 
 export const V2_LOOKUP_PATH = '/_matrix/identity/v2/lookup';
