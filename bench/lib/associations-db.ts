@@ -14,6 +14,7 @@
 import { randomBytes } from 'node:crypto';
 
 import type { AutocannonRequest } from 'autocannon';
+import pg from 'pg';
 
 import { lookupHash } from '../../src/crypto/hash.js';
 import { ASSOCIATION_LIFETIME_MS } from '../../src/store/associations.js';
@@ -378,6 +379,18 @@ export async function measureBulkLookup(ctx: ScenarioContext, opts: BulkLookupOp
     },
     { label: 'associations in the database', value: s.db.count.toLocaleString('en') },
   );
+  if (s.server.pgUrl) {
+    extras.push(
+      {
+        label: 'EXPLAIN (ANALYZE, BUFFERS) of the lookup statement on the first body, after the load',
+        value: `\`${await explainLookup(s.server.pgUrl, bodies[0]!.hashes, true)}\``,
+      },
+      {
+        label: 'the same with enable_seqscan off (the index on lookup_hash)',
+        value: `\`${await explainLookup(s.server.pgUrl, bodies[0]!.hashes, false)}\``,
+      },
+    );
+  }
   const goals: Goal[] =
     opts.goalP50Ms === undefined
       ? []
@@ -390,4 +403,28 @@ export async function measureBulkLookup(ctx: ScenarioContext, opts: BulkLookupOp
           },
         ];
   return { summary, extras, notes: statusNotes(summary), goals };
+}
+
+/**
+ * The plan of the v2 lookup's statement (src/store/pg/reads.ts, lookupHashes) for `hashes`, as it ran, line by line
+ * (the array of hashes left out); with `seqscan: false`, the plan the planner makes when sequential scans are
+ * disabled for the transaction: what the index on lookup_hash would cost.
+ */
+async function explainLookup(pgUrl: string, hashes: string[], seqscan: boolean): Promise<string> {
+  const client = new pg.Client({ connectionString: pgUrl });
+  await client.connect();
+  try {
+    await client.query('BEGIN');
+    if (!seqscan) await client.query('SET LOCAL enable_seqscan = off');
+    const now = Date.now();
+    const plan = await client.query<{ 'QUERY PLAN': string }>(
+      `EXPLAIN (ANALYZE, BUFFERS) SELECT lookup_hash, mxid FROM global_threepid_associations
+       WHERE lookup_hash = ANY($1::text[]) AND notBefore <= $2 AND notAfter > $2 ORDER BY ts, id`,
+      [hashes, now],
+    );
+    await client.query('ROLLBACK');
+    return plan.rows.map((r) => r['QUERY PLAN'].trim().replace(/'\{[^}]*\}'/g, "'{…}'")).join(' / ');
+  } finally {
+    await client.end();
+  }
 }

@@ -88,6 +88,20 @@ export async function runMigrateDb(args: string[], cwd: string, echo = false): P
   return { seconds, stderr, stdout };
 }
 
+/**
+ * Writes the server's file system's dirty pages out now (`sync -f`): the server runs with fsync off, so a copied
+ * database of hundreds of megabytes would otherwise be written back by the kernel about 30 s later, in the middle of
+ * whatever is measured then (as bench/lib/db-cache.ts's flushToDisk does for the SQLite copies).
+ */
+async function flushFileSystem(): Promise<void> {
+  const { dir } = await benchPostgres();
+  await new Promise<void>((resolve, reject) =>
+    spawn('sync', ['-f', dir], { stdio: 'ignore' })
+      .on('error', reject)
+      .on('close', (code) => (code === 0 ? resolve() : reject(new Error(`sync -f exited with ${code}`)))),
+  );
+}
+
 let databases = 0;
 const templates = new Map<string, Promise<{ name: string; migrateS: number }>>();
 
@@ -103,7 +117,11 @@ export function templateDatabase(key: string, sqliteFile: string): Promise<{ nam
       await adminQuery(`CREATE DATABASE ${name}`);
       const url = await databaseUrl(name);
       const run = await runMigrateDb(['--to', url, '--from', `sqlite:${sqliteFile}`], path.dirname(sqliteFile));
-      await adminQuery('ANALYZE', [], url);
+      // Frozen and hinted once here, with the planner's statistics, rather than by the first reads (which would
+      // dirty every page they touch) or autovacuum on each copy in the middle of a measurement; then written out.
+      await adminQuery('VACUUM (FREEZE, ANALYZE)', [], url);
+      await adminQuery('CHECKPOINT');
+      await flushFileSystem();
       return { name, migrateS: run.seconds };
     })();
     made.catch(() => templates.delete(key));
@@ -123,6 +141,7 @@ export async function newDatabase(
   await adminQuery(
     template ? `CREATE DATABASE ${name} TEMPLATE ${template} STRATEGY FILE_COPY` : `CREATE DATABASE ${name}`,
   );
+  if (template) await flushFileSystem();
   return {
     url: await databaseUrl(name),
     name,
