@@ -150,8 +150,8 @@ export async function newDatabase(
 }
 
 /**
- * CPU seconds (user + system) of the bench's PostgreSQL so far: the postmaster and its children alive now (a
- * backend that ended between two readings takes its time with it, so read around loads on pooled connections).
+ * CPU seconds (user + system) of the bench's PostgreSQL so far: the postmaster and its children alive now. A child
+ * that ends between two readings takes its whole time off their difference: a lower figure than the truth then.
  */
 export async function postgresCpuSeconds(): Promise<number | null> {
   const s = await benchPostgres();
