@@ -9,43 +9,21 @@
  *   npm run bench:migrate-db                      # 1,000,000 associations
  *   npm run bench:migrate-db -- --count 100000    # fewer
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import pg from 'pg';
 
 import { startPostgresServer } from '../test/helpers/postgres-server.js';
 import { associationsFile } from './lib/associations-db.js';
+import { runMigrateDb } from './lib/postgres.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const TSX = pathToFileURL(path.join(ROOT, 'node_modules/tsx/dist/loader.mjs')).href;
 const GOAL_S = 60;
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
-async function run(args: string[], cwd: string): Promise<{ seconds: number; stderr: string; stdout: string }> {
-  const started = performance.now();
-  const child = spawn(process.execPath, ['--import', TSX, path.join(ROOT, 'src/main.ts'), 'migrate-db', ...args], {
-    cwd,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  let stdout = '';
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    stderr += d;
-    process.stderr.write(d);
-  });
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  const seconds = (performance.now() - started) / 1000;
-  if (code !== 0) throw new Error(`migrate-db exited with ${code}:\n${stderr}`);
-  return { seconds, stderr, stdout };
 }
 
 async function main(): Promise<void> {
@@ -64,9 +42,9 @@ async function main(): Promise<void> {
     const url = new URL(server.adminUrl);
     url.pathname = '/bench';
 
-    const forward = await run(['--to', url.href, '--from', `sqlite:${built.file}`], dir);
+    const forward = await runMigrateDb(['--to', url.href, '--from', `sqlite:${built.file}`], dir, true);
     const back = path.join(dir, 'back.db');
-    const reverse = await run(['--to', `sqlite:${back}`, '--from', url.href], dir);
+    const reverse = await runMigrateDb(['--to', `sqlite:${back}`, '--from', url.href], dir, true);
 
     const rows = /verified: \d+ tables, ([\d,]+) rows/.exec(forward.stderr)?.[1] ?? '?';
     const lines = [

@@ -1,10 +1,12 @@
 /**
  * The benchmark runner: `npm run bench [-- --only <name>[,<name>…]] [--duration <s>] [--warmup <s>]
- * [--connections <n>] [--sessions <n>] [--out <file>]`.
+ * [--connections <n>] [--sessions <n>] [--engine sqlite|postgresql|sqlite,postgresql] [--out <file>]`.
  *
  * Runs the baseline (bare fastify) first, then every other scenario of bench/scenarios/*.ts in name order, each
  * server in its own process and autocannon in this one, and writes bench/RESULTS.md (or --out) and a table on
- * stdout. Speed is recorded here, never asserted in tests.
+ * stdout. With several engines, each scenario that runs on them runs once per engine, one after the other (so that
+ * their figures come from the same minutes); PostgreSQL is a throwaway server started once for the run. Speed is
+ * recorded here, never asserted in tests.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -18,6 +20,7 @@ import {
   type Scenario,
   type ScenarioResult,
 } from './lib/scenario.js';
+import { benchPostgres, ENGINES, stopBenchPostgres, type Engine } from './lib/postgres.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const SCENARIO_DIR = path.join(BENCH_DIR, 'scenarios');
@@ -32,13 +35,15 @@ interface Options {
   connections: number;
   /** requestTokens of the memory scenario; null: its default */
   sessions: number | null;
+  /** the store engines to run the scenarios on, in this order */
+  engines: Engine[];
   out: string;
 }
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`bench: ${problem}\n`);
   process.stderr.write(
-    'usage: npm run bench -- [--only <name>[,<name>…]] [--duration <s>] [--warmup <s>] [--connections <n>] [--sessions <n>] [--out <file>]\n',
+    'usage: npm run bench -- [--only <name>[,<name>…]] [--duration <s>] [--warmup <s>] [--connections <n>] [--sessions <n>] [--engine sqlite|postgresql|sqlite,postgresql] [--out <file>]\n',
   );
   process.exit(problem ? 2 : 0);
 }
@@ -50,6 +55,7 @@ function parseArgs(argv: string[]): Options {
     warmupS: 2,
     connections: 10,
     sessions: null,
+    engines: ['sqlite'],
     out: path.join(BENCH_DIR, 'RESULTS.md'),
   };
   const number = (flag: string, value: string | undefined, min: number): number => {
@@ -89,6 +95,14 @@ function parseArgs(argv: string[]): Options {
       case '--sessions':
         opts.sessions = Math.floor(number(flag, value(), 1));
         break;
+      case '--engine': {
+        const v = (value() ?? '').split(',').map((e) => e.trim().toLowerCase());
+        const engines = ENGINES.filter((e) => v.includes(e));
+        if (!v[0] || engines.length !== new Set(v).size)
+          usage('--engine needs sqlite, postgresql or both (comma-separated)');
+        opts.engines = v as Engine[];
+        break;
+      }
       case '--out': {
         const v = value();
         if (!v) usage('--out needs a file');
@@ -134,15 +148,19 @@ async function loadScenarios(): Promise<Scenario[]> {
 
 interface Outcome {
   scenario: Scenario;
+  /** the scenario's name, with the engine when it is not SQLite */
+  label: string;
   result?: ScenarioResult;
   error?: string;
   wallS: number;
 }
 
-async function runOne(scenario: Scenario, opts: Options): Promise<Outcome> {
+async function runOne(scenario: Scenario, engine: Engine, opts: Options): Promise<Outcome> {
   const started = Date.now();
+  const label = engine === 'sqlite' ? scenario.name : `${scenario.name} (${engine})`;
   const { ctx, stderr, dispose } = createContext({
-    name: scenario.name,
+    name: label,
+    engine,
     durationS: opts.durationS,
     warmupS: opts.warmupS,
     connections: opts.connections,
@@ -169,10 +187,11 @@ async function runOne(scenario: Scenario, opts: Options): Promise<Outcome> {
         notes.push(`${what} wrote ${lines.length} line(s) to stderr, the first: ${lines[0]!.slice(0, 300)}`);
     }
     result.notes = notes;
-    return { scenario, result, wallS: (Date.now() - started) / 1000 };
+    return { scenario, label, result, wallS: (Date.now() - started) / 1000 };
   } catch (error) {
     return {
       scenario,
+      label,
       error: error instanceof Error ? error.message : String(error),
       wallS: (Date.now() - started) / 1000,
     };
@@ -213,26 +232,14 @@ const COLUMNS = [
 const ms = (v: number): string => (v === 0 ? '<1' : String(v));
 
 function row(o: Outcome, baselineRps: number | null): string[] {
-  if (!o.result) return [o.scenario.name, 'failed', '', '', '', '', '', '', '', '', ''];
+  if (!o.result) return [o.label, 'failed', '', '', '', '', '', '', '', '', ''];
   const twin = o.result.twin ? o.result.twin.ratio.toFixed(3) : '';
   const s = o.result.summary;
   if (!s)
-    return [
-      o.scenario.name,
-      '',
-      '',
-      '',
-      '',
-      '',
-      '',
-      '',
-      '',
-      o.result.paired ? o.result.paired.ratio.toFixed(3) : '',
-      twin,
-    ];
+    return [o.label, '', '', '', '', '', '', '', '', o.result.paired ? o.result.paired.ratio.toFixed(3) : '', twin];
   const ratio = baselineRps ? (s.rps / baselineRps).toFixed(3) : 'n/a';
   return [
-    o.scenario.name,
+    o.label,
     s.rps.toFixed(1),
     ms(s.p50),
     ms(s.p90),
@@ -279,7 +286,7 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     'Written by `npm run bench` (bench/run.ts); see bench/README.md. Figures from one run on one',
     'machine: compare ratios to the baseline rather than absolute numbers across machines.',
     '',
-    `- Date: ${startedAt.toISOString()}`,
+    `- Date: ${startedAt.toISOString()} to ${new Date().toISOString()}`,
     `- Load average (1 min, on ${os.cpus().length} cores) at the start ${loadAtStart.toFixed(2)}, at the end ${os.loadavg()[0]!.toFixed(2)}` +
       (Math.max(loadAtStart, os.loadavg()[0]!) > 1.5
         ? ': other work shared the machine, figures are lower than on a quiet one'
@@ -289,6 +296,11 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     `- Run: ${opts.durationS} s measured per scenario after ${opts.warmupS} s of warm-up (not counted), ${opts.connections} connections, pipelining 1` +
       (opts.only ? `; only ${opts.only.join(', ')} (and the baseline)` : ''),
     '- Servers under test in their own process; autocannon in the bench process; loopback only.',
+    `- Store engines: ${opts.engines.join(', ')}` +
+      (pgVersion
+        ? ` (PostgreSQL ${pgVersion}: a throwaway server on this machine, fsync and synchronous_commit off, the ` +
+          '1,000,000 associations loaded by `migrate-db` from the SQLite file once, copied per scenario)'
+        : ''),
     '',
     markdownTable(rows),
     '',
@@ -308,7 +320,7 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
     ...goalTable(outcomes),
   ];
   for (const o of outcomes) {
-    out.push(`## ${o.scenario.name}`, '', o.scenario.description, '');
+    out.push(`## ${o.label}`, '', o.scenario.description, '');
     if (o.error) {
       out.push(`**Failed**: ${o.error}`, '');
       continue;
@@ -367,11 +379,11 @@ function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedA
 
 /** The goals the scenarios report (issue 22's table), in scenario order. */
 function goalTable(outcomes: Outcome[]): string[] {
-  const goals = outcomes.flatMap((o) => (o.result?.goals ?? []).map((g) => ({ scenario: o.scenario.name, ...g })));
+  const goals = outcomes.flatMap((o) => (o.result?.goals ?? []).map((g) => ({ scenario: o.label, ...g })));
   if (!goals.length) return [];
   const esc = (c: string) => c.replace(/\|/g, '\\|');
   return [
-    '### Goals (issue 22)',
+    '### Goals (issues 22 and 23)',
     '',
     '| goal | scenario | now | goal | met |',
     '| --- | --- | --- | --- | --- |',
@@ -385,6 +397,8 @@ function goalTable(outcomes: Outcome[]): string[] {
 
 /** the machine's load when the run started: on a shared machine, other work lowers every figure */
 const loadAtStart = os.loadavg()[0]!;
+/** the bench's PostgreSQL's major version, once started */
+let pgVersion: string | null = null;
 
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
@@ -396,28 +410,45 @@ async function main(): Promise<void> {
       usage(`unknown scenario ${unknown.join(', ')}; there are: ${all.map((s) => s.name).join(', ')}`);
   }
   const selected = all.filter((s) => s.name === BASELINE || !opts.only || opts.only.includes(s.name));
+  const runs = selected.flatMap((scenario) => {
+    const engines = scenario.engines ?? ['sqlite'];
+    if (engines === 'none') return [{ scenario, engine: opts.engines[0]! }];
+    const on = opts.engines.filter((e) => engines.includes(e));
+    if (!on.length && opts.only?.includes(scenario.name))
+      process.stderr.write(`bench: ${scenario.name} runs on ${engines.join(', ')} only: not run\n`);
+    return on.map((engine) => ({ scenario, engine }));
+  });
   const m = machine();
   process.stderr.write(
-    `bench: ${selected.length} scenarios, ${opts.warmupS} s warm-up + ${opts.durationS} s each; ${m.cpu}, ${m.cores} cores, Node ${m.node}\n`,
+    `bench: ${runs.length} scenario runs, ${opts.warmupS} s warm-up + ${opts.durationS} s each; ${m.cpu}, ${m.cores} cores, Node ${m.node}\n`,
   );
+  if (opts.engines.includes('postgresql')) {
+    pgVersion = (await benchPostgres()).version;
+    process.stderr.write(`bench: PostgreSQL ${pgVersion} started\n`);
+  }
 
   const outcomes: Outcome[] = [];
-  for (const scenario of selected) {
-    process.stderr.write(`bench: ${scenario.name}…\n`);
-    const o = await runOne(scenario, opts);
-    outcomes.push(o);
-    if (o.error) process.stderr.write(`bench: ${scenario.name} failed: ${o.error}\n`);
-    else {
-      const r = o.result!;
-      const figures = [
-        r.summary ? `${r.summary.rps.toFixed(1)} req/s` : '',
-        r.paired ? `paired with the baseline ${r.paired.ratio.toFixed(3)}` : '',
-        r.twin ? `vs twin ${r.twin.ratio.toFixed(3)}` : '',
-      ].filter(Boolean);
-      process.stderr.write(
-        `bench: ${scenario.name} done in ${o.wallS.toFixed(1)} s${figures.length ? ` (${figures.join(', ')})` : ''}\n`,
-      );
+  try {
+    for (const { scenario, engine } of runs) {
+      const name = engine === 'sqlite' ? scenario.name : `${scenario.name} (${engine})`;
+      process.stderr.write(`bench: ${name}… (load average ${os.loadavg()[0]!.toFixed(2)})\n`);
+      const o = await runOne(scenario, engine, opts);
+      outcomes.push(o);
+      if (o.error) process.stderr.write(`bench: ${o.label} failed: ${o.error}\n`);
+      else {
+        const r = o.result!;
+        const figures = [
+          r.summary ? `${r.summary.rps.toFixed(1)} req/s` : '',
+          r.paired ? `paired with the baseline ${r.paired.ratio.toFixed(3)}` : '',
+          r.twin ? `vs twin ${r.twin.ratio.toFixed(3)}` : '',
+        ].filter(Boolean);
+        process.stderr.write(
+          `bench: ${o.label} done in ${o.wallS.toFixed(1)} s${figures.length ? ` (${figures.join(', ')})` : ''}\n`,
+        );
+      }
     }
+  } finally {
+    await stopBenchPostgres();
   }
 
   const base = outcomes.find((o) => o.scenario.name === BASELINE)?.result?.summary?.rps ?? null;
@@ -426,9 +457,9 @@ async function main(): Promise<void> {
 
   process.stdout.write(`\n${textTable(rows)}\n`);
   for (const o of outcomes) {
-    for (const e of o.result?.extras ?? []) process.stdout.write(`${o.scenario.name}: ${e.label}: ${e.value}\n`);
-    for (const n of o.result?.notes ?? []) process.stdout.write(`${o.scenario.name}: note: ${n}\n`);
-    if (o.error) process.stdout.write(`${o.scenario.name}: FAILED: ${o.error}\n`);
+    for (const e of o.result?.extras ?? []) process.stdout.write(`${o.label}: ${e.label}: ${e.value}\n`);
+    for (const n of o.result?.notes ?? []) process.stdout.write(`${o.label}: note: ${n}\n`);
+    if (o.error) process.stdout.write(`${o.label}: FAILED: ${o.error}\n`);
   }
   process.stdout.write(`\nwritten: ${path.relative(process.cwd(), opts.out) || opts.out}\n`);
   process.exitCode = outcomes.some((o) => o.error) ? 1 : 0;

@@ -1,11 +1,9 @@
 import { ConfigError, generateConfig, loadConfig } from './config/index.js';
 import { LogFileError } from './log-file.js';
 import { openConfiguredLog } from './log.js';
-import { isPeersCommand, peersMain } from './replication/cli.js';
+import { peersMain, splitConfig } from './replication/cli.js';
 import { startServer } from './server.js';
-import { isMigrateDbCommand, migrateDbMain } from './store/migrate-db/cli.js';
 import { StartupError } from './startup-error.js';
-import { isRotatePepperCommand, rotatePepperMain } from './store/rotate-pepper.js';
 import { TermsError } from './terms/terms.js';
 import { VERSION } from './version.js';
 import { errorMessage } from './util/error-message.js';
@@ -89,9 +87,19 @@ function fail(message: string): never {
   process.exit(1);
 }
 
+/** The command a command line names: its first word other than `--config PATH` (none: run the server). */
+function commandOf(argv: string[]): string | undefined {
+  try {
+    return splitConfig(argv).rest[0];
+  } catch {
+    return undefined;
+  }
+}
+
 async function main(): Promise<void> {
+  const command = commandOf(process.argv.slice(2));
   // `sydent-ts [--config PATH] peers add|list|remove …`: replication peers, then exit
-  if (isPeersCommand(process.argv.slice(2))) {
+  if (command === 'peers') {
     process.exitCode = await peersMain(process.argv.slice(2), {
       stdout: (text) => process.stdout.write(text),
       stderr: (text) => process.stderr.write(text),
@@ -100,7 +108,10 @@ async function main(): Promise<void> {
     });
     return;
   }
-  if (isRotatePepperCommand(process.argv.slice(2))) {
+  // The commands below are loaded only when asked for: the server never needs them (migrate-db brings the
+  // PostgreSQL client).
+  if (command === 'rotate-pepper') {
+    const { rotatePepperMain } = await import('./store/rotate-pepper.js');
     process.exitCode = rotatePepperMain(process.argv.slice(2), {
       stdout: (text) => process.stdout.write(text),
       stderr: (text) => process.stderr.write(text),
@@ -109,7 +120,8 @@ async function main(): Promise<void> {
     });
     return;
   }
-  if (isMigrateDbCommand(process.argv.slice(2))) {
+  if (command === 'migrate-db') {
+    const { migrateDbMain } = await import('./store/migrate-db/cli.js');
     process.exitCode = await migrateDbMain(process.argv.slice(2), {
       stdout: (text) => process.stdout.write(text),
       stderr: (text) => process.stderr.write(text),

@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { assign, fromPromise, setup, type InspectionEvent } from 'xstate';
 import {
   MachineHost,
+  MachineStoppedError,
   MachineVersionError,
   SettleTimeoutError,
   type MachineStorePort,
@@ -365,5 +366,85 @@ describe('machine host', () => {
     expect(aborted).toBe(true);
     expect(row('i')).toMatchObject({ state: '{"open":"working"}', row_version: 1 });
     expect([...slowHost.inFlight()]).toEqual([]);
+  });
+
+  it('the live actors counted by state stay what walking them says, as actors start, move, stop and are let go', async () => {
+    type Counts = { total: number; byState: Record<string, number> };
+    const walked = (h: MachineHost<typeof jobMachine, string>): Counts => {
+      const byState: Record<string, number> = {};
+      let total = 0;
+      for (const { state } of h.inFlight()) {
+        byState[state] = (byState[state] ?? 0) + 1;
+        total++;
+      }
+      return { total, byState };
+    };
+    // Read at every change of state, while the actor that moved is still live.
+    const atTransitions: [Counts, Counts][] = [];
+    const gates = new Map<string, { release: () => void; fail: () => void }>();
+    const gated = fromPromise<string, { id: string }>(
+      ({ input, signal }) =>
+        new Promise<string>((resolve, reject) => {
+          gates.set(input.id, { release: () => resolve(input.id), fail: () => reject(new Error('failed')) });
+          signal.addEventListener('abort', () => reject(new Error('aborted')));
+        }),
+    );
+    const h: MachineHost<typeof jobMachine, string> = new MachineHost<typeof jobMachine, string>({
+      name: 'job',
+      machine: jobMachine.provide({ actors: { work: gated } }),
+      version: 3,
+      store: sqlitePort(db),
+      now: () => 1000,
+      settleTimeoutMs: 2_000,
+      onTransition: () => atTransitions.push([h.liveCounts(), walked(h)]),
+    });
+    const until = async (ids: string[]) => {
+      for (let i = 0; i < 200 && !ids.every((id) => gates.has(id)); i++) await new Promise((r) => setTimeout(r, 5));
+    };
+
+    // Created and answered at once: nothing stays live.
+    for (const id of ['a', 'b', 'c', 'd']) await h.create(id, { id }, { type: 'BUMP' });
+    expect(h.liveCounts()).toEqual({ total: 0, byState: {} });
+
+    // Three at work.
+    const a = h.send('a', { type: 'GO' });
+    const b = h.send('b', { type: 'GO' });
+    const c = h.send('c', { type: 'GO' });
+    await until(['a', 'b', 'c']);
+    expect(h.liveCounts()).toEqual({ total: 3, byState: { working: 3 } });
+    expect(h.liveCounts()).toEqual(walked(h));
+
+    // An event taken by a live actor that does not move it.
+    expect(h.interrupt('a', { type: 'BUMP' })).toBe(true);
+    expect(h.liveCounts()).toEqual({ total: 3, byState: { working: 3 } });
+
+    // One done, one failed, one stopped: each let go, whatever the way out.
+    gates.get('a')!.release();
+    expect(await a).toMatchObject({ state: 'done' });
+    expect(h.liveCounts()).toEqual({ total: 2, byState: { working: 2 } });
+    gates.get('b')!.fail();
+    expect(await b).toMatchObject({ state: 'failed' });
+    h.stop('c');
+    await expect(c).rejects.toThrow(MachineStoppedError);
+    expect(h.liveCounts()).toEqual({ total: 0, byState: {} });
+    expect(h.liveCounts()).toEqual(walked(h));
+
+    // Out of time: stopped by the host, counted out too.
+    const slow = new MachineHost<typeof jobMachine, string>({
+      name: 'job',
+      machine: jobMachine.provide({ actors: { work: gated } }),
+      version: 3,
+      store: sqlitePort(db),
+      now: () => 1000,
+      settleTimeoutMs: 30,
+    });
+    await expect(slow.send('d', { type: 'GO' })).rejects.toThrow(SettleTimeoutError);
+    expect(slow.liveCounts()).toEqual({ total: 0, byState: {} });
+
+    // Every change of state was counted as it happened: the actor that moved, under its new state.
+    expect(atTransitions.length).toBeGreaterThan(0);
+    for (const [kept, walk] of atTransitions) expect(kept).toEqual(walk);
+    expect(atTransitions.some(([kept]) => (kept.byState['done'] ?? 0) === 1)).toBe(true);
+    expect(atTransitions.some(([kept]) => (kept.byState['failed'] ?? 0) === 1)).toBe(true);
   });
 });

@@ -14,6 +14,7 @@
 import { randomBytes } from 'node:crypto';
 
 import type { AutocannonRequest } from 'autocannon';
+import pg from 'pg';
 
 import { lookupHash } from '../../src/crypto/hash.js';
 import { ASSOCIATION_LIFETIME_MS } from '../../src/store/associations.js';
@@ -21,6 +22,7 @@ import { closeDatabase, openDatabase } from '../../src/store/database.js';
 import { ensurePepper } from '../../src/store/hashing.js';
 import type { CannonSummary } from './cannon.js';
 import { buildOnce, copyCached, isBuilt, tableIndexes, valuesSql, type Built } from './db-cache.js';
+import { newDatabase, templateDatabase } from './postgres.js';
 import type { Extra, Goal, ScenarioContext, ScenarioResult } from './scenario.js';
 import { SERVER_NAME, type ConfSections, type SydentProcess } from './sydent.js';
 
@@ -173,29 +175,69 @@ export interface AssociationsServer {
   authHeaders: Record<string, string>;
 }
 
-/** sydent-ts on a database of `count` associations (1,000,000 by default), built or copied before it starts. */
+/**
+ * sydent-ts on a database of `count` associations (1,000,000 by default), built or copied before it starts. On
+ * PostgreSQL (`ctx.engine`): a copy of a template database that `migrate-db` loaded once from the cached SQLite
+ * file, or, with `pgUrl`, that database as is (a second process on the same database).
+ */
 export async function startAssociationsServer(
   ctx: ScenarioContext,
-  opts: AssociationsDbOptions & { conf?: ConfSections } = {},
+  opts: AssociationsDbOptions & { conf?: ConfSections; pgUrl?: string } = {},
 ): Promise<AssociationsServer> {
   let db: AssociationsDb | undefined;
-  const server = await ctx.startServer({
-    conf: opts.conf,
-    prepareDb: async (dbPath) => {
-      db = await prepareAssociationsDb(dbPath, opts);
-      ctx.log(
-        (db.buildS ? `built ${db.count} associations in ${db.buildS.toFixed(1)} s; ` : '') +
-          `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
-      );
-    },
-    startTimeoutMs: 60_000,
-  });
+  const server =
+    ctx.engine === 'postgresql'
+      ? await ctx.startServer({
+          conf: opts.conf,
+          pgUrl: opts.pgUrl ?? (await associationsPgDatabase(ctx, opts, (info) => (db = info))),
+          startTimeoutMs: 60_000,
+        })
+      : await ctx.startServer({
+          conf: opts.conf,
+          prepareDb: async (dbPath) => {
+            db = await prepareAssociationsDb(dbPath, opts);
+            ctx.log(
+              (db.buildS ? `built ${db.count} associations in ${db.buildS.toFixed(1)} s; ` : '') +
+                `copied ${(db.bytes / 2 ** 20).toFixed(0)} MiB in ${db.copyS.toFixed(1)} s`,
+            );
+          },
+          startTimeoutMs: 60_000,
+        });
+  if (!db && opts.pgUrl) {
+    const { info } = await associationsFile(opts);
+    db = { ...info, buildS: 0, copyS: 0, bytes: 0 };
+  }
   if (!db) throw new Error('the associations database was not prepared');
   return {
     server,
     db,
     authHeaders: { authorization: `Bearer ${db.accessToken}`, 'content-type': 'application/json' },
   };
+}
+
+/** A new PostgreSQL database holding the associations (dropped when the scenario ends); its URL. */
+async function associationsPgDatabase(
+  ctx: ScenarioContext,
+  opts: AssociationsDbOptions,
+  prepared: (db: AssociationsDb) => void,
+): Promise<string> {
+  const count = opts.count ?? 1_000_000;
+  const serverName = opts.serverName ?? SERVER_NAME;
+  const fresh = !isBuilt(keyOf(count, serverName));
+  const { file, info, buildS } = await associationsFile({ count, serverName });
+  const started = performance.now();
+  const template = await templateDatabase(keyOf(count, serverName), file);
+  const copied = performance.now();
+  const pgDb = await newDatabase(template.name);
+  ctx.defer(pgDb.drop);
+  const copyS = (performance.now() - copied) / 1000;
+  ctx.log(
+    (fresh ? `built ${count} associations in ${buildS.toFixed(1)} s; ` : '') +
+      (copied - started > 1000 ? `migrate-db into PostgreSQL in ${template.migrateS.toFixed(1)} s; ` : '') +
+      `database copied from the template in ${copyS.toFixed(1)} s`,
+  );
+  prepared({ ...info, buildS: fresh ? buildS : 0, copyS, bytes: 0 });
+  return pgDb.url;
 }
 
 export const V2_LOOKUP_PATH = '/_matrix/identity/v2/lookup';
@@ -337,6 +379,18 @@ export async function measureBulkLookup(ctx: ScenarioContext, opts: BulkLookupOp
     },
     { label: 'associations in the database', value: s.db.count.toLocaleString('en') },
   );
+  if (s.server.pgUrl) {
+    extras.push(
+      {
+        label: 'EXPLAIN (ANALYZE, BUFFERS) of the lookup statement on the first body, after the load',
+        value: `\`${await explainLookup(s.server.pgUrl, bodies[0]!.hashes, true)}\``,
+      },
+      {
+        label: 'the same with enable_seqscan off (the index on lookup_hash)',
+        value: `\`${await explainLookup(s.server.pgUrl, bodies[0]!.hashes, false)}\``,
+      },
+    );
+  }
   const goals: Goal[] =
     opts.goalP50Ms === undefined
       ? []
@@ -349,4 +403,28 @@ export async function measureBulkLookup(ctx: ScenarioContext, opts: BulkLookupOp
           },
         ];
   return { summary, extras, notes: statusNotes(summary), goals };
+}
+
+/**
+ * The plan of the v2 lookup's statement (src/store/pg/reads.ts, lookupHashes) for `hashes`, as it ran, line by line
+ * (the array of hashes left out); with `seqscan: false`, the plan the planner makes when sequential scans are
+ * disabled for the transaction: what the index on lookup_hash would cost.
+ */
+async function explainLookup(pgUrl: string, hashes: string[], seqscan: boolean): Promise<string> {
+  const client = new pg.Client({ connectionString: pgUrl });
+  await client.connect();
+  try {
+    await client.query('BEGIN');
+    if (!seqscan) await client.query('SET LOCAL enable_seqscan = off');
+    const now = Date.now();
+    const plan = await client.query<{ 'QUERY PLAN': string }>(
+      `EXPLAIN (ANALYZE, BUFFERS) SELECT lookup_hash, mxid FROM global_threepid_associations
+       WHERE lookup_hash = ANY($1::text[]) AND notBefore <= $2 AND notAfter > $2 ORDER BY ts, id`,
+      [hashes, now],
+    );
+    await client.query('ROLLBACK');
+    return plan.rows.map((r) => r['QUERY PLAN'].trim().replace(/'\{[^}]*\}'/g, "'{…}'")).join(' / ');
+  } finally {
+    await client.end();
+  }
 }

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { cpuSeconds } from './proc-cpu.js';
 
 /** The project root (bench/lib/../..). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -21,6 +22,11 @@ export interface TsProcess {
    * 64 KiB the process wrote), or null: when a start-up line was logged, to within the pipe's delay.
    */
   seenAt(text: string): number | null;
+  /**
+   * The process's CPU seconds (user + system, all its threads) read when that chunk arrived, or null: what it had
+   * done by then, whatever the machine's load made of the wall-clock time.
+   */
+  cpuWhenSeen(text: string): number | null;
   /** resolves with the exit code, or the signal name */
   exited: Promise<number | string>;
   /** SIGTERM, then wait for the exit; SIGKILL after `graceMs`. Safe to call twice. */
@@ -46,11 +52,11 @@ export function spawnTs(
   let err = '';
   // the first 64 KiB again, with each chunk's arrival time and where it ends
   let early = '';
-  const arrivals: Array<{ at: number; end: number }> = [];
+  const arrivals: Array<{ at: number; end: number; cpu: number | null }> = [];
   child.stderr.setEncoding('utf8').on('data', (d: string) => {
     if (early.length < MAX_KEPT_STDERR) {
       early += d;
-      arrivals.push({ at: performance.now(), end: early.length });
+      arrivals.push({ at: performance.now(), end: early.length, cpu: child.pid ? cpuSeconds(child.pid) : null });
     }
     err += d;
     if (err.length > MAX_KEPT_STDERR) err = err.slice(-MAX_KEPT_STDERR);
@@ -75,12 +81,13 @@ export function spawnTs(
       child.kill('SIGKILL');
       return exited;
     })());
-  const seenAt = (text: string): number | null => {
+  const arrivalOf = (text: string) => {
     const i = early.indexOf(text);
-    if (i === -1) return null;
-    return arrivals.find((a) => a.end >= i + text.length)?.at ?? null;
+    return i === -1 ? undefined : arrivals.find((a) => a.end >= i + text.length);
   };
-  return { child, stderr: () => err, spawnedAt, seenAt, exited, stop };
+  const seenAt = (text: string): number | null => arrivalOf(text)?.at ?? null;
+  const cpuWhenSeen = (text: string): number | null => arrivalOf(text)?.cpu ?? null;
+  return { child, stderr: () => err, spawnedAt, seenAt, cpuWhenSeen, exited, stop };
 }
 
 /** One GET on loopback: the status code, or null when nothing answered (yet). */

@@ -2,6 +2,7 @@ import { alternate, mean, median } from './alternate.js';
 import { startBareFastify, type BareFastify } from './baseline-server.js';
 import { runCannon, type CannonOptions, type CannonSummary } from './cannon.js';
 import { ROOT } from './child.js';
+import { newDatabase, type Engine } from './postgres.js';
 import { cpuSeconds } from './proc-cpu.js';
 import { startSmtpSink, type SmtpSink } from './smtp-sink.js';
 import { startSydent, type StartSydentOptions, type SydentProcess } from './sydent.js';
@@ -108,6 +109,11 @@ export interface ScenarioResult {
 export interface Scenario {
   /** what `--only` selects; unique */
   name: string;
+  /**
+   * The store engines it runs on (`--engine`), once per engine: default SQLite only. `none`: it starts no sydent-ts
+   * (the bare baselines) and runs once, whatever the engines.
+   */
+  engines?: readonly Engine[] | 'none';
   /** one line for RESULTS.md */
   description: string;
   run(ctx: ScenarioContext): Promise<ScenarioResult>;
@@ -126,6 +132,11 @@ export interface MeasureHooks {
 /** What a scenario gets: servers to start (stopped for it when it ends), and autocannon with the run's timing. */
 export interface ScenarioContext {
   root: string;
+  /**
+   * the store engine of this run of the scenario: on PostgreSQL, `startServer` without `pgUrl` gives the server a new,
+   * empty database on the bench's PostgreSQL (bench/lib/postgres.ts), dropped when the scenario ends
+   */
+  engine: Engine;
   /** seconds measured per scenario (`--duration`) */
   durationS: number;
   /** seconds of warm-up before it, not counted */
@@ -207,6 +218,7 @@ export interface MoreProcesses {
 }
 
 export interface ContextOptions {
+  engine?: Engine;
   durationS: number;
   warmupS: number;
   connections: number;
@@ -228,11 +240,18 @@ export function createContext(opts: ContextOptions): {
   const log = (message: string) => process.stderr.write(`  [${opts.name}] ${message}\n`);
   const ctx: ScenarioContext = {
     root: ROOT,
+    engine: opts.engine ?? 'sqlite',
     durationS: opts.durationS,
     warmupS: opts.warmupS,
     connections: opts.connections,
     sessions: opts.sessions ?? null,
     async startServer(serverOpts) {
+      if (ctx.engine === 'postgresql' && !serverOpts?.pgUrl) {
+        if (serverOpts?.prepareDb) throw new Error('prepareDb fills a SQLite file: on PostgreSQL give pgUrl');
+        const db = await newDatabase();
+        cleanups.push(db.drop);
+        serverOpts = { ...serverOpts, pgUrl: db.url };
+      }
       const server = await startSydent(serverOpts);
       cleanups.push(() => server.stop());
       const pid = server.process.child.pid;

@@ -27,6 +27,8 @@ export interface StartSydentOptions {
   env?: NodeJS.ProcessEnv;
   /** a built server (`…/main.js`, see build.ts) run by plain `node` instead of src/main.ts through tsx */
   builtMain?: string;
+  /** `db.engine = postgresql` on this database (bench/lib/postgres.ts) instead of the SQLite file */
+  pgUrl?: string;
 }
 
 export interface SydentProcess {
@@ -37,6 +39,8 @@ export interface SydentProcess {
   dir: string;
   confPath: string;
   dbPath: string;
+  /** the PostgreSQL database it runs on, or null on SQLite (`dbPath`) */
+  pgUrl: string | null;
   process: TsProcess;
   /** SIGTERM, wait for the exit, remove the temp directory; safe to call twice */
   stop(): Promise<void>;
@@ -64,7 +68,7 @@ export async function startSydent(opts: StartSydentOptions = {}): Promise<Sydent
   const dbPath = path.join(dir, 'sydent.db');
   const sections: ConfSections = {
     general: { 'server.name': SERVER_NAME, 'log.level': 'WARNING', 'pidfile.path': path.join(dir, 'sydent.pid') },
-    db: { 'db.file': dbPath },
+    db: opts.pgUrl ? { 'db.engine': 'postgresql', 'db.url': opts.pgUrl } : { 'db.file': dbPath },
     http: {
       'clientapi.http.bind_address': '127.0.0.1',
       'clientapi.http.port': String(port),
@@ -106,6 +110,7 @@ export async function startSydent(opts: StartSydentOptions = {}): Promise<Sydent
     dir,
     confPath,
     dbPath,
+    pgUrl: opts.pgUrl ?? null,
     process: proc,
     stop: () =>
       (stopping ??= (async () => {

@@ -11,6 +11,7 @@ const BODIES = 16;
  */
 const baselinePost: Scenario = {
   name: 'baseline-post',
+  engines: 'none',
   description:
     "NOT sydent-ts: bare fastify 5, `POST /` → `{}` (default JSON parser, no hooks), with lookup-1's headers and a " +
     'body of the same shape (1 sha256 hash, algorithm, pepper): the ceiling for a JSON POST',

@@ -5,6 +5,7 @@ const HASH_DETAILS_PATH = '/_matrix/identity/v2/hash_details';
 
 const hashDetails: Scenario = {
   name: 'hash-details',
+  engines: ['sqlite', 'postgresql'],
   description: '`GET /_matrix/identity/v2/hash_details` with an access token, 1,000,000 associations in the database',
   async run(ctx) {
     const s = await startAssociationsServer(ctx);

@@ -15,6 +15,7 @@ const PAIRED_SERVERS = 3;
 
 const lookup1: Scenario = {
   name: 'lookup-1',
+  engines: ['sqlite', 'postgresql'],
   description:
     '`POST /_matrix/identity/v2/lookup` (sha256) of 1 hash, with 1,000,000 associations in the database: ' +
     `${BODIES} request bodies cycled per connection, alternating a hash that exists and one that does not`,
@@ -28,13 +29,14 @@ const lookup1: Scenario = {
     }
     const load = { url: s.server.baseUrl, requests: hashes.map((hash) => lookupRequest(s, [hash])) };
     const summary = await ctx.measure(load);
-    // Paired on two more sydent-ts processes besides this one (own copies of the same database), because identical
-    // processes differ here by up to 40 % (bench/lib/scenario.ts, PAIRED_BASELINES).
+    // Paired on two more sydent-ts processes besides this one (own copies of the same database on SQLite, the same
+    // database on PostgreSQL), because identical processes differ here by up to 40 % (bench/lib/scenario.ts,
+    // PAIRED_BASELINES).
     const hit = hashes.find((hash) => expected.has(hash))!;
     const paired = await ctx.pairedWithBaseline(load, {
       count: PAIRED_SERVERS - 1,
       start: async () => {
-        const other = await startAssociationsServer(ctx);
+        const other = await startAssociationsServer(ctx, { pgUrl: s.server.pgUrl ?? undefined });
         await verifyLookup(other, [hit], new Map([[hit, expected.get(hit)!]]));
         return { ...load, url: other.server.baseUrl };
       },

@@ -17,6 +17,7 @@ import { generate } from 'selfsigned';
 import { encodeBase64, generateSeed, publicKeyFromSeed } from '../../src/crypto/index.js';
 import { closeDatabase, openDatabase } from '../../src/store/database.js';
 import { PeerWrites } from '../../src/store/peers.js';
+import { cpuSeconds } from '../lib/proc-cpu.js';
 import { addressOf, mxidOf, prepareAssociationsDb } from '../lib/associations-db.js';
 import { freePort } from '../lib/ports.js';
 import type { Extra, Scenario } from '../lib/scenario.js';
@@ -123,6 +124,9 @@ const scenario: Scenario = {
 
     const serverB = await ctx.startServer({ conf: conf(b, a), prepareDb: (dbPath) => addPeer(dbPath, a) });
     let buildS = 0;
+    const pidB = serverB.process.child.pid;
+    // B is idle until A's first push: its CPU from here to the end of the catch-up is the cost of receiving
+    const cpuBBefore = pidB === undefined ? null : cpuSeconds(pidB);
     const spawnedAt = performance.now();
     const watch = new Database(serverB.dbPath, { readonly: true, fileMustExist: true });
     ctx.defer(() => watch.close());
@@ -163,6 +167,9 @@ const scenario: Scenario = {
       await new Promise((r) => setTimeout(r, 50));
     }
     const doneAt = performance.now();
+    const cpuBAfter = pidB === undefined ? null : cpuSeconds(pidB);
+    const pidA = serverA.process.child.pid;
+    const cpuA = pidA === undefined ? null : cpuSeconds(pidA);
     const { n, ids } = count.get(A) as { n: number; ids: number };
     if (n !== COUNT || ids !== COUNT)
       throw new Error(`B holds ${n} rows with ${ids} distinct ids, expected ${COUNT} once each`);
@@ -192,8 +199,20 @@ const scenario: Scenario = {
         value: `${COUNT / PUSH_BATCH_TO_SYDENT_TS} pushes of ${PUSH_BATCH_TO_SYDENT_TS} (A's push_batch_size for B), each signed by A and every signature checked by B`,
       },
     ];
+    if (cpuBBefore !== null && cpuBAfter !== null) {
+      const cpuS = cpuBAfter - cpuBBefore;
+      extras.push({
+        label: "B's CPU while catching up",
+        value: `${cpuS.toFixed(1)} s (${Math.round((cpuS * 1e6) / COUNT)} µs per association, all threads)`,
+      });
+    }
+    if (cpuA !== null) {
+      extras.push({
+        label: "A's CPU from spawn to B caught up",
+        value: `${cpuA.toFixed(1)} s (${Math.round((cpuA * 1e6) / COUNT)} µs per association, start-up included)`,
+      });
+    }
     if (buildS) extras.push({ label: "A's database built in", value: `${buildS.toFixed(1)} s (not counted)` });
-    void serverA;
     return {
       summary,
       extras,

@@ -7,6 +7,7 @@ import { REQUEST_TOKEN_PATH, emailConf } from './request-token.js';
  */
 const requestTokenRepeat: Scenario = {
   name: 'request-token-repeat',
+  engines: ['sqlite', 'postgresql'],
   description:
     '`POST …/v1/validate/email/requestToken` repeating one client_secret + address + send_attempt: existing session, no mail (the session path without SMTP)',
   async run(ctx) {

@@ -34,6 +34,8 @@ function timedGet(url: string): Promise<number | null> {
 interface Start {
   /** spawn → "sydent-ts started" (every listener listening), ms */
   listeningMs: number;
+  /** the server's CPU time (user + system, all threads) by then, ms: what start-up cost, whatever the machine's load */
+  cpuMs: number;
   /** the slowest `GET /versions` in the WATCH_S seconds after, ms (what runs at once after start-up) */
   worstProbeMs: number;
 }
@@ -57,6 +59,7 @@ async function timeStart(ctx: ScenarioContext, builtMain: string, dbFile: string
   }
   if (seen === null) throw new Error('no "sydent-ts started" line at log.level INFO');
   const listeningMs = seen - server.process.spawnedAt;
+  const cpuMs = (server.process.cpuWhenSeen('sydent-ts started') ?? NaN) * 1000;
   let worstProbeMs = 0;
   const until = performance.now() + WATCH_S * 1000;
   while (performance.now() < until) {
@@ -66,7 +69,7 @@ async function timeStart(ctx: ScenarioContext, builtMain: string, dbFile: string
     await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
   }
   await server.stop();
-  return { listeningMs, worstProbeMs };
+  return { listeningMs, cpuMs, worstProbeMs };
 }
 
 const startup: Scenario = {
@@ -103,7 +106,10 @@ const startup: Scenario = {
     const listening = med('full', 'listeningMs');
     const list = (which: 'full' | 'empty') =>
       starts[which]
-        .map((s) => `${s.listeningMs.toFixed(0)} ms (then /versions at worst ${s.worstProbeMs.toFixed(0)} ms)`)
+        .map(
+          (s) =>
+            `${s.listeningMs.toFixed(0)} ms, ${s.cpuMs.toFixed(0)} ms of CPU (then /versions at worst ${s.worstProbeMs.toFixed(0)} ms)`,
+        )
         .join(', ');
     const extras: Extra[] = [
       {
@@ -113,6 +119,10 @@ const startup: Scenario = {
       {
         label: 'to listening, empty database',
         value: `${med('empty', 'listeningMs').toFixed(0)} ms (median of ${STARTS}): ${list('empty')}`,
+      },
+      {
+        label: 'server CPU time to listening (user + system, all threads; medians)',
+        value: `${med('full', 'cpuMs').toFixed(0)} ms with the data, ${med('empty', 'cpuMs').toFixed(0)} ms empty`,
       },
       {
         label: 'what the data costs (median full − median empty)',

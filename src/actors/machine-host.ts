@@ -224,6 +224,8 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
   private readonly queue = new KeyedQueue<string>();
   /** the actors of events in flight, by queue key: nothing else is kept */
   private readonly live = new Map<string, InFlight>();
+  /** the live actors counted by state, kept as they start, move and stop: read by `liveCounts`, never walked */
+  private readonly liveByState = new Map<string, number>();
   private readonly keyOf: (key: TKey) => string;
   private stopped = false;
 
@@ -326,6 +328,11 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
   /** The machines with an event in flight and their states: all that is in memory. */
   *inFlight(): Generator<{ key: string; state: string }> {
     for (const [key, { actor }] of this.live) yield { key, state: this.names.nameOf(valueOf(actor.getSnapshot())) };
+  }
+
+  /** The machines with an event in flight, counted by state (what `inFlight` lists, without walking it). */
+  liveCounts(): { total: number; byState: Record<string, number> } {
+    return { total: this.live.size, byState: Object.fromEntries(this.liveByState) };
   }
 
   /** Machines with an event running or waiting. */
@@ -457,6 +464,18 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
 
     const k = this.keyOf(key);
     let taken = false;
+    /** the state the actor is counted under while it is live (null: not counted) */
+    let counted: string | null = null;
+    const countAs = (state: string | null) => {
+      if (state === counted) return;
+      if (counted !== null) {
+        const n = (this.liveByState.get(counted) ?? 0) - 1;
+        if (n > 0) this.liveByState.set(counted, n);
+        else this.liveByState.delete(counted);
+      }
+      if (state !== null) this.liveByState.set(state, (this.liveByState.get(state) ?? 0) + 1);
+      counted = state;
+    };
     let saving: Promise<void> = Promise.resolve();
     const saveErrors: unknown[] = [];
     let end: ((how: 'settled' | 'stopped') => void) | null = null;
@@ -466,6 +485,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       else outer?.next?.(ev);
       if (!taken || ev.type !== '@xstate.snapshot' || ev.actorRef !== actor) return;
       const snapshot = ev.snapshot as Snapshot<TMachine>;
+      countAs(this.names.nameOf(valueOf(snapshot)));
       // Every change after the event is recorded in order; the first failure is the event's.
       saving = saving
         .then(() => record(snapshot, ev.event.type))
@@ -486,6 +506,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
         end?.('stopped');
       },
     });
+    countAs(this.names.nameOf(valueOf(actor.getSnapshot())));
     const timeoutMs = options.settleTimeoutMs ?? this.opts.settleTimeoutMs ?? DEFAULT_SETTLE_MS;
     let timer: NodeJS.Timeout | undefined;
     // An actor that fails is answered below, not reported as unhandled.
@@ -518,6 +539,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       taken = false;
       actor.stop();
       this.live.delete(k);
+      countAs(null);
       await saving;
     }
   }

@@ -74,6 +74,11 @@ interface SupervisorSpec<TInput, TResource, THandlers extends Handlers<TResource
   handlers: THandlers;
   /** the live child actors, for the debug endpoint's actor tree (walked, never copied whole) */
   children?(resource: TResource): Iterable<ChildActor> | Promise<Iterable<ChildActor>>;
+  /**
+   * the children counted by state, kept as they change, where there can be many (one per live session): then STATS
+   * reads them instead of walking `children`, and a page of children stops walking at its end
+   */
+  childCounts?(resource: TResource): ChildSummary;
   /** request types answered at once, outside the queue (cheap in-memory checks that must not wait behind I/O) */
   immediate?: readonly (keyof THandlers & string)[];
 }
@@ -108,7 +113,7 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
       handled,
       failed,
       draining: draining !== null,
-      children: summarise((await spec.children?.(resource)) ?? []),
+      children: spec.childCounts ? spec.childCounts(resource) : summarise((await spec.children?.(resource)) ?? []),
     });
 
     const drain = async (): Promise<void> => {
@@ -152,7 +157,16 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
       }
       if (event.type === CONTROL.children) {
         Promise.resolve(spec.children?.(resource) ?? []).then(
-          (all) => replies.resolve(replyTo, page(all, Number(payload['offset'] ?? 0), Number(payload['limit'] ?? 100))),
+          (all) =>
+            replies.resolve(
+              replyTo,
+              page(
+                all,
+                Number(payload['offset'] ?? 0),
+                Number(payload['limit'] ?? 100),
+                spec.childCounts?.(resource).total,
+              ),
+            ),
           (error: unknown) => replies.reject(replyTo, error),
         );
         return;
@@ -217,12 +231,14 @@ function summarise(children: Iterable<ChildActor>): ChildSummary {
   return { total, byState };
 }
 
-function page(children: Iterable<ChildActor>, offset: number, limit: number): ChildPage {
+/** `limit` children from `offset` on; with the `total` known, the walk ends with the page. */
+function page(children: Iterable<ChildActor>, offset: number, limit: number, total?: number): ChildPage {
   const out: ChildActor[] = [];
-  let total = 0;
+  let seen = 0;
   for (const c of children) {
-    if (total >= offset && out.length < limit) out.push(c);
-    total++;
+    if (seen >= offset && out.length < limit) out.push(c);
+    seen++;
+    if (total !== undefined && out.length >= limit) break;
   }
-  return { total, children: out };
+  return { total: total ?? seen, children: out };
 }

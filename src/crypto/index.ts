@@ -10,6 +10,9 @@ export {
   publicKeyFromSeed,
   signJson,
   signatureKeyIds,
+  signedPayload,
+  verifyKeyObject,
+  verifyPayload,
   verifySignedJson,
 } from './signing.js';
-export type { SigningKeyLike, Signatures } from './signing.js';
+export type { SignedPayload, SigningKeyLike, Signatures } from './signing.js';

@@ -1,6 +1,6 @@
 import { createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import { Base64Error, decodeBase64, encodeBase64 } from './base64.js';
-import { canonicalJsonBytes } from './canonical-json.js';
+import { canonicalJson, canonicalJsonBytes } from './canonical-json.js';
 
 export interface SigningKeyLike {
   version: string;
@@ -43,8 +43,15 @@ function keyPairFor(seed: Uint8Array): { privateKey: KeyObject; publicKey: Uint8
 /** Verify keys by their bytes, so a peer's or homeserver's key is parsed once. */
 const publicKeyObjects = new Map<string, KeyObject>();
 
-function publicKeyObject(publicKey: Uint8Array): KeyObject {
-  const id = Buffer.from(publicKey).toString('base64');
+/**
+ * The ed25519 verify key of 32 raw bytes, imported once (cached by its bytes): a caller checking many signatures
+ * under one key holds on to it. Throws SignatureError for a key that is not 32 bytes.
+ */
+export function verifyKeyObject(publicKey: Uint8Array): KeyObject {
+  if (publicKey.length !== PUBLIC_KEY_BYTES) {
+    throw new SignatureError(`verification key is not ${PUBLIC_KEY_BYTES} bytes`);
+  }
+  const id = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.byteLength).toString('base64');
   let key = publicKeyObjects.get(id);
   if (!key) {
     key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' });
@@ -64,12 +71,6 @@ export function generateSeed(): Uint8Array {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** The bytes a signature covers: everything except `signatures` and `unsigned`. */
-function signedBytes(obj: object): Uint8Array {
-  const { signatures: _s, unsigned: _u, ...rest } = obj as Record<string, unknown>;
-  return canonicalJsonBytes(rest);
 }
 
 /**
@@ -121,11 +122,18 @@ export function signatureKeyIds(obj: object, signerName: string): string[] {
   return Object.keys(signaturesFrom(obj, signerName) ?? {});
 }
 
+/** What one signature covers and the signature itself, found and decoded but not yet checked. */
+export interface SignedPayload {
+  /** canonical JSON of the object without `signatures` and `unsigned` */
+  payload: string;
+  signature: Uint8Array;
+}
+
 /**
- * Follows the spec's "Checking for a Signature"; the caller has already done
- * step 3 (finding the verification key for `keyId`). Throws SignatureError.
+ * Steps 1, 2 and 4 of the spec's "Checking for a Signature" short of the ed25519 check itself: the signature of
+ * `signerName` under `keyId`, decoded, and the canonical JSON it must cover. Throws SignatureError.
  */
-export function verifySignedJson(obj: object, signerName: string, keyId: string, publicKey: Uint8Array): void {
+export function signedPayload(obj: object, signerName: string, keyId: string): SignedPayload {
   const mine = signaturesFrom(obj, signerName);
   if (!mine) throw new SignatureError(`no signature from ${signerName}`);
   if (!keyId.startsWith('ed25519:')) {
@@ -135,17 +143,44 @@ export function verifySignedJson(obj: object, signerName: string, keyId: string,
   if (typeof encoded !== 'string') {
     throw new SignatureError(`no signature with key ${keyId} from ${signerName}`);
   }
-  if (publicKey.length !== PUBLIC_KEY_BYTES) {
-    throw new SignatureError(`verification key for ${keyId} is not ${PUBLIC_KEY_BYTES} bytes`);
-  }
-  let sig: Uint8Array;
+  let signature: Uint8Array;
   try {
-    sig = decodeBase64(encoded);
+    signature = decodeBase64(encoded);
   } catch (e) {
     if (e instanceof Base64Error) throw new SignatureError(`bad base64 in signature (${keyId} from ${signerName})`);
     throw e;
   }
-  if (sig.length !== SIGNATURE_BYTES || !verify(null, signedBytes(obj), publicKeyObject(publicKey), sig)) {
+  if (signature.length !== SIGNATURE_BYTES) {
+    throw new SignatureError(`signature does not verify (${keyId} from ${signerName})`);
+  }
+  const { signatures: _s, unsigned: _u, ...rest } = obj as Record<string, unknown>;
+  return { payload: canonicalJson(rest), signature };
+}
+
+/** The ed25519 check of a payload from `signedPayload` (its canonical JSON as UTF-8 bytes). */
+export function verifyPayload(key: KeyObject, payload: Uint8Array, signature: Uint8Array): boolean {
+  return verify(null, payload, key, signature);
+}
+
+/**
+ * Follows the spec's "Checking for a Signature"; the caller has already done
+ * step 3 (finding the verification key for `keyId`). Throws SignatureError.
+ */
+export function verifySignedJson(
+  obj: object,
+  signerName: string,
+  keyId: string,
+  publicKey: Uint8Array | KeyObject,
+): void {
+  const { payload, signature } = signedPayload(obj, signerName, keyId);
+  let key: KeyObject;
+  try {
+    key = publicKey instanceof Uint8Array ? verifyKeyObject(publicKey) : publicKey;
+  } catch (e) {
+    if (e instanceof SignatureError) throw new SignatureError(`verification key for ${keyId} is not 32 bytes`);
+    throw e;
+  }
+  if (!verifyPayload(key, Buffer.from(payload, 'utf8'), signature)) {
     throw new SignatureError(`signature does not verify (${keyId} from ${signerName})`);
   }
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import nunjucks from 'nunjucks';
+import type * as Nunjucks from 'nunjucks';
 import type { SydentConfig } from '../config/types.js';
 import { markupEscape, pyHtmlEscape, pyQuote, pyQuoteForQuery } from './quote.js';
 import { errorMessage } from '../util/error-message.js';
@@ -235,8 +235,21 @@ export function pyPercentFormat(src: string, vars: Readonly<Record<string, strin
  * markupsafe's exact output, so the one nunjucks in this process escapes the markupsafe way. This module is the
  * only user of nunjucks in sydent-ts.
  */
-const nunjucksLib = createRequire(import.meta.url)('nunjucks/src/lib.js') as { escape: (s: string) => string };
-nunjucksLib.escape = markupEscape;
+let loadedNunjucks: typeof Nunjucks | null = null;
+
+/** nunjucks, loaded with the first Jinja2 template (start-up has no use for it), escaping the markupsafe way. */
+function nunjucks(): typeof Nunjucks {
+  if (!loadedNunjucks) {
+    const require = createRequire(import.meta.url);
+    (require('nunjucks/src/lib.js') as { escape: (s: string) => string }).escape = markupEscape;
+    loadedNunjucks = require('nunjucks') as typeof Nunjucks;
+  }
+  return loadedNunjucks;
+}
+
+/** A value nunjucks marked safe (none exists before nunjucks is loaded). */
+const isSafeString = (value: unknown): value is Nunjucks.runtime.SafeString =>
+  loadedNunjucks !== null && value instanceof loadedNunjucks.runtime.SafeString;
 
 /** Jinja2's `urlencode` filter: a string (or any scalar) is `quote(str(v), safe='/')`; a dict or a list of
  * pairs becomes a query string, each part `quote(x, safe='')` with `+` for spaces. */
@@ -249,7 +262,7 @@ export function jinjaUrlencode(value: unknown): string {
       .map(qsPair)
       .join('&');
   }
-  if (typeof value === 'object' && !(value instanceof nunjucks.runtime.SafeString)) {
+  if (typeof value === 'object' && !isSafeString(value)) {
     return Object.entries(value).map(qsPair).join('&');
   }
   return pyQuote(pyStr(value));
@@ -264,7 +277,7 @@ function pyStr(value: unknown): string {
   if (value === undefined || value === null) return '';
   if (typeof value === 'string') return value;
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
-  if (value instanceof nunjucks.runtime.SafeString) return value.toString();
+  if (isSafeString(value)) return value.toString();
   // A dict or list inside the filter's argument (no template passes one): as JSON, not as "[object Object]".
   return JSON.stringify(value) ?? '';
 }
@@ -274,7 +287,7 @@ function pyStr(value: unknown): string {
  * dropped. It remembers each file's mtime so that `refresh()` can drop stale compiled templates from the
  * cache nunjucks keeps on the loader.
  */
-class JinjaFileLoader implements nunjucks.ILoader {
+class JinjaFileLoader implements Nunjucks.ILoader {
   /** assigned and filled by the nunjucks Environment: compiled templates by name */
   cache: Record<string, unknown> = {};
   private readonly loaded = new Map<string, { file: string; mtimeMs: number }>();
@@ -295,8 +308,8 @@ class JinjaFileLoader implements nunjucks.ILoader {
     return parts;
   }
 
-  getSource(name: string): nunjucks.LoaderSource {
-    const notFound = null as unknown as nunjucks.LoaderSource; // nunjucks' contract: null means not found
+  getSource(name: string): Nunjucks.LoaderSource {
+    const notFound = null as unknown as Nunjucks.LoaderSource; // nunjucks' contract: null means not found
     const pieces = name.split('/');
     if (pieces.some((p) => p === '..' || p.includes(path.sep) || p.includes('\\'))) return notFound;
     const file = path.join(this.root, ...pieces);
@@ -330,13 +343,13 @@ class JinjaFileLoader implements nunjucks.ILoader {
   }
 }
 
-const environments = new Map<string, { env: nunjucks.Environment; loader: JinjaFileLoader }>();
+const environments = new Map<string, { env: Nunjucks.Environment; loader: JinjaFileLoader }>();
 
-function jinjaEnvironment(root: string): { env: nunjucks.Environment; loader: JinjaFileLoader } {
+function jinjaEnvironment(root: string): { env: Nunjucks.Environment; loader: JinjaFileLoader } {
   let entry = environments.get(root);
   if (!entry) {
     const loader = new JinjaFileLoader(root);
-    const env = new nunjucks.Environment(loader, {
+    const env = new (nunjucks().Environment)(loader, {
       autoescape: true,
       throwOnUndefined: false,
       trimBlocks: false,

@@ -61,15 +61,6 @@ export function splitConfig(argv: string[]): { configPath: string | undefined; r
   return { configPath, rest };
 }
 
-/** True when the command line asks for the `peers` command (its first word other than --config PATH). */
-export function isPeersCommand(argv: string[]): boolean {
-  try {
-    return splitConfig(argv).rest[0] === 'peers';
-  } catch {
-    return false;
-  }
-}
-
 interface AddOptions {
   name: string;
   /** standard unpadded base64, whatever form it was given in (as Sydent documents it) */

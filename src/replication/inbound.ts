@@ -5,11 +5,13 @@
  */
 import type { CallOptions } from '../actors/ask.js';
 import type { Facades } from '../actors/facade.js';
-import { lookupHash } from '../crypto/index.js';
+import type { KeyObject } from 'node:crypto';
+import { lookupHash, verifyKeyObject } from '../crypto/index.js';
+import { VerifyPool } from '../crypto/verify-pool.js';
 import { BindConflictError } from '../store/associations.js';
 import type { ApplyPushResult } from '../store/peers.js';
 import { decodePeerKey } from './keys.js';
-import { checkPushInSlices } from './receive.js';
+import { checkPush } from './receive.js';
 
 export type PushOutcome =
   | { ok: true; result: ApplyPushResult }
@@ -29,13 +31,17 @@ export interface InboundPush {
 const ATTEMPTS = 3;
 
 export class InboundPushes {
-  /** verify keys by their stored text: decoded once, not per push */
-  private readonly keys = new Map<string, Uint8Array>();
+  /** verify keys by their stored text: decoded and imported once, not per push or per association */
+  private readonly keys = new Map<string, KeyObject>();
 
-  constructor(private readonly facades: Pick<Facades, 'stores' | 'reads'>) {}
+  constructor(
+    private readonly facades: Pick<Facades, 'stores' | 'reads'>,
+    /** checks the signatures of large pushes on worker threads; closed with `close` */
+    private readonly verifier: VerifyPool = new VerifyPool(),
+  ) {}
 
   async apply(push: InboundPush, request: CallOptions): Promise<PushOutcome> {
-    const checked = await checkPushInSlices(push.sgAssocs, push.origin, this.keyOf(push.peerKey));
+    const checked = await checkPush(push.sgAssocs, push.origin, this.keyOf(push.peerKey), this.verifier);
     if (!checked.ok) return checked;
     if (checked.associations.length === 0)
       return { ok: true, result: { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 } };
@@ -58,10 +64,15 @@ export class InboundPushes {
     }
   }
 
-  private keyOf(text: string): Uint8Array {
+  /** Ends the verification threads (server stop). */
+  close(): Promise<void> {
+    return this.verifier.close();
+  }
+
+  private keyOf(text: string): KeyObject {
     let key = this.keys.get(text);
     if (!key) {
-      key = decodePeerKey(text).bytes;
+      key = verifyKeyObject(decodePeerKey(text).bytes);
       if (this.keys.size > 1000) this.keys.clear();
       this.keys.set(text, key);
     }

@@ -2,10 +2,12 @@
  * Checking an inbound push (`{"sgAssocs": {"<originId>": <signed association>, …}}`) before anything of it is
  * stored: every association must be signed by the pushing peer (its certificate's common name) with key id
  * `ed25519:0` under the key we hold for it, and carry Sydent's six fields. One failure refuses the whole batch,
- * and every failing id is reported (Sydent's `failed_ids`).
+ * and every failing id is reported (Sydent's `failed_ids`); a bad signature is the reason given before bad fields.
  */
+import type { KeyObject } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { SignatureError, verifySignedJson } from '../crypto/index.js';
+import { CanonicalJsonError, SignatureError, signedPayload, verifyPayload } from '../crypto/index.js';
+import type { PayloadToVerify } from '../crypto/verify-pool.js';
 import type { ReceivedAssociation } from '../store/peers.js';
 import { normaliseAddress } from '../matrix/index.js';
 
@@ -46,63 +48,101 @@ function readAssociation(originId: number, value: Record<string, unknown>): Omit
   return { originId, medium, address: normalised, mxid, ts, notBefore, notAfter };
 }
 
-/**
- * Checks a whole batch against the peer's key. `sgAssocs` is the request's `sgAssocs` value (an object, checked
- * by the caller).
- */
-export function checkPush(sgAssocs: Record<string, unknown>, peerName: string, publicKey: Uint8Array): CheckedPush {
-  const check = new PushCheck(peerName, publicKey);
-  for (const entry of Object.entries(sgAssocs)) check.add(entry);
-  return check.result();
+/** Verifies many payloads under one key: the worker pool, for pushes large enough to be worth sending there. */
+export interface PushVerifier {
+  verifyAll(key: KeyObject, items: readonly PayloadToVerify[]): Promise<number[]>;
 }
 
-/** Associations verified between two turns of the event loop, in `checkPushInSlices`. */
+/** Associations read (and their payloads built) between two turns of the event loop. */
 export const VERIFY_SLICE = 200;
 
+/** Pushes smaller than this are verified on the event loop: a message to the pool would cost more than it saves. */
+export const POOL_MIN_ASSOCIATIONS = 64;
+
 /**
- * `checkPush`, giving the event loop a turn after every `slice` signatures: a large batch does not hold up the
- * requests that arrive while it is verified.
+ * Checks a whole batch against the peer's key. `sgAssocs` is the request's `sgAssocs` value (an object, checked by
+ * the caller). Each association is read and its signed payload built on the event loop, which gets a turn every
+ * `VERIFY_SLICE` of them; the signatures are then checked by `verifier` when there is one and the batch has at
+ * least `POOL_MIN_ASSOCIATIONS`, else here.
  */
-export async function checkPushInSlices(
+export async function checkPush(
   sgAssocs: Record<string, unknown>,
   peerName: string,
-  publicKey: Uint8Array,
-  slice = VERIFY_SLICE,
+  key: KeyObject,
+  verifier?: PushVerifier,
 ): Promise<CheckedPush> {
-  const check = new PushCheck(peerName, publicKey);
+  const check = new PushCheck(peerName);
   const entries = Object.entries(sgAssocs);
   for (let i = 0; i < entries.length; i++) {
-    if (i > 0 && i % slice === 0) await nextTurn();
+    if (i > 0 && i % VERIFY_SLICE === 0) await nextTurn();
     check.add(entries[i]!);
   }
-  return check.result();
+  const items = check.toVerify();
+  let bad: number[];
+  if (verifier && items.length >= POOL_MIN_ASSOCIATIONS) {
+    bad = await verifier.verifyAll(key, items);
+  } else {
+    bad = [];
+    for (let i = 0; i < items.length; i++) {
+      if (i > 0 && i % VERIFY_SLICE === 0) await nextTurn();
+      if (!verifyPayload(key, items[i]!.payload, items[i]!.signature)) bad.push(i);
+    }
+  }
+  return check.result(bad);
 }
 
-/** One pass over a batch: each association verified and read as it comes; the failures gathered. */
+/** A row whose signature is still to be checked. */
+interface Candidate {
+  id: string;
+  /** what the signature covers, and its signature */
+  signed: PayloadToVerify;
+  /** the association, or why its fields are refused (reported only if the signature verifies) */
+  read: ReceivedAssociation | InvalidAssociation;
+}
+
+/** One pass over a batch: each association read and its payload built as it comes; the failures gathered. */
 class PushCheck {
-  private readonly associations: ReceivedAssociation[] = [];
+  private readonly candidates: Candidate[] = [];
   private readonly reasons: Record<string, string> = {};
 
-  constructor(
-    private readonly peerName: string,
-    private readonly publicKey: Uint8Array,
-  ) {}
+  constructor(private readonly peerName: string) {}
 
   add([id, value]: [string, unknown]): void {
     try {
       if (!ORIGIN_ID.test(id)) throw new InvalidAssociation('the id is not a non-negative integer');
       if (!isRecord(value)) throw new InvalidAssociation('not an object');
-      verifySignedJson(value, this.peerName, PEER_KEY_ID, this.publicKey);
-      const assoc = readAssociation(Number(id), value);
-      this.associations.push({ ...assoc, sgAssoc: JSON.stringify(value) });
+      const { payload, signature } = signedPayload(value, this.peerName, PEER_KEY_ID);
+      let read: Candidate['read'];
+      try {
+        read = { ...readAssociation(Number(id), value), sgAssoc: storedForm(payload, value) };
+      } catch (e) {
+        if (!(e instanceof InvalidAssociation)) throw e;
+        read = e;
+      }
+      this.candidates.push({ id, signed: { payload: Buffer.from(payload, 'utf8'), signature }, read });
     } catch (e) {
-      if (!(e instanceof InvalidAssociation || e instanceof SignatureError)) throw e;
+      if (!(e instanceof InvalidAssociation || e instanceof SignatureError || e instanceof CanonicalJsonError)) throw e;
       this.reasons[id] = e.message;
     }
   }
 
-  result(): CheckedPush {
-    const { associations, reasons } = this;
+  /** The payloads to check, in the order `result` expects their failures. */
+  toVerify(): PayloadToVerify[] {
+    return this.candidates.map((c) => c.signed);
+  }
+
+  /** `bad`: the indices (into `toVerify()`) whose signature does not verify. */
+  result(bad: readonly number[]): CheckedPush {
+    const { reasons } = this;
+    for (const i of bad) {
+      reasons[this.candidates[i]!.id] = `signature does not verify (${PEER_KEY_ID} from ${this.peerName})`;
+    }
+    const associations: ReceivedAssociation[] = [];
+    for (const c of this.candidates) {
+      if (Object.hasOwn(reasons, c.id)) continue;
+      if (c.read instanceof InvalidAssociation) reasons[c.id] = c.read.message;
+      else associations.push(c.read);
+    }
     const failedIds = Object.keys(reasons);
     if (failedIds.length > 0) {
       // Sydent reports them in the order it processed them: by numeric id
@@ -112,4 +152,17 @@ class PushCheck {
     associations.sort((a, b) => a.originId - b.originId);
     return { ok: true, associations };
   }
+}
+
+/**
+ * The association as stored in `sgAssoc`: its canonical JSON (already built for the signature check) with the
+ * signatures and anything unsigned added back. The same JSON value as received, keys in another order.
+ */
+function storedForm(payload: string, value: Record<string, unknown>): string {
+  const extra: string[] = [];
+  for (const field of ['signatures', 'unsigned']) {
+    if (Object.hasOwn(value, field)) extra.push(`${JSON.stringify(field)}:${JSON.stringify(value[field])}`);
+  }
+  if (extra.length === 0) return payload;
+  return payload === '{}' ? `{${extra.join(',')}}` : `${payload.slice(0, -1)},${extra.join(',')}}`;
 }

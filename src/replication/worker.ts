@@ -59,7 +59,8 @@ export interface ReplicationReadPort {
   active(): Awaitable<ActivePeer[]>;
   all(): Awaitable<PeerRow[]>;
   localAfter(afterId: number, limit: number): Awaitable<LocalAssociationRow[]>;
-  backlog(afterId: number): Awaitable<number>;
+  /** the newest id of the replication log (0 when it is empty) */
+  lastLocalId(): Awaitable<number>;
 }
 
 /** Sends one batch to a URL; the default is a ReplicationClient per peer. */
@@ -105,7 +106,10 @@ export interface PeerView {
   url: string;
   /** the last local association id the peer acknowledged */
   cursor: number;
-  /** log rows after the cursor: what the peer has yet to receive */
+  /**
+   * what the peer has yet to receive, as log ids after its cursor (newest id − cursor: read from two numbers, whatever
+   * the size of the log). A rebind replaces its address's row under a new id, so the rows left may be fewer.
+   */
   backlog: number;
   failures: number;
   lastError: string | null;
@@ -288,6 +292,7 @@ export class ReplicationWorker {
 
   async view(): Promise<ReplicationView> {
     const peers: PeerView[] = [];
+    const lastId = await this.opts.reads.lastLocalId();
     for (const row of await this.opts.reads.all()) {
       const slot = this.slots.get(row.name);
       const c: PeerContext | undefined = slot?.machine.context;
@@ -307,7 +312,7 @@ export class ReplicationWorker {
         state,
         url: pushUrl(row.name, row.port, this.opts.urls.get(row.name)),
         cursor,
-        backlog: await this.opts.reads.backlog(cursor),
+        backlog: Math.max(0, lastId - cursor),
         failures: c?.failures ?? 0,
         lastError: c?.lastError ?? null,
         lastErrorAt: c?.lastErrorAt ?? null,

@@ -373,6 +373,11 @@ export class SessionHost {
     for (const { key, state } of this.machines.inFlight()) yield { id: `session:${key}`, state };
   }
 
+  /** The same, counted by state (kept as actors start, move and stop: nothing is walked). */
+  liveCounts(): { total: number; byState: Record<string, number> } {
+    return this.machines.liveCounts();
+  }
+
   stopAll(): void {
     this.machines.stopAll();
   }

@@ -13,14 +13,6 @@ import { closeDatabase, openDatabase } from './database.js';
 import { generatePepper, getPepper, setPepper } from './hashing.js';
 import { errorMessage } from '../util/error-message.js';
 
-export function isRotatePepperCommand(argv: string[]): boolean {
-  try {
-    return splitConfig(argv).rest[0] === 'rotate-pepper';
-  } catch {
-    return false;
-  }
-}
-
 export function rotatePepperMain(argv: string[], io: CliIo): number {
   try {
     const { configPath, rest } = splitConfig(argv);

@@ -55,7 +55,7 @@ export class SqliteStore implements StoreEngine {
     const probe = r.prepare('SELECT count(*) FROM sqlite_master');
     this.reads = sqliteReads({
       accounts: new AccountReads(r, tokens),
-      sessions: new SessionReads(r),
+      sessions: new SessionReads(r, snapshot ?? undefined),
       associations: new AssociationReads(r, snapshot ?? undefined),
       callbacks: new CallbackReads(r),
       invites: new InviteReads(r),

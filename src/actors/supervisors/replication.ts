@@ -63,7 +63,13 @@ export const replicationSupervisor = supervisor('replication', {
     setImmediate(() => worker.start());
     return { worker, inbound: new InboundPushes(facades) };
   },
-  close: ({ worker }) => worker.drain(),
+  close: async ({ worker, inbound }) => {
+    try {
+      await worker.drain();
+    } finally {
+      await inbound.close();
+    }
+  },
   children: async ({ worker }) => (await worker.view()).peers.map((p) => ({ id: `peer:${p.name}`, state: p.state })),
   handlers: replicationHandlers,
   immediate: ['wake', 'retry', 'view'],

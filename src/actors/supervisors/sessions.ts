@@ -216,4 +216,5 @@ export const sessionsSupervisor = supervisor('sessions', {
   },
   handlers: sessionsHandlers,
   children: ({ host }) => host.liveStates(),
+  childCounts: ({ host }) => host.liveCounts(),
 });

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { DeadlineExceededError } from '../../actors/ask.js';
 import { casefold } from '../../matrix/index.js';
+import { answerRepeat } from '../../sessions/repeat.js';
 import type { RouteOptions } from '../context.js';
 import { requestDeadline } from '../deadline.js';
 import { errors } from '../errors.js';
@@ -40,12 +41,19 @@ export async function emailRoutes(app: FastifyInstance, opts: RouteOptions): Pro
       const attempt = sendAttempt(req.body.send_attempt);
       const email = emailAddress(req.body.email);
       const link = nextLink(req.body.next_link);
+      const address = casefold(email);
+      const repeat = await answerRepeat(
+        ctx.reads.sessions,
+        { medium: 'email', address, clientSecret: secret, sendAttempt: attempt },
+        ctx.clock.now(),
+      );
+      if (repeat) return { sid: repeat.sid };
       const deadline = requestDeadline(req, ctx.config, 'send');
       const result = await ctx.facades.sessions
         .requestToken(
           {
             medium: 'email',
-            address: casefold(email),
+            address,
             sendTo: email,
             clientSecret: secret,
             sendAttempt: attempt,

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { DeadlineExceededError } from '../../actors/ask.js';
 import { isCountryField, MAX_PHONE_NUMBER_LENGTH, parsePhone } from '../../matrix/index.js';
+import { answerRepeat } from '../../sessions/repeat.js';
 import type { RouteOptions } from '../context.js';
 import { requestDeadline } from '../deadline.js';
 import { errors, MatrixError } from '../errors.js';
@@ -56,6 +57,12 @@ export async function msisdnRoutes(app: FastifyInstance, opts: RouteOptions): Pr
           'Phone numbers in this country are not currently supported',
         );
       }
+      const repeat = await answerRepeat(
+        ctx.reads.sessions,
+        { medium: 'msisdn', address: phone.msisdn, clientSecret: secret, sendAttempt: attempt },
+        ctx.clock.now(),
+      );
+      if (repeat) return { success: true, sid: repeat.sid, msisdn: phone.msisdn, intl_fmt: phone.intlFmt };
       const deadline = requestDeadline(req, ctx.config, 'send');
       const result = await ctx.facades.sessions
         .requestToken(

@@ -27,14 +27,6 @@ export const MIGRATE_DB_USAGE = [
   '  The password may be left out of the URL: PGPASSWORD or ~/.pgpass supply it.',
 ].join('\n');
 
-export function isMigrateDbCommand(argv: string[]): boolean {
-  try {
-    return splitConfig(argv).rest[0] === 'migrate-db';
-  } catch {
-    return false;
-  }
-}
-
 export interface MigrateDbIo extends CliIo {
   tty: boolean;
 }
