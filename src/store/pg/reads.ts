@@ -22,6 +22,21 @@ const DEBUG_COLUMNS =
 const ACTIVE_PEER_COLUMNS =
   'p.name, p.port, p.lastSentVersion AS "lastSentVersion", p.lastPokeSucceededAt AS "lastPokeSucceededAt", pk.key';
 
+/**
+ * The v2 lookup: one probe of the (lookup_hash, ts, id, …) index per hash, the newest valid row of each. With
+ * `lookup_hash = ANY($1)` the planner cannot estimate thousands of hashes and scans the whole table.
+ */
+export const LOOKUP_HASHES_SQL = `SELECT h.hash AS lookup_hash, newest.mxid
+  FROM unnest($1::text[]) AS h(hash)
+  CROSS JOIN LATERAL (
+    SELECT mxid FROM global_threepid_associations g
+    WHERE g.lookup_hash = h.hash AND g.notBefore <= $2 AND g.notAfter > $2
+    ORDER BY g.ts DESC, g.id DESC LIMIT 1
+  ) AS newest`;
+
+/** Hashes per statement of a v2 lookup. */
+const LOOKUP_SLICE = 2500;
+
 export const PEPPER_SQL = 'SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1';
 
 /** Every peer with each of its keys (one row per key; none for a peer without keys), by name. */
@@ -198,15 +213,15 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
       lookupHashes: async (hashes, now) => {
         const found = new Map<string, string>();
         if (hashes.length === 0) return found;
-        // Oldest first (ties by id): the last row seen for a hash is its newest binding.
-        const result = await rows<{ lookup_hash: string; mxid: string }>(
-          'lookup_hashes',
-          `SELECT lookup_hash, mxid FROM global_threepid_associations
-           WHERE lookup_hash = ANY($1::text[]) AND notBefore <= $2 AND notAfter > $2
-           ORDER BY ts, id`,
-          [hashes, now],
+        // A large lookup is split over several pooled connections, so PostgreSQL probes the slices on its cores.
+        const slices: string[][] = [];
+        for (let i = 0; i < hashes.length; i += LOOKUP_SLICE) slices.push(hashes.slice(i, i + LOOKUP_SLICE));
+        const results = await Promise.all(
+          slices.map((slice) =>
+            rows<{ lookup_hash: string; mxid: string }>('lookup_hashes', LOOKUP_HASHES_SQL, [slice, now]),
+          ),
         );
-        for (const r of result) found.set(r.lookup_hash, r.mxid);
+        for (const result of results) for (const r of result) found.set(r.lookup_hash, r.mxid);
         return found;
       },
     },
