@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 /**
@@ -20,6 +21,9 @@ const FLOWS_ON_POSTGRESQL = [
 export default defineConfig({
   test: {
     pool: 'forks',
+    // Most tests wait on sockets and timers, not the CPU: vitest's default (one worker fewer than the cores) ran the
+    // files one at a time on a 2-core machine.
+    maxWorkers: Math.max(2, availableParallelism()),
     testTimeout: 20_000,
     hookTimeout: 20_000,
     // Stops the PostgreSQL server that the first test needing one starts (test/helpers/postgres.ts).
