@@ -16,6 +16,7 @@ const FLOWS_ON_POSTGRESQL = [
   'test/callbacks.test.ts',
   'test/replication-push.test.ts',
   'test/replication-outbound.test.ts',
+  'test/rotate-pepper.test.ts',
 ];
 
 export default defineConfig({

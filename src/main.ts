@@ -112,7 +112,7 @@ async function main(): Promise<void> {
   // PostgreSQL client).
   if (command === 'rotate-pepper') {
     const { rotatePepperMain } = await import('./store/rotate-pepper.js');
-    process.exitCode = rotatePepperMain(process.argv.slice(2), {
+    process.exitCode = await rotatePepperMain(process.argv.slice(2), {
       stdout: (text) => process.stdout.write(text),
       stderr: (text) => process.stderr.write(text),
       env: process.env,

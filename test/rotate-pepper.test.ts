@@ -46,7 +46,7 @@ describe('sydent-ts rotate-pepper', () => {
       const old = (await details()).lookup_pepper;
 
       const out: string[] = [];
-      const code = rotatePepperMain(['--config', `${t.dir}/sydent.conf`, 'rotate-pepper'], {
+      const code = await rotatePepperMain(['--config', `${t.dir}/sydent.conf`, 'rotate-pepper'], {
         stdout: (s) => out.push(s),
         stderr: (s) => out.push(s),
         env: {},
@@ -55,7 +55,7 @@ describe('sydent-ts rotate-pepper', () => {
       expect(code).toBe(0);
       expect(out.join('')).toContain('2 associations re-hashed');
 
-      // The server notices within a second.
+      // The server notices within a second (at once on PostgreSQL, which signals it).
       await new Promise((r) => setTimeout(r, 1100));
       const fresh = (await details()).lookup_pepper;
       expect(fresh).not.toBe(old);

@@ -2,7 +2,8 @@
  * `sydent-ts [--config PATH] rotate-pepper`: a new lookup pepper, and every association's lookup_hash made
  * again with it, in one transaction. Clients holding the old pepper get M_INVALID_PEPPER and fetch
  * hash_details again (the spec asks servers to rotate "often"). Safe while the server runs: SQLite serialises
- * the write, and the server reads the new pepper within a second.
+ * the write, and the server reads the new pepper within a second. On PostgreSQL (`[db] db.engine = postgresql`)
+ * the same in one transaction on the database of `db.url`, which every node hears of at its commit.
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -13,7 +14,7 @@ import { closeDatabase, openDatabase } from './database.js';
 import { generatePepper, getPepper, setPepper } from './hashing.js';
 import { errorMessage } from '../util/error-message.js';
 
-export function rotatePepperMain(argv: string[], io: CliIo): number {
+export async function rotatePepperMain(argv: string[], io: CliIo): Promise<number> {
   try {
     const { configPath, rest } = splitConfig(argv);
     if (rest.length !== 1) {
@@ -28,10 +29,10 @@ export function rotatePepperMain(argv: string[], io: CliIo): number {
     const { config } = loadConfig({ configPath: path, env: io.env, cwd: io.cwd });
     // Not the SQLite file named by db.file: on PostgreSQL that would make a new, unused sydent.db.
     if (config.db.engine === 'postgresql') {
-      io.stderr(
-        'sydent-ts: rotate-pepper works on SQLite only for now ([db] db.engine = postgresql); nothing was changed\n',
-      );
-      return 1;
+      const { rotatePostgresqlPepper } = await import('./pg/rotate-pepper.js');
+      const rows = await rotatePostgresqlPepper(config.db.url);
+      io.stdout(`lookup pepper rotated; ${rows} associations re-hashed\n`);
+      return 0;
     }
     const db = openDatabase(config.db.dbFile);
     try {

@@ -68,3 +68,32 @@ export async function ensurePgPepper(client: pg.ClientBase, hash: LookupHashFn):
     throw error;
   }
 }
+
+/**
+ * A new pepper, every association hashed again with it, in one transaction; the other nodes drop the old one at its
+ * commit. Binds and inbound pushes read the pepper `FOR SHARE` (src/store/pg/writes.ts), so the UPDATE here waits
+ * for those in flight to commit (their rows are then re-hashed below), and those that start meanwhile wait for this
+ * commit, see the new pepper and are refused as stale, to be made again with it. Answers the associations re-hashed.
+ */
+export async function rotatePgPepper(client: pg.ClientBase, hash: LookupHashFn): Promise<number> {
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [PEPPER_LOCK]);
+    const before = (await client.query<{ lookup_pepper: string | null }>(PEPPER_SQL)).rows[0]?.lookup_pepper;
+    let pepper = generatePepper();
+    while (pepper === before) pepper = generatePepper();
+    await client.query(
+      'INSERT INTO hashing_metadata (id, lookup_pepper) VALUES (0, $1) ON CONFLICT (id) DO UPDATE SET lookup_pepper = EXCLUDED.lookup_pepper',
+      [pepper],
+    );
+    await rehashTable(client, 'local_threepid_associations', pepper, hash);
+    await rehashTable(client, 'global_threepid_associations', pepper, hash);
+    const { rows } = await client.query<{ n: string }>('SELECT count(*)::text AS n FROM global_threepid_associations');
+    await client.query(notifySql('pepper'));
+    await client.query('COMMIT');
+    return Number(rows[0]?.n ?? 0);
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}

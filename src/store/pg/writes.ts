@@ -40,8 +40,12 @@ const HISTORY_LIMIT = 20;
 
 const historyJson = (history: SessionWrite['history']): string => JSON.stringify(history.slice(-HISTORY_LIMIT));
 
+/**
+ * The pepper a write's hashes must have been made with, its row share-locked until the write commits: a rotation
+ * (rotatePgPepper) waits for the write, and re-hashes what it stored.
+ */
 async function storedPepper(sql: Sql): Promise<string | undefined> {
-  return (await sql.query<{ lookup_pepper: string }>(PEPPER_SQL)).rows[0]?.lookup_pepper;
+  return (await sql.query<{ lookup_pepper: string }>(`${PEPPER_SQL} FOR SHARE`)).rows[0]?.lookup_pepper;
 }
 
 async function insertMachine(sql: Sql, w: SessionWrite): Promise<void> {
