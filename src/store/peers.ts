@@ -97,7 +97,6 @@ export class PeerReads {
   private readonly activeStmt: Database.Statement<[], ActivePeer>;
   private readonly byNameStmt: Database.Statement<[string], ActivePeer>;
   private readonly afterStmt: Database.Statement<[number, number], LocalAssociationRow>;
-  private readonly backlogStmt: Database.Statement<[number], { n: number }>;
   private readonly maxIdStmt: Database.Statement<[], { id: number | null }>;
 
   constructor(db: Database.Database) {
@@ -119,7 +118,6 @@ export class PeerReads {
       `SELECT id, medium, address, mxid, ts, notBefore, notAfter FROM local_threepid_associations
        WHERE id > ? ORDER BY id LIMIT ?`,
     );
-    this.backlogStmt = db.prepare('SELECT count(*) AS n FROM local_threepid_associations WHERE id > ?');
     this.maxIdStmt = db.prepare('SELECT max(id) AS id FROM local_threepid_associations');
   }
 
@@ -157,11 +155,6 @@ export class PeerReads {
   /** The replication log after `afterId`, oldest first. */
   localAfter(afterId: number, limit: number): LocalAssociationRow[] {
     return this.afterStmt.all(afterId, limit);
-  }
-
-  /** How many log rows come after `afterId`: what a peer with that cursor has yet to receive. */
-  backlog(afterId: number): number {
-    return this.backlogStmt.get(afterId)?.n ?? 0;
   }
 
   /** The newest log id (0 when the log is empty). */

@@ -30,7 +30,7 @@ export interface StoreReads {
   callbacks: Async<CallbackReads, 'counts' | 'pendingCount' | 'list' | 'byId' | 'nextDue'>;
   invites: Async<InviteReads, 'senderOfToken' | 'pending'>;
   /** replication peers and the replication log */
-  peers: Async<PeerReads, 'all' | 'active' | 'activeByName' | 'localAfter' | 'backlog' | 'lastLocalId'>;
+  peers: Async<PeerReads, 'all' | 'active' | 'activeByName' | 'localAfter' | 'lastLocalId'>;
   /** whether the database answers and is still the file it was opened from (GET /ready) */
   state(): Promise<DatabaseState>;
 }
@@ -94,7 +94,7 @@ export function sqliteReads(parts: SqliteReadParts): StoreReads {
     },
     callbacks: asyncMethods(parts.callbacks, ['counts', 'pendingCount', 'list', 'byId', 'nextDue']),
     invites: asyncMethods(parts.invites, ['senderOfToken', 'pending']),
-    peers: asyncMethods(parts.peers, ['all', 'active', 'activeByName', 'localAfter', 'backlog', 'lastLocalId']),
+    peers: asyncMethods(parts.peers, ['all', 'active', 'activeByName', 'localAfter', 'lastLocalId']),
     state: () => {
       try {
         parts.probe();

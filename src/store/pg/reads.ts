@@ -305,14 +305,6 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
            FROM local_threepid_associations WHERE id > $1 ORDER BY id LIMIT $2`,
           [afterId, limit],
         ),
-      backlog: async (afterId) =>
-        (
-          await one<{ n: number }>(
-            'local_backlog',
-            'SELECT count(*) AS n FROM local_threepid_associations WHERE id > $1',
-            [afterId],
-          )
-        )?.n ?? 0,
       lastLocalId: async () =>
         (await one<{ id: number | null }>('local_last_id', 'SELECT max(id) AS id FROM local_threepid_associations'))
           ?.id ?? 0,
