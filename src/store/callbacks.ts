@@ -71,7 +71,8 @@ export type CallbackCounts = Record<CallbackRowState, number>;
 export const DELIVERED_RETENTION_MS = 24 * 60 * 60 * 1000;
 export const ABANDONED_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 
-interface ClaimedRow {
+/** A claimed outbox row as both engines read it. */
+export interface ClaimedRow {
   id: number;
   destination: string;
   path: string;
@@ -254,21 +255,7 @@ export class CallbackWrites {
       limit: req.limit,
       exclude: JSON.stringify(req.excludeDestinations),
     });
-    return rows
-      .map((r) => ({
-        id: r.id,
-        destination: r.destination,
-        path: r.path,
-        body: r.body,
-        medium: r.medium,
-        address: r.address,
-        attempts: r.attempts,
-        nextAttemptTs: r.next_attempt_ts,
-        lastError: r.last_error,
-        createdTs: r.created_ts,
-        claimedUntil: r.claimed_until,
-      }))
-      .sort((a, b) => a.nextAttemptTs - b.nextAttemptTs || a.id - b.id);
+    return claimedCallbacksOf(rows);
   }
 
   /**
@@ -307,4 +294,23 @@ export class CallbackWrites {
         this.purgeAbandoned.run(now - ABANDONED_RETENTION_MS).changes,
     )();
   }
+}
+
+/** Claimed rows as the notifier takes them: soonest due first, then by id. */
+export function claimedCallbacksOf(rows: readonly ClaimedRow[]): ClaimedCallback[] {
+  return rows
+    .map((r) => ({
+      id: r.id,
+      destination: r.destination,
+      path: r.path,
+      body: r.body,
+      medium: r.medium,
+      address: r.address,
+      attempts: r.attempts,
+      nextAttemptTs: r.next_attempt_ts,
+      lastError: r.last_error,
+      createdTs: r.created_ts,
+      claimedUntil: r.claimed_until,
+    }))
+    .sort((a, b) => a.nextAttemptTs - b.nextAttemptTs || a.id - b.id);
 }

@@ -82,7 +82,8 @@ export interface ApplyPushResult {
   deleted: number;
 }
 
-interface RawPeer {
+/** A peer joined with one of its keys (none: alg and key null), as both engines read them. */
+export interface PeerJoinRow {
   name: string;
   port: number | null;
   lastSentVersion: number | null;
@@ -93,7 +94,7 @@ interface RawPeer {
 }
 
 export class PeerReads {
-  private readonly allStmt: Database.Statement<[], RawPeer>;
+  private readonly allStmt: Database.Statement<[], PeerJoinRow>;
   private readonly activeStmt: Database.Statement<[], ActivePeer>;
   private readonly byNameStmt: Database.Statement<[string], ActivePeer>;
   private readonly afterStmt: Database.Statement<[number, number], LocalAssociationRow>;
@@ -123,23 +124,7 @@ export class PeerReads {
 
   /** Every peer row, active or not, with its keys. */
   all(): PeerRow[] {
-    const peers = new Map<string, PeerRow>();
-    for (const r of this.allStmt.iterate()) {
-      let peer = peers.get(r.name);
-      if (!peer) {
-        peer = {
-          name: r.name,
-          port: r.port,
-          lastSentVersion: r.lastSentVersion,
-          lastPokeSucceededAt: r.lastPokeSucceededAt,
-          active: r.active === 1,
-          keys: {},
-        };
-        peers.set(r.name, peer);
-      }
-      if (r.alg !== null && r.key !== null) peer.keys[r.alg] = r.key;
-    }
-    return [...peers.values()];
+    return peerRowsOf(this.allStmt.all());
   }
 
   /** The peers we push to and accept pushes from: active, with an ed25519 key. */
@@ -269,4 +254,25 @@ export class PeerWrites {
       return result;
     })();
   }
+}
+
+/** Joined peer rows (ordered by name) as one PeerRow per peer, its keys by algorithm. */
+export function peerRowsOf(raw: Iterable<PeerJoinRow>): PeerRow[] {
+  const peers = new Map<string, PeerRow>();
+  for (const r of raw) {
+    let peer = peers.get(r.name);
+    if (!peer) {
+      peer = {
+        name: r.name,
+        port: r.port,
+        lastSentVersion: r.lastSentVersion,
+        lastPokeSucceededAt: r.lastPokeSucceededAt,
+        active: r.active === 1,
+        keys: {},
+      };
+      peers.set(r.name, peer);
+    }
+    if (r.alg !== null && r.key !== null) peer.keys[r.alg] = r.key;
+  }
+  return [...peers.values()];
 }

@@ -3,11 +3,11 @@
  * PeerReads.all on SQLite (src/store/peers.ts), on one connection of its own, each change in one transaction.
  * The database is migrated first, as the SQLite command's openDatabase does.
  */
-import { PEER_KEY_ALG, type PeerRow, type PeerUpsert } from '../peers.js';
+import { PEER_KEY_ALG, peerRowsOf, type PeerJoinRow, type PeerRow, type PeerUpsert } from '../peers.js';
 import { connectPg } from './connect.js';
 import { migratePg } from './migrations.js';
 import { int8AsNumber } from './pool.js';
-import { PEERS_ALL_SQL, peerRowsOf, type PeerJoinRow } from './reads.js';
+import { PEERS_ALL_SQL } from './reads.js';
 
 export interface PgPeerAdmin {
   /** true when the peer is new; an existing one gets the port and key, is made active, and keeps its cursor */

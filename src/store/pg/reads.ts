@@ -9,7 +9,7 @@ import { SESSION_MACHINE_VERSION, sessionStateName } from '../../machines/valida
 import type { Account, TokenCache } from '../accounts.js';
 import type { PendingInvite } from '../associations.js';
 import { toDebugRow, type CallbackCounts, type DebugRow } from '../callbacks.js';
-import { PEER_KEY_ALG, type ActivePeer, type LocalAssociationRow, type PeerRow } from '../peers.js';
+import { PEER_KEY_ALG, peerRowsOf, type ActivePeer, type LocalAssociationRow, type PeerJoinRow } from '../peers.js';
 import type { StoreReads } from '../reads.js';
 import type { MachineRow, SydentSessionRow } from '../sessions.js';
 import { query } from './pool.js';
@@ -43,37 +43,6 @@ export const PEPPER_SQL = 'SELECT lookup_pepper FROM hashing_metadata ORDER BY i
 export const PEERS_ALL_SQL = `SELECT p.name, p.port, p.lastSentVersion AS "lastSentVersion", p.lastPokeSucceededAt AS "lastPokeSucceededAt",
          p.active, pk.alg, pk.key
   FROM peers p LEFT JOIN peer_pubkeys pk ON pk.peername = p.name ORDER BY p.name, pk.alg`;
-
-export interface PeerJoinRow {
-  name: string;
-  port: number | null;
-  lastSentVersion: number | null;
-  lastPokeSucceededAt: number | null;
-  active: number;
-  alg: string | null;
-  key: string | null;
-}
-
-/** The rows of PEERS_ALL_SQL as PeerReads.all gives them on SQLite: one per peer, its keys by algorithm. */
-export function peerRowsOf(raw: readonly PeerJoinRow[]): PeerRow[] {
-  const peers = new Map<string, PeerRow>();
-  for (const r of raw) {
-    let peer = peers.get(r.name);
-    if (!peer) {
-      peer = {
-        name: r.name,
-        port: r.port,
-        lastSentVersion: r.lastSentVersion,
-        lastPokeSucceededAt: r.lastPokeSucceededAt,
-        active: r.active === 1,
-        keys: {},
-      };
-      peers.set(r.name, peer);
-    }
-    if (r.alg !== null && r.key !== null) peer.keys[r.alg] = r.key;
-  }
-  return [...peers.values()];
-}
 
 /** The pepper last read, reused for PEPPER_CACHE_MS; dropped when a node says it changed. */
 export class PepperCache {

@@ -17,8 +17,9 @@ import type { TokenCache } from '../accounts.js';
 import {
   ABANDONED_RETENTION_MS,
   DELIVERED_RETENTION_MS,
+  claimedCallbacksOf,
   type CallbackEnqueue,
-  type ClaimedCallback,
+  type ClaimedRow,
 } from '../callbacks.js';
 import type { StoreWriteOps, WriteRequest } from '../engine.js';
 import type { ApplyPushResult } from '../peers.js';
@@ -181,20 +182,6 @@ function sameIds(a: readonly number[], b: readonly number[]): boolean {
 /** Rows a worker may take: due and unclaimed, or claimed by someone whose lease has run out. */
 const CLAIMABLE = `((c.state IN ('pending', 'retrying') AND c.next_attempt_ts <= $1) OR c.state = 'delivering')
   AND (c.claimed_until IS NULL OR c.claimed_until < $1)`;
-
-interface ClaimedRow {
-  id: number;
-  destination: string;
-  path: string;
-  body: string;
-  medium: string;
-  address: string;
-  attempts: number;
-  next_attempt_ts: number;
-  last_error: string | null;
-  created_ts: number;
-  claimed_until: number;
-}
 
 export interface PgWriteParts {
   pool: pg.Pool;
@@ -423,21 +410,7 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
                      o.created_ts, o.claimed_until`,
           [e.now, e.claimedUntil, e.excludeDestinations, e.limit],
         );
-        return res.rows
-          .map((r): ClaimedCallback => ({
-            id: r.id,
-            destination: r.destination,
-            path: r.path,
-            body: r.body,
-            medium: r.medium,
-            address: r.address,
-            attempts: r.attempts,
-            nextAttemptTs: r.next_attempt_ts,
-            lastError: r.last_error,
-            createdTs: r.created_ts,
-            claimedUntil: r.claimed_until,
-          }))
-          .sort((a, b) => a.nextAttemptTs - b.nextAttemptTs || a.id - b.id);
+        return claimedCallbacksOf(res.rows);
       });
     },
     // Delivered wins whoever holds the claim: the homeserver has the callback, whatever else happens to the row.
