@@ -14,6 +14,7 @@ const FLOWS_ON_POSTGRESQL = [
   'test/invite-onbind.test.ts',
   'test/unbind-signed.test.ts',
   'test/callbacks.test.ts',
+  'test/replication.test.ts',
   'test/replication-push.test.ts',
   'test/replication-outbound.test.ts',
   'test/rotate-pepper.test.ts',
