@@ -124,7 +124,9 @@ let db: Database.Database;
 let transitions: string[];
 let inspected: InspectionEvent[];
 
-function host(opts: { settleTimeoutMs?: number; store?: MachineStorePort<string, JobContext> } = {}) {
+function host(
+  opts: { settleTimeoutMs?: number; store?: MachineStorePort<string, JobContext>; isConflict?: boolean } = {},
+) {
   return new MachineHost<typeof jobMachine, string>({
     name: 'job',
     machine: jobMachine,
@@ -141,6 +143,7 @@ function host(opts: { settleTimeoutMs?: number; store?: MachineStorePort<string,
     store: opts.store ?? sqlitePort(db),
     now: () => 1000,
     settleTimeoutMs: opts.settleTimeoutMs,
+    ...(opts.isConflict ? { isConflict: (error: unknown) => error instanceof ConflictError } : {}),
     onTransition: (from, to, event) => transitions.push(`${from} -${event}-> ${to}`),
     inspect: (ev) => inspected.push(ev),
   });
@@ -229,6 +232,31 @@ describe('machine host', () => {
     await expect(racing.send('d', { type: 'GO' })).rejects.toThrow(ConflictError);
     expect(seenByWork).toEqual([]);
     expect(row('d')).toMatchObject({ state: '{"open":"idle"}', row_version: 2 });
+  });
+
+  it('an end of work whose save meets a row changed meanwhile (another node) is applied to the row as it is now, not refused', async () => {
+    let finish = (): void => undefined;
+    work = ({ id }) =>
+      new Promise((resolve) => {
+        finish = () => resolve(`worked on ${id}`);
+      });
+    const a = host({ isConflict: true });
+    const b = host({ isConflict: true });
+    const answer = a.create('g', { id: 'g' }, { type: 'GO' });
+    await vi.waitFor(() => expect(row('g')?.state).toBe('{"open":"working"}'));
+    // the other node takes an event of the machine while the work runs
+    await b.send('g', { type: 'BUMP' });
+    expect(row('g')).toMatchObject({ row_version: 2 });
+    finish();
+    const out = await answer;
+    expect(out.state).toBe('done');
+    expect(out.snapshot.context).toEqual({ id: 'g', bumps: 1, result: 'worked on g' });
+    expect(row('g')).toMatchObject({ state: '{"open":"done"}', row_version: 3 });
+    expect(JSON.parse(row('g')!.context)).toEqual({ id: 'g', bumps: 1, result: 'worked on g' });
+    expect(JSON.parse(row('g')!.history)).toEqual([
+      { at: 1000, event: 'GO', from: 'idle', to: 'working' },
+      { at: 1000, event: 'done: work', from: 'working', to: 'done' },
+    ]);
   });
 
   it('restores rows of older versions through the migrations, plain state names included; refuses a newer one', async () => {

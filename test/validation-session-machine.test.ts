@@ -291,6 +291,28 @@ describe('validation session machine: rules', () => {
     expect(name(refused)).toBe('sendFailed');
     expect(refused.context.rejection).toBe('tokenIncorrect');
   });
+
+  it('a send that ends after the session was taken for one a restart cut short (another node read it meanwhile) counts as sent', () => {
+    // what a restore makes of a session whose row says sendingToken, with an event taken on it (another node's read)
+    const interrupted = machine.resolveState({
+      value: { live: { awaitingToken: 'sendFailed' } },
+      context: {
+        ...replay([request(1)]).context,
+        everSent: true,
+        lastError: 'interrupted by a restart',
+        rejection: 'notValidated',
+      },
+    });
+    const [sent] = transition(machine, interrupted, { type: DONE } as unknown as SessionEvent);
+    expect(name(sent)).toBe('tokenSent');
+    expect(sent.context).toMatchObject({ everSent: true, lastError: null, rejection: null });
+    // a send that failed stays failed
+    const [failed] = transition(machine, interrupted, {
+      type: ERROR,
+      error: new Error('x'),
+    } as unknown as SessionEvent);
+    expect(name(failed)).toBe('sendFailed');
+  });
 });
 
 describe('docs/machines', () => {

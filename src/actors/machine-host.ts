@@ -10,7 +10,9 @@
  *  3. only then let a live actor take the event: what the event starts (an invoked send, a POST) starts after its
  *     row is committed. A failed save leaves nothing behind: no actor, nothing started, the save's error;
  *  4. record every later change the actor makes (an invoked actor's done or error) in order, until no invoked
- *     actor runs; then stop the actor and forget it. Nothing stays in memory between events.
+ *     actor runs; then stop the actor and forget it. Nothing stays in memory between events. A later save that
+ *     finds the row changed meanwhile (another node took an event) re-reads it and takes the actor's end on it:
+ *     what the actor did (a mail sent) happened, so it is applied to the row as it is now, never answered as a failure.
  *
  * The host knows nothing of the store: its rows go through a `MachineStorePort` that a supervisor wires.
  * Names people read (metrics, histories, the debug endpoints) are the diagram's (see machines/state-value.ts).
@@ -462,6 +464,50 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       };
     }
 
+    /**
+     * What an actor's end leads to, taken on the row as it is now, once a save of it met someone else's (another node
+     * took an event of this machine while what this event started was running): the end happened (a mail went) and
+     * cannot be taken back, so it is applied to the state that node left, not refused. Only an end that starts
+     * nothing more is applied so; the row's newer state is then the event's outcome.
+     */
+    const lateEnd: { onRow: Snapshot<TMachine> | null } = { onRow: null };
+    const reconcile = async (ended: EventObject, conflict: unknown): Promise<void> => {
+      for (let attempt = 0; ; attempt++) {
+        const restored = await this.restore(key);
+        if (!restored) throw conflict;
+        const [after, effects] = transition(machine as AnyStateMachine, restored.snapshot, ended) as [
+          Snapshot<TMachine>,
+          { type: string; params?: unknown }[],
+        ];
+        // Leaving the state that ran the work stops its child, which a restored machine does not have.
+        if (!settled(after) || !effects.every((a) => isInternal(a) || a.type === 'xstate.stopChild')) throw conflict;
+        expected = restored.expected;
+        history = restored.history;
+        recorded = {
+          value: valueOf(restored.snapshot),
+          text: encodeStateValue(valueOf(restored.snapshot)),
+          context: JSON.stringify(restored.snapshot.context),
+        };
+        try {
+          await record(after, ended.type);
+          lateEnd.onRow = after;
+          return;
+        } catch (error) {
+          if (!this.opts.isConflict?.(error) || attempt >= CONFLICT_RETRIES) throw error;
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * 2 ** attempt));
+        }
+      }
+    };
+    const recordLater = async (snapshot: Snapshot<TMachine>, ended: EventObject): Promise<void> => {
+      // Once the row has gone its own way, the actor's later snapshots describe a machine that is not stored.
+      if (lateEnd.onRow) return;
+      try {
+        await record(snapshot, ended.type);
+      } catch (error) {
+        if (!this.opts.isConflict?.(error)) throw error;
+        await reconcile(ended, error);
+      }
+    };
     const k = this.keyOf(key);
     let taken = false;
     /** the state the actor is counted under while it is live (null: not counted) */
@@ -488,7 +534,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       countAs(this.names.nameOf(valueOf(snapshot)));
       // Every change after the event is recorded in order; the first failure is the event's.
       saving = saving
-        .then(() => record(snapshot, ev.event.type))
+        .then(() => recordLater(snapshot, ev.event))
         .catch((err: unknown) => {
           saveErrors.push(err);
         });
@@ -525,7 +571,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       if (stopped) throw new MachineStoppedError(this.opts.name);
       await saving;
       if (saveErrors.length > 0) throw saveErrors[0];
-      const snapshot = actor.getSnapshot() as Snapshot<TMachine>;
+      const snapshot = lateEnd.onRow ?? (actor.getSnapshot() as Snapshot<TMachine>);
       if (snapshot.status === 'error') throw snapshot.error;
       return {
         snapshot: snapshot as SnapshotFrom<TMachine>,

@@ -6,6 +6,8 @@
  *                          │  ▲       └─error─▶ awaitingToken.sendFailed    └─5th wrong token─▶ locked
  *                          │  └── requestToken with a newer send_attempt (a failed send: the same one too)
  *   live ──any event [isExpired]──▶ expired ──REQUEST_TOKEN──▶ sendingToken (a fresh token)
+ *   sendFailed ──done──▶ tokenSent: a send that ended after another node read the session, taking it for one a
+ *                        restart had cut short (restore turns a stored sendingToken into sendFailed)
  *
  * What every event goes through is written once, on `live`, in Sydent's order: the client secret, then expiry,
  * then the state's own rule. `live` raises the event again as `<TYPE>.ok` once both checks passed, and its states
@@ -322,6 +324,12 @@ export const validationSessionMachine = sessionSetup.createMachine({
             // The last send failed; a token sent by an earlier, successful attempt is still good.
             sendFailed: {
               on: {
+                // A send still running on another node when this session was last read there, which took it for one
+                // a restart cut short: it ended after all, and its token went out.
+                'xstate.done.actor.sendToken': {
+                  target: 'tokenSent',
+                  actions: ['accept', 'recordSent'],
+                },
                 // A send that failed is not a send: the same send_attempt tries again. Only an older one is refused.
                 'REQUEST_TOKEN.ok': [
                   { guard: 'isNotOlderAttempt', target: '#validationSession.live.sendingToken', actions: send },
