@@ -15,7 +15,9 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function setup() {
+function setup(
+  opts: { claimTtlMs?: number; deliver?: (row: ClaimedCallback, signal: AbortSignal) => Promise<number> } = {},
+) {
   const tmp = tempDir('sydent-ts-notifier-claims-');
   const db = openDatabase(path.join(tmp.dir, 'sydent.db'));
   const writes = new CallbackWrites(db);
@@ -39,11 +41,13 @@ function setup() {
     },
     reads,
     // Every homeserver answers once the test lets it: until then, each delivery is in flight.
-    deliver: async (row) => {
+    deliver: async (row, signal) => {
       delivering.push(row);
+      if (opts.deliver) return opts.deliver(row, signal);
       await held;
       return 200;
     },
+    ...(opts.claimTtlMs ? { claimTtlMs: opts.claimTtlMs } : {}),
     now: () => Date.now(),
     log: pino({ level: 'silent' }),
     deleteInviteTokens: false,
@@ -65,7 +69,7 @@ function setup() {
       address: `${destination}@example.org`,
       now: Date.now(),
     });
-  return { worker, enqueue, claims, delivering, release: () => release() };
+  return { worker, enqueue, claims, delivering, reads, release: () => release() };
 }
 
 describe('the notifier outbox', () => {
@@ -79,5 +83,26 @@ describe('the notifier outbox', () => {
     // the turns after: no other claim follows while nothing changed
     await new Promise((r) => setTimeout(r, 50));
     expect(claims.map((rows) => rows.length)).toEqual([5]);
+  });
+
+  it('a delivery still unanswered when its claim runs out is cut off, and the row is left for a later claim', async () => {
+    const aborted: number[] = [];
+    const { worker, enqueue, reads } = setup({
+      claimTtlMs: 300,
+      // A homeserver that never answers: the request ends only when its signal says so.
+      deliver: (row, signal) =>
+        new Promise((_, reject) =>
+          signal.addEventListener('abort', () => {
+            aborted.push(row.id);
+            reject(new Error('aborted'));
+          }),
+        ),
+    });
+    const id = enqueue('slow.example');
+    worker.wake();
+    await vi.waitFor(() => expect(aborted).toEqual([id]), { timeout: 5_000 });
+    await vi.waitFor(() => {
+      expect(reads.byId(id)).toMatchObject({ state: 'retrying', attempts: 1 });
+    });
   });
 });

@@ -135,7 +135,9 @@ export class CallbackWorker {
       actors: {
         deliver: fromPromise<DeliveryResult, DeliverInput>(async ({ input }) => {
           try {
-            const status = await deliver(this.inFlight.get(input.id)!.row, this.cutOff.signal);
+            // Cut off at shutdown, and when the claim runs out: past it another node may deliver the row too.
+            const signal = AbortSignal.any([this.cutOff.signal, AbortSignal.timeout(this.opts.claimTtlMs)]);
+            const status = await deliver(this.inFlight.get(input.id)!.row, signal);
             return { status, at: now() };
           } catch (err) {
             throw new DeliveryError(errorMessage(err), now());
