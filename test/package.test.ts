@@ -65,8 +65,7 @@ describe('the packed package', () => {
         .filter(Boolean)
         .map((f) => f.replace(/^package\//, ''));
       for (const f of [
-        'dist/main.js',
-        'dist/server.js',
+        'dist/bundle/main.mjs',
         'bin/sydent-ts.js',
         'LICENSE',
         'README.md',

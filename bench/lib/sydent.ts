@@ -25,7 +25,7 @@ export interface StartSydentOptions {
   root?: string;
   /** extra environment for the server process */
   env?: NodeJS.ProcessEnv;
-  /** a built server (`…/main.js`, see build.ts) run by plain `node` instead of src/main.ts through tsx */
+  /** a built server (`…/main.mjs`, see build.ts) run by plain `node` instead of src/main.ts through tsx */
   builtMain?: string;
   /** `db.engine = postgresql` on this database (bench/lib/postgres.ts) instead of the SQLite file */
   pgUrl?: string;

@@ -41,7 +41,7 @@ interface Start {
 }
 
 /**
- * Starts the built sydent-ts (build.ts: JavaScript run by plain node, as an operator runs it) on an existing database (so every start is a restart, as an operator's is), with `log.level =
+ * Starts the built sydent-ts (build.ts: the bundle run by plain node, as an operator runs it) on an existing database (so every start is a restart, as an operator's is), with `log.level =
  * INFO` for its "sydent-ts started" line, whose arrival is the moment it listens; then probes `GET /versions` for a
  * few seconds, as a client arriving at once would.
  */

@@ -17,6 +17,7 @@ import { DISCARD_LIMIT } from './discard-body.js';
 import { errors, MatrixError } from './errors.js';
 import { HttpListener } from './http-listener.js';
 import { parseJsonBody } from './json-body.js';
+import { lazySerializers, lazyValidators } from './lazy-schemas.js';
 import type { RequestLane } from './lookup-lane.js';
 import { parseParams } from './params.js';
 
@@ -103,6 +104,8 @@ export function createApp(opts: AppOptions): FastifyInstance {
         validateSchema: false,
       },
     },
+    // fastify's own compilers, run on each route's first request rather than at start-up (http/lazy-schemas.ts)
+    schemaController: { compilersFactory: { buildValidator: lazyValidators, buildSerializer: lazySerializers } },
     forceCloseConnections: 'idle',
     serverFactory: listener.serverFactory(lane ? (req, res) => !closing && lane(req, res) : undefined),
   });
