@@ -120,7 +120,11 @@ describe('IpGuard', () => {
     expect(g.isAllowed('203.0.113.9')).toBe(false);
     expect(g.isAllowed('::ffff:203.0.113.9')).toBe(false);
     expect(g.isAllowed('127.0.0.1')).toBe(true);
-    expect(() => new IpGuard({ blacklist: ['nonsense/8'] })).toThrow(/Invalid IP range provided/);
+    for (const range of ['nonsense/8', 'fe80::zz/10', '1.2.3/8', '10.0.0.0/33', '::1/129', 'fc00::/x'])
+      expect(() => new IpGuard({ blacklist: [range] }), range).toThrow(/Invalid IP range provided/);
+    const v6 = new IpGuard({ blacklist: ['2001:db8::/32'] });
+    expect(v6.isAllowed('2001:db8::1')).toBe(false);
+    expect(v6.isAllowed('2001:db9::1')).toBe(true);
   });
 });
 
