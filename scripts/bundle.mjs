@@ -1,21 +1,25 @@
 // The server as it runs: src/ and its dependencies bundled by esbuild into dist/bundle/main.mjs (with a chunk per
 // command or subsystem loaded by `import()`: migrate-db, rotate-pepper, PostgreSQL, metrics, the inspector, Sentry).
-// One file to read and compile instead of some two hundred modules to resolve, read and link at every start.
+// A dozen files to read and compile instead of some 350 modules to resolve, read, compile and link at every start.
 //
-//   node scripts/bundle.mjs [--outdir DIR]     (default dist/bundle; `npm run build` runs it after tsc)
+//   node scripts/bundle.mjs [--outdir DIR]     (default dist/bundle, emptied first; `npm run build` runs it after
+//                                               TypeScript's type check)
 //
-// The output sits two directories below the package root, as dist/config/paths.js does, so src/config/paths.ts
-// finds the package's config/ and package.json from either. Dependencies loaded on first use through
+// The output sits two directories below the package root, as src/config/paths.ts does, so the package's config/
+// and package.json are found from either. Dependencies loaded on first use through
 // `createRequire(import.meta.url)` (undici, nodemailer, nunjucks, yaml, …) are not bundled: they resolve from
 // node_modules at run time, as before. better-sqlite3 (a native addon) stays in node_modules too.
 import { build } from 'esbuild';
+import { rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Bundles src/main.ts into `outdir` (main.mjs and its chunks). */
+/** Bundles src/main.ts into `outdir` (main.mjs and its chunks), replacing what was there. */
 export async function bundle(outdir = join(root, 'dist', 'bundle')) {
+  // chunk names carry a hash of their content: the last build's would stay beside the new ones
+  rmSync(outdir, { recursive: true, force: true });
   await build({
     absWorkingDir: root,
     entryPoints: { main: 'src/main.ts' },
