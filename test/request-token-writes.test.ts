@@ -80,6 +80,24 @@ describe('requestToken and the store', () => {
     expect(machineRow(sid).row_version).toBe(2);
   });
 
+  it("a send's end rewrites the machine row only: Sydent's session and token rows keep what the create wrote", async () => {
+    const db = new Database(t.config.db.dbFile);
+    try {
+      db.exec(`CREATE TABLE test_sydent_updates (tbl TEXT NOT NULL, sid INTEGER NOT NULL);
+        CREATE TRIGGER test_session_updated AFTER UPDATE ON threepid_validation_sessions
+          BEGIN INSERT INTO test_sydent_updates VALUES ('sessions', NEW.id); END;
+        CREATE TRIGGER test_token_updated AFTER UPDATE ON threepid_token_auths
+          BEGIN INSERT INTO test_sydent_updates VALUES ('tokens', NEW.validationSession); END;`);
+      const sid = await requestToken('asks.sent@example.org', 'asks-secret-4');
+      await smtp.waitForMessage((m) => m.to.includes('asks.sent@example.org'));
+      expect(machineRow(sid).row_version).toBe(2);
+      expect(db.prepare('SELECT tbl FROM test_sydent_updates WHERE sid = ?').all(Number(sid))).toEqual([]);
+    } finally {
+      db.exec(`DROP TRIGGER test_session_updated; DROP TRIGGER test_token_updated; DROP TABLE test_sydent_updates;`);
+      db.close();
+    }
+  });
+
   it('the same send_attempt again within a minute asks no supervisor and writes nothing; once the session is a minute older, its mtime moves once', async () => {
     const sid = await requestToken('asks.repeat@example.org', 'asks-secret-2');
     await smtp.waitForMessage((m) => m.to.includes('asks.repeat@example.org'));

@@ -19,11 +19,11 @@
  */
 import {
   createActor,
-  initialTransition,
-  transition,
   type Actor,
+  type AnyActorScope,
   type AnyMachineSnapshot,
   type AnyStateMachine,
+  type ExecutableActionObject,
   type ContextFrom,
   type EventObject,
   type EventFromLogic,
@@ -76,6 +76,8 @@ export interface MachineWrite<TContext> {
   /** the state as people read it */
   stateName: string;
   context: TContext;
+  /** the context's JSON text (`JSON.stringify(context)`) */
+  contextJson: string;
   machineVersion: number;
   history: Transition[];
   /** the first save of a machine made by `create` */
@@ -215,6 +217,63 @@ function isInternal(action: { type: string; params?: unknown }): boolean {
   return action.type === 'xstate.raise' && delay === undefined;
 }
 
+/** An invoked child that a step spawned: a live actor restored from the step's snapshot revives and starts it. */
+function isSpawn(action: { type: string }): boolean {
+  return action.type === 'xstate.spawnChild';
+}
+
+/**
+ * The machine's pure steps. xstate's `initialTransition()` and `transition()` build a new inert actor, and a new
+ * system, for every call, which costs more than the step itself; one inert scope per host serves every step here.
+ * As in xstate's own, the children a step spawns are created but never started nor registered, and the actions are
+ * collected, not run. A child registered under a systemId would stay in the shared system, so such machines are
+ * refused.
+ */
+class PureSteps {
+  private readonly scope: AnyActorScope;
+  private collected: ExecutableActionObject[] = [];
+
+  constructor(private readonly machine: AnyStateMachine) {
+    if (invokesWithSystemId(machine.config)) {
+      throw new Error(`${machine.id}: the machine host runs no machine that invokes an actor with a systemId`);
+    }
+    const self = createActor(machine);
+    this.scope = {
+      self,
+      id: '',
+      sessionId: '',
+      logger: () => undefined,
+      defer: () => undefined,
+      emit: () => undefined,
+      system: self.system,
+      stopChild: () => undefined,
+      actionExecutor: (action) => {
+        this.collected.push(action);
+      },
+    };
+  }
+
+  initial(input: unknown): [AnyMachineSnapshot, ExecutableActionObject[]] {
+    this.collected = [];
+    const snapshot = this.machine.getInitialSnapshot(this.scope, input) as AnyMachineSnapshot;
+    return [snapshot, this.collected];
+  }
+
+  next(snapshot: AnyMachineSnapshot, event: EventObject): [AnyMachineSnapshot, ExecutableActionObject[]] {
+    this.collected = [];
+    const next = this.machine.transition(snapshot, event, this.scope) as AnyMachineSnapshot;
+    return [next, this.collected];
+  }
+}
+
+function invokesWithSystemId(config: unknown): boolean {
+  const node = config as { invoke?: unknown; states?: Record<string, unknown> } | undefined;
+  if (!node || typeof node !== 'object') return false;
+  const invokes = node.invoke === undefined ? [] : Array.isArray(node.invoke) ? node.invoke : [node.invoke];
+  if (invokes.some((i) => typeof i === 'object' && i !== null && 'systemId' in i)) return true;
+  return Object.values(node.states ?? {}).some(invokesWithSystemId);
+}
+
 /** `xstate.done.actor.sendToken` → `done: sendToken`, as the diagrams name an invoked actor's end. */
 function eventName(type: string): string {
   const m = /^xstate\.(done|error)\.actor\.(.+)$/.exec(type);
@@ -229,11 +288,13 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
   /** the live actors counted by state, kept as they start, move and stop: read by `liveCounts`, never walked */
   private readonly liveByState = new Map<string, number>();
   private readonly keyOf: (key: TKey) => string;
+  private readonly steps: PureSteps;
   private stopped = false;
 
   constructor(private readonly opts: MachineHostOptions<TMachine, TKey, TSeen>) {
     this.names = stateNames(opts.machine);
     this.keyOf = opts.keyOf ?? String;
+    this.steps = new PureSteps(opts.machine);
   }
 
   /** Runs `fn` in the queue of `key`, so nothing else happens to that machine meanwhile. */
@@ -252,10 +313,10 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     options: SendOptions<TMachine> = {},
   ): Promise<HostOutcome<TMachine, TSeen>> {
     return this.exclusive(key, async () => {
-      const [initial] = initialTransition(this.opts.machine, ...([input] as [InputFrom<TMachine>]));
+      const [initial, initialActions] = this.steps.initial(input);
       return this.process(
         key,
-        { snapshot: initial, history: [], expected: { rowVersion: null, seen: undefined }, input },
+        { snapshot: initial, history: [], expected: { rowVersion: null, seen: undefined }, input, initialActions },
         event,
         options,
       );
@@ -382,6 +443,8 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       expected: RowExpectation<TSeen>;
       /** a machine without a row: started from its input */
       input?: InputFrom<TMachine>;
+      /** what entering its initial state would run */
+      initialActions?: ExecutableActionObject[];
     },
     event: EventFromLogic<TMachine>,
     options: SendOptions<TMachine>,
@@ -389,10 +452,8 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     if (this.stopped) throw new Error(`${this.opts.name}: the host is stopping`);
     const { machine, store, now, onTransition } = this.opts;
     const current = from.snapshot;
-    const [next, actions] = transition(machine as AnyStateMachine, current, event) as [
-      Snapshot<TMachine>,
-      { type: string; params?: unknown }[],
-    ];
+    const [next, stepActions] = this.steps.next(current, event as EventObject);
+    const actions = from.initialActions ? [...from.initialActions, ...stepActions] : stepActions;
     if (options.admit && !(await options.admit(next as SnapshotFrom<TMachine>, current as SnapshotFrom<TMachine>))) {
       return {
         snapshot: current as SnapshotFrom<TMachine>,
@@ -408,10 +469,11 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     let created = from.input !== undefined;
     let expected = from.expected;
     let history = from.history;
+    // A new machine's first save happens whatever the event did: what it was before is not compared.
     let recorded = {
       value: valueOf(current),
-      text: encodeStateValue(valueOf(current)),
-      context: JSON.stringify(current.context),
+      text: created ? '' : encodeStateValue(valueOf(current)),
+      context: created ? '' : JSON.stringify(current.context),
     };
     const record = async (snapshot: Snapshot<TMachine>, eventType: string) => {
       const value = valueOf(snapshot);
@@ -434,6 +496,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
           state: text,
           stateName: toName,
           context: snapshot.context as ContextFrom<TMachine>,
+          contextJson: context,
           machineVersion: this.opts.version,
           history: nextHistory,
           created,
@@ -540,9 +603,18 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
         });
       if (settled(snapshot)) end?.('settled');
     };
+    // What the event starts is only invoked children (the raises are taken already): the actor starts from the snapshot
+    // just recorded, reviving and starting those children, and the event is not taken a second time. Anything else
+    // (an action with an effect of its own) runs as the live actor takes the event; so does every event while an
+    // inspector watches, which shows it taken.
+    const fromRecorded = !outer && actions.every((a) => isInternal(a) || isSpawn(a));
     const actor = createActor(
       machine as AnyStateMachine,
-      from.input !== undefined ? { input: from.input, inspect } : { snapshot: current, inspect },
+      fromRecorded
+        ? { snapshot: machine.getPersistedSnapshot(next), inspect }
+        : from.input !== undefined
+          ? { input: from.input, inspect }
+          : { snapshot: current, inspect },
     );
     let stopped = false;
     this.live.set(k, {
@@ -560,7 +632,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     try {
       actor.start();
       taken = true;
-      actor.send(event);
+      if (!fromRecorded) actor.send(event);
       if (!settled(actor.getSnapshot()) && !stopped) {
         const how = await new Promise<'settled' | 'stopped' | 'timeout'>((resolve) => {
           end = resolve;

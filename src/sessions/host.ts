@@ -453,7 +453,7 @@ export class SessionHost {
     const row: SessionWrite = {
       sid,
       state: write.state,
-      context: JSON.stringify(context),
+      context: write.contextJson,
       machineVersion: write.machineVersion,
       address: context.address,
       validated: context.validatedAt !== null,

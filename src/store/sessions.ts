@@ -266,8 +266,18 @@ export class SessionWrites {
         );
         if (res.changes !== 1) throw new SessionConflictError(write.sid);
       }
-      this.updateSession.run(write.validated ? 1 : 0, write.mtime, write.sid);
-      this.updateToken.run(write.token, write.sendAttempt, write.sid);
+      const sydent: SydentColumns = {
+        validated: write.validated ? 1 : 0,
+        mtime: write.mtime,
+        token: write.token,
+        sendAttemptNumber: write.sendAttempt,
+      };
+      // Most changes (a send's end, a wrong token) leave Sydent's columns as they are: their rows and indexes are
+      // then not rewritten.
+      if (!current || !sameSydentColumns(current, sydent)) {
+        this.updateSession.run(sydent.validated, sydent.mtime, write.sid);
+        this.updateToken.run(write.token, write.sendAttempt, write.sid);
+      }
       return (expectedVersion ?? 0) + 1;
     })();
   }
