@@ -136,13 +136,45 @@ export async function sendRawMail(
   const sleep = opts.sleep ?? defaultSleep;
   const envelope = { from: envelopeAddress(from), to: [request.to] };
 
-  const signals = [
-    opts.signal,
-    opts.deadline === undefined ? undefined : AbortSignal.timeout(Math.max(0, opts.deadline - Date.now())),
-  ];
-  const present = signals.filter((s): s is AbortSignal => s !== undefined);
-  const signal = present.length === 0 ? undefined : present.length === 1 ? present[0] : AbortSignal.any(present);
+  const cut = cutOff(opts.signal, opts.deadline);
+  try {
+    return await sendAttempts(transport, request, envelope, cut.signal, { ...opts, attempts, baseDelayMs, sleep });
+  } finally {
+    cut.release();
+  }
+}
 
+/**
+ * One signal for the caller's signal and the deadline. A controller, a timer and one listener: AbortSignal.timeout
+ * and AbortSignal.any cost several times that per mail, and keep their signals until the garbage collector runs.
+ */
+function cutOff(
+  callerSignal: AbortSignal | undefined,
+  deadline: number | undefined,
+): { signal: AbortSignal | undefined; release: () => void } {
+  if (deadline === undefined) return { signal: callerSignal, release: () => undefined };
+  const controller = new AbortController();
+  const abort = () => controller.abort(callerSignal?.aborted ? callerSignal.reason : undefined);
+  const timer = setTimeout(abort, Math.max(0, deadline - Date.now()));
+  if (callerSignal?.aborted) abort();
+  else callerSignal?.addEventListener('abort', abort, { once: true });
+  return {
+    signal: controller.signal,
+    release: () => {
+      clearTimeout(timer);
+      callerSignal?.removeEventListener('abort', abort);
+    },
+  };
+}
+
+async function sendAttempts(
+  transport: Pick<Transporter, 'sendMail'>,
+  request: SendMailRequest,
+  envelope: { from: string; to: string[] },
+  signal: AbortSignal | undefined,
+  opts: SendOptions & { attempts: number; baseDelayMs: number; sleep: (ms: number) => Promise<void> },
+): Promise<SendMailResult> {
+  const { attempts, baseDelayMs, sleep } = opts;
   for (let attempt = 1; ; attempt++) {
     try {
       // a message that waited in the queue past its caller's deadline is not sent at all
