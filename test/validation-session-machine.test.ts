@@ -7,6 +7,7 @@ import {
   MAX_WRONG_TOKENS,
   SESSION_LIFETIME_MS,
   SESSION_STATES,
+  sameSecret,
   validationSessionMachine,
   type SendTokenInput,
   type SessionEvent,
@@ -175,6 +176,13 @@ describe('validation session machine: rules', () => {
     expect(wrongSecret.context.rejection).toBe('secretMismatch');
     const [notYet] = transition(machine, sent, check());
     expect(notYet.context.rejection).toBe('notValidated');
+  });
+
+  it('compares secrets by every code unit: two that differ only in an unpaired surrogate are different', () => {
+    expect(sameSecret('tok1', 'tok1')).toBe(true);
+    expect(sameSecret('tok1', 'tok2')).toBe(false);
+    expect(sameSecret('tok1', 'tok10')).toBe(false);
+    expect(sameSecret('tok\uD800', 'tok\uDBFF')).toBe(false);
   });
 
   it('expires 24 h after the last change, and a new request revives it with a fresh token', () => {
