@@ -5,10 +5,12 @@
  * For each event, under a per-key queue (one event at a time per machine, any number of machines at once):
  *  1. restore the machine from its row: the stored value (JSON for a nested state, a plain name otherwise),
  *     migrated by `machine_version` through the host's table of migrations, then the owner's `restore` rule;
- *  2. compute the next snapshot with XState's pure `transition()`, and record it (a save that expects the row
+ *  2. compute the next snapshot with the machine's pure transition, and record it (a save that expects the row
  *     version it loaded: someone else's save in between is a conflict, not an overwrite);
- *  3. only then let a live actor take the event: what the event starts (an invoked send, a POST) starts after its
- *     row is committed. A failed save leaves nothing behind: no actor, nothing started, the save's error;
+ *  3. only then start a live actor: from the recorded snapshot when all the event starts is invoked actors (it
+ *     starts them), else from the snapshot before, taking the event. What the event starts (an invoked send, a POST)
+ *     starts after its row is committed. A failed save leaves nothing behind: no actor, nothing started, the save's
+ *     error;
  *  4. record every later change the actor makes (an invoked actor's done or error) in order, until no invoked
  *     actor runs; then stop the actor and forget it. Nothing stays in memory between events. A later save that
  *     finds the row changed meanwhile (another node took an event) re-reads it and takes the actor's end on it:
@@ -20,7 +22,6 @@
 import {
   createActor,
   type Actor,
-  type AnyActorScope,
   type AnyMachineSnapshot,
   type AnyStateMachine,
   type ExecutableActionObject,
@@ -222,6 +223,9 @@ function isSpawn(action: { type: string }): boolean {
   return action.type === 'xstate.spawnChild';
 }
 
+/** The scope a machine's own `transition` and `getInitialSnapshot` take. */
+type MachineScope = Parameters<AnyStateMachine['transition']>[2];
+
 /**
  * The machine's pure steps. xstate's `initialTransition()` and `transition()` build a new inert actor, and a new
  * system, for every call, which costs more than the step itself; one inert scope per host serves every step here.
@@ -230,7 +234,7 @@ function isSpawn(action: { type: string }): boolean {
  * refused.
  */
 class PureSteps {
-  private readonly scope: AnyActorScope;
+  private readonly scope: MachineScope;
   private collected: ExecutableActionObject[] = [];
 
   constructor(private readonly machine: AnyStateMachine) {
@@ -452,7 +456,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     if (this.stopped) throw new Error(`${this.opts.name}: the host is stopping`);
     const { machine, store, now, onTransition } = this.opts;
     const current = from.snapshot;
-    const [next, stepActions] = this.steps.next(current, event as EventObject);
+    const [next, stepActions] = this.steps.next(current, event);
     const actions = from.initialActions ? [...from.initialActions, ...stepActions] : stepActions;
     if (options.admit && !(await options.admit(next as SnapshotFrom<TMachine>, current as SnapshotFrom<TMachine>))) {
       return {
