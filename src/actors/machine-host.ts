@@ -542,10 +542,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       for (let attempt = 0; ; attempt++) {
         const restored = await this.restore(key);
         if (!restored) throw conflict;
-        const [after, effects] = transition(machine as AnyStateMachine, restored.snapshot, ended) as [
-          Snapshot<TMachine>,
-          { type: string; params?: unknown }[],
-        ];
+        const [after, effects] = this.steps.next(restored.snapshot, ended);
         // Leaving the state that ran the work stops its child, which a restored machine does not have.
         if (!settled(after) || !effects.every((a) => isInternal(a) || a.type === 'xstate.stopChild')) throw conflict;
         expected = restored.expected;
