@@ -34,7 +34,13 @@ export interface OutboundBatch {
   /** the largest log id in the batch: the cursor once the peer acknowledges it */
   lastId: number;
   count: number;
+  /** it carries an unbind */
+  hasTombstone: boolean;
+  /** the 3PIDs it carries (medium and address), to tell whether two batches touch the same one */
+  threepids: ReadonlySet<string>;
 }
+
+const threepidKey = (medium: string, address: string): string => `${medium}\u0000${address}`;
 
 /** The wire form of one log row, before signing. */
 function wireAssociation(row: LocalAssociationRow): WireAssociation {
@@ -58,12 +64,32 @@ export function buildBatch(
   key: SigningKeyLike,
 ): OutboundBatch {
   const sgAssocs: Record<string, Signed<WireAssociation>> = {};
+  const threepids = new Set<string>();
   let lastId = 0;
+  let hasTombstone = false;
   for (const row of rows) {
     sgAssocs[String(row.id)] = signJson(wireAssociation(row), serverName, key);
     lastId = Math.max(lastId, row.id);
+    if (row.mxid === null) hasTombstone = true;
+    threepids.add(threepidKey(row.medium, row.address));
   }
-  return { body: { sgAssocs }, lastId, count: rows.length };
+  return { body: { sgAssocs }, lastId, count: rows.length, hasTombstone, threepids };
+}
+
+/**
+ * Whether `next` may be sent while `first` is still unanswered. The peer may then store them in either order (two
+ * requests, and it knows no sequence), and that must not change what it ends up with: it does not when neither
+ * carries an unbind (a tombstone removes the older bindings of its 3PID, so one stored before the binding it was
+ * meant to remove would leave that binding in place) and no 3PID is in both (a rebind read between the two reads
+ * puts one 3PID in each; lookups order its rows by time, but an equal time falls back to the order of arrival).
+ * Bindings of different 3PIDs are stored the same in any order.
+ */
+export function mayOverlap(first: OutboundBatch, next: OutboundBatch): boolean {
+  if (first.hasTombstone || next.hasTombstone) return false;
+  const [small, large] =
+    first.threepids.size <= next.threepids.size ? [first.threepids, next.threepids] : [next.threepids, first.threepids];
+  for (const k of small) if (large.has(k)) return false;
+  return true;
 }
 
 export interface PushAnswer {

@@ -32,6 +32,7 @@ import type { ActivePeer, LocalAssociationRow, PeerRow } from '../store/peers.js
 import {
   buildBatch,
   describeRefusal,
+  mayOverlap,
   ReplicationClient,
   type OutboundBatch,
   type PushAnswer,
@@ -157,12 +158,21 @@ interface Slot {
   /** the push under way, so shutdown can wait for it */
   running: Promise<unknown> | null;
   /**
-   * The batch after a full one, signed while the peer works on that one (the two sides overlap instead of taking
-   * turns). Used only by a push from exactly `afterId`; dropped otherwise.
+   * The batch after a full one, read and signed while the peer works on that one, and already sent when the peer may
+   * store the two in either order (`mayOverlap`): the two sides work at the same time instead of taking turns. Used
+   * only by the push from exactly `afterId`, which moves the cursor past it after its own answer; dropped otherwise.
    */
-  prefetched: { afterId: number; batch: OutboundBatch } | null;
+  ahead: Ahead | null;
   /** what the last push heard of the peer's lease */
   lease: PeerLease | null;
+}
+
+/** A batch read ahead of the cursor. */
+interface Ahead {
+  afterId: number;
+  batch: OutboundBatch;
+  /** its answer, when it was sent at once; null: not sent yet */
+  answer: Promise<PushAnswer> | null;
 }
 
 const DEFAULTS = { batchSize: PUSH_BATCH_SIZE, tickMs: 10_000, drainGraceMs: 2_000 };
@@ -393,7 +403,7 @@ export class ReplicationWorker {
       timer: null,
       timerFor: null,
       running: null,
-      prefetched: null,
+      ahead: null,
       lease: null,
     };
     this.slots.set(peer.name, slot);
@@ -445,28 +455,44 @@ export class ReplicationWorker {
     const lease = await this.opts.store.lease(slot.peer.name);
     slot.lease = lease;
     if (lease === 'elsewhere') {
-      slot.prefetched = null;
+      slot.ahead = null;
       return null;
     }
     if (lease === 'held') return cursor;
-    slot.prefetched = null;
+    slot.ahead = null;
     const row = (await this.opts.reads.active()).find((p) => p.name === slot.peer.name);
     return Math.max(cursor, row?.lastSentVersion ?? 0);
   }
 
-  /** The batch after `cursor`: the prefetched one when it starts there, else read and signed now; null when empty. */
-  private async takeBatch(slot: Slot, cursor: number): Promise<OutboundBatch | null> {
-    const prefetched = slot.prefetched;
-    slot.prefetched = null;
-    if (prefetched && prefetched.afterId === cursor) return prefetched.batch;
+  /**
+   * The batch after `cursor` and its answer: the one read ahead when it starts there (its answer already on the way
+   * when it was sent), else read and signed now (answer null: to send); null when the log has nothing after it.
+   */
+  private async takeBatch(slot: Slot, cursor: number): Promise<Omit<Ahead, 'afterId'> | null> {
+    const ahead = slot.ahead;
+    slot.ahead = null;
+    if (ahead && ahead.afterId === cursor) return ahead;
     const rows = await this.opts.reads.localAfter(cursor, this.batchSizeOf(slot));
-    return rows.length === 0 ? null : buildBatch(rows, this.opts.serverName, this.opts.signingKey);
+    return rows.length === 0
+      ? null
+      : { batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey), answer: null };
   }
 
-  private async prefetch(slot: Slot, afterId: number): Promise<void> {
-    const rows = await this.opts.reads.localAfter(afterId, this.batchSizeOf(slot));
-    slot.prefetched =
-      rows.length === 0 ? null : { afterId, batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey) };
+  /**
+   * Reads and signs the batch after `current` while the peer works on it, and sends it at once when the peer may
+   * store the two in either order, unless `current` has failed by then (`stillWanted`).
+   */
+  private async readAhead(slot: Slot, current: OutboundBatch, url: string, stillWanted: () => boolean): Promise<void> {
+    const rows = await this.opts.reads.localAfter(current.lastId, this.batchSizeOf(slot));
+    if (rows.length === 0 || !stillWanted()) return;
+    const batch = buildBatch(rows, this.opts.serverName, this.opts.signingKey);
+    let answer: Promise<PushAnswer> | null = null;
+    if (mayOverlap(current, batch) && stillWanted() && !this.draining) {
+      answer = slot.transport.post(url, batch.body);
+      // heard by the push that takes this batch; unheard when it is dropped (the cursor has not moved past it)
+      answer.catch(() => undefined);
+    }
+    slot.ahead = { afterId: current.lastId, batch, answer };
   }
 
   /** Associations per push to this peer: its `push_batch_size`, or Sydent's. */
@@ -474,12 +500,21 @@ export class ReplicationWorker {
     return this.opts.urls.batchSize?.(slot.peer.name) ?? this.opts.batchSize;
   }
 
-  /** The `push` actor: one batch after the cursor, then the cursor stored after the peer's 2xx. */
+  /**
+   * The `push` actor: one batch after the cursor, then the cursor stored after the peer's 2xx. The batch after it
+   * may already be on its way (`readAhead`); its answer is heard by the next push, so the cursor moves batch by batch,
+   * in order, and never past a batch the peer has not acknowledged. When this one fails the one ahead is dropped,
+   * whatever its answer: the next attempt reads the log again from the cursor.
+   */
   private async push(slot: Slot, input: PushInput): Promise<PushResult> {
     const { now, log } = this.opts;
     const batchSize = this.batchSizeOf(slot);
-    const fail = (message: string, status: number | null = null) =>
-      new PushError(message, now(), status, this.opts.random());
+    let failed = false;
+    const fail = (message: string, status: number | null = null) => {
+      failed = true;
+      slot.ahead = null;
+      return new PushError(message, now(), status, this.opts.random());
+    };
     let answer: PushAnswer;
     let lastId: number;
     let count: number;
@@ -489,22 +524,26 @@ export class ReplicationWorker {
       const cursor = await this.leasedCursor(slot, input.cursor);
       // Another node pushes to this peer: nothing to do here until it stops (the tick and every wake-up ask again).
       if (cursor === null) return { sent: 0, lastId: input.cursor, full: false, at: now() };
-      const batch = await this.takeBatch(slot, cursor);
-      if (!batch) return { sent: 0, lastId: cursor, full: false, at: now() };
+      const taken = await this.takeBatch(slot, cursor);
+      if (!taken) return { sent: 0, lastId: cursor, full: false, at: now() };
+      const { batch } = taken;
       lastId = batch.lastId;
       count = batch.count;
-      const answered = slot.transport.post(url, batch.body);
-      // A full batch is likely followed by another: sign it while this one is on its way. Rows replaced in the
-      // meantime (a rebind or an unbind gives the 3PID a new id) are harmless: their newer row follows.
-      const prefetching = count >= batchSize ? this.prefetch(slot, lastId).catch(() => undefined) : undefined;
+      const answered = taken.answer ?? slot.transport.post(url, batch.body);
+      // A full batch is likely followed by another: read and sign it while this one is on its way. Rows replaced in
+      // the meantime (a rebind or an unbind gives the 3PID a new id) are harmless: their newer row follows.
+      const readingAhead =
+        count >= batchSize ? this.readAhead(slot, batch, url, () => !failed).catch(() => undefined) : undefined;
       answer = await answered;
-      await prefetching;
+      // refused: the batch ahead is not sent now (and is dropped below if it already was)
+      if (!isSuccess(answer)) failed = true;
+      await readingAhead;
     } catch (err) {
       const message = err instanceof Error ? describeError(err) : String(err);
       log.warn({ peer: peer.name, url, err: message }, 'replication: push failed; backing off');
       throw fail(message);
     }
-    if (answer.status < 200 || answer.status >= 300) {
+    if (!isSuccess(answer)) {
       const message = describeRefusal(answer);
       log.warn(
         { peer: peer.name, url, status: answer.status, error: message },
@@ -522,6 +561,8 @@ export class ReplicationWorker {
     return { sent: count, lastId, full: count >= batchSize, at: now() };
   }
 }
+
+const isSuccess = (answer: PushAnswer): boolean => answer.status >= 200 && answer.status < 300;
 
 /** undici's errors hide the socket's reason in `cause`. */
 function describeError(err: Error): string {
