@@ -17,6 +17,7 @@ import type { AutocannonRequest } from 'autocannon';
 import pg from 'pg';
 
 import { lookupHash } from '../../src/crypto/hash.js';
+import { signJson } from '../../src/crypto/signing.js';
 import { ASSOCIATION_LIFETIME_MS } from '../../src/store/associations.js';
 import { closeDatabase, openDatabase } from '../../src/store/database.js';
 import { ensurePepper } from '../../src/store/hashing.js';
@@ -32,6 +33,11 @@ export interface AssociationsDbOptions {
   count?: number;
   /** the server name in the mxids and originServer; default bench.test (the bench server's own) */
   serverName?: string;
+  /**
+   * the server's ed25519 seed: each global row's `sgAssoc` is then the association signed with it, as a bind stores
+   * it (slower to build); without it, `{}`
+   */
+  seed?: Uint8Array;
 }
 
 export interface AssociationsDb {
@@ -68,7 +74,7 @@ const BATCH = 500;
 
 type Info = Omit<AssociationsDb, 'buildS' | 'copyS' | 'bytes'>;
 
-function build(file: string, count: number, serverName: string): Info {
+function build(file: string, count: number, serverName: string, seed: Uint8Array | undefined): Info {
   const db = openDatabase(file); // schema and migrations, as the server would create it
   try {
     const pepper = ensurePepper(db, lookupHash);
@@ -125,7 +131,15 @@ function build(file: string, count: number, serverName: string): Info {
         // ids 1…count in both tables, originId = the local id: what binds by this server leave behind (and the
         // AUTOINCREMENT counters follow explicit ids, so later binds get count + 1…)
         local.push(i, 'email', address, hash, mxid, ts, ts, notAfter);
-        global.push(i, 'email', address, hash, mxid, ts, ts, notAfter, serverName, i, '{}');
+        const sgAssoc = seed
+          ? JSON.stringify(
+              signJson({ medium: 'email', address, mxid, ts, not_before: ts, not_after: notAfter }, serverName, {
+                version: '0',
+                seed,
+              }),
+            )
+          : '{}';
+        global.push(i, 'email', address, hash, mxid, ts, ts, notAfter, serverName, i, sgAssoc);
         if (local.length === BATCH * 8) flush();
       }
       flush();
@@ -144,14 +158,15 @@ function build(file: string, count: number, serverName: string): Info {
   }
 }
 
-/** The cache key of a database of `count` associations of `serverName`. */
-const keyOf = (count: number, serverName: string) => `associations-${count}-${serverName}`;
+/** The cache key of a database of `count` associations of `serverName` (signed with `seed`). */
+const keyOf = (count: number, serverName: string, seed?: Uint8Array) =>
+  `associations-${count}-${serverName}${seed ? `-signed-${Buffer.from(seed).toString('hex').slice(0, 16)}` : ''}`;
 
 /** The cached file of `count` associations (built on the first call of the bench process) and its facts. */
 export function associationsFile(opts: AssociationsDbOptions = {}): Promise<Built<Info>> {
   const count = opts.count ?? 1_000_000;
   const serverName = opts.serverName ?? SERVER_NAME;
-  return buildOnce(keyOf(count, serverName), (file) => build(file, count, serverName));
+  return buildOnce(keyOf(count, serverName, opts.seed), (file) => build(file, count, serverName, opts.seed));
 }
 
 /**
@@ -161,8 +176,8 @@ export function associationsFile(opts: AssociationsDbOptions = {}): Promise<Buil
 export async function prepareAssociationsDb(dbPath: string, opts: AssociationsDbOptions = {}): Promise<AssociationsDb> {
   const count = opts.count ?? 1_000_000;
   const serverName = opts.serverName ?? SERVER_NAME;
-  const fresh = !isBuilt(keyOf(count, serverName));
-  const { file, info, buildS } = await associationsFile({ count, serverName });
+  const fresh = !isBuilt(keyOf(count, serverName, opts.seed));
+  const { file, info, buildS } = await associationsFile({ count, serverName, seed: opts.seed });
   const { copyS, bytes } = copyCached(file, dbPath);
   return { ...info, buildS: fresh ? buildS : 0, copyS, bytes };
 }

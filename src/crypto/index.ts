@@ -9,6 +9,7 @@ export {
   generateSeed,
   publicKeyFromSeed,
   signJson,
+  signJsonAgain,
   signatureKeyIds,
   signedPayload,
   verifyKeyObject,

@@ -2,15 +2,16 @@
  * Outbound pushes: a batch of the replication log signed as Sydent signs it, and the mutual-TLS HTTP client
  * that POSTs it to one peer.
  *
- * Body: `{"sgAssocs": {"<local id>": <signed association>, …}}`. Each row is freshly signed with our long-term
- * key: `{medium, address, mxid, ts, not_before, not_after}` for a binding, and for a tombstone (an unbind)
- * `{medium, address, mxid: null, ts: <unbind time>, not_before: null, not_after: null}`, exactly as Sydent sends
- * them (sydent-behaviour §4.2).
+ * Body: `{"sgAssocs": {"<local id>": <signed association>, …}}`. Each row is signed with our long-term key as
+ * Sydent signs it afresh: `{medium, address, mxid, ts, not_before, not_after}` for a binding, and for a tombstone
+ * (an unbind) `{medium, address, mxid: null, ts: <unbind time>, not_before: null, not_after: null}` (sydent-behaviour
+ * §4.2). A binding's signature made at bind time is sent again when it is exactly that one (ed25519 is
+ * deterministic), which costs a fraction of signing.
  */
 import type { Agent } from 'undici';
 import { lazy, undici } from '../util/undici.js';
 
-import { signJson, type SigningKeyLike, type Signatures } from '../crypto/index.js';
+import { signJsonAgain, type SigningKeyLike, type Signatures } from '../crypto/index.js';
 import type { LocalAssociationRow } from '../store/peers.js';
 import type { ReplicationTls } from './tls.js';
 
@@ -57,6 +58,27 @@ function wireAssociation(row: LocalAssociationRow): WireAssociation {
   };
 }
 
+/**
+ * The signature our bind stored with the row (`sgAssoc` of our global row), if any: sent again when it is still
+ * exactly what signing the row now gives (signJsonAgain checks), which spares a signature per row.
+ */
+function storedSignature(row: LocalAssociationRow, serverName: string, key: SigningKeyLike): string | undefined {
+  if (typeof row.sgAssoc !== 'string') return undefined;
+  let stored: unknown;
+  try {
+    stored = JSON.parse(row.sgAssoc);
+  } catch {
+    return undefined;
+  }
+  const signatures = (stored as { signatures?: unknown } | null)?.signatures;
+  if (typeof signatures !== 'object' || signatures === null || !Object.hasOwn(signatures, serverName)) return undefined;
+  const ours = (signatures as Record<string, unknown>)[serverName];
+  const keyId = `ed25519:${key.version}`;
+  if (typeof ours !== 'object' || ours === null || !Object.hasOwn(ours, keyId)) return undefined;
+  const signature = (ours as Record<string, unknown>)[keyId];
+  return typeof signature === 'string' ? signature : undefined;
+}
+
 /** Signs each row as `serverName` and keys them by their log id (a JSON string key, as Sydent). */
 export function buildBatch(
   rows: readonly LocalAssociationRow[],
@@ -68,7 +90,12 @@ export function buildBatch(
   let lastId = 0;
   let hasTombstone = false;
   for (const row of rows) {
-    sgAssocs[String(row.id)] = signJson(wireAssociation(row), serverName, key);
+    sgAssocs[String(row.id)] = signJsonAgain(
+      wireAssociation(row),
+      serverName,
+      key,
+      storedSignature(row, serverName, key),
+    );
     lastId = Math.max(lastId, row.id);
     if (row.mxid === null) hasTombstone = true;
     threepids.add(threepidKey(row.medium, row.address));

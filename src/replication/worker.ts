@@ -59,7 +59,8 @@ type Awaitable<T> = T | Promise<T>;
 export interface ReplicationReadPort {
   active(): Awaitable<ActivePeer[]>;
   all(): Awaitable<PeerRow[]>;
-  localAfter(afterId: number, limit: number): Awaitable<LocalAssociationRow[]>;
+  /** with `signedAs`, each row with the signed association our bind stored (see PeerReads.localAfter) */
+  localAfter(afterId: number, limit: number, signedAs?: string): Awaitable<LocalAssociationRow[]>;
   /** the newest id of the replication log (0 when it is empty) */
   lastLocalId(): Awaitable<number>;
 }
@@ -472,7 +473,7 @@ export class ReplicationWorker {
     const ahead = slot.ahead;
     slot.ahead = null;
     if (ahead && ahead.afterId === cursor) return ahead;
-    const rows = await this.opts.reads.localAfter(cursor, this.batchSizeOf(slot));
+    const rows = await this.opts.reads.localAfter(cursor, this.batchSizeOf(slot), this.opts.serverName);
     return rows.length === 0
       ? null
       : { batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey), answer: null };
@@ -483,7 +484,7 @@ export class ReplicationWorker {
    * store the two in either order, unless `current` has failed by then (`stillWanted`).
    */
   private async readAhead(slot: Slot, current: OutboundBatch, url: string, stillWanted: () => boolean): Promise<void> {
-    const rows = await this.opts.reads.localAfter(current.lastId, this.batchSizeOf(slot));
+    const rows = await this.opts.reads.localAfter(current.lastId, this.batchSizeOf(slot), this.opts.serverName);
     if (rows.length === 0 || !stillWanted()) return;
     const batch = buildBatch(rows, this.opts.serverName, this.opts.signingKey);
     let answer: Promise<PushAnswer> | null = null;

@@ -48,6 +48,11 @@ export interface LocalAssociationRow {
   ts: number | null;
   notBefore: number | null;
   notAfter: number | null;
+  /**
+   * with `localAfter(…, signedAs)`: the signed association of our global row for it (`sgAssoc`, as the bind stored
+   * it), null when there is none (a tombstone, or a row another program wrote)
+   */
+  sgAssoc?: string | null;
 }
 
 /** An association received from a peer, verified and normalised (email casefolded). */
@@ -98,6 +103,7 @@ export class PeerReads {
   private readonly activeStmt: Database.Statement<[], ActivePeer>;
   private readonly byNameStmt: Database.Statement<[string], ActivePeer>;
   private readonly afterStmt: Database.Statement<[number, number], LocalAssociationRow>;
+  private readonly afterSignedStmt: Database.Statement<[string, number, number], LocalAssociationRow>;
   private readonly maxIdStmt: Database.Statement<[], { id: number | null }>;
 
   constructor(db: Database.Database) {
@@ -119,6 +125,12 @@ export class PeerReads {
       `SELECT id, medium, address, mxid, ts, notBefore, notAfter FROM local_threepid_associations
        WHERE id > ? ORDER BY id LIMIT ?`,
     );
+    this.afterSignedStmt = db.prepare(
+      `SELECT l.id, l.medium, l.address, l.mxid, l.ts, l.notBefore, l.notAfter, g.sgAssoc
+       FROM local_threepid_associations l
+       LEFT JOIN global_threepid_associations g ON g.originServer = ? AND g.originId = l.id
+       WHERE l.id > ? ORDER BY l.id LIMIT ?`,
+    );
     this.maxIdStmt = db.prepare('SELECT max(id) AS id FROM local_threepid_associations');
   }
 
@@ -137,9 +149,14 @@ export class PeerReads {
     return this.byNameStmt.get(name);
   }
 
-  /** The replication log after `afterId`, oldest first. */
-  localAfter(afterId: number, limit: number): LocalAssociationRow[] {
-    return this.afterStmt.all(afterId, limit);
+  /**
+   * The replication log after `afterId`, oldest first; with `signedAs` (our server name), each row with the signed
+   * association our bind stored for it (what a push sends, so it need not be signed again).
+   */
+  localAfter(afterId: number, limit: number, signedAs?: string): LocalAssociationRow[] {
+    return signedAs === undefined
+      ? this.afterStmt.all(afterId, limit)
+      : this.afterSignedStmt.all(signedAs, afterId, limit);
   }
 
   /** The newest log id (0 when the log is empty). */

@@ -267,13 +267,23 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
            WHERE p.name = $1 AND p.active = 1 AND pk.alg = '${PEER_KEY_ALG}'`,
           [name],
         ),
-      localAfter: (afterId, limit) =>
-        rows<LocalAssociationRow>(
-          'local_after',
-          `SELECT id, medium, address, mxid, ts, notBefore AS "notBefore", notAfter AS "notAfter"
-           FROM local_threepid_associations WHERE id > $1 ORDER BY id LIMIT $2`,
-          [afterId, limit],
-        ),
+      localAfter: (afterId, limit, signedAs) =>
+        signedAs === undefined
+          ? rows<LocalAssociationRow>(
+              'local_after',
+              `SELECT id, medium, address, mxid, ts, notBefore AS "notBefore", notAfter AS "notAfter"
+               FROM local_threepid_associations WHERE id > $1 ORDER BY id LIMIT $2`,
+              [afterId, limit],
+            )
+          : rows<LocalAssociationRow>(
+              'local_after_signed',
+              `SELECT l.id, l.medium, l.address, l.mxid, l.ts, l.notBefore AS "notBefore", l.notAfter AS "notAfter",
+                 g.sgAssoc AS "sgAssoc"
+               FROM local_threepid_associations l
+               LEFT JOIN global_threepid_associations g ON g.originServer = $3 AND g.originId = l.id
+               WHERE l.id > $1 ORDER BY l.id LIMIT $2`,
+              [afterId, limit, signedAs],
+            ),
       lastLocalId: async () =>
         (await one<{ id: number | null }>('local_last_id', 'SELECT max(id) AS id FROM local_threepid_associations'))
           ?.id ?? 0,

@@ -1,0 +1,64 @@
+/**
+ * Whether a stored ed25519 signature is the one our key makes for a message, told without signing again.
+ *
+ * Ed25519 (RFC 8032) is deterministic. Signing M with a seed gives R = r·B and S = (r + h·s) mod L, where s (the
+ * clamped scalar) and `prefix` are the two halves of SHA-512(seed), r = SHA-512(prefix ‖ M) mod L and
+ * h = SHA-512(R ‖ A ‖ M) mod L. The scalar multiplication r·B is what a signature costs; S alone is two hashes and a
+ * multiplication mod L. A signature whose S equals (r + h·s) mod L for its own R can only have been made with s and
+ * `prefix`, i.e. by our key, for M; one made by another key, or for another message, matches by chance only
+ * (about 2⁻²⁵²). Used to send a stored signature again instead of making it anew (replication pushes).
+ */
+import { createHash } from 'node:crypto';
+
+/** The order of the base point. */
+const L = (1n << 252n) + 27742317777372353535851937790883648493n;
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+function littleEndian(bytes: Uint8Array): bigint {
+  let hex = '0x';
+  for (let i = bytes.length - 1; i >= 0; i--) hex += HEX[bytes[i]!];
+  return BigInt(hex);
+}
+
+interface Expanded {
+  scalar: bigint;
+  prefix: Buffer;
+}
+
+// by seed, weakly, as signing.ts caches its key objects
+const expanded = new WeakMap<Uint8Array, Expanded>();
+
+function expand(seed: Uint8Array): Expanded {
+  let e = expanded.get(seed);
+  if (!e) {
+    const digest = createHash('sha512').update(seed).digest();
+    const a = Buffer.from(digest.subarray(0, 32));
+    a[0]! &= 248;
+    a[31]! &= 127;
+    a[31]! |= 64;
+    e = { scalar: littleEndian(a), prefix: digest.subarray(32) };
+    expanded.set(seed, e);
+  }
+  return e;
+}
+
+/**
+ * True when `signature` (64 bytes) is exactly what ed25519 signing of `message` with `seed` gives; `publicKey` is
+ * the seed's public key (32 bytes).
+ */
+export function isOwnSignature(
+  message: Uint8Array,
+  signature: Uint8Array,
+  seed: Uint8Array,
+  publicKey: Uint8Array,
+): boolean {
+  if (signature.length !== 64) return false;
+  const s = littleEndian(signature.subarray(32));
+  if (s >= L) return false;
+  const { scalar, prefix } = expand(seed);
+  const r = littleEndian(createHash('sha512').update(prefix).update(message).digest()) % L;
+  const h =
+    littleEndian(createHash('sha512').update(signature.subarray(0, 32)).update(publicKey).update(message).digest()) % L;
+  return s === (r + h * scalar) % L;
+}
