@@ -1,14 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import {
+  canonicalJsonBytes,
+  decodeBase64,
   encodeBase64,
   encodeBase64Url,
   generateSeed,
   publicKeyFromSeed,
   signJson,
   verifyKeyObject,
+  verifySignedJson,
 } from '../src/crypto/index.js';
+import { isOwnSignature } from '../src/crypto/own-signature.js';
 import { decodePeerKey, PeerKeyError } from '../src/replication/keys.js';
-import { buildBatch } from '../src/replication/outbound.js';
+import { buildBatch, mayOverlap } from '../src/replication/outbound.js';
 import { pushUrl } from '../src/replication/peer-config.js';
 import { checkPush } from '../src/replication/receive.js';
 import { commonNameOf, splitPem } from '../src/replication/tls.js';
@@ -125,5 +129,92 @@ describe('the certificate file', () => {
     expect(split.certs).toHaveLength(2);
     expect(commonNameOf(split.certs[0]!)).toBe('a.test');
     expect(commonNameOf('garbage')).toBeNull();
+  });
+});
+
+describe('a push sends the signature stored at bind again only when it is our key’s, for that content', () => {
+  const row = (id: number, address: string, mxid: string | null, sgAssoc: string | null = null) => ({
+    id,
+    medium: 'email',
+    address,
+    mxid,
+    ts: 1_000 + id,
+    notBefore: mxid === null ? null : 1_000 + id,
+    notAfter: mxid === null ? null : 9_000 + id,
+    sgAssoc,
+  });
+  const wire = (r: ReturnType<typeof row>) => ({
+    medium: r.medium,
+    address: r.address,
+    mxid: r.mxid,
+    ts: r.ts,
+    not_before: r.notBefore,
+    not_after: r.notAfter,
+  });
+  const signatureOf = (signed: { signatures: Record<string, Record<string, string>> }) =>
+    signed.signatures['a.test']!['ed25519:0']!;
+  const message = (r: ReturnType<typeof row>) => canonicalJsonBytes(wire(r));
+
+  it('tells our signature of a message from another key’s, another message’s and a tampered one', () => {
+    const r = row(1, 'a@x.test', '@a:hs.test');
+    const ours = decodeBase64(signatureOf(signJson(wire(r), 'a.test', key)));
+    const publicKey = publicKeyFromSeed(key.seed);
+    expect(isOwnSignature(message(r), ours, key.seed, publicKey)).toBe(true);
+    const otherKey = decodeBase64(signatureOf(signJson(wire(r), 'a.test', { version: '0', seed: generateSeed() })));
+    expect(isOwnSignature(message(r), otherKey, key.seed, publicKey)).toBe(false);
+    expect(isOwnSignature(message(row(2, 'a@x.test', '@a:hs.test')), ours, key.seed, publicKey)).toBe(false);
+    for (const at of [0, 31, 32, 63]) {
+      const tampered = Uint8Array.from(ours);
+      tampered[at]! ^= 1;
+      expect(isOwnSignature(message(r), tampered, key.seed, publicKey)).toBe(false);
+    }
+    expect(isOwnSignature(message(r), ours.subarray(0, 63), key.seed, publicKey)).toBe(false);
+  });
+
+  it('every row of a batch verifies under our current key, whatever signature its stored row holds', () => {
+    const oldKey = { version: '0', seed: generateSeed() };
+    const stored = (r: ReturnType<typeof row>, k: typeof key, extra: object = {}) =>
+      JSON.stringify(signJson({ ...wire(r), ...extra }, 'a.test', k));
+    const rows = [
+      row(1, 'same@x.test', '@a:hs.test'),
+      row(2, 'old-key@x.test', '@b:hs.test'),
+      row(3, 'other-content@x.test', '@c:hs.test'),
+      row(4, 'garbage@x.test', '@d:hs.test', '{"signatures":{"a.test":{"ed25519:0":"not base64!"}}}'),
+      row(5, 'not-json@x.test', '@e:hs.test', '{'),
+      row(6, 'gone@x.test', null),
+    ];
+    rows[0]!.sgAssoc = stored(rows[0]!, key);
+    rows[1]!.sgAssoc = stored(rows[1]!, oldKey);
+    rows[2]!.sgAssoc = stored(rows[2]!, key, { invites: [] });
+    const batch = buildBatch(rows, 'a.test', key);
+    for (const r of rows) {
+      const sent = batch.body.sgAssocs[String(r.id)]!;
+      // exactly what Sydent sends: the six fields, freshly signed
+      expect(sent).toEqual(signJson(wire(r), 'a.test', key));
+      expect(() => verifySignedJson(sent, 'a.test', 'ed25519:0', publicKeyFromSeed(key.seed))).not.toThrow();
+    }
+  });
+});
+
+describe('which batches may be in flight together', () => {
+  const rows = (from: number, n: number, tombstoneAt?: number) =>
+    Array.from({ length: n }, (_, i) => ({
+      id: from + i,
+      medium: 'email',
+      address: `u${from + i}@x.test`,
+      mxid: from + i === tombstoneAt ? null : `@u${from + i}:hs.test`,
+      ts: 1,
+      notBefore: 1,
+      notAfter: 2,
+    }));
+
+  it('two batches of bindings of different 3PIDs may; an unbind in either, or a 3PID in both, may not', () => {
+    const first = buildBatch(rows(1, 5), 'a.test', key);
+    expect(mayOverlap(first, buildBatch(rows(6, 5), 'a.test', key))).toBe(true);
+    expect(mayOverlap(first, buildBatch(rows(6, 5, 8), 'a.test', key))).toBe(false);
+    expect(mayOverlap(buildBatch(rows(1, 5, 1), 'a.test', key), buildBatch(rows(6, 5), 'a.test', key))).toBe(false);
+    // u3 rebound between the two reads: its old row in the first batch, its new one (id 9) in the second
+    const rebound = rows(6, 5).map((r) => (r.id === 9 ? { ...r, address: 'u3@x.test' } : r));
+    expect(mayOverlap(first, buildBatch(rebound, 'a.test', key))).toBe(false);
   });
 });

@@ -8,7 +8,7 @@
  * `prefix`, i.e. by our key, for M; one made by another key, or for another message, matches by chance only
  * (about 2⁻²⁵²). Used to send a stored signature again instead of making it anew (replication pushes).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /** The order of the base point. */
 const L = (1n << 252n) + 27742317777372353535851937790883648493n;
@@ -21,6 +21,8 @@ function littleEndian(bytes: Uint8Array): bigint {
   return BigInt(hex);
 }
 
+const sha512 = (...parts: Uint8Array[]): Buffer => hash('sha512', Buffer.concat(parts), 'buffer');
+
 interface Expanded {
   scalar: bigint;
   prefix: Buffer;
@@ -32,7 +34,7 @@ const expanded = new WeakMap<Uint8Array, Expanded>();
 function expand(seed: Uint8Array): Expanded {
   let e = expanded.get(seed);
   if (!e) {
-    const digest = createHash('sha512').update(seed).digest();
+    const digest = sha512(seed);
     const a = Buffer.from(digest.subarray(0, 32));
     a[0]! &= 248;
     a[31]! &= 127;
@@ -57,8 +59,7 @@ export function isOwnSignature(
   const s = littleEndian(signature.subarray(32));
   if (s >= L) return false;
   const { scalar, prefix } = expand(seed);
-  const r = littleEndian(createHash('sha512').update(prefix).update(message).digest()) % L;
-  const h =
-    littleEndian(createHash('sha512').update(signature.subarray(0, 32)).update(publicKey).update(message).digest()) % L;
+  const r = littleEndian(sha512(prefix, message)) % L;
+  const h = littleEndian(sha512(signature.subarray(0, 32), publicKey, message)) % L;
   return s === (r + h * scalar) % L;
 }
