@@ -202,7 +202,7 @@ const scenario: Scenario = {
       },
       {
         label: 'batches',
-        value: `${COUNT / PUSH_BATCH_TO_SYDENT_TS} pushes of ${PUSH_BATCH_TO_SYDENT_TS} (A's push_batch_size for B), each signed by A and every signature checked by B`,
+        value: `${COUNT / PUSH_BATCH_TO_SYDENT_TS} pushes of ${PUSH_BATCH_TO_SYDENT_TS} (A's push_batch_size for B), each signed by A (a signature stored at bind sent again when it is A's) and every signature checked by B`,
       },
     ];
     if (cpuBBefore !== null && cpuBAfter !== null) {
