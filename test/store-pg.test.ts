@@ -621,3 +621,234 @@ describe('the command-line tools on PostgreSQL', () => {
     expect(cli.sqliteFileMade()).toBe(false);
   });
 });
+
+describe('two nodes writing at once: the replication log in commit order, the state counts kept', () => {
+  async function nodes(poolSize = 4): Promise<{ url: string; a: StoreEngine; b: StoreEngine }> {
+    const db = await testDatabase();
+    cleanups.push(db.drop);
+    const { preparePgDatabase, PgStore } = await loadPgEngine();
+    await preparePgDatabase(db.url);
+    const a = PgStore.open({ url: db.url, poolSize, log, nodeName: 'a' });
+    const b = PgStore.open({ url: db.url, poolSize, log, nodeName: 'b' });
+    cleanups.push(
+      () => a.close(),
+      () => b.close(),
+    );
+    return { url: db.url, a, b };
+  }
+
+  const bindOf = (pepper: string, address: string, mxid: string, ts: number, callback = false) => ({
+    medium: 'email',
+    address,
+    mxid,
+    ts,
+    notAfter: 10 ** 13,
+    lookupHash: lookupHash(address, 'email', pepper),
+    pepperSeen: pepper,
+    originServer: 'is.example',
+    sgAssoc: JSON.stringify({ address, mxid }),
+    inviteIds: [],
+    callback: callback ? { destination: 'hs.example', path: '/_matrix/federation/v1/3pid/onbind', body: {} } : null,
+  });
+
+  it('a reader following the log by id > cursor, as a pusher does, sees every row of it while binds and unbinds from both nodes commit', async () => {
+    const { url, a, b } = await nodes(8);
+    const pepper = await a.reads.associations.storedPepper();
+    const reader = await connect(url);
+    cleanups.push(() => reader.end());
+    const seen = new Set<number>();
+    let cursor = 0;
+    let writing = true;
+    const follow = (async () => {
+      for (;;) {
+        const last = !writing;
+        const { rows } = await reader.query<{ id: string }>(
+          'SELECT id FROM local_threepid_associations WHERE id > $1 ORDER BY id LIMIT 1000',
+          [cursor],
+        );
+        for (const r of rows) seen.add(Number(r.id));
+        if (rows.length) cursor = Number(rows[rows.length - 1]!.id);
+        if (last && rows.length === 0) return;
+      }
+    })();
+    // 40 addresses, each bound, unbound and bound again several times, 16 writes in flight over the two nodes.
+    const ops = Array.from({ length: 480 }, (_, i) => i);
+    let next = 0;
+    const worker = async (node: StoreEngine) => {
+      while (next < ops.length) {
+        const i = ops[next++]!;
+        const address = `log${i % 40}@example.org`;
+        if (i % 3 === 2)
+          await node.writes.unbind({ medium: 'email', address, mxid: `@u${i % 40}:hs.example`, now: 9_000 + i }, req());
+        else await node.writes.bind(bindOf(pepper, address, `@u${i % 40}:hs.example`, 5_000 + i), req());
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, (_, w) => worker(w % 2 ? a : b)));
+    writing = false;
+    await follow;
+    const { rows } = await reader.query<{ id: string }>('SELECT id FROM local_threepid_associations ORDER BY id');
+    expect(rows).toHaveLength(40);
+    expect(rows.map((r) => Number(r.id)).filter((id) => !seen.has(id))).toEqual([]);
+    // Each 3PID bound at the end has the global row of its last bind, named by that bind's id in the log.
+    const unnamed = await reader.query(
+      `SELECT l.id FROM local_threepid_associations l WHERE l.mxid IS NOT NULL AND NOT EXISTS (
+         SELECT 1 FROM global_threepid_associations g WHERE g.originId = l.id AND g.mxid = l.mxid)`,
+    );
+    expect(unnamed.rows).toEqual([]);
+  });
+
+  it('the debug counts of sessions and callbacks match a count of the rows after sessions, binds, unbinds, claims and sweeps from both nodes, and are read without walking those tables', async () => {
+    const { url, a, b } = await nodes();
+    const pepper = await a.reads.associations.storedPepper();
+    const admin = await connect(url);
+    cleanups.push(() => admin.end());
+    const { sessionStateName, SESSION_MACHINE_VERSION } = await import('../src/machines/validation-session.js');
+    // The counts as the engine read them before it kept them: walking the rows.
+    const counted = async () => {
+      const sessions: Record<string, number> = {};
+      const machines = await admin.query<{ state: string; n: string }>(
+        'SELECT state, count(*) AS n FROM session_machines GROUP BY state',
+      );
+      for (const { state, n } of machines.rows) {
+        const name = sessionStateName(state, state.startsWith('{') ? SESSION_MACHINE_VERSION : 1);
+        sessions[name] = (sessions[name] ?? 0) + Number(n);
+      }
+      const legacy = await admin.query<{ validated: number; n: string }>(
+        `SELECT s.validated, count(*) AS n FROM threepid_validation_sessions s
+         WHERE NOT EXISTS (SELECT 1 FROM session_machines m WHERE m.sid = s.id) GROUP BY s.validated`,
+      );
+      for (const { validated, n } of legacy.rows) {
+        const name = validated ? 'validated' : 'tokenSent';
+        sessions[name] = (sessions[name] ?? 0) + Number(n);
+      }
+      const callbacks = { pending: 0, delivering: 0, retrying: 0, delivered: 0, abandoned: 0 };
+      const rows = await admin.query<{ state: keyof typeof callbacks; n: string }>(
+        'SELECT state, count(*) AS n FROM callback_outbox GROUP BY state',
+      );
+      for (const { state, n } of rows.rows) callbacks[state] = Number(n);
+      return { sessions, callbacks };
+    };
+    const shown = async (s: StoreEngine) => ({
+      sessions: await s.reads.sessions.countByState(),
+      callbacks: await s.reads.callbacks.counts(),
+    });
+    const write = (sid: number, over: Partial<SessionWrite> = {}): SessionWrite => ({
+      sid,
+      state: 'tokenSent',
+      context: '{}',
+      machineVersion: 1,
+      address: `s${sid}@example.org`,
+      validated: false,
+      mtime: 1_000,
+      token: 'T',
+      sendAttempt: 1,
+      history: [],
+      now: 1_000,
+      expectedSydent: null,
+      ...over,
+    });
+    const node = (i: number) => (i % 2 ? a : b);
+
+    // Sydent's sessions (no machine row), as migrate-db copies them; the counts seeded as its last step does.
+    await admin.query(`INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES
+      (9001, 'email', 'old1@x', 's', 0, 1), (9002, 'email', 'old2@x', 's', 1, 1), (9003, 'email', 'old3@x', 's', 1, 50000)`);
+    await admin.query(`UPDATE sydent_ts_sydent_session_counts SET n = CASE validated WHEN 0 THEN 1 ELSE 2 END`);
+
+    await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        node(i).writes.createSession(
+          { medium: 'email', clientSecret: `cs${i}`, write: write(i + 1, { mtime: i < 10 ? 1_000 : 60_000 }) },
+          req(),
+        ),
+      ),
+    );
+    // Half of them validated, then bound (each queueing a callback); one of Sydent's given a machine row.
+    await Promise.all(
+      Array.from({ length: 15 }, (_, i) =>
+        node(i).writes.saveSession(
+          { write: write(i + 1, { state: 'validated', validated: true }), expectedVersion: 1 },
+          req(),
+        ),
+      ),
+    );
+    await a.writes.saveSession(
+      { write: write(9003, { state: 'validated', validated: true, mtime: 60_000 }), expectedVersion: null },
+      req(),
+    );
+    await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        node(i).writes.bindSession(
+          {
+            session: { write: write(i + 1, { state: 'bound', validated: true }), expectedVersion: 2 },
+            bind: bindOf(pepper, `s${i + 1}@example.org`, `@s${i + 1}:hs.example`, 5_000 + i, true),
+          },
+          req(),
+        ),
+      ),
+    );
+    await Promise.all([
+      a.writes.bind(bindOf(pepper, 'plain@example.org', '@p:hs.example', 6_000, true), req()),
+      b.writes.unbind({ medium: 'email', address: 's1@example.org', mxid: '@s1:hs.example', now: 7_000 }, req()),
+    ]);
+    expect(await shown(a)).toEqual(await counted());
+
+    // Callbacks: claimed from both, then delivered, retried, abandoned and released; delivered ones purged.
+    const claims = (
+      await Promise.all(
+        [a, b].map((s) =>
+          s.writes.claimCallbacks({ now: 10_000, claimedUntil: 70_000, limit: 20, excludeDestinations: [] }, req()),
+        ),
+      )
+    ).flat();
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        node(i).writes.enqueueCallback(
+          { destination: `hs${i}.example`, path: '/p', body: {}, medium: 'email', address: `q${i}@x`, now: 1_000 },
+          req(),
+        ),
+      ),
+    );
+    const more = (
+      await Promise.all(
+        [a, b].map((s) =>
+          s.writes.claimCallbacks({ now: 10_000, claimedUntil: 70_000, limit: 8, excludeDestinations: [] }, req()),
+        ),
+      )
+    ).flat();
+    const claimed = [...claims, ...more];
+    expect(claimed.length).toBeGreaterThanOrEqual(10);
+    await Promise.all(
+      claimed.map((c, i) => {
+        const s = node(i);
+        const e = { id: c.id, claimedUntil: c.claimedUntil };
+        if (i % 4 === 0) return s.writes.callbackDelivered({ id: c.id, now: 11_000, deleteInviteTokens: false }, req());
+        if (i % 4 === 1) return s.writes.retryCallback({ ...e, nextAttemptTs: 20_000, lastError: 'x' }, req());
+        if (i % 4 === 2) return s.writes.abandonCallback({ ...e, lastError: 'x' }, req());
+        return s.writes.releaseCallback(e, req());
+      }),
+    );
+    expect(await shown(b)).toEqual(await counted());
+    expect(await b.writes.purgeCallbacks({ now: 11_000 + 10 ** 10 }, req())).toBeGreaterThan(0);
+    // The sweep, in slices from both nodes: our sessions and Sydent's.
+    await Promise.all([a, b].map((s) => s.writes.deleteOldSessions({ cutoffMs: 2_000, limit: 4 }, req())));
+    await a.writes.deleteOldSessions({ cutoffMs: 2_000, limit: 100 }, req());
+    const after = await counted();
+    expect(await shown(a)).toEqual(after);
+    expect(Object.values(after.callbacks).every((n) => n >= 0)).toBe(true);
+    expect(Object.values(after.sessions).reduce((x, y) => x + y, 0)).toBe(16);
+
+    // Each count read touches its count table alone: no plan node reads sessions, machines or the outbox.
+    const { MACHINE_COUNTS_SQL, SYDENT_COUNTS_SQL, CALLBACK_COUNTS_SQL } = await import('../src/store/pg/reads.js');
+    for (const [sql, table] of [
+      [MACHINE_COUNTS_SQL, 'sydent_ts_machine_counts'],
+      [SYDENT_COUNTS_SQL, 'sydent_ts_sydent_session_counts'],
+      [CALLBACK_COUNTS_SQL, 'sydent_ts_callback_counts'],
+    ] as const) {
+      const plan = (await admin.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${sql}`)).rows[0]![
+        'QUERY PLAN'
+      ];
+      const relations = [...JSON.stringify(plan).matchAll(/"Relation Name":"([^"]+)"/g)].map((m) => m[1]);
+      expect({ sql, relations }).toEqual({ sql, relations: [table] });
+    }
+  });
+});

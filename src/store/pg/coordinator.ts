@@ -44,6 +44,8 @@ const RECONNECT_MAX_MS = 10_000;
 
 /** The statement a write runs to tell the other nodes (delivered at its commit, once per transaction and signal). */
 export const notifySql = (signal: PgSignal): string => `NOTIFY ${CHANNEL}, '${signal}'`;
+/** The same as an expression, for a write that tells the other nodes within one of its statements. */
+export const notifyCall = (signal: PgSignal): string => `pg_notify('${CHANNEL}', '${signal}')`;
 
 export class PgCoordinator {
   private client: pg.Client | null = null;

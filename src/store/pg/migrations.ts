@@ -90,7 +90,7 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
     // same definitions (machine rows by state; Sydent's sessions without a machine row by validated, 0 or 1, both rows
     // always there; callbacks by state), after removing the machine rows whose session is gone, as SQLite's does.
     // SQLite keeps the counts (and deletes a session's machine row with it) by triggers; here there are none: the
-    // PostgreSQL engine (not built yet) must keep them current itself, in the transaction of every change.
+    // PostgreSQL engine's writes keep them current, at the end of the transaction of every change (counts.ts).
     // migrate-db applies this step after copying the data (src/store/migrate-db/tables.ts, DERIVED_TABLES).
     version: 12,
     name: 'state_counts',

@@ -37,6 +37,10 @@ export const LOOKUP_HASHES_SQL = `SELECT h.hash AS lookup_hash, newest.mxid
 /** Hashes per statement of a v2 lookup. */
 const LOOKUP_SLICE = 2500;
 
+export const MACHINE_COUNTS_SQL = 'SELECT state, n FROM sydent_ts_machine_counts WHERE n <> 0';
+export const SYDENT_COUNTS_SQL = 'SELECT validated, n FROM sydent_ts_sydent_session_counts WHERE n <> 0';
+export const CALLBACK_COUNTS_SQL = 'SELECT state, n FROM sydent_ts_callback_counts';
+
 export const PEPPER_SQL = 'SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1';
 
 /** Every peer with each of its keys (one row per key; none for a peer without keys), by name. */
@@ -75,12 +79,10 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
     if (!row) throw new Error('no lookup pepper in the database');
     return row.lookup_pepper;
   };
+  // The counts of migration 12, kept by the writes (counts.ts): a few rows, whatever the size of the outbox.
   const countCallbacks = async (): Promise<CallbackCounts> => {
     const out: CallbackCounts = { pending: 0, delivering: 0, retrying: 0, delivered: 0, abandoned: 0 };
-    for (const r of await rows<{ state: keyof CallbackCounts; n: number }>(
-      'callbacks_counts',
-      'SELECT state, count(*) AS n FROM callback_outbox GROUP BY state',
-    )) {
+    for (const r of await rows<{ state: keyof CallbackCounts; n: number }>('callbacks_counts', CALLBACK_COUNTS_SQL)) {
       out[r.state] = r.n;
     }
     return out;
@@ -142,18 +144,12 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
       },
       countByState: async () => {
         const out: Record<string, number> = {};
-        for (const { state, n } of await rows<{ state: string; n: number }>(
-          'sessions_counts',
-          'SELECT state, count(*) AS n FROM session_machines GROUP BY state',
-        )) {
+        // As SQLite's (src/store/sessions.ts), from the counts kept by the writes (counts.ts).
+        for (const { state, n } of await rows<{ state: string; n: number }>('sessions_counts', MACHINE_COUNTS_SQL)) {
           const name = sessionStateName(state, state.startsWith('{') ? SESSION_MACHINE_VERSION : 1);
           out[name] = (out[name] ?? 0) + n;
         }
-        const legacy = await rows<{ validated: number; n: number }>(
-          'sessions_legacy_counts',
-          `SELECT s.validated, count(*) AS n FROM threepid_validation_sessions s
-           WHERE NOT EXISTS (SELECT 1 FROM session_machines m WHERE m.sid = s.id) GROUP BY s.validated`,
-        );
+        const legacy = await rows<{ validated: number; n: number }>('sessions_legacy_counts', SYDENT_COUNTS_SQL);
         for (const { validated, n } of legacy) {
           const state = validated ? 'validated' : 'tokenSent';
           out[state] = (out[state] ?? 0) + n;

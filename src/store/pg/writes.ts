@@ -5,10 +5,14 @@
  * - a session row is locked (`FOR UPDATE`) while its save checks Sydent's columns, and the machine row's version is
  *   checked by the UPDATE itself: of two concurrent saves from the same version, one wins and the other gets
  *   SessionConflictError (the caller re-reads and re-applies);
- * - the replication log (`local_threepid_associations`) takes its ids in commit order: every append holds a
- *   transaction advisory lock, so a pusher reading `id > cursor` never passes an id that commits later;
+ * - the replication log (`local_threepid_associations`) takes its ids in commit order: a pusher reads `id > cursor`,
+ *   so an id that became visible after a larger one would never be sent. Every append takes the log's advisory lock
+ *   before its id is drawn and holds it to its commit, so appends commit one by one in id order. What needs no order
+ *   (the pepper and invite checks, the callback, the session) is done before the lock, and the lock, the append and
+ *   the global row are one statement, so the lock is held for that statement and the commit only;
  * - callback claims take rows with `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row;
- * - what other nodes must act on is NOTIFYed in the same transaction, so they hear of it at its commit (coordinator.ts).
+ * - what other nodes must act on is NOTIFYed in the same transaction, so they hear of it at its commit (coordinator.ts);
+ * - the state counts of migration 12 are written at the end of each transaction (counts.ts).
  */
 import type pg from 'pg';
 
@@ -30,7 +34,8 @@ import {
   type SessionWrite,
   type SydentColumns,
 } from '../sessions.js';
-import { notifySql, type PgCoordinator } from './coordinator.js';
+import { notifyCall, notifySql, type PgCoordinator } from './coordinator.js';
+import { CountDeltas } from './counts.js';
 import { inTransaction, type Sql } from './pool.js';
 import type { PgRateBuckets } from './rate-buckets.js';
 import { PEPPER_SQL } from './reads.js';
@@ -49,14 +54,20 @@ async function storedPepper(sql: Sql): Promise<string | undefined> {
   return (await sql.query<{ lookup_pepper: string }>(`${PEPPER_SQL} FOR SHARE`)).rows[0]?.lookup_pepper;
 }
 
-async function insertMachine(sql: Sql, w: SessionWrite): Promise<void> {
+async function insertMachine(sql: Sql, w: SessionWrite, counts: CountDeltas): Promise<void> {
   await sql.query(
     'INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES ($1, $2, $3, $4, 1, $5, $6)',
     [w.sid, w.state, w.context, w.machineVersion, historyJson(w.history), w.now],
   );
+  counts.machine(w.state, 1);
 }
 
-async function saveSession(sql: Sql, w: SessionWrite, expectedVersion: number | null): Promise<number> {
+async function saveSession(
+  sql: Sql,
+  w: SessionWrite,
+  expectedVersion: number | null,
+  counts: CountDeltas,
+): Promise<number> {
   // The session row is locked until commit: saves of one session from several nodes run one after the other.
   const current = (
     await sql.query<SydentColumns>(
@@ -72,15 +83,22 @@ async function saveSession(sql: Sql, w: SessionWrite, expectedVersion: number | 
   if (expectedVersion === null) {
     const exists = await sql.query('SELECT 1 FROM session_machines WHERE sid = $1', [w.sid]);
     if (exists.rowCount) throw new SessionConflictError(w.sid);
-    await insertMachine(sql, w);
+    await insertMachine(sql, w, counts);
+    // One of Sydent's sessions has a machine row from now on: counted by its state, no longer by `validated`.
+    if (current) counts.sydent(current.validated, -1);
   } else {
-    const res = await sql.query(
-      `UPDATE session_machines SET state = $1, context = $2, machine_version = $3, history = $4, row_version = row_version + 1,
-         updated_ts = $5
-       WHERE sid = $6 AND row_version = $7`,
+    // The state it had, read from the row locked at the version expected: the one this save replaces.
+    const res = await sql.query<{ old_state: string }>(
+      `WITH old AS (SELECT sid, state FROM session_machines WHERE sid = $6 AND row_version = $7 FOR UPDATE)
+       UPDATE session_machines m SET state = $1, context = $2, machine_version = $3, history = $4,
+         row_version = m.row_version + 1, updated_ts = $5
+       FROM old WHERE m.sid = old.sid AND m.row_version = $7
+       RETURNING old.state AS old_state`,
       [w.state, w.context, w.machineVersion, historyJson(w.history), w.now, w.sid, expectedVersion],
     );
-    if (res.rowCount !== 1) throw new SessionConflictError(w.sid);
+    const old = res.rows[0];
+    if (res.rowCount !== 1 || !old) throw new SessionConflictError(w.sid);
+    counts.moved('machine', old.old_state, w.state);
   }
   await sql.query('UPDATE threepid_validation_sessions SET validated = $1, mtime = $2 WHERE id = $3', [
     w.validated ? 1 : 0,
@@ -95,49 +113,73 @@ async function saveSession(sql: Sql, w: SessionWrite, expectedVersion: number | 
   return (expectedVersion ?? 0) + 1;
 }
 
-async function enqueueCallback(sql: Sql, c: CallbackEnqueue): Promise<number> {
+async function enqueueCallback(sql: Sql, c: CallbackEnqueue, counts: CountDeltas): Promise<number> {
   const res = await sql.query<{ id: number }>(
-    `INSERT INTO callback_outbox (destination, path, body, medium, address, next_attempt_ts, created_ts)
-     VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id`,
+    `WITH queued AS (
+       INSERT INTO callback_outbox (destination, path, body, medium, address, next_attempt_ts, created_ts)
+       VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id
+     )
+     SELECT id, ${notifyCall('callbacks')} FROM queued`,
     [c.destination, c.path, JSON.stringify(c.body), c.medium, c.address, c.now],
   );
-  await sql.query(notifySql('callbacks'));
+  counts.callback('pending', 1);
   return res.rows[0]!.id;
 }
 
 /**
- * Appends to the replication log: a 3PID's row replaced by a new one with a new id (SQLite's INSERT OR REPLACE),
- * so that peers are sent it again. Caller holds LOG_APPEND_LOCK.
+ * A 3PID's row of the replication log given a new id (drawn once LOG_APPEND_LOCK is held: see the comment at the top)
+ * and the values of `$2`…`$8` (medium, address, lookup_hash, mxid, ts, notBefore, notAfter), for each row of the CTE
+ * `from`: SQLite's INSERT OR REPLACE, so that peers are sent it again. A row another append committed while this one
+ * waited for the lock is found by ON CONFLICT whatever the statement's snapshot.
  */
-async function appendLocal(
-  sql: Sql,
-  r: {
-    medium: string;
-    address: string;
-    lookupHash: string | null;
-    mxid: string | null;
-    ts: number;
-    notBefore: number | null;
-    notAfter: number | null;
-  },
-): Promise<number> {
-  await sql.query('DELETE FROM local_threepid_associations WHERE medium = $1 AND address = $2', [r.medium, r.address]);
-  const res = await sql.query<{ id: number }>(
-    `INSERT INTO local_threepid_associations (medium, address, lookup_hash, mxid, ts, notBefore, notAfter)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
-    [r.medium, r.address, r.lookupHash, r.mxid, r.ts, r.notBefore, r.notAfter],
-  );
-  return res.rows[0]!.id;
+const appendLocal = (from: string): string => `INSERT INTO local_threepid_associations AS l
+    (medium, address, lookup_hash, mxid, ts, notBefore, notAfter)
+  SELECT $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint, $8::bigint FROM ${from}
+  ON CONFLICT (medium, address) DO UPDATE SET id = nextval(pg_get_serial_sequence('local_threepid_associations', 'id')),
+    lookup_hash = EXCLUDED.lookup_hash, mxid = EXCLUDED.mxid, ts = EXCLUDED.ts, notBefore = EXCLUDED.notBefore,
+    notAfter = EXCLUDED.notAfter
+  RETURNING id`;
+
+/** Takes LOG_APPEND_LOCK (`$1`); every pusher hears at the commit that the log grew. */
+const LOCK_LOG = `SELECT pg_advisory_xact_lock($1::bigint), ${notifyCall('log')}`;
+
+/**
+ * The last statement of a bind: the lock, the log's row, our global row (whose originId is the log's id) and the
+ * counts noted so far, in that order.
+ */
+async function appendBind(sql: Sql, req: BindRecord, counts: CountDeltas): Promise<void> {
+  const values: unknown[] = [
+    LOG_APPEND_LOCK,
+    req.medium,
+    req.address,
+    req.lookupHash,
+    req.mxid,
+    req.ts,
+    req.ts,
+    req.notAfter,
+    req.originServer,
+    req.sgAssoc,
+  ];
+  const ctes = [
+    `locked AS MATERIALIZED (${LOCK_LOG})`,
+    `logged AS (${appendLocal('locked')})`,
+    `global AS (
+       INSERT INTO global_threepid_associations
+         (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
+       SELECT $2, $3, $4, $5, $6, $7, $8, $9::text, logged.id, $10::text FROM logged
+       ON CONFLICT DO NOTHING
+     )`,
+  ];
+  const countsCte = counts.cte(values.length + 1, 'logged');
+  if (countsCte) ctes.push(countsCte.sql);
+  // Every CTE runs, referenced or not; the counts' join with `logged` makes them run once the lock is held.
+  await sql.query(`WITH ${ctes.join(',\n')} SELECT count(*) FROM ${countsCte?.last ?? 'logged'}`, [
+    ...values,
+    ...(countsCte?.values ?? []),
+  ]);
 }
 
-/** Taken by every append to the replication log, which every pusher hears of at its commit. */
-async function lockLog(sql: Sql): Promise<void> {
-  await sql.query('SELECT pg_advisory_xact_lock($1)', [LOG_APPEND_LOCK]);
-  await sql.query(notifySql('log'));
-}
-
-async function bind(sql: Sql, req: BindRecord): Promise<void> {
-  await lockLog(sql);
+async function bind(sql: Sql, req: BindRecord, counts: CountDeltas): Promise<void> {
   if ((await storedPepper(sql)) !== req.pepperSeen) throw new BindConflictError('the lookup pepper changed');
   const pending = (
     await sql.query<{ id: number }>(
@@ -146,21 +188,6 @@ async function bind(sql: Sql, req: BindRecord): Promise<void> {
     )
   ).rows.map((r) => r.id);
   if (!sameIds(pending, req.inviteIds)) throw new BindConflictError('the pending invites changed');
-  const localId = await appendLocal(sql, {
-    medium: req.medium,
-    address: req.address,
-    lookupHash: req.lookupHash,
-    mxid: req.mxid,
-    ts: req.ts,
-    notBefore: req.ts,
-    notAfter: req.notAfter,
-  });
-  await sql.query(
-    `INSERT INTO global_threepid_associations
-       (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
-     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
-    [req.medium, req.address, req.lookupHash, req.mxid, req.ts, req.notAfter, req.originServer, localId, req.sgAssoc],
-  );
   // invite_tokens keeps Sydent's seconds.
   if (pending.length) {
     await sql.query('UPDATE invite_tokens SET sent_ts = $1 WHERE medium = $2 AND address = $3 AND sent_ts IS NULL', [
@@ -169,8 +196,35 @@ async function bind(sql: Sql, req: BindRecord): Promise<void> {
       req.address,
     ]);
   }
+  // Delivered only after the commit, when the row becomes visible to the workers.
   if (req.callback)
-    await enqueueCallback(sql, { ...req.callback, medium: req.medium, address: req.address, now: req.ts });
+    await enqueueCallback(sql, { ...req.callback, medium: req.medium, address: req.address, now: req.ts }, counts);
+  await appendBind(sql, req, counts);
+}
+
+/**
+ * An unbind's tombstone in the replication log, when the 3PID is bound to `mxid`, and its global rows gone. The lock
+ * is taken by a statement of its own: the check and the delete must see every append committed before it.
+ */
+async function unbind(sql: Sql, e: { medium: string; address: string; mxid: string; now: number }): Promise<boolean> {
+  await sql.query(LOCK_LOG, [LOG_APPEND_LOCK]);
+  const res = await sql.query<{ n: number }>(
+    `WITH bound AS (SELECT 1 FROM local_threepid_associations WHERE medium = $2 AND address = $3 AND mxid = $1),
+     logged AS (${appendLocal('bound')}),
+     gone AS (
+       DELETE FROM global_threepid_associations WHERE medium = $2 AND address = $3 AND EXISTS (SELECT 1 FROM logged)
+     )
+     SELECT count(*)::int AS n FROM logged`,
+    [e.mxid, e.medium, e.address, null, null, e.now, null, null],
+  );
+  return (res.rows[0]?.n ?? 0) > 0;
+}
+
+/** A claimed callback's row moved out of 'delivering' by `update` (which returns the new state); whether it was. */
+async function leaveDelivering(sql: Sql, counts: CountDeltas, update: string, values: unknown[]): Promise<boolean> {
+  const row = (await sql.query<{ state: string }>(update, values)).rows[0];
+  if (row) counts.moved('callback', 'delivering', row.state);
+  return row !== undefined;
 }
 
 function sameIds(a: readonly number[], b: readonly number[]): boolean {
@@ -192,14 +246,17 @@ export interface PgWriteParts {
 
 export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts): StoreWriteOps {
   /**
-   * One transaction; a caller that gave up (its deadline passed) before it started, or while it waited for a
-   * connection, is not written for.
+   * One transaction, ending with the state counts its work noted; a caller that gave up (its deadline passed)
+   * before it started, or while it waited for a connection, is not written for.
    */
-  const tx = async <T>(req: WriteRequest, work: (sql: Sql) => Promise<T>): Promise<T> => {
+  const tx = async <T>(req: WriteRequest, work: (sql: Sql, counts: CountDeltas) => Promise<T>): Promise<T> => {
     req.signal?.throwIfAborted();
-    return inTransaction(pool, (sql) => {
+    return inTransaction(pool, async (sql) => {
       req.signal?.throwIfAborted();
-      return work(sql);
+      const counts = new CountDeltas();
+      const result = await work(sql, counts);
+      await counts.write(sql);
+      return result;
     });
   };
   return {
@@ -243,7 +300,7 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         return { consented };
       }),
     createSession: (e, q) =>
-      tx(q, async (sql) => {
+      tx(q, async (sql, counts) => {
         const w = e.write;
         // A sid in use (or being created by another node at this moment: the insert waits for its commit) inserts
         // nothing and is refused; the caller picks another.
@@ -257,56 +314,42 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
           'INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES ($1, $2, $3)',
           [w.sid, w.token, w.sendAttempt],
         );
-        await insertMachine(sql, w);
+        await insertMachine(sql, w, counts);
         return 1;
       }),
-    saveSession: (e, q) => tx(q, (sql) => saveSession(sql, e.write, e.expectedVersion)),
+    saveSession: (e, q) => tx(q, (sql, counts) => saveSession(sql, e.write, e.expectedVersion, counts)),
     // A slice of the sweep, oldest first through the mtime index; rows another node is sweeping are left to it.
     deleteOldSessions: (e, q) =>
-      tx(q, async (sql) => {
-        const res = await sql.query(
+      tx(q, async (sql, counts) => {
+        // Each session gone is counted off where it was counted: by its machine row's state, else by `validated`.
+        const res = await sql.query<{ validated: number | null; state: string | null }>(
           `WITH expired AS (
-             SELECT id FROM threepid_validation_sessions WHERE mtime < $1 ORDER BY mtime LIMIT $2 FOR UPDATE SKIP LOCKED
+             SELECT id, validated FROM threepid_validation_sessions WHERE mtime < $1 ORDER BY mtime LIMIT $2
+             FOR UPDATE SKIP LOCKED
            ), tokens AS (
              DELETE FROM threepid_token_auths WHERE validationSession IN (SELECT id FROM expired)
            ), machines AS (
-             DELETE FROM session_machines WHERE sid IN (SELECT id FROM expired)
+             DELETE FROM session_machines WHERE sid IN (SELECT id FROM expired) RETURNING sid, state
+           ), sessions AS (
+             DELETE FROM threepid_validation_sessions WHERE id IN (SELECT id FROM expired) RETURNING id
            )
-           DELETE FROM threepid_validation_sessions WHERE id IN (SELECT id FROM expired)`,
+           SELECT e.validated, m.state FROM sessions s JOIN expired e ON e.id = s.id LEFT JOIN machines m ON m.sid = s.id`,
           [e.cutoffMs, e.limit],
         );
-        return res.rowCount ?? 0;
+        for (const row of res.rows) {
+          if (row.state === null) counts.sydent(row.validated, -1);
+          else counts.machine(row.state, -1);
+        }
+        return res.rows.length;
       }),
-    bind: (e, q) => tx(q, (sql) => bind(sql, e)),
+    bind: (e, q) => tx(q, (sql, counts) => bind(sql, e, counts)),
     bindSession: (e, q) =>
-      tx(q, async (sql) => {
-        const rowVersion = await saveSession(sql, e.session.write, e.session.expectedVersion);
-        await bind(sql, e.bind);
+      tx(q, async (sql, counts) => {
+        const rowVersion = await saveSession(sql, e.session.write, e.session.expectedVersion, counts);
+        await bind(sql, e.bind, counts);
         return rowVersion;
       }),
-    unbind: (e, q) =>
-      tx(q, async (sql) => {
-        await lockLog(sql);
-        const bound = await sql.query(
-          'SELECT 1 FROM local_threepid_associations WHERE medium = $1 AND address = $2 AND mxid = $3',
-          [e.medium, e.address, e.mxid],
-        );
-        if (!bound.rowCount) return false;
-        await appendLocal(sql, {
-          medium: e.medium,
-          address: e.address,
-          lookupHash: null,
-          mxid: null,
-          ts: e.now,
-          notBefore: null,
-          notAfter: null,
-        });
-        await sql.query('DELETE FROM global_threepid_associations WHERE medium = $1 AND address = $2', [
-          e.medium,
-          e.address,
-        ]);
-        return true;
-      }),
+    unbind: (e, q) => tx(q, (sql) => unbind(sql, e)),
     storeInvite: (e, q) =>
       tx(q, async (sql) => {
         const seconds = Math.floor(e.now / 1000);
@@ -387,19 +430,19 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         }
         return result;
       }),
-    enqueueCallback: (e, q) => tx(q, (sql) => enqueueCallback(sql, e)),
+    enqueueCallback: (e, q) => tx(q, (sql, counts) => enqueueCallback(sql, e, counts)),
     claimCallbacks: (e, q) => {
       if (e.limit <= 0) return Promise.resolve([]);
-      return tx(q, async (sql) => {
+      return tx(q, async (sql, counts) => {
         // The most overdue row of each destination the worker is not busy with; of those, the most overdue `limit`,
         // each locked or skipped when another node is claiming it at this moment.
-        const res = await sql.query<ClaimedRow>(
+        const res = await sql.query<ClaimedRow & { prev_state: string }>(
           `WITH firsts AS (
              SELECT DISTINCT ON (c.destination) c.id FROM callback_outbox c
              WHERE ${CLAIMABLE} AND NOT (c.destination = ANY($3::text[]))
              ORDER BY c.destination, c.next_attempt_ts, c.id
            ), picked AS (
-             SELECT c.id FROM callback_outbox c JOIN firsts f ON f.id = c.id
+             SELECT c.id, c.state FROM callback_outbox c JOIN firsts f ON f.id = c.id
              WHERE ${CLAIMABLE}
              ORDER BY c.next_attempt_ts, c.id LIMIT $4
              FOR UPDATE OF c SKIP LOCKED
@@ -407,23 +450,29 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
            UPDATE callback_outbox o SET state = 'delivering', claimed_until = $2
            FROM picked WHERE o.id = picked.id
            RETURNING o.id, o.destination, o.path, o.body, o.medium, o.address, o.attempts, o.next_attempt_ts, o.last_error,
-                     o.created_ts, o.claimed_until`,
+                     o.created_ts, o.claimed_until, picked.state AS prev_state`,
           [e.now, e.claimedUntil, e.excludeDestinations, e.limit],
         );
+        for (const row of res.rows) counts.moved('callback', row.prev_state, 'delivering');
         return claimedCallbacksOf(res.rows);
       });
     },
     // Delivered wins whoever holds the claim: the homeserver has the callback, whatever else happens to the row.
     callbackDelivered: (e, q) =>
-      tx(q, async (sql) => {
+      tx(q, async (sql, counts) => {
+        // The state it leaves, read from the row as locked: another node may have moved it since this statement began.
         const row = (
-          await sql.query<{ medium: string; address: string }>(
-            `UPDATE callback_outbox SET state = 'delivered', delivered_ts = $1, claimed_until = NULL, last_error = NULL
-             WHERE id = $2 AND state NOT IN ('delivered', 'abandoned') RETURNING medium, address`,
+          await sql.query<{ medium: string; address: string; prev_state: string }>(
+            `WITH old AS (
+               SELECT id, state FROM callback_outbox WHERE id = $2 AND state NOT IN ('delivered', 'abandoned') FOR UPDATE
+             )
+             UPDATE callback_outbox o SET state = 'delivered', delivered_ts = $1, claimed_until = NULL, last_error = NULL
+             FROM old WHERE o.id = old.id RETURNING o.medium, o.address, old.state AS prev_state`,
             [e.now, e.id],
           )
         ).rows[0];
         if (!row) return { updated: false, tokensDeleted: 0 };
+        counts.moved('callback', row.prev_state, 'delivered');
         const tokensDeleted = e.deleteInviteTokens
           ? ((
               await sql.query('DELETE FROM invite_tokens WHERE medium = $1 AND address = $2', [row.medium, row.address])
@@ -432,52 +481,53 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         return { updated: true, tokensDeleted };
       }),
     retryCallback: (e, q) =>
-      tx(
-        q,
-        async (sql) =>
-          (
-            await sql.query(
-              `UPDATE callback_outbox SET state = 'retrying', attempts = attempts + 1, next_attempt_ts = $1, last_error = $2,
-                 claimed_until = NULL
-               WHERE id = $3 AND state = 'delivering' AND claimed_until = $4`,
-              [e.nextAttemptTs, e.lastError.slice(0, 1000), e.id, e.claimedUntil],
-            )
-          ).rowCount === 1,
+      tx(q, (sql, counts) =>
+        leaveDelivering(
+          sql,
+          counts,
+          `UPDATE callback_outbox SET state = 'retrying', attempts = attempts + 1, next_attempt_ts = $1, last_error = $2,
+             claimed_until = NULL
+           WHERE id = $3 AND state = 'delivering' AND claimed_until = $4 RETURNING state`,
+          [e.nextAttemptTs, e.lastError.slice(0, 1000), e.id, e.claimedUntil],
+        ),
       ),
     abandonCallback: (e, q) =>
-      tx(
-        q,
-        async (sql) =>
-          (
-            await sql.query(
-              `UPDATE callback_outbox SET state = 'abandoned', last_error = $1, claimed_until = NULL
-               WHERE id = $2 AND state = 'delivering' AND claimed_until = $3`,
-              [e.lastError.slice(0, 1000), e.id, e.claimedUntil],
-            )
-          ).rowCount === 1,
+      tx(q, (sql, counts) =>
+        leaveDelivering(
+          sql,
+          counts,
+          `UPDATE callback_outbox SET state = 'abandoned', last_error = $1, claimed_until = NULL
+           WHERE id = $2 AND state = 'delivering' AND claimed_until = $3 RETURNING state`,
+          [e.lastError.slice(0, 1000), e.id, e.claimedUntil],
+        ),
       ),
     releaseCallback: (e, q) =>
-      tx(
-        q,
-        async (sql) =>
-          (
-            await sql.query(
-              `UPDATE callback_outbox SET state = CASE WHEN attempts = 0 THEN 'pending' ELSE 'retrying' END, claimed_until = NULL
-               WHERE id = $1 AND state = 'delivering' AND claimed_until = $2`,
-              [e.id, e.claimedUntil],
-            )
-          ).rowCount === 1,
+      tx(q, (sql, counts) =>
+        leaveDelivering(
+          sql,
+          counts,
+          `UPDATE callback_outbox SET state = CASE WHEN attempts = 0 THEN 'pending' ELSE 'retrying' END, claimed_until = NULL
+           WHERE id = $1 AND state = 'delivering' AND claimed_until = $2 RETURNING state`,
+          [e.id, e.claimedUntil],
+        ),
       ),
     purgeCallbacks: (e, q) =>
-      tx(q, async (sql) => {
-        const delivered = await sql.query(
-          `DELETE FROM callback_outbox WHERE state = 'delivered' AND delivered_ts < $1`,
-          [e.now - DELIVERED_RETENTION_MS],
-        );
-        const abandoned = await sql.query(`DELETE FROM callback_outbox WHERE state = 'abandoned' AND created_ts < $1`, [
-          e.now - ABANDONED_RETENTION_MS,
-        ]);
-        return (delivered.rowCount ?? 0) + (abandoned.rowCount ?? 0);
+      tx(q, async (sql, counts) => {
+        const delivered =
+          (
+            await sql.query(`DELETE FROM callback_outbox WHERE state = 'delivered' AND delivered_ts < $1`, [
+              e.now - DELIVERED_RETENTION_MS,
+            ])
+          ).rowCount ?? 0;
+        const abandoned =
+          (
+            await sql.query(`DELETE FROM callback_outbox WHERE state = 'abandoned' AND created_ts < $1`, [
+              e.now - ABANDONED_RETENTION_MS,
+            ])
+          ).rowCount ?? 0;
+        counts.callback('delivered', -delivered);
+        counts.callback('abandoned', -abandoned);
+        return delivered + abandoned;
       }),
     takeRateToken: (e) => buckets.take(e),
     refundRateToken: (e) => buckets.refund(e),
