@@ -697,6 +697,21 @@ describe('two nodes writing at once: the replication log in commit order, the st
     expect(unnamed.rows).toEqual([]);
   });
 
+  it('the values a bind writes into its last statement as literals (sent with its COMMIT) come back exactly: quotes, backslashes, $1, non-ASCII', async () => {
+    const { a, b } = await nodes();
+    const pepper = await a.reads.associations.storedPepper();
+    const address = "o'brien\\\\'; DROP TABLE peers; --$1 $2 ü@example.org";
+    const mxid = "@o'b\\\\n$3:hs.example";
+    await a.writes.bind(bindOf(pepper, address, mxid, 5_000, true), req());
+    const found = await b.reads.associations.lookup('email', address, 6_000);
+    expect(found).toMatchObject({ mxid, ts: 5_000 });
+    expect(JSON.parse(found!.sgAssoc)).toEqual({ address, mxid });
+    expect(await b.reads.peers.localAfter(0, 10)).toMatchObject([{ address, mxid }]);
+    expect(await b.writes.unbind({ medium: 'email', address, mxid, now: 7_000 }, req())).toBe(true);
+    expect(await a.reads.associations.lookup('email', address, 8_000)).toBeUndefined();
+    expect(await a.reads.peers.all()).toEqual([]);
+  });
+
   it('the debug counts of sessions and callbacks match a count of the rows after sessions, binds, unbinds, claims and sweeps from both nodes, and are read without walking those tables', async () => {
     const { url, a, b } = await nodes();
     const pepper = await a.reads.associations.storedPepper();

@@ -36,7 +36,7 @@ import {
 } from '../sessions.js';
 import { notifyCall, notifySql, type PgCoordinator } from './coordinator.js';
 import { CountDeltas } from './counts.js';
-import { inTransaction, type Sql } from './pool.js';
+import { inTransaction, type CommitWith, type Sql } from './pool.js';
 import type { PgRateBuckets } from './rate-buckets.js';
 import { PEPPER_SQL } from './reads.js';
 
@@ -147,7 +147,7 @@ const LOCK_LOG = `SELECT pg_advisory_xact_lock($1::bigint), ${notifyCall('log')}
  * The last statement of a bind: the lock, the log's row, our global row (whose originId is the log's id) and the
  * counts noted so far, in that order.
  */
-async function appendBind(sql: Sql, req: BindRecord, counts: CountDeltas): Promise<void> {
+async function appendBind(req: BindRecord, counts: CountDeltas, commitWith: CommitWith): Promise<void> {
   const values: unknown[] = [
     LOG_APPEND_LOCK,
     req.medium,
@@ -172,14 +172,16 @@ async function appendBind(sql: Sql, req: BindRecord, counts: CountDeltas): Promi
   ];
   const countsCte = counts.cte(values.length + 1, 'logged');
   if (countsCte) ctes.push(countsCte.sql);
-  // Every CTE runs, referenced or not; the counts' join with `logged` makes them run once the lock is held.
-  await sql.query(`WITH ${ctes.join(',\n')} SELECT count(*) FROM ${countsCte?.last ?? 'logged'}`, [
+  // Every CTE runs, referenced or not; the counts' join with `logged` makes them run once the lock is held. The
+  // commit goes with the statement: the lock is held for the time PostgreSQL takes, not for a round trip more.
+  await commitWith(`WITH ${ctes.join(',\n')} SELECT count(*) FROM ${countsCte?.last ?? 'logged'}`, [
     ...values,
     ...(countsCte?.values ?? []),
   ]);
 }
 
-async function bind(sql: Sql, req: BindRecord, counts: CountDeltas): Promise<void> {
+/** A bind, ending its transaction. */
+async function bind(sql: Sql, req: BindRecord, counts: CountDeltas, commitWith: CommitWith): Promise<void> {
   if ((await storedPepper(sql)) !== req.pepperSeen) throw new BindConflictError('the lookup pepper changed');
   const pending = (
     await sql.query<{ id: number }>(
@@ -199,16 +201,20 @@ async function bind(sql: Sql, req: BindRecord, counts: CountDeltas): Promise<voi
   // Delivered only after the commit, when the row becomes visible to the workers.
   if (req.callback)
     await enqueueCallback(sql, { ...req.callback, medium: req.medium, address: req.address, now: req.ts }, counts);
-  await appendBind(sql, req, counts);
+  await appendBind(req, counts, commitWith);
 }
 
 /**
  * An unbind's tombstone in the replication log, when the 3PID is bound to `mxid`, and its global rows gone. The lock
  * is taken by a statement of its own: the check and the delete must see every append committed before it.
  */
-async function unbind(sql: Sql, e: { medium: string; address: string; mxid: string; now: number }): Promise<boolean> {
+async function unbind(
+  sql: Sql,
+  e: { medium: string; address: string; mxid: string; now: number },
+  commitWith: CommitWith,
+): Promise<boolean> {
   await sql.query(LOCK_LOG, [LOG_APPEND_LOCK]);
-  const res = await sql.query<{ n: number }>(
+  const rows = await commitWith<{ n: number }>(
     `WITH bound AS (SELECT 1 FROM local_threepid_associations WHERE medium = $2 AND address = $3 AND mxid = $1),
      logged AS (${appendLocal('bound')}),
      gone AS (
@@ -217,7 +223,7 @@ async function unbind(sql: Sql, e: { medium: string; address: string; mxid: stri
      SELECT count(*)::int AS n FROM logged`,
     [e.mxid, e.medium, e.address, null, null, e.now, null, null],
   );
-  return (res.rows[0]?.n ?? 0) > 0;
+  return (rows[0]?.n ?? 0) > 0;
 }
 
 /** A claimed callback's row moved out of 'delivering' by `update` (which returns the new state); whether it was. */
@@ -249,13 +255,21 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
    * One transaction, ending with the state counts its work noted; a caller that gave up (its deadline passed)
    * before it started, or while it waited for a connection, is not written for.
    */
-  const tx = async <T>(req: WriteRequest, work: (sql: Sql, counts: CountDeltas) => Promise<T>): Promise<T> => {
+  const tx = async <T>(
+    req: WriteRequest,
+    work: (sql: Sql, counts: CountDeltas, commitWith: CommitWith) => Promise<T>,
+  ): Promise<T> => {
     req.signal?.throwIfAborted();
-    return inTransaction(pool, async (sql) => {
+    return inTransaction(pool, async (sql, commitWith) => {
       req.signal?.throwIfAborted();
       const counts = new CountDeltas();
-      const result = await work(sql, counts);
-      await counts.write(sql);
+      let committed = false;
+      const result = await work(sql, counts, (text, values) => {
+        committed = true;
+        return commitWith(text, values);
+      });
+      if (!committed) await counts.write(sql);
+      else if (!counts.empty) throw new Error('state counts noted after the commit');
       return result;
     });
   };
@@ -342,14 +356,14 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         }
         return res.rows.length;
       }),
-    bind: (e, q) => tx(q, (sql, counts) => bind(sql, e, counts)),
+    bind: (e, q) => tx(q, (sql, counts, commitWith) => bind(sql, e, counts, commitWith)),
     bindSession: (e, q) =>
-      tx(q, async (sql, counts) => {
+      tx(q, async (sql, counts, commitWith) => {
         const rowVersion = await saveSession(sql, e.session.write, e.session.expectedVersion, counts);
-        await bind(sql, e.bind, counts);
+        await bind(sql, e.bind, counts, commitWith);
         return rowVersion;
       }),
-    unbind: (e, q) => tx(q, (sql) => unbind(sql, e)),
+    unbind: (e, q) => tx(q, (sql, _counts, commitWith) => unbind(sql, e, commitWith)),
     storeInvite: (e, q) =>
       tx(q, async (sql) => {
         const seconds = Math.floor(e.now / 1000);
