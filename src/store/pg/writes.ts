@@ -129,13 +129,15 @@ async function enqueueCallback(sql: Sql, c: CallbackEnqueue, counts: CountDeltas
 /**
  * A 3PID's row of the replication log given a new id (drawn once LOG_APPEND_LOCK is held: see the comment at the top)
  * and the values of `$2`…`$8` (medium, address, lookup_hash, mxid, ts, notBefore, notAfter), for each row of the CTE
- * `from`: SQLite's INSERT OR REPLACE, so that peers are sent it again. A row another append committed while this one
- * waited for the lock is found by ON CONFLICT whatever the statement's snapshot.
+ * `from`: SQLite's INSERT OR REPLACE, so that peers are sent it again. One id drawn per append, as in SQLite (the
+ * backlog shown is the newest id less the cursor). A row another append committed while this one waited for the
+ * lock is found by ON CONFLICT whatever the statement's snapshot.
  */
 const appendLocal = (from: string): string => `INSERT INTO local_threepid_associations AS l
-    (medium, address, lookup_hash, mxid, ts, notBefore, notAfter)
-  SELECT $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint, $8::bigint FROM ${from}
-  ON CONFLICT (medium, address) DO UPDATE SET id = nextval(pg_get_serial_sequence('local_threepid_associations', 'id')),
+    (id, medium, address, lookup_hash, mxid, ts, notBefore, notAfter)
+  SELECT nextval(pg_get_serial_sequence('local_threepid_associations', 'id')),
+    $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint, $8::bigint FROM ${from}
+  ON CONFLICT (medium, address) DO UPDATE SET id = EXCLUDED.id,
     lookup_hash = EXCLUDED.lookup_hash, mxid = EXCLUDED.mxid, ts = EXCLUDED.ts, notBefore = EXCLUDED.notBefore,
     notAfter = EXCLUDED.notAfter
   RETURNING id`;
