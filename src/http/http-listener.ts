@@ -22,6 +22,7 @@ import { ConnectionGate, type ConnectionLimits } from './connection-limits.js';
 import { discardRest } from './discard-body.js';
 import { errors } from './errors.js';
 import type { RequestLane } from './lookup-lane.js';
+import { PendingAnswers } from './pending-answers.js';
 
 /** The config's defaults, for apps made without a listener of their own (tests). */
 const DEFAULT_TIMEOUTS: RequestTimeouts = { headersMs: 10_000, requestMs: 30_000, keepAliveMs: 65_000 };
@@ -50,7 +51,7 @@ export class HttpListener {
   private readonly gate: ConnectionGate | null;
   private readonly servers: http.Server[] = [];
   /** answers not yet written: the requests a stop waits for */
-  private readonly inFlight = new Set<ServerResponse>();
+  private readonly inFlight = new PendingAnswers();
   /** called when the last pending answer is written */
   private readonly idleWaiters = new Set<() => void>();
   private accepting = true;
@@ -124,11 +125,11 @@ export class HttpListener {
         this.unavailable(res);
         return;
       }
-      this.inFlight.add(res);
+      const slot = this.inFlight.add(res);
       res.once('close', () => {
         // Answered before the body arrived whole: the rest is read and dropped, so the client reads this answer.
         if (res.writableFinished && !req.complete) discardRest(req);
-        this.inFlight.delete(res);
+        this.inFlight.remove(slot);
         if (this.inFlight.size === 0) for (const done of [...this.idleWaiters]) done();
       });
       next(req, res);
@@ -188,7 +189,7 @@ export class HttpListener {
       server.close();
       server.closeIdleConnections();
     }
-    for (const res of this.inFlight) if (!res.headersSent) res.setHeader('connection', 'close');
+    for (const res of this.inFlight.list()) if (!res.headersSent) res.setHeader('connection', 'close');
   }
 
   /** Resolves when no answer is pending, or at `at` (epoch ms). */
@@ -199,7 +200,7 @@ export class HttpListener {
   /** Answers 503 what is still under way, gives those answers a moment to leave, then cuts every connection. */
   async close(): Promise<void> {
     this.stopAccepting();
-    const left = [...this.inFlight];
+    const left = this.inFlight.list();
     if (left.length > 0) {
       this.log.warn(
         { listener: this.name, requests: left.length },
