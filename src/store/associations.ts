@@ -81,6 +81,15 @@ function newestOf<R extends { ts: number; id: number }>(rows: R[]): R | undefine
   return best;
 }
 
+/** `items` sorted (by UTF-16 code units), each once. */
+function sortedUnique(items: readonly string[]): string[] {
+  const out = items.slice().sort();
+  let kept = 0;
+  for (let i = 0; i < out.length; i++) if (kept === 0 || out[i] !== out[kept - 1]) out[kept++] = out[i]!;
+  out.length = kept;
+  return out;
+}
+
 /**
  * The mxid of a hash's newest valid binding, read in the order of its index (sydent_ts_global_lookup_hash_newest:
  * lookup_hash, ts, id, then the validity columns and mxid): no sort, no table row, and SQLite stops at that row.
@@ -91,7 +100,7 @@ export const NEWEST_BY_HASH_SQL = `SELECT mxid FROM global_threepid_associations
 
 export class AssociationReads {
   private readonly newest: Database.Statement<[string, string, number, number], GlobalRow & { id: number }>;
-  private readonly byHashes: Database.Statement<[string, number, number], { lookup_hash: string; mxid: string }>;
+  private readonly byHashes: Database.Statement<[string, number, number], [string, string, number, number]>;
   private readonly byHash: Database.Statement<[string, number, number], string>;
   private readonly pepperStmt: Database.Statement<[], { lookup_pepper: string }>;
   /** the pepper changes only on rotation: read at most once a second, not on every lookup */
@@ -110,12 +119,16 @@ export class AssociationReads {
       `SELECT mxid, sgAssoc, ts, id FROM global_threepid_associations
        WHERE medium = ? AND address = ? AND notBefore <= ? AND notAfter > ?`,
     );
-    // One query for any number of hashes: json_each feeds the indexed lookup_hash column.
-    this.byHashes = db.prepare(
-      `SELECT lookup_hash, mxid FROM global_threepid_associations
-       WHERE lookup_hash IN (SELECT value FROM json_each(?)) AND notBefore <= ? AND notAfter > ?
-       ORDER BY ts, id`,
-    );
+    // One query for any number of hashes, given sorted and without repeats: json_each is the outer loop (CROSS JOIN
+    // keeps it there), so the probes walk the index in its own order and no temporary b-tree is built, neither for
+    // an IN list nor for an ORDER BY. A hash's rows come together, in the index's order, from one probe.
+    this.byHashes = db
+      .prepare<[string, number, number], [string, string, number, number]>(
+        `SELECT g.lookup_hash, g.mxid, g.ts, g.id FROM json_each(?) j
+         CROSS JOIN global_threepid_associations g ON g.lookup_hash = j.value
+         WHERE g.notBefore <= ? AND g.notAfter > ?`,
+      )
+      .raw();
     this.byHash = db.prepare<[string, number, number], string>(NEWEST_BY_HASH_SQL).pluck();
     this.pepperStmt = db.prepare('SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1');
   }
@@ -157,8 +170,17 @@ export class AssociationReads {
       }
       return found;
     }
-    // Rows come oldest first (ties by id): the last one seen for a hash is its newest binding.
-    for (const row of this.byHashes.iterate(JSON.stringify(hashes), now, now)) found.set(row.lookup_hash, row.mxid);
+    // The newest of a hash's rows (largest ts, then id) is picked here, whatever order the probe gives them in.
+    let last = '';
+    let lastTs = 0;
+    let lastId = 0;
+    for (const [hash, mxid, ts, id] of this.byHashes.all(JSON.stringify(sortedUnique(hashes)), now, now)) {
+      if (hash === last && (ts < lastTs || (ts === lastTs && id < lastId))) continue;
+      found.set(hash, mxid);
+      last = hash;
+      lastTs = ts;
+      lastId = id;
+    }
     return found;
   }
 }
