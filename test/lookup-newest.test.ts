@@ -9,6 +9,8 @@ import { lookupHash } from '../src/crypto/hash.js';
 import { AssociationReads, NEWEST_BY_HASH_SQL } from '../src/store/associations.js';
 import { closeDatabase, openDatabase, type SqliteDatabase } from '../src/store/database.js';
 import { ensurePepper } from '../src/store/hashing.js';
+import { HashLookupPool } from '../src/store/lookup-pool.js';
+import { spreadLookup } from '../src/store/reads.js';
 import { tempDir } from './helpers/tmp.js';
 
 let tmp: ReturnType<typeof tempDir>;
@@ -63,6 +65,46 @@ function bothWays(hashes: string[]): {
   const many: Record<string, string | undefined> = {};
   for (const h of hashes) many[h] = found.get(h);
   return { alone, many };
+}
+
+/**
+ * 10,000 hashes to look up at once: 600 addresses bound once (each sent twice), 200 bound three times (the newest
+ * wins; each sent three times), 100 whose newest row has expired, and misses, shuffled; and the mappings expected.
+ */
+function mixedLookup(): { sent: string[]; expected: Map<string, string> } {
+  const expected = new Map<string, string>();
+  const sent: string[] = [];
+  for (let i = 0; i < 600; i++) {
+    const hash = bindings(`once${i}@example.com`, [{ mxid: `@once${i}:hs`, ts: NOW - DAY }]);
+    expected.set(hash, `@once${i}:hs`);
+    sent.push(hash, hash);
+  }
+  for (let i = 0; i < 200; i++) {
+    const hash = bindings(`thrice${i}@example.com`, [
+      { mxid: `@mid${i}:hs`, ts: NOW - 2 * DAY },
+      { mxid: `@new${i}:hs`, ts: NOW - DAY },
+      { mxid: `@old${i}:hs`, ts: NOW - 3 * DAY },
+    ]);
+    expected.set(hash, `@new${i}:hs`);
+    sent.push(hash, hash, hash);
+  }
+  for (let i = 0; i < 100; i++) {
+    const hash = bindings(`lapsed${i}@example.com`, [
+      { mxid: `@kept${i}:hs`, ts: NOW - 2 * DAY },
+      { mxid: `@lapsed${i}:hs`, ts: NOW - DAY, notAfter: NOW - 1 },
+    ]);
+    expected.set(hash, `@kept${i}:hs`);
+    sent.push(hash);
+  }
+  let miss = 0;
+  while (sent.length < 10_000) sent.push(lookupHash(`nobody${miss++}@example.com`, 'email', pepper));
+  // a deterministic shuffle, so hits, repeats and misses are interleaved
+  for (let i = sent.length - 1, seed = 11; i > 0; i--) {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    const j = seed % (i + 1);
+    [sent[i], sent[j]] = [sent[j]!, sent[i]!];
+  }
+  return { sent, expected };
 }
 
 describe('the binding a hash lookup answers', () => {
@@ -127,42 +169,24 @@ describe('the binding a hash lookup answers', () => {
   });
 
   it('10,000 hashes at once, hits repeated, misses and several rows per hash mixed, in any order: exactly the newest valid mapping of each hit', () => {
-    const expected = new Map<string, string>();
-    const sent: string[] = [];
-    // 600 addresses bound once, 200 bound three times (the newest wins), 100 whose newest row has expired
-    for (let i = 0; i < 600; i++) {
-      const hash = bindings(`once${i}@example.com`, [{ mxid: `@once${i}:hs`, ts: NOW - DAY }]);
-      expected.set(hash, `@once${i}:hs`);
-      sent.push(hash, hash);
-    }
-    for (let i = 0; i < 200; i++) {
-      const hash = bindings(`thrice${i}@example.com`, [
-        { mxid: `@mid${i}:hs`, ts: NOW - 2 * DAY },
-        { mxid: `@new${i}:hs`, ts: NOW - DAY },
-        { mxid: `@old${i}:hs`, ts: NOW - 3 * DAY },
-      ]);
-      expected.set(hash, `@new${i}:hs`);
-      sent.push(hash, hash, hash);
-    }
-    for (let i = 0; i < 100; i++) {
-      const hash = bindings(`lapsed${i}@example.com`, [
-        { mxid: `@kept${i}:hs`, ts: NOW - 2 * DAY },
-        { mxid: `@lapsed${i}:hs`, ts: NOW - DAY, notAfter: NOW - 1 },
-      ]);
-      expected.set(hash, `@kept${i}:hs`);
-      sent.push(hash);
-    }
-    let miss = 0;
-    while (sent.length < 10_000) sent.push(lookupHash(`nobody${miss++}@example.com`, 'email', pepper));
-    // a deterministic shuffle, so hits, repeats and misses are interleaved
-    for (let i = sent.length - 1, seed = 11; i > 0; i--) {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      const j = seed % (i + 1);
-      [sent[i], sent[j]] = [sent[j]!, sent[i]!];
-    }
+    const { sent, expected } = mixedLookup();
     const found = reads.lookupHashes(sent, NOW);
     expect(found.size).toBe(expected.size);
     expect(new Map([...found].sort())).toEqual(new Map([...expected].sort()));
+  });
+
+  it('the same lookup cut into slices for two lookup workers, each on its own connection: the same mappings', async () => {
+    const { sent, expected } = mixedLookup();
+    const pool = new HashLookupPool(path.join(tmp.dir, 'sydent.db'), 2);
+    try {
+      await pool.warm();
+      expect(pool.readyWorkers()).toHaveLength(2);
+      const found = await spreadLookup(reads, pool, sent, NOW);
+      expect(found.size).toBe(expected.size);
+      expect(new Map([...found].sort())).toEqual(new Map([...expected].sort()));
+    } finally {
+      await pool.close();
+    }
   });
 
   it('a one-hash lookup reads the newest row straight from the covering index: no table rows, no sort', () => {

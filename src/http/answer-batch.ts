@@ -12,7 +12,8 @@
  * Work can also be put off to the same moment (`beforeWrite`): a request read in this turn can be answered then,
  * when its body has arrived, and its answer is written with the others. Work that answers a promise (a read through
  * the store's asynchronous read facade) is waited for: the SQLite engine's are settled before the event loop moves
- * on, so the answers still leave together in this turn.
+ * on, so the answers still leave together in this turn (a lookup that the lookup workers share holds this turn's
+ * answers until its slices are back).
  */
 import type { ServerResponse } from 'node:http';
 

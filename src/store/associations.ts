@@ -82,12 +82,41 @@ function newestOf<R extends { ts: number; id: number }>(rows: R[]): R | undefine
 }
 
 /** `items` sorted (by UTF-16 code units), each once. */
-function sortedUnique(items: readonly string[]): string[] {
+export function sortedUnique(items: readonly string[]): string[] {
   const out = items.slice().sort();
   let kept = 0;
   for (let i = 0; i < out.length; i++) if (kept === 0 || out[i] !== out[kept - 1]) out[kept++] = out[i]!;
   out.length = kept;
   return out;
+}
+
+/** A valid binding of a hash: lookup_hash, mxid, ts, id. */
+export type HashRow = [string, string, number, number];
+
+/**
+ * The valid rows of many hashes, given sorted and without repeats as one JSON list: json_each is the outer loop (CROSS
+ * JOIN keeps it there), so the probes walk the index in its own order and no temporary b-tree is built, neither for
+ * an IN list nor for an ORDER BY. A hash's rows come together, from one probe.
+ */
+export const BY_SORTED_HASHES_SQL = `SELECT g.lookup_hash, g.mxid, g.ts, g.id FROM json_each(?) j
+  CROSS JOIN global_threepid_associations g ON g.lookup_hash = j.value
+  WHERE g.notBefore <= ? AND g.notAfter > ?`;
+
+/**
+ * Adds to `found` the newest (largest ts, then id) of each hash's rows, whatever order a hash's rows come in; the
+ * rows of one hash must come together, as BY_SORTED_HASHES_SQL gives them.
+ */
+export function addNewest(rows: readonly HashRow[], found: Map<string, string>): void {
+  let last = '';
+  let lastTs = 0;
+  let lastId = 0;
+  for (const [hash, mxid, ts, id] of rows) {
+    if (hash === last && (ts < lastTs || (ts === lastTs && id < lastId))) continue;
+    found.set(hash, mxid);
+    last = hash;
+    lastTs = ts;
+    lastId = id;
+  }
 }
 
 /**
@@ -100,7 +129,7 @@ export const NEWEST_BY_HASH_SQL = `SELECT mxid FROM global_threepid_associations
 
 export class AssociationReads {
   private readonly newest: Database.Statement<[string, string, number, number], GlobalRow & { id: number }>;
-  private readonly byHashes: Database.Statement<[string, number, number], [string, string, number, number]>;
+  private readonly byHashes: Database.Statement<[string, number, number], HashRow>;
   private readonly byHash: Database.Statement<[string, number, number], string>;
   private readonly pepperStmt: Database.Statement<[], { lookup_pepper: string }>;
   /** the pepper changes only on rotation: read at most once a second, not on every lookup */
@@ -119,16 +148,7 @@ export class AssociationReads {
       `SELECT mxid, sgAssoc, ts, id FROM global_threepid_associations
        WHERE medium = ? AND address = ? AND notBefore <= ? AND notAfter > ?`,
     );
-    // One query for any number of hashes, given sorted and without repeats: json_each is the outer loop (CROSS JOIN
-    // keeps it there), so the probes walk the index in its own order and no temporary b-tree is built, neither for
-    // an IN list nor for an ORDER BY. A hash's rows come together, in the index's order, from one probe.
-    this.byHashes = db
-      .prepare<[string, number, number], [string, string, number, number]>(
-        `SELECT g.lookup_hash, g.mxid, g.ts, g.id FROM json_each(?) j
-         CROSS JOIN global_threepid_associations g ON g.lookup_hash = j.value
-         WHERE g.notBefore <= ? AND g.notAfter > ?`,
-      )
-      .raw();
+    this.byHashes = db.prepare<[string, number, number], HashRow>(BY_SORTED_HASHES_SQL).raw();
     this.byHash = db.prepare<[string, number, number], string>(NEWEST_BY_HASH_SQL).pluck();
     this.pepperStmt = db.prepare('SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1');
   }
@@ -157,6 +177,12 @@ export class AssociationReads {
     return row && { mxid: row.mxid, sgAssoc: row.sgAssoc, ts: row.ts };
   }
 
+  /** The valid rows of `sorted` (hashes sorted, each once: see `sortedUnique`), as `addNewest` takes them. */
+  rowsOfSorted(sorted: readonly string[], now: number): HashRow[] {
+    this.snapshot?.enter();
+    return this.byHashes.all(JSON.stringify(sorted), now, now);
+  }
+
   /** hash → mxid of the newest binding, for the hashes that have one. */
   lookupHashes(hashes: readonly string[], now: number): Map<string, string> {
     const found = new Map<string, string>();
@@ -170,17 +196,7 @@ export class AssociationReads {
       }
       return found;
     }
-    // The newest of a hash's rows (largest ts, then id) is picked here, whatever order the probe gives them in.
-    let last = '';
-    let lastTs = 0;
-    let lastId = 0;
-    for (const [hash, mxid, ts, id] of this.byHashes.all(JSON.stringify(sortedUnique(hashes)), now, now)) {
-      if (hash === last && (ts < lastTs || (ts === lastTs && id < lastId))) continue;
-      found.set(hash, mxid);
-      last = hash;
-      lastTs = ts;
-      lastId = id;
-    }
+    addNewest(this.rowsOfSorted(sortedUnique(hashes), now), found);
     return found;
   }
 }

@@ -24,6 +24,18 @@ import { isMemoryPath, type SqliteDatabase } from './database.js';
 /** The longest a read may wait for a lock (milliseconds). */
 const READ_BUSY_TIMEOUT_MS = 10;
 
+/** The settings of every read-only connection (this one, and the lookup workers' of lookup-pool.ts). */
+export const LOOKUP_CONNECTION_PRAGMAS: readonly string[] = [
+  // Reads only: a bug that wrote here would bypass the store supervisor's one-writer rule.
+  'query_only = ON',
+  // In WAL mode a read waits for no writer; only a checkpoint or recovery by another process can hold it up, and
+  // then briefly: the event loop must never wait longer than this on a lock.
+  `busy_timeout = ${READ_BUSY_TIMEOUT_MS}`,
+  // As the writer's connection (see openDatabase): the index pages of a large lookup stay in memory.
+  'cache_size = -65536',
+  'mmap_size = 1073741824',
+];
+
 /**
  * Opens a second connection to an already opened (and migrated) database file for reads only. `null` for an
  * in-memory database, which a second connection would not see: its reads stay on the writer's connection.
@@ -32,14 +44,7 @@ export function openLookupConnection(path: string): SqliteDatabase | null {
   if (isMemoryPath(path)) return null;
   const db = new Database(path, { fileMustExist: true });
   try {
-    // Reads only: a bug that wrote here would bypass the store supervisor's one-writer rule.
-    db.pragma('query_only = ON');
-    // In WAL mode a read waits for no writer; only a checkpoint or recovery by another process can hold it up, and
-    // then briefly: the event loop must never wait longer than this on a lock.
-    db.pragma(`busy_timeout = ${READ_BUSY_TIMEOUT_MS}`);
-    // As the writer's connection (see openDatabase): the index pages of a large lookup stay in memory.
-    db.pragma('cache_size = -65536');
-    db.pragma('mmap_size = 1073741824');
+    for (const pragma of LOOKUP_CONNECTION_PRAGMAS) db.pragma(pragma);
   } catch (err) {
     db.close();
     throw err;

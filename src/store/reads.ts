@@ -4,13 +4,15 @@
  * makes it when it opens the database and hands it out; nothing else holds a connection.
  *
  * The SQLite engine answers from prepared statements on the read connection (src/store/lookup-connection.ts), so a
- * read costs no hop through an actor: the promise is already settled when it is returned.
+ * read costs no hop through an actor: the promise is already settled when it is returned. The one exception is a
+ * lookup of many hashes, which lookup workers share (src/store/lookup-pool.ts) once they are ready.
  */
 import type { Account, AccountReads } from './accounts.js';
-import type { AssociationReads, PendingInvite } from './associations.js';
+import { addNewest, sortedUnique, type AssociationReads, type PendingInvite } from './associations.js';
 import type { CallbackReads } from './callbacks.js';
 import type { DatabaseFile } from './health.js';
 import type { InviteReads } from './invites.js';
+import type { HashLookupPool } from './lookup-pool.js';
 import type { PeerReads } from './peers.js';
 import type { SessionReads } from './sessions.js';
 import { asUnavailable } from './unavailable.js';
@@ -66,6 +68,34 @@ interface SqliteReadParts {
   /** a cheap statement that reads the database file (the schema page) */
   probe: () => unknown;
   file: DatabaseFile;
+  /** workers that take slices of large hash lookups (none for an in-memory database) */
+  lookupPool?: HashLookupPool;
+}
+
+/** Lookups of at least this many hashes are cut into slices for the lookup workers too. */
+const SPREAD_MIN_HASHES = 1000;
+
+/**
+ * A large hash lookup in contiguous slices of its sorted hashes: one per ready worker, sent first, and the first on
+ * the read connection meanwhile. Without a ready worker, all of it on the read connection.
+ */
+export async function spreadLookup(
+  associations: AssociationReads,
+  pool: HashLookupPool,
+  hashes: readonly string[],
+  now: number,
+): Promise<Map<string, string>> {
+  const workers = pool.readyWorkers();
+  if (workers.length === 0) return associations.lookupHashes(hashes, now);
+  const sorted = sortedUnique(hashes);
+  const per = Math.ceil(sorted.length / (workers.length + 1));
+  const theirs = workers.map((w, i) => w.rows(JSON.stringify(sorted.slice((i + 1) * per, (i + 2) * per)), now));
+  // If our slice fails, theirs are not waited for: their failures are not left unhandled.
+  for (const rows of theirs) rows.catch(() => undefined);
+  const found = new Map<string, string>();
+  addNewest(associations.rowsOfSorted(sorted.slice(0, per), now), found);
+  for (const rows of await Promise.all(theirs)) addNewest(rows, found);
+  return found;
 }
 
 /** A value read synchronously, as a settled promise; a failure the database explains as StoreUnavailableError. */
@@ -78,7 +108,7 @@ async function settled<T>(read: () => T): Promise<T> {
 }
 
 export function sqliteReads(parts: SqliteReadParts): StoreReads {
-  const { accounts, associations } = parts;
+  const { accounts, associations, lookupPool: pool } = parts;
   return {
     // The reads of every lookup request, written out: no argument array per call.
     accounts: {
@@ -90,7 +120,12 @@ export function sqliteReads(parts: SqliteReadParts): StoreReads {
       pepper: () => settled(() => associations.pepper()),
       storedPepper: () => settled(() => associations.storedPepper()),
       lookup: (medium, address, now) => settled(() => associations.lookup(medium, address, now)),
-      lookupHashes: (hashes, now) => settled(() => associations.lookupHashes(hashes, now)),
+      lookupHashes: (hashes, now) =>
+        pool && hashes.length >= SPREAD_MIN_HASHES
+          ? spreadLookup(associations, pool, hashes, now).catch((error: unknown) => {
+              throw asUnavailable(error);
+            })
+          : settled(() => associations.lookupHashes(hashes, now)),
     },
     callbacks: asyncMethods(parts.callbacks, ['counts', 'pendingCount', 'list', 'byId', 'nextDue']),
     invites: asyncMethods(parts.invites, ['senderOfToken', 'pending']),

@@ -18,6 +18,7 @@ import type { StoreEngine, StoreWriteOps } from './engine.js';
 import { createWrites, type StoreWrites } from './index.js';
 import { InviteReads } from './invites.js';
 import { openLookupConnection, ReadSnapshot } from './lookup-connection.js';
+import { defaultLookupPoolSize, HashLookupPool } from './lookup-pool.js';
 import type { Migration } from './migrations.js';
 import { PeerReads } from './peers.js';
 import { sqliteReads, type StoreReads } from './reads.js';
@@ -37,6 +38,7 @@ export class SqliteStore implements StoreEngine {
   readonly writes: StoreWriteOps;
   private readonly tables: StoreWrites;
   private readonly committer: GroupCommitter;
+  private readonly lookupPool: HashLookupPool | null;
   private closed = false;
 
   private constructor(
@@ -53,6 +55,9 @@ export class SqliteStore implements StoreEngine {
     const r = readDb ?? db;
     const file = new DatabaseFile(isMemoryPath(path) ? null : path);
     const probe = r.prepare('SELECT count(*) FROM sqlite_master');
+    // Large lookups also read on worker threads, each with its own connection: only where there is a file to open.
+    const size = defaultLookupPoolSize();
+    this.lookupPool = readDb && size > 0 ? new HashLookupPool(path, size) : null;
     this.reads = sqliteReads({
       accounts: new AccountReads(r, tokens),
       sessions: new SessionReads(r, snapshot ?? undefined),
@@ -62,6 +67,7 @@ export class SqliteStore implements StoreEngine {
       peers: new PeerReads(r),
       probe: () => probe.get(),
       file,
+      ...(this.lookupPool ? { lookupPool: this.lookupPool } : {}),
     });
     this.committer = new GroupCommitter(db, {
       file,
@@ -104,10 +110,10 @@ export class SqliteStore implements StoreEngine {
   /** One node per sydent.db (the instance lock): no other node to hear from. */
   onSignal(): void {}
 
-  /** Refuses what is still queued, ends the read snapshot, closes both connections. Safe to call twice. */
-  close(): Promise<void> {
+  /** Refuses what is still queued, ends the read snapshot, closes both connections and the lookup workers'. Safe to call twice. */
+  async close(): Promise<void> {
     this.closeNow();
-    return Promise.resolve();
+    await this.lookupPool?.close();
   }
 
   private closeNow(): void {

@@ -1,0 +1,171 @@
+/**
+ * Lookups of many hashes shared with worker threads, each reading the database file on a read-only connection of
+ * its own. A lookup of thousands of hashes is thousands of index probes on the event loop's thread; cut into
+ * contiguous slices of the sorted hashes, the slices run at once on the other cores while the event loop's thread
+ * reads its own slice (bench/README.md, "Code shaped by measurements").
+ *
+ * A worker's reads are each their own read transaction: they see every write committed before them, as the read
+ * connection's snapshot does once it ends after a commit (lookup-connection.ts); each hash's answer is one
+ * consistent read either way. Workers start on first use and answer only once they are ready: until then, and
+ * whenever none is, the lookup runs on the read connection alone. An idle pool holds no reference on the event loop;
+ * `close` terminates the workers.
+ */
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+
+import { BY_SORTED_HASHES_SQL, type HashRow } from './associations.js';
+import { LOOKUP_CONNECTION_PRAGMAS } from './lookup-connection.js';
+
+interface SliceAnswer {
+  id: number;
+  rows?: HashRow[];
+  error?: string;
+  /** the SQLite error code, so the caller can tell an unavailable database (503) from a bug */
+  code?: string;
+}
+
+// Source text, not a module file: the worker starts the same way from the TypeScript sources (tsx, vitest) and from
+// the built `dist`. The driver is loaded by its resolved path, since the server's working directory is the operator's.
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.path, { fileMustExist: true });
+for (const pragma of workerData.pragmas) db.pragma(pragma);
+const rowsOf = db.prepare(workerData.sql).raw();
+parentPort.on('message', ({ id, hashes, now }) => {
+  try {
+    parentPort.postMessage({ id, rows: rowsOf.all(hashes, now, now) });
+  } catch (error) {
+    parentPort.postMessage({ id, error: String(error && error.message), code: error && error.code });
+  }
+});
+parentPort.postMessage({ ready: true });
+`;
+
+/** A failure a worker reported, with SQLite's code (store/unavailable.ts reads it). */
+class LookupWorkerError extends Error {
+  override name = 'LookupWorkerError';
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Pending {
+  resolve(rows: HashRow[]): void;
+  reject(error: unknown): void;
+}
+
+class LookupWorker {
+  private readonly pending = new Map<number, Pending>();
+  private readonly worker: Worker;
+  private nextId = 1;
+  ready = false;
+  dead = false;
+
+  constructor(path: string, onDeath: (w: LookupWorker) => void) {
+    const workerData = {
+      driver: createRequire(import.meta.url).resolve('better-sqlite3'),
+      path,
+      pragmas: LOOKUP_CONNECTION_PRAGMAS,
+      sql: BY_SORTED_HASHES_SQL,
+    };
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData });
+    this.worker.unref();
+    this.worker.on('message', (answer: SliceAnswer | { ready: true }) => {
+      if ('ready' in answer) {
+        this.ready = true;
+        return;
+      }
+      const p = this.pending.get(answer.id);
+      if (!p) return;
+      this.pending.delete(answer.id);
+      if (this.pending.size === 0) this.worker.unref();
+      if (answer.rows) p.resolve(answer.rows);
+      else p.reject(new LookupWorkerError(`hash lookup failed: ${answer.error}`, answer.code));
+    });
+    const die = (error: unknown): void => {
+      if (this.dead) return;
+      this.dead = true;
+      onDeath(this);
+      this.failAll(error);
+    };
+    this.worker.on('error', die);
+    this.worker.on('exit', (code) => die(new LookupWorkerError(`hash lookup worker exited (code ${code})`)));
+  }
+
+  /** The valid rows of `sorted` (a JSON list of sorted hashes, each once). */
+  rows(sorted: string, now: number): Promise<HashRow[]> {
+    return new Promise<HashRow[]>((resolve, reject) => {
+      const id = this.nextId++;
+      this.pending.set(id, { resolve, reject });
+      this.worker.ref();
+      this.worker.postMessage({ id, hashes: sorted, now });
+    });
+  }
+
+  failAll(error: unknown): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) p.reject(error);
+  }
+
+  terminate(): Promise<number> {
+    this.dead = true;
+    this.failAll(new LookupWorkerError('the hash lookup pool is closed'));
+    return this.worker.terminate();
+  }
+}
+
+/** The default number of workers: one per core beside the event loop's, at most 3. */
+export function defaultLookupPoolSize(): number {
+  return Math.min(3, availableParallelism() - 1);
+}
+
+export class HashLookupPool {
+  private readonly workers: Array<LookupWorker | undefined> = [];
+  private closed = false;
+
+  constructor(
+    private readonly path: string,
+    readonly size: number = defaultLookupPoolSize(),
+  ) {}
+
+  /**
+   * The workers ready to take a slice now; those not started yet (first use, or after one died) are started, to be
+   * ready for a later lookup.
+   */
+  readyWorkers(): Array<{ rows(sorted: string, now: number): Promise<HashRow[]> }> {
+    if (this.closed) return [];
+    const ready: LookupWorker[] = [];
+    for (let slot = 0; slot < this.size; slot++) {
+      let w = this.workers[slot];
+      if (!w || w.dead) {
+        w = new LookupWorker(this.path, (dead) => {
+          if (this.workers[slot] === dead) this.workers[slot] = undefined;
+        });
+        this.workers[slot] = w;
+      }
+      if (w.ready) ready.push(w);
+    }
+    return ready;
+  }
+
+  /** Resolves once every worker is ready (tests); rejects if they are not within `timeoutMs`. */
+  async warm(timeoutMs = 10_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (!this.closed && this.readyWorkers().length < this.size) {
+      if (Date.now() > until) throw new Error('the hash lookup workers did not start');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const workers = this.workers.splice(0).filter((w): w is LookupWorker => w !== undefined);
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+}
