@@ -13,6 +13,9 @@ interface OpenDatabaseOptions {
   migrations?: readonly Migration[];
 }
 
+/** Each connection's mmap of the file (bytes); src/store/idle-release.ts unmaps it while the store is idle. */
+export const MMAP_SIZE = 1073741824;
+
 export function isMemoryPath(path: string): boolean {
   return path === '' || path === ':memory:';
 }
@@ -48,7 +51,7 @@ export function openDatabase(path: string, options: OpenDatabaseOptions = {}): S
     // Lookups read random pages of the association indexes: a larger page cache and memory-mapped reads
     // halve the time of a 10,000-hash lookup on a million associations. Both are per connection.
     db.pragma('cache_size = -65536');
-    db.pragma('mmap_size = 1073741824');
+    db.pragma(`mmap_size = ${MMAP_SIZE}`);
 
     migrate(db, options.migrations ?? OUR_MIGRATIONS);
   } catch (err) {

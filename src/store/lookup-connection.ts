@@ -19,7 +19,7 @@
  */
 import Database from 'better-sqlite3';
 
-import { isMemoryPath, type SqliteDatabase } from './database.js';
+import { isMemoryPath, MMAP_SIZE, type SqliteDatabase } from './database.js';
 
 /** The longest a read may wait for a lock (milliseconds). */
 const READ_BUSY_TIMEOUT_MS = 10;
@@ -33,7 +33,7 @@ export const LOOKUP_CONNECTION_PRAGMAS: readonly string[] = [
   `busy_timeout = ${READ_BUSY_TIMEOUT_MS}`,
   // As the writer's connection (see openDatabase): the index pages of a large lookup stay in memory.
   'cache_size = -65536',
-  'mmap_size = 1073741824',
+  `mmap_size = ${MMAP_SIZE}`,
 ];
 
 /**
@@ -63,7 +63,11 @@ export class ReadSnapshot {
   /** bound once: scheduling it costs no closure per snapshot */
   private readonly expire = (): void => this.end();
 
-  constructor(private readonly db: SqliteDatabase) {
+  /** `onBegin`: called as each snapshot begins (the store's idle release counts it as a use) */
+  constructor(
+    private readonly db: SqliteDatabase,
+    private readonly onBegin?: () => void,
+  ) {
     this.begin = db.prepare('BEGIN');
     this.commit = db.prepare('COMMIT');
   }
@@ -73,6 +77,7 @@ export class ReadSnapshot {
     if (this.open) return;
     this.begin.run();
     this.open = true;
+    this.onBegin?.();
     // An early end (a write) leaves this timer to end a later snapshot early: harmless, a snapshot may be shorter.
     setTimeout(this.expire, SNAPSHOT_MS).unref();
   }

@@ -12,6 +12,7 @@ import { AssociationReads } from './associations.js';
 import { CallbackReads } from './callbacks.js';
 import { closeDatabase, isMemoryPath, openDatabase, type SqliteDatabase } from './database.js';
 import { GroupCommitter, type WriteRequest } from './group-commit.js';
+import { IdleRelease } from './idle-release.js';
 import { ensurePepper } from './hashing.js';
 import { DatabaseFile, StoreHealth } from './health.js';
 import type { StoreEngine, StoreWriteOps } from './engine.js';
@@ -30,6 +31,8 @@ interface SqliteStoreOptions {
   log: Logger;
   /** our migrations to apply (tests inject their own) */
   migrations?: readonly Migration[];
+  /** how long without reads or writes before the connections' memory is given back (idle-release.ts; tests shorten it) */
+  idleReleaseMs?: number;
 }
 
 export class SqliteStore implements StoreEngine {
@@ -45,6 +48,7 @@ export class SqliteStore implements StoreEngine {
     private readonly db: SqliteDatabase,
     private readonly readDb: SqliteDatabase | null,
     private readonly snapshot: ReadSnapshot | null,
+    private readonly idle: IdleRelease,
     path: string,
     log: Logger,
   ) {
@@ -73,7 +77,10 @@ export class SqliteStore implements StoreEngine {
       file,
       health: new StoreHealth(log, path),
       // A read after a write, even in the same turn of the event loop, must see it: the shared read snapshot ends.
-      afterCommit: () => snapshot?.end(),
+      afterCommit: () => {
+        snapshot?.end();
+        idle.touch();
+      },
     });
   }
 
@@ -84,6 +91,7 @@ export class SqliteStore implements StoreEngine {
   static open(path: string, opts: SqliteStoreOptions): SqliteStore {
     const db = openDatabase(path, opts.migrations ? { migrations: opts.migrations } : {});
     let readDb: SqliteDatabase | null = null;
+    let idle: IdleRelease | null = null;
     try {
       if (!isMemoryPath(path)) {
         const warning = readableByOthersWarning(path, 'the lookup pepper, access tokens and 3PID addresses');
@@ -94,8 +102,15 @@ export class SqliteStore implements StoreEngine {
       // From now on a lock held by another process is waited for off the event loop (group-commit.ts).
       db.pragma('busy_timeout = 0');
       readDb = openLookupConnection(path);
-      return new SqliteStore(db, readDb, readDb ? new ReadSnapshot(readDb) : null, path, opts.log);
+      let snapshot: ReadSnapshot | null = null;
+      const release = (idle = new IdleRelease(readDb ? [db, readDb] : [db], {
+        ...(opts.idleReleaseMs !== undefined ? { idleMs: opts.idleReleaseMs } : {}),
+        beforeRelease: () => snapshot?.end(),
+      }));
+      snapshot = readDb ? new ReadSnapshot(readDb, () => release.touch()) : null;
+      return new SqliteStore(db, readDb, snapshot, release, path, opts.log);
     } catch (error) {
+      idle?.stop();
       if (readDb) closeDatabase(readDb);
       closeDatabase(db);
       throw error;
@@ -120,6 +135,7 @@ export class SqliteStore implements StoreEngine {
     if (this.closed) return;
     this.closed = true;
     this.committer.close();
+    this.idle.stop();
     this.snapshot?.end();
     if (this.readDb) closeDatabase(this.readDb);
     closeDatabase(this.db);

@@ -1,0 +1,94 @@
+/**
+ * An idle store gives its SQLite memory back: the pages a burst of reads mapped into the process (SQLite's mmap of
+ * sydent.db) are unmapped once the store has seen no read and no write for its idle time, and reads still answer,
+ * mapping the file again.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { pino } from 'pino';
+import { afterEach, expect, it } from 'vitest';
+
+import { closeDatabase, openDatabase } from '../src/store/database.js';
+import { SqliteStore } from '../src/store/sqlite-store.js';
+import { tempDir } from './helpers/tmp.js';
+
+const log = pino({ level: 'silent' });
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const ROWS = 5_000;
+const IDLE_MS = 200;
+const addressOf = (i: number) => `a${i}@example.test`;
+
+/** KiB of this process's memory mapped from `file` and resident (Rss of its mappings in /proc/self/smaps). */
+function residentKiB(file: string): number {
+  let kib = 0;
+  let inFile = false;
+  for (const line of fs.readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const mapping = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (mapping) inFile = mapping[1] === file;
+    else if (inFile) kib += Number(/^Rss:\s+(\d+) kB/.exec(line)?.[1] ?? 0);
+  }
+  return kib;
+}
+
+async function until(what: string, ok: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+it('unmaps the database pages a burst of lookups mapped once the store is idle, and lookups still answer', async () => {
+  const tmp = tempDir('sydent-ts-idle-release-');
+  cleanups.push(tmp.cleanup);
+  const file = path.join(tmp.dir, 'sydent.db');
+  // about 20 MB of associations, a row a page
+  const db = openDatabase(file);
+  const insert = db.prepare(
+    `INSERT INTO global_threepid_associations
+       (medium, address, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
+     VALUES ('email', ?, ?, 1, 0, 9999999999999, 'origin.test', ?, ?)`,
+  );
+  const blob = 'x'.repeat(3000);
+  db.transaction(() => {
+    for (let i = 0; i < ROWS; i++) insert.run(addressOf(i), `@u${i}:example.test`, i, blob);
+  })();
+  closeDatabase(db);
+
+  const store = SqliteStore.open(file, { log, idleReleaseMs: IDLE_MS });
+  cleanups.push(() => store.close());
+  // every row, its signed association with it: the table's pages are read through the mmap
+  for (let i = 0; i < ROWS; i++) {
+    const row = await store.reads.associations.lookup('email', addressOf(i), Date.now());
+    expect(row?.mxid).toBe(`@u${i}:example.test`);
+  }
+  const mapped = residentKiB(file);
+  expect(mapped).toBeGreaterThan(10_000);
+
+  await until('the mapped pages to be released', () => residentKiB(file) === 0, 20 * IDLE_MS);
+
+  // the store still reads: the file is mapped again
+  const again = await store.reads.associations.lookup('email', addressOf(42), Date.now());
+  expect(again).toEqual({ mxid: '@u42:example.test', sgAssoc: blob, ts: 1 });
+  expect(residentKiB(file)).toBeGreaterThan(0);
+}, 60_000);
+
+it('keeps the mapping while reads go on', async () => {
+  const tmp = tempDir('sydent-ts-idle-release-');
+  cleanups.push(tmp.cleanup);
+  const file = path.join(tmp.dir, 'sydent.db');
+  closeDatabase(openDatabase(file));
+  const store = SqliteStore.open(file, { log, idleReleaseMs: IDLE_MS });
+  cleanups.push(() => store.close());
+  // reads every 20 ms (each a new read snapshot) for 8 idle times: never idle, never released
+  const until = Date.now() + 8 * IDLE_MS;
+  while (Date.now() < until) {
+    await store.reads.associations.lookup('email', addressOf(1), Date.now());
+    expect(residentKiB(file)).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+});
