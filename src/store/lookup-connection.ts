@@ -31,7 +31,7 @@ export const LOOKUP_CONNECTION_PRAGMAS: readonly string[] = [
   // In WAL mode a read waits for no writer; only a checkpoint or recovery by another process can hold it up, and
   // then briefly: the event loop must never wait longer than this on a lock.
   `busy_timeout = ${READ_BUSY_TIMEOUT_MS}`,
-  // As the writer's connection (see openDatabase): the index pages of a large lookup stay in memory.
+  // The index pages of a large lookup stay in memory; the mmap as the writer's (see openDatabase).
   'cache_size = -65536',
   `mmap_size = ${MMAP_SIZE}`,
 ];
