@@ -551,14 +551,24 @@ export function isValidated(outcome: SessionOutcome): boolean {
 
 function outcomeOf(outcome: HostOutcome<SessionMachine, SessionSeen>): SessionOutcome {
   const context = outcome.snapshot.context;
+  return sessionOutcome(context, outcome.state, context.rejection, outcome.seen?.storedAddress ?? context.address);
+}
+
+/** What a request is told of a session in `state` (the machine's, or the repeat fast path's reading of the rows). */
+export function sessionOutcome(
+  context: SessionContext,
+  state: string,
+  rejection: Rejection | null,
+  storedAddress: string,
+): SessionOutcome {
   return {
     sid: context.sid,
-    state: outcome.state,
-    rejection: context.rejection,
+    state,
+    rejection,
     lastError: context.lastError,
     medium: context.medium,
     address: context.address,
-    storedAddress: outcome.seen?.storedAddress ?? context.address,
+    storedAddress,
     validatedAt: context.validatedAt,
     mtime: context.mtime,
     nextLink: context.nextLink,

@@ -22,7 +22,7 @@ import {
 } from '../machines/validation-session.js';
 import { encodeStateValue, stateNames, valueOfPath } from '../machines/state-value.js';
 import type { StoredSession } from '../store/sessions.js';
-import type { SessionOutcome, SessionReadPort } from './host.js';
+import { sessionOutcome, type SessionOutcome, type SessionReadPort } from './host.js';
 
 /** A requestToken as the fast path needs it. */
 export interface RepeatRequest {
@@ -67,21 +67,7 @@ export function repeatOutcome(stored: StoredSession, request: RepeatRequest, now
   if (state === 'tokenSent' || state === 'locked') {
     if (request.sendAttempt > context.sendAttempt || now - context.mtime >= REPEAT_TOUCH_EVERY_MS) return undefined;
   }
-  return {
-    sid: context.sid,
-    state,
-    rejection: null,
-    lastError: context.lastError,
-    medium: context.medium,
-    address: context.address,
-    storedAddress: sydent.address,
-    validatedAt: context.validatedAt,
-    mtime: context.mtime,
-    nextLink: context.nextLink,
-    brand: context.brand,
-    mxid: context.mxid,
-    createdBySydent: context.createdBySydent,
-  };
+  return sessionOutcome(context, state, null, sydent.address);
 }
 
 /** The session `request` repeats, when the fast path can answer it (see `repeatOutcome`). */
