@@ -8,6 +8,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, expect, it } from 'vitest';
 
+import { lookupHash } from '../src/crypto/index.js';
 import { closeDatabase, openDatabase } from '../src/store/database.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import { tempDir } from './helpers/tmp.js';
@@ -92,3 +93,47 @@ it('keeps the mapping while reads go on', async () => {
     await new Promise((r) => setTimeout(r, 20));
   }
 });
+
+it('ends the lookup workers of a burst of large hash lookups once the store is idle, and large lookups still answer', async () => {
+  const tmp = tempDir('sydent-ts-idle-release-');
+  cleanups.push(tmp.cleanup);
+  const file = path.join(tmp.dir, 'sydent.db');
+  const db = openDatabase(file);
+  const insert = db.prepare(
+    `INSERT INTO global_threepid_associations
+       (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
+     VALUES ('email', ?, ?, ?, 1, 0, 9999999999999, 'origin.test', ?, ?)`,
+  );
+  const blob = 'x'.repeat(3000);
+  db.transaction(() => {
+    for (let i = 0; i < ROWS; i++) insert.run(addressOf(i), null, `@u${i}:example.test`, i, blob);
+  })();
+  closeDatabase(db);
+
+  // opening gives the database its pepper and the rows their hashes
+  const store = SqliteStore.open(file, { log, idleReleaseMs: IDLE_MS });
+  cleanups.push(() => store.close());
+  const pepper = await store.reads.associations.pepper();
+  const hashes = Array.from({ length: ROWS }, (_, i) => lookupHash(addressOf(i), 'email', pepper));
+  // The first large lookup starts the workers; those after it, once they are ready, hand them slices, which they
+  // read through mappings of their own. Lookups go on (the store is never idle) until the workers have mapped pages
+  // beyond what the read connection maps.
+  let found = await store.reads.associations.lookupHashes(hashes, Date.now());
+  expect(found.size).toBe(ROWS);
+  const alone = residentKiB(file);
+  await until(
+    'the lookup workers to map the file',
+    () => {
+      void store.reads.associations.lookupHashes(hashes, Date.now());
+      return residentKiB(file) > alone;
+    },
+    10_000,
+  );
+
+  // idle: the read connection's mapping and the workers' are all given back
+  await until('every mapping of the file to be released', () => residentKiB(file) === 0, 20 * IDLE_MS);
+
+  found = await store.reads.associations.lookupHashes(hashes, Date.now());
+  expect(found.size).toBe(ROWS);
+  expect(found.get(hashes[42]!)).toBe('@u42:example.test');
+}, 60_000);

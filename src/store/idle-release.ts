@@ -20,6 +20,8 @@ export interface IdleReleaseOptions {
   idleMs?: number;
   /** before releasing: nothing may hold the connections in a transaction (the read snapshot ends here) */
   beforeRelease: () => void;
+  /** after releasing the connections: whatever else holds memory for reads gives it back (the lookup workers) */
+  afterRelease?: () => void;
 }
 
 export class IdleRelease {
@@ -64,5 +66,6 @@ export class IdleRelease {
       db.pragma(`mmap_size = ${MMAP_SIZE}`);
       db.pragma('shrink_memory');
     }
+    this.opts.afterRelease?.();
   }
 }

@@ -8,7 +8,8 @@
  * connection's snapshot does once it ends after a commit (lookup-connection.ts); each hash's answer is one
  * consistent read either way. Workers start on first use and answer only once they are ready: until then, and
  * whenever none is, the lookup runs on the read connection alone. An idle pool holds no reference on the event loop;
- * `close` terminates the workers.
+ * `release` ends the workers with nothing in flight (each holds its connection's page cache and mmap, which only a
+ * lookup of many hashes uses: the next one starts them again), `close` ends them all.
  */
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
@@ -107,6 +108,11 @@ class LookupWorker {
     });
   }
 
+  /** No slice is in flight. */
+  get idle(): boolean {
+    return this.pending.size === 0;
+  }
+
   failAll(error: unknown): void {
     const all = [...this.pending.values()];
     this.pending.clear();
@@ -161,6 +167,24 @@ export class HashLookupPool {
       if (Date.now() > until) throw new Error('the hash lookup workers did not start');
       await new Promise((r) => setTimeout(r, 5));
     }
+  }
+
+  /**
+   * Ends the workers with no slice in flight, giving back their connections' memory (the store is idle:
+   * idle-release.ts). Those still busy are kept.
+   */
+  release(): void {
+    for (let slot = 0; slot < this.workers.length; slot++) {
+      const w = this.workers[slot];
+      if (!w?.idle) continue;
+      this.workers[slot] = undefined;
+      void w.terminate();
+    }
+  }
+
+  /** Workers started and not ended (tests). */
+  get live(): number {
+    return this.workers.filter((w) => w && !w.dead).length;
   }
 
   async close(): Promise<void> {

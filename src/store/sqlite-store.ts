@@ -41,7 +41,6 @@ export class SqliteStore implements StoreEngine {
   readonly writes: StoreWriteOps;
   private readonly tables: StoreWrites;
   private readonly committer: GroupCommitter;
-  private readonly lookupPool: HashLookupPool | null;
   private closed = false;
 
   private constructor(
@@ -49,6 +48,7 @@ export class SqliteStore implements StoreEngine {
     private readonly readDb: SqliteDatabase | null,
     private readonly snapshot: ReadSnapshot | null,
     private readonly idle: IdleRelease,
+    private readonly lookupPool: HashLookupPool | null,
     path: string,
     log: Logger,
   ) {
@@ -59,9 +59,6 @@ export class SqliteStore implements StoreEngine {
     const r = readDb ?? db;
     const file = new DatabaseFile(isMemoryPath(path) ? null : path);
     const probe = r.prepare('SELECT count(*) FROM sqlite_master');
-    // Large lookups also read on worker threads, each with its own connection: only where there is a file to open.
-    const size = defaultLookupPoolSize();
-    this.lookupPool = readDb && size > 0 ? new HashLookupPool(path, size) : null;
     this.reads = sqliteReads({
       accounts: new AccountReads(r, tokens),
       sessions: new SessionReads(r, snapshot ?? undefined),
@@ -102,13 +99,17 @@ export class SqliteStore implements StoreEngine {
       // From now on a lock held by another process is waited for off the event loop (group-commit.ts).
       db.pragma('busy_timeout = 0');
       readDb = openLookupConnection(path);
+      // Large lookups also read on worker threads, each with its own connection: only where there is a file to open.
+      const size = defaultLookupPoolSize();
+      const pool = readDb && size > 0 ? new HashLookupPool(path, size) : null;
       let snapshot: ReadSnapshot | null = null;
       const release = (idle = new IdleRelease(readDb ? [db, readDb] : [db], {
         ...(opts.idleReleaseMs !== undefined ? { idleMs: opts.idleReleaseMs } : {}),
         beforeRelease: () => snapshot?.end(),
+        afterRelease: () => pool?.release(),
       }));
       snapshot = readDb ? new ReadSnapshot(readDb, () => release.touch()) : null;
-      return new SqliteStore(db, readDb, snapshot, release, path, opts.log);
+      return new SqliteStore(db, readDb, snapshot, release, pool, path, opts.log);
     } catch (error) {
       idle?.stop();
       if (readDb) closeDatabase(readDb);
