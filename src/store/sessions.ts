@@ -241,7 +241,8 @@ export class SessionWrites {
   save(write: SessionWrite, expectedVersion: number | null): number {
     return this.db.transaction(() => {
       const current = this.sydentColumns.get(write.sid);
-      if (current && write.expectedSydent && !sameSydentColumns(current, write.expectedSydent)) {
+      // Gone (swept since it was read) or changed: the caller reads the row again, and finds it gone.
+      if (!current || (write.expectedSydent && !sameSydentColumns(current, write.expectedSydent))) {
         throw new SessionConflictError(write.sid);
       }
       if (expectedVersion === null) {
@@ -274,7 +275,7 @@ export class SessionWrites {
       };
       // Most changes (a send's end, a wrong token) leave Sydent's columns as they are: their rows and indexes are
       // then not rewritten.
-      if (!current || !sameSydentColumns(current, sydent)) {
+      if (!sameSydentColumns(current, sydent)) {
         this.updateSession.run(sydent.validated, sydent.mtime, write.sid);
         this.updateToken.run(write.token, write.sendAttempt, write.sid);
       }

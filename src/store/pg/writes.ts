@@ -78,14 +78,15 @@ async function saveSession(
       [w.sid],
     )
   ).rows[0];
-  if (current && w.expectedSydent && !sameSydentColumns(current, w.expectedSydent))
+  // Gone (swept since it was read: the lock waited for the sweep) or changed: the caller reads the row again.
+  if (!current || (w.expectedSydent && !sameSydentColumns(current, w.expectedSydent)))
     throw new SessionConflictError(w.sid);
   if (expectedVersion === null) {
     const exists = await sql.query('SELECT 1 FROM session_machines WHERE sid = $1', [w.sid]);
     if (exists.rowCount) throw new SessionConflictError(w.sid);
     await insertMachine(sql, w, counts);
     // One of Sydent's sessions has a machine row from now on: counted by its state, no longer by `validated`.
-    if (current) counts.sydent(current.validated, -1);
+    counts.sydent(current.validated, -1);
   } else {
     // The state it had, read from the row locked at the version expected: the one this save replaces.
     const res = await sql.query<{ old_state: string }>(
