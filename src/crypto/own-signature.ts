@@ -13,12 +13,9 @@ import { hash } from 'node:crypto';
 /** The order of the base point. */
 const L = (1n << 252n) + 27742317777372353535851937790883648493n;
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-
-function littleEndian(bytes: Uint8Array): bigint {
-  let hex = '0x';
-  for (let i = bytes.length - 1; i >= 0; i--) hex += HEX[bytes[i]!];
-  return BigInt(hex);
+/** The little-endian number in `bytes`, which it reverses in place (the caller's own copy). */
+function littleEndianOf(bytes: Buffer): bigint {
+  return BigInt(`0x${bytes.reverse().toString('hex')}`);
 }
 
 const sha512 = (...parts: Uint8Array[]): Buffer => hash('sha512', Buffer.concat(parts), 'buffer');
@@ -39,7 +36,7 @@ function expand(seed: Uint8Array): Expanded {
     a[0]! &= 248;
     a[31]! &= 127;
     a[31]! |= 64;
-    e = { scalar: littleEndian(a), prefix: digest.subarray(32) };
+    e = { scalar: littleEndianOf(a), prefix: digest.subarray(32) };
     expanded.set(seed, e);
   }
   return e;
@@ -56,10 +53,10 @@ export function isOwnSignature(
   publicKey: Uint8Array,
 ): boolean {
   if (signature.length !== 64) return false;
-  const s = littleEndian(signature.subarray(32));
+  const s = littleEndianOf(Buffer.from(signature.subarray(32)));
   if (s >= L) return false;
   const { scalar, prefix } = expand(seed);
-  const r = littleEndian(sha512(prefix, message)) % L;
-  const h = littleEndian(sha512(signature.subarray(0, 32), publicKey, message)) % L;
+  const r = littleEndianOf(sha512(prefix, message)) % L;
+  const h = littleEndianOf(sha512(signature.subarray(0, 32), publicKey, message)) % L;
   return s === (r + h * scalar) % L;
 }

@@ -119,7 +119,14 @@ function signedCopy<T extends object>(
   previous: string | undefined,
 ): T & { signatures: Signatures } {
   const record = obj as Record<string, unknown>;
-  const { signatures: existing, unsigned, ...rest } = record;
+  let existing: unknown;
+  // What the signature covers: an object without either key is covered whole, and is not copied for it.
+  let rest = record;
+  if (Object.hasOwn(record, 'signatures') || Object.hasOwn(record, 'unsigned')) {
+    const { signatures: given, unsigned: _unsigned, ...covered } = record;
+    existing = given;
+    rest = covered;
+  }
 
   const signatures: Signatures = {};
   if (existing !== undefined) {
@@ -143,7 +150,7 @@ function signedCopy<T extends object>(
   });
 
   const out: Record<string, unknown> = { ...rest, signatures };
-  if (Object.hasOwn(record, 'unsigned')) out.unsigned = unsigned;
+  if (Object.hasOwn(record, 'unsigned')) out.unsigned = record.unsigned;
   return out as T & { signatures: Signatures };
 }
 
