@@ -11,6 +11,7 @@ import { AccountReads, TokenCache } from './accounts.js';
 import { AssociationReads } from './associations.js';
 import { CallbackReads } from './callbacks.js';
 import { closeDatabase, isMemoryPath, openDatabase, type SqliteDatabase } from './database.js';
+import { Checkpointer } from './checkpointer.js';
 import { GroupCommitter, type WriteRequest } from './group-commit.js';
 import { IdleRelease } from './idle-release.js';
 import { ensurePepper } from './hashing.js';
@@ -49,6 +50,7 @@ export class SqliteStore implements StoreEngine {
     private readonly snapshot: ReadSnapshot | null,
     private readonly idle: IdleRelease,
     private readonly lookupPool: HashLookupPool | null,
+    private readonly checkpointer: Checkpointer | null,
     path: string,
     log: Logger,
   ) {
@@ -77,6 +79,7 @@ export class SqliteStore implements StoreEngine {
       afterCommit: () => {
         snapshot?.end();
         idle.touch();
+        checkpointer?.committed();
       },
     });
   }
@@ -102,14 +105,23 @@ export class SqliteStore implements StoreEngine {
       // Large lookups also read on worker threads, each with its own connection: only where there is a file to open.
       const size = defaultLookupPoolSize();
       const pool = readDb && size > 0 ? new HashLookupPool(path, size) : null;
+      // Checkpoints off the event loop: a file only (an in-memory database has no WAL).
+      const checkpointer = isMemoryPath(path)
+        ? null
+        : new Checkpointer(db, path, {
+            onFallback: (reason) => opts.log.warn({ reason }, 'database: WAL checkpoints are back on the event loop'),
+          });
       let snapshot: ReadSnapshot | null = null;
       const release = (idle = new IdleRelease(readDb ? [db, readDb] : [db], {
         ...(opts.idleReleaseMs !== undefined ? { idleMs: opts.idleReleaseMs } : {}),
         beforeRelease: () => snapshot?.end(),
-        afterRelease: () => pool?.release(),
+        afterRelease: () => {
+          pool?.release();
+          checkpointer?.release();
+        },
       }));
       snapshot = readDb ? new ReadSnapshot(readDb, () => release.touch()) : null;
-      return new SqliteStore(db, readDb, snapshot, release, pool, path, opts.log);
+      return new SqliteStore(db, readDb, snapshot, release, pool, checkpointer, path, opts.log);
     } catch (error) {
       idle?.stop();
       if (readDb) closeDatabase(readDb);
@@ -126,10 +138,10 @@ export class SqliteStore implements StoreEngine {
   /** One node per sydent.db (the instance lock): no other node to hear from. */
   onSignal(): void {}
 
-  /** Refuses what is still queued, ends the read snapshot, closes both connections and the lookup workers'. Safe to call twice. */
+  /** Refuses what is still queued, ends the read snapshot, closes both connections, the lookup workers' and the checkpoint thread's. Safe to call twice. */
   async close(): Promise<void> {
     this.closeNow();
-    await this.lookupPool?.close();
+    await Promise.all([this.lookupPool?.close(), this.checkpointer?.close()]);
   }
 
   private closeNow(): void {
