@@ -4,9 +4,10 @@
  * Two sydent-ts processes on loopback, each with a replication listener and a certificate made here (one CA,
  * mutual TLS as in production). A's database is prepared with 100,000 local associations (the replication log)
  * and their global rows, signed with A's key as its binds would have left them, and B as a peer with an empty
- * cursor; B knows A. A pushes in batches of `BENCH_PUSH_BATCH` (default the largest allowed). B starts first, then A, whose first push goes out at start-up.
- * The figure is the time from A's spawn (and from A ready) until B's global table holds all 100,000 rows of
- * A, checked to be exactly once each. The measured autocannon run is then v1 lookups on B of a replicated
+ * cursor; B knows A. A pushes in batches of `BENCH_PUSH_BATCH` (default the largest allowed). Both run as an operator
+ * runs the server (build.ts: the bundle under plain node). B starts first, then A, whose first push goes out at
+ * start-up. The figure is the time from A's spawn (and from A ready) until B's global table holds all 100,000 rows
+ * of A, checked to be exactly once each. The measured autocannon run is then v1 lookups on B of a replicated
  * address: what B answers with the data it received.
  */
 import Database from 'better-sqlite3';
@@ -21,6 +22,7 @@ import { closeDatabase, openDatabase } from '../../src/store/database.js';
 import { PeerWrites } from '../../src/store/peers.js';
 import { cpuSeconds } from '../lib/proc-cpu.js';
 import { addressOf, mxidOf, prepareAssociationsDb } from '../lib/associations-db.js';
+import { builtServer } from '../lib/build.js';
 import { freePort } from '../lib/ports.js';
 import type { Extra, Scenario } from '../lib/scenario.js';
 import type { ConfSections } from '../lib/sydent.js';
@@ -127,12 +129,16 @@ const scenario: Scenario = {
       }
     };
 
-    const serverB = await ctx.startServer({ conf: conf(b, a), prepareDb: (dbPath) => addPeer(dbPath, a) });
+    const builtMain = builtServer();
+    const serverB = await ctx.startServer({
+      builtMain,
+      conf: conf(b, a),
+      prepareDb: (dbPath) => addPeer(dbPath, a),
+    });
     let buildS = 0;
     const pidB = serverB.process.child.pid;
     // B is idle until A's first push: its CPU from here to the end of the catch-up is the cost of receiving
     const cpuBBefore = pidB === undefined ? null : cpuSeconds(pidB);
-    const spawnedAt = performance.now();
     const watch = new Database(serverB.dbPath, { readonly: true, fileMustExist: true });
     ctx.defer(() => watch.close());
     // A pushes in id order (1…COUNT): polling the largest originId is one index probe, so watching costs B
@@ -143,6 +149,7 @@ const scenario: Scenario = {
     );
     let prepareMs = 0;
     const serverA = await ctx.startServer({
+      builtMain,
       conf: conf(a, b),
       prepareDb: async (dbPath) => {
         const started = performance.now();
@@ -157,8 +164,8 @@ const scenario: Scenario = {
     const readyAt = performance.now();
     ctx.log(`A ready (database prepared in ${(prepareMs / 1000).toFixed(1)} s); waiting for B to catch up`);
 
-    // from the spawn, not counting the database preparation (done before the spawn)
-    const origin = spawnedAt + prepareMs;
+    // from the spawn, not counting the database preparation (done before it)
+    const origin = serverA.process.spawnedAt;
     const samples: string[] = [];
     let nextSample = 10_000;
     for (;;) {
