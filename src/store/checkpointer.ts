@@ -6,9 +6,11 @@
  * rows (a replication push) leaves thousands of pages to copy, and every request waits meanwhile. So the write
  * connection's automatic checkpoint is off, and after each commit the store looks at how many frames of the WAL are
  * not yet in the database file; at CHECKPOINT_FRAMES or more (SQLite's own default threshold) a worker thread with a
- * connection of its own runs a PASSIVE checkpoint, which waits for no reader or writer and blocks none. The writer
- * starts the WAL again from its beginning at its next transaction once everything has been copied, as it does after
- * its own checkpoints, so the WAL stays as small as before.
+ * connection of its own runs a RESTART checkpoint. It holds off the writer while it copies (a write meanwhile is
+ * retried by the group commit, off the event loop) and then waits for readers to leave the old WAL, so that the
+ * writer starts the WAL again from its beginning, as after its own checkpoints: the WAL stays within a commit or two.
+ * (A PASSIVE one, blocking nobody, keeps up with steady writes but never lets the WAL start again: it grows without
+ * end.)
  *
  * The count comes from the wal-index (the `-shm` file every connection to the database shares; its layout is part of
  * SQLite's file format, https://www.sqlite.org/walformat.html): `mxFrame`, the last valid frame, and `nBackfill`, the
@@ -34,8 +36,11 @@ const HEADER_BYTES = 100;
 /** The wal-index is in the machine's own byte order. */
 const LITTLE_ENDIAN = endianness() === 'LE';
 
-/** How long the checkpoint waits for the writer's transaction under way, and then for readers of the old WAL. */
-const WORKER_BUSY_TIMEOUT_MS = 2000;
+/**
+ * How long the checkpoint waits for the writer's transaction under way, and then for readers of the old WAL while
+ * writes wait; past it, it ends having copied what it could, and the next commit asks again.
+ */
+const WORKER_BUSY_TIMEOUT_MS = 250;
 
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
