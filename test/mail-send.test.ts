@@ -282,15 +282,6 @@ describe('the mailer supervisor', () => {
       permanent: true,
     });
   });
-
-  it('admit takes tokens of the email sender rate limit per key', async () => {
-    const mailer = startMailer(emailConfig(await deadPort(), 'plain'), (await testCertificates()).ca);
-    const admit = (key: string) => ask(mailer, 'admit', { key });
-    expect(await admit('@a:hs')).toEqual({ ok: true });
-    expect(await admit('@a:hs')).toEqual({ ok: true });
-    expect(await admit('@a:hs')).toEqual({ ok: false, retryAfterMs: 300_000 });
-    expect(await admit('@b:hs')).toEqual({ ok: true });
-  });
 });
 
 describe('mail errors never carry addresses', () => {

@@ -13,12 +13,15 @@ import type { ServerIdentity } from '../identity.js';
 import { composeMail, encodeHeaderValue } from '../mail/message.js';
 import { pyPercentFormat, resolveTemplate } from '../mail/templates.js';
 import { errorMessage } from '../util/error-message.js';
+import type { Admission } from '../util/rate-limiter.js';
 
 export interface InviteDeps {
   config: SydentConfig;
   facades: Pick<Facades, 'stores' | 'mailer' | 'reads'>;
   identity: ServerIdentity;
   clock: Clock;
+  /** takes one token of the sender's mail rate limit (`email.ratelimit_sender`) */
+  admitSender: (sender: string) => Admission | Promise<Admission>;
 }
 
 export interface InviteRequest {
@@ -63,7 +66,7 @@ export class InviteMailError extends Error {
 
 export async function storeInvite(deps: InviteDeps, req: InviteRequest, request: CallOptions): Promise<InviteOutcome> {
   const { config, identity, facades } = deps;
-  const admission = await facades.mailer.admit({ key: req.sender }, request);
+  const admission = await deps.admitSender(req.sender);
   if (!admission.ok) return { ok: false, retryAfterMs: admission.retryAfterMs };
   const bound = await facades.reads.associations.lookup('email', req.address, deps.clock.now());
   if (bound) return { ok: false, boundTo: bound.mxid };

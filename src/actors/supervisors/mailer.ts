@@ -9,10 +9,7 @@ import {
 } from '../../mail/sender.js';
 import type { Metrics } from '../../metrics/metrics.js';
 import { createSmtpTransport, SMTP_CONNECTIONS, type SmtpTransportOptions } from '../../mail/transport.js';
-import type { Admission, Limiter } from '../../util/rate-limiter.js';
-import { rateLimiter } from '../../util/shared-rate-limiter.js';
 import type { SystemDeps } from '../deps.js';
-import type { SupervisorEnv } from '../facade.js';
 import { supervisor, type RequestContext } from '../supervisor.js';
 
 interface MailerResource {
@@ -23,8 +20,6 @@ interface MailerResource {
   /** email.from: its addr-spec is the envelope sender */
   from: string;
   send: SendOptions;
-  /** `email.ratelimit_sender`: one bucket per sender (mxid on v2, IP on v1), shared by requestToken and store-invite */
-  limiter: Limiter;
   log: Logger;
   metrics: Metrics | undefined;
 }
@@ -33,7 +28,7 @@ interface MailerResource {
  * `send({ to, raw })` → `{ messageId, accepted }` once the SMTP server accepted the message, or a MailSendError
  * (`permanent` says whether a retry could help). At the request's deadline (or when its caller gives up) the exchange
  * is aborted: no mail arrives later for a request answered as failed. The logic lives in src/mail/sender.ts.
- * `admit({ key })` → takes one token of the email sender rate limit for `key` (Admission).
+ * (The email sender rate limit is the sessions supervisor's: both flows that mail run there.)
  */
 export const mailerHandlers = {
   send: async (e: SendMailRequest, r: MailerResource, request: RequestContext): Promise<SendMailResult> => {
@@ -66,7 +61,6 @@ export const mailerHandlers = {
       throw err;
     }
   },
-  admit: (e: { key: string }, r: MailerResource): Admission | Promise<Admission> => r.limiter.take(e.key),
 };
 
 interface MailerOptions {
@@ -76,25 +70,18 @@ interface MailerOptions {
   transport?: SmtpTransportOptions;
 }
 
-/** Owns the pooled SMTP transport (nothing else talks to the mail server) and the email sender rate limit. */
+/** Owns the pooled SMTP transport: nothing else talks to the mail server. */
 export function createMailerSupervisor(options: MailerOptions = {}) {
   return supervisor('mailer', {
     // One send per pooled connection: fewer would leave connections idle while mails wait here.
     concurrency: SMTP_CONNECTIONS,
-    open: (deps: SystemDeps, env: SupervisorEnv): MailerResource => {
+    open: (deps: SystemDeps): MailerResource => {
       // Made with the first mail: a server that never sends one never loads nodemailer.
       let transport: Transporter | undefined;
       return {
         transport: () => (transport ??= createSmtpTransport(deps.config.email, options.transport)),
         opened: () => transport,
         from: deps.config.email.from,
-        limiter: rateLimiter(
-          deps.config.db.engine,
-          'email.sender',
-          deps.config.email.ratelimitSender,
-          deps.clock,
-          () => env.facades.stores,
-        ),
         log: deps.log,
         metrics: deps.metrics,
         send: {
@@ -109,7 +96,6 @@ export function createMailerSupervisor(options: MailerOptions = {}) {
     },
     close: ({ opened }) => opened()?.close(),
     handlers: mailerHandlers,
-    immediate: ['admit'],
   });
 }
 

@@ -33,6 +33,11 @@ interface SessionsResource {
   host: SessionHost;
   /** `submit_token.ratelimit`: wrong submitTokens per client address */
   submitLimiter: Limiter;
+  /**
+   * `email.ratelimit_sender`: mails per sender (mxid on v2, IP on v1), shared by requestToken and store-invite. Both
+   * flows run here, so the limit is this supervisor's and a send's admission is no ask to another.
+   */
+  senderLimiter: Limiter;
   log: SystemDeps['log'];
   /** the bind flow's parts: our signing key is this supervisor's */
   binder: BinderDeps;
@@ -158,6 +163,13 @@ export const sessionsSupervisor = supervisor('sessions', {
   concurrency: 64,
   open: (deps: SystemDeps, env: SupervisorEnv): SessionsResource => {
     const { facades } = env;
+    const senderLimiter = rateLimiter(
+      deps.config.db.engine,
+      'email.sender',
+      deps.config.email.ratelimitSender,
+      deps.clock,
+      () => facades.stores,
+    );
     const host = new SessionHost({
       now: () => deps.clock.now(),
       reads: facades.reads.sessions,
@@ -168,8 +180,8 @@ export const sessionsSupervisor = supervisor('sessions', {
       },
       senders: { email: createEmailTokenSender(deps, facades.mailer), msisdn: createSmsTokenSender(deps, facades.sms) },
       // msisdn: the requester is the number itself (per-number, then per-country limits, sms supervisor)
-      admit: (medium, key, request) =>
-        medium === 'email' ? facades.mailer.admit({ key }, request) : facades.sms.admit({ msisdn: key }, request),
+      admit: async (medium, key, request) =>
+        medium === 'email' ? senderLimiter.take(key) : facades.sms.admit({ msisdn: key }, request),
       inspect: deps.inspect,
       onTransition: (from, to) => deps.metrics?.transitions.inc({ machine: 'validationSession', from, to }),
       newToken: (medium) => (medium === 'email' ? randomString(32, ALPHANUMERIC) : randomString(6, DIGITS)),
@@ -204,10 +216,17 @@ export const sessionsSupervisor = supervisor('sessions', {
         deps.clock,
         () => facades.stores,
       ),
+      senderLimiter,
       log: deps.log,
       sweeper,
       binder: { facades, identity: deps.identity, clock: deps.clock, log: deps.log },
-      invites: { config: deps.config, facades, identity: deps.identity, clock: deps.clock },
+      invites: {
+        config: deps.config,
+        facades,
+        identity: deps.identity,
+        clock: deps.clock,
+        admitSender: (key) => senderLimiter.take(key),
+      },
     };
   },
   close: ({ host, sweeper }) => {
