@@ -175,6 +175,8 @@ export class SessionWrites {
   private readonly sidExists: Database.Statement<[number], { id: number }>;
   private readonly expiredTokens: Database.Statement<[number, number]>;
   private readonly expiredSessions: Database.Statement<[number, number]>;
+  private readonly createRows: (medium: string, clientSecret: string, write: SessionWrite) => void;
+  private readonly saveRows: (write: SessionWrite, expectedVersion: number | null) => number;
 
   constructor(private readonly db: Database.Database) {
     this.insertSession = db.prepare(
@@ -210,14 +212,8 @@ export class SessionWrites {
     const expired = 'SELECT id FROM threepid_validation_sessions WHERE mtime < ? ORDER BY mtime LIMIT ?';
     this.expiredTokens = db.prepare(`DELETE FROM threepid_token_auths WHERE validationSession IN (${expired})`);
     this.expiredSessions = db.prepare(`DELETE FROM threepid_validation_sessions WHERE id IN (${expired})`);
-  }
-
-  /**
-   * Creates Sydent's rows and the machine row together, under the sid the caller picked (randomSid); returns the row
-   * version (1). A sid in use is refused with SidTakenError, nothing written.
-   */
-  create(medium: string, clientSecret: string, write: SessionWrite): number {
-    this.db.transaction(() => {
+    // Each made once: better-sqlite3 builds a transaction's wrappers anew at every db.transaction() call.
+    this.createRows = db.transaction((medium: string, clientSecret: string, write: SessionWrite) => {
       if (this.sidExists.get(write.sid)) throw new SidTakenError(write.sid);
       this.insertSession.run(write.sid, medium, write.address, clientSecret, write.mtime);
       this.insertToken.run(write.sid, write.token, write.sendAttempt);
@@ -229,17 +225,9 @@ export class SessionWrites {
         historyJson(write.history),
         write.now,
       );
-    })();
-    return 1;
-  }
+    });
 
-  /**
-   * Saves a transition if nobody else saved one since `expectedVersion` (null: the session has no machine row
-   * yet, as for sessions Sydent created) and Sydent's columns are still as `write.expectedSydent` says. Returns
-   * the new row version.
-   */
-  save(write: SessionWrite, expectedVersion: number | null): number {
-    return this.db.transaction(() => {
+    this.saveRows = db.transaction((write: SessionWrite, expectedVersion: number | null): number => {
       const current = this.sydentColumns.get(write.sid);
       // Gone (swept since it was read) or changed: the caller reads the row again, and finds it gone.
       if (!current || (write.expectedSydent && !sameSydentColumns(current, write.expectedSydent))) {
@@ -280,7 +268,25 @@ export class SessionWrites {
         this.updateToken.run(write.token, write.sendAttempt, write.sid);
       }
       return (expectedVersion ?? 0) + 1;
-    })();
+    });
+  }
+
+  /**
+   * Creates Sydent's rows and the machine row together, under the sid the caller picked (randomSid); returns the row
+   * version (1). A sid in use is refused with SidTakenError, nothing written.
+   */
+  create(medium: string, clientSecret: string, write: SessionWrite): number {
+    this.createRows(medium, clientSecret, write);
+    return 1;
+  }
+
+  /**
+   * Saves a transition if nobody else saved one since `expectedVersion` (null: the session has no machine row
+   * yet, as for sessions Sydent created) and Sydent's columns are still as `write.expectedSydent` says. Returns
+   * the new row version.
+   */
+  save(write: SessionWrite, expectedVersion: number | null): number {
+    return this.saveRows(write, expectedVersion);
   }
 
   /**
