@@ -100,7 +100,10 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
     // A throw here fails the system's start (ActorSystem.start reports it), the others already open are closed.
     const resource = spec.open(input, environmentOf(system));
     const replies = repliesOf(system);
-    const queue = new PQueue({ concurrency: spec.concurrency });
+    // Without a bound (the store: its engine orders the writes) a request runs as it arrives: a queue would only add
+    // its own work to every ask.
+    const queue = Number.isFinite(spec.concurrency) ? new PQueue({ concurrency: spec.concurrency }) : null;
+    const unqueued = new Unqueued();
     let handled = 0;
     let failed = 0;
     let draining: Promise<void> | null = null;
@@ -108,8 +111,8 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
     const closeOnce = (): Promise<void> => (closing ??= Promise.resolve().then(() => spec.close?.(resource)));
 
     const stats = async (): Promise<SupervisorStats> => ({
-      queued: queue.size,
-      running: queue.pending,
+      queued: queue?.size ?? 0,
+      running: queue?.pending ?? unqueued.running,
       handled,
       failed,
       draining: draining !== null,
@@ -117,7 +120,7 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
     });
 
     const drain = async (): Promise<void> => {
-      await queue.onIdle();
+      await (queue ? queue.onIdle() : unqueued.onIdle());
       await closeOnce();
     };
 
@@ -195,7 +198,7 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
         answer(replyTo, () => handler(payload, resource, request));
         return;
       }
-      void queue.add(async () => {
+      const run = async (): Promise<void> => {
         if (signal.aborted || Date.now() >= event.deadline) {
           // Its time ran out in the queue: not started at all.
           failed++;
@@ -210,7 +213,9 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
           failed++;
           replies.reject(replyTo, error);
         }
-      });
+      };
+      if (queue) void queue.add(run);
+      else unqueued.track(run());
     });
 
     return () => {
@@ -219,6 +224,26 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
       closeOnce().catch(() => undefined);
     };
   });
+}
+
+/** The requests of a supervisor without a queue: counted while they run, so a drain can wait for the last. */
+class Unqueued {
+  running = 0;
+  private idle: (() => void)[] = [];
+
+  track(work: Promise<void>): void {
+    this.running++;
+    void work.finally(() => {
+      if (--this.running > 0) return;
+      const waiting = this.idle;
+      this.idle = [];
+      for (const resolve of waiting) resolve();
+    });
+  }
+
+  onIdle(): Promise<void> {
+    return this.running === 0 ? Promise.resolve() : new Promise((resolve) => this.idle.push(resolve));
+  }
 }
 
 function summarise(children: Iterable<ChildActor>): ChildSummary {
