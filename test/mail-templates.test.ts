@@ -8,11 +8,13 @@ import {
   pyPercentFormat,
   renderResponsePage,
   renderTemplate,
+  renderTemplateCrlf,
   resolveTemplate,
   splitPlainJinja,
   TemplateError,
   templateAt,
 } from '../src/mail/templates.js';
+import { toCrlf } from '../src/mail/crlf.js';
 import { tempDir } from './helpers/tmp.js';
 
 let tmp: { dir: string; cleanup: () => void };
@@ -293,6 +295,26 @@ describe('templates of text and substitutions only', () => {
     expect(splitPlainJinja(fs.readFileSync(path.join(shipped, 'invite_template.eml.j2'), 'utf8'))).toBeNull();
     const verification = renderTemplate(templateAt(path.join(shipped, 'verification_template.eml.j2'), root), values);
     expect(verification).toContain('tok&#39;&amp;&lt;&gt;&#34;\\é');
+  });
+
+  it('render a whole mail with CRLF line endings exactly as toCrlf of the render: mixed line endings, values with line breaks, a bare CR before a value', () => {
+    const shipped = path.join(import.meta.dirname, '..', 'config', 'templates', 'matrix-org');
+    const sources = [
+      fs.readFileSync(path.join(shipped, 'verification_template.eml.j2'), 'utf8'),
+      'A: {{ token }}\r\nB: {{ link|safe }}\rC: {{ to }}\n\nbody {{ link|urlencode }}\r\n',
+      'bare CR then a value: x\r{{ missing }}\ny',
+      'value, then LF: {{ token|safe }}\nend\r',
+      '',
+    ];
+    const broken = { ...values, token: 'line\rbreak\n', link: '\nfirst', to: 'last\r' };
+    sources.forEach((src, i) => {
+      const t = templateAt(write(`matrix-org/crlf-${i}.j2`, src), root);
+      for (const vars of [values, broken]) {
+        const whole = renderTemplateCrlf(t, vars);
+        expect(whole, `source ${i}`).toBe(toCrlf(renderTemplate(t, vars)));
+        expect(whole.replace(/\r\n/g, ''), `source ${i}`).not.toMatch(/[\r\n]/);
+      }
+    });
   });
 
   it('leave everything else to nunjucks: tags, comments, expressions, whitespace control, its own names', () => {

@@ -1,7 +1,7 @@
 import type { EmailConfig } from '../config/types.js';
 import { ALPHANUMERIC, LETTERS, randomString } from '../crypto/random.js';
 import { checkEmailAddress } from '../matrix/index.js';
-import { renderTemplate, templateAt, type ResolvedTemplate } from './templates.js';
+import { renderTemplateCrlf, templateAt, type ResolvedTemplate } from './templates.js';
 
 /**
  * A whole mail from a template, as Sydent's `sendEmail` builds it: the template is the complete RFC 5322
@@ -73,7 +73,7 @@ export function composeMail(
   const t = typeof template === 'string' ? templateAt(template) : template;
   const extra = sydentMailVariables(opts.email, to, opts.now ?? Date.now());
   const vars = { ...substitutions, ...extra };
-  const rendered = toCrlf(renderTemplate(t, vars, { noVariants: ['multipart_boundary'] }));
+  const rendered = renderTemplateCrlf(t, vars, { noVariants: ['multipart_boundary'] });
   // Jinja2 drops the template's last newline; SMTP needs the message to end with one (smtplib added it too)
   const raw = rendered.endsWith('\r\n') ? rendered : `${rendered}\r\n`;
   return { raw, to, messageId: extra.messageid };
@@ -98,10 +98,7 @@ export function formatMailDate(ms: number): string {
   );
 }
 
-/** Every line ending (CRLF, bare LF, bare CR) as CRLF, as SMTP wants. */
-export function toCrlf(s: string): string {
-  return s.replace(/\r\n|\r|\n/g, '\r\n');
-}
+export { toCrlf } from './crlf.js';
 
 // RFC 2047 ---------------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type * as Nunjucks from 'nunjucks';
 import type { SydentConfig } from '../config/types.js';
+import { toCrlf } from './crlf.js';
 import { markupEscape, pyHtmlEscape, pyQuote, pyQuoteForQuery } from './quote.js';
 import { errorMessage } from '../util/error-message.js';
 
@@ -121,6 +122,45 @@ export function renderTemplate(
   if (t.format === 'jinja') return renderJinja(t, vars);
   const src = readCached(t.path);
   return pyPercentFormat(src, withLegacyVariants(vars, opts.noVariants ?? []), t.path);
+}
+
+/**
+ * `toCrlf(renderTemplate(...))`: a whole mail, every line ending CRLF. A template of text and plain substitutions has
+ * its text converted once, and only values that hold a line break send the whole render through `toCrlf`.
+ */
+export function renderTemplateCrlf(
+  template: ResolvedTemplate | string,
+  vars: Readonly<Record<string, string>>,
+  opts: RenderOptions = {},
+): string {
+  const t = typeof template === 'string' ? templateAt(template) : template;
+  if (t.format === 'jinja') {
+    const { loader } = jinjaEnvironment(t.root);
+    loader.refresh();
+    const parts = loader.plainCrlf(t.name);
+    if (parts && !valuesBreakLines(parts, vars)) return renderPlain(parts, vars);
+  }
+  return toCrlf(renderTemplate(t, vars, opts));
+}
+
+/** Whether a value the parts put in holds a CR or LF (its line ending would then be converted too). */
+function valuesBreakLines(parts: PlainTemplate, vars: Readonly<Record<string, string>>): boolean {
+  for (const p of parts) {
+    if (typeof p === 'string') continue;
+    const value = Object.hasOwn(vars, p.name) ? vars[p.name] : undefined;
+    if (value !== undefined && (value.includes('\n') || value.includes('\r'))) return true;
+  }
+  return false;
+}
+
+/**
+ * The parts with their text in CRLF line endings; null when a piece of text ends with a bare CR, which `toCrlf` of
+ * the whole would pair with a LF after the value next to it.
+ */
+function withCrlfText(parts: PlainTemplate): PlainTemplate | null {
+  const last = parts.length - 1;
+  if (parts.some((p, i) => typeof p === 'string' && i < last && p.endsWith('\r'))) return null;
+  return parts.map((p) => (typeof p === 'string' ? toCrlf(p) : p));
 }
 
 /** Each variable also as `<k>_forhtml` (Python `html.escape`) and `<k>_forurl` (Python `quote`, safe `/`). */
@@ -294,6 +334,8 @@ class JinjaFileLoader implements Nunjucks.ILoader {
 
   /** the templates made only of text and plain substitutions, split once (null: nunjucks renders it) */
   private readonly plainParts = new Map<string, PlainTemplate | null>();
+  /** the same with CRLF line endings in their text, for whole mails (null: not plain, or not safely split so) */
+  private readonly plainCrlfParts = new Map<string, PlainTemplate | null>();
 
   constructor(readonly root: string) {}
 
@@ -304,6 +346,17 @@ class JinjaFileLoader implements Nunjucks.ILoader {
       const source = this.getSource(name);
       parts = source ? splitPlainJinja(source.src) : null;
       this.plainParts.set(name, parts);
+    }
+    return parts;
+  }
+
+  /** `plain(name)` with its text in CRLF line endings, when rendering it so gives what `toCrlf` of the render would. */
+  plainCrlf(name: string): PlainTemplate | null {
+    let parts = this.plainCrlfParts.get(name);
+    if (parts === undefined) {
+      const plain = this.plain(name);
+      parts = plain && withCrlfText(plain);
+      this.plainCrlfParts.set(name, parts);
     }
     return parts;
   }
@@ -338,6 +391,7 @@ class JinjaFileLoader implements Nunjucks.ILoader {
         this.cache[name] = null;
         this.loaded.delete(name);
         this.plainParts.delete(name);
+        this.plainCrlfParts.delete(name);
       }
     }
   }
