@@ -2,7 +2,9 @@ import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SydentConfig } from '../src/config/types.js';
 import { BODY_LIMIT, createApp } from '../src/http/app.js';
+import { requestDeadline } from '../src/http/deadline.js';
 import { decodeBase64, encodeBase64Url, publicKeyFromSeed } from '../src/crypto/index.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -300,6 +302,36 @@ describe('request logs', () => {
       await new Promise((r) => setTimeout(r, 50));
       expect(lines.some((l) => l.includes('ERR_INVALID_CHAR'))).toBe(true);
       expect(lines.join('')).not.toMatch(/SECRET\d/);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe("a request's deadline (the shared app every listener is built on)", () => {
+  it('aborts the work of a request still running at its deadline, and ends with the answer of one that finished before', async () => {
+    const config = { http: { requestDeadlineMs: 150, sendDeadlineMs: 150 } } as SydentConfig;
+    const app = createApp({ log: pino({ level: 'silent' }) });
+    const signals: Record<string, AbortSignal> = {};
+    app.get('/quick', async (req) => {
+      signals['quick'] = requestDeadline(req, config).signal;
+      return {};
+    });
+    app.get('/slow', async (req) => {
+      const { signal } = requestDeadline(req, config);
+      signals['slow'] = signal;
+      await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+      return { aborted: signal.aborted };
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    try {
+      const slow = await fetch(`${base}/slow`);
+      expect(await slow.json()).toEqual({ aborted: true });
+      expect((await fetch(`${base}/quick`)).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 400));
+      // Answered long before: its timer went with the answer, and nothing aborts its signal afterwards.
+      expect(signals['quick']?.aborted).toBe(false);
     } finally {
       await app.close();
     }

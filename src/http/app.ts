@@ -14,6 +14,7 @@ import { nextRequestId, redactUrl, type Logger } from '../log.js';
 import { StoreUnavailableError } from '../store/unavailable.js';
 import type { HttpRouteMetrics, Metrics } from '../metrics/metrics.js';
 import { DISCARD_LIMIT } from './discard-body.js';
+import { releaseRequestDeadline } from './deadline.js';
 import { errors, MatrixError } from './errors.js';
 import { HttpListener } from './http-listener.js';
 import { parseJsonBody } from './json-body.js';
@@ -141,6 +142,11 @@ export function createApp(opts: AppOptions): FastifyInstance {
     }
     const refused = (req.query as RefusedQuery | undefined)?.[QUERY_REFUSED];
     if (refused && !req.is404) return done(refused);
+    done();
+  });
+
+  app.addHook('onResponse', (req, _reply, done) => {
+    releaseRequestDeadline(req);
     done();
   });
 

@@ -31,20 +31,28 @@ export function requestDeadline(
 ): RequestDeadline {
   if (req.sydentDeadline) return req.sydentDeadline;
   const ms = kind === 'send' ? config.http.sendDeadlineMs : config.http.requestDeadlineMs;
-  const deadline: RequestDeadline = { deadline: Date.now() + ms, signal: timeoutSignal(ms) };
+  // Aborted with a DeadlineExceededError, so whichever layer sees the abort first (an ask, a write waiting for the
+  // lock, a send) rejects with an error the routes answer as 503, not with AbortSignal.timeout's DOMException.
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new DeadlineExceededError(`the request's deadline of ${ms} ms passed`)),
+    ms,
+  );
+  timer.unref();
+  const deadline: TimedDeadline = { deadline: Date.now() + ms, signal: controller.signal, timer };
   req.sydentDeadline = deadline;
   return deadline;
 }
 
+interface TimedDeadline extends RequestDeadline {
+  timer: NodeJS.Timeout;
+}
+
 /**
- * Aborts after `ms` with a DeadlineExceededError, so whichever layer sees the abort first (an ask, a write waiting
- * for the lock, a send) rejects with an error the routes answer as 503, not with AbortSignal.timeout's DOMException.
+ * The request was answered: its deadline's timer goes with it, instead of holding the request's signal for the rest
+ * of its time (every requestToken's for 20 s) and aborting it then. The asks it made have deadlines of their own.
  */
-function timeoutSignal(ms: number): AbortSignal {
-  const controller = new AbortController();
-  setTimeout(
-    () => controller.abort(new DeadlineExceededError(`the request's deadline of ${ms} ms passed`)),
-    ms,
-  ).unref();
-  return controller.signal;
+export function releaseRequestDeadline(req: FastifyRequest): void {
+  const held = req.sydentDeadline as TimedDeadline | undefined;
+  if (held) clearTimeout(held.timer);
 }
