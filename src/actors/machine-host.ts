@@ -45,6 +45,7 @@ import {
 export type { MachineState, Migration };
 import type { ActorInspect } from './deps.js';
 import { KeyedQueue } from './keyed-queue.js';
+import { ChurnMap } from '../util/churn-map.js';
 
 /** One change of state, as a machine's history keeps it. */
 export interface Transition {
@@ -286,9 +287,9 @@ function eventName(type: string): string {
 
 export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen = unknown> {
   readonly names: StateNames;
-  private readonly queue = new KeyedQueue<string>();
+  private readonly queue = new KeyedQueue();
   /** the actors of events in flight, by queue key: nothing else is kept */
-  private readonly live = new Map<string, InFlight>();
+  private readonly live = new ChurnMap<InFlight>();
   /** the live actors counted by state, kept as they start, move and stop: read by `liveCounts`, never walked */
   private readonly liveByState = new Map<string, number>();
   private readonly keyOf: (key: TKey) => string;

@@ -8,6 +8,7 @@
  * entry and goes nowhere.
  */
 import type { AnyActorRef } from 'xstate';
+import { ChurnMap } from '../util/churn-map.js';
 
 /** The caller stopped waiting: its deadline passed (or its request was cut) before the answer came. */
 export class DeadlineExceededError extends Error {
@@ -36,7 +37,7 @@ interface OpenReply<T> {
 
 class ReplyRegistry {
   private next = 0;
-  private readonly pending = new Map<string, Pending>();
+  private readonly pending = new ChurnMap<Pending>();
 
   /**
    * A new reply channel. `deadline` (Date.now() time) ends it with `onDeadline()`'s error; the caller's `signal`

@@ -9,6 +9,7 @@ import { fromPromise, type StateValue } from 'xstate';
 import type { Admission } from '../util/rate-limiter.js';
 import type { ActorInspect } from '../actors/deps.js';
 import { KeyedQueue } from '../actors/keyed-queue.js';
+import { ChurnMap } from '../util/churn-map.js';
 import {
   MachineHost,
   type HostOutcome,
@@ -176,11 +177,11 @@ const valueOf = (state: string): StateValue => valueOfPath(names.pathOfName(stat
 export class SessionHost {
   private readonly machines: MachineHost<SessionMachine, number, SessionSeen>;
   /** one requestToken per (medium, address, client_secret) at a time */
-  private readonly requests = new KeyedQueue<string>();
+  private readonly requests = new KeyedQueue();
   /** the bind whose BIND is being processed, by sid: how its move to bound is stored */
-  private readonly binds = new Map<string, { publish: PublishBinding; published: boolean }>();
+  private readonly binds = new ChurnMap<{ publish: PublishBinding; published: boolean }>();
   /** the request whose event is being processed, by sid: its deadline, the time the invoked send must keep to, its cancellation */
-  private readonly sessionRequests = new Map<string, SessionRequest>();
+  private readonly sessionRequests = new ChurnMap<SessionRequest>();
 
   constructor(private readonly deps: SessionHostDeps) {
     const machine = validationSessionMachine.provide({
