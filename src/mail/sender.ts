@@ -175,11 +175,18 @@ async function sendAttempts(
   opts: SendOptions & { attempts: number; baseDelayMs: number; sleep: (ms: number) => Promise<void> },
 ): Promise<SendMailResult> {
   const { attempts, baseDelayMs, sleep } = opts;
+  // Given to nodemailer, which otherwise makes up one of its own (the raw message goes out as it is either way).
+  const messageId = headerMessageId(request.raw);
   for (let attempt = 1; ; attempt++) {
     try {
       // a message that waited in the queue past its caller's deadline is not sent at all
       if (signal?.aborted) throw outOfTime(attempt);
-      const info = (await transport.sendMail({ envelope, raw: request.raw, ...(signal ? { signal } : {}) })) as {
+      const info = (await transport.sendMail({
+        envelope,
+        raw: request.raw,
+        ...(messageId ? { messageId } : {}),
+        ...(signal ? { signal } : {}),
+      })) as {
         messageId?: string;
         accepted?: unknown[];
         rejected?: unknown[];
@@ -189,7 +196,7 @@ async function sendAttempts(
         // nodemailer rejects when every recipient is refused; this is only a safety net
         throw Object.assign(new Error('the server accepted no recipient'), { code: 'EENVELOPE' });
       }
-      return { messageId: headerMessageId(request.raw) ?? info.messageId ?? '', accepted };
+      return { messageId: messageId ?? info.messageId ?? '', accepted };
     } catch (error) {
       // Aborted (the deadline, or the caller gave up): the connection was closed under the exchange.
       const failure = signal?.aborted ? outOfTime(attempt, error) : toMailSendError(error, attempt);
