@@ -41,6 +41,7 @@ export const LANE_DOES_THE_WORK_OF: Readonly<Record<string, readonly string[]>> 
     "the route's auth (auth.ts): the lane calls accountForToken with the route's requirement, 'terms'",
   ],
   onResponse: [
+    "clearing the request deadline's timer (app.ts): a lookup makes no deadline",
     'counting answers no route matched (app.ts): every answer of the lane matched its route',
     "the route's metrics (app.ts): the lane records its answers under the same route and method",
   ],
