@@ -102,6 +102,44 @@ describe('callback outbox', () => {
     expect(reads.byId(fresh)).toMatchObject({ state: 'pending', attempts: 0 });
   });
 
+  it('a destination’s rows go in due order: past a row another worker holds, and a lapsed claim before newer rows', () => {
+    const first = writes.enqueue(cb('a.test', T0));
+    const second = writes.enqueue(cb('a.test', T0 + 10));
+    const third = writes.enqueue(cb('a.test', T0 + 20));
+    const later = writes.enqueue(cb('a.test', T0 + 10 * TTL));
+    const other = writes.enqueue(cb('b.test', T0 + 15));
+    // Another worker holds the first row; this one, not busy with a.test, takes the next one, then b.test's.
+    expect(claim(T0).map((r) => r.id)).toEqual([first]);
+    expect(claim(T0 + 30).map((r) => r.id)).toEqual([second, other]);
+    // The first claim lapses: that row, the most overdue, goes before the third.
+    expect(claim(T0 + TTL + 1, 10, ['b.test']).map((r) => r.id)).toEqual([first]);
+    expect(claim(T0 + TTL + 2, 10, ['b.test']).map((r) => r.id)).toEqual([third]);
+    // Only the row not yet due is left waiting: the next due time is the end of the earliest lease.
+    expect(claim(T0 + TTL + 3, 10, ['b.test'])).toEqual([]);
+    expect(reads.nextDue(['b.test'])).toBe(T0 + 30 + TTL);
+    // A failed attempt due again before any lease ends is what comes next, and is taken when due.
+    expect(writes.retry(second, T0 + 30 + TTL, T0 + TTL + 4000, 'HTTP 502')).toBe(true);
+    expect(reads.nextDue(['b.test'])).toBe(T0 + TTL + 4000);
+    expect(claim(T0 + TTL + 3999, 10, ['b.test'])).toEqual([]);
+    expect(claim(T0 + TTL + 4000, 10, ['b.test']).map((r) => r.id)).toEqual([second]);
+    // The row claimed at TTL + 1 lapses again: still the most overdue of a.test's rows.
+    expect(claim(T0 + 2 * TTL + 2, 10, ['b.test']).map((r) => r.id)).toEqual([first]);
+    expect(claim(T0 + 10 * TTL, 10, ['b.test']).map((r) => r.id)).toEqual([first]);
+    expect(reads.byId(later)).toMatchObject({ state: 'pending' });
+  });
+
+  it('a backlog for a busy destination leaves the others’ rows and due times as they are', () => {
+    const dead = [...Array(300).keys()].map((i) => writes.enqueue(cb('dead.test', T0 + i)));
+    const live = writes.enqueue(cb('live.test', T0 + 250));
+    const waiting = writes.enqueue(cb('waiting.test', T0 + 10_000));
+    expect(claim(T0 + 400, 10, ['dead.test']).map((r) => r.id)).toEqual([live]);
+    expect(reads.nextDue(['dead.test'])).toBe(T0 + 10_000);
+    expect(reads.nextDue(['dead.test', 'waiting.test'])).toBe(T0 + 400 + TTL);
+    expect(reads.nextDue([])).toBe(T0);
+    expect(claim(T0 + 400, 10, ['live.test']).map((r) => r.id)).toEqual([dead[0]]);
+    expect(claim(T0 + 10_000, 10).map((r) => r.id)).toEqual([dead[1], waiting]);
+  });
+
   it('nextDue counts a claimed row from the end of its lease', () => {
     writes.enqueue(cb('a.test'));
     claim(T0);

@@ -1,7 +1,7 @@
 /**
  * The PostgreSQL schema (src/store/pg/) against the SQLite one (src/store/schema.ts + migrations.ts), read from
  * both engines' own catalogs: every table, column (type family, NOT NULL, default, primary key) and index (name,
- * table, uniqueness, keys) of a sydent.db at the latest user_version is in a PostgreSQL database at the same version.
+ * table, uniqueness, keys, and the rows a partial index holds) of a sydent.db at the latest user_version is in a PostgreSQL database at the same version.
  * A new SQLite migration without its PostgreSQL twin fails here.
  */
 import path from 'node:path';
@@ -39,6 +39,8 @@ interface Index {
   table: string;
   unique: boolean;
   keys: string[];
+  /** a partial index's condition, as its column names and literals in order (null: every row) */
+  where: string[] | null;
 }
 
 interface Catalog {
@@ -47,6 +49,16 @@ interface Catalog {
 }
 
 const norm = (s: string) => s.toLowerCase().replace(/\s+/g, '');
+
+/**
+ * A partial index's condition as its words and literals, which both engines keep in their own syntax: SQLite's
+ * `state IN ('a', 'b')` and PostgreSQL's `state = ANY (ARRAY['a'::text, 'b'::text])` both give state, 'a', 'b'.
+ */
+function predicateTerms(pred: string | null): string[] | null {
+  if (pred === null) return null;
+  const words = pred.replace(/::\w+/g, '').match(/'[^']*'|\w+/g) ?? [];
+  return words.filter((w) => !/^(in|any|array)$/i.test(w)).map((w) => (w.startsWith("'") ? w : w.toLowerCase()));
+}
 
 /** Splits "a, lower(b), c" at the commas outside parentheses. */
 function splitKeys(list: string): string[] {
@@ -105,12 +117,19 @@ function sqliteCatalog(db: Database.Database): Catalog {
     .prepare("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
     .all() as { name: string; tbl_name: string; sql: string }[];
   const indexes = indexRows.map((r) => {
-    const list = /\bon\s+\S+\s*\((.*)\)\s*$/is.exec(r.sql)?.[1];
+    const [head, where = null] = r.sql.split(/\s+WHERE\s+/i);
+    const list = /\bon\s+\S+\s*\((.*)\)\s*$/is.exec(head!)?.[1];
     if (!list) throw new Error(`cannot read the keys of ${r.sql}`);
     const unique = (db.prepare(`PRAGMA index_list("${r.tbl_name}")`).all() as { name: string; unique: number }[]).find(
       (i) => i.name === r.name,
     )!.unique;
-    return { name: r.name.toLowerCase(), table: r.tbl_name.toLowerCase(), unique: unique === 1, keys: splitKeys(list) };
+    return {
+      name: r.name.toLowerCase(),
+      table: r.tbl_name.toLowerCase(),
+      unique: unique === 1,
+      keys: splitKeys(list),
+      where: predicateTerms(where),
+    };
   });
   return { tables, indexes };
 }
@@ -156,9 +175,16 @@ async function pgCatalog(url: string): Promise<Catalog> {
         primaryKey: c.pk,
       });
     }
-    const idx = await client.query<{ name: string; table: string; unique: boolean; keys: string[] }>(
+    const idx = await client.query<{
+      name: string;
+      table: string;
+      unique: boolean;
+      keys: string[];
+      where: string | null;
+    }>(
       `SELECT i.relname AS name, t.relname AS table, x.indisunique AS unique,
-              array(SELECT pg_get_indexdef(x.indexrelid, k, true) FROM generate_series(1, x.indnkeyatts) AS k) AS keys
+              array(SELECT pg_get_indexdef(x.indexrelid, k, true) FROM generate_series(1, x.indnkeyatts) AS k) AS keys,
+              pg_get_expr(x.indpred, x.indrelid) AS where
          FROM pg_index x
          JOIN pg_class i ON i.oid = x.indexrelid
          JOIN pg_class t ON t.oid = x.indrelid
@@ -167,7 +193,7 @@ async function pgCatalog(url: string): Promise<Catalog> {
           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
         ORDER BY i.relname`,
     );
-    const indexes = idx.rows.map((r) => ({ ...r, keys: r.keys.map(norm) }));
+    const indexes = idx.rows.map((r) => ({ ...r, keys: r.keys.map(norm), where: predicateTerms(r.where) }));
     return { tables, indexes };
   } finally {
     await client.end();
@@ -240,8 +266,16 @@ describe('the PostgreSQL schema', () => {
         'global_threepid_lookup_hash',
         'sydent_ts_global_lookup_hash_newest',
         'sydent_ts_sessions_lookup',
+        'sydent_ts_callback_open',
+        'sydent_ts_callback_leases',
       ]),
     );
+    expect(got.indexes.find((i) => i.name === 'sydent_ts_callback_open')?.where).toEqual([
+      'state',
+      "'pending'",
+      "'retrying'",
+      "'delivering'",
+    ]);
     expect(want.indexes.length).toBeGreaterThanOrEqual(16);
 
     // Triggers are SQLite's alone (the state counts, and a session's machine row going with it): the PostgreSQL
@@ -306,7 +340,7 @@ describe('the PostgreSQL schema', () => {
     cleanups.push(() => client.end());
     await migratePg(client, PG_MIGRATIONS, 11);
     await client.query(rows);
-    expect((await migratePg(client)).applied).toEqual(['12 state_counts']);
+    expect((await migratePg(client)).applied).toEqual(['12 state_counts', '13 callback_destination_indexes']);
     const fromPg: Record<string, unknown[]> = {};
     for (const [k, sql] of Object.entries(read)) {
       fromPg[k] = (await client.query<Record<string, string | number>>(sql)).rows.map((r) =>
@@ -370,6 +404,7 @@ describe('the PostgreSQL schema', () => {
       '10 global_lookup_hash_newest_index',
       '11 session_lookup_index',
       '12 state_counts',
+      '13 callback_destination_indexes',
       '9 global_lookup_hash_covering_index',
     ]);
     expect(await pgSchemaVersion(first)).toBe(PG_LATEST_VERSION);

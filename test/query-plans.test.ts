@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { AccountReads } from '../src/store/accounts.js';
 import { AssociationReads } from '../src/store/associations.js';
-import { CallbackReads } from '../src/store/callbacks.js';
+import { CALLBACK_CLAIM_SQL, CALLBACK_NEXT_DUE_SQL, CallbackReads } from '../src/store/callbacks.js';
 import { openDatabase, type SqliteDatabase } from '../src/store/database.js';
 import { createWrites } from '../src/store/index.js';
 import { InviteReads } from '../src/store/invites.js';
@@ -162,6 +162,51 @@ describe('query plans', () => {
           )
           .sort(),
       ).toEqual(Object.keys(expected).sort());
+    } finally {
+      db.close();
+    }
+  });
+
+  it('the notifier’s claim and next-due read reach the outbox by destination, never over a refusing homeserver’s backlog', () => {
+    const db = openDatabase(':memory:');
+    try {
+      // One homeserver refuses every callback: thousands of its rows wait, due or backing off, one of them in flight;
+      // two others have a row each. ANALYZE, so that the plans are those of a planner that knows the skew.
+      const insert = db.prepare(
+        `INSERT INTO callback_outbox (destination, path, body, medium, address, state, attempts, next_attempt_ts, claimed_until, created_ts)
+         VALUES (?, '/p', '{}', 'email', 'a@example.com', ?, ?, ?, ?, 0)`,
+      );
+      db.transaction(() => {
+        for (let i = 0; i < 5000; i++) insert.run('dead.test', i % 2 ? 'pending' : 'retrying', i % 2 ? 0 : 3, i, null);
+        for (let i = 0; i < 2000; i++) insert.run('dead.test', 'delivered', 1, i, null);
+        insert.run('dead.test', 'delivering', 4, 0, 10 ** 9);
+        insert.run('a.test', 'pending', 0, 100, null);
+        insert.run('b.test', 'retrying', 2, 10 ** 7, null);
+      })();
+      db.exec('ANALYZE');
+      const statements = preparedStatements(db);
+      for (const sql of [CALLBACK_CLAIM_SQL, CALLBACK_NEXT_DUE_SQL]) {
+        expect(statements).toContain(sql);
+        const outbox = plan(db, sql).filter((d) => /^(SCAN|SEARCH) (callback_outbox|c|f|l)\b/.test(d));
+        expect(outbox.length).toBeGreaterThan(0);
+        // Each read of the outbox is a probe by destination (or by id), never a range over the state index.
+        const unkeyed = outbox.filter(
+          (d) => !/\((destination[=>]\?|rowid=\?)/.test(d) && !/USING INTEGER PRIMARY KEY \(rowid=\?\)/.test(d),
+        );
+        expect({ sql, unkeyed }).toEqual({ sql, unkeyed: [] });
+        expect(plan(db, sql).filter((d) => /GROUP BY/.test(d))).toEqual([]);
+      }
+      // Still the right answers over that backlog, with dead.test busy.
+      const reads = new CallbackReads(db);
+      expect(reads.nextDue(['dead.test'])).toBe(100);
+      expect(reads.nextDue(['dead.test', 'a.test'])).toBe(10 ** 7);
+      const claimed = createWrites(db).callbacks.claim({
+        now: 1000,
+        claimedUntil: 2000,
+        limit: 8,
+        excludeDestinations: ['dead.test'],
+      });
+      expect(claimed.map((c) => c.destination)).toEqual(['a.test']);
     } finally {
       db.close();
     }

@@ -223,6 +223,76 @@ describe('two stores (two nodes) on one database', () => {
   });
 });
 
+describe('the callback claim over a refusing homeserver’s backlog', () => {
+  /** Rows of callback_outbox a plan read, from EXPLAIN ANALYZE: kept and filtered out, over all loops. */
+  function outboxRowsRead(plan: unknown): number {
+    let n = 0;
+    const walk = (node: Record<string, unknown>): void => {
+      if (node['Relation Name'] === 'callback_outbox') {
+        const loops = Number(node['Actual Loops'] ?? 1);
+        n += (Number(node['Actual Rows'] ?? 0) + Number(node['Rows Removed by Filter'] ?? 0)) * loops;
+      }
+      for (const child of (node['Plans'] as Record<string, unknown>[] | undefined) ?? []) walk(child);
+    };
+    walk((plan as { Plan: Record<string, unknown> }[])[0]!.Plan);
+    return n;
+  }
+
+  it('the claim and the next-due read each visit a few rows of the outbox, not the thousands one destination has waiting', async () => {
+    const db = await testDatabase();
+    cleanups.push(db.drop);
+    const { preparePgDatabase, PgStore } = await loadPgEngine();
+    await preparePgDatabase(db.url);
+    const store = PgStore.open({ url: db.url, poolSize: 2, log, nodeName: 'a' });
+    cleanups.push(() => store.close());
+    const admin = await connect(db.url);
+    cleanups.push(() => admin.end());
+    // dead.test refuses every callback: 3,000 rows wait for it, all due, one in flight at this node; 1,000 more were
+    // given up on. a.test has one row due; b.test one backing off.
+    await admin.query(`INSERT INTO callback_outbox (destination, path, body, medium, address, state, attempts, next_attempt_ts, claimed_until, created_ts)
+      SELECT 'dead.test', '/p', '{}', 'email', 'x@y', CASE WHEN i % 2 = 0 THEN 'pending' ELSE 'retrying' END, i % 2, i, NULL, 0
+      FROM generate_series(1, 3000) AS i`);
+    await admin.query(`INSERT INTO callback_outbox (destination, path, body, medium, address, state, attempts, next_attempt_ts, created_ts)
+      SELECT 'dead.test', '/p', '{}', 'email', 'x@y', 'abandoned', 20, i, 0 FROM generate_series(1, 1000) AS i`);
+    await admin.query(`INSERT INTO callback_outbox (destination, path, body, medium, address, state, attempts, next_attempt_ts, claimed_until, created_ts)
+      VALUES ('dead.test', '/p', '{}', 'email', 'x@y', 'delivering', 3, 0, 1000000000, 0),
+             ('a.test', '/p', '{}', 'email', 'x@y', 'pending', 0, 500, NULL, 0),
+             ('b.test', '/p', '{}', 'email', 'x@y', 'retrying', 2, 10000000, NULL, 0)`);
+    await admin.query('ANALYZE callback_outbox');
+
+    const { CLAIM_CALLBACKS_SQL } = await import('../src/store/pg/writes.js');
+    const { NEXT_DUE_SQL } = await import('../src/store/pg/reads.js');
+    const explain = async (sql: string, values: unknown[]): Promise<number> => {
+      await admin.query('BEGIN');
+      try {
+        const res = await admin.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`, values);
+        return outboxRowsRead(res.rows[0]!['QUERY PLAN']);
+      } finally {
+        await admin.query('ROLLBACK');
+      }
+    };
+    const claimRead = await explain(CLAIM_CALLBACKS_SQL, [10_000, 70_000, ['dead.test'], 8]);
+    const dueRead = await explain(NEXT_DUE_SQL, [['dead.test']]);
+    expect(claimRead).toBeLessThan(30);
+    expect(dueRead).toBeLessThan(30);
+
+    // And they answer as before: a.test's row, then b.test's due time; dead.test's first row once it is not busy.
+    expect(await store.reads.callbacks.nextDue(['dead.test'])).toBe(500);
+    const claimed = await store.writes.claimCallbacks(
+      { now: 10_000, claimedUntil: 70_000, limit: 8, excludeDestinations: ['dead.test'] },
+      req(),
+    );
+    expect(claimed.map((c) => [c.destination, c.nextAttemptTs])).toEqual([['a.test', 500]]);
+    expect(await store.reads.callbacks.nextDue(['dead.test', 'a.test'])).toBe(10_000_000);
+    expect(await store.reads.callbacks.nextDue(['dead.test'])).toBe(70_000);
+    const next = await store.writes.claimCallbacks(
+      { now: 10_000, claimedUntil: 70_000, limit: 8, excludeDestinations: ['a.test'] },
+      req(),
+    );
+    expect(next.map((c) => [c.destination, c.nextAttemptTs])).toEqual([['dead.test', 1]]);
+  });
+});
+
 describe('several nodes on one database: shared limits, claims that expire, leases, signals', () => {
   async function nodes(): Promise<{ url: string; a: PgStoreT; b: PgStoreT }> {
     const db = await testDatabase();

@@ -355,7 +355,7 @@ describe('fresh database', () => {
     try {
       expect(fs.existsSync(file)).toBe(true);
       expect(userVersion(db)).toBe(LATEST);
-      expect(LATEST).toBe(12);
+      expect(LATEST).toBe(13);
 
       expectFinalSydentSchema(db);
 
@@ -420,6 +420,7 @@ describe('fresh database', () => {
         '10 global_lookup_hash_newest_index',
         '11 session_lookup_index',
         '12 state_counts',
+        '13 callback_destination_indexes',
       ],
     });
     expect(migrate(db)).toEqual({ fromVersion: LATEST, toVersion: LATEST, created: false, applied: [] });
@@ -457,6 +458,8 @@ describe('existing Sydent database (user_version 5)', () => {
         'index sqlite_autoindex_sydent_ts_callback_counts_1 on sydent_ts_callback_counts',
         'index sqlite_autoindex_sydent_ts_machine_counts_1 on sydent_ts_machine_counts',
         'index sqlite_autoindex_sydent_ts_meta_1 on sydent_ts_meta',
+        'index sydent_ts_callback_leases on callback_outbox',
+        'index sydent_ts_callback_open on callback_outbox',
         'index sydent_ts_global_lookup_hash_newest on global_threepid_associations',
         'index sydent_ts_sessions_lookup on threepid_validation_sessions',
         'index sydent_ts_token_auths_session on threepid_token_auths',

@@ -99,8 +99,65 @@ export interface DebugRow {
 }
 
 /** Rows a worker may take: due and unclaimed, or claimed by someone whose lease has run out. */
-const CLAIMABLE = `((state IN ('pending', 'retrying') AND next_attempt_ts <= @now) OR state = 'delivering')
-  AND (claimed_until IS NULL OR claimed_until < @now)`;
+const claimable = (t: string) => `((${t}.state IN ('pending', 'retrying') AND ${t}.next_attempt_ts <= @now)
+  OR ${t}.state = 'delivering') AND (${t}.claimed_until IS NULL OR ${t}.claimed_until < @now)`;
+
+/**
+ * The rows not finished yet, as the partial index of migration 13 (`sydent_ts_callback_open`, on destination, then
+ * due time and id) names them: a statement must repeat this term as it is for SQLite to use that index.
+ */
+const OPEN = `state IN ('pending', 'retrying', 'delivering')`;
+
+/**
+ * The destinations with rows not finished yet, one index probe each (`destination > previous`), so their number,
+ * not the number of rows waiting for them, is what walking them costs. Every destination is text, and no text sorts
+ * before the empty one.
+ */
+const OPEN_DESTINATIONS = `WITH RECURSIVE open_destinations (destination) AS (
+    SELECT (SELECT destination FROM callback_outbox INDEXED BY sydent_ts_callback_open
+            WHERE ${OPEN} AND destination >= '' ORDER BY destination LIMIT 1)
+    UNION ALL
+    SELECT (SELECT destination FROM callback_outbox INDEXED BY sydent_ts_callback_open
+            WHERE ${OPEN} AND destination > o.destination ORDER BY destination LIMIT 1)
+    FROM open_destinations o WHERE o.destination IS NOT NULL
+  )`;
+
+/**
+ * The claim: of each destination the worker is not busy with, its most overdue claimable row, found by walking that
+ * destination's open rows in due order from the first (all claimable rows are due: a row is claimed once due, and its
+ * lease ends after that); of those, the most overdue `limit`. The backlog of a destination that refuses its callbacks
+ * is never read: a busy destination is left out before its rows are looked at, and one that is backing off stops the
+ * walk at its first row. One statement, so the rows are chosen and marked at once and two workers never take the same.
+ */
+export const CALLBACK_CLAIM_SQL = `UPDATE callback_outbox SET state = 'delivering', claimed_until = @claimedUntil
+  WHERE id IN (
+    ${OPEN_DESTINATIONS}
+    SELECT c.id FROM open_destinations o JOIN callback_outbox c ON c.id = (
+      SELECT f.id FROM callback_outbox f
+      WHERE f.destination = o.destination AND f.${OPEN} AND f.next_attempt_ts <= @now AND ${claimable('f')}
+      ORDER BY f.next_attempt_ts, f.id LIMIT 1
+    )
+    WHERE o.destination IS NOT NULL AND o.destination NOT IN (SELECT value FROM json_each(@exclude))
+    ORDER BY c.next_attempt_ts, c.id LIMIT @limit
+  )
+  RETURNING id, destination, path, body, medium, address, attempts, next_attempt_ts, last_error, created_ts, claimed_until`;
+
+/**
+ * When the next row becomes claimable, of the destinations the worker is not busy with: per destination, the due time
+ * of its first waiting row or the end of its earliest lease, each one index probe. A waiting row (pending, retrying)
+ * holds no lease: every statement that moves a row out of 'delivering' clears its `claimed_until`.
+ */
+export const CALLBACK_NEXT_DUE_SQL = `${OPEN_DESTINATIONS}
+  SELECT min(min(coalesce(waiting, leased), coalesce(leased, waiting))) AS due FROM (
+    SELECT
+      (SELECT f.next_attempt_ts FROM callback_outbox f
+       WHERE f.destination = o.destination AND f.${OPEN} AND f.state <> 'delivering'
+       ORDER BY f.next_attempt_ts LIMIT 1) AS waiting,
+      (SELECT min(l.claimed_until) FROM callback_outbox l
+       WHERE l.destination = o.destination AND l.state = 'delivering') AS leased
+    FROM open_destinations o
+    WHERE o.destination IS NOT NULL AND o.destination NOT IN (SELECT value FROM json_each(?))
+  )`;
 
 export class CallbackReads {
   private readonly countStmt: Database.Statement<[], { state: CallbackRowState; n: number }>;
@@ -122,14 +179,7 @@ export class CallbackReads {
       `SELECT id, destination, state, attempts, next_attempt_ts, claimed_until, last_error, created_ts, delivered_ts
        FROM callback_outbox WHERE state IN ('delivered', 'abandoned') ORDER BY id DESC LIMIT ?`,
     );
-    // When the next row becomes claimable: its due time, or the end of a stale claim on it.
-    this.nextDueStmt = db.prepare(
-      `SELECT min(CASE WHEN state = 'delivering' THEN claimed_until
-                       ELSE max(next_attempt_ts, coalesce(claimed_until, 0)) END) AS due
-       FROM callback_outbox
-       WHERE state IN ('pending', 'retrying', 'delivering')
-         AND destination NOT IN (SELECT value FROM json_each(?))`,
-    );
+    this.nextDueStmt = db.prepare(CALLBACK_NEXT_DUE_SQL);
     this.byIdStmt = db.prepare(
       `SELECT id, destination, state, attempts, next_attempt_ts, claimed_until, last_error, created_ts, delivered_ts
        FROM callback_outbox WHERE id = ?`,
@@ -201,20 +251,7 @@ export class CallbackWrites {
       `INSERT INTO callback_outbox (destination, path, body, medium, address, next_attempt_ts, created_ts)
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
     );
-    // One statement: the rows are chosen and marked at once, so two workers never take the same row. At most one
-    // row per destination (the most overdue), none for destinations the worker is already busy with.
-    this.claimStmt = db.prepare(
-      `UPDATE callback_outbox SET state = 'delivering', claimed_until = @claimedUntil
-       WHERE id IN (
-         SELECT id FROM (
-           SELECT id, destination, min(next_attempt_ts) AS due FROM callback_outbox
-           WHERE ${CLAIMABLE}
-             AND destination NOT IN (SELECT value FROM json_each(@exclude))
-           GROUP BY destination
-         ) ORDER BY due, id LIMIT @limit
-       )
-       RETURNING id, destination, path, body, medium, address, attempts, next_attempt_ts, last_error, created_ts, claimed_until`,
-    );
+    this.claimStmt = db.prepare(CALLBACK_CLAIM_SQL);
     // Delivered wins whoever holds the claim: the homeserver has the callback, whatever else happens to the row.
     this.deliveredStmt = db.prepare(
       `UPDATE callback_outbox SET state = 'delivered', delivered_ts = ?, claimed_until = NULL, last_error = NULL

@@ -110,6 +110,17 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       'INSERT INTO sydent_ts_callback_counts (state, n) SELECT state, count(*) FROM callback_outbox GROUP BY state',
     ],
   },
+  {
+    // SQLite's migration 13: the claim and the next-due read reach each destination's first open row and its leases
+    // by the destination.
+    version: 13,
+    name: 'callback_destination_indexes',
+    sql: [
+      `CREATE INDEX sydent_ts_callback_open ON callback_outbox (destination, next_attempt_ts, id)
+       WHERE state IN ('pending', 'retrying', 'delivering')`,
+      `CREATE INDEX sydent_ts_callback_leases ON callback_outbox (destination, claimed_until) WHERE state = 'delivering'`,
+    ],
+  },
 ];
 
 export const PG_LATEST_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;

@@ -41,6 +41,35 @@ export const MACHINE_COUNTS_SQL = 'SELECT state, n FROM sydent_ts_machine_counts
 export const SYDENT_COUNTS_SQL = 'SELECT validated, n FROM sydent_ts_sydent_session_counts WHERE n <> 0';
 export const CALLBACK_COUNTS_SQL = 'SELECT state, n FROM sydent_ts_callback_counts';
 
+/** The rows not finished yet, as the partial index of migration 13 (`sydent_ts_callback_open`) names them. */
+export const PG_OPEN = `state IN ('pending', 'retrying', 'delivering')`;
+
+/**
+ * The destinations with rows not finished yet, one index probe each (SQLite's OPEN_DESTINATIONS, callbacks.ts): a
+ * member of a `WITH RECURSIVE`.
+ */
+export const PG_OPEN_DESTINATIONS = `open_destinations (destination) AS (
+    SELECT (SELECT destination FROM callback_outbox WHERE ${PG_OPEN} ORDER BY destination LIMIT 1)
+    UNION ALL
+    SELECT (SELECT destination FROM callback_outbox WHERE ${PG_OPEN} AND destination > o.destination
+            ORDER BY destination LIMIT 1)
+    FROM open_destinations o WHERE o.destination IS NOT NULL
+  )`;
+
+/**
+ * When the next row becomes claimable, of the destinations the worker is not busy with (SQLite's CALLBACK_NEXT_DUE_SQL): per
+ * destination, the due time of its first waiting row or the end of its earliest lease, each one index probe.
+ */
+export const NEXT_DUE_SQL = `WITH RECURSIVE ${PG_OPEN_DESTINATIONS}
+  SELECT min(least(
+    (SELECT f.next_attempt_ts FROM callback_outbox f
+     WHERE f.destination = o.destination AND f.${PG_OPEN} AND f.state <> 'delivering'
+     ORDER BY f.next_attempt_ts LIMIT 1),
+    (SELECT min(l.claimed_until) FROM callback_outbox l
+     WHERE l.destination = o.destination AND l.state = 'delivering'))) AS due
+  FROM open_destinations o
+  WHERE o.destination IS NOT NULL AND NOT (o.destination = ANY($1::text[]))`;
+
 export const PEPPER_SQL = 'SELECT lookup_pepper FROM hashing_metadata ORDER BY id LIMIT 1';
 
 /** Every peer with each of its keys (one row per key; none for a peer without keys), by name. */
@@ -221,16 +250,8 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
         return row && toDebugRow(row);
       },
       nextDue: async (excludeDestinations = []) =>
-        (
-          await one<{ due: number | null }>(
-            'callbacks_next_due',
-            `SELECT min(CASE WHEN state = 'delivering' THEN claimed_until
-                             ELSE greatest(next_attempt_ts, coalesce(claimed_until, 0)) END) AS due
-             FROM callback_outbox
-             WHERE state IN ('pending', 'retrying', 'delivering') AND NOT (destination = ANY($1::text[]))`,
-            [[...excludeDestinations]],
-          )
-        )?.due ?? null,
+        (await one<{ due: number | null }>('callbacks_next_due', NEXT_DUE_SQL, [[...excludeDestinations]]))?.due ??
+        null,
     },
     invites: {
       senderOfToken: async (token) =>

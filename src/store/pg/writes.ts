@@ -38,7 +38,7 @@ import { notifyCall, notifySql, type PgCoordinator } from './coordinator.js';
 import { CountDeltas } from './counts.js';
 import { inTransaction, type CommitWith, type Sql } from './pool.js';
 import type { PgRateBuckets } from './rate-buckets.js';
-import { PEPPER_SQL } from './reads.js';
+import { PEPPER_SQL, PG_OPEN, PG_OPEN_DESTINATIONS } from './reads.js';
 
 /** Any fixed number, the same in every sydent-ts: held by each append to the replication log until its commit. */
 const LOG_APPEND_LOCK = 0x5359_4c47; // "SYLG"
@@ -246,6 +246,30 @@ function sameIds(a: readonly number[], b: readonly number[]): boolean {
 const CLAIMABLE = `((c.state IN ('pending', 'retrying') AND c.next_attempt_ts <= $1) OR c.state = 'delivering')
   AND (c.claimed_until IS NULL OR c.claimed_until < $1)`;
 
+/**
+ * The claim, as SQLite's (callbacks.ts, CALLBACK_CLAIM_SQL): the destinations with open rows walked by one index probe each,
+ * then the most overdue claimable row of each destination the worker is not busy with, found from the first of its
+ * open rows in due order, so a destination's backlog is never read; of those the most overdue `$4`, each locked or
+ * skipped when another node is claiming it at this moment.
+ */
+export const CLAIM_CALLBACKS_SQL = `WITH RECURSIVE ${PG_OPEN_DESTINATIONS}, firsts AS (
+    SELECT f.id FROM open_destinations o CROSS JOIN LATERAL (
+      SELECT c.id FROM callback_outbox c
+      WHERE c.destination = o.destination AND c.${PG_OPEN} AND c.next_attempt_ts <= $1 AND ${CLAIMABLE}
+      ORDER BY c.next_attempt_ts, c.id LIMIT 1
+    ) f
+    WHERE o.destination IS NOT NULL AND NOT (o.destination = ANY($3::text[]))
+  ), picked AS (
+    SELECT c.id, c.state FROM callback_outbox c JOIN firsts f ON f.id = c.id
+    WHERE ${CLAIMABLE}
+    ORDER BY c.next_attempt_ts, c.id LIMIT $4
+    FOR UPDATE OF c SKIP LOCKED
+  )
+  UPDATE callback_outbox o SET state = 'delivering', claimed_until = $2
+  FROM picked WHERE o.id = picked.id
+  RETURNING o.id, o.destination, o.path, o.body, o.medium, o.address, o.attempts, o.next_attempt_ts, o.last_error,
+            o.created_ts, o.claimed_until, picked.state AS prev_state`;
+
 export interface PgWriteParts {
   pool: pg.Pool;
   tokens: TokenCache;
@@ -451,25 +475,12 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
     claimCallbacks: (e, q) => {
       if (e.limit <= 0) return Promise.resolve([]);
       return tx(q, async (sql, counts) => {
-        // The most overdue row of each destination the worker is not busy with; of those, the most overdue `limit`,
-        // each locked or skipped when another node is claiming it at this moment.
-        const res = await sql.query<ClaimedRow & { prev_state: string }>(
-          `WITH firsts AS (
-             SELECT DISTINCT ON (c.destination) c.id FROM callback_outbox c
-             WHERE ${CLAIMABLE} AND NOT (c.destination = ANY($3::text[]))
-             ORDER BY c.destination, c.next_attempt_ts, c.id
-           ), picked AS (
-             SELECT c.id, c.state FROM callback_outbox c JOIN firsts f ON f.id = c.id
-             WHERE ${CLAIMABLE}
-             ORDER BY c.next_attempt_ts, c.id LIMIT $4
-             FOR UPDATE OF c SKIP LOCKED
-           )
-           UPDATE callback_outbox o SET state = 'delivering', claimed_until = $2
-           FROM picked WHERE o.id = picked.id
-           RETURNING o.id, o.destination, o.path, o.body, o.medium, o.address, o.attempts, o.next_attempt_ts, o.last_error,
-                     o.created_ts, o.claimed_until, picked.state AS prev_state`,
-          [e.now, e.claimedUntil, e.excludeDestinations, e.limit],
-        );
+        const res = await sql.query<ClaimedRow & { prev_state: string }>(CLAIM_CALLBACKS_SQL, [
+          e.now,
+          e.claimedUntil,
+          e.excludeDestinations,
+          e.limit,
+        ]);
         for (const row of res.rows) counts.moved('callback', row.prev_state, 'delivering');
         return claimedCallbacksOf(res.rows);
       });
