@@ -85,6 +85,28 @@ describe('the notifier outbox', () => {
     expect(claims.map((rows) => rows.length)).toEqual([5]);
   });
 
+  it('binds for a homeserver being delivered to lead to no claim; their rows go once that delivery ends', async () => {
+    const { worker, enqueue, claims, delivering, release } = setup();
+    const first = enqueue('busy.example');
+    worker.wake('busy.example');
+    await vi.waitFor(() => expect(delivering.map((r) => r.id)).toEqual([first]));
+    const waiting: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      waiting.push(enqueue('busy.example'));
+      worker.wake('busy.example');
+      await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    expect(claims.map((rows) => rows.map((r) => r.id))).toEqual([[first]]);
+    // A row for another homeserver is claimed at once, beside the delivery in flight.
+    const other = enqueue('other.example');
+    worker.wake('other.example');
+    await vi.waitFor(() => expect(delivering.map((r) => r.id)).toEqual([first, other]));
+    release();
+    // Each delivery's end takes busy.example's next row, one at a time, in order.
+    await vi.waitFor(() => expect(delivering.map((r) => r.id)).toEqual([first, other, ...waiting]));
+  });
+
   it('a delivery still unanswered when its claim runs out is cut off, and the row is left for a later claim', async () => {
     const aborted: number[] = [];
     const { worker, enqueue, reads } = setup({

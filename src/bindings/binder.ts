@@ -70,7 +70,7 @@ export async function bindThreepid(
       if (error instanceof BindConflictError && attempt < BIND_ATTEMPTS) continue;
       throw error;
     }
-    if (destination) wakeNotifier(deps);
+    if (destination) wakeNotifier(deps, destination);
     wakeReplication(deps);
     return made.signed;
   }
@@ -141,9 +141,11 @@ export async function unbindThreepid(
   return removed;
 }
 
-function wakeNotifier(deps: BinderDeps): void {
+function wakeNotifier(deps: BinderDeps, destination: string): void {
   // The callback is already stored: a lost wake-up only delays it until the notifier's next look.
-  deps.facades.notifier.wake({}).catch((err: unknown) => deps.log.warn({ err }, 'could not wake the notifier'));
+  deps.facades.notifier
+    .wake({ destination })
+    .catch((err: unknown) => deps.log.warn({ err }, 'could not wake the notifier'));
 }
 
 function wakeReplication(deps: BinderDeps): void {

@@ -170,9 +170,15 @@ export class CallbackWorker {
   /**
    * Something may be due: look at the end of this turn of the event loop. Every wake of one turn (the binds one group
    * commit answered, the deliveries that ended together) leads to one claim, which takes all the rows ready.
+   *
+   * `forDestination`: the wake is for a row just recorded for that homeserver. While this worker is delivering to it,
+   * such a row can be neither claimed nor the next due one (both leave busy destinations out), so there is nothing to
+   * look at: the delivery's end wakes the worker, and that round finds the row. A homeserver that refuses its
+   * callbacks, with binds for it arriving faster than its attempts fail, then costs no round per bind.
    */
-  wake(): void {
+  wake(forDestination?: string): void {
     if (this.draining || this.wakeQueued) return;
+    if (forDestination !== undefined && this.isBusy(forDestination)) return;
     this.wakeQueued = true;
     setImmediate(() => {
       this.wakeQueued = false;
@@ -262,6 +268,11 @@ export class CallbackWorker {
       if (rows.length < free) break;
     }
     await this.scheduleNext();
+  }
+
+  private isBusy(destination: string): boolean {
+    for (const f of this.inFlight.values()) if (f.row.destination === destination) return true;
+    return false;
   }
 
   private busyDestinations(): string[] {

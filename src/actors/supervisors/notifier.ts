@@ -30,9 +30,12 @@ export const notifierHandlers = {
   },
   /** a homeserver-signed request (3pid/unbind): `{ origin }`, or RequestAuthError / FederationError */
   verifyRequest: (e: HomeserverRequest, r: NotifierResource) => verifyHomeserverRequest(e, serverKeysOf(r)),
-  /** a callback was recorded (after the bind's commit): deliver what is due now. Answers at once. */
-  wake: (_e: Record<string, never>, r: NotifierResource) => {
-    r.callbacks.wake();
+  /**
+   * a callback was recorded (after the bind's commit; `destination`: its homeserver, when one bind recorded it), or
+   * another node recorded some: deliver what is due now. Answers at once.
+   */
+  wake: (e: { destination?: string }, r: NotifierResource) => {
+    r.callbacks.wake(e.destination);
   },
   /** the callback outbox for the debug endpoint: counts by state, in-flight ids, rows (never bodies). */
   outbox: (e: { limit?: number }, r: NotifierResource) => r.callbacks.view(e.limit ?? 100),
