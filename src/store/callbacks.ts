@@ -128,6 +128,9 @@ const OPEN_DESTINATIONS = `WITH RECURSIVE open_destinations (destination) AS (
  * lease ends after that); of those, the most overdue `limit`. The backlog of a destination that refuses its callbacks
  * is never read: a busy destination is left out before its rows are looked at, and one that is backing off stops the
  * walk at its first row. One statement, so the rows are chosen and marked at once and two workers never take the same.
+ * The limit is a subquery, not a bare parameter: SQLite (built with STAT4) compiles a statement again each time a
+ * parameter its planner may look at is bound, as a bare LIMIT parameter is, and compiling this one costs far more than
+ * running it.
  */
 export const CALLBACK_CLAIM_SQL = `UPDATE callback_outbox SET state = 'delivering', claimed_until = @claimedUntil
   WHERE id IN (
@@ -138,7 +141,7 @@ export const CALLBACK_CLAIM_SQL = `UPDATE callback_outbox SET state = 'deliverin
       ORDER BY f.next_attempt_ts, f.id LIMIT 1
     )
     WHERE o.destination IS NOT NULL AND o.destination NOT IN (SELECT value FROM json_each(@exclude))
-    ORDER BY c.next_attempt_ts, c.id LIMIT @limit
+    ORDER BY c.next_attempt_ts, c.id LIMIT (SELECT @limit)
   )
   RETURNING id, destination, path, body, medium, address, attempts, next_attempt_ts, last_error, created_ts, claimed_until`;
 
