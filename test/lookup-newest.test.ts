@@ -10,7 +10,7 @@ import { AssociationReads, NEWEST_BY_HASH_SQL } from '../src/store/associations.
 import { closeDatabase, openDatabase, type SqliteDatabase } from '../src/store/database.js';
 import { ensurePepper } from '../src/store/hashing.js';
 import { HashLookupPool } from '../src/store/lookup-pool.js';
-import { spreadLookup } from '../src/store/reads.js';
+import { spreadMappings } from '../src/store/reads.js';
 import { tempDir } from './helpers/tmp.js';
 
 let tmp: ReturnType<typeof tempDir>;
@@ -181,9 +181,48 @@ describe('the binding a hash lookup answers', () => {
     try {
       await pool.warm();
       expect(pool.readyWorkers()).toHaveLength(2);
-      const found = await spreadLookup(reads, pool, sent, NOW);
+      const json = await spreadMappings(reads, pool, sent, NOW);
+      const found = new Map(Object.entries(JSON.parse(json.toString()) as Record<string, string>));
       expect(found.size).toBe(expected.size);
       expect(new Map([...found].sort())).toEqual(new Map([...expected].sort()));
+      // the hashes in order, as the lookup without workers gives them
+      expect([...found.keys()]).toEqual([...reads.lookupHashes(sent, NOW).keys()]);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("hashes and mxids that JSON must escape come back exactly, from the read connection's slice and the workers'", async () => {
+    // Quotes, backslashes, control characters, U+2028, non-ASCII and astral characters, in hashes spread over every
+    // slice, and mxids long enough that each slice's answer comes in several pieces.
+    const odd = ['"', '\\', '\\"', '\n\t\u0001', '\u2028\u2029', 'é', '日本', '😀', '</script>', "'"];
+    const insert = db.prepare(
+      `INSERT INTO global_threepid_associations
+       (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
+       VALUES ('email', ?, ?, ?, ?, ?, ?, 'peer.example', ?, '{}')`,
+    );
+    const expected = new Map<string, string>();
+    const sent: string[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const mark = i % 100 === 0 ? odd[(i / 100) % odd.length]! : '';
+      const hash = `h${String(i).padStart(4, '0')}${mark}`;
+      const mxid = `@user${i}${mark}:${'long-server-name.example.'.repeat(3)}${mark}`;
+      insert.run(`a${i}@example.com`, hash, mxid, NOW - DAY, NOW - DAY, NOW + DAY, ++originId);
+      if (i % 3 !== 0) {
+        expected.set(hash, mxid);
+        sent.push(hash);
+      } else {
+        sent.push(`${hash}-missing`);
+      }
+    }
+    sent.reverse();
+    const pool = new HashLookupPool(path.join(tmp.dir, 'sydent.db'), 2);
+    try {
+      await pool.warm();
+      const json = await spreadMappings(reads, pool, sent, NOW);
+      const inOrder = [...expected].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      expect(JSON.parse(json.toString())).toEqual(Object.fromEntries(inOrder));
+      expect(json.toString()).toBe(JSON.stringify(Object.fromEntries(inOrder)));
     } finally {
       await pool.close();
     }

@@ -24,7 +24,7 @@ interface Pending {
   res: ServerResponse;
   status: number;
   headers: string[];
-  body: string;
+  body: string | Buffer;
   after: AfterWrite;
 }
 
@@ -35,7 +35,7 @@ export class AnswerBatch {
   private readonly flush = (): void => this.runWork();
 
   /** Queues an answer: `headers` flat (name, value, …) as `writeHead` takes them; `after` runs once it is written. */
-  add(res: ServerResponse, status: number, headers: string[], body: string, after: AfterWrite): void {
+  add(res: ServerResponse, status: number, headers: string[], body: string | Buffer, after: AfterWrite): void {
     this.queue.push({ res, status, headers, body, after });
     this.schedule();
   }

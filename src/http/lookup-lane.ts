@@ -84,11 +84,11 @@ export function lookupLane(opts: LookupLaneOptions): RequestLane {
     res: ServerResponse,
     started: number,
     status: number,
-    body: string,
+    body: string | Buffer,
     extra?: Record<string, string>,
   ): void {
     const headers = ANSWER_HEADERS.slice();
-    headers[headers.length - 1] = String(Buffer.byteLength(body));
+    headers[headers.length - 1] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.length);
     if (extra) for (const [name, value] of Object.entries(extra)) headers.push(name, value);
     batch.add(res, status, headers, body, (error) => written(req, started, status, error));
   }

@@ -6,6 +6,7 @@
 import type Database from 'better-sqlite3';
 import type { CallbackWrites } from './callbacks.js';
 import type { ReadSnapshot } from './lookup-connection.js';
+import { addNewestMembers, type JsonMembers } from './mappings-json.js';
 
 /** Sydent's THREEPID_ASSOCIATION_LIFETIME_MS: associations are valid for about 100 years. */
 export const ASSOCIATION_LIFETIME_MS = 100 * 365 * 24 * 60 * 60 * 1000;
@@ -94,6 +95,12 @@ export function sortedUnique(items: readonly string[]): string[] {
 export type HashRow = [string, string, number, number];
 
 /**
+ * How many hashes one BY_SORTED_HASHES_SQL statement takes: their JSON list stays below V8's large-object size
+ * (mappings-json.ts says why that matters).
+ */
+export const SORTED_SLICE = 2000;
+
+/**
  * The valid rows of many hashes, given sorted and without repeats as one JSON list: json_each is the outer loop (CROSS
  * JOIN keeps it there), so the probes walk the index in its own order and no temporary b-tree is built, neither for
  * an IN list nor for an ORDER BY. A hash's rows come together, from one probe.
@@ -177,10 +184,20 @@ export class AssociationReads {
     return row && { mxid: row.mxid, sgAssoc: row.sgAssoc, ts: row.ts };
   }
 
-  /** The valid rows of `sorted` (hashes sorted, each once: see `sortedUnique`), as `addNewest` takes them. */
-  rowsOfSorted(sorted: readonly string[], now: number): HashRow[] {
+  /**
+   * The newest valid binding of each of `sorted` (hashes sorted, each once: see `sortedUnique`), for each slice of
+   * SORTED_SLICE hashes in turn: `take` gets that slice's rows, as `addNewest` takes them.
+   */
+  rowsOfSorted(sorted: readonly string[], now: number, take: (rows: HashRow[]) => void): void {
     this.snapshot?.enter();
-    return this.byHashes.all(JSON.stringify(sorted), now, now);
+    for (let i = 0; i < sorted.length; i += SORTED_SLICE) {
+      take(this.byHashes.all(JSON.stringify(sorted.slice(i, i + SORTED_SLICE)), now, now));
+    }
+  }
+
+  /** Adds to `out` the mapping of each of `sorted` that has one (see rowsOfSorted), in their order. */
+  membersOfSorted(sorted: readonly string[], now: number, out: JsonMembers): void {
+    this.rowsOfSorted(sorted, now, (rows) => addNewestMembers(rows, out));
   }
 
   /** hash → mxid of the newest binding, for the hashes that have one. */
@@ -196,7 +213,7 @@ export class AssociationReads {
       }
       return found;
     }
-    addNewest(this.rowsOfSorted(sortedUnique(hashes), now), found);
+    this.rowsOfSorted(sortedUnique(hashes), now, (rows) => addNewest(rows, found));
     return found;
   }
 }

@@ -15,12 +15,14 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
-import { BY_SORTED_HASHES_SQL, type HashRow } from './associations.js';
+import { BY_SORTED_HASHES_SQL, SORTED_SLICE } from './associations.js';
 import { LOOKUP_CONNECTION_PRAGMAS } from './lookup-connection.js';
+import { PIECE_CHARS } from './mappings-json.js';
 
 interface SliceAnswer {
   id: number;
-  rows?: HashRow[];
+  /** the slice's members (mappings-json.ts), UTF-8; a Buffer sent across arrives as a plain Uint8Array */
+  json?: Uint8Array;
   error?: string;
   /** the SQLite error code, so the caller can tell an unavailable database (503) from a bug */
   code?: string;
@@ -28,15 +30,50 @@ interface SliceAnswer {
 
 // Source text, not a module file: the worker starts the same way from the TypeScript sources (tsx, vitest) and from
 // the built `dist`. The driver is loaded by its resolved path, since the server's working directory is the operator's.
+// The slice's answer is what AssociationReads.membersOfSorted gives (the same statement, slice size, newest row per
+// hash and pieces as mappings-json.ts), as bytes, whose memory is handed over rather than copied when it can be.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.path, { fileMustExist: true });
 for (const pragma of workerData.pragmas) db.pragma(pragma);
 const rowsOf = db.prepare(workerData.sql).raw();
+const { slice: SLICE, pieceChars: PIECE_CHARS } = workerData;
+function members(sorted, now) {
+  const pieces = [];
+  let text = '';
+  let empty = true;
+  const add = (key, value) => {
+    text += (empty ? '' : ',') + JSON.stringify(key) + ':' + JSON.stringify(value);
+    empty = false;
+    if (text.length >= PIECE_CHARS) {
+      pieces.push(Buffer.from(text));
+      text = '';
+    }
+  };
+  for (let i = 0; i < sorted.length; i += SLICE) {
+    let hash;
+    let mxid = '';
+    let ts = 0;
+    let id = 0;
+    for (const [h, m, t, n] of rowsOf.all(JSON.stringify(sorted.slice(i, i + SLICE)), now, now)) {
+      if (h === hash) {
+        if (t > ts || (t === ts && n > id)) { mxid = m; ts = t; id = n; }
+        continue;
+      }
+      if (hash !== undefined) add(hash, mxid);
+      hash = h; mxid = m; ts = t; id = n;
+    }
+    if (hash !== undefined) add(hash, mxid);
+  }
+  if (text !== '') pieces.push(Buffer.from(text));
+  return Buffer.concat(pieces);
+}
 parentPort.on('message', ({ id, hashes, now }) => {
   try {
-    parentPort.postMessage({ id, rows: rowsOf.all(hashes, now, now) });
+    const json = members(hashes, now);
+    const own = json.byteOffset === 0 && json.byteLength === json.buffer.byteLength;
+    parentPort.postMessage({ id, json }, own ? [json.buffer] : []);
   } catch (error) {
     parentPort.postMessage({ id, error: String(error && error.message), code: error && error.code });
   }
@@ -56,7 +93,7 @@ class LookupWorkerError extends Error {
 }
 
 interface Pending {
-  resolve(rows: HashRow[]): void;
+  resolve(json: Buffer): void;
   reject(error: unknown): void;
 }
 
@@ -73,6 +110,8 @@ class LookupWorker {
       path,
       pragmas: LOOKUP_CONNECTION_PRAGMAS,
       sql: BY_SORTED_HASHES_SQL,
+      slice: SORTED_SLICE,
+      pieceChars: PIECE_CHARS,
     };
     this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData });
     this.worker.unref();
@@ -85,7 +124,7 @@ class LookupWorker {
       if (!p) return;
       this.pending.delete(answer.id);
       if (this.pending.size === 0) this.worker.unref();
-      if (answer.rows) p.resolve(answer.rows);
+      if (answer.json) p.resolve(Buffer.from(answer.json.buffer, answer.json.byteOffset, answer.json.byteLength));
       else p.reject(new LookupWorkerError(`hash lookup failed: ${answer.error}`, answer.code));
     });
     const die = (error: unknown): void => {
@@ -98,9 +137,9 @@ class LookupWorker {
     this.worker.on('exit', (code) => die(new LookupWorkerError(`hash lookup worker exited (code ${code})`)));
   }
 
-  /** The valid rows of `sorted` (a JSON list of sorted hashes, each once). */
-  rows(sorted: string, now: number): Promise<HashRow[]> {
-    return new Promise<HashRow[]>((resolve, reject) => {
+  /** The members (mappings-json.ts) of `sorted` (hashes sorted, each once) that have a mapping, as UTF-8. */
+  members(sorted: readonly string[], now: number): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
       const id = this.nextId++;
       this.pending.set(id, { resolve, reject });
       this.worker.ref();
@@ -144,7 +183,7 @@ export class HashLookupPool {
    * The workers ready to take a slice now; those not started yet (first use, or after one died) are started, to be
    * ready for a later lookup.
    */
-  readyWorkers(): Array<{ rows(sorted: string, now: number): Promise<HashRow[]> }> {
+  readyWorkers(): Array<{ members(sorted: readonly string[], now: number): Promise<Buffer> }> {
     if (this.closed) return [];
     const ready: LookupWorker[] = [];
     for (let slot = 0; slot < this.size; slot++) {

@@ -8,11 +8,12 @@
  * lookup of many hashes, which lookup workers share (src/store/lookup-pool.ts) once they are ready.
  */
 import type { Account, AccountReads } from './accounts.js';
-import { addNewest, sortedUnique, type AssociationReads, type PendingInvite } from './associations.js';
+import { sortedUnique, type AssociationReads, type PendingInvite } from './associations.js';
 import type { CallbackReads } from './callbacks.js';
 import type { DatabaseFile } from './health.js';
 import type { InviteReads } from './invites.js';
 import type { HashLookupPool } from './lookup-pool.js';
+import { JsonMembers, objectJson, objectOfParts } from './mappings-json.js';
 import type { PeerReads } from './peers.js';
 import type { SessionReads } from './sessions.js';
 import { asUnavailable } from './unavailable.js';
@@ -28,7 +29,13 @@ type DatabaseState = 'ok' | 'unreachable' | 'file missing' | 'file replaced';
 export interface StoreReads {
   accounts: Async<AccountReads, 'accountByToken' | 'acceptedUrls'>;
   sessions: Async<SessionReads, 'findSid' | 'load' | 'countByState'>;
-  associations: Async<AssociationReads, 'pepper' | 'storedPepper' | 'lookup' | 'lookupHashes'>;
+  associations: Async<AssociationReads, 'pepper' | 'storedPepper' | 'lookup' | 'lookupHashes'> & {
+    /**
+     * What `lookupHashes` finds, as the text of a JSON object of hash → mxid (its UTF-8 bytes, for a large lookup):
+     * the form a lookup answers in, without a map of thousands of entries to build and walk again.
+     */
+    mappingsJson(hashes: readonly string[], now: number): Promise<string | Buffer>;
+  };
   callbacks: Async<CallbackReads, 'counts' | 'pendingCount' | 'list' | 'byId' | 'nextDue'>;
   invites: Async<InviteReads, 'senderOfToken' | 'pending'>;
   /** replication peers and the replication log */
@@ -76,26 +83,28 @@ interface SqliteReadParts {
 const SPREAD_MIN_HASHES = 1000;
 
 /**
- * A large hash lookup in contiguous slices of its sorted hashes: one per ready worker, sent first, and the first on
- * the read connection meanwhile. Without a ready worker, all of it on the read connection.
+ * A large hash lookup, as the text of its JSON object (see `mappingsJson`), in contiguous slices of its sorted hashes:
+ * one per ready worker, sent first, and the first on the read connection meanwhile. Without a ready worker, all of it
+ * on the read connection.
  */
-export async function spreadLookup(
+export async function spreadMappings(
   associations: AssociationReads,
   pool: HashLookupPool,
   hashes: readonly string[],
   now: number,
-): Promise<Map<string, string>> {
+): Promise<string | Buffer> {
   const workers = pool.readyWorkers();
-  if (workers.length === 0) return associations.lookupHashes(hashes, now);
+  if (workers.length === 0) return objectJson(associations.lookupHashes(hashes, now));
   const sorted = sortedUnique(hashes);
   const per = Math.ceil(sorted.length / (workers.length + 1));
-  const theirs = workers.map((w, i) => w.rows(JSON.stringify(sorted.slice((i + 1) * per, (i + 2) * per)), now));
+  const theirs = workers.map((w, i) => w.members(sorted.slice((i + 1) * per, (i + 2) * per), now));
   // If our slice fails, theirs are not waited for: their failures are not left unhandled.
-  for (const rows of theirs) rows.catch(() => undefined);
-  const found = new Map<string, string>();
-  addNewest(associations.rowsOfSorted(sorted.slice(0, per), now), found);
-  for (const rows of await Promise.all(theirs)) addNewest(rows, found);
-  return found;
+  for (const members of theirs) members.catch(() => undefined);
+  const own = new JsonMembers();
+  associations.membersOfSorted(sorted.slice(0, per), now, own);
+  const parts: Buffer[][] = [own.finish()];
+  for (const members of await Promise.all(theirs)) parts.push([members]);
+  return objectOfParts(parts);
 }
 
 /** A value read synchronously, as a settled promise; a failure the database explains as StoreUnavailableError. */
@@ -120,12 +129,13 @@ export function sqliteReads(parts: SqliteReadParts): StoreReads {
       pepper: () => settled(() => associations.pepper()),
       storedPepper: () => settled(() => associations.storedPepper()),
       lookup: (medium, address, now) => settled(() => associations.lookup(medium, address, now)),
-      lookupHashes: (hashes, now) =>
+      lookupHashes: (hashes, now) => settled(() => associations.lookupHashes(hashes, now)),
+      mappingsJson: (hashes, now) =>
         pool && hashes.length >= SPREAD_MIN_HASHES
-          ? spreadLookup(associations, pool, hashes, now).catch((error: unknown) => {
+          ? spreadMappings(associations, pool, hashes, now).catch((error: unknown) => {
               throw asUnavailable(error);
             })
-          : settled(() => associations.lookupHashes(hashes, now)),
+          : settled(() => objectJson(associations.lookupHashes(hashes, now))),
     },
     callbacks: asyncMethods(parts.callbacks, ['counts', 'pendingCount', 'list', 'byId', 'nextDue']),
     invites: asyncMethods(parts.invites, ['senderOfToken', 'pending']),

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { normaliseAddress } from '../../matrix/index.js';
 import type { AppContext, RouteOptions } from '../context.js';
 import { MatrixError, errors } from '../errors.js';
+import { objectJson } from '../../store/mappings-json.js';
 
 const bulkBody = {
   type: 'object',
@@ -83,18 +84,21 @@ export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Pr
   );
 }
 
+const MAPPINGS_OPEN = Buffer.from('{"mappings":');
+const MAPPINGS_CLOSE = Buffer.from('}');
+
 /** The fields of a v2 lookup body, in the order a missing one is reported. */
 const V2_LOOKUP_FIELDS = ['addresses', 'algorithm', 'pepper'] as const;
 
 /**
  * `POST /v2/lookup` once authenticated: the body checked (the errors a schema gave before, in the same order),
- * then the answer, as JSON text. Shared by the route above and the fast lane, so both answer every body alike.
+ * then the answer, as JSON text (or its UTF-8 bytes, for a large lookup). Shared by the route above and the fast lane, so both answer every body alike.
  *
  * Plain loops and an answer written as text: this is the hot path of the busiest request, and an object keyed by
  * hashes costs a property store and a string-table entry per hash before JSON.stringify walks it again. The text
  * is what `JSON.stringify({ mappings })` gives for the same pairs, in the same order.
  */
-export async function v2Lookup(ctx: AppContext, body: unknown): Promise<string> {
+export async function v2Lookup(ctx: AppContext, body: unknown): Promise<string | Buffer> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw errors.notJson('Request body must be a JSON object');
   }
@@ -122,7 +126,12 @@ export async function v2Lookup(ctx: AppContext, body: unknown): Promise<string> 
       lookup_pepper: current,
     });
   }
-  if (algorithm === 'sha256') return mappingsJson(await associations.lookupHashes(addresses as string[], now));
+  if (algorithm === 'sha256') {
+    const mappings = await associations.mappingsJson(addresses as string[], now);
+    return typeof mappings === 'string'
+      ? '{"mappings":' + mappings + '}'
+      : Buffer.concat([MAPPINGS_OPEN, mappings, MAPPINGS_CLOSE]);
+  }
   const found = new Map<string, string>();
   for (const entry of addresses as string[]) {
     const parts = entry.split(/\s+/).filter(Boolean);
@@ -132,16 +141,5 @@ export async function v2Lookup(ctx: AppContext, body: unknown): Promise<string> 
     // Keyed by the string the client sent, so it can match its own request.
     if (row) found.set(entry, row.mxid);
   }
-  return mappingsJson(found);
-}
-
-/** `{"mappings":{…}}` of the pairs found, in their order. */
-function mappingsJson(found: ReadonlyMap<string, string>): string {
-  let json = '{"mappings":{';
-  let separator = '';
-  for (const [key, mxid] of found) {
-    json += separator + JSON.stringify(key) + ':' + JSON.stringify(mxid);
-    separator = ',';
-  }
-  return json + '}}';
+  return '{"mappings":' + objectJson(found) + '}';
 }

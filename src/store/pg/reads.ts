@@ -12,6 +12,7 @@ import { toDebugRow, type CallbackCounts, type DebugRow } from '../callbacks.js'
 import { PEER_KEY_ALG, peerRowsOf, type ActivePeer, type LocalAssociationRow, type PeerJoinRow } from '../peers.js';
 import type { StoreReads } from '../reads.js';
 import type { MachineRow, SydentSessionRow } from '../sessions.js';
+import { objectJson } from '../mappings-json.js';
 import { query } from './pool.js';
 
 /** How long a read pepper is reused: it changes only on rotation. */
@@ -117,6 +118,21 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
     return out;
   };
 
+  const lookupHashes = async (hashes: readonly string[], now: number): Promise<Map<string, string>> => {
+    const found = new Map<string, string>();
+    if (hashes.length === 0) return found;
+    // A large lookup is split over several pooled connections, so PostgreSQL probes the slices on its cores.
+    const slices: string[][] = [];
+    for (let i = 0; i < hashes.length; i += LOOKUP_SLICE) slices.push(hashes.slice(i, i + LOOKUP_SLICE));
+    const results = await Promise.all(
+      slices.map((slice) =>
+        rows<{ lookup_hash: string; mxid: string }>('lookup_hashes', LOOKUP_HASHES_SQL, [slice, now]),
+      ),
+    );
+    for (const result of results) for (const r of result) found.set(r.lookup_hash, r.mxid);
+    return found;
+  };
+
   return {
     accounts: {
       accountByToken: async (token) => {
@@ -204,20 +220,8 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
            ORDER BY ts DESC, id DESC LIMIT 1`,
           [medium, address, now],
         ),
-      lookupHashes: async (hashes, now) => {
-        const found = new Map<string, string>();
-        if (hashes.length === 0) return found;
-        // A large lookup is split over several pooled connections, so PostgreSQL probes the slices on its cores.
-        const slices: string[][] = [];
-        for (let i = 0; i < hashes.length; i += LOOKUP_SLICE) slices.push(hashes.slice(i, i + LOOKUP_SLICE));
-        const results = await Promise.all(
-          slices.map((slice) =>
-            rows<{ lookup_hash: string; mxid: string }>('lookup_hashes', LOOKUP_HASHES_SQL, [slice, now]),
-          ),
-        );
-        for (const result of results) for (const r of result) found.set(r.lookup_hash, r.mxid);
-        return found;
-      },
+      lookupHashes,
+      mappingsJson: async (hashes, now) => objectJson(await lookupHashes(hashes, now)),
     },
     callbacks: {
       counts: countCallbacks,
