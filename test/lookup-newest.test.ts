@@ -228,6 +228,26 @@ describe('the binding a hash lookup answers', () => {
     }
   });
 
+  it('a lookup cut into parts by value for the workers: any hashes, even all the same, give each mapping once, in order', async () => {
+    const a = bindings('a@example.com', [{ mxid: '@a:hs', ts: NOW - DAY }]);
+    const b = bindings('b@example.com', [{ mxid: '@b:hs', ts: NOW - DAY }]);
+    const [first, second] = a < b ? [a, b] : [b, a];
+    const pool = new HashLookupPool(path.join(tmp.dir, 'sydent.db'), 3);
+    try {
+      await pool.warm();
+      const answer = async (sent: string[]): Promise<string> =>
+        (await spreadMappings(reads, pool, sent, NOW)).toString();
+      const mxid = (h: string): string => (h === a ? '@a:hs' : '@b:hs');
+      // all the same hash: every part but one is empty
+      expect(await answer(Array.from({ length: 1500 }, () => a))).toBe(JSON.stringify({ [a]: '@a:hs' }));
+      // two hashes, each many times, and misses around them
+      const sent = Array.from({ length: 3000 }, (_, i) => (i % 3 === 0 ? a : i % 3 === 1 ? b : `miss${i % 50}`));
+      expect(await answer(sent)).toBe(JSON.stringify({ [first]: mxid(first), [second]: mxid(second) }));
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('a one-hash lookup reads the newest row straight from the covering index: no table rows, no sort', () => {
     const plan = db.prepare(`EXPLAIN QUERY PLAN ${NEWEST_BY_HASH_SQL}`).all('x', NOW, NOW) as Array<{ detail: string }>;
     expect(plan.map((p) => p.detail)).toEqual([

@@ -91,6 +91,30 @@ export function sortedUnique(items: readonly string[]): string[] {
   return out;
 }
 
+/** How many items partitionByValue sorts to choose its cut points. */
+const CUT_SAMPLE = 128;
+
+/**
+ * `items` cut into `n` lists by value: every item of a list sorts (by UTF-16 code units) before every item of the
+ * next, so equal items share a list, and the lists in order, each sorted, are `items` sorted. The cut points are
+ * spread over a sample, so hashes (uniform) fall into lists of about the same size; any input is cut correctly.
+ */
+export function partitionByValue(items: readonly string[], n: number): string[][] {
+  const sample: string[] = [];
+  const step = Math.max(1, Math.floor(items.length / CUT_SAMPLE));
+  for (let i = 0; i < items.length; i += step) sample.push(items[i]!);
+  sample.sort();
+  const cuts: string[] = [];
+  for (let j = 1; j < n; j++) cuts.push(sample[Math.floor((j * sample.length) / n)] ?? '');
+  const out: string[][] = Array.from({ length: n }, () => []);
+  for (const item of items) {
+    let k = 0;
+    while (k < cuts.length && item >= cuts[k]!) k++;
+    out[k]!.push(item);
+  }
+  return out;
+}
+
 /** A valid binding of a hash: lookup_hash, mxid, ts, id. */
 export type HashRow = [string, string, number, number];
 

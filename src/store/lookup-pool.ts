@@ -1,8 +1,8 @@
 /**
  * Lookups of many hashes shared with worker threads, each reading the database file on a read-only connection of
- * its own. A lookup of thousands of hashes is thousands of index probes on the event loop's thread; cut into
- * contiguous slices of the sorted hashes, the slices run at once on the other cores while the event loop's thread
- * reads its own slice (bench/README.md, "Code shaped by measurements").
+ * its own. A lookup of thousands of hashes is thousands of index probes on the event loop's thread; cut into parts
+ * of contiguous values (each sorted where it is read), the parts run at once on the other cores while the event
+ * loop's thread reads its own (bench/README.md, "Code shaped by measurements").
  *
  * A worker's reads are each their own read transaction: they see every write committed before them, as the read
  * connection's snapshot does once it ends after a commit (lookup-connection.ts); each hash's answer is one
@@ -30,8 +30,9 @@ interface SliceAnswer {
 
 // Source text, not a module file: the worker starts the same way from the TypeScript sources (tsx, vitest) and from
 // the built `dist`. The driver is loaded by its resolved path, since the server's working directory is the operator's.
-// The slice's answer is what AssociationReads.membersOfSorted gives (the same statement, slice size, newest row per
-// hash and pieces as mappings-json.ts), as bytes, whose memory is handed over rather than copied when it can be.
+// A part's answer is what AssociationReads.membersOfSorted gives of its hashes sorted and each once (the same
+// statement, slice size, newest row per hash and pieces as mappings-json.ts), as bytes, whose memory is handed over
+// rather than copied when it can be.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
@@ -69,9 +70,16 @@ function members(sorted, now) {
   if (text !== '') pieces.push(Buffer.from(text));
   return Buffer.concat(pieces);
 }
+function sortedUnique(items) {
+  items.sort();
+  let kept = 0;
+  for (let i = 0; i < items.length; i++) if (kept === 0 || items[i] !== items[kept - 1]) items[kept++] = items[i];
+  items.length = kept;
+  return items;
+}
 parentPort.on('message', ({ id, hashes, now }) => {
   try {
-    const json = members(hashes, now);
+    const json = members(sortedUnique(hashes), now);
     const own = json.byteOffset === 0 && json.byteLength === json.buffer.byteLength;
     parentPort.postMessage({ id, json }, own ? [json.buffer] : []);
   } catch (error) {
@@ -137,13 +145,13 @@ class LookupWorker {
     this.worker.on('exit', (code) => die(new LookupWorkerError(`hash lookup worker exited (code ${code})`)));
   }
 
-  /** The members (mappings-json.ts) of `sorted` (hashes sorted, each once) that have a mapping, as UTF-8. */
-  members(sorted: readonly string[], now: number): Promise<Buffer> {
+  /** The members (mappings-json.ts) of `hashes` that have a mapping, in their sorted order, as UTF-8. */
+  members(hashes: readonly string[], now: number): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       const id = this.nextId++;
       this.pending.set(id, { resolve, reject });
       this.worker.ref();
-      this.worker.postMessage({ id, hashes: sorted, now });
+      this.worker.postMessage({ id, hashes, now });
     });
   }
 
@@ -183,7 +191,7 @@ export class HashLookupPool {
    * The workers ready to take a slice now; those not started yet (first use, or after one died) are started, to be
    * ready for a later lookup.
    */
-  readyWorkers(): Array<{ members(sorted: readonly string[], now: number): Promise<Buffer> }> {
+  readyWorkers(): Array<{ members(hashes: readonly string[], now: number): Promise<Buffer> }> {
     if (this.closed) return [];
     const ready: LookupWorker[] = [];
     for (let slot = 0; slot < this.size; slot++) {

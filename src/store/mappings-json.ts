@@ -65,12 +65,12 @@ const OPEN = Buffer.from('{');
 const COMMA = Buffer.from(',');
 const CLOSE = Buffer.from('}');
 
-/** One JSON object of several parts' members (each part's bytes, as JsonMembers.finish gives them), in order. */
+/** One JSON object of several parts' members (each part's bytes, as JsonMembers.finish gives them; none when empty). */
 export function objectOfParts(parts: ReadonlyArray<readonly Buffer[]>): Buffer {
   const all: Buffer[] = [OPEN];
   let first = true;
   for (const pieces of parts) {
-    if (pieces.length === 0) continue;
+    if (!pieces.some((piece) => piece.length > 0)) continue;
     if (!first) all.push(COMMA);
     first = false;
     all.push(...pieces);

@@ -8,7 +8,7 @@
  * lookup of many hashes, which lookup workers share (src/store/lookup-pool.ts) once they are ready.
  */
 import type { Account, AccountReads } from './accounts.js';
-import { sortedUnique, type AssociationReads, type PendingInvite } from './associations.js';
+import { partitionByValue, sortedUnique, type AssociationReads, type PendingInvite } from './associations.js';
 import type { CallbackReads } from './callbacks.js';
 import type { DatabaseFile } from './health.js';
 import type { InviteReads } from './invites.js';
@@ -83,8 +83,8 @@ interface SqliteReadParts {
 const SPREAD_MIN_HASHES = 1000;
 
 /**
- * A large hash lookup, as the text of its JSON object (see `mappingsJson`), in contiguous slices of its sorted hashes:
- * one per ready worker, sent first, and the first on the read connection meanwhile. Without a ready worker, all of it
+ * A large hash lookup, as the text of its JSON object (see `mappingsJson`), in parts of contiguous values: one per
+ * ready worker, sent first, and the first (the smallest hashes) on the read connection meanwhile. Without a ready worker, all of it
  * on the read connection.
  */
 export async function spreadMappings(
@@ -95,16 +95,16 @@ export async function spreadMappings(
 ): Promise<string | Buffer> {
   const workers = pool.readyWorkers();
   if (workers.length === 0) return objectJson(associations.lookupHashes(hashes, now));
-  const sorted = sortedUnique(hashes);
-  const per = Math.ceil(sorted.length / (workers.length + 1));
-  const theirs = workers.map((w, i) => w.members(sorted.slice((i + 1) * per, (i + 2) * per), now));
+  // Cut by value, not sorted first: each worker sorts its own part, off the event loop.
+  const parts = partitionByValue(hashes, workers.length + 1);
+  const theirs = workers.map((w, i) => w.members(parts[i + 1]!, now));
   // If our slice fails, theirs are not waited for: their failures are not left unhandled.
   for (const members of theirs) members.catch(() => undefined);
   const own = new JsonMembers();
-  associations.membersOfSorted(sorted.slice(0, per), now, own);
-  const parts: Buffer[][] = [own.finish()];
-  for (const members of await Promise.all(theirs)) parts.push([members]);
-  return objectOfParts(parts);
+  associations.membersOfSorted(sortedUnique(parts[0]!), now, own);
+  const answer: Buffer[][] = [own.finish()];
+  for (const members of await Promise.all(theirs)) answer.push([members]);
+  return objectOfParts(answer);
 }
 
 /** A value read synchronously, as a settled promise; a failure the database explains as StoreUnavailableError. */
