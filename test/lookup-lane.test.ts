@@ -296,6 +296,50 @@ describe('a client that goes away', () => {
   });
 });
 
+describe('10,000-address lookups while the lookup workers start and take their parts', () => {
+  it('through the lane and through fastify (chunked), each answer is exactly the hits, its length declared', async () => {
+    const big = await startTestServer({ conf: mergeConf(env.conf, {}) });
+    try {
+      const bigToken = await registerAccount(big, env, 'parts');
+      const bigPepper = await lookupPepper(big, bigToken);
+      const bound = ['a', 'b', 'c'].map((name) => ({ address: `${name}@parts.example`, mxid: `@${name}:hs.example` }));
+      for (const b of bound) {
+        const res = await internal(big, 'bind', { medium: 'email', ...b });
+        expect(res.status, res.text).toBe(200);
+      }
+      const hashOf = (address: string): string => sha256Of(address, 'email', bigPepper);
+      const misses = Array.from({ length: 9_997 }, (_, i) => hashOf(`nobody${i}@example.com`));
+      const every = [...misses, ...bound.map((b) => hashOf(b.address))];
+      const expected = Object.fromEntries(bound.map((b) => [hashOf(b.address), b.mxid]));
+      // one hit among misses that sort after it, or before it (any string is a hash to look up): it is in the first
+      // part or the last, and the other parts find nothing
+      const hit = hashOf(bound[0]!.address);
+      const hitFirst = [...Array.from({ length: 9_999 }, (_, i) => `~miss${i}`), hit];
+      const hitLast = [hit, ...Array.from({ length: 9_999 }, (_, i) => `-miss${i}`)];
+      const authorization = `Bearer ${bigToken}`;
+      // The first large lookup starts the workers; those after it get parts once they are ready.
+      const until = Date.now() + 2_000;
+      for (let round = 0; round < 4 || Date.now() < until; round++) {
+        for (const [addresses, mappings] of [
+          [every, expected],
+          [hitFirst, { [hit]: bound[0]!.mxid }],
+          [hitLast, { [hit]: bound[0]!.mxid }],
+        ] as const) {
+          const body = JSON.stringify({ addresses, algorithm: 'sha256', pepper: bigPepper });
+          for (const chunked of [false, true]) {
+            const res = await send(big.server.clientUrl, { headers: { authorization }, body, chunked });
+            expect(res.status, res.text.slice(0, 200)).toBe(200);
+            expect(JSON.parse(res.text)).toEqual({ mappings });
+            expect(Number(res.headers['content-length'])).toBe(Buffer.byteLength(res.text));
+          }
+        }
+      }
+    } finally {
+      await big.close();
+    }
+  }, 30_000);
+});
+
 describe('what the lane leaves to fastify is answered', () => {
   it('a form body and a chunked body still get their answers (from fastify)', async () => {
     const chunked = await send(t.server.clientUrl, {
