@@ -43,22 +43,28 @@ async function until(what: string, ok: () => boolean, timeoutMs: number): Promis
   }
 }
 
-it('unmaps the database pages a burst of lookups mapped once the store is idle, and lookups still answer', async () => {
+const blob = 'x'.repeat(3000);
+
+/** A new sydent.db of ROWS associations, about 20 MB, a row a page (their hashes made when a store opens it). */
+function databaseOfAssociations(): string {
   const tmp = tempDir('sydent-ts-idle-release-');
   cleanups.push(tmp.cleanup);
   const file = path.join(tmp.dir, 'sydent.db');
-  // about 20 MB of associations, a row a page
   const db = openDatabase(file);
   const insert = db.prepare(
     `INSERT INTO global_threepid_associations
        (medium, address, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
      VALUES ('email', ?, ?, 1, 0, 9999999999999, 'origin.test', ?, ?)`,
   );
-  const blob = 'x'.repeat(3000);
   db.transaction(() => {
     for (let i = 0; i < ROWS; i++) insert.run(addressOf(i), `@u${i}:example.test`, i, blob);
   })();
   closeDatabase(db);
+  return file;
+}
+
+it('unmaps the database pages a burst of lookups mapped once the store is idle, and lookups still answer', async () => {
+  const file = databaseOfAssociations();
 
   const store = SqliteStore.open(file, { log, idleReleaseMs: IDLE_MS });
   cleanups.push(() => store.close());
@@ -95,20 +101,7 @@ it('keeps the mapping while reads go on', async () => {
 });
 
 it('ends the lookup workers of a burst of large hash lookups once the store is idle, and large lookups still answer', async () => {
-  const tmp = tempDir('sydent-ts-idle-release-');
-  cleanups.push(tmp.cleanup);
-  const file = path.join(tmp.dir, 'sydent.db');
-  const db = openDatabase(file);
-  const insert = db.prepare(
-    `INSERT INTO global_threepid_associations
-       (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
-     VALUES ('email', ?, ?, ?, 1, 0, 9999999999999, 'origin.test', ?, ?)`,
-  );
-  const blob = 'x'.repeat(3000);
-  db.transaction(() => {
-    for (let i = 0; i < ROWS; i++) insert.run(addressOf(i), null, `@u${i}:example.test`, i, blob);
-  })();
-  closeDatabase(db);
+  const file = databaseOfAssociations();
 
   // opening gives the database its pepper and the rows their hashes
   const store = SqliteStore.open(file, { log, idleReleaseMs: IDLE_MS });
