@@ -31,6 +31,22 @@ afterEach(async () => {
 
 const req = (): WriteRequest => ({ deadline: Date.now() + 10_000 });
 
+/** A session's write as the machine host makes it, a token sent; `over` says what differs. */
+const sessionWrite = (over: Partial<SessionWrite> & { sid: number }): SessionWrite => ({
+  state: 'tokenSent',
+  context: '{}',
+  machineVersion: 1,
+  address: 'x@example.org',
+  validated: false,
+  mtime: 1_000,
+  token: 'T',
+  sendAttempt: 1,
+  history: [],
+  now: 1_000,
+  expectedSydent: null,
+  ...over,
+});
+
 async function freePort(): Promise<number> {
   const s = net.createServer();
   await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
@@ -164,21 +180,7 @@ describe('two stores (two nodes) on one database', () => {
     return [a, b];
   }
 
-  const session = (over: Partial<SessionWrite>): SessionWrite => ({
-    sid: 9,
-    state: 'tokenSent',
-    context: '{}',
-    machineVersion: 1,
-    address: 'x@example.org',
-    validated: false,
-    mtime: 1_000,
-    token: 'T',
-    sendAttempt: 1,
-    history: [],
-    now: 1_000,
-    expectedSydent: null,
-    ...over,
-  });
+  const session = (over: Partial<SessionWrite>): SessionWrite => sessionWrite({ sid: 9, ...over });
 
   it('saves of one session from the same row version, on both at once: one wins, the other hears of the conflict', async () => {
     const [a, b] = await twoStores();
@@ -817,21 +819,8 @@ describe('two nodes writing at once: the replication log in commit order, the st
       sessions: await s.reads.sessions.countByState(),
       callbacks: await s.reads.callbacks.counts(),
     });
-    const write = (sid: number, over: Partial<SessionWrite> = {}): SessionWrite => ({
-      sid,
-      state: 'tokenSent',
-      context: '{}',
-      machineVersion: 1,
-      address: `s${sid}@example.org`,
-      validated: false,
-      mtime: 1_000,
-      token: 'T',
-      sendAttempt: 1,
-      history: [],
-      now: 1_000,
-      expectedSydent: null,
-      ...over,
-    });
+    const write = (sid: number, over: Partial<SessionWrite> = {}): SessionWrite =>
+      sessionWrite({ sid, address: `s${sid}@example.org`, ...over });
     const node = (i: number) => (i % 2 ? a : b);
 
     // Sydent's sessions (no machine row), as migrate-db copies them; the counts seeded as its last step does.
