@@ -1,7 +1,7 @@
 /**
  * The machine host against a real SQLite file: a small job machine with a nested state and an invoked `work`
  * actor, stored in a table shaped like `session_machines` through a store port written here, as a supervisor
- * would write one.
+ * would write one. Every test runs twice: with `work` run by a live actor, and by the host itself (`promises`).
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -119,6 +119,17 @@ function sqlitePort(db: Database.Database): MachineStorePort<string, JobContext>
   };
 }
 
+/** `work` run by the host itself (its `promises`), not by a live actor */
+let direct = false;
+
+/** The job machine with `work` done by `fn`, and the host options that run it as the mode says. */
+function working(fn: (input: { id: string }, signal: AbortSignal) => Promise<string>) {
+  return {
+    machine: jobMachine.provide({ actors: { work: fromPromise<string, { id: string }>(({ input, signal }) => fn(input, signal)) } }),
+    ...(direct ? { promises: { work: (input: unknown, signal: AbortSignal) => fn(input as { id: string }, signal) } } : {}),
+  };
+}
+
 let tmp: ReturnType<typeof tempDir>;
 let db: Database.Database;
 let transitions: string[];
@@ -134,7 +145,7 @@ function host(
 ) {
   return new MachineHost<typeof jobMachine, string>({
     name: 'job',
-    machine: jobMachine,
+    ...working((input) => work(input)),
     version: 3,
     migrations: {
       // 1 → 2: the states had no parent
@@ -150,7 +161,8 @@ function host(
     settleTimeoutMs: opts.settleTimeoutMs,
     ...(opts.isConflict ? { isConflict: (error: unknown) => error instanceof ConflictError } : {}),
     onTransition: (from, to, event) => transitions.push(`${from} -${event}-> ${to}`),
-    ...(opts.inspect === false ? {} : { inspect: (ev: InspectionEvent) => inspected.push(ev) }),
+    // an inspector watches a live actor: by default only where the mode runs one
+    ...((opts.inspect ?? !direct) ? { inspect: (ev: InspectionEvent) => inspected.push(ev) } : {}),
   });
 }
 
@@ -177,7 +189,14 @@ afterEach(() => {
   tmp.cleanup();
 });
 
-describe('machine host', () => {
+describe.each([
+  ['a live actor', false],
+  ['the host itself', true],
+])('machine host, invoked work run by %s', (_mode, runsItself) => {
+  beforeEach(() => {
+    direct = runsItself;
+  });
+
   // Without an inspector the actor starts from the recorded snapshot (the event is not taken twice); with one it takes
   // the event, so the inspector shows it: the rows, the outcome and what ran are the same.
   it.each([
@@ -384,19 +403,17 @@ describe('machine host', () => {
 
   it('what an event starts and does not end in time is stopped: the row keeps the state it was recorded in', async () => {
     let aborted = false;
-    const stopped = fromPromise<string, { id: string }>(
-      ({ input, signal }) =>
-        new Promise<string>((_resolve, reject) => {
-          seenByWork.push(row(input.id)?.state);
-          signal.addEventListener('abort', () => {
-            aborted = true;
-            reject(new Error('aborted'));
-          });
-        }),
-    );
+    const stopped = (input: { id: string }, signal: AbortSignal) =>
+      new Promise<string>((_resolve, reject) => {
+        seenByWork.push(row(input.id)?.state);
+        signal.addEventListener('abort', () => {
+          aborted = true;
+          reject(new Error('aborted'));
+        });
+      });
     const slowHost = new MachineHost<typeof jobMachine, string>({
       name: 'job',
-      machine: jobMachine.provide({ actors: { work: stopped } }),
+      ...working(stopped),
       version: 3,
       store: sqlitePort(db),
       now: () => 1000,
@@ -423,16 +440,14 @@ describe('machine host', () => {
     // Read at every change of state, while the actor that moved is still live.
     const atTransitions: [Counts, Counts][] = [];
     const gates = new Map<string, { release: () => void; fail: () => void }>();
-    const gated = fromPromise<string, { id: string }>(
-      ({ input, signal }) =>
-        new Promise<string>((resolve, reject) => {
-          gates.set(input.id, { release: () => resolve(input.id), fail: () => reject(new Error('failed')) });
-          signal.addEventListener('abort', () => reject(new Error('aborted')));
-        }),
-    );
+    const gated = (input: { id: string }, signal: AbortSignal) =>
+      new Promise<string>((resolve, reject) => {
+        gates.set(input.id, { release: () => resolve(input.id), fail: () => reject(new Error('failed')) });
+        signal.addEventListener('abort', () => reject(new Error('aborted')));
+      });
     const h: MachineHost<typeof jobMachine, string> = new MachineHost<typeof jobMachine, string>({
       name: 'job',
-      machine: jobMachine.provide({ actors: { work: gated } }),
+      ...working(gated),
       version: 3,
       store: sqlitePort(db),
       now: () => 1000,
@@ -473,7 +488,7 @@ describe('machine host', () => {
     // Out of time: stopped by the host, counted out too.
     const slow = new MachineHost<typeof jobMachine, string>({
       name: 'job',
-      machine: jobMachine.provide({ actors: { work: gated } }),
+      ...working(gated),
       version: 3,
       store: sqlitePort(db),
       now: () => 1000,
@@ -487,5 +502,73 @@ describe('machine host', () => {
     for (const [kept, walk] of atTransitions) expect(kept).toEqual(walk);
     expect(atTransitions.some(([kept]) => (kept.byState['done'] ?? 0) === 1)).toBe(true);
     expect(atTransitions.some(([kept]) => (kept.byState['failed'] ?? 0) === 1)).toBe(true);
+  });
+});
+
+describe('machine host, invoked promises it runs itself', () => {
+  it('runs them without a live actor unless an inspector watches: the machine’s own actor runs only then', async () => {
+    const ran: string[] = [];
+    const options = (inspect: boolean) =>
+      new MachineHost<typeof jobMachine, string>({
+        name: 'job',
+        machine: jobMachine.provide({
+          actors: {
+            work: fromPromise<string, { id: string }>(async ({ input }) => {
+              ran.push(`actor ${input.id}`);
+              return 'by the actor';
+            }),
+          },
+        }),
+        promises: {
+          work: async (input) => {
+            ran.push(`host ${(input as { id: string }).id}`);
+            return 'by the host';
+          },
+        },
+        version: 3,
+        store: sqlitePort(db),
+        now: () => 1000,
+        ...(inspect ? { inspect: (ev: InspectionEvent) => inspected.push(ev) } : {}),
+      });
+    expect(await options(false).create('p', { id: 'p' }, { type: 'GO' })).toMatchObject({
+      state: 'done',
+      snapshot: { context: { result: 'by the host' } },
+    });
+    expect(await options(true).create('q', { id: 'q' }, { type: 'GO' })).toMatchObject({
+      state: 'done',
+      snapshot: { context: { result: 'by the actor' } },
+    });
+    expect(ran).toEqual(['host p', 'actor q']);
+    expect(JSON.parse(row('p')!.history)).toEqual(JSON.parse(row('q')!.history));
+  });
+
+  it('an end that leads to an action only a live actor can run is the event’s error; the row keeps what was recorded', async () => {
+    const noisy = setup({
+      types: { context: {} as { n: number } },
+      actors: { work: fromPromise<string>(async () => 'x') },
+      actions: { shout: () => undefined },
+    }).createMachine({
+      id: 'noisy',
+      context: { n: 0 },
+      initial: 'idle',
+      states: {
+        idle: { on: { GO: 'working' } },
+        working: { invoke: { src: 'work', onDone: { target: 'done', actions: 'shout' } } },
+        done: {},
+      },
+    });
+    const h = new MachineHost<typeof noisy, string>({
+      name: 'noisy',
+      machine: noisy,
+      promises: { work: async () => 'x' },
+      version: 1,
+      store: sqlitePort(db) as unknown as MachineStorePort<string, { n: number }>,
+      now: () => 1000,
+    });
+    await expect(h.create('r', undefined as never, { type: 'GO' })).rejects.toThrow(
+      'noisy: xstate.done.actor.0.noisy.working leads to shout, which needs a live actor',
+    );
+    expect(row('r')).toMatchObject({ state: 'working', row_version: 1 });
+    expect([...h.inFlight()]).toEqual([]);
   });
 });

@@ -118,10 +118,7 @@ export const validationSessionMachine = createMachine({
               {
                 "target": "#validationSession.live.sendingToken",
                 "actions": [
-                  "accept",
-                  "touch",
-                  "rememberRequest",
-                  "recordSendAttempt"
+                  "acceptSend"
                 ]
               }
             ]
@@ -187,10 +184,7 @@ export const validationSessionMachine = createMachine({
                     "target": "#validationSession.live.sendingToken",
                     "guard": "isNewerSendAttempt",
                     "actions": [
-                      "accept",
-                      "touch",
-                      "rememberRequest",
-                      "recordSendAttempt"
+                      "acceptSend"
                     ]
                   },
                   {
@@ -209,10 +203,7 @@ export const validationSessionMachine = createMachine({
                     "target": "#validationSession.live.sendingToken",
                     "guard": "isNotOlderAttempt",
                     "actions": [
-                      "accept",
-                      "touch",
-                      "rememberRequest",
-                      "recordSendAttempt"
+                      "acceptSend"
                     ]
                   },
                   {
@@ -233,10 +224,7 @@ export const validationSessionMachine = createMachine({
                 "target": "#validationSession.live.sendingToken",
                 "guard": "isNewerSendAttempt",
                 "actions": [
-                  "accept",
-                  "touch",
-                  "rememberRequest",
-                  "recordSendAttempt",
+                  "acceptSend",
                   "renewToken"
                 ]
               },
@@ -351,10 +339,7 @@ export const validationSessionMachine = createMachine({
             "target": "#validationSession.live.sendingToken",
             "actions": [
               "restart",
-              "accept",
-              "touch",
-              "rememberRequest",
-              "recordSendAttempt"
+              "acceptSend"
             ]
           }
         ],

@@ -21,7 +21,7 @@
  */
 import {
   createActor,
-  type Actor,
+  type ActorOptions,
   type AnyMachineSnapshot,
   type AnyStateMachine,
   type ExecutableActionObject,
@@ -167,7 +167,17 @@ interface MachineHostOptions<TMachine extends AnyStateMachine, TKey, TSeen> {
   isConflict?: (error: unknown) => boolean;
   /** `--inspect` */
   inspect?: ActorInspect;
+  /**
+   * The machine's invoked promise actors, by `src`, as plain functions the host runs itself: an event whose only
+   * effect is to invoke these (and whatever their ends lead to) runs without a live actor, its steps computed by the
+   * machine's pure transition. The machine must provide the same under `src` (e.g. `fromPromise` over the same
+   * function): an inspector (`inspect`) watches a live actor, which runs them as the machine does.
+   */
+  promises?: Record<string, InvokedPromise>;
 }
+
+/** An invoked promise actor's work, as `fromPromise` would run it: its input and a signal aborted when it is stopped. */
+export type InvokedPromise = (input: unknown, signal: AbortSignal) => Promise<unknown>;
 
 interface SendOptions<TMachine extends AnyStateMachine> {
   /**
@@ -196,9 +206,26 @@ type Snapshot<_TMachine extends AnyStateMachine> = AnyMachineSnapshot;
 
 const DEFAULT_HISTORY = 20;
 
+/** What an invoked actor's end sends its parent. */
+type ActorEndEvent = EventObject & { actorId: string; output?: unknown; error?: unknown };
+
+/** How an event's later changes run: a live actor, or the host's own promises. */
+interface EventRun {
+  snapshot: () => AnyMachineSnapshot;
+  /** an event from outside while it runs (`interrupt`) */
+  take: (event: EventObject) => void;
+  /** starts what the event started (after its row is committed) */
+  start: () => void;
+  /** stops whatever still runs */
+  dispose: () => void;
+}
+
 interface InFlight {
-  actor: Actor<AnyStateMachine>;
-  /** stops the actor's event: what it started is aborted */
+  /** the machine as it is now */
+  snapshot: () => AnyMachineSnapshot;
+  /** hands it an event at once */
+  take: (event: EventObject) => void;
+  /** stops the event: what it started is aborted */
   stop: () => void;
 }
 const DEFAULT_SETTLE_MS = 30_000;
@@ -380,8 +407,8 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     const inFlight = this.live.get(this.keyOf(key));
     // An actor whose invoked actors have ended is only being recorded and stopped: it would take the event and
     // start what it leads to, only to be stopped with it. The event waits for its turn instead.
-    if (!inFlight || settled(inFlight.actor.getSnapshot())) return false;
-    inFlight.actor.send(event);
+    if (!inFlight || settled(inFlight.snapshot())) return false;
+    inFlight.take(event);
     return true;
   }
 
@@ -395,7 +422,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
 
   /** The machines with an event in flight and their states: all that is in memory. */
   *inFlight(): Generator<{ key: string; state: string }> {
-    for (const [key, { actor }] of this.live) yield { key, state: this.names.nameOf(valueOf(actor.getSnapshot())) };
+    for (const [key, inFlight] of this.live) yield { key, state: this.names.nameOf(valueOf(inFlight.snapshot())) };
   }
 
   /** The machines with an event in flight, counted by state (what `inFlight` lists, without walking it). */
@@ -574,8 +601,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       }
     };
     const k = this.keyOf(key);
-    let taken = false;
-    /** the state the actor is counted under while it is live (null: not counted) */
+    /** the state the machine is counted under while it is live (null: not counted) */
     let counted: string | null = null;
     const countAs = (state: string | null) => {
       if (state === counted) return;
@@ -590,52 +616,52 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     let saving: Promise<void> = Promise.resolve();
     const saveErrors: unknown[] = [];
     let end: ((how: 'settled' | 'stopped') => void) | null = null;
-    const outer = this.opts.inspect;
-    const inspect = (ev: InspectionEvent) => {
-      if (typeof outer === 'function') outer(ev);
-      else outer?.next?.(ev);
-      if (!taken || ev.type !== '@xstate.snapshot' || ev.actorRef !== actor) return;
-      const snapshot = ev.snapshot as Snapshot<TMachine>;
+    const changed = (snapshot: Snapshot<TMachine>, ended: EventObject) => {
       countAs(this.names.nameOf(valueOf(snapshot)));
       // Every change after the event is recorded in order; the first failure is the event's.
       saving = saving
-        .then(() => recordLater(snapshot, ev.event))
+        .then(() => recordLater(snapshot, ended))
         .catch((err: unknown) => {
           saveErrors.push(err);
         });
       if (settled(snapshot)) end?.('settled');
     };
-    // What the event starts is only invoked children (the raises are taken already): the actor starts from the snapshot
-    // just recorded, reviving and starting those children, and the event is not taken a second time. Anything else
-    // (an action with an effect of its own) runs as the live actor takes the event; so does every event while an
-    // inspector watches, which shows it taken.
-    const fromRecorded = !outer && actions.every((a) => isInternal(a) || isSpawn(a));
-    const actor = createActor(
-      machine as AnyStateMachine,
-      fromRecorded
-        ? { snapshot: machine.getPersistedSnapshot(next), inspect }
-        : from.input !== undefined
-          ? { input: from.input, inspect }
-          : { snapshot: current, inspect },
-    );
+    const failed = (error: unknown) => {
+      saveErrors.push(error);
+      end?.('settled');
+    };
+    // What the event starts is only invoked children (the raises are taken already): they start from the snapshot
+    // just recorded, and the event is not taken a second time; promises the host runs itself need no actor at all.
+    // Anything else (an action with an effect of its own) runs as a live actor takes the event; so does every event
+    // while an inspector watches, which shows it taken.
+    const fromRecorded = !this.opts.inspect && actions.every((a) => isInternal(a) || isSpawn(a));
+    const run =
+      fromRecorded && actions.every((a) => isInternal(a) || this.isOwnPromise(a))
+        ? this.runPromises(next, actions, changed, failed)
+        : this.runActor(
+            fromRecorded
+              ? { snapshot: machine.getPersistedSnapshot(next) }
+              : from.input !== undefined
+                ? { input: from.input }
+                : { snapshot: current },
+            fromRecorded ? null : (event as EventObject),
+            changed,
+          );
     let stopped = false;
     this.live.set(k, {
-      actor,
+      snapshot: run.snapshot,
+      take: run.take,
       stop: () => {
         stopped = true;
         end?.('stopped');
       },
     });
-    countAs(this.names.nameOf(valueOf(actor.getSnapshot())));
+    countAs(this.names.nameOf(valueOf(run.snapshot())));
     const timeoutMs = options.settleTimeoutMs ?? this.opts.settleTimeoutMs ?? DEFAULT_SETTLE_MS;
     let timer: NodeJS.Timeout | undefined;
-    // An actor that fails is answered below, not reported as unhandled.
-    actor.subscribe({ error: () => undefined });
     try {
-      actor.start();
-      taken = true;
-      if (!fromRecorded) actor.send(event);
-      if (!settled(actor.getSnapshot()) && !stopped) {
+      run.start();
+      if (!settled(run.snapshot()) && !stopped && saveErrors.length === 0) {
         const how = await new Promise<'settled' | 'stopped' | 'timeout'>((resolve) => {
           end = resolve;
           if (Number.isFinite(timeoutMs)) timer = setTimeout(() => resolve('timeout'), timeoutMs);
@@ -645,7 +671,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       if (stopped) throw new MachineStoppedError(this.opts.name);
       await saving;
       if (saveErrors.length > 0) throw saveErrors[0];
-      const snapshot = lateEnd.onRow ?? (actor.getSnapshot() as Snapshot<TMachine>);
+      const snapshot = lateEnd.onRow ?? run.snapshot();
       if (snapshot.status === 'error') throw snapshot.error;
       return {
         snapshot: snapshot as SnapshotFrom<TMachine>,
@@ -656,11 +682,117 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       };
     } finally {
       clearTimeout(timer);
-      taken = false;
-      actor.stop();
+      run.dispose();
       this.live.delete(k);
       countAs(null);
       await saving;
     }
+  }
+
+  /** A spawn of an invoked promise the host runs itself (`promises`). */
+  private isOwnPromise(action: ExecutableActionObject): boolean {
+    if (!isSpawn(action)) return false;
+    const src = (action.params as { src?: unknown } | undefined)?.src;
+    return typeof src === 'string' && this.opts.promises !== undefined && Object.hasOwn(this.opts.promises, src);
+  }
+
+  /**
+   * A live actor runs the event: from `start` (a snapshot, or a new machine's input), taking `event` if it is not in
+   * the snapshot already. Its changes reach `changed` once it has started.
+   */
+  private runActor(
+    start: Pick<ActorOptions<AnyStateMachine>, 'snapshot' | 'input'>,
+    event: EventObject | null,
+    changed: (snapshot: AnyMachineSnapshot, ended: EventObject) => void,
+  ): EventRun {
+    const outer = this.opts.inspect;
+    let taken = false;
+    const inspect = (ev: InspectionEvent) => {
+      if (typeof outer === 'function') outer(ev);
+      else outer?.next?.(ev);
+      if (taken && ev.type === '@xstate.snapshot' && ev.actorRef === actor) changed(ev.snapshot as AnyMachineSnapshot, ev.event);
+    };
+    const actor = createActor(this.opts.machine as AnyStateMachine, { ...start, inspect });
+    // An actor that fails is answered by the event, not reported as unhandled.
+    actor.subscribe({ error: () => undefined });
+    return {
+      snapshot: () => actor.getSnapshot() as AnyMachineSnapshot,
+      take: (e) => actor.send(e),
+      start: () => {
+        actor.start();
+        taken = true;
+        if (event) actor.send(event);
+      },
+      dispose: () => {
+        taken = false;
+        actor.stop();
+      },
+    };
+  }
+
+  /**
+   * The host runs the event's invoked promises itself (`promises`), each end taken by the machine's pure transition
+   * as a live actor would take it (`xstate.done.actor.<id>` or `xstate.error.actor.<id>`): no actor, no system, the
+   * same rows. A child the machine no longer has (its state was left) is aborted, as a live actor stops it.
+   */
+  private runPromises(
+    from: AnyMachineSnapshot,
+    actions: ExecutableActionObject[],
+    changed: (snapshot: AnyMachineSnapshot, ended: EventObject) => void,
+    failed: (error: unknown) => void,
+  ): EventRun {
+    const promises = this.opts.promises ?? {};
+    const running = new Map<string, AbortController>();
+    let current = from;
+    let disposed = false;
+    const startAll = (snapshot: AnyMachineSnapshot, effects: ExecutableActionObject[]) => {
+      for (const action of effects) {
+        if (!isSpawn(action)) continue;
+        const { id, src, input } = action.params as { id: string; src: string; input: unknown };
+        const controller = new AbortController();
+        running.set(id, controller);
+        let work: Promise<unknown>;
+        try {
+          work = (promises[src] as InvokedPromise)(input, controller.signal);
+        } catch (error) {
+          work = Promise.reject(error);
+        }
+        work.then(
+          (output: unknown) => ended(id, controller, { type: `xstate.done.actor.${id}`, output, actorId: id }),
+          (error: unknown) => ended(id, controller, { type: `xstate.error.actor.${id}`, error, actorId: id }),
+        );
+      }
+      for (const [id, controller] of running) {
+        if (id in (snapshot.children as object)) continue;
+        running.delete(id);
+        controller.abort();
+      }
+    };
+    const ended = (id: string, controller: AbortController, event: ActorEndEvent) => {
+      if (disposed || running.get(id) !== controller) return;
+      running.delete(id);
+      take(event);
+    };
+    const take = (event: EventObject) => {
+      const [after, effects] = this.steps.next(current, event);
+      const other = effects.find((a) => !isInternal(a) && !this.isOwnPromise(a) && a.type !== 'xstate.stopChild');
+      if (other) {
+        failed(new Error(`${this.opts.name}: ${event.type} leads to ${other.type}, which needs a live actor`));
+        return;
+      }
+      current = after;
+      startAll(after, effects);
+      changed(after, event);
+    };
+    return {
+      snapshot: () => current,
+      take,
+      start: () => startAll(current, actions),
+      dispose: () => {
+        disposed = true;
+        for (const controller of running.values()) controller.abort();
+        running.clear();
+      },
+    };
   }
 }

@@ -181,14 +181,23 @@ const sessionSetup = setup({
       mtime: ({ context, event }) =>
         'now' in event && event.now - context.mtime >= REPEAT_TOUCH_EVERY_MS ? event.now : context.mtime,
     }),
-    rememberRequest: assign(({ event }) =>
+    /**
+     * A requestToken that sends: accepted, the session touched, the request's nextLink, brand, address and IP kept
+     * for the mail, and its send_attempt recorded. One assignment, not four: each copies the whole context.
+     */
+    acceptSend: assign(({ context, event }) =>
       isRequest(event)
-        ? { nextLink: event.nextLink, brand: event.brand, sendTo: event.sendTo, ipAddress: event.ipAddress }
-        : {},
+        ? {
+            rejection: null,
+            mtime: event.now,
+            nextLink: event.nextLink,
+            brand: event.brand,
+            sendTo: event.sendTo,
+            ipAddress: event.ipAddress,
+            sendAttempt: event.sendAttempt,
+          }
+        : { rejection: null, mtime: 'now' in event ? event.now : context.mtime },
     ),
-    recordSendAttempt: assign({
-      sendAttempt: ({ context, event }) => (isRequest(event) ? event.sendAttempt : context.sendAttempt),
-    }),
     recordSent: assign({ lastError: null, everSent: true }),
     recordSendFailure: assign({
       rejection: 'sendFailed' as const,
@@ -238,7 +247,7 @@ const gate = [
   { actions: 'passChecked' },
 ] as const;
 /** A requestToken that leads to a send. */
-const send = ['accept', 'touch', 'rememberRequest', 'recordSendAttempt'] as const;
+const send = ['acceptSend'] as const;
 /** A requestToken that sends nothing: the same send_attempt again answers success with the same sid. */
 const nothingToSend = { actions: ['accept', 'touchIfStale'] } as const;
 /** A submitToken while a token is awaited: a token that went out validates; a wrong one counts, the last one locks. */

@@ -184,18 +184,17 @@ export class SessionHost {
   private readonly sessionRequests = new ChurnMap<SessionRequest>();
 
   constructor(private readonly deps: SessionHostDeps) {
+    const sendToken = async (input: SendTokenInput): Promise<void> => {
+      const send = deps.senders[input.medium];
+      if (!send) throw new Error(`no sender for ${input.medium}`);
+      // The machine host starts this only once the session's row says it is sending (record, then act).
+      const request = this.sessionRequests.get(input.sid);
+      const deadline = request?.sendBy ?? Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS;
+      if (deadline - Date.now() < MIN_SEND_TIME_MS) throw new Error('no time was left to send the token');
+      await send(input, { deadline, ...(request?.signal ? { signal: request.signal } : {}) });
+    };
     const machine = validationSessionMachine.provide({
-      actors: {
-        sendToken: fromPromise<void, SendTokenInput>(async ({ input }) => {
-          const send = deps.senders[input.medium];
-          if (!send) throw new Error(`no sender for ${input.medium}`);
-          // The machine host starts this only once the session's row says it is sending (record, then act).
-          const request = this.sessionRequests.get(input.sid);
-          const deadline = request?.sendBy ?? Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS;
-          if (deadline - Date.now() < MIN_SEND_TIME_MS) throw new Error('no time was left to send the token');
-          await send(input, { deadline, ...(request?.signal ? { signal: request.signal } : {}) });
-        }),
-      },
+      actors: { sendToken: fromPromise<void, SendTokenInput>(({ input }) => sendToken(input)) },
     });
     this.machines = new MachineHost<SessionMachine, number, SessionSeen>({
       name: 'validationSession',
@@ -209,6 +208,8 @@ export class SessionHost {
       // several nodes on one database: a save another node made first is re-read and the event taken again
       isConflict: (error) => error instanceof SessionConflictError,
       inspect: deps.inspect,
+      // the send runs without a live actor unless an inspector watches
+      promises: { sendToken: (input) => sendToken(input as SendTokenInput) },
     });
   }
 
