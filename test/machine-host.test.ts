@@ -125,8 +125,16 @@ let direct = false;
 /** The job machine with `work` done by `fn`, and the host options that run it as the mode says. */
 function working(fn: (input: { id: string }, signal: AbortSignal) => Promise<string>) {
   return {
-    machine: jobMachine.provide({ actors: { work: fromPromise<string, { id: string }>(({ input, signal }) => fn(input, signal)) } }),
-    ...(direct ? { promises: { work: (input: unknown, signal: AbortSignal) => fn(input as { id: string }, signal) } } : {}),
+    machine: jobMachine.provide({
+      actors: { work: fromPromise<string, { id: string }>(({ input, signal }) => fn(input, signal)) },
+    }),
+    ...(direct
+      ? {
+          promises: {
+            work: ({ input, signal }: { input: unknown; signal: AbortSignal }) => fn(input as { id: string }, signal),
+          },
+        }
+      : {}),
   };
 }
 
@@ -520,7 +528,7 @@ describe('machine host, invoked promises it runs itself', () => {
           },
         }),
         promises: {
-          work: async (input) => {
+          work: async ({ input }) => {
             ran.push(`host ${(input as { id: string }).id}`);
             return 'by the host';
           },

@@ -176,8 +176,23 @@ interface MachineHostOptions<TMachine extends AnyStateMachine, TKey, TSeen> {
   promises?: Record<string, InvokedPromise>;
 }
 
-/** An invoked promise actor's work, as `fromPromise` would run it: its input and a signal aborted when it is stopped. */
-export type InvokedPromise = (input: unknown, signal: AbortSignal) => Promise<unknown>;
+/**
+ * An invoked promise actor's work, called as `fromPromise` calls its creator (so one function serves both): its input,
+ * and a signal aborted when it is stopped.
+ */
+export type InvokedPromise = (args: { input: unknown; signal: AbortSignal }) => Promise<unknown>;
+
+/** What an invoked promise is called with: its signal is made only if the work asks for it (most never listen). */
+class PromiseArgs {
+  private controller: AbortController | undefined;
+  constructor(readonly input: unknown) {}
+  get signal(): AbortSignal {
+    return (this.controller ??= new AbortController()).signal;
+  }
+  abort(): void {
+    this.controller?.abort();
+  }
+}
 
 interface SendOptions<TMachine extends AnyStateMachine> {
   /**
@@ -710,7 +725,8 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     const inspect = (ev: InspectionEvent) => {
       if (typeof outer === 'function') outer(ev);
       else outer?.next?.(ev);
-      if (taken && ev.type === '@xstate.snapshot' && ev.actorRef === actor) changed(ev.snapshot as AnyMachineSnapshot, ev.event);
+      if (taken && ev.type === '@xstate.snapshot' && ev.actorRef === actor)
+        changed(ev.snapshot as AnyMachineSnapshot, ev.event);
     };
     const actor = createActor(this.opts.machine as AnyStateMachine, { ...start, inspect });
     // An actor that fails is answered by the event, not reported as unhandled.
@@ -742,34 +758,34 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
     failed: (error: unknown) => void,
   ): EventRun {
     const promises = this.opts.promises ?? {};
-    const running = new Map<string, AbortController>();
+    const running = new Map<string, PromiseArgs>();
     let current = from;
     let disposed = false;
     const startAll = (snapshot: AnyMachineSnapshot, effects: ExecutableActionObject[]) => {
       for (const action of effects) {
         if (!isSpawn(action)) continue;
         const { id, src, input } = action.params as { id: string; src: string; input: unknown };
-        const controller = new AbortController();
-        running.set(id, controller);
+        const args = new PromiseArgs(input);
+        running.set(id, args);
         let work: Promise<unknown>;
         try {
-          work = (promises[src] as InvokedPromise)(input, controller.signal);
+          work = (promises[src] as InvokedPromise)(args);
         } catch (error) {
           work = Promise.reject(error);
         }
         work.then(
-          (output: unknown) => ended(id, controller, { type: `xstate.done.actor.${id}`, output, actorId: id }),
-          (error: unknown) => ended(id, controller, { type: `xstate.error.actor.${id}`, error, actorId: id }),
+          (output: unknown) => ended(id, args, { type: `xstate.done.actor.${id}`, output, actorId: id }),
+          (error: unknown) => ended(id, args, { type: `xstate.error.actor.${id}`, error, actorId: id }),
         );
       }
-      for (const [id, controller] of running) {
+      for (const [id, args] of running) {
         if (id in (snapshot.children as object)) continue;
         running.delete(id);
-        controller.abort();
+        args.abort();
       }
     };
-    const ended = (id: string, controller: AbortController, event: ActorEndEvent) => {
-      if (disposed || running.get(id) !== controller) return;
+    const ended = (id: string, args: PromiseArgs, event: ActorEndEvent) => {
+      if (disposed || running.get(id) !== args) return;
       running.delete(id);
       take(event);
     };
@@ -790,7 +806,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
       start: () => startAll(current, actions),
       dispose: () => {
         disposed = true;
-        for (const controller of running.values()) controller.abort();
+        for (const args of running.values()) args.abort();
         running.clear();
       },
     };

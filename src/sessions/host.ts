@@ -13,6 +13,7 @@ import { ChurnMap } from '../util/churn-map.js';
 import {
   MachineHost,
   type HostOutcome,
+  type InvokedPromise,
   type MachineState,
   type MachineWrite,
   type RowExpectation,
@@ -184,7 +185,7 @@ export class SessionHost {
   private readonly sessionRequests = new ChurnMap<SessionRequest>();
 
   constructor(private readonly deps: SessionHostDeps) {
-    const sendToken = async (input: SendTokenInput): Promise<void> => {
+    const sendToken = async ({ input }: { input: SendTokenInput }): Promise<void> => {
       const send = deps.senders[input.medium];
       if (!send) throw new Error(`no sender for ${input.medium}`);
       // The machine host starts this only once the session's row says it is sending (record, then act).
@@ -194,7 +195,7 @@ export class SessionHost {
       await send(input, { deadline, ...(request?.signal ? { signal: request.signal } : {}) });
     };
     const machine = validationSessionMachine.provide({
-      actors: { sendToken: fromPromise<void, SendTokenInput>(({ input }) => sendToken(input)) },
+      actors: { sendToken: fromPromise<void, SendTokenInput>(sendToken) },
     });
     this.machines = new MachineHost<SessionMachine, number, SessionSeen>({
       name: 'validationSession',
@@ -209,7 +210,7 @@ export class SessionHost {
       isConflict: (error) => error instanceof SessionConflictError,
       inspect: deps.inspect,
       // the send runs without a live actor unless an inspector watches
-      promises: { sendToken: (input) => sendToken(input as SendTokenInput) },
+      promises: { sendToken: sendToken as InvokedPromise },
     });
   }
 
