@@ -340,7 +340,11 @@ describe('the PostgreSQL schema', () => {
     cleanups.push(() => client.end());
     await migratePg(client, PG_MIGRATIONS, 11);
     await client.query(rows);
-    expect((await migratePg(client)).applied).toEqual(['12 state_counts', '13 callback_destination_indexes']);
+    expect((await migratePg(client)).applied).toEqual([
+      '12 state_counts',
+      '13 callback_destination_indexes',
+      '14 drop_session_state_index',
+    ]);
     const fromPg: Record<string, unknown[]> = {};
     for (const [k, sql] of Object.entries(read)) {
       fromPg[k] = (await client.query<Record<string, string | number>>(sql)).rows.map((r) =>
@@ -405,6 +409,7 @@ describe('the PostgreSQL schema', () => {
       '11 session_lookup_index',
       '12 state_counts',
       '13 callback_destination_indexes',
+      '14 drop_session_state_index',
       '9 global_lookup_hash_covering_index',
     ]);
     expect(await pgSchemaVersion(first)).toBe(PG_LATEST_VERSION);

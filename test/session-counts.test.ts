@@ -195,7 +195,7 @@ describe('sessions counted by state', () => {
     closeDatabase(db);
 
     const { db: again } = open(file);
-    expect(again.pragma('user_version', { simple: true })).toBe(13);
+    expect(again.pragma('user_version', { simple: true })).toBe(14);
     expect(new SessionReads(again).countByState()).toEqual(expected);
     expect(expected).toEqual({ tokenSent: 13, validated: 2 });
     expect(again.prepare('SELECT sid FROM session_machines WHERE sid IN (5, 6)').all()).toEqual([]);

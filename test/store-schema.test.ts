@@ -355,7 +355,7 @@ describe('fresh database', () => {
     try {
       expect(fs.existsSync(file)).toBe(true);
       expect(userVersion(db)).toBe(LATEST);
-      expect(LATEST).toBe(13);
+      expect(LATEST).toBe(14);
 
       expectFinalSydentSchema(db);
 
@@ -421,6 +421,7 @@ describe('fresh database', () => {
         '11 session_lookup_index',
         '12 state_counts',
         '13 callback_destination_indexes',
+        '14 drop_session_state_index',
       ],
     });
     expect(migrate(db)).toEqual({ fromVersion: LATEST, toVersion: LATEST, created: false, applied: [] });
@@ -454,7 +455,6 @@ describe('existing Sydent database (user_version 5)', () => {
           .sort(),
       ).toEqual([
         'index callback_outbox_due on callback_outbox',
-        'index session_machines_state on session_machines',
         'index sqlite_autoindex_sydent_ts_callback_counts_1 on sydent_ts_callback_counts',
         'index sqlite_autoindex_sydent_ts_machine_counts_1 on sydent_ts_machine_counts',
         'index sqlite_autoindex_sydent_ts_meta_1 on sydent_ts_meta',

@@ -52,6 +52,28 @@ function statePaths(value: StateValue): string[] {
   );
 }
 
+/**
+ * The path of a value in one atomic state (no parallel states), as `statePaths` gives it, without building arrays:
+ * names are read at every save and every change of state. Null for any other value.
+ */
+function singlePath(value: StateValue): string | null {
+  let path = '';
+  let node: StateValue = value;
+  for (;;) {
+    if (typeof node === 'string') return path + node;
+    let key: string | undefined;
+    for (const k in node) {
+      if (key !== undefined) return null;
+      key = k;
+    }
+    if (key === undefined) return null;
+    const inner: StateValue | undefined = node[key];
+    if (inner === undefined || (typeof inner === 'object' && Object.keys(inner).length === 0)) return path + key;
+    path += `${key}.`;
+    node = inner;
+  }
+}
+
 /** The value of one atomic state's path: `live.tokenSent` → `{ live: 'tokenSent' }`. */
 export function valueOfPath(path: string): StateValue {
   const [head, ...rest] = path.split('.');
@@ -111,7 +133,10 @@ export function stateNames(machine: AnyStateMachine): StateNames {
     names: paths.map(nameOfPath),
     nameOfPath,
     pathOfName: (name) => pathByName.get(name) ?? (nameByPath.has(name) ? name : undefined),
-    nameOf: (value) => statePaths(value).map(nameOfPath).join(', '),
+    nameOf: (value) => {
+      const path = singlePath(value);
+      return path !== null ? nameOfPath(path) : statePaths(value).map(nameOfPath).join(', ');
+    },
   };
   namesCache.set(machine, names);
   return names;

@@ -121,6 +121,13 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       `CREATE INDEX sydent_ts_callback_leases ON callback_outbox (destination, claimed_until) WHERE state = 'delivering'`,
     ],
   },
+  {
+    // SQLite's migration 14: nothing reads session_machines by state (migration 12 keeps the counts), and each save
+    // of a new state wrote this index.
+    version: 14,
+    name: 'drop_session_state_index',
+    sql: ['DROP INDEX IF EXISTS session_machines_state'],
+  },
 ];
 
 export const PG_LATEST_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;
