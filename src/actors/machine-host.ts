@@ -659,7 +659,7 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
               : from.input !== undefined
                 ? { input: from.input }
                 : { snapshot: current },
-            fromRecorded ? null : (event as EventObject),
+            fromRecorded ? null : event,
             changed,
           );
     let stopped = false;
@@ -771,7 +771,8 @@ export class MachineHost<TMachine extends AnyStateMachine, TKey = string, TSeen 
         try {
           work = (promises[src] as InvokedPromise)(args);
         } catch (error) {
-          work = Promise.reject(error);
+          // as fromPromise: a creator that throws is a promise that rejects
+          work = Promise.reject(error instanceof Error ? error : new Error(String(error)));
         }
         work.then(
           (output: unknown) => ended(id, args, { type: `xstate.done.actor.${id}`, output, actorId: id }),
