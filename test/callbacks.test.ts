@@ -291,6 +291,43 @@ describe('onbind delivery', () => {
     expect(JSON.parse(hs.requests[0]!.body)).toEqual(body);
   });
 
+  it('a homeserver that fails is left alone until its failed row is due again: one attempt, not one after another', async () => {
+    let failing = true;
+    const e = await env({
+      [ROUTE]: () => (failing ? { status: 500, json: { errcode: 'M_UNKNOWN' } } : { json: {} }),
+    });
+    const other = await startHomeserver({
+      tls: await makeCert(e.ca, { hostnames: ['hs.test'] }),
+      routes: { [ROUTE]: () => ({ json: {} }) },
+    });
+    cleanups.push(() => other.close());
+    const otherName = `hs.test:${other.port}`;
+    const t = await server(e);
+    const ids: number[] = [];
+    for (let i = 0; i < 5; i++)
+      ids.push(await enqueue(t, e.serverName, association(`@u${i}:${e.serverName}`, `u${i}@example.com`)));
+    const first = await vi.waitFor(async () => {
+      const failed = (await Promise.all(ids.map((id) => row(t, id)))).filter((r) => r?.state === 'retrying');
+      expect(failed.length, 'an attempt to fail').toBeGreaterThan(0);
+      return failed[0]!;
+    }, WAIT);
+    // The other homeserver is delivered to meanwhile; the failing one was asked once, its four other rows (all due
+    // since they were recorded) wait.
+    const otherId = await enqueue(t, otherName, association(`@carol:${otherName}`, 'carol@example.com'));
+    await inState(t, otherId, 'delivered');
+    await wake(t);
+    await sleep(300);
+    expect(onbinds(e.hs)).toHaveLength(1);
+    expect((await Promise.all(ids.map((id) => row(t, id)))).filter((r) => r?.state === 'pending')).toHaveLength(4);
+
+    // Once the failed row is due again the homeserver is tried again; now it answers, and every row is delivered.
+    failing = false;
+    (t.clock as ManualClock).set(first.nextAttemptTs);
+    await wake(t);
+    for (const id of ids) await inState(t, id, 'delivered');
+    expect(onbinds(e.hs)).toHaveLength(6);
+  });
+
   it('gives up at once on a destination that is no server name', async () => {
     const e = await env({ [ROUTE]: () => ({ json: {} }) });
     const t = await server(e);

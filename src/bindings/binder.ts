@@ -60,7 +60,9 @@ export async function bindThreepid(
   const { reads } = deps.facades;
   for (let attempt = 1; ; attempt++) {
     const [pepper, invites] = await Promise.all([
-      reads.associations.storedPepper(),
+      // The write checks the pepper it hashed with is still the stored one: a rotation within the cache's second
+      // is a conflict, and the binding is made again with the pepper read afresh.
+      attempt === 1 ? reads.associations.pepper() : reads.associations.storedPepper(),
       reads.invites.pending(threepid.medium, threepid.address),
     ]);
     const made = makeBinding(deps.identity, threepid, mxid, deps.clock.now(), pepper, invites, destination);

@@ -16,7 +16,13 @@
 import { fromPromise } from 'xstate';
 import type { Logger } from '../log.js';
 import type { ActorInspect } from '../actors/deps.js';
-import { MachineHost, type MachineWrite, type RowExpectation, type StoredMachine } from '../actors/machine-host.js';
+import {
+  MachineHost,
+  type InvokedPromise,
+  type MachineWrite,
+  type RowExpectation,
+  type StoredMachine,
+} from '../actors/machine-host.js';
 import {
   CALLBACK_MACHINE_VERSION,
   callbackMachine,
@@ -108,12 +114,22 @@ const DEFAULTS = {
 /** below this the timer does not fire again, so a row that is due but cannot be claimed never spins the loop */
 const MIN_SLEEP_MS = 100;
 
+/**
+ * After an attempt on a homeserver fails, its other rows wait until the failed row's own next attempt, and at most
+ * this long (a row's first backoff), before the next attempt on it. Each row keeps its own schedule, which this can
+ * only delay by as much: a homeserver that is down is tried about once a second, rather than once after another for
+ * as long as rows of it are due.
+ */
+export const DESTINATION_PAUSE_MS = 1_000;
+
 export class CallbackWorker {
   private readonly opts: Required<Omit<CallbackWorkerOptions, 'random' | 'inspect'>> & {
     random: () => number;
     inspect?: ActorInspect;
   };
   private readonly inFlight = new Map<number, InFlight>();
+  /** homeservers whose last attempt failed, until when they are left alone (pruned as they run out) */
+  private readonly paused = new Map<string, number>();
   private readonly machines: MachineHost<typeof callbackMachine, number>;
   private pumping = false;
   /** a wake is waiting for the end of the turn */
@@ -131,19 +147,18 @@ export class CallbackWorker {
   constructor(opts: CallbackWorkerOptions) {
     this.opts = { ...DEFAULTS, random: Math.random, ...opts };
     const { now, deliver } = this.opts;
+    const deliverRow = async ({ input }: { input: DeliverInput }) => {
+      try {
+        // Cut off at shutdown, and when the claim runs out: past it another node may deliver the row too.
+        const signal = AbortSignal.any([this.cutOff.signal, AbortSignal.timeout(this.opts.claimTtlMs)]);
+        const status = await deliver(this.inFlight.get(input.id)!.row, signal);
+        return { status, at: now() };
+      } catch (err) {
+        throw new DeliveryError(errorMessage(err), now());
+      }
+    };
     const machine = callbackMachine.provide({
-      actors: {
-        deliver: fromPromise<DeliveryResult, DeliverInput>(async ({ input }) => {
-          try {
-            // Cut off at shutdown, and when the claim runs out: past it another node may deliver the row too.
-            const signal = AbortSignal.any([this.cutOff.signal, AbortSignal.timeout(this.opts.claimTtlMs)]);
-            const status = await deliver(this.inFlight.get(input.id)!.row, signal);
-            return { status, at: now() };
-          } catch (err) {
-            throw new DeliveryError(errorMessage(err), now());
-          }
-        }),
-      },
+      actors: { deliver: fromPromise<DeliveryResult, DeliverInput>(deliverRow) },
     });
     this.machines = new MachineHost<typeof callbackMachine, number>({
       name: 'callback',
@@ -153,6 +168,8 @@ export class CallbackWorker {
       now,
       // A delivery never outlives its claim.
       settleTimeoutMs: this.opts.claimTtlMs,
+      // the attempt runs without a live actor unless an inspector watches
+      promises: { deliver: deliverRow as InvokedPromise },
       ...(this.opts.inspect ? { inspect: this.opts.inspect } : {}),
     });
   }
@@ -178,7 +195,7 @@ export class CallbackWorker {
    */
   wake(forDestination?: string): void {
     if (this.draining || this.wakeQueued) return;
-    if (forDestination !== undefined && this.isBusy(forDestination)) return;
+    if (forDestination !== undefined && (this.isBusy(forDestination) || this.isPaused(forDestination))) return;
     this.wakeQueued = true;
     setImmediate(() => {
       this.wakeQueued = false;
@@ -262,7 +279,7 @@ export class CallbackWorker {
         now,
         claimedUntil: now + claimTtlMs,
         limit: free,
-        excludeDestinations: this.busyDestinations(),
+        excludeDestinations: this.leftAlone(now),
       });
       for (const row of rows) this.run(row);
       if (rows.length < free) break;
@@ -275,21 +292,36 @@ export class CallbackWorker {
     return false;
   }
 
-  private busyDestinations(): string[] {
-    return [...new Set([...this.inFlight.values()].map((f) => f.row.destination))];
+  private isPaused(destination: string): boolean {
+    const until = this.paused.get(destination);
+    return until !== undefined && until > this.opts.now();
+  }
+
+  /** The homeservers no round claims for now: those being delivered to, and those paused after a failure. */
+  private leftAlone(now: number): string[] {
+    const out = new Set<string>();
+    for (const f of this.inFlight.values()) out.add(f.row.destination);
+    for (const [destination, until] of this.paused) {
+      if (until > now) out.add(destination);
+      else this.paused.delete(destination);
+    }
+    return [...out];
   }
 
   /** Sets the timer for the earliest row that is not for a destination being delivered to right now. */
   private async scheduleNext(): Promise<void> {
     if (this.draining) return;
-    const due = await this.opts.reads.nextDue(this.busyDestinations());
+    const due = await this.opts.reads.nextDue(this.leftAlone(this.opts.now()));
     if (this.draining) return;
-    if (due === null) {
+    // a paused homeserver's rows are looked at again when its pause ends
+    let next = due;
+    for (const until of this.paused.values()) next = next === null ? until : Math.min(next, until);
+    if (next === null) {
       if (this.timer) clearTimeout(this.timer);
       this.timer = null;
       return;
     }
-    this.sleep(due - this.opts.now());
+    this.sleep(next - this.opts.now());
   }
 
   private sleep(ms: number): void {
@@ -310,6 +342,11 @@ export class CallbackWorker {
     entry.done = this.machines
       .send(row.id, { type: 'DELIVER', now: now(), jitter: this.opts.random() })
       .then(async (out) => {
+        // The homeserver is left alone until the failed row's own next attempt, a second at most.
+        const failed = out?.snapshot.context;
+        if (failed?.outcome === 'failed') {
+          this.paused.set(row.destination, Math.min(failed.nextAttemptTs, now() + DESTINATION_PAUSE_MS));
+        }
         // Refused (not due after all): give the row back untouched.
         if (out && out.snapshot.context.outcome === null) await store.release(row.id, row.claimedUntil);
       })
