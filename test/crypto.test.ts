@@ -459,6 +459,26 @@ describe('random', () => {
     expect(new Set(randomString(2000, DIGITS)).size).toBe(10);
   });
 
+  it('draws every symbol as often as any other: no modulo bias toward the first ones', () => {
+    // 256 = 4 × 62 + 8: a byte taken modulo 62 would draw the first 8 symbols 5 times in 256, the others 4 (25 % more)
+    const drawn = randomString(620_000, ALPHANUMERIC);
+    const counts = new Map<string, number>();
+    for (const c of drawn) counts.set(c, (counts.get(c) ?? 0) + 1);
+    expect(counts.size).toBe(62);
+    const mean = (cs: string[]) => cs.reduce((sum, c) => sum + counts.get(c)!, 0) / cs.length;
+    const symbols = [...ALPHANUMERIC];
+    expect(Math.abs(mean(symbols.slice(0, 8)) / mean(symbols.slice(8)) - 1)).toBeLessThan(0.03);
+    for (const c of symbols) expect(Math.abs(counts.get(c)! / 10_000 - 1)).toBeLessThan(0.06);
+  });
+
+  it('draws from an alphabet of more than 256 symbols too', () => {
+    const big = Array.from({ length: 300 }, (_, i) => String.fromCodePoint(0x4e00 + i)).join('');
+    const drawn = [...randomString(3000, big)];
+    expect(drawn).toHaveLength(3000);
+    expect(drawn.every((c) => big.includes(c))).toBe(true);
+    expect(new Set(drawn).size).toBeGreaterThan(250);
+  });
+
   it('rejects bad arguments', () => {
     expect(() => randomString(-1, DIGITS)).toThrow(RangeError);
     expect(() => randomString(1.5, DIGITS)).toThrow(RangeError);
