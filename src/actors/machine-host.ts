@@ -7,12 +7,13 @@
  *     migrated by `machine_version` through the host's table of migrations, then the owner's `restore` rule;
  *  2. compute the next snapshot with the machine's pure transition, and record it (a save that expects the row
  *     version it loaded: someone else's save in between is a conflict, not an overwrite);
- *  3. only then start a live actor: from the recorded snapshot when all the event starts is invoked actors (it
- *     starts them), else from the snapshot before, taking the event. What the event starts (an invoked send, a POST)
- *     starts after its row is committed. A failed save leaves nothing behind: no actor, nothing started, the save's
- *     error;
- *  4. record every later change the actor makes (an invoked actor's done or error) in order, until no invoked
- *     actor runs; then stop the actor and forget it. Nothing stays in memory between events. A later save that
+ *  3. only then start what the event starts, after its row is committed: invoked promises the owner gave the host
+ *     (`promises`) are run by the host itself, their ends taken by the same pure transition; other invoked actors
+ *     by a live actor started from the recorded snapshot; anything else (and every event while an inspector
+ *     watches) by a live actor started from the snapshot before, taking the event. A failed save leaves nothing
+ *     behind: no actor, nothing started, the save's error;
+ *  4. record every later change (an invoked actor's done or error) in order, until nothing invoked runs; then stop
+ *     what is left and forget it. Nothing stays in memory between events. A later save that
  *     finds the row changed meanwhile (another node took an event) re-reads it and takes the actor's end on it:
  *     what the actor did (a mail sent) happened, so it is applied to the row as it is now, never answered as a failure.
  *
