@@ -464,10 +464,11 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     };
     const client = await connect(url);
     try {
-      const binds = Array.from({ length: 80 }, (_, i) => bind(i % 2 ? a : b, i));
+      // settled from the start: a bind refused while the rotation runs is an outcome, not an unhandled rejection
+      const binds = Promise.allSettled(Array.from({ length: 80 }, (_, i) => bind(i % 2 ? a : b, i)));
       await new Promise((r) => setTimeout(r, 30));
       const rehashed = await rotatePgPepper(client, lookupHash);
-      const outcomes = await Promise.allSettled(binds);
+      const outcomes = await binds;
       const refused = outcomes.filter((o) => o.status === 'rejected');
       expect(refused.every((o) => o.reason instanceof BindConflictError)).toBe(true);
       const fresh = (await client.query<{ p: string }>('SELECT lookup_pepper AS p FROM hashing_metadata')).rows[0]!.p;
