@@ -4,12 +4,12 @@
  * `{method, uri, origin, destination_is, content}`. The homeserver (loopback HTTPS `hs.test:<port>`, found through
  * the test DNS server) publishes its key at `/_matrix/key/v2/server`. Every refusal keeps the binding.
  */
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Reply } from './helpers/email.js';
 import { startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import { associationRows, internal, lookupV1, SERVER_NAME, userIdOf, V1 } from './helpers/flows.js';
 import { HomeserverKeys, makeSigningKey, type SignRequestInput } from './helpers/homeserver-keys.js';
+import { freePort } from './helpers/process.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const URI = '/_matrix/identity/v2/3pid/unbind';
@@ -159,12 +159,7 @@ describe('refused homeserver signatures keep the binding', () => {
 
   it('a homeserver that cannot be reached for its keys: 500 M_UNKNOWN', async () => {
     // a port nobody listens on, on the host the test DNS knows
-    const port = await new Promise<number>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => {
-        const p = (s.address() as net.AddressInfo).port;
-        s.close(() => resolve(p));
-      });
-    });
+    const port = await freePort();
     const origin = `hs.test:${port}`;
     const deadBody = { mxid: `@dave:${origin}`, threepid: { medium: 'email', address } };
     const deadKeys = new HomeserverKeys(origin);

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { AddressInfo } from 'node:net';
+import { randomInt } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -66,15 +66,35 @@ export async function waitForStart(p: ServerProcess, timeoutMs = 30_000): Promis
   throw new Error(`server did not start in ${timeoutMs} ms:\n${p.stderr()}`);
 }
 
-/** A port the kernel says is free right now. */
+/**
+ * Ports handed out by `freePort` lie below the kernel's ephemeral range (32768 and up), so no `listen(0)` and no
+ * outgoing connection in another test can take one between its choice and its use. Each vitest worker draws from
+ * a block of its own, so two files running at once never draw the same port.
+ */
+const FIRST_PORT = 10_000;
+const BLOCK = 250;
+const BLOCKS = Math.floor((32_768 - FIRST_PORT) / BLOCK);
+let nextInBlock = -1;
+
+/** A loopback port free right now that no other test worker will be given. */
 export async function freePort(): Promise<number> {
+  const worker = Number(process.env.VITEST_POOL_ID ?? 0);
+  const base = FIRST_PORT + (worker % BLOCKS) * BLOCK;
+  // Files of one worker run one after another; a random start keeps a new file off the ports a previous one may
+  // still be closing.
+  if (nextInBlock < 0) nextInBlock = randomInt(BLOCK);
+  for (let tried = 0; tried < BLOCK; tried++) {
+    const port = base + (nextInBlock++ % BLOCK);
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port in ${base}-${base + BLOCK - 1}`);
+}
+
+async function canListen(port: number): Promise<boolean> {
   const net = await import('node:net');
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve) => {
     const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
