@@ -63,7 +63,10 @@ export class SqliteStore implements StoreEngine {
     const probe = r.prepare('SELECT count(*) FROM sqlite_master');
     this.reads = sqliteReads({
       accounts: new AccountReads(r, tokens),
-      sessions: new SessionReads(r, snapshot ?? undefined),
+      // Sessions are read on the write connection: a session row is read right after it was written, and that
+      // connection's page cache still holds the pages, where the read connection drops its whole cache whenever
+      // another connection has committed.
+      sessions: new SessionReads(db),
       associations: new AssociationReads(r, snapshot ?? undefined),
       callbacks: new CallbackReads(r),
       invites: new InviteReads(r),
