@@ -1,4 +1,5 @@
 import { alternate, mean, median } from './alternate.js';
+import { builtServer } from './build.js';
 import { startBareFastify, type BareFastify } from './baseline-server.js';
 import { runCannon, type CannonOptions, type CannonSummary } from './cannon.js';
 import { ROOT } from './child.js';
@@ -227,6 +228,18 @@ export interface ContextOptions {
 }
 
 /** A context and the function that releases everything the scenario started. */
+/**
+ * The server as operators run it (`npm start`: the bundle under plain node), unless the scenario runs another
+ * checkout (`root`), a profile is taken (`BENCH_CPU_PROF`: frames in the TypeScript) or `BENCH_FROM_SOURCE=1` asks
+ * for src/ through tsx, whose keepNames wrappers and loader cost CPU the bundle does not.
+ */
+function asOperatorsRunIt(opts: StartSydentOptions | undefined): StartSydentOptions | undefined {
+  if (opts?.builtMain || opts?.root || process.env['BENCH_CPU_PROF'] || process.env['BENCH_FROM_SOURCE'] === '1') {
+    return opts;
+  }
+  return { ...opts, builtMain: builtServer() };
+}
+
 export function createContext(opts: ContextOptions): {
   ctx: ScenarioContext;
   /** what the processes the scenario started wrote to stderr so far, by process */
@@ -252,7 +265,7 @@ export function createContext(opts: ContextOptions): {
         cleanups.push(db.drop);
         serverOpts = { ...serverOpts, pgUrl: db.url };
       }
-      const server = await startSydent(serverOpts);
+      const server = await startSydent(asOperatorsRunIt(serverOpts));
       cleanups.push(() => server.stop());
       const pid = server.process.child.pid;
       if (pid !== undefined) {
