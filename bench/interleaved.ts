@@ -96,7 +96,8 @@ try {
   const add = (name: string, pid: number, cannon: AutocannonOptions) =>
     cases.set(name, { pid, cannon, rps: [], answers: 0, cpuS: 0, cpuKnown: true, clientCpuS: 0, bad: 0 });
 
-  const sydents: Array<[string, string | undefined]> = [['', undefined]];
+  // This checkout from its source too (not the bundle), as the others run: the comparison is of the code alone.
+  const sydents: Array<[string, string]> = [['', ctx.root]];
   for (const dir of opts.before)
     sydents.push([opts.before.length === 1 ? ' (before)' : ` (${path.basename(dir)})`, dir]);
   // Several processes of each server, started in turns, when asked: identical processes differ by up to 40 % here
