@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, fromCallback, setup } from 'xstate';
 import { ActorStoppedError, ask, AskTimeoutError } from '../src/actors/ask.js';
-import { repliesOf } from '../src/actors/replies.js';
+import { DeadlineExceededError, repliesOf } from '../src/actors/replies.js';
+import { RequestContext } from '../src/actors/request-context.js';
 import {
   supervisor,
   SupervisorClosedError,
@@ -125,6 +126,95 @@ describe('supervisor', () => {
     const root = createActor(machine);
     root.start();
     await expect(ask(root.system.get('child'), 'GET', {})).resolves.toBe(7);
+  });
+});
+
+/** Counts the AbortControllers made while `fn` runs (Node's global, swapped for a subclass that counts). */
+async function abortControllersMadeBy(fn: () => Promise<void>): Promise<number> {
+  const original = globalThis.AbortController;
+  let made = 0;
+  globalThis.AbortController = class extends original {
+    constructor() {
+      super();
+      made++;
+    }
+  };
+  try {
+    await fn();
+  } finally {
+    globalThis.AbortController = original;
+  }
+  return made;
+}
+
+describe("an ask's cancellation", () => {
+  it('makes no AbortSignal for asks whose handlers only check it, nested asks included; a handler that reads its signal gets one', async () => {
+    const inner = startSupervisor([], {
+      CHECK: (_p: Payload, _r, request) => request.aborted,
+      SIGNAL: (_p: Payload, _r, request) => request.signal.aborted,
+    });
+    const outer = startSupervisor([], {
+      // asks on with its own context: the inner ask is its caller's
+      NESTED: (p: Payload, _r, request) => ask(inner, p['then'] as string, {}, request),
+    });
+    let answers: unknown[] = [];
+    const quiet = await abortControllersMadeBy(async () => {
+      answers = [await ask(inner, 'CHECK', {}), await ask(outer, 'NESTED', { then: 'CHECK' })];
+    });
+    expect(answers).toEqual([false, false]);
+    expect(quiet).toBe(0);
+    const reading = await abortControllersMadeBy(async () => {
+      answers = [await ask(outer, 'NESTED', { then: 'SIGNAL' })];
+    });
+    expect(answers).toEqual([false]);
+    expect(reading).toBe(1);
+  });
+
+  it("a handler that first reads its signal after its caller gave up gets one already aborted, with the caller's reason", async () => {
+    let held: RequestContext | undefined;
+    let finish!: () => void;
+    const actor = startSupervisor([], {
+      HOLD: (_p: Payload, _r, request) => {
+        held = request;
+        return new Promise<void>((resolve) => (finish = resolve));
+      },
+    });
+    let error: unknown;
+    const made = await abortControllersMadeBy(async () => {
+      error = await ask(actor, 'HOLD', {}, { timeoutMs: 50 }).catch((e: unknown) => e);
+    });
+    expect(error).toBeInstanceOf(AskTimeoutError);
+    expect(made).toBe(0);
+    expect(held?.aborted).toBe(true);
+    const signal = held!.signal;
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toBe(error);
+    finish();
+  });
+
+  it("a nested ask is aborted with the reason its caller's caller gave, and neither is left awaited", async () => {
+    const seen: unknown[] = [];
+    let finish!: (value: string) => void;
+    const inner = startSupervisor([], {
+      HANG: (_p: Payload, _r, request) => {
+        request.onAbort((reason) => seen.push(reason));
+        return new Promise<string>((resolve) => (finish = resolve));
+      },
+    });
+    const outer = startSupervisor([], {
+      NESTED: (_p: Payload, _r, request) => ask(inner, 'HANG', {}, request),
+    });
+    // The HTTP edge's context: the client's request, with time to spare.
+    const client = new RequestContext(Date.now() + 5_000);
+    const asked = ask(outer, 'NESTED', {}, client);
+    await expect.poll(() => repliesOf(inner.system).size).toBe(1);
+    const gone = new DeadlineExceededError('the client went away');
+    client.abort(gone);
+    await expect(asked).rejects.toBe(gone);
+    expect(seen).toEqual([gone]);
+    expect(repliesOf(inner.system).size).toBe(0);
+    expect(repliesOf(outer.system).size).toBe(0);
+    finish('too late');
   });
 });
 

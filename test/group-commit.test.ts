@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { RequestContext } from '../src/actors/request-context.js';
 import { closeDatabase, openDatabase } from '../src/store/database.js';
 import { GroupCommitter } from '../src/store/group-commit.js';
 import { DatabaseFile, StoreHealth } from '../src/store/health.js';
@@ -98,9 +99,10 @@ describe('group commit', () => {
 
   it('a write whose caller gave up before its turn is not made', async () => {
     const { committer, put, keys } = setup();
-    const controller = new AbortController();
-    const write = committer.submit(() => put('abandoned'), { deadline: Date.now() + 5000, signal: controller.signal });
-    controller.abort(new Error('the client went away'));
+    // What the store supervisor passes: the ask's own context.
+    const request = new RequestContext(Date.now() + 5000);
+    const write = committer.submit(() => put('abandoned'), request);
+    request.abort(new Error('the client went away'));
     await expect(write).rejects.toThrow('the client went away');
     expect(keys()).toEqual([]);
   });

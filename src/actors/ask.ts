@@ -1,6 +1,7 @@
 import type { AnyActorRef } from 'xstate';
 import { statusOf } from './actor-ref.js';
 import { DeadlineExceededError, repliesOf } from './replies.js';
+import type { Cancellation } from './request-context.js';
 
 export { DeadlineExceededError } from './replies.js';
 
@@ -17,8 +18,11 @@ export interface AskEvent<TPayload = unknown> {
 
 /** How long a caller waits, and what else may make it stop: carried by every ask and every facade call. */
 export interface CallOptions {
-  /** the caller's own cancellation (a request's deadline from the HTTP edge, or the ask that started this one) */
-  signal?: AbortSignal;
+  /**
+   * the caller's own cancellation (a request's from the HTTP edge, or that of the ask that started this one: a
+   * handler passes its RequestContext as the options, which carries it here)
+   */
+  cancel?: Cancellation;
   /** Date.now() time by which an answer is needed */
   deadline?: number;
   /** or at most this long from now (the earlier of the two wins); default DEFAULT_ASK_TIMEOUT_MS without a deadline */
@@ -57,8 +61,8 @@ function deadlineOf(opts: CallOptions = {}): number {
 
 /**
  * Sends `type` with `payload` to `ref` and waits for the answer. Rejects at once when the actor is not running,
- * and with AskTimeoutError at the deadline (or with the reason of the caller's signal); either way the request's
- * signal is aborted, so the work it started stops. Callers use the typed facades (src/actors/facade.ts).
+ * and with AskTimeoutError at the deadline (or with the reason of the caller's cancellation); either way the
+ * request's context is aborted, so the work it started stops. Callers use the typed facades (src/actors/facade.ts).
  */
 export function ask<T>(
   ref: AnyActorRef | undefined,
@@ -73,7 +77,7 @@ export function ask<T>(
   const { id, promise } = repliesOf(ref.system).open<T>(
     deadline,
     () => new AskTimeoutError(target, type, Math.max(0, Math.round(deadline - started))),
-    opts.signal,
+    opts.cancel,
   );
   const event: AskEvent = { type, payload, replyTo: id, deadline };
   ref.send(event);

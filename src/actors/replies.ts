@@ -2,13 +2,14 @@
  * The reply registry of an actor system: where the answer to an ask goes.
  *
  * An ask event is plain data (`{ type, payload, replyTo, deadline }`): `replyTo` is an id into this registry, which
- * holds the caller's promise and an AbortController. The supervisor that takes the request gets the controller's
- * signal from here and hands it to its handler, so when the caller gives up (its deadline passed, or its own signal
- * aborted) the work the ask started is aborted too, not left running. An answer that comes after that finds no
- * entry and goes nowhere.
+ * holds the caller's promise and the request's context (src/actors/request-context.ts). The supervisor that takes
+ * the request gets the context from here and hands it to its handler, so when the caller gives up (its deadline
+ * passed, or its own caller's cancellation aborted) the work the ask started is aborted too, not left running. An
+ * answer that comes after that finds no entry and goes nowhere.
  */
 import type { AnyActorRef } from 'xstate';
 import { ChurnMap } from '../util/churn-map.js';
+import { RequestContext, type Cancellation } from './request-context.js';
 
 /** The caller stopped waiting: its deadline passed (or its request was cut) before the answer came. */
 export class DeadlineExceededError extends Error {
@@ -24,9 +25,9 @@ export type AnyActorSystem = AnyActorRef['system'];
 interface Pending {
   resolve(value: unknown): void;
   reject(error: unknown): void;
-  controller: AbortController;
+  context: RequestContext;
   timer: NodeJS.Timeout;
-  /** removes the listener on the caller's own signal */
+  /** removes the listener on the caller's own cancellation */
   detach: (() => void) | null;
 }
 
@@ -40,36 +41,31 @@ class ReplyRegistry {
   private readonly pending = new ChurnMap<Pending>();
 
   /**
-   * A new reply channel. `deadline` (Date.now() time) ends it with `onDeadline()`'s error; the caller's `signal`
-   * ends it with that signal's reason. Either way the request's own signal is aborted.
+   * A new reply channel. `deadline` (Date.now() time) ends it with `onDeadline()`'s error; the caller's `cancel`
+   * ends it with that one's reason. Either way the request's own context is aborted.
    */
-  open<T>(deadline: number, onDeadline: () => Error, signal?: AbortSignal): OpenReply<T> {
+  open<T>(deadline: number, onDeadline: () => Error, cancel?: Cancellation): OpenReply<T> {
     const id = String(++this.next);
-    const controller = new AbortController();
+    const context = new RequestContext(deadline);
     const promise = new Promise<T>((resolve, reject) => {
       const end = (error: Error) => {
         if (!this.pending.has(id)) return;
         this.settle(id);
-        controller.abort(error);
+        context.abort(error);
         reject(error);
       };
       const timer = setTimeout(() => end(onDeadline()), Math.max(0, deadline - Date.now()));
       timer.unref();
-      let detach: (() => void) | null = null;
-      if (signal) {
-        const onAbort = () => end(abortReason(signal));
-        signal.addEventListener('abort', onAbort, { once: true });
-        detach = () => signal.removeEventListener('abort', onAbort);
-      }
-      this.pending.set(id, { resolve, reject, controller, timer, detach });
-      if (signal?.aborted) end(abortReason(signal));
+      const detach = cancel && !cancel.aborted ? cancel.onAbort(end) : null;
+      this.pending.set(id, { resolve, reject, context, timer, detach });
+      if (cancel?.reason) end(cancel.reason);
     });
     return { id, promise };
   }
 
-  /** The signal of a request still awaited; undefined once its caller stopped waiting (or it was answered). */
-  signal(id: string): AbortSignal | undefined {
-    return this.pending.get(id)?.controller.signal;
+  /** The context of a request still awaited; undefined once its caller stopped waiting (or it was answered). */
+  context(id: string): RequestContext | undefined {
+    return this.pending.get(id)?.context;
   }
 
   resolve(id: string, value: unknown): void {
@@ -86,7 +82,7 @@ class ReplyRegistry {
   abortAll(error: Error): void {
     for (const [id, entry] of [...this.pending]) {
       this.settle(id);
-      entry.controller.abort(error);
+      entry.context.abort(error);
       entry.reject(error);
     }
   }
@@ -104,11 +100,6 @@ class ReplyRegistry {
     entry.detach?.();
     return entry;
   }
-}
-
-function abortReason(signal: AbortSignal): Error {
-  const reason: unknown = signal.reason;
-  return reason instanceof Error ? reason : new DeadlineExceededError('the request was cancelled');
 }
 
 const registries = new WeakMap<AnyActorSystem, ReplyRegistry>();

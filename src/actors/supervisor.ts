@@ -3,6 +3,9 @@ import { fromCallback } from 'xstate';
 import type { AskEvent } from './ask.js';
 import { environmentOf, type SupervisorEnv } from './facade.js';
 import { DeadlineExceededError, repliesOf } from './replies.js';
+import type { RequestContext } from './request-context.js';
+
+export type { RequestContext } from './request-context.js';
 
 /** What the debug endpoint shows of a supervisor. */
 export interface SupervisorStats {
@@ -45,14 +48,6 @@ export class UnknownRequestError extends Error {
     super(`${id} does not handle ${type}`);
     this.name = 'UnknownRequestError';
   }
-}
-
-/** What a handler gets with each request besides its payload: when to stop. */
-export interface RequestContext {
-  /** aborted when the caller stops waiting (its deadline, or its own cancellation): pass it on to every I/O */
-  signal: AbortSignal;
-  /** Date.now() time by which the caller needs the answer */
-  deadline: number;
 }
 
 // The payload type is each handler's own first parameter: `never` here lets the table hold handlers of any payload.
@@ -147,9 +142,9 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
 
     receive((event) => {
       const { replyTo } = event;
-      const signal = replies.signal(replyTo);
+      const request = replies.context(replyTo);
       // Its caller has stopped waiting: nobody needs the answer.
-      if (!signal) return;
+      if (!request) return;
       const payload = (event.payload ?? {}) as Record<string, unknown>;
       if (event.type === CONTROL.stats) {
         stats().then(
@@ -193,13 +188,12 @@ export function supervisor<TInput, TResource, THandlers extends Handlers<TResour
         replies.reject(replyTo, new UnknownRequestError(id, event.type));
         return;
       }
-      const request: RequestContext = { signal, deadline: event.deadline };
       if (spec.immediate?.includes(event.type)) {
         answer(replyTo, () => handler(payload, resource, request));
         return;
       }
       const run = async (): Promise<void> => {
-        if (signal.aborted || Date.now() >= event.deadline) {
+        if (request.aborted || Date.now() >= event.deadline) {
           // Its time ran out in the queue: not started at all.
           failed++;
           replies.reject(replyTo, new DeadlineExceededError(`${id}: ${event.type} waited past its deadline`));

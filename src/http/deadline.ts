@@ -4,13 +4,14 @@
  * homeserver), not left running after the client was answered.
  */
 import type { FastifyRequest } from 'fastify';
-import { DeadlineExceededError, type CallOptions } from '../actors/ask.js';
+import { DeadlineExceededError } from '../actors/ask.js';
+import { RequestContext } from '../actors/request-context.js';
 import type { SydentConfig } from '../config/types.js';
 
-/** What every facade call of a request carries: when it must be answered, and the signal that aborts its work. */
-interface RequestDeadline extends CallOptions {
-  deadline: number;
-  signal: AbortSignal;
+/** The request's context (the CallOptions of every facade call it makes) and the timer that aborts it. */
+interface RequestDeadline {
+  context: RequestContext;
+  timer: NodeJS.Timeout;
 }
 
 declare module 'fastify' {
@@ -22,37 +23,32 @@ declare module 'fastify' {
 
 /**
  * The request's deadline: `[http] request_deadline_seconds` from now, or `send_deadline_seconds` for `kind: 'send'`
- * (a request that sends a mail or an SMS). The same object for every call of the request.
+ * (a request that sends a mail or an SMS). The same context for every call of the request; it makes no AbortSignal
+ * (the asks it is passed to chain onto it without one).
  */
 export function requestDeadline(
   req: FastifyRequest,
   config: SydentConfig,
   kind: 'request' | 'send' = 'request',
-): RequestDeadline {
-  if (req.sydentDeadline) return req.sydentDeadline;
+): RequestContext {
+  if (req.sydentDeadline) return req.sydentDeadline.context;
   const ms = kind === 'send' ? config.http.sendDeadlineMs : config.http.requestDeadlineMs;
+  const context = new RequestContext(Date.now() + ms);
   // Aborted with a DeadlineExceededError, so whichever layer sees the abort first (an ask, a write waiting for the
   // lock, a send) rejects with an error the routes answer as 503, not with AbortSignal.timeout's DOMException.
-  const controller = new AbortController();
   const timer = setTimeout(
-    () => controller.abort(new DeadlineExceededError(`the request's deadline of ${ms} ms passed`)),
+    () => context.abort(new DeadlineExceededError(`the request's deadline of ${ms} ms passed`)),
     ms,
   );
   timer.unref();
-  const deadline: TimedDeadline = { deadline: Date.now() + ms, signal: controller.signal, timer };
-  req.sydentDeadline = deadline;
-  return deadline;
-}
-
-interface TimedDeadline extends RequestDeadline {
-  timer: NodeJS.Timeout;
+  req.sydentDeadline = { context, timer };
+  return context;
 }
 
 /**
- * The request was answered: its deadline's timer goes with it, instead of holding the request's signal for the rest
+ * The request was answered: its deadline's timer goes with it, instead of holding the request's context for the rest
  * of its time (every requestToken's for 20 s) and aborting it then. The asks it made have deadlines of their own.
  */
 export function releaseRequestDeadline(req: FastifyRequest): void {
-  const held = req.sydentDeadline as TimedDeadline | undefined;
-  if (held) clearTimeout(held.timer);
+  if (req.sydentDeadline) clearTimeout(req.sydentDeadline.timer);
 }

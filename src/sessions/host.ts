@@ -33,6 +33,7 @@ import {
   type SessionEvent,
 } from '../machines/validation-session.js';
 import type { CallOptions } from '../actors/ask.js';
+import type { Cancellation } from '../actors/request-context.js';
 import {
   randomSid,
   SessionConflictError,
@@ -47,10 +48,13 @@ import { reconcileWithSydent, sessionFromSydentRow, type LoadedSession } from '.
 
 /**
  * Sends a session's token by mail or SMS, resolving once the server or provider accepted it. By `deadline`
- * (Date.now() time, not the session clock), or when `signal` aborts, the send is aborted (no message arrives
+ * (Date.now() time, not the session clock), or when `cancel` is aborted, the send is aborted (no message arrives
  * later) and the session records a failed send.
  */
-export type TokenSender = (input: SendTokenInput, request: { deadline: number; signal?: AbortSignal }) => Promise<void>;
+export type TokenSender = (
+  input: SendTokenInput,
+  request: { deadline: number; cancel?: Cancellation },
+) => Promise<void>;
 
 /** The default time limit of a requestToken (`[http] send_deadline_seconds`): the send gets what is left of it. */
 export const REQUEST_TOKEN_TIME_LIMIT_MS = 20_000;
@@ -68,7 +72,7 @@ export interface SessionReadPort {
 }
 
 /**
- * The store writes the host needs, answered by the store supervisor; each carries the deadline and signal of the
+ * The store writes the host needs, answered by the store supervisor; each carries the deadline and cancellation of the
  * request whose event it records (none for a write no request waits for).
  */
 export interface SessionStorePort {
@@ -167,7 +171,7 @@ interface SessionRequest {
   deadline: number;
   /** Date.now() time by which the send must have ended */
   sendBy: number;
-  signal: AbortSignal | undefined;
+  cancel: Cancellation | undefined;
 }
 
 type SessionMachine = typeof validationSessionMachine;
@@ -192,7 +196,7 @@ export class SessionHost {
       const request = this.sessionRequests.get(input.sid);
       const deadline = request?.sendBy ?? Date.now() + REQUEST_TOKEN_TIME_LIMIT_MS;
       if (deadline - Date.now() < MIN_SEND_TIME_MS) throw new Error('no time was left to send the token');
-      await send(input, { deadline, ...(request?.signal ? { signal: request.signal } : {}) });
+      await send(input, { deadline, ...(request?.cancel ? { cancel: request.cancel } : {}) });
     };
     const machine = validationSessionMachine.provide({
       actors: { sendToken: fromPromise<void, SendTokenInput>(sendToken) },
@@ -215,14 +219,14 @@ export class SessionHost {
   }
 
   /** One requestToken per (medium, address, client_secret) at a time, so two racing requests share a session. */
-  async requestToken(args: RequestTokenArgs, signal?: AbortSignal): Promise<RequestTokenResult> {
+  async requestToken(args: RequestTokenArgs, cancel?: Cancellation): Promise<RequestTokenResult> {
     const key = `${args.medium}\0${args.address}\0${args.clientSecret}`;
     return this.requests.run(key, async () => {
       const turns = this.deps.turns;
       // Not held by the deadline: the row versions still keep the session right, only the mails may be two.
       const held = turns ? await turns.hold(key, args.deadline) : false;
       try {
-        return await this.requestTokenQueued(args, signal);
+        return await this.requestTokenQueued(args, cancel);
       } finally {
         if (held) await turns?.release(key);
       }
@@ -231,7 +235,7 @@ export class SessionHost {
 
   private async requestTokenQueued(
     args: RequestTokenArgs,
-    signal: AbortSignal | undefined,
+    cancel: Cancellation | undefined,
   ): Promise<RequestTokenResult> {
     const event = (freshToken: string): SessionEvent => ({
       type: 'REQUEST_TOKEN',
@@ -249,7 +253,7 @@ export class SessionHost {
       let retryAfterMs: number | null = null;
       // The request is known to the session's writes and send only while it holds the session's queue.
       const outcome = await this.machines.exclusive(existing, () =>
-        this.withRequest(existing, { deadline: args.deadline, signal }, (settleTimeoutMs) =>
+        this.withRequest(existing, { deadline: args.deadline, cancel }, (settleTimeoutMs) =>
           this.machines.sendNow(existing, event(this.deps.newToken(args.medium)), {
             settleTimeoutMs,
             // The rate limit counts sends: a requestToken that sends nothing is never limited.
@@ -258,7 +262,7 @@ export class SessionHost {
               const admission = await this.deps.admit(
                 args.medium,
                 args.requester,
-                callOptions({ deadline: args.deadline, signal }),
+                callOptions({ deadline: args.deadline, cancel }),
               );
               if (!admission.ok) retryAfterMs = admission.retryAfterMs;
               return admission.ok;
@@ -274,7 +278,7 @@ export class SessionHost {
     const admission = await this.deps.admit(
       args.medium,
       args.requester,
-      callOptions({ deadline: args.deadline, signal }),
+      callOptions({ deadline: args.deadline, cancel }),
     );
     if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
     const token = this.deps.newToken(args.medium);
@@ -283,7 +287,7 @@ export class SessionHost {
     for (;;) {
       const sid = this.deps.newSid?.() ?? randomSid();
       try {
-        return await this.createSession(sid, token, args, event, signal);
+        return await this.createSession(sid, token, args, event, cancel);
       } catch (error) {
         if (!(error instanceof SidTakenError)) throw error;
       }
@@ -295,7 +299,7 @@ export class SessionHost {
     token: string,
     args: RequestTokenArgs,
     event: (freshToken: string) => SessionEvent,
-    signal: AbortSignal | undefined,
+    cancel: Cancellation | undefined,
   ): Promise<RequestTokenResult> {
     const input = {
       sid: String(sid),
@@ -310,21 +314,21 @@ export class SessionHost {
       brand: args.brand,
       ipAddress: args.ipAddress,
     };
-    const outcome = await this.withRequest(sid, { deadline: args.deadline, signal }, (settleTimeoutMs) =>
+    const outcome = await this.withRequest(sid, { deadline: args.deadline, cancel }, (settleTimeoutMs) =>
       this.machines.create(sid, input, event(token), { settleTimeoutMs }),
     );
     return { limited: false, ...outcomeOf(outcome) };
   }
 
-  /** `undefined` when there is no such session. `request`: the deadline and signal of the request it answers. */
+  /** `undefined` when there is no such session. `request`: the deadline and cancellation of the request it answers. */
   async send(
     sid: number,
     event: SessionEvent,
-    request?: { deadline: number; signal?: AbortSignal },
+    request?: { deadline: number; cancel?: Cancellation },
   ): Promise<SessionOutcome | undefined> {
     const outcome = request
       ? await this.machines.exclusive(sid, () =>
-          this.withRequest(sid, { deadline: request.deadline, signal: request.signal }, () =>
+          this.withRequest(sid, { deadline: request.deadline, cancel: request.cancel }, () =>
             this.machines.sendNow(sid, event),
           ),
         )
@@ -341,7 +345,7 @@ export class SessionHost {
     sid: number,
     event: Extract<SessionEvent, { type: 'BIND' }>,
     publish: PublishBinding,
-    request?: { deadline: number; signal?: AbortSignal },
+    request?: { deadline: number; cancel?: Cancellation },
   ): Promise<SessionOutcome | undefined> {
     return this.machines.exclusive(sid, async () => {
       const key = String(sid);
@@ -350,7 +354,7 @@ export class SessionHost {
       let outcome: HostOutcome<SessionMachine, SessionSeen> | undefined;
       try {
         outcome = request
-          ? await this.withRequest(sid, { deadline: request.deadline, signal: request.signal }, () =>
+          ? await this.withRequest(sid, { deadline: request.deadline, cancel: request.cancel }, () =>
               this.machines.sendNow(sid, event),
             )
           : await this.machines.sendNow(sid, event);
@@ -386,17 +390,17 @@ export class SessionHost {
   }
 
   /**
-   * Runs `fn` with the request's deadline and signal known to the session's writes and the send it may start, and
+   * Runs `fn` with the request's deadline and cancellation known to the session's writes and the send it may start, and
    * the time it may wait for the send.
    */
   private async withRequest<T>(
     sid: number,
-    request: { deadline: number; signal: AbortSignal | undefined },
+    request: { deadline: number; cancel: Cancellation | undefined },
     fn: (settleTimeoutMs: number) => Promise<T>,
   ): Promise<T> {
     const key = String(sid);
     const sendBy = request.deadline - RECORD_MARGIN_MS;
-    this.sessionRequests.set(key, { deadline: request.deadline, sendBy, signal: request.signal });
+    this.sessionRequests.set(key, { deadline: request.deadline, sendBy, cancel: request.cancel });
     try {
       // The sender gives up at its deadline, so the machine has left sendingToken by then.
       return await fn(Math.max(0, sendBy - Date.now()) + SEND_SETTLE_MS);
@@ -405,7 +409,7 @@ export class SessionHost {
     }
   }
 
-  /** The deadline and signal of the request an event of `sid` is processed for; none outside a request. */
+  /** The deadline and cancellation of the request an event of `sid` is processed for; none outside a request. */
   private requestOf(sid: number): CallOptions | undefined {
     const request = this.sessionRequests.get(String(sid));
     return request && callOptions(request);
@@ -526,8 +530,8 @@ function restoreSession(
   return { value: valueOf(loaded.state), context: loaded.context };
 }
 
-function callOptions(request: { deadline: number; signal?: AbortSignal | undefined }): CallOptions {
-  return request.signal ? { deadline: request.deadline, signal: request.signal } : { deadline: request.deadline };
+function callOptions(request: { deadline: number; cancel?: Cancellation | undefined }): CallOptions {
+  return request.cancel ? { deadline: request.deadline, cancel: request.cancel } : { deadline: request.deadline };
 }
 
 /** How the send ended, named as the machine (and its diagram) names the event: `done: sendToken` or `error: sendToken`. */

@@ -14,10 +14,20 @@ import type Database from 'better-sqlite3';
 import type { DatabaseFile, StoreHealth } from './health.js';
 import { StoreUnavailableError, unavailableCause, type UnavailableCause } from './unavailable.js';
 
+/**
+ * Whether the caller still waits: the store supervisor passes the ask's RequestContext (src/actors/request-context.ts),
+ * which answers without making an AbortSignal; an AbortSignal answers too.
+ */
+export interface CallerCancellation {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  throwIfAborted(): void;
+}
+
 /** When the caller needs its answer, and its cancellation. */
 export interface WriteRequest {
   deadline: number;
-  signal?: AbortSignal;
+  cancel?: CallerCancellation;
 }
 
 interface Entry {
@@ -25,7 +35,7 @@ interface Entry {
   resolve(value: unknown): void;
   reject(error: unknown): void;
   deadline: number;
-  signal: AbortSignal | undefined;
+  cancel: CallerCancellation | undefined;
 }
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
@@ -69,7 +79,7 @@ export class GroupCommitter {
   submit<T>(work: () => T, request: WriteRequest): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('closed'));
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ work, resolve, reject, deadline: request.deadline, signal: request.signal });
+      this.queue.push({ work, resolve, reject, deadline: request.deadline, cancel: request.cancel });
       // While the database is locked the retry timer takes the new ones too.
       if (this.immediate === null && this.timer === null) this.immediate = setImmediate(this.flush);
     });
@@ -132,11 +142,11 @@ export class GroupCommitter {
     const now = Date.now();
     const batch: Entry[] = [];
     for (const e of this.queue) {
-      if (e.signal?.aborted) {
+      if (e.cancel?.aborted) {
         // Its caller gave up at its deadline while the database was locked (the caller's timer fired before ours):
         // the lock is why, and the operator hears of it.
         if (this.retryMs > 0 && now >= e.deadline) this.opts.health.failed('busy');
-        e.reject(e.signal.reason);
+        e.reject(e.cancel.reason);
       } else if (this.retryMs > 0 && now >= e.deadline) {
         this.opts.health.failed('busy');
         e.reject(new StoreUnavailableError('busy'));

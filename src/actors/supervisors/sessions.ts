@@ -68,7 +68,7 @@ export type SubmitResult =
  * and what a validated 3PID leads to: binding and unbinding it, and the invites waiting for it.
  */
 export const sessionsHandlers = {
-  requestToken: (e: RequestTokenArgs, r: SessionsResource, q: RequestContext) => r.host.requestToken(e, q.signal),
+  requestToken: (e: RequestTokenArgs, r: SessionsResource, q: RequestContext) => r.host.requestToken(e, q),
   /** an event for an existing session; answers undefined for an unknown sid */
   event: (e: { sid: number; event: SessionEvent }, r: SessionsResource, q: RequestContext) =>
     r.host.send(e.sid, e.event, q),

@@ -1,4 +1,4 @@
-import type { StoreEngine, StoreWriteOps } from '../../store/engine.js';
+import type { StoreEngine, StoreWriteOps, WriteRequest } from '../../store/engine.js';
 import { loadedPgEngine } from '../../store/pg/load.js';
 import { SqliteStore } from '../../store/sqlite-store.js';
 import type { SystemDeps } from '../deps.js';
@@ -14,11 +14,9 @@ type Op = keyof StoreWriteOps;
 /** The handler of one write: the engine records it within the request's deadline. */
 function op<K extends Op>(name: K) {
   return (e: Parameters<StoreWriteOps[K]>[0], r: StoreResource, q: RequestContext): ReturnType<StoreWriteOps[K]> => {
-    const run = r.engine.writes[name] as (
-      payload: unknown,
-      req: { deadline: number; signal?: AbortSignal },
-    ) => ReturnType<StoreWriteOps[K]>;
-    return run(e, { deadline: q.deadline, signal: q.signal });
+    const run = r.engine.writes[name] as (payload: unknown, req: WriteRequest) => ReturnType<StoreWriteOps[K]>;
+    // The context itself: the engine checks whether the caller gave up without making a signal.
+    return run(e, q);
   };
 }
 

@@ -286,9 +286,9 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
     req: WriteRequest,
     work: (sql: Sql, counts: CountDeltas, commitWith: CommitWith) => Promise<T>,
   ): Promise<T> => {
-    req.signal?.throwIfAborted();
+    req.cancel?.throwIfAborted();
     return inTransaction(pool, async (sql, commitWith) => {
-      req.signal?.throwIfAborted();
+      req.cancel?.throwIfAborted();
       const counts = new CountDeltas();
       let committed = false;
       const result = await work(sql, counts, (text, values) => {
