@@ -1,4 +1,5 @@
 import type { Transporter } from 'nodemailer';
+import type { Cancellation } from '../actors/request-context.js';
 
 /**
  * Sending one raw message over the (pooled) SMTP transport, with retries on temporary failures.
@@ -55,8 +56,8 @@ export interface SendOptions {
    * running then is aborted (its connection closed, so a message whose final dot was not sent is never delivered).
    */
   deadline?: number;
-  /** the caller's cancellation: aborts the attempt under way as the deadline does */
-  signal?: AbortSignal;
+  /** the caller's cancellation (the mailer's request context): aborts the attempt under way as the deadline does */
+  cancel?: Cancellation;
 }
 
 const TEMPORARY_CODES = new Set(['ECONNECTION', 'ESOCKET', 'ETIMEDOUT', 'EDNS']);
@@ -136,7 +137,7 @@ export async function sendRawMail(
   const sleep = opts.sleep ?? defaultSleep;
   const envelope = { from: envelopeAddress(from), to: [request.to] };
 
-  const cut = cutOff(opts.signal, opts.deadline);
+  const cut = cutOff(opts.cancel, opts.deadline);
   try {
     return await sendAttempts(transport, request, envelope, cut.signal, { ...opts, attempts, baseDelayMs, sleep });
   } finally {
@@ -145,24 +146,26 @@ export async function sendRawMail(
 }
 
 /**
- * One signal for the caller's signal and the deadline. A controller, a timer and one listener: AbortSignal.timeout
- * and AbortSignal.any cost several times that per mail, and keep their signals until the garbage collector runs.
+ * One signal for the caller's cancellation and the deadline. A controller, a timer and one listener on the caller's
+ * context (no signal of its own made for it): AbortSignal.timeout and AbortSignal.any cost several times that per
+ * mail, and keep their signals until the garbage collector runs.
  */
 function cutOff(
-  callerSignal: AbortSignal | undefined,
+  cancel: Cancellation | undefined,
   deadline: number | undefined,
 ): { signal: AbortSignal | undefined; release: () => void } {
-  if (deadline === undefined) return { signal: callerSignal, release: () => undefined };
+  if (deadline === undefined && !cancel) return { signal: undefined, release: () => undefined };
   const controller = new AbortController();
-  const abort = () => controller.abort(callerSignal?.aborted ? callerSignal.reason : undefined);
-  const timer = setTimeout(abort, Math.max(0, deadline - Date.now()));
-  if (callerSignal?.aborted) abort();
-  else callerSignal?.addEventListener('abort', abort, { once: true });
+  const abort = () => controller.abort(cancel?.reason);
+  const timer = deadline === undefined ? undefined : setTimeout(abort, Math.max(0, deadline - Date.now()));
+  let detach: (() => void) | undefined;
+  if (cancel?.aborted) abort();
+  else detach = cancel?.onAbort(abort);
   return {
     signal: controller.signal,
     release: () => {
       clearTimeout(timer);
-      callerSignal?.removeEventListener('abort', abort);
+      detach?.();
     },
   };
 }

@@ -40,7 +40,7 @@ export const mailerHandlers = {
         {
           ...r.send,
           deadline: request.deadline,
-          signal: request.signal,
+          cancel: request,
         },
       );
       r.metrics?.emailsSent.inc();
