@@ -5,6 +5,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type Database from 'better-sqlite3';
+import type { ReadSnapshot } from './lookup-connection.js';
 import { SESSION_MACHINE_VERSION, sessionStateName } from '../machines/validation-session.js';
 
 /** The columns of Sydent's rows that change during a session's life: what Sydent may have moved on. */
@@ -111,7 +112,11 @@ export class SessionReads {
   private readonly counts: Database.Statement<[], { state: string; n: number }>;
   private readonly legacyCount: Database.Statement<[], { validated: number; n: number }>;
 
-  constructor(db: Database.Database) {
+  /** `snapshot`: as AssociationReads's, reads share one read transaction for a few milliseconds. */
+  constructor(
+    db: Database.Database,
+    private readonly snapshot?: ReadSnapshot,
+  ) {
     this.byKey = db.prepare(
       'SELECT id FROM threepid_validation_sessions WHERE medium = ? AND address = ? AND clientSecret = ? ORDER BY mtime DESC LIMIT 1',
     );
@@ -130,10 +135,12 @@ export class SessionReads {
   }
 
   findSid(medium: string, address: string, clientSecret: string): number | undefined {
+    this.snapshot?.enter();
     return this.byKey.get(medium, address, clientSecret)?.id;
   }
 
   load(sid: number): StoredSession | undefined {
+    this.snapshot?.enter();
     const sydent = this.byId.get(sid);
     if (!sydent) return undefined;
     return { sydent, machine: this.machineById.get(sid) ?? null };

@@ -63,10 +63,7 @@ export class SqliteStore implements StoreEngine {
     const probe = r.prepare('SELECT count(*) FROM sqlite_master');
     this.reads = sqliteReads({
       accounts: new AccountReads(r, tokens),
-      // Sessions are read on the write connection: a session row is read right after it was written, and that
-      // connection's page cache still holds the pages, where the read connection drops its whole cache whenever
-      // another connection has committed.
-      sessions: new SessionReads(db),
+      sessions: new SessionReads(r, snapshot ?? undefined),
       associations: new AssociationReads(r, snapshot ?? undefined),
       callbacks: new CallbackReads(r),
       invites: new InviteReads(r),
