@@ -119,6 +119,28 @@ describe('sydent-ts peers (the command)', () => {
     expect(fs.readFileSync(confPath, 'utf8')).toBe(`${CONF(dbPath)}\n`);
   }, 30_000);
 
+  it('add writes the URL before the peer row, so a running server never pushes to the default address first', async () => {
+    expect((await call(['peers', 'list'])).code).toBe(0);
+    // The test holds the write lock: the command's row waits for it, what comes before the row does not.
+    const lock = new Database(dbPath);
+    lock.exec('BEGIN IMMEDIATE');
+    const adding = run(['peers', 'add', 'b.test', '--pubkey', key(), '--url', 'https://b-internal.test:4434']);
+    try {
+      const deadline = Date.now() + 15_000;
+      while (!fs.readFileSync(confPath, 'utf8').includes('base_replication_url = https://b-internal.test:4434')) {
+        if (Date.now() > deadline) throw new Error('the URL was not written while the row waited');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(lock.prepare('SELECT name FROM peers').all()).toEqual([]);
+    } finally {
+      lock.exec('ROLLBACK');
+      lock.close();
+    }
+    const added = await adding;
+    expect(added.code).toBe(0);
+    expect(peerRows().peers.map((p) => p.name)).toEqual(['b.test']);
+  }, 30_000);
+
   it('refuses a bad key with a usage error, and writes nothing', async () => {
     const res = await run(['peers', 'add', 'b.test', '--pubkey', 'not a key!']);
     expect(res.code).toBe(2);

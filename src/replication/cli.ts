@@ -222,8 +222,10 @@ async function openPeerRows(config: SydentConfig): Promise<PeerRows> {
 }
 
 async function add(opts: AddOptions, configPath: string, peers: PeerRows, io: CliIo): Promise<void> {
-  const added = await peers.upsert({ name: opts.name, key: opts.pubkey, port: opts.port });
+  // The URL first: a running server starts pushing to a peer as soon as it sees its row (at once on PostgreSQL,
+  // told by NOTIFY), and would push to the default https://NAME:port if the row came before the URL.
   if (opts.url !== undefined) setPeerUrlInFile(configPath, opts.name, opts.url);
+  const added = await peers.upsert({ name: opts.name, key: opts.pubkey, port: opts.port });
   const url = pushUrl(opts.name, opts.port, opts.url ?? urlsOf(configPath)[opts.name]);
   io.stdout(`${added ? 'added' : 'updated'} peer ${opts.name}: pushes go to ${url}\n`);
 }
