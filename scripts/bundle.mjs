@@ -33,9 +33,11 @@ export async function bundle(outdir = join(root, 'dist', 'bundle')) {
     chunkNames: '[name]-[hash]',
     // Native addons (and pg's optional native client, never installed) load from node_modules. So do what fastify
     // requires only when asked: its schema compilers (src/http/lazy-schemas.ts loads them on a route's first
-    // request) and light-my-request (`inject`, which the server never calls).
+    // request) and light-my-request (`inject`, which the server never calls). write-file-atomic names its
+    // temporary files after its own `__filename`, which a module in an ES bundle does not have.
     external: [
       'better-sqlite3',
+      'write-file-atomic',
       'pg-native',
       '@fastify/ajv-compiler',
       '@fastify/fast-json-stringify-compiler',

@@ -3,7 +3,7 @@
  * a chunk per command loaded on demand), laid out as in the package (dist/bundle/ two levels below config/ and
  * package.json). What the bundle could lose: the shipped templates and the version (found from the bundle's own
  * place), the dependencies loaded on first use from node_modules (nodemailer, nunjucks), the chunks (migrate-db and the
- * PostgreSQL client), and CommonJS dependencies bundled into an ES module.
+ * PostgreSQL client), CommonJS dependencies bundled into an ES module, and those left out of it (write-file-atomic).
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -118,5 +118,24 @@ describe('the bundled server', () => {
     );
     expect(refused?.code).toBe(1);
     expect(refused?.stderr).toContain('cannot connect to PostgreSQL at 127.0.0.1:1/db: connection refused');
+  });
+
+  it('peers add writes the URL into sydent.conf (the file replaced whole) and the peer into the database', async () => {
+    const { dir, conf } = await site('peers');
+    const pubkey = Buffer.alloc(32, 7).toString('base64').replace(/=+$/, '');
+    const added = await run(
+      process.execPath,
+      [main, '--config', conf, 'peers', 'add', 'b.test', '--pubkey', pubkey, '--url', 'https://b-internal.test:4434'],
+      { cwd: dir },
+    );
+    expect(added.stdout).toBe(
+      'added peer b.test: pushes go to https://b-internal.test:4434/_matrix/identity/replicate/v1/push\n',
+    );
+    expect(fs.readFileSync(conf, 'utf8')).toContain(
+      '[peer.b.test]\nbase_replication_url = https://b-internal.test:4434\n',
+    );
+    expect(fs.statSync(conf).mode & 0o777).toBe(0o600);
+    const listed = await run(process.execPath, [main, '--config', conf, 'peers', 'list', '--json'], { cwd: dir });
+    expect(JSON.parse(listed.stdout)).toMatchObject([{ name: 'b.test', pubkey }]);
   });
 });

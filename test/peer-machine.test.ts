@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise, transition } from 'xstate';
@@ -16,9 +18,11 @@ import {
   type PushResult,
 } from '../src/machines/peer.js';
 import type { PushAnswer, PushBody } from '../src/replication/outbound.js';
+import { PeerUrls, setPeerUrlInFile } from '../src/replication/peer-config.js';
 import { ReplicationWorker, type PushTransport } from '../src/replication/worker.js';
 import { openDatabase } from '../src/store/database.js';
 import { PeerReads, PeerWrites } from '../src/store/peers.js';
+import { tempDir } from './helpers/tmp.js';
 
 const T0 = 1_000_000;
 const DONE = 'xstate.done.actor.push';
@@ -279,6 +283,64 @@ describe('replication worker: one actor per peer', () => {
     expect((await worker.view()).peers[0]).toMatchObject({ cursor: 251, backlog: 0 });
     await worker.drain();
     db.close();
+  });
+
+  it('a peer added while the peers are being read is pushed to the URL written before its row', async () => {
+    const { dir, cleanup } = tempDir('sydent-ts-peer-urls-');
+    const configPath = path.join(dir, 'sydent.conf');
+    fs.writeFileSync(configPath, '[general]\nserver.name = a.test\n');
+    const db = openDatabase(':memory:');
+    db.prepare("INSERT INTO hashing_metadata (id, lookup_pepper) VALUES (0, 'pepper')").run();
+    db.prepare(
+      "INSERT INTO local_threepid_associations (medium, address, mxid, ts, notBefore, notAfter) VALUES ('email', 'u@x.test', '@u:x.test', 1, 1, 2)",
+    ).run();
+    const reads = new PeerReads(db);
+    const writes = new PeerWrites(db);
+    let adding = true;
+    const posted: string[] = [];
+    const worker = new ReplicationWorker({
+      reads: {
+        lastLocalId: () => reads.lastLocalId(),
+        all: () => reads.all(),
+        localAfter: (after, limit, signedAs) => reads.localAfter(after, limit, signedAs),
+        // `peers add --url` runs while the read is on its way: the URL, then the row, which the read sees
+        active: async () => {
+          if (adding) {
+            adding = false;
+            setPeerUrlInFile(configPath, 'b.test', 'https://b-internal.test:4434');
+            writes.upsert({ name: 'b.test', key: 'A'.repeat(43), port: null });
+          }
+          return reads.active();
+        },
+      },
+      store: { markSent: async (name, lastId, now) => writes.markSent(name, lastId, now) },
+      serverName: 'a.test',
+      signingKey: { version: '0', seed: generateSeed() },
+      tls: null,
+      urls: new PeerUrls({ peers: {}, configPath }),
+      now: () => T0,
+      random: () => 0,
+      log: pino({ level: 'silent' }),
+      transport: (): PushTransport => ({
+        post: async (url) => {
+          posted.push(url);
+          return { status: 200, body: '{}' };
+        },
+        close: async () => undefined,
+        destroy: async () => undefined,
+      }),
+    });
+    try {
+      worker.start();
+      for (let i = 0; i < 100 && (await worker.view()).peers[0]?.backlog !== 0; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(posted).toEqual(['https://b-internal.test:4434/_matrix/identity/replicate/v1/push']);
+      expect((await worker.view()).peers[0]).toMatchObject({ name: 'b.test', cursor: 1, failures: 0, lastError: null });
+    } finally {
+      await worker.drain();
+      db.close();
+      cleanup();
+    }
   });
 
   it('the view lists inactive peers and peers without a key, and a disabled worker says why', async () => {

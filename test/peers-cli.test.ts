@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { encodeBase64, generateSeed, publicKeyFromSeed } from '../src/crypto/index.js';
 import { peersMain } from '../src/replication/cli.js';
-import { removePeerSectionFromText } from '../src/replication/peer-config.js';
+import { PeerUrls, removePeerSectionFromText } from '../src/replication/peer-config.js';
 import { spawnServer } from './helpers/process.js';
 import { tempDir } from './helpers/tmp.js';
 import { rows } from './helpers/rows.js';
@@ -212,5 +212,30 @@ describe('sydent-ts peers (the function)', () => {
       '[general]\nserver.name = a\n\n# peers\n\n[peer.c]\nbase_replication_url = https://c\n',
     );
     expect(removePeerSectionFromText(text, 'z')).toBe(text);
+  });
+});
+
+describe('the running server sees what the command wrote', () => {
+  it('a new URL of the same length, written within the same file-time tick, is picked up', async () => {
+    const urls = new PeerUrls({ peers: {}, configPath: confPath });
+    await call(['peers', 'add', 'b.test', '--pubkey', key(), '--url', 'https://127.0.0.1:10001']);
+    fs.chmodSync(confPath, 0o600);
+    // the kernel's coarse file clock can give two writes one mtime: both are given the same one here
+    const tick = 1_790_000_000;
+    fs.utimesSync(confPath, tick, tick);
+    const before = fs.statSync(confPath);
+    urls.refresh();
+    expect(urls.get('b.test')).toBe('https://127.0.0.1:10001');
+
+    await call(['peers', 'add', 'b.test', '--pubkey', key(), '--url', 'https://127.0.0.1:10002']);
+    fs.utimesSync(confPath, tick, tick);
+    const after = fs.statSync(confPath);
+    expect([after.size, after.mtimeMs]).toEqual([before.size, before.mtimeMs]);
+    urls.refresh();
+    expect(urls.get('b.test')).toBe('https://127.0.0.1:10002');
+    // the file was replaced whole, keeping its mode: a reader never meets it truncated
+    expect(after.ino).not.toBe(before.ino);
+    expect(after.mode & 0o777).toBe(0o600);
+    expect(fs.readdirSync(dir).sort()).toEqual(['data', 'sydent.conf']);
   });
 });

@@ -6,8 +6,10 @@
  * running server re-reads the `[peer.*]` sections when the file changes, so `sydent-ts peers add --url` takes
  * effect without a restart, like the `peers` rows it writes.
  */
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
+
+import writeFileAtomic from 'write-file-atomic';
 
 import { setOptionInText } from '../config/ini-edit.js';
 import { IniReader, parseIni, splitLines } from '../config/ini.js';
@@ -39,17 +41,20 @@ export function peersFromText(
  * `[peer.NAME] base_replication_url` of the running server: the parsed config's at start, then the file's
  * whenever it changes (the replication worker calls `refresh()` on each wake-up and tick: one stat). A file that
  * no longer parses keeps the last good URLs.
+ *
+ * A change is told by inode, size and mtime together: file times tick with the kernel's coarse clock, so two
+ * writes within a few milliseconds can share an mtime, and the `peers` command replaces the file (a new inode).
  */
 export class PeerUrls {
   private urls: Record<string, PeerConfig>;
-  private mtimeMs: number | null;
+  private version: string | null;
 
   constructor(
-    private readonly config: SydentConfig,
+    private readonly config: Pick<SydentConfig, 'peers' | 'configPath'>,
     private readonly onError: (message: string) => void = () => undefined,
   ) {
     this.urls = config.peers;
-    this.mtimeMs = this.stat();
+    this.version = this.stat();
   }
 
   get(name: string): string | undefined {
@@ -63,9 +68,9 @@ export class PeerUrls {
 
   /** Re-reads the peer sections when sydent.conf changed since the last look. */
   refresh(): void {
-    const mtime = this.stat();
-    if (mtime === null || mtime === this.mtimeMs) return;
-    this.mtimeMs = mtime;
+    const version = this.stat();
+    if (version === null || version === this.version) return;
+    this.version = version;
     try {
       this.urls = peersFromText(readFileSync(this.config.configPath, 'utf8'), dirname(this.config.configPath));
     } catch (err) {
@@ -73,9 +78,10 @@ export class PeerUrls {
     }
   }
 
-  private stat(): number | null {
+  private stat(): string | null {
     try {
-      return statSync(this.config.configPath).mtimeMs;
+      const { ino, size, mtimeMs } = statSync(this.config.configPath);
+      return `${ino}:${size}:${mtimeMs}`;
     } catch {
       return null;
     }
@@ -84,10 +90,18 @@ export class PeerUrls {
 
 // ---- editing sydent.conf (the `peers` command) ----
 
+/**
+ * The edited file replaces the old one whole (a temporary file renamed over it, keeping its mode and owner): a
+ * running server that reads it meanwhile sees the old text or the new, never a truncated file.
+ */
+function replaceFile(path: string, text: string): void {
+  writeFileAtomic.sync(path, text);
+}
+
 /** Sets `[peer.NAME] base_replication_url` in the file, touching only that line (or adding the section). */
 export function setPeerUrlInFile(path: string, name: string, url: string): void {
   const text = readFileSync(path, 'utf8');
-  writeFileSync(path, setOptionInText(text, PEER_SECTION_PREFIX + name, 'base_replication_url', url));
+  replaceFile(path, setOptionInText(text, PEER_SECTION_PREFIX + name, 'base_replication_url', url));
 }
 
 /**
@@ -111,6 +125,6 @@ export function removePeerSectionFromFile(path: string, name: string): boolean {
   const text = readFileSync(path, 'utf8');
   const updated = removePeerSectionFromText(text, name);
   if (updated === text) return false;
-  writeFileSync(path, updated);
+  replaceFile(path, updated);
   return true;
 }

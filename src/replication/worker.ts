@@ -364,7 +364,6 @@ export class ReplicationWorker {
 
   /** Brings the actors in line with the active peers in the database. */
   private async reload(): Promise<void> {
-    this.opts.urls.refresh();
     let peers: ActivePeer[];
     try {
       peers = await this.opts.reads.active();
@@ -372,6 +371,9 @@ export class ReplicationWorker {
       this.opts.log.error({ err }, 'replication: could not read the peers');
       return;
     }
+    // After the read, not before: `peers add --url` writes the URL, then the row, so a row seen here has its URL
+    // in the file by now. Looked at before the read, a row committed meanwhile was pushed to https://NAME:port.
+    this.opts.urls.refresh();
     if (this.draining) return;
     const seen = new Set<string>();
     for (const peer of peers) {
