@@ -148,6 +148,40 @@ describe('the whole flow on v1', () => {
   });
 });
 
+describe('sids', () => {
+  const HOUR = 60 * 60 * 1000;
+  const hourOf = (sid: string) => Math.floor(Number(sid) / 2 ** 31);
+
+  it("are the hour times 2^31 plus 31 random bits: an hour's sessions side by side, the next hour's after them", async () => {
+    const hour = Math.floor(clock.now() / HOUR);
+    const a = await startSession('hour.a@example.org', 'hoursecret');
+    const b = await startSession('hour.b@example.org', 'hoursecret');
+    for (const sid of [a.sid, b.sid]) {
+      expect(sid).toMatch(/^\d{16}$/);
+      expect(Number.isSafeInteger(Number(sid))).toBe(true);
+      expect(hourOf(sid)).toBe(hour);
+    }
+    expect(a.sid).not.toBe(b.sid);
+    clock.advance(HOUR);
+    const c = await startSession('hour.c@example.org', 'hoursecret');
+    expect(hourOf(c.sid)).toBe(hour + 1);
+    expect(Number(c.sid)).toBeGreaterThan(Math.max(Number(a.sid), Number(b.sid)));
+    // each still names its own session
+    for (const s of [a, b, c]) {
+      const ok = await submitToken({ sid: s.sid, client_secret: 'hoursecret', token: s.token });
+      expect(ok.json, s.sid).toEqual({ success: true });
+    }
+  });
+
+  it("one that no session of ours or Sydent's can have (17 digits, past 2^53) is no session, not an error", async () => {
+    for (const sid of ['12345678901234567', '9007199254740993', '9999999999999999']) {
+      const res = await getValidated(sid, 'hoursecret');
+      expect(res.status, sid).toBe(404);
+      expect(res.json['errcode'], sid).toBe('M_NO_VALID_SESSION');
+    }
+  });
+});
+
 describe('send_attempt', () => {
   it('sends a new mail only for a send_attempt greater than the last one; otherwise success, same sid, no mail', async () => {
     const email = 'attempts@example.org';

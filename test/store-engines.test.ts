@@ -12,7 +12,7 @@ import { lookupHash } from '../src/crypto/index.js';
 import { BindConflictError, type BindRecord } from '../src/store/associations.js';
 import type { StoreEngine, WriteRequest } from '../src/store/engine.js';
 import { loadPgEngine } from '../src/store/pg/load.js';
-import { randomSid, SessionConflictError, SidTakenError, type SessionWrite } from '../src/store/sessions.js';
+import { newSid, SessionConflictError, SidTakenError, type SessionWrite } from '../src/store/sessions.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import { connect, testDatabase } from './helpers/postgres.js';
 import { tempDir } from './helpers/tmp.js';
@@ -149,7 +149,7 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
 
   it('sessions: created, found, saved by row version (a stale version refused, nothing written), counted, swept', async () => {
     const { store } = await open();
-    const sid = randomSid();
+    const sid = newSid(Date.now());
     expect(
       await store.writes.createSession({ medium: 'email', clientSecret: 'cs', write: session({ sid }) }, req()),
     ).toBe(1);

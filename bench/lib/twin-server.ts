@@ -124,7 +124,8 @@ if (kind === 'request-token') {
       const address = email.toLowerCase();
       const now = Date.now();
       let sid: number;
-      do sid = randomInt(1, 2 ** 31);
+      // as sydent-ts makes them (src/store/sessions.ts newSid): the hour, then 31 random bits
+      do sid = Math.floor(now / 3_600_000) * 2 ** 31 + randomInt(1, 2 ** 31);
       while (sidUsed.get(sid));
       const token = randomToken(32);
       const context = {

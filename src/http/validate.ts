@@ -16,13 +16,21 @@ export function clientSecret(value: string): string {
   return value;
 }
 
-/** Our sids are decimal integers (Sydent's are too); anything else cannot name a session. */
+/**
+ * Our sids are decimal integers (Sydent's are too), Sydent's below 2^31 and ours (store/sessions.ts `newSid`) up to
+ * 2^53; anything else cannot name a session.
+ */
 export function sidNumber(value: string | number): number | null {
   const text = String(value);
   if (!OPAQUE_ID.test(text)) throw errors.invalidParam('Invalid sid provided');
-  if (!/^\d{1,10}$/.test(text)) return null;
+  return storedSid(text);
+}
+
+/** The sid a text names, or null when no session can have it. */
+export function storedSid(text: string): number | null {
+  if (!/^\d{1,16}$/.test(text)) return null;
   const n = Number(text);
-  return n <= 2 ** 31 ? n : null;
+  return n <= Number.MAX_SAFE_INTEGER ? n : null;
 }
 
 /**

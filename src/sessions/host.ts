@@ -35,7 +35,7 @@ import {
 import type { CallOptions } from '../actors/ask.js';
 import type { Cancellation } from '../actors/request-context.js';
 import {
-  randomSid,
+  newSid,
   SessionConflictError,
   SidTakenError,
   type SessionSave,
@@ -89,7 +89,7 @@ export interface SessionHostDeps {
   /** rate limit for the sender of a token, consulted only when a token will really be sent */
   admit: (medium: Medium, key: string, request: CallOptions) => Promise<Admission>;
   newToken: (medium: Medium) => string;
-  /** the sid a new session tries first (default randomSid); one in use is refused by the create, and another tried */
+  /** the sid a new session tries first (default newSid); one in use is refused by the create, and another tried */
   newSid?: () => number;
   /** told of every state change, in the diagram's names (metrics) */
   onTransition?: (from: string, to: string) => void;
@@ -283,9 +283,9 @@ export class SessionHost {
     if (!admission.ok) return { limited: true, retryAfterMs: admission.retryAfterMs };
     const token = this.deps.newToken(args.medium);
     // The sid is picked here and checked by the create itself (no ask for a free one first): a sid in use, rare
-    // among 2^31, is refused before anything is written, and another is tried.
+    // among the hour's 2^31, is refused before anything is written, and another is tried.
     for (;;) {
-      const sid = this.deps.newSid?.() ?? randomSid();
+      const sid = this.deps.newSid?.() ?? newSid(this.deps.now());
       try {
         return await this.createSession(sid, token, args, event, cancel);
       } catch (error) {

@@ -26,7 +26,7 @@ export interface StoreWriteOps {
     req: WriteRequest,
   ): Promise<{ consented: boolean }>;
   /**
-   * Sydent's rows and the machine row of a new session, under the sid the caller picked (randomSid): the new row's
+   * Sydent's rows and the machine row of a new session, under the sid the caller picked (newSid): the new row's
    * version (1). A sid in use is refused with SidTakenError, nothing written.
    */
   createSession(e: { medium: string; clientSecret: string; write: SessionWrite }, req: WriteRequest): Promise<number>;

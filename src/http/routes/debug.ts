@@ -12,6 +12,7 @@ import { tokenFromRequest } from '../auth.js';
 import type { AppContext } from '../context.js';
 import { errors } from '../errors.js';
 import { DEBUG_PAGE } from '../debug/page.js';
+import { storedSid } from '../validate.js';
 import { VERSION } from '../../version.js';
 
 const require = createRequire(import.meta.url);
@@ -131,7 +132,7 @@ export async function debugRoutes(
   app.get('/_sydent/debug/sessions', async () => ({ byState: await ctx.reads.sessions.countByState() }));
 
   app.get<{ Params: { sid: string } }>('/_sydent/debug/sessions/:sid', async (req) => {
-    const sid = /^\d{1,10}$/.test(req.params.sid) ? Number(req.params.sid) : null;
+    const sid = storedSid(req.params.sid);
     const found = sid === null ? undefined : await facades.sessions.inspect({ sid });
     if (!found) throw errors.notFound('No such session');
     // States and events as the machine, and so the page's diagram, names them.
