@@ -86,6 +86,34 @@ type SessionInput = Omit<
   'validatedAt' | 'mxid' | 'rejection' | 'lastError' | 'everSent' | 'wrongTokens' | 'createdBySydent'
 >;
 
+/**
+ * A new session's context, field by field: V8 (Node 20) gives an object made by spreading another a map of its own,
+ * so each property added after the spread builds a new map, some 2 µs apiece (bench/README.md, "Code shaped by
+ * measurements"). The type names every field, so none can be left out.
+ */
+function newSessionContext(input: SessionInput): SessionContext {
+  return {
+    sid: input.sid,
+    medium: input.medium,
+    address: input.address,
+    sendTo: input.sendTo,
+    clientSecret: input.clientSecret,
+    token: input.token,
+    wrongTokens: 0,
+    sendAttempt: input.sendAttempt,
+    mtime: input.mtime,
+    validatedAt: null,
+    nextLink: input.nextLink,
+    brand: input.brand,
+    ipAddress: input.ipAddress,
+    everSent: false,
+    mxid: null,
+    createdBySydent: false,
+    rejection: null,
+    lastError: null,
+  };
+}
+
 /** The events a session takes from outside. Each names the session's client secret, which is checked first. */
 export type SessionEvent =
   | {
@@ -271,16 +299,7 @@ const afterValidation = {
 
 export const validationSessionMachine = sessionSetup.createMachine({
   id: 'validationSession',
-  context: ({ input }) => ({
-    ...input,
-    wrongTokens: 0,
-    everSent: false,
-    validatedAt: null,
-    mxid: null,
-    createdBySydent: false,
-    rejection: null,
-    lastError: null,
-  }),
+  context: ({ input }) => newSessionContext(input),
   initial: 'live',
   states: {
     live: {

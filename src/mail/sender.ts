@@ -139,7 +139,13 @@ export async function sendRawMail(
 
   const cut = cutOff(opts.cancel, opts.deadline);
   try {
-    return await sendAttempts(transport, request, envelope, cut.signal, { ...opts, attempts, baseDelayMs, sleep });
+    return await sendAttempts(transport, request, envelope, cut.signal, {
+      attempts,
+      baseDelayMs,
+      sleep,
+      onRetry: opts.onRetry,
+      deadline: opts.deadline,
+    });
   } finally {
     cut.release();
   }
@@ -175,7 +181,11 @@ async function sendAttempts(
   request: SendMailRequest,
   envelope: { from: string; to: string[] },
   signal: AbortSignal | undefined,
-  opts: SendOptions & { attempts: number; baseDelayMs: number; sleep: (ms: number) => Promise<void> },
+  opts: Pick<SendOptions, 'onRetry' | 'deadline'> & {
+    attempts: number;
+    baseDelayMs: number;
+    sleep: (ms: number) => Promise<void>;
+  },
 ): Promise<SendMailResult> {
   const { attempts, baseDelayMs, sleep } = opts;
   // Given to nodemailer, which otherwise makes up one of its own (the raw message goes out as it is either way).
@@ -184,12 +194,10 @@ async function sendAttempts(
     try {
       // a message that waited in the queue past its caller's deadline is not sent at all
       if (signal?.aborted) throw outOfTime(attempt);
-      const info = (await transport.sendMail({
-        envelope,
-        raw: request.raw,
-        ...(messageId ? { messageId } : {}),
-        ...(signal ? { signal } : {}),
-      })) as {
+      const mail: Parameters<typeof transport.sendMail>[0] & { signal?: AbortSignal } = { envelope, raw: request.raw };
+      if (messageId) mail.messageId = messageId;
+      if (signal) mail.signal = signal;
+      const info = (await transport.sendMail(mail)) as {
         messageId?: string;
         accepted?: unknown[];
         rejected?: unknown[];

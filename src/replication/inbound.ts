@@ -47,8 +47,16 @@ export class InboundPushes {
       return { ok: true, result: { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 } };
     for (let attempt = 1; ; attempt++) {
       const pepper = await this.facades.reads.associations.storedPepper();
+      // field by field, not `{ ...a, lookupHash }`: V8 builds a new map for a property added to a spread copy
       const associations = checked.associations.map((a) => ({
-        ...a,
+        originId: a.originId,
+        medium: a.medium,
+        address: a.address,
+        mxid: a.mxid,
+        ts: a.ts,
+        notBefore: a.notBefore,
+        notAfter: a.notAfter,
+        sgAssoc: a.sgAssoc,
         lookupHash: lookupHash(a.address, a.medium, pepper),
       }));
       try {

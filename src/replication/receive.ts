@@ -29,7 +29,8 @@ const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isSa
 class InvalidAssociation extends Error {}
 
 /** The association's fields, checked; throws InvalidAssociation. */
-function readAssociation(originId: number, value: Record<string, unknown>): Omit<ReceivedAssociation, 'sgAssoc'> {
+/** The association `value` holds, checked; `payload` is its signed part (for `sgAssoc`). */
+function readAssociation(originId: number, value: Record<string, unknown>, payload: string): ReceivedAssociation {
   for (const field of ['medium', 'address', 'mxid', 'ts', 'not_before', 'not_after']) {
     if (!Object.hasOwn(value, field)) throw new InvalidAssociation(`no ${field}`);
   }
@@ -42,10 +43,19 @@ function readAssociation(originId: number, value: Record<string, unknown>): Omit
   const normalised = normaliseAddress(medium, address);
   if (mxid === null) {
     // a tombstone: Sydent sends null times; anything else is ignored
-    return { originId, medium, address: normalised, mxid: null, ts, notBefore: null, notAfter: null };
+    return {
+      originId,
+      medium,
+      address: normalised,
+      mxid: null,
+      ts,
+      notBefore: null,
+      notAfter: null,
+      sgAssoc: storedForm(payload, value),
+    };
   }
   if (!isTime(notBefore) || !isTime(notAfter)) throw new InvalidAssociation('not_before / not_after are not integers');
-  return { originId, medium, address: normalised, mxid, ts, notBefore, notAfter };
+  return { originId, medium, address: normalised, mxid, ts, notBefore, notAfter, sgAssoc: storedForm(payload, value) };
 }
 
 /** Verifies many payloads under one key: the worker pool, for pushes large enough to be worth sending there. */
@@ -114,7 +124,7 @@ class PushCheck {
       const { payload, signature } = signedPayload(value, this.peerName, PEER_KEY_ID);
       let read: Candidate['read'];
       try {
-        read = { ...readAssociation(Number(id), value), sgAssoc: storedForm(payload, value) };
+        read = readAssociation(Number(id), value, payload);
       } catch (e) {
         if (!(e instanceof InvalidAssociation)) throw e;
         read = e;

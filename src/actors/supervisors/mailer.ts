@@ -19,7 +19,8 @@ interface MailerResource {
   opened: () => Transporter | undefined;
   /** email.from: its addr-spec is the envelope sender */
   from: string;
-  send: SendOptions;
+  /** the mailer's own; each request brings its deadline and cancellation */
+  send: Omit<SendOptions, 'deadline' | 'cancel'>;
   log: Logger;
   metrics: Metrics | undefined;
 }
@@ -37,11 +38,8 @@ export const mailerHandlers = {
         r.transport(),
         r.from,
         { to: e.to, raw: e.raw },
-        {
-          ...r.send,
-          deadline: request.deadline,
-          cancel: request,
-        },
+        // the mailer's options onto the request's (not a spread copy: see bench/README.md)
+        Object.assign({ deadline: request.deadline, cancel: request }, r.send),
       );
       r.metrics?.emailsSent.inc();
       return result;
@@ -65,7 +63,7 @@ export const mailerHandlers = {
 
 interface MailerOptions {
   /** retry settings for sendRawMail (tests shorten the backoff) */
-  send?: Omit<SendOptions, 'onRetry'>;
+  send?: Omit<SendOptions, 'onRetry' | 'deadline' | 'cancel'>;
   /** transport extras (tests trust their own CA) */
   transport?: SmtpTransportOptions;
 }
