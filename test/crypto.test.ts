@@ -322,6 +322,18 @@ describe('signJson', () => {
     expect(Object.hasOwn(signed.signatures, '__proto__')).toBe(true);
     verifySignedJson(signed, '__proto__', KEY_ID, publicKeyFromSeed(SEED));
   });
+
+  it('keeps a __proto__ key of JSON as an own key of the signed copy, signed and sent as it came', () => {
+    for (const text of ['{"__proto__":{"x":1},"a":2}', '{"__proto__":{"x":1},"a":2,"unsigned":{"u":1}}']) {
+      const record = JSON.parse(text) as Record<string, unknown>;
+      const signed = signJson(record, SERVER, KEY) as Record<string, unknown>;
+      expect(Object.getPrototypeOf(signed)).toBe(Object.prototype);
+      expect(Object.hasOwn(signed, '__proto__')).toBe(true);
+      expect(JSON.stringify(signed)).toContain('"__proto__":{"x":1}');
+      verifySignedJson(signed, SERVER, KEY_ID, publicKeyFromSeed(SEED));
+      expect(record).not.toHaveProperty('signatures');
+    }
+  });
 });
 
 describe('verifySignedJson', () => {

@@ -312,7 +312,8 @@ export class AssociationWrites {
       // invite_tokens keeps Sydent's seconds.
       if (pending.length) this.markSent.run(Math.floor(req.ts / 1000), req.medium, req.address);
       if (req.callback) {
-        this.callbacks.enqueue({ ...req.callback, medium: req.medium, address: req.address, now: req.ts });
+        const { destination, path, body } = req.callback;
+        this.callbacks.enqueue({ destination, path, body, medium: req.medium, address: req.address, now: req.ts });
       }
     })();
   }

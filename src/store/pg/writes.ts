@@ -202,8 +202,14 @@ async function bind(sql: Sql, req: BindRecord, counts: CountDeltas, commitWith: 
     ]);
   }
   // Delivered only after the commit, when the row becomes visible to the workers.
-  if (req.callback)
-    await enqueueCallback(sql, { ...req.callback, medium: req.medium, address: req.address, now: req.ts }, counts);
+  if (req.callback) {
+    const { destination, path, body } = req.callback;
+    await enqueueCallback(
+      sql,
+      { destination, path, body, medium: req.medium, address: req.address, now: req.ts },
+      counts,
+    );
+  }
   await appendBind(req, counts, commitWith);
 }
 
