@@ -175,6 +175,21 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
       sendAttemptNumber: 1,
     });
     expect(loaded?.machine).toMatchObject({ state: 'tokenSent', machine_version: 1, row_version: 1 });
+    // the repeat path's one read: the same, for the newest session of the address and secret
+    expect(await store.reads.sessions.findLatest('email', 'alice@example.org', 'cs')).toEqual(loaded);
+    expect(await store.reads.sessions.findLatest('email', 'alice@example.org', 'other')).toBeUndefined();
+    const newer = newSid(Date.now());
+    await store.writes.createSession(
+      { medium: 'email', clientSecret: 'cs', write: session({ sid: newer, mtime: 1_500, token: 'NewerToken' }) },
+      req(),
+    );
+    expect((await store.reads.sessions.findLatest('email', 'alice@example.org', 'cs'))?.sydent).toMatchObject({
+      id: newer,
+      token: 'NewerToken',
+    });
+    await store.writes.deleteOldSessions({ cutoffMs: 1_501, limit: 100 }, req());
+    expect(await store.reads.sessions.findLatest('email', 'alice@example.org', 'cs')).toBeUndefined();
+    await store.writes.createSession({ medium: 'email', clientSecret: 'cs', write: session({ sid }) }, req());
     const seen = { validated: 0, mtime: 1_000, token: 'OurToken', sendAttemptNumber: 1 };
     const next = session({ sid, state: 'validated', validated: true, mtime: 2_000, expectedSydent: seen });
     expect(await store.writes.saveSession({ write: next, expectedVersion: 1 }, req())).toBe(2);
@@ -202,6 +217,11 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
          engine === 'postgresql' ? 'UPDATE sydent_ts_sydent_session_counts SET n = n + 1 WHERE validated = 0;' : ''
        }`,
     );
+    // one read of the repeat path finds what findSid and load find: Sydent's rows, no machine row
+    expect(await store.reads.sessions.findLatest('email', 'old@example.org', 'cs')).toEqual(
+      await store.reads.sessions.load(sid),
+    );
+    expect((await store.reads.sessions.findLatest('email', 'old@example.org', 'cs'))?.machine).toBeNull();
     const counted = await store.reads.sessions.countByState();
     const seen = { validated: 0, mtime: 1_000, token: 'SydentTok', sendAttemptNumber: 1 };
     const write = session({ sid, address: 'old@example.org', token: 'SydentTok', expectedSydent: seen });

@@ -22,7 +22,7 @@ import {
 } from '../machines/validation-session.js';
 import { encodeStateValue, stateNames, valueOfPath } from '../machines/state-value.js';
 import type { StoredSession } from '../store/sessions.js';
-import { sessionOutcome, type SessionOutcome, type SessionReadPort } from './host.js';
+import { sessionOutcome, type SessionOutcome } from './host.js';
 
 /** A requestToken as the fast path needs it. */
 export interface RepeatRequest {
@@ -72,12 +72,10 @@ export function repeatOutcome(stored: StoredSession, request: RepeatRequest, now
 
 /** The session `request` repeats, when the fast path can answer it (see `repeatOutcome`). */
 export async function answerRepeat(
-  reads: SessionReadPort,
+  reads: { findLatest(medium: string, address: string, clientSecret: string): Promise<StoredSession | undefined> },
   request: RepeatRequest,
   now: number,
 ): Promise<SessionOutcome | undefined> {
-  const sid = await reads.findSid(request.medium, request.address, request.clientSecret);
-  if (sid === undefined) return undefined;
-  const stored = await reads.load(sid);
+  const stored = await reads.findLatest(request.medium, request.address, request.clientSecret);
   return stored && repeatOutcome(stored, request, now);
 }

@@ -28,7 +28,7 @@ type DatabaseState = 'ok' | 'unreachable' | 'file missing' | 'file replaced';
 
 export interface StoreReads {
   accounts: Async<AccountReads, 'accountByToken' | 'acceptedUrls'>;
-  sessions: Async<SessionReads, 'findSid' | 'load' | 'countByState'>;
+  sessions: Async<SessionReads, 'findSid' | 'findLatest' | 'load' | 'countByState'>;
   associations: Async<AssociationReads, 'pepper' | 'storedPepper' | 'lookup' | 'lookupHashes'> & {
     /**
      * What `lookupHashes` finds, as the text of a JSON object of hash → mxid (its UTF-8 bytes, for a large lookup):
@@ -124,7 +124,7 @@ export function sqliteReads(parts: SqliteReadParts): StoreReads {
       accountByToken: (token) => settled(() => accounts.accountByToken(token)),
       acceptedUrls: (userId) => settled(() => accounts.acceptedUrls(userId)),
     },
-    sessions: asyncMethods(parts.sessions, ['findSid', 'load', 'countByState']),
+    sessions: asyncMethods(parts.sessions, ['findSid', 'findLatest', 'load', 'countByState']),
     associations: {
       pepper: () => settled(() => associations.pepper()),
       storedPepper: () => settled(() => associations.storedPepper()),

@@ -115,8 +115,41 @@ export function newSid(nowMs: number): number {
 }
 const HISTORY_LIMIT = 20;
 
+/** Sydent's rows of the newest session of (medium, address, client secret), its latest token and our machine row. */
+export const LATEST_BY_KEY_SQL = `SELECT s.id, s.medium, s.address, s.clientSecret, s.validated, s.mtime, t.token, t.sendAttemptNumber,
+       m.state, m.context, m.machine_version, m.row_version, m.history
+     FROM threepid_validation_sessions s
+     LEFT JOIN threepid_token_auths t ON t.validationSession = s.id
+     LEFT JOIN session_machines m ON m.sid = s.id
+     WHERE s.medium = ? AND s.address = ? AND s.clientSecret = ?
+     ORDER BY s.mtime DESC, t.id DESC LIMIT 1`;
+
+/** A row of LATEST_BY_KEY_SQL: the machine's columns are null when the session has no machine row (Sydent's). */
+export type SessionJoinRow = SydentSessionRow & { [K in keyof MachineRow]: MachineRow[K] | null };
+
+export function storedSessionOf(row: SessionJoinRow): StoredSession {
+  const { state, context, machine_version, row_version, history } = row;
+  return {
+    sydent: {
+      id: row.id,
+      medium: row.medium,
+      address: row.address,
+      clientSecret: row.clientSecret,
+      validated: row.validated,
+      mtime: row.mtime,
+      token: row.token,
+      sendAttemptNumber: row.sendAttemptNumber,
+    },
+    machine:
+      state === null || context === null || machine_version === null || row_version === null || history === null
+        ? null
+        : { state, context, machine_version, row_version, history },
+  };
+}
+
 export class SessionReads {
   private readonly byKey: Database.Statement<[string, string, string], { id: number }>;
+  private readonly latestByKey: Database.Statement<[string, string, string], SessionJoinRow>;
   private readonly byId: Database.Statement<[number], SydentSessionRow>;
   private readonly machineById: Database.Statement<[number], MachineRow>;
   private readonly counts: Database.Statement<[], { state: string; n: number }>;
@@ -130,6 +163,7 @@ export class SessionReads {
     this.byKey = db.prepare(
       'SELECT id FROM threepid_validation_sessions WHERE medium = ? AND address = ? AND clientSecret = ? ORDER BY mtime DESC LIMIT 1',
     );
+    this.latestByKey = db.prepare(LATEST_BY_KEY_SQL);
     this.byId = db.prepare(
       `SELECT s.id, s.medium, s.address, s.clientSecret, s.validated, s.mtime, t.token, t.sendAttemptNumber
        FROM threepid_validation_sessions s
@@ -147,6 +181,13 @@ export class SessionReads {
   findSid(medium: string, address: string, clientSecret: string): number | undefined {
     this.snapshot?.enter();
     return this.byKey.get(medium, address, clientSecret)?.id;
+  }
+
+  /** `load(findSid(…))` in one statement: the request repeated by a requestToken, as one read. */
+  findLatest(medium: string, address: string, clientSecret: string): StoredSession | undefined {
+    this.snapshot?.enter();
+    const row = this.latestByKey.get(medium, address, clientSecret);
+    return row && storedSessionOf(row);
   }
 
   load(sid: number): StoredSession | undefined {

@@ -11,7 +11,7 @@ import type { PendingInvite } from '../associations.js';
 import { toDebugRow, type CallbackCounts, type DebugRow } from '../callbacks.js';
 import { PEER_KEY_ALG, peerRowsOf, type ActivePeer, type LocalAssociationRow, type PeerJoinRow } from '../peers.js';
 import type { StoreReads } from '../reads.js';
-import type { MachineRow, SydentSessionRow } from '../sessions.js';
+import { storedSessionOf, type MachineRow, type SessionJoinRow, type SydentSessionRow } from '../sessions.js';
 import { objectJson } from '../mappings-json.js';
 import { query } from './pool.js';
 
@@ -169,6 +169,22 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
             [medium, address, clientSecret],
           )
         )?.id,
+      // As SQLite's LATEST_BY_KEY_SQL (src/store/sessions.ts): one statement for the repeated requestToken.
+      findLatest: async (medium, address, clientSecret) => {
+        const row = await one<SessionJoinRow>(
+          'session_latest',
+          `SELECT s.id, s.medium, s.address, s.clientSecret AS "clientSecret", s.validated, s.mtime, t.token,
+                  t.sendAttemptNumber AS "sendAttemptNumber", m.state, m.context, m.machine_version, m.row_version,
+                  m.history
+           FROM threepid_validation_sessions s
+           LEFT JOIN threepid_token_auths t ON t.validationSession = s.id
+           LEFT JOIN session_machines m ON m.sid = s.id
+           WHERE s.medium = $1 AND s.address = $2 AND s.clientSecret = $3
+           ORDER BY s.mtime DESC, t.id DESC LIMIT 1`,
+          [medium, address, clientSecret],
+        );
+        return row && storedSessionOf(row);
+      },
       load: async (sid) => {
         const sydent = await one<SydentSessionRow>(
           'session_load',
