@@ -119,10 +119,10 @@ const HISTORY_LIMIT = 20;
 export const LATEST_BY_KEY_SQL = `SELECT s.id, s.medium, s.address, s.clientSecret, s.validated, s.mtime, t.token, t.sendAttemptNumber,
        m.state, m.context, m.machine_version, m.row_version, m.history
      FROM threepid_validation_sessions s
-     LEFT JOIN threepid_token_auths t ON t.validationSession = s.id
+     LEFT JOIN threepid_token_auths t ON t.id = (SELECT max(id) FROM threepid_token_auths WHERE validationSession = s.id)
      LEFT JOIN session_machines m ON m.sid = s.id
      WHERE s.medium = ? AND s.address = ? AND s.clientSecret = ?
-     ORDER BY s.mtime DESC, t.id DESC LIMIT 1`;
+     ORDER BY s.mtime DESC LIMIT 1`;
 
 /** A row of LATEST_BY_KEY_SQL: the machine's columns are null when the session has no machine row (Sydent's). */
 export type SessionJoinRow = SydentSessionRow & { [K in keyof MachineRow]: MachineRow[K] | null };

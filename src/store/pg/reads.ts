@@ -177,10 +177,11 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
                   t.sendAttemptNumber AS "sendAttemptNumber", m.state, m.context, m.machine_version, m.row_version,
                   m.history
            FROM threepid_validation_sessions s
-           LEFT JOIN threepid_token_auths t ON t.validationSession = s.id
+           LEFT JOIN threepid_token_auths t
+             ON t.id = (SELECT max(id) FROM threepid_token_auths WHERE validationSession = s.id)
            LEFT JOIN session_machines m ON m.sid = s.id
            WHERE s.medium = $1 AND s.address = $2 AND s.clientSecret = $3
-           ORDER BY s.mtime DESC, t.id DESC LIMIT 1`,
+           ORDER BY s.mtime DESC LIMIT 1`,
           [medium, address, clientSecret],
         );
         return row && storedSessionOf(row);
