@@ -28,8 +28,7 @@ const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isSa
 
 class InvalidAssociation extends Error {}
 
-/** The association's fields, checked; throws InvalidAssociation. */
-/** The association `value` holds, checked; `payload` is its signed part (for `sgAssoc`). */
+/** The association `value` holds, checked (InvalidAssociation otherwise); `payload` is its signed part, for `sgAssoc`. */
 function readAssociation(originId: number, value: Record<string, unknown>, payload: string): ReceivedAssociation {
   for (const field of ['medium', 'address', 'mxid', 'ts', 'not_before', 'not_after']) {
     if (!Object.hasOwn(value, field)) throw new InvalidAssociation(`no ${field}`);
