@@ -123,19 +123,23 @@ describe('checkpoints beside a reader from outside (a backup, the sqlite3 shell)
     };
     const reader = new Database(file, { readonly: true });
     cleanups.push(() => reader.close());
-    return { file, seen, commit, probeUntilAnswered, reader, probe, lockedOut: () => lockedOut };
+    /** The reader takes its snapshot, then `commits` commits of 1,200 rows, each until its checkpoint answered. */
+    const writeWhileReading = async (commits: number) => {
+      commit(10);
+      // every frame written from now on is one the reader must not see copied over its pages
+      reader.exec('BEGIN');
+      reader.prepare('SELECT count(*) FROM global_threepid_associations').get();
+      for (let i = 1; i <= commits; i++) {
+        commit(1_200);
+        await probeUntilAnswered(seen.length + 1);
+      }
+    };
+    return { file, seen, commit, probeUntilAnswered, writeWhileReading, reader, probe, lockedOut: () => lockedOut };
   }
 
   it('copies around it and never takes the write lock: writes go on as long as the reader reads', async () => {
     const t = setup();
-    t.commit(10);
-    // the reader's snapshot: every frame written from now on is one it must not see copied over its pages
-    t.reader.exec('BEGIN');
-    t.reader.prepare('SELECT count(*) FROM global_threepid_associations').get();
-    for (let i = 1; i <= 3; i++) {
-      t.commit(1_200);
-      await t.probeUntilAnswered(i);
-    }
+    await t.writeWhileReading(3);
     // what another writer meets: never the write lock held by a checkpoint
     expect(t.lockedOut()).toBe(0);
     expect(t.seen.map((s) => s.mode)).toEqual(['PASSIVE', 'PASSIVE', 'PASSIVE']);
@@ -154,13 +158,7 @@ describe('checkpoints beside a reader from outside (a backup, the sqlite3 shell)
   it('a WAL that grew long is started again by a RESTART; one a reader outlasts is not tried again for a while', async () => {
     let now = 1_000_000;
     const t = setup({ restartFrames: 2_000, now: () => now });
-    t.commit(10);
-    t.reader.exec('BEGIN');
-    t.reader.prepare('SELECT count(*) FROM global_threepid_associations').get();
-    for (let i = 1; i <= 4; i++) {
-      t.commit(1_200);
-      await t.probeUntilAnswered(i);
-    }
+    await t.writeWhileReading(4);
     // past 2,000 frames: one RESTART, which waited for the reader and gave up; then PASSIVE only
     expect(t.seen.map((s) => s.mode)).toEqual(['PASSIVE', 'RESTART', 'PASSIVE', 'PASSIVE']);
     expect(t.seen[1]!.busy).toBe(1);
