@@ -106,8 +106,8 @@ export const SYDENT_V0_SCHEMA: readonly string[] = [
 
 /**
  * The final schema (user_version 5). Column notes, for the modules that read these tables:
- *  - threepid_validation_sessions.id is a random 0..2^31, not a rowid Sydent lets SQLite pick;
- *    mtime is ms.
+ *  - threepid_validation_sessions.id is not a rowid SQLite picks: Sydent's are random in 0..2^31, ours the hour
+ *    times 2^31 plus 31 random bits (sessions.ts `newSid`); mtime is ms.
  *  - threepid_token_auths.sendAttemptNumber starts at -1.
  *  - local_threepid_associations: AUTOINCREMENT so ids (the replication cursor) are never reused;
  *    mxid NULL marks an unbind tombstone; times in ms.
