@@ -227,7 +227,6 @@ export interface ContextOptions {
   sessions?: number | null;
 }
 
-/** A context and the function that releases everything the scenario started. */
 /**
  * The server as operators run it (`npm start`: the bundle under plain node), unless the scenario runs another
  * checkout (`root`), a profile is taken (`BENCH_CPU_PROF`: frames in the TypeScript) or `BENCH_FROM_SOURCE=1` asks
@@ -240,6 +239,7 @@ function asOperatorsRunIt(opts: StartSydentOptions | undefined): StartSydentOpti
   return { ...opts, builtMain: builtServer() };
 }
 
+/** A context and the function that releases everything the scenario started. */
 export function createContext(opts: ContextOptions): {
   ctx: ScenarioContext;
   /** what the processes the scenario started wrote to stderr so far, by process */
