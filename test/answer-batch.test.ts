@@ -1,6 +1,7 @@
 /**
  * AnswerBatch (src/http/answer-batch.ts) on a loopback HTTP server: answers queued in one turn are written at its
- * end, in order, each to its own connection; one that cannot be written drops its connection only.
+ * end, in order, each to its own connection; one that cannot be written drops its connection only; work that takes
+ * long holds no other answer.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -89,6 +90,30 @@ describe('AnswerBatch', () => {
     const answers = await Promise.all([1, 2].map((id) => get(base, id)));
     expect(answers.map((a) => ('body' in a ? a.body : a.error)).sort()).toEqual(['first', 'second']);
     expect(seen).toEqual([{ turnOver: true, firstWritten: false }]);
+  });
+
+  it('work still running after the next turn holds no other answer; its own is written when it comes', async () => {
+    const batch = new AnswerBatch();
+    let finish!: () => void;
+    const slowDone = new Promise<void>((resolve) => (finish = resolve));
+    const base = await holdingServer(2, (held) => {
+      const [slow, fast] = held as [(typeof held)[0], (typeof held)[0]];
+      // A requestToken that sends a mail: its answer waits for the SMTP server.
+      batch.beforeWrite(async () => {
+        await slowDone;
+        batch.add(slow.res, 200, ['content-length', '4'], 'slow', () => {});
+      });
+      // A repeat answered from a settled read.
+      batch.beforeWrite(async () => {
+        await Promise.resolve();
+        batch.add(fast.res, 200, ['content-length', '4'], 'fast', () => {});
+      });
+    });
+    const answers = [get(base, 1), get(base, 2)];
+    const fast = await Promise.race([answers[1]!, new Promise((resolve) => setTimeout(() => resolve('held'), 2000))]);
+    expect(fast).toEqual({ status: 200, body: 'fast' });
+    finish();
+    expect(await answers[0]).toEqual({ status: 200, body: 'slow' });
   });
 
   it('an answer that cannot be written drops its own connection; the rest of the batch is written', async () => {

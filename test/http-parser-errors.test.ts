@@ -6,7 +6,7 @@
  * fastify) as elsewhere; after a parser error the connection is closed, since its framing is lost.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { V2_LOOKUP_PATH } from '../src/http/lookup-lane.js';
+import { V2_LOOKUP_PATH } from '../src/http/routes/lookup.js';
 import { rawExchange, type RawExchange } from './helpers/raw-http.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { V2_LOOKUP_PATH } from '../src/http/lookup-lane.js';
+import { V2_LOOKUP_PATH } from '../src/http/routes/lookup.js';
 import { freePort, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { tempDir } from './helpers/tmp.js';
 

@@ -11,9 +11,9 @@
  *
  * Work can also be put off to the same moment (`beforeWrite`): a request read in this turn can be answered then,
  * when its body has arrived, and its answer is written with the others. Work that answers a promise (a read through
- * the store's asynchronous read facade) is waited for: the SQLite engine's are settled before the event loop moves
- * on, so the answers still leave together in this turn (a lookup that the lookup workers share holds this turn's
- * answers until its slices are back).
+ * the store's asynchronous read facade) is waited for, until the next turn's end at most: the SQLite engine's reads
+ * are settled before the event loop moves on, so those answers still leave together in this turn; longer work (a
+ * lookup the lookup workers share, a requestToken that sends a mail) holds nobody's answer but its own.
  */
 import type { ServerResponse } from 'node:http';
 
@@ -59,10 +59,18 @@ export class AnswerBatch {
   private runWork(): void {
     const work = this.work;
     this.work = [];
-    // The work still running (a promise that has not settled): the answers are written when the last one settles.
+    // The work still running (a promise that has not settled): the answers are written when the last one settles,
+    // or at the next turn's end if some has not by then (a requestToken that sends a mail): answers already made are
+    // not held behind it, and its own answer is written when it comes, with whatever is queued then.
     let running = 1;
+    let open = true;
+    const write = (): void => {
+      if (!open) return;
+      open = false;
+      this.writeAll();
+    };
     const settled = (): void => {
-      if (--running === 0) this.writeAll();
+      if (--running === 0) write();
     };
     for (const fn of work) {
       const result = fn();
@@ -72,6 +80,7 @@ export class AnswerBatch {
       }
     }
     settled();
+    if (open) setImmediate(write);
   }
 
   private writeAll(): void {

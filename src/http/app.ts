@@ -19,7 +19,7 @@ import { errors, MatrixError } from './errors.js';
 import { HttpListener } from './http-listener.js';
 import { parseJsonBody } from './json-body.js';
 import { lazySerializers, lazyValidators } from './lazy-schemas.js';
-import type { RequestLane } from './lookup-lane.js';
+import type { RequestLane } from './fast-lane.js';
 import { parseParams } from './params.js';
 
 /** Sydent's MAX_REQUEST_SIZE. */
@@ -52,7 +52,7 @@ interface AppOptions {
   trustProxy?: string[] | false;
   bodyLimit?: number;
   /**
-   * Requests it takes are answered before fastify sees them (http/lookup-lane.ts); the rest, and every request once
+   * Requests it takes are answered before fastify sees them (http/fast-lane.ts); the rest, and every request once
    * the app is closing, go to fastify.
    */
   lane?: RequestLane;

@@ -9,7 +9,7 @@ import type { Account } from '../store/accounts.js';
 import type { AppContext } from './context.js';
 import { errors } from './errors.js';
 
-type AuthRequirement = 'token' | 'terms';
+export type AuthRequirement = 'token' | 'terms';
 
 declare module 'fastify' {
   interface FastifyContextConfig {

@@ -3,13 +3,13 @@ import type { Logger } from '../log.js';
 import { BODY_LIMIT, createApp } from './app.js';
 import type { HttpListener } from './http-listener.js';
 import { clientTrustProxy } from './listeners.js';
-import { lookupLane } from './lookup-lane.js';
+import { fastLane } from './fast-lane.js';
 import { installAuth } from './auth.js';
 import { accountRoutes } from './routes/account.js';
 import { bindRoutes } from './routes/bind.js';
-import { emailRoutes } from './routes/email.js';
+import { emailLaneRoutes, emailRoutes } from './routes/email.js';
 import { inviteRoutes } from './routes/invites.js';
-import { lookupRoutes } from './routes/lookup.js';
+import { lookupLaneRoute, lookupRoutes } from './routes/lookup.js';
 import { msisdnRoutes } from './routes/msisdn.js';
 import { unbindRoutes } from './routes/unbind.js';
 import { threepidRoutes } from './routes/threepid.js';
@@ -28,7 +28,12 @@ export async function createClientApi(
   const { http, general } = ctx.config;
   const log = parentLog.child({ listener: 'client' });
   const trustProxy = clientTrustProxy(http);
-  const lane = lookupLane({ ctx, log, bodyLimit: BODY_LIMIT, trustProxy, metrics: ctx.metrics });
+  const apis = general.enableV1Access ? (['v2', 'v1'] as const) : (['v2'] as const);
+  const mounts = apis.map((api) => ({ api, prefix: api === 'v2' ? V2_PREFIX : V1_PREFIX }));
+  const lane = fastLane({ ctx, log, bodyLimit: BODY_LIMIT, trustProxy, metrics: ctx.metrics }, [
+    lookupLaneRoute(ctx),
+    ...emailLaneRoutes(ctx, mounts),
+  ]);
   const app = createApp({
     log,
     trustProxy,
@@ -44,8 +49,7 @@ export async function createClientApi(
   await app.register(accountRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
   await app.register(termsRoutes, { ctx, api: 'v2', prefix: V2_PREFIX });
   // The session endpoints exist under both APIs: v2 with token and terms, v1 without.
-  for (const api of general.enableV1Access ? (['v2', 'v1'] as const) : (['v2'] as const)) {
-    const prefix = api === 'v2' ? V2_PREFIX : V1_PREFIX;
+  for (const { api, prefix } of mounts) {
     if (api === 'v1') await app.register(pubkeyRoutes, { ctx, api, prefix });
     await app.register(emailRoutes, { ctx, api, prefix });
     await app.register(msisdnRoutes, { ctx, api, prefix });

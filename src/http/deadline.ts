@@ -9,10 +9,13 @@ import { RequestContext } from '../actors/request-context.js';
 import type { SydentConfig } from '../config/types.js';
 
 /** The request's context (the CallOptions of every facade call it makes) and the timer that aborts it. */
-interface RequestDeadline {
+export interface RequestDeadline {
   context: RequestContext;
   timer: NodeJS.Timeout;
 }
+
+/** `send`: a request that sends a mail or an SMS, which has longer. */
+export type DeadlineKind = 'request' | 'send';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -22,16 +25,11 @@ declare module 'fastify' {
 }
 
 /**
- * The request's deadline: `[http] request_deadline_seconds` from now, or `send_deadline_seconds` for `kind: 'send'`
- * (a request that sends a mail or an SMS). The same context for every call of the request; it makes no AbortSignal
- * (the asks it is passed to chain onto it without one).
+ * A new deadline: `[http] request_deadline_seconds` from now, or `send_deadline_seconds` for `kind: 'send'`. It
+ * makes no AbortSignal (the asks it is passed to chain onto it without one). Whoever answers the request clears its
+ * timer.
  */
-export function requestDeadline(
-  req: FastifyRequest,
-  config: SydentConfig,
-  kind: 'request' | 'send' = 'request',
-): RequestContext {
-  if (req.sydentDeadline) return req.sydentDeadline.context;
+export function startDeadline(config: SydentConfig, kind: DeadlineKind): RequestDeadline {
   const ms = kind === 'send' ? config.http.sendDeadlineMs : config.http.requestDeadlineMs;
   const context = new RequestContext(Date.now() + ms);
   // Aborted with a DeadlineExceededError, so whichever layer sees the abort first (an ask, a write waiting for the
@@ -41,8 +39,17 @@ export function requestDeadline(
     ms,
   );
   timer.unref();
-  req.sydentDeadline = { context, timer };
-  return context;
+  return { context, timer };
+}
+
+/** The request's deadline (see `startDeadline`): the same context for every call of the request. */
+export function requestDeadline(
+  req: FastifyRequest,
+  config: SydentConfig,
+  kind: DeadlineKind = 'request',
+): RequestContext {
+  req.sydentDeadline ??= startDeadline(config, kind);
+  return req.sydentDeadline.context;
 }
 
 /**

@@ -21,7 +21,7 @@ import { clientErrorAnswer } from './client-errors.js';
 import { ConnectionGate, type ConnectionLimits } from './connection-limits.js';
 import { discardRest } from './discard-body.js';
 import { errors } from './errors.js';
-import type { RequestLane } from './lookup-lane.js';
+import type { RequestLane } from './fast-lane.js';
 import { PendingAnswers } from './pending-answers.js';
 
 /** The config's defaults, for apps made without a listener of their own (tests). */

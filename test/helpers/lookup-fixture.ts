@@ -21,10 +21,12 @@ export async function startLookupFixture(o: {
   localpart: string;
   address: string;
   mxid: string;
+  /** more configuration, merged into the server's */
+  conf?: Record<string, Record<string, string>>;
 }): Promise<LookupFixture> {
   const env = await startFederationEnv({});
   const t = await startTestServer({
-    conf: mergeConf(env.conf, { general: { address_lookup_limit: String(o.addressLookupLimit) } }),
+    conf: mergeConf(env.conf, { general: { address_lookup_limit: String(o.addressLookupLimit) } }, o.conf ?? {}),
   });
   const token = await registerAccount(t, env, o.localpart);
   const pepper = await lookupPepper(t, token);

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { normaliseAddress } from '../../matrix/index.js';
-import type { AppContext, RouteOptions } from '../context.js';
+import { V2_PREFIX, type AppContext, type RouteOptions } from '../context.js';
+import { JSON_TYPE, type LaneRoute } from '../fast-lane.js';
 import { MatrixError, errors } from '../errors.js';
 import { objectJson } from '../../store/mappings-json.js';
 
@@ -29,8 +30,7 @@ const hashDetailsReply = {
 
 const ALGORITHMS = ['none', 'sha256'];
 
-/** fastify sends a string of this type as it is, the content type its JSON answers carry */
-export const JSON_TYPE = 'application/json; charset=utf-8';
+export const V2_LOOKUP_PATH = `${V2_PREFIX}/lookup`;
 
 /**
  * Lookups: the hot path. They read through the store's read facade, without an actor hop; the answer maps 3PIDs
@@ -77,11 +77,16 @@ export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Pr
     lookup_pepper: await associations.pepper(),
   }));
 
-  // No body schema: v2Lookup checks the body itself, as the fast lane (http/lookup-lane.ts) that answers most of
-  // these requests does; this route answers the rest (a token in the query string, a form body, a chunked one).
+  // No body schema: v2Lookup checks the body itself, as the fast lane (`lookupLaneRoute`) that answers most of these
+  // requests does; this route answers the rest (a token in the query string, a form body, a chunked one).
   app.post('/lookup', { config: { auth: 'terms' } }, async (req, reply) =>
     reply.type(JSON_TYPE).send(await v2Lookup(ctx, req.body)),
   );
+}
+
+/** `POST /v2/lookup` in the client listener's fast lane (http/fast-lane.ts). */
+export function lookupLaneRoute(ctx: AppContext): LaneRoute {
+  return { path: V2_LOOKUP_PATH, auth: 'terms', answer: (body) => v2Lookup(ctx, body) };
 }
 
 const MAPPINGS_OPEN = Buffer.from('{"mappings":');

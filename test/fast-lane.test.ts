@@ -1,7 +1,7 @@
 /**
- * The v2 lookup's fast lane (src/http/lookup-lane.ts): which requests it takes and which it leaves to fastify, how it
+ * The client listener's fast lane (src/http/fast-lane.ts), on the v2 lookup: which requests it takes and which it leaves to fastify, how it
  * reads bodies and writes answers, and that its answers are logged and counted. That it answers exactly as the
- * fastify route does is test/lookup-lane-contract.test.ts.
+ * fastify route does is test/fast-lane-contract.test.ts.
  */
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
@@ -9,7 +9,8 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BODY_LIMIT } from '../src/http/app.js';
 import type { AppContext } from '../src/http/context.js';
-import { V2_LOOKUP_PATH, lookupLane, type LookupLaneOptions } from '../src/http/lookup-lane.js';
+import { fastLane, type FastLaneOptions } from '../src/http/fast-lane.js';
+import { V2_LOOKUP_PATH, lookupLaneRoute } from '../src/http/routes/lookup.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { mergeConf, type FederationEnv } from './helpers/federation-env.js';
 import { internal, lookupPepper, registerAccount, sha256Of } from './helpers/flows.js';
@@ -74,8 +75,9 @@ function send(
 const FELL_THROUGH = 599;
 
 /** The lane alone on a loopback server: what it does not take is answered 599 here. */
-async function laneOnly(overrides: Partial<LookupLaneOptions> = {}): Promise<{ base: string; close(): Promise<void> }> {
-  const lane = lookupLane({ ctx: t.server.ctx, bodyLimit: BODY_LIMIT, trustProxy: false, ...overrides });
+async function laneOnly(overrides: Partial<FastLaneOptions> = {}): Promise<{ base: string; close(): Promise<void> }> {
+  const opts = { ctx: t.server.ctx, bodyLimit: BODY_LIMIT, trustProxy: false as const, ...overrides };
+  const lane = fastLane(opts, [lookupLaneRoute(opts.ctx)]);
   const server = http.createServer((req, res) => {
     if (lane(req, res)) return;
     req.resume();

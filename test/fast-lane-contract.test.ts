@@ -1,11 +1,12 @@
 /**
- * The v2 lookup's fast lane (src/http/lookup-lane.ts) is a performance module: its contract is to answer exactly as
- * the fastify route does. Two client apps are built alike, each with its own logger and metrics; one is reached
- * through its own server, where the lane sees requests first, the other through `app.routing` (fastify's request
- * handler, without the lane). The same requests go to both and must get the same status, body and headers (but
- * the connection's own: date, connection, keep-alive), the same log lines and the same metrics. The hooks fastify
- * runs for the route are held against the list of hooks whose work the lane does, so an app-wide hook added later
- * fails here until the lane applies it too.
+ * The client listener's fast lane (src/http/fast-lane.ts) is a performance module: its contract is to answer exactly
+ * as the fastify routes do, for each of its routes (the v2 lookup, requestToken by email under v1 and v2). Two
+ * client apps are built alike, each with its own logger and metrics; one is reached through its own server, where
+ * the lane sees requests first, the other through `app.routing` (fastify's request handler, without the lane). The
+ * same requests go to both and must get the same status, body and headers (but the connection's own: date,
+ * connection, keep-alive), the same log lines and the same metrics. The hooks fastify runs for each route are held
+ * against the list of hooks whose work the lane does, so an app-wide hook added later fails here until the lane
+ * applies it too.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,15 +14,28 @@ import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createClientApi } from '../src/http/client-api.js';
-import { LANE_DOES_THE_WORK_OF, V2_LOOKUP_PATH } from '../src/http/lookup-lane.js';
+import { AUTH_HOOK, LANE_DOES_THE_WORK_OF } from '../src/http/fast-lane.js';
+import { V2_LOOKUP_PATH } from '../src/http/routes/lookup.js';
 import { Metrics } from '../src/metrics/metrics.js';
+import { emailConf } from './helpers/email.js';
 import type { FederationEnv } from './helpers/federation-env.js';
 import { sha256Of } from './helpers/flows.js';
 import { startLookupFixture } from './helpers/lookup-fixture.js';
 import type { TestServer } from './helpers/server.js';
+import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 
 const LOOKUP_LIMIT = 5000;
 
+const V1_REQUEST_TOKEN = '/_matrix/identity/api/v1/validate/email/requestToken';
+const V2_REQUEST_TOKEN = '/_matrix/identity/v2/validate/email/requestToken';
+/** The paths the lane takes, and whether fastify's route for each declares `auth`. */
+const LANE_PATHS: Array<[string, boolean]> = [
+  [V2_LOOKUP_PATH, true],
+  [V1_REQUEST_TOKEN, false],
+  [V2_REQUEST_TOKEN, true],
+];
+
+let smtp: SmtpTestServer;
 let env: FederationEnv;
 let t: TestServer;
 let token: string;
@@ -29,16 +43,19 @@ let pepper: string;
 let hit: string;
 
 beforeAll(async () => {
+  smtp = await startSmtpServer();
   ({ env, t, token, pepper, hit } = await startLookupFixture({
     addressLookupLimit: LOOKUP_LIMIT,
     localpart: 'contract',
     address: 'contract@example.com',
     mxid: '@contract:hs.example',
+    conf: { email: emailConf(smtp.port) },
   }));
 });
 afterAll(async () => {
   await t?.close();
   await env?.close();
+  await smtp?.close();
 });
 
 interface Side {
@@ -97,6 +114,10 @@ interface Request {
   path?: string;
   headers?: Record<string, string>;
   body?: string | Buffer;
+  /** sent to fastify's side first (a new session: the first side creates it, the second repeats it) */
+  routeFirst?: boolean;
+  /** the mails the two sides send together: one for a session's send, none for a repeat */
+  mails?: number;
 }
 
 function send(base: string, r: Request): Promise<Reply> {
@@ -148,14 +169,111 @@ async function exchange(
   return { reply, log: side.lines.slice(before).map(logLine), metrics: await countedMetrics(side.metrics) };
 }
 
-/** What the lane leaves to fastify; it answers every other request of the list. */
-const LEFT_TO_FASTIFY = ['a token in the query string', 'a form body', 'GET', 'PUT', 'HEAD', 'a CORS preflight'];
+/** What the lane leaves to fastify; it answers every other request of the lists. */
+const LEFT_TO_FASTIFY = [
+  'a token in the query string',
+  'a form body',
+  'GET',
+  'PUT',
+  'HEAD',
+  'a CORS preflight',
+  'requestToken: a brand in the query string',
+  'requestToken: a form body',
+  'requestToken: GET',
+];
 
 const lookupBody = (addresses: string[], extra: Record<string, unknown> = {}) =>
   JSON.stringify({ addresses, algorithm: 'sha256', pepper, ...extra });
 const misses = (n: number) => Array.from({ length: n }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', pepper));
 
 function requests(): Array<[string, Request]> {
+  return [...lookupRequests(), ...requestTokenRequests()];
+}
+
+let sessions = 0;
+/** A requestToken body for a session no request has started yet. */
+function newSession(extra: Record<string, unknown> = {}): string {
+  sessions++;
+  return JSON.stringify({
+    client_secret: `contract${sessions}`,
+    email: `Contract${sessions}@Example.com`,
+    send_attempt: 1,
+    ...extra,
+  });
+}
+
+function requestTokenRequests(): Array<[string, Request]> {
+  const json = { 'content-type': 'application/json' };
+  const v2 = { ...json, authorization: `Bearer ${token}` };
+  const v1 = (what: string, r: Request): [string, Request] => [
+    `requestToken: ${what}`,
+    { path: V1_REQUEST_TOKEN, ...r },
+  ];
+  const repeated = newSession();
+  return [
+    v1('a new session, the lane first', { mails: 1, headers: json, body: newSession() }),
+    v1('a new session, fastify first', { mails: 1, headers: json, body: newSession(), routeFirst: true }),
+    v1('a new session with a next_link', {
+      mails: 1,
+      headers: json,
+      body: newSession({ next_link: 'https://app.example/done' }),
+    }),
+    v1('a new session, send_attempt a string', { mails: 1, headers: json, body: newSession({ send_attempt: '7' }) }),
+    v1('a new session without a content type', { mails: 1, headers: {}, body: newSession() }),
+    v1('a session started', { mails: 1, headers: json, body: repeated }),
+    v1('a repeat of it', { headers: json, body: repeated }),
+    v1('a repeat with a greater send_attempt', {
+      mails: 1,
+      headers: json,
+      body: repeated.replace('"send_attempt":1', '"send_attempt":2'),
+    }),
+    v1('a repeat with a greater send_attempt, fastify first', {
+      mails: 1,
+      headers: json,
+      body: repeated.replace('"send_attempt":1', '"send_attempt":3'),
+      routeFirst: true,
+    }),
+    ['requestToken v2: a new session', { mails: 1, path: V2_REQUEST_TOKEN, headers: v2, body: newSession() }],
+    ['requestToken v2: no token', { path: V2_REQUEST_TOKEN, headers: json, body: newSession() }],
+    [
+      'requestToken v2: an unknown token',
+      { path: V2_REQUEST_TOKEN, headers: { ...json, authorization: 'Bearer nope' }, body: newSession() },
+    ],
+    ['requestToken v2: missing fields', { path: V2_REQUEST_TOKEN, headers: v2, body: '{}' }],
+    v1('missing fields', { headers: json, body: JSON.stringify({ email: 'a@example.com' }) }),
+    v1('client_secret not a string', { headers: json, body: newSession({ client_secret: 5 }) }),
+    v1('email null and client_secret a list', { headers: json, body: newSession({ email: null, client_secret: [] }) }),
+    v1('an invalid client_secret', { headers: json, body: newSession({ client_secret: 'a b' }) }),
+    v1('an invalid email', { headers: json, body: newSession({ email: 'not an address' }) }),
+    v1('a send_attempt not a number', { headers: json, body: newSession({ send_attempt: 'x' }) }),
+    v1('a send_attempt out of range', { headers: json, body: newSession({ send_attempt: 2 ** 40 }) }),
+    v1('a next_link not http', { headers: json, body: newSession({ next_link: 'javascript:alert(1)' }) }),
+    v1('invalid JSON', { headers: json, body: '{"client_secret":' }),
+    v1('an empty body', { headers: json, body: '' }),
+    v1('no body at all', { headers: {} }),
+    v1('a list', { headers: json, body: '[]' }),
+    v1('null', { headers: json, body: 'null' }),
+    v1('a NUL in the address', { headers: json, body: newSession({ email: 'a\u0000b@example.com' }) }),
+    v1('bytes that are not UTF-8', {
+      headers: json,
+      body: Buffer.from('{"client_secret":"x","email":"\xff@example.com","send_attempt":1}', 'latin1'),
+    }),
+    v1('a brand in the query string', {
+      mails: 1,
+      path: `${V1_REQUEST_TOKEN}?brand=vector-im`,
+      headers: json,
+      body: newSession(),
+    }),
+    v1('a form body', {
+      mails: 1,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `client_secret=contractform&email=form%40example.com&send_attempt=1`,
+    }),
+    v1('GET', { method: 'GET' }),
+  ];
+}
+
+function lookupRequests(): Array<[string, Request]> {
   const auth = { authorization: `Bearer ${token}` };
   const json = { ...auth, 'content-type': 'application/json' };
   return [
@@ -249,13 +367,16 @@ describe('the lane answers as the fastify route does', () => {
     try {
       for (const [what, r] of requests()) {
         current = what;
+        const mailed = smtp.messages.length;
+        const viaRoute0 = r.routeFirst ? await exchange(route, r) : undefined;
         const viaLane = await exchange(lane, r);
-        const viaRoute = await exchange(route, r);
+        const viaRoute = viaRoute0 ?? (await exchange(route, r));
         expect(viaLane.reply.status, `${what}: ${viaLane.reply.text.slice(0, 200)}`).toBe(viaRoute.reply.status);
         expect(viaLane.reply.text, what).toBe(viaRoute.reply.text);
         expect(answerHeaders(viaLane.reply), what).toEqual(answerHeaders(viaRoute.reply));
         expect(viaLane.log, what).toEqual(viaRoute.log);
         expect(viaLane.metrics, what).toEqual(viaRoute.metrics);
+        expect(smtp.messages.length - mailed, `${what}: mails sent`).toBe(r.mails ?? 0);
       }
       expect(reached.route).toEqual(requests().map(([what]) => what));
       expect(reached.lane).toEqual(LEFT_TO_FASTIFY);
@@ -283,7 +404,7 @@ describe('the lane answers as the fastify route does', () => {
       const viaRoute = await exchange(route, r);
       expect(viaRoute.reply.headers['x-added-later']).toBe('yes');
       expect(answerHeaders(viaLane.reply)).not.toEqual(answerHeaders(viaRoute.reply));
-      expect(routeHooks(lane.app)).not.toEqual(declaredHooks());
+      expect(routeHooks(lane.app, V2_LOOKUP_PATH)).not.toEqual(declaredHooks(true));
     } finally {
       await lane.close();
       await route.close();
@@ -291,11 +412,11 @@ describe('the lane answers as the fastify route does', () => {
   });
 });
 
-/** How many hooks fastify runs for `POST /_matrix/identity/v2/lookup`, by stage (printRoutes' hook listing). */
-function routeHooks(app: FastifyInstance): Record<string, number> {
+/** How many hooks fastify runs for `POST path`, by stage (printRoutes' hook listing). */
+function routeHooks(app: FastifyInstance, path: string): Record<string, number> {
   const lines = app.printRoutes({ method: 'POST', includeHooks: true, commonPrefix: false }).split('\n');
-  const start = lines.findIndex((l) => l.endsWith(` ${V2_LOOKUP_PATH} (POST)`));
-  expect(start, 'the lookup route is listed').toBeGreaterThanOrEqual(0);
+  const start = lines.findIndex((l) => l.endsWith(` ${path} (POST)`));
+  expect(start, `${path} is listed`).toBeGreaterThanOrEqual(0);
   const hooks: Record<string, number> = {};
   for (const line of lines.slice(start + 1)) {
     const m = /^[│ ]*• \((\w+)\) (\[.*\])$/.exec(line);
@@ -305,16 +426,22 @@ function routeHooks(app: FastifyInstance): Record<string, number> {
   return hooks;
 }
 
-const declaredHooks = () =>
-  Object.fromEntries(Object.entries(LANE_DOES_THE_WORK_OF).map(([stage, works]) => [stage, works.length]));
+/** The hooks whose work the lane does, by stage, for a route with or without `auth`. */
+function declaredHooks(auth: boolean): Record<string, number> {
+  const hooks = Object.fromEntries(
+    Object.entries(LANE_DOES_THE_WORK_OF).map(([stage, works]) => [stage, works.length]),
+  );
+  if (auth) hooks['onRequest'] = (hooks['onRequest'] ?? 0) + [AUTH_HOOK].length;
+  return hooks;
+}
 
-describe('every hook of the route is one whose work the lane does', () => {
-  it('the hooks fastify runs for the lookup route are those LANE_DOES_THE_WORK_OF lists', async () => {
+describe('every hook of the routes is one whose work the lane does', () => {
+  it('the hooks fastify runs for each lane route are those LANE_DOES_THE_WORK_OF (and AUTH_HOOK) list', async () => {
     const app = await clientApp(true);
     try {
-      // A failure here: a hook was added to the app or to the lookup route. Make the lane do its work too (and
-      // the contract test above show it), then list it in LANE_DOES_THE_WORK_OF.
-      expect(routeHooks(app.app)).toEqual(declaredHooks());
+      // A failure here: a hook was added to the app or to a lane route. Make the lane do its work too (and the
+      // contract test above show it), then list it in LANE_DOES_THE_WORK_OF.
+      for (const [path, auth] of LANE_PATHS) expect(routeHooks(app.app, path), path).toEqual(declaredHooks(auth));
     } finally {
       await app.close();
     }
