@@ -9,7 +9,7 @@
  * applies it too.
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -445,5 +445,53 @@ describe('every hook of the routes is one whose work the lane does', () => {
     } finally {
       await app.close();
     }
+  });
+});
+
+/** Writes `requests` on one connection at once and reads `count` answers: their bodies, in the order they came. */
+function pipelined(base: string, requests: string, count: number): Promise<string[]> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(url.port), url.hostname, () => socket.write(requests));
+    let received = Buffer.alloc(0);
+    const bodies: string[] = [];
+    socket.on('data', (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      for (;;) {
+        const end = received.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(received.subarray(0, end).toString('latin1'))?.[1]);
+        if (received.length < end + 4 + length) return;
+        bodies.push(received.subarray(end + 4, end + 4 + length).toString('utf8'));
+        received = received.subarray(end + 4 + length);
+        if (bodies.length === count) {
+          socket.destroy();
+          resolve(bodies);
+          return;
+        }
+      }
+    });
+    socket.on('error', reject);
+    socket.on('close', () => reject(new Error(`closed after ${bodies.length} answers`)));
+  });
+}
+
+describe('pipelined requests through the lane', () => {
+  it('are answered in order: a repeat sent after a new session waits for its mail to go', async () => {
+    const base = t.url('');
+    const json = { 'content-type': 'application/json' };
+    const repeatedBody = newSession();
+    const started = await send(base, { path: V1_REQUEST_TOKEN, headers: json, body: repeatedBody });
+    expect(started.status, started.text).toBe(200);
+    const startedSid = (JSON.parse(started.text) as { sid: string }).sid;
+    const mailed = smtp.messages.length;
+    const request = (body: string) =>
+      `POST ${V1_REQUEST_TOKEN} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const bodies = await pipelined(base, request(newSession()) + request(repeatedBody), 2);
+    const [freshSid, repeatSid] = bodies.map((b) => (JSON.parse(b) as { sid: string }).sid);
+    expect(repeatSid).toBe(startedSid);
+    expect(freshSid).not.toBe(startedSid);
+    expect(smtp.messages.length - mailed).toBe(1);
   });
 });

@@ -1,6 +1,6 @@
 /**
  * Requests that Node's HTTP parser refuses (a request line that is not HTTP, headers or a URL over the size limit, a
- * body framing it cannot follow) never reach fastify or the lookup lane: Node raises `clientError` on the server
+ * body framing it cannot follow) never reach fastify or the fast lane: Node raises `clientError` on the server
  * and, left alone, writes a bare status line, or fastify's own JSON. Every listener answers them here instead, as any
  * other error: a Matrix error body (with CORS headers where the listener sends them), then the connection is closed
  * (its framing is lost).

@@ -4,7 +4,7 @@
  * string may hold a NUL or a lone surrogate (`"\u0000"`, `"\ud800"`: valid JSON text, but no field of this API can
  * carry them, and they would reach the store, the signatures and the mails); and nothing may nest deeper than any
  * request of this API does, since canonical JSON and JSON.stringify recurse and a 512 KB body of brackets would
- * overflow the stack. Shared by fastify's parser, the lookup lane and the replication push, so all refuse alike.
+ * overflow the stack. Shared by fastify's parser, the fast lane and the replication push, so all refuse alike.
  */
 import { isUtf8 } from 'node:buffer';
 import { errors } from './errors.js';

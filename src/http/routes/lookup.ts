@@ -3,6 +3,7 @@ import { normaliseAddress } from '../../matrix/index.js';
 import { V2_PREFIX, type AppContext, type RouteOptions } from '../context.js';
 import { JSON_TYPE, type LaneRoute } from '../fast-lane.js';
 import { MatrixError, errors } from '../errors.js';
+import { bodyFields } from '../validate.js';
 import { objectJson } from '../../store/mappings-json.js';
 
 const bulkBody = {
@@ -97,21 +98,15 @@ const V2_LOOKUP_FIELDS = ['addresses', 'algorithm', 'pepper'] as const;
 
 /**
  * `POST /v2/lookup` once authenticated: the body checked (the errors a schema gave before, in the same order),
- * then the answer, as JSON text (or its UTF-8 bytes, for a large lookup). Shared by the route above and the fast lane, so both answer every body alike.
+ * then the answer, as JSON text (or its UTF-8 bytes, for a large lookup). Shared by the route above and the fast
+ * lane, so both answer every body alike.
  *
  * Plain loops and an answer written as text: this is the hot path of the busiest request, and an object keyed by
  * hashes costs a property store and a string-table entry per hash before JSON.stringify walks it again. The text
  * is what `JSON.stringify({ mappings })` gives for the same pairs, in the same order.
  */
 export async function v2Lookup(ctx: AppContext, body: unknown): Promise<string | Buffer> {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw errors.notJson('Request body must be a JSON object');
-  }
-  const fields = body as Record<string, unknown>;
-  let missing: string[] | undefined;
-  for (const name of V2_LOOKUP_FIELDS) if (!Object.hasOwn(fields, name)) (missing ??= []).push(name);
-  if (missing) throw errors.missingParams(missing);
-  const { addresses, algorithm, pepper } = fields;
+  const { addresses, algorithm, pepper } = bodyFields(body, V2_LOOKUP_FIELDS, []);
   if (!Array.isArray(addresses)) throw errors.invalidParam('addresses must be a list of strings');
   for (let i = 0; i < addresses.length; i++) {
     if (typeof addresses[i] !== 'string') throw errors.invalidParam('addresses must be a list of strings');
