@@ -100,7 +100,7 @@ interface Lane {
   metrics: HttpRouteMetrics | undefined;
 }
 
-/** One request the lane took, from its first read to its answer's log line. */
+/** A request the lane took, as its route's answer sees it. */
 class LaneCall implements LaneRequest {
   account: Account | undefined = undefined;
   private made: RequestDeadline | undefined = undefined;
@@ -184,14 +184,8 @@ export function fastLane(opts: FastLaneOptions, routes: readonly LaneRoute[]): R
   ): Promise<void> {
     try {
       // An empty body is none, as fastify's parser has it.
-      send(
-        lane,
-        req,
-        res,
-        started,
-        200,
-        await lane.route.answer(body === null ? undefined : parseJsonBody(body), call),
-      );
+      const answered = await lane.route.answer(body === null ? undefined : parseJsonBody(body), call);
+      send(lane, req, res, started, 200, answered);
     } catch (error) {
       sendError(lane, req, res, started, error);
     } finally {
@@ -211,7 +205,7 @@ export function fastLane(opts: FastLaneOptions, routes: readonly LaneRoute[]): R
     started: number,
     token: string | undefined,
   ): Promise<void> {
-    // fastify's req.ip (a socket closed under the request has none; the route never sees that case answered)
+    // as fastify's req.ip, which a socket already closed leaves without an address
     const call = new LaneCall(clientIp(req) ?? '', ctx.config);
     try {
       if (lane.route.auth) call.account = await accountForToken(ctx, token, lane.route.auth);
