@@ -1,6 +1,6 @@
 import net from 'node:net';
 import path from 'node:path';
-import type { Transporter } from 'nodemailer';
+import type { WorkerTransport } from '../src/mail/worker-transport.js';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createActor } from 'xstate';
@@ -67,7 +67,7 @@ async function server(opts: Parameters<typeof startSmtpServer>[0]): Promise<Smtp
   return s;
 }
 
-async function transport(email: EmailConfig, trustTestCa = true): Promise<Transporter> {
+async function transport(email: EmailConfig, trustTestCa = true): Promise<WorkerTransport> {
   const t = createSmtpTransport(email, trustTestCa ? { ca: (await testCertificates()).ca } : {});
   cleanups.push(() => t.close());
   return t;
@@ -221,6 +221,47 @@ describe('sending end to end', () => {
     const t = await transport(emailConfig(smtp.port, 'starttls', { user: 'sydent', pass: 'wrong' }));
     const err = await sendRawMail(t, FROM, verificationMail(), fast).catch((e: unknown) => e);
     expect(err).toMatchObject({ permanent: true, responseCode: 535, attempts: 1 });
+  });
+});
+
+describe('the mail worker', () => {
+  it('a worker that dies fails its sends in flight as temporary; the next send starts a new one and delivers', async () => {
+    let release = (): void => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const smtp = await server({ holdData: held });
+    const t = await transport(emailConfig(smtp.port, 'plain'));
+    const mail = verificationMail();
+    // one attempt: the send's own failure, not a retry, is what is looked at
+    const pending = sendRawMail(t, FROM, mail, { ...fast, attempts: 1 }).catch((e: unknown) => e);
+    await smtp.waitForMessage();
+    const first = t.worker!;
+    await first.terminate();
+    const err = await pending;
+    expect(err).toBeInstanceOf(MailSendError);
+    expect(err).toMatchObject({ permanent: false, code: 'ECONNECTION', attempts: 1 });
+    release();
+
+    const again = verificationMail('bob@example.org');
+    const result = await sendRawMail(t, FROM, again, fast);
+    expect(result).toEqual({ messageId: again.messageId, accepted: ['bob@example.org'] });
+    expect(t.worker).toBeDefined();
+    expect(t.worker).not.toBe(first);
+    expect((await smtp.waitForMessage((m) => m.to[0] === 'bob@example.org')).raw).toBe(again.raw);
+  });
+
+  it('closing fails a send in flight at once and ends the worker; later sends fail', async () => {
+    const smtp = await server({ holdData: new Promise(() => undefined) });
+    const t = await transport(emailConfig(smtp.port, 'plain'));
+    const pending = sendRawMail(t, FROM, verificationMail(), { ...fast, attempts: 1 }).catch((e: unknown) => e);
+    await smtp.waitForMessage();
+    const worker = t.worker!;
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+    await t.close();
+    expect(await pending).toMatchObject({ permanent: false, code: 'ECONNECTION' });
+    await exited;
+    expect(t.worker).toBeUndefined();
+    const late = await sendRawMail(t, FROM, verificationMail(), { ...fast, attempts: 1 }).catch((e: unknown) => e);
+    expect(late).toMatchObject({ permanent: false, code: 'ECONNECTION' });
   });
 });
 

@@ -1,5 +1,5 @@
-import type { Transporter } from 'nodemailer';
-import type { Cancellation } from '../actors/request-context.js';
+import { Cancellation } from '../actors/request-context.js';
+import type { WorkerMail } from './worker-transport.js';
 
 /**
  * Sending one raw message over the (pooled) SMTP transport, with retries on temporary failures.
@@ -40,6 +40,11 @@ export interface SendMailResult {
   messageId: string;
   /** the recipients the server accepted */
   accepted: string[];
+}
+
+/** What sends a message: the pooled transport (worker-transport.ts), or nodemailer's transporter itself. */
+export interface MailTransport {
+  sendMail(mail: WorkerMail): Promise<{ messageId?: string; accepted?: unknown[]; rejected?: unknown[] }>;
 }
 
 export interface SendOptions {
@@ -127,7 +132,7 @@ const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => set
  * it; rejects with MailSendError after a permanent failure or after the last attempt of temporary ones.
  */
 export async function sendRawMail(
-  transport: Pick<Transporter, 'sendMail'>,
+  transport: MailTransport,
   from: string,
   request: SendMailRequest,
   opts: SendOptions = {},
@@ -137,9 +142,9 @@ export async function sendRawMail(
   const sleep = opts.sleep ?? defaultSleep;
   const envelope = { from: envelopeAddress(from), to: [request.to] };
 
-  const cut = cutOff(opts.cancel, opts.deadline);
+  const { cut, release } = cutOff(opts.cancel, opts.deadline);
   try {
-    return await sendAttempts(transport, request, envelope, cut.signal, {
+    return await sendAttempts(transport, request, envelope, cut, {
       attempts,
       baseDelayMs,
       sleep,
@@ -147,28 +152,28 @@ export async function sendRawMail(
       deadline: opts.deadline,
     });
   } finally {
-    cut.release();
+    release();
   }
 }
 
 /**
- * One signal for the caller's cancellation and the deadline. A controller, a timer and one listener on the caller's
- * context (no signal of its own made for it): AbortSignal.timeout and AbortSignal.any cost several times that per
- * mail, and keep their signals until the garbage collector runs.
+ * One cancellation for the caller's and the deadline: a timer and one listener on the caller's context, no
+ * AbortSignal (the transport takes a Cancellation; AbortSignal.timeout and AbortSignal.any cost several times that per
+ * mail, and keep their signals until the garbage collector runs).
  */
 function cutOff(
   cancel: Cancellation | undefined,
   deadline: number | undefined,
-): { signal: AbortSignal | undefined; release: () => void } {
-  if (deadline === undefined && !cancel) return { signal: undefined, release: () => undefined };
-  const controller = new AbortController();
-  const abort = () => controller.abort(cancel?.reason);
+): { cut: Cancellation | undefined; release: () => void } {
+  if (deadline === undefined && !cancel) return { cut: undefined, release: () => undefined };
+  const cut = new Cancellation();
+  const abort = () => cut.abort(cancel?.reason ?? new Error('the deadline passed'));
   const timer = deadline === undefined ? undefined : setTimeout(abort, Math.max(0, deadline - Date.now()));
   let detach: (() => void) | undefined;
   if (cancel?.aborted) abort();
   else detach = cancel?.onAbort(abort);
   return {
-    signal: controller.signal,
+    cut,
     release: () => {
       clearTimeout(timer);
       detach?.();
@@ -177,10 +182,10 @@ function cutOff(
 }
 
 async function sendAttempts(
-  transport: Pick<Transporter, 'sendMail'>,
+  transport: MailTransport,
   request: SendMailRequest,
   envelope: { from: string; to: string[] },
-  signal: AbortSignal | undefined,
+  cut: Cancellation | undefined,
   opts: Pick<SendOptions, 'onRetry' | 'deadline'> & {
     attempts: number;
     baseDelayMs: number;
@@ -193,15 +198,11 @@ async function sendAttempts(
   for (let attempt = 1; ; attempt++) {
     try {
       // a message that waited in the queue past its caller's deadline is not sent at all
-      if (signal?.aborted) throw outOfTime(attempt);
-      const mail: Parameters<typeof transport.sendMail>[0] & { signal?: AbortSignal } = { envelope, raw: request.raw };
+      if (cut?.aborted) throw outOfTime(attempt);
+      const mail: WorkerMail = { envelope, raw: request.raw };
       if (messageId) mail.messageId = messageId;
-      if (signal) mail.signal = signal;
-      const info = (await transport.sendMail(mail)) as {
-        messageId?: string;
-        accepted?: unknown[];
-        rejected?: unknown[];
-      };
+      if (cut) mail.cancel = cut;
+      const info = await transport.sendMail(mail);
       const accepted = (info.accepted ?? []).map(String);
       if (accepted.length === 0) {
         // nodemailer rejects when every recipient is refused; this is only a safety net
@@ -210,10 +211,9 @@ async function sendAttempts(
       return { messageId: messageId ?? info.messageId ?? '', accepted };
     } catch (error) {
       // Aborted (the deadline, or the caller gave up): the connection was closed under the exchange.
-      const failure = signal?.aborted ? outOfTime(attempt, error) : toMailSendError(error, attempt);
+      const failure = cut?.aborted ? outOfTime(attempt, error) : toMailSendError(error, attempt);
       const delay = baseDelayMs * 2 ** (attempt - 1);
-      const noTimeLeft =
-        signal?.aborted === true || (opts.deadline !== undefined && Date.now() + delay >= opts.deadline);
+      const noTimeLeft = cut?.aborted === true || (opts.deadline !== undefined && Date.now() + delay >= opts.deadline);
       if (failure.permanent || attempt >= attempts || noTimeLeft) {
         throw new MailSendError(failure.message, failure.permanent, failure.code, failure.responseCode, attempt, {
           cause: error,

@@ -1,10 +1,5 @@
-import { createRequire } from 'node:module';
-import type * as Nodemailer from 'nodemailer';
-import type { Transporter } from 'nodemailer';
-
-// nodemailer loads with the first mail, not at every start-up.
-const require = createRequire(import.meta.url);
 import type { EmailConfig } from '../config/types.js';
+import { WorkerTransport } from './worker-transport.js';
 
 /**
  * SMTP connections kept open to the mail server, and so mails sent at once (the mailer runs as many sends as
@@ -29,10 +24,10 @@ export interface SmtpTransportOptions {
  * - `ssl` (Sydent's `SSL`/`TLS`): implicit TLS from the first byte (`SMTP_SSL`).
  * Certificates are always verified, host name included (Sydent ≥ 2.5.6). Login only when a user name is set.
  */
-export function createSmtpTransport(email: EmailConfig, opts: SmtpTransportOptions = {}): Transporter {
+export function createSmtpTransport(email: EmailConfig, opts: SmtpTransportOptions = {}): WorkerTransport {
   const tlsMode = email.tlsMode;
-  const nodemailer = require('nodemailer') as typeof Nodemailer;
-  return nodemailer.createTransport({
+  // nodemailer loads in the mail worker, with the first mail.
+  return new WorkerTransport({
     pool: true,
     // Connections are reused for as long as the server allows.
     maxConnections: SMTP_CONNECTIONS,

@@ -1,4 +1,3 @@
-import type { Transporter } from 'nodemailer';
 import type { Logger } from '../../log.js';
 import {
   MailSendError,
@@ -9,14 +8,15 @@ import {
 } from '../../mail/sender.js';
 import type { Metrics } from '../../metrics/metrics.js';
 import { createSmtpTransport, SMTP_CONNECTIONS, type SmtpTransportOptions } from '../../mail/transport.js';
+import type { WorkerTransport } from '../../mail/worker-transport.js';
 import type { SystemDeps } from '../deps.js';
 import { supervisor, type RequestContext } from '../supervisor.js';
 
 interface MailerResource {
   /** the pooled transport, made on first use */
-  transport: () => Transporter;
+  transport: () => WorkerTransport;
   /** the transport if it was made */
-  opened: () => Transporter | undefined;
+  opened: () => WorkerTransport | undefined;
   /** email.from: its addr-spec is the envelope sender */
   from: string;
   /** the mailer's own; each request brings its deadline and cancellation */
@@ -75,7 +75,7 @@ export function createMailerSupervisor(options: MailerOptions = {}) {
     concurrency: SMTP_CONNECTIONS,
     open: (deps: SystemDeps): MailerResource => {
       // Made with the first mail: a server that never sends one never loads nodemailer.
-      let transport: Transporter | undefined;
+      let transport: WorkerTransport | undefined;
       return {
         transport: () => (transport ??= createSmtpTransport(deps.config.email, options.transport)),
         opened: () => transport,

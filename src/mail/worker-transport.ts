@@ -1,0 +1,197 @@
+/**
+ * The pooled SMTP transport run on a worker thread of its own: nodemailer (composing the message's MIME tree,
+ * the SMTP exchange, dot-stuffing, TLS) never runs on the event loop's thread, which answers HTTP meanwhile.
+ *
+ * It takes `sendMail` as nodemailer's transporter does for what sender.ts sends (an envelope, a raw message, its
+ * Message-ID, a cancellation) and answers the same way: the accepted and rejected recipients, or nodemailer's error
+ * with the fields sender.ts reads to classify it (code, responseCode, originalCode). An abort is passed on: the
+ * worker aborts the exchange (its connection is closed, as in-process), and the send answers only once the worker
+ * has, so a send that answered failure leaves no exchange running that could still deliver. A worker that dies
+ * fails what it had in flight as a connection failure (temporary: sender.ts tries again) and the next send starts a
+ * new one. The worker starts with the first mail and, while no send is in flight, keeps no reference on the event
+ * loop.
+ */
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+
+import type { Cancellation } from '../actors/request-context.js';
+
+/** What a send gives the worker: a message as sender.ts hands it to nodemailer. */
+export interface WorkerMail {
+  envelope: { from: string; to: string[] };
+  raw: string;
+  messageId?: string;
+  /** aborts the exchange (its connection closed, as nodemailer does on an abort) */
+  cancel?: Cancellation;
+}
+
+/** nodemailer's answer to a send, as far as it crosses the thread. */
+export interface WorkerSentInfo {
+  messageId: string;
+  accepted: string[];
+  rejected: string[];
+}
+
+/** nodemailer's error, as it crosses the thread: the fields that say what failed. */
+interface ErrorFields {
+  name: string;
+  message: string;
+  code?: string;
+  responseCode?: number;
+  originalCode?: string;
+  command?: string;
+}
+
+type Answer = { id: number; info: WorkerSentInfo } | { id: number; error: ErrorFields };
+
+// Source text, not a module file (as lookup-pool.ts's): the worker starts the same way from the TypeScript sources
+// and from the bundle. nodemailer is loaded by its resolved path, since the server's working directory is the
+// operator's.
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const nodemailer = require(workerData.nodemailer);
+const transport = nodemailer.createTransport(workerData.options);
+const running = new Map();
+const fields = (e) => ({
+  name: String((e && e.name) || 'Error'),
+  message: String((e && e.message) || e),
+  code: typeof (e && e.code) === 'string' ? e.code : undefined,
+  responseCode: typeof (e && e.responseCode) === 'number' ? e.responseCode : undefined,
+  originalCode: typeof (e && e.originalCode) === 'string' ? e.originalCode : undefined,
+  command: typeof (e && e.command) === 'string' ? e.command : undefined,
+});
+parentPort.on('message', (m) => {
+  if (m.abort !== undefined) {
+    const controller = running.get(m.abort);
+    if (controller) controller.abort();
+    return;
+  }
+  if (m.close) {
+    transport.close();
+    process.exit(0);
+  }
+  const controller = new AbortController();
+  running.set(m.id, controller);
+  const mail = { envelope: m.envelope, raw: m.raw, signal: controller.signal };
+  if (m.messageId) mail.messageId = m.messageId;
+  transport.sendMail(mail).then(
+    (info) => {
+      running.delete(m.id);
+      parentPort.postMessage({
+        id: m.id,
+        info: {
+          messageId: String(info.messageId || ''),
+          accepted: (info.accepted || []).map(String),
+          rejected: (info.rejected || []).map(String),
+        },
+      });
+    },
+    (error) => {
+      running.delete(m.id);
+      parentPort.postMessage({ id: m.id, error: fields(error) });
+    },
+  );
+});
+`;
+
+/** How long a closing worker may take to close its connections before it is stopped. */
+const CLOSE_GRACE_MS = 1000;
+
+interface Pending {
+  resolve(info: WorkerSentInfo): void;
+  reject(error: Error): void;
+  /** takes the abort listener off the caller's cancellation */
+  detach: (() => void) | undefined;
+}
+
+/** The thread and its sends in flight. */
+class MailThread {
+  readonly pending = new Map<number, Pending>();
+  readonly worker: Worker;
+  dead = false;
+
+  constructor(options: object, onDeath: (thread: MailThread) => void) {
+    const workerData = { nodemailer: createRequire(import.meta.url).resolve('nodemailer'), options };
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData });
+    this.worker.unref();
+    this.worker.on('message', (answer: Answer) => this.answered(answer));
+    const die = (reason: string): void => {
+      if (this.dead) return;
+      this.dead = true;
+      onDeath(this);
+      this.failAll(reason);
+    };
+    this.worker.on('error', (error) => die(`the mail worker failed: ${error.message}`));
+    this.worker.on('exit', (code) => die(`the mail worker stopped (exit code ${code})`));
+  }
+
+  private answered(answer: Answer): void {
+    const p = this.pending.get(answer.id);
+    if (!p) return;
+    this.pending.delete(answer.id);
+    if (this.pending.size === 0) this.worker.unref();
+    p.detach?.();
+    if ('info' in answer) p.resolve(answer.info);
+    else p.reject(Object.assign(new Error(answer.error.message), answer.error));
+  }
+
+  send(mail: WorkerMail): Promise<WorkerSentInfo> {
+    return new Promise<WorkerSentInfo>((resolve, reject) => {
+      const id = nextId++;
+      const { cancel } = mail;
+      const detach = cancel?.onAbort(() => this.worker.postMessage({ abort: id }));
+      if (this.pending.size === 0) this.worker.ref();
+      this.pending.set(id, { resolve, reject, detach });
+      this.worker.postMessage({ id, envelope: mail.envelope, raw: mail.raw, messageId: mail.messageId });
+      if (cancel?.aborted) this.worker.postMessage({ abort: id });
+    });
+  }
+
+  /** Fails every send in flight as a lost connection: nothing of them is known to have been delivered. */
+  failAll(reason: string): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) {
+      p.detach?.();
+      p.reject(Object.assign(new Error(reason), { code: 'ECONNECTION' }));
+    }
+  }
+}
+
+let nextId = 1;
+
+export class WorkerTransport {
+  private thread: MailThread | undefined;
+  private closed = false;
+
+  /** `options`: nodemailer's SMTP transport options, plain data (they are copied to the worker). */
+  constructor(private readonly options: object) {}
+
+  sendMail(mail: WorkerMail): Promise<WorkerSentInfo> {
+    if (this.closed)
+      return Promise.reject(Object.assign(new Error('the mail transport is closed'), { code: 'ECONNECTION' }));
+    this.thread ??= new MailThread(this.options, (dead) => {
+      if (this.thread === dead) this.thread = undefined;
+    });
+    return this.thread.send(mail);
+  }
+
+  /** The worker thread, while one runs (tests stop it to see a crash handled). */
+  get worker(): Worker | undefined {
+    return this.thread?.worker;
+  }
+
+  /** Closes the pool's connections and ends the worker; a send still in flight fails. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const thread = this.thread;
+    this.thread = undefined;
+    if (!thread || thread.dead) return;
+    thread.failAll('the mail transport is closed');
+    const exited = new Promise<void>((resolve) => thread.worker.once('exit', () => resolve()));
+    thread.worker.postMessage({ close: true });
+    const grace = setTimeout(() => void thread.worker.terminate(), CLOSE_GRACE_MS);
+    await exited;
+    clearTimeout(grace);
+  }
+}
