@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import http from 'node:http';
 
 import { statusNotes } from '../lib/associations-db.js';
 import { freePort } from '../lib/ports.js';
@@ -20,6 +21,22 @@ const DEBUG_TRIES = 5;
 const split = (m: Memory) => `anonymous ${mb(m.rssAnon)}, file-backed ${mb(m.rssFile)}`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * One fetch to a throwaway server of this process's own, so that the first timed call to the debug endpoints does not
+ * include setting up the bench's own HTTP client (undici loads and compiles on its first fetch: tens of ms).
+ */
+async function warmClient(): Promise<void> {
+  const server = http.createServer((_req, res) => res.end('{}'));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const { port } = server.address() as { port: number };
+    await (await fetch(`http://127.0.0.1:${port}/`)).arrayBuffer();
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
 
 /**
  * Memory as sessions accumulate: n requestTokens (new session + one mail each), then 60 s with nothing to do, the
@@ -72,6 +89,7 @@ const memory: Scenario = {
     await sleep(IDLE_S * 1000);
     const afterIdle = read();
 
+    await warmClient();
     const debug: Array<{ path: string; ms: number[]; bytes: number; status: number }> = [];
     for (const path of DEBUG_ENDPOINTS) {
       const ms: number[] = [];

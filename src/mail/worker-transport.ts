@@ -60,7 +60,18 @@ const fields = (e) => ({
   originalCode: typeof (e && e.originalCode) === 'string' ? e.originalCode : undefined,
   command: typeof (e && e.command) === 'string' ? e.command : undefined,
 });
-parentPort.on('message', (m) => {
+// Answers go back together at the end of the worker's turn: one message (and one wake-up of the event loop's
+// thread) for all the sends that ended in it.
+let answers = [];
+const flush = () => {
+  const out = answers;
+  answers = [];
+  parentPort.postMessage(out);
+};
+const answer = (a) => {
+  if (answers.push(a) === 1) setImmediate(flush);
+};
+const take = (m) => {
   if (m.abort !== undefined) {
     const controller = running.get(m.abort);
     if (controller) controller.abort();
@@ -77,7 +88,7 @@ parentPort.on('message', (m) => {
   transport.sendMail(mail).then(
     (info) => {
       running.delete(m.id);
-      parentPort.postMessage({
+      answer({
         id: m.id,
         info: {
           messageId: String(info.messageId || ''),
@@ -88,9 +99,12 @@ parentPort.on('message', (m) => {
     },
     (error) => {
       running.delete(m.id);
-      parentPort.postMessage({ id: m.id, error: fields(error) });
+      answer({ id: m.id, error: fields(error) });
     },
   );
+};
+parentPort.on('message', (batch) => {
+  for (const m of batch) take(m);
 });
 `;
 
@@ -109,12 +123,21 @@ class MailThread {
   readonly pending = new Map<number, Pending>();
   readonly worker: Worker;
   dead = false;
+  /** what goes to the worker at the end of this turn, in one message (the worker's answers come back so too) */
+  private outbox: object[] = [];
+  private readonly flush = (): void => {
+    const out = this.outbox;
+    this.outbox = [];
+    if (out.length > 0 && !this.dead) this.worker.postMessage(out);
+  };
 
   constructor(options: object, onDeath: (thread: MailThread) => void) {
     const workerData = { nodemailer: createRequire(import.meta.url).resolve('nodemailer'), options };
     this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData });
     this.worker.unref();
-    this.worker.on('message', (answer: Answer) => this.answered(answer));
+    this.worker.on('message', (answers: Answer[]) => {
+      for (const answer of answers) this.answered(answer);
+    });
     const die = (reason: string): void => {
       if (this.dead) return;
       this.dead = true;
@@ -139,12 +162,22 @@ class MailThread {
     return new Promise<WorkerSentInfo>((resolve, reject) => {
       const id = nextId++;
       const { cancel } = mail;
-      const detach = cancel?.onAbort(() => this.worker.postMessage({ abort: id }));
+      const detach = cancel?.onAbort(() => this.post({ abort: id }));
       if (this.pending.size === 0) this.worker.ref();
       this.pending.set(id, { resolve, reject, detach });
-      this.worker.postMessage({ id, envelope: mail.envelope, raw: mail.raw, messageId: mail.messageId });
-      if (cancel?.aborted) this.worker.postMessage({ abort: id });
+      this.post({ id, envelope: mail.envelope, raw: mail.raw, messageId: mail.messageId });
+      if (cancel?.aborted) this.post({ abort: id });
     });
+  }
+
+  private post(message: object): void {
+    if (this.outbox.push(message) === 1) setImmediate(this.flush);
+  }
+
+  /** Closes the worker's connections and ends it: what was not handed over yet never is. */
+  close(): void {
+    this.outbox = [];
+    this.worker.postMessage([{ close: true }]);
   }
 
   /** Fails every send in flight as a lost connection: nothing of them is known to have been delivered. */
@@ -189,7 +222,7 @@ export class WorkerTransport {
     if (!thread || thread.dead) return;
     thread.failAll('the mail transport is closed');
     const exited = new Promise<void>((resolve) => thread.worker.once('exit', () => resolve()));
-    thread.worker.postMessage({ close: true });
+    thread.close();
     const grace = setTimeout(() => void thread.worker.terminate(), CLOSE_GRACE_MS);
     await exited;
     clearTimeout(grace);
