@@ -67,8 +67,8 @@ async function server(opts: Parameters<typeof startSmtpServer>[0]): Promise<Smtp
   return s;
 }
 
-async function transport(email: EmailConfig, trustTestCa = true): Promise<WorkerTransport> {
-  const t = createSmtpTransport(email, trustTestCa ? { ca: (await testCertificates()).ca } : {});
+async function transport(email: EmailConfig, trustTestCa = true, idleMs?: number): Promise<WorkerTransport> {
+  const t = createSmtpTransport(email, { ...(trustTestCa ? { ca: (await testCertificates()).ca } : {}), idleMs });
   cleanups.push(() => t.close());
   return t;
 }
@@ -247,6 +247,27 @@ describe('the mail worker', () => {
     expect(t.worker).toBeDefined();
     expect(t.worker).not.toBe(first);
     expect((await smtp.waitForMessage((m) => m.to[0] === 'bob@example.org')).raw).toBe(again.raw);
+  });
+
+  it('a worker with nothing to send for the idle time ends with its connections; the next mail starts a new one', async () => {
+    const smtp = await server({});
+    const t = await transport(emailConfig(smtp.port, 'plain'), true, 300);
+    await sendRawMail(t, FROM, verificationMail(), fast);
+    const first = t.worker!;
+    const exited = new Promise<number>((resolve) => first.once('exit', resolve));
+    // a second mail within the idle time keeps the same worker
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    await sendRawMail(t, FROM, verificationMail('carol@example.org'), fast);
+    expect(t.worker).toBe(first);
+    expect(await exited).toBe(0);
+    expect(t.worker).toBeUndefined();
+    const again = verificationMail('bob@example.org');
+    expect(await sendRawMail(t, FROM, again, fast)).toEqual({
+      messageId: again.messageId,
+      accepted: ['bob@example.org'],
+    });
+    expect(t.worker).not.toBe(first);
+    expect(smtp.messages.map((m) => m.to[0])).toEqual(['alice@example.org', 'carol@example.org', 'bob@example.org']);
   });
 
   it('closing fails a send in flight at once and ends the worker; later sends fail', async () => {

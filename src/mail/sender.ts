@@ -197,8 +197,9 @@ async function sendAttempts(
   const messageId = headerMessageId(request.raw);
   for (let attempt = 1; ; attempt++) {
     try {
-      // a message that waited in the queue past its caller's deadline is not sent at all
-      if (cut?.aborted) throw outOfTime(attempt);
+      // a message that waited in the queue past its caller's deadline is not sent at all (its timer may not have
+      // fired yet: the clock says so first)
+      if (cut?.aborted || (opts.deadline !== undefined && Date.now() >= opts.deadline)) throw outOfTime(attempt);
       const mail: WorkerMail = { envelope, raw: request.raw };
       if (messageId) mail.messageId = messageId;
       if (cut) mail.cancel = cut;

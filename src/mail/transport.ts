@@ -15,6 +15,8 @@ export interface SmtpTransportOptions {
    * `ssl.create_default_context()`, the system's CAs), so there is no config key for it.
    */
   ca?: string;
+  /** how long the mail worker may go without a mail before it is ended (MAIL_WORKER_IDLE_MS; tests shorten it) */
+  idleMs?: number;
 }
 
 /**
@@ -27,25 +29,28 @@ export interface SmtpTransportOptions {
 export function createSmtpTransport(email: EmailConfig, opts: SmtpTransportOptions = {}): WorkerTransport {
   const tlsMode = email.tlsMode;
   // nodemailer loads in the mail worker, with the first mail.
-  return new WorkerTransport({
-    pool: true,
-    // Connections are reused for as long as the server allows.
-    maxConnections: SMTP_CONNECTIONS,
-    maxMessages: Infinity,
-    host: email.smtpHost,
-    port: email.smtpPort,
-    name: email.hostname,
-    secure: tlsMode === 'ssl',
-    requireTLS: tlsMode === 'starttls',
-    ignoreTLS: tlsMode === 'plain',
-    tls: {
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.2',
-      ...(opts.ca ? { ca: opts.ca } : {}),
+  return new WorkerTransport(
+    {
+      pool: true,
+      // Connections are reused for as long as the server allows.
+      maxConnections: SMTP_CONNECTIONS,
+      maxMessages: Infinity,
+      host: email.smtpHost,
+      port: email.smtpPort,
+      name: email.hostname,
+      secure: tlsMode === 'ssl',
+      requireTLS: tlsMode === 'starttls',
+      ignoreTLS: tlsMode === 'plain',
+      tls: {
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.2',
+        ...(opts.ca ? { ca: opts.ca } : {}),
+      },
+      auth: email.smtpUsername ? { user: email.smtpUsername, pass: email.smtpPassword } : undefined,
+      connectionTimeout: 15_000,
+      greetingTimeout: 15_000,
+      socketTimeout: 30_000,
     },
-    auth: email.smtpUsername ? { user: email.smtpUsername, pass: email.smtpPassword } : undefined,
-    connectionTimeout: 15_000,
-    greetingTimeout: 15_000,
-    socketTimeout: 30_000,
-  });
+    opts.idleMs,
+  );
 }

@@ -111,6 +111,13 @@ parentPort.on('message', (batch) => {
 /** How long a closing worker may take to close its connections before it is stopped. */
 const CLOSE_GRACE_MS = 1000;
 
+/**
+ * A worker with no mail to send for this long is ended, with its SMTP connections: an idle server holds neither the
+ * thread's memory (its heap and nodemailer, some 30 MB) nor connections the mail server would drop anyway. The next
+ * mail starts a new one.
+ */
+export const MAIL_WORKER_IDLE_MS = 30_000;
+
 interface Pending {
   resolve(info: WorkerSentInfo): void;
   reject(error: Error): void;
@@ -123,6 +130,8 @@ class MailThread {
   readonly pending = new Map<number, Pending>();
   readonly worker: Worker;
   dead = false;
+  /** when it was last busy (Date.now()): a send handed to it, or its last send in flight answered */
+  lastUsed = Date.now();
   /** what goes to the worker at the end of this turn, in one message (the worker's answers come back so too) */
   private outbox: object[] = [];
   private readonly flush = (): void => {
@@ -152,7 +161,10 @@ class MailThread {
     const p = this.pending.get(answer.id);
     if (!p) return;
     this.pending.delete(answer.id);
-    if (this.pending.size === 0) this.worker.unref();
+    if (this.pending.size === 0) {
+      this.worker.unref();
+      this.lastUsed = Date.now();
+    }
     p.detach?.();
     if ('info' in answer) p.resolve(answer.info);
     else p.reject(Object.assign(new Error(answer.error.message), answer.error));
@@ -165,6 +177,7 @@ class MailThread {
       const detach = cancel?.onAbort(() => this.post({ abort: id }));
       if (this.pending.size === 0) this.worker.ref();
       this.pending.set(id, { resolve, reject, detach });
+      this.lastUsed = Date.now();
       this.post({ id, envelope: mail.envelope, raw: mail.raw, messageId: mail.messageId });
       if (cancel?.aborted) this.post({ abort: id });
     });
@@ -196,17 +209,47 @@ let nextId = 1;
 export class WorkerTransport {
   private thread: MailThread | undefined;
   private closed = false;
+  private idleTimer: NodeJS.Timeout | undefined;
 
-  /** `options`: nodemailer's SMTP transport options, plain data (they are copied to the worker). */
-  constructor(private readonly options: object) {}
+  /**
+   * `options`: nodemailer's SMTP transport options, plain data (they are copied to the worker); `idleMs`: how long the
+   * worker may go without a mail before it is ended (MAIL_WORKER_IDLE_MS).
+   */
+  constructor(
+    private readonly options: object,
+    private readonly idleMs: number = MAIL_WORKER_IDLE_MS,
+  ) {}
 
   sendMail(mail: WorkerMail): Promise<WorkerSentInfo> {
     if (this.closed)
       return Promise.reject(Object.assign(new Error('the mail transport is closed'), { code: 'ECONNECTION' }));
-    this.thread ??= new MailThread(this.options, (dead) => {
-      if (this.thread === dead) this.thread = undefined;
-    });
+    if (!this.thread) {
+      this.thread = new MailThread(this.options, (dead) => {
+        if (this.thread === dead) this.thread = undefined;
+      });
+      this.watchIdle(this.thread);
+    }
     return this.thread.send(mail);
+  }
+
+  /**
+   * Ends `thread` once it has had nothing to do for `idleMs`: one timer for the thread's life, set again for what is
+   * left of the time whenever it fires early, so a send pays nothing for it. A send made after the thread was let go
+   * starts a new one at once, never waiting behind the old one's end.
+   */
+  private watchIdle(thread: MailThread): void {
+    const check = (): void => {
+      if (this.thread !== thread) return;
+      // a send still in flight (a slow server) counts as use: looked at again a whole idle time later
+      const left = thread.pending.size > 0 ? this.idleMs : thread.lastUsed + this.idleMs - Date.now();
+      if (left > 0) {
+        this.idleTimer = setTimeout(check, left).unref();
+        return;
+      }
+      this.thread = undefined;
+      if (!thread.dead) thread.close();
+    };
+    this.idleTimer = setTimeout(check, this.idleMs).unref();
   }
 
   /** The worker thread, while one runs (tests stop it to see a crash handled). */
@@ -217,6 +260,7 @@ export class WorkerTransport {
   /** Closes the pool's connections and ends the worker; a send still in flight fails. */
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.idleTimer);
     const thread = this.thread;
     this.thread = undefined;
     if (!thread || thread.dead) return;
