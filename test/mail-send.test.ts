@@ -251,12 +251,12 @@ describe('the mail worker', () => {
 
   it('a worker with nothing to send for the idle time ends with its connections; the next mail starts a new one', async () => {
     const smtp = await server({});
-    const t = await transport(emailConfig(smtp.port, 'plain'), true, 300);
+    const t = await transport(emailConfig(smtp.port, 'plain'), true, 1000);
     await sendRawMail(t, FROM, verificationMail(), fast);
     const first = t.worker!;
     const exited = new Promise<number>((resolve) => first.once('exit', resolve));
     // a second mail within the idle time keeps the same worker
-    await new Promise((resolve) => setTimeout(resolve, 150));
+    await new Promise((resolve) => setTimeout(resolve, 200));
     await sendRawMail(t, FROM, verificationMail('carol@example.org'), fast);
     expect(t.worker).toBe(first);
     expect(await exited).toBe(0);

@@ -42,7 +42,7 @@ export interface SendMailResult {
   accepted: string[];
 }
 
-/** What sends a message: the pooled transport (worker-transport.ts), or nodemailer's transporter itself. */
+/** What sends a message: the pooled transport on its worker thread (worker-transport.ts). */
 export interface MailTransport {
   sendMail(mail: WorkerMail): Promise<{ messageId?: string; accepted?: unknown[]; rejected?: unknown[] }>;
 }
