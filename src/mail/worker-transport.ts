@@ -113,8 +113,8 @@ const CLOSE_GRACE_MS = 1000;
 
 /**
  * A worker with no mail to send for this long is ended, with its SMTP connections: an idle server holds neither the
- * thread's memory (its heap and nodemailer, some 30 MB) nor connections the mail server would drop anyway. The next
- * mail starts a new one.
+ * thread's memory (its heap and nodemailer: 20 MB and more) nor connections the mail server would drop anyway. The
+ * next mail starts a new one.
  */
 export const MAIL_WORKER_IDLE_MS = 30_000;
 
