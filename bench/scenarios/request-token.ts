@@ -79,7 +79,7 @@ async function twinDatabase(ctx: ScenarioContext, opts: RequestTokenOptions): Pr
 export async function measureRequestToken(
   ctx: ScenarioContext,
   opts: RequestTokenOptions = {},
-): Promise<ScenarioResult> {
+): Promise<ScenarioResult & { baseUrl: string }> {
   const quietMs = opts.settleQuietMs ?? 300;
   // One sink each, alike: a request of one side still running after its slice (past autocannon's timeout, the
   // server goes on) mails into its own count, never the other side's.
@@ -210,7 +210,14 @@ export async function measureRequestToken(
   );
   if (prepared.count)
     extras.push({ label: 'sessions in the database before', value: prepared.count.toLocaleString('en') });
-  return { summary, twin: twinFigure, extras, notes: [...notes, ...statusNotes(summary)], goals: [] };
+  return {
+    summary,
+    twin: twinFigure,
+    extras,
+    notes: [...notes, ...statusNotes(summary)],
+    goals: [],
+    baseUrl: server.baseUrl,
+  };
 }
 
 const requestToken: Scenario = {
@@ -219,7 +226,7 @@ const requestToken: Scenario = {
   description:
     '`POST /_matrix/identity/api/v1/validate/email/requestToken`, a new client_secret and address per request: new session + one mail to a loopback SMTP sink; empty sessions table',
   async run(ctx) {
-    const result = await measureRequestToken(ctx);
+    const { baseUrl: _baseUrl, ...result } = await measureRequestToken(ctx);
     const rate = result.summary!.ok2xx / result.summary!.durationS;
     const goals: Goal[] = [
       {
