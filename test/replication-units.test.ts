@@ -12,7 +12,7 @@ import {
 } from '../src/crypto/index.js';
 import { isOwnSignature } from '../src/crypto/own-signature.js';
 import { decodePeerKey, PeerKeyError } from '../src/replication/keys.js';
-import { buildBatch, mayOverlap } from '../src/replication/outbound.js';
+import { buildBatch, mayOverlap, SIGN_SLICE } from '../src/replication/outbound.js';
 import { pushUrl } from '../src/replication/peer-config.js';
 import { checkPush } from '../src/replication/receive.js';
 import { commonNameOf, splitPem } from '../src/replication/tls.js';
@@ -48,8 +48,8 @@ describe('checkPush: the signature rules (Sydent verifySignedAssociation)', () =
 });
 
 describe('the outbound batch', () => {
-  it('keys rows by their log id and signs each one', () => {
-    const batch = buildBatch(
+  it('keys rows by their log id and signs each one', async () => {
+    const batch = await buildBatch(
       [
         { id: 7, medium: 'email', address: 'a@x.test', mxid: '@a:x.test', ts: 5, notBefore: 5, notAfter: 9 },
         { id: 9, medium: 'email', address: 'b@x.test', mxid: null, ts: 6, notBefore: null, notAfter: null },
@@ -67,6 +67,31 @@ describe('the outbound batch', () => {
         key,
       ),
     );
+  });
+
+  it('signs a batch of several slices whole, while the event loop goes on between them', async () => {
+    const count = SIGN_SLICE * 2 + 1;
+    const rows = Array.from({ length: count }, (_, i) => ({
+      id: i + 1,
+      medium: 'email',
+      address: `u${i + 1}@x.test`,
+      mxid: `@u${i + 1}:x.test`,
+      ts: 5,
+      notBefore: 5,
+      notAfter: 9,
+    }));
+    let turns = 0;
+    const ticking = setInterval(() => turns++, 0);
+    const batch = await buildBatch(rows, 'a.test', key).finally(() => clearInterval(ticking));
+    expect(batch.count).toBe(count);
+    expect(batch.lastId).toBe(count);
+    expect(Object.keys(batch.body.sgAssocs)).toEqual(rows.map((r) => String(r.id)));
+    for (const id of ['1', String(SIGN_SLICE + 1), String(count)]) {
+      expect(() =>
+        verifySignedJson(batch.body.sgAssocs[id]!, 'a.test', 'ed25519:0', publicKeyFromSeed(key.seed)),
+      ).not.toThrow();
+    }
+    expect(turns).toBeGreaterThan(0);
   });
 });
 
@@ -171,7 +196,18 @@ describe('a push sends the signature stored at bind again only when it is our ke
     expect(isOwnSignature(message(r), ours.subarray(0, 63), key.seed, publicKey)).toBe(false);
   });
 
-  it('every row of a batch verifies under our current key, whatever signature its stored row holds', () => {
+  it('knows its own signature under any key and of any message, and no other key’s', () => {
+    // many keys and messages: every byte value reaches every position of the numbers the check reads
+    for (let i = 0; i < 64; i++) {
+      const k = { version: '0', seed: generateSeed() };
+      const r = row(i, `user${i}-${'é'.repeat(i % 5)}@x.test`, `@u${i}:hs.test`);
+      const ours = decodeBase64(signatureOf(signJson(wire(r), 'a.test', k)));
+      expect(isOwnSignature(message(r), ours, k.seed, publicKeyFromSeed(k.seed))).toBe(true);
+      expect(isOwnSignature(message(r), ours, key.seed, publicKeyFromSeed(key.seed))).toBe(false);
+    }
+  });
+
+  it('every row of a batch verifies under our current key, whatever signature its stored row holds', async () => {
     const oldKey = { version: '0', seed: generateSeed() };
     const stored = (r: ReturnType<typeof row>, k: typeof key, extra: object = {}) =>
       JSON.stringify(signJson({ ...wire(r), ...extra }, 'a.test', k));
@@ -186,7 +222,7 @@ describe('a push sends the signature stored at bind again only when it is our ke
     rows[0]!.sgAssoc = stored(rows[0]!, key);
     rows[1]!.sgAssoc = stored(rows[1]!, oldKey);
     rows[2]!.sgAssoc = stored(rows[2]!, key, { invites: [] });
-    const batch = buildBatch(rows, 'a.test', key);
+    const batch = await buildBatch(rows, 'a.test', key);
     for (const r of rows) {
       const sent = batch.body.sgAssocs[String(r.id)]!;
       // exactly what Sydent sends: the six fields, freshly signed
@@ -208,13 +244,14 @@ describe('which batches may be in flight together', () => {
       notAfter: 2,
     }));
 
-  it('two batches of bindings of different 3PIDs may; an unbind in either, or a 3PID in both, may not', () => {
-    const first = buildBatch(rows(1, 5), 'a.test', key);
-    expect(mayOverlap(first, buildBatch(rows(6, 5), 'a.test', key))).toBe(true);
-    expect(mayOverlap(first, buildBatch(rows(6, 5, 8), 'a.test', key))).toBe(false);
-    expect(mayOverlap(buildBatch(rows(1, 5, 1), 'a.test', key), buildBatch(rows(6, 5), 'a.test', key))).toBe(false);
+  it('two batches of bindings of different 3PIDs may; an unbind in either, or a 3PID in both, may not', async () => {
+    const build = (batchRows: ReturnType<typeof rows>) => buildBatch(batchRows, 'a.test', key);
+    const first = await build(rows(1, 5));
+    expect(mayOverlap(first, await build(rows(6, 5)))).toBe(true);
+    expect(mayOverlap(first, await build(rows(6, 5, 8)))).toBe(false);
+    expect(mayOverlap(await build(rows(1, 5, 1)), await build(rows(6, 5)))).toBe(false);
     // u3 rebound between the two reads: its old row in the first batch, its new one (id 9) in the second
     const rebound = rows(6, 5).map((r) => (r.id === 9 ? { ...r, address: 'u3@x.test' } : r));
-    expect(mayOverlap(first, buildBatch(rebound, 'a.test', key))).toBe(false);
+    expect(mayOverlap(first, await build(rebound))).toBe(false);
   });
 });

@@ -10,3 +10,24 @@ export function cpuSeconds(pid: number): number | null {
     return null;
   }
 }
+
+/**
+ * user + system CPU seconds so far of a process's main thread (the event loop's) and of all its other threads
+ * (worker threads, V8's and libuv's), from /proc (Linux); null where it cannot be read.
+ */
+export function threadCpuSeconds(pid: number): { main: number; others: number } | null {
+  try {
+    let main = 0;
+    let others = 0;
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const seconds = (Number(fields[11]) + Number(fields[12])) / 100;
+      if (Number(tid) === pid) main = seconds;
+      else others += seconds;
+    }
+    return { main, others };
+  } catch {
+    return null;
+  }
+}

@@ -9,6 +9,7 @@
  * deterministic), which costs a fraction of signing.
  */
 import type { Agent } from 'undici';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { lazy, undici } from '../util/undici.js';
 
 import { signJsonAgain, type SigningKeyLike, type Signatures } from '../crypto/index.js';
@@ -79,17 +80,26 @@ function storedSignature(row: LocalAssociationRow, serverName: string, key: Sign
   return typeof signature === 'string' ? signature : undefined;
 }
 
+/**
+ * Rows signed between two turns of the event loop. A batch of thousands takes a tenth of a second to sign; in one
+ * piece it would hold up the requests being served and the push already on its way (its TLS handshake and its body
+ * go out on turns of the loop), which is read ahead of (worker.ts) while the peer works.
+ */
+export const SIGN_SLICE = 500;
+
 /** Signs each row as `serverName` and keys them by their log id (a JSON string key, as Sydent). */
-export function buildBatch(
+export async function buildBatch(
   rows: readonly LocalAssociationRow[],
   serverName: string,
   key: SigningKeyLike,
-): OutboundBatch {
+): Promise<OutboundBatch> {
   const sgAssocs: Record<string, Signed<WireAssociation>> = {};
   const threepids = new Set<string>();
   let lastId = 0;
   let hasTombstone = false;
-  for (const row of rows) {
+  for (let i = 0; i < rows.length; i++) {
+    if (i > 0 && i % SIGN_SLICE === 0) await nextTurn();
+    const row = rows[i]!;
     sgAssocs[String(row.id)] = signJsonAgain(
       wireAssociation(row),
       serverName,

@@ -478,7 +478,7 @@ export class ReplicationWorker {
     const rows = await this.opts.reads.localAfter(cursor, this.batchSizeOf(slot), this.opts.serverName);
     return rows.length === 0
       ? null
-      : { batch: buildBatch(rows, this.opts.serverName, this.opts.signingKey), answer: null };
+      : { batch: await buildBatch(rows, this.opts.serverName, this.opts.signingKey), answer: null };
   }
 
   /**
@@ -488,7 +488,7 @@ export class ReplicationWorker {
   private async readAhead(slot: Slot, current: OutboundBatch, url: string, stillWanted: () => boolean): Promise<void> {
     const rows = await this.opts.reads.localAfter(current.lastId, this.batchSizeOf(slot), this.opts.serverName);
     if (rows.length === 0 || !stillWanted()) return;
-    const batch = buildBatch(rows, this.opts.serverName, this.opts.signingKey);
+    const batch = await buildBatch(rows, this.opts.serverName, this.opts.signingKey);
     let answer: Promise<PushAnswer> | null = null;
     if (mayOverlap(current, batch) && stillWanted() && !this.draining) {
       answer = slot.transport.post(url, batch.body);
