@@ -8,7 +8,8 @@
  */
 import { availableParallelism } from 'node:os';
 import type { KeyObject } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
+
+import { WorkerCalls } from '../util/worker-calls.js';
 
 export interface PayloadToVerify {
   /** the bytes signed (canonical JSON as UTF-8) */
@@ -23,8 +24,8 @@ export class VerifyPoolClosedError extends Error {
 
 const SIGNATURE_BYTES = 64;
 
-interface SliceRequest {
-  id: number;
+/** A slice, as it is sent with its call's id. */
+interface SliceParts {
   key: KeyObject;
   /** the payloads one after the other; `ends[i]` is where payload i ends */
   payloads: Uint8Array<ArrayBuffer>;
@@ -65,58 +66,44 @@ parentPort.on('message', ({ id, key, payloads, ends, signatures }) => {
 });
 `;
 
-interface Pending {
-  resolve(bad: number[]): void;
-  reject(error: unknown): void;
-}
-
-/** One thread and the slices it has been given, answered in order. */
+/** One thread and the slices it has been given. */
 class PoolWorker {
-  private readonly pending = new Map<number, Pending>();
-  readonly worker: Worker;
-  /** set once the thread has failed or exited: the pool replaces it */
-  dead = false;
+  private readonly calls: WorkerCalls<number[]>;
 
   constructor(onDeath: (w: PoolWorker) => void) {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true });
-    this.worker.unref();
-    this.worker.on('message', (answer: SliceAnswer) => {
-      const p = this.pending.get(answer.id);
-      if (!p) return;
-      this.pending.delete(answer.id);
-      if (this.pending.size === 0) this.worker.unref();
-      if ('error' in answer) p.reject(new Error(`signature verification failed: ${answer.error}`));
-      else p.resolve(answer.bad);
+    this.calls = new WorkerCalls<number[]>(WORKER_SOURCE, {
+      failure: (end) =>
+        'error' in end ? end.error : new Error(`signature verification worker exited (code ${end.exitCode})`),
+      onDeath: () => onDeath(this),
     });
-    const die = (error: unknown) => {
-      if (this.dead) return;
-      this.dead = true;
-      onDeath(this);
-      this.failAll(error);
-    };
-    this.worker.on('error', die);
-    this.worker.on('exit', (code) => die(new Error(`signature verification worker exited (code ${code})`)));
-  }
-
-  send(request: SliceRequest): Promise<number[]> {
-    return new Promise<number[]>((resolve, reject) => {
-      this.pending.set(request.id, { resolve, reject });
-      this.worker.ref();
-      try {
-        this.worker.postMessage(request, [request.payloads.buffer, request.ends.buffer, request.signatures.buffer]);
-      } catch (error) {
-        // not sent (a key that cannot be cloned): nothing will answer it
-        this.pending.delete(request.id);
-        if (this.pending.size === 0) this.worker.unref();
-        reject(error instanceof Error ? error : new Error(String(error)));
-      }
+    this.calls.worker.on('message', (answer: SliceAnswer) => {
+      if ('error' in answer) this.calls.reject(answer.id, new Error(`signature verification failed: ${answer.error}`));
+      else this.calls.resolve(answer.id, answer.bad);
     });
   }
 
-  failAll(error: unknown): void {
-    const all = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of all) p.reject(error);
+  /** set once the thread has failed or exited: the pool replaces it */
+  get dead(): boolean {
+    return this.calls.dead;
+  }
+
+  send(slice: SliceParts): Promise<number[]> {
+    const { id, answer } = this.calls.start();
+    try {
+      this.calls.worker.postMessage({ id, ...slice }, [
+        slice.payloads.buffer,
+        slice.ends.buffer,
+        slice.signatures.buffer,
+      ]);
+    } catch (error) {
+      // not sent (a key that cannot be cloned): nothing will answer it
+      this.calls.reject(id, error instanceof Error ? error : new Error(String(error)));
+    }
+    return answer;
+  }
+
+  terminate(): Promise<number> {
+    return this.calls.terminate(() => new VerifyPoolClosedError('the signature verification pool is closed'));
   }
 }
 
@@ -128,7 +115,6 @@ export function defaultVerifyPoolSize(): number {
 export class VerifyPool {
   /** one slot per thread; empty until first use or after its thread died */
   private readonly workers: Array<PoolWorker | undefined> = [];
-  private nextId = 1;
   private closed = false;
 
   constructor(readonly size: number = defaultVerifyPoolSize()) {
@@ -165,11 +151,7 @@ export class VerifyPool {
   async close(): Promise<void> {
     this.closed = true;
     const workers = this.workers.splice(0).filter((w): w is PoolWorker => w !== undefined);
-    for (const w of workers) {
-      w.dead = true;
-      w.failAll(new VerifyPoolClosedError('the signature verification pool is closed'));
-    }
-    await Promise.all(workers.map((w) => w.worker.terminate()));
+    await Promise.all(workers.map((w) => w.terminate()));
   }
 
   private worker(index: number): PoolWorker {
@@ -184,7 +166,7 @@ export class VerifyPool {
     return w;
   }
 
-  private pack(key: KeyObject, slice: readonly PayloadToVerify[]): SliceRequest {
+  private pack(key: KeyObject, slice: readonly PayloadToVerify[]): SliceParts {
     let total = 0;
     for (const item of slice) total += item.payload.length;
     const payloads = new Uint8Array(total);
@@ -198,6 +180,6 @@ export class VerifyPool {
       ends[i] = at;
       signatures.set(item.signature, i * SIGNATURE_BYTES);
     });
-    return { id: this.nextId++, key, payloads, ends, signatures };
+    return { key, payloads, ends, signatures };
   }
 }

@@ -12,9 +12,10 @@
  * loop.
  */
 import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 
 import type { Cancellation } from '../actors/request-context.js';
+import { WorkerCalls } from '../util/worker-calls.js';
 
 /** What a send gives the worker: a message as sender.ts hands it to nodemailer. */
 export interface WorkerMail {
@@ -118,18 +119,12 @@ const CLOSE_GRACE_MS = 1000;
  */
 export const MAIL_WORKER_IDLE_MS = 30_000;
 
-interface Pending {
-  resolve(info: WorkerSentInfo): void;
-  reject(error: Error): void;
-  /** takes the abort listener off the caller's cancellation */
-  detach: (() => void) | undefined;
-}
+/** A send's failure as nodemailer reports a lost connection: temporary, so sender.ts tries again. */
+const connectionLost = (reason: string): Error => Object.assign(new Error(reason), { code: 'ECONNECTION' });
 
 /** The thread and its sends in flight. */
 class MailThread {
-  readonly pending = new Map<number, Pending>();
-  readonly worker: Worker;
-  dead = false;
+  private readonly calls: WorkerCalls<WorkerSentInfo>;
   /** when it was last busy (Date.now()): a send handed to it, or its last send in flight answered */
   lastUsed = Date.now();
   /** what goes to the worker at the end of this turn, in one message (the worker's answers come back so too) */
@@ -142,45 +137,47 @@ class MailThread {
 
   constructor(options: object, onDeath: (thread: MailThread) => void) {
     const workerData = { nodemailer: createRequire(import.meta.url).resolve('nodemailer'), options };
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData });
-    this.worker.unref();
-    this.worker.on('message', (answers: Answer[]) => {
-      for (const answer of answers) this.answered(answer);
+    this.calls = new WorkerCalls<WorkerSentInfo>(WORKER_SOURCE, {
+      workerData,
+      failure: (end) =>
+        connectionLost(
+          'error' in end
+            ? `the mail worker failed: ${end.error.message}`
+            : `the mail worker stopped (exit code ${end.exitCode})`,
+        ),
+      onDeath: () => onDeath(this),
     });
-    const die = (reason: string): void => {
-      if (this.dead) return;
-      this.dead = true;
-      onDeath(this);
-      this.failAll(reason);
-    };
-    this.worker.on('error', (error) => die(`the mail worker failed: ${error.message}`));
-    this.worker.on('exit', (code) => die(`the mail worker stopped (exit code ${code})`));
+    this.worker.on('message', (answers: Answer[]) => {
+      for (const answer of answers) {
+        if ('info' in answer) this.calls.resolve(answer.id, answer.info);
+        else this.calls.reject(answer.id, Object.assign(new Error(answer.error.message), answer.error));
+      }
+      if (this.calls.size === 0) this.lastUsed = Date.now();
+    });
   }
 
-  private answered(answer: Answer): void {
-    const p = this.pending.get(answer.id);
-    if (!p) return;
-    this.pending.delete(answer.id);
-    if (this.pending.size === 0) {
-      this.worker.unref();
-      this.lastUsed = Date.now();
-    }
-    p.detach?.();
-    if ('info' in answer) p.resolve(answer.info);
-    else p.reject(Object.assign(new Error(answer.error.message), answer.error));
+  get worker(): Worker {
+    return this.calls.worker;
+  }
+
+  get dead(): boolean {
+    return this.calls.dead;
+  }
+
+  /** Sends in flight. */
+  get inFlight(): number {
+    return this.calls.size;
   }
 
   send(mail: WorkerMail): Promise<WorkerSentInfo> {
-    return new Promise<WorkerSentInfo>((resolve, reject) => {
-      const id = nextId++;
-      const { cancel } = mail;
-      const detach = cancel?.onAbort(() => this.post({ abort: id }));
-      if (this.pending.size === 0) this.worker.ref();
-      this.pending.set(id, { resolve, reject, detach });
-      this.lastUsed = Date.now();
-      this.post({ id, envelope: mail.envelope, raw: mail.raw, messageId: mail.messageId });
-      if (cancel?.aborted) this.post({ abort: id });
-    });
+    const { cancel } = mail;
+    // the abort listener comes off the caller's cancellation once the send is settled (never before this returns)
+    const { id, answer } = this.calls.start(() => detach?.());
+    const detach = cancel?.onAbort(() => this.post({ abort: id }));
+    this.lastUsed = Date.now();
+    this.post({ id, envelope: mail.envelope, raw: mail.raw, messageId: mail.messageId });
+    if (cancel?.aborted) this.post({ abort: id });
+    return answer;
   }
 
   private post(message: object): void {
@@ -195,16 +192,9 @@ class MailThread {
 
   /** Fails every send in flight as a lost connection: nothing of them is known to have been delivered. */
   failAll(reason: string): void {
-    const all = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of all) {
-      p.detach?.();
-      p.reject(Object.assign(new Error(reason), { code: 'ECONNECTION' }));
-    }
+    this.calls.failAll(() => connectionLost(reason));
   }
 }
-
-let nextId = 1;
 
 export class WorkerTransport {
   private thread: MailThread | undefined;
@@ -221,8 +211,7 @@ export class WorkerTransport {
   ) {}
 
   sendMail(mail: WorkerMail): Promise<WorkerSentInfo> {
-    if (this.closed)
-      return Promise.reject(Object.assign(new Error('the mail transport is closed'), { code: 'ECONNECTION' }));
+    if (this.closed) return Promise.reject(connectionLost('the mail transport is closed'));
     if (!this.thread) {
       this.thread = new MailThread(this.options, (dead) => {
         if (this.thread === dead) this.thread = undefined;
@@ -241,7 +230,7 @@ export class WorkerTransport {
     const check = (): void => {
       if (this.thread !== thread) return;
       // a send still in flight (a slow server) counts as use: looked at again a whole idle time later
-      const left = thread.pending.size > 0 ? this.idleMs : thread.lastUsed + this.idleMs - Date.now();
+      const left = thread.inFlight > 0 ? this.idleMs : thread.lastUsed + this.idleMs - Date.now();
       if (left > 0) {
         this.idleTimer = setTimeout(check, left).unref();
         return;

@@ -13,8 +13,8 @@
  */
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
 
+import { WorkerCalls } from '../util/worker-calls.js';
 import { BY_SORTED_HASHES_SQL, SORTED_SLICE } from './associations.js';
 import { LOOKUP_CONNECTION_PRAGMAS } from './lookup-connection.js';
 import { PIECE_CHARS } from './mappings-json.js';
@@ -100,17 +100,9 @@ class LookupWorkerError extends Error {
   }
 }
 
-interface Pending {
-  resolve(json: Buffer): void;
-  reject(error: unknown): void;
-}
-
 class LookupWorker {
-  private readonly pending = new Map<number, Pending>();
-  private readonly worker: Worker;
-  private nextId = 1;
+  private readonly calls: WorkerCalls<Buffer>;
   ready = false;
-  dead = false;
 
   constructor(path: string, onDeath: (w: LookupWorker) => void) {
     const workerData = {
@@ -121,55 +113,39 @@ class LookupWorker {
       slice: SORTED_SLICE,
       pieceChars: PIECE_CHARS,
     };
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData });
-    this.worker.unref();
-    this.worker.on('message', (answer: SliceAnswer | { ready: true }) => {
-      if ('ready' in answer) {
-        this.ready = true;
-        return;
-      }
-      const p = this.pending.get(answer.id);
-      if (!p) return;
-      this.pending.delete(answer.id);
-      if (this.pending.size === 0) this.worker.unref();
-      if (answer.json) p.resolve(Buffer.from(answer.json.buffer, answer.json.byteOffset, answer.json.byteLength));
-      else p.reject(new LookupWorkerError(`hash lookup failed: ${answer.error}`, answer.code));
+    this.calls = new WorkerCalls<Buffer>(WORKER_SOURCE, {
+      workerData,
+      failure: (end) =>
+        'error' in end ? end.error : new LookupWorkerError(`hash lookup worker exited (code ${end.exitCode})`),
+      onDeath: () => onDeath(this),
     });
-    const die = (error: unknown): void => {
-      if (this.dead) return;
-      this.dead = true;
-      onDeath(this);
-      this.failAll(error);
-    };
-    this.worker.on('error', die);
-    this.worker.on('exit', (code) => die(new LookupWorkerError(`hash lookup worker exited (code ${code})`)));
+    this.calls.worker.on('message', (answer: SliceAnswer | { ready: true }) => {
+      if ('ready' in answer) this.ready = true;
+      else if (answer.json)
+        this.calls.resolve(answer.id, Buffer.from(answer.json.buffer, answer.json.byteOffset, answer.json.byteLength));
+      else this.calls.reject(answer.id, new LookupWorkerError(`hash lookup failed: ${answer.error}`, answer.code));
+    });
+  }
+
+  /** set once the thread has failed, exited or been ended */
+  get dead(): boolean {
+    return this.calls.dead;
   }
 
   /** The members (mappings-json.ts) of `hashes` that have a mapping, in their sorted order, as UTF-8. */
   members(hashes: readonly string[], now: number): Promise<Buffer> {
-    return new Promise<Buffer>((resolve, reject) => {
-      const id = this.nextId++;
-      this.pending.set(id, { resolve, reject });
-      this.worker.ref();
-      this.worker.postMessage({ id, hashes, now });
-    });
+    const { id, answer } = this.calls.start();
+    this.calls.worker.postMessage({ id, hashes, now });
+    return answer;
   }
 
   /** No slice is in flight. */
   get idle(): boolean {
-    return this.pending.size === 0;
-  }
-
-  failAll(error: unknown): void {
-    const all = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of all) p.reject(error);
+    return this.calls.size === 0;
   }
 
   terminate(): Promise<number> {
-    this.dead = true;
-    this.failAll(new LookupWorkerError('the hash lookup pool is closed'));
-    return this.worker.terminate();
+    return this.calls.terminate(() => new LookupWorkerError('the hash lookup pool is closed'));
   }
 }
 
