@@ -1,11 +1,15 @@
 import fs from 'node:fs';
 
+/** utime + stime of a `/proc/…/stat` line, in seconds (USER_HZ is 100) */
+function secondsIn(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 /** user + system CPU seconds of a process so far (from /proc, Linux), or null where it cannot be read */
 export function cpuSeconds(pid: number): number | null {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ
+    return secondsIn(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch {
     return null;
   }
@@ -20,9 +24,7 @@ export function threadCpuSeconds(pid: number): { main: number; others: number } 
     let main = 0;
     let others = 0;
     for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const seconds = (Number(fields[11]) + Number(fields[12])) / 100;
+      const seconds = secondsIn(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
       if (Number(tid) === pid) main = seconds;
       else others += seconds;
     }
