@@ -1,5 +1,6 @@
 // The server as it runs: src/ and its dependencies bundled by esbuild into dist/bundle/main.mjs (with a chunk per
-// command or subsystem loaded by `import()`: migrate-db, rotate-pepper, PostgreSQL, metrics, the inspector, Sentry).
+// command or subsystem loaded by `import()`: migrate-db, rotate-pepper, PostgreSQL, metrics, the inspector, Sentry),
+// and the mail worker's script beside it (mail-worker.cjs).
 // A dozen files to read and compile instead of some 350 modules to resolve, read, compile and link at every start.
 //
 //   node scripts/bundle.mjs [--outdir DIR]     (default dist/bundle, emptied first; `npm run build` runs it after
@@ -48,6 +49,19 @@ export async function bundle(outdir = join(root, 'dist', 'bundle')) {
       js: "import { createRequire as __sydentCreateRequire } from 'node:module'; const require = __sydentCreateRequire(import.meta.url);",
     },
     sourcemap: 'linked',
+    logLevel: 'warning',
+  });
+  // Worker threads' own modules, each one CommonJS script beside the bundle (src/util/worker-script.ts reads it there;
+  // run from the sources, it compiles the module with these same options).
+  await build({
+    absWorkingDir: root,
+    entryPoints: { 'mail-worker': 'src/mail/mail-worker.ts' },
+    outdir,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    outExtension: { '.js': '.cjs' },
     logLevel: 'warning',
   });
   return join(outdir, 'main.mjs');

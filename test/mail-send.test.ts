@@ -1,10 +1,11 @@
 import net from 'node:net';
 import path from 'node:path';
-import type { WorkerTransport } from '../src/mail/worker-transport.js';
+import SmtpConnection from 'nodemailer/lib/smtp-connection';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createActor } from 'xstate';
 import { ask } from '../src/actors/ask.js';
+import { Cancellation } from '../src/actors/request-context.js';
 import { ManualClock } from '../src/clock.js';
 import type { SystemDeps } from '../src/actors/deps.js';
 import { createMailerSupervisor } from '../src/actors/supervisors/mailer.js';
@@ -19,6 +20,8 @@ import {
   withoutAddresses,
 } from '../src/mail/sender.js';
 import { resolveTemplate } from '../src/mail/templates.js';
+import { SmtpPool } from '../src/mail/smtp-pool.js';
+import type { WorkerTransport } from '../src/mail/worker-transport.js';
 import { createSmtpTransport } from '../src/mail/transport.js';
 import { startSmtpServer, testCertificates, type SmtpTestServer } from './helpers/smtp.js';
 
@@ -224,6 +227,15 @@ describe('sending end to end', () => {
   });
 });
 
+/** Resolves once `check` holds, polling; fails the test after `ms`. */
+async function eventually(check: () => boolean, ms = 3000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error('the condition did not come true in time');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 describe('the mail worker', () => {
   it('a worker that dies fails its sends in flight as temporary; the next send starts a new one and delivers', async () => {
     let release = (): void => undefined;
@@ -283,6 +295,139 @@ describe('the mail worker', () => {
     expect(t.worker).toBeUndefined();
     const late = await sendRawMail(t, FROM, verificationMail(), { ...fast, attempts: 1 }).catch((e: unknown) => e);
     expect(late).toMatchObject({ permanent: false, code: 'ECONNECTION' });
+  });
+});
+
+/** The pool on this thread, as the mail worker runs it. */
+function pool(port: number, opts: { maxConnections?: number; idleMs?: number } = {}): SmtpPool {
+  const p = new SmtpPool({
+    SmtpConnection,
+    connection: { host: '127.0.0.1', port, ignoreTLS: true, name: 'is.example.test' },
+    maxConnections: opts.maxConnections ?? 1,
+    idleMs: opts.idleMs ?? 10_000,
+  });
+  cleanups.push(() => p.close());
+  return p;
+}
+
+const ENVELOPE = { from: 'noreply@is.example.test', to: ['alice@example.org'] };
+
+describe('the connection pool', () => {
+  it('a recipient refused: the connection is reset (RSET) and carries the next message', async () => {
+    const smtp = await server({ rejectTo: ['nobody@example.org'] });
+    const t = await transport(emailConfig(smtp.port, 'plain'));
+    const refused = await sendRawMail(t, FROM, verificationMail('nobody@example.org'), fast).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ permanent: true, responseCode: 550, attempts: 1 });
+    const mail = verificationMail('bob@example.org');
+    expect(await sendRawMail(t, FROM, mail, fast)).toEqual({
+      messageId: mail.messageId,
+      accepted: ['bob@example.org'],
+    });
+    expect(smtp.connections).toBe(1);
+    expect(smtp.messages.map((m) => m.to[0])).toEqual(['bob@example.org']);
+  });
+
+  it('a connection the server dropped while it was kept: the message goes out on a new one, in the same attempt', async () => {
+    const smtp = await server({ dropReused: true });
+    const t = await transport(emailConfig(smtp.port, 'plain'));
+    const first = verificationMail();
+    await sendRawMail(t, FROM, first, fast);
+    const mail = verificationMail('bob@example.org');
+    // one attempt: sender.ts does not try again, the pool sent it on a new connection
+    expect(await sendRawMail(t, FROM, mail, { ...fast, attempts: 1 })).toEqual({
+      messageId: mail.messageId,
+      accepted: ['bob@example.org'],
+    });
+    expect(smtp.connections).toBe(2);
+    expect(smtp.messages.map((m) => m.raw)).toEqual([first.raw, mail.raw]);
+  });
+
+  it('a connection idle for the idle time is closed (QUIT); the next message opens a new one', async () => {
+    const smtp = await server({});
+    const p = pool(smtp.port, { idleMs: 300 });
+    await p.sendMail({ envelope: ENVELOPE, raw: verificationMail().raw });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await p.sendMail({ envelope: { ...ENVELOPE, to: ['carol@example.org'] }, raw: verificationMail().raw });
+    expect(smtp.connections).toBe(1);
+    await eventually(() => smtp.openConnections === 0);
+    expect(p.size).toBe(0);
+    await p.sendMail({ envelope: { ...ENVELOPE, to: ['bob@example.org'] }, raw: verificationMail().raw });
+    expect(smtp.connections).toBe(2);
+    expect(smtp.messages.map((m) => m.to[0])).toEqual(['alice@example.org', 'carol@example.org', 'bob@example.org']);
+  });
+
+  it('no more connections than its bound: the other messages wait for one', async () => {
+    const smtp = await server({ hold: { until: 3, maxMs: 300 } });
+    const p = pool(smtp.port, { maxConnections: 2 });
+    const sent = await Promise.all(
+      ['a', 'b', 'c', 'd', 'e'].map((n) =>
+        p.sendMail({ envelope: { ...ENVELOPE, to: [`${n}@example.org`] }, raw: `Subject: ${n}\r\n\r\n${n}\r\n` }),
+      ),
+    );
+    expect(sent.map((s) => s.accepted[0])).toEqual(['a', 'b', 'c', 'd', 'e'].map((n) => `${n}@example.org`));
+    expect(smtp.maxHeld).toBe(2);
+    expect(smtp.connections).toBe(2);
+  });
+
+  it('a server that refuses one more connection: the messages wait for those it has, none fails', async () => {
+    const smtp = await server({ maxClients: 2, hold: { until: 2, maxMs: 200 } });
+    const p = pool(smtp.port, { maxConnections: 4 });
+    // two connections up (two messages at once), then more messages than they carry: the pool tries a third
+    await Promise.all(
+      ['y', 'z'].map((n) =>
+        p.sendMail({ envelope: { ...ENVELOPE, to: [`${n}@example.org`] }, raw: `Subject: ${n}\r\n\r\n${n}\r\n` }),
+      ),
+    );
+    expect(p.size).toBe(2);
+    const names = ['a', 'b', 'c', 'd', 'e', 'f'];
+    const sent = await Promise.all(
+      names.map((n) =>
+        p.sendMail({ envelope: { ...ENVELOPE, to: [`${n}@example.org`] }, raw: `Subject: ${n}\r\n\r\n${n}\r\n` }),
+      ),
+    );
+    expect(sent.map((s) => s.accepted[0])).toEqual(names.map((n) => `${n}@example.org`));
+    expect(smtp.messages).toHaveLength(8);
+    expect(smtp.maxHeld).toBe(2);
+    // the refused ones are not tried again meanwhile
+    expect(p.size).toBe(2);
+  });
+
+  it('a cancelled send: taken out of the queue if it waits, its connection closed if it runs', async () => {
+    let release = (): void => undefined;
+    const smtp = await server({ holdData: new Promise<void>((resolve) => (release = resolve)) });
+    const p = pool(smtp.port);
+    const first = p.sendMail({ envelope: ENVELOPE, raw: verificationMail().raw });
+    await smtp.waitForMessage();
+    // the only connection is busy: these two wait
+    const waiting = new Cancellation();
+    const cancelledWhileWaiting = p
+      .sendMail({
+        envelope: { ...ENVELOPE, to: ['carol@example.org'] },
+        raw: 'Subject: c\r\n\r\nc\r\n',
+        cancel: waiting,
+      })
+      .catch((e: unknown) => e);
+    const third = p.sendMail({ envelope: { ...ENVELOPE, to: ['bob@example.org'] }, raw: 'Subject: b\r\n\r\nb\r\n' });
+    waiting.abort(new Error('gave up'));
+    expect(await cancelledWhileWaiting).toMatchObject({ code: 'EABORT' });
+    release();
+    expect(await first).toMatchObject({ accepted: ['alice@example.org'] });
+    expect(await third).toMatchObject({ accepted: ['bob@example.org'] });
+    expect(smtp.messages.map((m) => m.to[0])).toEqual(['alice@example.org', 'bob@example.org']);
+    expect(smtp.connections).toBe(1);
+
+    // cancelled while the server holds its answer: it fails at once, and its connection is closed
+    const slow = await server({ holdData: new Promise(() => undefined) });
+    const q = pool(slow.port);
+    const running = new Cancellation();
+    const inFlight = q
+      .sendMail({ envelope: ENVELOPE, raw: verificationMail().raw, cancel: running })
+      .catch((e: unknown) => e);
+    await slow.waitForMessage();
+    running.abort(new Error('gave up'));
+    expect(await inFlight).toMatchObject({ code: 'EABORT' });
+    expect(q.size).toBe(0);
+    await eventually(() => slow.openConnections === 0);
   });
 });
 

@@ -9,8 +9,9 @@
  * - `request-token` (`POST /requestToken`, `{ client_secret, email, send_attempt }`): a fresh sid (checked unused),
  *   a 32-character token, then in one transaction Sydent's session and token rows and a machine row of the same
  *   shape as sydent-ts's; then one mail, the verification template (read and split at its placeholders once)
- *   filled in, through a nodemailer pool with sydent-ts's settings to the given SMTP server (the bench's sink). Answers `{ sid }`
- *   once the server accepted the mail.
+ *   filled in, sent over one of 32 SMTP connections kept open (nodemailer's SMTPConnection, one message at a time
+ *   each, as sydent-ts's mail worker sends) to the given SMTP server (the bench's sink). Answers `{ sid }` once the
+ *   server accepted the mail.
  * - `bind` (`POST /bind`, `{ medium, address, mxid }`): the lookup hash under the stored pepper, the association
  *   signed (canonical JSON, ed25519), then in one transaction the pending invites read, the local and the global
  *   row written and the homeserver callback recorded in the outbox, as a sydent-ts bind does. Answers the signed
@@ -23,7 +24,7 @@ import Fastify from 'fastify';
 import { createHash, createPrivateKey, createPublicKey, randomBytes, randomInt, sign } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import nodemailer from 'nodemailer';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
 
 const [kind, portArg, dbPath, ...rest] = process.argv.slice(2);
 const port = Number(portArg);
@@ -61,17 +62,44 @@ function randomToken(length: number): string {
   return out;
 }
 
+/**
+ * SMTP connections kept open and reused, one message at a time each, up to `max` (sydent-ts's SMTP_CONNECTIONS): a
+ * send waits for a free one. The bench's sink never fails, so neither does this (a failed connection is not reused).
+ */
+function pooledSmtp(
+  options: ConstructorParameters<typeof SMTPConnection>[0],
+  max: number,
+): { send(envelope: { from: string; to: string[] }, raw: string): Promise<void> } {
+  const idle: SMTPConnection[] = [];
+  const waiting: ((c: SMTPConnection) => void)[] = [];
+  let open = 0;
+  const connection = async (): Promise<SMTPConnection> => {
+    const ready = idle.pop();
+    if (ready) return ready;
+    if (open >= max) return new Promise((resolve) => waiting.push(resolve));
+    open++;
+    const c = new SMTPConnection(options);
+    c.on('error', () => open--);
+    await new Promise<void>((resolve, reject) => c.connect((e) => (e ? reject(e) : resolve())));
+    return c;
+  };
+  const release = (c: SMTPConnection): void => {
+    const next = waiting.shift();
+    if (next) next(c);
+    else idle.push(c);
+  };
+  return {
+    async send(envelope, raw) {
+      const c = await connection();
+      await new Promise<void>((resolve, reject) => c.send(envelope, raw, (e) => (e ? reject(e) : resolve())));
+      release(c);
+    },
+  };
+}
+
 if (kind === 'request-token') {
   const [smtpPort, templatesDir] = rest;
-  const transport = nodemailer.createTransport({
-    pool: true,
-    maxConnections: 32, // sydent-ts's SMTP_CONNECTIONS (src/mail/transport.ts)
-    maxMessages: Infinity,
-    host: '127.0.0.1',
-    port: Number(smtpPort),
-    ignoreTLS: true,
-    name: 'bench.test',
-  });
+  const smtp = pooledSmtp({ host: '127.0.0.1', port: Number(smtpPort), ignoreTLS: true, name: 'bench.test' }, 32);
   const mail = compileTemplate(
     fs.readFileSync(path.join(templatesDir!, 'matrix-org', 'verification_template.eml.j2'), 'utf8'),
   );
@@ -159,7 +187,7 @@ if (kind === 'request-token') {
         token,
         ipaddress: req.ip,
       });
-      await transport.sendMail({ envelope: { from: 'noreply@bench.test', to: [email] }, raw });
+      await smtp.send({ from: 'noreply@bench.test', to: [email] }, raw);
       return { sid: String(sid) };
     },
   );

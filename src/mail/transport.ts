@@ -1,10 +1,10 @@
 import type { EmailConfig } from '../config/types.js';
-import { WorkerTransport } from './worker-transport.js';
+import { MAIL_WORKER_IDLE_MS, WorkerTransport } from './worker-transport.js';
 
 /**
  * SMTP connections kept open to the mail server, and so mails sent at once (the mailer runs as many sends as
- * this). Each mail is several round trips on its connection (nodemailer does not pipeline), so at many concurrent
- * requestTokens the connections, not the CPU, bound the rate. Sydent opened a connection per mail, without a bound.
+ * this). Each mail is at least two round trips on its connection (the envelope, pipelined when the server offers
+ * PIPELINING, then the message), so at many concurrent requestTokens the connections, not the CPU, bound the rate. Sydent opened a connection per mail, without a bound.
  */
 export const SMTP_CONNECTIONS = 32;
 
@@ -28,29 +28,31 @@ export interface SmtpTransportOptions {
  */
 export function createSmtpTransport(email: EmailConfig, opts: SmtpTransportOptions = {}): WorkerTransport {
   const tlsMode = email.tlsMode;
+  const idleMs = opts.idleMs ?? MAIL_WORKER_IDLE_MS;
   // nodemailer loads in the mail worker, with the first mail.
   return new WorkerTransport(
     {
-      pool: true,
-      // Connections are reused for as long as the server allows.
       maxConnections: SMTP_CONNECTIONS,
-      maxMessages: Infinity,
-      host: email.smtpHost,
-      port: email.smtpPort,
-      name: email.hostname,
-      secure: tlsMode === 'ssl',
-      requireTLS: tlsMode === 'starttls',
-      ignoreTLS: tlsMode === 'plain',
-      tls: {
-        rejectUnauthorized: true,
-        minVersion: 'TLSv1.2',
-        ...(opts.ca ? { ca: opts.ca } : {}),
-      },
+      // a connection left idle while others carry the mail is closed as the worker would be
+      idleMs,
       auth: email.smtpUsername ? { user: email.smtpUsername, pass: email.smtpPassword } : undefined,
-      connectionTimeout: 15_000,
-      greetingTimeout: 15_000,
-      socketTimeout: 30_000,
+      connection: {
+        host: email.smtpHost,
+        port: email.smtpPort,
+        name: email.hostname,
+        secure: tlsMode === 'ssl',
+        requireTLS: tlsMode === 'starttls',
+        ignoreTLS: tlsMode === 'plain',
+        tls: {
+          rejectUnauthorized: true,
+          minVersion: 'TLSv1.2',
+          ...(opts.ca ? { ca: opts.ca } : {}),
+        },
+        connectionTimeout: 15_000,
+        greetingTimeout: 15_000,
+        socketTimeout: 30_000,
+      },
     },
-    opts.idleMs,
+    idleMs,
   );
 }

@@ -1,113 +1,38 @@
 /**
- * The pooled SMTP transport run on a worker thread of its own: nodemailer (composing the message's MIME tree,
- * the SMTP exchange, dot-stuffing, TLS) never runs on the event loop's thread, which answers HTTP meanwhile.
+ * The SMTP connection pool run on a worker thread of its own (mail-worker.ts): the SMTP exchanges (TLS included)
+ * never run on the event loop's thread, which answers HTTP meanwhile.
  *
- * It takes `sendMail` as nodemailer's transporter does for what sender.ts sends (an envelope, a raw message, its
- * Message-ID, a cancellation) and answers the same way: the accepted and rejected recipients, or nodemailer's error
- * with the fields sender.ts reads to classify it (code, responseCode, originalCode). An abort is passed on: the
- * worker aborts the exchange (its connection is closed, as in-process), and the send answers only once the worker
- * has, so a send that answered failure leaves no exchange running that could still deliver. A worker that dies
- * fails what it had in flight as a connection failure (temporary: sender.ts tries again) and the next send starts a
- * new one. The worker starts with the first mail and, while no send is in flight, keeps no reference on the event
- * loop.
+ * It takes `sendMail` for what sender.ts sends (an envelope, a raw message, its Message-ID, a cancellation) and
+ * answers with the recipients the server accepted and refused, or nodemailer's error with the fields sender.ts reads
+ * to classify it (code, responseCode, originalCode). An abort is passed on: the worker closes the connection under
+ * the exchange, and the send answers only once the worker has, so a send that answered failure leaves no exchange
+ * running that could still deliver. A worker that dies fails what it had in flight as a connection failure
+ * (temporary: sender.ts tries again) and the next send starts a new one. The worker starts with the first mail and,
+ * while no send is in flight, keeps no reference on the event loop.
  */
 import { createRequire } from 'node:module';
 import type { Worker } from 'node:worker_threads';
 
 import type { Cancellation } from '../actors/request-context.js';
 import { WorkerCalls } from '../util/worker-calls.js';
+import { workerScript } from '../util/worker-script.js';
+import type { FromWorker, MailWorkerData, ToWorker } from './mail-worker.js';
+import type { SentInfo, SmtpPoolOptions } from './smtp-pool.js';
 
-/** What a send gives the worker: a message as sender.ts hands it to nodemailer. */
+/** What a send gives the worker: a message as sender.ts hands it over. */
 export interface WorkerMail {
   envelope: { from: string; to: string[] };
   raw: string;
   messageId?: string;
-  /** aborts the exchange (its connection closed, as nodemailer does on an abort) */
+  /** aborts the exchange (its connection closed) */
   cancel?: Cancellation;
 }
 
-/** nodemailer's answer to a send, as far as it crosses the thread. */
-export interface WorkerSentInfo {
-  messageId: string;
-  accepted: string[];
-  rejected: string[];
-}
+/** The pool's settings, plain data (they are copied to the worker). */
+export type MailPoolOptions = Omit<SmtpPoolOptions, 'SmtpConnection'>;
 
-/** nodemailer's error, as it crosses the thread: the fields that say what failed. */
-interface ErrorFields {
-  name: string;
-  message: string;
-  code?: string;
-  responseCode?: number;
-  originalCode?: string;
-  command?: string;
-}
-
-type Answer = { id: number; info: WorkerSentInfo } | { id: number; error: ErrorFields };
-
-// Source text, not a module file (as lookup-pool.ts's): the worker starts the same way from the TypeScript sources
-// and from the bundle. nodemailer is loaded by its resolved path, since the server's working directory is the
-// operator's.
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const nodemailer = require(workerData.nodemailer);
-const transport = nodemailer.createTransport(workerData.options);
-const running = new Map();
-const fields = (e) => ({
-  name: String((e && e.name) || 'Error'),
-  message: String((e && e.message) || e),
-  code: typeof (e && e.code) === 'string' ? e.code : undefined,
-  responseCode: typeof (e && e.responseCode) === 'number' ? e.responseCode : undefined,
-  originalCode: typeof (e && e.originalCode) === 'string' ? e.originalCode : undefined,
-  command: typeof (e && e.command) === 'string' ? e.command : undefined,
-});
-// Answers go back together at the end of the worker's turn: one message (and one wake-up of the event loop's
-// thread) for all the sends that ended in it.
-let answers = [];
-const flush = () => {
-  const out = answers;
-  answers = [];
-  parentPort.postMessage(out);
-};
-const answer = (a) => {
-  if (answers.push(a) === 1) setImmediate(flush);
-};
-const take = (m) => {
-  if (m.abort !== undefined) {
-    const controller = running.get(m.abort);
-    if (controller) controller.abort();
-    return;
-  }
-  if (m.close) {
-    transport.close();
-    process.exit(0);
-  }
-  const controller = new AbortController();
-  running.set(m.id, controller);
-  const mail = { envelope: m.envelope, raw: m.raw, signal: controller.signal };
-  if (m.messageId) mail.messageId = m.messageId;
-  transport.sendMail(mail).then(
-    (info) => {
-      running.delete(m.id);
-      answer({
-        id: m.id,
-        info: {
-          messageId: String(info.messageId || ''),
-          accepted: (info.accepted || []).map(String),
-          rejected: (info.rejected || []).map(String),
-        },
-      });
-    },
-    (error) => {
-      running.delete(m.id);
-      answer({ id: m.id, error: fields(error) });
-    },
-  );
-};
-parentPort.on('message', (batch) => {
-  for (const m of batch) take(m);
-});
-`;
+const mailWorkerScript = (): string =>
+  workerScript(new URL('./mail-worker.ts', import.meta.url), new URL('./mail-worker.cjs', import.meta.url));
 
 /** How long a closing worker may take to close its connections before it is stopped. */
 const CLOSE_GRACE_MS = 1000;
@@ -124,20 +49,23 @@ const connectionLost = (reason: string): Error => Object.assign(new Error(reason
 
 /** The thread and its sends in flight. */
 class MailThread {
-  private readonly calls: WorkerCalls<WorkerSentInfo>;
+  private readonly calls: WorkerCalls<SentInfo>;
   /** when it was last busy (Date.now()): a send handed to it, or its last send in flight answered */
   lastUsed = Date.now();
   /** what goes to the worker at the end of this turn, in one message (the worker's answers come back so too) */
-  private outbox: object[] = [];
+  private outbox: ToWorker[] = [];
   private readonly flush = (): void => {
     const out = this.outbox;
     this.outbox = [];
     if (out.length > 0 && !this.dead) this.worker.postMessage(out);
   };
 
-  constructor(options: object, onDeath: (thread: MailThread) => void) {
-    const workerData = { nodemailer: createRequire(import.meta.url).resolve('nodemailer'), options };
-    this.calls = new WorkerCalls<WorkerSentInfo>(WORKER_SOURCE, {
+  constructor(options: MailPoolOptions, onDeath: (thread: MailThread) => void) {
+    const workerData: MailWorkerData = {
+      smtpConnection: createRequire(import.meta.url).resolve('nodemailer/lib/smtp-connection'),
+      pool: options,
+    };
+    this.calls = new WorkerCalls<SentInfo>(mailWorkerScript(), {
       workerData,
       failure: (end) =>
         connectionLost(
@@ -147,7 +75,7 @@ class MailThread {
         ),
       onDeath: () => onDeath(this),
     });
-    this.worker.on('message', (answers: Answer[]) => {
+    this.worker.on('message', (answers: FromWorker[]) => {
       for (const answer of answers) {
         if ('info' in answer) this.calls.resolve(answer.id, answer.info);
         else this.calls.reject(answer.id, Object.assign(new Error(answer.error.message), answer.error));
@@ -169,7 +97,7 @@ class MailThread {
     return this.calls.size;
   }
 
-  send(mail: WorkerMail): Promise<WorkerSentInfo> {
+  send(mail: WorkerMail): Promise<SentInfo> {
     const { cancel } = mail;
     // the abort listener comes off the caller's cancellation once the send is settled (never before this returns)
     const { id, answer } = this.calls.start(() => detach?.());
@@ -180,7 +108,7 @@ class MailThread {
     return answer;
   }
 
-  private post(message: object): void {
+  private post(message: ToWorker): void {
     if (this.outbox.push(message) === 1) setImmediate(this.flush);
   }
 
@@ -202,15 +130,15 @@ export class WorkerTransport {
   private idleTimer: NodeJS.Timeout | undefined;
 
   /**
-   * `options`: nodemailer's SMTP transport options, plain data (they are copied to the worker); `idleMs`: how long the
-   * worker may go without a mail before it is ended (MAIL_WORKER_IDLE_MS).
+   * `options`: the pool's settings, plain data (they are copied to the worker); `idleMs`: how long the worker may go
+   * without a mail before it is ended (MAIL_WORKER_IDLE_MS).
    */
   constructor(
-    private readonly options: object,
+    private readonly options: MailPoolOptions,
     private readonly idleMs: number = MAIL_WORKER_IDLE_MS,
   ) {}
 
-  sendMail(mail: WorkerMail): Promise<WorkerSentInfo> {
+  sendMail(mail: WorkerMail): Promise<SentInfo> {
     if (this.closed) return Promise.reject(connectionLost('the mail transport is closed'));
     if (!this.thread) {
       this.thread = new MailThread(this.options, (dead) => {

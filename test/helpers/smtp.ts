@@ -26,6 +26,15 @@ export interface SmtpServerOptions {
   failFirst?: number;
   /** answer 550 to every recipient, quoting the address as real servers do */
   rejectAll?: boolean;
+  /** refuse a connection beyond this many at once (421 at the greeting), as servers bound a client's connections */
+  maxClients?: number;
+  /** answer 550 to these recipients only */
+  rejectTo?: string[];
+  /**
+   * answer 421 and hang up at the MAIL FROM of a connection's second message, as a server that dropped a connection
+   * its client had kept idle: the message never began to go out
+   */
+  dropReused?: boolean;
   /** require AUTH with these credentials (allowed without TLS too) */
   auth?: { user: string; pass: string };
   /**
@@ -54,6 +63,10 @@ export interface SmtpTestServer {
   refused: number;
   /** the most messages held at once (`hold`) */
   maxHeld: number;
+  /** connections accepted so far */
+  connections: number;
+  /** connections open now */
+  openConnections: number;
   waitForMessage(predicate?: (m: ReceivedMail) => boolean, timeoutMs?: number): Promise<ReceivedMail>;
   close(): Promise<void>;
 }
@@ -93,6 +106,10 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
   let refused = 0;
   const held = new Set<() => void>();
   let maxHeld = 0;
+  let connections = 0;
+  let openConnections = 0;
+  /** MAIL FROM commands by session */
+  const mailsOn = new Map<string, number>();
   const hold = (answer: () => void): void => {
     if (!opts.hold) return answer();
     const release = (): void => {
@@ -113,6 +130,24 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
     allowInsecureAuth: true,
     disabledCommands: opts.auth ? [] : ['AUTH'],
     logger: false,
+    ...(opts.maxClients ? { maxClients: opts.maxClients } : {}),
+    onConnect(_session, callback) {
+      connections++;
+      openConnections++;
+      callback();
+    },
+    onClose() {
+      openConnections--;
+    },
+    onMailFrom(_address, session, callback) {
+      const n = (mailsOn.get(session.id) ?? 0) + 1;
+      mailsOn.set(session.id, n);
+      if (opts.dropReused && n > 1) {
+        callback(Object.assign(new Error('4.4.2 idle too long, closing'), { responseCode: 421 }));
+      } else {
+        callback();
+      }
+    },
     onAuth(auth, _session, callback) {
       if (opts.auth && auth.username === opts.auth.user && auth.password === opts.auth.pass) {
         callback(null, { user: auth.username });
@@ -121,7 +156,7 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
       }
     },
     onRcptTo(address, _session, callback) {
-      if (opts.rejectAll) {
+      if (opts.rejectAll || opts.rejectTo?.includes(address.address)) {
         // Worded as Postfix words it: the refusal quotes the recipient.
         callback(
           Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: mailbox unavailable`), {
@@ -187,6 +222,12 @@ export async function startSmtpServer(opts: SmtpServerOptions = {}): Promise<Smt
     },
     get maxHeld() {
       return maxHeld;
+    },
+    get connections() {
+      return connections;
+    },
+    get openConnections() {
+      return openConnections;
     },
     waitForMessage(predicate = () => true, timeoutMs = 5000) {
       const found = messages.find(predicate);
