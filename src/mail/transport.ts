@@ -4,7 +4,8 @@ import { MAIL_WORKER_IDLE_MS, WorkerTransport } from './worker-transport.js';
 /**
  * SMTP connections kept open to the mail server, and so mails sent at once (the mailer runs as many sends as
  * this). Each mail is at least two round trips on its connection (the envelope, pipelined when the server offers
- * PIPELINING, then the message), so at many concurrent requestTokens the connections, not the CPU, bound the rate. Sydent opened a connection per mail, without a bound.
+ * PIPELINING, then the message), so at many concurrent requestTokens the connections, not the CPU, bound the rate.
+ * Sydent opened a connection per mail, without a bound.
  */
 export const SMTP_CONNECTIONS = 32;
 
