@@ -72,7 +72,7 @@ function run(port: NonNullable<typeof parentPort>, data: MailWorkerData): void {
       return;
     }
     if ('close' in m) {
-      void pool.close();
+      pool.close();
       process.exit(0);
     }
     const cancel = new Cancellation();

@@ -77,8 +77,6 @@ interface Send {
   readonly resolve: (info: SentInfo) => void;
   readonly reject: (error: Error) => void;
   detach?: () => void;
-  /** the connection its exchange runs on, while it runs */
-  on?: Connection;
   /** the message's first byte was handed to the connection */
   started: boolean;
   /** tried again once already, its first connection having been lost before the message went */
@@ -133,7 +131,7 @@ export class SmtpPool {
   }
 
   /** Fails what waits and what is in flight, and closes every connection; later sends fail. */
-  close(): Promise<void> {
+  close(): void {
     this.closed = true;
     clearTimeout(this.limitTimer);
     const waiting = this.queue;
@@ -143,7 +141,6 @@ export class SmtpPool {
       if (c.current) settle(c.current, connectionLost('the mail transport is closed'));
       this.drop(c);
     }
-    return Promise.resolve();
   }
 
   /** Hands waiting sends to ready connections, and opens connections for the rest as far as the bound allows. */
@@ -203,7 +200,6 @@ export class SmtpPool {
   private dispatch(c: Connection, send: Send): void {
     c.state = 'busy';
     c.current = send;
-    send.on = c;
     const reused = c.sent > 0;
     const { raw } = send.mail;
     // A stream rather than the string, only to learn whether the message began to leave.
@@ -218,7 +214,7 @@ export class SmtpPool {
     const { from, to } = send.mail.envelope;
     c.smtp.send({ from, to: [...to] }, message, (error, info) => {
       c.sent++;
-      c.current = send.on = undefined;
+      c.current = undefined;
       // cancelled meanwhile: the connection was closed under it
       if (send.settled) return;
       if (!error) {
@@ -275,12 +271,13 @@ export class SmtpPool {
     if (send.settled) return;
     const at = this.queue.indexOf(send);
     if (at !== -1) this.queue.splice(at, 1);
-    const c = send.on;
     settle(send, cancelled(cancel));
-    if (c) this.drop(c);
+    // (a scan of at most maxConnections, only when a send is cancelled)
+    const running = [...this.connections].find((c) => c.current === send);
+    if (running) this.drop(running);
   }
 
-  /** Closes `c` (its 'end' follows, synchronously). */
+  /** Closes `c` and forgets it (here, as SMTPConnection emits no 'end' for a connection that had already ended). */
   private drop(c: Connection): void {
     if (c.state === 'opening') this.opening--;
     this.unidle(c);

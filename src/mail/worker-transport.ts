@@ -13,20 +13,13 @@
 import { createRequire } from 'node:module';
 import type { Worker } from 'node:worker_threads';
 
-import type { Cancellation } from '../actors/request-context.js';
 import { WorkerCalls } from '../util/worker-calls.js';
 import { workerScript } from '../util/worker-script.js';
 import type { FromWorker, MailWorkerData, ToWorker } from './mail-worker.js';
-import type { SentInfo, SmtpPoolOptions } from './smtp-pool.js';
+import type { OutgoingMail, SentInfo, SmtpPoolOptions } from './smtp-pool.js';
 
-/** What a send gives the worker: a message as sender.ts hands it over. */
-export interface WorkerMail {
-  envelope: { from: string; to: string[] };
-  raw: string;
-  messageId?: string;
-  /** aborts the exchange (its connection closed) */
-  cancel?: Cancellation;
-}
+/** What a send gives the worker: a message as sender.ts hands it over (its cancellation stays on this side). */
+export type WorkerMail = OutgoingMail;
 
 /** The pool's settings, plain data (they are copied to the worker). */
 export type MailPoolOptions = Omit<SmtpPoolOptions, 'SmtpConnection'>;
