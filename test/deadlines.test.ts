@@ -16,6 +16,8 @@ afterAll(async () => {
 
 /** The time a requestToken has in these tests (`[http] send_deadline_seconds`). */
 const DEADLINE_MS = 3_000;
+/** How long the slow mail server and SMS provider take: well past the deadline. */
+const SLOW_MS = 8_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function server(conf: Record<string, Record<string, string>>): Promise<TestServer> {
@@ -30,8 +32,8 @@ async function machineState(t: TestServer, sid: unknown): Promise<string> {
 }
 
 describe('a request whose mail or SMS is not accepted within its deadline', () => {
-  it('a mail server that answers DATA after 15 s: 500 M_EMAIL_SEND_ERROR at the deadline, the send aborted, no mail afterwards', async () => {
-    const slow = await startSlowSmtpServer({ dataDelayMs: 15_000 });
+  it('a mail server that answers DATA after 8 s: 500 M_EMAIL_SEND_ERROR at the deadline, the send aborted, no mail afterwards', async () => {
+    const slow = await startSlowSmtpServer({ dataDelayMs: SLOW_MS });
     started.push(slow);
     const t = await server({ email: emailConf(slow.port) });
 
@@ -50,14 +52,14 @@ describe('a request whose mail or SMS is not accepted within its deadline', () =
     expect(await machineState(t, session!.id)).toBe('sendFailed');
 
     // Past the server's delay: it would have taken the message by now, had the client still been there.
-    await sleep(15_000 - took + 1_500);
+    await sleep(SLOW_MS - took + 1_500);
     expect(slow.messages).toEqual([]);
-  }, 40_000);
+  }, 30_000);
 
-  it('an SMS provider that answers after 12 s: 500 M_SEND_ERROR at the deadline, the request to it aborted, no SMS afterwards', async () => {
+  it('an SMS provider that answers after 8 s: 500 M_SEND_ERROR at the deadline, the request to it aborted, no SMS afterwards', async () => {
     const om = await startOpenMarket(OM_CREDS);
     started.push(om);
-    om.answerAfterMs = 12_000;
+    om.answerAfterMs = SLOW_MS;
     const t = await server({ general: loopbackAllowed, sms: openMarketConf(om) });
 
     const began = Date.now();
@@ -74,7 +76,7 @@ describe('a request whose mail or SMS is not accepted within its deadline', () =
     const [session] = sessionRows(t.config.db.dbFile);
     expect(await machineState(t, session!.id)).toBe('sendFailed');
 
-    await sleep(12_000 - took + 1_500);
+    await sleep(SLOW_MS - took + 1_500);
     expect(om.messages).toEqual([]);
-  }, 40_000);
+  }, 30_000);
 });

@@ -429,6 +429,45 @@ describe('the connection pool', () => {
     expect(q.size).toBe(0);
     await eventually(() => slow.openConnections === 0);
   });
+
+  it('a send cancelled while its connection opens: that connection is closed, and the next send opens its own instead of waiting for it', async () => {
+    const smtp = await server({});
+    // The first connection is accepted and never greeted (a hung server); the later ones reach the SMTP server.
+    let accepted = 0;
+    let hungClosed = false;
+    const front = net.createServer((client) => {
+      client.on('error', () => undefined);
+      if (++accepted === 1) {
+        client.on('close', () => (hungClosed = true));
+        return;
+      }
+      const upstream = net.connect(smtp.port, '127.0.0.1');
+      upstream.on('error', () => client.destroy());
+      client.on('close', () => upstream.destroy());
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => front.close(() => resolve())));
+    front.unref();
+    const p = pool((front.address() as net.AddressInfo).port);
+
+    const gaveUp = new Cancellation();
+    const first = p
+      .sendMail({ envelope: ENVELOPE, raw: verificationMail().raw, cancel: gaveUp })
+      .catch((e: unknown) => e);
+    await eventually(() => accepted === 1);
+    gaveUp.abort(new Error('gave up'));
+    expect(await first).toMatchObject({ code: 'EABORT' });
+    await eventually(() => hungClosed);
+    expect(p.size).toBe(0);
+
+    // nodemailer's greeting timeout is 30 s: a send waiting for the hung connection would not be answered in this test
+    expect(
+      await p.sendMail({ envelope: { ...ENVELOPE, to: ['bob@example.org'] }, raw: 'Subject: b\r\n\r\nb\r\n' }),
+    ).toMatchObject({ accepted: ['bob@example.org'] });
+    expect(accepted).toBe(2);
+    expect(smtp.messages.map((m) => m.to[0])).toEqual(['bob@example.org']);
+  });
 });
 
 describe('sender helpers', () => {

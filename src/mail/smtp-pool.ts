@@ -266,15 +266,23 @@ export class SmtpPool {
     c.smtp.quit();
   }
 
-  /** The send cancelled: out of the queue, or its connection closed under it. */
+  /**
+   * The send cancelled: out of the queue, or its connection closed under it. A connection still opening that no
+   * waiting send needs any more is closed too, the oldest first: it is the one most likely hung (a server that never
+   * greets), and the next send would otherwise wait for it rather than open its own.
+   */
   private abort(send: Send, cancel: SendCancel): void {
     if (send.settled) return;
     const at = this.queue.indexOf(send);
     if (at !== -1) this.queue.splice(at, 1);
     settle(send, cancelled(cancel));
-    // (a scan of at most maxConnections, only when a send is cancelled)
+    // (scans of at most maxConnections, only when a send is cancelled)
     const running = [...this.connections].find((c) => c.current === send);
     if (running) this.drop(running);
+    if (this.opening > this.queue.length) {
+      const unneeded = [...this.connections].find((c) => c.state === 'opening');
+      if (unneeded) this.drop(unneeded);
+    }
   }
 
   /** Closes `c` and forgets it (here, as SMTPConnection emits no 'end' for a connection that had already ended). */
