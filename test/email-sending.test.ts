@@ -24,7 +24,7 @@ import { freePort } from './helpers/process.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 
-/** The time a requestToken has for its mail in the test of a server that never answers (`[http] send_deadline_seconds`). */
+/** The time a requestToken has for its mail where the server never answers (`[http] send_deadline_seconds`). */
 const SEND_DEADLINE_MS = 4_000;
 
 const started: { close(): Promise<void> }[] = [];

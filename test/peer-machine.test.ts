@@ -198,13 +198,32 @@ describe('replication worker: one actor per peer', () => {
     for (let i = 1; i <= n; i++) insert.run(`u${i}@x.test`, `@u${i}:x.test`);
     const writes = new PeerWrites(db);
     for (const name of Object.keys(transports)) writes.upsert({ name, key: 'A'.repeat(43), port: null });
+    const reads = new PeerReads(db);
+    /** what a test does inside the worker's calls: after a cursor is stored; before the peers are read */
+    const hooks: { afterMarkSent?: (lastId: number) => void; peersRead?: Promise<void> } = {};
     const worker = new ReplicationWorker({
-      reads: new PeerReads(db),
-      store: { markSent: async (name, lastId, now) => writes.markSent(name, lastId, now) },
+      reads: {
+        active: () => {
+          const gate = hooks.peersRead;
+          return gate ? gate.then(() => reads.active()) : reads.active();
+        },
+        all: () => reads.all(),
+        localAfter: (afterId, limit, signedAs) => reads.localAfter(afterId, limit, signedAs),
+        lastLocalId: () => reads.lastLocalId(),
+      },
+      store: {
+        markSent: async (name, lastId, now) => {
+          const moved = writes.markSent(name, lastId, now);
+          hooks.afterMarkSent?.(lastId);
+          return moved;
+        },
+      },
       serverName: 'a.test',
       signingKey: { version: '0', seed: generateSeed() },
       tls: null,
       urls: { get: () => undefined, refresh: () => undefined },
+      // only the wake-ups push: the tests see what they do alone
+      tickMs: 3_600_000,
       now: () => T0,
       random: () => 0,
       log: pino({ level: 'silent' }),
@@ -214,7 +233,7 @@ describe('replication worker: one actor per peer', () => {
         destroy: async () => undefined,
       }),
     });
-    return { db, worker };
+    return { db, worker, hooks };
   }
 
   it('a dead peer backs off while the others receive everything', async () => {
@@ -252,6 +271,45 @@ describe('replication worker: one actor per peer', () => {
       { name: 'slow.test', lastSentVersion: null },
     ]);
     hang();
+    await worker.drain();
+    db.close();
+  });
+
+  it('a wake-up that comes while a push ends is not lost: the row it was for goes out without waiting for the tick', async () => {
+    const seen = new Set<string>();
+    const { db, worker, hooks } = setup(0, {
+      'ok.test': async (body) => {
+        for (const id of Object.keys(body.sgAssocs)) seen.add(id);
+        return { status: 200, body: '{}' };
+      },
+    });
+    const insert = db.prepare(
+      "INSERT INTO local_threepid_associations (medium, address, mxid, ts, notBefore, notAfter) VALUES ('email', ?, ?, 1, 1, 2)",
+    );
+    worker.start();
+    // A row is pushed; as its push stores the cursor, another row is bound and its wake-up reads the peers, and that
+    // read ends k microtasks later: the wake-up reaches the peer in every phase of the push's end, for one k or
+    // another. The tick is an hour away, so only the wake-ups can send the rows.
+    for (let k = 0; k < 60; k++) {
+      const first = Number(insert.run(`a${k}@x.test`, `@a${k}:x.test`).lastInsertRowid);
+      let second = -1;
+      hooks.afterMarkSent = (lastId) => {
+        if (lastId !== first) return;
+        hooks.afterMarkSent = undefined;
+        second = Number(insert.run(`b${k}@x.test`, `@b${k}:x.test`).lastInsertRowid);
+        let release!: () => void;
+        hooks.peersRead = new Promise<void>((resolve) => (release = resolve));
+        worker.wake();
+        hooks.peersRead = undefined;
+        let later = Promise.resolve();
+        for (let i = 0; i < k; i++) later = later.then(() => undefined);
+        void later.then(release);
+      };
+      worker.wake();
+      for (let i = 0; i < 200 && !(second > 0 && seen.has(String(second))); i++)
+        await new Promise((r) => setTimeout(r, 5));
+      expect([seen.has(String(first)), second > 0 && seen.has(String(second))], `k = ${k}`).toEqual([true, true]);
+    }
     await worker.drain();
     db.close();
   });

@@ -150,8 +150,10 @@ interface Slot {
   peer: ActivePeer;
   /** the peer's machine as last recorded */
   machine: MachineState<PeerContext>;
-  /** a WAKE waits for its turn: another one adds nothing */
+  /** a WAKE was sent and has not ended: it waits for its turn, or its push is ending */
   wakeQueued: boolean;
+  /** a WAKE came while `wakeQueued` and could not be handed over: sent again when that one ends */
+  wakeAgain: boolean;
   transport: PushTransport;
   timer: NodeJS.Timeout | null;
   /** the failure count the timer was set for, so one backoff sets one timer */
@@ -263,15 +265,23 @@ export class ReplicationWorker {
   }
 
   /**
-   * A push under way takes the WAKE at once (it looks again when it ends); otherwise the WAKE waits for its turn,
-   * and one waiting is enough.
+   * A push under way takes the WAKE at once (it looks again when it ends); otherwise the WAKE waits for its turn.
+   * A WAKE sent earlier may be waiting still, or its push may have read the log and be ending (too late to take an
+   * event, so the rows committed since would wait for the tick): this one goes out again when that one ends.
    */
   private wakePeer(slot: Slot): void {
     const name = slot.peer.name;
-    if (this.machines.interrupt(name, { type: 'WAKE' }) || slot.wakeQueued) return;
+    if (this.machines.interrupt(name, { type: 'WAKE' })) return;
+    if (slot.wakeQueued) {
+      slot.wakeAgain = true;
+      return;
+    }
     slot.wakeQueued = true;
     this.sendTo(name, { type: 'WAKE' }, () => {
       slot.wakeQueued = false;
+      if (!slot.wakeAgain || this.draining || this.slots.get(name) !== slot) return;
+      slot.wakeAgain = false;
+      this.wakePeer(slot);
     });
   }
 
@@ -402,6 +412,7 @@ export class ReplicationWorker {
       peer,
       machine: { value: initial.value, context: initial.context },
       wakeQueued: false,
+      wakeAgain: false,
       transport,
       timer: null,
       timerFor: null,
