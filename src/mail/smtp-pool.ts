@@ -8,7 +8,8 @@
  * - a send answers once: the server accepted the message, or an error with nodemailer's fields (code,
  *   responseCode, originalCode, command) saying what failed;
  * - a cancelled send answers at once; if its exchange had started, the connection is closed under it first, so a
- *   send that answered failure leaves nothing running that could still deliver it;
+ *   send that answered failure leaves nothing running that could still deliver it; a connection still opening that
+ *   no waiting send needs any more is closed too, so a server that never greets holds up no later send;
  * - a message whose first byte never left (the server had closed a connection it had been idle on) goes out once
  *   more on a new connection instead of failing;
  * - a connection idle for `idleMs` is closed (QUIT), and one the server refused a message on is reset (RSET) and
