@@ -9,13 +9,11 @@
  *  - no session is in a state its rows contradict;
  *  - the requests the kill cut off (no answer) succeed when the client sends them again.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SESSION_STATES, sessionStateName } from '../src/machines/validation-session.js';
 import { call, emailConf, mailLink, type Reply } from './helpers/email.js';
 import { rows as query } from './helpers/rows.js';
-import { freePort, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
+import { freePort, spawnServer, waitForStart, writeServerConf, type ServerProcess } from './helpers/process.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -72,26 +70,10 @@ describe('kill -9 under load', () => {
   it('keeps every acknowledged session, mailed token and bind, and every cut request succeeds when sent again', async () => {
     const random = prng(SEED);
     const port = await freePort();
-    const dbFile = path.join(tmp.dir, 'sydent.db');
-    const confPath = path.join(tmp.dir, 'sydent.conf');
-    fs.writeFileSync(
-      confPath,
-      [
-        '[general]',
-        'server.name = is.example.test',
-        `pidfile.path = ${path.join(tmp.dir, 'sydent.pid')}`,
-        '[db]',
-        `db.file = ${dbFile}`,
-        '[http]',
-        'clientapi.http.bind_address = 127.0.0.1',
-        `clientapi.http.port = ${port}`,
-        'client_http_base = https://is.example.test',
-        '[email]',
-        ...Object.entries(emailConf(smtp.port, { 'email.ratelimit_sender.burst': '100000' })).map(
-          ([k, v]) => `${k} = ${v}`,
-        ),
-        '',
-      ].join('\n'),
+    const { confPath, dbFile } = writeServerConf(
+      tmp.dir,
+      port,
+      emailConf(smtp.port, { 'email.ratelimit_sender.burst': '100000' }),
     );
     const base = `http://127.0.0.1:${port}/_matrix/identity/api/v1`;
     const start = async () => {

@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { call, emailConf, mailToken, sameMailbox, sessionOf, type Reply } from './helpers/email.js';
 import { rows as query } from './helpers/rows.js';
-import { freePort, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
+import { freePort, spawnServer, waitForStart, writeServerConf, type ServerProcess } from './helpers/process.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { sydentDb } from './helpers/sydent-rows.js';
@@ -231,25 +231,7 @@ describe('a real process killed with SIGKILL', () => {
     const tmp = tempDir('sydent-ts-kill-');
     cleanups.push(() => tmp.cleanup());
     const port = await freePort();
-    const confPath = path.join(tmp.dir, 'sydent.conf');
-    const email = emailConf(smtp.port);
-    fs.writeFileSync(
-      confPath,
-      [
-        '[general]',
-        'server.name = is.example.test',
-        `pidfile.path = ${path.join(tmp.dir, 'sydent.pid')}`,
-        '[db]',
-        `db.file = ${path.join(tmp.dir, 'sydent.db')}`,
-        '[http]',
-        'clientapi.http.bind_address = 127.0.0.1',
-        `clientapi.http.port = ${port}`,
-        'client_http_base = https://is.example.test',
-        '[email]',
-        ...Object.entries(email).map(([k, v]) => `${k} = ${v}`),
-        '',
-      ].join('\n'),
-    );
+    const { confPath } = writeServerConf(tmp.dir, port, emailConf(smtp.port));
     const start = async (): Promise<ServerProcess> => {
       const p = spawnServer({ cwd: tmp.dir, args: ['--config', confPath] });
       cleanups.push(() => {
@@ -294,25 +276,7 @@ describe('a real process killed with SIGKILL', () => {
     const tmp = tempDir('sydent-ts-kill-');
     cleanups.push(() => tmp.cleanup());
     const port = await freePort();
-    const confPath = path.join(tmp.dir, 'sydent.conf');
-    const dbFile = path.join(tmp.dir, 'sydent.db');
-    fs.writeFileSync(
-      confPath,
-      [
-        '[general]',
-        'server.name = is.example.test',
-        `pidfile.path = ${path.join(tmp.dir, 'sydent.pid')}`,
-        '[db]',
-        `db.file = ${dbFile}`,
-        '[http]',
-        'clientapi.http.bind_address = 127.0.0.1',
-        `clientapi.http.port = ${port}`,
-        'client_http_base = https://is.example.test',
-        '[email]',
-        ...Object.entries(emailConf(held.port)).map(([k, v]) => `${k} = ${v}`),
-        '',
-      ].join('\n'),
-    );
+    const { confPath, dbFile } = writeServerConf(tmp.dir, port, emailConf(held.port));
     const start = async (): Promise<ServerProcess> => {
       const p = spawnServer({ cwd: tmp.dir, args: ['--config', confPath] });
       cleanups.push(() => {

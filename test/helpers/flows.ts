@@ -213,6 +213,25 @@ export function associationRows(t: TestServer, medium: string, address: string):
   };
 }
 
+/**
+ * A refusal as a client sees it (the status, the errcode and an error text) that stored nothing in either
+ * association table; `send` makes the request.
+ */
+export async function expectRefusedStoringNothing(
+  t: TestServer,
+  send: () => Promise<Reply>,
+  status: number,
+  errcode: string,
+): Promise<Reply> {
+  const before = associationCounts(t);
+  const res = await send();
+  expect(res.status, res.text).toBe(status);
+  expect(res.json['errcode']).toBe(errcode);
+  expect(typeof res.json['error']).toBe('string');
+  expect(associationCounts(t)).toEqual(before);
+  return res;
+}
+
 /** Row counts of both association tables: to show that a refused request stored nothing. */
 export function associationCounts(t: TestServer): { local: number; global: number } {
   const count = (table: string) => rows<{ n: number }>(t, `SELECT count(*) AS n FROM ${table}`)[0]!.n;

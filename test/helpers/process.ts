@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -97,4 +98,35 @@ async function canListen(port: number): Promise<boolean> {
     srv.once('error', () => resolve(false));
     srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+/**
+ * The sydent.conf of a spawned server in `dir`: its database and pid file there, its client listener on loopback
+ * `port`, and `email` as its `[email]` section. Returns where the config and the database are.
+ */
+export function writeServerConf(
+  dir: string,
+  port: number,
+  email: Record<string, string>,
+): { confPath: string; dbFile: string } {
+  const confPath = path.join(dir, 'sydent.conf');
+  const dbFile = path.join(dir, 'sydent.db');
+  fs.writeFileSync(
+    confPath,
+    [
+      '[general]',
+      'server.name = is.example.test',
+      `pidfile.path = ${path.join(dir, 'sydent.pid')}`,
+      '[db]',
+      `db.file = ${dbFile}`,
+      '[http]',
+      'clientapi.http.bind_address = 127.0.0.1',
+      `clientapi.http.port = ${port}`,
+      'client_http_base = https://is.example.test',
+      '[email]',
+      ...Object.entries(email).map(([k, v]) => `${k} = ${v}`),
+      '',
+    ].join('\n'),
+  );
+  return { confPath, dbFile };
 }
