@@ -339,7 +339,8 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
       cleanups.push(() => void file.close());
       expect(getUserVersion(file)).toBe(LATEST);
       expect(file.pragma('integrity_check', { simple: true })).toBe('ok');
-      // Sydent's tables and indexes exactly as Sydent's own file has them (what Sydent and sqlite3 .schema see)
+      // Sydent's tables and indexes exactly as Sydent's own file has them (what Sydent and sqlite3 .schema see), but
+      // for its index on lookup_hash alone, which our migration 15 drops (one of ours covers it)
       const schema = (db: Database.Database) =>
         Object.fromEntries(
           (
@@ -350,7 +351,10 @@ describe('migrate-db: a sydent.db into PostgreSQL and back', () => {
         );
       const original = new Database(source, { readonly: true });
       cleanups.push(() => void original.close());
-      expect(schema(file)).toMatchObject(schema(original));
+      const { global_threepid_lookup_hash: dropped, ...sydents } = schema(original);
+      expect(dropped).toBeDefined();
+      expect(schema(file)).not.toHaveProperty('global_threepid_lookup_hash');
+      expect(schema(file)).toMatchObject(sydents);
 
       // The identity sequences follow SQLite's counters: the next bind gets a new id, never a deleted one's
       const client = await connect(pg.url);

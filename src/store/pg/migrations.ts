@@ -128,6 +128,11 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
     name: 'drop_session_state_index',
     sql: ['DROP INDEX IF EXISTS session_machines_state'],
   },
+  {
+    version: 15,
+    name: 'drop_redundant_lookup_hash_index',
+    sql: ['DROP INDEX IF EXISTS global_threepid_lookup_hash'],
+  },
 ];
 
 export const PG_LATEST_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;
