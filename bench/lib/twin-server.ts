@@ -17,14 +17,15 @@
  *   row written and the homeserver callback recorded in the outbox, as a sydent-ts bind does. Answers the signed
  *   association. (Delivering the callback is the notifier's later work, not the request's.)
  *
- * The database is opened with the pragmas sydent-ts sets (src/store/database.ts), so both write the same way.
+ * The database is opened with the pragmas sydent-ts sets (twin-db.ts), so both write the same way.
  */
-import Database from 'better-sqlite3';
 import Fastify from 'fastify';
 import { createHash, createPrivateKey, createPublicKey, randomBytes, randomInt, sign } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
+
+import { openTwinDb } from './twin-db.js';
 
 const [kind, portArg, dbPath, ...rest] = process.argv.slice(2);
 const port = Number(portArg);
@@ -33,18 +34,7 @@ if ((kind !== 'request-token' && kind !== 'bind') || !Number.isInteger(port) || 
   process.exit(2);
 }
 
-function openDb(file: string): Database.Database {
-  const db = new Database(file, { fileMustExist: true });
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('busy_timeout = 5000');
-  db.pragma('foreign_keys = OFF');
-  db.pragma('cache_size = -65536');
-  db.pragma('mmap_size = 1073741824');
-  return db;
-}
-
-const db = openDb(dbPath);
+const db = openTwinDb(dbPath);
 const app = Fastify({ logger: false });
 let publicKey: string | null = null;
 

@@ -41,3 +41,40 @@ export async function startTwin(spec: TwinSpec): Promise<Twin> {
     },
   };
 }
+
+const TWIN_PUSH = path.join(ROOT, 'bench/lib/twin-push.ts');
+
+/** What both sides of the catch-up twin (twin-push.ts) share: the TLS files, made by the scenario under one CA. */
+export interface PushTls {
+  /** PEM private key and certificate in one file, CN the process's server name */
+  certFile: string;
+  caFile: string;
+}
+
+/**
+ * The catch-up twin's receiver (twin-push.ts) in its own process on a free loopback port, on a database that already
+ * has sydent-ts's schema and a pepper; it accepts pushes from `peerName` (its client certificate's CN) signed with
+ * `peerKey` (unpadded base64). Stop it with `process.stop()`.
+ */
+export async function startPushReceiver(
+  opts: PushTls & { dbPath: string; peerName: string; peerKey: string },
+): Promise<{ url: string; process: TsProcess }> {
+  const port = await freePort();
+  const args = ['receiver', String(port), opts.dbPath, opts.peerName, opts.peerKey, opts.certFile, opts.caFile];
+  const env = profilerEnv('twin-push-receiver') ?? undefined;
+  const proc = spawnTs(TWIN_PUSH, args, { cwd: os.tmpdir(), env });
+  await waitReady(proc, { marker: 'twin push receiver started', timeoutMs: 20_000 });
+  return { url: `https://127.0.0.1:${port}/_matrix/identity/replicate/v1/push`, process: proc };
+}
+
+/**
+ * The catch-up twin's sender (twin-push.ts): pushes the log of the database at `dbPath` (`ownName`'s binds) to `url`
+ * in batches of `batchSize`, then exits (0 once all were acknowledged).
+ */
+export function spawnPushSender(
+  opts: PushTls & { dbPath: string; url: string; ownName: string; batchSize: number },
+): TsProcess {
+  const args = ['sender', opts.dbPath, opts.url, opts.ownName, opts.certFile, opts.caFile, String(opts.batchSize)];
+  const env = profilerEnv('twin-push-sender') ?? undefined;
+  return spawnTs(TWIN_PUSH, args, { cwd: os.tmpdir(), env });
+}
