@@ -27,7 +27,7 @@ import fs from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import { Worker } from 'node:worker_threads';
 
-import { openTwinDb } from './twin-db.js';
+import { closeOnSignal, openTwinDb } from './twin-db.js';
 
 const PUSH_PATH = '/_matrix/identity/replicate/v1/push';
 /** sydent-ts's push body limit (src/http/routes/replicate.ts PUSH_BODY_LIMIT) */
@@ -172,17 +172,7 @@ async function receiver([portArg, dbPath, peerName, peerKey, certFile, caFile]: 
 
   await app.listen({ host: '127.0.0.1', port });
   process.stderr.write(`twin push receiver started on ${port}\n`);
-  const stop = () => {
-    app.close().then(
-      () => {
-        db.close();
-        process.exit(0);
-      },
-      () => process.exit(1),
-    );
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  closeOnSignal(app, db);
 }
 
 interface LogRow {

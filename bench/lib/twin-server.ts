@@ -17,7 +17,7 @@
  *   row written and the homeserver callback recorded in the outbox, as a sydent-ts bind does. Answers the signed
  *   association. (Delivering the callback is the notifier's later work, not the request's.)
  *
- * The database is opened with the pragmas sydent-ts sets (twin-db.ts), so both write the same way.
+ * The database is opened as twin-db.ts says: sydent-ts's pragmas, with a larger page cache.
  */
 import Fastify from 'fastify';
 import { createHash, createPrivateKey, createPublicKey, randomBytes, randomInt, sign } from 'node:crypto';
@@ -25,7 +25,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 
-import { openTwinDb } from './twin-db.js';
+import { closeOnSignal, openTwinDb } from './twin-db.js';
 
 const [kind, portArg, dbPath, ...rest] = process.argv.slice(2);
 const port = Number(portArg);
@@ -282,14 +282,4 @@ await app.listen({ host: '127.0.0.1', port });
 // with the bind twin's verify key (unpadded base64), for the bench's signature check of what it stored
 process.stderr.write(`twin started on ${port}${publicKey ? ` (verify key ${publicKey})` : ''}\n`);
 
-const stop = () => {
-  app.close().then(
-    () => {
-      db.close();
-      process.exit(0);
-    },
-    () => process.exit(1),
-  );
-};
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
+closeOnSignal(app, db);
