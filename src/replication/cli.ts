@@ -9,7 +9,8 @@
  * `add` writes Sydent's rows: `peers` (active = 1, the port; the cursor of an existing peer is kept) and
  * `peer_pubkeys` (alg `ed25519`, the key in standard unpadded base64); `--url` goes where Sydent reads it,
  * `[peer.NAME] base_replication_url` in sydent.conf (only that line is written). `remove` deletes both rows and
- * that section. A running server picks the changes up within its 10-second tick. On PostgreSQL (`[db] db.engine =
+ * that section. A running server picks the changes up within a second (on SQLite its store sees another process's
+ * commit in `PRAGMA data_version`; on PostgreSQL by NOTIFY). On PostgreSQL (`[db] db.engine =
  * postgresql`) the rows are written in the database of db.url, which every node reads.
  */
 import { existsSync, readFileSync } from 'node:fs';
