@@ -37,6 +37,8 @@ interface SqliteStoreOptions {
   migrations?: readonly Migration[];
   /** how long without reads or writes before the connections' memory is given back (idle-release.ts; tests shorten it) */
   idleReleaseMs?: number;
+  /** how often to look for another process's commits (`onSignal`; tests shorten it) */
+  externalCommitsPollMs?: number;
 }
 
 export class SqliteStore implements StoreEngine {
@@ -58,6 +60,7 @@ export class SqliteStore implements StoreEngine {
     private readonly checkpointer: Checkpointer | null,
     private readonly path: string,
     log: Logger,
+    private readonly externalCommitsPollMs: number,
   ) {
     const tokens = new TokenCache();
     this.tables = createWrites(db, tokens);
@@ -126,7 +129,8 @@ export class SqliteStore implements StoreEngine {
         },
       }));
       snapshot = readDb ? new ReadSnapshot(readDb, () => release.touch()) : null;
-      return new SqliteStore(db, readDb, snapshot, release, pool, checkpointer, path, opts.log);
+      const pollMs = opts.externalCommitsPollMs ?? EXTERNAL_COMMITS_POLL_MS;
+      return new SqliteStore(db, readDb, snapshot, release, pool, checkpointer, path, opts.log, pollMs);
     } catch (error) {
       idle?.stop();
       if (readDb) closeDatabase(readDb);
@@ -160,7 +164,7 @@ export class SqliteStore implements StoreEngine {
       if (now === seen) return;
       seen = now;
       for (const signal of ['log', 'callbacks'] as const) for (const tell of this.listeners) tell(signal);
-    }, EXTERNAL_COMMITS_POLL_MS);
+    }, this.externalCommitsPollMs);
     this.externalCommits.unref();
   }
 
