@@ -377,7 +377,7 @@ describe('fresh database', () => {
 
       expectFinalSydentSchema(db);
 
-      // Same shape and even the same stored CREATE text as a database Sydent made.
+      // Same shape and even the same stored CREATE text as a database Sydent made, less the index dropped.
       const reference = fixtureDb();
       expect(shape(db, NOT_SYDENTS)).toEqual(shape(reference, DROPPED));
       expect(masterSql(db, NOT_SYDENTS)).toEqual(masterSql(reference, DROPPED));
