@@ -10,7 +10,7 @@ import { bindRoutes } from './routes/bind.js';
 import { emailLaneRoutes, emailRoutes } from './routes/email.js';
 import { inviteRoutes } from './routes/invites.js';
 import { lookupLaneRoute, lookupRoutes } from './routes/lookup.js';
-import { msisdnRoutes } from './routes/msisdn.js';
+import { msisdnLaneRoutes, msisdnRoutes } from './routes/msisdn.js';
 import { unbindRoutes } from './routes/unbind.js';
 import { threepidRoutes } from './routes/threepid.js';
 import { termsRoutes } from './routes/terms.js';
@@ -33,6 +33,7 @@ export async function createClientApi(
   const lane = fastLane({ ctx, log, bodyLimit: BODY_LIMIT, trustProxy, metrics: ctx.metrics }, [
     lookupLaneRoute(ctx),
     ...emailLaneRoutes(ctx, mounts),
+    ...msisdnLaneRoutes(ctx, mounts),
   ]);
   const app = createApp({
     log,

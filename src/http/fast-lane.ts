@@ -74,6 +74,28 @@ export interface LaneRoute {
   answer(body: unknown, request: LaneRequest): Promise<string | Buffer>;
 }
 
+/** Where an endpoint group is mounted: its API and that API's prefix. */
+export interface ApiMount {
+  api: 'v1' | 'v2';
+  prefix: string;
+}
+
+/**
+ * One route in the lane under each mount, `path` after its prefix: authenticated under v2 (`terms`, as the v2
+ * routes declare), and the JSON text of what `answer` resolves to.
+ */
+export function laneRoutesAt(
+  mounts: readonly ApiMount[],
+  path: string,
+  answer: (body: unknown, request: LaneRequest) => Promise<unknown>,
+): LaneRoute[] {
+  return mounts.map(({ api, prefix }) => ({
+    path: `${prefix}${path}`,
+    ...(api === 'v2' ? { auth: 'terms' as const } : {}),
+    answer: async (body, request) => JSON.stringify(await answer(body, request)),
+  }));
+}
+
 export interface FastLaneOptions {
   ctx: AppContext;
   /** the listener's logger; default the server's */

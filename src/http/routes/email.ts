@@ -3,7 +3,7 @@ import { DeadlineExceededError } from '../../actors/ask.js';
 import { casefold } from '../../matrix/index.js';
 import { answerRepeat } from '../../sessions/repeat.js';
 import type { AppContext, RouteOptions } from '../context.js';
-import type { LaneRequest, LaneRoute } from '../fast-lane.js';
+import { laneRoutesAt, type ApiMount, type LaneRequest, type LaneRoute } from '../fast-lane.js';
 import { requestDeadline } from '../deadline.js';
 import { errors } from '../errors.js';
 import { bodyFields, clientSecret, emailAddress, nextLink, sendAttempt } from '../validate.js';
@@ -71,15 +71,8 @@ async function requestEmailToken(
  * requestToken in the client listener's fast lane (http/fast-lane.ts), under each prefix the API is mounted at: a
  * request without a query string (so without `brand`).
  */
-export function emailLaneRoutes(
-  ctx: AppContext,
-  prefixes: ReadonlyArray<{ api: 'v1' | 'v2'; prefix: string }>,
-): LaneRoute[] {
-  return prefixes.map(({ api, prefix }) => ({
-    path: `${prefix}${REQUEST_TOKEN}`,
-    ...(api === 'v2' ? { auth: 'terms' as const } : {}),
-    answer: async (body, request) => JSON.stringify(await requestEmailToken(ctx, body, request, null)),
-  }));
+export function emailLaneRoutes(ctx: AppContext, mounts: readonly ApiMount[]): LaneRoute[] {
+  return laneRoutesAt(mounts, REQUEST_TOKEN, (body, request) => requestEmailToken(ctx, body, request, null));
 }
 
 /** Email validation sessions: request a token by mail, submit it by POST or by following the mailed link. */
