@@ -142,17 +142,11 @@ type CheckedEvent = SessionEvent extends infer E
 
 type MachineEvent = SessionEvent | CheckedEvent;
 
-export interface SendTokenInput {
-  ipAddress: string | null;
-  sid: string;
-  medium: Medium;
-  address: string;
-  sendTo: string;
-  clientSecret: string;
-  token: string;
-  nextLink: string | null;
-  brand: string | null;
-}
+/** What the sendToken actor is given: the context's fields that the mail or SMS and its link are made of. */
+export type SendTokenInput = Pick<
+  SessionContext,
+  'sid' | 'medium' | 'address' | 'sendTo' | 'clientSecret' | 'token' | 'nextLink' | 'brand' | 'ipAddress'
+>;
 
 /**
  * Constant-time comparison of two strings, so a token cannot be guessed character by character. Compared by UTF-16

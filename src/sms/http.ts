@@ -14,7 +14,7 @@ export const PROVIDER_TIMEOUT_MS = 15_000;
 /** Answers larger than this are cut: a provider's JSON is a few hundred bytes. */
 const MAX_ANSWER_BYTES = 64 * 1024;
 
-interface ProviderAnswer {
+export interface ProviderAnswer {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   text: string;

@@ -4,10 +4,12 @@
  * status, OpenMarket's request id and the answer's `error`.
  */
 import { TON } from './originator.js';
-import { ProviderUnreachableError, type ProviderHttp } from './http.js';
+import type { ProviderHttp } from './http.js';
 import {
   basicAuth,
   excerpt,
+  header,
+  postToApi,
   SmsSendError,
   withoutNumber,
   type SmsMessage,
@@ -38,19 +40,14 @@ export class OpenMarketProvider implements SmsProvider {
         source: { ton: TON[message.originator.type], address: message.originator.text },
       },
     };
-    let answer;
-    try {
-      answer = await this.http.post(
-        this.opts.url,
-        { authorization: basicAuth(this.opts.username, this.opts.password), 'content-type': 'application/json' },
-        JSON.stringify(body),
-        signal,
-      );
-    } catch (error) {
-      if (error instanceof ProviderUnreachableError)
-        throw new SmsSendError(`OpenMarket API unreachable: ${error.message}`);
-      throw error;
-    }
+    const answer = await postToApi(
+      this.http,
+      'OpenMarket',
+      this.opts.url,
+      { authorization: basicAuth(this.opts.username, this.opts.password), 'content-type': 'application/json' },
+      JSON.stringify(body),
+      signal,
+    );
     const requestId = header(answer.headers['x-request-id']);
     if (answer.status >= 200 && answer.status < 300) {
       // The ticket id is the last segment of Location, when OpenMarket sends one.
@@ -76,9 +73,4 @@ export class OpenMarketProvider implements SmsProvider {
   close(): Promise<void> {
     return this.http.close();
   }
-}
-
-export function header(value: string | string[] | undefined): string | null {
-  const v = Array.isArray(value) ? value[0] : value;
-  return v === undefined || v === '' ? null : v;
 }

@@ -4,6 +4,7 @@
  */
 import type { Originator, SmsProviderName } from '../config/types.js';
 import { redactAddress } from '../sessions/redact.js';
+import { ProviderUnreachableError, type ProviderAnswer, type ProviderHttp } from './http.js';
 
 export interface SmsMessage {
   /** the destination MSISDN: E.164 digits without `+` */
@@ -37,6 +38,32 @@ export class SmsSendError extends Error {
     super(message);
     this.name = 'SmsSendError';
   }
+}
+
+/**
+ * `http.post` to a provider's API: no answer at all (refused address, DNS, connection, time limit) is an
+ * SmsSendError without a status, named after `api`.
+ */
+export async function postToApi(
+  http: ProviderHttp,
+  api: string,
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  signal: AbortSignal | undefined,
+): Promise<ProviderAnswer> {
+  try {
+    return await http.post(url, headers, body, signal);
+  } catch (error) {
+    if (error instanceof ProviderUnreachableError) throw new SmsSendError(`${api} API unreachable: ${error.message}`);
+    throw error;
+  }
+}
+
+/** A response header's value: its first when repeated, null when missing or empty. */
+export function header(value: string | string[] | undefined): string | null {
+  const v = Array.isArray(value) ? value[0] : value;
+  return v === undefined || v === '' ? null : v;
 }
 
 /** `Basic base64(user:password)` */

@@ -3,11 +3,12 @@
  * HTTP Basic auth (account SID : auth token). 200/201 is accepted; an error carries Twilio's `message` and `code`.
  */
 import type { Originator, TwilioConfig } from '../config/types.js';
-import { ProviderUnreachableError, type ProviderHttp } from './http.js';
-import { header } from './openmarket.js';
+import type { ProviderHttp } from './http.js';
 import {
   basicAuth,
   excerpt,
+  header,
+  postToApi,
   SmsSendError,
   withoutNumber,
   type SmsMessage,
@@ -30,22 +31,18 @@ export class TwilioProvider implements SmsProvider {
       From: twilioFrom(message.originator),
       Body: message.body,
     });
-    let answer;
-    try {
-      answer = await this.http.post(
-        url,
-        {
-          authorization: basicAuth(this.opts.accountSid, this.opts.authToken),
-          'content-type': 'application/x-www-form-urlencoded',
-          accept: 'application/json',
-        },
-        form.toString(),
-        signal,
-      );
-    } catch (error) {
-      if (error instanceof ProviderUnreachableError) throw new SmsSendError(`Twilio API unreachable: ${error.message}`);
-      throw error;
-    }
+    const answer = await postToApi(
+      this.http,
+      'Twilio',
+      url,
+      {
+        authorization: basicAuth(this.opts.accountSid, this.opts.authToken),
+        'content-type': 'application/x-www-form-urlencoded',
+        accept: 'application/json',
+      },
+      form.toString(),
+      signal,
+    );
     const json = (answer.json && typeof answer.json === 'object' ? answer.json : {}) as Record<string, unknown>;
     const requestId = header(answer.headers['twilio-request-id']);
     if (answer.status === 200 || answer.status === 201) {

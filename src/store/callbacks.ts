@@ -71,32 +71,16 @@ export type CallbackCounts = Record<CallbackRowState, number>;
 export const DELIVERED_RETENTION_MS = 24 * 60 * 60 * 1000;
 export const ABANDONED_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 
-/** A claimed outbox row as both engines read it. */
-export interface ClaimedRow {
-  id: number;
-  destination: string;
-  path: string;
-  body: string;
-  medium: string;
-  address: string;
-  attempts: number;
-  next_attempt_ts: number;
-  last_error: string | null;
-  created_ts: number;
-  claimed_until: number;
-}
+/** `T` with its camelCase keys as the table's snake_case column names (`nextAttemptTs` → `next_attempt_ts`). */
+type ColumnsOf<T> = { [K in keyof T & string as SnakeCase<K>]: T[K] };
+type SnakeCase<S extends string> = S extends `${infer C}${infer Rest}`
+  ? `${C extends Lowercase<C> ? C : `_${Lowercase<C>}`}${SnakeCase<Rest>}`
+  : S;
 
-export interface DebugRow {
-  id: number;
-  destination: string;
-  state: CallbackRowState;
-  attempts: number;
-  next_attempt_ts: number;
-  claimed_until: number | null;
-  last_error: string | null;
-  created_ts: number;
-  delivered_ts: number | null;
-}
+/** A claimed outbox row as both engines read it. */
+export type ClaimedRow = ColumnsOf<ClaimedCallback>;
+
+export type DebugRow = ColumnsOf<CallbackDebugRow>;
 
 /** Rows a worker may take: due and unclaimed, or claimed by someone whose lease has run out. */
 const claimable = (t: string) => `((${t}.state IN ('pending', 'retrying') AND ${t}.next_attempt_ts <= @now)

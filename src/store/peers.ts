@@ -180,9 +180,7 @@ export class PeerWrites {
   private readonly deleteKeys: Database.Statement<[string]>;
   private readonly deletePeer: Database.Statement<[string]>;
   private readonly sentStmt: Database.Statement<[number, number, string, number]>;
-  private readonly insertGlobal: Database.Statement<
-    [string, string, string, string, number, number, number, string, number, string]
-  >;
+  private readonly insertGlobal: Database.Statement<[GlobalRowValues]>;
   private readonly deleteOlder: Database.Statement<[string, string, number]>;
   private readonly pepperStmt: Database.Statement<[], { lookup_pepper: string }>;
 
@@ -197,7 +195,7 @@ export class PeerWrites {
       `UPDATE peers SET lastSentVersion = ?, lastPokeSucceededAt = ?
        WHERE name = ? AND (lastSentVersion IS NULL OR lastSentVersion < ?)`,
     );
-    this.insertGlobal = db.prepare(
+    this.insertGlobal = db.prepare<[GlobalRowValues]>(
       `INSERT OR IGNORE INTO global_threepid_associations
        (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -246,31 +244,55 @@ export class PeerWrites {
       if (this.pepperStmt.get()?.lookup_pepper !== req.pepperSeen)
         throw new BindConflictError('the lookup pepper changed');
       const result: ApplyPushResult = { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 };
-      const ordered = [...req.associations].sort((a, b) => a.originId - b.originId);
-      for (const a of ordered) {
-        if (a.mxid === null) {
+      for (const a of inOriginOrder(req.associations)) {
+        const row = globalRowOf(a, req.originServer);
+        if (row === null) {
           result.tombstones++;
           result.deleted += this.deleteOlder.run(a.medium, a.address, a.ts).changes;
           continue;
         }
-        const changes = this.insertGlobal.run(
-          a.medium,
-          a.address,
-          a.lookupHash,
-          a.mxid,
-          a.ts,
-          a.notBefore ?? a.ts,
-          a.notAfter ?? a.ts + ASSOCIATION_LIFETIME_MS,
-          req.originServer,
-          a.originId,
-          a.sgAssoc,
-        ).changes;
+        // better-sqlite3 binds an array's items as the statement's parameters.
+        const changes = this.insertGlobal.run(row).changes;
         if (changes > 0) result.inserted++;
         else result.duplicates++;
       }
       return result;
     })();
   }
+}
+
+/** A push's associations in the order the peer made them (by increasing originId), the order they are applied in. */
+export function inOriginOrder<T extends { originId: number }>(associations: readonly T[]): T[] {
+  return [...associations].sort((a, b) => a.originId - b.originId);
+}
+
+/**
+ * A received binding's values for `global_threepid_associations` (medium, address, lookup_hash, mxid, ts, notBefore,
+ * notAfter, originServer, originId, sgAssoc), as both engines insert them.
+ */
+export type GlobalRowValues = [string, string, string, string, number, number, number, string, number, string];
+
+/**
+ * The global row a binding from `originServer` makes, or null for a tombstone (which removes rows instead). A peer
+ * that sent no validity gets Sydent's: from `ts`, for ASSOCIATION_LIFETIME_MS.
+ */
+export function globalRowOf(
+  a: ReceivedAssociation & { lookupHash: string },
+  originServer: string,
+): GlobalRowValues | null {
+  if (a.mxid === null) return null;
+  return [
+    a.medium,
+    a.address,
+    a.lookupHash,
+    a.mxid,
+    a.ts,
+    a.notBefore ?? a.ts,
+    a.notAfter ?? a.ts + ASSOCIATION_LIFETIME_MS,
+    originServer,
+    a.originId,
+    a.sgAssoc,
+  ];
 }
 
 /** Joined peer rows (ordered by name) as one PeerRow per peer, its keys by algorithm. */

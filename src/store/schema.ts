@@ -65,13 +65,10 @@ export const SYDENT_INDEXES = [
 ] as const;
 
 /**
- * The v0 schema as Sydent's `.sql` files have it. Two quirks are kept on purpose because the v0→v1
- * upgrade was written against them: `medium_address` is declared for both association tables, so the
- * second declaration is a no-op; and `threepid_token_auths` references `threepid_validations`, a table
- * that never existed (hence foreign keys stay off).
+ * Two tables Sydent's `.sql` files declare the same way in v0 and in v5, kept to the letter (comments included): the
+ * text is what `sqlite_master` shows.
  */
-export const SYDENT_V0_SCHEMA: readonly string[] = [
-  `CREATE TABLE IF NOT EXISTS invite_tokens (
+const INVITE_TOKENS_TABLE = `invite_tokens (
     id integer primary key,
     medium varchar(16) not null,
     address varchar(256) not null,
@@ -80,15 +77,25 @@ export const SYDENT_V0_SCHEMA: readonly string[] = [
     token varchar(256) not null,
     received_ts bigint, -- When the invite was received by us from the homeserver
     sent_ts bigint -- When the token was sent by us to the user
-)`,
-  `CREATE INDEX IF NOT EXISTS invite_token_medium_address on invite_tokens(medium, address)`,
-  `CREATE INDEX IF NOT EXISTS invite_token_token on invite_tokens(token)`,
-  `CREATE TABLE IF NOT EXISTS ephemeral_public_keys(
+)`;
+const EPHEMERAL_PUBLIC_KEYS_TABLE = `ephemeral_public_keys(
     id integer primary key,
     public_key varchar(256) not null,
     verify_count bigint default 0,
     persistence_ts bigint
-)`,
+)`;
+
+/**
+ * The v0 schema as Sydent's `.sql` files have it. Two quirks are kept on purpose because the v0→v1
+ * upgrade was written against them: `medium_address` is declared for both association tables, so the
+ * second declaration is a no-op; and `threepid_token_auths` references `threepid_validations`, a table
+ * that never existed (hence foreign keys stay off).
+ */
+export const SYDENT_V0_SCHEMA: readonly string[] = [
+  `CREATE TABLE IF NOT EXISTS ${INVITE_TOKENS_TABLE}`,
+  `CREATE INDEX IF NOT EXISTS invite_token_medium_address on invite_tokens(medium, address)`,
+  `CREATE INDEX IF NOT EXISTS invite_token_token on invite_tokens(token)`,
+  `CREATE TABLE IF NOT EXISTS ${EPHEMERAL_PUBLIC_KEYS_TABLE}`,
   `CREATE UNIQUE INDEX IF NOT EXISTS ephemeral_public_keys_index on ephemeral_public_keys(public_key)`,
   `CREATE TABLE IF NOT EXISTS peers (id integer primary key, name varchar(255) not null, port integer default null, lastSentVersion integer, lastPokeSucceededAt integer, active integer not null default 0)`,
   `CREATE UNIQUE INDEX IF NOT EXISTS name on peers(name)`,
@@ -132,24 +139,10 @@ export const SYDENT_SCHEMA: readonly string[] = [
   `CREATE INDEX global_threepid_lookup_hash ON global_threepid_associations(lookup_hash)`,
   `CREATE TABLE hashing_metadata (id integer primary key, lookup_pepper varchar(256))`,
 
-  `CREATE TABLE invite_tokens (
-    id integer primary key,
-    medium varchar(16) not null,
-    address varchar(256) not null,
-    room_id varchar(256) not null,
-    sender varchar(256) not null,
-    token varchar(256) not null,
-    received_ts bigint, -- When the invite was received by us from the homeserver
-    sent_ts bigint -- When the token was sent by us to the user
-)`,
+  `CREATE TABLE ${INVITE_TOKENS_TABLE}`,
   `CREATE INDEX invite_token_medium_address on invite_tokens(medium, address)`,
   `CREATE INDEX invite_token_token on invite_tokens(token)`,
-  `CREATE TABLE ephemeral_public_keys(
-    id integer primary key,
-    public_key varchar(256) not null,
-    verify_count bigint default 0,
-    persistence_ts bigint
-)`,
+  `CREATE TABLE ${EPHEMERAL_PUBLIC_KEYS_TABLE}`,
   `CREATE UNIQUE INDEX ephemeral_public_keys_index on ephemeral_public_keys(public_key)`,
 
   `CREATE TABLE peers (id integer primary key, name varchar(255) not null, port integer default null, lastSentVersion integer, lastPokeSucceededAt integer, active integer not null default 0)`,

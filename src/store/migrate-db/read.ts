@@ -26,14 +26,7 @@ export interface Checksum {
 /** A table's checksum on SQLite (a table the file lacks counts as empty). */
 export function sqliteChecksum(db: Database.Database, table: TableSpec, names: SqliteNames | undefined): Checksum {
   const sum = new TableChecksum(table.columns.map((c) => c.family));
-  if (names) {
-    const { list, orderBy } = sqliteSelect(table, names);
-    const stmt = db
-      .prepare(`SELECT ${list} FROM ${quote(names.table)} ORDER BY ${orderBy}`)
-      .raw(true)
-      .safeIntegers(true);
-    for (const row of stmt.iterate() as IterableIterator<unknown[]>) sum.add(row);
-  }
+  for (const row of sqliteRowsInKeyOrder(db, table, names)) sum.add(row);
   return { rows: sum.rows, sha256: sum.digest() };
 }
 
@@ -41,24 +34,32 @@ export function sqliteChecksum(db: Database.Database, table: TableSpec, names: S
 export function sqliteCopyChecksum(db: Database.Database, table: TableSpec, names: SqliteNames | undefined): Checksum {
   const hash = createHash('sha256');
   let rows = 0;
-  if (names) {
-    const { list, orderBy } = sqliteSelect(table, names);
-    const stmt = db
-      .prepare(`SELECT ${list} FROM ${quote(names.table)} ORDER BY ${orderBy}`)
-      .raw(true)
-      .safeIntegers(true);
-    let chunk = '';
-    for (const row of stmt.iterate() as IterableIterator<unknown[]>) {
-      chunk += copyLine(row);
-      rows++;
-      if (chunk.length > 1 << 16) {
-        hash.update(chunk);
-        chunk = '';
-      }
+  let chunk = '';
+  for (const row of sqliteRowsInKeyOrder(db, table, names)) {
+    chunk += copyLine(row);
+    rows++;
+    if (chunk.length > 1 << 16) {
+      hash.update(chunk);
+      chunk = '';
     }
-    hash.update(chunk);
   }
+  hash.update(chunk);
   return { rows, sha256: hash.digest('hex') };
+}
+
+/** A table's rows on SQLite as raw value arrays (integers as BigInt), in key order; none when the file lacks it. */
+function sqliteRowsInKeyOrder(
+  db: Database.Database,
+  table: TableSpec,
+  names: SqliteNames | undefined,
+): Iterable<unknown[]> {
+  if (!names) return [];
+  const { list, orderBy } = sqliteSelect(table, names);
+  return db
+    .prepare(`SELECT ${list} FROM ${quote(names.table)} ORDER BY ${orderBy}`)
+    .raw(true)
+    .safeIntegers(true)
+    .iterate() as IterableIterator<unknown[]>;
 }
 
 /** A table's COPY checksum on PostgreSQL, as the server writes the lines (one per row: newlines in values are escaped). */

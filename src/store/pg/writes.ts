@@ -16,7 +16,7 @@
  */
 import type pg from 'pg';
 
-import { ASSOCIATION_LIFETIME_MS, BindConflictError, type BindRecord } from '../associations.js';
+import { BindConflictError, type BindRecord } from '../associations.js';
 import type { TokenCache } from '../accounts.js';
 import {
   ABANDONED_RETENTION_MS,
@@ -26,7 +26,7 @@ import {
   type ClaimedRow,
 } from '../callbacks.js';
 import type { StoreWriteOps, WriteRequest } from '../engine.js';
-import type { ApplyPushResult } from '../peers.js';
+import { globalRowOf, inOriginOrder, type ApplyPushResult } from '../peers.js';
 import {
   sameSydentColumns,
   SessionConflictError,
@@ -441,9 +441,9 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
       tx(q, async (sql) => {
         if ((await storedPepper(sql)) !== e.pepperSeen) throw new BindConflictError('the lookup pepper changed');
         const result: ApplyPushResult = { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 };
-        const ordered = [...e.associations].sort((a, b) => a.originId - b.originId);
-        for (const a of ordered) {
-          if (a.mxid === null) {
+        for (const a of inOriginOrder(e.associations)) {
+          const row = globalRowOf(a, e.originServer);
+          if (row === null) {
             result.tombstones++;
             // Bindings of the 3PID not newer than the tombstone, whatever their origin (as Sydent).
             result.deleted +=
@@ -459,18 +459,7 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
             `INSERT INTO global_threepid_associations
                (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
-            [
-              a.medium,
-              a.address,
-              a.lookupHash,
-              a.mxid,
-              a.ts,
-              a.notBefore ?? a.ts,
-              a.notAfter ?? a.ts + ASSOCIATION_LIFETIME_MS,
-              e.originServer,
-              a.originId,
-              a.sgAssoc,
-            ],
+            row,
           );
           if (res.rowCount) result.inserted++;
           else result.duplicates++;
