@@ -5,21 +5,15 @@
  * callback carries every invite the bind marked sent.
  */
 import Database from 'better-sqlite3';
-import fs from 'node:fs';
-import path from 'node:path';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { InspectionEvent } from 'xstate';
-import { ActorSystem } from '../src/actors/system.js';
-import { ManualClock } from '../src/clock.js';
-import { loadConfig } from '../src/config/index.js';
+import type { ActorSystem } from '../src/actors/system.js';
 import { lookupHash } from '../src/crypto/index.js';
-import { identityFromConfig } from '../src/identity.js';
 import { setPepper } from '../src/store/hashing.js';
-import { tempDir } from './helpers/tmp.js';
+import { freshConfig, startActorSystem, type Cleanups } from './helpers/actor-system.js';
 import { rows } from './helpers/rows.js';
 
-const cleanups: (() => unknown)[] = [];
+const cleanups: Cleanups = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
@@ -29,12 +23,7 @@ afterEach(async () => {
  * the store is handed the first binding to record: after the flow read what it saw, before the store's transaction.
  */
 function startSystem(meddle: (other: Database.Database) => void): { system: ActorSystem; dbFile: string } {
-  const tmp = tempDir();
-  cleanups.push(() => tmp.cleanup());
-  const dbFile = path.join(tmp.dir, 'sydent.db');
-  const confPath = path.join(tmp.dir, 'sydent.conf');
-  fs.writeFileSync(confPath, `[general]\nserver.name = is.example.test\n[db]\ndb.file = ${dbFile}\n`);
-  const { config } = loadConfig({ configPath: confPath, env: {}, cwd: tmp.dir });
+  const { config, dbFile } = freshConfig(cleanups);
   let meddled = false;
   const inspect = (event: InspectionEvent) => {
     if (meddled || event.type !== '@xstate.event' || event.event.type !== 'bind') return;
@@ -47,15 +36,7 @@ function startSystem(meddle: (other: Database.Database) => void): { system: Acto
       other.close();
     }
   };
-  const system = ActorSystem.start({
-    config,
-    clock: new ManualClock(Date.now()),
-    log: pino({ level: 'silent' }),
-    identity: identityFromConfig(config),
-    inspect,
-  });
-  cleanups.push(() => system.stop());
-  return { system, dbFile };
+  return { system: startActorSystem(config, inspect, cleanups), dbFile };
 }
 
 const threepid = { medium: 'email', address: 'flow@example.org' };

@@ -6,12 +6,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
+import { allFind, expectAssociationMadeAt, expectBindingStored, lookupEveryWay } from './helpers/bindings.js';
 import { call } from './helpers/email.js';
 import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import {
-  HUNDRED_YEARS_MS,
   INTERNAL,
-  SERVER_NAME,
   associationCounts,
   associationRows,
   bulkLookup,
@@ -19,7 +18,6 @@ import {
   internal,
   lookupPepper,
   lookupV1,
-  lookupV2,
   registerAccount,
   serverPublicKey,
   sha256Of,
@@ -48,20 +46,8 @@ afterAll(async () => {
 
 const clock = () => t.clock as ManualClock;
 
-/** What each lookup answers for one 3PID (normalised `address`; `sentAs` is what the client types). */
-async function everyLookup(medium: string, address: string, sentAs = address) {
-  const hash = sha256Of(address, medium, pepper);
-  const none = await lookupV2(t, token, { addresses: [`${sentAs} ${medium}`], algorithm: 'none', pepper });
-  const sha = await lookupV2(t, token, { addresses: [hash], algorithm: 'sha256', pepper });
-  const bulk = (await bulkLookup(t, [[medium, sentAs]])).json['threepids'] as string[][];
-  return {
-    v1: (await lookupV1(t, medium, sentAs)).json['mxid'],
-    bulk: bulk[0]?.[2],
-    none: (none.json['mappings'] as Record<string, string>)[`${sentAs} ${medium}`],
-    sha256: (sha.json['mappings'] as Record<string, string>)[hash],
-  };
-}
-const all = (mxid: string | undefined) => ({ v1: mxid, bulk: mxid, none: mxid, sha256: mxid });
+const everyLookup = (medium: string, address: string, sentAs = address) =>
+  lookupEveryWay(t, { token, pepper }, medium, address, sentAs);
 
 describe('internal bind', () => {
   it('answers the signed association and stores it like a validated bind', async () => {
@@ -74,42 +60,14 @@ describe('internal bind', () => {
     });
     expect(res.status, res.text).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
-    expect(Object.keys(res.json).sort()).toEqual([
-      'address',
-      'medium',
-      'mxid',
-      'not_after',
-      'not_before',
-      'signatures',
-      'ts',
-    ]);
-    expect(res.json).toMatchObject({
-      medium: 'email',
-      address: 'ivy.internal@example.com',
-      mxid: '@ivy:hs.example',
-      ts: now,
-      not_before: now,
-      not_after: now + HUNDRED_YEARS_MS,
-    });
+    const ivy = { medium: 'email', address: 'ivy.internal@example.com', mxid: '@ivy:hs.example' };
+    expectAssociationMadeAt(res.json, ivy, now);
     verifyOurs(res.json, publicKey);
 
-    const { local, global } = associationRows(t, 'email', 'ivy.internal@example.com');
-    const hash = sha256Of('ivy.internal@example.com', 'email', pepper);
-    expect(local).toEqual([expect.objectContaining({ mxid: '@ivy:hs.example', ts: now, lookup_hash: hash })]);
-    expect(global).toEqual([
-      expect.objectContaining({
-        mxid: '@ivy:hs.example',
-        ts: now,
-        notBefore: now,
-        notAfter: now + HUNDRED_YEARS_MS,
-        originServer: SERVER_NAME,
-        originId: local[0]!['id'],
-        lookup_hash: hash,
-      }),
-    ]);
-    expect(JSON.parse(global[0]!['sgAssoc'] as string)).toEqual(res.json);
+    const lookupHash = sha256Of('ivy.internal@example.com', 'email', pepper);
+    expectBindingStored(t, ivy, { ts: now, lookupHash, answer: res.json });
     expect(await everyLookup('email', 'ivy.internal@example.com', 'IVY.internal@example.com')).toEqual(
-      all('@ivy:hs.example'),
+      allFind('@ivy:hs.example'),
     );
     expect((await lookupV1(t, 'email', 'ivy.internal@example.com')).json).toEqual(res.json);
   });
@@ -118,7 +76,7 @@ describe('internal bind', () => {
     const res = await internal(t, 'bind', { medium: 'msisdn', address: '15555550123', mxid: '@phone:hs.example' });
     expect(res.status, res.text).toBe(200);
     expect(res.json).toMatchObject({ medium: 'msisdn', address: '15555550123', mxid: '@phone:hs.example' });
-    expect(await everyLookup('msisdn', '15555550123')).toEqual(all('@phone:hs.example'));
+    expect(await everyLookup('msisdn', '15555550123')).toEqual(allFind('@phone:hs.example'));
   });
 
   it('missing fields: 400 M_MISSING_PARAMS, nothing stored', async () => {
@@ -190,14 +148,14 @@ describe('what the internal API refuses (as the client API would): 400 M_INVALID
     });
     expect(res.status, res.text).toBe(200);
     expect(res.json).toMatchObject({ medium: 'msisdn', address: '15555550124' });
-    expect(await everyLookup('msisdn', '15555550124')).toEqual(all('@formatted:hs.example'));
+    expect(await everyLookup('msisdn', '15555550124')).toEqual(allFind('@formatted:hs.example'));
     const gone = await internal(t, 'unbind', {
       medium: 'msisdn',
       address: '+15555550124',
       mxid: '@formatted:hs.example',
     });
     expect(gone.status, gone.text).toBe(200);
-    expect(await everyLookup('msisdn', '15555550124')).toEqual(all(undefined));
+    expect(await everyLookup('msisdn', '15555550124')).toEqual(allFind(undefined));
   });
 });
 
@@ -205,7 +163,7 @@ describe('internal unbind', () => {
   it('takes the 3PID out of every lookup and writes a tombstone (mxid NULL) in the local log', async () => {
     const bound = await internal(t, 'bind', { medium: 'email', address: 'gone@example.com', mxid: '@gone:hs.example' });
     expect(bound.status).toBe(200);
-    expect(await everyLookup('email', 'gone@example.com')).toEqual(all('@gone:hs.example'));
+    expect(await everyLookup('email', 'gone@example.com')).toEqual(allFind('@gone:hs.example'));
     const boundId = associationRows(t, 'email', 'gone@example.com').local[0]!['id'] as number;
 
     clock().advance(5000);
@@ -215,7 +173,7 @@ describe('internal unbind', () => {
     expect(res.status, res.text).toBe(200);
     expect(res.json).toEqual({});
 
-    expect(await everyLookup('email', 'gone@example.com')).toEqual(all(undefined));
+    expect(await everyLookup('email', 'gone@example.com')).toEqual(allFind(undefined));
     expect((await lookupV1(t, 'email', 'gone@example.com')).json).toEqual({});
     expect((await bulkLookup(t, [['email', 'gone@example.com']])).json).toEqual({ threepids: [] });
     const { local, global } = associationRows(t, 'email', 'gone@example.com');
@@ -250,20 +208,20 @@ describe('internal unbind', () => {
     expect(res.status).toBe(200);
     expect(res.json).toEqual({});
     expect(associationRows(t, 'email', 'kept@example.com')).toEqual(before);
-    expect(await everyLookup('email', 'kept@example.com')).toEqual(all('@keeper:hs.example'));
+    expect(await everyLookup('email', 'kept@example.com')).toEqual(allFind('@keeper:hs.example'));
   });
 
   it('after a re-bind to another user, unbinding the former user leaves the new binding', async () => {
     await internal(t, 'bind', { medium: 'email', address: 'moved@example.com', mxid: '@old:hs.example' });
     clock().advance(1000);
     await internal(t, 'bind', { medium: 'email', address: 'moved@example.com', mxid: '@new:hs.example' });
-    expect(await everyLookup('email', 'moved@example.com')).toEqual(all('@new:hs.example'));
+    expect(await everyLookup('email', 'moved@example.com')).toEqual(allFind('@new:hs.example'));
     const res = await internal(t, 'unbind', { medium: 'email', address: 'moved@example.com', mxid: '@old:hs.example' });
     expect(res.json).toEqual({});
-    expect(await everyLookup('email', 'moved@example.com')).toEqual(all('@new:hs.example'));
+    expect(await everyLookup('email', 'moved@example.com')).toEqual(allFind('@new:hs.example'));
     // and the current one goes
     await internal(t, 'unbind', { medium: 'email', address: 'moved@example.com', mxid: '@new:hs.example' });
-    expect(await everyLookup('email', 'moved@example.com')).toEqual(all(undefined));
+    expect(await everyLookup('email', 'moved@example.com')).toEqual(allFind(undefined));
   });
 
   it('a second unbind of the same binding answers {} and writes nothing more', async () => {

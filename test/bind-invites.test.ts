@@ -6,45 +6,29 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
-import { call, emailConf, type Reply } from './helpers/email.js';
 import {
-  V1,
-  insertInvite,
-  internal,
-  lookupV1,
-  serverPublicKey,
-  validateEmail,
-  verifyOurs,
-  write,
-} from './helpers/flows.js';
+  expectAssociationFields,
+  startMailingServer,
+  validateAndBind,
+  type MailingServer,
+} from './helpers/bindings.js';
+import type { Reply } from './helpers/email.js';
+import { insertInvite, internal, lookupV1, verifyOurs, write } from './helpers/flows.js';
 import type { InviteTokenRow } from './helpers/invites.js';
 import { rows } from './helpers/rows.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
-import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 
-let smtp: SmtpTestServer;
-let t: TestServer;
-let publicKey: Uint8Array;
+let t: MailingServer;
 
 beforeAll(async () => {
-  smtp = await startSmtpServer();
-  t = await startTestServer({ conf: { email: emailConf(smtp.port) } });
-  publicKey = await serverPublicKey(t);
+  t = await startMailingServer();
 });
-afterAll(async () => {
-  await t?.close();
-  await smtp?.close();
-});
+afterAll(() => t?.close());
 
 const inviteRows = (address: string) =>
   rows<InviteTokenRow>(t, 'SELECT * FROM invite_tokens WHERE address = ? ORDER BY id', address);
 
-async function validateAndBind(email: string, clientSecret: string, mxid: string): Promise<Reply> {
-  const sid = await validateEmail(t, smtp, { email, clientSecret, api: 'v1' });
-  const res = await call(t.url(`${V1}/3pid/bind`), { body: { sid, client_secret: clientSecret, mxid } });
-  expect(res.status, res.text).toBe(200);
-  return res;
-}
+const validateAndBindV1 = (email: string, clientSecret: string, mxid: string): Promise<Reply> =>
+  validateAndBind(t, t.smtp, { email, clientSecret, api: 'v1', mxid });
 
 interface InviteInAnswer {
   medium: string;
@@ -94,10 +78,10 @@ describe('a bind with pending invites', () => {
 
     (t.clock as ManualClock).advance(1000);
     const now = t.clock.now();
-    const res = await validateAndBind('Invitee@Example.COM', 'invites-1', '@invitee:hs.example');
+    const res = await validateAndBindV1('Invitee@Example.COM', 'invites-1', '@invitee:hs.example');
 
     // the association, invites included, is signed by us
-    verifyOurs(res.json, publicKey);
+    verifyOurs(res.json, t.publicKey);
     expect(res.json).toMatchObject({ medium: 'email', address: 'invitee@example.com', mxid: '@invitee:hs.example' });
     const invites = res.json['invites'] as InviteInAnswer[];
     expect(Array.isArray(invites)).toBe(true);
@@ -124,8 +108,8 @@ describe('a bind with pending invites', () => {
     for (const invite of invites) {
       expect(Object.keys(invite.signed.signatures)).toEqual(['is.example.test']);
       expect(Object.keys(invite.signed.signatures['is.example.test']!)).toEqual(['ed25519:0']);
-      verifyOurs(invite.signed, publicKey);
-      expect(() => verifyOurs({ ...invite.signed, mxid: '@mallory:hs.example' }, publicKey)).toThrow();
+      verifyOurs(invite.signed, t.publicKey);
+      expect(() => verifyOurs({ ...invite.signed, mxid: '@mallory:hs.example' }, t.publicKey)).toThrow();
     }
 
     // rows: the two pending ones sent now (seconds), the old one untouched, the bystander's still pending
@@ -149,25 +133,17 @@ describe('a bind with pending invites', () => {
     expect(stored).toHaveLength(1);
     const sgAssoc = JSON.parse(stored[0]!.sgAssoc) as Record<string, unknown>;
     expect(sgAssoc).not.toHaveProperty('invites');
-    verifyOurs(sgAssoc, publicKey);
+    verifyOurs(sgAssoc, t.publicKey);
     const lookup = await lookupV1(t, 'email', 'invitee@example.com');
     expect(lookup.json['mxid']).toBe('@invitee:hs.example');
     expect(lookup.json).not.toHaveProperty('invites');
   });
 
   it('a bind of another address afterwards carries no invites (no shared state between binds)', async () => {
-    const res = await validateAndBind('unrelated@example.com', 'invites-2', '@unrelated:hs.example');
+    const res = await validateAndBindV1('unrelated@example.com', 'invites-2', '@unrelated:hs.example');
     expect(res.json).not.toHaveProperty('invites');
-    expect(Object.keys(res.json).sort()).toEqual([
-      'address',
-      'medium',
-      'mxid',
-      'not_after',
-      'not_before',
-      'signatures',
-      'ts',
-    ]);
-    verifyOurs(res.json, publicKey);
+    expectAssociationFields(res.json);
+    verifyOurs(res.json, t.publicKey);
     expect((await lookupV1(t, 'email', 'unrelated@example.com')).json).not.toHaveProperty('invites');
 
     const viaInternal = await internal(t, 'bind', {
@@ -188,7 +164,7 @@ describe('a bind with pending invites', () => {
   });
 
   it('binding the invited address again carries no invites: they were sent', async () => {
-    const res = await validateAndBind('invitee@example.com', 'invites-3', '@invitee:hs.example');
+    const res = await validateAndBindV1('invitee@example.com', 'invites-3', '@invitee:hs.example');
     expect(res.json).not.toHaveProperty('invites');
   });
 
@@ -199,12 +175,12 @@ describe('a bind with pending invites', () => {
       sender: '@inviter:hs.example',
       token: 'tokStrasse',
     });
-    const res = await validateAndBind('Straße@Example.com', 'invites-4', '@strasse:hs.example');
+    const res = await validateAndBindV1('Straße@Example.com', 'invites-4', '@strasse:hs.example');
     const invites = res.json['invites'] as InviteInAnswer[];
     expect(invites.map((i) => [i.token, i.address, i.mxid])).toEqual([
       ['tokStrasse', 'strasse@example.com', '@strasse:hs.example'],
     ]);
-    verifyOurs(invites[0]!.signed, publicKey);
+    verifyOurs(invites[0]!.signed, t.publicKey);
     expect(inviteRows('strasse@example.com')[0]!.sent_ts).not.toBeNull();
   });
 
@@ -219,7 +195,7 @@ describe('a bind with pending invites', () => {
     expect(invites.map((i) => [i.token, i.room_id, i.mxid])).toEqual([
       ['tokBystander', '!room3:hs.example', '@bystander:hs.example'],
     ]);
-    verifyOurs(invites[0]!.signed, publicKey);
+    verifyOurs(invites[0]!.signed, t.publicKey);
     expect(inviteRows('bystander@example.com')[0]!.sent_ts).not.toBeNull();
   });
 });

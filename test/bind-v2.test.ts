@@ -7,11 +7,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
+import { expectAssociationMadeAt, expectBindingStored } from './helpers/bindings.js';
 import { call, emailConf, type Reply } from './helpers/email.js';
 import { startFederationEnv, mergeConf, type FederationEnv } from './helpers/federation-env.js';
 import {
   DAY_MS,
-  HUNDRED_YEARS_MS,
   SERVER_NAME,
   V2,
   associationCounts,
@@ -68,50 +68,14 @@ describe("bind with a token, to the token's own user", () => {
     const now = t.clock.now();
     const res = await bind({ sid, client_secret: 'bind-v2-alice', mxid: aliceId }, alice);
     expect(res.status, res.text).toBe(200);
-    expect(Object.keys(res.json).sort()).toEqual([
-      'address',
-      'medium',
-      'mxid',
-      'not_after',
-      'not_before',
-      'signatures',
-      'ts',
-    ]);
-    expect(res.json).toMatchObject({
-      medium: 'email',
-      address: 'alice.v2@example.com',
-      mxid: aliceId,
-      ts: now,
-      not_before: now,
-      not_after: now + HUNDRED_YEARS_MS,
-    });
+    const binding = { medium: 'email', address: 'alice.v2@example.com', mxid: aliceId };
+    expectAssociationMadeAt(res.json, binding, now);
     expect(Object.keys((res.json['signatures'] as Record<string, object>)[SERVER_NAME]!)).toEqual(['ed25519:0']);
     verifyOurs(res.json, publicKey);
 
     const pepper = await lookupPepper(t, alice);
-    const hash = sha256Of('alice.v2@example.com', 'email', pepper);
-    const { local, global } = associationRows(t, 'email', 'alice.v2@example.com');
-    expect(local).toEqual([
-      expect.objectContaining({
-        mxid: aliceId,
-        ts: now,
-        notBefore: now,
-        notAfter: now + HUNDRED_YEARS_MS,
-        lookup_hash: hash,
-      }),
-    ]);
-    expect(global).toEqual([
-      expect.objectContaining({
-        mxid: aliceId,
-        ts: now,
-        notBefore: now,
-        notAfter: now + HUNDRED_YEARS_MS,
-        originServer: SERVER_NAME,
-        originId: local[0]!['id'],
-        lookup_hash: hash,
-      }),
-    ]);
-    expect(JSON.parse(global[0]!['sgAssoc'] as string)).toEqual(res.json);
+    const lookupHash = sha256Of('alice.v2@example.com', 'email', pepper);
+    expectBindingStored(t, binding, { ts: now, lookupHash, answer: res.json });
   });
 
   it('also takes the token from ?access_token=', async () => {

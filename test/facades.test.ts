@@ -2,42 +2,19 @@
  * How the supervisors are reached: through typed facades derived from their handler tables, with messages that are
  * plain data (JSON in, the same JSON out: no closures, no handles), each carrying its deadline and a reply id.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { InspectionEvent } from 'xstate';
 import type { Facades } from '../src/actors/facade.js';
-import { SUPERVISORS, ActorSystem } from '../src/actors/system.js';
-import { ManualClock } from '../src/clock.js';
-import { loadConfig } from '../src/config/index.js';
-import { identityFromConfig } from '../src/identity.js';
-import { tempDir } from './helpers/tmp.js';
+import { SUPERVISORS, type ActorSystem } from '../src/actors/system.js';
+import { freshConfig, startActorSystem, type Cleanups } from './helpers/actor-system.js';
 
-const cleanups: (() => unknown)[] = [];
+const cleanups: Cleanups = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function startSystem(inspect: (event: InspectionEvent) => void): ActorSystem {
-  const tmp = tempDir();
-  const confPath = path.join(tmp.dir, 'sydent.conf');
-  fs.writeFileSync(
-    confPath,
-    `[general]\nserver.name = is.example.test\n[db]\ndb.file = ${path.join(tmp.dir, 'sydent.db')}\n`,
-  );
-  const { config } = loadConfig({ configPath: confPath, env: {}, cwd: tmp.dir });
-  const system = ActorSystem.start({
-    config,
-    clock: new ManualClock(Date.now()),
-    log: pino({ level: 'silent' }),
-    identity: identityFromConfig(config),
-    inspect,
-  });
-  cleanups.push(() => tmp.cleanup());
-  cleanups.push(() => system.stop());
-  return system;
-}
+const startSystem = (inspect: (event: InspectionEvent) => void): ActorSystem =>
+  startActorSystem(freshConfig(cleanups).config, inspect, cleanups);
 
 describe('facades', () => {
   it('send plain data to the supervisors: type, payload, reply id and deadline, the same after a JSON round trip', async () => {

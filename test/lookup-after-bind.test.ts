@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../src/clock.js';
 import { generateSeed, publicKeyFromSeed, signJson, verifySignedJson } from '../src/crypto/index.js';
-import { call, emailConf, type Reply } from './helpers/email.js';
+import { allFind, lookupEveryWay, lookupMappings, validateAndBind } from './helpers/bindings.js';
+import { call, emailConf } from './helpers/email.js';
 import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import {
   HUNDRED_YEARS_MS,
@@ -16,12 +17,10 @@ import {
   bulkLookup,
   lookupPepper,
   lookupV1,
-  lookupV2,
   registerAccount,
   serverPublicKey,
   sha256Of,
   userIdOf,
-  validateEmail,
   verifyOurs,
   write,
 } from './helpers/flows.js';
@@ -45,8 +44,7 @@ beforeAll(async () => {
   token = await registerAccount(t, env, 'looker');
   pepper = await lookupPepper(t, token);
 
-  const sid = await validateEmail(t, smtp, { email: 'Zed.Lookup@Example.COM', clientSecret: 'lookup-zed', api: 'v1' });
-  const res = await bindV1(sid, 'lookup-zed', '@zed:hs.example');
+  const res = await validateAndBindV1('Zed.Lookup@Example.COM', 'lookup-zed', '@zed:hs.example');
   zed = res.json;
 });
 afterAll(async () => {
@@ -55,18 +53,11 @@ afterAll(async () => {
   await env?.close();
 });
 
-async function bindV1(sid: string, clientSecret: string, mxid: string): Promise<Reply> {
-  const res = await call(t.url(`${V1}/3pid/bind`), { body: { sid, client_secret: clientSecret, mxid } });
-  expect(res.status, res.text).toBe(200);
-  return res;
-}
+const validateAndBindV1 = (email: string, clientSecret: string, mxid: string) =>
+  validateAndBind(t, smtp, { email, clientSecret, api: 'v1', mxid });
 
-async function mappings(algorithm: 'none' | 'sha256', addresses: string[]): Promise<Record<string, string>> {
-  const res = await lookupV2(t, token, { addresses, algorithm, pepper });
-  expect(res.status, res.text).toBe(200);
-  expect(Object.keys(res.json)).toEqual(['mappings']);
-  return res.json['mappings'] as Record<string, string>;
-}
+const mappings = (algorithm: 'none' | 'sha256', addresses: string[]) =>
+  lookupMappings(t, { token, pepper }, algorithm, addresses);
 
 describe('GET /api/v1/lookup', () => {
   it('answers the signed association, whatever the case of the address', async () => {
@@ -233,12 +224,7 @@ describe('an association replicated from a peer', () => {
 
 describe('Unicode case folding (not just lower-casing)', () => {
   it('Strauß@Example.com is bound as strauss@example.com and found by every spelling', async () => {
-    const sid = await validateEmail(t, smtp, {
-      email: 'Strauß@Example.com',
-      clientSecret: 'lookup-strauss',
-      api: 'v1',
-    });
-    const bound = await bindV1(sid, 'lookup-strauss', '@strauss:hs.example');
+    const bound = await validateAndBindV1('Strauß@Example.com', 'lookup-strauss', '@strauss:hs.example');
     expect(bound.json['address']).toBe('strauss@example.com');
 
     for (const address of ['STRAUSS@example.com', 'strauß@example.com', 'Strauss@EXAMPLE.com']) {
@@ -259,72 +245,33 @@ describe('Unicode case folding (not just lower-casing)', () => {
 });
 
 describe('re-binding a 3PID to another user: every lookup answers the newest binding', () => {
-  /** all four lookups of one address: the mxid each answers */
-  async function everyLookup(address: string, sentAs = address): Promise<Record<string, string | undefined>> {
-    const hash = sha256Of(address, 'email', pepper);
-    const bulk = (await bulkLookup(t, [['email', sentAs]])).json['threepids'] as string[][];
-    return {
-      v1: (await lookupV1(t, 'email', sentAs)).json['mxid'] as string | undefined,
-      bulk: bulk[0]?.[2],
-      none: (await mappings('none', [`${sentAs} email`]))[`${sentAs} email`],
-      sha256: (await mappings('sha256', [hash]))[hash],
-    };
-  }
-  const all = (mxid: string) => ({ v1: mxid, bulk: mxid, none: mxid, sha256: mxid });
+  const everyLookup = (address: string, sentAs = address) =>
+    lookupEveryWay(t, { token, pepper }, 'email', address, sentAs);
+  /** `email` validated with the token of `localpart`, then bound to that user */
+  const bindOverV2 = (localpart: string, userToken: string, email: string, clientSecret: string) =>
+    validateAndBind(t, smtp, { email, clientSecret, api: 'v2', token: userToken, mxid: userIdOf(env, localpart) });
 
   it('v2 binds, a new session each time, the clock moving between them', async () => {
     const zoe = await registerAccount(t, env, 'zoe');
     const adam = await registerAccount(t, env, 'adam');
     // the newer binding's mxid sorts first: a lookup that picked the greatest mxid (Sydent) would answer @zoe
-    const sid1 = await validateEmail(t, smtp, {
-      email: 'Moving@Example.com',
-      clientSecret: 'rebind-1',
-      api: 'v2',
-      token: zoe,
-    });
-    const b1 = await call(t.url(`${V2}/3pid/bind`), {
-      body: { sid: sid1, client_secret: 'rebind-1', mxid: userIdOf(env, 'zoe') },
-      token: zoe,
-    });
-    expect(b1.status, b1.text).toBe(200);
-    expect(await everyLookup('moving@example.com', 'Moving@Example.com')).toEqual(all(userIdOf(env, 'zoe')));
+    await bindOverV2('zoe', zoe, 'Moving@Example.com', 'rebind-1');
+    expect(await everyLookup('moving@example.com', 'Moving@Example.com')).toEqual(allFind(userIdOf(env, 'zoe')));
 
     (t.clock as ManualClock).advance(60_000);
-    const sid2 = await validateEmail(t, smtp, {
-      email: 'moving@example.com',
-      clientSecret: 'rebind-2',
-      api: 'v2',
-      token: adam,
-    });
-    const b2 = await call(t.url(`${V2}/3pid/bind`), {
-      body: { sid: sid2, client_secret: 'rebind-2', mxid: userIdOf(env, 'adam') },
-      token: adam,
-    });
-    expect(b2.status, b2.text).toBe(200);
-    expect(await everyLookup('moving@example.com', 'Moving@Example.com')).toEqual(all(userIdOf(env, 'adam')));
+    const b2 = await bindOverV2('adam', adam, 'moving@example.com', 'rebind-2');
+    expect(await everyLookup('moving@example.com', 'Moving@Example.com')).toEqual(allFind(userIdOf(env, 'adam')));
     expect((await lookupV1(t, 'email', 'moving@example.com')).json).toEqual(b2.json);
 
     // and back again
     (t.clock as ManualClock).advance(60_000);
-    const sid3 = await validateEmail(t, smtp, {
-      email: 'moving@example.com',
-      clientSecret: 'rebind-3',
-      api: 'v2',
-      token: zoe,
-    });
-    const b3 = await call(t.url(`${V2}/3pid/bind`), {
-      body: { sid: sid3, client_secret: 'rebind-3', mxid: userIdOf(env, 'zoe') },
-      token: zoe,
-    });
-    expect(b3.status, b3.text).toBe(200);
-    expect(await everyLookup('moving@example.com')).toEqual(all(userIdOf(env, 'zoe')));
+    await bindOverV2('zoe', zoe, 'moving@example.com', 'rebind-3');
+    expect(await everyLookup('moving@example.com')).toEqual(allFind(userIdOf(env, 'zoe')));
   });
 
   it('v1 binds within the same millisecond (equal ts): sha256 too must answer the newest, ties broken by row id like the other lookups', async () => {
-    const sid1 = await validateEmail(t, smtp, { email: 'samems@example.com', clientSecret: 'rebind-ms-1', api: 'v1' });
-    await bindV1(sid1, 'rebind-ms-1', '@zz-first:hs.example');
-    const sid2 = await validateEmail(t, smtp, { email: 'samems@example.com', clientSecret: 'rebind-ms-2', api: 'v1' });
-    await bindV1(sid2, 'rebind-ms-2', '@aa-second:hs.example');
-    expect(await everyLookup('samems@example.com')).toEqual(all('@aa-second:hs.example'));
+    await validateAndBindV1('samems@example.com', 'rebind-ms-1', '@zz-first:hs.example');
+    await validateAndBindV1('samems@example.com', 'rebind-ms-2', '@aa-second:hs.example');
+    expect(await everyLookup('samems@example.com')).toEqual(allFind('@aa-second:hs.example'));
   });
 });

@@ -3,50 +3,38 @@
  * played by a small HTTPS server on loopback; the key is checked when the config is read.
  */
 import fs from 'node:fs';
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { peersFromText } from '../src/replication/peer-config.js';
 import { encodeBase64, generateSeed, publicKeyFromSeed } from '../src/crypto/index.js';
-import { makeCa, type Pem } from './helpers/certs.js';
-import { addPeer, bind, makePeerCert, startMesh, waitFor, type Mesh, type Replica } from './helpers/replication.js';
+import { makeCa } from './helpers/certs.js';
+import {
+  addPeer,
+  bind,
+  readBody,
+  startReplicaWithFakePeer,
+  waitFor,
+  type ReplicaWithFakePeer,
+} from './helpers/replication.js';
 
-let mesh: Mesh;
-let a: Replica;
-let peer: https.Server;
-let peerPort: number;
+let setup: ReplicaWithFakePeer;
 /** the number of associations in each push the peer received, in order */
 const pushes: number[] = [];
 
 beforeAll(async () => {
-  const ca: Pem = await makeCa();
-  const cert = await makePeerCert(ca, 'big.test');
-  peer = https.createServer(
-    { key: cert.key, cert: cert.cert, ca: ca.cert, requestCert: true, rejectUnauthorized: true },
-    (req, res) => {
-      let text = '';
-      req.setEncoding('utf8').on('data', (d: string) => (text += d));
-      req.on('end', () => {
-        pushes.push(Object.keys((JSON.parse(text) as { sgAssocs: object }).sgAssocs).length);
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{"success":true}');
-      });
-    },
-  );
-  await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
-  peerPort = (peer.address() as AddressInfo).port;
-  mesh = await startMesh(ca, ['a.test'], { connect: false });
-  a = mesh.replicas[0]!;
+  setup = await startReplicaWithFakePeer(await makeCa(), 'big.test', (req, res) => {
+    void readBody(req).then((text) => {
+      pushes.push(Object.keys((JSON.parse(text) as { sgAssocs: object }).sgAssocs).length);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"success":true}');
+    });
+  });
 }, 30_000);
 
-afterAll(async () => {
-  await mesh?.close();
-  peer?.closeAllConnections();
-  await new Promise((resolve) => peer?.close(resolve));
-});
+afterAll(() => setup?.close());
 
 describe('push_batch_size', () => {
   it('a peer with push_batch_size = 200 gets 250 associations in two pushes: 200, then 50', async () => {
+    const { a, peerPort } = setup;
     for (let i = 0; i < 250; i += 25) {
       await Promise.all(
         Array.from({ length: 25 }, (_, j) => bind(a.server, `user${i + j}@example.org`, `@user${i + j}:hs.test`)),

@@ -3,22 +3,21 @@
  * certificate: the request matches a Sydent push byte for byte in its content (the same six fields, the same
  * signature, tombstones with nulls), and a refusing peer is backed off from and retried.
  */
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateSeed, publicKeyFromSeed, encodeBase64, signJson, verifySignedJson } from '../src/crypto/index.js';
-import { makeCa, type Pem } from './helpers/certs.js';
+import { expectAssociationFields } from './helpers/bindings.js';
+import { makeCa } from './helpers/certs.js';
 import {
   addPeer,
   bind,
-  makePeerCert,
+  readBody,
   replicationView,
-  startMesh,
+  startReplicaWithFakePeer,
   unbind,
   waitFor,
-  type Mesh,
   type Replica,
+  type ReplicaWithFakePeer,
 } from './helpers/replication.js';
 
 interface Received {
@@ -31,45 +30,29 @@ interface Received {
 /** Well before the pusher's 10 s tick: what a wake-up after a bind or unbind must do is done by then. */
 const BEFORE_THE_TICK_MS = 5_000;
 
-let ca: Pem;
-let mesh: Mesh;
+let setup: ReplicaWithFakePeer;
 let a: Replica;
-let peer: https.Server;
 let peerPort: number;
 const received: Received[] = [];
 let answer: { status: number; body: unknown } = { status: 200, body: { success: true } };
 
 beforeAll(async () => {
-  ca = await makeCa();
-  const cert = await makePeerCert(ca, 'fake.test');
-  peer = https.createServer(
-    { key: cert.key, cert: cert.cert, ca: ca.cert, requestCert: true, rejectUnauthorized: true },
-    (req, res) => {
-      let text = '';
-      req.setEncoding('utf8').on('data', (d: string) => (text += d));
-      req.on('end', () => {
-        const socket = req.socket as TLSSocket;
-        received.push({
-          path: req.url ?? '',
-          headers: req.headers,
-          clientCn: socket.getPeerCertificate().subject?.CN as string | undefined,
-          body: JSON.parse(text) as Received['body'],
-        });
-        res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body));
+  setup = await startReplicaWithFakePeer(await makeCa(), 'fake.test', (req, res) => {
+    void readBody(req).then((text) => {
+      const socket = req.socket as TLSSocket;
+      received.push({
+        path: req.url ?? '',
+        headers: req.headers,
+        clientCn: socket.getPeerCertificate().subject?.CN as string | undefined,
+        body: JSON.parse(text) as Received['body'],
       });
-    },
-  );
-  await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
-  peerPort = (peer.address() as AddressInfo).port;
-  mesh = await startMesh(ca, ['a.test'], { connect: false });
-  a = mesh.replicas[0]!;
+      res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body));
+    });
+  });
+  ({ a, peerPort } = setup);
 }, 30_000);
 
-afterAll(async () => {
-  await mesh?.close();
-  peer?.closeAllConnections();
-  await new Promise((resolve) => peer?.close(resolve));
-});
+afterAll(() => setup?.close());
 
 /** Every association the peer received, by id (the latest copy). */
 function allReceived(): Map<string, Record<string, unknown>> {
@@ -116,15 +99,7 @@ describe('our push, as a peer receives it', () => {
         not_after: alice['not_after'],
       }),
     );
-    expect(Object.keys(bob).sort()).toEqual([
-      'address',
-      'medium',
-      'mxid',
-      'not_after',
-      'not_before',
-      'signatures',
-      'ts',
-    ]);
+    expectAssociationFields(bob);
     expect(bob['signatures']).toEqual({ 'a.test': { 'ed25519:0': expect.any(String) } });
     expect(() => verifySignedJson(bob, 'a.test', 'ed25519:0', identity.publicKey)).not.toThrow();
     // §4.2: {"medium","address","mxid": null,"ts": <unbind ms>,"not_before": null,"not_after": null,"signatures"}

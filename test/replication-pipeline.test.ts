@@ -6,22 +6,20 @@
  * answer to the batch sent after it.
  */
 import fs from 'node:fs';
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBase64, generateSeed, publicKeyFromSeed } from '../src/crypto/index.js';
-import { makeCa, type Pem } from './helpers/certs.js';
+import { makeCa } from './helpers/certs.js';
 import {
   addPeer,
   bind,
-  makePeerCert,
+  readBody,
   replicationView,
-  startMesh,
+  startReplicaWithFakePeer,
   unbind,
   waitFor,
-  type Mesh,
   type Replica,
+  type ReplicaWithFakePeer,
 } from './helpers/replication.js';
 
 interface Push {
@@ -41,45 +39,35 @@ interface FakePeer {
 }
 
 const BATCH = 10;
-let mesh: Mesh;
+let setup: ReplicaWithFakePeer;
 let a: Replica;
-let server: https.Server;
 let port: number;
 const peers = new Map<string, FakePeer>();
 
 beforeAll(async () => {
-  const ca: Pem = await makeCa();
-  const cert = await makePeerCert(ca, 'peers.test');
-  server = https.createServer(
-    { key: cert.key, cert: cert.cert, ca: ca.cert, requestCert: true, rejectUnauthorized: true },
-    (req, res) => {
-      // the peer is the first path segment: https://127.0.0.1:PORT/<peer>/_matrix/identity/replicate/v1/push
-      const peer = peers.get((req.url ?? '').split('/')[1] ?? '');
-      if (!peer) return void res.writeHead(404).end();
-      const othersInFlight = peer.inFlight++;
-      let text = '';
-      req.setEncoding('utf8').on('data', (d: string) => (text += d));
-      req.on('end', () => {
-        const { sgAssocs } = JSON.parse(text) as { sgAssocs: Record<string, { mxid: string | null }> };
-        const { status, delayMs } = peer.answer(peer.pushes.length);
-        peer.pushes.push({
-          ids: Object.keys(sgAssocs).map(Number),
-          hasTombstone: Object.values(sgAssocs).some((s) => s.mxid === null),
-          othersInFlight,
-          status,
-        });
-        setTimeout(() => {
-          peer.inFlight--;
-          res.writeHead(status, { 'content-type': 'application/json' });
-          res.end(JSON.stringify(status === 200 ? { success: true } : { errcode: 'M_UNKNOWN', error: 'try later' }));
-        }, delayMs);
+  setup = await startReplicaWithFakePeer(await makeCa(), 'peers.test', (req, res) => {
+    // the peer is the first path segment: https://127.0.0.1:PORT/<peer>/_matrix/identity/replicate/v1/push
+    const peer = peers.get((req.url ?? '').split('/')[1] ?? '');
+    if (!peer) return void res.writeHead(404).end();
+    // counted on arrival, not once the body is in: what was in flight when this push came
+    const othersInFlight = peer.inFlight++;
+    void readBody(req).then((text) => {
+      const { sgAssocs } = JSON.parse(text) as { sgAssocs: Record<string, { mxid: string | null }> };
+      const { status, delayMs } = peer.answer(peer.pushes.length);
+      peer.pushes.push({
+        ids: Object.keys(sgAssocs).map(Number),
+        hasTombstone: Object.values(sgAssocs).some((s) => s.mxid === null),
+        othersInFlight,
+        status,
       });
-    },
-  );
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as AddressInfo).port;
-  mesh = await startMesh(ca, ['a.test'], { connect: false });
-  a = mesh.replicas[0]!;
+      setTimeout(() => {
+        peer.inFlight--;
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(status === 200 ? { success: true } : { errcode: 'M_UNKNOWN', error: 'try later' }));
+      }, delayMs);
+    });
+  });
+  ({ a, peerPort: port } = setup);
   // The log: u1…u60 bound, then u5 unbound (a tombstone, id 61, in place of u5's row): 60 rows.
   for (let i = 1; i <= 60; i += 20) {
     await Promise.all(
@@ -89,11 +77,7 @@ beforeAll(async () => {
   await unbind(a.server, 'u5@example.org', '@u5:hs.test');
 }, 60_000);
 
-afterAll(async () => {
-  await mesh?.close();
-  server?.closeAllConnections();
-  await new Promise((resolve) => server?.close(resolve));
-});
+afterAll(() => setup?.close());
 
 /** Adds a fake peer to A, `push_batch_size` = BATCH, its pushes going to /<name>/ on the loopback server. */
 async function addFakePeer(name: string, answer: FakePeer['answer']): Promise<FakePeer> {

@@ -13,6 +13,9 @@
  */
 import type { SydentConfig } from '../../src/config/types.js';
 import fs from 'node:fs';
+import type { IncomingMessage, RequestListener } from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { generate } from 'selfsigned';
 import { vi } from 'vitest';
@@ -229,4 +232,60 @@ export async function replicationView(s: TestServer): Promise<{
   const res = await fetch(s.internalUrl('/_sydent/debug/replication'));
   if (res.status !== 200) throw new Error(`debug/replication: ${res.status} ${await res.text()}`);
   return (await res.json()) as never;
+}
+
+/** Replica `a.test`, peer of nobody yet, and a server on loopback to play the peers a test adds to it. */
+export interface ReplicaWithFakePeer {
+  a: Replica;
+  /** the fake peer's port: a test adds it to A with `addPeer(a, name, key, ['--url', …])` */
+  peerPort: number;
+  close(): Promise<void>;
+}
+
+/**
+ * The fake peer is an HTTPS server with a certificate for `peerName` that refuses a client whose certificate `ca`
+ * did not sign, as Sydent's replication listener does: A's pushes reach it as they would reach a Sydent.
+ */
+export async function startReplicaWithFakePeer(
+  ca: Pem,
+  peerName: string,
+  onRequest: RequestListener,
+): Promise<ReplicaWithFakePeer> {
+  const cert = await makePeerCert(ca, peerName);
+  const peer = https.createServer(
+    { key: cert.key, cert: cert.cert, ca: ca.cert, requestCert: true, rejectUnauthorized: true },
+    onRequest,
+  );
+  const closePeer = async (): Promise<void> => {
+    peer.closeAllConnections();
+    await new Promise((resolve) => peer.close(resolve));
+  };
+  await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
+  let mesh: Mesh;
+  try {
+    mesh = await startMesh(ca, ['a.test'], { connect: false });
+  } catch (err) {
+    await closePeer();
+    throw err;
+  }
+  return {
+    a: mesh.replicas[0]!,
+    peerPort: (peer.address() as AddressInfo).port,
+    close: async () => {
+      await mesh.close();
+      await closePeer();
+    },
+  };
+}
+
+/** A request's body as text, once all of it has come. */
+export function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    req
+      .setEncoding('utf8')
+      .on('data', (d: string) => (text += d))
+      .on('end', () => resolve(text))
+      .on('error', reject);
+  });
 }
