@@ -11,6 +11,7 @@ import {
   type SupervisorStats,
 } from '../src/actors/supervisor.js';
 import { startTestServer } from './helpers/server.js';
+import { SUPERVISOR_IDS } from './helpers/supervisors.js';
 
 type Payload = Record<string, unknown>;
 
@@ -225,15 +226,7 @@ describe('the actor system of a running server', () => {
       const res = await fetch(t.internalUrl('/_sydent/debug/actors'));
       expect(res.status).toBe(200);
       const body = (await res.json()) as { actors: { systemId: string; status: string; queueLength: number }[] };
-      expect(body.actors.map((a) => a.systemId)).toEqual([
-        'root',
-        'store',
-        'mailer',
-        'sms',
-        'notifier',
-        'replication',
-        'sessions',
-      ]);
+      expect(body.actors.map((a) => a.systemId)).toEqual(['root', ...SUPERVISOR_IDS]);
       for (const a of body.actors) {
         expect(a.status).toBe('active');
         expect(a.queueLength).toBe(0);
@@ -247,14 +240,7 @@ describe('the actor system of a running server', () => {
     const t = await startTestServer();
     const system = t.server.ctx.system;
     await t.server.close();
-    expect(Object.keys(system.supervisorStatuses())).toEqual([
-      'store',
-      'mailer',
-      'sms',
-      'notifier',
-      'replication',
-      'sessions',
-    ]);
+    expect(Object.keys(system.supervisorStatuses())).toEqual(SUPERVISOR_IDS);
     for (const status of Object.values(system.supervisorStatuses())) expect(status).toBe('stopped');
     expect(system.status).toBe('stopped');
     const { default: Database } = await import('better-sqlite3');

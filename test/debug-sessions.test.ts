@@ -4,6 +4,7 @@ import { SESSION_STATES } from '../src/machines/validation-session.js';
 import { rows } from './helpers/rows.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { SUPERVISOR_IDS } from './helpers/supervisors.js';
 import { tempDir } from './helpers/tmp.js';
 
 /** A session as the debug endpoint answers it. */
@@ -159,14 +160,7 @@ describe('session debug endpoints (internal listener)', () => {
       expect(ids).toHaveLength(3);
       expect(new Set(ids).size).toBe(ids.length);
       for (const id of ids) expect(id).toMatch(/^session:\d+$/);
-      expect(((await (await page('root')).json()) as typeof first).children.map((c) => c.id)).toEqual([
-        'store',
-        'mailer',
-        'sms',
-        'notifier',
-        'replication',
-        'sessions',
-      ]);
+      expect(((await (await page('root')).json()) as typeof first).children.map((c) => c.id)).toEqual(SUPERVISOR_IDS);
 
       for (const bad of ['sessions?limit=0', 'sessions?limit=1001', 'sessions?limit=abc', 'sessions?offset=-1']) {
         const res = await page(bad);

@@ -2,23 +2,12 @@
  * Bad inputs on the email validation endpoints (v1): each one is refused with the right status and errcode,
  * and leaves no trace: no session row, no token row, no change to an existing session, no mail.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, emailConf, mailToken, type Reply } from './helpers/email.js';
-import { rows } from './helpers/rows.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
-import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { call, emailConf, mailToken, sessionsAndTokens, type Reply } from './helpers/email.js';
+import { smtpServerForFile, testServerForFile } from './helpers/per-file.js';
 
-let smtp: SmtpTestServer;
-let t: TestServer;
-
-beforeAll(async () => {
-  smtp = await startSmtpServer();
-  t = await startTestServer({ conf: { email: emailConf(smtp.port) } });
-});
-afterAll(async () => {
-  await t?.close();
-  await smtp?.close();
-});
+const smtp = smtpServerForFile();
+const t = testServerForFile(() => ({ conf: { email: emailConf(smtp.port) } }));
 
 const v1 = (p: string) => t.url(`/_matrix/identity/api/v1${p}`);
 const requestToken = (body: unknown) => call(v1('/validate/email/requestToken'), { body });
@@ -27,12 +16,7 @@ const getValidated = (q: string) => call(v1(`/3pid/getValidated3pid${q}`));
 
 /** Everything a refused request must leave as it was. */
 function state() {
-  const db = t.config.db.dbFile;
-  return {
-    sessions: rows(db, 'SELECT * FROM threepid_validation_sessions ORDER BY id'),
-    tokens: rows(db, 'SELECT * FROM threepid_token_auths ORDER BY id'),
-    mails: smtp.messages.length,
-  };
+  return { ...sessionsAndTokens(t.config.db.dbFile), mails: smtp.messages.length };
 }
 
 /** Runs `send`, expects the refusal, and checks nothing was stored or sent. */

@@ -4,23 +4,15 @@
  * redirect goes only to the session's own next_link; a session Sydent created before the switch has none
  * stored, so for those the http(s) `nextLink` of the link Sydent mailed is followed.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { call, emailConf, mailLink, mailToken, sameMailbox, sessionOf } from './helpers/email.js';
+import { smtpServerForFile, testServerForFile } from './helpers/per-file.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { startSmtpServer, type ReceivedMail, type SmtpTestServer } from './helpers/smtp.js';
+import type { ReceivedMail } from './helpers/smtp.js';
 import { sydentDb } from './helpers/sydent-rows.js';
 
-let smtp: SmtpTestServer;
-let t: TestServer;
-
-beforeAll(async () => {
-  smtp = await startSmtpServer();
-  t = await startTestServer({ conf: { email: emailConf(smtp.port) } });
-});
-afterAll(async () => {
-  await t?.close();
-  await smtp?.close();
-});
+const smtp = smtpServerForFile();
+const t = testServerForFile(() => ({ conf: { email: emailConf(smtp.port) } }));
 
 const v1 = (p: string) => t.url(`/_matrix/identity/api/v1${p}`);
 const mailTo = (address: string): Promise<ReceivedMail> =>

@@ -5,28 +5,19 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { call, emailConf, mailToken, sameMailbox, sessionOf, type Reply } from './helpers/email.js';
+import { cleanupsAfterEach, smtpServerForFile } from './helpers/per-file.js';
 import { rows as query } from './helpers/rows.js';
 import { freePort, spawnServer, waitForStart, writeServerConf, type ServerProcess } from './helpers/process.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
+import { startSmtpServer } from './helpers/smtp.js';
 import { sydentDb } from './helpers/sydent-rows.js';
 import { tempDir } from './helpers/tmp.js';
 
-let smtp: SmtpTestServer;
-const cleanups: (() => Promise<void> | void)[] = [];
-
-beforeAll(async () => {
-  smtp = await startSmtpServer();
-});
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-afterAll(async () => {
-  await smtp?.close();
-});
+const smtp = smtpServerForFile();
+const cleanups = cleanupsAfterEach();
 
 const api = (base: string, p: string) => `${base}/_matrix/identity/api/v1${p}`;
 const requestToken = (base: string, body: Record<string, unknown>) =>
@@ -226,21 +217,31 @@ describe('sessions Sydent created in an existing database', () => {
   });
 });
 
+/**
+ * sydent-ts as its own process, on files of its own (removed after the test), mailing through `smtpPort`; each
+ * `start()` starts it on those files again, to be killed after the test if it still runs.
+ */
+async function serverProcess(
+  smtpPort: number,
+): Promise<{ dir: string; dbFile: string; base: string; start: () => Promise<ServerProcess> }> {
+  const tmp = tempDir('sydent-ts-kill-');
+  cleanups.push(() => tmp.cleanup());
+  const port = await freePort();
+  const { confPath, dbFile } = writeServerConf(tmp.dir, port, emailConf(smtpPort));
+  const start = async (): Promise<ServerProcess> => {
+    const p = spawnServer({ cwd: tmp.dir, args: ['--config', confPath] });
+    cleanups.push(() => {
+      p.child.kill('SIGKILL');
+    });
+    await waitForStart(p);
+    return p;
+  };
+  return { dir: tmp.dir, dbFile, base: `http://127.0.0.1:${port}`, start };
+}
+
 describe('a real process killed with SIGKILL', () => {
   it('requestToken, kill -9, start again: submitToken and getValidated3pid work', async () => {
-    const tmp = tempDir('sydent-ts-kill-');
-    cleanups.push(() => tmp.cleanup());
-    const port = await freePort();
-    const { confPath } = writeServerConf(tmp.dir, port, emailConf(smtp.port));
-    const start = async (): Promise<ServerProcess> => {
-      const p = spawnServer({ cwd: tmp.dir, args: ['--config', confPath] });
-      cleanups.push(() => {
-        p.child.kill('SIGKILL');
-      });
-      await waitForStart(p);
-      return p;
-    };
-    const base = `http://127.0.0.1:${port}`;
+    const { dir, base, start } = await serverProcess(smtp.port);
     const address = 'killed@example.org';
 
     const first = await start();
@@ -251,7 +252,7 @@ describe('a real process killed with SIGKILL', () => {
 
     first.child.kill('SIGKILL');
     expect(await first.exited).toBe('SIGKILL');
-    expect(fs.existsSync(path.join(tmp.dir, 'sydent.pid'))).toBe(true);
+    expect(fs.existsSync(path.join(dir, 'sydent.pid'))).toBe(true);
 
     await start();
     const wrong = await submitToken(base, { sid, client_secret: 'killsecret', token: 'K'.repeat(32) });
@@ -273,19 +274,7 @@ describe('a real process killed with SIGKILL', () => {
       release();
       await held.close();
     });
-    const tmp = tempDir('sydent-ts-kill-');
-    cleanups.push(() => tmp.cleanup());
-    const port = await freePort();
-    const { confPath, dbFile } = writeServerConf(tmp.dir, port, emailConf(held.port));
-    const start = async (): Promise<ServerProcess> => {
-      const p = spawnServer({ cwd: tmp.dir, args: ['--config', confPath] });
-      cleanups.push(() => {
-        p.child.kill('SIGKILL');
-      });
-      await waitForStart(p);
-      return p;
-    };
-    const base = `http://127.0.0.1:${port}`;
+    const { dbFile, base, start } = await serverProcess(held.port);
     const heldTo = (address: string) => held.messages.filter((m) => m.to.some((r) => sameMailbox(r, address)));
 
     const first = await start();

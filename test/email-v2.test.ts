@@ -6,8 +6,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, emailConf, mailLink, mailToken, sameMailbox, sessionOf, type Reply } from './helpers/email.js';
-import { rows } from './helpers/rows.js';
+import {
+  call,
+  emailConf,
+  mailLink,
+  mailToken,
+  sameMailbox,
+  sessionOf,
+  sessionsAndTokens,
+  type Reply,
+} from './helpers/email.js';
 import { mergeConf, startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
@@ -81,12 +89,7 @@ function getValidated(sid: string, secret: string, token?: string): Promise<Repl
 }
 
 function state() {
-  const db = t.config.db.dbFile;
-  return {
-    sessions: rows(db, 'SELECT * FROM threepid_validation_sessions ORDER BY id'),
-    tokens: rows(db, 'SELECT * FROM threepid_token_auths ORDER BY id'),
-    mails: smtp.messages.length,
-  };
+  return { ...sessionsAndTokens(t.config.db.dbFile), mails: smtp.messages.length };
 }
 
 /** A session started by alice, its mail and token. */

@@ -12,17 +12,15 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createClientApi } from '../src/http/client-api.js';
 import { AUTH_HOOK, LANE_DOES_THE_WORK_OF } from '../src/http/fast-lane.js';
 import { V2_LOOKUP_PATH } from '../src/http/routes/lookup.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { emailConf } from './helpers/email.js';
-import type { FederationEnv } from './helpers/federation-env.js';
 import { sha256Of } from './helpers/flows.js';
-import { startLookupFixture } from './helpers/lookup-fixture.js';
-import type { TestServer } from './helpers/server.js';
-import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
+import { lookupFixtureForFile } from './helpers/lookup-fixture.js';
+import { smtpServerForFile } from './helpers/per-file.js';
 
 const LOOKUP_LIMIT = 5000;
 
@@ -35,28 +33,14 @@ const LANE_PATHS: Array<[string, boolean]> = [
   [V2_REQUEST_TOKEN, true],
 ];
 
-let smtp: SmtpTestServer;
-let env: FederationEnv;
-let t: TestServer;
-let token: string;
-let pepper: string;
-let hit: string;
-
-beforeAll(async () => {
-  smtp = await startSmtpServer();
-  ({ env, t, token, pepper, hit } = await startLookupFixture({
-    addressLookupLimit: LOOKUP_LIMIT,
-    localpart: 'contract',
-    address: 'contract@example.com',
-    mxid: '@contract:hs.example',
-    conf: { email: emailConf(smtp.port) },
-  }));
-});
-afterAll(async () => {
-  await t?.close();
-  await env?.close();
-  await smtp?.close();
-});
+const smtp = smtpServerForFile();
+const fixture = lookupFixtureForFile(() => ({
+  addressLookupLimit: LOOKUP_LIMIT,
+  localpart: 'contract',
+  address: 'contract@example.com',
+  mxid: '@contract:hs.example',
+  conf: { email: emailConf(smtp.port) },
+}));
 
 interface Side {
   app: FastifyInstance;
@@ -74,8 +58,8 @@ async function clientApp(lane: boolean, prepare?: (app: FastifyInstance) => void
     { level: 'info' },
     { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) },
   );
-  const metrics = new Metrics(t.server.ctx.reads);
-  const app = await createClientApi({ ...t.server.ctx, metrics }, log);
+  const metrics = new Metrics(fixture.t.server.ctx.reads);
+  const app = await createClientApi({ ...fixture.t.server.ctx, metrics }, log);
   prepare?.(app);
   if (lane) {
     await app.listen({ port: 0, host: '127.0.0.1' });
@@ -183,8 +167,9 @@ const LEFT_TO_FASTIFY = [
 ];
 
 const lookupBody = (addresses: string[], extra: Record<string, unknown> = {}) =>
-  JSON.stringify({ addresses, algorithm: 'sha256', pepper, ...extra });
-const misses = (n: number) => Array.from({ length: n }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', pepper));
+  JSON.stringify({ addresses, algorithm: 'sha256', pepper: fixture.pepper, ...extra });
+const misses = (n: number) =>
+  Array.from({ length: n }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', fixture.pepper));
 
 function requests(): Array<[string, Request]> {
   return [...lookupRequests(), ...requestTokenRequests()];
@@ -204,7 +189,7 @@ function newSession(extra: Record<string, unknown> = {}): string {
 
 function requestTokenRequests(): Array<[string, Request]> {
   const json = { 'content-type': 'application/json' };
-  const v2 = { ...json, authorization: `Bearer ${token}` };
+  const v2 = { ...json, authorization: `Bearer ${fixture.token}` };
   const v1 = (what: string, r: Request): [string, Request] => [
     `requestToken: ${what}`,
     { path: V1_REQUEST_TOKEN, ...r },
@@ -274,13 +259,13 @@ function requestTokenRequests(): Array<[string, Request]> {
 }
 
 function lookupRequests(): Array<[string, Request]> {
-  const auth = { authorization: `Bearer ${token}` };
+  const auth = { authorization: `Bearer ${fixture.token}` };
   const json = { ...auth, 'content-type': 'application/json' };
   return [
-    ['a hit', { headers: json, body: lookupBody([hit]) }],
+    ['a hit', { headers: json, body: lookupBody([fixture.hit]) }],
     ['a miss', { headers: json, body: lookupBody(misses(1)) }],
-    ['no content type', { headers: auth, body: lookupBody([hit]) }],
-    ['a big batch, at the limit', { headers: json, body: lookupBody([...misses(LOOKUP_LIMIT - 1), hit]) }],
+    ['no content type', { headers: auth, body: lookupBody([fixture.hit]) }],
+    ['a big batch, at the limit', { headers: json, body: lookupBody([...misses(LOOKUP_LIMIT - 1), fixture.hit]) }],
     ['a batch over the limit', { headers: json, body: lookupBody(misses(LOOKUP_LIMIT + 1)) }],
     ['invalid JSON', { headers: json, body: '{"addresses": [' }],
     ['an empty body', { headers: json, body: '' }],
@@ -289,7 +274,7 @@ function lookupRequests(): Array<[string, Request]> {
       'bytes that are not UTF-8',
       {
         headers: json,
-        body: Buffer.from(`{"addresses":["\xff"],"algorithm":"sha256","pepper":"${pepper}"}`, 'latin1'),
+        body: Buffer.from(`{"addresses":["\xff"],"algorithm":"sha256","pepper":"${fixture.pepper}"}`, 'latin1'),
       },
     ],
     ['null', { headers: json, body: 'null' }],
@@ -297,7 +282,10 @@ function lookupRequests(): Array<[string, Request]> {
     ['a NUL in an address', { headers: json, body: lookupBody(['a\u0000b']) }],
     [
       'a lone surrogate in an address',
-      { headers: json, body: `{"addresses":["\\ud800"],"algorithm":"sha256","pepper":${JSON.stringify(pepper)}}` },
+      {
+        headers: json,
+        body: `{"addresses":["\\ud800"],"algorithm":"sha256","pepper":${JSON.stringify(fixture.pepper)}}`,
+      },
     ],
     [
       'nested too deep',
@@ -308,27 +296,33 @@ function lookupRequests(): Array<[string, Request]> {
     ],
     ['missing fields', { headers: json, body: JSON.stringify({ algorithm: 'sha256' }) }],
     ['an unknown algorithm', { headers: json, body: lookupBody(['x'], { algorithm: 'md5' }) }],
-    ['a wrong pepper', { headers: json, body: lookupBody([hit], { pepper: `${pepper}x` }) }],
-    ['addresses not a list', { headers: json, body: JSON.stringify({ addresses: 'x', algorithm: 'sha256', pepper }) }],
+    ['a wrong pepper', { headers: json, body: lookupBody([fixture.hit], { pepper: `${fixture.pepper}x` }) }],
+    [
+      'addresses not a list',
+      { headers: json, body: JSON.stringify({ addresses: 'x', algorithm: 'sha256', pepper: fixture.pepper }) },
+    ],
     [
       'a bad none entry',
-      { headers: json, body: JSON.stringify({ addresses: ['justone'], algorithm: 'none', pepper }) },
+      { headers: json, body: JSON.stringify({ addresses: ['justone'], algorithm: 'none', pepper: fixture.pepper }) },
     ],
-    ['no token', { headers: { 'content-type': 'application/json' }, body: lookupBody([hit]) }],
+    ['no token', { headers: { 'content-type': 'application/json' }, body: lookupBody([fixture.hit]) }],
     [
       'an unknown token',
-      { headers: { authorization: 'Bearer not-a-token', 'content-type': 'application/json' }, body: lookupBody([hit]) },
+      {
+        headers: { authorization: 'Bearer not-a-token', 'content-type': 'application/json' },
+        body: lookupBody([fixture.hit]),
+      },
     ],
     [
       'a malformed authorization header',
-      { headers: { authorization: 'Basic abc', 'content-type': 'application/json' }, body: lookupBody([hit]) },
+      { headers: { authorization: 'Basic abc', 'content-type': 'application/json' }, body: lookupBody([fixture.hit]) },
     ],
     [
       'a token in the query string',
       {
-        path: `${V2_LOOKUP_PATH}?access_token=${token}`,
+        path: `${V2_LOOKUP_PATH}?access_token=${fixture.token}`,
         headers: { 'content-type': 'application/json' },
-        body: lookupBody([hit]),
+        body: lookupBody([fixture.hit]),
       },
     ],
     [
@@ -336,7 +330,7 @@ function lookupRequests(): Array<[string, Request]> {
       { headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' }, body: 'algorithm=sha256' },
     ],
     ['GET', { method: 'GET', headers: auth }],
-    ['PUT', { method: 'PUT', headers: json, body: lookupBody([hit]) }],
+    ['PUT', { method: 'PUT', headers: json, body: lookupBody([fixture.hit]) }],
     ['HEAD', { method: 'HEAD', headers: auth }],
     [
       'a CORS preflight',
@@ -397,8 +391,8 @@ describe('the lane answers as the fastify route does', () => {
     const route = await clientApp(false, addHeader);
     try {
       const r: Request = {
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: lookupBody([hit]),
+        headers: { authorization: `Bearer ${fixture.token}`, 'content-type': 'application/json' },
+        body: lookupBody([fixture.hit]),
       };
       const viaLane = await exchange(lane, r);
       const viaRoute = await exchange(route, r);
@@ -478,7 +472,7 @@ function pipelined(base: string, requests: string, count: number): Promise<strin
 
 describe('pipelined requests through the lane', () => {
   it('are answered in order: a repeat sent after a new session waits for its mail to go', async () => {
-    const base = t.url('');
+    const base = fixture.t.url('');
     const json = { 'content-type': 'application/json' };
     const repeatedBody = newSession();
     const started = await send(base, { path: V1_REQUEST_TOKEN, headers: json, body: repeatedBody });

@@ -6,35 +6,23 @@
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BODY_LIMIT } from '../src/http/app.js';
 import type { AppContext } from '../src/http/context.js';
 import { fastLane, type FastLaneOptions } from '../src/http/fast-lane.js';
 import { V2_LOOKUP_PATH, lookupLaneRoute } from '../src/http/routes/lookup.js';
 import { Metrics } from '../src/metrics/metrics.js';
-import { mergeConf, type FederationEnv } from './helpers/federation-env.js';
+import { mergeConf } from './helpers/federation-env.js';
 import { internal, lookupPepper, registerAccount, sha256Of } from './helpers/flows.js';
-import { startLookupFixture } from './helpers/lookup-fixture.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { lookupFixtureForFile } from './helpers/lookup-fixture.js';
+import { startTestServer } from './helpers/server.js';
 
-let env: FederationEnv;
-let t: TestServer;
-let token: string;
-let pepper: string;
-let hit: string;
-
-beforeAll(async () => {
-  ({ env, t, token, pepper, hit } = await startLookupFixture({
-    addressLookupLimit: 3,
-    localpart: 'laner',
-    address: 'lane@example.com',
-    mxid: '@lane:hs.example',
-  }));
-});
-afterAll(async () => {
-  await t?.close();
-  await env?.close();
-});
+const fixture = lookupFixtureForFile(() => ({
+  addressLookupLimit: 3,
+  localpart: 'laner',
+  address: 'lane@example.com',
+  mxid: '@lane:hs.example',
+}));
 
 interface RawReply {
   status: number;
@@ -76,7 +64,7 @@ const FELL_THROUGH = 599;
 
 /** The lane alone on a loopback server: what it does not take is answered 599 here. */
 async function laneOnly(overrides: Partial<FastLaneOptions> = {}): Promise<{ base: string; close(): Promise<void> }> {
-  const opts = { ctx: t.server.ctx, bodyLimit: BODY_LIMIT, trustProxy: false as const, ...overrides };
+  const opts = { ctx: fixture.t.server.ctx, bodyLimit: BODY_LIMIT, trustProxy: false as const, ...overrides };
   const lane = fastLane(opts, [lookupLaneRoute(opts.ctx)]);
   const server = http.createServer((req, res) => {
     if (lane(req, res)) return;
@@ -91,20 +79,21 @@ async function laneOnly(overrides: Partial<FastLaneOptions> = {}): Promise<{ bas
   };
 }
 
-const lookupBody = (addresses: string[] = [hit]) => JSON.stringify({ addresses, algorithm: 'sha256', pepper });
+const lookupBody = (addresses: string[] = [fixture.hit]) =>
+  JSON.stringify({ addresses, algorithm: 'sha256', pepper: fixture.pepper });
 
 describe('what the lane takes', () => {
   it('a JSON POST with a Bearer token, with or without a content type, and answers it', async () => {
     const lane = await laneOnly();
     try {
       for (const headers of <Record<string, string>[]>[
-        { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        { authorization: `Bearer ${token}`, 'content-type': 'application/json; charset=utf-8' },
-        { authorization: `Bearer ${token}` },
+        { authorization: `Bearer ${fixture.token}`, 'content-type': 'application/json' },
+        { authorization: `Bearer ${fixture.token}`, 'content-type': 'application/json; charset=utf-8' },
+        { authorization: `Bearer ${fixture.token}` },
       ]) {
         const res = await send(lane.base, { headers, body: lookupBody() });
         expect(res.status, res.text).toBe(200);
-        expect(JSON.parse(res.text)).toEqual({ mappings: { [hit]: '@lane:hs.example' } });
+        expect(JSON.parse(res.text)).toEqual({ mappings: { [fixture.hit]: '@lane:hs.example' } });
       }
       // No token or a bad one: refused by the lane itself, before the body.
       const anonymous = await send(lane.base, { headers: { 'content-type': 'application/json' }, body: lookupBody() });
@@ -117,13 +106,13 @@ describe('what the lane takes', () => {
 
   it('leaves everything else to fastify, unread', async () => {
     const lane = await laneOnly();
-    const auth = { authorization: `Bearer ${token}` };
+    const auth = { authorization: `Bearer ${fixture.token}` };
     try {
       const cases: Array<[string, Parameters<typeof send>[1]]> = [
         [
           'a token in the query string',
           {
-            path: `${V2_LOOKUP_PATH}?access_token=${token}`,
+            path: `${V2_LOOKUP_PATH}?access_token=${fixture.token}`,
             headers: { 'content-type': 'application/json' },
             body: lookupBody(),
           },
@@ -185,26 +174,26 @@ function readAnswers(socket: net.Socket, count: number): Promise<Array<{ status:
 
 describe('answers written together at the end of the turn', () => {
   it('pipelined requests on one connection are answered in order, each its own', async () => {
-    const url = new URL(t.server.clientUrl);
-    const miss = sha256Of('nobody@example.com', 'email', pepper);
+    const url = new URL(fixture.t.server.clientUrl);
+    const miss = sha256Of('nobody@example.com', 'email', fixture.pepper);
     const request = (body: string) =>
-      `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
+      `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${fixture.token}\r\n` +
       `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
     const socket = net.connect(Number(url.port), url.hostname);
     try {
       const answers = readAnswers(socket, 4);
       // One write: the server reads all four in one turn of its loop.
       socket.write(
-        request(lookupBody([hit])) +
+        request(lookupBody([fixture.hit])) +
           request(lookupBody([miss])) +
-          request(JSON.stringify({ addresses: [hit], algorithm: 'sha256', pepper: 'wrong' })) +
-          request(lookupBody([miss, hit])),
+          request(JSON.stringify({ addresses: [fixture.hit], algorithm: 'sha256', pepper: 'wrong' })) +
+          request(lookupBody([miss, fixture.hit])),
       );
       expect(await answers).toEqual([
-        { status: 200, body: JSON.stringify({ mappings: { [hit]: '@lane:hs.example' } }) },
+        { status: 200, body: JSON.stringify({ mappings: { [fixture.hit]: '@lane:hs.example' } }) },
         { status: 200, body: JSON.stringify({ mappings: {} }) },
         { status: 400, body: expect.stringContaining('"errcode":"M_INVALID_PEPPER"') },
-        { status: 200, body: JSON.stringify({ mappings: { [hit]: '@lane:hs.example' } }) },
+        { status: 200, body: JSON.stringify({ mappings: { [fixture.hit]: '@lane:hs.example' } }) },
       ]);
     } finally {
       socket.destroy();
@@ -212,29 +201,29 @@ describe('answers written together at the end of the turn', () => {
   });
 
   it('requests of many connections at once each get their own answer', async () => {
-    const misses = Array.from({ length: 12 }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', pepper));
+    const misses = Array.from({ length: 12 }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', fixture.pepper));
     const answers = await Promise.all(
       misses.map((miss, i) =>
-        send(t.server.clientUrl, {
-          headers: { authorization: `Bearer ${token}` },
-          body: lookupBody(i % 2 ? [miss, hit] : [miss]),
+        send(fixture.t.server.clientUrl, {
+          headers: { authorization: `Bearer ${fixture.token}` },
+          body: lookupBody(i % 2 ? [miss, fixture.hit] : [miss]),
         }),
       ),
     );
     answers.forEach((res, i) => {
       expect(res.status, res.text).toBe(200);
-      expect(JSON.parse(res.text)).toEqual({ mappings: i % 2 ? { [hit]: '@lane:hs.example' } : {} });
+      expect(JSON.parse(res.text)).toEqual({ mappings: i % 2 ? { [fixture.hit]: '@lane:hs.example' } : {} });
     });
   });
 });
 
 describe('a client that goes away', () => {
   it('in the middle of its body: nothing breaks, the next lookup is answered', async () => {
-    const url = new URL(t.server.clientUrl);
+    const url = new URL(fixture.t.server.clientUrl);
     await new Promise<void>((resolve, reject) => {
       const socket = net.connect(Number(url.port), url.hostname, () => {
         socket.write(
-          `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
+          `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${fixture.token}\r\n` +
             'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"addresses": [',
         );
         setTimeout(() => {
@@ -244,19 +233,22 @@ describe('a client that goes away', () => {
       });
       socket.on('error', reject);
     });
-    const res = await send(t.server.clientUrl, { headers: { authorization: `Bearer ${token}` }, body: lookupBody() });
+    const res = await send(fixture.t.server.clientUrl, {
+      headers: { authorization: `Bearer ${fixture.token}` },
+      body: lookupBody(),
+    });
     expect(res.status, res.text).toBe(200);
-    expect(JSON.parse(res.text)).toEqual({ mappings: { [hit]: '@lane:hs.example' } });
+    expect(JSON.parse(res.text)).toEqual({ mappings: { [fixture.hit]: '@lane:hs.example' } });
   });
 
   it('a body that arrives after its headers, in two parts, is waited for and answered', async () => {
-    const url = new URL(t.server.clientUrl);
+    const url = new URL(fixture.t.server.clientUrl);
     const body = lookupBody();
     const answer = await new Promise<string>((resolve, reject) => {
       let received = '';
       const socket = net.connect(Number(url.port), url.hostname, () => {
         socket.write(
-          `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n` +
+          `POST ${V2_LOOKUP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${fixture.token}\r\nConnection: close\r\n` +
             `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 10)}`,
         );
         // The client does not end its side: the server closes after the answer (Connection: close).
@@ -269,14 +261,14 @@ describe('a client that goes away', () => {
     });
     expect(answer).toMatch(/^HTTP\/1\.1 200 /);
     expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({
-      mappings: { [hit]: '@lane:hs.example' },
+      mappings: { [fixture.hit]: '@lane:hs.example' },
     });
   });
 
   it('a large body in many chunks is read whole (10,000-address limit, ~450 KB)', async () => {
-    const big = await startTestServer({ conf: mergeConf(env.conf, {}) });
+    const big = await startTestServer({ conf: mergeConf(fixture.env.conf, {}) });
     try {
-      const bigToken = await registerAccount(big, env, 'bigger');
+      const bigToken = await registerAccount(big, fixture.env, 'bigger');
       const bigPepper = await lookupPepper(big, bigToken);
       const bound = await internal(big, 'bind', {
         medium: 'email',
@@ -300,9 +292,9 @@ describe('a client that goes away', () => {
 
 describe('10,000-address lookups while the lookup workers start and take their parts', () => {
   it('through the lane and through fastify (chunked), each answer is exactly the hits, its length declared', async () => {
-    const big = await startTestServer({ conf: mergeConf(env.conf, {}) });
+    const big = await startTestServer({ conf: mergeConf(fixture.env.conf, {}) });
     try {
-      const bigToken = await registerAccount(big, env, 'parts');
+      const bigToken = await registerAccount(big, fixture.env, 'parts');
       const bigPepper = await lookupPepper(big, bigToken);
       const bound = ['a', 'b', 'c'].map((name) => ({ address: `${name}@parts.example`, mxid: `@${name}:hs.example` }));
       for (const b of bound) {
@@ -344,15 +336,15 @@ describe('10,000-address lookups while the lookup workers start and take their p
 
 describe('what the lane leaves to fastify is answered', () => {
   it('a form body and a chunked body still get their answers (from fastify)', async () => {
-    const chunked = await send(t.server.clientUrl, {
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    const chunked = await send(fixture.t.server.clientUrl, {
+      headers: { authorization: `Bearer ${fixture.token}`, 'content-type': 'application/json' },
       body: lookupBody(),
       chunked: true,
     });
     expect(chunked.status, chunked.text).toBe(200);
-    expect(JSON.parse(chunked.text)).toEqual({ mappings: { [hit]: '@lane:hs.example' } });
-    const form = await send(t.server.clientUrl, {
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-www-form-urlencoded' },
+    expect(JSON.parse(chunked.text)).toEqual({ mappings: { [fixture.hit]: '@lane:hs.example' } });
+    const form = await send(fixture.t.server.clientUrl, {
+      headers: { authorization: `Bearer ${fixture.token}`, 'content-type': 'application/x-www-form-urlencoded' },
       body: 'algorithm=sha256',
     });
     expect(form.status, form.text).toBe(400);
@@ -364,10 +356,10 @@ describe('what the app adds to every answer', () => {
   it('one request log line per answer, without the token', async () => {
     const lines: string[] = [];
     const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
-    const ctx: AppContext = { ...t.server.ctx, log };
+    const ctx: AppContext = { ...fixture.t.server.ctx, log };
     const lane = await laneOnly({ ctx });
     try {
-      await send(lane.base, { headers: { authorization: `Bearer ${token}` }, body: lookupBody() });
+      await send(lane.base, { headers: { authorization: `Bearer ${fixture.token}` }, body: lookupBody() });
       await send(lane.base, { headers: { authorization: 'Bearer not-a-token' }, body: lookupBody() });
     } finally {
       await lane.close();
@@ -378,15 +370,15 @@ describe('what the app adds to every answer', () => {
       ['POST', V2_LOOKUP_PATH, 401, '127.0.0.1'],
     ]);
     for (const l of requests) expect(typeof l['ms']).toBe('number');
-    expect(lines.join('')).not.toContain(token);
+    expect(lines.join('')).not.toContain(fixture.token);
   });
 
   it('counted under the route, by status', async () => {
-    const metrics = new Metrics(t.server.ctx.reads);
+    const metrics = new Metrics(fixture.t.server.ctx.reads);
     const lane = await laneOnly({ metrics });
     try {
-      await send(lane.base, { headers: { authorization: `Bearer ${token}` }, body: lookupBody() });
-      await send(lane.base, { headers: { authorization: `Bearer ${token}` }, body: 'nope' });
+      await send(lane.base, { headers: { authorization: `Bearer ${fixture.token}` }, body: lookupBody() });
+      await send(lane.base, { headers: { authorization: `Bearer ${fixture.token}` }, body: 'nope' });
     } finally {
       await lane.close();
     }

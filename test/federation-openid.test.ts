@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/index.js';
 import {
   createFederationClient,
@@ -16,14 +16,13 @@ import {
 import { makeCa, makeCert, type Pem } from './helpers/certs.js';
 import { startDnsServer, type DnsServer } from './helpers/dns-server.js';
 import { startHomeserver, type Homeserver, type HomeserverReply, type RouteHandler } from './helpers/homeserver.js';
+import { cleanupsAfterEach } from './helpers/per-file.js';
+import { rejection } from './helpers/rejection.js';
 import { tempDir } from './helpers/tmp.js';
 
 const USERINFO = 'GET /_matrix/federation/v1/openid/userinfo';
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const cleanups = cleanupsAfterEach();
 
 let ca: Pem;
 let hsCert: Pem;
@@ -62,16 +61,6 @@ async function setup(
   });
   cleanups.push(() => client.close());
   return { hs, dns, client, name: `hs.test:${hs.port}` };
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(Error);
-    return err as Error;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('OpenID userinfo', () => {

@@ -8,20 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, emailConf } from './helpers/email.js';
 import { internal } from './helpers/flows.js';
 import { inviteBody, inviteCounts, storeInvite, storeInviteUrl } from './helpers/invites.js';
+import { smtpServerForFile, testServerForFile } from './helpers/per-file.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
 
-let smtp: SmtpTestServer;
-let t: TestServer;
-
-beforeAll(async () => {
-  smtp = await startSmtpServer();
-  t = await startTestServer({ conf: { email: emailConf(smtp.port) } });
-});
-afterAll(async () => {
-  await t?.close();
-  await smtp?.close();
-});
+const smtp = smtpServerForFile();
+const t = testServerForFile(() => ({ conf: { email: emailConf(smtp.port) } }));
 
 /** Refused with this status and errcode; nothing stored, nothing mailed. */
 async function expectRefused(

@@ -3,43 +3,27 @@
  * one SMS (right originator, text and credentials), its code validates the session by POST and by GET (page,
  * or a redirect to next_link), getValidated3pid answers the MSISDN, and send_attempt is honoured.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ManualClock } from '../src/clock.js';
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../src/clock.js';
 import { call, sessionOf, type Reply } from './helpers/email.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
-import {
-  loopbackAllowed,
-  OM_CREDS,
-  openMarketConf,
-  smsCode,
-  startOpenMarket,
-  type FakeSmsGateway,
-  type ReceivedSms,
-} from './helpers/sms-providers.js';
+import { phoneRequest } from './helpers/msisdn.js';
+import { openMarketForFile, testServerForFile } from './helpers/per-file.js';
+import { loopbackAllowed, OM_CREDS, openMarketConf, smsCode, type ReceivedSms } from './helpers/sms-providers.js';
 
-let om: FakeSmsGateway;
-let t: TestServer;
-let clock: ManualClock;
-
-beforeAll(async () => {
-  om = await startOpenMarket(OM_CREDS);
-  t = await startTestServer({
-    conf: {
-      general: loopbackAllowed,
-      sms: openMarketConf(om, {
-        bodytemplate: 'Your Example code is {token}',
-        'originators.44': 'long:447700900001, alpha:Matrix',
-        'originators.33': 'long:33700000001, short:36111, alpha:ExampleFR',
-        'originators.default': 'alpha:Example',
-      }),
-    },
-  });
-  clock = t.clock as ManualClock;
-});
-afterAll(async () => {
-  await t?.close();
-  await om?.close();
-});
+const om = openMarketForFile();
+const clock = new ManualClock();
+const t = testServerForFile(() => ({
+  conf: {
+    general: loopbackAllowed,
+    sms: openMarketConf(om, {
+      bodytemplate: 'Your Example code is {token}',
+      'originators.44': 'long:447700900001, alpha:Matrix',
+      'originators.33': 'long:33700000001, short:36111, alpha:ExampleFR',
+      'originators.default': 'alpha:Example',
+    }),
+  },
+  clock,
+}));
 
 const v1 = (p: string) => t.url(`/_matrix/identity/api/v1${p}`);
 const requestToken = (body: Record<string, unknown>, form = false): Promise<Reply> =>
@@ -52,12 +36,7 @@ const smsTo = (msisdn: string): ReceivedSms[] => om.messages.filter((m) => m.to 
 
 describe('requestToken', () => {
   it('answers {success, sid, msisdn, intl_fmt} and sends one SMS with the code, the originator and the credentials', async () => {
-    const res = await requestToken({
-      client_secret: 'smsflow1',
-      country: 'GB',
-      phone_number: '07700 900750',
-      send_attempt: 1,
-    });
+    const res = await requestToken(phoneRequest('smsflow1', 'GB', '07700 900750'));
     expect(res.status, res.text).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
     expect(res.headers.get('access-control-allow-origin')).toBe('*');
@@ -104,12 +83,7 @@ describe('requestToken', () => {
     // 33612345680: 38 → index 2
     expect(smsTo('33612345680')[0]).toMatchObject({ from: 'ExampleFR', ton: 5 });
     // no originators.1: the default
-    const us = await requestToken({
-      client_secret: 'orig5',
-      country: 'US',
-      phone_number: '(202) 555-0123',
-      send_attempt: 1,
-    });
+    const us = await requestToken(phoneRequest('orig5', 'US', '(202) 555-0123'));
     expect(us.json).toMatchObject({ msisdn: '12025550123', intl_fmt: '+1 202-555-0123' });
     expect(smsTo('12025550123')[0]).toMatchObject({ from: 'Example', ton: 5 });
   });
@@ -229,12 +203,7 @@ describe('submitToken', () => {
     const late = await submitToken({ sid, client_secret: 'expiring', token: code });
     expect(late.status).toBe(400);
     expect(late.json['errcode']).toBe('M_SESSION_EXPIRED');
-    const again = await requestToken({
-      client_secret: 'expiring',
-      country: 'GB',
-      phone_number: '07700900763',
-      send_attempt: 1,
-    });
+    const again = await requestToken(phoneRequest('expiring', 'GB', '07700900763'));
     expect(again.json['sid']).toBe(sid);
     const fresh = smsCode(smsTo('447700900763').at(-1)!);
     expect(smsTo('447700900763')).toHaveLength(2);

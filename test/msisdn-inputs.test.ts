@@ -2,32 +2,15 @@
  * Bad inputs on the msisdn endpoints: each is refused with the exact status and errcode, and leaves no trace
  * (no session row, no token row, no SMS). Rejected countries (smsrule) likewise, and v2 needs a token.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, type Reply } from './helpers/email.js';
-import { rows } from './helpers/rows.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
-import {
-  loopbackAllowed,
-  OM_CREDS,
-  openMarketConf,
-  smsCode,
-  startOpenMarket,
-  type FakeSmsGateway,
-} from './helpers/sms-providers.js';
+import { describe, expect, it } from 'vitest';
+import { call, sessionsAndTokens, type Reply } from './helpers/email.js';
+import { openMarketForFile, testServerForFile } from './helpers/per-file.js';
+import { loopbackAllowed, openMarketConf, smsCode } from './helpers/sms-providers.js';
 
-let om: FakeSmsGateway;
-let t: TestServer;
-
-beforeAll(async () => {
-  om = await startOpenMarket(OM_CREDS);
-  t = await startTestServer({
-    conf: { general: loopbackAllowed, sms: openMarketConf(om, { 'smsrule.1': 'reject', 'smsrule.44': 'allow' }) },
-  });
-});
-afterAll(async () => {
-  await t?.close();
-  await om?.close();
-});
+const om = openMarketForFile();
+const t = testServerForFile(() => ({
+  conf: { general: loopbackAllowed, sms: openMarketConf(om, { 'smsrule.1': 'reject', 'smsrule.44': 'allow' }) },
+}));
 
 const v1 = (p: string) => t.url(`/_matrix/identity/api/v1${p}`);
 const v2 = (p: string) => t.url(`/_matrix/identity/v2${p}`);
@@ -35,12 +18,7 @@ const requestToken = (body: unknown, form = false) => call(v1('/validate/msisdn/
 const submitToken = (body: unknown) => call(v1('/validate/msisdn/submitToken'), { body });
 
 function state() {
-  const db = t.config.db.dbFile;
-  return {
-    sessions: rows(db, 'SELECT * FROM threepid_validation_sessions ORDER BY id'),
-    tokens: rows(db, 'SELECT * FROM threepid_token_auths ORDER BY id'),
-    requests: om.requests.length,
-  };
+  return { ...sessionsAndTokens(t.config.db.dbFile), requests: om.requests.length };
 }
 
 async function refused(

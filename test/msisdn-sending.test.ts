@@ -3,53 +3,40 @@
  * higher send_attempt tries again on the same sid; the per-number and per-country limits (shared by v1 and v2)
  * answer 429 M_LIMIT_EXCEEDED with retry_after_ms and send nothing; ip.blacklist keeps the provider off limits.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ManualClock } from '../src/clock.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ManualClock } from '../src/clock.js';
 import { call, sessionOf, sessionRows, tokenRows, type Reply } from './helpers/email.js';
 import { rows } from './helpers/rows.js';
-import { startFederationEnv, mergeConf, type FederationEnv } from './helpers/federation-env.js';
+import { mergeConf } from './helpers/federation-env.js';
 import { registerAccount } from './helpers/flows.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
-import {
-  loopbackAllowed,
-  OM_CREDS,
-  openMarketConf,
-  smsCode,
-  startOpenMarket,
-  type FakeSmsGateway,
-} from './helpers/sms-providers.js';
+import { phoneRequest } from './helpers/msisdn.js';
+import { federationEnvForFile, openMarketForFile, testServerForFile } from './helpers/per-file.js';
+import { startTestServer } from './helpers/server.js';
+import { loopbackAllowed, openMarketConf, smsCode } from './helpers/sms-providers.js';
 
 const HOUR = 3600_000;
 
-let om: FakeSmsGateway;
-let env: FederationEnv;
-let t: TestServer;
-let clock: ManualClock;
-const started: { close(): Promise<void> }[] = [];
-
-beforeAll(async () => {
-  om = await startOpenMarket(OM_CREDS);
-  env = await startFederationEnv({});
-  t = await startTestServer({
-    conf: mergeConf(env.conf, {
-      general: loopbackAllowed,
-      // a provider that never answers is given up on at this deadline, before the provider timeout of 15 s
-      http: { send_deadline_seconds: '4' },
-      sms: openMarketConf(om, {
-        'msisdn.ratelimit.burst': '2',
-        'msisdn.ratelimit.rate_hz': String(1 / 3600),
-        'country.ratelimit.burst': '3',
-        'country.ratelimit.rate_hz': String(1 / 60),
-      }),
+const om = openMarketForFile();
+const env = federationEnvForFile();
+const clock = new ManualClock();
+const t = testServerForFile(() => ({
+  conf: mergeConf(env.conf, {
+    general: loopbackAllowed,
+    // a provider that never answers is given up on at this deadline, before the provider timeout of 15 s
+    http: { send_deadline_seconds: '4' },
+    sms: openMarketConf(om, {
+      'msisdn.ratelimit.burst': '2',
+      'msisdn.ratelimit.rate_hz': String(1 / 3600),
+      'country.ratelimit.burst': '3',
+      'country.ratelimit.rate_hz': String(1 / 60),
     }),
-  });
-  clock = t.clock as ManualClock;
-});
+  }),
+  clock,
+}));
+/** servers a test started beside `t`: closed before it */
+const started: { close(): Promise<void> }[] = [];
 afterAll(async () => {
   for (const s of started) await s.close();
-  await t?.close();
-  await env?.close();
-  await om?.close();
 });
 
 const v1 = (p: string) => t.url(`/_matrix/identity/api/v1${p}`);
@@ -206,39 +193,21 @@ describe('rate limits', () => {
   it('per country: 429 once the country code has had its burst, other countries unaffected', async () => {
     const fr = ['06 12 34 56 01', '06 12 34 56 02', '06 12 34 56 03'];
     for (const [i, phone_number] of fr.entries()) {
-      const res = await requestToken({ client_secret: `fr${i}`, country: 'FR', phone_number, send_attempt: 1 });
+      const res = await requestToken(phoneRequest(`fr${i}`, 'FR', phone_number));
       expect(res.status, res.text).toBe(200);
     }
     const before = { sessions: sessionRows(t.config.db.dbFile).length, requests: om.requests.length };
-    const limited = await requestToken({
-      client_secret: 'fr9',
-      country: 'FR',
-      phone_number: '06 12 34 56 09',
-      send_attempt: 1,
-    });
+    const limited = await requestToken(phoneRequest('fr9', 'FR', '06 12 34 56 09'));
     expect(limited.status, limited.text).toBe(429);
     expect(limited.json).toMatchObject({ errcode: 'M_LIMIT_EXCEEDED', retry_after_ms: 60_000 });
     // written from another country, the same calling code
-    const viaPlus = await requestToken({
-      client_secret: 'fr10',
-      country: 'GB',
-      phone_number: '+33 6 12 34 56 10',
-      send_attempt: 1,
-    });
+    const viaPlus = await requestToken(phoneRequest('fr10', 'GB', '+33 6 12 34 56 10'));
     expect(viaPlus.status).toBe(429);
     expect({ sessions: sessionRows(t.config.db.dbFile).length, requests: om.requests.length }).toEqual(before);
-    const es = await requestToken({
-      client_secret: 'es1',
-      country: 'ES',
-      phone_number: '612 34 56 78',
-      send_attempt: 1,
-    });
+    const es = await requestToken(phoneRequest('es1', 'ES', '612 34 56 78'));
     expect(es.status, es.text).toBe(200);
     clock.advance(60_000);
-    expect(
-      (await requestToken({ client_secret: 'fr9', country: 'FR', phone_number: '06 12 34 56 09', send_attempt: 1 }))
-        .status,
-    ).toBe(200);
+    expect((await requestToken(phoneRequest('fr9', 'FR', '06 12 34 56 09'))).status).toBe(200);
   });
 
   it('v1 and v2 share one limiter per number', async () => {

@@ -19,17 +19,8 @@ import {
 } from '../src/federation/index.js';
 import { startFederationEnv, mergeConf, type FederationEnv } from './helpers/federation-env.js';
 import { HomeserverKeys, makeSigningKey, type SignRequestInput } from './helpers/homeserver-keys.js';
+import { rejection } from './helpers/rejection.js';
 import { tempDir } from './helpers/tmp.js';
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(Error);
-    return err as Error;
-  }
-  throw new Error('expected a rejection');
-}
 
 function parseError(value: string): RequestAuthError {
   try {

@@ -17,16 +17,7 @@ import {
 } from '../src/federation/index.js';
 import { startFederationEnv, type FederationEnv } from './helpers/federation-env.js';
 import { HomeserverKeys, KEY_ROUTE, makeSigningKey, type KeyResponseOptions } from './helpers/homeserver-keys.js';
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(Error);
-    return err as Error;
-  }
-  throw new Error('expected a rejection');
-}
+import { rejection } from './helpers/rejection.js';
 
 const T0 = Date.UTC(2030, 0, 1);
 const HOUR = 3600_000;

@@ -4,17 +4,16 @@
  */
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { closeDatabase, openDatabase } from '../src/store/database.js';
 import { OUR_MIGRATIONS } from '../src/store/migrations.js';
 import { CallbackReads } from '../src/store/callbacks.js';
 import { SessionReads, SessionWrites, type SessionWrite } from '../src/store/sessions.js';
+import { cleanupsAfterEach } from './helpers/per-file.js';
+import { sessionWrite } from './helpers/session-writes.js';
 import { tempDir } from './helpers/tmp.js';
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const c of cleanups.splice(0).reverse()) c();
-});
+const cleanups = cleanupsAfterEach();
 
 function open(file?: string): { db: Database.Database; file: string } {
   let f = file;
@@ -50,21 +49,8 @@ function counted(db: Database.Database): Record<string, number> {
   return out;
 }
 
-const write = (sid: number, over: Partial<SessionWrite> = {}): SessionWrite => ({
-  sid,
-  state: 'tokenSent',
-  context: '{}',
-  machineVersion: 1,
-  address: `a${sid}@example.org`,
-  validated: false,
-  mtime: 1_000,
-  token: 'OurToken',
-  sendAttempt: 1,
-  history: [],
-  now: 1_000,
-  expectedSydent: null,
-  ...over,
-});
+const write = (sid: number, over: Partial<SessionWrite> = {}): SessionWrite =>
+  sessionWrite({ sid, address: `a${sid}@example.org`, ...over });
 
 /** What Sydent writes: its session and token rows, no machine row. */
 function sydentSession(db: Database.Database, sid: number, mtime: number, validated = 0): void {

@@ -4,25 +4,16 @@
  * the session is next touched, counted by state meanwhile, and written back in today's shape.
  */
 import Database from 'better-sqlite3';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { SESSION_MACHINE_VERSION } from '../src/machines/validation-session.js';
 import { call, emailConf, mailToken } from './helpers/email.js';
 import { rows as query } from './helpers/rows.js';
-import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
+import { cleanupsAfterEach, smtpServerForFile } from './helpers/per-file.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
-let smtp: SmtpTestServer;
-const cleanups: (() => Promise<void> | void)[] = [];
-beforeAll(async () => {
-  smtp = await startSmtpServer();
-});
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-afterAll(async () => {
-  await smtp?.close();
-});
+const smtp = smtpServerForFile();
+const cleanups = cleanupsAfterEach();
 
 const v1 = (t: TestServer, p: string) => t.url(`/_matrix/identity/api/v1${p}`);
 const requestToken = (t: TestServer, email: string, secret: string, sendAttempt = 1) =>

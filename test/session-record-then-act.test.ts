@@ -4,23 +4,13 @@
  * fails here the way a full disk makes it fail: a write refused inside SQLite, from a second connection's trigger.
  */
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { call, emailConf, mailToken } from './helpers/email.js';
 import { rows as query } from './helpers/rows.js';
-import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { smtpServerForFile, testServerForFile } from './helpers/per-file.js';
 
-let smtp: SmtpTestServer;
-let t: TestServer;
-
-beforeAll(async () => {
-  smtp = await startSmtpServer();
-  t = await startTestServer({ conf: { email: emailConf(smtp.port) } });
-});
-afterAll(async () => {
-  await t?.close();
-  await smtp?.close();
-});
+const smtp = smtpServerForFile();
+const t = testServerForFile(() => ({ conf: { email: emailConf(smtp.port) } }));
 
 const requestToken = (body: Record<string, unknown>) =>
   call(t.url('/_matrix/identity/api/v1/validate/email/requestToken'), { body });

@@ -4,25 +4,18 @@
  * say more than our session_machines row. The round trip through HTTP is in sydent-round-trip.test.ts.
  */
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { SessionContext } from '../src/machines/validation-session.js';
 import { reconcileWithSydent, sessionFromSydentRow } from '../src/sessions/sydent-rows.js';
 import { closeDatabase, openDatabase } from '../src/store/database.js';
-import {
-  SessionConflictError,
-  SessionWrites,
-  SidTakenError,
-  type SessionWrite,
-  type SydentSessionRow,
-} from '../src/store/sessions.js';
+import { SessionConflictError, SessionWrites, SidTakenError, type SydentSessionRow } from '../src/store/sessions.js';
 import { sessionOf, tokenRows } from './helpers/email.js';
+import { cleanupsAfterEach } from './helpers/per-file.js';
+import { sessionWrite as write } from './helpers/session-writes.js';
 import { sydentDb } from './helpers/sydent-rows.js';
 import { tempDir } from './helpers/tmp.js';
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const c of cleanups.splice(0).reverse()) c();
-});
+const cleanups = cleanupsAfterEach();
 
 function store(): { writes: SessionWrites; file: string } {
   const tmp = tempDir('sydent-ts-session-rows-');
@@ -31,22 +24,6 @@ function store(): { writes: SessionWrites; file: string } {
   cleanups.push(tmp.cleanup, () => closeDatabase(db));
   return { writes: new SessionWrites(db), file };
 }
-
-const write = (over: Partial<SessionWrite> = {}): SessionWrite => ({
-  sid: 77,
-  state: 'tokenSent',
-  context: '{}',
-  machineVersion: 1,
-  address: 'alice@example.org',
-  validated: false,
-  mtime: 1_000,
-  token: 'OurToken',
-  sendAttempt: 1,
-  history: [],
-  now: 1_000,
-  expectedSydent: null,
-  ...over,
-});
 
 describe('creating a session', () => {
   it('under a sid a session of Sydent already has: refused (SidTakenError), nothing written', () => {

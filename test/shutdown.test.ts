@@ -7,19 +7,17 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { call, type Reply } from './helpers/email.js';
-import { freePort, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
+import { cleanupsAfterEach } from './helpers/per-file.js';
+import { freePort, logLines, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { startSmtpServer } from './helpers/smtp.js';
 import { tempDir } from './helpers/tmp.js';
 
 const REQUEST_TOKEN = '/_matrix/identity/api/v1/validate/email/requestToken';
 const VERSIONS = '/_matrix/identity/versions';
 
-const cleanups: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const cleanups = cleanupsAfterEach();
 
 async function serve(
   smtpPort: number,
@@ -46,22 +44,19 @@ async function serve(
   return { p, dir: t.dir, base: `http://127.0.0.1:${port}` };
 }
 
-/** The log lines of the server with this message. */
-function logLines(p: ServerProcess, msg: string): Array<Record<string, unknown>> {
-  return p
-    .stderr()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .filter((l) => l['msg'] === msg);
-}
-
 /** Whether a new connection to the listener is refused (it stopped accepting). */
 async function refused(base: string): Promise<boolean> {
   return fetch(`${base}${VERSIONS}`, { headers: { connection: 'close' } }).then(
     () => false,
     () => true,
   );
+}
+
+/** Sends SIGTERM: when it was sent, and the exit code with when it came. */
+function sigterm(p: ServerProcess): { signalled: number; exited: Promise<{ code: number | string; at: number }> } {
+  const signalled = Date.now();
+  p.child.kill('SIGTERM');
+  return { signalled, exited: p.exited.then((code) => ({ code, at: Date.now() })) };
 }
 
 /** What a stopped server leaves: no pid file, and a database closed cleanly (SQLite removes the WAL on close). */
@@ -109,13 +104,7 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
       socket.on('close', () => resolve(received));
     });
 
-    const signalled = Date.now();
-    s.p.child.kill('SIGTERM');
-    let exitedAt = 0;
-    const exited = s.p.exited.then((code) => {
-      exitedAt = Date.now();
-      return code;
-    });
+    const { signalled, exited } = sigterm(s.p);
     // The drain window: still serving (a load balancer stops sending meanwhile), then no new connections.
     await vi.waitFor(
       async () => expect((await fetch(`${s.base}/ready`)).status === 503, '/ready to answer 503').toBe(true),
@@ -134,8 +123,9 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
     expect(reply.headers.get('retry-after')).toBe('5');
     // drain window (1 s), then the deadline (2 s)
     expect(answeredAt - signalled).toBeGreaterThanOrEqual(2900);
-    expect(await exited).toBe(0);
-    expect(exitedAt - signalled).toBeLessThan(1000 + 2000 + 1000);
+    const exit = await exited;
+    expect(exit.code).toBe(0);
+    expect(exit.at - signalled).toBeLessThan(1000 + 2000 + 1000);
 
     const [head = '', body = ''] = (await slowBody).split('\r\n\r\n');
     expect(head.split('\r\n')[0]).toBe('HTTP/1.1 503 Service Unavailable');
@@ -165,13 +155,7 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
     });
     // the mail is being sent (its answer comes 1.5 s after the message)
     await new Promise((r) => setTimeout(r, 500));
-    const signalled = Date.now();
-    s.p.child.kill('SIGTERM');
-    let exitedAt = 0;
-    const exited = s.p.exited.then((code) => {
-      exitedAt = Date.now();
-      return code;
-    });
+    const { signalled, exited } = sigterm(s.p);
     await vi.waitFor(async () => expect(await refused(s.base), 'the listener to stop accepting').toBe(true), {
       timeout: 3000,
       interval: 20,
@@ -181,8 +165,9 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
     expect(reply.status, reply.text).toBe(200);
     expect(reply.json).toEqual({ sid: expect.any(String) });
     expect(smtp.messages.map((m) => m.to)).toEqual([['slow@example.org']]);
-    expect(await exited).toBe(0);
-    expect(exitedAt - signalled).toBeLessThan(3000);
+    const exit = await exited;
+    expect(exit.code).toBe(0);
+    expect(exit.at - signalled).toBeLessThan(3000);
     expect(logLines(s.p, 'stopping: requests still under way at the deadline are answered 503')).toEqual([]);
     expect(logLines(s.p, 'stopping: the deadline passed; work still under way was abandoned')).toEqual([]);
     expectClosedCleanly(s.dir);

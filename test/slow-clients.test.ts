@@ -9,9 +9,10 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { V2_LOOKUP_PATH } from '../src/http/routes/lookup.js';
-import { freePort, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
+import { cleanupsAfterEach } from './helpers/per-file.js';
+import { freePort, logLines, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { tempDir } from './helpers/tmp.js';
 
 const VERSIONS = '/_matrix/identity/versions';
@@ -26,7 +27,7 @@ interface Served {
 }
 
 /** what the running test started; `shared` is what a describe block's tests share */
-const cleanups: Array<() => unknown> = [];
+const cleanups = cleanupsAfterEach();
 const shared: Array<() => unknown> = [];
 
 async function serve(
@@ -60,16 +61,6 @@ function addToken(dir: string): void {
   db.prepare('INSERT INTO accounts(user_id, created_ts) VALUES (?, ?)').run('@slow:hs.example', Date.now());
   db.prepare('INSERT INTO tokens(token, user_id) VALUES (?, ?)').run(TOKEN, '@slow:hs.example');
   db.close();
-}
-
-/** The JSON lines of the server's log with this message. */
-function logLines(p: ServerProcess, msg: string): Array<Record<string, unknown>> {
-  return p
-    .stderr()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .filter((l) => l['msg'] === msg);
 }
 
 interface Trickle {
@@ -130,9 +121,6 @@ async function timed(url: string, init?: RequestInit): Promise<{ status: number;
   return { status: res.status, ms: performance.now() - began };
 }
 
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
 afterAll(async () => {
   for (const c of shared.splice(0).reverse()) await c();
 });

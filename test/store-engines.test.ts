@@ -6,22 +6,22 @@
  */
 import path from 'node:path';
 import { pino } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { lookupHash } from '../src/crypto/index.js';
 import { BindConflictError, type BindRecord } from '../src/store/associations.js';
 import type { StoreEngine, WriteRequest } from '../src/store/engine.js';
+import type { NewInvite } from '../src/store/invites.js';
 import { loadPgEngine } from '../src/store/pg/load.js';
-import { newSid, SessionConflictError, SidTakenError, type SessionWrite } from '../src/store/sessions.js';
+import { newSid, SessionConflictError, SidTakenError } from '../src/store/sessions.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
+import { cleanupsAfterEach } from './helpers/per-file.js';
 import { connect, testDatabase } from './helpers/postgres.js';
+import { sessionWrite as session } from './helpers/session-writes.js';
 import { tempDir } from './helpers/tmp.js';
 
 const log = pino({ level: 'silent' });
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const cleanups = cleanupsAfterEach();
 
 const req = (): WriteRequest => ({ deadline: Date.now() + 10_000 });
 
@@ -82,20 +82,15 @@ const ENGINES: [string, () => Promise<Opened>][] = [
   ['postgresql', () => openPg()],
 ];
 
-const session = (over: Partial<SessionWrite> = {}): SessionWrite => ({
-  sid: 77,
-  state: 'tokenSent',
-  context: '{}',
-  machineVersion: 1,
+/** An invite to alice@example.org from @s:hs, token `itok`, ephemeral key `epk`. */
+const pendingInvite = (): NewInvite => ({
+  medium: 'email',
   address: 'alice@example.org',
-  validated: false,
-  mtime: 1_000,
-  token: 'OurToken',
-  sendAttempt: 1,
-  history: [],
-  now: 1_000,
-  expectedSydent: null,
-  ...over,
+  roomId: '!r:hs',
+  sender: '@s:hs',
+  token: 'itok',
+  ephemeralPublicKey: 'epk',
+  now: 3_000_000,
 });
 
 async function bindRecord(store: StoreEngine, over: Partial<BindRecord> = {}): Promise<BindRecord> {
@@ -297,18 +292,7 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
     await expect(store.writes.bind(await bindRecord(store, { pepperSeen: 'stale' }), req())).rejects.toBeInstanceOf(
       BindConflictError,
     );
-    await store.writes.storeInvite(
-      {
-        medium: 'email',
-        address: 'alice@example.org',
-        roomId: '!r:hs',
-        sender: '@s:hs',
-        token: 'itok',
-        ephemeralPublicKey: 'epk',
-        now: 3_000_000,
-      },
-      req(),
-    );
+    await store.writes.storeInvite(pendingInvite(), req());
     await expect(store.writes.bind(await bindRecord(store), req())).rejects.toBeInstanceOf(BindConflictError);
     expect(await store.reads.peers.lastLocalId()).toBe(0);
     expect(await store.reads.associations.lookup('email', 'alice@example.org', 7_000)).toBeUndefined();
@@ -316,16 +300,7 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
 
   it('invites: stored with their key, pending until a bind sends them, checked and discarded', async () => {
     const { store } = await open();
-    const invite = {
-      medium: 'email',
-      address: 'alice@example.org',
-      roomId: '!r:hs',
-      sender: '@s:hs',
-      token: 'itok',
-      ephemeralPublicKey: 'epk',
-      now: 3_000_000,
-    };
-    await store.writes.storeInvite(invite, req());
+    await store.writes.storeInvite(pendingInvite(), req());
     const pending = await store.reads.invites.pending('email', 'alice@example.org');
     expect(pending).toEqual([
       {

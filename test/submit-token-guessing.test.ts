@@ -5,37 +5,19 @@
  * and survives a restart. Each client address (X-Forwarded-For only from trusted proxies) may submit
  * `submit_token.ratelimit` wrong tokens, across sessions, endpoints and APIs: then 429 M_LIMIT_EXCEEDED.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { MAX_WRONG_TOKENS } from '../src/machines/validation-session.js';
 import { call, emailConf, mailToken, type Reply } from './helpers/email.js';
+import { phoneRequest } from './helpers/msisdn.js';
+import { cleanupsAfterEach, openMarketForFile, smtpServerForFile } from './helpers/per-file.js';
 import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { startSmtpServer, type SmtpTestServer } from './helpers/smtp.js';
-import {
-  loopbackAllowed,
-  OM_CREDS,
-  openMarketConf,
-  smsCode,
-  startOpenMarket,
-  type FakeSmsGateway,
-} from './helpers/sms-providers.js';
+import { loopbackAllowed, openMarketConf, smsCode } from './helpers/sms-providers.js';
 
-let om: FakeSmsGateway;
-let smtp: SmtpTestServer;
-const cleanups: (() => Promise<void> | void)[] = [];
-
-beforeAll(async () => {
-  om = await startOpenMarket(OM_CREDS);
-  smtp = await startSmtpServer();
-});
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-afterAll(async () => {
-  await om?.close();
-  await smtp?.close();
-});
+const om = openMarketForFile();
+const smtp = smtpServerForFile();
+const cleanups = cleanupsAfterEach();
 
 const v1 = (t: TestServer, p: string) => t.url(`/_matrix/identity/api/v1${p}`);
 const smsTo = (msisdn: string) => om.messages.filter((m) => m.to === msisdn);
@@ -44,7 +26,7 @@ const wrongCode = (code: string, i: number) => String((Number(code) + 1 + i) % 1
 
 async function requestSms(t: TestServer, secret: string, phone: string, sendAttempt: number): Promise<string> {
   const res = await call(v1(t, '/validate/msisdn/requestToken'), {
-    body: { client_secret: secret, country: 'GB', phone_number: phone, send_attempt: sendAttempt },
+    body: phoneRequest(secret, 'GB', phone, sendAttempt),
   });
   expect(res.status, res.text).toBe(200);
   return res.json['sid'] as string;

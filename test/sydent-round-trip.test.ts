@@ -5,29 +5,21 @@
  * nothing older is ever written back into Sydent's tables. Sydent's writes are made as Sydent 2.6.1 makes them,
  * from a connection of its own (test/helpers/sydent-rows.ts).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { signJson } from '../src/crypto/index.js';
 import { call, emailConf, mailToken, sameMailbox, sessionOf, tokenRows } from './helpers/email.js';
 import { HUNDRED_YEARS_MS, lookupV1, serverPublicKey, SERVER_NAME, sha256Of, verifyOurs } from './helpers/flows.js';
+import { cleanupsAfterEach, smtpServerForFile } from './helpers/per-file.js';
 import { rows } from './helpers/rows.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { startSmtpServer, type ReceivedMail, type SmtpTestServer } from './helpers/smtp.js';
+import type { ReceivedMail } from './helpers/smtp.js';
 import { sydentDb } from './helpers/sydent-rows.js';
 
 const HOUR = 3600_000;
 
-let smtp: SmtpTestServer;
-const cleanups: (() => Promise<void>)[] = [];
-beforeAll(async () => {
-  smtp = await startSmtpServer();
-});
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-afterAll(async () => {
-  await smtp?.close();
-});
+const smtp = smtpServerForFile();
+const cleanups = cleanupsAfterEach();
 
 const v1 = (t: TestServer, p: string) => t.url(`/_matrix/identity/api/v1${p}`);
 const mailsTo = (address: string): ReceivedMail[] =>

@@ -101,6 +101,11 @@ export function sessionOf(dbFile: string, sid: string | number): { session?: Ses
   };
 }
 
+/** Every session and token row: what a refused request must leave as it was. */
+export function sessionsAndTokens(dbFile: string): { sessions: SessionRow[]; tokens: TokenRow[] } {
+  return { sessions: sessionRows(dbFile), tokens: tokenRows(dbFile) };
+}
+
 /** `[email]` settings pointing at a loopback SMTP server, with a sender limit that tests will not reach. */
 export function emailConf(smtpPort: number, extra: Record<string, string> = {}): Record<string, string> {
   return {

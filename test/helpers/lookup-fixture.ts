@@ -5,6 +5,7 @@
 import { expect } from 'vitest';
 import { mergeConf, startFederationEnv, type FederationEnv } from './federation-env.js';
 import { internal, lookupPepper, registerAccount, sha256Of } from './flows.js';
+import { sharedByFile } from './per-file.js';
 import { startTestServer, type TestServer } from './server.js';
 
 export interface LookupFixture {
@@ -33,4 +34,18 @@ export async function startLookupFixture(o: {
   const bound = await internal(t, 'bind', { medium: 'email', address: o.address, mxid: o.mxid });
   expect(bound.status, bound.text).toBe(200);
   return { env, t, token, pepper, hit: sha256Of(o.address, 'email', pepper) };
+}
+
+/**
+ * The fixture shared by a whole test file (test/helpers/per-file.ts). `options` is asked for once the servers
+ * declared before it have started, so that its configuration can name their ports.
+ */
+export function lookupFixtureForFile(options: () => Parameters<typeof startLookupFixture>[0]): LookupFixture {
+  return sharedByFile(
+    () => startLookupFixture(options()),
+    async ({ t, env }) => {
+      await t.close();
+      await env.close();
+    },
+  );
 }

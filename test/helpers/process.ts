@@ -53,6 +53,16 @@ export function spawnServer(opts: {
   return { child, stderr: () => err, stdout: () => out, exited };
 }
 
+/** The JSON lines of the process's log (stderr) whose message is `msg`. */
+export function logLines(p: ServerProcess, msg: string): Array<Record<string, unknown>> {
+  return p
+    .stderr()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l['msg'] === msg);
+}
+
 /** Waits until the process logs that it is listening; fails if it exits first. */
 export async function waitForStart(p: ServerProcess, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
