@@ -1,10 +1,10 @@
 /**
  * The client listener's fast lane (src/http/fast-lane.ts) is a performance module: its contract is to answer exactly
- * as the fastify routes do, for each of its routes (the v2 lookup, requestToken by email under v1 and v2). Two
+ * as the fastify routes do, for each of its routes (the v2 lookup, requestToken by email and by SMS under v1 and v2). Two
  * client apps are built alike, each with its own logger and metrics; one is reached through its own server, where
  * the lane sees requests first, the other through `app.routing` (fastify's request handler, without the lane). The
  * same requests go to both and must get the same status, body and headers (but the connection's own: date,
- * connection, keep-alive), the same log lines and the same metrics. The hooks fastify runs for each route are held
+ * connection, keep-alive), the same log lines, the same metrics and the same mails and SMS sent. The hooks fastify runs for each route are held
  * against the list of hooks whose work the lane does, so an app-wide hook added later fails here until the lane
  * applies it too.
  */
@@ -20,26 +20,38 @@ import { Metrics } from '../src/metrics/metrics.js';
 import { emailConf } from './helpers/email.js';
 import { sha256Of } from './helpers/flows.js';
 import { lookupFixtureForFile } from './helpers/lookup-fixture.js';
-import { smtpServerForFile } from './helpers/per-file.js';
+import { phoneRequest } from './helpers/msisdn.js';
+import { openMarketForFile, smtpServerForFile } from './helpers/per-file.js';
+import { loopbackAllowed, openMarketConf } from './helpers/sms-providers.js';
 
 const LOOKUP_LIMIT = 5000;
 
 const V1_REQUEST_TOKEN = '/_matrix/identity/api/v1/validate/email/requestToken';
 const V2_REQUEST_TOKEN = '/_matrix/identity/v2/validate/email/requestToken';
+const V1_SMS_REQUEST_TOKEN = '/_matrix/identity/api/v1/validate/msisdn/requestToken';
+const V2_SMS_REQUEST_TOKEN = '/_matrix/identity/v2/validate/msisdn/requestToken';
 /** The paths the lane takes, and whether fastify's route for each declares `auth`. */
 const LANE_PATHS: Array<[string, boolean]> = [
   [V2_LOOKUP_PATH, true],
   [V1_REQUEST_TOKEN, false],
   [V2_REQUEST_TOKEN, true],
+  [V1_SMS_REQUEST_TOKEN, false],
+  [V2_SMS_REQUEST_TOKEN, true],
 ];
 
 const smtp = smtpServerForFile();
+const om = openMarketForFile();
 const fixture = lookupFixtureForFile(() => ({
   addressLookupLimit: LOOKUP_LIMIT,
   localpart: 'contract',
   address: 'contract@example.com',
   mxid: '@contract:hs.example',
-  conf: { email: emailConf(smtp.port) },
+  conf: {
+    email: emailConf(smtp.port),
+    general: loopbackAllowed,
+    // numbers of the NANP (calling code 1) refused, for the refusal that costs nothing
+    sms: openMarketConf(om, { 'smsrule.1': 'reject' }),
+  },
 }));
 
 interface Side {
@@ -102,6 +114,8 @@ interface Request {
   routeFirst?: boolean;
   /** the mails the two sides send together: one for a session's send, none for a repeat */
   mails?: number;
+  /** the SMS they send together, as `mails` */
+  sms?: number;
 }
 
 function send(base: string, r: Request): Promise<Reply> {
@@ -164,6 +178,9 @@ const LEFT_TO_FASTIFY = [
   'requestToken: a brand in the query string',
   'requestToken: a form body',
   'requestToken: GET',
+  'requestToken by SMS: a brand in the query string',
+  'requestToken by SMS: a form body',
+  'requestToken by SMS: GET',
 ];
 
 const lookupBody = (addresses: string[], extra: Record<string, unknown> = {}) =>
@@ -172,7 +189,7 @@ const misses = (n: number) =>
   Array.from({ length: n }, (_, i) => sha256Of(`nobody${i}@example.com`, 'email', fixture.pepper));
 
 function requests(): Array<[string, Request]> {
-  return [...lookupRequests(), ...requestTokenRequests()];
+  return [...lookupRequests(), ...requestTokenRequests(), ...smsRequestTokenRequests()];
 }
 
 let sessions = 0;
@@ -253,6 +270,81 @@ function requestTokenRequests(): Array<[string, Request]> {
       mails: 1,
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: `client_secret=contractform&email=form%40example.com&send_attempt=1`,
+    }),
+    v1('GET', { method: 'GET' }),
+  ];
+}
+
+let phones = 0;
+/** A requestToken body for a number no request has started a session for yet. */
+function newPhoneSession(extra: Record<string, unknown> = {}): string {
+  phones++;
+  return JSON.stringify({ ...phoneRequest(`contractsms${phones}`, 'GB', `07700 900${100 + phones}`), ...extra });
+}
+
+function smsRequestTokenRequests(): Array<[string, Request]> {
+  const json = { 'content-type': 'application/json' };
+  const v2 = { ...json, authorization: `Bearer ${fixture.token}` };
+  const v1 = (what: string, r: Request): [string, Request] => [
+    `requestToken by SMS: ${what}`,
+    { path: V1_SMS_REQUEST_TOKEN, ...r },
+  ];
+  const repeated = newPhoneSession();
+  return [
+    v1('a new session, the lane first', { sms: 1, headers: json, body: newPhoneSession() }),
+    v1('a new session, fastify first', { sms: 1, headers: json, body: newPhoneSession(), routeFirst: true }),
+    v1('a new session with a next_link', {
+      sms: 1,
+      headers: json,
+      body: newPhoneSession({ next_link: 'https://app.example/done' }),
+    }),
+    v1('a number in international form', {
+      sms: 1,
+      headers: json,
+      body: newPhoneSession({ phone_number: '+44 7700 900999' }),
+    }),
+    v1('a session started', { sms: 1, headers: json, body: repeated }),
+    v1('a repeat of it', { headers: json, body: repeated }),
+    v1('a repeat with a greater send_attempt', {
+      sms: 1,
+      headers: json,
+      body: repeated.replace('"send_attempt":1', '"send_attempt":2'),
+    }),
+    [
+      'requestToken by SMS v2: a new session',
+      { sms: 1, path: V2_SMS_REQUEST_TOKEN, headers: v2, body: newPhoneSession() },
+    ],
+    ['requestToken by SMS v2: no token', { path: V2_SMS_REQUEST_TOKEN, headers: json, body: newPhoneSession() }],
+    ['requestToken by SMS v2: missing fields', { path: V2_SMS_REQUEST_TOKEN, headers: v2, body: '{}' }],
+    v1('missing fields', { headers: json, body: JSON.stringify({ country: 'GB' }) }),
+    v1('country not a string', { headers: json, body: newPhoneSession({ country: 44 }) }),
+    v1('phone_number null and client_secret a list', {
+      headers: json,
+      body: newPhoneSession({ phone_number: null, client_secret: [] }),
+    }),
+    v1('an invalid country', { headers: json, body: newPhoneSession({ country: 'GBR' }) }),
+    v1('a phone_number too long', { headers: json, body: newPhoneSession({ phone_number: '1'.repeat(100) }) }),
+    v1('a number that is none', { headers: json, body: newPhoneSession({ phone_number: '12' }) }),
+    v1('a refused country', {
+      headers: json,
+      body: newPhoneSession({ country: 'US', phone_number: '201 555 0123' }),
+    }),
+    v1('an invalid client_secret', { headers: json, body: newPhoneSession({ client_secret: 'a b' }) }),
+    v1('a send_attempt not a number', { headers: json, body: newPhoneSession({ send_attempt: 'x' }) }),
+    v1('a next_link not http', { headers: json, body: newPhoneSession({ next_link: 'javascript:alert(1)' }) }),
+    v1('invalid JSON', { headers: json, body: '{"client_secret":' }),
+    v1('an empty body', { headers: json, body: '' }),
+    v1('a list', { headers: json, body: '[]' }),
+    v1('a brand in the query string', {
+      sms: 1,
+      path: `${V1_SMS_REQUEST_TOKEN}?brand=vector-im`,
+      headers: json,
+      body: newPhoneSession(),
+    }),
+    v1('a form body', {
+      sms: 1,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `client_secret=contractsmsform&country=GB&phone_number=07700900998&send_attempt=1`,
     }),
     v1('GET', { method: 'GET' }),
   ];
@@ -362,6 +454,7 @@ describe('the lane answers as the fastify route does', () => {
       for (const [what, r] of requests()) {
         current = what;
         const mailed = smtp.messages.length;
+        const texted = om.messages.length;
         const viaRoute0 = r.routeFirst ? await exchange(route, r) : undefined;
         const viaLane = await exchange(lane, r);
         const viaRoute = viaRoute0 ?? (await exchange(route, r));
@@ -371,6 +464,7 @@ describe('the lane answers as the fastify route does', () => {
         expect(viaLane.log, what).toEqual(viaRoute.log);
         expect(viaLane.metrics, what).toEqual(viaRoute.metrics);
         expect(smtp.messages.length - mailed, `${what}: mails sent`).toBe(r.mails ?? 0);
+        expect(om.messages.length - texted, `${what}: SMS sent`).toBe(r.sms ?? 0);
       }
       expect(reached.route).toEqual(requests().map(([what]) => what));
       expect(reached.lane).toEqual(LEFT_TO_FASTIFY);
