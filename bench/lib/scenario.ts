@@ -5,6 +5,7 @@ import { runCannon, type CannonOptions, type CannonSummary } from './cannon.js';
 import { ROOT } from './child.js';
 import { newDatabase, type Engine } from './postgres.js';
 import { cpuSeconds } from './proc-cpu.js';
+import { startSmsSink, type SmsSink } from './sms-sink.js';
 import { startSmtpSink, type SmtpSink } from './smtp-sink.js';
 import { startSydent, type StartSydentOptions, type SydentProcess } from './sydent.js';
 import { startTwin, type Twin, type TwinSpec } from './twin.js';
@@ -154,6 +155,8 @@ export interface ScenarioContext {
   startTwin(spec: TwinSpec): Promise<Twin>;
   /** a loopback SMTP sink; closed when the scenario ends */
   startSmtpSink(): Promise<SmtpSink>;
+  /** a loopback OpenMarket gateway accepting every SMS; closed when the scenario ends */
+  startSmsSink(): Promise<SmsSink>;
   /** warm-up (`warmupS`) then the measured run (`durationS`); returns the measured run's summary */
   measure(opts: CannonOptions, hooks?: MeasureHooks): Promise<CannonSummary>;
   /**
@@ -294,6 +297,11 @@ export function createContext(opts: ContextOptions): {
     },
     async startSmtpSink() {
       const sink = await startSmtpSink();
+      cleanups.push(() => sink.close());
+      return sink;
+    },
+    async startSmsSink() {
+      const sink = await startSmsSink();
       cleanups.push(() => sink.close());
       return sink;
     },
