@@ -10,7 +10,8 @@ import type { InspectionEvent } from 'xstate';
 import type { ActorSystem } from '../src/actors/system.js';
 import { lookupHash } from '../src/crypto/index.js';
 import { setPepper } from '../src/store/hashing.js';
-import { freshConfig, startActorSystem, type Cleanups } from './helpers/actor-system.js';
+import { freshConfig, startActorSystem } from './helpers/actor-system.js';
+import type { Cleanups } from './helpers/cleanups.js';
 import { rows } from './helpers/rows.js';
 
 const cleanups: Cleanups = [];

@@ -6,7 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { InspectionEvent } from 'xstate';
 import type { Facades } from '../src/actors/facade.js';
 import { SUPERVISORS, type ActorSystem } from '../src/actors/system.js';
-import { freshConfig, startActorSystem, type Cleanups } from './helpers/actor-system.js';
+import { freshConfig, startActorSystem } from './helpers/actor-system.js';
+import type { Cleanups } from './helpers/cleanups.js';
 
 const cleanups: Cleanups = [];
 afterEach(async () => {

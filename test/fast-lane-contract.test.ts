@@ -1,12 +1,13 @@
 /**
  * The client listener's fast lane (src/http/fast-lane.ts) is a performance module: its contract is to answer exactly
- * as the fastify routes do, for each of its routes (the v2 lookup, requestToken by email and by SMS under v1 and v2). Two
- * client apps are built alike, each with its own logger and metrics; one is reached through its own server, where
- * the lane sees requests first, the other through `app.routing` (fastify's request handler, without the lane). The
- * same requests go to both and must get the same status, body and headers (but the connection's own: date,
- * connection, keep-alive), the same log lines, the same metrics and the same mails and SMS sent. The hooks fastify runs for each route are held
- * against the list of hooks whose work the lane does, so an app-wide hook added later fails here until the lane
- * applies it too.
+ * as the fastify routes do, for each of its routes (the v2 lookup, requestToken by email and by SMS under v1 and
+ * v2). Two client apps are built alike, each with its own logger and metrics; one is reached through its own server,
+ * where the lane sees requests first, the other through `app.routing` (fastify's request handler, without the lane).
+ * The same requests go to both and must get the same status, body and headers (but the connection's own: date,
+ * connection, keep-alive), the same log lines, the same metrics and the same mails and SMS sent. The hooks fastify
+ * runs for each route are held against the list of hooks whose work the lane does, so an app-wide hook added later
+ * fails here until the lane applies it too. Both sides run the same route functions, so the wording of each refusal
+ * is pinned by the endpoints' own tests (email-inputs, msisdn-inputs, lookup-v2-errors), not here.
  */
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';

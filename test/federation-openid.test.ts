@@ -16,7 +16,7 @@ import {
 import { makeCa, makeCert, type Pem } from './helpers/certs.js';
 import { startDnsServer, type DnsServer } from './helpers/dns-server.js';
 import { startHomeserver, type Homeserver, type HomeserverReply, type RouteHandler } from './helpers/homeserver.js';
-import { cleanupsAfterEach } from './helpers/per-file.js';
+import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { rejection } from './helpers/rejection.js';
 import { tempDir } from './helpers/tmp.js';
 

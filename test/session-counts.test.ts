@@ -9,7 +9,7 @@ import { closeDatabase, openDatabase } from '../src/store/database.js';
 import { OUR_MIGRATIONS } from '../src/store/migrations.js';
 import { CallbackReads } from '../src/store/callbacks.js';
 import { SessionReads, SessionWrites, type SessionWrite } from '../src/store/sessions.js';
-import { cleanupsAfterEach } from './helpers/per-file.js';
+import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { sessionWrite } from './helpers/session-writes.js';
 import { tempDir } from './helpers/tmp.js';
 

@@ -9,7 +9,8 @@ import { ManualClock } from '../src/clock.js';
 import { SESSION_MACHINE_VERSION } from '../src/machines/validation-session.js';
 import { call, emailConf, mailToken } from './helpers/email.js';
 import { rows as query } from './helpers/rows.js';
-import { cleanupsAfterEach, smtpServerForFile } from './helpers/per-file.js';
+import { cleanupsAfterEach } from './helpers/cleanups.js';
+import { smtpServerForFile } from './helpers/per-file.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const smtp = smtpServerForFile();

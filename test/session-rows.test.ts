@@ -10,7 +10,7 @@ import { reconcileWithSydent, sessionFromSydentRow } from '../src/sessions/syden
 import { closeDatabase, openDatabase } from '../src/store/database.js';
 import { SessionConflictError, SessionWrites, SidTakenError, type SydentSessionRow } from '../src/store/sessions.js';
 import { sessionOf, tokenRows } from './helpers/email.js';
-import { cleanupsAfterEach } from './helpers/per-file.js';
+import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { sessionWrite as write } from './helpers/session-writes.js';
 import { sydentDb } from './helpers/sydent-rows.js';
 import { tempDir } from './helpers/tmp.js';

@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { call, type Reply } from './helpers/email.js';
-import { cleanupsAfterEach } from './helpers/per-file.js';
+import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { freePort, logLines, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { startSmtpServer } from './helpers/smtp.js';
 import { tempDir } from './helpers/tmp.js';

@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { V2_LOOKUP_PATH } from '../src/http/routes/lookup.js';
-import { cleanupsAfterEach } from './helpers/per-file.js';
+import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { freePort, logLines, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { tempDir } from './helpers/tmp.js';
 

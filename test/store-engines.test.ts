@@ -15,7 +15,7 @@ import type { NewInvite } from '../src/store/invites.js';
 import { loadPgEngine } from '../src/store/pg/load.js';
 import { newSid, SessionConflictError, SidTakenError } from '../src/store/sessions.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
-import { cleanupsAfterEach } from './helpers/per-file.js';
+import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { connect, testDatabase } from './helpers/postgres.js';
 import { sessionWrite as session } from './helpers/session-writes.js';
 import { tempDir } from './helpers/tmp.js';

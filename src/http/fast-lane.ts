@@ -15,6 +15,7 @@
  * event loop's turn (answer-batch.ts says why).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { FastifyRequest } from 'fastify';
 import proxyAddr from '@fastify/proxy-addr';
 
 import type { RequestContext } from '../actors/request-context.js';
@@ -26,7 +27,7 @@ import { nextRequestId, type Logger } from '../log.js';
 import { CORS_HEADERS, logFailure, toMatrixError, type RequestLine } from './app.js';
 import { accountForToken, bearerToken, type AuthRequirement } from './auth.js';
 import type { AppContext } from './context.js';
-import { startDeadline, type DeadlineKind, type RequestDeadline } from './deadline.js';
+import { requestDeadline, startDeadline, type DeadlineKind, type RequestDeadline } from './deadline.js';
 import type { MatrixError } from './errors.js';
 import { parseJsonBody } from './json-body.js';
 
@@ -62,6 +63,11 @@ export interface LaneRequest {
   account: Account | undefined;
   /** the request's deadline (deadline.ts), made on first use; the same one for every call */
   deadline(kind: DeadlineKind): RequestContext;
+}
+
+/** A fastify request as a lane route's answer sees it: for the fastify route that answers what the lane leaves. */
+export function laneRequestOf(req: FastifyRequest, config: SydentConfig): LaneRequest {
+  return { ip: req.ip, account: req.account, deadline: (kind) => requestDeadline(req, config, kind) };
 }
 
 /** A route the lane answers. */

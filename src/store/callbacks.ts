@@ -71,7 +71,10 @@ export type CallbackCounts = Record<CallbackRowState, number>;
 export const DELIVERED_RETENTION_MS = 24 * 60 * 60 * 1000;
 export const ABANDONED_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 
-/** `T` with its camelCase keys as the table's snake_case column names (`nextAttemptTs` → `next_attempt_ts`). */
+/**
+ * `T` with its camelCase keys as the table's snake_case column names (`nextAttemptTs` → `next_attempt_ts`). A field
+ * renamed in `T` renames the column the row type expects: the SQL that reads the row is not checked against it.
+ */
 type ColumnsOf<T> = { [K in keyof T & string as SnakeCase<K>]: T[K] };
 type SnakeCase<S extends string> = S extends `${infer C}${infer Rest}`
   ? `${C extends Lowercase<C> ? C : `_${Lowercase<C>}`}${SnakeCase<Rest>}`

@@ -245,14 +245,13 @@ export class PeerWrites {
         throw new BindConflictError('the lookup pepper changed');
       const result: ApplyPushResult = { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 };
       for (const a of inOriginOrder(req.associations)) {
-        const row = globalRowOf(a, req.originServer);
-        if (row === null) {
+        if (a.mxid === null) {
           result.tombstones++;
           result.deleted += this.deleteOlder.run(a.medium, a.address, a.ts).changes;
           continue;
         }
         // better-sqlite3 binds an array's items as the statement's parameters.
-        const changes = this.insertGlobal.run(row).changes;
+        const changes = this.insertGlobal.run(globalRowOf(a, a.mxid, req.originServer)).changes;
         if (changes > 0) result.inserted++;
         else result.duplicates++;
       }
@@ -273,19 +272,19 @@ export function inOriginOrder<T extends { originId: number }>(associations: read
 export type GlobalRowValues = [string, string, string, string, number, number, number, string, number, string];
 
 /**
- * The global row a binding from `originServer` makes, or null for a tombstone (which removes rows instead). A peer
- * that sent no validity gets Sydent's: from `ts`, for ASSOCIATION_LIFETIME_MS.
+ * The global row a binding (`mxid`, which is `a.mxid`: not a tombstone) from `originServer` makes. A peer that sent
+ * no validity gets Sydent's: from `ts`, for ASSOCIATION_LIFETIME_MS.
  */
 export function globalRowOf(
   a: ReceivedAssociation & { lookupHash: string },
+  mxid: string,
   originServer: string,
-): GlobalRowValues | null {
-  if (a.mxid === null) return null;
+): GlobalRowValues {
   return [
     a.medium,
     a.address,
     a.lookupHash,
-    a.mxid,
+    mxid,
     a.ts,
     a.notBefore ?? a.ts,
     a.notAfter ?? a.ts + ASSOCIATION_LIFETIME_MS,

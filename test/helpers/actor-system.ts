@@ -15,10 +15,8 @@ import { ManualClock } from '../../src/clock.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { SydentConfig } from '../../src/config/types.js';
 import { identityFromConfig } from '../../src/identity.js';
+import type { Cleanups } from './cleanups.js';
 import { tempDir } from './tmp.js';
-
-/** What a test undoes after it, last first. */
-export type Cleanups = (() => unknown)[];
 
 /** A config of a server with a fresh database in a temp directory of its own, which `cleanups` removes. */
 export function freshConfig(cleanups: Cleanups): { config: SydentConfig; dbFile: string } {

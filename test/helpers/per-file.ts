@@ -3,13 +3,11 @@
  *
  *   const smtp = smtpServerForFile();
  *   const t = testServerForFile(() => ({ conf: { email: emailConf(smtp.port) } }));
- *   const cleanups = cleanupsAfterEach();   // cleanups.push(() => server.close()) inside a test
  *
  * Each server starts in the file's beforeAll and closes in its afterAll. Vitest runs the afterAll hooks in the
  * reverse order of their registration, so what is declared later (a server using the SMTP server) closes first.
  */
-import { afterAll, afterEach, beforeAll } from 'vitest';
-import type { Cleanups } from './actor-system.js';
+import { afterAll, beforeAll } from 'vitest';
 import { startFederationEnv, type FederationEnv } from './federation-env.js';
 import type { RouteHandler } from './homeserver.js';
 import { startTestServer, type TestServer, type TestServerOptions } from './server.js';
@@ -19,7 +17,8 @@ import { startSmtpServer, type SmtpServerOptions, type SmtpTestServer } from './
 /**
  * What `start` gives, shared by the file's tests. The tests hold a stand-in from the start (their module runs before
  * any hook): it forwards each read to the started value, and a read before the beforeAll ran throws instead of
- * answering undefined.
+ * answering undefined. Reads, writes and `in` go through; its own keys do not, so spread it or compare it whole
+ * (`{ ...t }`, `Object.keys(t)`, `toEqual(t)`) and it is an empty object.
  */
 export function sharedByFile<T extends object>(start: () => Promise<T>, stop: (started: T) => Promise<void>): T {
   let started: T | undefined;
@@ -79,13 +78,4 @@ export function testServerForFile(options: () => TestServerOptions = () => ({}))
     () => startTestServer(options()),
     (t) => t.close(),
   );
-}
-
-/** The list a test pushes what it started onto: after each test, undone last first (awaiting each). */
-export function cleanupsAfterEach(): Cleanups {
-  const cleanups: Cleanups = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-  return cleanups;
 }

@@ -1,17 +1,20 @@
 import type { FastifyInstance } from 'fastify';
-import { DeadlineExceededError } from '../../actors/ask.js';
 import { isCountryField, MAX_PHONE_NUMBER_LENGTH, parsePhone } from '../../matrix/index.js';
-import { answerRepeat } from '../../sessions/repeat.js';
 import type { AppContext, RouteOptions } from '../context.js';
-import { laneRoutesAt, type ApiMount, type LaneRequest, type LaneRoute } from '../fast-lane.js';
-import { requestDeadline } from '../deadline.js';
+import { laneRequestOf, laneRoutesAt, type ApiMount, type LaneRequest, type LaneRoute } from '../fast-lane.js';
 import { errors, MatrixError } from '../errors.js';
 import { bodyFields, clientSecret, nextLink, sendAttempt } from '../validate.js';
+import { sessionForToken, type TokenRefusals } from './request-token.js';
 import { submitTokenRoutes } from './submit-token.js';
 
 /** The fields of a requestToken body, in the order a missing one is reported; the first three are strings. */
 const REQUIRED = ['client_secret', 'country', 'phone_number', 'send_attempt'] as const;
 const STRINGS = ['client_secret', 'country', 'phone_number'] as const;
+
+const SMS_REFUSALS: TokenRefusals = {
+  sendFailed: () => errors.smsSendError(),
+  limited: 'Too many requests for this number or country',
+};
 
 const FAILURE_PAGE = 'Verification failed: you may need to request another verification text';
 
@@ -26,9 +29,8 @@ interface MsisdnAnswer {
 
 /**
  * `POST …/validate/msisdn/requestToken`, once authenticated (v2): the body checked, then the session's sid with the
- * number as parsed. A request that repeats one its session already took is answered from the session's rows
- * (sessions/repeat.ts); any other goes to the session, which sends the SMS before it answers. Shared by the fastify
- * route and the fast lane, so both answer every body alike.
+ * number as parsed (request-token.ts: a repeat from the session's rows, any other from the session once the SMS is
+ * sent). Shared by the fastify route and the fast lane, so both answer every body alike.
  */
 async function requestMsisdnToken(
   ctx: AppContext,
@@ -52,38 +54,23 @@ async function requestMsisdnToken(
   if (ctx.config.sms.rules[phone.countryCode] === 'reject') {
     throw new MatrixError(400, 'M_DESTINATION_REJECTED', 'Phone numbers in this country are not currently supported');
   }
-  const answer = (sid: string): MsisdnAnswer => ({ success: true, sid, msisdn: phone.msisdn, intl_fmt: phone.intlFmt });
-  const repeat = await answerRepeat(
-    ctx.reads.sessions,
-    { medium: 'msisdn', address: phone.msisdn, clientSecret: secret, sendAttempt: attempt },
-    ctx.clock.now(),
+  const sid = await sessionForToken(
+    ctx,
+    request,
+    {
+      medium: 'msisdn',
+      address: phone.msisdn,
+      sendTo: phone.msisdn,
+      clientSecret: secret,
+      sendAttempt: attempt,
+      nextLink: link,
+      brand,
+      // the SMS limits are per number (and per country, derived from it), whoever asks
+      requester: phone.msisdn,
+    },
+    SMS_REFUSALS,
   );
-  if (repeat) return answer(repeat.sid);
-  const deadline = request.deadline('send');
-  const result = await ctx.facades.sessions
-    .requestToken(
-      {
-        medium: 'msisdn',
-        address: phone.msisdn,
-        sendTo: phone.msisdn,
-        clientSecret: secret,
-        sendAttempt: attempt,
-        nextLink: link,
-        brand,
-        // the SMS limits are per number (and per country, derived from it), whoever asks
-        requester: phone.msisdn,
-        ipAddress: request.ip,
-        deadline: deadline.deadline,
-      },
-      deadline,
-    )
-    .catch((error: unknown) => {
-      // Out of time: the send was aborted (no SMS goes out later), whether or not the session said so yet.
-      throw error instanceof DeadlineExceededError ? errors.smsSendError() : error;
-    });
-  if (result.limited) throw errors.limitExceeded('Too many requests for this number or country', result.retryAfterMs);
-  if (result.state === 'sendFailed') throw errors.smsSendError();
-  return answer(result.sid);
+  return { success: true, sid, msisdn: phone.msisdn, intl_fmt: phone.intlFmt };
 }
 
 /**
@@ -105,11 +92,7 @@ export async function msisdnRoutes(app: FastifyInstance, opts: RouteOptions): Pr
     requestMsisdnToken(
       ctx,
       req.body,
-      {
-        ip: req.ip,
-        account: req.account,
-        deadline: (kind) => requestDeadline(req, ctx.config, kind),
-      },
+      laneRequestOf(req, ctx.config),
       typeof req.query.brand === 'string' ? req.query.brand : null,
     ),
   );

@@ -442,8 +442,7 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         if ((await storedPepper(sql)) !== e.pepperSeen) throw new BindConflictError('the lookup pepper changed');
         const result: ApplyPushResult = { inserted: 0, duplicates: 0, tombstones: 0, deleted: 0 };
         for (const a of inOriginOrder(e.associations)) {
-          const row = globalRowOf(a, e.originServer);
-          if (row === null) {
+          if (a.mxid === null) {
             result.tombstones++;
             // Bindings of the 3PID not newer than the tombstone, whatever their origin (as Sydent).
             result.deleted +=
@@ -459,7 +458,7 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
             `INSERT INTO global_threepid_associations
                (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
-            row,
+            globalRowOf(a, a.mxid, e.originServer),
           );
           if (res.rowCount) result.inserted++;
           else result.duplicates++;
