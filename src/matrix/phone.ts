@@ -6,6 +6,7 @@
 import { createRequire } from 'node:module';
 import type * as LibPhoneNumber from 'libphonenumber-js';
 import type { PhoneNumber } from 'libphonenumber-js';
+import { RecentValues } from '../util/recent-values.js';
 
 // The numbering-plan metadata is large: loaded with the first phone number, not at every start-up.
 const require = createRequire(import.meta.url);
@@ -15,19 +16,26 @@ const phoneLib = (): typeof LibPhoneNumber => (lib ??= require('libphonenumber-j
 /** Longer than any number with formatting; refused before parsing. */
 export const MAX_PHONE_NUMBER_LENGTH = 50;
 
+/** Shared by every caller that parses the same number: read only. */
 export interface ParsedPhone {
   /** E.164 digits without `+`, e.g. `447700900750` */
-  msisdn: string;
+  readonly msisdn: string;
   /** the country calling code, e.g. `44` (the key of `originators.<cc>` and `smsrule.<cc>`) */
-  countryCode: string;
+  readonly countryCode: string;
   /** Google's INTERNATIONAL format, e.g. `+44 7700 900750`, `+1 202-555-0123` */
-  intlFmt: string;
+  readonly intlFmt: string;
 }
 
 /** `country`: ISO 3166-1 alpha-2, in any case. */
 export function isCountryField(value: string): boolean {
   return /^[A-Za-z]{2}$/.test(value);
 }
+
+/**
+ * The numbers parsed last, by region and number as given: libphonenumber-js takes tens of microseconds a number
+ * (most of a repeated requestToken's time), and a client repeats its request with the same number.
+ */
+const recentlyParsed = new RecentValues<ParsedPhone | null>(1024);
 
 /**
  * The number dialled from `country`, or null when it is not one: no digits, no known country calling code, or
@@ -37,6 +45,10 @@ export function isCountryField(value: string): boolean {
 export function parsePhone(phoneNumber: string, country: string): ParsedPhone | null {
   if (phoneNumber.length > MAX_PHONE_NUMBER_LENGTH) return null;
   const region = country.toUpperCase();
+  return recentlyParsed.through(`${region}\u0000${phoneNumber}`, () => parseInRegion(phoneNumber, region));
+}
+
+function parseInRegion(phoneNumber: string, region: string): ParsedPhone | null {
   let phone: PhoneNumber;
   try {
     phone = phoneLib().parsePhoneNumberWithError(phoneNumber, {
