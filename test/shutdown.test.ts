@@ -65,6 +65,9 @@ function expectClosedCleanly(dir: string): void {
   expect(fs.existsSync(path.join(dir, 'sydent.db-wal')), 'the WAL of a database never closed').toBe(false);
 }
 
+/** The shutdown deadline while a slow mail is sent: far longer than the mail takes, so that an exit at it shows. */
+const SLOW_MAIL_SHUTDOWN_MS = 8000;
+
 describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
   it('a mail server that never answers, a body still arriving: after the drain window and the deadline both are answered 503 with Retry-After, and the process exits 0 within a second', async () => {
     // Accepts connections and never says a word.
@@ -148,7 +151,7 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
   it('a slow mail server: the request under way finishes with its answer and mail, new connections are refused, and the process exits 0 without waiting for the deadline', async () => {
     const smtp = await startSmtpServer({ answerAfterMs: 1500 });
     cleanups.push(() => smtp.close());
-    const s = await serve(smtp.port, { shutdown_timeout_seconds: '8' });
+    const s = await serve(smtp.port, { shutdown_timeout_seconds: String(SLOW_MAIL_SHUTDOWN_MS / 1000) });
 
     const inFlight = call(`${s.base}${REQUEST_TOKEN}`, {
       body: { client_secret: 'shutdownsecret', email: 'slow@example.org', send_attempt: 1 },
@@ -167,7 +170,8 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
     expect(smtp.messages.map((m) => m.to)).toEqual([['slow@example.org']]);
     const exit = await exited;
     expect(exit.code).toBe(0);
-    expect(exit.at - signalled).toBeLessThan(3000);
+    // well before the deadline (about 1.5 s after the signal), however late a loaded machine runs it
+    expect(exit.at - signalled).toBeLessThan(SLOW_MAIL_SHUTDOWN_MS / 2);
     expect(logLines(s.p, 'stopping: requests still under way at the deadline are answered 503')).toEqual([]);
     expect(logLines(s.p, 'stopping: the deadline passed; work still under way was abandoned')).toEqual([]);
     expectClosedCleanly(s.dir);
