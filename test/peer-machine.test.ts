@@ -228,7 +228,7 @@ describe('replication worker: one actor per peer', () => {
       random: () => 0,
       log: pino({ level: 'silent' }),
       transport: (peer): PushTransport => ({
-        post: (_url, body) => transports[peer.name]!(body),
+        post: (_url, body) => transports[peer.name]!(JSON.parse(body) as PushBody),
         close: async () => undefined,
         destroy: async () => undefined,
       }),

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
+  CanonicalJsonError,
+  canonicalJson,
   canonicalJsonBytes,
   decodeBase64,
   encodeBase64,
@@ -12,15 +14,26 @@ import {
 } from '../src/crypto/index.js';
 import { isOwnSignature } from '../src/crypto/own-signature.js';
 import { decodePeerKey, PeerKeyError } from '../src/replication/keys.js';
-import { buildBatch, mayOverlap, SIGN_SLICE } from '../src/replication/outbound.js';
+import {
+  buildBatch,
+  canonicalWire,
+  mayOverlap,
+  SIGN_SLICE,
+  type OutboundBatch,
+  type PushBody,
+} from '../src/replication/outbound.js';
 import { pushUrl } from '../src/replication/peer-config.js';
 import { checkPush } from '../src/replication/receive.js';
+import type { LocalAssociationRow } from '../src/store/peers.js';
 import { commonNameOf, splitPem } from '../src/replication/tls.js';
 import { makeCa } from './helpers/certs.js';
 import { makePeerCert } from './helpers/replication.js';
 
 const key = { version: '0', seed: generateSeed() };
 const pub = verifyKeyObject(publicKeyFromSeed(key.seed));
+
+/** The associations of a batch's JSON text, as a peer parses them. */
+const sgAssocsOf = (batch: OutboundBatch) => (JSON.parse(batch.body) as PushBody).sgAssocs;
 
 describe('checkPush: the signature rules (Sydent verifySignedAssociation)', () => {
   const assoc = { medium: 'email', address: 'a@x.test', mxid: '@a:hs.test', ts: 1, not_before: 1, not_after: 2 };
@@ -59,8 +72,8 @@ describe('the outbound batch', () => {
     );
     expect(batch.lastId).toBe(9);
     expect(batch.count).toBe(2);
-    expect(Object.keys(batch.body.sgAssocs)).toEqual(['7', '9']);
-    expect(batch.body.sgAssocs['9']).toEqual(
+    expect(Object.keys(sgAssocsOf(batch))).toEqual(['7', '9']);
+    expect(sgAssocsOf(batch)['9']).toEqual(
       signJson(
         { medium: 'email', address: 'b@x.test', mxid: null, ts: 6, not_before: null, not_after: null },
         'a.test',
@@ -85,13 +98,112 @@ describe('the outbound batch', () => {
     const batch = await buildBatch(rows, 'a.test', key).finally(() => clearInterval(ticking));
     expect(batch.count).toBe(count);
     expect(batch.lastId).toBe(count);
-    expect(Object.keys(batch.body.sgAssocs)).toEqual(rows.map((r) => String(r.id)));
+    expect(Object.keys(sgAssocsOf(batch))).toEqual(rows.map((r) => String(r.id)));
     for (const id of ['1', String(SIGN_SLICE + 1), String(count)]) {
       expect(() =>
-        verifySignedJson(batch.body.sgAssocs[id]!, 'a.test', 'ed25519:0', publicKeyFromSeed(key.seed)),
+        verifySignedJson(sgAssocsOf(batch)[id]!, 'a.test', 'ed25519:0', publicKeyFromSeed(key.seed)),
       ).not.toThrow();
     }
     expect(turns).toBeGreaterThan(0);
+  });
+
+  it('writes each association exactly as canonical JSON does, whatever its columns hold', () => {
+    const strings = [
+      'a@x.test',
+      'quote" back\\ slash',
+      'ctl \u0000\u001f\n\t\u007f',
+      'sep \u2028\u2029',
+      'astral 😀 𝄞',
+      'lone \ud800 \udfff',
+      'é 中文',
+      '',
+    ];
+    const numbers = [0, 1, -1, 1_700_000_000_000, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER, null];
+    /** canonicalJson of the wire form as buildBatch signed it before writing it out, or the error's message */
+    const expected = (r: LocalAssociationRow) => {
+      const tombstone = r.mxid === null;
+      const wire = {
+        medium: r.medium,
+        address: r.address,
+        mxid: r.mxid,
+        ts: r.ts,
+        not_before: tombstone ? null : r.notBefore,
+        not_after: tombstone ? null : r.notAfter,
+      };
+      try {
+        return canonicalJson(wire);
+      } catch (e) {
+        return (e as Error).message;
+      }
+    };
+    const written = (r: LocalAssociationRow) => {
+      try {
+        return canonicalWire(r);
+      } catch (e) {
+        expect(e).toBeInstanceOf(CanonicalJsonError);
+        return (e as Error).message;
+      }
+    };
+    let compared = 0;
+    for (const address of strings)
+      for (const mxid of [...strings, null])
+        for (const n of numbers) {
+          const r = { id: 1, medium: 'email', address, mxid, ts: n, notBefore: n, notAfter: numbers[compared % 7]! };
+          expect(written(r)).toBe(expected(r));
+          compared++;
+        }
+    // numbers canonical JSON refuses, and columns of other types than the schema's (SQLite keeps what it is given)
+    const odd: LocalAssociationRow[] = [
+      ...[1.5, 2 ** 53, NaN, Infinity].map((n) => ({
+        id: 1,
+        medium: 'email',
+        address: 'a',
+        mxid: 'm',
+        ts: n,
+        notBefore: 1,
+        notAfter: 2,
+      })),
+      { id: 1, medium: 'email', address: 'a', mxid: 'm', ts: 1, notBefore: 1.5, notAfter: 2 },
+      { id: 1, medium: 'email', address: 'a', mxid: null, ts: 1, notBefore: 1.5, notAfter: 2 ** 60 },
+      {
+        id: 1,
+        medium: 'msisdn',
+        address: 447700900000 as unknown as string,
+        mxid: 'm',
+        ts: 1,
+        notBefore: 1,
+        notAfter: 2,
+      },
+      { id: 1, medium: 'email', address: 'a', mxid: 12 as unknown as string, ts: 1, notBefore: 1, notAfter: 2 },
+      { id: 1, medium: 'email', address: 'a', mxid: 'm', ts: '5' as unknown as number, notBefore: 1, notAfter: 2 },
+    ];
+    for (const r of odd) expect(written(r)).toBe(expected(r));
+    expect(written(odd[0]!)).toMatch(/not an integer/);
+    expect(compared).toBe(strings.length * (strings.length + 1) * numbers.length);
+  });
+
+  it('is JSON text a peer parses back into the signed associations', async () => {
+    const rows = [
+      { id: 3, medium: 'email', address: 'q"\\😀\u2028@x.test', mxid: '@q:x.test', ts: 5, notBefore: 5, notAfter: 9 },
+      { id: 4, medium: 'msisdn', address: '447700900000', mxid: null, ts: 6, notBefore: null, notAfter: null },
+    ];
+    const batch = await buildBatch(rows, 'odd "name"', key);
+    const sent = sgAssocsOf(batch);
+    expect(Object.keys(sent)).toEqual(['3', '4']);
+    expect(sent['3']).toEqual(
+      signJson(
+        { medium: 'email', address: rows[0]!.address, mxid: '@q:x.test', ts: 5, not_before: 5, not_after: 9 },
+        'odd "name"',
+        key,
+      ),
+    );
+    expect(sent['4']).toEqual(
+      signJson(
+        { medium: 'msisdn', address: '447700900000', mxid: null, ts: 6, not_before: null, not_after: null },
+        'odd "name"',
+        key,
+      ),
+    );
   });
 });
 
@@ -224,7 +336,7 @@ describe('a push sends the signature stored at bind again only when it is our ke
     rows[2]!.sgAssoc = stored(rows[2]!, key, { invites: [] });
     const batch = await buildBatch(rows, 'a.test', key);
     for (const r of rows) {
-      const sent = batch.body.sgAssocs[String(r.id)]!;
+      const sent = sgAssocsOf(batch)[String(r.id)]!;
       // exactly what Sydent sends: the six fields, freshly signed
       expect(sent).toEqual(signJson(wire(r), 'a.test', key));
       expect(() => verifySignedJson(sent, 'a.test', 'ed25519:0', publicKeyFromSeed(key.seed))).not.toThrow();

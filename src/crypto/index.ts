@@ -10,6 +10,7 @@ export {
   publicKeyFromSeed,
   signJson,
   signJsonAgain,
+  signatureAgain,
   signatureKeyIds,
   signedPayload,
   verifyKeyObject,

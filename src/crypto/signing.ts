@@ -112,6 +112,14 @@ function reusable(previous: string | undefined, message: Uint8Array, key: Signin
   return isOwnSignature(message, signature, key.seed, keyPairFor(key.seed).publicKey) ? signature : null;
 }
 
+/**
+ * Our key's signature of `message` (the canonical JSON of what is signed), base64: `previous` when it is exactly
+ * that signature (see signJsonAgain), a new one otherwise. For callers that write the signed JSON themselves.
+ */
+export function signatureAgain(message: Uint8Array, key: SigningKeyLike, previous: string | undefined): string {
+  return encodeBase64(reusable(previous, message, key) ?? sign(null, message, keyPairFor(key.seed).privateKey));
+}
+
 function signedCopy<T extends object>(
   obj: T,
   signerName: string,
@@ -137,10 +145,8 @@ function signedCopy<T extends object>(
     }
   }
 
-  const message = canonicalJsonBytes(rest);
-  const sig = reusable(previous, message, key) ?? sign(null, message, keyPairFor(key.seed).privateKey);
   const mine = Object.hasOwn(signatures, signerName) ? signatures[signerName]! : {};
-  mine[`ed25519:${key.version}`] = encodeBase64(sig);
+  mine[`ed25519:${key.version}`] = signatureAgain(canonicalJsonBytes(rest), key, previous);
   // defineProperty, not assignment, so a signer called "__proto__" stays an own key.
   Object.defineProperty(signatures, signerName, {
     value: mine,

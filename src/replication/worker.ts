@@ -36,7 +36,6 @@ import {
   ReplicationClient,
   type OutboundBatch,
   type PushAnswer,
-  type PushBody,
 } from './outbound.js';
 import { pushUrl, type PeerUrls } from './peer-config.js';
 import type { ReplicationTls } from './tls.js';
@@ -67,7 +66,8 @@ export interface ReplicationReadPort {
 
 /** Sends one batch to a URL; the default is a ReplicationClient per peer. */
 export interface PushTransport {
-  post(url: string, body: PushBody): Promise<PushAnswer>;
+  /** `body`: the push's JSON text (a PushBody) */
+  post(url: string, body: string): Promise<PushAnswer>;
   close(): Promise<void>;
   destroy(): Promise<void>;
 }
