@@ -9,7 +9,6 @@ export {
   generateSeed,
   publicKeyFromSeed,
   signJson,
-  signJsonAgain,
   signatureAgain,
   signatureKeyIds,
   signedPayload,

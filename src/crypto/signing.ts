@@ -83,49 +83,6 @@ export function signJson<T extends object>(
   signerName: string,
   key: SigningKeyLike,
 ): T & { signatures: Signatures } {
-  return signedCopy(obj, signerName, key, undefined);
-}
-
-/**
- * `signJson` of an object signed before, given that signature (`previous`, base64, as stored with it): the same
- * result, but `previous` is used when it is exactly the signature `signJson` would make now (same key, same content;
- * own-signature.ts tells it for a fraction of the cost of signing), and a new one is made otherwise.
- */
-export function signJsonAgain<T extends object>(
-  obj: T,
-  signerName: string,
-  key: SigningKeyLike,
-  previous: string | undefined,
-): T & { signatures: Signatures } {
-  return signedCopy(obj, signerName, key, previous);
-}
-
-/** `previous` decoded, when it is our key's signature of `message`. */
-function reusable(previous: string | undefined, message: Uint8Array, key: SigningKeyLike): Uint8Array | null {
-  if (previous === undefined) return null;
-  let signature: Uint8Array;
-  try {
-    signature = decodeBase64(previous);
-  } catch {
-    return null;
-  }
-  return isOwnSignature(message, signature, key.seed, keyPairFor(key.seed).publicKey) ? signature : null;
-}
-
-/**
- * Our key's signature of `message` (the canonical JSON of what is signed), base64: `previous` when it is exactly
- * that signature (see signJsonAgain), a new one otherwise. For callers that write the signed JSON themselves.
- */
-export function signatureAgain(message: Uint8Array, key: SigningKeyLike, previous: string | undefined): string {
-  return encodeBase64(reusable(previous, message, key) ?? sign(null, message, keyPairFor(key.seed).privateKey));
-}
-
-function signedCopy<T extends object>(
-  obj: T,
-  signerName: string,
-  key: SigningKeyLike,
-  previous: string | undefined,
-): T & { signatures: Signatures } {
   const record = obj as Record<string, unknown>;
   let existing: unknown;
   // What the signature covers: an object without either key is covered whole, and is not copied for it.
@@ -146,7 +103,7 @@ function signedCopy<T extends object>(
   }
 
   const mine = Object.hasOwn(signatures, signerName) ? signatures[signerName]! : {};
-  mine[`ed25519:${key.version}`] = signatureAgain(canonicalJsonBytes(rest), key, previous);
+  mine[`ed25519:${key.version}`] = signatureAgain(canonicalJsonBytes(rest), key, undefined);
   // defineProperty, not assignment, so a signer called "__proto__" stays an own key.
   Object.defineProperty(signatures, signerName, {
     value: mine,
@@ -161,6 +118,27 @@ function signedCopy<T extends object>(
   out.signatures = signatures;
   if (Object.hasOwn(record, 'unsigned')) out.unsigned = record.unsigned;
   return out as T & { signatures: Signatures };
+}
+
+/** `previous` decoded, when it is our key's signature of `message`. */
+function reusable(previous: string | undefined, message: Uint8Array, key: SigningKeyLike): Uint8Array | null {
+  if (previous === undefined) return null;
+  let signature: Uint8Array;
+  try {
+    signature = decodeBase64(previous);
+  } catch {
+    return null;
+  }
+  return isOwnSignature(message, signature, key.seed, keyPairFor(key.seed).publicKey) ? signature : null;
+}
+
+/**
+ * Our key's signature of `message` (the canonical JSON of what is signed), base64. `previous` is a signature made
+ * before (as stored with the object): it is used when it is exactly the one signing would make now (same key, same
+ * content; own-signature.ts tells it for a fraction of the cost of signing), and a new one is made otherwise.
+ */
+export function signatureAgain(message: Uint8Array, key: SigningKeyLike, previous: string | undefined): string {
+  return encodeBase64(reusable(previous, message, key) ?? sign(null, message, keyPairFor(key.seed).privateKey));
 }
 
 function signaturesFrom(obj: object, signerName: string): Record<string, unknown> | undefined {
