@@ -8,6 +8,7 @@
  * their figures come from the same minutes); PostgreSQL is a throwaway server started once for the run. Speed is
  * recorded here, never asserted in tests.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -278,15 +279,46 @@ function machine(): { cpu: string; cores: number; node: string; os: string } {
   };
 }
 
+/** The commit measured, and whether the checkout had changes. */
+function codeVersion(): string {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: BENCH_DIR, encoding: 'utf8' }).trim();
+  try {
+    const changed = git('status', '--porcelain', '--untracked-files=no') !== '';
+    return `${git('log', '-1', '--format=%h %s')}${changed ? ' (with uncommitted changes)' : ''}`;
+  } catch {
+    return 'not a git checkout';
+  }
+}
+
+/**
+ * The work log's first line in RESULTS.md: what follows it is kept as it is when a run rewrites the file (the
+ * sessions' sections, written by hand after their runs).
+ */
+const WORK_LOG_MARKER = '<!-- work log: npm run bench rewrites what is above this line and keeps the rest -->';
+
+/** The work log of the file about to be rewritten (from its marker on), or nothing. */
+function keptWorkLog(file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+  const at = text.indexOf(WORK_LOG_MARKER);
+  return at === -1 ? '' : `\n${text.slice(at)}`;
+}
+
 function markdown(outcomes: Outcome[], rows: string[][], opts: Options, startedAt: Date): string {
   const m = machine();
   const out: string[] = [
     '# Benchmark results',
     '',
     'Written by `npm run bench` (bench/run.ts); see bench/README.md. Figures from one run on one',
-    'machine: compare ratios to the baseline rather than absolute numbers across machines.',
+    'machine: compare ratios to the baseline rather than absolute numbers across machines. The work log that',
+    'follows the run (how each figure came about, the runs before this one) is kept by every run.',
     '',
     `- Date: ${startedAt.toISOString()} to ${new Date().toISOString()}`,
+    `- Code: ${codeVersion()}`,
     `- Load average (1 min, on ${os.cpus().length} cores) at the start ${loadAtStart.toFixed(2)}, at the end ${os.loadavg()[0]!.toFixed(2)}` +
       (Math.max(loadAtStart, os.loadavg()[0]!) > 1.5
         ? ': other work shared the machine, figures are lower than on a quiet one'
@@ -453,7 +485,7 @@ async function main(): Promise<void> {
 
   const base = outcomes.find((o) => o.scenario.name === BASELINE)?.result?.summary?.rps ?? null;
   const rows = outcomes.map((o) => row(o, base));
-  fs.writeFileSync(opts.out, markdown(outcomes, rows, opts, startedAt));
+  fs.writeFileSync(opts.out, markdown(outcomes, rows, opts, startedAt) + keptWorkLog(opts.out));
 
   process.stdout.write(`\n${textTable(rows)}\n`);
   for (const o of outcomes) {
