@@ -109,13 +109,15 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
   async function shutdown(drain: boolean): Promise<void> {
     readiness?.drain();
     const drainMs = drain ? config.http.drainSeconds * 1000 : 0;
+    // One deadline for the rest, counted from the stop's start: requests under way may finish until then, the actors
+    // drain until then, and what is left at that moment is answered 503 or abandoned. Each step is cut short at it,
+    // so the stop ends soon after. (From the start, not from the drain's end: a drain timer that fires late on a
+    // loaded machine shortens the rest instead of moving the deadline past the one main.ts holds the process to.)
+    const until = Date.now() + drainMs + config.http.shutdownTimeoutMs;
     if (drainMs > 0) {
       log.info({ seconds: config.http.drainSeconds }, 'draining: /ready answers 503 until the listeners close');
       await new Promise((resolve) => setTimeout(resolve, drainMs));
     }
-    // One deadline for the rest: requests under way may finish until then, the actors drain until then, and what is
-    // left at that moment is answered 503 or abandoned. Each step is cut short at it, so the stop ends soon after.
-    const until = Date.now() + config.http.shutdownTimeoutMs;
     if (httpListeners.length > 0)
       log.info(
         { seconds: config.http.shutdownTimeoutMs / 1000 },
