@@ -240,7 +240,8 @@ async function serverProcess(
   return { dir: tmp.dir, dbFile, base: `http://127.0.0.1:${port}`, start };
 }
 
-describe('a real process killed with SIGKILL', () => {
+// Each test starts the server twice: a start takes seconds on a loaded machine, and the two can pass 20 s.
+describe('a real process killed with SIGKILL', { timeout: 60_000 }, () => {
   it('requestToken, kill -9, start again: submitToken and getValidated3pid work', async () => {
     const { dir, base, start } = await serverProcess(smtp.port);
     const address = 'killed@example.org';
