@@ -13,6 +13,7 @@ import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { freePort, logLines, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { startSmtpServer } from './helpers/smtp.js';
 import { tempDir } from './helpers/tmp.js';
+import { loopHeld } from './helpers/loop-held.js';
 
 const REQUEST_TOKEN = '/_matrix/identity/api/v1/validate/email/requestToken';
 const VERSIONS = '/_matrix/identity/versions';
@@ -50,26 +51,6 @@ async function refused(base: string): Promise<boolean> {
     () => false,
     () => true,
   );
-}
-
-/**
- * How long this test's own event loop was held up (not given a core on a loaded machine) within a span of
- * `Date.now()`: what happens meanwhile is seen that much later than it came. A server that stops late holds up nothing
- * here (this loop idles while it waits), so what is left once this is taken off is the server's own delay.
- */
-function loopHeld(): { within(from: number, to: number): number; stop(): void } {
-  const TICK = 10;
-  const held: Array<[from: number, to: number]> = [];
-  let last = Date.now();
-  const timer = setInterval(() => {
-    const now = Date.now();
-    if (now - last > TICK) held.push([last + TICK, now]);
-    last = now;
-  }, TICK);
-  return {
-    within: (from, to) => held.reduce((sum, [a, b]) => sum + Math.max(0, Math.min(b, to) - Math.max(a, from)), 0),
-    stop: () => clearInterval(timer),
-  };
 }
 
 /** Sends SIGTERM: when it was sent, and the exit code with when it came. */
@@ -130,7 +111,7 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
       socket.on('close', () => resolve(received));
     });
 
-    const ownLoop = loopHeld();
+    const ownLoop = loopHeld(Date.now);
     cleanups.push(() => ownLoop.stop());
     const { signalled, exited } = sigterm(s.p);
     // The drain window: still serving (a load balancer stops sending meanwhile), then no new connections.

@@ -14,6 +14,7 @@ import { V2_LOOKUP_PATH } from '../src/http/routes/lookup.js';
 import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { freePort, logLines, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { tempDir } from './helpers/tmp.js';
+import { loopHeld } from './helpers/loop-held.js';
 
 const VERSIONS = '/_matrix/identity/versions';
 const V1_BULK_LOOKUP = '/_matrix/identity/api/v1/bulk_lookup';
@@ -53,27 +54,6 @@ async function serve(
   });
   await waitForStart(p);
   return { p, dir: t.dir, port, internalPort };
-}
-
-/**
- * How long this test's own event loop was held up (busy with 400 tricklers, or not given a core on a loaded machine)
- * within a span of `performance.now()`: an answer that arrives meanwhile is seen that much later than it came. A
- * server that keeps a client waiting holds up nothing here (this loop idles while it waits), so what is left once
- * this is taken off is the server's own delay.
- */
-function loopHeld(): { within(from: number, to: number): number; stop(): void } {
-  const TICK = 10;
-  const held: Array<[from: number, to: number]> = [];
-  let last = performance.now();
-  const timer = setInterval(() => {
-    const now = performance.now();
-    if (now - last > TICK) held.push([last + TICK, now]);
-    last = now;
-  }, TICK);
-  return {
-    within: (from, to) => held.reduce((sum, [a, b]) => sum + Math.max(0, Math.min(b, to) - Math.max(a, from)), 0),
-    stop: () => clearInterval(timer),
-  };
 }
 
 /** An account token, written as registration writes it: the lookups then take the authenticated path. */
