@@ -239,6 +239,33 @@ describe('two nodes on one PostgreSQL', () => {
     expect(sql(`SELECT count(*) FROM threepid_validation_sessions WHERE address = '${address}'`)).toBe('1');
   }, 60_000);
 
+  it('100 requestTokens at once for different sessions on each node: each its own session and mail, and the locks taken in turn on the coordinating connection', async () => {
+    const before = smtp.messages.length;
+    const address = (i: number) => `many-${i}@example.org`;
+    const answers = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        requestToken(i % 2 ? a : b, { client_secret: `many-secret-${i}`, email: address(i), send_attempt: 1 }),
+      ),
+    );
+    expect(answers.filter((r) => r.status !== 200).map((r) => `${r.status} ${r.text}`)).toEqual([]);
+    expect(new Set(answers.map((r) => r.json['sid'])).size).toBe(200);
+    await waitFor(
+      () => smtp.messages.length - before,
+      (n) => n >= 200,
+      30_000,
+    );
+    const mailed = smtp.messages.slice(before).flatMap((m) => m.to);
+    for (let i = 0; i < 200; i++)
+      expect(
+        mailed.filter((r) => sameMailbox(r, address(i))),
+        address(i),
+      ).toHaveLength(1);
+    expect(sql(`SELECT count(*) FROM threepid_validation_sessions WHERE address LIKE 'many-%'`)).toBe('200');
+    // Each node's request locks are taken on its one coordinating connection, one query at a time: pg 8 warns on
+    // stderr of a query sent while another runs on a client, and pg 9 refuses it.
+    for (const node of [a, b]) expect(node.proc.stderr(), node.name).not.toMatch(/Warning/);
+  }, 60_000);
+
   it('a rate limit holds across both: wrong submitTokens from one client, spread over A and B, are refused after one burst', async () => {
     const start = await requestToken(a, { client_secret: 'guess-secret', email: 'guess@example.org', send_attempt: 1 });
     const sid = start.json['sid'] as string;

@@ -53,6 +53,8 @@ export class PgCoordinator {
   private readonly held = new Set<string>();
   /** the request locks this node holds, and on which connection */
   private readonly keys = new Map<string, { id: number; client: pg.Client }>();
+  /** the last query sent on `client`: the next one waits for it (see `send`) */
+  private tail: Promise<unknown> = Promise.resolve();
   private retryMs = RECONNECT_MIN_MS;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -82,10 +84,10 @@ export class PgCoordinator {
     try {
       if (this.held.has(name)) {
         // The session (and so the lock) is still there: a push never starts on a lease lost a moment ago.
-        await client.query('SELECT 1');
+        await this.send(client, 'SELECT 1');
         return this.held.has(name) ? 'held' : 'elsewhere';
       }
-      const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [
+      const res = await this.send<{ ok: boolean }>(client, 'SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [
         LEASE_CLASS,
         name,
       ]);
@@ -112,7 +114,7 @@ export class PgCoordinator {
       // The database cannot be reached: the request fails now, as its writes would.
       if (!client) throw new StoreUnavailableError('unreachable');
       try {
-        const res = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [
+        const res = await this.send<{ ok: boolean }>(client, 'SELECT pg_try_advisory_lock($1, $2) AS ok', [
           REQUEST_CLASS,
           id,
         ]);
@@ -134,7 +136,7 @@ export class PgCoordinator {
     if (!held) return;
     this.keys.delete(key);
     if (held.client !== this.client) return;
-    await held.client.query('SELECT pg_advisory_unlock($1, $2)', [REQUEST_CLASS, held.id]).catch(() => undefined);
+    await this.send(held.client, 'SELECT pg_advisory_unlock($1, $2)', [REQUEST_CLASS, held.id]).catch(() => undefined);
   }
 
   async close(): Promise<void> {
@@ -145,6 +147,20 @@ export class PgCoordinator {
     this.client = null;
     this.held.clear();
     await client?.end().catch(() => undefined);
+  }
+
+  /**
+   * A query on the connection, once the one sent before it has ended. Requests ask for their locks concurrently, and
+   * a client takes one query at a time: pg 8 queues the others itself but warns of it (on stderr), and pg 9 refuses.
+   */
+  private send<R extends pg.QueryResultRow>(
+    client: pg.Client,
+    text: string,
+    values?: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    const sent = this.tail.then(() => client.query<R>(text, values));
+    this.tail = sent.catch(() => undefined);
+    return sent;
   }
 
   private connection(): Promise<pg.Client | null> {
@@ -183,6 +199,7 @@ export class PgCoordinator {
       return null;
     }
     this.client = client;
+    this.tail = Promise.resolve();
     this.retryMs = RECONNECT_MIN_MS;
     if (this.lostLogged) this.log.info({ node: this.nodeName }, 'database: the node listens to the other nodes again');
     this.lostLogged = false;
