@@ -29,6 +29,8 @@ interface Opened {
   store: StoreEngine;
   /** runs SQL on the database behind the store (as an operator's tool would) */
   exec: (sql: string) => Promise<void>;
+  /** the first column of the first row of a query on that database */
+  scalar: (sql: string) => Promise<unknown>;
 }
 
 async function openSqlite(): Promise<Opened> {
@@ -44,6 +46,14 @@ async function openSqlite(): Promise<Opened> {
         // as Sydent's and the sqlite3 shell's connections: Sydent's schema names a table that never existed
         db.pragma('foreign_keys = OFF');
         db.exec(sql);
+      } finally {
+        db.close();
+      }
+    },
+    scalar: async (sql) => {
+      const db = new Database(path.join(tmp.dir, 'sydent.db'), { readonly: true });
+      try {
+        return db.prepare(sql).pluck().get();
       } finally {
         db.close();
       }
@@ -70,6 +80,15 @@ async function openPg(url?: string): Promise<Opened & { url: string }> {
       const client = await connect(target);
       try {
         await client.query(sql);
+      } finally {
+        await client.end();
+      }
+    },
+    scalar: async (sql) => {
+      const client = await connect(target);
+      try {
+        const { rows } = await client.query<Record<string, unknown>>(sql);
+        return rows[0] && Object.values(rows[0])[0];
       } finally {
         await client.end();
       }
@@ -196,6 +215,42 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
     expect(await store.writes.deleteOldSessions({ cutoffMs: 2_001, limit: 100 }, req())).toBe(1);
     expect(await store.reads.sessions.load(sid)).toBeUndefined();
     expect(await store.reads.sessions.countByState()).toEqual({});
+  });
+
+  it("sessions: a save that leaves Sydent's columns as they are writes only the machine row; one that changes them writes theirs", async () => {
+    const { store, exec, scalar } = await open();
+    // Every UPDATE of Sydent's two session tables counted, by a trigger of the database itself.
+    await exec(
+      engine === 'sqlite'
+        ? `CREATE TABLE updates_seen (n INTEGER NOT NULL); INSERT INTO updates_seen VALUES (0);
+           CREATE TRIGGER count_sessions AFTER UPDATE ON threepid_validation_sessions BEGIN UPDATE updates_seen SET n = n + 1; END;
+           CREATE TRIGGER count_tokens AFTER UPDATE ON threepid_token_auths BEGIN UPDATE updates_seen SET n = n + 1; END;`
+        : `CREATE TABLE updates_seen (n INTEGER NOT NULL); INSERT INTO updates_seen VALUES (0);
+           CREATE FUNCTION count_update() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN UPDATE updates_seen SET n = n + 1; RETURN NULL; END $$;
+           CREATE TRIGGER count_sessions AFTER UPDATE ON threepid_validation_sessions FOR EACH ROW EXECUTE FUNCTION count_update();
+           CREATE TRIGGER count_tokens AFTER UPDATE ON threepid_token_auths FOR EACH ROW EXECUTE FUNCTION count_update();`,
+    );
+    const updates = async () => Number(await scalar('SELECT n FROM updates_seen'));
+    const sid = newSid(Date.now());
+    await store.writes.createSession({ medium: 'email', clientSecret: 'cs', write: session({ sid }) }, req());
+    const seen = { validated: 0, mtime: 1_000, token: 'OurToken', sendAttemptNumber: 1 };
+    // The end of a send: the machine moves on, Sydent's columns stay.
+    const sent = session({ sid, state: 'sendingToken', expectedSydent: seen });
+    expect(await store.writes.saveSession({ write: sent, expectedVersion: 1 }, req())).toBe(2);
+    expect(await updates()).toBe(0);
+    const after = await store.reads.sessions.load(sid);
+    expect(after?.machine).toMatchObject({ state: 'sendingToken', row_version: 2 });
+    expect(after?.sydent).toMatchObject(seen);
+    // Validated: both of Sydent's rows written, once each.
+    const validated = session({ sid, state: 'validated', validated: true, mtime: 2_000, expectedSydent: seen });
+    expect(await store.writes.saveSession({ write: validated, expectedVersion: 2 }, req())).toBe(3);
+    expect(await updates()).toBe(2);
+    expect((await store.reads.sessions.load(sid))?.sydent).toMatchObject({
+      validated: 1,
+      mtime: 2_000,
+      token: 'OurToken',
+    });
   });
 
   it('sessions: a first save of a session the sweep deleted meanwhile is refused and leaves no machine row behind', async () => {

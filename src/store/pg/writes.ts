@@ -101,16 +101,25 @@ async function saveSession(
     if (res.rowCount !== 1 || !old) throw new SessionConflictError(w.sid);
     counts.moved('machine', old.old_state, w.state);
   }
-  await sql.query('UPDATE threepid_validation_sessions SET validated = $1, mtime = $2 WHERE id = $3', [
-    w.validated ? 1 : 0,
-    w.mtime,
-    w.sid,
-  ]);
-  await sql.query('UPDATE threepid_token_auths SET token = $1, sendAttemptNumber = $2 WHERE validationSession = $3', [
-    w.token,
-    w.sendAttempt,
-    w.sid,
-  ]);
+  const sydent: SydentColumns = {
+    validated: w.validated ? 1 : 0,
+    mtime: w.mtime,
+    token: w.token,
+    sendAttemptNumber: w.sendAttempt,
+  };
+  // Most changes (a send's end, a wrong token) leave Sydent's columns as they are: two statements fewer, as on SQLite.
+  if (!sameSydentColumns(current, sydent)) {
+    await sql.query('UPDATE threepid_validation_sessions SET validated = $1, mtime = $2 WHERE id = $3', [
+      sydent.validated,
+      sydent.mtime,
+      w.sid,
+    ]);
+    await sql.query('UPDATE threepid_token_auths SET token = $1, sendAttemptNumber = $2 WHERE validationSession = $3', [
+      w.token,
+      w.sendAttempt,
+      w.sid,
+    ]);
+  }
   return (expectedVersion ?? 0) + 1;
 }
 
