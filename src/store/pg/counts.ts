@@ -8,7 +8,6 @@
  * previous one to commit. Rows are updated in one fixed order (table by table, key by key), so two transactions
  * never hold one count row each while waiting for the other's.
  */
-import type { Sql } from './pool.js';
 
 interface CountTable {
   name: string;
@@ -94,12 +93,6 @@ export class CountDeltas {
       this.deltas[kind].clear();
     }
     return prev && parts.length ? { sql: parts.join(',\n'), values, last: prev } : null;
-  }
-
-  /** Writes the counts noted (nothing when there are none). */
-  async write(sql: Sql): Promise<void> {
-    const cte = this.cte(1);
-    if (cte) await sql.query(`WITH ${cte.sql} SELECT count(*) FROM ${cte.last}`, cte.values);
   }
 
   private add(kind: Kind, key: string | number, delta: number): void {
