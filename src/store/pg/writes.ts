@@ -36,7 +36,7 @@ import {
 } from '../sessions.js';
 import { notifyCall, notifySql, type PgCoordinator } from './coordinator.js';
 import { CountDeltas } from './counts.js';
-import { inTransaction, type CommitWith, type Sql } from './pool.js';
+import { inTransaction, query, withLiterals, type CommitWith, type Sql } from './pool.js';
 import type { PgRateBuckets } from './rate-buckets.js';
 import { PEPPER_SQL, PG_OPEN, PG_OPEN_DESTINATIONS } from './reads.js';
 
@@ -54,12 +54,26 @@ async function storedPepper(sql: Sql): Promise<string | undefined> {
   return (await sql.query<{ lookup_pepper: string }>(`${PEPPER_SQL} FOR SHARE`)).rows[0]?.lookup_pepper;
 }
 
+const INSERT_MACHINE =
+  'INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES ($1, $2, $3, $4, 1, $5, $6)';
+const machineValues = (w: SessionWrite): unknown[] => [
+  w.sid,
+  w.state,
+  w.context,
+  w.machineVersion,
+  historyJson(w.history),
+  w.now,
+];
+
 async function insertMachine(sql: Sql, w: SessionWrite, counts: CountDeltas): Promise<void> {
-  await sql.query(
-    'INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts) VALUES ($1, $2, $3, $4, 1, $5, $6)',
-    [w.sid, w.state, w.context, w.machineVersion, historyJson(w.history), w.now],
-  );
+  await sql.query(INSERT_MACHINE, machineValues(w));
   counts.machine(w.state, 1);
+}
+
+/** Whether `error` is a unique violation on `table` (a row with that key is there, or being written). */
+function isDuplicateOf(error: unknown, table: string): boolean {
+  const e = error as { code?: unknown; table?: unknown } | null;
+  return e?.code === '23505' && e.table === table;
 }
 
 async function saveSession(
@@ -359,24 +373,35 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         }
         return { consented };
       }),
-    createSession: (e, q) =>
-      tx(q, async (sql, counts) => {
-        const w = e.write;
-        // A sid in use (or being created by another node at this moment: the insert waits for its commit) inserts
-        // nothing and is refused; the caller picks another.
-        const inserted = await sql.query(
-          `INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES ($1, $2, $3, $4, 0, $5)
-           ON CONFLICT (id) DO NOTHING`,
+    // One message, so one round trip: several statements in one simple query are one transaction (all or none).
+    createSession: async (e, q) => {
+      q.cancel?.throwIfAborted();
+      const w = e.write;
+      const counts = new CountDeltas();
+      counts.machine(w.state, 1);
+      const cte = counts.cte(1)!;
+      const statements = [
+        withLiterals(
+          'INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES ($1, $2, $3, $4, 0, $5)',
           [w.sid, e.medium, w.address, e.clientSecret, w.mtime],
-        );
-        if (inserted.rowCount !== 1) throw new SidTakenError(w.sid);
-        await sql.query(
+        ),
+        withLiterals(
           'INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES ($1, $2, $3)',
           [w.sid, w.token, w.sendAttempt],
-        );
-        await insertMachine(sql, w, counts);
-        return 1;
-      }),
+        ),
+        withLiterals(INSERT_MACHINE, machineValues(w)),
+        withLiterals(`WITH ${cte.sql} SELECT count(*) FROM ${cte.last}`, cte.values),
+      ];
+      try {
+        await query(pool, { text: statements.join(';\n') });
+      } catch (error) {
+        // A sid in use (or being created by another node at this moment: the insert waits for its commit) is
+        // refused, nothing written; the caller picks another.
+        if (isDuplicateOf(error, 'threepid_validation_sessions')) throw new SidTakenError(w.sid);
+        throw error;
+      }
+      return 1;
+    },
     saveSession: (e, q) => tx(q, (sql, counts) => saveSession(sql, e.write, e.expectedVersion, counts)),
     // A slice of the sweep, oldest first through the mtime index; rows another node is sweeping are left to it.
     deleteOldSessions: (e, q) =>
