@@ -12,7 +12,7 @@ import pg from 'pg';
 
 import { startPostgresServer, type PostgresServer } from '../../test/helpers/postgres-server.js';
 import { ROOT, TSX_LOADER } from './child.js';
-import { cpuSeconds } from './proc-cpu.js';
+import { cpuSeconds, cpuSecondsWithEndedChildren } from './proc-cpu.js';
 
 /** The store engines a scenario can run on (`npm run bench -- --engine sqlite,postgresql`). */
 export type Engine = 'sqlite' | 'postgresql';
@@ -150,8 +150,8 @@ export async function newDatabase(
 }
 
 /**
- * CPU seconds (user + system) of the bench's PostgreSQL so far: the postmaster and its children alive now. A child
- * that ends between two readings takes its whole time off their difference: a lower figure than the truth then.
+ * CPU seconds (user + system) of the bench's PostgreSQL so far: the postmaster, the children it has reaped (a backend
+ * that ended: its time is the postmaster's cutime and cstime from then on) and those alive now.
  */
 export async function postgresCpuSeconds(): Promise<number | null> {
   const s = await benchPostgres();
@@ -161,7 +161,7 @@ export async function postgresCpuSeconds(): Promise<number | null> {
   } catch {
     return null;
   }
-  let total = cpuSeconds(postmaster);
+  let total = cpuSecondsWithEndedChildren(postmaster);
   if (total === null) return null;
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
