@@ -32,6 +32,16 @@ export function sameSydentColumns(a: SydentColumns, b: SydentColumns): boolean {
   );
 }
 
+/** Sydent's columns as a save writes them. */
+export function sydentColumnsOf(write: SessionWrite): SydentColumns {
+  return {
+    validated: write.validated ? 1 : 0,
+    mtime: write.mtime,
+    token: write.token,
+    sendAttemptNumber: write.sendAttempt,
+  };
+}
+
 export interface MachineRow {
   state: string;
   context: string;
@@ -306,12 +316,7 @@ export class SessionWrites {
         );
         if (res.changes !== 1) throw new SessionConflictError(write.sid);
       }
-      const sydent: SydentColumns = {
-        validated: write.validated ? 1 : 0,
-        mtime: write.mtime,
-        token: write.token,
-        sendAttemptNumber: write.sendAttempt,
-      };
+      const sydent = sydentColumnsOf(write);
       // Most changes (a send's end, a wrong token) leave Sydent's columns as they are: their rows and indexes are
       // then not rewritten.
       if (!sameSydentColumns(current, sydent)) {

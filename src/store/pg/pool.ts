@@ -138,6 +138,34 @@ export async function inTransaction<T>(
   }
 }
 
+/**
+ * Several statements (`$n` already written in as literals) sent in one message on a connection of its own: the server
+ * runs them as one transaction, all or none. `beforeSend` runs once the connection is had (a caller that gave up while
+ * it waited throws there, and nothing is sent).
+ */
+export async function inOneMessage(
+  pool: pg.Pool,
+  statements: readonly string[],
+  beforeSend: () => void,
+): Promise<void> {
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (error) {
+    throw asPgUnavailable(error);
+  }
+  let broken: Error | undefined;
+  try {
+    beforeSend();
+    await client.query(statements.join(';\n'));
+  } catch (error) {
+    if (pgUnavailableCause(error) !== null) broken = error as Error;
+    throw asPgUnavailable(error);
+  } finally {
+    client.release(broken);
+  }
+}
+
 /** One statement outside a transaction (a read, or a write that is one statement). */
 export async function query<R extends pg.QueryResultRow>(
   pool: pg.Pool,

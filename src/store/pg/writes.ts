@@ -29,6 +29,7 @@ import type { StoreWriteOps, WriteRequest } from '../engine.js';
 import { globalRowOf, inOriginOrder, type ApplyPushResult } from '../peers.js';
 import {
   sameSydentColumns,
+  sydentColumnsOf,
   SessionConflictError,
   SidTakenError,
   type SessionWrite,
@@ -36,7 +37,7 @@ import {
 } from '../sessions.js';
 import { notifyCall, notifySql, type PgCoordinator } from './coordinator.js';
 import { CountDeltas } from './counts.js';
-import { inTransaction, query, withLiterals, type CommitWith, type Sql } from './pool.js';
+import { inOneMessage, inTransaction, withLiterals, type CommitWith, type Sql } from './pool.js';
 import type { PgRateBuckets } from './rate-buckets.js';
 import { PEPPER_SQL, PG_OPEN, PG_OPEN_DESTINATIONS } from './reads.js';
 
@@ -115,12 +116,7 @@ async function saveSession(
     if (res.rowCount !== 1 || !old) throw new SessionConflictError(w.sid);
     counts.moved('machine', old.old_state, w.state);
   }
-  const sydent: SydentColumns = {
-    validated: w.validated ? 1 : 0,
-    mtime: w.mtime,
-    token: w.token,
-    sendAttemptNumber: w.sendAttempt,
-  };
+  const sydent = sydentColumnsOf(w);
   // Most changes (a send's end, a wrong token) leave Sydent's columns as they are: two statements fewer, as on SQLite.
   if (!sameSydentColumns(current, sydent)) {
     await sql.query('UPDATE threepid_validation_sessions SET validated = $1, mtime = $2 WHERE id = $3', [
@@ -393,7 +389,7 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         withLiterals(`WITH ${cte.sql} SELECT count(*) FROM ${cte.last}`, cte.values),
       ];
       try {
-        await query(pool, { text: statements.join(';\n') });
+        await inOneMessage(pool, statements, () => q.cancel?.throwIfAborted());
       } catch (error) {
         // A sid in use (or being created by another node at this moment: the insert waits for its commit) is
         // refused, nothing written; the caller picks another.
