@@ -100,6 +100,15 @@ export function withLiterals(text: string, values: readonly unknown[]): string {
   });
 }
 
+/** A connection of the pool, or StoreUnavailableError when none can be had. */
+async function connection(pool: pg.Pool): Promise<pg.PoolClient> {
+  try {
+    return await pool.connect();
+  } catch (error) {
+    throw asPgUnavailable(error);
+  }
+}
+
 /**
  * Runs `work` in one transaction on a connection of its own; commits (or lets `work` end it with CommitWith), or
  * rolls back and rethrows. A connection that failed is dropped from the pool rather than handed to the next request.
@@ -108,12 +117,7 @@ export async function inTransaction<T>(
   pool: pg.Pool,
   work: (sql: Sql, commitWith: CommitWith) => Promise<T>,
 ): Promise<T> {
-  let client: pg.PoolClient;
-  try {
-    client = await pool.connect();
-  } catch (error) {
-    throw asPgUnavailable(error);
-  }
+  const client = await connection(pool);
   let broken: Error | undefined;
   let committed = false;
   const commitWith: CommitWith = async <R extends pg.QueryResultRow>(text: string, values: readonly unknown[]) => {
@@ -148,12 +152,7 @@ export async function inOneMessage(
   statements: readonly string[],
   beforeSend: () => void,
 ): Promise<void> {
-  let client: pg.PoolClient;
-  try {
-    client = await pool.connect();
-  } catch (error) {
-    throw asPgUnavailable(error);
-  }
+  const client = await connection(pool);
   let broken: Error | undefined;
   try {
     beforeSend();
