@@ -12,7 +12,7 @@ import pg from 'pg';
 
 import { startPostgresServer, type PostgresServer } from '../../test/helpers/postgres-server.js';
 import { ROOT, TSX_LOADER } from './child.js';
-import { cpuSeconds, cpuSecondsWithEndedChildren } from './proc-cpu.js';
+import { cpuSeconds, cpuSecondsWithEndedChildren, statFields } from './proc-cpu.js';
 
 /** The store engines a scenario can run on (`npm run bench -- --engine sqlite,postgresql`). */
 export type Engine = 'sqlite' | 'postgresql';
@@ -167,7 +167,7 @@ export async function postgresCpuSeconds(): Promise<number | null> {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const ppid = Number(statFields(stat)[1]);
       if (ppid === postmaster) total += cpuSeconds(Number(entry)) ?? 0;
     } catch {
       // the process ended meanwhile

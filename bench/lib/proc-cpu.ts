@@ -1,8 +1,13 @@
 import fs from 'node:fs';
 
+/** The fields of a `/proc/…/stat` line after the command name: [0] is field 3 (state), [1] the ppid, … */
+export function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** utime + stime of a `/proc/…/stat` line, in seconds (USER_HZ is 100) */
 function secondsIn(stat: string): number {
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const fields = statFields(stat);
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
@@ -13,8 +18,7 @@ function secondsIn(stat: string): number {
  */
 export function cpuSecondsWithEndedChildren(pid: number): number | null {
   try {
-    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = fields.slice(fields.lastIndexOf(')') + 2).split(' ');
+    const f = statFields(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
     return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100;
   } catch {
     return null;
