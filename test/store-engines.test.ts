@@ -342,6 +342,44 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
     expect(await store.reads.peers.localAfter(0, 10)).toHaveLength(1);
   });
 
+  it('hash lookups at once, each at its own time, with hashes shared between them: each gets what it gets alone', async () => {
+    const { store } = await open();
+    await store.writes.bind(await bindRecord(store), req());
+    await store.writes.bind(await bindRecord(store, { mxid: '@newer:hs.example', ts: 6_000 }), req());
+    await store.writes.bind(await bindRecord(store, { address: 'bob@example.org', mxid: '@bob:hs.example' }), req());
+    const pepper = await store.reads.associations.pepper();
+    const alice = lookupHash('alice@example.org', 'email', pepper);
+    const bob = lookupHash('bob@example.org', 'email', pepper);
+    const asks: [string[], number][] = [];
+    for (let i = 0; i < 40; i++) {
+      const now = [4_000, 5_500, 7_000][i % 3]!;
+      asks.push([[[alice], [bob, alice], ['x'], [alice, 'x', bob, alice]][i % 4]!, now]);
+    }
+    const lookups = store.reads.associations;
+    const atOnce = await Promise.all(asks.map(([hashes, now]) => lookups.lookupHashes(hashes, now)));
+    for (let i = 0; i < asks.length; i++) {
+      const alone = await lookups.lookupHashes(...asks[i]!);
+      expect([...atOnce[i]!].sort()).toEqual([...alone].sort());
+    }
+    // alice's newest binding at each time; bob's from 5,000
+    const whole = (i: number): [string, string][] => [...atOnce[i]!].sort();
+    expect(whole(3)).toEqual([]);
+    expect(whole(1)).toEqual(
+      [
+        [alice, '@alice:hs.example'],
+        [bob, '@bob:hs.example'],
+      ].sort(),
+    );
+    expect(whole(2)).toEqual([]);
+    expect(whole(8)).toEqual([[alice, '@newer:hs.example']]);
+    expect(whole(11)).toEqual(
+      [
+        [alice, '@newer:hs.example'],
+        [bob, '@bob:hs.example'],
+      ].sort(),
+    );
+  });
+
   it('a bind made with a stale pepper or stale invites is refused and writes nothing', async () => {
     const { store } = await open();
     await expect(store.writes.bind(await bindRecord(store, { pepperSeen: 'stale' }), req())).rejects.toBeInstanceOf(

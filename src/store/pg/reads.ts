@@ -13,6 +13,7 @@ import { PEER_KEY_ALG, peerRowsOf, type ActivePeer, type LocalAssociationRow, ty
 import type { StoreReads } from '../reads.js';
 import { storedSessionOf, type MachineRow, type SessionJoinRow, type SydentSessionRow } from '../sessions.js';
 import { objectJson } from '../mappings-json.js';
+import { LookupBatch, type BatchRow } from './lookup-batch.js';
 import { query } from './pool.js';
 
 /** How long a read pepper is reused: it changes only on rotation. */
@@ -35,8 +36,29 @@ export const LOOKUP_HASHES_SQL = `SELECT h.hash AS lookup_hash, newest.mxid
     ORDER BY g.ts DESC, g.id DESC LIMIT 1
   ) AS newest`;
 
+/**
+ * The v2 lookup of several requests (lookup-batch.ts): LOOKUP_HASHES_SQL with each hash's own `now`, and the
+ * hash's place in the list instead of the hash.
+ */
+export const LOOKUP_BATCH_SQL = `SELECT h.i, newest.mxid
+  FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(hash, now, i)
+  CROSS JOIN LATERAL (
+    SELECT mxid FROM global_threepid_associations g
+    WHERE g.lookup_hash = h.hash AND g.notBefore <= h.now AND g.notAfter > h.now
+    ORDER BY g.ts DESC, g.id DESC LIMIT 1
+  ) AS newest`;
+
 /** Hashes per statement of a v2 lookup. */
 const LOOKUP_SLICE = 2500;
+
+/** A lookup of at most this many hashes shares its statement with others (lookup-batch.ts). */
+const BATCHED_LOOKUP_MAX = 100;
+
+/**
+ * Statements of small lookups out at once: the lookups that come meanwhile wait for it to return, and go together
+ * (more at once did no better: bench/README.md).
+ */
+const BATCH_STATEMENTS_IN_FLIGHT = 1;
 
 export const MACHINE_COUNTS_SQL = 'SELECT state, n FROM sydent_ts_machine_counts WHERE n <> 0';
 export const SYDENT_COUNTS_SQL = 'SELECT validated, n FROM sydent_ts_sydent_session_counts WHERE n <> 0';
@@ -118,9 +140,15 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
     return out;
   };
 
+  const batch = new LookupBatch((hashes, nows) => rows<BatchRow>('lookup_batch', LOOKUP_BATCH_SQL, [hashes, nows]), {
+    maxInFlight: BATCH_STATEMENTS_IN_FLIGHT,
+    maxHashes: LOOKUP_SLICE,
+  });
+
   const lookupHashes = async (hashes: readonly string[], now: number): Promise<Map<string, string>> => {
+    if (hashes.length === 0) return new Map();
+    if (hashes.length <= BATCHED_LOOKUP_MAX) return batch.lookup(hashes, now);
     const found = new Map<string, string>();
-    if (hashes.length === 0) return found;
     // A large lookup is split over several pooled connections, so PostgreSQL probes the slices on its cores.
     const slices: string[][] = [];
     for (let i = 0; i < hashes.length; i += LOOKUP_SLICE) slices.push(hashes.slice(i, i + LOOKUP_SLICE));
