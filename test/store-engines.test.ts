@@ -217,6 +217,40 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
     expect(await store.reads.sessions.countByState()).toEqual({});
   });
 
+  it('sessions: the newest session of many keys read at once, keys repeated and missing: each what it is alone', async () => {
+    const { store } = await open();
+    const sids: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const sid = newSid(Date.now()) + i;
+      sids.push(sid);
+      // alice's secret cs0 has two sessions (the second newer); bob's secrets one each
+      const who = i < 2 ? 'alice@example.org' : 'bob@example.org';
+      const write = session({ sid, address: who, mtime: 1_000 + i, token: `T${i}` });
+      await store.writes.createSession({ medium: 'email', clientSecret: i < 2 ? 'cs0' : `cs${i}`, write }, req());
+    }
+    const keys: [string, string, string][] = [];
+    for (let i = 0; i < 60; i++) {
+      const n = i % 14;
+      keys.push(
+        n < 2
+          ? ['email', 'alice@example.org', 'cs0']
+          : n < 12
+            ? ['email', 'bob@example.org', `cs${n}`]
+            : n === 12
+              ? ['email', 'alice@example.org', 'cs5']
+              : ['msisdn', 'bob@example.org', 'cs3'],
+      );
+    }
+    const reads = store.reads.sessions;
+    const atOnce = await Promise.all(keys.map((k) => reads.findLatest(...k)));
+    for (let i = 0; i < keys.length; i++) expect(atOnce[i]).toEqual(await reads.findLatest(...keys[i]!));
+    expect(atOnce[0]).toEqual(await reads.load(sids[1]!));
+    expect(atOnce[0]?.sydent.token).toBe('T1');
+    expect(atOnce[7]?.sydent).toMatchObject({ id: sids[7], token: 'T7', clientSecret: 'cs7' });
+    expect(atOnce[12]).toBeUndefined();
+    expect(atOnce[13]).toBeUndefined();
+  });
+
   it("sessions: a save that leaves Sydent's columns as they are writes only the machine row; one that changes them writes theirs", async () => {
     const { store, exec, scalar } = await open();
     // Every UPDATE of Sydent's two session tables counted, by a trigger of the database itself.

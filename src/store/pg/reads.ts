@@ -13,7 +13,7 @@ import { PEER_KEY_ALG, peerRowsOf, type ActivePeer, type LocalAssociationRow, ty
 import type { StoreReads } from '../reads.js';
 import { storedSessionOf, type MachineRow, type SessionJoinRow, type SydentSessionRow } from '../sessions.js';
 import { objectJson } from '../mappings-json.js';
-import { LookupBatch, type BatchRow } from './lookup-batch.js';
+import { ReadBatch, type BatchRow } from './read-batch.js';
 import { query } from './pool.js';
 
 /** How long a read pepper is reused: it changes only on rotation. */
@@ -37,8 +37,8 @@ export const LOOKUP_HASHES_SQL = `SELECT h.hash AS lookup_hash, newest.mxid
   ) AS newest`;
 
 /**
- * The v2 lookup of several requests (lookup-batch.ts): LOOKUP_HASHES_SQL with each hash's own `now`, and the
- * hash's place in the list instead of the hash.
+ * The v2 lookup of several requests (read-batch.ts): LOOKUP_HASHES_SQL with each hash's own `now`, and the hash's
+ * place in the list instead of the hash.
  */
 export const LOOKUP_BATCH_SQL = `SELECT h.i, newest.mxid
   FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(hash, now, i)
@@ -51,14 +51,40 @@ export const LOOKUP_BATCH_SQL = `SELECT h.i, newest.mxid
 /** Hashes per statement of a v2 lookup. */
 const LOOKUP_SLICE = 2500;
 
-/** A lookup of at most this many hashes shares its statement with others (lookup-batch.ts). */
+/** A lookup of at most this many hashes shares its statement with others (read-batch.ts). */
 const BATCHED_LOOKUP_MAX = 100;
 
 /**
- * Statements of small lookups out at once: the lookups that come meanwhile wait for it to return, and go together
- * (more at once did no better: bench/README.md).
+ * Statements of a read batch out at once: the reads that come meanwhile wait for it to return, and go together (more
+ * at once did no better: bench/README.md).
  */
 const BATCH_STATEMENTS_IN_FLIGHT = 1;
+
+/** Keys per statement of the repeated requestToken's session read. */
+const SESSION_BATCH_MAX = 500;
+
+/**
+ * The newest session of each (medium, address, clientSecret) of several requests (read-batch.ts), with the key's
+ * place in the list: SQLite's LATEST_BY_KEY_SQL (src/store/sessions.ts) for each.
+ */
+export const LATEST_SESSIONS_BATCH_SQL = `SELECT k.i, latest.*
+  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(medium, address, client_secret, i)
+  CROSS JOIN LATERAL (
+    SELECT s.id, s.medium, s.address, s.clientSecret AS "clientSecret", s.validated, s.mtime, t.token,
+      t.sendAttemptNumber AS "sendAttemptNumber", m.state, m.context, m.machine_version, m.row_version, m.history
+    FROM threepid_validation_sessions s
+    LEFT JOIN threepid_token_auths t
+      ON t.id = (SELECT max(id) FROM threepid_token_auths WHERE validationSession = s.id)
+    LEFT JOIN session_machines m ON m.sid = s.id
+    WHERE s.medium = k.medium AND s.address = k.address AND s.clientSecret = k.client_secret
+    ORDER BY s.mtime DESC LIMIT 1
+  ) AS latest`;
+
+/** A hash looked up at a time. */
+interface HashAt {
+  hash: string;
+  now: number;
+}
 
 export const MACHINE_COUNTS_SQL = 'SELECT state, n FROM sydent_ts_machine_counts WHERE n <> 0';
 export const SYDENT_COUNTS_SQL = 'SELECT validated, n FROM sydent_ts_sydent_session_counts WHERE n <> 0';
@@ -140,14 +166,31 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
     return out;
   };
 
-  const batch = new LookupBatch((hashes, nows) => rows<BatchRow>('lookup_batch', LOOKUP_BATCH_SQL, [hashes, nows]), {
-    maxInFlight: BATCH_STATEMENTS_IN_FLIGHT,
-    maxHashes: LOOKUP_SLICE,
-  });
+  const hashLookups = new ReadBatch<HashAt, BatchRow & { mxid: string }>(
+    (keys) => rows('lookup_batch', LOOKUP_BATCH_SQL, [keys.map((k) => k.hash), keys.map((k) => k.now)]),
+    { maxInFlight: BATCH_STATEMENTS_IN_FLIGHT, maxKeys: LOOKUP_SLICE },
+  );
+  const latestSessions = new ReadBatch<[string, string, string], BatchRow & SessionJoinRow>(
+    (keys) =>
+      rows('session_latest_batch', LATEST_SESSIONS_BATCH_SQL, [
+        keys.map((k) => k[0]),
+        keys.map((k) => k[1]),
+        keys.map((k) => k[2]),
+      ]),
+    { maxInFlight: BATCH_STATEMENTS_IN_FLIGHT, maxKeys: SESSION_BATCH_MAX },
+  );
 
   const lookupHashes = async (hashes: readonly string[], now: number): Promise<Map<string, string>> => {
     if (hashes.length === 0) return new Map();
-    if (hashes.length <= BATCHED_LOOKUP_MAX) return batch.lookup(hashes, now);
+    if (hashes.length <= BATCHED_LOOKUP_MAX) {
+      const newest = await hashLookups.read(hashes.map((hash) => ({ hash, now })));
+      const found = new Map<string, string>();
+      for (let k = 0; k < hashes.length; k++) {
+        const row = newest[k];
+        if (row) found.set(hashes[k]!, row.mxid);
+      }
+      return found;
+    }
     const found = new Map<string, string>();
     // A large lookup is split over several pooled connections, so PostgreSQL probes the slices on its cores.
     const slices: string[][] = [];
@@ -197,21 +240,9 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
             [medium, address, clientSecret],
           )
         )?.id,
-      // As SQLite's LATEST_BY_KEY_SQL (src/store/sessions.ts): one statement for the repeated requestToken.
+      // One statement for the repeated requestToken, shared with the others of its turn.
       findLatest: async (medium, address, clientSecret) => {
-        const row = await one<SessionJoinRow>(
-          'session_latest',
-          `SELECT s.id, s.medium, s.address, s.clientSecret AS "clientSecret", s.validated, s.mtime, t.token,
-                  t.sendAttemptNumber AS "sendAttemptNumber", m.state, m.context, m.machine_version, m.row_version,
-                  m.history
-           FROM threepid_validation_sessions s
-           LEFT JOIN threepid_token_auths t
-             ON t.id = (SELECT max(id) FROM threepid_token_auths WHERE validationSession = s.id)
-           LEFT JOIN session_machines m ON m.sid = s.id
-           WHERE s.medium = $1 AND s.address = $2 AND s.clientSecret = $3
-           ORDER BY s.mtime DESC LIMIT 1`,
-          [medium, address, clientSecret],
-        );
+        const [row] = await latestSessions.read([[medium, address, clientSecret]]);
         return row && storedSessionOf(row);
       },
       load: async (sid) => {

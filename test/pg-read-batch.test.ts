@@ -1,12 +1,12 @@
 /**
- * Small v2 lookups on PostgreSQL share statements (src/store/pg/lookup-batch.ts), run here on a real database with
- * the store's own batch statement: what each lookup gets, which statements carry them, what a failed statement does,
- * and the statement's plan over 20,000 associations.
+ * Small reads on PostgreSQL share statements (src/store/pg/read-batch.ts), run here on a real database with the
+ * store's own batch statement for hash lookups: what each lookup gets, which statements carry them, what a failed
+ * statement does, and the statement's plan over 20,000 associations.
  */
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { LookupBatch, type BatchRow, type LookupBatchOptions } from '../src/store/pg/lookup-batch.js';
+import { ReadBatch, type BatchRow, type ReadBatchOptions } from '../src/store/pg/read-batch.js';
 import { loadPgEngine } from '../src/store/pg/load.js';
 import type { Cleanups } from './helpers/cleanups.js';
 import { connect, testDatabase } from './helpers/postgres.js';
@@ -57,9 +57,9 @@ beforeAll(async () => {
   await admin.query('ANALYZE global_threepid_associations');
 });
 
-/** A batch on the test database whose statements are recorded (their hash counts) and can be held or failed. */
-function recordedBatch(opts: LookupBatchOptions): {
-  batch: LookupBatch;
+/** Hash lookups on the test database, through a batch whose statements are recorded (their key counts) and can be held or failed. */
+function recordedBatch(opts: ReadBatchOptions): {
+  batch: { lookup: (hashes: string[], now: number) => Promise<Map<string, string>> };
   statements: number[];
   hold: () => () => void;
   failNext: () => void;
@@ -67,15 +67,21 @@ function recordedBatch(opts: LookupBatchOptions): {
   const statements: number[] = [];
   let gate: Promise<void> | null = null;
   let fail = false;
-  const batch = new LookupBatch(async (hashes, nows) => {
-    statements.push(hashes.length);
+  const reads = new ReadBatch<[string, number], BatchRow & { mxid: string }>(async (keys) => {
+    statements.push(keys.length);
     if (gate) await gate;
     const text = fail ? batchSql.replace('unnest', 'no_such_function') : batchSql;
     fail = false;
-    return (await pool.query<BatchRow>({ text, values: [hashes, nows] })).rows;
+    const values = [keys.map((k) => k[0]), keys.map((k) => k[1])];
+    return (await pool.query<BatchRow & { mxid: string }>({ text, values })).rows;
   }, opts);
+  const lookup = async (hashes: string[], now: number): Promise<Map<string, string>> => {
+    const rows = await reads.read(hashes.map((h) => [h, now]));
+    expect(rows).toHaveLength(hashes.length);
+    return new Map(hashes.flatMap((h, k) => (rows[k] ? [[h, rows[k].mxid] as const] : [])));
+  };
   return {
-    batch,
+    batch: { lookup },
     statements,
     hold: () => {
       let release!: () => void;
@@ -93,7 +99,7 @@ const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 describe('small lookups on PostgreSQL, several in one statement', () => {
   it('lookups made in one turn go in one statement; each gets the newest mapping valid at its own time', async () => {
-    const { batch, statements } = recordedBatch({ maxInFlight: 1, maxHashes: 2_500 });
+    const { batch, statements } = recordedBatch({ maxInFlight: 1, maxKeys: 2_500 });
     const asks: [string[], number][] = [];
     for (let i = 0; i < 60; i++) {
       const now = [500, 2_000, 4_000, 6_000][i % 4]!;
@@ -111,7 +117,7 @@ describe('small lookups on PostgreSQL, several in one statement', () => {
   });
 
   it('lookups made while the statements allowed are out wait, and go together when one returns', async () => {
-    const { batch, statements, hold } = recordedBatch({ maxInFlight: 1, maxHashes: 2_500 });
+    const { batch, statements, hold } = recordedBatch({ maxInFlight: 1, maxKeys: 2_500 });
     const release = hold();
     const first = batch.lookup(['h1'], 2_000);
     await nextTurn();
@@ -128,8 +134,8 @@ describe('small lookups on PostgreSQL, several in one statement', () => {
     found.forEach((f, i) => expect([...f]).toEqual([[`h${100 + i}`, `@u${100 + i}:hs`]]));
   });
 
-  it('a statement takes lookups up to its hash limit, whole: a larger lookup goes alone', async () => {
-    const { batch, statements } = recordedBatch({ maxInFlight: 10, maxHashes: 10 });
+  it('a statement takes lookups up to its key limit, whole: a larger lookup goes alone', async () => {
+    const { batch, statements } = recordedBatch({ maxInFlight: 10, maxKeys: 10 });
     const small = Array.from({ length: 5 }, (_, i) => [`h${4 * i + 1}`, `h${4 * i + 2}`, `h${4 * i + 3}`, 'x']);
     const large = Array.from({ length: 15 }, (_, i) => `h${1000 + i}`);
     const found = await Promise.all([...small, large].map((hashes) => batch.lookup(hashes, 2_000)));
@@ -138,7 +144,7 @@ describe('small lookups on PostgreSQL, several in one statement', () => {
   });
 
   it("a failed statement fails each of its lookups with the server's error; the next statement answers", async () => {
-    const { batch, statements, failNext } = recordedBatch({ maxInFlight: 1, maxHashes: 2_500 });
+    const { batch, statements, failNext } = recordedBatch({ maxInFlight: 1, maxKeys: 2_500 });
     failNext();
     const failed = await Promise.allSettled([batch.lookup(['h1'], 2_000), batch.lookup(['h2', 'h3'], 2_000)]);
     for (const r of failed) {
