@@ -785,6 +785,16 @@ describe('two nodes writing at once: the replication log in commit order, the st
     expect(await a.reads.peers.all()).toEqual([]);
   });
 
+  it('values written in as literals keep their meaning in any text: a negative number after a minus, a string with $1', async () => {
+    const { url } = await nodes(1);
+    const { withLiterals } = await import('../src/store/pg/pool.js');
+    const client = await connect(url);
+    cleanups.push(() => client.end());
+    const text = withLiterals('SELECT 0 -$1::bigint AS v, $2::text AS s, ARRAY[$1]::bigint[] AS a', [-5, "it's $1"]);
+    const { rows } = await client.query<{ v: string; s: string; a: string[] }>(text);
+    expect(rows).toEqual([{ v: '5', s: "it's $1", a: ['-5'] }]);
+  });
+
   it('the debug counts of sessions and callbacks match a count of the rows after sessions, binds, unbinds, claims and sweeps from both nodes, and are read without walking those tables', async () => {
     const { url, a, b } = await nodes();
     const pepper = await a.reads.associations.storedPepper();

@@ -86,7 +86,8 @@ export type CommitWith = <R extends pg.QueryResultRow>(text: string, values: rea
 function literal(v: unknown): string {
   if (v === null || v === undefined) return 'NULL';
   if (typeof v === 'string') return pg.escapeLiteral(v);
-  if (typeof v === 'number' && Number.isSafeInteger(v)) return String(v);
+  // A negative number in parentheses: after a minus in the text (`n -$1`) its sign would start a comment.
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return v < 0 ? `(${v})` : String(v);
   if (Array.isArray(v)) return `ARRAY[${v.map(literal).join(', ')}]`;
   throw new TypeError(`no SQL literal for ${typeof v === 'number' ? String(v) : typeof v}`);
 }
