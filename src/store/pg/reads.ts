@@ -25,16 +25,20 @@ const ACTIVE_PEER_COLUMNS =
   'p.name, p.port, p.lastSentVersion AS "lastSentVersion", p.lastPokeSucceededAt AS "lastPokeSucceededAt", pk.key';
 
 /**
- * The v2 lookup: one probe of the (lookup_hash, ts, id, …) index per hash, the newest valid row of each. With
- * `lookup_hash = ANY($1)` the planner cannot estimate thousands of hashes and scans the whole table.
+ * The newest mapping of the hash `hash` valid at `now` (SQL expressions): one probe of the (lookup_hash, ts, id, …)
+ * index.
+ */
+const newestMapping = (hash: string, now: string): string => `SELECT mxid FROM global_threepid_associations g
+    WHERE g.lookup_hash = ${hash} AND g.notBefore <= ${now} AND g.notAfter > ${now}
+    ORDER BY g.ts DESC, g.id DESC LIMIT 1`;
+
+/**
+ * The v2 lookup: the newest valid row of each hash, one index probe each. With `lookup_hash = ANY($1)` the planner
+ * cannot estimate thousands of hashes and scans the whole table.
  */
 export const LOOKUP_HASHES_SQL = `SELECT h.hash AS lookup_hash, newest.mxid
   FROM unnest($1::text[]) AS h(hash)
-  CROSS JOIN LATERAL (
-    SELECT mxid FROM global_threepid_associations g
-    WHERE g.lookup_hash = h.hash AND g.notBefore <= $2 AND g.notAfter > $2
-    ORDER BY g.ts DESC, g.id DESC LIMIT 1
-  ) AS newest`;
+  CROSS JOIN LATERAL (${newestMapping('h.hash', '$2')}) AS newest`;
 
 /**
  * The v2 lookup of several requests (read-batch.ts): LOOKUP_HASHES_SQL with each hash's own `now`, and the hash's
@@ -42,11 +46,7 @@ export const LOOKUP_HASHES_SQL = `SELECT h.hash AS lookup_hash, newest.mxid
  */
 export const LOOKUP_BATCH_SQL = `SELECT h.i, newest.mxid
   FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(hash, now, i)
-  CROSS JOIN LATERAL (
-    SELECT mxid FROM global_threepid_associations g
-    WHERE g.lookup_hash = h.hash AND g.notBefore <= h.now AND g.notAfter > h.now
-    ORDER BY g.ts DESC, g.id DESC LIMIT 1
-  ) AS newest`;
+  CROSS JOIN LATERAL (${newestMapping('h.hash', 'h.now')}) AS newest`;
 
 /** Hashes per statement of a v2 lookup. */
 const LOOKUP_SLICE = 2500;
