@@ -5,6 +5,8 @@ import path from 'node:path';
 
 import { closeDatabase, openDatabase } from '../../src/store/database.js';
 import { requestJson, statusNotes } from '../lib/associations-db.js';
+import { postgresCpuSeconds } from '../lib/postgres.js';
+import { cpuSeconds } from '../lib/proc-cpu.js';
 import type { Extra, Goal, Scenario, ScenarioContext, ScenarioResult, TwinFigure } from '../lib/scenario.js';
 import type { SampleSession } from '../lib/sessions-db.js';
 import { storedRows, type StoredDatabase } from '../lib/stored-rows.js';
@@ -133,11 +135,23 @@ export async function measureRequestToken(
     });
   }
 
+  // CPU seconds of sydent-ts and (on that engine) PostgreSQL over the measured run: null where /proc says nothing
+  const cpuNow = async () => ({
+    server: server.process.child.pid === undefined ? null : cpuSeconds(server.process.child.pid),
+    pg: ctx.engine === 'postgresql' ? await postgresCpuSeconds() : null,
+  });
+  let cpuBefore: Awaited<ReturnType<typeof cpuNow>> = { server: null, pg: null };
   const summary = await ctx.measure(
     { url: server.baseUrl, requests: [uniqueRequest()] },
     // mails of warm-up requests still in flight land before the count starts
-    { afterWarmup: () => counted('scenario').then(() => undefined) },
+    {
+      afterWarmup: async () => {
+        await counted('scenario');
+        cpuBefore = await cpuNow();
+      },
+    },
   );
+  const cpuAfter = await cpuNow();
   // and those of measured requests the server finished after autocannon stopped
   const measuredMails = await counted('scenario');
   const sessionsPerS = summary.ok2xx / summary.durationS;
@@ -208,6 +222,17 @@ export async function measureRequestToken(
       value: `sydent-ts ${rows.scenario} / ${mails.scenario}` + (twin ? `, twin ${rows.twin} / ${mails.twin}` : ''),
     },
   );
+  const perAnswerUs = (before: number | null, after: number | null): string | null =>
+    before === null || after === null || summary.total === 0
+      ? null
+      : `${(((after - before) * 1e6) / summary.total).toFixed(0)} µs`;
+  const serverCpu = perAnswerUs(cpuBefore.server, cpuAfter.server);
+  const pgCpu = perAnswerUs(cpuBefore.pg, cpuAfter.pg);
+  if (serverCpu)
+    extras.push({
+      label: 'CPU per answer (measured run, user + system)',
+      value: `sydent-ts ${serverCpu}` + (pgCpu ? `, PostgreSQL ${pgCpu}` : ''),
+    });
   if (prepared.count)
     extras.push({ label: 'sessions in the database before', value: prepared.count.toLocaleString('en') });
   return {
