@@ -287,6 +287,46 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
     });
   });
 
+  it("sessions: a save at a known version is refused when Sydent's columns changed behind it or the session is gone; nothing written, counts kept", async () => {
+    const { store, exec } = await open();
+    const sid = newSid(Date.now());
+    await store.writes.createSession({ medium: 'email', clientSecret: 'cs', write: session({ sid }) }, req());
+    const seen = { validated: 0, mtime: 1_000, token: 'OurToken', sendAttemptNumber: 1 };
+    // Sydent (after a switch back) sent a new token: the writer's view of the row is stale.
+    await exec(
+      `UPDATE threepid_token_auths SET token = 'SydentTok', sendAttemptNumber = 2 WHERE validationSession = ${sid}`,
+    );
+    const stale = session({ sid, state: 'validated', validated: true, mtime: 2_000, expectedSydent: seen });
+    await expect(store.writes.saveSession({ write: stale, expectedVersion: 1 }, req())).rejects.toBeInstanceOf(
+      SessionConflictError,
+    );
+    const kept = await store.reads.sessions.load(sid);
+    expect(kept?.machine).toMatchObject({ state: 'tokenSent', row_version: 1 });
+    expect(kept?.sydent).toMatchObject({ validated: 0, mtime: 1_000, token: 'SydentTok', sendAttemptNumber: 2 });
+    expect(await store.reads.sessions.countByState()).toEqual({ tokenSent: 1 });
+    // Read again, the save goes through; in the same state, the counts stay as they are.
+    const fresh = { ...seen, token: 'SydentTok', sendAttemptNumber: 2 };
+    const resent = session({ sid, state: 'tokenSent', token: 'SydentTok', sendAttempt: 2, expectedSydent: fresh });
+    expect(await store.writes.saveSession({ write: resent, expectedVersion: 1 }, req())).toBe(2);
+    expect(await store.reads.sessions.countByState()).toEqual({ tokenSent: 1 });
+    // Swept between the read and the save: refused, and nothing comes back.
+    expect(await store.writes.deleteOldSessions({ cutoffMs: 1_001, limit: 100 }, req())).toBe(1);
+    const late = session({
+      sid,
+      state: 'validated',
+      validated: true,
+      mtime: 2_000,
+      token: 'SydentTok',
+      sendAttempt: 2,
+      expectedSydent: fresh,
+    });
+    await expect(store.writes.saveSession({ write: late, expectedVersion: 2 }, req())).rejects.toBeInstanceOf(
+      SessionConflictError,
+    );
+    expect(await store.reads.sessions.load(sid)).toBeUndefined();
+    expect(await store.reads.sessions.countByState()).toEqual({});
+  });
+
   it('sessions: a first save of a session the sweep deleted meanwhile is refused and leaves no machine row behind', async () => {
     const { store, exec } = await open();
     // A session as Sydent stores it: no machine row yet, so its first save inserts one.

@@ -144,20 +144,20 @@ export async function inTransaction<T>(
 }
 
 /**
- * Several statements (`$n` already written in as literals) sent in one message on a connection of its own: the server
- * runs them as one transaction, all or none. `beforeSend` runs once the connection is had (a caller that gave up while
- * it waited throws there, and nothing is sent).
+ * One statement, which the server runs as a transaction of its own, on a connection of its own. `beforeSend` runs
+ * once the connection is had (a caller that gave up while it waited throws there, and nothing is sent). A named
+ * statement is parsed and planned once per connection; each use after that is one round trip.
  */
-export async function inOneMessage(
+export async function oneStatement<R extends pg.QueryResultRow>(
   pool: pg.Pool,
-  statements: readonly string[],
+  config: pg.QueryConfig,
   beforeSend: () => void,
-): Promise<void> {
+): Promise<R[]> {
   const client = await connection(pool);
   let broken: Error | undefined;
   try {
     beforeSend();
-    await client.query(statements.join(';\n'));
+    return (await client.query<R>(config)).rows;
   } catch (error) {
     if (pgUnavailableCause(error) !== null) broken = error as Error;
     throw asPgUnavailable(error);

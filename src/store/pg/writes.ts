@@ -37,7 +37,7 @@ import {
 } from '../sessions.js';
 import { notifyCall, notifySql, type PgCoordinator } from './coordinator.js';
 import { CountDeltas } from './counts.js';
-import { inOneMessage, inTransaction, withLiterals, type CommitWith, type Sql } from './pool.js';
+import { inTransaction, oneStatement, type CommitWith, type Sql } from './pool.js';
 import type { PgRateBuckets } from './rate-buckets.js';
 import { PEPPER_SQL, PG_OPEN, PG_OPEN_DESTINATIONS } from './reads.js';
 
@@ -131,6 +131,96 @@ async function saveSession(
     ]);
   }
   return (expectedVersion ?? 0) + 1;
+}
+
+/** A new session: Sydent's two rows, its machine row, and the count of its state, in one statement. */
+const CREATE_SESSION_SQL = `WITH session AS (
+    INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime)
+    VALUES ($1, $2, $3, $4, 0, $5) RETURNING id
+  ), token AS (
+    INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) SELECT id, $6, $7 FROM session
+  ), machine AS (
+    INSERT INTO session_machines (sid, state, context, machine_version, row_version, history, updated_ts)
+    SELECT id, $8, $9, $10, 1, $11, $12 FROM session RETURNING state
+  ), counted AS (
+    INSERT INTO sydent_ts_machine_counts AS c (state, n) SELECT state, 1 FROM machine
+    ON CONFLICT (state) DO UPDATE SET n = c.n + EXCLUDED.n
+  )
+  SELECT count(*) FROM machine`;
+
+/**
+ * saveSession's work for a session whose machine row is at a known version, in one statement: the session row locked
+ * (saves of one session from several nodes run one after the other), Sydent's columns checked against what the writer
+ * last saw, the machine row updated at the version expected, Sydent's columns written when they change, the state
+ * counts moved. Each write depends on the machine row's update, so nothing is written unless it is.
+ * `$1` sid, `$2`…`$6` the machine row, `$7` the version expected, `$8` whether Sydent's columns are checked, `$9`…`$12`
+ * the columns expected, `$13`…`$16` the columns written (validated, mtime, token, send attempt).
+ */
+const SAVE_AT_VERSION_SQL = `WITH current AS MATERIALIZED (
+    SELECT s.id, s.validated, s.mtime, t.token, t.sendAttemptNumber AS send_attempt
+    FROM threepid_validation_sessions s
+    LEFT JOIN threepid_token_auths t ON t.validationSession = s.id
+    WHERE s.id = $1 ORDER BY t.id DESC LIMIT 1 FOR UPDATE OF s
+  ), seen AS MATERIALIZED (
+    SELECT id, (validated IS NOT DISTINCT FROM $13::integer AND mtime IS NOT DISTINCT FROM $14::bigint
+      AND token IS NOT DISTINCT FROM $15::text AND send_attempt IS NOT DISTINCT FROM $16::bigint) AS unchanged
+    FROM current
+    WHERE NOT $8::boolean OR (validated IS NOT DISTINCT FROM $9::integer AND mtime IS NOT DISTINCT FROM $10::bigint
+      AND token IS NOT DISTINCT FROM $11::text AND send_attempt IS NOT DISTINCT FROM $12::bigint)
+  ), old AS MATERIALIZED (
+    SELECT m.sid, m.state FROM session_machines m JOIN seen ON m.sid = seen.id WHERE m.row_version = $7 FOR UPDATE OF m
+  ), saved AS (
+    UPDATE session_machines m SET state = $2, context = $3, machine_version = $4, history = $5,
+      row_version = m.row_version + 1, updated_ts = $6
+    FROM old WHERE m.sid = old.sid AND m.row_version = $7
+    RETURNING old.state AS old_state
+  ), sydent_session AS (
+    UPDATE threepid_validation_sessions SET validated = $13, mtime = $14
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM saved) AND NOT (SELECT unchanged FROM seen)
+  ), sydent_token AS (
+    UPDATE threepid_token_auths SET token = $15, sendAttemptNumber = $16
+    WHERE validationSession = $1 AND EXISTS (SELECT 1 FROM saved) AND NOT (SELECT unchanged FROM seen)
+  ), counted AS (
+    INSERT INTO sydent_ts_machine_counts AS c (state, n)
+    SELECT k, sum(d) FROM (SELECT old_state, -1 FROM saved UNION ALL SELECT $2, 1 FROM saved) AS moved (k, d)
+    GROUP BY k HAVING sum(d) <> 0 ORDER BY k
+    ON CONFLICT (state) DO UPDATE SET n = c.n + EXCLUDED.n
+  )
+  SELECT count(*)::int AS saved FROM saved`;
+
+async function saveAtVersion(
+  pool: pg.Pool,
+  w: SessionWrite,
+  expectedVersion: number,
+  q: WriteRequest,
+): Promise<number> {
+  q.cancel?.throwIfAborted();
+  const seen = w.expectedSydent;
+  const written = sydentColumnsOf(w);
+  const rows = await oneStatement<{ saved: number }>(
+    pool,
+    {
+      name: 'save_session_at_version',
+      text: SAVE_AT_VERSION_SQL,
+      values: [
+        ...machineValues(w),
+        expectedVersion,
+        seen !== null,
+        seen?.validated ?? null,
+        seen?.mtime ?? null,
+        seen?.token ?? null,
+        seen?.sendAttemptNumber ?? null,
+        written.validated,
+        written.mtime,
+        written.token,
+        written.sendAttemptNumber,
+      ],
+    },
+    () => q.cancel?.throwIfAborted(),
+  );
+  // Gone (swept since it was read), changed by someone else, or saved by another node first: read again.
+  if (rows[0]?.saved !== 1) throw new SessionConflictError(w.sid);
+  return expectedVersion + 1;
 }
 
 async function enqueueCallback(sql: Sql, c: CallbackEnqueue, counts: CountDeltas): Promise<number> {
@@ -369,27 +459,29 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         }
         return { consented };
       }),
-    // One message, so one round trip: several statements in one simple query are one transaction (all or none).
+    // One statement: one round trip, planned once per connection, all or nothing.
     createSession: async (e, q) => {
       q.cancel?.throwIfAborted();
       const w = e.write;
-      const counts = new CountDeltas();
-      counts.machine(w.state, 1);
-      const cte = counts.cte(1)!;
-      const statements = [
-        withLiterals(
-          'INSERT INTO threepid_validation_sessions (id, medium, address, clientSecret, validated, mtime) VALUES ($1, $2, $3, $4, 0, $5)',
-          [w.sid, e.medium, w.address, e.clientSecret, w.mtime],
-        ),
-        withLiterals(
-          'INSERT INTO threepid_token_auths (validationSession, token, sendAttemptNumber) VALUES ($1, $2, $3)',
-          [w.sid, w.token, w.sendAttempt],
-        ),
-        withLiterals(INSERT_MACHINE, machineValues(w)),
-        withLiterals(`WITH ${cte.sql} SELECT count(*) FROM ${cte.last}`, cte.values),
-      ];
       try {
-        await inOneMessage(pool, statements, () => q.cancel?.throwIfAborted());
+        await oneStatement(
+          pool,
+          {
+            name: 'create_session',
+            text: CREATE_SESSION_SQL,
+            values: [
+              w.sid,
+              e.medium,
+              w.address,
+              e.clientSecret,
+              w.mtime,
+              w.token,
+              w.sendAttempt,
+              ...machineValues(w).slice(1),
+            ],
+          },
+          () => q.cancel?.throwIfAborted(),
+        );
       } catch (error) {
         // A sid in use (or being created by another node at this moment: the insert waits for its commit) is
         // refused, nothing written; the caller picks another.
@@ -398,7 +490,10 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
       }
       return 1;
     },
-    saveSession: (e, q) => tx(q, (sql, counts) => saveSession(sql, e.write, e.expectedVersion, counts)),
+    saveSession: (e, q) =>
+      e.expectedVersion === null
+        ? tx(q, (sql, counts) => saveSession(sql, e.write, null, counts))
+        : saveAtVersion(pool, e.write, e.expectedVersion, q),
     // A slice of the sweep, oldest first through the mtime index; rows another node is sweeping are left to it.
     deleteOldSessions: (e, q) =>
       tx(q, async (sql, counts) => {
