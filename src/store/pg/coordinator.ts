@@ -47,6 +47,39 @@ export const notifySql = (signal: PgSignal): string => `NOTIFY ${CHANNEL}, '${si
 /** The same as an expression, for a write that tells the other nodes within one of its statements. */
 export const notifyCall = (signal: PgSignal): string => `pg_notify('${CHANNEL}', '${signal}')`;
 
+/** Request locks to take and to give back on one connection, in one message. */
+interface LockBatch {
+  client: pg.Client;
+  /** the lock ids to take, each with its taker's answer (whether it was taken; an error when the connection failed) */
+  takes: Array<{ id: number; resolve: (taken: boolean) => void; reject: (error: unknown) => void }>;
+  /** the lock ids to give back: before the takes, so a lock given back and asked for in one batch goes to the taker */
+  gives: number[];
+  /** settles once the batch was sent and answered (never rejects: a lock lost with its connection is gone) */
+  sent: Promise<void>;
+}
+
+/** Sends `batch` (the ids are 32-bit integers, written in) and answers each taker. */
+async function sendLockBatch(batch: LockBatch): Promise<void> {
+  const { client, takes, gives } = batch;
+  const statements: string[] = [];
+  if (gives.length)
+    statements.push(
+      `SELECT pg_advisory_unlock(${REQUEST_CLASS}, k) FROM unnest(ARRAY[${gives.join(', ')}]::int[]) AS k`,
+    );
+  if (takes.length)
+    statements.push(
+      `SELECT i, pg_try_advisory_lock(${REQUEST_CLASS}, k) AS taken ` +
+        `FROM unnest(ARRAY[${takes.map((t) => t.id).join(', ')}]::int[]) WITH ORDINALITY AS u (k, i) ORDER BY i`,
+    );
+  try {
+    const result = (await client.query(statements.join(';\n'))) as pg.QueryResult | pg.QueryResult[];
+    const rows = takes.length ? (Array.isArray(result) ? result[result.length - 1]! : result).rows : [];
+    takes.forEach((t, i) => t.resolve((rows[i] as { taken?: unknown } | undefined)?.taken === true));
+  } catch (error) {
+    for (const t of takes) t.reject(error);
+  }
+}
+
 export class PgCoordinator {
   private client: pg.Client | null = null;
   private connecting: Promise<pg.Client | null> | null = null;
@@ -55,6 +88,8 @@ export class PgCoordinator {
   private readonly keys = new Map<string, { id: number; client: pg.Client }>();
   /** the last query sent on `client`: the next one waits for it (see `send`) */
   private tail: Promise<unknown> = Promise.resolve();
+  /** the request locks to be taken and given back with the next query (see `lockBatchOf`) */
+  private lockBatch: LockBatch | null = null;
   private retryMs = RECONNECT_MIN_MS;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -114,11 +149,9 @@ export class PgCoordinator {
       // The database cannot be reached: the request fails now, as its writes would.
       if (!client) throw new StoreUnavailableError('unreachable');
       try {
-        const res = await this.send<{ ok: boolean }>(client, 'SELECT pg_try_advisory_lock($1, $2) AS ok', [
-          REQUEST_CLASS,
-          id,
-        ]);
-        if (res.rows[0]?.ok) {
+        const batch = this.lockBatchOf(client);
+        const taken = await new Promise<boolean>((resolve, reject) => batch.takes.push({ id, resolve, reject }));
+        if (taken) {
           this.keys.set(key, { id, client });
           return true;
         }
@@ -136,7 +169,9 @@ export class PgCoordinator {
     if (!held) return;
     this.keys.delete(key);
     if (held.client !== this.client) return;
-    await this.send(held.client, 'SELECT pg_advisory_unlock($1, $2)', [REQUEST_CLASS, held.id]).catch(() => undefined);
+    const batch = this.lockBatchOf(held.client);
+    batch.gives.push(held.id);
+    await batch.sent;
   }
 
   async close(): Promise<void> {
@@ -158,9 +193,30 @@ export class PgCoordinator {
     text: string,
     values?: unknown[],
   ): Promise<pg.QueryResult<R>> {
-    const sent = this.tail.then(() => client.query<R>(text, values));
-    this.tail = sent.catch(() => undefined);
-    return sent;
+    return this.after(() => client.query<R>(text, values));
+  }
+
+  /** Runs `work` once the query sent before it has ended. */
+  private after<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(work);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * The batch of request locks that goes next on `client`: the takes and gives asked for until it is sent (when the
+   * query before it ends) go together in one message, so that under load a request's two locks cost a share of a
+   * round trip each, not one each on this one connection.
+   */
+  private lockBatchOf(client: pg.Client): LockBatch {
+    if (this.lockBatch?.client === client) return this.lockBatch;
+    const batch: LockBatch = { client, takes: [], gives: [], sent: Promise.resolve() };
+    this.lockBatch = batch;
+    batch.sent = this.after(() => {
+      if (this.lockBatch === batch) this.lockBatch = null;
+      return sendLockBatch(batch);
+    });
+    return batch;
   }
 
   private connection(): Promise<pg.Client | null> {
