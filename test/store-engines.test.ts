@@ -217,7 +217,7 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
     expect(await store.reads.sessions.countByState()).toEqual({});
   });
 
-  it('sessions: the newest session of many keys read at once, keys repeated and missing: each what it is alone', async () => {
+  it('sessions: the newest session (and its sid) of many keys read at once, keys repeated and missing: each what it is alone', async () => {
     const { store } = await open();
     const sids: number[] = [];
     for (let i = 0; i < 12; i++) {
@@ -249,6 +249,10 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
     expect(atOnce[7]?.sydent).toMatchObject({ id: sids[7], token: 'T7', clientSecret: 'cs7' });
     expect(atOnce[12]).toBeUndefined();
     expect(atOnce[13]).toBeUndefined();
+    // the sid a new requestToken checks for, read at once with the others: the newest session's
+    const sidsAtOnce = await Promise.all(keys.map((k) => reads.findSid(...k)));
+    expect(sidsAtOnce).toEqual(atOnce.map((row) => row?.sydent.id));
+    expect(sidsAtOnce[0]).toBe(sids[1]);
   });
 
   it("sessions: a save that leaves Sydent's columns as they are writes only the machine row; one that changes them writes theirs", async () => {

@@ -1,6 +1,6 @@
 /**
  * Small reads on PostgreSQL, several requests' keys in one statement: the v2 lookup of a few hashes, the session a
- * repeated requestToken names.
+ * requestToken names (read before its lock by the repeat path, and for its sid once the lock is held).
  *
  * Why: a read by key is one index probe for the server, but as a statement of its own it is also a write to the
  * server's socket, the server's wake-up and its reply, which cost this process more CPU than everything else such a

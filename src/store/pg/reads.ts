@@ -232,14 +232,12 @@ export function pgReads(pool: pg.Pool, tokens: TokenCache, pepperCache: PepperCa
         ).map((r) => r.url),
     },
     sessions: {
-      findSid: async (medium, address, clientSecret) =>
-        (
-          await one<{ id: number }>(
-            'session_find',
-            'SELECT id FROM threepid_validation_sessions WHERE medium = $1 AND address = $2 AND clientSecret = $3 ORDER BY mtime DESC LIMIT 1',
-            [medium, address, clientSecret],
-          )
-        )?.id,
+      // The newest session's sid, read in the statement shared by the session reads of its turn (below). A read made
+      // while that statement is out waits for the next one, so it sees what was committed before it was asked for.
+      findSid: async (medium, address, clientSecret) => {
+        const [row] = await latestSessions.read([[medium, address, clientSecret]]);
+        return row?.id;
+      },
       // One statement for the repeated requestToken, shared with the others of its turn.
       findLatest: async (medium, address, clientSecret) => {
         const [row] = await latestSessions.read([[medium, address, clientSecret]]);
