@@ -517,11 +517,8 @@ describe('several nodes on one database: shared limits, claims that expire, leas
       (n) => n >= 2,
     );
     heard.length = 0;
-    await a.writes.enqueueCallback(
-      { destination: 'hs.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 },
-      req(),
-    );
     const pepper = await a.reads.associations.storedPepper();
+    // a bind that queues its homeserver's callback: both told, at its commit
     await a.writes.bind(
       {
         medium: 'email',
@@ -534,7 +531,7 @@ describe('several nodes on one database: shared limits, claims that expire, leas
         originServer: 'is.example',
         sgAssoc: '{}',
         inviteIds: [],
-        callback: null,
+        callback: { destination: 'hs.example', path: '/onbind', body: {} },
       },
       req(),
     );
@@ -544,6 +541,18 @@ describe('several nodes on one database: shared limits, claims that expire, leas
         (h) => h.includes('log') && h.includes('callbacks'),
       ),
     ).toEqual(['callbacks', 'log']);
+    // a callback queued on its own
+    heard.length = 0;
+    await a.writes.enqueueCallback(
+      { destination: 'hs.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 },
+      req(),
+    );
+    expect(
+      await until(
+        async () => [...heard],
+        (h) => h.includes('callbacks'),
+      ),
+    ).toEqual(['callbacks']);
 
     await a.writes.registerAccount({ userId: '@u:hs.example', token: 'tok', now: 1_000 }, req());
     expect(await b.reads.accounts.accountByToken('tok')).toMatchObject({

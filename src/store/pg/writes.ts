@@ -255,23 +255,26 @@ const appendLocal = (from: string): string => `INSERT INTO local_threepid_associ
 /** Takes LOG_APPEND_LOCK (`$1`); every pusher hears at the commit that the log grew. */
 const LOCK_LOG = `SELECT pg_advisory_xact_lock($1::bigint), ${notifyCall('log')}`;
 
+/** `$1`…`$10` of a bind's append: the log's lock, then the row's medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, sgAssoc. */
+const bindValues = (req: BindRecord): unknown[] => [
+  LOG_APPEND_LOCK,
+  req.medium,
+  req.address,
+  req.lookupHash,
+  req.mxid,
+  req.ts,
+  req.ts,
+  req.notAfter,
+  req.originServer,
+  req.sgAssoc,
+];
+
 /**
  * The last statement of a bind: the lock, the log's row, our global row (whose originId is the log's id) and the
  * counts noted so far, in that order.
  */
 async function appendBind(req: BindRecord, counts: CountDeltas, commitWith: CommitWith): Promise<void> {
-  const values: unknown[] = [
-    LOG_APPEND_LOCK,
-    req.medium,
-    req.address,
-    req.lookupHash,
-    req.mxid,
-    req.ts,
-    req.ts,
-    req.notAfter,
-    req.originServer,
-    req.sgAssoc,
-  ];
+  const values = bindValues(req);
   const ctes = [
     `locked AS MATERIALIZED (${LOCK_LOG})`,
     `logged AS (${appendLocal('locked')})`,
@@ -290,6 +293,71 @@ async function appendBind(req: BindRecord, counts: CountDeltas, commitWith: Comm
     ...values,
     ...(countsCte?.values ?? []),
   ]);
+}
+
+/**
+ * A bind without a session to save, in one statement (one round trip, planned once per connection): the pepper's row
+ * share-locked and compared, the pending invites locked and compared, then, only when both are as the caller saw
+ * them, the invites marked sent, the homeserver callback queued, and the log's lock, append and global row (with the
+ * counts after the lock, as in appendBind). Answers which check failed, if one did; nothing is written then.
+ * `$1` the log's lock, `$2`…`$10` as appendBind's, `$11` the pepper seen, `$12` the pending invites' ids seen (sorted),
+ * `$13` sent_ts (seconds), `$14`…`$16` the callback's destination, path and body (null: none).
+ */
+export const BIND_SQL = `WITH checked AS MATERIALIZED (
+    SELECT (${PEPPER_SQL} FOR SHARE) IS NOT DISTINCT FROM $11::text AS pepper_ok,
+      coalesce((SELECT array_agg(p.id ORDER BY p.id) FROM (
+        SELECT id FROM invite_tokens WHERE medium = $2 AND address = $3 AND sent_ts IS NULL FOR UPDATE
+      ) p), '{}') = $12::bigint[] AS invites_ok
+  ), go AS MATERIALIZED (
+    SELECT 1 FROM checked WHERE pepper_ok AND invites_ok
+  ), sent AS (
+    UPDATE invite_tokens SET sent_ts = $13
+    WHERE medium = $2 AND address = $3 AND sent_ts IS NULL AND EXISTS (SELECT 1 FROM go)
+  ), queued AS (
+    INSERT INTO callback_outbox (destination, path, body, medium, address, next_attempt_ts, created_ts)
+    SELECT $14::text, $15::text, $16::text, $2, $3, $6, $6 FROM go WHERE $14::text IS NOT NULL
+    RETURNING id
+  ), told AS (
+    SELECT ${notifyCall('callbacks')} FROM queued
+  ), locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock($1::bigint), ${notifyCall('log')} FROM go
+  ), logged AS (${appendLocal('locked')}
+  ), global AS (
+    INSERT INTO global_threepid_associations
+      (medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, originId, sgAssoc)
+    SELECT $2, $3, $4, $5, $6, $7, $8, $9::text, logged.id, $10::text FROM logged
+    ON CONFLICT DO NOTHING
+  ), counted AS (
+    INSERT INTO sydent_ts_callback_counts AS c (state, n)
+    SELECT 'pending', q.n FROM (SELECT count(*) AS n FROM queued) q, (SELECT count(*) FROM logged) AS after_the_lock
+    WHERE q.n > 0
+    ON CONFLICT (state) DO UPDATE SET n = c.n + EXCLUDED.n
+  )
+  SELECT pepper_ok, invites_ok, (SELECT count(*)::int FROM logged) AS logged, (SELECT count(*)::int FROM told) AS told
+  FROM checked`;
+
+async function bindAlone(pool: pg.Pool, req: BindRecord, q: WriteRequest): Promise<void> {
+  q.cancel?.throwIfAborted();
+  const [row] = await oneStatement<{ pepper_ok: boolean; invites_ok: boolean; logged: number }>(
+    pool,
+    {
+      name: 'bind',
+      text: BIND_SQL,
+      values: [
+        ...bindValues(req),
+        req.pepperSeen,
+        [...req.inviteIds].sort((a, b) => a - b),
+        Math.floor(req.ts / 1000),
+        req.callback?.destination ?? null,
+        req.callback?.path ?? null,
+        req.callback ? JSON.stringify(req.callback.body) : null,
+      ],
+    },
+    () => q.cancel?.throwIfAborted(),
+  );
+  if (!row?.pepper_ok) throw new BindConflictError('the lookup pepper changed');
+  if (!row.invites_ok) throw new BindConflictError('the pending invites changed');
+  if (row.logged !== 1) throw new Error('the bind was not appended to the replication log');
 }
 
 /** A bind, ending its transaction. */
@@ -518,7 +586,7 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         }
         return res.rows.length;
       }),
-    bind: (e, q) => tx(q, (sql, counts, commitWith) => bind(sql, e, counts, commitWith)),
+    bind: (e, q) => bindAlone(pool, e, q),
     bindSession: (e, q) =>
       tx(q, async (sql, counts, commitWith) => {
         const rowVersion = await saveSession(sql, e.session.write, e.session.expectedVersion, counts);
