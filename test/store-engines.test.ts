@@ -537,10 +537,16 @@ describe.each(ENGINES)('store contract on %s', (engine, open) => {
       claimedUntil: null,
     });
     expect(await store.writes.releaseCallback({ id: b!.id, claimedUntil: 66_000 }, req())).toBe(true);
+    // an invite to b's 3PID, whose token goes once the homeserver has the callback
+    await store.writes.storeInvite(
+      { ...pendingInvite(), address: 'c@x', token: 'ctok', ephemeralPublicKey: 'cepk' },
+      req(),
+    );
     expect(await store.writes.callbackDelivered({ id: b!.id, now: 7_000, deleteInviteTokens: true }, req())).toEqual({
       updated: true,
-      tokensDeleted: 0,
+      tokensDeleted: 1,
     });
+    expect(await store.reads.invites.senderOfToken('ctok')).toBeUndefined();
     expect(await store.writes.callbackDelivered({ id: b!.id, now: 7_000, deleteInviteTokens: true }, req())).toEqual({
       updated: false,
       tokensDeleted: 0,

@@ -3,8 +3,9 @@
  * `validated`, callbacks by state), kept on PostgreSQL by the writes themselves where SQLite keeps them by triggers.
  *
  * A write notes what it changed here as it goes, and the counts are written in one statement at the end of its
- * transaction (or within its last one: a bind's append to the replication log), because a count row is locked from
- * its update until the commit: updated early, it would make every transaction touching the same state wait for the
+ * transaction (or within its last one: a bind's append to the replication log); a write that is one statement moves
+ * them in a CTE that runs after its other writes (`movedCountsCte`). Last, because a count row is locked from its
+ * update until the commit: updated early, it would make every transaction touching the same state wait for the
  * previous one to commit. Rows are updated in one fixed order (table by table, key by key), so two transactions
  * never hold one count row each while waiting for the other's.
  */
@@ -29,6 +30,21 @@ export interface CountsCte {
   sql: string;
   values: unknown[];
   last: string;
+}
+
+/**
+ * A CTE named `counted` that moves the counts of `kind` for each row of `source` (a CTE of the same statement that
+ * writes the rows counted): one off `from`, one on `to` (SQL over the source's columns). It reads `source`, so it
+ * runs after it, with the rows it locked; its count rows are updated in key order, as `cte` does.
+ */
+export function movedCountsCte(kind: 'machine' | 'callback', source: string, from: string, to: string): string {
+  const t = TABLES[kind];
+  return `counted AS (
+    INSERT INTO ${t.name} AS c (${t.key}, n)
+    SELECT k, sum(d) FROM (SELECT ${from}, -1 FROM ${source} UNION ALL SELECT ${to}, 1 FROM ${source}) AS moved (k, d)
+    GROUP BY k HAVING sum(d) <> 0 ORDER BY k
+    ON CONFLICT (${t.key}) DO UPDATE SET n = c.n + EXCLUDED.n
+  )`;
 }
 
 export class CountDeltas {

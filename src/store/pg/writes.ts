@@ -12,7 +12,9 @@
  *   the global row are one statement, so the lock is held for that statement and the commit only;
  * - callback claims take rows with `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row;
  * - what other nodes must act on is NOTIFYed in the same transaction, so they hear of it at its commit (coordinator.ts);
- * - the state counts of migration 12 are written at the end of each transaction (counts.ts).
+ * - the state counts of migration 12 are written at the end of each transaction, or last in a write that is one
+ *   statement (counts.ts);
+ * - the writes requests make most are one named statement each: one round trip, planned once per connection.
  */
 import type pg from 'pg';
 
@@ -36,7 +38,7 @@ import {
   type SydentColumns,
 } from '../sessions.js';
 import { notifyCall, notifySql, type PgCoordinator } from './coordinator.js';
-import { CountDeltas } from './counts.js';
+import { CountDeltas, movedCountsCte } from './counts.js';
 import { inTransaction, oneStatement, type CommitWith, type Sql } from './pool.js';
 import type { PgRateBuckets } from './rate-buckets.js';
 import { PEPPER_SQL, PG_OPEN, PG_OPEN_DESTINATIONS } from './reads.js';
@@ -180,12 +182,7 @@ const SAVE_AT_VERSION_SQL = `WITH current AS MATERIALIZED (
   ), sydent_token AS (
     UPDATE threepid_token_auths SET token = $15, sendAttemptNumber = $16
     WHERE validationSession = $1 AND EXISTS (SELECT 1 FROM saved) AND NOT (SELECT unchanged FROM seen)
-  ), counted AS (
-    INSERT INTO sydent_ts_machine_counts AS c (state, n)
-    SELECT k, sum(d) FROM (SELECT old_state, -1 FROM saved UNION ALL SELECT $2, 1 FROM saved) AS moved (k, d)
-    GROUP BY k HAVING sum(d) <> 0 ORDER BY k
-    ON CONFLICT (state) DO UPDATE SET n = c.n + EXCLUDED.n
-  )
+  ), ${movedCountsCte('machine', 'saved', 'old_state', '$2::text')}
   SELECT count(*)::int AS saved FROM saved`;
 
 async function saveAtVersion(
@@ -412,11 +409,30 @@ async function unbind(
   return (rows[0]?.n ?? 0) > 0;
 }
 
-/** A claimed callback's row moved out of 'delivering' by `update` (which returns the new state); whether it was. */
-async function leaveDelivering(sql: Sql, counts: CountDeltas, update: string, values: unknown[]): Promise<boolean> {
-  const row = (await sql.query<{ state: string }>(update, values)).rows[0];
-  if (row) counts.moved('callback', 'delivering', row.state);
-  return row !== undefined;
+/**
+ * A claimed callback's row moved out of 'delivering' by `update` (which returns the new state), with its counts, in
+ * one named statement; whether it was.
+ */
+async function leaveDelivering(
+  pool: pg.Pool,
+  q: WriteRequest,
+  name: string,
+  update: string,
+  values: unknown[],
+): Promise<boolean> {
+  q.cancel?.throwIfAborted();
+  const [row] = await oneStatement<{ n: number }>(
+    pool,
+    {
+      name,
+      text: `WITH left_delivering AS (${update}),
+        ${movedCountsCte('callback', 'left_delivering', "'delivering'", 'state')}
+        SELECT count(*)::int AS n FROM left_delivering`,
+      values,
+    },
+    () => q.cancel?.throwIfAborted(),
+  );
+  return row?.n === 1;
 }
 
 function sameIds(a: readonly number[], b: readonly number[]): boolean {
@@ -433,7 +449,7 @@ const CLAIMABLE = `((c.state IN ('pending', 'retrying') AND c.next_attempt_ts <=
  * The claim, as SQLite's (callbacks.ts, CALLBACK_CLAIM_SQL): the destinations with open rows walked by one index probe each,
  * then the most overdue claimable row of each destination the worker is not busy with, found from the first of its
  * open rows in due order, so a destination's backlog is never read; of those the most overdue `$4`, each locked or
- * skipped when another node is claiming it at this moment.
+ * skipped when another node is claiming it at this moment; the counts moved in the same statement.
  */
 export const CLAIM_CALLBACKS_SQL = `WITH RECURSIVE ${PG_OPEN_DESTINATIONS}, firsts AS (
     SELECT f.id FROM open_destinations o CROSS JOIN LATERAL (
@@ -447,11 +463,30 @@ export const CLAIM_CALLBACKS_SQL = `WITH RECURSIVE ${PG_OPEN_DESTINATIONS}, firs
     WHERE ${CLAIMABLE}
     ORDER BY c.next_attempt_ts, c.id LIMIT $4
     FOR UPDATE OF c SKIP LOCKED
+  ), claimed AS (
+    UPDATE callback_outbox o SET state = 'delivering', claimed_until = $2
+    FROM picked WHERE o.id = picked.id
+    RETURNING o.id, o.destination, o.path, o.body, o.medium, o.address, o.attempts, o.next_attempt_ts, o.last_error,
+              o.created_ts, o.claimed_until, picked.state AS prev_state
+  ), ${movedCountsCte('callback', 'claimed', 'prev_state', "'delivering'")}
+  SELECT * FROM claimed`;
+
+/**
+ * A callback delivered, whoever holds its claim (the homeserver has it, whatever else happens to the row): the state it
+ * leaves read from the row as locked (another node may have moved it since the statement began), the counts moved,
+ * and with `$3` the 3PID's invite tokens deleted. `$1` now, `$2` the row's id.
+ */
+const CALLBACK_DELIVERED_SQL = `WITH old AS (
+    SELECT id, state FROM callback_outbox WHERE id = $2 AND state NOT IN ('delivered', 'abandoned') FOR UPDATE
+  ), done AS (
+    UPDATE callback_outbox o SET state = 'delivered', delivered_ts = $1, claimed_until = NULL, last_error = NULL
+    FROM old WHERE o.id = old.id RETURNING o.medium, o.address, old.state AS prev_state
+  ), ${movedCountsCte('callback', 'done', 'prev_state', "'delivered'")},
+  tokens AS (
+    DELETE FROM invite_tokens i USING done WHERE $3::boolean AND i.medium = done.medium AND i.address = done.address
+    RETURNING 1
   )
-  UPDATE callback_outbox o SET state = 'delivering', claimed_until = $2
-  FROM picked WHERE o.id = picked.id
-  RETURNING o.id, o.destination, o.path, o.body, o.medium, o.address, o.attempts, o.next_attempt_ts, o.last_error,
-            o.created_ts, o.claimed_until, picked.state AS prev_state`;
+  SELECT (SELECT count(*)::int FROM done) AS updated, (SELECT count(*)::int FROM tokens) AS tokens_deleted`;
 
 export interface PgWriteParts {
   pool: pg.Pool;
@@ -663,72 +698,59 @@ export function pgWriteOps({ pool, tokens, buckets, coordinator }: PgWriteParts)
         return result;
       }),
     enqueueCallback: (e, q) => tx(q, (sql, counts) => enqueueCallback(sql, e, counts)),
-    claimCallbacks: (e, q) => {
-      if (e.limit <= 0) return Promise.resolve([]);
-      return tx(q, async (sql, counts) => {
-        const res = await sql.query<ClaimedRow & { prev_state: string }>(CLAIM_CALLBACKS_SQL, [
-          e.now,
-          e.claimedUntil,
-          e.excludeDestinations,
-          e.limit,
-        ]);
-        for (const row of res.rows) counts.moved('callback', row.prev_state, 'delivering');
-        return claimedCallbacksOf(res.rows);
-      });
+    claimCallbacks: async (e, q) => {
+      if (e.limit <= 0) return [];
+      q.cancel?.throwIfAborted();
+      const rows = await oneStatement<ClaimedRow & { prev_state: string }>(
+        pool,
+        {
+          name: 'claim_callbacks',
+          text: CLAIM_CALLBACKS_SQL,
+          values: [e.now, e.claimedUntil, e.excludeDestinations, e.limit],
+        },
+        () => q.cancel?.throwIfAborted(),
+      );
+      return claimedCallbacksOf(rows);
     },
     // Delivered wins whoever holds the claim: the homeserver has the callback, whatever else happens to the row.
-    callbackDelivered: (e, q) =>
-      tx(q, async (sql, counts) => {
-        // The state it leaves, read from the row as locked: another node may have moved it since this statement began.
-        const row = (
-          await sql.query<{ medium: string; address: string; prev_state: string }>(
-            `WITH old AS (
-               SELECT id, state FROM callback_outbox WHERE id = $2 AND state NOT IN ('delivered', 'abandoned') FOR UPDATE
-             )
-             UPDATE callback_outbox o SET state = 'delivered', delivered_ts = $1, claimed_until = NULL, last_error = NULL
-             FROM old WHERE o.id = old.id RETURNING o.medium, o.address, old.state AS prev_state`,
-            [e.now, e.id],
-          )
-        ).rows[0];
-        if (!row) return { updated: false, tokensDeleted: 0 };
-        counts.moved('callback', row.prev_state, 'delivered');
-        const tokensDeleted = e.deleteInviteTokens
-          ? ((
-              await sql.query('DELETE FROM invite_tokens WHERE medium = $1 AND address = $2', [row.medium, row.address])
-            ).rowCount ?? 0)
-          : 0;
-        return { updated: true, tokensDeleted };
-      }),
+    callbackDelivered: async (e, q) => {
+      q.cancel?.throwIfAborted();
+      const [row] = await oneStatement<{ updated: number; tokens_deleted: number }>(
+        pool,
+        { name: 'callback_delivered', text: CALLBACK_DELIVERED_SQL, values: [e.now, e.id, e.deleteInviteTokens] },
+        () => q.cancel?.throwIfAborted(),
+      );
+      return row?.updated === 1
+        ? { updated: true, tokensDeleted: row.tokens_deleted }
+        : { updated: false, tokensDeleted: 0 };
+    },
     retryCallback: (e, q) =>
-      tx(q, (sql, counts) =>
-        leaveDelivering(
-          sql,
-          counts,
-          `UPDATE callback_outbox SET state = 'retrying', attempts = attempts + 1, next_attempt_ts = $1, last_error = $2,
-             claimed_until = NULL
-           WHERE id = $3 AND state = 'delivering' AND claimed_until = $4 RETURNING state`,
-          [e.nextAttemptTs, e.lastError.slice(0, 1000), e.id, e.claimedUntil],
-        ),
+      leaveDelivering(
+        pool,
+        q,
+        'callback_retry',
+        `UPDATE callback_outbox SET state = 'retrying', attempts = attempts + 1, next_attempt_ts = $1, last_error = $2,
+           claimed_until = NULL
+         WHERE id = $3 AND state = 'delivering' AND claimed_until = $4 RETURNING state`,
+        [e.nextAttemptTs, e.lastError.slice(0, 1000), e.id, e.claimedUntil],
       ),
     abandonCallback: (e, q) =>
-      tx(q, (sql, counts) =>
-        leaveDelivering(
-          sql,
-          counts,
-          `UPDATE callback_outbox SET state = 'abandoned', last_error = $1, claimed_until = NULL
-           WHERE id = $2 AND state = 'delivering' AND claimed_until = $3 RETURNING state`,
-          [e.lastError.slice(0, 1000), e.id, e.claimedUntil],
-        ),
+      leaveDelivering(
+        pool,
+        q,
+        'callback_abandon',
+        `UPDATE callback_outbox SET state = 'abandoned', last_error = $1, claimed_until = NULL
+         WHERE id = $2 AND state = 'delivering' AND claimed_until = $3 RETURNING state`,
+        [e.lastError.slice(0, 1000), e.id, e.claimedUntil],
       ),
     releaseCallback: (e, q) =>
-      tx(q, (sql, counts) =>
-        leaveDelivering(
-          sql,
-          counts,
-          `UPDATE callback_outbox SET state = CASE WHEN attempts = 0 THEN 'pending' ELSE 'retrying' END, claimed_until = NULL
-           WHERE id = $1 AND state = 'delivering' AND claimed_until = $2 RETURNING state`,
-          [e.id, e.claimedUntil],
-        ),
+      leaveDelivering(
+        pool,
+        q,
+        'callback_release',
+        `UPDATE callback_outbox SET state = CASE WHEN attempts = 0 THEN 'pending' ELSE 'retrying' END, claimed_until = NULL
+         WHERE id = $1 AND state = 'delivering' AND claimed_until = $2 RETURNING state`,
+        [e.id, e.claimedUntil],
       ),
     purgeCallbacks: (e, q) =>
       tx(q, async (sql, counts) => {
