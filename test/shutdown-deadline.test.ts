@@ -4,11 +4,11 @@
  * deadline counted from the drain's end would then move past the one main.ts holds the process to (and exit 1 a stop
  * that was going well). Here the server's own event loop is held while it drains, so its timer fires late for sure.
  */
-import net from 'node:net';
 import { expect, it, vi } from 'vitest';
 import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { call, type Reply } from './helpers/email.js';
 import { startTestServer } from './helpers/server.js';
+import { startSilentServer } from './helpers/smtp.js';
 
 const cleanups = cleanupsAfterEach();
 
@@ -22,17 +22,12 @@ it(
   { timeout: 30_000 },
   async () => {
     // A mail server that accepts and never says a word: the requestToken stays under way until the deadline.
-    const held: net.Socket[] = [];
-    const silent = net.createServer((socket) => held.push(socket));
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', () => resolve()));
-    cleanups.push(() => {
-      for (const s of held) s.destroy();
-      silent.close();
-    });
+    const silent = await startSilentServer();
+    cleanups.push(() => silent.close());
     const t = await startTestServer({
       conf: {
         http: { drain_seconds: String(DRAIN_S), shutdown_timeout_seconds: String(TIMEOUT_S) },
-        email: { 'email.smtphost': '127.0.0.1', 'email.smtpport': String((silent.address() as net.AddressInfo).port) },
+        email: { 'email.smtphost': '127.0.0.1', 'email.smtpport': String(silent.port) },
       },
     });
     cleanups.push(() => t.close());
@@ -44,7 +39,7 @@ it(
       answeredAt = Date.now();
       return reply;
     });
-    await vi.waitFor(() => expect(held.length, 'the mail to be under way').toBeGreaterThan(0), {
+    await vi.waitFor(() => expect(silent.connections(), 'the mail to be under way').toBeGreaterThan(0), {
       timeout: 10_000,
       interval: 20,
     });

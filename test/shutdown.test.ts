@@ -11,7 +11,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { call, type Reply } from './helpers/email.js';
 import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { freePort, logLines, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
-import { startSmtpServer } from './helpers/smtp.js';
+import { startSilentServer, startSmtpServer } from './helpers/smtp.js';
 import { tempDir } from './helpers/tmp.js';
 import { loopHeld } from './helpers/loop-held.js';
 
@@ -75,14 +75,9 @@ const SLOW_MAIL_SHUTDOWN_MS = 20_000;
 describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
   it('a mail server that never answers, a body still arriving: after the drain window and the deadline both are answered 503 with Retry-After, and the process exits 0 within a second', async () => {
     // Accepts connections and never says a word.
-    const held: net.Socket[] = [];
-    const silent = net.createServer((socket) => held.push(socket));
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', () => resolve()));
-    cleanups.push(() => {
-      for (const s of held) s.destroy();
-      silent.close();
-    });
-    const s = await serve((silent.address() as net.AddressInfo).port, {
+    const silent = await startSilentServer();
+    cleanups.push(() => silent.close());
+    const s = await serve(silent.port, {
       drain_seconds: '1',
       shutdown_timeout_seconds: '2',
     });
@@ -94,7 +89,7 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
       answeredAt = Date.now();
       return reply;
     });
-    await vi.waitFor(() => expect(held.length, 'the mail to be under way').toBeGreaterThan(0), {
+    await vi.waitFor(() => expect(silent.connections(), 'the mail to be under way').toBeGreaterThan(0), {
       timeout: 10_000,
       interval: 20,
     });

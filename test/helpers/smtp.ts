@@ -1,5 +1,5 @@
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from 'smtp-server';
-import type { Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { makeCa, makeCert } from './certs.js';
 
 /** A message the loopback server accepted. */
@@ -319,4 +319,27 @@ export async function startSlowSmtpServer(opts: { dataDelayMs: number }): Promis
       server.close(() => resolve());
     });
   return state;
+}
+
+export interface SilentServer {
+  port: number;
+  /** connections accepted so far */
+  connections(): number;
+  close(): void;
+}
+
+/** A mail server that accepts connections and never says a word: a send to it stays under way until given up. */
+export async function startSilentServer(): Promise<SilentServer> {
+  const held: Socket[] = [];
+  const { createServer } = await import('node:net');
+  const server = createServer((socket) => held.push(socket));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    connections: () => held.length,
+    close: () => {
+      for (const s of held) s.destroy();
+      server.close();
+    },
+  };
 }

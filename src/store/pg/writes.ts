@@ -252,7 +252,10 @@ const appendLocal = (from: string): string => `INSERT INTO local_threepid_associ
 /** Takes LOG_APPEND_LOCK (`$1`); every pusher hears at the commit that the log grew. */
 const LOCK_LOG = `SELECT pg_advisory_xact_lock($1::bigint), ${notifyCall('log')}`;
 
-/** `$1`…`$10` of a bind's append: the log's lock, then the row's medium, address, lookup_hash, mxid, ts, notBefore, notAfter, originServer, sgAssoc. */
+/**
+ * `$1`…`$10` of a bind's append: the log's lock, then the row's medium, address, lookup_hash, mxid, ts, notBefore,
+ * notAfter, originServer and sgAssoc.
+ */
 const bindValues = (req: BindRecord): unknown[] => [
   LOG_APPEND_LOCK,
   req.medium,
