@@ -12,6 +12,7 @@ import {
   statusNotes,
   verifyLookup,
 } from '../lib/associations-db.js';
+import { CPU_PER_ANSWER_LABEL, cpuPerAnswer } from '../lib/cpu-per-answer.js';
 import { freePort } from '../lib/ports.js';
 import type { Goal, Scenario, TwinFigure } from '../lib/scenario.js';
 import { storedRows, type StoredDatabase } from '../lib/stored-rows.js';
@@ -115,7 +116,12 @@ const bind: Scenario = {
     const serverKey = (pubkey.body as { public_key?: string }).public_key;
     if (!serverKey) throw new Error(`pubkey: ${JSON.stringify(pubkey.body).slice(0, 200)}`);
 
-    const summary = await ctx.measure({ url: internalUrl, requests: [bindRequest(BIND_PATH)] });
+    const cpu = cpuPerAnswer(ctx.engine, s.server.process.child.pid);
+    const summary = await ctx.measure(
+      { url: internalUrl, requests: [bindRequest(BIND_PATH)] },
+      { afterWarmup: () => cpu.start() },
+    );
+    const cpuUsed = await cpu.end(summary.total);
     const twinFigure: TwinFigure | undefined = twin
       ? await ctx.pairedWithTwin(
           { url: internalUrl, requests: [bindRequest(BIND_PATH)] },
@@ -139,6 +145,7 @@ const bind: Scenario = {
       twin: twinFigure,
       extras: [
         { label: 'binds/s (2xx/s)', value: rate.toFixed(1) },
+        ...(cpuUsed ? [{ label: CPU_PER_ANSWER_LABEL, value: cpuUsed }] : []),
         { label: 'associations in the database before', value: s.db.count.toLocaleString('en') },
         {
           label: 'check after measuring',

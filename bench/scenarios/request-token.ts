@@ -5,8 +5,7 @@ import path from 'node:path';
 
 import { closeDatabase, openDatabase } from '../../src/store/database.js';
 import { requestJson, statusNotes } from '../lib/associations-db.js';
-import { postgresCpuSeconds } from '../lib/postgres.js';
-import { cpuSeconds } from '../lib/proc-cpu.js';
+import { CPU_PER_ANSWER_LABEL, cpuPerAnswer } from '../lib/cpu-per-answer.js';
 import type { Extra, Goal, Scenario, ScenarioContext, ScenarioResult, TwinFigure } from '../lib/scenario.js';
 import type { SampleSession } from '../lib/sessions-db.js';
 import { storedRows, type StoredDatabase } from '../lib/stored-rows.js';
@@ -135,23 +134,18 @@ export async function measureRequestToken(
     });
   }
 
-  // CPU seconds of sydent-ts and (on that engine) PostgreSQL over the measured run: null where /proc says nothing
-  const cpuNow = async () => ({
-    server: server.process.child.pid === undefined ? null : cpuSeconds(server.process.child.pid),
-    pg: ctx.engine === 'postgresql' ? await postgresCpuSeconds() : null,
-  });
-  let cpuBefore: Awaited<ReturnType<typeof cpuNow>> = { server: null, pg: null };
+  const cpu = cpuPerAnswer(ctx.engine, server.process.child.pid);
   const summary = await ctx.measure(
     { url: server.baseUrl, requests: [uniqueRequest()] },
     // mails of warm-up requests still in flight land before the count starts
     {
       afterWarmup: async () => {
         await counted('scenario');
-        cpuBefore = await cpuNow();
+        await cpu.start();
       },
     },
   );
-  const cpuAfter = await cpuNow();
+  const cpuUsed = await cpu.end(summary.total);
   // and those of measured requests the server finished after autocannon stopped
   const measuredMails = await counted('scenario');
   const sessionsPerS = summary.ok2xx / summary.durationS;
@@ -222,17 +216,7 @@ export async function measureRequestToken(
       value: `sydent-ts ${rows.scenario} / ${mails.scenario}` + (twin ? `, twin ${rows.twin} / ${mails.twin}` : ''),
     },
   );
-  const perAnswerUs = (before: number | null, after: number | null): string | null =>
-    before === null || after === null || summary.total === 0
-      ? null
-      : `${(((after - before) * 1e6) / summary.total).toFixed(0)} µs`;
-  const serverCpu = perAnswerUs(cpuBefore.server, cpuAfter.server);
-  const pgCpu = perAnswerUs(cpuBefore.pg, cpuAfter.pg);
-  if (serverCpu)
-    extras.push({
-      label: 'CPU per answer (measured run, user + system)',
-      value: `sydent-ts ${serverCpu}` + (pgCpu ? `, PostgreSQL ${pgCpu}` : ''),
-    });
+  if (cpuUsed) extras.push({ label: CPU_PER_ANSWER_LABEL, value: cpuUsed });
   if (prepared.count)
     extras.push({ label: 'sessions in the database before', value: prepared.count.toLocaleString('en') });
   return {
