@@ -510,7 +510,8 @@ describe('several nodes on one database: shared limits, claims that expire, leas
   it('what one node commits, the other hears: the log grew, a callback was queued; a logout and a new consent drop its cached accounts', async () => {
     const { url, a, b } = await nodes();
     const heard: string[] = [];
-    b.onSignal((s) => heard.push(s));
+    // each signal heard, with the destination a callback's carries
+    b.onSignal((s, destination) => heard.push(destination === undefined ? s : `${s} ${destination}`));
     // B listens once its own line is up (it hears every signal then, as after a reconnection).
     await until(
       async () => heard.length,
@@ -538,21 +539,21 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     expect(
       await until(
         async () => [...heard].sort(),
-        (h) => h.includes('log') && h.includes('callbacks'),
+        (h) => h.includes('log') && h.includes('callbacks hs.example'),
       ),
-    ).toEqual(['callbacks', 'log']);
+    ).toEqual(['callbacks hs.example', 'log']);
     // a callback queued on its own
     heard.length = 0;
     await a.writes.enqueueCallback(
-      { destination: 'hs.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 },
+      { destination: 'other.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 },
       req(),
     );
     expect(
       await until(
         async () => [...heard],
-        (h) => h.includes('callbacks'),
+        (h) => h.includes('callbacks other.example'),
       ),
-    ).toEqual(['callbacks']);
+    ).toEqual(['callbacks other.example']);
 
     await a.writes.registerAccount({ userId: '@u:hs.example', token: 'tok', now: 1_000 }, req());
     expect(await b.reads.accounts.accountByToken('tok')).toMatchObject({
@@ -605,9 +606,9 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     expect(
       await until(
         async () => heard,
-        (h) => h.includes('callbacks'),
+        (h) => h.includes('callbacks hs2.example'),
       ),
-    ).toContain('callbacks');
+    ).toContain('callbacks hs2.example');
   });
 });
 

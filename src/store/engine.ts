@@ -95,8 +95,11 @@ export interface StoreEngine {
   readonly engine: 'sqlite' | 'postgresql';
   readonly reads: StoreReads;
   readonly writes: StoreWriteOps;
-  /** Tells `listener` of what other nodes committed (see StoreSignal). */
-  onSignal(listener: (signal: StoreSignal) => void): void;
+  /**
+   * Tells `listener` of what other nodes committed (see StoreSignal); `callbacks` with the destination of the row
+   * recorded, when known (a worker busy with or pausing that homeserver has nothing to look at).
+   */
+  onSignal(listener: (signal: StoreSignal, destination?: string) => void): void;
   /** Refuses what is still queued and closes the connections. Safe to call twice. */
   close(): Promise<void>;
 }

@@ -48,7 +48,7 @@ export class SqliteStore implements StoreEngine {
   private readonly tables: StoreWrites;
   private readonly committer: GroupCommitter;
   private closed = false;
-  private readonly listeners: ((signal: StoreSignal) => void)[] = [];
+  private readonly listeners: ((signal: StoreSignal, destination?: string) => void)[] = [];
   private externalCommits: NodeJS.Timeout | null = null;
 
   private constructor(
@@ -151,7 +151,7 @@ export class SqliteStore implements StoreEngine {
    * it is read every EXTERNAL_COMMITS_POLL_MS and a move is told as every signal: the replication worker reloads its
    * peers and looks at the log, the notifier at the outbox, within a second instead of at their next tick.
    */
-  onSignal(listener: (signal: StoreSignal) => void): void {
+  onSignal(listener: (signal: StoreSignal, destination?: string) => void): void {
     // nobody else can open an in-memory database
     if (isMemoryPath(this.path)) return;
     this.listeners.push(listener);

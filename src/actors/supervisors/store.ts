@@ -80,8 +80,11 @@ export const storeSupervisor = supervisor('store', {
         : SqliteStore.open(db.dbFile, { log: deps.log });
     env.provideReads(engine.reads);
     // Another node committed something our workers act on (PostgreSQL); a worker that is shutting down ignores it.
-    engine.onSignal((signal) => {
-      const woken = signal === 'log' ? env.facades.replication.wake({}) : env.facades.notifier.wake({});
+    engine.onSignal((signal, destination) => {
+      const woken =
+        signal === 'log'
+          ? env.facades.replication.wake({})
+          : env.facades.notifier.wake(destination === undefined ? {} : { destination });
       woken.catch(() => undefined);
     });
     return { engine };

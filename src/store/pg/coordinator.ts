@@ -44,8 +44,13 @@ const RECONNECT_MAX_MS = 10_000;
 
 /** The statement a write runs to tell the other nodes (delivered at its commit, once per transaction and signal). */
 export const notifySql = (signal: PgSignal): string => `NOTIFY ${CHANNEL}, '${signal}'`;
-/** The same as an expression, for a write that tells the other nodes within one of its statements. */
-export const notifyCall = (signal: PgSignal): string => `pg_notify('${CHANNEL}', '${signal}')`;
+/**
+ * The same as an expression, for a write that tells the other nodes within one of its statements. `about`: an SQL
+ * expression for what the signal is about (a callback's destination), sent after a space, so that a listener can
+ * leave alone what it need not look at.
+ */
+export const notifyCall = (signal: PgSignal, about?: string): string =>
+  about === undefined ? `pg_notify('${CHANNEL}', '${signal}')` : `pg_notify('${CHANNEL}', '${signal} ' || ${about})`;
 
 /** Request locks to take and to give back on one connection, in one message. */
 interface LockBatch {
@@ -99,7 +104,7 @@ export class PgCoordinator {
     private readonly url: string,
     private readonly nodeName: string,
     private readonly log: Logger,
-    private readonly onSignal: (signal: PgSignal) => void,
+    private readonly onSignal: (signal: PgSignal, about?: string) => void,
   ) {}
 
   /** Connects in the background; reconnects by itself whenever the connection is lost. */
@@ -238,7 +243,10 @@ export class PgCoordinator {
     client.on('error', () => undefined);
     client.on('end', () => this.lost(client));
     client.on('notification', (n) => {
-      if (n.channel === CHANNEL && isSignal(n.payload)) this.onSignal(n.payload);
+      if (n.channel !== CHANNEL || n.payload === undefined) return;
+      const space = n.payload.indexOf(' ');
+      const signal = space === -1 ? n.payload : n.payload.slice(0, space);
+      if (isSignal(signal)) this.onSignal(signal, space === -1 ? undefined : n.payload.slice(space + 1));
     });
     try {
       await client.connect();

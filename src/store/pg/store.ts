@@ -56,7 +56,7 @@ export class PgStore implements StoreEngine {
   readonly writes: StoreWriteOps;
   private closing: Promise<void> | null = null;
   private readonly coordinator: PgCoordinator;
-  private readonly listeners: ((signal: StoreSignal) => void)[] = [];
+  private readonly listeners: ((signal: StoreSignal, destination?: string) => void)[] = [];
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -65,8 +65,8 @@ export class PgStore implements StoreEngine {
     const tokens = new TokenCache();
     const pepper = new PepperCache();
     this.reads = pgReads(pool, tokens, pepper);
-    this.coordinator = new PgCoordinator(opts.url, opts.nodeName, opts.log, (signal) =>
-      this.heard(signal, tokens, pepper),
+    this.coordinator = new PgCoordinator(opts.url, opts.nodeName, opts.log, (signal, about) =>
+      this.heard(signal, about, tokens, pepper),
     );
     const writes = pgWriteOps({ pool, tokens, buckets: new PgRateBuckets(pool), coordinator: this.coordinator });
     this.writes = withHealth(writes, new StoreHealth(opts.log, describePgUrl(opts.url)));
@@ -78,7 +78,7 @@ export class PgStore implements StoreEngine {
     return new PgStore(createPgPool(opts.url, opts.poolSize), opts);
   }
 
-  onSignal(listener: (signal: StoreSignal) => void): void {
+  onSignal(listener: (signal: StoreSignal, destination?: string) => void): void {
     this.listeners.push(listener);
   }
 
@@ -95,10 +95,10 @@ export class PgStore implements StoreEngine {
   }
 
   /** Caches are this engine's own business; the workers' signals go to whoever listens. */
-  private heard(signal: PgSignal, tokens: TokenCache, pepper: PepperCache): void {
+  private heard(signal: PgSignal, about: string | undefined, tokens: TokenCache, pepper: PepperCache): void {
     if (signal === 'accounts') tokens.clear();
     else if (signal === 'pepper') pepper.clear();
-    else for (const listener of this.listeners) listener(signal);
+    else for (const listener of this.listeners) listener(signal, signal === 'callbacks' ? about : undefined);
   }
 }
 

@@ -226,7 +226,7 @@ async function enqueueCallback(sql: Sql, c: CallbackEnqueue, counts: CountDeltas
        INSERT INTO callback_outbox (destination, path, body, medium, address, next_attempt_ts, created_ts)
        VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id
      )
-     SELECT id, ${notifyCall('callbacks')} FROM queued`,
+     SELECT id, ${notifyCall('callbacks', '$1::text')} FROM queued`,
     [c.destination, c.path, JSON.stringify(c.body), c.medium, c.address, c.now],
   );
   counts.callback('pending', 1);
@@ -318,7 +318,7 @@ export const BIND_SQL = `WITH checked AS MATERIALIZED (
     SELECT $14::text, $15::text, $16::text, $2, $3, $6, $6 FROM go WHERE $14::text IS NOT NULL
     RETURNING id
   ), told AS (
-    SELECT ${notifyCall('callbacks')} FROM queued
+    SELECT ${notifyCall('callbacks', '$14::text')} FROM queued
   ), locked AS MATERIALIZED (
     SELECT pg_advisory_xact_lock($1::bigint), ${notifyCall('log')} FROM go
   ), logged AS (${appendLocal('locked')}
