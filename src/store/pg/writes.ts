@@ -299,11 +299,12 @@ async function appendBind(req: BindRecord, counts: CountDeltas, commitWith: Comm
  * A bind without a session to save, in one statement (one round trip, planned once per connection): the pepper's row
  * share-locked and compared, the pending invites locked and compared, then, only when both are as the caller saw
  * them, the invites marked sent, the homeserver callback queued, and the log's lock, append and global row (with the
- * counts after the lock, as in appendBind). Answers which check failed, if one did; nothing is written then.
+ * counts after the lock, as in appendBind). Answers which check failed, if one did; nothing is written then. (`told`
+ * is read by the last SELECT because a SELECT in WITH runs only when read.)
  * `$1` the log's lock, `$2`…`$10` as appendBind's, `$11` the pepper seen, `$12` the pending invites' ids seen (sorted),
  * `$13` sent_ts (seconds), `$14`…`$16` the callback's destination, path and body (null: none).
  */
-export const BIND_SQL = `WITH checked AS MATERIALIZED (
+const BIND_SQL = `WITH checked AS MATERIALIZED (
     SELECT (${PEPPER_SQL} FOR SHARE) IS NOT DISTINCT FROM $11::text AS pepper_ok,
       coalesce((SELECT array_agg(p.id ORDER BY p.id) FROM (
         SELECT id FROM invite_tokens WHERE medium = $2 AND address = $3 AND sent_ts IS NULL FOR UPDATE
