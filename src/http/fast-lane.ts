@@ -25,7 +25,7 @@ import type { Account } from '../store/accounts.js';
 import { AnswerBatch } from './answer-batch.js';
 import { nextRequestId, type Logger } from '../log.js';
 import { CORS_HEADERS, logFailure, toMatrixError, type RequestLine } from './app.js';
-import { accountForToken, bearerToken, type AuthRequirement } from './auth.js';
+import { accountForToken, accountForTokenNow, bearerToken, type AuthRequirement } from './auth.js';
 import type { AppContext } from './context.js';
 import { requestDeadline, startDeadline, type DeadlineKind, type RequestDeadline } from './deadline.js';
 import type { MatrixError } from './errors.js';
@@ -76,8 +76,11 @@ export interface LaneRoute {
   path: string;
   /** the fastify route's `config.auth` */
   auth?: AuthRequirement;
-  /** The 200 answer's JSON text for the body (parsed as fastify's parser does), or throws the error to answer. */
-  answer(body: unknown, request: LaneRequest): Promise<string | Buffer>;
+  /**
+   * The 200 answer's JSON text for the body (parsed as fastify's parser does), or its promise; throws (or rejects
+   * with) the error to answer. An answer made on the spot is written without waiting for a promise.
+   */
+  answer(body: unknown, request: LaneRequest): string | Buffer | Promise<string | Buffer>;
 }
 
 /** Where an endpoint group is mounted: its API and that API's prefix. */
@@ -201,50 +204,87 @@ export function fastLane(opts: FastLaneOptions, routes: readonly LaneRoute[]): R
     return trust ? proxyAddr(req, trust) : req.socket.remoteAddress;
   }
 
-  /** The route's answer to the whole body, or its error. */
-  async function reply(
+  /** The route's answer to the whole body, or its error: written now if it is made now, else when it settles. */
+  function reply(
     lane: Lane,
     call: LaneCall,
     req: IncomingMessage,
     res: ServerResponse,
     started: number,
     body: Buffer | null,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
+    let answered: string | Buffer | Promise<string | Buffer>;
     try {
       // An empty body is none, as fastify's parser has it.
-      const answered = await lane.route.answer(body === null ? undefined : parseJsonBody(body), call);
-      send(lane, req, res, started, 200, answered);
+      answered = lane.route.answer(body === null ? undefined : parseJsonBody(body), call);
     } catch (error) {
       sendError(lane, req, res, started, error);
-    } finally {
       call.release();
+      return undefined;
     }
+    if (typeof answered === 'string' || Buffer.isBuffer(answered)) {
+      send(lane, req, res, started, 200, answered);
+      call.release();
+      return undefined;
+    }
+    return answered
+      .then(
+        (text) => send(lane, req, res, started, 200, text),
+        (error: unknown) => sendError(lane, req, res, started, error),
+      )
+      .finally(() => call.release());
   }
 
   /**
    * Answers at the end of the turn that read the request (see the handler below): the token first, as fastify's auth
-   * hook does (an unauthenticated request is refused whatever its body), then the body and the route's answer. A body
-   * still arriving (a large one comes in several reads) is collected as it comes, then answered.
+   * hook does (an unauthenticated request is refused whatever its body), then the body and the route's answer. Where
+   * the store reads synchronously (ImmediateReads) the token is checked on the spot, and a route that answers on the
+   * spot is written in this turn with no promise at all. A body still arriving (a large one comes in several reads)
+   * is collected as it comes, then answered.
    */
-  async function answer(
+  function answer(
     lane: Lane,
     req: IncomingMessage,
     res: ServerResponse,
     started: number,
     token: string | undefined,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
     // as fastify's req.ip, which a socket already closed leaves without an address
     const call = new LaneCall(clientIp(req) ?? '', ctx.config);
+    const { auth } = lane.route;
+    if (!auth) return withBody(lane, call, req, res, started);
+    const immediate = ctx.reads.immediate;
+    if (immediate === undefined) {
+      return accountForToken(ctx, token, auth).then(
+        (account) => {
+          call.account = account;
+          return withBody(lane, call, req, res, started);
+        },
+        (error: unknown) => sendError(lane, req, res, started, error),
+      );
+    }
     try {
-      if (lane.route.auth) call.account = await accountForToken(ctx, token, lane.route.auth);
+      call.account = accountForTokenNow(ctx, immediate, token, auth);
     } catch (error) {
       sendError(lane, req, res, started, error);
-      return;
+      return undefined;
     }
+    return withBody(lane, call, req, res, started);
+  }
+
+  /** The route's answer once the whole body is here. */
+  function withBody(
+    lane: Lane,
+    call: LaneCall,
+    req: IncomingMessage,
+    res: ServerResponse,
+    started: number,
+  ): Promise<void> | undefined {
     if (req.complete) return reply(lane, call, req, res, started, req.read() as Buffer | null);
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => void reply(lane, call, req, res, started, Buffer.concat(chunks)));
+    return undefined;
   }
 
   return (req, res) => {

@@ -42,6 +42,21 @@ export interface StoreReads {
   peers: Async<PeerReads, 'all' | 'active' | 'activeByName' | 'localAfter' | 'lastLocalId'>;
   /** whether the database answers and is still the file it was opened from (GET /ready) */
   state(): Promise<DatabaseState>;
+  /** the reads of a lookup, answered on the spot, from an engine whose reads are synchronous (SQLite) */
+  immediate?: ImmediateReads;
+}
+
+/**
+ * The reads of a lookup request, answering values rather than promises: the client listener's fast lane answers a
+ * one-hash lookup with them in the turn that read it, without a promise and a microtask per read (bench/README.md,
+ * "Code shaped by measurements"). Only an engine whose reads are synchronous has them. A failure the database
+ * explains throws StoreUnavailableError, as the facade's promises reject with it.
+ */
+export interface ImmediateReads {
+  accountByToken(token: string): Account | undefined;
+  pepper(): string;
+  /** as `associations.mappingsJson`, or undefined for a lookup the lookup workers share (answered by that one) */
+  mappingsJson(hashes: readonly string[], now: number): string | undefined;
 }
 
 export type { Account, PendingInvite };
@@ -107,13 +122,18 @@ export async function spreadMappings(
   return objectOfParts(answer);
 }
 
-/** A value read synchronously, as a settled promise; a failure the database explains as StoreUnavailableError. */
-async function settled<T>(read: () => T): Promise<T> {
+/** A value read synchronously; a failure the database explains as StoreUnavailableError. */
+function readNow<T>(read: () => T): T {
   try {
     return read();
   } catch (error) {
     throw asUnavailable(error);
   }
+}
+
+/** A value read synchronously, as a settled promise (see readNow). */
+async function settled<T>(read: () => T): Promise<T> {
+  return readNow(read);
 }
 
 export function sqliteReads(parts: SqliteReadParts): StoreReads {
@@ -136,6 +156,14 @@ export function sqliteReads(parts: SqliteReadParts): StoreReads {
               throw asUnavailable(error);
             })
           : settled(() => objectJson(associations.lookupHashes(hashes, now))),
+    },
+    immediate: {
+      accountByToken: (token) => readNow(() => accounts.accountByToken(token)),
+      pepper: () => readNow(() => associations.pepper()),
+      mappingsJson: (hashes, now) =>
+        pool && hashes.length >= SPREAD_MIN_HASHES
+          ? undefined
+          : readNow(() => objectJson(associations.lookupHashes(hashes, now))),
     },
     callbacks: asyncMethods(parts.callbacks, ['counts', 'pendingCount', 'list', 'byId', 'nextDue']),
     invites: asyncMethods(parts.invites, ['senderOfToken', 'pending']),

@@ -5,6 +5,7 @@ import { JSON_TYPE, type LaneRoute } from '../fast-lane.js';
 import { MatrixError, errors } from '../errors.js';
 import { bodyFields } from '../validate.js';
 import { objectJson } from '../../store/mappings-json.js';
+import type { ImmediateReads } from '../../store/reads.js';
 
 const bulkBody = {
   type: 'object',
@@ -85,9 +86,19 @@ export async function lookupRoutes(app: FastifyInstance, opts: RouteOptions): Pr
   );
 }
 
-/** `POST /v2/lookup` in the client listener's fast lane (http/fast-lane.ts). */
+/**
+ * `POST /v2/lookup` in the client listener's fast lane (http/fast-lane.ts): answered on the spot where the store reads
+ * synchronously (store/reads.ts, ImmediateReads).
+ */
 export function lookupLaneRoute(ctx: AppContext): LaneRoute {
-  return { path: V2_LOOKUP_PATH, auth: 'terms', answer: (body) => v2Lookup(ctx, body) };
+  return {
+    path: V2_LOOKUP_PATH,
+    auth: 'terms',
+    answer: (body) => {
+      const immediate = ctx.reads.immediate;
+      return immediate ? v2LookupNow(ctx, immediate, body) : v2Lookup(ctx, body);
+    },
+  };
 }
 
 const MAPPINGS_OPEN = Buffer.from('{"mappings":');
@@ -95,6 +106,13 @@ const MAPPINGS_CLOSE = Buffer.from('}');
 
 /** The fields of a v2 lookup body, in the order a missing one is reported. */
 const V2_LOOKUP_FIELDS = ['addresses', 'algorithm', 'pepper'] as const;
+
+/** A v2 lookup body, checked. */
+interface V2LookupBody {
+  addresses: string[];
+  algorithm: string;
+  pepper: unknown;
+}
 
 /**
  * `POST /v2/lookup` once authenticated: the body checked (the errors a schema gave before, in the same order),
@@ -106,6 +124,31 @@ const V2_LOOKUP_FIELDS = ['addresses', 'algorithm', 'pepper'] as const;
  * is what `JSON.stringify({ mappings })` gives for the same pairs, in the same order.
  */
 export async function v2Lookup(ctx: AppContext, body: unknown): Promise<string | Buffer> {
+  const lookup = v2LookupBody(ctx, body);
+  const associations = ctx.reads.associations;
+  const now = ctx.clock.now();
+  checkPepper(lookup, await associations.pepper());
+  if (lookup.algorithm === 'sha256') return mappingsAnswer(await associations.mappingsJson(lookup.addresses, now));
+  return plainLookup(ctx, lookup.addresses, now);
+}
+
+/** v2Lookup from reads answered on the spot: the answer itself, or its promise for a lookup that waits for one. */
+function v2LookupNow(
+  ctx: AppContext,
+  reads: ImmediateReads,
+  body: unknown,
+): string | Buffer | Promise<string | Buffer> {
+  const lookup = v2LookupBody(ctx, body);
+  const now = ctx.clock.now();
+  checkPepper(lookup, reads.pepper());
+  if (lookup.algorithm !== 'sha256') return plainLookup(ctx, lookup.addresses, now);
+  const mappings = reads.mappingsJson(lookup.addresses, now);
+  if (mappings !== undefined) return mappingsAnswer(mappings);
+  return ctx.reads.associations.mappingsJson(lookup.addresses, now).then(mappingsAnswer);
+}
+
+/** The body of a v2 lookup, or throws the error to answer. */
+function v2LookupBody(ctx: AppContext, body: unknown): V2LookupBody {
   const { addresses, algorithm, pepper } = bodyFields(body, V2_LOOKUP_FIELDS, []);
   if (!Array.isArray(addresses)) throw errors.invalidParam('addresses must be a list of strings');
   for (let i = 0; i < addresses.length; i++) {
@@ -117,27 +160,32 @@ export async function v2Lookup(ctx: AppContext, body: unknown): Promise<string |
   if (addresses.length > ctx.config.general.addressLookupLimit) {
     throw new MatrixError(400, 'M_TOO_LARGE', 'More than the maximum amount of addresses provided');
   }
-  const associations = ctx.reads.associations;
-  const now = ctx.clock.now();
-  const current = await associations.pepper();
-  if (pepper !== current) {
+  return { addresses: addresses as string[], algorithm, pepper };
+}
+
+function checkPepper(lookup: V2LookupBody, current: string): void {
+  if (lookup.pepper !== current) {
     throw new MatrixError(400, 'M_INVALID_PEPPER', "pepper does not match the server's", {
-      algorithm,
+      algorithm: lookup.algorithm,
       lookup_pepper: current,
     });
   }
-  if (algorithm === 'sha256') {
-    const mappings = await associations.mappingsJson(addresses as string[], now);
-    return typeof mappings === 'string'
-      ? '{"mappings":' + mappings + '}'
-      : Buffer.concat([MAPPINGS_OPEN, mappings, MAPPINGS_CLOSE]);
-  }
+}
+
+function mappingsAnswer(mappings: string | Buffer): string | Buffer {
+  return typeof mappings === 'string'
+    ? '{"mappings":' + mappings + '}'
+    : Buffer.concat([MAPPINGS_OPEN, mappings, MAPPINGS_CLOSE]);
+}
+
+/** The `none` algorithm: "address medium" pairs in the clear. */
+async function plainLookup(ctx: AppContext, addresses: string[], now: number): Promise<string> {
   const found = new Map<string, string>();
-  for (const entry of addresses as string[]) {
+  for (const entry of addresses) {
     const parts = entry.split(/\s+/).filter(Boolean);
     if (parts.length !== 2) throw errors.invalidParam(`Invalid "address medium" pair: "${entry}"`);
     const [address, medium] = parts as [string, string];
-    const row = await associations.lookup(medium, normaliseAddress(medium, address), now);
+    const row = await ctx.reads.associations.lookup(medium, normaliseAddress(medium, address), now);
     // Keyed by the string the client sent, so it can match its own request.
     if (row) found.set(entry, row.mxid);
   }
