@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { call, type Reply } from './helpers/email.js';
+import { call, hangingRequestToken } from './helpers/email.js';
 import { cleanupsAfterEach } from './helpers/cleanups.js';
 import { freePort, logLines, spawnServer, waitForStart, type ServerProcess } from './helpers/process.js';
 import { startSilentServer, startSmtpServer } from './helpers/smtp.js';
@@ -82,17 +82,7 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
       shutdown_timeout_seconds: '2',
     });
 
-    let answeredAt = 0;
-    const inFlight = call(`${s.base}${REQUEST_TOKEN}`, {
-      body: { client_secret: 'shutdownsecret', email: 'hang@example.org', send_attempt: 1 },
-    }).then((reply: Reply) => {
-      answeredAt = Date.now();
-      return reply;
-    });
-    await vi.waitFor(() => expect(silent.connections(), 'the mail to be under way').toBeGreaterThan(0), {
-      timeout: 10_000,
-      interval: 20,
-    });
+    const { reply: inFlight } = await hangingRequestToken(`${s.base}${REQUEST_TOKEN}`, silent, 'shutdownsecret');
     // And a request whose body is still arriving: no actor holds it, its listener answers it at the deadline.
     const slowBody = new Promise<string>((resolve) => {
       const socket = net.connect(Number(new URL(s.base).port), '127.0.0.1', () =>
@@ -122,6 +112,7 @@ describe('SIGTERM with requests under way', { timeout: 60_000 }, () => {
     expect(Date.now() - signalled).toBeGreaterThanOrEqual(900);
 
     const reply = await inFlight;
+    const answeredAt = reply.at;
     expect(reply.status, reply.text).toBe(503);
     expect(reply.json).toEqual({ errcode: 'M_UNKNOWN', error: 'The server is shutting down; try again shortly' });
     expect(reply.headers.get('retry-after')).toBe('5');

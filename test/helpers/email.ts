@@ -180,3 +180,28 @@ export async function portForwarder(port: number, target: () => number): Promise
       }),
   };
 }
+
+/** A requestToken in flight: its reply, stamped with the moment it came. */
+export interface HangingRequest {
+  reply: Promise<Reply & { at: number }>;
+}
+
+/**
+ * A requestToken whose mail hangs at `silent` (startSilentServer): resolves once the mail is under way, with the
+ * request still unanswered.
+ */
+export async function hangingRequestToken(
+  url: string,
+  silent: { connections(): number },
+  clientSecret: string,
+): Promise<HangingRequest> {
+  const reply = call(url, { body: { client_secret: clientSecret, email: 'hang@example.org', send_attempt: 1 } }).then(
+    (r) => ({ ...r, at: Date.now() }),
+  );
+  const deadline = Date.now() + 10_000;
+  while (silent.connections() === 0) {
+    if (Date.now() > deadline) throw new Error('the mail was never under way');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { reply };
+}
