@@ -11,6 +11,7 @@ const FLOWS_ON_POSTGRESQL = [
   'test/bind-v1.test.ts',
   'test/bind-v2.test.ts',
   'test/lookup-after-bind.test.ts',
+  'test/lookup-v2-errors.test.ts',
   'test/invite-onbind.test.ts',
   'test/unbind-signed.test.ts',
   'test/callbacks.test.ts',
