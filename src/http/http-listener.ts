@@ -58,6 +58,8 @@ export class HttpListener {
   private acceptFailures = 0;
   private acceptLoggedAt = -Infinity;
   private stopping: Promise<void> | null = null;
+  /** every answer's 'close' listener: one function, not a closure per request (`this` is the answer) */
+  private readonly answerClosed: (this: ServerResponse) => void;
 
   constructor(opts: HttpListenerOptions) {
     this.name = opts.name;
@@ -65,6 +67,11 @@ export class HttpListener {
     this.timeouts = opts.timeouts ?? DEFAULT_TIMEOUTS;
     this.cors = opts.cors !== false;
     this.gate = opts.limits ? new ConnectionGate({ listener: opts.name, ...opts.limits }, opts.log) : null;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the listener, beside the answer Node gives as `this`
+    const listener = this;
+    this.answerClosed = function (this: ServerResponse) {
+      listener.closed(this);
+    };
   }
 
   /** fastify's `serverFactory`: each server it asks for (two for `localhost`) is one of this listener's. */
@@ -125,15 +132,18 @@ export class HttpListener {
         this.unavailable(res);
         return;
       }
-      const slot = this.inFlight.add(res);
-      res.once('close', () => {
-        // Answered before the body arrived whole: the rest is read and dropped, so the client reads this answer.
-        if (res.writableFinished && !req.complete) discardRest(req);
-        this.inFlight.remove(slot);
-        if (this.inFlight.size === 0) for (const done of [...this.idleWaiters]) done();
-      });
+      this.inFlight.add(res);
+      res.on('close', this.answerClosed);
       next(req, res);
     };
+  }
+
+  /** An answer's connection closed, or its answer written (a response closes once). */
+  private closed(res: ServerResponse): void {
+    // Answered before the body arrived whole: the rest is read and dropped, so the client reads this answer.
+    if (res.writableFinished && !res.req.complete) discardRest(res.req);
+    this.inFlight.remove(res);
+    if (this.inFlight.size === 0) for (const done of [...this.idleWaiters]) done();
   }
 
   /** 503 M_UNKNOWN with Retry-After, and the connection closed after it; a response already begun is cut. */

@@ -11,21 +11,28 @@
  */
 import type { ServerResponse } from 'node:http';
 
+/** Where an answer is in its listener's slots. */
+const SLOT = Symbol('pending answer slot');
+
+type Slotted = ServerResponse & { [SLOT]?: number };
+
 export class PendingAnswers {
   private readonly slots: Array<ServerResponse | undefined> = [];
   private readonly free: number[] = [];
   private count = 0;
 
-  /** Adds an answer; returns its slot, to give back to `remove`. */
-  add(res: ServerResponse): number {
+  /** Adds an answer; its slot is kept on it, for `remove`. */
+  add(res: ServerResponse): void {
     const slot = this.free.pop() ?? this.slots.length;
     this.slots[slot] = res;
+    (res as Slotted)[SLOT] = slot;
     this.count++;
-    return slot;
   }
 
-  remove(slot: number): void {
-    if (this.slots[slot] === undefined) return;
+  /** Removes an answer that was added (once; again is a no-op). */
+  remove(res: ServerResponse): void {
+    const slot = (res as Slotted)[SLOT];
+    if (slot === undefined || this.slots[slot] !== res) return;
     this.slots[slot] = undefined;
     this.free.push(slot);
     this.count--;
