@@ -181,7 +181,10 @@ export async function portForwarder(port: number, target: () => number): Promise
   };
 }
 
-/** A requestToken in flight: its reply, stamped with the moment it came. */
+/**
+ * A requestToken in flight: its reply, stamped with the moment it came (in an object, because a promise an async
+ * function returns is waited for).
+ */
 export interface HangingRequest {
   reply: Promise<Reply & { at: number }>;
 }
@@ -200,7 +203,10 @@ export async function hangingRequestToken(
   );
   const deadline = Date.now() + 10_000;
   while (silent.connections() === 0) {
-    if (Date.now() > deadline) throw new Error('the mail was never under way');
+    if (Date.now() > deadline) {
+      reply.catch(() => undefined);
+      throw new Error('the mail was never under way');
+    }
     await new Promise((r) => setTimeout(r, 20));
   }
   return { reply };
