@@ -512,6 +512,17 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     const heard: string[] = [];
     // each signal heard, with the destination a callback's carries
     b.onSignal((s, destination) => heard.push(destination === undefined ? s : `${s} ${destination}`));
+    /** A queues a callback to `destination`; what B has heard once it heard that (copied). */
+    const queueAndHear = async (destination: string): Promise<string[]> => {
+      await a.writes.enqueueCallback(
+        { destination, path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 },
+        req(),
+      );
+      return until(
+        async () => [...heard],
+        (h) => h.includes(`callbacks ${destination}`),
+      );
+    };
     // B listens once its own line is up (it hears every signal then, as after a reconnection).
     await until(
       async () => heard.length,
@@ -544,16 +555,7 @@ describe('several nodes on one database: shared limits, claims that expire, leas
     ).toEqual(['callbacks hs.example', 'log']);
     // a callback queued on its own
     heard.length = 0;
-    await a.writes.enqueueCallback(
-      { destination: 'other.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 },
-      req(),
-    );
-    expect(
-      await until(
-        async () => [...heard],
-        (h) => h.includes('callbacks other.example'),
-      ),
-    ).toEqual(['callbacks other.example']);
+    expect(await queueAndHear('other.example')).toEqual(['callbacks other.example']);
 
     await a.writes.registerAccount({ userId: '@u:hs.example', token: 'tok', now: 1_000 }, req());
     expect(await b.reads.accounts.accountByToken('tok')).toMatchObject({
@@ -599,16 +601,7 @@ describe('several nodes on one database: shared limits, claims that expire, leas
       (n) => n >= 2,
     );
     heard.length = 0;
-    await a.writes.enqueueCallback(
-      { destination: 'hs2.example', path: '/p', body: {}, medium: 'email', address: 'x@y', now: 1_000 },
-      req(),
-    );
-    expect(
-      await until(
-        async () => heard,
-        (h) => h.includes('callbacks hs2.example'),
-      ),
-    ).toContain('callbacks hs2.example');
+    expect(await queueAndHear('hs2.example')).toContain('callbacks hs2.example');
   });
 });
 
